@@ -1,0 +1,252 @@
+//! Typed configuration, read once from the environment at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing environment variable {0}")]
+    Missing(&'static str),
+    #[error("environment variable {name} is malformed: {reason}")]
+    Malformed { name: &'static str, reason: String },
+}
+
+/// Everything either process reads from the environment. Which variables are required
+/// depends on the role: see [`Role`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: SecretString,
+    pub redis_url: SecretString,
+    /// Prefix of every Redis key selfheal writes, so several deployments (or tests) share a Redis.
+    pub queue_prefix: String,
+    pub bind: SocketAddr,
+    /// Current secret first; during a rotation the previous one is accepted as well.
+    pub webhook_secrets: Vec<SecretString>,
+    pub max_body_bytes: usize,
+    pub github: GitHubConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct GitHubConfig {
+    pub api_url: String,
+    pub app_id: Option<u64>,
+    /// PEM text (read from the file when the variable holds a path).
+    pub app_private_key: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub concurrency: usize,
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    pub log_cap_bytes: usize,
+    pub relay_interval: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// Which process is starting: each requires only the variables it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Web,
+    Worker,
+    /// `migrate`, `verify-audit`: only the database.
+    Admin,
+}
+
+impl Config {
+    pub fn from_env(role: Role) -> Result<Self, ConfigError> {
+        Self::from_lookup(role, |name| std::env::var(name).ok())
+    }
+
+    /// Reads through `lookup` so tests need not mutate the process environment.
+    pub fn from_lookup(
+        role: Role,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let database_url = env.required("DATABASE_URL")?;
+        let needs_redis = role != Role::Admin;
+        let redis_url = if needs_redis {
+            env.required("REDIS_URL")?
+        } else {
+            env.optional("REDIS_URL").unwrap_or_default()
+        };
+        let mut webhook_secrets = Vec::new();
+        if role == Role::Web {
+            webhook_secrets.push(SecretString::from(env.required("GITHUB_WEBHOOK_SECRET")?));
+        } else if let Some(s) = env.optional("GITHUB_WEBHOOK_SECRET") {
+            webhook_secrets.push(SecretString::from(s));
+        }
+        if let Some(previous) = env.optional("GITHUB_WEBHOOK_SECRET_PREVIOUS") {
+            webhook_secrets.push(SecretString::from(previous));
+        }
+
+        let (app_id, app_private_key) = if role == Role::Worker {
+            (
+                Some(env.parsed::<u64>("GITHUB_APP_ID")?.ok_or(ConfigError::Missing("GITHUB_APP_ID"))?),
+                Some(read_private_key(&env.required("GITHUB_APP_PRIVATE_KEY")?)?),
+            )
+        } else {
+            let key = env.optional("GITHUB_APP_PRIVATE_KEY").map(|k| read_private_key(&k)).transpose()?;
+            (env.parsed::<u64>("GITHUB_APP_ID")?, key)
+        };
+
+        Ok(Config {
+            database_url: SecretString::from(database_url),
+            redis_url: SecretString::from(redis_url),
+            queue_prefix: env.optional("SELFHEAL_QUEUE_PREFIX").unwrap_or_else(|| "selfheal".into()),
+            bind: env.parsed("SELFHEAL_BIND")?.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3000))),
+            webhook_secrets,
+            max_body_bytes: env.parsed("SELFHEAL_MAX_BODY_BYTES")?.unwrap_or(25 * 1024 * 1024),
+            github: GitHubConfig {
+                api_url: env
+                    .optional("GITHUB_API_URL")
+                    .unwrap_or_else(|| "https://api.github.com".into())
+                    .trim_end_matches('/')
+                    .to_string(),
+                app_id,
+                app_private_key,
+            },
+            worker: WorkerConfig {
+                concurrency: env.parsed("SELFHEAL_WORKER_CONCURRENCY")?.unwrap_or(4),
+                heartbeat: Duration::from_secs(env.parsed("SELFHEAL_HEARTBEAT_SECS")?.unwrap_or(1)),
+                missed_heartbeats: env.parsed("SELFHEAL_MISSED_HEARTBEATS")?.unwrap_or(3),
+                log_cap_bytes: env.parsed("SELFHEAL_LOG_CAP_BYTES")?.unwrap_or(8 * 1024 * 1024),
+                relay_interval: Duration::from_millis(
+                    env.parsed("SELFHEAL_RELAY_INTERVAL_MS")?.unwrap_or(1000),
+                ),
+                shutdown_timeout: Duration::from_secs(
+                    env.parsed("SELFHEAL_SHUTDOWN_TIMEOUT_SECS")?.unwrap_or(30),
+                ),
+            },
+        })
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+
+    pub fn redis_url(&self) -> &str {
+        self.redis_url.expose_secret()
+    }
+}
+
+struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    fn optional(&self, name: &'static str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.optional(name).ok_or(ConfigError::Missing(name))
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &'static str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.optional(name)
+            .map(|v| {
+                v.trim().parse::<T>().map_err(|e| ConfigError::Malformed {
+                    name,
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+}
+
+/// `GITHUB_APP_PRIVATE_KEY` holds either the PEM itself or a path to it.
+fn read_private_key(value: &str) -> Result<SecretString, ConfigError> {
+    let pem = if value.trim_start().starts_with("-----BEGIN") {
+        value.replace("\\n", "\n")
+    } else {
+        std::fs::read_to_string(value.trim()).map_err(|e| ConfigError::Malformed {
+            name: "GITHUB_APP_PRIVATE_KEY",
+            reason: format!("neither a PEM nor a readable file ({e})"),
+        })?
+    };
+    if !pem.contains("PRIVATE KEY-----") {
+        return Err(ConfigError::Malformed {
+            name: "GITHUB_APP_PRIVATE_KEY",
+            reason: "not a PEM private key".into(),
+        });
+    }
+    Ok(SecretString::from(pem))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const KEY: &str = "-----BEGIN RSA PRIVATE KEY-----\\nabc\\n-----END RSA PRIVATE KEY-----";
+
+    #[test]
+    fn missing_variable_names_itself() {
+        let err = Config::from_lookup(Role::Web, lookup(&[("REDIS_URL", "redis://x")])).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("DATABASE_URL"));
+        assert_eq!(err.to_string(), "missing environment variable DATABASE_URL");
+
+        let err = Config::from_lookup(
+            Role::Web,
+            lookup(&[("DATABASE_URL", "postgres://x"), ("REDIS_URL", "redis://x")]),
+        )
+        .unwrap_err();
+        assert_eq!(err, ConfigError::Missing("GITHUB_WEBHOOK_SECRET"));
+
+        let err = Config::from_lookup(
+            Role::Worker,
+            lookup(&[("DATABASE_URL", "postgres://x"), ("REDIS_URL", "redis://x"), ("GITHUB_APP_ID", "1")]),
+        )
+        .unwrap_err();
+        assert_eq!(err, ConfigError::Missing("GITHUB_APP_PRIVATE_KEY"));
+    }
+
+    #[test]
+    fn malformed_variable_names_itself() {
+        let err = Config::from_lookup(
+            Role::Worker,
+            lookup(&[
+                ("DATABASE_URL", "postgres://x"),
+                ("REDIS_URL", "redis://x"),
+                ("GITHUB_APP_ID", "twelve"),
+                ("GITHUB_APP_PRIVATE_KEY", KEY),
+            ]),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Malformed { name: "GITHUB_APP_ID", .. }), "{err}");
+        assert!(err.to_string().contains("GITHUB_APP_ID"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = Config::from_lookup(
+            Role::Worker,
+            lookup(&[
+                ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+                ("REDIS_URL", "redis://:redispass@r"),
+                ("GITHUB_WEBHOOK_SECRET", "whsecret"),
+                ("GITHUB_APP_ID", "12"),
+                ("GITHUB_APP_PRIVATE_KEY", KEY),
+            ]),
+        )
+        .unwrap();
+        let printed = format!("{config:?}");
+        for secret in ["hunter2", "redispass", "whsecret", "abc"] {
+            assert!(!printed.contains(secret), "{secret} leaked in {printed}");
+        }
+        assert_eq!(config.github.app_id, Some(12));
+        assert_eq!(config.github.api_url, "https://api.github.com");
+    }
+}

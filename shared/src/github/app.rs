@@ -1,0 +1,89 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use octocrab::models::{AppId, InstallationId};
+use octocrab::Octocrab;
+use secrecy::ExposeSecret;
+
+use crate::config::GitHubConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitHubError {
+    #[error("GitHub App credentials are not configured (GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY)")]
+    NotConfigured,
+    #[error("GITHUB_APP_PRIVATE_KEY is not a usable RSA key: {0}")]
+    BadKey(String),
+    #[error("GitHub API error: {0}")]
+    Api(#[from] octocrab::Error),
+    #[error("GitHub answered {status} for {what}")]
+    Status { status: u16, what: String },
+    #[error("downloading {what} failed: {reason}")]
+    Download { what: String, reason: String },
+}
+
+impl GitHubError {
+    /// 4xx other than rate limits will not get better by retrying.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            GitHubError::NotConfigured | GitHubError::BadKey(_) => true,
+            GitHubError::Status { status, .. } => (400..500).contains(status) && *status != 429 && *status != 403,
+            _ => false,
+        }
+    }
+}
+
+/// One per process. Installation clients are kept so that their tokens are reused until
+/// shortly before they expire, then refreshed by octocrab.
+pub struct GitHubApp {
+    app: Octocrab,
+    api_url: String,
+    installations: Mutex<HashMap<i64, Octocrab>>,
+    http: reqwest::Client,
+}
+
+impl GitHubApp {
+    pub fn new(config: &GitHubConfig) -> Result<Self, GitHubError> {
+        let (Some(app_id), Some(key)) = (config.app_id, config.app_private_key.as_ref()) else {
+            return Err(GitHubError::NotConfigured);
+        };
+        let app = Octocrab::builder()
+            .base_uri(config.api_url.as_str())?
+            .set_connect_timeout(Some(Duration::from_secs(5)))
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .app_from_rsa_pem(AppId(app_id), key.expose_secret().as_bytes())
+            .map_err(|e| GitHubError::BadKey(e.to_string()))?
+            .build()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .user_agent("selfheal")
+            .build()
+            .map_err(|e| GitHubError::Download { what: "client".into(), reason: e.to_string() })?;
+        Ok(GitHubApp {
+            app,
+            api_url: config.api_url.clone(),
+            installations: Mutex::new(HashMap::new()),
+            http,
+        })
+    }
+
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    pub fn installation(&self, installation_id: i64) -> Result<Octocrab, GitHubError> {
+        let mut cache = self.installations.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(crab) = cache.get(&installation_id) {
+            return Ok(crab.clone());
+        }
+        let crab = self.app.installation(InstallationId(installation_id as u64))?;
+        cache.insert(installation_id, crab.clone());
+        Ok(crab)
+    }
+
+    /// Plain HTTP client for GitHub's pre-signed download URLs, which take no credentials.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}

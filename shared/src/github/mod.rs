@@ -1,0 +1,5 @@
+//! GitHub as a GitHub App: app JWT -> installation tokens (octocrab caches and refreshes them).
+
+mod app;
+
+pub use app::{GitHubApp, GitHubError};

@@ -1,0 +1,195 @@
+//! Ingest's side of the schema: deliveries, installations, repositories, incidents and the
+//! runs they open, all written in the one transaction that also writes the outbox row.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::events::{RunVerdict, WorkflowRunEvent};
+use crate::stage::Stage;
+use crate::{audit, outbox};
+
+#[derive(Debug, Clone)]
+pub struct Delivery<'a> {
+    pub id: &'a str,
+    pub event: &'a str,
+    pub payload: &'a Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// This delivery id was seen before; nothing was written.
+    Duplicate,
+    /// Stored for the record; nothing to act on.
+    Stored,
+    /// A failed run: an incident is open and its run waits in the outbox.
+    RunCreated { run_id: Uuid, incident_id: Uuid, outbox_id: i64 },
+    /// A failed run already known under another delivery id.
+    RunExists { run_id: Uuid },
+    /// A green run closed the open incident.
+    Resolved { incident_id: Uuid },
+}
+
+impl Ingested {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Ingested::Duplicate => "duplicate",
+            Ingested::Stored => "stored",
+            Ingested::RunCreated { .. } => "run_created",
+            Ingested::RunExists { .. } => "run_exists",
+            Ingested::Resolved { .. } => "incident_resolved",
+        }
+    }
+}
+
+/// Stores a verified delivery and acts on it. Call inside a transaction and commit after:
+/// either everything (delivery, incident, run, outbox row, audit rows) lands, or nothing.
+pub async fn ingest(
+    tx: &Transaction<'_>,
+    delivery: &Delivery<'_>,
+    workflow_run: Option<&WorkflowRunEvent>,
+) -> Result<Ingested, tokio_postgres::Error> {
+    let action = delivery.payload.get("action").and_then(Value::as_str);
+    let installation_id = delivery.payload.pointer("/installation/id").and_then(Value::as_i64);
+    let repository_id = delivery.payload.pointer("/repository/id").and_then(Value::as_i64);
+    let inserted = tx
+        .execute(
+            "INSERT INTO webhook_deliveries (delivery_id, event, action, installation_id, repository_id, outcome, payload)
+             VALUES ($1, $2, $3, $4, $5, 'stored', $6)
+             ON CONFLICT (delivery_id) DO NOTHING",
+            &[&delivery.id, &delivery.event, &action, &installation_id, &repository_id, delivery.payload],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(Ingested::Duplicate);
+    }
+
+    let result = match workflow_run.map(|ev| (ev, ev.verdict())) {
+        Some((ev, RunVerdict::Failed)) => open_run(tx, delivery.id, ev).await?,
+        Some((ev, RunVerdict::Succeeded)) => resolve(tx, ev).await?,
+        _ => Ingested::Stored,
+    };
+    if result != Ingested::Stored {
+        tx.execute(
+            "UPDATE webhook_deliveries SET outcome = $2 WHERE delivery_id = $1",
+            &[&delivery.id, &result.outcome()],
+        )
+        .await?;
+    }
+    Ok(result)
+}
+
+async fn upsert_repository(tx: &Transaction<'_>, ev: &WorkflowRunEvent, installation_id: i64) -> Result<(), tokio_postgres::Error> {
+    let login = ev.installation.as_ref().and_then(|i| i.account.as_ref()).map(|a| a.login.as_str());
+    tx.execute(
+        "INSERT INTO installations (id, account_login) VALUES ($1, $2)
+         ON CONFLICT (id) DO UPDATE SET account_login = coalesce(EXCLUDED.account_login, installations.account_login)",
+        &[&installation_id, &login],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id, full_name = EXCLUDED.full_name",
+        &[&ev.repository.id, &installation_id, &ev.repository.full_name],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn open_run(tx: &Transaction<'_>, delivery_id: &str, ev: &WorkflowRunEvent) -> Result<Ingested, tokio_postgres::Error> {
+    let wr = &ev.workflow_run;
+    if let Some(row) = tx
+        .query_opt(
+            "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2",
+            &[&wr.id, &wr.run_attempt],
+        )
+        .await?
+    {
+        return Ok(Ingested::RunExists { run_id: row.get(0) });
+    }
+    // The caller has checked that a failed run names its installation.
+    let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
+    upsert_repository(tx, ev, installation_id).await?;
+
+    let row = tx
+        .query_one(
+            "INSERT INTO incidents (id, repository_id, branch, workflow_id, workflow_name, status, first_failed_at)
+             VALUES ($1, $2, $3, $4, $5, 'open', $6)
+             ON CONFLICT (repository_id, branch, workflow_id) WHERE status = 'open'
+             DO UPDATE SET failed_runs = incidents.failed_runs + 1
+             RETURNING id, (xmax = 0) AS created",
+            &[&Uuid::new_v4(), &ev.repository.id, &ev.branch(), &wr.workflow_id, &wr.name, &wr.updated_at],
+        )
+        .await?;
+    let incident_id: Uuid = row.get("id");
+    let created: bool = row.get("created");
+
+    let run_id = Uuid::new_v4();
+    tx.execute(
+        "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
+                           github_run_id, github_run_attempt, head_sha, conclusion, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued')",
+        &[
+            &run_id,
+            &incident_id,
+            &delivery_id,
+            &installation_id,
+            &ev.repository.full_name,
+            &wr.id,
+            &wr.run_attempt,
+            &wr.head_sha,
+            &wr.conclusion.as_deref().unwrap_or("failure"),
+        ],
+    )
+    .await?;
+    let outbox_id = outbox::insert(tx, run_id, Stage::Triage).await?;
+    if created {
+        audit::append(
+            tx,
+            "github:webhook",
+            "incident.opened",
+            &incident_id.to_string(),
+            &json!({"repository": ev.repository.full_name, "branch": ev.branch(), "workflow_id": wr.workflow_id}),
+        )
+        .await?;
+    }
+    audit::append(
+        tx,
+        "github:webhook",
+        "run.created",
+        &run_id.to_string(),
+        &json!({"delivery": delivery_id, "incident": incident_id, "github_run_id": wr.id, "head_sha": wr.head_sha}),
+    )
+    .await?;
+    Ok(Ingested::RunCreated { run_id, incident_id, outbox_id })
+}
+
+async fn resolve(tx: &Transaction<'_>, ev: &WorkflowRunEvent) -> Result<Ingested, tokio_postgres::Error> {
+    let wr = &ev.workflow_run;
+    let resolved_at: DateTime<Utc> = wr.updated_at;
+    // Only a green run that finished after the first failure resolves it (deliveries can
+    // arrive out of order).
+    let row = tx
+        .query_opt(
+            "UPDATE incidents SET status = 'resolved', resolved_at = $4, resolved_by_run_id = $5
+             WHERE repository_id = $1 AND branch = $2 AND workflow_id = $3 AND status = 'open'
+               AND first_failed_at <= $4
+             RETURNING id",
+            &[&ev.repository.id, &ev.branch(), &wr.workflow_id, &resolved_at, &wr.id],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Ingested::Stored);
+    };
+    let incident_id: Uuid = row.get(0);
+    audit::append(
+        tx,
+        "github:webhook",
+        "incident.resolved",
+        &incident_id.to_string(),
+        &json!({"github_run_id": wr.id, "resolved_at": resolved_at}),
+    )
+    .await?;
+    Ok(Ingested::Resolved { incident_id })
+}

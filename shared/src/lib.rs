@@ -1,0 +1,15 @@
+//! Code both processes need: typed config, the Postgres schema and its queries, the stage jobs
+//! and their queue, and the GitHub client.
+
+pub mod audit;
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod github;
+pub mod incidents;
+pub mod outbox;
+pub mod queue;
+pub mod runs;
+pub mod stage;
+
+pub use config::{Config, ConfigError};

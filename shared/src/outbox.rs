@@ -1,0 +1,134 @@
+//! Transactional outbox: a stage job is written to Postgres in the same transaction as the
+//! state that calls for it, then pushed to Redis. Whatever could not be pushed (Redis down,
+//! a crash in between) the relay pushes later. A job may thus reach Redis twice; stages are
+//! idempotent, so that is harmless, while a lost job would not be.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::db::DbError;
+use crate::queue::{QueueError, StageQueue};
+use crate::stage::{Stage, StageJob};
+
+pub async fn insert(client: &impl GenericClient, run_id: Uuid, stage: Stage) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "INSERT INTO outbox (run_id, stage) VALUES ($1, $2)
+             ON CONFLICT (run_id, stage) DO UPDATE SET stage = EXCLUDED.stage
+             RETURNING id",
+            &[&run_id, &stage.as_str()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl From<tokio_postgres::Error> for DispatchError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        DispatchError::Db(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DispatchError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        DispatchError::Db(e.into())
+    }
+}
+
+/// Pushes one committed outbox row now (the fast path after a commit).
+pub async fn dispatch(pool: &Pool, queue: &StageQueue, outbox_id: i64, job: StageJob) -> Result<(), DispatchError> {
+    match queue.push(job).await {
+        Ok(()) => {
+            let client = pool.get().await?;
+            client
+                .execute("UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1 WHERE id = $1", &[&outbox_id])
+                .await?;
+            Ok(())
+        }
+        Err(e) => {
+            if let Ok(client) = pool.get().await {
+                let _ = client
+                    .execute(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                        &[&outbox_id, &e.to_string()],
+                    )
+                    .await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// Pushes every pending row once. Rows are locked while pushed, so several relays (one per
+/// process) never push the same row at the same time. Returns how many were pushed.
+pub async fn relay_once(pool: &Pool, queue: &StageQueue) -> Result<usize, DispatchError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT id, run_id, stage FROM outbox WHERE enqueued_at IS NULL
+             ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .await?;
+    let mut pushed = 0;
+    for row in rows {
+        let id: i64 = row.get(0);
+        let stage: String = row.get(2);
+        let Ok(stage) = stage.parse::<Stage>() else {
+            tracing::error!(outbox_id = id, %stage, "outbox row names an unknown stage; left in place");
+            continue;
+        };
+        let job = StageJob { run_id: row.get(1), stage };
+        match queue.push(job).await {
+            Ok(()) => {
+                tx.execute("UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1 WHERE id = $1", &[&id])
+                    .await?;
+                pushed += 1;
+            }
+            Err(e) => {
+                tx.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                    &[&id, &e.to_string()],
+                )
+                .await?;
+                tx.commit().await?;
+                return Err(e.into());
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(pushed)
+}
+
+/// Runs the relay until the process ends.
+pub async fn relay_forever(pool: Pool, queue: std::sync::Arc<StageQueue>, every: Duration) {
+    let mut failing = false;
+    loop {
+        match relay_once(&pool, &queue).await {
+            Ok(n) => {
+                if n > 0 || failing {
+                    tracing::info!(pushed = n, "outbox relay pushed pending jobs");
+                }
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "outbox relay cannot push yet; will retry");
+                }
+                failing = true;
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}

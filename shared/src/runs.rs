@@ -1,0 +1,187 @@
+//! The worker's side of the schema: runs and their stage attempts.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::stage::Stage;
+
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: Uuid,
+    pub incident_id: Uuid,
+    pub installation_id: i64,
+    pub repository_full_name: String,
+    pub github_run_id: i64,
+    pub head_sha: String,
+    pub status: String,
+}
+
+impl Run {
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "incomplete" | "failed")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// The stage did not run; the detail says why (e.g. not implemented).
+    Skipped,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+pub async fn load(client: &impl GenericClient, run_id: Uuid) -> Result<Option<Run>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT id, incident_id, installation_id, repository_full_name, github_run_id, head_sha, status
+             FROM runs WHERE id = $1",
+            &[&run_id],
+        )
+        .await?;
+    Ok(row.map(|r| Run {
+        id: r.get(0),
+        incident_id: r.get(1),
+        installation_id: r.get(2),
+        repository_full_name: r.get(3),
+        github_run_id: r.get(4),
+        head_sha: r.get(5),
+        status: r.get(6),
+    }))
+}
+
+/// Whether the stage already finished for this run (a redelivered or recovered job).
+pub async fn stage_finished(client: &impl GenericClient, run_id: Uuid, stage: Stage) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND outcome IN ('succeeded', 'skipped')",
+            &[&run_id, &stage.as_str()],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Attempts left `running` by a worker that died are closed as abandoned. Only called while
+/// holding the run's stage lock, so no live worker owns them.
+pub async fn abandon_stale(client: &impl GenericClient, run_id: Uuid, stage: Stage) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE stage_attempts SET outcome = 'abandoned', finished_at = now(), error = 'worker lost mid-stage'
+             WHERE run_id = $1 AND stage = $2 AND outcome = 'running'",
+            &[&run_id, &stage.as_str()],
+        )
+        .await
+}
+
+/// Failed attempts so far: abandoned ones (a crash) do not use up the retry budget.
+pub async fn failed_attempts(client: &impl GenericClient, run_id: Uuid, stage: Stage) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND outcome = 'failed'",
+            &[&run_id, &stage.as_str()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+pub async fn start_attempt(
+    client: &impl GenericClient,
+    run_id: Uuid,
+    stage: Stage,
+    worker_id: &str,
+) -> Result<(i64, i32), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE runs SET status = 'running', current_stage = $2 WHERE id = $1 AND status IN ('queued', 'running')",
+            &[&run_id, &stage.as_str()],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "INSERT INTO stage_attempts (run_id, stage, attempt, worker_id, outcome)
+             SELECT $1, $2, coalesce(max(attempt), 0) + 1, $3, 'running'
+             FROM stage_attempts WHERE run_id = $1 AND stage = $2
+             RETURNING id, attempt",
+            &[&run_id, &stage.as_str(), &worker_id],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+pub async fn finish_attempt(
+    client: &impl GenericClient,
+    attempt_id: i64,
+    outcome: Outcome,
+    detail: Option<&str>,
+    error: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE stage_attempts SET outcome = $2, detail = $3, error = $4, finished_at = now() WHERE id = $1",
+            &[&attempt_id, &outcome.as_str(), &detail, &error],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Closes the run. `incomplete` says the pipeline went through but some stage was skipped.
+pub async fn finish(
+    client: &impl GenericClient,
+    run_id: Uuid,
+    status: &str,
+    reason: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE runs SET status = $2, failure_reason = $3, finished_at = now(), current_stage = NULL
+             WHERE id = $1 AND finished_at IS NULL",
+            &[&run_id, &status, &reason],
+        )
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub stage: String,
+    pub attempt: i32,
+    pub worker_id: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+pub async fn attempts(client: &impl GenericClient, run_id: Uuid) -> Result<Vec<AttemptRow>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT stage, attempt, worker_id, outcome, detail, error, started_at, finished_at
+             FROM stage_attempts WHERE run_id = $1 ORDER BY id",
+            &[&run_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AttemptRow {
+            stage: r.get(0),
+            attempt: r.get(1),
+            worker_id: r.get(2),
+            outcome: r.get(3),
+            detail: r.get(4),
+            error: r.get(5),
+            started_at: r.get(6),
+            finished_at: r.get(7),
+        })
+        .collect())
+}

@@ -1,0 +1,76 @@
+//! The webhook server: verifies, persists and enqueues; nothing slow happens here.
+
+mod error;
+mod health;
+mod metrics;
+mod webhook;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use deadpool_postgres::Pool;
+use secrecy::SecretString;
+use selfheal_shared::queue::{self, StageQueue};
+use selfheal_shared::{db, outbox, Config};
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub queue: Arc<StageQueue>,
+    pub secrets: Arc<Vec<SecretString>>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/webhooks/github", post(webhook::receive))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render))
+        .with_state(state)
+}
+
+/// Builds the state from config. Postgres may be down at this point: the pool connects lazily
+/// and requests answer 503 until it is back. Migrations run when it is reachable.
+pub async fn state(config: &Config) -> Result<AppState, db::DbError> {
+    let pool = db::pool(config.database_url(), 16)?;
+    match db::migrate(&pool).await {
+        Ok(n) if n > 0 => tracing::info!(applied = n, "migrations applied"),
+        Ok(_) => {}
+        Err(db::DbError::Pool(e)) => tracing::warn!(error = %e, "Postgres unreachable at start; migrations deferred to `selfheal migrate` or the next start"),
+        Err(e) => return Err(e),
+    }
+    let queue_config = queue::storage_config(&config.queue_prefix, config.worker.heartbeat, config.worker.missed_heartbeats);
+    Ok(AppState {
+        pool,
+        queue: Arc::new(StageQueue::new(config.redis_url(), queue_config)),
+        secrets: Arc::new(config.webhook_secrets.clone()),
+        metrics: Arc::new(metrics::Metrics::default()),
+    })
+}
+
+/// Serves until `shutdown` resolves; the outbox relay runs beside the server.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = state(&config).await?;
+    let relay = tokio::spawn(outbox::relay_forever(
+        state.pool.clone(),
+        state.queue.clone(),
+        config.worker.relay_interval,
+    ));
+    let app = router(state, config.max_body_bytes);
+    tracing::info!(addr = %listener.local_addr()?, "selfheal web listening");
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    relay.abort();
+    Ok(result?)
+}

@@ -1,0 +1,56 @@
+//! Prometheus metrics. A registry per app (prometheus-client) rather than a global recorder,
+//! so several apps in one test process keep separate counts.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub event: String,
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    pub enqueue_deferred: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("selfheal");
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register("webhook_deliveries", "Webhook deliveries by event and outcome", deliveries.clone());
+        let enqueue_deferred = Counter::default();
+        registry.register(
+            "enqueue_deferred",
+            "Jobs left to the outbox relay because Redis could not take them at ingest",
+            enqueue_deferred.clone(),
+        );
+        Metrics { registry, deliveries, enqueue_deferred }
+    }
+}
+
+impl Metrics {
+    pub fn delivery(&self, event: &str, outcome: &str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels { event: event.to_string(), outcome: outcome.to_string() })
+            .inc();
+    }
+}
+
+pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
+    let mut body = String::new();
+    if let Err(e) = encode(&mut body, &state.metrics.registry) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+}

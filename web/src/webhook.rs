@@ -1,0 +1,143 @@
+//! `POST /webhooks/github`: verify, persist (delivery + incident + run + outbox row in one
+//! transaction), then try to enqueue. Answers well inside GitHub's 10 s.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use selfheal_shared::events::{RunVerdict, WorkflowRunEvent};
+use selfheal_shared::incidents::{self, Delivery, Ingested};
+use selfheal_shared::outbox;
+use selfheal_shared::stage::{Stage, StageJob};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::{ApiError, AppState};
+
+pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    verify_signature(&state.secrets, &headers, &body)?;
+    let event = header(&headers, "x-github-event")?;
+    let delivery_id = header(&headers, "x-github-delivery")?;
+    let span = tracing::info_span!("webhook", %event, delivery = %delivery_id);
+    let _enter = span.enter();
+
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    if !payload.is_object() {
+        return Err(ApiError::BadRequest("payload is not a JSON object".into()));
+    }
+    let workflow_run = if event == "workflow_run" {
+        let ev = WorkflowRunEvent::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if ev.verdict() == RunVerdict::Failed && ev.installation.is_none() {
+            return Err(ApiError::BadRequest(
+                "invalid workflow_run payload: installation.id is missing (is this a GitHub App delivery?)".into(),
+            ));
+        }
+        Some(ev)
+    } else {
+        None
+    };
+
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let ingested = incidents::ingest(
+        &tx,
+        &Delivery { id: delivery_id, event, payload: &payload },
+        workflow_run.as_ref(),
+    )
+    .await?;
+    tx.commit().await?;
+    drop(client);
+
+    let (status, body) = match &ingested {
+        Ingested::Duplicate => (StatusCode::OK, json!({"status": "duplicate"})),
+        Ingested::Stored if event == "ping" => (StatusCode::OK, json!({"status": "pong"})),
+        Ingested::Stored => (StatusCode::ACCEPTED, json!({"status": "stored"})),
+        Ingested::RunExists { run_id } => (StatusCode::OK, json!({"status": "run_exists", "run_id": run_id})),
+        Ingested::Resolved { incident_id } => {
+            (StatusCode::ACCEPTED, json!({"status": "incident_resolved", "incident_id": incident_id}))
+        }
+        Ingested::RunCreated { run_id, incident_id, outbox_id } => {
+            let job = StageJob { run_id: *run_id, stage: Stage::Triage };
+            let queued = match outbox::dispatch(&state.pool, &state.queue, *outbox_id, job).await {
+                Ok(()) => true,
+                Err(e) => {
+                    // Postgres has it; the relay pushes it once Redis is back.
+                    tracing::warn!(error = %e, run = %run_id, "enqueue deferred to the outbox relay");
+                    state.metrics.enqueue_deferred.inc();
+                    false
+                }
+            };
+            tracing::info!(run = %run_id, incident = %incident_id, queued, "run created");
+            (
+                StatusCode::ACCEPTED,
+                json!({"status": "run_created", "run_id": run_id, "incident_id": incident_id, "queued": queued}),
+            )
+        }
+    };
+    state.metrics.delivery(event, body["status"].as_str().unwrap_or("unknown"));
+    Ok((status, Json(body)).into_response())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, ApiError> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("missing header {name}")))
+}
+
+/// HMAC-SHA256 over the raw body, compared in constant time (`verify_slice`) against every
+/// configured secret, so a secret can be rotated without dropping deliveries.
+fn verify_signature(secrets: &[SecretString], headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let signature = headers
+        .get("x-hub-signature-256")
+        .ok_or(ApiError::Unauthorized("missing X-Hub-Signature-256"))?
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("invalid X-Hub-Signature-256"))?;
+    let hex_digest = signature
+        .strip_prefix("sha256=")
+        .ok_or(ApiError::Unauthorized("invalid X-Hub-Signature-256"))?;
+    let expected = hex::decode(hex_digest).map_err(|_| ApiError::Unauthorized("invalid X-Hub-Signature-256"))?;
+    let matches = secrets.iter().any(|secret| {
+        Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
+            .map(|mut mac| {
+                mac.update(body);
+                mac.verify_slice(&expected).is_ok()
+            })
+            .unwrap_or(false)
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("signature does not match"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign(secret: &str, body: &[u8]) -> HeaderMap {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        let mut h = HeaderMap::new();
+        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        h.insert("x-hub-signature-256", sig.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn signature_checks() {
+        let secrets = vec![SecretString::from("new"), SecretString::from("old")];
+        let body = br#"{"zen":"x"}"#;
+        assert!(verify_signature(&secrets, &sign("new", body), body).is_ok());
+        assert!(verify_signature(&secrets, &sign("old", body), body).is_ok());
+        assert!(verify_signature(&secrets, &sign("other", body), body).is_err());
+        assert!(verify_signature(&secrets, &sign("new", body), b"{\"zen\":\"y\"}").is_err());
+        assert!(verify_signature(&secrets, &HeaderMap::new(), body).is_err());
+    }
+}
