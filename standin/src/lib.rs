@@ -1,1 +1,9 @@
+//! A local stand-in for the GitHub REST API, for tests and the demo; never on selfheal's
+//! production path. It answers with real recorded responses from `../shared/fixtures`
+//! (adapting ids and names to the request), and records every call it receives.
 
+mod fixtures;
+mod server;
+
+pub use fixtures::{failing_workflow_run, fixtures_dir, successful_workflow_run, Fixtures, FixtureError};
+pub use server::{spawn, Call, Knobs, StandIn};

@@ -1,1 +1,77 @@
+//! The worker: pulls stage jobs from Redis (apalis) and carries each run through
+//! triage -> diagnose -> patch -> validate -> verify -> deliver, recording every attempt.
 
+mod pipeline;
+mod stages;
+mod triage;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use apalis::prelude::*;
+use deadpool_postgres::Pool;
+use selfheal_shared::github::GitHubApp;
+use selfheal_shared::queue::{self, StageQueue};
+use selfheal_shared::{db, outbox, Config};
+
+/// What every stage needs, shared by the jobs of one worker process.
+pub struct WorkerContext {
+    pub pool: Pool,
+    pub github: GitHubApp,
+    pub queue: Arc<StageQueue>,
+    pub worker_id: String,
+    pub database_url: String,
+    pub log_cap_bytes: usize,
+}
+
+/// A name unique to this process, shown in `stage_attempts.worker_id`.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host = host.trim();
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}-{}", if host.is_empty() { "worker" } else { host }, std::process::id(), &nonce[..6])
+}
+
+/// Runs until `shutdown` resolves: then stops taking jobs and lets the ones in flight finish
+/// (up to the shutdown timeout; what is left is recovered by another worker).
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let pool = db::pool(config.database_url(), config.worker.concurrency + 4)?;
+    db::migrate(&pool).await?;
+    let github = GitHubApp::new(&config.github)?;
+    let storage_config =
+        queue::storage_config(&config.queue_prefix, config.worker.heartbeat, config.worker.missed_heartbeats);
+    let storage = queue::connect_storage(config.redis_url(), storage_config.clone()).await?;
+    let queue = Arc::new(StageQueue::new(config.redis_url(), storage_config));
+    let worker_id = worker_id();
+    let ctx = Arc::new(WorkerContext {
+        pool: pool.clone(),
+        github,
+        queue: queue.clone(),
+        worker_id: worker_id.clone(),
+        database_url: config.database_url().to_string(),
+        log_cap_bytes: config.worker.log_cap_bytes,
+    });
+    let relay = tokio::spawn(outbox::relay_forever(pool, queue, config.worker.relay_interval));
+    tracing::info!(worker = %worker_id, concurrency = config.worker.concurrency, "selfheal worker starting");
+
+    let concurrency = config.worker.concurrency;
+    let result = Monitor::new()
+        .register(move |_| {
+            WorkerBuilder::new(worker_id.clone())
+                .backend(storage.clone())
+                .data(ctx.clone())
+                .concurrency(concurrency)
+                .parallelize(tokio::spawn)
+                .build(pipeline::handle)
+        })
+        .shutdown_timeout(config.worker.shutdown_timeout)
+        .run_with_signal(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: finishing jobs in flight");
+            Ok(())
+        })
+        .await;
+    relay.abort();
+    result?;
+    Ok(())
+}

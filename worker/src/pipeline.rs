@@ -1,0 +1,172 @@
+//! One stage of one run: lock, skip if done, attempt with backoff, record, chain the next.
+
+use std::sync::Arc;
+
+use apalis::prelude::{BoxDynError, Data};
+use selfheal_shared::runs::{self, Outcome, Run};
+use selfheal_shared::stage::{Stage, StageJob};
+use selfheal_shared::{audit, outbox};
+use serde_json::json;
+use tokio_postgres::NoTls;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::stages::{self, StageError};
+use crate::WorkerContext;
+
+pub async fn handle(job: StageJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!("stage", run = %job.run_id, stage = %job.stage, worker = %ctx.worker_id);
+    process(&ctx, &job).instrument(span).await.map_err(|e| {
+        tracing::error!(error = %e, "stage job failed; it will be retried from the outbox or by recovery");
+        e.into()
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("Postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("Postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+/// Holds a session advisory lock on its own connection: if the worker dies, Postgres drops the
+/// connection and the lock with it, so recovery never waits on a dead holder.
+struct StageLock {
+    client: tokio_postgres::Client,
+}
+
+impl StageLock {
+    async fn try_acquire(database_url: &str, run_id: Uuid, stage: Stage) -> Result<Option<Self>, PipelineError> {
+        let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+        tokio::spawn(connection);
+        let key = format!("{run_id}:{stage}");
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key])
+            .await?;
+        Ok(row.get::<_, bool>(0).then_some(StageLock { client }))
+    }
+}
+
+async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineError> {
+    let Some(run) = runs::load(&ctx.pool.get().await?, job.run_id).await? else {
+        tracing::warn!("run not found; dropping job");
+        return Ok(());
+    };
+    if run.is_finished() {
+        return Ok(());
+    }
+    let Some(lock) = StageLock::try_acquire(&ctx.database_url, job.run_id, job.stage).await? else {
+        tracing::info!("another worker holds this stage; dropping duplicate job");
+        return Ok(());
+    };
+    let client = ctx.pool.get().await?;
+    if runs::stage_finished(&client, run.id, job.stage).await? {
+        // A redelivered job: the stage's effects happened; make sure the next one is queued.
+        drop(client);
+        return chain(ctx, &run, job.stage).await;
+    }
+    if runs::abandon_stale(&client, run.id, job.stage).await? > 0 {
+        tracing::warn!("previous attempt was abandoned by a lost worker; resuming");
+    }
+    let policy = job.stage.retry_policy();
+    let mut backoffs = policy.backoffs();
+    loop {
+        let failed = runs::failed_attempts(&client, run.id, job.stage).await?;
+        if failed >= i64::from(policy.max_attempts) {
+            let reason = format!("{} failed {failed} times", job.stage);
+            fail_run(ctx, &run, &reason).await?;
+            break;
+        }
+        let (attempt_id, attempt) = runs::start_attempt(&client, run.id, job.stage, &ctx.worker_id).await?;
+        tracing::info!(attempt, "stage attempt started");
+        match stages::execute(ctx, &run, job.stage).await {
+            Ok(report) => {
+                let mut client = ctx.pool.get().await?;
+                let tx = client.transaction().await?;
+                runs::finish_attempt(&tx, attempt_id, report.outcome, Some(&report.detail), None).await?;
+                match job.stage.next() {
+                    Some(next) => {
+                        outbox::insert(&tx, run.id, next).await?;
+                    }
+                    None => close_run(&tx, &run).await?,
+                }
+                tx.commit().await?;
+                tracing::info!(attempt, outcome = report.outcome.as_str(), detail = %report.detail, "stage finished");
+                drop(client);
+                chain(ctx, &run, job.stage).await?;
+                break;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                runs::finish_attempt(&client, attempt_id, Outcome::Failed, None, Some(&message)).await?;
+                tracing::warn!(attempt, error = %message, "stage attempt failed");
+                if let StageError::Permanent(_) = e {
+                    fail_run(ctx, &run, &format!("{}: {message}", job.stage)).await?;
+                    break;
+                }
+                if let Some(delay) = backoffs.next() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+    drop(lock);
+    Ok(())
+}
+
+/// Pushes the next stage's outbox row, if any (the relay covers a failure here).
+async fn chain(ctx: &WorkerContext, run: &Run, stage: Stage) -> Result<(), PipelineError> {
+    let Some(next) = stage.next() else {
+        return Ok(());
+    };
+    let client = ctx.pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT id FROM outbox WHERE run_id = $1 AND stage = $2 AND enqueued_at IS NULL",
+            &[&run.id, &next.as_str()],
+        )
+        .await?;
+    drop(client);
+    if let Some(row) = row {
+        let job = StageJob { run_id: run.id, stage: next };
+        if let Err(e) = outbox::dispatch(&ctx.pool, &ctx.queue, row.get(0), job).await {
+            tracing::warn!(error = %e, "next stage left to the outbox relay");
+        }
+    }
+    Ok(())
+}
+
+/// After the last stage: `succeeded` only if every stage really ran; a stage that was
+/// skipped (not implemented yet) makes the run `incomplete`, never a success.
+async fn close_run(tx: &deadpool_postgres::Transaction<'_>, run: &Run) -> Result<(), PipelineError> {
+    let rows = tx
+        .query(
+            "SELECT stage, detail FROM stage_attempts WHERE run_id = $1 AND outcome = 'skipped' ORDER BY id",
+            &[&run.id],
+        )
+        .await?;
+    let skipped: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} ({})", r.get::<_, String>(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
+        .collect();
+    let (status, reason) = if skipped.is_empty() {
+        ("succeeded", None)
+    } else {
+        ("incomplete", Some(format!("skipped: {}", skipped.join(", "))))
+    };
+    runs::finish(tx, run.id, status, reason.as_deref()).await?;
+    audit::append(tx, "selfheal:worker", "run.finished", &run.id.to_string(), &json!({"status": status, "reason": reason}))
+        .await?;
+    Ok(())
+}
+
+async fn fail_run(ctx: &WorkerContext, run: &Run, reason: &str) -> Result<(), PipelineError> {
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    runs::finish(&tx, run.id, "failed", Some(reason)).await?;
+    audit::append(&tx, "selfheal:worker", "run.failed", &run.id.to_string(), &json!({"reason": reason})).await?;
+    tx.commit().await?;
+    tracing::error!(%reason, "run failed");
+    Ok(())
+}

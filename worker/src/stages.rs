@@ -1,0 +1,55 @@
+//! Dispatch to each stage's implementation.
+
+use selfheal_shared::github::GitHubError;
+use selfheal_shared::runs::{Outcome, Run};
+use selfheal_shared::stage::Stage;
+
+use crate::{triage, WorkerContext};
+
+pub struct StageReport {
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// Worth another attempt (network, 5xx, rate limit, database hiccup).
+    #[error("{0}")]
+    Transient(String),
+    /// Will fail the same way every time (404, bad credentials): fail the run now.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<GitHubError> for StageError {
+    fn from(e: GitHubError) -> Self {
+        if e.is_permanent() {
+            StageError::Permanent(e.to_string())
+        } else {
+            StageError::Transient(e.to_string())
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StageError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StageError::Transient(format!("Postgres: {e}"))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StageError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StageError::Transient(format!("Postgres: {e}"))
+    }
+}
+
+pub async fn execute(ctx: &WorkerContext, run: &Run, stage: Stage) -> Result<StageReport, StageError> {
+    match stage {
+        Stage::Triage => triage::run(ctx, run).await,
+        // Built in later issues; until then the record says so, and the run cannot succeed.
+        Stage::Diagnose | Stage::Patch | Stage::Validate | Stage::Verify | Stage::Deliver => Ok(StageReport {
+            outcome: Outcome::Skipped,
+            detail: "not implemented".into(),
+        }),
+    }
+}

@@ -1,0 +1,209 @@
+//! Triage: which jobs of the failed run failed, at which steps, and their logs (stored
+//! gzip-compressed, keeping the tail when a log is over the cap: the error is at the end).
+
+use std::io::Write;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use octocrab::Octocrab;
+use selfheal_shared::github::GitHubError;
+use selfheal_shared::runs::{Outcome, Run};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::stages::{StageError, StageReport};
+use crate::WorkerContext;
+
+#[derive(Debug, Deserialize)]
+struct JobsPage {
+    total_count: i64,
+    jobs: Vec<Job>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Job {
+    id: i64,
+    name: String,
+    conclusion: Option<String>,
+    #[serde(default)]
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Step {
+    name: String,
+    number: i64,
+    conclusion: Option<String>,
+}
+
+fn failed(conclusion: Option<&str>) -> bool {
+    matches!(conclusion, Some("failure") | Some("timed_out"))
+}
+
+pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
+    let crab = ctx.github.installation(run.installation_id)?;
+    let repo = &run.repository_full_name;
+    let page: JobsPage = crab
+        .get(
+            format!("/repos/{repo}/actions/runs/{}/jobs", run.github_run_id),
+            Some(&[("filter", "latest"), ("per_page", "100")]),
+        )
+        .await
+        .map_err(|e| api_error(e, "the run's jobs"))?;
+    let failed_jobs: Vec<&Job> = page.jobs.iter().filter(|j| failed(j.conclusion.as_deref())).collect();
+
+    let mut summary = Vec::new();
+    for job in &failed_jobs {
+        let steps: Vec<_> = job
+            .steps
+            .iter()
+            .filter(|s| failed(s.conclusion.as_deref()))
+            .map(|s| json!({"number": s.number, "name": s.name}))
+            .collect();
+        let (log, original_bytes, truncated) = download_log(ctx, &crab, repo, job.id).await?;
+        let gz = gzip(&log).map_err(|e| StageError::Transient(format!("compressing log: {e}")))?;
+        let client = ctx.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO job_logs (run_id, github_job_id, job_name, conclusion, failed_steps, log_gzip, original_bytes, truncated)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (run_id, github_job_id) DO UPDATE SET
+                   job_name = EXCLUDED.job_name, conclusion = EXCLUDED.conclusion, failed_steps = EXCLUDED.failed_steps,
+                   log_gzip = EXCLUDED.log_gzip, original_bytes = EXCLUDED.original_bytes,
+                   truncated = EXCLUDED.truncated, fetched_at = now()",
+                &[
+                    &run.id,
+                    &job.id,
+                    &job.name,
+                    &job.conclusion,
+                    &serde_json::Value::Array(steps.clone()),
+                    &gz,
+                    &(original_bytes as i64),
+                    &truncated,
+                ],
+            )
+            .await?;
+        let step_names: Vec<&str> = steps.iter().filter_map(|s| s["name"].as_str()).collect();
+        summary.push(format!("{} [{}]", job.name, step_names.join(", ")));
+    }
+    let detail = if failed_jobs.is_empty() {
+        format!("none of the run's {} jobs is marked failed", page.total_count)
+    } else {
+        format!("{} of {} jobs failed: {}", failed_jobs.len(), page.total_count, summary.join("; "))
+    };
+    Ok(StageReport { outcome: Outcome::Succeeded, detail })
+}
+
+/// GitHub answers the logs endpoint with a redirect to a pre-signed URL, which is fetched
+/// without credentials.
+async fn download_log(
+    ctx: &WorkerContext,
+    crab: &Octocrab,
+    repo: &str,
+    job_id: i64,
+) -> Result<(Vec<u8>, usize, bool), StageError> {
+    let what = format!("logs of job {job_id}");
+    let url = format!("{}/repos/{repo}/actions/jobs/{job_id}/logs", ctx.github.api_url());
+    let response = crab._get(url).await.map_err(|e| api_error(e, &what))?;
+    let status = response.status();
+    let body = if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| StageError::Transient(format!("{what}: redirect without a Location")))?
+            .to_string();
+        let mut response = ctx
+            .github
+            .http()
+            .get(&location)
+            .send()
+            .await
+            .map_err(|e| StageError::Transient(format!("{what}: {e}")))?;
+        if !response.status().is_success() {
+            return Err(GitHubError::Status { status: response.status().as_u16(), what }.into());
+        }
+        let mut tail = TailBuffer::new(ctx.log_cap_bytes);
+        while let Some(chunk) = response.chunk().await.map_err(|e| StageError::Transient(format!("{what}: {e}")))? {
+            tail.push(&chunk);
+        }
+        tail
+    } else if status.is_success() {
+        let text = crab.body_to_string(response).await.map_err(|e| api_error(e, &what))?;
+        let mut tail = TailBuffer::new(ctx.log_cap_bytes);
+        tail.push(text.as_bytes());
+        tail
+    } else {
+        return Err(GitHubError::Status { status: status.as_u16(), what }.into());
+    };
+    Ok(body.finish())
+}
+
+fn api_error(e: octocrab::Error, what: &str) -> StageError {
+    match &e {
+        octocrab::Error::GitHub { source, .. } => GitHubError::Status {
+            status: source.status_code.as_u16(),
+            what: format!("{what}: {}", source.message),
+        }
+        .into(),
+        _ => GitHubError::Api(e).into(),
+    }
+}
+
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+/// Keeps the last `cap` bytes of a stream without holding more than twice that.
+struct TailBuffer {
+    cap: usize,
+    buf: Vec<u8>,
+    seen: usize,
+}
+
+impl TailBuffer {
+    fn new(cap: usize) -> Self {
+        TailBuffer { cap, buf: Vec::new(), seen: 0 }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        self.seen += chunk.len();
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() > self.cap.saturating_mul(2) {
+            let excess = self.buf.len() - self.cap;
+            self.buf.drain(..excess);
+        }
+    }
+
+    fn finish(mut self) -> (Vec<u8>, usize, bool) {
+        if self.buf.len() > self.cap {
+            let excess = self.buf.len() - self.cap;
+            self.buf.drain(..excess);
+        }
+        let truncated = self.seen > self.buf.len();
+        (self.buf, self.seen, truncated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TailBuffer;
+
+    #[test]
+    fn tail_buffer_keeps_the_end() {
+        let mut t = TailBuffer::new(10);
+        for i in 0..100u8 {
+            t.push(&[i; 3]);
+        }
+        let (buf, seen, truncated) = t.finish();
+        assert_eq!(seen, 300);
+        assert!(truncated);
+        assert_eq!(buf.len(), 10);
+        assert_eq!(*buf.last().unwrap(), 99);
+        let mut t = TailBuffer::new(10);
+        t.push(b"short");
+        assert_eq!(t.finish(), (b"short".to_vec(), 5, false));
+    }
+}
