@@ -1,1 +1,142 @@
-fn main(){}
+//! `selfheal`: the one binary users run. Each subcommand wires config to one library.
+
+mod demo;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use selfheal_shared::config::Role;
+use selfheal_shared::{audit, db, Config};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(name = "selfheal", version, about = "Self-healing CI: turns failed GitHub Actions runs into fixes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the webhook server (GITHUB_WEBHOOK_SECRET, DATABASE_URL, REDIS_URL).
+    Web,
+    /// Run a pipeline worker (DATABASE_URL, REDIS_URL, GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY).
+    Worker,
+    /// Apply database migrations (DATABASE_URL).
+    Migrate,
+    /// Install (Debian packages) and start or stop Postgres, Redis and dockerd on this machine.
+    Services {
+        #[arg(value_parser = ["up", "down"])]
+        action: String,
+    },
+    /// Check the audit log's hash chain; exits 1 if a row was edited or removed.
+    VerifyAudit,
+    /// Run the local GitHub stand-in (tests and the demo only).
+    Standin {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: String,
+    },
+    /// Replay a recorded failing run through web, two workers and the GitHub stand-in.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,apalis=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Web => {
+            let config = Config::from_env(Role::Web)?;
+            let listener = TcpListener::bind(config.bind)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.bind))?;
+            selfheal_web::serve(config, listener, shutdown_signal()).await?;
+        }
+        Command::Worker => {
+            let config = Config::from_env(Role::Worker)?;
+            selfheal_worker::run(config, shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let config = Config::from_env(Role::Admin)?;
+            let pool = db::pool(config.database_url(), 2)?;
+            let applied = db::migrate(&pool).await?;
+            println!("migrations applied: {applied}");
+        }
+        Command::Services { action } => {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh");
+            let status = std::process::Command::new("bash").arg(script).arg(&action).status()?;
+            if !status.success() {
+                anyhow::bail!("{script} {action} failed ({status})");
+            }
+        }
+        Command::VerifyAudit => {
+            let config = Config::from_env(Role::Admin)?;
+            let pool = db::pool(config.database_url(), 2)?;
+            let report = audit::verify(&pool.get().await?).await?;
+            if report.is_intact() {
+                println!("audit log intact: {} rows", report.rows);
+            } else {
+                println!("audit log BROKEN ({} rows checked):", report.rows);
+                for b in &report.breaks {
+                    match b {
+                        audit::ChainBreak::Edited { seq } => println!("  row {seq}: content does not match its hash (edited)"),
+                        audit::ChainBreak::Unlinked { seq } => {
+                            println!("  row {seq}: does not link to the previous row (a row was removed or inserted)")
+                        }
+                    }
+                }
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Standin { bind } => {
+            let listener = TcpListener::bind(&bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+            let standin = github_standin::spawn(
+                listener,
+                github_standin::Fixtures::new(github_standin::fixtures_dir()),
+            )
+            .await?;
+            println!("{}", standin.url());
+            shutdown_signal().await;
+        }
+        Command::Demo => demo::run().await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (replicas being scaled down) or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -19,7 +19,7 @@ pub struct Call {
     pub method: String,
     pub path: String,
     pub query: Option<String>,
-    /// `bearer` (an app JWT), `token` (an installation token) or `none`.
+    /// `app-jwt`, `installation-token`, `other` or `none`.
     pub auth: String,
 }
 
@@ -105,12 +105,7 @@ async fn record(
     next: axum::middleware::Next,
 ) -> Response {
     if !uri.path().starts_with("/_standin/calls") && !uri.path().starts_with("/_standin/knobs") {
-        let auth = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-            Some(v) if v.to_ascii_lowercase().starts_with("bearer ") => "bearer",
-            Some(v) if v.to_ascii_lowercase().starts_with("token ") => "token",
-            Some(_) => "other",
-            None => "none",
-        };
+        let auth = credential(&headers).as_str();
         if let Ok(mut calls) = inner.calls.lock() {
             calls.push(Call {
                 method: method.to_string(),
@@ -139,17 +134,44 @@ fn fixture_error(e: crate::FixtureError) -> Response {
     github_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("stand-in fixture: {e}"))
 }
 
-fn has_auth(headers: &HeaderMap, scheme: &str) -> bool {
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with(scheme))
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credential {
+    AppJwt,
+    InstallationToken,
+    Other,
+    None,
+}
+
+impl Credential {
+    fn as_str(self) -> &'static str {
+        match self {
+            Credential::AppJwt => "app-jwt",
+            Credential::InstallationToken => "installation-token",
+            Credential::Other => "other",
+            Credential::None => "none",
+        }
+    }
+}
+
+/// GitHub tells an app's JWT (three base64url parts) from an installation token (`ghs_`).
+fn credential(headers: &HeaderMap) -> Credential {
+    let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return Credential::None;
+    };
+    let token = value.split_once(' ').map(|(_, t)| t.trim()).unwrap_or("");
+    if token.starts_with("ghs_") {
+        Credential::InstallationToken
+    } else if token.starts_with("eyJ") && token.split('.').count() == 3 {
+        Credential::AppJwt
+    } else {
+        Credential::Other
+    }
 }
 
 /// Recorded: PyGithub `GithubIntegration.testGetAccessToken` (201 with token, expires_at,
 /// permissions). The token and expiry are adapted so the client sees a valid hour ahead.
 async fn access_token(State(inner): State<Arc<Inner>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
-    if !has_auth(&headers, "bearer ") {
+    if credential(&headers) != Credential::AppJwt {
         return github_error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded");
     }
     let mut body = match inner.fixtures.replay_json(
@@ -177,7 +199,7 @@ async fn run_jobs(
     Path((owner, repo, run_id)): Path<(String, String, i64)>,
     headers: HeaderMap,
 ) -> Response {
-    if !has_auth(&headers, "token ") && !has_auth(&headers, "bearer ") {
+    if credential(&headers) != Credential::InstallationToken {
         return github_error(StatusCode::UNAUTHORIZED, "Requires authentication");
     }
     let k = knobs(&inner);
@@ -222,7 +244,7 @@ async fn job_logs_redirect(
     Path((_owner, _repo, job_id)): Path<(String, String, i64)>,
     headers: HeaderMap,
 ) -> Response {
-    if !has_auth(&headers, "token ") && !has_auth(&headers, "bearer ") {
+    if credential(&headers) != Credential::InstallationToken {
         return github_error(StatusCode::UNAUTHORIZED, "Requires authentication");
     }
     let location = format!("{}/_standin/logs/{job_id}?urlSigningMethod=HMACV1&urlSignature=standin", inner.base_url);

@@ -33,7 +33,7 @@ pub enum PipelineError {
 /// Holds a session advisory lock on its own connection: if the worker dies, Postgres drops the
 /// connection and the lock with it, so recovery never waits on a dead holder.
 struct StageLock {
-    client: tokio_postgres::Client,
+    _session: tokio_postgres::Client,
 }
 
 impl StageLock {
@@ -44,7 +44,7 @@ impl StageLock {
         let row = client
             .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key])
             .await?;
-        Ok(row.get::<_, bool>(0).then_some(StageLock { client }))
+        Ok(row.get::<_, bool>(0).then_some(StageLock { _session: client }))
     }
 }
 

@@ -103,8 +103,9 @@ async fn download_log(
     job_id: i64,
 ) -> Result<(Vec<u8>, usize, bool), StageError> {
     let what = format!("logs of job {job_id}");
-    let url = format!("{}/repos/{repo}/actions/jobs/{job_id}/logs", ctx.github.api_url());
-    let response = crab._get(url).await.map_err(|e| api_error(e, &what))?;
+    // A relative path: octocrab only sends credentials to its own base URL.
+    let response = crab
+        ._get(format!("/repos/{repo}/actions/jobs/{job_id}/logs")).await.map_err(|e| api_error(e, &what))?;
     let status = response.status();
     let body = if status.is_redirection() {
         let location = response

@@ -1,0 +1,165 @@
+//! `selfheal demo`: the whole foundation on real services with no keys and no GitHub. The
+//! GitHub stand-in plays GitHub; a recorded failing `workflow_run` is replayed into the web
+//! server; two worker processes take the run through its stages; Postgres tells the story.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use github_standin::{failing_workflow_run, fixtures_dir, successful_workflow_run, webhooks, Fixtures};
+use selfheal_shared::config::Role;
+use selfheal_shared::{db, runs, Config};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+const INSTALLATION_ID: i64 = 4242;
+
+pub async fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let admin_url = std::env::var("SELFHEAL_ADMIN_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:54329/postgres".into());
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:63799".into());
+    let tag = format!("demo_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let database_url = create_database(&admin_url, &tag).await?;
+    let secret = Uuid::new_v4().simple().to_string();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let log_dir = root.join("target/demo").join(&tag);
+    std::fs::create_dir_all(&log_dir)?;
+
+    let fixtures = Fixtures::new(fixtures_dir());
+    let standin = github_standin::spawn(TcpListener::bind("127.0.0.1:0").await?, fixtures.clone()).await?;
+    println!("GitHub stand-in   {}", standin.url());
+
+    let env: HashMap<String, String> = [
+        ("DATABASE_URL", database_url.clone()),
+        ("REDIS_URL", redis_url.clone()),
+        ("SELFHEAL_QUEUE_PREFIX", tag.clone()),
+        ("GITHUB_WEBHOOK_SECRET", secret.clone()),
+        ("GITHUB_APP_ID", "1".into()),
+        ("GITHUB_APP_PRIVATE_KEY", root.join("standin/demo-app-key.pem").display().to_string()),
+        ("GITHUB_API_URL", standin.url()),
+        ("SELFHEAL_BIND", "127.0.0.1:0".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+
+    let config = Config::from_lookup(Role::Web, |k| env.get(k).cloned())?;
+    let listener = TcpListener::bind(config.bind).await?;
+    let web_url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(selfheal_web::serve(config, listener, std::future::pending()));
+    println!("selfheal web      {web_url}");
+
+    let exe = std::env::current_exe()?;
+    let mut workers: Vec<Child> = Vec::new();
+    for i in 1..=2 {
+        let log = std::fs::File::create(log_dir.join(format!("worker-{i}.log")))?;
+        let child = Command::new(&exe)
+            .arg("worker")
+            .envs(&env)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting a worker")?;
+        println!("selfheal worker   pid {} (log: {})", child.id(), log_dir.join(format!("worker-{i}.log")).display());
+        workers.push(child);
+    }
+    let result = replay(&fixtures, &web_url, &secret, &database_url).await;
+    for w in &mut workers {
+        // SIGTERM: let them finish what they hold.
+        let _ = Command::new("kill").arg("-TERM").arg(w.id().to_string()).status();
+    }
+    for w in &mut workers {
+        let _ = w.wait();
+    }
+    println!("\nGitHub API calls the stand-in received:");
+    for call in standin.calls() {
+        println!("  {:<5} {} (auth: {})", call.method, call.path, call.auth);
+    }
+    println!("\ndemo finished in {:.1}s; database {tag} kept for inspection", started.elapsed().as_secs_f64());
+    result
+}
+
+async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| "cannot reach Postgres (run `bash scripts/services.sh up` first)")?;
+    tokio::spawn(conn);
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+    let mut config: tokio_postgres::Config = admin_url.parse()?;
+    config.dbname(name);
+    let (host, port) = match (config.get_hosts().first(), config.get_ports().first()) {
+        (Some(tokio_postgres::config::Host::Tcp(h)), Some(p)) => (h.clone(), *p),
+        _ => bail!("SELFHEAL_ADMIN_DATABASE_URL must name a TCP host and port"),
+    };
+    let user = config.get_user().unwrap_or("postgres");
+    Ok(format!("postgres://{user}@{host}:{port}/{name}"))
+}
+
+async fn replay(fixtures: &Fixtures, web_url: &str, secret: &str, database_url: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let hook = format!("{web_url}/webhooks/github");
+    let failed_at = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let payload = failing_workflow_run(fixtures, INSTALLATION_ID, 289782451, &failed_at.to_rfc3339())?;
+    println!("\n-> replaying recorded workflow_run (completed, conclusion: failure) for {}", payload["repository"]["full_name"]);
+    let sent = Instant::now();
+    let response = webhooks::deliver(&http, &hook, secret, "workflow_run", &Uuid::new_v4().to_string(), serde_json::to_vec(&payload)?).await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await?;
+    println!("<- {status} {body}");
+    let run_id: Uuid = body["run_id"].as_str().context("no run was created")?.parse()?;
+
+    let pool = db::pool(database_url, 2)?;
+    let client = pool.get().await?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (status, reason) = loop {
+        let row = client
+            .query_one("SELECT status, failure_reason FROM runs WHERE id = $1", &[&run_id])
+            .await?;
+        let status: String = row.get(0);
+        if matches!(status.as_str(), "succeeded" | "incomplete" | "failed") {
+            break (status, row.get::<_, Option<String>>(1));
+        }
+        if Instant::now() > deadline {
+            bail!("run {run_id} still {status} after 90 s; see the worker logs");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let elapsed = sent.elapsed();
+    println!("\nrun {run_id}: {status}{}", reason.map(|r| format!(" ({r})")).unwrap_or_default());
+    println!("{:<9} {:>3} {:<10} {:>9}  {:<28} detail", "stage", "try", "outcome", "ms", "worker");
+    for a in runs::attempts(&client, run_id).await? {
+        let ms = a.finished_at.map(|f| (f - a.started_at).num_milliseconds()).unwrap_or(-1);
+        println!(
+            "{:<9} {:>3} {:<10} {:>9}  {:<28} {}",
+            a.stage,
+            a.attempt,
+            a.outcome,
+            ms,
+            a.worker_id,
+            a.detail.or(a.error).unwrap_or_default()
+        );
+    }
+    println!("webhook -> run finished: {} ms", elapsed.as_millis());
+
+    let green = successful_workflow_run(fixtures, INSTALLATION_ID, 289782452, &chrono::Utc::now().to_rfc3339())?;
+    println!("\n-> replaying recorded workflow_run (completed, conclusion: success) on the same branch");
+    let response = webhooks::deliver(&http, &hook, secret, "workflow_run", &Uuid::new_v4().to_string(), serde_json::to_vec(&green)?).await?;
+    println!("<- {} {}", response.status(), response.text().await?);
+    let row = client
+        .query_one(
+            "SELECT repository, branch, status, mttr_seconds FROM incident_mttr ORDER BY first_failed_at DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    println!(
+        "incident on {} @ {}: {}, MTTR {:.1}s (from the incident_mttr view)",
+        row.get::<_, String>(0),
+        row.get::<_, String>(1),
+        row.get::<_, String>(2),
+        row.get::<_, Option<f64>>(3).unwrap_or(f64::NAN)
+    );
+    Ok(())
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, against real Postgres and Redis started by services.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/services.sh up
+# shellcheck disable=SC1091
+source target/services/env
+cargo build --quiet --workspace --all-targets
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
