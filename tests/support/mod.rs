@@ -1,0 +1,218 @@
+//! Test helpers: each test gets its own database, Redis key prefix, webhook secret and
+//! GitHub stand-in, so tests run in parallel against the one Postgres and Redis that
+//! scripts/services.sh started.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use github_standin::{fixtures_dir, webhooks, Fixtures, StandIn};
+use selfheal_shared::config::Role;
+use selfheal_shared::Config;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+pub const INSTALLATION_ID: i64 = 4242;
+
+pub fn admin_url() -> String {
+    std::env::var("SELFHEAL_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:54329/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("SELFHEAL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:63799".into())
+}
+
+pub async fn pg(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("Postgres at {url} (run scripts/services.sh up): {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// A fresh database for one test.
+pub async fn fresh_database(tag: &str) -> String {
+    let admin = admin_url();
+    pg(&admin).await.batch_execute(&format!("CREATE DATABASE {tag}")).await.expect("create database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("admin URL has a database");
+    format!("{base}/{tag}")
+}
+
+pub struct TestEnv {
+    pub tag: String,
+    pub database_url: String,
+    pub redis_url: String,
+    pub secret: String,
+    pub fixtures: Fixtures,
+    pub standin: StandIn,
+    pub vars: HashMap<String, String>,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        Self::with_redis(&redis_url()).await
+    }
+
+    pub async fn with_redis(redis_url: &str) -> TestEnv {
+        let tag = format!("t_{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let database_url = fresh_database(&tag).await;
+        let fixtures = Fixtures::new(fixtures_dir());
+        let standin = github_standin::spawn(TcpListener::bind("127.0.0.1:0").await.unwrap(), fixtures.clone())
+            .await
+            .unwrap();
+        let secret = Uuid::new_v4().simple().to_string();
+        let key = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("standin/demo-app-key.pem");
+        let vars: HashMap<String, String> = [
+            ("DATABASE_URL", database_url.clone()),
+            ("REDIS_URL", redis_url.to_string()),
+            ("SELFHEAL_QUEUE_PREFIX", tag.clone()),
+            ("GITHUB_WEBHOOK_SECRET", secret.clone()),
+            ("GITHUB_APP_ID", "1".into()),
+            ("GITHUB_APP_PRIVATE_KEY", key.display().to_string()),
+            ("GITHUB_API_URL", standin.url()),
+            ("SELFHEAL_BIND", "127.0.0.1:0".into()),
+            ("SELFHEAL_RELAY_INTERVAL_MS", "300".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        TestEnv { tag, database_url, redis_url: redis_url.to_string(), secret, fixtures, standin, vars }
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.vars.insert(key.to_string(), value.to_string());
+    }
+
+    pub fn config(&self, role: Role) -> Config {
+        Config::from_lookup(role, |k| self.vars.get(k).cloned()).expect("test config")
+    }
+
+    /// The web server, in process, on an ephemeral port.
+    pub async fn spawn_web(&self) -> App {
+        let config = self.config(Role::Web);
+        let listener = TcpListener::bind(config.bind).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(selfheal_web::serve(config, listener, async move {
+            let _ = rx.await;
+        }));
+        App { url, http: reqwest::Client::new(), secret: self.secret.clone(), _stop: tx }
+    }
+
+    /// A worker as its own process, so it can be killed like a real replica.
+    pub fn spawn_worker(&self, name: &str) -> Child {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("worker-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join(format!("{}-{name}.log", self.tag))).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_selfheal"))
+            .arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info,apalis=info")
+            .envs(&self.vars)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn worker")
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        pg(&self.database_url).await
+    }
+
+    pub fn failing_run(&self, run_id: i64, completed_at: &str) -> Value {
+        github_standin::failing_workflow_run(&self.fixtures, INSTALLATION_ID, run_id, completed_at).unwrap()
+    }
+
+    pub fn green_run(&self, run_id: i64, completed_at: &str) -> Value {
+        github_standin::successful_workflow_run(&self.fixtures, INSTALLATION_ID, run_id, completed_at).unwrap()
+    }
+
+    /// Waits until the run is finished; returns its status.
+    pub async fn wait_run(&self, run_id: Uuid, timeout: Duration) -> String {
+        let db = self.db().await;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status: String = db
+                .query_one("SELECT status FROM runs WHERE id = $1", &[&run_id])
+                .await
+                .unwrap()
+                .get(0);
+            if matches!(status.as_str(), "succeeded" | "incomplete" | "failed") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "run {run_id} still {status} after {timeout:?} (worker logs in target/tmp/worker-logs/{}-*)", self.tag);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `sql` (one bool column) is true.
+    pub async fn wait_until(&self, sql: &str, timeout: Duration) {
+        let db = self.db().await;
+        let deadline = Instant::now() + timeout;
+        while !db.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
+            assert!(Instant::now() < deadline, "timed out waiting for: {sql}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+}
+
+pub struct App {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub secret: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl App {
+    pub fn hook(&self) -> String {
+        format!("{}/webhooks/github", self.url)
+    }
+
+    /// Sends a delivery signed with the configured secret; returns status and JSON body.
+    pub async fn deliver(&self, event: &str, payload: &Value) -> (u16, Value) {
+        self.deliver_as(event, &Uuid::new_v4().to_string(), payload).await
+    }
+
+    pub async fn deliver_as(&self, event: &str, delivery_id: &str, payload: &Value) -> (u16, Value) {
+        let body = serde_json::to_vec(payload).unwrap();
+        let r = webhooks::deliver(&self.http, &self.hook(), &self.secret, event, delivery_id, body).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Sends raw bytes with explicit headers.
+    pub async fn post_raw(&self, headers: &[(&str, String)], body: Vec<u8>) -> (u16, Value) {
+        let mut req = self.http.post(self.hook()).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+pub fn run_id_of(body: &Value) -> Uuid {
+    body["run_id"].as_str().unwrap_or_else(|| panic!("no run_id in {body}")).parse().unwrap()
+}
+
+/// SIGKILL or SIGTERM a worker process.
+pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+impl App {
+    /// Another client for the same server, signing with `secret`.
+    pub fn signing_with(&self, secret: &str) -> App {
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        App { url: self.url.clone(), http: self.http.clone(), secret: secret.to_string(), _stop: tx }
+    }
+}
