@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use github_standin::{failing_workflow_run, fixtures_dir, successful_workflow_run, webhooks, Fixtures};
+use github_standin::{
+    failing_workflow_run, fixtures_dir, successful_workflow_run, webhooks, Fixtures,
+};
 use selfheal_shared::config::Role;
 use selfheal_shared::{db, runs, Config};
 use tokio::net::TcpListener;
@@ -29,7 +31,8 @@ pub async fn run() -> anyhow::Result<()> {
     std::fs::create_dir_all(&log_dir)?;
 
     let fixtures = Fixtures::new(fixtures_dir());
-    let standin = github_standin::spawn(TcpListener::bind("127.0.0.1:0").await?, fixtures.clone()).await?;
+    let standin =
+        github_standin::spawn(TcpListener::bind("127.0.0.1:0").await?, fixtures.clone()).await?;
     println!("GitHub stand-in   {}", standin.url());
 
     let env: HashMap<String, String> = [
@@ -38,7 +41,10 @@ pub async fn run() -> anyhow::Result<()> {
         ("SELFHEAL_QUEUE_PREFIX", tag.clone()),
         ("GITHUB_WEBHOOK_SECRET", secret.clone()),
         ("GITHUB_APP_ID", "1".into()),
-        ("GITHUB_APP_PRIVATE_KEY", root.join("standin/demo-app-key.pem").display().to_string()),
+        (
+            "GITHUB_APP_PRIVATE_KEY",
+            root.join("standin/demo-app-key.pem").display().to_string(),
+        ),
         ("GITHUB_API_URL", standin.url()),
         ("SELFHEAL_BIND", "127.0.0.1:0".into()),
     ]
@@ -49,7 +55,11 @@ pub async fn run() -> anyhow::Result<()> {
     let config = Config::from_lookup(Role::Web, |k| env.get(k).cloned())?;
     let listener = TcpListener::bind(config.bind).await?;
     let web_url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(selfheal_web::serve(config, listener, std::future::pending()));
+    tokio::spawn(selfheal_web::serve(
+        config,
+        listener,
+        std::future::pending(),
+    ));
     println!("selfheal web      {web_url}");
 
     let exe = std::env::current_exe()?;
@@ -63,13 +73,20 @@ pub async fn run() -> anyhow::Result<()> {
             .stderr(log)
             .spawn()
             .context("starting a worker")?;
-        println!("selfheal worker   pid {} (log: {})", child.id(), log_dir.join(format!("worker-{i}.log")).display());
+        println!(
+            "selfheal worker   pid {} (log: {})",
+            child.id(),
+            log_dir.join(format!("worker-{i}.log")).display()
+        );
         workers.push(child);
     }
     let result = replay(&fixtures, &web_url, &secret, &database_url).await;
     for w in &mut workers {
         // SIGTERM: let them finish what they hold.
-        let _ = Command::new("kill").arg("-TERM").arg(w.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(w.id().to_string())
+            .status();
     }
     for w in &mut workers {
         let _ = w.wait();
@@ -78,7 +95,10 @@ pub async fn run() -> anyhow::Result<()> {
     for call in standin.calls() {
         println!("  {:<5} {} (auth: {})", call.method, call.path, call.auth);
     }
-    println!("\ndemo finished in {:.1}s; database {tag} kept for inspection", started.elapsed().as_secs_f64());
+    println!(
+        "\ndemo finished in {:.1}s; database {tag} kept for inspection",
+        started.elapsed().as_secs_f64()
+    );
     result
 }
 
@@ -87,7 +107,9 @@ async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> 
         .await
         .with_context(|| "cannot reach Postgres (run `bash scripts/services.sh up` first)")?;
     tokio::spawn(conn);
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
     let mut config: tokio_postgres::Config = admin_url.parse()?;
     config.dbname(name);
     let (host, port) = match (config.get_hosts().first(), config.get_ports().first()) {
@@ -98,25 +120,52 @@ async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> 
     Ok(format!("postgres://{user}@{host}:{port}/{name}"))
 }
 
-async fn replay(fixtures: &Fixtures, web_url: &str, secret: &str, database_url: &str) -> anyhow::Result<()> {
+async fn replay(
+    fixtures: &Fixtures,
+    web_url: &str,
+    secret: &str,
+    database_url: &str,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let hook = format!("{web_url}/webhooks/github");
     let failed_at = chrono::Utc::now() - chrono::Duration::seconds(1);
-    let payload = failing_workflow_run(fixtures, INSTALLATION_ID, 289782451, &failed_at.to_rfc3339())?;
-    println!("\n-> replaying recorded workflow_run (completed, conclusion: failure) for {}", payload["repository"]["full_name"]);
+    let payload = failing_workflow_run(
+        fixtures,
+        INSTALLATION_ID,
+        289782451,
+        &failed_at.to_rfc3339(),
+    )?;
+    println!(
+        "\n-> replaying recorded workflow_run (completed, conclusion: failure) for {}",
+        payload["repository"]["full_name"]
+    );
     let sent = Instant::now();
-    let response = webhooks::deliver(&http, &hook, secret, "workflow_run", &Uuid::new_v4().to_string(), serde_json::to_vec(&payload)?).await?;
+    let response = webhooks::deliver(
+        &http,
+        &hook,
+        secret,
+        "workflow_run",
+        &Uuid::new_v4().to_string(),
+        serde_json::to_vec(&payload)?,
+    )
+    .await?;
     let status = response.status();
     let body: serde_json::Value = response.json().await?;
     println!("<- {status} {body}");
-    let run_id: Uuid = body["run_id"].as_str().context("no run was created")?.parse()?;
+    let run_id: Uuid = body["run_id"]
+        .as_str()
+        .context("no run was created")?
+        .parse()?;
 
     let pool = db::pool(database_url, 2)?;
     let client = pool.get().await?;
     let deadline = Instant::now() + Duration::from_secs(90);
     let (status, reason) = loop {
         let row = client
-            .query_one("SELECT status, failure_reason FROM runs WHERE id = $1", &[&run_id])
+            .query_one(
+                "SELECT status, failure_reason FROM runs WHERE id = $1",
+                &[&run_id],
+            )
             .await?;
         let status: String = row.get(0);
         if matches!(status.as_str(), "succeeded" | "incomplete" | "failed") {
@@ -128,10 +177,19 @@ async fn replay(fixtures: &Fixtures, web_url: &str, secret: &str, database_url: 
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let elapsed = sent.elapsed();
-    println!("\nrun {run_id}: {status}{}", reason.map(|r| format!(" ({r})")).unwrap_or_default());
-    println!("{:<9} {:>3} {:<10} {:>9}  {:<28} detail", "stage", "try", "outcome", "ms", "worker");
+    println!(
+        "\nrun {run_id}: {status}{}",
+        reason.map(|r| format!(" ({r})")).unwrap_or_default()
+    );
+    println!(
+        "{:<9} {:>3} {:<10} {:>9}  {:<28} detail",
+        "stage", "try", "outcome", "ms", "worker"
+    );
     for a in runs::attempts(&client, run_id).await? {
-        let ms = a.finished_at.map(|f| (f - a.started_at).num_milliseconds()).unwrap_or(-1);
+        let ms = a
+            .finished_at
+            .map(|f| (f - a.started_at).num_milliseconds())
+            .unwrap_or(-1);
         println!(
             "{:<9} {:>3} {:<10} {:>9}  {:<28} {}",
             a.stage,
@@ -144,9 +202,24 @@ async fn replay(fixtures: &Fixtures, web_url: &str, secret: &str, database_url: 
     }
     println!("webhook -> run finished: {} ms", elapsed.as_millis());
 
-    let green = successful_workflow_run(fixtures, INSTALLATION_ID, 289782452, &chrono::Utc::now().to_rfc3339())?;
-    println!("\n-> replaying recorded workflow_run (completed, conclusion: success) on the same branch");
-    let response = webhooks::deliver(&http, &hook, secret, "workflow_run", &Uuid::new_v4().to_string(), serde_json::to_vec(&green)?).await?;
+    let green = successful_workflow_run(
+        fixtures,
+        INSTALLATION_ID,
+        289782452,
+        &chrono::Utc::now().to_rfc3339(),
+    )?;
+    println!(
+        "\n-> replaying recorded workflow_run (completed, conclusion: success) on the same branch"
+    );
+    let response = webhooks::deliver(
+        &http,
+        &hook,
+        secret,
+        "workflow_run",
+        &Uuid::new_v4().to_string(),
+        serde_json::to_vec(&green)?,
+    )
+    .await?;
     println!("<- {} {}", response.status(), response.text().await?);
     let row = client
         .query_one(

@@ -11,7 +11,11 @@ use selfheal_shared::{audit, db, Config};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
-#[command(name = "selfheal", version, about = "Self-healing CI: turns failed GitHub Actions runs into fixes")]
+#[command(
+    name = "selfheal",
+    version,
+    about = "Self-healing CI: turns failed GitHub Actions runs into fixes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +48,8 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,apalis=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,apalis=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -86,7 +91,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Services { action } => {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh");
-            let status = std::process::Command::new("bash").arg(script).arg(&action).status()?;
+            let status = std::process::Command::new("bash")
+                .arg(script)
+                .arg(&action)
+                .status()?;
             if !status.success() {
                 anyhow::bail!("{script} {action} failed ({status})");
             }
@@ -101,7 +109,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("audit log BROKEN ({} rows checked):", report.rows);
                 for b in &report.breaks {
                     match b {
-                        audit::ChainBreak::Edited { seq } => println!("  row {seq}: content does not match its hash (edited)"),
+                        audit::ChainBreak::Edited { seq } => {
+                            println!("  row {seq}: content does not match its hash (edited)")
+                        }
                         audit::ChainBreak::Unlinked { seq } => {
                             println!("  row {seq}: does not link to the previous row (a row was removed or inserted)")
                         }
@@ -111,7 +121,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Standin { bind } => {
-            let listener = TcpListener::bind(&bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+            let listener = TcpListener::bind(&bind)
+                .await
+                .with_context(|| format!("cannot listen on {bind}"))?;
             let standin = github_standin::spawn(
                 listener,
                 github_standin::Fixtures::new(github_standin::fixtures_dir()),

@@ -13,16 +13,26 @@ fn verify_audit(env: &TestEnv) -> (bool, String) {
         .env("DATABASE_URL", &env.database_url)
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 async fn with_entries(env: &TestEnv) {
     let app = env.spawn_web().await;
-    for (i, at) in ["2026-11-20T10:00:00Z", "2026-11-20T10:01:00Z"].iter().enumerate() {
-        let (status, _) = app.deliver("workflow_run", &env.failing_run(2100 + i as i64, at)).await;
+    for (i, at) in ["2026-11-20T10:00:00Z", "2026-11-20T10:01:00Z"]
+        .iter()
+        .enumerate()
+    {
+        let (status, _) = app
+            .deliver("workflow_run", &env.failing_run(2100 + i as i64, at))
+            .await;
         assert_eq!(status, 202);
     }
-    let (status, _) = app.deliver("workflow_run", &env.green_run(2199, "2026-11-20T10:05:00Z")).await;
+    let (status, _) = app
+        .deliver("workflow_run", &env.green_run(2199, "2026-11-20T10:05:00Z"))
+        .await;
     assert_eq!(status, 202);
     // incident.opened, run.created x2, incident.resolved
     assert_eq!(env.count("SELECT count(*) FROM audit_log").await, 4);
@@ -47,7 +57,10 @@ async fn audit_log_is_intact_then_an_edit_is_detected() {
     .unwrap();
     let (ok, out) = verify_audit(&env);
     assert!(!ok, "{out}");
-    assert!(out.contains("row 2: content does not match its hash"), "{out}");
+    assert!(
+        out.contains("row 2: content does not match its hash"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -64,7 +77,10 @@ async fn a_deleted_row_breaks_the_chain() {
     .unwrap();
     let (ok, out) = verify_audit(&env);
     assert!(!ok, "{out}");
-    assert!(out.contains("row 3: does not link to the previous row"), "{out}");
+    assert!(
+        out.contains("row 3: does not link to the previous row"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -72,8 +88,14 @@ async fn audit_log_rejects_updates_and_deletes() {
     let env = TestEnv::new().await;
     with_entries(&env).await;
     let db = env.db().await;
-    let err = db.execute("UPDATE audit_log SET actor = 'x'", &[]).await.unwrap_err();
-    assert!(err.to_string().contains("append-only") || format!("{err:?}").contains("append-only"), "{err:?}");
+    let err = db
+        .execute("UPDATE audit_log SET actor = 'x'", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("append-only") || format!("{err:?}").contains("append-only"),
+        "{err:?}"
+    );
     assert!(db.execute("DELETE FROM audit_log", &[]).await.is_err());
     assert!(db.execute("TRUNCATE audit_log", &[]).await.is_err());
     assert_eq!(env.count("SELECT count(*) FROM audit_log").await, 4);

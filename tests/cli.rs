@@ -9,25 +9,47 @@ fn selfheal(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn a_missing_env_var_names_itself() {
     let (ok, err) = selfheal(&["web"], &[("REDIS_URL", "redis://127.0.0.1:1")]);
     assert!(!ok);
-    assert!(err.contains("missing environment variable DATABASE_URL"), "{err}");
+    assert!(
+        err.contains("missing environment variable DATABASE_URL"),
+        "{err}"
+    );
 
-    let (ok, err) = selfheal(&["web"], &[("DATABASE_URL", "postgres://x@127.0.0.1:1/x"), ("REDIS_URL", "redis://127.0.0.1:1")]);
+    let (ok, err) = selfheal(
+        &["web"],
+        &[
+            ("DATABASE_URL", "postgres://x@127.0.0.1:1/x"),
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+        ],
+    );
     assert!(!ok);
-    assert!(err.contains("missing environment variable GITHUB_WEBHOOK_SECRET"), "{err}");
+    assert!(
+        err.contains("missing environment variable GITHUB_WEBHOOK_SECRET"),
+        "{err}"
+    );
 
     let (ok, err) = selfheal(
         &["worker"],
-        &[("DATABASE_URL", "postgres://x@127.0.0.1:1/x"), ("REDIS_URL", "redis://127.0.0.1:1"), ("GITHUB_APP_ID", "7")],
+        &[
+            ("DATABASE_URL", "postgres://x@127.0.0.1:1/x"),
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+            ("GITHUB_APP_ID", "7"),
+        ],
     );
     assert!(!ok);
-    assert!(err.contains("missing environment variable GITHUB_APP_PRIVATE_KEY"), "{err}");
+    assert!(
+        err.contains("missing environment variable GITHUB_APP_PRIVATE_KEY"),
+        "{err}"
+    );
 }
 
 #[test]

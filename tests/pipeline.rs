@@ -17,19 +17,33 @@ async fn a_run_goes_through_every_stage_and_says_what_was_skipped() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
     let mut worker = env.spawn_worker("w1");
-    let (_, body) = app.deliver("workflow_run", &env.failing_run(1101, &now())).await;
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1101, &now()))
+        .await;
     let run_id = run_id_of(&body);
-    assert_eq!(env.wait_run(run_id, Duration::from_secs(30)).await, "incomplete");
+    assert_eq!(
+        env.wait_run(run_id, Duration::from_secs(30)).await,
+        "incomplete"
+    );
     let db = env.db().await;
     let rows = db
         .query("SELECT stage, outcome, coalesce(detail, '') FROM stage_attempts WHERE run_id = $1 ORDER BY id", &[&run_id])
         .await
         .unwrap();
-    let got: Vec<(String, String, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let got: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert_eq!(got[0].0, "triage");
     assert_eq!(got[0].1, "succeeded");
-    assert_eq!(got[0].2, "1 of 5 jobs failed: test (Python 3.8) [Run tests]");
-    let rest: Vec<(&str, &str, &str)> = got[1..].iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+    assert_eq!(
+        got[0].2,
+        "1 of 5 jobs failed: test (Python 3.8) [Run tests]"
+    );
+    let rest: Vec<(&str, &str, &str)> = got[1..]
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
     assert_eq!(
         rest,
         vec![
@@ -40,7 +54,11 @@ async fn a_run_goes_through_every_stage_and_says_what_was_skipped() {
             ("deliver", "skipped", "not implemented"),
         ]
     );
-    let reason: String = db.query_one("SELECT failure_reason FROM runs WHERE id = $1", &[&run_id]).await.unwrap().get(0);
+    let reason: String = db
+        .query_one("SELECT failure_reason FROM runs WHERE id = $1", &[&run_id])
+        .await
+        .unwrap()
+        .get(0);
     assert!(reason.contains("diagnose (not implemented)"), "{reason}");
 
     // Triage stored the failed job's log (compressed) and its failed step.
@@ -49,7 +67,10 @@ async fn a_run_goes_through_every_stage_and_says_what_was_skipped() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "test (Python 3.8)");
-    assert_eq!(row.get::<_, serde_json::Value>(1), serde_json::json!([{"number": 5, "name": "Run tests"}]));
+    assert_eq!(
+        row.get::<_, serde_json::Value>(1),
+        serde_json::json!([{"number": 5, "name": "Run tests"}])
+    );
     let original = env.fixtures.ci_log("pytest-failure.log").unwrap().len() as i64;
     assert_eq!(row.get::<_, i64>(2), original);
     assert!(!row.get::<_, bool>(3));
@@ -57,11 +78,35 @@ async fn a_run_goes_through_every_stage_and_says_what_was_skipped() {
 
     // What GitHub saw: a token exchange with the app's JWT, then calls with the installation token.
     let calls = env.standin.calls();
-    let seen: Vec<(String, String)> = calls.iter().map(|c| (c.path.clone(), c.auth.clone())).collect();
-    assert_eq!(seen[0], ("/app/installations/4242/access_tokens".into(), "app-jwt".into()));
-    assert_eq!(seen[1], ("/repos/octo-org/octo-repo/actions/runs/1101/jobs".into(), "installation-token".into()));
-    assert_eq!(seen[2], ("/repos/octo-org/octo-repo/actions/jobs/10545727888/logs".into(), "installation-token".into()));
-    assert_eq!(seen[3].1, "none", "the pre-signed log URL gets no credentials");
+    let seen: Vec<(String, String)> = calls
+        .iter()
+        .map(|c| (c.path.clone(), c.auth.clone()))
+        .collect();
+    assert_eq!(
+        seen[0],
+        (
+            "/app/installations/4242/access_tokens".into(),
+            "app-jwt".into()
+        )
+    );
+    assert_eq!(
+        seen[1],
+        (
+            "/repos/octo-org/octo-repo/actions/runs/1101/jobs".into(),
+            "installation-token".into()
+        )
+    );
+    assert_eq!(
+        seen[2],
+        (
+            "/repos/octo-org/octo-repo/actions/jobs/10545727888/logs".into(),
+            "installation-token".into()
+        )
+    );
+    assert_eq!(
+        seen[3].1, "none",
+        "the pre-signed log URL gets no credentials"
+    );
     worker.kill().ok();
     worker.wait().ok();
 }
@@ -70,9 +115,14 @@ async fn a_run_goes_through_every_stage_and_says_what_was_skipped() {
 async fn sigkill_mid_triage_another_worker_completes_the_run_once() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    env.standin.set_knobs(Knobs { jobs_delay_ms: 60_000, ..Knobs::default() });
+    env.standin.set_knobs(Knobs {
+        jobs_delay_ms: 60_000,
+        ..Knobs::default()
+    });
     let mut first = env.spawn_worker("doomed");
-    let (_, body) = app.deliver("workflow_run", &env.failing_run(1201, &now())).await;
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1201, &now()))
+        .await;
     let run_id = run_id_of(&body);
     // The first worker is inside triage, waiting on GitHub.
     env.wait_until(
@@ -84,7 +134,10 @@ async fn sigkill_mid_triage_another_worker_completes_the_run_once() {
     first.wait().ok();
     env.standin.set_knobs(Knobs::default());
     let mut second = env.spawn_worker("rescuer");
-    assert_eq!(env.wait_run(run_id, Duration::from_secs(40)).await, "incomplete");
+    assert_eq!(
+        env.wait_run(run_id, Duration::from_secs(40)).await,
+        "incomplete"
+    );
     let db = env.db().await;
     let rows = db
         .query("SELECT outcome, worker_id FROM stage_attempts WHERE run_id = $1 AND stage = 'triage' ORDER BY attempt", &[&run_id])
@@ -94,7 +147,13 @@ async fn sigkill_mid_triage_another_worker_completes_the_run_once() {
     assert_eq!(outcomes, vec!["abandoned", "succeeded"]);
     let workers: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
     assert_ne!(workers[0], workers[1], "another worker finished it");
-    assert_eq!(env.count("SELECT count(*) FROM stage_attempts WHERE stage = 'triage' AND outcome = 'succeeded'").await, 1);
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM stage_attempts WHERE stage = 'triage' AND outcome = 'succeeded'"
+        )
+        .await,
+        1
+    );
     second.kill().ok();
     second.wait().ok();
 }
@@ -105,7 +164,10 @@ async fn two_workers_share_the_queue_without_doing_a_job_twice() {
     env.set("SELFHEAL_WORKER_CONCURRENCY", "1");
     let app = env.spawn_web().await;
     // Slow GitHub so that one worker cannot take everything.
-    env.standin.set_knobs(Knobs { jobs_delay_ms: 300, ..Knobs::default() });
+    env.standin.set_knobs(Knobs {
+        jobs_delay_ms: 300,
+        ..Knobs::default()
+    });
     let mut a = env.spawn_worker("a");
     let mut b = env.spawn_worker("b");
     let mut run_ids = Vec::new();
@@ -118,12 +180,32 @@ async fn two_workers_share_the_queue_without_doing_a_job_twice() {
         run_ids.push(run_id_of(&body));
     }
     for id in &run_ids {
-        assert_eq!(env.wait_run(*id, Duration::from_secs(60)).await, "incomplete");
+        assert_eq!(
+            env.wait_run(*id, Duration::from_secs(60)).await,
+            "incomplete"
+        );
     }
-    assert_eq!(env.count("SELECT count(*) FROM stage_attempts").await, 6 * 6, "one attempt per stage per run");
-    assert_eq!(env.count("SELECT count(*) FROM stage_attempts WHERE outcome IN ('failed', 'abandoned')").await, 0);
-    assert_eq!(env.count("SELECT count(DISTINCT worker_id) FROM stage_attempts WHERE stage = 'triage'").await, 2);
-    let jobs_calls = env.standin.calls().iter().filter(|c| c.path.ends_with("/jobs")).count();
+    assert_eq!(
+        env.count("SELECT count(*) FROM stage_attempts").await,
+        6 * 6,
+        "one attempt per stage per run"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM stage_attempts WHERE outcome IN ('failed', 'abandoned')")
+            .await,
+        0
+    );
+    assert_eq!(
+        env.count("SELECT count(DISTINCT worker_id) FROM stage_attempts WHERE stage = 'triage'")
+            .await,
+        2
+    );
+    let jobs_calls = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| c.path.ends_with("/jobs"))
+        .count();
     assert_eq!(jobs_calls, 6, "each run triaged once");
     for w in [&mut a, &mut b] {
         w.kill().ok();
@@ -135,11 +217,19 @@ async fn two_workers_share_the_queue_without_doing_a_job_twice() {
 async fn a_transient_github_error_is_retried_with_backoff() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    env.standin.set_knobs(Knobs { fail_jobs: 2, ..Knobs::default() });
+    env.standin.set_knobs(Knobs {
+        fail_jobs: 2,
+        ..Knobs::default()
+    });
     let mut worker = env.spawn_worker("w");
-    let (_, body) = app.deliver("workflow_run", &env.failing_run(1401, &now())).await;
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1401, &now()))
+        .await;
     let run_id = run_id_of(&body);
-    assert_eq!(env.wait_run(run_id, Duration::from_secs(30)).await, "incomplete");
+    assert_eq!(
+        env.wait_run(run_id, Duration::from_secs(30)).await,
+        "incomplete"
+    );
     let db = env.db().await;
     let rows = db
         .query("SELECT outcome, coalesce(error, '') FROM stage_attempts WHERE run_id = $1 AND stage = 'triage' ORDER BY attempt", &[&run_id])
@@ -159,16 +249,38 @@ async fn a_transient_github_error_is_retried_with_backoff() {
 async fn a_stage_that_keeps_failing_fails_the_run_with_the_reason() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    env.standin.set_knobs(Knobs { fail_jobs: 100, ..Knobs::default() });
+    env.standin.set_knobs(Knobs {
+        fail_jobs: 100,
+        ..Knobs::default()
+    });
     let mut worker = env.spawn_worker("w");
-    let (_, body) = app.deliver("workflow_run", &env.failing_run(1501, &now())).await;
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1501, &now()))
+        .await;
     let run_id = run_id_of(&body);
-    assert_eq!(env.wait_run(run_id, Duration::from_secs(60)).await, "failed");
+    assert_eq!(
+        env.wait_run(run_id, Duration::from_secs(60)).await,
+        "failed"
+    );
     let db = env.db().await;
-    let reason: String = db.query_one("SELECT failure_reason FROM runs WHERE id = $1", &[&run_id]).await.unwrap().get(0);
+    let reason: String = db
+        .query_one("SELECT failure_reason FROM runs WHERE id = $1", &[&run_id])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(reason, "triage failed 5 times");
-    assert_eq!(env.count("SELECT count(*) FROM stage_attempts WHERE stage = 'triage' AND outcome = 'failed'").await, 5);
-    assert_eq!(env.count("SELECT count(*) FROM stage_attempts WHERE stage <> 'triage'").await, 0);
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM stage_attempts WHERE stage = 'triage' AND outcome = 'failed'"
+        )
+        .await,
+        5
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM stage_attempts WHERE stage <> 'triage'")
+            .await,
+        0
+    );
     worker.kill().ok();
     worker.wait().ok();
 }
@@ -177,9 +289,14 @@ async fn a_stage_that_keeps_failing_fails_the_run_with_the_reason() {
 async fn sigterm_lets_the_stage_in_flight_finish() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    env.standin.set_knobs(Knobs { jobs_delay_ms: 1500, ..Knobs::default() });
+    env.standin.set_knobs(Knobs {
+        jobs_delay_ms: 1500,
+        ..Knobs::default()
+    });
     let mut worker = env.spawn_worker("graceful");
-    let (_, body) = app.deliver("workflow_run", &env.failing_run(1601, &now())).await;
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1601, &now()))
+        .await;
     let run_id = run_id_of(&body);
     env.wait_until(
         "SELECT count(*) = 1 FROM stage_attempts WHERE stage = 'triage' AND outcome = 'running'",
@@ -187,18 +304,33 @@ async fn sigterm_lets_the_stage_in_flight_finish() {
     )
     .await;
     signal(&worker, Signal::SIGTERM);
-    let status = tokio::task::spawn_blocking(move || worker.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "worker exits cleanly on SIGTERM: {status}");
+    let status = tokio::task::spawn_blocking(move || worker.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "worker exits cleanly on SIGTERM: {status}"
+    );
     let db = env.db().await;
     let outcome: String = db
-        .query_one("SELECT outcome FROM stage_attempts WHERE run_id = $1 AND stage = 'triage'", &[&run_id])
+        .query_one(
+            "SELECT outcome FROM stage_attempts WHERE run_id = $1 AND stage = 'triage'",
+            &[&run_id],
+        )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(outcome, "succeeded", "the stage in flight finished before exit");
+    assert_eq!(
+        outcome, "succeeded",
+        "the stage in flight finished before exit"
+    );
     // The next stage is queued, not lost: another worker carries on.
     let mut next = env.spawn_worker("next");
-    assert_eq!(env.wait_run(run_id, Duration::from_secs(30)).await, "incomplete");
+    assert_eq!(
+        env.wait_run(run_id, Duration::from_secs(30)).await,
+        "incomplete"
+    );
     next.kill().ok();
     next.wait().ok();
 }

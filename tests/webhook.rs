@@ -16,7 +16,9 @@ fn now() -> String {
 async fn valid_signature_creates_incident_run_and_outbox_row() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    let (status, body) = app.deliver("workflow_run", &env.failing_run(1001, &now())).await;
+    let (status, body) = app
+        .deliver("workflow_run", &env.failing_run(1001, &now()))
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "run_created");
     assert_eq!(body["queued"], true);
@@ -33,7 +35,11 @@ async fn valid_signature_creates_incident_run_and_outbox_row() {
     assert_eq!(row.get::<_, String>(2), "triage");
     assert!(row.get::<_, bool>(3), "pushed to Redis at ingest");
     assert_eq!(row.get::<_, String>(4), "open");
-    assert_eq!(env.count("SELECT count(*) FROM webhook_deliveries WHERE outcome = 'run_created'").await, 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries WHERE outcome = 'run_created'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -52,8 +58,14 @@ async fn wrong_signature_is_401_and_stores_nothing() {
         )
         .await;
     assert_eq!(status, 401);
-    assert!(err["error"].as_str().unwrap().contains("signature"), "{err}");
-    assert_eq!(env.count("SELECT count(*) FROM webhook_deliveries").await, 0);
+    assert!(
+        err["error"].as_str().unwrap().contains("signature"),
+        "{err}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries").await,
+        0
+    );
     assert_eq!(env.count("SELECT count(*) FROM runs").await, 0);
 }
 
@@ -63,11 +75,26 @@ async fn missing_signature_is_401() {
     let app = env.spawn_web().await;
     let body = serde_json::to_vec(&env.failing_run(1, &now())).unwrap();
     let (status, err) = app
-        .post_raw(&[("x-github-event", "workflow_run".into()), ("x-github-delivery", "d-missing".into())], body)
+        .post_raw(
+            &[
+                ("x-github-event", "workflow_run".into()),
+                ("x-github-delivery", "d-missing".into()),
+            ],
+            body,
+        )
         .await;
     assert_eq!(status, 401);
-    assert!(err["error"].as_str().unwrap().contains("X-Hub-Signature-256"), "{err}");
-    assert_eq!(env.count("SELECT count(*) FROM webhook_deliveries").await, 0);
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("X-Hub-Signature-256"),
+        "{err}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -79,7 +106,12 @@ async fn rotated_secret_is_accepted_alongside_the_new_one() {
     let old = app.signing_with("the-old-secret");
     let (status, body) = old.deliver("workflow_run", &payload).await;
     assert_eq!(status, 202, "{body}");
-    let (status, _) = app.deliver("ping", &json!({"zen": "Keep it logically awesome.", "hook_id": 1})).await;
+    let (status, _) = app
+        .deliver(
+            "ping",
+            &json!({"zen": "Keep it logically awesome.", "hook_id": 1}),
+        )
+        .await;
     assert_eq!(status, 200);
     let stranger = app.signing_with("a-third-secret");
     let (status, _) = stranger.deliver("ping", &json!({"zen": "x"})).await;
@@ -95,7 +127,10 @@ async fn oversized_body_is_413_and_stores_nothing() {
     payload["padding"] = Value::from("x".repeat(8192));
     let (status, _) = app.deliver("workflow_run", &payload).await;
     assert_eq!(status, 413);
-    assert_eq!(env.count("SELECT count(*) FROM webhook_deliveries").await, 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -114,28 +149,49 @@ async fn malformed_json_and_missing_fields_are_400_with_a_reason() {
         )
         .await;
     assert_eq!(status, 400);
-    assert!(err["error"].as_str().unwrap().contains("malformed JSON"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("malformed JSON"),
+        "{err}"
+    );
 
     let mut payload = env.failing_run(4004, &now());
-    payload["workflow_run"].as_object_mut().unwrap().remove("head_sha");
+    payload["workflow_run"]
+        .as_object_mut()
+        .unwrap()
+        .remove("head_sha");
     let (status, err) = app.deliver("workflow_run", &payload).await;
     assert_eq!(status, 400);
     let msg = err["error"].as_str().unwrap();
-    assert!(msg.contains("workflow_run") && msg.contains("missing field `head_sha`"), "{err}");
+    assert!(
+        msg.contains("workflow_run") && msg.contains("missing field `head_sha`"),
+        "{err}"
+    );
 
     // octokit's recording has no installation: a GitHub App delivery always does.
     let mut payload = env.failing_run(4005, &now());
     payload.as_object_mut().unwrap().remove("installation");
     let (status, err) = app.deliver("workflow_run", &payload).await;
     assert_eq!(status, 400);
-    assert!(err["error"].as_str().unwrap().contains("installation"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("installation"),
+        "{err}"
+    );
 
     let (status, err) = app
-        .post_raw(&[("x-hub-signature-256", signature(&app.secret, b"{}"))], b"{}".to_vec())
+        .post_raw(
+            &[("x-hub-signature-256", signature(&app.secret, b"{}"))],
+            b"{}".to_vec(),
+        )
         .await;
     assert_eq!(status, 400);
-    assert!(err["error"].as_str().unwrap().contains("x-github-event"), "{err}");
-    assert_eq!(env.count("SELECT count(*) FROM webhook_deliveries").await, 0);
+    assert!(
+        err["error"].as_str().unwrap().contains("x-github-event"),
+        "{err}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries").await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -155,23 +211,38 @@ async fn duplicate_delivery_is_200_and_creates_nothing_new() {
     assert_eq!(other["run_id"], first["run_id"]);
     assert_eq!(env.count("SELECT count(*) FROM runs").await, 1);
     assert_eq!(env.count("SELECT count(*) FROM outbox").await, 1);
-    assert_eq!(env.count("SELECT failed_runs::bigint FROM incidents").await, 1);
+    assert_eq!(
+        env.count("SELECT failed_runs::bigint FROM incidents").await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn other_events_are_stored_and_acknowledged() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    let ping = env.fixtures.json("github-webhooks/ping/payload.json").unwrap();
+    let ping = env
+        .fixtures
+        .json("github-webhooks/ping/payload.json")
+        .unwrap();
     let (status, body) = app.deliver("ping", &ping).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("pong")));
-    let push = env.fixtures.json("github-webhooks/push/payload.json").unwrap();
+    let push = env
+        .fixtures
+        .json("github-webhooks/push/payload.json")
+        .unwrap();
     let (status, body) = app.deliver("push", &push).await;
     assert_eq!((status, body["status"].as_str()), (202, Some("stored")));
-    let requested = env.fixtures.json("github-webhooks/workflow_run/requested.payload.json").unwrap();
+    let requested = env
+        .fixtures
+        .json("github-webhooks/workflow_run/requested.payload.json")
+        .unwrap();
     let (status, _) = app.deliver("workflow_run", &requested).await;
     assert_eq!(status, 202);
-    assert_eq!(env.count("SELECT count(*) FROM webhook_deliveries").await, 3);
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries").await,
+        3
+    );
     assert_eq!(env.count("SELECT count(*) FROM runs").await, 0);
 }
 
@@ -182,13 +253,28 @@ async fn postgres_down_is_503() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    env.set("DATABASE_URL", &format!("postgres://postgres@127.0.0.1:{port}/nowhere"));
+    env.set(
+        "DATABASE_URL",
+        &format!("postgres://postgres@127.0.0.1:{port}/nowhere"),
+    );
     let app = env.spawn_web().await;
-    let (status, body) = app.deliver("workflow_run", &env.failing_run(6006, &now())).await;
+    let (status, body) = app
+        .deliver("workflow_run", &env.failing_run(6006, &now()))
+        .await;
     assert_eq!(status, 503, "{body}");
-    let r = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 503);
-    let r = app.http.get(format!("{}/healthz", app.url)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
 
@@ -196,13 +282,30 @@ async fn postgres_down_is_503() {
 async fn health_readiness_and_metrics() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    let r = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let (status, _) = app.deliver("workflow_run", &env.failing_run(7007, &now())).await;
+    let (status, _) = app
+        .deliver("workflow_run", &env.failing_run(7007, &now()))
+        .await;
     assert_eq!(status, 202);
-    let text = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        text.contains(r#"selfheal_webhook_deliveries_total{event="workflow_run",outcome="run_created"} 1"#),
+        text.contains(
+            r#"selfheal_webhook_deliveries_total{event="workflow_run",outcome="run_created"} 1"#
+        ),
         "{text}"
     );
 }
@@ -211,15 +314,30 @@ async fn health_readiness_and_metrics() {
 async fn failure_then_success_resolves_the_incident_with_mttr_from_the_view() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    let (s1, _) = app.deliver("workflow_run", &env.failing_run(8001, "2026-11-20T10:00:00Z")).await;
+    let (s1, _) = app
+        .deliver(
+            "workflow_run",
+            &env.failing_run(8001, "2026-11-20T10:00:00Z"),
+        )
+        .await;
     // A second failure joins the open incident; MTTR still counts from the first.
-    let (s2, _) = app.deliver("workflow_run", &env.failing_run(8002, "2026-11-20T10:03:00Z")).await;
-    let (s3, body) = app.deliver("workflow_run", &env.green_run(8003, "2026-11-20T10:07:30Z")).await;
+    let (s2, _) = app
+        .deliver(
+            "workflow_run",
+            &env.failing_run(8002, "2026-11-20T10:03:00Z"),
+        )
+        .await;
+    let (s3, body) = app
+        .deliver("workflow_run", &env.green_run(8003, "2026-11-20T10:07:30Z"))
+        .await;
     assert_eq!((s1, s2, s3), (202, 202, 202));
     assert_eq!(body["status"], "incident_resolved", "{body}");
     let db = env.db().await;
     let row = db
-        .query_one("SELECT status, failed_runs, mttr_seconds FROM incident_mttr", &[])
+        .query_one(
+            "SELECT status, failed_runs, mttr_seconds FROM incident_mttr",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "resolved");
@@ -227,9 +345,18 @@ async fn failure_then_success_resolves_the_incident_with_mttr_from_the_view() {
     assert_eq!(row.get::<_, f64>(2), 450.0);
     assert_eq!(env.count("SELECT count(*) FROM incidents").await, 1);
     // The next failure opens a new incident.
-    let (s4, _) = app.deliver("workflow_run", &env.failing_run(8004, "2026-11-20T11:00:00Z")).await;
+    let (s4, _) = app
+        .deliver(
+            "workflow_run",
+            &env.failing_run(8004, "2026-11-20T11:00:00Z"),
+        )
+        .await;
     assert_eq!(s4, 202);
-    assert_eq!(env.count("SELECT count(*) FROM incidents WHERE status = 'open'").await, 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM incidents WHERE status = 'open'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -241,27 +368,52 @@ async fn redis_down_at_ingest_then_back_the_run_is_still_processed() {
     };
     let env = TestEnv::with_redis(&format!("redis://127.0.0.1:{port}")).await;
     let app = env.spawn_web().await;
-    let (status, body) = app.deliver("workflow_run", &env.failing_run(9009, &now())).await;
+    let (status, body) = app
+        .deliver("workflow_run", &env.failing_run(9009, &now()))
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["queued"], false);
     let run_id = run_id_of(&body);
-    assert_eq!(env.count("SELECT count(*) FROM outbox WHERE enqueued_at IS NULL").await, 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM outbox WHERE enqueued_at IS NULL")
+            .await,
+        1
+    );
 
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(&env.tag);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut redis = std::process::Command::new(std::env::var("SELFHEAL_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()))
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server");
+    let mut redis = std::process::Command::new(
+        std::env::var("SELFHEAL_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
+    )
+    .args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+    ])
+    .arg(&dir)
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .expect("redis-server");
     // The web's relay pushes the pending row once Redis answers; a worker then runs it.
-    env.wait_until("SELECT count(*) = 0 FROM outbox WHERE enqueued_at IS NULL", Duration::from_secs(20)).await;
+    env.wait_until(
+        "SELECT count(*) = 0 FROM outbox WHERE enqueued_at IS NULL",
+        Duration::from_secs(20),
+    )
+    .await;
     let mut worker = env.spawn_worker("w1");
     let status = env.wait_run(run_id, Duration::from_secs(30)).await;
     assert_eq!(status, "incomplete");
     assert_eq!(
-        env.count("SELECT count(*) FROM stage_attempts WHERE stage = 'triage' AND outcome = 'succeeded'").await,
+        env.count(
+            "SELECT count(*) FROM stage_attempts WHERE stage = 'triage' AND outcome = 'succeeded'"
+        )
+        .await,
         1
     );
     worker.kill().ok();

@@ -1,8 +1,8 @@
 //! The append-only, hash-chained audit log. Rows are appended by the `audit_append` SQL
 //! function (migrations/V1), which links each row to the previous one under a lock.
 
-use serde_json::Value;
 use deadpool_postgres::GenericClient;
+use serde_json::Value;
 
 pub async fn append(
     client: &impl GenericClient,

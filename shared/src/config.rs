@@ -86,21 +86,33 @@ impl Config {
 
         let (app_id, app_private_key) = if role == Role::Worker {
             (
-                Some(env.parsed::<u64>("GITHUB_APP_ID")?.ok_or(ConfigError::Missing("GITHUB_APP_ID"))?),
+                Some(
+                    env.parsed::<u64>("GITHUB_APP_ID")?
+                        .ok_or(ConfigError::Missing("GITHUB_APP_ID"))?,
+                ),
                 Some(read_private_key(&env.required("GITHUB_APP_PRIVATE_KEY")?)?),
             )
         } else {
-            let key = env.optional("GITHUB_APP_PRIVATE_KEY").map(|k| read_private_key(&k)).transpose()?;
+            let key = env
+                .optional("GITHUB_APP_PRIVATE_KEY")
+                .map(|k| read_private_key(&k))
+                .transpose()?;
             (env.parsed::<u64>("GITHUB_APP_ID")?, key)
         };
 
         Ok(Config {
             database_url: SecretString::from(database_url),
             redis_url: SecretString::from(redis_url),
-            queue_prefix: env.optional("SELFHEAL_QUEUE_PREFIX").unwrap_or_else(|| "selfheal".into()),
-            bind: env.parsed("SELFHEAL_BIND")?.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3000))),
+            queue_prefix: env
+                .optional("SELFHEAL_QUEUE_PREFIX")
+                .unwrap_or_else(|| "selfheal".into()),
+            bind: env
+                .parsed("SELFHEAL_BIND")?
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3000))),
             webhook_secrets,
-            max_body_bytes: env.parsed("SELFHEAL_MAX_BODY_BYTES")?.unwrap_or(25 * 1024 * 1024),
+            max_body_bytes: env
+                .parsed("SELFHEAL_MAX_BODY_BYTES")?
+                .unwrap_or(25 * 1024 * 1024),
             github: GitHubConfig {
                 api_url: env
                     .optional("GITHUB_API_URL")
@@ -114,7 +126,9 @@ impl Config {
                 concurrency: env.parsed("SELFHEAL_WORKER_CONCURRENCY")?.unwrap_or(4),
                 heartbeat: Duration::from_secs(env.parsed("SELFHEAL_HEARTBEAT_SECS")?.unwrap_or(1)),
                 missed_heartbeats: env.parsed("SELFHEAL_MISSED_HEARTBEATS")?.unwrap_or(3),
-                log_cap_bytes: env.parsed("SELFHEAL_LOG_CAP_BYTES")?.unwrap_or(8 * 1024 * 1024),
+                log_cap_bytes: env
+                    .parsed("SELFHEAL_LOG_CAP_BYTES")?
+                    .unwrap_or(8 * 1024 * 1024),
                 relay_interval: Duration::from_millis(
                     env.parsed("SELFHEAL_RELAY_INTERVAL_MS")?.unwrap_or(1000),
                 ),
@@ -185,8 +199,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -194,7 +210,8 @@ mod tests {
 
     #[test]
     fn missing_variable_names_itself() {
-        let err = Config::from_lookup(Role::Web, lookup(&[("REDIS_URL", "redis://x")])).unwrap_err();
+        let err =
+            Config::from_lookup(Role::Web, lookup(&[("REDIS_URL", "redis://x")])).unwrap_err();
         assert_eq!(err, ConfigError::Missing("DATABASE_URL"));
         assert_eq!(err.to_string(), "missing environment variable DATABASE_URL");
 
@@ -207,7 +224,11 @@ mod tests {
 
         let err = Config::from_lookup(
             Role::Worker,
-            lookup(&[("DATABASE_URL", "postgres://x"), ("REDIS_URL", "redis://x"), ("GITHUB_APP_ID", "1")]),
+            lookup(&[
+                ("DATABASE_URL", "postgres://x"),
+                ("REDIS_URL", "redis://x"),
+                ("GITHUB_APP_ID", "1"),
+            ]),
         )
         .unwrap_err();
         assert_eq!(err, ConfigError::Missing("GITHUB_APP_PRIVATE_KEY"));
@@ -225,7 +246,16 @@ mod tests {
             ]),
         )
         .unwrap_err();
-        assert!(matches!(err, ConfigError::Malformed { name: "GITHUB_APP_ID", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Malformed {
+                    name: "GITHUB_APP_ID",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("GITHUB_APP_ID"));
     }
 

@@ -43,11 +43,15 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
 /// advisory lock rather than racing on the schema history table.
 pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     let mut client = pool.get().await?;
-    client.execute("SELECT pg_advisory_lock(7261836372)", &[]).await?;
+    client
+        .execute("SELECT pg_advisory_lock(7261836372)", &[])
+        .await?;
     let result = embedded::migrations::runner()
         .run_async(&mut **client)
         .await
         .map(|report| report.applied_migrations().len());
-    client.execute("SELECT pg_advisory_unlock(7261836372)", &[]).await?;
+    client
+        .execute("SELECT pg_advisory_unlock(7261836372)", &[])
+        .await?;
     Ok(result?)
 }

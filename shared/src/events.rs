@@ -89,7 +89,10 @@ impl WorkflowRunEvent {
 }
 
 /// Parses a payload and names the offending field (`workflow_run.head_sha: missing field`).
-pub fn parse_payload<T: for<'de> Deserialize<'de>>(event: &str, body: &[u8]) -> Result<T, PayloadError> {
+pub fn parse_payload<T: for<'de> Deserialize<'de>>(
+    event: &str,
+    body: &[u8],
+) -> Result<T, PayloadError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -132,8 +135,12 @@ mod tests {
 
     #[test]
     fn names_the_missing_field() {
-        let mut v: serde_json::Value = serde_json::from_slice(&fixture("completed.payload.json")).unwrap();
-        v["workflow_run"].as_object_mut().unwrap().remove("head_sha");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("completed.payload.json")).unwrap();
+        v["workflow_run"]
+            .as_object_mut()
+            .unwrap()
+            .remove("head_sha");
         let err = WorkflowRunEvent::parse(v.to_string().as_bytes()).unwrap_err();
         assert!(err.to_string().contains("workflow_run"), "{err}");
         assert!(err.to_string().contains("head_sha"), "{err}");

@@ -24,7 +24,11 @@ pub enum Ingested {
     /// Stored for the record; nothing to act on.
     Stored,
     /// A failed run: an incident is open and its run waits in the outbox.
-    RunCreated { run_id: Uuid, incident_id: Uuid, outbox_id: i64 },
+    RunCreated {
+        run_id: Uuid,
+        incident_id: Uuid,
+        outbox_id: i64,
+    },
     /// A failed run already known under another delivery id.
     RunExists { run_id: Uuid },
     /// A green run closed the open incident.
@@ -51,8 +55,14 @@ pub async fn ingest(
     workflow_run: Option<&WorkflowRunEvent>,
 ) -> Result<Ingested, tokio_postgres::Error> {
     let action = delivery.payload.get("action").and_then(Value::as_str);
-    let installation_id = delivery.payload.pointer("/installation/id").and_then(Value::as_i64);
-    let repository_id = delivery.payload.pointer("/repository/id").and_then(Value::as_i64);
+    let installation_id = delivery
+        .payload
+        .pointer("/installation/id")
+        .and_then(Value::as_i64);
+    let repository_id = delivery
+        .payload
+        .pointer("/repository/id")
+        .and_then(Value::as_i64);
     let inserted = tx
         .execute(
             "INSERT INTO webhook_deliveries (delivery_id, event, action, installation_id, repository_id, outcome, payload)
@@ -80,8 +90,16 @@ pub async fn ingest(
     Ok(result)
 }
 
-async fn upsert_repository(tx: &Transaction<'_>, ev: &WorkflowRunEvent, installation_id: i64) -> Result<(), tokio_postgres::Error> {
-    let login = ev.installation.as_ref().and_then(|i| i.account.as_ref()).map(|a| a.login.as_str());
+async fn upsert_repository(
+    tx: &Transaction<'_>,
+    ev: &WorkflowRunEvent,
+    installation_id: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let login = ev
+        .installation
+        .as_ref()
+        .and_then(|i| i.account.as_ref())
+        .map(|a| a.login.as_str());
     tx.execute(
         "INSERT INTO installations (id, account_login) VALUES ($1, $2)
          ON CONFLICT (id) DO UPDATE SET account_login = coalesce(EXCLUDED.account_login, installations.account_login)",
@@ -97,7 +115,11 @@ async fn upsert_repository(tx: &Transaction<'_>, ev: &WorkflowRunEvent, installa
     Ok(())
 }
 
-async fn open_run(tx: &Transaction<'_>, delivery_id: &str, ev: &WorkflowRunEvent) -> Result<Ingested, tokio_postgres::Error> {
+async fn open_run(
+    tx: &Transaction<'_>,
+    delivery_id: &str,
+    ev: &WorkflowRunEvent,
+) -> Result<Ingested, tokio_postgres::Error> {
     let wr = &ev.workflow_run;
     if let Some(row) = tx
         .query_opt(
@@ -162,10 +184,17 @@ async fn open_run(tx: &Transaction<'_>, delivery_id: &str, ev: &WorkflowRunEvent
         &json!({"delivery": delivery_id, "incident": incident_id, "github_run_id": wr.id, "head_sha": wr.head_sha}),
     )
     .await?;
-    Ok(Ingested::RunCreated { run_id, incident_id, outbox_id })
+    Ok(Ingested::RunCreated {
+        run_id,
+        incident_id,
+        outbox_id,
+    })
 }
 
-async fn resolve(tx: &Transaction<'_>, ev: &WorkflowRunEvent) -> Result<Ingested, tokio_postgres::Error> {
+async fn resolve(
+    tx: &Transaction<'_>,
+    ev: &WorkflowRunEvent,
+) -> Result<Ingested, tokio_postgres::Error> {
     let wr = &ev.workflow_run;
     let resolved_at: DateTime<Utc> = wr.updated_at;
     // Only a green run that finished after the first failure resolves it (deliveries can
@@ -176,7 +205,13 @@ async fn resolve(tx: &Transaction<'_>, ev: &WorkflowRunEvent) -> Result<Ingested
              WHERE repository_id = $1 AND branch = $2 AND workflow_id = $3 AND status = 'open'
                AND first_failed_at <= $4
              RETURNING id",
-            &[&ev.repository.id, &ev.branch(), &wr.workflow_id, &resolved_at, &wr.id],
+            &[
+                &ev.repository.id,
+                &ev.branch(),
+                &wr.workflow_id,
+                &resolved_at,
+                &wr.id,
+            ],
         )
         .await?;
     let Some(row) = row else {

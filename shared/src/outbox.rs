@@ -5,15 +5,19 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use deadpool_postgres::GenericClient;
+use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::db::DbError;
 use crate::queue::{QueueError, StageQueue};
 use crate::stage::{Stage, StageJob};
 
-pub async fn insert(client: &impl GenericClient, run_id: Uuid, stage: Stage) -> Result<i64, tokio_postgres::Error> {
+pub async fn insert(
+    client: &impl GenericClient,
+    run_id: Uuid,
+    stage: Stage,
+) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
             "INSERT INTO outbox (run_id, stage) VALUES ($1, $2)
@@ -46,12 +50,20 @@ impl From<deadpool_postgres::PoolError> for DispatchError {
 }
 
 /// Pushes one committed outbox row now (the fast path after a commit).
-pub async fn dispatch(pool: &Pool, queue: &StageQueue, outbox_id: i64, job: StageJob) -> Result<(), DispatchError> {
+pub async fn dispatch(
+    pool: &Pool,
+    queue: &StageQueue,
+    outbox_id: i64,
+    job: StageJob,
+) -> Result<(), DispatchError> {
     match queue.push(job).await {
         Ok(()) => {
             let client = pool.get().await?;
             client
-                .execute("UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1 WHERE id = $1", &[&outbox_id])
+                .execute(
+                    "UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1 WHERE id = $1",
+                    &[&outbox_id],
+                )
                 .await?;
             Ok(())
         }
@@ -89,11 +101,17 @@ pub async fn relay_once(pool: &Pool, queue: &StageQueue) -> Result<usize, Dispat
             tracing::error!(outbox_id = id, %stage, "outbox row names an unknown stage; left in place");
             continue;
         };
-        let job = StageJob { run_id: row.get(1), stage };
+        let job = StageJob {
+            run_id: row.get(1),
+            stage,
+        };
         match queue.push(job).await {
             Ok(()) => {
-                tx.execute("UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1 WHERE id = $1", &[&id])
-                    .await?;
+                tx.execute(
+                    "UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1 WHERE id = $1",
+                    &[&id],
+                )
+                .await?;
                 pushed += 1;
             }
             Err(e) => {

@@ -22,7 +22,11 @@ pub enum QueueError {
 }
 
 /// Storage settings shared by producers and workers: both must agree on the queue's keys.
-pub fn storage_config(prefix: &str, heartbeat: Duration, missed_heartbeats: usize) -> apalis_redis::Config {
+pub fn storage_config(
+    prefix: &str,
+    heartbeat: Duration,
+    missed_heartbeats: usize,
+) -> apalis_redis::Config {
     apalis_redis::Config::default()
         .queue(format!("{prefix}:{}", StageJob::NAME))
         .heartbeat_interval(heartbeat)
@@ -64,9 +68,12 @@ impl StageQueue {
     pub async fn push(&self, job: StageJob) -> Result<(), QueueError> {
         let mut guard = self.storage.lock().await;
         if guard.is_none() {
-            let storage = tokio::time::timeout(self.timeout, connect_storage(&self.redis_url, self.config.clone()))
-                .await
-                .map_err(|_| QueueError::Timeout(self.timeout))??;
+            let storage = tokio::time::timeout(
+                self.timeout,
+                connect_storage(&self.redis_url, self.config.clone()),
+            )
+            .await
+            .map_err(|_| QueueError::Timeout(self.timeout))??;
             *guard = Some(storage);
         }
         let Some(storage) = guard.as_mut() else {
@@ -86,7 +93,8 @@ impl StageQueue {
 
     /// Readiness probe: can Redis be reached right now?
     pub async fn ping(&self) -> Result<(), QueueError> {
-        let client = redis::Client::open(self.redis_url.as_str()).map_err(|e| QueueError::Connect(e.to_string()))?;
+        let client = redis::Client::open(self.redis_url.as_str())
+            .map_err(|e| QueueError::Connect(e.to_string()))?;
         let fut = async {
             let mut conn = client
                 .get_multiplexed_async_connection()

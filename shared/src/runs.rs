@@ -41,7 +41,10 @@ impl Outcome {
     }
 }
 
-pub async fn load(client: &impl GenericClient, run_id: Uuid) -> Result<Option<Run>, tokio_postgres::Error> {
+pub async fn load(
+    client: &impl GenericClient,
+    run_id: Uuid,
+) -> Result<Option<Run>, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "SELECT id, incident_id, installation_id, repository_full_name, github_run_id, head_sha, status
@@ -61,7 +64,11 @@ pub async fn load(client: &impl GenericClient, run_id: Uuid) -> Result<Option<Ru
 }
 
 /// Whether the stage already finished for this run (a redelivered or recovered job).
-pub async fn stage_finished(client: &impl GenericClient, run_id: Uuid, stage: Stage) -> Result<bool, tokio_postgres::Error> {
+pub async fn stage_finished(
+    client: &impl GenericClient,
+    run_id: Uuid,
+    stage: Stage,
+) -> Result<bool, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "SELECT 1 FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND outcome IN ('succeeded', 'skipped')",
@@ -73,7 +80,11 @@ pub async fn stage_finished(client: &impl GenericClient, run_id: Uuid, stage: St
 
 /// Attempts left `running` by a worker that died are closed as abandoned. Only called while
 /// holding the run's stage lock, so no live worker owns them.
-pub async fn abandon_stale(client: &impl GenericClient, run_id: Uuid, stage: Stage) -> Result<u64, tokio_postgres::Error> {
+pub async fn abandon_stale(
+    client: &impl GenericClient,
+    run_id: Uuid,
+    stage: Stage,
+) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
             "UPDATE stage_attempts SET outcome = 'abandoned', finished_at = now(), error = 'worker lost mid-stage'
@@ -84,7 +95,11 @@ pub async fn abandon_stale(client: &impl GenericClient, run_id: Uuid, stage: Sta
 }
 
 /// Failed attempts so far: abandoned ones (a crash) do not use up the retry budget.
-pub async fn failed_attempts(client: &impl GenericClient, run_id: Uuid, stage: Stage) -> Result<i64, tokio_postgres::Error> {
+pub async fn failed_attempts(
+    client: &impl GenericClient,
+    run_id: Uuid,
+    stage: Stage,
+) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT count(*) FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND outcome = 'failed'",
@@ -163,7 +178,10 @@ pub struct AttemptRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-pub async fn attempts(client: &impl GenericClient, run_id: Uuid) -> Result<Vec<AttemptRow>, tokio_postgres::Error> {
+pub async fn attempts(
+    client: &impl GenericClient,
+    run_id: Uuid,
+) -> Result<Vec<AttemptRow>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT stage, attempt, worker_id, outcome, detail, error, started_at, finished_at

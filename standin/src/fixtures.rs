@@ -8,7 +8,10 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum FixtureError {
     #[error("cannot read fixture {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("fixture {path} is not what was expected: {reason}")]
     Shape { path: PathBuf, reason: String },
 }
@@ -46,7 +49,10 @@ impl Fixtures {
 
     pub fn json(&self, rel: &str) -> Result<Value, FixtureError> {
         let text = self.read(rel)?;
-        serde_json::from_str(&text).map_err(|e| FixtureError::Shape { path: self.dir.join(rel), reason: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| FixtureError::Shape {
+            path: self.dir.join(rel),
+            reason: e.to_string(),
+        })
     }
 
     /// Exchanges of `github-rest/pygithub-replay/<name>`: ten lines each (scheme, method,
@@ -63,10 +69,13 @@ impl Fixtures {
                 i += 1;
                 continue;
             }
-            let status = lines[i + 7].trim().parse::<u16>().map_err(|e| FixtureError::Shape {
-                path: self.dir.join(&rel),
-                reason: format!("status line {}: {e}", i + 8),
-            })?;
+            let status = lines[i + 7]
+                .trim()
+                .parse::<u16>()
+                .map_err(|e| FixtureError::Shape {
+                    path: self.dir.join(&rel),
+                    reason: format!("status line {}: {e}", i + 8),
+                })?;
             out.push(Exchange {
                 method: lines[i + 1].to_string(),
                 path: lines[i + 4].to_string(),
@@ -78,17 +87,31 @@ impl Fixtures {
         Ok(out)
     }
 
-    pub fn replay_json(&self, name: &str, method: &str, path_suffix: &str) -> Result<Value, FixtureError> {
+    pub fn replay_json(
+        &self,
+        name: &str,
+        method: &str,
+        path_suffix: &str,
+    ) -> Result<Value, FixtureError> {
         let exchange = self
             .replay(name)?
             .into_iter()
-            .find(|e| e.method == method && e.path.split('?').next().unwrap_or("").ends_with(path_suffix))
+            .find(|e| {
+                e.method == method
+                    && e.path
+                        .split('?')
+                        .next()
+                        .unwrap_or("")
+                        .ends_with(path_suffix)
+            })
             .ok_or_else(|| FixtureError::Shape {
                 path: self.dir.join(name),
                 reason: format!("no {method} …{path_suffix} exchange"),
             })?;
-        serde_json::from_str(&exchange.body)
-            .map_err(|e| FixtureError::Shape { path: self.dir.join(name), reason: e.to_string() })
+        serde_json::from_str(&exchange.body).map_err(|e| FixtureError::Shape {
+            path: self.dir.join(name),
+            reason: e.to_string(),
+        })
     }
 
     pub fn ci_log(&self, name: &str) -> Result<String, FixtureError> {

@@ -6,5 +6,7 @@ mod fixtures;
 mod server;
 pub mod webhooks;
 
-pub use fixtures::{failing_workflow_run, fixtures_dir, successful_workflow_run, Fixtures, FixtureError};
+pub use fixtures::{
+    failing_workflow_run, fixtures_dir, successful_workflow_run, FixtureError, Fixtures,
+};
 pub use server::{spawn, Call, Knobs, StandIn};

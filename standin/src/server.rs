@@ -58,7 +58,11 @@ impl StandIn {
     }
 
     pub fn calls(&self) -> Vec<Call> {
-        self.inner.calls.lock().map(|c| c.clone()).unwrap_or_default()
+        self.inner
+            .calls
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
     }
 
     pub fn set_knobs(&self, knobs: Knobs) {
@@ -80,8 +84,14 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
     });
     let app = Router::new()
         .route("/app/installations/{id}/access_tokens", post(access_token))
-        .route("/repos/{owner}/{repo}/actions/runs/{run_id}/jobs", get(run_jobs))
-        .route("/repos/{owner}/{repo}/actions/jobs/{job_id}/logs", get(job_logs_redirect))
+        .route(
+            "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs",
+            get(run_jobs),
+        )
+        .route(
+            "/repos/{owner}/{repo}/actions/jobs/{job_id}/logs",
+            get(job_logs_redirect),
+        )
         .route("/_standin/logs/{job_id}", get(signed_log))
         .route("/_standin/calls", get(list_calls))
         .route("/_standin/knobs", post(set_knobs))
@@ -131,7 +141,10 @@ fn github_error(status: StatusCode, message: &str) -> Response {
 }
 
 fn fixture_error(e: crate::FixtureError) -> Response {
-    github_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("stand-in fixture: {e}"))
+    github_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &format!("stand-in fixture: {e}"),
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,9 +183,16 @@ fn credential(headers: &HeaderMap) -> Credential {
 
 /// Recorded: PyGithub `GithubIntegration.testGetAccessToken` (201 with token, expires_at,
 /// permissions). The token and expiry are adapted so the client sees a valid hour ahead.
-async fn access_token(State(inner): State<Arc<Inner>>, Path(id): Path<i64>, headers: HeaderMap) -> Response {
+async fn access_token(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Response {
     if credential(&headers) != Credential::AppJwt {
-        return github_error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded");
+        return github_error(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        );
     }
     let mut body = match inner.fixtures.replay_json(
         "GithubIntegration.testGetAccessToken.txt",
@@ -183,7 +203,10 @@ async fn access_token(State(inner): State<Arc<Inner>>, Path(id): Path<i64>, head
         Err(e) => return fixture_error(e),
     };
     let n = {
-        let mut issued = inner.tokens_issued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut issued = inner
+            .tokens_issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *issued += 1;
         *issued
     };
@@ -212,7 +235,10 @@ async fn run_jobs(
         }
         return github_error(StatusCode::BAD_GATEWAY, "Server Error");
     }
-    let mut body = match inner.fixtures.replay_json("WorkflowRun.test_jobs.txt", "GET", "/jobs") {
+    let mut body = match inner
+        .fixtures
+        .replay_json("WorkflowRun.test_jobs.txt", "GET", "/jobs")
+    {
         Ok(b) => b,
         Err(e) => return fixture_error(e),
     };
@@ -220,14 +246,17 @@ async fn run_jobs(
     if let Some(jobs) = body["jobs"].as_array_mut() {
         for (i, job) in jobs.iter_mut().enumerate() {
             job["run_id"] = Value::from(run_id);
-            job["run_url"] = Value::from(format!("{base}/repos/{owner}/{repo}/actions/runs/{run_id}"));
+            job["run_url"] =
+                Value::from(format!("{base}/repos/{owner}/{repo}/actions/runs/{run_id}"));
             if i == 1 {
                 job["conclusion"] = Value::from("failure");
                 if let Some(steps) = job["steps"].as_array_mut() {
                     for step in steps.iter_mut() {
                         if step["name"] == "Run tests" {
                             step["conclusion"] = Value::from("failure");
-                        } else if step["number"].as_i64().unwrap_or(0) > 5 && step["number"].as_i64().unwrap_or(0) < 11 {
+                        } else if step["number"].as_i64().unwrap_or(0) > 5
+                            && step["number"].as_i64().unwrap_or(0) < 11
+                        {
                             step["conclusion"] = Value::from("skipped");
                         }
                     }
@@ -247,17 +276,30 @@ async fn job_logs_redirect(
     if credential(&headers) != Credential::InstallationToken {
         return github_error(StatusCode::UNAUTHORIZED, "Requires authentication");
     }
-    let location = format!("{}/_standin/logs/{job_id}?urlSigningMethod=HMACV1&urlSignature=standin", inner.base_url);
+    let location = format!(
+        "{}/_standin/logs/{job_id}?urlSigningMethod=HMACV1&urlSignature=standin",
+        inner.base_url
+    );
     (StatusCode::FOUND, [("location", location)]).into_response()
 }
 
 /// The pre-signed log URL: a real failing CI log from `ci-logs/`.
-async fn signed_log(State(inner): State<Arc<Inner>>, Path(_job_id): Path<i64>, headers: HeaderMap) -> Response {
+async fn signed_log(
+    State(inner): State<Arc<Inner>>,
+    Path(_job_id): Path<i64>,
+    headers: HeaderMap,
+) -> Response {
     if headers.contains_key("authorization") {
         // Pre-signed URLs must be fetched without GitHub credentials.
-        return (StatusCode::BAD_REQUEST, "credentials sent to a pre-signed URL").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "credentials sent to a pre-signed URL",
+        )
+            .into_response();
     }
-    let name = knobs(&inner).log_fixture.unwrap_or_else(|| "pytest-failure.log".into());
+    let name = knobs(&inner)
+        .log_fixture
+        .unwrap_or_else(|| "pytest-failure.log".into());
     match inner.fixtures.ci_log(&name) {
         Ok(text) => ([("content-type", "text/plain")], text).into_response(),
         Err(e) => fixture_error(e),
@@ -280,5 +322,6 @@ async fn not_found() -> Response {
 }
 
 fn rfc3339_in(seconds: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    (chrono::Utc::now() + chrono::Duration::seconds(seconds))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -18,7 +18,8 @@ use uuid::Uuid;
 pub const INSTALLATION_ID: i64 = 4242;
 
 pub fn admin_url() -> String {
-    std::env::var("SELFHEAL_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:54329/postgres".into())
+    std::env::var("SELFHEAL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:54329/postgres".into())
 }
 
 pub fn redis_url() -> String {
@@ -36,8 +37,15 @@ pub async fn pg(url: &str) -> tokio_postgres::Client {
 /// A fresh database for one test.
 pub async fn fresh_database(tag: &str) -> String {
     let admin = admin_url();
-    pg(&admin).await.batch_execute(&format!("CREATE DATABASE {tag}")).await.expect("create database");
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("admin URL has a database");
+    pg(&admin)
+        .await
+        .batch_execute(&format!("CREATE DATABASE {tag}"))
+        .await
+        .expect("create database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .expect("admin URL has a database");
     format!("{base}/{tag}")
 }
 
@@ -60,9 +68,12 @@ impl TestEnv {
         let tag = format!("t_{}", &Uuid::new_v4().simple().to_string()[..12]);
         let database_url = fresh_database(&tag).await;
         let fixtures = Fixtures::new(fixtures_dir());
-        let standin = github_standin::spawn(TcpListener::bind("127.0.0.1:0").await.unwrap(), fixtures.clone())
-            .await
-            .unwrap();
+        let standin = github_standin::spawn(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            fixtures.clone(),
+        )
+        .await
+        .unwrap();
         let secret = Uuid::new_v4().simple().to_string();
         let key = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("standin/demo-app-key.pem");
         let vars: HashMap<String, String> = [
@@ -79,7 +90,15 @@ impl TestEnv {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        TestEnv { tag, database_url, redis_url: redis_url.to_string(), secret, fixtures, standin, vars }
+        TestEnv {
+            tag,
+            database_url,
+            redis_url: redis_url.to_string(),
+            secret,
+            fixtures,
+            standin,
+            vars,
+        }
     }
 
     pub fn set(&mut self, key: &str, value: &str) {
@@ -99,7 +118,12 @@ impl TestEnv {
         tokio::spawn(selfheal_web::serve(config, listener, async move {
             let _ = rx.await;
         }));
-        App { url, http: reqwest::Client::new(), secret: self.secret.clone(), _stop: tx }
+        App {
+            url,
+            http: reqwest::Client::new(),
+            secret: self.secret.clone(),
+            _stop: tx,
+        }
     }
 
     /// A worker as its own process, so it can be killed like a real replica.
@@ -124,11 +148,18 @@ impl TestEnv {
     }
 
     pub fn failing_run(&self, run_id: i64, completed_at: &str) -> Value {
-        github_standin::failing_workflow_run(&self.fixtures, INSTALLATION_ID, run_id, completed_at).unwrap()
+        github_standin::failing_workflow_run(&self.fixtures, INSTALLATION_ID, run_id, completed_at)
+            .unwrap()
     }
 
     pub fn green_run(&self, run_id: i64, completed_at: &str) -> Value {
-        github_standin::successful_workflow_run(&self.fixtures, INSTALLATION_ID, run_id, completed_at).unwrap()
+        github_standin::successful_workflow_run(
+            &self.fixtures,
+            INSTALLATION_ID,
+            run_id,
+            completed_at,
+        )
+        .unwrap()
     }
 
     /// Waits until the run is finished; returns its status.
@@ -178,12 +209,27 @@ impl App {
 
     /// Sends a delivery signed with the configured secret; returns status and JSON body.
     pub async fn deliver(&self, event: &str, payload: &Value) -> (u16, Value) {
-        self.deliver_as(event, &Uuid::new_v4().to_string(), payload).await
+        self.deliver_as(event, &Uuid::new_v4().to_string(), payload)
+            .await
     }
 
-    pub async fn deliver_as(&self, event: &str, delivery_id: &str, payload: &Value) -> (u16, Value) {
+    pub async fn deliver_as(
+        &self,
+        event: &str,
+        delivery_id: &str,
+        payload: &Value,
+    ) -> (u16, Value) {
         let body = serde_json::to_vec(payload).unwrap();
-        let r = webhooks::deliver(&self.http, &self.hook(), &self.secret, event, delivery_id, body).await.unwrap();
+        let r = webhooks::deliver(
+            &self.http,
+            &self.hook(),
+            &self.secret,
+            event,
+            delivery_id,
+            body,
+        )
+        .await
+        .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -201,7 +247,11 @@ impl App {
 }
 
 pub fn run_id_of(body: &Value) -> Uuid {
-    body["run_id"].as_str().unwrap_or_else(|| panic!("no run_id in {body}")).parse().unwrap()
+    body["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run_id in {body}"))
+        .parse()
+        .unwrap()
 }
 
 /// SIGKILL or SIGTERM a worker process.
@@ -213,6 +263,11 @@ impl App {
     /// Another client for the same server, signing with `secret`.
     pub fn signing_with(&self, secret: &str) -> App {
         let (tx, _rx) = tokio::sync::oneshot::channel();
-        App { url: self.url.clone(), http: self.http.clone(), secret: secret.to_string(), _stop: tx }
+        App {
+            url: self.url.clone(),
+            http: self.http.clone(),
+            secret: secret.to_string(),
+            _stop: tx,
+        }
     }
 }

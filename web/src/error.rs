@@ -50,7 +50,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("10"));
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("10"));
         }
         response
     }

@@ -12,7 +12,11 @@ pub async fn healthz() -> &'static str {
 /// Ready when both Postgres and Redis answer.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let postgres = match state.pool.get().await {
-        Ok(client) => client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| e.to_string()),
+        Ok(client) => client
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let redis = state.queue.ping().await.map_err(|e| e.to_string());
@@ -22,7 +26,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Err(e) => e.clone(),
     };
     (
-        if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
         Json(json!({ "postgres": show(&postgres), "redis": show(&redis) })),
     )
 }

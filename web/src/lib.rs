@@ -44,10 +44,16 @@ pub async fn state(config: &Config) -> Result<AppState, db::DbError> {
     match db::migrate(&pool).await {
         Ok(n) if n > 0 => tracing::info!(applied = n, "migrations applied"),
         Ok(_) => {}
-        Err(db::DbError::Pool(e)) => tracing::warn!(error = %e, "Postgres unreachable at start; migrations deferred to `selfheal migrate` or the next start"),
+        Err(db::DbError::Pool(e)) => {
+            tracing::warn!(error = %e, "Postgres unreachable at start; migrations deferred to `selfheal migrate` or the next start")
+        }
         Err(e) => return Err(e),
     }
-    let queue_config = queue::storage_config(&config.queue_prefix, config.worker.heartbeat, config.worker.missed_heartbeats);
+    let queue_config = queue::storage_config(
+        &config.queue_prefix,
+        config.worker.heartbeat,
+        config.worker.missed_heartbeats,
+    );
     Ok(AppState {
         pool,
         queue: Arc::new(StageQueue::new(config.redis_url(), queue_config)),
@@ -70,7 +76,9 @@ pub async fn serve(
     ));
     let app = router(state, config.max_body_bytes);
     tracing::info!(addr = %listener.local_addr()?, "selfheal web listening");
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
     relay.abort();
     Ok(result?)
 }

@@ -28,21 +28,32 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("selfheal");
         let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register("webhook_deliveries", "Webhook deliveries by event and outcome", deliveries.clone());
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by event and outcome",
+            deliveries.clone(),
+        );
         let enqueue_deferred = Counter::default();
         registry.register(
             "enqueue_deferred",
             "Jobs left to the outbox relay because Redis could not take them at ingest",
             enqueue_deferred.clone(),
         );
-        Metrics { registry, deliveries, enqueue_deferred }
+        Metrics {
+            registry,
+            deliveries,
+            enqueue_deferred,
+        }
     }
 }
 
 impl Metrics {
     pub fn delivery(&self, event: &str, outcome: &str) {
         self.deliveries
-            .get_or_create(&DeliveryLabels { event: event.to_string(), outcome: outcome.to_string() })
+            .get_or_create(&DeliveryLabels {
+                event: event.to_string(),
+                outcome: outcome.to_string(),
+            })
             .inc();
     }
 }
@@ -52,5 +63,11 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     if let Err(e) = encode(&mut body, &state.metrics.registry) {
         tracing::error!(error = %e, "cannot encode metrics");
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
 }

@@ -17,7 +17,11 @@ use sha2::Sha256;
 
 use crate::{ApiError, AppState};
 
-pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     verify_signature(&state.secrets, &headers, &body)?;
     let event = header(&headers, "x-github-event")?;
     let delivery_id = header(&headers, "x-github-delivery")?;
@@ -45,7 +49,11 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     let tx = client.transaction().await?;
     let ingested = incidents::ingest(
         &tx,
-        &Delivery { id: delivery_id, event, payload: &payload },
+        &Delivery {
+            id: delivery_id,
+            event,
+            payload: &payload,
+        },
         workflow_run.as_ref(),
     )
     .await?;
@@ -56,12 +64,23 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         Ingested::Duplicate => (StatusCode::OK, json!({"status": "duplicate"})),
         Ingested::Stored if event == "ping" => (StatusCode::OK, json!({"status": "pong"})),
         Ingested::Stored => (StatusCode::ACCEPTED, json!({"status": "stored"})),
-        Ingested::RunExists { run_id } => (StatusCode::OK, json!({"status": "run_exists", "run_id": run_id})),
-        Ingested::Resolved { incident_id } => {
-            (StatusCode::ACCEPTED, json!({"status": "incident_resolved", "incident_id": incident_id}))
-        }
-        Ingested::RunCreated { run_id, incident_id, outbox_id } => {
-            let job = StageJob { run_id: *run_id, stage: Stage::Triage };
+        Ingested::RunExists { run_id } => (
+            StatusCode::OK,
+            json!({"status": "run_exists", "run_id": run_id}),
+        ),
+        Ingested::Resolved { incident_id } => (
+            StatusCode::ACCEPTED,
+            json!({"status": "incident_resolved", "incident_id": incident_id}),
+        ),
+        Ingested::RunCreated {
+            run_id,
+            incident_id,
+            outbox_id,
+        } => {
+            let job = StageJob {
+                run_id: *run_id,
+                stage: Stage::Triage,
+            };
             let queued = match outbox::dispatch(&state.pool, &state.queue, *outbox_id, job).await {
                 Ok(()) => true,
                 Err(e) => {
@@ -78,7 +97,9 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
             )
         }
     };
-    state.metrics.delivery(event, body["status"].as_str().unwrap_or("unknown"));
+    state
+        .metrics
+        .delivery(event, body["status"].as_str().unwrap_or("unknown"));
     Ok((status, Json(body)).into_response())
 }
 
@@ -92,7 +113,11 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Api
 
 /// HMAC-SHA256 over the raw body, compared in constant time (`verify_slice`) against every
 /// configured secret, so a secret can be rotated without dropping deliveries.
-fn verify_signature(secrets: &[SecretString], headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+fn verify_signature(
+    secrets: &[SecretString],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
     let signature = headers
         .get("x-hub-signature-256")
         .ok_or(ApiError::Unauthorized("missing X-Hub-Signature-256"))?
@@ -101,7 +126,8 @@ fn verify_signature(secrets: &[SecretString], headers: &HeaderMap, body: &[u8]) 
     let hex_digest = signature
         .strip_prefix("sha256=")
         .ok_or(ApiError::Unauthorized("invalid X-Hub-Signature-256"))?;
-    let expected = hex::decode(hex_digest).map_err(|_| ApiError::Unauthorized("invalid X-Hub-Signature-256"))?;
+    let expected = hex::decode(hex_digest)
+        .map_err(|_| ApiError::Unauthorized("invalid X-Hub-Signature-256"))?;
     let matches = secrets.iter().any(|secret| {
         Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
             .map(|mut mac| {

@@ -29,17 +29,28 @@ pub fn worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let host = host.trim();
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    format!("{}-{}-{}", if host.is_empty() { "worker" } else { host }, std::process::id(), &nonce[..6])
+    format!(
+        "{}-{}-{}",
+        if host.is_empty() { "worker" } else { host },
+        std::process::id(),
+        &nonce[..6]
+    )
 }
 
 /// Runs until `shutdown` resolves: then stops taking jobs and lets the ones in flight finish
 /// (up to the shutdown timeout; what is left is recovered by another worker).
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let pool = db::pool(config.database_url(), config.worker.concurrency + 4)?;
     db::migrate(&pool).await?;
     let github = GitHubApp::new(&config.github)?;
-    let storage_config =
-        queue::storage_config(&config.queue_prefix, config.worker.heartbeat, config.worker.missed_heartbeats);
+    let storage_config = queue::storage_config(
+        &config.queue_prefix,
+        config.worker.heartbeat,
+        config.worker.missed_heartbeats,
+    );
     let storage = queue::connect_storage(config.redis_url(), storage_config.clone()).await?;
     let queue = Arc::new(StageQueue::new(config.redis_url(), storage_config));
     let worker_id = worker_id();
@@ -51,7 +62,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         database_url: config.database_url().to_string(),
         log_cap_bytes: config.worker.log_cap_bytes,
     });
-    let relay = tokio::spawn(outbox::relay_forever(pool, queue, config.worker.relay_interval));
+    let relay = tokio::spawn(outbox::relay_forever(
+        pool,
+        queue,
+        config.worker.relay_interval,
+    ));
     tracing::info!(worker = %worker_id, concurrency = config.worker.concurrency, "selfheal worker starting");
 
     let concurrency = config.worker.concurrency;

@@ -37,14 +37,23 @@ struct StageLock {
 }
 
 impl StageLock {
-    async fn try_acquire(database_url: &str, run_id: Uuid, stage: Stage) -> Result<Option<Self>, PipelineError> {
+    async fn try_acquire(
+        database_url: &str,
+        run_id: Uuid,
+        stage: Stage,
+    ) -> Result<Option<Self>, PipelineError> {
         let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
         tokio::spawn(connection);
         let key = format!("{run_id}:{stage}");
         let row = client
-            .query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key])
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                &[&key],
+            )
             .await?;
-        Ok(row.get::<_, bool>(0).then_some(StageLock { _session: client }))
+        Ok(row
+            .get::<_, bool>(0)
+            .then_some(StageLock { _session: client }))
     }
 }
 
@@ -78,13 +87,15 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
             fail_run(ctx, &run, &reason).await?;
             break;
         }
-        let (attempt_id, attempt) = runs::start_attempt(&client, run.id, job.stage, &ctx.worker_id).await?;
+        let (attempt_id, attempt) =
+            runs::start_attempt(&client, run.id, job.stage, &ctx.worker_id).await?;
         tracing::info!(attempt, "stage attempt started");
         match stages::execute(ctx, &run, job.stage).await {
             Ok(report) => {
                 let mut client = ctx.pool.get().await?;
                 let tx = client.transaction().await?;
-                runs::finish_attempt(&tx, attempt_id, report.outcome, Some(&report.detail), None).await?;
+                runs::finish_attempt(&tx, attempt_id, report.outcome, Some(&report.detail), None)
+                    .await?;
                 match job.stage.next() {
                     Some(next) => {
                         outbox::insert(&tx, run.id, next).await?;
@@ -99,7 +110,8 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
             }
             Err(e) => {
                 let message = e.to_string();
-                runs::finish_attempt(&client, attempt_id, Outcome::Failed, None, Some(&message)).await?;
+                runs::finish_attempt(&client, attempt_id, Outcome::Failed, None, Some(&message))
+                    .await?;
                 tracing::warn!(attempt, error = %message, "stage attempt failed");
                 if let StageError::Permanent(_) = e {
                     fail_run(ctx, &run, &format!("{}: {message}", job.stage)).await?;
@@ -129,7 +141,10 @@ async fn chain(ctx: &WorkerContext, run: &Run, stage: Stage) -> Result<(), Pipel
         .await?;
     drop(client);
     if let Some(row) = row {
-        let job = StageJob { run_id: run.id, stage: next };
+        let job = StageJob {
+            run_id: run.id,
+            stage: next,
+        };
         if let Err(e) = outbox::dispatch(&ctx.pool, &ctx.queue, row.get(0), job).await {
             tracing::warn!(error = %e, "next stage left to the outbox relay");
         }
@@ -139,7 +154,10 @@ async fn chain(ctx: &WorkerContext, run: &Run, stage: Stage) -> Result<(), Pipel
 
 /// After the last stage: `succeeded` only if every stage really ran; a stage that was
 /// skipped (not implemented yet) makes the run `incomplete`, never a success.
-async fn close_run(tx: &deadpool_postgres::Transaction<'_>, run: &Run) -> Result<(), PipelineError> {
+async fn close_run(
+    tx: &deadpool_postgres::Transaction<'_>,
+    run: &Run,
+) -> Result<(), PipelineError> {
     let rows = tx
         .query(
             "SELECT stage, detail FROM stage_attempts WHERE run_id = $1 AND outcome = 'skipped' ORDER BY id",
@@ -148,16 +166,31 @@ async fn close_run(tx: &deadpool_postgres::Transaction<'_>, run: &Run) -> Result
         .await?;
     let skipped: Vec<String> = rows
         .iter()
-        .map(|r| format!("{} ({})", r.get::<_, String>(0), r.get::<_, Option<String>>(1).unwrap_or_default()))
+        .map(|r| {
+            format!(
+                "{} ({})",
+                r.get::<_, String>(0),
+                r.get::<_, Option<String>>(1).unwrap_or_default()
+            )
+        })
         .collect();
     let (status, reason) = if skipped.is_empty() {
         ("succeeded", None)
     } else {
-        ("incomplete", Some(format!("skipped: {}", skipped.join(", "))))
+        (
+            "incomplete",
+            Some(format!("skipped: {}", skipped.join(", "))),
+        )
     };
     runs::finish(tx, run.id, status, reason.as_deref()).await?;
-    audit::append(tx, "selfheal:worker", "run.finished", &run.id.to_string(), &json!({"status": status, "reason": reason}))
-        .await?;
+    audit::append(
+        tx,
+        "selfheal:worker",
+        "run.finished",
+        &run.id.to_string(),
+        &json!({"status": status, "reason": reason}),
+    )
+    .await?;
     Ok(())
 }
 
@@ -165,7 +198,14 @@ async fn fail_run(ctx: &WorkerContext, run: &Run, reason: &str) -> Result<(), Pi
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
     runs::finish(&tx, run.id, "failed", Some(reason)).await?;
-    audit::append(&tx, "selfheal:worker", "run.failed", &run.id.to_string(), &json!({"reason": reason})).await?;
+    audit::append(
+        &tx,
+        "selfheal:worker",
+        "run.failed",
+        &run.id.to_string(),
+        &json!({"reason": reason}),
+    )
+    .await?;
     tx.commit().await?;
     tracing::error!(%reason, "run failed");
     Ok(())

@@ -43,13 +43,19 @@ impl From<deadpool_postgres::PoolError> for StageError {
     }
 }
 
-pub async fn execute(ctx: &WorkerContext, run: &Run, stage: Stage) -> Result<StageReport, StageError> {
+pub async fn execute(
+    ctx: &WorkerContext,
+    run: &Run,
+    stage: Stage,
+) -> Result<StageReport, StageError> {
     match stage {
         Stage::Triage => triage::run(ctx, run).await,
         // Built in later issues; until then the record says so, and the run cannot succeed.
-        Stage::Diagnose | Stage::Patch | Stage::Validate | Stage::Verify | Stage::Deliver => Ok(StageReport {
-            outcome: Outcome::Skipped,
-            detail: "not implemented".into(),
-        }),
+        Stage::Diagnose | Stage::Patch | Stage::Validate | Stage::Verify | Stage::Deliver => {
+            Ok(StageReport {
+                outcome: Outcome::Skipped,
+                detail: "not implemented".into(),
+            })
+        }
     }
 }

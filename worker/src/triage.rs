@@ -50,7 +50,11 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         )
         .await
         .map_err(|e| api_error(e, "the run's jobs"))?;
-    let failed_jobs: Vec<&Job> = page.jobs.iter().filter(|j| failed(j.conclusion.as_deref())).collect();
+    let failed_jobs: Vec<&Job> = page
+        .jobs
+        .iter()
+        .filter(|j| failed(j.conclusion.as_deref()))
+        .collect();
 
     let mut summary = Vec::new();
     for job in &failed_jobs {
@@ -87,11 +91,22 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         summary.push(format!("{} [{}]", job.name, step_names.join(", ")));
     }
     let detail = if failed_jobs.is_empty() {
-        format!("none of the run's {} jobs is marked failed", page.total_count)
+        format!(
+            "none of the run's {} jobs is marked failed",
+            page.total_count
+        )
     } else {
-        format!("{} of {} jobs failed: {}", failed_jobs.len(), page.total_count, summary.join("; "))
+        format!(
+            "{} of {} jobs failed: {}",
+            failed_jobs.len(),
+            page.total_count,
+            summary.join("; ")
+        )
     };
-    Ok(StageReport { outcome: Outcome::Succeeded, detail })
+    Ok(StageReport {
+        outcome: Outcome::Succeeded,
+        detail,
+    })
 }
 
 /// GitHub answers the logs endpoint with a redirect to a pre-signed URL, which is fetched
@@ -105,7 +120,9 @@ async fn download_log(
     let what = format!("logs of job {job_id}");
     // A relative path: octocrab only sends credentials to its own base URL.
     let response = crab
-        ._get(format!("/repos/{repo}/actions/jobs/{job_id}/logs")).await.map_err(|e| api_error(e, &what))?;
+        ._get(format!("/repos/{repo}/actions/jobs/{job_id}/logs"))
+        .await
+        .map_err(|e| api_error(e, &what))?;
     let status = response.status();
     let body = if status.is_redirection() {
         let location = response
@@ -122,20 +139,35 @@ async fn download_log(
             .await
             .map_err(|e| StageError::Transient(format!("{what}: {e}")))?;
         if !response.status().is_success() {
-            return Err(GitHubError::Status { status: response.status().as_u16(), what }.into());
+            return Err(GitHubError::Status {
+                status: response.status().as_u16(),
+                what,
+            }
+            .into());
         }
         let mut tail = TailBuffer::new(ctx.log_cap_bytes);
-        while let Some(chunk) = response.chunk().await.map_err(|e| StageError::Transient(format!("{what}: {e}")))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| StageError::Transient(format!("{what}: {e}")))?
+        {
             tail.push(&chunk);
         }
         tail
     } else if status.is_success() {
-        let text = crab.body_to_string(response).await.map_err(|e| api_error(e, &what))?;
+        let text = crab
+            .body_to_string(response)
+            .await
+            .map_err(|e| api_error(e, &what))?;
         let mut tail = TailBuffer::new(ctx.log_cap_bytes);
         tail.push(text.as_bytes());
         tail
     } else {
-        return Err(GitHubError::Status { status: status.as_u16(), what }.into());
+        return Err(GitHubError::Status {
+            status: status.as_u16(),
+            what,
+        }
+        .into());
     };
     Ok(body.finish())
 }
@@ -166,7 +198,11 @@ struct TailBuffer {
 
 impl TailBuffer {
     fn new(cap: usize) -> Self {
-        TailBuffer { cap, buf: Vec::new(), seen: 0 }
+        TailBuffer {
+            cap,
+            buf: Vec::new(),
+            seen: 0,
+        }
     }
 
     fn push(&mut self, chunk: &[u8]) {

@@ -27,7 +27,9 @@ impl GitHubError {
     pub fn is_permanent(&self) -> bool {
         match self {
             GitHubError::NotConfigured | GitHubError::BadKey(_) => true,
-            GitHubError::Status { status, .. } => (400..500).contains(status) && *status != 429 && *status != 403,
+            GitHubError::Status { status, .. } => {
+                (400..500).contains(status) && *status != 429 && *status != 403
+            }
             _ => false,
         }
     }
@@ -59,7 +61,10 @@ impl GitHubApp {
             .timeout(Duration::from_secs(60))
             .user_agent("selfheal")
             .build()
-            .map_err(|e| GitHubError::Download { what: "client".into(), reason: e.to_string() })?;
+            .map_err(|e| GitHubError::Download {
+                what: "client".into(),
+                reason: e.to_string(),
+            })?;
         Ok(GitHubApp {
             app,
             api_url: config.api_url.clone(),
@@ -77,7 +82,9 @@ impl GitHubApp {
         if let Some(crab) = cache.get(&installation_id) {
             return Ok(crab.clone());
         }
-        let crab = self.app.installation(InstallationId(installation_id as u64))?;
+        let crab = self
+            .app
+            .installation(InstallationId(installation_id as u64))?;
         cache.insert(installation_id, crab.clone());
         Ok(crab)
     }
