@@ -45,7 +45,8 @@ postgres_up() {
     chown postgres "$data"
     su postgres -s /bin/sh -c "$bin/initdb -D '$data' -U postgres --auth=trust -E UTF8 >/dev/null"
   fi
-  if su postgres -s /bin/sh -c "$bin/pg_ctl -D '$data' status" >/dev/null 2>&1; then
+  if su postgres -s /bin/sh -c "$bin/pg_ctl -D '$data' status" >/dev/null 2>&1 ||
+     "$bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port"; then
     return 0
   fi
   log "starting postgres on 127.0.0.1:$pg_port"
