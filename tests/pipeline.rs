@@ -170,6 +170,7 @@ async fn two_workers_share_the_queue_without_doing_a_job_twice() {
     });
     let mut a = env.spawn_worker("a");
     let mut b = env.spawn_worker("b");
+    env.wait_workers_registered(2).await;
     let mut run_ids = Vec::new();
     for i in 0..6 {
         let mut payload = env.failing_run(1300 + i, &now());

@@ -190,6 +190,29 @@ impl TestEnv {
         }
     }
 
+    /// Waits until `n` workers have registered with the queue in Redis.
+    pub async fn wait_workers_registered(&self, n: usize) {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let key = format!("{}:stage:workers", self.tag);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let registered: usize = redis::cmd("ZCARD")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if registered >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {registered} of {n} workers registered"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.db().await.query_one(sql, &[]).await.unwrap().get(0)
     }

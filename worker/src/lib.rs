@@ -51,7 +51,15 @@ pub async fn run(
         config.worker.heartbeat,
         config.worker.missed_heartbeats,
     );
-    let storage = queue::connect_storage(config.redis_url(), storage_config.clone()).await?;
+    // Fetch no more than can run at once: a job buffered behind a busy worker would wait
+    // while another replica sits idle.
+    let storage = queue::connect_storage(
+        config.redis_url(),
+        storage_config
+            .clone()
+            .batch_size(config.worker.concurrency.max(1)),
+    )
+    .await?;
     let queue = Arc::new(StageQueue::new(config.redis_url(), storage_config));
     let worker_id = worker_id();
     let ctx = Arc::new(WorkerContext {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use apalis::prelude::{BoxDynError, Data};
+use backon::Retryable;
 use selfheal_shared::runs::{self, Outcome, Run};
 use selfheal_shared::stage::{Stage, StageJob};
 use selfheal_shared::{audit, outbox};
@@ -16,10 +17,21 @@ use crate::WorkerContext;
 
 pub async fn handle(job: StageJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
     let span = tracing::info_span!("stage", run = %job.run_id, stage = %job.stage, worker = %ctx.worker_id);
-    process(&ctx, &job).instrument(span).await.map_err(|e| {
-        tracing::error!(error = %e, "stage job failed; it will be retried from the outbox or by recovery");
-        e.into()
-    })
+    // Stage errors are handled inside `process`; what reaches here is selfheal's own
+    // bookkeeping failing (Postgres away). Retry that for a while rather than drop the job.
+    let bookkeeping = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(500))
+        .with_max_delay(std::time::Duration::from_secs(30))
+        .with_max_times(10);
+    (|| process(&ctx, &job))
+        .retry(bookkeeping)
+        .notify(|e, delay| tracing::warn!(error = %e, ?delay, "stage bookkeeping failed; retrying"))
+        .instrument(span)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "stage job given up; the run stays where it was");
+            e.into()
+        })
 }
 
 #[derive(Debug, thiserror::Error)]
