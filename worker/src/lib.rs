@@ -1,6 +1,7 @@
 //! The worker: pulls stage jobs from Redis (apalis) and carries each run through
 //! triage -> diagnose -> patch -> validate -> verify -> deliver, recording every attempt.
 
+pub mod diagnose;
 mod pipeline;
 mod stages;
 mod triage;

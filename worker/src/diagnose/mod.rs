@@ -1,0 +1,197 @@
+//! Deterministic diagnosis of a failed CI job log: class, tool, culprit, failing tests, the
+//! excerpt that proves it, and a fingerprint that recognises the same failure elsewhere.
+
+mod fingerprint;
+mod log;
+mod parsers;
+
+use serde::{Deserialize, Serialize};
+
+pub use fingerprint::fingerprint;
+pub use log::{failed_step, FailedStep};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    Format,
+    Lint,
+    Compile,
+    Test,
+    Dependency,
+    Infra,
+    /// Reproduced as intermittent in the sandbox (never from a log alone).
+    Flaky,
+    Unknown,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Format => "format",
+            Class::Lint => "lint",
+            Class::Compile => "compile",
+            Class::Test => "test",
+            Class::Dependency => "dependency",
+            Class::Infra => "infra",
+            Class::Flaky => "flaky",
+            Class::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub class: Class,
+    pub tool: Option<String>,
+    pub culprit_file: Option<String>,
+    pub culprit_line: Option<u32>,
+    pub fingerprint: String,
+    pub failing_tests: Vec<String>,
+    pub excerpt: String,
+    /// The failed step's command, as the workflow ran it.
+    pub command: Option<String>,
+    pub message: String,
+}
+
+const EXCERPT_BEFORE: usize = 2;
+const EXCERPT_AFTER: usize = 12;
+
+pub fn diagnose(raw_log: &str) -> Diagnosis {
+    let step = failed_step(raw_log);
+    let found = parsers::PARSERS.iter().find_map(|parse| parse(&step));
+    match found {
+        Some(f) => {
+            let start = f.at.saturating_sub(EXCERPT_BEFORE);
+            let end = (f.at + EXCERPT_AFTER).min(step.lines.len());
+            Diagnosis {
+                fingerprint: fingerprint(f.class, Some(&f.tool), &f.message, &f.failing_tests),
+                class: f.class,
+                tool: Some(f.tool),
+                culprit_file: f.culprit_file,
+                culprit_line: f.culprit_line,
+                failing_tests: f.failing_tests,
+                excerpt: step.lines[start..end].join("\n"),
+                command: step.command,
+                message: f.message,
+            }
+        }
+        None => {
+            // Unknown stays unknown: the last lines are shown, nothing is guessed.
+            let start = step.lines.len().saturating_sub(EXCERPT_AFTER);
+            let excerpt = step.lines[start..].join("\n");
+            Diagnosis {
+                fingerprint: fingerprint(Class::Unknown, None, &excerpt, &[]),
+                class: Class::Unknown,
+                tool: None,
+                culprit_file: None,
+                culprit_line: None,
+                failing_tests: Vec::new(),
+                excerpt,
+                command: step.command,
+                message: String::new(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn ci_logs() -> PathBuf {
+        std::env::var_os("SELFHEAL_FIXTURES_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+            })
+            .join("ci-logs")
+    }
+
+    #[derive(Deserialize)]
+    struct Labelled {
+        file: String,
+        failure_class: String,
+        tool: String,
+        culprit_file: Option<String>,
+        culprit_line: Option<u32>,
+    }
+
+    #[test]
+    fn every_labelled_fixture_log_is_diagnosed_exactly() {
+        let dir = ci_logs();
+        let manifest: Vec<Labelled> =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        assert!(manifest.len() >= 12);
+        let mut wrong = Vec::new();
+        for l in &manifest {
+            let d = diagnose(&std::fs::read_to_string(dir.join(&l.file)).unwrap());
+            let got = (
+                d.class.as_str(),
+                d.tool.as_deref(),
+                d.culprit_file.as_deref(),
+                d.culprit_line,
+            );
+            let want = (
+                l.failure_class.as_str(),
+                Some(l.tool.as_str()),
+                l.culprit_file.as_deref(),
+                l.culprit_line,
+            );
+            if got != want {
+                wrong.push(format!("{}: got {got:?}, want {want:?}", l.file));
+            }
+            assert!(!d.excerpt.is_empty(), "{}: no excerpt", l.file);
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    #[test]
+    fn failing_tests_and_excerpts_come_from_the_log() {
+        let read = |f: &str| std::fs::read_to_string(ci_logs().join(f)).unwrap();
+        let d = diagnose(&read("cargo-test-panic.log"));
+        assert_eq!(d.failing_tests, vec!["tests::body_temperature"]);
+        assert!(
+            d.excerpt.contains("panicked at src/lib.rs:7:9"),
+            "{}",
+            d.excerpt
+        );
+        assert_eq!(d.command.as_deref(), Some("cargo test"));
+        let d = diagnose(&read("pytest-failure.log"));
+        assert_eq!(
+            d.failing_tests,
+            vec!["tests/test_inventory.py::test_restock_adds"]
+        );
+        let d = diagnose(&read("jest-failure.log"));
+        assert_eq!(d.failing_tests, vec!["january has 31 days"]);
+    }
+
+    #[test]
+    fn the_same_failure_elsewhere_has_the_same_fingerprint() {
+        let original = std::fs::read_to_string(ci_logs().join("cargo-test-panic.log")).unwrap();
+        // Another repository, another day, another thread id: the same failure.
+        let moved = original
+            .replace("/home/runner/work/acme/acme", "/home/runner/work/zeta/zeta")
+            .replace("2026-11-20T09:", "2027-01-03T17:")
+            .replace("(14085)", "(20931)")
+            .replace("temps-c2da9d5470d8ba7a", "temps-0f1e2d3c4b5a6978");
+        let a = diagnose(&original);
+        let b = diagnose(&moved);
+        assert_eq!(a.fingerprint, b.fingerprint);
+        // A different assertion in a different test is a different failure.
+        let other = original.replace("body_temperature", "boiling_point");
+        assert_ne!(diagnose(&other).fingerprint, a.fingerprint);
+        let rustc = std::fs::read_to_string(ci_logs().join("rustc-e0599.log")).unwrap();
+        assert_ne!(diagnose(&rustc).fingerprint, a.fingerprint);
+    }
+
+    #[test]
+    fn unknown_stays_unknown() {
+        let log = "##[group]Run ./deploy.sh\n./deploy.sh\n##[endgroup]\nsomething odd happened\n##[error]Process completed with exit code 3.\n";
+        let d = diagnose(log);
+        assert_eq!(d.class, Class::Unknown);
+        assert_eq!(d.tool, None);
+        assert_eq!(d.culprit_file, None);
+        assert!(d.excerpt.contains("something odd happened"));
+    }
+}
