@@ -22,11 +22,24 @@ pub struct FailedStep {
 }
 
 pub fn clean_line(raw: &str) -> String {
-    let no_ts = TIMESTAMP.replace(raw, "");
-    let plain = strip_ansi_escapes::strip_str(no_ts.as_ref());
-    // `ESC ( B` (select charset) survives some strippers as a bare `(B`.
-    let plain = plain.replace("(B", "");
-    WORKSPACE.replace_all(plain.trim_end(), "").into_owned()
+    // Cheap byte checks first: most lines need only some of the rewrites.
+    let no_ts = if raw.as_bytes().get(4) == Some(&b'-') {
+        TIMESTAMP.replace(raw, "")
+    } else {
+        raw.into()
+    };
+    let plain = if no_ts.contains('\u{1b}') {
+        // `ESC ( B` (select charset) survives some strippers as a bare `(B`.
+        strip_ansi_escapes::strip_str(no_ts.as_ref()).replace("(B", "")
+    } else {
+        no_ts.into_owned()
+    };
+    let plain = plain.trim_end();
+    if plain.contains("work") || plain.contains("/__w") || plain.contains(":\\a\\") {
+        WORKSPACE.replace_all(plain, "").into_owned()
+    } else {
+        plain.to_string()
+    }
 }
 
 /// Finds the step that failed: the last `##[group]Run` before the first
@@ -67,6 +80,10 @@ mod tests {
         assert_eq!(clean_line(raw), "Diff in src/lib.rs:1:");
         let raw = "2026-11-20T09:14:04.2330000Z \u{1b}[31m-pub struct X\u{1b}(B\u{1b}[m";
         assert_eq!(clean_line(raw), "-pub struct X");
+        assert_eq!(
+            clean_line(r"D:\a\widgets\widgets\src\lib.rs:3"),
+            r"src\lib.rs:3"
+        );
     }
 
     #[test]
