@@ -51,10 +51,30 @@ enum Command {
         #[arg(long, value_parser = ["text", "json"], default_value = "text")]
         format: String,
     },
+    /// The Docker sandbox that patches are proven in.
+    Sandbox {
+        #[command(subcommand)]
+        what: SandboxCommand,
+    },
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
         what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Build the sandbox image if missing (debootstrap + docker import); print its tag.
+    Image,
+    /// Run a command on a copy of a directory in the sandbox.
+    Run {
+        #[arg(long)]
+        repo: std::path::PathBuf,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -168,11 +188,53 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 print_diagnosis(&d);
             }
         }
+        Command::Sandbox { what } => return sandbox_command(what).await,
         Command::Bench {
             what: BenchCommand::Diagnose { dir, rounds },
         } => {
             let dir = dir.unwrap_or_else(|| github_standin::fixtures_dir().join("ci-logs"));
             bench::diagnose_bench(&dir, rounds)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sandbox_command(what: SandboxCommand) -> anyhow::Result<ExitCode> {
+    use selfheal_worker::sandbox::{ensure_image, Limits, Sandbox};
+    let docker = bollard::Docker::connect_with_local_defaults()?
+        .negotiate_version()
+        .await?;
+    let image = ensure_image(&docker).await?;
+    match what {
+        SandboxCommand::Image => println!("{image}"),
+        SandboxCommand::Run {
+            repo,
+            timeout_secs,
+            command,
+        } => {
+            let limits = Limits {
+                timeout: std::time::Duration::from_secs(timeout_secs),
+                ..Limits::default()
+            };
+            let sandbox = Sandbox::connect(&image, limits).await?;
+            let (run, _) = sandbox.run(&repo, &command.join(" "), None).await?;
+            print!("{}", run.output);
+            eprintln!(
+                "exit {} in {:.1}s{}{}",
+                run.exit_code,
+                run.duration.as_secs_f64(),
+                if run.timed_out { " (timed out)" } else { "" },
+                if run.oom_killed {
+                    " (killed: out of memory)"
+                } else {
+                    ""
+                }
+            );
+            return Ok(if run.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
     }
     Ok(ExitCode::SUCCESS)

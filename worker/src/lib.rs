@@ -3,6 +3,7 @@
 
 pub mod diagnose;
 mod pipeline;
+pub mod sandbox;
 mod stages;
 mod triage;
 

@@ -1,0 +1,453 @@
+//! Runs a repository's commands in a Docker container (bollard): no network, memory, CPU and
+//! pids limits, a wall-clock timeout, read-only root with a writable work volume, the host's
+//! Rust toolchain mounted read-only, and the container and volume removed afterwards.
+//! Everything is labelled so that what a crashed worker left behind is swept at the next start.
+
+mod image;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    UploadToContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+
+pub use image::{ensure_image, image_tag};
+
+pub const LABEL: &str = "dev.selfheal.sandbox";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("Docker is unreachable: {0}")]
+    Connect(String),
+    #[error("Docker: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    #[error("preparing the work dir: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("building the sandbox image failed: {0}")]
+    Image(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub memory_bytes: i64,
+    pub cpus: f64,
+    pub pids: i64,
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 1 << 30,
+            cpus: 1.0,
+            pids: 512,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What one container run did.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub exit_code: i64,
+    /// Combined stdout and stderr (the tail, when long).
+    pub output: String,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    pub duration: Duration,
+}
+
+impl Execution {
+    pub fn passed(&self) -> bool {
+        self.exit_code == 0 && !self.timed_out && !self.oom_killed
+    }
+}
+
+#[derive(Clone)]
+pub struct Sandbox {
+    docker: Docker,
+    image: String,
+    pub limits: Limits,
+    rust_toolchain: Option<PathBuf>,
+}
+
+const OUTPUT_CAP: usize = 256 * 1024;
+
+impl Sandbox {
+    /// Connects (negotiating the API version: Debian's dockerd speaks older ones than
+    /// bollard's default) and sweeps containers and volumes a crashed run left behind.
+    pub async fn connect(image: &str, limits: Limits) -> Result<Sandbox, SandboxError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| SandboxError::Connect(e.to_string()))?
+            .negotiate_version()
+            .await
+            .map_err(|e| SandboxError::Connect(e.to_string()))?;
+        let sandbox = Sandbox {
+            docker,
+            image: image.to_string(),
+            limits,
+            rust_toolchain: host_rust_toolchain(),
+        };
+        sandbox.sweep_orphans().await?;
+        Ok(sandbox)
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Removes every labelled container and volume not owned by a live process of ours.
+    pub async fn sweep_orphans(&self) -> Result<usize, SandboxError> {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".into(), vec![LABEL.into()])]);
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await?;
+        let mut removed = 0;
+        for c in containers {
+            let owner = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(&format!("{LABEL}.pid")))
+                .and_then(|p| p.parse::<i32>().ok());
+            if owner.is_some_and(process_alive) {
+                continue;
+            }
+            if let Some(id) = c.id {
+                let _ = self
+                    .docker
+                    .remove_container(
+                        &id,
+                        Some(
+                            RemoveContainerOptionsBuilder::default()
+                                .force(true)
+                                .v(true)
+                                .build(),
+                        ),
+                    )
+                    .await;
+                removed += 1;
+            }
+        }
+        let volumes = self
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await?;
+        for v in volumes.volumes.unwrap_or_default() {
+            let owner = v
+                .labels
+                .get(&format!("{LABEL}.pid"))
+                .and_then(|p| p.parse::<i32>().ok());
+            if owner.is_some_and(process_alive) {
+                continue;
+            }
+            let _ = self
+                .docker
+                .remove_volume(
+                    &v.name,
+                    Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
+                )
+                .await;
+        }
+        if removed > 0 {
+            tracing::warn!(removed, "swept sandbox containers left by a crashed run");
+        }
+        Ok(removed)
+    }
+
+    /// Copies `repo` to `/work/repo` in a fresh container and runs `script` there with `sh`.
+    /// `collect` names a file (relative to /work) to bring back, e.g. a diff.
+    pub async fn run(
+        &self,
+        repo: &Path,
+        script: &str,
+        collect: Option<&str>,
+    ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
+        let name = format!(
+            "selfheal-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let labels: HashMap<String, String> = HashMap::from([
+            (LABEL.to_string(), "1".to_string()),
+            (format!("{LABEL}.pid"), std::process::id().to_string()),
+        ]);
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.clone()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let guard = Cleanup {
+            docker: self.docker.clone(),
+            name: name.clone(),
+        };
+        let result = self.run_in(&name, labels, repo, script, collect).await;
+        guard.remove().await;
+        result
+    }
+
+    async fn run_in(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        repo: &Path,
+        script: &str,
+        collect: Option<&str>,
+    ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
+        let mut mounts = vec![Mount {
+            target: Some("/work".into()),
+            source: Some(name.to_string()),
+            typ: Some(MountType::VOLUME),
+            ..Default::default()
+        }];
+        if let Some(toolchain) = &self.rust_toolchain {
+            mounts.push(Mount {
+                target: Some("/opt/rust".into()),
+                source: Some(toolchain.display().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        let host = HostConfig {
+            network_mode: Some("none".into()),
+            memory: Some(self.limits.memory_bytes),
+            memory_swap: Some(self.limits.memory_bytes),
+            nano_cpus: Some((self.limits.cpus * 1e9) as i64),
+            pids_limit: Some(self.limits.pids),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                "rw,exec,nosuid,size=512m".to_string(),
+            )])),
+            mounts: Some(mounts),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(vec!["CHOWN".into(), "DAC_OVERRIDE".into(), "FOWNER".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(vec!["sh".into(), "-c".into(), script.to_string()]),
+            working_dir: Some("/work/repo".into()),
+            env: Some(vec![
+                "PATH=/opt/rust/bin:/usr/local/bin:/usr/bin:/bin".into(),
+                "HOME=/work/home".into(),
+                "CARGO_HOME=/work/home/.cargo".into(),
+                "CARGO_TARGET_DIR=/work/target".into(),
+                "CARGO_NET_OFFLINE=true".into(),
+                "PYTHONDONTWRITEBYTECODE=1".into(),
+                "TERM=dumb".into(),
+            ]),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(name).build()),
+                body,
+            )
+            .await?;
+        let archive = repo_archive(repo)?;
+        self.docker
+            .upload_to_container(
+                name,
+                Some(
+                    UploadToContainerOptionsBuilder::default()
+                        .path("/work")
+                        .build(),
+                ),
+                bollard::body_full(archive.into()),
+            )
+            .await?;
+
+        let started = Instant::now();
+        self.docker
+            .start_container(
+                name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await?;
+        let mut wait = self.docker.wait_container(
+            name,
+            Some(
+                WaitContainerOptionsBuilder::default()
+                    .condition("not-running")
+                    .build(),
+            ),
+        );
+        let timed_out = tokio::time::timeout(self.limits.timeout, wait.next())
+            .await
+            .is_err();
+        if timed_out {
+            let _ = self
+                .docker
+                .kill_container(
+                    name,
+                    Some(
+                        KillContainerOptionsBuilder::default()
+                            .signal("KILL")
+                            .build(),
+                    ),
+                )
+                .await;
+            let mut wait = self.docker.wait_container(
+                name,
+                Some(
+                    WaitContainerOptionsBuilder::default()
+                        .condition("not-running")
+                        .build(),
+                ),
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(10), wait.next()).await;
+        }
+        let duration = started.elapsed();
+        let state = self
+            .docker
+            .inspect_container(name, None)
+            .await?
+            .state
+            .unwrap_or_default();
+
+        let mut logs = self.docker.logs(
+            name,
+            Some(
+                LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
+        );
+        let mut output = Vec::new();
+        while let Some(chunk) = logs.next().await {
+            output.extend_from_slice(&chunk?.into_bytes());
+            if output.len() > OUTPUT_CAP * 2 {
+                output.drain(..output.len() - OUTPUT_CAP);
+            }
+        }
+        if output.len() > OUTPUT_CAP {
+            output.drain(..output.len() - OUTPUT_CAP);
+        }
+        let collected = match collect {
+            Some(path) => self.download_file(name, &format!("/work/{path}")).await?,
+            None => None,
+        };
+        Ok((
+            Execution {
+                exit_code: state.exit_code.unwrap_or(-1),
+                output: String::from_utf8_lossy(&output).into_owned(),
+                timed_out,
+                oom_killed: state.oom_killed.unwrap_or(false),
+                duration,
+            },
+            collected,
+        ))
+    }
+
+    async fn download_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, SandboxError> {
+        let mut stream = self.docker.download_from_container(
+            name,
+            Some(
+                DownloadFromContainerOptionsBuilder::default()
+                    .path(path)
+                    .build(),
+            ),
+        );
+        let mut tarball = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => tarball.extend_from_slice(&bytes),
+                // The file was not written: nothing to bring back.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut archive = tar::Archive::new(tarball.as_slice());
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            if entry.header().entry_type().is_file() {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut data)?;
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
+}
+
+struct Cleanup {
+    docker: Docker,
+    name: String,
+}
+
+impl Cleanup {
+    async fn remove(self) {
+        let _ = self
+            .docker
+            .remove_container(
+                &self.name,
+                Some(
+                    RemoveContainerOptionsBuilder::default()
+                        .force(true)
+                        .v(true)
+                        .build(),
+                ),
+            )
+            .await;
+        let _ = self
+            .docker
+            .remove_volume(
+                &self.name,
+                Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
+            )
+            .await;
+    }
+}
+
+/// `repo/…` as a tar archive, for upload into the work volume.
+fn repo_archive(repo: &Path) -> Result<Vec<u8>, std::io::Error> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.append_dir_all("repo", repo)?;
+    builder.into_inner()
+}
+
+/// The host's Rust toolchain (its sysroot), shared read-only with the sandbox.
+fn host_rust_toolchain() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SELFHEAL_SANDBOX_RUST_TOOLCHAIN") {
+        return Some(PathBuf::from(p));
+    }
+    let out = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    path.join("bin/cargo").exists().then_some(path)
+}
+
+fn process_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
