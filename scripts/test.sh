@@ -6,6 +6,8 @@ bash scripts/services.sh up
 # shellcheck disable=SC1091
 source target/services/env
 cargo build --quiet --workspace --all-targets
+# The sandbox image is built once (debootstrap + docker import) and reused by its recipe's hash.
+./target/debug/selfheal sandbox image
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
