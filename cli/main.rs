@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod heal;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,25 @@ enum Command {
         log: std::path::PathBuf,
         #[arg(long, value_parser = ["text", "json"], default_value = "text")]
         format: String,
+    },
+    /// Diagnose, patch and validate a failure on a local checkout (no GitHub, Redis or Postgres).
+    Heal {
+        #[arg(long)]
+        repo: std::path::PathBuf,
+        /// The failing command (taken from the log's failed step when omitted).
+        #[arg(long)]
+        cmd: Option<String>,
+        /// A saved CI job log of the failure.
+        #[arg(long)]
+        log: Option<std::path::PathBuf>,
+        /// Write the validated patch to the work tree.
+        #[arg(long)]
+        apply: bool,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        format: String,
+        /// Reruns before and after the patch.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// The Docker sandbox that patches are proven in.
     Sandbox {
@@ -189,6 +209,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Sandbox { what } => return sandbox_command(what).await,
+        Command::Heal {
+            repo,
+            cmd,
+            log,
+            apply,
+            format,
+            runs,
+        } => {
+            return heal::run(heal::Args {
+                repo,
+                cmd,
+                log,
+                apply,
+                json: format == "json",
+                runs,
+            })
+            .await;
+        }
         Command::Bench {
             what: BenchCommand::Diagnose { dir, rounds },
         } => {

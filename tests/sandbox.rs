@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use selfheal_worker::sandbox::{image_tag, Limits, Sandbox, LABEL};
 
 async fn sandbox(limits: Limits) -> Sandbox {
-    Sandbox::connect(&image_tag(), limits).await.expect("Docker (scripts/services.sh up; selfheal sandbox image)")
+    Sandbox::connect(&image_tag(), limits)
+        .await
+        .expect("Docker (scripts/services.sh up; selfheal sandbox image)")
 }
 
 fn repo() -> tempfile::TempDir {
@@ -21,11 +23,19 @@ async fn the_sandbox_has_no_network() {
     let sb = sandbox(Limits::default()).await;
     let dir = repo();
     let (run, _) = sb
-        .run(dir.path(), "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\"", None)
+        .run(
+            dir.path(),
+            "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\"",
+            None,
+        )
         .await
         .unwrap();
     assert!(!run.passed());
-    assert!(run.output.contains("Network is unreachable"), "{}", run.output);
+    assert!(
+        run.output.contains("Network is unreachable"),
+        "{}",
+        run.output
+    );
     // The same machinery does run commands: it is the network that is missing.
     let (ok, _) = sb.run(dir.path(), "cat hello.txt", None).await.unwrap();
     assert!(ok.passed(), "{}", ok.output);
@@ -37,46 +47,101 @@ async fn the_root_is_read_only_and_the_work_dir_writable() {
     let sb = sandbox(Limits::default()).await;
     let dir = repo();
     let (run, file) = sb
-        .run(dir.path(), "touch /etc/owned; echo $? > /work/status; echo changed >> hello.txt", Some("repo/hello.txt"))
+        .run(
+            dir.path(),
+            "touch /etc/owned; echo $? > /work/status; echo changed >> hello.txt",
+            Some("repo/hello.txt"),
+        )
         .await
         .unwrap();
-    assert!(run.output.contains("Read-only file system"), "{}", run.output);
-    assert_eq!(String::from_utf8(file.unwrap()).unwrap(), "hello\nchanged\n");
+    assert!(
+        run.output.contains("Read-only file system"),
+        "{}",
+        run.output
+    );
+    assert_eq!(
+        String::from_utf8(file.unwrap()).unwrap(),
+        "hello\nchanged\n"
+    );
     // The host's copy is untouched.
-    assert_eq!(std::fs::read_to_string(dir.path().join("hello.txt")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("hello.txt")).unwrap(),
+        "hello\n"
+    );
 }
 
 #[tokio::test]
 async fn the_memory_limit_kills() {
-    let sb = sandbox(Limits { memory_bytes: 64 << 20, ..Limits::default() }).await;
+    let sb = sandbox(Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    })
+    .await;
     let dir = repo();
-    let (run, _) = sb.run(dir.path(), "python3 -c \"x = bytearray(512 * 1024 * 1024); print('survived')\"", None).await.unwrap();
-    assert!(run.oom_killed, "exit {} output {}", run.exit_code, run.output);
+    let (run, _) = sb
+        .run(
+            dir.path(),
+            "python3 -c \"x = bytearray(512 * 1024 * 1024); print('survived')\"",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        run.oom_killed,
+        "exit {} output {}",
+        run.exit_code, run.output
+    );
     assert!(!run.output.contains("survived"));
     assert!(!run.passed());
 }
 
 #[tokio::test]
 async fn the_timeout_kills() {
-    let sb = sandbox(Limits { timeout: Duration::from_secs(2), ..Limits::default() }).await;
+    let sb = sandbox(Limits {
+        timeout: Duration::from_secs(2),
+        ..Limits::default()
+    })
+    .await;
     let dir = repo();
     let started = Instant::now();
-    let (run, _) = sb.run(dir.path(), "echo started; sleep 120; echo finished", None).await.unwrap();
+    let (run, _) = sb
+        .run(dir.path(), "echo started; sleep 120; echo finished", None)
+        .await
+        .unwrap();
     assert!(run.timed_out);
     assert!(!run.passed());
-    assert!(run.output.contains("started") && !run.output.contains("finished"), "{}", run.output);
-    assert!(started.elapsed() < Duration::from_secs(60), "killed, not waited out");
+    assert!(
+        run.output.contains("started") && !run.output.contains("finished"),
+        "{}",
+        run.output
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "killed, not waited out"
+    );
 }
 
 #[tokio::test]
 async fn the_pids_limit_holds() {
-    let sb = sandbox(Limits { pids: 32, ..Limits::default() }).await;
+    let sb = sandbox(Limits {
+        pids: 32,
+        ..Limits::default()
+    })
+    .await;
     let dir = repo();
     let (run, _) = sb
-        .run(dir.path(), "for i in $(seq 100); do sleep 5 & done 2>&1 | tail -1; echo spawned", None)
+        .run(
+            dir.path(),
+            "for i in $(seq 100); do sleep 5 & done 2>&1 | tail -1; echo spawned",
+            None,
+        )
         .await
         .unwrap();
-    assert!(run.output.contains("Resource temporarily unavailable") || run.output.contains("fork"), "{}", run.output);
+    assert!(
+        run.output.contains("Resource temporarily unavailable") || run.output.contains("fork"),
+        "{}",
+        run.output
+    );
 }
 
 fn labelled_containers(docker_filter_pid: u32) -> usize {
@@ -102,7 +167,10 @@ async fn a_container_left_by_a_killed_worker_is_removed() {
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(60);
     while labelled_containers(pid) == 0 {
-        assert!(Instant::now() < deadline, "the sandbox container never started");
+        assert!(
+            Instant::now() < deadline,
+            "the sandbox container never started"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up

@@ -2,6 +2,7 @@
 //! triage -> diagnose -> patch -> validate -> verify -> deliver, recording every attempt.
 
 pub mod diagnose;
+pub mod heal;
 mod pipeline;
 pub mod sandbox;
 mod stages;

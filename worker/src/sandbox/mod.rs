@@ -181,6 +181,17 @@ impl Sandbox {
         script: &str,
         collect: Option<&str>,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
+        self.run_with(repo, &[], script, collect).await
+    }
+
+    /// Like [`Sandbox::run`], with extra files (e.g. a patch) placed under `/work`.
+    pub async fn run_with(
+        &self,
+        repo: &Path,
+        files: &[(&str, &[u8])],
+        script: &str,
+        collect: Option<&str>,
+    ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
         let name = format!(
             "selfheal-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -200,7 +211,9 @@ impl Sandbox {
             docker: self.docker.clone(),
             name: name.clone(),
         };
-        let result = self.run_in(&name, labels, repo, script, collect).await;
+        let result = self
+            .run_in(&name, labels, repo, files, script, collect)
+            .await;
         guard.remove().await;
         result
     }
@@ -210,6 +223,7 @@ impl Sandbox {
         name: &str,
         labels: HashMap<String, String>,
         repo: &Path,
+        files: &[(&str, &[u8])],
         script: &str,
         collect: Option<&str>,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
@@ -251,8 +265,8 @@ impl Sandbox {
             working_dir: Some("/work/repo".into()),
             env: Some(vec![
                 "PATH=/opt/rust/bin:/usr/local/bin:/usr/bin:/bin".into(),
-                "HOME=/work/home".into(),
-                "CARGO_HOME=/work/home/.cargo".into(),
+                "HOME=/tmp".into(),
+                "CARGO_HOME=/tmp/cargo-home".into(),
                 "CARGO_TARGET_DIR=/work/target".into(),
                 "CARGO_NET_OFFLINE=true".into(),
                 "PYTHONDONTWRITEBYTECODE=1".into(),
@@ -269,7 +283,7 @@ impl Sandbox {
                 body,
             )
             .await?;
-        let archive = repo_archive(repo)?;
+        let archive = work_archive(repo, files)?;
         self.docker
             .upload_to_container(
                 name,
@@ -427,11 +441,32 @@ impl Cleanup {
     }
 }
 
-/// `repo/…` as a tar archive, for upload into the work volume.
-fn repo_archive(repo: &Path) -> Result<Vec<u8>, std::io::Error> {
+/// `repo/…` and the extra files as a tar archive, for upload into the work volume.
+/// Build output (`target/`) stays behind: the sandbox builds from source.
+fn work_archive(repo: &Path, files: &[(&str, &[u8])]) -> Result<Vec<u8>, std::io::Error> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
-    builder.append_dir_all("repo", repo)?;
+    builder.append_dir("repo", repo)?;
+    for entry in std::fs::read_dir(repo)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == "target" || name == "node_modules" || name == "__pycache__" {
+            continue;
+        }
+        let path = Path::new("repo").join(&name);
+        if entry.file_type()?.is_dir() {
+            builder.append_dir_all(&path, entry.path())?;
+        } else {
+            builder.append_path_with_name(entry.path(), &path)?;
+        }
+    }
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, *data)?;
+    }
     builder.into_inner()
 }
 

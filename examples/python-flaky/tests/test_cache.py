@@ -1,0 +1,5 @@
+from cache import lookup
+
+
+def test_lookup_returns_the_key_upper_cased():
+    assert lookup("abc") == "ABC"

@@ -1,0 +1,320 @@
+//! Heal without a model: reproduce the failure in the sandbox, diagnose it, choose a
+//! deterministic strategy, produce a patch, and validate it (the command must fail before
+//! and pass after, N times). Used by the worker's stages and by `selfheal heal`.
+
+mod guard;
+mod reruns;
+mod strategy;
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use guard::refuses;
+pub use reruns::{rerun, Reruns};
+pub use strategy::{choose, fixer, revert_head, run_fixer, Strategy};
+
+use crate::diagnose::{self, Class, Diagnosis};
+use crate::sandbox::{Sandbox, SandboxError};
+
+#[derive(Debug, Clone)]
+pub struct HealOptions {
+    /// Runs before the patch: a failure that does not reproduce in all of them is flaky.
+    pub reproduce_runs: usize,
+    /// Runs after the patch: all must pass.
+    pub validate_runs: usize,
+}
+
+impl Default for HealOptions {
+    fn default() -> Self {
+        HealOptions {
+            reproduce_runs: 3,
+            validate_runs: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    pub runs: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub duration_ms: u128,
+    pub excerpt: String,
+}
+
+impl Evidence {
+    fn from(r: &Reruns) -> Evidence {
+        let excerpt = r
+            .first_failure()
+            .or(r.runs.last())
+            .map(|run| tail(&run.output, 30))
+            .or_else(|| r.apply_error.clone())
+            .unwrap_or_else(|| tail(&r.container.output, 30));
+        Evidence {
+            runs: r.runs.len(),
+            passed: r.passes(),
+            failed: r.failures(),
+            duration_ms: r.duration.as_millis(),
+            excerpt,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case", tag = "verdict")]
+pub enum Verdict {
+    /// The patch applies, and the command failed before and passes after, every time.
+    Fixed,
+    /// Intermittent: no code change; rerun the failed jobs.
+    Flaky,
+    /// Infrastructure: no code change; rerun the failed jobs.
+    Rerun,
+    /// The command passes already: nothing to heal here.
+    NotReproduced,
+    /// A patch was made but does not fix it (or does not apply, or touches tests).
+    Rejected { reason: String },
+    /// No deterministic strategy applies.
+    HandedOff { reason: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealReport {
+    pub command: String,
+    pub diagnosis: Diagnosis,
+    pub strategy: Strategy,
+    pub patch: Option<String>,
+    pub before: Evidence,
+    pub after: Option<Evidence>,
+    pub verdict: Verdict,
+    pub elapsed_ms: u128,
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// What a saved or reproduced failure looks like to the log parsers: the Actions layout.
+pub fn as_job_log(command: &str, output: &str, exit_code: i64) -> String {
+    // The sandbox's checkout path is as irrelevant to the repository as the runner's.
+    let output = output.replace("/work/repo/", "");
+    format!("##[group]Run {command}\n{command}\n##[endgroup]\n{output}\n##[error]Process completed with exit code {exit_code}.\n")
+}
+
+/// Heals `command` on the checkout at `repo`. `ci_log`, when given, is the failing CI job's
+/// log and is what gets diagnosed; otherwise the sandbox's reproduction is.
+pub async fn heal(
+    sandbox: &Sandbox,
+    repo: &Path,
+    command: &str,
+    ci_log: Option<&str>,
+    options: &HealOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<HealReport, SandboxError> {
+    let started = Instant::now();
+    progress(&format!(
+        "reproducing `{command}` in the sandbox ({} runs)",
+        options.reproduce_runs
+    ));
+    let before = rerun(sandbox, repo, command, options.reproduce_runs, None).await?;
+    let evidence = Evidence::from(&before);
+    let elapsed = |s: Instant| s.elapsed().as_millis();
+
+    let mut diagnosis = match (ci_log, before.first_failure()) {
+        (Some(log), _) => diagnose::diagnose(log),
+        (None, Some(failure)) => {
+            diagnose::diagnose(&as_job_log(command, &failure.output, failure.exit_code))
+        }
+        (None, None) => diagnose::diagnose(&as_job_log(command, "", 0)),
+    };
+    progress(&format!(
+        "reproduced {} of {} runs; diagnosis: {} ({})",
+        before.failures(),
+        before.runs.len(),
+        diagnosis.class.as_str(),
+        diagnosis.tool.as_deref().unwrap_or("unknown tool")
+    ));
+
+    if before.failures() == 0 {
+        let verdict = if ci_log.is_some() {
+            Verdict::Flaky
+        } else {
+            Verdict::NotReproduced
+        };
+        if ci_log.is_some() {
+            diagnosis.class = Class::Flaky;
+        }
+        let strategy = if ci_log.is_some() {
+            Strategy::Rerun
+        } else {
+            Strategy::HandOff
+        };
+        return Ok(HealReport {
+            command: command.into(),
+            diagnosis,
+            strategy,
+            patch: None,
+            before: evidence,
+            after: None,
+            verdict,
+            elapsed_ms: elapsed(started),
+        });
+    }
+    if before.passes() > 0 {
+        diagnosis.class = Class::Flaky;
+        diagnosis.fingerprint = diagnose::fingerprint(
+            Class::Flaky,
+            diagnosis.tool.as_deref(),
+            &diagnosis.message,
+            &diagnosis.failing_tests,
+        );
+        return Ok(HealReport {
+            command: command.into(),
+            diagnosis,
+            strategy: Strategy::Rerun,
+            patch: None,
+            before: evidence,
+            after: None,
+            verdict: Verdict::Flaky,
+            elapsed_ms: elapsed(started),
+        });
+    }
+
+    let has_history = repo.join(".git").exists();
+    let (strategy, fix_cmd) = choose(&diagnosis, has_history);
+    progress(&format!("strategy: {}", strategy.as_str()));
+    let patch = match (strategy, fix_cmd) {
+        (Strategy::Rerun, _) => {
+            return Ok(HealReport {
+                command: command.into(),
+                diagnosis,
+                strategy,
+                patch: None,
+                before: evidence,
+                after: None,
+                verdict: Verdict::Rerun,
+                elapsed_ms: elapsed(started),
+            });
+        }
+        (Strategy::HandOff, _) => {
+            let reason = format!(
+                "no deterministic strategy for {} failures; AI strategies are not built yet",
+                diagnosis.class.as_str()
+            );
+            return Ok(HealReport {
+                command: command.into(),
+                diagnosis,
+                strategy,
+                patch: None,
+                before: evidence,
+                after: None,
+                verdict: Verdict::HandedOff { reason },
+                elapsed_ms: elapsed(started),
+            });
+        }
+        (Strategy::RevertCulprit, _) => match revert_head(sandbox, repo).await? {
+            Ok(diff) => diff,
+            Err(why) => {
+                let reason = format!("cannot revert the culprit commit: {why}");
+                return Ok(HealReport {
+                    command: command.into(),
+                    diagnosis,
+                    strategy,
+                    patch: None,
+                    before: evidence,
+                    after: None,
+                    verdict: Verdict::HandedOff { reason },
+                    elapsed_ms: elapsed(started),
+                });
+            }
+        },
+        (_, Some(cmd)) => {
+            progress(&format!("running `{cmd}`"));
+            run_fixer(sandbox, repo, cmd).await?.0
+        }
+        (_, None) => String::new(),
+    };
+    validate(
+        sandbox,
+        repo,
+        command,
+        HealReport {
+            command: command.into(),
+            diagnosis,
+            strategy,
+            patch: Some(patch),
+            before: evidence,
+            after: None,
+            verdict: Verdict::Fixed,
+            elapsed_ms: 0,
+        },
+        options,
+        progress,
+        started,
+    )
+    .await
+}
+
+/// Applies the report's patch in the sandbox and reruns the command; settles the verdict.
+async fn validate(
+    sandbox: &Sandbox,
+    repo: &Path,
+    command: &str,
+    mut report: HealReport,
+    options: &HealOptions,
+    progress: &(dyn Fn(&str) + Sync),
+    started: Instant,
+) -> Result<HealReport, SandboxError> {
+    let patch = report.patch.clone().unwrap_or_default();
+    let reject = |mut report: HealReport, reason: String| {
+        report.verdict = Verdict::Rejected { reason };
+        report.elapsed_ms = started.elapsed().as_millis();
+        Ok(report)
+    };
+    if patch.trim().is_empty() {
+        return reject(report, "the strategy changed nothing".into());
+    }
+    if let Some(why) = refuses(&patch) {
+        return reject(report, format!("patch refused: it {why}"));
+    }
+    progress(&format!(
+        "validating: apply the patch, run `{command}` {} times",
+        options.validate_runs
+    ));
+    let after = rerun(
+        sandbox,
+        repo,
+        command,
+        options.validate_runs,
+        Some(patch.as_bytes()),
+    )
+    .await?;
+    report.after = Some(Evidence::from(&after));
+    if let Some(err) = &after.apply_error {
+        return reject(report, format!("patch does not apply: {err}"));
+    }
+    if after.failures() > 0 || after.runs.len() < options.validate_runs {
+        let reason = format!(
+            "the command still fails after the patch ({} of {} runs)",
+            after.failures(),
+            options.validate_runs
+        );
+        return reject(report, reason);
+    }
+    report.verdict = Verdict::Fixed;
+    report.elapsed_ms = started.elapsed().as_millis();
+    Ok(report)
+}
+
+/// Validates a given patch (e.g. one that came from elsewhere) against the command.
+pub async fn validate_patch(
+    sandbox: &Sandbox,
+    repo: &Path,
+    command: &str,
+    patch: &str,
+    runs: usize,
+) -> Result<Reruns, SandboxError> {
+    rerun(sandbox, repo, command, runs, Some(patch.as_bytes())).await
+}

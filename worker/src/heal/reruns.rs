@@ -1,0 +1,132 @@
+//! Running a command N times in one container and telling the runs apart.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::sandbox::{Execution, Sandbox, SandboxError};
+
+const BEGIN: &str = "::selfheal-run-begin::";
+const END: &str = "::selfheal-run-end::";
+pub const APPLY_FAILED: &str = "::selfheal-apply-failed::";
+
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub passed: bool,
+    pub exit_code: i64,
+    pub output: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reruns {
+    pub runs: Vec<RunResult>,
+    /// Set when a patch was given and did not apply; no run happened then.
+    pub apply_error: Option<String>,
+    pub container: Execution,
+    pub duration: Duration,
+}
+
+impl Reruns {
+    pub fn passes(&self) -> usize {
+        self.runs.iter().filter(|r| r.passed).count()
+    }
+
+    pub fn failures(&self) -> usize {
+        self.runs.len() - self.passes()
+    }
+
+    pub fn first_failure(&self) -> Option<&RunResult> {
+        self.runs.iter().find(|r| !r.passed)
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs `command` `times` times (after applying `patch`, if any). Stops early only when the
+/// container itself is killed (timeout, memory).
+pub async fn rerun(
+    sandbox: &Sandbox,
+    repo: &Path,
+    command: &str,
+    times: usize,
+    patch: Option<&[u8]>,
+) -> Result<Reruns, SandboxError> {
+    let mut script = String::from("git config --global --add safe.directory '*' 2>/dev/null\n");
+    if patch.is_some() {
+        script.push_str(&format!(
+            "git apply --whitespace=nowarn /work/patch.diff 2>/work/apply.err || {{ echo {APPLY_FAILED}; cat /work/apply.err; exit 97; }}\n"
+        ));
+    }
+    script.push_str(&format!(
+        "i=1\nwhile [ $i -le {times} ]; do\n  echo {BEGIN}$i\n  sh -c {} 2>&1\n  echo {END}$i:$?\n  i=$((i+1))\ndone\n",
+        shell_quote(command)
+    ));
+    let files: Vec<(&str, &[u8])> = patch.map(|p| vec![("patch.diff", p)]).unwrap_or_default();
+    let (container, _) = sandbox.run_with(repo, &files, &script, None).await?;
+    let duration = container.duration;
+    if let Some(pos) = container.output.find(APPLY_FAILED) {
+        let reason = container.output[pos + APPLY_FAILED.len()..]
+            .trim()
+            .to_string();
+        return Ok(Reruns {
+            runs: Vec::new(),
+            apply_error: Some(reason),
+            container,
+            duration,
+        });
+    }
+    Ok(Reruns {
+        runs: split_runs(&container.output),
+        apply_error: None,
+        container,
+        duration,
+    })
+}
+
+fn split_runs(output: &str) -> Vec<RunResult> {
+    let mut runs = Vec::new();
+    let mut current: Option<String> = None;
+    for line in output.lines() {
+        if line.starts_with(BEGIN) {
+            current = Some(String::new());
+        } else if let Some(rest) = line.strip_prefix(END) {
+            let code = rest
+                .split(':')
+                .nth(1)
+                .and_then(|c| c.trim().parse::<i64>().ok())
+                .unwrap_or(-1);
+            runs.push(RunResult {
+                passed: code == 0,
+                exit_code: code,
+                output: current.take().unwrap_or_default(),
+            });
+        } else if let Some(buf) = current.as_mut() {
+            buf.push_str(line);
+            buf.push('\n');
+        }
+    }
+    // A run cut short by the container's death counts as failed.
+    if let Some(buf) = current {
+        runs.push(RunResult {
+            passed: false,
+            exit_code: -1,
+            output: buf,
+        });
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn splits_runs_by_markers() {
+        let out = "noise\n::selfheal-run-begin::1\nok\n::selfheal-run-end::1:0\n::selfheal-run-begin::2\nboom\n::selfheal-run-end::2:101\n::selfheal-run-begin::3\nhalf";
+        let runs = super::split_runs(out);
+        assert_eq!(runs.len(), 3);
+        assert!(runs[0].passed);
+        assert_eq!(runs[1].exit_code, 101);
+        assert_eq!(runs[1].output, "boom\n");
+        assert!(!runs[2].passed);
+    }
+}
