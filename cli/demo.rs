@@ -201,6 +201,7 @@ async fn replay(
         );
     }
     println!("webhook -> run finished: {} ms", elapsed.as_millis());
+    print_healing(&client, run_id).await?;
 
     let green = successful_workflow_run(
         fixtures,
@@ -234,5 +235,62 @@ async fn replay(
         row.get::<_, String>(2),
         row.get::<_, Option<f64>>(3).unwrap_or(f64::NAN)
     );
+    Ok(())
+}
+
+/// What the run found and proved, from Postgres.
+async fn print_healing(client: &deadpool_postgres::Client, run_id: Uuid) -> anyhow::Result<()> {
+    if let Some(d) = client
+        .query_opt(
+            "SELECT class, tool, culprit_file, culprit_line, fingerprint, command, excerpt FROM diagnoses WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await?
+    {
+        println!("\ndiagnosis: {} ({}) at {}:{} — fingerprint {}",
+            d.get::<_, String>(0),
+            d.get::<_, Option<String>>(1).unwrap_or_default(),
+            d.get::<_, Option<String>>(2).unwrap_or_default(),
+            d.get::<_, Option<i32>>(3).map(|l| l.to_string()).unwrap_or_default(),
+            d.get::<_, String>(4));
+        println!("failed command: {}", d.get::<_, Option<String>>(5).unwrap_or_default());
+        for line in d.get::<_, String>(6).lines().take(8) {
+            println!("  | {line}");
+        }
+    }
+    if let Some(p) = client
+        .query_opt(
+            "SELECT strategy, verdict, diff, evidence FROM patches WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await?
+    {
+        let evidence: serde_json::Value = p.get(3);
+        println!(
+            "\npatch ({}, {}); before: {} of {} sandbox runs failed",
+            p.get::<_, String>(0),
+            p.get::<_, String>(1),
+            evidence["failed"],
+            evidence["runs"]
+        );
+        for line in p.get::<_, Option<String>>(2).unwrap_or_default().lines() {
+            println!("  {line}");
+        }
+    }
+    if let Some(v) = client
+        .query_opt(
+            "SELECT verdict, passed, runs, duration_ms FROM validations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await?
+    {
+        println!(
+            "validation: {} — after the patch {} of {} sandbox runs passed ({} ms)",
+            v.get::<_, String>(0),
+            v.get::<_, i32>(1),
+            v.get::<_, i32>(2),
+            v.get::<_, i64>(3)
+        );
+    }
     Ok(())
 }

@@ -140,6 +140,7 @@ fn print_report(r: &HealReport) {
         Verdict::Rerun => "INFRA: no code change; rerun the failed jobs".into(),
         Verdict::NotReproduced => "the command passes: nothing to heal".into(),
         Verdict::Rejected { reason } => format!("REJECTED: {reason}"),
+        Verdict::Pending => "patch made, not validated".into(),
         Verdict::HandedOff { reason } => format!("HANDED OFF: {reason}"),
     };
     println!("verdict      {verdict}");

@@ -13,7 +13,7 @@ fn now() -> String {
 }
 
 #[tokio::test]
-async fn a_run_goes_through_every_stage_and_says_what_was_skipped() {
+async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
     let mut worker = env.spawn_worker("w1");
@@ -22,7 +22,7 @@ async fn a_run_goes_through_every_stage_and_says_what_was_skipped() {
         .await;
     let run_id = run_id_of(&body);
     assert_eq!(
-        env.wait_run(run_id, Duration::from_secs(30)).await,
+        env.wait_run(run_id, Duration::from_secs(60)).await,
         "incomplete"
     );
     let db = env.db().await;
@@ -34,32 +34,42 @@ async fn a_run_goes_through_every_stage_and_says_what_was_skipped() {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    assert_eq!(got[0].0, "triage");
-    assert_eq!(got[0].1, "succeeded");
+    let stages: Vec<(&str, &str)> = got
+        .iter()
+        .map(|(a, b, _)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        stages,
+        vec![
+            ("triage", "succeeded"),
+            ("diagnose", "succeeded"),
+            ("patch", "succeeded"),
+            ("validate", "succeeded"),
+            ("verify", "skipped"),
+            ("deliver", "skipped"),
+        ]
+    );
     assert_eq!(
         got[0].2,
         "1 of 5 jobs failed: test (Python 3.8) [Run tests]"
     );
-    let rest: Vec<(&str, &str, &str)> = got[1..]
-        .iter()
-        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
-        .collect();
-    assert_eq!(
-        rest,
-        vec![
-            ("diagnose", "skipped", "not implemented"),
-            ("patch", "skipped", "not implemented"),
-            ("validate", "skipped", "not implemented"),
-            ("verify", "skipped", "not implemented"),
-            ("deliver", "skipped", "not implemented"),
-        ]
+    assert!(
+        got[1].2.starts_with("format (rustfmt) at src/lib.rs:1"),
+        "{}",
+        got[1].2
     );
+    assert!(got[3].2.contains("passes 3 of 3 runs"), "{}", got[3].2);
+    assert_eq!(got[4].2, "not implemented");
+    assert_eq!(got[5].2, "not implemented");
     let reason: String = db
         .query_one("SELECT failure_reason FROM runs WHERE id = $1", &[&run_id])
         .await
         .unwrap()
         .get(0);
-    assert!(reason.contains("diagnose (not implemented)"), "{reason}");
+    assert_eq!(
+        reason,
+        "skipped: verify (not implemented), deliver (not implemented)"
+    );
 
     // Triage stored the failed job's log (compressed) and its failed step.
     let row = db
@@ -71,10 +81,55 @@ async fn a_run_goes_through_every_stage_and_says_what_was_skipped() {
         row.get::<_, serde_json::Value>(1),
         serde_json::json!([{"number": 5, "name": "Run tests"}])
     );
-    let original = env.fixtures.ci_log("pytest-failure.log").unwrap().len() as i64;
+    let original = env.fixtures.ci_log("rustfmt-check.log").unwrap().len() as i64;
     assert_eq!(row.get::<_, i64>(2), original);
     assert!(!row.get::<_, bool>(3));
     assert!(row.get::<_, i32>(4) > 0);
+
+    // Diagnosis on the incident; the patch and its proof in Postgres.
+    let fp: String = db.query_one("SELECT i.fingerprint FROM incidents i JOIN runs r ON r.incident_id = i.id WHERE r.id = $1", &[&run_id]).await.unwrap().get(0);
+    let d = db
+        .query_one(
+            "SELECT class, tool, fingerprint, command FROM diagnoses WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (d.get::<_, String>(0), d.get::<_, String>(1)),
+        ("format".into(), "rustfmt".into())
+    );
+    assert_eq!(d.get::<_, String>(2), fp);
+    assert_eq!(d.get::<_, String>(3), "cargo fmt --all -- --check");
+    let p = db
+        .query_one(
+            "SELECT strategy, verdict, diff, evidence FROM patches WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.get::<_, String>(0), p.get::<_, String>(1)),
+        ("format".into(), "fixed".into())
+    );
+    assert!(p.get::<_, String>(2).contains("+pub struct Config {"));
+    assert_eq!(p.get::<_, serde_json::Value>(3)["failed"], 3);
+    let v = db
+        .query_one(
+            "SELECT applied, passed, failed, verdict FROM validations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert!(v.get::<_, bool>(0));
+    assert_eq!(
+        (
+            v.get::<_, i32>(1),
+            v.get::<_, i32>(2),
+            v.get::<_, String>(3)
+        ),
+        (3, 0, "fixed".into())
+    );
 
     // What GitHub saw: a token exchange with the app's JWT, then calls with the installation token.
     let calls = env.standin.calls();
@@ -107,6 +162,55 @@ async fn a_run_goes_through_every_stage_and_says_what_was_skipped() {
         seen[3].1, "none",
         "the pre-signed log URL gets no credentials"
     );
+    let tarballs: Vec<&(String, String)> = seen
+        .iter()
+        .filter(|(p, _)| p.contains("/tarball/"))
+        .collect();
+    assert_eq!(
+        tarballs.len(),
+        2,
+        "patch and validate each fetch the failing SHA"
+    );
+    assert!(tarballs.iter().all(|(p, a)| p
+        .ends_with("/tarball/3484a3fb816e0859fd6e1cea078d76385ff50625")
+        && a == "installation-token"));
+    worker.kill().ok();
+    worker.wait().ok();
+}
+
+#[tokio::test]
+async fn a_failure_without_a_deterministic_fix_is_handed_off_never_healed() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // The log says rustfmt; the repository served is formatted but its tests fail, so the
+    // formatter changes nothing and the run must not pass as healed.
+    let culprit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rust-culprit");
+    env.standin.set_knobs(Knobs {
+        repo_dir: Some(culprit.display().to_string()),
+        log_fixture: Some("cargo-test-panic.log".into()),
+        ..Knobs::default()
+    });
+    let mut worker = env.spawn_worker("w1");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1102, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    let status = env.wait_run(run_id, Duration::from_secs(60)).await;
+    let db = env.db().await;
+    let p = db
+        .query_one(
+            "SELECT strategy, verdict, reason FROM patches WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    // No history in a tarball: no culprit commit to revert; handed off, never "fixed".
+    assert_eq!(p.get::<_, String>(1), "handed_off");
+    assert!(p
+        .get::<_, String>(2)
+        .contains("AI strategies are not built yet"));
+    assert_eq!(status, "incomplete");
+    assert_eq!(env.count("SELECT count(*) FROM validations").await, 0);
     worker.kill().ok();
     worker.wait().ok();
 }

@@ -45,6 +45,8 @@ pub struct WorkerConfig {
     pub log_cap_bytes: usize,
     pub relay_interval: Duration,
     pub shutdown_timeout: Duration,
+    /// Sandbox reruns before a patch (to reproduce, or find a flake) and after it (to prove it).
+    pub reruns: usize,
 }
 
 /// Which process is starting: each requires only the variables it uses.
@@ -135,6 +137,7 @@ impl Config {
                 shutdown_timeout: Duration::from_secs(
                     env.parsed("SELFHEAL_SHUTDOWN_TIMEOUT_SECS")?.unwrap_or(30),
                 ),
+                reruns: env.parsed("SELFHEAL_RERUNS")?.unwrap_or(3),
             },
         })
     }

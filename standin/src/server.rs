@@ -33,9 +33,18 @@ pub struct Knobs {
     /// Answer the next N jobs-list requests with a 502.
     #[serde(default)]
     pub fail_jobs: u32,
-    /// Which `ci-logs/` file to serve as the failed job's log.
+    /// Which `ci-logs/` file to serve as the failed job's log (default: rustfmt-check.log).
     #[serde(default)]
     pub log_fixture: Option<String>,
+    /// The directory served as the repository at any ref (default: examples/rust-format,
+    /// whose breakage that log shows).
+    #[serde(default)]
+    pub repo_dir: Option<String>,
+}
+
+/// The bundled example the default log belongs to.
+pub fn default_repo_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rust-format")
 }
 
 struct Inner {
@@ -93,6 +102,11 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
             get(job_logs_redirect),
         )
         .route("/_standin/logs/{job_id}", get(signed_log))
+        .route(
+            "/repos/{owner}/{repo}/tarball/{*git_ref}",
+            get(tarball_redirect),
+        )
+        .route("/_standin/codeload/{owner}/{repo}/{git_ref}", get(tarball))
         .route("/_standin/calls", get(list_calls))
         .route("/_standin/knobs", post(set_knobs))
         .fallback(not_found)
@@ -299,10 +313,52 @@ async fn signed_log(
     }
     let name = knobs(&inner)
         .log_fixture
-        .unwrap_or_else(|| "pytest-failure.log".into());
+        .unwrap_or_else(|| "rustfmt-check.log".into());
     match inner.fixtures.ci_log(&name) {
         Ok(text) => ([("content-type", "text/plain")], text).into_response(),
         Err(e) => fixture_error(e),
+    }
+}
+
+/// Recorded: PyGithub `Repository.testGetArchiveLink` — 302 to the archive host.
+async fn tarball_redirect(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, git_ref)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if credential(&headers) != Credential::InstallationToken {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let location = format!(
+        "{}/_standin/codeload/{owner}/{repo}/{git_ref}",
+        inner.base_url
+    );
+    (StatusCode::FOUND, [("location", location)]).into_response()
+}
+
+/// A gzipped tarball with one top-level directory `<owner>-<repo>-<sha7>/`, as GitHub's.
+async fn tarball(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, git_ref)): Path<(String, String, String)>,
+) -> Response {
+    let dir = knobs(&inner)
+        .repo_dir
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(default_repo_dir);
+    let short: String = git_ref.chars().take(7).collect();
+    let top = format!("{owner}-{repo}-{short}");
+    let build = || -> std::io::Result<Vec<u8>> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(gz);
+        builder.append_dir_all(&top, &dir)?;
+        builder.into_inner()?.finish()
+    };
+    match build() {
+        Ok(bytes) => ([("content-type", "application/x-gzip")], bytes).into_response(),
+        Err(e) => github_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("stand-in archive of {}: {e}", dir.display()),
+        ),
     }
 }
 

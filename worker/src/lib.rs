@@ -6,7 +6,6 @@ pub mod heal;
 mod pipeline;
 pub mod sandbox;
 mod stages;
-mod triage;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,11 +19,30 @@ use selfheal_shared::{db, outbox, Config};
 /// What every stage needs, shared by the jobs of one worker process.
 pub struct WorkerContext {
     pub pool: Pool,
+    /// Connected on first use, so a worker without Docker still triages.
+    pub sandbox: tokio::sync::OnceCell<sandbox::Sandbox>,
+    pub heal: heal::HealOptions,
     pub github: GitHubApp,
     pub queue: Arc<StageQueue>,
     pub worker_id: String,
     pub database_url: String,
     pub log_cap_bytes: usize,
+}
+
+impl WorkerContext {
+    pub async fn sandbox(&self) -> Result<&sandbox::Sandbox, sandbox::SandboxError> {
+        self.sandbox
+            .get_or_try_init(|| async {
+                let docker = bollard::Docker::connect_with_local_defaults()
+                    .map_err(|e| sandbox::SandboxError::Connect(e.to_string()))?
+                    .negotiate_version()
+                    .await
+                    .map_err(|e| sandbox::SandboxError::Connect(e.to_string()))?;
+                let image = sandbox::ensure_image(&docker).await?;
+                sandbox::Sandbox::connect(&image, sandbox::Limits::default()).await
+            })
+            .await
+    }
 }
 
 /// A name unique to this process, shown in `stage_attempts.worker_id`.
@@ -67,6 +85,11 @@ pub async fn run(
     let worker_id = worker_id();
     let ctx = Arc::new(WorkerContext {
         pool: pool.clone(),
+        sandbox: tokio::sync::OnceCell::new(),
+        heal: heal::HealOptions {
+            reproduce_runs: config.worker.reruns,
+            validate_runs: config.worker.reruns,
+        },
         github,
         queue: queue.clone(),
         worker_id: worker_id.clone(),

@@ -65,6 +65,8 @@ impl Evidence {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "verdict")]
 pub enum Verdict {
+    /// A patch was made and waits for validation.
+    Pending,
     /// The patch applies, and the command failed before and passes after, every time.
     Fixed,
     /// Intermittent: no code change; rerun the failed jobs.
@@ -103,9 +105,27 @@ pub fn as_job_log(command: &str, output: &str, exit_code: i64) -> String {
     format!("##[group]Run {command}\n{command}\n##[endgroup]\n{output}\n##[error]Process completed with exit code {exit_code}.\n")
 }
 
-/// Heals `command` on the checkout at `repo`. `ci_log`, when given, is the failing CI job's
-/// log and is what gets diagnosed; otherwise the sandbox's reproduction is.
+/// Heals `command` on the checkout at `repo`: [`propose`], then [`validate`].
 pub async fn heal(
+    sandbox: &Sandbox,
+    repo: &Path,
+    command: &str,
+    ci_log: Option<&str>,
+    options: &HealOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<HealReport, SandboxError> {
+    let started = Instant::now();
+    let report = propose(sandbox, repo, command, ci_log, options, progress).await?;
+    if matches!(report.verdict, Verdict::Pending) {
+        return validate(sandbox, repo, report, options, progress, started).await;
+    }
+    Ok(report)
+}
+
+/// Reproduces and diagnoses the failure and makes a patch where a deterministic strategy
+/// applies. `ci_log`, when given, is the failing CI job's log and is what gets diagnosed;
+/// otherwise the sandbox's reproduction is. A patch comes back `Pending` validation.
+pub async fn propose(
     sandbox: &Sandbox,
     repo: &Path,
     command: &str,
@@ -236,76 +256,75 @@ pub async fn heal(
         }
         (_, None) => String::new(),
     };
-    validate(
-        sandbox,
-        repo,
-        command,
-        HealReport {
-            command: command.into(),
-            diagnosis,
-            strategy,
-            patch: Some(patch),
-            before: evidence,
-            after: None,
-            verdict: Verdict::Fixed,
-            elapsed_ms: 0,
-        },
-        options,
-        progress,
-        started,
-    )
-    .await
+    Ok(HealReport {
+        command: command.into(),
+        diagnosis,
+        strategy,
+        patch: Some(patch),
+        before: evidence,
+        after: None,
+        verdict: Verdict::Pending,
+        elapsed_ms: elapsed(started),
+    })
 }
 
 /// Applies the report's patch in the sandbox and reruns the command; settles the verdict.
-async fn validate(
+pub async fn validate(
     sandbox: &Sandbox,
     repo: &Path,
-    command: &str,
     mut report: HealReport,
     options: &HealOptions,
     progress: &(dyn Fn(&str) + Sync),
     started: Instant,
 ) -> Result<HealReport, SandboxError> {
     let patch = report.patch.clone().unwrap_or_default();
-    let reject = |mut report: HealReport, reason: String| {
-        report.verdict = Verdict::Rejected { reason };
-        report.elapsed_ms = started.elapsed().as_millis();
-        Ok(report)
-    };
-    if patch.trim().is_empty() {
-        return reject(report, "the strategy changed nothing".into());
-    }
-    if let Some(why) = refuses(&patch) {
-        return reject(report, format!("patch refused: it {why}"));
-    }
-    progress(&format!(
-        "validating: apply the patch, run `{command}` {} times",
-        options.validate_runs
-    ));
-    let after = rerun(
+    let (after, verdict) = check(
         sandbox,
         repo,
-        command,
+        &report.command,
+        &patch,
         options.validate_runs,
-        Some(patch.as_bytes()),
+        progress,
     )
     .await?;
-    report.after = Some(Evidence::from(&after));
-    if let Some(err) = &after.apply_error {
-        return reject(report, format!("patch does not apply: {err}"));
-    }
-    if after.failures() > 0 || after.runs.len() < options.validate_runs {
-        let reason = format!(
-            "the command still fails after the patch ({} of {} runs)",
-            after.failures(),
-            options.validate_runs
-        );
-        return reject(report, reason);
-    }
-    report.verdict = Verdict::Fixed;
+    report.after = after;
+    report.verdict = verdict;
     report.elapsed_ms = started.elapsed().as_millis();
     Ok(report)
+}
+
+/// Proves a patch: it must touch no test, apply, and make `command` pass `runs` times.
+pub async fn check(
+    sandbox: &Sandbox,
+    repo: &Path,
+    command: &str,
+    patch: &str,
+    runs: usize,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(Option<Evidence>, Verdict), SandboxError> {
+    let reject = |reason: String| Verdict::Rejected { reason };
+    if patch.trim().is_empty() {
+        return Ok((None, reject("the strategy changed nothing".into())));
+    }
+    if let Some(why) = refuses(patch) {
+        return Ok((None, reject(format!("patch refused: it {why}"))));
+    }
+    progress(&format!(
+        "validating: apply the patch, run `{command}` {runs} times"
+    ));
+    let after = rerun(sandbox, repo, command, runs, Some(patch.as_bytes())).await?;
+    let evidence = Some(Evidence::from(&after));
+    let verdict = if let Some(err) = &after.apply_error {
+        reject(format!("patch does not apply: {err}"))
+    } else if after.failures() > 0 || after.runs.len() < runs {
+        reject(format!(
+            "the command still fails after the patch ({} of {runs} runs)",
+            after.failures()
+        ))
+    } else {
+        Verdict::Fixed
+    };
+    Ok((evidence, verdict))
 }
 
 /// Validates a given patch (e.g. one that came from elsewhere) against the command.

@@ -4,7 +4,13 @@ use selfheal_shared::github::GitHubError;
 use selfheal_shared::runs::{Outcome, Run};
 use selfheal_shared::stage::Stage;
 
-use crate::{triage, WorkerContext};
+use crate::WorkerContext;
+
+mod checkout;
+mod diagnose;
+mod patch;
+mod triage;
+mod validate;
 
 pub struct StageReport {
     pub outcome: Outcome,
@@ -31,6 +37,12 @@ impl From<GitHubError> for StageError {
     }
 }
 
+impl From<crate::sandbox::SandboxError> for StageError {
+    fn from(e: crate::sandbox::SandboxError) -> Self {
+        StageError::Transient(format!("sandbox: {e}"))
+    }
+}
+
 impl From<tokio_postgres::Error> for StageError {
     fn from(e: tokio_postgres::Error) -> Self {
         StageError::Transient(format!("Postgres: {e}"))
@@ -50,12 +62,13 @@ pub async fn execute(
 ) -> Result<StageReport, StageError> {
     match stage {
         Stage::Triage => triage::run(ctx, run).await,
-        // Built in later issues; until then the record says so, and the run cannot succeed.
-        Stage::Diagnose | Stage::Patch | Stage::Validate | Stage::Verify | Stage::Deliver => {
-            Ok(StageReport {
-                outcome: Outcome::Skipped,
-                detail: "not implemented".into(),
-            })
-        }
+        Stage::Diagnose => diagnose::run(ctx, run).await,
+        Stage::Patch => patch::run(ctx, run).await,
+        Stage::Validate => validate::run(ctx, run).await,
+        // Built in a later issue; until then the record says so, and the run cannot succeed.
+        Stage::Verify | Stage::Deliver => Ok(StageReport {
+            outcome: Outcome::Skipped,
+            detail: "not implemented".into(),
+        }),
     }
 }

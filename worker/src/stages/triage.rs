@@ -11,7 +11,7 @@ use selfheal_shared::runs::{Outcome, Run};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::stages::{StageError, StageReport};
+use super::{StageError, StageReport};
 use crate::WorkerContext;
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,120 @@
+//! The repository at the failing SHA, fetched with the installation token (the tarball
+//! endpoint) into a per-run work dir that is removed when dropped.
+
+use std::io::Read;
+use std::path::{Component, PathBuf};
+
+use selfheal_shared::github::GitHubError;
+use selfheal_shared::runs::Run;
+
+use super::StageError;
+use crate::WorkerContext;
+
+const MAX_ARCHIVE_BYTES: usize = 512 * 1024 * 1024;
+
+pub async fn checkout(ctx: &WorkerContext, run: &Run) -> Result<tempfile::TempDir, StageError> {
+    let crab = ctx.github.installation(run.installation_id)?;
+    let what = format!("tarball of {}@{}", run.repository_full_name, run.head_sha);
+    let response = crab
+        ._get(format!(
+            "/repos/{}/tarball/{}",
+            run.repository_full_name, run.head_sha
+        ))
+        .await
+        .map_err(|e| StageError::from(GitHubError::Api(e)))?;
+    let status = response.status();
+    let bytes = if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| StageError::Transient(format!("{what}: redirect without a Location")))?
+            .to_string();
+        let mut response = ctx
+            .github
+            .http()
+            .get(&location)
+            .send()
+            .await
+            .map_err(|e| StageError::Transient(format!("{what}: {e}")))?;
+        if !response.status().is_success() {
+            return Err(GitHubError::Status {
+                status: response.status().as_u16(),
+                what,
+            }
+            .into());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| StageError::Transient(format!("{what}: {e}")))?
+        {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_ARCHIVE_BYTES {
+                return Err(StageError::Permanent(format!(
+                    "{what} is over {MAX_ARCHIVE_BYTES} bytes"
+                )));
+            }
+        }
+        bytes
+    } else if status.is_success() {
+        crab.body_to_string(response)
+            .await
+            .map_err(|e| StageError::from(GitHubError::Api(e)))?
+            .into_bytes()
+    } else {
+        return Err(GitHubError::Status {
+            status: status.as_u16(),
+            what,
+        }
+        .into());
+    };
+    tokio::task::spawn_blocking(move || unpack(&bytes))
+        .await
+        .map_err(|e| StageError::Transient(format!("unpacking: {e}")))?
+}
+
+/// Unpacks GitHub's tarball without its top-level `<owner>-<repo>-<sha>/` directory.
+fn unpack(bytes: &[u8]) -> Result<tempfile::TempDir, StageError> {
+    let bad = |e: std::io::Error| {
+        StageError::Permanent(format!("the repository tarball is unreadable: {e}"))
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("selfheal-run-")
+        .tempdir()
+        .map_err(|e| StageError::Transient(e.to_string()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let path = entry.path().map_err(bad)?.into_owned();
+        let inner: PathBuf = path.components().skip(1).collect();
+        if inner.as_os_str().is_empty()
+            || inner
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            continue;
+        }
+        let target = dir.path().join(&inner);
+        if entry.header().entry_type().is_dir() {
+            std::fs::create_dir_all(&target).map_err(bad)?;
+        } else if entry.header().entry_type().is_file() {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(bad)?;
+            }
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).map_err(bad)?;
+            std::fs::write(&target, data).map_err(bad)?;
+            #[cfg(unix)]
+            if let Ok(mode) = entry.header().mode() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(
+                    &target,
+                    std::fs::Permissions::from_mode(mode & 0o755),
+                );
+            }
+        }
+    }
+    Ok(dir)
+}

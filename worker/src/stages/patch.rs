@@ -1,0 +1,90 @@
+//! Patch stage: reproduce the failure in the sandbox on the repository at the failing SHA and
+//! make a patch with the deterministic strategy for its class. Stored with its evidence.
+
+use selfheal_shared::runs::{Outcome, Run};
+
+use super::checkout::checkout;
+use super::diagnose::gunzip;
+use super::{StageError, StageReport};
+use crate::heal::{self, Verdict};
+use crate::WorkerContext;
+
+pub fn verdict_name(v: &Verdict) -> (&'static str, Option<String>) {
+    match v {
+        Verdict::Pending => ("pending", None),
+        Verdict::Fixed => ("fixed", None),
+        Verdict::Flaky => ("flaky", None),
+        Verdict::Rerun => ("rerun", None),
+        Verdict::NotReproduced => ("not_reproduced", None),
+        Verdict::Rejected { reason } => ("rejected", Some(reason.clone())),
+        Verdict::HandedOff { reason } => ("handed_off", Some(reason.clone())),
+    }
+}
+
+pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
+    let client = ctx.pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT d.command, l.log_gzip FROM diagnoses d
+             JOIN job_logs l ON l.run_id = d.run_id AND l.github_job_id = d.github_job_id
+             WHERE d.run_id = $1",
+            &[&run.id],
+        )
+        .await?;
+    drop(client);
+    let Some(command): Option<String> = row.get(0) else {
+        return Err(StageError::Permanent(
+            "the log does not show which command failed".into(),
+        ));
+    };
+    let log = gunzip(row.get(1))?;
+    let sandbox = ctx.sandbox().await?;
+    let work = checkout(ctx, run).await?;
+    let report = heal::propose(
+        sandbox,
+        work.path(),
+        &command,
+        Some(&log),
+        &ctx.heal,
+        &|msg| tracing::info!("{msg}"),
+    )
+    .await?;
+    let (verdict, reason) = verdict_name(&report.verdict);
+    let evidence = serde_json::to_value(&report.before).unwrap_or_default();
+    let client = ctx.pool.get().await?;
+    client
+        .execute(
+            "INSERT INTO patches (run_id, strategy, diff, class, verdict, reason, evidence)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (run_id) DO UPDATE SET strategy = EXCLUDED.strategy, diff = EXCLUDED.diff, class = EXCLUDED.class,
+               verdict = EXCLUDED.verdict, reason = EXCLUDED.reason, evidence = EXCLUDED.evidence, created_at = now()",
+            &[&run.id, &report.strategy.as_str(), &report.patch, &report.diagnosis.class.as_str(), &verdict, &reason, &evidence],
+        )
+        .await?;
+    let runs = format!(
+        "{} of {} runs failed before",
+        report.before.failed, report.before.runs
+    );
+    let detail = match &report.verdict {
+        Verdict::Pending => {
+            let lines = report.patch.as_deref().map_or(0, |p| p.lines().count());
+            format!("{}: {lines}-line diff ({runs})", report.strategy.as_str())
+        }
+        Verdict::Flaky => format!("flaky: {runs}; plan: rerun the failed jobs, no code change"),
+        Verdict::Rerun => format!(
+            "{}: plan: rerun the failed jobs, no code change ({runs})",
+            report.diagnosis.class.as_str()
+        ),
+        other => format!(
+            "{}: {} ({runs})",
+            verdict,
+            verdict_name(other).1.unwrap_or_default()
+        ),
+    };
+    let outcome = if matches!(report.verdict, Verdict::Pending) {
+        Outcome::Succeeded
+    } else {
+        Outcome::Skipped
+    };
+    Ok(StageReport { outcome, detail })
+}
