@@ -107,3 +107,104 @@ fn tempfile_in_target(
     let file = std::fs::File::create(&path)?;
     Ok((path, std::io::BufWriter::new(file)))
 }
+
+fn summary(label: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    if ms.is_empty() {
+        return;
+    }
+    println!(
+        "  {label:<34} min {:>8.1}  median {:>8.1}  max {:>8.1}  ms  (n={})",
+        ms[0],
+        ms[ms.len() / 2],
+        ms[ms.len() - 1],
+        ms.len()
+    );
+}
+
+/// Webhook in -> validated patch recorded, on the Rust format example, through the whole
+/// stack (web, Redis, two workers, Postgres, Docker).
+pub async fn heal_bench(runs: usize) -> anyhow::Result<()> {
+    let stack = crate::demo::Stack::start(false).await?;
+    let pool = selfheal_shared::db::pool(&stack.database_url, 2)?;
+    let client = pool.get().await?;
+    let mut to_validated = Vec::new();
+    let mut per_stage: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for i in 0..runs as i64 {
+        let started = Instant::now();
+        let (status, body) = stack.deliver_failure(700_000 + i, 900_000 + i).await?;
+        anyhow::ensure!(status.as_u16() == 202, "webhook answered {status}: {body}");
+        let run_id: uuid::Uuid = body["run_id"].as_str().context("no run id")?.parse()?;
+        loop {
+            let done: bool = client
+                .query_one("SELECT EXISTS (SELECT 1 FROM validations WHERE run_id = $1) OR EXISTS (SELECT 1 FROM runs WHERE id = $1 AND finished_at IS NOT NULL)", &[&run_id])
+                .await?
+                .get(0);
+            if done {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed().as_secs() < 180,
+                "run {run_id} did not validate in 180 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        to_validated.push(started.elapsed().as_secs_f64() * 1000.0);
+        let verdict: Option<String> = client
+            .query_opt(
+                "SELECT verdict FROM validations WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await?
+            .map(|r| r.get(0));
+        anyhow::ensure!(
+            verdict.as_deref() == Some("fixed"),
+            "run {run_id} was not healed: {verdict:?}"
+        );
+        for row in client
+            .query(
+                "SELECT stage, extract(epoch FROM finished_at - started_at) * 1000 FROM stage_attempts
+                 WHERE run_id = $1 AND finished_at IS NOT NULL AND stage IN ('triage','diagnose','patch','validate')",
+                &[&run_id],
+            )
+            .await?
+        {
+            per_stage.entry(row.get(0)).or_default().push(row.get::<_, f64>(1));
+        }
+    }
+    drop(client);
+    stack.stop();
+    println!("webhook -> validated patch, Rust format example, {runs} runs one after another:");
+    summary("webhook -> validated patch", to_validated);
+    for (stage, ms) in per_stage {
+        summary(&format!("stage {stage}"), ms);
+    }
+    Ok(())
+}
+
+/// What a sandbox costs beyond the command: a no-op in a fresh container (create, upload,
+/// start, wait, logs, remove) beside the same no-op run directly, in the same run.
+pub async fn sandbox_bench(runs: usize) -> anyhow::Result<()> {
+    use selfheal_worker::sandbox::{ensure_image, Limits, Sandbox};
+    let docker = bollard::Docker::connect_with_local_defaults()?
+        .negotiate_version()
+        .await?;
+    let image = ensure_image(&docker).await?;
+    let sandbox = Sandbox::connect(&image, Limits::default()).await?;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rust-format");
+    let mut in_sandbox = Vec::new();
+    let mut direct = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let (run, _) = sandbox.run(&repo, "true", None).await?;
+        anyhow::ensure!(run.passed(), "no-op failed in the sandbox: {}", run.output);
+        in_sandbox.push(started.elapsed().as_secs_f64() * 1000.0);
+        let started = Instant::now();
+        Command::new("sh").args(["-c", "true"]).status()?;
+        direct.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!("sandbox start overhead ({runs} runs, interleaved):");
+    summary("`true` in a fresh sandbox", in_sandbox);
+    summary("`true` directly (sh -c)", direct);
+    Ok(())
+}

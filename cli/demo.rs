@@ -18,81 +18,152 @@ use uuid::Uuid;
 
 const INSTALLATION_ID: i64 = 4242;
 
+/// Web (in process), two worker processes and the GitHub stand-in, on a fresh database.
+pub struct Stack {
+    pub tag: String,
+    pub web_url: String,
+    pub secret: String,
+    pub database_url: String,
+    pub fixtures: Fixtures,
+    pub standin: github_standin::StandIn,
+    workers: Vec<Child>,
+}
+
+impl Stack {
+    pub async fn start(verbose: bool) -> anyhow::Result<Stack> {
+        let admin_url = std::env::var("SELFHEAL_ADMIN_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:54329/postgres".into());
+        let redis_url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:63799".into());
+        let tag = format!("demo_{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let database_url = create_database(&admin_url, &tag).await?;
+        let secret = Uuid::new_v4().simple().to_string();
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let log_dir = root.join("target/demo").join(&tag);
+        std::fs::create_dir_all(&log_dir)?;
+
+        let fixtures = Fixtures::new(fixtures_dir());
+        let standin =
+            github_standin::spawn(TcpListener::bind("127.0.0.1:0").await?, fixtures.clone())
+                .await?;
+        let env: HashMap<String, String> = [
+            ("DATABASE_URL", database_url.clone()),
+            ("REDIS_URL", redis_url),
+            ("SELFHEAL_QUEUE_PREFIX", tag.clone()),
+            ("GITHUB_WEBHOOK_SECRET", secret.clone()),
+            ("GITHUB_APP_ID", "1".into()),
+            (
+                "GITHUB_APP_PRIVATE_KEY",
+                root.join("standin/demo-app-key.pem").display().to_string(),
+            ),
+            ("GITHUB_API_URL", standin.url()),
+            ("SELFHEAL_BIND", "127.0.0.1:0".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+
+        let config = Config::from_lookup(Role::Web, |k| env.get(k).cloned())?;
+        let listener = TcpListener::bind(config.bind).await?;
+        let web_url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(selfheal_web::serve(
+            config,
+            listener,
+            std::future::pending(),
+        ));
+        if verbose {
+            println!("GitHub stand-in   {}", standin.url());
+            println!("selfheal web      {web_url}");
+        }
+        let exe = std::env::current_exe()?;
+        let mut workers = Vec::new();
+        for i in 1..=2 {
+            let path = log_dir.join(format!("worker-{i}.log"));
+            let child = Command::new(&exe)
+                .arg("worker")
+                .envs(&env)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&path)?)
+                .spawn()
+                .context("starting a worker")?;
+            if verbose {
+                println!(
+                    "selfheal worker   pid {} (log: {})",
+                    child.id(),
+                    path.display()
+                );
+            }
+            workers.push(child);
+        }
+        Ok(Stack {
+            tag,
+            web_url,
+            secret,
+            database_url,
+            fixtures,
+            standin,
+            workers,
+        })
+    }
+
+    /// Replays the recorded failing run (as `github_run_id` of workflow `workflow_id`); returns
+    /// the run selfheal created.
+    pub async fn deliver_failure(
+        &self,
+        github_run_id: i64,
+        workflow_id: i64,
+    ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+        let failed_at = chrono::Utc::now() - chrono::Duration::seconds(1);
+        let mut payload = failing_workflow_run(
+            &self.fixtures,
+            INSTALLATION_ID,
+            github_run_id,
+            &failed_at.to_rfc3339(),
+        )?;
+        payload["workflow_run"]["workflow_id"] = workflow_id.into();
+        self.deliver(&payload).await
+    }
+
+    pub async fn deliver(
+        &self,
+        payload: &serde_json::Value,
+    ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+        let response = webhooks::deliver(
+            &reqwest::Client::new(),
+            &format!("{}/webhooks/github", self.web_url),
+            &self.secret,
+            "workflow_run",
+            &Uuid::new_v4().to_string(),
+            serde_json::to_vec(payload)?,
+        )
+        .await?;
+        let status = response.status();
+        Ok((status, response.json().await?))
+    }
+
+    /// SIGTERM the workers (they finish what they hold) and wait for them.
+    pub fn stop(mut self) {
+        for w in &self.workers {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(w.id().to_string())
+                .status();
+        }
+        for w in &mut self.workers {
+            let _ = w.wait();
+        }
+    }
+}
+
 pub async fn run() -> anyhow::Result<()> {
     let started = Instant::now();
-    let admin_url = std::env::var("SELFHEAL_ADMIN_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:54329/postgres".into());
-    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:63799".into());
-    let tag = format!("demo_{}", &Uuid::new_v4().simple().to_string()[..8]);
-    let database_url = create_database(&admin_url, &tag).await?;
-    let secret = Uuid::new_v4().simple().to_string();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let log_dir = root.join("target/demo").join(&tag);
-    std::fs::create_dir_all(&log_dir)?;
-
-    let fixtures = Fixtures::new(fixtures_dir());
-    let standin =
-        github_standin::spawn(TcpListener::bind("127.0.0.1:0").await?, fixtures.clone()).await?;
-    println!("GitHub stand-in   {}", standin.url());
-
-    let env: HashMap<String, String> = [
-        ("DATABASE_URL", database_url.clone()),
-        ("REDIS_URL", redis_url.clone()),
-        ("SELFHEAL_QUEUE_PREFIX", tag.clone()),
-        ("GITHUB_WEBHOOK_SECRET", secret.clone()),
-        ("GITHUB_APP_ID", "1".into()),
-        (
-            "GITHUB_APP_PRIVATE_KEY",
-            root.join("standin/demo-app-key.pem").display().to_string(),
-        ),
-        ("GITHUB_API_URL", standin.url()),
-        ("SELFHEAL_BIND", "127.0.0.1:0".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-
-    let config = Config::from_lookup(Role::Web, |k| env.get(k).cloned())?;
-    let listener = TcpListener::bind(config.bind).await?;
-    let web_url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(selfheal_web::serve(
-        config,
-        listener,
-        std::future::pending(),
-    ));
-    println!("selfheal web      {web_url}");
-
-    let exe = std::env::current_exe()?;
-    let mut workers: Vec<Child> = Vec::new();
-    for i in 1..=2 {
-        let log = std::fs::File::create(log_dir.join(format!("worker-{i}.log")))?;
-        let child = Command::new(&exe)
-            .arg("worker")
-            .envs(&env)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting a worker")?;
-        println!(
-            "selfheal worker   pid {} (log: {})",
-            child.id(),
-            log_dir.join(format!("worker-{i}.log")).display()
-        );
-        workers.push(child);
-    }
-    let result = replay(&fixtures, &web_url, &secret, &database_url).await;
-    for w in &mut workers {
-        // SIGTERM: let them finish what they hold.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(w.id().to_string())
-            .status();
-    }
-    for w in &mut workers {
-        let _ = w.wait();
-    }
+    let stack = Stack::start(true).await?;
+    let result = replay(&stack).await;
+    let calls = stack.standin.calls();
+    let tag = stack.tag.clone();
+    stack.stop();
     println!("\nGitHub API calls the stand-in received:");
-    for call in standin.calls() {
+    for call in calls {
         println!("  {:<5} {} (auth: {})", call.method, call.path, call.auth);
     }
     println!(
@@ -100,6 +171,30 @@ pub async fn run() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     result
+}
+
+/// Waits for the run to finish; returns its status and reason.
+pub async fn wait_finished(
+    client: &deadpool_postgres::Client,
+    run_id: Uuid,
+) -> anyhow::Result<(String, Option<String>)> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let row = client
+            .query_one(
+                "SELECT status, failure_reason FROM runs WHERE id = $1",
+                &[&run_id],
+            )
+            .await?;
+        let status: String = row.get(0);
+        if matches!(status.as_str(), "succeeded" | "incomplete" | "failed") {
+            return Ok((status, row.get(1)));
+        }
+        if Instant::now() > deadline {
+            bail!("run {run_id} still {status} after 180 s; see the worker logs");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
@@ -120,62 +215,18 @@ async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> 
     Ok(format!("postgres://{user}@{host}:{port}/{name}"))
 }
 
-async fn replay(
-    fixtures: &Fixtures,
-    web_url: &str,
-    secret: &str,
-    database_url: &str,
-) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let hook = format!("{web_url}/webhooks/github");
-    let failed_at = chrono::Utc::now() - chrono::Duration::seconds(1);
-    let payload = failing_workflow_run(
-        fixtures,
-        INSTALLATION_ID,
-        289782451,
-        &failed_at.to_rfc3339(),
-    )?;
-    println!(
-        "\n-> replaying recorded workflow_run (completed, conclusion: failure) for {}",
-        payload["repository"]["full_name"]
-    );
+async fn replay(stack: &Stack) -> anyhow::Result<()> {
+    println!("\n-> replaying recorded workflow_run (completed, conclusion: failure) for octo-org/octo-repo");
     let sent = Instant::now();
-    let response = webhooks::deliver(
-        &http,
-        &hook,
-        secret,
-        "workflow_run",
-        &Uuid::new_v4().to_string(),
-        serde_json::to_vec(&payload)?,
-    )
-    .await?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await?;
+    let (status, body) = stack.deliver_failure(289782451, 2823525).await?;
     println!("<- {status} {body}");
     let run_id: Uuid = body["run_id"]
         .as_str()
         .context("no run was created")?
         .parse()?;
-
-    let pool = db::pool(database_url, 2)?;
+    let pool = db::pool(&stack.database_url, 2)?;
     let client = pool.get().await?;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let (status, reason) = loop {
-        let row = client
-            .query_one(
-                "SELECT status, failure_reason FROM runs WHERE id = $1",
-                &[&run_id],
-            )
-            .await?;
-        let status: String = row.get(0);
-        if matches!(status.as_str(), "succeeded" | "incomplete" | "failed") {
-            break (status, row.get::<_, Option<String>>(1));
-        }
-        if Instant::now() > deadline {
-            bail!("run {run_id} still {status} after 90 s; see the worker logs");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (status, reason) = wait_finished(&client, run_id).await?;
     let elapsed = sent.elapsed();
     println!(
         "\nrun {run_id}: {status}{}",
@@ -204,7 +255,7 @@ async fn replay(
     print_healing(&client, run_id).await?;
 
     let green = successful_workflow_run(
-        fixtures,
+        &stack.fixtures,
         INSTALLATION_ID,
         289782452,
         &chrono::Utc::now().to_rfc3339(),
@@ -212,16 +263,8 @@ async fn replay(
     println!(
         "\n-> replaying recorded workflow_run (completed, conclusion: success) on the same branch"
     );
-    let response = webhooks::deliver(
-        &http,
-        &hook,
-        secret,
-        "workflow_run",
-        &Uuid::new_v4().to_string(),
-        serde_json::to_vec(&green)?,
-    )
-    .await?;
-    println!("<- {} {}", response.status(), response.text().await?);
+    let (status, body) = stack.deliver(&green).await?;
+    println!("<- {status} {body}");
     let row = client
         .query_one(
             "SELECT repository, branch, status, mttr_seconds FROM incident_mttr ORDER BY first_failed_at DESC LIMIT 1",

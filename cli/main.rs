@@ -100,6 +100,16 @@ enum SandboxCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Webhook -> validated patch on the Rust example, through the whole stack (min/median/max).
+    Heal {
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Sandbox start overhead: a no-op in a fresh container beside the same no-op direct.
+    Sandbox {
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// Diagnosis accuracy over labelled logs and parsing throughput beside grep -E.
     Diagnose {
         /// A folder with `manifest.json` and the logs it labels.
@@ -209,6 +219,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Sandbox { what } => return sandbox_command(what).await,
+        Command::Bench {
+            what: BenchCommand::Heal { runs },
+        } => bench::heal_bench(runs).await?,
+        Command::Bench {
+            what: BenchCommand::Sandbox { runs },
+        } => bench::sandbox_bench(runs).await?,
         Command::Heal {
             repo,
             cmd,

@@ -10,6 +10,11 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/selfheal-image.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 log() { printf '[sandbox-image] %s\n' "$*" >&2; }
 
+# Several workers may ask at once on a fresh machine: one builds, the others wait for it.
+exec 9>"${TMPDIR:-/tmp}/selfheal-sandbox-image.lock"
+flock 9
+if docker image inspect "$tag" >/dev/null 2>&1; then exit 0; fi
+
 command -v debootstrap >/dev/null || bash "$root/scripts/services.sh" up
 log "debootstrap bookworm (minbase) into $work"
 debootstrap --variant=minbase \
