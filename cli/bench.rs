@@ -137,7 +137,7 @@ pub async fn heal_bench(runs: usize) -> anyhow::Result<()> {
         let run_id: uuid::Uuid = body["run_id"].as_str().context("no run id")?.parse()?;
         loop {
             let done: bool = client
-                .query_one("SELECT EXISTS (SELECT 1 FROM validations WHERE run_id = $1) OR EXISTS (SELECT 1 FROM runs WHERE id = $1 AND finished_at IS NOT NULL)", &[&run_id])
+                .query_one("SELECT EXISTS (SELECT 1 FROM stage_attempts WHERE run_id = $1 AND stage = 'validate' AND finished_at IS NOT NULL) OR EXISTS (SELECT 1 FROM runs WHERE id = $1 AND finished_at IS NOT NULL)", &[&run_id])
                 .await?
                 .get(0);
             if done {
@@ -163,7 +163,7 @@ pub async fn heal_bench(runs: usize) -> anyhow::Result<()> {
         );
         for row in client
             .query(
-                "SELECT stage, extract(epoch FROM finished_at - started_at) * 1000 FROM stage_attempts
+                "SELECT stage, (extract(epoch FROM finished_at - started_at) * 1000)::float8 FROM stage_attempts
                  WHERE run_id = $1 AND finished_at IS NOT NULL AND stage IN ('triage','diagnose','patch','validate')",
                 &[&run_id],
             )
