@@ -439,3 +439,65 @@ async fn sigterm_lets_the_stage_in_flight_finish() {
     next.kill().ok();
     next.wait().ok();
 }
+
+fn sandbox_containers_of(pid: u32) -> usize {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=dev.selfheal.sandbox.pid={pid}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test]
+async fn the_sandbox_container_of_a_sigkilled_worker_is_removed_by_the_next_worker() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // A scenario log (not a recorded one): the failed step is a slow command, so the worker
+    // is inside its sandbox container when it is killed.
+    let log = "##[group]Run sleep 300; exit 1\nsleep 300; exit 1\nshell: /usr/bin/bash -e {0}\n##[endgroup]\n##[error]Process completed with exit code 1.\n";
+    env.standin.set_knobs(Knobs {
+        log_text: Some(log.into()),
+        ..Knobs::default()
+    });
+    let mut doomed = env.spawn_worker("doomed");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1701, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    let pid = doomed.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sandbox_containers_of(pid) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never started its sandbox"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&doomed, Signal::SIGKILL);
+    doomed.wait().ok();
+
+    // The next worker takes the stage over; its sandbox start sweeps the orphan.
+    let mut rescuer = env.spawn_worker("rescuer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sandbox_containers_of(pid) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphan container was not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.wait_until(
+        &format!("SELECT count(*) = 1 FROM stage_attempts WHERE run_id = '{run_id}' AND stage = 'patch' AND outcome = 'abandoned'"),
+        Duration::from_secs(30),
+    )
+    .await;
+    signal(&rescuer, Signal::SIGKILL);
+    rescuer.wait().ok();
+    // Leave nothing behind for other tests: the rescuer's own container goes at the next sweep.
+    let _ = selfheal_worker::sandbox::Sandbox::connect(
+        &selfheal_worker::sandbox::image_tag(),
+        Default::default(),
+    )
+    .await;
+}

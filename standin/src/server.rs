@@ -36,6 +36,10 @@ pub struct Knobs {
     /// Which `ci-logs/` file to serve as the failed job's log (default: rustfmt-check.log).
     #[serde(default)]
     pub log_fixture: Option<String>,
+    /// A scenario's own log text instead of a fixture (tests that need a particular
+    /// command to fail, e.g. a slow one).
+    #[serde(default)]
+    pub log_text: Option<String>,
     /// The directory served as the repository at any ref (default: examples/rust-format,
     /// whose breakage that log shows).
     #[serde(default)]
@@ -311,7 +315,11 @@ async fn signed_log(
         )
             .into_response();
     }
-    let name = knobs(&inner)
+    let knobs = knobs(&inner);
+    if let Some(text) = knobs.log_text {
+        return ([("content-type", "text/plain")], text).into_response();
+    }
+    let name = knobs
         .log_fixture
         .unwrap_or_else(|| "rustfmt-check.log".into());
     match inner.fixtures.ci_log(&name) {
