@@ -161,6 +161,49 @@ mod tests {
         assert_ne!(diagnose(&rustc).fingerprint, a.fingerprint);
     }
 
+    /// Real output of tools the shared fixtures do not cover (see testdata/README.md).
+    #[test]
+    fn more_real_tool_outputs() {
+        let case = |name: &str| {
+            diagnose(
+                &std::fs::read_to_string(format!(
+                    "{}/src/diagnose/testdata/{name}",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap(),
+            )
+        };
+        let d = case("javac.log");
+        assert_eq!(
+            (d.class, d.tool.as_deref()),
+            (Class::Compile, Some("javac"))
+        );
+        assert_eq!(
+            (d.culprit_file.as_deref(), d.culprit_line),
+            (Some("src/main/java/acme/Sum.java"), Some(7))
+        );
+        let d = case("flake8.log");
+        assert_eq!((d.class, d.tool.as_deref()), (Class::Lint, Some("flake8")));
+        assert_eq!(
+            (d.culprit_file.as_deref(), d.culprit_line),
+            (Some("app/util.py"), Some(1))
+        );
+        assert!(d.message.starts_with("F401"), "{}", d.message);
+        let d = case("nextest.log");
+        assert_eq!(
+            (d.class, d.tool.as_deref()),
+            (Class::Test, Some("cargo-nextest"))
+        );
+        assert_eq!(
+            (d.culprit_file.as_deref(), d.culprit_line),
+            (Some("src/lib.rs"), Some(5))
+        );
+        assert_eq!(d.failing_tests, vec!["tests::halves"]);
+        let d = case("nospace.log");
+        assert_eq!(d.class, Class::Infra);
+        assert_eq!(d.message, "disk full");
+    }
+
     #[test]
     fn unknown_stays_unknown() {
         let log = "##[group]Run ./deploy.sh\n./deploy.sh\n##[endgroup]\nsomething odd happened\n##[error]Process completed with exit code 3.\n";

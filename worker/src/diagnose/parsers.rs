@@ -268,14 +268,14 @@ fn go_build(step: &FailedStep) -> Option<Finding> {
     })
 }
 
-regex!(CARGO_TEST_FAILED, r"^test (\S+) \.\.\. FAILED$");
+regex!(CARGO_TEST_FAILED, r"^\s*test (\S+) \.\.\. FAILED$");
 regex!(
     NEXTEST_FAIL,
     r"^\s*FAIL \[\s*[\d.]+s\]\s+(?:\(\S+\)\s+)?\S+ (\S+)$"
 );
 regex!(
     RUST_PANIC,
-    r"^thread '(.+?)'(?: \(\d+\))? panicked at (.+?):(\d+):\d+:$"
+    r"^\s*thread '(.+?)'(?: \(\d+\))? panicked at (.+?):(\d+):\d+:$"
 );
 fn cargo_test(step: &FailedStep) -> Option<Finding> {
     let mut tests: Vec<String> = step
@@ -288,7 +288,8 @@ fn cargo_test(step: &FailedStep) -> Option<Finding> {
                 .map(|c| c[1].to_string())
         })
         .collect();
-    tests.dedup();
+    let mut seen = std::collections::HashSet::new();
+    tests.retain(|t| seen.insert(t.clone()));
     let panic = first(step, &RUST_PANIC);
     if tests.is_empty() && panic.is_none() {
         return None;
@@ -300,7 +301,11 @@ fn cargo_test(step: &FailedStep) -> Option<Finding> {
     };
     let (at, file, line, message) = match panic {
         Some((i, c)) => {
-            let msg = step.lines.get(i + 1).cloned().unwrap_or_default();
+            let msg = step
+                .lines
+                .get(i + 1)
+                .map(|l| l.trim().to_string())
+                .unwrap_or_default();
             (i, Some(rel(&c[2])), c[3].parse().ok(), msg)
         }
         None => (0, None, None, "test failed".to_string()),
