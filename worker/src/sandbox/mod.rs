@@ -100,6 +100,21 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// The image for this repository: `SELFHEAL_SANDBOX_IMAGE_<LANGUAGE>` (RUST, PYTHON, NODE,
+    /// GO, JAVA) when the user set one for its language, else the default image.
+    pub fn image_for(&self, repo: &Path) -> String {
+        language_of(repo)
+            .and_then(|lang| {
+                std::env::var(format!(
+                    "SELFHEAL_SANDBOX_IMAGE_{}",
+                    lang.to_ascii_uppercase()
+                ))
+                .ok()
+            })
+            .filter(|image| !image.trim().is_empty())
+            .unwrap_or_else(|| self.image.clone())
+    }
+
     pub fn docker(&self) -> &Docker {
         &self.docker
     }
@@ -260,7 +275,7 @@ impl Sandbox {
             ..Default::default()
         };
         let body = ContainerCreateBody {
-            image: Some(self.image.clone()),
+            image: Some(self.image_for(repo)),
             cmd: Some(vec!["sh".into(), "-c".into(), script.to_string()]),
             working_dir: Some("/work/repo".into()),
             env: Some(vec![
@@ -483,6 +498,37 @@ fn host_rust_toolchain() -> Option<PathBuf> {
     path.join("bin/cargo").exists().then_some(path)
 }
 
+/// A repository's main language, by its build files.
+pub fn language_of(repo: &Path) -> Option<&'static str> {
+    let has = |f: &str| repo.join(f).exists();
+    if has("Cargo.toml") {
+        Some("rust")
+    } else if has("go.mod") {
+        Some("go")
+    } else if has("package.json") {
+        Some("node")
+    } else if has("pom.xml") || has("build.gradle") || has("build.gradle.kts") {
+        Some("java")
+    } else if has("pyproject.toml") || has("setup.py") || has("requirements.txt") {
+        Some("python")
+    } else {
+        None
+    }
+}
+
 fn process_alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::language_of;
+
+    #[test]
+    fn knows_a_repository_by_its_build_files() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        assert_eq!(language_of(&examples.join("rust-format")), Some("rust"));
+        assert_eq!(language_of(&examples.join("python-lint")), Some("python"));
+        assert_eq!(language_of(&examples), None);
+    }
 }
