@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::events::{RunVerdict, WorkflowRunEvent};
+use crate::installations::{self, InstallationEvent};
 use crate::stage::Stage;
 use crate::{audit, outbox};
 
@@ -33,6 +34,10 @@ pub enum Ingested {
     RunExists { run_id: Uuid },
     /// A green run closed the open incident.
     Resolved { incident_id: Uuid },
+    /// An installation or its repositories changed.
+    Installation { outcome: &'static str },
+    /// A failed run of a repository selfheal must no longer act on.
+    Ignored { reason: String },
 }
 
 impl Ingested {
@@ -43,8 +48,18 @@ impl Ingested {
             Ingested::RunCreated { .. } => "run_created",
             Ingested::RunExists { .. } => "run_exists",
             Ingested::Resolved { .. } => "incident_resolved",
+            Ingested::Installation { outcome } => outcome,
+            Ingested::Ignored { .. } => "ignored_inactive",
         }
     }
+}
+
+/// A delivery's payload, parsed for the events selfheal acts on.
+#[derive(Debug)]
+pub enum Parsed {
+    WorkflowRun(WorkflowRunEvent),
+    Installation(InstallationEvent),
+    Other,
 }
 
 /// Stores a verified delivery and acts on it. Call inside a transaction and commit after:
@@ -52,7 +67,7 @@ impl Ingested {
 pub async fn ingest(
     tx: &Transaction<'_>,
     delivery: &Delivery<'_>,
-    workflow_run: Option<&WorkflowRunEvent>,
+    parsed: &Parsed,
 ) -> Result<Ingested, tokio_postgres::Error> {
     let action = delivery.payload.get("action").and_then(Value::as_str);
     let installation_id = delivery
@@ -75,10 +90,20 @@ pub async fn ingest(
         return Ok(Ingested::Duplicate);
     }
 
-    let result = match workflow_run.map(|ev| (ev, ev.verdict())) {
-        Some((ev, RunVerdict::Failed)) => open_run(tx, delivery.id, ev).await?,
-        Some((ev, RunVerdict::Succeeded)) => resolve(tx, ev).await?,
-        _ => Ingested::Stored,
+    let result = match parsed {
+        Parsed::WorkflowRun(ev) => match ev.verdict() {
+            RunVerdict::Failed => match installations::inactive_reason(tx, ev.repository.id).await?
+            {
+                Some(reason) => Ingested::Ignored { reason },
+                None => open_run(tx, delivery.id, ev).await?,
+            },
+            RunVerdict::Succeeded => resolve(tx, ev).await?,
+            RunVerdict::Ignored => Ingested::Stored,
+        },
+        Parsed::Installation(ev) => Ingested::Installation {
+            outcome: installations::apply(tx, delivery.event, ev).await?,
+        },
+        Parsed::Other => Ingested::Stored,
     };
     if result != Ingested::Stored {
         tx.execute(

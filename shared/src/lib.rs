@@ -7,6 +7,7 @@ pub mod db;
 pub mod events;
 pub mod github;
 pub mod incidents;
+pub mod installations;
 pub mod outbox;
 pub mod queue;
 pub mod runs;

@@ -9,7 +9,8 @@ use axum::Json;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use selfheal_shared::events::{RunVerdict, WorkflowRunEvent};
-use selfheal_shared::incidents::{self, Delivery, Ingested};
+use selfheal_shared::incidents::{self, Delivery, Ingested, Parsed};
+use selfheal_shared::installations::InstallationEvent;
 use selfheal_shared::outbox;
 use selfheal_shared::stage::{Stage, StageJob};
 use serde_json::{json, Value};
@@ -33,16 +34,21 @@ pub async fn receive(
     if !payload.is_object() {
         return Err(ApiError::BadRequest("payload is not a JSON object".into()));
     }
-    let workflow_run = if event == "workflow_run" {
-        let ev = WorkflowRunEvent::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        if ev.verdict() == RunVerdict::Failed && ev.installation.is_none() {
-            return Err(ApiError::BadRequest(
-                "invalid workflow_run payload: installation.id is missing (is this a GitHub App delivery?)".into(),
-            ));
+    let bad = |e: selfheal_shared::events::PayloadError| ApiError::BadRequest(e.to_string());
+    let parsed = match event {
+        "workflow_run" => {
+            let ev = WorkflowRunEvent::parse(&body).map_err(bad)?;
+            if ev.verdict() == RunVerdict::Failed && ev.installation.is_none() {
+                return Err(ApiError::BadRequest(
+                    "invalid workflow_run payload: installation.id is missing (is this a GitHub App delivery?)".into(),
+                ));
+            }
+            Parsed::WorkflowRun(ev)
         }
-        Some(ev)
-    } else {
-        None
+        "installation" | "installation_repositories" => {
+            Parsed::Installation(InstallationEvent::parse(event, &body).map_err(bad)?)
+        }
+        _ => Parsed::Other,
     };
 
     let mut client = state.pool.get().await?;
@@ -54,7 +60,7 @@ pub async fn receive(
             event,
             payload: &payload,
         },
-        workflow_run.as_ref(),
+        &parsed,
     )
     .await?;
     tx.commit().await?;
@@ -64,6 +70,11 @@ pub async fn receive(
         Ingested::Duplicate => (StatusCode::OK, json!({"status": "duplicate"})),
         Ingested::Stored if event == "ping" => (StatusCode::OK, json!({"status": "pong"})),
         Ingested::Stored => (StatusCode::ACCEPTED, json!({"status": "stored"})),
+        Ingested::Installation { outcome } => (StatusCode::ACCEPTED, json!({"status": outcome})),
+        Ingested::Ignored { reason } => (
+            StatusCode::ACCEPTED,
+            json!({"status": "ignored", "reason": reason}),
+        ),
         Ingested::RunExists { run_id } => (
             StatusCode::OK,
             json!({"status": "run_exists", "run_id": run_id}),

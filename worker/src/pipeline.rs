@@ -6,7 +6,7 @@ use apalis::prelude::{BoxDynError, Data};
 use backon::Retryable;
 use selfheal_shared::runs::{self, Outcome, Run};
 use selfheal_shared::stage::{Stage, StageJob};
-use selfheal_shared::{audit, outbox};
+use selfheal_shared::{audit, installations, outbox};
 use serde_json::json;
 use tokio_postgres::NoTls;
 use tracing::Instrument;
@@ -75,6 +75,23 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
         return Ok(());
     };
     if run.is_finished() {
+        return Ok(());
+    }
+    // Uninstalled between the failure and now: stop, and say so.
+    let repository_id: i64 = ctx
+        .pool
+        .get()
+        .await?
+        .query_one(
+            "SELECT repository_id FROM incidents WHERE id = $1",
+            &[&run.incident_id],
+        )
+        .await?
+        .get(0);
+    if let Some(reason) =
+        installations::inactive_reason(&ctx.pool.get().await?, repository_id).await?
+    {
+        fail_run(ctx, &run, &format!("not acted on: {reason}")).await?;
         return Ok(());
     }
     let Some(lock) = StageLock::try_acquire(&ctx.database_url, job.run_id, job.stage).await? else {
