@@ -96,6 +96,8 @@ pub async fn run(
         database_url: config.database_url().to_string(),
         log_cap_bytes: config.worker.log_cap_bytes,
     });
+    // Containers a crashed predecessor left behind go now, not at the first patch.
+    tokio::spawn(sandbox::sweep_at_start());
     let relay = tokio::spawn(outbox::relay_forever(
         pool,
         queue,

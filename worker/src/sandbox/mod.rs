@@ -498,6 +498,27 @@ fn host_rust_toolchain() -> Option<PathBuf> {
     path.join("bin/cargo").exists().then_some(path)
 }
 
+/// Best effort at process start: a worker on a machine without Docker still triages.
+pub async fn sweep_at_start() {
+    let docker = match Docker::connect_with_local_defaults() {
+        Ok(d) => d,
+        Err(_) => return,
+    };
+    let Ok(docker) = docker.negotiate_version().await else {
+        tracing::info!("Docker unreachable: the sandbox stages will fail until it is back");
+        return;
+    };
+    let sandbox = Sandbox {
+        docker,
+        image: String::new(),
+        limits: Limits::default(),
+        rust_toolchain: None,
+    };
+    if let Err(e) = sandbox.sweep_orphans().await {
+        tracing::warn!(error = %e, "could not sweep leftover sandbox containers");
+    }
+}
+
 /// A repository's main language, by its build files.
 pub fn language_of(repo: &Path) -> Option<&'static str> {
     let has = |f: &str| repo.join(f).exists();
