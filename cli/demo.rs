@@ -121,6 +121,8 @@ impl Stack {
             &failed_at.to_rfc3339(),
         )?;
         payload["workflow_run"]["workflow_id"] = workflow_id.into();
+        // The failing commit is the one the stand-in's repository holds.
+        payload["workflow_run"]["head_sha"] = self.standin.head_sha().into();
         self.deliver(&payload).await
     }
 
@@ -253,6 +255,7 @@ async fn replay(stack: &Stack) -> anyhow::Result<()> {
     }
     println!("webhook -> run finished: {} ms", elapsed.as_millis());
     print_healing(&client, run_id).await?;
+    print_delivery(stack, &client, run_id).await?;
 
     let green = successful_workflow_run(
         &stack.fixtures,
@@ -335,5 +338,40 @@ async fn print_healing(client: &deadpool_postgres::Client, run_id: Uuid) -> anyh
             v.get::<_, i64>(3)
         );
     }
+    Ok(())
+}
+
+/// The pull request and the commit, as the stand-in's git repository has them.
+async fn print_delivery(
+    stack: &Stack,
+    client: &deadpool_postgres::Client,
+    run_id: Uuid,
+) -> anyhow::Result<()> {
+    let Some(d) = client
+        .query_opt("SELECT branch, commit_sha, pr_number, pr_url FROM deliveries WHERE run_id = $1 AND kind = 'pull_request'", &[&run_id])
+        .await?
+    else {
+        return Ok(());
+    };
+    println!(
+        "\npull request #{} {} (branch {})",
+        d.get::<_, Option<i32>>(2).unwrap_or_default(),
+        d.get::<_, Option<String>>(3).unwrap_or_default(),
+        d.get::<_, Option<String>>(0).unwrap_or_default()
+    );
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(stack.standin.git_dir())
+        .args([
+            "log",
+            "--format=  %h %s (author %an, committer %cn)",
+            "--all",
+        ])
+        .output()?;
+    println!(
+        "git log of the stand-in's repository ({}):",
+        stack.standin.git_dir().display()
+    );
+    print!("{}", String::from_utf8_lossy(&out.stdout));
     Ok(())
 }

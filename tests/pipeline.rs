@@ -46,7 +46,7 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
             ("patch", "succeeded"),
             ("validate", "succeeded"),
             ("verify", "skipped"),
-            ("deliver", "skipped"),
+            ("deliver", "succeeded"),
         ]
     );
     assert_eq!(
@@ -60,16 +60,17 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
     );
     assert!(got[3].2.contains("passes 3 of 3 runs"), "{}", got[3].2);
     assert_eq!(got[4].2, "not implemented");
-    assert_eq!(got[5].2, "not implemented");
+    assert!(
+        got[5].2.starts_with("opened PR #1 from selfheal/"),
+        "{}",
+        got[5].2
+    );
     let reason: String = db
         .query_one("SELECT failure_reason FROM runs WHERE id = $1", &[&run_id])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(
-        reason,
-        "skipped: verify (not implemented), deliver (not implemented)"
-    );
+    assert_eq!(reason, "skipped: verify (not implemented)");
 
     // Triage stored the failed job's log (compressed) and its failed step.
     let row = db
@@ -168,12 +169,13 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
         .collect();
     assert_eq!(
         tarballs.len(),
-        2,
-        "patch and validate each fetch the failing SHA"
+        3,
+        "patch, validate and deliver each fetch the failing SHA"
     );
-    assert!(tarballs.iter().all(|(p, a)| p
-        .ends_with("/tarball/3484a3fb816e0859fd6e1cea078d76385ff50625")
-        && a == "installation-token"));
+    let head = env.standin.head_sha();
+    assert!(tarballs
+        .iter()
+        .all(|(p, a)| p.ends_with(&format!("/tarball/{head}")) && a == "installation-token"));
     worker.kill().ok();
     worker.wait().ok();
 }

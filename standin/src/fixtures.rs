@@ -91,22 +91,17 @@ impl Fixtures {
         &self,
         name: &str,
         method: &str,
-        path_suffix: &str,
+        path_part: &str,
     ) -> Result<Value, FixtureError> {
         let exchange = self
             .replay(name)?
             .into_iter()
             .find(|e| {
-                e.method == method
-                    && e.path
-                        .split('?')
-                        .next()
-                        .unwrap_or("")
-                        .ends_with(path_suffix)
+                e.method == method && e.path.split('?').next().unwrap_or("").contains(path_part)
             })
             .ok_or_else(|| FixtureError::Shape {
                 path: self.dir.join(name),
-                reason: format!("no {method} …{path_suffix} exchange"),
+                reason: format!("no {method} …{path_part}… exchange"),
             })?;
         serde_json::from_str(&exchange.body).map_err(|e| FixtureError::Shape {
             path: self.dir.join(name),

@@ -3,6 +3,7 @@
 //! (adapting ids and names to the request), and records every call it receives.
 
 mod fixtures;
+mod git;
 mod server;
 pub mod webhooks;
 

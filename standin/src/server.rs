@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::fixtures::Fixtures;
+use crate::git::GitRepo;
 
 /// A request the stand-in received. Credentials are reduced to their kind.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -40,10 +41,13 @@ pub struct Knobs {
     /// command to fail, e.g. a slow one).
     #[serde(default)]
     pub log_text: Option<String>,
-    /// The directory served as the repository at any ref (default: examples/rust-format,
-    /// whose breakage that log shows).
+    /// The directory served as the repository's tarball at any ref (default: the stand-in's
+    /// git repository, imported from examples/rust-format, whose breakage that log shows).
     #[serde(default)]
     pub repo_dir: Option<String>,
+    /// Delay before answering a pull-request creation, to hold a worker between ref and PR.
+    #[serde(default)]
+    pub pulls_delay_ms: u64,
 }
 
 /// The bundled example the default log belongs to.
@@ -53,6 +57,9 @@ pub fn default_repo_dir() -> std::path::PathBuf {
 
 struct Inner {
     fixtures: Fixtures,
+    git: GitRepo,
+    head_sha: String,
+    pulls: Mutex<Vec<Value>>,
     base_url: String,
     calls: Mutex<Vec<Call>>,
     knobs: Mutex<Knobs>,
@@ -66,6 +73,24 @@ pub struct StandIn {
 }
 
 impl StandIn {
+    /// The commit the repository's `main` starts at: failing runs are at this SHA.
+    pub fn head_sha(&self) -> String {
+        self.inner.head_sha.clone()
+    }
+
+    /// The bare git repository behind the Git Data API.
+    pub fn git_dir(&self) -> std::path::PathBuf {
+        self.inner.git.dir.clone()
+    }
+
+    pub fn pulls(&self) -> Vec<Value> {
+        self.inner
+            .pulls
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
     pub fn url(&self) -> String {
         self.inner.base_url.clone()
     }
@@ -88,8 +113,19 @@ impl StandIn {
 /// Serves on `listener` until the process ends.
 pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result<StandIn> {
     let addr = listener.local_addr()?;
+    let git_dir = std::env::temp_dir().join(format!(
+        "selfheal-standin-{}-{}.git",
+        std::process::id(),
+        addr.port()
+    ));
+    let _ = std::fs::remove_dir_all(&git_dir);
+    let (git, head_sha) = GitRepo::import(&default_repo_dir(), &git_dir)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let inner = Arc::new(Inner {
         fixtures,
+        git,
+        head_sha,
+        pulls: Mutex::new(Vec::new()),
         base_url: format!("http://{addr}"),
         calls: Mutex::new(Vec::new()),
         knobs: Mutex::new(Knobs::default()),
@@ -111,6 +147,20 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
             get(tarball_redirect),
         )
         .route("/_standin/codeload/{owner}/{repo}/{git_ref}", get(tarball))
+        .route("/repos/{owner}/{repo}/git/commits/{sha}", get(git_commit))
+        .route("/repos/{owner}/{repo}/git/blobs", post(git_blob))
+        .route("/repos/{owner}/{repo}/git/trees", post(git_tree))
+        .route("/repos/{owner}/{repo}/git/commits", post(git_create_commit))
+        .route("/repos/{owner}/{repo}/git/refs", post(git_create_ref))
+        .route("/repos/{owner}/{repo}/git/ref/{*git_ref}", get(git_get_ref))
+        .route(
+            "/repos/{owner}/{repo}/pulls",
+            post(create_pull).get(list_pulls),
+        )
+        .route(
+            "/repos/{owner}/{repo}/actions/runs/{run_id}/rerun-failed-jobs",
+            post(rerun_failed_jobs),
+        )
         .route("/_standin/calls", get(list_calls))
         .route("/_standin/knobs", post(set_knobs))
         .fallback(not_found)
@@ -344,30 +394,449 @@ async fn tarball_redirect(
     (StatusCode::FOUND, [("location", location)]).into_response()
 }
 
-/// A gzipped tarball with one top-level directory `<owner>-<repo>-<sha7>/`, as GitHub's.
+/// A gzipped tarball with one top-level directory `<owner>-<repo>-<sha7>/`, as GitHub's:
+/// `git archive` of the stand-in's repository at the ref, or a directory set by a knob.
 async fn tarball(
     State(inner): State<Arc<Inner>>,
     Path((owner, repo, git_ref)): Path<(String, String, String)>,
 ) -> Response {
-    let dir = knobs(&inner)
-        .repo_dir
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(default_repo_dir);
     let short: String = git_ref.chars().take(7).collect();
     let top = format!("{owner}-{repo}-{short}");
-    let build = || -> std::io::Result<Vec<u8>> {
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut builder = tar::Builder::new(gz);
-        builder.append_dir_all(&top, &dir)?;
-        builder.into_inner()?.finish()
+    let archive = match knobs(&inner).repo_dir.map(std::path::PathBuf::from) {
+        Some(dir) => {
+            let build = || -> std::io::Result<Vec<u8>> {
+                let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut builder = tar::Builder::new(gz);
+                builder.append_dir_all(&top, &dir)?;
+                builder.into_inner()?.finish()
+            };
+            build().map_err(|e| e.to_string())
+        }
+        None => match inner.git.rev_parse(&format!("{git_ref}^{{commit}}")) {
+            Some(sha) => inner.git.archive(&sha, &top).map_err(|e| e.to_string()),
+            None => return github_error(StatusCode::NOT_FOUND, "Not Found"),
+        },
     };
-    match build() {
+    match archive {
         Ok(bytes) => ([("content-type", "application/x-gzip")], bytes).into_response(),
         Err(e) => github_error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("stand-in archive of {}: {e}", dir.display()),
+            &format!("stand-in archive: {e}"),
         ),
     }
+}
+
+fn api_url(inner: &Inner, owner: &str, repo: &str, rest: &str) -> String {
+    format!("{}/repos/{owner}/{repo}/{rest}", inner.base_url)
+}
+
+fn git_failed(e: crate::git::GitError) -> Response {
+    github_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
+}
+
+fn require_token(headers: &HeaderMap) -> Option<Response> {
+    (credential(headers) != Credential::InstallationToken)
+        .then(|| github_error(StatusCode::UNAUTHORIZED, "Requires authentication"))
+}
+
+/// Recorded: PyGithub `Repository.testCreateGitCommitWithParents` (GET git/commits).
+async fn git_commit(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let Ok(raw) = inner.git.git(&["cat-file", "commit", &sha], None) else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let tree = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("tree "))
+        .unwrap_or_default()
+        .to_string();
+    let parents: Vec<String> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("parent "))
+        .map(str::to_string)
+        .collect();
+    let message = raw
+        .split_once("\n\n")
+        .map(|(_, m)| m.to_string())
+        .unwrap_or_default();
+    let mut body = match inner.fixtures.replay_json(
+        "Repository.testCreateGitCommitWithParents.txt",
+        "GET",
+        "/git/commits/",
+    ) {
+        Ok(b) => b,
+        Err(e) => return fixture_error(e),
+    };
+    fill_commit(
+        &inner, &mut body, &owner, &repo, &sha, &tree, &parents, &message,
+    );
+    Json(body).into_response()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fill_commit(
+    inner: &Inner,
+    body: &mut Value,
+    owner: &str,
+    repo: &str,
+    sha: &str,
+    tree: &str,
+    parents: &[String],
+    message: &str,
+) {
+    body["sha"] = Value::from(sha);
+    body["url"] = Value::from(api_url(inner, owner, repo, &format!("git/commits/{sha}")));
+    body["message"] = Value::from(message);
+    body["tree"] =
+        json!({"sha": tree, "url": api_url(inner, owner, repo, &format!("git/trees/{tree}"))});
+    body["parents"] = Value::Array(
+        parents
+            .iter()
+            .map(|p| json!({"sha": p, "url": api_url(inner, owner, repo, &format!("git/commits/{p}"))}))
+            .collect(),
+    );
+}
+
+#[derive(Deserialize)]
+struct BlobRequest {
+    content: String,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+/// Recorded: PyGithub `Repository.testCreateGitBlob`.
+async fn git_blob(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(req): Json<BlobRequest>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let bytes = match req.encoding.as_deref() {
+        Some("base64") => {
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(req.content.replace('\n', "")) {
+                Ok(b) => b,
+                Err(e) => {
+                    return github_error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &format!("bad base64: {e}"),
+                    )
+                }
+            }
+        }
+        _ => req.content.into_bytes(),
+    };
+    let sha = match inner.git.write_blob(&bytes) {
+        Ok(s) => s,
+        Err(e) => return git_failed(e),
+    };
+    let mut body =
+        match inner
+            .fixtures
+            .replay_json("Repository.testCreateGitBlob.txt", "POST", "/git/blobs")
+        {
+            Ok(b) => b,
+            Err(e) => return fixture_error(e),
+        };
+    body["sha"] = Value::from(sha.clone());
+    body["url"] = Value::from(api_url(&inner, &owner, &repo, &format!("git/blobs/{sha}")));
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct TreeRequest {
+    #[serde(default)]
+    base_tree: Option<String>,
+    tree: Vec<TreeEntry>,
+}
+
+#[derive(Deserialize)]
+struct TreeEntry {
+    path: String,
+    mode: String,
+    #[serde(default)]
+    sha: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// Recorded: PyGithub `Repository.testCreateGitTreeWithBaseTree` (POST git/trees).
+async fn git_tree(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(req): Json<TreeRequest>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let mut entries = Vec::new();
+    for e in req.tree {
+        let sha = match (e.sha, e.content) {
+            (Some(sha), _) => Some(sha),
+            (None, Some(content)) => match inner.git.write_blob(content.as_bytes()) {
+                Ok(s) => Some(s),
+                Err(err) => return git_failed(err),
+            },
+            (None, None) => None,
+        };
+        entries.push((e.path, e.mode, sha));
+    }
+    let sha = match inner.git.write_tree(req.base_tree.as_deref(), &entries) {
+        Ok(s) => s,
+        Err(e) => return git_failed(e),
+    };
+    let mut body = match inner.fixtures.replay_json(
+        "Repository.testCreateGitTreeWithBaseTree.txt",
+        "POST",
+        "/git/trees",
+    ) {
+        Ok(b) => b,
+        Err(e) => return fixture_error(e),
+    };
+    let listing = inner.git.git(&["ls-tree", &sha], None).unwrap_or_default();
+    body["sha"] = Value::from(sha.clone());
+    body["url"] = Value::from(api_url(&inner, &owner, &repo, &format!("git/trees/{sha}")));
+    body["tree"] = Value::Array(
+        listing
+            .lines()
+            .filter_map(|l| {
+                let (meta, path) = l.split_once('\t')?;
+                let mut parts = meta.split_whitespace();
+                let (mode, kind, sha) = (parts.next()?, parts.next()?, parts.next()?);
+                Some(json!({"path": path, "mode": mode, "type": kind, "sha": sha,
+                    "url": api_url(&inner, &owner, &repo, &format!("git/{kind}s/{sha}"))}))
+            })
+            .collect(),
+    );
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct CommitRequest {
+    message: String,
+    tree: String,
+    #[serde(default)]
+    parents: Vec<String>,
+}
+
+/// Recorded: PyGithub `Repository.testCreateGitCommitWithParents` (POST git/commits). A
+/// commit an app makes through the API, without its own author, is signed by GitHub.
+async fn git_create_commit(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(req): Json<CommitRequest>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let sha = match inner.git.commit_tree(
+        &req.tree,
+        &req.parents,
+        &req.message,
+        "selfheal[bot]",
+        "selfheal[bot]@users.noreply.github.com",
+    ) {
+        Ok(s) => s,
+        Err(e) => return git_failed(e),
+    };
+    let mut body = match inner.fixtures.replay_json(
+        "Repository.testCreateGitCommitWithParents.txt",
+        "POST",
+        "/git/commits",
+    ) {
+        Ok(b) => b,
+        Err(e) => return fixture_error(e),
+    };
+    fill_commit(
+        &inner,
+        &mut body,
+        &owner,
+        &repo,
+        &sha,
+        &req.tree,
+        &req.parents,
+        &req.message,
+    );
+    body["verification"] = json!({"verified": true, "reason": "valid", "signature": "-----BEGIN PGP SIGNATURE-----\nstand-in\n-----END PGP SIGNATURE-----", "payload": null});
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct RefRequest {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    sha: String,
+}
+
+fn ref_body(inner: &Inner, owner: &str, repo: &str, git_ref: &str, sha: &str) -> Value {
+    json!({
+        "ref": git_ref,
+        "node_id": "MDM6UmVmcmVmcy9oZWFkcy9mZWF0dXJlQQ==",
+        "url": api_url(inner, owner, repo, &format!("git/{git_ref}")),
+        "object": {"type": "commit", "sha": sha, "url": api_url(inner, owner, repo, &format!("git/commits/{sha}"))}
+    })
+}
+
+/// Recorded: PyGithub `Repository.testCreateGitRef`; an existing ref is 422, as GitHub's.
+async fn git_create_ref(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(req): Json<RefRequest>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    if inner.git.rev_parse(&req.git_ref).is_some() {
+        return github_error(StatusCode::UNPROCESSABLE_ENTITY, "Reference already exists");
+    }
+    if let Err(e) = inner
+        .git
+        .git(&["update-ref", &req.git_ref, &req.sha, ""], None)
+    {
+        return git_failed(e);
+    }
+    (
+        StatusCode::CREATED,
+        Json(ref_body(&inner, &owner, &repo, &req.git_ref, &req.sha)),
+    )
+        .into_response()
+}
+
+async fn git_get_ref(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, git_ref)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let full = format!("refs/{git_ref}");
+    match inner.git.rev_parse(&full) {
+        Some(sha) => Json(ref_body(&inner, &owner, &repo, &full, &sha)).into_response(),
+        None => github_error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    title: String,
+    head: String,
+    base: String,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// Recorded: PyGithub `Repository.testCreatePull`. A second open PR for the same head is
+/// GitHub's 422 "A pull request already exists".
+async fn create_pull(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(req): Json<PullRequest>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let delay = knobs(&inner).pulls_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let head_ref = req.head.rsplit(':').next().unwrap_or(&req.head).to_string();
+    let Some(head_sha) = inner.git.rev_parse(&format!("refs/heads/{head_ref}")) else {
+        return github_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Validation Failed: head does not exist",
+        );
+    };
+    let mut pulls = inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+    if pulls
+        .iter()
+        .any(|p| p["head"]["ref"] == head_ref.as_str() && p["state"] == "open")
+    {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom",
+                "message": format!("A pull request already exists for {owner}:{head_ref}.")}],
+                "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"})),
+        )
+            .into_response();
+    }
+    let mut body =
+        match inner
+            .fixtures
+            .replay_json("Repository.testCreatePull.txt", "POST", "/pulls")
+        {
+            Ok(b) => b,
+            Err(e) => return fixture_error(e),
+        };
+    let number = pulls.len() as i64 + 1;
+    body["number"] = Value::from(number);
+    body["title"] = Value::from(req.title);
+    body["body"] = req.body.map(Value::from).unwrap_or(Value::Null);
+    body["state"] = Value::from("open");
+    body["html_url"] = Value::from(format!("{}/{owner}/{repo}/pull/{number}", inner.base_url));
+    body["url"] = Value::from(api_url(&inner, &owner, &repo, &format!("pulls/{number}")));
+    body["head"]["ref"] = Value::from(head_ref);
+    body["head"]["sha"] = Value::from(head_sha);
+    body["base"]["ref"] = Value::from(req.base);
+    pulls.push(body.clone());
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct PullsQuery {
+    #[serde(default)]
+    head: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+async fn list_pulls(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<PullsQuery>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let head = q
+        .head
+        .as_deref()
+        .map(|h| h.rsplit(':').next().unwrap_or(h).to_string());
+    let state = q.state.unwrap_or_else(|| "open".into());
+    let pulls: Vec<Value> = inner
+        .pulls
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| head.as_ref().is_none_or(|h| p["head"]["ref"] == h.as_str()))
+        .filter(|p| state == "all" || p["state"] == state.as_str())
+        .collect();
+    Json(pulls).into_response()
+}
+
+/// Recorded: PyGithub `WorkflowRun.test_rerun_failed_jobs` (201, empty object).
+async fn rerun_failed_jobs(
+    Path((_owner, _repo, _run_id)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    (StatusCode::CREATED, Json(json!({}))).into_response()
 }
 
 async fn list_calls(State(inner): State<Arc<Inner>>) -> Json<Vec<Call>> {

@@ -147,9 +147,17 @@ impl TestEnv {
         pg(&self.database_url).await
     }
 
+    /// The recorded failing run, at the commit the stand-in's repository holds.
     pub fn failing_run(&self, run_id: i64, completed_at: &str) -> Value {
-        github_standin::failing_workflow_run(&self.fixtures, INSTALLATION_ID, run_id, completed_at)
-            .unwrap()
+        let mut payload = github_standin::failing_workflow_run(
+            &self.fixtures,
+            INSTALLATION_ID,
+            run_id,
+            completed_at,
+        )
+        .unwrap();
+        payload["workflow_run"]["head_sha"] = Value::from(self.standin.head_sha());
+        payload
     }
 
     pub fn green_run(&self, run_id: i64, completed_at: &str) -> Value {

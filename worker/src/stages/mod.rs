@@ -7,6 +7,7 @@ use selfheal_shared::stage::Stage;
 use crate::WorkerContext;
 
 mod checkout;
+mod deliver;
 mod diagnose;
 mod patch;
 mod triage;
@@ -45,7 +46,11 @@ impl From<crate::sandbox::SandboxError> for StageError {
 
 impl From<tokio_postgres::Error> for StageError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StageError::Transient(format!("Postgres: {e}"))
+        // "db error" alone says nothing: keep the server's message.
+        match e.as_db_error() {
+            Some(db) => StageError::Transient(format!("Postgres: {}", db.message())),
+            None => StageError::Transient(format!("Postgres: {e}")),
+        }
     }
 }
 
@@ -65,8 +70,9 @@ pub async fn execute(
         Stage::Diagnose => diagnose::run(ctx, run).await,
         Stage::Patch => patch::run(ctx, run).await,
         Stage::Validate => validate::run(ctx, run).await,
+        Stage::Deliver => deliver::run(ctx, run).await,
         // Built in a later issue; until then the record says so, and the run cannot succeed.
-        Stage::Verify | Stage::Deliver => Ok(StageReport {
+        Stage::Verify => Ok(StageReport {
             outcome: Outcome::Skipped,
             detail: "not implemented".into(),
         }),

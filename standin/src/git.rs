@@ -1,0 +1,200 @@
+//! The stand-in's Git Data API writes into a real bare git repository on disk, so that what
+//! selfheal commits can be read back with `git log`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Debug, Clone)]
+pub struct GitRepo {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("git {args}: {message}")]
+pub struct GitError {
+    pub args: String,
+    pub message: String,
+}
+
+impl GitRepo {
+    /// A bare repository whose `main` is one commit holding the files of `source`.
+    pub fn import(source: &Path, dir: &Path) -> Result<(GitRepo, String), GitError> {
+        let repo = GitRepo {
+            dir: dir.to_path_buf(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| GitError {
+            args: "mkdir".into(),
+            message: e.to_string(),
+        })?;
+        repo.git(&["init", "-q", "--bare", "--initial-branch=main"], None)?;
+        let index = dir.join("import.index");
+        let work = source.display().to_string();
+        let run = |args: &[&str]| -> Result<String, GitError> {
+            let out = Command::new("git")
+                .args([
+                    "--git-dir",
+                    &repo.dir.display().to_string(),
+                    "--work-tree",
+                    &work,
+                ])
+                .args(args)
+                .env("GIT_INDEX_FILE", &index)
+                .output()
+                .map_err(|e| GitError {
+                    args: args.join(" "),
+                    message: e.to_string(),
+                })?;
+            if !out.status.success() {
+                return Err(GitError {
+                    args: args.join(" "),
+                    message: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
+        run(&["add", "-A", "."])?;
+        let tree = run(&["write-tree"])?;
+        let _ = std::fs::remove_file(&index);
+        let sha = repo.commit_tree(
+            &tree,
+            &[],
+            "Import the example repository",
+            "A Developer",
+            "dev@example.com",
+        )?;
+        repo.git(&["update-ref", "refs/heads/main", &sha], None)?;
+        Ok((repo, sha))
+    }
+
+    pub fn git(&self, args: &[&str], stdin: Option<&[u8]>) -> Result<String, GitError> {
+        self.git_env(args, stdin, &[])
+    }
+
+    fn git_env(
+        &self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        env: &[(&str, String)],
+    ) -> Result<String, GitError> {
+        let mut child = Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.dir)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| GitError {
+                args: args.join(" "),
+                message: e.to_string(),
+            })?;
+        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(data).map_err(|e| GitError {
+                args: args.join(" "),
+                message: e.to_string(),
+            })?;
+        }
+        let out = child.wait_with_output().map_err(|e| GitError {
+            args: args.join(" "),
+            message: e.to_string(),
+        })?;
+        if !out.status.success() {
+            return Err(GitError {
+                args: args.join(" "),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    pub fn commit_tree(
+        &self,
+        tree: &str,
+        parents: &[String],
+        message: &str,
+        name: &str,
+        email: &str,
+    ) -> Result<String, GitError> {
+        let mut args = vec!["commit-tree", tree];
+        for p in parents {
+            args.push("-p");
+            args.push(p);
+        }
+        let env = [
+            ("GIT_AUTHOR_NAME", name.to_string()),
+            ("GIT_AUTHOR_EMAIL", email.to_string()),
+            ("GIT_COMMITTER_NAME", "GitHub".to_string()),
+            ("GIT_COMMITTER_EMAIL", "noreply@github.com".to_string()),
+        ];
+        self.git_env(&args, Some(message.as_bytes()), &env)
+    }
+
+    pub fn write_blob(&self, content: &[u8]) -> Result<String, GitError> {
+        self.git(&["hash-object", "-w", "--stdin"], Some(content))
+    }
+
+    /// `base_tree` plus the entries (`sha: None` deletes the path), as the API's tree call.
+    pub fn write_tree(
+        &self,
+        base_tree: Option<&str>,
+        entries: &[(String, String, Option<String>)],
+    ) -> Result<String, GitError> {
+        let index = self.dir.join(format!("tree-{}.index", std::process::id()));
+        let env = [("GIT_INDEX_FILE", index.display().to_string())];
+        let result = (|| {
+            match base_tree {
+                Some(base) => self.git_env(&["read-tree", base], None, &env)?,
+                None => self.git_env(&["read-tree", "--empty"], None, &env)?,
+            };
+            for (path, mode, sha) in entries {
+                match sha {
+                    Some(sha) => self.git_env(
+                        &[
+                            "update-index",
+                            "--add",
+                            "--cacheinfo",
+                            &format!("{mode},{sha},{path}"),
+                        ],
+                        None,
+                        &env,
+                    )?,
+                    None => self.git_env(&["update-index", "--force-remove", path], None, &env)?,
+                };
+            }
+            self.git_env(&["write-tree"], None, &env)
+        })();
+        let _ = std::fs::remove_file(&index);
+        result
+    }
+
+    /// `git archive` as a gzipped tarball under `prefix/`.
+    pub fn archive(&self, sha: &str, prefix: &str) -> Result<Vec<u8>, GitError> {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.dir)
+            .args([
+                "archive",
+                "--format=tar.gz",
+                &format!("--prefix={prefix}/"),
+                sha,
+            ])
+            .output()
+            .map_err(|e| GitError {
+                args: "archive".into(),
+                message: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(GitError {
+                args: "archive".into(),
+                message: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    pub fn rev_parse(&self, what: &str) -> Option<String> {
+        self.git(&["rev-parse", "--verify", "-q", what], None).ok()
+    }
+}

@@ -1,0 +1,222 @@
+//! Delivery through the GitHub stand-in: a verified commit made with the Git Data API, one
+//! pull request per incident even across crashes, and reruns for flaky failures.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use github_standin::Knobs;
+use nix::sys::signal::Signal;
+use support::*;
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn a_validated_fix_becomes_a_signed_commit_and_one_pull_request() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let mut worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6101, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(60)).await;
+
+    // The exact GitHub calls of a fix, after triage and the checkouts.
+    let head = env.standin.head_sha();
+    let writes: Vec<String> = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| c.path.contains("/git/") || c.path.ends_with("/pulls"))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert_eq!(
+        writes,
+        vec![
+            format!("GET /repos/octo-org/octo-repo/git/commits/{head}"),
+            "POST /repos/octo-org/octo-repo/git/blobs".to_string(),
+            "POST /repos/octo-org/octo-repo/git/trees".to_string(),
+            "POST /repos/octo-org/octo-repo/git/commits".to_string(),
+            "POST /repos/octo-org/octo-repo/git/refs".to_string(),
+            "POST /repos/octo-org/octo-repo/pulls".to_string(),
+        ]
+    );
+
+    // The commit is in the repository, on the branch, on top of the failing commit.
+    let db = env.db().await;
+    let d = db
+        .query_one(
+            "SELECT branch, commit_sha, pr_number FROM deliveries WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    let (branch, commit): (String, String) = (d.get(0), d.get(1));
+    assert!(branch.starts_with("selfheal/"), "{branch}");
+    assert_eq!(d.get::<_, i32>(2), 1);
+    let dir = env.standin.git_dir();
+    assert_eq!(
+        git(&dir, &["rev-parse", &format!("refs/heads/{branch}")]),
+        commit
+    );
+    assert_eq!(git(&dir, &["rev-parse", &format!("{commit}^")]), head);
+    let lib = git(&dir, &["show", &format!("{commit}:src/lib.rs")]);
+    assert!(
+        lib.starts_with("pub struct Config {\n    pub port: u16,"),
+        "{lib}"
+    );
+    assert_eq!(
+        git(&dir, &["diff", "--name-only", &head, &commit]),
+        "src/lib.rs"
+    );
+
+    let pulls = env.standin.pulls();
+    assert_eq!(pulls.len(), 1);
+    let body = pulls[0]["body"].as_str().unwrap();
+    assert!(
+        body.contains("**format** (rustfmt) at `src/lib.rs:1`"),
+        "{body}"
+    );
+    assert!(body.contains("failed 3 of 3 runs"), "{body}");
+    assert!(body.contains("3 of 3 runs pass after the patch"), "{body}");
+    assert!(body.contains("/selfheal stop"), "{body}");
+    assert_eq!(pulls[0]["base"]["ref"], "master");
+    worker.kill().ok();
+    worker.wait().ok();
+}
+
+#[tokio::test]
+async fn a_worker_killed_between_ref_and_pull_request_resumes_without_a_second_pr() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // GitHub is slow to open the PR: the worker dies waiting, after the ref exists.
+    env.standin.set_knobs(Knobs {
+        pulls_delay_ms: 60_000,
+        ..Knobs::default()
+    });
+    let mut doomed = env.spawn_worker("doomed");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6201, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    env.wait_until(
+        "SELECT count(*) = 1 FROM deliveries WHERE ref_created",
+        Duration::from_secs(60),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&doomed, Signal::SIGKILL);
+    doomed.wait().ok();
+    env.standin.set_knobs(Knobs::default());
+    let mut rescuer = env.spawn_worker("rescuer");
+    env.wait_run(run_id, Duration::from_secs(60)).await;
+    // The killed worker's request may still have landed: whichever did, there is one PR.
+    assert_eq!(env.standin.pulls().len(), 1, "{:?}", env.standin.pulls());
+    let refs: Vec<_> = env
+        .standin
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.ends_with("/git/refs"))
+        .collect();
+    assert_eq!(refs.len(), 1, "the branch was not made again");
+    let commits: Vec<_> = env
+        .standin
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/git/commits"))
+        .collect();
+    assert_eq!(commits.len(), 1, "the commit was not made again");
+    assert_eq!(
+        env.count("SELECT count(*) FROM deliveries WHERE pr_number = 1")
+            .await,
+        1
+    );
+    rescuer.kill().ok();
+    rescuer.wait().ok();
+}
+
+#[tokio::test]
+async fn a_flaky_failure_gets_its_failed_jobs_rerun_within_a_limit() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let flaky = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-flaky");
+    env.standin.set_knobs(Knobs {
+        repo_dir: Some(flaky.display().to_string()),
+        log_fixture: Some("pytest-failure.log".into()),
+        ..Knobs::default()
+    });
+    let mut worker = env.spawn_worker("w");
+    let mut details = Vec::new();
+    for id in [6301, 6302, 6303] {
+        let (_, body) = app
+            .deliver("workflow_run", &env.failing_run(id, &now()))
+            .await;
+        let run_id = run_id_of(&body);
+        env.wait_run(run_id, Duration::from_secs(60)).await;
+        let row = env
+            .db()
+            .await
+            .query_one(
+                "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver'",
+                &[&run_id],
+            )
+            .await
+            .unwrap();
+        details.push(row.get::<_, String>(0));
+    }
+    assert!(
+        details[0].starts_with("reran the failed jobs of run 6301 (1 of 2"),
+        "{details:?}"
+    );
+    assert!(
+        details[1].starts_with("reran the failed jobs of run 6302 (2 of 2"),
+        "{details:?}"
+    );
+    assert!(details[2].starts_with("rerun limit reached"), "{details:?}");
+    let reruns: Vec<String> = env
+        .standin
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.ends_with("/rerun-failed-jobs"))
+        .map(|c| c.path)
+        .collect();
+    assert_eq!(
+        reruns,
+        vec![
+            "/repos/octo-org/octo-repo/actions/runs/6301/rerun-failed-jobs",
+            "/repos/octo-org/octo-repo/actions/runs/6302/rerun-failed-jobs"
+        ]
+    );
+    assert!(env.standin.pulls().is_empty(), "no PR for a flaky failure");
+    let p = env
+        .db()
+        .await
+        .query_one("SELECT class, strategy FROM patches LIMIT 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.get::<_, String>(0), p.get::<_, String>(1)),
+        ("flaky".into(), "rerun".into())
+    );
+    worker.kill().ok();
+    worker.wait().ok();
+}
