@@ -47,6 +47,8 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// Sandbox reruns before a patch (to reproduce, or find a flake) and after it (to prove it).
     pub reruns: usize,
+    /// How often to look for webhook deliveries GitHub failed to make (0: never).
+    pub redelivery_interval: Duration,
 }
 
 /// Which process is starting: each requires only the variables it uses.
@@ -138,6 +140,10 @@ impl Config {
                     env.parsed("SELFHEAL_SHUTDOWN_TIMEOUT_SECS")?.unwrap_or(30),
                 ),
                 reruns: env.parsed("SELFHEAL_RERUNS")?.unwrap_or(3),
+                redelivery_interval: Duration::from_secs(
+                    env.parsed("SELFHEAL_REDELIVERY_INTERVAL_SECS")?
+                        .unwrap_or(300),
+                ),
             },
         })
     }

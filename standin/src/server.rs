@@ -161,6 +161,8 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
             "/repos/{owner}/{repo}/actions/runs/{run_id}/rerun-failed-jobs",
             post(rerun_failed_jobs),
         )
+        .route("/app/hook/deliveries", get(hook_deliveries))
+        .route("/app/hook/deliveries/{id}/attempts", post(redeliver))
         .route("/_standin/calls", get(list_calls))
         .route("/_standin/knobs", post(set_knobs))
         .fallback(not_found)
@@ -837,6 +839,34 @@ async fn rerun_failed_jobs(
         return r;
     }
     (StatusCode::CREATED, Json(json!({}))).into_response()
+}
+
+/// Recorded: octocrab `hooks_delivery_list.json` (one delivery failed with 503, one OK).
+async fn hook_deliveries(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    if credential(&headers) != Credential::AppJwt {
+        return github_error(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        );
+    }
+    match inner
+        .fixtures
+        .json("github-rest/octocrab/hooks_delivery_list.json")
+    {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => fixture_error(e),
+    }
+}
+
+/// GitHub accepts a redelivery request with 202.
+async fn redeliver(Path(_id): Path<i64>, headers: HeaderMap) -> Response {
+    if credential(&headers) != Credential::AppJwt {
+        return github_error(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        );
+    }
+    (StatusCode::ACCEPTED, Json(json!({}))).into_response()
 }
 
 async fn list_calls(State(inner): State<Arc<Inner>>) -> Json<Vec<Call>> {

@@ -4,6 +4,7 @@
 pub mod diagnose;
 pub mod heal;
 mod pipeline;
+pub mod redeliver;
 pub mod sandbox;
 mod stages;
 
@@ -22,7 +23,7 @@ pub struct WorkerContext {
     /// Connected on first use, so a worker without Docker still triages.
     pub sandbox: tokio::sync::OnceCell<sandbox::Sandbox>,
     pub heal: heal::HealOptions,
-    pub github: GitHubApp,
+    pub github: Arc<GitHubApp>,
     pub queue: Arc<StageQueue>,
     pub worker_id: String,
     pub database_url: String,
@@ -66,7 +67,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pool = db::pool(config.database_url(), config.worker.concurrency + 4)?;
     db::migrate(&pool).await?;
-    let github = GitHubApp::new(&config.github)?;
+    let github = Arc::new(GitHubApp::new(&config.github)?);
     let storage_config = queue::storage_config(
         &config.queue_prefix,
         config.worker.heartbeat,
@@ -90,11 +91,18 @@ pub async fn run(
             reproduce_runs: config.worker.reruns,
             validate_runs: config.worker.reruns,
         },
-        github,
+        github: github.clone(),
         queue: queue.clone(),
         worker_id: worker_id.clone(),
         database_url: config.database_url().to_string(),
         log_cap_bytes: config.worker.log_cap_bytes,
+    });
+    let sweeper = (!config.worker.redelivery_interval.is_zero()).then(|| {
+        tokio::spawn(redeliver::sweep_forever(
+            pool.clone(),
+            github.clone(),
+            config.worker.redelivery_interval,
+        ))
     });
     // Containers a crashed predecessor left behind go now, not at the first patch.
     tokio::spawn(sandbox::sweep_at_start());
@@ -123,6 +131,9 @@ pub async fn run(
         })
         .await;
     relay.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     result?;
     Ok(())
 }

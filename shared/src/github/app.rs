@@ -73,6 +73,11 @@ impl GitHubApp {
         })
     }
 
+    /// Authenticated as the app itself (its JWT), for app-level endpoints.
+    pub fn app(&self) -> &Octocrab {
+        &self.app
+    }
+
     pub fn api_url(&self) -> &str {
         &self.api_url
     }
