@@ -9,13 +9,36 @@ fn the_manifest_covers_every_call_and_asks_nothing_extra() {
     let perms = manifest["default_permissions"].as_object().unwrap();
     let mut names: Vec<&str> = perms.keys().map(String::as_str).collect();
     names.sort();
-    assert_eq!(names, ["actions", "checks", "contents", "issues", "metadata", "pull_requests", "statuses"]);
+    assert_eq!(
+        names,
+        [
+            "actions",
+            "checks",
+            "contents",
+            "issues",
+            "metadata",
+            "pull_requests",
+            "statuses"
+        ]
+    );
     // Writes selfheal makes: reruns (actions), Git Data API (contents), PRs.
-    for (perm, level) in [("actions", "write"), ("contents", "write"), ("pull_requests", "write")] {
+    for (perm, level) in [
+        ("actions", "write"),
+        ("contents", "write"),
+        ("pull_requests", "write"),
+    ] {
         assert_eq!(perms[perm], level, "{perm}");
     }
     assert_eq!(perms["metadata"], "read");
-    let events: Vec<&str> = manifest["default_events"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let events: Vec<&str> = manifest["default_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert!(events.contains(&"workflow_run"));
-    assert!(manifest["hook_attributes"]["url"].as_str().unwrap().ends_with("/webhooks/github"));
+    assert!(manifest["hook_attributes"]["url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/webhooks/github"));
 }

@@ -27,6 +27,18 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub github: GitHubConfig,
     pub worker: WorkerConfig,
+    pub gates: Gates,
+}
+
+/// Safe-rollout gates that teams use to trial selfheal before they trust it.
+#[derive(Debug, Clone, Default)]
+pub struct Gates {
+    /// Diagnose and validate, but never push, open a PR, rerun or merge.
+    pub dry_run: bool,
+    /// Workflows (names or `.github/workflows/…` paths) selfheal acts on; empty: all.
+    pub workflows: Vec<String>,
+    /// Runs selfheal starts per installation per hour; None: no limit.
+    pub runs_per_hour: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +137,19 @@ impl Config {
                     .to_string(),
                 app_id,
                 app_private_key,
+            },
+            gates: Gates {
+                dry_run: env.parsed("SELFHEAL_DRY_RUN")?.unwrap_or(false),
+                workflows: env
+                    .optional("SELFHEAL_WORKFLOWS")
+                    .map(|v| {
+                        v.split(',')
+                            .map(|w| w.trim().to_string())
+                            .filter(|w| !w.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                runs_per_hour: env.parsed("SELFHEAL_RUNS_PER_HOUR")?,
             },
             worker: WorkerConfig {
                 concurrency: env.parsed("SELFHEAL_WORKER_CONCURRENCY")?.unwrap_or(4),

@@ -29,6 +29,9 @@ pub struct WorkflowRun {
     pub status: Option<String>,
     pub conclusion: Option<String>,
     pub workflow_id: i64,
+    /// `.github/workflows/ci.yml`
+    #[serde(default)]
+    pub path: Option<String>,
     #[serde(default = "first_attempt")]
     pub run_attempt: i32,
     pub updated_at: DateTime<Utc>,

@@ -6,6 +6,7 @@ use deadpool_postgres::Transaction;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::config::Gates;
 use crate::events::{RunVerdict, WorkflowRunEvent};
 use crate::installations::{self, InstallationEvent};
 use crate::stage::Stage;
@@ -68,6 +69,7 @@ pub async fn ingest(
     tx: &Transaction<'_>,
     delivery: &Delivery<'_>,
     parsed: &Parsed,
+    gates: &Gates,
 ) -> Result<Ingested, tokio_postgres::Error> {
     let action = delivery.payload.get("action").and_then(Value::as_str);
     let installation_id = delivery
@@ -92,8 +94,7 @@ pub async fn ingest(
 
     let result = match parsed {
         Parsed::WorkflowRun(ev) => match ev.verdict() {
-            RunVerdict::Failed => match installations::inactive_reason(tx, ev.repository.id).await?
-            {
+            RunVerdict::Failed => match gate(tx, ev, gates).await? {
                 Some(reason) => Ingested::Ignored { reason },
                 None => open_run(tx, delivery.id, ev).await?,
             },
@@ -113,6 +114,46 @@ pub async fn ingest(
         .await?;
     }
     Ok(result)
+}
+
+/// Why a failed run must not be acted on, if it must not.
+async fn gate(
+    tx: &Transaction<'_>,
+    ev: &WorkflowRunEvent,
+    gates: &Gates,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    if let Some(reason) = installations::inactive_reason(tx, ev.repository.id).await? {
+        return Ok(Some(reason));
+    }
+    let wr = &ev.workflow_run;
+    if !gates.workflows.is_empty() {
+        let names = [wr.name.as_deref(), wr.path.as_deref()];
+        if !gates
+            .workflows
+            .iter()
+            .any(|w| names.contains(&Some(w.as_str())))
+        {
+            let shown = wr.path.as_deref().or(wr.name.as_deref()).unwrap_or("?");
+            return Ok(Some(format!(
+                "workflow {shown} is not in SELFHEAL_WORKFLOWS"
+            )));
+        }
+    }
+    if let (Some(budget), Some(installation)) = (gates.runs_per_hour, ev.installation.as_ref()) {
+        let used: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM runs WHERE installation_id = $1 AND created_at > now() - interval '1 hour'",
+                &[&installation.id],
+            )
+            .await?
+            .get(0);
+        if used >= budget {
+            return Ok(Some(format!(
+                "installation budget of {budget} runs per hour is used up"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 async fn upsert_repository(

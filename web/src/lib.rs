@@ -25,6 +25,7 @@ pub struct AppState {
     pub queue: Arc<StageQueue>,
     pub secrets: Arc<Vec<SecretString>>,
     pub metrics: Arc<metrics::Metrics>,
+    pub gates: Arc<selfheal_shared::config::Gates>,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -59,6 +60,7 @@ pub async fn state(config: &Config) -> Result<AppState, db::DbError> {
         queue: Arc::new(StageQueue::new(config.redis_url(), queue_config)),
         secrets: Arc::new(config.webhook_secrets.clone()),
         metrics: Arc::new(metrics::Metrics::default()),
+        gates: Arc::new(config.gates.clone()),
     })
 }
 

@@ -61,6 +61,7 @@ pub async fn receive(
             payload: &payload,
         },
         &parsed,
+        &state.gates,
     )
     .await?;
     tx.commit().await?;

@@ -23,6 +23,8 @@ pub struct WorkerContext {
     /// Connected on first use, so a worker without Docker still triages.
     pub sandbox: tokio::sync::OnceCell<sandbox::Sandbox>,
     pub heal: heal::HealOptions,
+    /// Diagnose and validate, but never write to GitHub.
+    pub dry_run: bool,
     pub github: Arc<GitHubApp>,
     pub queue: Arc<StageQueue>,
     pub worker_id: String,
@@ -87,6 +89,7 @@ pub async fn run(
     let ctx = Arc::new(WorkerContext {
         pool: pool.clone(),
         sandbox: tokio::sync::OnceCell::new(),
+        dry_run: config.gates.dry_run,
         heal: heal::HealOptions {
             reproduce_runs: config.worker.reruns,
             validate_runs: config.worker.reruns,

@@ -32,6 +32,16 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         return Ok(skipped("nothing to deliver: no patch stage result"));
     };
     let verdict: String = row.get(0);
+    if ctx.dry_run {
+        let would = match verdict.as_str() {
+            "flaky" | "rerun" => "rerun the failed jobs",
+            "fixed" => "open a pull request with the validated fix",
+            _ => "do nothing",
+        };
+        return Ok(skipped(&format!(
+            "dry run: would {would}; nothing was written to GitHub"
+        )));
+    }
     match verdict.as_str() {
         "flaky" | "rerun" => rerun(ctx, run).await,
         "fixed" => {

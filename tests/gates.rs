@@ -1,0 +1,102 @@
+//! Safe-rollout gates: a workflow allowlist, a per-installation budget, and dry-run.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+#[tokio::test]
+async fn only_allowlisted_workflows_are_acted_on() {
+    let mut env = TestEnv::new().await;
+    env.set(
+        "SELFHEAL_WORKFLOWS",
+        "ci.yml, .github/workflows/release.yml",
+    );
+    let app = env.spawn_web().await;
+    // The recorded run is of .github/workflows/test.yml: not on the list.
+    let (status, body) = app
+        .deliver("workflow_run", &env.failing_run(7101, &now()))
+        .await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("ignored")));
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains(".github/workflows/test.yml"),
+        "{body}"
+    );
+    let mut listed = env.failing_run(7102, &now());
+    listed["workflow_run"]["path"] = ".github/workflows/release.yml".into();
+    let (_, body) = app.deliver("workflow_run", &listed).await;
+    assert_eq!(body["status"], "run_created");
+    assert_eq!(env.count("SELECT count(*) FROM runs").await, 1);
+}
+
+#[tokio::test]
+async fn an_installation_budget_caps_runs_per_hour() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RUNS_PER_HOUR", "2");
+    let app = env.spawn_web().await;
+    let mut statuses = Vec::new();
+    for id in 7201..7204 {
+        let (_, body) = app
+            .deliver("workflow_run", &env.failing_run(id, &now()))
+            .await;
+        statuses.push(body["status"].as_str().unwrap().to_string());
+        if body["status"] == "ignored" {
+            assert!(
+                body["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("budget of 2 runs per hour"),
+                "{body}"
+            );
+        }
+    }
+    assert_eq!(statuses, ["run_created", "run_created", "ignored"]);
+}
+
+#[tokio::test]
+async fn dry_run_diagnoses_and_validates_but_never_writes_to_github() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_DRY_RUN", "true");
+    let app = env.spawn_web().await;
+    let mut worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(7301, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(60)).await;
+    let db = env.db().await;
+    let row = db
+        .query_one(
+            "SELECT outcome, detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver'",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "skipped");
+    assert!(row
+        .get::<_, String>(1)
+        .starts_with("dry run: would open a pull request"));
+    assert_eq!(
+        env.count("SELECT count(*) FROM validations WHERE verdict = 'fixed'")
+            .await,
+        1
+    );
+    let writes: Vec<_> = env
+        .standin
+        .calls()
+        .into_iter()
+        .filter(|c| c.method != "GET" && !c.path.ends_with("/access_tokens"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(env.standin.pulls().is_empty());
+    worker.kill().ok();
+    worker.wait().ok();
+}
