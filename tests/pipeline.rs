@@ -163,6 +163,15 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
         seen[3].1, "none",
         "the pre-signed log URL gets no credentials"
     );
+    // Every token was narrowed to the one repository.
+    let scopes = env.standin.token_requests();
+    assert!(!scopes.is_empty());
+    assert!(
+        scopes
+            .iter()
+            .all(|b| b["repositories"] == serde_json::json!(["octo-repo"])),
+        "{scopes:?}"
+    );
     let tarballs: Vec<&(String, String)> = seen
         .iter()
         .filter(|(p, _)| p.contains("/tarball/"))

@@ -64,6 +64,7 @@ struct Inner {
     calls: Mutex<Vec<Call>>,
     knobs: Mutex<Knobs>,
     tokens_issued: Mutex<u64>,
+    token_requests: Mutex<Vec<Value>>,
 }
 
 #[derive(Clone)]
@@ -81,6 +82,15 @@ impl StandIn {
     /// The bare git repository behind the Git Data API.
     pub fn git_dir(&self) -> std::path::PathBuf {
         self.inner.git.dir.clone()
+    }
+
+    /// The bodies of the installation-token requests (which repositories were asked for).
+    pub fn token_requests(&self) -> Vec<Value> {
+        self.inner
+            .token_requests
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 
     pub fn pulls(&self) -> Vec<Value> {
@@ -130,6 +140,7 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
         calls: Mutex::new(Vec::new()),
         knobs: Mutex::new(Knobs::default()),
         tokens_issued: Mutex::new(0),
+        token_requests: Mutex::new(Vec::new()),
     });
     let app = Router::new()
         .route("/app/installations/{id}/access_tokens", post(access_token))
@@ -257,7 +268,11 @@ async fn access_token(
     State(inner): State<Arc<Inner>>,
     Path(id): Path<i64>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
+    if let Ok(mut requests) = inner.token_requests.lock() {
+        requests.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+    }
     if credential(&headers) != Credential::AppJwt {
         return github_error(
             StatusCode::UNAUTHORIZED,

@@ -40,7 +40,7 @@ impl GitHubError {
 pub struct GitHubApp {
     app: Octocrab,
     api_url: String,
-    installations: Mutex<HashMap<i64, Octocrab>>,
+    installations: Mutex<HashMap<(i64, String), Octocrab>>,
     http: reqwest::Client,
 }
 
@@ -82,15 +82,29 @@ impl GitHubApp {
         &self.api_url
     }
 
-    pub fn installation(&self, installation_id: i64) -> Result<Octocrab, GitHubError> {
+    /// A client acting as the installation, with its token narrowed to the one repository
+    /// (`owner/name`) the run concerns: a token that leaks can touch nothing else.
+    pub fn installation(
+        &self,
+        installation_id: i64,
+        repository: &str,
+    ) -> Result<Octocrab, GitHubError> {
+        let key = (installation_id, repository.to_string());
         let mut cache = self.installations.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(crab) = cache.get(&installation_id) {
+        if let Some(crab) = cache.get(&key) {
             return Ok(crab.clone());
         }
+        let name = repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(repository)
+            .to_string();
         let crab = self
             .app
-            .installation(InstallationId(installation_id as u64))?;
-        cache.insert(installation_id, crab.clone());
+            .installation_builder(InstallationId(installation_id as u64))
+            .repositories(vec![name])
+            .build()?;
+        cache.insert(key, crab.clone());
         Ok(crab)
     }
 

@@ -13,7 +13,9 @@ use crate::WorkerContext;
 const MAX_ARCHIVE_BYTES: usize = 512 * 1024 * 1024;
 
 pub async fn checkout(ctx: &WorkerContext, run: &Run) -> Result<tempfile::TempDir, StageError> {
-    let crab = ctx.github.installation(run.installation_id)?;
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
     let what = format!("tarball of {}@{}", run.repository_full_name, run.head_sha);
     let response = crab
         ._get(format!(

@@ -110,7 +110,9 @@ async fn rerun(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError
             "rerun limit reached ({MAX_RERUNS} per incident): not rerunning again"
         )));
     }
-    let crab = ctx.github.installation(run.installation_id)?;
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
     let _: Value = crab
         .post(
             format!(
@@ -193,7 +195,9 @@ async fn pull_request(
             detail: format!("PR #{n} already open for this incident"),
         });
     }
-    let crab = ctx.github.installation(run.installation_id)?;
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
     let repo = &run.repository_full_name;
 
     if d.commit_sha.is_none() {

@@ -41,7 +41,9 @@ fn failed(conclusion: Option<&str>) -> bool {
 }
 
 pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
-    let crab = ctx.github.installation(run.installation_id)?;
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
     let repo = &run.repository_full_name;
     let page: JobsPage = crab
         .get(
