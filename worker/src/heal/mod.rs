@@ -139,8 +139,19 @@ pub async fn propose(
         options.reproduce_runs
     ));
     let before = rerun(sandbox, repo, command, options.reproduce_runs, None).await?;
-    let evidence = Evidence::from(&before);
-    let elapsed = |s: Instant| s.elapsed().as_millis();
+    let report = |diagnosis: Diagnosis,
+                  strategy: Strategy,
+                  patch: Option<String>,
+                  verdict: Verdict| HealReport {
+        command: command.into(),
+        diagnosis,
+        strategy,
+        patch,
+        before: Evidence::from(&before),
+        after: None,
+        verdict,
+        elapsed_ms: started.elapsed().as_millis(),
+    };
 
     let mut diagnosis = match (ci_log, before.first_failure()) {
         (Some(log), _) => diagnose::diagnose(log),
@@ -158,28 +169,13 @@ pub async fn propose(
     ));
 
     if before.failures() == 0 {
-        let verdict = if ci_log.is_some() {
-            Verdict::Flaky
-        } else {
-            Verdict::NotReproduced
-        };
-        if ci_log.is_some() {
-            diagnosis.class = Class::Flaky;
-        }
-        let strategy = if ci_log.is_some() {
-            Strategy::Rerun
-        } else {
-            Strategy::HandOff
-        };
-        return Ok(HealReport {
-            command: command.into(),
-            diagnosis,
-            strategy,
-            patch: None,
-            before: evidence,
-            after: None,
-            verdict,
-            elapsed_ms: elapsed(started),
+        // A CI log says it failed; the sandbox never saw it fail: intermittent.
+        return Ok(match ci_log {
+            Some(_) => {
+                diagnosis.class = Class::Flaky;
+                report(diagnosis, Strategy::Rerun, None, Verdict::Flaky)
+            }
+            None => report(diagnosis, Strategy::HandOff, None, Verdict::NotReproduced),
         });
     }
     if before.passes() > 0 {
@@ -190,64 +186,36 @@ pub async fn propose(
             &diagnosis.message,
             &diagnosis.failing_tests,
         );
-        return Ok(HealReport {
-            command: command.into(),
-            diagnosis,
-            strategy: Strategy::Rerun,
-            patch: None,
-            before: evidence,
-            after: None,
-            verdict: Verdict::Flaky,
-            elapsed_ms: elapsed(started),
-        });
+        return Ok(report(diagnosis, Strategy::Rerun, None, Verdict::Flaky));
     }
 
     let has_history = repo.join(".git").exists();
     let (strategy, fix_cmd) = choose(&diagnosis, has_history);
     progress(&format!("strategy: {}", strategy.as_str()));
     let patch = match (strategy, fix_cmd) {
-        (Strategy::Rerun, _) => {
-            return Ok(HealReport {
-                command: command.into(),
-                diagnosis,
-                strategy,
-                patch: None,
-                before: evidence,
-                after: None,
-                verdict: Verdict::Rerun,
-                elapsed_ms: elapsed(started),
-            });
-        }
+        (Strategy::Rerun, _) => return Ok(report(diagnosis, strategy, None, Verdict::Rerun)),
         (Strategy::HandOff, _) => {
             let reason = format!(
                 "no deterministic strategy for {} failures; AI strategies are not built yet",
                 diagnosis.class.as_str()
             );
-            return Ok(HealReport {
-                command: command.into(),
+            return Ok(report(
                 diagnosis,
                 strategy,
-                patch: None,
-                before: evidence,
-                after: None,
-                verdict: Verdict::HandedOff { reason },
-                elapsed_ms: elapsed(started),
-            });
+                None,
+                Verdict::HandedOff { reason },
+            ));
         }
         (Strategy::RevertCulprit, _) => match revert_head(sandbox, repo).await? {
             Ok(diff) => diff,
             Err(why) => {
                 let reason = format!("cannot revert the culprit commit: {why}");
-                return Ok(HealReport {
-                    command: command.into(),
+                return Ok(report(
                     diagnosis,
                     strategy,
-                    patch: None,
-                    before: evidence,
-                    after: None,
-                    verdict: Verdict::HandedOff { reason },
-                    elapsed_ms: elapsed(started),
-                });
+                    None,
+                    Verdict::HandedOff { reason },
+                ));
             }
         },
         (_, Some(cmd)) => {
@@ -256,16 +224,7 @@ pub async fn propose(
         }
         (_, None) => String::new(),
     };
-    Ok(HealReport {
-        command: command.into(),
-        diagnosis,
-        strategy,
-        patch: Some(patch),
-        before: evidence,
-        after: None,
-        verdict: Verdict::Pending,
-        elapsed_ms: elapsed(started),
-    })
+    Ok(report(diagnosis, strategy, Some(patch), Verdict::Pending))
 }
 
 /// Applies the report's patch in the sandbox and reruns the command; settles the verdict.

@@ -4,9 +4,9 @@
 use std::io::Read;
 use std::path::{Component, PathBuf};
 
-use selfheal_shared::github::GitHubError;
 use selfheal_shared::runs::Run;
 
+use super::download::download;
 use super::StageError;
 use crate::WorkerContext;
 
@@ -17,61 +17,26 @@ pub async fn checkout(ctx: &WorkerContext, run: &Run) -> Result<tempfile::TempDi
         .github
         .installation(run.installation_id, &run.repository_full_name)?;
     let what = format!("tarball of {}@{}", run.repository_full_name, run.head_sha);
-    let response = crab
-        ._get(format!(
+    let mut bytes = Vec::new();
+    download(
+        ctx,
+        &crab,
+        format!(
             "/repos/{}/tarball/{}",
             run.repository_full_name, run.head_sha
-        ))
-        .await
-        .map_err(|e| StageError::from(GitHubError::Api(e)))?;
-    let status = response.status();
-    let bytes = if status.is_redirection() {
-        let location = response
-            .headers()
-            .get(http::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| StageError::Transient(format!("{what}: redirect without a Location")))?
-            .to_string();
-        let mut response = ctx
-            .github
-            .http()
-            .get(&location)
-            .send()
-            .await
-            .map_err(|e| StageError::Transient(format!("{what}: {e}")))?;
-        if !response.status().is_success() {
-            return Err(GitHubError::Status {
-                status: response.status().as_u16(),
-                what,
-            }
-            .into());
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| StageError::Transient(format!("{what}: {e}")))?
-        {
-            bytes.extend_from_slice(&chunk);
+        ),
+        &what,
+        |chunk| {
+            bytes.extend_from_slice(chunk);
             if bytes.len() > MAX_ARCHIVE_BYTES {
                 return Err(StageError::Permanent(format!(
                     "{what} is over {MAX_ARCHIVE_BYTES} bytes"
                 )));
             }
-        }
-        bytes
-    } else if status.is_success() {
-        crab.body_to_string(response)
-            .await
-            .map_err(|e| StageError::from(GitHubError::Api(e)))?
-            .into_bytes()
-    } else {
-        return Err(GitHubError::Status {
-            status: status.as_u16(),
-            what,
-        }
-        .into());
-    };
+            Ok(())
+        },
+    )
+    .await?;
     tokio::task::spawn_blocking(move || unpack(&bytes))
         .await
         .map_err(|e| StageError::Transient(format!("unpacking: {e}")))?

@@ -8,11 +8,11 @@ use std::path::Path;
 
 use base64::Engine;
 use octocrab::Octocrab;
-use selfheal_shared::github::GitHubError;
 use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
 
 use super::checkout::checkout;
+use super::download::api_error;
 use super::{StageError, StageReport};
 use crate::WorkerContext;
 
@@ -63,17 +63,6 @@ fn skipped(detail: &str) -> StageReport {
     StageReport {
         outcome: Outcome::Skipped,
         detail: detail.to_string(),
-    }
-}
-
-fn api_error(e: octocrab::Error, what: &str) -> StageError {
-    match &e {
-        octocrab::Error::GitHub { source, .. } => GitHubError::Status {
-            status: source.status_code.as_u16(),
-            what: format!("{what}: {}", source.message),
-        }
-        .into(),
-        _ => GitHubError::Api(e).into(),
     }
 }
 

@@ -9,6 +9,7 @@ use crate::WorkerContext;
 mod checkout;
 mod deliver;
 mod diagnose;
+mod download;
 mod patch;
 mod triage;
 mod validate;

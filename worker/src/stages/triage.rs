@@ -6,11 +6,11 @@ use std::io::Write;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use octocrab::Octocrab;
-use selfheal_shared::github::GitHubError;
 use selfheal_shared::runs::{Outcome, Run};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::download::{api_error, download};
 use super::{StageError, StageReport};
 use crate::WorkerContext;
 
@@ -111,78 +111,27 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     })
 }
 
-/// GitHub answers the logs endpoint with a redirect to a pre-signed URL, which is fetched
-/// without credentials.
+/// The job's log (GitHub redirects to a pre-signed URL); only the tail is kept past the cap.
 async fn download_log(
     ctx: &WorkerContext,
     crab: &Octocrab,
     repo: &str,
     job_id: i64,
 ) -> Result<(Vec<u8>, usize, bool), StageError> {
+    let mut tail = TailBuffer::new(ctx.log_cap_bytes);
     let what = format!("logs of job {job_id}");
-    // A relative path: octocrab only sends credentials to its own base URL.
-    let response = crab
-        ._get(format!("/repos/{repo}/actions/jobs/{job_id}/logs"))
-        .await
-        .map_err(|e| api_error(e, &what))?;
-    let status = response.status();
-    let body = if status.is_redirection() {
-        let location = response
-            .headers()
-            .get(http::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| StageError::Transient(format!("{what}: redirect without a Location")))?
-            .to_string();
-        let mut response = ctx
-            .github
-            .http()
-            .get(&location)
-            .send()
-            .await
-            .map_err(|e| StageError::Transient(format!("{what}: {e}")))?;
-        if !response.status().is_success() {
-            return Err(GitHubError::Status {
-                status: response.status().as_u16(),
-                what,
-            }
-            .into());
-        }
-        let mut tail = TailBuffer::new(ctx.log_cap_bytes);
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| StageError::Transient(format!("{what}: {e}")))?
-        {
-            tail.push(&chunk);
-        }
-        tail
-    } else if status.is_success() {
-        let text = crab
-            .body_to_string(response)
-            .await
-            .map_err(|e| api_error(e, &what))?;
-        let mut tail = TailBuffer::new(ctx.log_cap_bytes);
-        tail.push(text.as_bytes());
-        tail
-    } else {
-        return Err(GitHubError::Status {
-            status: status.as_u16(),
-            what,
-        }
-        .into());
-    };
-    Ok(body.finish())
-}
-
-fn api_error(e: octocrab::Error, what: &str) -> StageError {
-    match &e {
-        octocrab::Error::GitHub { source, .. } => GitHubError::Status {
-            status: source.status_code.as_u16(),
-            what: format!("{what}: {}", source.message),
-        }
-        .into(),
-        _ => GitHubError::Api(e).into(),
-    }
+    download(
+        ctx,
+        crab,
+        format!("/repos/{repo}/actions/jobs/{job_id}/logs"),
+        &what,
+        |chunk| {
+            tail.push(chunk);
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(tail.finish())
 }
 
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
