@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use octocrab::models::{AppId, InstallationId};
@@ -40,7 +40,7 @@ impl GitHubError {
 pub struct GitHubApp {
     app: Octocrab,
     api_url: String,
-    installations: Mutex<HashMap<(i64, String), Octocrab>>,
+    installations: Mutex<HashMap<(i64, String), Arc<Octocrab>>>,
     http: reqwest::Client,
 }
 
@@ -88,7 +88,7 @@ impl GitHubApp {
         &self,
         installation_id: i64,
         repository: &str,
-    ) -> Result<Octocrab, GitHubError> {
+    ) -> Result<Arc<Octocrab>, GitHubError> {
         let key = (installation_id, repository.to_string());
         let mut cache = self.installations.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(crab) = cache.get(&key) {
@@ -99,11 +99,13 @@ impl GitHubApp {
             .next()
             .unwrap_or(repository)
             .to_string();
-        let crab = self
-            .app
-            .installation_builder(InstallationId(installation_id as u64))
-            .repositories(vec![name])
-            .build()?;
+        // One shared instance per key: a clone would not share the cached token.
+        let crab = Arc::new(
+            self.app
+                .installation_builder(InstallationId(installation_id as u64))
+                .repositories(vec![name])
+                .build()?,
+        );
         cache.insert(key, crab.clone());
         Ok(crab)
     }
