@@ -513,3 +513,115 @@ fn tool_of(step: &FailedStep) -> String {
         None => "unknown".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Formats the shared fixtures and testdata/ do not cover, as the tools print them
+    //! (short samples of each tool's documented output layout).
+    use super::super::{diagnose, Class};
+
+    fn step(command: &str, output: &str) -> String {
+        format!("##[group]Run {command}\n{command}\n##[endgroup]\n{output}\n##[error]Process completed with exit code 1.\n")
+    }
+
+    fn check(
+        command: &str,
+        output: &str,
+        class: Class,
+        tool: &str,
+        file: Option<&str>,
+        line: Option<u32>,
+    ) -> super::super::Diagnosis {
+        let d = diagnose(&step(command, output));
+        assert_eq!(
+            (
+                d.class,
+                d.tool.as_deref(),
+                d.culprit_file.as_deref(),
+                d.culprit_line
+            ),
+            (class, Some(tool), file, line),
+            "{command}"
+        );
+        d
+    }
+
+    #[test]
+    fn go_toolchain_outputs() {
+        let d = check(
+            "go test ./...",
+            "--- FAIL: TestAdd (0.00s)\n    math_test.go:12: Add(2, 2) = 5, want 4\nFAIL\nFAIL\texample.com/calc\t0.002s",
+            Class::Test,
+            "go-test",
+            Some("math_test.go"),
+            Some(12),
+        );
+        assert_eq!(d.failing_tests, vec!["TestAdd"]);
+        check(
+            "go build ./...",
+            "# example.com/calc\n./calc.go:7:9: undefined: Sub",
+            Class::Compile,
+            "go",
+            Some("calc.go"),
+            Some(7),
+        );
+        check(
+            "test -z \"$(gofmt -l .)\" || (gofmt -d . && exit 1)",
+            "diff -u calc.go.orig calc.go\n--- calc.go.orig\n+++ calc.go",
+            Class::Format,
+            "gofmt",
+            Some("calc.go"),
+            None,
+        );
+    }
+
+    #[test]
+    fn vitest_and_junit_outputs() {
+        let d = check(
+            "npx vitest run",
+            " FAIL  src/sum.test.ts > sum > adds numbers\nAssertionError: expected 5 to be 4\n ❯ src/sum.test.ts:5:20",
+            Class::Test,
+            "vitest",
+            Some("src/sum.test.ts"),
+            Some(5),
+        );
+        assert_eq!(d.failing_tests, vec!["sum > adds numbers"]);
+        let d = check(
+            "mvn -B test",
+            "[ERROR] Tests run: 1, Failures: 1, Errors: 0, Skipped: 0\n[ERROR] Failures: \n[ERROR]   com.acme.SumTest.adds:14 expected: <4> but was: <5>",
+            Class::Test,
+            "junit",
+            Some("src/test/java/com/acme/SumTest.java"),
+            Some(14),
+        );
+        assert_eq!(d.failing_tests, vec!["com.acme.SumTest.adds"]);
+    }
+
+    #[test]
+    fn dependency_outputs() {
+        let cases = [
+            ("npm ci", "npm error code ERESOLVE\nnpm error ERESOLVE unable to resolve dependency tree", "npm"),
+            ("npm ci", "npm ERR! `npm ci` can only install packages when your package.json and package-lock.json or npm-shrinkwrap.json are in sync.", "npm"),
+            ("cargo build --locked", "error: the lock file /home/runner/work/a/a/Cargo.lock needs to be updated but --locked was passed to prevent this", "cargo"),
+            ("cargo build", "error: failed to select a version for the requirement `serde = \"^9\"`", "cargo"),
+            ("pip install -r requirements.txt", "ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution/", "pip"),
+        ];
+        for (cmd, out, tool) in cases {
+            check(cmd, out, Class::Dependency, tool, None, None);
+        }
+    }
+
+    #[test]
+    fn infrastructure_outputs() {
+        let cases = [
+            ("cargo build", "error: could not compile `big` (lib)\n\nCaused by:\n  process didn't exit successfully: `rustc ...` (signal: 9, SIGKILL: kill)", "out of memory"),
+            ("./deploy.sh", "curl: (6) Could not resolve host: registry.example.com", "network: DNS failure"),
+            ("./release.sh", "gh: API rate limit exceeded for installation ID 4242. (HTTP 403)", "rate limited"),
+            ("make", "The runner has received a shutdown signal. This can happen when the runner service is stopped", "runner lost"),
+        ];
+        for (cmd, out, what) in cases {
+            let d = diagnose(&step(cmd, out));
+            assert_eq!((d.class, d.message.as_str()), (Class::Infra, what), "{cmd}");
+        }
+    }
+}
