@@ -46,7 +46,9 @@ async fn a_validated_fix_becomes_a_signed_commit_and_one_pull_request() {
         .standin
         .calls()
         .iter()
-        .filter(|c| c.path.contains("/git/") || c.path.ends_with("/pulls"))
+        .filter(|c| {
+            c.path.contains("/git/") || c.path.ends_with("/pulls") || c.path.ends_with("/labels")
+        })
         .map(|c| format!("{} {}", c.method, c.path))
         .collect();
     assert_eq!(
@@ -58,6 +60,7 @@ async fn a_validated_fix_becomes_a_signed_commit_and_one_pull_request() {
             "POST /repos/octo-org/octo-repo/git/commits".to_string(),
             "POST /repos/octo-org/octo-repo/git/refs".to_string(),
             "POST /repos/octo-org/octo-repo/pulls".to_string(),
+            "POST /repos/octo-org/octo-repo/issues/1/labels".to_string(),
         ]
     );
 
@@ -100,6 +103,13 @@ async fn a_validated_fix_becomes_a_signed_commit_and_one_pull_request() {
     assert!(body.contains("3 of 3 runs pass after the patch"), "{body}");
     assert!(body.contains("/selfheal stop"), "{body}");
     assert_eq!(pulls[0]["base"]["ref"], "master");
+    let labels: Vec<&str> = pulls[0]["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    assert_eq!(labels, ["selfheal", "class:format", "strategy:format"]);
     worker.kill().ok();
     worker.wait().ok();
 }

@@ -172,6 +172,10 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
             "/repos/{owner}/{repo}/actions/runs/{run_id}/rerun-failed-jobs",
             post(rerun_failed_jobs),
         )
+        .route(
+            "/repos/{owner}/{repo}/issues/{number}/labels",
+            post(add_labels),
+        )
         .route("/app/hook/deliveries", get(hook_deliveries))
         .route("/app/hook/deliveries/{id}/attempts", post(redeliver))
         .route("/_standin/calls", get(list_calls))
@@ -854,6 +858,57 @@ async fn rerun_failed_jobs(
         return r;
     }
     (StatusCode::CREATED, Json(json!({}))).into_response()
+}
+
+#[derive(Deserialize)]
+struct LabelsRequest {
+    labels: Vec<String>,
+}
+
+/// Labels on an issue or PR; each shaped like octokit's recorded label (`labels.json`).
+async fn add_labels(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+    Json(req): Json<LabelsRequest>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let recorded = match inner
+        .fixtures
+        .json("github-rest/octokit-fixtures/labels.json")
+    {
+        Ok(Value::Array(exchanges)) => exchanges
+            .into_iter()
+            .find(|x| x["method"] == "post")
+            .map(|x| x["response"].clone()),
+        Ok(_) => None,
+        Err(e) => return fixture_error(e),
+    };
+    let Some(template) = recorded else {
+        return github_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "stand-in fixture: no recorded label",
+        );
+    };
+    let mut pulls = inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(pr) = pulls.iter_mut().find(|p| p["number"] == number) else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let mut labels: Vec<Value> = pr["labels"].as_array().cloned().unwrap_or_default();
+    for name in req.labels {
+        if labels.iter().any(|l| l["name"] == name.as_str()) {
+            continue;
+        }
+        let mut label = template.clone();
+        label["id"] = Value::from(2000 + labels.len() as i64);
+        label["name"] = Value::from(name.clone());
+        label["url"] = Value::from(api_url(&inner, &owner, &repo, &format!("labels/{name}")));
+        labels.push(label);
+    }
+    pr["labels"] = Value::Array(labels.clone());
+    Json(labels).into_response()
 }
 
 /// Recorded: octocrab `hooks_delivery_list.json` (one delivery failed with 503, one OK).

@@ -270,6 +270,19 @@ async fn pull_request(
         Err(e) => return Err(api_error(e, "opening the pull request")),
     };
     d.pr_number = pr["number"].as_i64().map(|n| n as i32);
+    // Labels say what kind of fix this is; adding them again is harmless.
+    let labels =
+        json!({"labels": ["selfheal", format!("class:{class}"), format!("strategy:{strategy}")]});
+    let _: Value = crab
+        .post(
+            format!(
+                "/repos/{repo}/issues/{}/labels",
+                d.pr_number.unwrap_or_default()
+            ),
+            Some(&labels),
+        )
+        .await
+        .map_err(|e| api_error(e, "labelling the pull request"))?;
     d.pr_url = pr["html_url"].as_str().map(str::to_string);
     client
         .execute(
