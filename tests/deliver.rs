@@ -230,3 +230,57 @@ async fn a_flaky_failure_gets_its_failed_jobs_rerun_within_a_limit() {
     worker.kill().ok();
     worker.wait().ok();
 }
+
+#[tokio::test]
+async fn the_repository_config_is_obeyed_and_a_bad_one_is_reported() {
+    // Protected paths: the fix touches src/lib.rs, which this repository protects.
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    env.standin.set_knobs(Knobs {
+        repo_config: Some("protected_paths: [src/]\n".into()),
+        ..Knobs::default()
+    });
+    let mut worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6401, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(60)).await;
+    let detail: String = env
+        .db()
+        .await
+        .query_one(
+            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver'",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(detail.contains("under protected path src/"), "{detail}");
+    assert!(env.standin.pulls().is_empty());
+
+    // A misspelt key: reported as a failed check run on the failing commit, nothing delivered.
+    env.standin.set_knobs(Knobs {
+        repo_config: Some("max_diff_line: 10\n".into()),
+        ..Knobs::default()
+    });
+    let mut other = env.failing_run(6402, &now());
+    other["workflow_run"]["workflow_id"] = serde_json::Value::from(4242);
+    let (_, body) = app.deliver("workflow_run", &other).await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(60)).await;
+    let checks = env.standin.check_runs();
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(checks[0]["conclusion"], "failure");
+    assert_eq!(checks[0]["head_sha"], env.standin.head_sha());
+    assert!(
+        checks[0]["output"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `max_diff_line`"),
+        "{checks:?}"
+    );
+    assert!(env.standin.pulls().is_empty());
+    worker.kill().ok();
+    worker.wait().ok();
+}

@@ -67,7 +67,9 @@ fn operation_for<'a>(spec: &'a Value, method: &str, path: &str) -> Option<&'a st
         .iter()
         .find_map(|(template, ops)| {
             let t: Vec<&str> = template.split('/').collect();
-            let same = t.len() == segments.len()
+            // A trailing `{path}` (contents) spans the rest of the path, slashes included.
+            let rest_is_path = t.last() == Some(&"{path}") && segments.len() >= t.len();
+            let same = (t.len() == segments.len() || rest_is_path)
                 && t.iter()
                     .zip(&segments)
                     .all(|(a, b)| (a.starts_with('{') && a.ends_with('}')) || a == b);

@@ -45,6 +45,9 @@ pub struct Knobs {
     /// git repository, imported from examples/rust-format, whose breakage that log shows).
     #[serde(default)]
     pub repo_dir: Option<String>,
+    /// The repository's `.github/selfheal.yml` on its default branch (absent: 404).
+    #[serde(default)]
+    pub repo_config: Option<String>,
     /// Delay before answering a pull-request creation, to hold a worker between ref and PR.
     #[serde(default)]
     pub pulls_delay_ms: u64,
@@ -60,6 +63,7 @@ struct Inner {
     git: GitRepo,
     head_sha: String,
     pulls: Mutex<Vec<Value>>,
+    check_runs: Mutex<Vec<Value>>,
     base_url: String,
     calls: Mutex<Vec<Call>>,
     knobs: Mutex<Knobs>,
@@ -90,6 +94,14 @@ impl StandIn {
             .token_requests
             .lock()
             .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn check_runs(&self) -> Vec<Value> {
+        self.inner
+            .check_runs
+            .lock()
+            .map(|c| c.clone())
             .unwrap_or_default()
     }
 
@@ -136,6 +148,7 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
         git,
         head_sha,
         pulls: Mutex::new(Vec::new()),
+        check_runs: Mutex::new(Vec::new()),
         base_url: format!("http://{addr}"),
         calls: Mutex::new(Vec::new()),
         knobs: Mutex::new(Knobs::default()),
@@ -176,6 +189,8 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
             "/repos/{owner}/{repo}/issues/{number}/labels",
             post(add_labels),
         )
+        .route("/repos/{owner}/{repo}/contents/{*path}", get(contents))
+        .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
         .route("/app/hook/deliveries", get(hook_deliveries))
         .route("/app/hook/deliveries/{id}/attempts", post(redeliver))
         .route("/_standin/calls", get(list_calls))
@@ -858,6 +873,50 @@ async fn rerun_failed_jobs(
         return r;
     }
     (StatusCode::CREATED, Json(json!({}))).into_response()
+}
+
+/// Recorded: octokit `get-content.json` with `Accept: …raw`: the file's bytes.
+async fn contents(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, path)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    match (path.as_str(), knobs(&inner).repo_config) {
+        (".github/selfheal.yml", Some(text)) => {
+            ([("content-type", "application/vnd.github.raw")], text).into_response()
+        }
+        _ => github_error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+/// Recorded: octocrab `commit_check_runs.json` (its first check run, adapted).
+async fn create_check_run(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Json(req): Json<Value>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let mut run = match inner
+        .fixtures
+        .json("github-rest/octocrab/commit_check_runs.json")
+    {
+        Ok(list) => list["check_runs"][0].clone(),
+        Err(e) => return fixture_error(e),
+    };
+    let mut runs = inner.check_runs.lock().unwrap_or_else(|p| p.into_inner());
+    run["id"] = Value::from(5000 + runs.len() as i64);
+    for key in ["name", "head_sha", "status", "conclusion", "output"] {
+        if let Some(v) = req.get(key) {
+            run[key] = v.clone();
+        }
+    }
+    runs.push(run.clone());
+    (StatusCode::CREATED, Json(run)).into_response()
 }
 
 #[derive(Deserialize)]

@@ -27,6 +27,10 @@ pub enum Class {
 }
 
 impl Class {
+    pub fn parse(name: &str) -> Option<Class> {
+        serde_json::from_value(serde_json::Value::from(name)).ok()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Class::Format => "format",

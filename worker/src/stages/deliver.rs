@@ -13,8 +13,11 @@ use serde_json::{json, Value};
 
 use super::checkout::checkout;
 use super::download::api_error;
+use super::repo_config::{self, RepoConfig};
 use super::{StageError, StageReport};
+use crate::diagnose::Class;
 use crate::WorkerContext;
+use selfheal_shared::github::GitHubError;
 
 /// Reruns per incident before selfheal stops asking GitHub for another.
 const MAX_RERUNS: i64 = 2;
@@ -42,6 +45,33 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             "dry run: would {would}; nothing was written to GitHub"
         )));
     }
+    if matches!(verdict.as_str(), "flaky" | "rerun" | "fixed") {
+        let crab = ctx
+            .github
+            .installation(run.installation_id, &run.repository_full_name)?;
+        let class = Class::parse(&row.get::<_, String>(2)).unwrap_or(Class::Unknown);
+        match load_config(&crab, &run.repository_full_name).await? {
+            Err(problem) => {
+                report_bad_config(&crab, run, &problem).await?;
+                return Ok(skipped(&format!(
+                    "{} is invalid ({problem}): nothing delivered; reported as a failed check run",
+                    repo_config::PATH
+                )));
+            }
+            Ok(config) if config.dry_run => {
+                return Ok(skipped(&format!(
+                    "dry run ({}): nothing was written to GitHub",
+                    repo_config::PATH
+                )));
+            }
+            Ok(config) => {
+                if let Some(why) = config.refuses(class, row.get::<_, Option<String>>(3).as_deref())
+                {
+                    return Ok(skipped(&format!("not delivered: {why}")));
+                }
+            }
+        }
+    }
     match verdict.as_str() {
         "flaky" | "rerun" => rerun(ctx, run).await,
         "fixed" => {
@@ -57,6 +87,59 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         }
         other => Ok(skipped(&format!("nothing to deliver ({other})"))),
     }
+}
+
+/// The repository's `.github/selfheal.yml` from its default branch (defaults when absent);
+/// `Err` carries what is wrong with it.
+async fn load_config(
+    crab: &Octocrab,
+    repo: &str,
+) -> Result<Result<RepoConfig, String>, StageError> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static("application/vnd.github.raw+json"),
+    );
+    let response = crab
+        ._get_with_headers(
+            format!("/repos/{repo}/contents/{}", repo_config::PATH),
+            Some(headers),
+        )
+        .await
+        .map_err(|e| api_error(e, repo_config::PATH))?;
+    match response.status().as_u16() {
+        404 => Ok(Ok(RepoConfig::default())),
+        200 => {
+            let text = crab
+                .body_to_string(response)
+                .await
+                .map_err(|e| api_error(e, repo_config::PATH))?;
+            Ok(repo_config::parse(&text))
+        }
+        status => Err(GitHubError::Status {
+            status,
+            what: repo_config::PATH.into(),
+        }
+        .into()),
+    }
+}
+
+/// A failed check run on the failing commit says what is wrong with the config.
+async fn report_bad_config(crab: &Octocrab, run: &Run, problem: &str) -> Result<(), StageError> {
+    let _: Value = crab
+        .post(
+            format!("/repos/{}/check-runs", run.repository_full_name),
+            Some(&json!({
+                "name": "selfheal config",
+                "head_sha": run.head_sha,
+                "status": "completed",
+                "conclusion": "failure",
+                "output": {"title": format!("{} is invalid", repo_config::PATH), "summary": problem},
+            })),
+        )
+        .await
+        .map_err(|e| api_error(e, "reporting the config as a check run"))?;
+    Ok(())
 }
 
 fn skipped(detail: &str) -> StageReport {

@@ -11,6 +11,7 @@ mod deliver;
 mod diagnose;
 mod download;
 mod patch;
+mod repo_config;
 mod triage;
 mod validate;
 
