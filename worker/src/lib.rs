@@ -4,6 +4,7 @@
 pub mod diagnose;
 pub mod heal;
 mod pipeline;
+pub mod policy;
 pub mod redeliver;
 pub mod sandbox;
 mod stages;

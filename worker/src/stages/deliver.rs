@@ -16,6 +16,7 @@ use super::download::api_error;
 use super::repo_config::{self, RepoConfig};
 use super::{StageError, StageReport};
 use crate::diagnose::Class;
+use crate::policy::{self, MergeInput};
 use crate::WorkerContext;
 use selfheal_shared::github::GitHubError;
 
@@ -45,48 +46,118 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             "dry run: would {would}; nothing was written to GitHub"
         )));
     }
-    if matches!(verdict.as_str(), "flaky" | "rerun" | "fixed") {
-        let crab = ctx
-            .github
-            .installation(run.installation_id, &run.repository_full_name)?;
-        let class = Class::parse(&row.get::<_, String>(2)).unwrap_or(Class::Unknown);
-        match load_config(&crab, &run.repository_full_name).await? {
-            Err(problem) => {
-                report_bad_config(&crab, run, &problem).await?;
-                return Ok(skipped(&format!(
-                    "{} is invalid ({problem}): nothing delivered; reported as a failed check run",
-                    repo_config::PATH
-                )));
-            }
-            Ok(config) if config.dry_run => {
-                return Ok(skipped(&format!(
-                    "dry run ({}): nothing was written to GitHub",
-                    repo_config::PATH
-                )));
-            }
-            Ok(config) => {
-                if let Some(why) = config.refuses(class, row.get::<_, Option<String>>(3).as_deref())
-                {
-                    return Ok(skipped(&format!("not delivered: {why}")));
-                }
-            }
+    if !matches!(verdict.as_str(), "flaky" | "rerun" | "fixed") {
+        return Ok(skipped(&format!("nothing to deliver ({verdict})")));
+    }
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
+    let class = Class::parse(&row.get::<_, String>(2)).unwrap_or(Class::Unknown);
+    let diff: Option<String> = row.get(3);
+    let config = match load_config(&crab, &run.repository_full_name).await? {
+        Err(problem) => {
+            report_bad_config(&crab, run, &problem).await?;
+            return Ok(skipped(&format!(
+                "{} is invalid ({problem}): nothing delivered; reported as a failed check run",
+                repo_config::PATH
+            )));
         }
+        Ok(config) if config.dry_run => {
+            return Ok(skipped(&format!(
+                "dry run ({}): nothing was written to GitHub",
+                repo_config::PATH
+            )));
+        }
+        Ok(config) => config,
+    };
+    if let Some(why) = config.refuses(class, diff.as_deref()) {
+        return Ok(skipped(&format!("not delivered: {why}")));
     }
     match verdict.as_str() {
         "flaky" | "rerun" => rerun(ctx, run).await,
-        "fixed" => {
-            pull_request(
+        _ => {
+            let mut report = pull_request(
                 ctx,
                 run,
                 &row.get::<_, String>(1),
                 &row.get::<_, String>(2),
-                &row.get::<_, Option<String>>(3).unwrap_or_default(),
+                diff.as_deref().unwrap_or_default(),
                 &row.get(4),
             )
-            .await
+            .await?;
+            report.detail = format!(
+                "{}; {}",
+                report.detail,
+                merge_decision(
+                    ctx,
+                    run,
+                    class,
+                    diff.as_deref().unwrap_or_default(),
+                    &config
+                )
+                .await?
+            );
+            Ok(report)
         }
-        other => Ok(skipped(&format!("nothing to deliver ({other})"))),
     }
+}
+
+/// Evaluates the merge policy and records the decision. The fix's own CI is not observed yet
+/// (the verify stage is not built), so the policy sees its checks as not green.
+async fn merge_decision(
+    ctx: &WorkerContext,
+    run: &Run,
+    class: Class,
+    diff: &str,
+    config: &RepoConfig,
+) -> Result<String, StageError> {
+    let touched: Vec<String> = diff
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("+++ b/")
+                .or_else(|| l.strip_prefix("--- a/"))
+        })
+        .map(str::to_string)
+        .collect();
+    let input = MergeInput {
+        class: class.as_str().into(),
+        diff_lines: diff
+            .lines()
+            .filter(|l| {
+                (l.starts_with('+') || l.starts_with('-'))
+                    && !l.starts_with("+++")
+                    && !l.starts_with("---")
+            })
+            .count(),
+        touched_paths: touched,
+        protected_paths: config.protected_paths.clone(),
+        max_diff_lines: config.max_diff_lines,
+        auto_merge_classes: config
+            .auto_merge_classes
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
+        checks_green: false,
+        tests_deleted: crate::heal::refuses(diff).is_some(),
+    };
+    let (source, text) = policy::policy_text().map_err(StageError::Permanent)?;
+    let decision = policy::decide(&text, &input)
+        .map_err(|e| StageError::Permanent(format!("merge policy {source}: {e}")))?;
+    let verdict = if decision.allow { "allowed" } else { "denied" };
+    ctx.pool
+        .get()
+        .await?
+        .execute(
+            "UPDATE deliveries SET merge_decision = $2, merge_reasons = $3, decided_by = $4, updated_at = now()
+             WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&run.incident_id, &verdict, &serde_json::to_value(&decision.reasons).unwrap_or_default(), &source],
+        )
+        .await?;
+    Ok(if decision.allow {
+        format!("merge allowed by {source} (merging is not built yet: left for review)")
+    } else {
+        format!("merge denied by {source}: {}", decision.reasons.join("; "))
+    })
 }
 
 /// The repository's `.github/selfheal.yml` from its default branch (defaults when absent);
@@ -376,7 +447,7 @@ async fn pull_request(
     Ok(StageReport {
         outcome: Outcome::Succeeded,
         detail: format!(
-            "opened PR #{} from {} (commit {}, signed by GitHub); auto-merge is not built yet: left for review",
+            "opened PR #{} from {} (commit {}, signed by GitHub)",
             d.pr_number.unwrap_or_default(),
             d.branch,
             &commit[..commit.len().min(7)]

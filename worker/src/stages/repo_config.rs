@@ -22,6 +22,13 @@ pub struct RepoConfig {
     /// Diagnose and validate, but write nothing to GitHub.
     #[serde(default)]
     pub dry_run: bool,
+    /// Classes whose fixes the merge policy may merge.
+    #[serde(default = "default_auto_merge_classes")]
+    pub auto_merge_classes: Vec<Class>,
+}
+
+fn default_auto_merge_classes() -> Vec<Class> {
+    vec![Class::Format, Class::Lint]
 }
 
 fn default_max_diff_lines() -> usize {
@@ -39,6 +46,7 @@ impl Default for RepoConfig {
             max_diff_lines: default_max_diff_lines(),
             protected_paths: default_protected_paths(),
             dry_run: false,
+            auto_merge_classes: default_auto_merge_classes(),
         }
     }
 }

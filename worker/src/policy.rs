@@ -1,0 +1,128 @@
+//! The merge decision, evaluated by an embedded Rego engine (regorus) so that teams can read
+//! and replace the policy (`policies/merge.rego`, or `SELFHEAL_MERGE_POLICY`) without
+//! touching selfheal.
+
+use serde::Serialize;
+
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/merge.rego");
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeInput {
+    pub class: String,
+    pub diff_lines: usize,
+    pub touched_paths: Vec<String>,
+    pub protected_paths: Vec<String>,
+    pub max_diff_lines: usize,
+    pub auto_merge_classes: Vec<String>,
+    pub checks_green: bool,
+    pub tests_deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allow: bool,
+    /// Why not, in the policy's words (sorted).
+    pub reasons: Vec<String>,
+}
+
+/// The policy's text: the user's file when `SELFHEAL_MERGE_POLICY` names one.
+pub fn policy_text() -> Result<(String, String), String> {
+    match std::env::var("SELFHEAL_MERGE_POLICY") {
+        Ok(path) if !path.trim().is_empty() => std::fs::read_to_string(&path)
+            .map(|text| (path.clone(), text))
+            .map_err(|e| format!("SELFHEAL_MERGE_POLICY {path}: {e}")),
+        _ => Ok(("policies/merge.rego".into(), DEFAULT_POLICY.to_string())),
+    }
+}
+
+pub fn decide(policy: &str, input: &MergeInput) -> Result<Decision, String> {
+    let mut engine = regorus::Engine::new();
+    engine
+        .add_policy("merge.rego".into(), policy.into())
+        .map_err(|e| e.to_string())?;
+    let json = serde_json::to_string(input).map_err(|e| e.to_string())?;
+    engine.set_input_json(&json).map_err(|e| e.to_string())?;
+    let allow = engine
+        .eval_rule("data.selfheal.merge.allow".into())
+        .map_err(|e| e.to_string())?
+        .as_bool()
+        .copied()
+        .map_err(|e| e.to_string())?;
+    let deny = engine
+        .eval_rule("data.selfheal.merge.deny".into())
+        .map_err(|e| e.to_string())?;
+    let deny: serde_json::Value =
+        serde_json::from_str(&deny.to_json_str().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    let mut reasons: Vec<String> = deny
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    reasons.sort();
+    Ok(Decision { allow, reasons })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> MergeInput {
+        MergeInput {
+            class: "format".into(),
+            diff_lines: 20,
+            touched_paths: vec!["src/lib.rs".into()],
+            protected_paths: vec![".github/workflows/".into()],
+            max_diff_lines: 500,
+            auto_merge_classes: vec!["format".into(), "lint".into()],
+            checks_green: true,
+            tests_deleted: false,
+        }
+    }
+
+    #[test]
+    fn allows_a_small_green_fix_of_an_enabled_class() {
+        assert_eq!(
+            decide(DEFAULT_POLICY, &input()).unwrap(),
+            Decision {
+                allow: true,
+                reasons: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn denies_a_protected_path() {
+        let mut i = input();
+        i.touched_paths.push(".github/workflows/ci.yml".into());
+        let d = decide(DEFAULT_POLICY, &i).unwrap();
+        assert!(!d.allow);
+        assert_eq!(d.reasons, vec!["the diff touches .github/workflows/ci.yml, under protected path .github/workflows/"]);
+    }
+
+    #[test]
+    fn denies_a_diff_over_the_limit_and_red_checks_and_other_classes() {
+        let mut i = input();
+        i.diff_lines = 900;
+        i.checks_green = false;
+        i.class = "test".into();
+        let d = decide(DEFAULT_POLICY, &i).unwrap();
+        assert!(!d.allow);
+        assert_eq!(
+            d.reasons,
+            vec![
+                "auto-merge is not enabled for test failures",
+                "the diff changes 900 lines, over the limit of 500",
+                "the pull request's required checks are not green",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_broken_policy_is_an_error_not_an_allow() {
+        assert!(decide("package selfheal.merge\nallow if {", &input()).is_err());
+    }
+}
