@@ -111,25 +111,10 @@ async fn merge_decision(
     diff: &str,
     config: &RepoConfig,
 ) -> Result<String, StageError> {
-    let touched: Vec<String> = diff
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("+++ b/")
-                .or_else(|| l.strip_prefix("--- a/"))
-        })
-        .map(str::to_string)
-        .collect();
     let input = MergeInput {
         class: class.as_str().into(),
-        diff_lines: diff
-            .lines()
-            .filter(|l| {
-                (l.starts_with('+') || l.starts_with('-'))
-                    && !l.starts_with("+++")
-                    && !l.starts_with("---")
-            })
-            .count(),
-        touched_paths: touched,
+        diff_lines: repo_config::changed_lines(diff),
+        touched_paths: repo_config::touched_paths(diff),
         protected_paths: config.protected_paths.clone(),
         max_diff_lines: config.max_diff_lines,
         auto_merge_classes: config

@@ -70,25 +70,14 @@ impl RepoConfig {
             }
         }
         let diff = diff?;
-        let changed = diff
-            .lines()
-            .filter(|l| {
-                (l.starts_with('+') || l.starts_with('-'))
-                    && !l.starts_with("+++")
-                    && !l.starts_with("---")
-            })
-            .count();
+        let changed = changed_lines(diff);
         if changed > self.max_diff_lines {
             return Some(format!(
                 "the diff changes {changed} lines, over max_diff_lines {} of {PATH}",
                 self.max_diff_lines
             ));
         }
-        for line in diff
-            .lines()
-            .filter(|l| l.starts_with("+++ ") || l.starts_with("--- "))
-        {
-            let path = line[4..].trim_start_matches("a/").trim_start_matches("b/");
+        for path in touched_paths(diff) {
             if let Some(p) = self
                 .protected_paths
                 .iter()
@@ -101,6 +90,32 @@ impl RepoConfig {
         }
         None
     }
+}
+
+/// Lines a unified diff adds or removes (file headers excluded).
+pub fn changed_lines(diff: &str) -> usize {
+    diff.lines()
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
+        .count()
+}
+
+/// The files a unified diff touches, once each, in order.
+pub fn touched_paths(diff: &str) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for line in diff
+        .lines()
+        .filter(|l| l.starts_with("+++ ") || l.starts_with("--- "))
+    {
+        let path = line[4..].trim_start_matches("a/").trim_start_matches("b/");
+        if path != "/dev/null" && !paths.iter().any(|p| p == path) {
+            paths.push(path.to_string());
+        }
+    }
+    paths
 }
 
 #[cfg(test)]
@@ -118,6 +133,13 @@ mod tests {
         assert!(err.contains("max_diff_lines"), "{err}");
         let err = parse("enabled_classes: [formatting]\n").unwrap_err();
         assert!(err.contains("formatting"), "{err}");
+    }
+
+    #[test]
+    fn counts_changed_lines_and_touched_paths() {
+        let diff = "diff --git a/x b/x\n--- a/src/a.rs\n+++ b/src/a.rs\n@@ -1 +1 @@\n-a\n+b\n--- a/old.rs\n+++ /dev/null\n@@ -1 +0,0 @@\n-gone\n";
+        assert_eq!(changed_lines(diff), 3);
+        assert_eq!(touched_paths(diff), vec!["src/a.rs", "old.rs"]);
     }
 
     #[test]
