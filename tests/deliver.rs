@@ -110,20 +110,18 @@ async fn a_validated_fix_becomes_a_signed_commit_and_one_pull_request() {
         .filter_map(|l| l["name"].as_str())
         .collect();
     assert_eq!(labels, ["selfheal", "class:format", "strategy:format"]);
-    // The merge policy decided, and said why: the fix's own checks are not observed yet.
-    let m = db
+    // The fix's commit is attempt 1 of the incident; nothing is merged before its own CI.
+    let a = db
         .query_one(
-            "SELECT merge_decision, merge_reasons, decided_by FROM deliveries WHERE run_id = $1",
+            "SELECT a.attempt, a.commit_sha = d.commit_sha, d.merge_decision FROM fix_attempts a
+             JOIN deliveries d ON d.incident_id = a.incident_id WHERE a.run_id = $1",
             &[&run_id],
         )
         .await
         .unwrap();
-    assert_eq!(m.get::<_, String>(0), "denied");
-    assert_eq!(
-        m.get::<_, serde_json::Value>(1),
-        serde_json::json!(["the pull request's required checks are not green"])
-    );
-    assert_eq!(m.get::<_, String>(2), "policies/merge.rego");
+    assert_eq!(a.get::<_, i32>(0), 1);
+    assert!(a.get::<_, bool>(1));
+    assert_eq!(a.get::<_, Option<String>>(2), None);
     worker.kill().ok();
     worker.wait().ok();
 }

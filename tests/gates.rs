@@ -81,9 +81,12 @@ async fn dry_run_diagnoses_and_validates_but_never_writes_to_github() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "skipped");
-    assert!(row
-        .get::<_, String>(1)
-        .starts_with("dry run: would open a pull request"));
+    assert!(
+        row.get::<_, String>(1)
+            .contains("dry run (SELFHEAL_DRY_RUN): would open a pull request"),
+        "{}",
+        row.get::<_, String>(1)
+    );
     assert_eq!(
         env.count("SELECT count(*) FROM validations WHERE verdict = 'fixed'")
             .await,

@@ -47,6 +47,9 @@ pub struct GitHubConfig {
     pub app_id: Option<u64>,
     /// PEM text (read from the file when the variable holds a path).
     pub app_private_key: Option<SecretString>,
+    /// Retries of one GitHub request: after a rate limit (waiting as `retry-after` or
+    /// `x-ratelimit-reset` say), a 5xx or a transport error.
+    pub max_retries: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +64,8 @@ pub struct WorkerConfig {
     pub reruns: usize,
     /// How often to look for webhook deliveries GitHub failed to make (0: never).
     pub redelivery_interval: Duration,
+    /// A `selfheal.yml`-shaped file of org-wide defaults for every repository.
+    pub repo_defaults: Option<std::path::PathBuf>,
 }
 
 /// Which process is starting: each requires only the variables it uses.
@@ -137,6 +142,7 @@ impl Config {
                     .to_string(),
                 app_id,
                 app_private_key,
+                max_retries: env.parsed("SELFHEAL_GITHUB_MAX_RETRIES")?.unwrap_or(5),
             },
             gates: Gates {
                 dry_run: env.parsed("SELFHEAL_DRY_RUN")?.unwrap_or(false),
@@ -169,6 +175,7 @@ impl Config {
                     env.parsed("SELFHEAL_REDELIVERY_INTERVAL_SECS")?
                         .unwrap_or(300),
                 ),
+                repo_defaults: env.optional("SELFHEAL_REPO_DEFAULTS").map(Into::into),
             },
         })
     }

@@ -91,6 +91,81 @@ impl WorkflowRunEvent {
     }
 }
 
+/// An `issue_comment` delivery: the place `/selfheal …` commands come from.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IssueCommentEvent {
+    pub action: String,
+    pub issue: Issue,
+    pub comment: Comment,
+    pub repository: Repository,
+    pub installation: Option<Installation>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Issue {
+    pub number: i32,
+    /// Present when the issue is a pull request.
+    #[serde(default)]
+    pub pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Comment {
+    pub id: i64,
+    #[serde(default)]
+    pub body: Option<String>,
+    pub user: User,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    pub login: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+}
+
+/// What a `/selfheal` comment asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandRequest {
+    Command(&'static str),
+    /// `/selfheal <word>` with a word selfheal does not know.
+    Unknown(String),
+}
+
+pub const COMMANDS: [&str; 4] = ["retry", "explain", "stop", "approve"];
+
+impl IssueCommentEvent {
+    pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
+        parse_payload("issue_comment", body)
+    }
+
+    /// The command in a newly created comment by a person, if its first line is one. Bots
+    /// (selfheal among them) are never obeyed, so selfheal cannot command itself.
+    pub fn command(&self) -> Option<CommandRequest> {
+        if self.action != "created" || self.comment.user.kind.as_deref() == Some("Bot") {
+            return None;
+        }
+        let body = self.comment.body.as_deref()?;
+        let first = body.lines().next()?.trim();
+        let rest = first.strip_prefix("/selfheal")?;
+        if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
+            return None;
+        }
+        let word = rest
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        Some(
+            COMMANDS
+                .into_iter()
+                .find(|c| *c == word)
+                .map(CommandRequest::Command)
+                .unwrap_or(CommandRequest::Unknown(word)),
+        )
+    }
+}
+
 /// Parses a payload and names the offending field (`workflow_run.head_sha: missing field`).
 pub fn parse_payload<T: for<'de> Deserialize<'de>>(
     event: &str,
@@ -134,6 +209,39 @@ mod tests {
         assert_eq!(ev.verdict(), RunVerdict::Succeeded);
         let ev = WorkflowRunEvent::parse(&fixture("requested.payload.json")).unwrap();
         assert_eq!(ev.verdict(), RunVerdict::Ignored);
+    }
+
+    #[test]
+    fn reads_commands_from_recorded_comments() {
+        let path = format!(
+            "{}/../../shared/fixtures/github-webhooks/issue_comment/created.with-installation.payload.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let ev = IssueCommentEvent::parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(ev.command(), None, "an ordinary comment is no command");
+        for (body, want) in [
+            ("/selfheal stop", Some(CommandRequest::Command("stop"))),
+            (
+                "/selfheal  Retry please\nthanks",
+                Some(CommandRequest::Command("retry")),
+            ),
+            (
+                "/selfheal frobnicate",
+                Some(CommandRequest::Unknown("frobnicate".into())),
+            ),
+            ("/selfhealer stop", None),
+            ("please /selfheal stop", None),
+        ] {
+            v["comment"]["body"] = body.into();
+            let ev = IssueCommentEvent::parse(v.to_string().as_bytes()).unwrap();
+            assert_eq!(ev.command(), want, "{body}");
+        }
+        v["comment"]["body"] = "/selfheal stop".into();
+        v["comment"]["user"]["type"] = "Bot".into();
+        let ev = IssueCommentEvent::parse(v.to_string().as_bytes()).unwrap();
+        assert_eq!(ev.command(), None, "bots are not obeyed");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::config::Gates;
-use crate::events::{RunVerdict, WorkflowRunEvent};
+use crate::events::{CommandRequest, IssueCommentEvent, RunVerdict, WorkflowRunEvent};
 use crate::installations::{self, InstallationEvent};
 use crate::stage::Stage;
 use crate::{audit, outbox};
@@ -25,11 +25,19 @@ pub enum Ingested {
     Duplicate,
     /// Stored for the record; nothing to act on.
     Stored,
-    /// A failed run: an incident is open and its run waits in the outbox.
+    /// A failed run (an incident is open), or a run of the fix's own CI: the run's first
+    /// stage waits in the outbox.
     RunCreated {
         run_id: Uuid,
         incident_id: Uuid,
         outbox_id: i64,
+        stage: Stage,
+    },
+    /// A `/selfheal` command waits in the outbox for a worker to check and carry out.
+    CommandQueued {
+        command_id: i64,
+        outbox_id: i64,
+        command: &'static str,
     },
     /// A failed run already known under another delivery id.
     RunExists { run_id: Uuid },
@@ -47,6 +55,7 @@ impl Ingested {
             Ingested::Duplicate => "duplicate",
             Ingested::Stored => "stored",
             Ingested::RunCreated { .. } => "run_created",
+            Ingested::CommandQueued { .. } => "command_queued",
             Ingested::RunExists { .. } => "run_exists",
             Ingested::Resolved { .. } => "incident_resolved",
             Ingested::Installation { outcome } => outcome,
@@ -60,6 +69,7 @@ impl Ingested {
 pub enum Parsed {
     WorkflowRun(WorkflowRunEvent),
     Installation(InstallationEvent),
+    Comment(IssueCommentEvent),
     Other,
 }
 
@@ -93,14 +103,18 @@ pub async fn ingest(
     }
 
     let result = match parsed {
-        Parsed::WorkflowRun(ev) => match ev.verdict() {
-            RunVerdict::Failed => match gate(tx, ev, gates).await? {
-                Some(reason) => Ingested::Ignored { reason },
-                None => open_run(tx, delivery.id, ev).await?,
+        Parsed::WorkflowRun(ev) => match fix_branch(tx, ev).await? {
+            Some(fix) => fix_run(tx, delivery.id, ev, &fix).await?,
+            None => match ev.verdict() {
+                RunVerdict::Failed => match gate(tx, ev, gates).await? {
+                    Some(reason) => Ingested::Ignored { reason },
+                    None => open_run(tx, delivery.id, ev).await?,
+                },
+                RunVerdict::Succeeded => resolve(tx, ev).await?,
+                RunVerdict::Ignored => Ingested::Stored,
             },
-            RunVerdict::Succeeded => resolve(tx, ev).await?,
-            RunVerdict::Ignored => Ingested::Stored,
         },
+        Parsed::Comment(ev) => command(tx, delivery.id, ev).await?,
         Parsed::Installation(ev) => Ingested::Installation {
             outcome: installations::apply(tx, delivery.event, ev).await?,
         },
@@ -126,6 +140,20 @@ async fn gate(
         return Ok(Some(reason));
     }
     let wr = &ev.workflow_run;
+    if let Some(row) = tx
+        .query_opt(
+            "SELECT stopped_by, stopped_reason FROM incidents
+             WHERE repository_id = $1 AND branch = $2 AND workflow_id = $3 AND status = 'open' AND stopped_at IS NOT NULL",
+            &[&ev.repository.id, &ev.branch(), &wr.workflow_id],
+        )
+        .await?
+    {
+        return Ok(Some(format!(
+            "selfheal was stopped on this incident by {}: {}",
+            row.get::<_, Option<String>>(0).unwrap_or_default(),
+            row.get::<_, Option<String>>(1).unwrap_or_default()
+        )));
+    }
     if !gates.workflows.is_empty() {
         let names = [wr.name.as_deref(), wr.path.as_deref()];
         if !gates
@@ -254,6 +282,175 @@ async fn open_run(
         run_id,
         incident_id,
         outbox_id,
+        stage: Stage::Triage,
+    })
+}
+
+/// The incident whose fix lives on this run's branch, when the run is the fix's own CI.
+struct FixBranch {
+    incident_id: Uuid,
+    resolved: bool,
+    stopped: Option<String>,
+}
+
+async fn fix_branch(
+    tx: &Transaction<'_>,
+    ev: &WorkflowRunEvent,
+) -> Result<Option<FixBranch>, tokio_postgres::Error> {
+    if !ev.branch().starts_with("selfheal/") {
+        return Ok(None);
+    }
+    let row = tx
+        .query_opt(
+            "SELECT d.incident_id, i.status = 'resolved', i.stopped_reason, i.stopped_at IS NOT NULL
+             FROM deliveries d JOIN incidents i ON i.id = d.incident_id
+             WHERE d.kind = 'pull_request' AND d.branch = $1 AND i.repository_id = $2",
+            &[&ev.branch(), &ev.repository.id],
+        )
+        .await?;
+    Ok(row.map(|r| FixBranch {
+        incident_id: r.get(0),
+        resolved: r.get(1),
+        stopped: r
+            .get::<_, bool>(3)
+            .then(|| r.get::<_, Option<String>>(2).unwrap_or_default()),
+    }))
+}
+
+/// A run of the fix's own CI joins the incident it fixes: red, it is healed like any failure
+/// (loop protection decides in verify whether selfheal tries again); green, it goes straight
+/// to verify, which checks the fix's checks and the merge policy.
+async fn fix_run(
+    tx: &Transaction<'_>,
+    delivery_id: &str,
+    ev: &WorkflowRunEvent,
+    fix: &FixBranch,
+) -> Result<Ingested, tokio_postgres::Error> {
+    let wr = &ev.workflow_run;
+    let stage = match ev.verdict() {
+        RunVerdict::Failed => Stage::Triage,
+        RunVerdict::Succeeded => Stage::Verify,
+        RunVerdict::Ignored => return Ok(Ingested::Stored),
+    };
+    if fix.resolved {
+        return Ok(Ingested::Ignored {
+            reason: "the fix's CI ran after its incident was resolved".into(),
+        });
+    }
+    if let Some(reason) = &fix.stopped {
+        return Ok(Ingested::Ignored {
+            reason: format!("selfheal was stopped on this incident: {reason}"),
+        });
+    }
+    if let Some(reason) = installations::inactive_reason(tx, ev.repository.id).await? {
+        return Ok(Ingested::Ignored { reason });
+    }
+    if let Some(row) = tx
+        .query_opt(
+            "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2",
+            &[&wr.id, &wr.run_attempt],
+        )
+        .await?
+    {
+        return Ok(Ingested::RunExists { run_id: row.get(0) });
+    }
+    let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
+    let run_id = Uuid::new_v4();
+    tx.execute(
+        "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
+                           github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10)",
+        &[
+            &run_id,
+            &fix.incident_id,
+            &delivery_id,
+            &installation_id,
+            &ev.repository.full_name,
+            &wr.id,
+            &wr.run_attempt,
+            &wr.head_sha,
+            &wr.conclusion.as_deref().unwrap_or("failure"),
+            &ev.branch(),
+        ],
+    )
+    .await?;
+    let outbox_id = outbox::insert(tx, run_id, stage).await?;
+    audit::append(
+        tx,
+        "github:webhook",
+        "run.created",
+        &run_id.to_string(),
+        &json!({"delivery": delivery_id, "incident": fix.incident_id, "github_run_id": wr.id,
+                "head_sha": wr.head_sha, "fix_branch": ev.branch(), "conclusion": wr.conclusion}),
+    )
+    .await?;
+    Ok(Ingested::RunCreated {
+        run_id,
+        incident_id: fix.incident_id,
+        outbox_id,
+        stage,
+    })
+}
+
+/// Stores a `/selfheal` command for a worker: whether the actor may give it is GitHub's to
+/// say (collaborator permission), which is a network call that does not belong in ingest.
+async fn command(
+    tx: &Transaction<'_>,
+    delivery_id: &str,
+    ev: &IssueCommentEvent,
+) -> Result<Ingested, tokio_postgres::Error> {
+    let command = match ev.command() {
+        None => return Ok(Ingested::Stored),
+        Some(CommandRequest::Unknown(word)) => {
+            return Ok(Ingested::Ignored {
+                reason: format!(
+                    "unknown command /selfheal {word} (known: {})",
+                    crate::events::COMMANDS.join(", ")
+                ),
+            })
+        }
+        Some(CommandRequest::Command(c)) => c,
+    };
+    let Some(installation) = &ev.installation else {
+        return Ok(Ingested::Ignored {
+            reason: "a command outside a GitHub App installation".into(),
+        });
+    };
+    if let Some(reason) = installations::inactive_reason(tx, ev.repository.id).await? {
+        return Ok(Ingested::Ignored { reason });
+    }
+    let row = tx
+        .query_one(
+            "INSERT INTO commands (delivery_id, installation_id, repository_id, repository_full_name,
+                                   issue_number, comment_id, actor, command)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            &[
+                &delivery_id,
+                &installation.id,
+                &ev.repository.id,
+                &ev.repository.full_name,
+                &ev.issue.number,
+                &ev.comment.id,
+                &ev.comment.user.login,
+                &command,
+            ],
+        )
+        .await?;
+    let command_id: i64 = row.get(0);
+    let outbox_id = outbox::insert_command(tx, command_id).await?;
+    audit::append(
+        tx,
+        &format!("github:{}", ev.comment.user.login),
+        "command.received",
+        &format!("command:{command_id}"),
+        &json!({"command": command, "repository": ev.repository.full_name,
+                "issue": ev.issue.number, "comment": ev.comment.id}),
+    )
+    .await?;
+    Ok(Ingested::CommandQueued {
+        command_id,
+        outbox_id,
+        command,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod events;
 pub mod github;
 pub mod incidents;
 pub mod installations;
+pub mod job;
 pub mod outbox;
 pub mod queue;
 pub mod runs;

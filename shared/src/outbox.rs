@@ -1,4 +1,4 @@
-//! Transactional outbox: a stage job is written to Postgres in the same transaction as the
+//! Transactional outbox: a job (a run's stage, a command) is written to Postgres in the same transaction as the
 //! state that calls for it, then pushed to Redis. Whatever could not be pushed (Redis down,
 //! a crash in between) the relay pushes later. A job may thus reach Redis twice; stages are
 //! idempotent, so that is harmless, while a lost job would not be.
@@ -10,6 +10,7 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::db::DbError;
+use crate::job::{CommandJob, Job};
 use crate::queue::{QueueError, StageQueue};
 use crate::stage::{Stage, StageJob};
 
@@ -24,6 +25,21 @@ pub async fn insert(
              ON CONFLICT (run_id, stage) DO UPDATE SET stage = EXCLUDED.stage
              RETURNING id",
             &[&run_id, &stage.as_str()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+pub async fn insert_command(
+    client: &impl GenericClient,
+    command_id: i64,
+) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "INSERT INTO outbox (command_id) VALUES ($1)
+             ON CONFLICT (command_id) DO UPDATE SET command_id = EXCLUDED.command_id
+             RETURNING id",
+            &[&command_id],
         )
         .await?;
     Ok(row.get(0))
@@ -54,7 +70,7 @@ pub async fn dispatch(
     pool: &Pool,
     queue: &StageQueue,
     outbox_id: i64,
-    job: StageJob,
+    job: impl Into<Job>,
 ) -> Result<(), DispatchError> {
     match queue.push(job).await {
         Ok(()) => {
@@ -88,7 +104,7 @@ pub async fn relay_once(pool: &Pool, queue: &StageQueue) -> Result<usize, Dispat
     let tx = client.transaction().await?;
     let rows = tx
         .query(
-            "SELECT id, run_id, stage FROM outbox WHERE enqueued_at IS NULL
+            "SELECT id, run_id, stage, command_id FROM outbox WHERE enqueued_at IS NULL
              ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
             &[],
         )
@@ -96,14 +112,22 @@ pub async fn relay_once(pool: &Pool, queue: &StageQueue) -> Result<usize, Dispat
     let mut pushed = 0;
     for row in rows {
         let id: i64 = row.get(0);
-        let stage: String = row.get(2);
-        let Ok(stage) = stage.parse::<Stage>() else {
-            tracing::error!(outbox_id = id, %stage, "outbox row names an unknown stage; left in place");
-            continue;
-        };
-        let job = StageJob {
-            run_id: row.get(1),
-            stage,
+        let job = match (
+            row.get::<_, Option<String>>(2),
+            row.get::<_, Option<i64>>(3),
+        ) {
+            (_, Some(command_id)) => Job::Command(CommandJob { command_id }),
+            (Some(stage), None) => match stage.parse::<Stage>() {
+                Ok(stage) => Job::Stage(StageJob {
+                    run_id: row.get(1),
+                    stage,
+                }),
+                Err(_) => {
+                    tracing::error!(outbox_id = id, %stage, "outbox row names an unknown stage; left in place");
+                    continue;
+                }
+            },
+            (None, None) => continue,
         };
         match queue.push(job).await {
             Ok(()) => {

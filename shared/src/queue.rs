@@ -1,4 +1,4 @@
-//! The Redis queue (apalis-redis) that carries stage jobs to the workers.
+//! The Redis queue (apalis-redis) that carries jobs (stages, commands) to the workers.
 //!
 //! The producer connects lazily and forgets a broken connection, so the web server starts and
 //! keeps answering while Redis is down; the outbox keeps what could not be pushed.
@@ -9,7 +9,7 @@ use apalis::prelude::TaskSink;
 use apalis_redis::{ConnectionManager, RedisStorage};
 use tokio::sync::Mutex;
 
-use crate::stage::StageJob;
+use crate::job::Job;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -28,7 +28,7 @@ pub fn storage_config(
     missed_heartbeats: usize,
 ) -> apalis_redis::Config {
     apalis_redis::Config::default()
-        .queue(format!("{prefix}:{}", StageJob::NAME))
+        .queue(format!("{prefix}:{}", Job::QUEUE))
         .heartbeat_interval(heartbeat)
         .missed_heartbeats(missed_heartbeats)
 }
@@ -36,7 +36,7 @@ pub fn storage_config(
 pub async fn connect_storage(
     redis_url: &str,
     config: apalis_redis::Config,
-) -> Result<RedisStorage<StageJob>, QueueError> {
+) -> Result<RedisStorage<Job>, QueueError> {
     let client = redis::Client::open(redis_url).map_err(|e| QueueError::Connect(e.to_string()))?;
     let manager_config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -51,7 +51,7 @@ pub async fn connect_storage(
 pub struct StageQueue {
     redis_url: String,
     config: apalis_redis::Config,
-    storage: Mutex<Option<RedisStorage<StageJob>>>,
+    storage: Mutex<Option<RedisStorage<Job>>>,
     timeout: Duration,
 }
 
@@ -65,7 +65,7 @@ impl StageQueue {
         }
     }
 
-    pub async fn push(&self, job: StageJob) -> Result<(), QueueError> {
+    pub async fn push(&self, job: impl Into<Job>) -> Result<(), QueueError> {
         let mut guard = self.storage.lock().await;
         if guard.is_none() {
             let storage = tokio::time::timeout(
@@ -79,7 +79,7 @@ impl StageQueue {
         let Some(storage) = guard.as_mut() else {
             return Err(QueueError::Connect("no connection".into()));
         };
-        let result = match tokio::time::timeout(self.timeout, storage.push(job)).await {
+        let result = match tokio::time::timeout(self.timeout, storage.push(job.into())).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(QueueError::Push(e.to_string())),
             Err(_) => Err(QueueError::Timeout(self.timeout)),

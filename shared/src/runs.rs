@@ -15,6 +15,10 @@ pub struct Run {
     pub github_run_id: i64,
     pub head_sha: String,
     pub status: String,
+    /// `failure`, `timed_out`, or `success` for a green run of the fix's own CI.
+    pub conclusion: String,
+    /// Set when this is a run of the fix's own CI, on selfheal's branch.
+    pub fix_branch: Option<String>,
 }
 
 impl Run {
@@ -47,7 +51,8 @@ pub async fn load(
 ) -> Result<Option<Run>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT id, incident_id, installation_id, repository_full_name, github_run_id, head_sha, status
+            "SELECT id, incident_id, installation_id, repository_full_name, github_run_id, head_sha, status,
+                    conclusion, fix_branch
              FROM runs WHERE id = $1",
             &[&run_id],
         )
@@ -60,6 +65,8 @@ pub async fn load(
         github_run_id: r.get(4),
         head_sha: r.get(5),
         status: r.get(6),
+        conclusion: r.get(7),
+        fix_branch: r.get(8),
     }))
 }
 

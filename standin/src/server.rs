@@ -51,6 +51,21 @@ pub struct Knobs {
     /// Delay before answering a pull-request creation, to hold a worker between ref and PR.
     #[serde(default)]
     pub pulls_delay_ms: u64,
+    /// The check runs GitHub reports on any commit of selfheal's branch, as
+    /// `{"name", "status", "conclusion"}` (absent: one completed, successful check).
+    #[serde(default)]
+    pub fix_checks: Option<Vec<Value>>,
+    /// Collaborator permissions by login (`admin`, `write`, `read`, ...); others: `read`.
+    #[serde(default)]
+    pub permissions: std::collections::BTreeMap<String, String>,
+    /// Answer the next N installation requests with GitHub's primary rate limit (403,
+    /// `x-ratelimit-remaining: 0`, `x-ratelimit-reset` a second ahead).
+    #[serde(default)]
+    pub rate_limit_next: u32,
+    /// Answer the next N installation requests with a secondary rate limit (429,
+    /// `retry-after: 1`).
+    #[serde(default)]
+    pub retry_after_next: u32,
 }
 
 /// The bundled example the default log belongs to.
@@ -69,6 +84,9 @@ struct Inner {
     knobs: Mutex<Knobs>,
     tokens_issued: Mutex<u64>,
     token_requests: Mutex<Vec<Value>>,
+    /// Tokens numbered up to this are answered 401, as GitHub answers a revoked token.
+    revoked_upto: Mutex<u64>,
+    comments: Mutex<Vec<Value>>,
 }
 
 #[derive(Clone)]
@@ -125,6 +143,29 @@ impl StandIn {
             .unwrap_or_default()
     }
 
+    /// Comments made on issues and pull requests, with their issue number.
+    pub fn comments(&self) -> Vec<Value> {
+        self.inner
+            .comments
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every installation token issued so far stops working (401), as after a revocation.
+    pub fn revoke_tokens(&self) {
+        let issued = *self
+            .inner
+            .tokens_issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *self
+            .inner
+            .revoked_upto
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = issued;
+    }
+
     pub fn set_knobs(&self, knobs: Knobs) {
         if let Ok(mut k) = self.inner.knobs.lock() {
             *k = knobs;
@@ -154,6 +195,8 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
         knobs: Mutex::new(Knobs::default()),
         tokens_issued: Mutex::new(0),
         token_requests: Mutex::new(Vec::new()),
+        revoked_upto: Mutex::new(0),
+        comments: Mutex::new(Vec::new()),
     });
     let app = Router::new()
         .route("/app/installations/{id}/access_tokens", post(access_token))
@@ -178,8 +221,33 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
         .route("/repos/{owner}/{repo}/git/refs", post(git_create_ref))
         .route("/repos/{owner}/{repo}/git/ref/{*git_ref}", get(git_get_ref))
         .route(
+            "/repos/{owner}/{repo}/git/refs/{*git_ref}",
+            axum::routing::patch(git_update_ref),
+        )
+        .route(
             "/repos/{owner}/{repo}/pulls",
             post(create_pull).get(list_pulls),
+        )
+        .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull))
+        .route(
+            "/repos/{owner}/{repo}/pulls/{number}/merge",
+            axum::routing::put(merge_pull),
+        )
+        .route(
+            "/repos/{owner}/{repo}/pulls/{number}/requested_reviewers",
+            post(request_reviewers),
+        )
+        .route(
+            "/repos/{owner}/{repo}/issues/{number}/comments",
+            post(create_comment),
+        )
+        .route(
+            "/repos/{owner}/{repo}/commits/{sha}/check-runs",
+            get(commit_check_runs),
+        )
+        .route(
+            "/repos/{owner}/{repo}/collaborators/{login}/permission",
+            get(collaborator_permission),
         )
         .route(
             "/repos/{owner}/{repo}/actions/runs/{run_id}/rerun-failed-jobs",
@@ -225,7 +293,67 @@ async fn record(
             });
         }
     }
+    if credential(&headers) == Credential::InstallationToken {
+        if let Some(refused) = throttle_or_revoke(&inner, &headers) {
+            return refused;
+        }
+    }
     next.run(request).await
+}
+
+/// What GitHub answers an installation instead of the API when its token was revoked or
+/// its rate limit is spent. Shapes recorded: PyGithub `SpecificExceptions.testRateLimitExceeded`
+/// (403, `x-ratelimit-remaining: 0`, `x-ratelimit-reset`); GitHub's documented 429 +
+/// `retry-after` for secondary limits; 401 "Bad credentials" for a revoked token.
+fn throttle_or_revoke(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
+    let number = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit('x').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    if number <= *inner.revoked_upto.lock().unwrap_or_else(|p| p.into_inner()) {
+        return Some(github_error(StatusCode::UNAUTHORIZED, "Bad credentials"));
+    }
+    let mut knobs = inner.knobs.lock().unwrap_or_else(|p| p.into_inner());
+    if knobs.rate_limit_next > 0 {
+        knobs.rate_limit_next -= 1;
+        let message = inner
+            .fixtures
+            .replay("SpecificExceptions.testRateLimitExceeded.txt")
+            .ok()
+            .and_then(|x| x.into_iter().find(|e| e.status == 403))
+            .and_then(|e| serde_json::from_str::<Value>(&e.body).ok())
+            .and_then(|b| b["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "API rate limit exceeded".into());
+        let reset = chrono::Utc::now().timestamp() + 1;
+        let mut response = github_error(StatusCode::FORBIDDEN, &message);
+        let h = response.headers_mut();
+        h.insert(
+            "x-ratelimit-limit",
+            axum::http::HeaderValue::from_static("5000"),
+        );
+        h.insert(
+            "x-ratelimit-remaining",
+            axum::http::HeaderValue::from_static("0"),
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&reset.to_string()) {
+            h.insert("x-ratelimit-reset", v);
+        }
+        return Some(response);
+    }
+    if knobs.retry_after_next > 0 {
+        knobs.retry_after_next -= 1;
+        let mut response = github_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+        );
+        response
+            .headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        return Some(response);
+    }
+    None
 }
 
 fn knobs(inner: &Inner) -> Knobs {
@@ -1016,4 +1144,299 @@ async fn not_found() -> Response {
 fn rfc3339_in(seconds: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(seconds))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[derive(Deserialize)]
+struct UpdateRefRequest {
+    sha: String,
+    #[serde(default)]
+    force: bool,
+}
+
+/// Recorded: octokit `git-refs.json` (PATCH …/git/refs/heads/test). Not a fast-forward
+/// without `force` is GitHub's 422.
+async fn git_update_ref(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, git_ref)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Json(req): Json<UpdateRefRequest>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let full = format!("refs/{git_ref}");
+    let Some(old) = inner.git.rev_parse(&full) else {
+        return github_error(StatusCode::UNPROCESSABLE_ENTITY, "Reference does not exist");
+    };
+    let fast_forward = inner
+        .git
+        .git(&["merge-base", "--is-ancestor", &old, &req.sha], None)
+        .is_ok();
+    if !fast_forward && !req.force {
+        return github_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Update is not a fast forward",
+        );
+    }
+    if let Err(e) = inner.git.git(&["update-ref", &full, &req.sha, &old], None) {
+        return git_failed(e);
+    }
+    if let Ok(mut pulls) = inner.pulls.lock() {
+        for p in pulls
+            .iter_mut()
+            .filter(|p| p["head"]["ref"] == git_ref.trim_start_matches("heads/"))
+        {
+            p["head"]["sha"] = Value::from(req.sha.clone());
+        }
+    }
+    Json(ref_body(&inner, &owner, &repo, &full, &req.sha)).into_response()
+}
+
+async fn get_pull(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let pulls = inner.pulls.lock().map(|p| p.clone()).unwrap_or_default();
+    match pulls.into_iter().find(|p| p["number"] == number) {
+        Some(pr) => Json(pr).into_response(),
+        None => github_error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+#[derive(Deserialize)]
+struct MergeRequest {
+    #[serde(default)]
+    merge_method: Option<String>,
+    #[serde(default)]
+    sha: Option<String>,
+    #[serde(default)]
+    commit_title: Option<String>,
+}
+
+/// Recorded: PyGithub `PullRequest.testMerge` (PUT …/merge: `merged`, `message`, `sha`). The
+/// merge is real: a squash (or merge) commit on the base branch of the bare repository.
+/// A `sha` that is not the head's is GitHub's 409; a closed PR is its 405.
+async fn merge_pull(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+    Json(req): Json<MergeRequest>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let mut pulls = inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(pr) = pulls.iter_mut().find(|p| p["number"] == number) else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    if pr["state"] != "open" {
+        return github_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Pull Request is not mergeable",
+        );
+    }
+    let head_sha = pr["head"]["sha"].as_str().unwrap_or_default().to_string();
+    if req.sha.as_deref().is_some_and(|s| s != head_sha) {
+        return github_error(
+            StatusCode::CONFLICT,
+            "Head branch was modified. Review and try the merge again.",
+        );
+    }
+    let base = pr["base"]["ref"].as_str().unwrap_or("main").to_string();
+    let Some(base_sha) = inner.git.rev_parse(&format!("refs/heads/{base}")) else {
+        return github_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "base branch does not exist",
+        );
+    };
+    let tree = match inner
+        .git
+        .git(&["rev-parse", &format!("{head_sha}^{{tree}}")], None)
+    {
+        Ok(t) => t.trim().to_string(),
+        Err(e) => return git_failed(e),
+    };
+    let method = req.merge_method.unwrap_or_else(|| "merge".into());
+    let parents = if method == "merge" {
+        vec![base_sha.clone(), head_sha.clone()]
+    } else {
+        vec![base_sha.clone()]
+    };
+    let title = req
+        .commit_title
+        .unwrap_or_else(|| format!("{} (#{number})", pr["title"].as_str().unwrap_or_default()));
+    let merged =
+        match inner
+            .git
+            .commit_tree(&tree, &parents, &title, "GitHub", "noreply@github.com")
+        {
+            Ok(s) => s,
+            Err(e) => return git_failed(e),
+        };
+    if let Err(e) = inner.git.git(
+        &[
+            "update-ref",
+            &format!("refs/heads/{base}"),
+            &merged,
+            &base_sha,
+        ],
+        None,
+    ) {
+        return git_failed(e);
+    }
+    pr["state"] = Value::from("closed");
+    pr["merged"] = Value::from(true);
+    pr["merge_commit_sha"] = Value::from(merged.clone());
+    pr["merged_at"] = Value::from(rfc3339_in(0));
+    let mut body = match inner
+        .fixtures
+        .replay_json("PullRequest.testMerge.txt", "PUT", "/merge")
+    {
+        Ok(b) => b,
+        Err(e) => return fixture_error(e),
+    };
+    body["sha"] = Value::from(merged);
+    Json(body).into_response()
+}
+
+#[derive(Deserialize)]
+struct ReviewersRequest {
+    #[serde(default)]
+    reviewers: Vec<String>,
+    #[serde(default)]
+    team_reviewers: Vec<String>,
+}
+
+/// GitHub answers with the pull request, its `requested_reviewers` filled in.
+async fn request_reviewers(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+    Json(req): Json<ReviewersRequest>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let mut pulls = inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(pr) = pulls.iter_mut().find(|p| p["number"] == number) else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let user = pr["user"].clone();
+    pr["requested_reviewers"] = Value::Array(
+        req.reviewers
+            .iter()
+            .map(|login| {
+                let mut u = user.clone();
+                u["login"] = Value::from(login.as_str());
+                u
+            })
+            .collect(),
+    );
+    pr["requested_teams"] = Value::Array(
+        req.team_reviewers
+            .iter()
+            .map(|slug| json!({"slug": slug, "name": slug}))
+            .collect(),
+    );
+    (StatusCode::CREATED, Json(pr.clone())).into_response()
+}
+
+#[derive(Deserialize)]
+struct CommentRequest {
+    body: String,
+}
+
+/// Recorded: PyGithub `PullRequest.testCreateIssueComment`.
+async fn create_comment(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+    Json(req): Json<CommentRequest>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let mut body = match inner.fixtures.replay_json(
+        "PullRequest.testCreateIssueComment.txt",
+        "POST",
+        "/comments",
+    ) {
+        Ok(b) => b,
+        Err(e) => return fixture_error(e),
+    };
+    let mut comments = inner.comments.lock().unwrap_or_else(|p| p.into_inner());
+    body["id"] = Value::from(9000 + comments.len() as i64);
+    body["body"] = Value::from(req.body);
+    body["issue_number"] = Value::from(number);
+    comments.push(body.clone());
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// Recorded: octocrab `commit_check_runs.json`, its first check run adapted to the commit
+/// and to the `fix_checks` knob.
+async fn commit_check_runs(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let template = match inner
+        .fixtures
+        .json("github-rest/octocrab/commit_check_runs.json")
+    {
+        Ok(list) => list["check_runs"][0].clone(),
+        Err(e) => return fixture_error(e),
+    };
+    let wanted = knobs(&inner).fix_checks.unwrap_or_else(|| {
+        vec![json!({"name": "test", "status": "completed", "conclusion": "success"})]
+    });
+    let runs: Vec<Value> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let mut run = template.clone();
+            run["id"] = Value::from(7000 + i as i64);
+            run["head_sha"] = Value::from(sha.clone());
+            for key in ["name", "status", "conclusion"] {
+                run[key] = w.get(key).cloned().unwrap_or(Value::Null);
+            }
+            run
+        })
+        .collect();
+    Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
+}
+
+/// Recorded: PyGithub `Repository.testCollaboratorPermission` (admin) and
+/// `…NoPushAccess`; the login and permission come from the `permissions` knob.
+async fn collaborator_permission(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, login)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let permission = knobs(&inner)
+        .permissions
+        .get(&login)
+        .cloned()
+        .unwrap_or_else(|| "read".into());
+    let fixture = if matches!(permission.as_str(), "admin" | "maintain" | "write") {
+        "Repository.testCollaboratorPermission.txt"
+    } else {
+        "Repository.testCollaboratorPermissionNoPushAccess.txt"
+    };
+    let mut body = match inner.fixtures.replay_json(fixture, "GET", "/permission") {
+        Ok(b) => b,
+        Err(e) => return fixture_error(e),
+    };
+    body["permission"] = Value::from(permission);
+    body["user"]["login"] = Value::from(login);
+    Json(body).into_response()
 }

@@ -202,7 +202,7 @@ impl TestEnv {
     pub async fn wait_workers_registered(&self, n: usize) {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let key = format!("{}:stage:workers", self.tag);
+        let key = format!("{}:jobs:workers", self.tag);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let registered: usize = redis::cmd("ZCARD")

@@ -8,11 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
-use selfheal_shared::events::{RunVerdict, WorkflowRunEvent};
+use selfheal_shared::events::{IssueCommentEvent, RunVerdict, WorkflowRunEvent};
 use selfheal_shared::incidents::{self, Delivery, Ingested, Parsed};
 use selfheal_shared::installations::InstallationEvent;
+use selfheal_shared::job::{CommandJob, Job};
 use selfheal_shared::outbox;
-use selfheal_shared::stage::{Stage, StageJob};
+use selfheal_shared::stage::StageJob;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
@@ -48,6 +49,7 @@ pub async fn receive(
         "installation" | "installation_repositories" => {
             Parsed::Installation(InstallationEvent::parse(event, &body).map_err(bad)?)
         }
+        "issue_comment" => Parsed::Comment(IssueCommentEvent::parse(&body).map_err(bad)?),
         _ => Parsed::Other,
     };
 
@@ -88,24 +90,32 @@ pub async fn receive(
             run_id,
             incident_id,
             outbox_id,
+            stage,
         } => {
             let job = StageJob {
                 run_id: *run_id,
-                stage: Stage::Triage,
+                stage: *stage,
             };
-            let queued = match outbox::dispatch(&state.pool, &state.queue, *outbox_id, job).await {
-                Ok(()) => true,
-                Err(e) => {
-                    // Postgres has it; the relay pushes it once Redis is back.
-                    tracing::warn!(error = %e, run = %run_id, "enqueue deferred to the outbox relay");
-                    state.metrics.enqueue_deferred.inc();
-                    false
-                }
-            };
+            let queued = enqueue(&state, *outbox_id, job.into()).await;
             tracing::info!(run = %run_id, incident = %incident_id, queued, "run created");
             (
                 StatusCode::ACCEPTED,
-                json!({"status": "run_created", "run_id": run_id, "incident_id": incident_id, "queued": queued}),
+                json!({"status": "run_created", "run_id": run_id, "incident_id": incident_id, "stage": stage.as_str(), "queued": queued}),
+            )
+        }
+        Ingested::CommandQueued {
+            command_id,
+            outbox_id,
+            command,
+        } => {
+            let job = CommandJob {
+                command_id: *command_id,
+            };
+            let queued = enqueue(&state, *outbox_id, job.into()).await;
+            tracing::info!(command = %command, command_id, queued, "command queued");
+            (
+                StatusCode::ACCEPTED,
+                json!({"status": "command_queued", "command_id": command_id, "command": command, "queued": queued}),
             )
         }
     };
@@ -113,6 +123,19 @@ pub async fn receive(
         .metrics
         .delivery(event, body["status"].as_str().unwrap_or("unknown"));
     Ok((status, Json(body)).into_response())
+}
+
+/// Pushes a committed outbox row now; when Redis is away, Postgres has it and the relay
+/// pushes it later.
+async fn enqueue(state: &AppState, outbox_id: i64, job: Job) -> bool {
+    match outbox::dispatch(&state.pool, &state.queue, outbox_id, job).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, outbox_id, "enqueue deferred to the outbox relay");
+            state.metrics.enqueue_deferred.inc();
+            false
+        }
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, ApiError> {

@@ -1,6 +1,7 @@
 //! The worker: pulls stage jobs from Redis (apalis) and carries each run through
 //! triage -> diagnose -> patch -> validate -> verify -> deliver, recording every attempt.
 
+mod chatops;
 pub mod diagnose;
 pub mod heal;
 mod pipeline;
@@ -31,6 +32,8 @@ pub struct WorkerContext {
     pub worker_id: String,
     pub database_url: String,
     pub log_cap_bytes: usize,
+    /// Org-wide defaults under every repository's `.github/selfheal.yml`.
+    pub repo_defaults: stages::repo_config::Defaults,
 }
 
 impl WorkerContext {
@@ -68,6 +71,16 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // A typo in the org-wide defaults would apply everywhere: refuse to start instead.
+    let repo_defaults = match &config.worker.repo_defaults {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("SELFHEAL_REPO_DEFAULTS {}: {e}", path.display()))?;
+            stages::repo_config::Defaults::parse(&text)
+                .map_err(|e| anyhow::anyhow!("SELFHEAL_REPO_DEFAULTS {}: {e}", path.display()))?
+        }
+        None => stages::repo_config::Defaults::default(),
+    };
     let pool = db::pool(config.database_url(), config.worker.concurrency + 4)?;
     db::migrate(&pool).await?;
     let github = Arc::new(GitHubApp::new(&config.github)?);
@@ -100,6 +113,7 @@ pub async fn run(
         worker_id: worker_id.clone(),
         database_url: config.database_url().to_string(),
         log_cap_bytes: config.worker.log_cap_bytes,
+        repo_defaults,
     });
     let sweeper = (!config.worker.redelivery_interval.is_zero()).then(|| {
         tokio::spawn(redeliver::sweep_forever(

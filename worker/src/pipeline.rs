@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use apalis::prelude::{BoxDynError, Data};
 use backon::Retryable;
+use selfheal_shared::job::Job;
 use selfheal_shared::runs::{self, Outcome, Run};
 use selfheal_shared::stage::{Stage, StageJob};
 use selfheal_shared::{audit, installations, outbox};
@@ -15,7 +16,14 @@ use uuid::Uuid;
 use crate::stages::{self, StageError};
 use crate::WorkerContext;
 
-pub async fn handle(job: StageJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+pub async fn handle(job: Job, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+    match job {
+        Job::Stage(job) => handle_stage(job, ctx).await,
+        Job::Command(job) => crate::chatops::handle(job, ctx).await,
+    }
+}
+
+async fn handle_stage(job: StageJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
     let span = tracing::info_span!("stage", run = %job.run_id, stage = %job.stage, worker = %ctx.worker_id);
     // Stage errors are handled inside `process`; what reaches here is selfheal's own
     // bookkeeping failing (Postgres away). Retry that for a while rather than drop the job.

@@ -3,6 +3,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use octocrab::models::{AppId, InstallationId};
+use octocrab::service::middleware::retry::{RateLimitMetrics, RetryConfig};
 use octocrab::Octocrab;
 use secrecy::ExposeSecret;
 
@@ -35,6 +36,30 @@ impl GitHubError {
     }
 }
 
+/// Rate limits and retried errors go to the log: a stage that took long says why.
+struct LogRateLimits;
+
+impl RateLimitMetrics for LogRateLimits {
+    fn retry_after_error(
+        &self,
+        req: &http::Request<octocrab::OctoBody>,
+        status: http::StatusCode,
+        retries_remaining: usize,
+    ) {
+        tracing::warn!(path = req.uri().path(), %status, retries_remaining, "GitHub request failed; retrying");
+    }
+
+    fn rate_limited(
+        &self,
+        req: &http::Request<octocrab::OctoBody>,
+        status: http::StatusCode,
+        retries_remaining: usize,
+        waiting_seconds: u64,
+    ) {
+        tracing::warn!(path = req.uri().path(), %status, retries_remaining, waiting_seconds, "GitHub rate limit: waiting");
+    }
+}
+
 /// One per process. Installation clients are kept so that their tokens are reused until
 /// shortly before they expire, then refreshed by octocrab.
 pub struct GitHubApp {
@@ -53,6 +78,13 @@ impl GitHubApp {
             .base_uri(config.api_url.as_str())?
             .set_connect_timeout(Some(Duration::from_secs(5)))
             .set_read_timeout(Some(Duration::from_secs(30)))
+            .add_retry_config(RetryConfig::HandleRateLimits {
+                metrics: Arc::new(LogRateLimits),
+                max_retries: config.max_retries,
+                min_wait_seconds: 5,
+                // A bare 403 may be a real refusal: only one with rate-limit headers waits.
+                retry_on_forbidden: false,
+            })
             .app_from_rsa_pem(AppId(app_id), key.expose_secret().as_bytes())
             .map_err(|e| GitHubError::BadKey(e.to_string()))?
             .build()?;

@@ -13,189 +13,155 @@ use serde_json::{json, Value};
 
 use super::checkout::checkout;
 use super::download::api_error;
-use super::repo_config::{self, RepoConfig};
-use super::{StageError, StageReport};
-use crate::diagnose::Class;
-use crate::policy::{self, MergeInput};
+use super::verify::{self, Verdict};
+use super::{merge, repo_config, StageError, StageReport};
 use crate::WorkerContext;
-use selfheal_shared::github::GitHubError;
 
 /// Reruns per incident before selfheal stops asking GitHub for another.
 const MAX_RERUNS: i64 = 2;
 
 pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
-    let client = ctx.pool.get().await?;
-    let row = client
-        .query_opt(
+    let Some((verdict, reason)) = verify::recorded(ctx, run).await? else {
+        return Ok(skipped("nothing delivered: verify recorded no decision"));
+    };
+    match verdict {
+        Verdict::Skip | Verdict::Stop | Verdict::Wait => {
+            Ok(skipped(&format!("nothing delivered: {reason}")))
+        }
+        Verdict::Hold => Ok(StageReport {
+            outcome: Outcome::Succeeded,
+            detail: format!("left for review: {reason}"),
+        }),
+        Verdict::Merge => merge::merge(ctx, run, "selfheal:policy").await,
+        Verdict::Deliver => deliver_fix(ctx, run).await,
+    }
+}
+
+async fn deliver_fix(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
+    let row = ctx
+        .pool
+        .get()
+        .await?
+        .query_one(
             "SELECT verdict, strategy, class, diff, evidence FROM patches WHERE run_id = $1",
             &[&run.id],
         )
         .await?;
-    drop(client);
-    let Some(row) = row else {
-        return Ok(skipped("nothing to deliver: no patch stage result"));
-    };
     let verdict: String = row.get(0);
-    if ctx.dry_run {
-        let would = match verdict.as_str() {
-            "flaky" | "rerun" => "rerun the failed jobs",
-            "fixed" => "open a pull request with the validated fix",
-            _ => "do nothing",
-        };
-        return Ok(skipped(&format!(
-            "dry run: would {would}; nothing was written to GitHub"
-        )));
-    }
-    if !matches!(verdict.as_str(), "flaky" | "rerun" | "fixed") {
-        return Ok(skipped(&format!("nothing to deliver ({verdict})")));
-    }
-    let crab = ctx
-        .github
-        .installation(run.installation_id, &run.repository_full_name)?;
-    let class = Class::parse(&row.get::<_, String>(2)).unwrap_or(Class::Unknown);
+    let strategy: String = row.get(1);
+    let class: String = row.get(2);
     let diff: Option<String> = row.get(3);
-    let config = match load_config(&crab, &run.repository_full_name).await? {
-        Err(problem) => {
-            report_bad_config(&crab, run, &problem).await?;
-            return Ok(skipped(&format!(
-                "{} is invalid ({problem}): nothing delivered; reported as a failed check run",
-                repo_config::PATH
-            )));
-        }
-        Ok(config) if config.dry_run => {
-            return Ok(skipped(&format!(
-                "dry run ({}): nothing was written to GitHub",
-                repo_config::PATH
-            )));
-        }
-        Ok(config) => config,
-    };
-    if let Some(why) = config.refuses(class, diff.as_deref()) {
-        return Ok(skipped(&format!("not delivered: {why}")));
-    }
-    match verdict.as_str() {
-        "flaky" | "rerun" => rerun(ctx, run).await,
-        _ => {
-            let mut report = pull_request(
-                ctx,
-                run,
-                &row.get::<_, String>(1),
-                &row.get::<_, String>(2),
-                diff.as_deref().unwrap_or_default(),
-                &row.get(4),
-            )
-            .await?;
-            report.detail = format!(
-                "{}; {}",
-                report.detail,
-                merge_decision(
-                    ctx,
-                    run,
-                    class,
-                    diff.as_deref().unwrap_or_default(),
-                    &config
-                )
-                .await?
-            );
-            Ok(report)
-        }
+    let diff = diff.as_deref().unwrap_or_default();
+    match (verdict.as_str(), run.fix_branch.is_some()) {
+        ("flaky" | "rerun", _) => rerun(ctx, run).await,
+        (_, true) => push_attempt(ctx, run, &strategy, &class, diff).await,
+        (_, false) => pull_request(ctx, run, &strategy, &class, diff, &row.get(4)).await,
     }
 }
 
-/// Evaluates the merge policy and records the decision. The fix's own CI is not observed yet
-/// (the verify stage is not built), so the policy sees its checks as not green.
-async fn merge_decision(
+/// The fix's own CI failed and verify allowed another attempt: a commit on top of the fix's
+/// branch (fast-forward only), and a comment on the PR saying what changed.
+async fn push_attempt(
     ctx: &WorkerContext,
     run: &Run,
-    class: Class,
+    strategy: &str,
+    class: &str,
     diff: &str,
-    config: &RepoConfig,
-) -> Result<String, StageError> {
-    let input = MergeInput {
-        class: class.as_str().into(),
-        diff_lines: repo_config::changed_lines(diff),
-        touched_paths: repo_config::touched_paths(diff),
-        protected_paths: config.protected_paths.clone(),
-        max_diff_lines: config.max_diff_lines,
-        auto_merge_classes: config
-            .auto_merge_classes
-            .iter()
-            .map(|c| c.as_str().to_string())
-            .collect(),
-        checks_green: false,
-        tests_deleted: crate::heal::refuses(diff).is_some(),
-    };
-    let (source, text) = policy::policy_text().map_err(StageError::Permanent)?;
-    let decision = policy::decide(&text, &input)
-        .map_err(|e| StageError::Permanent(format!("merge policy {source}: {e}")))?;
-    let verdict = if decision.allow { "allowed" } else { "denied" };
-    ctx.pool
-        .get()
-        .await?
+) -> Result<StageReport, StageError> {
+    let client = ctx.pool.get().await?;
+    client
         .execute(
-            "UPDATE deliveries SET merge_decision = $2, merge_reasons = $3, decided_by = $4, updated_at = now()
-             WHERE incident_id = $1 AND kind = 'pull_request'",
-            &[&run.incident_id, &verdict, &serde_json::to_value(&decision.reasons).unwrap_or_default(), &source],
+            "INSERT INTO fix_attempts (run_id, incident_id, attempt, strategy)
+             SELECT $1, $2, coalesce(max(attempt), 0) + 1, $3 FROM fix_attempts WHERE incident_id = $2
+             ON CONFLICT (run_id) DO NOTHING",
+            &[&run.id, &run.incident_id, &strategy],
         )
         .await?;
-    Ok(if decision.allow {
-        format!("merge allowed by {source} (merging is not built yet: left for review)")
-    } else {
-        format!("merge denied by {source}: {}", decision.reasons.join("; "))
-    })
-}
-
-/// The repository's `.github/selfheal.yml` from its default branch (defaults when absent);
-/// `Err` carries what is wrong with it.
-async fn load_config(
-    crab: &Octocrab,
-    repo: &str,
-) -> Result<Result<RepoConfig, String>, StageError> {
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        http::header::ACCEPT,
-        http::HeaderValue::from_static("application/vnd.github.raw+json"),
-    );
-    let response = crab
-        ._get_with_headers(
-            format!("/repos/{repo}/contents/{}", repo_config::PATH),
-            Some(headers),
+    let a = client
+        .query_one(
+            "SELECT a.attempt, a.commit_sha, a.pushed_at IS NOT NULL, d.branch, d.pr_number
+             FROM fix_attempts a JOIN deliveries d ON d.incident_id = a.incident_id AND d.kind = 'pull_request'
+             WHERE a.run_id = $1",
+            &[&run.id],
         )
-        .await
-        .map_err(|e| api_error(e, repo_config::PATH))?;
-    match response.status().as_u16() {
-        404 => Ok(Ok(RepoConfig::default())),
-        200 => {
-            let text = crab
-                .body_to_string(response)
-                .await
-                .map_err(|e| api_error(e, repo_config::PATH))?;
-            Ok(repo_config::parse(&text))
-        }
-        status => Err(GitHubError::Status {
-            status,
-            what: repo_config::PATH.into(),
-        }
-        .into()),
+        .await?;
+    let attempt: i32 = a.get(0);
+    let branch: String = a.get(3);
+    let pr: Option<i32> = a.get(4);
+    if a.get::<_, bool>(2) {
+        return Ok(StageReport {
+            outcome: Outcome::Succeeded,
+            detail: format!("attempt {attempt} already pushed to {branch}"),
+        });
     }
-}
-
-/// A failed check run on the failing commit says what is wrong with the config.
-async fn report_bad_config(crab: &Octocrab, run: &Run, problem: &str) -> Result<(), StageError> {
-    let _: Value = crab
-        .post(
-            format!("/repos/{}/check-runs", run.repository_full_name),
-            Some(&json!({
-                "name": "selfheal config",
-                "head_sha": run.head_sha,
-                "status": "completed",
-                "conclusion": "failure",
-                "output": {"title": format!("{} is invalid", repo_config::PATH), "summary": problem},
-            })),
+    let repo = &run.repository_full_name;
+    let crab = ctx.github.installation(run.installation_id, repo)?;
+    let commit = match a.get::<_, Option<String>>(1) {
+        Some(sha) => sha,
+        None => {
+            let sha = make_commit(
+                ctx,
+                &crab,
+                run,
+                diff,
+                &format!(
+                    "selfheal: fix {class} failure of the fix ({strategy}), attempt {attempt}"
+                ),
+            )
+            .await?;
+            client
+                .execute(
+                    "UPDATE fix_attempts SET commit_sha = $2 WHERE run_id = $1",
+                    &[&run.id, &sha],
+                )
+                .await?;
+            sha
+        }
+    };
+    let updated: Result<Value, _> = crab
+        .patch(
+            format!("/repos/{repo}/git/refs/heads/{branch}"),
+            Some(&json!({"sha": commit, "force": false})),
         )
-        .await
-        .map_err(|e| api_error(e, "reporting the config as a check run"))?;
-    Ok(())
+        .await;
+    if let Err(e) = updated {
+        // Pushed before a crash: fine if the branch is at our commit.
+        let current: Value = crab
+            .get(format!("/repos/{repo}/git/ref/heads/{branch}"), None::<&()>)
+            .await
+            .map_err(|e| api_error(e, "the fix's branch"))?;
+        if current["object"]["sha"] != commit.as_str() {
+            return Err(api_error(e, "pushing the attempt onto the fix's branch"));
+        }
+    }
+    client
+        .execute(
+            "UPDATE fix_attempts SET pushed_at = now() WHERE run_id = $1",
+            &[&run.id],
+        )
+        .await?;
+    if let Some(n) = pr {
+        let body = format!(
+            "The fix's CI failed (run {}, **{class}**). selfheal pushed attempt {attempt}: \
+             `{strategy}`, commit {}, validated in its sandbox.",
+            run.github_run_id,
+            &commit[..commit.len().min(7)]
+        );
+        let _: Value = crab
+            .post(
+                format!("/repos/{repo}/issues/{n}/comments"),
+                Some(&json!({ "body": body })),
+            )
+            .await
+            .map_err(|e| api_error(e, "commenting on the pull request"))?;
+    }
+    Ok(StageReport {
+        outcome: Outcome::Succeeded,
+        detail: format!(
+            "pushed attempt {attempt} onto {branch} (commit {}, signed by GitHub)",
+            &commit[..commit.len().min(7)]
+        ),
+    })
 }
 
 fn skipped(detail: &str) -> StageReport {
@@ -380,6 +346,14 @@ async fn pull_request(
             )
             .await?;
     }
+    // The first attempt, for loop protection and the merge policy's view of the whole fix.
+    client
+        .execute(
+            "INSERT INTO fix_attempts (run_id, incident_id, attempt, strategy, commit_sha, pushed_at)
+             VALUES ($1, $2, 1, $3, $4, now()) ON CONFLICT DO NOTHING",
+            &[&run.id, &run.incident_id, &strategy, &commit],
+        )
+        .await?;
     let owner = repo.split('/').next().unwrap_or_default();
     let body = pr_body(ctx, run, strategy, class, evidence).await?;
     let opened: Result<Value, _> = crab
@@ -422,6 +396,11 @@ async fn pull_request(
         )
         .await
         .map_err(|e| api_error(e, "labelling the pull request"))?;
+    let reviewers = match repo_config::load(ctx, &crab, repo).await? {
+        Ok(config) => config.reviewers,
+        Err(_) => Vec::new(),
+    };
+    request_reviewers(&crab, repo, d.pr_number.unwrap_or_default(), &reviewers).await?;
     d.pr_url = pr["html_url"].as_str().map(str::to_string);
     client
         .execute(
@@ -438,6 +417,36 @@ async fn pull_request(
             &commit[..commit.len().min(7)]
         ),
     })
+}
+
+/// Logins are asked as people, `org/team` as a team. GitHub refuses (422) a reviewer who
+/// is not a collaborator; that must not block the fix, so it is logged, not failed on.
+async fn request_reviewers(
+    crab: &Octocrab,
+    repo: &str,
+    number: i32,
+    reviewers: &[String],
+) -> Result<(), StageError> {
+    if reviewers.is_empty() {
+        return Ok(());
+    }
+    let (teams, people): (Vec<&String>, Vec<&String>) =
+        reviewers.iter().partition(|r| r.contains('/'));
+    let teams: Vec<&str> = teams.iter().filter_map(|t| t.split('/').nth(1)).collect();
+    let asked: Result<Value, _> = crab
+        .post(
+            format!("/repos/{repo}/pulls/{number}/requested_reviewers"),
+            Some(&json!({"reviewers": people, "team_reviewers": teams})),
+        )
+        .await;
+    match asked {
+        Ok(_) => Ok(()),
+        Err(e) if status_of(&e) == Some(422) => {
+            tracing::warn!(error = %e, "GitHub refused the reviewers from the config");
+            Ok(())
+        }
+        Err(e) => Err(api_error(e, "requesting reviewers")),
+    }
 }
 
 async fn pr_body(

@@ -10,10 +10,14 @@ mod checkout;
 mod deliver;
 mod diagnose;
 mod download;
+pub(crate) mod merge;
 mod patch;
-mod repo_config;
+pub(crate) mod repo_config;
 mod triage;
 mod validate;
+mod verify;
+
+pub(crate) use download::api_error;
 
 pub struct StageReport {
     pub outcome: Outcome,
@@ -72,11 +76,7 @@ pub async fn execute(
         Stage::Diagnose => diagnose::run(ctx, run).await,
         Stage::Patch => patch::run(ctx, run).await,
         Stage::Validate => validate::run(ctx, run).await,
+        Stage::Verify => verify::run(ctx, run).await,
         Stage::Deliver => deliver::run(ctx, run).await,
-        // Built in a later issue; until then the record says so, and the run cannot succeed.
-        Stage::Verify => Ok(StageReport {
-            outcome: Outcome::Skipped,
-            detail: "not implemented".into(),
-        }),
     }
 }

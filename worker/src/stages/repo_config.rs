@@ -1,10 +1,18 @@
 //! `.github/selfheal.yml` on the repository's default branch: what selfheal may deliver
 //! there. Unknown keys and bad values are reported (a failed check run), never ignored, and a
-//! repository with a broken config gets nothing delivered.
+//! repository with a broken config gets nothing delivered. Org-wide defaults come from the
+//! file `SELFHEAL_REPO_DEFAULTS` names (same keys); a repository's own keys override them.
 
+use octocrab::Octocrab;
+use selfheal_shared::github::GitHubError;
+use selfheal_shared::runs::Run;
 use serde::Deserialize;
+use serde_json::{json, Value};
 
+use super::download::api_error;
+use super::StageError;
 use crate::diagnose::Class;
+use crate::WorkerContext;
 
 pub const PATH: &str = ".github/selfheal.yml";
 
@@ -25,6 +33,39 @@ pub struct RepoConfig {
     /// Classes whose fixes the merge policy may merge.
     #[serde(default = "default_auto_merge_classes")]
     pub auto_merge_classes: Vec<Class>,
+    /// Asked to review each pull request selfheal opens: logins, or `org/team` for a team.
+    #[serde(default)]
+    pub reviewers: Vec<String>,
+    /// Commits selfheal may push for one incident (the first fix and the ones made after the
+    /// fix's own CI failed); then it comments with what it tried and stops.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// How an allowed fix is merged.
+    #[serde(default)]
+    pub merge_method: MergeMethod,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMethod {
+    #[default]
+    Squash,
+    Merge,
+    Rebase,
+}
+
+impl MergeMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeMethod::Squash => "squash",
+            MergeMethod::Merge => "merge",
+            MergeMethod::Rebase => "rebase",
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    3
 }
 
 fn default_auto_merge_classes() -> Vec<Class> {
@@ -47,15 +88,60 @@ impl Default for RepoConfig {
             protected_paths: default_protected_paths(),
             dry_run: false,
             auto_merge_classes: default_auto_merge_classes(),
+            reviewers: Vec::new(),
+            max_attempts: default_max_attempts(),
+            merge_method: MergeMethod::default(),
         }
     }
 }
 
+#[cfg(test)]
 pub fn parse(text: &str) -> Result<RepoConfig, String> {
-    if text.trim().is_empty() {
-        return Ok(RepoConfig::default());
+    parse_with_defaults(&Defaults::default(), text)
+}
+
+/// Org-wide defaults: a mapping of the same keys, checked when the worker starts.
+#[derive(Debug, Clone, Default)]
+pub struct Defaults(serde_yaml_ng::Mapping);
+
+impl Defaults {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let value: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        let mapping = match value {
+            serde_yaml_ng::Value::Null => serde_yaml_ng::Mapping::new(),
+            serde_yaml_ng::Value::Mapping(m) => m,
+            _ => return Err("expected a mapping of selfheal.yml keys".into()),
+        };
+        let defaults = Defaults(mapping);
+        // The same rules as a repository's file: a typo here would silently apply everywhere.
+        parse_with_defaults(&defaults, "")?;
+        Ok(defaults)
     }
-    serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+}
+
+/// The repository's file over the org-wide defaults, key by key.
+pub fn parse_with_defaults(defaults: &Defaults, text: &str) -> Result<RepoConfig, String> {
+    let own: serde_yaml_ng::Value = if text.trim().is_empty() {
+        serde_yaml_ng::Value::Null
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?
+    };
+    let mut merged = defaults.0.clone();
+    match own {
+        serde_yaml_ng::Value::Null => {}
+        serde_yaml_ng::Value::Mapping(m) => merged.extend(m),
+        _ => return Err("expected a mapping of keys, e.g. `max_diff_lines: 200`".into()),
+    }
+    serde_path_to_error::deserialize(serde_yaml_ng::Value::Mapping(merged)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        }
+    })
 }
 
 impl RepoConfig {
@@ -118,6 +204,61 @@ pub fn touched_paths(diff: &str) -> Vec<String> {
     paths
 }
 
+/// The repository's `.github/selfheal.yml` from its default branch (defaults when absent);
+/// `Err` carries what is wrong with it.
+pub async fn load(
+    ctx: &WorkerContext,
+    crab: &Octocrab,
+    repo: &str,
+) -> Result<Result<RepoConfig, String>, StageError> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static("application/vnd.github.raw+json"),
+    );
+    let response = crab
+        ._get_with_headers(format!("/repos/{repo}/contents/{}", PATH), Some(headers))
+        .await
+        .map_err(|e| api_error(e, PATH))?;
+    match response.status().as_u16() {
+        404 => Ok(parse_with_defaults(&ctx.repo_defaults, "")),
+        200 => {
+            let text = crab
+                .body_to_string(response)
+                .await
+                .map_err(|e| api_error(e, PATH))?;
+            Ok(parse_with_defaults(&ctx.repo_defaults, &text))
+        }
+        status => Err(GitHubError::Status {
+            status,
+            what: PATH.into(),
+        }
+        .into()),
+    }
+}
+
+/// A failed check run on the failing commit says what is wrong with the config.
+pub async fn report_bad_config(
+    crab: &Octocrab,
+    run: &Run,
+    problem: &str,
+) -> Result<(), StageError> {
+    let _: Value = crab
+        .post(
+            format!("/repos/{}/check-runs", run.repository_full_name),
+            Some(&json!({
+                "name": "selfheal config",
+                "head_sha": run.head_sha,
+                "status": "completed",
+                "conclusion": "failure",
+                "output": {"title": format!("{} is invalid", PATH), "summary": problem},
+            })),
+        )
+        .await
+        .map_err(|e| api_error(e, "reporting the config as a check run"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +274,26 @@ mod tests {
         assert!(err.contains("max_diff_lines"), "{err}");
         let err = parse("enabled_classes: [formatting]\n").unwrap_err();
         assert!(err.contains("formatting"), "{err}");
+    }
+
+    #[test]
+    fn org_defaults_apply_under_the_repository_file() {
+        let defaults =
+            Defaults::parse("max_attempts: 5\nreviewers: [octocat]\nmerge_method: rebase\n")
+                .unwrap();
+        let c = parse_with_defaults(&defaults, "max_attempts: 2\n").unwrap();
+        assert_eq!(c.max_attempts, 2, "the repository's key wins");
+        assert_eq!(c.reviewers, vec!["octocat"]);
+        assert_eq!(c.merge_method, MergeMethod::Rebase);
+        let c = parse_with_defaults(&defaults, "").unwrap();
+        assert_eq!(c.max_attempts, 5);
+        assert!(Defaults::parse("max_atempts: 5\n")
+            .unwrap_err()
+            .contains("unknown field `max_atempts`"));
+        assert!(parse("merge_method: fast-forward\n")
+            .unwrap_err()
+            .contains("fast-forward"));
+        assert!(parse("- a\n- b\n").is_err());
     }
 
     #[test]

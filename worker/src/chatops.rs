@@ -1,0 +1,357 @@
+//! `/selfheal retry | explain | stop | approve`: carried out only for people GitHub says have
+//! write access to the repository (collaborator permission API); every command, refused or
+//! done, is in the audit log with its actor.
+
+use std::sync::Arc;
+
+use apalis::prelude::{BoxDynError, Data};
+use octocrab::Octocrab;
+use selfheal_shared::audit;
+use selfheal_shared::job::CommandJob;
+use serde_json::{json, Value};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::stages::{api_error, merge, StageError};
+use crate::WorkerContext;
+
+struct Command {
+    id: i64,
+    installation_id: i64,
+    repository_id: i64,
+    repo: String,
+    issue: i32,
+    actor: String,
+    command: String,
+}
+
+pub async fn handle(job: CommandJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!("command", command_id = job.command_id, worker = %ctx.worker_id);
+    let policy = CommandJob::retry_policy();
+    let mut backoffs = policy.backoffs();
+    async {
+        for attempt in 1..=policy.max_attempts {
+            match process(&ctx, job.command_id).await {
+                Ok(()) => return Ok(()),
+                Err(StageError::Permanent(e)) => {
+                    finish_failed(&ctx, job.command_id, &e).await?;
+                    return Ok(());
+                }
+                Err(StageError::Transient(e)) if attempt < policy.max_attempts => {
+                    tracing::warn!(attempt, error = %e, "command attempt failed; retrying");
+                    if let Some(delay) = backoffs.next() {
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+                Err(StageError::Transient(e)) => {
+                    finish_failed(&ctx, job.command_id, &e).await?;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+async fn finish_failed(ctx: &WorkerContext, id: i64, error: &str) -> Result<(), BoxDynError> {
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    let n = tx
+        .execute(
+            "UPDATE commands SET status = 'failed', result = $2, finished_at = now() WHERE id = $1 AND status = 'queued'",
+            &[&id, &error],
+        )
+        .await?;
+    if n > 0 {
+        audit::append(
+            &tx,
+            "selfheal:worker",
+            "command.failed",
+            &format!("command:{id}"),
+            &json!({"error": error}),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::error!(%error, "command failed");
+    Ok(())
+}
+
+async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
+    let mut client = ctx.pool.get().await?;
+    // The row stays locked while the command runs: a duplicate job skips it, and a worker
+    // that dies leaves it queued for the job's redelivery.
+    let tx = client.transaction().await?;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT id, installation_id, repository_id, repository_full_name, issue_number, actor, command
+             FROM commands WHERE id = $1 AND status = 'queued' FOR UPDATE SKIP LOCKED",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let cmd = Command {
+        id: row.get(0),
+        installation_id: row.get(1),
+        repository_id: row.get(2),
+        repo: row.get(3),
+        issue: row.get(4),
+        actor: row.get(5),
+        command: row.get(6),
+    };
+    let crab = ctx.github.installation(cmd.installation_id, &cmd.repo)?;
+    let permission = permission(&crab, &cmd).await?;
+    let actor = format!("github:{}", cmd.actor);
+    let may_write = matches!(permission.as_str(), "admin" | "maintain" | "write");
+    let incident = if may_write {
+        find_incident(ctx, &crab, &cmd).await?
+    } else {
+        None
+    };
+    let (status, result) = match (may_write, incident) {
+        (false, _) => (
+            "refused",
+            format!(
+                "@{}: `/selfheal {}` needs write access to this repository (GitHub says: {permission}).",
+                cmd.actor, cmd.command
+            ),
+        ),
+        (true, None) => (
+            "failed",
+            format!(
+                "@{}: selfheal has no incident for #{}: nothing to {}.",
+                cmd.actor, cmd.issue, cmd.command
+            ),
+        ),
+        (true, Some(incident)) => ("done", execute(ctx, &crab, &cmd, incident, &actor).await?),
+    };
+    let _: Value = crab
+        .post(
+            format!("/repos/{}/issues/{}/comments", cmd.repo, cmd.issue),
+            Some(&json!({ "body": result })),
+        )
+        .await
+        .map_err(|e| api_error(e, "answering the command"))?;
+    tx.execute(
+        "UPDATE commands SET status = $2, permission = $3, result = $4, finished_at = now() WHERE id = $1",
+        &[&cmd.id, &status, &permission, &result],
+    )
+    .await?;
+    audit::append(
+        &tx,
+        &actor,
+        &format!("command.{status}"),
+        &format!("command:{}", cmd.id),
+        &json!({"command": cmd.command, "repository": cmd.repo, "issue": cmd.issue, "permission": permission}),
+    )
+    .await
+    .map_err(|e| StageError::Transient(format!("audit: {e}")))?;
+    tx.commit().await?;
+    tracing::info!(command = %cmd.command, %status, "command handled");
+    Ok(())
+}
+
+/// GitHub's word on what the commenter may do here (`admin`, `maintain`, `write`, ...).
+async fn permission(crab: &Octocrab, cmd: &Command) -> Result<String, StageError> {
+    let answer: Value = crab
+        .get(
+            format!("/repos/{}/collaborators/{}/permission", cmd.repo, cmd.actor),
+            None::<&()>,
+        )
+        .await
+        .map_err(|e| api_error(e, "the commenter's permission"))?;
+    // `role_name` is finer (maintain, triage) where GitHub sends it.
+    Ok(answer["role_name"]
+        .as_str()
+        .or(answer["permission"].as_str())
+        .unwrap_or("none")
+        .to_string())
+}
+
+/// The incident a comment is about: selfheal's own PR, or else the PR whose branch is failing.
+async fn find_incident(
+    ctx: &WorkerContext,
+    crab: &Octocrab,
+    cmd: &Command,
+) -> Result<Option<Uuid>, StageError> {
+    let client = ctx.pool.get().await?;
+    if let Some(row) = client
+        .query_opt(
+            "SELECT d.incident_id FROM deliveries d JOIN incidents i ON i.id = d.incident_id
+             WHERE d.kind = 'pull_request' AND d.pr_number = $1 AND i.repository_id = $2",
+            &[&cmd.issue, &cmd.repository_id],
+        )
+        .await?
+    {
+        return Ok(Some(row.get(0)));
+    }
+    let pr: Result<Value, _> = crab
+        .get(
+            format!("/repos/{}/pulls/{}", cmd.repo, cmd.issue),
+            None::<&()>,
+        )
+        .await;
+    let Ok(pr) = pr else {
+        return Ok(None);
+    };
+    let Some(branch) = pr["head"]["ref"].as_str() else {
+        return Ok(None);
+    };
+    Ok(client
+        .query_opt(
+            "SELECT id FROM incidents WHERE repository_id = $1 AND branch = $2 AND status = 'open'
+             ORDER BY opened_at DESC LIMIT 1",
+            &[&cmd.repository_id, &branch],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+async fn execute(
+    ctx: &WorkerContext,
+    crab: &Octocrab,
+    cmd: &Command,
+    incident: Uuid,
+    actor: &str,
+) -> Result<String, StageError> {
+    let client = ctx.pool.get().await?;
+    client
+        .execute(
+            "UPDATE commands SET incident_id = $2 WHERE id = $1",
+            &[&cmd.id, &incident],
+        )
+        .await?;
+    match cmd.command.as_str() {
+        "stop" => {
+            client
+                .execute(
+                    "UPDATE incidents SET stopped_at = now(), stopped_by = $2, stopped_reason = $3
+                     WHERE id = $1 AND stopped_at IS NULL",
+                    &[
+                        &incident,
+                        &actor,
+                        &format!("/selfheal stop by @{}", cmd.actor),
+                    ],
+                )
+                .await?;
+            Ok(format!(
+                "selfheal stopped on this incident at @{}'s request: it will not push, rerun or merge anything more for it. `/selfheal retry` resumes.",
+                cmd.actor
+            ))
+        }
+        "retry" => {
+            client
+                .execute(
+                    "UPDATE incidents SET stopped_at = NULL, stopped_by = NULL, stopped_reason = NULL WHERE id = $1",
+                    &[&incident],
+                )
+                .await?;
+            let latest = client
+                .query_opt(
+                    "SELECT github_run_id FROM runs WHERE incident_id = $1 AND conclusion <> 'success'
+                     ORDER BY created_at DESC LIMIT 1",
+                    &[&incident],
+                )
+                .await?;
+            let Some(latest) = latest else {
+                return Ok("nothing to retry: no failed run recorded".into());
+            };
+            let run_id: i64 = latest.get(0);
+            // A new attempt of the failed run comes back as a webhook and is healed afresh.
+            let _: Value = crab
+                .post(
+                    format!(
+                        "/repos/{}/actions/runs/{run_id}/rerun-failed-jobs",
+                        cmd.repo
+                    ),
+                    None::<&()>,
+                )
+                .await
+                .map_err(|e| api_error(e, "rerun-failed-jobs"))?;
+            Ok(format!(
+                "selfheal will try again: it asked GitHub to rerun the failed jobs of run {run_id}, and heals what fails."
+            ))
+        }
+        "approve" => {
+            let detail =
+                merge::merge_incident(ctx, cmd.installation_id, &cmd.repo, incident, None, actor)
+                    .await?;
+            Ok(format!("@{} approved: {detail}.", cmd.actor))
+        }
+        _ => explain(ctx, incident).await,
+    }
+}
+
+/// What selfheal knows and did about the incident, from its own records.
+async fn explain(ctx: &WorkerContext, incident: Uuid) -> Result<String, StageError> {
+    let client = ctx.pool.get().await?;
+    let i = client
+        .query_one(
+            "SELECT branch, status, failed_runs, stopped_reason FROM incidents WHERE id = $1",
+            &[&incident],
+        )
+        .await?;
+    let mut out = format!(
+        "**selfheal on `{}`**: incident {}, {} failed run(s){}.\n",
+        i.get::<_, String>(0),
+        i.get::<_, String>(1),
+        i.get::<_, i32>(2),
+        i.get::<_, Option<String>>(3)
+            .map(|r| format!(", stopped ({r})"))
+            .unwrap_or_default()
+    );
+    let runs = client
+        .query(
+            "SELECT r.github_run_id, r.status, coalesce(r.fix_branch, ''), d.class, d.tool, p.strategy, p.verdict, v.verdict, v.reason
+             FROM runs r LEFT JOIN diagnoses d ON d.run_id = r.id LEFT JOIN patches p ON p.run_id = r.id
+             LEFT JOIN verifications v ON v.run_id = r.id
+             WHERE r.incident_id = $1 ORDER BY r.created_at",
+            &[&incident],
+        )
+        .await?;
+    for r in &runs {
+        let fix = if r.get::<_, String>(2).is_empty() {
+            ""
+        } else {
+            " (the fix's CI)"
+        };
+        out.push_str(&format!(
+            "- run {}{fix}: {}; diagnosis {} ({}); patch `{}` → {}; verify: {} {}\n",
+            r.get::<_, i64>(0),
+            r.get::<_, String>(1),
+            r.get::<_, Option<String>>(3).unwrap_or_else(|| "-".into()),
+            r.get::<_, Option<String>>(4).unwrap_or_else(|| "-".into()),
+            r.get::<_, Option<String>>(5).unwrap_or_else(|| "-".into()),
+            r.get::<_, Option<String>>(6).unwrap_or_else(|| "-".into()),
+            r.get::<_, Option<String>>(7).unwrap_or_else(|| "-".into()),
+            r.get::<_, Option<String>>(8).unwrap_or_default(),
+        ));
+    }
+    if let Some(d) = client
+        .query_opt(
+            "SELECT pr_number, merge_decision, merge_reasons, decided_by, merged_at IS NOT NULL, merge_error
+             FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&incident],
+        )
+        .await?
+    {
+        out.push_str(&format!(
+            "\nPR #{}: merge {} by {}{}{}{}\n",
+            d.get::<_, Option<i32>>(0).unwrap_or_default(),
+            d.get::<_, Option<String>>(1).unwrap_or_else(|| "not decided yet".into()),
+            d.get::<_, Option<String>>(3).unwrap_or_else(|| "-".into()),
+            d.get::<_, Option<Value>>(2)
+                .and_then(|v| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")))
+                .filter(|s| !s.is_empty())
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default(),
+            if d.get::<_, bool>(4) { "; merged" } else { "" },
+            d.get::<_, Option<String>>(5).map(|e| format!("; {e}")).unwrap_or_default(),
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,500 @@
+//! Verify stage: decides, before anything is written to GitHub, what deliver may do.
+//!
+//! For a failed run (on the incident's branch, or the fix's own CI failing on selfheal's
+//! branch): is there a validated fix, does the repository's config allow it, and is an attempt
+//! left (loop protection)? For a green run of the fix's own CI: are all the fix's checks
+//! green, and does the merge policy allow the merge? The verdict is recorded in
+//! `verifications`; deliver only carries it out.
+
+use octocrab::Octocrab;
+use selfheal_shared::audit;
+use selfheal_shared::runs::{Outcome, Run};
+use serde_json::{json, Value};
+
+use super::download::api_error;
+use super::repo_config::{self, RepoConfig};
+use super::{StageError, StageReport};
+use crate::diagnose::Class;
+use crate::policy::{self, MergeInput};
+use crate::WorkerContext;
+
+/// What deliver is to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Rerun the failed jobs, open the PR, or push a further attempt onto it.
+    Deliver,
+    /// The fix's checks are green and the policy allows: merge.
+    Merge,
+    /// The fix's checks are green but the policy says no: leave it for review.
+    Hold,
+    /// Not decidable yet (checks still running, the branch moved on).
+    Wait,
+    /// Loop protection: selfheal has commented and stopped on this incident.
+    Stop,
+    /// Nothing to deliver, or not allowed here.
+    Skip,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Deliver => "deliver",
+            Verdict::Merge => "merge",
+            Verdict::Hold => "hold",
+            Verdict::Wait => "wait",
+            Verdict::Stop => "stop",
+            Verdict::Skip => "skip",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Verdict> {
+        [
+            Verdict::Deliver,
+            Verdict::Merge,
+            Verdict::Hold,
+            Verdict::Wait,
+            Verdict::Stop,
+            Verdict::Skip,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+
+    fn outcome(self) -> Outcome {
+        match self {
+            Verdict::Wait | Verdict::Skip => Outcome::Skipped,
+            _ => Outcome::Succeeded,
+        }
+    }
+}
+
+pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
+    let client = ctx.pool.get().await?;
+    // Decided before a crash: the decision stands (its side effects happened).
+    if let Some(row) = client
+        .query_opt(
+            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
+            &[&run.id],
+        )
+        .await?
+    {
+        let verdict = Verdict::parse(row.get(0)).unwrap_or(Verdict::Skip);
+        return Ok(report(verdict, row.get(1)));
+    }
+    let incident = client
+        .query_one(
+            "SELECT status, stopped_at IS NOT NULL, stopped_by, stopped_reason FROM incidents WHERE id = $1",
+            &[&run.incident_id],
+        )
+        .await?;
+    drop(client);
+    let (verdict, reason, checks) = if incident.get::<_, String>(0) == "resolved" {
+        (
+            Verdict::Skip,
+            "the incident was resolved meanwhile".to_string(),
+            json!([]),
+        )
+    } else if incident.get::<_, bool>(1) {
+        (
+            Verdict::Skip,
+            format!(
+                "selfheal was stopped on this incident by {}: {}",
+                incident.get::<_, Option<String>>(2).unwrap_or_default(),
+                incident.get::<_, Option<String>>(3).unwrap_or_default()
+            ),
+            json!([]),
+        )
+    } else if run.fix_branch.is_some() && run.conclusion == "success" {
+        fix_passed(ctx, run).await?
+    } else {
+        let (v, r) = before_delivery(ctx, run).await?;
+        (v, r, json!([]))
+    };
+    ctx.pool
+        .get()
+        .await?
+        .execute(
+            "INSERT INTO verifications (run_id, verdict, reason, checks) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run_id) DO NOTHING",
+            &[&run.id, &verdict.as_str(), &reason, &checks],
+        )
+        .await?;
+    Ok(report(verdict, reason))
+}
+
+fn report(verdict: Verdict, reason: String) -> StageReport {
+    StageReport {
+        outcome: verdict.outcome(),
+        detail: format!("{}: {reason}", verdict.as_str()),
+    }
+}
+
+/// The verdict deliver carries out (recorded by this stage).
+pub async fn recorded(
+    ctx: &WorkerContext,
+    run: &Run,
+) -> Result<Option<(Verdict, String)>, StageError> {
+    let row = ctx
+        .pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
+            &[&run.id],
+        )
+        .await?;
+    Ok(row.and_then(|r| Verdict::parse(r.get(0)).map(|v| (v, r.get(1)))))
+}
+
+async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, String), StageError> {
+    let row = ctx
+        .pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT verdict, class, diff, strategy FROM patches WHERE run_id = $1",
+            &[&run.id],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok((Verdict::Skip, "no patch stage result".into()));
+    };
+    let verdict: String = row.get(0);
+    let class = Class::parse(&row.get::<_, String>(1)).unwrap_or(Class::Unknown);
+    let diff: Option<String> = row.get(2);
+    let deliverable = matches!(verdict.as_str(), "flaky" | "rerun" | "fixed");
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
+    if !deliverable {
+        if run.fix_branch.is_some() {
+            let why = format!(
+                "the fix's own CI failed ({}) and selfheal has no further fix ({verdict})",
+                class.as_str()
+            );
+            return stop(ctx, &crab, run, &why).await;
+        }
+        return Ok((Verdict::Skip, format!("nothing to deliver ({verdict})")));
+    }
+    if ctx.dry_run {
+        let would = match verdict.as_str() {
+            "fixed" if run.fix_branch.is_some() => "push a further attempt onto the fix's branch",
+            "fixed" => "open a pull request with the validated fix",
+            _ => "rerun the failed jobs",
+        };
+        return Ok((
+            Verdict::Skip,
+            format!("dry run (SELFHEAL_DRY_RUN): would {would}; nothing was written to GitHub"),
+        ));
+    }
+    let config = match repo_config::load(ctx, &crab, &run.repository_full_name).await? {
+        Err(problem) => {
+            repo_config::report_bad_config(&crab, run, &problem).await?;
+            return Ok((
+                Verdict::Skip,
+                format!(
+                    "{} is invalid ({problem}): nothing delivered; reported as a failed check run",
+                    repo_config::PATH
+                ),
+            ));
+        }
+        Ok(config) => config,
+    };
+    if config.dry_run {
+        return Ok((
+            Verdict::Skip,
+            format!(
+                "dry run ({}): nothing was written to GitHub",
+                repo_config::PATH
+            ),
+        ));
+    }
+    if let Some(why) = config.refuses(class, diff.as_deref()) {
+        return Ok((Verdict::Skip, format!("not delivered: {why}")));
+    }
+    if verdict != "fixed" {
+        return Ok((Verdict::Deliver, "rerun the failed jobs".into()));
+    }
+    let made: i64 = ctx
+        .pool
+        .get()
+        .await?
+        .query_one(
+            "SELECT count(*) FROM fix_attempts WHERE incident_id = $1 AND run_id <> $2",
+            &[&run.incident_id, &run.id],
+        )
+        .await?
+        .get(0);
+    if made >= i64::from(config.max_attempts) {
+        let why = format!(
+            "the fix's own CI failed after {made} attempt(s), the most {} allows (max_attempts)",
+            repo_config::PATH
+        );
+        return stop(ctx, &crab, run, &why).await;
+    }
+    Ok((
+        Verdict::Deliver,
+        format!(
+            "{} fix, attempt {} of {}",
+            row.get::<_, String>(3),
+            made + 1,
+            config.max_attempts
+        ),
+    ))
+}
+
+/// Loop protection: say on the PR what was tried, then stop acting on the incident.
+async fn stop(
+    ctx: &WorkerContext,
+    crab: &Octocrab,
+    run: &Run,
+    why: &str,
+) -> Result<(Verdict, String), StageError> {
+    let client = ctx.pool.get().await?;
+    let tried = client
+        .query(
+            "SELECT a.attempt, a.strategy, a.commit_sha, r.github_run_id
+             FROM fix_attempts a JOIN runs r ON r.id = a.run_id
+             WHERE a.incident_id = $1 ORDER BY a.attempt",
+            &[&run.incident_id],
+        )
+        .await?;
+    let pr: Option<i32> = client
+        .query_opt(
+            "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&run.incident_id],
+        )
+        .await?
+        .and_then(|r| r.get(0));
+    drop(client);
+    let mut lines: Vec<String> = tried
+        .iter()
+        .map(|r| {
+            let sha: Option<String> = r.get(2);
+            format!(
+                "- attempt {}: `{}`, commit {} (after CI run {})",
+                r.get::<_, i32>(0),
+                r.get::<_, String>(1),
+                sha.as_deref().map(|s| &s[..s.len().min(7)]).unwrap_or("?"),
+                r.get::<_, i64>(3)
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        lines.push("- no commit was pushed".into());
+    }
+    let mut reason = format!("stopped: {why}");
+    if let Some(n) = pr {
+        let body = format!(
+            "selfheal stops here: {why}.\n\nWhat it tried:\n{}\n\nThe latest failure is CI run {}. \
+             This needs a person; comment `/selfheal retry` to let selfheal try again.",
+            lines.join("\n"),
+            run.github_run_id
+        );
+        let _: Value = crab
+            .post(
+                format!("/repos/{}/issues/{n}/comments", run.repository_full_name),
+                Some(&json!({ "body": body })),
+            )
+            .await
+            .map_err(|e| api_error(e, "commenting on the pull request"))?;
+        reason.push_str(&format!("; commented on PR #{n}"));
+    }
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "UPDATE incidents SET stopped_at = now(), stopped_by = 'selfheal:loop-protection', stopped_reason = $2
+         WHERE id = $1 AND stopped_at IS NULL",
+        &[&run.incident_id, &why],
+    )
+    .await?;
+    audit::append(
+        &tx,
+        "selfheal:loop-protection",
+        "incident.stopped",
+        &run.incident_id.to_string(),
+        &json!({"reason": why, "run": run.id, "attempts": tried.len()}),
+    )
+    .await
+    .map_err(|e| StageError::Transient(format!("audit: {e}")))?;
+    tx.commit().await?;
+    Ok((Verdict::Stop, reason))
+}
+
+/// A green run of the fix's own CI: merge if every check of the PR's head is green and the
+/// policy allows.
+async fn fix_passed(
+    ctx: &WorkerContext,
+    run: &Run,
+) -> Result<(Verdict, String, Value), StageError> {
+    let row = ctx
+        .pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT pr_number, merged_at IS NOT NULL FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&run.incident_id],
+        )
+        .await?;
+    let Some(number) = row.as_ref().and_then(|r| r.get::<_, Option<i32>>(0)) else {
+        return Ok((
+            Verdict::Skip,
+            "no pull request for this incident".into(),
+            json!([]),
+        ));
+    };
+    if row.as_ref().is_some_and(|r| r.get::<_, bool>(1)) {
+        return Ok((
+            Verdict::Skip,
+            format!("PR #{number} is already merged"),
+            json!([]),
+        ));
+    }
+    let repo = &run.repository_full_name;
+    let crab = ctx.github.installation(run.installation_id, repo)?;
+    let pr: Value = crab
+        .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
+        .await
+        .map_err(|e| api_error(e, "the pull request"))?;
+    if pr["state"] != "open" {
+        return Ok((Verdict::Skip, format!("PR #{number} is closed"), json!([])));
+    }
+    let head = pr["head"]["sha"].as_str().unwrap_or_default();
+    if head != run.head_sha {
+        return Ok((
+            Verdict::Wait,
+            format!(
+                "PR #{number} moved on to {}; that commit's CI decides",
+                &head[..head.len().min(7)]
+            ),
+            json!([]),
+        ));
+    }
+    let listing: Value = crab
+        .get(
+            format!("/repos/{repo}/commits/{head}/check-runs"),
+            Some(&[("per_page", "100")]),
+        )
+        .await
+        .map_err(|e| api_error(e, "the fix's check runs"))?;
+    let checks: Vec<Value> = listing["check_runs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| json!({"name": c["name"], "status": c["status"], "conclusion": c["conclusion"]}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let pending: Vec<&str> = checks
+        .iter()
+        .filter(|c| c["status"] != "completed")
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    if !pending.is_empty() {
+        let reason = format!(
+            "{} of the fix's checks still running ({}); the last to finish decides",
+            pending.len(),
+            pending.join(", ")
+        );
+        return Ok((Verdict::Wait, reason, Value::Array(checks)));
+    }
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| {
+            !matches!(
+                c["conclusion"].as_str(),
+                Some("success" | "neutral" | "skipped")
+            )
+        })
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let green = failed.is_empty() && !checks.is_empty();
+    let config = match repo_config::load(ctx, &crab, repo).await? {
+        Ok(c) => c,
+        Err(problem) => {
+            return Ok((
+                Verdict::Hold,
+                format!("{} is invalid ({problem})", repo_config::PATH),
+                Value::Array(checks),
+            ))
+        }
+    };
+    let (allow, reasons, source) = merge_decision(ctx, run, green, &config).await?;
+    let summary = if green {
+        format!("all {} checks green", checks.len())
+    } else if checks.is_empty() {
+        "no checks reported".to_string()
+    } else {
+        format!("checks failed: {}", failed.join(", "))
+    };
+    Ok(if allow {
+        (
+            Verdict::Merge,
+            format!("{summary}; merge allowed by {source}"),
+            Value::Array(checks),
+        )
+    } else {
+        (
+            Verdict::Hold,
+            format!(
+                "{summary}; merge denied by {source}: {}",
+                reasons.join("; ")
+            ),
+            Value::Array(checks),
+        )
+    })
+}
+
+/// Evaluates the merge policy over everything selfheal pushed for the incident, and records
+/// the decision on the delivery.
+async fn merge_decision(
+    ctx: &WorkerContext,
+    run: &Run,
+    checks_green: bool,
+    config: &RepoConfig,
+) -> Result<(bool, Vec<String>, String), StageError> {
+    let client = ctx.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT p.class, p.diff FROM fix_attempts a JOIN patches p ON p.run_id = a.run_id
+             WHERE a.incident_id = $1 ORDER BY a.attempt",
+            &[&run.incident_id],
+        )
+        .await?;
+    // The incident's class is its first fix's; later attempts fix the fix.
+    let class = rows
+        .first()
+        .map(|r| r.get::<_, String>(0))
+        .unwrap_or_else(|| "unknown".into());
+    let diff: String = rows
+        .iter()
+        .filter_map(|r| r.get::<_, Option<String>>(1))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let input = MergeInput {
+        class,
+        diff_lines: repo_config::changed_lines(&diff),
+        touched_paths: repo_config::touched_paths(&diff),
+        protected_paths: config.protected_paths.clone(),
+        max_diff_lines: config.max_diff_lines,
+        auto_merge_classes: config
+            .auto_merge_classes
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
+        checks_green,
+        tests_deleted: crate::heal::refuses(&diff).is_some(),
+    };
+    let (source, text) = policy::policy_text().map_err(StageError::Permanent)?;
+    let decision = policy::decide(&text, &input)
+        .map_err(|e| StageError::Permanent(format!("merge policy {source}: {e}")))?;
+    let verdict = if decision.allow { "allowed" } else { "denied" };
+    client
+        .execute(
+            "UPDATE deliveries SET merge_decision = $2, merge_reasons = $3, decided_by = $4, updated_at = now()
+             WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&run.incident_id, &verdict, &serde_json::to_value(&decision.reasons).unwrap_or_default(), &source],
+        )
+        .await?;
+    Ok((decision.allow, decision.reasons, source))
+}
