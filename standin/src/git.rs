@@ -18,7 +18,7 @@ pub struct GitError {
 }
 
 impl GitRepo {
-    /// A bare repository whose `main` is one commit holding the files of `source`.
+    /// A bare repository whose `master` (the recorded repository's default branch) is one commit holding the files of `source`.
     pub fn import(source: &Path, dir: &Path) -> Result<(GitRepo, String), GitError> {
         let repo = GitRepo {
             dir: dir.to_path_buf(),
@@ -27,7 +27,7 @@ impl GitRepo {
             args: "mkdir".into(),
             message: e.to_string(),
         })?;
-        repo.git(&["init", "-q", "--bare", "--initial-branch=main"], None)?;
+        repo.git(&["init", "-q", "--bare", "--initial-branch=master"], None)?;
         let index = dir.join("import.index");
         let work = source.display().to_string();
         let run = |args: &[&str]| -> Result<String, GitError> {
@@ -63,7 +63,7 @@ impl GitRepo {
             "A Developer",
             "dev@example.com",
         )?;
-        repo.git(&["update-ref", "refs/heads/main", &sha], None)?;
+        repo.git(&["update-ref", "refs/heads/master", &sha], None)?;
         Ok((repo, sha))
     }
 

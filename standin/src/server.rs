@@ -66,6 +66,9 @@ pub struct Knobs {
     /// `retry-after: 1`).
     #[serde(default)]
     pub retry_after_next: u32,
+    /// Lifetime of the installation tokens issued (default an hour, as GitHub's).
+    #[serde(default)]
+    pub token_ttl_secs: Option<i64>,
 }
 
 /// The bundled example the default log belongs to.
@@ -96,7 +99,7 @@ pub struct StandIn {
 }
 
 impl StandIn {
-    /// The commit the repository's `main` starts at: failing runs are at this SHA.
+    /// The commit the repository's `master` starts at: failing runs are at this SHA.
     pub fn head_sha(&self) -> String {
         self.inner.head_sha.clone()
     }
@@ -443,7 +446,7 @@ async fn access_token(
         *issued
     };
     body["token"] = Value::from(format!("ghs_standin{id}x{n}"));
-    body["expires_at"] = Value::from(rfc3339_in(3600));
+    body["expires_at"] = Value::from(rfc3339_in(knobs(&inner).token_ttl_secs.unwrap_or(3600)));
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
@@ -1246,7 +1249,7 @@ async fn merge_pull(
             "Head branch was modified. Review and try the merge again.",
         );
     }
-    let base = pr["base"]["ref"].as_str().unwrap_or("main").to_string();
+    let base = pr["base"]["ref"].as_str().unwrap_or("master").to_string();
     let Some(base_sha) = inner.git.rev_parse(&format!("refs/heads/{base}")) else {
         return github_error(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -170,6 +170,49 @@ impl TestEnv {
         .unwrap()
     }
 
+    /// The recorded run payload as a run of the fix's own CI on selfheal's branch.
+    pub fn fix_run(&self, run_id: i64, branch: &str, head_sha: &str, conclusion: &str) -> Value {
+        let mut payload = self.failing_run(run_id, &chrono::Utc::now().to_rfc3339());
+        let run = &mut payload["workflow_run"];
+        run["head_branch"] = Value::from(branch);
+        run["head_sha"] = Value::from(head_sha);
+        run["conclusion"] = Value::from(conclusion);
+        run["event"] = Value::from("pull_request");
+        payload
+    }
+
+    /// octokit's recorded `issue_comment.created` (with installation), adapted: a comment by
+    /// `login` on pull request `number` of the stand-in's repository.
+    pub fn comment(&self, number: i64, login: &str, body: &str) -> Value {
+        let mut payload = self
+            .fixtures
+            .json("github-webhooks/issue_comment/created.with-installation.payload.json")
+            .unwrap();
+        let repo = self.failing_run(1, &chrono::Utc::now().to_rfc3339())["repository"].clone();
+        payload["repository"] = repo;
+        payload["installation"]["id"] = Value::from(INSTALLATION_ID);
+        payload["issue"]["number"] = Value::from(number);
+        payload["issue"]["pull_request"] = serde_json::json!({"url": "stand-in"});
+        payload["comment"]["body"] = Value::from(body);
+        payload["comment"]["user"]["login"] = Value::from(login);
+        payload["sender"]["login"] = Value::from(login);
+        payload
+    }
+
+    /// The fix's branch and head as the stand-in's open pull request `number` shows them.
+    pub fn pull(&self, number: i64) -> (String, String) {
+        let pr = self
+            .standin
+            .pulls()
+            .into_iter()
+            .find(|p| p["number"] == number)
+            .unwrap_or_else(|| panic!("no PR #{number}"));
+        (
+            pr["head"]["ref"].as_str().unwrap().to_string(),
+            pr["head"]["sha"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// Waits until the run is finished; returns its status.
     pub async fn wait_run(&self, run_id: Uuid, timeout: Duration) -> String {
         let db = self.db().await;

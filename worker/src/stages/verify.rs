@@ -212,15 +212,18 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     if let Some(why) = config.refuses(class, diff.as_deref()) {
         return Ok((Verdict::Skip, format!("not delivered: {why}")));
     }
-    if verdict != "fixed" {
+    if verdict != "fixed" && run.fix_branch.is_none() {
         return Ok((Verdict::Deliver, "rerun the failed jobs".into()));
     }
+    // Every commit pushed for the incident counts, and so does every rerun of the fix's CI.
     let made: i64 = ctx
         .pool
         .get()
         .await?
         .query_one(
-            "SELECT count(*) FROM fix_attempts WHERE incident_id = $1 AND run_id <> $2",
+            "SELECT (SELECT count(*) FROM fix_attempts WHERE incident_id = $1 AND run_id <> $2)
+                  + (SELECT count(*) FROM deliveries d JOIN runs r ON r.id = d.run_id
+                     WHERE d.incident_id = $1 AND d.kind = 'rerun' AND r.fix_branch IS NOT NULL AND d.run_id <> $2)",
             &[&run.incident_id, &run.id],
         )
         .await?
@@ -232,14 +235,14 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
         );
         return stop(ctx, &crab, run, &why).await;
     }
+    let what = if verdict == "fixed" {
+        format!("{} fix", row.get::<_, String>(3))
+    } else {
+        "rerun of the fix's failed jobs".to_string()
+    };
     Ok((
         Verdict::Deliver,
-        format!(
-            "{} fix, attempt {} of {}",
-            row.get::<_, String>(3),
-            made + 1,
-            config.max_attempts
-        ),
+        format!("{what}, attempt {} of {}", made + 1, config.max_attempts),
     ))
 }
 

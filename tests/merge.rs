@@ -1,0 +1,320 @@
+//! Closing the loop on the stand-in: the fix's own CI decides. Green and allowed, the PR is
+//! merged (a real squash commit in the stand-in's bare repository) and the next green run on
+//! the branch resolves the incident; still running or denied, it is left alone; red, selfheal
+//! tries again within `max_attempts`, then says what it tried and stops.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use github_standin::Knobs;
+use serde_json::json;
+use support::*;
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+async fn verdict(env: &TestEnv, run: uuid::Uuid) -> (String, String) {
+    let row = env
+        .db()
+        .await
+        .query_one(
+            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
+            &[&run],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_incident() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let mut worker = env.spawn_worker("w");
+    let first_failed = now();
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6201, &first_failed))
+        .await;
+    let failing = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(failing, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+    let (branch, fix_head) = env.pull(1);
+
+    // The fix's own CI went green on selfheal's branch.
+    let (status, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6202, &branch, &fix_head, "success"),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["stage"], "verify",
+        "a green fix goes straight to verify"
+    );
+    let check = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(check, Duration::from_secs(30)).await,
+        "succeeded"
+    );
+    let (v, reason) = verdict(&env, check).await;
+    assert_eq!(v, "merge");
+    assert_eq!(
+        reason,
+        "all 1 checks green; merge allowed by policies/merge.rego"
+    );
+
+    // Merged for real: a squash commit on master with the fix's tree, parented on the old head.
+    let git_dir = env.standin.git_dir();
+    let master = git(&git_dir, &["rev-parse", "refs/heads/master"]);
+    assert_eq!(
+        git(&git_dir, &["rev-parse", &format!("{master}^")]),
+        env.standin.head_sha()
+    );
+    assert_eq!(
+        git(&git_dir, &["rev-parse", &format!("{master}^{{tree}}")]),
+        git(&git_dir, &["rev-parse", &format!("{fix_head}^{{tree}}")])
+    );
+    let db = env.db().await;
+    let d = db
+        .query_one(
+            "SELECT merge_decision, decided_by, merge_commit_sha, merged_at IS NOT NULL FROM deliveries WHERE incident_id =
+               (SELECT incident_id FROM runs WHERE id = $1)",
+            &[&failing],
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.get::<_, String>(0), "allowed");
+    assert_eq!(d.get::<_, String>(1), "policies/merge.rego");
+    assert_eq!(d.get::<_, String>(2), master);
+    assert!(d.get::<_, bool>(3));
+    let pr = env.standin.pulls()[0].clone();
+    assert_eq!(
+        (pr["state"].clone(), pr["merged"].clone()),
+        (json!("closed"), json!(true))
+    );
+    let calls: Vec<String> = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| c.path.contains("/pulls/1") || c.path.contains("/check-runs"))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            "GET /repos/octo-org/octo-repo/pulls/1".to_string(),
+            format!("GET /repos/octo-org/octo-repo/commits/{fix_head}/check-runs"),
+            "PUT /repos/octo-org/octo-repo/pulls/1/merge".to_string(),
+        ]
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'pull_request.merged' AND actor = 'selfheal:policy'")
+            .await,
+        1
+    );
+
+    // The merge's own CI on master is green: the incident is resolved, MTTR in SQL.
+    let mut green = env.green_run(6203, &now());
+    green["workflow_run"]["head_sha"] = json!(master);
+    let (_, body) = app.deliver("workflow_run", &green).await;
+    assert_eq!(body["status"], "incident_resolved", "{body}");
+    let mttr: Option<f64> = db
+        .query_one("SELECT mttr_seconds FROM incident_mttr", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(mttr.is_some_and(|s| s >= 0.0), "{mttr:?}");
+
+    // A late duplicate green of the fix's CI does not merge twice.
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6204, &branch, &fix_head, "success"),
+        )
+        .await;
+    assert_eq!(body["status"], "ignored", "{body}");
+    worker.kill().ok();
+    worker.wait().ok();
+}
+
+#[tokio::test]
+async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let mut worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6301, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, head) = env.pull(1);
+
+    // One workflow finished green while another still runs: not decided yet.
+    env.standin.set_knobs(Knobs {
+        fix_checks: Some(vec![
+            json!({"name": "test", "status": "completed", "conclusion": "success"}),
+            json!({"name": "lint", "status": "in_progress", "conclusion": null}),
+        ]),
+        ..Knobs::default()
+    });
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6302, &branch, &head, "success"),
+        )
+        .await;
+    let run = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run, Duration::from_secs(30)).await,
+        "incomplete"
+    );
+    let (v, reason) = verdict(&env, run).await;
+    assert_eq!(v, "wait");
+    assert!(
+        reason.contains("1 of the fix's checks still running (lint)"),
+        "{reason}"
+    );
+
+    // All green now, but this repository does not let selfheal merge format fixes.
+    env.standin.set_knobs(Knobs {
+        repo_config: Some("auto_merge_classes: [lint]\n".into()),
+        ..Knobs::default()
+    });
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6303, &branch, &head, "success"),
+        )
+        .await;
+    let run = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run, Duration::from_secs(30)).await,
+        "succeeded"
+    );
+    let (v, reason) = verdict(&env, run).await;
+    assert_eq!(v, "hold");
+    assert!(
+        reason.ends_with(
+            "merge denied by policies/merge.rego: auto-merge is not enabled for format failures"
+        ),
+        "{reason}"
+    );
+    assert!(
+        !env.standin.calls().iter().any(|c| c.method == "PUT"),
+        "nothing was merged"
+    );
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM deliveries WHERE merge_decision = 'denied' AND merged_at IS NULL"
+        )
+        .await,
+        1
+    );
+    worker.kill().ok();
+    worker.wait().ok();
+}
+
+#[tokio::test]
+async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_stop() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // The repository serves its unformatted tree at every commit, so the fix's CI failure
+    // reproduces and a second attempt is made.
+    env.standin.set_knobs(Knobs {
+        repo_config: Some("max_attempts: 2\n".into()),
+        repo_dir: Some(github_standin::default_repo_dir().display().to_string()),
+        ..Knobs::default()
+    });
+    let mut worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6401, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, first) = env.pull(1);
+
+    // The fix's CI fails: attempt 2 goes onto the same branch, fast-forward, with a comment.
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6402, &branch, &first, "failure"),
+        )
+        .await;
+    let run = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run, Duration::from_secs(90)).await,
+        "succeeded"
+    );
+    assert_eq!(verdict(&env, run).await.1, "format fix, attempt 2 of 2");
+    let (_, second) = env.pull(1);
+    assert_ne!(second, first);
+    assert_eq!(
+        git(
+            &env.standin.git_dir(),
+            &["rev-parse", &format!("{second}^")]
+        ),
+        first
+    );
+    assert_eq!(env.standin.pulls().len(), 1, "still one PR");
+    let comments = env.standin.comments();
+    assert_eq!(comments.len(), 1);
+    assert!(comments[0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("pushed attempt 2"));
+
+    // It fails again: no attempt left. selfheal says what it tried and stops.
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6403, &branch, &second, "failure"),
+        )
+        .await;
+    let run = run_id_of(&body);
+    env.wait_run(run, Duration::from_secs(90)).await;
+    let (v, reason) = verdict(&env, run).await;
+    assert_eq!(v, "stop");
+    assert!(reason.contains("after 2 attempt(s)"), "{reason}");
+    assert_eq!(env.pull(1).1, second, "nothing more was pushed");
+    let comments = env.standin.comments();
+    assert_eq!(comments.len(), 2);
+    let said = comments[1]["body"].as_str().unwrap();
+    assert!(said.starts_with("selfheal stops here"), "{said}");
+    assert!(said.contains("- attempt 1: `format`"), "{said}");
+    assert!(said.contains("- attempt 2: `format`"), "{said}");
+    assert_eq!(comments[1]["issue_number"], 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM incidents WHERE stopped_by = 'selfheal:loop-protection'")
+            .await,
+        1
+    );
+
+    // Stopped means stopped: the next failure on the branch is not acted on.
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6404, &now()))
+        .await;
+    assert_eq!(body["status"], "ignored", "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("stopped"),
+        "{body}"
+    );
+    worker.kill().ok();
+    worker.wait().ok();
+}
