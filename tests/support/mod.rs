@@ -127,7 +127,7 @@ impl TestEnv {
     }
 
     /// A worker as its own process, so it can be killed like a real replica.
-    pub fn spawn_worker(&self, name: &str) -> Child {
+    pub fn spawn_worker(&self, name: &str) -> Worker {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("worker-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = std::fs::File::create(dir.join(format!("{}-{name}.log", self.tag))).unwrap();
@@ -140,6 +140,7 @@ impl TestEnv {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
+            .map(Worker)
             .expect("spawn worker")
     }
 
@@ -329,6 +330,29 @@ pub fn run_id_of(body: &Value) -> Uuid {
 }
 
 /// SIGKILL or SIGTERM a worker process.
+/// A worker process that dies with its test, even one that fails half-way.
+pub struct Worker(Child);
+
+impl std::ops::Deref for Worker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
 }

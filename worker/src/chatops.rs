@@ -112,7 +112,7 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
     } else {
         None
     };
-    let (status, result) = match (may_write, incident) {
+    let (status, result) = match (may_write, &incident) {
         (false, _) => (
             "refused",
             format!(
@@ -127,7 +127,7 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
                 cmd.actor, cmd.issue, cmd.command
             ),
         ),
-        (true, Some(incident)) => ("done", execute(ctx, &crab, &cmd, incident, &actor).await?),
+        (true, Some(incident)) => ("done", execute(ctx, &crab, &cmd, *incident, &actor).await?),
     };
     let _: Value = crab
         .post(
@@ -137,8 +137,8 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
         .await
         .map_err(|e| api_error(e, "answering the command"))?;
     tx.execute(
-        "UPDATE commands SET status = $2, permission = $3, result = $4, finished_at = now() WHERE id = $1",
-        &[&cmd.id, &status, &permission, &result],
+        "UPDATE commands SET status = $2, permission = $3, result = $4, incident_id = $5, finished_at = now() WHERE id = $1",
+        &[&cmd.id, &status, &permission, &result, &incident],
     )
     .await?;
     audit::append(
@@ -218,13 +218,8 @@ async fn execute(
     incident: Uuid,
     actor: &str,
 ) -> Result<String, StageError> {
+    // Not the locked `commands` row: this connection is not the one holding its lock.
     let client = ctx.pool.get().await?;
-    client
-        .execute(
-            "UPDATE commands SET incident_id = $2 WHERE id = $1",
-            &[&cmd.id, &incident],
-        )
-        .await?;
     match cmd.command.as_str() {
         "stop" => {
             client

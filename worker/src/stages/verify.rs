@@ -215,6 +215,24 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     if verdict != "fixed" && run.fix_branch.is_none() {
         return Ok((Verdict::Deliver, "rerun the failed jobs".into()));
     }
+    if run.fix_branch.is_none() {
+        let open: Option<i32> = ctx
+            .pool
+            .get()
+            .await?
+            .query_opt(
+                "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
+                &[&run.incident_id],
+            )
+            .await?
+            .and_then(|r| r.get(0));
+        if let Some(n) = open {
+            return Ok((
+                Verdict::Deliver,
+                format!("the incident's fix is already PR #{n}; its own CI decides"),
+            ));
+        }
+    }
     // Every commit pushed for the incident counts, and so does every rerun of the fix's CI.
     let made: i64 = ctx
         .pool

@@ -1,0 +1,229 @@
+//! `/selfheal` commands in comments: obeyed only from people GitHub says may write to the
+//! repository, answered on the PR, and written to the audit log with their actor.
+
+mod support;
+
+use std::time::Duration;
+
+use github_standin::Knobs;
+use support::*;
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+async fn command_status(env: &TestEnv, id: i64) -> String {
+    env.wait_until(
+        &format!("SELECT status <> 'queued' FROM commands WHERE id = {id}"),
+        Duration::from_secs(30),
+    )
+    .await;
+    env.db()
+        .await
+        .query_one("SELECT status FROM commands WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    env.standin.set_knobs(Knobs {
+        permissions: [("hubot-maintainer".to_string(), "write".to_string())].into(),
+        ..Knobs::default()
+    });
+    let mut worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(7101, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+
+    // Codertocat (the recorded commenter) can only read.
+    let (status, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "Codertocat", "/selfheal stop"),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "command_queued");
+    let refused = body["command_id"].as_i64().unwrap();
+    assert_eq!(command_status(&env, refused).await, "refused");
+    assert_eq!(
+        env.count("SELECT count(*) FROM incidents WHERE stopped_at IS NOT NULL")
+            .await,
+        0
+    );
+    let said = env.standin.comments();
+    assert!(
+        said[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("needs write access to this repository (GitHub says: read)"),
+        "{said:?}"
+    );
+
+    // A maintainer with write access: selfheal stops on the incident.
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "hubot-maintainer", "/selfheal stop"),
+        )
+        .await;
+    let obeyed = body["command_id"].as_i64().unwrap();
+    assert_eq!(command_status(&env, obeyed).await, "done");
+    assert_eq!(
+        env.count("SELECT count(*) FROM incidents WHERE stopped_by = 'github:hubot-maintainer'")
+            .await,
+        1
+    );
+    assert!(env.standin.comments()[1]["body"]
+        .as_str()
+        .unwrap()
+        .starts_with("selfheal stopped on this incident"));
+    // Both asked GitHub about the commenter's permission.
+    let asked: Vec<String> = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| c.path.ends_with("/permission"))
+        .map(|c| c.path.clone())
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            "/repos/octo-org/octo-repo/collaborators/Codertocat/permission",
+            "/repos/octo-org/octo-repo/collaborators/hubot-maintainer/permission"
+        ]
+    );
+    // The audit log has each command and its actor: received, then refused or done.
+    let db = env.db().await;
+    let audit: Vec<(String, String)> = db
+        .query(
+            "SELECT actor, action FROM audit_log WHERE action LIKE 'command.%' ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let want = [
+        ("github:Codertocat", "command.received"),
+        ("github:Codertocat", "command.refused"),
+        ("github:hubot-maintainer", "command.received"),
+        ("github:hubot-maintainer", "command.done"),
+    ];
+    assert_eq!(
+        audit,
+        want.map(|(a, b)| (a.to_string(), b.to_string())).to_vec()
+    );
+
+    // Stopped: the fix's green CI is no longer acted on.
+    let (branch, head) = env.pull(1);
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(7102, &branch, &head, "success"),
+        )
+        .await;
+    assert_eq!(body["status"], "ignored", "{body}");
+    worker.kill().ok();
+    worker.wait().ok();
+}
+
+#[tokio::test]
+async fn explain_retry_and_approve_from_a_writer() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    env.standin.set_knobs(Knobs {
+        permissions: [("octocat".to_string(), "admin".to_string())].into(),
+        // Not merged by policy: a person has to approve.
+        repo_config: Some("auto_merge_classes: []\n".into()),
+        ..Knobs::default()
+    });
+    let mut worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(7201, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "octocat", "/selfheal explain"),
+        )
+        .await;
+    assert_eq!(
+        command_status(&env, body["command_id"].as_i64().unwrap()).await,
+        "done"
+    );
+    let explained = env.standin.comments()[0]["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(explained.contains("- run 7201: succeeded; diagnosis format (rustfmt); patch `format` → fixed; verify: deliver"), "{explained}");
+
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "octocat", "/selfheal retry"),
+        )
+        .await;
+    assert_eq!(
+        command_status(&env, body["command_id"].as_i64().unwrap()).await,
+        "done"
+    );
+    assert!(env
+        .standin
+        .calls()
+        .iter()
+        .any(|c| c.method == "POST" && c.path.ends_with("/actions/runs/7201/rerun-failed-jobs")));
+
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "octocat", "/selfheal approve"),
+        )
+        .await;
+    assert_eq!(
+        command_status(&env, body["command_id"].as_i64().unwrap()).await,
+        "done"
+    );
+    assert_eq!(env.standin.pulls()[0]["merged"], true);
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM deliveries WHERE decided_by = 'github:octocat' AND merged_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'pull_request.merged' AND actor = 'github:octocat'")
+            .await,
+        1
+    );
+
+    // Unknown words and bots are not commands.
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "octocat", "/selfheal dance"),
+        )
+        .await;
+    assert_eq!(body["status"], "ignored");
+    assert!(body["reason"]
+        .as_str()
+        .unwrap()
+        .contains("unknown command /selfheal dance"));
+    let mut bot = env.comment(1, "selfheal[bot]", "/selfheal approve");
+    bot["comment"]["user"]["type"] = "Bot".into();
+    let (_, body) = app.deliver("issue_comment", &bot).await;
+    assert_eq!(body["status"], "stored");
+    worker.kill().ok();
+    worker.wait().ok();
+}
