@@ -67,8 +67,10 @@ fn operation_for<'a>(spec: &'a Value, method: &str, path: &str) -> Option<&'a st
         .iter()
         .find_map(|(template, ops)| {
             let t: Vec<&str> = template.split('/').collect();
-            // A trailing `{path}` (contents) spans the rest of the path, slashes included.
-            let rest_is_path = t.last() == Some(&"{path}") && segments.len() >= t.len();
+            // A trailing `{path}` (contents) or `{ref}` (heads/selfheal/…) spans the rest of
+            // the path, slashes included.
+            let rest_is_path =
+                matches!(t.last(), Some(&"{path}" | &"{ref}")) && segments.len() >= t.len();
             let same = (t.len() == segments.len() || rest_is_path)
                 && t.iter()
                     .zip(&segments)
@@ -210,6 +212,256 @@ async fn the_standin_answers_and_our_requests_have_githubs_shapes() {
     assert_eq!(refused.status().as_u16(), 401);
 }
 
+/// The schema of an operation's JSON request body, if it takes one.
+fn request_schema(spec: &Value, method: &str, template: &str) -> Option<Value> {
+    let mut schema = spec["paths"][template][method]["requestBody"]["content"]["application/json"]
+        ["schema"]
+        .clone();
+    if schema.is_null() {
+        return None;
+    }
+    to_json_schema(&mut schema);
+    Some(schema)
+}
+
+#[tokio::test]
+async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    env.standin.set_knobs(github_standin::Knobs {
+        repo_config: Some("reviewers: [hubot, octo-org/justice-league]\n".into()),
+        permissions: [("octocat".to_string(), "admin".to_string())].into(),
+        ..Default::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let now = || chrono::Utc::now().to_rfc3339();
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(3201, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, head) = env.pull(1);
+    assert_eq!(
+        env.standin.pulls()[0]["requested_reviewers"][0]["login"],
+        "hubot"
+    );
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(3202, &branch, &head, "success"),
+        )
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(30))
+        .await;
+    assert_eq!(env.standin.pulls()[0]["merged"], true);
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "octocat", "/selfheal explain"),
+        )
+        .await;
+    env.wait_until(
+        &format!(
+            "SELECT status = 'done' FROM commands WHERE id = {}",
+            body["command_id"]
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Every request selfheal made exists in GitHub's API, and each JSON body it sent is one
+    // GitHub's request schema accepts.
+    let spec = openapi();
+    let mut checked = Vec::new();
+    for call in env
+        .standin
+        .calls()
+        .into_iter()
+        .filter(|c| !c.path.starts_with("/_standin"))
+    {
+        let method = call.method.to_lowercase();
+        let template = operation_for(&spec, &method, &call.path)
+            .unwrap_or_else(|| panic!("{} {} is not in GitHub's API", call.method, call.path));
+        if let (Some(body), Some(schema)) = (&call.body, request_schema(&spec, &method, template)) {
+            assert_valid(
+                &schema,
+                body,
+                &format!("request body of {method} {template}"),
+            );
+            checked.push(format!("{method} {template}"));
+        }
+    }
+    for op in [
+        "post /repos/{owner}/{repo}/git/trees",
+        "post /repos/{owner}/{repo}/git/commits",
+        "post /repos/{owner}/{repo}/pulls",
+        "post /repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers",
+        "put /repos/{owner}/{repo}/pulls/{pull_number}/merge",
+        "post /repos/{owner}/{repo}/issues/{issue_number}/comments",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == op),
+            "{op} not exercised: {checked:?}"
+        );
+    }
+
+    // The stand-in's answers to those calls have GitHub's response shapes.
+    let http = reqwest::Client::new();
+    let base = env.standin.url();
+    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiIxIn0.c2lnbmF0dXJl";
+    let token: Value = http
+        .post(format!("{base}/app/installations/4242/access_tokens"))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let repo = format!("{base}/repos/octo-org/octo-repo");
+    let get = |url: String| {
+        let http = http.clone();
+        let token = token.clone();
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // The stand-in's PR is PyGithub's recording from 2012, older than several fields GitHub's
+    // schema now requires: check the fields selfheal reads against GitHub's definitions.
+    let (got, pr) = get(format!("{repo}/pulls/1")).await;
+    assert_eq!(got, 200);
+    let full = response_schema(
+        &spec,
+        "get",
+        "/repos/{owner}/{repo}/pulls/{pull_number}",
+        "200",
+    );
+    let read = ["number", "state", "head", "base", "merged", "html_url"];
+    let mut props = serde_json::Map::new();
+    for key in read {
+        props.insert(key.into(), full["properties"][key].clone());
+    }
+    for side in ["head", "base"] {
+        let def = &full["properties"][side]["properties"];
+        props.insert(
+            side.into(),
+            serde_json::json!({"type": "object", "required": ["ref", "sha"],
+                "properties": {"ref": def["ref"], "sha": def["sha"]}}),
+        );
+    }
+    assert_valid(
+        &serde_json::json!({"type": "object", "required": read, "properties": props}),
+        &pr,
+        "the pull request's fields selfheal reads",
+    );
+    for (url, template, status) in [
+        (
+            format!("{repo}/commits/{head}/check-runs"),
+            "/repos/{owner}/{repo}/commits/{ref}/check-runs",
+            200,
+        ),
+        (
+            format!("{repo}/collaborators/octocat/permission"),
+            "/repos/{owner}/{repo}/collaborators/{username}/permission",
+            200,
+        ),
+    ] {
+        let (got, body) = get(url).await;
+        assert_eq!(got, status, "{template}: {body}");
+        assert_valid(
+            &response_schema(&spec, "get", template, &status.to_string()),
+            &body,
+            template,
+        );
+    }
+    // Answers to writes: a comment, reviewers, a ref moved, a merge.
+    let send = |method: reqwest::Method, url: String, body: Value| {
+        let http = http.clone();
+        let token = token.clone();
+        async move {
+            let r = http
+                .request(method, url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = send(
+        reqwest::Method::POST,
+        format!("{repo}/issues/1/comments"),
+        serde_json::json!({"body": "hello"}),
+    )
+    .await;
+    assert_valid(
+        &response_schema(
+            &spec,
+            "post",
+            "/repos/{owner}/{repo}/issues/{issue_number}/comments",
+            &status.to_string(),
+        ),
+        &body,
+        "comment",
+    );
+    let (status, mut body) = send(
+        reqwest::Method::POST,
+        format!("{repo}/pulls/1/requested_reviewers"),
+        serde_json::json!({"reviewers": ["hubot"]}),
+    )
+    .await;
+    // GitHub's labels without a description come back `"description": null` (octokit's
+    // recorded label), which its OpenAPI types as a plain string: not ours to judge.
+    for label in body["labels"].as_array_mut().into_iter().flatten() {
+        if label["description"].is_null() {
+            label["description"] = Value::from("");
+        }
+    }
+    assert_valid(
+        &response_schema(
+            &spec,
+            "post",
+            "/repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers",
+            &status.to_string(),
+        ),
+        &body,
+        "requested reviewers",
+    );
+    let (status, body) = send(
+        reqwest::Method::PATCH,
+        format!("{repo}/git/refs/heads/{branch}"),
+        serde_json::json!({"sha": head, "force": false}),
+    )
+    .await;
+    assert_valid(
+        &response_schema(
+            &spec,
+            "patch",
+            "/repos/{owner}/{repo}/git/refs/{ref}",
+            &status.to_string(),
+        ),
+        &body,
+        "updated ref",
+    );
+    // A second PR to merge: the first is merged already (GitHub's 405).
+    let (status, _) = send(
+        reqwest::Method::PUT,
+        format!("{repo}/pulls/1/merge"),
+        serde_json::json!({"merge_method": "squash"}),
+    )
+    .await;
+    assert_eq!(status, 405);
+    let merge_ok = env
+        .standin
+        .calls()
+        .iter()
+        .any(|c| c.method == "PUT" && c.path.ends_with("/pulls/1/merge"));
+    assert!(merge_ok);
+}
+
 #[tokio::test]
 async fn the_adapted_webhook_payloads_match_githubs_webhook_schema() {
     let env = TestEnv::new().await;
@@ -218,7 +470,15 @@ async fn the_adapted_webhook_payloads_match_githubs_webhook_schema() {
     for payload in [
         env.failing_run(1, "2026-11-20T10:00:00Z"),
         env.green_run(2, "2026-11-20T10:05:00Z"),
+        env.fix_run(3, "selfheal/abc-123", &env.standin.head_sha(), "success"),
     ] {
         assert_valid(&schema, &payload, "adapted workflow_run.completed payload");
     }
+    let path = fixtures_dir().join("github-openapi/webhooks/issue-comment-created.schema.json");
+    let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_valid(
+        &schema,
+        &env.comment(1, "octocat", "/selfheal stop"),
+        "adapted issue_comment.created payload",
+    );
 }

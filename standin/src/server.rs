@@ -22,6 +22,9 @@ pub struct Call {
     pub query: Option<String>,
     /// `app-jwt`, `installation-token`, `other` or `none`.
     pub auth: String,
+    /// The request's JSON body, if it had one.
+    #[serde(default)]
+    pub body: Option<Value>,
 }
 
 /// Behaviour a test or the demo can change while the stand-in runs (also over HTTP:
@@ -285,6 +288,12 @@ async fn record(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // Bodies are small API requests; keep a copy so tests can check them against GitHub's
+    // request schemas.
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
     if !uri.path().starts_with("/_standin/calls") && !uri.path().starts_with("/_standin/knobs") {
         let auth = credential(&headers).as_str();
         if let Ok(mut calls) = inner.calls.lock() {
@@ -293,9 +302,11 @@ async fn record(
                 path: uri.path().to_string(),
                 query: uri.query().map(str::to_string),
                 auth: auth.to_string(),
+                body: serde_json::from_slice(&bytes).ok(),
             });
         }
     }
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
     if credential(&headers) == Credential::InstallationToken {
         if let Some(refused) = throttle_or_revoke(&inner, &headers) {
             return refused;
@@ -905,7 +916,7 @@ struct PullRequest {
     body: Option<String>,
 }
 
-/// Recorded: PyGithub `Repository.testCreatePull`. A second open PR for the same head is
+/// Recorded: octocrab `pull_requests_list.json`. A second open PR for the same head is
 /// GitHub's 422 "A pull request already exists".
 async fn create_pull(
     State(inner): State<Arc<Inner>>,
@@ -940,14 +951,18 @@ async fn create_pull(
         )
             .into_response();
     }
-    let mut body =
-        match inner
-            .fixtures
-            .replay_json("Repository.testCreatePull.txt", "POST", "/pulls")
-        {
-            Ok(b) => b,
-            Err(e) => return fixture_error(e),
-        };
+    // octocrab's recorded pull request (current shape); PyGithub's `testCreatePull` is from
+    // 2012 and lacks fields GitHub's schema now requires.
+    let mut body = match inner
+        .fixtures
+        .json("github-rest/octocrab/pull_requests_list.json")
+    {
+        Ok(list) => list[0].clone(),
+        Err(e) => return fixture_error(e),
+    };
+    body["merged"] = Value::from(false);
+    body["labels"] = Value::Array(Vec::new());
+    body["requested_reviewers"] = Value::Array(Vec::new());
     let number = pulls.len() as i64 + 1;
     body["number"] = Value::from(number);
     body["title"] = Value::from(req.title);
@@ -1353,24 +1368,26 @@ struct CommentRequest {
     body: String,
 }
 
-/// Recorded: PyGithub `PullRequest.testCreateIssueComment`.
+/// Recorded: the `comment` of octokit's `issue_comment.created` webhook payload, which is
+/// GitHub's issue-comment object (PyGithub's 2012 recording of this call predates fields the
+/// schema now requires).
 async fn create_comment(
     State(inner): State<Arc<Inner>>,
-    Path((_owner, _repo, number)): Path<(String, String, i64)>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
     headers: HeaderMap,
     Json(req): Json<CommentRequest>,
 ) -> Response {
     if let Some(r) = require_token(&headers) {
         return r;
     }
-    let mut body = match inner.fixtures.replay_json(
-        "PullRequest.testCreateIssueComment.txt",
-        "POST",
-        "/comments",
-    ) {
-        Ok(b) => b,
+    let mut body = match inner
+        .fixtures
+        .json("github-webhooks/issue_comment/created.payload.json")
+    {
+        Ok(payload) => payload["comment"].clone(),
         Err(e) => return fixture_error(e),
     };
+    body["issue_url"] = Value::from(api_url(&inner, &owner, &repo, &format!("issues/{number}")));
     let mut comments = inner.comments.lock().unwrap_or_else(|p| p.into_inner());
     body["id"] = Value::from(9000 + comments.len() as i64);
     body["body"] = Value::from(req.body);
@@ -1439,7 +1456,16 @@ async fn collaborator_permission(
         Ok(b) => b,
         Err(e) => return fixture_error(e),
     };
-    body["permission"] = Value::from(permission);
+    // GitHub has since added `role_name` (finer: maintain, triage) to the recorded shape; its
+    // schema requires it, so it is filled in from the knob as well.
+    let legacy = match permission.as_str() {
+        "maintain" => "write",
+        "triage" => "read",
+        p => p,
+    };
+    body["permission"] = Value::from(legacy);
+    body["role_name"] = Value::from(permission.clone());
+    body["user"]["role_name"] = Value::from(permission);
     body["user"]["login"] = Value::from(login);
     Json(body).into_response()
 }
