@@ -257,14 +257,24 @@ async fn replay(stack: &Stack) -> anyhow::Result<()> {
     print_healing(&client, run_id).await?;
     print_delivery(stack, &client, run_id).await?;
 
-    let green = successful_workflow_run(
+    let merge_commit = merge_after_green_fix(stack, &client, run_id).await?;
+
+    let mut green = successful_workflow_run(
         &stack.fixtures,
         INSTALLATION_ID,
-        289782452,
+        289782453,
         &chrono::Utc::now().to_rfc3339(),
     )?;
+    green["workflow_run"]["workflow_id"] = 2823525.into();
+    if let Some(sha) = &merge_commit {
+        green["workflow_run"]["head_sha"] = sha.as_str().into();
+    }
     println!(
-        "\n-> replaying recorded workflow_run (completed, conclusion: success) on the same branch"
+        "\n-> replaying recorded workflow_run (completed, conclusion: success) on master{}",
+        merge_commit
+            .as_deref()
+            .map(|s| format!(" at the merge commit {}", &s[..s.len().min(7)]))
+            .unwrap_or_default()
     );
     let (status, body) = stack.deliver(&green).await?;
     println!("<- {status} {body}");
@@ -282,6 +292,86 @@ async fn replay(stack: &Stack) -> anyhow::Result<()> {
         row.get::<_, Option<f64>>(3).unwrap_or(f64::NAN)
     );
     Ok(())
+}
+
+/// The fix's own CI goes green on selfheal's branch (the recorded run, replayed at the fix's
+/// commit): verify checks the PR's checks and the merge policy, deliver merges. Returns the
+/// merge commit.
+async fn merge_after_green_fix(
+    stack: &Stack,
+    client: &deadpool_postgres::Client,
+    run_id: Uuid,
+) -> anyhow::Result<Option<String>> {
+    let Some(d) = client
+        .query_opt(
+            "SELECT branch, commit_sha FROM deliveries WHERE run_id = $1 AND kind = 'pull_request'",
+            &[&run_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (branch, sha): (String, String) =
+        (d.get(0), d.get::<_, Option<String>>(1).unwrap_or_default());
+    let mut payload = successful_workflow_run(
+        &stack.fixtures,
+        INSTALLATION_ID,
+        289782452,
+        &chrono::Utc::now().to_rfc3339(),
+    )?;
+    payload["workflow_run"]["workflow_id"] = 2823525.into();
+    payload["workflow_run"]["head_branch"] = branch.as_str().into();
+    payload["workflow_run"]["head_sha"] = sha.as_str().into();
+    payload["workflow_run"]["event"] = "pull_request".into();
+    println!(
+        "\n-> replaying recorded workflow_run (completed, conclusion: success) on {branch} at the fix's commit {}",
+        &sha[..sha.len().min(7)]
+    );
+    let (status, body) = stack.deliver(&payload).await?;
+    println!("<- {status} {body}");
+    let Some(check) = body["run_id"].as_str().and_then(|r| r.parse::<Uuid>().ok()) else {
+        return Ok(None);
+    };
+    let (status, reason) = wait_finished(client, check).await?;
+    println!(
+        "run {check} (the fix's own CI): {status}{}",
+        reason.map(|r| format!(" ({r})")).unwrap_or_default()
+    );
+    for a in runs::attempts(client, check).await? {
+        println!(
+            "  {:<7} {:<10} {}",
+            a.stage,
+            a.outcome,
+            a.detail.or(a.error).unwrap_or_default()
+        );
+    }
+    let m = client
+        .query_one(
+            "SELECT merge_decision, decided_by, merge_commit_sha, pr_url FROM deliveries WHERE incident_id =
+               (SELECT incident_id FROM runs WHERE id = $1) AND kind = 'pull_request'",
+            &[&run_id],
+        )
+        .await?;
+    let merged: Option<String> = m.get(2);
+    println!(
+        "merge decision: {} by {}; {} {}",
+        m.get::<_, Option<String>>(0)
+            .unwrap_or_else(|| "none".into()),
+        m.get::<_, Option<String>>(1).unwrap_or_else(|| "-".into()),
+        m.get::<_, Option<String>>(3).unwrap_or_default(),
+        merged
+            .as_deref()
+            .map(|s| format!("merged as {}", &s[..s.len().min(7)]))
+            .unwrap_or_else(|| "not merged".into())
+    );
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(stack.standin.git_dir())
+        .args(["log", "--format=  %h %s (author %an)", "master"])
+        .output()?;
+    println!("git log master of the stand-in's repository:");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(merged)
 }
 
 /// What the run found and proved, from Postgres.

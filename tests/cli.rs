@@ -1,5 +1,7 @@
 //! The `selfheal` binary's own behaviour at its edges.
 
+mod support;
+
 use std::process::Command;
 
 fn selfheal(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
@@ -65,4 +67,35 @@ fn a_malformed_env_var_names_itself_and_secrets_stay_out_of_errors() {
     assert!(!ok);
     assert!(err.contains("GITHUB_APP_ID is malformed"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// The README's first command ends here: a merged pull request on the stand-in, then a green
+/// run that resolves the incident, with MTTR read from SQL.
+#[test]
+fn the_demo_ends_with_a_merged_pull_request_and_a_resolved_incident() {
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .arg("demo")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("SELFHEAL_ADMIN_DATABASE_URL", support::admin_url())
+        .env("REDIS_URL", support::redis_url())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "opened PR #1 from selfheal/",
+        "verify  succeeded  merge: all 1 checks green; merge allowed by policies/merge.rego",
+        "deliver succeeded  merged PR #1 (squash, commit ",
+        "selfheal: fix the failing build (#1) (author GitHub)",
+        "\"status\":\"incident_resolved\"",
+        "resolved, MTTR ",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
 }
