@@ -21,11 +21,14 @@ fn the_manifest_covers_every_call_and_asks_nothing_extra() {
             "statuses"
         ]
     );
-    // Writes selfheal makes: reruns (actions), Git Data API (contents), PRs.
+    // Writes selfheal makes: reruns (actions), Git Data API (contents), PRs and their merge,
+    // comments (issues), the config check run (checks).
     for (perm, level) in [
         ("actions", "write"),
         ("contents", "write"),
         ("pull_requests", "write"),
+        ("issues", "write"),
+        ("checks", "write"),
     ] {
         assert_eq!(perms[perm], level, "{perm}");
     }
@@ -37,6 +40,7 @@ fn the_manifest_covers_every_call_and_asks_nothing_extra() {
         .filter_map(Value::as_str)
         .collect();
     assert!(events.contains(&"workflow_run"));
+    assert!(events.contains(&"issue_comment"), "the /selfheal commands");
     assert!(manifest["hook_attributes"]["url"]
         .as_str()
         .unwrap()
