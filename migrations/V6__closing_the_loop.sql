@@ -13,7 +13,7 @@ ALTER TABLE incidents ADD COLUMN stopped_reason TEXT;
 -- What the verify stage decided before anything is written to GitHub.
 CREATE TABLE verifications (
     run_id      UUID PRIMARY KEY REFERENCES runs(id),
-    verdict     TEXT NOT NULL CHECK (verdict IN ('deliver', 'merge', 'hold', 'wait', 'stop', 'skip')),
+    verdict     TEXT NOT NULL CHECK (verdict IN ('deliver', 'merge', 'hold', 'wait', 'stop', 'skip', 'dry_run')),
     reason      TEXT NOT NULL,
     checks      JSONB NOT NULL DEFAULT '[]',          -- the fix's check runs as observed
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()

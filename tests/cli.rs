@@ -99,3 +99,24 @@ fn the_demo_ends_with_a_merged_pull_request_and_a_resolved_incident() {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
 }
+
+#[test]
+fn a_bad_org_wide_defaults_file_stops_the_worker_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = dir.path().join("selfheal-defaults.yml");
+    std::fs::write(&defaults, "max_atempts: 5\n").unwrap();
+    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/standin/demo-app-key.pem");
+    let (ok, err) = selfheal(
+        &["worker"],
+        &[
+            ("DATABASE_URL", "postgres://x@127.0.0.1:1/x"),
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+            ("GITHUB_APP_ID", "7"),
+            ("GITHUB_APP_PRIVATE_KEY", key),
+            ("SELFHEAL_REPO_DEFAULTS", defaults.to_str().unwrap()),
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("SELFHEAL_REPO_DEFAULTS"), "{err}");
+    assert!(err.contains("unknown field `max_atempts`"), "{err}");
+}

@@ -293,6 +293,27 @@ async fn the_repository_config_is_obeyed_and_a_bad_one_is_reported() {
         "{checks:?}"
     );
     assert!(env.standin.pulls().is_empty());
+
+    // This repository trials selfheal in dry-run mode: a neutral report, nothing pushed.
+    env.standin.set_knobs(Knobs {
+        repo_config: Some("dry_run: true\n".into()),
+        ..Knobs::default()
+    });
+    let mut third = env.failing_run(6403, &now());
+    third["workflow_run"]["workflow_id"] = serde_json::Value::from(4343);
+    let (_, body) = app.deliver("workflow_run", &third).await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let checks = env.standin.check_runs();
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    assert_eq!(checks[1]["name"], "selfheal (dry run)");
+    assert_eq!(checks[1]["conclusion"], "neutral");
+    assert!(env.standin.pulls().is_empty());
+    assert!(!env
+        .standin
+        .calls()
+        .iter()
+        .any(|c| c.path.contains("/git/") && c.method == "POST"));
     worker.kill().ok();
     worker.wait().ok();
 }

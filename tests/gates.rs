@@ -62,7 +62,7 @@ async fn an_installation_budget_caps_runs_per_hour() {
 }
 
 #[tokio::test]
-async fn dry_run_diagnoses_and_validates_but_never_writes_to_github() {
+async fn dry_run_diagnoses_validates_and_reports_but_never_pushes_or_merges() {
     let mut env = TestEnv::new().await;
     env.set("SELFHEAL_DRY_RUN", "true");
     let app = env.spawn_web().await;
@@ -92,13 +92,26 @@ async fn dry_run_diagnoses_and_validates_but_never_writes_to_github() {
             .await,
         1
     );
-    let writes: Vec<_> = env
+    // The one write: a neutral check run on the failing commit saying what selfheal would do.
+    let writes: Vec<String> = env
         .standin
         .calls()
         .into_iter()
         .filter(|c| c.method != "GET" && !c.path.ends_with("/access_tokens"))
+        .map(|c| format!("{} {}", c.method, c.path))
         .collect();
-    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(writes, ["POST /repos/octo-org/octo-repo/check-runs"]);
+    let check = env.standin.check_runs()[0].clone();
+    assert_eq!(check["name"], "selfheal (dry run)");
+    assert_eq!(check["conclusion"], "neutral");
+    assert_eq!(check["head_sha"], env.standin.head_sha().as_str());
+    let summary = check["output"]["summary"].as_str().unwrap();
+    assert!(summary.contains("**format** failure"), "{summary}");
+    assert!(summary.contains("would open a pull request"), "{summary}");
+    assert!(check["output"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("```diff\n"));
     assert!(env.standin.pulls().is_empty());
     worker.kill().ok();
     worker.wait().ok();

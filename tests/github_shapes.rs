@@ -241,9 +241,14 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
     env.wait_run(run_id_of(&body), Duration::from_secs(60))
         .await;
     let (branch, head) = env.pull(1);
+    // `org/team` in the config is asked as a team, a login as a person.
     assert_eq!(
         env.standin.pulls()[0]["requested_reviewers"][0]["login"],
         "hubot"
+    );
+    assert_eq!(
+        env.standin.pulls()[0]["requested_teams"][0]["slug"],
+        "justice-league"
     );
     let (_, body) = app
         .deliver(

@@ -33,6 +33,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             detail: format!("left for review: {reason}"),
         }),
         Verdict::Merge => merge::merge(ctx, run, "selfheal:policy").await,
+        Verdict::DryRun => dry_run_report(ctx, run, &reason).await,
         Verdict::Deliver => deliver_fix(ctx, run).await,
     }
 }
@@ -57,6 +58,57 @@ async fn deliver_fix(ctx: &WorkerContext, run: &Run) -> Result<StageReport, Stag
         (_, true) => push_attempt(ctx, run, &strategy, &class, diff).await,
         (_, false) => pull_request(ctx, run, &strategy, &class, diff, &row.get(4)).await,
     }
+}
+
+/// Dry run: what selfheal found and would do goes on the failing commit as a neutral check
+/// run (visible on the commit and its PR); nothing is pushed, rerun or merged.
+async fn dry_run_report(
+    ctx: &WorkerContext,
+    run: &Run,
+    reason: &str,
+) -> Result<StageReport, StageError> {
+    let client = ctx.pool.get().await?;
+    let p = client
+        .query_one(
+            "SELECT strategy, class, diff, evidence FROM patches WHERE run_id = $1",
+            &[&run.id],
+        )
+        .await?;
+    let evidence: Value = p.get(3);
+    let diff: Option<String> = p.get(2);
+    let summary = format!(
+        "selfheal diagnosed a **{}** failure and proved a `{}` fix in its sandbox (the command \
+         failed {} of {} runs before). It {}; this repository runs selfheal in dry-run mode, so \
+         nothing was pushed.",
+        p.get::<_, String>(1),
+        p.get::<_, String>(0),
+        evidence["failed"],
+        evidence["runs"],
+        reason.split_once(": ").map(|(_, w)| w).unwrap_or(reason),
+    );
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
+    let _: Value = crab
+        .post(
+            format!("/repos/{}/check-runs", run.repository_full_name),
+            Some(&json!({
+                "name": "selfheal (dry run)",
+                "head_sha": run.head_sha,
+                "status": "completed",
+                "conclusion": "neutral",
+                "output": {
+                    "title": "selfheal would fix this failure",
+                    "summary": summary,
+                    "text": diff.map(|d| format!("```diff\n{d}\n```")).unwrap_or_default(),
+                },
+            })),
+        )
+        .await
+        .map_err(|e| api_error(e, "reporting the dry run as a check run"))?;
+    Ok(skipped(&format!(
+        "{reason}; nothing pushed, reported as a neutral `selfheal (dry run)` check run"
+    )))
 }
 
 /// The fix's own CI failed and verify allowed another attempt: a commit on top of the fix's

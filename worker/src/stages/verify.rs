@@ -33,6 +33,8 @@ pub enum Verdict {
     Stop,
     /// Nothing to deliver, or not allowed here.
     Skip,
+    /// Dry run: report what would be delivered on the commit, push nothing.
+    DryRun,
 }
 
 impl Verdict {
@@ -44,6 +46,7 @@ impl Verdict {
             Verdict::Wait => "wait",
             Verdict::Stop => "stop",
             Verdict::Skip => "skip",
+            Verdict::DryRun => "dry_run",
         }
     }
 
@@ -55,6 +58,7 @@ impl Verdict {
             Verdict::Wait,
             Verdict::Stop,
             Verdict::Skip,
+            Verdict::DryRun,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -62,7 +66,7 @@ impl Verdict {
 
     fn outcome(self) -> Outcome {
         match self {
-            Verdict::Wait | Verdict::Skip => Outcome::Skipped,
+            Verdict::Wait | Verdict::Skip | Verdict::DryRun => Outcome::Skipped,
             _ => Outcome::Succeeded,
         }
     }
@@ -176,15 +180,15 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
         }
         return Ok((Verdict::Skip, format!("nothing to deliver ({verdict})")));
     }
+    let would = match verdict.as_str() {
+        "fixed" if run.fix_branch.is_some() => "push a further attempt onto the fix's branch",
+        "fixed" => "open a pull request with the validated fix",
+        _ => "rerun the failed jobs",
+    };
     if ctx.dry_run {
-        let would = match verdict.as_str() {
-            "fixed" if run.fix_branch.is_some() => "push a further attempt onto the fix's branch",
-            "fixed" => "open a pull request with the validated fix",
-            _ => "rerun the failed jobs",
-        };
         return Ok((
-            Verdict::Skip,
-            format!("dry run (SELFHEAL_DRY_RUN): would {would}; nothing was written to GitHub"),
+            Verdict::DryRun,
+            format!("dry run (SELFHEAL_DRY_RUN): would {would}"),
         ));
     }
     let config = match repo_config::load(ctx, &crab, &run.repository_full_name).await? {
@@ -202,11 +206,8 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     };
     if config.dry_run {
         return Ok((
-            Verdict::Skip,
-            format!(
-                "dry run ({}): nothing was written to GitHub",
-                repo_config::PATH
-            ),
+            Verdict::DryRun,
+            format!("dry run ({}): would {would}", repo_config::PATH),
         ));
     }
     if let Some(why) = config.refuses(class, diff.as_deref()) {
