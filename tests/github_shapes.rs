@@ -486,4 +486,13 @@ async fn the_adapted_webhook_payloads_match_githubs_webhook_schema() {
         &env.comment(1, "octocat", "/selfheal stop"),
         "adapted issue_comment.created payload",
     );
+    let path = fixtures_dir().join("github-openapi/webhooks/pull-request-closed.schema.json");
+    let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for merged in [false, true] {
+        assert_valid(
+            &schema,
+            &env.pr_closed(1, "selfheal/abc-123", merged, "octocat"),
+            "adapted pull_request.closed payload",
+        );
+    }
 }

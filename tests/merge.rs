@@ -318,3 +318,56 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
     worker.kill().ok();
     worker.wait().ok();
 }
+
+#[tokio::test]
+async fn a_person_closing_the_fix_stops_selfheal_and_a_person_merging_it_is_recorded() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6501, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, head) = env.pull(1);
+
+    // Closed without merging: selfheal takes the hint and stops on the incident.
+    let (_, body) = app
+        .deliver("pull_request", &env.pr_closed(1, &branch, false, "octocat"))
+        .await;
+    assert_eq!(body["status"], "fix_closed", "{body}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM incidents WHERE stopped_by = 'github:octocat' AND stopped_reason = '@octocat closed PR #1 without merging'")
+            .await,
+        1
+    );
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6502, &branch, &head, "success"),
+        )
+        .await;
+    assert_eq!(body["status"], "ignored", "{body}");
+
+    // Another incident's fix, merged by a person in GitHub's UI: recorded as theirs.
+    let mut other = env.failing_run(6503, &now());
+    other["workflow_run"]["workflow_id"] = json!(5151);
+    let (_, body) = app.deliver("workflow_run", &other).await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, _) = env.pull(2);
+    let (_, body) = app
+        .deliver("pull_request", &env.pr_closed(2, &branch, true, "hubot"))
+        .await;
+    assert_eq!(body["status"], "fix_merged", "{body}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM deliveries WHERE pr_number = 2 AND decided_by = 'github:hubot' AND merged_at IS NOT NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'pull_request.merged' AND actor = 'github:hubot'")
+            .await,
+        1
+    );
+}

@@ -166,6 +166,39 @@ impl IssueCommentEvent {
     }
 }
 
+/// A `pull_request` delivery: selfheal watches its own PRs being closed or merged by people.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullRequestEvent {
+    pub action: String,
+    pub pull_request: PullRequest,
+    pub repository: Repository,
+    pub sender: User,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullRequest {
+    pub number: i32,
+    #[serde(default)]
+    pub merged: Option<bool>,
+    #[serde(default)]
+    pub merge_commit_sha: Option<String>,
+    #[serde(default)]
+    pub merged_by: Option<User>,
+    pub head: Ref,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ref {
+    #[serde(rename = "ref")]
+    pub name: String,
+}
+
+impl PullRequestEvent {
+    pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
+        parse_payload("pull_request", body)
+    }
+}
+
 /// Parses a payload and names the offending field (`workflow_run.head_sha: missing field`).
 pub fn parse_payload<T: for<'de> Deserialize<'de>>(
     event: &str,

@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::config::Gates;
-use crate::events::{CommandRequest, IssueCommentEvent, RunVerdict, WorkflowRunEvent};
+use crate::events::{
+    CommandRequest, IssueCommentEvent, PullRequestEvent, RunVerdict, WorkflowRunEvent,
+};
 use crate::installations::{self, InstallationEvent};
 use crate::stage::Stage;
 use crate::{audit, outbox};
@@ -47,6 +49,8 @@ pub enum Ingested {
     Installation { outcome: &'static str },
     /// A failed run of a repository selfheal must no longer act on.
     Ignored { reason: String },
+    /// A person closed or merged selfheal's own pull request.
+    FixClosed { incident_id: Uuid, merged: bool },
 }
 
 impl Ingested {
@@ -60,6 +64,8 @@ impl Ingested {
             Ingested::Resolved { .. } => "incident_resolved",
             Ingested::Installation { outcome } => outcome,
             Ingested::Ignored { .. } => "ignored_inactive",
+            Ingested::FixClosed { merged: true, .. } => "fix_merged",
+            Ingested::FixClosed { merged: false, .. } => "fix_closed",
         }
     }
 }
@@ -70,6 +76,7 @@ pub enum Parsed {
     WorkflowRun(WorkflowRunEvent),
     Installation(InstallationEvent),
     Comment(IssueCommentEvent),
+    PullRequest(PullRequestEvent),
     Other,
 }
 
@@ -115,6 +122,7 @@ pub async fn ingest(
             },
         },
         Parsed::Comment(ev) => command(tx, delivery.id, ev).await?,
+        Parsed::PullRequest(ev) => fix_closed(tx, ev).await?,
         Parsed::Installation(ev) => Ingested::Installation {
             outcome: installations::apply(tx, delivery.event, ev).await?,
         },
@@ -389,6 +397,83 @@ async fn fix_run(
         incident_id: fix.incident_id,
         outbox_id,
         stage,
+    })
+}
+
+/// selfheal's pull request closed by a person: merged, the merge is recorded (the merge
+/// commit's green run will resolve the incident); closed unmerged, selfheal takes that as
+/// "not this fix" and stops on the incident rather than push or open it again.
+async fn fix_closed(
+    tx: &Transaction<'_>,
+    ev: &PullRequestEvent,
+) -> Result<Ingested, tokio_postgres::Error> {
+    let pr = &ev.pull_request;
+    if ev.action != "closed" || !pr.head.name.starts_with("selfheal/") {
+        return Ok(Ingested::Stored);
+    }
+    let Some(row) = tx
+        .query_opt(
+            "SELECT d.incident_id, d.merged_at IS NOT NULL FROM deliveries d JOIN incidents i ON i.id = d.incident_id
+             WHERE d.kind = 'pull_request' AND d.pr_number = $1 AND d.branch = $2 AND i.repository_id = $3",
+            &[&pr.number, &pr.head.name, &ev.repository.id],
+        )
+        .await?
+    else {
+        return Ok(Ingested::Stored);
+    };
+    let incident_id: Uuid = row.get(0);
+    let merged = pr.merged.unwrap_or(false);
+    if merged {
+        if row.get::<_, bool>(1) {
+            // selfheal's own merge, reported back.
+            return Ok(Ingested::Stored);
+        }
+        let by = pr
+            .merged_by
+            .as_ref()
+            .map(|u| u.login.as_str())
+            .unwrap_or(&ev.sender.login);
+        tx.execute(
+            "UPDATE deliveries SET merged_at = now(), merge_commit_sha = $2, decided_by = $3, updated_at = now()
+             WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&incident_id, &pr.merge_commit_sha, &format!("github:{by}")],
+        )
+        .await?;
+        audit::append(
+            tx,
+            &format!("github:{by}"),
+            "pull_request.merged",
+            &incident_id.to_string(),
+            &json!({"repository": ev.repository.full_name, "pr": pr.number, "merge_commit": pr.merge_commit_sha}),
+        )
+        .await?;
+    } else {
+        let reason = format!(
+            "@{} closed PR #{} without merging",
+            ev.sender.login, pr.number
+        );
+        tx.execute(
+            "UPDATE incidents SET stopped_at = now(), stopped_by = $2, stopped_reason = $3
+             WHERE id = $1 AND stopped_at IS NULL AND status = 'open'",
+            &[
+                &incident_id,
+                &format!("github:{}", ev.sender.login),
+                &reason,
+            ],
+        )
+        .await?;
+        audit::append(
+            tx,
+            &format!("github:{}", ev.sender.login),
+            "incident.stopped",
+            &incident_id.to_string(),
+            &json!({"reason": reason}),
+        )
+        .await?;
+    }
+    Ok(Ingested::FixClosed {
+        incident_id,
+        merged,
     })
 }
 

@@ -200,6 +200,30 @@ impl TestEnv {
         payload
     }
 
+    /// octokit's recorded `pull_request.closed`, adapted to PR `number` on `branch` of the
+    /// stand-in's repository, closed (or merged) by `by`.
+    pub fn pr_closed(&self, number: i64, branch: &str, merged: bool, by: &str) -> Value {
+        let mut payload = self
+            .fixtures
+            .json("github-webhooks/pull_request/closed.payload.json")
+            .unwrap();
+        payload["repository"] =
+            self.failing_run(1, &chrono::Utc::now().to_rfc3339())["repository"].clone();
+        payload["installation"]["id"] = Value::from(INSTALLATION_ID);
+        payload["number"] = Value::from(number);
+        let sender = payload["sender"].clone();
+        let pr = &mut payload["pull_request"];
+        pr["number"] = Value::from(number);
+        pr["head"]["ref"] = Value::from(branch);
+        pr["merged"] = Value::from(merged);
+        if merged {
+            pr["merged_by"] = sender;
+            pr["merged_by"]["login"] = Value::from(by);
+        }
+        payload["sender"]["login"] = Value::from(by);
+        payload
+    }
+
     /// The fix's branch and head as the stand-in's open pull request `number` shows them.
     pub fn pull(&self, number: i64) -> (String, String) {
         let pr = self

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
-use selfheal_shared::events::{IssueCommentEvent, RunVerdict, WorkflowRunEvent};
+use selfheal_shared::events::{IssueCommentEvent, PullRequestEvent, RunVerdict, WorkflowRunEvent};
 use selfheal_shared::incidents::{self, Delivery, Ingested, Parsed};
 use selfheal_shared::installations::InstallationEvent;
 use selfheal_shared::job::{CommandJob, Job};
@@ -50,6 +50,7 @@ pub async fn receive(
             Parsed::Installation(InstallationEvent::parse(event, &body).map_err(bad)?)
         }
         "issue_comment" => Parsed::Comment(IssueCommentEvent::parse(&body).map_err(bad)?),
+        "pull_request" => Parsed::PullRequest(PullRequestEvent::parse(&body).map_err(bad)?),
         _ => Parsed::Other,
     };
 
@@ -81,6 +82,13 @@ pub async fn receive(
         Ingested::RunExists { run_id } => (
             StatusCode::OK,
             json!({"status": "run_exists", "run_id": run_id}),
+        ),
+        Ingested::FixClosed {
+            incident_id,
+            merged,
+        } => (
+            StatusCode::ACCEPTED,
+            json!({"status": if *merged { "fix_merged" } else { "fix_closed" }, "incident_id": incident_id}),
         ),
         Ingested::Resolved { incident_id } => (
             StatusCode::ACCEPTED,
