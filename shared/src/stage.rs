@@ -48,7 +48,7 @@ impl Stage {
     pub fn retry_policy(self) -> RetryPolicy {
         match self {
             // Talks to GitHub, which has bad minutes: more patience.
-            Stage::Triage | Stage::Deliver => RetryPolicy {
+            Stage::Triage | Stage::Verify | Stage::Deliver => RetryPolicy {
                 max_attempts: 5,
                 first_backoff: Duration::from_millis(500),
                 max_backoff: Duration::from_secs(30),
