@@ -79,6 +79,33 @@ fn operation_for<'a>(spec: &'a Value, method: &str, path: &str) -> Option<&'a st
         })
 }
 
+/// Each query parameter is one the operation takes, with a value its schema accepts.
+fn assert_query_valid(spec: &Value, method: &str, template: &str, query: Option<&str>) {
+    let params = spec["paths"][template][method]["parameters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let param = params
+            .iter()
+            .find(|p| p["name"] == name && p["in"] == "query")
+            .unwrap_or_else(|| panic!("{template} has no query parameter {name}"));
+        let mut schema = param["schema"].clone();
+        to_json_schema(&mut schema);
+        let typed = if schema["type"] == "integer" {
+            Value::from(value.parse::<i64>().unwrap())
+        } else {
+            Value::from(value)
+        };
+        assert_valid(
+            &schema,
+            &typed,
+            &format!("query {name}={value} of {template}"),
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_standin_answers_and_our_requests_have_githubs_shapes() {
     let env = TestEnv::new().await;
@@ -106,35 +133,7 @@ async fn the_standin_answers_and_our_requests_have_githubs_shapes() {
         let method = call.method.to_lowercase();
         let template = operation_for(&spec, &method, &call.path)
             .unwrap_or_else(|| panic!("{} {} is not in GitHub's API", call.method, call.path));
-        let params = spec["paths"][template][&method]["parameters"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        for pair in call
-            .query
-            .as_deref()
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let param = params
-                .iter()
-                .find(|p| p["name"] == name && p["in"] == "query")
-                .unwrap_or_else(|| panic!("{template} has no query parameter {name}"));
-            let mut schema = param["schema"].clone();
-            to_json_schema(&mut schema);
-            let typed = if schema["type"] == "integer" {
-                Value::from(value.parse::<i64>().unwrap())
-            } else {
-                Value::from(value)
-            };
-            assert_valid(
-                &schema,
-                &typed,
-                &format!("query {name}={value} of {template}"),
-            );
-        }
+        assert_query_valid(&spec, &method, template, call.query.as_deref());
     }
 
     // The stand-in's answers match GitHub's response schemas.
@@ -287,6 +286,7 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
         let method = call.method.to_lowercase();
         let template = operation_for(&spec, &method, &call.path)
             .unwrap_or_else(|| panic!("{} {} is not in GitHub's API", call.method, call.path));
+        assert_query_valid(&spec, &method, template, call.query.as_deref());
         if let (Some(body), Some(schema)) = (&call.body, request_schema(&spec, &method, template)) {
             assert_valid(
                 &schema,
@@ -365,6 +365,11 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
         (
             format!("{repo}/commits/{head}/check-runs"),
             "/repos/{owner}/{repo}/commits/{ref}/check-runs",
+            200,
+        ),
+        (
+            format!("{repo}/actions/runs?head_sha={head}&per_page=100"),
+            "/repos/{owner}/{repo}/actions/runs",
             200,
         ),
         (

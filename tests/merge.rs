@@ -113,13 +113,18 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
         .standin
         .calls()
         .iter()
-        .filter(|c| c.path.contains("/pulls/1") || c.path.contains("/check-runs"))
+        .filter(|c| {
+            c.path.contains("/pulls/1")
+                || c.path.contains("/check-runs")
+                || c.path.ends_with("/actions/runs")
+        })
         .map(|c| format!("{} {}", c.method, c.path))
         .collect();
     assert_eq!(
         calls,
         vec![
             "GET /repos/octo-org/octo-repo/pulls/1".to_string(),
+            "GET /repos/octo-org/octo-repo/actions/runs".to_string(),
             format!("GET /repos/octo-org/octo-repo/commits/{fix_head}/check-runs"),
             "PUT /repos/octo-org/octo-repo/pulls/1/merge".to_string(),
         ]
@@ -165,6 +170,32 @@ async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
     env.wait_run(run_id_of(&body), Duration::from_secs(60))
         .await;
     let (branch, head) = env.pull(1);
+
+    // One workflow finished green while another has not even created its check runs.
+    env.standin.set_knobs(Knobs {
+        fix_workflows: Some(vec![
+            json!({"name": "CI", "status": "completed", "conclusion": "success"}),
+            json!({"name": "Lint", "status": "queued", "conclusion": null}),
+        ]),
+        ..Knobs::default()
+    });
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6304, &branch, &head, "success"),
+        )
+        .await;
+    let run = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run, Duration::from_secs(30)).await,
+        "incomplete"
+    );
+    let (v, reason) = verdict(&env, run).await;
+    assert_eq!(v, "wait");
+    assert!(
+        reason.contains("1 of the fix's workflow runs still going (Lint)"),
+        "{reason}"
+    );
 
     // One workflow finished green while another still runs: not decided yet.
     env.standin.set_knobs(Knobs {

@@ -58,6 +58,10 @@ pub struct Knobs {
     /// `{"name", "status", "conclusion"}` (absent: one completed, successful check).
     #[serde(default)]
     pub fix_checks: Option<Vec<Value>>,
+    /// The workflow runs GitHub lists for a commit of selfheal's branch, as
+    /// `{"name", "status", "conclusion"}` (absent: one completed, successful run).
+    #[serde(default)]
+    pub fix_workflows: Option<Vec<Value>>,
     /// Collaborator permissions by login (`admin`, `write`, `read`, ...); others: `read`.
     #[serde(default)]
     pub permissions: std::collections::BTreeMap<String, String>,
@@ -250,6 +254,10 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
         .route(
             "/repos/{owner}/{repo}/commits/{sha}/check-runs",
             get(commit_check_runs),
+        )
+        .route(
+            "/repos/{owner}/{repo}/actions/runs",
+            get(list_workflow_runs),
         )
         .route(
             "/repos/{owner}/{repo}/collaborators/{login}/permission",
@@ -1468,4 +1476,49 @@ async fn collaborator_permission(
     body["user"]["role_name"] = Value::from(permission);
     body["user"]["login"] = Value::from(login);
     Json(body).into_response()
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    #[serde(default)]
+    head_sha: Option<String>,
+}
+
+/// Recorded: the `workflow_run` of octokit's `workflow_run.completed` webhook payload (the
+/// same object the REST listing returns; PyGithub's 2020 listing predates `path` and
+/// `display_title`), adapted to the commit asked for and to the `fix_workflows` knob.
+async fn list_workflow_runs(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<RunsQuery>,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let template = match inner
+        .fixtures
+        .json("github-webhooks/workflow_run/completed.payload.json")
+    {
+        Ok(payload) => payload["workflow_run"].clone(),
+        Err(e) => return fixture_error(e),
+    };
+    let wanted = knobs(&inner).fix_workflows.unwrap_or_else(|| {
+        vec![json!({"name": "CI", "status": "completed", "conclusion": "success"})]
+    });
+    let runs: Vec<Value> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let mut run = template.clone();
+            run["id"] = Value::from(8000 + i as i64);
+            if let Some(sha) = &q.head_sha {
+                run["head_sha"] = Value::from(sha.clone());
+            }
+            for key in ["name", "status", "conclusion"] {
+                run[key] = w.get(key).cloned().unwrap_or(Value::Null);
+            }
+            run
+        })
+        .collect();
+    Json(json!({"total_count": runs.len(), "workflow_runs": runs})).into_response()
 }

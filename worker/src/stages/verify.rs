@@ -392,6 +392,35 @@ async fn fix_passed(
             json!([]),
         ));
     }
+    // A workflow that has not created its check runs yet shows only here: without this, the
+    // first workflow to finish could see "all green" and merge early.
+    let workflows: Value = crab
+        .get(
+            format!("/repos/{repo}/actions/runs"),
+            Some(&[("head_sha", head), ("per_page", "100")]),
+        )
+        .await
+        .map_err(|e| api_error(e, "the fix's workflow runs"))?;
+    let running: Vec<&str> = workflows["workflow_runs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| r["status"] != "completed")
+                .filter_map(|r| r["name"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !running.is_empty() {
+        return Ok((
+            Verdict::Wait,
+            format!(
+                "{} of the fix's workflow runs still going ({}); the last to finish decides",
+                running.len(),
+                running.join(", ")
+            ),
+            json!([]),
+        ));
+    }
     let listing: Value = crab
         .get(
             format!("/repos/{repo}/commits/{head}/check-runs"),
