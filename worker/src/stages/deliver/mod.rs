@@ -1,0 +1,181 @@
+//! Deliver stage: carries out what verify decided. A validated fix becomes a commit made
+//! through the Git Data API (blobs -> tree -> commit -> ref, so GitHub signs it) and a pull
+//! request; a red fix gets a further commit on the same branch; a flaky or infrastructure
+//! failure gets its failed jobs rerun; an allowed green fix is merged; a dry run is reported.
+//! Every step is recorded before the next, so a worker that dies mid-way resumes, and an
+//! incident never gets two PRs.
+
+mod attempt;
+mod commit;
+mod pull_request;
+
+use selfheal_shared::runs::{Outcome, Run};
+use serde_json::{json, Value};
+
+use super::download::api_error;
+use super::verify::{self, Verdict};
+use super::{merge, StageError, StageReport};
+use crate::WorkerContext;
+
+/// Reruns per incident before selfheal stops asking GitHub for another.
+const MAX_RERUNS: i64 = 2;
+
+pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
+    let Some((verdict, reason)) = verify::recorded(ctx, run).await? else {
+        return Ok(skipped("nothing delivered: verify recorded no decision"));
+    };
+    match verdict {
+        Verdict::Skip | Verdict::Stop | Verdict::Wait => {
+            Ok(skipped(&format!("nothing delivered: {reason}")))
+        }
+        Verdict::Hold => Ok(StageReport {
+            outcome: Outcome::Succeeded,
+            detail: format!("left for review: {reason}"),
+        }),
+        Verdict::Merge => merge::merge(ctx, run, "selfheal:policy").await,
+        Verdict::DryRun => dry_run_report(ctx, run, &reason).await,
+        Verdict::Deliver => deliver_fix(ctx, run).await,
+    }
+}
+
+async fn deliver_fix(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
+    let row = ctx
+        .pool
+        .get()
+        .await?
+        .query_one(
+            "SELECT verdict, strategy, class, diff, evidence FROM patches WHERE run_id = $1",
+            &[&run.id],
+        )
+        .await?;
+    let verdict: String = row.get(0);
+    let strategy: String = row.get(1);
+    let class: String = row.get(2);
+    let diff: Option<String> = row.get(3);
+    let diff = diff.as_deref().unwrap_or_default();
+    match (verdict.as_str(), run.fix_branch.is_some()) {
+        ("flaky" | "rerun", _) => rerun(ctx, run).await,
+        (_, true) => attempt::push(ctx, run, &strategy, &class, diff).await,
+        (_, false) => pull_request::open(ctx, run, &strategy, &class, diff, &row.get(4)).await,
+    }
+}
+
+/// Dry run: what selfheal found and would do goes on the failing commit as a neutral check
+/// run (visible on the commit and its PR); nothing is pushed, rerun or merged.
+async fn dry_run_report(
+    ctx: &WorkerContext,
+    run: &Run,
+    reason: &str,
+) -> Result<StageReport, StageError> {
+    let client = ctx.pool.get().await?;
+    let p = client
+        .query_one(
+            "SELECT strategy, class, diff, evidence FROM patches WHERE run_id = $1",
+            &[&run.id],
+        )
+        .await?;
+    let evidence: Value = p.get(3);
+    let diff: Option<String> = p.get(2);
+    let summary = format!(
+        "selfheal diagnosed a **{}** failure and proved a `{}` fix in its sandbox (the command \
+         failed {} of {} runs before). It {}; this repository runs selfheal in dry-run mode, so \
+         nothing was pushed.",
+        p.get::<_, String>(1),
+        p.get::<_, String>(0),
+        evidence["failed"],
+        evidence["runs"],
+        reason.split_once(": ").map(|(_, w)| w).unwrap_or(reason),
+    );
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
+    let _: Value = crab
+        .post(
+            format!("/repos/{}/check-runs", run.repository_full_name),
+            Some(&json!({
+                "name": "selfheal (dry run)",
+                "head_sha": run.head_sha,
+                "status": "completed",
+                "conclusion": "neutral",
+                "output": {
+                    "title": "selfheal would fix this failure",
+                    "summary": summary,
+                    "text": diff.map(|d| format!("```diff\n{d}\n```")).unwrap_or_default(),
+                },
+            })),
+        )
+        .await
+        .map_err(|e| api_error(e, "reporting the dry run as a check run"))?;
+    Ok(skipped(&format!(
+        "{reason}; nothing pushed, reported as a neutral `selfheal (dry run)` check run"
+    )))
+}
+
+pub(super) fn skipped(detail: &str) -> StageReport {
+    StageReport {
+        outcome: Outcome::Skipped,
+        detail: detail.to_string(),
+    }
+}
+
+pub(super) fn status_of(e: &octocrab::Error) -> Option<u16> {
+    match e {
+        octocrab::Error::GitHub { source, .. } => Some(source.status_code.as_u16()),
+        _ => None,
+    }
+}
+
+async fn rerun(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
+    let client = ctx.pool.get().await?;
+    let done: i64 = client
+        .query_one(
+            "SELECT count(*) FROM deliveries WHERE incident_id = $1 AND kind = 'rerun'",
+            &[&run.incident_id],
+        )
+        .await?
+        .get(0);
+    let mine = client
+        .query_opt(
+            "SELECT 1 FROM deliveries WHERE run_id = $1 AND kind = 'rerun'",
+            &[&run.id],
+        )
+        .await?;
+    if mine.is_some() {
+        return Ok(StageReport {
+            outcome: Outcome::Succeeded,
+            detail: "failed jobs already rerun".into(),
+        });
+    }
+    if done >= MAX_RERUNS {
+        return Ok(skipped(&format!(
+            "rerun limit reached ({MAX_RERUNS} per incident): not rerunning again"
+        )));
+    }
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
+    let _: Value = crab
+        .post(
+            format!(
+                "/repos/{}/actions/runs/{}/rerun-failed-jobs",
+                run.repository_full_name, run.github_run_id
+            ),
+            None::<&()>,
+        )
+        .await
+        .map_err(|e| api_error(e, "rerun-failed-jobs"))?;
+    client
+        .execute(
+            "INSERT INTO deliveries (run_id, incident_id, kind) VALUES ($1, $2, 'rerun') ON CONFLICT (run_id, kind) DO NOTHING",
+            &[&run.id, &run.incident_id],
+        )
+        .await?;
+    Ok(StageReport {
+        outcome: Outcome::Succeeded,
+        detail: format!(
+            "reran the failed jobs of run {} ({} of {MAX_RERUNS} for this incident)",
+            run.github_run_id,
+            done + 1
+        ),
+    })
+}

@@ -1,0 +1,280 @@
+//! The fix's first delivery: commit, branch, pull request (body, labels, reviewers).
+
+use octocrab::Octocrab;
+use selfheal_shared::runs::{Outcome, Run};
+use serde_json::{json, Value};
+
+use super::commit::make_commit;
+use super::status_of;
+use crate::stages::download::api_error;
+use crate::stages::repo_config;
+use crate::stages::{StageError, StageReport};
+use crate::WorkerContext;
+
+struct Delivery {
+    branch: String,
+    commit_sha: Option<String>,
+    ref_created: bool,
+    pr_number: Option<i32>,
+    pr_url: Option<String>,
+}
+
+pub async fn open(
+    ctx: &WorkerContext,
+    run: &Run,
+    strategy: &str,
+    class: &str,
+    diff: &str,
+    evidence: &Value,
+) -> Result<StageReport, StageError> {
+    let client = ctx.pool.get().await?;
+    let incident = client
+        .query_one(
+            "SELECT branch FROM incidents WHERE id = $1",
+            &[&run.incident_id],
+        )
+        .await?;
+    let base: String = incident.get(0);
+    let branch = format!(
+        "selfheal/{}-{}",
+        &run.incident_id.simple().to_string()[..8],
+        &run.head_sha[..run.head_sha.len().min(7)]
+    );
+    // The idempotency key is the incident: a second run of the same incident finds the PR.
+    client
+        .execute(
+            "INSERT INTO deliveries (run_id, incident_id, kind, branch) VALUES ($1, $2, 'pull_request', $3)
+             ON CONFLICT (incident_id) WHERE kind = 'pull_request' DO NOTHING",
+            &[&run.id, &run.incident_id, &branch],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT branch, commit_sha, ref_created, pr_number, pr_url FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&run.incident_id],
+        )
+        .await?;
+    let mut d = Delivery {
+        branch: row.get(0),
+        commit_sha: row.get(1),
+        ref_created: row.get(2),
+        pr_number: row.get(3),
+        pr_url: row.get(4),
+    };
+    if let Some(n) = d.pr_number {
+        return Ok(StageReport {
+            outcome: Outcome::Succeeded,
+            detail: format!("PR #{n} already open for this incident"),
+        });
+    }
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
+    let repo = &run.repository_full_name;
+
+    if d.commit_sha.is_none() {
+        let sha = make_commit(
+            ctx,
+            &crab,
+            run,
+            diff,
+            &format!("selfheal: fix {class} failure ({strategy})"),
+        )
+        .await?;
+        client
+            .execute(
+                "UPDATE deliveries SET commit_sha = $2, updated_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+                &[&run.incident_id, &sha],
+            )
+            .await?;
+        d.commit_sha = Some(sha);
+    }
+    let commit = d.commit_sha.clone().unwrap_or_default();
+    if !d.ref_created {
+        let created: Result<Value, _> = crab
+            .post(
+                format!("/repos/{repo}/git/refs"),
+                Some(&json!({"ref": format!("refs/heads/{}", d.branch), "sha": commit})),
+            )
+            .await;
+        match created {
+            Ok(_) => {}
+            // Made before a crash: fine if it points at our commit.
+            Err(e) if status_of(&e) == Some(422) => {
+                let existing: Value = crab
+                    .get(
+                        format!("/repos/{repo}/git/ref/heads/{}", d.branch),
+                        None::<&()>,
+                    )
+                    .await
+                    .map_err(|e| api_error(e, "the existing branch"))?;
+                if existing["object"]["sha"] != commit.as_str() {
+                    return Err(StageError::Permanent(format!(
+                        "branch {} exists and is not selfheal's commit",
+                        d.branch
+                    )));
+                }
+            }
+            Err(e) => return Err(api_error(e, "creating the branch")),
+        }
+        client
+            .execute(
+                "UPDATE deliveries SET ref_created = true, updated_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+                &[&run.incident_id],
+            )
+            .await?;
+    }
+    // The first attempt, for loop protection and the merge policy's view of the whole fix.
+    client
+        .execute(
+            "INSERT INTO fix_attempts (run_id, incident_id, attempt, strategy, commit_sha, pushed_at)
+             VALUES ($1, $2, 1, $3, $4, now()) ON CONFLICT DO NOTHING",
+            &[&run.id, &run.incident_id, &strategy, &commit],
+        )
+        .await?;
+    let owner = repo.split('/').next().unwrap_or_default();
+    let body = pr_body(ctx, run, strategy, class, evidence).await?;
+    let opened: Result<Value, _> = crab
+        .post(
+            format!("/repos/{repo}/pulls"),
+            Some(&json!({"title": format!("selfheal: fix the {class} failure on {base}"), "head": d.branch, "base": base, "body": body})),
+        )
+        .await;
+    let pr = match opened {
+        Ok(pr) => pr,
+        // "A pull request already exists": opened before a crash; adopt it.
+        Err(e) if status_of(&e) == Some(422) => {
+            let list: Vec<Value> = crab
+                .get(
+                    format!("/repos/{repo}/pulls"),
+                    Some(&[
+                        ("head", format!("{owner}:{}", d.branch)),
+                        ("state", "open".into()),
+                    ]),
+                )
+                .await
+                .map_err(|e| api_error(e, "listing pull requests"))?;
+            list.into_iter()
+                .next()
+                .ok_or_else(|| api_error(e, "opening the pull request"))?
+        }
+        Err(e) => return Err(api_error(e, "opening the pull request")),
+    };
+    d.pr_number = pr["number"].as_i64().map(|n| n as i32);
+    // Labels say what kind of fix this is; adding them again is harmless.
+    let labels =
+        json!({"labels": ["selfheal", format!("class:{class}"), format!("strategy:{strategy}")]});
+    let _: Value = crab
+        .post(
+            format!(
+                "/repos/{repo}/issues/{}/labels",
+                d.pr_number.unwrap_or_default()
+            ),
+            Some(&labels),
+        )
+        .await
+        .map_err(|e| api_error(e, "labelling the pull request"))?;
+    let reviewers = match repo_config::load(ctx, &crab, repo).await? {
+        Ok(config) => config.reviewers,
+        Err(_) => Vec::new(),
+    };
+    request_reviewers(&crab, repo, d.pr_number.unwrap_or_default(), &reviewers).await?;
+    d.pr_url = pr["html_url"].as_str().map(str::to_string);
+    client
+        .execute(
+            "UPDATE deliveries SET pr_number = $2, pr_url = $3, updated_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&run.incident_id, &d.pr_number, &d.pr_url],
+        )
+        .await?;
+    Ok(StageReport {
+        outcome: Outcome::Succeeded,
+        detail: format!(
+            "opened PR #{} from {} (commit {}, signed by GitHub)",
+            d.pr_number.unwrap_or_default(),
+            d.branch,
+            &commit[..commit.len().min(7)]
+        ),
+    })
+}
+
+/// Logins are asked as people, `org/team` as a team. GitHub refuses (422) a reviewer who
+/// is not a collaborator; that must not block the fix, so it is logged, not failed on.
+async fn request_reviewers(
+    crab: &Octocrab,
+    repo: &str,
+    number: i32,
+    reviewers: &[String],
+) -> Result<(), StageError> {
+    if reviewers.is_empty() {
+        return Ok(());
+    }
+    let (teams, people): (Vec<&String>, Vec<&String>) =
+        reviewers.iter().partition(|r| r.contains('/'));
+    let teams: Vec<&str> = teams.iter().filter_map(|t| t.split('/').nth(1)).collect();
+    let asked: Result<Value, _> = crab
+        .post(
+            format!("/repos/{repo}/pulls/{number}/requested_reviewers"),
+            Some(&json!({"reviewers": people, "team_reviewers": teams})),
+        )
+        .await;
+    match asked {
+        Ok(_) => Ok(()),
+        Err(e) if status_of(&e) == Some(422) => {
+            tracing::warn!(error = %e, "GitHub refused the reviewers from the config");
+            Ok(())
+        }
+        Err(e) => Err(api_error(e, "requesting reviewers")),
+    }
+}
+
+async fn pr_body(
+    ctx: &WorkerContext,
+    run: &Run,
+    strategy: &str,
+    class: &str,
+    evidence: &Value,
+) -> Result<String, StageError> {
+    let client = ctx.pool.get().await?;
+    let d = client
+        .query_one("SELECT tool, culprit_file, culprit_line, command, excerpt, fingerprint FROM diagnoses WHERE run_id = $1", &[&run.id])
+        .await?;
+    let v = client
+        .query_opt(
+            "SELECT passed, runs, duration_ms FROM validations WHERE run_id = $1",
+            &[&run.id],
+        )
+        .await?;
+    let after = v
+        .map(|v| {
+            format!(
+                "{} of {} runs pass after the patch ({} ms)",
+                v.get::<_, i32>(0),
+                v.get::<_, i32>(1),
+                v.get::<_, i64>(2)
+            )
+        })
+        .unwrap_or_default();
+    let culprit = d
+        .get::<_, Option<String>>(1)
+        .map(|f| match d.get::<_, Option<i32>>(2) {
+            Some(l) => format!("`{f}:{l}`"),
+            None => format!("`{f}`"),
+        });
+    Ok(format!(
+        "CI run {run_id} failed: **{class}** ({tool}){at}.\n\n\
+         ### Evidence (selfheal's sandbox, no network)\n\
+         - before: `{cmd}` failed {failed} of {runs} runs\n\
+         - after: {after}\n\n\
+         ### Strategy\n`{strategy}`: the project's own tool made this change; nothing else was touched, and no test was deleted or skipped.\n\n\
+         <details><summary>Log excerpt</summary>\n\n```\n{excerpt}\n```\n</details>\n\n\
+         Fingerprint `{fp}`. Comment `/selfheal stop` to stop selfheal on this incident.\n",
+        run_id = run.github_run_id,
+        tool = d.get::<_, Option<String>>(0).unwrap_or_default(),
+        at = culprit.map(|c| format!(" at {c}")).unwrap_or_default(),
+        cmd = d.get::<_, Option<String>>(3).unwrap_or_default(),
+        failed = evidence["failed"],
+        runs = evidence["runs"],
+        excerpt = d.get::<_, String>(4),
+        fp = d.get::<_, String>(5),
+    ))
+}
