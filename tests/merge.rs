@@ -346,6 +346,41 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
         body["reason"].as_str().unwrap().contains("stopped"),
         "{body}"
     );
+
+    // Until someone with write access says `/selfheal retry`: a fresh budget of attempts.
+    env.standin.set_knobs(Knobs {
+        repo_config: Some("max_attempts: 2\n".into()),
+        repo_dir: Some(github_standin::default_repo_dir().display().to_string()),
+        permissions: [("octocat".to_string(), "write".to_string())].into(),
+        ..Knobs::default()
+    });
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "octocat", "/selfheal retry"),
+        )
+        .await;
+    env.wait_until(
+        &format!(
+            "SELECT status = 'done' FROM commands WHERE id = {}",
+            body["command_id"]
+        ),
+        Duration::from_secs(30),
+    )
+    .await;
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6405, &branch, &second, "failure"),
+        )
+        .await;
+    let run = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run, Duration::from_secs(90)).await,
+        "succeeded"
+    );
+    assert_eq!(verdict(&env, run).await.1, "format fix, attempt 1 of 2");
+    assert_ne!(env.pull(1).1, second, "a third commit went onto the branch");
     worker.kill().ok();
     worker.wait().ok();
 }

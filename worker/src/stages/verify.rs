@@ -234,15 +234,20 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
             ));
         }
     }
-    // Every commit pushed for the incident counts, and so does every rerun of the fix's CI.
+    // Every commit pushed for the incident counts, and so does every rerun of the fix's CI,
+    // since the last `/selfheal retry` (which gives the incident a fresh budget).
     let made: i64 = ctx
         .pool
         .get()
         .await?
         .query_one(
-            "SELECT (SELECT count(*) FROM fix_attempts WHERE incident_id = $1 AND run_id <> $2)
-                  + (SELECT count(*) FROM deliveries d JOIN runs r ON r.id = d.run_id
-                     WHERE d.incident_id = $1 AND d.kind = 'rerun' AND r.fix_branch IS NOT NULL AND d.run_id <> $2)",
+            "WITH since AS (SELECT coalesce(max(created_at), '-infinity') AS t FROM commands
+                            WHERE incident_id = $1 AND command = 'retry' AND status = 'done')
+             SELECT (SELECT count(*) FROM fix_attempts, since
+                     WHERE incident_id = $1 AND run_id <> $2 AND created_at > since.t)
+                  + (SELECT count(*) FROM deliveries d JOIN runs r ON r.id = d.run_id, since
+                     WHERE d.incident_id = $1 AND d.kind = 'rerun' AND r.fix_branch IS NOT NULL
+                       AND d.run_id <> $2 AND d.created_at > since.t)",
             &[&run.incident_id, &run.id],
         )
         .await?
