@@ -31,7 +31,11 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
     env.standin.set_knobs(Knobs {
-        permissions: [("hubot-maintainer".to_string(), "write".to_string())].into(),
+        permissions: [
+            ("hubot-maintainer".to_string(), "write".to_string()),
+            ("stranger".to_string(), "none".to_string()),
+        ]
+        .into(),
         ..Knobs::default()
     });
     let mut worker = env.spawn_worker("w");
@@ -66,6 +70,22 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
         "{said:?}"
     );
 
+    // Someone GitHub does not know on this repository (404) is refused the same way.
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "stranger", "/selfheal stop"),
+        )
+        .await;
+    assert_eq!(
+        command_status(&env, body["command_id"].as_i64().unwrap()).await,
+        "refused"
+    );
+    assert!(env.standin.comments()[1]["body"]
+        .as_str()
+        .unwrap()
+        .contains("(GitHub says: none)"));
+
     // A maintainer with write access: selfheal stops on the incident.
     let (_, body) = app
         .deliver(
@@ -80,7 +100,7 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
             .await,
         1
     );
-    assert!(env.standin.comments()[1]["body"]
+    assert!(env.standin.comments()[2]["body"]
         .as_str()
         .unwrap()
         .starts_with("selfheal stopped on this incident"));
@@ -96,6 +116,7 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
         asked,
         [
             "/repos/octo-org/octo-repo/collaborators/Codertocat/permission",
+            "/repos/octo-org/octo-repo/collaborators/stranger/permission",
             "/repos/octo-org/octo-repo/collaborators/hubot-maintainer/permission"
         ]
     );
@@ -114,6 +135,8 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
     let want = [
         ("github:Codertocat", "command.received"),
         ("github:Codertocat", "command.refused"),
+        ("github:stranger", "command.received"),
+        ("github:stranger", "command.refused"),
         ("github:hubot-maintainer", "command.received"),
         ("github:hubot-maintainer", "command.done"),
     ];

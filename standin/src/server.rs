@@ -62,7 +62,8 @@ pub struct Knobs {
     /// `{"name", "status", "conclusion"}` (absent: one completed, successful run).
     #[serde(default)]
     pub fix_workflows: Option<Vec<Value>>,
-    /// Collaborator permissions by login (`admin`, `write`, `read`, ...); others: `read`.
+    /// Collaborator permissions by login (`admin`, `write`, `read`, ...; `none`: 404); others:
+    /// `read`.
     #[serde(default)]
     pub permissions: std::collections::BTreeMap<String, String>,
     /// Answer the next N installation requests with GitHub's primary rate limit (403,
@@ -1455,6 +1456,10 @@ async fn collaborator_permission(
         .get(&login)
         .cloned()
         .unwrap_or_else(|| "read".into());
+    // Someone with no access to a private repository is, to GitHub, not found there.
+    if permission == "none" {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    }
     let fixture = if matches!(permission.as_str(), "admin" | "maintain" | "write") {
         "Repository.testCollaboratorPermission.txt"
     } else {

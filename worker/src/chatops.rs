@@ -157,13 +157,20 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
 
 /// GitHub's word on what the commenter may do here (`admin`, `maintain`, `write`, ...).
 async fn permission(crab: &Octocrab, cmd: &Command) -> Result<String, StageError> {
-    let answer: Value = crab
+    let answer: Result<Value, _> = crab
         .get(
             format!("/repos/{}/collaborators/{}/permission", cmd.repo, cmd.actor),
             None::<&()>,
         )
-        .await
-        .map_err(|e| api_error(e, "the commenter's permission"))?;
+        .await;
+    let answer = match answer {
+        Ok(a) => a,
+        // Not a collaborator (or not a user GitHub knows): no access at all.
+        Err(octocrab::Error::GitHub { source, .. }) if source.status_code.as_u16() == 404 => {
+            return Ok("none".into())
+        }
+        Err(e) => return Err(api_error(e, "the commenter's permission")),
+    };
     // `role_name` is finer (maintain, triage) where GitHub sends it.
     Ok(answer["role_name"]
         .as_str()
