@@ -1,7 +1,8 @@
-//! Transactional outbox: a job (a run's stage, a command) is written to Postgres in the same transaction as the
-//! state that calls for it, then pushed to Redis. Whatever could not be pushed (Redis down,
-//! a crash in between) the relay pushes later. A job may thus reach Redis twice; stages are
-//! idempotent, so that is harmless, while a lost job would not be.
+//! Transactional outbox: a job (a run's stage, a command) is written to Postgres in the same
+//! transaction as the state that calls for it, then pushed to Redis. Whatever could not be
+//! pushed (Redis down, a crash in between) the relay pushes later. A job may thus reach Redis
+//! twice; stages and commands are idempotent, so that is harmless, while a lost job would not
+//! be.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use uuid::Uuid;
 
 use crate::db::DbError;
 use crate::job::{CommandJob, Job};
-use crate::queue::{QueueError, StageQueue};
+use crate::queue::{JobQueue, QueueError};
 use crate::stage::{Stage, StageJob};
 
 pub async fn insert(
@@ -68,7 +69,7 @@ impl From<deadpool_postgres::PoolError> for DispatchError {
 /// Pushes one committed outbox row now (the fast path after a commit).
 pub async fn dispatch(
     pool: &Pool,
-    queue: &StageQueue,
+    queue: &JobQueue,
     outbox_id: i64,
     job: impl Into<Job>,
 ) -> Result<(), DispatchError> {
@@ -99,7 +100,7 @@ pub async fn dispatch(
 
 /// Pushes every pending row once. Rows are locked while pushed, so several relays (one per
 /// process) never push the same row at the same time. Returns how many were pushed.
-pub async fn relay_once(pool: &Pool, queue: &StageQueue) -> Result<usize, DispatchError> {
+pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, DispatchError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let rows = tx
@@ -154,7 +155,7 @@ pub async fn relay_once(pool: &Pool, queue: &StageQueue) -> Result<usize, Dispat
 }
 
 /// Runs the relay until the process ends.
-pub async fn relay_forever(pool: Pool, queue: std::sync::Arc<StageQueue>, every: Duration) {
+pub async fn relay_forever(pool: Pool, queue: std::sync::Arc<JobQueue>, every: Duration) {
     let mut failing = false;
     loop {
         match relay_once(&pool, &queue).await {

@@ -48,16 +48,16 @@ pub async fn connect_storage(
     Ok(RedisStorage::new(conn).with_config(config))
 }
 
-pub struct StageQueue {
+pub struct JobQueue {
     redis_url: String,
     config: apalis_redis::Config,
     storage: Mutex<Option<RedisStorage<Job>>>,
     timeout: Duration,
 }
 
-impl StageQueue {
+impl JobQueue {
     pub fn new(redis_url: &str, config: apalis_redis::Config) -> Self {
-        StageQueue {
+        JobQueue {
             redis_url: redis_url.to_string(),
             config,
             storage: Mutex::new(None),

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use deadpool_postgres::Pool;
 use secrecy::SecretString;
-use selfheal_shared::queue::{self, StageQueue};
+use selfheal_shared::queue::{self, JobQueue};
 use selfheal_shared::{db, outbox, Config};
 use tokio::net::TcpListener;
 
@@ -22,7 +22,7 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: Pool,
-    pub queue: Arc<StageQueue>,
+    pub queue: Arc<JobQueue>,
     pub secrets: Arc<Vec<SecretString>>,
     pub metrics: Arc<metrics::Metrics>,
     pub gates: Arc<selfheal_shared::config::Gates>,
@@ -57,7 +57,7 @@ pub async fn state(config: &Config) -> Result<AppState, db::DbError> {
     );
     Ok(AppState {
         pool,
-        queue: Arc::new(StageQueue::new(config.redis_url(), queue_config)),
+        queue: Arc::new(JobQueue::new(config.redis_url(), queue_config)),
         secrets: Arc::new(config.webhook_secrets.clone()),
         metrics: Arc::new(metrics::Metrics::default()),
         gates: Arc::new(config.gates.clone()),

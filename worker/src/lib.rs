@@ -16,7 +16,7 @@ use std::sync::Arc;
 use apalis::prelude::*;
 use deadpool_postgres::Pool;
 use selfheal_shared::github::GitHubApp;
-use selfheal_shared::queue::{self, StageQueue};
+use selfheal_shared::queue::{self, JobQueue};
 use selfheal_shared::{db, outbox, Config};
 
 /// What every stage needs, shared by the jobs of one worker process.
@@ -28,7 +28,7 @@ pub struct WorkerContext {
     /// Diagnose and validate, but never write to GitHub.
     pub dry_run: bool,
     pub github: Arc<GitHubApp>,
-    pub queue: Arc<StageQueue>,
+    pub queue: Arc<JobQueue>,
     pub worker_id: String,
     pub database_url: String,
     pub log_cap_bytes: usize,
@@ -98,7 +98,7 @@ pub async fn run(
             .batch_size(config.worker.concurrency.max(1)),
     )
     .await?;
-    let queue = Arc::new(StageQueue::new(config.redis_url(), storage_config));
+    let queue = Arc::new(JobQueue::new(config.redis_url(), storage_config));
     let worker_id = worker_id();
     let ctx = Arc::new(WorkerContext {
         pool: pool.clone(),

@@ -17,6 +17,7 @@ use crate::stages::{self, StageError};
 use crate::WorkerContext;
 
 pub async fn handle(job: Job, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
+    tracing::debug!(job = job.name(), worker = %ctx.worker_id, "job received");
     match job {
         Job::Stage(job) => handle_stage(job, ctx).await,
         Job::Command(job) => crate::chatops::handle(job, ctx).await,
