@@ -61,3 +61,7 @@ ALTER TABLE outbox ALTER COLUMN run_id DROP NOT NULL;
 ALTER TABLE outbox ALTER COLUMN stage DROP NOT NULL;
 ALTER TABLE outbox ADD COLUMN command_id BIGINT UNIQUE REFERENCES commands(id);
 ALTER TABLE outbox ADD CONSTRAINT outbox_one_job CHECK ((run_id IS NOT NULL AND stage IS NOT NULL) <> (command_id IS NOT NULL));
+
+-- The relay looks for jobs pushed but never started among the runs and commands still open.
+CREATE INDEX runs_open ON runs (id) WHERE status IN ('queued', 'running');
+CREATE INDEX commands_queued ON commands (id) WHERE status = 'queued';

@@ -368,6 +368,11 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
             200,
         ),
         (
+            format!("{repo}/commits/{head}/status"),
+            "/repos/{owner}/{repo}/commits/{ref}/status",
+            200,
+        ),
+        (
             format!("{repo}/actions/runs?head_sha={head}&per_page=100"),
             "/repos/{owner}/{repo}/actions/runs",
             200,

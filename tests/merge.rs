@@ -116,6 +116,7 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
         .filter(|c| {
             c.path.contains("/pulls/1")
                 || c.path.contains("/check-runs")
+                || c.path.ends_with("/status")
                 || c.path.ends_with("/actions/runs")
         })
         .map(|c| format!("{} {}", c.method, c.path))
@@ -126,6 +127,7 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
             "GET /repos/octo-org/octo-repo/pulls/1".to_string(),
             "GET /repos/octo-org/octo-repo/actions/runs".to_string(),
             format!("GET /repos/octo-org/octo-repo/commits/{fix_head}/check-runs"),
+            format!("GET /repos/octo-org/octo-repo/commits/{fix_head}/status"),
             "PUT /repos/octo-org/octo-repo/pulls/1/merge".to_string(),
         ]
     );
@@ -220,6 +222,26 @@ async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
     assert_eq!(v, "wait");
     assert!(
         reason.contains("1 of the fix's checks still running (lint)"),
+        "{reason}"
+    );
+
+    // Checks green, but an external CI reports a failed commit status: not merged.
+    env.standin.set_knobs(Knobs {
+        fix_statuses: vec![json!({"context": "ci/jenkins", "state": "failure"})],
+        ..Knobs::default()
+    });
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6305, &branch, &head, "success"),
+        )
+        .await;
+    let run = run_id_of(&body);
+    env.wait_run(run, Duration::from_secs(30)).await;
+    let (v, reason) = verdict(&env, run).await;
+    assert_eq!(v, "hold");
+    assert!(
+        reason.starts_with("checks failed: ci/jenkins; merge denied"),
         "{reason}"
     );
 

@@ -377,6 +377,45 @@ async fn a_transient_github_error_is_retried_with_backoff() {
 }
 
 #[tokio::test]
+async fn a_job_the_queue_loses_is_pushed_again() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_REQUEUE_AFTER_SECS", "2");
+    let app = env.spawn_web().await;
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1451, &now()))
+        .await;
+    assert_eq!(body["queued"], true, "{body}");
+    let run_id = run_id_of(&body);
+    // Redis loses the queue (a flush, a failover without persistence) before any worker runs.
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // apalis-redis keeps a pushed job in `scheduled` (due now) until a worker promotes it.
+    let lost: usize = redis::cmd("DEL")
+        .arg(format!("{}:jobs:scheduled", env.tag))
+        .arg(format!("{}:jobs:active", env.tag))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(lost, 1, "the job was waiting in Redis");
+    let _worker = env.spawn_worker("w");
+    assert_eq!(
+        env.wait_run(run_id, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+    let note: String = env
+        .db()
+        .await
+        .query_one(
+            "SELECT last_error FROM outbox WHERE run_id = $1 AND stage = 'triage'",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(note.contains("no worker started it in time"), "{note}");
+}
+
+#[tokio::test]
 async fn a_stage_that_keeps_failing_fails_the_run_with_the_reason() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;

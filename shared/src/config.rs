@@ -59,6 +59,11 @@ pub struct WorkerConfig {
     pub missed_heartbeats: usize,
     pub log_cap_bytes: usize,
     pub relay_interval: Duration,
+    /// A job pushed to Redis that no worker has started after this long is pushed again (0:
+    /// never).
+    pub requeue_after: Duration,
+    /// How often an idle worker looks for jobs.
+    pub poll_interval: Duration,
     pub shutdown_timeout: Duration,
     /// Sandbox reruns before a patch (to reproduce, or find a flake) and after it (to prove it).
     pub reruns: usize,
@@ -166,6 +171,12 @@ impl Config {
                     .unwrap_or(8 * 1024 * 1024),
                 relay_interval: Duration::from_millis(
                     env.parsed("SELFHEAL_RELAY_INTERVAL_MS")?.unwrap_or(1000),
+                ),
+                poll_interval: Duration::from_millis(
+                    env.parsed("SELFHEAL_POLL_INTERVAL_MS")?.unwrap_or(500),
+                ),
+                requeue_after: Duration::from_secs(
+                    env.parsed("SELFHEAL_REQUEUE_AFTER_SECS")?.unwrap_or(120),
                 ),
                 shutdown_timeout: Duration::from_secs(
                     env.parsed("SELFHEAL_SHUTDOWN_TIMEOUT_SECS")?.unwrap_or(30),

@@ -154,10 +154,54 @@ pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, Dispatch
     Ok(pushed)
 }
 
-/// Runs the relay until the process ends.
-pub async fn relay_forever(pool: Pool, queue: std::sync::Arc<JobQueue>, every: Duration) {
+/// Puts back for another push the jobs Redis was given but no worker started within
+/// `after`: the queue lost them (a Redis flush, a failover without persistence, a queue
+/// bug). Stages and commands are idempotent, so a job that was only slow and now reaches a
+/// worker twice does no harm. Returns how many were put back.
+pub async fn requeue_unstarted(pool: &Pool, after: Duration) -> Result<u64, DispatchError> {
+    let client = pool.get().await?;
+    let secs = after.as_secs_f64();
+    let stages = client
+        .execute(
+            "UPDATE outbox o SET enqueued_at = NULL, last_error = 'pushed, but no worker started it in time: pushed again'
+             FROM runs r
+             WHERE r.id = o.run_id AND r.status IN ('queued', 'running')
+               AND o.enqueued_at < now() - make_interval(secs => $1)
+               AND NOT EXISTS (SELECT 1 FROM stage_attempts a WHERE a.run_id = o.run_id AND a.stage = o.stage)",
+            &[&secs],
+        )
+        .await?;
+    let commands = client
+        .execute(
+            "UPDATE outbox o SET enqueued_at = NULL, last_error = 'pushed, but no worker started it in time: pushed again'
+             FROM commands c
+             WHERE c.id = o.command_id AND c.status = 'queued'
+               AND o.enqueued_at < now() - make_interval(secs => $1)",
+            &[&secs],
+        )
+        .await?;
+    Ok(stages + commands)
+}
+
+/// Runs the relay until the process ends: pushes what is pending every `every`, and every
+/// `requeue_after` puts back what was pushed but never started.
+pub async fn relay_forever(
+    pool: Pool,
+    queue: std::sync::Arc<JobQueue>,
+    every: Duration,
+    requeue_after: Duration,
+) {
     let mut failing = false;
+    let mut last_requeue = tokio::time::Instant::now();
     loop {
+        if !requeue_after.is_zero() && last_requeue.elapsed() >= requeue_after {
+            last_requeue = tokio::time::Instant::now();
+            match requeue_unstarted(&pool, requeue_after).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(jobs = n, "jobs pushed but never started: pushing again"),
+                Err(e) => tracing::warn!(error = %e, "looking for lost jobs failed; will retry"),
+            }
+        }
         match relay_once(&pool, &queue).await {
             Ok(n) => {
                 if n > 0 || failing {

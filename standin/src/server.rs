@@ -58,6 +58,10 @@ pub struct Knobs {
     /// `{"name", "status", "conclusion"}` (absent: one completed, successful check).
     #[serde(default)]
     pub fix_checks: Option<Vec<Value>>,
+    /// Commit statuses (older CI) on any commit of selfheal's branch, as
+    /// `{"context", "state"}` (absent: none, as on most repositories).
+    #[serde(default)]
+    pub fix_statuses: Vec<Value>,
     /// The workflow runs GitHub lists for a commit of selfheal's branch, as
     /// `{"name", "status", "conclusion"}` (absent: one completed, successful run).
     #[serde(default)]
@@ -259,6 +263,10 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
         .route(
             "/repos/{owner}/{repo}/actions/runs",
             get(list_workflow_runs),
+        )
+        .route(
+            "/repos/{owner}/{repo}/commits/{sha}/status",
+            get(combined_status),
         )
         .route(
             "/repos/{owner}/{repo}/collaborators/{login}/permission",
@@ -1526,4 +1534,62 @@ async fn list_workflow_runs(
         })
         .collect();
     Json(json!({"total_count": runs.len(), "workflow_runs": runs})).into_response()
+}
+
+/// Recorded: octokit `create-status.json` (GET …/commits/{ref}/status), its statuses replaced
+/// by the `fix_statuses` knob. With no status GitHub says `pending`, as recorded nowhere but
+/// documented; selfheal looks at `total_count` first.
+async fn combined_status(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = require_token(&headers) {
+        return r;
+    }
+    let recorded = match inner
+        .fixtures
+        .json("github-rest/octokit-fixtures/create-status.json")
+    {
+        Ok(Value::Array(exchanges)) => exchanges
+            .into_iter()
+            .find(|x| {
+                x["method"] == "get" && x["path"].as_str().is_some_and(|p| p.ends_with("/status"))
+            })
+            .map(|x| x["response"].clone()),
+        Ok(_) => None,
+        Err(e) => return fixture_error(e),
+    };
+    let Some(mut body) = recorded else {
+        return github_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "stand-in fixture: no combined status",
+        );
+    };
+    let template = body["statuses"][0].clone();
+    let wanted = knobs(&inner).fix_statuses;
+    let statuses: Vec<Value> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let mut st = template.clone();
+            st["id"] = Value::from(9500 + i as i64);
+            st["context"] = w["context"].clone();
+            st["state"] = w["state"].clone();
+            st
+        })
+        .collect();
+    let states: Vec<&str> = wanted.iter().filter_map(|w| w["state"].as_str()).collect();
+    let state = if states.iter().any(|s| matches!(*s, "failure" | "error")) {
+        "failure"
+    } else if states.is_empty() || states.contains(&"pending") {
+        "pending"
+    } else {
+        "success"
+    };
+    body["state"] = Value::from(state);
+    body["total_count"] = Value::from(statuses.len());
+    body["statuses"] = Value::Array(statuses);
+    body["sha"] = Value::from(sha);
+    Json(body).into_response()
 }

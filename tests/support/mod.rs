@@ -86,6 +86,7 @@ impl TestEnv {
             ("GITHUB_API_URL", standin.url()),
             ("SELFHEAL_BIND", "127.0.0.1:0".into()),
             ("SELFHEAL_RELAY_INTERVAL_MS", "300".into()),
+            ("SELFHEAL_REQUEUE_AFTER_SECS", "10".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -75,6 +75,7 @@ pub async fn serve(
         state.pool.clone(),
         state.queue.clone(),
         config.worker.relay_interval,
+        config.worker.requeue_after,
     ));
     let app = router(state, config.max_body_bytes);
     tracing::info!(addr = %listener.local_addr()?, "selfheal web listening");

@@ -128,14 +128,19 @@ pub async fn run(
         pool,
         queue,
         config.worker.relay_interval,
+        config.worker.requeue_after,
     ));
     tracing::info!(worker = %worker_id, concurrency = config.worker.concurrency, "selfheal worker starting");
 
     let concurrency = config.worker.concurrency;
+    let poll_interval = config.worker.poll_interval;
     let result = Monitor::new()
         .register(move |_| {
             WorkerBuilder::new(worker_id.clone())
-                .backend(storage.clone())
+                // apalis-redis pushes every job as "scheduled" (run at now) without signalling
+                // an idle worker; without a periodic wake-up a job pushed while the worker is
+                // parked can wait until some other job completes.
+                .backend(storage.clone().poll_with_interval(poll_interval))
                 .data(ctx.clone())
                 .concurrency(concurrency)
                 .parallelize(tokio::spawn)

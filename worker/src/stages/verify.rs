@@ -433,7 +433,7 @@ async fn fix_passed(
         )
         .await
         .map_err(|e| api_error(e, "the fix's check runs"))?;
-    let checks: Vec<Value> = listing["check_runs"]
+    let mut checks: Vec<Value> = listing["check_runs"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -441,6 +441,20 @@ async fn fix_passed(
                 .collect()
         })
         .unwrap_or_default();
+    // CI that reports commit statuses (not check runs) counts the same way.
+    let combined: Value = crab
+        .get(format!("/repos/{repo}/commits/{head}/status"), None::<&()>)
+        .await
+        .map_err(|e| api_error(e, "the fix's commit statuses"))?;
+    for st in combined["statuses"].as_array().into_iter().flatten() {
+        let (status, conclusion) = match st["state"].as_str() {
+            Some("success") => ("completed", "success"),
+            Some("pending") => ("in_progress", ""),
+            _ => ("completed", "failure"),
+        };
+        checks.push(json!({"name": st["context"], "status": status,
+            "conclusion": if conclusion.is_empty() { Value::Null } else { Value::from(conclusion) }}));
+    }
     let pending: Vec<&str> = checks
         .iter()
         .filter(|c| c["status"] != "completed")
