@@ -223,14 +223,8 @@ async fn open_run(
     ev: &WorkflowRunEvent,
 ) -> Result<Ingested, tokio_postgres::Error> {
     let wr = &ev.workflow_run;
-    if let Some(row) = tx
-        .query_opt(
-            "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2",
-            &[&wr.id, &wr.run_attempt],
-        )
-        .await?
-    {
-        return Ok(Ingested::RunExists { run_id: row.get(0) });
+    if let Some(run_id) = existing_run(tx, ev).await? {
+        return Ok(Ingested::RunExists { run_id });
     }
     // The caller has checked that a failed run names its installation.
     let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
@@ -249,25 +243,6 @@ async fn open_run(
     let incident_id: Uuid = row.get("id");
     let created: bool = row.get("created");
 
-    let run_id = Uuid::new_v4();
-    tx.execute(
-        "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
-                           github_run_id, github_run_attempt, head_sha, conclusion, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued')",
-        &[
-            &run_id,
-            &incident_id,
-            &delivery_id,
-            &installation_id,
-            &ev.repository.full_name,
-            &wr.id,
-            &wr.run_attempt,
-            &wr.head_sha,
-            &wr.conclusion.as_deref().unwrap_or("failure"),
-        ],
-    )
-    .await?;
-    let outbox_id = outbox::insert(tx, run_id, Stage::Triage).await?;
     if created {
         audit::append(
             tx,
@@ -278,19 +253,75 @@ async fn open_run(
         )
         .await?;
     }
+    create_run(tx, delivery_id, ev, incident_id, None, Stage::Triage).await
+}
+
+/// The run a delivery already created for this GitHub run attempt, if any.
+async fn existing_run(
+    tx: &Transaction<'_>,
+    ev: &WorkflowRunEvent,
+) -> Result<Option<Uuid>, tokio_postgres::Error> {
+    let wr = &ev.workflow_run;
+    Ok(tx
+        .query_opt(
+            "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2",
+            &[&wr.id, &wr.run_attempt],
+        )
+        .await?
+        .map(|row| row.get(0)))
+}
+
+/// A run of the incident (on `fix_branch` for the fix's own CI), its first stage's outbox
+/// row and its audit entry.
+async fn create_run(
+    tx: &Transaction<'_>,
+    delivery_id: &str,
+    ev: &WorkflowRunEvent,
+    incident_id: Uuid,
+    fix_branch: Option<&str>,
+    stage: Stage,
+) -> Result<Ingested, tokio_postgres::Error> {
+    let wr = &ev.workflow_run;
+    // Web refuses a failed run without an installation; App deliveries always name one.
+    let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
+    let run_id = Uuid::new_v4();
+    tx.execute(
+        "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
+                           github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10)",
+        &[
+            &run_id,
+            &incident_id,
+            &delivery_id,
+            &installation_id,
+            &ev.repository.full_name,
+            &wr.id,
+            &wr.run_attempt,
+            &wr.head_sha,
+            &wr.conclusion.as_deref().unwrap_or("failure"),
+            &fix_branch,
+        ],
+    )
+    .await?;
+    let outbox_id = outbox::insert(tx, run_id, stage).await?;
+    let mut detail = json!({"delivery": delivery_id, "incident": incident_id, "github_run_id": wr.id, "head_sha": wr.head_sha});
+    if let Some(branch) = fix_branch {
+        detail["fix_branch"] = json!(branch);
+        detail["conclusion"] = json!(wr.conclusion);
+    }
     audit::append(
         tx,
         "github:webhook",
         "run.created",
         &run_id.to_string(),
-        &json!({"delivery": delivery_id, "incident": incident_id, "github_run_id": wr.id, "head_sha": wr.head_sha}),
+        &detail,
     )
     .await?;
     Ok(Ingested::RunCreated {
         run_id,
         incident_id,
         outbox_id,
-        stage: Stage::Triage,
+        stage,
     })
 }
 
@@ -334,7 +365,6 @@ async fn fix_run(
     ev: &WorkflowRunEvent,
     fix: &FixBranch,
 ) -> Result<Ingested, tokio_postgres::Error> {
-    let wr = &ev.workflow_run;
     let stage = match ev.verdict() {
         RunVerdict::Failed => Stage::Triage,
         RunVerdict::Succeeded => Stage::Verify,
@@ -353,51 +383,18 @@ async fn fix_run(
     if let Some(reason) = installations::inactive_reason(tx, ev.repository.id).await? {
         return Ok(Ingested::Ignored { reason });
     }
-    if let Some(row) = tx
-        .query_opt(
-            "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2",
-            &[&wr.id, &wr.run_attempt],
-        )
-        .await?
-    {
-        return Ok(Ingested::RunExists { run_id: row.get(0) });
+    if let Some(run_id) = existing_run(tx, ev).await? {
+        return Ok(Ingested::RunExists { run_id });
     }
-    let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
-    let run_id = Uuid::new_v4();
-    tx.execute(
-        "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
-                           github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10)",
-        &[
-            &run_id,
-            &fix.incident_id,
-            &delivery_id,
-            &installation_id,
-            &ev.repository.full_name,
-            &wr.id,
-            &wr.run_attempt,
-            &wr.head_sha,
-            &wr.conclusion.as_deref().unwrap_or("failure"),
-            &ev.branch(),
-        ],
-    )
-    .await?;
-    let outbox_id = outbox::insert(tx, run_id, stage).await?;
-    audit::append(
+    create_run(
         tx,
-        "github:webhook",
-        "run.created",
-        &run_id.to_string(),
-        &json!({"delivery": delivery_id, "incident": fix.incident_id, "github_run_id": wr.id,
-                "head_sha": wr.head_sha, "fix_branch": ev.branch(), "conclusion": wr.conclusion}),
-    )
-    .await?;
-    Ok(Ingested::RunCreated {
-        run_id,
-        incident_id: fix.incident_id,
-        outbox_id,
+        delivery_id,
+        ev,
+        fix.incident_id,
+        Some(ev.branch()),
         stage,
-    })
+    )
+    .await
 }
 
 /// selfheal's pull request closed by a person: merged, the merge is recorded (the merge
