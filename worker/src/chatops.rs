@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::stages::{api_error, merge, StageError};
+use crate::stages::{api_error, comment, merge, status_of, StageError};
 use crate::WorkerContext;
 
 struct Command {
@@ -129,13 +129,7 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
         ),
         (true, Some(incident)) => ("done", execute(ctx, &crab, &cmd, *incident, &actor).await?),
     };
-    let _: Value = crab
-        .post(
-            format!("/repos/{}/issues/{}/comments", cmd.repo, cmd.issue),
-            Some(&json!({ "body": result })),
-        )
-        .await
-        .map_err(|e| api_error(e, "answering the command"))?;
+    comment(&crab, &cmd.repo, cmd.issue, &result).await?;
     tx.execute(
         "UPDATE commands SET status = $2, permission = $3, result = $4, incident_id = $5, finished_at = now() WHERE id = $1",
         &[&cmd.id, &status, &permission, &result, &incident],
@@ -166,9 +160,7 @@ async fn permission(crab: &Octocrab, cmd: &Command) -> Result<String, StageError
     let answer = match answer {
         Ok(a) => a,
         // Not a collaborator (or not a user GitHub knows): no access at all.
-        Err(octocrab::Error::GitHub { source, .. }) if source.status_code.as_u16() == 404 => {
-            return Ok("none".into())
-        }
+        Err(e) if status_of(&e) == Some(404) => return Ok("none".into()),
         Err(e) => return Err(api_error(e, "the commenter's permission")),
     };
     // `role_name` is finer (maintain, triage) where GitHub sends it.

@@ -71,3 +71,11 @@ pub fn api_error(e: octocrab::Error, what: &str) -> StageError {
         _ => GitHubError::Api(e).into(),
     }
 }
+
+/// The HTTP status GitHub answered, when the error is GitHub's answer.
+pub fn status_of(e: &octocrab::Error) -> Option<u16> {
+    match e {
+        octocrab::Error::GitHub { source, .. } => Some(source.status_code.as_u16()),
+        _ => None,
+    }
+}

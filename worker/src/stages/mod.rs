@@ -13,11 +13,13 @@ mod download;
 pub(crate) mod merge;
 mod patch;
 pub(crate) mod repo_config;
+mod report;
 mod triage;
 mod validate;
 mod verify;
 
-pub(crate) use download::api_error;
+pub(crate) use download::{api_error, status_of};
+pub(crate) use report::comment;
 
 pub struct StageReport {
     pub outcome: Outcome,

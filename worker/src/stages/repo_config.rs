@@ -7,9 +7,10 @@ use octocrab::Octocrab;
 use selfheal_shared::github::GitHubError;
 use selfheal_shared::runs::Run;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::download::api_error;
+use super::report::check_run;
 use super::StageError;
 use crate::diagnose::Class;
 use crate::WorkerContext;
@@ -243,20 +244,14 @@ pub async fn report_bad_config(
     run: &Run,
     problem: &str,
 ) -> Result<(), StageError> {
-    let _: Value = crab
-        .post(
-            format!("/repos/{}/check-runs", run.repository_full_name),
-            Some(&json!({
-                "name": "selfheal config",
-                "head_sha": run.head_sha,
-                "status": "completed",
-                "conclusion": "failure",
-                "output": {"title": format!("{} is invalid", PATH), "summary": problem},
-            })),
-        )
-        .await
-        .map_err(|e| api_error(e, "reporting the config as a check run"))?;
-    Ok(())
+    check_run(
+        crab,
+        run,
+        "selfheal config",
+        "failure",
+        json!({"title": format!("{PATH} is invalid"), "summary": problem}),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::download::api_error;
 use super::repo_config::{self, RepoConfig};
+use super::report::comment;
 use super::{StageError, StageReport};
 use crate::diagnose::Class;
 use crate::policy::{self, MergeInput};
@@ -217,16 +218,7 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
         return Ok((Verdict::Deliver, "rerun the failed jobs".into()));
     }
     if run.fix_branch.is_none() {
-        let open: Option<i32> = ctx
-            .pool
-            .get()
-            .await?
-            .query_opt(
-                "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
-                &[&run.incident_id],
-            )
-            .await?
-            .and_then(|r| r.get(0));
+        let open = pr_number(&*ctx.pool.get().await?, run).await?;
         if let Some(n) = open {
             return Ok((
                 Verdict::Deliver,
@@ -270,6 +262,17 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     ))
 }
 
+/// The incident's pull request, once opened.
+async fn pr_number(client: &tokio_postgres::Client, run: &Run) -> Result<Option<i32>, StageError> {
+    Ok(client
+        .query_opt(
+            "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&run.incident_id],
+        )
+        .await?
+        .and_then(|r| r.get(0)))
+}
+
 /// Loop protection: say on the PR what was tried, then stop acting on the incident.
 async fn stop(
     ctx: &WorkerContext,
@@ -286,13 +289,7 @@ async fn stop(
             &[&run.incident_id],
         )
         .await?;
-    let pr: Option<i32> = client
-        .query_opt(
-            "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
-            &[&run.incident_id],
-        )
-        .await?
-        .and_then(|r| r.get(0));
+    let pr = pr_number(&client, run).await?;
     drop(client);
     let mut lines: Vec<String> = tried
         .iter()
@@ -318,13 +315,7 @@ async fn stop(
             lines.join("\n"),
             run.github_run_id
         );
-        let _: Value = crab
-            .post(
-                format!("/repos/{}/issues/{n}/comments", run.repository_full_name),
-                Some(&json!({ "body": body })),
-            )
-            .await
-            .map_err(|e| api_error(e, "commenting on the pull request"))?;
+        comment(crab, &run.repository_full_name, n, &body).await?;
         reason.push_str(&format!("; commented on PR #{n}"));
     }
     let mut client = ctx.pool.get().await?;

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use super::commit::make_commit;
 use crate::stages::download::api_error;
+use crate::stages::report::comment;
 use crate::stages::{StageError, StageReport};
 use crate::WorkerContext;
 
@@ -96,13 +97,7 @@ pub async fn push(
             run.github_run_id,
             &commit[..commit.len().min(7)]
         );
-        let _: Value = crab
-            .post(
-                format!("/repos/{repo}/issues/{n}/comments"),
-                Some(&json!({ "body": body })),
-            )
-            .await
-            .map_err(|e| api_error(e, "commenting on the pull request"))?;
+        comment(&crab, repo, n, &body).await?;
     }
     Ok(StageReport {
         outcome: Outcome::Succeeded,

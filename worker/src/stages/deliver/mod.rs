@@ -13,6 +13,7 @@ use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
 
 use super::download::api_error;
+use super::report::check_run;
 use super::verify::{self, Verdict};
 use super::{merge, StageError, StageReport};
 use crate::WorkerContext;
@@ -89,23 +90,18 @@ async fn dry_run_report(
     let crab = ctx
         .github
         .installation(run.installation_id, &run.repository_full_name)?;
-    let _: Value = crab
-        .post(
-            format!("/repos/{}/check-runs", run.repository_full_name),
-            Some(&json!({
-                "name": "selfheal (dry run)",
-                "head_sha": run.head_sha,
-                "status": "completed",
-                "conclusion": "neutral",
-                "output": {
-                    "title": "selfheal would fix this failure",
-                    "summary": summary,
-                    "text": diff.map(|d| format!("```diff\n{d}\n```")).unwrap_or_default(),
-                },
-            })),
-        )
-        .await
-        .map_err(|e| api_error(e, "reporting the dry run as a check run"))?;
+    check_run(
+        &crab,
+        run,
+        "selfheal (dry run)",
+        "neutral",
+        json!({
+            "title": "selfheal would fix this failure",
+            "summary": summary,
+            "text": diff.map(|d| format!("```diff\n{d}\n```")).unwrap_or_default(),
+        }),
+    )
+    .await?;
     Ok(skipped(&format!(
         "{reason}; nothing pushed, reported as a neutral `selfheal (dry run)` check run"
     )))
@@ -115,13 +111,6 @@ pub(super) fn skipped(detail: &str) -> StageReport {
     StageReport {
         outcome: Outcome::Skipped,
         detail: detail.to_string(),
-    }
-}
-
-pub(super) fn status_of(e: &octocrab::Error) -> Option<u16> {
-    match e {
-        octocrab::Error::GitHub { source, .. } => Some(source.status_code.as_u16()),
-        _ => None,
     }
 }
 

@@ -5,8 +5,7 @@ use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
 
 use super::commit::make_commit;
-use super::status_of;
-use crate::stages::download::api_error;
+use crate::stages::download::{api_error, status_of};
 use crate::stages::repo_config;
 use crate::stages::{StageError, StageReport};
 use crate::WorkerContext;
