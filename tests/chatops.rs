@@ -8,24 +8,6 @@ use std::time::Duration;
 use github_standin::Knobs;
 use support::*;
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339()
-}
-
-async fn command_status(env: &TestEnv, id: i64) -> String {
-    env.wait_until(
-        &format!("SELECT status <> 'queued' FROM commands WHERE id = {id}"),
-        Duration::from_secs(30),
-    )
-    .await;
-    env.db()
-        .await
-        .query_one("SELECT status FROM commands WHERE id = $1", &[&id])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test]
 async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
     let env = TestEnv::new().await;
@@ -38,7 +20,7 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
         .into(),
         ..Knobs::default()
     });
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(7101, &now()))
         .await;
@@ -55,7 +37,7 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "command_queued");
     let refused = body["command_id"].as_i64().unwrap();
-    assert_eq!(command_status(&env, refused).await, "refused");
+    assert_eq!(env.command_status(refused).await, "refused");
     assert_eq!(
         env.count("SELECT count(*) FROM incidents WHERE stopped_at IS NOT NULL")
             .await,
@@ -78,7 +60,8 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
         )
         .await;
     assert_eq!(
-        command_status(&env, body["command_id"].as_i64().unwrap()).await,
+        env.command_status(body["command_id"].as_i64().unwrap())
+            .await,
         "refused"
     );
     assert!(env.standin.comments()[1]["body"]
@@ -94,7 +77,7 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
         )
         .await;
     let obeyed = body["command_id"].as_i64().unwrap();
-    assert_eq!(command_status(&env, obeyed).await, "done");
+    assert_eq!(env.command_status(obeyed).await, "done");
     assert_eq!(
         env.count("SELECT count(*) FROM incidents WHERE stopped_by = 'github:hubot-maintainer'")
             .await,
@@ -154,8 +137,6 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
         )
         .await;
     assert_eq!(body["status"], "ignored", "{body}");
-    worker.kill().ok();
-    worker.wait().ok();
 }
 
 #[tokio::test]
@@ -168,7 +149,7 @@ async fn explain_retry_and_approve_from_a_writer() {
         repo_config: Some("auto_merge_classes: []\n".into()),
         ..Knobs::default()
     });
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(7201, &now()))
         .await;
@@ -182,7 +163,8 @@ async fn explain_retry_and_approve_from_a_writer() {
         )
         .await;
     assert_eq!(
-        command_status(&env, body["command_id"].as_i64().unwrap()).await,
+        env.command_status(body["command_id"].as_i64().unwrap())
+            .await,
         "done"
     );
     let explained = env.standin.comments()[0]["body"]
@@ -198,7 +180,8 @@ async fn explain_retry_and_approve_from_a_writer() {
         )
         .await;
     assert_eq!(
-        command_status(&env, body["command_id"].as_i64().unwrap()).await,
+        env.command_status(body["command_id"].as_i64().unwrap())
+            .await,
         "done"
     );
     assert!(env
@@ -214,7 +197,8 @@ async fn explain_retry_and_approve_from_a_writer() {
         )
         .await;
     assert_eq!(
-        command_status(&env, body["command_id"].as_i64().unwrap()).await,
+        env.command_status(body["command_id"].as_i64().unwrap())
+            .await,
         "done"
     );
     assert_eq!(env.standin.pulls()[0]["merged"], true);
@@ -247,6 +231,4 @@ async fn explain_retry_and_approve_from_a_writer() {
     bot["comment"]["user"]["type"] = "Bot".into();
     let (_, body) = app.deliver("issue_comment", &bot).await;
     assert_eq!(body["status"], "stored");
-    worker.kill().ok();
-    worker.wait().ok();
 }

@@ -3,37 +3,17 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use github_standin::Knobs;
 use nix::sys::signal::Signal;
 use support::*;
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339()
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[tokio::test]
 async fn a_validated_fix_becomes_a_signed_commit_and_one_pull_request() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(6101, &now()))
         .await;
@@ -122,8 +102,6 @@ async fn a_validated_fix_becomes_a_signed_commit_and_one_pull_request() {
     assert_eq!(a.get::<_, i32>(0), 1);
     assert!(a.get::<_, bool>(1));
     assert_eq!(a.get::<_, Option<String>>(2), None);
-    worker.kill().ok();
-    worker.wait().ok();
 }
 
 #[tokio::test]
@@ -149,7 +127,7 @@ async fn a_worker_killed_between_ref_and_pull_request_resumes_without_a_second_p
     signal(&doomed, Signal::SIGKILL);
     doomed.wait().ok();
     env.standin.set_knobs(Knobs::default());
-    let mut rescuer = env.spawn_worker("rescuer");
+    let _rescuer = env.spawn_worker("rescuer");
     env.wait_run(run_id, Duration::from_secs(60)).await;
     // The killed worker's request may still have landed: whichever did, there is one PR.
     assert_eq!(env.standin.pulls().len(), 1, "{:?}", env.standin.pulls());
@@ -172,8 +150,6 @@ async fn a_worker_killed_between_ref_and_pull_request_resumes_without_a_second_p
             .await,
         1
     );
-    rescuer.kill().ok();
-    rescuer.wait().ok();
 }
 
 #[tokio::test]
@@ -186,7 +162,7 @@ async fn a_flaky_failure_gets_its_failed_jobs_rerun_within_a_limit() {
         log_fixture: Some("pytest-failure.log".into()),
         ..Knobs::default()
     });
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     let mut details = Vec::new();
     for id in [6301, 6302, 6303] {
         let (_, body) = app
@@ -239,8 +215,6 @@ async fn a_flaky_failure_gets_its_failed_jobs_rerun_within_a_limit() {
         (p.get::<_, String>(0), p.get::<_, String>(1)),
         ("flaky".into(), "rerun".into())
     );
-    worker.kill().ok();
-    worker.wait().ok();
 }
 
 #[tokio::test]
@@ -252,7 +226,7 @@ async fn the_repository_config_is_obeyed_and_a_bad_one_is_reported() {
         repo_config: Some("protected_paths: [src/]\n".into()),
         ..Knobs::default()
     });
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(6401, &now()))
         .await;
@@ -314,6 +288,4 @@ async fn the_repository_config_is_obeyed_and_a_bad_one_is_reported() {
         .calls()
         .iter()
         .any(|c| c.path.contains("/git/") && c.method == "POST"));
-    worker.kill().ok();
-    worker.wait().ok();
 }

@@ -6,10 +6,6 @@ use std::time::Duration;
 
 use support::*;
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339()
-}
-
 #[tokio::test]
 async fn only_allowlisted_workflows_are_acted_on() {
     let mut env = TestEnv::new().await;
@@ -66,7 +62,7 @@ async fn dry_run_diagnoses_validates_and_reports_but_never_pushes_or_merges() {
     let mut env = TestEnv::new().await;
     env.set("SELFHEAL_DRY_RUN", "true");
     let app = env.spawn_web().await;
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(7301, &now()))
         .await;
@@ -113,6 +109,4 @@ async fn dry_run_diagnoses_validates_and_reports_but_never_pushes_or_merges() {
         .unwrap()
         .starts_with("```diff\n"));
     assert!(env.standin.pulls().is_empty());
-    worker.kill().ok();
-    worker.wait().ok();
 }

@@ -264,14 +264,11 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
             &env.comment(1, "octocat", "/selfheal explain"),
         )
         .await;
-    env.wait_until(
-        &format!(
-            "SELECT status = 'done' FROM commands WHERE id = {}",
-            body["command_id"]
-        ),
-        Duration::from_secs(30),
-    )
-    .await;
+    assert_eq!(
+        env.command_status(body["command_id"].as_i64().unwrap())
+            .await,
+        "done"
+    );
 
     // Every request selfheal made exists in GitHub's API, and each JSON body it sent is one
     // GitHub's request schema accepts.

@@ -8,10 +8,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::*;
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339()
-}
-
 #[tokio::test]
 async fn installation_events_keep_the_tables_current() {
     let env = TestEnv::new().await;
@@ -140,7 +136,7 @@ async fn a_run_queued_before_the_uninstall_stops_without_calling_github() {
     let run_id = run_id_of(&body);
     let (status, _) = app.deliver("installation", &uninstall(&env)).await;
     assert_eq!(status, 202);
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(30)).await,
         "failed"
@@ -159,6 +155,4 @@ async fn a_run_queued_before_the_uninstall_stops_without_calling_github() {
         env.standin.calls()
     );
     assert_eq!(env.count("SELECT count(*) FROM stage_attempts").await, 0);
-    worker.kill().ok();
-    worker.wait().ok();
 }

@@ -5,27 +5,11 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use github_standin::Knobs;
 use serde_json::json;
 use support::*;
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339()
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 async fn verdict(env: &TestEnv, run: uuid::Uuid) -> (String, String) {
     let row = env
@@ -44,7 +28,7 @@ async fn verdict(env: &TestEnv, run: uuid::Uuid) -> (String, String) {
 async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_incident() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     let first_failed = now();
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(6201, &first_failed))
@@ -157,15 +141,13 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
         )
         .await;
     assert_eq!(body["status"], "ignored", "{body}");
-    worker.kill().ok();
-    worker.wait().ok();
 }
 
 #[tokio::test]
 async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(6301, &now()))
         .await;
@@ -280,8 +262,6 @@ async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
         .await,
         1
     );
-    worker.kill().ok();
-    worker.wait().ok();
 }
 
 #[tokio::test]
@@ -295,7 +275,7 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
         repo_dir: Some(github_standin::default_repo_dir().display().to_string()),
         ..Knobs::default()
     });
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(6401, &now()))
         .await;
@@ -382,14 +362,11 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
             &env.comment(1, "octocat", "/selfheal retry"),
         )
         .await;
-    env.wait_until(
-        &format!(
-            "SELECT status = 'done' FROM commands WHERE id = {}",
-            body["command_id"]
-        ),
-        Duration::from_secs(30),
-    )
-    .await;
+    assert_eq!(
+        env.command_status(body["command_id"].as_i64().unwrap())
+            .await,
+        "done"
+    );
     let (_, body) = app
         .deliver(
             "workflow_run",
@@ -403,8 +380,6 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
     );
     assert_eq!(verdict(&env, run).await.1, "format fix, attempt 1 of 2");
     assert_ne!(env.pull(1).1, second, "a third commit went onto the branch");
-    worker.kill().ok();
-    worker.wait().ok();
 }
 
 #[tokio::test]

@@ -8,15 +8,11 @@ use github_standin::Knobs;
 use nix::sys::signal::Signal;
 use support::*;
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339()
-}
-
 #[tokio::test]
 async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    let mut worker = env.spawn_worker("w1");
+    let _worker = env.spawn_worker("w1");
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1101, &now()))
         .await;
@@ -189,8 +185,6 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
     assert!(tarballs
         .iter()
         .all(|(p, a)| p.ends_with(&format!("/tarball/{head}")) && a == "installation-token"));
-    worker.kill().ok();
-    worker.wait().ok();
 }
 
 #[tokio::test]
@@ -205,7 +199,7 @@ async fn a_failure_without_a_deterministic_fix_is_handed_off_never_healed() {
         log_fixture: Some("cargo-test-panic.log".into()),
         ..Knobs::default()
     });
-    let mut worker = env.spawn_worker("w1");
+    let _worker = env.spawn_worker("w1");
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1102, &now()))
         .await;
@@ -226,8 +220,6 @@ async fn a_failure_without_a_deterministic_fix_is_handed_off_never_healed() {
         .contains("AI strategies are not built yet"));
     assert_eq!(status, "incomplete");
     assert_eq!(env.count("SELECT count(*) FROM validations").await, 0);
-    worker.kill().ok();
-    worker.wait().ok();
 }
 
 #[tokio::test]
@@ -252,7 +244,7 @@ async fn sigkill_mid_triage_another_worker_completes_the_run_once() {
     signal(&first, Signal::SIGKILL);
     first.wait().ok();
     env.standin.set_knobs(Knobs::default());
-    let mut second = env.spawn_worker("rescuer");
+    let _second = env.spawn_worker("rescuer");
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(40)).await,
         "succeeded"
@@ -273,8 +265,6 @@ async fn sigkill_mid_triage_another_worker_completes_the_run_once() {
         .await,
         1
     );
-    second.kill().ok();
-    second.wait().ok();
 }
 
 #[tokio::test]
@@ -343,7 +333,7 @@ async fn a_transient_github_error_is_retried_with_backoff() {
         fail_jobs: 7,
         ..Knobs::default()
     });
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1401, &now()))
         .await;
@@ -372,8 +362,6 @@ async fn a_transient_github_error_is_retried_with_backoff() {
         asked, 8,
         "six tries in the first attempt, two in the second"
     );
-    worker.kill().ok();
-    worker.wait().ok();
 }
 
 #[tokio::test]
@@ -423,7 +411,7 @@ async fn a_stage_that_keeps_failing_fails_the_run_with_the_reason() {
         fail_jobs: 100,
         ..Knobs::default()
     });
-    let mut worker = env.spawn_worker("w");
+    let _worker = env.spawn_worker("w");
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1501, &now()))
         .await;
@@ -451,8 +439,6 @@ async fn a_stage_that_keeps_failing_fails_the_run_with_the_reason() {
             .await,
         0
     );
-    worker.kill().ok();
-    worker.wait().ok();
 }
 
 #[tokio::test]
@@ -496,13 +482,11 @@ async fn sigterm_lets_the_stage_in_flight_finish() {
         "the stage in flight finished before exit"
     );
     // The next stage is queued, not lost: another worker carries on.
-    let mut next = env.spawn_worker("next");
+    let _next = env.spawn_worker("next");
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(30)).await,
         "succeeded"
     );
-    next.kill().ok();
-    next.wait().ok();
 }
 
 fn sandbox_containers_of(pid: u32) -> usize {

@@ -9,10 +9,6 @@ use std::time::{Duration, Instant};
 use github_standin::Knobs;
 use support::*;
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339()
-}
-
 async fn failed_attempts(env: &TestEnv, run: uuid::Uuid) -> i64 {
     env.db()
         .await

@@ -8,10 +8,6 @@ use github_standin::webhooks::signature;
 use serde_json::{json, Value};
 use support::*;
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339()
-}
-
 #[tokio::test]
 async fn valid_signature_creates_incident_run_and_outbox_row() {
     let env = TestEnv::new().await;

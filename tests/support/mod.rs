@@ -17,6 +17,26 @@ use uuid::Uuid;
 
 pub const INSTALLATION_ID: i64 = 4242;
 
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+/// `git --git-dir DIR ARGS…` (the stand-in's bare repository), its trimmed output.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn admin_url() -> String {
     std::env::var("SELFHEAL_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:54329/postgres".into())
@@ -174,7 +194,7 @@ impl TestEnv {
 
     /// The recorded run payload as a run of the fix's own CI on selfheal's branch.
     pub fn fix_run(&self, run_id: i64, branch: &str, head_sha: &str, conclusion: &str) -> Value {
-        let mut payload = self.failing_run(run_id, &chrono::Utc::now().to_rfc3339());
+        let mut payload = self.failing_run(run_id, &now());
         let run = &mut payload["workflow_run"];
         run["head_branch"] = Value::from(branch);
         run["head_sha"] = Value::from(head_sha);
@@ -190,7 +210,7 @@ impl TestEnv {
             .fixtures
             .json("github-webhooks/issue_comment/created.with-installation.payload.json")
             .unwrap();
-        let repo = self.failing_run(1, &chrono::Utc::now().to_rfc3339())["repository"].clone();
+        let repo = self.failing_run(1, &now())["repository"].clone();
         payload["repository"] = repo;
         payload["installation"]["id"] = Value::from(INSTALLATION_ID);
         payload["issue"]["number"] = Value::from(number);
@@ -208,8 +228,7 @@ impl TestEnv {
             .fixtures
             .json("github-webhooks/pull_request/closed.payload.json")
             .unwrap();
-        payload["repository"] =
-            self.failing_run(1, &chrono::Utc::now().to_rfc3339())["repository"].clone();
+        payload["repository"] = self.failing_run(1, &now())["repository"].clone();
         payload["installation"]["id"] = Value::from(INSTALLATION_ID);
         payload["number"] = Value::from(number);
         let sender = payload["sender"].clone();
@@ -237,6 +256,21 @@ impl TestEnv {
             pr["head"]["ref"].as_str().unwrap().to_string(),
             pr["head"]["sha"].as_str().unwrap().to_string(),
         )
+    }
+
+    /// Waits until a `/selfheal` command is handled; returns its status.
+    pub async fn command_status(&self, id: i64) -> String {
+        self.wait_until(
+            &format!("SELECT status <> 'queued' FROM commands WHERE id = {id}"),
+            Duration::from_secs(30),
+        )
+        .await;
+        self.db()
+            .await
+            .query_one("SELECT status FROM commands WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0)
     }
 
     /// Waits until the run is finished; returns its status.
