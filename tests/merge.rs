@@ -143,6 +143,26 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
     assert_eq!(body["status"], "ignored", "{body}");
 }
 
+/// The fix's CI goes green at `head` (GitHub run `id`) while the stand-in answers as `knobs`
+/// say; returns the run's status and verify's verdict and reason.
+async fn fix_ci_green(
+    env: &TestEnv,
+    app: &App,
+    id: i64,
+    branch: &str,
+    head: &str,
+    knobs: Knobs,
+) -> (String, String, String) {
+    env.standin.set_knobs(knobs);
+    let (_, body) = app
+        .deliver("workflow_run", &env.fix_run(id, branch, head, "success"))
+        .await;
+    let run = run_id_of(&body);
+    let status = env.wait_run(run, Duration::from_secs(30)).await;
+    let (v, reason) = verdict(env, run).await;
+    (status, v, reason)
+}
+
 #[tokio::test]
 async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
     let env = TestEnv::new().await;
@@ -156,25 +176,15 @@ async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
     let (branch, head) = env.pull(1);
 
     // One workflow finished green while another has not even created its check runs.
-    env.standin.set_knobs(Knobs {
+    let knobs = Knobs {
         fix_workflows: Some(vec![
             json!({"name": "CI", "status": "completed", "conclusion": "success"}),
             json!({"name": "Lint", "status": "queued", "conclusion": null}),
         ]),
         ..Knobs::default()
-    });
-    let (_, body) = app
-        .deliver(
-            "workflow_run",
-            &env.fix_run(6304, &branch, &head, "success"),
-        )
-        .await;
-    let run = run_id_of(&body);
-    assert_eq!(
-        env.wait_run(run, Duration::from_secs(30)).await,
-        "incomplete"
-    );
-    let (v, reason) = verdict(&env, run).await;
+    };
+    let (status, v, reason) = fix_ci_green(&env, &app, 6304, &branch, &head, knobs).await;
+    assert_eq!(status, "incomplete");
     assert_eq!(v, "wait");
     assert!(
         reason.contains("1 of the fix's workflow runs still going (Lint)"),
@@ -182,25 +192,15 @@ async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
     );
 
     // One workflow finished green while another still runs: not decided yet.
-    env.standin.set_knobs(Knobs {
+    let knobs = Knobs {
         fix_checks: Some(vec![
             json!({"name": "test", "status": "completed", "conclusion": "success"}),
             json!({"name": "lint", "status": "in_progress", "conclusion": null}),
         ]),
         ..Knobs::default()
-    });
-    let (_, body) = app
-        .deliver(
-            "workflow_run",
-            &env.fix_run(6302, &branch, &head, "success"),
-        )
-        .await;
-    let run = run_id_of(&body);
-    assert_eq!(
-        env.wait_run(run, Duration::from_secs(30)).await,
-        "incomplete"
-    );
-    let (v, reason) = verdict(&env, run).await;
+    };
+    let (status, v, reason) = fix_ci_green(&env, &app, 6302, &branch, &head, knobs).await;
+    assert_eq!(status, "incomplete");
     assert_eq!(v, "wait");
     assert!(
         reason.contains("1 of the fix's checks still running (lint)"),
@@ -208,19 +208,11 @@ async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
     );
 
     // Checks green, but an external CI reports a failed commit status: not merged.
-    env.standin.set_knobs(Knobs {
+    let knobs = Knobs {
         fix_statuses: vec![json!({"context": "ci/jenkins", "state": "failure"})],
         ..Knobs::default()
-    });
-    let (_, body) = app
-        .deliver(
-            "workflow_run",
-            &env.fix_run(6305, &branch, &head, "success"),
-        )
-        .await;
-    let run = run_id_of(&body);
-    env.wait_run(run, Duration::from_secs(30)).await;
-    let (v, reason) = verdict(&env, run).await;
+    };
+    let (_, v, reason) = fix_ci_green(&env, &app, 6305, &branch, &head, knobs).await;
     assert_eq!(v, "hold");
     assert!(
         reason.starts_with("checks failed: ci/jenkins; merge denied"),
@@ -228,22 +220,12 @@ async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
     );
 
     // All green now, but this repository does not let selfheal merge format fixes.
-    env.standin.set_knobs(Knobs {
+    let knobs = Knobs {
         repo_config: Some("auto_merge_classes: [lint]\n".into()),
         ..Knobs::default()
-    });
-    let (_, body) = app
-        .deliver(
-            "workflow_run",
-            &env.fix_run(6303, &branch, &head, "success"),
-        )
-        .await;
-    let run = run_id_of(&body);
-    assert_eq!(
-        env.wait_run(run, Duration::from_secs(30)).await,
-        "succeeded"
-    );
-    let (v, reason) = verdict(&env, run).await;
+    };
+    let (status, v, reason) = fix_ci_green(&env, &app, 6303, &branch, &head, knobs).await;
+    assert_eq!(status, "succeeded");
     assert_eq!(v, "hold");
     assert!(
         reason.ends_with(

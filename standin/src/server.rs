@@ -1433,19 +1433,10 @@ async fn commit_check_runs(
     let wanted = knobs(&inner).fix_checks.unwrap_or_else(|| {
         vec![json!({"name": "test", "status": "completed", "conclusion": "success"})]
     });
-    let runs: Vec<Value> = wanted
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let mut run = template.clone();
-            run["id"] = Value::from(7000 + i as i64);
-            run["head_sha"] = Value::from(sha.clone());
-            for key in ["name", "status", "conclusion"] {
-                run[key] = w.get(key).cloned().unwrap_or(Value::Null);
-            }
-            run
-        })
-        .collect();
+    let mut runs = from_template(&template, &wanted, 7000, &["name", "status", "conclusion"]);
+    for run in &mut runs {
+        run["head_sha"] = Value::from(sha.clone());
+    }
     Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
 }
 
@@ -1518,21 +1509,12 @@ async fn list_workflow_runs(
     let wanted = knobs(&inner).fix_workflows.unwrap_or_else(|| {
         vec![json!({"name": "CI", "status": "completed", "conclusion": "success"})]
     });
-    let runs: Vec<Value> = wanted
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let mut run = template.clone();
-            run["id"] = Value::from(8000 + i as i64);
-            if let Some(sha) = &q.head_sha {
-                run["head_sha"] = Value::from(sha.clone());
-            }
-            for key in ["name", "status", "conclusion"] {
-                run[key] = w.get(key).cloned().unwrap_or(Value::Null);
-            }
-            run
-        })
-        .collect();
+    let mut runs = from_template(&template, &wanted, 8000, &["name", "status", "conclusion"]);
+    if let Some(sha) = &q.head_sha {
+        for run in &mut runs {
+            run["head_sha"] = Value::from(sha.clone());
+        }
+    }
     Json(json!({"total_count": runs.len(), "workflow_runs": runs})).into_response()
 }
 
@@ -1568,17 +1550,7 @@ async fn combined_status(
     };
     let template = body["statuses"][0].clone();
     let wanted = knobs(&inner).fix_statuses;
-    let statuses: Vec<Value> = wanted
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let mut st = template.clone();
-            st["id"] = Value::from(9500 + i as i64);
-            st["context"] = w["context"].clone();
-            st["state"] = w["state"].clone();
-            st
-        })
-        .collect();
+    let statuses = from_template(&template, &wanted, 9500, &["context", "state"]);
     let states: Vec<&str> = wanted.iter().filter_map(|w| w["state"].as_str()).collect();
     let state = if states.iter().any(|s| matches!(*s, "failure" | "error")) {
         "failure"
@@ -1592,4 +1564,21 @@ async fn combined_status(
     body["statuses"] = Value::Array(statuses);
     body["sha"] = Value::from(sha);
     Json(body).into_response()
+}
+
+/// One copy of a recorded object per knob entry, numbered from `first_id`, with the entry's
+/// `keys` copied over (null where the entry lacks one).
+fn from_template(template: &Value, wanted: &[Value], first_id: i64, keys: &[&str]) -> Vec<Value> {
+    wanted
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let mut item = template.clone();
+            item["id"] = Value::from(first_id + i as i64);
+            for key in keys {
+                item[*key] = w.get(*key).cloned().unwrap_or(Value::Null);
+            }
+            item
+        })
+        .collect()
 }
