@@ -128,6 +128,12 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
         want.map(|(a, b)| (a.to_string(), b.to_string())).to_vec()
     );
 
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'incident.stopped' AND actor = 'github:hubot-maintainer'")
+            .await,
+        1
+    );
+
     // Stopped: the fix's green CI is no longer acted on.
     let (branch, head) = env.pull(1);
     let (_, body) = app

@@ -320,6 +320,11 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
             .await,
         1
     );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'incident.stopped' AND actor = 'selfheal:loop-protection'")
+            .await,
+        1
+    );
 
     // Stopped means stopped: the next failure on the branch is not acted on.
     let (_, body) = app
@@ -383,6 +388,11 @@ async fn a_person_closing_the_fix_stops_selfheal_and_a_person_merging_it_is_reco
     assert_eq!(body["status"], "fix_closed", "{body}");
     assert_eq!(
         env.count("SELECT count(*) FROM incidents WHERE stopped_by = 'github:octocat' AND stopped_reason = '@octocat closed PR #1 without merging'")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'incident.stopped' AND actor = 'github:octocat'")
             .await,
         1
     );

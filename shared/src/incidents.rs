@@ -2,7 +2,7 @@
 //! runs they open, all written in the one transaction that also writes the outbox row.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -449,22 +449,12 @@ async fn fix_closed(
             "@{} closed PR #{} without merging",
             ev.sender.login, pr.number
         );
-        tx.execute(
-            "UPDATE incidents SET stopped_at = now(), stopped_by = $2, stopped_reason = $3
-             WHERE id = $1 AND stopped_at IS NULL AND status = 'open'",
-            &[
-                &incident_id,
-                &format!("github:{}", ev.sender.login),
-                &reason,
-            ],
-        )
-        .await?;
-        audit::append(
+        stop(
             tx,
+            incident_id,
             &format!("github:{}", ev.sender.login),
-            "incident.stopped",
-            &incident_id.to_string(),
-            &json!({"reason": reason}),
+            &reason,
+            json!({}),
         )
         .await?;
     }
@@ -472,6 +462,38 @@ async fn fix_closed(
         incident_id,
         merged,
     })
+}
+
+/// selfheal stops acting on the open incident, which stays open until its branch is green (so
+/// MTTR counts the time people take). `by` is the actor; `detail` adds to the audit entry.
+/// Returns whether it was running until now.
+pub async fn stop(
+    client: &impl GenericClient,
+    incident_id: Uuid,
+    by: &str,
+    reason: &str,
+    mut detail: Value,
+) -> Result<bool, tokio_postgres::Error> {
+    let stopped = client
+        .execute(
+            "UPDATE incidents SET stopped_at = now(), stopped_by = $2, stopped_reason = $3
+             WHERE id = $1 AND stopped_at IS NULL AND status = 'open'",
+            &[&incident_id, &by, &reason],
+        )
+        .await?
+        > 0;
+    if stopped {
+        detail["reason"] = json!(reason);
+        audit::append(
+            client,
+            by,
+            "incident.stopped",
+            &incident_id.to_string(),
+            &detail,
+        )
+        .await?;
+    }
+    Ok(stopped)
 }
 
 /// Stores a `/selfheal` command for a worker: whether the actor may give it is GitHub's to

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use apalis::prelude::{BoxDynError, Data};
 use octocrab::Octocrab;
-use selfheal_shared::audit;
 use selfheal_shared::job::CommandJob;
+use selfheal_shared::{audit, incidents};
 use serde_json::{json, Value};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -221,17 +221,14 @@ async fn execute(
     let client = ctx.pool.get().await?;
     match cmd.command.as_str() {
         "stop" => {
-            client
-                .execute(
-                    "UPDATE incidents SET stopped_at = now(), stopped_by = $2, stopped_reason = $3
-                     WHERE id = $1 AND stopped_at IS NULL",
-                    &[
-                        &incident,
-                        &actor,
-                        &format!("/selfheal stop by @{}", cmd.actor),
-                    ],
-                )
-                .await?;
+            incidents::stop(
+                &client,
+                incident,
+                actor,
+                &format!("/selfheal stop by @{}", cmd.actor),
+                json!({"command": cmd.id}),
+            )
+            .await?;
             Ok(format!(
                 "selfheal stopped on this incident at @{}'s request: it will not push, rerun or merge anything more for it. `/selfheal retry` resumes.",
                 cmd.actor

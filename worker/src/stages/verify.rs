@@ -7,7 +7,7 @@
 //! `verifications`; deliver only carries it out.
 
 use octocrab::Octocrab;
-use selfheal_shared::audit;
+use selfheal_shared::incidents;
 use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
 
@@ -320,21 +320,14 @@ async fn stop(
     }
     let mut client = ctx.pool.get().await?;
     let tx = client.transaction().await?;
-    tx.execute(
-        "UPDATE incidents SET stopped_at = now(), stopped_by = 'selfheal:loop-protection', stopped_reason = $2
-         WHERE id = $1 AND stopped_at IS NULL",
-        &[&run.incident_id, &why],
+    incidents::stop(
+        &tx,
+        run.incident_id,
+        "selfheal:loop-protection",
+        why,
+        json!({"run": run.id, "attempts": tried.len()}),
     )
     .await?;
-    audit::append(
-        &tx,
-        "selfheal:loop-protection",
-        "incident.stopped",
-        &run.incident_id.to_string(),
-        &json!({"reason": why, "run": run.id, "attempts": tried.len()}),
-    )
-    .await
-    .map_err(|e| StageError::Transient(format!("audit: {e}")))?;
     tx.commit().await?;
     Ok((Verdict::Stop, reason))
 }
