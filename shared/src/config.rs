@@ -25,6 +25,10 @@ pub struct Config {
     /// Current secret first; during a rotation the previous one is accepted as well.
     pub webhook_secrets: Vec<SecretString>,
     pub max_body_bytes: usize,
+    /// A webhook request taking longer is answered 408 (GitHub gives up after 10 s anyway).
+    pub request_timeout: Duration,
+    /// Webhook requests handled at once; more wait their turn (bounded memory and connections).
+    pub max_in_flight: usize,
     pub github: GitHubConfig,
     pub worker: WorkerConfig,
     pub gates: Gates,
@@ -139,6 +143,10 @@ impl Config {
             max_body_bytes: env
                 .parsed("SELFHEAL_MAX_BODY_BYTES")?
                 .unwrap_or(25 * 1024 * 1024),
+            request_timeout: Duration::from_secs(
+                env.parsed("SELFHEAL_REQUEST_TIMEOUT_SECS")?.unwrap_or(10),
+            ),
+            max_in_flight: env.parsed("SELFHEAL_MAX_IN_FLIGHT")?.unwrap_or(256),
             github: GitHubConfig {
                 api_url: env
                     .optional("GITHUB_API_URL")

@@ -35,6 +35,39 @@ pub struct WorkflowRun {
     #[serde(default = "first_attempt")]
     pub run_attempt: i32,
     pub updated_at: DateTime<Utc>,
+    /// What triggered the run: `push`, `pull_request`, `merge_group`, `schedule`...
+    #[serde(default)]
+    pub event: Option<String>,
+    /// Where the head commit lives. GitHub sends `null` when a fork was deleted; a missing
+    /// field is treated the same way, as a head selfheal cannot place.
+    #[serde(default)]
+    pub head_repository: Option<HeadRepository>,
+    /// Pull requests of this repository whose head is this run's head. Empty for a fork's PR.
+    #[serde(default)]
+    pub pull_requests: Vec<RunPullRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeadRepository {
+    pub id: i64,
+    #[serde(default)]
+    pub full_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunPullRequest {
+    pub number: i64,
+    pub head: RunPullRequestRef,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunPullRequestRef {
+    pub repo: RunPullRequestRepo,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunPullRequestRepo {
+    pub id: i64,
 }
 
 fn first_attempt() -> i32 {
@@ -88,6 +121,63 @@ impl WorkflowRunEvent {
 
     pub fn branch(&self) -> &str {
         self.workflow_run.head_branch.as_deref().unwrap_or("")
+    }
+
+    /// The repository the head commit lives in (0 when GitHub does not say).
+    pub fn head_repository_id(&self) -> i64 {
+        self.workflow_run
+            .head_repository
+            .as_ref()
+            .map_or(0, |r| r.id)
+    }
+
+    /// Why selfheal must never act on this run, if it must not: its code is not the
+    /// repository's own branch. A fork's commit pushed to the base repository would run the
+    /// fork's code with the base repository's secrets, and a merge-queue or tag run has no
+    /// branch to fix. Checked before anything else, for green runs as well as red ones.
+    pub fn untrusted_reason(&self) -> Option<String> {
+        let wr = &self.workflow_run;
+        let repo = &self.repository;
+        match &wr.head_repository {
+            None => {
+                return Some(
+                    "the run's head repository is unknown (a deleted fork?): selfheal heals only the repository's own branches".into(),
+                )
+            }
+            Some(head) if head.id != repo.id => {
+                return Some(format!(
+                    "the run's head is in the fork {} (repository id {}), not in {}: selfheal never pushes a fork's code to the repository",
+                    head.full_name.as_deref().unwrap_or("?"),
+                    head.id,
+                    repo.full_name
+                ))
+            }
+            Some(_) => {}
+        }
+        if let Some(pr) = wr
+            .pull_requests
+            .iter()
+            .find(|pr| pr.head.repo.id != repo.id)
+        {
+            return Some(format!(
+                "the run belongs to pull request #{} whose head is in another repository (id {})",
+                pr.number, pr.head.repo.id
+            ));
+        }
+        if wr.event.as_deref() == Some("merge_group")
+            || self.branch().starts_with("gh-readonly-queue/")
+        {
+            return Some(
+                "a merge-queue run: its temporary branch is GitHub's, and the pull requests in it are healed on their own branches".into(),
+            );
+        }
+        match wr.head_branch.as_deref() {
+            None | Some("") => Some("the run has no head branch (a tag or a detached ref)".into()),
+            Some(b) if b.starts_with("refs/tags/") || wr.event.as_deref() == Some("release") => {
+                Some(format!("the run is for the tag or release {b}, not a branch"))
+            }
+            Some(_) => None,
+        }
     }
 }
 

@@ -49,11 +49,21 @@ pub enum Ingested {
     Installation { outcome: &'static str },
     /// A failed run of a repository selfheal must no longer act on.
     Ignored { reason: String },
+    /// A run whose code is not the repository's own branch (a fork, a merge queue, a tag):
+    /// selfheal never acts on it, red or green.
+    Untrusted { reason: String },
     /// A person closed or merged selfheal's own pull request.
     FixClosed { incident_id: Uuid, merged: bool },
 }
 
 impl Ingested {
+    fn reason(&self) -> Option<&str> {
+        match self {
+            Ingested::Ignored { reason } | Ingested::Untrusted { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
     fn outcome(&self) -> &'static str {
         match self {
             Ingested::Duplicate => "duplicate",
@@ -64,6 +74,7 @@ impl Ingested {
             Ingested::Resolved { .. } => "incident_resolved",
             Ingested::Installation { outcome } => outcome,
             Ingested::Ignored { .. } => "ignored_inactive",
+            Ingested::Untrusted { .. } => "ignored_untrusted",
             Ingested::FixClosed { merged: true, .. } => "fix_merged",
             Ingested::FixClosed { merged: false, .. } => "fix_closed",
         }
@@ -110,17 +121,7 @@ pub async fn ingest(
     }
 
     let result = match parsed {
-        Parsed::WorkflowRun(ev) => match fix_branch(tx, ev).await? {
-            Some(fix) => fix_run(tx, delivery.id, ev, &fix).await?,
-            None => match ev.verdict() {
-                RunVerdict::Failed => match gate(tx, ev, gates).await? {
-                    Some(reason) => Ingested::Ignored { reason },
-                    None => open_run(tx, delivery.id, ev).await?,
-                },
-                RunVerdict::Succeeded => resolve(tx, ev).await?,
-                RunVerdict::Ignored => Ingested::Stored,
-            },
-        },
+        Parsed::WorkflowRun(ev) => workflow_run(tx, delivery.id, ev, gates).await?,
         Parsed::Comment(ev) => command(tx, delivery.id, ev).await?,
         Parsed::PullRequest(ev) => fix_closed(tx, ev).await?,
         Parsed::Installation(ev) => Ingested::Installation {
@@ -130,12 +131,45 @@ pub async fn ingest(
     };
     if result != Ingested::Stored {
         tx.execute(
-            "UPDATE webhook_deliveries SET outcome = $2 WHERE delivery_id = $1",
-            &[&delivery.id, &result.outcome()],
+            "UPDATE webhook_deliveries SET outcome = $2, reason = $3 WHERE delivery_id = $1",
+            &[&delivery.id, &result.outcome(), &result.reason()],
         )
         .await?;
     }
     Ok(result)
+}
+
+async fn workflow_run(
+    tx: &Transaction<'_>,
+    delivery_id: &str,
+    ev: &WorkflowRunEvent,
+    gates: &Gates,
+) -> Result<Ingested, tokio_postgres::Error> {
+    if ev.verdict() == RunVerdict::Ignored {
+        return Ok(Ingested::Stored);
+    }
+    if let Some(reason) = ev.untrusted_reason() {
+        return Ok(Ingested::Untrusted { reason });
+    }
+    // Deliveries of one GitHub run (redeliveries under new ids, or GitHub's own retries) wait
+    // for each other here, so the second sees the first's run instead of racing it into a
+    // unique violation.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('selfheal.workflow_run:' || $1::text, 0))",
+        &[&ev.workflow_run.id.to_string()],
+    )
+    .await?;
+    Ok(match fix_branch(tx, ev).await? {
+        Some(fix) => fix_run(tx, delivery_id, ev, &fix).await?,
+        None => match ev.verdict() {
+            RunVerdict::Failed => match gate(tx, ev, gates).await? {
+                Some(reason) => Ingested::Ignored { reason },
+                None => open_run(tx, delivery_id, ev).await?,
+            },
+            RunVerdict::Succeeded => resolve(tx, ev).await?,
+            RunVerdict::Ignored => Ingested::Stored,
+        },
+    })
 }
 
 /// Why a failed run must not be acted on, if it must not.
@@ -151,8 +185,9 @@ async fn gate(
     if let Some(row) = tx
         .query_opt(
             "SELECT stopped_by, stopped_reason FROM incidents
-             WHERE repository_id = $1 AND branch = $2 AND workflow_id = $3 AND status = 'open' AND stopped_at IS NOT NULL",
-            &[&ev.repository.id, &ev.branch(), &wr.workflow_id],
+             WHERE repository_id = $1 AND branch = $2 AND workflow_id = $3 AND status = 'open' AND stopped_at IS NOT NULL
+               AND head_repository_id = $4",
+            &[&ev.repository.id, &ev.branch(), &wr.workflow_id, &ev.head_repository_id()],
         )
         .await?
     {
@@ -232,12 +267,12 @@ async fn open_run(
 
     let row = tx
         .query_one(
-            "INSERT INTO incidents (id, repository_id, branch, workflow_id, workflow_name, status, first_failed_at)
-             VALUES ($1, $2, $3, $4, $5, 'open', $6)
-             ON CONFLICT (repository_id, branch, workflow_id) WHERE status = 'open'
+            "INSERT INTO incidents (id, repository_id, head_repository_id, branch, workflow_id, workflow_name, status, first_failed_at)
+             VALUES ($1, $2, $7, $3, $4, $5, 'open', $6)
+             ON CONFLICT (repository_id, head_repository_id, branch, workflow_id) WHERE status = 'open'
              DO UPDATE SET failed_runs = incidents.failed_runs + 1
              RETURNING id, (xmax = 0) AS created",
-            &[&Uuid::new_v4(), &ev.repository.id, &ev.branch(), &wr.workflow_id, &wr.name, &wr.updated_at],
+            &[&Uuid::new_v4(), &ev.repository.id, &ev.branch(), &wr.workflow_id, &wr.name, &wr.updated_at, &ev.head_repository_id()],
         )
         .await?;
     let incident_id: Uuid = row.get("id");
@@ -343,8 +378,9 @@ async fn fix_branch(
         .query_opt(
             "SELECT d.incident_id, i.status = 'resolved', i.stopped_reason, i.stopped_at IS NOT NULL
              FROM deliveries d JOIN incidents i ON i.id = d.incident_id
-             WHERE d.kind = 'pull_request' AND d.branch = $1 AND i.repository_id = $2",
-            &[&ev.branch(), &ev.repository.id],
+             WHERE d.kind = 'pull_request' AND d.branch = $1 AND i.repository_id = $2
+               AND i.head_repository_id = $3",
+            &[&ev.branch(), &ev.repository.id, &ev.head_repository_id()],
         )
         .await?;
     Ok(row.map(|r| FixBranch {
@@ -524,10 +560,11 @@ async fn command(
         return Ok(Ingested::Ignored { reason });
     }
     let row = tx
-        .query_one(
+        .query_opt(
             "INSERT INTO commands (delivery_id, installation_id, repository_id, repository_full_name,
                                    issue_number, comment_id, actor, command)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (comment_id) DO NOTHING RETURNING id",
             &[
                 &delivery_id,
                 &installation.id,
@@ -540,6 +577,14 @@ async fn command(
             ],
         )
         .await?;
+    let Some(row) = row else {
+        return Ok(Ingested::Ignored {
+            reason: format!(
+                "comment {} was already taken as a command (a replayed delivery)",
+                ev.comment.id
+            ),
+        });
+    };
     let command_id: i64 = row.get(0);
     let outbox_id = outbox::insert_command(tx, command_id).await?;
     audit::append(
@@ -570,7 +615,7 @@ async fn resolve(
         .query_opt(
             "UPDATE incidents SET status = 'resolved', resolved_at = $4, resolved_by_run_id = $5
              WHERE repository_id = $1 AND branch = $2 AND workflow_id = $3 AND status = 'open'
-               AND first_failed_at <= $4
+               AND first_failed_at <= $4 AND head_repository_id = $6
              RETURNING id",
             &[
                 &ev.repository.id,
@@ -578,6 +623,7 @@ async fn resolve(
                 &wr.workflow_id,
                 &resolved_at,
                 &wr.id,
+                &ev.head_repository_id(),
             ],
         )
         .await?;

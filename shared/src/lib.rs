@@ -2,6 +2,7 @@
 //! and their queue, and the GitHub client.
 
 pub mod audit;
+pub mod cause;
 pub mod config;
 pub mod db;
 pub mod events;

@@ -199,7 +199,7 @@ pub async fn relay_forever(
             match requeue_unstarted(&pool, requeue_after).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(jobs = n, "jobs pushed but never started: pushing again"),
-                Err(e) => tracing::warn!(error = %e, "looking for lost jobs failed; will retry"),
+                Err(e) => tracing::warn!(error = %crate::cause::Chain(&e), "looking for lost jobs failed; will retry"),
             }
         }
         match relay_once(&pool, &queue).await {
@@ -211,7 +211,7 @@ pub async fn relay_forever(
             }
             Err(e) => {
                 if !failing {
-                    tracing::warn!(error = %e, "outbox relay cannot push yet; will retry");
+                    tracing::warn!(error = %crate::cause::Chain(&e), "outbox relay cannot push yet; will retry");
                 }
                 failing = true;
             }

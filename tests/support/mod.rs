@@ -17,6 +17,12 @@ use uuid::Uuid;
 
 pub const INSTALLATION_ID: i64 = 4242;
 
+fn next_comment_id() -> i64 {
+    static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    // GitHub's comment ids are unique across repositories; so are ours across test processes.
+    (std::process::id() as i64) * 1_000_000 + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339()
 }
@@ -216,6 +222,8 @@ impl TestEnv {
         payload["issue"]["number"] = Value::from(number);
         payload["issue"]["pull_request"] = serde_json::json!({"url": "stand-in"});
         payload["comment"]["body"] = Value::from(body);
+        // Every comment a test writes is a new comment (a replay reuses its payload instead).
+        payload["comment"]["id"] = Value::from(next_comment_id());
         payload["comment"]["user"]["login"] = Value::from(login);
         payload["sender"]["login"] = Value::from(login);
         payload

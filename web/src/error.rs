@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use selfheal_shared::cause::Chain;
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,16 +23,16 @@ impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         // A closed connection means the database went away mid-request.
         if e.is_closed() || e.as_db_error().is_none() {
-            ApiError::Unavailable(e.to_string())
+            ApiError::Unavailable(Chain(&e).to_string())
         } else {
-            ApiError::Internal(e.to_string())
+            ApiError::Internal(Chain(&e).to_string())
         }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        ApiError::Unavailable(e.to_string())
+        ApiError::Unavailable(Chain(&e).to_string())
     }
 }
 

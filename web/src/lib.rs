@@ -7,8 +7,10 @@ mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use deadpool_postgres::Pool;
@@ -16,6 +18,8 @@ use secrecy::SecretString;
 use selfheal_shared::queue::{self, JobQueue};
 use selfheal_shared::{db, outbox, Config};
 use tokio::net::TcpListener;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 pub use error::ApiError;
 
@@ -28,10 +32,36 @@ pub struct AppState {
     pub gates: Arc<selfheal_shared::config::Gates>,
 }
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// Bounds on what one request (and all of them together) may cost the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+}
+
+impl Limits {
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: config.request_timeout,
+            max_in_flight: config.max_in_flight,
+        }
+    }
+}
+
+pub fn router(state: AppState, limits: Limits) -> Router {
+    // tower's layers rather than checks in the handler: the body limit refuses before the body
+    // is read, the timeout also covers a client that trickles its body, and the concurrency
+    // limit holds extra requests back before they take a database connection.
     Router::new()
         .route("/webhooks/github", post(webhook::receive))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
@@ -46,7 +76,7 @@ pub async fn state(config: &Config) -> Result<AppState, db::DbError> {
         Ok(n) if n > 0 => tracing::info!(applied = n, "migrations applied"),
         Ok(_) => {}
         Err(db::DbError::Pool(e)) => {
-            tracing::warn!(error = %e, "Postgres unreachable at start; migrations deferred to `selfheal migrate` or the next start")
+            tracing::warn!(error = %selfheal_shared::cause::Chain(&e), "Postgres unreachable at start; migrations deferred to `selfheal migrate` or the next start")
         }
         Err(e) => return Err(e),
     }
@@ -77,7 +107,7 @@ pub async fn serve(
         config.worker.relay_interval,
         config.worker.requeue_after,
     ));
-    let app = router(state, config.max_body_bytes);
+    let app = router(state, Limits::from_config(&config));
     tracing::info!(addr = %listener.local_addr()?, "selfheal web listening");
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -48,7 +48,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// `event` comes from a request header: only the events selfheal knows become a label
+    /// value, anything else is `other`, so a sender cannot grow the series without bound.
     pub fn delivery(&self, event: &str, outcome: &str) {
+        const KNOWN: [&str; 6] = [
+            "workflow_run",
+            "installation",
+            "installation_repositories",
+            "issue_comment",
+            "pull_request",
+            "ping",
+        ];
+        let event = KNOWN.into_iter().find(|k| *k == event).unwrap_or("other");
         self.deliveries
             .get_or_create(&DeliveryLabels {
                 event: event.to_string(),
@@ -61,7 +72,7 @@ impl Metrics {
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     let mut body = String::new();
     if let Err(e) = encode(&mut body, &state.metrics.registry) {
-        tracing::error!(error = %e, "cannot encode metrics");
+        tracing::error!(error = %selfheal_shared::cause::Chain(&e), "cannot encode metrics");
     }
     (
         [(

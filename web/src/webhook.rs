@@ -79,6 +79,10 @@ pub async fn receive(
             StatusCode::ACCEPTED,
             json!({"status": "ignored", "reason": reason}),
         ),
+        Ingested::Untrusted { reason } => (
+            StatusCode::ACCEPTED,
+            json!({"status": "ignored_untrusted", "reason": reason}),
+        ),
         Ingested::RunExists { run_id } => (
             StatusCode::OK,
             json!({"status": "run_exists", "run_id": run_id}),
@@ -139,7 +143,7 @@ async fn enqueue(state: &AppState, outbox_id: i64, job: Job) -> bool {
     match outbox::dispatch(&state.pool, &state.queue, outbox_id, job).await {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!(error = %e, outbox_id, "enqueue deferred to the outbox relay");
+            tracing::warn!(error = %selfheal_shared::cause::Chain(&e), outbox_id, "enqueue deferred to the outbox relay");
             state.metrics.enqueue_deferred.inc();
             false
         }

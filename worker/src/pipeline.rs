@@ -34,11 +34,11 @@ async fn handle_stage(job: StageJob, ctx: Data<Arc<WorkerContext>>) -> Result<()
         .with_max_times(10);
     (|| process(&ctx, &job))
         .retry(bookkeeping)
-        .notify(|e, delay| tracing::warn!(error = %e, ?delay, "stage bookkeeping failed; retrying"))
+        .notify(|e, delay| tracing::warn!(error = %selfheal_shared::cause::Chain(e), ?delay, "stage bookkeeping failed; retrying"))
         .instrument(span)
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, "stage job given up; the run stays where it was");
+            tracing::error!(error = %selfheal_shared::cause::Chain(&e), "stage job given up; the run stays where it was");
             e.into()
         })
 }
@@ -184,7 +184,7 @@ async fn chain(ctx: &WorkerContext, run: &Run, stage: Stage) -> Result<(), Pipel
             stage: next,
         };
         if let Err(e) = outbox::dispatch(&ctx.pool, &ctx.queue, row.get(0), job).await {
-            tracing::warn!(error = %e, "next stage left to the outbox relay");
+            tracing::warn!(error = %selfheal_shared::cause::Chain(&e), "next stage left to the outbox relay");
         }
     }
     Ok(())

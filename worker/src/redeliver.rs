@@ -97,7 +97,7 @@ pub async fn sweep_forever(pool: Pool, github: std::sync::Arc<GitHubApp>, every:
     loop {
         tokio::time::sleep(every).await;
         if let Err(e) = sweep_once(&pool, &github).await {
-            tracing::warn!(error = %e, "missed-delivery sweep failed; next round will retry");
+            tracing::warn!(error = %selfheal_shared::cause::Chain(&e), "missed-delivery sweep failed; next round will retry");
         }
     }
 }

@@ -515,7 +515,7 @@ pub async fn sweep_at_start() {
         rust_toolchain: None,
     };
     if let Err(e) = sandbox.sweep_orphans().await {
-        tracing::warn!(error = %e, "could not sweep leftover sandbox containers");
+        tracing::warn!(error = %selfheal_shared::cause::Chain(&e), "could not sweep leftover sandbox containers");
     }
 }
 

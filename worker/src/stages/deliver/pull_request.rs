@@ -219,7 +219,7 @@ async fn request_reviewers(
     match asked {
         Ok(_) => Ok(()),
         Err(e) if status_of(&e) == Some(422) => {
-            tracing::warn!(error = %e, "GitHub refused the reviewers from the config");
+            tracing::warn!(error = %selfheal_shared::cause::Chain(&e), "GitHub refused the reviewers from the config");
             Ok(())
         }
         Err(e) => Err(api_error(e, "requesting reviewers")),
