@@ -1,6 +1,6 @@
 //! `selfheal heal`: the healing engine on a local checkout, without GitHub, Redis or Postgres.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -62,10 +62,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_report(&report);
     }
     if args.apply {
-        match (&report.verdict, &report.patch) {
-            (Verdict::Fixed, Some(patch)) => {
-                apply(&repo, patch)?;
-                eprintln!("applied the patch to {}", repo.display());
+        match (&report.verdict, &report.changes) {
+            (Verdict::Fixed, Some(changes)) => {
+                // The validated change, written as file contents (no diff is applied): a path
+                // through a symlink is refused rather than followed out of the checkout.
+                changes
+                    .write_to(&repo)
+                    .with_context(|| format!("writing the fix into {}", repo.display()))?;
+                eprintln!("applied the fix to {}", repo.display());
             }
             _ => eprintln!("--apply: nothing validated to apply"),
         }
@@ -76,25 +80,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         _ => ExitCode::from(2),
     })
-}
-
-fn apply(repo: &Path, patch: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("git")
-        .args(["apply", "--whitespace=nowarn", "-"])
-        .current_dir(repo)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .context("running git apply")?;
-    child
-        .stdin
-        .take()
-        .context("git apply stdin")?
-        .write_all(patch.as_bytes())?;
-    if !child.wait()?.success() {
-        bail!("the patch does not apply to {}", repo.display());
-    }
-    Ok(())
 }
 
 fn print_report(r: &HealReport) {

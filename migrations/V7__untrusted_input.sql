@@ -15,3 +15,8 @@ CREATE UNIQUE INDEX incidents_one_open
 -- A comment is a command once: a replayed delivery of the same comment (under a new delivery
 -- id) runs nothing again. GitHub's comment ids are unique across repositories.
 CREATE UNIQUE INDEX commands_one_per_comment ON commands (comment_id);
+
+-- The fix itself, as file contents checked on the worker (path, base64 content or null when
+-- deleted, executable bit): what validation lays over the checkout and delivery commits.
+-- `patches.diff` stays as the diff rendered from it, for people and the policy.
+ALTER TABLE patches ADD COLUMN changes JSONB;

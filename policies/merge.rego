@@ -29,3 +29,8 @@ deny contains msg if {
 }
 
 deny contains "the diff deletes or skips a test" if input.tests_deleted
+
+deny contains msg if {
+	some path in input.unreadable_paths
+	msg := sprintf("GitHub shows no diff for %s (binary or too large), so nobody can judge it", [path])
+}

@@ -238,3 +238,69 @@ async fn explain_retry_and_approve_from_a_writer() {
     let (_, body) = app.deliver("issue_comment", &bot).await;
     assert_eq!(body["status"], "stored");
 }
+
+#[tokio::test]
+async fn approve_refuses_red_checks_and_commands_obey_dry_run() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let admin = || [("octocat".to_string(), "admin".to_string())].into();
+    env.standin.set_knobs(Knobs {
+        permissions: admin(),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(7601, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+
+    // A red check on the fix: a person's approval does not override it.
+    env.standin.set_knobs(Knobs {
+        permissions: admin(),
+        fix_checks: Some(vec![
+            serde_json::json!({"name": "test", "status": "completed", "conclusion": "failure"}),
+        ]),
+        ..Knobs::default()
+    });
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "octocat", "/selfheal approve"),
+        )
+        .await;
+    assert_eq!(
+        env.command_status(body["command_id"].as_i64().unwrap())
+            .await,
+        "refused"
+    );
+    let answer = env.standin.comments().last().unwrap()["body"].to_string();
+    assert!(answer.contains("checks failed"), "{answer}");
+
+    // The repository runs selfheal in dry-run mode: approve and retry write nothing.
+    env.standin.set_knobs(Knobs {
+        permissions: admin(),
+        repo_config: Some("dry_run: true\n".into()),
+        ..Knobs::default()
+    });
+    for command in ["/selfheal approve", "/selfheal retry"] {
+        let (_, body) = app
+            .deliver("issue_comment", &env.comment(1, "octocat", command))
+            .await;
+        assert_eq!(
+            env.command_status(body["command_id"].as_i64().unwrap())
+                .await,
+            "refused",
+            "{command}"
+        );
+        let answer = env.standin.comments().last().unwrap()["body"].to_string();
+        assert!(answer.contains("dry-run"), "{answer}");
+    }
+    assert!(
+        !env.standin
+            .calls()
+            .iter()
+            .any(|c| c.method == "PUT" || c.path.ends_with("/rerun-failed-jobs")),
+        "nothing merged or rerun"
+    );
+}

@@ -112,6 +112,7 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
             "GET /repos/octo-org/octo-repo/actions/runs".to_string(),
             format!("GET /repos/octo-org/octo-repo/commits/{fix_head}/check-runs"),
             format!("GET /repos/octo-org/octo-repo/commits/{fix_head}/status"),
+            "GET /repos/octo-org/octo-repo/pulls/1/files".to_string(),
             "PUT /repos/octo-org/octo-repo/pulls/1/merge".to_string(),
         ]
     );
@@ -264,6 +265,28 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
     env.wait_run(run_id_of(&body), Duration::from_secs(60))
         .await;
     let (branch, first) = env.pull(1);
+
+    // The fix's CI fails on more unformatted code (served at every commit from now on), so
+    // attempt 2 is a real change on top of the first fix: an empty one would be refused.
+    let more = tempfile::tempdir().unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-R")
+        .arg(format!(
+            "{}/.",
+            github_standin::default_repo_dir().display()
+        ))
+        .arg(more.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let lib = more.path().join("src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, format!("{text}pub fn extra( )->u8{{1}}\n")).unwrap();
+    env.standin.set_knobs(Knobs {
+        repo_config: Some("max_attempts: 2\n".into()),
+        repo_dir: Some(more.path().display().to_string()),
+        ..Knobs::default()
+    });
 
     // The fix's CI fails: attempt 2 goes onto the same branch, fast-forward, with a comment.
     let (_, body) = app
@@ -425,4 +448,155 @@ async fn a_person_closing_the_fix_stops_selfheal_and_a_person_merging_it_is_reco
             .await,
         1
     );
+}
+
+/// Someone with write access pushes a commit onto selfheal's branch (through the stand-in's
+/// Git Data API, as any client would): a workflow file, on top of selfheal's fix.
+async fn push_onto(env: &TestEnv, branch: &str, parent: &str) -> String {
+    let http = reqwest::Client::new();
+    let api = format!("{}/repos/octo-org/octo-repo", env.standin.url());
+    let auth = "token ghs_someone_else";
+    let call = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        http.request(method, format!("{api}{path}"))
+            .header("authorization", auth)
+            .json(&body)
+            .send()
+    };
+    let parent_commit: serde_json::Value = call(
+        reqwest::Method::GET,
+        &format!("/git/commits/{parent}"),
+        json!(null),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let blob: serde_json::Value = call(
+        reqwest::Method::POST,
+        "/git/blobs",
+        json!({"content": "on: push\njobs: {}\n", "encoding": "utf-8"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let tree: serde_json::Value = call(
+        reqwest::Method::POST,
+        "/git/trees",
+        json!({"base_tree": parent_commit["tree"]["sha"], "tree": [
+            {"path": ".github/workflows/exfiltrate.yml", "mode": "100644", "type": "blob", "sha": blob["sha"]}
+        ]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let commit: serde_json::Value = call(
+        reqwest::Method::POST,
+        "/git/commits",
+        json!({"message": "a little extra", "tree": tree["sha"], "parents": [parent]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let sha = commit["sha"].as_str().unwrap().to_string();
+    let r = call(
+        reqwest::Method::PATCH,
+        &format!("/git/refs/heads/{branch}"),
+        json!({"sha": sha, "force": false}),
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    sha
+}
+
+#[tokio::test]
+async fn a_commit_someone_else_pushed_onto_the_fix_is_never_merged_by_selfheal() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    env.standin.set_knobs(Knobs {
+        permissions: [("octocat".to_string(), "admin".to_string())].into(),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6501, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, ours) = env.pull(1);
+    let theirs = push_onto(&env, &branch, &ours).await;
+    assert_eq!(env.pull(1).1, theirs);
+
+    // Its CI is green and format fixes are auto-merged here: still, it is not selfheal's.
+    let knobs = Knobs {
+        permissions: [("octocat".to_string(), "admin".to_string())].into(),
+        ..Knobs::default()
+    };
+    let (status, v, reason) = fix_ci_green(&env, &app, 6502, &branch, &theirs, knobs).await;
+    assert_eq!(status, "succeeded");
+    assert_eq!(v, "hold", "{reason}");
+    assert!(
+        reason.contains("is not the commit selfheal pushed"),
+        "{reason}"
+    );
+    // Nor does a person's approval merge it: it is pinned to selfheal's own commit.
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "octocat", "/selfheal approve"),
+        )
+        .await;
+    assert_eq!(
+        env.command_status(body["command_id"].as_i64().unwrap())
+            .await,
+        "refused"
+    );
+    let answer = env.standin.comments().last().unwrap()["body"].to_string();
+    assert!(
+        answer.contains("not the commit selfheal pushed"),
+        "{answer}"
+    );
+    assert!(
+        !env.standin.calls().iter().any(|c| c.method == "PUT"),
+        "nothing was merged"
+    );
+}
+
+#[tokio::test]
+async fn the_policy_judges_the_pull_requests_own_files_not_selfheals_records() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6601, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, head) = env.pull(1);
+    // What selfheal recorded no longer says what the PR holds (here: emptied on purpose);
+    // the repository now protects src/, which the PR's files touch.
+    env.db()
+        .await
+        .execute("UPDATE patches SET diff = ''", &[])
+        .await
+        .unwrap();
+    let knobs = Knobs {
+        repo_config: Some("protected_paths: [src/]\n".into()),
+        ..Knobs::default()
+    };
+    let (status, v, reason) = fix_ci_green(&env, &app, 6602, &branch, &head, knobs).await;
+    assert_eq!(status, "succeeded");
+    assert_eq!(v, "hold", "{reason}");
+    assert!(
+        reason.contains("touches src/lib.rs, under protected path src/"),
+        "{reason}"
+    );
+    assert!(!env.standin.calls().iter().any(|c| c.method == "PUT"));
 }

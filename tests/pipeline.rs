@@ -178,8 +178,8 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
         .collect();
     assert_eq!(
         tarballs.len(),
-        3,
-        "patch, validate and deliver each fetch the failing SHA"
+        2,
+        "patch and validate each fetch the failing SHA; deliver commits the recorded change"
     );
     let head = env.standin.head_sha();
     assert!(tarballs

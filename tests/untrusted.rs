@@ -47,7 +47,10 @@ async fn a_failing_run_from_a_fork_is_recorded_with_its_reason_and_never_healed(
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "ignored_untrusted", "{body}");
     assert!(
-        body["reason"].as_str().unwrap().contains("mallory/octo-repo"),
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("mallory/octo-repo"),
         "{body}"
     );
     let (outcome, reason) = delivery_outcome(&env, "d-fork").await;
@@ -164,9 +167,11 @@ async fn concurrent_deliveries_of_one_run_all_succeed_and_make_one_run() {
     let app = env.spawn_web().await;
     let payload = env.failing_run(8001, &now());
     let ids: Vec<String> = (0..20).map(|i| format!("d-race-{i}")).collect();
-    let answers =
-        futures::future::join_all(ids.iter().map(|id| app.deliver_as("workflow_run", id, &payload)))
-            .await;
+    let answers = futures::future::join_all(
+        ids.iter()
+            .map(|id| app.deliver_as("workflow_run", id, &payload)),
+    )
+    .await;
     for (status, body) in &answers {
         assert!(
             (200..300).contains(status),

@@ -36,7 +36,9 @@ mod tests {
 
     #[test]
     fn prints_every_cause() {
-        let e = Outer(std::io::Error::other("duplicate key value violates unique constraint"));
+        let e = Outer(std::io::Error::other(
+            "duplicate key value violates unique constraint",
+        ));
         assert_eq!(
             Chain(&e).to_string(),
             "db error: duplicate key value violates unique constraint"

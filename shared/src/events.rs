@@ -174,7 +174,9 @@ impl WorkflowRunEvent {
         match wr.head_branch.as_deref() {
             None | Some("") => Some("the run has no head branch (a tag or a detached ref)".into()),
             Some(b) if b.starts_with("refs/tags/") || wr.event.as_deref() == Some("release") => {
-                Some(format!("the run is for the tag or release {b}, not a branch"))
+                Some(format!(
+                    "the run is for the tag or release {b}, not a branch"
+                ))
             }
             Some(_) => None,
         }

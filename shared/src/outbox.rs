@@ -199,7 +199,9 @@ pub async fn relay_forever(
             match requeue_unstarted(&pool, requeue_after).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(jobs = n, "jobs pushed but never started: pushing again"),
-                Err(e) => tracing::warn!(error = %crate::cause::Chain(&e), "looking for lost jobs failed; will retry"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::cause::Chain(&e), "looking for lost jobs failed; will retry")
+                }
             }
         }
         match relay_once(&pool, &queue).await {

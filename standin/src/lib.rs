@@ -4,6 +4,7 @@
 
 mod fixtures;
 mod git;
+mod pull_files;
 mod server;
 pub mod webhooks;
 

@@ -88,13 +88,13 @@ pub fn default_repo_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/rust-format")
 }
 
-struct Inner {
+pub(crate) struct Inner {
     fixtures: Fixtures,
-    git: GitRepo,
+    pub(crate) git: GitRepo,
     head_sha: String,
-    pulls: Mutex<Vec<Value>>,
+    pub(crate) pulls: Mutex<Vec<Value>>,
     check_runs: Mutex<Vec<Value>>,
-    base_url: String,
+    pub(crate) base_url: String,
     calls: Mutex<Vec<Call>>,
     knobs: Mutex<Knobs>,
     tokens_issued: Mutex<u64>,
@@ -245,6 +245,10 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
         )
         .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull))
         .route(
+            "/repos/{owner}/{repo}/pulls/{number}/files",
+            get(crate::pull_files::pull_files),
+        )
+        .route(
             "/repos/{owner}/{repo}/pulls/{number}/merge",
             axum::routing::put(merge_pull),
         )
@@ -391,7 +395,7 @@ fn knobs(inner: &Inner) -> Knobs {
     inner.knobs.lock().map(|k| k.clone()).unwrap_or_default()
 }
 
-fn github_error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn github_error(status: StatusCode, message: &str) -> Response {
     (
         status,
         Json(json!({"message": message, "documentation_url": "https://docs.github.com/rest"})),
@@ -629,7 +633,7 @@ fn git_failed(e: crate::git::GitError) -> Response {
     github_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
 }
 
-fn require_token(headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn require_token(headers: &HeaderMap) -> Option<Response> {
     (credential(headers) != Credential::InstallationToken)
         .then(|| github_error(StatusCode::UNAUTHORIZED, "Requires authentication"))
 }

@@ -20,7 +20,8 @@ pub const INSTALLATION_ID: i64 = 4242;
 fn next_comment_id() -> i64 {
     static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
     // GitHub's comment ids are unique across repositories; so are ours across test processes.
-    (std::process::id() as i64) * 1_000_000 + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    (std::process::id() as i64) * 1_000_000
+        + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 pub fn now() -> String {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::stages::{api_error, comment, merge, status_of, StageError};
+use crate::stages::{api_error, comment, merge, pr_state, repo_config, status_of, StageError};
 use crate::WorkerContext;
 
 struct Command {
@@ -127,7 +127,7 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
                 cmd.actor, cmd.issue, cmd.command
             ),
         ),
-        (true, Some(incident)) => ("done", execute(ctx, &crab, &cmd, *incident, &actor).await?),
+        (true, Some(incident)) => execute(ctx, &crab, &cmd, *incident, &actor).await?,
     };
     comment(&crab, &cmd.repo, cmd.issue, &result).await?;
     tx.execute(
@@ -216,9 +216,22 @@ async fn execute(
     cmd: &Command,
     incident: Uuid,
     actor: &str,
-) -> Result<String, StageError> {
+) -> Result<(&'static str, String), StageError> {
     // Not the locked `commands` row: this connection is not the one holding its lock.
     let client = ctx.pool.get().await?;
+    // Dry run holds for people's commands too: nothing that writes code or reruns CI.
+    if matches!(cmd.command.as_str(), "retry" | "approve") {
+        if let Some(why) = dry_run(ctx, crab, &cmd.repo).await? {
+            return Ok((
+                "refused",
+                format!(
+                    "@{}: selfheal runs in dry-run mode here ({why}): `/selfheal {}` would write to this repository, so it does nothing.",
+                    cmd.actor, cmd.command
+                ),
+            ));
+        }
+    }
+    let done = |text: String| Ok(("done", text));
     match cmd.command.as_str() {
         "stop" => {
             incidents::stop(
@@ -229,7 +242,7 @@ async fn execute(
                 json!({"command": cmd.id}),
             )
             .await?;
-            Ok(format!(
+            done(format!(
                 "selfheal stopped on this incident at @{}'s request: it will not push, rerun or merge anything more for it. `/selfheal retry` resumes.",
                 cmd.actor
             ))
@@ -249,7 +262,7 @@ async fn execute(
                 )
                 .await?;
             let Some(latest) = latest else {
-                return Ok("nothing to retry: no failed run recorded".into());
+                return done("nothing to retry: no failed run recorded".into());
             };
             let run_id: i64 = latest.get(0);
             // A new attempt of the failed run comes back as a webhook and is healed afresh.
@@ -263,18 +276,111 @@ async fn execute(
                 )
                 .await
                 .map_err(|e| api_error(e, "rerun-failed-jobs"))?;
-            Ok(format!(
+            done(format!(
                 "selfheal will try again: it asked GitHub to rerun the failed jobs of run {run_id}, and heals what fails."
             ))
         }
-        "approve" => {
-            let detail =
-                merge::merge_incident(ctx, cmd.installation_id, &cmd.repo, incident, None, actor)
-                    .await?;
-            Ok(format!("@{} approved: {detail}.", cmd.actor))
-        }
-        _ => explain(ctx, incident).await,
+        "approve" => approve(ctx, crab, cmd, incident, actor).await,
+        _ => done(explain(ctx, incident).await?),
     }
+}
+
+/// Why selfheal is in dry-run mode for this repository, if it is.
+async fn dry_run(
+    ctx: &WorkerContext,
+    crab: &Octocrab,
+    repo: &str,
+) -> Result<Option<String>, StageError> {
+    if ctx.dry_run {
+        return Ok(Some("SELFHEAL_DRY_RUN".into()));
+    }
+    Ok(match repo_config::load(ctx, crab, repo).await? {
+        Ok(config) if config.dry_run => Some(repo_config::PATH.into()),
+        Ok(_) => None,
+        // A broken config allows nothing: treat it like a dry run, and say why.
+        Err(problem) => Some(format!("{} is invalid: {problem}", repo_config::PATH)),
+    })
+}
+
+/// A person's approval merges selfheal's own last commit, as it stands when the command is
+/// carried out, and nothing else: not a commit someone pushed onto the branch since, not a
+/// change to a protected path, not while a check is red or running. The merge names the head
+/// it checked, so a push in between makes GitHub refuse it (409).
+async fn approve(
+    ctx: &WorkerContext,
+    crab: &Octocrab,
+    cmd: &Command,
+    incident: Uuid,
+    actor: &str,
+) -> Result<(&'static str, String), StageError> {
+    let client = ctx.pool.get().await?;
+    let refuse = |why: String| Ok(("refused", format!("@{}: not merged: {why}.", cmd.actor)));
+    let Some(number) = client
+        .query_opt(
+            "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&incident],
+        )
+        .await?
+        .and_then(|r| r.get::<_, Option<i32>>(0))
+    else {
+        return refuse("selfheal has no pull request for this incident".into());
+    };
+    let pr: Value = crab
+        .get(format!("/repos/{}/pulls/{number}", cmd.repo), None::<&()>)
+        .await
+        .map_err(|e| api_error(e, "the pull request"))?;
+    let head = pr["head"]["sha"].as_str().unwrap_or_default().to_string();
+    let ours = pr_state::last_pushed(&**client, incident).await?;
+    if ours.as_deref() != Some(head.as_str()) {
+        return refuse(format!(
+            "PR #{number}'s head {} is not the commit selfheal pushed ({}); someone pushed to the branch since, so review and merge it yourself",
+            &head[..head.len().min(7)],
+            ours.as_deref().map_or("none", |s| &s[..s.len().min(7)])
+        ));
+    }
+    let checks = pr_state::checks_on(crab, &cmd.repo, &head).await?;
+    if !checks.green() {
+        let mut waiting: Vec<String> = checks.running_workflows.clone();
+        waiting.extend(checks.pending().into_iter().map(str::to_string));
+        let failed = checks.failed();
+        return refuse(if !failed.is_empty() {
+            format!(
+                "checks failed on {}: {}",
+                &head[..head.len().min(7)],
+                failed.join(", ")
+            )
+        } else if !waiting.is_empty() {
+            format!("checks still running: {}", waiting.join(", "))
+        } else {
+            "no checks reported on the fix".into()
+        });
+    }
+    let config = match repo_config::load(ctx, crab, &cmd.repo).await? {
+        Ok(c) => c,
+        Err(problem) => return refuse(format!("{} is invalid: {problem}", repo_config::PATH)),
+    };
+    let files = pr_state::pr_files(crab, &cmd.repo, number).await?;
+    for path in pr_state::touched_paths(&files) {
+        if let Some(p) = config
+            .protected_paths
+            .iter()
+            .find(|p| path.starts_with(p.as_str()))
+        {
+            return refuse(format!(
+                "the pull request touches {path}, under protected path {p}; selfheal never merges that"
+            ));
+        }
+    }
+    let detail = merge::merge_incident(
+        ctx,
+        cmd.installation_id,
+        &cmd.repo,
+        incident,
+        Some(&head),
+        actor,
+    )
+    .await?;
+    Ok(("done", format!("@{} approved: {detail}.", cmd.actor)))
 }
 
 /// What selfheal knows and did about the incident, from its own records.

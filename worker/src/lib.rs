@@ -1,6 +1,7 @@
 //! The worker: pulls stage jobs from Redis (apalis) and carries each run through
 //! triage -> diagnose -> patch -> validate -> verify -> deliver, recording every attempt.
 
+pub mod changes;
 mod chatops;
 pub mod diagnose;
 pub mod heal;

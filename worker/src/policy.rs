@@ -11,6 +11,8 @@ pub struct MergeInput {
     pub class: String,
     pub diff_lines: usize,
     pub touched_paths: Vec<String>,
+    /// Files whose change GitHub shows no diff for (binary, too large): nobody can judge them.
+    pub unreadable_paths: Vec<String>,
     pub protected_paths: Vec<String>,
     pub max_diff_lines: usize,
     pub auto_merge_classes: Vec<String>,
@@ -75,6 +77,7 @@ mod tests {
             class: "format".into(),
             diff_lines: 20,
             touched_paths: vec!["src/lib.rs".into()],
+            unreadable_paths: vec![],
             protected_paths: vec![".github/workflows/".into()],
             max_diff_lines: 500,
             auto_merge_classes: vec!["format".into(), "lint".into()],

@@ -13,8 +13,9 @@ use serde::Serialize;
 
 pub use guard::refuses;
 pub use reruns::{rerun, Reruns};
-pub use strategy::{choose, fixer, revert_head, run_fixer, Strategy};
+pub use strategy::{apply_diff, choose, fixer, revert_head, run_fixer, Made, Strategy};
 
+use crate::changes::{ChangeSet, Refused};
 use crate::diagnose::{self, Class, Diagnosis};
 use crate::sandbox::{Sandbox, SandboxError};
 
@@ -50,7 +51,6 @@ impl Evidence {
             .first_failure()
             .or(r.runs.last())
             .map(|run| tail(&run.output, 30))
-            .or_else(|| r.apply_error.clone())
             .unwrap_or_else(|| tail(&r.container.output, 30));
         Evidence {
             runs: r.runs.len(),
@@ -86,7 +86,11 @@ pub struct HealReport {
     pub command: String,
     pub diagnosis: Diagnosis,
     pub strategy: Strategy,
+    /// The change as a diff rendered on this side, for people, the guard and the policy.
     pub patch: Option<String>,
+    /// The change itself: what validation lays over the checkout and delivery commits.
+    #[serde(skip)]
+    pub changes: Option<ChangeSet>,
     pub before: Evidence,
     pub after: Option<Evidence>,
     pub verdict: Verdict,
@@ -141,12 +145,13 @@ pub async fn propose(
     let before = rerun(sandbox, repo, command, options.reproduce_runs, None).await?;
     let report = |diagnosis: Diagnosis,
                   strategy: Strategy,
-                  patch: Option<String>,
+                  changes: Option<(String, ChangeSet)>,
                   verdict: Verdict| HealReport {
         command: command.into(),
         diagnosis,
         strategy,
-        patch,
+        patch: changes.as_ref().map(|(diff, _)| diff.clone()),
+        changes: changes.map(|(_, set)| set),
         before: Evidence::from(&before),
         after: None,
         verdict,
@@ -192,7 +197,7 @@ pub async fn propose(
     let has_history = repo.join(".git").exists();
     let (strategy, fix_cmd) = choose(&diagnosis, has_history);
     progress(&format!("strategy: {}", strategy.as_str()));
-    let patch = match (strategy, fix_cmd) {
+    let made: Made = match (strategy, fix_cmd) {
         (Strategy::Rerun, _) => return Ok(report(diagnosis, strategy, None, Verdict::Rerun)),
         (Strategy::HandOff, _) => {
             let reason = format!(
@@ -207,7 +212,7 @@ pub async fn propose(
             ));
         }
         (Strategy::RevertCulprit, _) => match revert_head(sandbox, repo).await? {
-            Ok(diff) => diff,
+            Ok(made) => made,
             Err(why) => {
                 let reason = format!("cannot revert the culprit commit: {why}");
                 return Ok(report(
@@ -222,9 +227,24 @@ pub async fn propose(
             progress(&format!("running `{cmd}`"));
             run_fixer(sandbox, repo, cmd).await?.0
         }
-        (_, None) => String::new(),
+        (_, None) => Err(Refused::Empty),
     };
-    Ok(report(diagnosis, strategy, Some(patch), Verdict::Pending))
+    // What the sandbox handed back is checked here; a refusal is the reason, never a patch.
+    match made.and_then(|set| Ok((set.diff(repo)?, set))) {
+        Ok(change) => Ok(report(diagnosis, strategy, Some(change), Verdict::Pending)),
+        Err(refused) => {
+            let reason = match refused {
+                Refused::Empty => refused.to_string(),
+                other => format!("the change the sandbox made is refused: {other}"),
+            };
+            Ok(report(
+                diagnosis,
+                strategy,
+                None,
+                Verdict::Rejected { reason },
+            ))
+        }
+    }
 }
 
 /// Applies the report's patch in the sandbox and reruns the command; settles the verdict.
@@ -236,11 +256,17 @@ pub async fn validate(
     progress: &(dyn Fn(&str) + Sync),
     started: Instant,
 ) -> Result<HealReport, SandboxError> {
-    let patch = report.patch.clone().unwrap_or_default();
+    let (Some(patch), Some(changes)) = (report.patch.clone(), report.changes.clone()) else {
+        report.verdict = Verdict::Rejected {
+            reason: "the strategy changed nothing".into(),
+        };
+        return Ok(report);
+    };
     let (after, verdict) = check(
         sandbox,
         repo,
         &report.command,
+        &changes,
         &patch,
         options.validate_runs,
         progress,
@@ -252,30 +278,30 @@ pub async fn validate(
     Ok(report)
 }
 
-/// Proves a patch: it must touch no test, apply, and make `command` pass `runs` times.
+/// Proves a change: its diff (`patch`, rendered from it) must touch no test, and the
+/// checkout with the change laid over it must make `command` pass `runs` times.
 pub async fn check(
     sandbox: &Sandbox,
     repo: &Path,
     command: &str,
+    changes: &ChangeSet,
     patch: &str,
     runs: usize,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(Option<Evidence>, Verdict), SandboxError> {
     let reject = |reason: String| Verdict::Rejected { reason };
-    if patch.trim().is_empty() {
+    if changes.is_empty() {
         return Ok((None, reject("the strategy changed nothing".into())));
     }
     if let Some(why) = refuses(patch) {
         return Ok((None, reject(format!("patch refused: it {why}"))));
     }
     progress(&format!(
-        "validating: apply the patch, run `{command}` {runs} times"
+        "validating: the change laid over the checkout, run `{command}` {runs} times"
     ));
-    let after = rerun(sandbox, repo, command, runs, Some(patch.as_bytes())).await?;
+    let after = rerun(sandbox, repo, command, runs, Some(changes)).await?;
     let evidence = Some(Evidence::from(&after));
-    let verdict = if let Some(err) = &after.apply_error {
-        reject(format!("patch does not apply: {err}"))
-    } else if after.failures() > 0 || after.runs.len() < runs {
+    let verdict = if after.failures() > 0 || after.runs.len() < runs {
         reject(format!(
             "the command still fails after the patch ({} of {runs} runs)",
             after.failures()
@@ -284,15 +310,4 @@ pub async fn check(
         Verdict::Fixed
     };
     Ok((evidence, verdict))
-}
-
-/// Validates a given patch (e.g. one that came from elsewhere) against the command.
-pub async fn validate_patch(
-    sandbox: &Sandbox,
-    repo: &Path,
-    command: &str,
-    patch: &str,
-    runs: usize,
-) -> Result<Reruns, SandboxError> {
-    rerun(sandbox, repo, command, runs, Some(patch.as_bytes())).await
 }

@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::changes::ChangeSet;
 use crate::sandbox::{Execution, Sandbox, SandboxError};
 
 const BEGIN: &str = "::selfheal-run-begin::";
 const END: &str = "::selfheal-run-end::";
-pub const APPLY_FAILED: &str = "::selfheal-apply-failed::";
 
 #[derive(Debug, Clone)]
 pub struct RunResult {
@@ -19,8 +19,6 @@ pub struct RunResult {
 #[derive(Debug, Clone)]
 pub struct Reruns {
     pub runs: Vec<RunResult>,
-    /// Set when a patch was given and did not apply; no run happened then.
-    pub apply_error: Option<String>,
     pub container: Execution,
     pub duration: Duration,
 }
@@ -43,42 +41,24 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Runs `command` `times` times (after applying `patch`, if any). Stops early only when the
-/// container itself is killed (timeout, memory).
+/// Runs `command` `times` times on the checkout with `changes` laid over it (if any). Stops
+/// early only when the container itself is killed (timeout, memory).
 pub async fn rerun(
     sandbox: &Sandbox,
     repo: &Path,
     command: &str,
     times: usize,
-    patch: Option<&[u8]>,
+    changes: Option<&ChangeSet>,
 ) -> Result<Reruns, SandboxError> {
     let mut script = String::from("git config --global --add safe.directory '*' 2>/dev/null\n");
-    if patch.is_some() {
-        script.push_str(&format!(
-            "git apply --whitespace=nowarn /work/patch.diff 2>/work/apply.err || {{ echo {APPLY_FAILED}; cat /work/apply.err; exit 97; }}\n"
-        ));
-    }
     script.push_str(&format!(
         "i=1\nwhile [ $i -le {times} ]; do\n  echo {BEGIN}$i\n  sh -c {} 2>&1\n  echo {END}$i:$?\n  i=$((i+1))\ndone\n",
         shell_quote(command)
     ));
-    let files: Vec<(&str, &[u8])> = patch.map(|p| vec![("patch.diff", p)]).unwrap_or_default();
-    let (container, _) = sandbox.run_with(repo, &files, &script, None).await?;
+    let (container, _) = sandbox.run_with(repo, changes, &[], &script, None).await?;
     let duration = container.duration;
-    if let Some(pos) = container.output.find(APPLY_FAILED) {
-        let reason = container.output[pos + APPLY_FAILED.len()..]
-            .trim()
-            .to_string();
-        return Ok(Reruns {
-            runs: Vec::new(),
-            apply_error: Some(reason),
-            container,
-            duration,
-        });
-    }
     Ok(Reruns {
         runs: split_runs(&container.output),
-        apply_error: None,
         container,
         duration,
     })

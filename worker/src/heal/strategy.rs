@@ -1,12 +1,13 @@
-//! Deterministic patch strategies, chosen per class and tool. Each produces a unified diff by
-//! running the project's own tool in the sandbox and asking git what changed.
+//! Deterministic patch strategies, chosen per class and tool. Each runs the project's own tool
+//! in the sandbox and brings back the files it changed, checked on this side.
 
 use std::path::Path;
 
 use serde::Serialize;
 
+use crate::changes::{ChangeSet, Refused, CAPTURE};
 use crate::diagnose::{Class, Diagnosis};
-use crate::sandbox::{Sandbox, SandboxError};
+use crate::sandbox::{Execution, Sandbox, SandboxError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,38 +77,76 @@ if [ ! -d .git ]; then git init -q .; fi
 git add -A >/dev/null 2>&1 && git commit -qm 'selfheal baseline' --allow-empty --no-verify >/dev/null 2>&1
 ";
 
-/// Runs `fixer` on a copy of the repository and returns the diff it made (empty: no change).
+/// What a strategy made: the checked change, or why what the sandbox handed back is refused.
+pub type Made = Result<ChangeSet, Refused>;
+
+/// Runs `script` on a copy of the repository, then brings back what it changed as a
+/// [`ChangeSet`] checked against the checkout at `repo` (see [`crate::changes`]).
+async fn capture_after(
+    sandbox: &Sandbox,
+    repo: &Path,
+    script: &str,
+    files: &[(&str, &[u8])],
+) -> Result<(Made, Execution), SandboxError> {
+    let script = format!("{script}\n{CAPTURE}");
+    let (run, archive) = sandbox
+        .run_with(repo, None, files, &script, Some("changes.tar"))
+        .await?;
+    let made = match archive {
+        Some(bytes) => ChangeSet::from_capture(&bytes, repo),
+        None => Err(Refused::Unreadable(format!(
+            "the sandbox wrote no account of the change (exit code {})",
+            run.exit_code
+        ))),
+    };
+    Ok((made, run))
+}
+
+/// Runs `fixer` on a copy of the repository and returns the change it made, and its output.
 pub async fn run_fixer(
     sandbox: &Sandbox,
     repo: &Path,
     fixer: &str,
-) -> Result<(String, String), SandboxError> {
-    let script = format!("{BASELINE}{fixer} 2>&1; git add -A && git diff --cached --binary HEAD > /work/patch.diff\n");
-    let (run, diff) = sandbox.run(repo, &script, Some("patch.diff")).await?;
-    Ok((
-        String::from_utf8_lossy(&diff.unwrap_or_default()).into_owned(),
-        run.output,
-    ))
+) -> Result<(Made, String), SandboxError> {
+    let script = format!("{BASELINE}{fixer} 2>&1\n");
+    let (made, run) = capture_after(sandbox, repo, &script, &[]).await?;
+    Ok((made, run.output))
 }
 
-/// Reverts HEAD on a copy of the repository; returns the revert's diff, or why it does not
+/// Reverts HEAD on a copy of the repository; returns the revert's change, or why it does not
 /// revert cleanly.
 pub async fn revert_head(
     sandbox: &Sandbox,
     repo: &Path,
-) -> Result<Result<String, String>, SandboxError> {
+) -> Result<Result<Made, String>, SandboxError> {
     let script = "git config --global --add safe.directory '*' 2>/dev/null
 git config --global user.email selfheal@localhost; git config --global user.name selfheal
 git rev-parse --verify -q HEAD~1 >/dev/null || { echo 'no parent commit to go back to'; exit 3; }
 git diff --quiet HEAD || { echo 'the work tree has uncommitted changes'; exit 3; }
 git revert --no-commit HEAD 2>&1 || { echo 'does not revert cleanly'; exit 4; }
-git diff --cached --binary HEAD > /work/patch.diff
 ";
-    let (run, diff) = sandbox.run(repo, script, Some("patch.diff")).await?;
+    let (made, run) = capture_after(sandbox, repo, script, &[]).await?;
     if run.passed() {
-        Ok(Ok(
-            String::from_utf8_lossy(&diff.unwrap_or_default()).into_owned()
-        ))
+        Ok(Ok(made))
+    } else {
+        Ok(Err(run.output.trim().to_string()))
+    }
+}
+
+/// A unified diff from outside the sandbox (a person, a model), applied by `git apply` on a
+/// copy of the repository and brought back as a checked change; or why it does not apply.
+pub async fn apply_diff(
+    sandbox: &Sandbox,
+    repo: &Path,
+    diff: &str,
+) -> Result<Result<Made, String>, SandboxError> {
+    let script = format!(
+        "{BASELINE}git apply --whitespace=nowarn /work/patch.diff 2>&1 || {{ echo 'patch does not apply'; exit 4; }}\n"
+    );
+    let (made, run) =
+        capture_after(sandbox, repo, &script, &[("patch.diff", diff.as_bytes())]).await?;
+    if run.passed() {
+        Ok(Ok(made))
     } else {
         Ok(Err(run.output.trim().to_string()))
     }

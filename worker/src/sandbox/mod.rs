@@ -21,6 +21,8 @@ use futures::StreamExt;
 
 pub use image::{ensure_image, image_tag};
 
+use crate::changes::ChangeSet;
+
 pub const LABEL: &str = "dev.selfheal.sandbox";
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ pub enum SandboxError {
     Io(#[from] std::io::Error),
     #[error("building the sandbox image failed: {0}")]
     Image(String),
+    #[error("refused: {0}")]
+    TooLarge(String),
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +84,8 @@ pub struct Sandbox {
 }
 
 const OUTPUT_CAP: usize = 256 * 1024;
+/// A file brought back from a container (a capture of changed files) is at most this big.
+const COLLECT_CAP: usize = crate::changes::MAX_CAPTURE_BYTES + 1024 * 1024;
 
 impl Sandbox {
     /// Connects (negotiating the API version: Debian's dockerd speaks older ones than
@@ -196,13 +202,15 @@ impl Sandbox {
         script: &str,
         collect: Option<&str>,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
-        self.run_with(repo, &[], script, collect).await
+        self.run_with(repo, None, &[], script, collect).await
     }
 
-    /// Like [`Sandbox::run`], with extra files (e.g. a patch) placed under `/work`.
+    /// Like [`Sandbox::run`], with `overlay` laid over the checkout (changed files replaced,
+    /// deleted ones left out) and extra files (e.g. a patch) placed under `/work`.
     pub async fn run_with(
         &self,
         repo: &Path,
+        overlay: Option<&ChangeSet>,
         files: &[(&str, &[u8])],
         script: &str,
         collect: Option<&str>,
@@ -227,7 +235,14 @@ impl Sandbox {
             name: name.clone(),
         };
         let result = self
-            .run_in(&name, labels, repo, files, script, collect)
+            .run_in(
+                &name,
+                labels,
+                repo,
+                work_archive(repo, overlay, files)?,
+                script,
+                collect,
+            )
             .await;
         guard.remove().await;
         result
@@ -238,7 +253,7 @@ impl Sandbox {
         name: &str,
         labels: HashMap<String, String>,
         repo: &Path,
-        files: &[(&str, &[u8])],
+        archive: Vec<u8>,
         script: &str,
         collect: Option<&str>,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
@@ -298,7 +313,6 @@ impl Sandbox {
                 body,
             )
             .await?;
-        let archive = work_archive(repo, files)?;
         self.docker
             .upload_to_container(
                 name,
@@ -403,10 +417,18 @@ impl Sandbox {
                     .build(),
             ),
         );
+        // Whatever the container left there is the repository's code's doing: bounded.
         let mut tarball = Vec::new();
         while let Some(chunk) = stream.next().await {
             match chunk {
-                Ok(bytes) => tarball.extend_from_slice(&bytes),
+                Ok(bytes) => {
+                    tarball.extend_from_slice(&bytes);
+                    if tarball.len() > COLLECT_CAP {
+                        return Err(SandboxError::TooLarge(format!(
+                            "{path} in the sandbox is over {COLLECT_CAP} bytes"
+                        )));
+                    }
+                }
                 // The file was not written: nothing to bring back.
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
@@ -419,7 +441,10 @@ impl Sandbox {
             let mut entry = entry?;
             if entry.header().entry_type().is_file() {
                 let mut data = Vec::new();
-                std::io::Read::read_to_end(&mut entry, &mut data)?;
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(&mut entry, COLLECT_CAP as u64),
+                    &mut data,
+                )?;
                 return Ok(Some(data));
             }
         }
@@ -456,24 +481,41 @@ impl Cleanup {
     }
 }
 
-/// `repo/…` and the extra files as a tar archive, for upload into the work volume.
-/// Build output (`target/`) stays behind: the sandbox builds from source.
-fn work_archive(repo: &Path, files: &[(&str, &[u8])]) -> Result<Vec<u8>, std::io::Error> {
+/// `repo/…` with `overlay` laid over it, and the extra files, as a tar archive for upload
+/// into the work volume. Build output (`target/`) stays behind: the sandbox builds from source.
+fn work_archive(
+    repo: &Path,
+    overlay: Option<&ChangeSet>,
+    files: &[(&str, &[u8])],
+) -> Result<Vec<u8>, std::io::Error> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
     builder.append_dir("repo", repo)?;
-    for entry in std::fs::read_dir(repo)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name == "target" || name == "node_modules" || name == "__pycache__" {
+    let replaced: std::collections::HashSet<PathBuf> = overlay
+        .map(|o| o.paths().map(PathBuf::from).collect())
+        .unwrap_or_default();
+    append_tree(&mut builder, repo, Path::new(""), &replaced)?;
+    for change in overlay.map(|o| o.files.as_slice()).unwrap_or_default() {
+        let Some(content) = &change.content else {
             continue;
+        };
+        // Paths were checked when the change set was made: relative, normal, not in .git.
+        let path = Path::new("repo").join(&change.path);
+        let mut ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
+        ancestors.reverse();
+        for dir in ancestors.into_iter().filter(|d| d.components().count() > 1) {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            header.set_cksum();
+            builder.append_data(&mut header, dir, std::io::empty())?;
         }
-        let path = Path::new("repo").join(&name);
-        if entry.file_type()?.is_dir() {
-            builder.append_dir_all(&path, entry.path())?;
-        } else {
-            builder.append_path_with_name(entry.path(), &path)?;
-        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(if change.executable { 0o755 } else { 0o644 });
+        header.set_cksum();
+        builder.append_data(&mut header, &path, content.as_slice())?;
     }
     for (name, data) in files {
         let mut header = tar::Header::new_gnu();
@@ -483,6 +525,37 @@ fn work_archive(repo: &Path, files: &[(&str, &[u8])]) -> Result<Vec<u8>, std::io
         builder.append_data(&mut header, name, *data)?;
     }
     builder.into_inner()
+}
+
+/// Appends `root/rel` to the archive under `repo/rel`, leaving out build output at the top
+/// and the paths the overlay replaces or deletes.
+fn append_tree(
+    builder: &mut tar::Builder<Vec<u8>>,
+    root: &Path,
+    rel: &Path,
+    replaced: &std::collections::HashSet<PathBuf>,
+) -> Result<(), std::io::Error> {
+    for entry in std::fs::read_dir(root.join(rel))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if rel.as_os_str().is_empty()
+            && (name == "target" || name == "node_modules" || name == "__pycache__")
+        {
+            continue;
+        }
+        let inner = rel.join(&name);
+        if replaced.contains(&inner) {
+            continue;
+        }
+        let path = Path::new("repo").join(&inner);
+        if entry.file_type()?.is_dir() {
+            builder.append_dir(&path, entry.path())?;
+            append_tree(builder, root, &inner, replaced)?;
+        } else {
+            builder.append_path_with_name(entry.path(), &path)?;
+        }
+    }
+    Ok(())
 }
 
 /// The host's Rust toolchain (its sysroot), shared read-only with the sandbox.

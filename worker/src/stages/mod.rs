@@ -12,6 +12,7 @@ mod diagnose;
 mod download;
 pub(crate) mod merge;
 mod patch;
+pub(crate) mod pr_state;
 pub(crate) mod repo_config;
 mod report;
 mod triage;

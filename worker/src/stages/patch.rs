@@ -51,14 +51,21 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     .await?;
     let (verdict, reason) = verdict_name(&report.verdict);
     let evidence = serde_json::to_value(&report.before).unwrap_or_default();
+    let changes = report
+        .changes
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| StageError::Permanent(format!("cannot record the change: {e}")))?;
     let client = ctx.pool.get().await?;
     client
         .execute(
-            "INSERT INTO patches (run_id, strategy, diff, class, verdict, reason, evidence)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO patches (run_id, strategy, diff, class, verdict, reason, evidence, changes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (run_id) DO UPDATE SET strategy = EXCLUDED.strategy, diff = EXCLUDED.diff, class = EXCLUDED.class,
-               verdict = EXCLUDED.verdict, reason = EXCLUDED.reason, evidence = EXCLUDED.evidence, created_at = now()",
-            &[&run.id, &report.strategy.as_str(), &report.patch, &report.diagnosis.class.as_str(), &verdict, &reason, &evidence],
+               verdict = EXCLUDED.verdict, reason = EXCLUDED.reason, evidence = EXCLUDED.evidence,
+               changes = EXCLUDED.changes, created_at = now()",
+            &[&run.id, &report.strategy.as_str(), &report.patch, &report.diagnosis.class.as_str(), &verdict, &reason, &evidence, &changes],
         )
         .await?;
     let runs = format!(

@@ -77,8 +77,14 @@ fn default_max_diff_lines() -> usize {
     500
 }
 
+/// What selfheal never touches unless told otherwise: all of `.github/` (workflows, actions,
+/// CODEOWNERS, selfheal's own config) and the other places CODEOWNERS may live.
 fn default_protected_paths() -> Vec<String> {
-    vec![".github/workflows/".into()]
+    vec![
+        ".github/".into(),
+        "CODEOWNERS".into(),
+        "docs/CODEOWNERS".into(),
+    ]
 }
 
 impl Default for RepoConfig {
@@ -116,22 +122,55 @@ impl Defaults {
         };
         let defaults = Defaults(mapping);
         // The same rules as a repository's file: a typo here would silently apply everywhere.
-        parse_with_defaults(&defaults, "")?;
+        parse_keys(&defaults.0, &serde_yaml_ng::Value::Null)?;
         Ok(defaults)
     }
 }
 
-/// The repository's file over the org-wide defaults, key by key.
+/// The repository's file over the org-wide defaults. Keys of taste (reviewers, merge method)
+/// are the repository's to choose; keys of safety are floors it can tighten but not loosen,
+/// since whoever can push to the repository can edit its file: protected paths are the union,
+/// limits the minimum, auto-merge classes and enabled classes the intersection, and dry run
+/// holds if either says so. Without a defaults file, selfheal's own defaults are the floor.
 pub fn parse_with_defaults(defaults: &Defaults, text: &str) -> Result<RepoConfig, String> {
-    let own: serde_yaml_ng::Value = if text.trim().is_empty() {
-        serde_yaml_ng::Value::Null
-    } else {
-        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?
+    let floor = parse_keys(&defaults.0, &serde_yaml_ng::Value::Null)?;
+    let mut c = parse_keys(&defaults.0, &parse_yaml(text)?)?;
+    for p in floor.protected_paths {
+        if !c.protected_paths.contains(&p) {
+            c.protected_paths.push(p);
+        }
+    }
+    c.max_diff_lines = c.max_diff_lines.min(floor.max_diff_lines);
+    c.max_attempts = c.max_attempts.min(floor.max_attempts);
+    c.auto_merge_classes
+        .retain(|class| floor.auto_merge_classes.contains(class));
+    c.enabled_classes = match (c.enabled_classes, floor.enabled_classes) {
+        (Some(own), Some(allowed)) => {
+            Some(own.into_iter().filter(|x| allowed.contains(x)).collect())
+        }
+        (own, allowed) => own.or(allowed),
     };
-    let mut merged = defaults.0.clone();
+    c.dry_run |= floor.dry_run;
+    Ok(c)
+}
+
+fn parse_yaml(text: &str) -> Result<serde_yaml_ng::Value, String> {
+    if text.trim().is_empty() {
+        Ok(serde_yaml_ng::Value::Null)
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// The repository's keys over the defaults' keys, key by key.
+fn parse_keys(
+    defaults: &serde_yaml_ng::Mapping,
+    own: &serde_yaml_ng::Value,
+) -> Result<RepoConfig, String> {
+    let mut merged = defaults.clone();
     match own {
         serde_yaml_ng::Value::Null => {}
-        serde_yaml_ng::Value::Mapping(m) => merged.extend(m),
+        serde_yaml_ng::Value::Mapping(m) => merged.extend(m.clone()),
         _ => return Err("expected a mapping of keys, e.g. `max_diff_lines: 200`".into()),
     }
     serde_path_to_error::deserialize(serde_yaml_ng::Value::Mapping(merged)).map_err(|e| {
@@ -289,6 +328,43 @@ mod tests {
             .unwrap_err()
             .contains("fast-forward"));
         assert!(parse("- a\n- b\n").is_err());
+    }
+
+    #[test]
+    fn org_defaults_are_floors_a_repository_cannot_loosen() {
+        let defaults = Defaults::parse(
+            "protected_paths: [infra/]\nmax_diff_lines: 100\nmax_attempts: 2\nauto_merge_classes: [format]\nenabled_classes: [format, lint]\ndry_run: true\n",
+        )
+        .unwrap();
+        let c = parse_with_defaults(
+            &defaults,
+            "protected_paths: []\nmax_diff_lines: 100000\nmax_attempts: 50\nauto_merge_classes: [format, lint, test]\nenabled_classes: [format, test]\ndry_run: false\n",
+        )
+        .unwrap();
+        assert_eq!(c.protected_paths, vec!["infra/"]);
+        assert_eq!((c.max_diff_lines, c.max_attempts), (100, 2));
+        assert_eq!(c.auto_merge_classes, vec![Class::Format]);
+        assert_eq!(c.enabled_classes, Some(vec![Class::Format]));
+        assert!(c.dry_run);
+        // Tightening is the repository's right.
+        let c = parse_with_defaults(&defaults, "max_diff_lines: 10\nprotected_paths: [src/]\n")
+            .unwrap();
+        assert_eq!(c.max_diff_lines, 10);
+        assert_eq!(c.protected_paths, vec!["src/", "infra/"]);
+        // With no defaults file, selfheal's own defaults are the floor.
+        let c = parse("protected_paths: []\nauto_merge_classes: [test]\n").unwrap();
+        assert!(c.protected_paths.contains(&".github/".to_string()));
+        assert!(c.protected_paths.contains(&"CODEOWNERS".to_string()));
+        assert!(c.auto_merge_classes.is_empty());
+        assert!(c
+            .refuses(
+                Class::Format,
+                Some(
+                    "--- a/.github/selfheal.yml\n+++ b/.github/selfheal.yml\n@@ -1 +1 @@\n-a\n+b\n"
+                )
+            )
+            .unwrap()
+            .contains("protected path .github/"));
     }
 
     #[test]

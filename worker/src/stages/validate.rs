@@ -6,6 +6,7 @@ use selfheal_shared::runs::{Outcome, Run};
 use super::checkout::checkout;
 use super::patch::verdict_name;
 use super::{StageError, StageReport};
+use crate::changes::ChangeSet;
 use crate::heal::{self, Verdict};
 use crate::WorkerContext;
 
@@ -13,7 +14,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     let client = ctx.pool.get().await?;
     let row = client
         .query_one(
-            "SELECT p.verdict, p.diff, d.command FROM patches p JOIN diagnoses d ON d.run_id = p.run_id WHERE p.run_id = $1",
+            "SELECT p.verdict, p.diff, d.command, p.changes FROM patches p JOIN diagnoses d ON d.run_id = p.run_id WHERE p.run_id = $1",
             &[&run.id],
         )
         .await?;
@@ -27,12 +28,19 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     }
     let diff: String = row.get::<_, Option<String>>(1).unwrap_or_default();
     let command: String = row.get::<_, Option<String>>(2).unwrap_or_default();
+    let changes: ChangeSet = row
+        .get::<_, Option<serde_json::Value>>(3)
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| StageError::Permanent(format!("the recorded change is unreadable: {e}")))?
+        .unwrap_or_default();
     let sandbox = ctx.sandbox().await?;
     let work = checkout(ctx, run).await?;
     let (evidence, verdict) = heal::check(
         sandbox,
         work.path(),
         &command,
+        &changes,
         &diff,
         ctx.heal.validate_runs,
         &|msg| tracing::info!("{msg}"),

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::download::api_error;
 use super::repo_config::{self, RepoConfig};
 use super::report::comment;
-use super::{StageError, StageReport};
+use super::{pr_state, StageError, StageReport};
 use crate::diagnose::Class;
 use crate::policy::{self, MergeInput};
 use crate::WorkerContext;
@@ -381,102 +381,59 @@ async fn fix_passed(
             json!([]),
         ));
     }
-    // A workflow that has not created its check runs yet shows only here: without this, the
-    // first workflow to finish could see "all green" and merge early.
-    let workflows: Value = crab
-        .get(
-            format!("/repos/{repo}/actions/runs"),
-            Some(&[("head_sha", head), ("per_page", "100")]),
-        )
-        .await
-        .map_err(|e| api_error(e, "the fix's workflow runs"))?;
-    let running: Vec<&str> = workflows["workflow_runs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|r| r["status"] != "completed")
-                .filter_map(|r| r["name"].as_str())
-                .collect()
-        })
-        .unwrap_or_default();
-    if !running.is_empty() {
+    // Anyone with write access can push to selfheal's branch: only selfheal's own last
+    // commit is merged by policy. Anything else is for people to review.
+    let ours = pr_state::last_pushed(&**ctx.pool.get().await?, run.incident_id).await?;
+    if ours.as_deref() != Some(head) {
         return Ok((
-            Verdict::Wait,
+            Verdict::Hold,
             format!(
-                "{} of the fix's workflow runs still going ({}); the last to finish decides",
-                running.len(),
-                running.join(", ")
+                "PR #{number}'s head {} is not the commit selfheal pushed ({}): someone else pushed to the branch, so it is left for review",
+                &head[..head.len().min(7)],
+                ours.as_deref().map_or("none", |s| &s[..s.len().min(7)])
             ),
             json!([]),
         ));
     }
-    let listing: Value = crab
-        .get(
-            format!("/repos/{repo}/commits/{head}/check-runs"),
-            Some(&[("per_page", "100")]),
-        )
-        .await
-        .map_err(|e| api_error(e, "the fix's check runs"))?;
-    let mut checks: Vec<Value> = listing["check_runs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|c| json!({"name": c["name"], "status": c["status"], "conclusion": c["conclusion"]}))
-                .collect()
-        })
-        .unwrap_or_default();
-    // CI that reports commit statuses (not check runs) counts the same way.
-    let combined: Value = crab
-        .get(format!("/repos/{repo}/commits/{head}/status"), None::<&()>)
-        .await
-        .map_err(|e| api_error(e, "the fix's commit statuses"))?;
-    for st in combined["statuses"].as_array().into_iter().flatten() {
-        let (status, conclusion) = match st["state"].as_str() {
-            Some("success") => ("completed", "success"),
-            Some("pending") => ("in_progress", ""),
-            _ => ("completed", "failure"),
-        };
-        checks.push(json!({"name": st["context"], "status": status,
-            "conclusion": if conclusion.is_empty() { Value::Null } else { Value::from(conclusion) }}));
+    let checks = pr_state::checks_on(&crab, repo, head).await?;
+    if !checks.running_workflows.is_empty() {
+        return Ok((
+            Verdict::Wait,
+            format!(
+                "{} of the fix's workflow runs still going ({}); the last to finish decides",
+                checks.running_workflows.len(),
+                checks.running_workflows.join(", ")
+            ),
+            json!([]),
+        ));
     }
-    let pending: Vec<&str> = checks
-        .iter()
-        .filter(|c| c["status"] != "completed")
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let pending = checks.pending();
     if !pending.is_empty() {
         let reason = format!(
             "{} of the fix's checks still running ({}); the last to finish decides",
             pending.len(),
             pending.join(", ")
         );
-        return Ok((Verdict::Wait, reason, Value::Array(checks)));
+        return Ok((Verdict::Wait, reason, Value::Array(checks.all.clone())));
     }
-    let failed: Vec<&str> = checks
-        .iter()
-        .filter(|c| {
-            !matches!(
-                c["conclusion"].as_str(),
-                Some("success" | "neutral" | "skipped")
-            )
-        })
-        .filter_map(|c| c["name"].as_str())
-        .collect();
-    let green = failed.is_empty() && !checks.is_empty();
+    let failed = checks.failed();
+    let green = checks.green();
     let config = match repo_config::load(ctx, &crab, repo).await? {
         Ok(c) => c,
         Err(problem) => {
             return Ok((
                 Verdict::Hold,
                 format!("{} is invalid ({problem})", repo_config::PATH),
-                Value::Array(checks),
+                Value::Array(checks.all.clone()),
             ))
         }
     };
-    let (allow, reasons, source) = merge_decision(ctx, run, green, &config).await?;
+    // The policy judges what the PR holds now, as GitHub shows it, not what selfheal recorded.
+    let files = pr_state::pr_files(&crab, repo, number).await?;
+    let (allow, reasons, source) = merge_decision(ctx, run, green, &config, &files).await?;
     let summary = if green {
-        format!("all {} checks green", checks.len())
-    } else if checks.is_empty() {
+        format!("all {} checks green", checks.all.len())
+    } else if checks.all.is_empty() {
         "no checks reported".to_string()
     } else {
         format!("checks failed: {}", failed.join(", "))
@@ -485,7 +442,7 @@ async fn fix_passed(
         (
             Verdict::Merge,
             format!("{summary}; merge allowed by {source}"),
-            Value::Array(checks),
+            Value::Array(checks.all.clone()),
         )
     } else {
         (
@@ -494,41 +451,40 @@ async fn fix_passed(
                 "{summary}; merge denied by {source}: {}",
                 reasons.join("; ")
             ),
-            Value::Array(checks),
+            Value::Array(checks.all.clone()),
         )
     })
 }
 
-/// Evaluates the merge policy over everything selfheal pushed for the incident, and records
-/// the decision on the delivery.
+/// Evaluates the merge policy over the pull request's own files, and records the decision
+/// on the delivery.
 async fn merge_decision(
     ctx: &WorkerContext,
     run: &Run,
     checks_green: bool,
     config: &RepoConfig,
+    files: &[pr_state::PrFile],
 ) -> Result<(bool, Vec<String>, String), StageError> {
     let client = ctx.pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT p.class, p.diff FROM fix_attempts a JOIN patches p ON p.run_id = a.run_id
-             WHERE a.incident_id = $1 ORDER BY a.attempt",
+    // The incident's class is its first fix's; later attempts fix the fix.
+    let class = client
+        .query_opt(
+            "SELECT p.class FROM fix_attempts a JOIN patches p ON p.run_id = a.run_id
+             WHERE a.incident_id = $1 ORDER BY a.attempt LIMIT 1",
             &[&run.incident_id],
         )
-        .await?;
-    // The incident's class is its first fix's; later attempts fix the fix.
-    let class = rows
-        .first()
+        .await?
         .map(|r| r.get::<_, String>(0))
         .unwrap_or_else(|| "unknown".into());
-    let diff: String = rows
-        .iter()
-        .filter_map(|r| r.get::<_, Option<String>>(1))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let diff = pr_state::as_diff(files);
     let input = MergeInput {
         class,
-        diff_lines: repo_config::changed_lines(&diff),
-        touched_paths: repo_config::touched_paths(&diff),
+        diff_lines: files
+            .iter()
+            .map(|f| (f.additions + f.deletions).max(0) as usize)
+            .sum(),
+        touched_paths: pr_state::touched_paths(files),
+        unreadable_paths: pr_state::unreadable_paths(files),
         protected_paths: config.protected_paths.clone(),
         max_diff_lines: config.max_diff_lines,
         auto_merge_classes: config

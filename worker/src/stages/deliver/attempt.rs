@@ -4,6 +4,7 @@ use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
 
 use super::commit::make_commit;
+use crate::changes::ChangeSet;
 use crate::stages::download::api_error;
 use crate::stages::report::comment;
 use crate::stages::{StageError, StageReport};
@@ -16,7 +17,7 @@ pub async fn push(
     run: &Run,
     strategy: &str,
     class: &str,
-    diff: &str,
+    changes: &ChangeSet,
 ) -> Result<StageReport, StageError> {
     let client = ctx.pool.get().await?;
     client
@@ -50,10 +51,9 @@ pub async fn push(
         Some(sha) => sha,
         None => {
             let sha = make_commit(
-                ctx,
                 &crab,
                 run,
-                diff,
+                changes,
                 &format!(
                     "selfheal: fix {class} failure of the fix ({strategy}), attempt {attempt}"
                 ),

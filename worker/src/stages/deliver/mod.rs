@@ -16,6 +16,7 @@ use super::download::api_error;
 use super::report::check_run;
 use super::verify::{self, Verdict};
 use super::{merge, StageError, StageReport};
+use crate::changes::ChangeSet;
 use crate::WorkerContext;
 
 /// Reruns per incident before selfheal stops asking GitHub for another.
@@ -45,19 +46,29 @@ async fn deliver_fix(ctx: &WorkerContext, run: &Run) -> Result<StageReport, Stag
         .get()
         .await?
         .query_one(
-            "SELECT verdict, strategy, class, diff, evidence FROM patches WHERE run_id = $1",
+            "SELECT verdict, strategy, class, changes, evidence FROM patches WHERE run_id = $1",
             &[&run.id],
         )
         .await?;
     let verdict: String = row.get(0);
     let strategy: String = row.get(1);
     let class: String = row.get(2);
-    let diff: Option<String> = row.get(3);
-    let diff = diff.as_deref().unwrap_or_default();
-    match (verdict.as_str(), run.fix_branch.is_some()) {
-        ("flaky" | "rerun", _) => rerun(ctx, run).await,
-        (_, true) => attempt::push(ctx, run, &strategy, &class, diff).await,
-        (_, false) => pull_request::open(ctx, run, &strategy, &class, diff, &row.get(4)).await,
+    if matches!(verdict.as_str(), "flaky" | "rerun") {
+        return rerun(ctx, run).await;
+    }
+    // The change validation laid over the checkout, and nothing else, is what is committed.
+    let changes: ChangeSet = row
+        .get::<_, Option<Value>>(3)
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| StageError::Permanent(format!("the recorded change is unreadable: {e}")))?
+        .ok_or_else(|| {
+            StageError::Permanent("no change was recorded with the validated patch".into())
+        })?;
+    if run.fix_branch.is_some() {
+        attempt::push(ctx, run, &strategy, &class, &changes).await
+    } else {
+        pull_request::open(ctx, run, &strategy, &class, &changes, &row.get(4)).await
     }
 }
 

@@ -5,6 +5,7 @@ use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
 
 use super::commit::make_commit;
+use crate::changes::ChangeSet;
 use crate::stages::download::{api_error, status_of};
 use crate::stages::repo_config;
 use crate::stages::{StageError, StageReport};
@@ -23,7 +24,7 @@ pub async fn open(
     run: &Run,
     strategy: &str,
     class: &str,
-    diff: &str,
+    changes: &ChangeSet,
     evidence: &Value,
 ) -> Result<StageReport, StageError> {
     let client = ctx.pool.get().await?;
@@ -73,10 +74,9 @@ pub async fn open(
 
     if d.commit_sha.is_none() {
         let sha = make_commit(
-            ctx,
             &crab,
             run,
-            diff,
+            changes,
             &format!("selfheal: fix {class} failure ({strategy})"),
         )
         .await?;

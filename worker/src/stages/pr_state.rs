@@ -1,0 +1,255 @@
+//! What selfheal's pull request holds right now, read from GitHub when a merge is decided:
+//! its head, the files it changes and the checks on that head. A merge is judged on this, not
+//! on what selfheal recorded pushing, because anyone with write access can push to the branch.
+
+use octocrab::Octocrab;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::download::api_error;
+use super::StageError;
+
+/// One entry of `GET /repos/{owner}/{repo}/pulls/{n}/files`, the fields selfheal reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PrFile {
+    pub filename: String,
+    pub status: String,
+    pub additions: i64,
+    pub deletions: i64,
+    /// Absent for binary files and for diffs too large for GitHub to show.
+    #[serde(default)]
+    pub patch: Option<String>,
+    #[serde(default)]
+    pub previous_filename: Option<String>,
+}
+
+/// GitHub lists at most 3,000 files of a pull request, 100 a page.
+const PER_PAGE: usize = 100;
+const MAX_PAGES: usize = 30;
+
+/// Every file the pull request changes, all pages.
+pub async fn pr_files(crab: &Octocrab, repo: &str, number: i32) -> Result<Vec<PrFile>, StageError> {
+    let mut files = Vec::new();
+    for page in 1..=MAX_PAGES {
+        let batch: Vec<PrFile> = crab
+            .get(
+                format!("/repos/{repo}/pulls/{number}/files"),
+                Some(&[
+                    ("per_page", PER_PAGE.to_string()),
+                    ("page", page.to_string()),
+                ]),
+            )
+            .await
+            .map_err(|e| api_error(e, "the pull request's files"))?;
+        let last = batch.len() < PER_PAGE;
+        files.extend(batch);
+        if last {
+            return Ok(files);
+        }
+    }
+    Err(StageError::Permanent(format!(
+        "PR #{number} changes more than {} files",
+        PER_PAGE * MAX_PAGES
+    )))
+}
+
+/// The pull request's change as one unified diff, for the guard and the line count.
+pub fn as_diff(files: &[PrFile]) -> String {
+    let mut out = String::new();
+    for f in files {
+        let old = f.previous_filename.as_deref().unwrap_or(&f.filename);
+        let from = if f.status == "added" {
+            "/dev/null".to_string()
+        } else {
+            format!("a/{old}")
+        };
+        let to = if f.status == "removed" {
+            "/dev/null".to_string()
+        } else {
+            format!("b/{}", f.filename)
+        };
+        out.push_str(&format!(
+            "diff --git a/{old} b/{}\n--- {from}\n+++ {to}\n",
+            f.filename
+        ));
+        if let Some(patch) = &f.patch {
+            out.push_str(patch);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Every path the pull request touches, a rename's old name included.
+pub fn touched_paths(files: &[PrFile]) -> Vec<String> {
+    let mut paths: Vec<String> = files
+        .iter()
+        .flat_map(|f| std::iter::once(f.filename.clone()).chain(f.previous_filename.clone()))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Files whose change GitHub does not show (binary, or too large): nobody can judge them.
+pub fn unreadable_paths(files: &[PrFile]) -> Vec<String> {
+    files
+        .iter()
+        // A pure rename has no patch and needs none; anything else without one is opaque.
+        .filter(|f| f.patch.is_none() && !(f.status == "renamed" && f.additions + f.deletions == 0))
+        .map(|f| f.filename.clone())
+        .collect()
+}
+
+/// The last commit selfheal itself pushed for the incident (its first fix or a later attempt).
+pub async fn last_pushed(
+    client: &impl GenericClient,
+    incident: Uuid,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT commit_sha FROM fix_attempts
+             WHERE incident_id = $1 AND pushed_at IS NOT NULL AND commit_sha IS NOT NULL
+             ORDER BY attempt DESC LIMIT 1",
+            &[&incident],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// The checks on a commit: GitHub Actions workflow runs, check runs and commit statuses.
+#[derive(Debug, Clone)]
+pub struct Checks {
+    /// Workflow runs not completed yet (their check runs may not exist yet).
+    pub running_workflows: Vec<String>,
+    /// `{"name", "status", "conclusion"}` for every check run and commit status.
+    pub all: Vec<Value>,
+}
+
+impl Checks {
+    pub fn pending(&self) -> Vec<&str> {
+        self.all
+            .iter()
+            .filter(|c| c["status"] != "completed")
+            .filter_map(|c| c["name"].as_str())
+            .collect()
+    }
+
+    pub fn failed(&self) -> Vec<&str> {
+        self.all
+            .iter()
+            .filter(|c| c["status"] == "completed")
+            .filter(|c| {
+                !matches!(
+                    c["conclusion"].as_str(),
+                    Some("success" | "neutral" | "skipped")
+                )
+            })
+            .filter_map(|c| c["name"].as_str())
+            .collect()
+    }
+
+    /// Every check completed and passed, and there was at least one.
+    pub fn green(&self) -> bool {
+        self.running_workflows.is_empty()
+            && self.pending().is_empty()
+            && self.failed().is_empty()
+            && !self.all.is_empty()
+    }
+}
+
+pub async fn checks_on(crab: &Octocrab, repo: &str, head: &str) -> Result<Checks, StageError> {
+    // A workflow that has not created its check runs yet shows only here: without this, the
+    // first workflow to finish could see "all green" and merge early.
+    let workflows: Value = crab
+        .get(
+            format!("/repos/{repo}/actions/runs"),
+            Some(&[("head_sha", head), ("per_page", "100")]),
+        )
+        .await
+        .map_err(|e| api_error(e, "the fix's workflow runs"))?;
+    let running_workflows = workflows["workflow_runs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| r["status"] != "completed")
+                .filter_map(|r| r["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let listing: Value = crab
+        .get(
+            format!("/repos/{repo}/commits/{head}/check-runs"),
+            Some(&[("per_page", "100")]),
+        )
+        .await
+        .map_err(|e| api_error(e, "the fix's check runs"))?;
+    let mut all: Vec<Value> = listing["check_runs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| json!({"name": c["name"], "status": c["status"], "conclusion": c["conclusion"]}))
+                .collect()
+        })
+        .unwrap_or_default();
+    // CI that reports commit statuses (not check runs) counts the same way.
+    let combined: Value = crab
+        .get(format!("/repos/{repo}/commits/{head}/status"), None::<&()>)
+        .await
+        .map_err(|e| api_error(e, "the fix's commit statuses"))?;
+    for st in combined["statuses"].as_array().into_iter().flatten() {
+        let (status, conclusion) = match st["state"].as_str() {
+            Some("success") => ("completed", Value::from("success")),
+            Some("pending") => ("in_progress", Value::Null),
+            _ => ("completed", Value::from("failure")),
+        };
+        all.push(json!({"name": st["context"], "status": status, "conclusion": conclusion}));
+    }
+    Ok(Checks {
+        running_workflows,
+        all,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, status: &str, patch: Option<&str>) -> PrFile {
+        PrFile {
+            filename: name.into(),
+            status: status.into(),
+            additions: 1,
+            deletions: 1,
+            patch: patch.map(str::to_string),
+            previous_filename: None,
+        }
+    }
+
+    #[test]
+    fn reads_the_pull_requests_own_files() {
+        let files = vec![
+            file("src/lib.rs", "modified", Some("@@ -1 +1 @@\n-a\n+b")),
+            file("tests/it.rs", "removed", Some("@@ -1 +0,0 @@\n-#[test]")),
+            file("logo.png", "added", None),
+        ];
+        let diff = as_diff(&files);
+        assert!(
+            diff.contains("--- a/tests/it.rs\n+++ /dev/null\n"),
+            "{diff}"
+        );
+        assert!(
+            crate::heal::refuses(&diff).is_some(),
+            "a removed test shows"
+        );
+        assert_eq!(unreadable_paths(&files), ["logo.png"]);
+        let mut renamed = file("b.rs", "renamed", Some("@@ -1 +1 @@\n-a\n+b"));
+        renamed.previous_filename = Some(".github/workflows/ci.yml".into());
+        assert_eq!(
+            touched_paths(&[renamed]),
+            [".github/workflows/ci.yml", "b.rs"]
+        );
+    }
+}
