@@ -215,6 +215,8 @@ impl Sandbox {
         script: &str,
         collect: Option<&str>,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
+        // Built before anything exists in Docker, so a failure here leaves nothing behind.
+        let archive = work_archive(repo, overlay, files)?;
         let name = format!(
             "selfheal-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -235,14 +237,7 @@ impl Sandbox {
             name: name.clone(),
         };
         let result = self
-            .run_in(
-                &name,
-                labels,
-                repo,
-                work_archive(repo, overlay, files)?,
-                script,
-                collect,
-            )
+            .run_in(&name, labels, repo, archive, script, collect)
             .await;
         guard.remove().await;
         result
