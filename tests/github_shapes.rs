@@ -11,7 +11,16 @@ use support::*;
 
 fn openapi() -> Value {
     let path = fixtures_dir().join("github-openapi/rest-subset.json");
-    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // Operations the subset lacks, copied from the same OpenAPI description into this
+    // repository (tests/fixtures/github-openapi/SOURCE.md).
+    let own = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/github-openapi/pulls-files.json");
+    let extra: Value = serde_json::from_slice(&std::fs::read(&own).unwrap()).unwrap();
+    for (template, ops) in extra["paths"].as_object().unwrap() {
+        spec["paths"][template] = ops.clone();
+    }
+    spec
 }
 
 /// OpenAPI 3.0 says `nullable: true` where JSON Schema says `type: [T, "null"]`.
@@ -377,6 +386,11 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
         (
             format!("{repo}/collaborators/octocat/permission"),
             "/repos/{owner}/{repo}/collaborators/{username}/permission",
+            200,
+        ),
+        (
+            format!("{repo}/pulls/1/files?per_page=100&page=1"),
+            "/repos/{owner}/{repo}/pulls/{pull_number}/files",
             200,
         ),
     ] {
