@@ -550,3 +550,53 @@ async fn the_sandbox_container_of_a_sigkilled_worker_is_removed_by_the_next_work
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_job_that_keeps_killing_its_worker_is_stopped_with_the_reason() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // Triage hangs long enough for each worker to be killed in the middle of it, the way a
+    // job that runs its worker out of memory kills it.
+    env.standin.set_knobs(Knobs {
+        jobs_delay_ms: 120_000,
+        ..Knobs::default()
+    });
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1601, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    for attempt in 1..=3 {
+        let mut worker = env.spawn_worker(&format!("doomed-{attempt}"));
+        env.wait_until(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM stage_attempts WHERE run_id = '{run_id}'
+                 AND stage = 'triage' AND attempt = {attempt} AND outcome = 'running')"
+            ),
+            Duration::from_secs(60),
+        )
+        .await;
+        signal(&worker, Signal::SIGKILL);
+        worker.wait().unwrap();
+    }
+    let _last = env.spawn_worker("survivor");
+    assert_eq!(
+        env.wait_run(run_id, Duration::from_secs(60)).await,
+        "failed"
+    );
+    let reason: String = env
+        .db()
+        .await
+        .query_one("SELECT failure_reason FROM runs WHERE id = $1", &[&run_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        reason.starts_with("triage was abandoned 3 times"),
+        "{reason}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM stage_attempts WHERE outcome = 'running'")
+            .await,
+        0
+    );
+}

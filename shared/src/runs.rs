@@ -101,6 +101,21 @@ pub async fn abandon_stale(
         .await
 }
 
+/// Attempts of this stage that a dying worker left behind.
+pub async fn abandoned_attempts(
+    client: &impl GenericClient,
+    run_id: Uuid,
+    stage: Stage,
+) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND outcome = 'abandoned'",
+            &[&run_id, &stage.as_str()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Failed attempts so far: abandoned ones (a crash) do not use up the retry budget.
 pub async fn failed_attempts(
     client: &impl GenericClient,

@@ -50,11 +50,13 @@ impl Stage {
             // Talks to GitHub, which has bad minutes: more patience.
             Stage::Triage | Stage::Verify | Stage::Deliver => RetryPolicy {
                 max_attempts: 5,
+                max_abandoned: 3,
                 first_backoff: Duration::from_millis(500),
                 max_backoff: Duration::from_secs(30),
             },
             _ => RetryPolicy {
                 max_attempts: 3,
+                max_abandoned: 3,
                 first_backoff: Duration::from_millis(500),
                 max_backoff: Duration::from_secs(10),
             },
@@ -86,6 +88,9 @@ impl FromStr for Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
+    /// Attempts a worker may die in (killed, out of memory) before the stage is taken for a
+    /// job that kills its worker and the run is failed, rather than crash replicas for ever.
+    pub max_abandoned: u32,
     pub first_backoff: Duration,
     pub max_backoff: Duration,
 }

@@ -117,6 +117,16 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
         tracing::warn!("previous attempt was abandoned by a lost worker; resuming");
     }
     let policy = job.stage.retry_policy();
+    let abandoned = runs::abandoned_attempts(&client, run.id, job.stage).await?;
+    if abandoned >= i64::from(policy.max_abandoned) {
+        let reason = format!(
+            "{} was abandoned {abandoned} times: the worker running it died each time (killed, or out of memory), so it is not tried again",
+            job.stage
+        );
+        tracing::error!(%reason, "stopping a job that keeps killing its worker");
+        fail_run(ctx, &run, &reason).await?;
+        return Ok(());
+    }
     let mut backoffs = policy.backoffs();
     loop {
         let failed = runs::failed_attempts(&client, run.id, job.stage).await?;
