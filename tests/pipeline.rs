@@ -600,3 +600,45 @@ async fn a_job_that_keeps_killing_its_worker_is_stopped_with_the_reason() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_failed_download_never_records_the_presigned_url() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // The log's pre-signed URL points at a port nothing listens on: every download fails.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    env.standin.set_knobs(Knobs {
+        signed_url_base: Some(format!("http://127.0.0.1:{port}")),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1701, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run_id, Duration::from_secs(90)).await,
+        "failed"
+    );
+    let db = env.db().await;
+    let recorded: String = db
+        .query_one(
+            "SELECT coalesce(r.failure_reason, '') || ' ' || coalesce(string_agg(a.error, ' '), '')
+             FROM runs r LEFT JOIN stage_attempts a ON a.run_id = r.id WHERE r.id = $1 GROUP BY r.failure_reason",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        recorded.contains("log"),
+        "the failure is recorded: {recorded}"
+    );
+    assert!(!recorded.contains("urlSignature"), "{recorded}");
+    assert!(
+        !recorded.contains(&format!("127.0.0.1:{port}")),
+        "{recorded}"
+    );
+}

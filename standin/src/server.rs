@@ -81,6 +81,10 @@ pub struct Knobs {
     /// Lifetime of the installation tokens issued (default an hour, as GitHub's).
     #[serde(default)]
     pub token_ttl_secs: Option<i64>,
+    /// Where the pre-signed log URLs point (default: the stand-in itself). A dead address
+    /// shows whether a failed download reveals the URL's signature.
+    #[serde(default)]
+    pub signed_url_base: Option<String>,
 }
 
 /// The bundled example the default log belongs to.
@@ -543,10 +547,11 @@ async fn job_logs_redirect(
     if credential(&headers) != Credential::InstallationToken {
         return github_error(StatusCode::UNAUTHORIZED, "Requires authentication");
     }
-    let location = format!(
-        "{}/_standin/logs/{job_id}?urlSigningMethod=HMACV1&urlSignature=standin",
-        inner.base_url
-    );
+    let base = knobs(&inner)
+        .signed_url_base
+        .unwrap_or_else(|| inner.base_url.clone());
+    let location =
+        format!("{base}/_standin/logs/{job_id}?urlSigningMethod=HMACV1&urlSignature=standin");
     (StatusCode::FOUND, [("location", location)]).into_response()
 }
 

@@ -1,7 +1,13 @@
 //! The repository at the failing SHA, fetched with the installation token (the tarball
 //! endpoint) into a per-run work dir that is removed when dropped.
+//!
+//! The tarball is the repository's to shape, so it is bounded at every step: streamed to a
+//! file (never held in memory) up to a compressed size, and unpacked up to a total size and a
+//! number of entries (a gzip bomb or a million empty files stops here, with the reason).
+//! Only regular files and directories at normal relative paths are written; symlinks, hard
+//! links and device files are left out.
 
-use std::io::Read;
+use std::io::{Read, Seek, Write};
 use std::path::{Component, PathBuf};
 
 use selfheal_shared::runs::Run;
@@ -10,14 +16,28 @@ use super::download::download;
 use super::StageError;
 use crate::WorkerContext;
 
-const MAX_ARCHIVE_BYTES: usize = 512 * 1024 * 1024;
+/// Bounds on one checkout.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub archive_bytes: u64,
+    pub unpacked_bytes: u64,
+    pub entries: u64,
+}
+
+pub const CAPS: Caps = Caps {
+    archive_bytes: 512 * 1024 * 1024,
+    unpacked_bytes: 2 * 1024 * 1024 * 1024,
+    entries: 200_000,
+};
 
 pub async fn checkout(ctx: &WorkerContext, run: &Run) -> Result<tempfile::TempDir, StageError> {
     let crab = ctx
         .github
         .installation(run.installation_id, &run.repository_full_name)?;
     let what = format!("tarball of {}@{}", run.repository_full_name, run.head_sha);
-    let mut bytes = Vec::new();
+    let io = |e: std::io::Error| StageError::Transient(format!("spooling the tarball: {e}"));
+    let mut file = tempfile::tempfile().map_err(io)?;
+    let mut size: u64 = 0;
     download(
         ctx,
         &crab,
@@ -27,33 +47,41 @@ pub async fn checkout(ctx: &WorkerContext, run: &Run) -> Result<tempfile::TempDi
         ),
         &what,
         |chunk| {
-            bytes.extend_from_slice(chunk);
-            if bytes.len() > MAX_ARCHIVE_BYTES {
+            size += chunk.len() as u64;
+            if size > CAPS.archive_bytes {
                 return Err(StageError::Permanent(format!(
-                    "{what} is over {MAX_ARCHIVE_BYTES} bytes"
+                    "{what} is over {} bytes",
+                    CAPS.archive_bytes
                 )));
             }
-            Ok(())
+            file.write_all(chunk).map_err(io)
         },
     )
     .await?;
-    tokio::task::spawn_blocking(move || unpack(&bytes))
+    file.rewind().map_err(io)?;
+    tokio::task::spawn_blocking(move || unpack(std::io::BufReader::new(file), CAPS))
         .await
         .map_err(|e| StageError::Transient(format!("unpacking: {e}")))?
 }
 
 /// Unpacks GitHub's tarball without its top-level `<owner>-<repo>-<sha>/` directory.
-fn unpack(bytes: &[u8]) -> Result<tempfile::TempDir, StageError> {
+pub fn unpack(gz: impl Read, caps: Caps) -> Result<tempfile::TempDir, StageError> {
     let bad = |e: std::io::Error| {
         StageError::Permanent(format!("the repository tarball is unreadable: {e}"))
     };
+    let too_big = |what: String| StageError::Permanent(format!("the repository tarball {what}"));
     let dir = tempfile::Builder::new()
         .prefix("selfheal-run-")
         .tempdir()
         .map_err(|e| StageError::Transient(e.to_string()))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    let (mut entries, mut unpacked) = (0u64, 0u64);
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
+        entries += 1;
+        if entries > caps.entries {
+            return Err(too_big(format!("has over {} entries", caps.entries)));
+        }
         let path = entry.path().map_err(bad)?.into_owned();
         let inner: PathBuf = path.components().skip(1).collect();
         if inner.as_os_str().is_empty()
@@ -64,15 +92,24 @@ fn unpack(bytes: &[u8]) -> Result<tempfile::TempDir, StageError> {
             continue;
         }
         let target = dir.path().join(&inner);
-        if entry.header().entry_type().is_dir() {
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
             std::fs::create_dir_all(&target).map_err(bad)?;
-        } else if entry.header().entry_type().is_file() {
+        } else if kind.is_file() {
+            unpacked += entry.size();
+            if unpacked > caps.unpacked_bytes {
+                return Err(too_big(format!(
+                    "unpacks to over {} bytes",
+                    caps.unpacked_bytes
+                )));
+            }
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(bad)?;
             }
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).map_err(bad)?;
-            std::fs::write(&target, data).map_err(bad)?;
+            let mut out = std::fs::File::create(&target).map_err(bad)?;
+            // The header's size is the entry's; `take` holds it to that even so.
+            let size = entry.size();
+            std::io::copy(&mut entry.by_ref().take(size), &mut out).map_err(bad)?;
             #[cfg(unix)]
             if let Ok(mode) = entry.header().mode() {
                 use std::os::unix::fs::PermissionsExt;
@@ -84,4 +121,66 @@ fn unpack(bytes: &[u8]) -> Result<tempfile::TempDir, StageError> {
         }
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tarball(files: &[(&str, &[u8])], links: &[(&str, &str)]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("octo-repo-abc/{path}"), *data)
+                .unwrap();
+        }
+        for (path, target) in links {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_cksum();
+            b.append_link(&mut h, format!("octo-repo-abc/{path}"), target)
+                .unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    const SMALL: Caps = Caps {
+        archive_bytes: 1 << 20,
+        unpacked_bytes: 1000,
+        entries: 10,
+    };
+
+    #[test]
+    fn unpacks_files_and_leaves_links_out() {
+        let tgz = tarball(
+            &[("src/lib.rs", b"fn a() {}\n")],
+            &[("leak", "/etc/passwd")],
+        );
+        let dir = unpack(tgz.as_slice(), SMALL).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("src/lib.rs")).unwrap(),
+            "fn a() {}\n"
+        );
+        assert!(std::fs::symlink_metadata(dir.path().join("leak")).is_err());
+    }
+
+    #[test]
+    fn a_bomb_or_a_swarm_of_files_is_refused_with_the_reason() {
+        let big = vec![0u8; 4096];
+        let err = unpack(tarball(&[("zeros", &big)], &[]).as_slice(), SMALL)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unpacks to over 1000 bytes"), "{err}");
+        let names: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+        let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+        let err = unpack(tarball(&files, &[]).as_slice(), SMALL)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("over 10 entries"), "{err}");
+    }
 }

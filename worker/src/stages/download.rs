@@ -30,7 +30,8 @@ pub async fn download(
             .get(&location)
             .send()
             .await
-            .map_err(|e| StageError::Transient(format!("{what}: {e}")))?;
+            // The URL is pre-signed: it is a credential, and never reaches a log or a record.
+            .map_err(|e| StageError::Transient(format!("{what}: {}", e.without_url())))?;
         if !response.status().is_success() {
             return Err(GitHubError::Status {
                 status: response.status().as_u16(),
@@ -41,7 +42,7 @@ pub async fn download(
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| StageError::Transient(format!("{what}: {e}")))?
+            .map_err(|e| StageError::Transient(format!("{what}: {}", e.without_url())))?
         {
             sink(&chunk)?;
         }
