@@ -32,6 +32,10 @@ chroot "$work/rootfs" python3 -m pip install --quiet --break-system-packages --n
 : >"$work/rootfs/etc/resolv.conf"
 rm -rf "$work/rootfs/var/cache/apt/archives"/*.deb "$work/rootfs/root/.cache"
 mkdir -p "$work/rootfs/work" "$work/rootfs/opt/rust"
+# The repository's code runs as this unprivileged user, owner of /work and nothing else.
+echo 'sandbox:x:1000:1000:selfheal sandbox:/tmp:/bin/sh' >>"$work/rootfs/etc/passwd"
+echo 'sandbox:x:1000:' >>"$work/rootfs/etc/group"
+chown 1000:1000 "$work/rootfs/work"
 
 log "docker import as $tag"
 tar -C "$work/rootfs" -c . | docker import \

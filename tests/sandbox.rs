@@ -71,6 +71,27 @@ async fn the_root_is_read_only_and_the_work_dir_writable() {
 }
 
 #[tokio::test]
+async fn the_repositorys_code_runs_unprivileged_with_no_capabilities() {
+    let sb = sandbox(Limits::default()).await;
+    let dir = repo();
+    let (run, _) = sb
+        .run(
+            dir.path(),
+            "id -u; grep CapEff /proc/self/status; grep CapBnd /proc/self/status; \
+             touch /work/mine && echo work-writable; chown 0 hello.txt 2>&1 || echo no-chown",
+            None,
+        )
+        .await
+        .unwrap();
+    let out = &run.output;
+    assert!(out.lines().next() == Some("1000"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapBnd:\t0000000000000000"), "{out}");
+    assert!(out.contains("work-writable"), "{out}");
+    assert!(out.contains("no-chown"), "{out}");
+}
+
+#[tokio::test]
 async fn the_memory_limit_kills() {
     let sb = sandbox(Limits {
         memory_bytes: 64 << 20,

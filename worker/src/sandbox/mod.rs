@@ -3,27 +3,31 @@
 //! Rust toolchain mounted read-only, and the container and volume removed afterwards.
 //! Everything is labelled so that what a crashed worker left behind is swept at the next start.
 
+mod archive;
 mod image;
+mod owner;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    UploadToContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
 
 pub use image::{ensure_image, image_tag};
+pub use owner::LABEL;
+
+use archive::work_archive;
 
 use crate::changes::ChangeSet;
-
-pub const LABEL: &str = "dev.selfheal.sandbox";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -102,7 +106,7 @@ impl Sandbox {
             limits,
             rust_toolchain: host_rust_toolchain(),
         };
-        sandbox.sweep_orphans().await?;
+        owner::sweep(&sandbox.docker).await?;
         Ok(sandbox)
     }
 
@@ -123,75 +127,6 @@ impl Sandbox {
 
     pub fn docker(&self) -> &Docker {
         &self.docker
-    }
-
-    /// Removes every labelled container and volume not owned by a live process of ours.
-    pub async fn sweep_orphans(&self) -> Result<usize, SandboxError> {
-        let filters: HashMap<String, Vec<String>> =
-            HashMap::from([("label".into(), vec![LABEL.into()])]);
-        let containers = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await?;
-        let mut removed = 0;
-        for c in containers {
-            let owner = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(&format!("{LABEL}.pid")))
-                .and_then(|p| p.parse::<i32>().ok());
-            if owner.is_some_and(process_alive) {
-                continue;
-            }
-            if let Some(id) = c.id {
-                let _ = self
-                    .docker
-                    .remove_container(
-                        &id,
-                        Some(
-                            RemoveContainerOptionsBuilder::default()
-                                .force(true)
-                                .v(true)
-                                .build(),
-                        ),
-                    )
-                    .await;
-                removed += 1;
-            }
-        }
-        let volumes = self
-            .docker
-            .list_volumes(Some(
-                ListVolumesOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await?;
-        for v in volumes.volumes.unwrap_or_default() {
-            let owner = v
-                .labels
-                .get(&format!("{LABEL}.pid"))
-                .and_then(|p| p.parse::<i32>().ok());
-            if owner.is_some_and(process_alive) {
-                continue;
-            }
-            let _ = self
-                .docker
-                .remove_volume(
-                    &v.name,
-                    Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
-                )
-                .await;
-        }
-        if removed > 0 {
-            tracing::warn!(removed, "swept sandbox containers left by a crashed run");
-        }
-        Ok(removed)
     }
 
     /// Copies `repo` to `/work/repo` in a fresh container and runs `script` there with `sh`.
@@ -221,10 +156,7 @@ impl Sandbox {
             "selfheal-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        let labels: HashMap<String, String> = HashMap::from([
-            (LABEL.to_string(), "1".to_string()),
-            (format!("{LABEL}.pid"), std::process::id().to_string()),
-        ]);
+        let labels = owner::labels(self.limits.timeout);
         self.docker
             .create_volume(VolumeCreateRequest {
                 name: Some(name.clone()),
@@ -279,9 +211,18 @@ impl Sandbox {
                 "rw,exec,nosuid,size=512m".to_string(),
             )])),
             mounts: Some(mounts),
+            // Not root, and no capability at all: the repository's code owns its work tree and
+            // nothing else.
             cap_drop: Some(vec!["ALL".into()]),
-            cap_add: Some(vec!["CHOWN".into(), "DAC_OVERRIDE".into(), "FOWNER".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
+            // What the repository's code prints is kept on the engine's disk too: bounded.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "8m".to_string()),
+                    ("max-file".to_string(), "1".to_string()),
+                ])),
+            }),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -298,6 +239,7 @@ impl Sandbox {
                 "TERM=dumb".into(),
             ]),
             labels: Some(labels),
+            user: Some(format!("{}:{}", archive::SANDBOX_UID, archive::SANDBOX_UID)),
             network_disabled: Some(true),
             host_config: Some(host),
             ..Default::default()
@@ -476,83 +418,6 @@ impl Cleanup {
     }
 }
 
-/// `repo/…` with `overlay` laid over it, and the extra files, as a tar archive for upload
-/// into the work volume. Build output (`target/`) stays behind: the sandbox builds from source.
-fn work_archive(
-    repo: &Path,
-    overlay: Option<&ChangeSet>,
-    files: &[(&str, &[u8])],
-) -> Result<Vec<u8>, std::io::Error> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
-    builder.append_dir("repo", repo)?;
-    let replaced: std::collections::HashSet<PathBuf> = overlay
-        .map(|o| o.paths().map(PathBuf::from).collect())
-        .unwrap_or_default();
-    append_tree(&mut builder, repo, Path::new(""), &replaced)?;
-    for change in overlay.map(|o| o.files.as_slice()).unwrap_or_default() {
-        let Some(content) = &change.content else {
-            continue;
-        };
-        // Paths were checked when the change set was made: relative, normal, not in .git.
-        let path = Path::new("repo").join(&change.path);
-        let mut ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
-        ancestors.reverse();
-        for dir in ancestors.into_iter().filter(|d| d.components().count() > 1) {
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_mode(0o755);
-            header.set_size(0);
-            header.set_cksum();
-            builder.append_data(&mut header, dir, std::io::empty())?;
-        }
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(if change.executable { 0o755 } else { 0o644 });
-        header.set_cksum();
-        builder.append_data(&mut header, &path, content.as_slice())?;
-    }
-    for (name, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder.append_data(&mut header, name, *data)?;
-    }
-    builder.into_inner()
-}
-
-/// Appends `root/rel` to the archive under `repo/rel`, leaving out build output at the top
-/// and the paths the overlay replaces or deletes.
-fn append_tree(
-    builder: &mut tar::Builder<Vec<u8>>,
-    root: &Path,
-    rel: &Path,
-    replaced: &std::collections::HashSet<PathBuf>,
-) -> Result<(), std::io::Error> {
-    for entry in std::fs::read_dir(root.join(rel))? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if rel.as_os_str().is_empty()
-            && (name == "target" || name == "node_modules" || name == "__pycache__")
-        {
-            continue;
-        }
-        let inner = rel.join(&name);
-        if replaced.contains(&inner) {
-            continue;
-        }
-        let path = Path::new("repo").join(&inner);
-        if entry.file_type()?.is_dir() {
-            builder.append_dir(&path, entry.path())?;
-            append_tree(builder, root, &inner, replaced)?;
-        } else {
-            builder.append_path_with_name(entry.path(), &path)?;
-        }
-    }
-    Ok(())
-}
-
 /// The host's Rust toolchain (its sysroot), shared read-only with the sandbox.
 fn host_rust_toolchain() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SELFHEAL_SANDBOX_RUST_TOOLCHAIN") {
@@ -582,7 +447,7 @@ pub async fn sweep_at_start() {
         limits: Limits::default(),
         rust_toolchain: None,
     };
-    if let Err(e) = sandbox.sweep_orphans().await {
+    if let Err(e) = owner::sweep(&sandbox.docker).await {
         tracing::warn!(error = %selfheal_shared::cause::Chain(&e), "could not sweep leftover sandbox containers");
     }
 }
@@ -603,10 +468,6 @@ pub fn language_of(repo: &Path) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-fn process_alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]
