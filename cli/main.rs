@@ -178,8 +178,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let config = Config::from_env(Role::Admin)?;
             let pool = db::pool(config.database_url(), 2)?;
             let report = audit::verify(&pool.get().await?).await?;
+            let head = match &report.head {
+                Some((seq, hash)) => format!("head: row {seq} sha256:{}", hex::encode(hash)),
+                None => "head: none (empty log)".into(),
+            };
             if report.is_intact() {
                 println!("audit log intact: {} rows", report.rows);
+                println!("{head}");
             } else {
                 println!("audit log BROKEN ({} rows checked):", report.rows);
                 for b in &report.breaks {
@@ -192,6 +197,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
+                println!("{head}");
                 return Ok(ExitCode::from(1));
             }
         }

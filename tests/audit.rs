@@ -45,6 +45,18 @@ async fn audit_log_is_intact_then_an_edit_is_detected() {
     let (ok, out) = verify_audit(&env);
     assert!(ok, "{out}");
     assert!(out.contains("intact: 4 rows"), "{out}");
+    // The chain's head, to anchor elsewhere: the last row's hash, as stored.
+    let last: Vec<u8> = env
+        .db()
+        .await
+        .query_one("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        out.contains(&format!("head: row 4 sha256:{}", hex::encode(&last))),
+        "{out}"
+    );
 
     // Someone with superuser rights edits history, getting around the trigger.
     let db = env.db().await;
@@ -99,4 +111,70 @@ async fn audit_log_rejects_updates_and_deletes() {
     assert!(db.execute("DELETE FROM audit_log", &[]).await.is_err());
     assert!(db.execute("TRUNCATE audit_log", &[]).await.is_err());
     assert_eq!(env.count("SELECT count(*) FROM audit_log").await, 4);
+}
+
+#[tokio::test]
+async fn the_app_role_runs_selfheal_but_reaches_the_audit_log_only_through_its_function() {
+    let mut env = TestEnv::new().await;
+    // The owner migrates (as `selfheal migrate` would)...
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .arg("migrate")
+        .env_clear()
+        .env("DATABASE_URL", &env.database_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...and web and the worker connect as a login role in `selfheal_app`, never migrating.
+    let role = format!("{}_app", env.tag);
+    env.db()
+        .await
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN IN ROLE selfheal_app"))
+        .await
+        .unwrap();
+    let app_url = env
+        .database_url
+        .replacen("postgres@", &format!("{role}@"), 1);
+    env.set("DATABASE_URL", &app_url);
+    env.set("SELFHEAL_MIGRATE_AT_START", "false");
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("app-role");
+    let (status, body) = app
+        .deliver("workflow_run", &env.failing_run(2301, &now()))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        env.wait_run(run_id_of(&body), std::time::Duration::from_secs(90))
+            .await,
+        "succeeded",
+        "every stage works with the app role's rights"
+    );
+
+    let as_app = pg(&app_url).await;
+    for (sql, what) in [
+        ("INSERT INTO audit_log (actor, action, subject, prev_hash, hash) VALUES ('x', 'forged', 'y', '', '')", "insert"),
+        ("UPDATE audit_log SET actor = 'someone-else'", "update"),
+        ("DELETE FROM audit_log", "delete"),
+        ("TRUNCATE audit_log", "truncate"),
+        ("CREATE TABLE scratch (x int)", "create a table"),
+        ("DROP TABLE runs", "drop a table"),
+    ] {
+        let err = as_app.batch_execute(sql).await.unwrap_err();
+        let code = err.code().map(|c| c.code().to_string()).unwrap_or_default();
+        assert_eq!(code, "42501", "the app role may not {what}: {err:?}");
+    }
+    let seq: i64 = as_app
+        .query_one(
+            "SELECT audit_append('github:octocat', 'test.appended', 'x', '{}'::jsonb)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(seq > 1);
+    let (ok, out) = verify_audit(&env);
+    assert!(ok, "appends through the function keep the chain: {out}");
 }

@@ -33,6 +33,10 @@ pub enum ChainBreak {
 pub struct AuditReport {
     pub rows: u64,
     pub breaks: Vec<ChainBreak>,
+    /// The last row's sequence number and hash: the whole chain's fingerprint. Recorded
+    /// somewhere the database's owner cannot write (a ticket, another system's log), it shows
+    /// later that no row up to it was changed, and none cut off the end.
+    pub head: Option<(i64, Vec<u8>)>,
 }
 
 impl AuditReport {
@@ -66,8 +70,10 @@ pub async fn verify(client: &impl GenericClient) -> Result<AuditReport, tokio_po
         }
         previous = hash;
     }
+    let head = rows.last().map(|r| (r.get("seq"), previous));
     Ok(AuditReport {
         rows: rows.len() as u64,
         breaks,
+        head,
     })
 }

@@ -25,6 +25,9 @@ pub struct Config {
     /// Current secret first; during a rotation the previous one is accepted as well.
     pub webhook_secrets: Vec<SecretString>,
     pub max_body_bytes: usize,
+    /// Apply pending migrations when web or a worker starts. Off where they connect as the
+    /// app role, which cannot change the schema: `selfheal migrate` runs as the owner then.
+    pub migrate_at_start: bool,
     /// A webhook request taking longer is answered 408 (GitHub gives up after 10 s anyway).
     pub request_timeout: Duration,
     /// Webhook requests handled at once; more wait their turn (bounded memory and connections).
@@ -143,6 +146,7 @@ impl Config {
             max_body_bytes: env
                 .parsed("SELFHEAL_MAX_BODY_BYTES")?
                 .unwrap_or(25 * 1024 * 1024),
+            migrate_at_start: env.parsed("SELFHEAL_MIGRATE_AT_START")?.unwrap_or(true),
             request_timeout: Duration::from_secs(
                 env.parsed("SELFHEAL_REQUEST_TIMEOUT_SECS")?.unwrap_or(10),
             ),

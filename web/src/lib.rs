@@ -72,7 +72,12 @@ pub fn router(state: AppState, limits: Limits) -> Router {
 /// and requests answer 503 until it is back. Migrations run when it is reachable.
 pub async fn state(config: &Config) -> Result<AppState, db::DbError> {
     let pool = db::pool(config.database_url(), 16)?;
-    match db::migrate(&pool).await {
+    let migrated = if config.migrate_at_start {
+        db::migrate(&pool).await
+    } else {
+        Ok(0)
+    };
+    match migrated {
         Ok(n) if n > 0 => tracing::info!(applied = n, "migrations applied"),
         Ok(_) => {}
         Err(db::DbError::Pool(e)) => {

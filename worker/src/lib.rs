@@ -83,7 +83,9 @@ pub async fn run(
         None => stages::repo_config::Defaults::default(),
     };
     let pool = db::pool(config.database_url(), config.worker.concurrency + 4)?;
-    db::migrate(&pool).await?;
+    if config.migrate_at_start {
+        db::migrate(&pool).await?;
+    }
     let github = Arc::new(GitHubApp::new(&config.github)?);
     let storage_config = queue::storage_config(
         &config.queue_prefix,
