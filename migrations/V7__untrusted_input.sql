@@ -13,7 +13,12 @@ CREATE UNIQUE INDEX incidents_one_open
     ON incidents (repository_id, head_repository_id, branch, workflow_id) WHERE status = 'open';
 
 -- A comment is a command once: a replayed delivery of the same comment (under a new delivery
--- id) runs nothing again. GitHub's comment ids are unique across repositories.
+-- id) runs nothing again. GitHub's comment ids are unique across repositories. Replays
+-- recorded before this migration keep their row (outbox rows point at them), marked with a
+-- negative comment id: the row's own id, negated.
+UPDATE commands c SET comment_id = -c.id
+FROM commands first
+WHERE first.comment_id = c.comment_id AND first.id < c.id;
 CREATE UNIQUE INDEX commands_one_per_comment ON commands (comment_id);
 
 -- The fix itself, as file contents checked on the worker (path, base64 content or null when

@@ -21,6 +21,14 @@ END $$;
 ALTER FUNCTION audit_append(TEXT, TEXT, TEXT, JSONB) SECURITY DEFINER SET search_path = public, pg_temp;
 REVOKE ALL ON FUNCTION audit_append(TEXT, TEXT, TEXT, JSONB) FROM PUBLIC;
 REVOKE ALL ON audit_log FROM PUBLIC;
+-- Nobody but the owner creates objects in the schema (the default since Postgres 15; older
+-- servers let everyone, which would let a role shadow what the definer function reads).
+DO $$
+BEGIN
+    REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'cannot revoke CREATE on schema public from PUBLIC (not its owner)';
+END $$;
 
 DO $$
 BEGIN

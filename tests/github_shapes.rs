@@ -517,3 +517,124 @@ async fn the_adapted_webhook_payloads_match_githubs_webhook_schema() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_standins_pull_request_files_are_paginated_like_githubs() {
+    let env = TestEnv::new().await;
+    let http = reqwest::Client::new();
+    let api = format!("{}/repos/octo-org/octo-repo", env.standin.url());
+    let send = |method: reqwest::Method, path: String, body: Value| {
+        http.request(method, format!("{api}{path}"))
+            .header("authorization", "token ghs_pages")
+            .json(&body)
+            .send()
+    };
+    let head = env.standin.head_sha();
+    let base: Value = send(
+        reqwest::Method::GET,
+        format!("/git/commits/{head}"),
+        Value::Null,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let blob: Value = send(
+        reqwest::Method::POST,
+        "/git/blobs".into(),
+        serde_json::json!({"content": "x\n", "encoding": "utf-8"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let entries: Vec<Value> = (0..150)
+        .map(|i| serde_json::json!({"path": format!("gen/f{i:03}.txt"), "mode": "100644", "type": "blob", "sha": blob["sha"]}))
+        .collect();
+    let tree: Value = send(
+        reqwest::Method::POST,
+        "/git/trees".into(),
+        serde_json::json!({"base_tree": base["tree"]["sha"], "tree": entries}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let commit: Value = send(
+        reqwest::Method::POST,
+        "/git/commits".into(),
+        serde_json::json!({"message": "many files", "tree": tree["sha"], "parents": [head]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let r = send(
+        reqwest::Method::POST,
+        "/git/refs".into(),
+        serde_json::json!({"ref": "refs/heads/many", "sha": commit["sha"]}),
+    )
+    .await
+    .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let pr: Value = send(
+        reqwest::Method::POST,
+        "/pulls".into(),
+        serde_json::json!({"title": "many", "head": "many", "base": "master"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let number = pr["number"].as_i64().unwrap();
+    let schema = response_schema(
+        &openapi(),
+        "get",
+        "/repos/{owner}/{repo}/pulls/{pull_number}/files",
+        "200",
+    );
+    // GitHub's default page is 30; at most 100; a `Link: rel="next"` while more remain.
+    let mut seen = Vec::new();
+    for (query, want, more) in [
+        ("", 30, true),
+        ("?per_page=100&page=1", 100, true),
+        ("?per_page=100&page=2", 50, false),
+    ] {
+        let r = send(
+            reqwest::Method::GET,
+            format!("/pulls/{number}/files{query}"),
+            Value::Null,
+        )
+        .await
+        .unwrap();
+        let link = r
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap().to_string());
+        let page: Value = r.json().await.unwrap();
+        assert_valid(&schema, &page, "a page of pull request files");
+        assert_eq!(page.as_array().unwrap().len(), want, "{query}");
+        assert_eq!(
+            link.as_deref().is_some_and(|l| l.contains("rel=\"next\"")),
+            more,
+            "{query}: {link:?}"
+        );
+        if !query.is_empty() {
+            seen.extend(
+                page.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["filename"].as_str().unwrap().to_string()),
+            );
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 150, "every file once across the pages");
+    assert_eq!(seen[149], "gen/f149.txt");
+}

@@ -534,6 +534,21 @@ async fn a_commit_someone_else_pushed_onto_the_fix_is_never_merged_by_selfheal()
     let theirs = push_onto(&env, &branch, &ours).await;
     assert_eq!(env.pull(1).1, theirs);
 
+    // Its CI fails: selfheal does not build its next attempt on someone else's commit (which
+    // would make that commit part of what selfheal later merges under its own name).
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6503, &branch, &theirs, "failure"),
+        )
+        .await;
+    let red = run_id_of(&body);
+    env.wait_run(red, Duration::from_secs(90)).await;
+    let (v, reason) = verdict(&env, red).await;
+    assert_eq!(v, "hold", "{reason}");
+    assert!(reason.contains("someone else pushed"), "{reason}");
+    assert_eq!(env.pull(1).1, theirs, "nothing pushed on top of it");
+
     // Its CI is green and format fixes are auto-merged here: still, it is not selfheal's.
     let knobs = Knobs {
         permissions: [("octocat".to_string(), "admin".to_string())].into(),
@@ -584,7 +599,7 @@ async fn the_policy_judges_the_pull_requests_own_files_not_selfheals_records() {
     // the repository now protects src/, which the PR's files touch.
     env.db()
         .await
-        .execute("UPDATE patches SET diff = ''", &[])
+        .execute("UPDATE patches SET diff = '', changes = NULL", &[])
         .await
         .unwrap();
     let knobs = Knobs {
@@ -598,5 +613,29 @@ async fn the_policy_judges_the_pull_requests_own_files_not_selfheals_records() {
         reason.contains("touches src/lib.rs, under protected path src/"),
         "{reason}"
     );
+    assert!(!env.standin.calls().iter().any(|c| c.method == "PUT"));
+}
+
+#[tokio::test]
+async fn dry_run_switched_on_after_the_pull_request_merges_nothing() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6701, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, head) = env.pull(1);
+    // The fix's CI is green and format fixes are auto-merged, but the repository has since
+    // put selfheal in dry-run mode.
+    let knobs = Knobs {
+        repo_config: Some("dry_run: true\n".into()),
+        ..Knobs::default()
+    };
+    let (status, v, reason) = fix_ci_green(&env, &app, 6702, &branch, &head, knobs).await;
+    assert_eq!(status, "succeeded");
+    assert_eq!(v, "hold", "{reason}");
+    assert!(reason.contains("dry run"), "{reason}");
     assert!(!env.standin.calls().iter().any(|c| c.method == "PUT"));
 }

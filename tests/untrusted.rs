@@ -65,11 +65,10 @@ async fn a_failing_run_from_a_fork_is_recorded_with_its_reason_and_never_healed(
     deleted["workflow_run"]["head_repository"] = Value::Null;
     let (_, body) = app.deliver("workflow_run", &deleted).await;
     assert_eq!(body["status"], "ignored_untrusted", "{body}");
-    // Nor is a run attached to a pull request whose head is elsewhere.
-    let mut foreign_pr = env.failing_run(5003, &now());
-    foreign_pr["workflow_run"]["pull_requests"] =
-        json!([{"number": 7, "head": {"repo": {"id": FORK_REPO_ID}}}]);
-    let (_, body) = app.deliver("workflow_run", &foreign_pr).await;
+    // Nor is a run of the repository's workflow started by a fork's pull request.
+    let mut target = env.failing_run(5003, &now());
+    target["workflow_run"]["event"] = json!("pull_request_target");
+    let (_, body) = app.deliver("workflow_run", &target).await;
     assert_eq!(body["status"], "ignored_untrusted", "{body}");
     assert_eq!(env.count("SELECT count(*) FROM runs").await, 0);
 
@@ -226,4 +225,41 @@ async fn an_unknown_event_header_is_no_metric_label() {
         .unwrap();
     assert!(!metrics.contains("made-up-event"), "{metrics}");
     assert!(metrics.contains("event=\"other\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_tag_that_looks_like_a_branch_gets_nothing_delivered() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    // GitHub sends a tag push's run as `event: push` with the bare tag name as its branch.
+    let mut tag = env.failing_run(5101, &now());
+    tag["workflow_run"]["event"] = json!("push");
+    tag["workflow_run"]["head_branch"] = json!("v1.2.0");
+    let (_, body) = app.deliver("workflow_run", &tag).await;
+    assert_eq!(body["status"], "run_created", "ingest cannot tell: {body}");
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, std::time::Duration::from_secs(90))
+        .await;
+    let row = env
+        .db()
+        .await
+        .query_one(
+            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "skip");
+    let reason: String = row.get(1);
+    assert!(reason.contains("v1.2.0 is not a branch"), "{reason}");
+    let writes: Vec<String> = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| c.method != "GET")
+        .filter(|c| c.path.contains("/git/") || c.path.contains("/pulls"))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert!(writes.is_empty(), "nothing pushed: {writes:?}");
 }

@@ -42,9 +42,6 @@ pub struct WorkflowRun {
     /// field is treated the same way, as a head selfheal cannot place.
     #[serde(default)]
     pub head_repository: Option<HeadRepository>,
-    /// Pull requests of this repository whose head is this run's head. Empty for a fork's PR.
-    #[serde(default)]
-    pub pull_requests: Vec<RunPullRequest>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -54,21 +51,16 @@ pub struct HeadRepository {
     pub full_name: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct RunPullRequest {
-    pub number: i64,
-    pub head: RunPullRequestRef,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct RunPullRequestRef {
-    pub repo: RunPullRequestRepo,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct RunPullRequestRepo {
-    pub id: i64,
-}
+/// Events whose runs execute the repository's workflow on its own commit but are started by
+/// someone else's action (a fork's pull request, a comment, another run): their logs may
+/// come from code that is not the repository's, so they are not healed.
+const TRIGGERED_BY_OTHERS: [&str; 5] = [
+    "pull_request_target",
+    "pull_request_review",
+    "pull_request_review_comment",
+    "issue_comment",
+    "workflow_run",
+];
 
 fn first_attempt() -> i32 {
     1
@@ -154,14 +146,15 @@ impl WorkflowRunEvent {
             }
             Some(_) => {}
         }
-        if let Some(pr) = wr
-            .pull_requests
-            .iter()
-            .find(|pr| pr.head.repo.id != repo.id)
+        // `pull_requests` is no guide: GitHub lists there any open pull request whose head
+        // matches the run's, not the one that triggered it. `head_repository` places the code.
+        if let Some(event) = wr
+            .event
+            .as_deref()
+            .filter(|e| TRIGGERED_BY_OTHERS.contains(e))
         {
             return Some(format!(
-                "the run belongs to pull request #{} whose head is in another repository (id {})",
-                pr.number, pr.head.repo.id
+                "a {event} run: started by someone else's action, its log may come from code that is not the repository's"
             ));
         }
         if wr.event.as_deref() == Some("merge_group")
@@ -367,6 +360,34 @@ mod tests {
         v["comment"]["user"]["type"] = "Bot".into();
         let ev = IssueCommentEvent::parse(v.to_string().as_bytes()).unwrap();
         assert_eq!(ev.command(), None, "bots are not obeyed");
+    }
+
+    #[test]
+    fn recorded_runs_of_the_repositorys_own_branches_are_trusted() {
+        for name in [
+            "completed.payload.json",
+            // Lists a pull request whose head is in another repository: GitHub lists open PRs
+            // matching the run's head there, which says nothing about where the code lives.
+            "completed.with-pull-requests.payload.json",
+        ] {
+            let ev = WorkflowRunEvent::parse(&fixture(name)).unwrap();
+            assert_eq!(ev.untrusted_reason(), None, "{name}");
+        }
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("completed.with-pull-requests.payload.json")).unwrap();
+        // Null entries (the webhook schema allows them) parse.
+        v["workflow_run"]["pull_requests"] = serde_json::json!([null]);
+        assert!(WorkflowRunEvent::parse(v.to_string().as_bytes()).is_ok());
+        v["workflow_run"]["head_repository"]["id"] = 1.into();
+        let ev = WorkflowRunEvent::parse(v.to_string().as_bytes()).unwrap();
+        assert!(ev.untrusted_reason().unwrap().contains("fork"));
+        v["workflow_run"]["head_repository"]["id"] = v["repository"]["id"].clone();
+        v["workflow_run"]["event"] = "pull_request_target".into();
+        let ev = WorkflowRunEvent::parse(v.to_string().as_bytes()).unwrap();
+        assert!(ev
+            .untrusted_reason()
+            .unwrap()
+            .contains("pull_request_target"));
     }
 
     #[test]

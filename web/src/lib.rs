@@ -57,11 +57,12 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     Router::new()
         .route("/webhooks/github", post(webhook::receive))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
+        // Outermost, so time spent waiting for a slot counts too.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
-        .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))

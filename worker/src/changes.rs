@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,11 +23,15 @@ pub const MAX_FILES: usize = 2_000;
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 /// At most this many bytes brought back from the sandbox for one change.
 pub const MAX_CAPTURE_BYTES: usize = 64 * 1024 * 1024;
+/// At most this many lines on either side of a changed file: the diff is rendered here (its
+/// cost grows with lines times differences), and nobody reviews a bigger one anyway.
+pub const MAX_FILE_LINES: usize = 20_000;
 
 /// The shell that, run in the sandbox after a strategy, writes what changed to
 /// `/work/changes.tar`: `deleted.list` (NUL-separated paths) and `files/<path>` for every
-/// added or modified path. git's own config is ignored (the repository's code may have written
-/// one) but its answer is still only a hint: the host checks everything it brings back.
+/// added or modified path. The global and system git config are ignored, but the
+/// repository's code ran before this and may have changed `.git/config`: git's answer is only
+/// a hint, and the host checks everything it brings back.
 pub const CAPTURE: &str = r#"
 cd /work/repo || exit 90
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
@@ -36,7 +40,7 @@ git diff --cached --no-ext-diff --no-renames --name-only -z --diff-filter=D HEAD
 git diff --cached --no-ext-diff --no-renames --name-only -z --diff-filter=d HEAD > /work/changed.list || exit 91
 tar -C /work -cf /work/changes.tar deleted.list || exit 92
 if [ -s /work/changed.list ]; then
-  tar -C /work/repo --null --no-recursion --transform 's,^,files/,' -T /work/changed.list -rf /work/changes.tar || exit 92
+  tar -C /work/repo --null --verbatim-files-from --no-recursion --transform 's,^,files/,' -T /work/changed.list -rf /work/changes.tar || exit 92
 fi
 "#;
 
@@ -47,6 +51,10 @@ pub enum Refused {
     UnsafePath { path: String, why: &'static str },
     #[error("the change makes {path} a {kind}, not a regular file")]
     NotAFile { path: String, kind: &'static str },
+    #[error("the change makes {0} binary: selfheal delivers text changes only")]
+    Binary(String),
+    #[error("the change holds both {0} and a path inside it")]
+    Conflict(String),
     #[error("the change is too large: {0}")]
     TooLarge(String),
     #[error("the sandbox's account of the change is unreadable: {0}")]
@@ -64,19 +72,21 @@ pub fn check_path(path: &str) -> Result<&str, Refused> {
     if path.is_empty() {
         return Err(unsafe_path("empty"));
     }
-    if path.len() > 4096 || path.contains('\0') || path.contains('\\') {
-        return Err(unsafe_path("too long or holds NUL or backslash"));
+    if path.len() > 4096 || path.contains('\\') || path.chars().any(char::is_control) {
+        return Err(unsafe_path(
+            "too long, or holds a backslash or a control character",
+        ));
     }
-    let p = Path::new(path);
-    if p.is_absolute() {
+    if path.starts_with('/') {
         return Err(unsafe_path("absolute"));
     }
-    for c in p.components() {
-        match c {
-            Component::Normal(part) if part == ".git" => return Err(unsafe_path("inside .git")),
-            Component::Normal(_) => {}
-            Component::ParentDir => return Err(unsafe_path("climbs out with ..")),
-            _ => return Err(unsafe_path("not a plain relative path")),
+    // One spelling per path: `a//b`, `a/./b` and `a/` would name `a/b` and `a` twice over.
+    for part in path.split('/') {
+        match part {
+            ".." => return Err(unsafe_path("climbs out with ..")),
+            "" | "." => return Err(unsafe_path("not a plain relative path")),
+            ".git" => return Err(unsafe_path("inside .git")),
+            _ => {}
         }
     }
     Ok(path)
@@ -135,11 +145,11 @@ impl ChangeSet {
             let Some(path) = name.strip_prefix("files/") else {
                 return Err(Refused::Unreadable(format!("unexpected entry {name:?}")));
             };
-            let path = check_path(path.trim_end_matches('/'))?.to_string();
             let kind = entry.header().entry_type();
             if kind.is_dir() {
                 continue;
             }
+            let path = check_path(path)?.to_string();
             if !(kind.is_file() || kind == tar::EntryType::Continuous) {
                 let kind = if kind.is_symlink() {
                     "symlink"
@@ -163,6 +173,15 @@ impl ChangeSet {
                 .take(MAX_FILE_BYTES)
                 .read_to_end(&mut content)
                 .map_err(unreadable)?;
+            match std::str::from_utf8(&content) {
+                Err(_) => return Err(Refused::Binary(path)),
+                Ok(text) if text.lines().count() > MAX_FILE_LINES => {
+                    return Err(Refused::TooLarge(format!(
+                        "{path} has over {MAX_FILE_LINES} lines"
+                    )))
+                }
+                Ok(_) => {}
+            }
             files.insert(
                 path.clone(),
                 FileChange {
@@ -187,6 +206,16 @@ impl ChangeSet {
                 "{} files (at most {MAX_FILES})",
                 files.len()
             )));
+        }
+        // A file and a path inside it cannot both be: the tree would be ambiguous.
+        for path in files.keys() {
+            let mut at = path.as_str();
+            while let Some((parent, _)) = at.rsplit_once('/') {
+                if files.get(parent).is_some_and(|f| f.content.is_some()) {
+                    return Err(Refused::Conflict(parent.to_string()));
+                }
+                at = parent;
+            }
         }
         let mut set = ChangeSet::default();
         for (path, change) in files {
@@ -236,19 +265,6 @@ impl ChangeSet {
             }
             let old = before.as_ref().map(|(c, _)| c.as_slice());
             let new = change.content.as_deref();
-            let (old_text, new_text) = match (
-                std::str::from_utf8(old.unwrap_or_default()),
-                std::str::from_utf8(new.unwrap_or_default()),
-            ) {
-                (Ok(a), Ok(b)) => (a, b),
-                _ => {
-                    out.push_str(&format!("Binary files a/{path} and b/{path} differ\n"));
-                    continue;
-                }
-            };
-            if old_text == new_text {
-                continue;
-            }
             let from = if old.is_some() {
                 format!("a/{path}")
             } else {
@@ -259,6 +275,23 @@ impl ChangeSet {
             } else {
                 "/dev/null".into()
             };
+            // Every changed path gets its `---`/`+++` lines, even with no hunk (an empty file
+            // added or removed, a mode change): that is what path checks and the guard read.
+            let (old_text, new_text) = match (
+                std::str::from_utf8(old.unwrap_or_default()),
+                std::str::from_utf8(new.unwrap_or_default()),
+            ) {
+                (Ok(a), Ok(b)) if a.lines().count() <= MAX_FILE_LINES => (a, b),
+                // A binary (or huge) original that the change deletes or replaces.
+                _ => {
+                    out.push_str(&format!("--- {from}\n+++ {to}\nBinary files differ\n"));
+                    continue;
+                }
+            };
+            if old_text == new_text {
+                out.push_str(&format!("--- {from}\n+++ {to}\n"));
+                continue;
+            }
             let patch = diffy::DiffOptions::new()
                 .set_original_filename(from)
                 .set_modified_filename(to)
@@ -308,7 +341,8 @@ fn mode(executable: bool) -> &'static str {
 /// selfheal has none; a local one may).
 fn no_symlinks(root: &Path, path: &str) -> Result<PathBuf, Refused> {
     let mut at = root.to_path_buf();
-    for part in Path::new(path).components() {
+    let parts: Vec<_> = Path::new(path).components().collect();
+    for (i, part) in parts.iter().enumerate() {
         at.push(part);
         if let Ok(meta) = std::fs::symlink_metadata(&at) {
             if meta.file_type().is_symlink() {
@@ -316,6 +350,10 @@ fn no_symlinks(root: &Path, path: &str) -> Result<PathBuf, Refused> {
                     path: path.to_string(),
                     kind: "path through a symlink",
                 });
+            }
+            if i + 1 < parts.len() && !meta.is_dir() {
+                let file = at.strip_prefix(root).unwrap_or(&at);
+                return Err(Refused::Conflict(file.display().to_string()));
             }
         }
     }
@@ -480,6 +518,36 @@ mod tests {
                 "hard link",
             ),
             (
+                "files/src//lib.rs",
+                tar::EntryType::Regular,
+                b"x",
+                "not a plain",
+            ),
+            (
+                "files/src/./lib.rs",
+                tar::EntryType::Regular,
+                b"x",
+                "not a plain",
+            ),
+            (
+                "files/a\nb",
+                tar::EntryType::Regular,
+                b"x",
+                "control character",
+            ),
+            (
+                "files/logo.png",
+                tar::EntryType::Regular,
+                b"\x89PNG\xff\xfe",
+                "binary",
+            ),
+            (
+                "files/README/x",
+                tar::EntryType::Regular,
+                b"x",
+                "README and a path inside it",
+            ),
+            (
                 "../outside",
                 tar::EntryType::Regular,
                 b"x",
@@ -500,6 +568,41 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err, Refused::Empty);
+    }
+
+    #[test]
+    fn every_changed_path_shows_in_the_diff_the_guard_reads() {
+        let dir = repo();
+        std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+        std::fs::write(dir.path().join("tests/test_empty.py"), "").unwrap();
+        std::fs::write(dir.path().join("CODEOWNERS"), "").unwrap();
+        // An empty file added under a protected path, an empty test deleted, a mode change.
+        let tar = capture(
+            &[
+                ("files/.github/CODEOWNERS", tar::EntryType::Regular, b""),
+                ("files/README", tar::EntryType::Regular, b"hi\n"),
+            ],
+            &["tests/test_empty.py"],
+        );
+        let mut set = ChangeSet::from_capture(&tar, dir.path()).unwrap();
+        set.files.push(FileChange {
+            path: "CODEOWNERS".into(),
+            content: Some(Vec::new()),
+            executable: true,
+        });
+        let diff = set.diff(dir.path()).unwrap();
+        assert!(diff.contains("+++ b/.github/CODEOWNERS\n"), "{diff}");
+        assert!(
+            diff.contains("--- a/tests/test_empty.py\n+++ /dev/null\n"),
+            "{diff}"
+        );
+        assert!(
+            diff.contains("old mode 100644\nnew mode 100755\n--- a/CODEOWNERS\n+++ b/CODEOWNERS\n"),
+            "{diff}"
+        );
+        assert!(crate::heal::refuses(&diff)
+            .unwrap()
+            .contains("deletes test file"));
     }
 
     #[test]

@@ -200,9 +200,14 @@ async fn find_incident(
     let Some(branch) = pr["head"]["ref"].as_str() else {
         return Ok(None);
     };
+    // A fork's pull request whose branch has the same name is not the repository's branch.
+    if pr["head"]["repo"]["id"].as_i64() != Some(cmd.repository_id) {
+        return Ok(None);
+    }
     Ok(client
         .query_opt(
-            "SELECT id FROM incidents WHERE repository_id = $1 AND branch = $2 AND status = 'open'
+            "SELECT id FROM incidents WHERE repository_id = $1 AND head_repository_id = $1
+               AND branch = $2 AND status = 'open'
              ORDER BY opened_at DESC LIMIT 1",
             &[&cmd.repository_id, &branch],
         )
@@ -330,6 +335,22 @@ async fn approve(
         .await
         .map_err(|e| api_error(e, "the pull request"))?;
     let head = pr["head"]["sha"].as_str().unwrap_or_default().to_string();
+    // An approval covers what its author could see: not an attempt selfheal pushed after it.
+    let newer = client
+        .query_opt(
+            "SELECT a.commit_sha FROM fix_attempts a, commands c
+             WHERE a.incident_id = $1 AND c.id = $2 AND a.pushed_at > c.created_at
+             ORDER BY a.attempt DESC LIMIT 1",
+            &[&incident, &cmd.id],
+        )
+        .await?;
+    if let Some(row) = newer {
+        let sha: String = row.get(0);
+        return refuse(format!(
+            "selfheal pushed {} after this approval was written; approve again once you have looked at it",
+            &sha[..sha.len().min(7)]
+        ));
+    }
     let ours = pr_state::last_pushed(&**client, incident).await?;
     if ours.as_deref() != Some(head.as_str()) {
         return refuse(format!(

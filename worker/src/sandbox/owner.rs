@@ -2,7 +2,7 @@
 //!
 //! Replicas of the worker may share one dockerd from different PID namespaces (containers,
 //! pods), so a bare pid says nothing about another replica's containers. Each container and
-//! volume is labelled with its owner (`<pid namespace>/<pid>/<process start time>`) and a
+//! volume is labelled with its owner (`<boot id>:<host>:<pid namespace>/<pid>/<start time>`) and a
 //! deadline (its start plus the run's timeout and a margin). A sweep removes what is past its
 //! deadline, whoever owns it, and what an owner in this same PID namespace left behind when it
 //! died; another namespace's live work is left alone.
@@ -22,18 +22,37 @@ use super::SandboxError;
 pub const LABEL: &str = "dev.selfheal.sandbox";
 const OWNER: &str = "dev.selfheal.sandbox.owner";
 const DEADLINE: &str = "dev.selfheal.sandbox.deadline";
-/// Time a killed container's cleanup may take past its timeout before it counts as lost.
-const MARGIN: Duration = Duration::from_secs(120);
+/// Time past its timeout before a container counts as lost: the upload before the start and
+/// the kill and cleanup after the timeout fit in it.
+const MARGIN: Duration = Duration::from_secs(600);
+/// Objects labelled by an older selfheal (no owner, no deadline) are left this long.
+const LEGACY_AGE: u64 = 24 * 3600;
 
 /// This process, as the owner label names it.
 pub static INSTANCE: LazyLock<String> = LazyLock::new(|| {
     let pid = std::process::id();
     format!(
         "{}/{pid}/{}",
-        pid_namespace("self").unwrap_or_else(|| "unknown".into()),
+        namespace_id(),
         start_time(&pid.to_string()).unwrap_or_default()
     )
 });
+
+/// Which PID namespace, on which machine: the namespace's inode alone repeats across hosts
+/// (every host's initial namespace has the same one), so the boot id and host name come too.
+/// `unknown` when /proc cannot say: then no liveness is ever judged, only deadlines.
+fn namespace_id() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().to_string())
+        .ok();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok();
+    match (boot, host, pid_namespace("self")) {
+        (Some(boot), Some(host), Some(ns)) => format!("{boot}:{host}:{ns}"),
+        _ => "unknown".into(),
+    }
+}
 
 fn pid_namespace(pid: &str) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/ns/pid"))
@@ -70,21 +89,26 @@ pub fn labels(timeout: Duration) -> HashMap<String, String> {
     ])
 }
 
-/// Whether a labelled object is an orphan, seen from this process at `now` (unix seconds).
-pub fn orphaned(labels: &HashMap<String, String>, now: u64, alive: impl Fn(&str) -> bool) -> bool {
+/// Whether a labelled object is an orphan, seen from this process at `now` (unix seconds);
+/// `created` is when the engine made it, if it says.
+pub fn orphaned(
+    labels: &HashMap<String, String>,
+    created: Option<u64>,
+    now: u64,
+    alive: impl Fn(&str) -> bool,
+) -> bool {
     let deadline = labels.get(DEADLINE).and_then(|d| d.parse::<u64>().ok());
     if deadline.is_some_and(|d| d < now) {
         return true;
     }
     let Some(owner) = labels.get(OWNER) else {
-        // Unlabelled by an owner (made by an older selfheal): only its deadline, if any, or
-        // nothing, can tell; leave it unless it has one that passed.
-        return deadline.is_none();
+        // Made by an older selfheal: no owner to ask, so only its age can tell.
+        return deadline.is_none() && created.is_some_and(|c| c + LEGACY_AGE < now);
     };
     let ours = INSTANCE.split('/').next().unwrap_or_default();
     let mut parts = owner.splitn(2, '/');
     let namespace = parts.next().unwrap_or_default();
-    namespace == ours && !alive(parts.next().unwrap_or_default())
+    namespace == ours && ours != "unknown" && !alive(parts.next().unwrap_or_default())
 }
 
 /// `pid/start` names a process alive in this PID namespace.
@@ -108,7 +132,8 @@ pub async fn sweep(docker: &Docker) -> Result<usize, SandboxError> {
         .await?;
     let mut removed = 0;
     for c in containers {
-        if !orphaned(&c.labels.unwrap_or_default(), now, alive_here) {
+        let created = c.created.and_then(|t| u64::try_from(t).ok());
+        if !orphaned(&c.labels.unwrap_or_default(), created, now, alive_here) {
             continue;
         }
         if let Some(id) = c.id {
@@ -134,7 +159,12 @@ pub async fn sweep(docker: &Docker) -> Result<usize, SandboxError> {
         ))
         .await?;
     for v in volumes.volumes.unwrap_or_default() {
-        if !orphaned(&v.labels, now, alive_here) {
+        let created = v
+            .created_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| u64::try_from(t.timestamp()).ok());
+        if !orphaned(&v.labels, created, now, alive_here) {
             continue;
         }
         let _ = docker
@@ -165,20 +195,27 @@ mod tests {
     #[test]
     fn a_replica_in_another_pid_namespace_keeps_its_live_containers() {
         let ns = INSTANCE.split('/').next().unwrap().to_string();
-        let now = 1_000;
+        let now = 1_000_000;
         // Another namespace's pid means nothing here: its container lives until its deadline.
-        let foreign = with("pid:[1]/42/7", now + 60);
-        assert!(!orphaned(&foreign, now, |_| false));
-        assert!(orphaned(&with("pid:[1]/42/7", now - 1), now, |_| true));
+        let foreign = with("other-boot:other-host:pid:[1]/42/7", now + 60);
+        assert!(!orphaned(&foreign, None, now, |_| false));
+        let late = with("other-boot:other-host:pid:[1]/42/7", now - 1);
+        assert!(orphaned(&late, None, now, |_| true));
         // Our namespace: the owner's liveness decides before the deadline.
         let ours = with(&format!("{ns}/42/7"), now + 60);
-        assert!(orphaned(&ours, now, |_| false));
-        assert!(!orphaned(&ours, now, |_| true));
+        assert!(orphaned(&ours, None, now, |_| false));
+        assert!(!orphaned(&ours, None, now, |_| true));
+        // A namespace nobody could name is never judged by liveness.
+        let unknown = with("unknown/42/7", now + 60);
+        assert!(!orphaned(&unknown, None, now, |_| false));
+        // An older selfheal's container: left alone for a day, then swept.
+        let legacy = HashMap::from([(LABEL.to_string(), "1".to_string())]);
+        assert!(!orphaned(&legacy, Some(now - 60), now, |_| false));
+        assert!(orphaned(&legacy, Some(now - LEGACY_AGE - 1), now, |_| {
+            false
+        }));
         // This very process is alive.
-        assert!(!orphaned(
-            &labels(Duration::from_secs(600)),
-            now_secs(),
-            alive_here
-        ));
+        let mine = labels(Duration::from_secs(600));
+        assert!(!orphaned(&mine, None, now_secs(), alive_here));
     }
 }

@@ -4,8 +4,11 @@
 //! The tarball is the repository's to shape, so it is bounded at every step: streamed to a
 //! file (never held in memory) up to a compressed size, and unpacked up to a total size and a
 //! number of entries (a gzip bomb or a million empty files stops here, with the reason).
-//! Only regular files and directories at normal relative paths are written; symlinks, hard
-//! links and device files are left out.
+//! Regular files, directories and symlinks at normal relative paths are written, so the
+//! checkout (and the tree validated from it) is the commit's; hard links and device files are
+//! left out. Nothing is ever written through a symlink: an entry whose path passes through
+//! one, or lands on one, is skipped. The checkout's symlinks are never followed afterwards
+//! either (`crate::changes` refuses changes through them).
 
 use std::io::{Read, Seek, Write};
 use std::path::{Component, PathBuf};
@@ -64,6 +67,22 @@ pub async fn checkout(ctx: &WorkerContext, run: &Run) -> Result<tempfile::TempDi
         .map_err(|e| StageError::Transient(format!("unpacking: {e}")))?
 }
 
+/// Whether `root/inner`, or any directory on the way to it, is a symlink (or not a directory
+/// where one is needed).
+fn through_symlink(root: &std::path::Path, inner: &std::path::Path) -> bool {
+    let mut at = root.to_path_buf();
+    let parts: Vec<_> = inner.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => return true,
+            Ok(meta) if i + 1 < parts.len() && !meta.is_dir() => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Unpacks GitHub's tarball without its top-level `<owner>-<repo>-<sha>/` directory.
 pub fn unpack(gz: impl Read, caps: Caps) -> Result<tempfile::TempDir, StageError> {
     let bad = |e: std::io::Error| {
@@ -92,8 +111,19 @@ pub fn unpack(gz: impl Read, caps: Caps) -> Result<tempfile::TempDir, StageError
             continue;
         }
         let target = dir.path().join(&inner);
+        if through_symlink(dir.path(), &inner) {
+            continue;
+        }
         let kind = entry.header().entry_type();
-        if kind.is_dir() {
+        if kind.is_symlink() {
+            if let Some(link) = entry.link_name().map_err(bad)? {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(bad)?;
+                }
+                // An entry seen twice keeps its first form.
+                let _ = std::os::unix::fs::symlink(link, &target);
+            }
+        } else if kind.is_dir() {
             std::fs::create_dir_all(&target).map_err(bad)?;
         } else if kind.is_file() {
             unpacked += entry.size();
@@ -156,17 +186,64 @@ mod tests {
     };
 
     #[test]
-    fn unpacks_files_and_leaves_links_out() {
-        let tgz = tarball(
-            &[("src/lib.rs", b"fn a() {}\n")],
-            &[("leak", "/etc/passwd")],
-        );
+    fn unpacks_files_and_links_and_never_writes_through_a_link() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "host\n").unwrap();
+        let out = outside.path().display().to_string();
+        let secret = format!("{out}/secret");
+        // Links first, then files that would land through them: a classic tar attack.
+        let tgz = tarball_in_order(&[
+            Entry::Link("escape", &out),
+            Entry::Link("leak", &secret),
+            Entry::File("src/lib.rs", b"fn a() {}\n"),
+            Entry::File("escape/planted", b"owned\n"),
+            Entry::File("leak", b"overwritten\n"),
+        ]);
         let dir = unpack(tgz.as_slice(), SMALL).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("src/lib.rs")).unwrap(),
             "fn a() {}\n"
         );
-        assert!(std::fs::symlink_metadata(dir.path().join("leak")).is_err());
+        // The links are the commit's, kept as links.
+        assert!(std::fs::symlink_metadata(dir.path().join("leak"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(!outside.path().join("planted").exists());
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+            "host\n"
+        );
+    }
+
+    enum Entry<'a> {
+        File(&'a str, &'a [u8]),
+        Link(&'a str, &'a str),
+    }
+
+    fn tarball_in_order(entries: &[Entry]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            match e {
+                Entry::File(path, data) => {
+                    h.set_size(data.len() as u64);
+                    h.set_mode(0o644);
+                    h.set_cksum();
+                    b.append_data(&mut h, format!("octo-repo-abc/{path}"), *data)
+                        .unwrap();
+                }
+                Entry::Link(path, target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    h.set_cksum();
+                    b.append_link(&mut h, format!("octo-repo-abc/{path}"), target)
+                        .unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap().finish().unwrap()
     }
 
     #[test]

@@ -160,46 +160,76 @@ impl Checks {
     }
 }
 
+/// Every item of a paginated list (`key` in each page), all pages: a red check on page two
+/// counts as much as one on page one.
+async fn all_pages(
+    crab: &Octocrab,
+    path: &str,
+    key: &str,
+    query: &[(&str, &str)],
+    what: &str,
+) -> Result<Vec<Value>, StageError> {
+    const PAGE: usize = 100;
+    const MAX_PAGES: usize = 10;
+    let mut items: Vec<Value> = Vec::new();
+    for page in 1..=MAX_PAGES {
+        let page = page.to_string();
+        let mut q: Vec<(&str, &str)> = query.to_vec();
+        q.extend([("per_page", "100"), ("page", page.as_str())]);
+        let answer: Value = crab
+            .get(path, Some(&q))
+            .await
+            .map_err(|e| api_error(e, what))?;
+        let batch = answer[key].as_array().cloned().unwrap_or_default();
+        let n = batch.len();
+        items.extend(batch);
+        let total = answer["total_count"].as_u64();
+        if n < PAGE || total.is_some_and(|t| items.len() as u64 >= t) {
+            return Ok(items);
+        }
+    }
+    Err(StageError::Permanent(format!(
+        "{what}: more than {} entries; selfheal does not judge that many",
+        PAGE * MAX_PAGES
+    )))
+}
+
 pub async fn checks_on(crab: &Octocrab, repo: &str, head: &str) -> Result<Checks, StageError> {
     // A workflow that has not created its check runs yet shows only here: without this, the
     // first workflow to finish could see "all green" and merge early.
-    let workflows: Value = crab
-        .get(
-            format!("/repos/{repo}/actions/runs"),
-            Some(&[("head_sha", head), ("per_page", "100")]),
-        )
-        .await
-        .map_err(|e| api_error(e, "the fix's workflow runs"))?;
-    let running_workflows = workflows["workflow_runs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|r| r["status"] != "completed")
-                .filter_map(|r| r["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let listing: Value = crab
-        .get(
-            format!("/repos/{repo}/commits/{head}/check-runs"),
-            Some(&[("per_page", "100")]),
-        )
-        .await
-        .map_err(|e| api_error(e, "the fix's check runs"))?;
-    let mut all: Vec<Value> = listing["check_runs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|c| json!({"name": c["name"], "status": c["status"], "conclusion": c["conclusion"]}))
-                .collect()
-        })
-        .unwrap_or_default();
+    let running_workflows = all_pages(
+        crab,
+        &format!("/repos/{repo}/actions/runs"),
+        "workflow_runs",
+        &[("head_sha", head)],
+        "the fix's workflow runs",
+    )
+    .await?
+    .iter()
+    .filter(|r| r["status"] != "completed")
+    .filter_map(|r| r["name"].as_str().map(str::to_string))
+    .collect();
+    let mut all: Vec<Value> = all_pages(
+        crab,
+        &format!("/repos/{repo}/commits/{head}/check-runs"),
+        "check_runs",
+        &[],
+        "the fix's check runs",
+    )
+    .await?
+    .iter()
+    .map(|c| json!({"name": c["name"], "status": c["status"], "conclusion": c["conclusion"]}))
+    .collect();
     // CI that reports commit statuses (not check runs) counts the same way.
-    let combined: Value = crab
-        .get(format!("/repos/{repo}/commits/{head}/status"), None::<&()>)
-        .await
-        .map_err(|e| api_error(e, "the fix's commit statuses"))?;
-    for st in combined["statuses"].as_array().into_iter().flatten() {
+    let statuses = all_pages(
+        crab,
+        &format!("/repos/{repo}/commits/{head}/status"),
+        "statuses",
+        &[],
+        "the fix's commit statuses",
+    )
+    .await?;
+    for st in &statuses {
         let (status, conclusion) = match st["state"].as_str() {
             Some("success") => ("completed", Value::from("success")),
             Some("pending") => ("in_progress", Value::Null),

@@ -133,7 +133,13 @@ impl Defaults {
 /// limits the minimum, auto-merge classes and enabled classes the intersection, and dry run
 /// holds if either says so. Without a defaults file, selfheal's own defaults are the floor.
 pub fn parse_with_defaults(defaults: &Defaults, text: &str) -> Result<RepoConfig, String> {
-    let floor = parse_keys(&defaults.0, &serde_yaml_ng::Value::Null)?;
+    let mut floor = parse_keys(&defaults.0, &serde_yaml_ng::Value::Null)?;
+    // An org that protects one more path still protects selfheal's own defaults.
+    for p in default_protected_paths() {
+        if !floor.protected_paths.contains(&p) {
+            floor.protected_paths.push(p);
+        }
+    }
     let mut c = parse_keys(&defaults.0, &parse_yaml(text)?)?;
     for p in floor.protected_paths {
         if !c.protected_paths.contains(&p) {
@@ -341,7 +347,10 @@ mod tests {
             "protected_paths: []\nmax_diff_lines: 100000\nmax_attempts: 50\nauto_merge_classes: [format, lint, test]\nenabled_classes: [format, test]\ndry_run: false\n",
         )
         .unwrap();
-        assert_eq!(c.protected_paths, vec!["infra/"]);
+        assert_eq!(
+            c.protected_paths,
+            vec!["infra/", ".github/", "CODEOWNERS", "docs/CODEOWNERS"]
+        );
         assert_eq!((c.max_diff_lines, c.max_attempts), (100, 2));
         assert_eq!(c.auto_merge_classes, vec![Class::Format]);
         assert_eq!(c.enabled_classes, Some(vec![Class::Format]));
@@ -350,7 +359,16 @@ mod tests {
         let c = parse_with_defaults(&defaults, "max_diff_lines: 10\nprotected_paths: [src/]\n")
             .unwrap();
         assert_eq!(c.max_diff_lines, 10);
-        assert_eq!(c.protected_paths, vec!["src/", "infra/"]);
+        assert_eq!(
+            c.protected_paths,
+            vec![
+                "src/",
+                "infra/",
+                ".github/",
+                "CODEOWNERS",
+                "docs/CODEOWNERS"
+            ]
+        );
         // With no defaults file, selfheal's own defaults are the floor.
         let c = parse("protected_paths: []\nauto_merge_classes: [test]\n").unwrap();
         assert!(c.protected_paths.contains(&".github/".to_string()));

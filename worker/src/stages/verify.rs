@@ -171,6 +171,22 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     let crab = ctx
         .github
         .installation(run.installation_id, &run.repository_full_name)?;
+    // The fix's own CI failed: selfheal builds on that commit only if it is its own. A commit
+    // someone else pushed onto the branch would otherwise become the parent of selfheal's next
+    // attempt, and be merged with it under selfheal's name.
+    if run.fix_branch.is_some() {
+        let ours = pr_state::last_pushed(&**ctx.pool.get().await?, run.incident_id).await?;
+        if ours.as_deref() != Some(run.head_sha.as_str()) {
+            return Ok((
+                Verdict::Hold,
+                format!(
+                    "the fix's branch is at {}, not at the commit selfheal pushed ({}): someone else pushed to it, so selfheal leaves it to them",
+                    short(&run.head_sha),
+                    ours.as_deref().map_or("none", short)
+                ),
+            ));
+        }
+    }
     if !deliverable {
         if run.fix_branch.is_some() {
             let why = format!(
@@ -186,6 +202,38 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
         "fixed" => "open a pull request with the validated fix",
         _ => "rerun the failed jobs",
     };
+    // A tag pushed under a plain name looks like a branch in the webhook: before anything is
+    // written, the branch must be one of the repository's.
+    if run.fix_branch.is_none() {
+        let branch: String = ctx
+            .pool
+            .get()
+            .await?
+            .query_one(
+                "SELECT branch FROM incidents WHERE id = $1",
+                &[&run.incident_id],
+            )
+            .await?
+            .get(0);
+        let found: Result<Value, _> = crab
+            .get(
+                format!("/repos/{}/git/ref/heads/{branch}", run.repository_full_name),
+                None::<&()>,
+            )
+            .await;
+        match found {
+            Ok(_) => {}
+            Err(e) if super::status_of(&e) == Some(404) => {
+                return Ok((
+                    Verdict::Skip,
+                    format!(
+                        "{branch} is not a branch of the repository (a tag?): nothing delivered"
+                    ),
+                ))
+            }
+            Err(e) => return Err(api_error(e, "the failing branch")),
+        }
+    }
     if ctx.dry_run {
         return Ok((
             Verdict::DryRun,
@@ -389,8 +437,18 @@ async fn fix_passed(
             Verdict::Hold,
             format!(
                 "PR #{number}'s head {} is not the commit selfheal pushed ({}): someone else pushed to the branch, so it is left for review",
-                &head[..head.len().min(7)],
-                ours.as_deref().map_or("none", |s| &s[..s.len().min(7)])
+                short(head),
+                ours.as_deref().map_or("none", short)
+            ),
+            json!([]),
+        ));
+    }
+    // Dry run switched on after the PR was opened still means: merge nothing.
+    if ctx.dry_run {
+        return Ok((
+            Verdict::Hold,
+            format!(
+                "dry run (SELFHEAL_DRY_RUN): would judge PR #{number} for merging; left for review"
             ),
             json!([]),
         ));
@@ -428,6 +486,16 @@ async fn fix_passed(
             ))
         }
     };
+    if config.dry_run {
+        return Ok((
+            Verdict::Hold,
+            format!(
+                "dry run ({}): would judge PR #{number} for merging; left for review",
+                repo_config::PATH
+            ),
+            Value::Array(checks.all.clone()),
+        ));
+    }
     // The policy judges what the PR holds now, as GitHub shows it, not what selfheal recorded.
     let files = pr_state::pr_files(&crab, repo, number).await?;
     let (allow, reasons, source) = merge_decision(ctx, run, green, &config, &files).await?;
@@ -507,4 +575,8 @@ async fn merge_decision(
         )
         .await?;
     Ok((decision.allow, decision.reasons, source))
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
 }
