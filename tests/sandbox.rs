@@ -92,6 +92,51 @@ async fn the_repositorys_code_runs_unprivileged_with_no_capabilities() {
 }
 
 #[tokio::test]
+async fn a_work_volume_over_its_limit_is_killed() {
+    let sb = sandbox(Limits {
+        work_bytes: 32 << 20,
+        watch_interval: Duration::from_millis(500),
+        ..Limits::default()
+    })
+    .await;
+    let dir = repo();
+    let started = Instant::now();
+    let (run, _) = sb
+        .run(
+            dir.path(),
+            "dd if=/dev/zero of=/work/fill bs=1M count=96 2>/dev/null; echo filled; sleep 60; echo survived",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(run.disk_full, "{}", run.output);
+    assert!(!run.passed());
+    assert!(run.output.contains("filled"), "{}", run.output);
+    assert!(!run.output.contains("survived"), "{}", run.output);
+    assert!(started.elapsed() < Duration::from_secs(45));
+    // Hiding the files in a directory nobody may read hides nothing.
+    let (hidden, _) = sb
+        .run(
+            dir.path(),
+            "mkdir /work/hide && dd if=/dev/zero of=/work/hide/f bs=1M count=4 2>/dev/null && chmod 000 /work/hide; sleep 60; echo survived",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(hidden.disk_full, "{}", hidden.output);
+    // Under the limit, the same writes are fine.
+    let (ok, _) = sb
+        .run(
+            dir.path(),
+            "dd if=/dev/zero of=/work/fill bs=1M count=8 2>/dev/null; sleep 2; echo ok",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(ok.passed() && !ok.disk_full, "{}", ok.output);
+}
+
+#[tokio::test]
 async fn the_memory_limit_kills() {
     let sb = sandbox(Limits {
         memory_bytes: 64 << 20,

@@ -65,6 +65,8 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,
     pub log_cap_bytes: usize,
+    /// What a sandbox's work volume (checkout, build output, caches) may hold.
+    pub sandbox_work_bytes: i64,
     pub relay_interval: Duration,
     /// A job pushed to Redis that no worker has started after this long is pushed again (0:
     /// never).
@@ -181,6 +183,9 @@ impl Config {
                 log_cap_bytes: env
                     .parsed("SELFHEAL_LOG_CAP_BYTES")?
                     .unwrap_or(8 * 1024 * 1024),
+                sandbox_work_bytes: env
+                    .parsed("SELFHEAL_SANDBOX_WORK_BYTES")?
+                    .unwrap_or(8 << 30),
                 relay_interval: Duration::from_millis(
                     env.parsed("SELFHEAL_RELAY_INTERVAL_MS")?.unwrap_or(1000),
                 ),

@@ -33,6 +33,8 @@ pub struct WorkerContext {
     pub worker_id: String,
     pub database_url: String,
     pub log_cap_bytes: usize,
+    /// Limits of every sandbox run.
+    pub sandbox_limits: sandbox::Limits,
     /// Org-wide defaults under every repository's `.github/selfheal.yml`.
     pub repo_defaults: stages::repo_config::Defaults,
 }
@@ -47,7 +49,7 @@ impl WorkerContext {
                     .await
                     .map_err(|e| sandbox::SandboxError::Connect(e.to_string()))?;
                 let image = sandbox::ensure_image(&docker).await?;
-                sandbox::Sandbox::connect(&image, sandbox::Limits::default()).await
+                sandbox::Sandbox::connect(&image, self.sandbox_limits.clone()).await
             })
             .await
     }
@@ -116,6 +118,10 @@ pub async fn run(
         worker_id: worker_id.clone(),
         database_url: config.database_url().to_string(),
         log_cap_bytes: config.worker.log_cap_bytes,
+        sandbox_limits: sandbox::Limits {
+            work_bytes: config.worker.sandbox_work_bytes,
+            ..sandbox::Limits::default()
+        },
         repo_defaults,
     });
     let sweeper = (!config.worker.redelivery_interval.is_zero()).then(|| {

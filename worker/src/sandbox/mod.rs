@@ -6,6 +6,7 @@
 mod archive;
 mod image;
 mod owner;
+mod watch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,9 +16,8 @@ use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -49,6 +49,10 @@ pub struct Limits {
     pub cpus: f64,
     pub pids: i64,
     pub timeout: Duration,
+    /// The work volume (the checkout, build output, caches) may hold this much.
+    pub work_bytes: i64,
+    /// How often the work volume is measured.
+    pub watch_interval: Duration,
 }
 
 impl Default for Limits {
@@ -58,6 +62,8 @@ impl Default for Limits {
             cpus: 1.0,
             pids: 512,
             timeout: Duration::from_secs(600),
+            work_bytes: 8 << 30,
+            watch_interval: Duration::from_secs(5),
         }
     }
 }
@@ -70,12 +76,14 @@ pub struct Execution {
     pub output: String,
     pub timed_out: bool,
     pub oom_killed: bool,
+    /// Killed because its work volume outgrew `Limits::work_bytes` (or hid from the count).
+    pub disk_full: bool,
     pub duration: Duration,
 }
 
 impl Execution {
     pub fn passed(&self) -> bool {
-        self.exit_code == 0 && !self.timed_out && !self.oom_killed
+        self.exit_code == 0 && !self.timed_out && !self.oom_killed && !self.disk_full
     }
 }
 
@@ -269,39 +277,8 @@ impl Sandbox {
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await?;
-        let mut wait = self.docker.wait_container(
-            name,
-            Some(
-                WaitContainerOptionsBuilder::default()
-                    .condition("not-running")
-                    .build(),
-            ),
-        );
-        let timed_out = tokio::time::timeout(self.limits.timeout, wait.next())
-            .await
-            .is_err();
-        if timed_out {
-            let _ = self
-                .docker
-                .kill_container(
-                    name,
-                    Some(
-                        KillContainerOptionsBuilder::default()
-                            .signal("KILL")
-                            .build(),
-                    ),
-                )
-                .await;
-            let mut wait = self.docker.wait_container(
-                name,
-                Some(
-                    WaitContainerOptionsBuilder::default()
-                        .condition("not-running")
-                        .build(),
-                ),
-            );
-            let _ = tokio::time::timeout(Duration::from_secs(10), wait.next()).await;
-        }
+        let stopped = watch::watch(&self.docker, name, &self.limits).await;
+        let timed_out = stopped == watch::Stopped::TimedOut;
         let duration = started.elapsed();
         let state = self
             .docker
@@ -339,6 +316,7 @@ impl Sandbox {
                 output: String::from_utf8_lossy(&output).into_owned(),
                 timed_out,
                 oom_killed: state.oom_killed.unwrap_or(false),
+                disk_full: stopped == watch::Stopped::DiskFull,
                 duration,
             },
             collected,
