@@ -118,12 +118,22 @@ async fn a_work_volume_over_its_limit_is_killed() {
     let (hidden, _) = sb
         .run(
             dir.path(),
-            "mkdir /work/hide && dd if=/dev/zero of=/work/hide/f bs=1M count=4 2>/dev/null && chmod 000 /work/hide; sleep 60; echo survived",
+            "mkdir /work/hide && dd if=/dev/zero of=/work/hide/f bs=1M count=96 2>/dev/null && chmod 000 /work/hide; sleep 60; echo survived",
             None,
         )
         .await
         .unwrap();
     assert!(hidden.disk_full, "{}", hidden.output);
+    // A build's private directories (rustc makes 0700 ones) are no reason to stop it.
+    let (private, _) = sb
+        .run(
+            dir.path(),
+            "mkdir -m 700 /work/tmp-build && dd if=/dev/zero of=/work/tmp-build/f bs=1M count=4 2>/dev/null && chmod 000 /work/tmp-build; sleep 3; echo ok",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(private.passed() && !private.disk_full, "{}", private.output);
     // Under the limit, the same writes are fine.
     let (ok, _) = sb
         .run(

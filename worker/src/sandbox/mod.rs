@@ -246,7 +246,7 @@ impl Sandbox {
                 "PYTHONDONTWRITEBYTECODE=1".into(),
                 "TERM=dumb".into(),
             ]),
-            labels: Some(labels),
+            labels: Some(labels.clone()),
             user: Some(format!("{}:{}", archive::SANDBOX_UID, archive::SANDBOX_UID)),
             network_disabled: Some(true),
             host_config: Some(host),
@@ -277,7 +277,8 @@ impl Sandbox {
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await?;
-        let stopped = watch::watch(&self.docker, name, &self.limits).await;
+        let meter = watch::start_meter(&self.docker, name, &self.image, labels).await;
+        let stopped = watch::watch(&self.docker, name, meter.as_deref(), &self.limits).await;
         let timed_out = stopped == watch::Stopped::TimedOut;
         let duration = started.elapsed();
         let state = self
@@ -382,6 +383,17 @@ impl Cleanup {
                     RemoveContainerOptionsBuilder::default()
                         .force(true)
                         .v(true)
+                        .build(),
+                ),
+            )
+            .await;
+        let _ = self
+            .docker
+            .remove_container(
+                &watch::meter_name(&self.name),
+                Some(
+                    RemoveContainerOptionsBuilder::default()
+                        .force(true)
                         .build(),
                 ),
             )

@@ -1,35 +1,117 @@
 //! Watching a running sandbox: its wall clock and the size of its work volume.
 //!
 //! Docker's local volumes take no size cap without a quota-capable filesystem, so the work
-//! volume is measured every `Limits::watch_interval` by `du` exec'd in the container as root
-//! (a user the repository's code, running as uid 1000 with no capabilities, can neither kill
-//! nor trace), from the image's read-only `/usr/bin`. A volume over `Limits::work_bytes`, or
-//! one `du` cannot fully read (a directory made unreadable to hide what is in it), gets its
-//! container killed. It is a limit checked at intervals: between two checks a burst can
-//! write past it by what the disk takes in that time, and space held by deleted files that
-//! are still open is not seen.
+//! volume is measured every `Limits::watch_interval` from outside the sandbox: a small
+//! "meter" container mounts the same volume read-only and runs as root holding one
+//! capability, `CAP_DAC_READ_SEARCH`, so `du` reads every directory whatever its mode. It
+//! lives in its own PID namespace and cgroup: the repository's code can neither kill, trace
+//! nor starve it. A volume over `Limits::work_bytes` gets the sandbox killed, and so does one
+//! too big to even count in time (millions of tiny files). It is a limit checked at
+//! intervals: between two checks a burst can write past it by what the disk takes in that
+//! time, and space held by deleted files that are still open is not seen.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::query_parameters::{KillContainerOptionsBuilder, WaitContainerOptionsBuilder};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
 use bollard::Docker;
 use futures::StreamExt;
 
 use super::Limits;
+
+/// One measurement may take this long.
+const MEASURE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Measurements in a row that did not finish in time before the volume counts as over.
+const MAX_SLOW: u32 = 3;
 
 /// How a container came to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
     Finished,
     TimedOut,
-    /// Its work volume grew past the limit, or could not be measured.
+    /// Its work volume grew past the limit (or past counting).
     DiskFull,
 }
 
-/// Waits for `container` to stop; kills it on timeout or when its work volume outgrows the
-/// limit.
-pub async fn watch(docker: &Docker, container: &str, limits: &Limits) -> Stopped {
+/// The name of the meter container beside sandbox `name`.
+pub fn meter_name(name: &str) -> String {
+    format!("{name}-meter")
+}
+
+/// Starts the meter for volume `volume`; `None` (logged) when it cannot be had, and then the
+/// run goes unmeasured rather than not at all.
+pub async fn start_meter(
+    docker: &Docker,
+    volume: &str,
+    image: &str,
+    labels: HashMap<String, String>,
+) -> Option<String> {
+    let name = meter_name(volume);
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "while :; do sleep 3600; done".into(),
+        ]),
+        user: Some("0".into()),
+        labels: Some(labels),
+        network_disabled: Some(true),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            readonly_rootfs: Some(true),
+            mounts: Some(vec![Mount {
+                target: Some("/work".into()),
+                source: Some(volume.to_string()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(true),
+                ..Default::default()
+            }]),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(vec!["DAC_READ_SEARCH".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(128 << 20),
+            pids_limit: Some(16),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let started = async {
+        docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
+            .await?;
+        docker
+            .start_container(
+                &name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+    }
+    .await;
+    match started {
+        Ok(()) => Some(name),
+        Err(e) => {
+            tracing::warn!(error = %selfheal_shared::cause::Chain(&e), "no meter for the sandbox's work volume; this run's disk use goes unchecked");
+            None
+        }
+    }
+}
+
+/// Waits for `container` to stop; kills it on timeout or when the volume `meter` measures
+/// outgrows the limit.
+pub async fn watch(
+    docker: &Docker,
+    container: &str,
+    meter: Option<&str>,
+    limits: &Limits,
+) -> Stopped {
     let mut wait = docker.wait_container(
         container,
         Some(
@@ -43,13 +125,29 @@ pub async fn watch(docker: &Docker, container: &str, limits: &Limits) -> Stopped
     let mut tick = tokio::time::interval(limits.watch_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut slow = 0;
     let stopped = loop {
         tokio::select! {
             _ = wait.next() => break Stopped::Finished,
             _ = &mut deadline => break Stopped::TimedOut,
-            _ = tick.tick() => {
-                if let Measured::Over = measure(docker, container, limits.work_bytes).await {
-                    break Stopped::DiskFull;
+            _ = tick.tick(), if meter.is_some() => {
+                let meter = meter.unwrap_or_default();
+                // Bounded, so the wall clock is looked at again soon.
+                let measured = tokio::time::timeout(
+                    MEASURE_TIMEOUT,
+                    measure(docker, meter, limits.work_bytes),
+                )
+                .await
+                .unwrap_or(Measured::Slow);
+                match measured {
+                    Measured::Over => break Stopped::DiskFull,
+                    Measured::Slow => {
+                        slow += 1;
+                        if slow >= MAX_SLOW {
+                            break Stopped::DiskFull;
+                        }
+                    }
+                    Measured::Within | Measured::Unavailable => slow = 0,
                 }
             }
         }
@@ -58,11 +156,7 @@ pub async fn watch(docker: &Docker, container: &str, limits: &Limits) -> Stopped
         let _ = docker
             .kill_container(
                 container,
-                Some(
-                    KillContainerOptionsBuilder::default()
-                        .signal("KILL")
-                        .build(),
-                ),
+                Some(KillContainerOptionsBuilder::default().signal("KILL").build()),
             )
             .await;
         let mut wait = docker.wait_container(
@@ -81,17 +175,18 @@ pub async fn watch(docker: &Docker, container: &str, limits: &Limits) -> Stopped
 enum Measured {
     Within,
     Over,
-    /// The container stopped meanwhile, or the engine did not answer: nothing to judge.
-    Unknown,
+    /// `du` did not finish in time.
+    Slow,
+    /// The engine did not run it (the meter is not the sandbox's to break: not counted).
+    Unavailable,
 }
 
-async fn measure(docker: &Docker, container: &str, limit: i64) -> Measured {
+async fn measure(docker: &Docker, meter: &str, limit: i64) -> Measured {
     let exec = match docker
         .create_exec(
-            container,
+            meter,
             CreateExecOptions {
                 cmd: Some(vec!["/usr/bin/du", "-sxk", "/work"]),
-                user: Some("0"),
                 env: Some(vec!["PATH=/usr/bin:/bin", "LC_ALL=C"]),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
@@ -101,36 +196,30 @@ async fn measure(docker: &Docker, container: &str, limit: i64) -> Measured {
         .await
     {
         Ok(exec) => exec,
-        Err(_) => return Measured::Unknown,
+        Err(_) => return Measured::Unavailable,
     };
     let mut stdout = String::new();
-    if let Ok(StartExecResults::Attached { mut output, .. }) =
-        docker.start_exec(&exec.id, None).await
-    {
-        while let Some(Ok(chunk)) = output.next().await {
-            if let bollard::container::LogOutput::StdOut { message } = chunk {
-                if stdout.len() < 4096 {
-                    stdout.push_str(&String::from_utf8_lossy(&message));
+    match docker.start_exec(&exec.id, None).await {
+        Ok(StartExecResults::Attached { mut output, .. }) => {
+            while let Some(Ok(chunk)) = output.next().await {
+                if let bollard::container::LogOutput::StdOut { message } = chunk {
+                    if stdout.len() < 4096 {
+                        stdout.push_str(&String::from_utf8_lossy(&message));
+                    }
                 }
             }
         }
-    } else {
-        return Measured::Unknown;
+        _ => return Measured::Unavailable,
     }
-    let exit = docker
-        .inspect_exec(&exec.id)
-        .await
-        .ok()
-        .and_then(|i| i.exit_code);
-    let kib = stdout
+    // A non-zero exit with a total is files vanishing mid-walk (builds delete their
+    // temporaries): the total still counts.
+    match stdout
         .split_whitespace()
         .next()
-        .and_then(|n| n.parse::<i64>().ok());
-    match (exit, kib) {
-        (Some(0), Some(kib)) if kib.saturating_mul(1024) <= limit => Measured::Within,
-        (Some(0), Some(_)) => Measured::Over,
-        // du ran and could not read everything: what it cannot see is not allowed either.
-        (Some(code), _) if code != 0 && kib.is_some() => Measured::Over,
-        _ => Measured::Unknown,
+        .and_then(|n| n.parse::<i64>().ok())
+    {
+        Some(kib) if kib.saturating_mul(1024) <= limit => Measured::Within,
+        Some(_) => Measured::Over,
+        None => Measured::Unavailable,
     }
 }
