@@ -16,9 +16,13 @@ CREATE UNIQUE INDEX incidents_one_open
 -- id) runs nothing again. GitHub's comment ids are unique across repositories. Replays
 -- recorded before this migration keep their row (outbox rows point at them), marked with a
 -- negative comment id: the row's own id, negated.
-UPDATE commands c SET comment_id = -c.id
+UPDATE commands c SET comment_id = -c.id,
+       status = CASE WHEN c.status = 'queued' THEN 'refused' ELSE c.status END,
+       result = coalesce(c.result, 'a replayed delivery of comment ' || c.comment_id || ': not run again')
 FROM commands first
 WHERE first.comment_id = c.comment_id AND first.id < c.id;
+-- When the comment was written: an approval covers what its author could have seen then.
+ALTER TABLE commands ADD COLUMN comment_created_at TIMESTAMPTZ;
 CREATE UNIQUE INDEX commands_one_per_comment ON commands (comment_id);
 
 -- The fix itself, as file contents checked on the worker (path, base64 content or null when

@@ -26,8 +26,12 @@ REVOKE ALL ON audit_log FROM PUBLIC;
 DO $$
 BEGIN
     REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+    -- A role that does not own the schema gets a warning, not an error, from REVOKE: say it.
+    IF has_schema_privilege('public', 'public', 'CREATE') THEN
+        RAISE WARNING 'everyone may still CREATE in schema public: revoke it as its owner (SECURITY.md)';
+    END IF;
 EXCEPTION WHEN insufficient_privilege THEN
-    RAISE NOTICE 'cannot revoke CREATE on schema public from PUBLIC (not its owner)';
+    RAISE WARNING 'cannot revoke CREATE on schema public from PUBLIC (not its owner): do it as the owner (SECURITY.md)';
 END $$;
 
 DO $$

@@ -255,6 +255,22 @@ async fn approve_refuses_red_checks_and_commands_obey_dry_run() {
     env.wait_run(run_id_of(&body), Duration::from_secs(60))
         .await;
 
+    // An approval written before selfheal pushed the fix (the recorded comment's own time,
+    // 2019) does not cover it.
+    let mut old = env.comment(1, "octocat", "/selfheal approve");
+    old["comment"]["created_at"] = serde_json::json!("2019-05-15T15:20:21Z");
+    let (_, body) = app.deliver("issue_comment", &old).await;
+    assert_eq!(
+        env.command_status(body["command_id"].as_i64().unwrap())
+            .await,
+        "refused"
+    );
+    let answer = env.standin.comments().last().unwrap()["body"].to_string();
+    assert!(
+        answer.contains("after this approval was written"),
+        "{answer}"
+    );
+
     // A red check on the fix: a person's approval does not override it.
     env.standin.set_knobs(Knobs {
         permissions: admin(),

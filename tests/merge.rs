@@ -546,7 +546,10 @@ async fn a_commit_someone_else_pushed_onto_the_fix_is_never_merged_by_selfheal()
     env.wait_run(red, Duration::from_secs(90)).await;
     let (v, reason) = verdict(&env, red).await;
     assert_eq!(v, "hold", "{reason}");
-    assert!(reason.contains("someone else pushed"), "{reason}");
+    assert!(
+        reason.contains("someone else pushed to the branch"),
+        "{reason}"
+    );
     assert_eq!(env.pull(1).1, theirs, "nothing pushed on top of it");
 
     // Its CI is green and format fixes are auto-merged here: still, it is not selfheal's.

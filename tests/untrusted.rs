@@ -263,3 +263,50 @@ async fn a_tag_that_looks_like_a_branch_gets_nothing_delivered() {
         .collect();
     assert!(writes.is_empty(), "nothing pushed: {writes:?}");
 }
+
+#[tokio::test]
+async fn a_request_waiting_for_a_slot_or_trickling_its_body_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_MAX_IN_FLIGHT", "1");
+    env.set("SELFHEAL_REQUEST_TIMEOUT_SECS", "1");
+    let app = env.spawn_web().await;
+    // A client takes the only slot and sends its body one byte, then nothing.
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        b"POST /webhooks/github HTTP/1.1\r\nhost: selfheal\r\ncontent-type: application/json\r\n\
+          x-github-event: ping\r\nx-github-delivery: d-slow\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The next request waits for the slot (the trickler holds it until its own timeout), and
+    // is answered within its timeout all the same: queueing for a slot counts.
+    let started = std::time::Instant::now();
+    let (status, body) = app.deliver("ping", &json!({"zen": "x"})).await;
+    let waited = started.elapsed();
+    assert!(status == 200 || status == 408, "{status} {body}");
+    assert!(
+        waited > std::time::Duration::from_millis(500),
+        "it waited for the only slot: {waited:?}"
+    );
+    assert!(
+        waited < std::time::Duration::from_millis(2500),
+        "{waited:?}"
+    );
+    // The trickling client gets its 408 too, instead of holding the slot for ever.
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), slow.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    // With the slot free again, deliveries are handled.
+    let (status, _) = app.deliver("ping", &json!({"zen": "x"})).await;
+    assert_eq!(status, 200);
+}

@@ -51,15 +51,15 @@ pub struct HeadRepository {
     pub full_name: Option<String>,
 }
 
-/// Events whose runs execute the repository's workflow on its own commit but are started by
-/// someone else's action (a fork's pull request, a comment, another run): their logs may
-/// come from code that is not the repository's, so they are not healed.
-const TRIGGERED_BY_OTHERS: [&str; 5] = [
-    "pull_request_target",
-    "pull_request_review",
-    "pull_request_review_comment",
-    "issue_comment",
-    "workflow_run",
+/// The events whose runs selfheal heals: code the repository's own people pushed or ran.
+/// Everything else (`pull_request_target`, comments, reviews, issues, other runs…) is started
+/// by someone else's action and may feed the workflow code that is not the repository's.
+const HEALED_EVENTS: [&str; 5] = [
+    "push",
+    "pull_request",
+    "schedule",
+    "workflow_dispatch",
+    "repository_dispatch",
 ];
 
 fn first_attempt() -> i32 {
@@ -151,7 +151,7 @@ impl WorkflowRunEvent {
         if let Some(event) = wr
             .event
             .as_deref()
-            .filter(|e| TRIGGERED_BY_OTHERS.contains(e))
+            .filter(|e| !HEALED_EVENTS.contains(e) && *e != "merge_group")
         {
             return Some(format!(
                 "a {event} run: started by someone else's action, its log may come from code that is not the repository's"
@@ -197,6 +197,9 @@ pub struct Issue {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Comment {
     pub id: i64,
+    /// When the comment was written (an approval covers what its author could see then).
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub body: Option<String>,
     pub user: User,

@@ -562,8 +562,8 @@ async fn command(
     let row = tx
         .query_opt(
             "INSERT INTO commands (delivery_id, installation_id, repository_id, repository_full_name,
-                                   issue_number, comment_id, actor, command)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                   issue_number, comment_id, actor, command, comment_created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (comment_id) DO NOTHING RETURNING id",
             &[
                 &delivery_id,
@@ -574,6 +574,7 @@ async fn command(
                 &ev.comment.id,
                 &ev.comment.user.login,
                 &command,
+                &ev.comment.created_at,
             ],
         )
         .await?;

@@ -225,6 +225,7 @@ impl TestEnv {
         payload["comment"]["body"] = Value::from(body);
         // Every comment a test writes is a new comment (a replay reuses its payload instead).
         payload["comment"]["id"] = Value::from(next_comment_id());
+        payload["comment"]["created_at"] = Value::from(now());
         payload["comment"]["user"]["login"] = Value::from(login);
         payload["sender"]["login"] = Value::from(login);
         payload

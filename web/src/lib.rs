@@ -1,5 +1,6 @@
 //! The webhook server: verifies, persists and enqueues; nothing slow happens here.
 
+mod admission;
 mod error;
 mod health;
 mod metrics;
@@ -10,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use deadpool_postgres::Pool;
@@ -18,8 +18,6 @@ use secrecy::SecretString;
 use selfheal_shared::queue::{self, JobQueue};
 use selfheal_shared::{db, outbox, Config};
 use tokio::net::TcpListener;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 pub use error::ApiError;
 
@@ -51,17 +49,15 @@ impl Limits {
 }
 
 pub fn router(state: AppState, limits: Limits) -> Router {
-    // tower's layers rather than checks in the handler: the body limit refuses before the body
-    // is read, the timeout also covers a client that trickles its body, and the concurrency
-    // limit holds extra requests back before they take a database connection.
+    // The body limit refuses before the body is read; admission bounds the requests handled
+    // at once and the time each may take, before any takes a database connection.
+    let admission = admission::Admission::new(limits.max_in_flight, limits.request_timeout);
     Router::new()
         .route("/webhooks/github", post(webhook::receive))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
-        // Outermost, so time spent waiting for a slot counts too.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            admission::admit,
         ))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

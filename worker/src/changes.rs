@@ -173,6 +173,10 @@ impl ChangeSet {
                 .take(MAX_FILE_BYTES)
                 .read_to_end(&mut content)
                 .map_err(unreadable)?;
+            // As git judges it: a NUL early on makes a file binary, UTF-8 or not.
+            if content.iter().take(8000).any(|b| *b == 0) {
+                return Err(Refused::Binary(path));
+            }
             match std::str::from_utf8(&content) {
                 Err(_) => return Err(Refused::Binary(path)),
                 Ok(text) if text.lines().count() > MAX_FILE_LINES => {
@@ -378,6 +382,12 @@ fn read_original(root: &Path, path: &str) -> Result<Option<(Vec<u8>, bool)>, Ref
     }
     use std::os::unix::fs::PermissionsExt;
     let content = std::fs::read(&target).map_err(|e| Refused::Unreadable(e.to_string()))?;
+    // A change to a file too long to show in a diff is a change nobody can judge.
+    if String::from_utf8_lossy(&content).lines().count() > MAX_FILE_LINES {
+        return Err(Refused::TooLarge(format!(
+            "{path} has over {MAX_FILE_LINES} lines"
+        )));
+    }
     Ok(Some((content, meta.permissions().mode() & 0o111 != 0)))
 }
 
@@ -539,6 +549,12 @@ mod tests {
                 "files/logo.png",
                 tar::EntryType::Regular,
                 b"\x89PNG\xff\xfe",
+                "binary",
+            ),
+            (
+                "files/nul.txt",
+                tar::EntryType::Regular,
+                b"text\0more",
                 "binary",
             ),
             (

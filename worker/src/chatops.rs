@@ -339,7 +339,8 @@ async fn approve(
     let newer = client
         .query_opt(
             "SELECT a.commit_sha FROM fix_attempts a, commands c
-             WHERE a.incident_id = $1 AND c.id = $2 AND a.pushed_at > c.created_at
+             WHERE a.incident_id = $1 AND c.id = $2
+               AND a.pushed_at > coalesce(c.comment_created_at, c.created_at)
              ORDER BY a.attempt DESC LIMIT 1",
             &[&incident, &cmd.id],
         )

@@ -391,11 +391,7 @@ impl Cleanup {
             .docker
             .remove_container(
                 &watch::meter_name(&self.name),
-                Some(
-                    RemoveContainerOptionsBuilder::default()
-                        .force(true)
-                        .build(),
-                ),
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
             )
             .await;
         let _ = self

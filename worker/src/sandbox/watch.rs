@@ -156,7 +156,11 @@ pub async fn watch(
         let _ = docker
             .kill_container(
                 container,
-                Some(KillContainerOptionsBuilder::default().signal("KILL").build()),
+                Some(
+                    KillContainerOptionsBuilder::default()
+                        .signal("KILL")
+                        .build(),
+                ),
             )
             .await;
         let mut wait = docker.wait_container(

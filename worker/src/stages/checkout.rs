@@ -67,6 +67,27 @@ pub async fn checkout(ctx: &WorkerContext, run: &Run) -> Result<tempfile::TempDi
         .map_err(|e| StageError::Transient(format!("unpacking: {e}")))?
 }
 
+/// Whether a link at `at` (relative to the repository root) pointing to `target` resolves,
+/// lexically, inside the repository.
+fn stays_inside(at: &std::path::Path, target: &std::path::Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth = at.components().count() as i64 - 1;
+    for c in target.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            _ => return false,
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
 /// Whether `root/inner`, or any directory on the way to it, is a symlink (or not a directory
 /// where one is needed).
 fn through_symlink(root: &std::path::Path, inner: &std::path::Path) -> bool {
@@ -116,7 +137,13 @@ pub fn unpack(gz: impl Read, caps: Caps) -> Result<tempfile::TempDir, StageError
         }
         let kind = entry.header().entry_type();
         if kind.is_symlink() {
-            if let Some(link) = entry.link_name().map_err(bad)? {
+            // Only links that stay inside the repository: Docker refuses to upload one that
+            // points out of the work dir, and nothing outside is the repository's anyway.
+            let inside = entry
+                .link_name()
+                .map_err(bad)?
+                .filter(|link| stays_inside(&inner, link));
+            if let Some(link) = inside {
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent).map_err(bad)?;
                 }
@@ -195,6 +222,9 @@ mod tests {
         let tgz = tarball_in_order(&[
             Entry::Link("escape", &out),
             Entry::Link("leak", &secret),
+            // A link inside the repository is kept; a file through it is not written.
+            Entry::Link("inlink", "src"),
+            Entry::File("inlink/evil.rs", b"planted\n"),
             Entry::File("src/lib.rs", b"fn a() {}\n"),
             Entry::File("escape/planted", b"owned\n"),
             Entry::File("leak", b"overwritten\n"),
@@ -204,12 +234,30 @@ mod tests {
             std::fs::read_to_string(dir.path().join("src/lib.rs")).unwrap(),
             "fn a() {}\n"
         );
-        // The links are the commit's, kept as links.
-        assert!(std::fs::symlink_metadata(dir.path().join("leak"))
+        // Links out of the repository are left out; the file of the same name is written
+        // as a plain file, on this side.
+        assert!(!std::fs::symlink_metadata(dir.path().join("leak"))
             .unwrap()
             .file_type()
             .is_symlink());
+        assert!(super::stays_inside(
+            std::path::Path::new("a/b"),
+            std::path::Path::new("../c")
+        ));
+        assert!(!super::stays_inside(
+            std::path::Path::new("a"),
+            std::path::Path::new("../../etc")
+        ));
+        assert!(!super::stays_inside(
+            std::path::Path::new("a"),
+            std::path::Path::new("/etc")
+        ));
         assert!(!outside.path().join("planted").exists());
+        assert!(std::fs::symlink_metadata(dir.path().join("inlink"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(!dir.path().join("src/evil.rs").exists());
         assert_eq!(
             std::fs::read_to_string(outside.path().join("secret")).unwrap(),
             "host\n"

@@ -180,7 +180,7 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
             return Ok((
                 Verdict::Hold,
                 format!(
-                    "the fix's branch is at {}, not at the commit selfheal pushed ({}): someone else pushed to it, so selfheal leaves it to them",
+                    "this run is of {}, not of the commit selfheal last pushed ({}): someone else pushed to the branch (or the run is of an older attempt), so selfheal builds nothing on it",
                     short(&run.head_sha),
                     ours.as_deref().map_or("none", short)
                 ),
@@ -217,7 +217,11 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
             .get(0);
         let found: Result<Value, _> = crab
             .get(
-                format!("/repos/{}/git/ref/heads/{branch}", run.repository_full_name),
+                format!(
+                    "/repos/{}/git/ref/heads/{}",
+                    run.repository_full_name,
+                    ref_path(&branch)
+                ),
                 None::<&()>,
             )
             .await;
@@ -577,6 +581,42 @@ async fn merge_decision(
     Ok((decision.allow, decision.reasons, source))
 }
 
+/// A branch name as a URL path: each segment percent-encoded (`#`, `%`, `?` and non-ASCII
+/// are legal in git refs), the `/` between segments kept.
+fn ref_path(branch: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+    const SEGMENT: &AsciiSet = &CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}')
+        .add(b'^')
+        .add(b'|')
+        .add(b'\\');
+    branch
+        .split('/')
+        .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(7)]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn branch_names_are_encoded_segment_by_segment() {
+        assert_eq!(super::ref_path("feature/fix#1"), "feature/fix%231");
+        assert_eq!(super::ref_path("50%/x?y"), "50%25/x%3Fy");
+        assert_eq!(super::ref_path("main"), "main");
+        assert_eq!(super::ref_path("café"), "caf%C3%A9");
+    }
 }
