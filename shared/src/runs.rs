@@ -33,6 +33,8 @@ pub enum Outcome {
     /// The stage did not run; the detail says why (e.g. not implemented).
     Skipped,
     Failed,
+    /// Left `running` by a worker that died; closed by the next worker to take the stage.
+    Abandoned,
 }
 
 impl Outcome {
@@ -41,6 +43,7 @@ impl Outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
+            Outcome::Abandoned => "abandoned",
         }
     }
 }
@@ -101,31 +104,18 @@ pub async fn abandon_stale(
         .await
 }
 
-/// Attempts of this stage that a dying worker left behind.
-pub async fn abandoned_attempts(
+/// Attempts of this stage that ended with `outcome`. Failed ones use up the retry budget;
+/// abandoned ones (a worker died) do not, but are bounded on their own.
+pub async fn attempts_ended(
     client: &impl GenericClient,
     run_id: Uuid,
     stage: Stage,
+    outcome: Outcome,
 ) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT count(*) FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND outcome = 'abandoned'",
-            &[&run_id, &stage.as_str()],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
-/// Failed attempts so far: abandoned ones (a crash) do not use up the retry budget.
-pub async fn failed_attempts(
-    client: &impl GenericClient,
-    run_id: Uuid,
-    stage: Stage,
-) -> Result<i64, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND outcome = 'failed'",
-            &[&run_id, &stage.as_str()],
+            "SELECT count(*) FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND outcome = $3",
+            &[&run_id, &stage.as_str(), &outcome.as_str()],
         )
         .await?;
     Ok(row.get(0))

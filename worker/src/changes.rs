@@ -341,27 +341,46 @@ fn mode(executable: bool) -> &'static str {
     }
 }
 
-/// `root/path`, provided no existing component of it is a symlink (a checkout unpacked by
-/// selfheal has none; a local one may).
-fn no_symlinks(root: &Path, path: &str) -> Result<PathBuf, Refused> {
+/// What stands in the way of `root/rel` on this machine, if anything.
+pub enum Obstacle {
+    /// The path itself, or a directory on the way, is a symlink.
+    Symlink,
+    /// A directory on the way is a file (relative to `root`).
+    File(PathBuf),
+}
+
+/// Walks `root/rel` without following anything: whether a symlink, or a file where a
+/// directory is needed, lies on the way. Writing or reading `root/rel` is safe only when
+/// there is none (used for checkouts, change sets and `heal --apply` alike).
+pub fn obstacle(root: &Path, rel: &Path) -> Option<Obstacle> {
     let mut at = root.to_path_buf();
-    let parts: Vec<_> = Path::new(path).components().collect();
+    let parts: Vec<_> = rel.components().collect();
     for (i, part) in parts.iter().enumerate() {
         at.push(part);
-        if let Ok(meta) = std::fs::symlink_metadata(&at) {
-            if meta.file_type().is_symlink() {
-                return Err(Refused::NotAFile {
-                    path: path.to_string(),
-                    kind: "path through a symlink",
-                });
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => return Some(Obstacle::Symlink),
+            Ok(meta) if i + 1 < parts.len() && !meta.is_dir() => {
+                return Some(Obstacle::File(
+                    at.strip_prefix(root).unwrap_or(&at).to_path_buf(),
+                ))
             }
-            if i + 1 < parts.len() && !meta.is_dir() {
-                let file = at.strip_prefix(root).unwrap_or(&at);
-                return Err(Refused::Conflict(file.display().to_string()));
-            }
+            _ => {}
         }
     }
-    Ok(at)
+    None
+}
+
+/// `root/path`, provided nothing on the way is a symlink or a file (a checkout unpacked by
+/// selfheal holds no link out of it; a local one may).
+fn no_symlinks(root: &Path, path: &str) -> Result<PathBuf, Refused> {
+    match obstacle(root, Path::new(path)) {
+        None => Ok(root.join(path)),
+        Some(Obstacle::Symlink) => Err(Refused::NotAFile {
+            path: path.to_string(),
+            kind: "path through a symlink",
+        }),
+        Some(Obstacle::File(file)) => Err(Refused::Conflict(file.display().to_string())),
+    }
 }
 
 /// The original file's content and executable bit, or `None` when it does not exist.

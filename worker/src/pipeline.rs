@@ -117,7 +117,7 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
         tracing::warn!("previous attempt was abandoned by a lost worker; resuming");
     }
     let policy = job.stage.retry_policy();
-    let abandoned = runs::abandoned_attempts(&client, run.id, job.stage).await?;
+    let abandoned = runs::attempts_ended(&client, run.id, job.stage, Outcome::Abandoned).await?;
     if abandoned >= i64::from(policy.max_abandoned) {
         let reason = format!(
             "{} was abandoned {abandoned} times: the worker running it died each time (killed, or out of memory), so it is not tried again",
@@ -129,7 +129,7 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
     }
     let mut backoffs = policy.backoffs();
     loop {
-        let failed = runs::failed_attempts(&client, run.id, job.stage).await?;
+        let failed = runs::attempts_ended(&client, run.id, job.stage, Outcome::Failed).await?;
         if failed >= i64::from(policy.max_attempts) {
             let reason = format!("{} failed {failed} times", job.stage);
             fail_run(ctx, &run, &reason).await?;

@@ -88,22 +88,6 @@ fn stays_inside(at: &std::path::Path, target: &std::path::Path) -> bool {
     true
 }
 
-/// Whether `root/inner`, or any directory on the way to it, is a symlink (or not a directory
-/// where one is needed).
-fn through_symlink(root: &std::path::Path, inner: &std::path::Path) -> bool {
-    let mut at = root.to_path_buf();
-    let parts: Vec<_> = inner.components().collect();
-    for (i, part) in parts.iter().enumerate() {
-        at.push(part);
-        match std::fs::symlink_metadata(&at) {
-            Ok(meta) if meta.file_type().is_symlink() => return true,
-            Ok(meta) if i + 1 < parts.len() && !meta.is_dir() => return true,
-            _ => {}
-        }
-    }
-    false
-}
-
 /// Unpacks GitHub's tarball without its top-level `<owner>-<repo>-<sha>/` directory.
 pub fn unpack(gz: impl Read, caps: Caps) -> Result<tempfile::TempDir, StageError> {
     let bad = |e: std::io::Error| {
@@ -132,7 +116,7 @@ pub fn unpack(gz: impl Read, caps: Caps) -> Result<tempfile::TempDir, StageError
             continue;
         }
         let target = dir.path().join(&inner);
-        if through_symlink(dir.path(), &inner) {
+        if crate::changes::obstacle(dir.path(), &inner).is_some() {
             continue;
         }
         let kind = entry.header().entry_type();
