@@ -25,34 +25,20 @@ pub struct PrFile {
     pub previous_filename: Option<String>,
 }
 
-/// GitHub lists at most 3,000 files of a pull request, 100 a page.
-const PER_PAGE: usize = 100;
-const MAX_PAGES: usize = 30;
-
-/// Every file the pull request changes, all pages.
+/// Every file the pull request changes, all pages (GitHub lists at most 3,000).
 pub async fn pr_files(crab: &Octocrab, repo: &str, number: i32) -> Result<Vec<PrFile>, StageError> {
-    let mut files = Vec::new();
-    for page in 1..=MAX_PAGES {
-        let batch: Vec<PrFile> = crab
-            .get(
-                format!("/repos/{repo}/pulls/{number}/files"),
-                Some(&[
-                    ("per_page", PER_PAGE.to_string()),
-                    ("page", page.to_string()),
-                ]),
-            )
-            .await
-            .map_err(|e| api_error(e, "the pull request's files"))?;
-        let last = batch.len() < PER_PAGE;
-        files.extend(batch);
-        if last {
-            return Ok(files);
-        }
-    }
-    Err(StageError::Permanent(format!(
-        "PR #{number} changes more than {} files",
-        PER_PAGE * MAX_PAGES
-    )))
+    let what = format!("PR #{number}'s files");
+    let items = all_pages(
+        crab,
+        &format!("/repos/{repo}/pulls/{number}/files"),
+        None,
+        &[],
+        &what,
+        30,
+    )
+    .await?;
+    serde_json::from_value(Value::Array(items))
+        .map_err(|e| StageError::Permanent(format!("{what} are unreadable: {e}")))
 }
 
 /// The pull request's change as one unified diff, for the guard and the line count.
@@ -160,19 +146,20 @@ impl Checks {
     }
 }
 
-/// Every item of a paginated list (`key` in each page), all pages: a red check on page two
-/// counts as much as one on page one.
+/// Every item of a paginated list, all pages: a red check or a protected file on page two
+/// counts as much as one on page one. Each page is `key` of the answer, or the answer itself
+/// when it is a list; GitHub's `total_count`, where given, ends the walk early.
 async fn all_pages(
     crab: &Octocrab,
     path: &str,
-    key: &str,
+    key: Option<&str>,
     query: &[(&str, &str)],
     what: &str,
+    max_pages: usize,
 ) -> Result<Vec<Value>, StageError> {
     const PAGE: usize = 100;
-    const MAX_PAGES: usize = 10;
     let mut items: Vec<Value> = Vec::new();
-    for page in 1..=MAX_PAGES {
+    for page in 1..=max_pages {
         let page = page.to_string();
         let mut q: Vec<(&str, &str)> = query.to_vec();
         q.extend([("per_page", "100"), ("page", page.as_str())]);
@@ -180,7 +167,13 @@ async fn all_pages(
             .get(path, Some(&q))
             .await
             .map_err(|e| api_error(e, what))?;
-        let batch = answer[key].as_array().cloned().unwrap_or_default();
+        let batch = match key {
+            Some(key) => &answer[key],
+            None => &answer,
+        }
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
         let n = batch.len();
         items.extend(batch);
         let total = answer["total_count"].as_u64();
@@ -190,7 +183,7 @@ async fn all_pages(
     }
     Err(StageError::Permanent(format!(
         "{what}: more than {} entries; selfheal does not judge that many",
-        PAGE * MAX_PAGES
+        PAGE * max_pages
     )))
 }
 
@@ -200,9 +193,10 @@ pub async fn checks_on(crab: &Octocrab, repo: &str, head: &str) -> Result<Checks
     let running_workflows = all_pages(
         crab,
         &format!("/repos/{repo}/actions/runs"),
-        "workflow_runs",
+        Some("workflow_runs"),
         &[("head_sha", head)],
         "the fix's workflow runs",
+        10,
     )
     .await?
     .iter()
@@ -212,9 +206,10 @@ pub async fn checks_on(crab: &Octocrab, repo: &str, head: &str) -> Result<Checks
     let mut all: Vec<Value> = all_pages(
         crab,
         &format!("/repos/{repo}/commits/{head}/check-runs"),
-        "check_runs",
+        Some("check_runs"),
         &[],
         "the fix's check runs",
+        10,
     )
     .await?
     .iter()
@@ -224,9 +219,10 @@ pub async fn checks_on(crab: &Octocrab, repo: &str, head: &str) -> Result<Checks
     let statuses = all_pages(
         crab,
         &format!("/repos/{repo}/commits/{head}/status"),
-        "statuses",
+        Some("statuses"),
         &[],
         "the fix's commit statuses",
+        10,
     )
     .await?;
     for st in &statuses {
