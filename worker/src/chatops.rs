@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::stages::{api_error, comment, merge, pr_state, repo_config, status_of, StageError};
+use crate::stages::repo_config::{self, RepoConfig};
+use crate::stages::{api_error, comment, merge, pr_state, short, status_of, StageError};
 use crate::WorkerContext;
 
 struct Command {
@@ -225,8 +226,9 @@ async fn execute(
     // Not the locked `commands` row: this connection is not the one holding its lock.
     let client = ctx.pool.get().await?;
     // Dry run holds for people's commands too: nothing that writes code or reruns CI.
-    if matches!(cmd.command.as_str(), "retry" | "approve") {
-        if let Some(why) = dry_run(ctx, crab, &cmd.repo).await? {
+    let config = if matches!(cmd.command.as_str(), "retry" | "approve") {
+        let config = repo_config::load(ctx, crab, &cmd.repo).await?;
+        if let Some(why) = dry_run(ctx, &config) {
             return Ok((
                 "refused",
                 format!(
@@ -235,7 +237,10 @@ async fn execute(
                 ),
             ));
         }
-    }
+        config.ok()
+    } else {
+        None
+    };
     let done = |text: String| Ok(("done", text));
     match cmd.command.as_str() {
         "stop" => {
@@ -285,26 +290,26 @@ async fn execute(
                 "selfheal will try again: it asked GitHub to rerun the failed jobs of run {run_id}, and heals what fails."
             ))
         }
-        "approve" => approve(ctx, crab, cmd, incident, actor).await,
+        "approve" => {
+            // A config that did not load made `dry_run` refuse above.
+            let config = config.unwrap_or_default();
+            approve(ctx, crab, cmd, incident, actor, &config).await
+        }
         _ => done(explain(ctx, incident).await?),
     }
 }
 
 /// Why selfheal is in dry-run mode for this repository, if it is.
-async fn dry_run(
-    ctx: &WorkerContext,
-    crab: &Octocrab,
-    repo: &str,
-) -> Result<Option<String>, StageError> {
+fn dry_run(ctx: &WorkerContext, config: &Result<RepoConfig, String>) -> Option<String> {
     if ctx.dry_run {
-        return Ok(Some("SELFHEAL_DRY_RUN".into()));
+        return Some("SELFHEAL_DRY_RUN".into());
     }
-    Ok(match repo_config::load(ctx, crab, repo).await? {
+    match config {
         Ok(config) if config.dry_run => Some(repo_config::PATH.into()),
         Ok(_) => None,
         // A broken config allows nothing: treat it like a dry run, and say why.
         Err(problem) => Some(format!("{} is invalid: {problem}", repo_config::PATH)),
-    })
+    }
 }
 
 /// A person's approval merges selfheal's own last commit, as it stands when the command is
@@ -317,6 +322,7 @@ async fn approve(
     cmd: &Command,
     incident: Uuid,
     actor: &str,
+    config: &RepoConfig,
 ) -> Result<(&'static str, String), StageError> {
     let client = ctx.pool.get().await?;
     let refuse = |why: String| Ok(("refused", format!("@{}: not merged: {why}.", cmd.actor)));
@@ -349,15 +355,15 @@ async fn approve(
         let sha: String = row.get(0);
         return refuse(format!(
             "selfheal pushed {} after this approval was written; approve again once you have looked at it",
-            &sha[..sha.len().min(7)]
+            short(&sha)
         ));
     }
     let ours = pr_state::last_pushed(&**client, incident).await?;
     if ours.as_deref() != Some(head.as_str()) {
         return refuse(format!(
             "PR #{number}'s head {} is not the commit selfheal pushed ({}); someone pushed to the branch since, so review and merge it yourself",
-            &head[..head.len().min(7)],
-            ours.as_deref().map_or("none", |s| &s[..s.len().min(7)])
+            short(&head),
+            ours.as_deref().map_or("none", short)
         ));
     }
     let checks = pr_state::checks_on(crab, &cmd.repo, &head).await?;
@@ -366,28 +372,16 @@ async fn approve(
         waiting.extend(checks.pending().into_iter().map(str::to_string));
         let failed = checks.failed();
         return refuse(if !failed.is_empty() {
-            format!(
-                "checks failed on {}: {}",
-                &head[..head.len().min(7)],
-                failed.join(", ")
-            )
+            format!("checks failed on {}: {}", short(&head), failed.join(", "))
         } else if !waiting.is_empty() {
             format!("checks still running: {}", waiting.join(", "))
         } else {
             "no checks reported on the fix".into()
         });
     }
-    let config = match repo_config::load(ctx, crab, &cmd.repo).await? {
-        Ok(c) => c,
-        Err(problem) => return refuse(format!("{} is invalid: {problem}", repo_config::PATH)),
-    };
     let files = pr_state::pr_files(crab, &cmd.repo, number).await?;
     for path in pr_state::touched_paths(&files) {
-        if let Some(p) = config
-            .protected_paths
-            .iter()
-            .find(|p| path.starts_with(p.as_str()))
-        {
+        if let Some(p) = config.protected_by(&path) {
             return refuse(format!(
                 "the pull request touches {path}, under protected path {p}; selfheal never merges that"
             ));

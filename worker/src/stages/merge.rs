@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::download::api_error;
 use super::repo_config;
-use super::{StageError, StageReport};
+use super::{short, StageError, StageReport};
 use crate::WorkerContext;
 
 /// The deliver stage's merge, when verify found the run's commit green and allowed.
@@ -95,7 +95,7 @@ pub async fn merge_incident(
             Ok(format!(
                 "merged PR #{number} ({}, commit {})",
                 method.as_str(),
-                &sha[..sha.len().min(7)]
+                short(&sha)
             ))
         }
         // Not mergeable (405), head moved (409), or refused by a rule (422): GitHub's word.

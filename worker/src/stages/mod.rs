@@ -22,6 +22,11 @@ mod verify;
 pub(crate) use download::{api_error, status_of};
 pub(crate) use report::comment;
 
+/// A commit's short name, as people read it (`abc1234`).
+pub(crate) fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
 pub struct StageReport {
     pub outcome: Outcome,
     pub detail: String,

@@ -191,6 +191,14 @@ fn parse_keys(
 }
 
 impl RepoConfig {
+    /// The protected path prefix `path` falls under, if any.
+    pub fn protected_by(&self, path: &str) -> Option<&str> {
+        self.protected_paths
+            .iter()
+            .map(String::as_str)
+            .find(|p| path.starts_with(p))
+    }
+
     /// Why this delivery is not allowed here, if it is not.
     pub fn refuses(&self, class: Class, diff: Option<&str>) -> Option<String> {
         if let Some(enabled) = &self.enabled_classes {
@@ -210,11 +218,7 @@ impl RepoConfig {
             ));
         }
         for path in touched_paths(diff) {
-            if let Some(p) = self
-                .protected_paths
-                .iter()
-                .find(|p| path.starts_with(p.as_str()))
-            {
+            if let Some(p) = self.protected_by(&path) {
                 return Some(format!(
                     "the diff touches {path}, under protected path {p} of {PATH}"
                 ));

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::download::api_error;
 use super::repo_config::{self, RepoConfig};
 use super::report::comment;
-use super::{pr_state, StageError, StageReport};
+use super::{pr_state, short, StageError, StageReport};
 use crate::diagnose::Class;
 use crate::policy::{self, MergeInput};
 use crate::WorkerContext;
@@ -351,7 +351,7 @@ async fn stop(
                 "- attempt {}: `{}`, commit {} (after CI run {})",
                 r.get::<_, i32>(0),
                 r.get::<_, String>(1),
-                sha.as_deref().map(|s| &s[..s.len().min(7)]).unwrap_or("?"),
+                sha.as_deref().map(short).unwrap_or("?"),
                 r.get::<_, i64>(3)
             )
         })
@@ -428,7 +428,7 @@ async fn fix_passed(
             Verdict::Wait,
             format!(
                 "PR #{number} moved on to {}; that commit's CI decides",
-                &head[..head.len().min(7)]
+                short(head)
             ),
             json!([]),
         ));
@@ -604,10 +604,6 @@ fn ref_path(branch: &str) -> String {
         .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(7)]
 }
 
 #[cfg(test)]

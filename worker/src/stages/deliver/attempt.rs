@@ -7,7 +7,7 @@ use super::commit::make_commit;
 use crate::changes::ChangeSet;
 use crate::stages::download::api_error;
 use crate::stages::report::comment;
-use crate::stages::{StageError, StageReport};
+use crate::stages::{short, StageError, StageReport};
 use crate::WorkerContext;
 
 /// The fix's own CI failed and verify allowed another attempt: a commit on top of the fix's
@@ -95,7 +95,7 @@ pub async fn push(
             "The fix's CI failed (run {}, **{class}**). selfheal pushed attempt {attempt}: \
              `{strategy}`, commit {}, validated in its sandbox.",
             run.github_run_id,
-            &commit[..commit.len().min(7)]
+            short(&commit)
         );
         comment(&crab, repo, n, &body).await?;
     }
@@ -103,7 +103,7 @@ pub async fn push(
         outcome: Outcome::Succeeded,
         detail: format!(
             "pushed attempt {attempt} onto {branch} (commit {}, signed by GitHub)",
-            &commit[..commit.len().min(7)]
+            short(&commit)
         ),
     })
 }

@@ -8,7 +8,7 @@ use super::commit::make_commit;
 use crate::changes::ChangeSet;
 use crate::stages::download::{api_error, status_of};
 use crate::stages::repo_config;
-use crate::stages::{StageError, StageReport};
+use crate::stages::{short, StageError, StageReport};
 use crate::WorkerContext;
 
 struct Delivery {
@@ -38,7 +38,7 @@ pub async fn open(
     let branch = format!(
         "selfheal/{}-{}",
         &run.incident_id.simple().to_string()[..8],
-        &run.head_sha[..run.head_sha.len().min(7)]
+        short(&run.head_sha)
     );
     // The idempotency key is the incident: a second run of the same incident finds the PR.
     client
@@ -191,7 +191,7 @@ pub async fn open(
             "opened PR #{} from {} (commit {}, signed by GitHub)",
             d.pr_number.unwrap_or_default(),
             d.branch,
-            &commit[..commit.len().min(7)]
+            short(&commit)
         ),
     })
 }
