@@ -146,6 +146,16 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
 
 /// The fix's CI goes green at `head` (GitHub run `id`) while the stand-in answers as `knobs`
 /// say; returns the run's status and verify's verdict and reason.
+/// A failing run healed into selfheal's pull request #1: its branch and head.
+async fn fix_opened(env: &TestEnv, app: &App, run: i64) -> (String, String) {
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(run, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    env.pull(1)
+}
+
 async fn fix_ci_green(
     env: &TestEnv,
     app: &App,
@@ -169,12 +179,7 @@ async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(6301, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
-    let (branch, head) = env.pull(1);
+    let (branch, head) = fix_opened(&env, &app, 6301).await;
 
     // One workflow finished green while another has not even created its check runs.
     let knobs = Knobs {
@@ -259,12 +264,7 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
         ..Knobs::default()
     });
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(6401, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
-    let (branch, first) = env.pull(1);
+    let (branch, first) = fix_opened(&env, &app, 6401).await;
 
     // The fix's CI fails on more unformatted code (served at every commit from now on), so
     // attempt 2 is a real change on top of the first fix: an empty one would be refused.
@@ -397,12 +397,7 @@ async fn a_person_closing_the_fix_stops_selfheal_and_a_person_merging_it_is_reco
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(6501, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
-    let (branch, head) = env.pull(1);
+    let (branch, head) = fix_opened(&env, &app, 6501).await;
 
     // Closed without merging: selfheal takes the hint and stops on the incident.
     let (_, body) = app
@@ -525,12 +520,7 @@ async fn a_commit_someone_else_pushed_onto_the_fix_is_never_merged_by_selfheal()
         ..Knobs::default()
     });
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(6501, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
-    let (branch, ours) = env.pull(1);
+    let (branch, ours) = fix_opened(&env, &app, 6501).await;
     let theirs = push_onto(&env, &branch, &ours).await;
     assert_eq!(env.pull(1).1, theirs);
 
@@ -592,12 +582,7 @@ async fn the_policy_judges_the_pull_requests_own_files_not_selfheals_records() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(6601, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
-    let (branch, head) = env.pull(1);
+    let (branch, head) = fix_opened(&env, &app, 6601).await;
     // What selfheal recorded no longer says what the PR holds (here: emptied on purpose);
     // the repository now protects src/, which the PR's files touch.
     env.db()
@@ -624,12 +609,7 @@ async fn dry_run_switched_on_after_the_pull_request_merges_nothing() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(6701, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
-    let (branch, head) = env.pull(1);
+    let (branch, head) = fix_opened(&env, &app, 6701).await;
     // The fix's CI is green and format fixes are auto-merged, but the repository has since
     // put selfheal in dry-run mode.
     let knobs = Knobs {
