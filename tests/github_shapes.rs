@@ -1,5 +1,5 @@
 //! The stand-in answers, and selfheal asks, in GitHub's real shapes: checked against GitHub's
-//! own OpenAPI description and webhook schemas in ../shared/fixtures/github-openapi.
+//! own OpenAPI description and webhook schemas in fixtures/github-openapi.
 
 mod support;
 
@@ -13,9 +13,9 @@ fn openapi() -> Value {
     let path = fixtures_dir().join("github-openapi/rest-subset.json");
     let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     // Operations the subset lacks, copied from the same OpenAPI description into this
-    // repository (tests/fixtures/github-openapi/SOURCE.md).
+    // repository (fixtures/SOURCE.md).
     let own = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/github-openapi/pulls-files.json");
+        .join("fixtures/github-openapi/pulls-files.json");
     let extra: Value = serde_json::from_slice(&std::fs::read(&own).unwrap()).unwrap();
     for (template, ops) in extra["paths"].as_object().unwrap() {
         spec["paths"][template] = ops.clone();
@@ -339,8 +339,7 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
-    // The stand-in's PR is PyGithub's recording from 2012, older than several fields GitHub's
-    // schema now requires: check the fields selfheal reads against GitHub's definitions.
+    // Check the fields selfheal reads against GitHub's definitions.
     let (got, pr) = get(format!("{repo}/pulls/1")).await;
     assert_eq!(got, 200);
     let full = response_schema(

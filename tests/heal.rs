@@ -171,8 +171,7 @@ fn the_culprit_commit_is_reverted() {
 
 #[test]
 fn the_cli_takes_a_saved_ci_log() {
-    let log =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/ci-logs/rustfmt-check.log");
+    let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ci-logs/rustfmt-check.log");
     let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
         .args(["heal", "--format", "json", "--repo"])
         .arg(example("rust-format"))

@@ -316,7 +316,7 @@ mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = format!(
-            "{}/../../shared/fixtures/github-webhooks/workflow_run/{name}",
+            "{}/../fixtures/github-webhooks/workflow_run/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -335,7 +335,7 @@ mod tests {
     #[test]
     fn reads_commands_from_recorded_comments() {
         let path = format!(
-            "{}/../../shared/fixtures/github-webhooks/issue_comment/created.with-installation.payload.json",
+            "{}/../fixtures/github-webhooks/issue_comment/created.with-installation.payload.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let mut v: serde_json::Value =

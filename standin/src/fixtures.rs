@@ -1,7 +1,8 @@
-//! Reading the recorded fixtures. PyGithub's replay files (LGPL) are read from `../shared`
-//! at run time and never copied into this project.
+//! Reading the recorded fixtures in `fixtures/` (sources and licences in its SOURCE.md).
+//! Nothing outside this repository is read: a clone runs the demo and the tests alone.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
@@ -16,30 +17,26 @@ pub enum FixtureError {
     Shape { path: PathBuf, reason: String },
 }
 
-/// `SELFHEAL_FIXTURES_DIR`, or `../shared/fixtures` beside the project checkout.
+/// The repository's own `fixtures/` folder.
 pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("SELFHEAL_FIXTURES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
-/// One recorded HTTP exchange of a PyGithub replay file.
-#[derive(Debug, Clone)]
-pub struct Exchange {
-    pub method: String,
-    pub path: String,
-    pub status: u16,
-    pub body: String,
-}
+const REST_DESCRIPTION: &str = "github-openapi/rest-subset.json";
 
 #[derive(Debug, Clone)]
 pub struct Fixtures {
     pub dir: PathBuf,
+    /// GitHub's OpenAPI description, parsed once (1.8 MB) and shared by every request.
+    rest: Arc<OnceLock<Result<Value, String>>>,
 }
 
 impl Fixtures {
     pub fn new(dir: PathBuf) -> Self {
-        Fixtures { dir }
+        Fixtures {
+            dir,
+            rest: Arc::new(OnceLock::new()),
+        }
     }
 
     fn read(&self, rel: &str) -> Result<String, FixtureError> {
@@ -55,58 +52,33 @@ impl Fixtures {
         })
     }
 
-    /// Exchanges of `github-rest/pygithub-replay/<name>`: ten lines each (scheme, method,
-    /// host, port, path, request headers, request body, status, response headers, body),
-    /// separated by a blank line.
-    pub fn replay(&self, name: &str) -> Result<Vec<Exchange>, FixtureError> {
-        let rel = format!("github-rest/pygithub-replay/{name}");
-        let text = self.read(&rel)?;
-        let lines: Vec<&str> = text.lines().collect();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i + 10 <= lines.len() {
-            if lines[i].trim().is_empty() {
-                i += 1;
-                continue;
-            }
-            let status = lines[i + 7]
-                .trim()
-                .parse::<u16>()
-                .map_err(|e| FixtureError::Shape {
-                    path: self.dir.join(&rel),
-                    reason: format!("status line {}: {e}", i + 8),
-                })?;
-            out.push(Exchange {
-                method: lines[i + 1].to_string(),
-                path: lines[i + 4].to_string(),
-                status,
-                body: lines[i + 9].to_string(),
-            });
-            i += 10;
-        }
-        Ok(out)
-    }
-
-    pub fn replay_json(
+    /// The response example GitHub's OpenAPI description gives for `method path` answering
+    /// `status` (`example` names one where there are several). These replace recorded
+    /// exchanges we may not copy (PyGithub's replay files are LGPL).
+    pub fn example(
         &self,
-        name: &str,
         method: &str,
-        path_part: &str,
+        path: &str,
+        status: u16,
+        example: &str,
     ) -> Result<Value, FixtureError> {
-        let exchange = self
-            .replay(name)?
-            .into_iter()
-            .find(|e| {
-                e.method == method && e.path.split('?').next().unwrap_or("").contains(path_part)
-            })
+        let location = self.dir.join(REST_DESCRIPTION);
+        let rest = self.rest.get_or_init(|| {
+            let text = std::fs::read_to_string(&location).map_err(|e| e.to_string())?;
+            serde_json::from_str::<Value>(&text).map_err(|e| e.to_string())
+        });
+        let rest = rest.as_ref().map_err(|reason| FixtureError::Shape {
+            path: location.clone(),
+            reason: reason.clone(),
+        })?;
+        rest["paths"][path][method.to_ascii_lowercase()]["responses"][status.to_string()]["content"]
+            ["application/json"]["examples"][example]["value"]
+            .as_object()
+            .map(|o| Value::Object(o.clone()))
             .ok_or_else(|| FixtureError::Shape {
-                path: self.dir.join(name),
-                reason: format!("no {method} …{path_part}… exchange"),
-            })?;
-        serde_json::from_str(&exchange.body).map_err(|e| FixtureError::Shape {
-            path: self.dir.join(name),
-            reason: e.to_string(),
-        })
+                path: location,
+                reason: format!("no example {example:?} for {method} {path} {status}"),
+            })
     }
 
     pub fn ci_log(&self, name: &str) -> Result<String, FixtureError> {

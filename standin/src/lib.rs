@@ -1,5 +1,5 @@
 //! A local stand-in for the GitHub REST API, for tests and the demo; never on selfheal's
-//! production path. It answers with real recorded responses from `../shared/fixtures`
+//! production path. It answers with real recorded responses from `fixtures/`
 //! (adapting ids and names to the request), and records every call it receives.
 
 mod fixtures;

@@ -2,7 +2,7 @@
 //! GitHub lists them (the diff of its head against the merge base with its base branch), from
 //! the stand-in's real git repository. Paginated like GitHub's: `per_page` (default 30, at
 //! most 100), `page`, and a `Link` header naming the next page while there is one. Shape:
-//! GitHub's OpenAPI description (`tests/fixtures/github-openapi/pulls-files.json`).
+//! GitHub's OpenAPI description (`fixtures/github-openapi/pulls-files.json`).
 
 use std::sync::Arc;
 

@@ -341,8 +341,8 @@ async fn record(
 }
 
 /// What GitHub answers an installation instead of the API when its token was revoked or
-/// its rate limit is spent. Shapes recorded: PyGithub `SpecificExceptions.testRateLimitExceeded`
-/// (403, `x-ratelimit-remaining: 0`, `x-ratelimit-reset`); GitHub's documented 429 +
+/// its rate limit is spent, as GitHub documents them: 403 with `x-ratelimit-remaining: 0`
+/// and `x-ratelimit-reset` for the primary limit; GitHub's documented 429 +
 /// `retry-after` for secondary limits; 401 "Bad credentials" for a revoked token.
 fn throttle_or_revoke(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
     let number = headers
@@ -357,14 +357,8 @@ fn throttle_or_revoke(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
     let mut knobs = inner.knobs.lock().unwrap_or_else(|p| p.into_inner());
     if knobs.rate_limit_next > 0 {
         knobs.rate_limit_next -= 1;
-        let message = inner
-            .fixtures
-            .replay("SpecificExceptions.testRateLimitExceeded.txt")
-            .ok()
-            .and_then(|x| x.into_iter().find(|e| e.status == 403))
-            .and_then(|e| serde_json::from_str::<Value>(&e.body).ok())
-            .and_then(|b| b["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "API rate limit exceeded".into());
+        // GitHub's documented wording for an installation over its primary rate limit.
+        let message = "API rate limit exceeded for installation ID 1.";
         let reset = chrono::Utc::now().timestamp() + 1;
         let mut response = github_error(StatusCode::FORBIDDEN, &message);
         let h = response.headers_mut();
@@ -448,8 +442,8 @@ fn credential(headers: &HeaderMap) -> Credential {
     }
 }
 
-/// Recorded: PyGithub `GithubIntegration.testGetAccessToken` (201 with token, expires_at,
-/// permissions). The token and expiry are adapted so the client sees a valid hour ahead.
+/// GitHub's documented example (201 with token, expires_at, permissions). The token and
+/// expiry are adapted so the client sees a valid hour ahead.
 async fn access_token(
     State(inner): State<Arc<Inner>>,
     Path(id): Path<i64>,
@@ -465,10 +459,11 @@ async fn access_token(
             "A JSON web token could not be decoded",
         );
     }
-    let mut body = match inner.fixtures.replay_json(
-        "GithubIntegration.testGetAccessToken.txt",
+    let mut body = match inner.fixtures.example(
         "POST",
-        "/access_tokens",
+        "/app/installations/{installation_id}/access_tokens",
+        201,
+        "default",
     ) {
         Ok(b) => b,
         Err(e) => return fixture_error(e),
@@ -486,8 +481,9 @@ async fn access_token(
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-/// Recorded: PyGithub `WorkflowRun.test_jobs` (five jobs, all green). Adapted: the run id,
-/// and the second job made to fail at its "Run tests" step, as a failing run's listing reads.
+/// GitHub's documented example (one green job, `build`). Adapted into a failing run's
+/// listing: the run id, and a second copy of the job, `test`, failing at its "Run Tests"
+/// step with the steps after it skipped.
 async fn run_jobs(
     State(inner): State<Arc<Inner>>,
     Path((owner, repo, run_id)): Path<(String, String, i64)>,
@@ -506,39 +502,52 @@ async fn run_jobs(
         }
         return github_error(StatusCode::BAD_GATEWAY, "Server Error");
     }
-    let mut body = match inner
-        .fixtures
-        .replay_json("WorkflowRun.test_jobs.txt", "GET", "/jobs")
-    {
+    let mut body = match inner.fixtures.example(
+        "GET",
+        "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs",
+        200,
+        "default",
+    ) {
         Ok(b) => b,
         Err(e) => return fixture_error(e),
     };
     let base = inner.base_url.clone();
-    if let Some(jobs) = body["jobs"].as_array_mut() {
-        for (i, job) in jobs.iter_mut().enumerate() {
-            job["run_id"] = Value::from(run_id);
-            job["run_url"] =
-                Value::from(format!("{base}/repos/{owner}/{repo}/actions/runs/{run_id}"));
-            if i == 1 {
-                job["conclusion"] = Value::from("failure");
-                if let Some(steps) = job["steps"].as_array_mut() {
-                    for step in steps.iter_mut() {
-                        if step["name"] == "Run tests" {
-                            step["conclusion"] = Value::from("failure");
-                        } else if step["number"].as_i64().unwrap_or(0) > 5
-                            && step["number"].as_i64().unwrap_or(0) < 11
-                        {
-                            step["conclusion"] = Value::from("skipped");
-                        }
-                    }
-                }
-            }
+    let Some(recorded) = body["jobs"].get(0).cloned() else {
+        return github_error(StatusCode::INTERNAL_SERVER_ERROR, "example has no job");
+    };
+    let mut failing = recorded.clone();
+    failing["id"] = Value::from(recorded["id"].as_i64().unwrap_or(0) + 1);
+    failing["name"] = Value::from("test");
+    failing["conclusion"] = Value::from("failure");
+    let mut failed_at = None;
+    for step in failing["steps"].as_array_mut().into_iter().flatten() {
+        let number = step["number"].as_i64().unwrap_or(0);
+        if step["name"] == "Run Tests" {
+            step["conclusion"] = Value::from("failure");
+            failed_at = Some(number);
+        } else if failed_at.is_some_and(|at| number > at) && !is_post_step(step) {
+            step["conclusion"] = Value::from("skipped");
         }
     }
+    let mut jobs = vec![recorded, failing];
+    for job in &mut jobs {
+        // The documented example predates `created_at`, which GitHub's schema now requires.
+        job["created_at"] = job["started_at"].clone();
+        job["run_id"] = Value::from(run_id);
+        job["run_url"] = Value::from(format!("{base}/repos/{owner}/{repo}/actions/runs/{run_id}"));
+    }
+    body["total_count"] = Value::from(jobs.len());
+    body["jobs"] = Value::from(jobs);
     Json(body).into_response()
 }
 
-/// Recorded: PyGithub `WorkflowJob.testAttributes` — GitHub answers 302 to a pre-signed URL.
+/// Cleanup steps GitHub runs even after a step failed.
+fn is_post_step(step: &Value) -> bool {
+    let name = step["name"].as_str().unwrap_or_default();
+    name.starts_with("Post ") || name == "Complete job"
+}
+
+/// GitHub answers 302 to a pre-signed URL (its documented response).
 async fn job_logs_redirect(
     State(inner): State<Arc<Inner>>,
     Path((_owner, _repo, job_id)): Path<(String, String, i64)>,
@@ -582,7 +591,7 @@ async fn signed_log(
     }
 }
 
-/// Recorded: PyGithub `Repository.testGetArchiveLink` — 302 to the archive host.
+/// GitHub answers 302 to the archive host (its documented response).
 async fn tarball_redirect(
     State(inner): State<Arc<Inner>>,
     Path((owner, repo, git_ref)): Path<(String, String, String)>,
@@ -643,7 +652,7 @@ pub(crate) fn require_token(headers: &HeaderMap) -> Option<Response> {
         .then(|| github_error(StatusCode::UNAUTHORIZED, "Requires authentication"))
 }
 
-/// Recorded: PyGithub `Repository.testCreateGitCommitWithParents` (GET git/commits).
+/// GitHub's documented example, filled in from the bare repository's commit.
 async fn git_commit(
     State(inner): State<Arc<Inner>>,
     Path((owner, repo, sha)): Path<(String, String, String)>,
@@ -669,10 +678,11 @@ async fn git_commit(
         .split_once("\n\n")
         .map(|(_, m)| m.to_string())
         .unwrap_or_default();
-    let mut body = match inner.fixtures.replay_json(
-        "Repository.testCreateGitCommitWithParents.txt",
+    let mut body = match inner.fixtures.example(
         "GET",
-        "/git/commits/",
+        "/repos/{owner}/{repo}/git/commits/{commit_sha}",
+        200,
+        "default",
     ) {
         Ok(b) => b,
         Err(e) => return fixture_error(e),
@@ -714,7 +724,7 @@ struct BlobRequest {
     encoding: Option<String>,
 }
 
-/// Recorded: PyGithub `Repository.testCreateGitBlob`.
+/// GitHub's documented example; the blob is written into the bare repository.
 async fn git_blob(
     State(inner): State<Arc<Inner>>,
     Path((owner, repo)): Path<(String, String)>,
@@ -746,7 +756,7 @@ async fn git_blob(
     let mut body =
         match inner
             .fixtures
-            .replay_json("Repository.testCreateGitBlob.txt", "POST", "/git/blobs")
+            .example("POST", "/repos/{owner}/{repo}/git/blobs", 201, "default")
         {
             Ok(b) => b,
             Err(e) => return fixture_error(e),
@@ -773,7 +783,7 @@ struct TreeEntry {
     content: Option<String>,
 }
 
-/// Recorded: PyGithub `Repository.testCreateGitTreeWithBaseTree` (POST git/trees).
+/// GitHub's documented example; the tree is written into the bare repository.
 async fn git_tree(
     State(inner): State<Arc<Inner>>,
     Path((owner, repo)): Path<(String, String)>,
@@ -799,14 +809,14 @@ async fn git_tree(
         Ok(s) => s,
         Err(e) => return git_failed(e),
     };
-    let mut body = match inner.fixtures.replay_json(
-        "Repository.testCreateGitTreeWithBaseTree.txt",
-        "POST",
-        "/git/trees",
-    ) {
-        Ok(b) => b,
-        Err(e) => return fixture_error(e),
-    };
+    let mut body =
+        match inner
+            .fixtures
+            .example("POST", "/repos/{owner}/{repo}/git/trees", 201, "default")
+        {
+            Ok(b) => b,
+            Err(e) => return fixture_error(e),
+        };
     let listing = inner.git.git(&["ls-tree", &sha], None).unwrap_or_default();
     body["sha"] = Value::from(sha.clone());
     body["url"] = Value::from(api_url(&inner, &owner, &repo, &format!("git/trees/{sha}")));
@@ -833,7 +843,7 @@ struct CommitRequest {
     parents: Vec<String>,
 }
 
-/// Recorded: PyGithub `Repository.testCreateGitCommitWithParents` (POST git/commits). A
+/// GitHub's documented example; the commit is written into the bare repository. A
 /// commit an app makes through the API, without its own author, is signed by GitHub.
 async fn git_create_commit(
     State(inner): State<Arc<Inner>>,
@@ -854,14 +864,14 @@ async fn git_create_commit(
         Ok(s) => s,
         Err(e) => return git_failed(e),
     };
-    let mut body = match inner.fixtures.replay_json(
-        "Repository.testCreateGitCommitWithParents.txt",
-        "POST",
-        "/git/commits",
-    ) {
-        Ok(b) => b,
-        Err(e) => return fixture_error(e),
-    };
+    let mut body =
+        match inner
+            .fixtures
+            .example("POST", "/repos/{owner}/{repo}/git/commits", 201, "default")
+        {
+            Ok(b) => b,
+            Err(e) => return fixture_error(e),
+        };
     fill_commit(
         &inner,
         &mut body,
@@ -892,7 +902,7 @@ fn ref_body(inner: &Inner, owner: &str, repo: &str, git_ref: &str, sha: &str) ->
     })
 }
 
-/// Recorded: PyGithub `Repository.testCreateGitRef`; an existing ref is 422, as GitHub's.
+/// An existing ref is 422, as GitHub's.
 async fn git_create_ref(
     State(inner): State<Arc<Inner>>,
     Path((owner, repo)): Path<(String, String)>,
@@ -977,8 +987,7 @@ async fn create_pull(
         )
             .into_response();
     }
-    // octocrab's recorded pull request (current shape); PyGithub's `testCreatePull` is from
-    // 2012 and lacks fields GitHub's schema now requires.
+    // octocrab's recorded pull request (current shape).
     let mut body = match inner
         .fixtures
         .json("github-rest/octocrab/pull_requests_list.json")
@@ -1036,7 +1045,7 @@ async fn list_pulls(
     Json(pulls).into_response()
 }
 
-/// Recorded: PyGithub `WorkflowRun.test_rerun_failed_jobs` (201, empty object).
+/// GitHub answers 201 with an empty object.
 async fn rerun_failed_jobs(
     Path((_owner, _repo, _run_id)): Path<(String, String, i64)>,
     headers: HeaderMap,
@@ -1261,7 +1270,7 @@ struct MergeRequest {
     commit_title: Option<String>,
 }
 
-/// Recorded: PyGithub `PullRequest.testMerge` (PUT …/merge: `merged`, `message`, `sha`). The
+/// GitHub's documented example (`merged`, `message`, `sha`). The
 /// merge is real: a squash (or merge) commit on the base branch of the bare repository.
 /// A `sha` that is not the head's is GitHub's 409; a closed PR is its 405.
 async fn merge_pull(
@@ -1336,10 +1345,12 @@ async fn merge_pull(
     pr["merged"] = Value::from(true);
     pr["merge_commit_sha"] = Value::from(merged.clone());
     pr["merged_at"] = Value::from(rfc3339_in(0));
-    let mut body = match inner
-        .fixtures
-        .replay_json("PullRequest.testMerge.txt", "PUT", "/merge")
-    {
+    let mut body = match inner.fixtures.example(
+        "PUT",
+        "/repos/{owner}/{repo}/pulls/{pull_number}/merge",
+        200,
+        "response-if-merge-was-successful",
+    ) {
         Ok(b) => b,
         Err(e) => return fixture_error(e),
     };
@@ -1395,8 +1406,7 @@ struct CommentRequest {
 }
 
 /// Recorded: the `comment` of octokit's `issue_comment.created` webhook payload, which is
-/// GitHub's issue-comment object (PyGithub's 2012 recording of this call predates fields the
-/// schema now requires).
+/// GitHub's issue-comment object.
 async fn create_comment(
     State(inner): State<Arc<Inner>>,
     Path((owner, repo, number)): Path<(String, String, i64)>,
@@ -1449,8 +1459,8 @@ async fn commit_check_runs(
     Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
 }
 
-/// Recorded: PyGithub `Repository.testCollaboratorPermission` (admin) and
-/// `…NoPushAccess`; the login and permission come from the `permissions` knob.
+/// GitHub's documented example (admin); the login and permission come from the
+/// `permissions` knob.
 async fn collaborator_permission(
     State(inner): State<Arc<Inner>>,
     Path((_owner, _repo, login)): Path<(String, String, String)>,
@@ -1468,17 +1478,16 @@ async fn collaborator_permission(
     if permission == "none" {
         return github_error(StatusCode::NOT_FOUND, "Not Found");
     }
-    let fixture = if matches!(permission.as_str(), "admin" | "maintain" | "write") {
-        "Repository.testCollaboratorPermission.txt"
-    } else {
-        "Repository.testCollaboratorPermissionNoPushAccess.txt"
-    };
-    let mut body = match inner.fixtures.replay_json(fixture, "GET", "/permission") {
+    let mut body = match inner.fixtures.example(
+        "GET",
+        "/repos/{owner}/{repo}/collaborators/{username}/permission",
+        200,
+        "response-if-user-has-admin-permissions",
+    ) {
         Ok(b) => b,
         Err(e) => return fixture_error(e),
     };
-    // GitHub has since added `role_name` (finer: maintain, triage) to the recorded shape; its
-    // schema requires it, so it is filled in from the knob as well.
+    // `permission` is the legacy coarse level; `role_name` the finer one (maintain, triage).
     let legacy = match permission.as_str() {
         "maintain" => "write",
         "triage" => "read",
@@ -1498,8 +1507,7 @@ struct RunsQuery {
 }
 
 /// Recorded: the `workflow_run` of octokit's `workflow_run.completed` webhook payload (the
-/// same object the REST listing returns; PyGithub's 2020 listing predates `path` and
-/// `display_title`), adapted to the commit asked for and to the `fix_workflows` knob.
+/// same object the REST listing returns), adapted to the commit asked for and to the `fix_workflows` knob.
 async fn list_workflow_runs(
     State(inner): State<Arc<Inner>>,
     headers: HeaderMap,

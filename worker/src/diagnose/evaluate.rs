@@ -1,4 +1,4 @@
-//! Accuracy over a folder of labelled logs (`manifest.json`, as in ../shared/fixtures/ci-logs).
+//! Accuracy over a folder of labelled logs (`manifest.json`, as in fixtures/ci-logs).
 
 use std::path::Path;
 

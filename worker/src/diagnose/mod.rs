@@ -106,12 +106,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn ci_logs() -> PathBuf {
-        std::env::var_os("SELFHEAL_FIXTURES_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
-            })
-            .join("ci-logs")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ci-logs")
     }
 
     #[test]
