@@ -360,7 +360,7 @@ fn throttle_or_revoke(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
         // GitHub's documented wording for an installation over its primary rate limit.
         let message = "API rate limit exceeded for installation ID 1.";
         let reset = chrono::Utc::now().timestamp() + 1;
-        let mut response = github_error(StatusCode::FORBIDDEN, &message);
+        let mut response = github_error(StatusCode::FORBIDDEN, message);
         let h = response.headers_mut();
         h.insert(
             "x-ratelimit-limit",
