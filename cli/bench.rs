@@ -185,12 +185,8 @@ pub async fn heal_bench(runs: usize) -> anyhow::Result<()> {
 /// What a sandbox costs beyond the command: a no-op in a fresh container (create, upload,
 /// start, wait, logs, remove) beside the same no-op run directly, in the same run.
 pub async fn sandbox_bench(runs: usize) -> anyhow::Result<()> {
-    use selfheal_worker::sandbox::{ensure_image, Limits, Sandbox};
-    let docker = bollard::Docker::connect_with_local_defaults()?
-        .negotiate_version()
-        .await?;
-    let image = ensure_image(&docker).await?;
-    let sandbox = Sandbox::connect(&image, Limits::default()).await?;
+    use selfheal_worker::sandbox::{Limits, Sandbox};
+    let sandbox = Sandbox::connect(crate::heal::images_from_env(), Limits::default()).await?;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rust-format");
     let mut in_sandbox = Vec::new();
     let mut direct = Vec::new();

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use selfheal_worker::diagnose;
 use selfheal_worker::heal::{self, HealOptions, HealReport, Verdict};
-use selfheal_worker::sandbox::{ensure_image, Limits, Sandbox};
+use selfheal_worker::sandbox::{deps, Images, Limits, Sandbox};
 
 pub struct Args {
     pub repo: PathBuf,
@@ -36,19 +36,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .context("the log does not show which command failed: pass --cmd")?,
         (None, None) => bail!("pass --cmd \"<the failing command>\" or --log <saved CI log>"),
     };
-    let docker = bollard::Docker::connect_with_local_defaults()?
-        .negotiate_version()
-        .await?;
-    let image = ensure_image(&docker).await?;
-    let sandbox = Sandbox::connect(&image, Limits::default()).await?;
+    let sandbox = Sandbox::connect(images_from_env(), Limits::default()).await?;
     let options = HealOptions {
         reproduce_runs: args.runs,
         validate_runs: args.runs,
     };
     let progress = |msg: &str| eprintln!("… {msg}");
+    let scope = format!("local:{}", repo.display());
     let report = heal::heal(
         &sandbox,
         &repo,
+        &scope,
         &command,
         log.as_deref(),
         &options,
@@ -75,11 +73,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(match report.verdict {
-        Verdict::Fixed | Verdict::Flaky | Verdict::Rerun | Verdict::NotReproduced => {
-            ExitCode::SUCCESS
-        }
+        Verdict::Fixed | Verdict::Flaky | Verdict::Rerun => ExitCode::SUCCESS,
+        // Nothing to heal: the command passes and no CI log says otherwise.
+        Verdict::NotReproduced { .. } if log.is_none() => ExitCode::SUCCESS,
         _ => ExitCode::from(2),
     })
+}
+
+/// `SELFHEAL_SANDBOX_IMAGE`: the operator's own image for every language, else the recipe's.
+pub fn images_from_env() -> Images {
+    match std::env::var("SELFHEAL_SANDBOX_IMAGE") {
+        Ok(own) if !own.trim().is_empty() => Images::Own(own),
+        _ => Images::Recipe,
+    }
 }
 
 fn print_report(r: &HealReport) {
@@ -97,6 +103,24 @@ fn print_report(r: &HealReport) {
         println!("failing      {}", d.failing_tests.join(", "));
     }
     println!("fingerprint  {}", d.fingerprint);
+    match &r.before.dependencies {
+        Some(deps::Outcome::Ready { plan, cache }) => println!(
+            "dependencies {} from {} ({}, {} MB, digest {})",
+            if cache.hit { "cached" } else { "fetched" },
+            plan.inputs.join(", "),
+            if plan.locked {
+                "locked"
+            } else {
+                "resolved: no lockfile"
+            },
+            cache.bytes >> 20,
+            &cache.digest[..12]
+        ),
+        Some(deps::Outcome::Failed { reason, .. }) => {
+            println!("dependencies NOT FETCHED: {reason}")
+        }
+        _ => {}
+    }
     println!("strategy     {}", r.strategy.as_str());
     println!(
         "before       {} of {} runs failed ({} ms)",
@@ -123,7 +147,7 @@ fn print_report(r: &HealReport) {
             r.before.failed, r.before.passed, r.before.runs
         ),
         Verdict::Rerun => "INFRA: no code change; rerun the failed jobs".into(),
-        Verdict::NotReproduced => "the command passes: nothing to heal".into(),
+        Verdict::NotReproduced { reason } => format!("NOT REPRODUCED: {reason}"),
         Verdict::Rejected { reason } => format!("REJECTED: {reason}"),
         Verdict::Pending => "patch made, not validated".into(),
         Verdict::HandedOff { reason } => format!("HANDED OFF: {reason}"),

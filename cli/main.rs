@@ -85,8 +85,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SandboxCommand {
-    /// Build the sandbox image if missing (debootstrap + docker import); print its tag.
-    Image,
+    /// Build the sandbox images if missing (debootstrap + docker import); print their tags.
+    Image {
+        /// rust, python, node, go or java; repeat for several (default: rust and python).
+        #[arg(long = "language")]
+        languages: Vec<String>,
+    },
     /// Run a command on a copy of a directory in the sandbox.
     Run {
         #[arg(long)]
@@ -260,13 +264,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn sandbox_command(what: SandboxCommand) -> anyhow::Result<ExitCode> {
-    use selfheal_worker::sandbox::{ensure_image, Limits, Sandbox};
-    let docker = bollard::Docker::connect_with_local_defaults()?
-        .negotiate_version()
-        .await?;
-    let image = ensure_image(&docker).await?;
+    use selfheal_worker::sandbox::{ensure_image, Language, Limits, Sandbox};
+    let images = heal::images_from_env();
     match what {
-        SandboxCommand::Image => println!("{image}"),
+        SandboxCommand::Image { languages } => {
+            let docker = bollard::Docker::connect_with_local_defaults()?
+                .negotiate_version()
+                .await?;
+            let wanted = if languages.is_empty() {
+                vec!["rust".to_string(), "python".to_string()]
+            } else {
+                languages
+            };
+            for name in wanted {
+                let language = Language::parse(&name).with_context(|| {
+                    format!("unknown language {name:?} (rust, python, node, go, java)")
+                })?;
+                println!("{}", ensure_image(&docker, &images, language).await?);
+            }
+        }
         SandboxCommand::Run {
             repo,
             timeout_secs,
@@ -276,7 +292,7 @@ async fn sandbox_command(what: SandboxCommand) -> anyhow::Result<ExitCode> {
                 timeout: std::time::Duration::from_secs(timeout_secs),
                 ..Limits::default()
             };
-            let sandbox = Sandbox::connect(&image, limits).await?;
+            let sandbox = Sandbox::connect(images, limits).await?;
             let (run, _) = sandbox.run(&repo, &command.join(" "), None).await?;
             print!("{}", run.output);
             eprintln!(

@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh up
 cargo build --quiet --bin selfheal
-# The sandbox image is built once (debootstrap + docker import, about a minute), then reused.
-./target/debug/selfheal sandbox image >/dev/null
+# The Rust sandbox image is built once (debootstrap + docker import, about a minute), then reused.
+./target/debug/selfheal sandbox image --language rust >/dev/null
 RUST_LOG=${RUST_LOG:-warn} ./target/debug/selfheal demo

@@ -6,8 +6,9 @@ bash scripts/services.sh up
 # shellcheck disable=SC1091
 source target/services/env
 cargo build --quiet --workspace --all-targets
-# The sandbox image is built once (debootstrap + docker import) and reused by its recipe's hash.
-./target/debug/selfheal sandbox image
+# The sandbox images (one per language the tests heal) are built once (debootstrap + docker
+# import) and reused by their recipe's hash.
+./target/debug/selfheal sandbox image --language rust --language python --language node --language go
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use github_standin::Knobs;
 use selfheal_worker::heal::{self, HealOptions, HealReport, Verdict};
-use selfheal_worker::sandbox::{image_tag, Limits, Sandbox};
+use selfheal_worker::sandbox::{Images, Limits, Sandbox};
 use support::*;
 
 const CHECK: &str = "python3 -m black --check .";
@@ -56,16 +56,24 @@ fn ci_log() -> String {
 }
 
 async fn heal_it(repo: &Path) -> HealReport {
-    let sandbox = Sandbox::connect(&image_tag(), Limits::default())
+    let sandbox = Sandbox::connect(Images::Recipe, Limits::default())
         .await
         .unwrap();
     let options = HealOptions {
         reproduce_runs: 1,
         validate_runs: 1,
     };
-    heal::heal(&sandbox, repo, CHECK, Some(&ci_log()), &options, &|_| {})
-        .await
-        .unwrap()
+    heal::heal(
+        &sandbox,
+        repo,
+        "local:test",
+        CHECK,
+        Some(&ci_log()),
+        &options,
+        &|_| {},
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -137,7 +145,7 @@ async fn a_file_moved_out_of_the_tree_is_only_a_deletion_and_an_empty_change_is_
 
 #[tokio::test]
 async fn a_diff_naming_paths_outside_the_repository_is_never_a_change() {
-    let sandbox = Sandbox::connect(&image_tag(), Limits::default())
+    let sandbox = Sandbox::connect(Images::Recipe, Limits::default())
         .await
         .unwrap();
     let repo = hostile_repo("pass", true);

@@ -542,7 +542,7 @@ async fn the_sandbox_container_of_a_sigkilled_worker_is_removed_by_the_next_work
     rescuer.wait().ok();
     // Leave nothing behind for other tests: the rescuer's own container goes at the next sweep.
     let _ = selfheal_worker::sandbox::Sandbox::connect(
-        &selfheal_worker::sandbox::image_tag(),
+        selfheal_worker::sandbox::Images::Recipe,
         Default::default(),
     )
     .await;

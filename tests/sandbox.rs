@@ -4,10 +4,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use selfheal_worker::sandbox::{image_tag, Limits, Sandbox, LABEL};
+use selfheal_worker::sandbox::{Images, Limits, Sandbox, LABEL};
 
 async fn sandbox(limits: Limits) -> Sandbox {
-    Sandbox::connect(&image_tag(), limits)
+    Sandbox::connect(Images::Recipe, limits)
         .await
         .expect("Docker (scripts/services.sh up; selfheal sandbox image)")
 }

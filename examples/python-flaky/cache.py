@@ -1,12 +1,7 @@
-import pathlib
-import tempfile
-
-# The lookup table is built on first use and kept on disk between processes.
-TABLE = pathlib.Path(tempfile.gettempdir()) / "example-lookup-table"
+"""Picks a free cache slot. Python randomises string hashing per process, so the order in
+which a set of names is walked differs from one run to the next: the test below passes in
+some processes and fails in others, as set-order flakes do in real suites."""
 
 
-def lookup(key):
-    warm = TABLE.exists()
-    TABLE.write_text("built")
-    # A cold start misses its deadline: the first run after a fresh machine fails.
-    return key.upper() if warm else None
+def first_free(slots):
+    return next(iter(slots))

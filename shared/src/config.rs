@@ -67,6 +67,8 @@ pub struct WorkerConfig {
     pub log_cap_bytes: usize,
     /// What a sandbox's work volume (checkout, build output, caches) may hold.
     pub sandbox_work_bytes: i64,
+    /// The operator's own sandbox image for every language, instead of the built-in recipe's.
+    pub sandbox_image: Option<String>,
     pub relay_interval: Duration,
     /// A job pushed to Redis that no worker has started after this long is pushed again (0:
     /// never).
@@ -186,6 +188,7 @@ impl Config {
                 sandbox_work_bytes: env
                     .parsed("SELFHEAL_SANDBOX_WORK_BYTES")?
                     .unwrap_or(8 << 30),
+                sandbox_image: env.parsed("SELFHEAL_SANDBOX_IMAGE")?,
                 relay_interval: Duration::from_millis(
                     env.parsed("SELFHEAL_RELAY_INTERVAL_MS")?.unwrap_or(1000),
                 ),

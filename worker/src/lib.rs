@@ -35,6 +35,7 @@ pub struct WorkerContext {
     pub log_cap_bytes: usize,
     /// Limits of every sandbox run.
     pub sandbox_limits: sandbox::Limits,
+    pub sandbox_images: sandbox::Images,
     /// Org-wide defaults under every repository's `.github/selfheal.yml`.
     pub repo_defaults: stages::repo_config::Defaults,
 }
@@ -43,13 +44,8 @@ impl WorkerContext {
     pub async fn sandbox(&self) -> Result<&sandbox::Sandbox, sandbox::SandboxError> {
         self.sandbox
             .get_or_try_init(|| async {
-                let docker = bollard::Docker::connect_with_local_defaults()
-                    .map_err(|e| sandbox::SandboxError::Connect(e.to_string()))?
-                    .negotiate_version()
+                sandbox::Sandbox::connect(self.sandbox_images.clone(), self.sandbox_limits.clone())
                     .await
-                    .map_err(|e| sandbox::SandboxError::Connect(e.to_string()))?;
-                let image = sandbox::ensure_image(&docker).await?;
-                sandbox::Sandbox::connect(&image, self.sandbox_limits.clone()).await
             })
             .await
     }
@@ -121,6 +117,10 @@ pub async fn run(
         sandbox_limits: sandbox::Limits {
             work_bytes: config.worker.sandbox_work_bytes,
             ..sandbox::Limits::default()
+        },
+        sandbox_images: match &config.worker.sandbox_image {
+            Some(own) => sandbox::Images::Own(own.clone()),
+            None => sandbox::Images::Recipe,
         },
         repo_defaults,
     });

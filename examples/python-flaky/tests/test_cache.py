@@ -1,5 +1,5 @@
-from cache import lookup
+from cache import first_free
 
 
-def test_lookup_returns_the_key_upper_cased():
-    assert lookup("abc") == "ABC"
+def test_the_first_free_slot_is_alpha():
+    assert first_free({"alpha", "beta"}) == "alpha"

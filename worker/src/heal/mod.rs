@@ -17,7 +17,7 @@ pub use strategy::{apply_diff, choose, fixer, revert_head, run_fixer, Made, Stra
 
 use crate::changes::{ChangeSet, Refused};
 use crate::diagnose::{self, Class, Diagnosis};
-use crate::sandbox::{Sandbox, SandboxError};
+use crate::sandbox::{deps, Sandbox, SandboxError};
 
 #[derive(Debug, Clone)]
 pub struct HealOptions {
@@ -43,6 +43,9 @@ pub struct Evidence {
     pub failed: usize,
     pub duration_ms: u128,
     pub excerpt: String,
+    /// How the repository's dependencies were prepared for these runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<deps::Outcome>,
 }
 
 impl Evidence {
@@ -58,6 +61,7 @@ impl Evidence {
             failed: r.failures(),
             duration_ms: r.duration.as_millis(),
             excerpt,
+            dependencies: None,
         }
     }
 }
@@ -73,8 +77,8 @@ pub enum Verdict {
     Flaky,
     /// Infrastructure: no code change; rerun the failed jobs.
     Rerun,
-    /// The command passes already: nothing to heal here.
-    NotReproduced,
+    /// The sandbox did not see the CI's failure: the command passes, or fails another way.
+    NotReproduced { reason: String },
     /// A patch was made but does not fix it (or does not apply, or touches tests).
     Rejected { reason: String },
     /// No deterministic strategy applies.
@@ -109,21 +113,58 @@ pub fn as_job_log(command: &str, output: &str, exit_code: i64) -> String {
     format!("##[group]Run {command}\n{command}\n##[endgroup]\n{output}\n##[error]Process completed with exit code {exit_code}.\n")
 }
 
-/// Heals `command` on the checkout at `repo`: [`propose`], then [`validate`].
+/// Heals `command` on the checkout at `repo`: [`propose`], then [`validate`]. `scope` names
+/// the repository, so that its dependency cache is shared with its own runs only.
 pub async fn heal(
     sandbox: &Sandbox,
     repo: &Path,
+    scope: &str,
     command: &str,
     ci_log: Option<&str>,
     options: &HealOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<HealReport, SandboxError> {
     let started = Instant::now();
-    let report = propose(sandbox, repo, command, ci_log, options, progress).await?;
+    let (sandbox, prepared) = prepare(sandbox, repo, scope, progress).await?;
+    let report =
+        propose_prepared(&sandbox, prepared, repo, command, ci_log, options, progress).await?;
     if matches!(report.verdict, Verdict::Pending) {
-        return validate(sandbox, repo, report, options, progress, started).await;
+        return validate(&sandbox, repo, report, options, progress, started).await;
     }
     Ok(report)
+}
+
+/// Fetches (or finds cached) the repository's dependencies; the sandbox returned mounts them.
+pub async fn prepare(
+    sandbox: &Sandbox,
+    repo: &Path,
+    scope: &str,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(Sandbox, deps::Outcome), SandboxError> {
+    let (prepared, outcome) = sandbox.prepare(repo, scope).await?;
+    match &outcome {
+        deps::Outcome::NotNeeded => {}
+        deps::Outcome::Ready { plan, cache } => progress(&format!(
+            "{} dependencies {} ({} MB, {}{})",
+            plan.language.as_str(),
+            if cache.hit {
+                "found in the cache"
+            } else {
+                "fetched"
+            },
+            cache.bytes >> 20,
+            if plan.locked {
+                "locked by "
+            } else {
+                "resolved without a lockfile from "
+            },
+            plan.inputs.join(", ")
+        )),
+        deps::Outcome::Failed { reason, .. } => progress(&format!(
+            "dependencies could not be fetched; running without them: {reason}"
+        )),
+    }
+    Ok((prepared, outcome))
 }
 
 /// Reproduces and diagnoses the failure and makes a patch where a deterministic strategy
@@ -132,6 +173,33 @@ pub async fn heal(
 pub async fn propose(
     sandbox: &Sandbox,
     repo: &Path,
+    scope: &str,
+    command: &str,
+    ci_log: Option<&str>,
+    options: &HealOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<HealReport, SandboxError> {
+    let (sandbox, prepared) = prepare(sandbox, repo, scope, progress).await?;
+    propose_prepared(&sandbox, prepared, repo, command, ci_log, options, progress).await
+}
+
+/// The failing CI's diagnosis and the sandbox's describe the same failure: same class, and
+/// the same tool where both name one. A CI log nobody could classify matches anything.
+fn same_failure(ci: &Diagnosis, sandbox: &Diagnosis) -> bool {
+    if ci.class == Class::Unknown {
+        return true;
+    }
+    ci.class == sandbox.class
+        && match (ci.tool.as_deref(), sandbox.tool.as_deref()) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+}
+
+async fn propose_prepared(
+    sandbox: &Sandbox,
+    prepared: deps::Outcome,
+    repo: &Path,
     command: &str,
     ci_log: Option<&str>,
     options: &HealOptions,
@@ -139,10 +207,12 @@ pub async fn propose(
 ) -> Result<HealReport, SandboxError> {
     let started = Instant::now();
     progress(&format!(
-        "reproducing `{command}` in the sandbox ({} runs)",
+        "reproducing `{command}` in the sandbox ({} runs, a fresh container each)",
         options.reproduce_runs
     ));
     let before = rerun(sandbox, repo, command, options.reproduce_runs, None).await?;
+    let mut before_evidence = Evidence::from(&before);
+    before_evidence.dependencies = Some(prepared);
     let report = |diagnosis: Diagnosis,
                   strategy: Strategy,
                   changes: Option<(String, ChangeSet)>,
@@ -152,7 +222,7 @@ pub async fn propose(
         strategy,
         patch: changes.as_ref().map(|(diff, _)| diff.clone()),
         changes: changes.map(|(_, set)| set),
-        before: Evidence::from(&before),
+        before: before_evidence.clone(),
         after: None,
         verdict,
         elapsed_ms: started.elapsed().as_millis(),
@@ -180,7 +250,18 @@ pub async fn propose(
                 diagnosis.class = Class::Flaky;
                 report(diagnosis, Strategy::Rerun, None, Verdict::Flaky)
             }
-            None => report(diagnosis, Strategy::HandOff, None, Verdict::NotReproduced),
+            None => report(
+                diagnosis,
+                Strategy::HandOff,
+                None,
+                Verdict::NotReproduced {
+                    reason: format!(
+                        "the command passed {} of {} runs",
+                        before.passes(),
+                        before.runs.len()
+                    ),
+                },
+            ),
         });
     }
     if before.passes() > 0 {
@@ -192,6 +273,28 @@ pub async fn propose(
             &diagnosis.failing_tests,
         );
         return Ok(report(diagnosis, Strategy::Rerun, None, Verdict::Flaky));
+    }
+
+    // A failure counts as the CI's only when it is the same failure: a missing dependency or
+    // tool in the sandbox is not the lint the CI reported.
+    if let (Some(_), Some(failure)) = (ci_log, before.first_failure()) {
+        let seen = diagnose::diagnose(&as_job_log(command, &failure.output, failure.exit_code));
+        if !same_failure(&diagnosis, &seen) {
+            let reason = format!(
+                "not reproduced: the CI failed with {} ({}), the sandbox with {} ({}): {}",
+                diagnosis.class.as_str(),
+                diagnosis.tool.as_deref().unwrap_or("unknown tool"),
+                seen.class.as_str(),
+                seen.tool.as_deref().unwrap_or("unknown tool"),
+                seen.message
+            );
+            return Ok(report(
+                diagnosis,
+                Strategy::HandOff,
+                None,
+                Verdict::NotReproduced { reason },
+            ));
+        }
     }
 
     let has_history = repo.join(".git").exists();

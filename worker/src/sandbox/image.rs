@@ -1,40 +1,63 @@
-//! The sandbox base image, built locally by scripts/sandbox-image.sh and tagged with the
-//! hash of that script, so a changed recipe builds a new image and an unchanged one is reused.
-
-use std::path::Path;
+//! The sandbox images, one per language, built locally by the recipe the binary carries
+//! (`scripts/sandbox-image.sh`, embedded) and tagged with its hash, so a changed recipe
+//! builds new images and an unchanged one is reused. Nothing is read from the source tree.
 
 use sha2::{Digest, Sha256};
 
+use super::toolchain::Language;
 use super::SandboxError;
 
 const RECIPE: &str = include_str!("../../../scripts/sandbox-image.sh");
 
-pub fn image_tag() -> String {
-    let hash = hex::encode(&Sha256::digest(RECIPE.as_bytes())[..6]);
-    format!("selfheal-sandbox:{hash}")
+/// Which images the sandbox runs.
+#[derive(Debug, Clone)]
+pub enum Images {
+    /// The recipe's image for each repository's language, built on first use.
+    Recipe,
+    /// The operator's own image, for every language.
+    Own(String),
 }
 
-/// Builds the image unless it exists. `SELFHEAL_SANDBOX_IMAGE` points at a user's own image instead.
-pub async fn ensure_image(docker: &bollard::Docker) -> Result<String, SandboxError> {
-    if let Ok(own) = std::env::var("SELFHEAL_SANDBOX_IMAGE") {
-        return Ok(own);
+pub fn image_tag(language: Language) -> String {
+    let hash = hex::encode(&Sha256::digest(RECIPE.as_bytes())[..6]);
+    format!("selfheal-sandbox-{}:{hash}", language.as_str())
+}
+
+/// The image for `language`, built (a minute or two, once) unless it exists.
+pub async fn ensure_image(
+    docker: &bollard::Docker,
+    images: &Images,
+    language: Language,
+) -> Result<String, SandboxError> {
+    if let Images::Own(own) = images {
+        return Ok(own.clone());
     }
-    let tag = image_tag();
+    let tag = image_tag(language);
     if docker.inspect_image(&tag).await.is_ok() {
         return Ok(tag);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/sandbox-image.sh");
-    tracing::info!(%tag, "building the sandbox image (debootstrap; takes a minute, once)");
-    let status = tokio::process::Command::new("bash")
-        .arg(&script)
+    let recipe = tempfile::Builder::new()
+        .prefix("selfheal-sandbox-image")
+        .suffix(".sh")
+        .tempfile()?;
+    std::fs::write(recipe.path(), RECIPE)?;
+    tracing::info!(%tag, language = language.as_str(), "building the sandbox image (debootstrap; a minute or two, once)");
+    let output = tokio::process::Command::new("bash")
+        .arg(recipe.path())
         .arg(&tag)
-        .status()
+        .arg(language.as_str())
+        .stdin(std::process::Stdio::null())
+        .output()
         .await
-        .map_err(|e| SandboxError::Image(format!("{}: {e}", script.display())))?;
-    if !status.success() {
+        .map_err(|e| SandboxError::Image(format!("running the image recipe: {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(12).collect();
         return Err(SandboxError::Image(format!(
-            "{} exited with {status}",
-            script.display()
+            "the {} image recipe exited with {}: {}",
+            language.as_str(),
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         )));
     }
     Ok(tag)

@@ -4,8 +4,10 @@
 //! Everything is labelled so that what a crashed worker left behind is swept at the next start.
 
 mod archive;
+pub mod deps;
 mod image;
 mod owner;
+pub mod toolchain;
 mod watch;
 
 use std::collections::HashMap;
@@ -22,8 +24,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 
-pub use image::{ensure_image, image_tag};
+pub use image::{ensure_image, image_tag, Images};
 pub use owner::LABEL;
+pub use toolchain::Language;
 
 use archive::work_archive;
 
@@ -41,6 +44,8 @@ pub enum SandboxError {
     Image(String),
     #[error("refused: {0}")]
     TooLarge(String),
+    #[error("{0}")]
+    Gone(String),
 }
 
 #[derive(Debug, Clone)]
@@ -90,9 +95,18 @@ impl Execution {
 #[derive(Clone)]
 pub struct Sandbox {
     docker: Docker,
-    image: String,
+    images: Images,
     pub limits: Limits,
     rust_toolchain: Option<PathBuf>,
+    /// The repository's fetched dependencies, mounted read-only in every run (see `prepare`).
+    deps: Option<(deps::Plan, deps::Ready)>,
+}
+
+/// How one container is set up: a run of the repository's command (no network, the
+/// dependencies read-only) or a dependency fetch (a network, the new cache writable).
+enum Mode<'a> {
+    Run,
+    Fetch { deps_volume: &'a str },
 }
 
 const OUTPUT_CAP: usize = 256 * 1024;
@@ -102,7 +116,7 @@ const COLLECT_CAP: usize = crate::changes::MAX_CAPTURE_BYTES + 1024 * 1024;
 impl Sandbox {
     /// Connects (negotiating the API version: Debian's dockerd speaks older ones than
     /// bollard's default) and sweeps containers and volumes a crashed run left behind.
-    pub async fn connect(image: &str, limits: Limits) -> Result<Sandbox, SandboxError> {
+    pub async fn connect(images: Images, limits: Limits) -> Result<Sandbox, SandboxError> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(|e| SandboxError::Connect(e.to_string()))?
             .negotiate_version()
@@ -110,27 +124,18 @@ impl Sandbox {
             .map_err(|e| SandboxError::Connect(e.to_string()))?;
         let sandbox = Sandbox {
             docker,
-            image: image.to_string(),
+            images,
             limits,
             rust_toolchain: host_rust_toolchain(),
+            deps: None,
         };
         owner::sweep(&sandbox.docker).await?;
         Ok(sandbox)
     }
 
-    /// The image for this repository: `SELFHEAL_SANDBOX_IMAGE_<LANGUAGE>` (RUST, PYTHON, NODE,
-    /// GO, JAVA) when the user set one for its language, else the default image.
-    pub fn image_for(&self, repo: &Path) -> String {
-        language_of(repo)
-            .and_then(|lang| {
-                std::env::var(format!(
-                    "SELFHEAL_SANDBOX_IMAGE_{}",
-                    lang.to_ascii_uppercase()
-                ))
-                .ok()
-            })
-            .filter(|image| !image.trim().is_empty())
-            .unwrap_or_else(|| self.image.clone())
+    /// The image for this repository's language (built on first use).
+    pub async fn image_for(&self, repo: &Path) -> Result<String, SandboxError> {
+        ensure_image(&self.docker, &self.images, Language::of(repo)).await
     }
 
     pub fn docker(&self) -> &Docker {
@@ -177,12 +182,56 @@ impl Sandbox {
             name: name.clone(),
         };
         let result = self
-            .run_in(&name, labels, repo, archive, script, collect)
+            .run_in(&name, labels, repo, archive, script, collect, Mode::Run)
             .await;
         guard.remove().await;
         result
     }
 
+    /// A dependency fetch: `script` runs on a copy of `repo` with a network and
+    /// `deps_volume` writable at `/deps`; `/work/deps-report` comes back.
+    async fn run_fetch(
+        &self,
+        repo: &Path,
+        files: &[(&str, &[u8])],
+        script: &str,
+        deps_volume: &str,
+        language: Language,
+    ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
+        debug_assert_eq!(language, Language::of(repo));
+        let archive = work_archive(repo, None, files)?;
+        let name = format!(
+            "selfheal-fetch-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let labels = owner::labels(self.limits.timeout);
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.clone()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let guard = Cleanup {
+            docker: self.docker.clone(),
+            name: name.clone(),
+        };
+        let result = self
+            .run_in(
+                &name,
+                labels,
+                repo,
+                archive,
+                script,
+                Some("deps-report"),
+                Mode::Fetch { deps_volume },
+            )
+            .await;
+        guard.remove().await;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn run_in(
         &self,
         name: &str,
@@ -191,13 +240,59 @@ impl Sandbox {
         archive: Vec<u8>,
         script: &str,
         collect: Option<&str>,
+        mode: Mode<'_>,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
+        let language = Language::of(repo);
+        let image = self.image_for(repo).await?;
         let mut mounts = vec![Mount {
             target: Some("/work".into()),
             source: Some(name.to_string()),
             typ: Some(MountType::VOLUME),
             ..Default::default()
         }];
+        let (network, env, script) = match mode {
+            Mode::Run => {
+                let mut env = language.env();
+                let mut prelude = String::new();
+                if let Some((plan, cache)) = &self.deps {
+                    // Docker would make an empty volume of a pruned one's name: the digest
+                    // check would refuse it, but this is a retry, not a failed run.
+                    if let Err(e) = self.docker.inspect_volume(&cache.volume).await {
+                        return Err(SandboxError::Gone(format!(
+                            "the dependency cache {} is gone ({e}); prepare again",
+                            cache.volume
+                        )));
+                    }
+                    mounts.push(Mount {
+                        target: Some("/deps".into()),
+                        source: Some(cache.volume.clone()),
+                        typ: Some(MountType::VOLUME),
+                        read_only: Some(true),
+                        ..Default::default()
+                    });
+                    env.extend(deps::env(plan));
+                    prelude = deps::prelude(plan, cache);
+                }
+                ("none", env, format!("{prelude}{script}"))
+            }
+            Mode::Fetch { deps_volume } => {
+                mounts.push(Mount {
+                    target: Some("/deps".into()),
+                    source: Some(deps_volume.to_string()),
+                    typ: Some(MountType::VOLUME),
+                    ..Default::default()
+                });
+                // The fetch tools reach their registries; nothing else differs.
+                let env = [
+                    "PATH=/opt/rust/bin:/usr/local/bin:/usr/bin:/bin",
+                    "HOME=/tmp",
+                    "TERM=dumb",
+                ]
+                .map(String::from)
+                .to_vec();
+                ("bridge", env, script.to_string())
+            }
+        };
         if let Some(toolchain) = &self.rust_toolchain {
             mounts.push(Mount {
                 target: Some("/opt/rust".into()),
@@ -208,7 +303,7 @@ impl Sandbox {
             });
         }
         let host = HostConfig {
-            network_mode: Some("none".into()),
+            network_mode: Some(network.into()),
             memory: Some(self.limits.memory_bytes),
             memory_swap: Some(self.limits.memory_bytes),
             nano_cpus: Some((self.limits.cpus * 1e9) as i64),
@@ -234,21 +329,13 @@ impl Sandbox {
             ..Default::default()
         };
         let body = ContainerCreateBody {
-            image: Some(self.image_for(repo)),
-            cmd: Some(vec!["sh".into(), "-c".into(), script.to_string()]),
+            image: Some(image.clone()),
+            cmd: Some(vec!["sh".into(), "-c".into(), script]),
             working_dir: Some("/work/repo".into()),
-            env: Some(vec![
-                "PATH=/opt/rust/bin:/usr/local/bin:/usr/bin:/bin".into(),
-                "HOME=/tmp".into(),
-                "CARGO_HOME=/tmp/cargo-home".into(),
-                "CARGO_TARGET_DIR=/work/target".into(),
-                "CARGO_NET_OFFLINE=true".into(),
-                "PYTHONDONTWRITEBYTECODE=1".into(),
-                "TERM=dumb".into(),
-            ]),
+            env: Some(env),
             labels: Some(labels.clone()),
             user: Some(format!("{}:{}", archive::SANDBOX_UID, archive::SANDBOX_UID)),
-            network_disabled: Some(true),
+            network_disabled: Some(network == "none"),
             host_config: Some(host),
             ..Default::default()
         };
@@ -277,7 +364,7 @@ impl Sandbox {
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await?;
-        let meter = watch::start_meter(&self.docker, name, &self.image, labels).await;
+        let meter = watch::start_meter(&self.docker, name, &image, labels).await;
         let stopped = watch::watch(&self.docker, name, meter.as_deref(), &self.limits).await;
         let timed_out = stopped == watch::Stopped::TimedOut;
         let duration = started.elapsed();
@@ -429,42 +516,12 @@ pub async fn sweep_at_start() {
     };
     let sandbox = Sandbox {
         docker,
-        image: String::new(),
+        images: Images::Recipe,
         limits: Limits::default(),
         rust_toolchain: None,
+        deps: None,
     };
     if let Err(e) = owner::sweep(&sandbox.docker).await {
         tracing::warn!(error = %selfheal_shared::cause::Chain(&e), "could not sweep leftover sandbox containers");
-    }
-}
-
-/// A repository's main language, by its build files.
-pub fn language_of(repo: &Path) -> Option<&'static str> {
-    let has = |f: &str| repo.join(f).exists();
-    if has("Cargo.toml") {
-        Some("rust")
-    } else if has("go.mod") {
-        Some("go")
-    } else if has("package.json") {
-        Some("node")
-    } else if has("pom.xml") || has("build.gradle") || has("build.gradle.kts") {
-        Some("java")
-    } else if has("pyproject.toml") || has("setup.py") || has("requirements.txt") {
-        Some("python")
-    } else {
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::language_of;
-
-    #[test]
-    fn knows_a_repository_by_its_build_files() {
-        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-        assert_eq!(language_of(&examples.join("rust-format")), Some("rust"));
-        assert_eq!(language_of(&examples.join("python-lint")), Some("python"));
-        assert_eq!(language_of(&examples), None);
     }
 }

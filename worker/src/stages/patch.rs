@@ -15,10 +15,18 @@ pub fn verdict_name(v: &Verdict) -> (&'static str, Option<String>) {
         Verdict::Fixed => ("fixed", None),
         Verdict::Flaky => ("flaky", None),
         Verdict::Rerun => ("rerun", None),
-        Verdict::NotReproduced => ("not_reproduced", None),
+        Verdict::NotReproduced { reason } => ("not_reproduced", Some(reason.clone())),
         Verdict::Rejected { reason } => ("rejected", Some(reason.clone())),
         Verdict::HandedOff { reason } => ("handed_off", Some(reason.clone())),
     }
+}
+
+/// Runs of one repository share its dependency cache; no other repository's runs do.
+pub fn dependency_scope(run: &Run) -> String {
+    format!(
+        "github:{}:{}",
+        run.installation_id, run.repository_full_name
+    )
 }
 
 pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
@@ -43,6 +51,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     let report = heal::propose(
         sandbox,
         work.path(),
+        &dependency_scope(run),
         &command,
         Some(&log),
         &ctx.heal,

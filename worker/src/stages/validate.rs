@@ -4,7 +4,7 @@
 use selfheal_shared::runs::{Outcome, Run};
 
 use super::checkout::checkout;
-use super::patch::verdict_name;
+use super::patch::{dependency_scope, verdict_name};
 use super::{StageError, StageReport};
 use crate::changes::ChangeSet;
 use crate::heal::{self, Verdict};
@@ -36,8 +36,12 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         .unwrap_or_default();
     let sandbox = ctx.sandbox().await?;
     let work = checkout(ctx, run).await?;
+    let (sandbox, _) = heal::prepare(sandbox, work.path(), &dependency_scope(run), &|msg| {
+        tracing::info!("{msg}")
+    })
+    .await?;
     let (evidence, verdict) = heal::check(
-        sandbox,
+        &sandbox,
         work.path(),
         &command,
         &changes,

@@ -1,0 +1,302 @@
+//! Repositories with real dependencies and lockfiles, one per language, healed by `selfheal
+//! heal` in the real sandbox: dependencies fetched by tools that run no repository code, cached
+//! by lockfile, mounted read-only into runs without network, each run a fresh container.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use selfheal_worker::sandbox::{deps, Images, Limits, Sandbox};
+use serde_json::Value;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+fn copy_example(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-R")
+        .arg(format!("{}/.", example(name).display()))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+/// Runs the CLI; returns its JSON report and exit status.
+fn heal_cli(repo: &Path, extra: &[&str]) -> (Value, bool) {
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(["heal", "--format", "json", "--repo"])
+        .arg(repo)
+        .args(extra)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (report, out.status.success())
+}
+
+fn resolved(r: &Value) -> Vec<String> {
+    r["before"]["dependencies"]["cache"]["resolved"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no resolved list: {:#}", r["before"]["dependencies"]))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_rust_crate_with_dependencies_gets_clippys_fixes_and_a_warm_cache_the_second_time() {
+    let dir = copy_example("rust-deps");
+    let cmd = "cargo clippy --all-targets -- -D warnings";
+    let (r, ok) = heal_cli(dir.path(), &["--cmd", cmd, "--runs", "2", "--apply"]);
+    assert!(ok, "{r:#}");
+    // Without serde in the sandbox this was a dependency failure, handed off.
+    assert_eq!(r["diagnosis"]["class"], "lint", "{r:#}");
+    assert_eq!(r["diagnosis"]["tool"], "clippy");
+    assert_eq!(r["verdict"]["verdict"], "fixed", "{r:#}");
+    let deps = &r["before"]["dependencies"];
+    assert_eq!(deps["state"], "ready", "{deps:#}");
+    assert_eq!(deps["plan"]["locked"], true);
+    assert_eq!(
+        deps["plan"]["inputs"],
+        serde_json::json!(["Cargo.toml", "Cargo.lock"])
+    );
+    assert_eq!(deps["cache"]["hit"], false);
+    let crates = resolved(&r);
+    assert!(
+        crates.iter().any(|c| c.starts_with("serde-1.")),
+        "{crates:?}"
+    );
+    let patch = r["patch"].as_str().unwrap();
+    assert!(patch.contains("+    items.is_empty()"), "{patch}");
+    assert!(
+        patch.contains("+    items.iter().map(|i| i.count).sum()"),
+        "{patch}"
+    );
+    assert!(
+        !patch.contains("Cargo.lock"),
+        "the lockfile is not the fix: {patch}"
+    );
+
+    // Applied, the command passes: not reproduced, and the dependencies come from the cache.
+    let (r, ok) = heal_cli(dir.path(), &["--cmd", cmd, "--runs", "1"]);
+    assert!(ok, "{r:#}");
+    assert_eq!(r["verdict"]["verdict"], "not_reproduced", "{r:#}");
+    assert_eq!(r["before"]["dependencies"]["cache"]["hit"], true);
+}
+
+#[test]
+fn a_node_package_is_formatted_by_the_prettier_its_lockfile_pins() {
+    let dir = copy_example("node-format");
+    let (r, ok) = heal_cli(
+        dir.path(),
+        &[
+            "--cmd",
+            "npx --no-install prettier --check .",
+            "--runs",
+            "2",
+            "--apply",
+        ],
+    );
+    assert!(ok, "{r:#}");
+    assert_eq!(r["diagnosis"]["tool"], "prettier", "{r:#}");
+    assert_eq!(r["verdict"]["verdict"], "fixed", "{r:#}");
+    assert_eq!(r["before"]["dependencies"]["plan"]["locked"], true);
+    assert!(
+        resolved(&r).iter().any(|p| p == "node_modules/prettier"),
+        "{:?}",
+        resolved(&r)
+    );
+    let fixed = std::fs::read_to_string(dir.path().join("src/index.js")).unwrap();
+    assert!(
+        fixed.contains("  return symbol + (cents / 100).toFixed(2);"),
+        "{fixed}"
+    );
+    // The dependency tree is mounted, not part of the fix.
+    assert!(!r["patch"].as_str().unwrap().contains("node_modules"));
+    assert!(!dir.path().join("node_modules").exists());
+}
+
+#[test]
+fn a_python_package_runs_its_pinned_black_and_its_tests_import_attrs() {
+    let dir = copy_example("python-deps");
+    let (r, ok) = heal_cli(
+        dir.path(),
+        &[
+            "--cmd",
+            "black --check . && pytest -q -p no:cacheprovider",
+            "--runs",
+            "2",
+            "--apply",
+        ],
+    );
+    assert!(ok, "{r:#}");
+    assert_eq!(r["diagnosis"]["tool"], "black", "{r:#}");
+    // pytest ran after black and imported attrs: the fix passes the whole command.
+    assert_eq!(r["verdict"]["verdict"], "fixed", "{r:#}");
+    let packages = resolved(&r);
+    for pinned in ["attrs==24.2.0", "black==24.8.0", "pytest==8.3.3"] {
+        assert!(
+            packages.iter().any(|p| p == pinned),
+            "{pinned} in {packages:?}"
+        );
+    }
+    // The version that ran is the repository's (the image carries black 24.10.0).
+    let (r, _) = heal_cli(
+        dir.path(),
+        &["--cmd", "black --version; exit 1", "--runs", "1"],
+    );
+    let excerpt = r["before"]["excerpt"].as_str().unwrap();
+    assert!(excerpt.contains("black, 24.8.0"), "{excerpt}");
+}
+
+#[test]
+fn a_go_module_is_gofmt_fixed_and_an_unfetchable_module_is_reported() {
+    let dir = copy_example("go-format");
+    let cmd = "test -z \"$(gofmt -l . | tee /dev/stderr)\"";
+    let (r, ok) = heal_cli(dir.path(), &["--cmd", cmd, "--runs", "2", "--apply"]);
+    assert!(ok, "{r:#}");
+    assert_eq!(r["diagnosis"]["tool"], "gofmt", "{r:#}");
+    assert_eq!(r["verdict"]["verdict"], "fixed", "{r:#}");
+    assert_eq!(r["before"]["dependencies"]["state"], "not_needed");
+
+    // A module that requires something nobody can download: said, not hidden.
+    std::fs::write(
+        dir.path().join("go.mod"),
+        "module example.com/slug\n\ngo 1.19\n\nrequire example.invalid/nothing v1.0.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("go.sum"),
+        "example.invalid/nothing v1.0.0 h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+    )
+    .unwrap();
+    let (r, _) = heal_cli(dir.path(), &["--cmd", "go build ./...", "--runs", "1"]);
+    let deps = &r["before"]["dependencies"];
+    assert_eq!(deps["state"], "failed", "{deps:#}");
+    assert!(
+        deps["reason"]
+            .as_str()
+            .unwrap()
+            .contains("example.invalid/nothing"),
+        "{deps:#}"
+    );
+}
+
+#[test]
+fn every_rerun_is_a_fresh_container() {
+    // Passes only when an earlier run left its mark behind, in /tmp or in the work tree.
+    let cmd = "if [ -e /tmp/mark ] || [ -e mark ]; then exit 0; fi; touch /tmp/mark mark; exit 1";
+    let (r, _) = heal_cli(&example("python-format"), &["--cmd", cmd, "--runs", "3"]);
+    assert_eq!(r["before"]["failed"], 3, "{r:#}");
+    assert_eq!(r["before"]["passed"], 0, "{r:#}");
+}
+
+#[test]
+fn a_sandbox_failure_that_is_not_the_cis_is_not_reproduced() {
+    // The CI failed on a clippy lint; the sandbox's run of the command fails on formatting.
+    let log = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ci-logs/clippy-len-zero.log");
+    let (r, ok) = heal_cli(
+        &example("rust-format"),
+        &[
+            "--cmd",
+            "cargo fmt --check",
+            "--runs",
+            "1",
+            "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "not reproduced is no success: {r:#}");
+    assert_eq!(r["verdict"]["verdict"], "not_reproduced", "{r:#}");
+    let reason = r["verdict"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the CI failed with lint (clippy), the sandbox with format (rustfmt)"),
+        "{reason}"
+    );
+    assert!(r["patch"].is_null());
+}
+
+#[tokio::test]
+async fn a_tampered_dependency_cache_is_refused_and_a_pruned_one_is_fetched_again() {
+    let sandbox = Sandbox::connect(Images::Recipe, Limits::default())
+        .await
+        .unwrap();
+    let repo = example("python-deps");
+    let scope = format!("test:tamper:{}", uuid::Uuid::new_v4());
+    let (prepared, outcome) = sandbox.prepare(&repo, &scope).await.unwrap();
+    let deps::Outcome::Ready { cache, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(!cache.hit);
+    let (run, _) = prepared
+        .run(
+            &repo,
+            "python3 -c 'import attrs; print(\"attrs\", attrs.__version__)'",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(run.output.contains("attrs 24.2.0"), "{}", run.output);
+
+    // Someone with access to the engine changes the cache behind selfheal's back.
+    let image = sandbox.image_for(&repo).await.unwrap();
+    let status = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!("{}:/deps", cache.volume))
+        .arg(&image)
+        .args([
+            "sh",
+            "-c",
+            "echo 'print(\"owned\")' > /deps/python/attrs/__init__.py",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (run, _) = prepared
+        .run(
+            &repo,
+            "echo the-command-ran; python3 -c 'import attrs'",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.exit_code, 97, "{}", run.output);
+    assert!(
+        run.output.contains("does not match its digest"),
+        "{}",
+        run.output
+    );
+    assert!(!run.output.contains("the-command-ran"), "{}", run.output);
+
+    // Pruned (everything older than now): the next preparation fetches a clean copy.
+    let removed = sandbox
+        .prune_deps(Some(&scope), Duration::ZERO, u64::MAX)
+        .await
+        .unwrap();
+    assert!(removed >= 1);
+    let (prepared, outcome) = sandbox.prepare(&repo, &scope).await.unwrap();
+    assert!(
+        matches!(&outcome, deps::Outcome::Ready { cache, .. } if !cache.hit),
+        "{outcome:?}"
+    );
+    let (run, _) = prepared
+        .run(
+            &repo,
+            "python3 -c 'import attrs; print(\"attrs\", attrs.__version__)'",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(run.passed(), "{}", run.output);
+}
