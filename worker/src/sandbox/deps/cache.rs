@@ -1,0 +1,278 @@
+//! Dependency caches as Docker volumes: found by key, fetched into a new volume, recorded by
+//! a pointer volume once complete, pruned by age and size.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::{ListVolumesOptionsBuilder, RemoveVolumeOptionsBuilder};
+use sha2::{Digest, Sha256};
+
+use super::scripts::DIGEST;
+use super::{plan, Outcome, Plan, Ready};
+use crate::sandbox::{Sandbox, SandboxError};
+
+const KEY_LABEL: &str = "selfheal.deps.key";
+const SCOPE_LABEL: &str = "selfheal.deps.scope";
+const DATA_LABEL: &str = "selfheal.deps.data";
+const DIGEST_LABEL: &str = "selfheal.deps.digest";
+const BYTES_LABEL: &str = "selfheal.deps.bytes";
+const CREATED_LABEL: &str = "selfheal.deps.created";
+
+pub(super) fn scope_hash(scope: &str) -> String {
+    hex::encode(&Sha256::digest(scope.as_bytes())[..8])
+}
+
+fn pointer_name(key: &str) -> String {
+    format!("selfheal-deps-{key}")
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+impl Sandbox {
+    /// Fetches (or finds) the dependencies of the repository at `repo` and returns a sandbox
+    /// whose runs mount them, with what happened for the evidence.
+    pub async fn prepare(
+        &self,
+        repo: &Path,
+        scope: &str,
+    ) -> Result<(Sandbox, Outcome), SandboxError> {
+        let Some(plan) = plan(repo, scope)? else {
+            return Ok((self.clone(), Outcome::NotNeeded));
+        };
+        let outcome = match self.find_cache(&plan).await? {
+            Some(cache) => Outcome::Ready { plan, cache },
+            None => match self.fetch(repo, &plan).await? {
+                Ok(cache) => Outcome::Ready { plan, cache },
+                Err(reason) => Outcome::Failed { plan, reason },
+            },
+        };
+        let mut prepared = self.clone();
+        if let Some((plan, cache)) = outcome.ready() {
+            prepared.deps = Some((plan.clone(), cache.clone()));
+        }
+        Ok((prepared, outcome))
+    }
+
+    async fn find_cache(&self, plan: &Plan) -> Result<Option<Ready>, SandboxError> {
+        let pointer = match self.docker.inspect_volume(&pointer_name(&plan.key)).await {
+            Ok(v) => v,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let labels = pointer.labels;
+        let (Some(volume), Some(digest)) = (labels.get(DATA_LABEL), labels.get(DIGEST_LABEL))
+        else {
+            return Ok(None);
+        };
+        if self.docker.inspect_volume(volume).await.is_err() {
+            // Its data was pruned under it: forget the pointer and fetch again.
+            self.remove_volume(&pointer_name(&plan.key)).await;
+            return Ok(None);
+        }
+        Ok(Some(Ready {
+            volume: volume.clone(),
+            digest: digest.clone(),
+            bytes: labels
+                .get(BYTES_LABEL)
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(0),
+            hit: true,
+            resolved: Vec::new(),
+            fetch_ms: 0,
+        }))
+    }
+
+    /// Runs the plan's fetch in a container with a network, into a new data volume; on
+    /// success records the pointer. `Err(reason)` is a fetch that failed (recorded, not fatal).
+    async fn fetch(&self, repo: &Path, plan: &Plan) -> Result<Result<Ready, String>, SandboxError> {
+        let started = std::time::Instant::now();
+        let data = format!(
+            "selfheal-depsdata-{}-{}",
+            &plan.key[..12],
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        // Not the sandbox's owner labels: a cache outlives the fetch that made it and is
+        // removed by `prune_deps` only (an unreferenced one, a crashed fetch's, after an hour).
+        let labels = HashMap::from([
+            (KEY_LABEL.to_string(), plan.key.clone()),
+            (SCOPE_LABEL.to_string(), plan.scope.clone()),
+            (CREATED_LABEL.to_string(), now_secs().to_string()),
+        ]);
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(data.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await?;
+        let script = format!(
+            "{DIGEST}{}\nselfheal_deps_digest >/deps/.selfheal-digest\n{{ cat /deps/.selfheal-digest; du -sb /deps | cut -f1; head -n 200 /deps/resolved.txt 2>/dev/null; }} >/work/deps-report\n",
+            plan.script
+        );
+        let files: Vec<(&str, &[u8])> = plan
+            .files
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        let fetched = self
+            .run_fetch(repo, &files, &script, &data, plan.language)
+            .await;
+        let (run, report) = match fetched {
+            Ok(x) => x,
+            Err(e) => {
+                self.remove_volume(&data).await;
+                return Err(e);
+            }
+        };
+        // The fetch ran no repository code, but its report is still only data: parsed
+        // strictly, and the digest is checked again before every run that mounts the cache.
+        let report = String::from_utf8_lossy(&report.unwrap_or_default()).into_owned();
+        let mut lines = report.lines();
+        let digest = lines.next().map(str::to_string);
+        let bytes: u64 = lines
+            .next()
+            .and_then(|b| b.trim().parse().ok())
+            .unwrap_or(0);
+        let resolved: Vec<String> = lines
+            .take(200)
+            .map(|l| l.chars().take(200).collect())
+            .collect();
+        let Some(digest) = digest.filter(|d| {
+            run.exit_code == 0 && d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())
+        }) else {
+            self.remove_volume(&data).await;
+            let tail: Vec<&str> = run.output.lines().rev().take(15).collect();
+            let why = if run.timed_out { "timed out" } else { "failed" };
+            return Ok(Err(format!(
+                "fetching the {} dependencies {why} (exit {}): {}",
+                plan.language.as_str(),
+                run.exit_code,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )));
+        };
+        let pointer_labels = HashMap::from([
+            (KEY_LABEL.to_string(), plan.key.clone()),
+            (SCOPE_LABEL.to_string(), plan.scope.clone()),
+            (DATA_LABEL.to_string(), data.clone()),
+            (DIGEST_LABEL.to_string(), digest.clone()),
+            (BYTES_LABEL.to_string(), bytes.to_string()),
+            (CREATED_LABEL.to_string(), now_secs().to_string()),
+        ]);
+        let made = self
+            .docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(pointer_name(&plan.key)),
+                labels: Some(pointer_labels),
+                ..Default::default()
+            })
+            .await?;
+        // Another worker's pointer may have won the race: use what it points at.
+        let (volume, digest) = match made.labels.get(DATA_LABEL) {
+            Some(winner) if *winner != data => (
+                winner.clone(),
+                made.labels.get(DIGEST_LABEL).cloned().unwrap_or(digest),
+            ),
+            _ => (data, digest),
+        };
+        Ok(Ok(Ready {
+            volume,
+            digest,
+            bytes,
+            hit: false,
+            resolved,
+            fetch_ms: started.elapsed().as_millis(),
+        }))
+    }
+
+    async fn remove_volume(&self, name: &str) {
+        let _ = self
+            .docker
+            .remove_volume(
+                name,
+                Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
+            )
+            .await;
+    }
+
+    /// Removes dependency caches (of one repository's `scope`, or all): unreferenced data
+    /// volumes older than an hour (a crashed or losing fetch), caches older than `max_age`,
+    /// then the oldest until the rest fit in `max_bytes`. A cache mounted by a running
+    /// container is kept (Docker refuses). Returns how many caches were removed.
+    pub async fn prune_deps(
+        &self,
+        scope: Option<&str>,
+        max_age: Duration,
+        max_bytes: u64,
+    ) -> Result<usize, SandboxError> {
+        let only = scope.map(|s| format!("{SCOPE_LABEL}={}", scope_hash(s)));
+        let label = only.as_deref().unwrap_or(KEY_LABEL);
+        let volumes = self
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&HashMap::from([("label", vec![label])]))
+                    .build(),
+            ))
+            .await?
+            .volumes
+            .unwrap_or_default();
+        let now = now_secs();
+        let created = |labels: &HashMap<String, String>| {
+            labels
+                .get(CREATED_LABEL)
+                .and_then(|c| c.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let mut pointers: Vec<_> = volumes
+            .iter()
+            .filter(|v| v.labels.contains_key(DATA_LABEL))
+            .collect();
+        pointers.sort_by_key(|v| std::cmp::Reverse(created(&v.labels)));
+        let mut removed = 0;
+        let mut kept_bytes = 0u64;
+        let mut referenced = Vec::new();
+        for p in pointers {
+            let bytes: u64 = p
+                .labels
+                .get(BYTES_LABEL)
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(0);
+            let old = now.saturating_sub(created(&p.labels)) > max_age.as_secs();
+            if old || kept_bytes + bytes > max_bytes {
+                let data = p.labels.get(DATA_LABEL).cloned().unwrap_or_default();
+                let gone = self
+                    .docker
+                    .remove_volume(
+                        &data,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await;
+                if gone.is_ok() {
+                    self.remove_volume(&p.name).await;
+                    removed += 1;
+                    continue;
+                }
+            }
+            kept_bytes += bytes;
+            referenced.extend(p.labels.get(DATA_LABEL).cloned());
+        }
+        for v in volumes
+            .iter()
+            .filter(|v| !v.labels.contains_key(DATA_LABEL))
+        {
+            if !referenced.contains(&v.name) && now.saturating_sub(created(&v.labels)) > 3600 {
+                self.remove_volume(&v.name).await;
+            }
+        }
+        Ok(removed)
+    }
+}
