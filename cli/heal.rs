@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use selfheal_worker::diagnose;
 use selfheal_worker::heal::{self, HealOptions, HealReport, Verdict};
 use selfheal_worker::sandbox::{deps, Images, Limits, Sandbox};
+use selfheal_worker::workflow::{self, Source, StepCommand};
 
 pub struct Args {
     pub repo: PathBuf,
@@ -30,10 +31,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let command = match (&args.cmd, &log) {
-        (Some(cmd), _) => cmd.clone(),
-        (None, Some(log)) => diagnose::diagnose(log)
-            .command
-            .context("the log does not show which command failed: pass --cmd")?,
+        (Some(cmd), _) => StepCommand::given(cmd),
+        // The step the log names, as the checkout's workflow defines it.
+        (None, Some(log)) => workflow::reproduce(
+            &repo,
+            &diagnose::diagnose(log)
+                .command
+                .context("the log does not show which command failed: pass --cmd")?,
+            None,
+        ),
         (None, None) => bail!("pass --cmd \"<the failing command>\" or --log <saved CI log>"),
     };
     let sandbox = Sandbox::connect(images_from_env(), Limits::default()).await?;
@@ -91,6 +97,12 @@ pub fn images_from_env() -> Images {
 fn print_report(r: &HealReport) {
     let d = &r.diagnosis;
     println!("command      {}", r.command);
+    if let Source::Workflow { file, job, step } = &r.step.source {
+        println!("step         {file}, job {job}, step {step:?}");
+    }
+    for note in &r.step.notes {
+        println!("not as in CI {note}");
+    }
     println!("class        {}", d.class.as_str());
     println!("tool         {}", d.tool.as_deref().unwrap_or("(unknown)"));
     if let Some(f) = &d.culprit_file {

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use selfheal_worker::heal::{self, HealOptions, Verdict};
 use selfheal_worker::sandbox::{Images, Limits, Sandbox};
+use selfheal_worker::workflow::StepCommand;
 use serde_json::Value;
 
 fn example(name: &str) -> PathBuf {
@@ -218,7 +219,7 @@ async fn a_fix_that_does_not_make_the_command_pass_is_rejected() {
         &sb,
         &example("rust-culprit"),
         "local:test",
-        "cargo fmt --check && cargo test",
+        &StepCommand::given("cargo fmt --check && cargo test"),
         None,
         &options,
         &|_| {},
@@ -245,7 +246,7 @@ async fn a_fix_that_does_not_make_the_command_pass_is_rejected() {
         &sb,
         dir.path(),
         "local:test",
-        "cargo fmt --check && cargo test",
+        &StepCommand::given("cargo fmt --check && cargo test"),
         None,
         &options,
         &|_| {},

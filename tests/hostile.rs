@@ -11,6 +11,7 @@ use std::time::Duration;
 use github_standin::Knobs;
 use selfheal_worker::heal::{self, HealOptions, HealReport, Verdict};
 use selfheal_worker::sandbox::{Images, Limits, Sandbox};
+use selfheal_worker::workflow::StepCommand;
 use support::*;
 
 const CHECK: &str = "python3 -m black --check .";
@@ -67,7 +68,7 @@ async fn heal_it(repo: &Path) -> HealReport {
         &sandbox,
         repo,
         "local:test",
-        CHECK,
+        &StepCommand::given(CHECK),
         Some(&ci_log()),
         &options,
         &|_| {},

@@ -300,3 +300,37 @@ async fn a_tampered_dependency_cache_is_refused_and_a_pruned_one_is_fetched_agai
         .unwrap();
     assert!(run.passed(), "{}", run.output);
 }
+
+#[test]
+fn from_a_ci_log_the_workflows_whole_step_runs_with_its_env_and_says_what_it_could_not() {
+    let dir = copy_example("python-deps");
+    let log =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ci-logs/examples/python-deps.log");
+    let (r, ok) = heal_cli(
+        dir.path(),
+        &["--log", log.to_str().unwrap(), "--runs", "1", "--apply"],
+    );
+    assert!(ok, "{r:#}");
+    assert_eq!(r["command"], "black --check .");
+    let step = &r["step"];
+    assert_eq!(
+        step["source"],
+        serde_json::json!({"from": "workflow", "file": ".github/workflows/ci.yml", "job": "check", "step": "Format and test"})
+    );
+    let script = step["script"].as_str().unwrap();
+    assert!(script.contains("export PYTHONWARNINGS='error'"), "{script}");
+    assert!(
+        script.contains("pytest -q -p no:cacheprovider"),
+        "the whole step: {script}"
+    );
+    let notes = step["notes"].to_string();
+    assert!(
+        notes.contains("actions/setup-python@v5` with python-version 3.12"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("earlier step `pip install -r requirements.txt` is not run"),
+        "{notes}"
+    );
+    assert_eq!(r["verdict"]["verdict"], "fixed", "{r:#}");
+}

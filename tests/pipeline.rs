@@ -639,3 +639,71 @@ async fn a_failed_download_never_records_the_presigned_url() {
         "{recorded}"
     );
 }
+
+#[tokio::test]
+async fn a_node_repository_with_a_lockfile_is_healed_from_its_workflows_step_through_the_pipeline()
+{
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RERUNS", "2");
+    let app = env.spawn_web().await;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/node-format");
+    let log = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/ci-logs/examples/node-format.log");
+    env.standin.set_knobs(Knobs {
+        repo_dir: Some(repo.display().to_string()),
+        log_text: Some(std::fs::read_to_string(log).unwrap()),
+        failing_job: Some("lint".into()),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w1");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1501, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(180)).await;
+    let db = env.db().await;
+    let p = db
+        .query_one(
+            "SELECT strategy, verdict, diff, evidence, step FROM patches WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    let evidence: serde_json::Value = p.get(3);
+    let step: serde_json::Value = p.get(4);
+    assert_eq!(
+        (p.get::<_, String>(0), p.get::<_, String>(1)),
+        ("format".into(), "fixed".into()),
+        "{evidence:#} {step:#}"
+    );
+    assert!(p
+        .get::<_, String>(2)
+        .contains("+  return symbol + (cents / 100).toFixed(2);"));
+    assert_eq!(step["source"]["from"], "workflow", "{step:#}");
+    assert_eq!(step["source"]["job"], "lint");
+    let deps = &evidence["dependencies"];
+    assert_eq!(deps["state"], "ready", "{deps:#}");
+    assert_eq!(deps["plan"]["locked"], true);
+    assert!(deps["cache"]["resolved"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("node_modules/prettier")));
+    let v = db
+        .query_one(
+            "SELECT passed, failed, verdict FROM validations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            v.get::<_, i32>(0),
+            v.get::<_, i32>(1),
+            v.get::<_, String>(2)
+        ),
+        (2, 0, "fixed".into())
+    );
+    // The validated fix reached the stand-in as a pull request, without node_modules.
+    let pulls = env.standin.pulls();
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+}

@@ -44,6 +44,10 @@ pub struct Knobs {
     /// command to fail, e.g. a slow one).
     #[serde(default)]
     pub log_text: Option<String>,
+    /// The failing job's name in the run's job listing (default: `test`), as a scenario's
+    /// workflow names it.
+    #[serde(default)]
+    pub failing_job: Option<String>,
     /// The directory served as the repository's tarball at any ref (default: the stand-in's
     /// git repository, imported from examples/rust-format, whose breakage that log shows).
     #[serde(default)]
@@ -517,7 +521,7 @@ async fn run_jobs(
     };
     let mut failing = recorded.clone();
     failing["id"] = Value::from(recorded["id"].as_i64().unwrap_or(0) + 1);
-    failing["name"] = Value::from("test");
+    failing["name"] = Value::from(knobs(&inner).failing_job.unwrap_or_else(|| "test".into()));
     failing["conclusion"] = Value::from("failure");
     let mut failed_at = None;
     for step in failing["steps"].as_array_mut().into_iter().flatten() {

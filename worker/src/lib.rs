@@ -10,6 +10,7 @@ pub mod policy;
 pub mod redeliver;
 pub mod sandbox;
 mod stages;
+pub mod workflow;
 
 use std::future::Future;
 use std::sync::Arc;

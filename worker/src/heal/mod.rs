@@ -18,6 +18,7 @@ pub use strategy::{apply_diff, choose, fixer, revert_head, run_fixer, Made, Stra
 use crate::changes::{ChangeSet, Refused};
 use crate::diagnose::{self, Class, Diagnosis};
 use crate::sandbox::{deps, Sandbox, SandboxError};
+use crate::workflow::StepCommand;
 
 #[derive(Debug, Clone)]
 pub struct HealOptions {
@@ -87,7 +88,10 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HealReport {
+    /// The failing step's command as its log shows it.
     pub command: String,
+    /// What the sandbox ran for it, where that came from, and what it could not reproduce.
+    pub step: StepCommand,
     pub diagnosis: Diagnosis,
     pub strategy: Strategy,
     /// The change as a diff rendered on this side, for people, the guard and the policy.
@@ -119,7 +123,7 @@ pub async fn heal(
     sandbox: &Sandbox,
     repo: &Path,
     scope: &str,
-    command: &str,
+    command: &StepCommand,
     ci_log: Option<&str>,
     options: &HealOptions,
     progress: &(dyn Fn(&str) + Sync),
@@ -174,7 +178,7 @@ pub async fn propose(
     sandbox: &Sandbox,
     repo: &Path,
     scope: &str,
-    command: &str,
+    command: &StepCommand,
     ci_log: Option<&str>,
     options: &HealOptions,
     progress: &(dyn Fn(&str) + Sync),
@@ -200,24 +204,25 @@ async fn propose_prepared(
     sandbox: &Sandbox,
     prepared: deps::Outcome,
     repo: &Path,
-    command: &str,
+    command: &StepCommand,
     ci_log: Option<&str>,
     options: &HealOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<HealReport, SandboxError> {
     let started = Instant::now();
     progress(&format!(
-        "reproducing `{command}` in the sandbox ({} runs, a fresh container each)",
-        options.reproduce_runs
+        "reproducing `{}` in the sandbox ({} runs, a fresh container each)",
+        command.display, options.reproduce_runs
     ));
-    let before = rerun(sandbox, repo, command, options.reproduce_runs, None).await?;
+    let before = rerun(sandbox, repo, &command.script, options.reproduce_runs, None).await?;
     let mut before_evidence = Evidence::from(&before);
     before_evidence.dependencies = Some(prepared);
     let report = |diagnosis: Diagnosis,
                   strategy: Strategy,
                   changes: Option<(String, ChangeSet)>,
                   verdict: Verdict| HealReport {
-        command: command.into(),
+        command: command.display.clone(),
+        step: command.clone(),
         diagnosis,
         strategy,
         patch: changes.as_ref().map(|(diff, _)| diff.clone()),
@@ -230,10 +235,12 @@ async fn propose_prepared(
 
     let mut diagnosis = match (ci_log, before.first_failure()) {
         (Some(log), _) => diagnose::diagnose(log),
-        (None, Some(failure)) => {
-            diagnose::diagnose(&as_job_log(command, &failure.output, failure.exit_code))
-        }
-        (None, None) => diagnose::diagnose(&as_job_log(command, "", 0)),
+        (None, Some(failure)) => diagnose::diagnose(&as_job_log(
+            &command.display,
+            &failure.output,
+            failure.exit_code,
+        )),
+        (None, None) => diagnose::diagnose(&as_job_log(&command.display, "", 0)),
     };
     progress(&format!(
         "reproduced {} of {} runs; diagnosis: {} ({})",
@@ -278,7 +285,11 @@ async fn propose_prepared(
     // A failure counts as the CI's only when it is the same failure: a missing dependency or
     // tool in the sandbox is not the lint the CI reported.
     if let (Some(_), Some(failure)) = (ci_log, before.first_failure()) {
-        let seen = diagnose::diagnose(&as_job_log(command, &failure.output, failure.exit_code));
+        let seen = diagnose::diagnose(&as_job_log(
+            &command.display,
+            &failure.output,
+            failure.exit_code,
+        ));
         if !same_failure(&diagnosis, &seen) {
             let reason = format!(
                 "not reproduced: the CI failed with {} ({}), the sandbox with {} ({}): {}",
@@ -368,7 +379,7 @@ pub async fn validate(
     let (after, verdict) = check(
         sandbox,
         repo,
-        &report.command,
+        &report.step.clone(),
         &changes,
         &patch,
         options.validate_runs,
@@ -386,7 +397,7 @@ pub async fn validate(
 pub async fn check(
     sandbox: &Sandbox,
     repo: &Path,
-    command: &str,
+    command: &StepCommand,
     changes: &ChangeSet,
     patch: &str,
     runs: usize,
@@ -400,9 +411,10 @@ pub async fn check(
         return Ok((None, reject(format!("patch refused: it {why}"))));
     }
     progress(&format!(
-        "validating: the change laid over the checkout, run `{command}` {runs} times"
+        "validating: the change laid over the checkout, run `{}` {runs} times",
+        command.display
     ));
-    let after = rerun(sandbox, repo, command, runs, Some(changes)).await?;
+    let after = rerun(sandbox, repo, &command.script, runs, Some(changes)).await?;
     let evidence = Some(Evidence::from(&after));
     let verdict = if after.failures() > 0 || after.runs.len() < runs {
         reject(format!(

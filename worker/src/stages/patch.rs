@@ -7,6 +7,7 @@ use super::checkout::checkout;
 use super::diagnose::gunzip;
 use super::{StageError, StageReport};
 use crate::heal::{self, Verdict};
+use crate::workflow;
 use crate::WorkerContext;
 
 pub fn verdict_name(v: &Verdict) -> (&'static str, Option<String>) {
@@ -33,7 +34,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     let client = ctx.pool.get().await?;
     let row = client
         .query_one(
-            "SELECT d.command, l.log_gzip FROM diagnoses d
+            "SELECT d.command, l.log_gzip, l.job_name FROM diagnoses d
              JOIN job_logs l ON l.run_id = d.run_id AND l.github_job_id = d.github_job_id
              WHERE d.run_id = $1",
             &[&run.id],
@@ -46,13 +47,16 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         ));
     };
     let log = gunzip(row.get(1))?;
+    let job_name: Option<String> = row.get(2);
     let sandbox = ctx.sandbox().await?;
     let work = checkout(ctx, run).await?;
+    // The step as the workflow at the failing commit defines it, checked against the log.
+    let step = workflow::reproduce(work.path(), &command, job_name.as_deref());
     let report = heal::propose(
         sandbox,
         work.path(),
         &dependency_scope(run),
-        &command,
+        &step,
         Some(&log),
         &ctx.heal,
         &|msg| tracing::info!("{msg}"),
@@ -66,15 +70,17 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         .map(serde_json::to_value)
         .transpose()
         .map_err(|e| StageError::Permanent(format!("cannot record the change: {e}")))?;
+    let step_json = serde_json::to_value(&report.step)
+        .map_err(|e| StageError::Permanent(format!("cannot record the step: {e}")))?;
     let client = ctx.pool.get().await?;
     client
         .execute(
-            "INSERT INTO patches (run_id, strategy, diff, class, verdict, reason, evidence, changes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO patches (run_id, strategy, diff, class, verdict, reason, evidence, changes, step)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (run_id) DO UPDATE SET strategy = EXCLUDED.strategy, diff = EXCLUDED.diff, class = EXCLUDED.class,
                verdict = EXCLUDED.verdict, reason = EXCLUDED.reason, evidence = EXCLUDED.evidence,
-               changes = EXCLUDED.changes, created_at = now()",
-            &[&run.id, &report.strategy.as_str(), &report.patch, &report.diagnosis.class.as_str(), &verdict, &reason, &evidence, &changes],
+               changes = EXCLUDED.changes, step = EXCLUDED.step, created_at = now()",
+            &[&run.id, &report.strategy.as_str(), &report.patch, &report.diagnosis.class.as_str(), &verdict, &reason, &evidence, &changes, &step_json],
         )
         .await?;
     let runs = format!(

@@ -8,13 +8,14 @@ use super::patch::{dependency_scope, verdict_name};
 use super::{StageError, StageReport};
 use crate::changes::ChangeSet;
 use crate::heal::{self, Verdict};
+use crate::workflow::StepCommand;
 use crate::WorkerContext;
 
 pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
     let client = ctx.pool.get().await?;
     let row = client
         .query_one(
-            "SELECT p.verdict, p.diff, d.command, p.changes FROM patches p JOIN diagnoses d ON d.run_id = p.run_id WHERE p.run_id = $1",
+            "SELECT p.verdict, p.diff, d.command, p.changes, p.step FROM patches p JOIN diagnoses d ON d.run_id = p.run_id WHERE p.run_id = $1",
             &[&run.id],
         )
         .await?;
@@ -34,6 +35,12 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         .transpose()
         .map_err(|e| StageError::Permanent(format!("the recorded change is unreadable: {e}")))?
         .unwrap_or_default();
+    // The same script the patch stage reproduced the failure with.
+    let step = match row.get::<_, Option<serde_json::Value>>(4) {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| StageError::Permanent(format!("the recorded step is unreadable: {e}")))?,
+        None => StepCommand::from_log(&command, Vec::new()),
+    };
     let sandbox = ctx.sandbox().await?;
     let work = checkout(ctx, run).await?;
     let (sandbox, _) = heal::prepare(sandbox, work.path(), &dependency_scope(run), &|msg| {
@@ -43,7 +50,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     let (evidence, verdict) = heal::check(
         &sandbox,
         work.path(),
-        &command,
+        &step,
         &changes,
         &diff,
         ctx.heal.validate_runs,

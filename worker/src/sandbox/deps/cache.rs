@@ -19,9 +19,25 @@ const DATA_LABEL: &str = "selfheal.deps.data";
 const DIGEST_LABEL: &str = "selfheal.deps.digest";
 const BYTES_LABEL: &str = "selfheal.deps.bytes";
 const CREATED_LABEL: &str = "selfheal.deps.created";
+const RESOLVED_LABEL: &str = "selfheal.deps.resolved";
+/// What a pointer remembers of the resolution, for the evidence of later runs.
+const RESOLVED_LABEL_BYTES: usize = 4096;
 
 pub(super) fn scope_hash(scope: &str) -> String {
     hex::encode(&Sha256::digest(scope.as_bytes())[..8])
+}
+
+/// The first lines of the resolution that fit in a label.
+fn resolved_label(resolved: &[String]) -> String {
+    let mut out = String::new();
+    for line in resolved {
+        if out.len() + line.len() + 1 > RESOLVED_LABEL_BYTES {
+            break;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 fn pointer_name(key: &str) -> String {
@@ -86,7 +102,10 @@ impl Sandbox {
                 .and_then(|b| b.parse().ok())
                 .unwrap_or(0),
             hit: true,
-            resolved: Vec::new(),
+            resolved: labels
+                .get(RESOLVED_LABEL)
+                .map(|r| r.lines().map(str::to_string).collect())
+                .unwrap_or_default(),
             fetch_ms: 0,
         }))
     }
@@ -166,6 +185,7 @@ impl Sandbox {
             (DIGEST_LABEL.to_string(), digest.clone()),
             (BYTES_LABEL.to_string(), bytes.to_string()),
             (CREATED_LABEL.to_string(), now_secs().to_string()),
+            (RESOLVED_LABEL.to_string(), resolved_label(&resolved)),
         ]);
         let made = self
             .docker
