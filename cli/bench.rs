@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use selfheal_worker::diagnose;
+use selfheal_engine::diagnose;
 
 pub fn diagnose_bench(dir: &Path, rounds: usize) -> anyhow::Result<()> {
     let outcomes = diagnose::evaluate(dir)?;
@@ -122,17 +122,90 @@ fn summary(label: &str, mut ms: Vec<f64>) {
     );
 }
 
-/// Webhook in -> validated patch recorded, on the Rust format example, through the whole
-/// stack (web, Redis, two workers, Postgres, Docker).
-pub async fn heal_bench(runs: usize) -> anyhow::Result<()> {
+/// An example the bench drives through the stack: its folder, the failed job's name in its
+/// workflow, and its CI log (`None`: the stand-in's default, rustfmt's).
+const EXAMPLES: [(&str, &str, Option<&str>); 5] = [
+    ("rust-format", "test", None),
+    ("rust-deps", "clippy", Some("rust-deps.log")),
+    ("python-deps", "check", Some("python-deps.log")),
+    ("node-format", "lint", Some("node-format.log")),
+    ("go-format", "fmt", Some("go-format.log")),
+];
+
+/// Webhook in -> validated patch recorded, for each example, through the whole stack (web,
+/// Redis, two workers, Postgres, Docker): the first run with no dependency cache (cold), the
+/// rest with the cache the first one left (warm). Prints the cache hit rate and image sizes.
+pub async fn heal_bench(runs: usize, only: &[String]) -> anyhow::Result<()> {
     let stack = crate::demo::Stack::start(false).await?;
+    let sandbox = crate::heal::connect_sandbox(Default::default()).await?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0i64;
+    let mut images = std::collections::BTreeSet::new();
+    for (example, job, log) in EXAMPLES {
+        if !only.is_empty() && !only.iter().any(|o| o == example) {
+            continue;
+        }
+        let repo = root.join("examples").join(example);
+        images.insert(sandbox.image_for(&repo).await?);
+        let log_text = log
+            .map(|l| std::fs::read_to_string(root.join("fixtures/ci-logs/examples").join(l)))
+            .transpose()?;
+        stack.standin.set_knobs(github_standin::Knobs {
+            repo_dir: Some(repo.display().to_string()),
+            log_text,
+            failing_job: Some(job.into()),
+            ..Default::default()
+        });
+        // Cold: no cache of this repository's dependencies left from an earlier bench.
+        sandbox
+            .prune_deps(
+                Some(&stack.dependency_scope()),
+                std::time::Duration::ZERO,
+                0,
+            )
+            .await?;
+        let (cold, warm, hits) = runs_to_validated(&stack, runs, &mut n).await?;
+        println!("{example}: webhook -> validated patch ({runs} runs, one after another)");
+        summary("cold (no dependency cache)", cold);
+        summary("warm", warm.0);
+        for (stage, ms) in warm.1 {
+            summary(&format!("  warm stage {stage}"), ms);
+        }
+        println!("  dependency cache hits: {} of {} runs", hits.0, hits.1);
+    }
+    stack.stop();
+    println!("sandbox images:");
+    for image in images {
+        let size = sandbox
+            .docker()
+            .inspect_image(&image)
+            .await?
+            .size
+            .unwrap_or(0);
+        println!("  {image:<44} {:>6} MB", size >> 20);
+    }
+    Ok(())
+}
+
+type Warm = (Vec<f64>, std::collections::BTreeMap<String, Vec<f64>>);
+
+/// `runs` failures of the example the stand-in now serves: the first run's time, the others'
+/// times and stage times, and (cache hits, runs that needed dependencies).
+async fn runs_to_validated(
+    stack: &crate::demo::Stack,
+    runs: usize,
+    n: &mut i64,
+) -> anyhow::Result<(Vec<f64>, Warm, (usize, usize))> {
     let pool = selfheal_shared::db::pool(&stack.database_url, 2)?;
     let client = pool.get().await?;
+    let mut cold = Vec::new();
     let mut to_validated = Vec::new();
     let mut per_stage: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-    for i in 0..runs as i64 {
+    let mut hits = (0, 0);
+    for i in 0..runs {
+        *n += 1;
         let started = Instant::now();
-        let (status, body) = stack.deliver_failure(700_000 + i, 900_000 + i).await?;
+        let (status, body) = stack.deliver_failure(700_000 + *n, 900_000 + *n).await?;
         anyhow::ensure!(status.as_u16() == 202, "webhook answered {status}: {body}");
         let run_id: uuid::Uuid = body["run_id"].as_str().context("no run id")?.parse()?;
         loop {
@@ -149,7 +222,23 @@ pub async fn heal_bench(runs: usize) -> anyhow::Result<()> {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        to_validated.push(started.elapsed().as_secs_f64() * 1000.0);
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if i == 0 {
+            cold.push(ms);
+        } else {
+            to_validated.push(ms);
+        }
+        let hit: Option<serde_json::Value> = client
+            .query_opt(
+                "SELECT evidence->'dependencies'->'cache'->'hit' FROM patches WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await?
+            .and_then(|r| r.get(0));
+        if let Some(hit) = hit.and_then(|h| h.as_bool()) {
+            hits.1 += 1;
+            hits.0 += hit as usize;
+        }
         let verdict: Option<String> = client
             .query_opt(
                 "SELECT verdict FROM validations WHERE run_id = $1",
@@ -169,24 +258,19 @@ pub async fn heal_bench(runs: usize) -> anyhow::Result<()> {
             )
             .await?
         {
-            per_stage.entry(row.get(0)).or_default().push(row.get::<_, f64>(1));
+            if i > 0 {
+                per_stage.entry(row.get(0)).or_default().push(row.get::<_, f64>(1));
+            }
         }
     }
-    drop(client);
-    stack.stop();
-    println!("webhook -> validated patch, Rust format example, {runs} runs one after another:");
-    summary("webhook -> validated patch", to_validated);
-    for (stage, ms) in per_stage {
-        summary(&format!("stage {stage}"), ms);
-    }
-    Ok(())
+    Ok((cold, (to_validated, per_stage), hits))
 }
 
 /// What a sandbox costs beyond the command: a no-op in a fresh container (create, upload,
 /// start, wait, logs, remove) beside the same no-op run directly, in the same run.
 pub async fn sandbox_bench(runs: usize) -> anyhow::Result<()> {
-    use selfheal_worker::sandbox::{Limits, Sandbox};
-    let sandbox = Sandbox::connect(crate::heal::images_from_env(), Limits::default()).await?;
+    use selfheal_engine::sandbox::Limits;
+    let sandbox = crate::heal::connect_sandbox(Limits::default()).await?;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rust-format");
     let mut in_sandbox = Vec::new();
     let mut direct = Vec::new();

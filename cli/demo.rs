@@ -106,6 +106,11 @@ impl Stack {
         })
     }
 
+    /// The dependency-cache scope the workers give the stand-in's repository.
+    pub fn dependency_scope(&self) -> String {
+        format!("github:{INSTALLATION_ID}:octo-org/octo-repo")
+    }
+
     /// Replays the recorded failing run (as `github_run_id` of workflow `workflow_id`); returns
     /// the run selfheal created.
     pub async fn deliver_failure(

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use selfheal_worker::diagnose;
-use selfheal_worker::heal::{self, HealOptions, HealReport, Verdict};
-use selfheal_worker::sandbox::{deps, Images, Limits, Sandbox};
-use selfheal_worker::workflow::{self, Source, StepCommand};
+use selfheal_engine::diagnose;
+use selfheal_engine::heal::{self, HealOptions, HealReport, Verdict};
+use selfheal_engine::sandbox::{deps, Images, Limits, Sandbox};
+use selfheal_engine::workflow::{self, Source, StepCommand};
 
 pub struct Args {
     pub repo: PathBuf,
@@ -42,7 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
         (None, None) => bail!("pass --cmd \"<the failing command>\" or --log <saved CI log>"),
     };
-    let sandbox = Sandbox::connect(images_from_env(), Limits::default()).await?;
+    let sandbox = connect_sandbox(Limits::default()).await?;
     let options = HealOptions {
         reproduce_runs: args.runs,
         validate_runs: args.runs,
@@ -92,6 +92,16 @@ pub fn images_from_env() -> Images {
         Ok(own) if !own.trim().is_empty() => Images::Own(own),
         _ => Images::Recipe,
     }
+}
+
+/// The sandbox as the environment configures it (`SELFHEAL_SANDBOX_IMAGE`,
+/// `SELFHEAL_SANDBOX_RUST_TOOLCHAIN`), for the commands that run without a worker.
+pub async fn connect_sandbox(limits: Limits) -> anyhow::Result<Sandbox> {
+    let sandbox = Sandbox::connect(images_from_env(), limits).await?;
+    Ok(match std::env::var_os("SELFHEAL_SANDBOX_RUST_TOOLCHAIN") {
+        Some(sysroot) if !sysroot.is_empty() => sandbox.with_rust_toolchain(sysroot.into()),
+        _ => sandbox,
+    })
 }
 
 fn print_report(r: &HealReport) {

@@ -104,10 +104,14 @@ enum SandboxCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Webhook -> validated patch on the Rust example, through the whole stack (min/median/max).
+    /// Webhook -> validated patch for each example, cold and warm dependency cache, through
+    /// the whole stack (min/median/max), with the cache hit rate and image sizes.
     Heal {
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// rust-format, rust-deps, python-deps, node-format, go-format (default: all).
+        #[arg(long = "example")]
+        examples: Vec<String>,
     },
     /// Sandbox start overhead: a no-op in a fresh container beside the same no-op direct.
     Sandbox {
@@ -221,7 +225,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Diagnose { log, format } => {
             let bytes =
                 std::fs::read(&log).with_context(|| format!("cannot read {}", log.display()))?;
-            let d = selfheal_worker::diagnose::diagnose(&String::from_utf8_lossy(&bytes));
+            let d = selfheal_engine::diagnose::diagnose(&String::from_utf8_lossy(&bytes));
             if format == "json" {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             } else {
@@ -230,8 +234,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Sandbox { what } => return sandbox_command(what).await,
         Command::Bench {
-            what: BenchCommand::Heal { runs },
-        } => bench::heal_bench(runs).await?,
+            what: BenchCommand::Heal { runs, examples },
+        } => bench::heal_bench(runs, &examples).await?,
         Command::Bench {
             what: BenchCommand::Sandbox { runs },
         } => bench::sandbox_bench(runs).await?,
@@ -264,7 +268,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn sandbox_command(what: SandboxCommand) -> anyhow::Result<ExitCode> {
-    use selfheal_worker::sandbox::{ensure_image, Language, Limits, Sandbox};
+    use selfheal_engine::sandbox::{ensure_image, Language, Limits};
     let images = heal::images_from_env();
     match what {
         SandboxCommand::Image { languages } => {
@@ -292,7 +296,7 @@ async fn sandbox_command(what: SandboxCommand) -> anyhow::Result<ExitCode> {
                 timeout: std::time::Duration::from_secs(timeout_secs),
                 ..Limits::default()
             };
-            let sandbox = Sandbox::connect(images, limits).await?;
+            let sandbox = heal::connect_sandbox(limits).await?;
             let (run, _) = sandbox.run(&repo, &command.join(" "), None).await?;
             print!("{}", run.output);
             eprintln!(
@@ -316,7 +320,7 @@ async fn sandbox_command(what: SandboxCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_diagnosis(d: &selfheal_worker::diagnose::Diagnosis) {
+fn print_diagnosis(d: &selfheal_engine::diagnose::Diagnosis) {
     let culprit = match (&d.culprit_file, d.culprit_line) {
         (Some(f), Some(l)) => format!("{f}:{l}"),
         (Some(f), None) => f.clone(),

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use selfheal_worker::heal::{self, HealOptions, Verdict};
-use selfheal_worker::sandbox::{Images, Limits, Sandbox};
-use selfheal_worker::workflow::StepCommand;
+use selfheal_engine::heal::{self, HealOptions, Verdict};
+use selfheal_engine::sandbox::{Images, Limits, Sandbox};
+use selfheal_engine::workflow::StepCommand;
 use serde_json::Value;
 
 fn example(name: &str) -> PathBuf {

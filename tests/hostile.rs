@@ -9,9 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use github_standin::Knobs;
-use selfheal_worker::heal::{self, HealOptions, HealReport, Verdict};
-use selfheal_worker::sandbox::{Images, Limits, Sandbox};
-use selfheal_worker::workflow::StepCommand;
+use selfheal_engine::heal::{self, HealOptions, HealReport, Verdict};
+use selfheal_engine::sandbox::{Images, Limits, Sandbox};
+use selfheal_engine::workflow::StepCommand;
 use support::*;
 
 const CHECK: &str = "python3 -m black --check .";

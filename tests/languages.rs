@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use selfheal_worker::sandbox::{deps, Images, Limits, Sandbox};
+use selfheal_engine::sandbox::{deps, Images, Limits, Sandbox};
 use serde_json::Value;
 
 fn example(name: &str) -> PathBuf {

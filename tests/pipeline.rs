@@ -541,8 +541,8 @@ async fn the_sandbox_container_of_a_sigkilled_worker_is_removed_by_the_next_work
     signal(&rescuer, Signal::SIGKILL);
     rescuer.wait().ok();
     // Leave nothing behind for other tests: the rescuer's own container goes at the next sweep.
-    let _ = selfheal_worker::sandbox::Sandbox::connect(
-        selfheal_worker::sandbox::Images::Recipe,
+    let _ = selfheal_engine::sandbox::Sandbox::connect(
+        selfheal_engine::sandbox::Images::Recipe,
         Default::default(),
     )
     .await;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use selfheal_worker::sandbox::{Images, Limits, Sandbox, LABEL};
+use selfheal_engine::sandbox::{Images, Limits, Sandbox, LABEL};
 
 async fn sandbox(limits: Limits) -> Sandbox {
     Sandbox::connect(Images::Recipe, limits)

@@ -69,6 +69,8 @@ pub struct WorkerConfig {
     pub sandbox_work_bytes: i64,
     /// The operator's own sandbox image for every language, instead of the built-in recipe's.
     pub sandbox_image: Option<String>,
+    /// A Rust sysroot to mount in the sandbox instead of the one `rustc` on the PATH reports.
+    pub sandbox_rust_toolchain: Option<String>,
     pub relay_interval: Duration,
     /// A job pushed to Redis that no worker has started after this long is pushed again (0:
     /// never).
@@ -189,6 +191,7 @@ impl Config {
                     .parsed("SELFHEAL_SANDBOX_WORK_BYTES")?
                     .unwrap_or(8 << 30),
                 sandbox_image: env.parsed("SELFHEAL_SANDBOX_IMAGE")?,
+                sandbox_rust_toolchain: env.parsed("SELFHEAL_SANDBOX_RUST_TOOLCHAIN")?,
                 relay_interval: Duration::from_millis(
                     env.parsed("SELFHEAL_RELAY_INTERVAL_MS")?.unwrap_or(1000),
                 ),

@@ -1,16 +1,12 @@
 //! The worker: pulls stage jobs from Redis (apalis) and carries each run through
 //! triage -> diagnose -> patch -> validate -> verify -> deliver, recording every attempt.
 
-pub mod changes;
 mod chatops;
-pub mod diagnose;
-pub mod heal;
+// The engine, under the names the stages have always used.
+pub use selfheal_engine::{changes, diagnose, heal, policy, sandbox, workflow};
 mod pipeline;
-pub mod policy;
 pub mod redeliver;
-pub mod sandbox;
 mod stages;
-pub mod workflow;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +33,7 @@ pub struct WorkerContext {
     /// Limits of every sandbox run.
     pub sandbox_limits: sandbox::Limits,
     pub sandbox_images: sandbox::Images,
+    pub sandbox_rust_toolchain: Option<std::path::PathBuf>,
     /// Org-wide defaults under every repository's `.github/selfheal.yml`.
     pub repo_defaults: stages::repo_config::Defaults,
 }
@@ -45,8 +42,15 @@ impl WorkerContext {
     pub async fn sandbox(&self) -> Result<&sandbox::Sandbox, sandbox::SandboxError> {
         self.sandbox
             .get_or_try_init(|| async {
-                sandbox::Sandbox::connect(self.sandbox_images.clone(), self.sandbox_limits.clone())
-                    .await
+                let sandbox = sandbox::Sandbox::connect(
+                    self.sandbox_images.clone(),
+                    self.sandbox_limits.clone(),
+                )
+                .await?;
+                Ok(match &self.sandbox_rust_toolchain {
+                    Some(sysroot) => sandbox.with_rust_toolchain(sysroot.clone()),
+                    None => sandbox,
+                })
             })
             .await
     }
@@ -123,6 +127,11 @@ pub async fn run(
             Some(own) => sandbox::Images::Own(own.clone()),
             None => sandbox::Images::Recipe,
         },
+        sandbox_rust_toolchain: config
+            .worker
+            .sandbox_rust_toolchain
+            .as_ref()
+            .map(std::path::PathBuf::from),
         repo_defaults,
     });
     let sweeper = (!config.worker.redelivery_interval.is_zero()).then(|| {

@@ -567,7 +567,7 @@ async fn merge_decision(
         checks_green,
         tests_deleted: crate::heal::refuses(&diff).is_some(),
     };
-    let (source, text) = policy::policy_text().map_err(StageError::Permanent)?;
+    let (source, text) = policy_text().map_err(StageError::Permanent)?;
     let decision = policy::decide(&text, &input)
         .map_err(|e| StageError::Permanent(format!("merge policy {source}: {e}")))?;
     let verdict = if decision.allow { "allowed" } else { "denied" };
@@ -604,6 +604,20 @@ fn ref_path(branch: &str) -> String {
         .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// The policy's text: the operator's file when `SELFHEAL_MERGE_POLICY` names one, read at each
+/// decision so that a change applies without a restart.
+fn policy_text() -> Result<(String, String), String> {
+    match std::env::var("SELFHEAL_MERGE_POLICY") {
+        Ok(path) if !path.trim().is_empty() => std::fs::read_to_string(&path)
+            .map(|text| (path.clone(), text))
+            .map_err(|e| format!("SELFHEAL_MERGE_POLICY {path}: {e}")),
+        _ => Ok((
+            "policies/merge.rego".into(),
+            policy::DEFAULT_POLICY.to_string(),
+        )),
+    }
 }
 
 #[cfg(test)]

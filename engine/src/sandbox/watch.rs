@@ -98,7 +98,7 @@ pub async fn start_meter(
     match started {
         Ok(()) => Some(name),
         Err(e) => {
-            tracing::warn!(error = %selfheal_shared::cause::Chain(&e), "no meter for the sandbox's work volume; this run's disk use goes unchecked");
+            tracing::warn!(error = %e, "no meter for the sandbox's work volume; this run's disk use goes unchecked");
             None
         }
     }

@@ -133,6 +133,12 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// Mounts this toolchain (a Rust sysroot) at `/opt/rust` instead of the host's own.
+    pub fn with_rust_toolchain(mut self, sysroot: PathBuf) -> Sandbox {
+        self.rust_toolchain = Some(sysroot);
+        self
+    }
+
     /// The image for this repository's language (built on first use).
     pub async fn image_for(&self, repo: &Path) -> Result<String, SandboxError> {
         ensure_image(&self.docker, &self.images, Language::of(repo)).await
@@ -493,9 +499,6 @@ impl Cleanup {
 
 /// The host's Rust toolchain (its sysroot), shared read-only with the sandbox.
 fn host_rust_toolchain() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("SELFHEAL_SANDBOX_RUST_TOOLCHAIN") {
-        return Some(PathBuf::from(p));
-    }
     let out = std::process::Command::new("rustc")
         .args(["--print", "sysroot"])
         .output()
@@ -522,6 +525,6 @@ pub async fn sweep_at_start() {
         deps: None,
     };
     if let Err(e) = owner::sweep(&sandbox.docker).await {
-        tracing::warn!(error = %selfheal_shared::cause::Chain(&e), "could not sweep leftover sandbox containers");
+        tracing::warn!(error = %e, "could not sweep leftover sandbox containers");
     }
 }

@@ -1,6 +1,6 @@
 //! The merge decision, evaluated by an embedded Rego engine (regorus) so that teams can read
-//! and replace the policy (`policies/merge.rego`, or `SELFHEAL_MERGE_POLICY`) without
-//! touching selfheal.
+//! and replace the policy (`policies/merge.rego` is carried inside; the worker takes a file
+//! of the operator's instead) without touching selfheal.
 
 use serde::Serialize;
 
@@ -25,16 +25,6 @@ pub struct Decision {
     pub allow: bool,
     /// Why not, in the policy's words (sorted).
     pub reasons: Vec<String>,
-}
-
-/// The policy's text: the user's file when `SELFHEAL_MERGE_POLICY` names one.
-pub fn policy_text() -> Result<(String, String), String> {
-    match std::env::var("SELFHEAL_MERGE_POLICY") {
-        Ok(path) if !path.trim().is_empty() => std::fs::read_to_string(&path)
-            .map(|text| (path.clone(), text))
-            .map_err(|e| format!("SELFHEAL_MERGE_POLICY {path}: {e}")),
-        _ => Ok(("policies/merge.rego".into(), DEFAULT_POLICY.to_string())),
-    }
 }
 
 pub fn decide(policy: &str, input: &MergeInput) -> Result<Decision, String> {

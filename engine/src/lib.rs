@@ -1,0 +1,12 @@
+//! selfheal's healing engine, usable without Postgres, Redis or GitHub: diagnose a CI log,
+//! reproduce the failing step in the Docker sandbox with the repository's dependencies,
+//! make a deterministic fix, prove it, and judge a merge. Configuration comes in as values
+//! (nothing here reads the environment); the sandbox image recipe and the default merge
+//! policy are carried inside the library.
+
+pub mod changes;
+pub mod diagnose;
+pub mod heal;
+pub mod policy;
+pub mod sandbox;
+pub mod workflow;
