@@ -63,9 +63,11 @@ rm -rf "$work/rootfs/var/lib/apt/lists"/*
 if [ "$lang" = python ]; then
   # The image's own formatters and test runner, used only where a repository pins none (its
   # pinned versions are fetched into the dependency cache and run instead).
-  [ -f /etc/pip.conf ] && cp /etc/pip.conf "$work/rootfs/etc/pip.conf"
   log "pip install pytest black ruff"
-  chroot "$work/rootfs" python3 -m pip install --quiet --break-system-packages --no-cache-dir \
+  # The host's CA bundle (copied above) rather than its pip.conf, which may hold index
+  # credentials that every sandbox run could then read.
+  chroot "$work/rootfs" env PIP_CONFIG_FILE=/dev/null PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    python3 -m pip install --quiet --break-system-packages --no-cache-dir \
     'pytest==8.3.4' 'black==24.10.0' 'ruff==0.8.4' >&2
 fi
 : >"$work/rootfs/etc/resolv.conf"

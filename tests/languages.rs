@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use selfheal_engine::sandbox::{deps, Images, Limits, Sandbox};
+use selfheal_engine::heal::{self, HealOptions};
+use selfheal_engine::sandbox::{deps, Images, Limits, Sandbox, SandboxError};
+use selfheal_engine::workflow::StepCommand;
 use serde_json::Value;
 
 fn example(name: &str) -> PathBuf {
@@ -72,7 +74,12 @@ fn a_rust_crate_with_dependencies_gets_clippys_fixes_and_a_warm_cache_the_second
         serde_json::json!(["Cargo.toml", "Cargo.lock"])
     );
     assert_eq!(deps["cache"]["hit"], false);
+    // Cargo.lock pins serde_json 1.0.120, older than what resolving `serde_json = "1"` picks.
     let crates = resolved(&r);
+    assert!(
+        crates.iter().any(|c| c == "serde_json-1.0.120"),
+        "{crates:?}"
+    );
     assert!(
         crates.iter().any(|c| c.starts_with("serde-1.")),
         "{crates:?}"
@@ -125,6 +132,63 @@ fn a_node_package_is_formatted_by_the_prettier_its_lockfile_pins() {
     // The dependency tree is mounted, not part of the fix.
     assert!(!r["patch"].as_str().unwrap().contains("node_modules"));
     assert!(!dir.path().join("node_modules").exists());
+    // package.json asks for ^3.0.0; the lockfile's 3.3.3 is what runs.
+    let (r, _) = heal_cli(
+        dir.path(),
+        &["--cmd", "npx prettier --version; exit 1", "--runs", "1"],
+    );
+    let excerpt = r["before"]["excerpt"].as_str().unwrap();
+    assert_eq!(excerpt.trim(), "3.3.3", "{r:#}");
+}
+
+#[test]
+fn a_node_package_without_a_lockfile_is_resolved_in_the_fetch_and_says_so() {
+    let dir = copy_example("node-format");
+    std::fs::remove_file(dir.path().join("package-lock.json")).unwrap();
+    let (r, ok) = heal_cli(
+        dir.path(),
+        &[
+            "--cmd",
+            "npx --no-install prettier --check .",
+            "--runs",
+            "1",
+        ],
+    );
+    assert!(ok, "{r:#}");
+    let deps = &r["before"]["dependencies"];
+    assert_eq!(deps["state"], "ready", "{deps:#}");
+    assert_eq!(deps["plan"]["locked"], false);
+    assert_eq!(deps["plan"]["inputs"], serde_json::json!(["package.json"]));
+    assert!(
+        resolved(&r).iter().any(|p| p == "node_modules/prettier"),
+        "{deps:#}"
+    );
+    assert_eq!(r["verdict"]["verdict"], "fixed", "{r:#}");
+    // The resolution lives in the cache, not in the fix.
+    assert!(
+        !r["patch"].as_str().unwrap().contains("package-lock.json"),
+        "{r:#}"
+    );
+}
+
+#[test]
+fn a_requirement_that_only_ships_as_source_is_reported_not_built() {
+    let dir = tempfile::tempdir().unwrap();
+    // antlr4-python3-runtime 4.9.3 is on PyPI as an sdist only: building it runs its setup.py.
+    std::fs::write(
+        dir.path().join("requirements.txt"),
+        "antlr4-python3-runtime==4.9.3\n",
+    )
+    .unwrap();
+    let (r, _) = heal_cli(
+        dir.path(),
+        &["--cmd", "python3 -c 'import antlr4'", "--runs", "1"],
+    );
+    let deps = &r["before"]["dependencies"];
+    assert_eq!(deps["state"], "failed", "{deps:#}");
+    let reason = deps["reason"].as_str().unwrap();
+    assert!(reason.contains("has no wheel"), "{reason}");
+    assert!(reason.contains("antlr4-python3-runtime"), "{reason}");
 }
 
 #[test]
@@ -249,6 +313,18 @@ async fn a_tampered_dependency_cache_is_refused_and_a_pruned_one_is_fetched_agai
         .unwrap();
     assert!(run.output.contains("attrs 24.2.0"), "{}", run.output);
 
+    // The repository's code cannot change what its next run sees.
+    let (run, _) = prepared
+        .run(&repo, "touch /deps/python/attrs/x", None)
+        .await
+        .unwrap();
+    assert!(!run.passed(), "{}", run.output);
+    assert!(
+        run.output.contains("Read-only file system"),
+        "{}",
+        run.output
+    );
+
     // Someone with access to the engine changes the cache behind selfheal's back.
     let image = sandbox.image_for(&repo).await.unwrap();
     let status = Command::new("docker")
@@ -279,26 +355,49 @@ async fn a_tampered_dependency_cache_is_refused_and_a_pruned_one_is_fetched_agai
     );
     assert!(!run.output.contains("the-command-ran"), "{}", run.output);
 
-    // Pruned (everything older than now): the next preparation fetches a clean copy.
-    let removed = sandbox
-        .prune_deps(Some(&scope), Duration::ZERO, u64::MAX)
-        .await
-        .unwrap();
-    assert!(removed >= 1);
+    // Healing on it is no failure of the command: an error (the stage is retried), and the
+    // cache is forgotten, so the next preparation fetches a clean copy.
+    let err = heal::heal(
+        &sandbox,
+        &repo,
+        &scope,
+        &StepCommand::given("python3 -c 'import attrs'"),
+        None,
+        &HealOptions {
+            reproduce_runs: 1,
+            validate_runs: 1,
+        },
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SandboxError::Tampered(_)), "{err}");
     let (prepared, outcome) = sandbox.prepare(&repo, &scope).await.unwrap();
     assert!(
         matches!(&outcome, deps::Outcome::Ready { cache, .. } if !cache.hit),
         "{outcome:?}"
     );
     let (run, _) = prepared
-        .run(
-            &repo,
-            "python3 -c 'import attrs; print(\"attrs\", attrs.__version__)'",
-            None,
-        )
+        .run(&repo, "python3 -c 'import attrs'", None)
         .await
         .unwrap();
     assert!(run.passed(), "{}", run.output);
+
+    // Pruned: nothing of this scope is left, and the next preparation fetches again.
+    let removed = sandbox
+        .prune_deps(Some(&scope), Duration::ZERO, 0)
+        .await
+        .unwrap();
+    assert!(removed >= 1);
+    let (_, outcome) = sandbox.prepare(&repo, &scope).await.unwrap();
+    assert!(
+        matches!(&outcome, deps::Outcome::Ready { cache, .. } if !cache.hit),
+        "{outcome:?}"
+    );
+    sandbox
+        .prune_deps(Some(&scope), Duration::ZERO, 0)
+        .await
+        .unwrap();
 }
 
 #[test]
@@ -333,4 +432,48 @@ fn from_a_ci_log_the_workflows_whole_step_runs_with_its_env_and_says_what_it_cou
         "{notes}"
     );
     assert_eq!(r["verdict"]["verdict"], "fixed", "{r:#}");
+    // The step's later lines ran, with its env: pytest's own summary is in the evidence.
+    let after = r["after"]["excerpt"].as_str().unwrap();
+    assert!(after.contains("2 passed"), "{after}");
+}
+
+#[tokio::test]
+async fn a_repositorys_own_pip_module_does_not_run_in_the_fetch() {
+    // `python3 -m pip` in the checkout would import this instead of pip: code of the
+    // repository's, with a network, writing into the cache every later run trusts.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("requirements.txt"), "attrs==24.2.0\n").unwrap();
+    std::fs::create_dir(dir.path().join("pip")).unwrap();
+    std::fs::write(
+        dir.path().join("pip/__init__.py"),
+        "open('/deps/owned', 'w').write('x')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pip/__main__.py"),
+        "open('/deps/owned', 'w').write('x')\n",
+    )
+    .unwrap();
+    let sandbox = Sandbox::connect(Images::Recipe, Limits::default())
+        .await
+        .unwrap();
+    let scope = format!("test:pip:{}", uuid::Uuid::new_v4());
+    let (prepared, outcome) = sandbox.prepare(dir.path(), &scope).await.unwrap();
+    assert!(
+        matches!(outcome, deps::Outcome::Ready { .. }),
+        "{outcome:?}"
+    );
+    let (run, _) = prepared
+        .run(
+            dir.path(),
+            "test ! -e /deps/owned && ls /deps/python | grep -x attrs",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(run.passed(), "{}", run.output);
+    sandbox
+        .prune_deps(Some(&scope), Duration::ZERO, 0)
+        .await
+        .unwrap();
 }

@@ -706,4 +706,7 @@ async fn a_node_repository_with_a_lockfile_is_healed_from_its_workflows_step_thr
     // The validated fix reached the stand-in as a pull request, without node_modules.
     let pulls = env.standin.pulls();
     assert_eq!(pulls.len(), 1, "{pulls:?}");
+    let diff: String = p.get(2);
+    assert!(!diff.contains("node_modules"), "{diff}");
+    assert_eq!(diff.matches("+++ ").count(), 1, "only src/index.js: {diff}");
 }

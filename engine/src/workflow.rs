@@ -78,8 +78,13 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The workflow files of the checkout: regular files only (no links), bounded.
+/// The workflow files of the checkout: regular files only, bounded, and no link followed on
+/// the way (`.github` or `workflows` could point anywhere on the host).
 fn workflow_files(repo: &Path) -> Vec<(String, String)> {
+    let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if !is_dir(&repo.join(".github")) || !is_dir(&repo.join(".github/workflows")) {
+        return Vec::new();
+    }
     let dir = repo.join(".github/workflows");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
@@ -569,6 +574,31 @@ jobs:
         let none = tempfile::tempdir().unwrap();
         let c = reproduce(none.path(), "cargo test", None);
         assert!(matches!(c.source, Source::Log));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_workflows_folder_that_is_a_link_is_not_followed() {
+        let elsewhere = repo_with(CI);
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::create_dir(repo.path().join(".github")).unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.path().join(".github/workflows"),
+            repo.path().join(".github/workflows"),
+        )
+        .unwrap();
+        let c = reproduce(repo.path(), "black --check .", Some("lint"));
+        assert!(matches!(c.source, Source::Log), "{c:?}");
+        let linked = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.path().join(".github"),
+            linked.path().join(".github"),
+        )
+        .unwrap();
+        assert!(matches!(
+            reproduce(linked.path(), "black --check .", Some("lint")).source,
+            Source::Log
+        ));
     }
 
     #[test]

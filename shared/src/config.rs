@@ -71,6 +71,10 @@ pub struct WorkerConfig {
     pub sandbox_image: Option<String>,
     /// A Rust sysroot to mount in the sandbox instead of the one `rustc` on the PATH reports.
     pub sandbox_rust_toolchain: Option<String>,
+    /// Dependency caches are pruned past this total size, oldest first...
+    pub deps_cache_max_bytes: u64,
+    /// ...and past this age.
+    pub deps_cache_max_age: Duration,
     pub relay_interval: Duration,
     /// A job pushed to Redis that no worker has started after this long is pushed again (0:
     /// never).
@@ -192,6 +196,15 @@ impl Config {
                     .unwrap_or(8 << 30),
                 sandbox_image: env.parsed("SELFHEAL_SANDBOX_IMAGE")?,
                 sandbox_rust_toolchain: env.parsed("SELFHEAL_SANDBOX_RUST_TOOLCHAIN")?,
+                deps_cache_max_bytes: env
+                    .parsed("SELFHEAL_DEPS_CACHE_MAX_BYTES")?
+                    .unwrap_or(20 << 30),
+                deps_cache_max_age: Duration::from_secs(
+                    86_400
+                        * env
+                            .parsed::<u64>("SELFHEAL_DEPS_CACHE_MAX_AGE_DAYS")?
+                            .unwrap_or(14),
+                ),
                 relay_interval: Duration::from_millis(
                     env.parsed("SELFHEAL_RELAY_INTERVAL_MS")?.unwrap_or(1000),
                 ),

@@ -56,6 +56,23 @@ impl WorkerContext {
     }
 }
 
+/// Keeps the dependency caches within their age and size, every ten minutes (every replica
+/// does it; removing what another replica removed already is a no-op).
+async fn prune_deps_forever(ctx: Arc<WorkerContext>, max_age: std::time::Duration, max_bytes: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let Ok(sandbox) = ctx.sandbox().await else {
+            continue;
+        };
+        match sandbox.prune_deps(None, max_age, max_bytes).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "pruned dependency caches"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the dependency caches"),
+        }
+    }
+}
+
 /// A name unique to this process, shown in `stage_attempts.worker_id`.
 pub fn worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
@@ -143,6 +160,11 @@ pub async fn run(
     });
     // Containers a crashed predecessor left behind go now, not at the first patch.
     tokio::spawn(sandbox::sweep_at_start());
+    tokio::spawn(prune_deps_forever(
+        ctx.clone(),
+        config.worker.deps_cache_max_age,
+        config.worker.deps_cache_max_bytes,
+    ));
     let relay = tokio::spawn(outbox::relay_forever(
         pool,
         queue,

@@ -271,17 +271,6 @@ async fn propose_prepared(
             ),
         });
     }
-    if before.passes() > 0 {
-        diagnosis.class = Class::Flaky;
-        diagnosis.fingerprint = diagnose::fingerprint(
-            Class::Flaky,
-            diagnosis.tool.as_deref(),
-            &diagnosis.message,
-            &diagnosis.failing_tests,
-        );
-        return Ok(report(diagnosis, Strategy::Rerun, None, Verdict::Flaky));
-    }
-
     // A failure counts as the CI's only when it is the same failure: a missing dependency or
     // tool in the sandbox is not the lint the CI reported.
     if let (Some(_), Some(failure)) = (ci_log, before.first_failure()) {
@@ -306,6 +295,17 @@ async fn propose_prepared(
                 Verdict::NotReproduced { reason },
             ));
         }
+    }
+
+    if before.passes() > 0 {
+        diagnosis.class = Class::Flaky;
+        diagnosis.fingerprint = diagnose::fingerprint(
+            Class::Flaky,
+            diagnosis.tool.as_deref(),
+            &diagnosis.message,
+            &diagnosis.failing_tests,
+        );
+        return Ok(report(diagnosis, Strategy::Rerun, None, Verdict::Flaky));
     }
 
     let has_history = repo.join(".git").exists();
@@ -425,4 +425,52 @@ pub async fn check(
         Verdict::Fixed
     };
     Ok((evidence, verdict))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(class: Class, tool: Option<&str>) -> Diagnosis {
+        Diagnosis {
+            class,
+            tool: tool.map(str::to_string),
+            culprit_file: None,
+            culprit_line: None,
+            fingerprint: String::new(),
+            failing_tests: Vec::new(),
+            excerpt: String::new(),
+            command: None,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_failure_is_the_cis_only_with_its_class_and_tool() {
+        let clippy = d(Class::Lint, Some("clippy"));
+        assert!(same_failure(&clippy, &d(Class::Lint, Some("clippy"))));
+        assert!(
+            !same_failure(&clippy, &d(Class::Lint, Some("eslint"))),
+            "another tool"
+        );
+        assert!(
+            !same_failure(&clippy, &d(Class::Dependency, None)),
+            "another class"
+        );
+        assert!(
+            !same_failure(&clippy, &d(Class::Unknown, None)),
+            "a failure nobody can read"
+        );
+        // One side names no tool: the class decides.
+        assert!(same_failure(&clippy, &d(Class::Lint, None)));
+        assert!(same_failure(
+            &d(Class::Test, None),
+            &d(Class::Test, Some("pytest"))
+        ));
+        // A CI log nobody could classify gives nothing to compare with.
+        assert!(same_failure(
+            &d(Class::Unknown, None),
+            &d(Class::Format, Some("black"))
+        ));
+    }
 }

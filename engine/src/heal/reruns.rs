@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::changes::ChangeSet;
-use crate::sandbox::{Execution, Sandbox, SandboxError};
+use crate::sandbox::{deps, Execution, Sandbox, SandboxError};
 
 #[derive(Debug, Clone)]
 pub struct RunResult {
@@ -52,6 +52,13 @@ pub async fn rerun(
     let mut last = None;
     for _ in 0..times.max(1) {
         let (run, _) = sandbox.run_with(repo, changes, &[], &script, None).await?;
+        if run.exit_code == deps::TAMPERED_EXIT && run.output.contains(deps::TAMPERED) {
+            // Not the command's failure: the stage is retried on a freshly fetched cache.
+            sandbox.forget_deps().await;
+            return Err(SandboxError::Tampered(
+                sandbox.deps_volume().unwrap_or_default(),
+            ));
+        }
         duration += run.duration;
         runs.push(RunResult {
             passed: run.passed(),

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, NetworkCreateRequest,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, LogsOptionsBuilder,
@@ -46,6 +47,12 @@ pub enum SandboxError {
     TooLarge(String),
     #[error("{0}")]
     Gone(String),
+    #[error("reading the repository's dependency manifests: {0}")]
+    Input(String),
+    /// A run found the dependency cache changed since it was fetched; the cache is forgotten
+    /// and the next preparation fetches it again.
+    #[error("the dependency cache {0} does not match its digest: forgotten, to be fetched again")]
+    Tampered(String),
 }
 
 #[derive(Debug, Clone)]
@@ -102,8 +109,14 @@ pub struct Sandbox {
     deps: Option<(deps::Plan, deps::Ready)>,
 }
 
+/// The network of dependency fetches: a bridge of its own on which containers cannot reach
+/// each other. What else it reaches (the host, cloud metadata, internal services) is the
+/// deployment's to restrict with an egress policy (SECURITY.md).
+const FETCH_NETWORK: &str = "selfheal-fetch";
+
 /// How one container is set up: a run of the repository's command (no network, the
 /// dependencies read-only) or a dependency fetch (a network, the new cache writable).
+#[derive(Clone, Copy)]
 enum Mode<'a> {
     Run,
     Fetch { deps_volume: &'a str },
@@ -131,6 +144,49 @@ impl Sandbox {
         };
         owner::sweep(&sandbox.docker).await?;
         Ok(sandbox)
+    }
+
+    async fn ensure_fetch_network(&self) -> Result<(), SandboxError> {
+        match self.docker.inspect_network(FETCH_NETWORK, None).await {
+            Ok(_) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let made = self
+            .docker
+            .create_network(NetworkCreateRequest {
+                name: FETCH_NETWORK.into(),
+                driver: Some("bridge".into()),
+                options: Some(HashMap::from([(
+                    "com.docker.network.bridge.enable_icc".to_string(),
+                    "false".to_string(),
+                )])),
+                ..Default::default()
+            })
+            .await;
+        match made {
+            Ok(_) => Ok(()),
+            // Another worker made it first.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The dependency cache volume this sandbox mounts, if any.
+    pub fn deps_volume(&self) -> Option<String> {
+        self.deps.as_ref().map(|(_, cache)| cache.volume.clone())
+    }
+
+    /// Forgets the dependency cache this sandbox mounts (after a run found it changed): the
+    /// next preparation fetches it again.
+    pub async fn forget_deps(&self) {
+        if let Some((plan, _)) = &self.deps {
+            self.forget_cache(plan).await;
+        }
     }
 
     /// Mounts this toolchain (a Rust sysroot) at `/opt/rust` instead of the host's own.
@@ -188,24 +244,33 @@ impl Sandbox {
             name: name.clone(),
         };
         let result = self
-            .run_in(&name, labels, repo, archive, script, collect, Mode::Run)
+            .run_in(
+                &name,
+                labels,
+                Language::of(repo),
+                archive,
+                script,
+                collect,
+                Mode::Run,
+            )
             .await;
         guard.remove().await;
         result
     }
 
-    /// A dependency fetch: `script` runs on a copy of `repo` with a network and
-    /// `deps_volume` writable at `/deps`; `/work/deps-report` comes back.
+    /// A dependency fetch: `script` runs on a copy of `upload` (the checkout, or an empty
+    /// folder) in `language`'s image, with a network and `deps_volume` writable at `/deps`;
+    /// `/work/deps-report` comes back.
     async fn run_fetch(
         &self,
-        repo: &Path,
+        upload: &Path,
         files: &[(&str, &[u8])],
         script: &str,
         deps_volume: &str,
         language: Language,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
-        debug_assert_eq!(language, Language::of(repo));
-        let archive = work_archive(repo, None, files)?;
+        let archive = work_archive(upload, None, files)?;
+        self.ensure_fetch_network().await?;
         let name = format!(
             "selfheal-fetch-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -226,7 +291,7 @@ impl Sandbox {
             .run_in(
                 &name,
                 labels,
-                repo,
+                language,
                 archive,
                 script,
                 Some("deps-report"),
@@ -242,14 +307,13 @@ impl Sandbox {
         &self,
         name: &str,
         labels: HashMap<String, String>,
-        repo: &Path,
+        language: Language,
         archive: Vec<u8>,
         script: &str,
         collect: Option<&str>,
         mode: Mode<'_>,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
-        let language = Language::of(repo);
-        let image = self.image_for(repo).await?;
+        let image = ensure_image(&self.docker, &self.images, language).await?;
         let mut mounts = vec![Mount {
             target: Some("/work".into()),
             source: Some(name.to_string()),
@@ -296,7 +360,7 @@ impl Sandbox {
                 ]
                 .map(String::from)
                 .to_vec();
-                ("bridge", env, script.to_string())
+                (FETCH_NETWORK, env, script.to_string())
             }
         };
         if let Some(toolchain) = &self.rust_toolchain {
@@ -370,7 +434,11 @@ impl Sandbox {
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await?;
-        let meter = watch::start_meter(&self.docker, name, &image, labels).await;
+        let deps_volume = match mode {
+            Mode::Fetch { deps_volume } => Some(deps_volume),
+            Mode::Run => None,
+        };
+        let meter = watch::start_meter(&self.docker, name, deps_volume, &image, labels).await;
         let stopped = watch::watch(&self.docker, name, meter.as_deref(), &self.limits).await;
         let timed_out = stopped == watch::Stopped::TimedOut;
         let duration = started.elapsed();

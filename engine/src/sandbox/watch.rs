@@ -42,15 +42,33 @@ pub fn meter_name(name: &str) -> String {
     format!("{name}-meter")
 }
 
-/// Starts the meter for volume `volume`; `None` (logged) when it cannot be had, and then the
-/// run goes unmeasured rather than not at all.
+/// Starts the meter for volume `volume` (and `deps`, a dependency fetch's new cache, counted
+/// against the same limit); `None` (logged) when it cannot be had, and then the run goes
+/// unmeasured rather than not at all.
 pub async fn start_meter(
     docker: &Docker,
     volume: &str,
+    deps: Option<&str>,
     image: &str,
     labels: HashMap<String, String>,
 ) -> Option<String> {
     let name = meter_name(volume);
+    let mut mounts = vec![Mount {
+        target: Some("/work".into()),
+        source: Some(volume.to_string()),
+        typ: Some(MountType::VOLUME),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    if let Some(deps) = deps {
+        mounts.push(Mount {
+            target: Some("/deps".into()),
+            source: Some(deps.to_string()),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         cmd: Some(vec![
@@ -64,13 +82,7 @@ pub async fn start_meter(
         host_config: Some(HostConfig {
             network_mode: Some("none".into()),
             readonly_rootfs: Some(true),
-            mounts: Some(vec![Mount {
-                target: Some("/work".into()),
-                source: Some(volume.to_string()),
-                typ: Some(MountType::VOLUME),
-                read_only: Some(true),
-                ..Default::default()
-            }]),
+            mounts: Some(mounts),
             cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(vec!["DAC_READ_SEARCH".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
@@ -190,7 +202,8 @@ async fn measure(docker: &Docker, meter: &str, limit: i64) -> Measured {
         .create_exec(
             meter,
             CreateExecOptions {
-                cmd: Some(vec!["/usr/bin/du", "-sxk", "/work"]),
+                // `/deps` is the image's empty directory unless a fetch's cache is mounted there.
+                cmd: Some(vec!["/usr/bin/du", "-sxk", "/work", "/deps"]),
                 env: Some(vec!["PATH=/usr/bin:/bin", "LC_ALL=C"]),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
@@ -217,11 +230,11 @@ async fn measure(docker: &Docker, meter: &str, limit: i64) -> Measured {
     }
     // A non-zero exit with a total is files vanishing mid-walk (builds delete their
     // temporaries): the total still counts.
-    match stdout
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse::<i64>().ok())
-    {
+    let totals: Vec<i64> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<i64>().ok())
+        .collect();
+    match (!totals.is_empty()).then(|| totals.iter().fold(0i64, |a, k| a.saturating_add(*k))) {
         Some(kib) if kib.saturating_mul(1024) <= limit => Measured::Within,
         Some(_) => Measured::Over,
         None => Measured::Unavailable,

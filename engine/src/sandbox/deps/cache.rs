@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::scripts::DIGEST;
 use super::{plan, Outcome, Plan, Ready};
+use crate::sandbox::toolchain::Language;
 use crate::sandbox::{Sandbox, SandboxError};
 
 const KEY_LABEL: &str = "selfheal.deps.key";
@@ -62,6 +63,9 @@ impl Sandbox {
         let Some(plan) = plan(repo, scope)? else {
             return Ok((self.clone(), Outcome::NotNeeded));
         };
+        if let Some(reason) = plan.refused.clone() {
+            return Ok((self.clone(), Outcome::Failed { plan, reason }));
+        }
         let outcome = match self.find_cache(&plan).await? {
             Some(cache) => Outcome::Ready { plan, cache },
             None => match self.fetch(repo, &plan).await? {
@@ -89,10 +93,16 @@ impl Sandbox {
         else {
             return Ok(None);
         };
-        if self.docker.inspect_volume(volume).await.is_err() {
+        match self.docker.inspect_volume(volume).await {
+            Ok(_) => {}
             // Its data was pruned under it: forget the pointer and fetch again.
-            self.remove_volume(&pointer_name(&plan.key)).await;
-            return Ok(None);
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                self.remove_volume(&pointer_name(&plan.key)).await;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
         }
         Ok(Some(Ready {
             volume: volume.clone(),
@@ -142,8 +152,15 @@ impl Sandbox {
             .iter()
             .map(|(n, b)| (n.as_str(), b.as_slice()))
             .collect();
+        // pip needs only the requirements gathered on this side: the checkout is not uploaded,
+        // so nothing of the repository's is there to be imported or read.
+        let empty = tempfile::tempdir()?;
+        let upload = match plan.language {
+            Language::Python => empty.path(),
+            _ => repo,
+        };
         let fetched = self
-            .run_fetch(repo, &files, &script, &data, plan.language)
+            .run_fetch(upload, &files, &script, &data, plan.language)
             .await;
         let (run, report) = match fetched {
             Ok(x) => x,
@@ -169,7 +186,18 @@ impl Sandbox {
             run.exit_code == 0 && d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())
         }) else {
             self.remove_volume(&data).await;
-            let tail: Vec<&str> = run.output.lines().rev().take(15).collect();
+            // The tools' output names the repository's packages: hostile text, kept printable.
+            let tail: Vec<String> = run
+                .output
+                .lines()
+                .rev()
+                .take(15)
+                .map(|l| {
+                    l.chars()
+                        .filter(|c| !c.is_control() || *c == '\t')
+                        .collect()
+                })
+                .collect();
             let why = if run.timed_out { "timed out" } else { "failed" };
             return Ok(Err(format!(
                 "fetching the {} dependencies {why} (exit {}): {}",
@@ -211,6 +239,10 @@ impl Sandbox {
             resolved,
             fetch_ms: started.elapsed().as_millis(),
         }))
+    }
+
+    pub(in crate::sandbox) async fn forget_cache(&self, plan: &Plan) {
+        self.remove_volume(&pointer_name(&plan.key)).await;
     }
 
     async fn remove_volume(&self, name: &str) {
@@ -266,8 +298,8 @@ impl Sandbox {
                 .get(BYTES_LABEL)
                 .and_then(|b| b.parse().ok())
                 .unwrap_or(0);
-            let old = now.saturating_sub(created(&p.labels)) > max_age.as_secs();
-            if old || kept_bytes + bytes > max_bytes {
+            let old = now.saturating_sub(created(&p.labels)) >= max_age.as_secs();
+            if old || kept_bytes.saturating_add(bytes) > max_bytes {
                 let data = p.labels.get(DATA_LABEL).cloned().unwrap_or_default();
                 let gone = self
                     .docker
@@ -282,7 +314,7 @@ impl Sandbox {
                     continue;
                 }
             }
-            kept_bytes += bytes;
+            kept_bytes = kept_bytes.saturating_add(bytes);
             referenced.extend(p.labels.get(DATA_LABEL).cloned());
         }
         for v in volumes

@@ -25,6 +25,7 @@ use super::SandboxError;
 
 pub(super) use scripts::{env, prelude};
 use scripts::{GO_FETCH, NODE_FETCH, PYTHON_FETCH, RUST_FETCH};
+pub use scripts::{TAMPERED, TAMPERED_EXIT};
 
 /// Bumped when a fetch script changes what a cache holds, so old caches are not reused.
 const LAYOUT: &str = "deps-v1";
@@ -45,6 +46,9 @@ pub struct Plan {
     pub locked: bool,
     /// Lines of the repository's files that the fetch does not act on, and why.
     pub skipped: Vec<String>,
+    /// Why this plan is not fetched at all (the runs go on without dependencies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     #[serde(skip)]
     pub(crate) script: String,
     #[serde(skip)]
@@ -93,7 +97,8 @@ impl Outcome {
 
 pub(crate) fn read_input(repo: &Path, rel: &str) -> Result<Option<Vec<u8>>, SandboxError> {
     let path = repo.join(rel);
-    // The checkout never holds a link (see checkout.rs), but `heal --repo` takes any folder.
+    // Inputs are files at the root; a link there (a checkout keeps links that stay inside it,
+    // and `heal --repo` takes any folder) is not followed.
     let Ok(meta) = std::fs::symlink_metadata(&path) else {
         return Ok(None);
     };
@@ -106,7 +111,9 @@ pub(crate) fn read_input(repo: &Path, rel: &str) -> Result<Option<Vec<u8>>, Sand
             meta.len()
         )));
     }
-    Ok(Some(std::fs::read(path)?))
+    std::fs::read(&path)
+        .map(Some)
+        .map_err(|e| SandboxError::Input(format!("{rel}: {e}")))
 }
 
 /// The dependency plan for the repository at `repo`, or `None` when it declares none.
@@ -114,6 +121,7 @@ pub(crate) fn read_input(repo: &Path, rel: &str) -> Result<Option<Vec<u8>>, Sand
 /// only between runs of the same repository.
 pub fn plan(repo: &Path, scope: &str) -> Result<Option<Plan>, SandboxError> {
     let language = Language::of(repo);
+    let mut refused = None;
     let (inputs, locked, script, files, skipped) = match language {
         Language::Rust => {
             if !declares_crates(&read_input(repo, "Cargo.toml")?.unwrap_or_default()) {
@@ -154,6 +162,15 @@ pub fn plan(repo: &Path, scope: &str) -> Result<Option<Plan>, SandboxError> {
             }
             let locked = repo.join("package-lock.json").is_file()
                 || repo.join("npm-shrinkwrap.json").is_file();
+            for lockfile in ["package-lock.json", "npm-shrinkwrap.json"] {
+                if let Some(bytes) = read_input(repo, lockfile)? {
+                    refused = refused.or(npm_refusal(lockfile, &bytes));
+                }
+            }
+            if !locked {
+                let manifest = read_input(repo, "package.json")?.unwrap_or_default();
+                refused = refused.or(npm_manifest_refusal(&manifest));
+            }
             (
                 vec!["package.json", "package-lock.json", "npm-shrinkwrap.json"],
                 locked,
@@ -204,12 +221,86 @@ pub fn plan(repo: &Path, scope: &str) -> Result<Option<Plan>, SandboxError> {
         language,
         key: hex::encode(&hasher.finalize()[..16]),
         scope: cache::scope_hash(scope),
+        refused,
         inputs: present,
         locked,
         skipped,
         script,
         files,
     }))
+}
+
+/// Whether an npm dependency spec or resolution names something other than a registry
+/// version or tarball: git, a path, a URL, a GitHub shorthand.
+fn npm_non_registry(spec: &str) -> bool {
+    let spec = spec.trim();
+    [
+        "git",
+        "github:",
+        "gitlab:",
+        "bitbucket:",
+        "gist:",
+        "file:",
+        "link:",
+        "http:",
+        "/",
+        ".",
+    ]
+    .iter()
+    .any(|p| spec.starts_with(p))
+        || (spec.contains('/') && !spec.starts_with("npm:") && !spec.starts_with("https://"))
+        || spec.starts_with("https://") && !spec.contains("/-/")
+}
+
+/// npm prepares a git or local-path dependency by running its scripts (its `prepare`), which
+/// `--ignore-scripts` has not always covered: such a lockfile is not fetched. Lockfile v2/v3
+/// list every package under `packages` (with `resolved`); v1 nests `dependencies` (with the
+/// spec in `version`).
+fn npm_refusal(lockfile: &str, bytes: &[u8]) -> Option<String> {
+    let doc: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(d) => d,
+        Err(e) => return Some(format!("{lockfile} is not JSON ({e})")),
+    };
+    if let Some(packages) = doc["packages"].as_object() {
+        return packages.iter().find_map(|(name, p)| {
+            // A workspace member, linked from the checkout itself: nothing is prepared.
+            if p["link"] == true {
+                return None;
+            }
+            let resolved = p["resolved"].as_str()?;
+            npm_non_registry(resolved).then(|| {
+                format!("{lockfile}: {name} resolves to {resolved:?}, not a registry tarball: git and path dependencies are not fetched")
+            })
+        });
+    }
+    fn walk(lockfile: &str, deps: &serde_json::Value, depth: usize) -> Option<String> {
+        if depth > 64 {
+            return Some(format!("{lockfile} nests dependencies too deeply"));
+        }
+        deps.as_object()?.iter().find_map(|(name, d)| {
+            let spec = d["resolved"].as_str().or(d["version"].as_str()).unwrap_or_default();
+            if npm_non_registry(spec) && !spec.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+                return Some(format!("{lockfile}: {name} is {spec:?}, not a registry version: git and path dependencies are not fetched"));
+            }
+            walk(lockfile, &d["dependencies"], depth + 1)
+        })
+    }
+    walk(lockfile, &doc["dependencies"], 0)
+}
+
+/// Without a lockfile npm resolves `package.json` itself: the same refusal, on its specs.
+fn npm_manifest_refusal(manifest: &[u8]) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    ["dependencies", "devDependencies", "optionalDependencies", "peerDependencies"]
+        .iter()
+        .filter_map(|k| doc[*k].as_object())
+        .flatten()
+        .find_map(|(name, spec)| {
+            let spec = spec.as_str().unwrap_or_default();
+            npm_non_registry(spec).then(|| {
+                format!("package.json: {name} is {spec:?}, not a registry version: git and path dependencies are not fetched")
+            })
+        })
 }
 
 /// Whether a Cargo manifest names any crate to fetch (or is a workspace, whose members may).
@@ -249,15 +340,76 @@ mod tests {
             "repos:\n- repo: https://github.com/astral-sh/ruff-pre-commit\n  rev: v0.6.9\n  hooks: [{id: ruff}]\n- repo: https://github.com/evil/run-me\n  rev: '1'\n",
         )
         .unwrap();
-        let plan = plan(dir.path(), "local").unwrap().unwrap();
-        let text = String::from_utf8(plan.files[0].1.clone()).unwrap();
+        let p = plan(dir.path(), "local").unwrap().unwrap();
+        let text = String::from_utf8(p.files[0].1.clone()).unwrap();
         assert_eq!(
             text,
             "attrs==24.2.0\nblack==24.8.0\nclick>=8\npytest==8.3.3\nruff==0.6.9\n"
         );
-        assert!(!plan.locked, "click>=8 is not pinned");
-        assert_eq!(plan.skipped.len(), 1, "{:?}", plan.skipped);
-        assert!(plan.skipped[0].contains("-e ."));
+        assert!(
+            p.locked,
+            "requirements.txt pins every version: it is the lock"
+        );
+        assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+        assert!(p.skipped[0].contains("-e ."));
+        std::fs::remove_file(dir.path().join("requirements.txt")).unwrap();
+        let p = plan(dir.path(), "local").unwrap().unwrap();
+        assert!(!p.locked, "without it, click>=8 is not pinned");
+    }
+
+    #[test]
+    fn npm_lockfiles_with_git_or_path_dependencies_are_not_fetched() {
+        let lock = |resolved: &str, link: bool| {
+            serde_json::json!({"lockfileVersion": 3, "packages": {
+                "": {"name": "x"},
+                "node_modules/a": {"version": "1.0.0", "resolved": "https://registry.npmjs.org/a/-/a-1.0.0.tgz"},
+                "node_modules/b": {"resolved": resolved, "link": link}
+            }})
+            .to_string()
+        };
+        let git = npm_refusal(
+            "package-lock.json",
+            lock("git+ssh://git@github.com/x/b.git#abc", false).as_bytes(),
+        );
+        assert!(git
+            .unwrap()
+            .contains("node_modules/b resolves to \"git+ssh"));
+        assert!(npm_refusal("package-lock.json", lock("file:../b", false).as_bytes()).is_some());
+        assert!(npm_refusal("package-lock.json", lock("packages/b", true).as_bytes()).is_none());
+        assert!(npm_refusal(
+            "package-lock.json",
+            lock("https://registry.npmjs.org/b/-/b-1.tgz", false).as_bytes()
+        )
+        .is_none());
+        assert!(npm_refusal("package-lock.json", b"{nope")
+            .unwrap()
+            .contains("not JSON"));
+        // Lockfile v1: specs nest under `dependencies`.
+        let v1 = serde_json::json!({"lockfileVersion": 1, "dependencies": {
+            "a": {"version": "1.0.0", "resolved": "https://registry.npmjs.org/a/-/a-1.0.0.tgz",
+                  "dependencies": {"b": {"version": "github:x/b#abc"}}}
+        }});
+        assert!(npm_refusal("package-lock.json", v1.to_string().as_bytes())
+            .unwrap()
+            .contains("github:x/b"));
+        // No lockfile: package.json's own specs.
+        for bad in [
+            "github:x/y",
+            "x/y",
+            "git+https://h/x.git",
+            "file:../z",
+            "https://h/x.tgz#nope",
+        ] {
+            let manifest = serde_json::json!({"devDependencies": {"p": bad}}).to_string();
+            assert!(npm_manifest_refusal(manifest.as_bytes()).is_some(), "{bad}");
+        }
+        for good in ["^3.0.0", "3.3.3", "latest", "npm:prettier@3", ">=1 <2"] {
+            let manifest = serde_json::json!({"devDependencies": {"p": good}}).to_string();
+            assert!(
+                npm_manifest_refusal(manifest.as_bytes()).is_none(),
+                "{good}"
+            );
+        }
     }
 
     #[test]

@@ -27,7 +27,14 @@ const PYTHON_INPUTS: [&str; 6] = [
 
 /// A requirement specifier pip can take from an index, with nothing that names a path, a URL,
 /// an option or an editable install (each of which could build or run the repository's code).
+/// pip reads options anywhere on a line (`attrs==1 --no-binary=:all:`), expands `${VAR}`,
+/// joins `\` continuations and splits lines at characters Rust's `lines()` does not: only
+/// plain ASCII from a small set passes, and no word may start with `-`.
 fn is_index_requirement(line: &str) -> bool {
+    let safe = |c: char| c.is_ascii_alphanumeric() || " ._-[],<>=!~;\"'()*+".contains(c);
+    if !line.chars().all(safe) || line.split(' ').any(|word| word.starts_with('-')) {
+        return false;
+    }
     let name_end = line
         .find(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
         .unwrap_or(line.len());
@@ -74,10 +81,12 @@ pub(super) fn requirements(repo: &Path) -> Result<PythonWanted, SandboxError> {
             ));
         }
     };
+    let mut has_requirements_file = false;
     for rel in &PYTHON_INPUTS[..4] {
         let Some(bytes) = read_input(repo, rel)? else {
             continue;
         };
+        has_requirements_file = true;
         for raw in String::from_utf8_lossy(&bytes).lines() {
             let line = raw.split(" #").next().unwrap_or(raw);
             if line.trim_start().starts_with('#') {
@@ -86,6 +95,9 @@ pub(super) fn requirements(repo: &Path) -> Result<PythonWanted, SandboxError> {
             add(&mut wanted, rel, line);
         }
     }
+    // Where requirements files exist they are the lock (pyproject.toml's ranges are what they
+    // were resolved from): whether they pin every version says whether the fetch is locked.
+    let locked_by_files = has_requirements_file.then_some(wanted.pinned);
     if let Some(bytes) = read_input(repo, "pyproject.toml")? {
         match toml::from_str::<toml::Table>(&String::from_utf8_lossy(&bytes)) {
             Ok(doc) => {
@@ -118,6 +130,9 @@ pub(super) fn requirements(repo: &Path) -> Result<PythonWanted, SandboxError> {
                 .skipped
                 .push(format!("pyproject.toml: unreadable ({})", e.message())),
         }
+    }
+    if let Some(locked) = locked_by_files {
+        wanted.pinned = locked;
     }
     // The formatters and linters a repository pins for pre-commit are the versions its CI
     // runs (pre-commit's own hook), so those are the versions the sandbox runs.
@@ -169,6 +184,13 @@ mod tests {
             "git+https://github.com/x/y",
             "pkg @ file:///etc",
             "/abs/path",
+            "attrs==24.2.0 --no-binary=:all:",
+            "attrs==24.2.0\r.",
+            "attrs==1\u{2028}.",
+            "black==24.8.0\n-e .",
+            "pkg==${VERSION}",
+            "pkg==1 \\",
+            "pkg; python_version > '3' --index-url=http://evil",
         ] {
             assert!(!is_index_requirement(refused), "{refused}");
         }

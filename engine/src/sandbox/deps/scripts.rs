@@ -6,9 +6,17 @@ use crate::sandbox::toolchain::Language;
 
 /// The digest of `/deps`: every file's content and every link's target, in a fixed order.
 /// Run at the end of the fetch and again, before the repository's command, in every run.
+/// What a run prints, exiting 97, when the cache is not what was fetched. The repository's
+/// code could print it too: that only makes its own cache be fetched again.
+pub const TAMPERED: &str =
+    "selfheal: the dependency cache does not match its digest; refusing to run";
+pub const TAMPERED_EXIT: i64 = 97;
+
+/// Absolute paths: a run's `PATH` starts with the cache's own `bin`, whose files are what is
+/// being checked.
 pub(super) const DIGEST: &str = r#"selfheal_deps_digest() {
-  ( cd /deps && { find . -type f ! -name .selfheal-digest -print0 | LC_ALL=C sort -z | xargs -0r sha256sum; \
-    find . -type l -printf '%p -> %l\n' | LC_ALL=C sort; } | sha256sum | cut -d' ' -f1 )
+  ( cd /deps && { /usr/bin/find . -type f ! -path ./.selfheal-digest -print0 | LC_ALL=C /usr/bin/sort -z | /usr/bin/xargs -0r /usr/bin/sha256sum; \
+    /usr/bin/find . -type l -printf '%p -> %l\n' | LC_ALL=C /usr/bin/sort; } | /usr/bin/sha256sum | /usr/bin/cut -d' ' -f1 )
 }
 "#;
 
@@ -27,10 +35,15 @@ ls /deps/vendor >/deps/resolved.txt
 
 pub(super) const PYTHON_FETCH: &str = r#"
 # Wheels only: an sdist would run its build (the package's own code) here.
-python3 -m pip install --quiet --disable-pip-version-check --no-input --no-compile \
+# From /tmp and isolated (-I): `python3 -m pip` in the checkout would import a `pip` package
+# of the repository's instead of pip (the checkout is not even uploaded for this fetch). No pip
+# configuration file is read; the image's CA bundle is the host's.
+cd /tmp || exit 1
+export PIP_CONFIG_FILE=/dev/null PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+python3 -I -m pip install --quiet --disable-pip-version-check --no-input --no-compile \
   --only-binary=:all: --target /deps/python -r /work/selfheal-requirements.txt 2>&1 || {
   echo "selfheal: a requirement has no wheel for this platform, or cannot be fetched" >&2; exit 1; }
-python3 -m pip list --disable-pip-version-check --path /deps/python --format freeze >/deps/resolved.txt
+python3 -I -m pip list --disable-pip-version-check --path /deps/python --format freeze >/deps/resolved.txt
 "#;
 
 pub(super) const NODE_FETCH: &str = r#"
@@ -38,6 +51,9 @@ pub(super) const NODE_FETCH: &str = r#"
 # repository's .npmrc could point npm at programs too.
 rm -f .npmrc
 export npm_config_cache=/tmp/npm-cache
+# npm prepares git dependencies by running their scripts whatever --ignore-scripts says: with
+# no git, there are none to prepare.
+export npm_config_git=/bin/false
 if [ -f package-lock.json ] || [ -f npm-shrinkwrap.json ]; then
   npm ci --ignore-scripts --no-audit --no-fund 2>&1 || exit 1
 else
@@ -64,7 +80,7 @@ chmod -R u+w /deps/gomod 2>/dev/null
 pub(in crate::sandbox) fn prelude(plan: &Plan, cache: &Ready) -> String {
     let mut out = String::from(DIGEST);
     out.push_str(&format!(
-        "[ \"$(selfheal_deps_digest)\" = {} ] || {{ echo 'selfheal: the dependency cache does not match its digest; refusing to run' >&2; exit 97; }}\n",
+        "[ \"$(selfheal_deps_digest)\" = {} ] || {{ echo '{TAMPERED}' >&2; exit 97; }}\n",
         cache.digest
     ));
     match plan.language {
