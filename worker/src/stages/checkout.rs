@@ -67,17 +67,25 @@ pub async fn checkout(ctx: &WorkerContext, run: &Run) -> Result<tempfile::TempDi
         .map_err(|e| StageError::Transient(format!("unpacking: {e}")))?
 }
 
-/// Whether a link at `at` (relative to the repository root) pointing to `target` resolves,
-/// lexically, inside the repository.
+/// Whether a link at `at` (relative to the repository root) pointing to `target` resolves
+/// inside the repository. Lexically, and the target must go up first and then only down:
+/// `l/../..` counts `..` against `l`, but if `l` is itself a link the walk leaves from
+/// wherever `l` points. Going only down from inside, through links that all stay inside,
+/// stays inside.
 fn stays_inside(at: &std::path::Path, target: &std::path::Path) -> bool {
     if target.is_absolute() {
         return false;
     }
     let mut depth = at.components().count() as i64 - 1;
+    let mut descending = false;
     for c in target.components() {
         match c {
+            Component::ParentDir if descending => return false,
             Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
+            Component::Normal(_) => {
+                descending = true;
+                depth += 1
+            }
             Component::CurDir => {}
             _ => return false,
         }
@@ -235,6 +243,15 @@ mod tests {
         assert!(!super::stays_inside(
             std::path::Path::new("a"),
             std::path::Path::new("/etc")
+        ));
+        // `d/a/l -> ../..` is the root; `d/a/m -> l/../..` would be the root's parent.
+        assert!(super::stays_inside(
+            std::path::Path::new("d/a/l"),
+            std::path::Path::new("../..")
+        ));
+        assert!(!super::stays_inside(
+            std::path::Path::new("d/a/m"),
+            std::path::Path::new("l/../..")
         ));
         assert!(!outside.path().join("planted").exists());
         assert!(std::fs::symlink_metadata(dir.path().join("inlink"))
