@@ -162,6 +162,45 @@ impl Stack {
     }
 }
 
+/// Signs and sends the recorded failing run to a web server started elsewhere (the compose
+/// check): its failing commit is the one the stand-in at `standin` serves.
+pub async fn replay_to(
+    url: &str,
+    secret: &str,
+    standin: &str,
+    installation: i64,
+    run_id: i64,
+) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+    let http = reqwest::Client::new();
+    let head = http
+        .get(format!("{}/_standin/head", standin.trim_end_matches('/')))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .context("asking the stand-in for its head commit")?
+        .text()
+        .await?;
+    let failed_at = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let mut payload = failing_workflow_run(
+        &Fixtures::new(fixtures_dir()),
+        installation,
+        run_id,
+        &failed_at.to_rfc3339(),
+    )?;
+    payload["workflow_run"]["head_sha"] = head.trim().into();
+    let response = webhooks::deliver(
+        &http,
+        url,
+        secret,
+        "workflow_run",
+        &Uuid::new_v4().to_string(),
+        serde_json::to_vec(&payload)?,
+    )
+    .await?;
+    let status = response.status();
+    Ok((status, response.json().await.unwrap_or_default()))
+}
+
 pub async fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let stack = Stack::start(true).await?;

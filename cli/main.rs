@@ -42,6 +42,29 @@ enum Command {
     Standin {
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: String,
+        /// The URL other hosts reach it at (in the URLs it hands out); default: the bind address.
+        #[arg(long)]
+        public_url: Option<String>,
+        /// The folder served as the repository (default: examples/rust-format of this checkout).
+        #[arg(long)]
+        repo: Option<std::path::PathBuf>,
+        /// The recorded fixtures (default: fixtures/ of this checkout).
+        #[arg(long)]
+        fixtures: Option<std::path::PathBuf>,
+    },
+    /// Sign and send the recorded failing run to a running `selfheal web` (demo and compose
+    /// check only): its head commit is the stand-in's.
+    Replay {
+        /// The webhook endpoint, e.g. http://localhost:3000/webhooks/github.
+        #[arg(long)]
+        url: String,
+        /// The stand-in, to ask which commit failed.
+        #[arg(long)]
+        standin: String,
+        #[arg(long, default_value_t = 4242)]
+        installation: i64,
+        #[arg(long, default_value_t = 1)]
+        run_id: i64,
     },
     /// Replay a recorded failing run through web, two workers and the GitHub stand-in.
     Demo,
@@ -209,19 +232,43 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::Standin { bind } => {
+        Command::Standin {
+            bind,
+            public_url,
+            repo,
+            fixtures,
+        } => {
             let listener = TcpListener::bind(&bind)
                 .await
                 .with_context(|| format!("cannot listen on {bind}"))?;
-            let standin = github_standin::spawn(
+            let standin = github_standin::spawn_with(
                 listener,
-                github_standin::Fixtures::new(github_standin::fixtures_dir()),
+                github_standin::Fixtures::new(
+                    fixtures.unwrap_or_else(github_standin::fixtures_dir),
+                ),
+                public_url,
+                &repo.unwrap_or_else(github_standin::default_repo_dir),
             )
             .await?;
             println!("{}", standin.url());
             shutdown_signal().await;
         }
         Command::Demo => demo::run().await?,
+        Command::Replay {
+            url,
+            standin,
+            installation,
+            run_id,
+        } => {
+            let secret = std::env::var("GITHUB_WEBHOOK_SECRET")
+                .context("GITHUB_WEBHOOK_SECRET: the secret the web server verifies with")?;
+            let (status, body) =
+                demo::replay_to(&url, &secret, &standin, installation, run_id).await?;
+            println!("{status} {body}");
+            if !status.is_success() {
+                return Ok(ExitCode::from(1));
+            }
+        }
         Command::Diagnose { log, format } => {
             let bytes =
                 std::fs::read(&log).with_context(|| format!("cannot read {}", log.display()))?;

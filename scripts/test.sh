@@ -14,3 +14,6 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+# The deployment: the images built from a local Debian base, the stack started by
+# docker-compose, the bundled example healed through it.
+bash scripts/compose-demo.sh

@@ -198,6 +198,17 @@ impl StandIn {
 
 /// Serves on `listener` until the process ends.
 pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result<StandIn> {
+    spawn_with(listener, fixtures, None, &default_repo_dir()).await
+}
+
+/// [`spawn`], serving the folder `repo` as the repository, and naming itself `public_url` in
+/// the URLs it hands out (another container reaches it by a service name, not its bind address).
+pub async fn spawn_with(
+    listener: TcpListener,
+    fixtures: Fixtures,
+    public_url: Option<String>,
+    repo: &std::path::Path,
+) -> std::io::Result<StandIn> {
     let addr = listener.local_addr()?;
     let git_dir = std::env::temp_dir().join(format!(
         "selfheal-standin-{}-{}.git",
@@ -205,7 +216,7 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
         addr.port()
     ));
     let _ = std::fs::remove_dir_all(&git_dir);
-    let (git, head_sha) = GitRepo::import(&default_repo_dir(), &git_dir)
+    let (git, head_sha) = GitRepo::import(repo, &git_dir)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let inner = Arc::new(Inner {
         fixtures,
@@ -213,7 +224,7 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
         head_sha,
         pulls: Mutex::new(Vec::new()),
         check_runs: Mutex::new(Vec::new()),
-        base_url: format!("http://{addr}"),
+        base_url: public_url.unwrap_or_else(|| format!("http://{addr}")),
         calls: Mutex::new(Vec::new()),
         knobs: Mutex::new(Knobs::default()),
         tokens_issued: Mutex::new(0),
@@ -298,6 +309,7 @@ pub async fn spawn(listener: TcpListener, fixtures: Fixtures) -> std::io::Result
         .route("/app/hook/deliveries/{id}/attempts", post(redeliver))
         .route("/_standin/calls", get(list_calls))
         .route("/_standin/knobs", post(set_knobs))
+        .route("/_standin/head", get(head))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(inner.clone(), record))
         .with_state(inner.clone());
@@ -543,6 +555,11 @@ async fn run_jobs(
     body["total_count"] = Value::from(jobs.len());
     body["jobs"] = Value::from(jobs);
     Json(body).into_response()
+}
+
+/// The commit the served repository's default branch holds (for a replay from outside).
+async fn head(State(inner): State<Arc<Inner>>) -> String {
+    inner.head_sha.clone()
 }
 
 /// Cleanup steps GitHub runs even after a step failed.
