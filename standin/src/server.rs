@@ -216,8 +216,8 @@ pub async fn spawn_with(
         addr.port()
     ));
     let _ = std::fs::remove_dir_all(&git_dir);
-    let (git, head_sha) = GitRepo::import(repo, &git_dir)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let (git, head_sha) =
+        GitRepo::import(repo, &git_dir).map_err(|e| std::io::Error::other(e.to_string()))?;
     let inner = Arc::new(Inner {
         fixtures,
         git,
