@@ -1,7 +1,8 @@
 # selfheal's images, built from a Debian bookworm base made locally: no registry is needed.
 # `scripts/compose-demo.sh` imports the minimal system the sandbox recipe keeps as
 # `selfheal-debian:bookworm`; any Debian bookworm image does (BASE=debian:bookworm-slim).
-# The binary is built on the host (`cargo build --release`) and copied in: BINARY names it.
+# The binary is built on the host (`cargo build --release --no-default-features`: no stand-in)
+# and copied in: BINARY names it.
 ARG BASE=selfheal-debian:bookworm
 
 # Postgres and Redis from Debian's packages, for a stack without registry images (first: the

@@ -122,6 +122,7 @@ fn summary(label: &str, mut ms: Vec<f64>) {
     );
 }
 
+#[cfg(feature = "dev")]
 /// An example the bench drives through the stack: its folder, the failed job's name in its
 /// workflow, and its CI log (`None`: the stand-in's default, rustfmt's).
 const EXAMPLES: [(&str, &str, Option<&str>); 5] = [
@@ -132,6 +133,7 @@ const EXAMPLES: [(&str, &str, Option<&str>); 5] = [
     ("go-format", "fmt", Some("go-format.log")),
 ];
 
+#[cfg(feature = "dev")]
 /// Webhook in -> validated patch recorded, for each example, through the whole stack (web,
 /// Redis, two workers, Postgres, Docker): the first run with no dependency cache (cold), the
 /// rest with the cache the first one left (warm). Prints the cache hit rate and image sizes.
@@ -187,8 +189,10 @@ pub async fn heal_bench(runs: usize, only: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "dev")]
 type Warm = (Vec<f64>, std::collections::BTreeMap<String, Vec<f64>>);
 
+#[cfg(feature = "dev")]
 /// `runs` failures of the example the stand-in now serves: the first run's time, the others'
 /// times and stage times, and (cache hits, runs that needed dependencies).
 async fn runs_to_validated(

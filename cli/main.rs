@@ -1,6 +1,9 @@
 //! `selfheal`: the one binary users run. Each subcommand wires config to one library.
 
 mod bench;
+// The stand-in, the demo and the replay are for trying selfheal and testing it: a production
+// build leaves them out (`cargo build --release --no-default-features`).
+#[cfg(feature = "dev")]
 mod demo;
 mod heal;
 
@@ -39,6 +42,7 @@ enum Command {
     /// Check the audit log's hash chain; exits 1 if a row was edited or removed.
     VerifyAudit,
     /// Run the local GitHub stand-in (tests and the demo only).
+    #[cfg(feature = "dev")]
     Standin {
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: String,
@@ -52,6 +56,7 @@ enum Command {
         #[arg(long)]
         fixtures: Option<std::path::PathBuf>,
     },
+    #[cfg(feature = "dev")]
     /// Sign and send the recorded failing run to a running `selfheal web` (demo and compose
     /// check only): its head commit is the stand-in's.
     Replay {
@@ -67,6 +72,7 @@ enum Command {
         run_id: i64,
     },
     /// Replay a recorded failing run through web, two workers and the GitHub stand-in.
+    #[cfg(feature = "dev")]
     Demo,
     /// Diagnose a saved CI job log.
     Diagnose {
@@ -127,6 +133,7 @@ enum SandboxCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    #[cfg(feature = "dev")]
     /// Webhook -> validated patch for each example, cold and warm dependency cache, through
     /// the whole stack (min/median/max), with the cache hit rate and image sizes.
     Heal {
@@ -232,6 +239,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        #[cfg(feature = "dev")]
         Command::Standin {
             bind,
             public_url,
@@ -253,7 +261,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", standin.url());
             shutdown_signal().await;
         }
+        #[cfg(feature = "dev")]
         Command::Demo => demo::run().await?,
+        #[cfg(feature = "dev")]
         Command::Replay {
             url,
             standin,
@@ -280,6 +290,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Sandbox { what } => return sandbox_command(what).await,
+        #[cfg(feature = "dev")]
         Command::Bench {
             what: BenchCommand::Heal { runs, examples },
         } => bench::heal_bench(runs, &examples).await?,
@@ -307,7 +318,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench {
             what: BenchCommand::Diagnose { dir, rounds },
         } => {
-            let dir = dir.unwrap_or_else(|| github_standin::fixtures_dir().join("ci-logs"));
+            let dir = dir.unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ci-logs")
+            });
             bench::diagnose_bench(&dir, rounds)?;
         }
     }

@@ -17,3 +17,11 @@ fi
 # The deployment: the images built from a local Debian base, the stack started by
 # docker-compose, the bundled example healed through it.
 bash scripts/compose-demo.sh
+# The production binary (no `dev` feature) carries no stand-in, demo or replay.
+cargo build --quiet --no-default-features --bin selfheal
+if ./target/debug/selfheal demo --help >/dev/null 2>&1 || grep -q "_standin/codeload" target/debug/selfheal; then
+  echo "the production build still contains the stand-in or the demo" >&2
+  exit 1
+fi
+echo "production build: no stand-in, no demo"
+cargo build --quiet --bin selfheal

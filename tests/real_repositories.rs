@@ -1,0 +1,146 @@
+//! Each example with real dependencies and a lockfile, healed through the whole pipeline on
+//! the stand-in: the recorded CI log of its workflow's step, the workflow found at the
+//! failing commit, the dependencies fetched, the fix validated in fresh containers and
+//! delivered as a pull request.
+
+mod support;
+
+use std::time::Duration;
+
+use github_standin::Knobs;
+use serde_json::Value;
+use support::*;
+
+struct Healed {
+    strategy: String,
+    verdict: String,
+    diff: String,
+    evidence: Value,
+    step: Value,
+    validation: (i32, i32, String),
+    pulls: usize,
+}
+
+/// Serves `examples/<example>` with its CI log, the failing job named as its workflow names
+/// it, and waits for the run to finish.
+async fn heal_through_the_pipeline(example: &str, job: &str, run: i64) -> Healed {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RERUNS", "2");
+    let app = env.spawn_web().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let log = root.join(format!("fixtures/ci-logs/examples/{example}.log"));
+    env.standin.set_knobs(Knobs {
+        repo_dir: Some(root.join("examples").join(example).display().to_string()),
+        log_text: Some(std::fs::read_to_string(log).unwrap()),
+        failing_job: Some(job.into()),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w1");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(run, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(300)).await;
+    let db = env.db().await;
+    let p = db
+        .query_one(
+            "SELECT strategy, verdict, coalesce(diff, ''), evidence, step FROM patches WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    let v = db
+        .query_opt(
+            "SELECT passed, failed, verdict FROM validations WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .map(|v| (v.get(0), v.get(1), v.get(2)))
+        .unwrap_or((0, 0, "none".into()));
+    Healed {
+        strategy: p.get(0),
+        verdict: p.get(1),
+        diff: p.get(2),
+        evidence: p.get(3),
+        step: p.get(4),
+        validation: v,
+        pulls: env.standin.pulls().len(),
+    }
+}
+
+fn assert_healed(h: &Healed, strategy: &str, job: &str, only_file: &str) {
+    assert_eq!(
+        (h.strategy.as_str(), h.verdict.as_str()),
+        (strategy, "fixed"),
+        "{:#} {:#}",
+        h.evidence,
+        h.step
+    );
+    assert_eq!(h.step["source"]["from"], "workflow", "{:#}", h.step);
+    assert_eq!(h.step["source"]["job"], job);
+    assert_eq!(h.validation, (2, 0, "fixed".to_string()));
+    assert_eq!(h.pulls, 1);
+    // The fix is the source file: no lockfile, dependency tree or build output in it.
+    assert_eq!(h.diff.matches("+++ ").count(), 1, "{}", h.diff);
+    assert!(h.diff.contains(&format!("+++ b/{only_file}")), "{}", h.diff);
+}
+
+fn resolved(h: &Healed) -> Vec<String> {
+    let deps = &h.evidence["dependencies"];
+    assert_eq!(deps["state"], "ready", "{deps:#}");
+    assert_eq!(deps["plan"]["locked"], true, "{deps:#}");
+    deps["cache"]["resolved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn node_prettier_from_its_lockfile() {
+    let h = heal_through_the_pipeline("node-format", "lint", 1501).await;
+    assert_healed(&h, "format", "lint", "src/index.js");
+    assert!(h
+        .diff
+        .contains("+  return symbol + (cents / 100).toFixed(2);"));
+    assert!(resolved(&h).contains(&"node_modules/prettier".to_string()));
+}
+
+#[tokio::test]
+async fn python_black_then_pytest_with_pinned_requirements() {
+    let h = heal_through_the_pipeline("python-deps", "check", 1502).await;
+    assert_healed(&h, "format", "check", "shipping/parcel.py");
+    let packages = resolved(&h);
+    assert!(
+        packages.contains(&"black==24.8.0".to_string()),
+        "{packages:?}"
+    );
+    assert!(
+        packages.contains(&"attrs==24.2.0".to_string()),
+        "{packages:?}"
+    );
+    // The step's env reached the run: the workflow's whole script is what was validated.
+    let script = h.step["script"].as_str().unwrap();
+    assert!(script.contains("export PYTHONWARNINGS='error'"), "{script}");
+}
+
+#[tokio::test]
+async fn rust_clippy_with_crates_from_cargo_lock() {
+    let h = heal_through_the_pipeline("rust-deps", "clippy", 1503).await;
+    assert_healed(&h, "lint_autofix", "clippy", "src/lib.rs");
+    assert!(resolved(&h).contains(&"serde_json-1.0.120".to_string()));
+}
+
+#[tokio::test]
+async fn go_gofmt_without_dependencies() {
+    let h = heal_through_the_pipeline("go-format", "fmt", 1504).await;
+    assert_healed(&h, "format", "fmt", "slug.go");
+    assert_eq!(h.evidence["dependencies"]["state"], "not_needed");
+    let notes = h.step["notes"].to_string();
+    assert!(
+        notes.contains("actions/setup-go@v5` with go-version 1.22"),
+        "{notes}"
+    );
+}
