@@ -2,7 +2,8 @@
 # `scripts/compose-demo.sh` imports the minimal system the sandbox recipe keeps as
 # `selfheal-debian:bookworm`; any Debian bookworm image does (BASE=debian:bookworm-slim).
 # The binary is built on the host (`cargo build --release --no-default-features`: no stand-in)
-# and copied in: BINARY names it.
+# and copied in: BINARY names it. It links against glibc: build it on Debian bookworm (or
+# older), or in a bookworm container.
 ARG BASE=selfheal-debian:bookworm
 
 # Postgres and Redis from Debian's packages, for a stack without registry images (first: the
@@ -28,7 +29,10 @@ CMD ["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no
 # the socket and its trade-off); the sandbox images are built on that engine's host by
 # `selfheal sandbox image` (debootstrap needs root there), or given by SELFHEAL_SANDBOX_IMAGE.
 FROM ${BASE} AS app
-RUN apt-get update -qq \
+# The base lists Debian's main archive only: security updates first.
+RUN echo "deb http://deb.debian.org/debian-security bookworm-security main" >/etc/apt/sources.list.d/security.list \
+ && apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get upgrade -y -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates curl git \
  && rm -rf /var/lib/apt/lists/*
 ARG BINARY=target/release/selfheal
@@ -36,8 +40,14 @@ COPY ${BINARY} /usr/local/bin/selfheal
 EXPOSE 3000
 CMD ["selfheal", "web"]
 
-# The stand-in for the compose check only: the app plus the fixtures and the example it serves.
+# The stand-in for the compose check only: a binary built with the `dev` feature, the fixtures
+# and the example it serves.
 FROM app AS standin
+ARG DEV_BINARY=target/compose-bin/selfheal-dev
+COPY ${DEV_BINARY} /usr/local/bin/selfheal
 COPY fixtures /opt/selfheal/fixtures
 COPY examples/rust-format /opt/selfheal/repo
 CMD ["selfheal", "standin", "--bind", "0.0.0.0:8080", "--public-url", "http://standin:8080", "--repo", "/opt/selfheal/repo", "--fixtures", "/opt/selfheal/fixtures"]
+
+# `docker build .` gives the app.
+FROM app AS release

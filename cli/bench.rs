@@ -184,7 +184,7 @@ pub async fn heal_bench(runs: usize, only: &[String]) -> anyhow::Result<()> {
             .await?
             .size
             .unwrap_or(0);
-        println!("  {image:<44} {:>6} MB", size >> 20);
+        println!("  {image:<44} {:>6} MiB", size >> 20);
     }
     Ok(())
 }

@@ -121,7 +121,8 @@ async fn python_black_then_pytest_with_pinned_requirements() {
         packages.contains(&"attrs==24.2.0".to_string()),
         "{packages:?}"
     );
-    // The step's env reached the run: the workflow's whole script is what was validated.
+    // The workflow's whole script, its env exported, is what was run and validated (that the
+    // env reaches the command is shown in tests/languages.rs, where the step tests it).
     let script = h.step["script"].as_str().unwrap();
     assert!(script.contains("export PYTHONWARNINGS='error'"), "{script}");
 }
