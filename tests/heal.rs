@@ -1,6 +1,6 @@
 //! `selfheal heal` and the engine on the bundled examples, in the real Docker sandbox.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use selfheal_engine::heal::{self, HealOptions, Verdict};
@@ -8,47 +8,13 @@ use selfheal_engine::sandbox::{Images, Limits, Sandbox};
 use selfheal_engine::workflow::StepCommand;
 use serde_json::Value;
 
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name)
-}
-
-/// Runs the CLI; returns its JSON report and exit status.
-fn heal_cli(repo: &Path, cmd: &str, extra: &[&str]) -> (Value, bool) {
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .args(["heal", "--format", "json", "--repo"])
-        .arg(repo)
-        .args(["--cmd", cmd])
-        .args(extra)
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (report, out.status.success())
-}
-
-fn copy_example(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let status = Command::new("cp")
-        .arg("-R")
-        .arg(format!("{}/.", example(name).display()))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    dir
-}
+mod heal_cli;
+use heal_cli::{copy_example, example, heal_cli};
 
 #[test]
 fn heals_the_rust_format_example_and_applies_the_patch() {
     let dir = copy_example("rust-format");
-    let (r, ok) = heal_cli(dir.path(), "cargo fmt --check", &["--apply"]);
+    let (r, ok) = heal_cli(dir.path(), &["--cmd", "cargo fmt --check", "--apply"]);
     assert!(ok, "{r:#}");
     assert_eq!(r["diagnosis"]["class"], "format");
     assert_eq!(r["diagnosis"]["tool"], "rustfmt");
@@ -73,8 +39,7 @@ fn heals_the_rust_format_example_and_applies_the_patch() {
 fn heals_the_rust_lint_example_with_clippys_safe_fix() {
     let (r, ok) = heal_cli(
         &example("rust-lint"),
-        "cargo clippy --all-targets -- -D warnings",
-        &[],
+        &["--cmd", "cargo clippy --all-targets -- -D warnings"],
     );
     assert!(ok, "{r:#}");
     assert_eq!(
@@ -102,7 +67,10 @@ fn heals_the_rust_lint_example_with_clippys_safe_fix() {
 
 #[test]
 fn heals_the_python_examples() {
-    let (r, ok) = heal_cli(&example("python-format"), "python3 -m black --check .", &[]);
+    let (r, ok) = heal_cli(
+        &example("python-format"),
+        &["--cmd", "python3 -m black --check ."],
+    );
     assert!(ok, "{r:#}");
     assert_eq!(
         (
@@ -111,7 +79,10 @@ fn heals_the_python_examples() {
         ),
         (Some("black"), Some("fixed"))
     );
-    let (r, ok) = heal_cli(&example("python-lint"), "python3 -m ruff check .", &[]);
+    let (r, ok) = heal_cli(
+        &example("python-lint"),
+        &["--cmd", "python3 -m ruff check ."],
+    );
     assert!(ok, "{r:#}");
     assert_eq!(
         (
@@ -133,8 +104,12 @@ fn the_flaky_example_is_classed_flaky_with_counts() {
     // them (set order under hash randomisation): 12 runs all alike happen once in 2,048.
     let (r, ok) = heal_cli(
         &example("python-flaky"),
-        "python3 -m pytest -q -p no:cacheprovider",
-        &["--runs", "12"],
+        &[
+            "--cmd",
+            "python3 -m pytest -q -p no:cacheprovider",
+            "--runs",
+            "12",
+        ],
     );
     assert!(ok, "{r:#}");
     assert_eq!(r["diagnosis"]["class"], "flaky");
@@ -158,7 +133,7 @@ fn the_culprit_commit_is_reverted() {
         .status()
         .unwrap();
     assert!(status.success());
-    let (r, ok) = heal_cli(&repo, "cargo test", &[]);
+    let (r, ok) = heal_cli(&repo, &["--cmd", "cargo test"]);
     assert!(ok, "{r:#}");
     assert_eq!(r["diagnosis"]["class"], "test");
     assert_eq!(

@@ -2,7 +2,7 @@
 //! heal` in the real sandbox: dependencies fetched by tools that run no repository code, cached
 //! by lockfile, mounted read-only into runs without network, each run a fresh container.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,41 +11,8 @@ use selfheal_engine::sandbox::{deps, Images, Limits, Sandbox, SandboxError};
 use selfheal_engine::workflow::StepCommand;
 use serde_json::Value;
 
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name)
-}
-
-fn copy_example(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let status = Command::new("cp")
-        .arg("-R")
-        .arg(format!("{}/.", example(name).display()))
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    dir
-}
-
-/// Runs the CLI; returns its JSON report and exit status.
-fn heal_cli(repo: &Path, extra: &[&str]) -> (Value, bool) {
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .args(["heal", "--format", "json", "--repo"])
-        .arg(repo)
-        .args(extra)
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (report, out.status.success())
-}
+mod heal_cli;
+use heal_cli::{copy_example, example, heal_cli};
 
 fn resolved(r: &Value) -> Vec<String> {
     r["before"]["dependencies"]["cache"]["resolved"]

@@ -227,35 +227,15 @@ impl Sandbox {
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
         // Built before anything exists in Docker, so a failure here leaves nothing behind.
         let archive = work_archive(repo, overlay, files)?;
-        let name = format!(
-            "selfheal-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let labels = owner::labels(self.limits.timeout);
-        self.docker
-            .create_volume(VolumeCreateRequest {
-                name: Some(name.clone()),
-                labels: Some(labels.clone()),
-                ..Default::default()
-            })
-            .await?;
-        let guard = Cleanup {
-            docker: self.docker.clone(),
-            name: name.clone(),
-        };
-        let result = self
-            .run_in(
-                &name,
-                labels,
-                Language::of(repo),
-                archive,
-                script,
-                collect,
-                Mode::Run,
-            )
-            .await;
-        guard.remove().await;
-        result
+        self.run_in_volume(
+            "selfheal",
+            Language::of(repo),
+            archive,
+            script,
+            collect,
+            Mode::Run,
+        )
+        .await
     }
 
     /// A dependency fetch: `script` runs on a copy of `upload` (the checkout, or an empty
@@ -271,8 +251,31 @@ impl Sandbox {
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
         let archive = work_archive(upload, None, files)?;
         self.ensure_fetch_network().await?;
+        self.run_in_volume(
+            "selfheal-fetch",
+            language,
+            archive,
+            script,
+            Some("deps-report"),
+            Mode::Fetch { deps_volume },
+        )
+        .await
+    }
+
+    /// Runs `script` in a new container on a new work volume (named `<prefix>-<random>`)
+    /// holding `archive`; container, meter and volume are removed afterwards, whatever
+    /// happened.
+    async fn run_in_volume(
+        &self,
+        prefix: &str,
+        language: Language,
+        archive: Vec<u8>,
+        script: &str,
+        collect: Option<&str>,
+        mode: Mode<'_>,
+    ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
         let name = format!(
-            "selfheal-fetch-{}",
+            "{prefix}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         let labels = owner::labels(self.limits.timeout);
@@ -288,15 +291,7 @@ impl Sandbox {
             name: name.clone(),
         };
         let result = self
-            .run_in(
-                &name,
-                labels,
-                language,
-                archive,
-                script,
-                Some("deps-report"),
-                Mode::Fetch { deps_volume },
-            )
+            .run_in(&name, labels, language, archive, script, collect, mode)
             .await;
         guard.remove().await;
         result
@@ -352,14 +347,7 @@ impl Sandbox {
                     typ: Some(MountType::VOLUME),
                     ..Default::default()
                 });
-                // The fetch tools reach their registries; nothing else differs.
-                let env = [
-                    "PATH=/opt/rust/bin:/usr/local/bin:/usr/bin:/bin",
-                    "HOME=/tmp",
-                    "TERM=dumb",
-                ]
-                .map(String::from)
-                .to_vec();
+                let env = toolchain::COMMON_ENV.map(String::from).to_vec();
                 (FETCH_NETWORK, env, script.to_string())
             }
         };
@@ -468,21 +456,19 @@ impl Sandbox {
         if output.len() > OUTPUT_CAP {
             output.drain(..output.len() - OUTPUT_CAP);
         }
+        let execution = Execution {
+            exit_code: state.exit_code.unwrap_or(-1),
+            output: String::from_utf8_lossy(&output).into_owned(),
+            timed_out,
+            oom_killed: state.oom_killed.unwrap_or(false),
+            disk_full: stopped == watch::Stopped::DiskFull,
+            duration,
+        };
         let collected = match collect {
             Some(path) => self.download_file(name, &format!("/work/{path}")).await?,
             None => None,
         };
-        Ok((
-            Execution {
-                exit_code: state.exit_code.unwrap_or(-1),
-                output: String::from_utf8_lossy(&output).into_owned(),
-                timed_out,
-                oom_killed: state.oom_killed.unwrap_or(false),
-                disk_full: stopped == watch::Stopped::DiskFull,
-                duration,
-            },
-            collected,
-        ))
+        Ok((execution, collected))
     }
 
     async fn download_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, SandboxError> {

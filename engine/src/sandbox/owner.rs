@@ -69,7 +69,7 @@ fn start_time(pid: &str) -> Option<String> {
     rest.split(' ').nth(19).map(str::to_string)
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

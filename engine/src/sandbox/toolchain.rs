@@ -16,6 +16,14 @@ pub enum Language {
     Java,
 }
 
+/// What every container gets, a dependency fetch included (whose tools must reach their
+/// registries, so none of the languages' offline settings).
+pub const COMMON_ENV: [&str; 3] = [
+    "PATH=/opt/rust/bin:/usr/local/bin:/usr/bin:/bin",
+    "HOME=/tmp",
+    "TERM=dumb",
+];
+
 impl Language {
     pub const ALL: [Language; 5] = [
         Language::Rust,
@@ -59,11 +67,6 @@ impl Language {
     /// The environment every run of this language gets, with or without fetched
     /// dependencies: caches in the container's own `/tmp`, and no tool reaching a network.
     pub fn env(self) -> Vec<String> {
-        let common = [
-            "PATH=/opt/rust/bin:/usr/local/bin:/usr/bin:/bin",
-            "HOME=/tmp",
-            "TERM=dumb",
-        ];
         let own: &[&str] = match self {
             Language::Rust => &[
                 "CARGO_HOME=/tmp/cargo-home",
@@ -85,7 +88,11 @@ impl Language {
             ],
             Language::Java => &["MAVEN_OPTS=-Dmaven.repo.local=/tmp/m2"],
         };
-        common.iter().chain(own).map(|s| s.to_string()).collect()
+        COMMON_ENV
+            .iter()
+            .chain(own)
+            .map(|s| s.to_string())
+            .collect()
     }
 }
 

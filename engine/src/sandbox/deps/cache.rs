@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::{ListVolumesOptionsBuilder, RemoveVolumeOptionsBuilder};
@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::scripts::DIGEST;
 use super::{plan, Outcome, Plan, Ready};
+use crate::sandbox::owner::now_secs;
 use crate::sandbox::toolchain::Language;
 use crate::sandbox::{Sandbox, SandboxError};
 
@@ -43,13 +44,6 @@ fn resolved_label(resolved: &[String]) -> String {
 
 fn pointer_name(key: &str) -> String {
     format!("selfheal-deps-{key}")
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 impl Sandbox {
