@@ -113,6 +113,16 @@ fn print_report(r: &HealReport) {
     for note in &r.step.notes {
         println!("not as in CI {note}");
     }
+    if let Some(t) = &r.before.toolchain {
+        println!(
+            "toolchain    {} {}",
+            t.language.as_str(),
+            t.version.as_deref().unwrap_or("(version unknown)")
+        );
+        for note in &t.notes {
+            println!("not as in CI {note}");
+        }
+    }
     println!("class        {}", d.class.as_str());
     println!("tool         {}", d.tool.as_deref().unwrap_or("(unknown)"));
     if let Some(f) = &d.culprit_file {

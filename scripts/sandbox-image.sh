@@ -70,6 +70,15 @@ if [ "$lang" = python ]; then
     python3 -m pip install --quiet --break-system-packages --no-cache-dir \
     'pytest==8.3.4' 'black==24.10.0' 'ruff==0.8.4' >&2
 fi
+# The toolchain's own words for its version, kept as a label: the evidence compares it with
+# the version the CI's setup step or the repository's pin asks for. Rust's is the host's.
+case "$lang" in
+  python) version=$(chroot "$work/rootfs" python3 --version 2>&1) ;;
+  node) version="node $(chroot "$work/rootfs" node --version 2>&1)" ;;
+  go) version=$(chroot "$work/rootfs" go version 2>&1) ;;
+  java) version=$(chroot "$work/rootfs" javac -version 2>&1) ;;
+  *) version="" ;;
+esac
 : >"$work/rootfs/etc/resolv.conf"
 umount "$work/rootfs/proc"
 rm -rf "$work/rootfs/var/cache/apt/archives"/*.deb "$work/rootfs/root/.cache"
@@ -83,5 +92,6 @@ chown 1000:1000 "$work/rootfs/work" "$work/rootfs/deps"
 log "docker import as $tag"
 tar -C "$work/rootfs" -c . | docker import \
   --change 'ENV PATH=/opt/rust/bin:/usr/local/bin:/usr/bin:/bin' \
-  --change 'WORKDIR /work' - "$tag" >/dev/null
+  --change 'WORKDIR /work' --change "LABEL selfheal.toolchain.version=\"$version\"" \
+  - "$tag" >/dev/null
 log "built $tag"

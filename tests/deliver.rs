@@ -82,6 +82,12 @@ async fn a_validated_fix_becomes_a_signed_commit_and_one_pull_request() {
         "{body}"
     );
     assert!(body.contains("failed 3 of 3 runs"), "{body}");
+    // Which toolchain the sandbox ran, as inert code (the repository's words may be in it).
+    assert!(body.contains("- toolchain: <code>rust 1."), "{body}");
+    assert!(
+        body.contains("<code>cargo fmt --all -- --check</code>"),
+        "{body}"
+    );
     assert!(body.contains("3 of 3 runs pass after the patch"), "{body}");
     assert!(body.contains("/selfheal stop"), "{body}");
     assert_eq!(pulls[0]["base"]["ref"], "master");

@@ -402,6 +402,42 @@ fn from_a_ci_log_the_workflows_whole_step_runs_with_its_env_and_says_what_it_cou
     // The step's later lines ran, with its env: pytest's own summary is in the evidence.
     let after = r["after"]["excerpt"].as_str().unwrap();
     assert!(after.contains("2 passed"), "{after}");
+    // The CI set up Python 3.12; Debian's is 3.11: the evidence says so.
+    let toolchain = &r["before"]["toolchain"];
+    assert_eq!(toolchain["language"], "python", "{toolchain:#}");
+    let version = toolchain["version"].as_str().unwrap();
+    assert!(version.starts_with("3.11."), "{toolchain:#}");
+    assert!(
+        toolchain["notes"][0].as_str().unwrap().contains(&format!(
+            "actions/setup-python@v5` asks for python 3.12; the sandbox has {version}"
+        )),
+        "{toolchain:#}"
+    );
+}
+
+#[test]
+fn the_toolchain_the_failing_job_sets_up_chooses_the_image_over_the_build_files() {
+    // A Python project with a package.json (for its commit hooks, say): by its build files
+    // a Node project, whose image has no black or pytest.
+    let dir = copy_example("python-deps");
+    std::fs::write(
+        dir.path().join("package.json"),
+        r#"{"name": "hooks", "private": true}"#,
+    )
+    .unwrap();
+    let log =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ci-logs/examples/python-deps.log");
+    let (r, ok) = heal_cli(
+        dir.path(),
+        &["--log", log.to_str().unwrap(), "--runs", "1", "--apply"],
+    );
+    assert!(ok, "{r:#}");
+    assert_eq!(r["before"]["toolchain"]["language"], "python", "{r:#}");
+    assert_eq!(r["before"]["dependencies"]["plan"]["language"], "python");
+    assert_eq!(r["verdict"]["verdict"], "fixed", "{r:#}");
+    // The same command given by hand (no workflow step to read) goes by the build files.
+    let (r, _) = heal_cli(dir.path(), &["--cmd", "black --version", "--runs", "1"]);
+    assert_eq!(r["before"]["toolchain"]["language"], "node", "{r:#}");
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
+use crate::sandbox::toolchain::{setup_action_language, Requested};
+
 /// A workflow file bigger than this is not read.
 const MAX_WORKFLOW_BYTES: u64 = 1 << 20;
 const MAX_WORKFLOWS: usize = 100;
@@ -28,6 +30,10 @@ pub struct StepCommand {
     /// Where it came from and what could not be reproduced.
     pub source: Source,
     pub notes: Vec<String>,
+    /// The toolchains the failing job's setup steps ask for (they choose the sandbox's
+    /// image and are compared with its versions).
+    #[serde(default)]
+    pub toolchains: Vec<Requested>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +59,7 @@ impl StepCommand {
             script: command.to_string(),
             source: Source::Given,
             notes: Vec::new(),
+            toolchains: Vec::new(),
         }
     }
 
@@ -62,6 +69,7 @@ impl StepCommand {
             script: log_command.to_string(),
             source: Source::Log,
             notes,
+            toolchains: Vec::new(),
         }
     }
 }
@@ -311,6 +319,7 @@ fn build(
         .map(str::to_string)
         .unwrap_or_else(|| format!("Run {}", first_line(run)));
     let mut notes = Vec::new();
+    let mut toolchains = Vec::new();
     let fallback = |notes: Vec<String>| StepCommand::from_log(log_command, notes);
 
     let pick = |key: &str| {
@@ -398,6 +407,9 @@ fn build(
             continue;
         }
         let with = &earlier["with"];
+        if let Some(request) = setup_request(uses, with, matrix) {
+            toolchains.push(request);
+        }
         let version = [
             "python-version",
             "node-version",
@@ -447,7 +459,55 @@ fn build(
             step: step_name,
         },
         notes,
+        toolchains,
     }
+}
+
+/// The toolchain a setup step asks for: its language from the action, its version from
+/// `with:` (a matrix expression resolved from the job's name where it can be), or from the
+/// action's ref for `dtolnay/rust-toolchain@1.75`.
+fn setup_request(uses: &str, with: &Value, matrix: &BTreeMap<String, String>) -> Option<Requested> {
+    let (action, reference) = uses.split_once('@').unwrap_or((uses, ""));
+    let language = setup_action_language(action)?;
+    let from_with = [
+        "python-version",
+        "node-version",
+        "go-version",
+        "java-version",
+        "toolchain",
+    ]
+    .iter()
+    .find_map(|k| {
+        let v = &with[*k];
+        v.as_str()
+            .map(|s| s.lines().next().unwrap_or_default().trim().to_string())
+            .or_else(|| v.as_f64().map(|f| f.to_string()))
+            .or_else(|| v.as_u64().map(|n| n.to_string()))
+    });
+    let version = match from_with {
+        Some(v) => {
+            let expr = v.trim();
+            match expr
+                .strip_prefix("${{")
+                .and_then(|e| e.strip_suffix("}}"))
+                .map(str::trim)
+                .and_then(|e| e.strip_prefix("matrix."))
+            {
+                Some(key) => matrix.get(key).cloned().unwrap_or(v),
+                None => v,
+            }
+        }
+        // `dtolnay/rust-toolchain@1.75`, `@stable`: the ref names the toolchain.
+        None if action.eq_ignore_ascii_case("dtolnay/rust-toolchain") && reference != "master" => {
+            reference.to_string()
+        }
+        None => return None,
+    };
+    (!version.is_empty() && version.len() <= 64).then(|| Requested {
+        language,
+        version,
+        from: format!("`uses: {uses}`"),
+    })
 }
 
 #[cfg(test)]
@@ -550,6 +610,44 @@ jobs:
             Some("test (3.11, ubuntu-latest)"),
         );
         assert!(matches!(c.source, Source::Log), "{c:?}");
+    }
+
+    #[test]
+    fn the_toolchains_the_job_sets_up_are_read_with_their_versions() {
+        let repo = repo_with(CI);
+        let c = reproduce(repo.path(), "black --check .", Some("lint"));
+        assert_eq!(
+            c.toolchains,
+            vec![Requested {
+                language: crate::sandbox::Language::Python,
+                version: "3.12".into(),
+                from: "`uses: actions/setup-python@v5`".into(),
+            }]
+        );
+        let matrix = repo_with(
+            r#"
+jobs:
+  test:
+    strategy:
+      matrix:
+        node: [18, 20]
+    steps:
+      - uses: dtolnay/rust-toolchain@1.75
+      - uses: actions/setup-node@v4
+        with:
+          node-version: ${{ matrix.node }}
+      - uses: actions/setup-go@v5
+      - run: npm test
+"#,
+        );
+        let c = reproduce(matrix.path(), "npm test", Some("test (20)"));
+        let got: Vec<(&str, &str)> = c
+            .toolchains
+            .iter()
+            .map(|r| (r.language.as_str(), r.version.as_str()))
+            .collect();
+        // The matrix leg's value, not the expression; setup-go names no version.
+        assert_eq!(got, vec![("rust", "1.75"), ("node", "20")]);
     }
 
     #[test]

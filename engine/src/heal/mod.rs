@@ -17,6 +17,7 @@ pub use strategy::{apply_diff, choose, fixer, revert_head, run_fixer, Made, Stra
 
 use crate::changes::{ChangeSet, Refused};
 use crate::diagnose::{self, Class, Diagnosis};
+use crate::sandbox::toolchain::{self, Language, ToolchainEvidence};
 use crate::sandbox::{deps, Sandbox, SandboxError};
 use crate::workflow::StepCommand;
 
@@ -47,6 +48,9 @@ pub struct Evidence {
     /// How the repository's dependencies were prepared for these runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dependencies: Option<deps::Outcome>,
+    /// The toolchain these runs used against the versions the CI and the repository ask for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toolchain: Option<ToolchainEvidence>,
 }
 
 impl Evidence {
@@ -63,6 +67,7 @@ impl Evidence {
             duration_ms: r.duration.as_millis(),
             excerpt,
             dependencies: None,
+            toolchain: None,
         }
     }
 }
@@ -129,7 +134,7 @@ pub async fn heal(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<HealReport, SandboxError> {
     let started = Instant::now();
-    let (sandbox, prepared) = prepare(sandbox, repo, scope, progress).await?;
+    let (sandbox, prepared) = prepare(sandbox, repo, scope, command, progress).await?;
     let report =
         propose_prepared(&sandbox, prepared, repo, command, ci_log, options, progress).await?;
     if matches!(report.verdict, Verdict::Pending) {
@@ -138,13 +143,35 @@ pub async fn heal(
     Ok(report)
 }
 
-/// Fetches (or finds cached) the repository's dependencies; the sandbox returned mounts them.
+/// How a sandbox was prepared for a repository's runs: its toolchain and its dependencies.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub dependencies: deps::Outcome,
+    pub toolchain: ToolchainEvidence,
+}
+
+/// Chooses the toolchain `command`'s job sets up (else the build files' one) and fetches (or
+/// finds cached) the repository's dependencies; the sandbox returned runs in that toolchain's
+/// image and mounts them.
 pub async fn prepare(
     sandbox: &Sandbox,
     repo: &Path,
     scope: &str,
+    command: &StepCommand,
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<(Sandbox, deps::Outcome), SandboxError> {
+) -> Result<(Sandbox, Prepared), SandboxError> {
+    let language = Language::choose(repo, &command.toolchains);
+    let sandbox = sandbox.clone().for_language(language);
+    let version = sandbox
+        .toolchain_version(language)
+        .await
+        .and_then(|v| toolchain::version_number(&v));
+    let mut requested = command.toolchains.clone();
+    requested.extend(toolchain::pins(repo));
+    let toolchain = ToolchainEvidence::new(language, version, requested);
+    for note in &toolchain.notes {
+        progress(note);
+    }
     let (prepared, outcome) = sandbox.prepare(repo, scope).await?;
     match &outcome {
         deps::Outcome::NotNeeded => {}
@@ -168,7 +195,13 @@ pub async fn prepare(
             "dependencies could not be fetched; running without them: {reason}"
         )),
     }
-    Ok((prepared, outcome))
+    Ok((
+        prepared,
+        Prepared {
+            dependencies: outcome,
+            toolchain,
+        },
+    ))
 }
 
 /// Reproduces and diagnoses the failure and makes a patch where a deterministic strategy
@@ -183,7 +216,7 @@ pub async fn propose(
     options: &HealOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<HealReport, SandboxError> {
-    let (sandbox, prepared) = prepare(sandbox, repo, scope, progress).await?;
+    let (sandbox, prepared) = prepare(sandbox, repo, scope, command, progress).await?;
     propose_prepared(&sandbox, prepared, repo, command, ci_log, options, progress).await
 }
 
@@ -202,7 +235,7 @@ fn same_failure(ci: &Diagnosis, sandbox: &Diagnosis) -> bool {
 
 async fn propose_prepared(
     sandbox: &Sandbox,
-    prepared: deps::Outcome,
+    prepared: Prepared,
     repo: &Path,
     command: &StepCommand,
     ci_log: Option<&str>,
@@ -216,7 +249,8 @@ async fn propose_prepared(
     ));
     let before = rerun(sandbox, repo, &command.script, options.reproduce_runs, None).await?;
     let mut before_evidence = Evidence::from(&before);
-    before_evidence.dependencies = Some(prepared);
+    before_evidence.dependencies = Some(prepared.dependencies);
+    before_evidence.toolchain = Some(prepared.toolchain);
     let report = |diagnosis: Diagnosis,
                   strategy: Strategy,
                   changes: Option<(String, ChangeSet)>,

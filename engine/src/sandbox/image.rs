@@ -9,6 +9,9 @@ use super::SandboxError;
 
 const RECIPE: &str = include_str!("../../../scripts/sandbox-image.sh");
 
+/// The image label the recipe writes with its toolchain's `--version` line.
+pub const VERSION_LABEL: &str = "selfheal.toolchain.version";
+
 /// Which images the sandbox runs.
 #[derive(Debug, Clone)]
 pub enum Images {

@@ -107,6 +107,8 @@ pub struct Sandbox {
     rust_toolchain: Option<PathBuf>,
     /// The repository's fetched dependencies, mounted read-only in every run (see `prepare`).
     deps: Option<(deps::Plan, deps::Ready)>,
+    /// The toolchain the failing job sets up, when it names one; else the build files decide.
+    language: Option<Language>,
 }
 
 /// The network of dependency fetches: a bridge of its own on which containers cannot reach
@@ -141,6 +143,7 @@ impl Sandbox {
             limits,
             rust_toolchain: host_rust_toolchain(),
             deps: None,
+            language: None,
         };
         owner::sweep(&sandbox.docker).await?;
         Ok(sandbox)
@@ -195,9 +198,44 @@ impl Sandbox {
         self
     }
 
+    /// Runs in `language`'s image whatever the repository's build files say (the failing
+    /// job set that toolchain up; see [`Language::choose`]).
+    pub fn for_language(mut self, language: Language) -> Sandbox {
+        self.language = Some(language);
+        self
+    }
+
+    /// The language whose image and dependency fetch serve `repo`.
+    pub fn language_of(&self, repo: &Path) -> Language {
+        self.language.unwrap_or_else(|| Language::of(repo))
+    }
+
     /// The image for this repository's language (built on first use).
     pub async fn image_for(&self, repo: &Path) -> Result<String, SandboxError> {
-        ensure_image(&self.docker, &self.images, Language::of(repo)).await
+        ensure_image(&self.docker, &self.images, self.language_of(repo)).await
+    }
+
+    /// The version of `language`'s toolchain in the sandbox, in its own words (`Python
+    /// 3.11.2`): the image's label, written by the recipe when it built the image, or for
+    /// Rust the mounted toolchain's `rustc --version`. `None` when neither says.
+    pub async fn toolchain_version(&self, language: Language) -> Option<String> {
+        if language == Language::Rust {
+            let rustc = self.rust_toolchain.as_ref()?.join("bin/rustc");
+            let out = tokio::process::Command::new(rustc)
+                .arg("--version")
+                .output()
+                .await
+                .ok()?;
+            return out
+                .status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        let image = ensure_image(&self.docker, &self.images, language)
+            .await
+            .ok()?;
+        let inspected = self.docker.inspect_image(&image).await.ok()?;
+        inspected.config?.labels?.get(image::VERSION_LABEL).cloned()
     }
 
     pub fn docker(&self) -> &Docker {
@@ -229,7 +267,7 @@ impl Sandbox {
         let archive = work_archive(repo, overlay, files)?;
         self.run_in_volume(
             "selfheal",
-            Language::of(repo),
+            self.language_of(repo),
             archive,
             script,
             collect,
@@ -577,6 +615,7 @@ pub async fn sweep_at_start() {
         limits: Limits::default(),
         rust_toolchain: None,
         deps: None,
+        language: None,
     };
     if let Err(e) = owner::sweep(&sandbox.docker).await {
         tracing::warn!(error = %e, "could not sweep leftover sandbox containers");

@@ -43,9 +43,13 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     };
     let sandbox = ctx.sandbox().await?;
     let work = checkout(ctx, run).await?;
-    let (sandbox, _) = heal::prepare(sandbox, work.path(), &dependency_scope(run), &|msg| {
-        tracing::info!("{msg}")
-    })
+    let (sandbox, _) = heal::prepare(
+        sandbox,
+        work.path(),
+        &dependency_scope(run),
+        &step,
+        &|msg| tracing::info!("{msg}"),
+    )
     .await?;
     let (evidence, verdict) = heal::check(
         &sandbox,

@@ -54,7 +54,7 @@ impl Sandbox {
         repo: &Path,
         scope: &str,
     ) -> Result<(Sandbox, Outcome), SandboxError> {
-        let Some(plan) = plan(repo, scope)? else {
+        let Some(plan) = plan(repo, scope, self.language_of(repo))? else {
             return Ok((self.clone(), Outcome::NotNeeded));
         };
         if let Some(reason) = plan.refused.clone() {

@@ -116,11 +116,10 @@ pub(crate) fn read_input(repo: &Path, rel: &str) -> Result<Option<Vec<u8>>, Sand
         .map_err(|e| SandboxError::Input(format!("{rel}: {e}")))
 }
 
-/// The dependency plan for the repository at `repo`, or `None` when it declares none.
-/// `scope` names the repository (its id on GitHub, its path locally): caches are shared
-/// only between runs of the same repository.
-pub fn plan(repo: &Path, scope: &str) -> Result<Option<Plan>, SandboxError> {
-    let language = Language::of(repo);
+/// The dependency plan for the repository at `repo` in `language`'s sandbox, or `None` when
+/// it declares none. `scope` names the repository (its id on GitHub, its path locally):
+/// caches are shared only between runs of the same repository.
+pub fn plan(repo: &Path, scope: &str, language: Language) -> Result<Option<Plan>, SandboxError> {
     let mut refused = None;
     let (inputs, locked, script, files, skipped) = match language {
         Language::Rust => {
@@ -340,7 +339,9 @@ mod tests {
             "repos:\n- repo: https://github.com/astral-sh/ruff-pre-commit\n  rev: v0.6.9\n  hooks: [{id: ruff}]\n- repo: https://github.com/evil/run-me\n  rev: '1'\n",
         )
         .unwrap();
-        let p = plan(dir.path(), "local").unwrap().unwrap();
+        let p = plan(dir.path(), "local", Language::of(dir.path()))
+            .unwrap()
+            .unwrap();
         let text = String::from_utf8(p.files[0].1.clone()).unwrap();
         assert_eq!(
             text,
@@ -353,7 +354,9 @@ mod tests {
         assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
         assert!(p.skipped[0].contains("-e ."));
         std::fs::remove_file(dir.path().join("requirements.txt")).unwrap();
-        let p = plan(dir.path(), "local").unwrap().unwrap();
+        let p = plan(dir.path(), "local", Language::of(dir.path()))
+            .unwrap()
+            .unwrap();
         assert!(!p.locked, "without it, click>=8 is not pinned");
     }
 
@@ -417,7 +420,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("Cargo.toml"), "[package]\nname='x'\n").unwrap();
         assert!(
-            plan(dir.path(), "repo-1").unwrap().is_none(),
+            plan(dir.path(), "repo-1", Language::of(dir.path()))
+                .unwrap()
+                .is_none(),
             "no crates: nothing to fetch"
         );
         std::fs::write(
@@ -426,18 +431,38 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("Cargo.lock"), "version = 3\n").unwrap();
-        let a = plan(dir.path(), "repo-1").unwrap().unwrap();
+        let a = plan(dir.path(), "repo-1", Language::of(dir.path()))
+            .unwrap()
+            .unwrap();
         assert!(a.locked);
         assert_eq!(a.inputs, ["Cargo.toml", "Cargo.lock"]);
-        assert_eq!(a.key, plan(dir.path(), "repo-1").unwrap().unwrap().key);
-        assert_ne!(a.key, plan(dir.path(), "repo-2").unwrap().unwrap().key);
+        assert_eq!(
+            a.key,
+            plan(dir.path(), "repo-1", Language::of(dir.path()))
+                .unwrap()
+                .unwrap()
+                .key
+        );
+        assert_ne!(
+            a.key,
+            plan(dir.path(), "repo-2", Language::of(dir.path()))
+                .unwrap()
+                .unwrap()
+                .key
+        );
         std::fs::write(dir.path().join("Cargo.lock"), "version = 4\n").unwrap();
-        assert_ne!(a.key, plan(dir.path(), "repo-1").unwrap().unwrap().key);
+        assert_ne!(
+            a.key,
+            plan(dir.path(), "repo-1", Language::of(dir.path()))
+                .unwrap()
+                .unwrap()
+                .key
+        );
     }
 
     #[test]
     fn a_go_module_without_requirements_needs_no_fetch() {
         let go = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/go-format");
-        assert!(plan(&go, "local").unwrap().is_none());
+        assert!(plan(&go, "local", Language::of(&go)).unwrap().is_none());
     }
 }

@@ -7,6 +7,7 @@
 
 mod attempt;
 mod commit;
+mod markdown;
 mod pull_request;
 
 use selfheal_shared::runs::{Outcome, Run};

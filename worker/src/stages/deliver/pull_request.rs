@@ -5,6 +5,7 @@ use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
 
 use super::commit::make_commit;
+use super::markdown;
 use crate::changes::ChangeSet;
 use crate::stages::download::{api_error, status_of};
 use crate::stages::repo_config;
@@ -259,21 +260,42 @@ async fn pr_body(
             Some(l) => format!("`{f}:{l}`"),
             None => format!("`{f}`"),
         });
+    // What the sandbox could not do as the CI did (toolchain versions): the repository's
+    // words inside, so inert code.
+    let toolchain = &evidence["toolchain"];
+    let mut differs = String::new();
+    if let (Some(language), Some(version)) = (
+        toolchain["language"].as_str(),
+        toolchain["version"].as_str(),
+    ) {
+        differs.push_str(&format!(
+            "- toolchain: {}\n",
+            markdown::code(&format!("{language} {version}"))
+        ));
+    }
+    for note in toolchain["notes"].as_array().into_iter().flatten() {
+        if let Some(note) = note.as_str() {
+            differs.push_str(&format!(
+                "- differs from the CI: {}\n",
+                markdown::code(note)
+            ));
+        }
+    }
     Ok(format!(
         "CI run {run_id} failed: **{class}** ({tool}){at}.\n\n\
          ### Evidence (selfheal's sandbox, no network)\n\
-         - before: `{cmd}` failed {failed} of {runs} runs\n\
-         - after: {after}\n\n\
+         - before: {cmd} failed {failed} of {runs} runs\n\
+         - after: {after}\n{differs}\n\
          ### Strategy\n`{strategy}`: the project's own tool made this change; nothing else was touched, and no test was deleted or skipped.\n\n\
-         <details><summary>Log excerpt</summary>\n\n```\n{excerpt}\n```\n</details>\n\n\
+         <details><summary>Log excerpt</summary>\n\n{excerpt}\n</details>\n\n\
          Fingerprint `{fp}`. Comment `/selfheal stop` to stop selfheal on this incident.\n",
         run_id = run.github_run_id,
         tool = d.get::<_, Option<String>>(0).unwrap_or_default(),
         at = culprit.map(|c| format!(" at {c}")).unwrap_or_default(),
-        cmd = d.get::<_, Option<String>>(3).unwrap_or_default(),
+        cmd = markdown::code(&d.get::<_, Option<String>>(3).unwrap_or_default()),
         failed = evidence["failed"],
         runs = evidence["runs"],
-        excerpt = d.get::<_, String>(4),
+        excerpt = markdown::fenced(&d.get::<_, String>(4)),
         fp = d.get::<_, String>(5),
     ))
 }
