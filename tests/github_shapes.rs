@@ -151,10 +151,10 @@ async fn the_standin_answers_and_our_requests_have_githubs_shapes() {
         .build()
         .unwrap();
     let base = env.standin.url();
-    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiIxIn0.c2lnbmF0dXJl";
+    let jwt = app_jwt();
     let token: Value = http
         .post(format!("{base}/app/installations/4242/access_tokens"))
-        .bearer_auth(jwt)
+        .bearer_auth(&jwt)
         .send()
         .await
         .unwrap()
@@ -213,7 +213,7 @@ async fn the_standin_answers_and_our_requests_have_githubs_shapes() {
         .get(format!(
             "{base}/repos/octo-org/octo-repo/actions/runs/3101/jobs"
         ))
-        .bearer_auth(jwt)
+        .bearer_auth(&jwt)
         .send()
         .await
         .unwrap();
@@ -319,10 +319,10 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
     // The stand-in's answers to those calls have GitHub's response shapes.
     let http = reqwest::Client::new();
     let base = env.standin.url();
-    let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiIxIn0.c2lnbmF0dXJl";
+    let jwt = app_jwt();
     let token: Value = http
         .post(format!("{base}/app/installations/4242/access_tokens"))
-        .bearer_auth(jwt)
+        .bearer_auth(&jwt)
         .send()
         .await
         .unwrap()
@@ -522,9 +522,10 @@ async fn the_standins_pull_request_files_are_paginated_like_githubs() {
     let env = TestEnv::new().await;
     let http = reqwest::Client::new();
     let api = format!("{}/repos/octo-org/octo-repo", env.standin.url());
+    let token = env.standin.installation_token(INSTALLATION_ID).unwrap();
     let send = |method: reqwest::Method, path: String, body: Value| {
         http.request(method, format!("{api}{path}"))
-            .header("authorization", "token ghs_pages")
+            .header("authorization", format!("token {token}"))
             .json(&body)
             .send()
     };

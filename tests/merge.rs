@@ -450,10 +450,14 @@ async fn a_person_closing_the_fix_stops_selfheal_and_a_person_merging_it_is_reco
 async fn push_onto(env: &TestEnv, branch: &str, parent: &str) -> String {
     let http = reqwest::Client::new();
     let api = format!("{}/repos/octo-org/octo-repo", env.standin.url());
-    let auth = "token ghs_someone_else";
+    // Someone else's token: the installation's, as a person's app or CI would hold one.
+    let auth = format!(
+        "token {}",
+        env.standin.installation_token(INSTALLATION_ID).unwrap()
+    );
     let call = |method: reqwest::Method, path: &str, body: serde_json::Value| {
         http.request(method, format!("{api}{path}"))
-            .header("authorization", auth)
+            .header("authorization", &auth)
             .json(&body)
             .send()
     };

@@ -4,11 +4,12 @@
 
 mod fixtures;
 mod git;
-mod pull_files;
 mod server;
 pub mod webhooks;
 
 pub use fixtures::{
     failing_workflow_run, fixtures_dir, successful_workflow_run, FixtureError, Fixtures,
 };
-pub use server::{default_repo_dir, spawn, spawn_with, Call, Knobs, StandIn};
+pub use server::{
+    default_repo_dir, spawn, spawn_with, Call, Knobs, StandIn, INSTALLATION_ID, REPOSITORY,
+};

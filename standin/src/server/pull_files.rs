@@ -7,14 +7,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::{github_error, Inner};
 use crate::git::GitRepo;
-use crate::server::{github_error, require_token, Inner};
 
 #[derive(Deserialize)]
 pub(crate) struct Page {
@@ -28,11 +28,7 @@ pub(crate) async fn pull_files(
     State(inner): State<Arc<Inner>>,
     Path((owner, repo, number)): Path<(String, String, i64)>,
     Query(page): Query<Page>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = require_token(&headers) {
-        return r;
-    }
     let pr = inner
         .pulls
         .lock()

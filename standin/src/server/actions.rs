@@ -1,0 +1,153 @@
+//! Actions: a run's jobs, their logs (302 to a pre-signed URL), reruns, a commit's workflow runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{fixture_error, from_template, github_error, knobs, Inner};
+
+/// GitHub's documented example (one green job, `build`). Adapted into a failing run's
+/// listing: the run id, and a second copy of the job, `test`, failing at its "Run Tests"
+/// step with the steps after it skipped.
+pub(super) async fn run_jobs(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, run_id)): Path<(String, String, i64)>,
+) -> Response {
+    let k = knobs(&inner);
+    if k.jobs_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(k.jobs_delay_ms)).await;
+    }
+    if k.fail_jobs > 0 {
+        if let Ok(mut knobs) = inner.knobs.lock() {
+            knobs.fail_jobs -= 1;
+        }
+        return github_error(StatusCode::BAD_GATEWAY, "Server Error");
+    }
+    let mut body = match inner.fixtures.example(
+        "GET",
+        "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs",
+        200,
+        "default",
+    ) {
+        Ok(b) => b,
+        Err(e) => return fixture_error(e),
+    };
+    let base = inner.base_url.clone();
+    let Some(recorded) = body["jobs"].get(0).cloned() else {
+        return github_error(StatusCode::INTERNAL_SERVER_ERROR, "example has no job");
+    };
+    let mut failing = recorded.clone();
+    failing["id"] = Value::from(recorded["id"].as_i64().unwrap_or(0) + 1);
+    failing["name"] = Value::from(knobs(&inner).failing_job.unwrap_or_else(|| "test".into()));
+    failing["conclusion"] = Value::from("failure");
+    let mut failed_at = None;
+    for step in failing["steps"].as_array_mut().into_iter().flatten() {
+        let number = step["number"].as_i64().unwrap_or(0);
+        if step["name"] == "Run Tests" {
+            step["conclusion"] = Value::from("failure");
+            failed_at = Some(number);
+        } else if failed_at.is_some_and(|at| number > at) && !is_post_step(step) {
+            step["conclusion"] = Value::from("skipped");
+        }
+    }
+    let mut jobs = vec![recorded, failing];
+    for job in &mut jobs {
+        // The documented example predates `created_at`, which GitHub's schema now requires.
+        job["created_at"] = job["started_at"].clone();
+        job["run_id"] = Value::from(run_id);
+        job["run_url"] = Value::from(format!("{base}/repos/{owner}/{repo}/actions/runs/{run_id}"));
+    }
+    body["total_count"] = Value::from(jobs.len());
+    body["jobs"] = Value::from(jobs);
+    Json(body).into_response()
+}
+
+/// Cleanup steps GitHub runs even after a step failed.
+pub(super) fn is_post_step(step: &Value) -> bool {
+    let name = step["name"].as_str().unwrap_or_default();
+    name.starts_with("Post ") || name == "Complete job"
+}
+
+/// GitHub answers 302 to a pre-signed URL (its documented response).
+pub(super) async fn job_logs_redirect(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, job_id)): Path<(String, String, i64)>,
+) -> Response {
+    let base = knobs(&inner)
+        .signed_url_base
+        .unwrap_or_else(|| inner.base_url.clone());
+    let location =
+        format!("{base}/_standin/logs/{job_id}?urlSigningMethod=HMACV1&urlSignature=standin");
+    (StatusCode::FOUND, [("location", location)]).into_response()
+}
+
+/// The pre-signed log URL: a real failing CI log from `ci-logs/`.
+pub(super) async fn signed_log(
+    State(inner): State<Arc<Inner>>,
+    Path(_job_id): Path<i64>,
+    headers: HeaderMap,
+) -> Response {
+    if headers.contains_key("authorization") {
+        // Pre-signed URLs must be fetched without GitHub credentials.
+        return (
+            StatusCode::BAD_REQUEST,
+            "credentials sent to a pre-signed URL",
+        )
+            .into_response();
+    }
+    let knobs = knobs(&inner);
+    if let Some(text) = knobs.log_text {
+        return ([("content-type", "text/plain")], text).into_response();
+    }
+    let name = knobs
+        .log_fixture
+        .unwrap_or_else(|| "rustfmt-check.log".into());
+    match inner.fixtures.ci_log(&name) {
+        Ok(text) => ([("content-type", "text/plain")], text).into_response(),
+        Err(e) => fixture_error(e),
+    }
+}
+
+/// GitHub answers 201 with an empty object.
+pub(super) async fn rerun_failed_jobs(
+    Path((_owner, _repo, _run_id)): Path<(String, String, i64)>,
+) -> Response {
+    (StatusCode::CREATED, Json(json!({}))).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct RunsQuery {
+    #[serde(default)]
+    head_sha: Option<String>,
+}
+
+/// Recorded: the `workflow_run` of octokit's `workflow_run.completed` webhook payload (the
+/// same object the REST listing returns), adapted to the commit asked for and to the `fix_workflows` knob.
+pub(super) async fn list_workflow_runs(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::Query(q): axum::extract::Query<RunsQuery>,
+) -> Response {
+    let template = match inner
+        .fixtures
+        .json("github-webhooks/workflow_run/completed.payload.json")
+    {
+        Ok(payload) => payload["workflow_run"].clone(),
+        Err(e) => return fixture_error(e),
+    };
+    let wanted = knobs(&inner).fix_workflows.unwrap_or_else(|| {
+        vec![json!({"name": "CI", "status": "completed", "conclusion": "success"})]
+    });
+    let mut runs = from_template(&template, &wanted, 8000, &["name", "status", "conclusion"]);
+    if let Some(sha) = &q.head_sha {
+        for run in &mut runs {
+            run["head_sha"] = Value::from(sha.clone());
+        }
+    }
+    Json(json!({"total_count": runs.len(), "workflow_runs": runs})).into_response()
+}

@@ -1,0 +1,101 @@
+//! Check runs and commit statuses on a commit.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{fixture_error, from_template, github_error, knobs, Inner};
+
+/// Recorded: octocrab `commit_check_runs.json` (its first check run, adapted).
+pub(super) async fn create_check_run(
+    State(inner): State<Arc<Inner>>,
+    Json(req): Json<Value>,
+) -> Response {
+    let mut run = match inner
+        .fixtures
+        .json("github-rest/octocrab/commit_check_runs.json")
+    {
+        Ok(list) => list["check_runs"][0].clone(),
+        Err(e) => return fixture_error(e),
+    };
+    let mut runs = inner.check_runs.lock().unwrap_or_else(|p| p.into_inner());
+    run["id"] = Value::from(5000 + runs.len() as i64);
+    for key in ["name", "head_sha", "status", "conclusion", "output"] {
+        if let Some(v) = req.get(key) {
+            run[key] = v.clone();
+        }
+    }
+    runs.push(run.clone());
+    (StatusCode::CREATED, Json(run)).into_response()
+}
+
+/// Recorded: octocrab `commit_check_runs.json`, its first check run adapted to the commit
+/// and to the `fix_checks` knob.
+pub(super) async fn commit_check_runs(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, sha)): Path<(String, String, String)>,
+) -> Response {
+    let template = match inner
+        .fixtures
+        .json("github-rest/octocrab/commit_check_runs.json")
+    {
+        Ok(list) => list["check_runs"][0].clone(),
+        Err(e) => return fixture_error(e),
+    };
+    let wanted = knobs(&inner).fix_checks.unwrap_or_else(|| {
+        vec![json!({"name": "test", "status": "completed", "conclusion": "success"})]
+    });
+    let mut runs = from_template(&template, &wanted, 7000, &["name", "status", "conclusion"]);
+    for run in &mut runs {
+        run["head_sha"] = Value::from(sha.clone());
+    }
+    Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
+}
+
+/// Recorded: octokit `create-status.json` (GET …/commits/{ref}/status), its statuses replaced
+/// by the `fix_statuses` knob. With no status GitHub says `pending`, as recorded nowhere but
+/// documented; selfheal looks at `total_count` first.
+pub(super) async fn combined_status(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, sha)): Path<(String, String, String)>,
+) -> Response {
+    let recorded = match inner
+        .fixtures
+        .json("github-rest/octokit-fixtures/create-status.json")
+    {
+        Ok(Value::Array(exchanges)) => exchanges
+            .into_iter()
+            .find(|x| {
+                x["method"] == "get" && x["path"].as_str().is_some_and(|p| p.ends_with("/status"))
+            })
+            .map(|x| x["response"].clone()),
+        Ok(_) => None,
+        Err(e) => return fixture_error(e),
+    };
+    let Some(mut body) = recorded else {
+        return github_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "stand-in fixture: no combined status",
+        );
+    };
+    let template = body["statuses"][0].clone();
+    let wanted = knobs(&inner).fix_statuses;
+    let statuses = from_template(&template, &wanted, 9500, &["context", "state"]);
+    let states: Vec<&str> = wanted.iter().filter_map(|w| w["state"].as_str()).collect();
+    let state = if states.iter().any(|s| matches!(*s, "failure" | "error")) {
+        "failure"
+    } else if states.is_empty() || states.contains(&"pending") {
+        "pending"
+    } else {
+        "success"
+    };
+    body["state"] = Value::from(state);
+    body["total_count"] = Value::from(statuses.len());
+    body["statuses"] = Value::Array(statuses);
+    body["sha"] = Value::from(sha);
+    Json(body).into_response()
+}

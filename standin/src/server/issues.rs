@@ -1,0 +1,124 @@
+//! Issues and comments, labels, and collaborators' permissions.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{api_url, fixture_error, github_error, knobs, Inner};
+
+#[derive(Deserialize)]
+pub(super) struct LabelsRequest {
+    labels: Vec<String>,
+}
+
+/// Labels on an issue or PR; each shaped like octokit's recorded label (`labels.json`).
+pub(super) async fn add_labels(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
+    Json(req): Json<LabelsRequest>,
+) -> Response {
+    let recorded = match inner
+        .fixtures
+        .json("github-rest/octokit-fixtures/labels.json")
+    {
+        Ok(Value::Array(exchanges)) => exchanges
+            .into_iter()
+            .find(|x| x["method"] == "post")
+            .map(|x| x["response"].clone()),
+        Ok(_) => None,
+        Err(e) => return fixture_error(e),
+    };
+    let Some(template) = recorded else {
+        return github_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "stand-in fixture: no recorded label",
+        );
+    };
+    let mut pulls = inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(pr) = pulls.iter_mut().find(|p| p["number"] == number) else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let mut labels: Vec<Value> = pr["labels"].as_array().cloned().unwrap_or_default();
+    for name in req.labels {
+        if labels.iter().any(|l| l["name"] == name.as_str()) {
+            continue;
+        }
+        let mut label = template.clone();
+        label["id"] = Value::from(2000 + labels.len() as i64);
+        label["name"] = Value::from(name.clone());
+        label["url"] = Value::from(api_url(&inner, &owner, &repo, &format!("labels/{name}")));
+        labels.push(label);
+    }
+    pr["labels"] = Value::Array(labels.clone());
+    Json(labels).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct CommentRequest {
+    body: String,
+}
+
+/// Recorded: the `comment` of octokit's `issue_comment.created` webhook payload, which is
+/// GitHub's issue-comment object.
+pub(super) async fn create_comment(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
+    Json(req): Json<CommentRequest>,
+) -> Response {
+    let mut body = match inner
+        .fixtures
+        .json("github-webhooks/issue_comment/created.payload.json")
+    {
+        Ok(payload) => payload["comment"].clone(),
+        Err(e) => return fixture_error(e),
+    };
+    body["issue_url"] = Value::from(api_url(&inner, &owner, &repo, &format!("issues/{number}")));
+    let mut comments = inner.comments.lock().unwrap_or_else(|p| p.into_inner());
+    body["id"] = Value::from(9000 + comments.len() as i64);
+    body["body"] = Value::from(req.body);
+    body["issue_number"] = Value::from(number);
+    comments.push(body.clone());
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// GitHub's documented example (admin); the login and permission come from the
+/// `permissions` knob.
+pub(super) async fn collaborator_permission(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, login)): Path<(String, String, String)>,
+) -> Response {
+    let permission = knobs(&inner)
+        .permissions
+        .get(&login)
+        .cloned()
+        .unwrap_or_else(|| "read".into());
+    // Someone with no access to a private repository is, to GitHub, not found there.
+    if permission == "none" {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let mut body = match inner.fixtures.example(
+        "GET",
+        "/repos/{owner}/{repo}/collaborators/{username}/permission",
+        200,
+        "response-if-user-has-admin-permissions",
+    ) {
+        Ok(b) => b,
+        Err(e) => return fixture_error(e),
+    };
+    // `permission` is the legacy coarse level; `role_name` the finer one (maintain, triage).
+    let legacy = match permission.as_str() {
+        "maintain" => "write",
+        "triage" => "read",
+        p => p,
+    };
+    body["permission"] = Value::from(legacy);
+    body["role_name"] = Value::from(permission.clone());
+    body["user"]["role_name"] = Value::from(permission);
+    body["user"]["login"] = Value::from(login);
+    Json(body).into_response()
+}

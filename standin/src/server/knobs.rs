@@ -1,0 +1,84 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Behaviour a test or the demo can change while the stand-in runs (also over HTTP:
+/// `POST /_standin/knobs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Knobs {
+    /// Delay before answering the run's jobs list, to hold a worker mid-triage.
+    #[serde(default)]
+    pub jobs_delay_ms: u64,
+    /// Answer the next N jobs-list requests with a 502.
+    #[serde(default)]
+    pub fail_jobs: u32,
+    /// Which `ci-logs/` file to serve as the failed job's log (default: rustfmt-check.log).
+    #[serde(default)]
+    pub log_fixture: Option<String>,
+    /// A scenario's own log text instead of a fixture (tests that need a particular
+    /// command to fail, e.g. a slow one).
+    #[serde(default)]
+    pub log_text: Option<String>,
+    /// The failing job's name in the run's job listing (default: `test`), as a scenario's
+    /// workflow names it.
+    #[serde(default)]
+    pub failing_job: Option<String>,
+    /// The directory served as the repository's tarball at any ref (default: the stand-in's
+    /// git repository, imported from examples/rust-format, whose breakage that log shows).
+    #[serde(default)]
+    pub repo_dir: Option<String>,
+    /// The repository's `.github/selfheal.yml` on its default branch (absent: 404).
+    #[serde(default)]
+    pub repo_config: Option<String>,
+    /// Delay before answering a pull-request creation, to hold a worker between ref and PR.
+    #[serde(default)]
+    pub pulls_delay_ms: u64,
+    /// The check runs GitHub reports on any commit of selfheal's branch, as
+    /// `{"name", "status", "conclusion"}` (absent: one completed, successful check).
+    #[serde(default)]
+    pub fix_checks: Option<Vec<Value>>,
+    /// Commit statuses (older CI) on any commit of selfheal's branch, as
+    /// `{"context", "state"}` (absent: none, as on most repositories).
+    #[serde(default)]
+    pub fix_statuses: Vec<Value>,
+    /// The workflow runs GitHub lists for a commit of selfheal's branch, as
+    /// `{"name", "status", "conclusion"}` (absent: one completed, successful run).
+    #[serde(default)]
+    pub fix_workflows: Option<Vec<Value>>,
+    /// Collaborator permissions by login (`admin`, `write`, `read`, ...; `none`: 404); others:
+    /// `read`.
+    #[serde(default)]
+    pub permissions: std::collections::BTreeMap<String, String>,
+    /// Answer the next N installation requests with GitHub's primary rate limit (403,
+    /// `x-ratelimit-remaining: 0`, `x-ratelimit-reset` a second ahead).
+    #[serde(default)]
+    pub rate_limit_next: u32,
+    /// Answer the next N installation requests with a secondary rate limit (429,
+    /// `retry-after: 1`).
+    #[serde(default)]
+    pub retry_after_next: u32,
+    /// The App's installations and the repositories (`owner/name`) each may reach (absent:
+    /// installation 4242 with `octo-org/octo-repo`, the recorded failing run's).
+    #[serde(default)]
+    pub installations: Option<BTreeMap<i64, Vec<String>>>,
+    /// Lifetime of the installation tokens issued (default an hour, as GitHub's).
+    #[serde(default)]
+    pub token_ttl_secs: Option<i64>,
+    /// Where the pre-signed log URLs point (default: the stand-in itself). A dead address
+    /// shows whether a failed download reveals the URL's signature.
+    #[serde(default)]
+    pub signed_url_base: Option<String>,
+}
+
+/// The installation the recorded failing run comes from, and its repository.
+pub const INSTALLATION_ID: i64 = 4242;
+pub const REPOSITORY: &str = "octo-org/octo-repo";
+
+impl Knobs {
+    pub fn installations(&self) -> BTreeMap<i64, Vec<String>> {
+        self.installations
+            .clone()
+            .unwrap_or_else(|| BTreeMap::from([(INSTALLATION_ID, vec![REPOSITORY.to_string()])]))
+    }
+}

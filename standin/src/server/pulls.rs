@@ -1,0 +1,251 @@
+//! Pull requests: create, list, read, merge (with GitHub's refusals), reviewers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::git_data::git_failed;
+use super::{api_url, fixture_error, github_error, knobs, rfc3339_in, Inner};
+
+#[derive(Deserialize)]
+pub(super) struct PullRequest {
+    title: String,
+    head: String,
+    base: String,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// Recorded: octocrab `pull_requests_list.json`. A second open PR for the same head is
+/// GitHub's 422 "A pull request already exists".
+pub(super) async fn create_pull(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo)): Path<(String, String)>,
+    Json(req): Json<PullRequest>,
+) -> Response {
+    let delay = knobs(&inner).pulls_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let head_ref = req.head.rsplit(':').next().unwrap_or(&req.head).to_string();
+    let Some(head_sha) = inner.git.rev_parse(&format!("refs/heads/{head_ref}")) else {
+        return github_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Validation Failed: head does not exist",
+        );
+    };
+    let mut pulls = inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+    if pulls
+        .iter()
+        .any(|p| p["head"]["ref"] == head_ref.as_str() && p["state"] == "open")
+    {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"message": "Validation Failed", "errors": [{"resource": "PullRequest", "code": "custom",
+                "message": format!("A pull request already exists for {owner}:{head_ref}.")}],
+                "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"})),
+        )
+            .into_response();
+    }
+    // octocrab's recorded pull request (current shape).
+    let mut body = match inner
+        .fixtures
+        .json("github-rest/octocrab/pull_requests_list.json")
+    {
+        Ok(list) => list[0].clone(),
+        Err(e) => return fixture_error(e),
+    };
+    body["merged"] = Value::from(false);
+    body["labels"] = Value::Array(Vec::new());
+    body["requested_reviewers"] = Value::Array(Vec::new());
+    let number = pulls.len() as i64 + 1;
+    body["number"] = Value::from(number);
+    body["title"] = Value::from(req.title);
+    body["body"] = req.body.map(Value::from).unwrap_or(Value::Null);
+    body["state"] = Value::from("open");
+    body["html_url"] = Value::from(format!("{}/{owner}/{repo}/pull/{number}", inner.base_url));
+    body["url"] = Value::from(api_url(&inner, &owner, &repo, &format!("pulls/{number}")));
+    body["head"]["ref"] = Value::from(head_ref);
+    body["head"]["sha"] = Value::from(head_sha);
+    body["base"]["ref"] = Value::from(req.base);
+    pulls.push(body.clone());
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct PullsQuery {
+    #[serde(default)]
+    head: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+pub(super) async fn list_pulls(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::Query(q): axum::extract::Query<PullsQuery>,
+) -> Response {
+    let head = q
+        .head
+        .as_deref()
+        .map(|h| h.rsplit(':').next().unwrap_or(h).to_string());
+    let state = q.state.unwrap_or_else(|| "open".into());
+    let pulls: Vec<Value> = inner
+        .pulls
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| head.as_ref().is_none_or(|h| p["head"]["ref"] == h.as_str()))
+        .filter(|p| state == "all" || p["state"] == state.as_str())
+        .collect();
+    Json(pulls).into_response()
+}
+
+pub(super) async fn get_pull(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, number)): Path<(String, String, i64)>,
+) -> Response {
+    let pulls = inner.pulls.lock().map(|p| p.clone()).unwrap_or_default();
+    match pulls.into_iter().find(|p| p["number"] == number) {
+        Some(pr) => Json(pr).into_response(),
+        None => github_error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct MergeRequest {
+    #[serde(default)]
+    merge_method: Option<String>,
+    #[serde(default)]
+    sha: Option<String>,
+    #[serde(default)]
+    commit_title: Option<String>,
+}
+
+/// GitHub's documented example (`merged`, `message`, `sha`). The
+/// merge is real: a squash (or merge) commit on the base branch of the bare repository.
+/// A `sha` that is not the head's is GitHub's 409; a closed PR is its 405.
+pub(super) async fn merge_pull(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, number)): Path<(String, String, i64)>,
+    Json(req): Json<MergeRequest>,
+) -> Response {
+    let mut pulls = inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(pr) = pulls.iter_mut().find(|p| p["number"] == number) else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    if pr["state"] != "open" {
+        return github_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Pull Request is not mergeable",
+        );
+    }
+    let head_sha = pr["head"]["sha"].as_str().unwrap_or_default().to_string();
+    if req.sha.as_deref().is_some_and(|s| s != head_sha) {
+        return github_error(
+            StatusCode::CONFLICT,
+            "Head branch was modified. Review and try the merge again.",
+        );
+    }
+    let base = pr["base"]["ref"].as_str().unwrap_or("master").to_string();
+    let Some(base_sha) = inner.git.rev_parse(&format!("refs/heads/{base}")) else {
+        return github_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "base branch does not exist",
+        );
+    };
+    let tree = match inner
+        .git
+        .git(&["rev-parse", &format!("{head_sha}^{{tree}}")], None)
+    {
+        Ok(t) => t.trim().to_string(),
+        Err(e) => return git_failed(e),
+    };
+    let method = req.merge_method.unwrap_or_else(|| "merge".into());
+    let parents = if method == "merge" {
+        vec![base_sha.clone(), head_sha.clone()]
+    } else {
+        vec![base_sha.clone()]
+    };
+    let title = req
+        .commit_title
+        .unwrap_or_else(|| format!("{} (#{number})", pr["title"].as_str().unwrap_or_default()));
+    let merged =
+        match inner
+            .git
+            .commit_tree(&tree, &parents, &title, "GitHub", "noreply@github.com")
+        {
+            Ok(s) => s,
+            Err(e) => return git_failed(e),
+        };
+    if let Err(e) = inner.git.git(
+        &[
+            "update-ref",
+            &format!("refs/heads/{base}"),
+            &merged,
+            &base_sha,
+        ],
+        None,
+    ) {
+        return git_failed(e);
+    }
+    pr["state"] = Value::from("closed");
+    pr["merged"] = Value::from(true);
+    pr["merge_commit_sha"] = Value::from(merged.clone());
+    pr["merged_at"] = Value::from(rfc3339_in(0));
+    let mut body = match inner.fixtures.example(
+        "PUT",
+        "/repos/{owner}/{repo}/pulls/{pull_number}/merge",
+        200,
+        "response-if-merge-was-successful",
+    ) {
+        Ok(b) => b,
+        Err(e) => return fixture_error(e),
+    };
+    body["sha"] = Value::from(merged);
+    Json(body).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct ReviewersRequest {
+    #[serde(default)]
+    reviewers: Vec<String>,
+    #[serde(default)]
+    team_reviewers: Vec<String>,
+}
+
+/// GitHub answers with the pull request, its `requested_reviewers` filled in.
+pub(super) async fn request_reviewers(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, number)): Path<(String, String, i64)>,
+    Json(req): Json<ReviewersRequest>,
+) -> Response {
+    let mut pulls = inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(pr) = pulls.iter_mut().find(|p| p["number"] == number) else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let user = pr["user"].clone();
+    pr["requested_reviewers"] = Value::Array(
+        req.reviewers
+            .iter()
+            .map(|login| {
+                let mut u = user.clone();
+                u["login"] = Value::from(login.as_str());
+                u
+            })
+            .collect(),
+    );
+    pr["requested_teams"] = Value::Array(
+        req.team_reviewers
+            .iter()
+            .map(|slug| json!({"slug": slug, "name": slug}))
+            .collect(),
+    );
+    (StatusCode::CREATED, Json(pr.clone())).into_response()
+}
