@@ -14,11 +14,16 @@ fn openapi() -> Value {
     let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     // Operations the subset lacks, copied from the same OpenAPI description into this
     // repository (fixtures/SOURCE.md).
-    let own = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/github-openapi/pulls-files.json");
-    let extra: Value = serde_json::from_slice(&std::fs::read(&own).unwrap()).unwrap();
-    for (template, ops) in extra["paths"].as_object().unwrap() {
-        spec["paths"][template] = ops.clone();
+    for file in ["pulls-files.json", "more-operations.json"] {
+        let own = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/github-openapi")
+            .join(file);
+        let extra: Value = serde_json::from_slice(&std::fs::read(&own).unwrap()).unwrap();
+        for (template, ops) in extra["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                spec["paths"][template][method] = op.clone();
+            }
+        }
     }
     spec
 }

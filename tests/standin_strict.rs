@@ -180,3 +180,364 @@ async fn a_token_works_only_for_its_repositories_until_it_expires_or_is_revoked(
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(get(&env, &short, jobs).await.0, 401);
 }
+
+/// The stand-in's repository through its API, as any client with a token sees it.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn new(env: &TestEnv) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: format!("{}/repos/octo-org/octo-repo", env.standin.url()),
+            token: env.standin.installation_token(INSTALLATION_ID).unwrap(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A commit on top of `parent` that sets `path` to `content`; its sha.
+    async fn commit(&self, parent: &str, path: &str, content: &str) -> String {
+        use reqwest::Method;
+        let (_, parent_commit) = self
+            .call(Method::GET, &format!("/git/commits/{parent}"), Value::Null)
+            .await;
+        let (status, tree) = self
+            .call(
+                Method::POST,
+                "/git/trees",
+                json!({"base_tree": parent_commit["tree"]["sha"], "tree": [
+                    {"path": path, "mode": "100644", "type": "blob", "content": content}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{tree}");
+        let (status, commit) = self
+            .call(
+                Method::POST,
+                "/git/commits",
+                json!({"message": format!("set {path}"), "tree": tree["sha"], "parents": [parent]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{commit}");
+        commit["sha"].as_str().unwrap().to_string()
+    }
+
+    async fn set_ref(&self, branch: &str, sha: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/git/refs",
+                json!({"ref": format!("refs/heads/{branch}"), "sha": sha}),
+            )
+            .await;
+        if status == 422 {
+            let (status, body) = self
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/git/refs/heads/{branch}"),
+                    json!({"sha": sha, "force": true}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        } else {
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+
+    /// A branch with one commit on master's head, and its pull request; (number, head sha).
+    async fn pull(&self, env: &TestEnv, branch: &str, path: &str, content: &str) -> (i64, String) {
+        let head = self.commit(&env.standin.head_sha(), path, content).await;
+        self.set_ref(branch, &head).await;
+        let (status, pr) = self
+            .call(
+                reqwest::Method::POST,
+                "/pulls",
+                json!({"title": branch, "head": branch, "base": "master"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{pr}");
+        (pr["number"].as_i64().unwrap(), head)
+    }
+
+    async fn merge(&self, number: i64, sha: Option<&str>) -> (u16, Value) {
+        let mut body = json!({"merge_method": "squash"});
+        if let Some(sha) = sha {
+            body["sha"] = Value::from(sha);
+        }
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/pulls/{number}/merge"),
+            body,
+        )
+        .await
+    }
+}
+
+fn master(env: &TestEnv) -> String {
+    git(&env.standin.git_dir(), &["rev-parse", "refs/heads/master"])
+}
+
+#[tokio::test]
+async fn merges_are_refused_as_github_refuses_them() {
+    let env = TestEnv::new().await;
+    let api = Api::new(&env);
+    env.standin.set_knobs(github_standin::Knobs {
+        protection: Some(github_standin::Protection {
+            required_checks: vec!["test".into()],
+            required_review: true,
+            strict: false,
+        }),
+        ..Default::default()
+    });
+    let (n, head) = api.pull(&env, "fix-a", "a.txt", "a\n").await;
+    // No check has reported on a new commit: the required one is missing.
+    let (status, body) = api.merge(n, Some(&head)).await;
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(
+        body["message"],
+        "Required status check \"test\" is expected."
+    );
+    let knobs = |checks: Value, approved: Vec<i64>| github_standin::Knobs {
+        protection: Some(github_standin::Protection {
+            required_checks: vec!["test".into()],
+            required_review: true,
+            strict: false,
+        }),
+        fix_checks: Some(checks.as_array().unwrap().clone()),
+        approved_pulls: approved,
+        ..Default::default()
+    };
+    env.standin.set_knobs(knobs(
+        json!([{"name": "test", "status": "completed", "conclusion": "failure"}]),
+        vec![],
+    ));
+    let (status, body) = api.merge(n, Some(&head)).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (405, Some("Required status check \"test\" is failing."))
+    );
+    let green = json!([{"name": "test", "status": "completed", "conclusion": "success"}]);
+    env.standin.set_knobs(knobs(green.clone(), vec![]));
+    let (status, body) = api.merge(n, Some(&head)).await;
+    assert_eq!(status, 405, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("approving review"),
+        "{body}"
+    );
+    env.standin.set_knobs(knobs(green, vec![n]));
+    // The head moved since it was checked: 409.
+    let (status, body) = api.merge(n, Some(&env.standin.head_sha())).await;
+    assert_eq!(status, 409, "{body}");
+    let before = master(&env);
+    let (status, body) = api.merge(n, Some(&head)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        git(&env.standin.git_dir(), &["rev-parse", "refs/heads/master^"]),
+        before
+    );
+    // Merged is closed: a second merge is 405.
+    assert_eq!(api.merge(n, None).await.0, 405);
+}
+
+#[tokio::test]
+async fn a_base_that_moved_is_merged_three_ways_or_refused() {
+    let env = TestEnv::new().await;
+    let api = Api::new(&env);
+    let (a, _) = api.pull(&env, "fix-a", "a.txt", "a\n").await;
+    let (b, _) = api.pull(&env, "fix-b", "b.txt", "b\n").await;
+    let (c, _) = api.pull(&env, "fix-c", "a.txt", "something else\n").await;
+    assert_eq!(api.merge(a, None).await.0, 200);
+    // b branched before a merged: a real three-way merge keeps a's change and adds b's.
+    let (status, body) = api.merge(b, None).await;
+    assert_eq!(status, 200, "{body}");
+    let dir = env.standin.git_dir();
+    assert_eq!(git(&dir, &["show", "refs/heads/master:a.txt"]), "a");
+    assert_eq!(git(&dir, &["show", "refs/heads/master:b.txt"]), "b");
+    // c changes a.txt too: a conflict, not an overwrite.
+    let (status, body) = api.merge(c, None).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (405, Some("Pull Request is not mergeable"))
+    );
+    assert_eq!(git(&dir, &["show", "refs/heads/master:a.txt"]), "a");
+
+    // "Require branches to be up to date": behind is refused until the branch is updated.
+    env.standin.set_knobs(github_standin::Knobs {
+        protection: Some(github_standin::Protection {
+            strict: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let (d, d_head) = api.pull(&env, "fix-d", "d.txt", "d\n").await;
+    let (status, body) = api.merge(d, None).await;
+    assert_eq!(status, 405, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not up to date"),
+        "{body}"
+    );
+    let update_path = format!("/pulls/{d}/update-branch");
+    let update = |expected: &str| {
+        api.call(
+            reqwest::Method::PUT,
+            &update_path,
+            json!({"expected_head_sha": expected}),
+        )
+    };
+    let (status, _) = update("0000000000000000000000000000000000000000").await;
+    assert_eq!(status, 422);
+    let (status, body) = update(&d_head).await;
+    assert_eq!(status, 202, "{body}");
+    let (_, pr) = api
+        .call(reqwest::Method::GET, &format!("/pulls/{d}"), Value::Null)
+        .await;
+    let new_head = pr["head"]["sha"].as_str().unwrap().to_string();
+    assert_ne!(new_head, d_head);
+    assert_eq!(git(&dir, &["rev-parse", &format!("{new_head}^1")]), d_head);
+    assert_eq!(
+        git(&dir, &["rev-parse", &format!("{new_head}^2")]),
+        master(&env)
+    );
+    // Up to date now: nothing to update, and the merge goes through.
+    assert_eq!(update(&new_head).await.0, 422);
+    assert_eq!(api.merge(d, Some(&new_head)).await.0, 200);
+    assert_eq!(git(&dir, &["show", "refs/heads/master:d.txt"]), "d");
+}
+
+// Several threads, as the stand-in's server has in its own process: writes really overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tree_writes_all_succeed_and_deleting_a_branch_closes_its_pull_request() {
+    let env = TestEnv::new().await;
+    let api = std::sync::Arc::new(Api::new(&env));
+    let head = env.standin.head_sha();
+    let writes = (0..24).map(|i| {
+        let api = api.clone();
+        let head = head.clone();
+        tokio::spawn(async move {
+            api.commit(&head, &format!("f{i}.txt"), &format!("{i}\n"))
+                .await
+        })
+    });
+    let shas: Vec<String> = futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let dir = env.standin.git_dir();
+    for (i, sha) in shas.iter().enumerate() {
+        assert_eq!(
+            git(&dir, &["show", &format!("{sha}:f{i}.txt")]),
+            i.to_string()
+        );
+    }
+
+    let (n, _) = api.pull(&env, "fix-e", "e.txt", "e\n").await;
+    let (status, _) = api
+        .call(
+            reqwest::Method::DELETE,
+            "/git/refs/heads/fix-e",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, pr) = api
+        .call(reqwest::Method::GET, &format!("/pulls/{n}"), Value::Null)
+        .await;
+    assert_eq!(pr["state"], "closed");
+    let (status, _) = api
+        .call(
+            reqwest::Method::DELETE,
+            "/git/refs/heads/fix-e",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, 422);
+}
+
+#[tokio::test]
+async fn job_lists_are_paginated_and_logs_can_be_gone() {
+    let env = TestEnv::new().await;
+    let api = Api::new(&env);
+    let more: Vec<String> = (0..40).map(|i| format!("test ({i})")).collect();
+    let mut log_status = std::collections::BTreeMap::new();
+    log_status.insert("test (0)".to_string(), 410);
+    log_status.insert("test (1)".to_string(), 404);
+    env.standin.set_knobs(github_standin::Knobs {
+        more_failing_jobs: more,
+        log_status,
+        ..Default::default()
+    });
+    let r = api
+        .http
+        .get(format!(
+            "{}/actions/runs/7/attempts/2/jobs?per_page=30",
+            api.base
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    let link = r.headers()["link"].to_str().unwrap().to_string();
+    assert!(link.contains("page=2>; rel=\"next\""), "{link}");
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["total_count"], 42);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 30);
+    assert_eq!(page["jobs"][0]["run_attempt"], 2);
+    let (_, last) = api
+        .call(
+            reqwest::Method::GET,
+            "/actions/runs/7/attempts/2/jobs?per_page=30&page=2",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(last["jobs"].as_array().unwrap().len(), 12);
+    let id_of = |name: &str| {
+        last["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(page["jobs"].as_array().unwrap())
+            .find(|j| j["name"] == name)
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let logs = |id: i64| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{}/actions/jobs/{id}/logs", api.base))
+            .bearer_auth(&api.token)
+            .send()
+    };
+    assert_eq!(
+        logs(id_of("test (0)")).await.unwrap().status().as_u16(),
+        410
+    );
+    assert_eq!(
+        logs(id_of("test (1)")).await.unwrap().status().as_u16(),
+        404
+    );
+    assert_eq!(
+        logs(id_of("test (2)")).await.unwrap().status().as_u16(),
+        302
+    );
+}

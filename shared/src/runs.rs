@@ -13,6 +13,8 @@ pub struct Run {
     pub installation_id: i64,
     pub repository_full_name: String,
     pub github_run_id: i64,
+    /// Which attempt of the workflow run failed (a rerun is attempt 2, with its own jobs).
+    pub github_run_attempt: i32,
     pub head_sha: String,
     pub status: String,
     /// `failure`, `timed_out`, or `success` for a green run of the fix's own CI.
@@ -55,7 +57,7 @@ pub async fn load(
     let row = client
         .query_opt(
             "SELECT id, incident_id, installation_id, repository_full_name, github_run_id, head_sha, status,
-                    conclusion, fix_branch
+                    conclusion, fix_branch, github_run_attempt
              FROM runs WHERE id = $1",
             &[&run_id],
         )
@@ -70,6 +72,7 @@ pub async fn load(
         status: r.get(6),
         conclusion: r.get(7),
         fix_branch: r.get(8),
+        github_run_attempt: r.get(9),
     }))
 }
 

@@ -141,7 +141,13 @@ impl GitRepo {
         base_tree: Option<&str>,
         entries: &[(String, String, Option<String>)],
     ) -> Result<String, GitError> {
-        let index = self.dir.join(format!("tree-{}.index", std::process::id()));
+        // An index of its own per call: concurrent tree writes must not share one (git's
+        // `index.lock` would refuse the second), as GitHub's API takes them concurrently.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let index = self
+            .dir
+            .join(format!("tree-{}-{n}.index", std::process::id()));
         let env = [("GIT_INDEX_FILE", index.display().to_string())];
         let result = (|| {
             match base_tree {
@@ -192,6 +198,41 @@ impl GitRepo {
             });
         }
         Ok(out.stdout)
+    }
+
+    /// The tree of a three-way merge of `ours` and `theirs` (git's own merge, as GitHub's), or
+    /// `None` when they conflict.
+    pub fn merge_tree(&self, ours: &str, theirs: &str) -> Result<Option<String>, GitError> {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.dir)
+            .args(["merge-tree", "--write-tree", "--no-messages", ours, theirs])
+            .output()
+            .map_err(|e| GitError {
+                args: "merge-tree".into(),
+                message: e.to_string(),
+            })?;
+        match out.status.code() {
+            Some(0) => Ok(Some(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            )),
+            // 1: the merge has conflicts (the first line is still a tree, with markers).
+            Some(1) => Ok(None),
+            _ => Err(GitError {
+                args: "merge-tree".into(),
+                message: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }),
+        }
+    }
+
+    /// Whether `ancestor` is `commit` or one of its ancestors.
+    pub fn is_ancestor(&self, ancestor: &str, commit: &str) -> bool {
+        self.git(&["merge-base", "--is-ancestor", ancestor, commit], None)
+            .is_ok()
     }
 
     pub fn rev_parse(&self, what: &str) -> Option<String> {

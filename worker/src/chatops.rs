@@ -38,6 +38,10 @@ pub async fn handle(job: CommandJob, ctx: Data<Arc<WorkerContext>>) -> Result<()
                     finish_failed(&ctx, job.command_id, &e).await?;
                     return Ok(());
                 }
+                Err(e @ StageError::Gone { .. }) => {
+                    finish_failed(&ctx, job.command_id, &e.to_string()).await?;
+                    return Ok(());
+                }
                 Err(StageError::Transient(e)) if attempt < policy.max_attempts => {
                     tracing::warn!(attempt, error = %e, "command attempt failed; retrying");
                     if let Some(delay) = backoffs.next() {

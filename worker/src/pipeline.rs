@@ -13,7 +13,7 @@ use tokio_postgres::NoTls;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::stages::{self, StageError};
+use crate::stages;
 use crate::WorkerContext;
 
 pub async fn handle(job: Job, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
@@ -161,7 +161,7 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
                 runs::finish_attempt(&client, attempt_id, Outcome::Failed, None, Some(&message))
                     .await?;
                 tracing::warn!(attempt, error = %message, "stage attempt failed");
-                if let StageError::Permanent(_) = e {
+                if e.is_permanent() {
                     fail_run(ctx, &run, &format!("{}: {message}", job.stage)).await?;
                     break;
                 }

@@ -3,23 +3,82 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{fixture_error, from_template, github_error, knobs, Inner};
+use super::{fixture_error, from_template, github_error, knobs, Inner, Page};
 
-/// GitHub's documented example (one green job, `build`). Adapted into a failing run's
-/// listing: the run id, and a second copy of the job, `test`, failing at its "Run Tests"
-/// step with the steps after it skipped.
-pub(super) async fn run_jobs(
-    State(inner): State<Arc<Inner>>,
-    Path((owner, repo, run_id)): Path<(String, String, i64)>,
+/// A run's jobs: GitHub's documented example (one green job, `build`), and copies of it
+/// failing at their "Run Tests" step (the steps after it skipped): `test` (or the
+/// `failing_job` knob) and the `more_failing_jobs` knob's, each with its own id.
+fn jobs(
+    inner: &Inner,
+    owner: &str,
+    repo: &str,
+    run_id: i64,
+    attempt: i64,
+) -> Result<Vec<Value>, Response> {
+    let body = inner
+        .fixtures
+        .example(
+            "GET",
+            "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs",
+            200,
+            "default",
+        )
+        .map_err(fixture_error)?;
+    let base = inner.base_url.clone();
+    let Some(recorded) = body["jobs"].get(0).cloned() else {
+        return Err(github_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "example has no job",
+        ));
+    };
+    let k = knobs(inner);
+    let failing_names =
+        std::iter::once(k.failing_job.unwrap_or_else(|| "test".into())).chain(k.more_failing_jobs);
+    let mut jobs = vec![recorded.clone()];
+    for (i, name) in failing_names.enumerate() {
+        let mut failing = recorded.clone();
+        failing["id"] = Value::from(recorded["id"].as_i64().unwrap_or(0) + 1 + i as i64);
+        failing["name"] = Value::from(name);
+        failing["conclusion"] = Value::from("failure");
+        let mut failed_at = None;
+        for step in failing["steps"].as_array_mut().into_iter().flatten() {
+            let number = step["number"].as_i64().unwrap_or(0);
+            if step["name"] == "Run Tests" {
+                step["conclusion"] = Value::from("failure");
+                failed_at = Some(number);
+            } else if failed_at.is_some_and(|at| number > at) && !is_post_step(step) {
+                step["conclusion"] = Value::from("skipped");
+            }
+        }
+        jobs.push(failing);
+    }
+    for job in &mut jobs {
+        // The documented example predates `created_at`, which GitHub's schema now requires.
+        job["created_at"] = job["started_at"].clone();
+        job["run_id"] = Value::from(run_id);
+        job["run_attempt"] = Value::from(attempt);
+        job["run_url"] = Value::from(format!("{base}/repos/{owner}/{repo}/actions/runs/{run_id}"));
+    }
+    Ok(jobs)
+}
+
+/// The jobs list, paginated as GitHub's (`per_page`, `page`, a `Link` to the next page).
+async fn list_jobs(
+    inner: &Inner,
+    owner: &str,
+    repo: &str,
+    run_id: i64,
+    attempt: Option<i64>,
+    page: &Page,
 ) -> Response {
-    let k = knobs(&inner);
+    let k = knobs(inner);
     if k.jobs_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(k.jobs_delay_ms)).await;
     }
@@ -29,43 +88,37 @@ pub(super) async fn run_jobs(
         }
         return github_error(StatusCode::BAD_GATEWAY, "Server Error");
     }
-    let mut body = match inner.fixtures.example(
-        "GET",
-        "/repos/{owner}/{repo}/actions/runs/{run_id}/jobs",
-        200,
-        "default",
-    ) {
-        Ok(b) => b,
-        Err(e) => return fixture_error(e),
+    let all = match jobs(inner, owner, repo, run_id, attempt.unwrap_or(1)) {
+        Ok(j) => j,
+        Err(r) => return r,
     };
-    let base = inner.base_url.clone();
-    let Some(recorded) = body["jobs"].get(0).cloned() else {
-        return github_error(StatusCode::INTERNAL_SERVER_ERROR, "example has no job");
+    let path = match attempt {
+        Some(n) => format!("/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{n}/jobs"),
+        None => format!("/repos/{owner}/{repo}/actions/runs/{run_id}/jobs"),
     };
-    let mut failing = recorded.clone();
-    failing["id"] = Value::from(recorded["id"].as_i64().unwrap_or(0) + 1);
-    failing["name"] = Value::from(knobs(&inner).failing_job.unwrap_or_else(|| "test".into()));
-    failing["conclusion"] = Value::from("failure");
-    let mut failed_at = None;
-    for step in failing["steps"].as_array_mut().into_iter().flatten() {
-        let number = step["number"].as_i64().unwrap_or(0);
-        if step["name"] == "Run Tests" {
-            step["conclusion"] = Value::from("failure");
-            failed_at = Some(number);
-        } else if failed_at.is_some_and(|at| number > at) && !is_post_step(step) {
-            step["conclusion"] = Value::from("skipped");
-        }
+    let (slice, link) = page.slice(&all, &format!("{}{path}", inner.base_url));
+    let mut response = Json(json!({"total_count": all.len(), "jobs": slice})).into_response();
+    if let Some(v) = link.and_then(|l| l.parse().ok()) {
+        response.headers_mut().insert("link", v);
     }
-    let mut jobs = vec![recorded, failing];
-    for job in &mut jobs {
-        // The documented example predates `created_at`, which GitHub's schema now requires.
-        job["created_at"] = job["started_at"].clone();
-        job["run_id"] = Value::from(run_id);
-        job["run_url"] = Value::from(format!("{base}/repos/{owner}/{repo}/actions/runs/{run_id}"));
-    }
-    body["total_count"] = Value::from(jobs.len());
-    body["jobs"] = Value::from(jobs);
-    Json(body).into_response()
+    response
+}
+
+pub(super) async fn run_jobs(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, run_id)): Path<(String, String, i64)>,
+    Query(page): Query<Page>,
+) -> Response {
+    list_jobs(&inner, &owner, &repo, run_id, None, &page).await
+}
+
+/// The jobs of one attempt of a run (a rerun is a new attempt with jobs of its own).
+pub(super) async fn attempt_jobs(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, run_id, attempt)): Path<(String, String, i64, i64)>,
+    Query(page): Query<Page>,
+) -> Response {
+    list_jobs(&inner, &owner, &repo, run_id, Some(attempt), &page).await
 }
 
 /// Cleanup steps GitHub runs even after a step failed.
@@ -77,8 +130,21 @@ pub(super) fn is_post_step(step: &Value) -> bool {
 /// GitHub answers 302 to a pre-signed URL (its documented response).
 pub(super) async fn job_logs_redirect(
     State(inner): State<Arc<Inner>>,
-    Path((_owner, _repo, job_id)): Path<(String, String, i64)>,
+    Path((owner, repo, job_id)): Path<(String, String, i64)>,
 ) -> Response {
+    // A log GitHub no longer has: expired past the retention (410) or missing (404).
+    let name = jobs(&inner, &owner, &repo, 0, 1)
+        .ok()
+        .and_then(|all| all.into_iter().find(|j| j["id"] == job_id))
+        .and_then(|j| j["name"].as_str().map(str::to_string));
+    let Some(name) = name else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    match knobs(&inner).log_status.get(&name) {
+        Some(410) => return github_error(StatusCode::GONE, "Gone"),
+        Some(_) => return github_error(StatusCode::NOT_FOUND, "Not Found"),
+        None => {}
+    }
     let base = knobs(&inner)
         .signed_url_base
         .unwrap_or_else(|| inner.base_url.clone());
@@ -140,9 +206,7 @@ pub(super) async fn list_workflow_runs(
         Ok(payload) => payload["workflow_run"].clone(),
         Err(e) => return fixture_error(e),
     };
-    let wanted = knobs(&inner).fix_workflows.unwrap_or_else(|| {
-        vec![json!({"name": "CI", "status": "completed", "conclusion": "success"})]
-    });
+    let wanted = knobs(&inner).fix_workflows.unwrap_or_default();
     let mut runs = from_template(&template, &wanted, 8000, &["name", "status", "conclusion"]);
     if let Some(sha) = &q.head_sha {
         for run in &mut runs {

@@ -46,14 +46,47 @@ pub(super) async fn commit_check_runs(
         Ok(list) => list["check_runs"][0].clone(),
         Err(e) => return fixture_error(e),
     };
-    let wanted = knobs(&inner).fix_checks.unwrap_or_else(|| {
-        vec![json!({"name": "test", "status": "completed", "conclusion": "success"})]
-    });
+    let wanted = knobs(&inner).fix_checks.unwrap_or_default();
     let mut runs = from_template(&template, &wanted, 7000, &["name", "status", "conclusion"]);
     for run in &mut runs {
         run["head_sha"] = Value::from(sha.clone());
     }
+    // Check runs created through the API on this commit are listed too, as GitHub does.
+    runs.extend(created_on(&inner, &sha));
     Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
+}
+
+fn created_on(inner: &Inner, sha: &str) -> Vec<Value> {
+    inner
+        .check_runs
+        .lock()
+        .map(|c| c.iter().filter(|r| r["head_sha"] == sha).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Each check on `sha` (check runs by name, commit statuses by context) with whether it
+/// succeeded: what branch protection's required checks look at.
+pub(super) fn outcomes(inner: &Inner, sha: &str) -> Vec<(String, bool)> {
+    let k = knobs(inner);
+    let mut out: Vec<(String, bool)> = k
+        .fix_checks
+        .unwrap_or_default()
+        .iter()
+        .chain(created_on(inner, sha).iter())
+        .filter_map(|c| {
+            Some((
+                c["name"].as_str()?.to_string(),
+                c["status"] == "completed" && c["conclusion"] == "success",
+            ))
+        })
+        .collect();
+    out.extend(k.fix_statuses.iter().filter_map(|st| {
+        Some((
+            st["context"].as_str()?.to_string(),
+            st["state"] == "success",
+        ))
+    }));
+    out
 }
 
 /// Recorded: octokit `create-status.json` (GET …/commits/{ref}/status), its statuses replaced

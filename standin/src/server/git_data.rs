@@ -323,3 +323,26 @@ pub(super) async fn git_update_ref(
     }
     Json(ref_body(&inner, &owner, &repo, &full, &req.sha)).into_response()
 }
+
+/// `DELETE /git/refs/{ref}`: 204, or GitHub's 422 for a ref that does not exist. A pull
+/// request whose head branch is deleted is closed, as on GitHub.
+pub(super) async fn git_delete_ref(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, git_ref)): Path<(String, String, String)>,
+) -> Response {
+    let full = format!("refs/{git_ref}");
+    let Some(old) = inner.git.rev_parse(&full) else {
+        return github_error(StatusCode::UNPROCESSABLE_ENTITY, "Reference does not exist");
+    };
+    if let Err(e) = inner.git.git(&["update-ref", "-d", &full, &old], None) {
+        return git_failed(e);
+    }
+    if let Ok(mut pulls) = inner.pulls.lock() {
+        for p in pulls.iter_mut().filter(|p| {
+            p["state"] == "open" && p["head"]["ref"] == git_ref.trim_start_matches("heads/")
+        }) {
+            p["state"] = Value::from("closed");
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -35,7 +35,8 @@ pub struct Knobs {
     #[serde(default)]
     pub pulls_delay_ms: u64,
     /// The check runs GitHub reports on any commit of selfheal's branch, as
-    /// `{"name", "status", "conclusion"}` (absent: one completed, successful check).
+    /// `{"name", "status", "conclusion"}`. None by default: as on GitHub, a new commit has
+    /// no check until a CI reports one, and a test says which.
     #[serde(default)]
     pub fix_checks: Option<Vec<Value>>,
     /// Commit statuses (older CI) on any commit of selfheal's branch, as
@@ -43,7 +44,7 @@ pub struct Knobs {
     #[serde(default)]
     pub fix_statuses: Vec<Value>,
     /// The workflow runs GitHub lists for a commit of selfheal's branch, as
-    /// `{"name", "status", "conclusion"}` (absent: one completed, successful run).
+    /// `{"name", "status", "conclusion"}` (none by default, as for checks).
     #[serde(default)]
     pub fix_workflows: Option<Vec<Value>>,
     /// Collaborator permissions by login (`admin`, `write`, `read`, ...; `none`: 404); others:
@@ -58,6 +59,20 @@ pub struct Knobs {
     /// `retry-after: 1`).
     #[serde(default)]
     pub retry_after_next: u32,
+    /// Branch protection on every base branch (absent: none, GitHub's default).
+    #[serde(default)]
+    pub protection: Option<Protection>,
+    /// Pull requests (by number) that have an approving review.
+    #[serde(default)]
+    pub approved_pulls: Vec<i64>,
+    /// More jobs failing the same way, by name (a matrix's other legs, another workflow's
+    /// job), listed after the failing job.
+    #[serde(default)]
+    pub more_failing_jobs: Vec<String>,
+    /// Job logs GitHub no longer has, by job name: `410` (expired past the retention) or
+    /// `404` (deleted, or never written).
+    #[serde(default)]
+    pub log_status: BTreeMap<String, u16>,
     /// The App's installations and the repositories (`owner/name`) each may reach (absent:
     /// installation 4242 with `octo-org/octo-repo`, the recorded failing run's).
     #[serde(default)]
@@ -81,4 +96,19 @@ impl Knobs {
             .clone()
             .unwrap_or_else(|| BTreeMap::from([(INSTALLATION_ID, vec![REPOSITORY.to_string()])]))
     }
+}
+
+/// The rules of a protected branch that decide whether a pull request into it may merge.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Protection {
+    /// Check runs (by name) or commit statuses (by context) that must have succeeded on the
+    /// head.
+    #[serde(default)]
+    pub required_checks: Vec<String>,
+    /// An approving review is required.
+    #[serde(default)]
+    pub required_review: bool,
+    /// "Require branches to be up to date before merging".
+    #[serde(default)]
+    pub strict: bool,
 }

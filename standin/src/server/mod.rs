@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use crate::fixtures::Fixtures;
 use crate::git::GitRepo;
 
-pub use knobs::{Knobs, INSTALLATION_ID, REPOSITORY};
+pub use knobs::{Knobs, Protection, INSTALLATION_ID, REPOSITORY};
 
 /// A request the stand-in received. Credentials are reduced to their kind.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -202,6 +202,10 @@ pub async fn spawn_with(
             get(actions::run_jobs),
         )
         .route(
+            "/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt}/jobs",
+            get(actions::attempt_jobs),
+        )
+        .route(
             "/repos/{owner}/{repo}/actions/jobs/{job_id}/logs",
             get(actions::job_logs_redirect),
         )
@@ -241,7 +245,7 @@ pub async fn spawn_with(
         )
         .route(
             "/repos/{owner}/{repo}/git/refs/{*git_ref}",
-            patch(git_data::git_update_ref),
+            patch(git_data::git_update_ref).delete(git_data::git_delete_ref),
         )
         .route(
             "/repos/{owner}/{repo}/pulls",
@@ -255,6 +259,10 @@ pub async fn spawn_with(
         .route(
             "/repos/{owner}/{repo}/pulls/{number}/merge",
             put(pulls::merge_pull),
+        )
+        .route(
+            "/repos/{owner}/{repo}/pulls/{number}/update-branch",
+            put(pulls::update_branch),
         )
         .route(
             "/repos/{owner}/{repo}/pulls/{number}/requested_reviewers",
@@ -405,4 +413,32 @@ fn from_template(template: &Value, wanted: &[Value], first_id: i64, keys: &[&str
             item
         })
         .collect()
+}
+
+/// GitHub's pagination of a list: `per_page` (default 30, at most 100) and `page` (from 1);
+/// a `Link` header names the next page while there is one.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Page {
+    #[serde(default)]
+    per_page: Option<usize>,
+    #[serde(default)]
+    page: Option<usize>,
+}
+
+impl Page {
+    /// This page of `all`, and the `Link` header value for the next one (`url`: the list's
+    /// address without a query).
+    pub(crate) fn slice<T: Clone>(&self, all: &[T], url: &str) -> (Vec<T>, Option<String>) {
+        let per_page = self.per_page.unwrap_or(30).clamp(1, 100);
+        let n = self.page.unwrap_or(1).max(1);
+        let slice = all
+            .iter()
+            .skip((n - 1) * per_page)
+            .take(per_page)
+            .cloned()
+            .collect();
+        let next = (n * per_page < all.len())
+            .then(|| format!("<{url}?per_page={per_page}&page={}>; rel=\"next\"", n + 1));
+        (slice, next)
+    }
 }

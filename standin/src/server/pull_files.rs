@@ -10,19 +10,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{github_error, Inner};
+use super::{github_error, Inner, Page};
 use crate::git::GitRepo;
-
-#[derive(Deserialize)]
-pub(crate) struct Page {
-    #[serde(default)]
-    per_page: Option<usize>,
-    #[serde(default)]
-    page: Option<usize>,
-}
 
 pub(crate) async fn pull_files(
     State(inner): State<Arc<Inner>>,
@@ -43,24 +34,14 @@ pub(crate) async fn pull_files(
         Ok(f) => f,
         Err(e) => return github_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    let per_page = page.per_page.unwrap_or(30).clamp(1, 100);
-    let n = page.page.unwrap_or(1).max(1);
-    let slice: Vec<Value> = files
-        .iter()
-        .skip((n - 1) * per_page)
-        .take(per_page)
-        .cloned()
-        .collect();
+    let url = format!(
+        "{}/repos/{owner}/{repo}/pulls/{number}/files",
+        inner.base_url
+    );
+    let (slice, link) = page.slice(&files, &url);
     let mut response = Json(slice).into_response();
-    if n * per_page < files.len() {
-        let link = format!(
-            "<{}/repos/{owner}/{repo}/pulls/{number}/files?per_page={per_page}&page={}>; rel=\"next\"",
-            inner.base_url,
-            n + 1
-        );
-        if let Ok(v) = link.parse() {
-            response.headers_mut().insert("link", v);
-        }
+    if let Some(v) = link.and_then(|l| l.parse().ok()) {
+        response.headers_mut().insert("link", v);
     }
     response
 }

@@ -10,6 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::checks;
 use super::git_data::git_failed;
 use super::{api_url, fixture_error, github_error, knobs, rfc3339_in, Inner};
 
@@ -128,9 +129,37 @@ pub(super) struct MergeRequest {
     commit_title: Option<String>,
 }
 
-/// GitHub's documented example (`merged`, `message`, `sha`). The
-/// merge is real: a squash (or merge) commit on the base branch of the bare repository.
-/// A `sha` that is not the head's is GitHub's 409; a closed PR is its 405.
+/// Why GitHub would not merge pull request `pr` into its base at `base_sha` now (405, with
+/// GitHub's wording), under the `protection` knob.
+fn unmergeable(inner: &Inner, number: i64, head_sha: &str, base_sha: &str) -> Option<String> {
+    let k = knobs(inner);
+    let protection = k.protection.unwrap_or_default();
+    let outcomes = checks::outcomes(inner, head_sha);
+    for name in &protection.required_checks {
+        match outcomes.iter().find(|(n, _)| n == name) {
+            None => return Some(format!("Required status check \"{name}\" is expected.")),
+            Some((_, false)) => {
+                return Some(format!("Required status check \"{name}\" is failing."))
+            }
+            Some((_, true)) => {}
+        }
+    }
+    if protection.required_review && !k.approved_pulls.contains(&number) {
+        return Some(
+            "At least 1 approving review is required by reviewers with write access.".into(),
+        );
+    }
+    if protection.strict && !inner.git.is_ancestor(base_sha, head_sha) {
+        return Some("Head branch is not up to date with the base branch.".into());
+    }
+    None
+}
+
+/// GitHub's documented example (`merged`, `message`, `sha`). The merge is real, on the
+/// bare repository: a three-way merge of the head into the base as it is now (a conflict is
+/// 405), committed as a squash (one parent) or a merge (two). GitHub's refusals: a closed or
+/// unmergeable PR (branch protection: required checks, review, up to date) is 405; a `sha`
+/// that is not the head's is 409.
 pub(super) async fn merge_pull(
     State(inner): State<Arc<Inner>>,
     Path((_owner, _repo, number)): Path<(String, String, i64)>,
@@ -160,11 +189,17 @@ pub(super) async fn merge_pull(
             "base branch does not exist",
         );
     };
-    let tree = match inner
-        .git
-        .git(&["rev-parse", &format!("{head_sha}^{{tree}}")], None)
-    {
-        Ok(t) => t.trim().to_string(),
+    if let Some(why) = unmergeable(&inner, number, &head_sha, &base_sha) {
+        return github_error(StatusCode::METHOD_NOT_ALLOWED, &why);
+    }
+    let tree = match inner.git.merge_tree(&base_sha, &head_sha) {
+        Ok(Some(tree)) => tree,
+        Ok(None) => {
+            return github_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Pull Request is not mergeable",
+            )
+        }
         Err(e) => return git_failed(e),
     };
     let method = req.merge_method.unwrap_or_else(|| "merge".into());
@@ -184,6 +219,8 @@ pub(super) async fn merge_pull(
             Ok(s) => s,
             Err(e) => return git_failed(e),
         };
+    // Compare-and-swap on the base: a push that landed meanwhile makes this one fail, as
+    // GitHub's would, instead of being overwritten.
     if let Err(e) = inner.git.git(
         &[
             "update-ref",
@@ -193,7 +230,10 @@ pub(super) async fn merge_pull(
         ],
         None,
     ) {
-        return git_failed(e);
+        return github_error(
+            StatusCode::CONFLICT,
+            &format!("Base branch was modified: {e}"),
+        );
     }
     pr["state"] = Value::from("closed");
     pr["merged"] = Value::from(true);
@@ -210,6 +250,83 @@ pub(super) async fn merge_pull(
     };
     body["sha"] = Value::from(merged);
     Json(body).into_response()
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct UpdateBranchRequest {
+    #[serde(default)]
+    expected_head_sha: Option<String>,
+}
+
+/// `PUT /pulls/{n}/update-branch`: the base merged into the head branch (a real merge
+/// commit on the head; a conflict is refused), answered 202 as GitHub documents. GitHub's
+/// 422s: an `expected_head_sha` that is not the head, nothing new on the base, a conflict.
+pub(super) async fn update_branch(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, number)): Path<(String, String, i64)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: UpdateBranchRequest = serde_json::from_slice(&body).unwrap_or_default();
+    let mut pulls = inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(pr) = pulls.iter_mut().find(|p| p["number"] == number) else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let unprocessable = |m: &str| github_error(StatusCode::UNPROCESSABLE_ENTITY, m);
+    if pr["state"] != "open" {
+        return unprocessable("Pull request is closed.");
+    }
+    let head_ref = pr["head"]["ref"].as_str().unwrap_or_default().to_string();
+    let head_sha = pr["head"]["sha"].as_str().unwrap_or_default().to_string();
+    if req
+        .expected_head_sha
+        .as_deref()
+        .is_some_and(|s| s != head_sha)
+    {
+        return unprocessable("expected head sha didn't match current head ref.");
+    }
+    let base = pr["base"]["ref"].as_str().unwrap_or("master").to_string();
+    let Some(base_sha) = inner.git.rev_parse(&format!("refs/heads/{base}")) else {
+        return unprocessable("base branch does not exist");
+    };
+    if inner.git.is_ancestor(&base_sha, &head_sha) {
+        return unprocessable("There are no new commits on the base branch.");
+    }
+    let tree = match inner.git.merge_tree(&head_sha, &base_sha) {
+        Ok(Some(tree)) => tree,
+        Ok(None) => return unprocessable("merge conflict between base and head"),
+        Err(e) => return git_failed(e),
+    };
+    let message = format!("Merge branch '{base}' into {head_ref}");
+    let merged = match inner.git.commit_tree(
+        &tree,
+        &[head_sha.clone(), base_sha],
+        &message,
+        "GitHub",
+        "noreply@github.com",
+    ) {
+        Ok(s) => s,
+        Err(e) => return git_failed(e),
+    };
+    if let Err(e) = inner.git.git(
+        &[
+            "update-ref",
+            &format!("refs/heads/{head_ref}"),
+            &merged,
+            &head_sha,
+        ],
+        None,
+    ) {
+        return unprocessable(&format!("head branch was modified: {e}"));
+    }
+    pr["head"]["sha"] = Value::from(merged);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "message": "Updating pull request branch.",
+            "url": pr["html_url"].clone(),
+        })),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -40,10 +40,29 @@ pub enum StageError {
     /// Will fail the same way every time (404, bad credentials): fail the run now.
     #[error("{0}")]
     Permanent(String),
+    /// GitHub no longer has it (404, or 410 for what expired): permanent, and a caller that
+    /// can do without it (one job's log among several) goes on.
+    #[error("{what}: GitHub answered {status}")]
+    Gone { status: u16, what: String },
+}
+
+impl StageError {
+    /// Whether another attempt would fail the same way.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StageError::Permanent(_) | StageError::Gone { .. })
+    }
 }
 
 impl From<GitHubError> for StageError {
     fn from(e: GitHubError) -> Self {
+        if let GitHubError::Status { status, what } = &e {
+            if matches!(status, 404 | 410) {
+                return StageError::Gone {
+                    status: *status,
+                    what: what.clone(),
+                };
+            }
+        }
         if e.is_permanent() {
             StageError::Permanent(e.to_string())
         } else {

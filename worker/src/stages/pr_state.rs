@@ -149,7 +149,7 @@ impl Checks {
 /// Every item of a paginated list, all pages: a red check or a protected file on page two
 /// counts as much as one on page one. Each page is `key` of the answer, or the answer itself
 /// when it is a list; GitHub's `total_count`, where given, ends the walk early.
-async fn all_pages(
+pub async fn all_pages(
     crab: &Octocrab,
     path: &str,
     key: Option<&str>,

@@ -10,15 +10,10 @@ use selfheal_shared::runs::{Outcome, Run};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::download::{api_error, download};
+use super::download::download;
+use super::pr_state;
 use super::{StageError, StageReport};
 use crate::WorkerContext;
-
-#[derive(Debug, Deserialize)]
-struct JobsPage {
-    total_count: i64,
-    jobs: Vec<Job>,
-}
 
 #[derive(Debug, Deserialize)]
 struct Job {
@@ -45,20 +40,33 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         .github
         .installation(run.installation_id, &run.repository_full_name)?;
     let repo = &run.repository_full_name;
-    let page: JobsPage = crab
-        .get(
-            format!("/repos/{repo}/actions/runs/{}/jobs", run.github_run_id),
-            Some(&[("filter", "latest"), ("per_page", "100")]),
-        )
-        .await
-        .map_err(|e| api_error(e, "the run's jobs"))?;
-    let failed_jobs: Vec<&Job> = page
-        .jobs
+    // The jobs of the attempt that failed, not of a rerun begun since (which has its own),
+    // every page of them.
+    let listed = pr_state::all_pages(
+        &crab,
+        &format!(
+            "/repos/{repo}/actions/runs/{}/attempts/{}/jobs",
+            run.github_run_id, run.github_run_attempt
+        ),
+        Some("jobs"),
+        &[],
+        "the run's jobs",
+        10,
+    )
+    .await?;
+    let total = listed.len();
+    let jobs: Vec<Job> = listed
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| StageError::Permanent(format!("the run's jobs are unreadable: {e}")))?;
+    let failed_jobs: Vec<&Job> = jobs
         .iter()
         .filter(|j| failed(j.conclusion.as_deref()))
         .collect();
 
     let mut summary = Vec::new();
+    let mut without_log = Vec::new();
     for job in &failed_jobs {
         let steps: Vec<_> = job
             .steps
@@ -66,7 +74,25 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             .filter(|s| failed(s.conclusion.as_deref()))
             .map(|s| json!({"number": s.number, "name": s.name}))
             .collect();
-        let (log, original_bytes, truncated) = download_log(ctx, &crab, repo, job.id).await?;
+        let (log, original_bytes, truncated) = match download_log(ctx, &crab, repo, job.id).await {
+            Ok(log) => log,
+            // GitHub no longer has it (expired past the retention: 410; deleted: 404): the
+            // other jobs still say why the run failed.
+            Err(StageError::Gone { status, .. }) => {
+                tracing::warn!(job = %job.name, status, "the job's log is gone; triage goes on without it");
+                without_log.push(format!(
+                    "{} (log {})",
+                    job.name,
+                    if status == 410 {
+                        "expired"
+                    } else {
+                        "not found"
+                    }
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let gz = gzip(&log).map_err(|e| StageError::Transient(format!("compressing log: {e}")))?;
         let client = ctx.pool.get().await?;
         client
@@ -92,19 +118,21 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         let step_names: Vec<&str> = steps.iter().filter_map(|s| s["name"].as_str()).collect();
         summary.push(format!("{} [{}]", job.name, step_names.join(", ")));
     }
-    let detail = if failed_jobs.is_empty() {
-        format!(
-            "none of the run's {} jobs is marked failed",
-            page.total_count
-        )
+    let mut detail = if failed_jobs.is_empty() {
+        format!("none of the run's {total} jobs is marked failed")
     } else {
         format!(
-            "{} of {} jobs failed: {}",
+            "{} of {total} jobs failed: {}",
             failed_jobs.len(),
-            page.total_count,
             summary.join("; ")
         )
     };
+    if !without_log.is_empty() {
+        detail.push_str(&format!(
+            "; skipped, GitHub has no log: {}",
+            without_log.join(", ")
+        ));
+    }
     Ok(StageReport {
         outcome: Outcome::Succeeded,
         detail,
