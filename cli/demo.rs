@@ -367,6 +367,15 @@ async fn merge_after_green_fix(
     payload["workflow_run"]["head_branch"] = branch.as_str().into();
     payload["workflow_run"]["head_sha"] = sha.as_str().into();
     payload["workflow_run"]["event"] = "pull_request".into();
+    // The fix's CI reports its check and its workflow run on the commit, as GitHub would
+    // show them (the stand-in shows none until told).
+    let green =
+        vec![serde_json::json!({"name": "CI", "status": "completed", "conclusion": "success"})];
+    stack.standin.set_knobs(github_standin::Knobs {
+        fix_checks: Some(green.clone()),
+        fix_workflows: Some(green),
+        ..Default::default()
+    });
     println!(
         "\n-> replaying recorded workflow_run (completed, conclusion: success) on {branch} at the fix's commit {}",
         &sha[..sha.len().min(7)]

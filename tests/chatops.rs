@@ -153,6 +153,7 @@ async fn explain_retry_and_approve_from_a_writer() {
         permissions: [("octocat".to_string(), "admin".to_string())].into(),
         // Not merged by policy: a person has to approve.
         repo_config: Some("auto_merge_classes: []\n".into()),
+        fix_checks: green_checks(),
         ..Knobs::default()
     });
     let _worker = env.spawn_worker("w");

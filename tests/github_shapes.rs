@@ -198,9 +198,10 @@ async fn the_standin_answers_and_our_requests_have_githubs_shapes() {
         &jobs,
         "jobs list",
     );
+    let job_id = jobs["jobs"][1]["id"].as_i64().unwrap();
     let logs = http
         .get(format!(
-            "{base}/repos/octo-org/octo-repo/actions/jobs/1/logs"
+            "{base}/repos/octo-org/octo-repo/actions/jobs/{job_id}/logs"
         ))
         .bearer_auth(installation_token)
         .send()
@@ -244,6 +245,7 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
     env.standin.set_knobs(github_standin::Knobs {
         repo_config: Some("reviewers: [hubot, octo-org/justice-league]\n".into()),
         permissions: [("octocat".to_string(), "admin".to_string())].into(),
+        fix_checks: green_checks(),
         ..Default::default()
     });
     let _worker = env.spawn_worker("w");

@@ -40,7 +40,11 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
     );
     let (branch, fix_head) = env.pull(1);
 
-    // The fix's own CI went green on selfheal's branch.
+    // The fix's own CI went green on selfheal's branch, and reported its check.
+    env.standin.set_knobs(Knobs {
+        fix_checks: green_checks(),
+        ..Knobs::default()
+    });
     let (status, body) = app
         .deliver(
             "workflow_run",
@@ -215,6 +219,7 @@ async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
 
     // Checks green, but an external CI reports a failed commit status: not merged.
     let knobs = Knobs {
+        fix_checks: green_checks(),
         fix_statuses: vec![json!({"context": "ci/jenkins", "state": "failure"})],
         ..Knobs::default()
     };
@@ -227,6 +232,7 @@ async fn running_checks_wait_and_a_denying_policy_leaves_the_fix_for_review() {
 
     // All green now, but this repository does not let selfheal merge format fixes.
     let knobs = Knobs {
+        fix_checks: green_checks(),
         repo_config: Some("auto_merge_classes: [lint]\n".into()),
         ..Knobs::default()
     };

@@ -141,7 +141,8 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
     assert_eq!(
         seen[1],
         (
-            "/repos/octo-org/octo-repo/actions/runs/1101/jobs".into(),
+            // The jobs of the attempt that failed.
+            "/repos/octo-org/octo-repo/actions/runs/1101/attempts/1/jobs".into(),
             "installation-token".into()
         )
     );
@@ -353,7 +354,7 @@ async fn a_transient_github_error_is_retried_with_backoff() {
         .standin
         .calls()
         .iter()
-        .filter(|c| c.path.ends_with("/actions/runs/1401/jobs"))
+        .filter(|c| c.path.ends_with("/actions/runs/1401/attempts/1/jobs"))
         .count();
     assert_eq!(
         asked, 8,

@@ -17,6 +17,14 @@ use uuid::Uuid;
 
 pub const INSTALLATION_ID: i64 = github_standin::INSTALLATION_ID;
 
+/// The check a fix's CI reports, green: the stand-in, like GitHub, shows no check on a new
+/// commit until a CI reports one.
+pub fn green_checks() -> Option<Vec<Value>> {
+    Some(vec![
+        serde_json::json!({"name": "test", "status": "completed", "conclusion": "success"}),
+    ])
+}
+
 /// A JWT for App `app_id`, signed RS256 by the PEM key at `key` (relative to the repository),
 /// issued `iat` seconds from now and expiring `exp` seconds from now (GitHub: at most ten
 /// minutes apart).

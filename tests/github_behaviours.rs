@@ -1,0 +1,72 @@
+//! What a real installation meets, against the strict stand-in: logs GitHub no longer has,
+//! several failing jobs, the failed attempt's jobs over several pages.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use github_standin::Knobs;
+use support::*;
+
+#[tokio::test]
+async fn a_job_whose_log_is_gone_is_skipped_with_a_note_and_the_run_heals_from_the_others() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // 110 more jobs fail the same way (two pages of 100); the first failing job's log has
+    // expired and another's is missing.
+    let mut more: Vec<String> = (0..109).map(|i| format!("test ({i})")).collect();
+    more.push("lint".into());
+    env.standin.set_knobs(Knobs {
+        more_failing_jobs: more,
+        log_status: BTreeMap::from([("test".to_string(), 410), ("test (0)".to_string(), 404)]),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9101, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run_id, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+    let db = env.db().await;
+    let detail: String = db
+        .query_one(
+            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'triage' AND outcome = 'succeeded'",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(detail.starts_with("111 of 112 jobs failed"), "{detail}");
+    assert!(
+        detail
+            .ends_with("skipped, GitHub has no log: test (log expired), test (0) (log not found)"),
+        "{detail}"
+    );
+    // The last page's job was read too: its log is stored.
+    let logs: Vec<String> = db
+        .query(
+            "SELECT job_name FROM job_logs WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(logs.len(), 109, "{logs:?}");
+    assert!(logs.iter().any(|n| n == "lint"), "{logs:?}");
+    // The rest of the loop went on: a fix was delivered.
+    assert_eq!(env.standin.pulls().len(), 1);
+    let pages: Vec<String> = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| c.path.ends_with("/actions/runs/9101/attempts/1/jobs"))
+        .filter_map(|c| c.query.clone())
+        .collect();
+    assert_eq!(pages, ["per_page=100&page=1", "per_page=100&page=2"]);
+}
