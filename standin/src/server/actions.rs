@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{fixture_error, from_template, github_error, knobs, Inner, Page};
+use super::{fixture_error, from_template, github_error, knobs, Inner, Page, Refusal};
 
 /// A run's jobs: GitHub's documented example (one green job, `build`), and copies of it
 /// failing at their "Run Tests" step (the steps after it skipped): `test` (or the
@@ -21,7 +21,7 @@ fn jobs(
     repo: &str,
     run_id: i64,
     attempt: i64,
-) -> Result<Vec<Value>, Response> {
+) -> Result<Vec<Value>, Refusal> {
     let body = inner
         .fixtures
         .example(
@@ -30,12 +30,17 @@ fn jobs(
             200,
             "default",
         )
-        .map_err(fixture_error)?;
+        .map_err(|e| {
+            Refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("stand-in fixture: {e}"),
+            )
+        })?;
     let base = inner.base_url.clone();
     let Some(recorded) = body["jobs"].get(0).cloned() else {
-        return Err(github_error(
+        return Err(Refusal(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "example has no job",
+            "example has no job".into(),
         ));
     };
     let k = knobs(inner);
@@ -90,7 +95,7 @@ async fn list_jobs(
     }
     let all = match jobs(inner, owner, repo, run_id, attempt.unwrap_or(1)) {
         Ok(j) => j,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let path = match attempt {
         Some(n) => format!("/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{n}/jobs"),

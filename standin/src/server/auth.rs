@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use super::{fixture_error, github_error, knobs, Inner};
+use super::{fixture_error, github_error, knobs, Inner, Refusal};
 
 /// The App the stand-in believes in: its id and the public half of its key.
 pub struct AppIdentity {
@@ -228,10 +228,10 @@ pub(super) fn issue(
     inner: &Inner,
     installation: i64,
     names: Option<&[String]>,
-) -> Result<(String, Issued), Response> {
+) -> Result<(String, Issued), Refusal> {
     let knobs = knobs(inner);
     let Some(all) = knobs.installations().get(&installation).cloned() else {
-        return Err(github_error(StatusCode::NOT_FOUND, "Not Found"));
+        return Err(Refusal(StatusCode::NOT_FOUND, "Not Found".into()));
     };
     let repositories = match names {
         None => all,
@@ -245,9 +245,9 @@ pub(super) fn issue(
                 }) {
                     Some(full) => scoped.push(full.clone()),
                     None => {
-                        return Err(github_error(
+                        return Err(Refusal(
                             StatusCode::UNPROCESSABLE_ENTITY,
-                            "There is at least one repository that does not exist or is not accessible to the parent installation.",
+                            "There is at least one repository that does not exist or is not accessible to the parent installation.".into(),
                         ))
                     }
                 }
@@ -286,7 +286,7 @@ pub(super) async fn access_token(
     });
     let (token, issued) = match issue(&inner, id, names.as_deref()) {
         Ok(t) => t,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let mut body = match inner.fixtures.example(
         "POST",

@@ -354,6 +354,15 @@ fn knobs(inner: &Inner) -> Knobs {
     inner.knobs.lock().map(|k| k.clone()).unwrap_or_default()
 }
 
+/// A refusal in GitHub's words (status and message), answered as GitHub's error body.
+pub(crate) struct Refusal(pub StatusCode, pub String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        github_error(self.0, &self.1)
+    }
+}
+
 pub(crate) fn github_error(status: StatusCode, message: &str) -> Response {
     (
         status,
