@@ -14,7 +14,9 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
     let app = env.spawn_web().await;
     env.standin.set_knobs(Knobs {
         permissions: [
-            ("hubot-maintainer".to_string(), "write".to_string()),
+            // An organisation's custom role, based on write: `permission` says write, its
+            // `role_name` is its own.
+            ("hubot-maintainer".to_string(), "deployer/write".to_string()),
             ("stranger".to_string(), "none".to_string()),
         ]
         .into(),
@@ -69,7 +71,7 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
         .unwrap()
         .contains("(GitHub says: none)"));
 
-    // A maintainer with write access: selfheal stops on the incident.
+    // A maintainer with write access (through a custom role): selfheal stops on the incident.
     let (_, body) = app
         .deliver(
             "issue_comment",

@@ -70,3 +70,68 @@ async fn a_job_whose_log_is_gone_is_skipped_with_a_note_and_the_run_heals_from_t
         .collect();
     assert_eq!(pages, ["per_page=100&page=1", "per_page=100&page=2"]);
 }
+
+#[tokio::test]
+async fn a_newer_push_supersedes_the_failing_commit_and_nothing_is_delivered_for_it() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // Someone pushed to master after the failing commit (through the API, as any client).
+    let http = reqwest::Client::new();
+    let api = format!("{}/repos/octo-org/octo-repo", env.standin.url());
+    let token = env.standin.installation_token(INSTALLATION_ID).unwrap();
+    let old = env.standin.head_sha();
+    let commit: serde_json::Value = http
+        .get(format!("{api}/git/commits/{old}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let newer: serde_json::Value = http
+        .post(format!("{api}/git/commits"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"message": "newer work", "tree": commit["tree"]["sha"], "parents": [old]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let moved = http
+        .patch(format!("{api}/git/refs/heads/master"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"sha": newer["sha"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9201, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(60)).await;
+    let db = env.db().await;
+    let row = db
+        .query_one(
+            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "skip");
+    let reason: String = row.get(1);
+    assert!(
+        reason.starts_with("superseded: master has moved on from"),
+        "{reason}"
+    );
+    assert!(env.standin.pulls().is_empty());
+    assert!(!env
+        .standin
+        .calls()
+        .iter()
+        .any(|c| c.method == "POST" && c.path.ends_with("/git/blobs")));
+}

@@ -97,6 +97,24 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
         (pr["state"].clone(), pr["merged"].clone()),
         (json!("closed"), json!(true))
     );
+    // selfheal's branch is deleted once merged, and the stage says so.
+    let refs = git(
+        &git_dir,
+        &["for-each-ref", "--format=%(refname)", "refs/heads/"],
+    );
+    assert_eq!(refs, "refs/heads/master", "{branch} left behind");
+    let detail: String = db
+        .query_one(
+            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver' AND outcome = 'succeeded'",
+            &[&check],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        detail.ends_with(&format!("; deleted branch {branch}")),
+        "{detail}"
+    );
     let calls: Vec<String> = env
         .standin
         .calls()

@@ -111,7 +111,7 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
     let crab = ctx.github.installation(cmd.installation_id, &cmd.repo)?;
     let permission = permission(&crab, &cmd).await?;
     let actor = format!("github:{}", cmd.actor);
-    let may_write = matches!(permission.as_str(), "admin" | "maintain" | "write");
+    let may_write = matches!(permission.as_str(), "admin" | "write");
     let incident = if may_write {
         find_incident(ctx, &crab, &cmd).await?
     } else {
@@ -154,7 +154,7 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
     Ok(())
 }
 
-/// GitHub's word on what the commenter may do here (`admin`, `maintain`, `write`, ...).
+/// GitHub's word on what the commenter may do here: their base permission (`admin`, `write`, `read`).
 async fn permission(crab: &Octocrab, cmd: &Command) -> Result<String, StageError> {
     let answer: Result<Value, _> = crab
         .get(
@@ -168,12 +168,9 @@ async fn permission(crab: &Octocrab, cmd: &Command) -> Result<String, StageError
         Err(e) if status_of(&e) == Some(404) => return Ok("none".into()),
         Err(e) => return Err(api_error(e, "the commenter's permission")),
     };
-    // `role_name` is finer (maintain, triage) where GitHub sends it.
-    Ok(answer["role_name"]
-        .as_str()
-        .or(answer["permission"].as_str())
-        .unwrap_or("none")
-        .to_string())
+    // `permission` is the base role (admin, write, read, none): what access the person has.
+    // `role_name` is a role's name, which an organisation's custom roles choose freely.
+    Ok(answer["permission"].as_str().unwrap_or("none").to_string())
 }
 
 /// The incident a comment is about: selfheal's own PR, or else the PR whose branch is failing.

@@ -110,15 +110,23 @@ pub(super) async fn collaborator_permission(
         Ok(b) => b,
         Err(e) => return fixture_error(e),
     };
-    // `permission` is the legacy coarse level; `role_name` the finer one (maintain, triage).
-    let legacy = match permission.as_str() {
-        "maintain" => "write",
-        "triage" => "read",
-        p => p,
+    // `permission` is the coarse base level; `role_name` the role's own name: a built-in
+    // one (maintain, triage) or an organisation's custom role (`deployer/write` in the knob:
+    // named `deployer`, based on write).
+    let (role, base) = match permission.split_once('/') {
+        Some((role, base)) => (role.to_string(), base.to_string()),
+        None => {
+            let base = match permission.as_str() {
+                "maintain" => "write",
+                "triage" => "read",
+                p => p,
+            };
+            (permission.clone(), base.to_string())
+        }
     };
-    body["permission"] = Value::from(legacy);
-    body["role_name"] = Value::from(permission.clone());
-    body["user"]["role_name"] = Value::from(permission);
+    body["permission"] = Value::from(base);
+    body["role_name"] = Value::from(role.clone());
+    body["user"]["role_name"] = Value::from(role);
     body["user"]["login"] = Value::from(login);
     Json(body).into_response()
 }

@@ -47,8 +47,8 @@ pub struct Knobs {
     /// `{"name", "status", "conclusion"}` (none by default, as for checks).
     #[serde(default)]
     pub fix_workflows: Option<Vec<Value>>,
-    /// Collaborator permissions by login (`admin`, `write`, `read`, ...; `none`: 404); others:
-    /// `read`.
+    /// Collaborator permissions by login (`admin`, `maintain`, `write`, `triage`, `read`; a
+    /// custom role as `name/base`, e.g. `deployer/write`; `none`: 404); others: `read`.
     #[serde(default)]
     pub permissions: std::collections::BTreeMap<String, String>,
     /// Answer the next N installation requests with GitHub's primary rate limit (403,

@@ -41,7 +41,7 @@ pub async fn merge_incident(
     let client = ctx.pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT pr_number, merged_at IS NOT NULL, merge_commit_sha FROM deliveries
+            "SELECT pr_number, merged_at IS NOT NULL, merge_commit_sha, branch FROM deliveries
              WHERE incident_id = $1 AND kind = 'pull_request'",
             &[&incident_id],
         )
@@ -92,8 +92,13 @@ pub async fn merge_incident(
             .await
             .map_err(|e| StageError::Transient(format!("audit: {e}")))?;
             tx.commit().await?;
+            let branch: Option<String> = row.as_ref().and_then(|r| r.get(3));
+            let tidied = match branch {
+                Some(branch) => delete_branch(&crab, repo, &branch).await,
+                None => String::new(),
+            };
             Ok(format!(
-                "merged PR #{number} ({}, commit {})",
+                "merged PR #{number} ({}, commit {}){tidied}",
                 method.as_str(),
                 short(&sha)
             ))
@@ -116,5 +121,31 @@ pub async fn merge_incident(
             Ok(format!("{why}; PR #{number} left for review"))
         }
         Err(e) => Err(api_error(e, "merging the pull request")),
+    }
+}
+
+/// Deletes selfheal's branch once its PR is merged or closed, as a person would: best effort
+/// (the branch may be gone already, or protected), said in the stage's detail.
+pub async fn delete_branch(crab: &octocrab::Octocrab, repo: &str, branch: &str) -> String {
+    let deleted = crab
+        ._delete(
+            format!(
+                "/repos/{repo}/git/refs/heads/{}",
+                super::verify::ref_path(branch)
+            ),
+            None::<&()>,
+        )
+        .await;
+    match deleted {
+        Ok(r) if r.status().is_success() => format!("; deleted branch {branch}"),
+        Ok(r) => {
+            let status = r.status().as_u16();
+            tracing::warn!(%branch, status, "GitHub did not delete selfheal's branch");
+            format!("; branch {branch} not deleted (GitHub answered {status})")
+        }
+        Err(e) => {
+            tracing::warn!(%branch, error = %e, "could not delete selfheal's branch");
+            format!("; branch {branch} not deleted ({e})")
+        }
     }
 }

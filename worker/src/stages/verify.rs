@@ -226,6 +226,23 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
             )
             .await;
         match found {
+            // A newer push supersedes: a fix (or rerun) for a commit the branch has moved
+            // past would be for code nobody runs any more; the new head's CI decides.
+            Ok(r)
+                if r["object"]["sha"]
+                    .as_str()
+                    .is_some_and(|h| h != run.head_sha) =>
+            {
+                let head = r["object"]["sha"].as_str().unwrap_or_default();
+                return Ok((
+                    Verdict::Skip,
+                    format!(
+                        "superseded: {branch} has moved on from {} to {}; nothing delivered for the older commit",
+                        short(&run.head_sha),
+                        short(head)
+                    ),
+                ));
+            }
             Ok(_) => {}
             Err(e) if super::status_of(&e) == Some(404) => {
                 return Ok((
@@ -583,7 +600,7 @@ async fn merge_decision(
 
 /// A branch name as a URL path: each segment percent-encoded (`#`, `%`, `?` and non-ASCII
 /// are legal in git refs), the `/` between segments kept.
-fn ref_path(branch: &str) -> String {
+pub(super) fn ref_path(branch: &str) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
     const SEGMENT: &AsciiSet = &CONTROLS
         .add(b' ')
