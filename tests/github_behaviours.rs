@@ -135,3 +135,80 @@ async fn a_newer_push_supersedes_the_failing_commit_and_nothing_is_delivered_for
         .iter()
         .any(|c| c.method == "POST" && c.path.ends_with("/git/blobs")));
 }
+
+#[tokio::test]
+async fn a_fix_made_stale_by_someone_elses_push_is_closed_with_a_comment() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9301, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, _) = env.pull(1);
+
+    // Someone fixed it another way: master's next run is green, selfheal's PR still open.
+    let mut green = env.green_run(9302, &now());
+    green["workflow_run"]["head_sha"] =
+        serde_json::json!("c0ffee0000000000000000000000000000000000");
+    let (status, body) = app.deliver("workflow_run", &green).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "run_created", "{body}");
+    let tidy = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(tidy, Duration::from_secs(30)).await,
+        "succeeded"
+    );
+
+    let db = env.db().await;
+    assert_eq!(
+        env.count("SELECT count(*) FROM incidents WHERE status = 'resolved'")
+            .await,
+        1
+    );
+    let verdict: String = db
+        .query_one(
+            "SELECT verdict FROM verifications WHERE run_id = $1",
+            &[&tidy],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(verdict, "close");
+    let pr = &env.standin.pulls()[0];
+    assert_eq!(pr["state"], "closed");
+    assert_eq!(pr["merged"], false);
+    let said = env.standin.comments();
+    let last = said.last().unwrap()["body"].as_str().unwrap().to_string();
+    assert!(
+        last.contains("the workflow passed at c0ffee0 without it"),
+        "{last}"
+    );
+    assert!(
+        git(
+            &env.standin.git_dir(),
+            &[
+                "for-each-ref",
+                "--format=%(refname)",
+                &format!("refs/heads/{branch}")
+            ]
+        )
+        .is_empty(),
+        "selfheal's branch left behind"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM deliveries WHERE closed_at IS NOT NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'pull_request.closed_stale'")
+            .await,
+        1
+    );
+    // The same green run delivered again changes nothing.
+    let (_, again) = app.deliver("workflow_run", &green).await;
+    assert_ne!(again["status"], "run_created", "{again}");
+    assert_eq!(env.standin.comments().len(), said.len());
+}

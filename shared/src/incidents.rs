@@ -166,7 +166,7 @@ async fn workflow_run(
                 Some(reason) => Ingested::Ignored { reason },
                 None => open_run(tx, delivery_id, ev).await?,
             },
-            RunVerdict::Succeeded => resolve(tx, ev).await?,
+            RunVerdict::Succeeded => resolve(tx, delivery_id, ev).await?,
             RunVerdict::Ignored => Ingested::Stored,
         },
     })
@@ -606,6 +606,7 @@ async fn command(
 
 async fn resolve(
     tx: &Transaction<'_>,
+    delivery_id: &str,
     ev: &WorkflowRunEvent,
 ) -> Result<Ingested, tokio_postgres::Error> {
     let wr = &ev.workflow_run;
@@ -640,5 +641,17 @@ async fn resolve(
         &json!({"github_run_id": wr.id, "resolved_at": resolved_at}),
     )
     .await?;
+    // Resolved by another push while selfheal's fix is still open: that PR is stale, and a
+    // worker closes it (verify, then deliver) with a comment.
+    let stale = tx
+        .query_opt(
+            "SELECT 1 FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'
+               AND pr_number IS NOT NULL AND merged_at IS NULL AND closed_at IS NULL",
+            &[&incident_id],
+        )
+        .await?;
+    if stale.is_some() && existing_run(tx, ev).await?.is_none() {
+        return create_run(tx, delivery_id, ev, incident_id, None, Stage::Verify).await;
+    }
     Ok(Ingested::Resolved { incident_id })
 }

@@ -251,7 +251,10 @@ pub async fn spawn_with(
             "/repos/{owner}/{repo}/pulls",
             post(pulls::create_pull).get(pulls::list_pulls),
         )
-        .route("/repos/{owner}/{repo}/pulls/{number}", get(pulls::get_pull))
+        .route(
+            "/repos/{owner}/{repo}/pulls/{number}",
+            get(pulls::get_pull).patch(pulls::update_pull),
+        )
         .route(
             "/repos/{owner}/{repo}/pulls/{number}/files",
             get(pull_files::pull_files),

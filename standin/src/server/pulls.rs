@@ -366,3 +366,50 @@ pub(super) async fn request_reviewers(
     );
     (StatusCode::CREATED, Json(pr.clone())).into_response()
 }
+
+#[derive(Deserialize)]
+pub(super) struct UpdatePull {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+/// `PATCH /pulls/{n}`: state (`open`/`closed`), title, body; a merged PR cannot be reopened
+/// (GitHub's 422). Answers with the pull request.
+pub(super) async fn update_pull(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, number)): Path<(String, String, i64)>,
+    Json(req): Json<UpdatePull>,
+) -> Response {
+    let mut pulls = inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(pr) = pulls.iter_mut().find(|p| p["number"] == number) else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    if let Some(state) = req.state {
+        if !matches!(state.as_str(), "open" | "closed") {
+            return github_error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed");
+        }
+        if pr["merged"] == true && state == "open" {
+            return github_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Validation Failed: a merged pull request cannot be reopened",
+            );
+        }
+        pr["state"] = Value::from(state.as_str());
+        pr["closed_at"] = if state == "closed" {
+            Value::from(rfc3339_in(0))
+        } else {
+            Value::Null
+        };
+    }
+    if let Some(title) = req.title {
+        pr["title"] = Value::from(title);
+    }
+    if let Some(body) = req.body {
+        pr["body"] = Value::from(body);
+    }
+    Json(pr.clone()).into_response()
+}

@@ -36,6 +36,8 @@ pub enum Verdict {
     Skip,
     /// Dry run: report what would be delivered on the commit, push nothing.
     DryRun,
+    /// The incident was resolved by another push while selfheal's PR was open: close it.
+    Close,
 }
 
 impl Verdict {
@@ -48,6 +50,7 @@ impl Verdict {
             Verdict::Stop => "stop",
             Verdict::Skip => "skip",
             Verdict::DryRun => "dry_run",
+            Verdict::Close => "close",
         }
     }
 
@@ -60,6 +63,7 @@ impl Verdict {
             Verdict::Stop,
             Verdict::Skip,
             Verdict::DryRun,
+            Verdict::Close,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -94,11 +98,22 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         .await?;
     drop(client);
     let (verdict, reason, checks) = if incident.get::<_, String>(0) == "resolved" {
-        (
-            Verdict::Skip,
-            "the incident was resolved meanwhile".to_string(),
-            json!([]),
-        )
+        match open_pull_request(ctx, run).await? {
+            // This green run resolved it, not selfheal's fix: the fix is stale.
+            Some(n) if run.fix_branch.is_none() && run.conclusion == "success" => (
+                Verdict::Close,
+                format!(
+                    "the incident was resolved by {} without selfheal's fix: PR #{n} is stale",
+                    short(&run.head_sha)
+                ),
+                json!([]),
+            ),
+            _ => (
+                Verdict::Skip,
+                "the incident was resolved meanwhile".to_string(),
+                json!([]),
+            ),
+        }
     } else if incident.get::<_, bool>(1) {
         (
             Verdict::Skip,
@@ -329,6 +344,21 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
         Verdict::Deliver,
         format!("{what}, attempt {} of {}", made + 1, config.max_attempts),
     ))
+}
+
+/// The incident's pull request while selfheal still holds it open (not merged or closed).
+async fn open_pull_request(ctx: &WorkerContext, run: &Run) -> Result<Option<i32>, StageError> {
+    Ok(ctx
+        .pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'
+               AND merged_at IS NULL AND closed_at IS NULL",
+            &[&run.incident_id],
+        )
+        .await?
+        .and_then(|r| r.get(0)))
 }
 
 /// The incident's pull request, once opened.

@@ -38,6 +38,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         Verdict::Merge => merge::merge(ctx, run, "selfheal:policy").await,
         Verdict::DryRun => dry_run_report(ctx, run, &reason).await,
         Verdict::Deliver => deliver_fix(ctx, run).await,
+        Verdict::Close => pull_request::close_stale(ctx, run, &reason).await,
     }
 }
 

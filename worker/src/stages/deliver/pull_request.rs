@@ -299,3 +299,95 @@ async fn pr_body(
         fp = d.get::<_, String>(5),
     ))
 }
+
+/// Closes selfheal's PR made stale (the incident was resolved by another push): a comment
+/// that says why, the PR closed, its branch deleted, recorded. A PR GitHub already shows
+/// merged or closed is recorded as such and left alone.
+pub async fn close_stale(
+    ctx: &WorkerContext,
+    run: &Run,
+    reason: &str,
+) -> Result<StageReport, StageError> {
+    let client = ctx.pool.get().await?;
+    let Some(row) = client
+        .query_opt(
+            "SELECT pr_number, branch FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'
+               AND merged_at IS NULL AND closed_at IS NULL",
+            &[&run.incident_id],
+        )
+        .await?
+    else {
+        return Ok(StageReport {
+            outcome: Outcome::Skipped,
+            detail: "selfheal's PR is merged or closed already".into(),
+        });
+    };
+    let (number, branch): (Option<i32>, String) = (row.get(0), row.get(1));
+    let Some(number) = number else {
+        return Ok(StageReport {
+            outcome: Outcome::Skipped,
+            detail: "no pull request was opened".into(),
+        });
+    };
+    let repo = &run.repository_full_name;
+    let crab = ctx.github.installation(run.installation_id, repo)?;
+    let pr: Value = crab
+        .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
+        .await
+        .map_err(|e| api_error(e, "the stale pull request"))?;
+    let mut detail = if pr["merged"] == true {
+        client
+            .execute(
+                "UPDATE deliveries SET merged_at = now(), merge_commit_sha = $2, updated_at = now()
+                 WHERE incident_id = $1 AND kind = 'pull_request'",
+                &[&run.incident_id, &pr["merge_commit_sha"].as_str()],
+            )
+            .await?;
+        return Ok(StageReport {
+            outcome: Outcome::Succeeded,
+            detail: format!("PR #{number} was merged meanwhile"),
+        });
+    } else if pr["state"] == "closed" {
+        format!("PR #{number} was closed already")
+    } else {
+        let body = format!(
+            "The failure this pull request fixes is gone: the workflow passed at {} without it, so selfheal closes this PR and deletes its branch. Nothing else to do here.",
+            short(&run.head_sha)
+        );
+        crab.post::<_, Value>(
+            format!("/repos/{repo}/issues/{number}/comments"),
+            Some(&json!({"body": body})),
+        )
+        .await
+        .map_err(|e| api_error(e, "commenting on the stale pull request"))?;
+        crab.patch::<Value, _, _>(
+            format!("/repos/{repo}/pulls/{number}"),
+            Some(&json!({"state": "closed"})),
+        )
+        .await
+        .map_err(|e| api_error(e, "closing the stale pull request"))?;
+        format!("closed PR #{number}: {reason}")
+    };
+    detail.push_str(&super::super::merge::delete_branch(&crab, repo, &branch).await);
+    let mut client = client;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "UPDATE deliveries SET closed_at = now(), updated_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+        &[&run.incident_id],
+    )
+    .await?;
+    selfheal_shared::audit::append(
+        &tx,
+        "selfheal:verify",
+        "pull_request.closed_stale",
+        &run.incident_id.to_string(),
+        &json!({"repository": repo, "pr": number, "resolved_by": run.head_sha}),
+    )
+    .await
+    .map_err(|e| StageError::Transient(format!("audit: {e}")))?;
+    tx.commit().await?;
+    Ok(StageReport {
+        outcome: Outcome::Succeeded,
+        detail,
+    })
+}
