@@ -212,3 +212,194 @@ async fn a_fix_made_stale_by_someone_elses_push_is_closed_with_a_comment() {
     assert_ne!(again["status"], "run_created", "{again}");
     assert_eq!(env.standin.comments().len(), said.len());
 }
+
+#[tokio::test]
+async fn a_merge_branch_protection_refuses_is_left_for_review_with_a_comment_saying_why() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // The policy allows the merge; GitHub's branch protection wants an approving review.
+    env.standin.set_knobs(Knobs {
+        fix_checks: green_checks(),
+        protection: Some(github_standin::Protection {
+            required_checks: vec!["test".into()],
+            required_review: true,
+            strict: false,
+        }),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9401, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, head) = env.pull(1);
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(9402, &branch, &head, "success"),
+        )
+        .await;
+    let check = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(check, Duration::from_secs(30)).await,
+        "succeeded"
+    );
+    let db = env.db().await;
+    let error: Option<String> = db
+        .query_one(
+            "SELECT merge_error FROM deliveries WHERE kind = 'pull_request'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let error = error.expect("the refusal is recorded");
+    assert!(
+        error.starts_with("GitHub refused the merge (405): At least 1 approving review"),
+        "{error}"
+    );
+    assert_eq!(env.standin.pulls()[0]["state"], "open");
+    let said = env.standin.comments();
+    let last = said.last().unwrap()["body"].as_str().unwrap();
+    assert!(last.starts_with("selfheal would merge this fix, but GitHub refused: <code>GitHub refused the merge (405): At least 1 approving review"), "{last}");
+    // The branch stays: the PR is still open.
+    assert_eq!(
+        git(
+            &env.standin.git_dir(),
+            &["rev-parse", &format!("refs/heads/{branch}")]
+        ),
+        head
+    );
+}
+
+/// A commit on master by someone else (a new file), through the API; its sha.
+async fn push_to_master(env: &TestEnv) -> String {
+    let http = reqwest::Client::new();
+    let api = format!("{}/repos/octo-org/octo-repo", env.standin.url());
+    let token = env.standin.installation_token(INSTALLATION_ID).unwrap();
+    let master = git(&env.standin.git_dir(), &["rev-parse", "refs/heads/master"]);
+    let parent: serde_json::Value = http
+        .get(format!("{api}/git/commits/{master}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tree: serde_json::Value = http
+        .post(format!("{api}/git/trees"))
+        .bearer_auth(&token)
+        .json(
+            &serde_json::json!({"base_tree": parent["tree"]["sha"], "tree": [
+            {"path": "NOTES.md", "mode": "100644", "type": "blob", "content": "notes\n"}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let commit: serde_json::Value = http
+        .post(format!("{api}/git/commits"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"message": "notes", "tree": tree["sha"], "parents": [master]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sha = commit["sha"].as_str().unwrap().to_string();
+    let moved = http
+        .patch(format!("{api}/git/refs/heads/master"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"sha": sha}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    sha
+}
+
+#[tokio::test]
+async fn a_fix_behind_its_base_is_brought_up_to_date_and_merged_after_its_ci() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // "Require branches to be up to date before merging", and the fix's CI is green.
+    env.standin.set_knobs(Knobs {
+        fix_checks: green_checks(),
+        protection: Some(github_standin::Protection {
+            required_checks: vec!["test".into()],
+            required_review: false,
+            strict: true,
+        }),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9501, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, fix) = env.pull(1);
+    // Meanwhile someone else's commit lands on master: the fix is behind.
+    let theirs = push_to_master(&env).await;
+
+    let (_, body) = app
+        .deliver("workflow_run", &env.fix_run(9502, &branch, &fix, "success"))
+        .await;
+    let first = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(first, Duration::from_secs(40)).await,
+        "succeeded"
+    );
+    let db = env.db().await;
+    let detail: String = db
+        .query_one(
+            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver' AND outcome = 'succeeded'",
+            &[&first],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        detail.contains("was behind its base: brought up to date"),
+        "{detail}"
+    );
+    let (_, updated) = env.pull(1);
+    let dir = env.standin.git_dir();
+    assert_eq!(git(&dir, &["rev-parse", &format!("{updated}^1")]), fix);
+    assert_eq!(git(&dir, &["rev-parse", &format!("{updated}^2")]), theirs);
+    assert_eq!(env.standin.pulls()[0]["state"], "open");
+
+    // The updated head's CI is green: selfheal takes the update as its own and merges.
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(9503, &branch, &updated, "success"),
+        )
+        .await;
+    let second = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(second, Duration::from_secs(40)).await,
+        "succeeded"
+    );
+    let verdict: String = db
+        .query_one(
+            "SELECT verdict FROM verifications WHERE run_id = $1",
+            &[&second],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(verdict, "merge");
+    assert_eq!(env.standin.pulls()[0]["merged"], true);
+    // master holds both: the other commit's file and the fix.
+    assert_eq!(git(&dir, &["show", "refs/heads/master:NOTES.md"]), "notes");
+    assert_eq!(
+        git(&dir, &["rev-parse", "refs/heads/master^{tree}"]),
+        git(&dir, &["rev-parse", &format!("{updated}^{{tree}}")])
+    );
+}

@@ -48,7 +48,7 @@ async fn a_rate_limit_is_waited_out_then_the_run_succeeds() {
         .standin
         .calls()
         .iter()
-        .filter(|c| c.path.ends_with("/actions/runs/8101/jobs"))
+        .filter(|c| c.path.ends_with("/actions/runs/8101/attempts/1/jobs"))
         .count();
     assert_eq!(jobs_asked, 3, "refused twice, then answered");
     // octocrab waits at least 5 s for a primary limit, and the retry-after second.

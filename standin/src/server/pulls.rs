@@ -113,10 +113,29 @@ pub(super) async fn get_pull(
     Path((_owner, _repo, number)): Path<(String, String, i64)>,
 ) -> Response {
     let pulls = inner.pulls.lock().map(|p| p.clone()).unwrap_or_default();
-    match pulls.into_iter().find(|p| p["number"] == number) {
-        Some(pr) => Json(pr).into_response(),
-        None => github_error(StatusCode::NOT_FOUND, "Not Found"),
+    let Some(mut pr) = pulls.into_iter().find(|p| p["number"] == number) else {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    // GitHub's view of whether it can merge now, computed like the merge itself.
+    if pr["state"] == "open" {
+        let head = pr["head"]["sha"].as_str().unwrap_or_default().to_string();
+        let base = pr["base"]["ref"].as_str().unwrap_or("master").to_string();
+        if let Some(base_sha) = inner.git.rev_parse(&format!("refs/heads/{base}")) {
+            let clean = matches!(inner.git.merge_tree(&base_sha, &head), Ok(Some(_)));
+            let state = if !clean {
+                "dirty"
+            } else {
+                match unmergeable(&inner, number, &head, &base_sha) {
+                    Some(why) if why.contains("not up to date") => "behind",
+                    Some(_) => "blocked",
+                    None => "clean",
+                }
+            };
+            pr["mergeable"] = Value::from(clean);
+            pr["mergeable_state"] = Value::from(state);
+        }
     }
+    Json(pr).into_response()
 }
 
 #[derive(Deserialize)]

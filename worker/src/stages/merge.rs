@@ -103,6 +103,23 @@ pub async fn merge_incident(
                 short(&sha)
             ))
         }
+        // Behind its base where branch protection wants it up to date: GitHub merges the
+        // base into the branch, and the new head's CI decides (a later green run merges).
+        Err(octocrab::Error::GitHub { source, .. })
+            if source.status_code.as_u16() == 405
+                && head.is_some()
+                && behind(&crab, repo, number).await? =>
+        {
+            update_branch(
+                ctx,
+                &crab,
+                repo,
+                incident_id,
+                number,
+                head.unwrap_or_default(),
+            )
+            .await
+        }
         // Not mergeable (405), head moved (409), or refused by a rule (422): GitHub's word.
         Err(octocrab::Error::GitHub { source, .. })
             if matches!(source.status_code.as_u16(), 405 | 409 | 422) =>
@@ -118,6 +135,21 @@ pub async fn merge_incident(
                     &[&incident_id, &why],
                 )
                 .await?;
+            // Said where people look: branch protection (a review, a check selfheal does not
+            // see) wants a person now.
+            let body = format!(
+                "selfheal would merge this fix, but GitHub refused: {}. Left for review.",
+                super::deliver::markdown::code(&why)
+            );
+            let commented: Result<Value, _> = crab
+                .post(
+                    format!("/repos/{repo}/issues/{number}/comments"),
+                    Some(&json!({"body": body})),
+                )
+                .await;
+            if let Err(e) = commented {
+                tracing::warn!(error = %e, "could not say on the PR why it was not merged");
+            }
             Ok(format!("{why}; PR #{number} left for review"))
         }
         Err(e) => Err(api_error(e, "merging the pull request")),
@@ -148,4 +180,96 @@ pub async fn delete_branch(crab: &octocrab::Octocrab, repo: &str, branch: &str) 
             format!("; branch {branch} not deleted ({e})")
         }
     }
+}
+
+/// Whether GitHub says the PR is behind its base (and that is why it cannot merge).
+async fn behind(crab: &octocrab::Octocrab, repo: &str, number: i32) -> Result<bool, StageError> {
+    let pr: Value = crab
+        .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
+        .await
+        .map_err(|e| api_error(e, "the pull request"))?;
+    Ok(pr["mergeable_state"] == "behind")
+}
+
+/// `PUT /pulls/{n}/update-branch` for a PR behind its base: GitHub makes a merge commit of the
+/// base into selfheal's branch (asynchronously). Its new head is recorded as selfheal's own
+/// only when it is exactly that merge (first parent selfheal's head, made by GitHub), so that
+/// a commit someone else pushes meanwhile is not taken for it.
+async fn update_branch(
+    ctx: &WorkerContext,
+    crab: &octocrab::Octocrab,
+    repo: &str,
+    incident_id: Uuid,
+    number: i32,
+    head: &str,
+) -> Result<String, StageError> {
+    let asked: Result<Value, _> = crab
+        .put(
+            format!("/repos/{repo}/pulls/{number}/update-branch"),
+            Some(&json!({"expected_head_sha": head})),
+        )
+        .await;
+    if let Err(e) = asked {
+        let why = match &e {
+            octocrab::Error::GitHub { source, .. } => format!(
+                "GitHub could not update the branch ({}): {}",
+                source.status_code.as_u16(),
+                source.message
+            ),
+            _ => return Err(api_error(e, "updating the branch")),
+        };
+        ctx.pool
+            .get()
+            .await?
+            .execute(
+                "UPDATE deliveries SET merge_error = $2, updated_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+                &[&incident_id, &why],
+            )
+            .await?;
+        return Ok(format!("{why}; PR #{number} left for review"));
+    }
+    // GitHub answers 202 and merges in the background: wait a little for the new head.
+    for _ in 0..10 {
+        let pr: Value = crab
+            .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
+            .await
+            .map_err(|e| api_error(e, "the pull request"))?;
+        let new_head = pr["head"]["sha"].as_str().unwrap_or_default().to_string();
+        if !new_head.is_empty() && new_head != head {
+            let commit: Value = crab
+                .get(format!("/repos/{repo}/git/commits/{new_head}"), None::<&()>)
+                .await
+                .map_err(|e| api_error(e, "the updated branch's commit"))?;
+            let parents: Vec<&str> = commit["parents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["sha"].as_str())
+                .collect();
+            if parents.len() != 2 || parents[0] != head {
+                return Ok(format!(
+                    "PR #{number} was behind its base; after update-branch its head {} is not GitHub's merge onto selfheal's {}: left for review",
+                    short(&new_head),
+                    short(head)
+                ));
+            }
+            ctx.pool
+                .get()
+                .await?
+                .execute(
+                    "UPDATE deliveries SET branch_updated_sha = $2, branch_updated_at = now(), merge_error = NULL, updated_at = now()
+                     WHERE incident_id = $1 AND kind = 'pull_request'",
+                    &[&incident_id, &new_head],
+                )
+                .await?;
+            return Ok(format!(
+                "PR #{number} was behind its base: brought up to date (merge commit {}); its CI decides",
+                short(&new_head)
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    Ok(format!(
+        "PR #{number} was behind its base: update-branch asked, the new head did not show within 10 s; left for review"
+    ))
 }

@@ -94,11 +94,17 @@ pub async fn last_pushed(
     client: &impl GenericClient,
     incident: Uuid,
 ) -> Result<Option<String>, tokio_postgres::Error> {
+    // selfheal's own commits, and GitHub's merge of the base into its branch when selfheal
+    // asked for it (update-branch): whichever came last.
     Ok(client
         .query_opt(
-            "SELECT commit_sha FROM fix_attempts
-             WHERE incident_id = $1 AND pushed_at IS NOT NULL AND commit_sha IS NOT NULL
-             ORDER BY attempt DESC LIMIT 1",
+            "SELECT sha FROM (
+                 SELECT commit_sha AS sha, pushed_at AS at FROM fix_attempts
+                 WHERE incident_id = $1 AND pushed_at IS NOT NULL AND commit_sha IS NOT NULL
+                 UNION ALL
+                 SELECT branch_updated_sha, branch_updated_at FROM deliveries
+                 WHERE incident_id = $1 AND kind = 'pull_request' AND branch_updated_sha IS NOT NULL
+             ) pushed ORDER BY at DESC LIMIT 1",
             &[&incident],
         )
         .await?

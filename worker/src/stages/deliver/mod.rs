@@ -7,7 +7,7 @@
 
 mod attempt;
 mod commit;
-mod markdown;
+pub(crate) mod markdown;
 mod pull_request;
 
 use selfheal_shared::runs::{Outcome, Run};

@@ -4,3 +4,8 @@ ALTER TABLE verifications DROP CONSTRAINT verifications_verdict_check;
 ALTER TABLE verifications ADD CONSTRAINT verifications_verdict_check
     CHECK (verdict IN ('deliver', 'merge', 'hold', 'wait', 'stop', 'skip', 'dry_run', 'close'));
 ALTER TABLE deliveries ADD COLUMN closed_at TIMESTAMPTZ;
+
+-- selfheal brought its branch up to date with the base (GitHub's update-branch) when branch
+-- protection required it: the merge commit GitHub made counts as selfheal's own head.
+ALTER TABLE deliveries ADD COLUMN branch_updated_sha TEXT;
+ALTER TABLE deliveries ADD COLUMN branch_updated_at TIMESTAMPTZ;
