@@ -78,16 +78,13 @@ async fn a_validated_fix_becomes_a_signed_commit_and_one_pull_request() {
     assert_eq!(pulls.len(), 1);
     let body = pulls[0]["body"].as_str().unwrap();
     assert!(
-        body.contains("**format** (rustfmt) at `src/lib.rs:1`"),
+        body.contains("**format** (rustfmt) at ` src/lib.rs:1 `"),
         "{body}"
     );
     assert!(body.contains("failed 3 of 3 runs"), "{body}");
     // Which toolchain the sandbox ran, as inert code (the repository's words may be in it).
-    assert!(body.contains("- toolchain: <code>rust 1."), "{body}");
-    assert!(
-        body.contains("<code>cargo fmt --all -- --check</code>"),
-        "{body}"
-    );
+    assert!(body.contains("- toolchain: ` rust 1."), "{body}");
+    assert!(body.contains("` cargo fmt --all -- --check `"), "{body}");
     assert!(body.contains("3 of 3 runs pass after the patch"), "{body}");
     assert!(body.contains("/selfheal stop"), "{body}");
     assert_eq!(pulls[0]["base"]["ref"], "master");

@@ -136,24 +136,35 @@ async fn a_newer_push_supersedes_the_failing_commit_and_nothing_is_delivered_for
         .any(|c| c.method == "POST" && c.path.ends_with("/git/blobs")));
 }
 
+/// A failing run healed into PR #1 and, meanwhile, someone else's commit on master; the
+/// green run of `green_sha` delivered; returns (branch, the green delivery's answer).
+async fn resolved_elsewhere(
+    env: &TestEnv,
+    app: &App,
+    run: i64,
+    green_sha: Option<&str>,
+) -> (String, serde_json::Value, serde_json::Value) {
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(run, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, _) = env.pull(1);
+    let theirs = push_to_master(env).await;
+    let mut green = env.green_run(run + 1, &now());
+    green["workflow_run"]["head_sha"] = serde_json::json!(green_sha.unwrap_or(&theirs));
+    let (status, body) = app.deliver("workflow_run", &green).await;
+    assert_eq!(status, 202, "{body}");
+    (branch, body, green)
+}
+
 #[tokio::test]
 async fn a_fix_made_stale_by_someone_elses_push_is_closed_with_a_comment() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(9301, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
-    let (branch, _) = env.pull(1);
-
     // Someone fixed it another way: master's next run is green, selfheal's PR still open.
-    let mut green = env.green_run(9302, &now());
-    green["workflow_run"]["head_sha"] =
-        serde_json::json!("c0ffee0000000000000000000000000000000000");
-    let (status, body) = app.deliver("workflow_run", &green).await;
-    assert_eq!(status, 202, "{body}");
+    let (branch, body, green) = resolved_elsewhere(&env, &app, 9301, None).await;
     assert_eq!(body["status"], "run_created", "{body}");
     let tidy = run_id_of(&body);
     assert_eq!(
@@ -179,10 +190,23 @@ async fn a_fix_made_stale_by_someone_elses_push_is_closed_with_a_comment() {
     let pr = &env.standin.pulls()[0];
     assert_eq!(pr["state"], "closed");
     assert_eq!(pr["merged"], false);
+    // Closed by the API (not only as a side effect of the branch's deletion), then said.
+    let closes: Vec<String> = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| c.method == "PATCH" && c.path.ends_with("/pulls/1"))
+        .map(|c| c.body.clone().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(closes, [r#"{"state":"closed"}"#]);
     let said = env.standin.comments();
     let last = said.last().unwrap()["body"].as_str().unwrap().to_string();
+    let theirs = git(&env.standin.git_dir(), &["rev-parse", "refs/heads/master"]);
     assert!(
-        last.contains("the workflow passed at c0ffee0 without it"),
+        last.contains(&format!(
+            "the workflow passed at {} without it",
+            &theirs[..7]
+        )),
         "{last}"
     );
     assert!(
@@ -211,6 +235,41 @@ async fn a_fix_made_stale_by_someone_elses_push_is_closed_with_a_comment() {
     let (_, again) = app.deliver("workflow_run", &green).await;
     assert_ne!(again["status"], "run_created", "{again}");
     assert_eq!(env.standin.comments().len(), said.len());
+}
+
+#[tokio::test]
+async fn a_green_run_of_a_commit_that_is_not_the_branchs_head_closes_nothing() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    // A slow green run of some other commit finishing after the failure.
+    let (branch, body, _) = resolved_elsewhere(
+        &env,
+        &app,
+        9351,
+        Some("c0ffee0000000000000000000000000000000000"),
+    )
+    .await;
+    let tidy = run_id_of(&body);
+    env.wait_run(tidy, Duration::from_secs(30)).await;
+    let db = env.db().await;
+    let row = db
+        .query_one(
+            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
+            &[&tidy],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "skip");
+    assert!(row
+        .get::<_, String>(1)
+        .contains("which is not master's head"));
+    assert_eq!(env.standin.pulls()[0]["state"], "open");
+    assert!(!git(
+        &env.standin.git_dir(),
+        &["for-each-ref", &format!("refs/heads/{branch}")]
+    )
+    .is_empty());
 }
 
 #[tokio::test]
@@ -262,7 +321,7 @@ async fn a_merge_branch_protection_refuses_is_left_for_review_with_a_comment_say
     assert_eq!(env.standin.pulls()[0]["state"], "open");
     let said = env.standin.comments();
     let last = said.last().unwrap()["body"].as_str().unwrap();
-    assert!(last.starts_with("selfheal would merge this fix, but GitHub refused: <code>GitHub refused the merge (405): At least 1 approving review"), "{last}");
+    assert!(last.starts_with("selfheal would merge this fix, but GitHub refused: ` GitHub refused the merge (405): At least 1 approving review"), "{last}");
     // The branch stays: the PR is still open.
     assert_eq!(
         git(

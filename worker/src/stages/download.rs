@@ -15,7 +15,13 @@ pub async fn download(
     mut sink: impl FnMut(&[u8]) -> Result<(), StageError>,
 ) -> Result<(), StageError> {
     // A relative path: octocrab only sends credentials to its own base URL.
-    let response = crab._get(path).await.map_err(|e| api_error(e, what))?;
+    let response = crab._get(path).await.map_err(|e| match status_of(&e) {
+        Some(status @ (404 | 410)) => StageError::Gone {
+            status,
+            what: what.to_string(),
+        },
+        _ => api_error(e, what),
+    })?;
     let status = response.status();
     if status.is_redirection() {
         let location = response
@@ -53,6 +59,11 @@ pub async fn download(
             .await
             .map_err(|e| api_error(e, what))?;
         sink(text.as_bytes())
+    } else if matches!(status.as_u16(), 404 | 410) {
+        Err(StageError::Gone {
+            status: status.as_u16(),
+            what: what.to_string(),
+        })
     } else {
         Err(GitHubError::Status {
             status: status.as_u16(),

@@ -40,8 +40,8 @@ pub enum StageError {
     /// Will fail the same way every time (404, bad credentials): fail the run now.
     #[error("{0}")]
     Permanent(String),
-    /// GitHub no longer has it (404, or 410 for what expired): permanent, and a caller that
-    /// can do without it (one job's log among several) goes on.
+    /// A download GitHub no longer has (404, or 410 for what expired): permanent, and a caller
+    /// that can do without it (one job's log among several) goes on.
     #[error("{what}: GitHub answered {status}")]
     Gone { status: u16, what: String },
 }
@@ -55,14 +55,6 @@ impl StageError {
 
 impl From<GitHubError> for StageError {
     fn from(e: GitHubError) -> Self {
-        if let GitHubError::Status { status, what } = &e {
-            if matches!(status, 404 | 410) {
-                return StageError::Gone {
-                    status: *status,
-                    what: what.clone(),
-                };
-            }
-        }
         if e.is_permanent() {
             StageError::Permanent(e.to_string())
         } else {

@@ -98,22 +98,8 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         .await?;
     drop(client);
     let (verdict, reason, checks) = if incident.get::<_, String>(0) == "resolved" {
-        match open_pull_request(ctx, run).await? {
-            // This green run resolved it, not selfheal's fix: the fix is stale.
-            Some(n) if run.fix_branch.is_none() && run.conclusion == "success" => (
-                Verdict::Close,
-                format!(
-                    "the incident was resolved by {} without selfheal's fix: PR #{n} is stale",
-                    short(&run.head_sha)
-                ),
-                json!([]),
-            ),
-            _ => (
-                Verdict::Skip,
-                "the incident was resolved meanwhile".to_string(),
-                json!([]),
-            ),
-        }
+        let (v, r) = resolved(ctx, run).await?;
+        (v, r, json!([]))
     } else if incident.get::<_, bool>(1) {
         (
             Verdict::Skip,
@@ -343,6 +329,59 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     Ok((
         Verdict::Deliver,
         format!("{what}, attempt {} of {}", made + 1, config.max_attempts),
+    ))
+}
+
+/// The incident is resolved. By this green run, while selfheal's PR is open: the fix is stale
+/// and is closed, but only when the green commit is the branch's head now (a slow green run
+/// of an older commit, finishing after the failure, says nothing about the branch).
+async fn resolved(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, String), StageError> {
+    let meanwhile = || {
+        Ok((
+            Verdict::Skip,
+            "the incident was resolved meanwhile".to_string(),
+        ))
+    };
+    if run.fix_branch.is_some() || run.conclusion != "success" {
+        return meanwhile();
+    }
+    let Some(n) = open_pull_request(ctx, run).await? else {
+        return meanwhile();
+    };
+    let branch: String = ctx
+        .pool
+        .get()
+        .await?
+        .query_one(
+            "SELECT branch FROM incidents WHERE id = $1",
+            &[&run.incident_id],
+        )
+        .await?
+        .get(0);
+    let repo = &run.repository_full_name;
+    let crab = ctx.github.installation(run.installation_id, repo)?;
+    let head: Value = crab
+        .get(
+            format!("/repos/{repo}/git/ref/heads/{}", ref_path(&branch)),
+            None::<&()>,
+        )
+        .await
+        .map_err(|e| api_error(e, "the resolved branch"))?;
+    if head["object"]["sha"].as_str() != Some(run.head_sha.as_str()) {
+        return Ok((
+            Verdict::Skip,
+            format!(
+                "the incident was resolved by {}, which is not {branch}'s head: PR #{n} is left as it is",
+                short(&run.head_sha)
+            ),
+        ));
+    }
+    Ok((
+        Verdict::Close,
+        format!(
+            "the incident was resolved by {} without selfheal's fix: PR #{n} is stale",
+            short(&run.head_sha)
+        ),
     ))
 }
 

@@ -257,8 +257,8 @@ async fn pr_body(
     let culprit = d
         .get::<_, Option<String>>(1)
         .map(|f| match d.get::<_, Option<i32>>(2) {
-            Some(l) => format!("`{f}:{l}`"),
-            None => format!("`{f}`"),
+            Some(l) => markdown::code(&format!("{f}:{l}")),
+            None => markdown::code(&f),
         });
     // What the sandbox could not do as the CI did (toolchain versions): the repository's
     // words inside, so inert code.
@@ -350,25 +350,39 @@ pub async fn close_stale(
     } else if pr["state"] == "closed" {
         format!("PR #{number} was closed already")
     } else {
-        let body = format!(
-            "The failure this pull request fixes is gone: the workflow passed at {} without it, so selfheal closes this PR and deletes its branch. Nothing else to do here.",
-            short(&run.head_sha)
-        );
-        crab.post::<_, Value>(
-            format!("/repos/{repo}/issues/{number}/comments"),
-            Some(&json!({"body": body})),
-        )
-        .await
-        .map_err(|e| api_error(e, "commenting on the stale pull request"))?;
+        // Closed first: a retry after a failure in between finds it closed and does not
+        // comment twice.
         crab.patch::<Value, _, _>(
             format!("/repos/{repo}/pulls/{number}"),
             Some(&json!({"state": "closed"})),
         )
         .await
         .map_err(|e| api_error(e, "closing the stale pull request"))?;
+        let body = format!(
+            "The failure this pull request fixes is gone: the workflow passed at {} without it, so selfheal closed this PR. Nothing else to do here.",
+            short(&run.head_sha)
+        );
+        let commented: Result<Value, _> = crab
+            .post(
+                format!("/repos/{repo}/issues/{number}/comments"),
+                Some(&json!({"body": body})),
+            )
+            .await;
+        if let Err(e) = commented {
+            tracing::warn!(error = %e, "could not say on the stale PR why it was closed");
+        }
         format!("closed PR #{number}: {reason}")
     };
-    detail.push_str(&super::super::merge::delete_branch(&crab, repo, &branch).await);
+    // The branch goes only while it holds nothing but selfheal's own work.
+    let ours =
+        super::super::pr_state::last_pushed(&**ctx.pool.get().await?, run.incident_id).await?;
+    if ours.is_some() && pr["head"]["sha"].as_str() == ours.as_deref() {
+        detail.push_str(&super::super::merge::delete_branch(&crab, repo, &branch).await);
+    } else {
+        detail.push_str(&format!(
+            "; branch {branch} kept: its head is not the commit selfheal pushed"
+        ));
+    }
     let mut client = client;
     let tx = client.transaction().await?;
     tx.execute(
