@@ -23,9 +23,10 @@ async fn a_job_whose_log_is_gone_is_skipped_with_a_note_and_the_run_heals_from_t
         ..Knobs::default()
     });
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(9101, &now()))
-        .await;
+    // The run's second attempt failed (a rerun of a first failure): its jobs are listed.
+    let mut failing = env.failing_run(9101, &now());
+    failing["workflow_run"]["run_attempt"] = serde_json::json!(2);
+    let (_, body) = app.deliver("workflow_run", &failing).await;
     let run_id = run_id_of(&body);
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(60)).await,
@@ -65,7 +66,7 @@ async fn a_job_whose_log_is_gone_is_skipped_with_a_note_and_the_run_heals_from_t
         .standin
         .calls()
         .iter()
-        .filter(|c| c.path.ends_with("/actions/runs/9101/attempts/1/jobs"))
+        .filter(|c| c.path.ends_with("/actions/runs/9101/attempts/2/jobs"))
         .filter_map(|c| c.query.clone())
         .collect();
     assert_eq!(pages, ["per_page=100&page=1", "per_page=100&page=2"]);
@@ -461,4 +462,43 @@ async fn a_fix_behind_its_base_is_brought_up_to_date_and_merged_after_its_ci() {
         git(&dir, &["rev-parse", "refs/heads/master^{tree}"]),
         git(&dir, &["rev-parse", &format!("{updated}^{{tree}}")])
     );
+}
+
+#[tokio::test]
+async fn a_fix_whose_ci_reported_no_check_is_not_merged() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9601, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, head) = env.pull(1);
+    // A green workflow run on the branch, but no check run or status on the commit (the
+    // stand-in, as GitHub, shows none until a CI reports one).
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(9602, &branch, &head, "success"),
+        )
+        .await;
+    let check = run_id_of(&body);
+    env.wait_run(check, Duration::from_secs(30)).await;
+    let row = env
+        .db()
+        .await
+        .query_one(
+            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
+            &[&check],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "hold");
+    assert!(
+        row.get::<_, String>(1).starts_with("no checks reported"),
+        "{}",
+        row.get::<_, String>(1)
+    );
+    assert_eq!(env.standin.pulls()[0]["merged"], false);
 }

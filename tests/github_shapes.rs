@@ -478,7 +478,7 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
         &body,
         "updated ref",
     );
-    // A second PR to merge: the first is merged already (GitHub's 405).
+    // A second merge of PR 1: merged already (GitHub's 405). selfheal's own merge came first.
     let (status, _) = send(
         reqwest::Method::PUT,
         format!("{repo}/pulls/1/merge"),
@@ -486,12 +486,103 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
     )
     .await;
     assert_eq!(status, 405);
-    let merge_ok = env
+    let merges = env
         .standin
         .calls()
         .iter()
-        .any(|c| c.method == "PUT" && c.path.ends_with("/pulls/1/merge"));
-    assert!(merge_ok);
+        .filter(|c| c.method == "PUT" && c.path.ends_with("/pulls/1/merge"))
+        .count();
+    assert_eq!(merges, 2, "selfheal's merge, then this test's");
+
+    // The newer operations' answers: a PATCH of the PR, an attempt's jobs, update-branch on
+    // a PR behind its base, a ref deleted.
+    let (status, body) = send(
+        reqwest::Method::PATCH,
+        format!("{repo}/pulls/1"),
+        serde_json::json!({"title": "selfheal: renamed"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_valid(
+        &response_schema(
+            &spec,
+            "patch",
+            "/repos/{owner}/{repo}/pulls/{pull_number}",
+            "200",
+        ),
+        &body,
+        "updated pull request",
+    );
+    let (status, body) = get(format!("{repo}/actions/runs/3101/attempts/2/jobs")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_valid(
+        &response_schema(
+            &spec,
+            "get",
+            "/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt_number}/jobs",
+            "200",
+        ),
+        &body,
+        "an attempt's jobs",
+    );
+    // A branch from the old head, one commit on it: behind master, which the merge moved.
+    let old = env.standin.head_sha();
+    let (_, old_commit) = get(format!("{repo}/git/commits/{old}")).await;
+    let (_, tree) = send(
+        reqwest::Method::POST,
+        format!("{repo}/git/trees"),
+        serde_json::json!({"base_tree": old_commit["tree"]["sha"], "tree": [
+            {"path": "OTHER.md", "mode": "100644", "type": "blob", "content": "other\n"}]}),
+    )
+    .await;
+    let (_, commit) = send(
+        reqwest::Method::POST,
+        format!("{repo}/git/commits"),
+        serde_json::json!({"message": "other", "tree": tree["sha"], "parents": [old]}),
+    )
+    .await;
+    let (status, _) = send(
+        reqwest::Method::POST,
+        format!("{repo}/git/refs"),
+        serde_json::json!({"ref": "refs/heads/other", "sha": commit["sha"]}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, pr2) = send(
+        reqwest::Method::POST,
+        format!("{repo}/pulls"),
+        serde_json::json!({"title": "other", "head": "other", "base": "master"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{pr2}");
+    let (status, body) = send(
+        reqwest::Method::PUT,
+        format!("{repo}/pulls/{}/update-branch", pr2["number"]),
+        serde_json::json!({"expected_head_sha": commit["sha"]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_valid(
+        &response_schema(
+            &spec,
+            "put",
+            "/repos/{owner}/{repo}/pulls/{pull_number}/update-branch",
+            "202",
+        ),
+        &body,
+        "update-branch",
+    );
+    let deleted = http
+        .delete(format!("{repo}/git/refs/heads/other"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    assert!(
+        spec["paths"]["/repos/{owner}/{repo}/git/refs/{ref}"]["delete"]["responses"]["204"]
+            .is_object()
+    );
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ struct Healed {
     step: Value,
     validation: (i32, i32, String),
     pulls: usize,
+    pr_body: String,
 }
 
 /// Serves `examples/<example>` with its CI log, the failing job named as its workflow names
@@ -66,6 +67,12 @@ async fn heal_through_the_pipeline(example: &str, job: &str, run: i64) -> Healed
         step: p.get(4),
         validation: v,
         pulls: env.standin.pulls().len(),
+        pr_body: env
+            .standin
+            .pulls()
+            .first()
+            .and_then(|p| p["body"].as_str().map(str::to_string))
+            .unwrap_or_default(),
     }
 }
 
@@ -125,6 +132,19 @@ async fn python_black_then_pytest_with_pinned_requirements() {
     // env reaches the command is shown in tests/languages.rs, where the step tests it).
     let script = h.step["script"].as_str().unwrap();
     assert!(script.contains("export PYTHONWARNINGS='error'"), "{script}");
+    // The CI set up Python 3.12, the sandbox has Debian's 3.11: the PR says so, as code.
+    assert!(
+        h.pr_body.contains("- toolchain: ` python 3.11."),
+        "{}",
+        h.pr_body
+    );
+    assert!(
+        h.pr_body.contains(
+            "- differs from the CI: `` `uses: actions/setup-python@v5` asks for python 3.12; the sandbox has 3.11."
+        ),
+        "{}",
+        h.pr_body
+    );
 }
 
 #[tokio::test]

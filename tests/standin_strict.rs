@@ -62,7 +62,12 @@ async fn only_the_apps_own_current_jwt_gets_a_token() {
         // Issued in the future.
         (
             "iat ahead",
-            app_jwt_with(1, "standin/demo-app-key.pem", 300, 540),
+            app_jwt_with(1, "standin/demo-app-key.pem", 60, 540),
+        ),
+        // Ten minutes and ten seconds ahead: over GitHub's ten.
+        (
+            "exp 610 s ahead",
+            app_jwt_with(1, "standin/demo-app-key.pem", -60, 610),
         ),
         // Another App's id.
         (
@@ -87,6 +92,23 @@ async fn only_the_apps_own_current_jwt_gets_a_token() {
         assert_eq!(status, 401, "{what}: {body}");
         assert!(body["message"].is_string(), "{what}: {body}");
     }
+    // At the limits GitHub allows: issued now, ten minutes ahead.
+    let edge = app_jwt_with(1, "standin/demo-app-key.pem", 0, 595);
+    assert_eq!(
+        exchange(&env, &edge, INSTALLATION_ID, json!({})).await.0,
+        201
+    );
+    // A JWT goes with `Bearer`, not `token`.
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/app/installations/{INSTALLATION_ID}/access_tokens",
+            env.standin.url()
+        ))
+        .header("authorization", format!("token {good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
     // A real JWT for an installation the App does not have.
     let (status, _) = exchange(&env, &good, 99, json!({})).await;
     assert_eq!(status, 404);
@@ -346,11 +368,22 @@ async fn merges_are_refused_as_github_refuses_them() {
     let (status, body) = api.merge(n, Some(&env.standin.head_sha())).await;
     assert_eq!(status, 409, "{body}");
     let before = master(&env);
+    let (status, body) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("/pulls/{n}/merge"),
+            json!({"merge_method": "fast-forward", "sha": head}),
+        )
+        .await;
+    assert_eq!(status, 422, "an unknown merge method: {body}");
     let (status, body) = api.merge(n, Some(&head)).await;
     assert_eq!(status, 200, "{body}");
+    // A squash: one commit, one parent, the old master.
+    let dir = env.standin.git_dir();
+    let parents = git(&dir, &["rev-list", "--parents", "-n1", "refs/heads/master"]);
     assert_eq!(
-        git(&env.standin.git_dir(), &["rev-parse", "refs/heads/master^"]),
-        before
+        parents.split(' ').skip(1).collect::<Vec<_>>(),
+        [before.as_str()]
     );
     // Merged is closed: a second merge is 405.
     assert_eq!(api.merge(n, None).await.0, 405);
@@ -540,4 +573,103 @@ async fn job_lists_are_paginated_and_logs_can_be_gone() {
         logs(id_of("test (2)")).await.unwrap().status().as_u16(),
         302
     );
+}
+
+#[tokio::test]
+async fn a_merge_commit_has_two_parents_and_required_checks_pass_on_neutral_or_the_latest_success()
+{
+    let env = TestEnv::new().await;
+    let api = Api::new(&env);
+    let checks = |list: Value| github_standin::Knobs {
+        protection: Some(github_standin::Protection {
+            required_checks: vec!["test".into(), "docs".into()],
+            ..Default::default()
+        }),
+        fix_checks: Some(list.as_array().unwrap().clone()),
+        ..Default::default()
+    };
+    let (n, head) = api.pull(&env, "fix-m", "m.txt", "m\n").await;
+    // `test` failed, then passed on a rerun; `docs` was skipped: GitHub lets it merge.
+    env.standin.set_knobs(checks(json!([
+        {"name": "test", "status": "completed", "conclusion": "failure"},
+        {"name": "test", "status": "completed", "conclusion": "success"},
+        {"name": "docs", "status": "completed", "conclusion": "skipped"},
+    ])));
+    let before = master(&env);
+    let (status, body) = api
+        .call(
+            reqwest::Method::PUT,
+            &format!("/pulls/{n}/merge"),
+            json!({"merge_method": "merge", "sha": head}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let dir = env.standin.git_dir();
+    let parents = git(&dir, &["rev-list", "--parents", "-n1", "refs/heads/master"]);
+    assert_eq!(
+        parents.split(' ').skip(1).collect::<Vec<_>>(),
+        [before.as_str(), head.as_str()]
+    );
+    // A passed check followed by a failed rerun: the latest counts.
+    let (n, head) = api.pull(&env, "fix-o", "o.txt", "o\n").await;
+    env.standin.set_knobs(checks(json!([
+        {"name": "test", "status": "completed", "conclusion": "success"},
+        {"name": "test", "status": "completed", "conclusion": "failure"},
+        {"name": "docs", "status": "completed", "conclusion": "neutral"},
+    ])));
+    let (status, body) = api.merge(n, Some(&head)).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (405, Some("Required status check \"test\" is failing."))
+    );
+}
+
+#[tokio::test]
+async fn refs_are_read_exactly_and_only_the_served_repository_answers() {
+    let env = TestEnv::new().await;
+    let api = Api::new(&env);
+    assert_eq!(
+        api.call(reqwest::Method::GET, "/git/ref/heads/master", Value::Null)
+            .await
+            .0,
+        200
+    );
+    // Revision syntax is not a ref to GitHub.
+    for path in [
+        "/git/ref/heads/master~1",
+        "/git/ref/heads/master^",
+        "/git/ref/heads/master@{0}",
+    ] {
+        assert_eq!(
+            api.call(reqwest::Method::GET, path, Value::Null).await.0,
+            404,
+            "{path}"
+        );
+    }
+    let (status, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/git/refs",
+            json!({"ref": "heads/x", "sha": env.standin.head_sha()}),
+        )
+        .await;
+    assert_eq!(status, 422, "a ref name must be fully qualified");
+    // A repository the token may reach but this stand-in does not serve: not found, never
+    // answered with the served one's contents.
+    env.standin.set_knobs(github_standin::Knobs {
+        installations: Some(
+            [(
+                INSTALLATION_ID,
+                vec![
+                    "octo-org/octo-repo".to_string(),
+                    "octo-org/other".to_string(),
+                ],
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    });
+    let token = env.standin.installation_token(INSTALLATION_ID).unwrap();
+    let (status, _) = get(&env, &token, "/repos/octo-org/other/git/ref/heads/master").await;
+    assert_eq!(status, 404);
 }

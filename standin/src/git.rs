@@ -235,6 +235,16 @@ impl GitRepo {
             .is_ok()
     }
 
+    /// The commit a ref names exactly (`refs/heads/x`): no revision syntax (`x~1`, `@{1}`),
+    /// as GitHub's ref API.
+    pub fn exact_ref(&self, full: &str) -> Option<String> {
+        if !full.starts_with("refs/") {
+            return None;
+        }
+        self.git(&["show-ref", "--verify", "--hash", full], None)
+            .ok()
+    }
+
     pub fn rev_parse(&self, what: &str) -> Option<String> {
         self.git(&["rev-parse", "--verify", "-q", what], None).ok()
     }

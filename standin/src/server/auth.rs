@@ -111,10 +111,12 @@ fn verify_jwt(app: &AppIdentity, token: &str) -> Result<(), String> {
     let (Some(iat), Some(exp)) = (claims["iat"].as_i64(), claims["exp"].as_i64()) else {
         return Err("A JSON web token could not be decoded".into());
     };
-    if iat > now + 60 {
+    // GitHub: issued no later than now (clients backdate `iat` a minute for drift), expiring
+    // no more than ten minutes from now.
+    if iat > now + 5 {
         return Err("'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued".into());
     }
-    if exp - iat > 600 {
+    if exp > now + 600 {
         return Err("'Expiration time' claim ('exp') is too far in the future".into());
     }
     let issuer = match &claims["iss"] {
@@ -135,7 +137,14 @@ pub(super) async fn require_app(
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    let Some(token) = bearer(&headers) else {
+    // A JWT goes with the `Bearer` scheme only (`token` is for tokens).
+    let jwt = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let Some(token) = jwt else {
         return github_error(
             StatusCode::UNAUTHORIZED,
             "A JSON web token could not be decoded",
@@ -177,10 +186,13 @@ pub(super) async fn require_installation(
         (Some(owner), Some(name)) => format!("{owner}/{name}"),
         _ => return github_error(StatusCode::NOT_FOUND, "Not Found"),
     };
+    // Within the token's scope, and the repository this stand-in serves (any other name
+    // would be answered with its contents).
     if !issued
         .repositories
         .iter()
         .any(|r| r.eq_ignore_ascii_case(&repository))
+        || !repository.eq_ignore_ascii_case(super::REPOSITORY)
     {
         return github_error(StatusCode::NOT_FOUND, "Not Found");
     }

@@ -74,10 +74,13 @@ pub(super) fn outcomes(inner: &Inner, sha: &str) -> Vec<(String, bool)> {
         .iter()
         .chain(created_on(inner, sha).iter())
         .filter_map(|c| {
-            Some((
-                c["name"].as_str()?.to_string(),
-                c["status"] == "completed" && c["conclusion"] == "success",
-            ))
+            // GitHub's required checks pass on success, and on neutral or skipped.
+            let passed = c["status"] == "completed"
+                && matches!(
+                    c["conclusion"].as_str(),
+                    Some("success" | "neutral" | "skipped")
+                );
+            Some((c["name"].as_str()?.to_string(), passed))
         })
         .collect();
     out.extend(k.fix_statuses.iter().filter_map(|st| {
@@ -86,6 +89,10 @@ pub(super) fn outcomes(inner: &Inner, sha: &str) -> Vec<(String, bool)> {
             st["state"] == "success",
         ))
     }));
+    // The latest report of a name is the one that counts.
+    out.reverse();
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|(name, _)| seen.insert(name.clone()));
     out
 }
 

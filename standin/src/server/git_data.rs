@@ -255,7 +255,14 @@ pub(super) async fn git_create_ref(
     Path((owner, repo)): Path<(String, String)>,
     Json(req): Json<RefRequest>,
 ) -> Response {
-    if inner.git.rev_parse(&req.git_ref).is_some() {
+    // GitHub: a fully qualified name with at least two slashes (`refs/heads/x`).
+    if !req.git_ref.starts_with("refs/") || req.git_ref.matches('/').count() < 2 {
+        return github_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Reference name is not valid",
+        );
+    }
+    if inner.git.exact_ref(&req.git_ref).is_some() {
         return github_error(StatusCode::UNPROCESSABLE_ENTITY, "Reference already exists");
     }
     if let Err(e) = inner
@@ -276,7 +283,7 @@ pub(super) async fn git_get_ref(
     Path((owner, repo, git_ref)): Path<(String, String, String)>,
 ) -> Response {
     let full = format!("refs/{git_ref}");
-    match inner.git.rev_parse(&full) {
+    match inner.git.exact_ref(&full) {
         Some(sha) => Json(ref_body(&inner, &owner, &repo, &full, &sha)).into_response(),
         None => github_error(StatusCode::NOT_FOUND, "Not Found"),
     }
@@ -297,7 +304,7 @@ pub(super) async fn git_update_ref(
     Json(req): Json<UpdateRefRequest>,
 ) -> Response {
     let full = format!("refs/{git_ref}");
-    let Some(old) = inner.git.rev_parse(&full) else {
+    let Some(old) = inner.git.exact_ref(&full) else {
         return github_error(StatusCode::UNPROCESSABLE_ENTITY, "Reference does not exist");
     };
     let fast_forward = inner
@@ -331,7 +338,7 @@ pub(super) async fn git_delete_ref(
     Path((_owner, _repo, git_ref)): Path<(String, String, String)>,
 ) -> Response {
     let full = format!("refs/{git_ref}");
-    let Some(old) = inner.git.rev_parse(&full) else {
+    let Some(old) = inner.git.exact_ref(&full) else {
         return github_error(StatusCode::UNPROCESSABLE_ENTITY, "Reference does not exist");
     };
     if let Err(e) = inner.git.git(&["update-ref", "-d", &full, &old], None) {

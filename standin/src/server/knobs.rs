@@ -34,16 +34,16 @@ pub struct Knobs {
     /// Delay before answering a pull-request creation, to hold a worker between ref and PR.
     #[serde(default)]
     pub pulls_delay_ms: u64,
-    /// The check runs GitHub reports on any commit of selfheal's branch, as
+    /// The check runs GitHub reports on every commit (a test's stand-in for the CI), as
     /// `{"name", "status", "conclusion"}`. None by default: as on GitHub, a new commit has
     /// no check until a CI reports one, and a test says which.
     #[serde(default)]
     pub fix_checks: Option<Vec<Value>>,
-    /// Commit statuses (older CI) on any commit of selfheal's branch, as
+    /// Commit statuses (older CI) on every commit, as
     /// `{"context", "state"}` (absent: none, as on most repositories).
     #[serde(default)]
     pub fix_statuses: Vec<Value>,
-    /// The workflow runs GitHub lists for a commit of selfheal's branch, as
+    /// The workflow runs GitHub lists for every commit, as
     /// `{"name", "status", "conclusion"}` (none by default, as for checks).
     #[serde(default)]
     pub fix_workflows: Option<Vec<Value>>,

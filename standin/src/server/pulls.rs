@@ -113,29 +113,78 @@ pub(super) async fn get_pull(
     Path((_owner, _repo, number)): Path<(String, String, i64)>,
 ) -> Response {
     let pulls = inner.pulls.lock().map(|p| p.clone()).unwrap_or_default();
-    let Some(mut pr) = pulls.into_iter().find(|p| p["number"] == number) else {
+    let Some(pr) = pulls.into_iter().find(|p| p["number"] == number) else {
         return github_error(StatusCode::NOT_FOUND, "Not Found");
     };
-    // GitHub's view of whether it can merge now, computed like the merge itself.
-    if pr["state"] == "open" {
-        let head = pr["head"]["sha"].as_str().unwrap_or_default().to_string();
-        let base = pr["base"]["ref"].as_str().unwrap_or("master").to_string();
-        if let Some(base_sha) = inner.git.rev_parse(&format!("refs/heads/{base}")) {
-            let clean = matches!(inner.git.merge_tree(&base_sha, &head), Ok(Some(_)));
-            let state = if !clean {
-                "dirty"
-            } else {
-                match unmergeable(&inner, number, &head, &base_sha) {
-                    Some(why) if why.contains("not up to date") => "behind",
-                    Some(_) => "blocked",
-                    None => "clean",
-                }
-            };
-            pr["mergeable"] = Value::from(clean);
-            pr["mergeable_state"] = Value::from(state);
+    Json(shown(&inner, pr)).into_response()
+}
+
+/// A pull request as GitHub shows one (the full `pull-request` shape): its diff's counts,
+/// commits and comments, and whether it can merge now, computed like the merge itself.
+fn shown(inner: &Inner, mut pr: Value) -> Value {
+    let number = pr["number"].as_i64().unwrap_or_default();
+    let head = pr["head"]["sha"].as_str().unwrap_or_default().to_string();
+    let base = pr["base"]["ref"].as_str().unwrap_or("master").to_string();
+    let base_sha = inner.git.rev_parse(&format!("refs/heads/{base}"));
+    let (mut additions, mut deletions, mut files, mut commits) = (0, 0, 0, 0);
+    if let Some(base_sha) = &base_sha {
+        if let Ok(merge_base) = inner.git.git(&["merge-base", base_sha, &head], None) {
+            let numstat = inner
+                .git
+                .git(
+                    &["diff", "--no-renames", "--numstat", &merge_base, &head],
+                    None,
+                )
+                .unwrap_or_default();
+            for line in numstat.lines() {
+                let mut c = line.split('\t');
+                additions += c.next().and_then(|n| n.parse::<i64>().ok()).unwrap_or(0);
+                deletions += c.next().and_then(|n| n.parse::<i64>().ok()).unwrap_or(0);
+                files += 1;
+            }
+            commits = inner
+                .git
+                .git(
+                    &["rev-list", "--count", &format!("{merge_base}..{head}")],
+                    None,
+                )
+                .ok()
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or(0);
         }
     }
-    Json(pr).into_response()
+    let comments = inner
+        .comments
+        .lock()
+        .map(|c| c.iter().filter(|c| c["issue_number"] == number).count())
+        .unwrap_or(0);
+    pr["additions"] = Value::from(additions);
+    pr["deletions"] = Value::from(deletions);
+    pr["changed_files"] = Value::from(files);
+    pr["commits"] = Value::from(commits);
+    pr["comments"] = Value::from(comments);
+    pr["review_comments"] = Value::from(0);
+    pr["maintainer_can_modify"] = Value::from(false);
+    if pr.get("merged_by").is_none() {
+        pr["merged_by"] = Value::Null;
+    }
+    pr["mergeable"] = Value::Null;
+    pr["mergeable_state"] = Value::from("unknown");
+    if let (true, Some(base_sha)) = (pr["state"] == "open", base_sha) {
+        let clean = matches!(inner.git.merge_tree(&base_sha, &head), Ok(Some(_)));
+        let state = if !clean {
+            "dirty"
+        } else {
+            match unmergeable(inner, number, &head, &base_sha) {
+                Some(why) if why.contains("not up to date") => "behind",
+                Some(_) => "blocked",
+                None => "clean",
+            }
+        };
+        pr["mergeable"] = Value::from(clean);
+        pr["mergeable_state"] = Value::from(state);
+    }
+    pr
 }
 
 #[derive(Deserialize)]
@@ -194,7 +243,21 @@ pub(super) async fn merge_pull(
             "Pull Request is not mergeable",
         );
     }
-    let head_sha = pr["head"]["sha"].as_str().unwrap_or_default().to_string();
+    let method = req.merge_method.unwrap_or_else(|| "merge".into());
+    if !matches!(method.as_str(), "merge" | "squash" | "rebase") {
+        return github_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid request.\n\nmerge_method must be one of merge, squash, rebase.",
+        );
+    }
+    // The head is the branch as it is now, not as the PR was last seen.
+    let head_ref = pr["head"]["ref"].as_str().unwrap_or_default().to_string();
+    let Some(head_sha) = inner.git.exact_ref(&format!("refs/heads/{head_ref}")) else {
+        return github_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Pull Request is not mergeable",
+        );
+    };
     if req.sha.as_deref().is_some_and(|s| s != head_sha) {
         return github_error(
             StatusCode::CONFLICT,
@@ -221,7 +284,8 @@ pub(super) async fn merge_pull(
         }
         Err(e) => return git_failed(e),
     };
-    let method = req.merge_method.unwrap_or_else(|| "merge".into());
+    // A squash or a rebase of the PR's commits leaves one parent (the stand-in writes a
+    // rebase as one commit: the tree is the same); a merge two.
     let parents = if method == "merge" {
         vec![base_sha.clone(), head_sha.clone()]
     } else {
@@ -256,6 +320,7 @@ pub(super) async fn merge_pull(
     }
     pr["state"] = Value::from("closed");
     pr["merged"] = Value::from(true);
+    pr["merged_by"] = pr["user"].clone();
     pr["merge_commit_sha"] = Value::from(merged.clone());
     pr["merged_at"] = Value::from(rfc3339_in(0));
     let mut body = match inner.fixtures.example(
@@ -430,5 +495,7 @@ pub(super) async fn update_pull(
     if let Some(body) = req.body {
         pr["body"] = Value::from(body);
     }
-    Json(pr.clone()).into_response()
+    let pr = pr.clone();
+    drop(pulls);
+    Json(shown(&inner, pr)).into_response()
 }
