@@ -9,3 +9,7 @@ ALTER TABLE deliveries ADD COLUMN closed_at TIMESTAMPTZ;
 -- protection required it: the merge commit GitHub made counts as selfheal's own head.
 ALTER TABLE deliveries ADD COLUMN branch_updated_sha TEXT;
 ALTER TABLE deliveries ADD COLUMN branch_updated_at TIMESTAMPTZ;
+
+-- A fix whose own CI never reported (workflows only on the default branch, path filters):
+-- when selfheal said so on the PR and left it for review.
+ALTER TABLE deliveries ADD COLUMN ci_deadline_at TIMESTAMPTZ;

@@ -502,3 +502,207 @@ async fn a_fix_whose_ci_reported_no_check_is_not_merged() {
     );
     assert_eq!(env.standin.pulls()[0]["merged"], false);
 }
+
+#[tokio::test]
+async fn a_branch_whose_last_commits_are_all_selfheals_gets_no_fix_on_top() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // master's last three commits are selfheal's merged fixes (same broken tree: they did
+    // not hold); the newest fails again.
+    let http = reqwest::Client::new();
+    let api = format!("{}/repos/octo-org/octo-repo", env.standin.url());
+    let token = env.standin.installation_token(INSTALLATION_ID).unwrap();
+    let mut head = env.standin.head_sha();
+    let commit: serde_json::Value = http
+        .get(format!("{api}/git/commits/{head}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for n in 1..=3 {
+        let made: serde_json::Value = http
+            .post(format!("{api}/git/commits"))
+            .bearer_auth(&token)
+            .json(
+                &serde_json::json!({"message": format!("selfheal: fix the failing build (#{n})"),
+                "tree": commit["tree"]["sha"], "parents": [head]}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        head = made["sha"].as_str().unwrap().to_string();
+    }
+    let moved = http
+        .patch(format!("{api}/git/refs/heads/master"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"sha": head}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let _worker = env.spawn_worker("w");
+    let mut failing = env.failing_run(9701, &now());
+    failing["workflow_run"]["head_sha"] = serde_json::json!(head);
+    let (_, body) = app.deliver("workflow_run", &failing).await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(60)).await;
+    let row = env
+        .db()
+        .await
+        .query_one(
+            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "stop");
+    assert!(
+        row.get::<_, String>(1)
+            .contains("the last 3 commits of the failing branch"),
+        "{}",
+        row.get::<_, String>(1)
+    );
+    assert!(env.standin.pulls().is_empty());
+    let said = env.standin.comments();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0]["commit_sha"], head.as_str());
+    assert!(said[0]["body"]
+        .as_str()
+        .unwrap()
+        .starts_with("selfheal stops here"));
+    assert_eq!(
+        env.count("SELECT count(*) FROM incidents WHERE stopped_at IS NOT NULL")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_same_failure_in_two_workflows_of_one_commit_gets_one_fix() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _w1 = env.spawn_worker("w1");
+    let _w2 = env.spawn_worker("w2");
+    // Two workflows (CI and Lint) fail the same way on the same commit, at the same time.
+    let first = env.failing_run(9801, &now());
+    let mut second = env.failing_run(9802, &now());
+    second["workflow_run"]["workflow_id"] = serde_json::json!(99_001);
+    second["workflow_run"]["name"] = serde_json::json!("Lint");
+    let (_, a) = app.deliver("workflow_run", &first).await;
+    let (_, b) = app.deliver("workflow_run", &second).await;
+    let (a, b) = (run_id_of(&a), run_id_of(&b));
+    assert_ne!(
+        env.db()
+            .await
+            .query_one("SELECT incident_id FROM runs WHERE id = $1", &[&a])
+            .await
+            .unwrap()
+            .get::<_, uuid::Uuid>(0),
+        env.db()
+            .await
+            .query_one("SELECT incident_id FROM runs WHERE id = $1", &[&b])
+            .await
+            .unwrap()
+            .get::<_, uuid::Uuid>(0),
+        "two workflows, two incidents"
+    );
+    env.wait_run(a, Duration::from_secs(90)).await;
+    env.wait_run(b, Duration::from_secs(90)).await;
+    assert_eq!(env.standin.pulls().len(), 1, "one failure, one fix");
+    let verdicts: Vec<(String, String)> = env
+        .db()
+        .await
+        .query(
+            "SELECT verdict, reason FROM verifications WHERE run_id = ANY($1) ORDER BY verdict",
+            &[&vec![a, b]],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(verdicts[0].0, "deliver", "{verdicts:?}");
+    assert_eq!(verdicts[1].0, "skip", "{verdicts:?}");
+    assert!(
+        verdicts[1].1.starts_with("one failure, one fix"),
+        "{verdicts:?}"
+    );
+}
+
+async fn deadline_noted(env: &TestEnv, within: Duration) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if env
+            .count("SELECT count(*) FROM deliveries WHERE ci_deadline_at IS NOT NULL")
+            .await
+            > 0
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_fix_whose_ci_never_comes_is_said_so_and_left_for_review() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_FIX_CI_DEADLINE_SECS", "2");
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9901, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (_, head) = env.pull(1);
+    assert!(deadline_noted(&env, Duration::from_secs(15)).await);
+    let said = env.standin.comments();
+    let last = said.last().unwrap()["body"].as_str().unwrap();
+    assert!(
+        last.starts_with(&format!(
+            "No CI has reported on selfheal's commit {}",
+            &head[..7]
+        )),
+        "{last}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'fix.ci_never_came'")
+            .await,
+        1
+    );
+    // Said once, whichever worker and however often it looks.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.standin.comments().len(), said.len());
+    assert_eq!(env.standin.pulls()[0]["state"], "open");
+}
+
+#[tokio::test]
+async fn a_fix_whose_ci_came_is_not_said_to_have_none() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_FIX_CI_DEADLINE_SECS", "2");
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9911, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, head) = env.pull(1);
+    // The fix's CI reports right away (it is still running: verify waits).
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(9912, &branch, &head, "success"),
+        )
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(30))
+        .await;
+    assert!(!deadline_noted(&env, Duration::from_secs(6)).await);
+}

@@ -654,6 +654,26 @@ async fn refs_are_read_exactly_and_only_the_served_repository_answers() {
         )
         .await;
     assert_eq!(status, 422, "a ref name must be fully qualified");
+    // GitHub signs what the app commits as itself, not a commit given another author.
+    let (_, head) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/git/commits/{}", env.standin.head_sha()),
+            Value::Null,
+        )
+        .await;
+    for (author, verified) in [
+        (Value::Null, true),
+        (json!({"name": "Mallory", "email": "m@example.com"}), false),
+    ] {
+        let mut req = json!({"message": "m", "tree": head["tree"]["sha"], "parents": [env.standin.head_sha()]});
+        if !author.is_null() {
+            req["author"] = author;
+        }
+        let (status, commit) = api.call(reqwest::Method::POST, "/git/commits", req).await;
+        assert_eq!(status, 201);
+        assert_eq!(commit["verification"]["verified"], verified, "{commit}");
+    }
     // A repository the token may reach but this stand-in does not serve: not found, never
     // answered with the served one's contents.
     env.standin.set_knobs(github_standin::Knobs {

@@ -88,6 +88,9 @@ pub struct WorkerConfig {
     pub redelivery_interval: Duration,
     /// A `selfheal.yml`-shaped file of org-wide defaults for every repository.
     pub repo_defaults: Option<std::path::PathBuf>,
+    /// A fix whose own CI has not reported this long after selfheal pushed it is said to
+    /// have none (workflows only on the default branch, path filters), on the PR (0: never).
+    pub fix_ci_deadline: Duration,
 }
 
 /// Which process is starting: each requires only the variables it uses.
@@ -223,6 +226,9 @@ impl Config {
                         .unwrap_or(300),
                 ),
                 repo_defaults: env.optional("SELFHEAL_REPO_DEFAULTS").map(Into::into),
+                fix_ci_deadline: Duration::from_secs(
+                    env.parsed("SELFHEAL_FIX_CI_DEADLINE_SECS")?.unwrap_or(3600),
+                ),
             },
         })
     }

@@ -22,6 +22,7 @@ pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
+const MORE_OPERATIONS: &str = "github-openapi/more-operations.json";
 const REST_DESCRIPTION: &str = "github-openapi/rest-subset.json";
 
 #[derive(Debug, Clone)]
@@ -63,9 +64,19 @@ impl Fixtures {
         example: &str,
     ) -> Result<Value, FixtureError> {
         let location = self.dir.join(REST_DESCRIPTION);
+        let more = self.dir.join(MORE_OPERATIONS);
         let rest = self.rest.get_or_init(|| {
             let text = std::fs::read_to_string(&location).map_err(|e| e.to_string())?;
-            serde_json::from_str::<Value>(&text).map_err(|e| e.to_string())
+            let mut rest = serde_json::from_str::<Value>(&text).map_err(|e| e.to_string())?;
+            // Operations copied from the same OpenAPI description beside the subset.
+            let text = std::fs::read_to_string(&more).map_err(|e| e.to_string())?;
+            let more = serde_json::from_str::<Value>(&text).map_err(|e| e.to_string())?;
+            for (template, ops) in more["paths"].as_object().into_iter().flatten() {
+                for (method, op) in ops.as_object().into_iter().flatten() {
+                    rest["paths"][template][method] = op.clone();
+                }
+            }
+            Ok(rest)
         });
         let rest = rest.as_ref().map_err(|reason| FixtureError::Shape {
             path: location.clone(),

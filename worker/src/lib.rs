@@ -2,6 +2,7 @@
 //! triage -> diagnose -> patch -> validate -> verify -> deliver, recording every attempt.
 
 mod chatops;
+mod deadline;
 // The engine, under the names the stages have always used.
 pub use selfheal_engine::{changes, diagnose, heal, policy, sandbox, workflow};
 mod pipeline;
@@ -165,6 +166,15 @@ pub async fn run(
         config.worker.deps_cache_max_age,
         config.worker.deps_cache_max_bytes,
     ));
+    let deadline = tokio::spawn(deadline::watch_forever(
+        ctx.clone(),
+        config.worker.fix_ci_deadline,
+        // Often enough to say it within a tenth of the deadline, at most every minute.
+        (config.worker.fix_ci_deadline / 10).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(60),
+        ),
+    ));
     let relay = tokio::spawn(outbox::relay_forever(
         pool,
         queue,
@@ -195,6 +205,7 @@ pub async fn run(
         })
         .await;
     relay.abort();
+    deadline.abort();
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }

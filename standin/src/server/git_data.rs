@@ -192,6 +192,10 @@ pub(super) struct CommitRequest {
     tree: String,
     #[serde(default)]
     parents: Vec<String>,
+    #[serde(default)]
+    author: Option<Value>,
+    #[serde(default)]
+    committer: Option<Value>,
 }
 
 /// GitHub's documented example; the commit is written into the bare repository. A
@@ -201,13 +205,26 @@ pub(super) async fn git_create_commit(
     Path((owner, repo)): Path<(String, String)>,
     Json(req): Json<CommitRequest>,
 ) -> Response {
-    let sha = match inner.git.commit_tree(
-        &req.tree,
-        &req.parents,
-        &req.message,
-        "selfheal[bot]",
-        "selfheal[bot]@users.noreply.github.com",
-    ) {
+    // GitHub signs what an app commits as itself; a commit given its own author or
+    // committer is the client's, and unsigned.
+    let signed = req.author.is_none() && req.committer.is_none();
+    let (name, email) = match &req.author {
+        Some(a) => (
+            a["name"].as_str().unwrap_or("unknown").to_string(),
+            a["email"]
+                .as_str()
+                .unwrap_or("unknown@example.com")
+                .to_string(),
+        ),
+        None => (
+            "selfheal[bot]".to_string(),
+            "selfheal[bot]@users.noreply.github.com".to_string(),
+        ),
+    };
+    let sha = match inner
+        .git
+        .commit_tree(&req.tree, &req.parents, &req.message, &name, &email)
+    {
         Ok(s) => s,
         Err(e) => return git_failed(e),
     };
@@ -229,7 +246,11 @@ pub(super) async fn git_create_commit(
         &req.parents,
         &req.message,
     );
-    body["verification"] = json!({"verified": true, "reason": "valid", "signature": "-----BEGIN PGP SIGNATURE-----\nstand-in\n-----END PGP SIGNATURE-----", "payload": null});
+    body["verification"] = if signed {
+        json!({"verified": true, "reason": "valid", "signature": "-----BEGIN PGP SIGNATURE-----\nstand-in\n-----END PGP SIGNATURE-----", "payload": null})
+    } else {
+        json!({"verified": false, "reason": "unsigned", "signature": null, "payload": null})
+    };
     (StatusCode::CREATED, Json(body)).into_response()
 }
 

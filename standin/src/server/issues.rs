@@ -130,3 +130,45 @@ pub(super) async fn collaborator_permission(
     body["user"]["login"] = Value::from(login);
     Json(body).into_response()
 }
+
+/// GitHub's documented example of a commit comment, on the commit asked about (404 for a
+/// commit the repository does not have).
+pub(super) async fn create_commit_comment(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    Json(req): Json<CommentRequest>,
+) -> Response {
+    if inner
+        .git
+        .git(&["cat-file", "-e", &format!("{sha}^{{commit}}")], None)
+        .is_err()
+    {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let mut body = match inner.fixtures.example(
+        "POST",
+        "/repos/{owner}/{repo}/commits/{commit_sha}/comments",
+        201,
+        "default",
+    ) {
+        Ok(b) => b,
+        Err(e) => return fixture_error(e),
+    };
+    let mut comments = inner.comments.lock().unwrap_or_else(|p| p.into_inner());
+    body["id"] = Value::from(9000 + comments.len() as i64);
+    body["body"] = Value::from(req.body);
+    body["commit_id"] = Value::from(sha.clone());
+    body["path"] = Value::Null;
+    body["position"] = Value::Null;
+    body["line"] = Value::Null;
+    body["url"] = Value::from(api_url(
+        &inner,
+        &owner,
+        &repo,
+        &format!("comments/{}", body["id"]),
+    ));
+    let mut recorded = body.clone();
+    recorded["commit_sha"] = Value::from(sha);
+    comments.push(recorded);
+    (StatusCode::CREATED, Json(body)).into_response()
+}

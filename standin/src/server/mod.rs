@@ -276,6 +276,10 @@ pub async fn spawn_with(
             post(issues::create_comment),
         )
         .route(
+            "/repos/{owner}/{repo}/commits/{sha}/comments",
+            post(issues::create_commit_comment),
+        )
+        .route(
             "/repos/{owner}/{repo}/issues/{number}/labels",
             post(issues::add_labels),
         )

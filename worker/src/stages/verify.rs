@@ -116,15 +116,53 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         let (v, r) = before_delivery(ctx, run).await?;
         (v, r, json!([]))
     };
-    ctx.pool
-        .get()
-        .await?
-        .execute(
-            "INSERT INTO verifications (run_id, verdict, reason, checks) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (run_id) DO NOTHING",
-            &[&run.id, &verdict.as_str(), &reason, &checks],
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    // One failure, one fix: the same failure (fingerprint) at the same commit, failing in
+    // several workflows, gets one fix (reruns of flaky jobs stay per run). The lock makes two
+    // such runs decide in turn.
+    let (verdict, reason) = if verdict == Verdict::Deliver && run.fix_branch.is_none() {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('selfheal.one_fix:' || $1 || ':' || $2, 0))",
+            &[&run.repository_full_name, &run.head_sha],
         )
         .await?;
+        let twin = tx
+            .query_opt(
+                "SELECT other.run_id, r.github_run_id FROM diagnoses mine
+                 JOIN diagnoses other ON other.fingerprint = mine.fingerprint AND other.run_id <> mine.run_id
+                 JOIN runs r ON r.id = other.run_id
+                 JOIN verifications v ON v.run_id = other.run_id AND v.verdict = 'deliver'
+                 JOIN patches mp ON mp.run_id = mine.run_id AND mp.verdict = 'fixed'
+                 JOIN patches op ON op.run_id = other.run_id AND op.verdict = 'fixed'
+                 WHERE mine.run_id = $1 AND r.head_sha = $2 AND r.repository_full_name = $3
+                   AND r.incident_id <> $4 AND r.fix_branch IS NULL
+                 LIMIT 1",
+                &[&run.id, &run.head_sha, &run.repository_full_name, &run.incident_id],
+            )
+            .await?;
+        match twin {
+            Some(t) => (
+                Verdict::Skip,
+                format!(
+                    "one failure, one fix: the same failure at {} is delivered for CI run {} (run {})",
+                    short(&run.head_sha),
+                    t.get::<_, i64>(1),
+                    t.get::<_, uuid::Uuid>(0)
+                ),
+            ),
+            None => (verdict, reason),
+        }
+    } else {
+        (verdict, reason)
+    };
+    tx.execute(
+        "INSERT INTO verifications (run_id, verdict, reason, checks) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (run_id) DO NOTHING",
+        &[&run.id, &verdict.as_str(), &reason, &checks],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(report(verdict, reason))
 }
 
@@ -256,6 +294,35 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
             Err(e) => return Err(api_error(e, "the failing branch")),
         }
     }
+    // Loop guard at GitHub's level: a branch whose last commits are all selfheal's own (its
+    // merged fixes failing again) gets no further fix on top; people decide.
+    if run.fix_branch.is_none() {
+        if let Some(ours) =
+            own_commits_on_top(&crab, &run.repository_full_name, &run.head_sha).await?
+        {
+            let why = format!(
+                "the last {} commits of the failing branch ({}) are all selfheal's own",
+                ours.len(),
+                ours.iter().map(|s| short(s)).collect::<Vec<_>>().join(", ")
+            );
+            let body = format!(
+                "selfheal stops here: {why}, and this commit fails again. Another fix on top of its own fixes needs a person; comment `/selfheal retry` on a pull request of this incident, or push a fix, to go on."
+            );
+            let said: Result<Value, _> = crab
+                .post(
+                    format!(
+                        "/repos/{}/commits/{}/comments",
+                        run.repository_full_name, run.head_sha
+                    ),
+                    Some(&json!({"body": body})),
+                )
+                .await;
+            if let Err(e) = said {
+                tracing::warn!(error = %e, "could not say on the commit why selfheal stops");
+            }
+            return stop(ctx, &crab, run, &why).await;
+        }
+    }
     if ctx.dry_run {
         return Ok((
             Verdict::DryRun,
@@ -383,6 +450,39 @@ async fn resolved(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, String), S
             short(&run.head_sha)
         ),
     ))
+}
+
+/// How many commits on top of a branch, all selfheal's, make it stop.
+const OWN_COMMITS_LIMIT: usize = 3;
+
+/// The failing commit and its first parents, when the last [`OWN_COMMITS_LIMIT`] are all
+/// selfheal's (their message's first line starts `selfheal:`, as every commit and merge title
+/// it writes does). A message is anyone's to write: at worst someone makes selfheal stop.
+async fn own_commits_on_top(
+    crab: &Octocrab,
+    repo: &str,
+    head: &str,
+) -> Result<Option<Vec<String>>, StageError> {
+    let mut seen = Vec::new();
+    let mut sha = head.to_string();
+    while seen.len() < OWN_COMMITS_LIMIT {
+        let commit: Value = crab
+            .get(format!("/repos/{repo}/git/commits/{sha}"), None::<&()>)
+            .await
+            .map_err(|e| api_error(e, "the failing branch's history"))?;
+        let ours = commit["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("selfheal:"));
+        if !ours {
+            return Ok(None);
+        }
+        seen.push(sha.clone());
+        match commit["parents"][0]["sha"].as_str() {
+            Some(parent) => sha = parent.to_string(),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(seen))
 }
 
 /// The incident's pull request while selfheal still holds it open (not merged or closed).
