@@ -706,3 +706,48 @@ async fn a_fix_whose_ci_came_is_not_said_to_have_none() {
         .await;
     assert!(!deadline_noted(&env, Duration::from_secs(6)).await);
 }
+
+#[tokio::test]
+async fn a_comment_github_made_before_failing_to_answer_is_not_made_twice() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9951, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    // GitHub makes the next comment, then answers 502 (as after a timeout).
+    env.standin.set_knobs(Knobs {
+        permissions: [("octocat".to_string(), "admin".to_string())].into(),
+        fail_after_comment: 1,
+        ..Knobs::default()
+    });
+    let before = env.standin.comments().len();
+    let calls_before = env.standin.calls().len();
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "octocat", "/selfheal explain"),
+        )
+        .await;
+    let command = body["command_id"].as_i64().unwrap();
+    assert_eq!(env.command_status(command).await, "done");
+    let said: Vec<serde_json::Value> = env.standin.comments()[before..].to_vec();
+    assert_eq!(said.len(), 1, "said once: {said:#?}");
+    assert!(said[0]["body"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("<!-- selfheal:command:{command} -->")));
+    // selfheal looked before trying again, and did not post again.
+    let calls = env.standin.calls()[calls_before..].to_vec();
+    let posts = calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/issues/1/comments"))
+        .count();
+    let looks = calls
+        .iter()
+        .filter(|c| c.method == "GET" && c.path.ends_with("/issues/1/comments"))
+        .count();
+    assert_eq!((posts, looks), (1, 1), "one post, then one look");
+}

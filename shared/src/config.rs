@@ -57,6 +57,9 @@ pub struct GitHubConfig {
     /// Retries of one GitHub request: after a rate limit (waiting as `retry-after` or
     /// `x-ratelimit-reset` say), a 5xx or a transport error.
     pub max_retries: usize,
+    /// The wait after a rate limit that says nothing of when to come back (a 429 without
+    /// `retry-after` or reset): GitHub asks for at least a minute.
+    pub rate_limit_min_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +176,10 @@ impl Config {
                 app_id,
                 app_private_key,
                 max_retries: env.parsed("SELFHEAL_GITHUB_MAX_RETRIES")?.unwrap_or(5),
+                rate_limit_min_wait: Duration::from_secs(
+                    env.parsed("SELFHEAL_GITHUB_RATE_LIMIT_MIN_WAIT_SECS")?
+                        .unwrap_or(60),
+                ),
             },
             gates: Gates {
                 dry_run: env.parsed("SELFHEAL_DRY_RUN")?.unwrap_or(false),

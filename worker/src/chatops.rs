@@ -134,7 +134,15 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
         ),
         (true, Some(incident)) => execute(ctx, &crab, &cmd, *incident, &actor).await?,
     };
-    comment(&crab, &cmd.repo, cmd.issue, &result).await?;
+    comment(
+        &ctx.github,
+        cmd.installation_id,
+        &cmd.repo,
+        cmd.issue,
+        &format!("command:{}", cmd.id),
+        &result,
+    )
+    .await?;
     tx.execute(
         "UPDATE commands SET status = $2, permission = $3, result = $4, incident_id = $5, finished_at = now() WHERE id = $1",
         &[&cmd.id, &status, &permission, &result, &incident],

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::stages::{short, StageError};
@@ -73,19 +73,15 @@ pub async fn overdue(ctx: &WorkerContext, deadline: Duration) -> Result<usize, S
             "No CI has reported on selfheal's commit {} in {minutes} minute(s): the repository's workflows may run only on the default branch, or filter paths this fix does not touch. selfheal cannot prove the fix on GitHub, so it leaves this PR for review.",
             sha.as_deref().map_or("?", short)
         );
-        let posted: Result<Value, _> = match ctx.github.installation(installation, &repo) {
-            Ok(crab) => {
-                crab.post(
-                    format!("/repos/{repo}/issues/{number}/comments"),
-                    Some(&json!({"body": body})),
-                )
-                .await
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no GitHub client for the overdue fix");
-                Ok(Value::Null)
-            }
-        };
+        let posted = crate::stages::report::comment(
+            &ctx.github,
+            installation,
+            &repo,
+            number,
+            &format!("ci-deadline:{incident}"),
+            &body,
+        )
+        .await;
         if let Err(e) = posted {
             tracing::warn!(error = %e, pr = number, "could not say on the PR that its CI never came");
             client

@@ -64,8 +64,11 @@ impl RateLimitMetrics for LogRateLimits {
 /// shortly before they expire, then refreshed by octocrab.
 pub struct GitHubApp {
     app: Octocrab,
+    /// The same app without octocrab's retries, for writes that must not happen twice.
+    app_once: Octocrab,
     api_url: String,
     installations: Mutex<HashMap<(i64, String), Arc<Octocrab>>>,
+    installations_once: Mutex<HashMap<(i64, String), Arc<Octocrab>>>,
     http: reqwest::Client,
 }
 
@@ -74,20 +77,26 @@ impl GitHubApp {
         let (Some(app_id), Some(key)) = (config.app_id, config.app_private_key.as_ref()) else {
             return Err(GitHubError::NotConfigured);
         };
-        let app = Octocrab::builder()
-            .base_uri(config.api_url.as_str())?
-            .set_connect_timeout(Some(Duration::from_secs(5)))
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .add_retry_config(RetryConfig::HandleRateLimits {
-                metrics: Arc::new(LogRateLimits),
-                max_retries: config.max_retries,
-                min_wait_seconds: 5,
-                // A bare 403 may be a real refusal: only one with rate-limit headers waits.
-                retry_on_forbidden: false,
-            })
-            .app_from_rsa_pem(AppId(app_id), key.expose_secret().as_bytes())
-            .map_err(|e| GitHubError::BadKey(e.to_string()))?
-            .build()?;
+        let build = |retry: RetryConfig| -> Result<Octocrab, GitHubError> {
+            Octocrab::builder()
+                .base_uri(config.api_url.as_str())?
+                .set_connect_timeout(Some(Duration::from_secs(5)))
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .add_retry_config(retry)
+                .app_from_rsa_pem(AppId(app_id), key.expose_secret().as_bytes())
+                .map_err(|e| GitHubError::BadKey(e.to_string()))?
+                .build()
+                .map_err(GitHubError::from)
+        };
+        let app = build(RetryConfig::HandleRateLimits {
+            metrics: Arc::new(LogRateLimits),
+            max_retries: config.max_retries,
+            // A secondary rate limit without a retry-after: GitHub asks for at least a minute.
+            min_wait_seconds: config.rate_limit_min_wait.as_secs(),
+            // A bare 403 may be a real refusal: only one with rate-limit headers waits.
+            retry_on_forbidden: false,
+        })?;
+        let app_once = build(RetryConfig::None)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
@@ -99,8 +108,10 @@ impl GitHubApp {
             })?;
         Ok(GitHubApp {
             app,
+            app_once,
             api_url: config.api_url.clone(),
             installations: Mutex::new(HashMap::new()),
+            installations_once: Mutex::new(HashMap::new()),
             http,
         })
     }
@@ -121,8 +132,33 @@ impl GitHubApp {
         installation_id: i64,
         repository: &str,
     ) -> Result<Arc<Octocrab>, GitHubError> {
+        Self::scoped(&self.app, &self.installations, installation_id, repository)
+    }
+
+    /// [`GitHubApp::installation`] without octocrab's retries: for a write that is not
+    /// idempotent (a comment, a check run, a rerun), whose caller checks whether it happened
+    /// before trying again, instead of repeating it blindly after a 5xx or a timeout.
+    pub fn installation_once(
+        &self,
+        installation_id: i64,
+        repository: &str,
+    ) -> Result<Arc<Octocrab>, GitHubError> {
+        Self::scoped(
+            &self.app_once,
+            &self.installations_once,
+            installation_id,
+            repository,
+        )
+    }
+
+    fn scoped(
+        app: &Octocrab,
+        installations: &Mutex<HashMap<(i64, String), Arc<Octocrab>>>,
+        installation_id: i64,
+        repository: &str,
+    ) -> Result<Arc<Octocrab>, GitHubError> {
         let key = (installation_id, repository.to_string());
-        let mut cache = self.installations.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = installations.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(crab) = cache.get(&key) {
             return Ok(crab.clone());
         }
@@ -133,8 +169,7 @@ impl GitHubApp {
             .to_string();
         // One shared instance per key: a clone would not share the cached token.
         let crab = Arc::new(
-            self.app
-                .installation_builder(InstallationId(installation_id as u64))
+            app.installation_builder(InstallationId(installation_id as u64))
                 .repositories(vec![name])
                 .build()?,
         );

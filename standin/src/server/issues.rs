@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{api_url, fixture_error, github_error, knobs, Inner};
+use super::{api_url, fixture_error, github_error, knobs, Inner, Page};
 
 #[derive(Deserialize)]
 pub(super) struct LabelsRequest {
@@ -83,7 +83,45 @@ pub(super) async fn create_comment(
     body["body"] = Value::from(req.body);
     body["issue_number"] = Value::from(number);
     comments.push(body.clone());
+    drop(comments);
+    let mut knobs = inner.knobs.lock().unwrap_or_else(|p| p.into_inner());
+    if knobs.fail_after_comment > 0 {
+        knobs.fail_after_comment -= 1;
+        return github_error(StatusCode::BAD_GATEWAY, "Server Error");
+    }
     (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// The comments on an issue or PR, oldest first, paginated as GitHub's.
+pub(super) async fn list_comments(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
+    Query(page): Query<Page>,
+) -> Response {
+    let all: Vec<Value> = inner
+        .comments
+        .lock()
+        .map(|c| {
+            c.iter()
+                .filter(|c| c["issue_number"] == number)
+                .map(|c| {
+                    let mut c = c.clone();
+                    // Not a field of GitHub's: the stand-in's own bookkeeping.
+                    if let Some(o) = c.as_object_mut() {
+                        o.remove("issue_number");
+                    }
+                    c
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let url = api_url(&inner, &owner, &repo, &format!("issues/{number}/comments"));
+    let (slice, link) = page.slice(&all, &url);
+    let mut response = Json(slice).into_response();
+    if let Some(v) = link.and_then(|l| l.parse().ok()) {
+        response.headers_mut().insert("link", v);
+    }
+    response
 }
 
 /// GitHub's documented example (admin); the login and permission come from the

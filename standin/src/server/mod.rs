@@ -273,7 +273,7 @@ pub async fn spawn_with(
         )
         .route(
             "/repos/{owner}/{repo}/issues/{number}/comments",
-            post(issues::create_comment),
+            post(issues::create_comment).get(issues::list_comments),
         )
         .route(
             "/repos/{owner}/{repo}/commits/{sha}/comments",

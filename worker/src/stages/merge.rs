@@ -141,13 +141,11 @@ pub async fn merge_incident(
                 "selfheal would merge this fix, but GitHub refused: {}. Left for review.",
                 super::deliver::markdown::code(&why)
             );
-            let commented: Result<Value, _> = crab
-                .post(
-                    format!("/repos/{repo}/issues/{number}/comments"),
-                    Some(&json!({"body": body})),
-                )
-                .await;
-            if let Err(e) = commented {
+            let key = format!("merge-refused:{incident_id}:{}", head.unwrap_or("any"));
+            if let Err(e) =
+                super::report::comment(&ctx.github, installation_id, repo, number, &key, &body)
+                    .await
+            {
                 tracing::warn!(error = %e, "could not say on the PR why it was not merged");
             }
             Ok(format!("{why}; PR #{number} left for review"))

@@ -14,7 +14,7 @@ pub(crate) mod merge;
 mod patch;
 pub(crate) mod pr_state;
 pub(crate) mod repo_config;
-mod report;
+pub(crate) mod report;
 mod triage;
 mod validate;
 mod verify;

@@ -232,7 +232,7 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
                 "the fix's own CI failed ({}) and selfheal has no further fix ({verdict})",
                 class.as_str()
             );
-            return stop(ctx, &crab, run, &why).await;
+            return stop(ctx, run, &why).await;
         }
         return Ok((Verdict::Skip, format!("nothing to deliver ({verdict})")));
     }
@@ -320,7 +320,7 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
             if let Err(e) = said {
                 tracing::warn!(error = %e, "could not say on the commit why selfheal stops");
             }
-            return stop(ctx, &crab, run, &why).await;
+            return stop(ctx, run, &why).await;
         }
     }
     if ctx.dry_run {
@@ -386,7 +386,7 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
             "the fix's own CI failed after {made} attempt(s), the most {} allows (max_attempts)",
             repo_config::PATH
         );
-        return stop(ctx, &crab, run, &why).await;
+        return stop(ctx, run, &why).await;
     }
     let what = if verdict == "fixed" {
         format!("{} fix", row.get::<_, String>(3))
@@ -512,12 +512,7 @@ async fn pr_number(client: &tokio_postgres::Client, run: &Run) -> Result<Option<
 }
 
 /// Loop protection: say on the PR what was tried, then stop acting on the incident.
-async fn stop(
-    ctx: &WorkerContext,
-    crab: &Octocrab,
-    run: &Run,
-    why: &str,
-) -> Result<(Verdict, String), StageError> {
+async fn stop(ctx: &WorkerContext, run: &Run, why: &str) -> Result<(Verdict, String), StageError> {
     let client = ctx.pool.get().await?;
     let tried = client
         .query(
@@ -553,7 +548,15 @@ async fn stop(
             lines.join("\n"),
             run.github_run_id
         );
-        comment(crab, &run.repository_full_name, n, &body).await?;
+        comment(
+            &ctx.github,
+            run.installation_id,
+            &run.repository_full_name,
+            n,
+            &format!("stop:{}", run.id),
+            &body,
+        )
+        .await?;
         reason.push_str(&format!("; commented on PR #{n}"));
     }
     let mut client = ctx.pool.get().await?;

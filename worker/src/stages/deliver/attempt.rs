@@ -97,7 +97,15 @@ pub async fn push(
             run.github_run_id,
             short(&commit)
         );
-        comment(&crab, repo, n, &body).await?;
+        comment(
+            &ctx.github,
+            run.installation_id,
+            repo,
+            n,
+            &format!("attempt:{}", run.id),
+            &body,
+        )
+        .await?;
     }
     Ok(StageReport {
         outcome: Outcome::Succeeded,

@@ -362,13 +362,17 @@ pub async fn close_stale(
             "The failure this pull request fixes is gone: the workflow passed at {} without it, so selfheal closed this PR. Nothing else to do here.",
             short(&run.head_sha)
         );
-        let commented: Result<Value, _> = crab
-            .post(
-                format!("/repos/{repo}/issues/{number}/comments"),
-                Some(&json!({"body": body})),
-            )
-            .await;
-        if let Err(e) = commented {
+        let key = format!("stale:{}", run.incident_id);
+        if let Err(e) = crate::stages::report::comment(
+            &ctx.github,
+            run.installation_id,
+            repo,
+            number,
+            &key,
+            &body,
+        )
+        .await
+        {
             tracing::warn!(error = %e, "could not say on the stale PR why it was closed");
         }
         format!("closed PR #{number}: {reason}")
