@@ -34,8 +34,10 @@ async fn a_validated_fix_becomes_a_signed_commit_and_one_pull_request() {
     assert_eq!(
         writes,
         vec![
-            // Verify: the failing branch is a branch (not a tag) before anything is written.
+            // Verify: the failing branch is a branch (not a tag) before anything is written,
+            // and its last commit is not selfheal's own (the loop guard reads no further).
             "GET /repos/octo-org/octo-repo/git/ref/heads/master".to_string(),
+            format!("GET /repos/octo-org/octo-repo/git/commits/{head}"),
             format!("GET /repos/octo-org/octo-repo/git/commits/{head}"),
             "POST /repos/octo-org/octo-repo/git/blobs".to_string(),
             "POST /repos/octo-org/octo-repo/git/trees".to_string(),

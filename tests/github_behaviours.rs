@@ -720,7 +720,7 @@ async fn a_comment_github_made_before_failing_to_answer_is_not_made_twice() {
     // GitHub makes the next comment, then answers 502 (as after a timeout).
     env.standin.set_knobs(Knobs {
         permissions: [("octocat".to_string(), "admin".to_string())].into(),
-        fail_after_comment: 1,
+        fail_after_write: 1,
         ..Knobs::default()
     });
     let before = env.standin.comments().len();
@@ -750,4 +750,85 @@ async fn a_comment_github_made_before_failing_to_answer_is_not_made_twice() {
         .filter(|c| c.method == "GET" && c.path.ends_with("/issues/1/comments"))
         .count();
     assert_eq!((posts, looks), (1, 1), "one post, then one look");
+}
+
+#[tokio::test]
+async fn a_rerun_github_started_before_failing_to_answer_is_not_asked_twice() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RERUNS", "2");
+    let app = env.spawn_web().await;
+    // The CI says `true` failed; the sandbox sees it pass every time: a flake, rerun. GitHub
+    // starts the rerun, then answers 502.
+    env.standin.set_knobs(Knobs {
+        log_text: Some(
+            "##[group]Run true\ntrue\n##[endgroup]\n##[error]Process completed with exit code 1.\n"
+                .into(),
+        ),
+        fail_after_write: 1,
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9961, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(60)).await;
+    let detail: String = env
+        .db()
+        .await
+        .query_one(
+            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver' AND outcome = 'succeeded'",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        detail.starts_with("reran the failed jobs of run 9961 (1 of 2"),
+        "{detail}"
+    );
+    let calls = env.standin.calls();
+    let asked = calls
+        .iter()
+        .filter(|c| c.path.ends_with("/actions/runs/9961/rerun-failed-jobs"))
+        .count();
+    let looked = calls
+        .iter()
+        .filter(|c| c.method == "GET" && c.path.ends_with("/actions/runs/9961"))
+        .count();
+    assert_eq!((asked, looked), (1, 1), "asked once, then looked");
+}
+
+#[tokio::test]
+async fn a_check_run_github_made_before_failing_to_answer_is_not_made_twice() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_DRY_RUN", "true");
+    let app = env.spawn_web().await;
+    env.standin.set_knobs(Knobs {
+        fail_after_write: 1,
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9971, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(60)).await;
+    let made = env.standin.check_runs();
+    assert_eq!(made.len(), 1, "{made:#?}");
+    assert_eq!(
+        made[0]["external_id"],
+        format!("selfheal:{run_id}:selfheal (dry run)")
+    );
+    let looked = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.method == "GET"
+                && c.path.ends_with("/check-runs")
+                && c.query.as_deref().is_some_and(|q| q.contains("check_name"))
+        })
+        .count();
+    assert_eq!(looked, 1);
 }

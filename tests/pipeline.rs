@@ -287,12 +287,30 @@ async fn two_workers_share_the_queue_without_doing_a_job_twice() {
         assert_eq!(status, 202, "{body}");
         run_ids.push(run_id_of(&body));
     }
+    let mut finished = Vec::new();
     for id in &run_ids {
-        assert_eq!(
-            env.wait_run(*id, Duration::from_secs(60)).await,
-            "succeeded"
-        );
+        finished.push(env.wait_run(*id, Duration::from_secs(60)).await);
     }
+    // The same failure at the same commit: one fix, the other five skip at verify (one
+    // failure, one fix), every stage of every run done once.
+    finished.sort();
+    assert_eq!(
+        finished,
+        [
+            "incomplete",
+            "incomplete",
+            "incomplete",
+            "incomplete",
+            "incomplete",
+            "succeeded"
+        ]
+    );
+    assert_eq!(env.standin.pulls().len(), 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM verifications WHERE reason LIKE 'one failure, one fix%'")
+            .await,
+        5
+    );
     assert_eq!(
         env.count("SELECT count(*) FROM stage_attempts").await,
         6 * 6,

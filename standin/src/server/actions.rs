@@ -185,11 +185,48 @@ pub(super) async fn signed_log(
     }
 }
 
-/// GitHub answers 201 with an empty object.
+/// GitHub answers 201 with an empty object, and the run has a new attempt, queued.
 pub(super) async fn rerun_failed_jobs(
-    Path((_owner, _repo, _run_id)): Path<(String, String, i64)>,
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, run_id)): Path<(String, String, i64)>,
 ) -> Response {
+    *inner
+        .reruns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(run_id)
+        .or_insert(0) += 1;
+    if super::issues::fail_after_write(&inner) {
+        return github_error(StatusCode::BAD_GATEWAY, "Server Error");
+    }
     (StatusCode::CREATED, Json(json!({}))).into_response()
+}
+
+/// Recorded: the `workflow_run` of octokit's `workflow_run.completed` webhook payload (the
+/// REST object), as the run asked for: its latest attempt, queued after a rerun.
+pub(super) async fn get_run(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, run_id)): Path<(String, String, i64)>,
+) -> Response {
+    let mut run = match inner
+        .fixtures
+        .json("github-webhooks/workflow_run/completed.payload.json")
+    {
+        Ok(payload) => payload["workflow_run"].clone(),
+        Err(e) => return fixture_error(e),
+    };
+    let reruns = inner
+        .reruns
+        .lock()
+        .map(|r| r.get(&run_id).copied().unwrap_or(0))
+        .unwrap_or(0);
+    run["id"] = Value::from(run_id);
+    run["run_attempt"] = Value::from(1 + reruns);
+    if reruns > 0 {
+        run["status"] = Value::from("queued");
+        run["conclusion"] = Value::Null;
+    }
+    Json(run).into_response()
 }
 
 #[derive(Deserialize)]

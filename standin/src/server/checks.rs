@@ -24,20 +24,38 @@ pub(super) async fn create_check_run(
     };
     let mut runs = inner.check_runs.lock().unwrap_or_else(|p| p.into_inner());
     run["id"] = Value::from(5000 + runs.len() as i64);
-    for key in ["name", "head_sha", "status", "conclusion", "output"] {
+    for key in [
+        "name",
+        "head_sha",
+        "external_id",
+        "status",
+        "conclusion",
+        "output",
+    ] {
         if let Some(v) = req.get(key) {
             run[key] = v.clone();
         }
     }
     runs.push(run.clone());
+    drop(runs);
+    if super::issues::fail_after_write(&inner) {
+        return github_error(StatusCode::BAD_GATEWAY, "Server Error");
+    }
     (StatusCode::CREATED, Json(run)).into_response()
 }
 
 /// Recorded: octocrab `commit_check_runs.json`, its first check run adapted to the commit
 /// and to the `fix_checks` knob.
+#[derive(serde::Deserialize)]
+pub(super) struct CheckRunsQuery {
+    #[serde(default)]
+    check_name: Option<String>,
+}
+
 pub(super) async fn commit_check_runs(
     State(inner): State<Arc<Inner>>,
     Path((_owner, _repo, sha)): Path<(String, String, String)>,
+    axum::extract::Query(q): axum::extract::Query<CheckRunsQuery>,
 ) -> Response {
     let template = match inner
         .fixtures
@@ -53,6 +71,9 @@ pub(super) async fn commit_check_runs(
     }
     // Check runs created through the API on this commit are listed too, as GitHub does.
     runs.extend(created_on(&inner, &sha));
+    if let Some(name) = &q.check_name {
+        runs.retain(|r| r["name"] == name.as_str());
+    }
     Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
 }
 

@@ -84,12 +84,20 @@ pub(super) async fn create_comment(
     body["issue_number"] = Value::from(number);
     comments.push(body.clone());
     drop(comments);
-    let mut knobs = inner.knobs.lock().unwrap_or_else(|p| p.into_inner());
-    if knobs.fail_after_comment > 0 {
-        knobs.fail_after_comment -= 1;
+    if fail_after_write(&inner) {
         return github_error(StatusCode::BAD_GATEWAY, "Server Error");
     }
     (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// Whether this write, already made, is answered 502 (the `fail_after_write` knob).
+pub(super) fn fail_after_write(inner: &Inner) -> bool {
+    let mut knobs = inner.knobs.lock().unwrap_or_else(|p| p.into_inner());
+    if knobs.fail_after_write > 0 {
+        knobs.fail_after_write -= 1;
+        return true;
+    }
+    false
 }
 
 /// The comments on an issue or PR, oldest first, paginated as GitHub's.

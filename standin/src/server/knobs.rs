@@ -65,10 +65,11 @@ pub struct Knobs {
     /// Pull requests (by number) that have an approving review.
     #[serde(default)]
     pub approved_pulls: Vec<i64>,
-    /// Make the next N issue comments, then answer 502 as if GitHub timed out after making
-    /// them (a client that posts again blindly says everything twice).
+    /// Make the next N writes that are not idempotent (issue comments, check runs, reruns),
+    /// then answer 502 as if GitHub timed out after making them (a client that posts again
+    /// blindly does everything twice).
     #[serde(default)]
-    pub fail_after_comment: u32,
+    pub fail_after_write: u32,
     /// More jobs failing the same way, by name (a matrix's other legs, another workflow's
     /// job), listed after the failing job.
     #[serde(default)]

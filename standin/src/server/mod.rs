@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     tokens: Mutex<auth::Tokens>,
     token_requests: Mutex<Vec<Value>>,
     comments: Mutex<Vec<Value>>,
+    /// Reruns asked for, by workflow run id: each one is a new attempt of the run.
+    reruns: Mutex<std::collections::HashMap<i64, i64>>,
 }
 
 #[derive(Clone)]
@@ -184,6 +186,7 @@ pub async fn spawn_with(
         tokens: Mutex::new(auth::Tokens::default()),
         token_requests: Mutex::new(Vec::new()),
         comments: Mutex::new(Vec::new()),
+        reruns: Mutex::new(std::collections::HashMap::new()),
     });
     // Every route says who may call it: the App (its JWT), an installation (a token scoped
     // to the repository in the path), or anyone (the stand-in's own controls and the
@@ -212,6 +215,10 @@ pub async fn spawn_with(
         .route(
             "/repos/{owner}/{repo}/actions/runs",
             get(actions::list_workflow_runs),
+        )
+        .route(
+            "/repos/{owner}/{repo}/actions/runs/{run_id}",
+            get(actions::get_run),
         )
         .route(
             "/repos/{owner}/{repo}/actions/runs/{run_id}/rerun-failed-jobs",

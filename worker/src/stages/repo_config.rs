@@ -4,7 +4,7 @@
 //! file `SELFHEAL_REPO_DEFAULTS` names (same keys); a repository's own keys override them.
 
 use octocrab::Octocrab;
-use selfheal_shared::github::GitHubError;
+use selfheal_shared::github::{GitHubApp, GitHubError};
 use selfheal_shared::runs::Run;
 use serde::Deserialize;
 use serde_json::json;
@@ -289,12 +289,12 @@ pub async fn load(
 
 /// A failed check run on the failing commit says what is wrong with the config.
 pub async fn report_bad_config(
-    crab: &Octocrab,
+    github: &GitHubApp,
     run: &Run,
     problem: &str,
 ) -> Result<(), StageError> {
     check_run(
-        crab,
+        github,
         run,
         "selfheal config",
         "failure",

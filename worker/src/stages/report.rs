@@ -1,7 +1,6 @@
 //! How selfheal talks to people on GitHub: comments on pull requests (GitHub treats them as
 //! issues) and completed check runs on commits.
 
-use octocrab::Octocrab;
 use selfheal_shared::runs::Run;
 use serde_json::{json, Value};
 
@@ -67,26 +66,57 @@ pub async fn comment(
 }
 
 /// A completed check run named `name` on the run's failing commit; `output` is GitHub's
-/// `{title, summary, text}`.
+/// `{title, summary, text}`. Made once, as [`comment`]: keyed by its `external_id`, and after
+/// a 5xx or a timeout the commit's check runs are read for the key before trying again.
 pub async fn check_run(
-    crab: &Octocrab,
+    github: &GitHubApp,
     run: &Run,
     name: &str,
     conclusion: &str,
     output: Value,
 ) -> Result<(), StageError> {
-    let _: Value = crab
-        .post(
-            format!("/repos/{}/check-runs", run.repository_full_name),
-            Some(&json!({
-                "name": name,
-                "head_sha": run.head_sha,
-                "status": "completed",
-                "conclusion": conclusion,
-                "output": output,
-            })),
+    let repo = &run.repository_full_name;
+    let key = format!("selfheal:{}:{name}", run.id);
+    let once = github.installation_once(run.installation_id, repo)?;
+    let what = format!("reporting `{name}` as a check run");
+    for attempt in 0..3u32 {
+        let sent: Result<Value, _> = once
+            .post(
+                format!("/repos/{repo}/check-runs"),
+                Some(&json!({
+                    "name": name,
+                    "head_sha": run.head_sha,
+                    "external_id": key,
+                    "status": "completed",
+                    "conclusion": conclusion,
+                    "output": output,
+                })),
+            )
+            .await;
+        let e = match sent {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if status_of(&e).is_some_and(|s| s < 500) {
+            return Err(api_error(e, &what));
+        }
+        tracing::warn!(error = %e, attempt, "a check run failed; checking whether GitHub made it");
+        let reader = github.installation(run.installation_id, repo)?;
+        let listed = all_pages(
+            &reader,
+            &format!("/repos/{repo}/commits/{}/check-runs", run.head_sha),
+            Some("check_runs"),
+            &[("check_name", name)],
+            "the commit's check runs",
+            10,
         )
-        .await
-        .map_err(|e| api_error(e, &format!("reporting `{name}` as a check run")))?;
-    Ok(())
+        .await?;
+        if listed.iter().any(|c| c["external_id"] == key.as_str()) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
+    }
+    Err(StageError::Transient(format!(
+        "{what}: GitHub kept failing, and the check run is not there"
+    )))
 }

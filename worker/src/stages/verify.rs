@@ -132,6 +132,8 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
                 "SELECT other.run_id, r.github_run_id FROM diagnoses mine
                  JOIN diagnoses other ON other.fingerprint = mine.fingerprint AND other.run_id <> mine.run_id
                  JOIN runs r ON r.id = other.run_id
+                 -- Its fix still stands: not stopped (a person closing that PR stops it).
+                 JOIN incidents oi ON oi.id = r.incident_id AND oi.stopped_at IS NULL
                  JOIN verifications v ON v.run_id = other.run_id AND v.verdict = 'deliver'
                  JOIN patches mp ON mp.run_id = mine.run_id AND mp.verdict = 'fixed'
                  JOIN patches op ON op.run_id = other.run_id AND op.verdict = 'fixed'
@@ -331,7 +333,7 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     }
     let config = match repo_config::load(ctx, &crab, &run.repository_full_name).await? {
         Err(problem) => {
-            repo_config::report_bad_config(&crab, run, &problem).await?;
+            repo_config::report_bad_config(&ctx.github, run, &problem).await?;
             return Ok((
                 Verdict::Skip,
                 format!(

@@ -5,9 +5,14 @@
 /// A fenced block around `text` whose fence is longer than any run of backticks in it (the
 /// CommonMark rule for a fence that the content cannot close).
 pub fn fenced(text: &str) -> String {
+    fenced_as(text, "")
+}
+
+/// [`fenced`], the block marked as `language` (e.g. `diff`) for highlighting.
+pub fn fenced_as(text: &str, language: &str) -> String {
     let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest.max(2) + 1);
-    format!("{fence}\n{text}\n{fence}")
+    format!("{fence}{language}\n{text}\n{fence}")
 }
 
 /// `text` on one line as a code span: in CommonMark nothing inside one is Markdown or HTML,

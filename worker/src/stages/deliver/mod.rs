@@ -13,7 +13,7 @@ mod pull_request;
 use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
 
-use super::download::api_error;
+use super::download::{api_error, status_of};
 use super::report::check_run;
 use super::verify::{self, Verdict};
 use super::{merge, StageError, StageReport};
@@ -100,18 +100,15 @@ async fn dry_run_report(
         evidence["runs"],
         reason.split_once(": ").map(|(_, w)| w).unwrap_or(reason),
     );
-    let crab = ctx
-        .github
-        .installation(run.installation_id, &run.repository_full_name)?;
     check_run(
-        &crab,
+        &ctx.github,
         run,
         "selfheal (dry run)",
         "neutral",
         json!({
             "title": "selfheal would fix this failure",
             "summary": summary,
-            "text": diff.map(|d| format!("```diff\n{d}\n```")).unwrap_or_default(),
+            "text": diff.map(|d| markdown::fenced_as(&d, "diff")).unwrap_or_default(),
         }),
     )
     .await?;
@@ -125,6 +122,50 @@ pub(super) fn skipped(detail: &str) -> StageReport {
         outcome: Outcome::Skipped,
         detail: detail.to_string(),
     }
+}
+
+/// Asks GitHub to rerun the run's failed jobs once: without octocrab's blind retries, and
+/// after a 5xx or a timeout the run is read first: a newer attempt means GitHub did it.
+async fn rerun_once(ctx: &WorkerContext, run: &Run) -> Result<(), StageError> {
+    let repo = &run.repository_full_name;
+    let once = ctx.github.installation_once(run.installation_id, repo)?;
+    for attempt in 0..3u32 {
+        let asked: Result<Value, _> = once
+            .post(
+                format!(
+                    "/repos/{repo}/actions/runs/{}/rerun-failed-jobs",
+                    run.github_run_id
+                ),
+                None::<&()>,
+            )
+            .await;
+        let e = match asked {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if status_of(&e).is_some_and(|s| s < 500) {
+            return Err(api_error(e, "rerun-failed-jobs"));
+        }
+        tracing::warn!(error = %e, attempt, "rerun-failed-jobs failed; checking whether GitHub started it");
+        let reader = ctx.github.installation(run.installation_id, repo)?;
+        let now: Value = reader
+            .get(
+                format!("/repos/{repo}/actions/runs/{}", run.github_run_id),
+                None::<&()>,
+            )
+            .await
+            .map_err(|e| api_error(e, "the run"))?;
+        if now["run_attempt"]
+            .as_i64()
+            .is_some_and(|a| a > i64::from(run.github_run_attempt))
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
+    }
+    Err(StageError::Transient(
+        "rerun-failed-jobs: GitHub kept failing, and no new attempt started".into(),
+    ))
 }
 
 async fn rerun(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
@@ -153,19 +194,7 @@ async fn rerun(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError
             "rerun limit reached ({MAX_RERUNS} per incident): not rerunning again"
         )));
     }
-    let crab = ctx
-        .github
-        .installation(run.installation_id, &run.repository_full_name)?;
-    let _: Value = crab
-        .post(
-            format!(
-                "/repos/{}/actions/runs/{}/rerun-failed-jobs",
-                run.repository_full_name, run.github_run_id
-            ),
-            None::<&()>,
-        )
-        .await
-        .map_err(|e| api_error(e, "rerun-failed-jobs"))?;
+    rerun_once(ctx, run).await?;
     client
         .execute(
             "INSERT INTO deliveries (run_id, incident_id, kind) VALUES ($1, $2, 'rerun') ON CONFLICT (run_id, kind) DO NOTHING",
