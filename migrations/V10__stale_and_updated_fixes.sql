@@ -13,3 +13,8 @@ ALTER TABLE deliveries ADD COLUMN branch_updated_at TIMESTAMPTZ;
 -- A fix whose own CI never reported (workflows only on the default branch, path filters):
 -- when selfheal said so on the PR and left it for review.
 ALTER TABLE deliveries ADD COLUMN ci_deadline_at TIMESTAMPTZ;
+
+-- What started a run: a workflow run (its id and attempt), or an external CI's check suite
+-- on selfheal's fix (its id, attempt 0: no workflow run has attempt 0).
+ALTER TABLE runs ADD COLUMN trigger TEXT NOT NULL DEFAULT 'workflow_run'
+    CHECK (trigger IN ('workflow_run', 'check_suite'));

@@ -663,6 +663,11 @@ async fn a_fix_whose_ci_never_comes_is_said_so_and_left_for_review() {
         .await;
     let (_, head) = env.pull(1);
     assert!(deadline_noted(&env, Duration::from_secs(15)).await);
+    // Claimed, then said: wait for the comment.
+    let started = std::time::Instant::now();
+    while env.standin.comments().is_empty() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let said = env.standin.comments();
     let last = said.last().unwrap()["body"].as_str().unwrap();
     assert!(
@@ -672,14 +677,14 @@ async fn a_fix_whose_ci_never_comes_is_said_so_and_left_for_review() {
         )),
         "{last}"
     );
+    // Said once, whichever worker and however often it looks; recorded.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.standin.comments().len(), said.len());
     assert_eq!(
         env.count("SELECT count(*) FROM audit_log WHERE action = 'fix.ci_never_came'")
             .await,
         1
     );
-    // Said once, whichever worker and however often it looks.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(env.standin.comments().len(), said.len());
     assert_eq!(env.standin.pulls()[0]["state"], "open");
 }
 
@@ -831,4 +836,71 @@ async fn a_check_run_github_made_before_failing_to_answer_is_not_made_twice() {
         })
         .count();
     assert_eq!(looked, 1);
+}
+
+#[tokio::test]
+async fn external_ci_reporting_through_a_check_suite_re_triggers_verify_and_merges() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // The repository's CI is an external app (no GitHub Actions run on selfheal's branch): its
+    // check run is green on the fix.
+    env.standin.set_knobs(Knobs {
+        fix_checks: Some(vec![
+            serde_json::json!({"name": "octocoders-linter", "status": "completed", "conclusion": "success"}),
+        ]),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(9981, &now()))
+        .await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, head) = env.pull(1);
+
+    // A suite on another commit, or GitHub Actions' own, or a red one: nothing to verify.
+    let (_, body) = app
+        .deliver(
+            "check_suite",
+            &env.check_suite(7001, &branch, &env.standin.head_sha(), "success"),
+        )
+        .await;
+    assert_eq!(body["status"], "ignored", "{body}");
+    let mut actions = env.check_suite(7002, &branch, &head, "success");
+    actions["check_suite"]["app"]["slug"] = serde_json::json!("github-actions");
+    let (_, body) = app.deliver("check_suite", &actions).await;
+    assert_eq!(body["status"], "stored", "{body}");
+    let (_, body) = app
+        .deliver(
+            "check_suite",
+            &env.check_suite(7003, &branch, &head, "failure"),
+        )
+        .await;
+    assert_eq!(body["status"], "stored", "{body}");
+
+    // Green on selfheal's commit: verify runs and merges.
+    let green = env.check_suite(7004, &branch, &head, "success");
+    let (_, body) = app.deliver("check_suite", &green).await;
+    assert_eq!(body["status"], "run_created", "{body}");
+    assert_eq!(body["stage"], "verify", "{body}");
+    let run = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run, Duration::from_secs(30)).await,
+        "succeeded"
+    );
+    let verdict: String = env
+        .db()
+        .await
+        .query_one(
+            "SELECT verdict FROM verifications WHERE run_id = $1",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(verdict, "merge");
+    assert_eq!(env.standin.pulls()[0]["merged"], true);
+    // The same suite delivered again is the same run.
+    let (_, again) = app.deliver("check_suite", &green).await;
+    assert_ne!(again["status"], "run_created", "{again}");
 }

@@ -41,6 +41,10 @@ fn the_manifest_covers_every_call_and_asks_nothing_extra() {
         .collect();
     assert!(events.contains(&"workflow_run"));
     assert!(events.contains(&"issue_comment"), "the /selfheal commands");
+    assert!(
+        events.contains(&"check_suite"),
+        "external CI on selfheal's fix"
+    );
     assert!(manifest["hook_attributes"]["url"]
         .as_str()
         .unwrap()

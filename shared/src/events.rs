@@ -408,3 +408,44 @@ mod tests {
         assert!(err.to_string().contains("malformed JSON"), "{err}");
     }
 }
+
+/// A `check_suite` delivery: external CI (an app other than GitHub Actions) reporting on a
+/// commit through the Checks API. selfheal reads it for the commits it pushed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckSuiteEvent {
+    pub action: String,
+    pub check_suite: CheckSuite,
+    pub repository: Repository,
+    #[serde(default)]
+    pub installation: Option<Installation>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckSuite {
+    pub id: i64,
+    #[serde(default)]
+    pub head_branch: Option<String>,
+    pub head_sha: String,
+    #[serde(default)]
+    pub conclusion: Option<String>,
+    pub app: CheckSuiteApp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckSuiteApp {
+    pub id: i64,
+    #[serde(default)]
+    pub slug: Option<String>,
+}
+
+impl CheckSuiteEvent {
+    pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
+        parse_payload("check_suite", body)
+    }
+
+    /// GitHub Actions' own suites: their workflow runs are delivered as `workflow_run`.
+    pub fn is_actions(&self) -> bool {
+        self.check_suite.app.slug.as_deref() == Some("github-actions")
+            || self.check_suite.app.id == 15368
+    }
+}

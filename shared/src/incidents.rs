@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use crate::config::Gates;
 use crate::events::{
-    CommandRequest, IssueCommentEvent, PullRequestEvent, RunVerdict, WorkflowRunEvent,
+    CheckSuiteEvent, CommandRequest, IssueCommentEvent, PullRequestEvent, RunVerdict,
+    WorkflowRunEvent,
 };
 use crate::installations::{self, InstallationEvent};
 use crate::stage::Stage;
@@ -88,6 +89,7 @@ pub enum Parsed {
     Installation(InstallationEvent),
     Comment(IssueCommentEvent),
     PullRequest(PullRequestEvent),
+    CheckSuite(CheckSuiteEvent),
     Other,
 }
 
@@ -124,6 +126,7 @@ pub async fn ingest(
         Parsed::WorkflowRun(ev) => workflow_run(tx, delivery.id, ev, gates).await?,
         Parsed::Comment(ev) => command(tx, delivery.id, ev).await?,
         Parsed::PullRequest(ev) => fix_closed(tx, ev).await?,
+        Parsed::CheckSuite(ev) => crate::check_suites::completed(tx, delivery.id, ev).await?,
         Parsed::Installation(ev) => Ingested::Installation {
             outcome: installations::apply(tx, delivery.event, ev).await?,
         },

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod cause;
+pub mod check_suites;
 pub mod config;
 pub mod db;
 pub mod events;

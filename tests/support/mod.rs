@@ -237,6 +237,23 @@ impl TestEnv {
         payload
     }
 
+    /// octokit's recorded `check_suite.completed` (an external CI app, `octocoders-linter`),
+    /// adapted: suite `id` on `branch` at `head_sha`, with `conclusion`.
+    pub fn check_suite(&self, id: i64, branch: &str, head_sha: &str, conclusion: &str) -> Value {
+        let mut payload = self
+            .fixtures
+            .json("github-webhooks/check_suite/completed.payload.json")
+            .unwrap();
+        payload["repository"] = self.failing_run(1, &now())["repository"].clone();
+        payload["installation"] = serde_json::json!({"id": INSTALLATION_ID});
+        let suite = &mut payload["check_suite"];
+        suite["id"] = Value::from(id);
+        suite["head_branch"] = Value::from(branch);
+        suite["head_sha"] = Value::from(head_sha);
+        suite["conclusion"] = Value::from(conclusion);
+        payload
+    }
+
     /// octokit's recorded `issue_comment.created` (with installation), adapted: a comment by
     /// `login` on pull request `number` of the stand-in's repository.
     pub fn comment(&self, number: i64, login: &str, body: &str) -> Value {

@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
-use selfheal_shared::events::{IssueCommentEvent, PullRequestEvent, RunVerdict, WorkflowRunEvent};
+use selfheal_shared::events::{
+    CheckSuiteEvent, IssueCommentEvent, PullRequestEvent, RunVerdict, WorkflowRunEvent,
+};
 use selfheal_shared::incidents::{self, Delivery, Ingested, Parsed};
 use selfheal_shared::installations::InstallationEvent;
 use selfheal_shared::job::{CommandJob, Job};
@@ -51,6 +53,7 @@ pub async fn receive(
         }
         "issue_comment" => Parsed::Comment(IssueCommentEvent::parse(&body).map_err(bad)?),
         "pull_request" => Parsed::PullRequest(PullRequestEvent::parse(&body).map_err(bad)?),
+        "check_suite" => Parsed::CheckSuite(CheckSuiteEvent::parse(&body).map_err(bad)?),
         _ => Parsed::Other,
     };
 
