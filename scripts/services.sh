@@ -67,6 +67,11 @@ redis_up() {
 docker_up() {
   if docker info >/dev/null 2>&1; then return 0; fi
   log "starting dockerd"
+  # A dockerd that was stopped without cleaning up leaves its pid file; with no dockerd
+  # running it is stale, and would stop the new one from starting.
+  if [ -f /var/run/docker.pid ] && ! pgrep -x dockerd >/dev/null; then
+    rm -f /var/run/docker.pid
+  fi
   mkdir -p "$dir/docker"
   nohup dockerd --data-root "$dir/docker" >"$dir/dockerd.log" 2>&1 &
   echo $! >"$dir/dockerd.pid"
@@ -97,7 +102,13 @@ case "$cmd" in
       su postgres -s /bin/sh -c "$bin/pg_ctl -D '$dir/pg' -m fast stop" >/dev/null 2>&1 || true
     fi
     redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
-    if [ -f "$dir/dockerd.pid" ]; then kill "$(cat "$dir/dockerd.pid")" 2>/dev/null || true; rm -f "$dir/dockerd.pid"; fi
+    if [ -f "$dir/dockerd.pid" ]; then
+      pid=$(cat "$dir/dockerd.pid")
+      kill "$pid" 2>/dev/null || true
+      # Wait for it to exit (it removes its own pid file and socket), at most 20 s.
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      rm -f "$dir/dockerd.pid"
+    fi
     log "down"
     ;;
   env)
