@@ -13,8 +13,13 @@ ALTER TABLE deliveries ADD COLUMN branch_updated_at TIMESTAMPTZ;
 -- A fix whose own CI never reported (workflows only on the default branch, path filters):
 -- when selfheal said so on the PR and left it for review.
 ALTER TABLE deliveries ADD COLUMN ci_deadline_at TIMESTAMPTZ;
+-- ...and when it was settled: said on the PR, or found to have reported after all.
+ALTER TABLE deliveries ADD COLUMN ci_deadline_said_at TIMESTAMPTZ;
 
 -- What started a run: a workflow run (its id and attempt), or an external CI's check suite
 -- on selfheal's fix (its id, attempt 0: no workflow run has attempt 0).
 ALTER TABLE runs ADD COLUMN trigger TEXT NOT NULL DEFAULT 'workflow_run'
     CHECK (trigger IN ('workflow_run', 'check_suite'));
+-- The app whose check suite started the run (its id and slug).
+ALTER TABLE runs ADD COLUMN trigger_app_id BIGINT;
+ALTER TABLE runs ADD COLUMN trigger_app TEXT;

@@ -9,6 +9,19 @@ use std::time::Duration;
 use github_standin::Knobs;
 use support::*;
 
+/// The detail of a run's stage that succeeded.
+async fn stage_detail(env: &TestEnv, run: uuid::Uuid, stage: &str) -> String {
+    env.db()
+        .await
+        .query_one(
+            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND outcome = 'succeeded'",
+            &[&run, &stage],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test]
 async fn a_job_whose_log_is_gone_is_skipped_with_a_note_and_the_run_heals_from_the_others() {
     let env = TestEnv::new().await;
@@ -33,14 +46,7 @@ async fn a_job_whose_log_is_gone_is_skipped_with_a_note_and_the_run_heals_from_t
         "succeeded"
     );
     let db = env.db().await;
-    let detail: String = db
-        .query_one(
-            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'triage' AND outcome = 'succeeded'",
-            &[&run_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let detail = stage_detail(&env, run_id, "triage").await;
     assert!(detail.starts_with("111 of 112 jobs failed"), "{detail}");
     assert!(
         detail
@@ -115,16 +121,9 @@ async fn a_newer_push_supersedes_the_failing_commit_and_nothing_is_delivered_for
         .await;
     let run_id = run_id_of(&body);
     env.wait_run(run_id, Duration::from_secs(60)).await;
-    let db = env.db().await;
-    let row = db
-        .query_one(
-            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
-            &[&run_id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "skip");
-    let reason: String = row.get(1);
+    let row = verdict(&env, run_id).await;
+    assert_eq!(row.0, "skip");
+    let reason = row.1.clone();
     assert!(
         reason.starts_with("superseded: master has moved on from"),
         "{reason}"
@@ -173,20 +172,12 @@ async fn a_fix_made_stale_by_someone_elses_push_is_closed_with_a_comment() {
         "succeeded"
     );
 
-    let db = env.db().await;
     assert_eq!(
         env.count("SELECT count(*) FROM incidents WHERE status = 'resolved'")
             .await,
         1
     );
-    let verdict: String = db
-        .query_one(
-            "SELECT verdict FROM verifications WHERE run_id = $1",
-            &[&tidy],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let verdict = verdict(&env, tidy).await.0;
     assert_eq!(verdict, "close");
     let pr = &env.standin.pulls()[0];
     assert_eq!(pr["state"], "closed");
@@ -253,18 +244,9 @@ async fn a_green_run_of_a_commit_that_is_not_the_branchs_head_closes_nothing() {
     .await;
     let tidy = run_id_of(&body);
     env.wait_run(tidy, Duration::from_secs(30)).await;
-    let db = env.db().await;
-    let row = db
-        .query_one(
-            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
-            &[&tidy],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "skip");
-    assert!(row
-        .get::<_, String>(1)
-        .contains("which is not master's head"));
+    let row = verdict(&env, tidy).await;
+    assert_eq!(row.0, "skip");
+    assert!(row.1.contains("which is not master's head"));
     assert_eq!(env.standin.pulls()[0]["state"], "open");
     assert!(!git(
         &env.standin.git_dir(),
@@ -288,11 +270,7 @@ async fn a_merge_branch_protection_refuses_is_left_for_review_with_a_comment_say
         ..Knobs::default()
     });
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(9401, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
+    env.fail_and_heal(&app, 9401).await;
     let (branch, head) = env.pull(1);
     let (_, body) = app
         .deliver(
@@ -398,11 +376,7 @@ async fn a_fix_behind_its_base_is_brought_up_to_date_and_merged_after_its_ci() {
         ..Knobs::default()
     });
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(9501, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
+    env.fail_and_heal(&app, 9501).await;
     let (branch, fix) = env.pull(1);
     // Meanwhile someone else's commit lands on master: the fix is behind.
     let theirs = push_to_master(&env).await;
@@ -415,15 +389,7 @@ async fn a_fix_behind_its_base_is_brought_up_to_date_and_merged_after_its_ci() {
         env.wait_run(first, Duration::from_secs(40)).await,
         "succeeded"
     );
-    let db = env.db().await;
-    let detail: String = db
-        .query_one(
-            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver' AND outcome = 'succeeded'",
-            &[&first],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let detail = stage_detail(&env, first, "deliver").await;
     assert!(
         detail.contains("was behind its base: brought up to date"),
         "{detail}"
@@ -446,14 +412,7 @@ async fn a_fix_behind_its_base_is_brought_up_to_date_and_merged_after_its_ci() {
         env.wait_run(second, Duration::from_secs(40)).await,
         "succeeded"
     );
-    let verdict: String = db
-        .query_one(
-            "SELECT verdict FROM verifications WHERE run_id = $1",
-            &[&second],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let verdict = verdict(&env, second).await.0;
     assert_eq!(verdict, "merge");
     assert_eq!(env.standin.pulls()[0]["merged"], true);
     // master holds both: the other commit's file and the fix.
@@ -469,11 +428,7 @@ async fn a_fix_whose_ci_reported_no_check_is_not_merged() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(9601, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
+    env.fail_and_heal(&app, 9601).await;
     let (branch, head) = env.pull(1);
     // A green workflow run on the branch, but no check run or status on the commit (the
     // stand-in, as GitHub, shows none until a CI reports one).
@@ -485,21 +440,9 @@ async fn a_fix_whose_ci_reported_no_check_is_not_merged() {
         .await;
     let check = run_id_of(&body);
     env.wait_run(check, Duration::from_secs(30)).await;
-    let row = env
-        .db()
-        .await
-        .query_one(
-            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
-            &[&check],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "hold");
-    assert!(
-        row.get::<_, String>(1).starts_with("no checks reported"),
-        "{}",
-        row.get::<_, String>(1)
-    );
+    let row = verdict(&env, check).await;
+    assert_eq!(row.0, "hold");
+    assert!(row.1.starts_with("no checks reported"), "{}", row.1);
     assert_eq!(env.standin.pulls()[0]["merged"], false);
 }
 
@@ -552,21 +495,12 @@ async fn a_branch_whose_last_commits_are_all_selfheals_gets_no_fix_on_top() {
     let (_, body) = app.deliver("workflow_run", &failing).await;
     let run_id = run_id_of(&body);
     env.wait_run(run_id, Duration::from_secs(60)).await;
-    let row = env
-        .db()
-        .await
-        .query_one(
-            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
-            &[&run_id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "stop");
+    let row = verdict(&env, run_id).await;
+    assert_eq!(row.0, "stop");
     assert!(
-        row.get::<_, String>(1)
-            .contains("the last 3 commits of the failing branch"),
+        row.1.contains("the last 3 commits of the failing branch"),
         "{}",
-        row.get::<_, String>(1)
+        row.1
     );
     assert!(env.standin.pulls().is_empty());
     let said = env.standin.comments();
@@ -656,11 +590,7 @@ async fn a_fix_whose_ci_never_comes_is_said_so_and_left_for_review() {
     env.set("SELFHEAL_FIX_CI_DEADLINE_SECS", "2");
     let app = env.spawn_web().await;
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(9901, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
+    env.fail_and_heal(&app, 9901).await;
     let (_, head) = env.pull(1);
     assert!(deadline_noted(&env, Duration::from_secs(15)).await);
     // Claimed, then said: wait for the comment.
@@ -694,11 +624,7 @@ async fn a_fix_whose_ci_came_is_not_said_to_have_none() {
     env.set("SELFHEAL_FIX_CI_DEADLINE_SECS", "2");
     let app = env.spawn_web().await;
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(9911, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
+    env.fail_and_heal(&app, 9911).await;
     let (branch, head) = env.pull(1);
     // The fix's CI reports right away (it is still running: verify waits).
     let (_, body) = app
@@ -717,11 +643,7 @@ async fn a_comment_github_made_before_failing_to_answer_is_not_made_twice() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(9951, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
+    env.fail_and_heal(&app, 9951).await;
     // GitHub makes the next comment, then answers 502 (as after a timeout).
     env.standin.set_knobs(Knobs {
         permissions: [("octocat".to_string(), "admin".to_string())].into(),
@@ -778,16 +700,7 @@ async fn a_rerun_github_started_before_failing_to_answer_is_not_asked_twice() {
         .await;
     let run_id = run_id_of(&body);
     env.wait_run(run_id, Duration::from_secs(60)).await;
-    let detail: String = env
-        .db()
-        .await
-        .query_one(
-            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver' AND outcome = 'succeeded'",
-            &[&run_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let detail = stage_detail(&env, run_id, "deliver").await;
     assert!(
         detail.starts_with("reran the failed jobs of run 9961 (1 of 2"),
         "{detail}"
@@ -848,14 +761,11 @@ async fn external_ci_reporting_through_a_check_suite_re_triggers_verify_and_merg
         fix_checks: Some(vec![
             serde_json::json!({"name": "octocoders-linter", "status": "completed", "conclusion": "success"}),
         ]),
+        repo_config: Some("external_ci: [octocoders-linter]\n".into()),
         ..Knobs::default()
     });
     let _worker = env.spawn_worker("w");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(9981, &now()))
-        .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
+    env.fail_and_heal(&app, 9981).await;
     let (branch, head) = env.pull(1);
 
     // A suite on another commit, or GitHub Actions' own, or a red one: nothing to verify.
@@ -878,7 +788,31 @@ async fn external_ci_reporting_through_a_check_suite_re_triggers_verify_and_merg
         .await;
     assert_eq!(body["status"], "stored", "{body}");
 
-    // Green on selfheal's commit: verify runs and merges.
+    // Green, on selfheal's commit, but from an app the repository does not name as its CI
+    // (a DCO bot going green first): verify runs and decides nothing.
+    let mut dco = env.check_suite(7005, &branch, &head, "success");
+    dco["check_suite"]["app"]["slug"] = serde_json::json!("dco");
+    dco["check_suite"]["app"]["id"] = serde_json::json!(4242_4242);
+    let (_, body) = app.deliver("check_suite", &dco).await;
+    let run = run_id_of(&body);
+    env.wait_run(run, Duration::from_secs(30)).await;
+    let reason: String = env
+        .db()
+        .await
+        .query_one(
+            "SELECT reason FROM verifications WHERE run_id = $1 AND verdict = 'skip'",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        reason.contains("which .github/selfheal.yml does not list under external_ci"),
+        "{reason}"
+    );
+    assert_eq!(env.standin.pulls()[0]["merged"], false);
+
+    // Green on selfheal's commit from the repository's CI: verify runs and merges.
     let green = env.check_suite(7004, &branch, &head, "success");
     let (_, body) = app.deliver("check_suite", &green).await;
     assert_eq!(body["status"], "run_created", "{body}");
@@ -888,19 +822,50 @@ async fn external_ci_reporting_through_a_check_suite_re_triggers_verify_and_merg
         env.wait_run(run, Duration::from_secs(30)).await,
         "succeeded"
     );
-    let verdict: String = env
-        .db()
-        .await
-        .query_one(
-            "SELECT verdict FROM verifications WHERE run_id = $1",
-            &[&run],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let verdict = verdict(&env, run).await.0;
     assert_eq!(verdict, "merge");
     assert_eq!(env.standin.pulls()[0]["merged"], true);
     // The same suite delivered again is the same run.
-    let (_, again) = app.deliver("check_suite", &green).await;
-    assert_ne!(again["status"], "run_created", "{again}");
+    let (status, again) = app.deliver("check_suite", &green).await;
+    assert_eq!(
+        (status, again["status"].as_str()),
+        (202, Some("stored")),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn a_mark_someone_else_planted_does_not_silence_selfhealss_comment() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    env.fail_and_heal(&app, 9991).await;
+    // Someone writes the marks of the next commands' replies on the PR; GitHub then fails
+    // selfheal's first comment without making it.
+    for id in 1..=3 {
+        env.standin
+            .comment_as(1, "mallory", &format!("<!-- selfheal:command:{id} -->"));
+    }
+    env.standin.set_knobs(Knobs {
+        permissions: [("octocat".to_string(), "admin".to_string())].into(),
+        fail_writes: 1,
+        ..Knobs::default()
+    });
+    let (_, body) = app
+        .deliver(
+            "issue_comment",
+            &env.comment(1, "octocat", "/selfheal explain"),
+        )
+        .await;
+    let command = body["command_id"].as_i64().unwrap();
+    assert_eq!(env.command_status(command).await, "done");
+    let mark = format!("<!-- selfheal:command:{command} -->");
+    let ours: Vec<serde_json::Value> = env
+        .standin
+        .comments()
+        .into_iter()
+        .filter(|c| !c["performed_via_github_app"].is_null())
+        .filter(|c| c["body"].as_str().is_some_and(|b| b.contains(&mark)))
+        .collect();
+    assert_eq!(ours.len(), 1, "selfheal's reply was made, once: {ours:#?}");
 }

@@ -11,19 +11,6 @@ use github_standin::Knobs;
 use serde_json::json;
 use support::*;
 
-async fn verdict(env: &TestEnv, run: uuid::Uuid) -> (String, String) {
-    let row = env
-        .db()
-        .await
-        .query_one(
-            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
-            &[&run],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
 #[tokio::test]
 async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_incident() {
     let env = TestEnv::new().await;

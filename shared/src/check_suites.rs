@@ -4,8 +4,8 @@
 //! run does. Recorded as a run of the incident (`trigger` = `check_suite`, attempt 0: a
 //! suite has no attempts, and no workflow run has attempt 0).
 
-use serde_json::json;
 use deadpool_postgres::Transaction;
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::audit;
@@ -30,6 +30,13 @@ pub async fn completed(
         // green suite) sees it and holds; selfheal cannot read an external CI's logs to heal.
         return Ok(Ingested::Stored);
     }
+    // Concurrent redeliveries of one suite wait for each other here, so the second sees the
+    // first's run instead of racing it into a unique violation.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('selfheal.check_suite:' || $1::text, 0))",
+        &[&suite.id.to_string()],
+    )
+    .await?;
     // The incident whose open fix is this branch, and the commit selfheal last pushed to it.
     let row = tx
         .query_opt(
@@ -37,6 +44,7 @@ pub async fn completed(
                     (SELECT sha FROM (
                         SELECT a.commit_sha AS sha, a.pushed_at AS at FROM fix_attempts a
                         WHERE a.incident_id = d.incident_id AND a.pushed_at IS NOT NULL
+                          AND a.commit_sha IS NOT NULL
                         UNION ALL
                         SELECT d.branch_updated_sha, d.branch_updated_at WHERE d.branch_updated_sha IS NOT NULL
                      ) p ORDER BY at DESC LIMIT 1)
@@ -81,8 +89,9 @@ pub async fn completed(
     let run_id = Uuid::new_v4();
     tx.execute(
         "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
-                           github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch, trigger)
-         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 'success', 'queued', $8, 'check_suite')",
+                           github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch,
+                           trigger, trigger_app_id, trigger_app)
+         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 'success', 'queued', $8, 'check_suite', $9, $10)",
         &[
             &run_id,
             &incident_id,
@@ -92,6 +101,8 @@ pub async fn completed(
             &suite.id,
             &suite.head_sha,
             &branch,
+            &suite.app.id,
+            &suite.app.slug,
         ],
     )
     .await?;

@@ -21,6 +21,8 @@ pub struct Run {
     pub conclusion: String,
     /// Set when this is a run of the fix's own CI, on selfheal's branch.
     pub fix_branch: Option<String>,
+    /// The app (id, slug) whose check suite started this run; none for a workflow run.
+    pub trigger_app: Option<(i64, Option<String>)>,
 }
 
 impl Run {
@@ -57,7 +59,7 @@ pub async fn load(
     let row = client
         .query_opt(
             "SELECT id, incident_id, installation_id, repository_full_name, github_run_id, head_sha, status,
-                    conclusion, fix_branch, github_run_attempt
+                    conclusion, fix_branch, github_run_attempt, trigger_app_id, trigger_app
              FROM runs WHERE id = $1",
             &[&run_id],
         )
@@ -73,6 +75,9 @@ pub async fn load(
         conclusion: r.get(7),
         fix_branch: r.get(8),
         github_run_attempt: r.get(9),
+        trigger_app: r
+            .get::<_, Option<i64>>(10)
+            .map(|id| (id, r.get::<_, Option<String>>(11))),
     }))
 }
 

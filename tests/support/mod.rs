@@ -17,6 +17,20 @@ use uuid::Uuid;
 
 pub const INSTALLATION_ID: i64 = github_standin::INSTALLATION_ID;
 
+/// Verify's verdict on a run, and its reason.
+pub async fn verdict(env: &TestEnv, run: Uuid) -> (String, String) {
+    let row = env
+        .db()
+        .await
+        .query_one(
+            "SELECT verdict, reason FROM verifications WHERE run_id = $1",
+            &[&run],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 /// The check a fix's CI reports, green: the stand-in, like GitHub, shows no check on a new
 /// commit until a CI reports one.
 pub fn green_checks() -> Option<Vec<Value>> {
@@ -251,6 +265,7 @@ impl TestEnv {
         suite["head_branch"] = Value::from(branch);
         suite["head_sha"] = Value::from(head_sha);
         suite["conclusion"] = Value::from(conclusion);
+        suite["app"]["slug"] = Value::from("octocoders-linter");
         payload
     }
 
@@ -296,6 +311,15 @@ impl TestEnv {
         }
         payload["sender"]["login"] = Value::from(by);
         payload
+    }
+
+    /// The recorded failing run `run` delivered to `app` and healed to its end (its PR open).
+    pub async fn fail_and_heal(&self, app: &App, run: i64) {
+        let (_, body) = app
+            .deliver("workflow_run", &self.failing_run(run, &now()))
+            .await;
+        self.wait_run(run_id_of(&body), Duration::from_secs(60))
+            .await;
     }
 
     /// The fix's branch and head as the stand-in's open pull request `number` shows them.

@@ -38,7 +38,9 @@ pub async fn overdue(ctx: &WorkerContext, deadline: Duration) -> Result<usize, S
                                  d.branch_updated_at) AS at
                  FROM deliveries d JOIN incidents i ON i.id = d.incident_id
                  WHERE d.kind = 'pull_request' AND d.pr_number IS NOT NULL AND d.merged_at IS NULL
-                   AND d.closed_at IS NULL AND d.ci_deadline_at IS NULL
+                   AND d.closed_at IS NULL AND d.ci_deadline_said_at IS NULL
+                   -- Unclaimed, or claimed by a worker that died before saying it.
+                   AND (d.ci_deadline_at IS NULL OR d.ci_deadline_at < now() - interval '5 minutes')
                    AND i.status = 'open' AND i.stopped_at IS NULL
              )
              SELECT p.incident_id, p.pr_number, r.installation_id, r.repository_full_name
@@ -57,16 +59,32 @@ pub async fn overdue(ctx: &WorkerContext, deadline: Duration) -> Result<usize, S
         let number: i32 = row.get(1);
         let (installation, repo): (i64, String) = (row.get(2), row.get(3));
         let sha = crate::stages::pr_state::last_pushed(&**client, incident).await?;
-        // One worker claims it; a failure to comment gives the claim back.
+        // One worker claims it (a claim five minutes old is a dead worker's); a failure to
+        // comment gives the claim back.
         let claimed = client
             .execute(
                 "UPDATE deliveries SET ci_deadline_at = now(), updated_at = now()
-                 WHERE incident_id = $1 AND kind = 'pull_request' AND ci_deadline_at IS NULL",
+                 WHERE incident_id = $1 AND kind = 'pull_request' AND ci_deadline_said_at IS NULL
+                   AND (ci_deadline_at IS NULL OR ci_deadline_at < now() - interval '5 minutes')",
                 &[&incident],
             )
             .await?;
         if claimed == 0 {
             continue;
+        }
+        // CI that reported without a run selfheal records (a red external suite, commit
+        // statuses, a workflow still running): it did come. Noted, not said.
+        if let (Some(head), Ok(crab)) = (&sha, ctx.github.installation(installation, &repo)) {
+            let checks = crate::stages::pr_state::checks_on(&crab, &repo, head).await?;
+            if !checks.all.is_empty() || !checks.running_workflows.is_empty() {
+                client
+                    .execute(
+                        "UPDATE deliveries SET ci_deadline_said_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+                        &[&incident],
+                    )
+                    .await?;
+                continue;
+            }
         }
         let minutes = deadline.as_secs().div_ceil(60);
         let body = format!(
@@ -92,6 +110,12 @@ pub async fn overdue(ctx: &WorkerContext, deadline: Duration) -> Result<usize, S
                 .await?;
             continue;
         }
+        client
+            .execute(
+                "UPDATE deliveries SET ci_deadline_said_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+                &[&incident],
+            )
+            .await?;
         selfheal_shared::audit::append(
             &client,
             "selfheal:deadline",

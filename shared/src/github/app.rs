@@ -63,6 +63,7 @@ impl RateLimitMetrics for LogRateLimits {
 /// One per process. Installation clients are kept so that their tokens are reused until
 /// shortly before they expire, then refreshed by octocrab.
 pub struct GitHubApp {
+    app_id: u64,
     app: Octocrab,
     /// The same app without octocrab's retries, for writes that must not happen twice.
     app_once: Octocrab,
@@ -107,6 +108,7 @@ impl GitHubApp {
                 reason: e.to_string(),
             })?;
         Ok(GitHubApp {
+            app_id,
             app,
             app_once,
             api_url: config.api_url.clone(),
@@ -114,6 +116,11 @@ impl GitHubApp {
             installations_once: Mutex::new(HashMap::new()),
             http,
         })
+    }
+
+    /// The App's id: what GitHub names as `performed_via_github_app` on what it did.
+    pub fn app_id(&self) -> u64 {
+        self.app_id
     }
 
     /// Authenticated as the app itself (its JWT), for app-level endpoints.

@@ -36,6 +36,7 @@ pub(super) async fn create_check_run(
             run[key] = v.clone();
         }
     }
+    run["app"] = super::app_object(&inner);
     runs.push(run.clone());
     drop(runs);
     if super::issues::fail_after_write(&inner) {
@@ -50,6 +51,9 @@ pub(super) async fn create_check_run(
 pub(super) struct CheckRunsQuery {
     #[serde(default)]
     check_name: Option<String>,
+    /// `latest` (GitHub's default: the newest run of each name) or `all`.
+    #[serde(default)]
+    filter: Option<String>,
 }
 
 pub(super) async fn commit_check_runs(
@@ -73,6 +77,13 @@ pub(super) async fn commit_check_runs(
     runs.extend(created_on(&inner, &sha));
     if let Some(name) = &q.check_name {
         runs.retain(|r| r["name"] == name.as_str());
+    }
+    if q.filter.as_deref() != Some("all") {
+        // The newest of each name only.
+        let mut seen = std::collections::HashSet::new();
+        runs.reverse();
+        runs.retain(|r| seen.insert(r["name"].to_string()));
+        runs.reverse();
     }
     Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
 }

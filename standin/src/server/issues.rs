@@ -82,12 +82,26 @@ pub(super) async fn create_comment(
     body["id"] = Value::from(9000 + comments.len() as i64);
     body["body"] = Value::from(req.body);
     body["issue_number"] = Value::from(number);
+    body["performed_via_github_app"] = super::app_object(&inner);
+    if fail_before_write(&inner) {
+        return github_error(StatusCode::BAD_GATEWAY, "Server Error");
+    }
     comments.push(body.clone());
     drop(comments);
     if fail_after_write(&inner) {
         return github_error(StatusCode::BAD_GATEWAY, "Server Error");
     }
     (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// Whether this write is answered 502 without being made (the `fail_writes` knob).
+pub(super) fn fail_before_write(inner: &Inner) -> bool {
+    let mut knobs = inner.knobs.lock().unwrap_or_else(|p| p.into_inner());
+    if knobs.fail_writes > 0 {
+        knobs.fail_writes -= 1;
+        return true;
+    }
+    false
 }
 
 /// Whether this write, already made, is answered 502 (the `fail_after_write` knob).

@@ -70,6 +70,9 @@ pub struct Knobs {
     /// blindly does everything twice).
     #[serde(default)]
     pub fail_after_write: u32,
+    /// Answer the next N issue comments 502 without making them.
+    #[serde(default)]
+    pub fail_writes: u32,
     /// More jobs failing the same way, by name (a matrix's other legs, another workflow's
     /// job), listed after the failing job.
     #[serde(default)]

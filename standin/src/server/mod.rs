@@ -136,6 +136,18 @@ impl StandIn {
         }
     }
 
+    /// A comment by a person (`login`) on issue or PR `number`, made outside selfheal.
+    pub fn comment_as(&self, number: i64, login: &str, body: &str) {
+        let mut comments = self
+            .inner
+            .comments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let id = 9000 + comments.len() as i64;
+        comments.push(json!({"id": id, "body": body, "issue_number": number,
+            "user": {"login": login, "type": "User"}, "performed_via_github_app": null}));
+    }
+
     /// A token for `installation` as a token exchange would issue it (all its repositories),
     /// for a test acting as someone else with access (a person pushing to a branch).
     pub fn installation_token(&self, installation: i64) -> Option<String> {
@@ -366,6 +378,20 @@ async fn record(
 
 fn knobs(inner: &Inner) -> Knobs {
     inner.knobs.lock().map(|k| k.clone()).unwrap_or_default()
+}
+
+/// The App as GitHub names it on what it did (`performed_via_github_app`, a check run's
+/// `app`): the recorded integration of octokit's `check_suite` payload, as the stand-in's App.
+pub(crate) fn app_object(inner: &Inner) -> Value {
+    let mut app = inner
+        .fixtures
+        .json("github-webhooks/check_suite/completed.payload.json")
+        .map(|p| p["check_suite"]["app"].clone())
+        .unwrap_or_else(|_| json!({}));
+    app["id"] = Value::from(inner.app.id);
+    app["slug"] = Value::from("selfheal");
+    app["name"] = Value::from("selfheal");
+    app
 }
 
 /// A refusal in GitHub's words (status and message), answered as GitHub's error body.

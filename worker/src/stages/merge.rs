@@ -29,8 +29,38 @@ pub async fn merge(ctx: &WorkerContext, run: &Run, actor: &str) -> Result<StageR
     })
 }
 
-/// Merges the incident's PR; `head` guards against merging a commit nobody checked.
+/// Merges the incident's PR; `head` guards against merging a commit nobody checked. One
+/// merge per incident at a time (two verify runs, a green workflow run and a green check
+/// suite, may both decide to merge): the second finds it merged.
 pub async fn merge_incident(
+    ctx: &WorkerContext,
+    installation_id: i64,
+    repo: &str,
+    incident_id: Uuid,
+    head: Option<&str>,
+    actor: &str,
+) -> Result<String, StageError> {
+    // A session lock on a connection of its own: released below, or when the worker dies.
+    let lock = ctx.pool.get().await?;
+    let key = format!("selfheal.merge:{incident_id}");
+    lock.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", &[&key])
+        .await?;
+    let result = merge_locked(ctx, installation_id, repo, incident_id, head, actor).await;
+    if let Err(e) = lock
+        .execute(
+            "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+            &[&key],
+        )
+        .await
+    {
+        // Not back to the pool holding the lock: the connection is closed, and the lock with it.
+        tracing::warn!(error = %e, "could not release the merge lock; closing its connection");
+        drop(deadpool_postgres::Object::take(lock));
+    }
+    result
+}
+
+async fn merge_locked(
     ctx: &WorkerContext,
     installation_id: i64,
     repo: &str,
@@ -120,7 +150,14 @@ pub async fn merge_incident(
             )
             .await
         }
-        // Not mergeable (405), head moved (409), or refused by a rule (422): GitHub's word.
+        // Not mergeable (405), head moved (409), or refused by a rule (422): GitHub's word,
+        // unless it is merged already (by a person in GitHub's UI, say).
+        Err(octocrab::Error::GitHub { source, .. })
+            if matches!(source.status_code.as_u16(), 405 | 409 | 422)
+                && merged_meanwhile(&crab, repo, number).await? =>
+        {
+            Ok(format!("PR #{number} was merged meanwhile"))
+        }
         Err(octocrab::Error::GitHub { source, .. })
             if matches!(source.status_code.as_u16(), 405 | 409 | 422) =>
         {
@@ -244,9 +281,26 @@ async fn update_branch(
                 .flatten()
                 .filter_map(|p| p["sha"].as_str())
                 .collect();
-            if parents.len() != 2 || parents[0] != head {
+            // GitHub's own merge: signed (verified), selfheal's head then the base's.
+            let base = pr["base"]["ref"].as_str().unwrap_or_default();
+            let base_head: Value = crab
+                .get(
+                    format!(
+                        "/repos/{repo}/git/ref/heads/{}",
+                        super::verify::ref_path(base)
+                    ),
+                    None::<&()>,
+                )
+                .await
+                .map_err(|e| api_error(e, "the base branch"))?;
+            let verified = commit["verification"]["verified"] == true;
+            if parents.len() != 2
+                || parents[0] != head
+                || base_head["object"]["sha"].as_str() != Some(parents[1])
+                || !verified
+            {
                 return Ok(format!(
-                    "PR #{number} was behind its base; after update-branch its head {} is not GitHub's merge onto selfheal's {}: left for review",
+                    "PR #{number} was behind its base; after update-branch its head {} is not GitHub's signed merge of the base onto selfheal's {}: left for review",
                     short(&new_head),
                     short(head)
                 ));
@@ -270,4 +324,16 @@ async fn update_branch(
     Ok(format!(
         "PR #{number} was behind its base: update-branch asked, the new head did not show within 10 s; left for review"
     ))
+}
+
+async fn merged_meanwhile(
+    crab: &octocrab::Octocrab,
+    repo: &str,
+    number: i32,
+) -> Result<bool, StageError> {
+    let pr: Value = crab
+        .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
+        .await
+        .map_err(|e| api_error(e, "the pull request"))?;
+    Ok(pr["merged"] == true)
 }

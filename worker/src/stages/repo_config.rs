@@ -44,6 +44,11 @@ pub struct RepoConfig {
     /// How an allowed fix is merged.
     #[serde(default)]
     pub merge_method: MergeMethod,
+    /// The repository's CI apps other than GitHub Actions (their slugs): a green check suite
+    /// from one of them on selfheal's fix re-triggers verify. Any other app's suite (a DCO or
+    /// CLA bot going green first) does not.
+    #[serde(default)]
+    pub external_ci: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -98,6 +103,7 @@ impl Default for RepoConfig {
             reviewers: Vec::new(),
             max_attempts: default_max_attempts(),
             merge_method: MergeMethod::default(),
+            external_ci: Vec::new(),
         }
     }
 }

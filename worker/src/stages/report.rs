@@ -52,10 +52,11 @@ pub async fn comment(
             10,
         )
         .await?;
-        if thread
-            .iter()
-            .any(|c| c["body"].as_str().is_some_and(|b| b.contains(&mark)))
-        {
+        // selfheal's own comment with the mark: anyone can write the mark in theirs.
+        if thread.iter().any(|c| {
+            c["performed_via_github_app"]["id"].as_u64() == Some(github.app_id())
+                && c["body"].as_str().is_some_and(|b| b.contains(&mark))
+        }) {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
@@ -106,12 +107,15 @@ pub async fn check_run(
             &reader,
             &format!("/repos/{repo}/commits/{}/check-runs", run.head_sha),
             Some("check_runs"),
-            &[("check_name", name)],
+            // Every run of that name (GitHub's default shows only the latest per name).
+            &[("check_name", name), ("filter", "all")],
             "the commit's check runs",
             10,
         )
         .await?;
-        if listed.iter().any(|c| c["external_id"] == key.as_str()) {
+        if listed.iter().any(|c| {
+            c["external_id"] == key.as_str() && c["app"]["id"].as_u64() == Some(github.app_id())
+        }) {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;

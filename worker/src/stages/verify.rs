@@ -110,6 +110,8 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             ),
             json!([]),
         )
+    } else if let Some(why) = unlisted_ci(ctx, run).await? {
+        (Verdict::Skip, why, json!([]))
     } else if run.fix_branch.is_some() && run.conclusion == "success" {
         fix_passed(ctx, run).await?
     } else {
@@ -132,13 +134,16 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
                 "SELECT other.run_id, r.github_run_id FROM diagnoses mine
                  JOIN diagnoses other ON other.fingerprint = mine.fingerprint AND other.run_id <> mine.run_id
                  JOIN runs r ON r.id = other.run_id
-                 -- Its fix still stands: not stopped (a person closing that PR stops it).
+                 -- Its fix still stands: not stopped (a person closing that PR stops it), and
+                 -- not delivered-then-dropped (its PR open, or not opened yet).
                  JOIN incidents oi ON oi.id = r.incident_id AND oi.stopped_at IS NULL
+                 LEFT JOIN deliveries od ON od.incident_id = r.incident_id AND od.kind = 'pull_request'
                  JOIN verifications v ON v.run_id = other.run_id AND v.verdict = 'deliver'
                  JOIN patches mp ON mp.run_id = mine.run_id AND mp.verdict = 'fixed'
                  JOIN patches op ON op.run_id = other.run_id AND op.verdict = 'fixed'
                  WHERE mine.run_id = $1 AND r.head_sha = $2 AND r.repository_full_name = $3
                    AND r.incident_id <> $4 AND r.fix_branch IS NULL
+                   AND (od.incident_id IS NULL OR (od.closed_at IS NULL))
                  LIMIT 1",
                 &[&run.id, &run.head_sha, &run.repository_full_name, &run.incident_id],
             )
@@ -296,35 +301,6 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
             Err(e) => return Err(api_error(e, "the failing branch")),
         }
     }
-    // Loop guard at GitHub's level: a branch whose last commits are all selfheal's own (its
-    // merged fixes failing again) gets no further fix on top; people decide.
-    if run.fix_branch.is_none() {
-        if let Some(ours) =
-            own_commits_on_top(&crab, &run.repository_full_name, &run.head_sha).await?
-        {
-            let why = format!(
-                "the last {} commits of the failing branch ({}) are all selfheal's own",
-                ours.len(),
-                ours.iter().map(|s| short(s)).collect::<Vec<_>>().join(", ")
-            );
-            let body = format!(
-                "selfheal stops here: {why}, and this commit fails again. Another fix on top of its own fixes needs a person; comment `/selfheal retry` on a pull request of this incident, or push a fix, to go on."
-            );
-            let said: Result<Value, _> = crab
-                .post(
-                    format!(
-                        "/repos/{}/commits/{}/comments",
-                        run.repository_full_name, run.head_sha
-                    ),
-                    Some(&json!({"body": body})),
-                )
-                .await;
-            if let Err(e) = said {
-                tracing::warn!(error = %e, "could not say on the commit why selfheal stops");
-            }
-            return stop(ctx, run, &why).await;
-        }
-    }
     if ctx.dry_run {
         return Ok((
             Verdict::DryRun,
@@ -352,6 +328,40 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     }
     if let Some(why) = config.refuses(class, diff.as_deref()) {
         return Ok((Verdict::Skip, format!("not delivered: {why}")));
+    }
+    // Loop guard at GitHub's level: a branch whose last commits are all selfheal's own (its
+    // merged fixes failing again) gets no further fix on top; people decide. After the
+    // dry-run gates: a dry run writes nothing, a comment included.
+    if run.fix_branch.is_none() {
+        if let Some(ours) =
+            own_commits_on_top(&crab, &run.repository_full_name, &run.head_sha).await?
+        {
+            let why = format!(
+                "the last {} commits of the failing branch ({}) are all selfheal's own",
+                ours.len(),
+                ours.iter().map(|s| short(s)).collect::<Vec<_>>().join(", ")
+            );
+            let body = format!(
+                "selfheal stops here: {why}, and this commit fails again. Another fix on top of its own fixes needs a person; comment `/selfheal retry` on a pull request of this incident, or push a fix, to go on."
+            );
+            // Once: no blind retry (a duplicate commit comment is noise on the commit).
+            let once = ctx
+                .github
+                .installation_once(run.installation_id, &run.repository_full_name)?;
+            let said: Result<Value, _> = once
+                .post(
+                    format!(
+                        "/repos/{}/commits/{}/comments",
+                        run.repository_full_name, run.head_sha
+                    ),
+                    Some(&json!({"body": body})),
+                )
+                .await;
+            if let Err(e) = said {
+                tracing::warn!(error = %e, "could not say on the commit why selfheal stops");
+            }
+            return stop(ctx, run, &why).await;
+        }
     }
     if verdict != "fixed" && run.fix_branch.is_none() {
         return Ok((Verdict::Deliver, "rerun the failed jobs".into()));
@@ -452,6 +462,36 @@ async fn resolved(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, String), S
             short(&run.head_sha)
         ),
     ))
+}
+
+/// A run started by a check suite decides a merge only when the suite is the repository's
+/// CI: an app `.github/selfheal.yml` lists under `external_ci`, and not selfheal itself.
+async fn unlisted_ci(ctx: &WorkerContext, run: &Run) -> Result<Option<String>, StageError> {
+    let Some((app_id, slug)) = &run.trigger_app else {
+        return Ok(None);
+    };
+    if u64::try_from(*app_id).ok() == Some(ctx.github.app_id()) {
+        return Ok(Some("a check suite of selfheal's own".into()));
+    }
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
+    let config = match repo_config::load(ctx, &crab, &run.repository_full_name).await? {
+        Ok(c) => c,
+        Err(problem) => {
+            return Ok(Some(format!(
+                "{} is invalid ({problem}): a check suite decides nothing",
+                repo_config::PATH
+            )))
+        }
+    };
+    let slug = slug.as_deref().unwrap_or_default();
+    Ok((!config.external_ci.iter().any(|c| c == slug)).then(|| {
+        format!(
+            "a check suite of `{slug}`, which {} does not list under external_ci: the fix's own CI decides",
+            repo_config::PATH
+        )
+    }))
 }
 
 /// How many commits on top of a branch, all selfheal's, make it stop.

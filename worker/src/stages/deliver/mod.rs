@@ -143,22 +143,15 @@ async fn rerun_once(ctx: &WorkerContext, run: &Run) -> Result<(), StageError> {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
+        // A refusal after an unanswered first try may be GitHub saying it is running already.
         if status_of(&e).is_some_and(|s| s < 500) {
+            if attempt > 0 && rerun_started(ctx, run).await? {
+                return Ok(());
+            }
             return Err(api_error(e, "rerun-failed-jobs"));
         }
         tracing::warn!(error = %e, attempt, "rerun-failed-jobs failed; checking whether GitHub started it");
-        let reader = ctx.github.installation(run.installation_id, repo)?;
-        let now: Value = reader
-            .get(
-                format!("/repos/{repo}/actions/runs/{}", run.github_run_id),
-                None::<&()>,
-            )
-            .await
-            .map_err(|e| api_error(e, "the run"))?;
-        if now["run_attempt"]
-            .as_i64()
-            .is_some_and(|a| a > i64::from(run.github_run_attempt))
-        {
+        if rerun_started(ctx, run).await? {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
@@ -166,6 +159,22 @@ async fn rerun_once(ctx: &WorkerContext, run: &Run) -> Result<(), StageError> {
     Err(StageError::Transient(
         "rerun-failed-jobs: GitHub kept failing, and no new attempt started".into(),
     ))
+}
+
+/// Whether the run has an attempt newer than the one that failed: a rerun GitHub started.
+async fn rerun_started(ctx: &WorkerContext, run: &Run) -> Result<bool, StageError> {
+    let repo = &run.repository_full_name;
+    let reader = ctx.github.installation(run.installation_id, repo)?;
+    let now: Value = reader
+        .get(
+            format!("/repos/{repo}/actions/runs/{}", run.github_run_id),
+            None::<&()>,
+        )
+        .await
+        .map_err(|e| api_error(e, "the run"))?;
+    Ok(now["run_attempt"]
+        .as_i64()
+        .is_some_and(|a| a > i64::from(run.github_run_attempt)))
 }
 
 async fn rerun(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
