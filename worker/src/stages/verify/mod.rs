@@ -6,18 +6,22 @@
 //! green, and does the merge policy allow the merge? The verdict is recorded in
 //! `verifications`; deliver only carries it out.
 
-use octocrab::Octocrab;
 use selfheal_shared::incidents;
 use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
 
 use super::download::api_error;
-use super::repo_config::{self, RepoConfig};
+use super::repo_config::{self};
 use super::report::comment;
 use super::{pr_state, short, StageError, StageReport};
 use crate::diagnose::Class;
-use crate::policy::{self, MergeInput};
 use crate::WorkerContext;
+
+mod guards;
+mod merging;
+
+use guards::{own_commits_on_top, resolved, unlisted_ci};
+use merging::fix_passed;
 
 /// What deliver is to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,137 +415,6 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     ))
 }
 
-/// The incident is resolved. By this green run, while selfheal's PR is open: the fix is stale
-/// and is closed, but only when the green commit is the branch's head now (a slow green run
-/// of an older commit, finishing after the failure, says nothing about the branch).
-async fn resolved(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, String), StageError> {
-    let meanwhile = || {
-        Ok((
-            Verdict::Skip,
-            "the incident was resolved meanwhile".to_string(),
-        ))
-    };
-    if run.fix_branch.is_some() || run.conclusion != "success" {
-        return meanwhile();
-    }
-    let Some(n) = open_pull_request(ctx, run).await? else {
-        return meanwhile();
-    };
-    let branch: String = ctx
-        .pool
-        .get()
-        .await?
-        .query_one(
-            "SELECT branch FROM incidents WHERE id = $1",
-            &[&run.incident_id],
-        )
-        .await?
-        .get(0);
-    let repo = &run.repository_full_name;
-    let crab = ctx.github.installation(run.installation_id, repo)?;
-    let head: Value = crab
-        .get(
-            format!("/repos/{repo}/git/ref/heads/{}", ref_path(&branch)),
-            None::<&()>,
-        )
-        .await
-        .map_err(|e| api_error(e, "the resolved branch"))?;
-    if head["object"]["sha"].as_str() != Some(run.head_sha.as_str()) {
-        return Ok((
-            Verdict::Skip,
-            format!(
-                "the incident was resolved by {}, which is not {branch}'s head: PR #{n} is left as it is",
-                short(&run.head_sha)
-            ),
-        ));
-    }
-    Ok((
-        Verdict::Close,
-        format!(
-            "the incident was resolved by {} without selfheal's fix: PR #{n} is stale",
-            short(&run.head_sha)
-        ),
-    ))
-}
-
-/// A run started by a check suite decides a merge only when the suite is the repository's
-/// CI: an app `.github/selfheal.yml` lists under `external_ci`, and not selfheal itself.
-async fn unlisted_ci(ctx: &WorkerContext, run: &Run) -> Result<Option<String>, StageError> {
-    let Some((app_id, slug)) = &run.trigger_app else {
-        return Ok(None);
-    };
-    if u64::try_from(*app_id).ok() == Some(ctx.github.app_id()) {
-        return Ok(Some("a check suite of selfheal's own".into()));
-    }
-    let crab = ctx
-        .github
-        .installation(run.installation_id, &run.repository_full_name)?;
-    let config = match repo_config::load(ctx, &crab, &run.repository_full_name).await? {
-        Ok(c) => c,
-        Err(problem) => {
-            return Ok(Some(format!(
-                "{} is invalid ({problem}): a check suite decides nothing",
-                repo_config::PATH
-            )))
-        }
-    };
-    let slug = slug.as_deref().unwrap_or_default();
-    Ok((!config.external_ci.iter().any(|c| c == slug)).then(|| {
-        format!(
-            "a check suite of `{slug}`, which {} does not list under external_ci: the fix's own CI decides",
-            repo_config::PATH
-        )
-    }))
-}
-
-/// How many commits on top of a branch, all selfheal's, make it stop.
-const OWN_COMMITS_LIMIT: usize = 3;
-
-/// The failing commit and its first parents, when the last [`OWN_COMMITS_LIMIT`] are all
-/// selfheal's (their message's first line starts `selfheal:`, as every commit and merge title
-/// it writes does). A message is anyone's to write: at worst someone makes selfheal stop.
-async fn own_commits_on_top(
-    crab: &Octocrab,
-    repo: &str,
-    head: &str,
-) -> Result<Option<Vec<String>>, StageError> {
-    let mut seen = Vec::new();
-    let mut sha = head.to_string();
-    while seen.len() < OWN_COMMITS_LIMIT {
-        let commit: Value = crab
-            .get(format!("/repos/{repo}/git/commits/{sha}"), None::<&()>)
-            .await
-            .map_err(|e| api_error(e, "the failing branch's history"))?;
-        let ours = commit["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("selfheal:"));
-        if !ours {
-            return Ok(None);
-        }
-        seen.push(sha.clone());
-        match commit["parents"][0]["sha"].as_str() {
-            Some(parent) => sha = parent.to_string(),
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(seen))
-}
-
-/// The incident's pull request while selfheal still holds it open (not merged or closed).
-async fn open_pull_request(ctx: &WorkerContext, run: &Run) -> Result<Option<i32>, StageError> {
-    Ok(ctx
-        .pool
-        .get()
-        .await?
-        .query_opt(
-            "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'
-               AND merged_at IS NULL AND closed_at IS NULL",
-            &[&run.incident_id],
-        )
-        .await?
-        .and_then(|r| r.get(0)))
-}
-
 /// The incident's pull request, once opened.
 async fn pr_number(client: &tokio_postgres::Client, run: &Run) -> Result<Option<i32>, StageError> {
     Ok(client
@@ -615,203 +488,6 @@ async fn stop(ctx: &WorkerContext, run: &Run, why: &str) -> Result<(Verdict, Str
     Ok((Verdict::Stop, reason))
 }
 
-/// A green run of the fix's own CI: merge if every check of the PR's head is green and the
-/// policy allows.
-async fn fix_passed(
-    ctx: &WorkerContext,
-    run: &Run,
-) -> Result<(Verdict, String, Value), StageError> {
-    let row = ctx
-        .pool
-        .get()
-        .await?
-        .query_opt(
-            "SELECT pr_number, merged_at IS NOT NULL FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
-            &[&run.incident_id],
-        )
-        .await?;
-    let Some(number) = row.as_ref().and_then(|r| r.get::<_, Option<i32>>(0)) else {
-        return Ok((
-            Verdict::Skip,
-            "no pull request for this incident".into(),
-            json!([]),
-        ));
-    };
-    if row.as_ref().is_some_and(|r| r.get::<_, bool>(1)) {
-        return Ok((
-            Verdict::Skip,
-            format!("PR #{number} is already merged"),
-            json!([]),
-        ));
-    }
-    let repo = &run.repository_full_name;
-    let crab = ctx.github.installation(run.installation_id, repo)?;
-    let pr: Value = crab
-        .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
-        .await
-        .map_err(|e| api_error(e, "the pull request"))?;
-    if pr["state"] != "open" {
-        return Ok((Verdict::Skip, format!("PR #{number} is closed"), json!([])));
-    }
-    let head = pr["head"]["sha"].as_str().unwrap_or_default();
-    if head != run.head_sha {
-        return Ok((
-            Verdict::Wait,
-            format!(
-                "PR #{number} moved on to {}; that commit's CI decides",
-                short(head)
-            ),
-            json!([]),
-        ));
-    }
-    // Anyone with write access can push to selfheal's branch: only selfheal's own last
-    // commit is merged by policy. Anything else is for people to review.
-    let ours = pr_state::last_pushed(&**ctx.pool.get().await?, run.incident_id).await?;
-    if ours.as_deref() != Some(head) {
-        return Ok((
-            Verdict::Hold,
-            format!(
-                "PR #{number}'s head {} is not the commit selfheal pushed ({}): someone else pushed to the branch, so it is left for review",
-                short(head),
-                ours.as_deref().map_or("none", short)
-            ),
-            json!([]),
-        ));
-    }
-    // Dry run switched on after the PR was opened still means: merge nothing.
-    if ctx.dry_run {
-        return Ok((
-            Verdict::Hold,
-            format!(
-                "dry run (SELFHEAL_DRY_RUN): would judge PR #{number} for merging; left for review"
-            ),
-            json!([]),
-        ));
-    }
-    let checks = pr_state::checks_on(&crab, repo, head).await?;
-    if !checks.running_workflows.is_empty() {
-        return Ok((
-            Verdict::Wait,
-            format!(
-                "{} of the fix's workflow runs still going ({}); the last to finish decides",
-                checks.running_workflows.len(),
-                checks.running_workflows.join(", ")
-            ),
-            json!([]),
-        ));
-    }
-    let pending = checks.pending();
-    if !pending.is_empty() {
-        let reason = format!(
-            "{} of the fix's checks still running ({}); the last to finish decides",
-            pending.len(),
-            pending.join(", ")
-        );
-        return Ok((Verdict::Wait, reason, Value::Array(checks.all.clone())));
-    }
-    let failed = checks.failed();
-    let green = checks.green();
-    let config = match repo_config::load(ctx, &crab, repo).await? {
-        Ok(c) => c,
-        Err(problem) => {
-            return Ok((
-                Verdict::Hold,
-                format!("{} is invalid ({problem})", repo_config::PATH),
-                Value::Array(checks.all.clone()),
-            ))
-        }
-    };
-    if config.dry_run {
-        return Ok((
-            Verdict::Hold,
-            format!(
-                "dry run ({}): would judge PR #{number} for merging; left for review",
-                repo_config::PATH
-            ),
-            Value::Array(checks.all.clone()),
-        ));
-    }
-    // The policy judges what the PR holds now, as GitHub shows it, not what selfheal recorded.
-    let files = pr_state::pr_files(&crab, repo, number).await?;
-    let (allow, reasons, source) = merge_decision(ctx, run, green, &config, &files).await?;
-    let summary = if green {
-        format!("all {} checks green", checks.all.len())
-    } else if checks.all.is_empty() {
-        "no checks reported".to_string()
-    } else {
-        format!("checks failed: {}", failed.join(", "))
-    };
-    Ok(if allow {
-        (
-            Verdict::Merge,
-            format!("{summary}; merge allowed by {source}"),
-            Value::Array(checks.all.clone()),
-        )
-    } else {
-        (
-            Verdict::Hold,
-            format!(
-                "{summary}; merge denied by {source}: {}",
-                reasons.join("; ")
-            ),
-            Value::Array(checks.all.clone()),
-        )
-    })
-}
-
-/// Evaluates the merge policy over the pull request's own files, and records the decision
-/// on the delivery.
-async fn merge_decision(
-    ctx: &WorkerContext,
-    run: &Run,
-    checks_green: bool,
-    config: &RepoConfig,
-    files: &[pr_state::PrFile],
-) -> Result<(bool, Vec<String>, String), StageError> {
-    let client = ctx.pool.get().await?;
-    // The incident's class is its first fix's; later attempts fix the fix.
-    let class = client
-        .query_opt(
-            "SELECT p.class FROM fix_attempts a JOIN patches p ON p.run_id = a.run_id
-             WHERE a.incident_id = $1 ORDER BY a.attempt LIMIT 1",
-            &[&run.incident_id],
-        )
-        .await?
-        .map(|r| r.get::<_, String>(0))
-        .unwrap_or_else(|| "unknown".into());
-    let diff = pr_state::as_diff(files);
-    let input = MergeInput {
-        class,
-        diff_lines: files
-            .iter()
-            .map(|f| (f.additions + f.deletions).max(0) as usize)
-            .sum(),
-        touched_paths: pr_state::touched_paths(files),
-        unreadable_paths: pr_state::unreadable_paths(files),
-        protected_paths: config.protected_paths.clone(),
-        max_diff_lines: config.max_diff_lines,
-        auto_merge_classes: config
-            .auto_merge_classes
-            .iter()
-            .map(|c| c.as_str().to_string())
-            .collect(),
-        checks_green,
-        tests_deleted: crate::heal::refuses(&diff).is_some(),
-    };
-    let (source, text) = policy_text().map_err(StageError::Permanent)?;
-    let decision = policy::decide(&text, &input)
-        .map_err(|e| StageError::Permanent(format!("merge policy {source}: {e}")))?;
-    let verdict = if decision.allow { "allowed" } else { "denied" };
-    client
-        .execute(
-            "UPDATE deliveries SET merge_decision = $2, merge_reasons = $3, decided_by = $4, updated_at = now()
-             WHERE incident_id = $1 AND kind = 'pull_request'",
-            &[&run.incident_id, &verdict, &serde_json::to_value(&decision.reasons).unwrap_or_default(), &source],
-        )
-        .await?;
-    Ok((decision.allow, decision.reasons, source))
-}
-
 /// A branch name as a URL path: each segment percent-encoded (`#`, `%`, `?` and non-ASCII
 /// are legal in git refs), the `/` between segments kept.
 pub(super) fn ref_path(branch: &str) -> String {
@@ -838,18 +514,6 @@ pub(super) fn ref_path(branch: &str) -> String {
 }
 
 /// The policy's text: the operator's file when `SELFHEAL_MERGE_POLICY` names one, read at each
-/// decision so that a change applies without a restart.
-fn policy_text() -> Result<(String, String), String> {
-    match std::env::var("SELFHEAL_MERGE_POLICY") {
-        Ok(path) if !path.trim().is_empty() => std::fs::read_to_string(&path)
-            .map(|text| (path.clone(), text))
-            .map_err(|e| format!("SELFHEAL_MERGE_POLICY {path}: {e}")),
-        _ => Ok((
-            "policies/merge.rego".into(),
-            policy::DEFAULT_POLICY.to_string(),
-        )),
-    }
-}
 
 #[cfg(test)]
 mod tests {
