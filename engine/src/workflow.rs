@@ -410,22 +410,9 @@ fn build(
         if let Some(request) = setup_request(uses, with, matrix) {
             toolchains.push(request);
         }
-        let version = [
-            "python-version",
-            "node-version",
-            "go-version",
-            "java-version",
-            "toolchain",
-        ]
-        .iter()
-        .find_map(|k| {
-            let v = &with[*k];
-            v.as_str()
-                .map(str::to_string)
-                .or_else(|| v.as_f64().map(|f| f.to_string()))
-                .map(|v| format!(" with {k} {v}"))
-        })
-        .unwrap_or_default();
+        let version = setup_version(with)
+            .map(|(k, v)| format!(" with {k} {v}"))
+            .unwrap_or_default();
         notes.push(format!(
             "step `uses: {uses}`{version} is not run: the sandbox's own toolchain and the fetched dependencies stand in for it"
         ));
@@ -463,27 +450,34 @@ fn build(
     }
 }
 
-/// The toolchain a setup step asks for: its language from the action, its version from
-/// `with:` (a matrix expression resolved from the job's name where it can be), or from the
-/// action's ref for `dtolnay/rust-toolchain@1.75`.
-fn setup_request(uses: &str, with: &Value, matrix: &BTreeMap<String, String>) -> Option<Requested> {
-    let (action, reference) = uses.split_once('@').unwrap_or((uses, ""));
-    let language = setup_action_language(action)?;
-    let from_with = [
+/// The version a setup step's `with:` names, and the key it is under (a YAML number as
+/// written: `3.10` unquoted is 3.1, as GitHub reads it too; a list's first line).
+fn setup_version(with: &Value) -> Option<(&'static str, String)> {
+    [
         "python-version",
         "node-version",
         "go-version",
         "java-version",
         "toolchain",
     ]
-    .iter()
+    .into_iter()
     .find_map(|k| {
-        let v = &with[*k];
+        let v = &with[k];
         v.as_str()
             .map(|s| s.lines().next().unwrap_or_default().trim().to_string())
             .or_else(|| v.as_f64().map(|f| f.to_string()))
             .or_else(|| v.as_u64().map(|n| n.to_string()))
-    });
+            .map(|v| (k, v))
+    })
+}
+
+/// The toolchain a setup step asks for: its language from the action, its version from
+/// `with:` (a matrix expression resolved from the job's name where it can be), or from the
+/// action's ref for `dtolnay/rust-toolchain@1.75`.
+fn setup_request(uses: &str, with: &Value, matrix: &BTreeMap<String, String>) -> Option<Requested> {
+    let (action, reference) = uses.split_once('@').unwrap_or((uses, ""));
+    let language = setup_action_language(action)?;
+    let from_with = setup_version(with).map(|(_, v)| v);
     let version = match from_with {
         Some(v) => {
             let expr = v.trim();

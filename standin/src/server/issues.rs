@@ -96,22 +96,23 @@ pub(super) async fn create_comment(
 
 /// Whether this write is answered 502 without being made (the `fail_writes` knob).
 pub(super) fn fail_before_write(inner: &Inner) -> bool {
-    let mut knobs = inner.knobs.lock().unwrap_or_else(|p| p.into_inner());
-    if knobs.fail_writes > 0 {
-        knobs.fail_writes -= 1;
-        return true;
-    }
-    false
+    spend(inner, |k| &mut k.fail_writes)
 }
 
 /// Whether this write, already made, is answered 502 (the `fail_after_write` knob).
 pub(super) fn fail_after_write(inner: &Inner) -> bool {
+    spend(inner, |k| &mut k.fail_after_write)
+}
+
+/// Takes one from a knob that counts down the requests it applies to.
+fn spend(inner: &Inner, counter: impl FnOnce(&mut super::Knobs) -> &mut u32) -> bool {
     let mut knobs = inner.knobs.lock().unwrap_or_else(|p| p.into_inner());
-    if knobs.fail_after_write > 0 {
-        knobs.fail_after_write -= 1;
-        return true;
+    let left = counter(&mut knobs);
+    if *left == 0 {
+        return false;
     }
-    false
+    *left -= 1;
+    true
 }
 
 /// The comments on an issue or PR, oldest first, paginated as GitHub's.

@@ -10,10 +10,42 @@ use super::download::{api_error, status_of};
 use super::pr_state::all_pages;
 use super::StageError;
 
-/// Says `body` on issue or PR `number` once. GitHub may make a comment and still fail to
-/// answer (a 5xx, a timeout): the comment carries a hidden mark with `key`, is posted without
-/// octocrab's blind retries, and after such a failure the thread is read for the mark before
-/// it is tried again.
+/// A write GitHub may make and still fail to answer (a 5xx, a timeout), made once: `post`
+/// goes out without octocrab's blind retries, and after such a failure `happened` reads GitHub
+/// back before it is tried again. A refusal (4xx) is GitHub's answer, except after an
+/// unanswered try, when it may be saying the write is done already: read back first.
+pub async fn write_once<P, PF, H, HF>(what: &str, post: P, happened: H) -> Result<(), StageError>
+where
+    P: Fn() -> PF,
+    PF: std::future::Future<Output = Result<Value, octocrab::Error>>,
+    H: Fn() -> HF,
+    HF: std::future::Future<Output = Result<bool, StageError>>,
+{
+    for attempt in 0..3u32 {
+        let e = match post().await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if status_of(&e).is_some_and(|s| s < 500) {
+            if attempt > 0 && happened().await? {
+                return Ok(());
+            }
+            return Err(api_error(e, what));
+        }
+        tracing::warn!(error = %e, attempt, "{what} failed; checking whether GitHub did it");
+        if happened().await? {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
+    }
+    Err(StageError::Transient(format!(
+        "{what}: GitHub kept failing, and it is not done"
+    )))
+}
+
+/// Says `body` on issue or PR `number` once ([`write_once`]): the comment carries a hidden
+/// mark with `key`, and only selfheal's own comment with it counts as made (anyone can write
+/// the mark in theirs).
 pub async fn comment(
     github: &GitHubApp,
     installation: i64,
@@ -23,52 +55,27 @@ pub async fn comment(
     body: &str,
 ) -> Result<(), StageError> {
     let mark = format!("<!-- selfheal:{key} -->");
-    let marked = format!("{body}\n\n{mark}");
+    let body = json!({ "body": format!("{body}\n\n{mark}") });
+    let url = format!("/repos/{repo}/issues/{number}/comments");
     let once = github.installation_once(installation, repo)?;
-    let what = format!("commenting on #{number}");
-    for attempt in 0..3u32 {
-        let sent: Result<Value, _> = once
-            .post(
-                format!("/repos/{repo}/issues/{number}/comments"),
-                Some(&json!({ "body": marked })),
-            )
-            .await;
-        let e = match sent {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        // A refusal (4xx) or a rate limit is GitHub's answer: it did not comment.
-        if status_of(&e).is_some_and(|s| s < 500) {
-            return Err(api_error(e, &what));
-        }
-        tracing::warn!(error = %e, attempt, "commenting failed; checking whether GitHub made the comment");
-        let reader = github.installation(installation, repo)?;
-        let thread = all_pages(
-            &reader,
-            &format!("/repos/{repo}/issues/{number}/comments"),
-            None,
-            &[],
-            "the thread's comments",
-            10,
-        )
-        .await?;
-        // selfheal's own comment with the mark: anyone can write the mark in theirs.
-        if thread.iter().any(|c| {
-            c["performed_via_github_app"]["id"].as_u64() == Some(github.app_id())
-                && c["body"].as_str().is_some_and(|b| b.contains(&mark))
-        }) {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
-    }
-    Err(StageError::Transient(format!(
-        "{what}: GitHub kept failing, and the comment is not there"
-    )))
+    let reader = github.installation(installation, repo)?;
+    write_once(
+        &format!("commenting on #{number}"),
+        || once.post::<_, Value>(url.as_str(), Some(&body)),
+        || async {
+            let thread = all_pages(&reader, &url, None, &[], "the thread's comments", 10).await?;
+            Ok(thread.iter().any(|c| {
+                c["performed_via_github_app"]["id"].as_u64() == Some(github.app_id())
+                    && c["body"].as_str().is_some_and(|b| b.contains(&mark))
+            }))
+        },
+    )
+    .await
 }
 
 /// A completed check run named `name` on the run's failing commit; `output` is GitHub's
-/// `{title, summary, text}`. Made once, as [`comment`]: keyed by its `external_id`, and after
-/// a 5xx or a timeout the commit's check runs are read for the key before trying again.
+/// `{title, summary, text}`. Made once ([`write_once`]), keyed by its `external_id`: only
+/// selfheal's own run with it counts as made.
 pub async fn check_run(
     github: &GitHubApp,
     run: &Run,
@@ -78,49 +85,36 @@ pub async fn check_run(
 ) -> Result<(), StageError> {
     let repo = &run.repository_full_name;
     let key = format!("selfheal:{}:{name}", run.id);
+    let body = json!({
+        "name": name,
+        "head_sha": run.head_sha,
+        "external_id": key,
+        "status": "completed",
+        "conclusion": conclusion,
+        "output": output,
+    });
+    let url = format!("/repos/{repo}/check-runs");
+    let listed_at = format!("/repos/{repo}/commits/{}/check-runs", run.head_sha);
     let once = github.installation_once(run.installation_id, repo)?;
-    let what = format!("reporting `{name}` as a check run");
-    for attempt in 0..3u32 {
-        let sent: Result<Value, _> = once
-            .post(
-                format!("/repos/{repo}/check-runs"),
-                Some(&json!({
-                    "name": name,
-                    "head_sha": run.head_sha,
-                    "external_id": key,
-                    "status": "completed",
-                    "conclusion": conclusion,
-                    "output": output,
-                })),
+    let reader = github.installation(run.installation_id, repo)?;
+    write_once(
+        &format!("reporting `{name}` as a check run"),
+        || once.post::<_, Value>(url.as_str(), Some(&body)),
+        || async {
+            let listed = all_pages(
+                &reader,
+                &listed_at,
+                Some("check_runs"),
+                // Every run of that name (GitHub's default shows only the latest per name).
+                &[("check_name", name), ("filter", "all")],
+                "the commit's check runs",
+                10,
             )
-            .await;
-        let e = match sent {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        if status_of(&e).is_some_and(|s| s < 500) {
-            return Err(api_error(e, &what));
-        }
-        tracing::warn!(error = %e, attempt, "a check run failed; checking whether GitHub made it");
-        let reader = github.installation(run.installation_id, repo)?;
-        let listed = all_pages(
-            &reader,
-            &format!("/repos/{repo}/commits/{}/check-runs", run.head_sha),
-            Some("check_runs"),
-            // Every run of that name (GitHub's default shows only the latest per name).
-            &[("check_name", name), ("filter", "all")],
-            "the commit's check runs",
-            10,
-        )
-        .await?;
-        if listed.iter().any(|c| {
-            c["external_id"] == key.as_str() && c["app"]["id"].as_u64() == Some(github.app_id())
-        }) {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
-    }
-    Err(StageError::Transient(format!(
-        "{what}: GitHub kept failing, and the check run is not there"
-    )))
+            .await?;
+            Ok(listed.iter().any(|c| {
+                c["external_id"] == key.as_str() && c["app"]["id"].as_u64() == Some(github.app_id())
+            }))
+        },
+    )
+    .await
 }

@@ -13,8 +13,8 @@ mod pull_request;
 use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
 
-use super::download::{api_error, status_of};
-use super::report::check_run;
+use super::download::api_error;
+use super::report::{check_run, write_once};
 use super::verify::{self, Verdict};
 use super::{merge, StageError, StageReport};
 use crate::changes::ChangeSet;
@@ -124,41 +124,21 @@ pub(super) fn skipped(detail: &str) -> StageReport {
     }
 }
 
-/// Asks GitHub to rerun the run's failed jobs once: without octocrab's blind retries, and
-/// after a 5xx or a timeout the run is read first: a newer attempt means GitHub did it.
+/// Asks GitHub to rerun the run's failed jobs once ([`write_once`]): a newer attempt of the
+/// run means GitHub did it.
 async fn rerun_once(ctx: &WorkerContext, run: &Run) -> Result<(), StageError> {
     let repo = &run.repository_full_name;
     let once = ctx.github.installation_once(run.installation_id, repo)?;
-    for attempt in 0..3u32 {
-        let asked: Result<Value, _> = once
-            .post(
-                format!(
-                    "/repos/{repo}/actions/runs/{}/rerun-failed-jobs",
-                    run.github_run_id
-                ),
-                None::<&()>,
-            )
-            .await;
-        let e = match asked {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        // A refusal after an unanswered first try may be GitHub saying it is running already.
-        if status_of(&e).is_some_and(|s| s < 500) {
-            if attempt > 0 && rerun_started(ctx, run).await? {
-                return Ok(());
-            }
-            return Err(api_error(e, "rerun-failed-jobs"));
-        }
-        tracing::warn!(error = %e, attempt, "rerun-failed-jobs failed; checking whether GitHub started it");
-        if rerun_started(ctx, run).await? {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
-    }
-    Err(StageError::Transient(
-        "rerun-failed-jobs: GitHub kept failing, and no new attempt started".into(),
-    ))
+    let url = format!(
+        "/repos/{repo}/actions/runs/{}/rerun-failed-jobs",
+        run.github_run_id
+    );
+    write_once(
+        "rerun-failed-jobs",
+        || once.post::<_, Value>(url.as_str(), None::<&()>),
+        || rerun_started(ctx, run),
+    )
+    .await
 }
 
 /// Whether the run has an attempt newer than the one that failed: a rerun GitHub started.

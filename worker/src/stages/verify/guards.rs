@@ -31,16 +31,7 @@ pub(super) async fn resolved(
     let Some(n) = open_pull_request(ctx, run).await? else {
         return meanwhile();
     };
-    let branch: String = ctx
-        .pool
-        .get()
-        .await?
-        .query_one(
-            "SELECT branch FROM incidents WHERE id = $1",
-            &[&run.incident_id],
-        )
-        .await?
-        .get(0);
+    let branch = super::incident_branch(ctx, run).await?;
     let repo = &run.repository_full_name;
     let crab = ctx.github.installation(run.installation_id, repo)?;
     let head: Value = crab

@@ -255,16 +255,7 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     // A tag pushed under a plain name looks like a branch in the webhook: before anything is
     // written, the branch must be one of the repository's.
     if run.fix_branch.is_none() {
-        let branch: String = ctx
-            .pool
-            .get()
-            .await?
-            .query_one(
-                "SELECT branch FROM incidents WHERE id = $1",
-                &[&run.incident_id],
-            )
-            .await?
-            .get(0);
+        let branch = incident_branch(ctx, run).await?;
         let found: Result<Value, _> = crab
             .get(
                 format!(
@@ -413,6 +404,20 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
         Verdict::Deliver,
         format!("{what}, attempt {} of {}", made + 1, config.max_attempts),
     ))
+}
+
+/// The branch the incident is on (the failing one; not selfheal's).
+async fn incident_branch(ctx: &WorkerContext, run: &Run) -> Result<String, StageError> {
+    Ok(ctx
+        .pool
+        .get()
+        .await?
+        .query_one(
+            "SELECT branch FROM incidents WHERE id = $1",
+            &[&run.incident_id],
+        )
+        .await?
+        .get(0))
 }
 
 /// The incident's pull request, once opened.
