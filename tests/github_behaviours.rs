@@ -835,6 +835,146 @@ async fn external_ci_reporting_through_a_check_suite_re_triggers_verify_and_merg
 }
 
 #[tokio::test]
+async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_merges() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // The repository's CI reports commit statuses (Jenkins-style), green on the fix.
+    env.standin.set_knobs(Knobs {
+        fix_checks: Some(Vec::new()),
+        fix_statuses: vec![serde_json::json!({"context": "ci/jenkins", "state": "success"})],
+        repo_config: Some("external_ci: [ci/jenkins]\n".into()),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    env.fail_and_heal(&app, 9982).await;
+    let (branch, head) = env.pull(1);
+
+    // Pending says nothing yet; a failure is one of the fix's checks, for the next verify; a
+    // status on a commit no selfheal branch contains is someone else's.
+    for (id, state, branches) in [
+        (8001, "pending", vec![branch.as_str()]),
+        (8002, "failure", vec![branch.as_str()]),
+        (8003, "success", vec!["master"]),
+    ] {
+        let (_, body) = app
+            .deliver(
+                "status",
+                &env.status(id, &head, state, "ci/jenkins", &branches),
+            )
+            .await;
+        assert_eq!(body["status"], "stored", "{state}: {body}");
+    }
+    // On selfheal's branch, but of a commit selfheal did not push last.
+    let base = env.standin.head_sha();
+    let (_, body) = app
+        .deliver(
+            "status",
+            &env.status(8004, &base, "success", "ci/jenkins", &["master", &branch]),
+        )
+        .await;
+    assert_eq!(body["status"], "ignored", "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not of the commit selfheal last pushed")),
+        "{body}"
+    );
+
+    // A green status whose context the repository does not name as its CI decides nothing.
+    let (_, body) = app
+        .deliver(
+            "status",
+            &env.status(8005, &head, "success", "dco/signoff", &["master", &branch]),
+        )
+        .await;
+    let run = run_id_of(&body);
+    env.wait_run(run, Duration::from_secs(30)).await;
+    let reason: String = env
+        .db()
+        .await
+        .query_one(
+            "SELECT reason FROM verifications WHERE run_id = $1 AND verdict = 'skip'",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        reason.contains("a commit status `dco/signoff`, which .github/selfheal.yml does not list"),
+        "{reason}"
+    );
+    assert_eq!(env.standin.pulls()[0]["merged"], false);
+
+    // The repository's CI, green on selfheal's commit: verify reads every status and merges.
+    let green = env.status(8006, &head, "success", "ci/jenkins", &[&branch]);
+    let (_, body) = app.deliver("status", &green).await;
+    assert_eq!(body["status"], "run_created", "{body}");
+    let run = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run, Duration::from_secs(30)).await,
+        "succeeded"
+    );
+    assert_eq!(verdict(&env, run).await.0, "merge");
+    assert_eq!(env.standin.pulls()[0]["merged"], true);
+    let trigger: (String, Option<i64>, Option<String>) = env
+        .db()
+        .await
+        .query_one(
+            "SELECT trigger, trigger_app_id, trigger_app FROM runs WHERE id = $1",
+            &[&run],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert_eq!(trigger, ("status".into(), None, Some("ci/jenkins".into())));
+}
+
+#[tokio::test]
+async fn external_ci_reporting_through_a_check_run_re_triggers_verify() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    env.standin.set_knobs(Knobs {
+        fix_checks: Some(vec![
+            serde_json::json!({"name": "octocoders-linter", "status": "completed", "conclusion": "success"}),
+        ]),
+        repo_config: Some("external_ci: [octocoders-linter]\n".into()),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    env.fail_and_heal(&app, 9983).await;
+    let (branch, head) = env.pull(1);
+
+    // GitHub Actions' own check runs come as workflow runs: stored, nothing more.
+    let mut actions = env.check_run(7101, &branch, &head, "success");
+    actions["check_run"]["app"]["slug"] = serde_json::json!("github-actions");
+    let (_, body) = app.deliver("check_run", &actions).await;
+    assert_eq!(body["status"], "stored", "{body}");
+    // A check suite of an app the repository does not name: verify decides nothing.
+    let mut dco = env.check_suite(7102, &branch, &head, "success");
+    dco["check_suite"]["app"]["slug"] = serde_json::json!("dco");
+    dco["check_suite"]["app"]["id"] = serde_json::json!(4242_4242);
+    let (_, suite) = app.deliver("check_suite", &dco).await;
+    assert_eq!(suite["status"], "run_created", "{suite}");
+    env.wait_run(run_id_of(&suite), Duration::from_secs(30))
+        .await;
+    assert_eq!(env.standin.pulls()[0]["merged"], false);
+    // A check run of the repository's CI, with the same id as that suite (GitHub numbers
+    // them apart): a run of its own, and it merges.
+    let (_, body) = app
+        .deliver("check_run", &env.check_run(7102, &branch, &head, "success"))
+        .await;
+    assert_eq!(body["status"], "run_created", "{body}");
+    let run = run_id_of(&body);
+    assert_ne!(run, run_id_of(&suite));
+    assert_eq!(
+        env.wait_run(run, Duration::from_secs(30)).await,
+        "succeeded"
+    );
+    assert_eq!(verdict(&env, run).await.0, "merge");
+    assert_eq!(env.standin.pulls()[0]["merged"], true);
+}
+
+#[tokio::test]
 async fn a_mark_someone_else_planted_does_not_silence_selfhealss_comment() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;

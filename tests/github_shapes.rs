@@ -597,6 +597,36 @@ async fn the_adapted_webhook_payloads_match_githubs_webhook_schema() {
     ] {
         assert_valid(&schema, &payload, "adapted workflow_run.completed payload");
     }
+    let path = fixtures_dir().join("github-openapi/webhooks/check-suite-completed.schema.json");
+    let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_valid(
+        &schema,
+        &env.check_suite(4, "selfheal/abc-123", &env.standin.head_sha(), "success"),
+        "adapted check_suite.completed payload",
+    );
+    let path = fixtures_dir().join("github-openapi/webhooks/check-run-completed.schema.json");
+    let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let head = env.standin.head_sha();
+    assert_valid(
+        &schema,
+        &env.check_run(5, "selfheal/abc-123", &head, "success"),
+        "adapted check_run.completed payload",
+    );
+    let path = fixtures_dir().join("github-openapi/webhooks/status.schema.json");
+    let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for state in ["success", "failure", "pending"] {
+        assert_valid(
+            &schema,
+            &env.status(
+                6,
+                &head,
+                state,
+                "ci/jenkins",
+                &["master", "selfheal/abc-123"],
+            ),
+            "adapted status payload",
+        );
+    }
     let path = fixtures_dir().join("github-openapi/webhooks/issue-comment-created.schema.json");
     let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert_valid(

@@ -445,7 +445,71 @@ impl CheckSuiteEvent {
 
     /// GitHub Actions' own suites: their workflow runs are delivered as `workflow_run`.
     pub fn is_actions(&self) -> bool {
-        self.check_suite.app.slug.as_deref() == Some("github-actions")
-            || self.check_suite.app.id == 15368
+        is_actions(&self.check_suite.app)
     }
+}
+
+/// A `check_run` delivery: one check of an external CI on a commit. Apps with `checks: write`
+/// receive these whether they subscribe or not; selfheal reads completed ones on its commits.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckRunEvent {
+    pub action: String,
+    pub check_run: CheckRun,
+    pub repository: Repository,
+    #[serde(default)]
+    pub installation: Option<Installation>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckRun {
+    pub id: i64,
+    pub head_sha: String,
+    #[serde(default)]
+    pub conclusion: Option<String>,
+    pub app: CheckSuiteApp,
+    pub check_suite: CheckRunSuite,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckRunSuite {
+    #[serde(default)]
+    pub head_branch: Option<String>,
+}
+
+impl CheckRunEvent {
+    pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
+        parse_payload("check_run", body)
+    }
+}
+
+/// A `status` delivery: a commit status (the older API that CI such as Jenkins or Travis
+/// reports through), named by its `context` rather than by an app.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatusEvent {
+    pub id: i64,
+    pub sha: String,
+    pub state: String,
+    pub context: String,
+    /// The branches whose head is this commit (at most ten, GitHub says).
+    #[serde(default)]
+    pub branches: Vec<StatusBranch>,
+    pub repository: Repository,
+    #[serde(default)]
+    pub installation: Option<Installation>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatusBranch {
+    pub name: String,
+}
+
+impl StatusEvent {
+    pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
+        parse_payload("status", body)
+    }
+}
+
+/// GitHub Actions' own checks: its workflow runs are delivered as `workflow_run`.
+pub fn is_actions(app: &CheckSuiteApp) -> bool {
+    app.slug.as_deref() == Some("github-actions") || app.id == 15368
 }

@@ -8,9 +8,10 @@ use uuid::Uuid;
 
 use crate::config::Gates;
 use crate::events::{
-    CheckSuiteEvent, CommandRequest, IssueCommentEvent, PullRequestEvent, RunVerdict,
-    WorkflowRunEvent,
+    CheckRunEvent, CheckSuiteEvent, CommandRequest, IssueCommentEvent, PullRequestEvent,
+    RunVerdict, StatusEvent, WorkflowRunEvent,
 };
+use crate::external_ci;
 use crate::installations::{self, InstallationEvent};
 use crate::stage::Stage;
 use crate::{audit, outbox};
@@ -90,6 +91,8 @@ pub enum Parsed {
     Comment(IssueCommentEvent),
     PullRequest(PullRequestEvent),
     CheckSuite(CheckSuiteEvent),
+    CheckRun(CheckRunEvent),
+    Status(StatusEvent),
     Other,
 }
 
@@ -126,7 +129,15 @@ pub async fn ingest(
         Parsed::WorkflowRun(ev) => workflow_run(tx, delivery.id, ev, gates).await?,
         Parsed::Comment(ev) => command(tx, delivery.id, ev).await?,
         Parsed::PullRequest(ev) => fix_closed(tx, ev).await?,
-        Parsed::CheckSuite(ev) => crate::check_suites::completed(tx, delivery.id, ev).await?,
+        Parsed::CheckSuite(ev) => {
+            external_ci::reported(tx, delivery.id, external_ci::Report::check_suite(ev)).await?
+        }
+        Parsed::CheckRun(ev) => {
+            external_ci::reported(tx, delivery.id, external_ci::Report::check_run(ev)).await?
+        }
+        Parsed::Status(ev) => {
+            external_ci::reported(tx, delivery.id, external_ci::Report::status(ev)).await?
+        }
         Parsed::Installation(ev) => Ingested::Installation {
             outcome: installations::apply(tx, delivery.event, ev).await?,
         },

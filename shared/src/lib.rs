@@ -3,10 +3,10 @@
 
 pub mod audit;
 pub mod cause;
-pub mod check_suites;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod external_ci;
 pub mod github;
 pub mod incidents;
 pub mod installations;

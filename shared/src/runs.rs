@@ -21,8 +21,70 @@ pub struct Run {
     pub conclusion: String,
     /// Set when this is a run of the fix's own CI, on selfheal's branch.
     pub fix_branch: Option<String>,
-    /// The app (id, slug) whose check suite started this run; none for a workflow run.
-    pub trigger_app: Option<(i64, Option<String>)>,
+    pub trigger: Trigger,
+}
+
+/// What started a run: a workflow run (its id and attempt), or an external CI's report on
+/// selfheal's fix (its id, attempt 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    WorkflowRun,
+    /// A completed check suite of an app (id, slug).
+    CheckSuite {
+        app_id: i64,
+        app: Option<String>,
+    },
+    /// A completed check run of an app (id, slug).
+    CheckRun {
+        app_id: i64,
+        app: Option<String>,
+    },
+    /// A commit status, which names its CI by `context` only.
+    Status {
+        context: String,
+    },
+}
+
+impl Trigger {
+    /// As stored in `runs.trigger`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::WorkflowRun => "workflow_run",
+            Trigger::CheckSuite { .. } => "check_suite",
+            Trigger::CheckRun { .. } => "check_run",
+            Trigger::Status { .. } => "status",
+        }
+    }
+
+    /// As stored in `runs.trigger_app_id` and `runs.trigger_app`: the app, or a status's
+    /// context (no app id).
+    pub fn reporter(&self) -> (Option<i64>, Option<String>) {
+        match self {
+            Trigger::WorkflowRun => (None, None),
+            Trigger::CheckSuite { app_id, app } | Trigger::CheckRun { app_id, app } => {
+                (Some(*app_id), app.clone())
+            }
+            Trigger::Status { context } => (None, Some(context.clone())),
+        }
+    }
+
+    fn from_row(kind: &str, app_id: Option<i64>, app: Option<String>) -> Trigger {
+        match kind {
+            "check_suite" => Trigger::CheckSuite {
+                app_id: app_id.unwrap_or_default(),
+                app,
+            },
+            "check_run" => Trigger::CheckRun {
+                app_id: app_id.unwrap_or_default(),
+                app,
+            },
+            "status" => Trigger::Status {
+                context: app.unwrap_or_default(),
+            },
+            // The column's CHECK constraint admits nothing else.
+            _ => Trigger::WorkflowRun,
+        }
+    }
 }
 
 impl Run {
@@ -59,7 +121,7 @@ pub async fn load(
     let row = client
         .query_opt(
             "SELECT id, incident_id, installation_id, repository_full_name, github_run_id, head_sha, status,
-                    conclusion, fix_branch, github_run_attempt, trigger_app_id, trigger_app
+                    conclusion, fix_branch, github_run_attempt, trigger, trigger_app_id, trigger_app
              FROM runs WHERE id = $1",
             &[&run_id],
         )
@@ -75,9 +137,7 @@ pub async fn load(
         conclusion: r.get(7),
         fix_branch: r.get(8),
         github_run_attempt: r.get(9),
-        trigger_app: r
-            .get::<_, Option<i64>>(10)
-            .map(|id| (id, r.get::<_, Option<String>>(11))),
+        trigger: Trigger::from_row(r.get(10), r.get(11), r.get(12)),
     }))
 }
 

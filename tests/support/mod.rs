@@ -259,13 +259,69 @@ impl TestEnv {
             .json("github-webhooks/check_suite/completed.payload.json")
             .unwrap();
         payload["repository"] = self.failing_run(1, &now())["repository"].clone();
-        payload["installation"] = serde_json::json!({"id": INSTALLATION_ID});
+        payload["installation"] = self.failing_run(1, &now())["installation"].clone();
         let suite = &mut payload["check_suite"];
         suite["id"] = Value::from(id);
         suite["head_branch"] = Value::from(branch);
         suite["head_sha"] = Value::from(head_sha);
         suite["conclusion"] = Value::from(conclusion);
         suite["app"]["slug"] = Value::from("octocoders-linter");
+        payload
+    }
+
+    /// octokit's recorded `check_run.completed` (an external CI app, `octocoders-linter`, whose
+    /// recorded app has no slug: GitHub sends one), adapted: check run `id` on `branch` at
+    /// `head_sha`, with `conclusion`.
+    pub fn check_run(&self, id: i64, branch: &str, head_sha: &str, conclusion: &str) -> Value {
+        let mut payload = self
+            .fixtures
+            .json("github-webhooks/check_run/completed.payload.json")
+            .unwrap();
+        payload["repository"] = self.failing_run(1, &now())["repository"].clone();
+        payload["installation"] = self.failing_run(1, &now())["installation"].clone();
+        let run = &mut payload["check_run"];
+        run["id"] = Value::from(id);
+        run["head_sha"] = Value::from(head_sha);
+        run["conclusion"] = Value::from(conclusion);
+        run["app"]["slug"] = Value::from("octocoders-linter");
+        run["check_suite"]["head_branch"] = Value::from(branch);
+        run["check_suite"]["head_sha"] = Value::from(head_sha);
+        payload
+    }
+
+    /// octokit's recorded `status` (with installation), adapted: status `id` of `context` in
+    /// `state` on `sha`, which `branches` contain.
+    pub fn status(
+        &self,
+        id: i64,
+        sha: &str,
+        state: &str,
+        context: &str,
+        branches: &[&str],
+    ) -> Value {
+        let mut payload = self
+            .fixtures
+            .json("github-webhooks/status/with-installation.payload.json")
+            .unwrap();
+        payload["repository"] = self.failing_run(1, &now())["repository"].clone();
+        payload["installation"]["id"] = Value::from(INSTALLATION_ID);
+        payload["id"] = Value::from(id);
+        payload["sha"] = Value::from(sha);
+        payload["commit"]["sha"] = Value::from(sha);
+        payload["state"] = Value::from(state);
+        payload["context"] = Value::from(context);
+        // Recorded before GitHub added `verified_at` (the schema requires it, null when unsigned).
+        payload["commit"]["commit"]["verification"]["verified_at"] = Value::Null;
+        let template = payload["branches"][0].clone();
+        payload["branches"] = branches
+            .iter()
+            .map(|name| {
+                let mut b = template.clone();
+                b["name"] = Value::from(*name);
+                b["commit"]["sha"] = Value::from(sha);
+                b
+            })
+            .collect();
         payload
     }
 

@@ -9,7 +9,8 @@ use axum::Json;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use selfheal_shared::events::{
-    CheckSuiteEvent, IssueCommentEvent, PullRequestEvent, RunVerdict, WorkflowRunEvent,
+    CheckRunEvent, CheckSuiteEvent, IssueCommentEvent, PullRequestEvent, RunVerdict, StatusEvent,
+    WorkflowRunEvent,
 };
 use selfheal_shared::incidents::{self, Delivery, Ingested, Parsed};
 use selfheal_shared::installations::InstallationEvent;
@@ -54,6 +55,8 @@ pub async fn receive(
         "issue_comment" => Parsed::Comment(IssueCommentEvent::parse(&body).map_err(bad)?),
         "pull_request" => Parsed::PullRequest(PullRequestEvent::parse(&body).map_err(bad)?),
         "check_suite" => Parsed::CheckSuite(CheckSuiteEvent::parse(&body).map_err(bad)?),
+        "check_run" => Parsed::CheckRun(CheckRunEvent::parse(&body).map_err(bad)?),
+        "status" => Parsed::Status(StatusEvent::parse(&body).map_err(bad)?),
         _ => Parsed::Other,
     };
 

@@ -44,9 +44,10 @@ pub struct RepoConfig {
     /// How an allowed fix is merged.
     #[serde(default)]
     pub merge_method: MergeMethod,
-    /// The repository's CI apps other than GitHub Actions (their slugs): a green check suite
-    /// from one of them on selfheal's fix re-triggers verify. Any other app's suite (a DCO or
-    /// CLA bot going green first) does not.
+    /// The repository's CI other than GitHub Actions: apps by slug (check suites and check
+    /// runs) and commit status contexts (e.g. `ci/jenkins`). A green report from one of them on
+    /// selfheal's fix re-triggers verify; any other (a DCO or CLA bot going green first) does
+    /// not.
     #[serde(default)]
     pub external_ci: Vec<String>,
 }

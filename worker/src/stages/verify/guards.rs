@@ -3,7 +3,7 @@
 //! a branch whose last commits are all selfheal's own.
 
 use octocrab::Octocrab;
-use selfheal_shared::runs::Run;
+use selfheal_shared::runs::{Run, Trigger};
 use serde_json::Value;
 
 use super::{ref_path, Verdict};
@@ -59,18 +59,29 @@ pub(super) async fn resolved(
     ))
 }
 
-/// A run started by a check suite decides a merge only when the suite is the repository's
-/// CI: an app `.github/selfheal.yml` lists under `external_ci`, and not selfheal itself.
+/// A run started by an external CI's report decides a merge only when the reporter is the
+/// repository's CI: an app (check suites and runs) or a status context `.github/selfheal.yml`
+/// lists under `external_ci`, and not selfheal itself.
 pub(super) async fn unlisted_ci(
     ctx: &WorkerContext,
     run: &Run,
 ) -> Result<Option<String>, StageError> {
-    let Some((app_id, slug)) = &run.trigger_app else {
-        return Ok(None);
+    let (what, name) = match &run.trigger {
+        Trigger::WorkflowRun => return Ok(None),
+        Trigger::CheckSuite { app_id, app } | Trigger::CheckRun { app_id, app } => {
+            if u64::try_from(*app_id).ok() == Some(ctx.github.app_id()) {
+                return Ok(Some(format!(
+                    "a {} of selfheal's own",
+                    run.trigger.kind().replace('_', " ")
+                )));
+            }
+            (
+                format!("a {} of", run.trigger.kind().replace('_', " ")),
+                app.clone().unwrap_or_default(),
+            )
+        }
+        Trigger::Status { context } => ("a commit status".to_string(), context.clone()),
     };
-    if u64::try_from(*app_id).ok() == Some(ctx.github.app_id()) {
-        return Ok(Some("a check suite of selfheal's own".into()));
-    }
     let crab = ctx
         .github
         .installation(run.installation_id, &run.repository_full_name)?;
@@ -78,15 +89,14 @@ pub(super) async fn unlisted_ci(
         Ok(c) => c,
         Err(problem) => {
             return Ok(Some(format!(
-                "{} is invalid ({problem}): a check suite decides nothing",
+                "{} is invalid ({problem}): {what} `{name}` decides nothing",
                 repo_config::PATH
             )))
         }
     };
-    let slug = slug.as_deref().unwrap_or_default();
-    Ok((!config.external_ci.iter().any(|c| c == slug)).then(|| {
+    Ok((!config.external_ci.contains(&name)).then(|| {
         format!(
-            "a check suite of `{slug}`, which {} does not list under external_ci: the fix's own CI decides",
+            "{what} `{name}`, which {} does not list under external_ci: the fix's own CI decides",
             repo_config::PATH
         )
     }))

@@ -518,8 +518,6 @@ pub(super) fn ref_path(branch: &str) -> String {
         .join("/")
 }
 
-/// The policy's text: the operator's file when `SELFHEAL_MERGE_POLICY` names one, read at each
-
 #[cfg(test)]
 mod tests {
     #[test]

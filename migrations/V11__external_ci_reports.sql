@@ -1,0 +1,11 @@
+-- External CI reports through any of GitHub's APIs re-trigger verify: a check suite, one
+-- check run, or a commit status (named by its context, kept in trigger_app; no app id).
+ALTER TABLE runs DROP CONSTRAINT runs_trigger_check;
+ALTER TABLE runs ADD CONSTRAINT runs_trigger_check
+    CHECK (trigger IN ('workflow_run', 'check_suite', 'check_run', 'status'));
+
+-- Check suites, check runs and statuses number themselves apart (and apart from workflow
+-- runs): a run is one report of one kind.
+ALTER TABLE runs DROP CONSTRAINT runs_github_run_id_github_run_attempt_key;
+ALTER TABLE runs ADD CONSTRAINT runs_trigger_report_key
+    UNIQUE (trigger, github_run_id, github_run_attempt);
