@@ -1,6 +1,8 @@
 //! GitHub's bad moments: rate limits are waited out (as `x-ratelimit-reset` and
-//! `retry-after` say) and the stage carries on; an installation token is exchanged once and
-//! reused, refreshed before it expires, and replaced once when GitHub answers 401.
+//! `retry-after` say, or a minute and more when GitHub's message alone says so) and the stage
+//! carries on; writes are paced so that GitHub's write limit is not met; an installation
+//! token is exchanged once and reused, refreshed before it expires, and replaced once when
+//! GitHub answers 401.
 
 mod support;
 
@@ -53,6 +55,104 @@ async fn a_rate_limit_is_waited_out_then_the_run_succeeds() {
     assert_eq!(jobs_asked, 3, "refused twice, then answered");
     // octocrab waits at least 5 s for a primary limit, and the retry-after second.
     assert!(started.elapsed() >= Duration::from_secs(6));
+}
+
+#[tokio::test]
+async fn a_bare_403_that_says_secondary_rate_limit_is_waited_out_doubling() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_GITHUB_RATE_LIMIT_MIN_WAIT_SECS", "1");
+    let app = env.spawn_web().await;
+    // GitHub's secondary limit with no header at all, twice: octocrab cannot tell it from a
+    // refusal, selfheal reads GitHub's message.
+    env.standin.set_knobs(Knobs {
+        secondary_limit_next: 2,
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(8151, &now()))
+        .await;
+    let run = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run, Duration::from_secs(90)).await,
+        "succeeded"
+    );
+    assert_eq!(failed_attempts(&env, run).await, 0);
+    let calls = env.standin.calls();
+    let refused: Vec<usize> = (0..calls.len())
+        .filter(|&i| calls[i].status == Some(403))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    // The same request again after the wait: at least a second, then at least two.
+    for (n, &i) in refused.iter().enumerate() {
+        let again = calls[i + 1..]
+            .iter()
+            .find(|c| c.path == calls[i].path && c.method == calls[i].method)
+            .expect("the refused request was made again");
+        let waited = again.at_ms - calls[i].at_ms;
+        assert!(waited >= 1000 << n, "waited {waited} ms after refusal {n}");
+    }
+}
+
+/// Writes of the run and their answers, as the stand-in saw them.
+fn writes(env: &TestEnv) -> Vec<(u64, Option<u16>, String)> {
+    env.standin
+        .calls()
+        .into_iter()
+        .filter(|c| c.method != "GET" && c.auth == "installation-token")
+        .map(|c| (c.at_ms, c.status, format!("{} {}", c.method, c.path)))
+        .collect()
+}
+
+#[tokio::test]
+async fn writes_are_paced_so_githubs_write_limit_is_never_met() {
+    // GitHub refuses an installation's writes past its limit (here 2 a second): selfheal's
+    // workers space them out and meet no refusal.
+    let limit = github_standin::WriteLimit {
+        max: 2,
+        window_ms: 1000,
+    };
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_GITHUB_WRITE_INTERVAL_MS", "700");
+    env.set("SELFHEAL_GITHUB_RATE_LIMIT_MIN_WAIT_SECS", "1");
+    let app = env.spawn_web().await;
+    env.standin.set_knobs(Knobs {
+        write_limit: Some(limit),
+        ..Knobs::default()
+    });
+    // Two workers: the pace is the installation's, not one process's.
+    let _w1 = env.spawn_worker("w1");
+    let _w2 = env.spawn_worker("w2");
+    env.fail_and_heal(&app, 8161).await;
+    let paced = writes(&env);
+    assert!(paced.len() >= 4, "a fix is several writes: {paced:?}");
+    assert!(
+        paced.iter().all(|(_, status, _)| *status != Some(403)),
+        "GitHub refused a paced write: {paced:?}"
+    );
+    assert_eq!(env.standin.pulls().len(), 1);
+
+    // The same heal unpaced meets the limit (and waits it out): what the pacing prevents.
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_GITHUB_WRITE_INTERVAL_MS", "0");
+    env.set("SELFHEAL_GITHUB_RATE_LIMIT_MIN_WAIT_SECS", "1");
+    let app = env.spawn_web().await;
+    env.standin.set_knobs(Knobs {
+        write_limit: Some(limit),
+        ..Knobs::default()
+    });
+    let _w = env.spawn_worker("w");
+    env.fail_and_heal(&app, 8162).await;
+    let unpaced = writes(&env);
+    assert!(
+        unpaced.iter().any(|(_, status, _)| *status == Some(403)),
+        "unpaced writes should meet the limit: {unpaced:?}"
+    );
+    assert_eq!(
+        env.standin.pulls().len(),
+        1,
+        "and still deliver after waiting"
+    );
 }
 
 #[tokio::test]

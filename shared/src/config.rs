@@ -58,8 +58,12 @@ pub struct GitHubConfig {
     /// `x-ratelimit-reset` say), a 5xx or a transport error.
     pub max_retries: usize,
     /// The wait after a rate limit that says nothing of when to come back (a 429 without
-    /// `retry-after` or reset): GitHub asks for at least a minute.
+    /// `retry-after` or reset, a bare 403 that says "secondary rate limit"): GitHub asks for
+    /// at least a minute.
     pub rate_limit_min_wait: Duration,
+    /// The least time between two writes of one installation, across every worker (GitHub:
+    /// "at least one second" between POST, PATCH, PUT and DELETE requests). Zero: unpaced.
+    pub write_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +183,10 @@ impl Config {
                 rate_limit_min_wait: Duration::from_secs(
                     env.parsed("SELFHEAL_GITHUB_RATE_LIMIT_MIN_WAIT_SECS")?
                         .unwrap_or(60),
+                ),
+                write_interval: Duration::from_millis(
+                    env.parsed("SELFHEAL_GITHUB_WRITE_INTERVAL_MS")?
+                        .unwrap_or(1000),
                 ),
             },
             gates: Gates {

@@ -11,6 +11,6 @@ pub use fixtures::{
     failing_workflow_run, fixtures_dir, successful_workflow_run, FixtureError, Fixtures,
 };
 pub use server::{
-    default_repo_dir, spawn, spawn_with, Call, Knobs, Protection, StandIn, INSTALLATION_ID,
-    REPOSITORY,
+    default_repo_dir, spawn, spawn_with, Call, Knobs, Protection, StandIn, WriteLimit,
+    INSTALLATION_ID, REPOSITORY,
 };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use apalis::prelude::{BoxDynError, Data};
-use octocrab::Octocrab;
+use selfheal_shared::github::Installation;
 use selfheal_shared::job::CommandJob;
 use selfheal_shared::{audit, incidents};
 use serde_json::{json, Value};
@@ -163,7 +163,7 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
 }
 
 /// GitHub's word on what the commenter may do here: their base permission (`admin`, `write`, `read`).
-async fn permission(crab: &Octocrab, cmd: &Command) -> Result<String, StageError> {
+async fn permission(crab: &Installation, cmd: &Command) -> Result<String, StageError> {
     let answer: Result<Value, _> = crab
         .get(
             format!("/repos/{}/collaborators/{}/permission", cmd.repo, cmd.actor),
@@ -184,7 +184,7 @@ async fn permission(crab: &Octocrab, cmd: &Command) -> Result<String, StageError
 /// The incident a comment is about: selfheal's own PR, or else the PR whose branch is failing.
 async fn find_incident(
     ctx: &WorkerContext,
-    crab: &Octocrab,
+    crab: &Installation,
     cmd: &Command,
 ) -> Result<Option<Uuid>, StageError> {
     let client = ctx.pool.get().await?;
@@ -227,7 +227,7 @@ async fn find_incident(
 
 async fn execute(
     ctx: &WorkerContext,
-    crab: &Octocrab,
+    crab: &Installation,
     cmd: &Command,
     incident: Uuid,
     actor: &str,
@@ -327,7 +327,7 @@ fn dry_run(ctx: &WorkerContext, config: &Result<RepoConfig, String>) -> Option<S
 /// it checked, so a push in between makes GitHub refuse it (409).
 async fn approve(
     ctx: &WorkerContext,
-    crab: &Octocrab,
+    crab: &Installation,
     cmd: &Command,
     incident: Uuid,
     actor: &str,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use apalis::prelude::*;
 use deadpool_postgres::Pool;
-use selfheal_shared::github::GitHubApp;
+use selfheal_shared::github::{GitHubApp, WritePacer};
 use selfheal_shared::queue::{self, JobQueue};
 use selfheal_shared::{db, outbox, Config};
 
@@ -107,7 +107,14 @@ pub async fn run(
     if config.migrate_at_start {
         db::migrate(&pool).await?;
     }
-    let github = Arc::new(GitHubApp::new(&config.github)?);
+    let pacer = WritePacer::connect(
+        config.redis_url(),
+        &config.queue_prefix,
+        config.github.write_interval,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("write pacing: cannot connect to Redis: {e}"))?;
+    let github = Arc::new(GitHubApp::new(&config.github)?.with_pacer(pacer));
     let storage_config = queue::storage_config(
         &config.queue_prefix,
         config.worker.heartbeat,

@@ -7,6 +7,8 @@ use octocrab::service::middleware::retry::{RateLimitMetrics, RetryConfig};
 use octocrab::Octocrab;
 use secrecy::ExposeSecret;
 
+use super::installation::{Installation, SecondaryLimits};
+use super::pace::WritePacer;
 use crate::config::GitHubConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +73,13 @@ pub struct GitHubApp {
     installations: Mutex<HashMap<(i64, String), Arc<Octocrab>>>,
     installations_once: Mutex<HashMap<(i64, String), Arc<Octocrab>>>,
     http: reqwest::Client,
+    pacer: Arc<WritePacer>,
+    limits: SecondaryLimits,
 }
+
+/// Waits of a secondary rate limit without headers before its error goes to the stage
+/// (1, 2, 4 and 8 times the minimum: a quarter of an hour at GitHub's minute).
+const SECONDARY_LIMIT_WAITS: u32 = 4;
 
 impl GitHubApp {
     pub fn new(config: &GitHubConfig) -> Result<Self, GitHubError> {
@@ -115,7 +123,18 @@ impl GitHubApp {
             installations: Mutex::new(HashMap::new()),
             installations_once: Mutex::new(HashMap::new()),
             http,
+            pacer: Arc::new(WritePacer::unpaced()),
+            limits: SecondaryLimits {
+                min_wait: config.rate_limit_min_wait,
+                max_waits: SECONDARY_LIMIT_WAITS,
+            },
         })
+    }
+
+    /// Writes paced by `pacer` (one per installation across the fleet).
+    pub fn with_pacer(mut self, pacer: WritePacer) -> Self {
+        self.pacer = Arc::new(pacer);
+        self
     }
 
     /// The App's id: what GitHub names as `performed_via_github_app` on what it did.
@@ -138,8 +157,14 @@ impl GitHubApp {
         &self,
         installation_id: i64,
         repository: &str,
-    ) -> Result<Arc<Octocrab>, GitHubError> {
-        Self::scoped(&self.app, &self.installations, installation_id, repository)
+    ) -> Result<Installation, GitHubError> {
+        let crab = Self::scoped(&self.app, &self.installations, installation_id, repository)?;
+        Ok(Installation::new(
+            crab,
+            installation_id,
+            self.pacer.clone(),
+            self.limits,
+        ))
     }
 
     /// [`GitHubApp::installation`] without octocrab's retries: for a write that is not
@@ -149,13 +174,19 @@ impl GitHubApp {
         &self,
         installation_id: i64,
         repository: &str,
-    ) -> Result<Arc<Octocrab>, GitHubError> {
-        Self::scoped(
+    ) -> Result<Installation, GitHubError> {
+        let crab = Self::scoped(
             &self.app_once,
             &self.installations_once,
             installation_id,
             repository,
-        )
+        )?;
+        Ok(Installation::new(
+            crab,
+            installation_id,
+            self.pacer.clone(),
+            self.limits,
+        ))
     }
 
     fn scoped(

@@ -196,17 +196,49 @@ pub(super) async fn require_installation(
     {
         return github_error(StatusCode::NOT_FOUND, "Not Found");
     }
-    if let Some(refused) = throttle(&inner, issued.installation) {
+    if let Some(refused) = throttle(&inner, issued.installation, request.method()) {
         return refused;
     }
     next.run(request).await
 }
 
+/// GitHub's answer to a secondary rate limit when it sends no header: a bare 403 whose
+/// message alone says what happened.
+fn secondary_limit() -> Response {
+    github_error(
+        StatusCode::FORBIDDEN,
+        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID.",
+    )
+}
+
 /// What GitHub answers an installation whose rate limit is spent, as GitHub documents it:
 /// 403 with `x-ratelimit-remaining: 0` and `x-ratelimit-reset` for the primary limit; 429 +
 /// `retry-after` for secondary limits.
-fn throttle(inner: &Inner, installation: i64) -> Option<Response> {
+fn throttle(inner: &Inner, installation: i64, method: &axum::http::Method) -> Option<Response> {
     let mut knobs = inner.knobs.lock().unwrap_or_else(|p| p.into_inner());
+    if knobs.secondary_limit_next > 0 {
+        knobs.secondary_limit_next -= 1;
+        return Some(secondary_limit());
+    }
+    if let Some(limit) = knobs
+        .write_limit
+        .filter(|_| method != axum::http::Method::GET)
+    {
+        let now = std::time::Instant::now();
+        let window = std::time::Duration::from_millis(limit.window_ms);
+        let mut writes = inner.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = writes.entry(installation).or_default();
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            recent.pop_front();
+        }
+        if recent.len() as u32 >= limit.max {
+            return Some(secondary_limit());
+        }
+        recent.push_back(now);
+    }
     if knobs.rate_limit_next > 0 {
         knobs.rate_limit_next -= 1;
         let message = format!("API rate limit exceeded for installation ID {installation}.");

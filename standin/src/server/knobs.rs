@@ -59,6 +59,15 @@ pub struct Knobs {
     /// `retry-after: 1`).
     #[serde(default)]
     pub retry_after_next: u32,
+    /// Answer the next N installation requests with a secondary rate limit GitHub sends no
+    /// header for: a bare 403 whose message says so.
+    #[serde(default)]
+    pub secondary_limit_next: u32,
+    /// GitHub's secondary limit on content-creating requests (80 a minute, GitHub says): a
+    /// write (POST, PUT, PATCH, DELETE) beyond `max` of one installation within `window_ms`
+    /// is refused with that bare 403, and is not made.
+    #[serde(default)]
+    pub write_limit: Option<WriteLimit>,
     /// Branch protection on every base branch (absent: none, GitHub's default).
     #[serde(default)]
     pub protection: Option<Protection>,
@@ -104,6 +113,12 @@ impl Knobs {
             .clone()
             .unwrap_or_else(|| BTreeMap::from([(INSTALLATION_ID, vec![REPOSITORY.to_string()])]))
     }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct WriteLimit {
+    pub max: u32,
+    pub window_ms: u64,
 }
 
 /// The rules of a protected branch that decide whether a pull request into it may merge.

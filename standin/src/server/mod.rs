@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use crate::fixtures::Fixtures;
 use crate::git::GitRepo;
 
-pub use knobs::{Knobs, Protection, INSTALLATION_ID, REPOSITORY};
+pub use knobs::{Knobs, Protection, WriteLimit, INSTALLATION_ID, REPOSITORY};
 
 /// A request the stand-in received. Credentials are reduced to their kind.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -41,6 +41,12 @@ pub struct Call {
     /// The request's JSON body, if it had one.
     #[serde(default)]
     pub body: Option<Value>,
+    /// When it arrived, in milliseconds since the stand-in started.
+    #[serde(default)]
+    pub at_ms: u64,
+    /// The status the stand-in answered (none while it is being answered).
+    #[serde(default)]
+    pub status: Option<u16>,
 }
 
 /// The bundled example the default log belongs to.
@@ -63,6 +69,9 @@ pub(crate) struct Inner {
     comments: Mutex<Vec<Value>>,
     /// Reruns asked for, by workflow run id: each one is a new attempt of the run.
     reruns: Mutex<std::collections::HashMap<i64, i64>>,
+    started: std::time::Instant,
+    /// When each installation's recent writes were made, for the `write_limit` knob.
+    writes: Mutex<std::collections::HashMap<i64, std::collections::VecDeque<std::time::Instant>>>,
 }
 
 #[derive(Clone)]
@@ -199,6 +208,8 @@ pub async fn spawn_with(
         token_requests: Mutex::new(Vec::new()),
         comments: Mutex::new(Vec::new()),
         reruns: Mutex::new(std::collections::HashMap::new()),
+        started: std::time::Instant::now(),
+        writes: Mutex::new(std::collections::HashMap::new()),
     });
     // Every route says who may call it: the App (its JWT), an installation (a token scoped
     // to the repository in the path), or anyone (the stand-in's own controls and the
@@ -360,20 +371,30 @@ async fn record(
     let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
         .await
         .unwrap_or_default();
+    let mut index = None;
     if !uri.path().starts_with("/_standin/calls") && !uri.path().starts_with("/_standin/knobs") {
         let auth = auth::credential(&headers).as_str();
         if let Ok(mut calls) = inner.calls.lock() {
+            index = Some(calls.len());
             calls.push(Call {
                 method: method.to_string(),
                 path: uri.path().to_string(),
                 query: uri.query().map(str::to_string),
                 auth: auth.to_string(),
                 body: serde_json::from_slice(&bytes).ok(),
+                at_ms: inner.started.elapsed().as_millis() as u64,
+                status: None,
             });
         }
     }
     let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
-    next.run(request).await
+    let response = next.run(request).await;
+    if let (Some(i), Ok(mut calls)) = (index, inner.calls.lock()) {
+        if let Some(call) = calls.get_mut(i) {
+            call.status = Some(response.status().as_u16());
+        }
+    }
+    response
 }
 
 fn knobs(inner: &Inner) -> Knobs {

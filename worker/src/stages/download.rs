@@ -1,15 +1,15 @@
 //! Downloads GitHub answers with a redirect to a pre-signed URL (job logs, tarballs): the
 //! URL is fetched without credentials and its body streamed to the caller.
 
-use octocrab::Octocrab;
 use selfheal_shared::github::GitHubError;
+use selfheal_shared::github::Installation;
 
 use super::StageError;
 use crate::WorkerContext;
 
 pub async fn download(
     ctx: &WorkerContext,
-    crab: &Octocrab,
+    crab: &Installation,
     path: String,
     what: &str,
     mut sink: impl FnMut(&[u8]) -> Result<(), StageError>,

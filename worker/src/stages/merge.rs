@@ -193,15 +193,16 @@ async fn merge_locked(
 
 /// Deletes selfheal's branch once its PR is merged or closed, as a person would: best effort
 /// (the branch may be gone already, or protected), said in the stage's detail.
-pub async fn delete_branch(crab: &octocrab::Octocrab, repo: &str, branch: &str) -> String {
+pub async fn delete_branch(
+    crab: &selfheal_shared::github::Installation,
+    repo: &str,
+    branch: &str,
+) -> String {
     let deleted = crab
-        ._delete(
-            format!(
-                "/repos/{repo}/git/refs/heads/{}",
-                super::verify::ref_path(branch)
-            ),
-            None::<&()>,
-        )
+        ._delete(format!(
+            "/repos/{repo}/git/refs/heads/{}",
+            super::verify::ref_path(branch)
+        ))
         .await;
     match deleted {
         Ok(r) if r.status().is_success() => format!("; deleted branch {branch}"),
@@ -218,7 +219,11 @@ pub async fn delete_branch(crab: &octocrab::Octocrab, repo: &str, branch: &str) 
 }
 
 /// Whether GitHub says the PR is behind its base (and that is why it cannot merge).
-async fn behind(crab: &octocrab::Octocrab, repo: &str, number: i32) -> Result<bool, StageError> {
+async fn behind(
+    crab: &selfheal_shared::github::Installation,
+    repo: &str,
+    number: i32,
+) -> Result<bool, StageError> {
     let pr: Value = crab
         .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
         .await
@@ -232,7 +237,7 @@ async fn behind(crab: &octocrab::Octocrab, repo: &str, number: i32) -> Result<bo
 /// a commit someone else pushes meanwhile is not taken for it.
 async fn update_branch(
     ctx: &WorkerContext,
-    crab: &octocrab::Octocrab,
+    crab: &selfheal_shared::github::Installation,
     repo: &str,
     incident_id: Uuid,
     number: i32,
@@ -327,7 +332,7 @@ async fn update_branch(
 }
 
 async fn merged_meanwhile(
-    crab: &octocrab::Octocrab,
+    crab: &selfheal_shared::github::Installation,
     repo: &str,
     number: i32,
 ) -> Result<bool, StageError> {

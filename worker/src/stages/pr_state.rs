@@ -2,7 +2,7 @@
 //! its head, the files it changes and the checks on that head. A merge is judged on this, not
 //! on what selfheal recorded pushing, because anyone with write access can push to the branch.
 
-use octocrab::Octocrab;
+use selfheal_shared::github::Installation;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_postgres::GenericClient;
@@ -26,7 +26,11 @@ pub struct PrFile {
 }
 
 /// Every file the pull request changes, all pages (GitHub lists at most 3,000).
-pub async fn pr_files(crab: &Octocrab, repo: &str, number: i32) -> Result<Vec<PrFile>, StageError> {
+pub async fn pr_files(
+    crab: &Installation,
+    repo: &str,
+    number: i32,
+) -> Result<Vec<PrFile>, StageError> {
     let what = format!("PR #{number}'s files");
     let items = all_pages(
         crab,
@@ -156,7 +160,7 @@ impl Checks {
 /// counts as much as one on page one. Each page is `key` of the answer, or the answer itself
 /// when it is a list; GitHub's `total_count`, where given, ends the walk early.
 pub async fn all_pages(
-    crab: &Octocrab,
+    crab: &Installation,
     path: &str,
     key: Option<&str>,
     query: &[(&str, &str)],
@@ -193,7 +197,7 @@ pub async fn all_pages(
     )))
 }
 
-pub async fn checks_on(crab: &Octocrab, repo: &str, head: &str) -> Result<Checks, StageError> {
+pub async fn checks_on(crab: &Installation, repo: &str, head: &str) -> Result<Checks, StageError> {
     // A workflow that has not created its check runs yet shows only here: without this, the
     // first workflow to finish could see "all green" and merge early.
     let running_workflows = all_pages(

@@ -3,7 +3,7 @@
 //! repository with a broken config gets nothing delivered. Org-wide defaults come from the
 //! file `SELFHEAL_REPO_DEFAULTS` names (same keys); a repository's own keys override them.
 
-use octocrab::Octocrab;
+use selfheal_shared::github::Installation;
 use selfheal_shared::github::{GitHubApp, GitHubError};
 use selfheal_shared::runs::Run;
 use serde::Deserialize;
@@ -265,7 +265,7 @@ pub fn touched_paths(diff: &str) -> Vec<String> {
 /// `Err` carries what is wrong with it.
 pub async fn load(
     ctx: &WorkerContext,
-    crab: &Octocrab,
+    crab: &Installation,
     repo: &str,
 ) -> Result<Result<RepoConfig, String>, StageError> {
     let mut headers = http::HeaderMap::new();
@@ -274,7 +274,7 @@ pub async fn load(
         http::HeaderValue::from_static("application/vnd.github.raw+json"),
     );
     let response = crab
-        ._get_with_headers(format!("/repos/{repo}/contents/{}", PATH), Some(headers))
+        ._get_with_headers(format!("/repos/{repo}/contents/{}", PATH), headers)
         .await
         .map_err(|e| api_error(e, PATH))?;
     match response.status().as_u16() {

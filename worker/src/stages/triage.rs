@@ -5,7 +5,7 @@ use std::io::Write;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use octocrab::Octocrab;
+use selfheal_shared::github::Installation;
 use selfheal_shared::runs::{Outcome, Run};
 use serde::Deserialize;
 use serde_json::json;
@@ -142,7 +142,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
 /// The job's log (GitHub redirects to a pre-signed URL); only the tail is kept past the cap.
 async fn download_log(
     ctx: &WorkerContext,
-    crab: &Octocrab,
+    crab: &Installation,
     repo: &str,
     job_id: i64,
 ) -> Result<(Vec<u8>, usize, bool), StageError> {

@@ -1,7 +1,7 @@
 //! A fix as a commit made through the Git Data API, so that GitHub signs it.
 
 use base64::Engine;
-use octocrab::Octocrab;
+use selfheal_shared::github::Installation;
 use selfheal_shared::runs::Run;
 use serde_json::{json, Value};
 
@@ -13,7 +13,7 @@ use crate::stages::StageError;
 /// on the commit's tree, a commit. No diff is applied here and no file of this machine is
 /// read: the change set carries the new contents, the same ones validation ran.
 pub async fn make_commit(
-    crab: &Octocrab,
+    crab: &Installation,
     run: &Run,
     changes: &ChangeSet,
     message: &str,
@@ -62,7 +62,7 @@ pub async fn make_commit(
 
 /// A tree entry per changed path: a new blob, or `sha: null` for a deleted file.
 async fn tree_entries(
-    crab: &Octocrab,
+    crab: &Installation,
     repo: &str,
     changes: &ChangeSet,
 ) -> Result<Vec<Value>, StageError> {

@@ -1,6 +1,6 @@
 //! The fix's first delivery: commit, branch, pull request (body, labels, reviewers).
 
-use octocrab::Octocrab;
+use selfheal_shared::github::Installation;
 use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
 
@@ -200,7 +200,7 @@ pub async fn open(
 /// Logins are asked as people, `org/team` as a team. GitHub refuses (422) a reviewer who
 /// is not a collaborator; that must not block the fix, so it is logged, not failed on.
 async fn request_reviewers(
-    crab: &Octocrab,
+    crab: &Installation,
     repo: &str,
     number: i32,
     reviewers: &[String],
@@ -352,7 +352,7 @@ pub async fn close_stale(
     } else {
         // Closed first: a retry after a failure in between finds it closed and does not
         // comment twice.
-        crab.patch::<Value, _, _>(
+        crab.patch::<Value, _>(
             format!("/repos/{repo}/pulls/{number}"),
             Some(&json!({"state": "closed"})),
         )

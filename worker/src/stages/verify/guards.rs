@@ -2,7 +2,7 @@
 //! another push (a stale fix), a check suite of an app that is not the repository's CI, and
 //! a branch whose last commits are all selfheal's own.
 
-use octocrab::Octocrab;
+use selfheal_shared::github::Installation;
 use selfheal_shared::runs::{Run, Trigger};
 use serde_json::Value;
 
@@ -109,7 +109,7 @@ const OWN_COMMITS_LIMIT: usize = 3;
 /// selfheal's (their message's first line starts `selfheal:`, as every commit and merge title
 /// it writes does). A message is anyone's to write: at worst someone makes selfheal stop.
 pub(super) async fn own_commits_on_top(
-    crab: &Octocrab,
+    crab: &Installation,
     repo: &str,
     head: &str,
 ) -> Result<Option<Vec<String>>, StageError> {
