@@ -313,52 +313,138 @@ async fn a_merge_branch_protection_refuses_is_left_for_review_with_a_comment_say
 
 /// A commit on master by someone else (a new file), through the API; its sha.
 async fn push_to_master(env: &TestEnv) -> String {
+    push_to(env, "master", "NOTES.md", "notes\n").await
+}
+
+/// A commit by someone else on `branch` adding `path`, made through the Git Data API as a
+/// person's tooling would (tree, commit, ref moved fast-forward); its sha.
+async fn push_to(env: &TestEnv, branch: &str, path: &str, content: &str) -> String {
     let http = reqwest::Client::new();
     let api = format!("{}/repos/octo-org/octo-repo", env.standin.url());
     let token = env.standin.installation_token(INSTALLATION_ID).unwrap();
-    let master = git(&env.standin.git_dir(), &["rev-parse", "refs/heads/master"]);
-    let parent: serde_json::Value = http
-        .get(format!("{api}/git/commits/{master}"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let tree: serde_json::Value = http
-        .post(format!("{api}/git/trees"))
-        .bearer_auth(&token)
-        .json(
-            &serde_json::json!({"base_tree": parent["tree"]["sha"], "tree": [
-            {"path": "NOTES.md", "mode": "100644", "type": "blob", "content": "notes\n"}]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let commit: serde_json::Value = http
-        .post(format!("{api}/git/commits"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"message": "notes", "tree": tree["sha"], "parents": [master]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let parent_sha = git(
+        &env.standin.git_dir(),
+        &["rev-parse", &format!("refs/heads/{branch}")],
+    );
+    let send = |method: reqwest::Method, path: String, body: serde_json::Value| {
+        http.request(method, format!("{api}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let parent: serde_json::Value = send(
+        reqwest::Method::GET,
+        format!("/git/commits/{parent_sha}"),
+        serde_json::Value::Null,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let tree: serde_json::Value = send(
+        reqwest::Method::POST,
+        "/git/trees".into(),
+        serde_json::json!({"base_tree": parent["tree"]["sha"], "tree": [
+            {"path": path, "mode": "100644", "type": "blob", "content": content}]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let commit: serde_json::Value = send(
+        reqwest::Method::POST,
+        "/git/commits".into(),
+        serde_json::json!({"message": format!("add {path}"), "tree": tree["sha"], "parents": [parent_sha]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     let sha = commit["sha"].as_str().unwrap().to_string();
-    let moved = http
-        .patch(format!("{api}/git/refs/heads/master"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"sha": sha}))
-        .send()
-        .await
-        .unwrap();
+    let moved = send(
+        reqwest::Method::PATCH,
+        format!("/git/refs/heads/{branch}"),
+        serde_json::json!({"sha": sha}),
+    )
+    .await
+    .unwrap();
     assert_eq!(moved.status(), 200);
     sha
+}
+
+#[tokio::test]
+async fn a_newer_push_that_fails_again_gets_the_open_fix_rebased_onto_it() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    env.fail_and_heal(&app, 9601).await;
+    let (branch, first) = env.pull(1);
+    let failing = env.standin.head_sha();
+    // Someone pushes to master without fixing it, and the same workflow fails on the new head.
+    let newer = push_to_master(&env).await;
+    let mut payload = env.failing_run(9602, &now());
+    payload["workflow_run"]["head_sha"] = serde_json::json!(newer);
+    let (_, body) = app.deliver("workflow_run", &payload).await;
+    let run = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run, Duration::from_secs(90)).await,
+        "succeeded"
+    );
+    let detail = stage_detail(&env, run, "deliver").await;
+    assert!(
+        detail.contains("rebased the fix onto the newer push"),
+        "{detail}"
+    );
+    // Still one PR, on the same branch, now holding the fix made on the newer commit.
+    assert_eq!(env.standin.pulls().len(), 1);
+    let (same, rebased) = env.pull(1);
+    assert_eq!(same, branch);
+    let dir = env.standin.git_dir();
+    assert_eq!(git(&dir, &["rev-parse", &format!("{rebased}^")]), newer);
+    assert_eq!(
+        git(&dir, &["show", &format!("{rebased}:NOTES.md")]),
+        "notes"
+    );
+    assert_eq!(
+        git(&dir, &["diff", &format!("{rebased}^"), &rebased]),
+        git(&dir, &["diff", &failing, &first]),
+        "the same fix, made again on the newer commit"
+    );
+    let said = env.standin.comments();
+    let last = said.last().unwrap()["body"].as_str().unwrap().to_string();
+    assert!(
+        last.contains(&format!("The branch moved on to {}", &newer[..7]))
+            && last.contains(&format!("replaces the fix made for {}", &failing[..7])),
+        "{last}"
+    );
+    let based_on: Option<String> = env
+        .db()
+        .await
+        .query_one(
+            "SELECT based_on FROM deliveries WHERE kind = 'pull_request' AND pr_number = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(based_on.as_deref(), Some(newer.as_str()));
+
+    // Someone else adds a commit to selfheal's branch; master moves on and fails again: the
+    // fix is not rebased over their commit.
+    let theirs = push_to(&env, &branch, "THEIRS.md", "theirs\n").await;
+    let newest = push_to(&env, "master", "MORE.md", "more\n").await;
+    let mut payload = env.failing_run(9603, &now());
+    payload["workflow_run"]["head_sha"] = serde_json::json!(newest);
+    let (_, body) = app.deliver("workflow_run", &payload).await;
+    let run = run_id_of(&body);
+    env.wait_run(run, Duration::from_secs(90)).await;
+    let (verdict, reason) = verdict(&env, run).await;
+    assert_eq!(verdict, "hold", "{reason}");
+    assert!(reason.contains("someone else pushed to it"), "{reason}");
+    assert_eq!(env.pull(1).1, theirs);
 }
 
 #[tokio::test]

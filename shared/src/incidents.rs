@@ -313,7 +313,7 @@ async fn existing_run(
     let wr = &ev.workflow_run;
     Ok(tx
         .query_opt(
-            "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2",
+            "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2 AND trigger = 'workflow_run'",
             &[&wr.id, &wr.run_attempt],
         )
         .await?

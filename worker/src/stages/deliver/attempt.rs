@@ -1,4 +1,7 @@
-//! A further attempt after the fix's own CI failed: a commit on top of the fix's branch.
+//! A further commit on the fix's branch: after the fix's own CI failed, on top of the
+//! branch; after a newer push to the failing branch failed too, the fix made again on that
+//! push, and the branch moved to it (a rebase: the fix for code nobody runs any more would
+//! be reviewed and merged for nothing).
 
 use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
@@ -10,11 +13,22 @@ use crate::stages::report::comment;
 use crate::stages::{short, StageError, StageReport};
 use crate::WorkerContext;
 
-/// The fix's own CI failed and verify allowed another attempt: a commit on top of the fix's
-/// branch (fast-forward only), and a comment on the PR saying what changed.
+/// Where the commit goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On top of the fix's branch (fast-forward only): the fix's own CI failed.
+    OnTop,
+    /// The fix made again on the run's newer failing commit; the branch is moved to it.
+    Rebase,
+}
+
+/// A commit validated for `run` onto the fix's branch, and a comment on the PR saying what
+/// changed. The commit's parent is the run's head: selfheal's last commit for a run of the
+/// fix's CI, the newer push for a rebase.
 pub async fn push(
     ctx: &WorkerContext,
     run: &Run,
+    placement: Placement,
     strategy: &str,
     class: &str,
     changes: &ChangeSet,
@@ -50,15 +64,16 @@ pub async fn push(
     let commit = match a.get::<_, Option<String>>(1) {
         Some(sha) => sha,
         None => {
-            let sha = make_commit(
-                &crab,
-                run,
-                changes,
-                &format!(
+            let message = match placement {
+                Placement::OnTop => format!(
                     "selfheal: fix {class} failure of the fix ({strategy}), attempt {attempt}"
                 ),
-            )
-            .await?;
+                Placement::Rebase => format!(
+                    "selfheal: fix {class} failure of {} ({strategy}), attempt {attempt}",
+                    short(&run.head_sha)
+                ),
+            };
+            let sha = make_commit(&crab, run, changes, &message).await?;
             client
                 .execute(
                     "UPDATE fix_attempts SET commit_sha = $2 WHERE run_id = $1",
@@ -71,7 +86,7 @@ pub async fn push(
     let updated: Result<Value, _> = crab
         .patch(
             format!("/repos/{repo}/git/refs/heads/{branch}"),
-            Some(&json!({"sha": commit, "force": false})),
+            Some(&json!({"sha": commit, "force": placement == Placement::Rebase})),
         )
         .await;
     if let Err(e) = updated {
@@ -84,19 +99,48 @@ pub async fn push(
             return Err(api_error(e, "pushing the attempt onto the fix's branch"));
         }
     }
-    client
-        .execute(
-            "UPDATE fix_attempts SET pushed_at = now() WHERE run_id = $1",
-            &[&run.id],
+    // Pushed, and (for a rebase) what the fix is built on now, land together.
+    drop(client);
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "UPDATE fix_attempts SET pushed_at = now() WHERE run_id = $1",
+        &[&run.id],
+    )
+    .await?;
+    let previous: Option<String> = if placement == Placement::Rebase {
+        tx.query_one(
+            "UPDATE deliveries d SET based_on = $2
+             FROM (SELECT based_on FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request') old
+             WHERE d.incident_id = $1 AND d.kind = 'pull_request'
+             RETURNING old.based_on",
+            &[&run.incident_id, &run.head_sha],
         )
-        .await?;
+        .await?
+        .get(0)
+    } else {
+        None
+    };
+    tx.commit().await?;
     if let Some(n) = pr {
-        let body = format!(
-            "The fix's CI failed (run {}, **{class}**). selfheal pushed attempt {attempt}: \
-             `{strategy}`, commit {}, validated in its sandbox.",
-            run.github_run_id,
-            short(&commit)
-        );
+        let body = match placement {
+            Placement::OnTop => format!(
+                "The fix's CI failed (run {}, **{class}**). selfheal pushed attempt {attempt}: \
+                 `{strategy}`, commit {}, validated in its sandbox.",
+                run.github_run_id,
+                short(&commit)
+            ),
+            Placement::Rebase => format!(
+                "The branch moved on to {} and its CI still fails (run {}, **{class}**). \
+                 selfheal made the fix again on {} (`{strategy}`, validated in its sandbox) and \
+                 rebased this pull request onto it: commit {} replaces the fix made for {}.",
+                short(&run.head_sha),
+                run.github_run_id,
+                short(&run.head_sha),
+                short(&commit),
+                previous.as_deref().map_or("the older commit", short)
+            ),
+        };
         comment(
             &ctx.github,
             run.installation_id,
@@ -107,10 +151,14 @@ pub async fn push(
         )
         .await?;
     }
+    let done = match placement {
+        Placement::OnTop => "pushed attempt",
+        Placement::Rebase => "rebased the fix onto the newer push: attempt",
+    };
     Ok(StageReport {
         outcome: Outcome::Succeeded,
         detail: format!(
-            "pushed attempt {attempt} onto {branch} (commit {}, signed by GitHub)",
+            "{done} {attempt} on {branch} (commit {}, signed by GitHub)",
             short(&commit)
         ),
     })

@@ -6,6 +6,8 @@
 //! incident never gets two PRs.
 
 mod attempt;
+
+use attempt::Placement;
 mod commit;
 pub(crate) mod markdown;
 mod pull_request;
@@ -68,9 +70,26 @@ async fn deliver_fix(ctx: &WorkerContext, run: &Run) -> Result<StageReport, Stag
             StageError::Permanent("no change was recorded with the validated patch".into())
         })?;
     if run.fix_branch.is_some() {
-        attempt::push(ctx, run, &strategy, &class, &changes).await
-    } else {
-        pull_request::open(ctx, run, &strategy, &class, &changes, &row.get(4)).await
+        return attempt::push(ctx, run, Placement::OnTop, &strategy, &class, &changes).await;
+    }
+    // The incident's PR holds a fix built on an older commit: the branch moved on and failed
+    // again (verify checked the PR's branch is still selfheal's to move).
+    let based_on: Option<Option<String>> = ctx
+        .pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT based_on FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'
+               AND pr_number IS NOT NULL AND merged_at IS NULL AND closed_at IS NULL",
+            &[&run.incident_id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    match based_on {
+        Some(on) if on.as_deref() != Some(run.head_sha.as_str()) => {
+            attempt::push(ctx, run, Placement::Rebase, &strategy, &class, &changes).await
+        }
+        _ => pull_request::open(ctx, run, &strategy, &class, &changes, &row.get(4)).await,
     }
 }
 

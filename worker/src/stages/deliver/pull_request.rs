@@ -44,9 +44,9 @@ pub async fn open(
     // The idempotency key is the incident: a second run of the same incident finds the PR.
     client
         .execute(
-            "INSERT INTO deliveries (run_id, incident_id, kind, branch) VALUES ($1, $2, 'pull_request', $3)
+            "INSERT INTO deliveries (run_id, incident_id, kind, branch, based_on) VALUES ($1, $2, 'pull_request', $3, $4)
              ON CONFLICT (incident_id) WHERE kind = 'pull_request' DO NOTHING",
-            &[&run.id, &run.incident_id, &branch],
+            &[&run.id, &run.incident_id, &branch, &run.head_sha],
         )
         .await?;
     let row = client

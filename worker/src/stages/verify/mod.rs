@@ -6,6 +6,7 @@
 //! green, and does the merge policy allow the merge? The verdict is recorded in
 //! `verifications`; deliver only carries it out.
 
+use selfheal_shared::github::Installation;
 use selfheal_shared::incidents;
 use selfheal_shared::runs::{Outcome, Run};
 use serde_json::{json, Value};
@@ -361,13 +362,30 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     if verdict != "fixed" && run.fix_branch.is_none() {
         return Ok((Verdict::Deliver, "rerun the failed jobs".into()));
     }
+    let mut rebase = None;
     if run.fix_branch.is_none() {
-        let open = pr_number(&*ctx.pool.get().await?, run).await?;
-        if let Some(n) = open {
-            return Ok((
-                Verdict::Deliver,
-                format!("the incident's fix is already PR #{n}; its own CI decides"),
-            ));
+        if let Some((n, branch, based_on)) = open_fix(&*ctx.pool.get().await?, run).await? {
+            if based_on.as_deref() == Some(run.head_sha.as_str()) {
+                return Ok((
+                    Verdict::Deliver,
+                    format!("the incident's fix is already PR #{n}; its own CI decides"),
+                ));
+            }
+            // The branch moved on and fails again: the PR's fix is for code nobody runs any
+            // more. It is made again on the new head and the PR's branch moved to it, but
+            // only while the branch is selfheal's alone: a force-push would drop the
+            // commits someone else added to it.
+            if let Some(theirs) = rebase_over_others(ctx, &crab, run, &branch).await? {
+                return Ok((
+                    Verdict::Hold,
+                    format!(
+                        "PR #{n} is built on {}, not on the newer failing commit {}, but {theirs}: it is not rebased over their work, and left for review",
+                        based_on.as_deref().map_or("an older commit", short),
+                        short(&run.head_sha)
+                    ),
+                ));
+            }
+            rebase = Some((n, based_on));
         }
     }
     // Every commit pushed for the incident counts, and so does every rerun of the fix's CI,
@@ -395,10 +413,15 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
         );
         return stop(ctx, run, &why).await;
     }
-    let what = if verdict == "fixed" {
-        format!("{} fix", row.get::<_, String>(3))
-    } else {
-        "rerun of the fix's failed jobs".to_string()
+    let what = match (&rebase, verdict.as_str()) {
+        (Some((n, based_on)), _) => format!(
+            "{} fix made again on {} and PR #{n} rebased onto it (it was built on {})",
+            row.get::<_, String>(3),
+            short(&run.head_sha),
+            based_on.as_deref().map_or("an older commit", short)
+        ),
+        (None, "fixed") => format!("{} fix", row.get::<_, String>(3)),
+        _ => "rerun of the fix's failed jobs".to_string(),
     };
     Ok((
         Verdict::Deliver,
@@ -421,14 +444,50 @@ async fn incident_branch(ctx: &WorkerContext, run: &Run) -> Result<String, Stage
 }
 
 /// The incident's pull request, once opened.
-async fn pr_number(client: &tokio_postgres::Client, run: &Run) -> Result<Option<i32>, StageError> {
+/// The incident's open pull request: its number, branch and the commit its fix is built on.
+async fn open_fix(
+    client: &tokio_postgres::Client,
+    run: &Run,
+) -> Result<Option<(i32, String, Option<String>)>, StageError> {
     Ok(client
         .query_opt(
-            "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
+            "SELECT pr_number, branch, based_on FROM deliveries
+             WHERE incident_id = $1 AND kind = 'pull_request' AND pr_number IS NOT NULL
+               AND merged_at IS NULL AND closed_at IS NULL",
             &[&run.incident_id],
         )
         .await?
-        .and_then(|r| r.get(0)))
+        .map(|r| (r.get(0), r.get(1), r.get(2))))
+}
+
+/// Who else's commit a rebase of selfheal's branch would drop, if any: the branch's head on
+/// GitHub is not the commit selfheal last pushed there.
+async fn rebase_over_others(
+    ctx: &WorkerContext,
+    crab: &Installation,
+    run: &Run,
+    branch: &str,
+) -> Result<Option<String>, StageError> {
+    let ours = pr_state::last_pushed(&**ctx.pool.get().await?, run.incident_id).await?;
+    let head: Value = crab
+        .get(
+            format!(
+                "/repos/{}/git/ref/heads/{}",
+                run.repository_full_name,
+                ref_path(branch)
+            ),
+            None::<&()>,
+        )
+        .await
+        .map_err(|e| api_error(e, "the fix's branch"))?;
+    let head = head["object"]["sha"].as_str().unwrap_or_default();
+    Ok((ours.as_deref() != Some(head)).then(|| {
+        format!(
+            "its branch {branch} is at {}, which is not the commit selfheal pushed ({}): someone else pushed to it",
+            short(head),
+            ours.as_deref().map_or("none", short)
+        )
+    }))
 }
 
 /// Loop protection: say on the PR what was tried, then stop acting on the incident.
@@ -442,7 +501,13 @@ async fn stop(ctx: &WorkerContext, run: &Run, why: &str) -> Result<(Verdict, Str
             &[&run.incident_id],
         )
         .await?;
-    let pr = pr_number(&client, run).await?;
+    let pr: Option<i32> = client
+        .query_opt(
+            "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&run.incident_id],
+        )
+        .await?
+        .and_then(|r| r.get(0));
     drop(client);
     let mut lines: Vec<String> = tried
         .iter()

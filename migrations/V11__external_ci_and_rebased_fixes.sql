@@ -9,3 +9,8 @@ ALTER TABLE runs ADD CONSTRAINT runs_trigger_check
 ALTER TABLE runs DROP CONSTRAINT runs_github_run_id_github_run_attempt_key;
 ALTER TABLE runs ADD CONSTRAINT runs_trigger_report_key
     UNIQUE (trigger, github_run_id, github_run_attempt);
+
+-- The failing commit a pull request's fix is built on: the first failure's, then the newer
+-- push's when selfheal rebases its fix onto a branch that moved on and still fails.
+ALTER TABLE deliveries ADD COLUMN based_on TEXT;
+UPDATE deliveries d SET based_on = r.head_sha FROM runs r WHERE r.id = d.run_id;
