@@ -14,3 +14,7 @@ ALTER TABLE runs ADD CONSTRAINT runs_trigger_report_key
 -- push's when selfheal rebases its fix onto a branch that moved on and still fails.
 ALTER TABLE deliveries ADD COLUMN based_on TEXT;
 UPDATE deliveries d SET based_on = r.head_sha FROM runs r WHERE r.id = d.run_id;
+
+-- selfheal's branch deleted (or found gone) after its pull request was merged or closed,
+-- by whoever merged or closed it: the sweep that deletes it looks for NULL here.
+ALTER TABLE deliveries ADD COLUMN branch_deleted_at TIMESTAMPTZ;

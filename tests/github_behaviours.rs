@@ -447,6 +447,84 @@ async fn a_newer_push_that_fails_again_gets_the_open_fix_rebased_onto_it() {
     assert_eq!(env.pull(1).1, theirs);
 }
 
+/// Whether the stand-in's repository has `branch`.
+fn has_branch(env: &TestEnv, branch: &str) -> bool {
+    std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(env.standin.git_dir())
+        .args([
+            "rev-parse",
+            "--verify",
+            "-q",
+            &format!("refs/heads/{branch}"),
+        ])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+async fn branch_settled(env: &TestEnv, pr: i32) -> bool {
+    for _ in 0..40 {
+        let done: bool = env
+            .db()
+            .await
+            .query_one(
+                "SELECT branch_deleted_at IS NOT NULL FROM deliveries WHERE kind = 'pull_request' AND pr_number = $1",
+                &[&pr],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if done {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_branch_of_a_fix_a_person_closed_is_deleted_unless_it_holds_their_commit() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_BRANCH_SWEEP_INTERVAL_SECS", "1");
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    env.fail_and_heal(&app, 9701).await;
+    let (branch, _) = env.pull(1);
+    assert!(has_branch(&env, &branch));
+    // A person closes selfheal's PR without merging: its branch goes, as GitHub's
+    // "automatically delete head branches" would have it.
+    let (_, body) = app
+        .deliver("pull_request", &env.pr_closed(1, &branch, false, "octocat"))
+        .await;
+    assert_eq!(body["status"], "fix_closed", "{body}");
+    assert!(branch_settled(&env, 1).await, "the sweep never settled it");
+    assert!(!has_branch(&env, &branch));
+
+    // Another workflow's incident: someone adds their commit to selfheal's branch, then a
+    // person closes the PR. Their commit is not selfheal's to drop: the branch stays.
+    let mut other = env.failing_run(9702, &now());
+    other["workflow_run"]["workflow_id"] = serde_json::json!(777_001);
+    let (_, body) = app.deliver("workflow_run", &other).await;
+    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        .await;
+    let (branch, _) = env.pull(2);
+    let theirs = push_to(&env, &branch, "THEIRS.md", "theirs\n").await;
+    let (_, body) = app
+        .deliver("pull_request", &env.pr_closed(2, &branch, false, "octocat"))
+        .await;
+    assert_eq!(body["status"], "fix_closed", "{body}");
+    assert!(branch_settled(&env, 2).await, "the sweep never settled it");
+    assert_eq!(
+        git(
+            &env.standin.git_dir(),
+            &["rev-parse", &format!("refs/heads/{branch}")]
+        ),
+        theirs
+    );
+}
+
 #[tokio::test]
 async fn a_fix_behind_its_base_is_brought_up_to_date_and_merged_after_its_ci() {
     let env = TestEnv::new().await;

@@ -98,6 +98,9 @@ pub struct WorkerConfig {
     /// A fix whose own CI has not reported this long after selfheal pushed it is said to
     /// have none (workflows only on the default branch, path filters), on the PR (0: never).
     pub fix_ci_deadline: Duration,
+    /// How often to delete the branches of selfheal's PRs that people merged or closed (0:
+    /// never).
+    pub branch_sweep_interval: Duration,
 }
 
 /// Which process is starting: each requires only the variables it uses.
@@ -241,6 +244,10 @@ impl Config {
                         .unwrap_or(300),
                 ),
                 repo_defaults: env.optional("SELFHEAL_REPO_DEFAULTS").map(Into::into),
+                branch_sweep_interval: Duration::from_secs(
+                    env.parsed("SELFHEAL_BRANCH_SWEEP_INTERVAL_SECS")?
+                        .unwrap_or(60),
+                ),
                 fix_ci_deadline: Duration::from_secs(
                     env.parsed("SELFHEAL_FIX_CI_DEADLINE_SECS")?.unwrap_or(3600),
                 ),

@@ -499,6 +499,12 @@ async fn fix_closed(
             "@{} closed PR #{} without merging",
             ev.sender.login, pr.number
         );
+        tx.execute(
+            "UPDATE deliveries SET closed_at = coalesce(closed_at, now()), updated_at = now()
+             WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&incident_id],
+        )
+        .await?;
         stop(
             tx,
             incident_id,

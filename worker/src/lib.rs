@@ -1,6 +1,7 @@
 //! The worker: pulls stage jobs from Redis (apalis) and carries each run through
 //! triage -> diagnose -> patch -> validate -> verify -> deliver, recording every attempt.
 
+mod branches;
 mod chatops;
 mod deadline;
 // The engine, under the names the stages have always used.
@@ -182,6 +183,10 @@ pub async fn run(
             std::time::Duration::from_secs(60),
         ),
     ));
+    let branches = tokio::spawn(branches::sweep_forever(
+        ctx.clone(),
+        config.worker.branch_sweep_interval,
+    ));
     let relay = tokio::spawn(outbox::relay_forever(
         pool,
         queue,
@@ -213,6 +218,7 @@ pub async fn run(
         .await;
     relay.abort();
     deadline.abort();
+    branches.abort();
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }

@@ -124,7 +124,11 @@ async fn merge_locked(
             tx.commit().await?;
             let branch: Option<String> = row.as_ref().and_then(|r| r.get(3));
             let tidied = match branch {
-                Some(branch) => delete_branch(&crab, repo, &branch).await,
+                Some(branch) => {
+                    let outcome = delete_branch(&crab, repo, &branch).await;
+                    record_branch(ctx, incident_id, &outcome).await?;
+                    outcome.detail(&branch)
+                }
                 None => String::new(),
             };
             Ok(format!(
@@ -191,13 +195,44 @@ async fn merge_locked(
     }
 }
 
+/// What became of selfheal's branch after its PR was merged or closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BranchDeletion {
+    Deleted,
+    /// Someone (or GitHub's auto-delete) was first: 422 "Reference does not exist", or 404.
+    AlreadyGone,
+    /// It holds someone else's commit and the PR was not merged.
+    Kept,
+    /// GitHub refused or failed (a protected branch, a 5xx): tried again later.
+    NotDeleted(String),
+}
+
+impl BranchDeletion {
+    /// Nothing left to do for this branch.
+    pub fn settled(&self) -> bool {
+        !matches!(self, BranchDeletion::NotDeleted(_))
+    }
+
+    /// As a stage's detail says it.
+    pub fn detail(&self, branch: &str) -> String {
+        match self {
+            BranchDeletion::Deleted => format!("; deleted branch {branch}"),
+            BranchDeletion::AlreadyGone => format!("; branch {branch} was already gone"),
+            BranchDeletion::Kept => {
+                format!("; branch {branch} kept: it holds someone else's commit")
+            }
+            BranchDeletion::NotDeleted(why) => format!("; branch {branch} not deleted ({why})"),
+        }
+    }
+}
+
 /// Deletes selfheal's branch once its PR is merged or closed, as a person would: best effort
-/// (the branch may be gone already, or protected), said in the stage's detail.
+/// (the branch may be gone already, or protected).
 pub async fn delete_branch(
     crab: &selfheal_shared::github::Installation,
     repo: &str,
     branch: &str,
-) -> String {
+) -> BranchDeletion {
     let deleted = crab
         ._delete(format!(
             "/repos/{repo}/git/refs/heads/{}",
@@ -205,17 +240,37 @@ pub async fn delete_branch(
         ))
         .await;
     match deleted {
-        Ok(r) if r.status().is_success() => format!("; deleted branch {branch}"),
+        Ok(r) if r.status().is_success() => BranchDeletion::Deleted,
+        Ok(r) if matches!(r.status().as_u16(), 404 | 422) => BranchDeletion::AlreadyGone,
         Ok(r) => {
             let status = r.status().as_u16();
             tracing::warn!(%branch, status, "GitHub did not delete selfheal's branch");
-            format!("; branch {branch} not deleted (GitHub answered {status})")
+            BranchDeletion::NotDeleted(format!("GitHub answered {status}"))
         }
         Err(e) => {
             tracing::warn!(%branch, error = %e, "could not delete selfheal's branch");
-            format!("; branch {branch} not deleted ({e})")
+            BranchDeletion::NotDeleted(e.to_string())
         }
     }
+}
+
+/// Records that selfheal's branch needs nothing more, when it does not.
+pub async fn record_branch(
+    ctx: &WorkerContext,
+    incident: uuid::Uuid,
+    outcome: &BranchDeletion,
+) -> Result<(), StageError> {
+    if outcome.settled() {
+        ctx.pool
+            .get()
+            .await?
+            .execute(
+                "UPDATE deliveries SET branch_deleted_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+                &[&incident],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Whether GitHub says the PR is behind its base (and that is why it cannot merge).

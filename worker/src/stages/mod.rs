@@ -17,7 +17,7 @@ pub(crate) mod repo_config;
 pub(crate) mod report;
 mod triage;
 mod validate;
-mod verify;
+pub(crate) mod verify;
 
 pub(crate) use download::{api_error, status_of};
 pub(crate) use report::comment;

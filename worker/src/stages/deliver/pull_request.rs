@@ -8,7 +8,7 @@ use super::commit::make_commit;
 use super::markdown;
 use crate::changes::ChangeSet;
 use crate::stages::download::{api_error, status_of};
-use crate::stages::repo_config;
+use crate::stages::{merge, repo_config};
 use crate::stages::{short, StageError, StageReport};
 use crate::WorkerContext;
 
@@ -380,13 +380,13 @@ pub async fn close_stale(
     // The branch goes only while it holds nothing but selfheal's own work.
     let ours =
         super::super::pr_state::last_pushed(&**ctx.pool.get().await?, run.incident_id).await?;
-    if ours.is_some() && pr["head"]["sha"].as_str() == ours.as_deref() {
-        detail.push_str(&super::super::merge::delete_branch(&crab, repo, &branch).await);
+    let outcome = if ours.is_some() && pr["head"]["sha"].as_str() == ours.as_deref() {
+        merge::delete_branch(&crab, repo, &branch).await
     } else {
-        detail.push_str(&format!(
-            "; branch {branch} kept: its head is not the commit selfheal pushed"
-        ));
-    }
+        merge::BranchDeletion::Kept
+    };
+    merge::record_branch(ctx, run.incident_id, &outcome).await?;
+    detail.push_str(&outcome.detail(&branch));
     let mut client = client;
     let tx = client.transaction().await?;
     tx.execute(

@@ -560,7 +560,7 @@ async fn stop(ctx: &WorkerContext, run: &Run, why: &str) -> Result<(Verdict, Str
 
 /// A branch name as a URL path: each segment percent-encoded (`#`, `%`, `?` and non-ASCII
 /// are legal in git refs), the `/` between segments kept.
-pub(super) fn ref_path(branch: &str) -> String {
+pub(crate) fn ref_path(branch: &str) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
     const SEGMENT: &AsciiSet = &CONTROLS
         .add(b' ')
