@@ -3,6 +3,8 @@
 ALTER TABLE runs DROP CONSTRAINT runs_trigger_check;
 ALTER TABLE runs ADD CONSTRAINT runs_trigger_check
     CHECK (trigger IN ('workflow_run', 'check_suite', 'check_run', 'status'));
+-- Who posted the status (anyone who may write statuses can post any context).
+ALTER TABLE runs ADD COLUMN trigger_by TEXT;
 
 -- Check suites, check runs and statuses number themselves apart (and apart from workflow
 -- runs): a run is one report of one kind.
@@ -18,3 +20,6 @@ UPDATE deliveries d SET based_on = r.head_sha FROM runs r WHERE r.id = d.run_id;
 -- selfheal's branch deleted (or found gone) after its pull request was merged or closed,
 -- by whoever merged or closed it: the sweep that deletes it looks for NULL here.
 ALTER TABLE deliveries ADD COLUMN branch_deleted_at TIMESTAMPTZ;
+-- A worker deleting it now (a claim older than five minutes is a dead worker's, or a failed
+-- try's: tried again then).
+ALTER TABLE deliveries ADD COLUMN branch_sweep_claimed_at TIMESTAMPTZ;

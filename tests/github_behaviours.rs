@@ -484,8 +484,70 @@ async fn branch_settled(env: &TestEnv, pr: i32) -> bool {
     false
 }
 
+/// A person closes (or merges) pull request `number` on GitHub, through the API; the
+/// webhook GitHub then sends is delivered to `app`.
+async fn person_closes(env: &TestEnv, app: &App, number: i64, merge: bool) {
+    let http = reqwest::Client::new();
+    let api = format!(
+        "{}/repos/octo-org/octo-repo/pulls/{number}",
+        env.standin.url()
+    );
+    let token = env.standin.installation_token(INSTALLATION_ID).unwrap();
+    let answer = if merge {
+        http.put(format!("{api}/merge"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"merge_method": "squash"}))
+            .send()
+            .await
+    } else {
+        http.patch(&api)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"state": "closed"}))
+            .send()
+            .await
+    }
+    .unwrap();
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    let (branch, _) = env.pull(number);
+    let (_, body) = app
+        .deliver(
+            "pull_request",
+            &env.pr_closed(number, &branch, merge, "octocat"),
+        )
+        .await;
+    let expected = if merge { "fix_merged" } else { "fix_closed" };
+    assert_eq!(body["status"], expected, "{body}");
+}
+
+/// Another incident of the failing branch (a workflow of its own), healed to its PR.
+async fn another_incident(env: &TestEnv, app: &App, run: i64) {
+    let mut other = env.failing_run(run, &now());
+    other["workflow_run"]["workflow_id"] = serde_json::json!(run * 1000);
+    let (_, body) = app.deliver("workflow_run", &other).await;
+    let run = run_id_of(&body);
+    env.wait_run(run, Duration::from_secs(60)).await;
+    let stages: Vec<(String, Option<String>, Option<String>)> = env
+        .db()
+        .await
+        .query(
+            "SELECT stage, detail, error FROM stage_attempts WHERE run_id = $1 ORDER BY id",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert!(
+        stages.iter().any(
+            |(s, d, _)| s == "deliver" && d.as_deref().is_some_and(|d| d.contains("opened PR"))
+        ),
+        "{stages:?}"
+    );
+}
+
 #[tokio::test]
-async fn the_branch_of_a_fix_a_person_closed_is_deleted_unless_it_holds_their_commit() {
+async fn the_branch_of_a_fix_a_person_merged_or_closed_is_deleted_unless_it_holds_their_commit() {
     let mut env = TestEnv::new().await;
     env.set("SELFHEAL_BRANCH_SWEEP_INTERVAL_SECS", "1");
     let app = env.spawn_web().await;
@@ -495,26 +557,16 @@ async fn the_branch_of_a_fix_a_person_closed_is_deleted_unless_it_holds_their_co
     assert!(has_branch(&env, &branch));
     // A person closes selfheal's PR without merging: its branch goes, as GitHub's
     // "automatically delete head branches" would have it.
-    let (_, body) = app
-        .deliver("pull_request", &env.pr_closed(1, &branch, false, "octocat"))
-        .await;
-    assert_eq!(body["status"], "fix_closed", "{body}");
+    person_closes(&env, &app, 1, false).await;
     assert!(branch_settled(&env, 1).await, "the sweep never settled it");
     assert!(!has_branch(&env, &branch));
 
-    // Another workflow's incident: someone adds their commit to selfheal's branch, then a
-    // person closes the PR. Their commit is not selfheal's to drop: the branch stays.
-    let mut other = env.failing_run(9702, &now());
-    other["workflow_run"]["workflow_id"] = serde_json::json!(777_001);
-    let (_, body) = app.deliver("workflow_run", &other).await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
-        .await;
+    // Someone adds their commit to selfheal's branch, then a person closes the PR. Their
+    // commit is not selfheal's to drop: the branch stays.
+    another_incident(&env, &app, 9702).await;
     let (branch, _) = env.pull(2);
     let theirs = push_to(&env, &branch, "THEIRS.md", "theirs\n").await;
-    let (_, body) = app
-        .deliver("pull_request", &env.pr_closed(2, &branch, false, "octocat"))
-        .await;
-    assert_eq!(body["status"], "fix_closed", "{body}");
+    person_closes(&env, &app, 2, false).await;
     assert!(branch_settled(&env, 2).await, "the sweep never settled it");
     assert_eq!(
         git(
@@ -523,6 +575,13 @@ async fn the_branch_of_a_fix_a_person_closed_is_deleted_unless_it_holds_their_co
         ),
         theirs
     );
+
+    // A person merges another: its branch goes too.
+    another_incident(&env, &app, 9703).await;
+    let (branch, _) = env.pull(3);
+    person_closes(&env, &app, 3, true).await;
+    assert!(branch_settled(&env, 3).await, "the sweep never settled it");
+    assert!(!has_branch(&env, &branch));
 }
 
 #[tokio::test]
@@ -1006,7 +1065,8 @@ async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_me
     env.standin.set_knobs(Knobs {
         fix_checks: Some(Vec::new()),
         fix_statuses: vec![serde_json::json!({"context": "ci/jenkins", "state": "success"})],
-        repo_config: Some("external_ci: [ci/jenkins]\n".into()),
+        // A context names no one: the repository says who posts it.
+        repo_config: Some("external_statuses: {ci/jenkins: jenkins-bot}\n".into()),
         ..Knobs::default()
     });
     let _worker = env.spawn_worker("w");
@@ -1023,7 +1083,7 @@ async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_me
         let (_, body) = app
             .deliver(
                 "status",
-                &env.status(id, &head, state, "ci/jenkins", &branches),
+                &env.status(id, &head, (state, "ci/jenkins", "jenkins-bot"), &branches),
             )
             .await;
         assert_eq!(body["status"], "stored", "{state}: {body}");
@@ -1033,7 +1093,12 @@ async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_me
     let (_, body) = app
         .deliver(
             "status",
-            &env.status(8004, &base, "success", "ci/jenkins", &["master", &branch]),
+            &env.status(
+                8004,
+                &base,
+                ("success", "ci/jenkins", "jenkins-bot"),
+                &["master", &branch],
+            ),
         )
         .await;
     assert_eq!(body["status"], "ignored", "{body}");
@@ -1044,33 +1109,41 @@ async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_me
         "{body}"
     );
 
-    // A green status whose context the repository does not name as its CI decides nothing.
-    let (_, body) = app
-        .deliver(
-            "status",
-            &env.status(8005, &head, "success", "dco/signoff", &["master", &branch]),
-        )
-        .await;
-    let run = run_id_of(&body);
-    env.wait_run(run, Duration::from_secs(30)).await;
-    let reason: String = env
-        .db()
-        .await
-        .query_one(
-            "SELECT reason FROM verifications WHERE run_id = $1 AND verdict = 'skip'",
-            &[&run],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(
-        reason.contains("a commit status `dco/signoff`, which .github/selfheal.yml does not list"),
-        "{reason}"
-    );
-    assert_eq!(env.standin.pulls()[0]["merged"], false);
+    // A green status whose context the repository does not name as its CI, or the right
+    // context posted by someone else (anyone who may write statuses can): nothing decided.
+    for (id, context, creator, why) in [
+        (8005, "dco/signoff", "dco-bot", "a commit status `dco/signoff` posted by `dco-bot`, a context .github/selfheal.yml does not list under external_statuses"),
+        (8007, "ci/jenkins", "mallory", "a commit status `ci/jenkins` posted by `mallory`, not by `jenkins-bot`"),
+    ] {
+        let (_, body) = app
+            .deliver(
+                "status",
+                &env.status(id, &head, ("success", context, creator), &["master", &branch]),
+            )
+            .await;
+        let run = run_id_of(&body);
+        env.wait_run(run, Duration::from_secs(30)).await;
+        let reason: String = env
+            .db()
+            .await
+            .query_one(
+                "SELECT reason FROM verifications WHERE run_id = $1 AND verdict = 'skip'",
+                &[&run],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(reason.contains(why), "{reason}");
+        assert_eq!(env.standin.pulls()[0]["merged"], false);
+    }
 
     // The repository's CI, green on selfheal's commit: verify reads every status and merges.
-    let green = env.status(8006, &head, "success", "ci/jenkins", &[&branch]);
+    let green = env.status(
+        8006,
+        &head,
+        ("success", "ci/jenkins", "jenkins-bot"),
+        &[&branch],
+    );
     let (_, body) = app.deliver("status", &green).await;
     assert_eq!(body["status"], "run_created", "{body}");
     let run = run_id_of(&body);
@@ -1080,17 +1153,25 @@ async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_me
     );
     assert_eq!(verdict(&env, run).await.0, "merge");
     assert_eq!(env.standin.pulls()[0]["merged"], true);
-    let trigger: (String, Option<i64>, Option<String>) = env
+    let trigger: (String, Option<i64>, Option<String>, Option<String>) = env
         .db()
         .await
         .query_one(
-            "SELECT trigger, trigger_app_id, trigger_app FROM runs WHERE id = $1",
+            "SELECT trigger, trigger_app_id, trigger_app, trigger_by FROM runs WHERE id = $1",
             &[&run],
         )
         .await
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .unwrap();
-    assert_eq!(trigger, ("status".into(), None, Some("ci/jenkins".into())));
+    assert_eq!(
+        trigger,
+        (
+            "status".into(),
+            None,
+            Some("ci/jenkins".into()),
+            Some("jenkins-bot".into())
+        )
+    );
 }
 
 #[tokio::test]
@@ -1121,6 +1202,20 @@ async fn external_ci_reporting_through_a_check_run_re_triggers_verify() {
     assert_eq!(suite["status"], "run_created", "{suite}");
     env.wait_run(run_id_of(&suite), Duration::from_secs(30))
         .await;
+    assert_eq!(env.standin.pulls()[0]["merged"], false);
+    // Nor does a check run of an app it does not name.
+    let mut dco = env.check_run(7103, &branch, &head, "success");
+    dco["check_run"]["app"]["slug"] = serde_json::json!("dco");
+    dco["check_run"]["app"]["id"] = serde_json::json!(4242_4242);
+    let (_, body) = app.deliver("check_run", &dco).await;
+    let run = run_id_of(&body);
+    env.wait_run(run, Duration::from_secs(30)).await;
+    let (verdict_of_dco, reason) = verdict(&env, run).await;
+    assert_eq!(verdict_of_dco, "skip");
+    assert!(
+        reason.contains("a check run of `dco`, which .github/selfheal.yml does not list"),
+        "{reason}"
+    );
     assert_eq!(env.standin.pulls()[0]["merged"], false);
     // A check run of the repository's CI, with the same id as that suite (GitHub numbers
     // them apart): a run of its own, and it merges.

@@ -620,8 +620,7 @@ async fn the_adapted_webhook_payloads_match_githubs_webhook_schema() {
             &env.status(
                 6,
                 &head,
-                state,
-                "ci/jenkins",
+                (state, "ci/jenkins", "jenkins-bot"),
                 &["master", "selfheal/abc-123"],
             ),
             "adapted status payload",

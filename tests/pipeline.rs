@@ -420,6 +420,124 @@ async fn a_job_the_queue_loses_is_pushed_again() {
 }
 
 #[tokio::test]
+async fn stages_in_flight_when_redis_lost_everything_and_their_worker_died_are_run_again() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_REQUEUE_AFTER_SECS", "2");
+    let app = env.spawn_web().await;
+    // Triage waits on GitHub long enough to be caught in the middle.
+    env.standin.set_knobs(Knobs {
+        jobs_delay_ms: 60_000,
+        ..Knobs::default()
+    });
+    let mut first = env.spawn_worker("doomed");
+    let mut runs = Vec::new();
+    for id in [1471, 1472] {
+        let (_, body) = app
+            .deliver("workflow_run", &env.failing_run(id, &now()))
+            .await;
+        runs.push(run_id_of(&body));
+    }
+    env.wait_until(
+        "SELECT count(*) = 2 FROM stage_attempts WHERE stage = 'triage' AND outcome = 'running'",
+        Duration::from_secs(20),
+    )
+    .await;
+    // Redis loses everything it held for this deployment (a restart without persistence),
+    // apalis's record of the jobs in flight included; then their worker dies.
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", env.tag))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "the queue's keys were in Redis");
+    let _: usize = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    signal(&first, Signal::SIGKILL);
+    first.wait().ok();
+    env.standin.set_knobs(Knobs::default());
+    // Postgres knows what must still run: the next worker finishes every run.
+    let _second = env.spawn_worker("rescuer");
+    for run in &runs {
+        assert_eq!(
+            env.wait_run(*run, Duration::from_secs(60)).await,
+            "succeeded"
+        );
+        let outcomes: Vec<String> = env
+            .db()
+            .await
+            .query(
+                "SELECT outcome FROM stage_attempts WHERE run_id = $1 AND stage = 'triage' ORDER BY attempt",
+                &[run],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(outcomes, vec!["abandoned", "succeeded"]);
+        let note: String = env
+            .db()
+            .await
+            .query_one(
+                "SELECT last_error FROM outbox WHERE run_id = $1 AND stage = 'triage'",
+                &[run],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(note.contains("its worker was lost mid-stage"), "{note}");
+    }
+}
+
+#[tokio::test]
+async fn a_stage_that_hangs_past_its_limit_is_given_up_and_the_run_fails_with_the_reason() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_STAGE_TIMEOUT_SECS", "1");
+    let app = env.spawn_web().await;
+    // GitHub never answers the jobs list (well, not for ten minutes): the worker is alive and
+    // holds the stage, so nothing but a limit would ever end it.
+    env.standin.set_knobs(Knobs {
+        jobs_delay_ms: 600_000,
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1481, &now()))
+        .await;
+    let run = run_id_of(&body);
+    assert_eq!(env.wait_run(run, Duration::from_secs(90)).await, "failed");
+    let db = env.db().await;
+    let reason: String = db
+        .query_one("SELECT failure_reason FROM runs WHERE id = $1", &[&run])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("triage failed 5 times"), "{reason}");
+    let errors: Vec<String> = db
+        .query(
+            "SELECT error FROM stage_attempts WHERE run_id = $1 AND stage = 'triage'",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(errors.len(), 5);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("triage took longer than its limit of 1 s")),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_stage_that_keeps_failing_fails_the_run_with_the_reason() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;

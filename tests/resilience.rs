@@ -106,8 +106,8 @@ fn writes(env: &TestEnv) -> Vec<(u64, Option<u16>, String)> {
 
 #[tokio::test]
 async fn writes_are_paced_so_githubs_write_limit_is_never_met() {
-    // GitHub refuses an installation's writes past its limit (here 2 a second): selfheal's
-    // workers space them out and meet no refusal.
+    // GitHub refuses an installation's writes past its limit (here 2 a second): selfheal
+    // spaces them out and meets no refusal.
     let limit = github_standin::WriteLimit {
         max: 2,
         window_ms: 1000,
@@ -120,7 +120,6 @@ async fn writes_are_paced_so_githubs_write_limit_is_never_met() {
         write_limit: Some(limit),
         ..Knobs::default()
     });
-    // Two workers: the pace is the installation's, not one process's.
     let _w1 = env.spawn_worker("w1");
     let _w2 = env.spawn_worker("w2");
     env.fail_and_heal(&app, 8161).await;
@@ -152,6 +151,45 @@ async fn writes_are_paced_so_githubs_write_limit_is_never_met() {
         env.standin.pulls().len(),
         1,
         "and still deliver after waiting"
+    );
+}
+
+#[tokio::test]
+async fn the_write_pace_is_the_installations_across_processes() {
+    // Two pacers on one Redis, as two worker processes have: their turns for one installation
+    // interleave, never closer than the interval (a per-process pace would let both write at
+    // once); another installation is not held up by them.
+    let env = TestEnv::new().await;
+    let interval = Duration::from_millis(300);
+    let pacer = || async {
+        selfheal_shared::github::WritePacer::connect(&env.redis_url, &env.tag, interval)
+            .await
+            .unwrap()
+    };
+    let (a, b, c) = (pacer().await, pacer().await, pacer().await);
+    let turns = |p: selfheal_shared::github::WritePacer, installation: i64| async move {
+        let mut at = Vec::new();
+        for _ in 0..4 {
+            p.wait_turn(installation).await;
+            at.push(Instant::now());
+        }
+        at
+    };
+    let (ta, tb, tc) = tokio::join!(turns(a, 42), turns(b, 42), turns(c, 43));
+    let mut shared: Vec<Instant> = ta.into_iter().chain(tb).collect();
+    shared.sort();
+    for pair in shared.windows(2) {
+        let gap = pair[1] - pair[0];
+        // A turn is taken in Redis before its time is read here: allow that much.
+        assert!(
+            gap >= interval - Duration::from_millis(50),
+            "two writes of one installation {gap:?} apart"
+        );
+    }
+    // Installation 43 took its first turn while 42's second was still waiting.
+    assert!(
+        tc[0] < shared[1],
+        "another installation waited for 42's turns"
     );
 }
 

@@ -101,6 +101,8 @@ pub struct WorkerConfig {
     /// How often to delete the branches of selfheal's PRs that people merged or closed (0:
     /// never).
     pub branch_sweep_interval: Duration,
+    /// One limit for every stage's attempt instead of each stage's own (`Stage::timeout`).
+    pub stage_timeout: Option<Duration>,
 }
 
 /// Which process is starting: each requires only the variables it uses.
@@ -244,6 +246,9 @@ impl Config {
                         .unwrap_or(300),
                 ),
                 repo_defaults: env.optional("SELFHEAL_REPO_DEFAULTS").map(Into::into),
+                stage_timeout: env
+                    .parsed("SELFHEAL_STAGE_TIMEOUT_SECS")?
+                    .map(Duration::from_secs),
                 branch_sweep_interval: Duration::from_secs(
                     env.parsed("SELFHEAL_BRANCH_SWEEP_INTERVAL_SECS")?
                         .unwrap_or(60),

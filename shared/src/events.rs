@@ -490,9 +490,12 @@ pub struct StatusEvent {
     pub sha: String,
     pub state: String,
     pub context: String,
-    /// The branches whose head is this commit (at most ten, GitHub says).
+    /// Branches that contain this commit (at most ten, GitHub says; not only those whose
+    /// head it is).
     #[serde(default)]
     pub branches: Vec<StatusBranch>,
+    /// Who posted the status.
+    pub sender: User,
     pub repository: Repository,
     #[serde(default)]
     pub installation: Option<Installation>,

@@ -3,8 +3,9 @@
 //! on the commit selfheal last pushed to its branch re-triggers verify, as a green workflow
 //! run does. Recorded as a run of the incident (`trigger` = `check_suite`, `check_run` or
 //! `status`, with the report's id and attempt 0: no workflow run has attempt 0). Whether the
-//! reporter is the repository's CI is verify's to judge (`external_ci` in the repository's
-//! `.github/selfheal.yml`), since only the worker reads the repository.
+//! reporter is the repository's CI is verify's to judge (`external_ci` and
+//! `external_statuses` in the repository's `.github/selfheal.yml`), since only the worker
+//! reads the repository.
 
 use deadpool_postgres::Transaction;
 use serde_json::json;
@@ -76,6 +77,7 @@ impl<'a> Report<'a> {
         (ev.state != "pending").then(|| Report {
             trigger: Trigger::Status {
                 context: ev.context.clone(),
+                creator: ev.sender.login.clone(),
             },
             id: ev.id,
             head_sha: &ev.sha,
@@ -181,13 +183,13 @@ pub async fn reported(
     {
         return Ok(Ingested::RunExists { run_id: row.get(0) });
     }
-    let (app_id, app) = report.trigger.reporter();
+    let (app_id, app, by) = report.trigger.reporter();
     let run_id = Uuid::new_v4();
     tx.execute(
         "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
                            github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch,
-                           trigger, trigger_app_id, trigger_app)
-         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 'success', 'queued', $8, $9, $10, $11)",
+                           trigger, trigger_app_id, trigger_app, trigger_by)
+         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 'success', 'queued', $8, $9, $10, $11, $12)",
         &[
             &run_id,
             &incident_id,
@@ -200,6 +202,7 @@ pub async fn reported(
             &kind,
             &app_id,
             &app,
+            &by,
         ],
     )
     .await?;
@@ -210,7 +213,7 @@ pub async fn reported(
         "run.created",
         &run_id.to_string(),
         &json!({"delivery": delivery_id, "incident": incident_id, "trigger": kind, "report": report.id,
-                "reporter": app, "head_sha": report.head_sha, "fix_branch": branch,
+                "reporter": app, "posted_by": by, "head_sha": report.head_sha, "fix_branch": branch,
                 "conclusion": "success"}),
     )
     .await?;

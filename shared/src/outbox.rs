@@ -185,6 +185,56 @@ pub async fn requeue_unstarted(pool: &Pool, after: Duration) -> Result<u64, Disp
 
 /// Runs the relay until the process ends: pushes what is pending every `every`, and every
 /// `requeue_after` puts back what was pushed but never started.
+/// Stages a worker started and lost, whatever Redis remembers (it may have lost the job with
+/// its data): the run is still queued or running, the stage has attempts but never finished,
+/// nothing happened to it for `after`, and no worker holds its lock (a worker's session lock
+/// dies with the worker). Each is pushed again; the worker that takes it closes the lost
+/// attempt as abandoned, and a stage abandoned too often fails its run with the reason, so no
+/// run is left `running` for ever.
+pub async fn requeue_orphaned(pool: &Pool, after: Duration) -> Result<u64, DispatchError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT o.id, o.run_id, o.stage FROM outbox o JOIN runs r ON r.id = o.run_id
+             WHERE o.stage IS NOT NULL AND o.enqueued_at < now() - make_interval(secs => $1)
+               AND r.status IN ('queued', 'running')
+               AND NOT EXISTS (SELECT 1 FROM stage_attempts f WHERE f.run_id = o.run_id AND f.stage = o.stage
+                               AND f.outcome IN ('succeeded', 'skipped'))
+               AND (SELECT max(coalesce(a.finished_at, a.started_at)) FROM stage_attempts a
+                    WHERE a.run_id = o.run_id AND a.stage = o.stage) < now() - make_interval(secs => $1)
+             ORDER BY o.id LIMIT 100
+             FOR UPDATE OF o SKIP LOCKED",
+            &[&after.as_secs_f64()],
+        )
+        .await?;
+    let mut requeued = 0;
+    for row in rows {
+        let (id, run_id, stage): (i64, Uuid, String) = (row.get(0), row.get(1), row.get(2));
+        // Held only until this transaction ends: a worker taking the stage meanwhile finds
+        // it locked and drops its copy, and the push below brings it back.
+        let free: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+                &[&StageJob::lock_key(run_id, &stage)],
+            )
+            .await?
+            .get(0);
+        if free {
+            tx.execute(
+                "UPDATE outbox SET enqueued_at = NULL,
+                        last_error = 'its worker was lost mid-stage (no worker holds it): pushed again'
+                 WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+            requeued += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(requeued)
+}
+
 pub async fn relay_forever(
     pool: Pool,
     queue: std::sync::Arc<JobQueue>,
@@ -201,6 +251,16 @@ pub async fn relay_forever(
                 Ok(n) => tracing::warn!(jobs = n, "jobs pushed but never started: pushing again"),
                 Err(e) => {
                     tracing::warn!(error = %crate::cause::Chain(&e), "looking for lost jobs failed; will retry")
+                }
+            }
+            match requeue_orphaned(&pool, requeue_after).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    jobs = n,
+                    "stages whose worker was lost mid-stage: pushing again"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %crate::cause::Chain(&e), "looking for stages lost mid-way failed; will retry")
                 }
             }
         }

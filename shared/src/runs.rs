@@ -39,9 +39,10 @@ pub enum Trigger {
         app_id: i64,
         app: Option<String>,
     },
-    /// A commit status, which names its CI by `context` only.
+    /// A commit status, which names its CI by `context` only, and who posted it.
     Status {
         context: String,
+        creator: String,
     },
 }
 
@@ -56,19 +57,26 @@ impl Trigger {
         }
     }
 
-    /// As stored in `runs.trigger_app_id` and `runs.trigger_app`: the app, or a status's
-    /// context (no app id).
-    pub fn reporter(&self) -> (Option<i64>, Option<String>) {
+    /// As stored in `runs.trigger_app_id`, `runs.trigger_app` and `runs.trigger_by`: the
+    /// app; or a status's context (no app id) and its poster.
+    pub fn reporter(&self) -> (Option<i64>, Option<String>, Option<String>) {
         match self {
-            Trigger::WorkflowRun => (None, None),
+            Trigger::WorkflowRun => (None, None, None),
             Trigger::CheckSuite { app_id, app } | Trigger::CheckRun { app_id, app } => {
-                (Some(*app_id), app.clone())
+                (Some(*app_id), app.clone(), None)
             }
-            Trigger::Status { context } => (None, Some(context.clone())),
+            Trigger::Status { context, creator } => {
+                (None, Some(context.clone()), Some(creator.clone()))
+            }
         }
     }
 
-    fn from_row(kind: &str, app_id: Option<i64>, app: Option<String>) -> Trigger {
+    fn from_row(
+        kind: &str,
+        app_id: Option<i64>,
+        app: Option<String>,
+        by: Option<String>,
+    ) -> Trigger {
         match kind {
             "check_suite" => Trigger::CheckSuite {
                 app_id: app_id.unwrap_or_default(),
@@ -80,6 +88,7 @@ impl Trigger {
             },
             "status" => Trigger::Status {
                 context: app.unwrap_or_default(),
+                creator: by.unwrap_or_default(),
             },
             // The column's CHECK constraint admits nothing else.
             _ => Trigger::WorkflowRun,
@@ -121,7 +130,7 @@ pub async fn load(
     let row = client
         .query_opt(
             "SELECT id, incident_id, installation_id, repository_full_name, github_run_id, head_sha, status,
-                    conclusion, fix_branch, github_run_attempt, trigger, trigger_app_id, trigger_app
+                    conclusion, fix_branch, github_run_attempt, trigger, trigger_app_id, trigger_app, trigger_by
              FROM runs WHERE id = $1",
             &[&run_id],
         )
@@ -137,7 +146,7 @@ pub async fn load(
         conclusion: r.get(7),
         fix_branch: r.get(8),
         github_run_attempt: r.get(9),
-        trigger: Trigger::from_row(r.get(10), r.get(11), r.get(12)),
+        trigger: Trigger::from_row(r.get(10), r.get(11), r.get(12), r.get(13)),
     }))
 }
 

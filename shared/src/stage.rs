@@ -45,6 +45,19 @@ impl Stage {
     }
 
     /// Attempts before the stage fails for good (and the run with it).
+    /// How long one attempt may take before it is given up as hung (a live worker stuck on a
+    /// call that never answers keeps its lock, so nothing else would ever take the stage):
+    /// past every wait the stage is meant to make.
+    pub fn timeout(self) -> Duration {
+        match self {
+            // Sandbox runs, each bounded by the sandbox's own limit, several per stage.
+            Stage::Patch | Stage::Validate => Duration::from_secs(60 * 60),
+            // GitHub calls, with up to a quarter of an hour of secondary-rate-limit waits.
+            Stage::Triage | Stage::Verify | Stage::Deliver => Duration::from_secs(30 * 60),
+            Stage::Diagnose => Duration::from_secs(10 * 60),
+        }
+    }
+
     pub fn retry_policy(self) -> RetryPolicy {
         match self {
             // Talks to GitHub, which has bad minutes: more patience.
@@ -118,6 +131,13 @@ pub struct StageJob {
 impl StageJob {
     /// The job's name, used for its queue and in logs.
     pub const NAME: &'static str = "stage";
+
+    /// The Postgres advisory lock a worker holds (in its own session) while it runs this
+    /// stage: two workers never run one stage at once, and a lock nobody holds says no live
+    /// worker is running it.
+    pub fn lock_key(run_id: Uuid, stage: &str) -> String {
+        format!("{run_id}:{stage}")
+    }
 }
 
 #[cfg(test)]

@@ -293,13 +293,12 @@ impl TestEnv {
     }
 
     /// octokit's recorded `status` (with installation), adapted: status `id` of `context` in
-    /// `state` on `sha`, which `branches` contain.
+    /// `state` on `sha`, which `branches` contain, posted by `creator`.
     pub fn status(
         &self,
         id: i64,
         sha: &str,
-        state: &str,
-        context: &str,
+        (state, context, creator): (&str, &str, &str),
         branches: &[&str],
     ) -> Value {
         let mut payload = self
@@ -313,6 +312,7 @@ impl TestEnv {
         payload["commit"]["sha"] = Value::from(sha);
         payload["state"] = Value::from(state);
         payload["context"] = Value::from(context);
+        payload["sender"]["login"] = Value::from(creator);
         // Recorded before GitHub added `verified_at` (the schema requires it, null when unsigned).
         payload["commit"]["commit"]["verification"]["verified_at"] = Value::Null;
         let template = payload["branches"][0].clone();

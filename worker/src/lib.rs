@@ -38,6 +38,8 @@ pub struct WorkerContext {
     pub sandbox_rust_toolchain: Option<std::path::PathBuf>,
     /// Org-wide defaults under every repository's `.github/selfheal.yml`.
     pub repo_defaults: stages::repo_config::Defaults,
+    /// One limit for every stage's attempt, instead of each stage's own.
+    pub stage_timeout: Option<std::time::Duration>,
 }
 
 impl WorkerContext {
@@ -145,6 +147,7 @@ pub async fn run(
         worker_id: worker_id.clone(),
         database_url: config.database_url().to_string(),
         log_cap_bytes: config.worker.log_cap_bytes,
+        stage_timeout: config.worker.stage_timeout,
         sandbox_limits: sandbox::Limits {
             work_bytes: config.worker.sandbox_work_bytes,
             ..sandbox::Limits::default()

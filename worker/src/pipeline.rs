@@ -65,7 +65,7 @@ impl StageLock {
     ) -> Result<Option<Self>, PipelineError> {
         let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
         tokio::spawn(connection);
-        let key = format!("{run_id}:{stage}");
+        let key = StageJob::lock_key(run_id, stage.as_str());
         let row = client
             .query_one(
                 "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
@@ -138,7 +138,17 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
         let (attempt_id, attempt) =
             runs::start_attempt(&client, run.id, job.stage, &ctx.worker_id).await?;
         tracing::info!(attempt, "stage attempt started");
-        match stages::execute(ctx, &run, job.stage).await {
+        let limit = ctx.stage_timeout.unwrap_or(job.stage.timeout());
+        let executed = tokio::time::timeout(limit, stages::execute(ctx, &run, job.stage))
+            .await
+            .unwrap_or_else(|_| {
+                Err(stages::StageError::Transient(format!(
+                    "{} took longer than its limit of {} s: given up as hung",
+                    job.stage,
+                    limit.as_secs()
+                )))
+            });
+        match executed {
             Ok(report) => {
                 let mut client = ctx.pool.get().await?;
                 let tx = client.transaction().await?;

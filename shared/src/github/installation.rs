@@ -163,7 +163,8 @@ impl Installation {
     }
 
     /// A raw DELETE, paced like every write: the caller reads its status (204, or 422 for a
-    /// branch already gone).
+    /// branch already gone). A rate limit comes back as a response too, not an error, so
+    /// it is the caller's to see.
     pub async fn _delete(&self, uri: impl AsRef<str>) -> octocrab::Result<RawResponse> {
         let uri = uri.as_ref();
         self.send(true, uri, || self.crab._delete(uri, None::<&()>))

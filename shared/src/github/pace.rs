@@ -87,11 +87,22 @@ impl WritePacer {
             return;
         };
         let mut conn = redis.clone();
-        let set: Result<(), _> = redis::cmd("SET")
-            .arg(self.key(installation_id))
+        let key = self.key(installation_id);
+        let ms = wait.as_millis().max(1) as u64;
+        // Never shortens a longer pause another worker set (PEXPIRE … GT, Redis 7).
+        let set: Result<(), _> = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
             .arg(1)
+            .arg("NX")
             .arg("PX")
-            .arg(wait.as_millis().max(1) as u64)
+            .arg(ms)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ms)
+            .arg("GT")
+            .ignore()
             .query_async(&mut conn)
             .await;
         if let Err(e) = set {

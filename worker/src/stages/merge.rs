@@ -241,10 +241,15 @@ pub async fn delete_branch(
         .await;
     match deleted {
         Ok(r) if r.status().is_success() => BranchDeletion::Deleted,
-        Ok(r) if matches!(r.status().as_u16(), 404 | 422) => BranchDeletion::AlreadyGone,
         Ok(r) => {
             let status = r.status().as_u16();
-            tracing::warn!(%branch, status, "GitHub did not delete selfheal's branch");
+            let said = crab.body_to_string(r).await.unwrap_or_default();
+            // 422 is also GitHub's answer for a protected branch or a ruleset: only its
+            // "Reference does not exist" means someone was first.
+            if status == 404 || (status == 422 && said.contains("Reference does not exist")) {
+                return BranchDeletion::AlreadyGone;
+            }
+            tracing::warn!(%branch, status, answer = %said, "GitHub did not delete selfheal's branch");
             BranchDeletion::NotDeleted(format!("GitHub answered {status}"))
         }
         Err(e) => {

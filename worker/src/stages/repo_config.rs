@@ -44,12 +44,16 @@ pub struct RepoConfig {
     /// How an allowed fix is merged.
     #[serde(default)]
     pub merge_method: MergeMethod,
-    /// The repository's CI other than GitHub Actions: apps by slug (check suites and check
-    /// runs) and commit status contexts (e.g. `ci/jenkins`). A green report from one of them on
-    /// selfheal's fix re-triggers verify; any other (a DCO or CLA bot going green first) does
-    /// not.
+    /// The repository's CI apps other than GitHub Actions, by slug: a green check suite or
+    /// check run of one of them on selfheal's fix re-triggers verify; any other app's (a DCO
+    /// or CLA bot going green first) does not.
     #[serde(default)]
     pub external_ci: Vec<String>,
+    /// CI that reports commit statuses: context -> the login that posts them (e.g.
+    /// `ci/jenkins: jenkins-bot`). Anyone who may write statuses can post any context, so a
+    /// green status re-triggers verify only from that login.
+    #[serde(default)]
+    pub external_statuses: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -105,6 +109,7 @@ impl Default for RepoConfig {
             max_attempts: default_max_attempts(),
             merge_method: MergeMethod::default(),
             external_ci: Vec::new(),
+            external_statuses: Default::default(),
         }
     }
 }

@@ -83,6 +83,26 @@ pub async fn push(
             sha
         }
     };
+    if placement == Placement::Rebase {
+        // Verify saw the branch holding only selfheal's work, but that was a while ago: a
+        // commit someone pushed since would be dropped by the force-push. Read it again (a
+        // window of one request remains: GitHub's REST API has no compare-and-swap for refs).
+        let current: Value = crab
+            .get(format!("/repos/{repo}/git/ref/heads/{branch}"), None::<&()>)
+            .await
+            .map_err(|e| api_error(e, "the fix's branch"))?;
+        let head = current["object"]["sha"].as_str().unwrap_or_default();
+        let ours = crate::stages::pr_state::last_pushed(&**client, run.incident_id).await?;
+        if head != commit && ours.as_deref() != Some(head) {
+            return Ok(StageReport {
+                outcome: Outcome::Skipped,
+                detail: format!(
+                    "not rebased: {branch} moved to {} meanwhile, which is not selfheal's commit; left for review",
+                    short(head)
+                ),
+            });
+        }
+    }
     let updated: Result<Value, _> = crab
         .patch(
             format!("/repos/{repo}/git/refs/heads/{branch}"),

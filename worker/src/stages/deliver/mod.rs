@@ -87,7 +87,39 @@ async fn deliver_fix(ctx: &WorkerContext, run: &Run) -> Result<StageReport, Stag
         .map(|r| r.get(0));
     match based_on {
         Some(on) if on.as_deref() != Some(run.head_sha.as_str()) => {
-            attempt::push(ctx, run, Placement::Rebase, &strategy, &class, &changes).await
+            // One rebase of an incident at a time: two runs of the newer head (two workflows
+            // failing on it) would race their force-pushes. The second finds it done.
+            let mut client = ctx.pool.get().await?;
+            let lock = client.transaction().await?;
+            lock.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('selfheal.rebase:' || $1::text, 0))",
+                &[&run.incident_id.to_string()],
+            )
+            .await?;
+            let now_on: Option<String> = lock
+                .query_one(
+                    "SELECT based_on FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
+                    &[&run.incident_id],
+                )
+                .await?
+                .get(0);
+            let mine: bool = lock
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM fix_attempts WHERE run_id = $1)",
+                    &[&run.id],
+                )
+                .await?
+                .get(0);
+            let report = if now_on.as_deref() == Some(run.head_sha.as_str()) && !mine {
+                skipped(&format!(
+                    "nothing delivered: the fix was already rebased onto {} for another run",
+                    super::short(&run.head_sha)
+                ))
+            } else {
+                attempt::push(ctx, run, Placement::Rebase, &strategy, &class, &changes).await?
+            };
+            lock.commit().await?;
+            Ok(report)
         }
         _ => pull_request::open(ctx, run, &strategy, &class, &changes, &row.get(4)).await,
     }

@@ -60,27 +60,25 @@ pub(super) async fn resolved(
 }
 
 /// A run started by an external CI's report decides a merge only when the reporter is the
-/// repository's CI: an app (check suites and runs) or a status context `.github/selfheal.yml`
-/// lists under `external_ci`, and not selfheal itself.
+/// repository's CI as `.github/selfheal.yml` names it: an app listed under `external_ci`
+/// (check suites and runs; not selfheal itself), or a status context listed under
+/// `external_statuses` and posted by the login it names there.
 pub(super) async fn unlisted_ci(
     ctx: &WorkerContext,
     run: &Run,
 ) -> Result<Option<String>, StageError> {
-    let (what, name) = match &run.trigger {
+    let what = match &run.trigger {
         Trigger::WorkflowRun => return Ok(None),
         Trigger::CheckSuite { app_id, app } | Trigger::CheckRun { app_id, app } => {
+            let kind = run.trigger.kind().replace('_', " ");
             if u64::try_from(*app_id).ok() == Some(ctx.github.app_id()) {
-                return Ok(Some(format!(
-                    "a {} of selfheal's own",
-                    run.trigger.kind().replace('_', " ")
-                )));
+                return Ok(Some(format!("a {kind} of selfheal's own")));
             }
-            (
-                format!("a {} of", run.trigger.kind().replace('_', " ")),
-                app.clone().unwrap_or_default(),
-            )
+            format!("a {kind} of `{}`", app.as_deref().unwrap_or_default())
         }
-        Trigger::Status { context } => ("a commit status".to_string(), context.clone()),
+        Trigger::Status { context, creator } => {
+            format!("a commit status `{context}` posted by `{creator}`")
+        }
     };
     let crab = ctx
         .github
@@ -89,17 +87,32 @@ pub(super) async fn unlisted_ci(
         Ok(c) => c,
         Err(problem) => {
             return Ok(Some(format!(
-                "{} is invalid ({problem}): {what} `{name}` decides nothing",
+                "{} is invalid ({problem}): {what} decides nothing",
                 repo_config::PATH
             )))
         }
     };
-    Ok((!config.external_ci.contains(&name)).then(|| {
-        format!(
-            "{what} `{name}`, which {} does not list under external_ci: the fix's own CI decides",
-            repo_config::PATH
-        )
-    }))
+    let path = repo_config::PATH;
+    Ok(match &run.trigger {
+        Trigger::Status { context, creator } => match config.external_statuses.get(context) {
+            None => Some(format!(
+                "{what}, a context {path} does not list under external_statuses: the fix's own CI decides"
+            )),
+            Some(poster) if !poster.eq_ignore_ascii_case(creator) => Some(format!(
+                "{what}, not by `{poster}` as {path} says (anyone who may write statuses can post any context): the fix's own CI decides"
+            )),
+            Some(_) => None,
+        },
+        Trigger::CheckSuite { app, .. } | Trigger::CheckRun { app, .. } => {
+            let app = app.as_deref().unwrap_or_default();
+            (!config.external_ci.iter().any(|c| c == app)).then(|| {
+                format!(
+                    "{what}, which {path} does not list under external_ci: the fix's own CI decides"
+                )
+            })
+        }
+        Trigger::WorkflowRun => None,
+    })
 }
 
 /// How many commits on top of a branch, all selfheal's, make it stop.
