@@ -180,9 +180,10 @@ async fn the_write_pace_is_the_installations_across_processes() {
     shared.sort();
     for pair in shared.windows(2) {
         let gap = pair[1] - pair[0];
-        // A turn is taken in Redis before its time is read here: allow that much.
+        // A turn is taken in Redis before its time is read here (a busy machine may delay the
+        // reading): allow half an interval; writing at once would be 0 apart.
         assert!(
-            gap >= interval - Duration::from_millis(50),
+            gap >= interval / 2,
             "two writes of one installation {gap:?} apart"
         );
     }

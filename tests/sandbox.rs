@@ -230,6 +230,31 @@ fn labelled_containers(docker_filter_pid: u32) -> usize {
 }
 
 #[tokio::test]
+async fn a_run_given_up_mid_way_leaves_no_container_behind() {
+    // A stage past its limit drops its work mid-way; the worker lives on, so no sweep of dead
+    // workers' containers would ever come for this one.
+    let sb = sandbox(Limits::default()).await;
+    let dir = repo();
+    let me = std::process::id();
+    tokio::select! {
+        _ = sb.run(dir.path(), "sleep 300", None) => panic!("sleep 300 ended early"),
+        _ = async {
+            while labelled_containers(me) == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } => {}
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while labelled_containers(me) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the given-up run's container is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_container_left_by_a_killed_worker_is_removed() {
     let dir = repo();
     let mut child = Command::new(env!("CARGO_BIN_EXE_selfheal"))

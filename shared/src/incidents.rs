@@ -500,7 +500,8 @@ async fn fix_closed(
             ev.sender.login, pr.number
         );
         tx.execute(
-            "UPDATE deliveries SET closed_at = coalesce(closed_at, now()), updated_at = now()
+            "UPDATE deliveries SET closed_at = coalesce(closed_at, now()), branch_sweep_claimed_at = NULL,
+                    updated_at = now()
              WHERE incident_id = $1 AND kind = 'pull_request'",
             &[&incident_id],
         )

@@ -183,8 +183,6 @@ pub async fn requeue_unstarted(pool: &Pool, after: Duration) -> Result<u64, Disp
     Ok(stages + commands)
 }
 
-/// Runs the relay until the process ends: pushes what is pending every `every`, and every
-/// `requeue_after` puts back what was pushed but never started.
 /// Stages a worker started and lost, whatever Redis remembers (it may have lost the job with
 /// its data): the run is still queued or running, the stage has attempts but never finished,
 /// nothing happened to it for `after`, and no worker holds its lock (a worker's session lock
@@ -203,7 +201,9 @@ pub async fn requeue_orphaned(pool: &Pool, after: Duration) -> Result<u64, Dispa
                                AND f.outcome IN ('succeeded', 'skipped'))
                AND (SELECT max(coalesce(a.finished_at, a.started_at)) FROM stage_attempts a
                     WHERE a.run_id = o.run_id AND a.stage = o.stage) < now() - make_interval(secs => $1)
-             ORDER BY o.id LIMIT 100
+             -- A sample each pass: more than a hundred long stages that live workers hold
+             -- would otherwise hide every orphan behind them.
+             ORDER BY random() LIMIT 100
              FOR UPDATE OF o SKIP LOCKED",
             &[&after.as_secs_f64()],
         )
@@ -235,6 +235,8 @@ pub async fn requeue_orphaned(pool: &Pool, after: Duration) -> Result<u64, Dispa
     Ok(requeued)
 }
 
+/// Runs the relay until the process ends: pushes what is pending every `every`, and every
+/// `requeue_after` puts back what was pushed but never started, or started and lost.
 pub async fn relay_forever(
     pool: Pool,
     queue: std::sync::Arc<JobQueue>,

@@ -44,7 +44,6 @@ impl Stage {
         Stage::ALL.get(i + 1).copied()
     }
 
-    /// Attempts before the stage fails for good (and the run with it).
     /// How long one attempt may take before it is given up as hung (a live worker stuck on a
     /// call that never answers keeps its lock, so nothing else would ever take the stage):
     /// past every wait the stage is meant to make.
@@ -58,6 +57,7 @@ impl Stage {
         }
     }
 
+    /// Attempts before the stage fails for good (and the run with it).
     pub fn retry_policy(self) -> RetryPolicy {
         match self {
             // Talks to GitHub, which has bad minutes: more patience.

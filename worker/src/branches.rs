@@ -88,7 +88,9 @@ pub async fn sweep(ctx: &WorkerContext) -> Result<usize, StageError> {
                 client
                     .execute(
                         "UPDATE deliveries SET closed_at = NULL, branch_sweep_claimed_at = NULL, updated_at = now()
-                         WHERE incident_id = $1 AND kind = 'pull_request' AND merged_at IS NULL",
+                         WHERE incident_id = $1 AND kind = 'pull_request' AND merged_at IS NULL
+                           -- Still this sweep's claim: a close that arrived meanwhile cleared it.
+                           AND branch_sweep_claimed_at IS NOT NULL",
                         &[&incident],
                     )
                     .await?;

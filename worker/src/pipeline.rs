@@ -52,9 +52,12 @@ pub enum PipelineError {
 }
 
 /// Holds a session advisory lock on its own connection: if the worker dies, Postgres drops the
-/// connection and the lock with it, so recovery never waits on a dead holder.
+/// connection and the lock with it, so recovery never waits on a dead holder. The other way
+/// round matters as much: if the connection drops while the worker lives (a reset, a
+/// failover), the lock is free and the stage may be taken elsewhere, so the worker must stop.
 struct StageLock {
     _session: tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
 }
 
 impl StageLock {
@@ -64,7 +67,7 @@ impl StageLock {
         stage: Stage,
     ) -> Result<Option<Self>, PipelineError> {
         let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
-        tokio::spawn(connection);
+        let connection = tokio::spawn(connection);
         let key = StageJob::lock_key(run_id, stage.as_str());
         let row = client
             .query_one(
@@ -72,9 +75,20 @@ impl StageLock {
                 &[&key],
             )
             .await?;
-        Ok(row
-            .get::<_, bool>(0)
-            .then_some(StageLock { _session: client }))
+        Ok(row.get::<_, bool>(0).then_some(StageLock {
+            _session: client,
+            connection,
+        }))
+    }
+
+    /// Resolves when the lock's session has ended (the lock is no longer held). Await it
+    /// once: the stage stops there.
+    async fn lost(&mut self) -> String {
+        match (&mut self.connection).await {
+            Ok(Ok(())) => "the lock's Postgres session closed".to_string(),
+            Ok(Err(e)) => format!("the lock's Postgres session failed: {e}"),
+            Err(e) => format!("the lock's Postgres session task ended: {e}"),
+        }
     }
 }
 
@@ -103,7 +117,8 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
         fail_run(ctx, &run, &format!("not acted on: {reason}")).await?;
         return Ok(());
     }
-    let Some(lock) = StageLock::try_acquire(&ctx.database_url, job.run_id, job.stage).await? else {
+    let Some(mut lock) = StageLock::try_acquire(&ctx.database_url, job.run_id, job.stage).await?
+    else {
         tracing::info!("another worker holds this stage; dropping duplicate job");
         return Ok(());
     };
@@ -139,15 +154,26 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
             runs::start_attempt(&client, run.id, job.stage, &ctx.worker_id).await?;
         tracing::info!(attempt, "stage attempt started");
         let limit = ctx.stage_timeout.unwrap_or(job.stage.timeout());
-        let executed = tokio::time::timeout(limit, stages::execute(ctx, &run, job.stage))
-            .await
-            .unwrap_or_else(|_| {
-                Err(stages::StageError::Transient(format!(
-                    "{} took longer than its limit of {} s: given up as hung",
-                    job.stage,
-                    limit.as_secs()
-                )))
-            });
+        let executed = tokio::select! {
+            done = tokio::time::timeout(limit, stages::execute(ctx, &run, job.stage)) => {
+                done.unwrap_or_else(|_| {
+                    Err(stages::StageError::Transient(format!(
+                        "{} took longer than its limit of {} s: given up as hung",
+                        job.stage,
+                        limit.as_secs()
+                    )))
+                })
+            }
+            why = lock.lost() => {
+                // Another worker may take the stage now: stop here, and let the recovery
+                // sweep push it again (this attempt is recorded, not retried in place).
+                let message = format!("{}: stopped, {why}", job.stage);
+                tracing::warn!(attempt, error = %message, "stage lock lost");
+                runs::finish_attempt(&client, attempt_id, Outcome::Failed, None, Some(&message))
+                    .await?;
+                return Ok(());
+            }
+        };
         match executed {
             Ok(report) => {
                 let mut client = ctx.pool.get().await?;

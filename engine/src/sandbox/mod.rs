@@ -324,10 +324,7 @@ impl Sandbox {
                 ..Default::default()
             })
             .await?;
-        let guard = Cleanup {
-            docker: self.docker.clone(),
-            name: name.clone(),
-        };
+        let guard = Cleanup::new(self.docker.clone(), name.clone());
         let result = self
             .run_in(&name, labels, language, archive, script, collect, mode)
             .await;
@@ -556,14 +553,30 @@ impl Sandbox {
 struct Cleanup {
     docker: Docker,
     name: String,
+    /// Still to do: the run was not finished with `remove` (its future was dropped, e.g. a
+    /// stage given up past its limit), so dropping the guard removes everything in the
+    /// background instead of leaving a container running with nobody to stop it.
+    armed: bool,
 }
 
 impl Cleanup {
-    async fn remove(self) {
-        let _ = self
-            .docker
+    fn new(docker: Docker, name: String) -> Self {
+        Cleanup {
+            docker,
+            name,
+            armed: true,
+        }
+    }
+
+    async fn remove(mut self) {
+        self.armed = false;
+        Self::remove_all(self.docker.clone(), self.name.clone()).await;
+    }
+
+    async fn remove_all(docker: Docker, name: String) {
+        let _ = docker
             .remove_container(
-                &self.name,
+                &name,
                 Some(
                     RemoveContainerOptionsBuilder::default()
                         .force(true)
@@ -572,20 +585,32 @@ impl Cleanup {
                 ),
             )
             .await;
-        let _ = self
-            .docker
+        let _ = docker
             .remove_container(
-                &watch::meter_name(&self.name),
+                &watch::meter_name(&name),
                 Some(RemoveContainerOptionsBuilder::default().force(true).build()),
             )
             .await;
-        let _ = self
-            .docker
+        let _ = docker
             .remove_volume(
-                &self.name,
+                &name,
                 Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
             )
             .await;
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(Self::remove_all(
+                self.docker.clone(),
+                std::mem::take(&mut self.name),
+            ));
+        }
     }
 }
 

@@ -91,6 +91,7 @@ impl WritePacer {
         let ms = wait.as_millis().max(1) as u64;
         // Never shortens a longer pause another worker set (PEXPIRE … GT, Redis 7).
         let set: Result<(), _> = redis::pipe()
+            .atomic()
             .cmd("SET")
             .arg(&key)
             .arg(1)

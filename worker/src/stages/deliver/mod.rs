@@ -88,14 +88,23 @@ async fn deliver_fix(ctx: &WorkerContext, run: &Run) -> Result<StageReport, Stag
     match based_on {
         Some(on) if on.as_deref() != Some(run.head_sha.as_str()) => {
             // One rebase of an incident at a time: two runs of the newer head (two workflows
-            // failing on it) would race their force-pushes. The second finds it done.
+            // failing on it) would race their force-pushes. The second waits its turn through
+            // the stage's retries (not on a lock that would hold pool connections), then finds
+            // it done.
             let mut client = ctx.pool.get().await?;
             let lock = client.transaction().await?;
-            lock.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended('selfheal.rebase:' || $1::text, 0))",
-                &[&run.incident_id.to_string()],
-            )
-            .await?;
+            let mine: bool = lock
+                .query_one(
+                    "SELECT pg_try_advisory_xact_lock(hashtextextended('selfheal.rebase:' || $1::text, 0))",
+                    &[&run.incident_id.to_string()],
+                )
+                .await?
+                .get(0);
+            if !mine {
+                return Err(StageError::Transient(
+                    "another run is rebasing this incident's fix; trying again".into(),
+                ));
+            }
             let now_on: Option<String> = lock
                 .query_one(
                     "SELECT based_on FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
@@ -103,14 +112,14 @@ async fn deliver_fix(ctx: &WorkerContext, run: &Run) -> Result<StageReport, Stag
                 )
                 .await?
                 .get(0);
-            let mine: bool = lock
+            let started: bool = lock
                 .query_one(
                     "SELECT EXISTS (SELECT 1 FROM fix_attempts WHERE run_id = $1)",
                     &[&run.id],
                 )
                 .await?
                 .get(0);
-            let report = if now_on.as_deref() == Some(run.head_sha.as_str()) && !mine {
+            let report = if now_on.as_deref() == Some(run.head_sha.as_str()) && !started {
                 skipped(&format!(
                     "nothing delivered: the fix was already rebased onto {} for another run",
                     super::short(&run.head_sha)
