@@ -10,6 +10,13 @@ mod pipeline;
 pub mod redeliver;
 mod stages;
 
+/// What a repository or a log puts in front of the worker, parsed or rendered as the worker
+/// does it: for the fuzzing harnesses (`fuzzing/`), which must reach them from outside.
+pub mod inputs {
+    pub use crate::stages::deliver::markdown;
+    pub use crate::stages::repo_config::{parse_with_defaults as repo_config, Defaults};
+}
+
 use std::future::Future;
 use std::sync::Arc;
 

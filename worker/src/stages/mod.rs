@@ -7,7 +7,7 @@ use selfheal_shared::stage::Stage;
 use crate::WorkerContext;
 
 mod checkout;
-mod deliver;
+pub(crate) mod deliver;
 mod diagnose;
 mod download;
 pub(crate) mod merge;

@@ -9,7 +9,7 @@ mod attempt;
 
 use attempt::Placement;
 mod commit;
-pub(crate) mod markdown;
+pub mod markdown;
 mod pull_request;
 
 use selfheal_shared::runs::{Outcome, Run};

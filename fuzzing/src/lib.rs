@@ -1,0 +1,230 @@
+//! Harnesses for what selfheal reads from outside: webhook bodies, CI logs, the sandbox's
+//! account of a change, paths, a repository's `.github/selfheal.yml` and text placed in a
+//! pull request. Each is a function of arbitrary bytes that must not panic and must keep its
+//! invariant whatever the bytes; an `assert!` failing is a finding. Two drivers run them:
+//! `cargo fuzz` (`fuzz/`, nightly, libFuzzer, unbounded) and the property tests in
+//! `tests/fuzz.rs` (stable, bounded, in every CI run), which also replay the corpus and every
+//! regression kept in `fuzz/`.
+
+use std::path::{Component, Path};
+
+use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+use selfheal_engine::changes::{check_path, ChangeSet};
+use selfheal_engine::diagnose::diagnose;
+use selfheal_shared::events::{
+    CheckRunEvent, CheckSuiteEvent, IssueCommentEvent, PullRequestEvent, StatusEvent,
+    WorkflowRunEvent,
+};
+use selfheal_shared::installations::InstallationEvent;
+use selfheal_worker::inputs::{markdown, repo_config, Defaults};
+
+/// The events selfheal parses, by the `X-GitHub-Event` header's value.
+pub const EVENTS: [&str; 8] = [
+    "workflow_run",
+    "installation",
+    "installation_repositories",
+    "issue_comment",
+    "pull_request",
+    "check_suite",
+    "check_run",
+    "status",
+];
+
+/// A webhook body under any event name (the first byte picks it): parsed as ingest parses it,
+/// and what ingest then asks of a parsed event answered.
+pub fn webhook(data: &[u8]) {
+    let Some((pick, body)) = data.split_first() else {
+        return;
+    };
+    let event = EVENTS[usize::from(*pick) % EVENTS.len()];
+    match event {
+        "workflow_run" => {
+            if let Ok(ev) = WorkflowRunEvent::parse(body) {
+                let _ = (ev.verdict(), ev.branch(), ev.head_repository_id());
+                let _ = ev.untrusted_reason();
+            }
+        }
+        "installation" | "installation_repositories" => {
+            let _ = InstallationEvent::parse(event, body);
+        }
+        "issue_comment" => {
+            if let Ok(ev) = IssueCommentEvent::parse(body) {
+                let _ = ev.command();
+            }
+        }
+        "pull_request" => {
+            let _ = PullRequestEvent::parse(body);
+        }
+        "check_suite" => {
+            if let Ok(ev) = CheckSuiteEvent::parse(body) {
+                let _ = ev.is_actions();
+            }
+        }
+        "check_run" => {
+            let _ = CheckRunEvent::parse(body);
+        }
+        _ => {
+            let _ = StatusEvent::parse(body);
+        }
+    }
+}
+
+/// Lines of a diagnosis's excerpt at most: a few lines that say why, never the log.
+pub const EXCERPT_LINES: usize = 14;
+
+/// A CI log (any bytes: logs are not always UTF-8) diagnosed: the excerpt stays a few lines.
+pub fn ci_log(data: &[u8]) {
+    let log = String::from_utf8_lossy(data);
+    let d = diagnose(&log);
+    let lines = d.excerpt.split('\n').count();
+    assert!(
+        lines <= EXCERPT_LINES,
+        "an excerpt of {lines} lines: {:?}",
+        d.excerpt
+    );
+    assert!(!d.fingerprint.is_empty(), "no fingerprint");
+}
+
+/// A path as a sandbox or a log may name it: accepted only when it stays inside the
+/// repository, spelled one way, outside `.git`.
+pub fn repo_path(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(path) = check_path(&text) {
+        assert_inside(path);
+    }
+}
+
+fn assert_inside(path: &str) {
+    assert!(!path.is_empty(), "an empty path accepted");
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(name) => assert!(name != ".git", "{path:?} is inside .git"),
+            other => panic!("{path:?} accepted with a {other:?} component"),
+        }
+    }
+    assert!(
+        !path.ends_with('/') && !path.contains("//"),
+        "{path:?} has two spellings"
+    );
+}
+
+/// The sandbox's `changes.tar` (what a repository's code left behind, so anything): a change
+/// is accepted only with paths inside the repository, one entry per path, in order.
+pub fn sandbox_capture(data: &[u8]) {
+    let checkout = tempfile::tempdir().expect("a temporary checkout");
+    let Ok(changes) = ChangeSet::from_capture(data, checkout.path()) else {
+        return;
+    };
+    let paths: Vec<&str> = changes.paths().collect();
+    for path in &paths {
+        assert_inside(path);
+    }
+    assert!(
+        paths.windows(2).all(|w| w[0] < w[1]),
+        "paths not sorted and unique: {paths:?}"
+    );
+}
+
+/// A repository's `.github/selfheal.yml`: any text is a config or a clear error.
+pub fn selfheal_yml(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Err(problem) = repo_config(&Defaults::default(), &text) {
+        assert!(!problem.is_empty(), "an error that says nothing");
+    }
+}
+
+/// Text from outside placed in a pull request's Markdown (a code span, a fenced block): as
+/// GitHub's CommonMark renders it, it stays inert text, with no link, image or HTML, and
+/// nothing escapes its span or block.
+pub fn markdown_text(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    check_span(&format!("before {} after", markdown::code(&text)));
+    check_block(&format!("before\n\n{}\n\nafter\n", markdown::fenced(&text)));
+}
+
+/// One code span inside the paragraph, which ends where it should.
+fn check_span(span: &str) {
+    let events: Vec<Event> = Parser::new(span).collect();
+    assert_inert(span, &events);
+    let codes = events
+        .iter()
+        .filter(|e| matches!(e, Event::Code(_)))
+        .count();
+    assert_eq!(codes, 1, "{span:?} rendered as {events:?}");
+    assert!(
+        matches!(events.last(), Some(Event::End(TagEnd::Paragraph))),
+        "{span:?} rendered as {events:?}"
+    );
+}
+
+/// One code block, and "after" outside it: the text did not keep it open.
+fn check_block(block: &str) {
+    let events: Vec<Event> = Parser::new(block).collect();
+    assert_inert(block, &events);
+    let blocks = events
+        .iter()
+        .filter(|e| matches!(e, Event::Start(Tag::CodeBlock(_))))
+        .count();
+    assert_eq!(blocks, 1, "{block:?} rendered as {events:?}");
+    assert!(
+        events
+            .iter()
+            .rev()
+            .take(3)
+            .any(|e| matches!(e, Event::Text(t) if t.as_ref() == "after")),
+        "{block:?} rendered as {events:?}"
+    );
+}
+
+fn assert_inert(markdown: &str, events: &[Event]) {
+    for event in events {
+        let live = matches!(
+            event,
+            Event::Html(_)
+                | Event::InlineHtml(_)
+                | Event::Start(Tag::Link { .. })
+                | Event::Start(Tag::Image { .. })
+                | Event::Start(Tag::HtmlBlock)
+        );
+        assert!(!live, "{markdown:?} renders {event:?}");
+    }
+}
+
+/// A harness: arbitrary bytes in, a panic when an invariant breaks.
+pub type Harness = fn(&[u8]);
+
+/// Every harness by name, for drivers that pick one.
+pub const TARGETS: [(&str, Harness); 6] = [
+    ("webhook", webhook),
+    ("ci_log", ci_log),
+    ("repo_path", repo_path),
+    ("sandbox_capture", sandbox_capture),
+    ("selfheal_yml", selfheal_yml),
+    ("markdown_text", markdown_text),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fails(check: impl FnOnce() + std::panic::UnwindSafe) -> bool {
+        std::panic::catch_unwind(check).is_err()
+    }
+
+    /// The invariants catch what they are for: a naive span or fence, a path that climbs out.
+    #[test]
+    fn the_invariants_refuse_what_a_naive_version_would_let_through() {
+        let text = "a` [x](https://evil.example) `b";
+        assert!(fails(|| check_span(&format!("before `{text}` after"))));
+        check_span(&format!("before {} after", markdown::code(text)));
+        let text = "```\n<img src=x>\n[x](https://evil.example)";
+        assert!(fails(|| check_block(&format!(
+            "before\n\n```\n{text}\n```\n\nafter\n"
+        ))));
+        check_block(&format!("before\n\n{}\n\nafter\n", markdown::fenced(text)));
+        assert!(fails(|| assert_inside("a/../../etc")));
+        assert!(fails(|| assert_inside(".git/config")));
+        assert!(fails(|| assert_inside("/etc/passwd")));
+        assert_inside("src/lib.rs");
+    }
+}
