@@ -12,7 +12,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(webhook ci_log repo_path sandbox_capture selfheal_yml markdown_text)
+  targets=(webhook webhook_signature patch_diff ci_log repo_path sandbox_capture selfheal_yml markdown_text)
 fi
 if cargo +nightly fuzz --version >/dev/null 2>&1; then
   for t in "${targets[@]}"; do

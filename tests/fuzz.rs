@@ -128,6 +128,43 @@ proptest! {
     }
 
     #[test]
+    fn webhook_signatures_of_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        harness::webhook_signature(&data);
+    }
+
+    /// Signatures shaped like GitHub's: the prefix, hex of any length, near-misses.
+    #[test]
+    fn webhook_signatures_shaped_like_githubs(
+        prefix in prop_oneof![Just("sha256="), Just("sha1="), Just(""), Just("SHA256=")],
+        digest in "[0-9a-fA-F]{0,70}",
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let header = format!("{prefix}{digest}");
+        let mut data = vec![u8::try_from(header.len()).unwrap()];
+        data.extend(header.as_bytes());
+        data.extend(body);
+        harness::webhook_signature(&data);
+    }
+
+    /// Diffs built from the lines a unified diff is made of.
+    #[test]
+    fn patch_diffs_made_of_diff_lines(lines in proptest::collection::vec(prop_oneof![
+        Just("--- a/tests/test_x.py".to_string()),
+        Just("+++ b/tests/test_x.py".to_string()),
+        Just("--- a/src/lib.rs".to_string()),
+        Just("+++ /dev/null".to_string()),
+        Just("@@ -1,3 +1,2 @@".to_string()),
+        Just("-    assert x == 1".to_string()),
+        Just("+@pytest.mark.skip".to_string()),
+        Just("+#[ignore]".to_string()),
+        Just("-def test_y():".to_string()),
+        Just(" context".to_string()),
+        "[-+ @]{0,3}[ -~]{0,40}",
+    ], 0..60)) {
+        harness::patch_diff(lines.join("\n").as_bytes());
+    }
+
+    #[test]
     fn ci_logs_of_any_bytes(log in proptest::collection::vec(any::<u8>(), 0..8192)) {
         harness::ci_log(&log);
     }

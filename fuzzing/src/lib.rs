@@ -11,12 +11,13 @@ use std::path::{Component, Path};
 use pulldown_cmark::{Event, Parser, Tag, TagEnd};
 use selfheal_engine::changes::{check_path, ChangeSet};
 use selfheal_engine::diagnose::diagnose;
+use selfheal_engine::heal::refuses;
 use selfheal_shared::events::{
     CheckRunEvent, CheckSuiteEvent, IssueCommentEvent, PullRequestEvent, StatusEvent,
     WorkflowRunEvent,
 };
 use selfheal_shared::installations::InstallationEvent;
-use selfheal_worker::inputs::{markdown, repo_config, Defaults};
+use selfheal_worker::inputs::{changed_lines, markdown, repo_config, Defaults};
 
 /// The events selfheal parses, by the `X-GitHub-Event` header's value.
 pub const EVENTS: [&str; 8] = [
@@ -67,6 +68,40 @@ pub fn webhook(data: &[u8]) {
             let _ = StatusEvent::parse(body);
         }
     }
+}
+
+/// A delivery's headers as an attacker sends them: the first byte splits the rest into the
+/// `X-Hub-Signature-256` value and the body. A signature is accepted only when it is the
+/// body's HMAC under the secret; anything else is refused, never a panic.
+pub fn webhook_signature(data: &[u8]) {
+    let Some((cut, rest)) = data.split_first() else {
+        return;
+    };
+    let (header, body) = rest.split_at(usize::from(*cut).min(rest.len()));
+    let secrets = [secrecy::SecretString::from("fuzzing-secret")];
+    let mut headers = http::HeaderMap::new();
+    if let Ok(value) = http::HeaderValue::from_bytes(header) {
+        headers.insert("x-hub-signature-256", value);
+    }
+    // The one header that passes is the body's own HMAC, which random bytes never are.
+    assert!(
+        selfheal_web::verify_signature(&secrets, &headers, body).is_err(),
+        "a forged signature passed: {:?}",
+        String::from_utf8_lossy(header)
+    );
+}
+
+/// A patch's unified diff (what a strategy or a pull request holds): judged for deleted or
+/// skipped tests, and its changed lines counted, never more than it has.
+pub fn patch_diff(data: &[u8]) {
+    let diff = String::from_utf8_lossy(data);
+    let _ = refuses(&diff);
+    let changed = changed_lines(&diff);
+    assert!(
+        changed <= diff.lines().count(),
+        "{changed} changed lines in a diff of {}",
+        diff.lines().count()
+    );
 }
 
 /// Lines of a diagnosis's excerpt at most: a few lines that say why, never the log.
@@ -194,8 +229,10 @@ fn assert_inert(markdown: &str, events: &[Event]) {
 pub type Harness = fn(&[u8]);
 
 /// Every harness by name, for drivers that pick one.
-pub const TARGETS: [(&str, Harness); 6] = [
+pub const TARGETS: [(&str, Harness); 8] = [
     ("webhook", webhook),
+    ("webhook_signature", webhook_signature),
+    ("patch_diff", patch_diff),
     ("ci_log", ci_log),
     ("repo_path", repo_path),
     ("sandbox_capture", sandbox_capture),
@@ -226,5 +263,26 @@ mod tests {
         assert!(fails(|| assert_inside(".git/config")));
         assert!(fails(|| assert_inside("/etc/passwd")));
         assert_inside("src/lib.rs");
+    }
+
+    /// The signature harness would see a forgery pass: the body's own HMAC does pass.
+    #[test]
+    fn the_bodys_own_signature_passes_and_one_changed_byte_does_not() {
+        use hmac::{Hmac, Mac};
+        let body = br#"{"action":"completed"}"#;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"fuzzing-secret").unwrap();
+        mac.update(body);
+        let header = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-hub-signature-256", header.parse().unwrap());
+        let secrets = [secrecy::SecretString::from("fuzzing-secret")];
+        assert!(selfheal_web::verify_signature(&secrets, &headers, body).is_ok());
+        let mut data = vec![u8::try_from(header.len()).unwrap()];
+        data.extend(header.as_bytes());
+        data.extend(body);
+        assert!(fails(|| webhook_signature(&data)));
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        webhook_signature(&data);
     }
 }

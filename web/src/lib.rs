@@ -20,6 +20,7 @@ use selfheal_shared::{db, outbox, Config};
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
+pub use webhook::verify_signature;
 
 #[derive(Clone)]
 pub struct AppState {

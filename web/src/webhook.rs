@@ -166,7 +166,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Api
 
 /// HMAC-SHA256 over the raw body, compared in constant time (`verify_slice`) against every
 /// configured secret, so a secret can be rotated without dropping deliveries.
-fn verify_signature(
+pub fn verify_signature(
     secrets: &[SecretString],
     headers: &HeaderMap,
     body: &[u8],

@@ -14,7 +14,9 @@ mod stages;
 /// does it: for the fuzzing harnesses (`fuzzing/`), which must reach them from outside.
 pub mod inputs {
     pub use crate::stages::deliver::markdown;
-    pub use crate::stages::repo_config::{parse_with_defaults as repo_config, Defaults};
+    pub use crate::stages::repo_config::{
+        changed_lines, parse_with_defaults as repo_config, Defaults,
+    };
 }
 
 use std::future::Future;
