@@ -1061,12 +1061,18 @@ async fn external_ci_reporting_through_a_check_suite_re_triggers_verify_and_merg
 async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_merges() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    // The repository's CI reports commit statuses (Jenkins-style), green on the fix.
+    // The repository's CI reports commit statuses (Jenkins-style): red on the fix, then
+    // someone else posts a green one under its context, which GitHub's combined status shows.
+    let red_then_forged = vec![
+        serde_json::json!({"context": "ci/jenkins", "state": "failure", "creator": "jenkins-bot"}),
+        serde_json::json!({"context": "ci/jenkins", "state": "success", "creator": "mallory"}),
+    ];
+    // A context names no one: the repository says who posts it.
+    let config = "external_statuses: {ci/jenkins: jenkins-bot}\n";
     env.standin.set_knobs(Knobs {
         fix_checks: Some(Vec::new()),
-        fix_statuses: vec![serde_json::json!({"context": "ci/jenkins", "state": "success"})],
-        // A context names no one: the repository says who posts it.
-        repo_config: Some("external_statuses: {ci/jenkins: jenkins-bot}\n".into()),
+        fix_statuses: red_then_forged.clone(),
+        repo_config: Some(config.into()),
         ..Knobs::default()
     });
     let _worker = env.spawn_worker("w");
@@ -1137,7 +1143,32 @@ async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_me
         assert_eq!(env.standin.pulls()[0]["merged"], false);
     }
 
-    // The repository's CI, green on selfheal's commit: verify reads every status and merges.
+    // Any green trigger (here the fix's workflow) judges the statuses as their pinned poster
+    // posted them: red, whatever the combined status says.
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(9984, &branch, &head, "success"),
+        )
+        .await;
+    let run = run_id_of(&body);
+    env.wait_run(run, Duration::from_secs(30)).await;
+    let (held, reason) = verdict(&env, run).await;
+    assert_eq!(held, "hold", "{reason}");
+    assert!(reason.contains("checks failed: ci/jenkins"), "{reason}");
+    assert_eq!(env.standin.pulls()[0]["merged"], false);
+
+    // The repository's CI goes green on selfheal's commit: verify reads every status and merges.
+    let mut now_green = red_then_forged;
+    now_green.push(
+        serde_json::json!({"context": "ci/jenkins", "state": "success", "creator": "jenkins-bot"}),
+    );
+    env.standin.set_knobs(Knobs {
+        fix_checks: Some(Vec::new()),
+        fix_statuses: now_green,
+        repo_config: Some(config.into()),
+        ..Knobs::default()
+    });
     let green = env.status(
         8006,
         &head,

@@ -583,6 +583,39 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
         spec["paths"]["/repos/{owner}/{repo}/git/refs/{ref}"]["delete"]["responses"]["204"]
             .is_object()
     );
+
+    // Every status of a commit, with who posted it (selfheal reads it for pinned contexts).
+    env.standin.set_knobs(github_standin::Knobs {
+        fix_statuses: vec![
+            serde_json::json!({"context": "ci/jenkins", "state": "failure", "creator": "jenkins-bot"}),
+            serde_json::json!({"context": "ci/jenkins", "state": "success", "creator": "mallory"}),
+        ],
+        ..Default::default()
+    });
+    let listed: Value = http
+        .get(format!(
+            "{repo}/commits/{}/statuses",
+            env.standin.head_sha()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_valid(
+        &response_schema(
+            &spec,
+            "get",
+            "/repos/{owner}/{repo}/commits/{ref}/statuses",
+            "200",
+        ),
+        &listed,
+        "the commit's statuses",
+    );
+    assert_eq!(listed[0]["creator"]["login"], "mallory", "newest first");
+    assert_eq!(listed[1]["creator"]["login"], "jenkins-bot");
 }
 
 #[tokio::test]

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{fixture_error, from_template, github_error, knobs, Inner};
+use super::{fixture_error, from_template, github_error, knobs, Inner, Page};
 
 /// Recorded: octocrab `commit_check_runs.json` (its first check run, adapted).
 pub(super) async fn create_check_run(
@@ -128,6 +128,50 @@ pub(super) fn outcomes(inner: &Inner, sha: &str) -> Vec<(String, bool)> {
     out
 }
 
+/// Recorded: octokit `create-status.json` (GET …/commits/{ref}/statuses): every status of the
+/// commit, newest first, each with its `creator`, from the `fix_statuses` knob (in the order
+/// posted; `creator` a login, default the recorded one); paginated like GitHub's lists.
+pub(super) async fn list_statuses(
+    State(inner): State<Arc<Inner>>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    Query(page): Query<Page>,
+) -> Response {
+    let recorded = match inner
+        .fixtures
+        .json("github-rest/octokit-fixtures/create-status.json")
+    {
+        Ok(Value::Array(exchanges)) => exchanges
+            .into_iter()
+            .find(|x| {
+                x["method"] == "get" && x["path"].as_str().is_some_and(|p| p.ends_with("/statuses"))
+            })
+            .and_then(|x| x["response"].get(0).cloned()),
+        Ok(_) => None,
+        Err(e) => return fixture_error(e),
+    };
+    let Some(template) = recorded else {
+        return github_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "stand-in fixture: no status list",
+        );
+    };
+    let wanted = knobs(&inner).fix_statuses;
+    let mut statuses = from_template(&template, &wanted, 9500, &["context", "state"]);
+    for (status, w) in statuses.iter_mut().zip(&wanted) {
+        if let Some(login) = w["creator"].as_str() {
+            status["creator"]["login"] = Value::from(login);
+        }
+    }
+    statuses.reverse();
+    let path = format!("/repos/{owner}/{repo}/commits/{sha}/statuses");
+    let (slice, link) = page.slice(&statuses, &format!("{}{path}", inner.base_url));
+    let mut response = Json(Value::Array(slice)).into_response();
+    if let Some(v) = link.and_then(|l| l.parse().ok()) {
+        response.headers_mut().insert("link", v);
+    }
+    response
+}
+
 /// Recorded: octokit `create-status.json` (GET …/commits/{ref}/status), its statuses replaced
 /// by the `fix_statuses` knob. With no status GitHub says `pending`, as recorded nowhere but
 /// documented; selfheal looks at `total_count` first.
@@ -155,7 +199,12 @@ pub(super) async fn combined_status(
         );
     };
     let template = body["statuses"][0].clone();
-    let wanted = knobs(&inner).fix_statuses;
+    // GitHub's combined status: the latest status of each context, whoever posted it.
+    let mut wanted = knobs(&inner).fix_statuses;
+    wanted.reverse();
+    let mut seen = std::collections::HashSet::new();
+    wanted.retain(|w| seen.insert(w["context"].to_string()));
+    wanted.reverse();
     let statuses = from_template(&template, &wanted, 9500, &["context", "state"]);
     let states: Vec<&str> = wanted.iter().filter_map(|w| w["state"].as_str()).collect();
     let state = if states.iter().any(|s| matches!(*s, "failure" | "error")) {

@@ -326,6 +326,10 @@ pub async fn spawn_with(
             get(checks::combined_status),
         )
         .route(
+            "/repos/{owner}/{repo}/commits/{sha}/statuses",
+            get(checks::list_statuses),
+        )
+        .route(
             "/repos/{owner}/{repo}/check-runs",
             post(checks::create_check_run),
         )

@@ -156,6 +156,60 @@ impl Checks {
     }
 }
 
+/// Statuses of a context `.github/selfheal.yml` pins to a login (`external_statuses`) count
+/// only as that login posted them. The combined status keeps the latest status of each context
+/// from anyone who may write statuses, so a green one someone else posted would hide the real
+/// CI's red (or its silence). Until the pinned login reports, the context is still running.
+pub async fn pin_statuses(
+    crab: &Installation,
+    repo: &str,
+    head: &str,
+    pins: &std::collections::BTreeMap<String, String>,
+    checks: &mut Checks,
+) -> Result<(), StageError> {
+    let pinned: Vec<usize> = (0..checks.all.len())
+        .filter(|&i| {
+            let c = &checks.all[i];
+            c["kind"] == "status" && c["name"].as_str().is_some_and(|n| pins.contains_key(n))
+        })
+        .collect();
+    if pinned.is_empty() {
+        return Ok(());
+    }
+    // Newest first, as GitHub lists them.
+    let posted = all_pages(
+        crab,
+        &format!("/repos/{repo}/commits/{head}/statuses"),
+        None,
+        &[],
+        "the fix's statuses",
+        10,
+    )
+    .await?;
+    for i in pinned {
+        let context = checks.all[i]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let login = &pins[&context];
+        let theirs = posted.iter().find(|s| {
+            s["context"] == context.as_str()
+                && s["creator"]["login"]
+                    .as_str()
+                    .is_some_and(|l| l.eq_ignore_ascii_case(login))
+        });
+        let (status, conclusion) = match theirs.and_then(|s| s["state"].as_str()) {
+            Some("success") => ("completed", Value::from("success")),
+            Some("failure" | "error") => ("completed", Value::from("failure")),
+            _ => ("in_progress", Value::Null),
+        };
+        checks.all[i]["status"] = Value::from(status);
+        checks.all[i]["conclusion"] = conclusion;
+        checks.all[i]["posted_by"] = Value::from(login.as_str());
+    }
+    Ok(())
+}
+
 /// Every item of a paginated list, all pages: a red check or a protected file on page two
 /// counts as much as one on page one. Each page is `key` of the answer, or the answer itself
 /// when it is a list; GitHub's `total_count`, where given, ends the walk early.
@@ -241,7 +295,7 @@ pub async fn checks_on(crab: &Installation, repo: &str, head: &str) -> Result<Ch
             Some("pending") => ("in_progress", Value::Null),
             _ => ("completed", Value::from("failure")),
         };
-        all.push(json!({"name": st["context"], "status": status, "conclusion": conclusion}));
+        all.push(json!({"name": st["context"], "status": status, "conclusion": conclusion, "kind": "status"}));
     }
     Ok(Checks {
         running_workflows,

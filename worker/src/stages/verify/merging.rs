@@ -84,7 +84,11 @@ pub(super) async fn fix_passed(
             json!([]),
         ));
     }
-    let checks = pr_state::checks_on(&crab, repo, head).await?;
+    let mut checks = pr_state::checks_on(&crab, repo, head).await?;
+    let config = repo_config::load(ctx, &crab, repo).await?;
+    if let Ok(config) = &config {
+        pr_state::pin_statuses(&crab, repo, head, &config.external_statuses, &mut checks).await?;
+    }
     if !checks.running_workflows.is_empty() {
         return Ok((
             Verdict::Wait,
@@ -107,7 +111,7 @@ pub(super) async fn fix_passed(
     }
     let failed = checks.failed();
     let green = checks.green();
-    let config = match repo_config::load(ctx, &crab, repo).await? {
+    let config = match config {
         Ok(c) => c,
         Err(problem) => {
             return Ok((
