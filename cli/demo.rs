@@ -243,7 +243,7 @@ pub async fn wait_finished(
     }
 }
 
-async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
     let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
         .await
         .with_context(|| "cannot reach Postgres (run `bash scripts/services.sh up` first)")?;

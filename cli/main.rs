@@ -1,6 +1,8 @@
 //! `selfheal`: the one binary users run. Each subcommand wires config to one library.
 
 mod bench;
+#[cfg(feature = "dev")]
+mod bench_ingest;
 // The stand-in, the demo and the replay are for trying selfheal and testing it: a production
 // build leaves them out (`cargo build --release --no-default-features`).
 #[cfg(feature = "dev")]
@@ -142,6 +144,17 @@ enum BenchCommand {
         /// rust-format, rust-deps, python-deps, node-format, go-format (default: all).
         #[arg(long = "example")]
         examples: Vec<String>,
+    },
+    #[cfg(feature = "dev")]
+    /// Webhook ingest beside a bare receiver (HMAC, one INSERT, one LPUSH) on the same
+    /// Postgres and Redis: requests per second, p50, p99 and the ratio, alternating rounds.
+    Ingest {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
     },
     /// Sandbox start overhead: a no-op in a fresh container beside the same no-op direct.
     Sandbox {
@@ -297,6 +310,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench {
             what: BenchCommand::Sandbox { runs },
         } => bench::sandbox_bench(runs).await?,
+        #[cfg(feature = "dev")]
+        Command::Bench {
+            what:
+                BenchCommand::Ingest {
+                    seconds,
+                    connections,
+                    rounds,
+                },
+        } => bench_ingest::ingest_bench(seconds, connections, rounds).await?,
         Command::Heal {
             repo,
             cmd,

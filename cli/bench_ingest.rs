@@ -1,0 +1,290 @@
+//! `selfheal bench ingest`: selfheal's webhook ingest beside a bare receiver on the same
+//! Postgres and Redis, driven with the same signed payloads in alternating rounds (the
+//! machine is shared and noisy: a ratio from one run says more than figures from two).
+//! The bare receiver does the least a receiver can: verify the HMAC, one INSERT, one LPUSH.
+//! Loopback only; bounded by `--seconds` per round.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use redis::aio::ConnectionManager;
+use sha2::Sha256;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+struct Bare {
+    pool: deadpool_postgres::Pool,
+    redis: ConnectionManager,
+    secret: String,
+}
+
+async fn bare_receive(
+    State(bare): State<Arc<Bare>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(|v| hex::decode(v).ok());
+    let Some(signature) = signature else {
+        return StatusCode::UNAUTHORIZED;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(bare.secret.as_bytes()) else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    mac.update(&body);
+    if mac.verify_slice(&signature).is_err() {
+        return StatusCode::UNAUTHORIZED;
+    }
+    let id = headers
+        .get("x-github-delivery")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let Ok(client) = bare.pool.get().await else {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    };
+    if client
+        .execute(
+            "INSERT INTO bare_deliveries (delivery_id, payload) VALUES ($1, $2::text::jsonb)
+             ON CONFLICT DO NOTHING",
+            &[&id, &text],
+        )
+        .await
+        .is_err()
+    {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let mut redis = bare.redis.clone();
+    let pushed: Result<i64, _> = redis::cmd("LPUSH")
+        .arg("bench:bare")
+        .arg(&id)
+        .query_async(&mut redis)
+        .await;
+    match pushed {
+        Ok(_) => StatusCode::ACCEPTED,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// One round's answers: each request's latency, and how many were not 2xx.
+struct Round {
+    latencies: Vec<Duration>,
+    refused: usize,
+    elapsed: Duration,
+}
+
+/// `connections` clients posting for `seconds`, each request a new run (a new workflow run id
+/// and delivery id), signed.
+async fn drive(
+    url: &str,
+    secret: &str,
+    template: &str,
+    seconds: u64,
+    connections: usize,
+    next_id: Arc<std::sync::atomic::AtomicI64>,
+) -> anyhow::Result<Round> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (http, url, secret, template, next_id) = (
+            http.clone(),
+            url.to_string(),
+            secret.to_string(),
+            template.to_string(),
+            next_id.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut refused = 0;
+            while Instant::now() < deadline {
+                let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let body = template.replace("999999999999", &id.to_string());
+                let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac");
+                mac.update(body.as_bytes());
+                let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+                let sent = Instant::now();
+                let answer = http
+                    .post(&url)
+                    .header("x-github-event", "workflow_run")
+                    .header("x-github-delivery", Uuid::new_v4().to_string())
+                    .header("x-hub-signature-256", signature)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                latencies.push(sent.elapsed());
+                match answer {
+                    Ok(r) if r.status().is_success() => {}
+                    _ => refused += 1,
+                }
+            }
+            (latencies, refused)
+        }));
+    }
+    let mut round = Round {
+        latencies: Vec::new(),
+        refused: 0,
+        elapsed: Duration::ZERO,
+    };
+    for task in tasks {
+        let (latencies, refused) = task.await?;
+        round.latencies.extend(latencies);
+        round.refused += refused;
+    }
+    round.elapsed = started.elapsed();
+    Ok(round)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// (requests per second, p50 ms, p99 ms, refused) over all rounds of one receiver.
+fn figures(rounds: &[Round]) -> (f64, f64, f64, usize) {
+    let mut all: Vec<Duration> = rounds.iter().flat_map(|r| r.latencies.clone()).collect();
+    all.sort();
+    let seconds: f64 = rounds.iter().map(|r| r.elapsed.as_secs_f64()).sum();
+    let refused = rounds.iter().map(|r| r.refused).sum();
+    (
+        all.len() as f64 / seconds.max(f64::EPSILON),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        refused,
+    )
+}
+
+pub async fn ingest_bench(seconds: u64, connections: usize, rounds: usize) -> anyhow::Result<()> {
+    let admin_url = std::env::var("SELFHEAL_ADMIN_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:54329/postgres".into());
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:63799".into());
+    let tag = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let database_url = crate::demo::create_database(&admin_url, &tag).await?;
+    let secret = Uuid::new_v4().simple().to_string();
+
+    // selfheal web, in process, on its own fresh database.
+    let vars: std::collections::HashMap<&str, String> = [
+        ("DATABASE_URL", database_url.clone()),
+        ("REDIS_URL", redis_url.clone()),
+        ("GITHUB_WEBHOOK_SECRET", secret.clone()),
+        ("SELFHEAL_QUEUE_PREFIX", tag.clone()),
+        ("SELFHEAL_BIND", "127.0.0.1:0".into()),
+    ]
+    .into_iter()
+    .collect();
+    let config = selfheal_shared::Config::from_lookup(selfheal_shared::config::Role::Web, |k| {
+        vars.get(k).cloned()
+    })?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let selfheal_url = format!("http://{}/webhooks/github", listener.local_addr()?);
+    let (stop_web, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(selfheal_web::serve(config, listener, async move {
+        let _ = stopped.await;
+    }));
+
+    // The bare receiver, on the same Postgres and Redis.
+    let pool = selfheal_shared::db::pool(&database_url, connections + 4)?;
+    pool.get()
+        .await?
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS bare_deliveries (delivery_id TEXT PRIMARY KEY, payload JSONB NOT NULL)",
+        )
+        .await?;
+    let redis = ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?;
+    let bare = Arc::new(Bare {
+        pool,
+        redis,
+        secret: secret.clone(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let bare_url = format!("http://{}/webhooks/github", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route("/webhooks/github", post(bare_receive))
+        .with_state(bare);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The recorded failing run (19 KB), its id a placeholder each request replaces.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut payload: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        root.join("fixtures/github-webhooks/workflow_run/completed.payload.json"),
+    )?)?;
+    payload["workflow_run"]["id"] = serde_json::json!(999_999_999_999i64);
+    payload["workflow_run"]["conclusion"] = serde_json::json!("failure");
+    payload["installation"] = serde_json::json!({"id": 4242});
+    let template = serde_json::to_string(&payload)?;
+    let next_id = Arc::new(std::sync::atomic::AtomicI64::new(1_000_000));
+
+    // Both warmed, then alternating rounds.
+    for url in [&bare_url, &selfheal_url] {
+        drive(url, &secret, &template, 1, connections, next_id.clone()).await?;
+    }
+    let (mut bare_rounds, mut selfheal_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        bare_rounds.push(
+            drive(
+                &bare_url,
+                &secret,
+                &template,
+                seconds,
+                connections,
+                next_id.clone(),
+            )
+            .await?,
+        );
+        selfheal_rounds.push(
+            drive(
+                &selfheal_url,
+                &secret,
+                &template,
+                seconds,
+                connections,
+                next_id.clone(),
+            )
+            .await?,
+        );
+    }
+    let _ = stop_web.send(());
+    let b = figures(&bare_rounds);
+    let s = figures(&selfheal_rounds);
+    println!(
+        "ingest: {rounds} alternating rounds of {seconds} s, {connections} connections, signed {} KB workflow_run failures, a new run each request",
+        template.len() / 1024
+    );
+    println!(
+        "  {:<40} {:>9} {:>9} {:>9} {:>8}",
+        "receiver", "req/s", "p50 ms", "p99 ms", "refused"
+    );
+    for (name, f) in [
+        ("bare (HMAC, INSERT, LPUSH)", b),
+        ("selfheal web (incident, run, outbox, audit)", s),
+    ] {
+        println!(
+            "  {:<40} {:>9.0} {:>9.1} {:>9.1} {:>8}",
+            name, f.0, f.1, f.2, f.3
+        );
+    }
+    println!(
+        "  ratio selfheal / bare: {:.2}x throughput, p99 {:.1}x",
+        s.0 / b.0.max(f64::EPSILON),
+        s.2 / b.2.max(f64::EPSILON)
+    );
+    Ok(())
+}
