@@ -21,6 +21,7 @@ struct Bare {
     pool: deadpool_postgres::Pool,
     redis: ConnectionManager,
     secret: String,
+    key: String,
 }
 
 async fn bare_receive(
@@ -67,7 +68,7 @@ async fn bare_receive(
     }
     let mut redis = bare.redis.clone();
     let pushed: Result<i64, _> = redis::cmd("LPUSH")
-        .arg("bench:bare")
+        .arg(&bare.key)
         .arg(&id)
         .query_async(&mut redis)
         .await;
@@ -77,7 +78,7 @@ async fn bare_receive(
     }
 }
 
-/// One round's answers: each request's latency, and how many were not 2xx.
+/// One round's answers: each accepted request's latency, and how many were not accepted.
 struct Round {
     latencies: Vec<Duration>,
     refused: usize,
@@ -113,7 +114,13 @@ async fn drive(
             let mut refused = 0;
             while Instant::now() < deadline {
                 let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let body = template.replace("999999999999", &id.to_string());
+                // A new run of its own repository, branch and workflow each request: many
+                // incidents, as an installation's traffic is, not one incident's row for all.
+                let body = template
+                    .replace("999999999999", &id.to_string())
+                    .replace("888888888888", &(id % 997).to_string())
+                    .replace("777777777777", &(id % 13).to_string())
+                    .replace("bench-branch", &format!("branch-{}", id % 31));
                 let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac");
                 mac.update(body.as_bytes());
                 let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
@@ -127,9 +134,8 @@ async fn drive(
                     .body(body)
                     .send()
                     .await;
-                latencies.push(sent.elapsed());
                 match answer {
-                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) if r.status().is_success() => latencies.push(sent.elapsed()),
                     _ => refused += 1,
                 }
             }
@@ -201,7 +207,8 @@ pub async fn ingest_bench(seconds: u64, connections: usize, rounds: usize) -> an
     }));
 
     // The bare receiver, on the same Postgres and Redis.
-    let pool = selfheal_shared::db::pool(&database_url, connections + 4)?;
+    // As many connections as selfheal web's own pool.
+    let pool = selfheal_shared::db::pool(&database_url, 16)?;
     pool.get()
         .await?
         .batch_execute(
@@ -211,8 +218,9 @@ pub async fn ingest_bench(seconds: u64, connections: usize, rounds: usize) -> an
     let redis = ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?;
     let bare = Arc::new(Bare {
         pool,
-        redis,
+        redis: redis.clone(),
         secret: secret.clone(),
+        key: format!("{tag}:bare"),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let bare_url = format!("http://{}/webhooks/github", listener.local_addr()?);
@@ -228,40 +236,74 @@ pub async fn ingest_bench(seconds: u64, connections: usize, rounds: usize) -> an
     )?)?;
     payload["workflow_run"]["id"] = serde_json::json!(999_999_999_999i64);
     payload["workflow_run"]["conclusion"] = serde_json::json!("failure");
+    payload["workflow_run"]["workflow_id"] = serde_json::json!(777_777_777_777i64);
+    payload["workflow_run"]["head_branch"] = serde_json::json!("bench-branch");
+    payload["repository"]["id"] = serde_json::json!(888_888_888_888i64);
+    payload["workflow_run"]["head_repository"]["id"] = serde_json::json!(888_888_888_888i64);
     payload["installation"] = serde_json::json!({"id": 4242});
     let template = serde_json::to_string(&payload)?;
     let next_id = Arc::new(std::sync::atomic::AtomicI64::new(1_000_000));
 
-    // Both warmed, then alternating rounds.
+    // selfheal answering (migrated, connected) before anything is timed.
+    let ready = format!(
+        "{}/readyz",
+        selfheal_url.trim_end_matches("/webhooks/github")
+    );
+    let mut answered = false;
+    for _ in 0..100 {
+        if reqwest::get(&ready)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::ensure!(answered, "selfheal web never became ready at {ready}");
+    // Both warmed, then rounds in ABBA order (whatever one round leaves behind, such as
+    // selfheal's relay work, falls on both alike).
     for url in [&bare_url, &selfheal_url] {
         drive(url, &secret, &template, 1, connections, next_id.clone()).await?;
     }
     let (mut bare_rounds, mut selfheal_rounds) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        bare_rounds.push(
-            drive(
-                &bare_url,
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for selfheal in order {
+            let url = if selfheal { &selfheal_url } else { &bare_url };
+            let done = drive(
+                url,
                 &secret,
                 &template,
                 seconds,
                 connections,
                 next_id.clone(),
             )
-            .await?,
-        );
-        selfheal_rounds.push(
-            drive(
-                &selfheal_url,
-                &secret,
-                &template,
-                seconds,
-                connections,
-                next_id.clone(),
-            )
-            .await?,
-        );
+            .await?;
+            if selfheal {
+                selfheal_rounds.push(done);
+            } else {
+                bare_rounds.push(done);
+            }
+        }
     }
     let _ = stop_web.send(());
+    // Its relay stops with it; then nothing is left behind: the database and this run's Redis keys.
+    let mut redis = redis;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{tag}*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    crate::demo::drop_database(&admin_url, &tag).await?;
     let b = figures(&bare_rounds);
     let s = figures(&selfheal_rounds);
     println!(
@@ -285,6 +327,10 @@ pub async fn ingest_bench(seconds: u64, connections: usize, rounds: usize) -> an
         "  ratio selfheal / bare: {:.2}x throughput, p99 {:.1}x",
         s.0 / b.0.max(f64::EPSILON),
         s.2 / b.2.max(f64::EPSILON)
+    );
+    anyhow::ensure!(
+        b.3 == 0 && s.3 == 0,
+        "requests were refused: the figures above are not a fair comparison"
     );
     Ok(())
 }

@@ -243,6 +243,16 @@ pub async fn wait_finished(
     }
 }
 
+/// Drops a database `create_database` made (its connections closed first).
+pub async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    Ok(())
+}
+
 pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
     let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
         .await

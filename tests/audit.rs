@@ -39,6 +39,34 @@ async fn with_entries(env: &TestEnv) {
 }
 
 #[tokio::test]
+async fn rows_appended_in_parallel_transactions_are_linked_in_one_chain() {
+    let env = TestEnv::new().await;
+    with_entries(&env).await;
+    // Two transactions append at once and commit in the other order than they appended.
+    let (mut a, mut b) = (env.db().await, env.db().await);
+    let ta = a.transaction().await.unwrap();
+    let tb = b.transaction().await.unwrap();
+    for (tx, who) in [(&ta, "first"), (&tb, "second")] {
+        tx.query_one(
+            "SELECT audit_append($1, 'test.parallel', 'x', '{}'::jsonb)",
+            &[&who],
+        )
+        .await
+        .unwrap();
+    }
+    tb.commit().await.unwrap();
+    ta.commit().await.unwrap();
+    let (ok, out) = verify_audit(&env);
+    assert!(ok, "{out}");
+    assert!(out.contains("intact: 6 rows"), "{out}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE chain_seq IS NULL")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
 async fn audit_log_is_intact_then_an_edit_is_detected() {
     let env = TestEnv::new().await;
     with_entries(&env).await;
@@ -79,6 +107,10 @@ async fn audit_log_is_intact_then_an_edit_is_detected() {
 async fn a_deleted_row_breaks_the_chain() {
     let env = TestEnv::new().await;
     with_entries(&env).await;
+    // Rows are tamper-evident once linked (within a relay tick of their commit; verify-audit
+    // links what is committed first).
+    let (ok, out) = verify_audit(&env);
+    assert!(ok, "{out}");
     let db = env.db().await;
     db.batch_execute(
         "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update;

@@ -1,5 +1,7 @@
 //! The append-only, hash-chained audit log. Rows are appended by the `audit_append` SQL
-//! function (migrations/V1), which links each row to the previous one under a lock.
+//! function in the caller's transaction, unlinked and without a lock; `audit_chain`
+//! (migrations/V12) links committed rows to the chain later, in order, under the one lock, so
+//! that ingest does not run one commit at a time.
 
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
@@ -45,13 +47,23 @@ impl AuditReport {
     }
 }
 
-/// Recomputes every row's hash and checks each link. Streams through the table in order.
+/// Links up to `limit` committed rows to the chain; returns how many.
+pub async fn chain(client: &impl GenericClient, limit: i32) -> Result<i32, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT audit_chain($1)", &[&limit])
+        .await?
+        .get(0))
+}
+
+/// Links every committed row, then recomputes every linked row's hash and checks each link,
+/// in chain order. A row still unlinked after that was committed meanwhile.
 pub async fn verify(client: &impl GenericClient) -> Result<AuditReport, tokio_postgres::Error> {
+    while chain(client, 10_000).await? > 0 {}
     let rows = client
         .query(
-            "SELECT seq, prev_hash, hash,
-                    audit_row_hash(prev_hash, seq, at, actor, action, subject, detail) AS expected
-             FROM audit_log ORDER BY seq",
+            "SELECT chain_seq AS seq, prev_hash, hash,
+                    audit_row_hash(prev_hash, chain_seq, at, actor, action, subject, detail) AS expected
+             FROM audit_log WHERE chain_seq IS NOT NULL ORDER BY chain_seq",
             &[],
         )
         .await?;

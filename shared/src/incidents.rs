@@ -251,18 +251,40 @@ async fn upsert_repository(
         .as_ref()
         .and_then(|i| i.account.as_ref())
         .map(|a| a.login.as_str());
-    tx.execute(
-        "INSERT INTO installations (id, account_login) VALUES ($1, $2)
-         ON CONFLICT (id) DO UPDATE SET account_login = coalesce(EXCLUDED.account_login, installations.account_login)",
-        &[&installation_id, &login],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
-         ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id, full_name = EXCLUDED.full_name",
-        &[&ev.repository.id, &installation_id, &ev.repository.full_name],
-    )
-    .await?;
+    // Written only when they would change: an upsert locks the row until commit, and every
+    // failure of an installation's repositories would otherwise queue on that one row.
+    let known = tx
+        .query_opt(
+            "SELECT i.account_login, r.installation_id, r.full_name
+             FROM installations i LEFT JOIN repositories r ON r.id = $2
+             WHERE i.id = $1",
+            &[&installation_id, &ev.repository.id],
+        )
+        .await?;
+    let (installation_known, repository_known) = match &known {
+        None => (false, false),
+        Some(row) => (
+            login.is_none() || row.get::<_, Option<&str>>(0) == login,
+            row.get::<_, Option<i64>>(1) == Some(installation_id)
+                && row.get::<_, Option<&str>>(2) == Some(ev.repository.full_name.as_str()),
+        ),
+    };
+    if !installation_known {
+        tx.execute(
+            "INSERT INTO installations (id, account_login) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET account_login = coalesce(EXCLUDED.account_login, installations.account_login)",
+            &[&installation_id, &login],
+        )
+        .await?;
+    }
+    if !repository_known {
+        tx.execute(
+            "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id, full_name = EXCLUDED.full_name",
+            &[&ev.repository.id, &installation_id, &ev.repository.full_name],
+        )
+        .await?;
+    }
     Ok(())
 }
 

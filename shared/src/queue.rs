@@ -66,18 +66,22 @@ impl JobQueue {
     }
 
     pub async fn push(&self, job: impl Into<Job>) -> Result<(), QueueError> {
-        let mut guard = self.storage.lock().await;
-        if guard.is_none() {
-            let storage = tokio::time::timeout(
-                self.timeout,
-                connect_storage(&self.redis_url, self.config.clone()),
-            )
-            .await
-            .map_err(|_| QueueError::Timeout(self.timeout))??;
-            *guard = Some(storage);
-        }
-        let Some(storage) = guard.as_mut() else {
-            return Err(QueueError::Connect("no connection".into()));
+        // The lock covers finding the connection only: clones share one multiplexed
+        // connection, so pushes run side by side instead of one at a time.
+        let mut storage = {
+            let mut guard = self.storage.lock().await;
+            if guard.is_none() {
+                let storage = tokio::time::timeout(
+                    self.timeout,
+                    connect_storage(&self.redis_url, self.config.clone()),
+                )
+                .await
+                .map_err(|_| QueueError::Timeout(self.timeout))??;
+                *guard = Some(storage);
+            }
+            guard
+                .clone()
+                .ok_or_else(|| QueueError::Connect("no connection".into()))?
         };
         let result = match tokio::time::timeout(self.timeout, storage.push(job.into())).await {
             Ok(Ok(())) => Ok(()),
@@ -86,7 +90,7 @@ impl JobQueue {
         };
         if result.is_err() {
             // Start from a fresh connection next time rather than reuse a broken one.
-            *guard = None;
+            *self.storage.lock().await = None;
         }
         result
     }
