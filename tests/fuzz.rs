@@ -71,6 +71,105 @@ fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
     out.push(at);
 }
 
+/// Paths a hostile repository would name, and plain ones.
+fn hostile_path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a./g it]{1,16}",
+        Just("../escape".to_string()),
+        Just("/etc/passwd".to_string()),
+        Just(".git/hooks/pre-commit".to_string()),
+        Just("a/./b".to_string()),
+        Just("a/.".to_string()),
+        Just("a//b".to_string()),
+        Just("src/lib.rs".to_string()),
+        Just("src/lib.rs/inner".to_string()),
+        Just("README.md".to_string()),
+        Just("new/file.txt".to_string()),
+    ]
+}
+
+/// A capture as the sandbox writes one: `files/<path>` entries (of a kind: 0 file, 1 symlink,
+/// 2 hard link, 3 directory) and, for kind 4, the path in `deleted.list`. Names are written
+/// raw, as a hostile tool would, past the tar crate's own checks.
+fn capture(entries: Vec<(String, u8, Vec<u8>)>) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut deleted = Vec::new();
+    for (name, kind, body) in entries {
+        if kind == 4 {
+            deleted.extend(name.as_bytes());
+            deleted.push(0);
+            continue;
+        }
+        let mut header = tar::Header::new_gnu();
+        let kind = match kind {
+            0 => tar::EntryType::Regular,
+            1 => tar::EntryType::Symlink,
+            2 => tar::EntryType::Link,
+            _ => tar::EntryType::Directory,
+        };
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        let data: &[u8] = if kind == tar::EntryType::Regular {
+            &body
+        } else {
+            &[]
+        };
+        header.set_size(data.len() as u64);
+        if kind == tar::EntryType::Symlink || kind == tar::EntryType::Link {
+            let _ = header.set_link_name("../../outside");
+        }
+        let raw = format!("files/{name}");
+        let gnu = header.as_old_mut();
+        let n = raw.len().min(gnu.name.len());
+        gnu.name[..n].copy_from_slice(&raw.as_bytes()[..n]);
+        header.set_cksum();
+        tar.append(&header, data).unwrap();
+    }
+    if !deleted.is_empty() {
+        let mut header = tar::Header::new_gnu();
+        header.set_path("deleted.list").unwrap();
+        header.set_size(deleted.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append(&header, deleted.as_slice()).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+#[test]
+fn a_well_formed_capture_gets_to_the_checks() {
+    // Without this, a harness whose inputs were all refused early would pass for nothing.
+    let changed = capture(vec![
+        ("src/lib.rs".into(), 0, b"fn main() { }\n".to_vec()),
+        ("README.md".into(), 4, Vec::new()),
+        ("new/file.txt".into(), 0, b"hello\n".to_vec()),
+    ]);
+    assert!(harness::capture_accepted(&changed));
+    let climbing = capture(vec![("../escape".into(), 0, b"x\n".to_vec())]);
+    assert!(!harness::capture_accepted(&climbing));
+}
+
+#[test]
+fn every_recorded_payload_in_the_corpus_parses() {
+    use selfheal_shared::events::*;
+    for (event, payload) in recorded_payloads() {
+        let body = serde_json::to_vec(&payload).unwrap();
+        let name = harness::EVENTS[event];
+        let parsed = match name {
+            "workflow_run" => WorkflowRunEvent::parse(&body).map(|_| ()),
+            "installation" | "installation_repositories" => {
+                selfheal_shared::installations::InstallationEvent::parse(name, &body).map(|_| ())
+            }
+            "issue_comment" => IssueCommentEvent::parse(&body).map(|_| ()),
+            "pull_request" => PullRequestEvent::parse(&body).map(|_| ()),
+            "check_suite" => CheckSuiteEvent::parse(&body).map(|_| ()),
+            "check_run" => CheckRunEvent::parse(&body).map(|_| ()),
+            _ => StatusEvent::parse(&body).map(|_| ()),
+        };
+        assert!(parsed.is_ok(), "a recorded {name} payload: {parsed:?}");
+    }
+}
+
 fn recorded_payloads() -> Vec<(usize, Value)> {
     // In name order: a failing case names the same payload on every run.
     let mut files: Vec<PathBuf> = std::fs::read_dir(fuzz_dir().join("corpus/webhook"))
@@ -199,46 +298,15 @@ proptest! {
         harness::sandbox_capture(&data);
     }
 
-    /// Well-formed tar archives whose entries a hostile repository named and typed.
+    /// Well-formed captures (entries under `files/`, a `deleted.list`) whose entries a
+    /// hostile repository named and typed.
     #[test]
     fn sandbox_captures_with_hostile_entries(entries in proptest::collection::vec((
-        prop_oneof![
-            "[a./g it]{1,16}",
-            Just("../escape".to_string()),
-            Just("/etc/passwd".to_string()),
-            Just(".git/hooks/pre-commit".to_string()),
-            Just("a/./b".to_string()),
-            Just("a//b".to_string()),
-            Just("src/lib.rs".to_string()),
-        ],
-        0u8..4,
+        hostile_path(),
+        0u8..5,
         proptest::collection::vec(any::<u8>(), 0..64),
     ), 0..8)) {
-        let mut tar = tar::Builder::new(Vec::new());
-        for (name, kind, body) in entries {
-            let mut header = tar::Header::new_gnu();
-            let kind = match kind {
-                0 => tar::EntryType::Regular,
-                1 => tar::EntryType::Symlink,
-                2 => tar::EntryType::Link,
-                _ => tar::EntryType::Directory,
-            };
-            header.set_entry_type(kind);
-            header.set_mode(0o644);
-            header.set_size(if kind == tar::EntryType::Regular { body.len() as u64 } else { 0 });
-            if kind == tar::EntryType::Symlink || kind == tar::EntryType::Link {
-                let _ = header.set_link_name("../../outside");
-            }
-            // Names the tar crate itself would refuse go in raw, as a hostile tool writes them.
-            let raw = name.as_bytes();
-            let gnu = header.as_old_mut();
-            let n = raw.len().min(gnu.name.len());
-            gnu.name[..n].copy_from_slice(&raw[..n]);
-            header.set_cksum();
-            let data: &[u8] = if kind == tar::EntryType::Regular { &body } else { &[] };
-            tar.append(&header, data).unwrap();
-        }
-        harness::sandbox_capture(&tar.into_inner().unwrap());
+        harness::sandbox_capture(&capture(entries));
     }
 
     #[test]

@@ -1143,6 +1143,31 @@ async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_me
         assert_eq!(env.standin.pulls()[0]["merged"], false);
     }
 
+    // Before the pinned CI has said anything, a green run of the fix's workflow does not
+    // merge: the repository's CI still has to speak.
+    env.standin.set_knobs(Knobs {
+        fix_checks: Some(Vec::new()),
+        repo_config: Some(config.into()),
+        ..Knobs::default()
+    });
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(9985, &branch, &head, "success"),
+        )
+        .await;
+    let run = run_id_of(&body);
+    env.wait_run(run, Duration::from_secs(30)).await;
+    let (waiting, reason) = verdict(&env, run).await;
+    assert_eq!(waiting, "wait", "{reason}");
+    assert!(reason.contains("ci/jenkins"), "{reason}");
+    env.standin.set_knobs(Knobs {
+        fix_checks: Some(Vec::new()),
+        fix_statuses: red_then_forged.clone(),
+        repo_config: Some(config.into()),
+        ..Knobs::default()
+    });
+
     // Any green trigger (here the fix's workflow) judges the statuses as their pinned poster
     // posted them: red, whatever the combined status says.
     let (_, body) = app

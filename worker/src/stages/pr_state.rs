@@ -159,7 +159,8 @@ impl Checks {
 /// Statuses of a context `.github/selfheal.yml` pins to a login (`external_statuses`) count
 /// only as that login posted them. The combined status keeps the latest status of each context
 /// from anyone who may write statuses, so a green one someone else posted would hide the real
-/// CI's red (or its silence). Until the pinned login reports, the context is still running.
+/// CI's red (or its silence). Until the pinned login reports, the context is still running,
+/// whether anyone else posted under it or nobody did.
 pub async fn pin_statuses(
     crab: &Installation,
     repo: &str,
@@ -167,13 +168,7 @@ pub async fn pin_statuses(
     pins: &std::collections::BTreeMap<String, String>,
     checks: &mut Checks,
 ) -> Result<(), StageError> {
-    let pinned: Vec<usize> = (0..checks.all.len())
-        .filter(|&i| {
-            let c = &checks.all[i];
-            c["kind"] == "status" && c["name"].as_str().is_some_and(|n| pins.contains_key(n))
-        })
-        .collect();
-    if pinned.is_empty() {
+    if pins.is_empty() {
         return Ok(());
     }
     // Newest first, as GitHub lists them.
@@ -186,28 +181,37 @@ pub async fn pin_statuses(
         10,
     )
     .await?;
-    for i in pinned {
-        let context = checks.all[i]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let login = &pins[&context];
+    for (context, login) in pins {
         let theirs = posted.iter().find(|s| {
             s["context"] == context.as_str()
                 && s["creator"]["login"]
                     .as_str()
-                    .is_some_and(|l| l.eq_ignore_ascii_case(login))
+                    .is_some_and(|l| same_login(l, login))
         });
         let (status, conclusion) = match theirs.and_then(|s| s["state"].as_str()) {
             Some("success") => ("completed", Value::from("success")),
             Some("failure" | "error") => ("completed", Value::from("failure")),
+            // Not reported by its poster (yet): the repository's CI still has to speak.
             _ => ("in_progress", Value::Null),
         };
-        checks.all[i]["status"] = Value::from(status);
-        checks.all[i]["conclusion"] = conclusion;
-        checks.all[i]["posted_by"] = Value::from(login.as_str());
+        let entry = json!({"name": context, "status": status, "conclusion": conclusion,
+                           "kind": "status", "posted_by": login});
+        match checks
+            .all
+            .iter()
+            .position(|c| c["kind"] == "status" && c["name"] == context.as_str())
+        {
+            Some(i) => checks.all[i] = entry,
+            None => checks.all.push(entry),
+        }
     }
     Ok(())
+}
+
+/// A pinned login matches its poster, GitHub Apps' `[bot]` suffix or not, in any case.
+fn same_login(poster: &str, pinned: &str) -> bool {
+    let bare = |l: &str| l.trim_end_matches("[bot]").to_ascii_lowercase();
+    bare(poster) == bare(pinned)
 }
 
 /// Every item of a paginated list, all pages: a red check or a protected file on page two
@@ -316,6 +320,15 @@ mod tests {
             patch: patch.map(str::to_string),
             previous_filename: None,
         }
+    }
+
+    #[test]
+    fn a_pinned_login_matches_with_or_without_its_bot_suffix() {
+        assert!(same_login("jenkins-bot", "jenkins-bot"));
+        assert!(same_login("circleci[bot]", "circleci"));
+        assert!(same_login("CircleCI[bot]", "circleci[bot]"));
+        assert!(!same_login("mallory", "jenkins-bot"));
+        assert!(!same_login("jenkins-bot-evil", "jenkins-bot"));
     }
 
     #[test]
