@@ -233,9 +233,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some((seq, hash)) => format!("head: row {seq} sha256:{}", hex::encode(hash)),
                 None => "head: none (empty log)".into(),
             };
+            // Rows are numbered by their place in the chain (`audit_log.chain_seq`).
             if report.is_intact() {
                 println!("audit log intact: {} rows", report.rows);
                 println!("{head}");
+                if report.unlinked > 0 {
+                    println!(
+                        "{} rows committed meanwhile are not linked yet (checked next time)",
+                        report.unlinked
+                    );
+                }
             } else {
                 println!("audit log BROKEN ({} rows checked):", report.rows);
                 for b in &report.breaks {

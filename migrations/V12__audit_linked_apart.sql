@@ -26,7 +26,8 @@ BEGIN
     RETURN v_seq;
 END $$;
 
--- Links up to p_limit committed rows, oldest first; returns how many.
+-- Links up to p_limit (1 to 10000) committed rows, in seq order; returns how many, or 0 when
+-- another linker holds the lock (it links them: nobody waits on it, the relay least of all).
 CREATE FUNCTION audit_chain(p_limit INT)
 RETURNS INT LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
@@ -35,8 +36,20 @@ DECLARE
     v_chain BIGINT;
     v_n     INT := 0;
 BEGIN
+    IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
+        RAISE EXCEPTION 'audit_chain links 1 to 10000 rows at a time, not %', p_limit;
+    END IF;
+    -- Each statement below must see what the previous linker committed: a transaction reading
+    -- from an older snapshot (REPEATABLE READ, SERIALIZABLE) would link to a stale head and
+    -- fork the chain for good.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'audit_chain runs at READ COMMITTED only, not %',
+            current_setting('transaction_isolation');
+    END IF;
     -- One linker at a time, so that each row links to exactly one predecessor.
-    PERFORM pg_advisory_xact_lock(7261836373);
+    IF NOT pg_try_advisory_xact_lock(7261836373) THEN
+        RETURN 0;
+    END IF;
     SELECT hash INTO v_prev FROM audit_log WHERE chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1;
     v_prev := coalesce(v_prev, '\x'::bytea);
     FOR v_row IN
@@ -48,8 +61,11 @@ BEGIN
            SET chain_seq = v_chain, prev_hash = v_prev,
                hash = audit_row_hash(v_prev, v_chain, v_row.at, v_row.actor, v_row.action,
                                      v_row.subject, v_row.detail)
-         WHERE seq = v_row.seq
+         WHERE seq = v_row.seq AND chain_seq IS NULL
         RETURNING hash INTO v_prev;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'audit row % was linked by someone else meanwhile', v_row.seq;
+        END IF;
         v_n := v_n + 1;
     END LOOP;
     RETURN v_n;
@@ -62,7 +78,9 @@ CREATE OR REPLACE FUNCTION audit_log_immutable() RETURNS trigger LANGUAGE plpgsq
 BEGIN
     IF TG_OP = 'UPDATE' AND OLD.chain_seq IS NULL AND NEW.chain_seq IS NOT NULL
        AND NEW.seq = OLD.seq AND NEW.at = OLD.at AND NEW.actor = OLD.actor
-       AND NEW.action = OLD.action AND NEW.subject = OLD.subject AND NEW.detail = OLD.detail THEN
+       AND NEW.action = OLD.action AND NEW.subject = OLD.subject
+       -- As text, as the hash covers it (jsonb's = holds 1.0 and 1.00 equal).
+       AND NEW.detail::text = OLD.detail::text THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'audit_log is append-only';

@@ -104,6 +104,55 @@ async fn audit_log_is_intact_then_an_edit_is_detected() {
 }
 
 #[tokio::test]
+async fn the_chain_is_linked_only_from_a_fresh_snapshot_and_only_once() {
+    let env = TestEnv::new().await;
+    with_entries(&env).await;
+    let mut db = env.db().await;
+    // A session reading from an old snapshot would link to a stale head and fork the chain.
+    let tx = db
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .unwrap();
+    let err = tx
+        .query_one("SELECT audit_chain(10)", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("READ COMMITTED only"),
+        "{err:?}"
+    );
+    drop(tx);
+    // No unbounded batch.
+    assert!(db.query_one("SELECT audit_chain(NULL)", &[]).await.is_err());
+    // Once linked, a row's link and content stay; an unlinked row's content too.
+    let (ok, out) = verify_audit(&env);
+    assert!(ok, "{out}");
+    let db = env.db().await;
+    for sql in [
+        "UPDATE audit_log SET chain_seq = chain_seq + 100 WHERE seq = 1",
+        "UPDATE audit_log SET hash = '\\x00' WHERE seq = 1",
+    ] {
+        assert!(db.execute(sql, &[]).await.is_err(), "{sql}");
+    }
+    db.query_one(
+        "SELECT audit_append('github:octocat', 'test.unlinked', 'x', '{}'::jsonb)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let err = db
+        .execute(
+            "UPDATE audit_log SET actor = 'someone-else' WHERE chain_seq IS NULL",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("append-only"), "{err:?}");
+}
+
+#[tokio::test]
 async fn a_deleted_row_breaks_the_chain() {
     let env = TestEnv::new().await;
     with_entries(&env).await;
