@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use crate::config::Gates;
 use crate::events::{
-    CheckRunEvent, CheckSuiteEvent, CommandRequest, IssueCommentEvent, PullRequestEvent,
-    RunVerdict, StatusEvent, WorkflowRunEvent,
+    CheckRunEvent, CheckSuiteEvent, IssueCommentEvent, PullRequestEvent, RunVerdict, StatusEvent,
+    WorkflowRunEvent,
 };
 use crate::external_ci;
 use crate::installations::{self, InstallationEvent};
@@ -127,7 +127,7 @@ pub async fn ingest(
 
     let result = match parsed {
         Parsed::WorkflowRun(ev) => workflow_run(tx, delivery.id, ev, gates).await?,
-        Parsed::Comment(ev) => command(tx, delivery.id, ev).await?,
+        Parsed::Comment(ev) => crate::commands::stored(tx, delivery.id, ev).await?,
         Parsed::PullRequest(ev) => fix_closed(tx, ev).await?,
         Parsed::CheckSuite(ev) => {
             external_ci::reported(tx, delivery.id, external_ci::Report::check_suite(ev)).await?
@@ -241,53 +241,6 @@ async fn gate(
     Ok(None)
 }
 
-async fn upsert_repository(
-    tx: &Transaction<'_>,
-    ev: &WorkflowRunEvent,
-    installation_id: i64,
-) -> Result<(), tokio_postgres::Error> {
-    let login = ev
-        .installation
-        .as_ref()
-        .and_then(|i| i.account.as_ref())
-        .map(|a| a.login.as_str());
-    // Written only when they would change: an upsert locks the row until commit, and every
-    // failure of an installation's repositories would otherwise queue on that one row.
-    let known = tx
-        .query_opt(
-            "SELECT i.account_login, r.installation_id, r.full_name
-             FROM installations i LEFT JOIN repositories r ON r.id = $2
-             WHERE i.id = $1",
-            &[&installation_id, &ev.repository.id],
-        )
-        .await?;
-    let (installation_known, repository_known) = match &known {
-        None => (false, false),
-        Some(row) => (
-            login.is_none() || row.get::<_, Option<&str>>(0) == login,
-            row.get::<_, Option<i64>>(1) == Some(installation_id)
-                && row.get::<_, Option<&str>>(2) == Some(ev.repository.full_name.as_str()),
-        ),
-    };
-    if !installation_known {
-        tx.execute(
-            "INSERT INTO installations (id, account_login) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET account_login = coalesce(EXCLUDED.account_login, installations.account_login)",
-            &[&installation_id, &login],
-        )
-        .await?;
-    }
-    if !repository_known {
-        tx.execute(
-            "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id, full_name = EXCLUDED.full_name",
-            &[&ev.repository.id, &installation_id, &ev.repository.full_name],
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 async fn open_run(
     tx: &Transaction<'_>,
     delivery_id: &str,
@@ -299,7 +252,7 @@ async fn open_run(
     }
     // The caller has checked that a failed run names its installation.
     let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
-    upsert_repository(tx, ev, installation_id).await?;
+    installations::upsert_repository(tx, ev, installation_id).await?;
 
     let row = tx
         .query_one(
@@ -573,78 +526,6 @@ pub async fn stop(
         .await?;
     }
     Ok(stopped)
-}
-
-/// Stores a `/selfheal` command for a worker: whether the actor may give it is GitHub's to
-/// say (collaborator permission), which is a network call that does not belong in ingest.
-async fn command(
-    tx: &Transaction<'_>,
-    delivery_id: &str,
-    ev: &IssueCommentEvent,
-) -> Result<Ingested, tokio_postgres::Error> {
-    let command = match ev.command() {
-        None => return Ok(Ingested::Stored),
-        Some(CommandRequest::Unknown(word)) => {
-            return Ok(Ingested::Ignored {
-                reason: format!(
-                    "unknown command /selfheal {word} (known: {})",
-                    crate::events::COMMANDS.join(", ")
-                ),
-            })
-        }
-        Some(CommandRequest::Command(c)) => c,
-    };
-    let Some(installation) = &ev.installation else {
-        return Ok(Ingested::Ignored {
-            reason: "a command outside a GitHub App installation".into(),
-        });
-    };
-    if let Some(reason) = installations::inactive_reason(tx, ev.repository.id).await? {
-        return Ok(Ingested::Ignored { reason });
-    }
-    let row = tx
-        .query_opt(
-            "INSERT INTO commands (delivery_id, installation_id, repository_id, repository_full_name,
-                                   issue_number, comment_id, actor, command, comment_created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (comment_id) DO NOTHING RETURNING id",
-            &[
-                &delivery_id,
-                &installation.id,
-                &ev.repository.id,
-                &ev.repository.full_name,
-                &ev.issue.number,
-                &ev.comment.id,
-                &ev.comment.user.login,
-                &command,
-                &ev.comment.created_at,
-            ],
-        )
-        .await?;
-    let Some(row) = row else {
-        return Ok(Ingested::Ignored {
-            reason: format!(
-                "comment {} was already taken as a command (a replayed delivery)",
-                ev.comment.id
-            ),
-        });
-    };
-    let command_id: i64 = row.get(0);
-    let outbox_id = outbox::insert_command(tx, command_id).await?;
-    audit::append(
-        tx,
-        &format!("github:{}", ev.comment.user.login),
-        "command.received",
-        &format!("command:{command_id}"),
-        &json!({"command": command, "repository": ev.repository.full_name,
-                "issue": ev.issue.number, "comment": ev.comment.id}),
-    )
-    .await?;
-    Ok(Ingested::CommandQueued {
-        command_id,
-        outbox_id,
-        command,
-    })
 }
 
 async fn resolve(

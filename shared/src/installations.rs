@@ -2,12 +2,12 @@
 //! repositories tables current. A repository whose installation is gone (deleted, suspended,
 //! or the repository removed from it) is never acted on again.
 
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Transaction};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::audit;
-use crate::events::{parse_payload, PayloadError};
+use crate::events::{parse_payload, PayloadError, WorkflowRunEvent};
 
 #[derive(Debug, Deserialize)]
 pub struct InstallationEvent {
@@ -165,4 +165,52 @@ pub async fn inactive_reason(
             None
         }
     }))
+}
+
+/// The installation and repository a failed run names, as selfheal keeps them.
+pub(crate) async fn upsert_repository(
+    tx: &Transaction<'_>,
+    ev: &WorkflowRunEvent,
+    installation_id: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let login = ev
+        .installation
+        .as_ref()
+        .and_then(|i| i.account.as_ref())
+        .map(|a| a.login.as_str());
+    // Written only when they would change: an upsert locks the row until commit, and every
+    // failure of an installation's repositories would otherwise queue on that one row.
+    let known = tx
+        .query_opt(
+            "SELECT i.account_login, r.installation_id, r.full_name
+             FROM installations i LEFT JOIN repositories r ON r.id = $2
+             WHERE i.id = $1",
+            &[&installation_id, &ev.repository.id],
+        )
+        .await?;
+    let (installation_known, repository_known) = match &known {
+        None => (false, false),
+        Some(row) => (
+            login.is_none() || row.get::<_, Option<&str>>(0) == login,
+            row.get::<_, Option<i64>>(1) == Some(installation_id)
+                && row.get::<_, Option<&str>>(2) == Some(ev.repository.full_name.as_str()),
+        ),
+    };
+    if !installation_known {
+        tx.execute(
+            "INSERT INTO installations (id, account_login) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET account_login = coalesce(EXCLUDED.account_login, installations.account_login)",
+            &[&installation_id, &login],
+        )
+        .await?;
+    }
+    if !repository_known {
+        tx.execute(
+            "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id, full_name = EXCLUDED.full_name",
+            &[&ev.repository.id, &installation_id, &ev.repository.full_name],
+        )
+        .await?;
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod cause;
+mod commands;
 pub mod config;
 pub mod db;
 pub mod events;
