@@ -20,16 +20,7 @@ use selfheal_shared::installations::InstallationEvent;
 use selfheal_worker::inputs::{changed_lines, markdown, repo_config, Defaults};
 
 /// The events selfheal parses, by the `X-GitHub-Event` header's value.
-pub const EVENTS: [&str; 8] = [
-    "workflow_run",
-    "installation",
-    "installation_repositories",
-    "issue_comment",
-    "pull_request",
-    "check_suite",
-    "check_run",
-    "status",
-];
+pub use selfheal_shared::events::HANDLED as EVENTS;
 
 /// A webhook body under any event name (the first byte picks it): parsed as ingest parses it,
 /// and what ingest then asks of a parsed event answered.

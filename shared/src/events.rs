@@ -409,6 +409,19 @@ mod tests {
     }
 }
 
+/// The events selfheal parses, by their `X-GitHub-Event` header (`ping` is answered, not
+/// parsed).
+pub const HANDLED: [&str; 8] = [
+    "workflow_run",
+    "installation",
+    "installation_repositories",
+    "issue_comment",
+    "pull_request",
+    "check_suite",
+    "check_run",
+    "status",
+];
+
 /// A `check_suite` delivery: external CI (an app other than GitHub Actions) reporting on a
 /// commit through the Checks API. selfheal reads it for the commits it pushed.
 #[derive(Debug, Clone, Deserialize)]

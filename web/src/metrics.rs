@@ -51,18 +51,11 @@ impl Metrics {
     /// `event` comes from a request header: only the events selfheal knows become a label
     /// value, anything else is `other`, so a sender cannot grow the series without bound.
     pub fn delivery(&self, event: &str, outcome: &str) {
-        const KNOWN: [&str; 9] = [
-            "workflow_run",
-            "installation",
-            "installation_repositories",
-            "issue_comment",
-            "pull_request",
-            "check_suite",
-            "check_run",
-            "status",
-            "ping",
-        ];
-        let event = KNOWN.into_iter().find(|k| *k == event).unwrap_or("other");
+        let event = selfheal_shared::events::HANDLED
+            .into_iter()
+            .chain(["ping"])
+            .find(|k| *k == event)
+            .unwrap_or("other");
         self.deliveries
             .get_or_create(&DeliveryLabels {
                 event: event.to_string(),

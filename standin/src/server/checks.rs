@@ -136,24 +136,9 @@ pub(super) async fn list_statuses(
     Path((owner, repo, sha)): Path<(String, String, String)>,
     Query(page): Query<Page>,
 ) -> Response {
-    let recorded = match inner
-        .fixtures
-        .json("github-rest/octokit-fixtures/create-status.json")
-    {
-        Ok(Value::Array(exchanges)) => exchanges
-            .into_iter()
-            .find(|x| {
-                x["method"] == "get" && x["path"].as_str().is_some_and(|p| p.ends_with("/statuses"))
-            })
-            .and_then(|x| x["response"].get(0).cloned()),
-        Ok(_) => None,
-        Err(e) => return fixture_error(e),
-    };
-    let Some(template) = recorded else {
-        return github_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "stand-in fixture: no status list",
-        );
+    let template = match recorded_status(&inner, "/statuses", "no status list") {
+        Ok(answer) => answer.get(0).cloned().unwrap_or_default(),
+        Err(refused) => return *refused,
     };
     let wanted = knobs(&inner).fix_statuses;
     let mut statuses = from_template(&template, &wanted, 9500, &["context", "state"]);
@@ -179,24 +164,9 @@ pub(super) async fn combined_status(
     State(inner): State<Arc<Inner>>,
     Path((_owner, _repo, sha)): Path<(String, String, String)>,
 ) -> Response {
-    let recorded = match inner
-        .fixtures
-        .json("github-rest/octokit-fixtures/create-status.json")
-    {
-        Ok(Value::Array(exchanges)) => exchanges
-            .into_iter()
-            .find(|x| {
-                x["method"] == "get" && x["path"].as_str().is_some_and(|p| p.ends_with("/status"))
-            })
-            .map(|x| x["response"].clone()),
-        Ok(_) => None,
-        Err(e) => return fixture_error(e),
-    };
-    let Some(mut body) = recorded else {
-        return github_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "stand-in fixture: no combined status",
-        );
+    let mut body = match recorded_status(&inner, "/status", "no combined status") {
+        Ok(answer) => answer,
+        Err(refused) => return *refused,
     };
     let template = body["statuses"][0].clone();
     // GitHub's combined status: the latest status of each context, whoever posted it.
@@ -219,4 +189,26 @@ pub(super) async fn combined_status(
     body["statuses"] = Value::Array(statuses);
     body["sha"] = Value::from(sha);
     Json(body).into_response()
+}
+
+/// The answer octokit recorded for `GET …/commits/{ref}{suffix}` in `create-status.json`.
+fn recorded_status(inner: &Inner, suffix: &str, missing: &str) -> Result<Value, Box<Response>> {
+    let exchanges = match inner
+        .fixtures
+        .json("github-rest/octokit-fixtures/create-status.json")
+    {
+        Ok(Value::Array(exchanges)) => exchanges,
+        Ok(_) => Vec::new(),
+        Err(e) => return Err(Box::new(fixture_error(e))),
+    };
+    exchanges
+        .into_iter()
+        .find(|x| x["method"] == "get" && x["path"].as_str().is_some_and(|p| p.ends_with(suffix)))
+        .map(|x| x["response"].clone())
+        .ok_or_else(|| {
+            Box::new(github_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("stand-in fixture: {missing}"),
+            ))
+        })
 }
