@@ -6,6 +6,9 @@ bash scripts/services.sh up
 # shellcheck disable=SC1091
 source target/services/env
 cargo build --quiet --workspace --all-targets
+# What the build left on disk: a CI machine once ran out of it while linking the test binaries.
+df -h . | tail -1 | awk '{print "[test] disk: " $3 " used, " $4 " free"}'
+du -sh target 2>/dev/null | awk '{print "[test] target: " $1}'
 # The sandbox images (one per language the tests heal) are built once (debootstrap + docker
 # import) and reused by their recipe's hash.
 ./target/debug/selfheal sandbox image --language rust --language python --language node --language go
