@@ -637,3 +637,81 @@ async fn dry_run_switched_on_after_the_pull_request_merges_nothing() {
     assert!(reason.contains("dry run"), "{reason}");
     assert!(!env.standin.calls().iter().any(|c| c.method == "PUT"));
 }
+
+#[tokio::test]
+async fn a_merge_an_attempt_made_but_did_not_live_to_record_is_read_not_asked_again() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let mut doomed = env.spawn_worker("doomed");
+    let (branch, head) = fix_opened(&env, &app, 6301).await;
+    // GitHub makes the merge, then its answer is slow: the worker dies before it hears it.
+    env.standin.set_knobs(Knobs {
+        fix_checks: green_checks(),
+        merge_answer_delay_ms: 60_000,
+        ..Knobs::default()
+    });
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6302, &branch, &head, "success"),
+        )
+        .await;
+    let check = run_id_of(&body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env.standin.pulls()[0]["merged"] != true {
+        assert!(std::time::Instant::now() < deadline, "never merged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&doomed, nix::sys::signal::Signal::SIGKILL);
+    doomed.wait().ok();
+    env.standin.set_knobs(Knobs {
+        fix_checks: green_checks(),
+        ..Knobs::default()
+    });
+    let _rescuer = env.spawn_worker("rescuer");
+    assert_eq!(
+        env.wait_run(check, Duration::from_secs(90)).await,
+        "succeeded"
+    );
+
+    let master = git(&env.standin.git_dir(), &["rev-parse", "refs/heads/master"]);
+    let db = env.db().await;
+    let d = db
+        .query_one(
+            "SELECT merge_commit_sha, merged_at IS NOT NULL, merge_error FROM deliveries",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        d.get::<_, Option<String>>(0).as_deref(),
+        Some(master.as_str())
+    );
+    assert!(d.get::<_, bool>(1), "the merge GitHub made is recorded");
+    assert_eq!(d.get::<_, Option<String>>(2), None);
+    let merges = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| c.method == "PUT" && c.path.ends_with("/pulls/1/merge"))
+        .count();
+    assert_eq!(merges, 1, "asked GitHub to merge once");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'pull_request.merged' AND actor = 'selfheal:policy'")
+            .await,
+        1
+    );
+    let detail: String = db
+        .query_one(
+            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver' AND outcome = 'succeeded'",
+            &[&check],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        detail.starts_with("PR #1 found merged by selfheal:policy")
+            && detail.ends_with(&format!("; deleted branch {branch}")),
+        "{detail}"
+    );
+}

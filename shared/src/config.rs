@@ -89,6 +89,9 @@ pub struct WorkerConfig {
     /// How often an idle worker looks for jobs.
     pub poll_interval: Duration,
     pub shutdown_timeout: Duration,
+    /// How long a worker starting while Postgres or Redis is away waits for them before it
+    /// exits (`SELFHEAL_OUTAGE_WAIT_SECS`).
+    pub outage_wait: Duration,
     /// Sandbox reruns before a patch (to reproduce, or find a flake) and after it (to prove it).
     pub reruns: usize,
     /// How often to look for webhook deliveries GitHub failed to make (0: never).
@@ -239,6 +242,9 @@ impl Config {
                 ),
                 shutdown_timeout: Duration::from_secs(
                     env.parsed("SELFHEAL_SHUTDOWN_TIMEOUT_SECS")?.unwrap_or(30),
+                ),
+                outage_wait: Duration::from_secs(
+                    env.parsed("SELFHEAL_OUTAGE_WAIT_SECS")?.unwrap_or(300),
                 ),
                 reruns: env.parsed("SELFHEAL_RERUNS")?.unwrap_or(3),
                 redelivery_interval: Duration::from_secs(

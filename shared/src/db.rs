@@ -55,3 +55,42 @@ pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
         .await?;
     Ok(result?)
 }
+
+/// Whether `e` says Postgres went away or cannot be reached (a wait can cure it), rather than
+/// that a statement was wrong: the socket closed or refused, the server shutting down or
+/// restarting (57P01-57P03), or a connection exception (class 08). A bad URL or a failed
+/// migration is not an outage.
+pub fn is_outage(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    // No SQLSTATE: the failure was the connection's own (an I/O error on the socket).
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// The pool's view of an outage: a connection it could not open in time or whose server went
+/// away. A pool whose connections are all busy (a wait timeout) is not an outage: the
+/// database answers, this process is just saturated.
+pub fn is_pool_outage(e: &deadpool_postgres::PoolError) -> bool {
+    use deadpool_postgres::{PoolError, TimeoutType};
+    match e {
+        PoolError::Backend(e) => is_outage(e),
+        PoolError::Timeout(TimeoutType::Create | TimeoutType::Recycle) => true,
+        _ => false,
+    }
+}
+
+impl DbError {
+    /// Whether waiting for Postgres could cure this (see [`is_outage`]).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            DbError::Pool(e) => is_pool_outage(e),
+            DbError::Query(e) => is_outage(e),
+            DbError::Migration(_) | DbError::Url(_) | DbError::Build(_) => false,
+        }
+    }
+}

@@ -13,6 +13,8 @@ use crate::job::Job;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    #[error("REDIS_URL is not a valid Redis URL: {0}")]
+    Url(String),
     #[error("Redis is unreachable: {0}")]
     Connect(String),
     #[error("pushing the job to Redis failed: {0}")]
@@ -37,7 +39,7 @@ pub async fn connect_storage(
     redis_url: &str,
     config: apalis_redis::Config,
 ) -> Result<RedisStorage<Job>, QueueError> {
-    let client = redis::Client::open(redis_url).map_err(|e| QueueError::Connect(e.to_string()))?;
+    let client = redis::Client::open(redis_url).map_err(|e| QueueError::Url(e.to_string()))?;
     let manager_config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(1);

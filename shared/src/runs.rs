@@ -191,7 +191,7 @@ pub async fn attempts_ended(
 ) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT count(*) FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND outcome = $3",
+            "SELECT count(*) FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND outcome = $3 AND charged",
             &[&run_id, &stage.as_str(), &outcome.as_str()],
         )
         .await?;
@@ -236,6 +236,38 @@ pub async fn finish_attempt(
         )
         .await?;
     Ok(())
+}
+
+/// Records an attempt that Postgres going away interrupted: `failed`, but not charged against
+/// the stage's retries (V13). Only a running attempt: one another worker closed stays closed.
+pub async fn finish_attempt_uncharged(
+    client: &impl GenericClient,
+    attempt_id: i64,
+    error: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE stage_attempts SET outcome = 'failed', charged = false, error = $2, finished_at = now()
+             WHERE id = $1 AND outcome = 'running'",
+            &[&attempt_id, &error],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Attempts of this stage that outages interrupted (not charged), to bound them.
+pub async fn attempts_uncharged(
+    client: &impl GenericClient,
+    run_id: Uuid,
+    stage: Stage,
+) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM stage_attempts WHERE run_id = $1 AND stage = $2 AND NOT charged",
+            &[&run_id, &stage.as_str()],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Closes the run. `incomplete` says the pipeline went through but some stage was skipped.

@@ -3,6 +3,8 @@
 //! scripts/services.sh started.
 #![allow(dead_code)]
 
+pub mod own_services;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -104,8 +106,12 @@ pub async fn pg(url: &str) -> tokio_postgres::Client {
 
 /// A fresh database for one test.
 pub async fn fresh_database(tag: &str) -> String {
-    let admin = admin_url();
-    pg(&admin)
+    fresh_database_on(&admin_url(), tag).await
+}
+
+/// A fresh database on the server `admin` connects to.
+pub async fn fresh_database_on(admin: &str, tag: &str) -> String {
+    pg(admin)
         .await
         .batch_execute(&format!("CREATE DATABASE {tag}"))
         .await
@@ -133,8 +139,14 @@ impl TestEnv {
     }
 
     pub async fn with_redis(redis_url: &str) -> TestEnv {
+        Self::on(&admin_url(), redis_url).await
+    }
+
+    /// On a Postgres server (`admin`: a URL with rights to create a database) and a Redis of
+    /// the test's own (support::own_services).
+    pub async fn on(admin: &str, redis_url: &str) -> TestEnv {
         let tag = format!("t_{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let database_url = fresh_database(&tag).await;
+        let database_url = fresh_database_on(admin, &tag).await;
         let fixtures = Fixtures::new(fixtures_dir());
         let standin = github_standin::spawn(
             TcpListener::bind("127.0.0.1:0").await.unwrap(),

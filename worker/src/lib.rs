@@ -9,6 +9,7 @@ pub use selfheal_engine::{changes, diagnose, heal, policy, sandbox, workflow};
 mod pipeline;
 pub mod redeliver;
 mod stages;
+mod startup;
 
 /// What a repository or a log puts in front of the worker, parsed or rendered as the worker
 /// does it: for the fuzzing harnesses (`fuzzing/`), which must reach them from outside.
@@ -49,6 +50,10 @@ pub struct WorkerContext {
     pub repo_defaults: stages::repo_config::Defaults,
     /// One limit for every stage's attempt, instead of each stage's own.
     pub stage_timeout: Option<std::time::Duration>,
+    /// One permit per job running in this process. The queue worker is built again when its
+    /// Redis connection breaks, and the jobs the old one started run on: the permits keep the
+    /// process within its concurrency across rebuilds, and shutdown waits for all of them.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl WorkerContext {
@@ -86,6 +91,18 @@ async fn prune_deps_forever(ctx: Arc<WorkerContext>, max_age: std::time::Duratio
     }
 }
 
+/// The first pause before the queue worker is built again after it broke, and the most it
+/// doubles to; a worker that ran this long before breaking starts from the first pause again.
+const QUEUE_WORKER_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+const QUEUE_WORKER_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
+const QUEUE_WORKER_HEALTHY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a Redis error says the server is away (a wait can cure it), not that the URL or the
+/// credentials are wrong.
+fn redis_outage(e: &redis::RedisError) -> bool {
+    e.is_connection_refusal() || e.is_io_error() || e.is_timeout() || e.is_connection_dropped()
+}
+
 /// A name unique to this process, shown in `stage_attempts.worker_id`.
 pub fn worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
@@ -116,14 +133,22 @@ pub async fn run(
         None => stages::repo_config::Defaults::default(),
     };
     let pool = db::pool(config.database_url(), config.worker.concurrency + 4)?;
-    if config.migrate_at_start {
-        db::migrate(&pool).await?;
-    }
-    let pacer = WritePacer::connect(
-        config.redis_url(),
-        &config.queue_prefix,
-        config.github.write_interval,
-    )
+    let wait = config.worker.outage_wait;
+    startup::wait_for("Postgres", wait, db::DbError::is_outage, || async {
+        drop(pool.get().await?);
+        if config.migrate_at_start {
+            db::migrate(&pool).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    let pacer = startup::wait_for("Redis", wait, redis_outage, || {
+        WritePacer::connect(
+            config.redis_url(),
+            &config.queue_prefix,
+            config.github.write_interval,
+        )
+    })
     .await
     .map_err(|e| anyhow::anyhow!("write pacing: cannot connect to Redis: {e}"))?;
     let github = Arc::new(GitHubApp::new(&config.github)?.with_pacer(pacer));
@@ -134,11 +159,18 @@ pub async fn run(
     );
     // Fetch no more than can run at once: a job buffered behind a busy worker would wait
     // while another replica sits idle.
-    let storage = queue::connect_storage(
-        config.redis_url(),
-        storage_config
-            .clone()
-            .batch_size(config.worker.concurrency.max(1)),
+    let storage = startup::wait_for(
+        "Redis",
+        wait,
+        |e| matches!(e, queue::QueueError::Connect(_)),
+        || {
+            queue::connect_storage(
+                config.redis_url(),
+                storage_config
+                    .clone()
+                    .batch_size(config.worker.concurrency.max(1)),
+            )
+        },
     )
     .await?;
     let queue = Arc::new(JobQueue::new(config.redis_url(), storage_config));
@@ -171,6 +203,9 @@ pub async fn run(
             .as_ref()
             .map(std::path::PathBuf::from),
         repo_defaults,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            config.worker.concurrency.max(1),
+        )),
     });
     let sweeper = (!config.worker.redelivery_interval.is_zero()).then(|| {
         tokio::spawn(redeliver::sweep_forever(
@@ -209,25 +244,83 @@ pub async fn run(
 
     let concurrency = config.worker.concurrency;
     let poll_interval = config.worker.poll_interval;
-    let result = Monitor::new()
-        .register(move |_| {
-            WorkerBuilder::new(worker_id.clone())
-                // apalis-redis pushes every job as "scheduled" (run at now) without signalling
-                // an idle worker; without a periodic wake-up a job pushed while the worker is
-                // parked can wait until some other job completes.
-                .backend(storage.clone().poll_with_interval(poll_interval))
-                .data(ctx.clone())
-                .concurrency(concurrency)
-                .parallelize(tokio::spawn)
-                .build(pipeline::handle)
-        })
-        .shutdown_timeout(config.worker.shutdown_timeout)
-        .run_with_signal(async move {
-            shutdown.await;
-            tracing::info!("shutdown requested: finishing jobs in flight");
-            Ok(())
-        })
-        .await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: finishing jobs in flight");
+        let _ = stop_tx.send(true);
+    });
+    let mut pause = QUEUE_WORKER_PAUSE;
+    let result = loop {
+        let started = std::time::Instant::now();
+        let mut stop = stop_rx.clone();
+        // apalis logs why its worker ended but returns no error: keep the cause for the log
+        // line below (restarting is this loop's to do, with a pause).
+        let broke = Arc::new(std::sync::Mutex::new(None::<String>));
+        let ended = Monitor::new()
+            .should_restart({
+                let broke = broke.clone();
+                move |_, error| {
+                    *broke.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+                    false
+                }
+            })
+            .register({
+                let (worker_id, storage, ctx) = (worker_id.clone(), storage.clone(), ctx.clone());
+                move |_| {
+                    WorkerBuilder::new(worker_id.clone())
+                        // apalis-redis pushes every job as "scheduled" (run at now) without
+                        // signalling an idle worker; without a periodic wake-up a job pushed
+                        // while the worker is parked can wait until some other job completes.
+                        .backend(storage.clone().poll_with_interval(poll_interval))
+                        .data(ctx.clone())
+                        .concurrency(concurrency)
+                        .parallelize(tokio::spawn)
+                        .build(pipeline::handle)
+                }
+            })
+            .shutdown_timeout(config.worker.shutdown_timeout)
+            .run_with_signal(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+                Ok(())
+            })
+            .await;
+        if *stop_rx.borrow() {
+            break ended;
+        }
+        // apalis ends a worker whose Redis connection broke (a Redis restart, a failover), and
+        // its monitor returns as if asked to stop: the process would exit 0 with work left.
+        // Build it again instead, pausing more while it keeps failing.
+        if started.elapsed() > QUEUE_WORKER_HEALTHY {
+            pause = QUEUE_WORKER_PAUSE;
+        }
+        let broke = broke.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let cause = match (broke, &ended) {
+            (Some(cause), _) => cause,
+            (None, Err(e)) => e.to_string(),
+            (None, Ok(())) => "it ended without giving a cause".to_string(),
+        };
+        tracing::error!(%cause, ?pause, "the queue worker stopped without being asked; starting it again");
+        let mut stop = stop_rx.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|stop| *stop) => break Ok(()),
+        }
+        pause = (pause * 2).min(QUEUE_WORKER_MAX_PAUSE);
+    };
+    // Jobs a broken queue worker left running finish (or the timeout passes) before the exit.
+    let all = u32::try_from(concurrency.max(1)).unwrap_or(u32::MAX);
+    if tokio::time::timeout(
+        config.worker.shutdown_timeout,
+        ctx.in_flight.acquire_many(all),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            "shutdown timeout: jobs still running are left to the recovery of another worker"
+        );
+    }
     relay.abort();
     deadline.abort();
     branches.abort();

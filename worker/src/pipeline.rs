@@ -7,7 +7,7 @@ use backon::Retryable;
 use selfheal_shared::job::Job;
 use selfheal_shared::runs::{self, Outcome, Run};
 use selfheal_shared::stage::{Stage, StageJob};
-use selfheal_shared::{audit, installations, outbox};
+use selfheal_shared::{audit, db, installations, outbox};
 use serde_json::json;
 use tokio_postgres::NoTls;
 use tracing::Instrument;
@@ -18,6 +18,13 @@ use crate::WorkerContext;
 
 pub async fn handle(job: Job, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
     tracing::debug!(job = job.name(), worker = %ctx.worker_id, "job received");
+    // Held for the job's whole life, across a rebuild of the queue worker (lib.rs).
+    let _permit = ctx
+        .in_flight
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| -> BoxDynError { Box::new(e) })?;
     match job {
         Job::Stage(job) => handle_stage(job, ctx).await,
         Job::Command(job) => crate::chatops::handle(job, ctx).await,
@@ -32,7 +39,24 @@ async fn handle_stage(job: StageJob, ctx: Data<Arc<WorkerContext>>) -> Result<()
         .with_min_delay(std::time::Duration::from_millis(500))
         .with_max_delay(std::time::Duration::from_secs(30))
         .with_max_times(10);
-    (|| process(&ctx, &job))
+    // An attempt an outage interrupted is recorded (not charged) before the stage is taken up
+    // again: left `running`, the next try would close it as abandoned, which is charged.
+    let interrupted = std::sync::Mutex::new(None::<(i64, String)>);
+    let attempt = || async {
+        let pending = interrupted.lock().expect("not poisoned").clone();
+        if let Some((attempt_id, cause)) = pending {
+            let client = ctx.pool.get().await?;
+            runs::finish_attempt_uncharged(&client, attempt_id, &cause).await?;
+            tracing::warn!(attempt_id, %cause, "attempt interrupted by a Postgres outage recorded; not charged");
+            *interrupted.lock().expect("not poisoned") = None;
+        }
+        let result = process(&ctx, &job).await;
+        if let Err(PipelineError::Interrupted { attempt_id, cause }) = &result {
+            *interrupted.lock().expect("not poisoned") = Some((*attempt_id, cause.clone()));
+        }
+        result
+    };
+    attempt
         .retry(bookkeeping)
         .notify(|e, delay| tracing::warn!(error = %selfheal_shared::cause::Chain(e), ?delay, "stage bookkeeping failed; retrying"))
         .instrument(span)
@@ -49,7 +73,28 @@ pub enum PipelineError {
     Db(#[from] tokio_postgres::Error),
     #[error("Postgres pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// The stage lock's session ended under a live worker: Postgres went away (or failed over).
+    #[error("{0}")]
+    LockLost(String),
+    /// An attempt Postgres going away cut short, to be recorded as not charged.
+    #[error("attempt {attempt_id} interrupted: {cause}")]
+    Interrupted { attempt_id: i64, cause: String },
 }
+
+impl PipelineError {
+    /// Whether Postgres going away explains it (a wait cures it), not a wrong statement.
+    fn is_outage(&self) -> bool {
+        match self {
+            PipelineError::Db(e) => db::is_outage(e),
+            PipelineError::Pool(e) => db::is_pool_outage(e),
+            PipelineError::LockLost(_) | PipelineError::Interrupted { .. } => true,
+        }
+    }
+}
+
+/// Attempts Postgres outages may interrupt per stage before the run fails: a database that
+/// keeps going away still ends the run, with the reason.
+const MAX_UNCHARGED: i64 = 10;
 
 /// Holds a session advisory lock on its own connection: if the worker dies, Postgres drops the
 /// connection and the lock with it, so recovery never waits on a dead holder. The other way
@@ -150,65 +195,118 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
             fail_run(ctx, &run, &reason).await?;
             break;
         }
+        let interrupted = runs::attempts_uncharged(&client, run.id, job.stage).await?;
+        if interrupted >= MAX_UNCHARGED {
+            let reason = format!(
+                "{} was interrupted {interrupted} times by Postgres going away, so it is not tried again",
+                job.stage
+            );
+            fail_run(ctx, &run, &reason).await?;
+            break;
+        }
         let (attempt_id, attempt) =
             runs::start_attempt(&client, run.id, job.stage, &ctx.worker_id).await?;
         tracing::info!(attempt, "stage attempt started");
-        let limit = ctx.stage_timeout.unwrap_or(job.stage.timeout());
-        let executed = tokio::select! {
-            done = tokio::time::timeout(limit, stages::execute(ctx, &run, job.stage)) => {
-                done.unwrap_or_else(|_| {
-                    Err(stages::StageError::Transient(format!(
-                        "{} took longer than its limit of {} s: given up as hung",
-                        job.stage,
-                        limit.as_secs()
-                    )))
-                })
-            }
-            why = lock.lost() => {
-                // Another worker may take the stage now: stop here, and let the recovery
-                // sweep push it again (this attempt is recorded, not retried in place).
-                let message = format!("{}: stopped, {why}", job.stage);
-                tracing::warn!(attempt, error = %message, "stage lock lost");
-                runs::finish_attempt(&client, attempt_id, Outcome::Failed, None, Some(&message))
-                    .await?;
-                return Ok(());
-            }
-        };
-        match executed {
-            Ok(report) => {
-                let mut client = ctx.pool.get().await?;
-                let tx = client.transaction().await?;
-                runs::finish_attempt(&tx, attempt_id, report.outcome, Some(&report.detail), None)
-                    .await?;
-                match job.stage.next() {
-                    Some(next) => {
-                        outbox::insert(&tx, run.id, next).await?;
-                    }
-                    None => close_run(&tx, &run).await?,
-                }
-                tx.commit().await?;
-                tracing::info!(attempt, outcome = report.outcome.as_str(), detail = %report.detail, "stage finished");
-                drop(client);
-                chain(ctx, &run, job.stage).await?;
-                break;
-            }
-            Err(e) => {
-                let message = e.to_string();
-                runs::finish_attempt(&client, attempt_id, Outcome::Failed, None, Some(&message))
-                    .await?;
-                tracing::warn!(attempt, error = %message, "stage attempt failed");
-                if e.is_permanent() {
-                    fail_run(ctx, &run, &format!("{}: {message}", job.stage)).await?;
-                    break;
-                }
+        match one_attempt(
+            ctx, &run, job.stage, &client, &mut lock, attempt_id, attempt,
+        )
+        .await
+        {
+            Ok(Attempted::Done) => break,
+            Ok(Attempted::Again) => {
                 if let Some(delay) = backoffs.next() {
                     tokio::time::sleep(delay).await;
                 }
             }
+            // Postgres went away mid-attempt: the attempt is recorded as not charged once it
+            // answers again (handle_stage), and the stage taken up from the start.
+            Err(e) if e.is_outage() => {
+                return Err(PipelineError::Interrupted {
+                    attempt_id,
+                    cause: e.to_string(),
+                })
+            }
+            Err(e) => return Err(e),
         }
     }
     drop(lock);
     Ok(())
+}
+
+enum Attempted {
+    /// The stage finished (the next one queued), or the run failed for good.
+    Done,
+    /// A transient failure: another attempt after the backoff.
+    Again,
+}
+
+/// How long a stage's error waits for the lock's session to say whether Postgres went away:
+/// both see the outage, in no fixed order.
+const OUTAGE_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+async fn one_attempt(
+    ctx: &WorkerContext,
+    run: &Run,
+    stage: Stage,
+    client: &deadpool_postgres::Client,
+    lock: &mut StageLock,
+    attempt_id: i64,
+    attempt: i32,
+) -> Result<Attempted, PipelineError> {
+    let limit = ctx.stage_timeout.unwrap_or(stage.timeout());
+    let executed = tokio::select! {
+        // The lock's loss first: a stage that fails because Postgres went away is an
+        // interruption, not a failure of the stage.
+        biased;
+        why = lock.lost() => {
+            // Another worker may take the stage now: stop here.
+            tracing::warn!(attempt, error = %why, "stage lock lost");
+            return Err(PipelineError::LockLost(format!("{stage}: stopped, {why}")));
+        }
+        done = tokio::time::timeout(limit, stages::execute(ctx, run, stage)) => {
+            done.unwrap_or_else(|_| {
+                Err(stages::StageError::Transient(format!(
+                    "{stage} took longer than its limit of {} s: given up as hung",
+                    limit.as_secs()
+                )))
+            })
+        }
+    };
+    match executed {
+        Ok(report) => {
+            let mut client = ctx.pool.get().await?;
+            let tx = client.transaction().await?;
+            runs::finish_attempt(&tx, attempt_id, report.outcome, Some(&report.detail), None)
+                .await?;
+            match stage.next() {
+                Some(next) => {
+                    outbox::insert(&tx, run.id, next).await?;
+                }
+                None => close_run(&tx, run).await?,
+            }
+            tx.commit().await?;
+            tracing::info!(attempt, outcome = report.outcome.as_str(), detail = %report.detail, "stage finished");
+            drop(client);
+            chain(ctx, run, stage).await?;
+            Ok(Attempted::Done)
+        }
+        Err(e) => {
+            let message = e.to_string();
+            if let Ok(why) = tokio::time::timeout(OUTAGE_SETTLE, lock.lost()).await {
+                tracing::warn!(attempt, error = %message, lock = %why, "stage failed as Postgres went away");
+                return Err(PipelineError::LockLost(format!(
+                    "{stage}: {message} ({why})"
+                )));
+            }
+            runs::finish_attempt(client, attempt_id, Outcome::Failed, None, Some(&message)).await?;
+            tracing::warn!(attempt, error = %message, "stage attempt failed");
+            if e.is_permanent() {
+                fail_run(ctx, run, &format!("{stage}: {message}")).await?;
+                return Ok(Attempted::Done);
+            }
+            Ok(Attempted::Again)
+        }
+    }
 }
 
 /// Pushes the next stage's outbox row, if any (the relay covers a failure here).

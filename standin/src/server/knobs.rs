@@ -34,6 +34,10 @@ pub struct Knobs {
     /// Delay before answering a pull-request creation, to hold a worker between ref and PR.
     #[serde(default)]
     pub pulls_delay_ms: u64,
+    /// Delay after a merge is made and before GitHub's answer to it: a worker killed meanwhile
+    /// leaves a merge GitHub made and it never heard of.
+    #[serde(default)]
+    pub merge_answer_delay_ms: u64,
     /// The check runs GitHub reports on every commit (a test's stand-in for the CI), as
     /// `{"name", "status", "conclusion"}`. None by default: as on GitHub, a new commit has
     /// no check until a CI reports one, and a test says which.

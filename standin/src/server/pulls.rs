@@ -233,6 +233,15 @@ pub(super) async fn merge_pull(
     Path((_owner, _repo, number)): Path<(String, String, i64)>,
     Json(req): Json<MergeRequest>,
 ) -> Response {
+    let answer = merge_now(&inner, number, req);
+    let delay = knobs(&inner).merge_answer_delay_ms;
+    if answer.status().is_success() && delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    answer
+}
+
+fn merge_now(inner: &Inner, number: i64, req: MergeRequest) -> Response {
     let mut pulls = inner.pulls.lock().unwrap_or_else(|p| p.into_inner());
     let Some(pr) = pulls.iter_mut().find(|p| p["number"] == number) else {
         return github_error(StatusCode::NOT_FOUND, "Not Found");
@@ -271,7 +280,7 @@ pub(super) async fn merge_pull(
             "base branch does not exist",
         );
     };
-    if let Some(why) = unmergeable(&inner, number, &head_sha, &base_sha) {
+    if let Some(why) = unmergeable(inner, number, &head_sha, &base_sha) {
         return github_error(StatusCode::METHOD_NOT_ALLOWED, &why);
     }
     let tree = match inner.git.merge_tree(&base_sha, &head_sha) {

@@ -71,21 +71,37 @@ async fn merge_locked(
     let client = ctx.pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT pr_number, merged_at IS NOT NULL, merge_commit_sha, branch FROM deliveries
-             WHERE incident_id = $1 AND kind = 'pull_request'",
+            "SELECT pr_number, merged_at IS NOT NULL, merge_commit_sha, branch,
+                    merge_requested_at IS NOT NULL
+             FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
             &[&incident_id],
         )
         .await?;
     let Some(number) = row.as_ref().and_then(|r| r.get::<_, Option<i32>>(0)) else {
         return Ok("no pull request to merge".into());
     };
-    if let Some(r) = row.as_ref().filter(|r| r.get::<_, bool>(1)) {
+    let row = row.expect("a row with a PR number");
+    if row.get::<_, bool>(1) {
         return Ok(format!(
             "PR #{number} already merged ({})",
-            r.get::<_, Option<String>>(2).unwrap_or_default()
+            row.get::<_, Option<String>>(2).unwrap_or_default()
         ));
     }
+    let pr = Pull {
+        repo,
+        number,
+        incident_id,
+        branch: row.get(3),
+    };
     let crab = ctx.github.installation(installation_id, repo)?;
+    // Asked before and never recorded: the worker that asked may have died after GitHub
+    // merged. Read first; asking again would be refused (405) and the merge left unrecorded.
+    if row.get::<_, bool>(4) {
+        let state = pull_request(&crab, repo, number).await?;
+        if state.merged {
+            return pr.record(ctx, &crab, &state.merged_as(actor)).await;
+        }
+    }
     let method = match repo_config::load(ctx, &crab, repo).await? {
         Ok(config) => config.merge_method,
         Err(_) => repo_config::MergeMethod::default(),
@@ -97,102 +113,174 @@ async fn merge_locked(
     if let Some(sha) = head {
         body["sha"] = Value::from(sha);
     }
+    client
+        .execute(
+            "UPDATE deliveries SET merge_requested_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&incident_id],
+        )
+        .await?;
     let merged: Result<Value, _> = crab
         .put(format!("/repos/{repo}/pulls/{number}/merge"), Some(&body))
         .await;
-    match merged {
+    let source = match merged {
         Ok(answer) => {
-            let sha = answer["sha"].as_str().unwrap_or_default().to_string();
-            let mut client = ctx.pool.get().await?;
-            let tx = client.transaction().await?;
-            tx.execute(
-                "UPDATE deliveries SET merged_at = now(), merge_commit_sha = $2, merge_error = NULL,
-                        decided_by = CASE WHEN $3 LIKE 'github:%' THEN $3 ELSE decided_by END, updated_at = now()
-                 WHERE incident_id = $1 AND kind = 'pull_request'",
-                &[&incident_id, &sha, &actor],
-            )
-            .await?;
-            audit::append(
-                &tx,
-                actor,
-                "pull_request.merged",
-                &incident_id.to_string(),
-                &json!({"repository": repo, "pr": number, "merge_commit": sha, "method": method.as_str()}),
-            )
-            .await
-            .map_err(|e| StageError::Transient(format!("audit: {e}")))?;
-            tx.commit().await?;
-            let branch: Option<String> = row.as_ref().and_then(|r| r.get(3));
-            let tidied = match branch {
-                Some(branch) => {
-                    let outcome = delete_branch(&crab, repo, &branch).await;
-                    record_branch(ctx, incident_id, &outcome).await?;
-                    outcome.detail(&branch)
-                }
-                None => String::new(),
+            let merged = Merged {
+                sha: answer["sha"].as_str().unwrap_or_default().to_string(),
+                method: Some(method.as_str()),
+                actor: actor.to_string(),
             };
-            Ok(format!(
-                "merged PR #{number} ({}, commit {}){tidied}",
-                method.as_str(),
-                short(&sha)
-            ))
-        }
-        // Behind its base where branch protection wants it up to date: GitHub merges the
-        // base into the branch, and the new head's CI decides (a later green run merges).
-        Err(octocrab::Error::GitHub { source, .. })
-            if source.status_code.as_u16() == 405
-                && head.is_some()
-                && behind(&crab, repo, number).await? =>
-        {
-            update_branch(
-                ctx,
-                &crab,
-                repo,
-                incident_id,
-                number,
-                head.unwrap_or_default(),
-            )
-            .await
-        }
-        // Not mergeable (405), head moved (409), or refused by a rule (422): GitHub's word,
-        // unless it is merged already (by a person in GitHub's UI, say).
-        Err(octocrab::Error::GitHub { source, .. })
-            if matches!(source.status_code.as_u16(), 405 | 409 | 422)
-                && merged_meanwhile(&crab, repo, number).await? =>
-        {
-            Ok(format!("PR #{number} was merged meanwhile"))
+            return pr.record(ctx, &crab, &merged).await;
         }
         Err(octocrab::Error::GitHub { source, .. })
             if matches!(source.status_code.as_u16(), 405 | 409 | 422) =>
         {
-            let why = format!(
-                "GitHub refused the merge ({}): {}",
-                source.status_code.as_u16(),
-                source.message
-            );
-            client
-                .execute(
-                    "UPDATE deliveries SET merge_error = $2, updated_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
-                    &[&incident_id, &why],
-                )
-                .await?;
-            // Said where people look: branch protection (a review, a check selfheal does not
-            // see) wants a person now.
-            let body = format!(
-                "selfheal would merge this fix, but GitHub refused: {}. Left for review.",
-                super::deliver::markdown::code(&why)
-            );
-            let key = format!("merge-refused:{incident_id}:{}", head.unwrap_or("any"));
-            if let Err(e) =
-                super::report::comment(&ctx.github, installation_id, repo, number, &key, &body)
-                    .await
-            {
-                tracing::warn!(error = %e, "could not say on the PR why it was not merged");
-            }
-            Ok(format!("{why}; PR #{number} left for review"))
+            source
         }
-        Err(e) => Err(api_error(e, "merging the pull request")),
+        Err(e) => return Err(api_error(e, "merging the pull request")),
+    };
+    // Not mergeable (405), head moved (409), or refused by a rule (422): GitHub's word, unless
+    // it is merged already (by a person in GitHub's UI, say) or only behind its base.
+    let state = pull_request(&crab, repo, number).await?;
+    if state.merged {
+        return pr.record(ctx, &crab, &state.merged_as(actor)).await;
     }
+    let status = source.status_code.as_u16();
+    // Behind its base where branch protection wants it up to date: GitHub merges the base
+    // into the branch, and the new head's CI decides (a later green run merges).
+    if let (405, Some(head), Some("behind")) = (status, head, state.mergeable_state.as_deref()) {
+        return update_branch(ctx, &crab, repo, incident_id, number, head).await;
+    }
+    let why = format!("GitHub refused the merge ({status}): {}", source.message);
+    client
+        .execute(
+            "UPDATE deliveries SET merge_error = $2, updated_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&incident_id, &why],
+        )
+        .await?;
+    // Said where people look: branch protection (a review, a check selfheal does not see)
+    // wants a person now.
+    let body = format!(
+        "selfheal would merge this fix, but GitHub refused: {}. Left for review.",
+        super::deliver::markdown::code(&why)
+    );
+    let key = format!("merge-refused:{incident_id}:{}", head.unwrap_or("any"));
+    if let Err(e) =
+        super::report::comment(&ctx.github, installation_id, repo, number, &key, &body).await
+    {
+        tracing::warn!(error = %e, "could not say on the PR why it was not merged");
+    }
+    Ok(format!("{why}; PR #{number} left for review"))
+}
+
+/// selfheal's pull request of one incident, being merged.
+struct Pull<'a> {
+    repo: &'a str,
+    number: i32,
+    incident_id: Uuid,
+    branch: Option<String>,
+}
+
+/// A merge GitHub made: from its answer to selfheal's request, or found on the pull request.
+struct Merged<'a> {
+    sha: String,
+    /// The method selfheal asked for; unknown for a merge found made.
+    method: Option<&'a str>,
+    /// Who merged, as the audit log names them.
+    actor: String,
+}
+
+impl Pull<'_> {
+    /// Records the merge (commit, audit entry), then deletes selfheal's branch.
+    async fn record(
+        &self,
+        ctx: &WorkerContext,
+        crab: &selfheal_shared::github::Installation,
+        merged: &Merged<'_>,
+    ) -> Result<String, StageError> {
+        let (repo, number, incident_id) = (self.repo, self.number, self.incident_id);
+        let mut client = ctx.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "UPDATE deliveries SET merged_at = now(), merge_commit_sha = $2, merge_error = NULL,
+                    decided_by = CASE WHEN $3 LIKE 'github:%' THEN $3 ELSE decided_by END, updated_at = now()
+             WHERE incident_id = $1 AND kind = 'pull_request'",
+            &[&incident_id, &merged.sha, &merged.actor],
+        )
+        .await?;
+        audit::append(
+            &tx,
+            &merged.actor,
+            "pull_request.merged",
+            &incident_id.to_string(),
+            &json!({"repository": repo, "pr": number, "merge_commit": merged.sha, "method": merged.method}),
+        )
+        .await
+        .map_err(|e| StageError::Transient(format!("audit: {e}")))?;
+        tx.commit().await?;
+        let tidied = match &self.branch {
+            Some(branch) => {
+                let outcome = delete_branch(crab, repo, branch).await;
+                record_branch(ctx, incident_id, &outcome).await?;
+                outcome.detail(branch)
+            }
+            None => String::new(),
+        };
+        Ok(match merged.method {
+            Some(method) => format!(
+                "merged PR #{number} ({method}, commit {}){tidied}",
+                short(&merged.sha)
+            ),
+            None => format!(
+                "PR #{number} found merged by {} (commit {}){tidied}",
+                merged.actor,
+                short(&merged.sha)
+            ),
+        })
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Login {
+    login: String,
+}
+
+/// The fields of a pull request a merge reads.
+#[derive(serde::Deserialize)]
+struct PullState {
+    #[serde(default)]
+    merged: bool,
+    merge_commit_sha: Option<String>,
+    merged_by: Option<Login>,
+    /// Who opened it: selfheal's App, for its own pull requests.
+    user: Option<Login>,
+    mergeable_state: Option<String>,
+}
+
+impl PullState {
+    /// The merge found made. Merged by the account that opened the PR (the App's bot) is
+    /// selfheal's own merge, recorded as `ours`; anyone else is a person, `github:<login>`.
+    fn merged_as(&self, ours: &str) -> Merged<'static> {
+        let by = self.merged_by.as_ref().map(|l| l.login.as_str());
+        let opener = self.user.as_ref().map(|l| l.login.as_str());
+        Merged {
+            sha: self.merge_commit_sha.clone().unwrap_or_default(),
+            method: None,
+            actor: match by {
+                Some(by) if Some(by) != opener => format!("github:{by}"),
+                _ => ours.to_string(),
+            },
+        }
+    }
+}
+
+async fn pull_request(
+    crab: &selfheal_shared::github::Installation,
+    repo: &str,
+    number: i32,
+) -> Result<PullState, StageError> {
+    crab.get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
+        .await
+        .map_err(|e| api_error(e, "the pull request"))
 }
 
 /// What became of selfheal's branch after its PR was merged or closed.
@@ -276,19 +364,6 @@ pub async fn record_branch(
             .await?;
     }
     Ok(())
-}
-
-/// Whether GitHub says the PR is behind its base (and that is why it cannot merge).
-async fn behind(
-    crab: &selfheal_shared::github::Installation,
-    repo: &str,
-    number: i32,
-) -> Result<bool, StageError> {
-    let pr: Value = crab
-        .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
-        .await
-        .map_err(|e| api_error(e, "the pull request"))?;
-    Ok(pr["mergeable_state"] == "behind")
 }
 
 /// `PUT /pulls/{n}/update-branch` for a PR behind its base: GitHub makes a merge commit of the
@@ -389,16 +464,4 @@ async fn update_branch(
     Ok(format!(
         "PR #{number} was behind its base: update-branch asked, the new head did not show within 10 s; left for review"
     ))
-}
-
-async fn merged_meanwhile(
-    crab: &selfheal_shared::github::Installation,
-    repo: &str,
-    number: i32,
-) -> Result<bool, StageError> {
-    let pr: Value = crab
-        .get(format!("/repos/{repo}/pulls/{number}"), None::<&()>)
-        .await
-        .map_err(|e| api_error(e, "the pull request"))?;
-    Ok(pr["merged"] == true)
 }
