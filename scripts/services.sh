@@ -27,6 +27,8 @@ install_missing() {
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   command -v dockerd >/dev/null || pkgs+=(docker.io)
   command -v debootstrap >/dev/null || pkgs+=(debootstrap)
+  # A registry on loopback, for the test of a sandbox image the engine lacks (pulled).
+  command -v docker-registry >/dev/null || pkgs+=(docker-registry)
   if [ ${#pkgs[@]} -gt 0 ]; then
     log "installing ${pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

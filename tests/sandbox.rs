@@ -281,3 +281,96 @@ async fn a_container_left_by_a_killed_worker_is_removed() {
     assert_eq!(labelled_containers(pid), 0);
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
 }
+
+/// `docker …`, which must succeed.
+fn docker_cli(args: &[&str]) {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Debian's docker-registry on a loopback port, stopped when dropped.
+struct Registry(std::process::Child);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_own_image_the_engine_lacks_is_pulled_from_its_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("storage").display()
+        ),
+    )
+    .unwrap();
+    let _registry = Registry(
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (scripts/services.sh up installs it)"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the registry did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A one-file image, pushed to the registry and gone from the engine.
+    let rootfs = repo();
+    let tarball = dir.path().join("tiny.tar");
+    let packed = Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(rootfs.path())
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let nonce = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let image = format!("127.0.0.1:{port}/selfheal-test/tiny:{nonce}");
+    docker_cli(&["import", tarball.to_str().unwrap(), &image]);
+    docker_cli(&["push", &image]);
+    docker_cli(&["rmi", &image]);
+
+    let docker = bollard::Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    use selfheal_engine::sandbox::{ensure_image, Language};
+    let got = ensure_image(&docker, &Images::Own(image.clone()), Language::Rust)
+        .await
+        .unwrap();
+    assert_eq!(got, image);
+    assert!(
+        docker.inspect_image(&image).await.is_ok(),
+        "the engine has it now"
+    );
+    docker_cli(&["rmi", &image]);
+
+    let absent = format!("127.0.0.1:{port}/selfheal-test/absent:{nonce}");
+    let err = ensure_image(&docker, &Images::Own(absent.clone()), Language::Rust)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&absent), "{err}");
+}

@@ -26,6 +26,25 @@ pub fn image_tag(language: Language) -> String {
     format!("selfheal-sandbox-{}:{hash}", language.as_str())
 }
 
+/// An operator's own image that the engine lacks is pulled from its registry: a worker's own
+/// Docker engine (a sidecar in a Kubernetes pod, say) starts empty. Credentials for a private
+/// registry are the engine's (its `config.json`), not selfheal's.
+async fn pull_if_missing(docker: &bollard::Docker, image: &str) -> Result<(), SandboxError> {
+    use futures::TryStreamExt;
+    if docker.inspect_image(image).await.is_ok() {
+        return Ok(());
+    }
+    tracing::info!(%image, "pulling the sandbox image: the Docker engine does not have it");
+    let options = bollard::query_parameters::CreateImageOptionsBuilder::new()
+        .from_image(image)
+        .build();
+    docker
+        .create_image(Some(options), None, None)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+        .map_err(|e| SandboxError::Image(format!("pulling {image}: {e}")))
+}
+
 /// The image for `language`, built (a minute or two, once) unless it exists.
 pub async fn ensure_image(
     docker: &bollard::Docker,
@@ -33,6 +52,7 @@ pub async fn ensure_image(
     language: Language,
 ) -> Result<String, SandboxError> {
     if let Images::Own(own) = images {
+        pull_if_missing(docker, own).await?;
         return Ok(own.clone());
     }
     let tag = image_tag(language);
