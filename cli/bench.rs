@@ -113,10 +113,13 @@ fn summary(label: &str, mut ms: Vec<f64>) {
     if ms.is_empty() {
         return;
     }
+    // Nearest rank: with few runs, p95 is the largest but one or the largest.
+    let p95 = ms[((ms.len() * 95).div_ceil(100)).saturating_sub(1)];
     println!(
-        "  {label:<34} min {:>8.1}  median {:>8.1}  max {:>8.1}  ms  (n={})",
+        "  {label:<34} min {:>8.1}  median {:>8.1}  p95 {:>8.1}  max {:>8.1}  ms  (n={})",
         ms[0],
         ms[ms.len() / 2],
+        p95,
         ms[ms.len() - 1],
         ms.len()
     );
@@ -156,6 +159,10 @@ pub async fn heal_bench(runs: usize, only: &[String]) -> anyhow::Result<()> {
             repo_dir: Some(repo.display().to_string()),
             log_text,
             failing_job: Some(job.into()),
+            // The fix's CI, once selfheal's PR is open: its check green.
+            fix_checks: Some(vec![serde_json::json!(
+                {"name": "test", "status": "completed", "conclusion": "success"}
+            )]),
             ..Default::default()
         });
         // Cold: no cache of this repository's dependencies left from an earlier bench.
@@ -166,7 +173,7 @@ pub async fn heal_bench(runs: usize, only: &[String]) -> anyhow::Result<()> {
                 0,
             )
             .await?;
-        let (cold, warm, hits) = runs_to_validated(&stack, runs, &mut n).await?;
+        let (cold, warm, hits, merged) = runs_to_validated(&stack, runs, &mut n).await?;
         println!("{example}: webhook -> validated patch ({runs} runs, one after another)");
         summary("cold (no dependency cache)", cold);
         summary("warm", warm.0);
@@ -174,6 +181,10 @@ pub async fn heal_bench(runs: usize, only: &[String]) -> anyhow::Result<()> {
             summary(&format!("  warm stage {stage}"), ms);
         }
         println!("  dependency cache hits: {} of {} runs", hits.0, hits.1);
+        summary("webhook -> merged PR", merged.0);
+        for why in merged.1 {
+            println!("  not merged: {why}");
+        }
     }
     stack.stop();
     println!("sandbox images:");
@@ -193,23 +204,34 @@ pub async fn heal_bench(runs: usize, only: &[String]) -> anyhow::Result<()> {
 type Warm = (Vec<f64>, std::collections::BTreeMap<String, Vec<f64>>);
 
 #[cfg(feature = "dev")]
+/// Times from the failing webhook to the merge, and why a run's PR was not merged.
+type Merged = (Vec<f64>, Vec<String>);
+
+#[cfg(feature = "dev")]
 /// `runs` failures of the example the stand-in now serves: the first run's time, the others'
-/// times and stage times, and (cache hits, runs that needed dependencies).
+/// times and stage times, (cache hits, runs that needed dependencies), and each run's time to
+/// its merged PR once the fix's CI reports green (at once: the stand-in is the CI).
 async fn runs_to_validated(
     stack: &crate::demo::Stack,
     runs: usize,
     n: &mut i64,
-) -> anyhow::Result<(Vec<f64>, Warm, (usize, usize))> {
+) -> anyhow::Result<(Vec<f64>, Warm, (usize, usize), Merged)> {
     let pool = selfheal_shared::db::pool(&stack.database_url, 2)?;
     let client = pool.get().await?;
     let mut cold = Vec::new();
     let mut to_validated = Vec::new();
     let mut per_stage: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut hits = (0, 0);
+    let mut merged: Merged = Default::default();
     for i in 0..runs {
         *n += 1;
         let started = Instant::now();
-        let (status, body) = stack.deliver_failure(700_000 + *n, 900_000 + *n).await?;
+        // A commit of its own for each run (the same tree on master): selfheal makes one fix
+        // per failure and commit, and none for a commit its branch has moved on from.
+        let head = commit_on_master(stack, *n)?;
+        let (status, body) = stack
+            .deliver_failure_at(700_000 + *n, 900_000 + *n, &head)
+            .await?;
         anyhow::ensure!(status.as_u16() == 202, "webhook answered {status}: {body}");
         let run_id: uuid::Uuid = body["run_id"].as_str().context("no run id")?.parse()?;
         loop {
@@ -266,8 +288,129 @@ async fn runs_to_validated(
                 per_stage.entry(row.get(0)).or_default().push(row.get::<_, f64>(1));
             }
         }
+        match to_merged(stack, &client, run_id, 900_000 + *n, 800_000 + *n).await? {
+            Ok(()) => merged.0.push(started.elapsed().as_secs_f64() * 1000.0),
+            Err(why) => merged.1.push(format!("run {run_id}: {why}")),
+        }
     }
-    Ok((cold, (to_validated, per_stage), hits))
+    Ok((cold, (to_validated, per_stage), hits, merged))
+}
+
+#[cfg(feature = "dev")]
+/// A new commit on the stand-in's master with the repository's original tree (the failure the
+/// example's log shows holds for it), as someone's push would be; its sha.
+fn commit_on_master(stack: &crate::demo::Stack, n: i64) -> anyhow::Result<String> {
+    let git = |args: &[&str]| -> anyhow::Result<String> {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(stack.standin.git_dir())
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let original = stack.standin.head_sha();
+    let master = git(&["rev-parse", "refs/heads/master"])?;
+    let sha = git(&[
+        "-c",
+        "user.name=bench",
+        "-c",
+        "user.email=bench@example.com",
+        "commit-tree",
+        &format!("{original}^{{tree}}"),
+        "-p",
+        &master,
+        "-m",
+        &format!("bench push {n}"),
+    ])?;
+    git(&["update-ref", "refs/heads/master", &sha, &master])?;
+    Ok(sha)
+}
+
+#[cfg(feature = "dev")]
+/// Takes the healed run on to its merge: waits for its PR, reports the fix's CI green on the
+/// PR's head (the stand-in reports its checks green too), and waits for the merge. `Err` says
+/// why there was no merge to time.
+async fn to_merged(
+    stack: &crate::demo::Stack,
+    client: &tokio_postgres::Client,
+    run_id: uuid::Uuid,
+    workflow_id: i64,
+    fix_run_id: i64,
+) -> anyhow::Result<Result<(), String>> {
+    let waited = Instant::now();
+    let pr = loop {
+        let row = client
+            .query_opt(
+                "SELECT d.pr_number, d.branch, r.status FROM runs r
+                 LEFT JOIN deliveries d ON d.incident_id = r.incident_id AND d.kind = 'pull_request'
+                 WHERE r.id = $1",
+                &[&run_id],
+            )
+            .await?
+            .context("the run is gone")?;
+        let (number, branch, status): (Option<i32>, Option<String>, String) =
+            (row.get(0), row.get(1), row.get(2));
+        if let (Some(number), Some(branch)) = (number, branch) {
+            break (number, branch);
+        }
+        if matches!(status.as_str(), "succeeded" | "incomplete" | "failed") {
+            return Ok(Err(format!("the run ended {status} without a pull request")));
+        }
+        if waited.elapsed().as_secs() > 120 {
+            return Ok(Err("no pull request within 120 s".into()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let Some(head) = stack
+        .standin
+        .pulls()
+        .into_iter()
+        .find(|p| p["number"] == pr.0)
+        .and_then(|p| p["head"]["sha"].as_str().map(String::from))
+    else {
+        return Ok(Err(format!("the stand-in has no PR #{}", pr.0)));
+    };
+    let mut payload = github_standin::failing_workflow_run(
+        &stack.fixtures,
+        github_standin::INSTALLATION_ID,
+        fix_run_id,
+        &chrono::Utc::now().to_rfc3339(),
+    )?;
+    let fix = &mut payload["workflow_run"];
+    fix["workflow_id"] = workflow_id.into();
+    fix["head_branch"] = pr.1.clone().into();
+    fix["head_sha"] = head.into();
+    fix["conclusion"] = "success".into();
+    fix["event"] = "pull_request".into();
+    let (status, body) = stack.deliver(&payload).await?;
+    anyhow::ensure!(status.as_u16() == 202, "the fix's green run answered {status}: {body}");
+    loop {
+        let row = client
+            .query_one(
+                "SELECT merged_at IS NOT NULL, merge_error, merge_decision FROM deliveries
+                 WHERE incident_id = (SELECT incident_id FROM runs WHERE id = $1) AND kind = 'pull_request'",
+                &[&run_id],
+            )
+            .await?;
+        if row.get::<_, bool>(0) {
+            return Ok(Ok(()));
+        }
+        if let Some(error) = row.get::<_, Option<String>>(1) {
+            return Ok(Err(format!("GitHub refused the merge: {error}")));
+        }
+        if row.get::<_, Option<String>>(2).as_deref() == Some("denied") {
+            return Ok(Err("the merge policy denied it".into()));
+        }
+        if waited.elapsed().as_secs() > 180 {
+            return Ok(Err("not merged within 180 s".into()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// What a sandbox costs beyond the command: a no-op in a fresh container (create, upload,

@@ -118,6 +118,17 @@ impl Stack {
         github_run_id: i64,
         workflow_id: i64,
     ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+        self.deliver_failure_at(github_run_id, workflow_id, &self.standin.head_sha())
+            .await
+    }
+
+    /// The recorded failure as a run of `workflow_id` at commit `head_sha`.
+    pub async fn deliver_failure_at(
+        &self,
+        github_run_id: i64,
+        workflow_id: i64,
+        head_sha: &str,
+    ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
         let failed_at = chrono::Utc::now() - chrono::Duration::seconds(1);
         let mut payload = failing_workflow_run(
             &self.fixtures,
@@ -126,8 +137,7 @@ impl Stack {
             &failed_at.to_rfc3339(),
         )?;
         payload["workflow_run"]["workflow_id"] = workflow_id.into();
-        // The failing commit is the one the stand-in's repository holds.
-        payload["workflow_run"]["head_sha"] = self.standin.head_sha().into();
+        payload["workflow_run"]["head_sha"] = head_sha.into();
         self.deliver(&payload).await
     }
 

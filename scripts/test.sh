@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh up
+# The Kubernetes manifests against Kubernetes' schemas (tests/deploy.rs checks them against
+# selfheal).
+bash scripts/check-deploy.sh
 # shellcheck disable=SC1091
 source target/services/env
 cargo build --quiet --workspace --all-targets

@@ -10,7 +10,7 @@
 //!
 //! Short in every CI run (this file's defaults). Long: `bash scripts/chaos.sh`, or these
 //! variables: SELFHEAL_CHAOS_BRANCHES, SELFHEAL_CHAOS_KILLS, SELFHEAL_CHAOS_PG_DOWN_SECS,
-//! SELFHEAL_CHAOS_BRANCH_EVERY_MS, SELFHEAL_CHAOS_DEADLINE_SECS, SELFHEAL_CHAOS_SEED (the run
+//! SELFHEAL_CHAOS_BRANCH_EVERY_MS, SELFHEAL_CHAOS_KILL_EVERY_MS, SELFHEAL_CHAOS_DEADLINE_SECS, SELFHEAL_CHAOS_SEED (the run
 //! prints its seed).
 
 mod support;
@@ -187,7 +187,8 @@ async fn the_fleet_under_kills_and_outages_loses_nothing_and_does_nothing_twice(
 
     let mut sent = Sent::default();
     let started = Instant::now();
-    let kill_every = Duration::from_millis(900);
+    // The mean time between kills (each one at a random moment around it).
+    let kill_every = Duration::from_millis(var("SELFHEAL_CHAOS_KILL_EVERY_MS", 900));
     let mut next_kill = started + kill_every;
     let redis_restart_at = started + Duration::from_secs(3);
     let mut redis_restarted = false;
@@ -222,7 +223,8 @@ async fn the_fleet_under_kills_and_outages_loses_nothing_and_does_nothing_twice(
         // Faults.
         if fleet.kills < kills && now_i >= next_kill {
             fleet.kill_one(&env, &mut rng);
-            next_kill = now_i + kill_every / 2 + Duration::from_millis(rng.below(900));
+            let spread = kill_every.as_millis() as u64;
+            next_kill = now_i + kill_every / 2 + Duration::from_millis(rng.below(spread));
         }
         if !redis_restarted && now_i >= redis_restart_at {
             redis.kill();
