@@ -359,7 +359,9 @@ async fn to_merged(
             break (number, branch);
         }
         if matches!(status.as_str(), "succeeded" | "incomplete" | "failed") {
-            return Ok(Err(format!("the run ended {status} without a pull request")));
+            return Ok(Err(format!(
+                "the run ended {status} without a pull request"
+            )));
         }
         if waited.elapsed().as_secs() > 120 {
             return Ok(Err("no pull request within 120 s".into()));
@@ -388,7 +390,10 @@ async fn to_merged(
     fix["conclusion"] = "success".into();
     fix["event"] = "pull_request".into();
     let (status, body) = stack.deliver(&payload).await?;
-    anyhow::ensure!(status.as_u16() == 202, "the fix's green run answered {status}: {body}");
+    anyhow::ensure!(
+        status.as_u16() == 202,
+        "the fix's green run answered {status}: {body}"
+    );
     loop {
         let row = client
             .query_one(

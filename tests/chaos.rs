@@ -174,6 +174,8 @@ async fn the_fleet_under_kills_and_outages_loses_nothing_and_does_nothing_twice(
     env.set("SELFHEAL_REQUEUE_AFTER_SECS", "5");
     env.standin.set_knobs(Knobs {
         fix_checks: green_checks(),
+        // GitHub's answer to a merge comes a little after the merge: a kill may land between.
+        merge_answer_delay_ms: 300,
         ..Knobs::default()
     });
     let app = env.spawn_web().await;
@@ -459,6 +461,22 @@ async fn the_fleet_under_kills_and_outages_loses_nothing_and_does_nothing_twice(
         "workers that exited without being killed"
     );
     assert!(resolved >= 1, "not one incident healed under chaos");
+    assert_eq!(incidents, branches as i64, "an incident per failing branch");
+    // Every incident is healed, or its run failed with a reason (checked below).
+    let unexplained = env
+        .count(
+            "SELECT count(*) FROM incidents i WHERE status = 'open'
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.incident_id = i.id AND r.status = 'failed')",
+        )
+        .await;
+    assert_eq!(unexplained, 0, "open incidents whose run did not fail");
+    let merge_audits_twice = env
+        .count(
+            "SELECT count(*) FROM (SELECT subject FROM audit_log WHERE action = 'pull_request.merged'
+             GROUP BY subject HAVING count(*) > 1) t",
+        )
+        .await;
+    assert_eq!(merge_audits_twice, 0, "a merge recorded twice");
     // Every failed run says why; the one reason chaos may cause is the bound on a stage whose
     // worker keeps dying under it.
     for reason in &failed_runs {

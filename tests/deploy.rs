@@ -36,6 +36,14 @@ fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind}"))
 }
 
+/// One of the example Secrets, by name.
+fn secret(name: &str) -> Value {
+    documents("secret.example.yaml")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Secret {name}"))
+}
+
 fn strings(v: &Value) -> HashMap<String, String> {
     v.as_object()
         .unwrap()
@@ -56,7 +64,7 @@ fn loadable(mut env: HashMap<String, String>) -> HashMap<String, String> {
 /// Secret, then its own `env`.
 fn environment(container: &Value) -> HashMap<String, String> {
     let mut env = strings(&documents("config.yaml")[0]["data"]);
-    env.extend(strings(&documents("secret.example.yaml")[0]["stringData"]));
+    env.extend(strings(&secret("selfheal")["stringData"]));
     for e in container["env"].as_array().into_iter().flatten() {
         env.insert(
             e["name"].as_str().unwrap().into(),
@@ -84,6 +92,31 @@ fn mount_of<'a>(container: &'a Value, volume: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{} does not mount {volume}", container["name"]))["mountPath"]
         .as_str()
         .unwrap()
+}
+
+#[test]
+fn each_reader_gets_only_its_own_secret() {
+    // Web and workers take the app's Secret whole; the schema owner's login is not in it.
+    let app = strings(&secret("selfheal")["stringData"]);
+    let owner = &secret("selfheal-migrate")["stringData"]["DATABASE_URL"];
+    assert!(
+        app.values().all(|v| v != owner),
+        "the app Secret holds the owner's URL"
+    );
+    for (file, name) in [("web.yaml", "web"), ("worker.yaml", "worker")] {
+        let docs = documents(file);
+        let refs: Vec<&str> = container(kind(&docs, "Deployment"), name)["envFrom"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["secretRef"]["name"].as_str())
+            .collect();
+        assert_eq!(refs, vec!["selfheal"], "{file}");
+    }
+    let job = &documents("migrate-job.yaml")[0];
+    let env = &job["spec"]["template"]["spec"]["containers"][0]["env"][0];
+    assert_eq!(env["name"], "DATABASE_URL");
+    assert_eq!(env["valueFrom"]["secretKeyRef"]["name"], "selfheal-migrate");
 }
 
 #[test]
@@ -223,14 +256,14 @@ async fn keda_watches_the_queue_the_workers_fill_and_the_runs_postgres_says_wait
         .unwrap_or_else(|| "selfheal".into());
     let queue = selfheal_shared::queue::storage_config(&prefix, Duration::from_secs(30), 3);
     assert_eq!(redis["metadata"]["listName"], queue.active_jobs_list());
-    // Every secret the TriggerAuthentication names is in the Secret.
-    let secret = strings(&documents("secret.example.yaml")[0]["stringData"]);
+    // Every key the TriggerAuthentication names is in the Secret it names.
     let auth = kind(&docs, "TriggerAuthentication");
     for t in triggers {
         assert_eq!(t["authenticationRef"]["name"], auth["metadata"]["name"]);
     }
     for r in auth["spec"]["secretTargetRef"].as_array().unwrap() {
-        assert!(secret.contains_key(r["key"].as_str().unwrap()), "{r}");
+        let held = strings(&secret(r["name"].as_str().unwrap())["stringData"]);
+        assert!(held.contains_key(r["key"].as_str().unwrap()), "{r}");
     }
 
     // The Postgres trigger's query, on a migrated database: a run waiting for a worker counts.

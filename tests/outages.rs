@@ -14,6 +14,25 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
 
+/// A log as read, without the terminal colours tracing writes around field names.
+fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The worker process has not exited.
 fn alive(worker: &mut Worker, what: &str) {
     if let Some(status) = worker.try_wait().unwrap() {
@@ -61,10 +80,10 @@ async fn a_redis_restart_does_not_stop_the_worker_and_it_takes_work_again() {
             .join(format!("{}-w.log", env.tag)),
     )
     .unwrap();
+    let log = without_colours(&log);
     assert!(
         log.lines().any(
-            |l| l.contains("the queue worker stopped without being asked")
-                && l.contains("Connection refused")
+            |l| l.contains("the queue worker stopped without being asked") && l.contains("cause=")
         ),
         "the rebuild is logged with its cause"
     );
@@ -130,8 +149,10 @@ async fn a_database_restart_mid_stage_does_not_use_up_the_stages_retries() {
     let env = TestEnv::on(&postgres.admin_url(), &redis_url()).await;
     let app = env.spawn_web().await;
     // Triage waits on GitHub's jobs list: the stage is in flight when Postgres goes.
+    // Long enough to crash Postgres under it, short enough that the last attempt (held too)
+    // leaves the rest of the pipeline its time.
     env.standin.set_knobs(Knobs {
-        jobs_delay_ms: 60_000,
+        jobs_delay_ms: 8_000,
         ..Knobs::default()
     });
     let mut worker = env.spawn_worker("w");
@@ -177,11 +198,13 @@ async fn a_database_restart_mid_stage_does_not_use_up_the_stages_retries() {
         .collect();
     let interrupted: Vec<_> = attempts.iter().filter(|a| !a.1).collect();
     assert_eq!(interrupted.len(), 3, "{attempts:?}");
+    // Recorded by its worker (failed), or, when recovery got there first, closed as cut off by
+    // the restart (abandoned): never charged, always with its cause.
     assert!(
         interrupted
             .iter()
-            .all(|a| a.0 == "failed" && !a.2.is_empty()),
-        "each interrupted attempt is recorded failed with its cause: {attempts:?}"
+            .all(|a| matches!(a.0.as_str(), "failed" | "abandoned") && !a.2.is_empty()),
+        "each interrupted attempt is recorded with its cause: {attempts:?}"
     );
     assert_eq!(attempts.last().unwrap().0, "succeeded", "{attempts:?}");
 }

@@ -174,7 +174,13 @@ pub async fn abandon_stale(
 ) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE stage_attempts SET outcome = 'abandoned', finished_at = now(), error = 'worker lost mid-stage'
+            // Started before the Postgres server now running: a restart cut it off (its worker
+            // may be waiting to record that), which does not count against the stage (V13).
+            "UPDATE stage_attempts SET outcome = 'abandoned', finished_at = now(),
+                    charged = started_at >= pg_postmaster_start_time(),
+                    error = CASE WHEN started_at < pg_postmaster_start_time()
+                                 THEN 'interrupted by a Postgres restart, and its worker did not record it'
+                                 ELSE 'worker lost mid-stage' END
              WHERE run_id = $1 AND stage = $2 AND outcome = 'running'",
             &[&run_id, &stage.as_str()],
         )

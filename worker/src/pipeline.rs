@@ -226,7 +226,17 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
                     cause: e.to_string(),
                 })
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // selfheal's own bookkeeping failed (not the stage): closed, not charged, so the
+                // retry does not find it running and charge it as abandoned.
+                let cause = e.to_string();
+                if let Err(record) =
+                    runs::finish_attempt_uncharged(&client, attempt_id, &cause).await
+                {
+                    tracing::warn!(error = %record, %cause, "could not close the attempt");
+                }
+                return Err(e);
+            }
         }
     }
     drop(lock);

@@ -63,6 +63,9 @@ pub(super) async fn create_pull(
         Err(e) => return fixture_error(e),
     };
     body["merged"] = Value::from(false);
+    // Opened with an installation token: by the App's bot account, as on GitHub.
+    body["user"]["login"] = Value::from("selfheal[bot]");
+    body["user"]["type"] = Value::from("Bot");
     body["labels"] = Value::Array(Vec::new());
     body["requested_reviewers"] = Value::Array(Vec::new());
     let number = pulls.len() as i64 + 1;

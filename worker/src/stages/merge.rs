@@ -200,13 +200,22 @@ impl Pull<'_> {
         let (repo, number, incident_id) = (self.repo, self.number, self.incident_id);
         let mut client = ctx.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "UPDATE deliveries SET merged_at = now(), merge_commit_sha = $2, merge_error = NULL,
-                    decided_by = CASE WHEN $3 LIKE 'github:%' THEN $3 ELSE decided_by END, updated_at = now()
-             WHERE incident_id = $1 AND kind = 'pull_request'",
-            &[&incident_id, &merged.sha, &merged.actor],
-        )
-        .await?;
+        // Once: two workers may both find the merge made (the merge lock's session can die
+        // with a Postgres restart); only the first records it and its audit entry.
+        let recorded = tx
+            .execute(
+                "UPDATE deliveries SET merged_at = now(), merge_commit_sha = $2, merge_error = NULL,
+                        decided_by = CASE WHEN $3 LIKE 'github:%' THEN $3 ELSE decided_by END, updated_at = now()
+                 WHERE incident_id = $1 AND kind = 'pull_request' AND merged_at IS NULL",
+                &[&incident_id, &merged.sha, &merged.actor],
+            )
+            .await?;
+        if recorded == 0 {
+            return Ok(format!(
+                "PR #{number} already merged ({})",
+                short(&merged.sha)
+            ));
+        }
         audit::append(
             &tx,
             &merged.actor,
@@ -242,6 +251,9 @@ impl Pull<'_> {
 #[derive(serde::Deserialize)]
 struct Login {
     login: String,
+    /// `Bot` for an App's account (`<slug>[bot]`), `User` for a person.
+    #[serde(rename = "type", default)]
+    kind: String,
 }
 
 /// The fields of a pull request a merge reads.
@@ -257,17 +269,20 @@ struct PullState {
 }
 
 impl PullState {
-    /// The merge found made. Merged by the account that opened the PR (the App's bot) is
-    /// selfheal's own merge, recorded as `ours`; anyone else is a person, `github:<login>`.
+    /// The merge found made. Merged by the App's bot account that opened the PR is selfheal's
+    /// own merge, recorded as `ours`; anyone else is `github:<login>` (`github:unknown` when
+    /// GitHub names no one, as for a deleted account).
     fn merged_as(&self, ours: &str) -> Merged<'static> {
-        let by = self.merged_by.as_ref().map(|l| l.login.as_str());
         let opener = self.user.as_ref().map(|l| l.login.as_str());
         Merged {
             sha: self.merge_commit_sha.clone().unwrap_or_default(),
             method: None,
-            actor: match by {
-                Some(by) if Some(by) != opener => format!("github:{by}"),
-                _ => ours.to_string(),
+            actor: match &self.merged_by {
+                Some(by) if by.kind == "Bot" && Some(by.login.as_str()) == opener => {
+                    ours.to_string()
+                }
+                Some(by) => format!("github:{}", by.login),
+                None => "github:unknown".to_string(),
             },
         }
     }
@@ -464,4 +479,40 @@ async fn update_branch(
     Ok(format!(
         "PR #{number} was behind its base: update-branch asked, the new head did not show within 10 s; left for review"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(merged_by: serde_json::Value) -> PullState {
+        serde_json::from_value(json!({
+            "merged": true,
+            "merge_commit_sha": "abc",
+            "merged_by": merged_by,
+            "user": {"login": "selfheal[bot]", "type": "Bot"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_merge_found_is_selfheals_only_when_its_bot_made_it() {
+        let ours = state(json!({"login": "selfheal[bot]", "type": "Bot"}));
+        assert_eq!(ours.merged_as("selfheal:policy").actor, "selfheal:policy");
+        let person = state(json!({"login": "alice", "type": "User"}));
+        assert_eq!(person.merged_as("selfheal:policy").actor, "github:alice");
+        // A person whose login is the bot's cannot exist; a person's account that opened the
+        // PR is still a person.
+        let mut opened_by_person = state(json!({"login": "mallory", "type": "User"}));
+        opened_by_person.user = Some(Login {
+            login: "mallory".into(),
+            kind: "User".into(),
+        });
+        assert_eq!(
+            opened_by_person.merged_as("selfheal:policy").actor,
+            "github:mallory"
+        );
+        let nobody = state(serde_json::Value::Null);
+        assert_eq!(nobody.merged_as("selfheal:policy").actor, "github:unknown");
+    }
 }
