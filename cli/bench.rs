@@ -225,10 +225,10 @@ async fn runs_to_validated(
     let mut merged: Merged = Default::default();
     for i in 0..runs {
         *n += 1;
-        let started = Instant::now();
         // A commit of its own for each run (the same tree on master): selfheal makes one fix
         // per failure and commit, and none for a commit its branch has moved on from.
         let head = commit_on_master(stack, *n)?;
+        let started = Instant::now();
         let (status, body) = stack
             .deliver_failure_at(700_000 + *n, 900_000 + *n, &head)
             .await?;

@@ -156,7 +156,8 @@ async fn drive(
     Ok(round)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+/// The `p` quantile of sorted durations, in ms (the index `(n - 1) * p`, rounded).
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

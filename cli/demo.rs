@@ -27,10 +27,19 @@ pub struct Stack {
     pub fixtures: Fixtures,
     pub standin: github_standin::StandIn,
     workers: Vec<Child>,
+    /// What a worker is started with: its environment, and where its log goes.
+    env: HashMap<String, String>,
+    log_dir: PathBuf,
+    verbose: bool,
 }
 
 impl Stack {
     pub async fn start(verbose: bool) -> anyhow::Result<Stack> {
+        Self::start_with(verbose, 2).await
+    }
+
+    /// With `workers` worker processes (none: add them later, `add_workers`).
+    pub async fn start_with(verbose: bool, workers: usize) -> anyhow::Result<Stack> {
         let admin_url = std::env::var("SELFHEAL_ADMIN_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:54329/postgres".into());
         let redis_url =
@@ -75,35 +84,49 @@ impl Stack {
             println!("GitHub stand-in   {}", standin.url());
             println!("selfheal web      {web_url}");
         }
-        let exe = std::env::current_exe()?;
-        let mut workers = Vec::new();
-        for i in 1..=2 {
-            let path = log_dir.join(format!("worker-{i}.log"));
-            let child = Command::new(&exe)
-                .arg("worker")
-                .envs(&env)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&path)?)
-                .spawn()
-                .context("starting a worker")?;
-            if verbose {
-                println!(
-                    "selfheal worker   pid {} (log: {})",
-                    child.id(),
-                    path.display()
-                );
-            }
-            workers.push(child);
-        }
-        Ok(Stack {
+        let mut stack = Stack {
             tag,
             web_url,
             secret,
             database_url,
             fixtures,
             standin,
-            workers,
-        })
+            workers: Vec::new(),
+            env,
+            log_dir,
+            verbose,
+        };
+        stack.add_workers(workers)?;
+        Ok(stack)
+    }
+
+    /// Starts `n` more worker processes.
+    pub fn add_workers(&mut self, n: usize) -> anyhow::Result<()> {
+        let exe = std::env::current_exe()?;
+        for _ in 0..n {
+            let i = self.workers.len() + 1;
+            let path = self.log_dir.join(format!("worker-{i}.log"));
+            let child = Command::new(&exe)
+                .arg("worker")
+                .envs(&self.env)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&path)?)
+                .spawn()
+                .context("starting a worker")?;
+            if self.verbose {
+                println!(
+                    "selfheal worker   pid {} (log: {})",
+                    child.id(),
+                    path.display()
+                );
+            }
+            self.workers.push(child);
+        }
+        Ok(())
+    }
+
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().map(Child::id).collect()
     }
 
     /// The dependency-cache scope the workers give the stand-in's repository.
@@ -167,6 +190,17 @@ impl Stack {
                 .status();
         }
         for w in &mut self.workers {
+            let _ = w.wait();
+        }
+        self.workers.clear();
+    }
+}
+
+/// A stack dropped on an error path takes its workers with it (`stop` is the graceful way).
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
             let _ = w.wait();
         }
     }

@@ -2,6 +2,8 @@
 
 mod bench;
 #[cfg(feature = "dev")]
+mod bench_fleet;
+#[cfg(feature = "dev")]
 mod bench_ingest;
 // The stand-in, the demo and the replay are for trying selfheal and testing it: a production
 // build leaves them out (`cargo build --release --no-default-features`).
@@ -155,6 +157,19 @@ enum BenchCommand {
         connections: usize,
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+    },
+    #[cfg(feature = "dev")]
+    /// The fleet on a backlog for each worker count (fresh database each): runs per minute and
+    /// the ratio to the first count, queue pickup p50/p99 beside a Redis round trip, worker
+    /// memory idle and at peak, worker CPU per run. The runs need no sandbox.
+    Fleet {
+        /// Worker counts, in turn.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        #[arg(long, default_value_t = 20)]
+        pickups: usize,
     },
     /// Sandbox start overhead: a no-op in a fresh container beside the same no-op direct.
     Sandbox {
@@ -326,6 +341,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     rounds,
                 },
         } => bench_ingest::ingest_bench(seconds, connections, rounds).await?,
+        #[cfg(feature = "dev")]
+        Command::Bench {
+            what:
+                BenchCommand::Fleet {
+                    workers,
+                    runs,
+                    pickups,
+                },
+        } => bench_fleet::fleet_bench(&workers, runs, pickups).await?,
         Command::Heal {
             repo,
             cmd,

@@ -235,7 +235,7 @@ impl Config {
                     env.parsed("SELFHEAL_RELAY_INTERVAL_MS")?.unwrap_or(1000),
                 ),
                 poll_interval: Duration::from_millis(
-                    env.parsed("SELFHEAL_POLL_INTERVAL_MS")?.unwrap_or(500),
+                    env.parsed("SELFHEAL_POLL_INTERVAL_MS")?.unwrap_or(100),
                 ),
                 requeue_after: Duration::from_secs(
                     env.parsed("SELFHEAL_REQUEUE_AFTER_SECS")?.unwrap_or(120),
