@@ -106,13 +106,7 @@ async fn one_fleet(workers: usize, runs: usize, pickups: usize) -> anyhow::Resul
     let mut rss_peak = 0;
     loop {
         rss_peak = rss_peak.max(pids.iter().map(|p| rss_kib(*p)).sum());
-        let open: i64 = db
-            .query_one(
-                "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
-                &[],
-            )
-            .await?
-            .get(0);
+        let open = open_runs(&db).await?;
         if open == 0 {
             break;
         }
@@ -183,13 +177,7 @@ async fn one_fleet(workers: usize, runs: usize, pickups: usize) -> anyhow::Resul
         pickup.push(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
         // Let it finish, so the next one meets an idle fleet.
         loop {
-            let open: i64 = db
-                .query_one(
-                    "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
-                    &[],
-                )
-                .await?
-                .get(0);
+            let open = open_runs(&db).await?;
             if open == 0 {
                 break;
             }
@@ -211,6 +199,17 @@ async fn one_fleet(workers: usize, runs: usize, pickups: usize) -> anyhow::Resul
         rss_peak_kib: rss_peak,
         cpu_per_run_ms: cpu / runs.max(1) as f64,
     })
+}
+
+/// Runs no worker has finished yet.
+async fn open_runs(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    Ok(db
+        .query_one(
+            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
+            &[],
+        )
+        .await?
+        .get(0))
 }
 
 /// Resident memory of a process, from /proc (0 if it is gone).

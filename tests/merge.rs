@@ -90,14 +90,7 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
         &["for-each-ref", "--format=%(refname)", "refs/heads/"],
     );
     assert_eq!(refs, "refs/heads/master", "{branch} left behind");
-    let detail: String = db
-        .query_one(
-            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver' AND outcome = 'succeeded'",
-            &[&check],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let detail = deliver_detail(&db, check).await;
     assert!(
         detail.ends_with(&format!("; deleted branch {branch}")),
         "{detail}"
@@ -151,6 +144,17 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
         )
         .await;
     assert_eq!(body["status"], "ignored", "{body}");
+}
+
+/// What the deliver stage of `run` said when it succeeded.
+async fn deliver_detail(db: &tokio_postgres::Client, run: uuid::Uuid) -> String {
+    db.query_one(
+        "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver' AND outcome = 'succeeded'",
+        &[&run],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 /// The fix's CI goes green at `head` (GitHub run `id`) while the stand-in answers as `knobs`
@@ -701,14 +705,7 @@ async fn a_merge_an_attempt_made_but_did_not_live_to_record_is_read_not_asked_ag
             .await,
         1
     );
-    let detail: String = db
-        .query_one(
-            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'deliver' AND outcome = 'succeeded'",
-            &[&check],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let detail = deliver_detail(&db, check).await;
     assert!(
         detail.starts_with("PR #1 found merged by selfheal:policy")
             && detail.ends_with(&format!("; deleted branch {branch}")),

@@ -14,25 +14,6 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
 
-/// A log as read, without the terminal colours tracing writes around field names.
-fn without_colours(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // CSI: ESC [ parameters, ended by a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The worker process has not exited.
 fn alive(worker: &mut Worker, what: &str) {
     if let Some(status) = worker.try_wait().unwrap() {
@@ -74,13 +55,7 @@ async fn a_redis_restart_does_not_stop_the_worker_and_it_takes_work_again() {
         "the run went through every stage ({status})"
     );
     alive(&mut worker, "after healing again");
-    let log = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("worker-logs")
-            .join(format!("{}-w.log", env.tag)),
-    )
-    .unwrap();
-    let log = without_colours(&log);
+    let log = env.worker_log("w");
     assert!(
         log.lines().any(
             |l| l.contains("the queue worker stopped without being asked") && l.contains("cause=")
@@ -133,12 +108,7 @@ async fn a_worker_pointed_at_a_database_that_does_not_exist_exits_at_once_with_t
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(!status.success());
-    let log = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("worker-logs")
-            .join(format!("{}-misconfigured.log", env.tag)),
-    )
-    .unwrap();
+    let log = env.worker_log("misconfigured");
     assert!(log.contains("no_such_database"), "{log}");
 }
 

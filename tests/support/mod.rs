@@ -210,11 +210,39 @@ impl TestEnv {
         }
     }
 
+    /// Where worker `name`'s log goes.
+    fn worker_log_path(&self, name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("worker-logs")
+            .join(format!("{}-{name}.log", self.tag))
+    }
+
+    /// Worker `name`'s log as read, without the terminal colours tracing writes around field
+    /// names.
+    pub fn worker_log(&self, name: &str) -> String {
+        let log = std::fs::read_to_string(self.worker_log_path(name)).unwrap();
+        let mut out = String::with_capacity(log.len());
+        let mut chars = log.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                // CSI: ESC [ parameters, ended by a letter.
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     /// A worker as its own process, so it can be killed like a real replica.
     pub fn spawn_worker(&self, name: &str) -> Worker {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("worker-logs");
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join(format!("{}-{name}.log", self.tag))).unwrap();
+        let path = self.worker_log_path(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let log = std::fs::File::create(path).unwrap();
         Command::new(env!("CARGO_BIN_EXE_selfheal"))
             .arg("worker")
             .env_clear()
