@@ -469,6 +469,33 @@ async fn the_fleet_under_kills_and_outages_loses_nothing_and_does_nothing_twice(
              AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.incident_id = i.id AND r.status = 'failed')",
         )
         .await;
+    if unexplained > 0 {
+        // What each such incident's runs ended with, to tell why from a CI log.
+        for r in db
+            .query(
+                "SELECT i.branch, r.github_run_id, r.fix_branch IS NOT NULL, r.conclusion, r.status,
+                        coalesce(v.verdict || ': ' || v.reason, '(no verdict)'),
+                        coalesce(r.failure_reason, '')
+                 FROM incidents i JOIN runs r ON r.incident_id = i.id
+                 LEFT JOIN verifications v ON v.run_id = r.id
+                 WHERE i.status = 'open' ORDER BY i.branch, r.created_at",
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            println!(
+                "  open {}: run {} fix {} {} -> {} {} {}",
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, bool>(2),
+                r.get::<_, String>(3),
+                r.get::<_, String>(4),
+                r.get::<_, String>(5),
+                r.get::<_, String>(6)
+            );
+        }
+    }
     assert_eq!(unexplained, 0, "open incidents whose run did not fail");
     let merge_audits_twice = env
         .count(

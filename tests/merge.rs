@@ -712,3 +712,81 @@ async fn a_merge_an_attempt_made_but_did_not_live_to_record_is_read_not_asked_ag
         "{detail}"
     );
 }
+
+/// The branch is pushed before the PR is opened, so the fix's CI (run on the push) can be
+/// green before selfheal has recorded its PR, and a worker may even die in between. Found by
+/// the chaos test: that green run used to be skipped ("no pull request"), and the fix was
+/// never merged. It now waits, and deliver decides it when it records the PR.
+#[tokio::test]
+async fn a_fix_whose_ci_is_green_before_its_pull_request_is_recorded_is_still_merged() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // Two workers: one held opening the PR, one to take the fix's CI meanwhile.
+    let _w1 = env.spawn_worker("w1");
+    let _w2 = env.spawn_worker("w2");
+    env.standin.set_knobs(Knobs {
+        fix_checks: green_checks(),
+        pulls_delay_ms: 6_000,
+        ..Knobs::default()
+    });
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(6801, &now()))
+        .await;
+    let failing = run_id_of(&body);
+    env.wait_until(
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE ref_created AND pr_number IS NULL)",
+        Duration::from_secs(60),
+    )
+    .await;
+    let row = env
+        .db()
+        .await
+        .query_one("SELECT branch, commit_sha FROM deliveries", &[])
+        .await
+        .unwrap();
+    let (branch, head): (String, String) = (row.get(0), row.get(1));
+    let (_, body) = app
+        .deliver(
+            "workflow_run",
+            &env.fix_run(6802, &branch, &head, "success"),
+        )
+        .await;
+    let early = run_id_of(&body);
+    env.wait_run(early, Duration::from_secs(30)).await;
+    assert!(
+        env.standin.pulls().is_empty(),
+        "the fix's CI was decided before the PR was opened (the test's premise)"
+    );
+    let (v, reason) = verdict(&env, early).await;
+    assert_eq!(v, "wait", "{reason}");
+
+    assert_eq!(
+        env.wait_run(failing, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+    assert_eq!(env.standin.pulls()[0]["merged"], true, "the fix is merged");
+    let (v, reason) = verdict(&env, early).await;
+    assert_eq!(v, "merge", "{reason}");
+    assert!(
+        reason.ends_with("(decided when the pull request was recorded)"),
+        "{reason}"
+    );
+    let detail = deliver_detail(&env.db().await, failing).await;
+    assert!(
+        detail.starts_with("opened PR #1")
+            && detail.contains("the fix's CI (run 6802) had finished first: merged PR #1"),
+        "{detail}"
+    );
+    let merges = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| c.method == "PUT" && c.path.ends_with("/pulls/1/merge"))
+        .count();
+    assert_eq!(merges, 1, "asked GitHub to merge once");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'verification.taken_up'")
+            .await,
+        1
+    );
+}

@@ -8,7 +8,7 @@ use super::commit::make_commit;
 use super::markdown;
 use crate::changes::ChangeSet;
 use crate::stages::download::{api_error, status_of};
-use crate::stages::{merge, repo_config};
+use crate::stages::{merge, pr_state, repo_config, verify};
 use crate::stages::{short, StageError, StageReport};
 use crate::WorkerContext;
 
@@ -63,9 +63,18 @@ pub async fn open(
         pr_url: row.get(4),
     };
     if let Some(n) = d.pr_number {
+        // Recorded before a crash: what the fix's CI said meanwhile may still be waiting.
+        let pushed = pr_state::last_pushed(&**client, run.incident_id).await?;
+        drop(client);
+        let mut detail = format!("PR #{n} already open for this incident");
+        if let Some(pushed) = pushed {
+            if let Some(done) = verify::take_up_early_ci(ctx, run.incident_id, &pushed).await? {
+                detail = format!("{detail}; {done}");
+            }
+        }
         return Ok(StageReport {
             outcome: Outcome::Succeeded,
-            detail: format!("PR #{n} already open for this incident"),
+            detail,
         });
     }
     let crab = ctx
@@ -180,20 +189,30 @@ pub async fn open(
     };
     request_reviewers(&crab, repo, d.pr_number.unwrap_or_default(), &reviewers).await?;
     d.pr_url = pr["html_url"].as_str().map(str::to_string);
-    client
-        .execute(
-            "UPDATE deliveries SET pr_number = $2, pr_url = $3, updated_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
-            &[&run.incident_id, &d.pr_number, &d.pr_url],
-        )
+    drop(client);
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(verify::PR_RECORDED_LOCK, &[&run.incident_id.to_string()])
         .await?;
+    tx.execute(
+        "UPDATE deliveries SET pr_number = $2, pr_url = $3, updated_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+        &[&run.incident_id, &d.pr_number, &d.pr_url],
+    )
+    .await?;
+    tx.commit().await?;
+    drop(client);
+    let mut detail = format!(
+        "opened PR #{} from {} (commit {}, signed by GitHub)",
+        d.pr_number.unwrap_or_default(),
+        d.branch,
+        short(&commit)
+    );
+    if let Some(done) = verify::take_up_early_ci(ctx, run.incident_id, &commit).await? {
+        detail = format!("{detail}; {done}");
+    }
     Ok(StageReport {
         outcome: Outcome::Succeeded,
-        detail: format!(
-            "opened PR #{} from {} (commit {}, signed by GitHub)",
-            d.pr_number.unwrap_or_default(),
-            d.branch,
-            short(&commit)
-        ),
+        detail,
     })
 }
 

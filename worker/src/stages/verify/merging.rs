@@ -1,15 +1,25 @@
 //! A green run of the fix's own CI: every check of the PR's head green, the head
 //! selfheal's own, and the merge policy's decision over the PR's own files.
 
-use selfheal_shared::runs::Run;
+use selfheal_shared::audit;
+use selfheal_shared::runs::{self, Run};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use super::Verdict;
 use crate::policy::{self, MergeInput};
 use crate::stages::download::api_error;
 use crate::stages::repo_config::{self, RepoConfig};
-use crate::stages::{pr_state, short, StageError};
+use crate::stages::{merge, pr_state, short, StageError};
 use crate::WorkerContext;
+
+/// The start of the reason a green run of the fix's CI waits with while its PR is not recorded.
+pub(super) const AWAITING_PR: &str = "the fix's CI finished before its pull request was recorded";
+
+/// Serialises recording an incident's PR with a fix run deciding that it has none: whichever
+/// comes second sees the other.
+pub const PR_RECORDED_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('selfheal.pr_recorded:' || $1::text, 0))";
 
 /// A green run of the fix's own CI: merge if every check of the PR's head is green and the
 /// policy allows.
@@ -27,6 +37,20 @@ pub(super) async fn fix_passed(
         )
         .await?;
     let Some(number) = row.as_ref().and_then(|r| r.get::<_, Option<i32>>(0)) else {
+        // The branch is pushed before the PR is opened, so the fix's CI can finish first (the
+        // worker opening the PR may even die between). Deliver takes this run up when it
+        // records the PR (`take_up_early_ci`); skipping it would leave the fix unmerged.
+        let pushed = pr_state::last_pushed(&**ctx.pool.get().await?, run.incident_id).await?;
+        if row.is_some() && pushed.as_deref() == Some(run.head_sha.as_str()) {
+            return Ok((
+                Verdict::Wait,
+                format!(
+                    "{AWAITING_PR} ({}); decided when the pull request is recorded",
+                    short(&run.head_sha)
+                ),
+                json!([]),
+            ));
+        }
         return Ok((
             Verdict::Skip,
             "no pull request for this incident".into(),
@@ -223,4 +247,75 @@ fn policy_text() -> Result<(String, String), String> {
             policy::DEFAULT_POLICY.to_string(),
         )),
     }
+}
+
+/// Called by deliver once it has recorded the incident's PR: a green run of the fix's CI on
+/// the commit selfheal pushed that came before (and waited, `AWAITING_PR`) is decided now,
+/// and merged if allowed. Also a decision to merge that a worker did not live to carry out.
+/// Returns what was done, for the deliver stage's record.
+pub async fn take_up_early_ci(
+    ctx: &WorkerContext,
+    incident: Uuid,
+    pushed: &str,
+) -> Result<Option<String>, StageError> {
+    let client = ctx.pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT r.id, v.verdict FROM runs r JOIN verifications v ON v.run_id = r.id
+             WHERE r.incident_id = $1 AND r.fix_branch IS NOT NULL AND r.conclusion = 'success'
+               AND r.head_sha = $2 AND v.verdict IN ('wait', 'merge')
+             ORDER BY r.created_at DESC LIMIT 1",
+            &[&incident, &pushed],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let Some(early) = runs::load(&client, row.get(0)).await? else {
+        return Ok(None);
+    };
+    drop(client);
+    let mut verdict = Verdict::parse(row.get(1)).unwrap_or(Verdict::Skip);
+    if verdict == Verdict::Wait {
+        let (decided, reason, checks) = fix_passed(ctx, &early).await?;
+        let reason = format!("{reason} (decided when the pull request was recorded)");
+        let mut client = ctx.pool.get().await?;
+        let tx = client.transaction().await?;
+        let changed = tx
+            .execute(
+                "UPDATE verifications SET verdict = $2, reason = $3, checks = $4
+                 WHERE run_id = $1 AND verdict = 'wait'",
+                &[&early.id, &decided.as_str(), &reason, &checks],
+            )
+            .await?;
+        if changed == 0 {
+            // Another worker took it up meanwhile; its decision stands.
+            return Ok(None);
+        }
+        audit::append(
+            &tx,
+            "selfheal:worker",
+            "verification.taken_up",
+            &early.id.to_string(),
+            &json!({"verdict": decided.as_str(), "reason": reason}),
+        )
+        .await?;
+        tx.commit().await?;
+        verdict = decided;
+        if verdict != Verdict::Merge {
+            return Ok(Some(format!(
+                "the fix's CI (run {}) had finished first: {}: {reason}",
+                early.github_run_id,
+                verdict.as_str()
+            )));
+        }
+    }
+    if verdict != Verdict::Merge {
+        return Ok(None);
+    }
+    let merged = merge::merge(ctx, &early, "selfheal:policy").await?;
+    Ok(Some(format!(
+        "the fix's CI (run {}) had finished first: {}",
+        early.github_run_id, merged.detail
+    )))
 }

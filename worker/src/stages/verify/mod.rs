@@ -21,6 +21,8 @@ use crate::WorkerContext;
 mod guards;
 mod merging;
 
+pub use merging::{take_up_early_ci, PR_RECORDED_LOCK};
+
 use guards::{own_commits_on_top, resolved, unlisted_ci};
 use merging::fix_passed;
 
@@ -168,6 +170,25 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     } else {
         (verdict, reason)
     };
+    if verdict == Verdict::Wait && reason.starts_with(merging::AWAITING_PR) {
+        // Deliver may have recorded the PR since this run looked: then it will not see this
+        // wait (it read before this commits), so decide again now that there is a PR.
+        tx.execute(merging::PR_RECORDED_LOCK, &[&run.incident_id.to_string()])
+            .await?;
+        let recorded: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE incident_id = $1
+                 AND kind = 'pull_request' AND pr_number IS NOT NULL)",
+                &[&run.incident_id],
+            )
+            .await?
+            .get(0);
+        if recorded {
+            return Err(StageError::Transient(
+                "the fix's pull request was recorded meanwhile; deciding again".into(),
+            ));
+        }
+    }
     tx.execute(
         "INSERT INTO verifications (run_id, verdict, reason, checks) VALUES ($1, $2, $3, $4)
          ON CONFLICT (run_id) DO NOTHING",
