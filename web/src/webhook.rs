@@ -19,6 +19,7 @@ use selfheal_shared::outbox;
 use selfheal_shared::stage::StageJob;
 use serde_json::{json, Value};
 use sha2::Sha256;
+use tracing::Instrument;
 
 use crate::{ApiError, AppState};
 
@@ -31,9 +32,22 @@ pub async fn receive(
     let event = header(&headers, "x-github-event")?;
     let delivery_id = header(&headers, "x-github-delivery")?;
     let span = tracing::info_span!("webhook", %event, delivery = %delivery_id);
-    let _enter = span.enter();
+    // Instrumented, never entered with a guard held across `.await`: a guard left entered
+    // while the task yields makes every request the thread polls meanwhile open its span
+    // inside this one, one level deeper each time, until formatting a log line overflowed the
+    // stack under load (tests/ingest_spans.rs).
+    ingest(&state, event, delivery_id, &body)
+        .instrument(span)
+        .await
+}
 
-    let payload: Value = serde_json::from_slice(&body)
+async fn ingest(
+    state: &AppState,
+    event: &str,
+    delivery_id: &str,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let payload: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
     if !payload.is_object() {
         return Err(ApiError::BadRequest("payload is not a JSON object".into()));
@@ -41,7 +55,7 @@ pub async fn receive(
     let bad = |e: selfheal_shared::events::PayloadError| ApiError::BadRequest(e.to_string());
     let parsed = match event {
         "workflow_run" => {
-            let ev = WorkflowRunEvent::parse(&body).map_err(bad)?;
+            let ev = WorkflowRunEvent::parse(body).map_err(bad)?;
             if ev.verdict() == RunVerdict::Failed && ev.installation.is_none() {
                 return Err(ApiError::BadRequest(
                     "invalid workflow_run payload: installation.id is missing (is this a GitHub App delivery?)".into(),
@@ -50,13 +64,13 @@ pub async fn receive(
             Parsed::WorkflowRun(ev)
         }
         "installation" | "installation_repositories" => {
-            Parsed::Installation(InstallationEvent::parse(event, &body).map_err(bad)?)
+            Parsed::Installation(InstallationEvent::parse(event, body).map_err(bad)?)
         }
-        "issue_comment" => Parsed::Comment(IssueCommentEvent::parse(&body).map_err(bad)?),
-        "pull_request" => Parsed::PullRequest(PullRequestEvent::parse(&body).map_err(bad)?),
-        "check_suite" => Parsed::CheckSuite(CheckSuiteEvent::parse(&body).map_err(bad)?),
-        "check_run" => Parsed::CheckRun(CheckRunEvent::parse(&body).map_err(bad)?),
-        "status" => Parsed::Status(StatusEvent::parse(&body).map_err(bad)?),
+        "issue_comment" => Parsed::Comment(IssueCommentEvent::parse(body).map_err(bad)?),
+        "pull_request" => Parsed::PullRequest(PullRequestEvent::parse(body).map_err(bad)?),
+        "check_suite" => Parsed::CheckSuite(CheckSuiteEvent::parse(body).map_err(bad)?),
+        "check_run" => Parsed::CheckRun(CheckRunEvent::parse(body).map_err(bad)?),
+        "status" => Parsed::Status(StatusEvent::parse(body).map_err(bad)?),
         _ => Parsed::Other,
     };
 
@@ -114,7 +128,7 @@ pub async fn receive(
                 run_id: *run_id,
                 stage: *stage,
             };
-            let queued = enqueue(&state, *outbox_id, job.into()).await;
+            let queued = enqueue(state, *outbox_id, job.into()).await;
             tracing::info!(run = %run_id, incident = %incident_id, queued, "run created");
             (
                 StatusCode::ACCEPTED,
@@ -129,7 +143,7 @@ pub async fn receive(
             let job = CommandJob {
                 command_id: *command_id,
             };
-            let queued = enqueue(&state, *outbox_id, job.into()).await;
+            let queued = enqueue(state, *outbox_id, job.into()).await;
             tracing::info!(command = %command, command_id, queued, "command queued");
             (
                 StatusCode::ACCEPTED,
