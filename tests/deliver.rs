@@ -300,3 +300,78 @@ async fn the_repository_config_is_obeyed_and_a_bad_one_is_reported() {
         .iter()
         .any(|c| c.path.contains("/git/") && c.method == "POST"));
 }
+
+/// A person reruns the failed run while selfheal is still delivering its fix: two runs of one
+/// incident deliver at once and both make a commit. The first commit recorded is the fix's;
+/// both runs carry on with one branch and one PR, neither fails on the branch.
+#[tokio::test]
+async fn two_runs_of_one_incident_delivering_at_once_share_one_commit_and_one_pr() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _w1 = env.spawn_worker("w1");
+    let _w2 = env.spawn_worker("w2");
+    // GitHub answers a commit late: the second run reads the delivery before the first's
+    // commit is recorded.
+    env.standin.set_knobs(Knobs {
+        commits_delay_ms: 5_000,
+        ..Knobs::default()
+    });
+    let first = env.failing_run(9851, &now());
+    let mut rerun = first.clone();
+    rerun["workflow_run"]["run_attempt"] = serde_json::json!(2);
+    let (_, a) = app.deliver("workflow_run", &first).await;
+    let (_, b) = app.deliver("workflow_run", &rerun).await;
+    let (a, b) = (run_id_of(&a), run_id_of(&b));
+    assert_eq!(
+        env.count("SELECT count(DISTINCT incident_id) FROM runs")
+            .await,
+        1,
+        "a rerun is the same incident"
+    );
+    assert_eq!(env.wait_run(a, Duration::from_secs(120)).await, "succeeded");
+    assert_eq!(env.wait_run(b, Duration::from_secs(120)).await, "succeeded");
+    let made = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/git/commits"))
+        .count();
+    assert_eq!(made, 2, "both runs made a commit (the test's premise)");
+    let commits: std::collections::BTreeSet<String> = env
+        .standin
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/git/commits"))
+        .filter_map(|c| {
+            c.body
+                .as_ref()
+                .and_then(|b| b["message"].as_str().map(str::to_string))
+        })
+        .collect();
+    assert_eq!(
+        commits.len(),
+        2,
+        "two different commits, each naming its run: {commits:?}"
+    );
+
+    let pulls = env.standin.pulls();
+    assert_eq!(pulls.len(), 1, "one PR");
+    let recorded: String = env
+        .db()
+        .await
+        .query_one("SELECT commit_sha FROM deliveries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        pulls[0]["head"]["sha"],
+        recorded.as_str(),
+        "the PR holds the recorded commit"
+    );
+    assert_eq!(
+        env.count("SELECT count(DISTINCT commit_sha) FROM fix_attempts")
+            .await,
+        1,
+        "one commit pushed for the incident"
+    );
+}

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{api_url, fixture_error, github_error, Inner};
+use super::{api_url, fixture_error, github_error, knobs, Inner};
 
 pub(super) fn git_failed(e: crate::git::GitError) -> Response {
     github_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
@@ -239,6 +239,10 @@ pub(super) async fn git_create_commit(
         Ok(s) => s,
         Err(e) => return git_failed(e),
     };
+    let delay = knobs(&inner).commits_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let mut body =
         match inner
             .fixtures

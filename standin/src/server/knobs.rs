@@ -34,6 +34,10 @@ pub struct Knobs {
     /// Delay before answering a pull-request creation, to hold a worker between ref and PR.
     #[serde(default)]
     pub pulls_delay_ms: u64,
+    /// Delay after a commit is made (Git Data API) and before the answer: two workers
+    /// delivering one incident at once overlap there.
+    #[serde(default)]
+    pub commits_delay_ms: u64,
     /// Delay after a merge is made and before GitHub's answer to it: a worker killed meanwhile
     /// leaves a merge GitHub made and it never heard of.
     #[serde(default)]

@@ -46,6 +46,8 @@ pub async fn make_commit(
             "refused: the change makes no difference to the failing commit's tree".into(),
         ));
     }
+    // A git trailer names the run that made it: `git log` leads from the fix to its record.
+    let message = format!("{message}\n\nSelfheal-Run: {}", run.id);
     // No author or committer: GitHub then signs the commit as the app and marks it verified.
     let commit: Value = crab
         .post(

@@ -90,13 +90,19 @@ pub async fn open(
             &format!("selfheal: fix {class} failure ({strategy})"),
         )
         .await?;
-        client
-            .execute(
-                "UPDATE deliveries SET commit_sha = $2, updated_at = now() WHERE incident_id = $1 AND kind = 'pull_request'",
+        // Two runs of one incident (a failed run and a person's rerun of it) can deliver at
+        // once and both make a commit: the first recorded is the fix's, the other is left
+        // dangling (unreferenced, GitHub collects it), so both carry on with one branch and
+        // one PR rather than one failing on a branch that "is not selfheal's commit".
+        let recorded: String = client
+            .query_one(
+                "UPDATE deliveries SET commit_sha = coalesce(commit_sha, $2), updated_at = now()
+                 WHERE incident_id = $1 AND kind = 'pull_request' RETURNING commit_sha",
                 &[&run.incident_id, &sha],
             )
-            .await?;
-        d.commit_sha = Some(sha);
+            .await?
+            .get(0);
+        d.commit_sha = Some(recorded);
     }
     let commit = d.commit_sha.clone().unwrap_or_default();
     if !d.ref_created {
