@@ -259,3 +259,35 @@ async fn the_app_role_runs_selfheal_but_reaches_the_audit_log_only_through_its_f
     let (ok, out) = verify_audit(&env);
     assert!(ok, "appends through the function keep the chain: {out}");
 }
+
+/// The relay links what was committed since its last tick. It used to link one batch a tick,
+/// so above about a thousand audit rows a second the chain fell behind for good. One tick now
+/// links batch after batch while they come back full.
+#[tokio::test]
+async fn one_relay_tick_links_a_backlog_larger_than_a_batch() {
+    let env = TestEnv::new().await;
+    let pool = selfheal_shared::db::pool(&env.database_url, 1).unwrap();
+    selfheal_shared::db::migrate(&pool).await.unwrap();
+    let db = env.db().await;
+    let backlog = 2 * selfheal_shared::audit::LINK_BATCH + 500;
+    db.execute(
+        "SELECT audit_append('test'::text, 'backlog'::text, i::text, '{}'::jsonb) FROM generate_series(1, $1) i",
+        &[&backlog],
+    )
+    .await
+    .unwrap();
+    let linked = selfheal_shared::audit::link_backlog(&pool.get().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(linked, i64::from(backlog));
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE chain_seq IS NULL")
+            .await,
+        0
+    );
+    let report = selfheal_shared::audit::verify(&pool.get().await.unwrap())
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{:?}", report.breaks);
+    assert_eq!(report.rows, backlog as u64);
+}

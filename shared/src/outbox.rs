@@ -268,7 +268,7 @@ pub async fn relay_forever(
         }
         // The audit rows committed since the last tick join the chain.
         if let Ok(client) = pool.get().await {
-            if let Err(e) = crate::audit::chain(&client, 1000).await {
+            if let Err(e) = crate::audit::link_backlog(&client).await {
                 tracing::warn!(error = %crate::cause::Chain(&e), "linking audit rows failed; will retry");
             }
         }
