@@ -157,6 +157,10 @@ enum BenchCommand {
         connections: usize,
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+        /// Also a paced round each at this many requests per second (0: none), whose
+        /// latencies count from when each request was due.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
     },
     #[cfg(feature = "dev")]
     /// The fleet on a backlog for each worker count (fresh database each): runs per minute and
@@ -339,8 +343,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     seconds,
                     connections,
                     rounds,
+                    rate,
                 },
-        } => bench_ingest::ingest_bench(seconds, connections, rounds).await?,
+        } => bench_ingest::ingest_bench(seconds, connections, rounds, rate).await?,
         #[cfg(feature = "dev")]
         Command::Bench {
             what:

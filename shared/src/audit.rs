@@ -15,7 +15,9 @@ pub async fn append(
 ) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT audit_append($1, $2, $3, $4)",
+            &client
+                .prepare_cached("SELECT audit_append($1, $2, $3, $4)")
+                .await?,
             &[&actor, &action, &subject, detail],
         )
         .await?;

@@ -37,10 +37,10 @@ pub(crate) async fn stored(
     }
     let row = tx
         .query_opt(
-            "INSERT INTO commands (delivery_id, installation_id, repository_id, repository_full_name,
+            &tx.prepare_cached("INSERT INTO commands (delivery_id, installation_id, repository_id, repository_full_name,
                                    issue_number, comment_id, actor, command, comment_created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (comment_id) DO NOTHING RETURNING id",
+             ON CONFLICT (comment_id) DO NOTHING RETURNING id").await?,
             &[
                 &delivery_id,
                 &installation.id,

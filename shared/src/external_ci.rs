@@ -125,7 +125,7 @@ pub async fn reported(
     // Concurrent redeliveries of one report wait for each other here, so the second sees the
     // first's run instead of racing it into a unique violation.
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('selfheal.' || $1::text || ':' || $2::text, 0))",
+        &tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('selfheal.' || $1::text || ':' || $2::text, 0))").await?,
         &[&kind, &report.id.to_string()],
     )
     .await?;
@@ -133,7 +133,7 @@ pub async fn reported(
     // pushed to each.
     let rows = tx
         .query(
-            "SELECT d.incident_id, i.status, i.stopped_at IS NOT NULL,
+            &tx.prepare_cached("SELECT d.incident_id, i.status, i.stopped_at IS NOT NULL,
                     d.branch, (SELECT sha FROM (
                         SELECT a.commit_sha AS sha, a.pushed_at AS at FROM fix_attempts a
                         WHERE a.incident_id = d.incident_id AND a.pushed_at IS NOT NULL
@@ -143,7 +143,7 @@ pub async fn reported(
                      ) p ORDER BY at DESC LIMIT 1)
              FROM deliveries d JOIN incidents i ON i.id = d.incident_id
              WHERE d.kind = 'pull_request' AND d.branch = ANY($1) AND i.repository_id = $2
-               AND d.merged_at IS NULL AND d.closed_at IS NULL",
+               AND d.merged_at IS NULL AND d.closed_at IS NULL").await?,
             &[&report.branches, &report.repository_id],
         )
         .await?;
@@ -176,7 +176,7 @@ pub async fn reported(
     }
     if let Some(row) = tx
         .query_opt(
-            "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = 0 AND trigger = $2",
+            &tx.prepare_cached("SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = 0 AND trigger = $2").await?,
             &[&report.id, &kind],
         )
         .await?
@@ -186,10 +186,10 @@ pub async fn reported(
     let (app_id, app, by) = report.trigger.reporter();
     let run_id = Uuid::new_v4();
     tx.execute(
-        "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
+        &tx.prepare_cached("INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
                            github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch,
                            trigger, trigger_app_id, trigger_app, trigger_by)
-         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 'success', 'queued', $8, $9, $10, $11, $12)",
+         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, 'success', 'queued', $8, $9, $10, $11, $12)").await?,
         &[
             &run_id,
             &incident_id,

@@ -115,9 +115,9 @@ pub async fn ingest(
         .and_then(Value::as_i64);
     let inserted = tx
         .execute(
-            "INSERT INTO webhook_deliveries (delivery_id, event, action, installation_id, repository_id, outcome, payload)
+            &tx.prepare_cached("INSERT INTO webhook_deliveries (delivery_id, event, action, installation_id, repository_id, outcome, payload)
              VALUES ($1, $2, $3, $4, $5, 'stored', $6)
-             ON CONFLICT (delivery_id) DO NOTHING",
+             ON CONFLICT (delivery_id) DO NOTHING").await?,
             &[&delivery.id, &delivery.event, &action, &installation_id, &repository_id, delivery.payload],
         )
         .await?;
@@ -145,7 +145,10 @@ pub async fn ingest(
     };
     if result != Ingested::Stored {
         tx.execute(
-            "UPDATE webhook_deliveries SET outcome = $2, reason = $3 WHERE delivery_id = $1",
+            &tx.prepare_cached(
+                "UPDATE webhook_deliveries SET outcome = $2, reason = $3 WHERE delivery_id = $1",
+            )
+            .await?,
             &[&delivery.id, &result.outcome(), &result.reason()],
         )
         .await?;
@@ -169,7 +172,7 @@ async fn workflow_run(
     // for each other here, so the second sees the first's run instead of racing it into a
     // unique violation.
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('selfheal.workflow_run:' || $1::text, 0))",
+        &tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('selfheal.workflow_run:' || $1::text, 0))").await?,
         &[&ev.workflow_run.id.to_string()],
     )
     .await?;
@@ -198,9 +201,9 @@ async fn gate(
     let wr = &ev.workflow_run;
     if let Some(row) = tx
         .query_opt(
-            "SELECT stopped_by, stopped_reason FROM incidents
+            &tx.prepare_cached("SELECT stopped_by, stopped_reason FROM incidents
              WHERE repository_id = $1 AND branch = $2 AND workflow_id = $3 AND status = 'open' AND stopped_at IS NOT NULL
-               AND head_repository_id = $4",
+               AND head_repository_id = $4").await?,
             &[&ev.repository.id, &ev.branch(), &wr.workflow_id, &ev.head_repository_id()],
         )
         .await?
@@ -227,7 +230,7 @@ async fn gate(
     if let (Some(budget), Some(installation)) = (gates.runs_per_hour, ev.installation.as_ref()) {
         let used: i64 = tx
             .query_one(
-                "SELECT count(*) FROM runs WHERE installation_id = $1 AND created_at > now() - interval '1 hour'",
+                &tx.prepare_cached("SELECT count(*) FROM runs WHERE installation_id = $1 AND created_at > now() - interval '1 hour'").await?,
                 &[&installation.id],
             )
             .await?
@@ -256,11 +259,11 @@ async fn open_run(
 
     let row = tx
         .query_one(
-            "INSERT INTO incidents (id, repository_id, head_repository_id, branch, workflow_id, workflow_name, status, first_failed_at)
+            &tx.prepare_cached("INSERT INTO incidents (id, repository_id, head_repository_id, branch, workflow_id, workflow_name, status, first_failed_at)
              VALUES ($1, $2, $7, $3, $4, $5, 'open', $6)
              ON CONFLICT (repository_id, head_repository_id, branch, workflow_id) WHERE status = 'open'
              DO UPDATE SET failed_runs = incidents.failed_runs + 1
-             RETURNING id, (xmax = 0) AS created",
+             RETURNING id, (xmax = 0) AS created").await?,
             &[&Uuid::new_v4(), &ev.repository.id, &ev.branch(), &wr.workflow_id, &wr.name, &wr.updated_at, &ev.head_repository_id()],
         )
         .await?;
@@ -288,7 +291,7 @@ async fn existing_run(
     let wr = &ev.workflow_run;
     Ok(tx
         .query_opt(
-            "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2 AND trigger = 'workflow_run'",
+            &tx.prepare_cached("SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2 AND trigger = 'workflow_run'").await?,
             &[&wr.id, &wr.run_attempt],
         )
         .await?
@@ -310,9 +313,9 @@ async fn create_run(
     let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
     let run_id = Uuid::new_v4();
     tx.execute(
-        "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
+        &tx.prepare_cached("INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
                            github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10)").await?,
         &[
             &run_id,
             &incident_id,
@@ -365,10 +368,10 @@ async fn fix_branch(
     }
     let row = tx
         .query_opt(
-            "SELECT d.incident_id, i.status = 'resolved', i.stopped_reason, i.stopped_at IS NOT NULL
+            &tx.prepare_cached("SELECT d.incident_id, i.status = 'resolved', i.stopped_reason, i.stopped_at IS NOT NULL
              FROM deliveries d JOIN incidents i ON i.id = d.incident_id
              WHERE d.kind = 'pull_request' AND d.branch = $1 AND i.repository_id = $2
-               AND i.head_repository_id = $3",
+               AND i.head_repository_id = $3").await?,
             &[&ev.branch(), &ev.repository.id, &ev.head_repository_id()],
         )
         .await?;
@@ -435,8 +438,8 @@ async fn fix_closed(
     }
     let Some(row) = tx
         .query_opt(
-            "SELECT d.incident_id, d.merged_at IS NOT NULL FROM deliveries d JOIN incidents i ON i.id = d.incident_id
-             WHERE d.kind = 'pull_request' AND d.pr_number = $1 AND d.branch = $2 AND i.repository_id = $3",
+            &tx.prepare_cached("SELECT d.incident_id, d.merged_at IS NOT NULL FROM deliveries d JOIN incidents i ON i.id = d.incident_id
+             WHERE d.kind = 'pull_request' AND d.pr_number = $1 AND d.branch = $2 AND i.repository_id = $3").await?,
             &[&pr.number, &pr.head.name, &ev.repository.id],
         )
         .await?
@@ -456,8 +459,8 @@ async fn fix_closed(
             .map(|u| u.login.as_str())
             .unwrap_or(&ev.sender.login);
         tx.execute(
-            "UPDATE deliveries SET merged_at = now(), merge_commit_sha = $2, decided_by = $3, updated_at = now()
-             WHERE incident_id = $1 AND kind = 'pull_request'",
+            &tx.prepare_cached("UPDATE deliveries SET merged_at = now(), merge_commit_sha = $2, decided_by = $3, updated_at = now()
+             WHERE incident_id = $1 AND kind = 'pull_request'").await?,
             &[&incident_id, &pr.merge_commit_sha, &format!("github:{by}")],
         )
         .await?;
@@ -475,9 +478,9 @@ async fn fix_closed(
             ev.sender.login, pr.number
         );
         tx.execute(
-            "UPDATE deliveries SET closed_at = coalesce(closed_at, now()), branch_sweep_claimed_at = NULL,
+            &tx.prepare_cached("UPDATE deliveries SET closed_at = coalesce(closed_at, now()), branch_sweep_claimed_at = NULL,
                     updated_at = now()
-             WHERE incident_id = $1 AND kind = 'pull_request'",
+             WHERE incident_id = $1 AND kind = 'pull_request'").await?,
             &[&incident_id],
         )
         .await?;
@@ -508,8 +511,12 @@ pub async fn stop(
 ) -> Result<bool, tokio_postgres::Error> {
     let stopped = client
         .execute(
-            "UPDATE incidents SET stopped_at = now(), stopped_by = $2, stopped_reason = $3
+            &client
+                .prepare_cached(
+                    "UPDATE incidents SET stopped_at = now(), stopped_by = $2, stopped_reason = $3
              WHERE id = $1 AND stopped_at IS NULL AND status = 'open'",
+                )
+                .await?,
             &[&incident_id, &by, &reason],
         )
         .await?
@@ -539,10 +546,10 @@ async fn resolve(
     // arrive out of order).
     let row = tx
         .query_opt(
-            "UPDATE incidents SET status = 'resolved', resolved_at = $4, resolved_by_run_id = $5
+            &tx.prepare_cached("UPDATE incidents SET status = 'resolved', resolved_at = $4, resolved_by_run_id = $5
              WHERE repository_id = $1 AND branch = $2 AND workflow_id = $3 AND status = 'open'
                AND first_failed_at <= $4 AND head_repository_id = $6
-             RETURNING id",
+             RETURNING id").await?,
             &[
                 &ev.repository.id,
                 &ev.branch(),
@@ -569,8 +576,11 @@ async fn resolve(
     // worker closes it (verify, then deliver) with a comment.
     let stale = tx
         .query_opt(
-            "SELECT 1 FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'
+            &tx.prepare_cached(
+                "SELECT 1 FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'
                AND pr_number IS NOT NULL AND merged_at IS NULL AND closed_at IS NULL",
+            )
+            .await?,
             &[&incident_id],
         )
         .await?;

@@ -54,8 +54,12 @@ pub async fn apply(
     let login = &ev.installation.account.login;
     client
         .execute(
-            "INSERT INTO installations (id, account_login) VALUES ($1, $2)
+            &client
+                .prepare_cached(
+                    "INSERT INTO installations (id, account_login) VALUES ($1, $2)
              ON CONFLICT (id) DO UPDATE SET account_login = EXCLUDED.account_login",
+                )
+                .await?,
             &[&id, login],
         )
         .await?;
@@ -65,7 +69,7 @@ pub async fn apply(
         | ("installation", "new_permissions_accepted") => {
             client
                 .execute(
-                    "UPDATE installations SET deleted_at = NULL, suspended_at = NULL WHERE id = $1",
+                    &client.prepare_cached("UPDATE installations SET deleted_at = NULL, suspended_at = NULL WHERE id = $1").await?,
                     &[&id],
                 )
                 .await?;
@@ -77,19 +81,25 @@ pub async fn apply(
         ("installation", "deleted") => {
             client
                 .execute(
-                    "UPDATE installations SET deleted_at = now() WHERE id = $1",
+                    &client
+                        .prepare_cached("UPDATE installations SET deleted_at = now() WHERE id = $1")
+                        .await?,
                     &[&id],
                 )
                 .await?;
             client
-                .execute("UPDATE repositories SET removed_at = now() WHERE installation_id = $1 AND removed_at IS NULL", &[&id])
+                .execute(&client.prepare_cached("UPDATE repositories SET removed_at = now() WHERE installation_id = $1 AND removed_at IS NULL").await?, &[&id])
                 .await?;
             "installation_deleted"
         }
         ("installation", "suspend") => {
             client
                 .execute(
-                    "UPDATE installations SET suspended_at = now() WHERE id = $1",
+                    &client
+                        .prepare_cached(
+                            "UPDATE installations SET suspended_at = now() WHERE id = $1",
+                        )
+                        .await?,
                     &[&id],
                 )
                 .await?;
@@ -102,7 +112,11 @@ pub async fn apply(
             for r in &ev.repositories_removed {
                 client
                     .execute(
-                        "UPDATE repositories SET removed_at = now() WHERE id = $1",
+                        &client
+                            .prepare_cached(
+                                "UPDATE repositories SET removed_at = now() WHERE id = $1",
+                            )
+                            .await?,
                         &[&r.id],
                     )
                     .await?;
@@ -133,9 +147,13 @@ async fn add_repository(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
+            &client
+                .prepare_cached(
+                    "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id,
                full_name = EXCLUDED.full_name, removed_at = NULL",
+                )
+                .await?,
             &[&r.id, &installation_id, &r.full_name],
         )
         .await?;
@@ -149,8 +167,8 @@ pub async fn inactive_reason(
 ) -> Result<Option<String>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT r.removed_at IS NOT NULL, i.deleted_at IS NOT NULL, i.suspended_at IS NOT NULL
-             FROM repositories r JOIN installations i ON i.id = r.installation_id WHERE r.id = $1",
+            &client.prepare_cached("SELECT r.removed_at IS NOT NULL, i.deleted_at IS NOT NULL, i.suspended_at IS NOT NULL
+             FROM repositories r JOIN installations i ON i.id = r.installation_id WHERE r.id = $1").await?,
             &[&repository_id],
         )
         .await?;
@@ -182,9 +200,12 @@ pub(crate) async fn upsert_repository(
     // failure of an installation's repositories would otherwise queue on that one row.
     let known = tx
         .query_opt(
-            "SELECT i.account_login, r.installation_id, r.full_name
+            &tx.prepare_cached(
+                "SELECT i.account_login, r.installation_id, r.full_name
              FROM installations i LEFT JOIN repositories r ON r.id = $2
              WHERE i.id = $1",
+            )
+            .await?,
             &[&installation_id, &ev.repository.id],
         )
         .await?;
@@ -198,16 +219,16 @@ pub(crate) async fn upsert_repository(
     };
     if !installation_known {
         tx.execute(
-            "INSERT INTO installations (id, account_login) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET account_login = coalesce(EXCLUDED.account_login, installations.account_login)",
+            &tx.prepare_cached("INSERT INTO installations (id, account_login) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET account_login = coalesce(EXCLUDED.account_login, installations.account_login)").await?,
             &[&installation_id, &login],
         )
         .await?;
     }
     if !repository_known {
         tx.execute(
-            "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id, full_name = EXCLUDED.full_name",
+            &tx.prepare_cached("INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id, full_name = EXCLUDED.full_name").await?,
             &[&ev.repository.id, &installation_id, &ev.repository.full_name],
         )
         .await?;

@@ -22,9 +22,13 @@ pub async fn insert(
 ) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "INSERT INTO outbox (run_id, stage) VALUES ($1, $2)
+            &client
+                .prepare_cached(
+                    "INSERT INTO outbox (run_id, stage) VALUES ($1, $2)
              ON CONFLICT (run_id, stage) DO UPDATE SET stage = EXCLUDED.stage
              RETURNING id",
+                )
+                .await?,
             &[&run_id, &stage.as_str()],
         )
         .await?;
@@ -37,9 +41,13 @@ pub async fn insert_command(
 ) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "INSERT INTO outbox (command_id) VALUES ($1)
+            &client
+                .prepare_cached(
+                    "INSERT INTO outbox (command_id) VALUES ($1)
              ON CONFLICT (command_id) DO UPDATE SET command_id = EXCLUDED.command_id
              RETURNING id",
+                )
+                .await?,
             &[&command_id],
         )
         .await?;
@@ -78,7 +86,7 @@ pub async fn dispatch(
             let client = pool.get().await?;
             client
                 .execute(
-                    "UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1 WHERE id = $1",
+                    &client.prepare_cached("UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1 WHERE id = $1").await?,
                     &[&outbox_id],
                 )
                 .await?;
@@ -105,8 +113,11 @@ pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, Dispatch
     let tx = client.transaction().await?;
     let rows = tx
         .query(
-            "SELECT id, run_id, stage, command_id FROM outbox WHERE enqueued_at IS NULL
+            &tx.prepare_cached(
+                "SELECT id, run_id, stage, command_id FROM outbox WHERE enqueued_at IS NULL
              ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
+            )
+            .await?,
             &[],
         )
         .await?;
@@ -133,7 +144,7 @@ pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, Dispatch
         match queue.push(job).await {
             Ok(()) => {
                 tx.execute(
-                    "UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1 WHERE id = $1",
+                    &tx.prepare_cached("UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1 WHERE id = $1").await?,
                     &[&id],
                 )
                 .await?;
@@ -141,7 +152,10 @@ pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, Dispatch
             }
             Err(e) => {
                 tx.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                    &tx.prepare_cached(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                    )
+                    .await?,
                     &[&id, &e.to_string()],
                 )
                 .await?;
@@ -163,20 +177,20 @@ pub async fn requeue_unstarted(pool: &Pool, after: Duration) -> Result<u64, Disp
     let secs = after.as_secs_f64();
     let stages = client
         .execute(
-            "UPDATE outbox o SET enqueued_at = NULL, last_error = 'pushed, but no worker started it in time: pushed again'
+            &client.prepare_cached("UPDATE outbox o SET enqueued_at = NULL, last_error = 'pushed, but no worker started it in time: pushed again'
              FROM runs r
              WHERE r.id = o.run_id AND r.status IN ('queued', 'running')
                AND o.enqueued_at < now() - make_interval(secs => $1)
-               AND NOT EXISTS (SELECT 1 FROM stage_attempts a WHERE a.run_id = o.run_id AND a.stage = o.stage)",
+               AND NOT EXISTS (SELECT 1 FROM stage_attempts a WHERE a.run_id = o.run_id AND a.stage = o.stage)").await?,
             &[&secs],
         )
         .await?;
     let commands = client
         .execute(
-            "UPDATE outbox o SET enqueued_at = NULL, last_error = 'pushed, but no worker started it in time: pushed again'
+            &client.prepare_cached("UPDATE outbox o SET enqueued_at = NULL, last_error = 'pushed, but no worker started it in time: pushed again'
              FROM commands c
              WHERE c.id = o.command_id AND c.status = 'queued'
-               AND o.enqueued_at < now() - make_interval(secs => $1)",
+               AND o.enqueued_at < now() - make_interval(secs => $1)").await?,
             &[&secs],
         )
         .await?;
@@ -194,7 +208,7 @@ pub async fn requeue_orphaned(pool: &Pool, after: Duration) -> Result<u64, Dispa
     let tx = client.transaction().await?;
     let rows = tx
         .query(
-            "SELECT o.id, o.run_id, o.stage FROM outbox o JOIN runs r ON r.id = o.run_id
+            &tx.prepare_cached("SELECT o.id, o.run_id, o.stage FROM outbox o JOIN runs r ON r.id = o.run_id
              WHERE o.stage IS NOT NULL AND o.enqueued_at < now() - make_interval(secs => $1)
                AND r.status IN ('queued', 'running')
                AND NOT EXISTS (SELECT 1 FROM stage_attempts f WHERE f.run_id = o.run_id AND f.stage = o.stage
@@ -204,7 +218,7 @@ pub async fn requeue_orphaned(pool: &Pool, after: Duration) -> Result<u64, Dispa
              -- A sample each pass: more than a hundred long stages that live workers hold
              -- would otherwise hide every orphan behind them.
              ORDER BY random() LIMIT 100
-             FOR UPDATE OF o SKIP LOCKED",
+             FOR UPDATE OF o SKIP LOCKED").await?,
             &[&after.as_secs_f64()],
         )
         .await?;
@@ -215,16 +229,17 @@ pub async fn requeue_orphaned(pool: &Pool, after: Duration) -> Result<u64, Dispa
         // it locked and drops its copy, and the push below brings it back.
         let free: bool = tx
             .query_one(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+                &tx.prepare_cached("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+                    .await?,
                 &[&StageJob::lock_key(run_id, &stage)],
             )
             .await?
             .get(0);
         if free {
             tx.execute(
-                "UPDATE outbox SET enqueued_at = NULL,
+                &tx.prepare_cached("UPDATE outbox SET enqueued_at = NULL,
                         last_error = 'its worker was lost mid-stage (no worker holds it): pushed again'
-                 WHERE id = $1",
+                 WHERE id = $1").await?,
                 &[&id],
             )
             .await?;
