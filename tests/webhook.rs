@@ -19,6 +19,12 @@ async fn valid_signature_creates_incident_run_and_outbox_row() {
     assert_eq!(body["status"], "run_created");
     assert_eq!(body["queued"], true);
     let run_id = run_id_of(&body);
+    // Pushed to Redis before the answer; the row's mark is written in the web's next batch.
+    env.wait_until(
+        &format!("SELECT enqueued_at IS NOT NULL FROM outbox WHERE run_id = '{run_id}'"),
+        Duration::from_secs(5),
+    )
+    .await;
     let db = env.db().await;
     let row = db
         .query_one("SELECT r.status, r.github_run_id, o.stage, o.enqueued_at IS NOT NULL, i.status
@@ -188,6 +194,45 @@ async fn malformed_json_and_missing_fields_are_400_with_a_reason() {
         env.count("SELECT count(*) FROM webhook_deliveries").await,
         0
     );
+}
+
+/// JSON that parses but that Postgres will not keep (jsonb refuses `\u0000`) is the sender's
+/// fault: a 400 that says why (sending it again fails the same way), nothing half stored, and
+/// the next delivery is taken as usual. It was a 500.
+#[tokio::test]
+async fn json_postgres_cannot_store_is_400_with_the_reason() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    for (event, mut payload) in [
+        ("workflow_run", env.failing_run(4101, &now())),
+        ("ping", serde_json::json!({"zen": "ok"})),
+    ] {
+        payload["zen"] = serde_json::json!("nul \u{0} here");
+        let (status, err) = app.deliver(event, &payload).await;
+        assert_eq!(status, 400, "{event}: {err}");
+        let msg = err["error"].as_str().unwrap();
+        assert!(
+            msg.starts_with("the payload cannot be stored: unsupported Unicode escape sequence"),
+            "{event}: {msg}"
+        );
+    }
+    for table in [
+        "webhook_deliveries",
+        "incidents",
+        "runs",
+        "outbox",
+        "audit_log",
+    ] {
+        assert_eq!(
+            env.count(&format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table}"
+        );
+    }
+    let (status, _) = app
+        .deliver("workflow_run", &env.failing_run(4102, &now()))
+        .await;
+    assert_eq!(status, 202);
 }
 
 #[tokio::test]
@@ -416,4 +461,37 @@ async fn redis_down_at_ingest_then_back_the_run_is_still_processed() {
     redis.kill().ok();
     worker.wait().ok();
     redis.wait().ok();
+}
+
+/// The web marks the outbox rows it pushed in batches (one writer, not one commit per
+/// delivery). With the relay idle, every row delivered at once is marked by the batches
+/// alone, once each.
+#[tokio::test]
+async fn rows_pushed_at_ingest_are_marked_in_batches_once_each() {
+    let mut env = TestEnv::new().await;
+    // The relay's first pass runs at start (nothing to push yet); the next is far away.
+    env.set("SELFHEAL_RELAY_INTERVAL_MS", "600000");
+    let app = std::sync::Arc::new(env.spawn_web().await);
+    let deliveries = 40;
+    let mut sent = tokio::task::JoinSet::new();
+    for i in 0..deliveries {
+        let (app, payload) = (app.clone(), env.failing_run(7000 + i, &now()));
+        sent.spawn(async move { app.deliver("workflow_run", &payload).await });
+    }
+    while let Some(answer) = sent.join_next().await {
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["queued"], true, "{body}");
+    }
+    env.wait_until(
+        "SELECT count(*) = 40 FROM outbox WHERE enqueued_at IS NOT NULL",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        env.count("SELECT count(*) FROM outbox WHERE attempts <> 1")
+            .await,
+        0,
+        "each row marked once"
+    );
 }

@@ -6,6 +6,8 @@
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
 
+pub(crate) const APPEND: &str = "SELECT audit_append($1, $2, $3, $4)";
+
 pub async fn append(
     client: &impl GenericClient,
     actor: &str,
@@ -15,9 +17,7 @@ pub async fn append(
 ) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
-            &client
-                .prepare_cached("SELECT audit_append($1, $2, $3, $4)")
-                .await?,
+            &client.prepare_cached(APPEND).await?,
             &[&actor, &action, &subject, detail],
         )
         .await?;

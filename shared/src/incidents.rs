@@ -12,9 +12,48 @@ use crate::events::{
     WorkflowRunEvent,
 };
 use crate::external_ci;
+use crate::failed_run;
 use crate::installations::{self, InstallationEvent};
 use crate::stage::Stage;
 use crate::{audit, outbox};
+
+// The statements a failed run's ingest runs, shared by the general path below and the
+// pipelined one (`failed_run`).
+pub(crate) const STORE: &str =
+    "INSERT INTO webhook_deliveries (delivery_id, event, action, installation_id, repository_id, outcome, payload)
+     VALUES ($1, $2, $3, $4, $5, 'stored', $6)
+     ON CONFLICT (delivery_id) DO NOTHING";
+pub(crate) const RECORD_OUTCOME: &str =
+    "UPDATE webhook_deliveries SET outcome = $2, reason = $3 WHERE delivery_id = $1";
+/// Deliveries of one GitHub run (redeliveries under new ids, or GitHub's own retries) wait
+/// for each other here, so the second sees the first's run instead of racing it into a
+/// unique violation.
+pub(crate) const LOCK_RUN: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('selfheal.workflow_run:' || $1::text, 0))";
+pub(crate) const STOPPED: &str = "SELECT stopped_by, stopped_reason FROM incidents
+     WHERE repository_id = $1 AND branch = $2 AND workflow_id = $3 AND status = 'open' AND stopped_at IS NOT NULL
+       AND head_repository_id = $4";
+pub(crate) const BUDGET_USED: &str =
+    "SELECT count(*) FROM runs WHERE installation_id = $1 AND created_at > now() - interval '1 hour'";
+pub(crate) const EXISTING_RUN: &str =
+    "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2 AND trigger = 'workflow_run'";
+pub(crate) const OPEN_INCIDENT: &str =
+    "INSERT INTO incidents (id, repository_id, head_repository_id, branch, workflow_id, workflow_name, status, first_failed_at)
+     VALUES ($1, $2, $7, $3, $4, $5, 'open', $6)
+     ON CONFLICT (repository_id, head_repository_id, branch, workflow_id) WHERE status = 'open'
+     DO UPDATE SET failed_runs = incidents.failed_runs + 1
+     RETURNING id, (xmax = 0) AS created";
+pub(crate) const INSERT_RUN: &str =
+    "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
+                       github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10)";
+
+/// A delivery's row fields read from its payload, whatever the event.
+pub(crate) struct Row<'a> {
+    pub action: Option<&'a str>,
+    pub installation_id: Option<i64>,
+    pub repository_id: Option<i64>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Delivery<'a> {
@@ -59,14 +98,14 @@ pub enum Ingested {
 }
 
 impl Ingested {
-    fn reason(&self) -> Option<&str> {
+    pub(crate) fn reason(&self) -> Option<&str> {
         match self {
             Ingested::Ignored { reason } | Ingested::Untrusted { reason } => Some(reason),
             _ => None,
         }
     }
 
-    fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self {
             Ingested::Duplicate => "duplicate",
             Ingested::Stored => "stored",
@@ -113,12 +152,27 @@ pub async fn ingest(
         .payload
         .pointer("/repository/id")
         .and_then(Value::as_i64);
+    let row = Row {
+        action,
+        installation_id,
+        repository_id,
+    };
+    if let Parsed::WorkflowRun(ev) = parsed {
+        if failed_run::applies(ev) {
+            return failed_run::ingest(tx, delivery, &row, ev, gates).await;
+        }
+    }
     let inserted = tx
         .execute(
-            &tx.prepare_cached("INSERT INTO webhook_deliveries (delivery_id, event, action, installation_id, repository_id, outcome, payload)
-             VALUES ($1, $2, $3, $4, $5, 'stored', $6)
-             ON CONFLICT (delivery_id) DO NOTHING").await?,
-            &[&delivery.id, &delivery.event, &action, &installation_id, &repository_id, delivery.payload],
+            &tx.prepare_cached(STORE).await?,
+            &[
+                &delivery.id,
+                &delivery.event,
+                &row.action,
+                &row.installation_id,
+                &row.repository_id,
+                delivery.payload,
+            ],
         )
         .await?;
     if inserted == 0 {
@@ -145,10 +199,7 @@ pub async fn ingest(
     };
     if result != Ingested::Stored {
         tx.execute(
-            &tx.prepare_cached(
-                "UPDATE webhook_deliveries SET outcome = $2, reason = $3 WHERE delivery_id = $1",
-            )
-            .await?,
+            &tx.prepare_cached(RECORD_OUTCOME).await?,
             &[&delivery.id, &result.outcome(), &result.reason()],
         )
         .await?;
@@ -168,11 +219,8 @@ async fn workflow_run(
     if let Some(reason) = ev.untrusted_reason() {
         return Ok(Ingested::Untrusted { reason });
     }
-    // Deliveries of one GitHub run (redeliveries under new ids, or GitHub's own retries) wait
-    // for each other here, so the second sees the first's run instead of racing it into a
-    // unique violation.
     tx.execute(
-        &tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('selfheal.workflow_run:' || $1::text, 0))").await?,
+        &tx.prepare_cached(LOCK_RUN).await?,
         &[&ev.workflow_run.id.to_string()],
     )
     .await?;
@@ -199,49 +247,83 @@ async fn gate(
         return Ok(Some(reason));
     }
     let wr = &ev.workflow_run;
-    if let Some(row) = tx
+    let stopped = tx
         .query_opt(
-            &tx.prepare_cached("SELECT stopped_by, stopped_reason FROM incidents
-             WHERE repository_id = $1 AND branch = $2 AND workflow_id = $3 AND status = 'open' AND stopped_at IS NOT NULL
-               AND head_repository_id = $4").await?,
-            &[&ev.repository.id, &ev.branch(), &wr.workflow_id, &ev.head_repository_id()],
+            &tx.prepare_cached(STOPPED).await?,
+            &[
+                &ev.repository.id,
+                &ev.branch(),
+                &wr.workflow_id,
+                &ev.head_repository_id(),
+            ],
         )
-        .await?
-    {
-        return Ok(Some(format!(
-            "selfheal was stopped on this incident by {}: {}",
-            row.get::<_, Option<String>>(0).unwrap_or_default(),
-            row.get::<_, Option<String>>(1).unwrap_or_default()
-        )));
+        .await?;
+    if let Some(row) = stopped {
+        return Ok(Some(stopped_reason(&row)));
     }
-    if !gates.workflows.is_empty() {
-        let names = [wr.name.as_deref(), wr.path.as_deref()];
-        if !gates
+    if let Some(reason) = unlisted_workflow(ev, gates) {
+        return Ok(Some(reason));
+    }
+    if let (Some(_), Some(installation)) = (gates.runs_per_hour, ev.installation.as_ref()) {
+        let used: i64 = tx
+            .query_one(&tx.prepare_cached(BUDGET_USED).await?, &[&installation.id])
+            .await?
+            .get(0);
+        return Ok(over_budget(gates, used));
+    }
+    Ok(None)
+}
+
+/// `STOPPED`'s row, said.
+pub(crate) fn stopped_reason(row: &tokio_postgres::Row) -> String {
+    format!(
+        "selfheal was stopped on this incident by {}: {}",
+        row.get::<_, Option<String>>(0).unwrap_or_default(),
+        row.get::<_, Option<String>>(1).unwrap_or_default()
+    )
+}
+
+/// A workflow `SELFHEAL_WORKFLOWS` does not list, if the list is set.
+pub(crate) fn unlisted_workflow(ev: &WorkflowRunEvent, gates: &Gates) -> Option<String> {
+    let wr = &ev.workflow_run;
+    let names = [wr.name.as_deref(), wr.path.as_deref()];
+    if gates.workflows.is_empty()
+        || gates
             .workflows
             .iter()
             .any(|w| names.contains(&Some(w.as_str())))
-        {
-            let shown = wr.path.as_deref().or(wr.name.as_deref()).unwrap_or("?");
-            return Ok(Some(format!(
-                "workflow {shown} is not in SELFHEAL_WORKFLOWS"
-            )));
-        }
+    {
+        return None;
     }
-    if let (Some(budget), Some(installation)) = (gates.runs_per_hour, ev.installation.as_ref()) {
-        let used: i64 = tx
-            .query_one(
-                &tx.prepare_cached("SELECT count(*) FROM runs WHERE installation_id = $1 AND created_at > now() - interval '1 hour'").await?,
-                &[&installation.id],
-            )
-            .await?
-            .get(0);
-        if used >= budget {
-            return Ok(Some(format!(
-                "installation budget of {budget} runs per hour is used up"
-            )));
-        }
+    let shown = wr.path.as_deref().or(wr.name.as_deref()).unwrap_or("?");
+    Some(format!("workflow {shown} is not in SELFHEAL_WORKFLOWS"))
+}
+
+/// The installation's hourly budget, used up by `used` runs in the last hour.
+pub(crate) fn over_budget(gates: &Gates, used: i64) -> Option<String> {
+    let budget = gates.runs_per_hour?;
+    (used >= budget).then(|| format!("installation budget of {budget} runs per hour is used up"))
+}
+
+/// The audit detail of a run created for a delivery.
+pub(crate) fn run_created_detail(
+    delivery_id: &str,
+    incident_id: Uuid,
+    ev: &WorkflowRunEvent,
+    fix_branch: Option<&str>,
+) -> Value {
+    let wr = &ev.workflow_run;
+    let mut detail = json!({"delivery": delivery_id, "incident": incident_id, "github_run_id": wr.id, "head_sha": wr.head_sha});
+    if let Some(branch) = fix_branch {
+        detail["fix_branch"] = json!(branch);
+        detail["conclusion"] = json!(wr.conclusion);
     }
-    Ok(None)
+    detail
+}
+
+/// The audit detail of an incident opened by a failed run.
+pub(crate) fn incident_opened_detail(ev: &WorkflowRunEvent) -> Value {
+    json!({"repository": ev.repository.full_name, "branch": ev.branch(), "workflow_id": ev.workflow_run.workflow_id})
 }
 
 async fn open_run(
@@ -259,12 +341,16 @@ async fn open_run(
 
     let row = tx
         .query_one(
-            &tx.prepare_cached("INSERT INTO incidents (id, repository_id, head_repository_id, branch, workflow_id, workflow_name, status, first_failed_at)
-             VALUES ($1, $2, $7, $3, $4, $5, 'open', $6)
-             ON CONFLICT (repository_id, head_repository_id, branch, workflow_id) WHERE status = 'open'
-             DO UPDATE SET failed_runs = incidents.failed_runs + 1
-             RETURNING id, (xmax = 0) AS created").await?,
-            &[&Uuid::new_v4(), &ev.repository.id, &ev.branch(), &wr.workflow_id, &wr.name, &wr.updated_at, &ev.head_repository_id()],
+            &tx.prepare_cached(OPEN_INCIDENT).await?,
+            &[
+                &Uuid::new_v4(),
+                &ev.repository.id,
+                &ev.branch(),
+                &wr.workflow_id,
+                &wr.name,
+                &wr.updated_at,
+                &ev.head_repository_id(),
+            ],
         )
         .await?;
     let incident_id: Uuid = row.get("id");
@@ -276,7 +362,7 @@ async fn open_run(
             "github:webhook",
             "incident.opened",
             &incident_id.to_string(),
-            &json!({"repository": ev.repository.full_name, "branch": ev.branch(), "workflow_id": wr.workflow_id}),
+            &incident_opened_detail(ev),
         )
         .await?;
     }
@@ -291,7 +377,7 @@ async fn existing_run(
     let wr = &ev.workflow_run;
     Ok(tx
         .query_opt(
-            &tx.prepare_cached("SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2 AND trigger = 'workflow_run'").await?,
+            &tx.prepare_cached(EXISTING_RUN).await?,
             &[&wr.id, &wr.run_attempt],
         )
         .await?
@@ -313,9 +399,7 @@ async fn create_run(
     let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
     let run_id = Uuid::new_v4();
     tx.execute(
-        &tx.prepare_cached("INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
-                           github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10)").await?,
+        &tx.prepare_cached(INSERT_RUN).await?,
         &[
             &run_id,
             &incident_id,
@@ -331,11 +415,7 @@ async fn create_run(
     )
     .await?;
     let outbox_id = outbox::insert(tx, run_id, stage).await?;
-    let mut detail = json!({"delivery": delivery_id, "incident": incident_id, "github_run_id": wr.id, "head_sha": wr.head_sha});
-    if let Some(branch) = fix_branch {
-        detail["fix_branch"] = json!(branch);
-        detail["conclusion"] = json!(wr.conclusion);
-    }
+    let detail = run_created_detail(delivery_id, incident_id, ev, fix_branch);
     audit::append(
         tx,
         "github:webhook",

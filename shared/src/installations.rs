@@ -5,6 +5,7 @@
 use deadpool_postgres::{GenericClient, Transaction};
 use serde::Deserialize;
 use serde_json::json;
+use tokio_postgres::Row;
 
 use crate::audit;
 use crate::events::{parse_payload, PayloadError, WorkflowRunEvent};
@@ -160,29 +161,68 @@ async fn add_repository(
     Ok(())
 }
 
+/// Why a repository must not be acted on (uninstalled, suspended, removed): see `inactive`.
+pub(crate) const INACTIVE: &str =
+    "SELECT r.removed_at IS NOT NULL, i.deleted_at IS NOT NULL, i.suspended_at IS NOT NULL
+     FROM repositories r JOIN installations i ON i.id = r.installation_id WHERE r.id = $1";
+/// What selfheal knows of a failed run's installation ($1) and repository ($2): see `known`.
+pub(crate) const KNOWN: &str = "SELECT i.account_login, r.installation_id, r.full_name
+     FROM installations i LEFT JOIN repositories r ON r.id = $2
+     WHERE i.id = $1";
+pub(crate) const ADD_INSTALLATION: &str = "INSERT INTO installations (id, account_login) VALUES ($1, $2)
+     ON CONFLICT (id) DO UPDATE SET account_login = coalesce(EXCLUDED.account_login, installations.account_login)";
+pub(crate) const ADD_REPOSITORY: &str = "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
+     ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id, full_name = EXCLUDED.full_name";
+
 /// Why selfheal must not act on this repository, if it must not.
 pub async fn inactive_reason(
     client: &impl GenericClient,
     repository_id: i64,
 ) -> Result<Option<String>, tokio_postgres::Error> {
     let row = client
-        .query_opt(
-            &client.prepare_cached("SELECT r.removed_at IS NOT NULL, i.deleted_at IS NOT NULL, i.suspended_at IS NOT NULL
-             FROM repositories r JOIN installations i ON i.id = r.installation_id WHERE r.id = $1").await?,
-            &[&repository_id],
-        )
+        .query_opt(&client.prepare_cached(INACTIVE).await?, &[&repository_id])
         .await?;
-    Ok(row.and_then(|r| {
-        if r.get::<_, bool>(1) {
-            Some("the GitHub App was uninstalled".to_string())
-        } else if r.get::<_, bool>(2) {
-            Some("the GitHub App installation is suspended".to_string())
-        } else if r.get::<_, bool>(0) {
-            Some("the repository was removed from the GitHub App installation".to_string())
-        } else {
-            None
-        }
-    }))
+    Ok(inactive(row.as_ref()))
+}
+
+/// `INACTIVE`'s answer, read.
+pub(crate) fn inactive(row: Option<&Row>) -> Option<String> {
+    let r = row?;
+    if r.get::<_, bool>(1) {
+        Some("the GitHub App was uninstalled".to_string())
+    } else if r.get::<_, bool>(2) {
+        Some("the GitHub App installation is suspended".to_string())
+    } else if r.get::<_, bool>(0) {
+        Some("the repository was removed from the GitHub App installation".to_string())
+    } else {
+        None
+    }
+}
+
+/// The installation account's login a failed run names.
+pub(crate) fn login(ev: &WorkflowRunEvent) -> Option<&str> {
+    ev.installation
+        .as_ref()
+        .and_then(|i| i.account.as_ref())
+        .map(|a| a.login.as_str())
+}
+
+/// From `KNOWN`'s answer: whether the installation, and the repository, are kept as the run
+/// names them. Written only when they would change: an upsert locks the row until commit, and
+/// every failure of an installation's repositories would otherwise queue on that one row.
+pub(crate) fn known(
+    row: Option<&Row>,
+    ev: &WorkflowRunEvent,
+    installation_id: i64,
+) -> (bool, bool) {
+    match row {
+        None => (false, false),
+        Some(row) => (
+            login(ev).is_none() || row.get::<_, Option<&str>>(0) == login(ev),
+            row.get::<_, Option<i64>>(1) == Some(installation_id)
+                && row.get::<_, Option<&str>>(2) == Some(ev.repository.full_name.as_str()),
+        ),
+    }
 }
 
 /// The installation and repository a failed run names, as selfheal keeps them.
@@ -191,45 +231,28 @@ pub(crate) async fn upsert_repository(
     ev: &WorkflowRunEvent,
     installation_id: i64,
 ) -> Result<(), tokio_postgres::Error> {
-    let login = ev
-        .installation
-        .as_ref()
-        .and_then(|i| i.account.as_ref())
-        .map(|a| a.login.as_str());
-    // Written only when they would change: an upsert locks the row until commit, and every
-    // failure of an installation's repositories would otherwise queue on that one row.
-    let known = tx
+    let row = tx
         .query_opt(
-            &tx.prepare_cached(
-                "SELECT i.account_login, r.installation_id, r.full_name
-             FROM installations i LEFT JOIN repositories r ON r.id = $2
-             WHERE i.id = $1",
-            )
-            .await?,
+            &tx.prepare_cached(KNOWN).await?,
             &[&installation_id, &ev.repository.id],
         )
         .await?;
-    let (installation_known, repository_known) = match &known {
-        None => (false, false),
-        Some(row) => (
-            login.is_none() || row.get::<_, Option<&str>>(0) == login,
-            row.get::<_, Option<i64>>(1) == Some(installation_id)
-                && row.get::<_, Option<&str>>(2) == Some(ev.repository.full_name.as_str()),
-        ),
-    };
+    let (installation_known, repository_known) = known(row.as_ref(), ev, installation_id);
     if !installation_known {
         tx.execute(
-            &tx.prepare_cached("INSERT INTO installations (id, account_login) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET account_login = coalesce(EXCLUDED.account_login, installations.account_login)").await?,
-            &[&installation_id, &login],
+            &tx.prepare_cached(ADD_INSTALLATION).await?,
+            &[&installation_id, &login(ev)],
         )
         .await?;
     }
     if !repository_known {
         tx.execute(
-            &tx.prepare_cached("INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id, full_name = EXCLUDED.full_name").await?,
-            &[&ev.repository.id, &installation_id, &ev.repository.full_name],
+            &tx.prepare_cached(ADD_REPOSITORY).await?,
+            &[
+                &ev.repository.id,
+                &installation_id,
+                &ev.repository.full_name,
+            ],
         )
         .await?;
     }

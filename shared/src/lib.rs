@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod external_ci;
+mod failed_run;
 pub mod github;
 pub mod incidents;
 pub mod installations;

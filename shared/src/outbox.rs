@@ -15,6 +15,10 @@ use crate::job::{CommandJob, Job};
 use crate::queue::{JobQueue, QueueError};
 use crate::stage::{Stage, StageJob};
 
+pub(crate) const INSERT_STAGE: &str = "INSERT INTO outbox (run_id, stage) VALUES ($1, $2)
+     ON CONFLICT (run_id, stage) DO UPDATE SET stage = EXCLUDED.stage
+     RETURNING id";
+
 pub async fn insert(
     client: &impl GenericClient,
     run_id: Uuid,
@@ -22,13 +26,7 @@ pub async fn insert(
 ) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
-            &client
-                .prepare_cached(
-                    "INSERT INTO outbox (run_id, stage) VALUES ($1, $2)
-             ON CONFLICT (run_id, stage) DO UPDATE SET stage = EXCLUDED.stage
-             RETURNING id",
-                )
-                .await?,
+            &client.prepare_cached(INSERT_STAGE).await?,
             &[&run_id, &stage.as_str()],
         )
         .await?;
@@ -93,16 +91,94 @@ pub async fn dispatch(
             Ok(())
         }
         Err(e) => {
-            if let Ok(client) = pool.get().await {
-                let _ = client
-                    .execute(
-                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                        &[&outbox_id, &e.to_string()],
-                    )
-                    .await;
-            }
+            record_push_failure(pool, outbox_id, &e).await;
             Err(e.into())
         }
+    }
+}
+
+/// The web's marks of pushed rows, written in batches by one task rather than one UPDATE (and
+/// one commit) per delivery: under load that second commit per request cost as much as the
+/// ingest's own. Whatever accumulated while one batch was written goes in the next, so a
+/// quiet server writes each mark at once and a busy one in few statements. A mark lost (the
+/// process killed before its batch) costs a second push by the relay, never a lost job:
+/// stages and commands are idempotent.
+#[derive(Clone)]
+pub struct Marks {
+    pushed: tokio::sync::mpsc::UnboundedSender<i64>,
+}
+
+impl Marks {
+    /// Starts the writer. It ends once every `Marks` clone is dropped and what they sent is
+    /// written: await the handle at shutdown.
+    pub fn start(pool: Pool) -> (Marks, tokio::task::JoinHandle<()>) {
+        let (pushed, mut received) = tokio::sync::mpsc::unbounded_channel::<i64>();
+        let writer = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while received.recv_many(&mut batch, MARK_BATCH).await > 0 {
+                if let Err(e) = mark_pushed(&pool, &batch).await {
+                    tracing::warn!(error = %crate::cause::Chain(&e), rows = batch.len(), "marking pushed outbox rows failed; the relay will push them again");
+                }
+                batch.clear();
+            }
+        });
+        (Marks { pushed }, writer)
+    }
+
+    fn pushed(&self, outbox_id: i64) {
+        // Closed only when the writer is gone (shutdown): the relay covers the row.
+        let _ = self.pushed.send(outbox_id);
+    }
+}
+
+/// Marks written in one statement at most.
+const MARK_BATCH: usize = 1_000;
+
+async fn mark_pushed(pool: &Pool, ids: &[i64]) -> Result<(), DispatchError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            // A row the relay pushed (and marked) meanwhile keeps its own mark.
+            &client
+                .prepare_cached(
+                    "UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1
+                     WHERE id = ANY($1) AND enqueued_at IS NULL",
+                )
+                .await?,
+            &[&ids],
+        )
+        .await?;
+    Ok(())
+}
+
+/// `dispatch`, with the mark left to `marks`.
+pub async fn dispatch_batched(
+    pool: &Pool,
+    queue: &JobQueue,
+    marks: &Marks,
+    outbox_id: i64,
+    job: impl Into<Job>,
+) -> Result<(), DispatchError> {
+    match queue.push(job).await {
+        Ok(()) => {
+            marks.pushed(outbox_id);
+            Ok(())
+        }
+        Err(e) => {
+            record_push_failure(pool, outbox_id, &e).await;
+            Err(e.into())
+        }
+    }
+}
+
+async fn record_push_failure(pool: &Pool, outbox_id: i64, e: &QueueError) {
+    if let Ok(client) = pool.get().await {
+        let _ = client
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                &[&outbox_id, &e.to_string()],
+            )
+            .await;
     }
 }
 

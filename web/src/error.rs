@@ -21,6 +21,26 @@ pub enum ApiError {
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
+        // What Postgres refuses to store of a payload that parsed as JSON (a `\u0000` in a
+        // string, text outside UTF-8, nesting too deep) is the sender's fault, and sending it
+        // again would fail the same way: a 400 that says why, not a 500.
+        if let Some(db) = e.as_db_error() {
+            use tokio_postgres::error::SqlState;
+            let refused = [
+                SqlState::INVALID_TEXT_REPRESENTATION,
+                SqlState::INVALID_JSON_TEXT,
+                SqlState::UNTRANSLATABLE_CHARACTER,
+                SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+                SqlState::STATEMENT_TOO_COMPLEX,
+            ];
+            if refused.contains(db.code()) {
+                let detail = db.detail().map(|d| format!(": {d}")).unwrap_or_default();
+                return ApiError::BadRequest(format!(
+                    "the payload cannot be stored: {}{detail}",
+                    db.message()
+                ));
+            }
+        }
         // A closed connection means the database went away mid-request.
         if e.is_closed() || e.as_db_error().is_none() {
             ApiError::Unavailable(Chain(&e).to_string())

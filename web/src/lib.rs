@@ -29,6 +29,7 @@ pub struct AppState {
     pub secrets: Arc<Vec<SecretString>>,
     pub metrics: Arc<metrics::Metrics>,
     pub gates: Arc<selfheal_shared::config::Gates>,
+    pub marks: outbox::Marks,
 }
 
 /// Bounds on what one request (and all of them together) may cost the server.
@@ -67,8 +68,11 @@ pub fn router(state: AppState, limits: Limits) -> Router {
 }
 
 /// Builds the state from config. Postgres may be down at this point: the pool connects lazily
-/// and requests answer 503 until it is back. Migrations run when it is reachable.
-pub async fn state(config: &Config) -> Result<AppState, db::DbError> {
+/// and requests answer 503 until it is back. Migrations run when it is reachable. The handle
+/// is the writer of the outbox marks (`outbox::Marks`): await it once the state is dropped.
+pub async fn state(
+    config: &Config,
+) -> Result<(AppState, tokio::task::JoinHandle<()>), db::DbError> {
     let pool = db::pool(config.database_url(), 16)?;
     let migrated = if config.migrate_at_start {
         db::migrate(&pool).await
@@ -88,13 +92,16 @@ pub async fn state(config: &Config) -> Result<AppState, db::DbError> {
         config.worker.heartbeat,
         config.worker.missed_heartbeats,
     );
-    Ok(AppState {
+    let (marks, marking) = outbox::Marks::start(pool.clone());
+    let state = AppState {
         pool,
         queue: Arc::new(JobQueue::new(config.redis_url(), queue_config)),
         secrets: Arc::new(config.webhook_secrets.clone()),
         metrics: Arc::new(metrics::Metrics::default()),
         gates: Arc::new(config.gates.clone()),
-    })
+        marks,
+    };
+    Ok((state, marking))
 }
 
 /// Serves until `shutdown` resolves; the outbox relay runs beside the server.
@@ -103,7 +110,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = state(&config).await?;
+    let (state, marking) = state(&config).await?;
     let relay = tokio::spawn(outbox::relay_forever(
         state.pool.clone(),
         state.queue.clone(),
@@ -115,6 +122,16 @@ pub async fn serve(
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
+    // The marks of the last requests are written (briefly bounded: the relay would push those
+    // rows again, which costs a duplicate job, not a lost one).
+    if tokio::time::timeout(Duration::from_secs(5), marking)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "outbox marks not all written at shutdown; the relay pushes those jobs again"
+        );
+    }
     relay.abort();
     Ok(result?)
 }

@@ -160,7 +160,7 @@ async fn ingest(
 /// Pushes a committed outbox row now; when Redis is away, Postgres has it and the relay
 /// pushes it later.
 async fn enqueue(state: &AppState, outbox_id: i64, job: Job) -> bool {
-    match outbox::dispatch(&state.pool, &state.queue, outbox_id, job).await {
+    match outbox::dispatch_batched(&state.pool, &state.queue, &state.marks, outbox_id, job).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %selfheal_shared::cause::Chain(&e), outbox_id, "enqueue deferred to the outbox relay");
