@@ -29,6 +29,20 @@ pub fn webhook(data: &[u8]) {
         return;
     };
     let event = EVENTS[usize::from(*pick) % EVENTS.len()];
+    // Every delivery's envelope is read first, whatever the event; where it is read, it agrees
+    // with a `Value` lookup of the same fields.
+    if let Ok(envelope) = selfheal_shared::envelope::Envelope::parse(body) {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).expect("a body the envelope read is JSON");
+        assert!(
+            v.is_object(),
+            "the envelope read a body that is not an object"
+        );
+        assert_eq!(
+            envelope.action.as_deref(),
+            v.get("action").and_then(serde_json::Value::as_str)
+        );
+    }
     match event {
         "workflow_run" => {
             if let Ok(ev) = WorkflowRunEvent::parse(body) {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::config::Gates;
 use crate::events::{RunVerdict, WorkflowRunEvent};
-use crate::incidents::{self, Delivery, Ingested, Row};
+use crate::incidents::{self, Delivery, Ingested};
 use crate::stage::Stage;
 use crate::{audit, installations, outbox};
 
@@ -105,11 +105,11 @@ async fn prepared(tx: &Transaction<'_>) -> Result<Prepared, tokio_postgres::Erro
 pub(crate) async fn ingest(
     tx: &Transaction<'_>,
     delivery: &Delivery<'_>,
-    row: &Row<'_>,
     ev: &WorkflowRunEvent,
     gates: &Gates,
 ) -> Result<Ingested, tokio_postgres::Error> {
     let s = prepared(tx).await?;
+    let row = delivery.envelope;
     let wr = &ev.workflow_run;
     // The caller has checked that a failed run names its installation.
     let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
@@ -129,7 +129,7 @@ pub(crate) async fn ingest(
                     &row.action,
                     &row.installation_id,
                     &row.repository_id,
-                    delivery.payload,
+                    &delivery.payload,
                 ],
             )
             .await

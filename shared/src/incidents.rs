@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::config::Gates;
+use crate::envelope::Envelope;
 use crate::events::{
     CheckRunEvent, CheckSuiteEvent, IssueCommentEvent, PullRequestEvent, RunVerdict, StatusEvent,
     WorkflowRunEvent,
@@ -21,7 +22,7 @@ use crate::{audit, outbox};
 // pipelined one (`failed_run`).
 pub(crate) const STORE: &str =
     "INSERT INTO webhook_deliveries (delivery_id, event, action, installation_id, repository_id, outcome, payload)
-     VALUES ($1, $2, $3, $4, $5, 'stored', $6)
+     VALUES ($1, $2, $3, $4, $5, 'stored', $6::text::jsonb)
      ON CONFLICT (delivery_id) DO NOTHING";
 pub(crate) const RECORD_OUTCOME: &str =
     "UPDATE webhook_deliveries SET outcome = $2, reason = $3 WHERE delivery_id = $1";
@@ -48,18 +49,13 @@ pub(crate) const INSERT_RUN: &str =
                        github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10)";
 
-/// A delivery's row fields read from its payload, whatever the event.
-pub(crate) struct Row<'a> {
-    pub action: Option<&'a str>,
-    pub installation_id: Option<i64>,
-    pub repository_id: Option<i64>,
-}
-
 #[derive(Debug, Clone)]
 pub struct Delivery<'a> {
     pub id: &'a str,
     pub event: &'a str,
-    pub payload: &'a Value,
+    /// The body as GitHub sent it, stored as such: one JSON object (`envelope` says so).
+    pub payload: &'a str,
+    pub envelope: &'a Envelope,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,25 +139,12 @@ pub async fn ingest(
     parsed: &Parsed,
     gates: &Gates,
 ) -> Result<Ingested, tokio_postgres::Error> {
-    let action = delivery.payload.get("action").and_then(Value::as_str);
-    let installation_id = delivery
-        .payload
-        .pointer("/installation/id")
-        .and_then(Value::as_i64);
-    let repository_id = delivery
-        .payload
-        .pointer("/repository/id")
-        .and_then(Value::as_i64);
-    let row = Row {
-        action,
-        installation_id,
-        repository_id,
-    };
     if let Parsed::WorkflowRun(ev) = parsed {
         if failed_run::applies(ev) {
-            return failed_run::ingest(tx, delivery, &row, ev, gates).await;
+            return failed_run::ingest(tx, delivery, ev, gates).await;
         }
     }
+    let row = delivery.envelope;
     let inserted = tx
         .execute(
             &tx.prepare_cached(STORE).await?,
@@ -171,7 +154,7 @@ pub async fn ingest(
                 &row.action,
                 &row.installation_id,
                 &row.repository_id,
-                delivery.payload,
+                &delivery.payload,
             ],
         )
         .await?;

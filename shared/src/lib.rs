@@ -6,6 +6,7 @@ pub mod cause;
 mod commands;
 pub mod config;
 pub mod db;
+pub mod envelope;
 pub mod events;
 pub mod external_ci;
 mod failed_run;

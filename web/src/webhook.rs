@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
+use selfheal_shared::envelope::Envelope;
 use selfheal_shared::events::{
     CheckRunEvent, CheckSuiteEvent, IssueCommentEvent, PullRequestEvent, RunVerdict, StatusEvent,
     WorkflowRunEvent,
@@ -17,7 +18,7 @@ use selfheal_shared::installations::InstallationEvent;
 use selfheal_shared::job::{CommandJob, Job};
 use selfheal_shared::outbox;
 use selfheal_shared::stage::StageJob;
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::Sha256;
 use tracing::Instrument;
 
@@ -47,11 +48,10 @@ async fn ingest(
     delivery_id: &str,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let payload: Value = serde_json::from_slice(body)
+    let envelope = Envelope::parse(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // Valid JSON is valid UTF-8 (checked above), so this does not fail on a body that parsed.
+    let payload = std::str::from_utf8(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-    if !payload.is_object() {
-        return Err(ApiError::BadRequest("payload is not a JSON object".into()));
-    }
     let bad = |e: selfheal_shared::events::PayloadError| ApiError::BadRequest(e.to_string());
     let parsed = match event {
         "workflow_run" => {
@@ -81,7 +81,8 @@ async fn ingest(
         &Delivery {
             id: delivery_id,
             event,
-            payload: &payload,
+            payload,
+            envelope: &envelope,
         },
         &parsed,
         &state.gates,
