@@ -713,24 +713,17 @@ async fn a_merge_an_attempt_made_but_did_not_live_to_record_is_read_not_asked_ag
     );
 }
 
-/// The branch is pushed before the PR is opened, so the fix's CI (run on the push) can be
-/// green before selfheal has recorded its PR, and a worker may even die in between. Found by
-/// the chaos test: that green run used to be skipped ("no pull request"), and the fix was
-/// never merged. It now waits, and deliver decides it when it records the PR.
-#[tokio::test]
-async fn a_fix_whose_ci_is_green_before_its_pull_request_is_recorded_is_still_merged() {
-    let env = TestEnv::new().await;
-    let app = env.spawn_web().await;
-    // Two workers: one held opening the PR, one to take the fix's CI meanwhile.
-    let _w1 = env.spawn_worker("w1");
-    let _w2 = env.spawn_worker("w2");
+/// A failing run whose delivery is held before its PR is opened (its branch pushed), and the
+/// fix's CI green meanwhile, decided before the PR exists: (failing run, early fix run).
+async fn fix_ci_green_before_its_pr(env: &TestEnv, app: &App, id: i64) -> (uuid::Uuid, uuid::Uuid) {
     env.standin.set_knobs(Knobs {
         fix_checks: green_checks(),
-        pulls_delay_ms: 6_000,
+        // Long enough for the fix's CI to be ingested and decided on a slow, busy machine.
+        pulls_delay_ms: 20_000,
         ..Knobs::default()
     });
     let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(6801, &now()))
+        .deliver("workflow_run", &env.failing_run(id, &now()))
         .await;
     let failing = run_id_of(&body);
     env.wait_until(
@@ -748,7 +741,7 @@ async fn a_fix_whose_ci_is_green_before_its_pull_request_is_recorded_is_still_me
     let (_, body) = app
         .deliver(
             "workflow_run",
-            &env.fix_run(6802, &branch, &head, "success"),
+            &env.fix_run(id + 1, &branch, &head, "success"),
         )
         .await;
     let early = run_id_of(&body);
@@ -757,11 +750,26 @@ async fn a_fix_whose_ci_is_green_before_its_pull_request_is_recorded_is_still_me
         env.standin.pulls().is_empty(),
         "the fix's CI was decided before the PR was opened (the test's premise)"
     );
-    let (v, reason) = verdict(&env, early).await;
+    let (v, reason) = verdict(env, early).await;
     assert_eq!(v, "wait", "{reason}");
+    (failing, early)
+}
+
+/// The branch is pushed before the PR is opened, so the fix's CI (run on the push) can be
+/// green before selfheal has recorded its PR, and a worker may even die in between. Found by
+/// the chaos test: that green run used to be skipped ("no pull request"), and the fix was
+/// never merged. It now waits, and deliver decides it when it records the PR.
+#[tokio::test]
+async fn a_fix_whose_ci_is_green_before_its_pull_request_is_recorded_is_still_merged() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // Two workers: one held opening the PR, one to take the fix's CI meanwhile.
+    let _w1 = env.spawn_worker("w1");
+    let _w2 = env.spawn_worker("w2");
+    let (failing, early) = fix_ci_green_before_its_pr(&env, &app, 6801).await;
 
     assert_eq!(
-        env.wait_run(failing, Duration::from_secs(60)).await,
+        env.wait_run(failing, Duration::from_secs(90)).await,
         "succeeded"
     );
     assert_eq!(env.standin.pulls()[0]["merged"], true, "the fix is merged");
@@ -788,5 +796,41 @@ async fn a_fix_whose_ci_is_green_before_its_pull_request_is_recorded_is_still_me
         env.count("SELECT count(*) FROM audit_log WHERE action = 'verification.taken_up'")
             .await,
         1
+    );
+}
+
+/// The same, but a person stops selfheal on the incident while its PR is being opened: the
+/// green run taken up then merges nothing.
+#[tokio::test]
+async fn a_fix_taken_up_after_its_incident_was_stopped_is_not_merged() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _w1 = env.spawn_worker("w1");
+    let _w2 = env.spawn_worker("w2");
+    let (failing, early) = fix_ci_green_before_its_pr(&env, &app, 6811).await;
+    // What `/selfheal stop` records (tests/chatops.rs covers the command itself).
+    env.db()
+        .await
+        .execute(
+            "UPDATE incidents SET stopped_at = now(), stopped_by = 'github:octocat', stopped_reason = 'not now'",
+            &[],
+        )
+        .await
+        .unwrap();
+    env.wait_run(failing, Duration::from_secs(90)).await;
+    assert_eq!(
+        env.standin.pulls().len(),
+        1,
+        "the PR was opened before the stop was seen"
+    );
+    assert_eq!(env.standin.pulls()[0]["merged"], false, "nothing merged");
+    assert!(!env.standin.calls().iter().any(|c| c.method == "PUT"));
+    let (v, reason) = verdict(&env, early).await;
+    assert_eq!(
+        (v.as_str(), reason.as_str()),
+        (
+            "skip",
+            "selfheal was stopped on this incident meanwhile (decided when the pull request was recorded)"
+        )
     );
 }

@@ -216,6 +216,28 @@ async fn json_postgres_cannot_store_is_400_with_the_reason() {
             "{event}: {msg}"
         );
     }
+    // What serde skips by syntax alone reaches Postgres, which refuses it as it stores it.
+    for (body, said) in [
+        (&br#"{"zen": 1e200000}"#[..], "value overflows numeric format"),
+        (br#"{"zen": "\ud800 alone"}"#, "invalid input syntax for type json"),
+    ] {
+        let (status, err) = app
+            .post_raw(
+                &[
+                    ("x-github-event", "ping".into()),
+                    ("x-github-delivery", uuid::Uuid::new_v4().to_string()),
+                    ("x-hub-signature-256", signature(&app.secret, body)),
+                ],
+                body.to_vec(),
+            )
+            .await;
+        assert_eq!(status, 400, "{err}");
+        let msg = err["error"].as_str().unwrap();
+        assert!(
+            msg.starts_with("the payload cannot be stored: ") && msg.contains(said),
+            "{msg}"
+        );
+    }
     for table in [
         "webhook_deliveries",
         "incidents",
@@ -255,6 +277,26 @@ async fn duplicate_delivery_is_200_and_creates_nothing_new() {
     assert_eq!(
         env.count("SELECT failed_runs::bigint FROM incidents").await,
         1
+    );
+    // Each delivery stored once, with what it came to.
+    let outcomes: Vec<(String, String)> = env
+        .db()
+        .await
+        .query(
+            "SELECT delivery_id, outcome FROM webhook_deliveries ORDER BY delivery_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("dup-1".to_string(), "run_created".to_string()),
+            ("dup-2".to_string(), "run_exists".to_string())
+        ]
     );
 }
 

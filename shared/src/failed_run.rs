@@ -130,6 +130,9 @@ pub(crate) async fn ingest(
                     &row.installation_id,
                     &row.repository_id,
                     &delivery.payload,
+                    // What nearly every such delivery comes to; the few that a gate or the
+                    // dedup settles are updated below. One write of the row, not two.
+                    &incidents::RUN_CREATED,
                 ],
             )
             .await
@@ -231,20 +234,14 @@ pub(crate) async fn ingest(
     let incident_id: Uuid = incident.get("id");
     let created: bool = incident.get("created");
 
-    // 3. The audit rows, the run, its first stage's outbox row, the delivery's outcome.
+    // 3. The audit rows, the run, its first stage's outbox row.
     let run_id = Uuid::new_v4();
     let stage = Stage::Triage;
-    let result = Ingested::RunCreated {
-        run_id,
-        incident_id,
-        outbox_id: 0,
-        stage,
-    };
     let (incident_subject, run_subject) = (incident_id.to_string(), run_id.to_string());
     let opened = incidents::incident_opened_detail(ev);
     let run_detail = incidents::run_created_detail(delivery.id, incident_id, ev, None);
     let conclusion = wr.conclusion.as_deref().unwrap_or("failure");
-    let (_, _, outbox_row, _, _) = try_join!(
+    let (_, _, outbox_row, _) = try_join!(
         async {
             if created {
                 tx.query_one(
@@ -288,13 +285,6 @@ pub(crate) async fn ingest(
             tx.query_one(
                 &s.append,
                 &[&"github:webhook", &"run.created", &run_subject, &run_detail],
-            )
-            .await
-        },
-        async {
-            tx.execute(
-                &s.record_outcome,
-                &[&delivery.id, &result.outcome(), &result.reason()],
             )
             .await
         },

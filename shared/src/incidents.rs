@@ -22,8 +22,10 @@ use crate::{audit, outbox};
 // pipelined one (`failed_run`).
 pub(crate) const STORE: &str =
     "INSERT INTO webhook_deliveries (delivery_id, event, action, installation_id, repository_id, outcome, payload)
-     VALUES ($1, $2, $3, $4, $5, 'stored', $6::text::jsonb)
+     VALUES ($1, $2, $3, $4, $5, $7, $6::text::jsonb)
      ON CONFLICT (delivery_id) DO NOTHING";
+/// The outcome a delivery that creates a run records.
+pub(crate) const RUN_CREATED: &str = "run_created";
 pub(crate) const RECORD_OUTCOME: &str =
     "UPDATE webhook_deliveries SET outcome = $2, reason = $3 WHERE delivery_id = $1";
 /// Deliveries of one GitHub run (redeliveries under new ids, or GitHub's own retries) wait
@@ -105,7 +107,7 @@ impl Ingested {
         match self {
             Ingested::Duplicate => "duplicate",
             Ingested::Stored => "stored",
-            Ingested::RunCreated { .. } => "run_created",
+            Ingested::RunCreated { .. } => RUN_CREATED,
             Ingested::CommandQueued { .. } => "command_queued",
             Ingested::RunExists { .. } => "run_exists",
             Ingested::Resolved { .. } => "incident_resolved",
@@ -155,6 +157,7 @@ pub async fn ingest(
                 &row.installation_id,
                 &row.repository_id,
                 &delivery.payload,
+                &"stored",
             ],
         )
         .await?;

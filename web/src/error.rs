@@ -22,7 +22,8 @@ pub enum ApiError {
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         // What Postgres refuses to store of a payload that parsed as JSON (a `\u0000` in a
-        // string, text outside UTF-8, nesting too deep) is the sender's fault, and sending it
+        // string, a lone surrogate, a number beyond numeric's range, nesting too deep) is the
+        // sender's fault, and sending it
         // again would fail the same way: a 400 that says why, not a 500.
         if let Some(db) = e.as_db_error() {
             use tokio_postgres::error::SqlState;
@@ -32,6 +33,7 @@ impl From<tokio_postgres::Error> for ApiError {
                 SqlState::UNTRANSLATABLE_CHARACTER,
                 SqlState::CHARACTER_NOT_IN_REPERTOIRE,
                 SqlState::STATEMENT_TOO_COMPLEX,
+                SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
             ];
             if refused.contains(db.code()) {
                 let detail = db.detail().map(|d| format!(": {d}")).unwrap_or_default();

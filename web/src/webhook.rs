@@ -49,9 +49,11 @@ async fn ingest(
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     let envelope = Envelope::parse(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    // Valid JSON is valid UTF-8 (checked above), so this does not fail on a body that parsed.
+    // The envelope skips what it does not read by syntax alone: the bytes are checked here,
+    // and Postgres checks the rest as it stores the body (a lone surrogate, a number beyond
+    // its range: 400s, error.rs).
     let payload = std::str::from_utf8(body)
-        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: not UTF-8: {e}")))?;
     let bad = |e: selfheal_shared::events::PayloadError| ApiError::BadRequest(e.to_string());
     let parsed = match event {
         "workflow_run" => {

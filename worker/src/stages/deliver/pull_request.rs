@@ -213,7 +213,12 @@ pub async fn open(
         d.branch,
         short(&commit)
     );
-    if let Some(done) = verify::take_up_early_ci(ctx, run.incident_id, &commit).await? {
+    // The head now: a further attempt may have been pushed before the PR was (its fix's CI
+    // failing first).
+    let pushed = pr_state::last_pushed(&**ctx.pool.get().await?, run.incident_id)
+        .await?
+        .unwrap_or(commit.clone());
+    if let Some(done) = verify::take_up_early_ci(ctx, run.incident_id, &pushed).await? {
         detail = format!("{detail}; {done}");
     }
     Ok(StageReport {

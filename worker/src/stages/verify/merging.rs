@@ -16,6 +16,9 @@ use crate::WorkerContext;
 /// The start of the reason a green run of the fix's CI waits with while its PR is not recorded.
 pub(super) const AWAITING_PR: &str = "the fix's CI finished before its pull request was recorded";
 
+/// The end of the reason of a verdict decided by `take_up_early_ci`.
+const TAKEN_UP: &str = " (decided when the pull request was recorded)";
+
 /// Serialises recording an incident's PR with a fix run deciding that it has none: whichever
 /// comes second sees the other.
 pub const PR_RECORDED_LOCK: &str =
@@ -32,7 +35,7 @@ pub(super) async fn fix_passed(
         .get()
         .await?
         .query_opt(
-            "SELECT pr_number, merged_at IS NOT NULL FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
+            "SELECT pr_number, merged_at IS NOT NULL, commit_sha FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
             &[&run.incident_id],
         )
         .await?;
@@ -40,8 +43,12 @@ pub(super) async fn fix_passed(
         // The branch is pushed before the PR is opened, so the fix's CI can finish first (the
         // worker opening the PR may even die between). Deliver takes this run up when it
         // records the PR (`take_up_early_ci`); skipping it would leave the fix unmerged.
+        // The first commit is recorded before its branch is pushed (a worker killed right
+        // after the push has recorded nothing else); later ones in `fix_attempts` likewise.
+        let first = row.as_ref().and_then(|r| r.get::<_, Option<String>>(2));
         let pushed = pr_state::last_pushed(&**ctx.pool.get().await?, run.incident_id).await?;
-        if row.is_some() && pushed.as_deref() == Some(run.head_sha.as_str()) {
+        let ours = |sha: &Option<String>| sha.as_deref() == Some(run.head_sha.as_str());
+        if row.is_some() && (ours(&first) || ours(&pushed)) {
             return Ok((
                 Verdict::Wait,
                 format!(
@@ -259,17 +266,34 @@ pub async fn take_up_early_ci(
     pushed: &str,
 ) -> Result<Option<String>, StageError> {
     let client = ctx.pool.get().await?;
+    // Only what waited for the PR, or what a take-up decided to merge and did not live to:
+    // another wait (checks still running) is the next CI run's to decide, and a merge
+    // GitHub refused stays refused.
     let row = client
         .query_opt(
-            "SELECT r.id, v.verdict FROM runs r JOIN verifications v ON v.run_id = r.id
+            "SELECT r.id, v.verdict, i.stopped_at IS NOT NULL, i.status = 'resolved'
+             FROM runs r JOIN verifications v ON v.run_id = r.id
+             JOIN incidents i ON i.id = r.incident_id
+             JOIN deliveries d ON d.incident_id = r.incident_id AND d.kind = 'pull_request'
              WHERE r.incident_id = $1 AND r.fix_branch IS NOT NULL AND r.conclusion = 'success'
-               AND r.head_sha = $2 AND v.verdict IN ('wait', 'merge')
+               AND r.head_sha = $2 AND d.merged_at IS NULL AND d.merge_error IS NULL
+               AND ((v.verdict = 'wait' AND starts_with(v.reason, $3))
+                    OR (v.verdict = 'merge' AND v.reason LIKE '%' || $4))
              ORDER BY r.created_at DESC LIMIT 1",
-            &[&incident, &pushed],
+            &[&incident, &pushed, &AWAITING_PR, &TAKEN_UP],
         )
         .await?;
     let Some(row) = row else {
         return Ok(None);
+    };
+    // A person stopped selfheal on the incident, or it was resolved, while the PR was being
+    // opened: nothing is merged (verify's own first checks, which this run passed earlier).
+    let settled = if row.get::<_, bool>(2) {
+        Some("selfheal was stopped on this incident meanwhile")
+    } else if row.get::<_, bool>(3) {
+        Some("the incident was resolved meanwhile")
+    } else {
+        None
     };
     let Some(early) = runs::load(&client, row.get(0)).await? else {
         return Ok(None);
@@ -277,8 +301,11 @@ pub async fn take_up_early_ci(
     drop(client);
     let mut verdict = Verdict::parse(row.get(1)).unwrap_or(Verdict::Skip);
     if verdict == Verdict::Wait {
-        let (decided, reason, checks) = fix_passed(ctx, &early).await?;
-        let reason = format!("{reason} (decided when the pull request was recorded)");
+        let (decided, reason, checks) = match settled {
+            Some(why) => (Verdict::Skip, why.to_string(), json!([])),
+            None => fix_passed(ctx, &early).await?,
+        };
+        let reason = format!("{reason}{TAKEN_UP}");
         let mut client = ctx.pool.get().await?;
         let tx = client.transaction().await?;
         let changed = tx
@@ -312,6 +339,9 @@ pub async fn take_up_early_ci(
     }
     if verdict != Verdict::Merge {
         return Ok(None);
+    }
+    if let Some(why) = settled {
+        return Ok(Some(format!("not merged: {why}")));
     }
     let merged = merge::merge(ctx, &early, "selfheal:policy").await?;
     Ok(Some(format!(
