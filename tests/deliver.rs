@@ -313,7 +313,8 @@ async fn two_runs_of_one_incident_delivering_at_once_share_one_commit_and_one_pr
     // GitHub answers a commit late: the second run reads the delivery before the first's
     // commit is recorded.
     env.standin.set_knobs(Knobs {
-        commits_delay_ms: 5_000,
+        // Long enough for the other run to catch up on a loaded machine (they heal side by side).
+        commits_delay_ms: 20_000,
         ..Knobs::default()
     });
     let first = env.failing_run(9851, &now());
@@ -353,6 +354,14 @@ async fn two_runs_of_one_incident_delivering_at_once_share_one_commit_and_one_pr
         2,
         "two different commits, each naming its run: {commits:?}"
     );
+    for run in [a, b] {
+        assert!(
+            commits
+                .iter()
+                .any(|m| m.ends_with(&format!("\n\nSelfheal-Run: {run}"))),
+            "{commits:?}"
+        );
+    }
 
     let pulls = env.standin.pulls();
     assert_eq!(pulls.len(), 1, "one PR");

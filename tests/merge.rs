@@ -718,7 +718,8 @@ async fn a_merge_an_attempt_made_but_did_not_live_to_record_is_read_not_asked_ag
 async fn fix_ci_green_before_its_pr(env: &TestEnv, app: &App, id: i64) -> (uuid::Uuid, uuid::Uuid) {
     env.standin.set_knobs(Knobs {
         fix_checks: green_checks(),
-        // Long enough for the fix's CI to be ingested and decided on a slow, busy machine.
+        // Long enough for the fix's CI to be ingested and decided on a slow, busy machine,
+        // and under the GitHub client's 30 s read timeout.
         pulls_delay_ms: 20_000,
         ..Knobs::default()
     });
@@ -745,7 +746,7 @@ async fn fix_ci_green_before_its_pr(env: &TestEnv, app: &App, id: i64) -> (uuid:
         )
         .await;
     let early = run_id_of(&body);
-    env.wait_run(early, Duration::from_secs(30)).await;
+    env.wait_run(early, Duration::from_secs(60)).await;
     assert!(
         env.standin.pulls().is_empty(),
         "the fix's CI was decided before the PR was opened (the test's premise)"
@@ -817,6 +818,11 @@ async fn a_fix_taken_up_after_its_incident_was_stopped_is_not_merged() {
         )
         .await
         .unwrap();
+    // The stop was written while the PR was still held (the test's premise).
+    assert!(
+        env.standin.pulls().is_empty(),
+        "the PR was opened before the stop"
+    );
     env.wait_run(failing, Duration::from_secs(90)).await;
     assert_eq!(
         env.standin.pulls().len(),

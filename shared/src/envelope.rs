@@ -6,7 +6,9 @@
 //! text GitHub sent.
 //!
 //! Lenient as the `Value` lookups it replaces: a field of another type than expected is
-//! absent, not an error.
+//! absent, not an error. Stricter in one way: a top-level `action`, `installation` or
+//! `repository` given twice is a 400 (`Value` kept the last; GitHub never sends one twice,
+//! and which one counts would be a guess), and an `id` given twice in one of those is absent.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -137,6 +139,10 @@ mod tests {
             (b"  \"text\"", "payload is not a JSON object"),
             (b"null", "payload is not a JSON object"),
             (b"", "malformed JSON"),
+            (
+                br#"{"action": "completed", "action": "requested"}"#,
+                "invalid payload: duplicate field `action`",
+            ),
         ] {
             let e = Envelope::parse(body).unwrap_err();
             assert!(
