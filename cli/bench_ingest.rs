@@ -165,13 +165,7 @@ async fn audit_drain(pool: &deadpool_postgres::Pool) -> anyhow::Result<Duration>
     loop {
         // 0 when the relay is linking at the moment: then it is, and the count below says.
         selfheal_shared::audit::chain(&client, 10_000).await?;
-        let unlinked: i64 = client
-            .query_one(
-                "SELECT count(*) FROM audit_log WHERE chain_seq IS NULL",
-                &[],
-            )
-            .await?
-            .get(0);
+        let unlinked = selfheal_shared::audit::unlinked(&client).await?;
         if unlinked == 0 {
             return Ok(started.elapsed());
         }

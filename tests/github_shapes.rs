@@ -486,12 +486,7 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
     )
     .await;
     assert_eq!(status, 405);
-    let merges = env
-        .standin
-        .calls()
-        .iter()
-        .filter(|c| c.method == "PUT" && c.path.ends_with("/pulls/1/merge"))
-        .count();
+    let merges = env.merges_asked(1);
     assert_eq!(merges, 2, "selfheal's merge, then this test's");
 
     // The newer operations' answers: a PATCH of the PR, an attempt's jobs, update-branch on

@@ -693,12 +693,7 @@ async fn a_merge_an_attempt_made_but_did_not_live_to_record_is_read_not_asked_ag
     );
     assert!(d.get::<_, bool>(1), "the merge GitHub made is recorded");
     assert_eq!(d.get::<_, Option<String>>(2), None);
-    let merges = env
-        .standin
-        .calls()
-        .iter()
-        .filter(|c| c.method == "PUT" && c.path.ends_with("/pulls/1/merge"))
-        .count();
+    let merges = env.merges_asked(1);
     assert_eq!(merges, 1, "asked GitHub to merge once");
     assert_eq!(
         env.count("SELECT count(*) FROM audit_log WHERE action = 'pull_request.merged' AND actor = 'selfheal:policy'")
@@ -786,12 +781,7 @@ async fn a_fix_whose_ci_is_green_before_its_pull_request_is_recorded_is_still_me
             && detail.contains("the fix's CI (run 6802) had finished first: merged PR #1"),
         "{detail}"
     );
-    let merges = env
-        .standin
-        .calls()
-        .iter()
-        .filter(|c| c.method == "PUT" && c.path.ends_with("/pulls/1/merge"))
-        .count();
+    let merges = env.merges_asked(1);
     assert_eq!(merges, 1, "asked GitHub to merge once");
     assert_eq!(
         env.count("SELECT count(*) FROM audit_log WHERE action = 'verification.taken_up'")

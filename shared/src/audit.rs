@@ -82,19 +82,24 @@ pub async fn link_backlog(client: &impl GenericClient) -> Result<i64, tokio_post
     Ok(linked)
 }
 
+/// Rows committed but not linked to the chain yet.
+pub async fn unlinked(client: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM audit_log WHERE chain_seq IS NULL",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
 /// Links the committed rows (in batches, while batches come back full: steady ingest does not
 /// keep it going), then recomputes every linked row's hash and checks each link, in chain
 /// order. Rows committed meanwhile, or left to a linker busy elsewhere, are counted unlinked.
 pub async fn verify(client: &impl GenericClient) -> Result<AuditReport, tokio_postgres::Error> {
     const BATCH: i32 = 10_000;
     while chain(client, BATCH).await? == BATCH {}
-    let unlinked: i64 = client
-        .query_one(
-            "SELECT count(*) FROM audit_log WHERE chain_seq IS NULL",
-            &[],
-        )
-        .await?
-        .get(0);
+    let unlinked = unlinked(client).await?;
     let rows = client
         .query(
             "SELECT chain_seq AS seq, prev_hash, hash,

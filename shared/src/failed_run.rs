@@ -109,7 +109,6 @@ pub(crate) async fn ingest(
     gates: &Gates,
 ) -> Result<Ingested, tokio_postgres::Error> {
     let s = prepared(tx).await?;
-    let row = delivery.envelope;
     let wr = &ev.workflow_run;
     // The caller has checked that a failed run names its installation.
     let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
@@ -120,23 +119,9 @@ pub(crate) async fn ingest(
 
     // 1. The delivery, the run's lock, and everything the gates and the dedup read.
     let (stored, _, inactive, stopped, used, existing, known) = try_join!(
-        async {
-            tx.execute(
-                &s.store,
-                &[
-                    &delivery.id,
-                    &delivery.event,
-                    &row.action,
-                    &row.installation_id,
-                    &row.repository_id,
-                    &delivery.payload,
-                    // What nearly every such delivery comes to; the few that a gate or the
-                    // dedup settles are updated below. One write of the row, not two.
-                    &incidents::RUN_CREATED,
-                ],
-            )
-            .await
-        },
+        // Stored as what nearly every such delivery comes to; the few that a gate or the
+        // dedup settles are updated below. One write of the row, not two.
+        incidents::store(tx, &s.store, delivery, incidents::RUN_CREATED),
         async { tx.execute(&s.lock, &[&run_key]).await },
         async { tx.query_opt(&s.inactive, &[&repository_id]).await },
         async {

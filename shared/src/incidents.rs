@@ -51,6 +51,30 @@ pub(crate) const INSERT_RUN: &str =
                        github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10)";
 
+/// Stores the delivery (`STORE`, prepared) as having come to `outcome`; 0 when its id was
+/// stored before.
+pub(crate) async fn store(
+    tx: &Transaction<'_>,
+    statement: &tokio_postgres::Statement,
+    delivery: &Delivery<'_>,
+    outcome: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let row = delivery.envelope;
+    tx.execute(
+        statement,
+        &[
+            &delivery.id,
+            &delivery.event,
+            &row.action,
+            &row.installation_id,
+            &row.repository_id,
+            &delivery.payload,
+            &outcome,
+        ],
+    )
+    .await
+}
+
 #[derive(Debug, Clone)]
 pub struct Delivery<'a> {
     pub id: &'a str,
@@ -146,21 +170,7 @@ pub async fn ingest(
             return failed_run::ingest(tx, delivery, ev, gates).await;
         }
     }
-    let row = delivery.envelope;
-    let inserted = tx
-        .execute(
-            &tx.prepare_cached(STORE).await?,
-            &[
-                &delivery.id,
-                &delivery.event,
-                &row.action,
-                &row.installation_id,
-                &row.repository_id,
-                &delivery.payload,
-                &"stored",
-            ],
-        )
-        .await?;
+    let inserted = store(tx, &tx.prepare_cached(STORE).await?, delivery, "stored").await?;
     if inserted == 0 {
         return Ok(Ingested::Duplicate);
     }

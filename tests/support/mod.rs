@@ -422,6 +422,16 @@ impl TestEnv {
     }
 
     /// The fix's branch and head as the stand-in's open pull request `number` shows them.
+    /// How many times selfheal asked the stand-in to merge PR `number`.
+    pub fn merges_asked(&self, number: i64) -> usize {
+        let path = format!("/pulls/{number}/merge");
+        self.standin
+            .calls()
+            .iter()
+            .filter(|c| c.method == "PUT" && c.path.ends_with(&path))
+            .count()
+    }
+
     pub fn pull(&self, number: i64) -> (String, String) {
         let pr = self
             .standin
