@@ -81,6 +81,32 @@ async fn bare_receive(
     }
 }
 
+/// Serves on a runtime of its own, two threads (as a process of its own would have on this
+/// machine), so that neither receiver waits behind the load driver's tasks or the other
+/// receiver's: in one runtime with the driver, each of selfheal's pipelined steps queued
+/// behind every request the driver was signing.
+fn on_own_runtime<F, Fut>(
+    name: &str,
+    listener: std::net::TcpListener,
+    serve: F,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>>
+where
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()?;
+    Ok(std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            runtime.block_on(async move { serve(TcpListener::from_std(listener)?).await })
+        })?)
+}
+
 /// One round's answers: each accepted request's latency, and how many were not accepted.
 struct Round {
     latencies: Vec<Duration>,
@@ -278,12 +304,15 @@ pub async fn ingest_bench(
     let config = selfheal_shared::Config::from_lookup(selfheal_shared::config::Role::Web, |k| {
         vars.get(k).cloned()
     })?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let selfheal_url = format!("http://{}/webhooks/github", listener.local_addr()?);
     let (stop_web, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(selfheal_web::serve(config, listener, async move {
-        let _ = stopped.await;
-    }));
+    let web = on_own_runtime("selfheal-web", listener, move |listener| async move {
+        selfheal_web::serve(config, listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+    })?;
 
     // The bare receiver, on the same Postgres and Redis.
     // As many connections as selfheal web's own pool.
@@ -295,18 +324,34 @@ pub async fn ingest_bench(
         )
         .await?;
     let redis = ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?;
-    let bare = Arc::new(Bare {
-        pool: pool.clone(),
-        redis: redis.clone(),
-        secret: secret.clone(),
-        key: format!("{tag}:bare"),
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let bare_url = format!("http://{}/webhooks/github", listener.local_addr()?);
-    let app = axum::Router::new()
-        .route("/webhooks/github", post(bare_receive))
-        .with_state(bare);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (stop_bare, bare_stopped) = tokio::sync::oneshot::channel::<()>();
+    let bare = {
+        let (database_url, redis_url, secret, key) = (
+            database_url.clone(),
+            redis_url.clone(),
+            secret.clone(),
+            format!("{tag}:bare"),
+        );
+        on_own_runtime("bare", listener, move |listener| async move {
+            let bare = Arc::new(Bare {
+                pool: selfheal_shared::db::pool(&database_url, 16)?,
+                redis: ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?,
+                secret,
+                key,
+            });
+            let app = axum::Router::new()
+                .route("/webhooks/github", post(bare_receive))
+                .with_state(bare);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = bare_stopped.await;
+                })
+                .await?;
+            Ok(())
+        })?
+    };
 
     // The recorded failing run (19 KB), its id a placeholder each request replaces.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -383,7 +428,15 @@ pub async fn ingest_bench(
             }
         }
     }
-    let _ = stop_web.send(());
+    let _ = (stop_web.send(()), stop_bare.send(()));
+    for (name, server) in [("selfheal web", web), ("the bare receiver", bare)] {
+        let stopped = tokio::task::spawn_blocking(move || server.join()).await?;
+        match stopped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("{name} failed: {e:#}"),
+            Err(_) => anyhow::bail!("{name} panicked"),
+        }
+    }
     // Its relay stops with it; then nothing is left behind: the database and this run's Redis keys.
     let mut redis = redis;
     let keys: Vec<String> = redis::cmd("KEYS")

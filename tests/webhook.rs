@@ -544,3 +544,57 @@ async fn rows_pushed_at_ingest_are_all_marked_once_by_the_web() {
         "each row marked once"
     );
 }
+
+/// The relay pushes what the web could not, not what it is about to: a row younger than the
+/// relay's grace is the web's to push. Without the grace, under load the relay pushed rows the
+/// web had just committed (every such job twice), and its row locks held up the web's marks.
+#[tokio::test]
+async fn the_relay_leaves_a_row_just_committed_to_the_web_that_stores_it() {
+    // The web's own Redis is down, so its push fails and the row stays pending.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("redis://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let mut env = TestEnv::with_redis(&dead).await;
+    env.set("SELFHEAL_RELAY_INTERVAL_MS", "600000");
+    let app = env.spawn_web().await;
+    let (status, body) = app
+        .deliver("workflow_run", &env.failing_run(9101, &now()))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["queued"], false, "{body}");
+
+    // A relay on a Redis that answers.
+    let queue = selfheal_shared::queue::JobQueue::new(
+        &redis_url(),
+        selfheal_shared::queue::storage_config(&env.tag, Duration::from_secs(30), 3),
+    );
+    let pool = selfheal_shared::db::pool(&env.database_url, 2).unwrap();
+    assert_eq!(
+        selfheal_shared::outbox::relay_once(&pool, &queue)
+            .await
+            .unwrap(),
+        0,
+        "a row committed a moment ago is left to the web"
+    );
+    env.db()
+        .await
+        .execute(
+            "UPDATE outbox SET created_at = now() - interval '1 minute'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        selfheal_shared::outbox::relay_once(&pool, &queue)
+            .await
+            .unwrap(),
+        1,
+        "past the grace, the relay pushes what the web could not"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM outbox WHERE enqueued_at IS NULL")
+            .await,
+        0
+    );
+}

@@ -76,7 +76,7 @@ async fn prepared(tx: &Transaction<'_>) -> Result<Prepared, tokio_postgres::Erro
         tx.prepare_cached(installations::ADD_INSTALLATION),
         tx.prepare_cached(installations::ADD_REPOSITORY),
         tx.prepare_cached(incidents::OPEN_INCIDENT),
-        tx.prepare_cached(audit::APPEND),
+        tx.prepare_cached(audit::APPEND_EACH),
         tx.prepare_cached(incidents::INSERT_RUN),
         tx.prepare_cached(outbox::INSERT_STAGE),
         tx.prepare_cached(incidents::RECORD_OUTCOME),
@@ -219,31 +219,25 @@ pub(crate) async fn ingest(
     let incident_id: Uuid = incident.get("id");
     let created: bool = incident.get("created");
 
-    // 3. The audit rows, the run, its first stage's outbox row.
+    // 3. The run, its first stage's outbox row, the audit rows.
     let run_id = Uuid::new_v4();
     let stage = Stage::Triage;
     let (incident_subject, run_subject) = (incident_id.to_string(), run_id.to_string());
     let opened = incidents::incident_opened_detail(ev);
     let run_detail = incidents::run_created_detail(delivery.id, incident_id, ev, None);
     let conclusion = wr.conclusion.as_deref().unwrap_or("failure");
-    let (_, _, outbox_row, _) = try_join!(
-        async {
-            if created {
-                tx.query_one(
-                    &s.append,
-                    &[
-                        &"github:webhook",
-                        &"incident.opened",
-                        &incident_subject,
-                        &opened,
-                    ],
-                )
-                .await
-                .map(Some)
-            } else {
-                Ok(None)
-            }
-        },
+    // `incident.opened` before `run.created`, in one call.
+    let (mut actions, mut subjects, mut details) = (
+        vec!["run.created"],
+        vec![run_subject.as_str()],
+        vec![run_detail],
+    );
+    if created {
+        actions.insert(0, "incident.opened");
+        subjects.insert(0, incident_subject.as_str());
+        details.insert(0, opened);
+    }
+    let (_, outbox_row, _) = try_join!(
         async {
             tx.execute(
                 &s.insert_run,
@@ -269,7 +263,7 @@ pub(crate) async fn ingest(
         async {
             tx.query_one(
                 &s.append,
-                &[&"github:webhook", &"run.created", &run_subject, &run_detail],
+                &[&"github:webhook", &actions, &subjects, &details],
             )
             .await
         },

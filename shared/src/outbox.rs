@@ -182,7 +182,13 @@ async fn record_push_failure(pool: &Pool, outbox_id: i64, e: &QueueError) {
     }
 }
 
-/// Pushes every pending row once. Rows are locked while pushed, so several relays (one per
+/// How long a committed row is left to the process that wrote it, which pushes it straight
+/// after its commit. Without it, under load the relay pushed rows the web had just committed
+/// (those jobs twice), and its row locks held up the web's marks. A row pushed again by
+/// `requeue_*` keeps its old `created_at`, so it goes at the next pass.
+pub const PUSH_GRACE: Duration = Duration::from_secs(3);
+
+/// Pushes every pending row older than `PUSH_GRACE` once. Rows are locked while pushed, so several relays (one per
 /// process) never push the same row at the same time. Returns how many were pushed.
 pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, DispatchError> {
     let mut client = pool.get().await?;
@@ -191,10 +197,11 @@ pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, Dispatch
         .query(
             &tx.prepare_cached(
                 "SELECT id, run_id, stage, command_id FROM outbox WHERE enqueued_at IS NULL
+                   AND created_at < now() - make_interval(secs => $1)
              ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
             )
             .await?,
-            &[],
+            &[&PUSH_GRACE.as_secs_f64()],
         )
         .await?;
     let mut pushed = 0;
