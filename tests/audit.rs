@@ -4,6 +4,7 @@ mod support;
 
 use std::process::Command;
 
+use serde_json::{json, Value};
 use support::*;
 
 fn verify_audit(env: &TestEnv) -> (bool, String) {
@@ -290,4 +291,65 @@ async fn one_relay_tick_links_a_backlog_larger_than_a_batch() {
         .unwrap();
     assert!(report.is_intact(), "{:?}", report.breaks);
     assert_eq!(report.rows, backlog as u64);
+}
+
+/// A failed run's audit rows, written in one statement with its incident and run: the
+/// incident's `incident.opened` first, then `run.created` naming the delivery, the incident
+/// and the run; a second failure of the same incident adds only its `run.created`.
+#[tokio::test]
+async fn a_failed_runs_audit_rows_name_its_incident_and_run_in_order() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let mut runs = Vec::new();
+    let mut workflow_id = Value::Null;
+    for (i, at) in ["2026-11-20T10:00:00Z", "2026-11-20T10:01:00Z"]
+        .iter()
+        .enumerate()
+    {
+        let payload = env.failing_run(2300 + i as i64, at);
+        workflow_id = payload["workflow_run"]["workflow_id"].clone();
+        let (status, body) = app.deliver("workflow_run", &payload).await;
+        assert_eq!(status, 202, "{body}");
+        runs.push(body);
+    }
+    let incident = runs[0]["incident_id"].as_str().unwrap().to_string();
+    assert_eq!(runs[1]["incident_id"], runs[0]["incident_id"]);
+    let rows = env
+        .db()
+        .await
+        .query(
+            "SELECT actor, action, subject, detail FROM audit_log ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, String, Value)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let deliveries: Vec<String> = env
+        .db()
+        .await
+        .query("SELECT delivery_id FROM runs ORDER BY created_at", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(
+        (got[0].0.as_str(), got[0].1.as_str(), got[0].2.as_str()),
+        ("github:webhook", "incident.opened", incident.as_str())
+    );
+    assert_eq!(got[0].3["workflow_id"], workflow_id);
+    for (k, (actor, action, subject, detail)) in got[1..].iter().enumerate() {
+        assert_eq!(
+            (actor.as_str(), action.as_str()),
+            ("github:webhook", "run.created")
+        );
+        assert_eq!(subject, runs[k]["run_id"].as_str().unwrap(), "{got:?}");
+        assert_eq!(detail["incident"], json!(incident), "{detail}");
+        assert_eq!(detail["delivery"], json!(deliveries[k]), "{detail}");
+        assert_eq!(detail["github_run_id"], json!(2300 + k as i64), "{detail}");
+    }
 }

@@ -598,3 +598,70 @@ async fn the_relay_leaves_a_row_just_committed_to_the_web_that_stores_it() {
         0
     );
 }
+
+/// A failed run's ingest opens its transaction itself, `BEGIN` riding with its first
+/// statements. Cancelled mid-way (the sender hung up), its connection must not go back to the
+/// pool with that transaction still open: the next request would run inside it. It leaves the
+/// pool instead, and what the cancelled ingest wrote is rolled back.
+#[tokio::test]
+async fn an_ingest_cancelled_mid_transaction_leaves_no_open_transaction_in_the_pool() {
+    use selfheal_shared::envelope::Envelope;
+    use selfheal_shared::events::WorkflowRunEvent;
+    use selfheal_shared::incidents::{self, Delivery, Parsed};
+
+    let env = TestEnv::new().await;
+    // One connection: the next `get` hands out the cancelled ingest's, if it went back.
+    let pool = selfheal_shared::db::pool(&env.database_url, 1).unwrap();
+    selfheal_shared::db::migrate(&pool).await.unwrap();
+    let body = serde_json::to_vec(&env.failing_run(9201, &now())).unwrap();
+    let envelope = Envelope::parse(&body).unwrap();
+    let parsed = Parsed::WorkflowRun(WorkflowRunEvent::parse(&body).unwrap());
+    let payload = std::str::from_utf8(&body).unwrap();
+    let delivery = Delivery {
+        id: "cancelled-delivery",
+        event: "workflow_run",
+        payload,
+        envelope: &envelope,
+    };
+    let gates = selfheal_shared::config::Gates::default();
+    // Warm: the statements prepared, so that the cancelled attempt's first poll sends `BEGIN`
+    // and its first statements at once.
+    let warm = Delivery {
+        id: "warm-delivery",
+        ..delivery
+    };
+    let warm_body = serde_json::to_vec(&env.failing_run(9202, &now())).unwrap();
+    let warm_parsed = Parsed::WorkflowRun(WorkflowRunEvent::parse(&warm_body).unwrap());
+    incidents::ingest(pool.get().await.unwrap(), &warm, &warm_parsed, &gates)
+        .await
+        .unwrap();
+
+    let client = pool.get().await.unwrap();
+    let mut ingest = Box::pin(incidents::ingest(client, &delivery, &parsed, &gates));
+    // Polled once: the requests are sent, the answers not read yet.
+    assert!(futures::poll!(ingest.as_mut()).is_pending());
+    drop(ingest);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+        )
+        .await,
+        0,
+        "the cancelled ingest's transaction is still open"
+    );
+    // The pool still serves: the connection's place was freed.
+    let client = pool.get().await.unwrap();
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    drop(client);
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM webhook_deliveries WHERE delivery_id = 'cancelled-delivery'"
+        )
+        .await,
+        0,
+        "the cancelled ingest's delivery was rolled back"
+    );
+}

@@ -7,8 +7,6 @@ use deadpool_postgres::GenericClient;
 use serde_json::Value;
 
 pub(crate) const APPEND: &str = "SELECT audit_append($1, $2, $3, $4)";
-/// Several rows by one actor in one call, in the order given (migrations/V16).
-pub(crate) const APPEND_EACH: &str = "SELECT audit_append_each($1, $2, $3, $4)";
 
 pub async fn append(
     client: &impl GenericClient,

@@ -11,7 +11,7 @@
 //! first (`prepared`), so nothing awaits before its request is sent. `futures_util::try_join!`
 //! polls in the order written.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::Object;
 use futures_util::try_join;
 use tokio_postgres::Statement;
 use uuid::Uuid;
@@ -19,8 +19,8 @@ use uuid::Uuid;
 use crate::config::Gates;
 use crate::events::{RunVerdict, WorkflowRunEvent};
 use crate::incidents::{self, Delivery, Ingested};
+use crate::installations;
 use crate::stage::Stage;
-use crate::{audit, installations, outbox};
 
 /// Whether the delivery takes this path: a failed run selfheal may act on, not on one of
 /// selfheal's own branches (the fix's CI joins its incident on the general path).
@@ -29,6 +29,37 @@ pub(crate) fn applies(ev: &WorkflowRunEvent) -> bool {
         && ev.untrusted_reason().is_none()
         && !ev.branch().starts_with("selfheal/")
 }
+
+/// The incident opened or joined (`incidents::OPEN_INCIDENT`), the run (`incidents::INSERT_RUN`),
+/// its first stage's outbox row (`outbox::INSERT_STAGE`) and the audit rows, `incident.opened`
+/// (when the incident is new) then `run.created`: one statement where there were four, each of
+/// which cost Postgres a bind, an execution and an answer of its own. The foreign keys
+/// between them are checked at the statement's end, when every row is in.
+const OPEN_RUN: &str = concat!(
+    "WITH incident AS (",
+    incidents::open_incident_sql!(),
+    "), run AS (
+        INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
+                          github_run_id, github_run_attempt, head_sha, conclusion, status)
+        SELECT $8::uuid, incident.id, $9::text, $10::bigint, $11::text, $12::bigint, $13::int,
+               $14::text, $15::text, 'queued'
+          FROM incident
+        RETURNING id
+    ), stage AS (
+        INSERT INTO outbox (run_id, stage) SELECT run.id, $16::text FROM run
+        RETURNING id
+    )
+    SELECT incident.id AS incident_id, stage.id AS outbox_id,
+           audit_append_each('github:webhook',
+               CASE WHEN incident.created THEN ARRAY['incident.opened', 'run.created']
+                    ELSE ARRAY['run.created'] END,
+               CASE WHEN incident.created THEN ARRAY[incident.id::text, $8::uuid::text]
+                    ELSE ARRAY[$8::uuid::text] END,
+               CASE WHEN incident.created
+                    THEN ARRAY[$17::jsonb, $18::jsonb || jsonb_build_object('incident', incident.id)]
+                    ELSE ARRAY[$18::jsonb || jsonb_build_object('incident', incident.id)] END)
+      FROM incident, stage"
+);
 
 struct Prepared {
     store: Statement,
@@ -40,16 +71,13 @@ struct Prepared {
     known: Statement,
     add_installation: Statement,
     add_repository: Statement,
-    open_incident: Statement,
-    append: Statement,
-    insert_run: Statement,
-    insert_stage: Statement,
+    open_run: Statement,
     record_outcome: Statement,
 }
 
 /// Every statement, prepared once per connection (one pipelined round trip the first time,
 /// none after: deadpool caches them on the connection).
-async fn prepared(tx: &Transaction<'_>) -> Result<Prepared, tokio_postgres::Error> {
+async fn prepared(tx: &Object) -> Result<Prepared, tokio_postgres::Error> {
     let (
         store,
         lock,
@@ -60,10 +88,7 @@ async fn prepared(tx: &Transaction<'_>) -> Result<Prepared, tokio_postgres::Erro
         known,
         add_installation,
         add_repository,
-        open_incident,
-        append,
-        insert_run,
-        insert_stage,
+        open_run,
         record_outcome,
     ) = try_join!(
         tx.prepare_cached(incidents::STORE),
@@ -75,10 +100,7 @@ async fn prepared(tx: &Transaction<'_>) -> Result<Prepared, tokio_postgres::Erro
         tx.prepare_cached(installations::KNOWN),
         tx.prepare_cached(installations::ADD_INSTALLATION),
         tx.prepare_cached(installations::ADD_REPOSITORY),
-        tx.prepare_cached(incidents::OPEN_INCIDENT),
-        tx.prepare_cached(audit::APPEND_EACH),
-        tx.prepare_cached(incidents::INSERT_RUN),
-        tx.prepare_cached(outbox::INSERT_STAGE),
+        tx.prepare_cached(OPEN_RUN),
         tx.prepare_cached(incidents::RECORD_OUTCOME),
     )?;
     Ok(Prepared {
@@ -91,24 +113,68 @@ async fn prepared(tx: &Transaction<'_>) -> Result<Prepared, tokio_postgres::Erro
         known,
         add_installation,
         add_repository,
-        open_incident,
-        append,
-        insert_run,
-        insert_stage,
+        open_run,
         record_outcome,
     })
 }
 
 /// Stores the delivery and, unless a gate says no or the run is known, opens (or joins) the
-/// incident and creates the run with its first stage in the outbox. Inside the caller's
-/// transaction, as `incidents::ingest`.
+/// incident and creates the run with its first stage in the outbox: in one transaction, as
+/// `incidents::ingest`, whose `BEGIN` goes with the first round trip and `COMMIT` with the
+/// last.
 pub(crate) async fn ingest(
-    tx: &Transaction<'_>,
+    client: Object,
     delivery: &Delivery<'_>,
     ev: &WorkflowRunEvent,
     gates: &Gates,
 ) -> Result<Ingested, tokio_postgres::Error> {
-    let s = prepared(tx).await?;
+    let mut open = Open(Some(client));
+    let client = open.client();
+    let result = async {
+        let s = prepared(client).await?;
+        in_transaction(client, &s, delivery, ev, gates).await
+    }
+    .await;
+    if result.is_err() {
+        // Whatever failed, nothing is kept; a connection that cannot even roll back is
+        // dropped with the guard, which ends its transaction too.
+        if client.batch_execute("ROLLBACK").await.is_err() {
+            return result;
+        }
+    }
+    // Ended, committed or rolled back: back to the pool.
+    drop(open.0.take());
+    result
+}
+
+/// The connection of a transaction this path opened itself. Dropped before it was ended (the
+/// request was cancelled mid-way), the connection leaves the pool and closes, and Postgres
+/// rolls the transaction back: it is never handed to the next request still open.
+struct Open(Option<Object>);
+
+impl Open {
+    fn client(&self) -> &Object {
+        self.0
+            .as_ref()
+            .expect("the connection is held until the transaction ends")
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
+    }
+}
+
+async fn in_transaction(
+    tx: &Object,
+    s: &Prepared,
+    delivery: &Delivery<'_>,
+    ev: &WorkflowRunEvent,
+    gates: &Gates,
+) -> Result<Ingested, tokio_postgres::Error> {
     let wr = &ev.workflow_run;
     // The caller has checked that a failed run names its installation.
     let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
@@ -118,7 +184,8 @@ pub(crate) async fn ingest(
     let count_budget = gates.runs_per_hour.is_some() && ev.installation.is_some();
 
     // 1. The delivery, the run's lock, and everything the gates and the dedup read.
-    let (stored, _, inactive, stopped, used, existing, known) = try_join!(
+    let (_, stored, _, inactive, stopped, used, existing, known) = try_join!(
+        tx.batch_execute("BEGIN"),
         // Stored as what nearly every such delivery comes to; the few that a gate or the
         // dedup settles are updated below. One write of the row, not two.
         incidents::store(tx, &s.store, delivery, incidents::RUN_CREATED),
@@ -154,6 +221,7 @@ pub(crate) async fn ingest(
         },
     )?;
     if stored == 0 {
+        tx.batch_execute("COMMIT").await?;
         return Ok(Ingested::Duplicate);
     }
     // The gates in the general path's order (`incidents::gate`).
@@ -167,20 +235,30 @@ pub(crate) async fn ingest(
         (None, None) => None,
     };
     if let Some(result) = settled {
-        tx.execute(
-            &s.record_outcome,
-            &[&delivery.id, &result.outcome(), &result.reason()],
-        )
-        .await?;
+        let (outcome, reason) = (result.outcome(), result.reason());
+        try_join!(
+            async {
+                tx.execute(&s.record_outcome, &[&delivery.id, &outcome, &reason])
+                    .await
+            },
+            tx.batch_execute("COMMIT"),
+        )?;
         return Ok(result);
     }
 
-    // 2. The installation and repository where they changed, and the incident.
+    // 2. The installation and repository where they changed; then the incident, the run, its
+    // first stage's outbox row and the audit rows, in one statement (`OPEN_RUN`).
     let (installation_known, repository_known) =
         installations::known(known.as_ref(), ev, installation_id);
     let login = installations::login(ev);
-    let new_incident = Uuid::new_v4();
-    let (_, _, incident) = try_join!(
+    let (new_incident, run_id, stage) = (Uuid::new_v4(), Uuid::new_v4(), Stage::Triage);
+    let opened = incidents::incident_opened_detail(ev);
+    // `OPEN_RUN` sets the incident, known only there.
+    let run_detail = incidents::run_created_detail(delivery.id, Uuid::nil(), ev, None);
+    let conclusion = wr.conclusion.as_deref().unwrap_or("failure");
+    // A statement that fails aborts the transaction: the `COMMIT` after it then rolls back,
+    // and `try_join!` answers with the statement's error, the first to arrive.
+    let (_, _, opened_run, _) = try_join!(
         async {
             if installation_known {
                 Ok(0)
@@ -202,7 +280,7 @@ pub(crate) async fn ingest(
         },
         async {
             tx.query_one(
-                &s.open_incident,
+                &s.open_run,
                 &[
                     &new_incident,
                     &repository_id,
@@ -211,39 +289,7 @@ pub(crate) async fn ingest(
                     &wr.name,
                     &wr.updated_at,
                     &head_repository_id,
-                ],
-            )
-            .await
-        },
-    )?;
-    let incident_id: Uuid = incident.get("id");
-    let created: bool = incident.get("created");
-
-    // 3. The run, its first stage's outbox row, the audit rows.
-    let run_id = Uuid::new_v4();
-    let stage = Stage::Triage;
-    let (incident_subject, run_subject) = (incident_id.to_string(), run_id.to_string());
-    let opened = incidents::incident_opened_detail(ev);
-    let run_detail = incidents::run_created_detail(delivery.id, incident_id, ev, None);
-    let conclusion = wr.conclusion.as_deref().unwrap_or("failure");
-    // `incident.opened` before `run.created`, in one call.
-    let (mut actions, mut subjects, mut details) = (
-        vec!["run.created"],
-        vec![run_subject.as_str()],
-        vec![run_detail],
-    );
-    if created {
-        actions.insert(0, "incident.opened");
-        subjects.insert(0, incident_subject.as_str());
-        details.insert(0, opened);
-    }
-    let (_, outbox_row, _) = try_join!(
-        async {
-            tx.execute(
-                &s.insert_run,
-                &[
                     &run_id,
-                    &incident_id,
                     &delivery.id,
                     &installation_id,
                     &ev.repository.full_name,
@@ -251,27 +297,20 @@ pub(crate) async fn ingest(
                     &wr.run_attempt,
                     &wr.head_sha,
                     &conclusion,
-                    &None::<&str>,
+                    &stage.as_str(),
+                    &opened,
+                    &run_detail,
                 ],
             )
             .await
         },
-        async {
-            tx.query_one(&s.insert_stage, &[&run_id, &stage.as_str()])
-                .await
-        },
-        async {
-            tx.query_one(
-                &s.append,
-                &[&"github:webhook", &actions, &subjects, &details],
-            )
-            .await
-        },
+        tx.batch_execute("COMMIT"),
     )?;
+    let incident_id: Uuid = opened_run.get("incident_id");
     Ok(Ingested::RunCreated {
         run_id,
         incident_id,
-        outbox_id: outbox_row.get(0),
+        outbox_id: opened_run.get("outbox_id"),
         stage,
     })
 }

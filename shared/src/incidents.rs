@@ -2,7 +2,7 @@
 //! runs they open, all written in the one transaction that also writes the outbox row.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Transaction};
+use deadpool_postgres::{GenericClient, Object, Transaction};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -40,12 +40,19 @@ pub(crate) const BUDGET_USED: &str =
     "SELECT count(*) FROM runs WHERE installation_id = $1 AND created_at > now() - interval '1 hour'";
 pub(crate) const EXISTING_RUN: &str =
     "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2 AND trigger = 'workflow_run'";
-pub(crate) const OPEN_INCIDENT: &str =
-    "INSERT INTO incidents (id, repository_id, head_repository_id, branch, workflow_id, workflow_name, status, first_failed_at)
+/// The failed run's incident: opened, or joined when one is open for its branch and workflow.
+/// A macro so that the failed-run path's `OPEN_RUN` is built from the same text.
+macro_rules! open_incident_sql {
+    () => {
+        "INSERT INTO incidents (id, repository_id, head_repository_id, branch, workflow_id, workflow_name, status, first_failed_at)
      VALUES ($1, $2, $7, $3, $4, $5, 'open', $6)
      ON CONFLICT (repository_id, head_repository_id, branch, workflow_id) WHERE status = 'open'
      DO UPDATE SET failed_runs = incidents.failed_runs + 1
-     RETURNING id, (xmax = 0) AS created";
+     RETURNING id, (xmax = 0) AS created"
+    };
+}
+pub(crate) use open_incident_sql;
+pub(crate) const OPEN_INCIDENT: &str = open_incident_sql!();
 pub(crate) const INSERT_RUN: &str =
     "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
                        github_run_id, github_run_attempt, head_sha, conclusion, status, fix_branch)
@@ -54,25 +61,26 @@ pub(crate) const INSERT_RUN: &str =
 /// Stores the delivery (`STORE`, prepared) as having come to `outcome`; 0 when its id was
 /// stored before.
 pub(crate) async fn store(
-    tx: &Transaction<'_>,
+    client: &impl GenericClient,
     statement: &tokio_postgres::Statement,
     delivery: &Delivery<'_>,
     outcome: &str,
 ) -> Result<u64, tokio_postgres::Error> {
     let row = delivery.envelope;
-    tx.execute(
-        statement,
-        &[
-            &delivery.id,
-            &delivery.event,
-            &row.action,
-            &row.installation_id,
-            &row.repository_id,
-            &delivery.payload,
-            &outcome,
-        ],
-    )
-    .await
+    client
+        .execute(
+            statement,
+            &[
+                &delivery.id,
+                &delivery.event,
+                &row.action,
+                &row.installation_id,
+                &row.repository_id,
+                &delivery.payload,
+                &outcome,
+            ],
+        )
+        .await
 }
 
 #[derive(Debug, Clone)]
@@ -157,19 +165,32 @@ pub enum Parsed {
     Other,
 }
 
-/// Stores a verified delivery and acts on it. Call inside a transaction and commit after:
-/// either everything (delivery, incident, run, outbox row, audit rows) lands, or nothing.
+/// Stores a verified delivery and acts on it, in one transaction on `client`: either
+/// everything (delivery, incident, run, outbox row, audit rows) lands, or nothing.
 pub async fn ingest(
-    tx: &Transaction<'_>,
+    client: Object,
     delivery: &Delivery<'_>,
     parsed: &Parsed,
     gates: &Gates,
 ) -> Result<Ingested, tokio_postgres::Error> {
     if let Parsed::WorkflowRun(ev) = parsed {
         if failed_run::applies(ev) {
-            return failed_run::ingest(tx, delivery, ev, gates).await;
+            return failed_run::ingest(client, delivery, ev, gates).await;
         }
     }
+    let mut client = client;
+    let tx = client.transaction().await?;
+    let result = ingest_in(&tx, delivery, parsed, gates).await?;
+    tx.commit().await?;
+    Ok(result)
+}
+
+async fn ingest_in(
+    tx: &Transaction<'_>,
+    delivery: &Delivery<'_>,
+    parsed: &Parsed,
+    gates: &Gates,
+) -> Result<Ingested, tokio_postgres::Error> {
     let inserted = store(tx, &tx.prepare_cached(STORE).await?, delivery, "stored").await?;
     if inserted == 0 {
         return Ok(Ingested::Duplicate);

@@ -76,10 +76,9 @@ async fn ingest(
         _ => Parsed::Other,
     };
 
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
+    let client = state.pool.get().await?;
     let ingested = incidents::ingest(
-        &tx,
+        client,
         &Delivery {
             id: delivery_id,
             event,
@@ -90,8 +89,6 @@ async fn ingest(
         &state.gates,
     )
     .await?;
-    tx.commit().await?;
-    drop(client);
 
     let (status, body) = match &ingested {
         Ingested::Duplicate => (StatusCode::OK, json!({"status": "duplicate"})),
