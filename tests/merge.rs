@@ -830,3 +830,37 @@ async fn a_fix_taken_up_after_its_incident_was_stopped_is_not_merged() {
         )
     );
 }
+
+/// The same, but the branch goes green by other hands while the PR is being opened (a green
+/// run of the failing workflow resolves the incident): the green run of the fix's CI taken
+/// up then merges nothing, and says why.
+#[tokio::test]
+async fn a_fix_taken_up_after_its_incident_was_resolved_is_not_merged() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _w1 = env.spawn_worker("w1");
+    let _w2 = env.spawn_worker("w2");
+    let (failing, early) = fix_ci_green_before_its_pr(&env, &app, 6821).await;
+    let (status, body) = app
+        .deliver("workflow_run", &env.green_run(6830, &now()))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "incident_resolved", "{body}");
+    // Resolved while the PR was still held (the test's premise).
+    assert!(
+        env.standin.pulls().is_empty(),
+        "the PR was opened before the incident was resolved"
+    );
+    env.wait_run(failing, Duration::from_secs(90)).await;
+    assert_eq!(env.standin.pulls().len(), 1, "{:?}", env.standin.pulls());
+    assert_eq!(env.standin.pulls()[0]["merged"], false, "nothing merged");
+    assert!(!env.standin.calls().iter().any(|c| c.method == "PUT"));
+    let (v, reason) = verdict(&env, early).await;
+    assert_eq!(
+        (v.as_str(), reason.as_str()),
+        (
+            "skip",
+            "the incident was resolved meanwhile (decided when the pull request was recorded)"
+        )
+    );
+}
