@@ -317,12 +317,6 @@ pub async fn ingest_bench(
     // The bare receiver, on the same Postgres and Redis.
     // As many connections as selfheal web's own pool.
     let pool = selfheal_shared::db::pool(&database_url, 16)?;
-    pool.get()
-        .await?
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS bare_deliveries (delivery_id TEXT PRIMARY KEY, payload JSONB NOT NULL)",
-        )
-        .await?;
     let redis = ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let bare_url = format!("http://{}/webhooks/github", listener.local_addr()?);
@@ -385,6 +379,24 @@ pub async fn ingest_bench(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::ensure!(answered, "selfheal web never became ready at {ready}");
+    // The body stored as selfheal stores it: the same type and the same compression
+    // (migrations/V17), so the comparison is of everything else.
+    let client = pool.get().await?;
+    let compression: String = client
+        .query_one(
+            "SELECT CASE attcompression WHEN 'l' THEN 'lz4' WHEN 'p' THEN 'pglz' ELSE 'default' END
+             FROM pg_attribute WHERE attrelid = 'webhook_deliveries'::regclass AND attname = 'payload'",
+            &[],
+        )
+        .await?
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS bare_deliveries (delivery_id TEXT PRIMARY KEY, payload JSONB {} NOT NULL)",
+            if compression == "default" { String::new() } else { format!("COMPRESSION {compression}") }
+        ))
+        .await?;
+    drop(client);
     // Both warmed, then rounds in ABBA order (whatever one round leaves behind, such as
     // selfheal's relay work, falls on both alike).
     for url in [&bare_url, &selfheal_url] {
@@ -452,7 +464,7 @@ pub async fn ingest_bench(
     let b = figures(&bare_rounds);
     let s = figures(&selfheal_rounds);
     println!(
-        "ingest: {rounds} alternating rounds of {seconds} s, {connections} connections, signed {} KB workflow_run failures, a new run each request",
+        "ingest: {rounds} alternating rounds of {seconds} s, {connections} connections, signed {} KB workflow_run failures, a new run each request, bodies stored as jsonb ({compression} compression) by both",
         template.len() / 1024
     );
     println!(

@@ -665,3 +665,25 @@ async fn an_ingest_cancelled_mid_transaction_leaves_no_open_transaction_in_the_p
         "the cancelled ingest's delivery was rolled back"
     );
 }
+
+/// Stored bodies are compressed with lz4 (migrations/V17; Debian's Postgres has it), and read
+/// back as they were stored.
+#[tokio::test]
+async fn stored_bodies_are_compressed_with_lz4_and_read_back() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let payload = env.failing_run(9301, &now());
+    let (status, body) = app.deliver("workflow_run", &payload).await;
+    assert_eq!(status, 202, "{body}");
+    let row = env
+        .db()
+        .await
+        .query_one(
+            "SELECT pg_column_compression(payload), payload FROM webhook_deliveries",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("lz4"));
+    assert_eq!(row.get::<_, Value>(1), payload);
+}
