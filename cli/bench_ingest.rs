@@ -379,6 +379,14 @@ pub async fn ingest_bench(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::ensure!(answered, "selfheal web never became ready at {ready}");
+    // A receiver that could not start (its Redis or Postgres refused) says why, here.
+    if bare.is_finished() {
+        let why = match bare.join() {
+            Ok(Err(e)) => format!("{e:#}"),
+            _ => "it panicked or stopped".to_string(),
+        };
+        anyhow::bail!("the bare receiver stopped before the rounds began: {why}");
+    }
     // The body stored as selfheal stores it: the same type and the same compression
     // (migrations/V17), so the comparison is of everything else.
     let client = pool.get().await?;

@@ -570,6 +570,12 @@ async fn the_relay_leaves_a_row_just_committed_to_the_web_that_stores_it() {
         selfheal_shared::queue::storage_config(&env.tag, Duration::from_secs(30), 3),
     );
     let pool = selfheal_shared::db::pool(&env.database_url, 2).unwrap();
+    // Committed a moment ago, however long the failed push and the answer took.
+    env.db()
+        .await
+        .execute("UPDATE outbox SET created_at = now()", &[])
+        .await
+        .unwrap();
     assert_eq!(
         selfheal_shared::outbox::relay_once(&pool, &queue)
             .await
@@ -637,24 +643,60 @@ async fn an_ingest_cancelled_mid_transaction_leaves_no_open_transaction_in_the_p
         .unwrap();
 
     let client = pool.get().await.unwrap();
-    let mut ingest = Box::pin(incidents::ingest(client, &delivery, &parsed, &gates));
-    // Polled once: the requests are sent, the answers not read yet.
-    assert!(futures::poll!(ingest.as_mut()).is_pending());
-    drop(ingest);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-
-    assert_eq!(
-        env.count(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The run's lock held elsewhere: the ingest's transaction stops there, provably open.
+    let holder = env.db().await;
+    holder
+        .execute(
+            "SELECT pg_advisory_lock(hashtextextended('selfheal.workflow_run:9201', 0))",
+            &[],
         )
-        .await,
-        0,
-        "the cancelled ingest's transaction is still open"
+        .await
+        .unwrap();
+    let mut ingest = Box::pin(incidents::ingest(client, &delivery, &parsed, &gates));
+    // Polled once: `BEGIN` and the first statements are sent, the answers not read yet.
+    assert!(futures::poll!(ingest.as_mut()).is_pending());
+    let in_transaction = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}
+           AND xact_start IS NOT NULL AND wait_event_type = 'Lock'"
     );
-    // The pool still serves: the connection's place was freed.
+    env.wait_until(
+        &format!("SELECT ({in_transaction}) = 1"),
+        Duration::from_secs(20),
+    )
+    .await;
+    drop(ingest);
+    holder
+        .execute(
+            "SELECT pg_advisory_unlock(hashtextextended('selfheal.workflow_run:9201', 0))",
+            &[],
+        )
+        .await
+        .unwrap();
+    // Its connection closed, its backend ends once the lock lets it read again.
+    env.wait_until(
+        &format!("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {pid})"),
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // The pool still serves, on another connection outside any transaction; whatever a
+    // leaked transaction held would be committed here, and counted below.
     let client = pool.get().await.unwrap();
-    client.query_one("SELECT 1", &[]).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT pg_backend_pid(), pg_current_xact_id_if_assigned() IS NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_ne!(row.get::<_, i32>(0), pid);
+    assert!(row.get::<_, bool>(1));
+    client.batch_execute("COMMIT").await.unwrap();
     drop(client);
     assert_eq!(
         env.count(
