@@ -24,6 +24,7 @@ REVOKE ALL ON FUNCTION audit_append_each(TEXT, TEXT[], TEXT[], JSONB[]) FROM PUB
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'selfheal_app') THEN
+        RAISE NOTICE 'no role selfheal_app: grant it EXECUTE on audit_append_each by hand (SECURITY.md)';
         RETURN;
     END IF;
     GRANT EXECUTE ON FUNCTION audit_append_each(TEXT, TEXT[], TEXT[], JSONB[]) TO selfheal_app;

@@ -5,7 +5,13 @@
 -- are and read the same. A server built without lz4 keeps pglz and says so.
 DO $$
 BEGIN
-    ALTER TABLE webhook_deliveries ALTER COLUMN payload SET COMPRESSION lz4;
+    -- Run as a string: before Postgres 14 the statement is not even valid syntax, and the
+    -- block would fail to compile before its handler could catch anything.
+    IF current_setting('server_version_num')::int < 140000 THEN
+        RAISE NOTICE 'Postgres before 14 has no per-column compression: webhook bodies stay compressed with pglz';
+        RETURN;
+    END IF;
+    EXECUTE 'ALTER TABLE webhook_deliveries ALTER COLUMN payload SET COMPRESSION lz4';
 EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
     RAISE NOTICE 'this server cannot compress with lz4 (%): webhook bodies stay compressed with pglz', SQLERRM;
 END $$;

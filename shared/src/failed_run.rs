@@ -148,8 +148,10 @@ pub(crate) async fn ingest(
 }
 
 /// The connection of a transaction this path opened itself. Dropped before it was ended (the
-/// request was cancelled mid-way), the connection leaves the pool and closes, and Postgres
-/// rolls the transaction back: it is never handed to the next request still open.
+/// request was cancelled mid-way), the connection is rolled back before it goes back to the
+/// pool, so it is never handed to the next request still open, and the pool's size still
+/// bounds the connections to Postgres; one that cannot roll back leaves the pool and closes,
+/// and Postgres rolls back for it.
 struct Open(Option<Object>);
 
 impl Open {
@@ -162,8 +164,18 @@ impl Open {
 
 impl Drop for Open {
     fn drop(&mut self) {
-        if let Some(client) = self.0.take() {
-            drop(Object::take(client));
+        let Some(client) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if client.batch_execute("ROLLBACK").await.is_err() {
+                        drop(Object::take(client));
+                    }
+                });
+            }
+            Err(_) => drop(Object::take(client)),
         }
     }
 }
@@ -257,7 +269,9 @@ async fn in_transaction(
     let run_detail = incidents::run_created_detail(delivery.id, Uuid::nil(), ev, None);
     let conclusion = wr.conclusion.as_deref().unwrap_or("failure");
     // A statement that fails aborts the transaction: the `COMMIT` after it then rolls back,
-    // and `try_join!` answers with the statement's error, the first to arrive.
+    // and `try_join!` answers with the statement's error, the first to arrive. Nothing here may
+    // fail on this side once sent (as `query_one` would on a row count other than one, were
+    // `OPEN_RUN` ever to return none): the `COMMIT` would still be sent after it, and commit.
     let (_, _, opened_run, _) = try_join!(
         async {
             if installation_known {
