@@ -1,11 +1,12 @@
 //! A failed run on one of the repository's own branches: the delivery ingest sees most, and
 //! under load the one that counts. The general path (`incidents`) sends its dozen statements
-//! one after another, each waiting for the answer before it; here they go in three pipelined
-//! round trips. tokio-postgres sends the requests of futures polled together on one
-//! connection without waiting, and Postgres runs them in the order they arrive, one after
-//! another inside the transaction: so the order written is the order run (the reads after the
-//! run's lock, the outbox row after its run, `incident.opened` before `run.created`), and
-//! what ingest promises (one transaction, dedup, the outbox, the audit rows) is unchanged.
+//! one after another, each waiting for the answer before it; here they go in two pipelined
+//! round trips, `BEGIN` with the first and `COMMIT` with the last. tokio-postgres sends the
+//! requests of futures polled together on one connection without waiting, and Postgres runs
+//! them in the order they arrive, one after another inside the transaction: so the order
+//! written is the order run (`BEGIN` first, the reads after the run's lock, `COMMIT` last),
+//! and what ingest promises (one transaction, dedup, the outbox, the audit rows) is
+//! unchanged.
 //!
 //! The order holds only if each future sends on its first poll: every statement is prepared
 //! first (`prepared`), so nothing awaits before its request is sent. `futures_util::try_join!`
