@@ -1,8 +1,9 @@
 -- The stored webhook body (about 18 KB for a failed workflow_run) is compressed with lz4 rather
 -- than pglz, Postgres's default: measured here, lz4 compressed 2,000 such bodies in 45 % of
--- pglz's time, into 70 % of the space (docs/performance.md), and compressing the body was a
--- quarter of Postgres's work per delivery. Rows written from now on; older rows stay as they
--- are and read the same. A server built without lz4 keeps pglz and says so.
+-- pglz's time, into 70 % of the space (docs/performance.md); under load pglz had taken a tenth
+-- of Postgres's CPU in selfheal's ingest (perf). Rows written from now on; older rows stay as
+-- they are and read the same. A server without lz4 (or before Postgres 14) keeps pglz and says
+-- so.
 DO $$
 BEGIN
     -- Run as a string: before Postgres 14 the statement is not even valid syntax, and the
