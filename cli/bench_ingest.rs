@@ -314,10 +314,10 @@ pub async fn ingest_bench(
         .await
     })?;
 
-    // The bare receiver, on the same Postgres and Redis.
-    // As many connections as selfheal web's own pool.
-    let pool = selfheal_shared::db::pool(&database_url, 16)?;
+    // The bench's own connections: the bare receiver's table, and linking selfheal's audit rows.
+    let pool = selfheal_shared::db::pool(&database_url, 2)?;
     let redis = ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?;
+    // The bare receiver, on the same Postgres and Redis.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let bare_url = format!("http://{}/webhooks/github", listener.local_addr()?);
     let (stop_bare, bare_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -330,7 +330,8 @@ pub async fn ingest_bench(
         );
         on_own_runtime("bare", listener, move |listener| async move {
             let bare = Arc::new(Bare {
-                pool: selfheal_shared::db::pool(&database_url, 16)?,
+                // As many connections as selfheal web's own pool.
+                pool: selfheal_shared::db::pool(&database_url, selfheal_web::DB_POOL_SIZE)?,
                 redis: ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?,
                 secret,
                 key,

@@ -813,22 +813,29 @@ async fn a_fix_taken_up_after_its_incident_was_stopped_is_not_merged() {
         env.standin.pulls().is_empty(),
         "the PR was opened before the stop"
     );
+    taken_up_and_not_merged(
+        &env,
+        failing,
+        early,
+        "selfheal was stopped on this incident meanwhile (decided when the pull request was recorded)",
+    )
+    .await;
+}
+
+/// Once the PR is opened and recorded, the early green run is decided: skipped for `reason`,
+/// the one PR left unmerged, no merge asked for.
+async fn taken_up_and_not_merged(
+    env: &TestEnv,
+    failing: uuid::Uuid,
+    early: uuid::Uuid,
+    reason: &str,
+) {
     env.wait_run(failing, Duration::from_secs(90)).await;
-    assert_eq!(
-        env.standin.pulls().len(),
-        1,
-        "the PR was opened before the stop was seen"
-    );
+    assert_eq!(env.standin.pulls().len(), 1, "{:?}", env.standin.pulls());
     assert_eq!(env.standin.pulls()[0]["merged"], false, "nothing merged");
     assert!(!env.standin.calls().iter().any(|c| c.method == "PUT"));
-    let (v, reason) = verdict(&env, early).await;
-    assert_eq!(
-        (v.as_str(), reason.as_str()),
-        (
-            "skip",
-            "selfheal was stopped on this incident meanwhile (decided when the pull request was recorded)"
-        )
-    );
+    let (v, got) = verdict(env, early).await;
+    assert_eq!((v.as_str(), got.as_str()), ("skip", reason));
 }
 
 /// The same, but the branch goes green by other hands while the PR is being opened (a green
@@ -851,16 +858,11 @@ async fn a_fix_taken_up_after_its_incident_was_resolved_is_not_merged() {
         env.standin.pulls().is_empty(),
         "the PR was opened before the incident was resolved"
     );
-    env.wait_run(failing, Duration::from_secs(90)).await;
-    assert_eq!(env.standin.pulls().len(), 1, "{:?}", env.standin.pulls());
-    assert_eq!(env.standin.pulls()[0]["merged"], false, "nothing merged");
-    assert!(!env.standin.calls().iter().any(|c| c.method == "PUT"));
-    let (v, reason) = verdict(&env, early).await;
-    assert_eq!(
-        (v.as_str(), reason.as_str()),
-        (
-            "skip",
-            "the incident was resolved meanwhile (decided when the pull request was recorded)"
-        )
-    );
+    taken_up_and_not_merged(
+        &env,
+        failing,
+        early,
+        "the incident was resolved meanwhile (decided when the pull request was recorded)",
+    )
+    .await;
 }

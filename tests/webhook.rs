@@ -649,12 +649,10 @@ async fn an_ingest_cancelled_mid_transaction_leaves_no_open_transaction_in_the_p
         .unwrap()
         .get(0);
     // The run's lock held elsewhere: the ingest's transaction stops there, provably open.
+    let run_lock = "hashtextextended('selfheal.workflow_run:9201', 0)";
     let holder = env.db().await;
     holder
-        .execute(
-            "SELECT pg_advisory_lock(hashtextextended('selfheal.workflow_run:9201', 0))",
-            &[],
-        )
+        .batch_execute(&format!("SELECT pg_advisory_lock({run_lock})"))
         .await
         .unwrap();
     let mut ingest = Box::pin(incidents::ingest(client, &delivery, &parsed, &gates));
@@ -671,10 +669,7 @@ async fn an_ingest_cancelled_mid_transaction_leaves_no_open_transaction_in_the_p
     .await;
     drop(ingest);
     holder
-        .execute(
-            "SELECT pg_advisory_unlock(hashtextextended('selfheal.workflow_run:9201', 0))",
-            &[],
-        )
+        .batch_execute(&format!("SELECT pg_advisory_unlock({run_lock})"))
         .await
         .unwrap();
     // The pool still serves, on a connection outside any transaction (the same one, rolled

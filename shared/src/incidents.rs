@@ -168,7 +168,7 @@ pub enum Parsed {
 /// Stores a verified delivery and acts on it, in one transaction on `client`: either
 /// everything (delivery, incident, run, outbox row, audit rows) lands, or nothing.
 pub async fn ingest(
-    client: Object,
+    mut client: Object,
     delivery: &Delivery<'_>,
     parsed: &Parsed,
     gates: &Gates,
@@ -178,7 +178,6 @@ pub async fn ingest(
             return failed_run::ingest(client, delivery, ev, gates).await;
         }
     }
-    let mut client = client;
     let tx = client.transaction().await?;
     let result = ingest_in(&tx, delivery, parsed, gates).await?;
     tx.commit().await?;

@@ -67,13 +67,16 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .with_state(state)
 }
 
+/// Connections selfheal web keeps to Postgres.
+pub const DB_POOL_SIZE: usize = 16;
+
 /// Builds the state from config. Postgres may be down at this point: the pool connects lazily
 /// and requests answer 503 until it is back. Migrations run when it is reachable. The handle
 /// is the writer of the outbox marks (`outbox::Marks`): await it once the state is dropped.
 pub async fn state(
     config: &Config,
 ) -> Result<(AppState, tokio::task::JoinHandle<()>), db::DbError> {
-    let pool = db::pool(config.database_url(), 16)?;
+    let pool = db::pool(config.database_url(), DB_POOL_SIZE)?;
     let migrated = if config.migrate_at_start {
         db::migrate(&pool).await
     } else {
