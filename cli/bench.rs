@@ -191,6 +191,7 @@ pub async fn heal_bench(runs: usize, only: &[String]) -> anyhow::Result<()> {
     for image in images {
         let size = sandbox
             .docker()
+            .context("the bench runs its sandboxes on Docker")?
             .inspect_image(&image)
             .await?
             .size

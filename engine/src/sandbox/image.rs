@@ -17,8 +17,19 @@ pub const VERSION_LABEL: &str = "selfheal.toolchain.version";
 pub enum Images {
     /// The recipe's image for each repository's language, built on first use.
     Recipe,
-    /// The operator's own image, for every language.
+    /// The operator's own image, for every language; `{language}` in it stands for the
+    /// repository's (`registry.example/sandbox-{language}:1`).
     Own(String),
+}
+
+impl Images {
+    /// The image that runs `language`.
+    pub fn name(&self, language: Language) -> String {
+        match self {
+            Images::Own(own) => own.replace("{language}", language.as_str()),
+            Images::Recipe => image_tag(language),
+        }
+    }
 }
 
 pub fn image_tag(language: Language) -> String {
@@ -51,9 +62,10 @@ pub async fn ensure_image(
     images: &Images,
     language: Language,
 ) -> Result<String, SandboxError> {
-    if let Images::Own(own) = images {
-        pull_if_missing(docker, own).await?;
-        return Ok(own.clone());
+    if let Images::Own(_) = images {
+        let own = images.name(language);
+        pull_if_missing(docker, &own).await?;
+        return Ok(own);
     }
     let tag = image_tag(language);
     if docker.inspect_image(&tag).await.is_ok() {

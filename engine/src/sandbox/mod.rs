@@ -2,10 +2,13 @@
 //! pids limits, a wall-clock timeout, read-only root with a writable work volume, the host's
 //! Rust toolchain mounted read-only, and the container and volume removed afterwards.
 //! Everything is labelled so that what a crashed worker left behind is swept at the next start.
+//! Or, on a cluster, as one Kubernetes Job per run (`kubernetes`): the same image, user, limits
+//! and script, with the cluster's own isolation.
 
 mod archive;
 pub mod deps;
 mod image;
+pub mod kubernetes;
 mod owner;
 pub mod toolchain;
 mod watch;
@@ -39,6 +42,14 @@ pub enum SandboxError {
     Connect(String),
     #[error("Docker: {0}")]
     Docker(#[from] bollard::errors::Error),
+    #[error("Kubernetes: {0}")]
+    Kubernetes(#[from] kube::Error),
+    /// Asked of a backend that does not do it (a Docker-only feature on the Kubernetes one).
+    #[error("the {backend} sandbox backend does not {what}")]
+    Unsupported {
+        backend: &'static str,
+        what: &'static str,
+    },
     #[error("preparing the work dir: {0}")]
     Io(#[from] std::io::Error),
     #[error("building the sandbox image failed: {0}")]
@@ -99,9 +110,16 @@ impl Execution {
     }
 }
 
+/// Where the containers run.
+#[derive(Clone)]
+enum Engine {
+    Docker(Docker),
+    Kubernetes(kubernetes::Cluster),
+}
+
 #[derive(Clone)]
 pub struct Sandbox {
-    docker: Docker,
+    engine: Engine,
     images: Images,
     pub limits: Limits,
     rust_toolchain: Option<PathBuf>,
@@ -137,28 +155,54 @@ impl Sandbox {
             .negotiate_version()
             .await
             .map_err(|e| SandboxError::Connect(e.to_string()))?;
-        let sandbox = Sandbox {
-            docker,
+        owner::sweep(&docker).await?;
+        Ok(Sandbox {
+            engine: Engine::Docker(docker),
             images,
             limits,
             rust_toolchain: host_rust_toolchain(),
             deps: None,
             language: None,
-        };
-        owner::sweep(&sandbox.docker).await?;
-        Ok(sandbox)
+        })
+    }
+
+    /// Runs every sandbox as a Job on `cluster`. Its images come from a registry the cluster
+    /// pulls from (`Images::Own`, `{language}` in the name standing for the language), or
+    /// carry the recipe's tags for nodes that have them; nothing of the worker's host is
+    /// mounted, so a Rust image brings its own toolchain at `/opt/rust`.
+    pub fn on_cluster(cluster: kubernetes::Cluster, images: Images, limits: Limits) -> Sandbox {
+        Sandbox {
+            engine: Engine::Kubernetes(cluster),
+            images,
+            limits,
+            rust_toolchain: None,
+            deps: None,
+            language: None,
+        }
+    }
+
+    /// The Docker engine, for what only it does (dependency caches on volumes, building the
+    /// recipe's images).
+    fn engine_docker(&self, what: &'static str) -> Result<&Docker, SandboxError> {
+        match &self.engine {
+            Engine::Docker(docker) => Ok(docker),
+            Engine::Kubernetes(_) => Err(SandboxError::Unsupported {
+                backend: "Kubernetes",
+                what,
+            }),
+        }
     }
 
     async fn ensure_fetch_network(&self) -> Result<(), SandboxError> {
-        match self.docker.inspect_network(FETCH_NETWORK, None).await {
+        let docker = self.engine_docker("fetch dependencies")?;
+        match docker.inspect_network(FETCH_NETWORK, None).await {
             Ok(_) => return Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
             Err(e) => return Err(e.into()),
         }
-        let made = self
-            .docker
+        let made = docker
             .create_network(NetworkCreateRequest {
                 name: FETCH_NETWORK.into(),
                 driver: Some("bridge".into()),
@@ -192,9 +236,12 @@ impl Sandbox {
         }
     }
 
-    /// Mounts this toolchain (a Rust sysroot) at `/opt/rust` instead of the host's own.
+    /// Mounts this toolchain (a Rust sysroot) at `/opt/rust` instead of the host's own (on
+    /// Docker; a Job cannot mount the worker's files).
     pub fn with_rust_toolchain(mut self, sysroot: PathBuf) -> Sandbox {
-        self.rust_toolchain = Some(sysroot);
+        if let Engine::Docker(_) = self.engine {
+            self.rust_toolchain = Some(sysroot);
+        }
         self
     }
 
@@ -212,7 +259,15 @@ impl Sandbox {
 
     /// The image for this repository's language (built on first use).
     pub async fn image_for(&self, repo: &Path) -> Result<String, SandboxError> {
-        ensure_image(&self.docker, &self.images, self.language_of(repo)).await
+        self.image(self.language_of(repo)).await
+    }
+
+    async fn image(&self, language: Language) -> Result<String, SandboxError> {
+        match &self.engine {
+            Engine::Docker(docker) => ensure_image(docker, &self.images, language).await,
+            // The cluster pulls it.
+            Engine::Kubernetes(_) => Ok(self.images.name(language)),
+        }
     }
 
     /// The version of `language`'s toolchain in the sandbox, in its own words (`Python
@@ -231,15 +286,16 @@ impl Sandbox {
                 .success()
                 .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string());
         }
-        let image = ensure_image(&self.docker, &self.images, language)
-            .await
-            .ok()?;
-        let inspected = self.docker.inspect_image(&image).await.ok()?;
+        // A cluster's image is not inspected from here.
+        let docker = self.engine_docker("inspect images").ok()?;
+        let image = ensure_image(docker, &self.images, language).await.ok()?;
+        let inspected = docker.inspect_image(&image).await.ok()?;
         inspected.config?.labels?.get(image::VERSION_LABEL).cloned()
     }
 
-    pub fn docker(&self) -> &Docker {
-        &self.docker
+    /// The Docker engine, when the sandbox runs on one.
+    pub fn docker(&self) -> Option<&Docker> {
+        self.engine_docker("").ok()
     }
 
     /// Copies `repo` to `/work/repo` in a fresh container and runs `script` there with `sh`.
@@ -312,21 +368,42 @@ impl Sandbox {
         collect: Option<&str>,
         mode: Mode<'_>,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
+        let docker = match &self.engine {
+            Engine::Docker(docker) => docker,
+            Engine::Kubernetes(cluster) => {
+                let Mode::Run = mode else {
+                    return Err(SandboxError::Unsupported {
+                        backend: "Kubernetes",
+                        what: "fetch dependencies",
+                    });
+                };
+                let spec = kubernetes::RunSpec {
+                    image: self.image(language).await?,
+                    archive,
+                    script: script.to_string(),
+                    env: language.env(),
+                    collect,
+                    network: "none",
+                    limits: &self.limits,
+                };
+                return cluster.run(spec).await;
+            }
+        };
         let name = format!(
             "{prefix}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         let labels = owner::labels(self.limits.timeout);
-        self.docker
+        docker
             .create_volume(VolumeCreateRequest {
                 name: Some(name.clone()),
                 labels: Some(labels.clone()),
                 ..Default::default()
             })
             .await?;
-        let guard = Cleanup::new(self.docker.clone(), name.clone());
+        let guard = Cleanup::new(docker.clone(), name.clone());
         let result = self
-            .run_in(&name, labels, language, archive, script, collect, mode)
+            .run_in(docker, &name, labels, language, archive, script, collect, mode)
             .await;
         guard.remove().await;
         result
@@ -335,6 +412,7 @@ impl Sandbox {
     #[allow(clippy::too_many_arguments)]
     async fn run_in(
         &self,
+        docker: &Docker,
         name: &str,
         labels: HashMap<String, String>,
         language: Language,
@@ -343,7 +421,7 @@ impl Sandbox {
         collect: Option<&str>,
         mode: Mode<'_>,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
-        let image = ensure_image(&self.docker, &self.images, language).await?;
+        let image = ensure_image(docker, &self.images, language).await?;
         let mut mounts = vec![Mount {
             target: Some("/work".into()),
             source: Some(name.to_string()),
@@ -357,7 +435,7 @@ impl Sandbox {
                 if let Some((plan, cache)) = &self.deps {
                     // Docker would make an empty volume of a pruned one's name: the digest
                     // check would refuse it, but this is a retry, not a failed run.
-                    if let Err(e) = self.docker.inspect_volume(&cache.volume).await {
+                    if let Err(e) = docker.inspect_volume(&cache.volume).await {
                         return Err(SandboxError::Gone(format!(
                             "the dependency cache {} is gone ({e}); prepare again",
                             cache.volume
@@ -432,13 +510,13 @@ impl Sandbox {
             host_config: Some(host),
             ..Default::default()
         };
-        self.docker
+        docker
             .create_container(
                 Some(CreateContainerOptionsBuilder::default().name(name).build()),
                 body,
             )
             .await?;
-        self.docker
+        docker
             .upload_to_container(
                 name,
                 Some(
@@ -451,7 +529,7 @@ impl Sandbox {
             .await?;
 
         let started = Instant::now();
-        self.docker
+        docker
             .start_container(
                 name,
                 None::<bollard::query_parameters::StartContainerOptions>,
@@ -461,18 +539,17 @@ impl Sandbox {
             Mode::Fetch { deps_volume } => Some(deps_volume),
             Mode::Run => None,
         };
-        let meter = watch::start_meter(&self.docker, name, deps_volume, &image, labels).await;
-        let stopped = watch::watch(&self.docker, name, meter.as_deref(), &self.limits).await;
+        let meter = watch::start_meter(docker, name, deps_volume, &image, labels).await;
+        let stopped = watch::watch(docker, name, meter.as_deref(), &self.limits).await;
         let timed_out = stopped == watch::Stopped::TimedOut;
         let duration = started.elapsed();
-        let state = self
-            .docker
+        let state = docker
             .inspect_container(name, None)
             .await?
             .state
             .unwrap_or_default();
 
-        let mut logs = self.docker.logs(
+        let mut logs = docker.logs(
             name,
             Some(
                 LogsOptionsBuilder::default()
@@ -500,54 +577,65 @@ impl Sandbox {
             duration,
         };
         let collected = match collect {
-            Some(path) => self.download_file(name, &format!("/work/{path}")).await?,
+            Some(path) => download_file(docker, name, &format!("/work/{path}")).await?,
             None => None,
         };
         Ok((execution, collected))
     }
 
-    async fn download_file(&self, name: &str, path: &str) -> Result<Option<Vec<u8>>, SandboxError> {
-        let mut stream = self.docker.download_from_container(
-            name,
-            Some(
-                DownloadFromContainerOptionsBuilder::default()
-                    .path(path)
-                    .build(),
-            ),
-        );
-        // Whatever the container left there is the repository's code's doing: bounded.
-        let mut tarball = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    tarball.extend_from_slice(&bytes);
-                    if tarball.len() > COLLECT_CAP {
-                        return Err(SandboxError::TooLarge(format!(
-                            "{path} in the sandbox is over {COLLECT_CAP} bytes"
-                        )));
-                    }
+}
+
+async fn download_file(
+    docker: &Docker,
+    name: &str,
+    path: &str,
+) -> Result<Option<Vec<u8>>, SandboxError> {
+    let mut stream = docker.download_from_container(
+        name,
+        Some(
+            DownloadFromContainerOptionsBuilder::default()
+                .path(path)
+                .build(),
+        ),
+    );
+    // Whatever the container left there is the repository's code's doing: bounded.
+    let mut tarball = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                tarball.extend_from_slice(&bytes);
+                if tarball.len() > COLLECT_CAP {
+                    return Err(SandboxError::TooLarge(format!(
+                        "{path} in the sandbox is over {COLLECT_CAP} bytes"
+                    )));
                 }
-                // The file was not written: nothing to bring back.
-                Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => return Ok(None),
-                Err(e) => return Err(e.into()),
             }
+            // The file was not written: nothing to bring back.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(e.into()),
         }
-        let mut archive = tar::Archive::new(tarball.as_slice());
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            if entry.header().entry_type().is_file() {
-                let mut data = Vec::new();
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(&mut entry, COLLECT_CAP as u64),
-                    &mut data,
-                )?;
-                return Ok(Some(data));
-            }
-        }
-        Ok(None)
     }
+    first_file(&tarball)
+}
+
+/// The first regular file in a tarball a sandbox handed back (a link or a folder in its place
+/// brings nothing back), bounded.
+fn first_file(tarball: &[u8]) -> Result<Option<Vec<u8>>, SandboxError> {
+    let mut archive = tar::Archive::new(tarball);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type().is_file() {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(&mut entry, COLLECT_CAP as u64),
+                &mut data,
+            )?;
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
 }
 
 struct Cleanup {
@@ -634,15 +722,7 @@ pub async fn sweep_at_start() {
         tracing::info!("Docker unreachable: the sandbox stages will fail until it is back");
         return;
     };
-    let sandbox = Sandbox {
-        docker,
-        images: Images::Recipe,
-        limits: Limits::default(),
-        rust_toolchain: None,
-        deps: None,
-        language: None,
-    };
-    if let Err(e) = owner::sweep(&sandbox.docker).await {
+    if let Err(e) = owner::sweep(&docker).await {
         tracing::warn!(error = %e, "could not sweep leftover sandbox containers");
     }
 }

@@ -60,6 +60,14 @@ impl Sandbox {
         if let Some(reason) = plan.refused.clone() {
             return Ok((self.clone(), Outcome::Failed { plan, reason }));
         }
+        if self.docker().is_none() {
+            // Not built: a cache a Job can mount (a ReadOnlyMany volume per lockfile, filled by
+            // a fetch Job that its own NetworkPolicy lets out). Recorded, so the run says so.
+            let reason = "dependency caches are not built for the Kubernetes sandbox backend: \
+                          its runs have only what the image carries"
+                .to_string();
+            return Ok((self.clone(), Outcome::Failed { plan, reason }));
+        }
         let outcome = match self.find_cache(&plan).await? {
             Some(cache) => Outcome::Ready { plan, cache },
             None => match self.fetch(repo, &plan).await? {
@@ -75,7 +83,8 @@ impl Sandbox {
     }
 
     async fn find_cache(&self, plan: &Plan) -> Result<Option<Ready>, SandboxError> {
-        let pointer = match self.docker.inspect_volume(&pointer_name(&plan.key)).await {
+        let docker = self.engine_docker("cache dependencies")?;
+        let pointer = match docker.inspect_volume(&pointer_name(&plan.key)).await {
             Ok(v) => v,
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
@@ -87,7 +96,7 @@ impl Sandbox {
         else {
             return Ok(None);
         };
-        match self.docker.inspect_volume(volume).await {
+        match docker.inspect_volume(volume).await {
             Ok(_) => {}
             // Its data was pruned under it: forget the pointer and fetch again.
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -130,7 +139,8 @@ impl Sandbox {
             (SCOPE_LABEL.to_string(), plan.scope.clone()),
             (CREATED_LABEL.to_string(), now_secs().to_string()),
         ]);
-        self.docker
+        let docker = self.engine_docker("cache dependencies")?;
+        docker
             .create_volume(VolumeCreateRequest {
                 name: Some(data.clone()),
                 labels: Some(labels),
@@ -209,8 +219,7 @@ impl Sandbox {
             (CREATED_LABEL.to_string(), now_secs().to_string()),
             (RESOLVED_LABEL.to_string(), resolved_label(&resolved)),
         ]);
-        let made = self
-            .docker
+        let made = docker
             .create_volume(VolumeCreateRequest {
                 name: Some(pointer_name(&plan.key)),
                 labels: Some(pointer_labels),
@@ -240,8 +249,8 @@ impl Sandbox {
     }
 
     async fn remove_volume(&self, name: &str) {
-        let _ = self
-            .docker
+        let Some(docker) = self.docker() else { return };
+        let _ = docker
             .remove_volume(
                 name,
                 Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
@@ -261,8 +270,11 @@ impl Sandbox {
     ) -> Result<usize, SandboxError> {
         let only = scope.map(|s| format!("{SCOPE_LABEL}={}", scope_hash(s)));
         let label = only.as_deref().unwrap_or(KEY_LABEL);
-        let volumes = self
-            .docker
+        // The Kubernetes backend keeps no caches.
+        let Some(docker) = self.docker() else {
+            return Ok(0);
+        };
+        let volumes = docker
             .list_volumes(Some(
                 ListVolumesOptionsBuilder::default()
                     .filters(&HashMap::from([("label", vec![label])]))
@@ -295,8 +307,7 @@ impl Sandbox {
             let old = now.saturating_sub(created(&p.labels)) >= max_age.as_secs();
             if old || kept_bytes.saturating_add(bytes) > max_bytes {
                 let data = p.labels.get(DATA_LABEL).cloned().unwrap_or_default();
-                let gone = self
-                    .docker
+                let gone = docker
                     .remove_volume(
                         &data,
                         None::<bollard::query_parameters::RemoveVolumeOptions>,

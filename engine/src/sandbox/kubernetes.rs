@@ -1,0 +1,744 @@
+//! The second sandbox backend: one Kubernetes Job per run, through the `kube` crate, for
+//! workers that have a cluster and no Docker engine of their own.
+//!
+//! The Job's pod has three containers on one `emptyDir` work volume:
+//! - `receive` (an init container) reads the checkout as a tar stream on its stdin: the worker
+//!   attaches, writes the archive and closes; `stdinOnce` ends `tar`, and the pod goes on.
+//! - `run` runs the repository's script, as the Docker backend does (the same image, user,
+//!   environment and limits), with the pod's network policy deciding what it reaches.
+//! - `collect` (only when a file is to come back) sleeps with the work volume mounted
+//!   read-only; once `run` has finished the worker execs `tar -c` of that one path in it. The
+//!   file is read by a process the repository's code never ran in, as Docker's archive API
+//!   does, and it stays data: bounded, its first regular file only.
+//!
+//! Every container meets the `restricted` Pod Security profile. The exit code, an OOM kill and
+//! an eviction (the work volume over its `sizeLimit`) are read from the pod's status, which the
+//! kubelet writes, never from anything the run printed. The worker deletes the Job when the run
+//! is over; a worker that dies first leaves it to `activeDeadlineSeconds` and
+//! `ttlSecondsAfterFinished`, so nothing needs sweeping.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::{AsyncBufReadExt, StreamExt};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{AttachParams, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
+use kube::{Api, Client};
+use tokio::io::AsyncReadExt;
+
+use super::{archive, Execution, Limits, SandboxError, COLLECT_CAP, OUTPUT_CAP};
+
+/// Every object this backend makes carries it, so an operator can list them.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "selfheal");
+/// The label the sandbox NetworkPolicy selects on: `none` (no traffic at all) or `fetch`.
+pub const NETWORK_LABEL: &str = "selfheal.dev/network";
+/// The label the Job controller puts on a Job's pods.
+const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
+/// Where the Jobs go and how their pods run.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub namespace: String,
+    /// A RuntimeClass such as `gvisor` or `kata`: the recommended isolation for code nobody
+    /// reviewed. `None` runs the cluster's default runtime.
+    pub runtime_class: Option<String>,
+    /// How long a Job may wait for its pod (scheduling, an image pull) before the run is
+    /// given up with the pod's reason. The run's own timeout starts once the checkout is in.
+    pub start_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(namespace: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            namespace: namespace.into(),
+            runtime_class: None,
+            start_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+    config: ClusterConfig,
+}
+
+/// What one run asks of the cluster (the backend-neutral part of a sandbox run).
+pub(super) struct RunSpec<'a> {
+    pub image: String,
+    pub archive: Vec<u8>,
+    pub script: String,
+    pub env: Vec<String>,
+    pub collect: Option<&'a str>,
+    /// `none` for the repository's commands; `fetch` for a dependency fetch.
+    pub network: &'static str,
+    pub limits: &'a Limits,
+}
+
+impl Cluster {
+    pub fn new(client: Client, config: ClusterConfig) -> Cluster {
+        Cluster { client, config }
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    pub(super) async fn run(
+        &self,
+        spec: RunSpec<'_>,
+    ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
+        let name = format!(
+            "selfheal-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.config.namespace);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.config.namespace);
+        let job = job_for(&name, &spec, &self.config);
+        jobs.create(&PostParams::default(), &job).await?;
+        let guard = DeleteJob {
+            jobs: Some(jobs),
+            name: name.clone(),
+        };
+        let result = self.run_job(&name, &pods, spec).await;
+        guard.delete().await;
+        result
+    }
+
+    async fn run_job(
+        &self,
+        name: &str,
+        pods: &Api<Pod>,
+        spec: RunSpec<'_>,
+    ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
+        let pod = self.wait_for_receiver(name, pods).await?;
+        let mut attached = pods
+            .attach(
+                &pod,
+                &AttachParams::default()
+                    .container("receive")
+                    .stdin(true)
+                    .stdout(false)
+                    .stderr(false),
+            )
+            .await?;
+        let mut stdin = attached
+            .stdin()
+            .ok_or_else(|| SandboxError::Gone(format!("{pod}: attach gave no stdin")))?;
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, &spec.archive).await?;
+        tokio::io::AsyncWriteExt::shutdown(&mut stdin).await?;
+        drop(stdin);
+        attached
+            .join()
+            .await
+            .map_err(|e| SandboxError::Gone(format!("{pod}: sending the checkout: {e}")))?;
+
+        let started = Instant::now();
+        let mut wait = Backoff::new();
+        let end = loop {
+            let status = pods.get(&pod).await?;
+            match progress(&status) {
+                Progress::Over(end) => break Some(end),
+                Progress::Refused(why) => {
+                    return Err(SandboxError::Gone(format!("{pod}: {why}")));
+                }
+                Progress::Starting(_) | Progress::Receiving | Progress::Running => {}
+            }
+            if started.elapsed() >= spec.limits.timeout {
+                break None;
+            }
+            wait.sleep(spec.limits.timeout.saturating_sub(started.elapsed()))
+                .await;
+        };
+        let duration = started.elapsed();
+        let output = self.output(pods, &pod).await;
+        let end = end.unwrap_or(End {
+            exit_code: -1,
+            oom_killed: false,
+            evicted: false,
+            timed_out: true,
+        });
+        let execution = Execution {
+            exit_code: end.exit_code,
+            output,
+            timed_out: end.timed_out,
+            oom_killed: end.oom_killed,
+            disk_full: end.evicted,
+            duration,
+        };
+        let collected = match (spec.collect, end.timed_out) {
+            (Some(path), false) => self.collect(pods, &pod, path).await?,
+            _ => None,
+        };
+        Ok((execution, collected))
+    }
+
+    /// Waits until the pod's `receive` container runs (so the checkout can be attached), giving
+    /// up with the pod's own reason when it cannot start.
+    async fn wait_for_receiver(&self, name: &str, pods: &Api<Pod>) -> Result<String, SandboxError> {
+        let started = Instant::now();
+        let mut wait = Backoff::new();
+        let selector = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}"));
+        let mut last = "no pod was created for the Job (a quota or the namespace's Pod Security admission may refuse it: kubectl describe job)".to_string();
+        while started.elapsed() < self.config.start_timeout {
+            if let Some(pod) = pods.list(&selector).await?.items.into_iter().next() {
+                let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                match progress(&pod) {
+                    Progress::Receiving => return Ok(pod_name),
+                    Progress::Starting(why) => last = why,
+                    Progress::Refused(why) => {
+                        return Err(SandboxError::Image(format!("{pod_name}: {why}")));
+                    }
+                    Progress::Running | Progress::Over(_) => {
+                        return Err(SandboxError::Gone(format!(
+                            "{pod_name}: ran past its checkout before it was sent"
+                        )));
+                    }
+                }
+            }
+            wait.sleep(self.config.start_timeout.saturating_sub(started.elapsed()))
+                .await;
+        }
+        Err(SandboxError::Gone(format!(
+            "the sandbox Job {name} did not start within {} s: {last}",
+            self.config.start_timeout.as_secs()
+        )))
+    }
+
+    /// The tail of what `run` printed (as the Docker backend keeps it).
+    async fn output(&self, pods: &Api<Pod>, pod: &str) -> String {
+        let params = LogParams {
+            container: Some("run".into()),
+            ..Default::default()
+        };
+        let mut output = Vec::new();
+        match pods.log_stream(pod, &params).await {
+            Ok(stream) => {
+                let mut chunks = stream.lines();
+                while let Some(line) = chunks.next().await {
+                    let Ok(line) = line else { break };
+                    output.extend_from_slice(line.as_bytes());
+                    output.push(b'\n');
+                    if output.len() > OUTPUT_CAP * 2 {
+                        output.drain(..output.len() - OUTPUT_CAP);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%pod, error = %e, "could not read the sandbox's output");
+            }
+        }
+        if output.len() > OUTPUT_CAP {
+            output.drain(..output.len() - OUTPUT_CAP);
+        }
+        String::from_utf8_lossy(&output).into_owned()
+    }
+
+    /// Brings `/work/<path>` back through the `collect` container: a tar of that one path.
+    async fn collect(
+        &self,
+        pods: &Api<Pod>,
+        pod: &str,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, SandboxError> {
+        let mut attached = pods
+            .exec(
+                pod,
+                ["tar", "-c", "-f", "-", "-C", "/work", "--", path],
+                &AttachParams::default()
+                    .container("collect")
+                    .stdin(false)
+                    .stdout(true)
+                    .stderr(false),
+            )
+            .await?;
+        let stdout = attached
+            .stdout()
+            .ok_or_else(|| SandboxError::Gone(format!("{pod}: exec gave no stdout")))?;
+        let mut tarball = Vec::new();
+        stdout
+            .take(COLLECT_CAP as u64 + 1)
+            .read_to_end(&mut tarball)
+            .await?;
+        if tarball.len() > COLLECT_CAP {
+            attached.abort();
+            return Err(SandboxError::TooLarge(format!(
+                "{path} in the sandbox is over {COLLECT_CAP} bytes"
+            )));
+        }
+        // A path that is not there makes tar exit 2 with an empty archive: nothing came back.
+        let _ = attached.join().await;
+        super::first_file(&tarball)
+    }
+}
+
+/// Deletes the Job (and, in the background, its pod) when the run ends or is dropped.
+struct DeleteJob {
+    jobs: Option<Api<Job>>,
+    name: String,
+}
+
+impl DeleteJob {
+    async fn delete(mut self) {
+        if let Some(jobs) = self.jobs.take() {
+            delete_job(jobs, std::mem::take(&mut self.name)).await;
+        }
+    }
+}
+
+async fn delete_job(jobs: Api<Job>, name: String) {
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    if let Err(e) = jobs.delete(&name, &params).await {
+        // Left to activeDeadlineSeconds and the TTL controller.
+        tracing::warn!(job = %name, error = %e, "could not delete the sandbox Job");
+    }
+}
+
+impl Drop for DeleteJob {
+    fn drop(&mut self) {
+        if let (Some(jobs), Ok(runtime)) = (self.jobs.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(delete_job(jobs, std::mem::take(&mut self.name)));
+        }
+    }
+}
+
+/// Polls quickly at first (most runs are short) and every two seconds after that.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_millis(100))
+    }
+
+    async fn sleep(&mut self, at_most: Duration) {
+        tokio::time::sleep(self.0.min(at_most)).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// How a run ended, from the pod's status.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct End {
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    pub evicted: bool,
+    pub timed_out: bool,
+}
+
+/// Where a sandbox pod is, read from the status the kubelet writes.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Progress {
+    /// Not started yet, with the reason when the pod gives one.
+    Starting(String),
+    /// `receive` is running: the checkout can be sent.
+    Receiving,
+    /// `run` is running (or about to).
+    Running,
+    /// `run` finished, or the pod was stopped around it.
+    Over(End),
+    /// The pod cannot run: an image that cannot be pulled, a config the kubelet refuses, or
+    /// the checkout that `receive` could not unpack.
+    Refused(String),
+}
+
+/// Waiting reasons that do not clear by themselves.
+const STUCK: [&str; 5] = [
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+pub(super) fn progress(pod: &Pod) -> Progress {
+    let Some(status) = &pod.status else {
+        return Progress::Starting("the pod has no status yet".into());
+    };
+    let reason = status.reason.clone().unwrap_or_default();
+    // The kubelet evicts a pod whose emptyDir outgrew its sizeLimit (or the node's disk ran
+    // short): the Docker backend's disk meter, done by the cluster.
+    if reason == "Evicted" || reason == "DeadlineExceeded" {
+        return Progress::Over(End {
+            exit_code: run_exit(pod).unwrap_or(-1),
+            oom_killed: false,
+            evicted: reason == "Evicted",
+            timed_out: reason == "DeadlineExceeded",
+        });
+    }
+    let init = status.init_container_statuses.as_deref().unwrap_or_default();
+    let containers = status.container_statuses.as_deref().unwrap_or_default();
+    for c in init.iter().chain(containers) {
+        if let Some(waiting) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let why = waiting.reason.clone().unwrap_or_default();
+            if STUCK.contains(&why.as_str()) {
+                return Progress::Refused(format!(
+                    "container {} cannot start: {why}: {}",
+                    c.name,
+                    waiting.message.clone().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    if let Some(run) = containers.iter().find(|c| c.name == "run") {
+        if let Some(done) = run.state.as_ref().and_then(|s| s.terminated.as_ref()) {
+            return Progress::Over(End {
+                exit_code: i64::from(done.exit_code),
+                oom_killed: done.reason.as_deref() == Some("OOMKilled"),
+                evicted: false,
+                timed_out: false,
+            });
+        }
+        if run.state.as_ref().and_then(|s| s.running.as_ref()).is_some() {
+            return Progress::Running;
+        }
+    }
+    if let Some(receive) = init.iter().find(|c| c.name == "receive") {
+        let state = receive.state.as_ref();
+        if state.and_then(|s| s.running.as_ref()).is_some() {
+            return Progress::Receiving;
+        }
+        if let Some(done) = state.and_then(|s| s.terminated.as_ref()) {
+            if done.exit_code != 0 {
+                return Progress::Refused(format!(
+                    "unpacking the checkout failed (exit {})",
+                    done.exit_code
+                ));
+            }
+            return Progress::Running;
+        }
+        if let Some(waiting) = state.and_then(|s| s.waiting.as_ref()) {
+            return Progress::Starting(format!(
+                "{}: {}",
+                waiting.reason.clone().unwrap_or_default(),
+                waiting.message.clone().unwrap_or_default()
+            ));
+        }
+    }
+    let unscheduled = status
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    Progress::Starting(match unscheduled {
+        Some(c) => format!(
+            "not scheduled: {}",
+            c.message.clone().unwrap_or_default()
+        ),
+        None => format!("pod {}", status.phase.clone().unwrap_or_default()),
+    })
+}
+
+fn run_exit(pod: &Pod) -> Option<i64> {
+    let containers = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let run = containers.iter().find(|c| c.name == "run")?;
+    let done = run.state.as_ref()?.terminated.as_ref()?;
+    Some(i64::from(done.exit_code))
+}
+
+/// The Job for one run. Pure, so that what it asks of the cluster is tested without one.
+pub(super) fn job_for(name: &str, spec: &RunSpec<'_>, config: &ClusterConfig) -> Job {
+    let labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (NETWORK_LABEL.to_string(), spec.network.to_string()),
+    ]);
+    let uid = archive::SANDBOX_UID as i64;
+    // The `restricted` Pod Security profile, container by container.
+    let locked = || SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let work = |read_only: bool| VolumeMount {
+        name: "work".into(),
+        mount_path: "/work".into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    };
+    let limits = spec.limits;
+    let cpu = format!("{}m", (limits.cpus * 1000.0).round().max(1.0) as i64);
+    let small = ResourceRequirements {
+        limits: Some(BTreeMap::from([
+            ("cpu".into(), Quantity("100m".into())),
+            ("memory".into(), Quantity("64Mi".into())),
+        ])),
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), Quantity("10m".into())),
+            ("memory".into(), Quantity("16Mi".into())),
+        ])),
+        ..Default::default()
+    };
+    let env = spec
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| EnvVar {
+            name: k.into(),
+            value: Some(v.into()),
+            ..Default::default()
+        })
+        .collect();
+    let mut containers = vec![Container {
+        name: "run".into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["sh".into(), "-c".into(), spec.script.clone()]),
+        working_dir: Some("/work/repo".into()),
+        env: Some(env),
+        volume_mounts: Some(vec![
+            work(false),
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..Default::default()
+            },
+        ]),
+        resources: Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([
+                ("cpu".into(), Quantity(cpu.clone())),
+                ("memory".into(), Quantity(limits.memory_bytes.to_string())),
+            ])),
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity(cpu)),
+                ("memory".into(), Quantity(limits.memory_bytes.to_string())),
+            ])),
+            ..Default::default()
+        }),
+        security_context: Some(locked()),
+        ..Default::default()
+    }];
+    if spec.collect.is_some() {
+        containers.push(Container {
+            name: "collect".into(),
+            image: Some(spec.image.clone()),
+            image_pull_policy: Some("IfNotPresent".into()),
+            // Outlives the run by the time the worker needs to exec in it; the Job's deadline
+            // ends it if the worker never comes.
+            command: Some(vec![
+                "sleep".into(),
+                (limits.timeout.as_secs() + 600).to_string(),
+            ]),
+            volume_mounts: Some(vec![work(true)]),
+            resources: Some(small.clone()),
+            security_context: Some(locked()),
+            ..Default::default()
+        });
+    }
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            // A backstop for a worker that died mid-run: the run's own timeout is the worker's,
+            // counted from the checkout; this one also covers scheduling and image pulls.
+            active_deadline_seconds: Some(
+                (limits.timeout + config.start_timeout).as_secs() as i64 + 600,
+            ),
+            ttl_seconds_after_finished: Some(600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    runtime_class_name: config.runtime_class.clone(),
+                    // The repository's code gets no credentials for the cluster, and no list
+                    // of the namespace's services in its environment.
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(uid),
+                        run_as_group: Some(uid),
+                        fs_group: Some(uid),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "work".into(),
+                            empty_dir: Some(EmptyDirVolumeSource {
+                                size_limit: Some(Quantity(limits.work_bytes.to_string())),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "tmp".into(),
+                            empty_dir: Some(EmptyDirVolumeSource {
+                                medium: Some("Memory".into()),
+                                size_limit: Some(Quantity("512Mi".into())),
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
+                    init_containers: Some(vec![Container {
+                        name: "receive".into(),
+                        image: Some(spec.image.clone()),
+                        image_pull_policy: Some("IfNotPresent".into()),
+                        command: Some(vec![
+                            "tar".into(),
+                            "-x".into(),
+                            "-f".into(),
+                            "-".into(),
+                            "-C".into(),
+                            "/work".into(),
+                        ]),
+                        stdin: Some(true),
+                        stdin_once: Some(true),
+                        volume_mounts: Some(vec![work(false)]),
+                        resources: Some(small),
+                        security_context: Some(locked()),
+                        ..Default::default()
+                    }]),
+                    containers,
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "selfheal-abc-x1"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn terminated(name: &str, code: i32, reason: &str) -> serde_json::Value {
+        serde_json::json!({"name": name, "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+            "state": {"terminated": {"exitCode": code, "reason": reason}}})
+    }
+
+    fn waiting(name: &str, reason: &str) -> serde_json::Value {
+        serde_json::json!({"name": name, "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+            "state": {"waiting": {"reason": reason, "message": "m"}}})
+    }
+
+    #[test]
+    fn the_end_of_a_run_is_read_from_the_kubelets_status() {
+        let done = pod(serde_json::json!({
+            "phase": "Running",
+            "initContainerStatuses": [terminated("receive", 0, "Completed")],
+            "containerStatuses": [terminated("run", 3, "Error"),
+                {"name": "collect", "ready": true, "restartCount": 0, "image": "i", "imageID": "",
+                 "state": {"running": {}}}],
+        }));
+        assert_eq!(
+            progress(&done),
+            Progress::Over(End {
+                exit_code: 3,
+                oom_killed: false,
+                evicted: false,
+                timed_out: false
+            })
+        );
+        let oom = pod(serde_json::json!({
+            "phase": "Failed",
+            "containerStatuses": [terminated("run", 137, "OOMKilled")],
+        }));
+        assert!(matches!(progress(&oom), Progress::Over(End { oom_killed: true, exit_code: 137, .. })));
+        let evicted = pod(serde_json::json!({"phase": "Failed", "reason": "Evicted",
+            "message": "Usage of EmptyDir volume \"work\" exceeds the limit \"8Gi\"."}));
+        assert!(matches!(progress(&evicted), Progress::Over(End { evicted: true, .. })));
+        let deadline = pod(serde_json::json!({"phase": "Failed", "reason": "DeadlineExceeded"}));
+        assert!(matches!(progress(&deadline), Progress::Over(End { timed_out: true, .. })));
+    }
+
+    #[test]
+    fn a_pod_that_cannot_start_says_why_instead_of_waiting_out_its_timeout() {
+        let pull = pod(serde_json::json!({"phase": "Pending",
+            "initContainerStatuses": [waiting("receive", "ImagePullBackOff")]}));
+        assert!(matches!(progress(&pull), Progress::Refused(why) if why.contains("ImagePullBackOff")));
+        // A first pull error is retried by the kubelet: still starting.
+        let first = pod(serde_json::json!({"phase": "Pending",
+            "initContainerStatuses": [waiting("receive", "ErrImagePull")]}));
+        assert!(matches!(progress(&first), Progress::Starting(_)));
+        let unpack = pod(serde_json::json!({"phase": "Failed",
+            "initContainerStatuses": [terminated("receive", 2, "Error")]}));
+        assert!(matches!(progress(&unpack), Progress::Refused(_)));
+        let unscheduled = pod(serde_json::json!({"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/3 nodes are available: 3 Insufficient memory."}]}));
+        assert!(matches!(progress(&unscheduled), Progress::Starting(why) if why.contains("Insufficient memory")));
+    }
+
+    #[test]
+    fn the_job_meets_the_restricted_profile_and_carries_the_runs_limits() {
+        let limits = Limits::default();
+        let spec = RunSpec {
+            image: "img".into(),
+            archive: vec![],
+            script: "make test".into(),
+            env: vec!["HOME=/tmp".into(), "A=b=c".into()],
+            collect: Some("diff"),
+            network: "none",
+            limits: &limits,
+        };
+        let mut config = ClusterConfig::new("ci");
+        config.runtime_class = Some("gvisor".into());
+        let job = job_for("selfheal-0123456789ab", &spec, &config);
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("gvisor"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let all: Vec<&Container> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&pod.containers)
+            .collect();
+        assert_eq!(all.len(), 3);
+        for c in all {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(sc.run_as_non_root, Some(true));
+            assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+            assert!(c.resources.as_ref().unwrap().limits.is_some());
+        }
+        let run = &pod.containers[0];
+        let env = run.env.as_ref().unwrap();
+        assert_eq!(env[1].name, "A");
+        assert_eq!(env[1].value.as_deref(), Some("b=c"));
+        let mem = &run.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"];
+        assert_eq!(mem.0, (1i64 << 30).to_string());
+        // The collector only reads.
+        assert_eq!(pod.containers[1].volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
+    }
+}

@@ -1,0 +1,437 @@
+//! The kubelet: runs a pod's containers on the local Docker engine (init containers in order,
+//! then the rest together), with its emptyDir volumes, security context, resource limits and
+//! network, and writes what happened into the pod's status as a kubelet does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountTmpfsOptions, MountType, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::Cluster;
+
+/// Every container and volume the kubelet makes carries it (its value: the pod).
+const LABEL: &str = "kube-standin.pod";
+
+enum Storage {
+    Volume(String),
+    Tmpfs(i64),
+}
+
+/// A Kubernetes quantity in bytes or millicores (`512Mi`, `1073741824`, `250m`, `2`).
+fn quantity(q: &str, milli: bool) -> Option<i64> {
+    let units: [(&str, f64); 9] = [
+        ("Ki", 1024.0),
+        ("Mi", 1024.0 * 1024.0),
+        ("Gi", 1024.0 * 1024.0 * 1024.0),
+        ("Ti", 1024f64.powi(4)),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("m", 1e-3),
+    ];
+    let (number, factor) = units
+        .iter()
+        .find_map(|(suffix, f)| q.strip_suffix(suffix).map(|n| (n, *f)))
+        .unwrap_or((q, 1.0));
+    let value: f64 = number.parse().ok()?;
+    Some(if milli { value * factor * 1000.0 } else { value * factor } as i64)
+}
+
+fn update(cluster: &Cluster, pod: &str, change: impl FnOnce(&mut Value)) {
+    let mut objects = cluster.objects.lock().unwrap();
+    let version = Cluster::next_version(&mut objects);
+    if let Some(record) = objects.pods.get_mut(pod) {
+        change(&mut record.pod);
+        record.pod["metadata"]["resourceVersion"] = json!(version);
+    }
+}
+
+fn set_state(cluster: &Cluster, pod: &str, list: &str, container: &Value, state: Value) {
+    let name = container["name"].clone();
+    let entry = json!({
+        "name": name, "image": container["image"], "imageID": "", "restartCount": 0,
+        "ready": state.get("running").is_some(), "started": state.get("running").is_some(),
+        "state": state,
+    });
+    update(cluster, pod, |p| {
+        let statuses = p["status"][list].as_array().cloned().unwrap_or_default();
+        let mut statuses: Vec<Value> = statuses.into_iter().filter(|s| s["name"] != name).collect();
+        statuses.push(entry);
+        p["status"][list] = Value::Array(statuses);
+    });
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub(crate) async fn run_pod(cluster: Arc<Cluster>, pod: String, deadline: Option<u64>) {
+    let flow = run(&cluster, &pod);
+    let Some(secs) = deadline else {
+        flow.await;
+        return;
+    };
+    if tokio::time::timeout(Duration::from_secs(secs), flow).await.is_err() {
+        kill_all(&cluster, &pod).await;
+        update(&cluster, &pod, |p| {
+            p["status"]["phase"] = json!("Failed");
+            p["status"]["reason"] = json!("DeadlineExceeded");
+            p["status"]["message"] =
+                json!("Pod was active on the node longer than the specified deadline");
+        });
+    }
+}
+
+async fn run(cluster: &Arc<Cluster>, pod: &str) {
+    let Some((spec, labels)) = ({
+        let objects = cluster.objects.lock().unwrap();
+        objects
+            .pods
+            .get(pod)
+            .map(|r| (r.pod["spec"].clone(), r.pod["metadata"]["labels"].clone()))
+    }) else {
+        return;
+    };
+    let isolated = cluster
+        .isolated
+        .as_ref()
+        .is_some_and(|(label, value)| labels[label] == json!(value));
+    let network = if isolated { "none" } else { "bridge" };
+
+    let mut storage = HashMap::new();
+    for v in spec["volumes"].as_array().into_iter().flatten() {
+        let name = v["name"].as_str().unwrap_or_default().to_string();
+        let empty_dir = &v["emptyDir"];
+        if empty_dir["medium"] == "Memory" {
+            let size = empty_dir["sizeLimit"]
+                .as_str()
+                .and_then(|q| quantity(q, false))
+                .unwrap_or(64 << 20);
+            storage.insert(name, Storage::Tmpfs(size));
+            continue;
+        }
+        let volume = format!("kstandin-{pod}-{name}");
+        let made = cluster
+            .docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(volume.clone()),
+                labels: Some(HashMap::from([(LABEL.to_string(), pod.to_string())])),
+                ..Default::default()
+            })
+            .await;
+        if made.is_err() {
+            return;
+        }
+        if let Some(record) = cluster.objects.lock().unwrap().pods.get_mut(pod) {
+            record.volumes.push(volume.clone());
+        }
+        storage.insert(name, Storage::Volume(volume));
+    }
+
+    for c in spec["initContainers"].as_array().cloned().unwrap_or_default() {
+        let Some(id) = start(cluster, pod, &spec, &c, network, &storage, "initContainerStatuses").await else {
+            return;
+        };
+        let code = wait(cluster, pod, &c, &id, "initContainerStatuses").await;
+        if code != 0 {
+            update(cluster, pod, |p| p["status"]["phase"] = json!("Failed"));
+            return;
+        }
+    }
+    let mut running = Vec::new();
+    for c in spec["containers"].as_array().cloned().unwrap_or_default() {
+        let Some(id) = start(cluster, pod, &spec, &c, network, &storage, "containerStatuses").await else {
+            return;
+        };
+        running.push((c, id));
+    }
+    update(cluster, pod, |p| p["status"]["phase"] = json!("Running"));
+    let codes = futures::future::join_all(
+        running
+            .iter()
+            .map(|(c, id)| wait(cluster, pod, c, id, "containerStatuses")),
+    )
+    .await;
+    let phase = if codes.iter().all(|c| *c == 0) {
+        "Succeeded"
+    } else {
+        "Failed"
+    };
+    update(cluster, pod, |p| p["status"]["phase"] = json!(phase));
+}
+
+/// Creates and starts one container; `None` when it cannot start (its status says why).
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    cluster: &Arc<Cluster>,
+    pod: &str,
+    spec: &Value,
+    c: &Value,
+    network: &str,
+    storage: &HashMap<String, Storage>,
+    list: &str,
+) -> Option<String> {
+    let image = c["image"].as_str().unwrap_or_default();
+    if cluster.docker.inspect_image(image).await.is_err() {
+        // No registry here: the pull fails, then backs off, as it would for a missing image.
+        let waiting = |reason: &str| {
+            json!({"waiting": {"reason": reason,
+                "message": format!("Back-off pulling image \"{image}\": not found")}})
+        };
+        set_state(cluster, pod, list, c, waiting("ErrImagePull"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        set_state(cluster, pod, list, c, waiting("ImagePullBackOff"));
+        return None;
+    }
+    let pod_sc = &spec["securityContext"];
+    let sc = &c["securityContext"];
+    let pick = |key: &str| sc[key].as_i64().or(pod_sc[key].as_i64());
+    let user = match (pick("runAsUser"), pick("runAsGroup")) {
+        (Some(u), Some(g)) => Some(format!("{u}:{g}")),
+        (Some(u), None) => Some(u.to_string()),
+        _ => None,
+    };
+    let strings = |v: &Value| -> Option<Vec<String>> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+    };
+    let mut mounts = Vec::new();
+    for m in c["volumeMounts"].as_array().into_iter().flatten() {
+        let target = m["mountPath"].as_str().map(str::to_string);
+        let read_only = m["readOnly"].as_bool();
+        match storage.get(m["name"].as_str().unwrap_or_default()) {
+            Some(Storage::Volume(v)) => mounts.push(Mount {
+                target,
+                source: Some(v.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only,
+                ..Default::default()
+            }),
+            Some(Storage::Tmpfs(size)) => mounts.push(Mount {
+                target,
+                typ: Some(MountType::TMPFS),
+                tmpfs_options: Some(MountTmpfsOptions {
+                    size_bytes: Some(*size),
+                    mode: Some(0o1777),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            None => {}
+        }
+    }
+    let limits = &c["resources"]["limits"];
+    let drops_all = sc["capabilities"]["drop"]
+        .as_array()
+        .is_some_and(|d| d.contains(&json!("ALL")));
+    let stdin = c["stdin"] == json!(true);
+    let name = format!("kstandin_{}_{pod}", c["name"].as_str().unwrap_or_default());
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: strings(&c["command"]),
+        cmd: strings(&c["args"]).or(Some(vec![])),
+        working_dir: c["workingDir"].as_str().map(str::to_string),
+        env: Some(
+            c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| format!("{}={}", e["name"].as_str().unwrap_or_default(), e["value"].as_str().unwrap_or_default()))
+                .collect(),
+        ),
+        user,
+        open_stdin: Some(stdin),
+        stdin_once: Some(c["stdinOnce"] == json!(true)),
+        attach_stdin: Some(stdin),
+        network_disabled: Some(network == "none"),
+        labels: Some(HashMap::from([(LABEL.to_string(), pod.to_string())])),
+        host_config: Some(HostConfig {
+            network_mode: Some(network.into()),
+            memory: limits["memory"].as_str().and_then(|q| quantity(q, false)),
+            nano_cpus: limits["cpu"]
+                .as_str()
+                .and_then(|q| quantity(q, true))
+                .map(|milli| milli * 1_000_000),
+            readonly_rootfs: sc["readOnlyRootFilesystem"].as_bool(),
+            cap_drop: drops_all.then(|| vec!["ALL".into()]),
+            security_opt: (sc["allowPrivilegeEscalation"] == json!(false))
+                .then(|| vec!["no-new-privileges".into()]),
+            mounts: Some(mounts),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let made = cluster
+        .docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await;
+    if let Err(e) = made {
+        set_state(
+            cluster,
+            pod,
+            list,
+            c,
+            json!({"waiting": {"reason": "CreateContainerError", "message": e.to_string()}}),
+        );
+        return None;
+    }
+    if let Some(record) = cluster.objects.lock().unwrap().pods.get_mut(pod) {
+        record
+            .containers
+            .insert(c["name"].as_str().unwrap_or_default().to_string(), name.clone());
+    }
+    if let Err(e) = cluster
+        .docker
+        .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+    {
+        set_state(
+            cluster,
+            pod,
+            list,
+            c,
+            json!({"waiting": {"reason": "RunContainerError", "message": e.to_string()}}),
+        );
+        return None;
+    }
+    set_state(cluster, pod, list, c, json!({"running": {"startedAt": now()}}));
+    Some(name)
+}
+
+/// Waits for a container to exit and records how.
+async fn wait(cluster: &Arc<Cluster>, pod: &str, c: &Value, id: &str, list: &str) -> i64 {
+    let mut waiting = cluster
+        .docker
+        .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+    while let Some(next) = waiting.next().await {
+        if next.is_err() {
+            break;
+        }
+    }
+    let state = match cluster.docker.inspect_container(id, None).await {
+        Ok(inspected) => inspected.state.unwrap_or_default(),
+        // Removed under it (the Job was deleted): nothing left to record.
+        Err(_) => return -1,
+    };
+    let code = state.exit_code.unwrap_or(-1);
+    let reason = if state.oom_killed == Some(true) {
+        "OOMKilled"
+    } else if code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    set_state(
+        cluster,
+        pod,
+        list,
+        c,
+        json!({"terminated": {"exitCode": code, "reason": reason, "finishedAt": now()}}),
+    );
+    code
+}
+
+pub(crate) async fn logs(docker: &Docker, name: &str) -> String {
+    let mut stream = docker.logs(
+        name,
+        Some(LogsOptionsBuilder::default().stdout(true).stderr(true).build()),
+    );
+    let mut out = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        out.extend_from_slice(&chunk.into_bytes());
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn kill_all(cluster: &Cluster, pod: &str) {
+    let names: Vec<String> = {
+        let objects = cluster.objects.lock().unwrap();
+        objects
+            .pods
+            .get(pod)
+            .map(|r| r.containers.values().cloned().collect())
+            .unwrap_or_default()
+    };
+    for name in names {
+        let _ = cluster
+            .docker
+            .kill_container(&name, None::<bollard::query_parameters::KillContainerOptions>)
+            .await;
+    }
+}
+
+/// What the garbage collector and the kubelet do for a deleted pod: stop it, remove its
+/// containers and volumes, forget it.
+pub(crate) async fn remove_pod(cluster: &Cluster, pod: &str) {
+    let Some(record) = cluster.objects.lock().unwrap().pods.remove(pod) else {
+        return;
+    };
+    if let Some(task) = record.kubelet {
+        task.abort();
+    }
+    // By label, not only the names recorded: a create in flight when the kubelet was stopped
+    // still made its container.
+    let selector = format!("{LABEL}={pod}");
+    let filters = HashMap::from([("label", vec![selector.as_str()])]);
+    let made = cluster
+        .docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .unwrap_or_default();
+    let names: Vec<String> = made
+        .into_iter()
+        .filter_map(|c| c.id)
+        .chain(record.containers.values().cloned())
+        .collect();
+    for name in &names {
+        let _ = cluster
+            .docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await;
+    }
+    for volume in &record.volumes {
+        let _ = cluster
+            .docker
+            .remove_volume(
+                volume,
+                Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
+            )
+            .await;
+    }
+}
+
+pub(crate) async fn containers_left(docker: &Docker) -> usize {
+    let filters = HashMap::from([("label", vec![LABEL])]);
+    docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map(|c| c.len())
+        .unwrap_or(0)
+}

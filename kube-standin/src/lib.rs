@@ -1,0 +1,140 @@
+//! A local stand-in for the parts of the Kubernetes API selfheal's Job sandbox uses, with a
+//! kubelet that runs each pod's containers on the local Docker engine. Never on selfheal's
+//! production path.
+//!
+//! It refuses what a real API server refuses: a missing or wrong bearer token (401), another
+//! namespace than the service account's (403, as RBAC would), an invalid Job (422), a name
+//! taken (409), an unknown object or route (404), a wrong method (405), attaching to or
+//! exec-ing in a container that is not running (400). A pod that breaks the `restricted` Pod
+//! Security profile is never created (the Job stays without pods, as admission leaves it),
+//! and an image the engine does not have ends in `ImagePullBackOff`. Pods whose labels match
+//! the configured NetworkPolicy selector get no network, as a policy-enforcing CNI would do.
+//! Errors are `Status` objects in the API's own shape; attach and exec speak the
+//! `v5.channel.k8s.io` and `v4.channel.k8s.io` WebSocket subprotocols.
+
+mod api;
+mod kubelet;
+mod stream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+pub use api::status;
+
+/// One stored pod and what runs it.
+struct PodRecord {
+    pod: Value,
+    job: String,
+    /// Docker container name for each of the pod's containers that was created.
+    containers: BTreeMap<String, String>,
+    volumes: Vec<String>,
+    kubelet: Option<tokio::task::AbortHandle>,
+}
+
+#[derive(Default)]
+struct Objects {
+    jobs: BTreeMap<String, Value>,
+    pods: BTreeMap<String, PodRecord>,
+    resource_version: u64,
+    calls: Vec<String>,
+}
+
+struct Cluster {
+    namespace: String,
+    token: String,
+    /// The sandbox NetworkPolicy's pod selector (`label`, `value`): matching pods get no network.
+    isolated: Option<(String, String)>,
+    docker: bollard::Docker,
+    objects: Mutex<Objects>,
+}
+
+impl Cluster {
+    fn next_version(objects: &mut Objects) -> String {
+        objects.resource_version += 1;
+        objects.resource_version.to_string()
+    }
+}
+
+/// The running stand-in.
+pub struct KubeStandIn {
+    pub url: String,
+    pub token: String,
+    pub namespace: String,
+    cluster: Arc<Cluster>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the stand-in on a free loopback port. `isolated` is the sandbox NetworkPolicy's pod
+/// selector (a `label=value`) whose pods get no network.
+pub async fn spawn(namespace: &str, token: &str, isolated: Option<(&str, &str)>) -> KubeStandIn {
+    let docker = bollard::Docker::connect_with_local_defaults()
+        .expect("Docker (scripts/services.sh up)")
+        .negotiate_version()
+        .await
+        .expect("Docker (scripts/services.sh up)");
+    let cluster = Arc::new(Cluster {
+        namespace: namespace.into(),
+        token: token.into(),
+        isolated: isolated.map(|(l, v)| (l.to_string(), v.to_string())),
+        docker,
+        objects: Mutex::new(Objects::default()),
+    });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let app = api::router(cluster.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    KubeStandIn {
+        url: format!("http://{addr}"),
+        token: token.into(),
+        namespace: namespace.into(),
+        cluster,
+        server,
+    }
+}
+
+impl KubeStandIn {
+    /// Every request received, as `METHOD path`.
+    pub fn calls(&self) -> Vec<String> {
+        self.cluster.objects.lock().unwrap().calls.clone()
+    }
+
+    /// The Jobs stored now.
+    pub fn jobs(&self) -> Vec<Value> {
+        let objects = self.cluster.objects.lock().unwrap();
+        objects.jobs.values().cloned().collect()
+    }
+
+    /// The pods stored now.
+    pub fn pods(&self) -> Vec<Value> {
+        let objects = self.cluster.objects.lock().unwrap();
+        objects.pods.values().map(|p| p.pod.clone()).collect()
+    }
+
+    /// Docker containers the kubelet made that still exist (after a Job is deleted: none).
+    pub async fn containers_left(&self) -> usize {
+        kubelet::containers_left(&self.cluster.docker).await
+    }
+}
+
+impl Drop for KubeStandIn {
+    fn drop(&mut self) {
+        self.server.abort();
+        let names: Vec<String> = {
+            let objects = self.cluster.objects.lock().unwrap();
+            objects.pods.keys().cloned().collect()
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let cluster = self.cluster.clone();
+            runtime.spawn(async move {
+                for pod in names {
+                    kubelet::remove_pod(&cluster, &pod).await;
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The Kubernetes sandbox backend (one Job per run) against the stand-in API server, whose
+//! kubelet runs the pods on the real Docker engine: the script really runs, in the image, as
+//! the sandbox user, and what comes back comes from the pod's status and a second container.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kubernetes_standin::KubeStandIn;
+use selfheal_engine::sandbox::kubernetes::{Cluster, ClusterConfig, NETWORK_LABEL};
+use selfheal_engine::sandbox::{Images, Limits, Sandbox, SandboxError};
+
+const NAMESPACE: &str = "selfheal-sandbox";
+
+/// The sandbox NetworkPolicy's pod selector, read from the manifest an operator applies: the
+/// stand-in's CNI isolates exactly the pods it selects.
+fn sandbox_policy_selector() -> (String, String) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/job-sandbox/sandbox-namespace.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let doc: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).unwrap();
+        if doc["kind"].as_str() == Some("NetworkPolicy") {
+            let labels = doc["spec"]["podSelector"]["matchLabels"]
+                .as_mapping()
+                .expect("the sandbox policy selects by label");
+            let (k, v) = labels.iter().next().unwrap();
+            // It denies everything: no rule lets anything in or out.
+            assert!(doc["spec"].get("ingress").is_none() && doc["spec"].get("egress").is_none());
+            return (k.as_str().unwrap().into(), v.as_str().unwrap().into());
+        }
+    }
+    panic!("no NetworkPolicy in {}", path.display());
+}
+
+async fn standin() -> KubeStandIn {
+    let (label, value) = sandbox_policy_selector();
+    kubernetes_standin::spawn(NAMESPACE, "sandbox-token", Some((&label, &value))).await
+}
+
+/// A client as a worker makes one: from a kubeconfig.
+fn client(url: &str, token: &str) -> kube::Client {
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: u\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: {NAMESPACE}}}\ncurrent-context: x\n"
+    );
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
+    let config = futures::executor::block_on(kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    ))
+    .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+fn config(namespace: &str) -> ClusterConfig {
+    let mut config = ClusterConfig::new(namespace);
+    config.start_timeout = Duration::from_secs(30);
+    config
+}
+
+/// The recipe's Python image, built on this Docker engine if it is not there yet: the
+/// stand-in's nodes pull nothing from a registry.
+async fn image_ready() {
+    let docker = Sandbox::connect(Images::Recipe, Limits::default())
+        .await
+        .expect("Docker (scripts/services.sh up)");
+    let dir = tempfile::tempdir().unwrap();
+    docker.image_for(dir.path()).await.unwrap();
+}
+
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello from the checkout\n").unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/app.py"), "print('app')\n").unwrap();
+    dir
+}
+
+fn sandbox(k: &KubeStandIn, limits: Limits) -> Sandbox {
+    let cluster = Cluster::new(client(&k.url, &k.token), config(&k.namespace));
+    Sandbox::on_cluster(cluster, Images::Recipe, limits)
+}
+
+/// Deletion is in the background (as `propagationPolicy: Background` is): wait for it.
+async fn all_gone(k: &KubeStandIn) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if k.jobs().is_empty() && k.pods().is_empty() && k.containers_left().await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "left behind: {} jobs, {} pods, {} containers",
+        k.jobs().len(),
+        k.pods().len(),
+        k.containers_left().await
+    );
+}
+
+#[tokio::test]
+async fn a_run_is_a_job_whose_exit_output_and_file_come_back_and_which_is_then_deleted() {
+    image_ready().await;
+    let k = standin().await;
+    let sb = sandbox(&k, Limits::default());
+    let dir = repo();
+    let (run, collected) = sb
+        .run(
+            dir.path(),
+            "cat hello.txt; python3 src/app.py; id -u; echo made >/work/out; exit 3",
+            Some("out"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.exit_code, 3, "{}", run.output);
+    assert!(!run.passed());
+    assert!(run.output.contains("hello from the checkout"), "{}", run.output);
+    assert!(run.output.contains("app\n"), "{}", run.output);
+    // The sandbox user, not root.
+    assert!(run.output.contains("\n1000\n"), "{}", run.output);
+    assert_eq!(collected.as_deref(), Some(&b"made\n"[..]));
+
+    // A file the run did not write brings nothing back; a passing run passes.
+    let (run, collected) = sb.run(dir.path(), "true", Some("missing")).await.unwrap();
+    assert!(run.passed(), "{}", run.output);
+    assert_eq!(collected, None);
+
+    let calls = k.calls();
+    assert!(calls.iter().any(|c| c.starts_with("POST /apis/batch/v1/namespaces/selfheal-sandbox/jobs")), "{calls:?}");
+    assert!(calls.iter().any(|c| c.ends_with("/attach")), "{calls:?}");
+    assert!(calls.iter().any(|c| c.ends_with("/exec")), "{calls:?}");
+    assert!(calls.iter().any(|c| c.starts_with("DELETE /apis/batch/v1/")), "{calls:?}");
+    all_gone(&k).await;
+}
+
+#[tokio::test]
+async fn the_repositorys_code_cannot_fake_the_file_that_comes_back_by_a_link() {
+    image_ready().await;
+    let k = standin().await;
+    let sb = sandbox(&k, Limits::default());
+    let dir = repo();
+    // A link to a file of the collector's: the tar of the path carries the link, not its
+    // target, and a link brings nothing back.
+    let (_, collected) = sb
+        .run(dir.path(), "ln -s /etc/passwd /work/out", Some("out"))
+        .await
+        .unwrap();
+    assert_eq!(collected, None);
+    all_gone(&k).await;
+}
+
+#[tokio::test]
+async fn a_sandbox_pod_has_no_network_under_the_shipped_policy() {
+    image_ready().await;
+    let k = standin().await;
+    let sb = sandbox(&k, Limits::default());
+    let dir = repo();
+    let (run, _) = sb
+        .run(
+            dir.path(),
+            "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\"",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!run.passed());
+    assert!(run.output.contains("Network is unreachable"), "{}", run.output);
+    // It is the backend's label the shipped policy selects.
+    assert_eq!(sandbox_policy_selector(), (NETWORK_LABEL.to_string(), "none".to_string()));
+    all_gone(&k).await;
+}
+
+#[tokio::test]
+async fn a_run_past_its_timeout_is_stopped_and_its_job_deleted() {
+    image_ready().await;
+    let k = standin().await;
+    let limits = Limits {
+        timeout: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    let sb = sandbox(&k, limits);
+    let dir = repo();
+    let started = Instant::now();
+    let (run, collected) = sb
+        .run(dir.path(), "echo started; sleep 120", Some("out"))
+        .await
+        .unwrap();
+    assert!(run.timed_out);
+    assert!(!run.passed());
+    assert!(run.output.contains("started"), "{}", run.output);
+    assert_eq!(collected, None);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    all_gone(&k).await;
+}
+
+#[tokio::test]
+async fn a_run_over_its_memory_is_reported_oom_killed() {
+    image_ready().await;
+    let k = standin().await;
+    let limits = Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let sb = sandbox(&k, limits);
+    let dir = repo();
+    let (run, _) = sb
+        .run(
+            dir.path(),
+            "python3 -c \"b = bytearray(512 << 20); print(len(b))\"",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(run.oom_killed, "exit {}: {}", run.exit_code, run.output);
+    assert!(!run.passed());
+    all_gone(&k).await;
+}
+
+#[tokio::test]
+async fn the_cluster_refusing_says_why() {
+    image_ready().await;
+    let k = standin().await;
+    let dir = repo();
+
+    // A token the API server does not know.
+    let cluster = Cluster::new(client(&k.url, "expired"), config(NAMESPACE));
+    let sb = Sandbox::on_cluster(cluster, Images::Recipe, Limits::default());
+    let err = sb.run(dir.path(), "true", None).await.unwrap_err();
+    assert!(
+        matches!(&err, SandboxError::Kubernetes(kube::Error::Api(s)) if s.code == 401),
+        "{err}"
+    );
+
+    // A namespace the service account may not use.
+    let cluster = Cluster::new(client(&k.url, &k.token), config("default"));
+    let sb = Sandbox::on_cluster(cluster, Images::Recipe, Limits::default());
+    let err = sb.run(dir.path(), "true", None).await.unwrap_err();
+    assert!(
+        matches!(&err, SandboxError::Kubernetes(kube::Error::Api(s)) if s.code == 403),
+        "{err}"
+    );
+
+    // An image the nodes cannot pull: the pod's reason, well before the start timeout.
+    let cluster = Cluster::new(client(&k.url, &k.token), config(NAMESPACE));
+    let sb = Sandbox::on_cluster(
+        cluster,
+        Images::Own("registry.invalid/sandbox-{language}:nope".into()),
+        Limits::default(),
+    );
+    let started = Instant::now();
+    let err = sb.run(dir.path(), "true", None).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("ImagePullBackOff"), "{text}");
+    assert!(text.contains("registry.invalid/sandbox-python:nope"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    all_gone(&k).await;
+}
+
+#[tokio::test]
+async fn dependency_caches_are_not_claimed_on_the_cluster() {
+    let k = standin().await;
+    let sb = sandbox(&k, Limits::default());
+    let dir = repo();
+    std::fs::write(dir.path().join("requirements.txt"), "requests==2.32.3\n").unwrap();
+    let (prepared, outcome) = sb.prepare(dir.path(), "o/r").await.unwrap();
+    match outcome {
+        selfheal_engine::sandbox::deps::Outcome::Failed { reason, .. } => {
+            assert!(reason.contains("Kubernetes"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(prepared.deps_volume().is_none());
+    assert_eq!(sb.prune_deps(None, Duration::ZERO, 0).await.unwrap(), 0);
+}
