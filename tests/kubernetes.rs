@@ -14,8 +14,8 @@ const NAMESPACE: &str = "selfheal-sandbox";
 /// The sandbox NetworkPolicy's pod selector, read from the manifest an operator applies: the
 /// stand-in's CNI isolates exactly the pods it selects.
 fn sandbox_policy_selector() -> (String, String) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy/job-sandbox/sandbox-namespace.yaml");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/job-sandbox/sandbox-namespace.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let doc: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).unwrap();
@@ -113,7 +113,11 @@ async fn a_run_is_a_job_whose_exit_output_and_file_come_back_and_which_is_then_d
         .unwrap();
     assert_eq!(run.exit_code, 3, "{}", run.output);
     assert!(!run.passed());
-    assert!(run.output.contains("hello from the checkout"), "{}", run.output);
+    assert!(
+        run.output.contains("hello from the checkout"),
+        "{}",
+        run.output
+    );
     assert!(run.output.contains("app\n"), "{}", run.output);
     // The sandbox user, not root.
     assert!(run.output.contains("\n1000\n"), "{}", run.output);
@@ -125,10 +129,20 @@ async fn a_run_is_a_job_whose_exit_output_and_file_come_back_and_which_is_then_d
     assert_eq!(collected, None);
 
     let calls = k.calls();
-    assert!(calls.iter().any(|c| c.starts_with("POST /apis/batch/v1/namespaces/selfheal-sandbox/jobs")), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("POST /apis/batch/v1/namespaces/selfheal-sandbox/jobs")),
+        "{calls:?}"
+    );
     assert!(calls.iter().any(|c| c.ends_with("/attach")), "{calls:?}");
     assert!(calls.iter().any(|c| c.ends_with("/exec")), "{calls:?}");
-    assert!(calls.iter().any(|c| c.starts_with("DELETE /apis/batch/v1/")), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("DELETE /apis/batch/v1/")),
+        "{calls:?}"
+    );
     all_gone(&k).await;
 }
 
@@ -163,9 +177,16 @@ async fn a_sandbox_pod_has_no_network_under_the_shipped_policy() {
         .await
         .unwrap();
     assert!(!run.passed());
-    assert!(run.output.contains("Network is unreachable"), "{}", run.output);
+    assert!(
+        run.output.contains("Network is unreachable"),
+        "{}",
+        run.output
+    );
     // It is the backend's label the shipped policy selects.
-    assert_eq!(sandbox_policy_selector(), (NETWORK_LABEL.to_string(), "none".to_string()));
+    assert_eq!(
+        sandbox_policy_selector(),
+        (NETWORK_LABEL.to_string(), "none".to_string())
+    );
     all_gone(&k).await;
 }
 
@@ -250,7 +271,10 @@ async fn the_cluster_refusing_says_why() {
     let err = sb.run(dir.path(), "true", None).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("ImagePullBackOff"), "{text}");
-    assert!(text.contains("registry.invalid/sandbox-python:nope"), "{text}");
+    assert!(
+        text.contains("registry.invalid/sandbox-python:nope"),
+        "{text}"
+    );
     assert!(started.elapsed() < Duration::from_secs(20));
     all_gone(&k).await;
 }

@@ -25,8 +25,16 @@ struct Healed {
 /// Serves `examples/<example>` with its CI log, the failing job named as its workflow names
 /// it, and waits for the run to finish.
 async fn heal_through_the_pipeline(example: &str, job: &str, run: i64) -> Healed {
+    heal_with(example, job, run, &[]).await
+}
+
+/// The same, with the worker's environment extended by `vars`.
+async fn heal_with(example: &str, job: &str, run: i64, vars: &[(&str, &str)]) -> Healed {
     let mut env = TestEnv::new().await;
     env.set("SELFHEAL_RERUNS", "2");
+    for (k, v) in vars {
+        env.set(k, v);
+    }
     let app = env.spawn_web().await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let log = root.join(format!("fixtures/ci-logs/examples/{example}.log"));
@@ -164,4 +172,59 @@ async fn go_gofmt_without_dependencies() {
         notes.contains("actions/setup-go@v5` with go-version 1.22"),
         "{notes}"
     );
+}
+
+#[tokio::test]
+async fn go_gofmt_healed_with_every_sandbox_a_kubernetes_job() {
+    let cluster = kubernetes_standin::spawn(
+        "selfheal-sandbox",
+        "worker-token",
+        Some(("selfheal.dev/network", "none")),
+    )
+    .await;
+    // The stand-in's nodes pull from no registry: the image is this Docker engine's.
+    let go = selfheal_engine::sandbox::Sandbox::connect(
+        selfheal_engine::sandbox::Images::Recipe,
+        selfheal_engine::sandbox::Limits::default(),
+    )
+    .await
+    .unwrap()
+    .for_language(selfheal_engine::sandbox::Language::Go);
+    go.image_for(std::path::Path::new(".")).await.unwrap();
+    // The worker finds the cluster as `kubectl` would: from its kubeconfig.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{}\"}}\nusers:\n- name: u\n  user: {{token: {}}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: selfheal-sandbox}}\ncurrent-context: x\n",
+            cluster.url, cluster.token
+        ),
+    )
+    .unwrap();
+    let h = heal_with(
+        "go-format",
+        "fmt",
+        1505,
+        &[
+            ("SELFHEAL_SANDBOX_BACKEND", "kubernetes"),
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_healed(&h, "format", "fmt", "slug.go");
+    // The toolchain's version, asked of the image in a Job of its own, is in the evidence.
+    assert!(h.pr_body.contains("- toolchain: ` go 1."), "{}", h.pr_body);
+    // Reproduced, patched and validated twice each: every one of them a Job, and none left.
+    let jobs = cluster
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("POST /apis/batch/v1/namespaces/selfheal-sandbox/jobs"))
+        .count();
+    assert!(jobs >= 4, "{:?}", cluster.calls());
+    let start = std::time::Instant::now();
+    while !cluster.jobs().is_empty() && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(cluster.jobs().is_empty());
 }

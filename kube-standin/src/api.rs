@@ -61,7 +61,11 @@ pub(crate) fn router(cluster: Arc<Cluster>) -> Router {
         .with_state(cluster)
 }
 
-async fn authenticate(State(cluster): State<Arc<Cluster>>, request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(cluster): State<Arc<Cluster>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let call = format!("{} {}", request.method(), request.uri().path());
     cluster.objects.lock().unwrap().calls.push(call);
     let expected = format!("Bearer {}", cluster.token);
@@ -138,12 +142,18 @@ fn invalid(job: &Value) -> Vec<(String, String)> {
         .flatten()
         .filter_map(|v| v["name"].as_str())
         .collect();
-    let init = pod["initContainers"].as_array().cloned().unwrap_or_default();
+    let init = pod["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut seen = Vec::new();
     for (i, c) in init.iter().chain(&containers).enumerate() {
         let cname = c["name"].as_str().unwrap_or_default();
         if !dns_label(cname) || seen.contains(&cname) {
-            causes.push((format!("containers[{i}].name"), format!("Invalid value: \"{cname}\"")));
+            causes.push((
+                format!("containers[{i}].name"),
+                format!("Invalid value: \"{cname}\""),
+            ));
         }
         seen.push(cname);
         if c["image"].as_str().unwrap_or_default().is_empty() {
@@ -166,13 +176,18 @@ fn invalid(job: &Value) -> Vec<(String, String)> {
 /// the fields a sandbox pod sets).
 fn violates_restricted(pod: &Value) -> Option<String> {
     let pod_sc = &pod["securityContext"];
-    let mut all = pod["initContainers"].as_array().cloned().unwrap_or_default();
+    let mut all = pod["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     all.extend(pod["containers"].as_array().cloned().unwrap_or_default());
     for c in &all {
         let sc = &c["securityContext"];
         let name = c["name"].as_str().unwrap_or_default();
         if sc["allowPrivilegeEscalation"] != json!(false) {
-            return Some(format!("allowPrivilegeEscalation != false (container \"{name}\")"));
+            return Some(format!(
+                "allowPrivilegeEscalation != false (container \"{name}\")"
+            ));
         }
         let drops_all = sc["capabilities"]["drop"]
             .as_array()
@@ -210,7 +225,11 @@ async fn create_job(
         return refused;
     }
     let Ok(mut job) = serde_json::from_slice::<Value>(&body) else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "the body is not a JSON object");
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not a JSON object",
+        );
     };
     if job["kind"] != "Job" || job["apiVersion"] != "batch/v1" {
         return status(
@@ -219,7 +238,10 @@ async fn create_job(
             "the API version in the data (?) does not match the expected API version (batch/v1)",
         );
     }
-    let name = job["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = job["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let causes = invalid(&job);
     if !causes.is_empty() {
         let details: Vec<Value> = causes
@@ -295,7 +317,11 @@ async fn create_job(
                 job["status"]["active"] = json!(1);
             }
         }
-        let task = tokio::spawn(kubelet::run_pod(cluster.clone(), pod_name.clone(), deadline));
+        let task = tokio::spawn(kubelet::run_pod(
+            cluster.clone(),
+            pod_name.clone(),
+            deadline,
+        ));
         if let Some(record) = cluster.objects.lock().unwrap().pods.get_mut(&pod_name) {
             record.kubelet = Some(task.abort_handle());
         }
@@ -431,9 +457,11 @@ pub(crate) fn container_of(
             "BadRequest",
             format!("container {c} is not valid for pod {name}"),
         )),
-        None if spec["containers"].as_array().map_or(0, Vec::len) == 1 => {
-            Ok(spec["containers"][0]["name"].as_str().unwrap_or_default().into())
-        }
+        None if spec["containers"].as_array().map_or(0, Vec::len) == 1 => Ok(spec["containers"][0]
+            ["name"]
+            .as_str()
+            .unwrap_or_default()
+            .into()),
         None => Err(status(
             StatusCode::BAD_REQUEST,
             "BadRequest",

@@ -45,7 +45,11 @@ fn quantity(q: &str, milli: bool) -> Option<i64> {
         .find_map(|(suffix, f)| q.strip_suffix(suffix).map(|n| (n, *f)))
         .unwrap_or((q, 1.0));
     let value: f64 = number.parse().ok()?;
-    Some(if milli { value * factor * 1000.0 } else { value * factor } as i64)
+    Some(if milli {
+        value * factor * 1000.0
+    } else {
+        value * factor
+    } as i64)
 }
 
 fn update(cluster: &Cluster, pod: &str, change: impl FnOnce(&mut Value)) {
@@ -82,7 +86,10 @@ pub(crate) async fn run_pod(cluster: Arc<Cluster>, pod: String, deadline: Option
         flow.await;
         return;
     };
-    if tokio::time::timeout(Duration::from_secs(secs), flow).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(secs), flow)
+        .await
+        .is_err()
+    {
         kill_all(&cluster, &pod).await;
         update(&cluster, &pod, |p| {
             p["status"]["phase"] = json!("Failed");
@@ -139,8 +146,22 @@ async fn run(cluster: &Arc<Cluster>, pod: &str) {
         storage.insert(name, Storage::Volume(volume));
     }
 
-    for c in spec["initContainers"].as_array().cloned().unwrap_or_default() {
-        let Some(id) = start(cluster, pod, &spec, &c, network, &storage, "initContainerStatuses").await else {
+    for c in spec["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let Some(id) = start(
+            cluster,
+            pod,
+            &spec,
+            &c,
+            network,
+            &storage,
+            "initContainerStatuses",
+        )
+        .await
+        else {
             return;
         };
         let code = wait(cluster, pod, &c, &id, "initContainerStatuses").await;
@@ -151,7 +172,17 @@ async fn run(cluster: &Arc<Cluster>, pod: &str) {
     }
     let mut running = Vec::new();
     for c in spec["containers"].as_array().cloned().unwrap_or_default() {
-        let Some(id) = start(cluster, pod, &spec, &c, network, &storage, "containerStatuses").await else {
+        let Some(id) = start(
+            cluster,
+            pod,
+            &spec,
+            &c,
+            network,
+            &storage,
+            "containerStatuses",
+        )
+        .await
+        else {
             return;
         };
         running.push((c, id));
@@ -203,8 +234,11 @@ async fn start(
         _ => None,
     };
     let strings = |v: &Value| -> Option<Vec<String>> {
-        v.as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        v.as_array().map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
     };
     let mut mounts = Vec::new();
     for m in c["volumeMounts"].as_array().into_iter().flatten() {
@@ -247,7 +281,13 @@ async fn start(
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|e| format!("{}={}", e["name"].as_str().unwrap_or_default(), e["value"].as_str().unwrap_or_default()))
+                .map(|e| {
+                    format!(
+                        "{}={}",
+                        e["name"].as_str().unwrap_or_default(),
+                        e["value"].as_str().unwrap_or_default()
+                    )
+                })
                 .collect(),
         ),
         user,
@@ -290,13 +330,17 @@ async fn start(
         return None;
     }
     if let Some(record) = cluster.objects.lock().unwrap().pods.get_mut(pod) {
-        record
-            .containers
-            .insert(c["name"].as_str().unwrap_or_default().to_string(), name.clone());
+        record.containers.insert(
+            c["name"].as_str().unwrap_or_default().to_string(),
+            name.clone(),
+        );
     }
     if let Err(e) = cluster
         .docker
-        .start_container(&name, None::<bollard::query_parameters::StartContainerOptions>)
+        .start_container(
+            &name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
         .await
     {
         set_state(
@@ -308,7 +352,13 @@ async fn start(
         );
         return None;
     }
-    set_state(cluster, pod, list, c, json!({"running": {"startedAt": now()}}));
+    set_state(
+        cluster,
+        pod,
+        list,
+        c,
+        json!({"running": {"startedAt": now()}}),
+    );
     Some(name)
 }
 
@@ -348,7 +398,12 @@ async fn wait(cluster: &Arc<Cluster>, pod: &str, c: &Value, id: &str, list: &str
 pub(crate) async fn logs(docker: &Docker, name: &str) -> String {
     let mut stream = docker.logs(
         name,
-        Some(LogsOptionsBuilder::default().stdout(true).stderr(true).build()),
+        Some(
+            LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .build(),
+        ),
     );
     let mut out = Vec::new();
     while let Some(Ok(chunk)) = stream.next().await {
@@ -369,7 +424,10 @@ async fn kill_all(cluster: &Cluster, pod: &str) {
     for name in names {
         let _ = cluster
             .docker
-            .kill_container(&name, None::<bollard::query_parameters::KillContainerOptions>)
+            .kill_container(
+                &name,
+                None::<bollard::query_parameters::KillContainerOptions>,
+            )
             .await;
     }
 }

@@ -82,7 +82,9 @@ pub async fn spawn(namespace: &str, token: &str, isolated: Option<(&str, &str)>)
         docker,
         objects: Mutex::new(Objects::default()),
     });
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let app = api::router(cluster.clone());
     let server = tokio::spawn(async move {

@@ -75,7 +75,8 @@ fn running_container(
         ));
     };
     let container = container_of(&record.pod, pod, asked)?;
-    let running = matches!(container_state(&record.pod, &container), Some((s, _)) if s == "running");
+    let running =
+        matches!(container_state(&record.pod, &container), Some((s, _)) if s == "running");
     match record.containers.get(&container) {
         Some(docker) if running => Ok(docker.clone()),
         _ => Err(status(
@@ -174,9 +175,8 @@ pub(crate) async fn exec(
         );
     }
     let (stdout, stderr) = (flag(&params, "stdout"), flag(&params, "stderr"));
-    ws.protocols(PROTOCOLS).on_upgrade(move |socket| {
-        run_exec(cluster, docker_name, command, stdout, stderr, socket)
-    })
+    ws.protocols(PROTOCOLS)
+        .on_upgrade(move |socket| run_exec(cluster, docker_name, command, stdout, stderr, socket))
 }
 
 async fn run_exec(

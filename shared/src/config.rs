@@ -66,6 +66,20 @@ pub struct GitHubConfig {
     pub write_interval: Duration,
 }
 
+/// Where a worker runs its sandboxes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SandboxBackend {
+    /// The Docker engine `DOCKER_HOST` names (or the local socket).
+    Docker,
+    /// One Job per run on the cluster the worker's kubeconfig or service account reaches.
+    Kubernetes {
+        /// `SELFHEAL_SANDBOX_NAMESPACE`; unset, the kubeconfig's (or the worker pod's) own.
+        namespace: Option<String>,
+        /// `SELFHEAL_SANDBOX_RUNTIME_CLASS`, e.g. `gvisor` or `kata`.
+        runtime_class: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub concurrency: usize,
@@ -78,6 +92,8 @@ pub struct WorkerConfig {
     pub sandbox_image: Option<String>,
     /// A Rust sysroot to mount in the sandbox instead of the one `rustc` on the PATH reports.
     pub sandbox_rust_toolchain: Option<String>,
+    /// Where the sandboxes run (`SELFHEAL_SANDBOX_BACKEND`).
+    pub sandbox_backend: SandboxBackend,
     /// Dependency caches are pruned past this total size, oldest first...
     pub deps_cache_max_bytes: u64,
     /// ...and past this age.
@@ -222,6 +238,7 @@ impl Config {
                     .unwrap_or(8 << 30),
                 sandbox_image: env.parsed("SELFHEAL_SANDBOX_IMAGE")?,
                 sandbox_rust_toolchain: env.parsed("SELFHEAL_SANDBOX_RUST_TOOLCHAIN")?,
+                sandbox_backend: sandbox_backend(&env)?,
                 deps_cache_max_bytes: env
                     .parsed("SELFHEAL_DEPS_CACHE_MAX_BYTES")?
                     .unwrap_or(20 << 30),
@@ -298,6 +315,40 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
                 })
             })
             .transpose()
+    }
+}
+
+fn sandbox_backend<F: Fn(&str) -> Option<String>>(
+    env: &Env<'_, F>,
+) -> Result<SandboxBackend, ConfigError> {
+    let namespace = env.optional("SELFHEAL_SANDBOX_NAMESPACE");
+    let runtime_class = env.optional("SELFHEAL_SANDBOX_RUNTIME_CLASS");
+    let backend = env.optional("SELFHEAL_SANDBOX_BACKEND");
+    match backend.as_deref().map(str::trim) {
+        None | Some("docker") => {
+            // Settings for a backend that is not used are a mistake, not a default.
+            if let Some(name) = [
+                ("SELFHEAL_SANDBOX_NAMESPACE", &namespace),
+                ("SELFHEAL_SANDBOX_RUNTIME_CLASS", &runtime_class),
+            ]
+            .iter()
+            .find_map(|(name, v)| v.is_some().then_some(*name))
+            {
+                return Err(ConfigError::Malformed {
+                    name,
+                    reason: "only with SELFHEAL_SANDBOX_BACKEND=kubernetes".into(),
+                });
+            }
+            Ok(SandboxBackend::Docker)
+        }
+        Some("kubernetes") => Ok(SandboxBackend::Kubernetes {
+            namespace: namespace.map(|n| n.trim().to_string()),
+            runtime_class: runtime_class.map(|r| r.trim().to_string()),
+        }),
+        Some(other) => Err(ConfigError::Malformed {
+            name: "SELFHEAL_SANDBOX_BACKEND",
+            reason: format!("{other:?}: docker or kubernetes"),
+        }),
     }
 }
 
@@ -384,6 +435,44 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("GITHUB_APP_ID"));
+    }
+
+    #[test]
+    fn the_sandbox_backend_is_docker_unless_kubernetes_is_asked_for() {
+        let base = [
+            ("DATABASE_URL", "postgres://x"),
+            ("REDIS_URL", "redis://x"),
+            ("GITHUB_APP_ID", "1"),
+            ("GITHUB_APP_PRIVATE_KEY", KEY),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let vars: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            Config::from_lookup(Role::Worker, lookup(&vars)).map(|c| c.worker.sandbox_backend)
+        };
+        assert_eq!(with(&[]).unwrap(), SandboxBackend::Docker);
+        assert_eq!(
+            with(&[
+                ("SELFHEAL_SANDBOX_BACKEND", "kubernetes"),
+                ("SELFHEAL_SANDBOX_NAMESPACE", "sandboxes"),
+                ("SELFHEAL_SANDBOX_RUNTIME_CLASS", "gvisor"),
+            ])
+            .unwrap(),
+            SandboxBackend::Kubernetes {
+                namespace: Some("sandboxes".into()),
+                runtime_class: Some("gvisor".into())
+            }
+        );
+        let err = with(&[("SELFHEAL_SANDBOX_BACKEND", "podman")]).unwrap_err();
+        assert!(
+            err.to_string().contains("SELFHEAL_SANDBOX_BACKEND"),
+            "{err}"
+        );
+        // A namespace for Docker would be silently ignored: refused instead.
+        let err = with(&[("SELFHEAL_SANDBOX_NAMESPACE", "sandboxes")]).unwrap_err();
+        assert!(
+            err.to_string().contains("SELFHEAL_SANDBOX_NAMESPACE"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use apalis::prelude::*;
 use deadpool_postgres::Pool;
+use selfheal_shared::config::SandboxBackend;
 use selfheal_shared::github::{GitHubApp, WritePacer};
 use selfheal_shared::queue::{self, JobQueue};
 use selfheal_shared::{db, outbox, Config};
@@ -46,6 +47,7 @@ pub struct WorkerContext {
     pub sandbox_limits: sandbox::Limits,
     pub sandbox_images: sandbox::Images,
     pub sandbox_rust_toolchain: Option<std::path::PathBuf>,
+    pub sandbox_backend: SandboxBackend,
     /// Org-wide defaults under every repository's `.github/selfheal.yml`.
     pub repo_defaults: stages::repo_config::Defaults,
     /// One limit for every stage's attempt, instead of each stage's own.
@@ -60,11 +62,23 @@ impl WorkerContext {
     pub async fn sandbox(&self) -> Result<&sandbox::Sandbox, sandbox::SandboxError> {
         self.sandbox
             .get_or_try_init(|| async {
-                let sandbox = sandbox::Sandbox::connect(
-                    self.sandbox_images.clone(),
-                    self.sandbox_limits.clone(),
-                )
-                .await?;
+                let sandbox = match &self.sandbox_backend {
+                    SandboxBackend::Docker => {
+                        sandbox::Sandbox::connect(
+                            self.sandbox_images.clone(),
+                            self.sandbox_limits.clone(),
+                        )
+                        .await?
+                    }
+                    SandboxBackend::Kubernetes {
+                        namespace,
+                        runtime_class,
+                    } => sandbox::Sandbox::on_cluster(
+                        cluster(namespace.clone(), runtime_class.clone()).await?,
+                        self.sandbox_images.clone(),
+                        self.sandbox_limits.clone(),
+                    ),
+                };
                 Ok(match &self.sandbox_rust_toolchain {
                     Some(sysroot) => sandbox.with_rust_toolchain(sysroot.clone()),
                     None => sandbox,
@@ -72,6 +86,24 @@ impl WorkerContext {
             })
             .await
     }
+}
+
+/// The cluster from the worker's kubeconfig (`KUBECONFIG`, `~/.kube/config`) or, in a pod,
+/// its service account; the sandbox namespace defaults to the one that config names.
+async fn cluster(
+    namespace: Option<String>,
+    runtime_class: Option<String>,
+) -> Result<sandbox::kubernetes::Cluster, sandbox::SandboxError> {
+    use sandbox::kubernetes::{kube, Cluster, ClusterConfig};
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| sandbox::SandboxError::Cluster(e.to_string()))?;
+    let mut cluster =
+        ClusterConfig::new(namespace.unwrap_or_else(|| config.default_namespace.clone()));
+    cluster.runtime_class = runtime_class;
+    let client = kube::Client::try_from(config)
+        .map_err(|e| sandbox::SandboxError::Cluster(e.to_string()))?;
+    Ok(Cluster::new(client, cluster))
 }
 
 /// Keeps the dependency caches within their age and size, every ten minutes (every replica
@@ -202,6 +234,7 @@ pub async fn run(
             .sandbox_rust_toolchain
             .as_ref()
             .map(std::path::PathBuf::from),
+        sandbox_backend: config.worker.sandbox_backend.clone(),
         repo_defaults,
         in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.worker.concurrency.max(1),
@@ -215,7 +248,9 @@ pub async fn run(
         ))
     });
     // Containers a crashed predecessor left behind go now, not at the first patch.
-    tokio::spawn(sandbox::sweep_at_start());
+    if config.worker.sandbox_backend == SandboxBackend::Docker {
+        tokio::spawn(sandbox::sweep_at_start());
+    }
     tokio::spawn(prune_deps_forever(
         ctx.clone(),
         config.worker.deps_cache_max_age,

@@ -17,7 +17,8 @@
 //! is over; a worker that dies first leaves it to `activeDeadlineSeconds` and
 //! `ttlSecondsAfterFinished`, so nothing needs sweeping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncBufReadExt, StreamExt};
@@ -32,7 +33,10 @@ use kube::api::{AttachParams, DeleteParams, ListParams, LogParams, PostParams, P
 use kube::{Api, Client};
 use tokio::io::AsyncReadExt;
 
-use super::{archive, Execution, Limits, SandboxError, COLLECT_CAP, OUTPUT_CAP};
+use super::{archive, Execution, Language, Limits, SandboxError, COLLECT_CAP, OUTPUT_CAP};
+
+/// The client crate, for callers that build the `Client` (same version as the backend's).
+pub use kube;
 
 /// Every object this backend makes carries it, so an operator can list them.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "selfheal");
@@ -67,6 +71,8 @@ impl ClusterConfig {
 pub struct Cluster {
     client: Client,
     config: ClusterConfig,
+    /// Each language's toolchain version, asked once per worker (a Job each).
+    versions: Arc<tokio::sync::Mutex<HashMap<Language, Option<String>>>>,
 }
 
 /// What one run asks of the cluster (the backend-neutral part of a sandbox run).
@@ -83,7 +89,30 @@ pub(super) struct RunSpec<'a> {
 
 impl Cluster {
     pub fn new(client: Client, config: ClusterConfig) -> Cluster {
-        Cluster { client, config }
+        Cluster {
+            client,
+            config,
+            versions: Arc::default(),
+        }
+    }
+
+    /// `language`'s toolchain version, from `ask` the first time (concurrent askers wait for
+    /// that one answer).
+    pub(super) async fn toolchain_version<F>(
+        &self,
+        language: Language,
+        ask: impl FnOnce() -> F,
+    ) -> Option<String>
+    where
+        F: std::future::Future<Output = Option<String>>,
+    {
+        let mut versions = self.versions.lock().await;
+        if let Some(known) = versions.get(&language) {
+            return known.clone();
+        }
+        let version = ask().await;
+        versions.insert(language, version.clone());
+        version
     }
 
     pub fn config(&self) -> &ClusterConfig {
@@ -193,7 +222,7 @@ impl Cluster {
                     Progress::Receiving => return Ok(pod_name),
                     Progress::Starting(why) => last = why,
                     Progress::Refused(why) => {
-                        return Err(SandboxError::Image(format!("{pod_name}: {why}")));
+                        return Err(SandboxError::Unstartable(format!("{pod_name}: {why}")));
                     }
                     Progress::Running | Progress::Over(_) => {
                         return Err(SandboxError::Gone(format!(
@@ -375,7 +404,10 @@ pub(super) fn progress(pod: &Pod) -> Progress {
             timed_out: reason == "DeadlineExceeded",
         });
     }
-    let init = status.init_container_statuses.as_deref().unwrap_or_default();
+    let init = status
+        .init_container_statuses
+        .as_deref()
+        .unwrap_or_default();
     let containers = status.container_statuses.as_deref().unwrap_or_default();
     for c in init.iter().chain(containers) {
         if let Some(waiting) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
@@ -398,7 +430,12 @@ pub(super) fn progress(pod: &Pod) -> Progress {
                 timed_out: false,
             });
         }
-        if run.state.as_ref().and_then(|s| s.running.as_ref()).is_some() {
+        if run
+            .state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some()
+        {
             return Progress::Running;
         }
     }
@@ -431,10 +468,7 @@ pub(super) fn progress(pod: &Pod) -> Progress {
         .iter()
         .find(|c| c.type_ == "PodScheduled" && c.status == "False");
     Progress::Starting(match unscheduled {
-        Some(c) => format!(
-            "not scheduled: {}",
-            c.message.clone().unwrap_or_default()
-        ),
+        Some(c) => format!("not scheduled: {}", c.message.clone().unwrap_or_default()),
         None => format!("pod {}", status.phase.clone().unwrap_or_default()),
     })
 }
@@ -674,19 +708,37 @@ mod tests {
             "phase": "Failed",
             "containerStatuses": [terminated("run", 137, "OOMKilled")],
         }));
-        assert!(matches!(progress(&oom), Progress::Over(End { oom_killed: true, exit_code: 137, .. })));
+        assert!(matches!(
+            progress(&oom),
+            Progress::Over(End {
+                oom_killed: true,
+                exit_code: 137,
+                ..
+            })
+        ));
         let evicted = pod(serde_json::json!({"phase": "Failed", "reason": "Evicted",
             "message": "Usage of EmptyDir volume \"work\" exceeds the limit \"8Gi\"."}));
-        assert!(matches!(progress(&evicted), Progress::Over(End { evicted: true, .. })));
+        assert!(matches!(
+            progress(&evicted),
+            Progress::Over(End { evicted: true, .. })
+        ));
         let deadline = pod(serde_json::json!({"phase": "Failed", "reason": "DeadlineExceeded"}));
-        assert!(matches!(progress(&deadline), Progress::Over(End { timed_out: true, .. })));
+        assert!(matches!(
+            progress(&deadline),
+            Progress::Over(End {
+                timed_out: true,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn a_pod_that_cannot_start_says_why_instead_of_waiting_out_its_timeout() {
         let pull = pod(serde_json::json!({"phase": "Pending",
             "initContainerStatuses": [waiting("receive", "ImagePullBackOff")]}));
-        assert!(matches!(progress(&pull), Progress::Refused(why) if why.contains("ImagePullBackOff")));
+        assert!(
+            matches!(progress(&pull), Progress::Refused(why) if why.contains("ImagePullBackOff"))
+        );
         // A first pull error is retried by the kubelet: still starting.
         let first = pod(serde_json::json!({"phase": "Pending",
             "initContainerStatuses": [waiting("receive", "ErrImagePull")]}));
@@ -697,7 +749,9 @@ mod tests {
         let unscheduled = pod(serde_json::json!({"phase": "Pending", "conditions": [
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
              "message": "0/3 nodes are available: 3 Insufficient memory."}]}));
-        assert!(matches!(progress(&unscheduled), Progress::Starting(why) if why.contains("Insufficient memory")));
+        assert!(
+            matches!(progress(&unscheduled), Progress::Starting(why) if why.contains("Insufficient memory"))
+        );
     }
 
     #[test]
@@ -729,7 +783,10 @@ mod tests {
             let sc = c.security_context.as_ref().unwrap();
             assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
             assert_eq!(sc.run_as_non_root, Some(true));
-            assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_string()][..])
+            );
             assert!(c.resources.as_ref().unwrap().limits.is_some());
         }
         let run = &pod.containers[0];
@@ -739,6 +796,9 @@ mod tests {
         let mem = &run.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"];
         assert_eq!(mem.0, (1i64 << 30).to_string());
         // The collector only reads.
-        assert_eq!(pod.containers[1].volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
+        assert_eq!(
+            pod.containers[1].volume_mounts.as_ref().unwrap()[0].read_only,
+            Some(true)
+        );
     }
 }

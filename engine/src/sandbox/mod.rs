@@ -44,6 +44,11 @@ pub enum SandboxError {
     Docker(#[from] bollard::errors::Error),
     #[error("Kubernetes: {0}")]
     Kubernetes(#[from] kube::Error),
+    #[error("the Kubernetes API is unreachable: {0}")]
+    Cluster(String),
+    /// The cluster cannot start the sandbox (an image it cannot pull, a config it refuses).
+    #[error("the sandbox cannot start: {0}")]
+    Unstartable(String),
     /// Asked of a backend that does not do it (a Docker-only feature on the Kubernetes one).
     #[error("the {backend} sandbox backend does not {what}")]
     Unsupported {
@@ -274,6 +279,11 @@ impl Sandbox {
     /// 3.11.2`): the image's label, written by the recipe when it built the image, or for
     /// Rust the mounted toolchain's `rustc --version`. `None` when neither says.
     pub async fn toolchain_version(&self, language: Language) -> Option<String> {
+        if let Engine::Kubernetes(cluster) = &self.engine {
+            return cluster
+                .toolchain_version(language, || self.asked_version(language))
+                .await;
+        }
         if language == Language::Rust {
             let rustc = self.rust_toolchain.as_ref()?.join("bin/rustc");
             let out = tokio::process::Command::new(rustc)
@@ -286,11 +296,33 @@ impl Sandbox {
                 .success()
                 .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string());
         }
-        // A cluster's image is not inspected from here.
         let docker = self.engine_docker("inspect images").ok()?;
         let image = ensure_image(docker, &self.images, language).await.ok()?;
         let inspected = docker.inspect_image(&image).await.ok()?;
         inspected.config?.labels?.get(image::VERSION_LABEL).cloned()
+    }
+
+    /// On a cluster, whose images are not inspected from here: the toolchain says its version
+    /// in a run of its own (the same words the recipe writes into its image's label).
+    async fn asked_version(&self, language: Language) -> Option<String> {
+        let command = match language {
+            Language::Python => "python3 --version",
+            Language::Node => "echo \"node $(node --version)\"",
+            Language::Go => "go version",
+            Language::Java => "javac -version",
+            Language::Rust => "rustc --version",
+        };
+        let empty = tempfile::tempdir().ok()?;
+        let archive = work_archive(empty.path(), None, &[]).ok()?;
+        let script = format!("{command} 2>&1");
+        let (run, _) = self
+            .run_in_volume("selfheal", language, archive, &script, None, Mode::Run)
+            .await
+            .ok()?;
+        // What the image printed is only shown as evidence: one short printable line.
+        let line = run.output.lines().map(str::trim).find(|l| !l.is_empty())?;
+        run.passed()
+            .then(|| line.chars().filter(|c| !c.is_control()).take(120).collect())
     }
 
     /// The Docker engine, when the sandbox runs on one.
@@ -403,7 +435,9 @@ impl Sandbox {
             .await?;
         let guard = Cleanup::new(docker.clone(), name.clone());
         let result = self
-            .run_in(docker, &name, labels, language, archive, script, collect, mode)
+            .run_in(
+                docker, &name, labels, language, archive, script, collect, mode,
+            )
             .await;
         guard.remove().await;
         result
@@ -582,7 +616,6 @@ impl Sandbox {
         };
         Ok((execution, collected))
     }
-
 }
 
 async fn download_file(
