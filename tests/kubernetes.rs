@@ -32,6 +32,63 @@ fn sandbox_policy_selector() -> (String, String) {
     panic!("no NetworkPolicy in {}", path.display());
 }
 
+/// Every request the backend made is one the shipped Role grants (in the sandbox namespace),
+/// so the worker's service account can do its work and no more is asked.
+fn rbac_allows(calls: &[String]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/job-sandbox/rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut rules = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let doc: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).unwrap();
+        if doc["kind"].as_str() == Some("Role") {
+            assert_eq!(doc["metadata"]["namespace"].as_str(), Some(NAMESPACE));
+            rules = doc["rules"].as_sequence().unwrap().clone();
+        }
+    }
+    let strings = |v: &serde_yaml_ng::Value| -> Vec<String> {
+        v.as_sequence()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    for call in calls {
+        let (method, path) = call.split_once(' ').unwrap();
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        // /api/v1/namespaces/NS/RESOURCE[/NAME[/SUB]] or /apis/GROUP/VERSION/namespaces/...
+        let (group, rest) = match parts[0] {
+            "api" => ("", &parts[2..]),
+            _ => (parts[1], &parts[3..]),
+        };
+        assert_eq!(rest[0], "namespaces");
+        assert_eq!(rest[1], NAMESPACE, "{call}");
+        let resource = match rest.get(4) {
+            Some(sub) => format!("{}/{sub}", rest[2]),
+            None => rest[2].to_string(),
+        };
+        // attach and exec are WebSocket GETs that Kubernetes 1.31+ also authorizes as create.
+        let verbs: &[&str] = match (method, rest.len(), resource.as_str()) {
+            ("GET", _, "pods/attach" | "pods/exec") => &["get", "create"],
+            ("GET", 3, _) => &["list"],
+            ("GET", _, _) => &["get"],
+            ("POST", _, _) => &["create"],
+            ("DELETE", _, _) => &["delete"],
+            _ => panic!("unexpected call {call}"),
+        };
+        for verb in verbs {
+            let granted = rules.iter().any(|r| {
+                strings(&r["apiGroups"]).contains(&group.to_string())
+                    && strings(&r["resources"]).contains(&resource)
+                    && strings(&r["verbs"]).contains(&verb.to_string())
+            });
+            assert!(
+                granted,
+                "the Role does not grant {verb} on {group}/{resource} ({call})"
+            );
+        }
+    }
+}
+
 async fn standin() -> KubeStandIn {
     let (label, value) = sandbox_policy_selector();
     kubernetes_standin::spawn(NAMESPACE, "sandbox-token", Some((&label, &value))).await
@@ -129,6 +186,7 @@ async fn a_run_is_a_job_whose_exit_output_and_file_come_back_and_which_is_then_d
     assert_eq!(collected, None);
 
     let calls = k.calls();
+    rbac_allows(&calls);
     assert!(
         calls
             .iter()
