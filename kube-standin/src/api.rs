@@ -442,7 +442,7 @@ pub(crate) fn container_of(
     pod: &Value,
     name: &str,
     asked: Option<&String>,
-) -> Result<String, Response> {
+) -> Result<String, Box<Response>> {
     let spec = &pod["spec"];
     let mut all: Vec<String> = Vec::new();
     for list in ["initContainers", "containers"] {
@@ -452,21 +452,21 @@ pub(crate) fn container_of(
     }
     match asked {
         Some(c) if all.contains(c) => Ok(c.clone()),
-        Some(c) => Err(status(
+        Some(c) => Err(Box::new(status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             format!("container {c} is not valid for pod {name}"),
-        )),
+        ))),
         None if spec["containers"].as_array().map_or(0, Vec::len) == 1 => Ok(spec["containers"][0]
             ["name"]
             .as_str()
             .unwrap_or_default()
             .into()),
-        None => Err(status(
+        None => Err(Box::new(status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             format!("a container name must be specified for pod {name}, choose one of: {all:?}"),
-        )),
+        ))),
     }
 }
 
@@ -500,7 +500,7 @@ async fn pod_log(
         };
         let container = match container_of(&record.pod, &name, query.get("container")) {
             Ok(c) => c,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         (
             record.pod.clone(),

@@ -62,28 +62,28 @@ fn running_container(
     pod: &str,
     asked: Option<&String>,
     resource: &str,
-) -> Result<String, Response> {
+) -> Result<String, Box<Response>> {
     if let Some(refused) = forbidden(cluster, ns, resource) {
-        return Err(refused);
+        return Err(Box::new(refused));
     }
     let objects = cluster.objects.lock().unwrap();
     let Some(record) = objects.pods.get(pod) else {
-        return Err(status(
+        return Err(Box::new(status(
             StatusCode::NOT_FOUND,
             "NotFound",
             format!("pods \"{pod}\" not found"),
-        ));
+        )));
     };
     let container = container_of(&record.pod, pod, asked)?;
     let running =
         matches!(container_state(&record.pod, &container), Some((s, _)) if s == "running");
     match record.containers.get(&container) {
         Some(docker) if running => Ok(docker.clone()),
-        _ => Err(status(
+        _ => Err(Box::new(status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             format!("unable to upgrade connection: container {container} not found in pod {pod} or not running"),
-        )),
+        ))),
     }
 }
 
@@ -104,7 +104,7 @@ pub(crate) async fn attach(
     let asked = params.get("container").and_then(|v| v.first());
     let docker_name = match running_container(&cluster, &ns, &pod, asked, "pods/attach") {
         Ok(d) => d,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if !flag(&params, "stdin") && !flag(&params, "stdout") && !flag(&params, "stderr") {
         return status(
@@ -138,7 +138,8 @@ async fn attach_stdin(cluster: Arc<Cluster>, docker_name: String, mut socket: We
     while let Some(Ok(message)) = socket.recv().await {
         match message {
             Message::Binary(frame) if frame.first() == Some(&0) => {
-                if attached.input.write_all(&frame[1..]).await.is_err() {
+                let written = attached.input.write_all(&frame[1..]).await;
+                if written.is_err() {
                     break;
                 }
             }
@@ -164,7 +165,7 @@ pub(crate) async fn exec(
     let asked = params.get("container").and_then(|v| v.first());
     let docker_name = match running_container(&cluster, &ns, &pod, asked, "pods/exec") {
         Ok(d) => d,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let command = params.get("command").cloned().unwrap_or_default();
     if command.is_empty() {
