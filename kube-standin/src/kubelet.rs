@@ -19,8 +19,17 @@ use serde_json::{json, Value};
 
 use crate::Cluster;
 
-/// Every container and volume the kubelet makes carries it (its value: the pod).
+/// Every container and volume the kubelet makes carries it (its value: the pod)...
 const LABEL: &str = "kube-standin.pod";
+/// ...and this one (its value: the stand-in's instance).
+const INSTANCE: &str = "kube-standin.instance";
+
+fn owned_by(cluster: &Cluster, pod: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL.to_string(), pod.to_string()),
+        (INSTANCE.to_string(), cluster.instance.clone()),
+    ])
+}
 
 enum Storage {
     Volume(String),
@@ -133,7 +142,7 @@ async fn run(cluster: &Arc<Cluster>, pod: &str) {
             .docker
             .create_volume(VolumeCreateRequest {
                 name: Some(volume.clone()),
-                labels: Some(HashMap::from([(LABEL.to_string(), pod.to_string())])),
+                labels: Some(owned_by(cluster, pod)),
                 ..Default::default()
             })
             .await;
@@ -295,7 +304,7 @@ async fn start(
         stdin_once: Some(c["stdinOnce"] == json!(true)),
         attach_stdin: Some(stdin),
         network_disabled: Some(network == "none"),
-        labels: Some(HashMap::from([(LABEL.to_string(), pod.to_string())])),
+        labels: Some(owned_by(cluster, pod)),
         host_config: Some(HostConfig {
             network_mode: Some(network.into()),
             memory: limits["memory"].as_str().and_then(|q| quantity(q, false)),
@@ -480,9 +489,11 @@ pub(crate) async fn remove_pod(cluster: &Cluster, pod: &str) {
     }
 }
 
-pub(crate) async fn containers_left(docker: &Docker) -> usize {
-    let filters = HashMap::from([("label", vec![LABEL])]);
-    docker
+pub(crate) async fn containers_left(cluster: &Cluster) -> usize {
+    let selector = format!("{INSTANCE}={}", cluster.instance);
+    let filters = HashMap::from([("label", vec![selector.as_str()])]);
+    cluster
+        .docker
         .list_containers(Some(
             ListContainersOptionsBuilder::default()
                 .all(true)

@@ -43,6 +43,9 @@ struct Objects {
 }
 
 struct Cluster {
+    /// Labels every container and volume this stand-in's kubelet makes, so that one test's
+    /// count is not another's.
+    instance: String,
     namespace: String,
     token: String,
     /// The sandbox NetworkPolicy's pod selector (`label`, `value`): matching pods get no network.
@@ -76,6 +79,7 @@ pub async fn spawn(namespace: &str, token: &str, isolated: Option<(&str, &str)>)
         .await
         .expect("Docker (scripts/services.sh up)");
     let cluster = Arc::new(Cluster {
+        instance: uuid::Uuid::new_v4().simple().to_string(),
         namespace: namespace.into(),
         token: token.into(),
         isolated: isolated.map(|(l, v)| (l.to_string(), v.to_string())),
@@ -119,7 +123,7 @@ impl KubeStandIn {
 
     /// Docker containers the kubelet made that still exist (after a Job is deleted: none).
     pub async fn containers_left(&self) -> usize {
-        kubelet::containers_left(&self.cluster.docker).await
+        kubelet::containers_left(&self.cluster).await
     }
 }
 
