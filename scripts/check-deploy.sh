@@ -51,6 +51,12 @@ env = {e["name"]: e.get("value") for e in worker["containers"][0]["env"]}
 assert env["SELFHEAL_SANDBOX_BACKEND"] == "kubernetes", env
 assert worker["serviceAccountName"] == "selfheal-worker"
 assert "DOCKER_HOST" not in objects[("ConfigMap", "selfheal")]["data"]
+# The worker makes its Jobs where its Role lets it.
+rbac = list(yaml.safe_load_all(open("deploy/job-sandbox/rbac.yaml")))
+role = next(d for d in rbac if d["kind"] == "Role")
+binding = next(d for d in rbac if d["kind"] == "RoleBinding")
+assert env["SELFHEAL_SANDBOX_NAMESPACE"] == role["metadata"]["namespace"] == binding["metadata"]["namespace"], env
+assert binding["subjects"][0]["name"] == worker["serviceAccountName"]
 for (kind, name), doc in objects.items():
     yaml.safe_dump(doc, open(f"{out}/{kind}-{name}.yaml", "w"))
 PY

@@ -24,7 +24,11 @@ fn sandbox_policy_selector() -> (String, String) {
                 .as_mapping()
                 .expect("the sandbox policy selects by label");
             let (k, v) = labels.iter().next().unwrap();
-            // It denies everything: no rule lets anything in or out.
+            // It denies everything: both directions are its to police, and no rule lets
+            // anything in or out.
+            let types = doc["spec"]["policyTypes"].as_sequence().unwrap();
+            assert!(types.iter().any(|t| t.as_str() == Some("Ingress")));
+            assert!(types.iter().any(|t| t.as_str() == Some("Egress")));
             assert!(doc["spec"].get("ingress").is_none() && doc["spec"].get("egress").is_none());
             return (k.as_str().unwrap().into(), v.as_str().unwrap().into());
         }
@@ -91,15 +95,18 @@ fn rbac_allows(calls: &[String]) {
 
 async fn standin() -> KubeStandIn {
     let (label, value) = sandbox_policy_selector();
-    kubernetes_standin::spawn(NAMESPACE, "sandbox-token", Some((&label, &value))).await
+    kubernetes_standin::spawn(
+        NAMESPACE,
+        "sandbox-token",
+        Some((&label, &value)),
+        &["gvisor"],
+    )
+    .await
 }
 
 /// A client as a worker makes one: from a kubeconfig.
-fn client(url: &str, token: &str) -> kube::Client {
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: u\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: {NAMESPACE}}}\ncurrent-context: x\n"
-    );
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
+fn client(k: &KubeStandIn, token: &str) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&k.kubeconfig(token)).unwrap();
     let config = futures::executor::block_on(kube::Config::from_custom_kubeconfig(
         kubeconfig,
         &kube::config::KubeConfigOptions::default(),
@@ -133,7 +140,7 @@ fn repo() -> tempfile::TempDir {
 }
 
 fn sandbox(k: &KubeStandIn, limits: Limits) -> Sandbox {
-    let cluster = Cluster::new(client(&k.url, &k.token), config(&k.namespace));
+    let cluster = Cluster::new(client(k, &k.token), config(&k.namespace));
     Sandbox::on_cluster(cluster, Images::Recipe, limits)
 }
 
@@ -212,39 +219,133 @@ async fn the_repositorys_code_cannot_fake_the_file_that_comes_back_by_a_link() {
     let dir = repo();
     // A link to a file of the collector's: the tar of the path carries the link, not its
     // target, and a link brings nothing back.
-    let (_, collected) = sb
+    let (run, collected) = sb
         .run(dir.path(), "ln -s /etc/passwd /work/out", Some("out"))
         .await
         .unwrap();
+    assert!(run.passed(), "{}", run.output);
     assert_eq!(collected, None);
     all_gone(&k).await;
+}
+
+/// The Docker bridge's gateway: the host, as a container on the default network reaches it.
+async fn host_from_a_container() -> String {
+    let docker = bollard::Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap();
+    let bridge = docker
+        .inspect_network(
+            "bridge",
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    let config = &bridge.ipam.unwrap().config.unwrap()[0];
+    // Older engines (Debian's) leave the gateway out: it is the subnet's first address.
+    config.gateway.clone().unwrap_or_else(|| {
+        let subnet = config.subnet.clone().unwrap();
+        let network: std::net::Ipv4Addr = subnet.split('/').next().unwrap().parse().unwrap();
+        std::net::Ipv4Addr::from(u32::from(network) + 1).to_string()
+    })
 }
 
 #[tokio::test]
 async fn a_sandbox_pod_has_no_network_under_the_shipped_policy() {
     image_ready().await;
+    // Something on the host that a pod with a network reaches.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let host = host_from_a_container().await;
+    let script = format!(
+        "python3 -c \"import socket; socket.create_connection(('{host}', {port}), timeout=5); print('reached')\""
+    );
+    let dir = repo();
+
     let k = standin().await;
     let sb = sandbox(&k, Limits::default());
-    let dir = repo();
-    let (run, _) = sb
-        .run(
-            dir.path(),
-            "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)\"",
-            None,
-        )
-        .await
-        .unwrap();
+    let (run, _) = sb.run(dir.path(), &script, None).await.unwrap();
     assert!(!run.passed());
-    assert!(
-        run.output.contains("Network is unreachable"),
-        "{}",
-        run.output
-    );
+    assert!(!run.output.contains("reached"), "{}", run.output);
     // It is the backend's label the shipped policy selects.
     assert_eq!(
         sandbox_policy_selector(),
         (NETWORK_LABEL.to_string(), "none".to_string())
     );
+    all_gone(&k).await;
+
+    // The control: on a cluster without the policy the same pod reaches the host.
+    let open = kubernetes_standin::spawn(NAMESPACE, "t", None, &[]).await;
+    let sb = sandbox(&open, Limits::default());
+    let (run, _) = sb.run(dir.path(), &script, None).await.unwrap();
+    assert!(run.output.contains("reached"), "{}", run.output);
+    all_gone(&open).await;
+}
+
+#[tokio::test]
+async fn what_comes_back_is_bounded() {
+    image_ready().await;
+    let k = standin().await;
+    let sb = sandbox(&k, Limits::default());
+    let dir = repo();
+    // A file past the cap is refused, not read whole.
+    let err = sb
+        .run(
+            dir.path(),
+            "head -c 70000000 /dev/zero >/work/big",
+            Some("big"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::TooLarge(_)), "{err}");
+    // Output past the cap keeps its tail, where the failure is.
+    let (run, _) = sb
+        .run(
+            dir.path(),
+            "yes 0123456789 | head -c 2000000; echo; echo THE-END",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(run.output.len() <= 256 * 1024, "{}", run.output.len());
+    assert!(run.output.trim_end().ends_with("THE-END"));
+    all_gone(&k).await;
+}
+
+#[tokio::test]
+async fn the_runtime_class_reaches_the_pod_and_one_the_cluster_lacks_is_named() {
+    image_ready().await;
+    let k = standin().await;
+    let dir = repo();
+    let mut gvisor = config(NAMESPACE);
+    gvisor.runtime_class = Some("gvisor".into());
+    let sb = Sandbox::on_cluster(
+        Cluster::new(client(&k, &k.token), gvisor),
+        Images::Recipe,
+        Limits::default(),
+    );
+    let (run, _) = sb.run(dir.path(), "true", None).await.unwrap();
+    assert!(run.passed(), "{}", run.output);
+    let admitted = k.admitted_pods();
+    assert_eq!(admitted.last().unwrap()["runtimeClassName"], "gvisor");
+
+    // Admission refuses a pod whose RuntimeClass does not exist: the Job gets no pod.
+    let mut kata = config(NAMESPACE);
+    kata.runtime_class = Some("kata".into());
+    kata.start_timeout = Duration::from_secs(3);
+    let sb = Sandbox::on_cluster(
+        Cluster::new(client(&k, &k.token), kata),
+        Images::Recipe,
+        Limits::default(),
+    );
+    let err = sb.run(dir.path(), "true", None).await.unwrap_err();
+    assert!(err.to_string().contains("RuntimeClass"), "{err}");
     all_gone(&k).await;
 }
 
@@ -260,7 +361,11 @@ async fn a_run_past_its_timeout_is_stopped_and_its_job_deleted() {
     let dir = repo();
     let started = Instant::now();
     let (run, collected) = sb
-        .run(dir.path(), "echo started; sleep 120", Some("out"))
+        .run(
+            dir.path(),
+            "echo started; echo partial >/work/out; sleep 120",
+            Some("out"),
+        )
         .await
         .unwrap();
     assert!(run.timed_out);
@@ -301,7 +406,7 @@ async fn the_cluster_refusing_says_why() {
     let dir = repo();
 
     // A token the API server does not know.
-    let cluster = Cluster::new(client(&k.url, "expired"), config(NAMESPACE));
+    let cluster = Cluster::new(client(&k, "expired"), config(NAMESPACE));
     let sb = Sandbox::on_cluster(cluster, Images::Recipe, Limits::default());
     let err = sb.run(dir.path(), "true", None).await.unwrap_err();
     assert!(
@@ -310,7 +415,7 @@ async fn the_cluster_refusing_says_why() {
     );
 
     // A namespace the service account may not use.
-    let cluster = Cluster::new(client(&k.url, &k.token), config("default"));
+    let cluster = Cluster::new(client(&k, &k.token), config("default"));
     let sb = Sandbox::on_cluster(cluster, Images::Recipe, Limits::default());
     let err = sb.run(dir.path(), "true", None).await.unwrap_err();
     assert!(
@@ -319,7 +424,7 @@ async fn the_cluster_refusing_says_why() {
     );
 
     // An image the nodes cannot pull: the pod's reason, well before the start timeout.
-    let cluster = Cluster::new(client(&k.url, &k.token), config(NAMESPACE));
+    let cluster = Cluster::new(client(&k, &k.token), config(NAMESPACE));
     let sb = Sandbox::on_cluster(
         cluster,
         Images::Own("registry.invalid/sandbox-{language}:nope".into()),
@@ -352,4 +457,6 @@ async fn dependency_caches_are_not_claimed_on_the_cluster() {
     }
     assert!(prepared.deps_volume().is_none());
     assert_eq!(sb.prune_deps(None, Duration::ZERO, 0).await.unwrap(), 0);
+    // Nothing was asked of the cluster.
+    assert!(k.calls().is_empty(), "{:?}", k.calls());
 }

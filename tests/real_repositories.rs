@@ -180,6 +180,7 @@ async fn go_gofmt_healed_with_every_sandbox_a_kubernetes_job() {
         "selfheal-sandbox",
         "worker-token",
         Some(("selfheal.dev/network", "none")),
+        &["gvisor"],
     )
     .await;
     // The stand-in's nodes pull from no registry: the image is this Docker engine's.
@@ -194,20 +195,18 @@ async fn go_gofmt_healed_with_every_sandbox_a_kubernetes_job() {
     // The worker finds the cluster as `kubectl` would: from its kubeconfig.
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("config");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{}\"}}\nusers:\n- name: u\n  user: {{token: {}}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: selfheal-sandbox}}\ncurrent-context: x\n",
-            cluster.url, cluster.token
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, cluster.kubeconfig(&cluster.token)).unwrap();
+    // The images the cluster pulls, by the name the recipe gives them on this engine.
+    let images = selfheal_engine::sandbox::image_tag(selfheal_engine::sandbox::Language::Go)
+        .replacen("-go:", "-{language}:", 1);
     let h = heal_with(
         "go-format",
         "fmt",
         1505,
         &[
             ("SELFHEAL_SANDBOX_BACKEND", "kubernetes"),
+            ("SELFHEAL_SANDBOX_RUNTIME_CLASS", "gvisor"),
+            ("SELFHEAL_SANDBOX_IMAGE", &images),
             ("KUBECONFIG", kubeconfig.to_str().unwrap()),
         ],
     )
@@ -221,7 +220,12 @@ async fn go_gofmt_healed_with_every_sandbox_a_kubernetes_job() {
         .iter()
         .filter(|c| c.starts_with("POST /apis/batch/v1/namespaces/selfheal-sandbox/jobs"))
         .count();
-    assert!(jobs >= 4, "{:?}", cluster.calls());
+    // 2 to reproduce, 1 for gofmt, 2 to validate, 1 for the toolchain's version.
+    assert!(jobs >= 6, "{:?}", cluster.calls());
+    // Every one in the runtime class asked for.
+    let admitted = cluster.admitted_pods();
+    assert_eq!(admitted.len(), jobs);
+    assert!(admitted.iter().all(|p| p["runtimeClassName"] == "gvisor"));
     let start = std::time::Instant::now();
     while !cluster.jobs().is_empty() && start.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -7,14 +7,14 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::{kubelet, stream, Cluster, PodRecord};
 
 /// A `Status` object, the API's shape for every refusal.
-pub fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+pub(crate) fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
     let body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message.into(), "reason": reason, "code": code.as_u16(),
@@ -24,13 +24,10 @@ pub fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Res
 
 pub(crate) fn router(cluster: Arc<Cluster>) -> Router {
     Router::new()
-        .route(
-            "/apis/batch/v1/namespaces/{ns}/jobs",
-            get(list_jobs).post(create_job),
-        )
+        .route("/apis/batch/v1/namespaces/{ns}/jobs", post(create_job))
         .route(
             "/apis/batch/v1/namespaces/{ns}/jobs/{name}",
-            get(get_job).delete(delete_job),
+            delete(delete_job),
         )
         .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
         .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
@@ -172,6 +169,13 @@ fn invalid(job: &Value) -> Vec<(String, String)> {
     causes
 }
 
+/// Whether a container's security context drops every capability.
+pub(crate) fn drops_all(sc: &Value) -> bool {
+    sc["capabilities"]["drop"]
+        .as_array()
+        .is_some_and(|d| d.contains(&json!("ALL")))
+}
+
 /// What the `restricted` Pod Security profile refuses in a pod spec (the checks that apply to
 /// the fields a sandbox pod sets).
 fn violates_restricted(pod: &Value) -> Option<String> {
@@ -181,18 +185,44 @@ fn violates_restricted(pod: &Value) -> Option<String> {
         .cloned()
         .unwrap_or_default();
     all.extend(pod["containers"].as_array().cloned().unwrap_or_default());
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod[host] == json!(true) {
+            return Some(format!("host namespaces ({host}=true)"));
+        }
+    }
+    if pod_sc["runAsUser"] == json!(0) {
+        return Some("runAsUser=0 (pod)".into());
+    }
     for c in &all {
         let sc = &c["securityContext"];
         let name = c["name"].as_str().unwrap_or_default();
+        if sc["runAsUser"] == json!(0) {
+            return Some(format!("runAsUser=0 (container \"{name}\")"));
+        }
+        if sc["runAsNonRoot"] == json!(false) {
+            return Some(format!("runAsNonRoot != true (container \"{name}\")"));
+        }
+        let added = sc["capabilities"]["add"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if added.iter().any(|cap| cap != "NET_BIND_SERVICE") {
+            return Some(format!("unrestricted capabilities (container \"{name}\")"));
+        }
+        if c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p.get("hostPort").is_some())
+        {
+            return Some(format!("hostPort (container \"{name}\")"));
+        }
         if sc["allowPrivilegeEscalation"] != json!(false) {
             return Some(format!(
                 "allowPrivilegeEscalation != false (container \"{name}\")"
             ));
         }
-        let drops_all = sc["capabilities"]["drop"]
-            .as_array()
-            .is_some_and(|d| d.contains(&json!("ALL")));
-        if !drops_all {
+        if !drops_all(sc) {
             return Some(format!("unrestricted capabilities (container \"{name}\")"));
         }
         if sc["runAsNonRoot"] != json!(true) && pod_sc["runAsNonRoot"] != json!(true) {
@@ -208,9 +238,23 @@ fn violates_restricted(pod: &Value) -> Option<String> {
             return Some(format!("privileged (container \"{name}\")"));
         }
     }
+    const ALLOWED: [&str; 9] = [
+        "name",
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
     for v in pod["volumes"].as_array().into_iter().flatten() {
-        if v.get("hostPath").is_some() {
-            return Some("restricted volume types (hostPath)".into());
+        if let Some(kind) = v
+            .as_object()
+            .and_then(|o| o.keys().find(|k| !ALLOWED.contains(&k.as_str())))
+        {
+            return Some(format!("restricted volume types ({kind})"));
         }
     }
     None
@@ -279,7 +323,18 @@ async fn create_job(
     }
     // The Job controller makes the pod unless admission refuses it; refused, it stays away.
     let pod_spec = template["spec"].clone();
-    if violates_restricted(&pod_spec).is_none() {
+    // Admission: the RuntimeClass must exist, and the namespace enforces `restricted`.
+    let runtime_known = match pod_spec["runtimeClassName"].as_str() {
+        Some(class) => cluster.runtime_classes.iter().any(|r| r == class),
+        None => true,
+    };
+    if runtime_known && violates_restricted(&pod_spec).is_none() {
+        cluster
+            .objects
+            .lock()
+            .unwrap()
+            .admitted
+            .push(pod_spec.clone());
         let mut labels = template["metadata"]["labels"]
             .as_object()
             .cloned()
@@ -298,6 +353,9 @@ async fn create_job(
                 {"type": "PodScheduled", "status": "True"}]},
         });
         let deadline = job["spec"]["activeDeadlineSeconds"].as_u64();
+        if let Some(secs) = deadline {
+            tokio::spawn(job_deadline(cluster.clone(), name.clone(), secs));
+        }
         {
             let mut objects = cluster.objects.lock().unwrap();
             let version = Cluster::next_version(&mut objects);
@@ -317,11 +375,7 @@ async fn create_job(
                 job["status"]["active"] = json!(1);
             }
         }
-        let task = tokio::spawn(kubelet::run_pod(
-            cluster.clone(),
-            pod_name.clone(),
-            deadline,
-        ));
+        let task = tokio::spawn(kubelet::run_pod(cluster.clone(), pod_name.clone()));
         if let Some(record) = cluster.objects.lock().unwrap().pods.get_mut(&pod_name) {
             record.kubelet = Some(task.abort_handle());
         }
@@ -329,37 +383,64 @@ async fn create_job(
     (StatusCode::CREATED, Json(job)).into_response()
 }
 
-async fn list_jobs(State(cluster): State<Arc<Cluster>>, Path(ns): Path<String>) -> Response {
-    if let Some(refused) = forbidden(&cluster, &ns, "jobs.batch") {
-        return refused;
+/// The Job controller past `activeDeadlineSeconds`: the Job fails with `DeadlineExceeded` and
+/// its pods are deleted.
+async fn job_deadline(cluster: Arc<Cluster>, name: String, secs: u64) {
+    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+    let pods: Vec<String> = {
+        let mut objects = cluster.objects.lock().unwrap();
+        let Some(job) = objects.jobs.get_mut(&name) else {
+            return;
+        };
+        job["status"]["active"] = json!(0);
+        job["status"]["failed"] = json!(1);
+        job["status"]["conditions"] = json!([{"type": "Failed", "status": "True",
+            "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}]);
+        objects
+            .pods
+            .iter()
+            .filter(|(_, p)| p.job == name)
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    for pod in pods {
+        kubelet::remove_pod(&cluster, &pod).await;
     }
-    let objects = cluster.objects.lock().unwrap();
-    let items: Vec<Value> = objects.jobs.values().cloned().collect();
-    Json(json!({"apiVersion": "batch/v1", "kind": "JobList",
-        "metadata": {"resourceVersion": objects.resource_version.to_string()}, "items": items}))
-    .into_response()
 }
 
-async fn get_job(
-    State(cluster): State<Arc<Cluster>>,
-    Path((ns, name)): Path<(String, String)>,
-) -> Response {
-    if let Some(refused) = forbidden(&cluster, &ns, "jobs.batch") {
-        return refused;
-    }
-    match cluster.objects.lock().unwrap().jobs.get(&name) {
-        Some(job) => Json(job.clone()).into_response(),
-        None => not_found("jobs.batch", &name),
+/// `propagationPolicy` from the query or the DeleteOptions body; a Job's default is `Orphan`
+/// (batch/v1 keeps it for compatibility): its pods stay and keep running.
+fn propagation(query: &BTreeMap<String, String>, body: &[u8]) -> Result<String, String> {
+    let from_body = if body.is_empty() {
+        None
+    } else {
+        let options: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        options["propagationPolicy"].as_str().map(str::to_string)
+    };
+    let policy = query
+        .get("propagationPolicy")
+        .cloned()
+        .or(from_body)
+        .unwrap_or_else(|| "Orphan".into());
+    match policy.as_str() {
+        "Orphan" | "Background" | "Foreground" => Ok(policy),
+        other => Err(format!("Unsupported value: \"{other}\": supported values: \"Orphan\", \"Background\", \"Foreground\"")),
     }
 }
 
 async fn delete_job(
     State(cluster): State<Arc<Cluster>>,
     Path((ns, name)): Path<(String, String)>,
+    Query(query): Query<BTreeMap<String, String>>,
+    body: axum::body::Bytes,
 ) -> Response {
     if let Some(refused) = forbidden(&cluster, &ns, "jobs.batch") {
         return refused;
     }
+    let policy = match propagation(&query, &body) {
+        Ok(p) => p,
+        Err(why) => return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", why),
+    };
     let (job, pods) = {
         let mut objects = cluster.objects.lock().unwrap();
         let Some(job) = objects.jobs.remove(&name) else {
@@ -373,7 +454,18 @@ async fn delete_job(
             .collect();
         (job, pods)
     };
-    // Background propagation: the garbage collector removes the pods after the answer.
+    if policy == "Orphan" {
+        // The pods lose their owner and run on.
+        let mut objects = cluster.objects.lock().unwrap();
+        for pod in &pods {
+            if let Some(record) = objects.pods.get_mut(pod) {
+                record.pod["metadata"]["ownerReferences"] = json!([]);
+                record.job = String::new();
+            }
+        }
+        return Json(job).into_response();
+    }
+    // The garbage collector removes the pods after the answer.
     let cluster = cluster.clone();
     tokio::spawn(async move {
         for pod in pods {

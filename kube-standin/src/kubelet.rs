@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountTmpfsOptions, MountType, VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, Mount, MountTmpfsOptions, MountType, MountVolumeOptions,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
@@ -89,24 +90,8 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-pub(crate) async fn run_pod(cluster: Arc<Cluster>, pod: String, deadline: Option<u64>) {
-    let flow = run(&cluster, &pod);
-    let Some(secs) = deadline else {
-        flow.await;
-        return;
-    };
-    if tokio::time::timeout(Duration::from_secs(secs), flow)
-        .await
-        .is_err()
-    {
-        kill_all(&cluster, &pod).await;
-        update(&cluster, &pod, |p| {
-            p["status"]["phase"] = json!("Failed");
-            p["status"]["reason"] = json!("DeadlineExceeded");
-            p["status"]["message"] =
-                json!("Pod was active on the node longer than the specified deadline");
-        });
-    }
+pub(crate) async fn run_pod(cluster: Arc<Cluster>, pod: String) {
+    run(&cluster, &pod).await
 }
 
 async fn run(cluster: &Arc<Cluster>, pod: &str) {
@@ -151,6 +136,13 @@ async fn run(cluster: &Arc<Cluster>, pod: &str) {
         }
         if let Some(record) = cluster.objects.lock().unwrap().pods.get_mut(pod) {
             record.volumes.push(volume.clone());
+        }
+        // An emptyDir is a fresh directory of the kubelet's: root's, mode 0777, or with an
+        // fsGroup the group's with setgid. Not a copy of the image's folder, as Docker would
+        // make a named volume.
+        let fs_group = spec["securityContext"]["fsGroup"].as_i64();
+        if !prepare_empty_dir(cluster, pod, &spec, &volume, fs_group).await {
+            return;
         }
         storage.insert(name, Storage::Volume(volume));
     }
@@ -211,6 +203,85 @@ async fn run(cluster: &Arc<Cluster>, pod: &str) {
     update(cluster, pod, |p| p["status"]["phase"] = json!(phase));
 }
 
+/// Sets an emptyDir's owner and mode as the kubelet does, with a root container of the pod's
+/// first image (the stand-in's node has nothing else to run).
+async fn prepare_empty_dir(
+    cluster: &Arc<Cluster>,
+    pod: &str,
+    spec: &Value,
+    volume: &str,
+    fs_group: Option<i64>,
+) -> bool {
+    let image = spec["initContainers"][0]["image"]
+        .as_str()
+        .or(spec["containers"][0]["image"].as_str())
+        .unwrap_or_default();
+    if cluster.docker.inspect_image(image).await.is_err() {
+        // The pull fails later, where the pod's status says so.
+        return true;
+    }
+    let script = match fs_group {
+        Some(g) => format!("chown 0:{g} /v && chmod 2777 /v"),
+        None => "chown 0:0 /v && chmod 0777 /v".into(),
+    };
+    let name = format!("kstandin_emptydir_{volume}");
+    let body = ContainerCreateBody {
+        image: Some(image.into()),
+        entrypoint: Some(vec!["sh".into(), "-c".into(), script]),
+        cmd: Some(vec![]),
+        user: Some("0:0".into()),
+        network_disabled: Some(true),
+        labels: Some(owned_by(cluster, pod)),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            mounts: Some(vec![Mount {
+                target: Some("/v".into()),
+                source: Some(volume.into()),
+                typ: Some(MountType::VOLUME),
+                volume_options: Some(MountVolumeOptions {
+                    no_copy: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let docker = &cluster.docker;
+    let made = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await;
+    if made.is_err() {
+        return false;
+    }
+    let started = docker
+        .start_container(
+            &name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await;
+    let mut waiting = docker.wait_container(
+        &name,
+        None::<bollard::query_parameters::WaitContainerOptions>,
+    );
+    while let Some(next) = waiting.next().await {
+        if next.is_err() {
+            break;
+        }
+    }
+    let _ = docker
+        .remove_container(
+            &name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
+    started.is_ok()
+}
+
 /// Creates and starts one container; `None` when it cannot start (its status says why).
 #[allow(clippy::too_many_arguments)]
 async fn start(
@@ -259,6 +330,10 @@ async fn start(
                 source: Some(v.clone()),
                 typ: Some(MountType::VOLUME),
                 read_only,
+                volume_options: Some(MountVolumeOptions {
+                    no_copy: Some(true),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             Some(Storage::Tmpfs(size)) => mounts.push(Mount {
@@ -275,9 +350,6 @@ async fn start(
         }
     }
     let limits = &c["resources"]["limits"];
-    let drops_all = sc["capabilities"]["drop"]
-        .as_array()
-        .is_some_and(|d| d.contains(&json!("ALL")));
     let stdin = c["stdin"] == json!(true);
     let name = format!("kstandin_{}_{pod}", c["name"].as_str().unwrap_or_default());
     let body = ContainerCreateBody {
@@ -313,7 +385,7 @@ async fn start(
                 .and_then(|q| quantity(q, true))
                 .map(|milli| milli * 1_000_000),
             readonly_rootfs: sc["readOnlyRootFilesystem"].as_bool(),
-            cap_drop: drops_all.then(|| vec!["ALL".into()]),
+            cap_drop: crate::api::drops_all(sc).then(|| vec!["ALL".into()]),
             security_opt: (sc["allowPrivilegeEscalation"] == json!(false))
                 .then(|| vec!["no-new-privileges".into()]),
             mounts: Some(mounts),
@@ -421,26 +493,6 @@ pub(crate) async fn logs(docker: &Docker, name: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn kill_all(cluster: &Cluster, pod: &str) {
-    let names: Vec<String> = {
-        let objects = cluster.objects.lock().unwrap();
-        objects
-            .pods
-            .get(pod)
-            .map(|r| r.containers.values().cloned().collect())
-            .unwrap_or_default()
-    };
-    for name in names {
-        let _ = cluster
-            .docker
-            .kill_container(
-                &name,
-                None::<bollard::query_parameters::KillContainerOptions>,
-            )
-            .await;
-    }
-}
-
 /// What the garbage collector and the kubelet do for a deleted pod: stop it, remove its
 /// containers and volumes, forget it.
 pub(crate) async fn remove_pod(cluster: &Cluster, pod: &str) {
@@ -469,6 +521,22 @@ pub(crate) async fn remove_pod(cluster: &Cluster, pod: &str) {
         .filter_map(|c| c.id)
         .chain(record.containers.values().cloned())
         .collect();
+    // Stopped as the kubelet stops them: SIGTERM, then SIGKILL after the pod's grace period
+    // (30 s unless the spec says otherwise).
+    let grace = record.pod["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .unwrap_or(30);
+    futures::future::join_all(names.iter().map(|name| {
+        cluster.docker.stop_container(
+            name,
+            Some(
+                bollard::query_parameters::StopContainerOptionsBuilder::default()
+                    .t(grace as i32)
+                    .build(),
+            ),
+        )
+    }))
+    .await;
     for name in &names {
         let _ = cluster
             .docker

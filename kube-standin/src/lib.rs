@@ -22,8 +22,6 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-pub use api::status;
-
 /// One stored pod and what runs it.
 struct PodRecord {
     pod: Value,
@@ -40,6 +38,8 @@ struct Objects {
     pods: BTreeMap<String, PodRecord>,
     resource_version: u64,
     calls: Vec<String>,
+    /// Every pod spec admitted, in order (pods are deleted with their Jobs; their specs stay).
+    admitted: Vec<Value>,
 }
 
 struct Cluster {
@@ -50,6 +50,8 @@ struct Cluster {
     token: String,
     /// The sandbox NetworkPolicy's pod selector (`label`, `value`): matching pods get no network.
     isolated: Option<(String, String)>,
+    /// The RuntimeClasses the cluster has: a pod naming another is refused at admission.
+    runtime_classes: Vec<String>,
     docker: bollard::Docker,
     objects: Mutex<Objects>,
 }
@@ -71,8 +73,14 @@ pub struct KubeStandIn {
 }
 
 /// Starts the stand-in on a free loopback port. `isolated` is the sandbox NetworkPolicy's pod
-/// selector (a `label=value`) whose pods get no network.
-pub async fn spawn(namespace: &str, token: &str, isolated: Option<(&str, &str)>) -> KubeStandIn {
+/// selector (a `label=value`) whose pods get no network; `runtime_classes` the RuntimeClasses
+/// the cluster has.
+pub async fn spawn(
+    namespace: &str,
+    token: &str,
+    isolated: Option<(&str, &str)>,
+    runtime_classes: &[&str],
+) -> KubeStandIn {
     let docker = bollard::Docker::connect_with_local_defaults()
         .expect("Docker (scripts/services.sh up)")
         .negotiate_version()
@@ -83,6 +91,7 @@ pub async fn spawn(namespace: &str, token: &str, isolated: Option<(&str, &str)>)
         namespace: namespace.into(),
         token: token.into(),
         isolated: isolated.map(|(l, v)| (l.to_string(), v.to_string())),
+        runtime_classes: runtime_classes.iter().map(|r| r.to_string()).collect(),
         docker,
         objects: Mutex::new(Objects::default()),
     });
@@ -113,6 +122,19 @@ impl KubeStandIn {
     pub fn jobs(&self) -> Vec<Value> {
         let objects = self.cluster.objects.lock().unwrap();
         objects.jobs.values().cloned().collect()
+    }
+
+    /// A kubeconfig for this cluster, as a worker's `KUBECONFIG` would hold it.
+    pub fn kubeconfig(&self, token: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{}\"}}\nusers:\n- name: u\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: {}}}\ncurrent-context: x\n",
+            self.url, self.namespace
+        )
+    }
+
+    /// The spec of every pod admitted so far.
+    pub fn admitted_pods(&self) -> Vec<Value> {
+        self.cluster.objects.lock().unwrap().admitted.clone()
     }
 
     /// The pods stored now.

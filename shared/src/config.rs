@@ -341,10 +341,28 @@ fn sandbox_backend<F: Fn(&str) -> Option<String>>(
             }
             Ok(SandboxBackend::Docker)
         }
-        Some("kubernetes") => Ok(SandboxBackend::Kubernetes {
-            namespace: namespace.map(|n| n.trim().to_string()),
-            runtime_class: runtime_class.map(|r| r.trim().to_string()),
-        }),
+        Some("kubernetes") => {
+            // The cluster's nodes pull the images from a registry, and a Job mounts none of the
+            // worker's files.
+            if env.optional("SELFHEAL_SANDBOX_IMAGE").is_none() {
+                return Err(ConfigError::Malformed {
+                    name: "SELFHEAL_SANDBOX_IMAGE",
+                    reason: "required with SELFHEAL_SANDBOX_BACKEND=kubernetes: the images the \
+                             cluster pulls (`{language}` for the language)"
+                        .into(),
+                });
+            }
+            if env.optional("SELFHEAL_SANDBOX_RUST_TOOLCHAIN").is_some() {
+                return Err(ConfigError::Malformed {
+                    name: "SELFHEAL_SANDBOX_RUST_TOOLCHAIN",
+                    reason: "a Job cannot mount the worker's toolchain: put it in the image".into(),
+                });
+            }
+            Ok(SandboxBackend::Kubernetes {
+                namespace: namespace.map(|n| n.trim().to_string()),
+                runtime_class: runtime_class.map(|r| r.trim().to_string()),
+            })
+        }
         Some(other) => Err(ConfigError::Malformed {
             name: "SELFHEAL_SANDBOX_BACKEND",
             reason: format!("{other:?}: docker or kubernetes"),
@@ -450,13 +468,17 @@ mod tests {
             Config::from_lookup(Role::Worker, lookup(&vars)).map(|c| c.worker.sandbox_backend)
         };
         assert_eq!(with(&[]).unwrap(), SandboxBackend::Docker);
+        let kubernetes = [
+            ("SELFHEAL_SANDBOX_BACKEND", "kubernetes"),
+            ("SELFHEAL_SANDBOX_NAMESPACE", "sandboxes"),
+            ("SELFHEAL_SANDBOX_RUNTIME_CLASS", "gvisor"),
+            (
+                "SELFHEAL_SANDBOX_IMAGE",
+                "registry.example/sandbox-{language}:1",
+            ),
+        ];
         assert_eq!(
-            with(&[
-                ("SELFHEAL_SANDBOX_BACKEND", "kubernetes"),
-                ("SELFHEAL_SANDBOX_NAMESPACE", "sandboxes"),
-                ("SELFHEAL_SANDBOX_RUNTIME_CLASS", "gvisor"),
-            ])
-            .unwrap(),
+            with(&kubernetes).unwrap(),
             SandboxBackend::Kubernetes {
                 namespace: Some("sandboxes".into()),
                 runtime_class: Some("gvisor".into())
@@ -467,10 +489,22 @@ mod tests {
             err.to_string().contains("SELFHEAL_SANDBOX_BACKEND"),
             "{err}"
         );
-        // A namespace for Docker would be silently ignored: refused instead.
-        let err = with(&[("SELFHEAL_SANDBOX_NAMESPACE", "sandboxes")]).unwrap_err();
+        // Settings for Kubernetes with Docker would be silently ignored: refused instead.
+        for name in [
+            "SELFHEAL_SANDBOX_NAMESPACE",
+            "SELFHEAL_SANDBOX_RUNTIME_CLASS",
+        ] {
+            let err = with(&[(name, "x")]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        // On a cluster the images come from a registry, and the worker's toolchain stays home.
+        let err = with(&kubernetes[..3]).unwrap_err();
+        assert!(err.to_string().contains("SELFHEAL_SANDBOX_IMAGE"), "{err}");
+        let mut with_rust = kubernetes.to_vec();
+        with_rust.push(("SELFHEAL_SANDBOX_RUST_TOOLCHAIN", "/opt/rust"));
+        let err = with(&with_rust).unwrap_err();
         assert!(
-            err.to_string().contains("SELFHEAL_SANDBOX_NAMESPACE"),
+            err.to_string().contains("SELFHEAL_SANDBOX_RUST_TOOLCHAIN"),
             "{err}"
         );
     }

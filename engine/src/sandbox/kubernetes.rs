@@ -5,7 +5,8 @@
 //! - `receive` (an init container) reads the checkout as a tar stream on its stdin: the worker
 //!   attaches, writes the archive and closes; `stdinOnce` ends `tar`, and the pod goes on.
 //! - `run` runs the repository's script, as the Docker backend does (the same image, user,
-//!   environment and limits), with the pod's network policy deciding what it reaches.
+//!   environment, memory and CPU limits; a pids limit is the node's `podPidsLimit`, not the
+//!   pod's), with the namespace's network policy deciding what it reaches: nothing.
 //! - `collect` (only when a file is to come back) sleeps with the work volume mounted
 //!   read-only; once `run` has finished the worker execs `tar -c` of that one path in it. The
 //!   file is read by a process the repository's code never ran in, as Docker's archive API
@@ -13,7 +14,8 @@
 //!
 //! Every container meets the `restricted` Pod Security profile. The exit code, an OOM kill and
 //! an eviction (the work volume over its `sizeLimit`) are read from the pod's status, which the
-//! kubelet writes, never from anything the run printed. The worker deletes the Job when the run
+//! kubelet writes, never from anything the run printed; a file comes back only when the
+//! collector's `tar` says it succeeded. The worker deletes the Job when the run
 //! is over; a worker that dies first leaves it to `activeDeadlineSeconds` and
 //! `ttlSecondsAfterFinished`, so nothing needs sweeping.
 
@@ -21,11 +23,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, ContainerStateTerminated, EmptyDirVolumeSource, EnvVar, Pod,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -40,10 +42,13 @@ pub use kube;
 
 /// Every object this backend makes carries it, so an operator can list them.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "selfheal");
-/// The label the sandbox NetworkPolicy selects on: `none` (no traffic at all) or `fetch`.
+/// The label the sandbox NetworkPolicy selects on; every run's pod has it `none` (no traffic
+/// at all). A dependency fetch, which would need a policy of its own, is not built here.
 pub const NETWORK_LABEL: &str = "selfheal.dev/network";
-/// The label the Job controller puts on a Job's pods.
-const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// The label the Job controller puts on a Job's pods: the Job's uid.
+const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+/// How long one API request (a read, the log, the exec) may take.
+const API_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the Jobs go and how their pods run.
 #[derive(Debug, Clone)]
@@ -71,8 +76,9 @@ impl ClusterConfig {
 pub struct Cluster {
     client: Client,
     config: ClusterConfig,
-    /// Each language's toolchain version, asked once per worker (a Job each).
-    versions: Arc<tokio::sync::Mutex<HashMap<Language, Option<String>>>>,
+    /// Each language's toolchain version, asked once per worker (a Job each); a failed ask is
+    /// not kept, so the next run asks again.
+    versions: Arc<std::sync::Mutex<HashMap<Language, Arc<tokio::sync::OnceCell<String>>>>>,
 }
 
 /// What one run asks of the cluster (the backend-neutral part of a sandbox run).
@@ -82,8 +88,6 @@ pub(super) struct RunSpec<'a> {
     pub script: String,
     pub env: Vec<String>,
     pub collect: Option<&'a str>,
-    /// `none` for the repository's commands; `fetch` for a dependency fetch.
-    pub network: &'static str,
     pub limits: &'a Limits,
 }
 
@@ -96,8 +100,8 @@ impl Cluster {
         }
     }
 
-    /// `language`'s toolchain version, from `ask` the first time (concurrent askers wait for
-    /// that one answer).
+    /// `language`'s toolchain version, from `ask` the first time it answers (concurrent askers
+    /// of one language wait for that answer; other languages do not).
     pub(super) async fn toolchain_version<F>(
         &self,
         language: Language,
@@ -106,17 +110,17 @@ impl Cluster {
     where
         F: std::future::Future<Output = Option<String>>,
     {
-        let mut versions = self.versions.lock().await;
-        if let Some(known) = versions.get(&language) {
-            return known.clone();
-        }
-        let version = ask().await;
-        versions.insert(language, version.clone());
-        version
-    }
-
-    pub fn config(&self) -> &ClusterConfig {
-        &self.config
+        let cell = self
+            .versions
+            .lock()
+            .unwrap()
+            .entry(language)
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async { ask().await.ok_or(()) })
+            .await
+            .ok()
+            .cloned()
     }
 
     pub(super) async fn run(
@@ -130,48 +134,66 @@ impl Cluster {
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.config.namespace);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.config.namespace);
         let job = job_for(&name, &spec, &self.config);
-        jobs.create(&PostParams::default(), &job).await?;
+        // Armed before the create: a create whose answer is lost, or a run dropped while it
+        // waits for it, still deletes the Job (a 404 then is harmless).
         let guard = DeleteJob {
-            jobs: Some(jobs),
+            jobs: Some(jobs.clone()),
             name: name.clone(),
         };
-        let result = self.run_job(&name, &pods, spec).await;
+        let made = jobs.create(&PostParams::default(), &job).await?;
+        // The pod is found by the uid of this Job, which nothing else in the namespace can
+        // carry, not by its name.
+        let uid = made.metadata.uid.unwrap_or_default();
+        let result = self.run_job(&uid, &pods, spec).await;
         guard.delete().await;
         result
     }
 
     async fn run_job(
         &self,
-        name: &str,
+        uid: &str,
         pods: &Api<Pod>,
         spec: RunSpec<'_>,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
-        let pod = self.wait_for_receiver(name, pods).await?;
-        let mut attached = pods
-            .attach(
-                &pod,
-                &AttachParams::default()
-                    .container("receive")
-                    .stdin(true)
-                    .stdout(false)
-                    .stderr(false),
-            )
-            .await?;
-        let mut stdin = attached
-            .stdin()
-            .ok_or_else(|| SandboxError::Gone(format!("{pod}: attach gave no stdin")))?;
-        tokio::io::AsyncWriteExt::write_all(&mut stdin, &spec.archive).await?;
-        tokio::io::AsyncWriteExt::shutdown(&mut stdin).await?;
-        drop(stdin);
-        attached
-            .join()
+        let pod = self.wait_for_receiver(uid, pods).await?;
+        let send = self.send_checkout(pods, &pod, without_root_entry(&spec.archive));
+        tokio::time::timeout(self.config.start_timeout, send)
             .await
-            .map_err(|e| SandboxError::Gone(format!("{pod}: sending the checkout: {e}")))?;
+            .map_err(|_| {
+                SandboxError::Gone(format!(
+                    "{pod}: sending the checkout took over {} s",
+                    self.config.start_timeout.as_secs()
+                ))
+            })??;
 
         let started = Instant::now();
         let mut wait = Backoff::new();
+        let mut errors = 0;
         let end = loop {
-            let status = pods.get(&pod).await?;
+            let read = tokio::time::timeout(API_TIMEOUT, pods.get(&pod)).await;
+            let status = match read {
+                Ok(Ok(status)) => status,
+                // The Job controller deletes the pods of a Job past its activeDeadlineSeconds;
+                // anyone with rights in the namespace could too.
+                Ok(Err(kube::Error::Api(e))) if e.code == 404 => {
+                    return Err(SandboxError::Gone(format!(
+                        "{pod} was deleted while it ran (its Job's deadline, or by hand)"
+                    )));
+                }
+                // A slow or throttled API server (429, 5xx, a timeout) is asked again a few
+                // times before the run is given up.
+                Ok(Err(e)) if errors >= 5 => return Err(e.into()),
+                Err(_) if errors >= 5 => {
+                    return Err(SandboxError::Gone(format!(
+                        "{pod}: the API server did not answer 5 times"
+                    )))
+                }
+                Ok(Err(_)) | Err(_) => {
+                    errors += 1;
+                    wait.sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+            };
             match progress(&status) {
                 Progress::Over(end) => break Some(end),
                 Progress::Refused(why) => {
@@ -186,7 +208,14 @@ impl Cluster {
                 .await;
         };
         let duration = started.elapsed();
-        let output = self.output(pods, &pod).await;
+        let output = tokio::time::timeout(API_TIMEOUT, self.output(pods, &pod))
+            .await
+            .unwrap_or_else(|_| {
+                format!(
+                    "(the log of {pod} did not come within {} s)",
+                    API_TIMEOUT.as_secs()
+                )
+            });
         let end = end.unwrap_or(End {
             exit_code: -1,
             oom_killed: false,
@@ -201,22 +230,77 @@ impl Cluster {
             disk_full: end.evicted,
             duration,
         };
-        let collected = match (spec.collect, end.timed_out) {
-            (Some(path), false) => self.collect(pods, &pod, path).await?,
+        let mut execution = execution;
+        let collected = match spec.collect {
+            Some(path) if !end.timed_out && !end.evicted => {
+                let collected = tokio::time::timeout(API_TIMEOUT, self.collect(pods, &pod, path))
+                    .await
+                    .map_err(|_| {
+                        SandboxError::Gone(format!("{pod}: bringing {path} back timed out"))
+                    })??;
+                // The kubelet measures emptyDirs every few seconds: a run that outgrew its
+                // volume and exited before the measure is evicted now, and counts as such.
+                if let Ok(Ok(after)) = tokio::time::timeout(API_TIMEOUT, pods.get(&pod)).await {
+                    if after.status.and_then(|s| s.reason).as_deref() == Some("Evicted") {
+                        execution.disk_full = true;
+                    }
+                }
+                collected.filter(|_| !execution.disk_full)
+            }
             _ => None,
         };
         Ok((execution, collected))
     }
 
+    /// Streams the checkout into `receive`'s stdin and closes it (which ends its `tar`).
+    async fn send_checkout(
+        &self,
+        pods: &Api<Pod>,
+        pod: &str,
+        archive: &[u8],
+    ) -> Result<(), SandboxError> {
+        let mut attached = pods
+            .attach(
+                pod,
+                &AttachParams::default()
+                    .container("receive")
+                    .stdin(true)
+                    .stdout(false)
+                    .stderr(false)
+                    // Frames of 1 MiB rather than kube's default 1 KiB.
+                    .max_stdin_buf_size(1 << 20),
+            )
+            .await?;
+        let mut stdin = attached
+            .stdin()
+            .ok_or_else(|| SandboxError::Gone(format!("{pod}: attach gave no stdin")))?;
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, archive).await?;
+        tokio::io::AsyncWriteExt::shutdown(&mut stdin).await?;
+        drop(stdin);
+        attached
+            .join()
+            .await
+            .map_err(|e| SandboxError::Gone(format!("{pod}: sending the checkout: {e}")))
+    }
+
     /// Waits until the pod's `receive` container runs (so the checkout can be attached), giving
     /// up with the pod's own reason when it cannot start.
-    async fn wait_for_receiver(&self, name: &str, pods: &Api<Pod>) -> Result<String, SandboxError> {
+    async fn wait_for_receiver(&self, uid: &str, pods: &Api<Pod>) -> Result<String, SandboxError> {
         let started = Instant::now();
         let mut wait = Backoff::new();
-        let selector = ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}"));
-        let mut last = "no pod was created for the Job (a quota or the namespace's Pod Security admission may refuse it: kubectl describe job)".to_string();
+        let selector = ListParams::default().labels(&format!("{CONTROLLER_UID_LABEL}={uid}"));
+        let mut last = "no pod was created for the Job (a RuntimeClass the cluster does not have, a quota or the namespace's Pod Security admission may refuse it: kubectl describe job)".to_string();
         while started.elapsed() < self.config.start_timeout {
-            if let Some(pod) = pods.list(&selector).await?.items.into_iter().next() {
+            let listed = pods.list(&selector).await?.items;
+            // Owned by this Job, as the Job controller marks the pods it makes.
+            let ours = listed.into_iter().find(|p| {
+                p.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.controller == Some(true) && o.uid == uid)
+            });
+            if let Some(pod) = ours {
                 let pod_name = pod.metadata.name.clone().unwrap_or_default();
                 match progress(&pod) {
                     Progress::Receiving => return Ok(pod_name),
@@ -235,13 +319,14 @@ impl Cluster {
                 .await;
         }
         Err(SandboxError::Gone(format!(
-            "the sandbox Job {name} did not start within {} s: {last}",
+            "the sandbox Job {uid} did not start within {} s: {last}",
             self.config.start_timeout.as_secs()
         )))
     }
 
-    /// The tail of what `run` printed (as the Docker backend keeps it).
+    /// The tail of what `run` printed (as the Docker backend keeps it), bytes decoded lossily.
     async fn output(&self, pods: &Api<Pod>, pod: &str) -> String {
+        use futures::AsyncReadExt as _;
         let params = LogParams {
             container: Some("run".into()),
             ..Default::default()
@@ -249,11 +334,17 @@ impl Cluster {
         let mut output = Vec::new();
         match pods.log_stream(pod, &params).await {
             Ok(stream) => {
-                let mut chunks = stream.lines();
-                while let Some(line) = chunks.next().await {
-                    let Ok(line) = line else { break };
-                    output.extend_from_slice(line.as_bytes());
-                    output.push(b'\n');
+                let mut stream = Box::pin(stream);
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) => break,
+                        Ok(n) => output.extend_from_slice(&chunk[..n]),
+                        Err(e) => {
+                            tracing::warn!(%pod, error = %e, "the sandbox's output was cut short");
+                            break;
+                        }
+                    }
                     if output.len() > OUTPUT_CAP * 2 {
                         output.drain(..output.len() - OUTPUT_CAP);
                     }
@@ -301,8 +392,16 @@ impl Cluster {
                 "{path} in the sandbox is over {COLLECT_CAP} bytes"
             )));
         }
-        // A path that is not there makes tar exit 2 with an empty archive: nothing came back.
+        // Only an archive tar finished is read: a path that is not there (or that the run made
+        // unreadable) makes it fail, and a stream cut short has no success status.
+        let status = match attached.take_status() {
+            Some(status) => status.await,
+            None => None,
+        };
         let _ = attached.join().await;
+        if status.and_then(|s| s.status).as_deref() != Some("Success") {
+            return Ok(None);
+        }
         super::first_file(&tarball)
     }
 }
@@ -326,9 +425,17 @@ async fn delete_job(jobs: Api<Job>, name: String) {
         propagation_policy: Some(PropagationPolicy::Background),
         ..Default::default()
     };
-    if let Err(e) = jobs.delete(&name, &params).await {
-        // Left to activeDeadlineSeconds and the TTL controller.
-        tracing::warn!(job = %name, error = %e, "could not delete the sandbox Job");
+    // The run must stop now, not at the Job's deadline: asked again before it is left to
+    // activeDeadlineSeconds and the TTL controller.
+    for attempt in 1..=3 {
+        match jobs.delete(&name, &params).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 404 => return,
+            Err(e) if attempt == 3 => {
+                tracing::warn!(job = %name, error = %e, "could not delete the sandbox Job: it runs until its deadline");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(attempt)).await,
+        }
     }
 }
 
@@ -338,6 +445,20 @@ impl Drop for DeleteJob {
         {
             runtime.spawn(delete_job(jobs, std::mem::take(&mut self.name)));
         }
+    }
+}
+
+/// The archive without its entry for the volume's root (`.`, always its first block): Docker
+/// needs it to hand `/work` to the sandbox user, but an emptyDir is root's (world-writable), and
+/// `tar` run as that user fails setting the mode of a folder it does not own.
+fn without_root_entry(archive: &[u8]) -> &[u8] {
+    let root = archive
+        .get(..512)
+        .map(tar::Header::from_byte_slice)
+        .and_then(|h| h.path().ok().map(|p| p.as_os_str() == "."));
+    match root {
+        Some(true) => &archive[512..],
+        _ => archive,
     }
 }
 
@@ -381,12 +502,11 @@ pub(super) enum Progress {
 }
 
 /// Waiting reasons that do not clear by themselves.
-const STUCK: [&str; 5] = [
+const STUCK: [&str; 4] = [
     "ImagePullBackOff",
     "InvalidImageName",
     "ErrImageNeverPull",
     "CreateContainerConfigError",
-    "CreateContainerError",
 ];
 
 pub(super) fn progress(pod: &Pod) -> Progress {
@@ -398,7 +518,7 @@ pub(super) fn progress(pod: &Pod) -> Progress {
     // short): the Docker backend's disk meter, done by the cluster.
     if reason == "Evicted" || reason == "DeadlineExceeded" {
         return Progress::Over(End {
-            exit_code: run_exit(pod).unwrap_or(-1),
+            exit_code: run_terminated(pod).map_or(-1, |t| i64::from(t.exit_code)),
             oom_killed: false,
             evicted: reason == "Evicted",
             timed_out: reason == "DeadlineExceeded",
@@ -421,23 +541,21 @@ pub(super) fn progress(pod: &Pod) -> Progress {
             }
         }
     }
-    if let Some(run) = containers.iter().find(|c| c.name == "run") {
-        if let Some(done) = run.state.as_ref().and_then(|s| s.terminated.as_ref()) {
-            return Progress::Over(End {
-                exit_code: i64::from(done.exit_code),
-                oom_killed: done.reason.as_deref() == Some("OOMKilled"),
-                evicted: false,
-                timed_out: false,
-            });
-        }
-        if run
-            .state
-            .as_ref()
-            .and_then(|s| s.running.as_ref())
-            .is_some()
-        {
-            return Progress::Running;
-        }
+    if let Some(done) = run_terminated(pod) {
+        return Progress::Over(End {
+            exit_code: i64::from(done.exit_code),
+            oom_killed: done.reason.as_deref() == Some("OOMKilled"),
+            evicted: false,
+            timed_out: false,
+        });
+    }
+    let run = containers.iter().find(|c| c.name == "run");
+    if run
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.running.as_ref())
+        .is_some()
+    {
+        return Progress::Running;
     }
     if let Some(receive) = init.iter().find(|c| c.name == "receive") {
         let state = receive.state.as_ref();
@@ -473,18 +591,17 @@ pub(super) fn progress(pod: &Pod) -> Progress {
     })
 }
 
-fn run_exit(pod: &Pod) -> Option<i64> {
+fn run_terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
     let containers = pod.status.as_ref()?.container_statuses.as_ref()?;
     let run = containers.iter().find(|c| c.name == "run")?;
-    let done = run.state.as_ref()?.terminated.as_ref()?;
-    Some(i64::from(done.exit_code))
+    run.state.as_ref()?.terminated.as_ref()
 }
 
 /// The Job for one run. Pure, so that what it asks of the cluster is tested without one.
 pub(super) fn job_for(name: &str, spec: &RunSpec<'_>, config: &ClusterConfig) -> Job {
     let labels = BTreeMap::from([
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        (NETWORK_LABEL.to_string(), spec.network.to_string()),
+        (NETWORK_LABEL.to_string(), "none".to_string()),
     ]);
     let uid = archive::SANDBOX_UID as i64;
     // The `restricted` Pod Security profile, container by container.
@@ -512,14 +629,17 @@ pub(super) fn job_for(name: &str, spec: &RunSpec<'_>, config: &ClusterConfig) ->
     };
     let limits = spec.limits;
     let cpu = format!("{}m", (limits.cpus * 1000.0).round().max(1.0) as i64);
+    let storage = (limits.work_bytes + (512 << 20)).to_string();
     let small = ResourceRequirements {
         limits: Some(BTreeMap::from([
             ("cpu".into(), Quantity("100m".into())),
             ("memory".into(), Quantity("64Mi".into())),
+            ("ephemeral-storage".into(), Quantity("64Mi".into())),
         ])),
         requests: Some(BTreeMap::from([
             ("cpu".into(), Quantity("10m".into())),
             ("memory".into(), Quantity("16Mi".into())),
+            ("ephemeral-storage".into(), Quantity("16Mi".into())),
         ])),
         ..Default::default()
     };
@@ -552,10 +672,14 @@ pub(super) fn job_for(name: &str, spec: &RunSpec<'_>, config: &ClusterConfig) ->
             limits: Some(BTreeMap::from([
                 ("cpu".into(), Quantity(cpu.clone())),
                 ("memory".into(), Quantity(limits.memory_bytes.to_string())),
+                // The work volume, the container's own layer and its logs together: the node's
+                // disk is shared, so a run may not take more of it than its volume's size.
+                ("ephemeral-storage".into(), Quantity(storage.clone())),
             ])),
             requests: Some(BTreeMap::from([
                 ("cpu".into(), Quantity(cpu)),
                 ("memory".into(), Quantity(limits.memory_bytes.to_string())),
+                ("ephemeral-storage".into(), Quantity(storage)),
             ])),
             ..Default::default()
         }),
@@ -600,6 +724,8 @@ pub(super) fn job_for(name: &str, spec: &RunSpec<'_>, config: &ClusterConfig) ->
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
+                    // Deleted, the run stops at once: no 30 s grace for the repository's code.
+                    termination_grace_period_seconds: Some(1),
                     runtime_class_name: config.runtime_class.clone(),
                     // The repository's code gets no credentials for the cluster, and no list
                     // of the namespace's services in its environment.
@@ -763,15 +889,30 @@ mod tests {
             script: "make test".into(),
             env: vec!["HOME=/tmp".into(), "A=b=c".into()],
             collect: Some("diff"),
-            network: "none",
             limits: &limits,
         };
         let mut config = ClusterConfig::new("ci");
         config.runtime_class = Some("gvisor".into());
         let job = job_for("selfheal-0123456789ab", &spec, &config);
-        let pod = job.spec.unwrap().template.spec.unwrap();
+        let job_spec = job.spec.unwrap();
+        // One try, no restart: a failure is the verdict, not something to retry in place.
+        assert_eq!(job_spec.backoff_limit, Some(0));
+        assert!(job_spec.active_deadline_seconds.unwrap() > limits.timeout.as_secs() as i64);
+        assert!(job_spec.ttl_seconds_after_finished.is_some());
+        let pod = job_spec.template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.termination_grace_period_seconds, Some(1));
         assert_eq!(pod.runtime_class_name.as_deref(), Some("gvisor"));
         assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.enable_service_links, Some(false));
+        let pod_sc = pod.security_context.as_ref().unwrap();
+        assert_eq!(pod_sc.fs_group, Some(1000));
+        assert_eq!(pod_sc.run_as_non_root, Some(true));
+        let work = &pod.volumes.as_ref().unwrap()[0];
+        assert_eq!(
+            work.empty_dir.as_ref().unwrap().size_limit,
+            Some(Quantity(limits.work_bytes.to_string()))
+        );
         let all: Vec<&Container> = pod
             .init_containers
             .iter()
@@ -782,12 +923,19 @@ mod tests {
         for c in all {
             let sc = c.security_context.as_ref().unwrap();
             assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            assert_eq!(
+                sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+                Some("RuntimeDefault")
+            );
             assert_eq!(sc.run_as_non_root, Some(true));
             assert_eq!(
                 sc.capabilities.as_ref().unwrap().drop.as_deref(),
                 Some(&["ALL".to_string()][..])
             );
-            assert!(c.resources.as_ref().unwrap().limits.is_some());
+            let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+            // The node's disk is shared: every container's share of it is bounded.
+            assert!(limits.contains_key("ephemeral-storage"), "{}", c.name);
         }
         let run = &pod.containers[0];
         let env = run.env.as_ref().unwrap();

@@ -415,7 +415,6 @@ impl Sandbox {
                     script: script.to_string(),
                     env: language.env(),
                     collect,
-                    network: "none",
                     limits: &self.limits,
                 };
                 return cluster.run(spec).await;
@@ -653,8 +652,8 @@ async fn download_file(
     first_file(&tarball)
 }
 
-/// The first regular file in a tarball a sandbox handed back (a link or a folder in its place
-/// brings nothing back), bounded.
+/// The first regular file in a tarball a sandbox handed back (a link in its place brings
+/// nothing back), bounded.
 fn first_file(tarball: &[u8]) -> Result<Option<Vec<u8>>, SandboxError> {
     let mut archive = tar::Archive::new(tarball);
     for entry in archive.entries()? {
