@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kubernetes_standin::KubeStandIn;
+use selfheal_engine::sandbox::deps::Outcome;
 use selfheal_engine::sandbox::kubernetes::{Cluster, ClusterConfig, NETWORK_LABEL};
 use selfheal_engine::sandbox::{Images, Limits, Sandbox, SandboxError};
 
@@ -19,7 +20,9 @@ fn sandbox_policy_selector() -> (String, String) {
     let text = std::fs::read_to_string(&path).unwrap();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let doc: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).unwrap();
-        if doc["kind"].as_str() == Some("NetworkPolicy") {
+        if doc["kind"].as_str() == Some("NetworkPolicy")
+            && doc["metadata"]["name"].as_str() == Some("sandbox-runs")
+        {
             let labels = doc["spec"]["podSelector"]["matchLabels"]
                 .as_mapping()
                 .expect("the sandbox policy selects by label");
@@ -148,16 +151,21 @@ fn sandbox(k: &KubeStandIn, limits: Limits) -> Sandbox {
 async fn all_gone(k: &KubeStandIn) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
-        if k.jobs().is_empty() && k.pods().is_empty() && k.containers_left().await == 0 {
+        if k.jobs().is_empty()
+            && k.pods().is_empty()
+            && k.containers_left().await == 0
+            && k.config_maps_and_claims().1.is_empty()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!(
-        "left behind: {} jobs, {} pods, {} containers",
+        "left behind: {} jobs, {} pods, {} containers, claims {:?}",
         k.jobs().len(),
         k.pods().len(),
-        k.containers_left().await
+        k.containers_left().await,
+        k.config_maps_and_claims().1
     );
 }
 
@@ -443,20 +451,75 @@ async fn the_cluster_refusing_says_why() {
 }
 
 #[tokio::test]
-async fn dependency_caches_are_not_claimed_on_the_cluster() {
+async fn locked_dependencies_are_fetched_once_into_a_claim_that_runs_mount_read_only() {
+    image_ready().await;
     let k = standin().await;
     let sb = sandbox(&k, Limits::default());
-    let dir = repo();
-    std::fs::write(dir.path().join("requirements.txt"), "requests==2.32.3\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/python-deps");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(format!("{}/.", example.display()))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+
     let (prepared, outcome) = sb.prepare(dir.path(), "o/r").await.unwrap();
-    match outcome {
-        selfheal_engine::sandbox::deps::Outcome::Failed { reason, .. } => {
-            assert!(reason.contains("Kubernetes"), "{reason}")
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(prepared.deps_volume().is_none());
-    assert_eq!(sb.prune_deps(None, Duration::ZERO, 0).await.unwrap(), 0);
-    // Nothing was asked of the cluster.
-    assert!(k.calls().is_empty(), "{:?}", k.calls());
+    let Outcome::Ready { cache, .. } = &outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(!cache.hit);
+    assert!(
+        cache.resolved.contains(&"attrs==24.2.0".to_string()),
+        "{:?}",
+        cache.resolved
+    );
+    // The fetch was a Job with a network, writing the claim; nothing of the checkout ran.
+    let fetch = &k.admitted_pods()[0];
+    assert_eq!(
+        fetch["volumes"][2]["persistentVolumeClaim"]["readOnly"],
+        false
+    );
+
+    // A run has the pinned packages, at /deps, which it cannot change.
+    let (run, _) = prepared
+        .run(
+            dir.path(),
+            "python3 -c 'import attrs; print(\"attrs\", attrs.__version__)' && touch /deps/x",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(run.output.contains("attrs 24.2.0"), "{}", run.output);
+    assert!(
+        run.output.contains("Read-only file system"),
+        "{}",
+        run.output
+    );
+    let run_pod = k.admitted_pods().last().unwrap().clone();
+    assert_eq!(
+        run_pod["volumes"][2]["persistentVolumeClaim"]["readOnly"],
+        true
+    );
+    // The project's own CI, offline, on it.
+    let (ci, _) = prepared
+        .run(dir.path(), "python3 -m pytest -q 2>&1 | tail -3", None)
+        .await
+        .unwrap();
+    assert!(ci.output.contains("passed"), "{}", ci.output);
+
+    // The next preparation finds it.
+    let (_, again) = sb.prepare(dir.path(), "o/r").await.unwrap();
+    assert!(
+        matches!(again, Outcome::Ready { ref cache, .. } if cache.hit),
+        "{again:?}"
+    );
+
+    // Pruned past its age: the claim and its pointer go.
+    assert_eq!(sb.prune_deps(None, Duration::ZERO, 0).await.unwrap(), 1);
+    rbac_allows(&k.calls());
+    // The claim goes once the last pod using it has (the pvc-protection finalizer).
+    all_gone(&k).await;
+    assert_eq!(k.config_maps_and_claims(), (vec![], vec![]));
 }

@@ -174,8 +174,15 @@ async fn go_gofmt_without_dependencies() {
     );
 }
 
-#[tokio::test]
-async fn go_gofmt_healed_with_every_sandbox_a_kubernetes_job() {
+/// `example` healed by a worker that runs every sandbox as a Job on the Kubernetes stand-in
+/// (whose kubelet runs the pods on this Docker engine); returns what was healed and the pods
+/// the cluster admitted.
+async fn heal_on_cluster(
+    example: &str,
+    job: &str,
+    run: i64,
+    language: selfheal_engine::sandbox::Language,
+) -> (Healed, Vec<Value>) {
     let cluster = kubernetes_standin::spawn(
         "selfheal-sandbox",
         "worker-token",
@@ -184,25 +191,25 @@ async fn go_gofmt_healed_with_every_sandbox_a_kubernetes_job() {
     )
     .await;
     // The stand-in's nodes pull from no registry: the image is this Docker engine's.
-    let go = selfheal_engine::sandbox::Sandbox::connect(
+    let image = selfheal_engine::sandbox::Sandbox::connect(
         selfheal_engine::sandbox::Images::Recipe,
         selfheal_engine::sandbox::Limits::default(),
     )
     .await
     .unwrap()
-    .for_language(selfheal_engine::sandbox::Language::Go);
-    go.image_for(std::path::Path::new(".")).await.unwrap();
+    .for_language(language);
+    image.image_for(std::path::Path::new(".")).await.unwrap();
     // The worker finds the cluster as `kubectl` would: from its kubeconfig.
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("config");
     std::fs::write(&kubeconfig, cluster.kubeconfig(&cluster.token)).unwrap();
     // The images the cluster pulls, by the name the recipe gives them on this engine.
-    let images = selfheal_engine::sandbox::image_tag(selfheal_engine::sandbox::Language::Go)
-        .replacen("-go:", "-{language}:", 1);
+    let tag = selfheal_engine::sandbox::image_tag(language);
+    let images = tag.replacen(&format!("-{}:", language.as_str()), "-{language}:", 1);
     let h = heal_with(
-        "go-format",
-        "fmt",
-        1505,
+        example,
+        job,
+        run,
         &[
             ("SELFHEAL_SANDBOX_BACKEND", "kubernetes"),
             ("SELFHEAL_SANDBOX_RUNTIME_CLASS", "gvisor"),
@@ -211,19 +218,13 @@ async fn go_gofmt_healed_with_every_sandbox_a_kubernetes_job() {
         ],
     )
     .await;
-    assert_healed(&h, "format", "fmt", "slug.go");
-    // The toolchain's version, asked of the image in a Job of its own, is in the evidence.
-    assert!(h.pr_body.contains("- toolchain: ` go 1."), "{}", h.pr_body);
-    // Reproduced, patched and validated twice each: every one of them a Job, and none left.
     let jobs = cluster
         .calls()
         .iter()
         .filter(|c| c.starts_with("POST /apis/batch/v1/namespaces/selfheal-sandbox/jobs"))
         .count();
-    // 2 to reproduce, 1 for gofmt, 2 to validate, 1 for the toolchain's version.
-    assert!(jobs >= 6, "{:?}", cluster.calls());
-    // Every one in the runtime class asked for.
     let admitted = cluster.admitted_pods();
+    // Every Job got its pod, in the runtime class asked for.
     assert_eq!(admitted.len(), jobs);
     assert!(admitted.iter().all(|p| p["runtimeClassName"] == "gvisor"));
     let start = std::time::Instant::now();
@@ -231,4 +232,49 @@ async fn go_gofmt_healed_with_every_sandbox_a_kubernetes_job() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(cluster.jobs().is_empty());
+    (h, admitted)
+}
+
+#[tokio::test]
+async fn go_gofmt_healed_with_every_sandbox_a_kubernetes_job() {
+    let (h, admitted) = heal_on_cluster(
+        "go-format",
+        "fmt",
+        1505,
+        selfheal_engine::sandbox::Language::Go,
+    )
+    .await;
+    assert_healed(&h, "format", "fmt", "slug.go");
+    // The toolchain's version, asked of the image in a Job of its own, is in the evidence.
+    assert!(h.pr_body.contains("- toolchain: ` go 1."), "{}", h.pr_body);
+    // 2 to reproduce, 1 for gofmt, 2 to validate, 1 for the toolchain's version.
+    assert!(admitted.len() >= 6, "{}", admitted.len());
+}
+
+#[tokio::test]
+async fn python_black_with_pinned_requirements_healed_with_every_sandbox_a_kubernetes_job() {
+    let (h, admitted) = heal_on_cluster(
+        "python-deps",
+        "check",
+        1506,
+        selfheal_engine::sandbox::Language::Python,
+    )
+    .await;
+    assert_healed(&h, "format", "check", "shipping/parcel.py");
+    let packages = resolved(&h);
+    assert!(
+        packages.contains(&"black==24.8.0".to_string()),
+        "{packages:?}"
+    );
+    // The fetch was the one pod with a network; every run mounted its claim read-only.
+    let fetches: Vec<&Value> = admitted
+        .iter()
+        .filter(|p| p["volumes"][2]["persistentVolumeClaim"]["readOnly"] == false)
+        .collect();
+    assert_eq!(fetches.len(), 1);
+    let runs_with_deps = admitted
+        .iter()
+        .filter(|p| p["volumes"][2]["persistentVolumeClaim"]["readOnly"] == true)
+        .count();
+    assert!(runs_with_deps >= 5, "{runs_with_deps}");
 }

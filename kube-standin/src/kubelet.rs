@@ -34,6 +34,8 @@ fn owned_by(cluster: &Cluster, pod: &str) -> HashMap<String, String> {
 
 enum Storage {
     Volume(String),
+    /// A claim's volume, and whether the pod's volume source makes it read-only.
+    Claim(String, bool),
     Tmpfs(i64),
 }
 
@@ -111,8 +113,38 @@ async fn run(cluster: &Arc<Cluster>, pod: &str) {
     let network = if isolated { "none" } else { "bridge" };
 
     let mut storage = HashMap::new();
+    let fs_group = spec["securityContext"]["fsGroup"].as_i64();
     for v in spec["volumes"].as_array().into_iter().flatten() {
         let name = v["name"].as_str().unwrap_or_default().to_string();
+        if let Some(claim) = v["persistentVolumeClaim"]["claimName"].as_str() {
+            let bound = {
+                let objects = cluster.objects.lock().unwrap();
+                objects
+                    .claims
+                    .get(claim)
+                    .filter(|c| c["metadata"]["deletionTimestamp"].is_null())
+                    .and_then(|c| c["spec"]["volumeName"].as_str().map(str::to_string))
+            };
+            let Some(volume) = bound else {
+                // The scheduler leaves a pod whose claim is missing (or going) unscheduled.
+                update(cluster, pod, |p| {
+                    p["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False",
+                        "reason": "Unschedulable",
+                        "message": format!("persistentvolumeclaim \"{claim}\" not found")}]);
+                });
+                return;
+            };
+            // The kubelet gives a claim's root to the fsGroup, group-writable and setgid.
+            if let Some(g) = fs_group {
+                let script = format!("chgrp {g} /v && chmod g+rwxs /v");
+                if !as_root(cluster, pod, &spec, &volume, &script).await {
+                    return;
+                }
+            }
+            let read_only = v["persistentVolumeClaim"]["readOnly"] == json!(true);
+            storage.insert(name, Storage::Claim(volume, read_only));
+            continue;
+        }
         let empty_dir = &v["emptyDir"];
         if empty_dir["medium"] == "Memory" {
             let size = empty_dir["sizeLimit"]
@@ -140,8 +172,11 @@ async fn run(cluster: &Arc<Cluster>, pod: &str) {
         // An emptyDir is a fresh directory of the kubelet's: root's, mode 0777, or with an
         // fsGroup the group's with setgid. Not a copy of the image's folder, as Docker would
         // make a named volume.
-        let fs_group = spec["securityContext"]["fsGroup"].as_i64();
-        if !prepare_empty_dir(cluster, pod, &spec, &volume, fs_group).await {
+        let script = match fs_group {
+            Some(g) => format!("chown 0:{g} /v && chmod 2777 /v"),
+            None => "chown 0:0 /v && chmod 0777 /v".into(),
+        };
+        if !as_root(cluster, pod, &spec, &volume, &script).await {
             return;
         }
         storage.insert(name, Storage::Volume(volume));
@@ -203,14 +238,41 @@ async fn run(cluster: &Arc<Cluster>, pod: &str) {
     update(cluster, pod, |p| p["status"]["phase"] = json!(phase));
 }
 
-/// Sets an emptyDir's owner and mode as the kubelet does, with a root container of the pod's
-/// first image (the stand-in's node has nothing else to run).
-async fn prepare_empty_dir(
+/// A claim's volume: a Docker volume of the stand-in's.
+pub(crate) async fn create_volume(cluster: &Cluster, volume: &str) -> Result<(), String> {
+    let labels = HashMap::from([(INSTANCE.to_string(), cluster.instance.clone())]);
+    cluster
+        .docker
+        .create_volume(VolumeCreateRequest {
+            name: Some(volume.into()),
+            labels: Some(labels),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Removes a claim's volume; `false` while a container uses it.
+pub(crate) async fn remove_volume(cluster: &Cluster, volume: &str) -> bool {
+    cluster
+        .docker
+        .remove_volume(
+            volume,
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await
+        .is_ok()
+}
+
+/// Sets a volume's owner and mode as the kubelet does (`script` on it at `/v`), with a root
+/// container of the pod's first image (the stand-in's node has nothing else to run).
+async fn as_root(
     cluster: &Arc<Cluster>,
     pod: &str,
     spec: &Value,
     volume: &str,
-    fs_group: Option<i64>,
+    script: &str,
 ) -> bool {
     let image = spec["initContainers"][0]["image"]
         .as_str()
@@ -220,14 +282,10 @@ async fn prepare_empty_dir(
         // The pull fails later, where the pod's status says so.
         return true;
     }
-    let script = match fs_group {
-        Some(g) => format!("chown 0:{g} /v && chmod 2777 /v"),
-        None => "chown 0:0 /v && chmod 0777 /v".into(),
-    };
-    let name = format!("kstandin_emptydir_{volume}");
+    let name = format!("kstandin_root_{}", uuid::Uuid::new_v4().simple());
     let body = ContainerCreateBody {
         image: Some(image.into()),
-        entrypoint: Some(vec!["sh".into(), "-c".into(), script]),
+        entrypoint: Some(vec!["sh".into(), "-c".into(), script.into()]),
         cmd: Some(vec![]),
         user: Some("0:0".into()),
         network_disabled: Some(true),
@@ -330,6 +388,17 @@ async fn start(
                 source: Some(v.clone()),
                 typ: Some(MountType::VOLUME),
                 read_only,
+                volume_options: Some(MountVolumeOptions {
+                    no_copy: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            Some(Storage::Claim(v, source_read_only)) => mounts.push(Mount {
+                target,
+                source: Some(v.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(*source_read_only || read_only == Some(true)),
                 volume_options: Some(MountVolumeOptions {
                     no_copy: Some(true),
                     ..Default::default()
@@ -545,6 +614,21 @@ pub(crate) async fn remove_pod(cluster: &Cluster, pod: &str) {
                 Some(RemoveContainerOptionsBuilder::default().force(true).build()),
             )
             .await;
+    }
+    // The pvc-protection finalizer lets a claim marked for deletion go once no pod uses it.
+    let terminating: Vec<(String, String)> = {
+        let objects = cluster.objects.lock().unwrap();
+        objects
+            .claims
+            .iter()
+            .filter(|(_, c)| !c["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|(n, c)| Some((n.clone(), c["spec"]["volumeName"].as_str()?.to_string())))
+            .collect()
+    };
+    for (claim, volume) in terminating {
+        if remove_volume(cluster, &volume).await {
+            cluster.objects.lock().unwrap().claims.remove(&claim);
+        }
     }
     for volume in &record.volumes {
         let _ = cluster

@@ -40,6 +40,9 @@ struct Objects {
     calls: Vec<String>,
     /// Every pod spec admitted, in order (pods are deleted with their Jobs; their specs stay).
     admitted: Vec<Value>,
+    configmaps: BTreeMap<String, Value>,
+    /// Claims, each bound at once to a Docker volume of its own.
+    claims: BTreeMap<String, Value>,
 }
 
 struct Cluster {
@@ -137,6 +140,15 @@ impl KubeStandIn {
         self.cluster.objects.lock().unwrap().admitted.clone()
     }
 
+    /// The ConfigMaps and PersistentVolumeClaims stored now, by name.
+    pub fn config_maps_and_claims(&self) -> (Vec<String>, Vec<String>) {
+        let objects = self.cluster.objects.lock().unwrap();
+        (
+            objects.configmaps.keys().cloned().collect(),
+            objects.claims.keys().cloned().collect(),
+        )
+    }
+
     /// The pods stored now.
     pub fn pods(&self) -> Vec<Value> {
         let objects = self.cluster.objects.lock().unwrap();
@@ -152,15 +164,25 @@ impl KubeStandIn {
 impl Drop for KubeStandIn {
     fn drop(&mut self) {
         self.server.abort();
-        let names: Vec<String> = {
+        let (names, volumes): (Vec<String>, Vec<String>) = {
             let objects = self.cluster.objects.lock().unwrap();
-            objects.pods.keys().cloned().collect()
+            (
+                objects.pods.keys().cloned().collect(),
+                objects
+                    .claims
+                    .values()
+                    .filter_map(|c| c["spec"]["volumeName"].as_str().map(str::to_string))
+                    .collect(),
+            )
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let cluster = self.cluster.clone();
             runtime.spawn(async move {
                 for pod in names {
                     kubelet::remove_pod(&cluster, &pod).await;
+                }
+                for volume in volumes {
+                    kubelet::remove_volume(&cluster, &volume).await;
                 }
             });
         }

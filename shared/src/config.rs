@@ -77,6 +77,11 @@ pub enum SandboxBackend {
         namespace: Option<String>,
         /// `SELFHEAL_SANDBOX_RUNTIME_CLASS`, e.g. `gvisor` or `kata`.
         runtime_class: Option<String>,
+        /// `SELFHEAL_SANDBOX_CACHE_STORAGE_CLASS`: the dependency caches' StorageClass.
+        cache_storage_class: Option<String>,
+        /// `SELFHEAL_SANDBOX_CACHE_ACCESS_MODE`: `ReadWriteOnce` (one node, the default) or
+        /// `ReadWriteMany` (runs on several nodes).
+        cache_access_mode: String,
     },
 }
 
@@ -323,6 +328,8 @@ fn sandbox_backend<F: Fn(&str) -> Option<String>>(
 ) -> Result<SandboxBackend, ConfigError> {
     let namespace = env.optional("SELFHEAL_SANDBOX_NAMESPACE");
     let runtime_class = env.optional("SELFHEAL_SANDBOX_RUNTIME_CLASS");
+    let storage_class = env.optional("SELFHEAL_SANDBOX_CACHE_STORAGE_CLASS");
+    let access_mode = env.optional("SELFHEAL_SANDBOX_CACHE_ACCESS_MODE");
     let backend = env.optional("SELFHEAL_SANDBOX_BACKEND");
     match backend.as_deref().map(str::trim) {
         None | Some("docker") => {
@@ -330,6 +337,8 @@ fn sandbox_backend<F: Fn(&str) -> Option<String>>(
             if let Some(name) = [
                 ("SELFHEAL_SANDBOX_NAMESPACE", &namespace),
                 ("SELFHEAL_SANDBOX_RUNTIME_CLASS", &runtime_class),
+                ("SELFHEAL_SANDBOX_CACHE_STORAGE_CLASS", &storage_class),
+                ("SELFHEAL_SANDBOX_CACHE_ACCESS_MODE", &access_mode),
             ]
             .iter()
             .find_map(|(name, v)| v.is_some().then_some(*name))
@@ -361,6 +370,19 @@ fn sandbox_backend<F: Fn(&str) -> Option<String>>(
             Ok(SandboxBackend::Kubernetes {
                 namespace: namespace.map(|n| n.trim().to_string()),
                 runtime_class: runtime_class.map(|r| r.trim().to_string()),
+                cache_storage_class: storage_class.map(|c| c.trim().to_string()),
+                cache_access_mode: match access_mode.as_deref().map(str::trim) {
+                    None => "ReadWriteOnce".into(),
+                    Some(m @ ("ReadWriteOnce" | "ReadWriteMany" | "ReadOnlyMany")) => m.into(),
+                    Some(other) => {
+                        return Err(ConfigError::Malformed {
+                            name: "SELFHEAL_SANDBOX_CACHE_ACCESS_MODE",
+                            reason: format!(
+                                "{other:?}: ReadWriteOnce, ReadWriteMany or ReadOnlyMany"
+                            ),
+                        })
+                    }
+                },
             })
         }
         Some(other) => Err(ConfigError::Malformed {
@@ -481,7 +503,9 @@ mod tests {
             with(&kubernetes).unwrap(),
             SandboxBackend::Kubernetes {
                 namespace: Some("sandboxes".into()),
-                runtime_class: Some("gvisor".into())
+                runtime_class: Some("gvisor".into()),
+                cache_storage_class: None,
+                cache_access_mode: "ReadWriteOnce".into(),
             }
         );
         let err = with(&[("SELFHEAL_SANDBOX_BACKEND", "podman")]).unwrap_err();

@@ -70,11 +70,8 @@ impl WorkerContext {
                         )
                         .await?
                     }
-                    SandboxBackend::Kubernetes {
-                        namespace,
-                        runtime_class,
-                    } => sandbox::Sandbox::on_cluster(
-                        cluster(namespace.clone(), runtime_class.clone()).await?,
+                    SandboxBackend::Kubernetes { .. } => sandbox::Sandbox::on_cluster(
+                        cluster(&self.sandbox_backend).await?,
                         self.sandbox_images.clone(),
                         self.sandbox_limits.clone(),
                     ),
@@ -91,16 +88,28 @@ impl WorkerContext {
 /// The cluster from the worker's kubeconfig (`KUBECONFIG`, `~/.kube/config`) or, in a pod,
 /// its service account; the sandbox namespace defaults to the one that config names.
 async fn cluster(
-    namespace: Option<String>,
-    runtime_class: Option<String>,
+    backend: &SandboxBackend,
 ) -> Result<sandbox::kubernetes::Cluster, sandbox::SandboxError> {
     use sandbox::kubernetes::{kube, Cluster, ClusterConfig};
+    let SandboxBackend::Kubernetes {
+        namespace,
+        runtime_class,
+        cache_storage_class,
+        cache_access_mode,
+    } = backend.clone()
+    else {
+        return Err(sandbox::SandboxError::Cluster(
+            "not the Kubernetes backend".into(),
+        ));
+    };
     let config = kube::Config::infer()
         .await
         .map_err(|e| sandbox::SandboxError::Cluster(e.to_string()))?;
     let mut cluster =
         ClusterConfig::new(namespace.unwrap_or_else(|| config.default_namespace.clone()));
     cluster.runtime_class = runtime_class;
+    cluster.cache_storage_class = cache_storage_class;
+    cluster.cache_access_mode = cache_access_mode;
     let client = kube::Client::try_from(config)
         .map_err(|e| sandbox::SandboxError::Cluster(e.to_string()))?;
     Ok(Cluster::new(client, cluster))

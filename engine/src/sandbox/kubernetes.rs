@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerStateTerminated, EmptyDirVolumeSource, EnvVar, Pod,
+    Capabilities, ConfigMap, Container, ContainerStateTerminated, EmptyDirVolumeSource, EnvVar,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
     PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -42,9 +43,12 @@ pub use kube;
 
 /// Every object this backend makes carries it, so an operator can list them.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "selfheal");
-/// The label the sandbox NetworkPolicy selects on; every run's pod has it `none` (no traffic
-/// at all). A dependency fetch, which would need a policy of its own, is not built here.
+/// The label the sandbox NetworkPolicies select on: `none` for the repository's commands (no
+/// traffic at all), `fetch` for a dependency fetch (the package registries only).
 pub const NETWORK_LABEL: &str = "selfheal.dev/network";
+/// Dependency caches: a PersistentVolumeClaim per fetch (`data`) and a ConfigMap naming the
+/// complete one for a key (`pointer`).
+const DEPS_LABEL: &str = "selfheal.dev/deps";
 /// The label the Job controller puts on a Job's pods: the Job's uid.
 const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 /// How long one API request (a read, the log, the exec) may take.
@@ -60,6 +64,11 @@ pub struct ClusterConfig {
     /// How long a Job may wait for its pod (scheduling, an image pull) before the run is
     /// given up with the pod's reason. The run's own timeout starts once the checkout is in.
     pub start_timeout: Duration,
+    /// The StorageClass of the dependency caches' claims (`None`: the cluster's default).
+    pub cache_storage_class: Option<String>,
+    /// Their access mode: `ReadWriteOnce` serves a single node; runs spread over several nodes
+    /// need a class that offers `ReadWriteMany` (or `ReadOnlyMany`).
+    pub cache_access_mode: String,
 }
 
 impl ClusterConfig {
@@ -68,6 +77,8 @@ impl ClusterConfig {
             namespace: namespace.into(),
             runtime_class: None,
             start_timeout: Duration::from_secs(300),
+            cache_storage_class: None,
+            cache_access_mode: "ReadWriteOnce".into(),
         }
     }
 }
@@ -89,6 +100,10 @@ pub(super) struct RunSpec<'a> {
     pub env: Vec<String>,
     pub collect: Option<&'a str>,
     pub limits: &'a Limits,
+    /// `none` for the repository's commands, `fetch` for a dependency fetch.
+    pub network: &'static str,
+    /// A dependency cache's claim at `/deps`, and whether the run may write it (a fetch).
+    pub deps: Option<(String, bool)>,
 }
 
 impl Cluster {
@@ -121,6 +136,128 @@ impl Cluster {
             .await
             .ok()
             .cloned()
+    }
+
+    fn claims(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn pointers(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    /// A cache pointer's fields (a ConfigMap's data), if it exists.
+    pub(super) async fn pointer(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, SandboxError> {
+        match self.pointers().get_opt(name).await? {
+            Some(map) => Ok(Some(map.data.unwrap_or_default().into_iter().collect())),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a pointer; when another worker recorded one first, its fields are returned.
+    pub(super) async fn create_pointer(
+        &self,
+        name: &str,
+        fields: HashMap<String, String>,
+    ) -> Result<HashMap<String, String>, SandboxError> {
+        let map = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(deps_labels("pointer")),
+                ..Default::default()
+            },
+            data: Some(fields.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        match self.pointers().create(&PostParams::default(), &map).await {
+            Ok(_) => Ok(fields),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                Ok(self.pointer(name).await?.unwrap_or(fields))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) async fn claim_exists(&self, name: &str) -> Result<bool, SandboxError> {
+        let claim = self.claims().get_opt(name).await?;
+        // A claim being deleted (its pods still using it) is no cache to mount.
+        Ok(claim.is_some_and(|c| c.metadata.deletion_timestamp.is_none()))
+    }
+
+    /// A new claim for a cache of `bytes`, its fields kept as annotations.
+    pub(super) async fn create_claim(
+        &self,
+        name: &str,
+        fields: HashMap<String, String>,
+        bytes: i64,
+    ) -> Result<(), SandboxError> {
+        let claim = PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(deps_labels("data")),
+                annotations: Some(fields.into_iter().collect()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec![self.config.cache_access_mode.clone()]),
+                storage_class_name: self.config.cache_storage_class.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".into(),
+                        Quantity(bytes.to_string()),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.claims().create(&PostParams::default(), &claim).await?;
+        Ok(())
+    }
+
+    /// Deletes a claim or a pointer; `false` when the API refused (it stays).
+    pub(super) async fn delete_cache_object(&self, name: &str, pointer: bool) -> bool {
+        let deleted = if pointer {
+            self.pointers()
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(|_| ())
+        } else {
+            self.claims()
+                .delete(name, &DeleteParams::default())
+                .await
+                .map(|_| ())
+        };
+        match deleted {
+            Ok(()) => true,
+            Err(kube::Error::Api(e)) if e.code == 404 => true,
+            Err(e) => {
+                tracing::warn!(%name, error = %e, "could not delete a dependency cache object");
+                false
+            }
+        }
+    }
+
+    /// Every cache object: pointers (ConfigMaps) and data (claims), with their fields.
+    pub(super) async fn cache_objects(
+        &self,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, SandboxError> {
+        let selector = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+        let mut out = Vec::new();
+        for map in self.pointers().list(&selector).await?.items {
+            let name = map.metadata.name.unwrap_or_default();
+            out.push((name, map.data.unwrap_or_default().into_iter().collect()));
+        }
+        for claim in self.claims().list(&selector).await?.items {
+            let name = claim.metadata.name.unwrap_or_default();
+            let fields = claim.metadata.annotations.unwrap_or_default();
+            out.push((name, fields.into_iter().collect()));
+        }
+        Ok(out)
     }
 
     pub(super) async fn run(
@@ -462,6 +599,13 @@ fn without_root_entry(archive: &[u8]) -> &[u8] {
     }
 }
 
+fn deps_labels(kind: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (DEPS_LABEL.to_string(), kind.to_string()),
+    ])
+}
+
 /// Polls quickly at first (most runs are short) and every two seconds after that.
 struct Backoff(Duration);
 
@@ -601,7 +745,7 @@ fn run_terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
 pub(super) fn job_for(name: &str, spec: &RunSpec<'_>, config: &ClusterConfig) -> Job {
     let labels = BTreeMap::from([
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        (NETWORK_LABEL.to_string(), "none".to_string()),
+        (NETWORK_LABEL.to_string(), spec.network.to_string()),
     ]);
     let uid = archive::SANDBOX_UID as i64;
     // The `restricted` Pod Security profile, container by container.
@@ -653,6 +797,48 @@ pub(super) fn job_for(name: &str, spec: &RunSpec<'_>, config: &ClusterConfig) ->
             ..Default::default()
         })
         .collect();
+    let mut run_mounts = vec![
+        work(false),
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "work".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(limits.work_bytes.to_string())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("512Mi".into())),
+            }),
+            ..Default::default()
+        },
+    ];
+    if let Some((claim, writable)) = &spec.deps {
+        volumes.push(Volume {
+            name: "deps".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(!writable),
+            }),
+            ..Default::default()
+        });
+        run_mounts.push(VolumeMount {
+            name: "deps".into(),
+            mount_path: "/deps".into(),
+            read_only: Some(!writable),
+            ..Default::default()
+        });
+    }
     let mut containers = vec![Container {
         name: "run".into(),
         image: Some(spec.image.clone()),
@@ -660,14 +846,7 @@ pub(super) fn job_for(name: &str, spec: &RunSpec<'_>, config: &ClusterConfig) ->
         command: Some(vec!["sh".into(), "-c".into(), spec.script.clone()]),
         working_dir: Some("/work/repo".into()),
         env: Some(env),
-        volume_mounts: Some(vec![
-            work(false),
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(run_mounts),
         resources: Some(ResourceRequirements {
             limits: Some(BTreeMap::from([
                 ("cpu".into(), Quantity(cpu.clone())),
@@ -742,24 +921,7 @@ pub(super) fn job_for(name: &str, spec: &RunSpec<'_>, config: &ClusterConfig) ->
                         }),
                         ..Default::default()
                     }),
-                    volumes: Some(vec![
-                        Volume {
-                            name: "work".into(),
-                            empty_dir: Some(EmptyDirVolumeSource {
-                                size_limit: Some(Quantity(limits.work_bytes.to_string())),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                        Volume {
-                            name: "tmp".into(),
-                            empty_dir: Some(EmptyDirVolumeSource {
-                                medium: Some("Memory".into()),
-                                size_limit: Some(Quantity("512Mi".into())),
-                            }),
-                            ..Default::default()
-                        },
-                    ]),
+                    volumes: Some(volumes),
                     init_containers: Some(vec![Container {
                         name: "receive".into(),
                         image: Some(spec.image.clone()),
@@ -890,6 +1052,8 @@ mod tests {
             env: vec!["HOME=/tmp".into(), "A=b=c".into()],
             collect: Some("diff"),
             limits: &limits,
+            network: "none",
+            deps: Some(("selfheal-depsdata-x".into(), false)),
         };
         let mut config = ClusterConfig::new("ci");
         config.runtime_class = Some("gvisor".into());
@@ -943,10 +1107,20 @@ mod tests {
         assert_eq!(env[1].value.as_deref(), Some("b=c"));
         let mem = &run.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"];
         assert_eq!(mem.0, (1i64 << 30).to_string());
-        // The collector only reads.
+        // The collector only reads; so does a run of the dependency cache it mounts.
         assert_eq!(
             pod.containers[1].volume_mounts.as_ref().unwrap()[0].read_only,
             Some(true)
         );
+        let deps = &run.volume_mounts.as_ref().unwrap()[2];
+        assert_eq!(
+            (deps.mount_path.as_str(), deps.read_only),
+            ("/deps", Some(true))
+        );
+        let claim = pod.volumes.as_ref().unwrap()[2]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap();
+        assert_eq!(claim.read_only, Some(true));
     }
 }

@@ -376,7 +376,9 @@ impl Sandbox {
         language: Language,
     ) -> Result<(Execution, Option<Vec<u8>>), SandboxError> {
         let archive = work_archive(upload, None, files)?;
-        self.ensure_fetch_network().await?;
+        if let Engine::Docker(_) = self.engine {
+            self.ensure_fetch_network().await?;
+        }
         self.run_in_volume(
             "selfheal-fetch",
             language,
@@ -403,19 +405,40 @@ impl Sandbox {
         let docker = match &self.engine {
             Engine::Docker(docker) => docker,
             Engine::Kubernetes(cluster) => {
-                let Mode::Run = mode else {
-                    return Err(SandboxError::Unsupported {
-                        backend: "Kubernetes",
-                        what: "fetch dependencies",
-                    });
+                let (network, env, script, deps) = match mode {
+                    Mode::Run => {
+                        let mut env = language.env();
+                        let mut prelude = String::new();
+                        let mut deps = None;
+                        if let Some((plan, cache)) = &self.deps {
+                            if !cluster.claim_exists(&cache.volume).await? {
+                                return Err(SandboxError::Gone(format!(
+                                    "the dependency cache {} is gone; prepare again",
+                                    cache.volume
+                                )));
+                            }
+                            env.extend(deps::env(plan));
+                            prelude = deps::prelude(plan, cache);
+                            deps = Some((cache.volume.clone(), false));
+                        }
+                        ("none", env, format!("{prelude}{script}"), deps)
+                    }
+                    Mode::Fetch { deps_volume } => (
+                        "fetch",
+                        toolchain::COMMON_ENV.map(String::from).to_vec(),
+                        script.to_string(),
+                        Some((deps_volume.to_string(), true)),
+                    ),
                 };
                 let spec = kubernetes::RunSpec {
                     image: self.image(language).await?,
                     archive,
-                    script: script.to_string(),
-                    env: language.env(),
+                    script,
+                    env,
                     collect,
                     limits: &self.limits,
+                    network,
+                    deps,
                 };
                 return cluster.run(spec).await;
             }

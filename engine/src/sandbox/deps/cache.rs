@@ -1,5 +1,7 @@
-//! Dependency caches as Docker volumes: found by key, fetched into a new volume, recorded by
-//! a pointer volume once complete, pruned by age and size.
+//! Dependency caches: found by key, fetched into a new volume, recorded by a pointer once
+//! complete, pruned by age and size. On Docker the volume and the pointer are volumes (the
+//! pointer's fields its labels); on Kubernetes the volume is a PersistentVolumeClaim and the
+//! pointer a ConfigMap.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,7 +15,7 @@ use super::scripts::DIGEST;
 use super::{plan, Outcome, Plan, Ready};
 use crate::sandbox::owner::now_secs;
 use crate::sandbox::toolchain::Language;
-use crate::sandbox::{Sandbox, SandboxError};
+use crate::sandbox::{Engine, Sandbox, SandboxError};
 
 const KEY_LABEL: &str = "selfheal.deps.key";
 const SCOPE_LABEL: &str = "selfheal.deps.scope";
@@ -60,14 +62,6 @@ impl Sandbox {
         if let Some(reason) = plan.refused.clone() {
             return Ok((self.clone(), Outcome::Failed { plan, reason }));
         }
-        if self.docker().is_none() {
-            // Not built: a cache a Job can mount (a ReadOnlyMany volume per lockfile, filled by
-            // a fetch Job that its own NetworkPolicy lets out). Recorded, so the run says so.
-            let reason = "dependency caches are not built for the Kubernetes sandbox backend: \
-                          its runs have only what the image carries"
-                .to_string();
-            return Ok((self.clone(), Outcome::Failed { plan, reason }));
-        }
         let outcome = match self.find_cache(&plan).await? {
             Some(cache) => Outcome::Ready { plan, cache },
             None => match self.fetch(repo, &plan).await? {
@@ -83,29 +77,17 @@ impl Sandbox {
     }
 
     async fn find_cache(&self, plan: &Plan) -> Result<Option<Ready>, SandboxError> {
-        let docker = self.engine_docker("cache dependencies")?;
-        let pointer = match docker.inspect_volume(&pointer_name(&plan.key)).await {
-            Ok(v) => v,
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(labels) = self.pointer_fields(&pointer_name(&plan.key)).await? else {
+            return Ok(None);
         };
-        let labels = pointer.labels;
         let (Some(volume), Some(digest)) = (labels.get(DATA_LABEL), labels.get(DIGEST_LABEL))
         else {
             return Ok(None);
         };
-        match docker.inspect_volume(volume).await {
-            Ok(_) => {}
+        if !self.data_exists(volume).await? {
             // Its data was pruned under it: forget the pointer and fetch again.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {
-                self.remove_volume(&pointer_name(&plan.key)).await;
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
+            self.remove_pointer(&pointer_name(&plan.key)).await;
+            return Ok(None);
         }
         Ok(Some(Ready {
             volume: volume.clone(),
@@ -139,14 +121,7 @@ impl Sandbox {
             (SCOPE_LABEL.to_string(), plan.scope.clone()),
             (CREATED_LABEL.to_string(), now_secs().to_string()),
         ]);
-        let docker = self.engine_docker("cache dependencies")?;
-        docker
-            .create_volume(VolumeCreateRequest {
-                name: Some(data.clone()),
-                labels: Some(labels),
-                ..Default::default()
-            })
-            .await?;
+        self.create_data(&data, labels).await?;
         let script = format!(
             "{DIGEST}{}\nselfheal_deps_digest >/deps/.selfheal-digest\n{{ cat /deps/.selfheal-digest; du -sb /deps | cut -f1; head -n 200 /deps/resolved.txt 2>/dev/null; }} >/work/deps-report\n",
             plan.script
@@ -169,7 +144,7 @@ impl Sandbox {
         let (run, report) = match fetched {
             Ok(x) => x,
             Err(e) => {
-                self.remove_volume(&data).await;
+                self.remove_data(&data).await;
                 return Err(e);
             }
         };
@@ -189,7 +164,7 @@ impl Sandbox {
         let Some(digest) = digest.filter(|d| {
             run.exit_code == 0 && d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())
         }) else {
-            self.remove_volume(&data).await;
+            self.remove_data(&data).await;
             // The tools' output names the repository's packages: hostile text, kept printable.
             let tail: Vec<String> = run
                 .output
@@ -219,18 +194,14 @@ impl Sandbox {
             (CREATED_LABEL.to_string(), now_secs().to_string()),
             (RESOLVED_LABEL.to_string(), resolved_label(&resolved)),
         ]);
-        let made = docker
-            .create_volume(VolumeCreateRequest {
-                name: Some(pointer_name(&plan.key)),
-                labels: Some(pointer_labels),
-                ..Default::default()
-            })
+        let made = self
+            .create_pointer(&pointer_name(&plan.key), pointer_labels)
             .await?;
         // Another worker's pointer may have won the race: use what it points at.
-        let (volume, digest) = match made.labels.get(DATA_LABEL) {
+        let (volume, digest) = match made.get(DATA_LABEL) {
             Some(winner) if *winner != data => (
                 winner.clone(),
-                made.labels.get(DIGEST_LABEL).cloned().unwrap_or(digest),
+                made.get(DIGEST_LABEL).cloned().unwrap_or(digest),
             ),
             _ => (data, digest),
         };
@@ -245,17 +216,141 @@ impl Sandbox {
     }
 
     pub(in crate::sandbox) async fn forget_cache(&self, plan: &Plan) {
-        self.remove_volume(&pointer_name(&plan.key)).await;
+        self.remove_pointer(&pointer_name(&plan.key)).await;
     }
 
-    async fn remove_volume(&self, name: &str) {
-        let Some(docker) = self.docker() else { return };
-        let _ = docker
-            .remove_volume(
-                name,
-                Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
-            )
-            .await;
+    /// A pointer's fields (its labels), if it exists.
+    async fn pointer_fields(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, SandboxError> {
+        match &self.engine {
+            Engine::Docker(docker) => match docker.inspect_volume(name).await {
+                Ok(v) => Ok(Some(v.labels)),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            Engine::Kubernetes(cluster) => cluster.pointer(name).await,
+        }
+    }
+
+    /// Records a pointer and returns the fields of the one that stands (another worker's, when
+    /// it was first: Docker gives back the existing volume, Kubernetes a 409).
+    async fn create_pointer(
+        &self,
+        name: &str,
+        fields: HashMap<String, String>,
+    ) -> Result<HashMap<String, String>, SandboxError> {
+        match &self.engine {
+            Engine::Docker(docker) => Ok(docker
+                .create_volume(VolumeCreateRequest {
+                    name: Some(name.into()),
+                    labels: Some(fields),
+                    ..Default::default()
+                })
+                .await?
+                .labels),
+            Engine::Kubernetes(cluster) => cluster.create_pointer(name, fields).await,
+        }
+    }
+
+    async fn data_exists(&self, name: &str) -> Result<bool, SandboxError> {
+        match &self.engine {
+            Engine::Docker(docker) => match docker.inspect_volume(name).await {
+                Ok(_) => Ok(true),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(false),
+                Err(e) => Err(e.into()),
+            },
+            Engine::Kubernetes(cluster) => cluster.claim_exists(name).await,
+        }
+    }
+
+    async fn create_data(
+        &self,
+        name: &str,
+        fields: HashMap<String, String>,
+    ) -> Result<(), SandboxError> {
+        match &self.engine {
+            Engine::Docker(docker) => {
+                docker
+                    .create_volume(VolumeCreateRequest {
+                        name: Some(name.into()),
+                        labels: Some(fields),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(())
+            }
+            Engine::Kubernetes(cluster) => {
+                cluster
+                    .create_claim(name, fields, self.limits.work_bytes)
+                    .await
+            }
+        }
+    }
+
+    async fn remove_pointer(&self, name: &str) {
+        self.remove_cache_object(name, true, true).await;
+    }
+
+    async fn remove_data(&self, name: &str) {
+        self.remove_cache_object(name, false, true).await;
+    }
+
+    /// Removes a pointer or a data volume; `false` when it stays (Docker refuses to remove a
+    /// volume a container uses, unless forced).
+    async fn remove_cache_object(&self, name: &str, pointer: bool, force: bool) -> bool {
+        match &self.engine {
+            Engine::Docker(docker) => docker
+                .remove_volume(
+                    name,
+                    Some(RemoveVolumeOptionsBuilder::default().force(force).build()),
+                )
+                .await
+                .is_ok(),
+            Engine::Kubernetes(cluster) => cluster.delete_cache_object(name, pointer).await,
+        }
+    }
+
+    /// Every cache object (pointers and data) of `scope`, or all, with its fields.
+    async fn cache_objects(
+        &self,
+        scope: Option<&str>,
+    ) -> Result<Vec<(String, HashMap<String, String>)>, SandboxError> {
+        let only = scope.map(scope_hash);
+        let all = match &self.engine {
+            Engine::Docker(docker) => {
+                let label = match &only {
+                    Some(hash) => format!("{SCOPE_LABEL}={hash}"),
+                    None => KEY_LABEL.to_string(),
+                };
+                docker
+                    .list_volumes(Some(
+                        ListVolumesOptionsBuilder::default()
+                            .filters(&HashMap::from([("label", vec![label.as_str()])]))
+                            .build(),
+                    ))
+                    .await?
+                    .volumes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|v| (v.name, v.labels))
+                    .collect::<Vec<_>>()
+            }
+            Engine::Kubernetes(cluster) => cluster.cache_objects().await?,
+        };
+        Ok(all
+            .into_iter()
+            .filter(|(_, fields)| fields.contains_key(KEY_LABEL))
+            .filter(|(_, fields)| {
+                only.as_ref()
+                    .is_none_or(|hash| fields.get(SCOPE_LABEL) == Some(hash))
+            })
+            .collect())
     }
 
     /// Removes dependency caches (of one repository's `scope`, or all): unreferenced data
@@ -268,21 +363,7 @@ impl Sandbox {
         max_age: Duration,
         max_bytes: u64,
     ) -> Result<usize, SandboxError> {
-        let only = scope.map(|s| format!("{SCOPE_LABEL}={}", scope_hash(s)));
-        let label = only.as_deref().unwrap_or(KEY_LABEL);
-        // The Kubernetes backend keeps no caches.
-        let Some(docker) = self.docker() else {
-            return Ok(0);
-        };
-        let volumes = docker
-            .list_volumes(Some(
-                ListVolumesOptionsBuilder::default()
-                    .filters(&HashMap::from([("label", vec![label])]))
-                    .build(),
-            ))
-            .await?
-            .volumes
-            .unwrap_or_default();
+        let volumes = self.cache_objects(scope).await?;
         let now = now_secs();
         let created = |labels: &HashMap<String, String>| {
             labels
@@ -292,42 +373,36 @@ impl Sandbox {
         };
         let mut pointers: Vec<_> = volumes
             .iter()
-            .filter(|v| v.labels.contains_key(DATA_LABEL))
+            .filter(|(_, labels)| labels.contains_key(DATA_LABEL))
             .collect();
-        pointers.sort_by_key(|v| std::cmp::Reverse(created(&v.labels)));
+        pointers.sort_by_key(|(_, labels)| std::cmp::Reverse(created(labels)));
         let mut removed = 0;
         let mut kept_bytes = 0u64;
         let mut referenced = Vec::new();
-        for p in pointers {
-            let bytes: u64 = p
-                .labels
+        for (name, labels) in pointers {
+            let bytes: u64 = labels
                 .get(BYTES_LABEL)
                 .and_then(|b| b.parse().ok())
                 .unwrap_or(0);
-            let old = now.saturating_sub(created(&p.labels)) >= max_age.as_secs();
+            let old = now.saturating_sub(created(labels)) >= max_age.as_secs();
             if old || kept_bytes.saturating_add(bytes) > max_bytes {
-                let data = p.labels.get(DATA_LABEL).cloned().unwrap_or_default();
-                let gone = docker
-                    .remove_volume(
-                        &data,
-                        None::<bollard::query_parameters::RemoveVolumeOptions>,
-                    )
-                    .await;
-                if gone.is_ok() {
-                    self.remove_volume(&p.name).await;
+                let data = labels.get(DATA_LABEL).cloned().unwrap_or_default();
+                // Not forced: a cache a running sandbox mounts is kept.
+                if self.remove_cache_object(&data, false, false).await {
+                    self.remove_pointer(name).await;
                     removed += 1;
                     continue;
                 }
             }
             kept_bytes = kept_bytes.saturating_add(bytes);
-            referenced.extend(p.labels.get(DATA_LABEL).cloned());
+            referenced.extend(labels.get(DATA_LABEL).cloned());
         }
-        for v in volumes
+        for (name, labels) in volumes
             .iter()
-            .filter(|v| !v.labels.contains_key(DATA_LABEL))
+            .filter(|(_, labels)| !labels.contains_key(DATA_LABEL))
         {
-            if !referenced.contains(&v.name) && now.saturating_sub(created(&v.labels)) > 3600 {
-                self.remove_volume(&v.name).await;
+            if !referenced.contains(name) && now.saturating_sub(created(labels)) > 3600 {
+                self.remove_data(name).await;
             }
         }
         Ok(removed)
