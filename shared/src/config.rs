@@ -517,6 +517,8 @@ mod tests {
         for name in [
             "SELFHEAL_SANDBOX_NAMESPACE",
             "SELFHEAL_SANDBOX_RUNTIME_CLASS",
+            "SELFHEAL_SANDBOX_CACHE_STORAGE_CLASS",
+            "SELFHEAL_SANDBOX_CACHE_ACCESS_MODE",
         ] {
             let err = with(&[(name, "x")]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
@@ -524,6 +526,14 @@ mod tests {
         // On a cluster the images come from a registry, and the worker's toolchain stays home.
         let err = with(&kubernetes[..3]).unwrap_err();
         assert!(err.to_string().contains("SELFHEAL_SANDBOX_IMAGE"), "{err}");
+        let mut bad_mode = kubernetes.to_vec();
+        bad_mode.push(("SELFHEAL_SANDBOX_CACHE_ACCESS_MODE", "ReadWriteSometimes"));
+        let err = with(&bad_mode).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("SELFHEAL_SANDBOX_CACHE_ACCESS_MODE"),
+            "{err}"
+        );
         let mut with_rust = kubernetes.to_vec();
         with_rust.push(("SELFHEAL_SANDBOX_RUST_TOOLCHAIN", "/opt/rust"));
         let err = with(&with_rust).unwrap_err();
