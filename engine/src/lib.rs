@@ -4,6 +4,7 @@
 //! (nothing here reads the environment); the sandbox image recipe and the default merge
 //! policy are carried inside the library.
 
+pub mod ai;
 pub mod changes;
 pub mod diagnose;
 pub mod heal;

@@ -1,0 +1,243 @@
+//! Anthropic's Messages API, streamed (https://docs.anthropic.com/en/api/messages-streaming):
+//! the answer is a forced tool call whose input is the structured answer, arriving as
+//! `input_json_delta` fragments; the instructions are a cached system block.
+
+use std::collections::HashMap;
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+use super::{
+    excerpt, retry_after, retryable, AiError, Attempt, Completion, ModelConfig, Prompt, Retry,
+    Usage,
+};
+
+const VERSION: &str = "2023-06-01";
+/// The tool whose input is the answer.
+pub(super) const TOOL: &str = "propose_fix";
+
+fn body(config: &ModelConfig, prompt: &Prompt, schema: &Value) -> Value {
+    json!({
+        "model": config.model,
+        "max_tokens": config.max_output_tokens,
+        "stream": true,
+        // The stable prefix, marked for the prompt cache: later requests read it at a tenth
+        // of the price.
+        "system": [{"type": "text", "text": prompt.system, "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": prompt.user}],
+        "tools": [{
+            "name": TOOL,
+            "description": "Propose the fix for the failing build, in the required shape.",
+            "input_schema": schema,
+        }],
+        "tool_choice": {"type": "tool", "name": TOOL},
+    })
+}
+
+pub(super) async fn attempt(
+    http: &reqwest::Client,
+    config: &ModelConfig,
+    base_url: &str,
+    api_key: &SecretString,
+    prompt: &Prompt,
+    schema: &Value,
+) -> Result<Attempt, AiError> {
+    let url = format!("{}/v1/messages", base_url.trim_end_matches('/'));
+    let response = http
+        .post(url)
+        .header("x-api-key", api_key.expose_secret())
+        .header("anthropic-version", VERSION)
+        .timeout(config.request_timeout)
+        .json(&body(config, prompt, schema))
+        .send()
+        .await
+        .map_err(reqwest::Error::without_url)?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let after = retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        let error: Value = serde_json::from_str(&text).unwrap_or_default();
+        let kind = error["error"]["type"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string();
+        let message = error["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| excerpt(&text));
+        return if retryable(status) {
+            Ok(Attempt::Again(Retry {
+                status,
+                kind,
+                message,
+                after,
+            }))
+        } else {
+            Err(AiError::Refused {
+                status,
+                kind,
+                message,
+            })
+        };
+    }
+    read_stream(response, config).await
+}
+
+/// Reads the events to `message_stop`, every documented type handled and unknown ones passed
+/// over (the API may add types).
+async fn read_stream(
+    response: reqwest::Response,
+    config: &ModelConfig,
+) -> Result<Attempt, AiError> {
+    let mut events = response.bytes_stream().eventsource();
+    let mut blocks: HashMap<u64, String> = HashMap::new();
+    let mut text = String::new();
+    let mut tool_input = String::new();
+    let mut usage = Usage::default();
+    let mut stop_reason: Option<String> = None;
+    let cut = |why: String| {
+        Ok(Attempt::Again(Retry {
+            status: 200,
+            kind: "stream_cut".into(),
+            message: why,
+            after: None,
+        }))
+    };
+    loop {
+        let event = match events.next().await {
+            Some(Ok(event)) => event,
+            Some(Err(e)) => return cut(format!("the stream broke: {e}")),
+            None => return cut("the stream ended before message_stop".into()),
+        };
+        let data: Value = match serde_json::from_str(&event.data) {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(AiError::Malformed(format!(
+                    "event {} is not JSON: {e}",
+                    event.event
+                )))
+            }
+        };
+        match event.event.as_str() {
+            "message_start" => {
+                let u = &data["message"]["usage"];
+                usage.input_tokens = u["input_tokens"].as_u64().unwrap_or(0);
+                usage.output_tokens = u["output_tokens"].as_u64().unwrap_or(0);
+                usage.cached_input_tokens = u["cache_read_input_tokens"].as_u64().unwrap_or(0);
+                usage.cache_write_tokens = u["cache_creation_input_tokens"].as_u64().unwrap_or(0);
+            }
+            "content_block_start" => {
+                let index = data["index"].as_u64().unwrap_or(0);
+                let kind = data["content_block"]["type"].as_str().unwrap_or_default();
+                blocks.insert(index, kind.to_string());
+                if kind == "text" {
+                    text.push_str(data["content_block"]["text"].as_str().unwrap_or_default());
+                }
+            }
+            "content_block_delta" => {
+                let index = data["index"].as_u64().unwrap_or(0);
+                let delta = &data["delta"];
+                match (
+                    blocks.get(&index).map(String::as_str),
+                    delta["type"].as_str(),
+                ) {
+                    (Some("text"), Some("text_delta")) => {
+                        text.push_str(delta["text"].as_str().unwrap_or_default())
+                    }
+                    (Some("tool_use"), Some("input_json_delta")) => {
+                        tool_input.push_str(delta["partial_json"].as_str().unwrap_or_default())
+                    }
+                    // Thinking, signatures, citations: not part of the answer.
+                    (Some(_), _) => {}
+                    (None, _) => {
+                        return Err(AiError::Malformed(format!(
+                            "a delta for block {index}, which never started"
+                        )))
+                    }
+                }
+            }
+            "content_block_stop" | "ping" => {}
+            "message_delta" => {
+                if let Some(reason) = data["delta"]["stop_reason"].as_str() {
+                    stop_reason = Some(reason.to_string());
+                }
+                // Cumulative: the last one counts.
+                if let Some(out) = data["usage"]["output_tokens"].as_u64() {
+                    usage.output_tokens = out;
+                }
+            }
+            "message_stop" => break,
+            "error" => {
+                let kind = data["error"]["type"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_string();
+                let message = data["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                // An overload or a server error after the stream started: the whole request is
+                // asked again (nothing of a partial answer is kept).
+                return match kind.as_str() {
+                    "overloaded_error" | "api_error" | "rate_limit_error" => {
+                        Ok(Attempt::Again(Retry {
+                            status: if kind == "overloaded_error" { 529 } else { 500 },
+                            kind,
+                            message,
+                            after: None,
+                        }))
+                    }
+                    _ => Err(AiError::Refused {
+                        status: 200,
+                        kind,
+                        message,
+                    }),
+                };
+            }
+            _ => {}
+        }
+    }
+    match stop_reason.as_deref() {
+        Some("max_tokens") => return Err(AiError::OverBudget(config.max_output_tokens)),
+        Some("refusal") => return Err(AiError::Declined("refusal".into())),
+        _ => {}
+    }
+    let json = if tool_input.trim().is_empty() {
+        text
+    } else {
+        tool_input
+    };
+    Ok(Attempt::Done(Completion {
+        json,
+        usage,
+        requests: 0,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_forces_the_answer_tool_and_caches_the_instructions() {
+        let config = ModelConfig::new(
+            super::super::Provider::OpenAiCompatible {
+                base_url: String::new(),
+                api_key: None,
+            },
+            "claude-x",
+        );
+        let prompt = Prompt {
+            system: "instructions".into(),
+            user: "the failure".into(),
+        };
+        let b = body(&config, &prompt, &json!({"type": "object"}));
+        assert_eq!(b["stream"], true);
+        assert_eq!(b["max_tokens"], 8192);
+        assert_eq!(b["system"][0]["cache_control"]["type"], "ephemeral");
+        assert_eq!(b["tool_choice"]["name"], TOOL);
+        assert_eq!(b["tools"][0]["input_schema"]["type"], "object");
+    }
+}

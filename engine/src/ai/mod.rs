@@ -1,0 +1,198 @@
+//! The model services a fix may be asked of when no deterministic strategy applies: Anthropic's
+//! Messages API (streamed) and OpenAI-compatible chat completions (hosted, or a local
+//! llama.cpp, vLLM or Ollama server). One request, one answer: the caller builds the prompt and
+//! checks the answer ([`answer`]); this module carries it there and back, within a token budget,
+//! retrying what the services say to retry.
+//!
+//! Not yet wired into the pipeline (issue 15): nothing calls [`complete`] outside its tests.
+
+pub mod answer;
+mod anthropic;
+mod openai;
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Serialize;
+
+/// Which service, where, and with what key.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    /// `ANTHROPIC_BASE_URL` (default `https://api.anthropic.com`), `ANTHROPIC_API_KEY`.
+    Anthropic {
+        base_url: String,
+        api_key: SecretString,
+    },
+    /// `OPENAI_BASE_URL` as the official SDKs take it (`…/v1`; requests go to
+    /// `{base}/chat/completions`), `OPENAI_API_KEY` when the server wants one.
+    OpenAiCompatible {
+        base_url: String,
+        api_key: Option<SecretString>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub provider: Provider,
+    pub model: String,
+    /// The answer may use at most this many tokens; an answer cut off there is refused.
+    pub max_output_tokens: u32,
+    /// Retries after a rate limit, an overload, a server error or a stream cut short.
+    pub max_retries: u32,
+    /// The first wait when the service does not say how long (doubled each time).
+    pub backoff: Duration,
+    /// The longest wait a `retry-after` is honoured for; a longer one fails the request.
+    pub max_wait: Duration,
+    pub request_timeout: Duration,
+}
+
+impl ModelConfig {
+    pub fn new(provider: Provider, model: impl Into<String>) -> ModelConfig {
+        ModelConfig {
+            provider,
+            model: model.into(),
+            max_output_tokens: 8192,
+            max_retries: 3,
+            backoff: Duration::from_secs(2),
+            max_wait: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What is asked: a stable prefix (the instructions and the answer's contract, the same for
+/// every request and so cached by services that cache) and this failure's particulars.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    pub system: String,
+    pub user: String,
+}
+
+/// Tokens as the service counted them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Read from the service's prompt cache.
+    pub cached_input_tokens: u64,
+    /// Written to it (Anthropic).
+    pub cache_write_tokens: u64,
+}
+
+/// A complete answer.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The structured answer's JSON, as the service produced it (a forced tool's input, or the
+    /// message's content under a JSON schema).
+    pub json: String,
+    pub usage: Usage,
+    /// How many requests it took (1 without retries).
+    pub requests: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AiError {
+    #[error("the model service is unreachable: {0}")]
+    Http(#[from] reqwest::Error),
+    /// A refusal the service gave (bad request, key, permission, model), not retried.
+    #[error("the model service refused the request ({status} {kind}): {message}")]
+    Refused {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+    /// Still rate-limited, overloaded or failing after every retry.
+    #[error(
+        "the model service is unavailable after {requests} requests ({status} {kind}): {message}"
+    )]
+    Unavailable {
+        requests: u32,
+        status: u16,
+        kind: String,
+        message: String,
+    },
+    #[error("the model service asks to wait {0:?}, more than allowed")]
+    WaitTooLong(Duration),
+    /// The answer reached the token budget before it ended.
+    #[error("the answer was cut off at the budget of {0} output tokens")]
+    OverBudget(u32),
+    #[error("the model declined to answer ({0})")]
+    Declined(String),
+    #[error("the model service's answer does not follow its documented format: {0}")]
+    Malformed(String),
+}
+
+/// A try that may be made again, and how long to wait first (the service's word, if any).
+struct Retry {
+    status: u16,
+    kind: String,
+    message: String,
+    after: Option<Duration>,
+}
+
+enum Attempt {
+    Done(Completion),
+    Again(Retry),
+}
+
+/// Sends `prompt` and returns the structured answer's JSON, retrying 429, 529, 5xx and
+/// streams cut short with backoff (honouring `retry-after`).
+pub async fn complete(
+    http: &reqwest::Client,
+    config: &ModelConfig,
+    prompt: &Prompt,
+    schema: &serde_json::Value,
+) -> Result<Completion, AiError> {
+    let mut wait = config.backoff;
+    let mut requests = 0;
+    loop {
+        requests += 1;
+        let attempt = match &config.provider {
+            Provider::Anthropic { base_url, api_key } => {
+                anthropic::attempt(http, config, base_url, api_key, prompt, schema).await?
+            }
+            Provider::OpenAiCompatible { base_url, api_key } => {
+                openai::attempt(http, config, base_url, api_key.as_ref(), prompt, schema).await?
+            }
+        };
+        let retry = match attempt {
+            Attempt::Done(mut done) => {
+                done.requests = requests;
+                return Ok(done);
+            }
+            Attempt::Again(retry) => retry,
+        };
+        if requests > config.max_retries {
+            return Err(AiError::Unavailable {
+                requests,
+                status: retry.status,
+                kind: retry.kind,
+                message: retry.message,
+            });
+        }
+        let pause = retry.after.unwrap_or(wait);
+        if pause > config.max_wait {
+            return Err(AiError::WaitTooLong(pause));
+        }
+        tracing::info!(status = retry.status, kind = %retry.kind, wait_ms = pause.as_millis() as u64, "the model service asks to try again");
+        tokio::time::sleep(pause).await;
+        wait = (wait * 2).min(config.max_wait);
+    }
+}
+
+/// Statuses both services document as worth another try.
+fn retryable(status: u16) -> bool {
+    matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529)
+}
+
+/// `retry-after` in seconds (both services send seconds; an HTTP date is not waited on).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// A service's error body, kept short: it is logged and recorded.
+fn excerpt(body: &str) -> String {
+    body.chars().filter(|c| !c.is_control()).take(500).collect()
+}

@@ -1,0 +1,106 @@
+//! OpenAI-compatible chat completions (https://platform.openai.com/docs/api-reference/chat):
+//! the answer is the message's content under a strict JSON schema (`response_format`), which
+//! OpenAI, vLLM, llama.cpp's server and Ollama all take.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+use super::{
+    excerpt, retry_after, retryable, AiError, Attempt, Completion, ModelConfig, Prompt, Retry,
+    Usage,
+};
+
+fn body(config: &ModelConfig, prompt: &Prompt, schema: &Value) -> Value {
+    json!({
+        "model": config.model,
+        "max_tokens": config.max_output_tokens,
+        // The stable prefix first: services that cache prompts (OpenAI's automatic cache,
+        // vLLM's prefix cache) reuse it.
+        "messages": [
+            {"role": "system", "content": prompt.system},
+            {"role": "user", "content": prompt.user},
+        ],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": super::anthropic::TOOL, "strict": true, "schema": schema},
+        },
+    })
+}
+
+pub(super) async fn attempt(
+    http: &reqwest::Client,
+    config: &ModelConfig,
+    base_url: &str,
+    api_key: Option<&SecretString>,
+    prompt: &Prompt,
+    schema: &Value,
+) -> Result<Attempt, AiError> {
+    let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
+    let mut request = http
+        .post(url)
+        .timeout(config.request_timeout)
+        .json(&body(config, prompt, schema));
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key.expose_secret());
+    }
+    let response = request.send().await.map_err(reqwest::Error::without_url)?;
+    let status = response.status().as_u16();
+    let after = retry_after(response.headers());
+    let text = response.text().await.map_err(reqwest::Error::without_url)?;
+    if status != 200 {
+        let error: Value = serde_json::from_str(&text).unwrap_or_default();
+        let kind = error["error"]["type"]
+            .as_str()
+            .or(error["error"]["code"].as_str())
+            .unwrap_or("unknown")
+            .to_string();
+        let message = error["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| excerpt(&text));
+        return if retryable(status) {
+            Ok(Attempt::Again(Retry {
+                status,
+                kind,
+                message,
+                after,
+            }))
+        } else {
+            Err(AiError::Refused {
+                status,
+                kind,
+                message,
+            })
+        };
+    }
+    let answer: Value = serde_json::from_str(&text)
+        .map_err(|e| AiError::Malformed(format!("the completion is not JSON: {e}")))?;
+    let choice = &answer["choices"][0];
+    if choice.is_null() {
+        return Err(AiError::Malformed("the completion has no choices".into()));
+    }
+    match choice["finish_reason"].as_str() {
+        Some("length") => return Err(AiError::OverBudget(config.max_output_tokens)),
+        Some("content_filter") => return Err(AiError::Declined("content_filter".into())),
+        _ => {}
+    }
+    if let Some(refusal) = choice["message"]["refusal"].as_str() {
+        return Err(AiError::Declined(excerpt(refusal)));
+    }
+    let Some(content) = choice["message"]["content"].as_str() else {
+        return Err(AiError::Malformed("the message has no content".into()));
+    };
+    let u = &answer["usage"];
+    Ok(Attempt::Done(Completion {
+        json: content.to_string(),
+        usage: Usage {
+            input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+            output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+            cached_input_tokens: u["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0),
+            cache_write_tokens: 0,
+        },
+        requests: 0,
+    }))
+}
