@@ -450,11 +450,7 @@ async fn the_cluster_refusing_says_why() {
     all_gone(&k).await;
 }
 
-#[tokio::test]
-async fn locked_dependencies_are_fetched_once_into_a_claim_that_runs_mount_read_only() {
-    image_ready().await;
-    let k = standin().await;
-    let sb = sandbox(&k, Limits::default());
+fn python_deps() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/python-deps");
     let copied = std::process::Command::new("cp")
@@ -464,6 +460,34 @@ async fn locked_dependencies_are_fetched_once_into_a_claim_that_runs_mount_read_
         .status()
         .unwrap();
     assert!(copied.success());
+    dir
+}
+
+#[tokio::test]
+async fn without_a_storage_class_the_fetch_says_so_at_once() {
+    let k = standin().await;
+    k.without_default_storage_class();
+    let sb = sandbox(&k, Limits::default());
+    let dir = python_deps();
+    let (_, outcome) = sb.prepare(dir.path(), "o/r").await.unwrap();
+    let Outcome::Failed { reason, .. } = &outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(
+        reason.contains("SELFHEAL_SANDBOX_CACHE_STORAGE_CLASS"),
+        "{reason}"
+    );
+    // No fetch was started, and the claim that could never bind is gone.
+    assert!(k.jobs().is_empty() && k.admitted_pods().is_empty());
+    assert_eq!(k.config_maps_and_claims(), (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn locked_dependencies_are_fetched_once_into_a_claim_that_runs_mount_read_only() {
+    image_ready().await;
+    let k = standin().await;
+    let sb = sandbox(&k, Limits::default());
+    let dir = python_deps();
 
     let (prepared, outcome) = sb.prepare(dir.path(), "o/r").await.unwrap();
     let Outcome::Ready { cache, .. } = &outcome else {

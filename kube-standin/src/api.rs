@@ -677,6 +677,12 @@ async fn create_claim(
             return refused;
         }
         stamp(&cluster, &mut objects, &mut claim, &ns);
+        // The DefaultStorageClass admission plugin.
+        if claim["spec"]["storageClassName"].is_null() {
+            if let Some(default) = cluster.default_storage_class.lock().unwrap().clone() {
+                claim["spec"]["storageClassName"] = json!(default);
+            }
+        }
         claim["spec"]["volumeName"] = json!(volume);
         claim["status"] = json!({"phase": "Bound", "accessModes": modes,
             "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]}});

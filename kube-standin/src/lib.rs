@@ -55,6 +55,8 @@ struct Cluster {
     isolated: Option<(String, String)>,
     /// The RuntimeClasses the cluster has: a pod naming another is refused at admission.
     runtime_classes: Vec<String>,
+    /// The StorageClass admission gives a claim that names none (`standard`, or none).
+    default_storage_class: Mutex<Option<String>>,
     docker: bollard::Docker,
     objects: Mutex<Objects>,
 }
@@ -95,6 +97,7 @@ pub async fn spawn(
         token: token.into(),
         isolated: isolated.map(|(l, v)| (l.to_string(), v.to_string())),
         runtime_classes: runtime_classes.iter().map(|r| r.to_string()).collect(),
+        default_storage_class: Mutex::new(Some("standard".into())),
         docker,
         objects: Mutex::new(Objects::default()),
     });
@@ -133,6 +136,11 @@ impl KubeStandIn {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{}\"}}\nusers:\n- name: u\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: {}}}\ncurrent-context: x\n",
             self.url, self.namespace
         )
+    }
+
+    /// Takes the cluster's default StorageClass away.
+    pub fn without_default_storage_class(&self) {
+        *self.cluster.default_storage_class.lock().unwrap() = None;
     }
 
     /// The spec of every pod admitted so far.

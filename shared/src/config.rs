@@ -373,13 +373,12 @@ fn sandbox_backend<F: Fn(&str) -> Option<String>>(
                 cache_storage_class: storage_class.map(|c| c.trim().to_string()),
                 cache_access_mode: match access_mode.as_deref().map(str::trim) {
                     None => "ReadWriteOnce".into(),
-                    Some(m @ ("ReadWriteOnce" | "ReadWriteMany" | "ReadOnlyMany")) => m.into(),
+                    // The fetch writes the claim: ReadOnlyMany cannot be one.
+                    Some(m @ ("ReadWriteOnce" | "ReadWriteMany")) => m.into(),
                     Some(other) => {
                         return Err(ConfigError::Malformed {
                             name: "SELFHEAL_SANDBOX_CACHE_ACCESS_MODE",
-                            reason: format!(
-                                "{other:?}: ReadWriteOnce, ReadWriteMany or ReadOnlyMany"
-                            ),
+                            reason: format!("{other:?}: ReadWriteOnce or ReadWriteMany"),
                         })
                     }
                 },

@@ -67,7 +67,7 @@ pub struct ClusterConfig {
     /// The StorageClass of the dependency caches' claims (`None`: the cluster's default).
     pub cache_storage_class: Option<String>,
     /// Their access mode: `ReadWriteOnce` serves a single node; runs spread over several nodes
-    /// need a class that offers `ReadWriteMany` (or `ReadOnlyMany`).
+    /// need a class that offers `ReadWriteMany` (the fetch writes the claim).
     pub cache_access_mode: String,
 }
 
@@ -215,7 +215,16 @@ impl Cluster {
             }),
             ..Default::default()
         };
-        self.claims().create(&PostParams::default(), &claim).await?;
+        let made = self.claims().create(&PostParams::default(), &claim).await?;
+        // Admission fills in the default StorageClass; none there means the claim would stay
+        // Pending and every fetch wait out its start timeout.
+        let class = made.spec.and_then(|s| s.storage_class_name);
+        if class.is_none() {
+            self.delete_cache_object(name, false).await;
+            return Err(SandboxError::Unstartable(
+                "the cluster has no default StorageClass for the dependency caches: set SELFHEAL_SANDBOX_CACHE_STORAGE_CLASS".into(),
+            ));
+        }
         Ok(())
     }
 

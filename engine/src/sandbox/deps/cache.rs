@@ -44,6 +44,19 @@ fn resolved_label(resolved: &[String]) -> String {
     out
 }
 
+/// A pointer's data volume and digest as selfheal writes them.
+fn sound_pointer(volume: &str, digest: &str) -> bool {
+    let hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let data = volume.strip_prefix("selfheal-depsdata-").and_then(|rest| {
+        let (key, nonce) = rest.split_once('-')?;
+        Some(key.len() == 12 && nonce.len() == 8 && hex(key) && hex(nonce))
+    });
+    data == Some(true) && digest.len() == 64 && hex(digest)
+}
+
 fn pointer_name(key: &str) -> String {
     format!("selfheal-deps-{key}")
 }
@@ -84,6 +97,12 @@ impl Sandbox {
         else {
             return Ok(None);
         };
+        // What a pointer says reaches a shell line (the digest check) and a mount: only the
+        // shapes selfheal writes are taken; anything else is fetched again.
+        if !sound_pointer(volume, digest) {
+            self.remove_pointer(&pointer_name(&plan.key)).await;
+            return Ok(None);
+        }
         if !self.data_exists(volume).await? {
             // Its data was pruned under it: forget the pointer and fetch again.
             self.remove_pointer(&pointer_name(&plan.key)).await;
@@ -121,7 +140,18 @@ impl Sandbox {
             (SCOPE_LABEL.to_string(), plan.scope.clone()),
             (CREATED_LABEL.to_string(), now_secs().to_string()),
         ]);
-        self.create_data(&data, labels).await?;
+        match self.create_data(&data, labels).await {
+            Ok(()) => {}
+            // A namespace quota on claims or storage: recorded on the run, not retried.
+            Err(SandboxError::Kubernetes(kube::Error::Api(e))) if e.code == 403 => {
+                return Ok(Err(format!(
+                    "the cluster refused a claim for the dependency cache: {} (prune the caches or raise the quota)",
+                    e.message
+                )));
+            }
+            Err(SandboxError::Unstartable(why)) => return Ok(Err(why)),
+            Err(e) => return Err(e),
+        }
         let script = format!(
             "{DIGEST}{}\nselfheal_deps_digest >/deps/.selfheal-digest\n{{ cat /deps/.selfheal-digest; du -sb /deps | cut -f1; head -n 200 /deps/resolved.txt 2>/dev/null; }} >/work/deps-report\n",
             plan.script
@@ -159,7 +189,13 @@ impl Sandbox {
             .unwrap_or(0);
         let resolved: Vec<String> = lines
             .take(200)
-            .map(|l| l.chars().take(200).collect())
+            .map(|l| {
+                // Package names come from the repository's lockfile: printable text only.
+                l.chars()
+                    .filter(|c| !c.is_control() || *c == '\t')
+                    .take(200)
+                    .collect()
+            })
             .collect();
         let Some(digest) = digest.filter(|d| {
             run.exit_code == 0 && d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())
@@ -198,11 +234,18 @@ impl Sandbox {
             .create_pointer(&pointer_name(&plan.key), pointer_labels)
             .await?;
         // Another worker's pointer may have won the race: use what it points at.
-        let (volume, digest) = match made.get(DATA_LABEL) {
-            Some(winner) if *winner != data => (
-                winner.clone(),
-                made.get(DIGEST_LABEL).cloned().unwrap_or(digest),
-            ),
+        let (volume, digest) = match (made.get(DATA_LABEL), made.get(DIGEST_LABEL)) {
+            (Some(winner), Some(winning)) if *winner != data => {
+                if !sound_pointer(winner, winning) {
+                    return Err(SandboxError::Input(format!(
+                        "the dependency pointer for {} is not one selfheal wrote",
+                        plan.key
+                    )));
+                }
+                // Ours lost: its volume goes now rather than at the next hourly prune.
+                self.remove_data(&data).await;
+                (winner.clone(), winning.clone())
+            }
             _ => (data, digest),
         };
         Ok(Ok(Ready {
@@ -354,9 +397,12 @@ impl Sandbox {
     }
 
     /// Removes dependency caches (of one repository's `scope`, or all): unreferenced data
-    /// volumes older than an hour (a crashed or losing fetch), caches older than `max_age`,
-    /// then the oldest until the rest fit in `max_bytes`. A cache mounted by a running
-    /// container is kept (Docker refuses). Returns how many caches were removed.
+    /// volumes older than an hour (a crashed fetch's), caches older than `max_age`, then the
+    /// oldest until the rest fit in `max_bytes` (on Kubernetes a claim counts what it
+    /// requested). On Docker a cache mounted by a running container is kept (Docker refuses);
+    /// on Kubernetes its claim is only marked for deletion and goes with its last pod, and a
+    /// run that then finds it gone fails its attempt, which prepares again. Returns how many
+    /// caches were removed.
     pub async fn prune_deps(
         &self,
         scope: Option<&str>,
@@ -380,10 +426,15 @@ impl Sandbox {
         let mut kept_bytes = 0u64;
         let mut referenced = Vec::new();
         for (name, labels) in pointers {
-            let bytes: u64 = labels
+            let measured: u64 = labels
                 .get(BYTES_LABEL)
                 .and_then(|b| b.parse().ok())
                 .unwrap_or(0);
+            // A claim holds what it requested, however little the fetch wrote in it.
+            let bytes = match &self.engine {
+                Engine::Kubernetes(_) => measured.max(self.limits.work_bytes as u64),
+                Engine::Docker(_) => measured,
+            };
             let old = now.saturating_sub(created(labels)) >= max_age.as_secs();
             if old || kept_bytes.saturating_add(bytes) > max_bytes {
                 let data = labels.get(DATA_LABEL).cloned().unwrap_or_default();
@@ -406,5 +457,38 @@ impl Sandbox {
             }
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sound_pointer;
+
+    #[test]
+    fn only_pointers_of_the_shape_selfheal_writes_are_taken() {
+        let digest = "ab".repeat(32);
+        assert!(sound_pointer(
+            "selfheal-depsdata-0123456789ab-89abcdef",
+            &digest
+        ));
+        // A digest that would end the shell test it is pasted into, a volume of someone
+        // else's, a short or upper-case digest.
+        assert!(!sound_pointer(
+            "selfheal-depsdata-0123456789ab-89abcdef",
+            "x ] || true; [ 1"
+        ));
+        assert!(!sound_pointer("kube-system-secrets", &digest));
+        assert!(!sound_pointer(
+            "selfheal-depsdata-0123456789ab-89abcdef",
+            "abc"
+        ));
+        assert!(!sound_pointer(
+            "selfheal-depsdata-0123456789ab-89abcdef",
+            &"AB".repeat(32)
+        ));
+        assert!(!sound_pointer(
+            "selfheal-depsdata-0123456789ab-89abcdef-x",
+            &digest
+        ));
     }
 }
