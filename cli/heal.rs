@@ -46,6 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = HealOptions {
         reproduce_runs: args.runs,
         validate_runs: args.runs,
+        assistant: None,
     };
     let progress = |msg: &str| eprintln!("… {msg}");
     let scope = format!("local:{}", repo.display());

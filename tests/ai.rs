@@ -272,3 +272,159 @@ async fn an_answer_outside_the_contract_is_refused_before_anything_uses_it() {
         Err(answer::AnswerError::Shape(_))
     ));
 }
+
+// The model strategy in the healing engine: a real compile error in the Docker sandbox, the
+// model's answers from the stand-in, checked, applied and validated.
+
+mod healing {
+    use super::*;
+    use selfheal_engine::heal::{self, Assistant, HealOptions, Strategy, Verdict};
+    use selfheal_engine::sandbox::{Images, Limits, Sandbox};
+    use selfheal_engine::workflow::StepCommand;
+
+    const DEPLOY_KEY: &str = "ghp_R2d2C3poBb8Ww1Xx9Yy0Zz7Qq6Pp5Oo4Nn3M";
+
+    /// An API change whose call site was not updated: `parse_port` gained a default.
+    fn broken_crate() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"ports\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(
+            dir.path().join("src/lib.rs"),
+            format!(
+                "pub fn parse_port(text: &str, default: u16) -> u16 {{\n    text.trim().parse().unwrap_or(default)\n}}\n\npub fn listen_address(host: &str, port_text: &str) -> String {{\n    format!(\"{{host}}:{{}}\", parse_port(port_text))\n}}\n\n// deploy key for the staging box: {DEPLOY_KEY}\n\n#[cfg(test)]\nmod tests {{\n    #[test]\n    fn falls_back_to_the_default() {{\n        assert_eq!(super::listen_address(\"localhost\", \"x\"), \"localhost:8080\");\n    }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        dir
+    }
+
+    const FIX: &str = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -5,3 +5,3 @@\n pub fn listen_address(host: &str, port_text: &str) -> String {\n-    format!(\"{host}:{}\", parse_port(port_text))\n+    format!(\"{host}:{}\", parse_port(port_text, 8080))\n }\n";
+
+    fn reply(patch: &str, path: &str) -> Reply {
+        let answer = json!({"root_cause": "parse_port now takes a default; listen_address still calls it with one argument",
+            "culprit_files": [{"path": path, "line": 6}], "confidence": 0.9, "patch": patch});
+        Reply::Events(anthropic_tool_answer(&answer.to_string(), "tool_use", 0))
+    }
+
+    fn options(s: &AiStandIn) -> HealOptions {
+        HealOptions {
+            reproduce_runs: 1,
+            validate_runs: 2,
+            assistant: Some(Assistant {
+                http: reqwest::Client::new(),
+                model: anthropic(s, KEY),
+                never_send: vec![KEY.to_string()],
+            }),
+        }
+    }
+
+    async fn heal(dir: &std::path::Path, options: &HealOptions) -> heal::HealReport {
+        let sandbox = Sandbox::connect(Images::Recipe, Limits::default())
+            .await
+            .expect("Docker (scripts/services.sh up)");
+        heal::heal(
+            &sandbox,
+            dir,
+            "local:ai",
+            &StepCommand::given("cargo test"),
+            None,
+            options,
+            &|_| {},
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_compile_error_is_fixed_by_the_models_patch_after_a_hallucinated_path_is_refused() {
+        let s = ai_standin::spawn(Some(KEY)).await;
+        // First an answer about a file that does not exist, then the fix.
+        s.push(reply(
+            &FIX.replace("src/lib.rs", "src/net.rs"),
+            "src/net.rs",
+        ));
+        s.push(reply(FIX, "src/lib.rs"));
+        let dir = broken_crate();
+        let report = heal(dir.path(), &options(&s)).await;
+        assert!(
+            matches!(report.verdict, Verdict::Fixed),
+            "{:?}",
+            report.verdict
+        );
+        assert_eq!(report.strategy, Strategy::AiPatch);
+        assert_eq!(report.after.as_ref().unwrap().passed, 2);
+        assert!(report
+            .patch
+            .as_deref()
+            .unwrap()
+            .contains("parse_port(port_text, 8080)"));
+        let ai = report.ai.as_ref().unwrap();
+        assert_eq!(ai.asked, 2);
+        assert!(ai.refused[0].contains("src/net.rs"), "{:?}", ai.refused);
+        assert_eq!(ai.usage.output_tokens, 178);
+
+        // What was sent: the failure and the culprit file, with no secret of the repository's
+        // or of selfheal's; the second request says why the first answer was refused.
+        let received = s.received();
+        assert_eq!(received.len(), 2);
+        for request in &received {
+            let body = request.body.to_string();
+            assert!(
+                body.contains("E0061") || body.contains("this function takes 2 arguments"),
+                "{body}"
+            );
+            assert!(body.contains("pub fn listen_address"), "{body}");
+            assert!(!body.contains(DEPLOY_KEY), "the deploy key was sent");
+            assert!(!body.contains(KEY), "the API key was sent in the prompt");
+        }
+        let second = received[1].body["messages"][0]["content"].as_str().unwrap();
+        assert!(
+            second.contains("Your previous answer was refused"),
+            "{second}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_patch_that_removes_the_test_is_refused_and_the_same_one_twice_stops() {
+        let s = ai_standin::spawn(Some(KEY)).await;
+        let cheat = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -13,4 +13,2 @@\n mod tests {\n-    #[test]\n-    fn falls_back_to_the_default() {\n+    fn falls_back_to_the_default() {\n";
+        s.push(reply(cheat, "src/lib.rs"));
+        s.push(reply(cheat, "src/lib.rs"));
+        let dir = broken_crate();
+        let report = heal(dir.path(), &options(&s)).await;
+        let Verdict::HandedOff { reason } = &report.verdict else {
+            panic!("{:?}", report.verdict);
+        };
+        assert!(
+            reason.contains("the same patch was proposed twice"),
+            "{reason}"
+        );
+        let ai = report.ai.as_ref().unwrap();
+        assert!(ai.refused[0].contains("removes a test"), "{:?}", ai.refused);
+        assert!(report.patch.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_patch_that_does_not_apply_is_asked_again_and_no_answer_is_handed_off() {
+        let s = ai_standin::spawn(Some(KEY)).await;
+        let stale = FIX.replace("parse_port(port_text))", "parse_port(port))");
+        s.push(reply(&stale, "src/lib.rs"));
+        let overloaded = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+        for _ in 0..4 {
+            s.push(Reply::Status(529, None, overloaded.clone()));
+        }
+        let dir = broken_crate();
+        let report = heal(dir.path(), &options(&s)).await;
+        let Verdict::HandedOff { reason } = &report.verdict else {
+            panic!("{:?}", report.verdict);
+        };
+        assert!(reason.contains("no answer"), "{reason}");
+        let ai = report.ai.as_ref().unwrap();
+        assert!(ai.refused[0].contains("does not apply"), "{:?}", ai.refused);
+    }
+}

@@ -63,6 +63,7 @@ async fn heal_it(repo: &Path) -> HealReport {
     let options = HealOptions {
         reproduce_runs: 1,
         validate_runs: 1,
+        assistant: None,
     };
     heal::heal(
         &sandbox,

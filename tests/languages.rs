@@ -333,6 +333,7 @@ async fn a_tampered_dependency_cache_is_refused_and_a_pruned_one_is_fetched_agai
         &HealOptions {
             reproduce_runs: 1,
             validate_runs: 1,
+            assistant: None,
         },
         &|_| {},
     )

@@ -223,6 +223,7 @@ pub async fn run(
         heal: heal::HealOptions {
             reproduce_runs: config.worker.reruns,
             validate_runs: config.worker.reruns,
+            assistant: None,
         },
         github: github.clone(),
         queue: queue.clone(),

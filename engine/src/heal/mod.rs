@@ -2,6 +2,7 @@
 //! deterministic strategy, produce a patch, and validate it (the command must fail before
 //! and pass after, N times). Used by the worker's stages and by `selfheal heal`.
 
+mod assist;
 mod guard;
 mod reruns;
 mod strategy;
@@ -11,6 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub use assist::{redact, AiEvidence, Assistant};
 pub use guard::refuses;
 pub use reruns::{rerun, Reruns};
 pub use strategy::{apply_diff, choose, fixer, revert_head, run_fixer, Made, Strategy};
@@ -27,6 +29,9 @@ pub struct HealOptions {
     pub reproduce_runs: usize,
     /// Runs after the patch: all must pass.
     pub validate_runs: usize,
+    /// The model service asked for a fix when no deterministic strategy applies; `None`: such
+    /// failures are handed off.
+    pub assistant: Option<Assistant>,
 }
 
 impl Default for HealOptions {
@@ -34,6 +39,7 @@ impl Default for HealOptions {
         HealOptions {
             reproduce_runs: 3,
             validate_runs: 3,
+            assistant: None,
         }
     }
 }
@@ -108,6 +114,9 @@ pub struct HealReport {
     pub after: Option<Evidence>,
     pub verdict: Verdict,
     pub elapsed_ms: u128,
+    /// What the model service was asked and answered, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ai: Option<AiEvidence>,
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -265,6 +274,7 @@ async fn propose_prepared(
         after: None,
         verdict,
         elapsed_ms: started.elapsed().as_millis(),
+        ai: None,
     };
 
     let mut diagnosis = match (ci_log, before.first_failure()) {
@@ -348,16 +358,45 @@ async fn propose_prepared(
     let made: Made = match (strategy, fix_cmd) {
         (Strategy::Rerun, _) => return Ok(report(diagnosis, strategy, None, Verdict::Rerun)),
         (Strategy::HandOff, _) => {
-            let reason = format!(
-                "no deterministic strategy for {} failures; AI strategies are not built yet",
-                diagnosis.class.as_str()
-            );
-            return Ok(report(
-                diagnosis,
-                strategy,
-                None,
-                Verdict::HandedOff { reason },
-            ));
+            let Some(assistant) = &options.assistant else {
+                let reason = format!(
+                    "no deterministic strategy for {} failures, and no model service is configured",
+                    diagnosis.class.as_str()
+                );
+                return Ok(report(
+                    diagnosis,
+                    strategy,
+                    None,
+                    Verdict::HandedOff { reason },
+                ));
+            };
+            let excerpt = before_evidence.excerpt.clone();
+            let (made, evidence) = assist::fix(
+                sandbox, repo, &diagnosis, command, &excerpt, assistant, progress,
+            )
+            .await?;
+            let strategy = Strategy::AiPatch;
+            let change = match made {
+                Ok(made) => made.and_then(|set| Ok((set.diff(repo)?, set))),
+                Err(reason) => {
+                    let mut r = report(diagnosis, strategy, None, Verdict::HandedOff { reason });
+                    r.ai = Some(evidence);
+                    return Ok(r);
+                }
+            };
+            let mut r = match change {
+                Ok(change) => report(diagnosis, strategy, Some(change), Verdict::Pending),
+                Err(refused) => report(
+                    diagnosis,
+                    strategy,
+                    None,
+                    Verdict::Rejected {
+                        reason: format!("the change the sandbox made is refused: {refused}"),
+                    },
+                ),
+            };
+            r.ai = Some(evidence);
+            return Ok(r);
         }
         (Strategy::RevertCulprit, _) => match revert_head(sandbox, repo).await? {
             Ok(made) => made,

@@ -20,7 +20,10 @@ pub enum Strategy {
     Rerun,
     /// Revert the commit that broke a green branch.
     RevertCulprit,
-    /// Nothing deterministic applies: for the AI strategies (not built yet).
+    /// A model service's patch, checked and applied in the sandbox.
+    AiPatch,
+    /// Nothing deterministic applies: a model service's patch when one is configured
+    /// ([`Strategy::AiPatch`]), else handed to people.
     HandOff,
 }
 
@@ -31,6 +34,7 @@ impl Strategy {
             Strategy::LintAutofix => "lint_autofix",
             Strategy::Rerun => "rerun",
             Strategy::RevertCulprit => "revert_culprit",
+            Strategy::AiPatch => "ai_patch",
             Strategy::HandOff => "hand_off",
         }
     }

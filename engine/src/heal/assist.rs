@@ -1,0 +1,383 @@
+//! The model strategy, for failures no deterministic strategy fixes and only when a model
+//! service is configured: the failure and the files it names go out (secrets redacted), a
+//! structured answer comes back, and its patch is checked here (paths that exist, no test
+//! deleted or skipped, nothing under `.github/`), then applied in the sandbox. What it makes
+//! is validated like every other fix. An answer that fails a check is asked again once, with
+//! the reason; the same patch twice is not asked a third time.
+
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::Serialize;
+
+use super::guard::refuses;
+use super::strategy::{apply_diff, Made};
+use crate::ai::{self, answer, AiError, ModelConfig, Prompt, Provider, Usage};
+use crate::diagnose::Diagnosis;
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::workflow::StepCommand;
+
+/// A configured model service.
+#[derive(Debug, Clone)]
+pub struct Assistant {
+    pub http: reqwest::Client,
+    pub model: ModelConfig,
+    /// Values never to send (the worker's own secrets, configured patterns' matches).
+    pub never_send: Vec<String>,
+}
+
+/// What the model was asked and answered, for the run's evidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct AiEvidence {
+    pub provider: &'static str,
+    pub model: String,
+    /// Answers asked for (1, or 2 when the first was refused).
+    pub asked: u32,
+    /// HTTP requests, retries included.
+    pub requests: u32,
+    pub usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_cause: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// Why an answer was refused, each time one was.
+    pub refused: Vec<String>,
+}
+
+const SYSTEM: &str = "You fix failing CI builds. You get the failing command, the diagnosis, \
+the log excerpt and the files the failure names. Find the root cause and propose the smallest \
+change to the repository's source that makes the command pass.\n\
+Rules: never delete, skip or weaken a test or an assertion; never touch files under .github/; \
+never silence the failure (no `|| true`, no lint allows); only name files that exist, by paths \
+relative to the repository root.\n\
+Answer only with the propose_fix tool (or the JSON object it describes): root_cause (a few \
+sentences), culprit_files (path and line or null), confidence (0 to 1), and patch: a unified \
+diff in git format (`diff --git a/P b/P`, `--- a/P`, `+++ b/P`, hunks with correct line \
+counts) that `git apply` accepts on the repository as given.";
+
+/// A file sent to the model may be this big; at most this many are sent.
+const FILE_CAP: usize = 48 * 1024;
+const FILES: usize = 4;
+
+static SECRETS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    [
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+        r"\bgh[pousr]_[A-Za-z0-9]{30,}",
+        r"\bgithub_pat_[A-Za-z0-9_]{22,}",
+        r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{20,}",
+        r"\bAKIA[0-9A-Z]{16}\b",
+        r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
+        r"\bAIza[0-9A-Za-z_\-]{35}\b",
+        r"(?i)\b(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)\b(\s*[=:]\s*)[\x22']?[^\s\x22']{6,}",
+    ]
+    .iter()
+    .map(|p| Regex::new(p).expect("static regex"))
+    .collect()
+});
+static WORDS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/=_\-]{32,}").expect("static regex"));
+
+/// Bits per character of `s`: random keys are near 6, words and identifiers far lower.
+fn entropy(s: &str) -> f64 {
+    let mut counts = [0usize; 256];
+    for b in s.bytes() {
+        counts[b as usize] += 1;
+    }
+    let n = s.len() as f64;
+    counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = *c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Text with everything secret-shaped replaced: known token formats, private keys, values
+/// assigned to secret-sounding names, long high-entropy strings, and the configured values.
+pub fn redact(text: &str, never_send: &[String]) -> String {
+    let mut out = text.to_string();
+    for value in never_send.iter().filter(|v| v.len() >= 4) {
+        out = out.replace(value.as_str(), "[REDACTED]");
+    }
+    for (i, pattern) in SECRETS.iter().enumerate() {
+        out = if i == SECRETS.len() - 1 {
+            // Keep the name and the operator: the model may need to see a setting exists.
+            pattern
+                .replace_all(&out, |c: &regex::Captures| {
+                    let start = c.get(0).map_or(0, |m| m.start());
+                    let keep = c.get(1).map_or(0, |m| m.end() - start);
+                    format!("{}[REDACTED]", &c[0][..keep])
+                })
+                .into_owned()
+        } else {
+            pattern.replace_all(&out, "[REDACTED]").into_owned()
+        };
+    }
+    WORDS
+        .replace_all(&out, |c: &regex::Captures| {
+            let word = &c[0];
+            // Hex digests (commit ids, lockfile checksums) are not secrets; random base64 is.
+            let hex = word.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex && entropy(word) > 4.5 {
+                "[REDACTED]".to_string()
+            } else {
+                word.to_string()
+            }
+        })
+        .into_owned()
+}
+
+/// A regular file inside `repo` (no link on the way), read within the cap.
+fn read_inside(repo: &Path, rel: &str) -> Option<String> {
+    let mut path = repo.to_path_buf();
+    for part in rel.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return None;
+        }
+        path.push(part);
+        if std::fs::symlink_metadata(&path)
+            .ok()?
+            .file_type()
+            .is_symlink()
+        {
+            return None;
+        }
+    }
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() || meta.len() as usize > FILE_CAP {
+        return None;
+    }
+    std::fs::read_to_string(&path).ok()
+}
+
+fn user_prompt(
+    diagnosis: &Diagnosis,
+    command: &StepCommand,
+    sandbox_excerpt: &str,
+    repo: &Path,
+) -> String {
+    let mut out = format!(
+        "Failing command: {}\nDiagnosis: {} ({})\n",
+        command.display,
+        diagnosis.class.as_str(),
+        diagnosis.tool.as_deref().unwrap_or("unknown tool")
+    );
+    if let Some(file) = &diagnosis.culprit_file {
+        out.push_str(&format!(
+            "Culprit: {file}{}\n",
+            diagnosis
+                .culprit_line
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default()
+        ));
+    }
+    if !diagnosis.failing_tests.is_empty() {
+        out.push_str(&format!(
+            "Failing tests: {}\n",
+            diagnosis.failing_tests.join(", ")
+        ));
+    }
+    out.push_str(&format!(
+        "\nCI log excerpt:\n```\n{}\n```\n\nThe same failure in the sandbox:\n```\n{}\n```\n",
+        diagnosis.excerpt, sandbox_excerpt
+    ));
+    // The culprit first, then other files the excerpts name.
+    let mut names: Vec<String> = diagnosis.culprit_file.iter().cloned().collect();
+    static PATHS: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"[A-Za-z0-9_\-./]+\.[A-Za-z0-9]{1,5}").expect("static regex"));
+    for text in [&diagnosis.excerpt, &sandbox_excerpt.to_string()] {
+        for m in PATHS.find_iter(text) {
+            let name = m.as_str().trim_start_matches("./").to_string();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    let mut sent = 0;
+    for name in names {
+        if sent == FILES {
+            break;
+        }
+        if let Some(content) = read_inside(repo, &name) {
+            out.push_str(&format!("\nFile {name}:\n```\n{content}\n```\n"));
+            sent += 1;
+        }
+    }
+    out
+}
+
+/// Why an answer is refused before the sandbox sees it, if it is.
+fn check(answer: &answer::Answer, repo: &Path) -> Result<(), String> {
+    let paths = answer::patched_paths(&answer.patch).map_err(|e| e.to_string())?;
+    for (path, created) in paths.iter().zip(created_files(&answer.patch)) {
+        if path.starts_with(".github/") {
+            return Err(format!("it changes {path}, a protected path"));
+        }
+        if !created && read_inside(repo, path).is_none() && !repo.join(path).is_file() {
+            return Err(format!("it changes {path}, which is not in the repository"));
+        }
+    }
+    for culprit in &answer.culprit_files {
+        if !repo.join(&culprit.path).exists() {
+            return Err(format!(
+                "it names {}, which is not in the repository",
+                culprit.path
+            ));
+        }
+    }
+    if let Some(why) = refuses(&answer.patch) {
+        return Err(format!("the patch {why}"));
+    }
+    Ok(())
+}
+
+/// For each file of a git diff, in order: whether the diff creates it.
+fn created_files(patch: &str) -> Vec<bool> {
+    let mut out = Vec::new();
+    let mut lines = patch.lines();
+    while let Some(line) = lines.next() {
+        if line.starts_with("diff --git ") {
+            let mut created = false;
+            for next in lines.by_ref() {
+                if next.starts_with("--- ") {
+                    created = next == "--- /dev/null";
+                    break;
+                }
+            }
+            out.push(created);
+        }
+    }
+    out
+}
+
+fn provider_name(model: &ModelConfig) -> &'static str {
+    match model.provider {
+        Provider::Anthropic { .. } => "anthropic",
+        Provider::OpenAiCompatible { .. } => "openai_compatible",
+    }
+}
+
+/// Asks the model for a fix and applies it in the sandbox: the change it made, or why there is
+/// none; and what was asked and spent.
+pub(super) async fn fix(
+    sandbox: &Sandbox,
+    repo: &Path,
+    diagnosis: &Diagnosis,
+    command: &StepCommand,
+    sandbox_excerpt: &str,
+    assistant: &Assistant,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(Result<Made, String>, AiEvidence), SandboxError> {
+    let mut evidence = AiEvidence {
+        provider: provider_name(&assistant.model),
+        model: assistant.model.model.clone(),
+        asked: 0,
+        requests: 0,
+        usage: Usage::default(),
+        root_cause: None,
+        confidence: None,
+        refused: Vec::new(),
+    };
+    let base = redact(
+        &user_prompt(diagnosis, command, sandbox_excerpt, repo),
+        &assistant.never_send,
+    );
+    let mut user = base.clone();
+    let mut last_patch: Option<String> = None;
+    let schema = answer::schema();
+    while evidence.asked < 2 {
+        evidence.asked += 1;
+        progress(&format!(
+            "asking {} ({}) for a fix{}",
+            evidence.provider,
+            evidence.model,
+            if evidence.asked > 1 { ", again" } else { "" }
+        ));
+        let prompt = Prompt {
+            system: SYSTEM.into(),
+            user: user.clone(),
+        };
+        let done = match ai::complete(&assistant.http, &assistant.model, &prompt, &schema).await {
+            Ok(done) => done,
+            Err(e) => return Ok((Err(ask_failed(&e)), evidence)),
+        };
+        evidence.requests += done.requests;
+        evidence.usage.input_tokens += done.usage.input_tokens;
+        evidence.usage.output_tokens += done.usage.output_tokens;
+        evidence.usage.cached_input_tokens += done.usage.cached_input_tokens;
+        evidence.usage.cache_write_tokens += done.usage.cache_write_tokens;
+        let refused = match answer::parse(&done.json) {
+            Err(e) => e.to_string(),
+            Ok(answer) => {
+                evidence.root_cause = Some(answer.root_cause.clone());
+                evidence.confidence = Some(answer.confidence);
+                if last_patch.as_deref() == Some(answer.patch.as_str()) {
+                    let why = "the same patch was proposed twice".to_string();
+                    evidence.refused.push(why.clone());
+                    return Ok((Err(why), evidence));
+                }
+                last_patch = Some(answer.patch.clone());
+                match check(&answer, repo) {
+                    Err(why) => why,
+                    Ok(()) => match apply_diff(sandbox, repo, &answer.patch).await? {
+                        Ok(made) => return Ok((Ok(made), evidence)),
+                        Err(output) => format!(
+                            "the patch does not apply: {}",
+                            output.lines().take(5).collect::<Vec<_>>().join(" / ")
+                        ),
+                    },
+                }
+            }
+        };
+        progress(&format!("the model's answer is refused: {refused}"));
+        evidence.refused.push(refused.clone());
+        user = format!(
+            "{base}\nYour previous answer was refused: {refused}\nAnswer again, following the rules."
+        );
+    }
+    let why = format!(
+        "the model's answers were refused: {}",
+        evidence.refused.join("; ")
+    );
+    Ok((Err(why), evidence))
+}
+
+fn ask_failed(e: &AiError) -> String {
+    format!("the model service gave no answer: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_and_ordinary_text_is_not() {
+        let text = "token = ghp_0123456789abcdefghijABCDEFGHIJ012345\n\
+            ANTHROPIC_API_KEY=sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz012345\n\
+            aws: AKIAIOSFODNN7EXAMPLE\n\
+            password: hunter22secret\n\
+            -----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\n\
+            random: Zx8Qp2Lm9Vt4Rk7Ws1Yn6Bd3Hf5Jc0Ga8Ue2Ox9\n\
+            commit 4f2a9c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 and error[E0308]: mismatched types\n\
+            the webhook secret is s3cr3t-value";
+        let out = redact(text, &["s3cr3t-value".into()]);
+        for secret in [
+            "ghp_0123456789",
+            "sk-ant-api03",
+            "AKIAIOSFODNN7EXAMPLE",
+            "hunter22secret",
+            "MIIEow",
+            "Zx8Qp2Lm9Vt4Rk7Ws1Yn6Bd3Hf5Jc0Ga8Ue2Ox9",
+            "s3cr3t-value",
+        ] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        // A commit id and the compiler's words stay: the model needs them.
+        assert!(out.contains("4f2a9c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39"));
+        assert!(out.contains("error[E0308]: mismatched types"));
+        assert!(out.contains("password: [REDACTED]"), "{out}");
+    }
+}
