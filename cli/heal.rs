@@ -46,7 +46,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = HealOptions {
         reproduce_runs: args.runs,
         validate_runs: args.runs,
-        assistant: None,
+        // The same variables a worker reads; none set, failures no strategy fixes are handed off.
+        assistant: selfheal_shared::config::ai_config(|k| std::env::var(k).ok())?
+            .map(|ai| selfheal_worker::assistant::assistant(&ai, Vec::new())),
     };
     let progress = |msg: &str| eprintln!("… {msg}");
     let scope = format!("local:{}", repo.display());

@@ -278,3 +278,42 @@ async fn python_black_with_pinned_requirements_healed_with_every_sandbox_a_kuber
         .count();
     assert!(runs_with_deps >= 5, "{runs_with_deps}");
 }
+
+/// A compile error no deterministic strategy fixes (an API change whose call site was not
+/// updated), healed with the model stand-in's recorded answer: checked, validated in the
+/// sandbox, delivered as a PR for review (a model's fix of a compile error is not auto-merged).
+#[tokio::test]
+async fn rust_compile_error_healed_by_the_models_answer_and_left_for_review() {
+    const KEY: &str = "sk-ant-e2e-0123456789abcdefghij";
+    let model = ai_standin::spawn(Some(KEY)).await;
+    let fix = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -9,3 +9,3 @@\n pub fn listen_address(host: &str, port_text: &str) -> String {\n-    format!(\"{host}:{}\", parse_port(port_text))\n+    format!(\"{host}:{}\", parse_port(port_text, 8080))\n }\n";
+    let answer = serde_json::json!({
+        "root_cause": "parse_port gained a default parameter; listen_address still calls it with one argument",
+        "culprit_files": [{"path": "src/lib.rs", "line": 10}], "confidence": 0.93, "patch": fix});
+    model.push(ai_standin::Reply::Events(
+        ai_standin::anthropic_tool_answer(&answer.to_string(), "tool_use", 0),
+    ));
+    let h = heal_with(
+        "rust-api-change",
+        "test",
+        1507,
+        &[
+            ("ANTHROPIC_API_KEY", KEY),
+            ("ANTHROPIC_BASE_URL", &model.url),
+        ],
+    )
+    .await;
+    assert_healed(&h, "ai_patch", "test", "src/lib.rs");
+    assert!(h.diff.contains("parse_port(port_text, 8080)"), "{}", h.diff);
+    assert_eq!(h.evidence["ai"]["asked"], 1, "{:#}", h.evidence);
+    assert_eq!(h.evidence["ai"]["provider"], "anthropic");
+    assert!(h.evidence["ai"]["usage"]["output_tokens"].as_u64() > Some(0));
+    assert!(h.pr_body.contains("proposed this change"), "{}", h.pr_body);
+    // The prompt had the failure and the file, and not the key.
+    let sent = model.received()[0].body.to_string();
+    assert!(
+        sent.contains("E0061") && sent.contains("fn listen_address"),
+        "{sent}"
+    );
+    assert!(!sent.contains(KEY));
+}

@@ -1,5 +1,9 @@
 //! Typed configuration, read once from the environment at start.
 
+mod ai;
+
+pub use ai::{ai_config, AiConfig, AiProvider};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -99,6 +103,8 @@ pub struct WorkerConfig {
     pub sandbox_rust_toolchain: Option<String>,
     /// Where the sandboxes run (`SELFHEAL_SANDBOX_BACKEND`).
     pub sandbox_backend: SandboxBackend,
+    /// The model service asked for fixes no deterministic strategy makes, if any.
+    pub ai: Option<AiConfig>,
     /// Dependency caches are pruned past this total size, oldest first...
     pub deps_cache_max_bytes: u64,
     /// ...and past this age.
@@ -244,6 +250,11 @@ impl Config {
                 sandbox_image: env.parsed("SELFHEAL_SANDBOX_IMAGE")?,
                 sandbox_rust_toolchain: env.parsed("SELFHEAL_SANDBOX_RUST_TOOLCHAIN")?,
                 sandbox_backend: sandbox_backend(&env)?,
+                // Only workers ask a model; web starts whatever the AI variables say.
+                ai: match role {
+                    Role::Worker => ai::from_env(&env)?,
+                    _ => None,
+                },
                 deps_cache_max_bytes: env
                     .parsed("SELFHEAL_DEPS_CACHE_MAX_BYTES")?
                     .unwrap_or(20 << 30),

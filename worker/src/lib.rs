@@ -1,6 +1,7 @@
 //! The worker: pulls stage jobs from Redis (apalis) and carries each run through
 //! triage -> diagnose -> patch -> validate -> verify -> deliver, recording every attempt.
 
+pub mod assistant;
 mod branches;
 mod chatops;
 mod deadline;
@@ -223,7 +224,11 @@ pub async fn run(
         heal: heal::HealOptions {
             reproduce_runs: config.worker.reruns,
             validate_runs: config.worker.reruns,
-            assistant: None,
+            assistant: config
+                .worker
+                .ai
+                .as_ref()
+                .map(|ai| assistant::assistant(ai, assistant::own_secrets(&config))),
         },
         github: github.clone(),
         queue: queue.clone(),

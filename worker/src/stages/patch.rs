@@ -63,7 +63,11 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     )
     .await?;
     let (verdict, reason) = verdict_name(&report.verdict);
-    let evidence = serde_json::to_value(&report.before).unwrap_or_default();
+    let mut evidence = serde_json::to_value(&report.before).unwrap_or_default();
+    // What the model was asked, answered and spent, with the run's other evidence.
+    if let Some(ai) = &report.ai {
+        evidence["ai"] = serde_json::to_value(ai).unwrap_or_default();
+    }
     let changes = report
         .changes
         .as_ref()

@@ -311,12 +311,23 @@ async fn pr_body(
             ));
         }
     }
+    // Who made the change: the project's own tool, or a model, whose words (its root cause)
+    // are untrusted text and shown as code.
+    let how = match evidence["ai"]["model"].as_str() {
+        Some(model) => format!(
+            "the model {} proposed this change; selfheal checked it (files that exist, no test removed or skipped, nothing under `.github/`) and validated it in the sandbox. Review it: a model's fix is merged only where the policy allows its class.\n- root cause, in the model's words: {}\n- confidence: {}",
+            markdown::code(model),
+            markdown::code(evidence["ai"]["root_cause"].as_str().unwrap_or_default()),
+            evidence["ai"]["confidence"]
+        ),
+        None => "the project's own tool made this change; nothing else was touched, and no test was deleted or skipped.".to_string(),
+    };
     Ok(format!(
         "CI run {run_id} failed: **{class}** ({tool}){at}.\n\n\
          ### Evidence (selfheal's sandbox, no network)\n\
          - before: {cmd} failed {failed} of {runs} runs\n\
          - after: {after}\n{differs}\n\
-         ### Strategy\n`{strategy}`: the project's own tool made this change; nothing else was touched, and no test was deleted or skipped.\n\n\
+         ### Strategy\n`{strategy}`: {how}\n\n\
          <details><summary>Log excerpt</summary>\n\n{excerpt}\n</details>\n\n\
          Fingerprint `{fp}`. Comment `/selfheal stop` to stop selfheal on this incident.\n",
         run_id = run.github_run_id,

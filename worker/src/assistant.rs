@@ -1,0 +1,56 @@
+//! The model service a configured worker asks for fixes, built from its config (the same
+//! variables `selfheal heal` reads).
+
+use secrecy::ExposeSecret;
+use selfheal_shared::config::{AiConfig, AiProvider};
+use selfheal_shared::Config;
+
+use crate::heal::Assistant;
+use selfheal_engine::ai::{ModelConfig, Provider};
+
+/// The assistant for `ai`; `never_send` are values no prompt may carry (redacted first).
+pub fn assistant(ai: &AiConfig, mut never_send: Vec<String>) -> Assistant {
+    let provider = match ai.provider {
+        AiProvider::Anthropic => Provider::Anthropic {
+            base_url: ai.base_url.clone(),
+            api_key: ai.api_key.clone().unwrap_or_else(|| String::new().into()),
+        },
+        AiProvider::OpenAiCompatible => Provider::OpenAiCompatible {
+            base_url: ai.base_url.clone(),
+            api_key: ai.api_key.clone(),
+        },
+    };
+    if let Some(key) = &ai.api_key {
+        never_send.push(key.expose_secret().to_string());
+    }
+    let mut model = ModelConfig::new(provider, ai.model.clone());
+    model.max_output_tokens = ai.max_output_tokens;
+    Assistant {
+        http: reqwest::Client::new(),
+        model,
+        never_send,
+    }
+}
+
+/// The worker's own secrets, which no prompt may carry whatever a log or a file holds.
+pub fn own_secrets(config: &Config) -> Vec<String> {
+    let mut out = vec![
+        config.database_url.expose_secret().to_string(),
+        config.redis_url.expose_secret().to_string(),
+    ];
+    out.extend(
+        config
+            .webhook_secrets
+            .iter()
+            .map(|s| s.expose_secret().to_string()),
+    );
+    if let Some(key) = &config.github.app_private_key {
+        out.extend(
+            key.expose_secret()
+                .lines()
+                .filter(|l| l.len() >= 16 && !l.starts_with("-----"))
+                .map(str::to_string),
+        );
+    }
+    out
+}
