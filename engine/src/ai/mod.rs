@@ -3,8 +3,7 @@
 //! llama.cpp, vLLM or Ollama server). One request, one answer: the caller builds the prompt and
 //! checks the answer ([`answer`]); this module carries it there and back, within a token budget,
 //! retrying what the services say to retry.
-//!
-//! Not yet wired into the pipeline (issue 15): nothing calls [`complete`] outside its tests.
+//! The healing engine's model strategy (`heal::assist`) is its caller.
 
 pub mod answer;
 mod anthropic;
