@@ -30,6 +30,10 @@ deny contains msg if {
 
 deny contains "the diff deletes or skips a test" if input.tests_deleted
 
+# A model's patch passed selfheal's checks and the sandbox, but what it changes was chosen by
+# text nobody reviewed: a person merges it. (A policy of your own may allow some.)
+deny contains "a model's fix is merged by a person, not automatically" if input.strategy == "ai_patch"
+
 deny contains msg if {
 	some path in input.unreadable_paths
 	msg := sprintf("GitHub shows no diff for %s (binary or too large), so nobody can judge it", [path])

@@ -296,7 +296,7 @@ mod healing {
         std::fs::write(
             dir.path().join("src/lib.rs"),
             format!(
-                "pub fn parse_port(text: &str, default: u16) -> u16 {{\n    text.trim().parse().unwrap_or(default)\n}}\n\npub fn listen_address(host: &str, port_text: &str) -> String {{\n    format!(\"{{host}}:{{}}\", parse_port(port_text))\n}}\n\n// deploy key for the staging box: {DEPLOY_KEY}\n\n#[cfg(test)]\nmod tests {{\n    #[test]\n    fn falls_back_to_the_default() {{\n        assert_eq!(super::listen_address(\"localhost\", \"x\"), \"localhost:8080\");\n    }}\n}}\n"
+                "pub fn parse_port(text: &str, default: u16) -> u16 {{\n    text.trim().parse().unwrap_or(default)\n}}\n\npub fn listen_address(host: &str, port_text: &str) -> String {{\n    format!(\"{{host}}:{{}}\", parse_port(port_text))\n}}\n\n// deploy key for the staging box: {DEPLOY_KEY}\n// ci: ANTHROPIC={KEY} DB_PASSWORD=pg-Hunter2x session=8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C\n\n#[cfg(test)]\nmod tests {{\n    #[test]\n    fn falls_back_to_the_default() {{\n        assert_eq!(super::listen_address(\"localhost\", \"x\"), \"localhost:8080\");\n    }}\n}}\n"
             ),
         )
         .unwrap();
@@ -316,7 +316,7 @@ mod healing {
             reproduce_runs: 1,
             validate_runs: 2,
             assistant: Some(Assistant {
-                http: reqwest::Client::new(),
+                http: heal::assist_http_client(),
                 model: anthropic(s, KEY),
                 never_send: vec![KEY.to_string()],
             }),
@@ -379,8 +379,11 @@ mod healing {
                 "{body}"
             );
             assert!(body.contains("pub fn listen_address"), "{body}");
-            assert!(!body.contains(DEPLOY_KEY), "the deploy key was sent");
-            assert!(!body.contains(KEY), "the API key was sent in the prompt");
+            // A token format, the configured key (too short for any pattern: only the
+            // never-send list catches it), a secret-named value and a random token.
+            for secret in [DEPLOY_KEY, KEY, "pg-Hunter2x", "8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C"] {
+                assert!(!body.contains(secret), "{secret} was sent");
+            }
         }
         let second = received[1].body["messages"][0]["content"].as_str().unwrap();
         assert!(
@@ -392,7 +395,7 @@ mod healing {
     #[tokio::test]
     async fn a_patch_that_removes_the_test_is_refused_and_the_same_one_twice_stops() {
         let s = ai_standin::spawn(Some(KEY)).await;
-        let cheat = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -13,4 +13,2 @@\n mod tests {\n-    #[test]\n-    fn falls_back_to_the_default() {\n+    fn falls_back_to_the_default() {\n";
+        let cheat = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -13,3 +13,2 @@\n mod tests {\n-    #[test]\n     fn falls_back_to_the_default() {\n";
         s.push(reply(cheat, "src/lib.rs"));
         s.push(reply(cheat, "src/lib.rs"));
         let dir = broken_crate();

@@ -9,6 +9,8 @@ pub const DEFAULT_POLICY: &str = include_str!("../../policies/merge.rego");
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeInput {
     pub class: String,
+    /// How the fix was made (`format`, `lint_autofix`, `ai_patch`, …).
+    pub strategy: String,
     pub diff_lines: usize,
     pub touched_paths: Vec<String>,
     /// Files whose change GitHub shows no diff for (binary, too large): nobody can judge them.
@@ -65,6 +67,7 @@ mod tests {
     fn input() -> MergeInput {
         MergeInput {
             class: "format".into(),
+            strategy: "format".into(),
             diff_lines: 20,
             touched_paths: vec!["src/lib.rs".into()],
             unreadable_paths: vec![],
@@ -74,6 +77,16 @@ mod tests {
             checks_green: true,
             tests_deleted: false,
         }
+    }
+
+    #[test]
+    fn a_models_fix_is_not_merged_even_in_a_class_that_is() {
+        let mut i = input();
+        i.class = "lint".into();
+        i.strategy = "ai_patch".into();
+        let d = decide(DEFAULT_POLICY, &i).unwrap();
+        assert!(!d.allow);
+        assert!(d.reasons[0].contains("model"), "{:?}", d.reasons);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub fn assistant(ai: &AiConfig, mut never_send: Vec<String>) -> Assistant {
     let mut model = ModelConfig::new(provider, ai.model.clone());
     model.max_output_tokens = ai.max_output_tokens;
     Assistant {
-        http: reqwest::Client::new(),
+        http: crate::heal::assist_http_client(),
         model,
         never_send,
     }

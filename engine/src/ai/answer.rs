@@ -56,7 +56,8 @@ pub fn schema() -> Value {
                     },
                 },
             },
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            // Bounds are checked on this side: strict schemas of some models refuse them.
+            "confidence": {"type": "number", "description": "From 0 to 1."},
             "patch": {"type": "string", "description": "The fix as a git diff: `diff --git a/P b/P`, `--- a/P`, `+++ b/P`, paths relative to the repository root."},
         },
     })
@@ -113,7 +114,10 @@ pub fn parse(json: &str) -> Result<Answer, AnswerError> {
 }
 
 /// The files a git-format diff touches, each checked to be a plain relative path with matching
-/// `diff --git`, `---` and `+++` lines (`/dev/null` for a new or deleted file).
+/// `diff --git`, `---` and `+++` lines (`/dev/null` for a new or deleted file). The diff is read
+/// as `git apply` reads it: a header, then hunks whose lines are counted; anything else (a
+/// second old-style section, a rename or copy, a mode change, binary content) is refused, so no
+/// file can be changed that this list does not name.
 pub fn patched_paths(patch: &str) -> Result<Vec<String>, AnswerError> {
     if patch.len() > 1 << 20 {
         return Err(AnswerError::Patch("over 1 MiB".into()));
@@ -122,13 +126,10 @@ pub fn patched_paths(patch: &str) -> Result<Vec<String>, AnswerError> {
     let mut lines = patch.lines().peekable();
     while let Some(line) = lines.next() {
         let Some(header) = line.strip_prefix("diff --git ") else {
-            if paths.is_empty() && !line.trim().is_empty() {
-                return Err(AnswerError::Patch(format!(
-                    "it starts with {:?}, not `diff --git`",
-                    line.chars().take(60).collect::<String>()
-                )));
-            }
-            continue;
+            return Err(AnswerError::Patch(format!(
+                "{:?} is outside any file's section",
+                line.chars().take(60).collect::<String>()
+            )));
         };
         let (a, b) = header
             .split_once(' ')
@@ -143,26 +144,64 @@ pub fn patched_paths(patch: &str) -> Result<Vec<String>, AnswerError> {
                 return Err(AnswerError::Path(path.to_string()));
             }
         }
-        // The ---/+++ pair (after index and mode lines) must name the same file.
-        for (prefix, side, expected) in [("--- ", "a/", a), ("+++ ", "b/", b)] {
-            let found = loop {
-                match lines.next() {
-                    Some(l) if l.starts_with(prefix) => break l[prefix.len()..].to_string(),
-                    Some(l) if l.starts_with("diff --git ") || l.starts_with("@@") => {
-                        return Err(AnswerError::Patch(format!(
-                            "{header:?} has no {prefix}line"
-                        )))
-                    }
-                    Some(_) => continue,
-                    None => return Err(AnswerError::Patch(format!("{header:?} ends early"))),
-                }
-            };
-            let found = found.split('\t').next().unwrap_or_default();
-            if found != "/dev/null" && found != format!("{side}{expected}") {
-                return Err(AnswerError::Patch(format!(
-                    "{prefix}{found} does not match {header:?}"
-                )));
+        if a != b {
+            return Err(AnswerError::Patch(format!("a rename or copy: {header:?}")));
+        }
+        // Extended header lines: only these (no rename, copy, mode change or binary).
+        while let Some(next) = lines.peek() {
+            let allowed = next.starts_with("index ")
+                || next.starts_with("new file mode 100644")
+                || next.starts_with("deleted file mode 100644");
+            if !allowed {
+                break;
             }
+            lines.next();
+        }
+        let minus = lines.next().unwrap_or_default();
+        let plus = lines.next().unwrap_or_default();
+        let old = minus
+            .strip_prefix("--- ")
+            .ok_or_else(|| AnswerError::Patch(format!("{header:?} has no --- line")))?;
+        let new = plus
+            .strip_prefix("+++ ")
+            .ok_or_else(|| AnswerError::Patch(format!("{header:?} has no +++ line")))?;
+        let old = old.split('\t').next().unwrap_or_default();
+        let new = new.split('\t').next().unwrap_or_default();
+        if (old != "/dev/null" && old != format!("a/{a}"))
+            || (new != "/dev/null" && new != format!("b/{b}"))
+        {
+            return Err(AnswerError::Patch(format!(
+                "--- {old} / +++ {new} do not match {header:?}"
+            )));
+        }
+        // Hunks, their lines counted as their headers say.
+        let mut hunks = 0;
+        while lines.peek().is_some_and(|l| l.starts_with("@@ ")) {
+            let hunk = lines.next().unwrap_or_default();
+            let (mut old_left, mut new_left) = hunk_counts(hunk)
+                .ok_or_else(|| AnswerError::Patch(format!("a malformed hunk header {hunk:?}")))?;
+            while old_left > 0 || new_left > 0 {
+                let Some(body) = lines.next() else {
+                    return Err(AnswerError::Patch(format!("{hunk:?} ends early")));
+                };
+                match body.chars().next() {
+                    Some(' ') | None => {
+                        old_left = old_left.checked_sub(1).ok_or_else(|| short(hunk))?;
+                        new_left = new_left.checked_sub(1).ok_or_else(|| short(hunk))?;
+                    }
+                    Some('-') => old_left = old_left.checked_sub(1).ok_or_else(|| short(hunk))?,
+                    Some('+') => new_left = new_left.checked_sub(1).ok_or_else(|| short(hunk))?,
+                    Some('\\') => {}
+                    Some(_) => return Err(short(hunk)),
+                }
+            }
+            while lines.peek().is_some_and(|l| l.starts_with("\\ No newline")) {
+                lines.next();
+            }
+            hunks += 1;
+        }
+        if hunks == 0 {
+            return Err(AnswerError::Patch(format!("{header:?} has no hunk")));
         }
         paths.push(b.to_string());
     }
@@ -170,6 +209,27 @@ pub fn patched_paths(patch: &str) -> Result<Vec<String>, AnswerError> {
         return Err(AnswerError::Patch("it changes no file".into()));
     }
     Ok(paths)
+}
+
+fn short(hunk: &str) -> AnswerError {
+    AnswerError::Patch(format!("the lines of {hunk:?} do not match its counts"))
+}
+
+/// `@@ -a[,b] +c[,d] @@`: the old and new line counts (1 when left out).
+fn hunk_counts(header: &str) -> Option<(usize, usize)> {
+    let rest = header.strip_prefix("@@ -")?;
+    let (ranges, _) = rest.split_once(" @@")?;
+    let (old, new) = ranges.split_once(" +")?;
+    let count = |range: &str| -> Option<usize> {
+        match range.split_once(',') {
+            Some((start, n)) => {
+                start.parse::<usize>().ok()?;
+                n.parse().ok()
+            }
+            None => range.parse::<usize>().ok().map(|_| 1),
+        }
+    };
+    Some((count(old)?, count(new)?))
 }
 
 #[cfg(test)]
@@ -240,6 +300,20 @@ mod tests {
             Err(AnswerError::Patch(_))
         ));
         assert!(matches!(patched_paths(""), Err(AnswerError::Patch(_))));
+        // A second section git would apply but the header list would not name, a rename, and
+        // hunk lines that do not match their counts.
+        let smuggled = format!("{PATCH}--- a/.github/workflows/ci.yml\n+++ b/.github/workflows/ci.yml\n@@ -1 +1 @@\n-a\n+b\n");
+        assert!(matches!(
+            patched_paths(&smuggled),
+            Err(AnswerError::Patch(_))
+        ));
+        let rename = "diff --git a/tests/it.rs b/src/old.rs\nsimilarity index 100%\nrename from tests/it.rs\nrename to src/old.rs\n";
+        assert!(matches!(patched_paths(rename), Err(AnswerError::Patch(_))));
+        let miscounted = PATCH.replace("@@ -1 +1 @@", "@@ -1,3 +1,3 @@");
+        assert!(matches!(
+            patched_paths(&miscounted),
+            Err(AnswerError::Patch(_))
+        ));
         // A new file is /dev/null on its --- side.
         let new = "diff --git a/n.txt b/n.txt\nnew file mode 100644\n--- /dev/null\n+++ b/n.txt\n@@ -0,0 +1 @@\n+x\n";
         assert_eq!(patched_paths(new).unwrap(), vec!["n.txt"]);

@@ -200,7 +200,9 @@ async fn read_stream(
         }
     }
     match stop_reason.as_deref() {
-        Some("max_tokens") => return Err(AiError::OverBudget(config.max_output_tokens)),
+        Some("max_tokens" | "model_context_window_exceeded") => {
+            return Err(AiError::OverBudget(config.max_output_tokens))
+        }
         Some("refusal") => return Err(AiError::Declined("refusal".into())),
         _ => {}
     }

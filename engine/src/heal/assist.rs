@@ -19,12 +19,34 @@ use crate::sandbox::{Sandbox, SandboxError};
 use crate::workflow::StepCommand;
 
 /// A configured model service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Assistant {
+    /// Built without redirects: a redirect would carry the key and the prompt elsewhere.
     pub http: reqwest::Client,
     pub model: ModelConfig,
     /// Values never to send (the worker's own secrets, configured patterns' matches).
     pub never_send: Vec<String>,
+}
+
+impl std::fmt::Debug for Assistant {
+    // The values never to send are secrets: counted, never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assistant")
+            .field("model", &self.model)
+            .field(
+                "never_send",
+                &format_args!("{} values", self.never_send.len()),
+            )
+            .finish()
+    }
+}
+
+/// The HTTP client an assistant uses: no redirects followed.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
 }
 
 /// What the model was asked and answered, for the run's evidence.
@@ -69,14 +91,16 @@ static SECRETS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
         r"\bAKIA[0-9A-Z]{16}\b",
         r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
         r"\bAIza[0-9A-Za-z_\-]{35}\b",
-        r"(?i)\b(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)\b(\s*[=:]\s*)[\x22']?[^\s\x22']{6,}",
+        r"(?i)--[a-z0-9-]*(?:password|passwd|secret|token|api-?key)[a-z0-9-]*[= ][^\s\x22',;]{4,}",
+        // Last (its replacement keeps the name): `DB_PASSWORD=…`, `"api_key": "…"`.
+        r"(?i)[A-Za-z0-9_.\-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential)[A-Za-z0-9_.\-]*[\x22']?(\s*[=:]\s*)[\x22']?[^\s\x22',;]{4,}",
     ]
     .iter()
     .map(|p| Regex::new(p).expect("static regex"))
     .collect()
 });
 static WORDS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/=_\-]{32,}").expect("static regex"));
+    LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/=_\-]{24,}").expect("static regex"));
 
 /// Bits per character of `s`: random keys are near 6, words and identifiers far lower.
 fn entropy(s: &str) -> f64 {
@@ -120,8 +144,13 @@ pub fn redact(text: &str, never_send: &[String]) -> String {
         .replace_all(&out, |c: &regex::Captures| {
             let word = &c[0];
             // Hex digests (commit ids, lockfile checksums) are not secrets; random base64 is.
+            // Random text of this length is near 4.5 bits a character; identifiers and words,
+            // with their repeats, far lower.
             let hex = word.bytes().all(|b| b.is_ascii_hexdigit());
-            if !hex && entropy(word) > 4.5 {
+            let mixed = word.bytes().any(|b| b.is_ascii_digit())
+                && word.bytes().any(|b| b.is_ascii_uppercase())
+                && word.bytes().any(|b| b.is_ascii_lowercase());
+            if !hex && (entropy(word) > 4.2 || (mixed && entropy(word) > 3.8)) {
                 "[REDACTED]".to_string()
             } else {
                 word.to_string()
@@ -130,8 +159,39 @@ pub fn redact(text: &str, never_send: &[String]) -> String {
         .into_owned()
 }
 
+/// Files never sent, whatever a log names: where secrets live.
+fn sensitive(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel).to_ascii_lowercase();
+    rel.split('/').any(|part| part.starts_with('.'))
+        || [
+            ".pem",
+            ".key",
+            ".p12",
+            ".pfx",
+            ".jks",
+            ".keystore",
+            ".tfvars",
+            ".tfstate",
+        ]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+        || [
+            "credential",
+            "secret",
+            "id_rsa",
+            "id_ed25519",
+            "passwd",
+            "shadow",
+        ]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
 /// A regular file inside `repo` (no link on the way), read within the cap.
 fn read_inside(repo: &Path, rel: &str) -> Option<String> {
+    if sensitive(rel) {
+        return None;
+    }
     let mut path = repo.to_path_buf();
     for part in rel.split('/') {
         if part.is_empty() || part == "." || part == ".." {
@@ -216,12 +276,12 @@ fn check(answer: &answer::Answer, repo: &Path) -> Result<(), String> {
         if path.starts_with(".github/") {
             return Err(format!("it changes {path}, a protected path"));
         }
-        if !created && read_inside(repo, path).is_none() && !repo.join(path).is_file() {
+        if !created && !regular_inside(repo, path) {
             return Err(format!("it changes {path}, which is not in the repository"));
         }
     }
     for culprit in &answer.culprit_files {
-        if !repo.join(&culprit.path).exists() {
+        if !regular_inside(repo, &culprit.path) {
             return Err(format!(
                 "it names {}, which is not in the repository",
                 culprit.path
@@ -232,6 +292,20 @@ fn check(answer: &answer::Answer, repo: &Path) -> Result<(), String> {
         return Err(format!("the patch {why}"));
     }
     Ok(())
+}
+
+/// A regular file inside `repo`, reached through no link (answers are not told about anything
+/// else, so they cannot probe the worker's disk).
+fn regular_inside(repo: &Path, rel: &str) -> bool {
+    let mut path = repo.to_path_buf();
+    for part in rel.split('/') {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if !meta.file_type().is_symlink() => {}
+            _ => return false,
+        }
+    }
+    std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
 }
 
 /// For each file of a git diff, in order: whether the diff creates it.
@@ -302,7 +376,7 @@ pub(super) async fn fix(
         };
         let done = match ai::complete(&assistant.http, &assistant.model, &prompt, &schema).await {
             Ok(done) => done,
-            Err(e) => return Ok((Err(ask_failed(&e)), evidence)),
+            Err(e) => return Ok((Err(ask_failed(&e, &assistant.never_send)), evidence)),
         };
         evidence.requests += done.requests;
         evidence.usage.input_tokens += done.usage.input_tokens;
@@ -323,6 +397,18 @@ pub(super) async fn fix(
                 match check(&answer, repo) {
                     Err(why) => why,
                     Ok(()) => match apply_diff(sandbox, repo, &answer.patch).await? {
+                        // What the sandbox captured is judged again by its own paths: the
+                        // answer's diff said what it changes; this is what changed.
+                        Ok(Ok(set)) => {
+                            let protected = set
+                                .paths()
+                                .find(|p| p.starts_with(".github/"))
+                                .map(str::to_string);
+                            match protected {
+                                Some(path) => format!("it changed {path}, a protected path"),
+                                None => return Ok((Ok(Ok(set)), evidence)),
+                            }
+                        }
                         Ok(made) => return Ok((Ok(made), evidence)),
                         Err(output) => format!(
                             "the patch does not apply: {}",
@@ -345,8 +431,13 @@ pub(super) async fn fix(
     Ok((Err(why), evidence))
 }
 
-fn ask_failed(e: &AiError) -> String {
-    format!("the model service gave no answer: {e}")
+/// The service's own words may echo what it was sent (a masked key, a prompt): redacted.
+fn ask_failed(e: &AiError, never_send: &[String]) -> String {
+    let said: String = redact(&e.to_string(), never_send)
+        .chars()
+        .take(600)
+        .collect();
+    format!("the model service gave no answer: {said}")
 }
 
 #[cfg(test)]
@@ -362,7 +453,11 @@ mod tests {
             -----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\n\
             random: Zx8Qp2Lm9Vt4Rk7Ws1Yn6Bd3Hf5Jc0Ga8Ue2Ox9\n\
             commit 4f2a9c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39 and error[E0308]: mismatched types\n\
-            the webhook secret is s3cr3t-value";
+            the webhook secret is s3cr3t-value\n\
+            DB_PASSWORD=pg-Hunter2x\n\
+            {\"stripe_api_key\": \"rk_live_51Habc\"}\n\
+            psql --password Tr0ub4dor\n\
+            session 8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C";
         let out = redact(text, &["s3cr3t-value".into()]);
         for secret in [
             "ghp_0123456789",
@@ -372,6 +467,10 @@ mod tests {
             "MIIEow",
             "Zx8Qp2Lm9Vt4Rk7Ws1Yn6Bd3Hf5Jc0Ga8Ue2Ox9",
             "s3cr3t-value",
+            "pg-Hunter2x",
+            "rk_live_51Habc",
+            "Tr0ub4dor",
+            "8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C",
         ] {
             assert!(!out.contains(secret), "{secret} in {out}");
         }
@@ -379,5 +478,34 @@ mod tests {
         assert!(out.contains("4f2a9c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39"));
         assert!(out.contains("error[E0308]: mismatched types"));
         assert!(out.contains("password: [REDACTED]"), "{out}");
+        assert!(out.contains("DB_PASSWORD=[REDACTED]"), "{out}");
+        // Long identifiers are not secrets.
+        let code = "fn falls_back_to_the_default_port_when_unset() {} // parse_port_with_default";
+        assert_eq!(redact(code, &[]), code);
+    }
+
+    #[test]
+    fn files_where_secrets_live_are_never_read_for_a_prompt() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            ".env",
+            "config/credentials.yml",
+            "deploy/server.pem",
+            "src/lib.rs",
+        ] {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "x").unwrap();
+        }
+        assert!(read_inside(dir.path(), ".env").is_none());
+        assert!(read_inside(dir.path(), "config/credentials.yml").is_none());
+        assert!(read_inside(dir.path(), "deploy/server.pem").is_none());
+        assert_eq!(read_inside(dir.path(), "src/lib.rs").as_deref(), Some("x"));
+        // Nor through a link, nor a folder taken for a file.
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("src/host.txt")).unwrap();
+        assert!(read_inside(dir.path(), "src/host.txt").is_none());
+        assert!(!regular_inside(dir.path(), "src/host.txt"));
+        assert!(!regular_inside(dir.path(), "src"));
+        assert!(regular_inside(dir.path(), "src/lib.rs"));
     }
 }

@@ -92,10 +92,18 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
         AiProvider::Anthropic => "ANTHROPIC_BASE_URL",
         AiProvider::OpenAiCompatible => "OPENAI_BASE_URL",
     };
-    if !(config.base_url.starts_with("https://") || config.base_url.starts_with("http://")) {
+    // The key and the prompt travel in the clear over http: only to this machine.
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|l| {
+            config.base_url.strip_prefix(l).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with(':') || rest.starts_with('/')
+            })
+        });
+    if !(config.base_url.starts_with("https://") || loopback) {
         return Err(ConfigError::Malformed {
             name,
-            reason: "an http(s) URL".into(),
+            reason: "an https URL (http only to 127.0.0.1, localhost or [::1])".into(),
         });
     }
     Ok(Some(config))
@@ -141,6 +149,12 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("ANTHROPIC_BASE_URL"), "{err}");
+        let err = with(&[
+            ("ANTHROPIC_API_KEY", "k"),
+            ("ANTHROPIC_BASE_URL", "http://proxy.internal:8080"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("https"), "{err}");
         let err = with(&[("SELFHEAL_AI_PROVIDER", "anthropic")]).unwrap_err();
         assert_eq!(err, ConfigError::Missing("ANTHROPIC_API_KEY"));
     }

@@ -200,19 +200,33 @@ async fn merge_decision(
     files: &[pr_state::PrFile],
 ) -> Result<(bool, Vec<String>, String), StageError> {
     let client = ctx.pool.get().await?;
-    // The incident's class is its first fix's; later attempts fix the fix.
-    let class = client
+    // The incident's class is its first fix's; later attempts fix the fix. A model's patch in
+    // any attempt makes the fix a model's.
+    let (class, strategy) = client
         .query_opt(
-            "SELECT p.class FROM fix_attempts a JOIN patches p ON p.run_id = a.run_id
-             WHERE a.incident_id = $1 ORDER BY a.attempt LIMIT 1",
+            "SELECT (SELECT p.class FROM fix_attempts a JOIN patches p ON p.run_id = a.run_id
+                     WHERE a.incident_id = $1 ORDER BY a.attempt LIMIT 1),
+                    CASE WHEN EXISTS (SELECT 1 FROM fix_attempts a JOIN patches p ON p.run_id = a.run_id
+                                      WHERE a.incident_id = $1 AND p.strategy = 'ai_patch')
+                         THEN 'ai_patch'
+                         ELSE (SELECT p.strategy FROM fix_attempts a JOIN patches p ON p.run_id = a.run_id
+                               WHERE a.incident_id = $1 ORDER BY a.attempt LIMIT 1) END",
             &[&run.incident_id],
         )
         .await?
-        .map(|r| r.get::<_, String>(0))
-        .unwrap_or_else(|| "unknown".into());
+        .map(|r| {
+            (
+                r.get::<_, Option<String>>(0),
+                r.get::<_, Option<String>>(1),
+            )
+        })
+        .unwrap_or_default();
+    let class = class.unwrap_or_else(|| "unknown".into());
+    let strategy = strategy.unwrap_or_else(|| "unknown".into());
     let diff = pr_state::as_diff(files);
     let input = MergeInput {
         class,
+        strategy,
         diff_lines: files
             .iter()
             .map(|f| (f.additions + f.deletions).max(0) as usize)
