@@ -296,7 +296,7 @@ mod healing {
         std::fs::write(
             dir.path().join("src/lib.rs"),
             format!(
-                "pub fn parse_port(text: &str, default: u16) -> u16 {{\n    text.trim().parse().unwrap_or(default)\n}}\n\npub fn listen_address(host: &str, port_text: &str) -> String {{\n    format!(\"{{host}}:{{}}\", parse_port(port_text))\n}}\n\n// deploy key for the staging box: {DEPLOY_KEY}\n// ci: ANTHROPIC={KEY} DB_PASSWORD=pg-Hunter2x session=8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C\n\n#[cfg(test)]\nmod tests {{\n    #[test]\n    fn falls_back_to_the_default() {{\n        assert_eq!(super::listen_address(\"localhost\", \"x\"), \"localhost:8080\");\n    }}\n}}\n"
+                "pub fn parse_port(text: &str, default: u16) -> u16 {{\n    text.trim().parse().unwrap_or(default)\n}}\n\npub fn listen_address(host: &str, port_text: &str) -> String {{\n    format!(\"{{host}}:{{}}\", parse_port(port_text))\n}}\n\n// deploy key for the staging box: {DEPLOY_KEY}\n// ci asks the model with {KEY} here\n// ci: DB_PASSWORD=pg-Hunter2x session=8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C\n\n#[cfg(test)]\nmod tests {{\n    #[test]\n    fn falls_back_to_the_default() {{\n        assert_eq!(super::listen_address(\"localhost\", \"x\"), \"localhost:8080\");\n    }}\n}}\n"
             ),
         )
         .unwrap();
