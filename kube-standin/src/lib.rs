@@ -14,6 +14,7 @@
 
 mod api;
 mod kubelet;
+mod storage;
 mod stream;
 
 use std::collections::BTreeMap;
