@@ -1,6 +1,7 @@
-//! Heal without a model: reproduce the failure in the sandbox, diagnose it, choose a
-//! deterministic strategy, produce a patch, and validate it (the command must fail before
-//! and pass after, N times). Used by the worker's stages and by `selfheal heal`.
+//! Heal: reproduce the failure in the sandbox, diagnose it, choose a deterministic strategy
+//! (or, where none applies and a model service is configured, ask it: `assist`), produce a
+//! patch, and validate it (the command must fail before and pass after, N times). Used by the
+//! worker's stages and by `selfheal heal`.
 
 mod assist;
 mod guard;
