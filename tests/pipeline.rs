@@ -215,7 +215,7 @@ async fn a_failure_without_a_deterministic_fix_is_handed_off_never_healed() {
     assert_eq!(p.get::<_, String>(1), "handed_off");
     assert!(p
         .get::<_, String>(2)
-        .contains("AI strategies are not built yet"));
+        .contains("no model service is configured"));
     assert_eq!(status, "incomplete");
     assert_eq!(env.count("SELECT count(*) FROM validations").await, 0);
 }
