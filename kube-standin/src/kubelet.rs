@@ -573,21 +573,9 @@ pub(crate) async fn remove_pod(cluster: &Cluster, pod: &str) {
     }
     // By label, not only the names recorded: a create in flight when the kubelet was stopped
     // still made its container.
-    let selector = format!("{LABEL}={pod}");
-    let filters = HashMap::from([("label", vec![selector.as_str()])]);
-    let made = cluster
-        .docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
+    let names: Vec<String> = labelled(cluster, &format!("{LABEL}={pod}"))
         .await
-        .unwrap_or_default();
-    let names: Vec<String> = made
         .into_iter()
-        .filter_map(|c| c.id)
         .chain(record.containers.values().cloned())
         .collect();
     // Stopped as the kubelet stops them: SIGTERM, then SIGKILL after the pod's grace period
@@ -642,8 +630,14 @@ pub(crate) async fn remove_pod(cluster: &Cluster, pod: &str) {
 }
 
 pub(crate) async fn containers_left(cluster: &Cluster) -> usize {
-    let selector = format!("{INSTANCE}={}", cluster.instance);
-    let filters = HashMap::from([("label", vec![selector.as_str()])]);
+    labelled(cluster, &format!("{INSTANCE}={}", cluster.instance))
+        .await
+        .len()
+}
+
+/// The ids of the containers, running or not, that carry `label=value`.
+async fn labelled(cluster: &Cluster, selector: &str) -> Vec<String> {
+    let filters = HashMap::from([("label", vec![selector])]);
     cluster
         .docker
         .list_containers(Some(
@@ -653,6 +647,8 @@ pub(crate) async fn containers_left(cluster: &Cluster) -> usize {
                 .build(),
         ))
         .await
-        .map(|c| c.len())
-        .unwrap_or(0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
 }

@@ -9,10 +9,7 @@ use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
-use super::{
-    excerpt, retry_after, retryable, AiError, Attempt, Completion, ModelConfig, Prompt, Retry,
-    Usage,
-};
+use super::{failed, retry_after, AiError, Attempt, Completion, ModelConfig, Prompt, Retry, Usage};
 
 const VERSION: &str = "2023-06-01";
 /// The tool whose input is the answer.
@@ -58,29 +55,7 @@ pub(super) async fn attempt(
     if status != 200 {
         let after = retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
-        let error: Value = serde_json::from_str(&text).unwrap_or_default();
-        let kind = error["error"]["type"]
-            .as_str()
-            .unwrap_or("unknown")
-            .to_string();
-        let message = error["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| excerpt(&text));
-        return if retryable(status) {
-            Ok(Attempt::Again(Retry {
-                status,
-                kind,
-                message,
-                after,
-            }))
-        } else {
-            Err(AiError::Refused {
-                status,
-                kind,
-                message,
-            })
-        };
+        return failed(status, after, &text);
     }
     read_stream(response, config).await
 }

@@ -191,6 +191,36 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
+/// A non-200 answer: retried when the status says so, else refused. Both services put their
+/// error under `error` (Anthropic: `type` and `message`; OpenAI: `type` or `code`, `message`);
+/// a body in neither shape is quoted, kept short.
+fn failed(status: u16, after: Option<Duration>, body: &str) -> Result<Attempt, AiError> {
+    let error: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let kind = error["error"]["type"]
+        .as_str()
+        .or(error["error"]["code"].as_str())
+        .unwrap_or("unknown")
+        .to_string();
+    let message = error["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| excerpt(body));
+    if retryable(status) {
+        Ok(Attempt::Again(Retry {
+            status,
+            kind,
+            message,
+            after,
+        }))
+    } else {
+        Err(AiError::Refused {
+            status,
+            kind,
+            message,
+        })
+    }
+}
+
 /// A service's error body, kept short: it is logged and recorded.
 fn excerpt(body: &str) -> String {
     body.chars().filter(|c| !c.is_control()).take(500).collect()

@@ -6,8 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 use super::{
-    excerpt, retry_after, retryable, AiError, Attempt, Completion, ModelConfig, Prompt, Retry,
-    Usage,
+    excerpt, failed, retry_after, AiError, Attempt, Completion, ModelConfig, Prompt, Usage,
 };
 
 fn body(config: &ModelConfig, prompt: &Prompt, schema: &Value) -> Value {
@@ -48,30 +47,7 @@ pub(super) async fn attempt(
     let after = retry_after(response.headers());
     let text = response.text().await.map_err(reqwest::Error::without_url)?;
     if status != 200 {
-        let error: Value = serde_json::from_str(&text).unwrap_or_default();
-        let kind = error["error"]["type"]
-            .as_str()
-            .or(error["error"]["code"].as_str())
-            .unwrap_or("unknown")
-            .to_string();
-        let message = error["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| excerpt(&text));
-        return if retryable(status) {
-            Ok(Attempt::Again(Retry {
-                status,
-                kind,
-                message,
-                after,
-            }))
-        } else {
-            Err(AiError::Refused {
-                status,
-                kind,
-                message,
-            })
-        };
+        return failed(status, after, &text);
     }
     let answer: Value = serde_json::from_str(&text)
         .map_err(|e| AiError::Malformed(format!("the completion is not JSON: {e}")))?;
