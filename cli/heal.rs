@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use selfheal_engine::ai::budget::Allowance;
 use selfheal_engine::diagnose;
 use selfheal_engine::heal::{self, HealOptions, HealReport, Verdict};
 use selfheal_engine::sandbox::{deps, Images, Limits, Sandbox};
@@ -47,8 +49,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         reproduce_runs: args.runs,
         validate_runs: args.runs,
         // The same variables a worker reads; none set, failures no strategy fixes are handed off.
-        assistant: selfheal_shared::config::ai_config(|k| std::env::var(k).ok())?
-            .map(|ai| selfheal_worker::assistant::assistant(&ai, Vec::new())),
+        // One heal is one incident here: its budget is the allowance, kept in memory.
+        assistant: selfheal_shared::config::ai_config(|k| std::env::var(k).ok())?.map(|ai| {
+            let mut assistant = selfheal_worker::assistant::assistant(&ai, Vec::new());
+            assistant.budget = Some(Arc::new(Allowance::new(ai.budget.incident_tokens)));
+            assistant
+        }),
     };
     let progress = |msg: &str| eprintln!("… {msg}");
     let scope = format!("local:{}", repo.display());

@@ -215,7 +215,10 @@ async fn an_openai_compatible_server_answers_under_the_json_schema() {
     local.push(Reply::Json(openai_answer(&the_answer(), "stop")));
     let done = ask(&openai(&local, None)).await.unwrap();
     assert_eq!(answer::parse(&done.json).unwrap().confidence, 0.82);
+    // prompt_tokens (1117) counts the cached ones: split, so that a budget counts each once.
     assert_eq!(done.usage.cached_input_tokens, 1024);
+    assert_eq!(done.usage.input_tokens, 93);
+    assert_eq!(done.usage.total(), 1163);
     let request = &local.received()[0];
     assert_eq!(request.path, "/v1/chat/completions");
     assert!(request.headers.get("authorization").is_none());
@@ -278,9 +281,11 @@ async fn an_answer_outside_the_contract_is_refused_before_anything_uses_it() {
 
 mod healing {
     use super::*;
+    use selfheal_engine::ai::budget::Allowance;
     use selfheal_engine::heal::{self, Assistant, HealOptions, Strategy, Verdict};
     use selfheal_engine::sandbox::{Images, Limits, Sandbox};
     use selfheal_engine::workflow::StepCommand;
+    use std::sync::Arc;
 
     const DEPLOY_KEY: &str = "ghp_R2d2C3poBb8Ww1Xx9Yy0Zz7Qq6Pp5Oo4Nn3M";
 
@@ -318,7 +323,11 @@ mod healing {
             assistant: Some(Assistant {
                 http: heal::assist_http_client(),
                 model: anthropic(s, KEY),
-                never_send: vec![KEY.to_string()],
+                redaction: heal::Redaction {
+                    values: vec![KEY.to_string()],
+                    pattern: None,
+                },
+                budget: None,
             }),
         }
     }
@@ -390,6 +399,48 @@ mod healing {
             second.contains("Your previous answer was refused"),
             "{second}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_token_budget_cuts_the_answer_short_and_stops_a_request_it_cannot_hold() {
+        let s = ai_standin::spawn(Some(KEY)).await;
+        let dir = broken_crate();
+        // Too little for the prompt: nothing is sent, and the grant comes back.
+        let small = Arc::new(Allowance::new(1_000));
+        let mut o = options(&s);
+        o.assistant.as_mut().unwrap().budget = Some(small.clone());
+        let report = heal(dir.path(), &o).await;
+        let Verdict::HandedOff { reason } = &report.verdict else {
+            panic!("{:?}", report.verdict);
+        };
+        assert!(reason.contains("the token budget is spent"), "{reason}");
+        assert!(s.received().is_empty(), "a request was sent");
+        assert_eq!(small.left(), 1_000);
+
+        // Enough for the prompt and 1,500 tokens of answer: the request asks for no more than
+        // that (2,048 are configured), and what the service counted is taken off.
+        let need: u64 = reason
+            .split("about ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no estimate in {reason}"));
+        s.push(reply(FIX, "src/lib.rs"));
+        let enough = Arc::new(Allowance::new(need + 1_500));
+        o.assistant.as_mut().unwrap().budget = Some(enough.clone());
+        let report = heal(dir.path(), &o).await;
+        assert!(
+            matches!(report.verdict, Verdict::Fixed),
+            "{:?}",
+            report.verdict
+        );
+        let max_tokens = s.received()[0].body["max_tokens"].as_u64().unwrap();
+        // The same prompt both times, but for the sandbox's output, which may differ by a few
+        // bytes between runs.
+        assert!((1_400..=1_600).contains(&max_tokens), "{max_tokens}");
+        let spent = report.ai.as_ref().unwrap().usage.total();
+        assert!(spent > 0);
+        assert_eq!(enough.left(), (need + 1_500).saturating_sub(spent));
     }
 
     #[tokio::test]

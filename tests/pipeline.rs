@@ -221,6 +221,62 @@ async fn a_failure_without_a_deterministic_fix_is_handed_off_never_healed() {
 }
 
 #[tokio::test]
+async fn a_model_service_past_the_installations_daily_budget_is_not_asked() {
+    let mut env = TestEnv::new().await;
+    let model = ai_standin::spawn(Some("sk-ant-budget-0123456789")).await;
+    env.set("ANTHROPIC_API_KEY", "sk-ant-budget-0123456789");
+    env.set("ANTHROPIC_BASE_URL", &model.url);
+    // Less than any prompt needs: the request is never sent.
+    env.set("SELFHEAL_AI_INSTALLATION_DAILY_TOKENS", "900");
+    let app = env.spawn_web().await;
+    let culprit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rust-culprit");
+    env.standin.set_knobs(Knobs {
+        repo_dir: Some(culprit.display().to_string()),
+        log_fixture: Some("cargo-test-panic.log".into()),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w1");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1103, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    assert_eq!(
+        env.wait_run(run_id, Duration::from_secs(90)).await,
+        "incomplete"
+    );
+    let db = env.db().await;
+    let p = db
+        .query_one(
+            "SELECT strategy, verdict, reason, evidence FROM patches WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.get::<_, String>(0), "ai_patch");
+    assert_eq!(p.get::<_, String>(1), "handed_off");
+    let reason: String = p.get(2);
+    assert!(
+        reason.contains("the token budget is spent: 900 tokens left"),
+        "{reason}"
+    );
+    assert!(model.received().is_empty(), "the model was asked");
+    // The grant was reserved against the run and settled as nothing spent.
+    let spend = db
+        .query_one(
+            "SELECT reserved_tokens, input_tokens + output_tokens, requests, settled_at IS NOT NULL, provider
+             FROM ai_spend WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(spend.get::<_, i64>(0), 900);
+    assert_eq!(spend.get::<_, i64>(1), 0);
+    assert_eq!(spend.get::<_, i32>(2), 0);
+    assert!(spend.get::<_, bool>(3));
+    assert_eq!(spend.get::<_, String>(4), "anthropic");
+}
+
+#[tokio::test]
 async fn sigkill_mid_triage_another_worker_completes_the_run_once() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;

@@ -20,6 +20,8 @@ struct Healed {
     validation: (i32, i32, String),
     pulls: usize,
     pr_body: String,
+    /// The model's settled spend on the run (`ai_spend`): tokens and cost.
+    spend: (Option<i64>, Option<f64>),
 }
 
 /// Serves `examples/<example>` with its CI log, the failing job named as its workflow names
@@ -67,7 +69,17 @@ async fn heal_with(example: &str, job: &str, run: i64, vars: &[(&str, &str)]) ->
         .unwrap()
         .map(|v| (v.get(0), v.get(1), v.get(2)))
         .unwrap_or((0, 0, "none".into()));
+    let spend = db
+        .query_one(
+            "SELECT sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens)::bigint,
+                    sum(cost_usd)::float8
+             FROM ai_spend WHERE run_id = $1 AND settled_at IS NOT NULL",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
     Healed {
+        spend: (spend.get(0), spend.get(1)),
         strategy: p.get(0),
         verdict: p.get(1),
         diff: p.get(2),
@@ -300,6 +312,8 @@ async fn rust_compile_error_healed_by_the_models_answer_and_left_for_review() {
         &[
             ("ANTHROPIC_API_KEY", KEY),
             ("ANTHROPIC_BASE_URL", &model.url),
+            ("SELFHEAL_AI_USD_PER_MTOK_INPUT", "3"),
+            ("SELFHEAL_AI_USD_PER_MTOK_OUTPUT", "15"),
         ],
     )
     .await;
@@ -307,7 +321,24 @@ async fn rust_compile_error_healed_by_the_models_answer_and_left_for_review() {
     assert!(h.diff.contains("parse_port(port_text, 8080)"), "{}", h.diff);
     assert_eq!(h.evidence["ai"]["asked"], 1, "{:#}", h.evidence);
     assert_eq!(h.evidence["ai"]["provider"], "anthropic");
-    assert!(h.evidence["ai"]["usage"]["output_tokens"].as_u64() > Some(0));
+    let usage = &h.evidence["ai"]["usage"];
+    assert!(usage["output_tokens"].as_u64() > Some(0));
+    // The spend recorded against the run is the service's count, priced as configured (cache
+    // writes at the input price when theirs is not given).
+    let count = |k: &str| usage[k].as_u64().unwrap();
+    let input = count("input_tokens") + count("cached_input_tokens") + count("cache_write_tokens");
+    assert_eq!(
+        h.spend.0,
+        Some((input + count("output_tokens")) as i64),
+        "{:?}",
+        h.spend
+    );
+    let cost = (input * 3 + count("output_tokens") * 15) as f64 / 1e6;
+    assert!(
+        (h.spend.1.unwrap() - cost).abs() < 1e-6,
+        "{:?} {cost}",
+        h.spend
+    );
     assert!(h.pr_body.contains("proposed this change"), "{}", h.pr_body);
     // The prompt had the failure and the file, and not the key.
     let sent = model.received()[0].body.to_string();

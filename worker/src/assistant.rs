@@ -5,10 +5,11 @@ use secrecy::ExposeSecret;
 use selfheal_shared::config::{AiConfig, AiProvider};
 use selfheal_shared::Config;
 
-use crate::heal::Assistant;
+use crate::heal::{Assistant, Redaction};
 use selfheal_engine::ai::{ModelConfig, Provider};
 
-/// The assistant for `ai`; `never_send` are values no prompt may carry (redacted first).
+/// The assistant for `ai`; `never_send` are values no prompt may carry (redacted first). Its
+/// requests are not limited until a budget is given ([`crate::ai_spend::Ledger`] per run).
 pub fn assistant(ai: &AiConfig, mut never_send: Vec<String>) -> Assistant {
     let provider = match ai.provider {
         AiProvider::Anthropic => Provider::Anthropic {
@@ -28,7 +29,11 @@ pub fn assistant(ai: &AiConfig, mut never_send: Vec<String>) -> Assistant {
     Assistant {
         http: crate::heal::assist_http_client(),
         model,
-        never_send,
+        redaction: Redaction {
+            values: never_send,
+            pattern: ai.redact.clone(),
+        },
+        budget: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The worker: pulls stage jobs from Redis (apalis) and carries each run through
 //! triage -> diagnose -> patch -> validate -> verify -> deliver, recording every attempt.
 
+pub mod ai_spend;
 pub mod assistant;
 mod branches;
 mod chatops;
@@ -37,6 +38,8 @@ pub struct WorkerContext {
     /// Connected on first use, so a worker without Docker still triages.
     pub sandbox: tokio::sync::OnceCell<sandbox::Sandbox>,
     pub heal: heal::HealOptions,
+    /// The model service's budgets and prices, when one is configured.
+    pub ai: Option<selfheal_shared::config::AiConfig>,
     /// Diagnose and validate, but never write to GitHub.
     pub dry_run: bool,
     pub github: Arc<GitHubApp>,
@@ -230,6 +233,7 @@ pub async fn run(
                 .as_ref()
                 .map(|ai| assistant::assistant(ai, assistant::own_secrets(&config))),
         },
+        ai: config.worker.ai.clone(),
         github: github.clone(),
         queue: queue.clone(),
         worker_id: worker_id.clone(),

@@ -7,6 +7,7 @@
 
 pub mod answer;
 mod anthropic;
+pub mod budget;
 mod openai;
 
 use std::time::Duration;
@@ -28,6 +29,16 @@ pub enum Provider {
         base_url: String,
         api_key: Option<SecretString>,
     },
+}
+
+impl Provider {
+    /// As recorded (`ai_spend.provider`, the evidence).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::Anthropic { .. } => "anthropic",
+            Provider::OpenAiCompatible { .. } => "openai_compatible",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,15 +78,32 @@ pub struct Prompt {
     pub user: String,
 }
 
-/// Tokens as the service counted them.
+/// Tokens as the service counted them, in Anthropic's terms whichever the service: the three
+/// kinds of input are disjoint (OpenAI's `prompt_tokens` includes its cached tokens, and is
+/// split here).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Usage {
+    /// Input neither read from nor written to the cache.
     pub input_tokens: u64,
     pub output_tokens: u64,
     /// Read from the service's prompt cache.
     pub cached_input_tokens: u64,
     /// Written to it (Anthropic).
     pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    /// Every token the service processed: what a budget counts.
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens + self.cached_input_tokens + self.cache_write_tokens
+    }
+
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cached_input_tokens += other.cached_input_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+    }
 }
 
 /// A complete answer.

@@ -67,14 +67,19 @@ pub(super) async fn attempt(
         return Err(AiError::Malformed("the message has no content".into()));
     };
     let u = &answer["usage"];
+    // `prompt_tokens` counts the cached ones too.
+    let cached = u["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap_or(0);
     Ok(Attempt::Done(Completion {
         json: content.to_string(),
         usage: Usage {
-            input_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
-            output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
-            cached_input_tokens: u["prompt_tokens_details"]["cached_tokens"]
+            input_tokens: u["prompt_tokens"]
                 .as_u64()
-                .unwrap_or(0),
+                .unwrap_or(0)
+                .saturating_sub(cached),
+            output_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+            cached_input_tokens: cached,
             cache_write_tokens: 0,
         },
         requests: 0,

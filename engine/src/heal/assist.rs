@@ -6,37 +6,46 @@
 //! the reason; the same patch twice is not asked a third time.
 
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use regex::Regex;
 use serde::Serialize;
 
 use super::guard::refuses;
 use super::strategy::{apply_diff, Made};
-use crate::ai::{self, answer, AiError, ModelConfig, Prompt, Provider, Usage};
+use crate::ai::budget::{Grant, TokenBudget};
+use crate::ai::{self, answer, AiError, ModelConfig, Prompt, Usage};
 use crate::diagnose::Diagnosis;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::workflow::StepCommand;
 
 /// A configured model service.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Assistant {
     /// Built without redirects: a redirect would carry the key and the prompt elsewhere.
     pub http: reqwest::Client,
     pub model: ModelConfig,
-    /// Values never to send (the worker's own secrets, configured patterns' matches).
-    pub never_send: Vec<String>,
+    /// What no prompt may carry, besides the built-in secret shapes.
+    pub redaction: Redaction,
+    /// Where each request reserves the tokens it may spend (input, cached or not, and output),
+    /// when they are limited.
+    pub budget: Option<Arc<dyn TokenBudget>>,
 }
 
-impl std::fmt::Debug for Assistant {
-    // The values never to send are secrets: counted, never printed.
+/// Redacted from every prompt before the built-in secret shapes: the worker's own secrets
+/// and an operator's pattern (`SELFHEAL_AI_REDACT`).
+#[derive(Clone, Default)]
+pub struct Redaction {
+    pub values: Vec<String>,
+    pub pattern: Option<Regex>,
+}
+
+impl std::fmt::Debug for Redaction {
+    // Both are secrets or their shapes: counted, never printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Assistant")
-            .field("model", &self.model)
-            .field(
-                "never_send",
-                &format_args!("{} values", self.never_send.len()),
-            )
+        f.debug_struct("Redaction")
+            .field("values", &format_args!("{}", self.values.len()))
+            .field("pattern", &self.pattern.is_some())
             .finish()
     }
 }
@@ -77,6 +86,16 @@ Answer only with the propose_fix tool (or the JSON object it describes): root_ca
 sentences), culprit_files (path and line or null), confidence (0 to 1), and patch: a unified \
 diff in git format (`diff --git a/P b/P`, `--- a/P`, `+++ b/P`, hunks with correct line \
 counts) that `git apply` accepts on the repository as given.";
+
+/// The least answer worth asking for: a root cause and a small patch.
+const MIN_ANSWER_TOKENS: u64 = 1024;
+
+/// Tokens a request's prompt will count, estimated before sending (the services count only
+/// after): 3 bytes a token, fewer than English's 4, since code and logs tokenise worse.
+fn estimated_tokens(prompt: &Prompt, schema: &serde_json::Value) -> u64 {
+    let bytes = prompt.system.len() + prompt.user.len() + schema.to_string().len();
+    bytes.div_ceil(3) as u64
+}
 
 /// A file sent to the model may be this big; at most this many are sent.
 const FILE_CAP: usize = 48 * 1024;
@@ -119,12 +138,15 @@ fn entropy(s: &str) -> f64 {
         .sum()
 }
 
-/// Text with everything secret-shaped replaced: known token formats, private keys, values
-/// assigned to secret-sounding names, long high-entropy strings, and the configured values.
-pub fn redact(text: &str, never_send: &[String]) -> String {
+/// Text with everything secret-shaped replaced: the configured values and pattern, known token
+/// formats, private keys, values assigned to secret-sounding names, long high-entropy strings.
+pub fn redact(text: &str, own: &Redaction) -> String {
     let mut out = text.to_string();
-    for value in never_send.iter().filter(|v| v.len() >= 4) {
+    for value in own.values.iter().filter(|v| v.len() >= 4) {
         out = out.replace(value.as_str(), "[REDACTED]");
+    }
+    if let Some(pattern) = &own.pattern {
+        out = pattern.replace_all(&out, "[REDACTED]").into_owned();
     }
     for (i, pattern) in SECRETS.iter().enumerate() {
         out = if i == SECRETS.len() - 1 {
@@ -327,13 +349,6 @@ fn created_files(patch: &str) -> Vec<bool> {
     out
 }
 
-fn provider_name(model: &ModelConfig) -> &'static str {
-    match model.provider {
-        Provider::Anthropic { .. } => "anthropic",
-        Provider::OpenAiCompatible { .. } => "openai_compatible",
-    }
-}
-
 /// Asks the model for a fix and applies it in the sandbox: the change it made, or why there is
 /// none; and what was asked and spent.
 pub(super) async fn fix(
@@ -346,7 +361,7 @@ pub(super) async fn fix(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(Result<Made, String>, AiEvidence), SandboxError> {
     let mut evidence = AiEvidence {
-        provider: provider_name(&assistant.model),
+        provider: assistant.model.provider.name(),
         model: assistant.model.model.clone(),
         asked: 0,
         requests: 0,
@@ -357,7 +372,7 @@ pub(super) async fn fix(
     };
     let base = redact(
         &user_prompt(diagnosis, command, sandbox_excerpt, repo),
-        &assistant.never_send,
+        &assistant.redaction,
     );
     let mut user = base.clone();
     let mut last_patch: Option<String> = None;
@@ -374,15 +389,45 @@ pub(super) async fn fix(
             system: SYSTEM.into(),
             user: user.clone(),
         };
-        let done = match ai::complete(&assistant.http, &assistant.model, &prompt, &schema).await {
+        let mut model = assistant.model.clone();
+        let mut grant = None;
+        if let Some(budget) = &assistant.budget {
+            // The answer is cut off where the grant ends, and not asked for at all when the
+            // grant would not hold the prompt and a small answer.
+            let need = estimated_tokens(&prompt, &schema);
+            let wanted = need + u64::from(model.max_output_tokens);
+            let granted = match budget.reserve(wanted).await {
+                Ok(granted) => granted,
+                Err(e) => return Ok((Err(e.to_string()), evidence)),
+            };
+            if granted.tokens < need + MIN_ANSWER_TOKENS {
+                settle(budget.as_ref(), granted, Usage::default(), 0).await;
+                let why = format!(
+                    "the token budget is spent: {} tokens left, and asking needs about {need} \
+                     for the prompt and {MIN_ANSWER_TOKENS} for an answer",
+                    granted.tokens
+                );
+                evidence.refused.push(why.clone());
+                return Ok((Err(why), evidence));
+            }
+            let answer = u32::try_from(granted.tokens - need).unwrap_or(u32::MAX);
+            model.max_output_tokens = model.max_output_tokens.min(answer);
+            grant = Some((budget, granted));
+        }
+        let asked = ai::complete(&assistant.http, &model, &prompt, &schema).await;
+        if let Some((budget, granted)) = grant {
+            let (spent, requests) = match &asked {
+                Ok(done) => (done.usage.clone(), done.requests),
+                Err(_) => (Usage::default(), 0),
+            };
+            settle(budget.as_ref(), granted, spent, requests).await;
+        }
+        let done = match asked {
             Ok(done) => done,
-            Err(e) => return Ok((Err(ask_failed(&e, &assistant.never_send)), evidence)),
+            Err(e) => return Ok((Err(ask_failed(&e, &assistant.redaction)), evidence)),
         };
         evidence.requests += done.requests;
-        evidence.usage.input_tokens += done.usage.input_tokens;
-        evidence.usage.output_tokens += done.usage.output_tokens;
-        evidence.usage.cached_input_tokens += done.usage.cached_input_tokens;
-        evidence.usage.cache_write_tokens += done.usage.cache_write_tokens;
+        evidence.usage.add(&done.usage);
         let refused = match answer::parse(&done.json) {
             Err(e) => e.to_string(),
             Ok(answer) => {
@@ -431,12 +476,17 @@ pub(super) async fn fix(
     Ok((Err(why), evidence))
 }
 
+/// A reservation that cannot be settled stays counted at its grant, more than was spent: the
+/// budget errs towards asking less, and the answer in hand is still used.
+async fn settle(budget: &dyn TokenBudget, granted: Grant, spent: Usage, requests: u32) {
+    if let Err(e) = budget.settle(granted, spent, requests).await {
+        tracing::warn!(error = %e, "the model's spend is not recorded; its reservation stays counted");
+    }
+}
+
 /// The service's own words may echo what it was sent (a masked key, a prompt): redacted.
-fn ask_failed(e: &AiError, never_send: &[String]) -> String {
-    let said: String = redact(&e.to_string(), never_send)
-        .chars()
-        .take(600)
-        .collect();
+fn ask_failed(e: &AiError, own: &Redaction) -> String {
+    let said: String = redact(&e.to_string(), own).chars().take(600).collect();
     format!("the model service gave no answer: {said}")
 }
 
@@ -458,7 +508,11 @@ mod tests {
             {\"stripe_api_key\": \"rk_live_51Habc\"}\n\
             psql --password Tr0ub4dor\n\
             session 8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C";
-        let out = redact(text, &["s3cr3t-value".into()]);
+        let own = Redaction {
+            values: vec!["s3cr3t-value".into()],
+            pattern: Some(Regex::new(r"acme_[a-z0-9]{8}").unwrap()),
+        };
+        let out = redact(&format!("{text}\nour own format: acme_0a1b2c3d"), &own);
         for secret in [
             "ghp_0123456789",
             "sk-ant-api03",
@@ -471,6 +525,7 @@ mod tests {
             "rk_live_51Habc",
             "Tr0ub4dor",
             "8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C",
+            "acme_0a1b2c3d",
         ] {
             assert!(!out.contains(secret), "{secret} in {out}");
         }
@@ -481,7 +536,7 @@ mod tests {
         assert!(out.contains("DB_PASSWORD=[REDACTED]"), "{out}");
         // Long identifiers are not secrets.
         let code = "fn falls_back_to_the_default_port_when_unset() {} // parse_port_with_default";
-        assert_eq!(redact(code, &[]), code);
+        assert_eq!(redact(code, &Redaction::default()), code);
     }
 
     #[test]

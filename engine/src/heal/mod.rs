@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub use assist::{http_client as assist_http_client, redact, AiEvidence, Assistant};
+pub use assist::{http_client as assist_http_client, redact, AiEvidence, Assistant, Redaction};
 pub use guard::refuses;
 pub use reruns::{rerun, Reruns};
 pub use strategy::{apply_diff, choose, fixer, revert_head, run_fixer, Made, Strategy};

@@ -25,6 +25,47 @@ pub struct AiConfig {
     pub model: String,
     /// `SELFHEAL_AI_MAX_OUTPUT_TOKENS`: an answer cut off there is refused.
     pub max_output_tokens: u32,
+    pub budget: AiBudget,
+    /// What the service charges, when configured; without it the cost is left unknown
+    /// rather than guessed from a price list that changes.
+    pub prices: Option<Prices>,
+    /// `SELFHEAL_AI_REDACT`: a regular expression whose matches are redacted from every
+    /// prompt, besides the built-in secret shapes (an organisation's own token format).
+    pub redact: Option<regex::Regex>,
+}
+
+/// Tokens the model service may be asked to process (input, cached or not, and output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AiBudget {
+    /// `SELFHEAL_AI_INCIDENT_TOKENS` (200,000): over every run of one incident.
+    pub incident_tokens: u64,
+    /// `SELFHEAL_AI_INSTALLATION_DAILY_TOKENS` (2,000,000): per installation per UTC day.
+    pub installation_daily_tokens: u64,
+}
+
+/// US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prices {
+    /// `SELFHEAL_AI_USD_PER_MTOK_INPUT`
+    pub input: f64,
+    /// `SELFHEAL_AI_USD_PER_MTOK_OUTPUT`
+    pub output: f64,
+    /// `SELFHEAL_AI_USD_PER_MTOK_CACHE_READ` (the input price when unset)
+    pub cache_read: f64,
+    /// `SELFHEAL_AI_USD_PER_MTOK_CACHE_WRITE` (the input price when unset)
+    pub cache_write: f64,
+}
+
+impl Prices {
+    /// The cost in US dollars of tokens counted as the services count them: `input` is the
+    /// input not read from or written to the cache.
+    pub fn cost(&self, input: u64, output: u64, cache_read: u64, cache_write: u64) -> f64 {
+        (input as f64 * self.input
+            + output as f64 * self.output
+            + cache_read as f64 * self.cache_read
+            + cache_write as f64 * self.cache_write)
+            / 1_000_000.0
+    }
 }
 
 /// The configured model service, if any.
@@ -65,6 +106,28 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
         },
     };
     let max_output_tokens = env.parsed("SELFHEAL_AI_MAX_OUTPUT_TOKENS")?.unwrap_or(8192);
+    let budget = AiBudget {
+        incident_tokens: env
+            .parsed("SELFHEAL_AI_INCIDENT_TOKENS")?
+            .unwrap_or(200_000),
+        installation_daily_tokens: env
+            .parsed("SELFHEAL_AI_INSTALLATION_DAILY_TOKENS")?
+            .unwrap_or(2_000_000),
+    };
+    let prices = prices(env)?;
+    let redact = env
+        .optional("SELFHEAL_AI_REDACT")
+        .map(|p| {
+            regex::Regex::new(&p).map_err(|e| ConfigError::Malformed {
+                name: "SELFHEAL_AI_REDACT",
+                // The pattern may itself be secret-shaped: the error names where, not what.
+                reason: format!(
+                    "not a regular expression ({})",
+                    e.to_string().lines().last().unwrap_or("invalid")
+                ),
+            })
+        })
+        .transpose()?;
     let config = match provider {
         AiProvider::Anthropic => AiConfig {
             provider,
@@ -76,6 +139,9 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
                 .optional("SELFHEAL_AI_MODEL")
                 .unwrap_or_else(|| "claude-sonnet-4-5".into()),
             max_output_tokens,
+            budget,
+            prices,
+            redact,
         },
         AiProvider::OpenAiCompatible => AiConfig {
             provider,
@@ -86,6 +152,9 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
             // A local server serves whatever it loaded: no default worth guessing.
             model: env.required("SELFHEAL_AI_MODEL")?,
             max_output_tokens,
+            budget,
+            prices,
+            redact,
         },
     };
     let name = match config.provider {
@@ -107,6 +176,35 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
         });
     }
     Ok(Some(config))
+}
+
+/// Prices come as a pair (input and output) or not at all: half a price list would make a
+/// cost that looks known and is not.
+fn prices<F: Fn(&str) -> Option<String>>(env: &Env<'_, F>) -> Result<Option<Prices>, ConfigError> {
+    let price = |name: &'static str| -> Result<Option<f64>, ConfigError> {
+        match env.parsed::<f64>(name)? {
+            Some(p) if !(p.is_finite() && p >= 0.0) => Err(ConfigError::Malformed {
+                name,
+                reason: "a price in US dollars per million tokens, 0 or more".into(),
+            }),
+            p => Ok(p),
+        }
+    };
+    let input = price("SELFHEAL_AI_USD_PER_MTOK_INPUT")?;
+    let output = price("SELFHEAL_AI_USD_PER_MTOK_OUTPUT")?;
+    let cache_read = price("SELFHEAL_AI_USD_PER_MTOK_CACHE_READ")?;
+    let cache_write = price("SELFHEAL_AI_USD_PER_MTOK_CACHE_WRITE")?;
+    match (input, output) {
+        (Some(input), Some(output)) => Ok(Some(Prices {
+            input,
+            output,
+            cache_read: cache_read.unwrap_or(input),
+            cache_write: cache_write.unwrap_or(input),
+        })),
+        (None, None) if cache_read.is_none() && cache_write.is_none() => Ok(None),
+        (Some(_), None) => Err(ConfigError::Missing("SELFHEAL_AI_USD_PER_MTOK_OUTPUT")),
+        _ => Err(ConfigError::Missing("SELFHEAL_AI_USD_PER_MTOK_INPUT")),
+    }
 }
 
 #[cfg(test)]
@@ -157,5 +255,66 @@ mod tests {
         assert!(err.to_string().contains("https"), "{err}");
         let err = with(&[("SELFHEAL_AI_PROVIDER", "anthropic")]).unwrap_err();
         assert_eq!(err, ConfigError::Missing("ANTHROPIC_API_KEY"));
+    }
+
+    #[test]
+    fn budgets_prices_and_the_redaction_pattern_are_read_and_checked() {
+        let a = with(&[("ANTHROPIC_API_KEY", "k")]).unwrap().unwrap();
+        assert_eq!(a.budget.incident_tokens, 200_000);
+        assert_eq!(a.budget.installation_daily_tokens, 2_000_000);
+        assert!(a.prices.is_none() && a.redact.is_none());
+        let a = with(&[
+            ("ANTHROPIC_API_KEY", "k"),
+            ("SELFHEAL_AI_INCIDENT_TOKENS", "5000"),
+            ("SELFHEAL_AI_INSTALLATION_DAILY_TOKENS", "90000"),
+            ("SELFHEAL_AI_USD_PER_MTOK_INPUT", "3"),
+            ("SELFHEAL_AI_USD_PER_MTOK_OUTPUT", "15"),
+            ("SELFHEAL_AI_USD_PER_MTOK_CACHE_READ", "0.3"),
+            ("SELFHEAL_AI_REDACT", r"acme_[a-z0-9]{8}"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.budget.incident_tokens, 5000);
+        assert_eq!(a.budget.installation_daily_tokens, 90_000);
+        let p = a.prices.unwrap();
+        // Cache writes default to the input price; a million of each priced once.
+        assert_eq!(p.cache_write, 3.0);
+        let cost = p.cost(1_000_000, 1_000_000, 1_000_000, 1_000_000);
+        assert!((cost - 21.3).abs() < 1e-9, "{cost}");
+        assert!(a.redact.unwrap().is_match("key acme_0a1b2c3d"));
+        for (vars, name) in [
+            (
+                vec![("SELFHEAL_AI_INCIDENT_TOKENS", "lots")],
+                "SELFHEAL_AI_INCIDENT_TOKENS",
+            ),
+            (
+                vec![("SELFHEAL_AI_USD_PER_MTOK_INPUT", "3")],
+                "SELFHEAL_AI_USD_PER_MTOK_OUTPUT",
+            ),
+            (
+                vec![("SELFHEAL_AI_USD_PER_MTOK_CACHE_READ", "1")],
+                "SELFHEAL_AI_USD_PER_MTOK_INPUT",
+            ),
+            (
+                vec![
+                    ("SELFHEAL_AI_USD_PER_MTOK_INPUT", "-1"),
+                    ("SELFHEAL_AI_USD_PER_MTOK_OUTPUT", "1"),
+                ],
+                "SELFHEAL_AI_USD_PER_MTOK_INPUT",
+            ),
+            (vec![("SELFHEAL_AI_REDACT", "acme_[")], "SELFHEAL_AI_REDACT"),
+        ] {
+            let mut vars = vars;
+            vars.push(("ANTHROPIC_API_KEY", "k"));
+            let err = with(&vars).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+        // A bad pattern is named, never echoed: it may be a secret's shape.
+        let err = with(&[
+            ("ANTHROPIC_API_KEY", "k"),
+            ("SELFHEAL_AI_REDACT", "hunter2("),
+        ])
+        .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }

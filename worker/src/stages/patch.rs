@@ -1,11 +1,14 @@
 //! Patch stage: reproduce the failure in the sandbox on the repository at the failing SHA and
 //! make a patch with the deterministic strategy for its class. Stored with its evidence.
 
+use std::sync::Arc;
+
 use selfheal_shared::runs::{Outcome, Run};
 
 use super::checkout::checkout;
 use super::diagnose::gunzip;
 use super::{StageError, StageReport};
+use crate::ai_spend::Ledger;
 use crate::heal::{self, Verdict};
 use crate::workflow;
 use crate::WorkerContext;
@@ -28,6 +31,23 @@ pub fn dependency_scope(run: &Run) -> String {
         "github:{}:{}",
         run.installation_id, run.repository_full_name
     )
+}
+
+/// The heal's options with the model's requests (if a model is configured) held to the
+/// incident's and the installation's budgets and recorded against this run.
+fn charged_to(ctx: &WorkerContext, run: &Run) -> heal::HealOptions {
+    let mut options = ctx.heal.clone();
+    if let (Some(assistant), Some(ai)) = (options.assistant.as_mut(), &ctx.ai) {
+        assistant.budget = Some(Arc::new(Ledger::for_run(
+            ctx.pool.clone(),
+            run,
+            assistant.model.provider.name(),
+            assistant.model.model.clone(),
+            ai.budget,
+            ai.prices,
+        )));
+    }
+    options
 }
 
 pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
@@ -58,7 +78,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         &dependency_scope(run),
         &step,
         Some(&log),
-        &ctx.heal,
+        &charged_to(ctx, run),
         &|msg| tracing::info!("{msg}"),
     )
     .await?;

@@ -1,0 +1,195 @@
+//! The model's spend held to its budgets in Postgres (`ai_spend`): per incident, per
+//! installation per UTC day, with reservations that workers asking side by side cannot both
+//! spend, and settled rows that carry the service's counts and their cost.
+
+mod support;
+
+use std::sync::Arc;
+
+use selfheal_engine::ai::budget::TokenBudget;
+use selfheal_engine::ai::Usage;
+use selfheal_shared::config::{AiBudget, Prices};
+use selfheal_shared::db;
+use selfheal_worker::ai_spend::Ledger;
+use support::*;
+use uuid::Uuid;
+
+/// Three runs of one installation: two failures of one workflow on one branch (one incident),
+/// and one on another branch (a second incident).
+async fn three_runs(env: &TestEnv) -> (Uuid, Uuid, Uuid) {
+    let app = env.spawn_web().await;
+    let (_, a) = app
+        .deliver("workflow_run", &env.failing_run(3101, &now()))
+        .await;
+    let (_, b) = app
+        .deliver("workflow_run", &env.failing_run(3102, &now()))
+        .await;
+    let mut other = env.failing_run(3103, &now());
+    other["workflow_run"]["head_branch"] = "release".into();
+    let (_, c) = app.deliver("workflow_run", &other).await;
+    (run_id_of(&a), run_id_of(&b), run_id_of(&c))
+}
+
+async fn ledger(env: &TestEnv, run: Uuid, budget: AiBudget) -> Ledger {
+    let db = env.db().await;
+    let row = db
+        .query_one(
+            "SELECT incident_id, installation_id FROM runs WHERE id = $1",
+            &[&run],
+        )
+        .await
+        .unwrap();
+    Ledger {
+        pool: db::pool(&env.database_url, 4).unwrap(),
+        run_id: run,
+        incident_id: row.get(0),
+        installation_id: row.get(1),
+        provider: "anthropic",
+        model: "claude-sonnet-4-5".into(),
+        budget,
+        prices: Some(Prices {
+            input: 3.0,
+            output: 15.0,
+            cache_read: 0.3,
+            cache_write: 3.75,
+        }),
+    }
+}
+
+fn spent(input: u64, output: u64) -> Usage {
+    Usage {
+        input_tokens: input,
+        output_tokens: output,
+        cached_input_tokens: 1_000,
+        cache_write_tokens: 0,
+    }
+}
+
+#[tokio::test]
+async fn requests_are_held_to_the_incidents_and_the_installations_daily_budgets() {
+    let env = TestEnv::new().await;
+    let (a, b, c) = three_runs(&env).await;
+    let budget = AiBudget {
+        incident_tokens: 10_000,
+        installation_daily_tokens: 16_000,
+    };
+    let first = ledger(&env, a, budget).await;
+    let second = ledger(&env, b, budget).await;
+    assert_eq!(first.incident_id, second.incident_id, "one incident");
+    let other = ledger(&env, c, budget).await;
+    assert_ne!(first.incident_id, other.incident_id);
+
+    // A reservation counts while its request runs: the same incident's next run gets the rest.
+    let held = first.reserve(8_000).await.unwrap();
+    assert_eq!(held.tokens, 8_000);
+    let rest = second.reserve(8_000).await.unwrap();
+    assert_eq!(rest.tokens, 2_000);
+    // Settled at what the service counted (3,500), the reservation's excess comes back.
+    first.settle(held, spent(2_000, 500), 2).await.unwrap();
+    second.settle(rest, Usage::default(), 0).await.unwrap();
+    let again = second.reserve(8_000).await.unwrap();
+    assert_eq!(again.tokens, 10_000 - 3_500);
+    second.settle(again, spent(5_000, 500), 1).await.unwrap();
+    // The incident has spent 3,500 + 6,500: nothing is left for it.
+    let none = first.reserve(1_000).await.unwrap();
+    assert_eq!(none.tokens, 0);
+    assert!(none.id.is_none(), "no row for a grant of nothing");
+
+    // The other incident has its own 10,000, but the installation's day has 6,000 left.
+    let day = other.reserve(9_000).await.unwrap();
+    assert_eq!(day.tokens, 6_000);
+    other.settle(day, spent(100, 100), 1).await.unwrap();
+
+    let db = env.db().await;
+    let row = db
+        .query_one(
+            "SELECT tokens::bigint, input_tokens::bigint, output_tokens::bigint, cache_read_tokens::bigint,
+                    cost_usd::float8, runs, unsettled
+             FROM ai_spend_daily WHERE installation_id = $1",
+            &[&first.installation_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 3_500 + 6_500 + 1_200);
+    assert_eq!(row.get::<_, i64>(1), 2_000 + 5_000 + 100);
+    assert_eq!(row.get::<_, i64>(2), 500 + 500 + 100);
+    assert_eq!(row.get::<_, i64>(3), 3_000);
+    // 7,100 input at $3, 1,100 output at $15 and 3,000 cache reads at $0.30 a million.
+    let cost: f64 = row.get(4);
+    assert!((cost - 0.0387).abs() < 1e-9, "{cost}");
+    assert_eq!(row.get::<_, i64>(5), 3, "three runs asked");
+    assert_eq!(row.get::<_, i64>(6), 0, "all settled");
+    // The grant of 2,000 that was not spent settled as nothing, and is counted so.
+    let zero = db
+        .query_one(
+            "SELECT count(*) FROM ai_spend WHERE reserved_tokens = 2000 AND input_tokens = 0 AND requests = 0",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(zero.get::<_, i64>(0), 1);
+}
+
+#[tokio::test]
+async fn workers_asking_at_once_cannot_spend_the_same_tokens() {
+    let env = TestEnv::new().await;
+    let (a, _, c) = three_runs(&env).await;
+    let budget = AiBudget {
+        incident_tokens: 1_000_000,
+        installation_daily_tokens: 50_000,
+    };
+    // Twenty requests of two incidents race for 50,000 tokens of one installation's day, each
+    // on a connection of its own, released together.
+    let start = Arc::new(tokio::sync::Barrier::new(20));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let ledger = Arc::new(ledger(&env, if i % 2 == 0 { a } else { c }, budget).await);
+        drop(ledger.pool.get().await.unwrap());
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            ledger.reserve(7_000).await.unwrap().tokens
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        granted += t.await.unwrap();
+    }
+    assert_eq!(granted, 50_000, "every token granted once, none twice");
+    // Unsettled reservations (a worker that died mid-request) stay counted.
+    let db = env.db().await;
+    let row = db
+        .query_one("SELECT tokens::bigint, unsettled FROM ai_spend_daily", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 50_000);
+    assert_eq!(
+        row.get::<_, i64>(1),
+        8,
+        "seven grants of 7,000 and one of 1,000"
+    );
+}
+
+#[tokio::test]
+async fn yesterdays_spend_does_not_count_against_today() {
+    let env = TestEnv::new().await;
+    let (a, _, c) = three_runs(&env).await;
+    let budget = AiBudget {
+        incident_tokens: 1_000_000,
+        installation_daily_tokens: 10_000,
+    };
+    let first = ledger(&env, a, budget).await;
+    let grant = first.reserve(10_000).await.unwrap();
+    first.settle(grant, spent(9_000, 0), 1).await.unwrap();
+    let other = ledger(&env, c, budget).await;
+    assert_eq!(other.reserve(5_000).await.unwrap().tokens, 0);
+    env.db()
+        .await
+        .execute(
+            "UPDATE ai_spend SET started_at = date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.reserve(5_000).await.unwrap().tokens, 5_000);
+}

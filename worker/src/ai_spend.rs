@@ -1,0 +1,168 @@
+//! What the model services were asked to process (`ai_spend`), held to the budgets per
+//! incident and per installation per UTC day. Each request reserves its share before it is
+//! sent, under a transaction-scoped advisory lock per installation, so that workers asking side
+//! by side cannot each spend the same allowance; it is settled with the service's counts (and
+//! their cost at the configured prices) when the answer is in.
+
+use deadpool_postgres::Pool;
+use futures::future::BoxFuture;
+use selfheal_engine::ai::budget::{BudgetError, Grant, TokenBudget};
+use selfheal_engine::ai::Usage;
+use selfheal_shared::config::{AiBudget, Prices};
+use selfheal_shared::runs::Run;
+use uuid::Uuid;
+
+/// One run's requests, charged to its incident and installation.
+#[derive(Debug)]
+pub struct Ledger {
+    pub pool: Pool,
+    pub run_id: Uuid,
+    pub incident_id: Uuid,
+    pub installation_id: i64,
+    pub provider: &'static str,
+    pub model: String,
+    pub budget: AiBudget,
+    pub prices: Option<Prices>,
+}
+
+impl Ledger {
+    pub fn for_run(
+        pool: Pool,
+        run: &Run,
+        provider: &'static str,
+        model: String,
+        budget: AiBudget,
+        prices: Option<Prices>,
+    ) -> Ledger {
+        Ledger {
+            pool,
+            run_id: run.id,
+            incident_id: run.incident_id,
+            installation_id: run.installation_id,
+            provider,
+            model,
+            budget,
+            prices,
+        }
+    }
+
+    async fn reserve_tokens(
+        &self,
+        wanted: u64,
+    ) -> Result<Grant, Box<dyn std::error::Error + Send + Sync>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('selfheal.ai_spend:' || $1::bigint::text, 0))",
+            &[&self.installation_id],
+        )
+        .await?;
+        let row = tx
+            .query_one(
+                "SELECT
+                   (SELECT COALESCE(sum(counted_tokens), 0)::bigint FROM ai_spend_counted
+                     WHERE incident_id = $1),
+                   (SELECT COALESCE(sum(counted_tokens), 0)::bigint FROM ai_spend_counted
+                     WHERE installation_id = $2
+                       AND started_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')",
+                &[&self.incident_id, &self.installation_id],
+            )
+            .await?;
+        let incident: i64 = row.get(0);
+        let today: i64 = row.get(1);
+        let left = self
+            .budget
+            .incident_tokens
+            .saturating_sub(incident.max(0) as u64)
+            .min(
+                self.budget
+                    .installation_daily_tokens
+                    .saturating_sub(today.max(0) as u64),
+            );
+        let tokens = wanted.min(left);
+        if tokens == 0 {
+            return Ok(Grant { tokens, id: None });
+        }
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO ai_spend (run_id, incident_id, installation_id, provider, model, reserved_tokens)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &self.run_id,
+                    &self.incident_id,
+                    &self.installation_id,
+                    &self.provider,
+                    &self.model,
+                    &(tokens as i64),
+                ],
+            )
+            .await?
+            .get(0);
+        tx.commit().await?;
+        Ok(Grant {
+            tokens,
+            id: Some(id),
+        })
+    }
+
+    async fn settle_tokens(
+        &self,
+        grant: Grant,
+        spent: Usage,
+        requests: u32,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let Some(id) = grant.id else { return Ok(()) };
+        let cost = self.prices.map(|p| {
+            p.cost(
+                spent.input_tokens,
+                spent.output_tokens,
+                spent.cached_input_tokens,
+                spent.cache_write_tokens,
+            )
+        });
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.pool
+            .get()
+            .await?
+            .execute(
+                "UPDATE ai_spend SET input_tokens = $2, output_tokens = $3, cache_read_tokens = $4,
+                   cache_write_tokens = $5, requests = $6, cost_usd = round($7::float8::numeric, 6),
+                   settled_at = now()
+                 WHERE id = $1 AND settled_at IS NULL",
+                &[
+                    &id,
+                    &count(spent.input_tokens),
+                    &count(spent.output_tokens),
+                    &count(spent.cached_input_tokens),
+                    &count(spent.cache_write_tokens),
+                    &(requests as i32),
+                    &cost,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl TokenBudget for Ledger {
+    fn reserve(&self, wanted: u64) -> BoxFuture<'_, Result<Grant, BudgetError>> {
+        Box::pin(async move {
+            self.reserve_tokens(wanted)
+                .await
+                .map_err(|source| BudgetError { source })
+        })
+    }
+
+    fn settle(
+        &self,
+        grant: Grant,
+        spent: Usage,
+        requests: u32,
+    ) -> BoxFuture<'_, Result<(), BudgetError>> {
+        Box::pin(async move {
+            self.settle_tokens(grant, spent, requests)
+                .await
+                .map_err(|source| BudgetError { source })
+        })
+    }
+}
