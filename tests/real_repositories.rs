@@ -314,6 +314,8 @@ async fn rust_compile_error_healed_by_the_models_answer_and_left_for_review() {
             ("ANTHROPIC_BASE_URL", &model.url),
             ("SELFHEAL_AI_USD_PER_MTOK_INPUT", "3"),
             ("SELFHEAL_AI_USD_PER_MTOK_OUTPUT", "15"),
+            // An operator's own pattern: here, words of the file's first line.
+            ("SELFHEAL_AI_REDACT", "staging servic[a-z]+"),
         ],
     )
     .await;
@@ -347,4 +349,8 @@ async fn rust_compile_error_healed_by_the_models_answer_and_left_for_review() {
         "{sent}"
     );
     assert!(!sent.contains(KEY));
+    assert!(
+        sent.contains("Listen addresses for the [REDACTED]") && !sent.contains("staging services"),
+        "{sent}"
+    );
 }
