@@ -8,7 +8,8 @@ CREATE TABLE ai_spend (
     run_id              UUID NOT NULL REFERENCES runs(id),
     incident_id         UUID NOT NULL REFERENCES incidents(id),
     installation_id     BIGINT NOT NULL,
-    provider            TEXT NOT NULL CHECK (provider IN ('anthropic', 'openai_compatible')),
+    -- `morph` for Morph's apply model merging another model's edits.
+    provider            TEXT NOT NULL CHECK (provider IN ('anthropic', 'openai_compatible', 'morph')),
     model               TEXT NOT NULL,
     -- What the heal was allowed: counted against the budgets until the row is settled.
     reserved_tokens     BIGINT NOT NULL CHECK (reserved_tokens >= 0),

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use ai_standin::{anthropic_tool_answer, openai_answer, AiStandIn, Reply};
+use selfheal_engine::ai::answer::Change;
 use selfheal_engine::ai::{answer, complete, AiError, ModelConfig, Prompt, Provider};
 use serde_json::json;
 
@@ -55,7 +56,7 @@ async fn ask(config: &ModelConfig) -> Result<selfheal_engine::ai::Completion, Ai
         &reqwest::Client::new(),
         config,
         &prompt(),
-        &answer::schema(),
+        &answer::schema(false),
     )
     .await
 }
@@ -69,9 +70,9 @@ async fn a_streamed_anthropic_answer_is_assembled_from_its_fragments_with_its_us
         0,
     )));
     let done = ask(&anthropic(&s, KEY)).await.unwrap();
-    let parsed = answer::parse(&done.json).unwrap();
+    let parsed = answer::parse(&done.json, false).unwrap();
     assert_eq!(parsed.culprit_files[0].path, "src/lib.rs");
-    assert_eq!(parsed.patch, PATCH);
+    assert_eq!(parsed.change, Change::Patch(PATCH.into()));
     assert_eq!(done.requests, 1);
     assert_eq!(done.usage.input_tokens, 472);
     assert_eq!(done.usage.cache_write_tokens, 1024);
@@ -88,7 +89,10 @@ async fn a_streamed_anthropic_answer_is_assembled_from_its_fragments_with_its_us
         "ephemeral"
     );
     assert_eq!(request.body["tool_choice"]["name"], "propose_fix");
-    assert_eq!(request.body["tools"][0]["input_schema"], answer::schema());
+    assert_eq!(
+        request.body["tools"][0]["input_schema"],
+        answer::schema(false)
+    );
 
     // The next request reads the cached instructions.
     s.push(Reply::Events(anthropic_tool_answer(
@@ -113,7 +117,10 @@ async fn a_stream_cut_short_is_asked_again_and_never_half_used() {
     )));
     let done = ask(&anthropic(&s, KEY)).await.unwrap();
     assert_eq!(done.requests, 2);
-    assert_eq!(answer::parse(&done.json).unwrap().patch, PATCH);
+    assert_eq!(
+        answer::parse(&done.json, false).unwrap().change,
+        Change::Patch(PATCH.into())
+    );
 
     // Cut every time: unavailable, with how many requests it took.
     let mut config = anthropic(&s, KEY);
@@ -214,7 +221,7 @@ async fn an_openai_compatible_server_answers_under_the_json_schema() {
     let local = ai_standin::spawn(None).await;
     local.push(Reply::Json(openai_answer(&the_answer(), "stop")));
     let done = ask(&openai(&local, None)).await.unwrap();
-    assert_eq!(answer::parse(&done.json).unwrap().confidence, 0.82);
+    assert_eq!(answer::parse(&done.json, false).unwrap().confidence, 0.82);
     // prompt_tokens (1117) counts the cached ones: split, so that a budget counts each once.
     assert_eq!(done.usage.cached_input_tokens, 1024);
     assert_eq!(done.usage.input_tokens, 93);
@@ -224,7 +231,7 @@ async fn an_openai_compatible_server_answers_under_the_json_schema() {
     assert!(request.headers.get("authorization").is_none());
     assert_eq!(
         request.body["response_format"]["json_schema"]["schema"],
-        answer::schema()
+        answer::schema(false)
     );
     assert_eq!(
         request.body["response_format"]["json_schema"]["strict"],
@@ -266,12 +273,12 @@ async fn an_answer_outside_the_contract_is_refused_before_anything_uses_it() {
     )));
     let done = ask(&openai(&s, None)).await.unwrap();
     assert!(matches!(
-        answer::parse(&done.json),
+        answer::parse(&done.json, false),
         Err(answer::AnswerError::Path(_))
     ));
     let done = ask(&openai(&s, None)).await.unwrap();
     assert!(matches!(
-        answer::parse(&done.json),
+        answer::parse(&done.json, false),
         Err(answer::AnswerError::Shape(_))
     ));
 }
@@ -328,6 +335,7 @@ mod healing {
                     pattern: None,
                 },
                 budget: None,
+                morph: None,
             }),
         }
     }
@@ -441,6 +449,172 @@ mod healing {
         let spent = report.ai.as_ref().unwrap().usage.total();
         assert!(spent > 0);
         assert_eq!(enough.left(), (need + 1_500).saturating_sub(spent));
+    }
+
+    const MORPH_KEY: &str = "morph-test-key-0123456789";
+
+    /// The broken crate without the secrets planted in it.
+    fn clean_crate() -> tempfile::TempDir {
+        let dir = broken_crate();
+        let lib = dir.path().join("src/lib.rs");
+        let text = std::fs::read_to_string(&lib).unwrap();
+        let clean: String = text
+            .lines()
+            .filter(|l| !l.starts_with("// "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&lib, clean).unwrap();
+        dir
+    }
+
+    fn with_morph(s: &AiStandIn, morph: &AiStandIn) -> HealOptions {
+        let mut o = options(s);
+        let assistant = o.assistant.as_mut().unwrap();
+        let mut config = ModelConfig::new(
+            Provider::OpenAiCompatible {
+                base_url: format!("{}/v1", morph.url),
+                api_key: Some(MORPH_KEY.to_string().into()),
+            },
+            "morph-v3-large",
+        );
+        config.backoff = Duration::from_millis(50);
+        assistant.morph = Some(config);
+        assistant.redaction.values.push(MORPH_KEY.into());
+        o
+    }
+
+    const UPDATE: &str = "// ... existing code ...\npub fn listen_address(host: &str, port_text: &str) -> String {\n    format!(\"{host}:{}\", parse_port(port_text, 8080))\n}\n// ... existing code ...\n";
+
+    fn edits(path: &str) -> Reply {
+        let answer = json!({"root_cause": "parse_port now takes a default; listen_address still calls it with one argument",
+            "culprit_files": [{"path": path, "line": 6}], "confidence": 0.9, "patch": null,
+            "edits": [{"path": path, "update": UPDATE}]});
+        Reply::Events(anthropic_tool_answer(&answer.to_string(), "tool_use", 0))
+    }
+
+    #[tokio::test]
+    async fn lazy_edits_are_merged_by_morph_checked_and_validated_like_any_patch() {
+        let s = ai_standin::spawn(Some(KEY)).await;
+        let morph = ai_standin::spawn(Some(MORPH_KEY)).await;
+        let dir = clean_crate();
+        let original = std::fs::read_to_string(dir.path().join("src/lib.rs")).unwrap();
+        let fixed = original.replace("parse_port(port_text))", "parse_port(port_text, 8080))");
+        assert_ne!(fixed, original);
+        // Morph's merge of a first answer drops the test; the second is the fix.
+        s.push(edits("src/lib.rs"));
+        morph.push(Reply::Json(ai_standin::morph_answer(
+            &fixed.replace("    #[test]\n", ""),
+        )));
+        s.push(edits("src/lib.rs"));
+        let mut o = with_morph(&s, &morph);
+        let allowance = Arc::new(Allowance::new(100_000));
+        o.assistant.as_mut().unwrap().budget = Some(allowance.clone());
+        let report = heal(dir.path(), &o).await;
+        // The same edits twice: the merge is not asked again.
+        let Verdict::HandedOff { reason } = &report.verdict else {
+            panic!("{:?}", report.verdict);
+        };
+        assert!(
+            reason.contains("the same patch was proposed twice"),
+            "{reason}"
+        );
+        let ai = report.ai.as_ref().unwrap();
+        assert!(ai.refused[0].contains("removes a test"), "{:?}", ai.refused);
+        assert_eq!(morph.received().len(), 1);
+
+        // Now the merge is right: it is validated and becomes the fix.
+        let s = ai_standin::spawn(Some(KEY)).await;
+        let morph = ai_standin::spawn(Some(MORPH_KEY)).await;
+        s.push(edits("src/lib.rs"));
+        morph.push(Reply::Json(ai_standin::morph_answer(&fixed)));
+        let mut o = with_morph(&s, &morph);
+        let allowance = Arc::new(Allowance::new(100_000));
+        o.assistant.as_mut().unwrap().budget = Some(allowance.clone());
+        let report = heal(dir.path(), &o).await;
+        assert!(
+            matches!(report.verdict, Verdict::Fixed),
+            "{:?}",
+            report.verdict
+        );
+        assert_eq!(report.strategy, Strategy::AiPatch);
+        let patch = report.patch.as_deref().unwrap();
+        assert!(
+            patch.contains("+    format!(\"{host}:{}\", parse_port(port_text, 8080))"),
+            "{patch}"
+        );
+        assert_eq!(
+            patch
+                .lines()
+                .filter(|l| l.starts_with(['+', '-'])
+                    && !l.starts_with("+++")
+                    && !l.starts_with("---"))
+                .count(),
+            2,
+            "one line changed: {patch}"
+        );
+        // The model was offered edits; Morph got the documented message, with its own key.
+        let asked = &s.received()[0].body;
+        assert!(asked["tools"][0]["input_schema"]["properties"]["edits"].is_object());
+        let merge = &morph.received()[0];
+        assert_eq!(merge.path, "/v1/chat/completions");
+        assert_eq!(
+            merge.headers["authorization"],
+            format!("Bearer {MORPH_KEY}")
+        );
+        assert_eq!(merge.body["model"], "morph-v3-large");
+        assert!(merge.body.get("response_format").is_none());
+        let messages = merge.body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0]["role"], "user");
+        let content = messages[0]["content"].as_str().unwrap();
+        assert!(
+            content.starts_with(
+                "<instruction>I fix the failing build. parse_port now takes a default"
+            ),
+            "{content}"
+        );
+        assert!(
+            content.contains(&format!(
+                "</instruction>\n<code>{original}</code>\n<update>{UPDATE}</update>"
+            )),
+            "{content}"
+        );
+        // Both services' tokens are counted against the one allowance.
+        let ai = report.ai.as_ref().unwrap();
+        let merged = ai.morph.as_ref().unwrap();
+        assert_eq!((merged.files, merged.requests), (1, 1));
+        assert_eq!(merged.usage.output_tokens, 318);
+        assert_eq!(
+            allowance.left(),
+            100_000 - ai.usage.total() - merged.usage.total()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_edit_of_a_file_holding_secrets_is_never_sent_to_morph() {
+        let s = ai_standin::spawn(Some(KEY)).await;
+        let morph = ai_standin::spawn(Some(MORPH_KEY)).await;
+        // The broken crate's src/lib.rs has a deploy key in a comment: merging it would send
+        // the key, or write the redaction marker over it. Asked again, the model gives a patch.
+        s.push(edits("src/lib.rs"));
+        s.push(reply(FIX, "src/lib.rs"));
+        let dir = broken_crate();
+        let report = heal(dir.path(), &with_morph(&s, &morph)).await;
+        assert!(
+            matches!(report.verdict, Verdict::Fixed),
+            "{:?}",
+            report.verdict
+        );
+        let ai = report.ai.as_ref().unwrap();
+        assert!(
+            ai.refused[0].contains("holds secret-shaped text that is never sent"),
+            "{:?}",
+            ai.refused
+        );
+        assert!(morph.received().is_empty(), "the file went to Morph");
+        for request in s.received() {
+            assert!(!request.body.to_string().contains(DEPLOY_KEY));
+        }
     }
 
     #[tokio::test]

@@ -14,6 +14,8 @@ use selfheal_worker::ai_spend::Ledger;
 use support::*;
 use uuid::Uuid;
 
+const MODEL: &str = "claude-sonnet-4-5";
+
 /// Three runs of one installation: two failures of one workflow on one branch (one incident),
 /// and one on another branch (a second incident).
 async fn three_runs(env: &TestEnv) -> (Uuid, Uuid, Uuid) {
@@ -44,8 +46,6 @@ async fn ledger(env: &TestEnv, run: Uuid, budget: AiBudget) -> Ledger {
         run_id: run,
         incident_id: row.get(0),
         installation_id: row.get(1),
-        provider: "anthropic",
-        model: "claude-sonnet-4-5".into(),
         budget,
         prices: Some(Prices {
             input: 3.0,
@@ -80,23 +80,38 @@ async fn requests_are_held_to_the_incidents_and_the_installations_daily_budgets(
     assert_ne!(first.incident_id, other.incident_id);
 
     // A reservation counts while its request runs: the same incident's next run gets the rest.
-    let held = first.reserve(8_000).await.unwrap();
+    let held = first
+        .reserve(8_000, "anthropic", MODEL.into())
+        .await
+        .unwrap();
     assert_eq!(held.tokens, 8_000);
-    let rest = second.reserve(8_000).await.unwrap();
+    let rest = second
+        .reserve(8_000, "anthropic", MODEL.into())
+        .await
+        .unwrap();
     assert_eq!(rest.tokens, 2_000);
     // Settled at what the service counted (3,500), the reservation's excess comes back.
     first.settle(held, spent(2_000, 500), 2).await.unwrap();
     second.settle(rest, Usage::default(), 0).await.unwrap();
-    let again = second.reserve(8_000).await.unwrap();
+    let again = second
+        .reserve(8_000, "anthropic", MODEL.into())
+        .await
+        .unwrap();
     assert_eq!(again.tokens, 10_000 - 3_500);
     second.settle(again, spent(5_000, 500), 1).await.unwrap();
     // The incident has spent 3,500 + 6,500: nothing is left for it.
-    let none = first.reserve(1_000).await.unwrap();
+    let none = first
+        .reserve(1_000, "anthropic", MODEL.into())
+        .await
+        .unwrap();
     assert_eq!(none.tokens, 0);
     assert!(none.id.is_none(), "no row for a grant of nothing");
 
     // The other incident has its own 10,000, but the installation's day has 6,000 left.
-    let day = other.reserve(9_000).await.unwrap();
+    let day = other
+        .reserve(9_000, "anthropic", MODEL.into())
+        .await
+        .unwrap();
     assert_eq!(day.tokens, 6_000);
     other.settle(day, spent(100, 100), 1).await.unwrap();
 
@@ -148,7 +163,11 @@ async fn workers_asking_at_once_cannot_spend_the_same_tokens() {
         let start = start.clone();
         tasks.push(tokio::spawn(async move {
             start.wait().await;
-            ledger.reserve(7_000).await.unwrap().tokens
+            ledger
+                .reserve(7_000, "anthropic", MODEL.into())
+                .await
+                .unwrap()
+                .tokens
         }));
     }
     let mut granted = 0;
@@ -179,10 +198,20 @@ async fn yesterdays_spend_does_not_count_against_today() {
         installation_daily_tokens: 10_000,
     };
     let first = ledger(&env, a, budget).await;
-    let grant = first.reserve(10_000).await.unwrap();
+    let grant = first
+        .reserve(10_000, "anthropic", MODEL.into())
+        .await
+        .unwrap();
     first.settle(grant, spent(9_000, 0), 1).await.unwrap();
     let other = ledger(&env, c, budget).await;
-    assert_eq!(other.reserve(5_000).await.unwrap().tokens, 0);
+    assert_eq!(
+        other
+            .reserve(5_000, "anthropic", MODEL.into())
+            .await
+            .unwrap()
+            .tokens,
+        0
+    );
     env.db()
         .await
         .execute(
@@ -191,5 +220,12 @@ async fn yesterdays_spend_does_not_count_against_today() {
         )
         .await
         .unwrap();
-    assert_eq!(other.reserve(5_000).await.unwrap().tokens, 5_000);
+    assert_eq!(
+        other
+            .reserve(5_000, "anthropic", MODEL.into())
+            .await
+            .unwrap()
+            .tokens,
+        5_000
+    );
 }

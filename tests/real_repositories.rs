@@ -354,3 +354,69 @@ async fn rust_compile_error_healed_by_the_models_answer_and_left_for_review() {
         "{sent}"
     );
 }
+
+/// The same failure, the model answering with a lazy edit that Morph (its stand-in, answering
+/// as Morph's documentation shows) merges into the file: the worker reads MORPH_API_KEY and
+/// MORPH_API_URL, and both services' spend is recorded against the run.
+#[tokio::test]
+async fn rust_compile_error_healed_from_a_lazy_edit_merged_by_morph() {
+    const KEY: &str = "sk-ant-e2e-0123456789abcdefghij";
+    const MORPH_KEY: &str = "morph-e2e-0123456789abcdefghij";
+    let model = ai_standin::spawn(Some(KEY)).await;
+    let morph = ai_standin::spawn(Some(MORPH_KEY)).await;
+    let update = "// ... existing code ...\npub fn listen_address(host: &str, port_text: &str) -> String {\n    format!(\"{host}:{}\", parse_port(port_text, 8080))\n}\n// ... existing code ...\n";
+    let answer = serde_json::json!({
+        "root_cause": "parse_port gained a default parameter; listen_address still calls it with one argument",
+        "culprit_files": [{"path": "src/lib.rs", "line": 10}], "confidence": 0.9, "patch": null,
+        "edits": [{"path": "src/lib.rs", "update": update}]});
+    model.push(ai_standin::Reply::Events(
+        ai_standin::anthropic_tool_answer(&answer.to_string(), "tool_use", 0),
+    ));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let original =
+        std::fs::read_to_string(root.join("examples/rust-api-change/src/lib.rs")).unwrap();
+    let merged = original.replacen("parse_port(port_text))", "parse_port(port_text, 8080))", 1);
+    morph.push(ai_standin::Reply::Json(ai_standin::morph_answer(&merged)));
+    let morph_url = format!("{}/v1", morph.url);
+    let h = heal_with(
+        "rust-api-change",
+        "test",
+        1508,
+        &[
+            ("ANTHROPIC_API_KEY", KEY),
+            ("ANTHROPIC_BASE_URL", &model.url),
+            ("MORPH_API_KEY", MORPH_KEY),
+            ("MORPH_API_URL", &morph_url),
+        ],
+    )
+    .await;
+    assert_healed(&h, "ai_patch", "test", "src/lib.rs");
+    assert!(h.diff.contains("parse_port(port_text, 8080)"), "{}", h.diff);
+    assert_eq!(h.evidence["ai"]["morph"]["files"], 1, "{:#}", h.evidence);
+    assert_eq!(h.evidence["ai"]["morph"]["model"], "morph-v3-large");
+    let sent = morph.received();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].headers["authorization"],
+        format!("Bearer {MORPH_KEY}")
+    );
+    // Neither key went into any prompt.
+    for body in sent
+        .iter()
+        .chain(model.received().iter())
+        .map(|r| r.body.to_string())
+    {
+        assert!(!body.contains(KEY) && !body.contains(MORPH_KEY));
+    }
+    // Morph's tokens (412 + 318 in its answer) are counted with the model's.
+    let model_tokens: u64 = [
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+    ]
+    .iter()
+    .map(|k| h.evidence["ai"]["usage"][k].as_u64().unwrap())
+    .sum();
+    assert_eq!(h.spend.0, Some(model_tokens as i64 + 730), "{:?}", h.spend);
+}

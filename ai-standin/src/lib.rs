@@ -11,6 +11,9 @@
 //!   `retry-after` on 429).
 //! - OpenAI: the `chat.completion` object and `{"error": {...}}` bodies of
 //!   https://platform.openai.com/docs/api-reference/chat.
+//! - Morph's apply model, which is OpenAI-compatible chat completions: its answer as
+//!   https://docs.morphllm.com/api-reference/endpoint/apply shows it (the merged file as the
+//!   message's content, starting with a line break; usage without cache details).
 //!
 //! Like the services, they refuse a missing or wrong key (401), a missing `anthropic-version`
 //! or a body without `model`, `max_tokens` or `messages` (400), and record every request.
@@ -316,4 +319,12 @@ pub fn openai_answer(content: &str, finish_reason: &str) -> Value {
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                 "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}},
         "service_tier": "default"})
+}
+
+/// Morph's apply answer: the whole merged file as the content, as its documentation shows it.
+pub fn morph_answer(merged: &str) -> Value {
+    json!({"id": "chatcmpl-123", "object": "chat.completion", "created": 1677652288,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("\n{merged}")},
+            "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 412, "completion_tokens": 318, "total_tokens": 730}})
 }

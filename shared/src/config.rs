@@ -2,7 +2,7 @@
 
 mod ai;
 
-pub use ai::{ai_config, AiBudget, AiConfig, AiProvider, Prices};
+pub use ai::{ai_config, AiBudget, AiConfig, AiProvider, MorphConfig, Prices};
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -19,28 +19,17 @@ pub struct Ledger {
     pub run_id: Uuid,
     pub incident_id: Uuid,
     pub installation_id: i64,
-    pub provider: &'static str,
-    pub model: String,
     pub budget: AiBudget,
     pub prices: Option<Prices>,
 }
 
 impl Ledger {
-    pub fn for_run(
-        pool: Pool,
-        run: &Run,
-        provider: &'static str,
-        model: String,
-        budget: AiBudget,
-        prices: Option<Prices>,
-    ) -> Ledger {
+    pub fn for_run(pool: Pool, run: &Run, budget: AiBudget, prices: Option<Prices>) -> Ledger {
         Ledger {
             pool,
             run_id: run.id,
             incident_id: run.incident_id,
             installation_id: run.installation_id,
-            provider,
-            model,
             budget,
             prices,
         }
@@ -49,6 +38,8 @@ impl Ledger {
     async fn reserve_tokens(
         &self,
         wanted: u64,
+        provider: &'static str,
+        model: String,
     ) -> Result<Grant, Box<dyn std::error::Error + Send + Sync>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -91,8 +82,8 @@ impl Ledger {
                     &self.run_id,
                     &self.incident_id,
                     &self.installation_id,
-                    &self.provider,
-                    &self.model,
+                    &provider,
+                    &model,
                     &(tokens as i64),
                 ],
             )
@@ -145,9 +136,14 @@ impl Ledger {
 }
 
 impl TokenBudget for Ledger {
-    fn reserve(&self, wanted: u64) -> BoxFuture<'_, Result<Grant, BudgetError>> {
+    fn reserve(
+        &self,
+        wanted: u64,
+        provider: &'static str,
+        model: String,
+    ) -> BoxFuture<'_, Result<Grant, BudgetError>> {
         Box::pin(async move {
-            self.reserve_tokens(wanted)
+            self.reserve_tokens(wanted, provider, model)
                 .await
                 .map_err(|source| BudgetError { source })
         })

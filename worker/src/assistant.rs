@@ -24,6 +24,19 @@ pub fn assistant(ai: &AiConfig, mut never_send: Vec<String>) -> Assistant {
     if let Some(key) = &ai.api_key {
         never_send.push(key.expose_secret().to_string());
     }
+    let morph = ai.morph.as_ref().map(|m| {
+        never_send.push(m.api_key.expose_secret().to_string());
+        let mut config = ModelConfig::new(
+            Provider::OpenAiCompatible {
+                base_url: m.base_url.clone(),
+                api_key: Some(m.api_key.clone()),
+            },
+            m.model.clone(),
+        );
+        // Set per request from the file's size; this is only the ceiling.
+        config.max_output_tokens = 16_384;
+        config
+    });
     let mut model = ModelConfig::new(provider, ai.model.clone());
     model.max_output_tokens = ai.max_output_tokens;
     Assistant {
@@ -34,6 +47,7 @@ pub fn assistant(ai: &AiConfig, mut never_send: Vec<String>) -> Assistant {
             pattern: ai.redact.clone(),
         },
         budget: None,
+        morph,
     }
 }
 

@@ -7,14 +7,46 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub root_cause: String,
     pub culprit_files: Vec<Culprit>,
     pub confidence: f64,
-    pub patch: String,
+    pub change: Change,
 }
+
+/// The fix, in one of the two forms the contract allows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A git-format unified diff.
+    Patch(String),
+    /// Lazy edits for Morph to merge, one per file (only when Morph is configured).
+    Edits(Vec<Edit>),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edit {
+    pub path: String,
+    /// The changed lines, with `// ... existing code ...` for what stays.
+    pub update: String,
+}
+
+/// The answer as sent; [`parse`] makes an [`Answer`] of it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    root_cause: String,
+    culprit_files: Vec<Culprit>,
+    confidence: f64,
+    patch: Option<String>,
+    #[serde(default)]
+    edits: Option<Vec<Edit>>,
+}
+
+/// At most this many files edited, each update at most this long.
+const EDITS: usize = 20;
+const UPDATE_CAP: usize = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,9 +68,10 @@ pub enum AnswerError {
 }
 
 /// The answer's JSON schema, strict (every property required, nothing else allowed), as both
-/// services' structured outputs take it.
-pub fn schema() -> Value {
-    json!({
+/// services' structured outputs take it. With `edits` (Morph configured) the fix is either a
+/// patch or lazy edits, the other null.
+pub fn schema(edits: bool) -> Value {
+    let mut schema = json!({
         "type": "object",
         "additionalProperties": false,
         "required": ["root_cause", "culprit_files", "confidence", "patch"],
@@ -60,7 +93,31 @@ pub fn schema() -> Value {
             "confidence": {"type": "number", "description": "From 0 to 1."},
             "patch": {"type": "string", "description": "The fix as a git diff: `diff --git a/P b/P`, `--- a/P`, `+++ b/P`, paths relative to the repository root."},
         },
-    })
+    });
+    if edits {
+        schema["required"] = json!([
+            "root_cause",
+            "culprit_files",
+            "confidence",
+            "patch",
+            "edits"
+        ]);
+        schema["properties"]["patch"] = json!({"type": ["string", "null"], "description": "The fix as a git diff (`diff --git a/P b/P`, `--- a/P`, `+++ b/P`), or null when edits are given."});
+        schema["properties"]["edits"] = json!({
+            "type": ["array", "null"],
+            "description": "Or the fix as edits of existing files, one per file: the changed lines with `// ... existing code ...` for unchanged code between them; null when a patch is given.",
+            "items": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["path", "update"],
+                "properties": {
+                    "path": {"type": "string", "description": "Relative to the repository root."},
+                    "update": {"type": "string"},
+                },
+            },
+        });
+    }
+    schema
 }
 
 /// A path as the answer may name one: relative, plain, inside the repository.
@@ -76,16 +133,36 @@ fn plain(path: &str) -> bool {
 }
 
 /// Parses and checks the answer's shape (a code fence around it, which some local models add
-/// despite the schema, is taken off).
-pub fn parse(json: &str) -> Result<Answer, AnswerError> {
+/// despite the schema, is taken off). Edits are taken only when `edits` (Morph configured).
+pub fn parse(json: &str, edits: bool) -> Result<Answer, AnswerError> {
     let trimmed = json.trim();
     let unfenced = trimmed
         .strip_prefix("```json")
         .or_else(|| trimmed.strip_prefix("```"))
         .and_then(|rest| rest.strip_suffix("```"))
         .unwrap_or(trimmed);
-    let answer: Answer =
-        serde_json::from_str(unfenced).map_err(|e| AnswerError::Shape(e.to_string()))?;
+    let raw: Raw = serde_json::from_str(unfenced).map_err(|e| AnswerError::Shape(e.to_string()))?;
+    let change = match (raw.patch, raw.edits) {
+        (Some(patch), None) => Change::Patch(patch),
+        (None, Some(list)) if edits => Change::Edits(list),
+        (None, Some(_)) => {
+            return Err(AnswerError::Shape(
+                "edits are taken only with Morph configured: give a patch".into(),
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(AnswerError::Shape(
+                "both a patch and edits: give one, the other null".into(),
+            ))
+        }
+        (None, None) => return Err(AnswerError::Shape("no patch and no edits".into())),
+    };
+    let answer = Answer {
+        root_cause: raw.root_cause,
+        culprit_files: raw.culprit_files,
+        confidence: raw.confidence,
+        change,
+    };
     if !(0.0..=1.0).contains(&answer.confidence) {
         return Err(AnswerError::Bounds {
             field: "confidence",
@@ -109,7 +186,37 @@ pub fn parse(json: &str) -> Result<Answer, AnswerError> {
             return Err(AnswerError::Path(culprit.path.clone()));
         }
     }
-    patched_paths(&answer.patch)?;
+    match &answer.change {
+        Change::Patch(patch) => {
+            patched_paths(patch)?;
+        }
+        Change::Edits(list) => {
+            if list.is_empty() || list.len() > EDITS {
+                return Err(AnswerError::Bounds {
+                    field: "edits",
+                    why: format!("{} edits: from 1 to {EDITS}", list.len()),
+                });
+            }
+            let mut seen = std::collections::HashSet::new();
+            for edit in list {
+                if !plain(&edit.path) {
+                    return Err(AnswerError::Path(edit.path.clone()));
+                }
+                if !seen.insert(edit.path.as_str()) {
+                    return Err(AnswerError::Bounds {
+                        field: "edits",
+                        why: format!("{} is edited twice: one edit per file", edit.path),
+                    });
+                }
+                if edit.update.trim().is_empty() || edit.update.len() > UPDATE_CAP {
+                    return Err(AnswerError::Bounds {
+                        field: "edits",
+                        why: format!("the update of {} is empty or over 256 KiB", edit.path),
+                    });
+                }
+            }
+        }
+    }
     Ok(answer)
 }
 
@@ -246,10 +353,11 @@ mod tests {
 
     #[test]
     fn a_well_formed_answer_is_taken_fenced_or_not() {
-        let a = parse(&answer(PATCH, "src/lib.rs", 0.8)).unwrap();
+        let a = parse(&answer(PATCH, "src/lib.rs", 0.8), false).unwrap();
         assert_eq!(a.culprit_files[0].line, Some(3));
+        assert_eq!(a.change, Change::Patch(PATCH.into()));
         let fenced = format!("```json\n{}\n```", answer(PATCH, "src/lib.rs", 0.8));
-        assert_eq!(parse(&fenced).unwrap(), a);
+        assert_eq!(parse(&fenced, false).unwrap(), a);
         assert_eq!(patched_paths(PATCH).unwrap(), vec!["src/lib.rs"]);
     }
 
@@ -265,23 +373,26 @@ mod tests {
             "a/./b",
         ] {
             assert!(
-                matches!(parse(&answer(PATCH, path, 0.5)), Err(AnswerError::Path(_))),
+                matches!(
+                    parse(&answer(PATCH, path, 0.5), false),
+                    Err(AnswerError::Path(_))
+                ),
                 "{path:?}"
             );
         }
         assert!(matches!(
-            parse(&answer(PATCH, "a", 1.5)),
+            parse(&answer(PATCH, "a", 1.5), false),
             Err(AnswerError::Bounds { .. })
         ));
         assert!(matches!(
-            parse("{\"root_cause\": \"x\"}"),
+            parse("{\"root_cause\": \"x\"}", false),
             Err(AnswerError::Shape(_))
         ));
         // Fields the contract does not have are refused, not ignored.
         let extra = json!({"root_cause": "x", "culprit_files": [], "confidence": 0.5,
             "patch": PATCH, "shell": "rm -rf /"});
         assert!(matches!(
-            parse(&extra.to_string()),
+            parse(&extra.to_string(), false),
             Err(AnswerError::Shape(_))
         ));
         // A diff that climbs out, or whose headers disagree, or that is not a git diff.
@@ -317,5 +428,55 @@ mod tests {
         // A new file is /dev/null on its --- side.
         let new = "diff --git a/n.txt b/n.txt\nnew file mode 100644\n--- /dev/null\n+++ b/n.txt\n@@ -0,0 +1 @@\n+x\n";
         assert_eq!(patched_paths(new).unwrap(), vec!["n.txt"]);
+    }
+
+    #[test]
+    fn edits_are_taken_only_with_morph_one_per_plain_path() {
+        let with = |patch: Value, edits: Value| {
+            json!({"root_cause": "a call site was not updated", "culprit_files": [],
+                "confidence": 0.7, "patch": patch, "edits": edits})
+            .to_string()
+        };
+        let edit =
+            json!([{"path": "src/lib.rs", "update": "// ... existing code ...\nfn f() {}\n"}]);
+        let a = parse(&with(Value::Null, edit.clone()), true).unwrap();
+        let Change::Edits(list) = &a.change else {
+            panic!("{a:?}")
+        };
+        assert_eq!(list[0].path, "src/lib.rs");
+        // Without Morph an answer of edits is refused; a patch with null edits is a patch.
+        assert!(matches!(
+            parse(&with(Value::Null, edit.clone()), false),
+            Err(AnswerError::Shape(_))
+        ));
+        assert!(matches!(
+            parse(&with(PATCH.into(), Value::Null), true)
+                .unwrap()
+                .change,
+            Change::Patch(_)
+        ));
+        for (patch, edits) in [(PATCH.into(), edit.clone()), (Value::Null, Value::Null)] {
+            assert!(
+                matches!(parse(&with(patch, edits), true), Err(AnswerError::Shape(_))),
+                "one of the two, never both or neither"
+            );
+        }
+        let climbing = json!([{"path": "../.ssh/authorized_keys", "update": "x"}]);
+        assert!(matches!(
+            parse(&with(Value::Null, climbing), true),
+            Err(AnswerError::Path(_))
+        ));
+        let twice = json!([{"path": "a.rs", "update": "x"}, {"path": "a.rs", "update": "y"}]);
+        assert!(matches!(
+            parse(&with(Value::Null, twice), true),
+            Err(AnswerError::Bounds { .. })
+        ));
+        assert!(matches!(
+            parse(&with(Value::Null, json!([])), true),
+            Err(AnswerError::Bounds { .. })
+        ));
+        // The strict schema names both fields, each nullable, only with Morph.
+        assert_eq!(schema(true)["required"].as_array().unwrap().len(), 5);
+        assert!(schema(false)["properties"].get("edits").is_none());
     }
 }

@@ -27,8 +27,14 @@ pub struct BudgetError {
 }
 
 pub trait TokenBudget: Send + Sync + Debug {
-    /// Up to `wanted` tokens for one request (fewer, or none, when less is left).
-    fn reserve(&self, wanted: u64) -> BoxFuture<'_, Result<Grant, BudgetError>>;
+    /// Up to `wanted` tokens for one request to `provider`'s `model` (fewer, or none, when
+    /// less is left).
+    fn reserve(
+        &self,
+        wanted: u64,
+        provider: &'static str,
+        model: String,
+    ) -> BoxFuture<'_, Result<Grant, BudgetError>>;
     /// What the request spent in place of its grant: the service's counts, or nothing when it
     /// gave no answer (a refused or failed request is not charged by the services).
     fn settle(
@@ -58,7 +64,12 @@ impl Allowance {
 }
 
 impl TokenBudget for Allowance {
-    fn reserve(&self, wanted: u64) -> BoxFuture<'_, Result<Grant, BudgetError>> {
+    fn reserve(
+        &self,
+        wanted: u64,
+        _provider: &'static str,
+        _model: String,
+    ) -> BoxFuture<'_, Result<Grant, BudgetError>> {
         let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
         let tokens = wanted.min(*left);
         *left -= tokens;
@@ -86,10 +97,10 @@ mod tests {
     #[tokio::test]
     async fn an_allowance_grants_what_is_left_and_takes_back_what_was_not_spent() {
         let a = Allowance::new(10_000);
-        let first = a.reserve(6_000).await.unwrap();
+        let first = a.reserve(6_000, "anthropic", "m".into()).await.unwrap();
         assert_eq!(first.tokens, 6_000);
         // Held while the first request runs: the second gets what remains.
-        let second = a.reserve(6_000).await.unwrap();
+        let second = a.reserve(6_000, "anthropic", "m".into()).await.unwrap();
         assert_eq!(second.tokens, 4_000);
         assert_eq!(a.left(), 0);
         let spent = Usage {

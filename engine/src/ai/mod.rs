@@ -8,6 +8,7 @@
 pub mod answer;
 mod anthropic;
 pub mod budget;
+pub mod morph;
 mod openai;
 
 use std::time::Duration;
@@ -110,7 +111,8 @@ impl Usage {
 #[derive(Debug, Clone)]
 pub struct Completion {
     /// The structured answer's JSON, as the service produced it (a forced tool's input, or the
-    /// message's content under a JSON schema).
+    /// message's content under a JSON schema); for a request without a schema (Morph's), the
+    /// message's content.
     pub json: String,
     pub usage: Usage,
     /// How many requests it took (1 without retries).
@@ -170,19 +172,38 @@ pub async fn complete(
     prompt: &Prompt,
     schema: &serde_json::Value,
 ) -> Result<Completion, AiError> {
+    retrying(config, || async {
+        match &config.provider {
+            Provider::Anthropic { base_url, api_key } => {
+                anthropic::attempt(http, config, base_url, api_key, prompt, schema).await
+            }
+            Provider::OpenAiCompatible { base_url, api_key } => {
+                openai::attempt(
+                    http,
+                    config,
+                    base_url,
+                    api_key.as_ref(),
+                    prompt,
+                    Some(schema),
+                )
+                .await
+            }
+        }
+    })
+    .await
+}
+
+/// Makes attempts until one is done, one is refused, or the retries or the wait run out.
+async fn retrying<F, Fut>(config: &ModelConfig, mut attempt: F) -> Result<Completion, AiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Attempt, AiError>>,
+{
     let mut wait = config.backoff;
     let mut requests = 0;
     loop {
         requests += 1;
-        let attempt = match &config.provider {
-            Provider::Anthropic { base_url, api_key } => {
-                anthropic::attempt(http, config, base_url, api_key, prompt, schema).await?
-            }
-            Provider::OpenAiCompatible { base_url, api_key } => {
-                openai::attempt(http, config, base_url, api_key.as_ref(), prompt, schema).await?
-            }
-        };
-        let retry = match attempt {
+        let retry = match attempt().await? {
             Attempt::Done(mut done) => {
                 done.requests = requests;
                 return Ok(done);

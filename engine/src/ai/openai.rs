@@ -9,21 +9,28 @@ use super::{
     excerpt, failed, retry_after, AiError, Attempt, Completion, ModelConfig, Prompt, Usage,
 };
 
-fn body(config: &ModelConfig, prompt: &Prompt, schema: &Value) -> Value {
-    json!({
+/// The request: under `schema` when given; with no system message when the prompt has none
+/// (Morph's apply model takes one user message).
+fn body(config: &ModelConfig, prompt: &Prompt, schema: Option<&Value>) -> Value {
+    // The stable prefix first: services that cache prompts (OpenAI's automatic cache, vLLM's
+    // prefix cache) reuse it.
+    let mut messages = Vec::new();
+    if !prompt.system.is_empty() {
+        messages.push(json!({"role": "system", "content": prompt.system}));
+    }
+    messages.push(json!({"role": "user", "content": prompt.user}));
+    let mut body = json!({
         "model": config.model,
         "max_tokens": config.max_output_tokens,
-        // The stable prefix first: services that cache prompts (OpenAI's automatic cache,
-        // vLLM's prefix cache) reuse it.
-        "messages": [
-            {"role": "system", "content": prompt.system},
-            {"role": "user", "content": prompt.user},
-        ],
-        "response_format": {
+        "messages": messages,
+    });
+    if let Some(schema) = schema {
+        body["response_format"] = json!({
             "type": "json_schema",
             "json_schema": {"name": super::anthropic::TOOL, "strict": true, "schema": schema},
-        },
-    })
+        });
+    }
+    body
 }
 
 pub(super) async fn attempt(
@@ -32,7 +39,7 @@ pub(super) async fn attempt(
     base_url: &str,
     api_key: Option<&SecretString>,
     prompt: &Prompt,
-    schema: &Value,
+    schema: Option<&Value>,
 ) -> Result<Attempt, AiError> {
     let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
     let mut request = http

@@ -5,6 +5,8 @@
 
 mod assist;
 mod guard;
+mod lazy_edits;
+mod redaction;
 mod reruns;
 mod strategy;
 
@@ -13,8 +15,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub use assist::{http_client as assist_http_client, redact, AiEvidence, Assistant, Redaction};
+pub use assist::{http_client as assist_http_client, AiEvidence, Assistant};
 pub use guard::refuses;
+pub use redaction::{redact, Redaction};
 pub use reruns::{rerun, Reruns};
 pub use strategy::{apply_diff, choose, fixer, revert_head, run_fixer, Made, Strategy};
 

@@ -32,6 +32,20 @@ pub struct AiConfig {
     /// `SELFHEAL_AI_REDACT`: a regular expression whose matches are redacted from every
     /// prompt, besides the built-in secret shapes (an organisation's own token format).
     pub redact: Option<regex::Regex>,
+    /// Morph's apply model, when `MORPH_API_KEY` is set.
+    pub morph: Option<MorphConfig>,
+}
+
+/// Morph's apply model: the model asked for fixes may then answer with lazy edits, which
+/// Morph merges into the files.
+#[derive(Debug, Clone)]
+pub struct MorphConfig {
+    /// `MORPH_API_URL` (`https://api.morphllm.com/v1`), as the OpenAI SDKs take a base URL.
+    pub base_url: String,
+    /// `MORPH_API_KEY`.
+    pub api_key: SecretString,
+    /// `SELFHEAL_MORPH_MODEL` (`morph-v3-large`; `morph-v3-fast` and `auto` are the others).
+    pub model: String,
 }
 
 /// Tokens the model service may be asked to process (input, cached or not, and output).
@@ -77,6 +91,18 @@ pub fn ai_config(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<AiCon
 pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
     env: &Env<'_, F>,
 ) -> Result<Option<AiConfig>, ConfigError> {
+    let morph = env.optional("MORPH_API_KEY").map(|key| MorphConfig {
+        base_url: env
+            .optional("MORPH_API_URL")
+            .unwrap_or_else(|| "https://api.morphllm.com/v1".into()),
+        api_key: SecretString::from(key),
+        model: env
+            .optional("SELFHEAL_MORPH_MODEL")
+            .unwrap_or_else(|| "morph-v3-large".into()),
+    });
+    if let Some(morph) = &morph {
+        check_url("MORPH_API_URL", &morph.base_url)?;
+    }
     let anthropic = env.optional("ANTHROPIC_API_KEY");
     let openai =
         env.optional("OPENAI_BASE_URL").is_some() || env.optional("OPENAI_API_KEY").is_some();
@@ -94,6 +120,13 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
             })
         }
         None => match (anthropic.is_some(), openai) {
+            // Morph merges another model's edits: alone it has nothing to merge.
+            (false, false) if morph.is_some() => {
+                return Err(ConfigError::Malformed {
+                    name: "MORPH_API_KEY",
+                    reason: "Morph applies the edits of a model that is not configured: set ANTHROPIC_API_KEY or OPENAI_BASE_URL too".into(),
+                })
+            }
             (false, false) => return Ok(None),
             (true, false) => AiProvider::Anthropic,
             (false, true) => AiProvider::OpenAiCompatible,
@@ -142,6 +175,7 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
             budget,
             prices,
             redact,
+            morph: morph.clone(),
         },
         AiProvider::OpenAiCompatible => AiConfig {
             provider,
@@ -155,27 +189,34 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
             budget,
             prices,
             redact,
+            morph: morph.clone(),
         },
     };
     let name = match config.provider {
         AiProvider::Anthropic => "ANTHROPIC_BASE_URL",
         AiProvider::OpenAiCompatible => "OPENAI_BASE_URL",
     };
-    // The key and the prompt travel in the clear over http: only to this machine.
+    check_url(name, &config.base_url)?;
+    Ok(Some(config))
+}
+
+/// The key and the prompt travel in the clear over http: only to this machine.
+fn check_url(name: &'static str, url: &str) -> Result<(), ConfigError> {
     let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
         .iter()
         .any(|l| {
-            config.base_url.strip_prefix(l).is_some_and(|rest| {
+            url.strip_prefix(l).is_some_and(|rest| {
                 rest.is_empty() || rest.starts_with(':') || rest.starts_with('/')
             })
         });
-    if !(config.base_url.starts_with("https://") || loopback) {
-        return Err(ConfigError::Malformed {
+    if url.starts_with("https://") || loopback {
+        Ok(())
+    } else {
+        Err(ConfigError::Malformed {
             name,
             reason: "an https URL (http only to 127.0.0.1, localhost or [::1])".into(),
-        });
+        })
     }
-    Ok(Some(config))
 }
 
 /// Prices come as a pair (input and output) or not at all: half a price list would make a
@@ -309,6 +350,23 @@ mod tests {
             let err = with(&vars).unwrap_err();
             assert!(err.to_string().contains(name), "{name}: {err}");
         }
+        // Morph needs a model whose edits it merges, and an https URL.
+        let m = with(&[("ANTHROPIC_API_KEY", "k"), ("MORPH_API_KEY", "mk")])
+            .unwrap()
+            .unwrap()
+            .morph
+            .unwrap();
+        assert_eq!(m.base_url, "https://api.morphllm.com/v1");
+        assert_eq!(m.model, "morph-v3-large");
+        let err = with(&[("MORPH_API_KEY", "mk")]).unwrap_err();
+        assert!(err.to_string().contains("MORPH_API_KEY"), "{err}");
+        let err = with(&[
+            ("ANTHROPIC_API_KEY", "k"),
+            ("MORPH_API_KEY", "mk"),
+            ("MORPH_API_URL", "http://morph.internal/v1"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("MORPH_API_URL"), "{err}");
         // A bad pattern is named, never echoed: it may be a secret's shape.
         let err = with(&[
             ("ANTHROPIC_API_KEY", "k"),

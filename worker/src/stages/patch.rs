@@ -41,8 +41,6 @@ fn charged_to(ctx: &WorkerContext, run: &Run) -> heal::HealOptions {
         assistant.budget = Some(Arc::new(Ledger::for_run(
             ctx.pool.clone(),
             run,
-            assistant.model.provider.name(),
-            assistant.model.model.clone(),
             ai.budget,
             ai.prices,
         )));
