@@ -55,6 +55,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             assistant.budget = Some(Arc::new(Allowance::new(ai.budget.incident_tokens)));
             assistant
         }),
+        // No history of earlier fixes on a local checkout.
+        memory: None,
     };
     let progress = |msg: &str| eprintln!("… {msg}");
     let scope = format!("local:{}", repo.display());

@@ -337,6 +337,7 @@ mod healing {
                 budget: None,
                 morph: None,
             }),
+            memory: None,
         }
     }
 
@@ -615,6 +616,98 @@ mod healing {
         for request in s.received() {
             assert!(!request.body.to_string().contains(DEPLOY_KEY));
         }
+    }
+
+    fn remembered(patch: &str) -> heal::Remembered {
+        heal::Remembered {
+            run_id: "0b7d4d1e-5f00-4c3a-9d2e-1f0e5c9a7b21".into(),
+            repository: "acme/ports-legacy".into(),
+            strategy: Strategy::AiPatch,
+            patch: Some(patch.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remembered_fix_is_replayed_without_a_model_and_validated() {
+        let dir = broken_crate();
+        let options = HealOptions {
+            reproduce_runs: 1,
+            validate_runs: 2,
+            assistant: None,
+            memory: Some(remembered(FIX)),
+        };
+        let report = heal(dir.path(), &options).await;
+        assert!(
+            matches!(report.verdict, Verdict::Fixed),
+            "{:?}",
+            report.verdict
+        );
+        assert_eq!(report.strategy, Strategy::AiPatch);
+        assert!(report.ai.is_none(), "no model was asked");
+        let memory = report.memory.as_ref().unwrap();
+        assert_eq!(memory.used, heal::MemoryUse::Replayed);
+        assert_eq!(memory.repository, "acme/ports-legacy");
+        assert!(report
+            .patch
+            .as_deref()
+            .unwrap()
+            .contains("parse_port(port_text, 8080)"));
+
+        // A remembered patch is checked like a model's answer: one that removes a test (or
+        // touches .github/) is not replayed, whatever the database says.
+        let cheat = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -13,3 +13,2 @@\n mod tests {\n-    #[test]\n     fn falls_back_to_the_default() {\n";
+        for bad in [
+            cheat.to_string(),
+            FIX.replace("src/lib.rs", ".github/workflows/ci.yml"),
+        ] {
+            let options = HealOptions {
+                memory: Some(remembered(&bad)),
+                ..options.clone()
+            };
+            let report = heal(dir.path(), &options).await;
+            let Verdict::HandedOff { .. } = &report.verdict else {
+                panic!("{:?}", report.verdict);
+            };
+            let memory = report.memory.as_ref().unwrap();
+            assert_eq!(memory.used, heal::MemoryUse::NotUsed);
+            assert!(
+                memory.reason.as_deref().unwrap().contains("refused here"),
+                "{memory:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remembered_fix_that_does_not_apply_is_shown_to_the_model() {
+        let s = ai_standin::spawn(Some(KEY)).await;
+        s.push(reply(FIX, "src/lib.rs"));
+        let stale = FIX.replace("parse_port(port_text))", "parse_port(port))");
+        let dir = broken_crate();
+        let options = HealOptions {
+            memory: Some(remembered(&stale)),
+            ..options(&s)
+        };
+        let report = heal(dir.path(), &options).await;
+        assert!(
+            matches!(report.verdict, Verdict::Fixed),
+            "{:?}",
+            report.verdict
+        );
+        let memory = report.memory.as_ref().unwrap();
+        assert_eq!(memory.used, heal::MemoryUse::Example);
+        assert!(
+            memory.reason.as_deref().unwrap().contains("does not apply"),
+            "{memory:?}"
+        );
+        let sent = s.received()[0].body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            sent.contains("was fixed before in acme/ports-legacy")
+                && sent.contains("parse_port(port))"),
+            "{sent}"
+        );
     }
 
     #[tokio::test]

@@ -190,6 +190,7 @@ async fn a_fix_that_does_not_make_the_command_pass_is_rejected() {
         reproduce_runs: 1,
         validate_runs: 2,
         assistant: None,
+        memory: None,
     };
     let report = heal::heal(
         &sb,

@@ -64,6 +64,7 @@ async fn heal_it(repo: &Path) -> HealReport {
         reproduce_runs: 1,
         validate_runs: 1,
         assistant: None,
+        memory: None,
     };
     heal::heal(
         &sandbox,

@@ -334,6 +334,7 @@ async fn a_tampered_dependency_cache_is_refused_and_a_pruned_one_is_fetched_agai
             reproduce_runs: 1,
             validate_runs: 1,
             assistant: None,
+            memory: None,
         },
         &|_| {},
     )

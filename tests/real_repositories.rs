@@ -420,3 +420,152 @@ async fn rust_compile_error_healed_from_a_lazy_edit_merged_by_morph() {
     .sum();
     assert_eq!(h.spend.0, Some(model_tokens as i64 + 730), "{:?}", h.spend);
 }
+
+/// Fix memory end to end: the model's fix of rust-api-change is merged by a person; the same
+/// failure then comes back in another workflow (a new incident), and the merged patch is
+/// replayed, checked and validated again without asking the model (which has no second
+/// answer queued: asked, it would fail the run).
+#[tokio::test]
+async fn a_merged_fix_is_replayed_for_the_same_failure_without_asking_the_model() {
+    const KEY: &str = "sk-ant-e2e-0123456789abcdefghij";
+    let model = ai_standin::spawn(Some(KEY)).await;
+    let fix = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -9,3 +9,3 @@\n pub fn listen_address(host: &str, port_text: &str) -> String {\n-    format!(\"{host}:{}\", parse_port(port_text))\n+    format!(\"{host}:{}\", parse_port(port_text, 8080))\n }\n";
+    let answer = serde_json::json!({
+        "root_cause": "parse_port gained a default parameter; listen_address still calls it with one argument",
+        "culprit_files": [{"path": "src/lib.rs", "line": 10}], "confidence": 0.93, "patch": fix});
+    model.push(ai_standin::Reply::Events(
+        ai_standin::anthropic_tool_answer(&answer.to_string(), "tool_use", 0),
+    ));
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RERUNS", "2");
+    env.set("ANTHROPIC_API_KEY", KEY);
+    env.set("ANTHROPIC_BASE_URL", &model.url);
+    let app = env.spawn_web().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    env.standin.set_knobs(Knobs {
+        repo_dir: Some(root.join("examples/rust-api-change").display().to_string()),
+        log_text: Some(
+            std::fs::read_to_string(root.join("fixtures/ci-logs/examples/rust-api-change.log"))
+                .unwrap(),
+        ),
+        failing_job: Some("test".into()),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w1");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1509, &now()))
+        .await;
+    let first = run_id_of(&body);
+    env.wait_run(first, Duration::from_secs(300)).await;
+    let db = env.db().await;
+    let memory_of = |run: uuid::Uuid| {
+        let db = &db;
+        async move {
+            db.query_one(
+                "SELECT strategy, verdict, memory_use, remembered_from FROM patches WHERE run_id = $1",
+                &[&run],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let p = memory_of(first).await;
+    assert_eq!(p.get::<_, String>(1), "fixed");
+    assert_eq!(
+        p.get::<_, Option<String>>(2),
+        None,
+        "nothing to remember yet"
+    );
+
+    // Left for review, then merged by a person.
+    let (branch, _) = env.pull(1);
+    let (_, body) = app
+        .deliver("pull_request", &env.pr_closed(1, &branch, true, "octocat"))
+        .await;
+    assert_eq!(body["status"], "fix_merged", "{body}");
+
+    // The same failure at a later commit (one failure at one commit gets one fix), in another
+    // workflow: a new incident.
+    let later = empty_commit_on(&env, &env.standin.head_sha()).await;
+    let mut again = env.failing_run(1510, &now());
+    again["workflow_run"]["workflow_id"] = serde_json::json!(5151);
+    again["workflow_run"]["head_sha"] = serde_json::json!(later);
+    let (_, body) = app.deliver("workflow_run", &again).await;
+    let second = run_id_of(&body);
+    env.wait_run(second, Duration::from_secs(300)).await;
+    let p = memory_of(second).await;
+    assert_eq!(
+        (p.get::<_, String>(0), p.get::<_, String>(1)),
+        ("ai_patch".to_string(), "fixed".to_string())
+    );
+    assert_eq!(p.get::<_, Option<String>>(2).as_deref(), Some("replayed"));
+    assert_eq!(p.get::<_, Option<uuid::Uuid>>(3), Some(first));
+    assert_eq!(model.received().len(), 1, "the model was asked again");
+    let pulls = env.standin.pulls();
+    let body = pulls
+        .iter()
+        .find(|p| p["number"] == 2)
+        .and_then(|p| p["body"].as_str())
+        .unwrap_or_default();
+    assert!(body.contains("this failure was fixed before in"), "{body}");
+    assert!(body.contains("No model was asked"), "{body}");
+
+    // The hit rate, as the view reports it: two runs, one found a remembered fix and replayed
+    // it, and that replay was validated.
+    let rate = db
+        .query_one(
+            "SELECT runs, hits, hit_rate::float8, replayed, replayed_fixed FROM fix_memory",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rate.get::<_, i64>(0), 2);
+    assert_eq!(rate.get::<_, i64>(1), 1);
+    assert_eq!(rate.get::<_, f64>(2), 0.5);
+    assert_eq!(rate.get::<_, i64>(3), 1);
+    assert_eq!(rate.get::<_, i64>(4), 1);
+}
+
+/// A commit on top of `parent` with the same tree, made through the stand-in's Git Data API
+/// as any client would, and the default branch moved to it.
+async fn empty_commit_on(env: &TestEnv, parent: &str) -> String {
+    let http = reqwest::Client::new();
+    let api = format!("{}/repos/octo-org/octo-repo/git/commits", env.standin.url());
+    let auth = format!(
+        "token {}",
+        env.standin.installation_token(INSTALLATION_ID).unwrap()
+    );
+    let parent_commit: Value = http
+        .get(format!("{api}/{parent}"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let commit: Value = http
+        .post(&api)
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"message": "docs: nothing", "tree": parent_commit["tree"]["sha"], "parents": [parent]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sha = commit["sha"].as_str().unwrap().to_string();
+    // The branch moves on to it, as a push would move it.
+    let moved = http
+        .patch(format!(
+            "{}/repos/octo-org/octo-repo/git/refs/heads/master",
+            env.standin.url()
+        ))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"sha": sha, "force": false}))
+        .send()
+        .await
+        .unwrap();
+    assert!(moved.status().is_success(), "{}", moved.status());
+    sha
+}

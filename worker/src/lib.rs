@@ -6,6 +6,7 @@ pub mod assistant;
 mod branches;
 mod chatops;
 mod deadline;
+pub mod fix_memory;
 // The engine, under the names the stages have always used.
 pub use selfheal_engine::{changes, diagnose, heal, policy, sandbox, workflow};
 mod pipeline;
@@ -232,6 +233,8 @@ pub async fn run(
                 .ai
                 .as_ref()
                 .map(|ai| assistant::assistant(ai, assistant::own_secrets(&config))),
+            // Looked up per run (stages::patch).
+            memory: None,
         },
         ai: config.worker.ai.clone(),
         github: github.clone(),

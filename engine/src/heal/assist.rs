@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::guard::refuses;
 use super::lazy_edits;
+use super::memory::Remembered;
 use super::redaction::{read_inside, redact, regular_inside, Redaction};
 use super::strategy::{apply_diff, Made};
 use crate::ai::answer::Change;
@@ -163,6 +164,7 @@ fn user_prompt(
     command: &StepCommand,
     sandbox_excerpt: &str,
     repo: &Path,
+    example: Option<&Remembered>,
 ) -> String {
     let mut out = format!(
         "Failing command: {}\nDiagnosis: {} ({})\n",
@@ -201,6 +203,17 @@ fn user_prompt(
             }
         }
     }
+    if let Some(Remembered {
+        repository,
+        patch: Some(patch),
+        ..
+    }) = example
+    {
+        out.push_str(&format!(
+            "\nThe same failure (same fingerprint) was fixed before in {repository} by this patch, \
+             validated and merged; it does not apply here as it is, but may show the way:\n```diff\n{patch}\n```\n"
+        ));
+    }
     let mut sent = 0;
     for name in names {
         if sent == FILES {
@@ -214,8 +227,22 @@ fn user_prompt(
     out
 }
 
-/// Why an answer's patch is refused before the sandbox sees it, if it is.
-fn check(answer: &answer::Answer, patch: &str, repo: &Path) -> Result<(), String> {
+/// Why an answer is refused for the files it blames, if it is.
+fn check_culprits(answer: &answer::Answer, repo: &Path) -> Result<(), String> {
+    for culprit in &answer.culprit_files {
+        if !regular_inside(repo, &culprit.path) {
+            return Err(format!(
+                "it names {}, which is not in the repository",
+                culprit.path
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why a patch is refused before the sandbox sees it, if it is: not a git diff as `git apply`
+/// reads it, a protected path, a file the repository does not have, a test removed or skipped.
+fn check_patch(patch: &str, repo: &Path) -> Result<(), String> {
     let paths = answer::patched_paths(patch).map_err(|e| e.to_string())?;
     for (path, created) in paths.iter().zip(created_files(patch)) {
         if path.starts_with(".github/") {
@@ -225,18 +252,41 @@ fn check(answer: &answer::Answer, patch: &str, repo: &Path) -> Result<(), String
             return Err(format!("it changes {path}, which is not in the repository"));
         }
     }
-    for culprit in &answer.culprit_files {
-        if !regular_inside(repo, &culprit.path) {
-            return Err(format!(
-                "it names {}, which is not in the repository",
-                culprit.path
-            ));
-        }
-    }
     if let Some(why) = refuses(patch) {
         return Err(format!("the patch {why}"));
     }
     Ok(())
+}
+
+/// A patch not written here (a model's, or one remembered from another run) checked, then
+/// applied in the sandbox: what it made, or why it is refused.
+pub(super) async fn apply_checked(
+    sandbox: &Sandbox,
+    repo: &Path,
+    patch: &str,
+) -> Result<Result<Made, String>, SandboxError> {
+    if let Err(why) = check_patch(patch, repo) {
+        return Ok(Err(why));
+    }
+    Ok(match apply_diff(sandbox, repo, patch).await? {
+        // What the sandbox captured is judged again by its own paths: the diff said what it
+        // changes; this is what changed.
+        Ok(Ok(set)) => {
+            let protected = set
+                .paths()
+                .find(|p| p.starts_with(".github/"))
+                .map(str::to_string);
+            match protected {
+                Some(path) => Err(format!("it changed {path}, a protected path")),
+                None => Ok(Ok(set)),
+            }
+        }
+        Ok(made) => Ok(made),
+        Err(output) => Err(format!(
+            "the patch does not apply: {}",
+            output.lines().take(5).collect::<Vec<_>>().join(" / ")
+        )),
+    })
 }
 
 /// The answer's fix as a git diff: the patch it gave, or its edits merged by Morph.
@@ -289,14 +339,23 @@ fn created_files(patch: &str) -> Vec<bool> {
     out
 }
 
+/// What the model is told about the failure.
+#[derive(Clone, Copy)]
+pub(super) struct Failure<'a> {
+    pub diagnosis: &'a Diagnosis,
+    pub command: &'a StepCommand,
+    /// The same failure's output in selfheal's sandbox.
+    pub sandbox_excerpt: &'a str,
+    /// A fix of the same fingerprint that does not apply here as it is.
+    pub example: Option<&'a Remembered>,
+}
+
 /// Asks the model for a fix and applies it in the sandbox: the change it made, or why there is
 /// none; and what was asked and spent.
 pub(super) async fn fix(
     sandbox: &Sandbox,
     repo: &Path,
-    diagnosis: &Diagnosis,
-    command: &StepCommand,
-    sandbox_excerpt: &str,
+    failure: Failure<'_>,
     assistant: &Assistant,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(Result<Made, String>, AiEvidence), SandboxError> {
@@ -312,7 +371,13 @@ pub(super) async fn fix(
         refused: Vec::new(),
     };
     let base = redact(
-        &user_prompt(diagnosis, command, sandbox_excerpt, repo),
+        &user_prompt(
+            failure.diagnosis,
+            failure.command,
+            failure.sandbox_excerpt,
+            repo,
+            failure.example,
+        ),
         &assistant.redaction,
     );
     let mut user = base.clone();
@@ -379,26 +444,11 @@ pub(super) async fn fix(
                 }
                 last_change = Some(answer.change.clone());
                 let patch = patch_of(assistant, repo, &answer, &mut evidence, progress).await;
-                match patch.and_then(|patch| check(&answer, &patch, repo).map(|()| patch)) {
+                match patch.and_then(|patch| check_culprits(&answer, repo).map(|()| patch)) {
                     Err(why) => why,
-                    Ok(patch) => match apply_diff(sandbox, repo, &patch).await? {
-                        // What the sandbox captured is judged again by its own paths: the
-                        // answer's diff said what it changes; this is what changed.
-                        Ok(Ok(set)) => {
-                            let protected = set
-                                .paths()
-                                .find(|p| p.starts_with(".github/"))
-                                .map(str::to_string);
-                            match protected {
-                                Some(path) => format!("it changed {path}, a protected path"),
-                                None => return Ok((Ok(Ok(set)), evidence)),
-                            }
-                        }
+                    Ok(patch) => match apply_checked(sandbox, repo, &patch).await? {
                         Ok(made) => return Ok((Ok(made), evidence)),
-                        Err(output) => format!(
-                            "the patch does not apply: {}",
-                            output.lines().take(5).collect::<Vec<_>>().join(" / ")
-                        ),
+                        Err(why) => why,
                     },
                 }
             }

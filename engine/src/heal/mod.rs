@@ -6,9 +6,11 @@
 mod assist;
 mod guard;
 mod lazy_edits;
+mod memory;
 mod redaction;
 mod reruns;
 mod strategy;
+mod unfixed;
 
 use std::path::Path;
 use std::time::Instant;
@@ -17,6 +19,7 @@ use serde::Serialize;
 
 pub use assist::{http_client as assist_http_client, AiEvidence, Assistant};
 pub use guard::refuses;
+pub use memory::{MemoryEvidence, MemoryUse, Remembered};
 pub use redaction::{redact, Redaction};
 pub use reruns::{rerun, Reruns};
 pub use strategy::{apply_diff, choose, fixer, revert_head, run_fixer, Made, Strategy};
@@ -36,6 +39,8 @@ pub struct HealOptions {
     /// The model service asked for a fix when no deterministic strategy applies; `None`: such
     /// failures are handed off.
     pub assistant: Option<Assistant>,
+    /// The fix that healed this failure's fingerprint before, if one did.
+    pub memory: Option<Remembered>,
 }
 
 impl Default for HealOptions {
@@ -44,6 +49,7 @@ impl Default for HealOptions {
             reproduce_runs: 3,
             validate_runs: 3,
             assistant: None,
+            memory: None,
         }
     }
 }
@@ -121,6 +127,9 @@ pub struct HealReport {
     /// What the model service was asked and answered, when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ai: Option<AiEvidence>,
+    /// What the fix memory offered and whether it was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryEvidence>,
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -279,6 +288,7 @@ async fn propose_prepared(
         verdict,
         elapsed_ms: started.elapsed().as_millis(),
         ai: None,
+        memory: None,
     };
 
     let mut diagnosis = match (ci_log, before.first_failure()) {
@@ -359,83 +369,64 @@ async fn propose_prepared(
     let has_history = repo.join(".git").exists();
     let (strategy, fix_cmd) = choose(&diagnosis, has_history);
     progress(&format!("strategy: {}", strategy.as_str()));
-    let made: Made = match (strategy, fix_cmd) {
-        (Strategy::Rerun, _) => return Ok(report(diagnosis, strategy, None, Verdict::Rerun)),
-        (Strategy::HandOff, _) => {
-            let Some(assistant) = &options.assistant else {
-                let reason = format!(
-                    "no deterministic strategy for {} failures, and no model service is configured",
-                    diagnosis.class.as_str()
-                );
-                return Ok(report(
-                    diagnosis,
-                    strategy,
-                    None,
-                    Verdict::HandedOff { reason },
-                ));
-            };
-            let excerpt = before_evidence.excerpt.clone();
-            let (made, evidence) = assist::fix(
-                sandbox, repo, &diagnosis, command, &excerpt, assistant, progress,
-            )
-            .await?;
-            let strategy = Strategy::AiPatch;
-            let change = match made {
-                Ok(made) => made.and_then(|set| Ok((set.diff(repo)?, set))),
-                Err(reason) => {
-                    let mut r = report(diagnosis, strategy, None, Verdict::HandedOff { reason });
-                    r.ai = Some(evidence);
-                    return Ok(r);
-                }
-            };
-            let mut r = match change {
-                Ok(change) => report(diagnosis, strategy, Some(change), Verdict::Pending),
-                Err(refused) => report(
-                    diagnosis,
-                    strategy,
-                    None,
-                    Verdict::Rejected {
-                        reason: format!("the change the sandbox made is refused: {refused}"),
-                    },
-                ),
-            };
-            r.ai = Some(evidence);
-            return Ok(r);
-        }
-        (Strategy::RevertCulprit, _) => match revert_head(sandbox, repo).await? {
-            Ok(made) => made,
-            Err(why) => {
-                let reason = format!("cannot revert the culprit commit: {why}");
-                return Ok(report(
-                    diagnosis,
-                    strategy,
-                    None,
-                    Verdict::HandedOff { reason },
-                ));
+    let chosen = options
+        .memory
+        .as_ref()
+        .map(|m| MemoryEvidence::chosen(m, strategy));
+    let healed: Result<HealReport, SandboxError> = async {
+        let made: Made = match (strategy, fix_cmd) {
+            (Strategy::Rerun, _) => return Ok(report(diagnosis, strategy, None, Verdict::Rerun)),
+            (Strategy::HandOff, _) => {
+                let excerpt = before_evidence.excerpt.clone();
+                let failure = assist::Failure {
+                    diagnosis: &diagnosis,
+                    command,
+                    sandbox_excerpt: &excerpt,
+                    example: None,
+                };
+                return unfixed::heal(sandbox, repo, failure, options, &report, progress).await;
             }
-        },
-        (_, Some(cmd)) => {
-            progress(&format!("running `{cmd}`"));
-            run_fixer(sandbox, repo, cmd).await?.0
-        }
-        (_, None) => Err(Refused::Empty),
-    };
-    // What the sandbox handed back is checked here; a refusal is the reason, never a patch.
-    match made.and_then(|set| Ok((set.diff(repo)?, set))) {
-        Ok(change) => Ok(report(diagnosis, strategy, Some(change), Verdict::Pending)),
-        Err(refused) => {
-            let reason = match refused {
-                Refused::Empty => refused.to_string(),
-                other => format!("the change the sandbox made is refused: {other}"),
-            };
-            Ok(report(
-                diagnosis,
-                strategy,
-                None,
-                Verdict::Rejected { reason },
-            ))
+            (Strategy::RevertCulprit, _) => match revert_head(sandbox, repo).await? {
+                Ok(made) => made,
+                Err(why) => {
+                    let reason = format!("cannot revert the culprit commit: {why}");
+                    return Ok(report(
+                        diagnosis,
+                        strategy,
+                        None,
+                        Verdict::HandedOff { reason },
+                    ));
+                }
+            },
+            (_, Some(cmd)) => {
+                progress(&format!("running `{cmd}`"));
+                run_fixer(sandbox, repo, cmd).await?.0
+            }
+            (_, None) => Err(Refused::Empty),
+        };
+        // What the sandbox handed back is checked here; a refusal is the reason, never a patch.
+        match made.and_then(|set| Ok((set.diff(repo)?, set))) {
+            Ok(change) => Ok(report(diagnosis, strategy, Some(change), Verdict::Pending)),
+            Err(refused) => {
+                let reason = match refused {
+                    Refused::Empty => refused.to_string(),
+                    other => format!("the change the sandbox made is refused: {other}"),
+                };
+                Ok(report(
+                    diagnosis,
+                    strategy,
+                    None,
+                    Verdict::Rejected { reason },
+                ))
+            }
         }
     }
+    .await;
+    let mut healed = healed?;
+    if healed.memory.is_none() {
+        healed.memory = chosen;
+    }
+    Ok(healed)
 }
 
 /// Applies the report's patch in the sandbox and reruns the command; settles the verdict.

@@ -38,6 +38,20 @@ impl Strategy {
             Strategy::HandOff => "hand_off",
         }
     }
+
+    /// As stored (`patches.strategy`).
+    pub fn parse(name: &str) -> Option<Strategy> {
+        [
+            Strategy::Format,
+            Strategy::LintAutofix,
+            Strategy::Rerun,
+            Strategy::RevertCulprit,
+            Strategy::AiPatch,
+            Strategy::HandOff,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
 }
 
 /// The fixer command for a class and tool, when one exists. Lint autofixes apply only what the

@@ -9,6 +9,7 @@ use super::checkout::checkout;
 use super::diagnose::gunzip;
 use super::{StageError, StageReport};
 use crate::ai_spend::Ledger;
+use crate::fix_memory;
 use crate::heal::{self, Verdict};
 use crate::workflow;
 use crate::WorkerContext;
@@ -52,12 +53,15 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     let client = ctx.pool.get().await?;
     let row = client
         .query_one(
-            "SELECT d.command, l.log_gzip, l.job_name FROM diagnoses d
+            "SELECT d.command, l.log_gzip, l.job_name, d.fingerprint FROM diagnoses d
              JOIN job_logs l ON l.run_id = d.run_id AND l.github_job_id = d.github_job_id
              WHERE d.run_id = $1",
             &[&run.id],
         )
         .await?;
+    // The fix that healed this failure before, if any: looked up before the client goes back.
+    let fingerprint: String = row.get(3);
+    let memory = fix_memory::remembered(&client, run, &fingerprint).await?;
     drop(client);
     let Some(command): Option<String> = row.get(0) else {
         return Err(StageError::Permanent(
@@ -76,7 +80,10 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         &dependency_scope(run),
         &step,
         Some(&log),
-        &charged_to(ctx, run),
+        &heal::HealOptions {
+            memory,
+            ..charged_to(ctx, run)
+        },
         &|msg| tracing::info!("{msg}"),
     )
     .await?;
@@ -86,6 +93,18 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     if let Some(ai) = &report.ai {
         evidence["ai"] = serde_json::to_value(ai).unwrap_or_default();
     }
+    if let Some(memory) = &report.memory {
+        evidence["memory"] = serde_json::to_value(memory).unwrap_or_default();
+    }
+    let remembered_from = report
+        .memory
+        .as_ref()
+        .and_then(|m| uuid::Uuid::parse_str(&m.from_run).ok());
+    let memory_use = report
+        .memory
+        .as_ref()
+        .filter(|_| remembered_from.is_some())
+        .map(|m| m.used.as_str());
     let changes = report
         .changes
         .as_ref()
@@ -97,12 +116,13 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     let client = ctx.pool.get().await?;
     client
         .execute(
-            "INSERT INTO patches (run_id, strategy, diff, class, verdict, reason, evidence, changes, step)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            "INSERT INTO patches (run_id, strategy, diff, class, verdict, reason, evidence, changes, step, remembered_from, memory_use)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (run_id) DO UPDATE SET strategy = EXCLUDED.strategy, diff = EXCLUDED.diff, class = EXCLUDED.class,
                verdict = EXCLUDED.verdict, reason = EXCLUDED.reason, evidence = EXCLUDED.evidence,
-               changes = EXCLUDED.changes, step = EXCLUDED.step, created_at = now()",
-            &[&run.id, &report.strategy.as_str(), &report.patch, &report.diagnosis.class.as_str(), &verdict, &reason, &evidence, &changes, &step_json],
+               changes = EXCLUDED.changes, step = EXCLUDED.step, remembered_from = EXCLUDED.remembered_from,
+               memory_use = EXCLUDED.memory_use, created_at = now()",
+            &[&run.id, &report.strategy.as_str(), &report.patch, &report.diagnosis.class.as_str(), &verdict, &reason, &evidence, &changes, &step_json, &remembered_from, &memory_use],
         )
         .await?;
     let runs = format!(

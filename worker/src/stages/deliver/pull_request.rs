@@ -313,7 +313,12 @@ async fn pr_body(
     }
     // Who made the change: the project's own tool, or a model, whose words (its root cause)
     // are untrusted text and shown as code.
+    let replayed = evidence["memory"]["used"] == "replayed";
     let how = match evidence["ai"]["model"].as_str() {
+        _ if replayed => format!(
+            "this failure was fixed before in {}, by a model's patch that was validated and merged there; the same patch applied here, was checked again (files that exist, no test removed or skipped, nothing under `.github/`) and validated in the sandbox. No model was asked. Review it: a model's fix is merged only where the policy allows its class.",
+            markdown::code(evidence["memory"]["repository"].as_str().unwrap_or_default()),
+        ),
         Some(model) => format!(
             "the model {} proposed this change; selfheal checked it (files that exist, no test removed or skipped, nothing under `.github/`) and validated it in the sandbox. Review it: a model's fix is merged only where the policy allows its class.\n- root cause, in the model's words: {}\n- confidence: {}",
             markdown::code(model),
