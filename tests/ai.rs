@@ -259,6 +259,38 @@ async fn an_openai_compatible_server_answers_under_the_json_schema() {
 }
 
 #[tokio::test]
+async fn a_reasoning_model_that_refuses_max_tokens_is_asked_with_max_completion_tokens() {
+    let hosted = ai_standin::spawn(Some("sk-proj-abc")).await;
+    // OpenAI's answer to `max_tokens` for o-series and GPT-5 models, as recorded in client
+    // projects' issues (e.g. griptape-ai/ComfyUI-Griptape#312).
+    hosted.push(Reply::Status(
+        400,
+        None,
+        json!({"error": {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+            "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}),
+    ));
+    hosted.push(Reply::Json(openai_answer(&the_answer(), "stop")));
+    let mut config = openai(&hosted, Some("sk-proj-abc"));
+    config.max_output_tokens = 3000;
+    let done = ask(&config).await.unwrap();
+    assert_eq!(answer::parse(&done.json, false).unwrap().confidence, 0.82);
+    let sent = hosted.received();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].body["max_tokens"], 3000);
+    assert!(sent[1].body.get("max_tokens").is_none(), "{}", sent[1].body);
+    assert_eq!(sent[1].body["max_completion_tokens"], 3000);
+    // Any other 400 is a refusal, not asked again.
+    hosted.push(Reply::Status(
+        400,
+        None,
+        json!({"error": {"message": "Invalid value for 'model'", "type": "invalid_request_error", "param": "model", "code": "invalid_value"}}),
+    ));
+    let err = ask(&config).await.unwrap_err();
+    assert!(matches!(err, AiError::Refused { status: 400, .. }), "{err}");
+    assert_eq!(hosted.received().len(), 3);
+}
+
+#[tokio::test]
 async fn an_answer_outside_the_contract_is_refused_before_anything_uses_it() {
     let s = ai_standin::spawn(None).await;
     let hallucinated = json!({"root_cause": "x", "culprit_files": [{"path": "../../etc/passwd", "line": null}],

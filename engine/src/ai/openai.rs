@@ -33,6 +33,14 @@ fn body(config: &ModelConfig, prompt: &Prompt, schema: Option<&Value>) -> Value 
     body
 }
 
+/// OpenAI's refusal of `max_tokens` for a model that takes `max_completion_tokens` only:
+/// `{"error": {"type": "invalid_request_error", "param": "max_tokens", "code":
+/// "unsupported_parameter", ...}}`.
+fn wants_max_completion_tokens(body: &str) -> bool {
+    let error: Value = serde_json::from_str(body).unwrap_or_default();
+    error["error"]["param"] == "max_tokens" && error["error"]["code"] == "unsupported_parameter"
+}
+
 pub(super) async fn attempt(
     http: &reqwest::Client,
     config: &ModelConfig,
@@ -42,17 +50,33 @@ pub(super) async fn attempt(
     schema: Option<&Value>,
 ) -> Result<Attempt, AiError> {
     let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
-    let mut request = http
-        .post(url)
-        .timeout(config.request_timeout)
-        .json(&body(config, prompt, schema));
-    if let Some(key) = api_key {
-        request = request.bearer_auth(key.expose_secret());
+    let mut body = body(config, prompt, schema);
+    let send = |body: &Value| {
+        let mut request = http.post(&url).timeout(config.request_timeout).json(body);
+        if let Some(key) = api_key {
+            request = request.bearer_auth(key.expose_secret());
+        }
+        async move {
+            let response = request.send().await.map_err(reqwest::Error::without_url)?;
+            let status = response.status().as_u16();
+            let after = retry_after(response.headers());
+            let text = response.text().await.map_err(reqwest::Error::without_url)?;
+            Ok::<_, AiError>((status, after, text))
+        }
+    };
+    let (mut status, mut after, mut text) = send(&body).await?;
+    if status == 400 && wants_max_completion_tokens(&text) {
+        // OpenAI's reasoning models (o-series, GPT-5) refuse `max_tokens`, which local servers
+        // take, and ask for `max_completion_tokens`: the same budget under its newer name.
+        if let Some(map) = body.as_object_mut() {
+            map.remove("max_tokens");
+            map.insert(
+                "max_completion_tokens".into(),
+                json!(config.max_output_tokens),
+            );
+        }
+        (status, after, text) = send(&body).await?;
     }
-    let response = request.send().await.map_err(reqwest::Error::without_url)?;
-    let status = response.status().as_u16();
-    let after = retry_after(response.headers());
-    let text = response.text().await.map_err(reqwest::Error::without_url)?;
     if status != 200 {
         return failed(status, after, &text);
     }
