@@ -12,7 +12,7 @@ ALTER TABLE patches
 -- agreeing with the strategy chosen anyway), with how many of those were validated.
 CREATE VIEW fix_memory AS
 SELECT r.installation_id,
-       date_trunc('week', p.created_at) AS week,
+       date_trunc('week', p.created_at AT TIME ZONE 'UTC') AS week,
        count(*) AS runs,
        count(p.remembered_from) AS hits,
        round(count(p.remembered_from)::numeric / count(*), 4) AS hit_rate,
@@ -22,4 +22,4 @@ SELECT r.installation_id,
        count(*) FILTER (WHERE p.memory_use = 'example' AND p.verdict = 'fixed') AS examples_fixed,
        count(*) FILTER (WHERE p.memory_use = 'agreed') AS agreed
 FROM patches p JOIN runs r ON r.id = p.run_id
-GROUP BY r.installation_id, date_trunc('week', p.created_at);
+GROUP BY r.installation_id, date_trunc('week', p.created_at AT TIME ZONE 'UTC');

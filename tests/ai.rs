@@ -661,12 +661,12 @@ mod healing {
 
     #[tokio::test]
     async fn a_remembered_fix_is_replayed_without_a_model_and_validated() {
+        // A model is configured, with no answer queued: the replay must not ask it.
+        let s = ai_standin::spawn(Some(KEY)).await;
         let dir = broken_crate();
         let options = HealOptions {
-            reproduce_runs: 1,
-            validate_runs: 2,
-            assistant: None,
             memory: Some(remembered(FIX)),
+            ..options(&s)
         };
         let report = heal(dir.path(), &options).await;
         assert!(
@@ -676,6 +676,7 @@ mod healing {
         );
         assert_eq!(report.strategy, Strategy::AiPatch);
         assert!(report.ai.is_none(), "no model was asked");
+        assert!(s.received().is_empty(), "the model service was called");
         let memory = report.memory.as_ref().unwrap();
         assert_eq!(memory.used, heal::MemoryUse::Replayed);
         assert_eq!(memory.repository, "acme/ports-legacy");
@@ -688,12 +689,18 @@ mod healing {
         // A remembered patch is checked like a model's answer: one that removes a test (or
         // touches .github/) is not replayed, whatever the database says.
         let cheat = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -13,3 +13,2 @@\n mod tests {\n-    #[test]\n     fn falls_back_to_the_default() {\n";
-        for bad in [
-            cheat.to_string(),
-            FIX.replace("src/lib.rs", ".github/workflows/ci.yml"),
+        // A .github/ file the checkout has, so that only the protected-path rule refuses it.
+        let workflows = dir.path().join(".github/workflows");
+        std::fs::create_dir_all(&workflows).unwrap();
+        std::fs::write(workflows.join("ci.yml"), "on: push\n").unwrap();
+        let protected = "diff --git a/.github/workflows/ci.yml b/.github/workflows/ci.yml\n--- a/.github/workflows/ci.yml\n+++ b/.github/workflows/ci.yml\n@@ -1 +1 @@\n-on: push\n+on: [push, pull_request]\n";
+        for (bad, why) in [
+            (cheat.to_string(), "removes a test"),
+            (protected.to_string(), "a protected path"),
         ] {
             let options = HealOptions {
                 memory: Some(remembered(&bad)),
+                assistant: None,
                 ..options.clone()
             };
             let report = heal(dir.path(), &options).await;
@@ -703,7 +710,7 @@ mod healing {
             let memory = report.memory.as_ref().unwrap();
             assert_eq!(memory.used, heal::MemoryUse::NotUsed);
             assert!(
-                memory.reason.as_deref().unwrap().contains("refused here"),
+                memory.reason.as_deref().unwrap().contains(why),
                 "{memory:?}"
             );
         }

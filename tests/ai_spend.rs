@@ -91,14 +91,23 @@ async fn requests_are_held_to_the_incidents_and_the_installations_daily_budgets(
         .unwrap();
     assert_eq!(rest.tokens, 2_000);
     // Settled at what the service counted (3,500), the reservation's excess comes back.
-    first.settle(held, spent(2_000, 500), 2).await.unwrap();
-    second.settle(rest, Usage::default(), 0).await.unwrap();
+    first
+        .settle(held, Some(spent(2_000, 500)), 2)
+        .await
+        .unwrap();
+    second
+        .settle(rest, Some(Usage::default()), 0)
+        .await
+        .unwrap();
     let again = second
         .reserve(8_000, "anthropic", MODEL.into())
         .await
         .unwrap();
     assert_eq!(again.tokens, 10_000 - 3_500);
-    second.settle(again, spent(5_000, 500), 1).await.unwrap();
+    second
+        .settle(again, Some(spent(5_000, 500)), 1)
+        .await
+        .unwrap();
     // The incident has spent 3,500 + 6,500: nothing is left for it.
     let none = first
         .reserve(1_000, "anthropic", MODEL.into())
@@ -108,12 +117,19 @@ async fn requests_are_held_to_the_incidents_and_the_installations_daily_budgets(
     assert!(none.id.is_none(), "no row for a grant of nothing");
 
     // The other incident has its own 10,000, but the installation's day has 6,000 left.
+    // A request whose cost is unknown (an answer cut off after it was paid for) is settled
+    // with no counts and stays counted at its grant.
+    let unknown = other
+        .reserve(1_000, "anthropic", MODEL.into())
+        .await
+        .unwrap();
+    other.settle(unknown, None, 1).await.unwrap();
     let day = other
         .reserve(9_000, "anthropic", MODEL.into())
         .await
         .unwrap();
-    assert_eq!(day.tokens, 6_000);
-    other.settle(day, spent(100, 100), 1).await.unwrap();
+    assert_eq!(day.tokens, 5_000);
+    other.settle(day, Some(spent(100, 100)), 1).await.unwrap();
 
     let db = env.db().await;
     let row = db
@@ -125,7 +141,7 @@ async fn requests_are_held_to_the_incidents_and_the_installations_daily_budgets(
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 3_500 + 6_500 + 1_200);
+    assert_eq!(row.get::<_, i64>(0), 3_500 + 6_500 + 1_000 + 1_200);
     assert_eq!(row.get::<_, i64>(1), 2_000 + 5_000 + 100);
     assert_eq!(row.get::<_, i64>(2), 500 + 500 + 100);
     assert_eq!(row.get::<_, i64>(3), 3_000);
@@ -133,6 +149,14 @@ async fn requests_are_held_to_the_incidents_and_the_installations_daily_budgets(
     let cost: f64 = row.get(4);
     assert!((cost - 0.0387).abs() < 1e-9, "{cost}");
     assert_eq!(row.get::<_, i64>(5), 3, "three runs asked");
+    let unknown_row = db
+        .query_one(
+            "SELECT count(*) FROM ai_spend WHERE reserved_tokens = 1000 AND settled_at IS NOT NULL AND input_tokens IS NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown_row.get::<_, i64>(0), 1);
     assert_eq!(row.get::<_, i64>(6), 0, "all settled");
     // The grant of 2,000 that was not spent settled as nothing, and is counted so.
     let zero = db
@@ -202,7 +226,7 @@ async fn yesterdays_spend_does_not_count_against_today() {
         .reserve(10_000, "anthropic", MODEL.into())
         .await
         .unwrap();
-    first.settle(grant, spent(9_000, 0), 1).await.unwrap();
+    first.settle(grant, Some(spent(9_000, 0)), 1).await.unwrap();
     let other = ledger(&env, c, budget).await;
     assert_eq!(
         other

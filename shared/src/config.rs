@@ -89,6 +89,18 @@ pub enum SandboxBackend {
     },
 }
 
+/// Where fix memory looks for earlier fixes of a failure (`SELFHEAL_FIX_MEMORY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FixMemory {
+    /// No memory: every failure is healed afresh.
+    Off,
+    /// The failing repository's own merged fixes (the default).
+    Repository,
+    /// Any repository of the installation: one repository's merged diff may then be replayed
+    /// into, or shown to a model for, another, whatever their visibility.
+    Installation,
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub concurrency: usize,
@@ -105,6 +117,7 @@ pub struct WorkerConfig {
     pub sandbox_backend: SandboxBackend,
     /// The model service asked for fixes no deterministic strategy makes, if any.
     pub ai: Option<AiConfig>,
+    pub fix_memory: FixMemory,
     /// Dependency caches are pruned past this total size, oldest first...
     pub deps_cache_max_bytes: u64,
     /// ...and past this age.
@@ -280,6 +293,21 @@ impl Config {
                     env.parsed("SELFHEAL_OUTAGE_WAIT_SECS")?.unwrap_or(300),
                 ),
                 reruns: env.parsed("SELFHEAL_RERUNS")?.unwrap_or(3),
+                fix_memory: match env
+                    .optional("SELFHEAL_FIX_MEMORY")
+                    .as_deref()
+                    .map(str::trim)
+                {
+                    None | Some("repository") => FixMemory::Repository,
+                    Some("installation") => FixMemory::Installation,
+                    Some("off") => FixMemory::Off,
+                    Some(other) => {
+                        return Err(ConfigError::Malformed {
+                            name: "SELFHEAL_FIX_MEMORY",
+                            reason: format!("{other:?}: repository, installation or off"),
+                        })
+                    }
+                },
                 redelivery_interval: Duration::from_secs(
                     env.parsed("SELFHEAL_REDELIVERY_INTERVAL_SECS")?
                         .unwrap_or(300),
@@ -485,6 +513,26 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("GITHUB_APP_ID"));
+    }
+
+    #[test]
+    fn fix_memory_stays_in_the_repository_unless_the_installation_is_asked_for() {
+        let base = [
+            ("DATABASE_URL", "postgres://x"),
+            ("REDIS_URL", "redis://x"),
+            ("GITHUB_APP_ID", "1"),
+            ("GITHUB_APP_PRIVATE_KEY", KEY),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let vars: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            Config::from_lookup(Role::Worker, lookup(&vars)).map(|c| c.worker.fix_memory)
+        };
+        assert_eq!(with(&[]).unwrap(), FixMemory::Repository);
+        let scope = |v| with(&[("SELFHEAL_FIX_MEMORY", v)]);
+        assert_eq!(scope("installation").unwrap(), FixMemory::Installation);
+        assert_eq!(scope("off").unwrap(), FixMemory::Off);
+        let err = scope("org").unwrap_err();
+        assert!(err.to_string().contains("SELFHEAL_FIX_MEMORY"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,9 @@ use selfheal_shared::config::{AiBudget, Prices};
 use selfheal_shared::runs::Run;
 use uuid::Uuid;
 
+/// No request counts more tokens than this (a trillion); a service that says so is capped.
+const MAX_COUNT: u64 = 1_000_000_000_000;
+
 /// One run's requests, charged to its incident and installation.
 #[derive(Debug)]
 pub struct Ledger {
@@ -42,7 +45,13 @@ impl Ledger {
         model: String,
     ) -> Result<Grant, Box<dyn std::error::Error + Send + Sync>> {
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
+        // Read committed whatever the server's default: each statement after the lock must see
+        // the rows committed by the holder before (a snapshot taken at the lock would not).
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await?;
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended('selfheal.ai_spend:' || $1::bigint::text, 0))",
             &[&self.installation_id],
@@ -99,19 +108,29 @@ impl Ledger {
     async fn settle_tokens(
         &self,
         grant: Grant,
-        spent: Usage,
+        spent: Option<Usage>,
         requests: u32,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let Some(id) = grant.id else { return Ok(()) };
-        let cost = self.prices.map(|p| {
-            p.cost(
-                spent.input_tokens,
-                spent.output_tokens,
-                spent.cached_input_tokens,
-                spent.cache_write_tokens,
-            )
+        // The service's counts, each held to a bound no request reaches, so that a hostile
+        // count cannot overflow the sums the budgets are read from.
+        let count = |n: u64| i64::try_from(n.min(MAX_COUNT)).unwrap_or(i64::MAX);
+        let counts = spent.as_ref().map(|s| {
+            [
+                count(s.input_tokens),
+                count(s.output_tokens),
+                count(s.cached_input_tokens),
+                count(s.cache_write_tokens),
+            ]
         });
-        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let cost = match (self.prices, counts) {
+            (Some(p), Some([input, output, read, write])) => {
+                Some(p.cost(input as u64, output as u64, read as u64, write as u64))
+            }
+            _ => None,
+        };
+        let [input, output, read, write] = counts.map_or([None; 4], |c| c.map(Some));
+        // Unknown counts settle the row with none: it stays counted at its reservation.
         self.pool
             .get()
             .await?
@@ -122,10 +141,10 @@ impl Ledger {
                  WHERE id = $1 AND settled_at IS NULL",
                 &[
                     &id,
-                    &count(spent.input_tokens),
-                    &count(spent.output_tokens),
-                    &count(spent.cached_input_tokens),
-                    &count(spent.cache_write_tokens),
+                    &input,
+                    &output,
+                    &read,
+                    &write,
                     &(requests as i32),
                     &cost,
                 ],
@@ -152,7 +171,7 @@ impl TokenBudget for Ledger {
     fn settle(
         &self,
         grant: Grant,
-        spent: Usage,
+        spent: Option<Usage>,
         requests: u32,
     ) -> BoxFuture<'_, Result<(), BudgetError>> {
         Box::pin(async move {

@@ -41,6 +41,8 @@ pub struct WorkerContext {
     pub heal: heal::HealOptions,
     /// The model service's budgets and prices, when one is configured.
     pub ai: Option<selfheal_shared::config::AiConfig>,
+    /// Where earlier fixes of a failure are looked for (`SELFHEAL_FIX_MEMORY`).
+    pub fix_memory: selfheal_shared::config::FixMemory,
     /// Diagnose and validate, but never write to GitHub.
     pub dry_run: bool,
     pub github: Arc<GitHubApp>,
@@ -237,6 +239,7 @@ pub async fn run(
             memory: None,
         },
         ai: config.worker.ai.clone(),
+        fix_memory: config.worker.fix_memory,
         github: github.clone(),
         queue: queue.clone(),
         worker_id: worker_id.clone(),

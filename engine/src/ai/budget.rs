@@ -35,12 +35,13 @@ pub trait TokenBudget: Send + Sync + Debug {
         provider: &'static str,
         model: String,
     ) -> BoxFuture<'_, Result<Grant, BudgetError>>;
-    /// What the request spent in place of its grant: the service's counts, or nothing when it
-    /// gave no answer (a refused or failed request is not charged by the services).
+    /// What the request spent in place of its grant: the service's counts (nothing for a
+    /// request it refused or never answered), or `None` when they are unknown (an answer cut
+    /// off or declined after it was paid for, one without usage): then the grant stays spent.
     fn settle(
         &self,
         grant: Grant,
-        spent: Usage,
+        spent: Option<Usage>,
         requests: u32,
     ) -> BoxFuture<'_, Result<(), BudgetError>>;
 }
@@ -79,13 +80,14 @@ impl TokenBudget for Allowance {
     fn settle(
         &self,
         grant: Grant,
-        spent: Usage,
+        spent: Option<Usage>,
         _requests: u32,
     ) -> BoxFuture<'_, Result<(), BudgetError>> {
         let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
         // The grant comes back and what was spent goes out. Spent may exceed the grant, since
-        // the prompt's size was estimated: the allowance floors at zero.
-        *left = (*left + grant.tokens).saturating_sub(spent.total());
+        // the prompt's size was estimated: the allowance floors at zero. Unknown: all of it.
+        let spent = spent.map_or(grant.tokens, |s| s.total());
+        *left = left.saturating_add(grant.tokens).saturating_sub(spent);
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -109,9 +111,13 @@ mod tests {
             cached_input_tokens: 200,
             cache_write_tokens: 300,
         };
-        a.settle(first, spent, 1).await.unwrap();
+        a.settle(first, Some(spent), 1).await.unwrap();
         assert_eq!(a.left(), 4_000);
-        a.settle(second, Usage::default(), 0).await.unwrap();
+        a.settle(second, Some(Usage::default()), 0).await.unwrap();
         assert_eq!(a.left(), 8_000);
+        // A request whose cost is unknown keeps its whole grant.
+        let third = a.reserve(3_000, "anthropic", "m".into()).await.unwrap();
+        a.settle(third, None, 1).await.unwrap();
+        assert_eq!(a.left(), 5_000);
     }
 }

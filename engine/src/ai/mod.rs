@@ -95,15 +95,38 @@ pub struct Usage {
 
 impl Usage {
     /// Every token the service processed: what a budget counts.
+    /// Saturating: the counts are the service's word, and a hostile one could overflow them.
     pub fn total(&self) -> u64 {
-        self.input_tokens + self.output_tokens + self.cached_input_tokens + self.cache_write_tokens
+        self.input_tokens
+            .saturating_add(self.output_tokens)
+            .saturating_add(self.cached_input_tokens)
+            .saturating_add(self.cache_write_tokens)
     }
 
     pub fn add(&mut self, other: &Usage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cached_input_tokens += other.cached_input_tokens;
-        self.cache_write_tokens += other.cache_write_tokens;
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cached_input_tokens = self
+            .cached_input_tokens
+            .saturating_add(other.cached_input_tokens);
+        self.cache_write_tokens = self
+            .cache_write_tokens
+            .saturating_add(other.cache_write_tokens);
+    }
+
+    /// What a request's outcome says it cost: its counts (none reported means unknown), nothing
+    /// for a request the service refused or never answered, unknown for an answer cut off,
+    /// declined or malformed after the service produced it (and so charged for it).
+    pub fn charged<T>(outcome: &Result<T, AiError>, usage: impl Fn(&T) -> &Usage) -> Option<Usage> {
+        match outcome {
+            Ok(done) => Some(usage(done).clone()).filter(|u| u.total() > 0),
+            Err(AiError::Refused { .. } | AiError::Http(_) | AiError::WaitTooLong(_)) => {
+                Some(Usage::default())
+            }
+            // Rate limits and overloads are not charged; a stream cut short may have been.
+            Err(AiError::Unavailable { status, .. }) if *status != 200 => Some(Usage::default()),
+            Err(_) => None,
+        }
     }
 }
 
@@ -273,4 +296,63 @@ fn failed(status: u16, after: Option<Duration>, body: &str) -> Result<Attempt, A
 /// A service's error body, kept short: it is logged and recorded.
 fn excerpt(body: &str) -> String {
     body.chars().filter(|c| !c.is_control()).take(500).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_request_cost_is_known_only_when_the_service_said_or_never_answered() {
+        let counted = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            ..Usage::default()
+        };
+        let ok: Result<Usage, AiError> = Ok(counted.clone());
+        assert_eq!(Usage::charged(&ok, |u| u), Some(counted));
+        // An answer without usage, one cut off at the budget or declined: paid, amount unknown.
+        let silent: Result<Usage, AiError> = Ok(Usage::default());
+        assert_eq!(Usage::charged(&silent, |u| u), None);
+        for paid in [
+            AiError::OverBudget(10),
+            AiError::Declined("content_filter".into()),
+            AiError::Malformed("x".into()),
+        ] {
+            assert_eq!(Usage::charged(&Err::<Usage, _>(paid), |u| u), None);
+        }
+        // Refused, rate-limited to the end, or a stream cut every time.
+        let refused = AiError::Refused {
+            status: 401,
+            kind: "authentication_error".into(),
+            message: "invalid x-api-key".into(),
+        };
+        assert_eq!(
+            Usage::charged(&Err::<Usage, _>(refused), |u| u),
+            Some(Usage::default())
+        );
+        let limited = AiError::Unavailable {
+            requests: 4,
+            status: 429,
+            kind: "rate_limit_error".into(),
+            message: "".into(),
+        };
+        assert_eq!(
+            Usage::charged(&Err::<Usage, _>(limited), |u| u),
+            Some(Usage::default())
+        );
+        let cut = AiError::Unavailable {
+            requests: 4,
+            status: 200,
+            kind: "stream cut".into(),
+            message: "".into(),
+        };
+        assert_eq!(Usage::charged(&Err::<Usage, _>(cut), |u| u), None);
+        let huge = Usage {
+            input_tokens: u64::MAX,
+            output_tokens: 1,
+            ..Usage::default()
+        };
+        assert_eq!(huge.total(), u64::MAX);
+    }
 }

@@ -130,7 +130,7 @@ pub(super) async fn reserve(
         .await
         .map_err(|e| e.to_string())?;
     if granted.tokens < need + least {
-        settle(budget.as_ref(), Some(granted), Usage::default(), 0).await;
+        settle(budget.as_ref(), Some(granted), Some(Usage::default()), 0).await;
         return Err(format!(
             "the token budget is spent: {} tokens left, and asking {provider} needs about {need} \
              for the prompt and {least} for an answer",
@@ -147,7 +147,7 @@ pub(super) async fn reserve(
 pub(super) async fn settle(
     budget: &dyn TokenBudget,
     granted: Option<Grant>,
-    spent: Usage,
+    spent: Option<Usage>,
     requests: u32,
 ) {
     let Some(granted) = granted else { return };
@@ -420,10 +420,8 @@ pub(super) async fn fix(
         model.max_output_tokens = cap;
         let asked = ai::complete(&assistant.http, &model, &prompt, &schema).await;
         if let Some(budget) = &assistant.budget {
-            let (spent, requests) = match &asked {
-                Ok(done) => (done.usage.clone(), done.requests),
-                Err(_) => (Usage::default(), 0),
-            };
+            let spent = Usage::charged(&asked, |done| &done.usage);
+            let requests = asked.as_ref().map_or(0, |done| done.requests);
             settle(budget.as_ref(), grant, spent, requests).await;
         }
         let done = match asked {

@@ -58,7 +58,9 @@ pub(super) async fn merged_diff(
         // The merged file is about the original's size plus the update's.
         let need = estimated_tokens(message.len());
         let answer = estimated_tokens(code.len() + update.len()) + 256;
-        let answer = u32::try_from(answer).unwrap_or(u32::MAX);
+        let answer = u32::try_from(answer)
+            .unwrap_or(u32::MAX)
+            .min(morph.max_output_tokens);
         let (cap, grant) = reserve(
             assistant.budget.as_ref(),
             need,
@@ -76,10 +78,8 @@ pub(super) async fn merged_diff(
         ));
         let merged = morph::apply(&assistant.http, &config, &instruction, &code, &update).await;
         if let Some(budget) = &assistant.budget {
-            let (spent, requests) = match &merged {
-                Ok(m) => (m.usage.clone(), m.requests),
-                Err(_) => (Usage::default(), 0),
-            };
+            let spent = Usage::charged(&merged, |m| &m.usage);
+            let requests = merged.as_ref().map_or(0, |m| m.requests);
             settle(budget.as_ref(), grant, spent, requests).await;
         }
         let merged = merged.map_err(|e| {

@@ -38,6 +38,9 @@ static SECRETS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
         r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
         r"\bAIza[0-9A-Za-z_\-]{35}\b",
         r"(?i)--[a-z0-9-]*(?:password|passwd|secret|token|api-?key)[a-z0-9-]*[= ][^\s\x22',;]{4,}",
+        // Credentials in a URL (`postgres://user:pass@host`) and bearer tokens.
+        r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s/:@\x22']+:[^\s/@\x22']+@",
+        r"(?i)\bbearer\s+[A-Za-z0-9._~+/\-]{8,}=*",
         // Last (its replacement keeps the name): `DB_PASSWORD=…`, `"api_key": "…"`.
         r"(?i)[A-Za-z0-9_.\-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential)[A-Za-z0-9_.\-]*[\x22']?(\s*[=:]\s*)[\x22']?[^\s\x22',;]{4,}",
     ]
@@ -112,6 +115,8 @@ pub fn redact(text: &str, own: &Redaction) -> String {
 pub(super) fn sensitive(rel: &str) -> bool {
     let name = rel.rsplit('/').next().unwrap_or(rel).to_ascii_lowercase();
     rel.split('/').any(|part| part.starts_with('.'))
+        || name.ends_with(".env")
+        || name.contains(".env.")
         || [
             ".pem",
             ".key",
@@ -167,6 +172,10 @@ pub(super) fn read_inside(repo: &Path, rel: &str) -> Option<String> {
 pub(super) fn regular_inside(repo: &Path, rel: &str) -> bool {
     let mut path = repo.to_path_buf();
     for part in rel.split('/') {
+        // Plain parts only: `push` of an absolute part would replace the path.
+        if part.is_empty() || part == "." || part == ".." || part.contains('\\') {
+            return false;
+        }
         path.push(part);
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if !meta.file_type().is_symlink() => {}
@@ -193,6 +202,8 @@ mod tests {
             DB_PASSWORD=pg-Hunter2x\n\
             {\"stripe_api_key\": \"rk_live_51Habc\"}\n\
             psql --password Tr0ub4dor\n\
+            DATABASE_URL used by ci: postgres://admin:S3cretPassw0rd@db/prod\n\
+            curl -H 'Authorization: Bearer abc123def456ghi' https://api\n\
             session 8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C";
         let own = Redaction {
             values: vec!["s3cr3t-value".into()],
@@ -210,6 +221,8 @@ mod tests {
             "pg-Hunter2x",
             "rk_live_51Habc",
             "Tr0ub4dor",
+            "S3cretPassw0rd",
+            "abc123def456ghi",
             "8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C",
             "acme_0a1b2c3d",
         ] {
@@ -230,6 +243,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for name in [
             ".env",
+            "config/prod.env",
+            "config/app.env.local",
             "config/credentials.yml",
             "deploy/server.pem",
             "src/lib.rs",
@@ -239,6 +254,8 @@ mod tests {
             std::fs::write(&path, "x").unwrap();
         }
         assert!(read_inside(dir.path(), ".env").is_none());
+        assert!(read_inside(dir.path(), "config/prod.env").is_none());
+        assert!(read_inside(dir.path(), "config/app.env.local").is_none());
         assert!(read_inside(dir.path(), "config/credentials.yml").is_none());
         assert!(read_inside(dir.path(), "deploy/server.pem").is_none());
         assert_eq!(read_inside(dir.path(), "src/lib.rs").as_deref(), Some("x"));
@@ -247,6 +264,8 @@ mod tests {
         assert!(read_inside(dir.path(), "src/host.txt").is_none());
         assert!(!regular_inside(dir.path(), "src/host.txt"));
         assert!(!regular_inside(dir.path(), "src"));
+        assert!(!regular_inside(dir.path(), "src/../src/lib.rs"));
+        assert!(!regular_inside(dir.path(), "/etc/hostname"));
         assert!(regular_inside(dir.path(), "src/lib.rs"));
     }
 }

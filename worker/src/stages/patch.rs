@@ -61,7 +61,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         .await?;
     // The fix that healed this failure before, if any: looked up before the client goes back.
     let fingerprint: String = row.get(3);
-    let memory = fix_memory::remembered(&client, run, &fingerprint).await?;
+    let memory = fix_memory::remembered(&client, run, &fingerprint, ctx.fix_memory).await?;
     drop(client);
     let Some(command): Option<String> = row.get(0) else {
         return Err(StageError::Permanent(
