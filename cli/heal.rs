@@ -57,6 +57,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }),
         // No history of earlier fixes on a local checkout.
         memory: None,
+        culprits: Vec::new(),
+        culprits_skipped: Vec::new(),
     };
     let progress = |msg: &str| eprintln!("… {msg}");
     let scope = format!("local:{}", repo.display());

@@ -370,6 +370,8 @@ mod healing {
                 morph: None,
             }),
             memory: None,
+            culprits: Vec::new(),
+            culprits_skipped: Vec::new(),
         }
     }
 

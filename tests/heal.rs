@@ -191,6 +191,8 @@ async fn a_fix_that_does_not_make_the_command_pass_is_rejected() {
         validate_runs: 2,
         assistant: None,
         memory: None,
+        culprits: Vec::new(),
+        culprits_skipped: Vec::new(),
     };
     let report = heal::heal(
         &sb,

@@ -65,6 +65,8 @@ async fn heal_it(repo: &Path) -> HealReport {
         validate_runs: 1,
         assistant: None,
         memory: None,
+        culprits: Vec::new(),
+        culprits_skipped: Vec::new(),
     };
     heal::heal(
         &sandbox,

@@ -335,6 +335,8 @@ async fn a_tampered_dependency_cache_is_refused_and_a_pruned_one_is_fetched_agai
             validate_runs: 1,
             assistant: None,
             memory: None,
+            culprits: Vec::new(),
+            culprits_skipped: Vec::new(),
         },
         &|_| {},
     )

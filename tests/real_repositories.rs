@@ -569,3 +569,191 @@ async fn empty_commit_on(env: &TestEnv, parent: &str) -> String {
     assert!(moved.status().is_success(), "{}", moved.status());
     sha
 }
+
+/// A commit on top of `parent` through the stand-in's Git Data API, by `author`: `files` over
+/// `parent`'s tree, or alone (`fresh`).
+async fn commit_files(
+    env: &TestEnv,
+    parent: &str,
+    files: &[(&str, &str)],
+    fresh: bool,
+    message: &str,
+    author: &str,
+) -> String {
+    let http = reqwest::Client::new();
+    let api = format!("{}/repos/octo-org/octo-repo/git", env.standin.url());
+    let auth = format!(
+        "token {}",
+        env.standin.installation_token(INSTALLATION_ID).unwrap()
+    );
+    let parent_commit: Value = http
+        .get(format!("{api}/commits/{parent}"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries: Vec<Value> = files
+        .iter()
+        .map(|(path, content)| {
+            serde_json::json!({"path": path, "mode": "100644", "type": "blob", "content": content})
+        })
+        .collect();
+    let mut tree_request = serde_json::json!({"tree": entries});
+    if !fresh {
+        tree_request["base_tree"] = parent_commit["tree"]["sha"].clone();
+    }
+    let tree: Value = http
+        .post(format!("{api}/trees"))
+        .header("authorization", &auth)
+        .json(&tree_request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let commit: Value = http
+        .post(format!("{api}/commits"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"message": message, "tree": tree["sha"], "parents": [parent],
+            "author": {"name": author, "email": "dev@example.com", "date": "2026-11-20T09:00:00Z"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    commit["sha"].as_str().unwrap().to_string()
+}
+
+/// Culprit revert end to end, with no model configured: master was green, then four commits
+/// landed, the third of which breaks a test. The worker lists the commits since the
+/// workflow's last green run (its runs, the comparison, each commit's files), reverts them
+/// newest first in the sandbox, and delivers the revert of the one without which the tests
+/// pass, naming it.
+#[tokio::test]
+async fn the_commit_that_broke_the_build_is_found_among_those_since_green_and_reverted() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RERUNS", "2");
+    let app = env.spawn_web().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::fs::read_to_string(root.join("examples/rust-culprit/Cargo.toml")).unwrap();
+    let broken = std::fs::read_to_string(root.join("examples/rust-culprit/src/lib.rs")).unwrap();
+    let good = broken.replace("+ 30.0", "+ 32.0");
+    assert_ne!(good, broken);
+    let start = env.standin.head_sha();
+    let green = commit_files(
+        &env,
+        &start,
+        &[("Cargo.toml", &cargo), ("src/lib.rs", &good)],
+        true,
+        "Temperatures",
+        "Ada",
+    )
+    .await;
+    let readme = commit_files(
+        &env,
+        &green,
+        &[("README.md", "# temps\n")],
+        false,
+        "docs: a README",
+        "Ada",
+    )
+    .await;
+    let culprit = commit_files(
+        &env,
+        &readme,
+        &[("src/lib.rs", &broken)],
+        false,
+        "Round the offset",
+        "Grace",
+    )
+    .await;
+    let head = commit_files(
+        &env,
+        &culprit,
+        &[("CHANGELOG.md", "- rounding\n")],
+        false,
+        "docs: changelog",
+        "Ada",
+    )
+    .await;
+    let moved = reqwest::Client::new()
+        .patch(format!(
+            "{}/repos/octo-org/octo-repo/git/refs/heads/master",
+            env.standin.url()
+        ))
+        .header(
+            "authorization",
+            format!(
+                "token {}",
+                env.standin.installation_token(INSTALLATION_ID).unwrap()
+            ),
+        )
+        .json(&serde_json::json!({"sha": head, "force": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(moved.status().is_success(), "{}", moved.status());
+    env.standin.set_knobs(Knobs {
+        log_fixture: Some("cargo-test-panic.log".into()),
+        green_head: Some(green.clone()),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w1");
+    let mut failing = env.failing_run(1511, &now());
+    failing["workflow_run"]["head_sha"] = serde_json::json!(head);
+    let (_, body) = app.deliver("workflow_run", &failing).await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(300)).await;
+    let db = env.db().await;
+    let p = db
+        .query_one(
+            "SELECT strategy, verdict, coalesce(diff, ''), evidence FROM patches WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    let evidence: Value = p.get(3);
+    assert_eq!(
+        (
+            p.get::<_, String>(0).as_str(),
+            p.get::<_, String>(1).as_str()
+        ),
+        ("revert_culprit", "fixed"),
+        "{evidence:#}"
+    );
+    let diff: String = p.get(2);
+    assert!(diff.contains("-    (celsius * 9.0 / 5.0 + 30.0)"), "{diff}");
+    assert!(diff.contains("+    (celsius * 9.0 / 5.0 + 32.0)"), "{diff}");
+    assert!(
+        !diff.contains("CHANGELOG") && !diff.contains("README"),
+        "{diff}"
+    );
+    let found = &evidence["culprit"];
+    assert_eq!(found["culprit"]["sha"], culprit.as_str(), "{found:#}");
+    assert_eq!(found["culprit"]["author"], "Grace");
+    assert_eq!(found["culprit"]["title"], "Round the offset");
+    // Newest first: the changelog's revert still fails, the culprit's passes.
+    let tried = found["tried"].as_array().unwrap();
+    assert_eq!(tried.len(), 2, "{found:#}");
+    assert_eq!(tried[0]["sha"], head.as_str());
+    assert!(
+        tried[0]["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("still fails"),
+        "{found:#}"
+    );
+    let pr_body = env
+        .standin
+        .pulls()
+        .first()
+        .and_then(|p| p["body"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(pr_body.contains(&culprit), "{pr_body}");
+    assert!(pr_body.contains("Grace"), "{pr_body}");
+}

@@ -693,3 +693,50 @@ async fn refs_are_read_exactly_and_only_the_served_repository_answers() {
     let (status, _) = get(&env, &token, "/repos/octo-org/other/git/ref/heads/master").await;
     assert_eq!(status, 404);
 }
+
+/// The commit endpoints answer from the stand-in's git repository as GitHub does, and refuse
+/// what GitHub refuses: an unknown commit (422 for one commit, 404 for a comparison), a
+/// comparison without `...`, a workflow named by something other than its id here; and they
+/// still want a token.
+#[tokio::test]
+async fn commits_and_comparisons_come_from_the_repository_and_unknown_ones_are_refused() {
+    let env = TestEnv::new().await;
+    let token = env.standin.installation_token(INSTALLATION_ID).unwrap();
+    let repo = "/repos/octo-org/octo-repo";
+    let head = env.standin.head_sha();
+    let (status, commit) = get(&env, &token, &format!("{repo}/commits/{head}")).await;
+    assert_eq!(status, 200, "{commit}");
+    assert_eq!(commit["sha"], head.as_str());
+    assert!(
+        commit["files"].as_array().is_some_and(|f| !f.is_empty()),
+        "{commit}"
+    );
+    let (status, same) = get(&env, &token, &format!("{repo}/compare/{head}...{head}")).await;
+    assert_eq!(
+        (status, same["status"].as_str()),
+        (200, Some("identical")),
+        "{same}"
+    );
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    let (status, _) = get(&env, &token, &format!("{repo}/commits/{unknown}")).await;
+    assert_eq!(status, 422);
+    let (status, _) = get(&env, &token, &format!("{repo}/compare/{head}...{unknown}")).await;
+    assert_eq!(status, 404);
+    let (status, _) = get(&env, &token, &format!("{repo}/compare/{head}..{head}")).await;
+    assert_eq!(status, 404);
+    let (status, runs) = get(
+        &env,
+        &token,
+        &format!("{repo}/actions/workflows/42/runs?status=success&branch=master"),
+    )
+    .await;
+    assert_eq!(
+        (status, runs["total_count"].as_u64()),
+        (200, Some(0)),
+        "{runs}"
+    );
+    let (status, _) = get(&env, &token, &format!("{repo}/commits/{head}")).await;
+    assert_eq!(status, 200);
+    let (status, _) = get(&env, "not-a-token", &format!("{repo}/commits/{head}")).await;
+    assert_eq!(status, 401);
+}

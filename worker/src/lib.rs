@@ -237,6 +237,8 @@ pub async fn run(
                 .map(|ai| assistant::assistant(ai, assistant::own_secrets(&config))),
             // Looked up per run (stages::patch).
             memory: None,
+            culprits: Vec::new(),
+            culprits_skipped: Vec::new(),
         },
         ai: config.worker.ai.clone(),
         fix_memory: config.worker.fix_memory,

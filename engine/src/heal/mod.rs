@@ -4,6 +4,7 @@
 //! worker's stages and by `selfheal heal`.
 
 mod assist;
+mod culprit;
 mod guard;
 mod lazy_edits;
 mod memory;
@@ -18,6 +19,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub use assist::{http_client as assist_http_client, AiEvidence, Assistant};
+pub use culprit::{Candidate, CulpritEvidence, Tried, MAX_CANDIDATES};
 pub use guard::refuses;
 pub use memory::{MemoryEvidence, MemoryUse, Remembered};
 pub use redaction::{redact, Redaction};
@@ -41,6 +43,11 @@ pub struct HealOptions {
     pub assistant: Option<Assistant>,
     /// The fix that healed this failure's fingerprint before, if one did.
     pub memory: Option<Remembered>,
+    /// Commits that may have turned the branch red, newest first, for a test or compile
+    /// failure (the worker lists those since the workflow's last green run); empty: none known.
+    pub culprits: Vec<Candidate>,
+    /// Commits that could not be candidates, with why (for the evidence).
+    pub culprits_skipped: Vec<String>,
 }
 
 impl Default for HealOptions {
@@ -50,6 +57,8 @@ impl Default for HealOptions {
             validate_runs: 3,
             assistant: None,
             memory: None,
+            culprits: Vec::new(),
+            culprits_skipped: Vec::new(),
         }
     }
 }
@@ -130,6 +139,9 @@ pub struct HealReport {
     /// What the fix memory offered and whether it was used.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryEvidence>,
+    /// The commits reverted to find the one that broke the build, when there were any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub culprit: Option<CulpritEvidence>,
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -289,6 +301,7 @@ async fn propose_prepared(
         elapsed_ms: started.elapsed().as_millis(),
         ai: None,
         memory: None,
+        culprit: None,
     };
 
     let mut diagnosis = match (ci_log, before.first_failure()) {

@@ -158,8 +158,19 @@ pub async fn apply_diff(
     repo: &Path,
     diff: &str,
 ) -> Result<Result<Made, String>, SandboxError> {
+    apply_diff_with(sandbox, repo, diff, false).await
+}
+
+/// [`apply_diff`], or with `reverse` the diff undone (`git apply -R`): a commit reverted.
+pub async fn apply_diff_with(
+    sandbox: &Sandbox,
+    repo: &Path,
+    diff: &str,
+    reverse: bool,
+) -> Result<Result<Made, String>, SandboxError> {
+    let flag = if reverse { " -R" } else { "" };
     let script = format!(
-        "{BASELINE}git apply --whitespace=nowarn /work/patch.diff 2>&1 || {{ echo 'patch does not apply'; exit 4; }}\n"
+        "{BASELINE}git apply{flag} --whitespace=nowarn /work/patch.diff 2>&1 || {{ echo 'patch does not apply'; exit 4; }}\n"
     );
     let (made, run) =
         capture_after(sandbox, repo, &script, &[("patch.diff", diff.as_bytes())]).await?;

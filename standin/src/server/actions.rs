@@ -233,6 +233,49 @@ pub(super) async fn get_run(
 pub(super) struct RunsQuery {
     #[serde(default)]
     head_sha: Option<String>,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// Recorded: the same `workflow_run` object, as `GET /repos/{o}/{r}/actions/workflows/{id}/runs`
+/// lists a workflow's runs. The stand-in knows one successful run per workflow and branch (the
+/// `green_head` knob) and no others: asked for successful runs it lists that one, asked for
+/// anything else, none.
+pub(super) async fn list_runs_of_workflow(
+    State(inner): State<Arc<Inner>>,
+    Path((_owner, _repo, workflow_id)): Path<(String, String, String)>,
+    axum::extract::Query(q): axum::extract::Query<RunsQuery>,
+) -> Response {
+    let Ok(workflow_id) = workflow_id.parse::<i64>() else {
+        // A workflow's file name is taken by GitHub too; the stand-in knows ids only.
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let template = match inner
+        .fixtures
+        .json("github-webhooks/workflow_run/completed.payload.json")
+    {
+        Ok(payload) => payload["workflow_run"].clone(),
+        Err(e) => return fixture_error(e),
+    };
+    let green = knobs(&inner).green_head;
+    let runs: Vec<Value> = match (q.status.as_deref(), green) {
+        (Some("success"), Some(sha)) => {
+            let mut run = template;
+            run["id"] = json!(7000 + workflow_id % 1000);
+            run["workflow_id"] = json!(workflow_id);
+            run["head_sha"] = json!(sha);
+            run["status"] = json!("completed");
+            run["conclusion"] = json!("success");
+            if let Some(branch) = &q.branch {
+                run["head_branch"] = json!(branch);
+            }
+            vec![run]
+        }
+        _ => Vec::new(),
+    };
+    Json(json!({"total_count": runs.len(), "workflow_runs": runs})).into_response()
 }
 
 /// Recorded: the `workflow_run` of octokit's `workflow_run.completed` webhook payload (the

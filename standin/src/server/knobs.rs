@@ -55,6 +55,10 @@ pub struct Knobs {
     /// `{"name", "status", "conclusion"}` (none by default, as for checks).
     #[serde(default)]
     pub fix_workflows: Option<Vec<Value>>,
+    /// The head SHA of the last successful run of every workflow on every branch (listed by
+    /// `GET .../actions/workflows/{id}/runs?status=success`); none by default.
+    #[serde(default)]
+    pub green_head: Option<String>,
     /// Collaborator permissions by login (`admin`, `maintain`, `write`, `triage`, `read`; a
     /// custom role as `name/base`, e.g. `deployer/write`; `none`: 404); others: `read`.
     #[serde(default)]

@@ -4,6 +4,7 @@
 mod actions;
 mod auth;
 mod checks;
+mod commits;
 mod contents;
 mod git_data;
 mod hooks;
@@ -238,6 +239,18 @@ pub async fn spawn_with(
         .route(
             "/repos/{owner}/{repo}/actions/runs",
             get(actions::list_workflow_runs),
+        )
+        .route(
+            "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs",
+            get(actions::list_runs_of_workflow),
+        )
+        .route(
+            "/repos/{owner}/{repo}/compare/{basehead}",
+            get(commits::compare),
+        )
+        .route(
+            "/repos/{owner}/{repo}/commits/{git_ref}",
+            get(commits::commit),
         )
         .route(
             "/repos/{owner}/{repo}/actions/runs/{run_id}",

@@ -7,6 +7,7 @@ use selfheal_shared::stage::Stage;
 use crate::WorkerContext;
 
 mod checkout;
+mod culprits;
 pub(crate) mod deliver;
 mod diagnose;
 mod download;

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use selfheal_shared::runs::{Outcome, Run};
+use selfheal_shared::runs::{Outcome, Run, Trigger};
 
 use super::checkout::checkout;
+use super::culprits;
 use super::diagnose::gunzip;
 use super::{StageError, StageReport};
 use crate::ai_spend::Ledger;
@@ -49,11 +50,53 @@ fn charged_to(ctx: &WorkerContext, run: &Run) -> heal::HealOptions {
     options
 }
 
+/// The commits since the workflow's last green run on the branch, for a test or compile
+/// failure of a workflow run on a branch people push to (not selfheal's own fix). GitHub not
+/// answering costs the run this strategy, not the run: the reason is recorded instead.
+async fn culprit_candidates(
+    ctx: &WorkerContext,
+    run: &Run,
+    class: &str,
+    branch: String,
+    workflow_id: i64,
+) -> culprits::Listed {
+    let applies = matches!(class, "test" | "compile")
+        && run.fix_branch.is_none()
+        && matches!(run.trigger, Trigger::WorkflowRun);
+    if !applies {
+        return culprits::Listed::default();
+    }
+    let listed = async {
+        let crab = ctx
+            .github
+            .installation(run.installation_id, &run.repository_full_name)?;
+        culprits::since_last_green(
+            &crab,
+            &run.repository_full_name,
+            workflow_id,
+            &branch,
+            &run.head_sha,
+        )
+        .await
+    }
+    .await;
+    listed.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the commits since the last green run are not known; no culprit is looked for");
+        culprits::Listed {
+            candidates: Vec::new(),
+            skipped: vec![format!("the commits since the last green run are not known: {e}")],
+        }
+    })
+}
+
 pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
     let client = ctx.pool.get().await?;
     let row = client
         .query_one(
-            "SELECT d.command, l.log_gzip, l.job_name, d.fingerprint FROM diagnoses d
+            "SELECT d.command, l.log_gzip, l.job_name, d.fingerprint, d.class, i.branch, i.workflow_id
+             FROM diagnoses d
+             JOIN runs r ON r.id = d.run_id
+             JOIN incidents i ON i.id = r.incident_id
              JOIN job_logs l ON l.run_id = d.run_id AND l.github_job_id = d.github_job_id
              WHERE d.run_id = $1",
             &[&run.id],
@@ -63,6 +106,8 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     let fingerprint: String = row.get(3);
     let memory = fix_memory::remembered(&client, run, &fingerprint, ctx.fix_memory).await?;
     drop(client);
+    let class: String = row.get(4);
+    let listed = culprit_candidates(ctx, run, &class, row.get(5), row.get(6)).await;
     let Some(command): Option<String> = row.get(0) else {
         return Err(StageError::Permanent(
             "the log does not show which command failed".into(),
@@ -82,6 +127,8 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         Some(&log),
         &heal::HealOptions {
             memory,
+            culprits: listed.candidates,
+            culprits_skipped: listed.skipped,
             ..charged_to(ctx, run)
         },
         &|msg| tracing::info!("{msg}"),
@@ -95,6 +142,9 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     }
     if let Some(memory) = &report.memory {
         evidence["memory"] = serde_json::to_value(memory).unwrap_or_default();
+    }
+    if let Some(culprit) = &report.culprit {
+        evidence["culprit"] = serde_json::to_value(culprit).unwrap_or_default();
     }
     let remembered_from = report
         .memory

@@ -314,7 +314,30 @@ async fn pr_body(
     // Who made the change: the project's own tool, or a model, whose words (its root cause)
     // are untrusted text and shown as code.
     let replayed = evidence["memory"]["used"] == "replayed";
+    let reverted = &evidence["culprit"]["culprit"];
     let how = match evidence["ai"]["model"].as_str() {
+        _ if reverted.is_object() => {
+            let sha = reverted["sha"].as_str().unwrap_or_default();
+            let tried: Vec<String> = evidence["culprit"]["tried"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    format!(
+                        "- {}: {}",
+                        markdown::code(&t["sha"].as_str().unwrap_or_default().chars().take(7).collect::<String>()),
+                        markdown::code(t["outcome"].as_str().unwrap_or_default())
+                    )
+                })
+                .collect();
+            format!(
+                "this reverts {}, {} by {}, the commit since the workflow's last green run without which the failing command passes in every sandbox run. Review it: the change it made is undone whole, and its author may prefer to fix it forward.\n\nCommits reverted to find it, newest first:\n{}",
+                markdown::code(sha),
+                markdown::code(reverted["title"].as_str().unwrap_or_default()),
+                markdown::code(reverted["author"].as_str().unwrap_or_default()),
+                tried.join("\n")
+            )
+        }
         _ if replayed => format!(
             "this failure was fixed before in {}, by a model's patch that was validated and merged there; the same patch applied here, was checked again (files that exist, no test removed or skipped, nothing under `.github/`) and validated in the sandbox. No model was asked. Review it: a model's fix is merged only where the policy allows its class.",
             markdown::code(evidence["memory"]["repository"].as_str().unwrap_or_default()),

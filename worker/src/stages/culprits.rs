@@ -1,0 +1,220 @@
+//! The commits that may have turned a branch red: those since the workflow's last successful
+//! run on it, read from GitHub (the workflow's runs, the comparison of the two commits, then
+//! each candidate's files with their patches), newest first and as git diffs the engine can
+//! revert in the sandbox (`heal::culprit`). Merge commits, binary changes and renames are not
+//! offered: their revert cannot be rebuilt from what the API shows, and a merge is never
+//! reverted blindly.
+
+use selfheal_shared::github::Installation;
+use serde::Deserialize;
+
+use super::download::api_error;
+use super::StageError;
+use crate::heal::{Candidate, MAX_CANDIDATES};
+
+#[derive(Deserialize)]
+struct Runs {
+    workflow_runs: Vec<RunRef>,
+}
+
+#[derive(Deserialize)]
+struct RunRef {
+    head_sha: String,
+}
+
+#[derive(Deserialize)]
+struct Comparison {
+    status: String,
+    commits: Vec<CommitRef>,
+}
+
+#[derive(Deserialize)]
+struct CommitRef {
+    sha: String,
+    commit: CommitInfo,
+    /// Only counted: one parent, or a merge.
+    parents: Vec<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct CommitInfo {
+    author: Option<Person>,
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct Person {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct CommitDetail {
+    #[serde(default)]
+    files: Vec<FileChange>,
+}
+
+#[derive(Deserialize)]
+struct FileChange {
+    filename: String,
+    status: String,
+    patch: Option<String>,
+}
+
+/// The candidates, newest first, and the commits (or the reason) left out.
+#[derive(Debug, Default)]
+pub struct Listed {
+    pub candidates: Vec<Candidate>,
+    pub skipped: Vec<String>,
+}
+
+pub async fn since_last_green(
+    crab: &Installation,
+    repo: &str,
+    workflow_id: i64,
+    branch: &str,
+    head_sha: &str,
+) -> Result<Listed, StageError> {
+    let mut listed = Listed::default();
+    let runs: Runs = crab
+        .get(
+            format!("/repos/{repo}/actions/workflows/{workflow_id}/runs"),
+            Some(&[("branch", branch), ("status", "success"), ("per_page", "1")]),
+        )
+        .await
+        .map_err(|e| api_error(e, "the workflow's successful runs"))?;
+    let Some(green) = runs.workflow_runs.first().map(|r| r.head_sha.clone()) else {
+        listed.skipped.push(format!(
+            "no successful run of the workflow on {branch} to start from"
+        ));
+        return Ok(listed);
+    };
+    if green == head_sha {
+        return Ok(listed);
+    }
+    let comparison: Comparison = crab
+        .get(
+            format!("/repos/{repo}/compare/{green}...{head_sha}"),
+            None::<&()>,
+        )
+        .await
+        .map_err(|e| api_error(e, "the commits since the last green run"))?;
+    if comparison.status != "ahead" {
+        listed.skipped.push(format!(
+            "the failing commit is {} of the last green one, not ahead: the branch was rewritten",
+            comparison.status
+        ));
+        return Ok(listed);
+    }
+    for commit in comparison.commits.iter().rev() {
+        if listed.candidates.len() == MAX_CANDIDATES {
+            break;
+        }
+        let short: String = commit.sha.chars().take(7).collect();
+        if commit.parents.len() != 1 {
+            listed
+                .skipped
+                .push(format!("{short} is a merge commit, never reverted blindly"));
+            continue;
+        }
+        let detail: CommitDetail = crab
+            .get(format!("/repos/{repo}/commits/{}", commit.sha), None::<&()>)
+            .await
+            .map_err(|e| api_error(e, "a candidate commit's files"))?;
+        match git_diff(&detail.files) {
+            Ok(diff) => listed.candidates.push(Candidate {
+                sha: commit.sha.clone(),
+                author: commit
+                    .commit
+                    .author
+                    .as_ref()
+                    .map(|a| a.name.clone())
+                    .unwrap_or_default(),
+                title: commit
+                    .commit
+                    .message
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect(),
+                diff,
+            }),
+            Err(why) => listed.skipped.push(format!("{short}: {why}")),
+        }
+    }
+    Ok(listed)
+}
+
+/// A commit's files as one git diff `git apply` takes, or why it cannot be rebuilt.
+fn git_diff(files: &[FileChange]) -> Result<String, String> {
+    if files.is_empty() {
+        return Err("it changes no file".into());
+    }
+    let mut out = String::new();
+    for file in files {
+        let name = &file.filename;
+        // Paths git would quote in a header (and anything stranger) are not rebuilt here.
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+        {
+            return Err(format!("{name:?} is a path this diff cannot name"));
+        }
+        let Some(patch) = &file.patch else {
+            return Err(format!("{name} has no text patch (binary, or too large)"));
+        };
+        let (mode, old, new) = match file.status.as_str() {
+            "modified" => (String::new(), format!("a/{name}"), format!("b/{name}")),
+            "added" => (
+                "new file mode 100644\n".to_string(),
+                "/dev/null".to_string(),
+                format!("b/{name}"),
+            ),
+            "removed" => (
+                "deleted file mode 100644\n".to_string(),
+                format!("a/{name}"),
+                "/dev/null".to_string(),
+            ),
+            other => return Err(format!("{name} is {other}, which is not rebuilt")),
+        };
+        out.push_str(&format!(
+            "diff --git a/{name} b/{name}\n{mode}--- {old}\n+++ {new}\n{patch}\n"
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, status: &str, patch: Option<&str>) -> FileChange {
+        FileChange {
+            filename: name.into(),
+            status: status.into(),
+            patch: patch.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_commits_files_become_a_git_diff_or_the_reason_they_cannot() {
+        let diff = git_diff(&[
+            file("src/lib.rs", "modified", Some("@@ -1 +1 @@\n-a\n+b")),
+            file("NOTES.md", "added", Some("@@ -0,0 +1 @@\n+x")),
+        ])
+        .unwrap();
+        assert_eq!(
+            diff,
+            "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1 +1 @@\n-a\n+b\n\
+             diff --git a/NOTES.md b/NOTES.md\nnew file mode 100644\n--- /dev/null\n+++ b/NOTES.md\n@@ -0,0 +1 @@\n+x\n"
+        );
+        assert!(git_diff(&[file("logo.png", "modified", None)])
+            .unwrap_err()
+            .contains("no text patch"));
+        assert!(git_diff(&[file("a b.rs", "modified", Some("@@ -1 +1 @@\n-a\n+b"))]).is_err());
+        assert!(git_diff(&[file("new.rs", "renamed", Some("@@ -1 +1 @@\n-a\n+b"))]).is_err());
+        assert!(git_diff(&[]).is_err());
+    }
+}
