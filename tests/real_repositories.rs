@@ -629,6 +629,36 @@ async fn commit_files(
     commit["sha"].as_str().unwrap().to_string()
 }
 
+/// A merge of `other` into `first`, with `first`'s tree, through the stand-in's Git Data API.
+async fn merge_commit(env: &TestEnv, first: &str, other: &str) -> String {
+    let http = reqwest::Client::new();
+    let api = format!("{}/repos/octo-org/octo-repo/git/commits", env.standin.url());
+    let auth = format!(
+        "token {}",
+        env.standin.installation_token(INSTALLATION_ID).unwrap()
+    );
+    let first_commit: Value = http
+        .get(format!("{api}/{first}"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let merge: Value = http
+        .post(&api)
+        .header("authorization", &auth)
+        .json(&serde_json::json!({"message": "Merge branch 'docs'", "tree": first_commit["tree"]["sha"], "parents": [first, other]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    merge["sha"].as_str().unwrap().to_string()
+}
+
 /// Culprit revert end to end, with no model configured: master was green, then four commits
 /// landed, the third of which breaks a test. The worker lists the commits since the
 /// workflow's last green run (its runs, the comparison, each commit's files), reverts them
@@ -672,7 +702,7 @@ async fn the_commit_that_broke_the_build_is_found_among_those_since_green_and_re
         "Grace",
     )
     .await;
-    let head = commit_files(
+    let changelog = commit_files(
         &env,
         &culprit,
         &[("CHANGELOG.md", "- rounding\n")],
@@ -681,6 +711,8 @@ async fn the_commit_that_broke_the_build_is_found_among_those_since_green_and_re
         "Ada",
     )
     .await;
+    // Newest of all, a merge (of the README commit, already in): never reverted blindly.
+    let head = merge_commit(&env, &changelog, &readme).await;
     let moved = reqwest::Client::new()
         .patch(format!(
             "{}/repos/octo-org/octo-repo/git/refs/heads/master",
@@ -740,12 +772,19 @@ async fn the_commit_that_broke_the_build_is_found_among_those_since_green_and_re
     // Newest first: the changelog's revert still fails, the culprit's passes.
     let tried = found["tried"].as_array().unwrap();
     assert_eq!(tried.len(), 2, "{found:#}");
-    assert_eq!(tried[0]["sha"], head.as_str());
+    assert_eq!(tried[0]["sha"], changelog.as_str());
     assert!(
         tried[0]["outcome"]
             .as_str()
             .unwrap()
             .contains("still fails"),
+        "{found:#}"
+    );
+    let skipped = found["skipped"].as_array().unwrap();
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("merge commit")),
         "{found:#}"
     );
     let pr_body = env

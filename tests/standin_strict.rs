@@ -739,4 +739,51 @@ async fn commits_and_comparisons_come_from_the_repository_and_unknown_ones_are_r
     assert_eq!(status, 200);
     let (status, _) = get(&env, "not-a-token", &format!("{repo}/commits/{head}")).await;
     assert_eq!(status, 401);
+
+    // Two commits on top, the second with CRLF lines and a blank last line: the comparison
+    // lists them oldest first, and a file's patch is its hunks as git wrote them (no header,
+    // carriage returns and blank context kept).
+    let http = reqwest::Client::new();
+    let mut parent = head.clone();
+    let mut made = Vec::new();
+    for content in ["one\n", "one\r\ntwo\r\n\n"] {
+        let tree: Value = http
+            .post(format!("{}{repo}/git/trees", env.standin.url()))
+            .bearer_auth(&token)
+            .json(&json!({"tree": [{"path": "notes.txt", "mode": "100644", "type": "blob", "content": content}]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let commit: Value = http
+            .post(format!("{}{repo}/git/commits", env.standin.url()))
+            .bearer_auth(&token)
+            .json(&json!({"message": "notes", "tree": tree["sha"], "parents": [parent]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        parent = commit["sha"].as_str().unwrap().to_string();
+        made.push(parent.clone());
+    }
+    let (status, compared) = get(&env, &token, &format!("{repo}/compare/{head}...{parent}")).await;
+    assert_eq!(status, 200, "{compared}");
+    assert_eq!(compared["status"], "ahead");
+    assert_eq!(compared["total_commits"], 2);
+    let order: Vec<&str> = compared["commits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sha"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, made.iter().map(String::as_str).collect::<Vec<_>>());
+    let (_, last) = get(&env, &token, &format!("{repo}/commits/{parent}")).await;
+    let patch = last["files"][0]["patch"].as_str().unwrap();
+    assert_eq!(patch, "@@ -1 +1,3 @@\n-one\n+one\r\n+two\r\n+");
+    assert_eq!(last["files"][0]["status"], "modified");
+    assert_eq!(last["stats"]["total"], 4);
 }

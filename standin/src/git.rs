@@ -71,7 +71,22 @@ impl GitRepo {
         self.git_env(args, stdin, &[])
     }
 
+    /// The output as git wrote it, whitespace and carriage returns included (a diff's).
+    pub fn git_untrimmed(&self, args: &[&str]) -> Result<String, GitError> {
+        self.git_env_raw(args, None, &[])
+    }
+
     fn git_env(
+        &self,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        env: &[(&str, String)],
+    ) -> Result<String, GitError> {
+        self.git_env_raw(args, stdin, env)
+            .map(|out| out.trim().to_string())
+    }
+
+    fn git_env_raw(
         &self,
         args: &[&str],
         stdin: Option<&[u8]>,
@@ -106,7 +121,7 @@ impl GitRepo {
                 message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub fn commit_tree(

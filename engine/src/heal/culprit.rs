@@ -73,6 +73,10 @@ pub(super) async fn find(
                 Some(path) => format!("its revert changes {path}, a protected path"),
                 None => match set.diff(repo) {
                     Err(refused) => format!("its revert is refused: {refused}"),
+                    Ok(diff) if super::guard::touches_tests(&diff).is_some() => format!(
+                        "its revert {}: left to people",
+                        super::guard::touches_tests(&diff).unwrap_or_default()
+                    ),
                     Ok(diff) => {
                         let (_, verdict) =
                             check(sandbox, repo, command, &set, &diff, runs, progress).await?;
@@ -95,7 +99,8 @@ pub(super) async fn find(
         };
         tried.push(Tried {
             sha: candidate.sha.clone(),
-            outcome,
+            // git's own words may be long: enough to say why.
+            outcome: outcome.chars().take(300).collect(),
         });
     }
     Ok((None, tried))

@@ -17,6 +17,32 @@ static SKIP: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Why the unified diff is refused, if it is.
+/// Whether a change goes near tests at all: a test file, a test's definition, an assertion.
+/// A revert must not (the culprit that added or tightened a test is for people to undo).
+pub fn touches_tests(diff: &str) -> Option<String> {
+    let mut file = String::new();
+    for line in diff.lines() {
+        if let Some(path) = line.strip_prefix("+++ b/").or(line.strip_prefix("--- a/")) {
+            file = path.to_string();
+            if TEST_PATH.is_match(&file) {
+                return Some(format!("changes the test file {file}"));
+            }
+            continue;
+        }
+        let changed = (line.starts_with('+') && !line.starts_with("+++"))
+            || (line.starts_with('-') && !line.starts_with("---"));
+        if changed
+            && (TEST_DEF.is_match(&line[1..]) || line.to_ascii_lowercase().contains("assert"))
+        {
+            return Some(format!(
+                "changes a test or an assertion in {file}: {}",
+                line[1..].trim()
+            ));
+        }
+    }
+    None
+}
+
 pub fn refuses(diff: &str) -> Option<String> {
     let mut file = String::new();
     for line in diff.lines() {
@@ -49,7 +75,7 @@ pub fn refuses(diff: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::refuses;
+    use super::{refuses, touches_tests};
 
     #[test]
     fn refuses_deleting_or_skipping_tests() {
@@ -68,5 +94,17 @@ mod tests {
         assert!(refuses(ignore).is_some());
         let format = "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1 +1,3 @@\n-pub struct A{x:u8}\n+pub struct A {\n+    x: u8,\n+}\n";
         assert_eq!(refuses(format), None);
+    }
+
+    #[test]
+    fn a_change_near_tests_is_told_apart_from_one_that_is_not() {
+        let code = "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -2 +2 @@\n-    (c * 9.0 / 5.0 + 30.0)\n+    (c * 9.0 / 5.0 + 32.0)\n";
+        assert_eq!(touches_tests(code), None);
+        let assertion = "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -9 +9 @@\n-        assert_eq!(f(37.0), 99);\n+        assert_eq!(f(37.0), 98);\n";
+        assert!(touches_tests(assertion).unwrap().contains("assertion"));
+        let file = "--- a/tests/it.rs\n+++ b/tests/it.rs\n@@ -1 +1 @@\n-a\n+b\n";
+        assert!(touches_tests(file).unwrap().contains("tests/it.rs"));
+        let definition = "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -5,0 +5,2 @@\n+    #[test]\n+    fn more() {}\n";
+        assert!(touches_tests(definition).is_some());
     }
 }

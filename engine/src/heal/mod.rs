@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use assist::{http_client as assist_http_client, AiEvidence, Assistant};
 pub use culprit::{Candidate, CulpritEvidence, Tried, MAX_CANDIDATES};
-pub use guard::refuses;
+pub use guard::{refuses, touches_tests};
 pub use memory::{MemoryEvidence, MemoryUse, Remembered};
 pub use redaction::{redact, Redaction};
 pub use reruns::{rerun, Reruns};

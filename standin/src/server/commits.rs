@@ -59,25 +59,30 @@ fn commit_summary(git: &GitRepo, sha: &str) -> Option<Value> {
 /// status and, for text, its `patch` (the hunks, without the diff's header lines).
 fn files(git: &GitRepo, sha: &str, parent: Option<&str>) -> Option<Vec<Value>> {
     let base = parent.unwrap_or(EMPTY_TREE);
+    // As git wrote it: a diff's trailing blank context and carriage returns are content.
     let diff = git
-        .git(
-            &[
-                "diff",
-                "--no-color",
-                "--no-renames",
-                "--no-ext-diff",
-                base,
-                sha,
-            ],
-            None,
-        )
+        .git_untrimmed(&[
+            "-c",
+            "core.quotePath=false",
+            "diff",
+            "--no-color",
+            "--no-renames",
+            "--no-ext-diff",
+            base,
+            sha,
+        ])
         .ok()?;
     let mut out = Vec::new();
     for section in diff.split("\ndiff --git ").filter(|s| !s.is_empty()) {
         let section = section.strip_prefix("diff --git ").unwrap_or(section);
-        let mut lines = section.lines();
+        let section = section.strip_suffix('\n').unwrap_or(section);
+        let mut lines = section.split('\n');
         let header = lines.next()?;
-        let filename = header.split(" b/").last()?.to_string();
+        // `a/P b/P`, the same path twice (no renames): the second half.
+        let filename = header
+            .get(header.len() / 2 + 1..)?
+            .strip_prefix("b/")?
+            .to_string();
         let mut status = "modified";
         let mut patch = Vec::new();
         let mut binary = false;

@@ -20,11 +20,18 @@ struct Runs {
 #[derive(Deserialize)]
 struct RunRef {
     head_sha: String,
+    head_repository: Option<RepoRef>,
+}
+
+#[derive(Deserialize)]
+struct RepoRef {
+    full_name: String,
 }
 
 #[derive(Deserialize)]
 struct Comparison {
     status: String,
+    total_commits: usize,
     commits: Vec<CommitRef>,
 }
 
@@ -51,14 +58,25 @@ struct Person {
 struct CommitDetail {
     #[serde(default)]
     files: Vec<FileChange>,
+    stats: Option<Stats>,
+}
+
+#[derive(Deserialize)]
+struct Stats {
+    total: u64,
 }
 
 #[derive(Deserialize)]
 struct FileChange {
     filename: String,
     status: String,
+    #[serde(default)]
+    changes: u64,
     patch: Option<String>,
 }
+
+/// Commits looked at (merges and unrebuildable ones included) before giving up.
+const MAX_INSPECTED: usize = 10;
 
 /// The candidates, newest first, and the commits (or the reason) left out.
 #[derive(Debug, Default)]
@@ -75,14 +93,29 @@ pub async fn since_last_green(
     head_sha: &str,
 ) -> Result<Listed, StageError> {
     let mut listed = Listed::default();
+    // Pushes only: a fork's pull request can run on a branch of the same name.
     let runs: Runs = crab
         .get(
             format!("/repos/{repo}/actions/workflows/{workflow_id}/runs"),
-            Some(&[("branch", branch), ("status", "success"), ("per_page", "1")]),
+            Some(&[
+                ("branch", branch),
+                ("status", "success"),
+                ("event", "push"),
+                ("per_page", "10"),
+            ]),
         )
         .await
         .map_err(|e| api_error(e, "the workflow's successful runs"))?;
-    let Some(green) = runs.workflow_runs.first().map(|r| r.head_sha.clone()) else {
+    let green = runs
+        .workflow_runs
+        .iter()
+        .find(|r| {
+            r.head_repository
+                .as_ref()
+                .is_none_or(|h| h.full_name == repo)
+        })
+        .map(|r| r.head_sha.clone());
+    let Some(green) = green else {
         listed.skipped.push(format!(
             "no successful run of the workflow on {branch} to start from"
         ));
@@ -98,15 +131,32 @@ pub async fn since_last_green(
         )
         .await
         .map_err(|e| api_error(e, "the commits since the last green run"))?;
-    if comparison.status != "ahead" {
+    match comparison.status.as_str() {
+        "ahead" => {}
+        "behind" | "identical" => {
+            listed.skipped.push(
+                "the last green run is not older than the failing commit: nothing since it to revert"
+                    .into(),
+            );
+            return Ok(listed);
+        }
+        other => {
+            listed.skipped.push(format!(
+                "the failing commit is {other} from the last green one: the branch was rewritten"
+            ));
+            return Ok(listed);
+        }
+    }
+    // One comparison lists the oldest 250 commits: past that, the newest are not in it.
+    if comparison.total_commits > comparison.commits.len() {
         listed.skipped.push(format!(
-            "the failing commit is {} of the last green one, not ahead: the branch was rewritten",
-            comparison.status
+            "{} commits since the last green run, more than one comparison lists",
+            comparison.total_commits
         ));
         return Ok(listed);
     }
-    for commit in comparison.commits.iter().rev() {
-        if listed.candidates.len() == MAX_CANDIDATES {
+    for (inspected, commit) in comparison.commits.iter().rev().enumerate() {
+        if listed.candidates.len() == MAX_CANDIDATES || inspected == MAX_INSPECTED {
             break;
         }
         let short: String = commit.sha.chars().take(7).collect();
@@ -117,9 +167,25 @@ pub async fn since_last_green(
             continue;
         }
         let detail: CommitDetail = crab
-            .get(format!("/repos/{repo}/commits/{}", commit.sha), None::<&()>)
+            .get(
+                format!("/repos/{repo}/commits/{}", commit.sha),
+                Some(&[("per_page", "100")]),
+            )
             .await
             .map_err(|e| api_error(e, "a candidate commit's files"))?;
+        // The files come a page at a time: unless this page's changes add up to the commit's,
+        // some are missing, and a revert of part of a commit is no revert.
+        let listed_changes: u64 = detail.files.iter().map(|f| f.changes).sum();
+        if detail
+            .stats
+            .as_ref()
+            .is_none_or(|s| s.total != listed_changes)
+        {
+            listed
+                .skipped
+                .push(format!("{short}: its files are not all in one answer"));
+            continue;
+        }
         match git_diff(&detail.files) {
             Ok(diff) => listed.candidates.push(Candidate {
                 sha: commit.sha.clone(),
@@ -194,6 +260,7 @@ mod tests {
         FileChange {
             filename: name.into(),
             status: status.into(),
+            changes: 2,
             patch: patch.map(str::to_string),
         }
     }
