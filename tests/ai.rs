@@ -368,6 +368,7 @@ mod healing {
                 },
                 budget: None,
                 morph: None,
+                earlier_patches: Vec::new(),
             }),
             memory: None,
             culprits: Vec::new(),

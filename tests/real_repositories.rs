@@ -796,3 +796,76 @@ async fn the_commit_that_broke_the_build_is_found_among_those_since_green_and_re
     assert!(pr_body.contains(&culprit), "{pr_body}");
     assert!(pr_body.contains("Grace"), "{pr_body}");
 }
+
+/// The same failure again in the same incident (a later commit, the fix's PR still open), and
+/// the model proposes the very change it proposed the first time, which did not end the
+/// incident: selfheal stops on the incident instead of looping, as `/selfheal stop` would.
+#[tokio::test]
+async fn the_same_model_change_for_a_second_run_of_an_incident_stops_it() {
+    const KEY: &str = "sk-ant-e2e-0123456789abcdefghij";
+    let model = ai_standin::spawn(Some(KEY)).await;
+    let fix = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -9,3 +9,3 @@\n pub fn listen_address(host: &str, port_text: &str) -> String {\n-    format!(\"{host}:{}\", parse_port(port_text))\n+    format!(\"{host}:{}\", parse_port(port_text, 8080))\n }\n";
+    // The second time with other context lines: the same change, differently written.
+    let again = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -8,5 +8,5 @@\n \n pub fn listen_address(host: &str, port_text: &str) -> String {\n-    format!(\"{host}:{}\", parse_port(port_text))\n+    format!(\"{host}:{}\", parse_port(port_text, 8080))\n }\n \n";
+    for patch in [fix, again] {
+        let answer = serde_json::json!({
+            "root_cause": "parse_port gained a default parameter; listen_address still calls it with one argument",
+            "culprit_files": [{"path": "src/lib.rs", "line": 10}], "confidence": 0.93, "patch": patch});
+        model.push(ai_standin::Reply::Events(
+            ai_standin::anthropic_tool_answer(&answer.to_string(), "tool_use", 0),
+        ));
+    }
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RERUNS", "2");
+    env.set("ANTHROPIC_API_KEY", KEY);
+    env.set("ANTHROPIC_BASE_URL", &model.url);
+    let app = env.spawn_web().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    env.standin.set_knobs(Knobs {
+        repo_dir: Some(root.join("examples/rust-api-change").display().to_string()),
+        log_text: Some(
+            std::fs::read_to_string(root.join("fixtures/ci-logs/examples/rust-api-change.log"))
+                .unwrap(),
+        ),
+        failing_job: Some("test".into()),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w1");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1512, &now()))
+        .await;
+    let first = run_id_of(&body);
+    env.wait_run(first, Duration::from_secs(300)).await;
+    let later = empty_commit_on(&env, &env.standin.head_sha()).await;
+    let mut second = env.failing_run(1513, &now());
+    second["workflow_run"]["head_sha"] = serde_json::json!(later);
+    let (_, body) = app.deliver("workflow_run", &second).await;
+    let second = run_id_of(&body);
+    env.wait_run(second, Duration::from_secs(300)).await;
+    let db = env.db().await;
+    let row = db
+        .query_one(
+            "SELECT r1.incident_id = r2.incident_id, p.verdict, p.reason, i.stopped_by, i.stopped_reason
+             FROM runs r1, runs r2 JOIN patches p ON p.run_id = r2.id JOIN incidents i ON i.id = r2.incident_id
+             WHERE r1.id = $1 AND r2.id = $2",
+            &[&first, &second],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "one incident");
+    assert_eq!(row.get::<_, String>(1), "handed_off");
+    let reason: String = row.get(2);
+    let ev: Value = db
+        .query_one("SELECT evidence FROM patches WHERE run_id = $1", &[&second])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("earlier run of this incident"), "{reason} {:#}", ev["ai"]);
+    assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some("selfheal"));
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'incident.stopped' AND actor = 'selfheal'")
+            .await,
+        1
+    );
+    assert_eq!(model.received().len(), 2);
+}

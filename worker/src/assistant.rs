@@ -48,6 +48,8 @@ pub fn assistant(ai: &AiConfig, mut never_send: Vec<String>) -> Assistant {
         },
         budget: None,
         morph,
+        // Set per run (stages::patch).
+        earlier_patches: Vec::new(),
     }
 }
 

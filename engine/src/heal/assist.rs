@@ -37,6 +37,9 @@ pub struct Assistant {
     /// Morph's apply model (`MORPH_API_KEY`), when configured: the model may then answer with
     /// lazy edits, which Morph merges into the files.
     pub morph: Option<ModelConfig>,
+    /// The model's changes for earlier runs of the same incident, as rendered diffs: proposing
+    /// one again ends the incident (it did not fix it then).
+    pub earlier_patches: Vec<String>,
 }
 
 /// The HTTP client an assistant uses: no redirects followed.
@@ -66,6 +69,9 @@ pub struct AiEvidence {
     pub confidence: Option<f64>,
     /// Why an answer was refused, each time one was.
     pub refused: Vec<String>,
+    /// The model proposed a change it had proposed for an earlier run of the incident.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
 }
 
 /// Morph's merges: files merged, requests made, tokens counted.
@@ -369,6 +375,7 @@ pub(super) async fn fix(
         root_cause: None,
         confidence: None,
         refused: Vec::new(),
+        repeated: false,
     };
     let base = redact(
         &user_prompt(
@@ -445,6 +452,18 @@ pub(super) async fn fix(
                 match patch.and_then(|patch| check_culprits(&answer, repo).map(|()| patch)) {
                     Err(why) => why,
                     Ok(patch) => match apply_checked(sandbox, repo, &patch).await? {
+                        // The same change as for an earlier run of the incident (compared as
+                        // rendered here, whatever the answer's formatting): it did not fix it.
+                        Ok(Ok(set))
+                            if set
+                                .diff(repo)
+                                .is_ok_and(|d| assistant.earlier_patches.contains(&d)) =>
+                        {
+                            let why = "the model proposed the change it proposed for an earlier run of this incident".to_string();
+                            evidence.refused.push(why.clone());
+                            evidence.repeated = true;
+                            return Ok((Err(why), evidence));
+                        }
                         Ok(made) => return Ok((Ok(made), evidence)),
                         Err(why) => why,
                     },

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use selfheal_shared::incidents;
 use selfheal_shared::runs::{Outcome, Run, Trigger};
 
 use super::checkout::checkout;
@@ -36,9 +37,13 @@ pub fn dependency_scope(run: &Run) -> String {
 }
 
 /// The heal's options with the model's requests (if a model is configured) held to the
-/// incident's and the installation's budgets and recorded against this run.
-fn charged_to(ctx: &WorkerContext, run: &Run) -> heal::HealOptions {
+/// incident's and the installation's budgets and recorded against this run, and told what the
+/// model proposed for the incident's earlier runs.
+fn charged_to(ctx: &WorkerContext, run: &Run, earlier_patches: Vec<String>) -> heal::HealOptions {
     let mut options = ctx.heal.clone();
+    if let Some(assistant) = options.assistant.as_mut() {
+        assistant.earlier_patches = earlier_patches;
+    }
     if let (Some(assistant), Some(ai)) = (options.assistant.as_mut(), &ctx.ai) {
         assistant.budget = Some(Arc::new(Ledger::for_run(
             ctx.pool.clone(),
@@ -105,6 +110,17 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     // The fix that healed this failure before, if any: looked up before the client goes back.
     let fingerprint: String = row.get(3);
     let memory = fix_memory::remembered(&client, run, &fingerprint, ctx.fix_memory).await?;
+    let earlier: Vec<String> = client
+        .query(
+            "SELECT p.diff FROM patches p JOIN runs r ON r.id = p.run_id
+             WHERE r.incident_id = $1 AND p.run_id <> $2 AND p.strategy = 'ai_patch'
+               AND p.diff IS NOT NULL",
+            &[&run.incident_id, &run.id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     drop(client);
     let class: String = row.get(4);
     let listed = culprit_candidates(ctx, run, &class, row.get(5), row.get(6)).await;
@@ -129,7 +145,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             memory,
             culprits: listed.candidates,
             culprits_skipped: listed.skipped,
-            ..charged_to(ctx, run)
+            ..charged_to(ctx, run, earlier)
         },
         &|msg| tracing::info!("{msg}"),
     )
@@ -175,6 +191,18 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             &[&run.id, &report.strategy.as_str(), &report.patch, &report.diagnosis.class.as_str(), &verdict, &reason, &evidence, &changes, &step_json, &remembered_from, &memory_use],
         )
         .await?;
+    // The model came back with a change that did not fix the incident before: selfheal stops
+    // on it, as `/selfheal stop` would, rather than loop.
+    if report.ai.as_ref().is_some_and(|ai| ai.repeated) {
+        incidents::stop(
+            &client,
+            run.incident_id,
+            "selfheal",
+            "the model proposed the change it proposed for an earlier run of this incident",
+            serde_json::json!({"run_id": run.id}),
+        )
+        .await?;
+    }
     let runs = format!(
         "{} of {} runs failed before",
         report.before.failed, report.before.runs
