@@ -429,29 +429,8 @@ async fn rust_compile_error_healed_from_a_lazy_edit_merged_by_morph() {
 async fn a_merged_fix_is_replayed_for_the_same_failure_without_asking_the_model() {
     const KEY: &str = "sk-ant-e2e-0123456789abcdefghij";
     let model = ai_standin::spawn(Some(KEY)).await;
-    let fix = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -9,3 +9,3 @@\n pub fn listen_address(host: &str, port_text: &str) -> String {\n-    format!(\"{host}:{}\", parse_port(port_text))\n+    format!(\"{host}:{}\", parse_port(port_text, 8080))\n }\n";
-    let answer = serde_json::json!({
-        "root_cause": "parse_port gained a default parameter; listen_address still calls it with one argument",
-        "culprit_files": [{"path": "src/lib.rs", "line": 10}], "confidence": 0.93, "patch": fix});
-    model.push(ai_standin::Reply::Events(
-        ai_standin::anthropic_tool_answer(&answer.to_string(), "tool_use", 0),
-    ));
-    let mut env = TestEnv::new().await;
-    env.set("SELFHEAL_RERUNS", "2");
-    env.set("ANTHROPIC_API_KEY", KEY);
-    env.set("ANTHROPIC_BASE_URL", &model.url);
-    let app = env.spawn_web().await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    env.standin.set_knobs(Knobs {
-        repo_dir: Some(root.join("examples/rust-api-change").display().to_string()),
-        log_text: Some(
-            std::fs::read_to_string(root.join("fixtures/ci-logs/examples/rust-api-change.log"))
-                .unwrap(),
-        ),
-        failing_job: Some("test".into()),
-        ..Knobs::default()
-    });
-    let _worker = env.spawn_worker("w1");
+    model.push(model_answer(FIX_API_CHANGE));
+    let (env, app, _worker) = api_change_with_model(KEY, &model).await;
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1509, &now()))
         .await;
@@ -804,33 +783,12 @@ async fn the_commit_that_broke_the_build_is_found_among_those_since_green_and_re
 async fn the_same_model_change_for_a_second_run_of_an_incident_stops_it() {
     const KEY: &str = "sk-ant-e2e-0123456789abcdefghij";
     let model = ai_standin::spawn(Some(KEY)).await;
-    let fix = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -9,3 +9,3 @@\n pub fn listen_address(host: &str, port_text: &str) -> String {\n-    format!(\"{host}:{}\", parse_port(port_text))\n+    format!(\"{host}:{}\", parse_port(port_text, 8080))\n }\n";
     // The second time with other context lines: the same change, differently written.
     let again = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -8,5 +8,5 @@\n \n pub fn listen_address(host: &str, port_text: &str) -> String {\n-    format!(\"{host}:{}\", parse_port(port_text))\n+    format!(\"{host}:{}\", parse_port(port_text, 8080))\n }\n \n";
-    for patch in [fix, again] {
-        let answer = serde_json::json!({
-            "root_cause": "parse_port gained a default parameter; listen_address still calls it with one argument",
-            "culprit_files": [{"path": "src/lib.rs", "line": 10}], "confidence": 0.93, "patch": patch});
-        model.push(ai_standin::Reply::Events(
-            ai_standin::anthropic_tool_answer(&answer.to_string(), "tool_use", 0),
-        ));
+    for patch in [FIX_API_CHANGE, again] {
+        model.push(model_answer(patch));
     }
-    let mut env = TestEnv::new().await;
-    env.set("SELFHEAL_RERUNS", "2");
-    env.set("ANTHROPIC_API_KEY", KEY);
-    env.set("ANTHROPIC_BASE_URL", &model.url);
-    let app = env.spawn_web().await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    env.standin.set_knobs(Knobs {
-        repo_dir: Some(root.join("examples/rust-api-change").display().to_string()),
-        log_text: Some(
-            std::fs::read_to_string(root.join("fixtures/ci-logs/examples/rust-api-change.log"))
-                .unwrap(),
-        ),
-        failing_job: Some("test".into()),
-        ..Knobs::default()
-    });
-    let _worker = env.spawn_worker("w1");
+    let (env, app, _worker) = api_change_with_model(KEY, &model).await;
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1512, &now()))
         .await;
@@ -860,7 +818,11 @@ async fn the_same_model_change_for_a_second_run_of_an_incident_stops_it() {
         .await
         .unwrap()
         .get(0);
-    assert!(reason.contains("earlier run of this incident"), "{reason} {:#}", ev["ai"]);
+    assert!(
+        reason.contains("earlier run of this incident"),
+        "{reason} {:#}",
+        ev["ai"]
+    );
     assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some("selfheal"));
     assert_eq!(
         env.count("SELECT count(*) FROM audit_log WHERE action = 'incident.stopped' AND actor = 'selfheal'")
@@ -868,4 +830,40 @@ async fn the_same_model_change_for_a_second_run_of_an_incident_stops_it() {
         1
     );
     assert_eq!(model.received().len(), 2);
+}
+
+/// The model's fix of rust-api-change's compile error.
+const FIX_API_CHANGE: &str = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -9,3 +9,3 @@\n pub fn listen_address(host: &str, port_text: &str) -> String {\n-    format!(\"{host}:{}\", parse_port(port_text))\n+    format!(\"{host}:{}\", parse_port(port_text, 8080))\n }\n";
+
+/// The model stand-in's answer proposing `patch` for rust-api-change.
+fn model_answer(patch: &str) -> ai_standin::Reply {
+    let answer = serde_json::json!({
+        "root_cause": "parse_port gained a default parameter; listen_address still calls it with one argument",
+        "culprit_files": [{"path": "src/lib.rs", "line": 10}], "confidence": 0.93, "patch": patch});
+    ai_standin::Reply::Events(ai_standin::anthropic_tool_answer(
+        &answer.to_string(),
+        "tool_use",
+        0,
+    ))
+}
+
+/// Web and a worker asking `model`, with the stand-in serving rust-api-change and its CI log.
+async fn api_change_with_model(key: &str, model: &ai_standin::AiStandIn) -> (TestEnv, App, Worker) {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RERUNS", "2");
+    env.set("ANTHROPIC_API_KEY", key);
+    env.set("ANTHROPIC_BASE_URL", &model.url);
+    let app = env.spawn_web().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    env.standin.set_knobs(Knobs {
+        repo_dir: Some(root.join("examples/rust-api-change").display().to_string()),
+        log_text: Some(
+            std::fs::read_to_string(root.join("fixtures/ci-logs/examples/rust-api-change.log"))
+                .unwrap(),
+        ),
+        failing_job: Some("test".into()),
+        ..Knobs::default()
+    });
+    let worker = env.spawn_worker("w1");
+    (env, app, worker)
 }
