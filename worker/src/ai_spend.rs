@@ -114,22 +114,20 @@ impl Ledger {
         let Some(id) = grant.id else { return Ok(()) };
         // The service's counts, each held to a bound no request reaches, so that a hostile
         // count cannot overflow the sums the budgets are read from.
-        let count = |n: u64| i64::try_from(n.min(MAX_COUNT)).unwrap_or(i64::MAX);
-        let counts = spent.as_ref().map(|s| {
+        let counts = spent.map(|s| {
             [
-                count(s.input_tokens),
-                count(s.output_tokens),
-                count(s.cached_input_tokens),
-                count(s.cache_write_tokens),
+                s.input_tokens,
+                s.output_tokens,
+                s.cached_input_tokens,
+                s.cache_write_tokens,
             ]
+            .map(|n| n.min(MAX_COUNT))
         });
-        let cost = match (self.prices, counts) {
-            (Some(p), Some([input, output, read, write])) => {
-                Some(p.cost(input as u64, output as u64, read as u64, write as u64))
-            }
-            _ => None,
-        };
-        let [input, output, read, write] = counts.map_or([None; 4], |c| c.map(Some));
+        let cost = self
+            .prices
+            .zip(counts)
+            .map(|(p, [input, output, read, write])| p.cost(input, output, read, write));
+        let [input, output, read, write] = counts.map_or([None; 4], |c| c.map(|n| Some(n as i64)));
         // Unknown counts settle the row with none: it stays counted at its reservation.
         self.pool
             .get()

@@ -162,6 +162,20 @@ pub(super) async fn settle(
     }
 }
 
+/// Settles a request's grant (if the budget is limited) with what its outcome says it cost:
+/// `counts` reads the tokens and requests of an answer.
+pub(super) async fn settle_after<T>(
+    budget: Option<&Arc<dyn TokenBudget>>,
+    granted: Option<Grant>,
+    outcome: &Result<T, AiError>,
+    counts: impl Fn(&T) -> (&Usage, u32),
+) {
+    let Some(budget) = budget else { return };
+    let spent = Usage::charged(outcome, |done| counts(done).0);
+    let requests = outcome.as_ref().map_or(0, |done| counts(done).1);
+    settle(budget.as_ref(), granted, spent, requests).await;
+}
+
 /// At most this many files are sent.
 const FILES: usize = 4;
 
@@ -426,11 +440,10 @@ pub(super) async fn fix(
         };
         model.max_output_tokens = cap;
         let asked = ai::complete(&assistant.http, &model, &prompt, &schema).await;
-        if let Some(budget) = &assistant.budget {
-            let spent = Usage::charged(&asked, |done| &done.usage);
-            let requests = asked.as_ref().map_or(0, |done| done.requests);
-            settle(budget.as_ref(), grant, spent, requests).await;
-        }
+        settle_after(assistant.budget.as_ref(), grant, &asked, |done| {
+            (&done.usage, done.requests)
+        })
+        .await;
         let done = match asked {
             Ok(done) => done,
             Err(e) => return Ok((Err(ask_failed(&e, &assistant.redaction)), evidence)),

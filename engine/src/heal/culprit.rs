@@ -49,8 +49,10 @@ pub struct Tried {
     pub outcome: String,
 }
 
-/// Reverts the candidates one by one: the culprit's revert (its rendered diff and change), or
-/// none; and what was tried.
+/// A culprit found: the commit, and its revert as a rendered diff and the change itself.
+pub(super) type Found = (Candidate, String, ChangeSet);
+
+/// Reverts the candidates one by one: the culprit and its revert, or none; and what was tried.
 pub(super) async fn find(
     sandbox: &Sandbox,
     repo: &Path,
@@ -58,7 +60,7 @@ pub(super) async fn find(
     candidates: &[Candidate],
     runs: usize,
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<(Option<(String, ChangeSet)>, Vec<Tried>), SandboxError> {
+) -> Result<(Option<Found>, Vec<Tried>), SandboxError> {
     let mut tried = Vec::new();
     for candidate in candidates.iter().take(MAX_CANDIDATES) {
         let short: String = candidate.sha.chars().take(7).collect();
@@ -71,13 +73,13 @@ pub(super) async fn find(
             Ok(Err(refused)) => format!("its revert is refused: {refused}"),
             Ok(Ok(set)) => match protected(&set) {
                 Some(path) => format!("its revert changes {path}, a protected path"),
-                None => match set.diff(repo) {
+                None => match set
+                    .diff(repo)
+                    .map(|diff| (super::guard::touches_tests(&diff), diff))
+                {
                     Err(refused) => format!("its revert is refused: {refused}"),
-                    Ok(diff) if super::guard::touches_tests(&diff).is_some() => format!(
-                        "its revert {}: left to people",
-                        super::guard::touches_tests(&diff).unwrap_or_default()
-                    ),
-                    Ok(diff) => {
+                    Ok((Some(near_tests), _)) => format!("its revert {near_tests}: left to people"),
+                    Ok((None, diff)) => {
                         let (_, verdict) =
                             check(sandbox, repo, command, &set, &diff, runs, progress).await?;
                         match verdict {
@@ -88,7 +90,7 @@ pub(super) async fn find(
                                         "the command passes {runs} of {runs} runs without it"
                                     ),
                                 });
-                                return Ok((Some((diff, set)), tried));
+                                return Ok((Some((candidate.clone(), diff, set)), tried));
                             }
                             Verdict::Rejected { reason } => reason,
                             other => format!("{other:?}"),

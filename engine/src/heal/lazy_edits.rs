@@ -6,10 +6,12 @@
 
 use std::path::Path;
 
-use super::assist::{ask_failed, estimated_tokens, reserve, settle, Assistant, MorphEvidence};
+use super::assist::{
+    ask_failed, estimated_tokens, reserve, settle_after, Assistant, MorphEvidence,
+};
 use super::redaction::{read_inside, redact, regular_inside, sensitive};
 use crate::ai::answer::Edit;
-use crate::ai::{morph, ModelConfig, Usage};
+use crate::ai::{morph, ModelConfig};
 
 /// The edits merged and written as one git diff, or why they cannot be.
 pub(super) async fn merged_diff(
@@ -77,11 +79,10 @@ pub(super) async fn merged_diff(
             morph.model
         ));
         let merged = morph::apply(&assistant.http, &config, &instruction, &code, &update).await;
-        if let Some(budget) = &assistant.budget {
-            let spent = Usage::charged(&merged, |m| &m.usage);
-            let requests = merged.as_ref().map_or(0, |m| m.requests);
-            settle(budget.as_ref(), grant, spent, requests).await;
-        }
+        settle_after(assistant.budget.as_ref(), grant, &merged, |m| {
+            (&m.usage, m.requests)
+        })
+        .await;
         let merged = merged.map_err(|e| {
             format!(
                 "Morph did not merge the edit of {path}: {}",

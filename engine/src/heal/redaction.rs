@@ -141,14 +141,32 @@ pub(super) fn sensitive(rel: &str) -> bool {
         .any(|word| name.contains(word))
 }
 
-/// A regular file inside `repo` (no link on the way), read within the cap.
+/// A regular file inside `repo`, reached through no link, read within the cap; never one
+/// where secrets live.
 pub(super) fn read_inside(repo: &Path, rel: &str) -> Option<String> {
     if sensitive(rel) {
         return None;
     }
+    let (path, meta) = inside(repo, rel)?;
+    if meta.len() as usize > FILE_CAP {
+        return None;
+    }
+    std::fs::read_to_string(&path).ok()
+}
+
+/// A regular file inside `repo`, reached through no link (answers are not told about anything
+/// else, so they cannot probe the worker's disk).
+pub(super) fn regular_inside(repo: &Path, rel: &str) -> bool {
+    inside(repo, rel).is_some()
+}
+
+/// The path and metadata of `rel` under `repo` when it is a regular file reached by plain parts
+/// through no link.
+fn inside(repo: &Path, rel: &str) -> Option<(std::path::PathBuf, std::fs::Metadata)> {
     let mut path = repo.to_path_buf();
     for part in rel.split('/') {
-        if part.is_empty() || part == "." || part == ".." {
+        // Plain parts only: `push` of an absolute part would replace the path.
+        if part.is_empty() || part == "." || part == ".." || part.contains('\\') {
             return None;
         }
         path.push(part);
@@ -161,28 +179,7 @@ pub(super) fn read_inside(repo: &Path, rel: &str) -> Option<String> {
         }
     }
     let meta = std::fs::symlink_metadata(&path).ok()?;
-    if !meta.is_file() || meta.len() as usize > FILE_CAP {
-        return None;
-    }
-    std::fs::read_to_string(&path).ok()
-}
-
-/// A regular file inside `repo`, reached through no link (answers are not told about anything
-/// else, so they cannot probe the worker's disk).
-pub(super) fn regular_inside(repo: &Path, rel: &str) -> bool {
-    let mut path = repo.to_path_buf();
-    for part in rel.split('/') {
-        // Plain parts only: `push` of an absolute part would replace the path.
-        if part.is_empty() || part == "." || part == ".." || part.contains('\\') {
-            return false;
-        }
-        path.push(part);
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if !meta.file_type().is_symlink() => {}
-            _ => return false,
-        }
-    }
-    std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
+    meta.is_file().then_some((path, meta))
 }
 
 #[cfg(test)]

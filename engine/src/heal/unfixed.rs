@@ -73,16 +73,16 @@ pub(super) async fn heal(
             progress,
         )
         .await?;
-        let culprit = found.as_ref().and_then(|_| {
-            let sha = &tried.last()?.sha;
-            options.culprits.iter().find(|c| &c.sha == sha).cloned()
-        });
+        let (culprit, change) = match found {
+            Some((culprit, diff, set)) => (Some(culprit), Some((diff, set))),
+            None => (None, None),
+        };
         let evidence = CulpritEvidence {
             culprit,
             tried,
             skipped: options.culprits_skipped.clone(),
         };
-        if let Some(change) = found {
+        if let Some(change) = change {
             let mut r = report(
                 diagnosis(),
                 Strategy::RevertCulprit,
