@@ -185,23 +185,27 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
         .all(|(p, a)| p.ends_with(&format!("/tarball/{head}")) && a == "installation-token"));
 }
 
-#[tokio::test]
-async fn a_failure_without_a_deterministic_fix_is_handed_off_never_healed() {
-    let env = TestEnv::new().await;
+/// Web and a worker, the stand-in serving examples/rust-culprit (its tests fail) with the CI
+/// log of that failure, and failing run `run` delivered: its id.
+async fn failing_tests_delivered(env: &TestEnv, run: i64) -> (App, Worker, uuid::Uuid) {
     let app = env.spawn_web().await;
-    // The log says rustfmt; the repository served is formatted but its tests fail, so the
-    // formatter changes nothing and the run must not pass as healed.
     let culprit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rust-culprit");
     env.standin.set_knobs(Knobs {
         repo_dir: Some(culprit.display().to_string()),
         log_fixture: Some("cargo-test-panic.log".into()),
         ..Knobs::default()
     });
-    let _worker = env.spawn_worker("w1");
+    let worker = env.spawn_worker("w1");
     let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(1102, &now()))
+        .deliver("workflow_run", &env.failing_run(run, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    (app, worker, run_id_of(&body))
+}
+
+#[tokio::test]
+async fn a_failure_without_a_deterministic_fix_is_handed_off_never_healed() {
+    let env = TestEnv::new().await;
+    let (_app, _worker, run_id) = failing_tests_delivered(&env, 1102).await;
     let status = env.wait_run(run_id, Duration::from_secs(60)).await;
     let db = env.db().await;
     let p = db
@@ -211,7 +215,8 @@ async fn a_failure_without_a_deterministic_fix_is_handed_off_never_healed() {
         )
         .await
         .unwrap();
-    // No history in a tarball: no culprit commit to revert; handed off, never "fixed".
+    // No green run the stand-in knows of, so no commit to revert, and no model: handed off,
+    // never "fixed".
     assert_eq!(p.get::<_, String>(1), "handed_off");
     assert!(p
         .get::<_, String>(2)
@@ -228,18 +233,7 @@ async fn a_model_service_past_the_installations_daily_budget_is_not_asked() {
     env.set("ANTHROPIC_BASE_URL", &model.url);
     // Less than any prompt needs: the request is never sent.
     env.set("SELFHEAL_AI_INSTALLATION_DAILY_TOKENS", "900");
-    let app = env.spawn_web().await;
-    let culprit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rust-culprit");
-    env.standin.set_knobs(Knobs {
-        repo_dir: Some(culprit.display().to_string()),
-        log_fixture: Some("cargo-test-panic.log".into()),
-        ..Knobs::default()
-    });
-    let _worker = env.spawn_worker("w1");
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(1103, &now()))
-        .await;
-    let run_id = run_id_of(&body);
+    let (_app, _worker, run_id) = failing_tests_delivered(&env, 1103).await;
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(90)).await,
         "incomplete"

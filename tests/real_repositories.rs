@@ -508,44 +508,10 @@ async fn a_merged_fix_is_replayed_for_the_same_failure_without_asking_the_model(
 /// A commit on top of `parent` with the same tree, made through the stand-in's Git Data API
 /// as any client would, and the default branch moved to it.
 async fn empty_commit_on(env: &TestEnv, parent: &str) -> String {
-    let http = reqwest::Client::new();
-    let api = format!("{}/repos/octo-org/octo-repo/git/commits", env.standin.url());
-    let auth = format!(
-        "token {}",
-        env.standin.installation_token(INSTALLATION_ID).unwrap()
-    );
-    let parent_commit: Value = http
-        .get(format!("{api}/{parent}"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let commit: Value = http
-        .post(&api)
-        .header("authorization", &auth)
-        .json(&serde_json::json!({"message": "docs: nothing", "tree": parent_commit["tree"]["sha"], "parents": [parent]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sha = commit["sha"].as_str().unwrap().to_string();
-    // The branch moves on to it, as a push would move it.
-    let moved = http
-        .patch(format!(
-            "{}/repos/octo-org/octo-repo/git/refs/heads/master",
-            env.standin.url()
-        ))
-        .header("authorization", &auth)
-        .json(&serde_json::json!({"sha": sha, "force": false}))
-        .send()
-        .await
-        .unwrap();
-    assert!(moved.status().is_success(), "{}", moved.status());
+    let git = GitData::new(env);
+    let tree = git.tree_of(parent).await;
+    let sha = git.commit(tree, &[parent], "docs: nothing", None).await;
+    git.move_branch("master", &sha, false).await;
     sha
 }
 
@@ -559,83 +525,22 @@ async fn commit_files(
     message: &str,
     author: &str,
 ) -> String {
-    let http = reqwest::Client::new();
-    let api = format!("{}/repos/octo-org/octo-repo/git", env.standin.url());
-    let auth = format!(
-        "token {}",
-        env.standin.installation_token(INSTALLATION_ID).unwrap()
-    );
-    let parent_commit: Value = http
-        .get(format!("{api}/commits/{parent}"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let entries: Vec<Value> = files
-        .iter()
-        .map(|(path, content)| {
-            serde_json::json!({"path": path, "mode": "100644", "type": "blob", "content": content})
-        })
-        .collect();
-    let mut tree_request = serde_json::json!({"tree": entries});
-    if !fresh {
-        tree_request["base_tree"] = parent_commit["tree"]["sha"].clone();
-    }
-    let tree: Value = http
-        .post(format!("{api}/trees"))
-        .header("authorization", &auth)
-        .json(&tree_request)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let commit: Value = http
-        .post(format!("{api}/commits"))
-        .header("authorization", &auth)
-        .json(&serde_json::json!({"message": message, "tree": tree["sha"], "parents": [parent],
-            "author": {"name": author, "email": "dev@example.com", "date": "2026-11-20T09:00:00Z"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    commit["sha"].as_str().unwrap().to_string()
+    let git = GitData::new(env);
+    let base = if fresh {
+        None
+    } else {
+        Some(git.tree_of(parent).await)
+    };
+    let tree = git.tree(base, files).await;
+    git.commit(tree, &[parent], message, Some(author)).await
 }
 
 /// A merge of `other` into `first`, with `first`'s tree, through the stand-in's Git Data API.
 async fn merge_commit(env: &TestEnv, first: &str, other: &str) -> String {
-    let http = reqwest::Client::new();
-    let api = format!("{}/repos/octo-org/octo-repo/git/commits", env.standin.url());
-    let auth = format!(
-        "token {}",
-        env.standin.installation_token(INSTALLATION_ID).unwrap()
-    );
-    let first_commit: Value = http
-        .get(format!("{api}/{first}"))
-        .header("authorization", &auth)
-        .send()
+    let git = GitData::new(env);
+    let tree = git.tree_of(first).await;
+    git.commit(tree, &[first, other], "Merge branch 'docs'", None)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let merge: Value = http
-        .post(&api)
-        .header("authorization", &auth)
-        .json(&serde_json::json!({"message": "Merge branch 'docs'", "tree": first_commit["tree"]["sha"], "parents": [first, other]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    merge["sha"].as_str().unwrap().to_string()
 }
 
 /// Culprit revert end to end, with no model configured: master was green, then four commits
@@ -692,23 +597,7 @@ async fn the_commit_that_broke_the_build_is_found_among_those_since_green_and_re
     .await;
     // Newest of all, a merge (of the README commit, already in): never reverted blindly.
     let head = merge_commit(&env, &changelog, &readme).await;
-    let moved = reqwest::Client::new()
-        .patch(format!(
-            "{}/repos/octo-org/octo-repo/git/refs/heads/master",
-            env.standin.url()
-        ))
-        .header(
-            "authorization",
-            format!(
-                "token {}",
-                env.standin.installation_token(INSTALLATION_ID).unwrap()
-            ),
-        )
-        .json(&serde_json::json!({"sha": head, "force": true}))
-        .send()
-        .await
-        .unwrap();
-    assert!(moved.status().is_success(), "{}", moved.status());
+    GitData::new(&env).move_branch("master", &head, true).await;
     env.standin.set_knobs(Knobs {
         log_fixture: Some("cargo-test-panic.log".into()),
         green_head: Some(green.clone()),

@@ -743,31 +743,12 @@ async fn commits_and_comparisons_come_from_the_repository_and_unknown_ones_are_r
     // Two commits on top, the second with CRLF lines and a blank last line: the comparison
     // lists them oldest first, and a file's patch is its hunks as git wrote them (no header,
     // carriage returns and blank context kept).
-    let http = reqwest::Client::new();
+    let git = GitData::new(&env);
     let mut parent = head.clone();
     let mut made = Vec::new();
     for content in ["one\n", "one\r\ntwo\r\n\n"] {
-        let tree: Value = http
-            .post(format!("{}{repo}/git/trees", env.standin.url()))
-            .bearer_auth(&token)
-            .json(&json!({"tree": [{"path": "notes.txt", "mode": "100644", "type": "blob", "content": content}]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let commit: Value = http
-            .post(format!("{}{repo}/git/commits", env.standin.url()))
-            .bearer_auth(&token)
-            .json(&json!({"message": "notes", "tree": tree["sha"], "parents": [parent]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        parent = commit["sha"].as_str().unwrap().to_string();
+        let tree = git.tree(None, &[("notes.txt", content)]).await;
+        parent = git.commit(tree, &[&parent], "notes", None).await;
         made.push(parent.clone());
     }
     let (status, compared) = get(&env, &token, &format!("{repo}/compare/{head}...{parent}")).await;

@@ -615,3 +615,92 @@ impl App {
         }
     }
 }
+
+/// The stand-in's Git Data API as a client holding the installation's token uses it: commits
+/// made and branches moved the way a person's push would, for tests that need a history.
+pub struct GitData {
+    http: reqwest::Client,
+    api: String,
+    auth: String,
+}
+
+impl GitData {
+    pub fn new(env: &TestEnv) -> GitData {
+        GitData {
+            http: reqwest::Client::new(),
+            api: format!("{}/repos/octo-org/octo-repo/git", env.standin.url()),
+            auth: format!(
+                "token {}",
+                env.standin.installation_token(INSTALLATION_ID).unwrap()
+            ),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Value {
+        let response = request
+            .header("authorization", &self.auth)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        response.json().await.unwrap()
+    }
+
+    /// The tree of commit `sha`.
+    pub async fn tree_of(&self, sha: &str) -> Value {
+        let commit = self
+            .send(self.http.get(format!("{}/commits/{sha}", self.api)))
+            .await;
+        commit["tree"]["sha"].clone()
+    }
+
+    /// A tree of `files` (path, content) over `base` (a tree), or alone.
+    pub async fn tree(&self, base: Option<Value>, files: &[(&str, &str)]) -> Value {
+        let entries: Vec<Value> = files
+            .iter()
+            .map(|(path, content)| {
+                serde_json::json!({"path": path, "mode": "100644", "type": "blob", "content": content})
+            })
+            .collect();
+        let mut request = serde_json::json!({"tree": entries});
+        if let Some(base) = base {
+            request["base_tree"] = base;
+        }
+        let tree = self
+            .send(self.http.post(format!("{}/trees", self.api)).json(&request))
+            .await;
+        tree["sha"].clone()
+    }
+
+    /// A commit of `tree` on `parents` (two for a merge), by `author` when given.
+    pub async fn commit(
+        &self,
+        tree: Value,
+        parents: &[&str],
+        message: &str,
+        author: Option<&str>,
+    ) -> String {
+        let mut request = serde_json::json!({"message": message, "tree": tree, "parents": parents});
+        if let Some(author) = author {
+            request["author"] = serde_json::json!({"name": author, "email": "dev@example.com", "date": "2026-11-20T09:00:00Z"});
+        }
+        let commit = self
+            .send(
+                self.http
+                    .post(format!("{}/commits", self.api))
+                    .json(&request),
+            )
+            .await;
+        commit["sha"].as_str().unwrap().to_string()
+    }
+
+    /// `branch` moved to `sha` (`force`: even when that is not a fast-forward).
+    pub async fn move_branch(&self, branch: &str, sha: &str, force: bool) {
+        self.send(
+            self.http
+                .patch(format!("{}/refs/heads/{branch}", self.api))
+                .json(&serde_json::json!({"sha": sha, "force": force})),
+        )
+        .await;
+    }
+}
