@@ -36,12 +36,10 @@ pub fn diagnose_bench(dir: &Path, rounds: usize) -> anyhow::Result<()> {
         count(|o| o.culprit_line_ok),
         pct(count(|o| o.culprit_line_ok))
     );
-    for o in outcomes
-        .iter()
-        .filter(|o| !(o.class_ok && o.culprit_file_ok))
-    {
+    for o in outcomes.iter().filter(|o| !o.exact()) {
         println!("  miss {}: got {}, want {}", o.file, o.got, o.want);
     }
+    excerpt_scores(&outcomes);
 
     let logs: Vec<String> = outcomes
         .iter()
@@ -96,6 +94,65 @@ pub fn diagnose_bench(dir: &Path, rounds: usize) -> anyhow::Result<()> {
         ours.as_secs_f64() / theirs.as_secs_f64()
     );
     Ok(())
+}
+
+/// Per language: how many of the lines labelled as explaining the failure the excerpt holds
+/// (recall) and how many of its lines are labelled (precision), beside what
+/// `grep -iE 'error|fail'` over the whole log would show.
+fn excerpt_scores(outcomes: &[diagnose::Outcome]) {
+    let labelled: Vec<&diagnose::Outcome> =
+        outcomes.iter().filter(|o| !o.labelled.is_empty()).collect();
+    if labelled.is_empty() {
+        return;
+    }
+    println!("excerpt lines against the labelled lines (precision / recall, micro-averaged)");
+    println!(
+        "  {:<12} {:>4} {:>6}  {:>17}  {:>17}  {:>8}",
+        "language", "logs", "exact", "selfheal P / R", "grep -iE P / R", "lines"
+    );
+    let mut languages: Vec<&str> = labelled.iter().map(|o| o.language.as_str()).collect();
+    languages.sort_unstable();
+    languages.dedup();
+    let mut all = (
+        diagnose::LineScore::default(),
+        diagnose::LineScore::default(),
+    );
+    let row = |name: &str, set: &[&&diagnose::Outcome]| {
+        let (mut ours, mut grep) = (
+            diagnose::LineScore::default(),
+            diagnose::LineScore::default(),
+        );
+        for o in set {
+            ours.add(&o.excerpt, &o.labelled);
+            grep.add(&o.grep, &o.labelled);
+        }
+        println!(
+            "  {:<12} {:>4} {:>6}  {:>7.2} / {:<7.2}  {:>7.2} / {:<7.2}  {:>3} / {:<4}",
+            name,
+            set.len(),
+            set.iter().filter(|o| o.exact()).count(),
+            ours.precision(),
+            ours.recall(),
+            grep.precision(),
+            grep.recall(),
+            ours.chosen,
+            grep.chosen,
+        );
+        (ours, grep)
+    };
+    for language in languages {
+        let set: Vec<&&diagnose::Outcome> =
+            labelled.iter().filter(|o| o.language == language).collect();
+        let (ours, grep) = row(language, &set);
+        for (sum, part) in [(&mut all.0, ours), (&mut all.1, grep)] {
+            sum.chosen += part.chosen;
+            sum.labelled += part.labelled;
+            sum.both += part.both;
+        }
+    }
+    let every: Vec<&&diagnose::Outcome> = labelled.iter().collect();
+    row("all", &every);
+    println!("  (lines: excerpt lines / grep lines shown, in all logs of the row)");
 }
 
 fn tempfile_in_target(

@@ -182,7 +182,8 @@ enum BenchCommand {
     },
     /// Diagnosis accuracy over labelled logs and parsing throughput beside grep -E.
     Diagnose {
-        /// A folder with `manifest.json` and the logs it labels.
+        /// A folder with `labels.json` or `manifest.json` and the logs it labels
+        /// (default: fixtures/corpus, then fixtures/ci-logs).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
         #[arg(long, default_value_t = 200)]
@@ -376,10 +377,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench {
             what: BenchCommand::Diagnose { dir, rounds },
         } => {
-            let dir = dir.unwrap_or_else(|| {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ci-logs")
-            });
-            bench::diagnose_bench(&dir, rounds)?;
+            // By default the labelled corpus (many languages and CIs) and the older
+            // GitHub-only fixtures, one after the other.
+            let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+            let dirs = match dir {
+                Some(dir) => vec![dir],
+                None => vec![fixtures.join("corpus"), fixtures.join("ci-logs")],
+            };
+            for dir in dirs {
+                bench::diagnose_bench(&dir, rounds)?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -453,10 +460,17 @@ fn print_diagnosis(d: &selfheal_engine::diagnose::Diagnosis) {
     if !d.failing_tests.is_empty() {
         println!("failing      {}", d.failing_tests.join(", "));
     }
+    println!(
+        "ci           {}",
+        serde_json::to_value(d.ci)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    );
     println!("fingerprint  {}", d.fingerprint);
     println!("excerpt:");
-    for line in d.excerpt.lines() {
-        println!("  | {line}");
+    for (number, line) in d.excerpt_lines.iter().zip(d.excerpt.lines()) {
+        println!("  {number:>5} | {line}");
     }
 }
 

@@ -1,30 +1,57 @@
-//! Accuracy over a folder of labelled logs (`manifest.json`, as in fixtures/ci-logs).
+//! Accuracy over a folder of labelled logs: `manifest.json` (fixtures/ci-logs) or
+//! `labels.json` (fixtures/corpus, which also labels the lines that explain each failure).
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::LazyLock;
 
+use regex::Regex;
 use serde::Deserialize;
 
-use super::diagnose;
+use super::{diagnose, Ci};
 
 #[derive(Debug, Deserialize)]
 pub struct Labelled {
     pub file: String,
     pub failure_class: String,
-    pub tool: String,
+    pub tool: Option<String>,
     pub culprit_file: Option<String>,
     pub culprit_line: Option<u32>,
+    /// The CI whose layout the log has (corpus only).
+    #[serde(default)]
+    pub ci: Option<Ci>,
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Text that marks the lines saying why the build failed: every line of the log holding
+    /// one of these is one (corpus only).
+    #[serde(default)]
+    pub explains: Vec<String>,
 }
 
 #[derive(Debug)]
 pub struct Outcome {
     pub file: String,
+    pub language: String,
     pub bytes: usize,
     pub class_ok: bool,
     pub tool_ok: bool,
     pub culprit_file_ok: bool,
     pub culprit_line_ok: bool,
+    pub ci_ok: bool,
     pub got: String,
     pub want: String,
+    /// Line numbers (from 1) labelled as explaining the failure; empty when not labelled.
+    pub labelled: BTreeSet<usize>,
+    /// The excerpt's line numbers.
+    pub excerpt: BTreeSet<usize>,
+    /// What `grep -iE 'error|fail'` over the whole log would show, the baseline.
+    pub grep: BTreeSet<usize>,
+}
+
+impl Outcome {
+    pub fn exact(&self) -> bool {
+        self.class_ok && self.tool_ok && self.culprit_file_ok && self.culprit_line_ok && self.ci_ok
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,12 +61,17 @@ pub enum EvaluateError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is not a manifest: {source}")]
+    #[error("{path} is not a list of labelled logs: {source}")]
     Manifest {
         path: String,
         source: serde_json::Error,
     },
+    #[error("{file}: the label {label:?} marks no line of the log")]
+    Label { file: String, label: String },
 }
+
+static GREP_BASELINE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)error|fail").expect("static regex"));
 
 pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
     let read = |name: &str| {
@@ -49,39 +81,95 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
             source,
         })
     };
+    let index = if dir.join("labels.json").exists() {
+        "labels.json"
+    } else {
+        "manifest.json"
+    };
     let manifest: Vec<Labelled> =
-        serde_json::from_slice(&read("manifest.json")?).map_err(|source| {
-            EvaluateError::Manifest {
-                path: dir.join("manifest.json").display().to_string(),
-                source,
-            }
+        serde_json::from_slice(&read(index)?).map_err(|source| EvaluateError::Manifest {
+            path: dir.join(index).display().to_string(),
+            source,
         })?;
     let mut out = Vec::new();
     for l in manifest {
         let bytes = read(&l.file)?;
-        let d = diagnose(&String::from_utf8_lossy(&bytes));
+        let text = String::from_utf8_lossy(&bytes);
+        let d = diagnose(&text);
+        let plain: Vec<String> = text.lines().map(strip_ansi_escapes::strip_str).collect();
+        let mut labelled = BTreeSet::new();
+        for label in &l.explains {
+            let before = labelled.len();
+            labelled.extend(
+                plain
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, line)| line.contains(label.as_str()))
+                    .map(|(i, _)| i + 1),
+            );
+            if labelled.len() == before {
+                return Err(EvaluateError::Label {
+                    file: l.file.clone(),
+                    label: label.clone(),
+                });
+            }
+        }
+        let grep = plain
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| GREP_BASELINE.is_match(line))
+            .map(|(i, _)| i + 1)
+            .collect();
         out.push(Outcome {
             bytes: bytes.len(),
+            language: l.language.clone().unwrap_or_else(|| "unlabelled".into()),
             class_ok: d.class.as_str() == l.failure_class,
-            tool_ok: d.tool.as_deref() == Some(l.tool.as_str()),
+            tool_ok: d.tool == l.tool,
             culprit_file_ok: d.culprit_file == l.culprit_file,
             culprit_line_ok: d.culprit_line == l.culprit_line,
+            ci_ok: l.ci.is_none_or(|ci| ci == d.ci),
             got: format!(
-                "{} {:?} {:?}:{:?}",
+                "{} {:?} {:?}:{:?} {:?}",
                 d.class.as_str(),
                 d.tool,
                 d.culprit_file,
-                d.culprit_line
+                d.culprit_line,
+                d.ci
             ),
             want: format!(
-                "{} {:?} {:?}:{:?}",
-                l.failure_class,
-                Some(&l.tool),
-                l.culprit_file,
-                l.culprit_line
+                "{} {:?} {:?}:{:?} {:?}",
+                l.failure_class, l.tool, l.culprit_file, l.culprit_line, l.ci
             ),
+            labelled,
+            excerpt: d.excerpt_lines.iter().copied().collect(),
+            grep,
             file: l.file,
         });
     }
     Ok(out)
+}
+
+/// Precision and recall of chosen lines against labelled ones, summed over outcomes
+/// (micro-averaged: every labelled line counts once).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LineScore {
+    pub chosen: usize,
+    pub labelled: usize,
+    pub both: usize,
+}
+
+impl LineScore {
+    pub fn add(&mut self, chosen: &BTreeSet<usize>, labelled: &BTreeSet<usize>) {
+        self.chosen += chosen.len();
+        self.labelled += labelled.len();
+        self.both += chosen.intersection(labelled).count();
+    }
+
+    pub fn precision(&self) -> f64 {
+        self.both as f64 / self.chosen.max(1) as f64
+    }
+
+    pub fn recall(&self) -> f64 {
+        self.both as f64 / self.labelled.max(1) as f64
+    }
 }

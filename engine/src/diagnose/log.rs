@@ -1,72 +1,239 @@
-//! Turning a raw GitHub Actions job log into clean lines of the step that failed.
+//! Turning a raw CI job log into clean lines of the step that failed, whichever CI system
+//! wrote it: GitHub Actions, GitLab, Jenkins, CircleCI, Travis CI or Buildkite (each by the
+//! markers its documented log format carries), or a plain saved log taken whole.
 
 use std::sync::LazyLock;
 
 use regex::Regex;
+use serde::{Deserialize, Serialize};
 
+/// Timestamps CI systems put before each line: GitHub's `2026-11-20T09:14:04.0960000Z `,
+/// GitLab's `2026-11-20T09:14:04.096761Z 01O `, Jenkins' timestamper `[2026-11-20T09:14:04.096Z] `.
 static TIMESTAMP: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z ?").expect("static regex")
+    Regex::new(
+        r"^(?:\[\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z\] |\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z (?:\d{2}[OE]\+? )?)",
+    )
+    .expect("static regex")
 });
-/// The runner's checkout directory (`/home/runner/work/<repo>/<repo>/`, `D:\a\<repo>\<repo>\`,
-/// `/__w/<repo>/<repo>/` in containers): stripped so that culprits are repository-relative.
+/// Buildkite's per-line timestamp (`_bk;t=1795000000000` ended by BEL).
+static BUILDKITE_TS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"_bk;t=\d+\x07").expect("static regex"));
+/// Each CI's checkout directory, stripped so that culprits are repository-relative: GitHub's
+/// `/home/runner/work/<repo>/<repo>/` (`D:\a\…`, `/__w/…`, macOS), GitLab's
+/// `/builds/<group>/<project>/`, Jenkins' `…/workspace/<job>/`, CircleCI's
+/// `/home/circleci/project/` (or `~/project/`), Travis' `/home/travis/build/<owner>/<repo>/`
+/// and Buildkite's `/var/lib/buildkite-agent/builds/<agent>/<org>/<pipeline>/`.
 static WORKSPACE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(/home/runner/work|/__w|[A-Za-z]:\\a|/Users/runner/work)[/\\][^/\\\s]+[/\\][^/\\\s]+[/\\]")
-        .expect("static regex")
+    Regex::new(concat!(
+        r"(?:(?:/home/runner/work|/__w|[A-Za-z]:\\a|/Users/runner/work)[/\\][^/\\\s]+[/\\][^/\\\s]+[/\\]",
+        r"|/builds/[^/\s]+/[^/\s]+/",
+        r"|/(?:[\w.-]+/)*workspace/[^/\s]+/",
+        r"|(?:/home/circleci|~)/project/",
+        r"|/home/travis/build/[^/\s]+/[^/\s]+/",
+        r"|/var/lib/buildkite-agent/builds/[^/\s]+/[^/\s]+/[^/\s]+/)",
+    ))
+    .expect("static regex")
+});
+/// Gradle's plain console prints a task's name and then, on the same line, the compiler's
+/// first message (`:compileJava/home/runner/…/Basket.java:9: error: …`).
+static GRADLE_TASK: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^:[a-z][A-Za-z0-9]*/").expect("static regex"));
+static TRAVIS_FAILED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^The command "(.*)" exited with (\d+)\.$"#).expect("static regex")
 });
 
-/// The failing step: its command (from `##[group]Run …`) and its output lines.
+/// The CI system whose layout a log has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ci {
+    GithubActions,
+    Gitlab,
+    Jenkins,
+    Circleci,
+    Travis,
+    Buildkite,
+    /// No CI's markers: a saved terminal log, taken whole.
+    #[default]
+    Plain,
+}
+
+/// The failing step: its command and its output lines.
 #[derive(Debug, Clone, Default)]
 pub struct FailedStep {
+    pub ci: Ci,
     pub command: Option<String>,
     pub lines: Vec<String>,
+    /// For each of `lines`, its line number (from 1) in the raw log.
+    pub numbers: Vec<usize>,
 }
 
 pub fn clean_line(raw: &str) -> String {
-    // Cheap byte checks first: most lines need only some of the rewrites.
-    let no_ts = if raw.as_bytes().get(4) == Some(&b'-') {
-        TIMESTAMP.replace(raw, "")
+    // A carriage return redraws the line: a terminal shows what follows the last one (GitLab's
+    // section markers and Travis' folds hide themselves this way, progress bars too).
+    let raw = match raw.rsplit('\r').find(|part| !visible(part).is_empty()) {
+        Some(shown) => shown,
+        None => raw.rsplit('\r').next().unwrap_or(raw),
+    };
+    let raw = if raw.contains("_bk;t=") {
+        BUILDKITE_TS.replace_all(raw, "")
     } else {
         raw.into()
     };
-    let plain = if no_ts.contains('\u{1b}') {
-        // `ESC ( B` (select charset) survives some strippers as a bare `(B`.
-        strip_ansi_escapes::strip_str(no_ts.as_ref()).replace("(B", "")
+    // Cheap byte checks first: most lines need only some of the rewrites.
+    let no_ts = if raw.as_bytes().get(4) == Some(&b'-') || raw.as_bytes().get(5) == Some(&b'-') {
+        TIMESTAMP.replace(&raw, "")
     } else {
-        no_ts.into_owned()
+        raw.as_ref().into()
     };
-    let plain = plain.trim_end();
-    if plain.contains("work") || plain.contains("/__w") || plain.contains(":\\a\\") {
-        WORKSPACE.replace_all(plain, "").into_owned()
+    let mut plain = visible(&no_ts);
+    if plain.starts_with(':') {
+        plain = GRADLE_TASK.replace(&plain, "/").into_owned();
+    }
+    if plain.contains('/') || plain.contains(":\\a\\") {
+        WORKSPACE.replace_all(&plain, "").into_owned()
     } else {
-        plain.to_string()
+        plain
     }
 }
 
-/// Finds the step that failed: the last `##[group]Run` before the first
-/// `##[error]Process completed with exit code`. Logs without markers (a saved local log)
-/// are taken whole.
+fn visible(s: &str) -> String {
+    if s.contains('\u{1b}') {
+        // `ESC ( B` (select charset) survives some strippers as a bare `(B`.
+        strip_ansi_escapes::strip_str(s)
+            .replace("(B", "")
+            .trim_end()
+            .to_string()
+    } else {
+        s.trim_end().to_string()
+    }
+}
+
+/// Which CI wrote the log, from the first marker only that CI prints.
+fn which_ci(lines: &[String]) -> Ci {
+    for l in lines {
+        if l.starts_with("##[group]Run ") || l.starts_with("##[error]Process completed") {
+            return Ci::GithubActions;
+        }
+        if l.starts_with("Running with gitlab-runner") || l.starts_with("ERROR: Job failed") {
+            return Ci::Gitlab;
+        }
+        if l.starts_with("[Pipeline] ") || l.starts_with("ERROR: script returned exit code") {
+            return Ci::Jenkins;
+        }
+        if l.starts_with("Exited with code exit status") || l == "#!/bin/bash -eo pipefail" {
+            return Ci::Circleci;
+        }
+        if TRAVIS_FAILED.is_match(l) || l.starts_with("travis_") {
+            return Ci::Travis;
+        }
+        if l.starts_with("🚨 Error: The command exited with status") || l.starts_with("~~~ ") {
+            return Ci::Buildkite;
+        }
+    }
+    Ci::Plain
+}
+
+/// Finds the step that failed and keeps its output.
+///
+/// Each CI marks the end of a failed job (GitHub's `##[error]Process completed with exit
+/// code`, GitLab's `ERROR: Job failed`, Jenkins' `ERROR: script returned exit code`,
+/// CircleCI's `Exited with code`, Travis' `The command "…" exited with`, Buildkite's
+/// `🚨 Error: The command exited`) and echoes each command before running it (`##[group]Run`,
+/// `$ `, `+ `, `#!/bin/bash -eo pipefail` then the command): the failing step runs from the
+/// last command echoed before the end to the end.
 pub fn failed_step(raw: &str) -> FailedStep {
     let lines: Vec<String> = raw.lines().map(clean_line).collect();
-    let end = lines
-        .iter()
-        .position(|l| l.starts_with("##[error]Process completed with exit code"))
-        .unwrap_or(lines.len());
-    let start = lines[..end]
-        .iter()
-        .rposition(|l| l.starts_with("##[group]Run "))
-        .unwrap_or(0);
-    let command = lines
-        .get(start)
-        .and_then(|l| l.strip_prefix("##[group]Run "))
-        .map(|c| c.trim().to_string());
-    let body = lines[start..end]
-        .iter()
-        .filter(|l| !l.starts_with("##[group]") && !l.starts_with("##[endgroup]"))
-        .map(|l| l.strip_prefix("##[error]").unwrap_or(l).to_string())
-        .collect();
-    FailedStep {
+    let ci = which_ci(&lines);
+    let ends_at = |marker: &dyn Fn(&str) -> bool| lines.iter().position(|l| marker(l));
+    let end = match ci {
+        Ci::GithubActions => {
+            ends_at(&|l| l.starts_with("##[error]Process completed with exit code"))
+        }
+        Ci::Gitlab => ends_at(&|l| l.starts_with("ERROR: Job failed")),
+        Ci::Jenkins => ends_at(&|l| l.starts_with("ERROR: script returned exit code"))
+            .or_else(|| ends_at(&|l| l.starts_with("Finished: FAILURE"))),
+        Ci::Circleci => ends_at(&|l| {
+            l.starts_with("Exited with code exit status")
+                || l.starts_with("CircleCI received exit code")
+        }),
+        Ci::Travis => ends_at(&|l| TRAVIS_FAILED.is_match(l)),
+        Ci::Buildkite => ends_at(&|l| l.starts_with("🚨 Error: The command exited")),
+        Ci::Plain => None,
+    }
+    .unwrap_or(lines.len());
+    let before = &lines[..end];
+    // (index of the echo line, the command, index of the first output line)
+    let echo: Option<(usize, String, usize)> = match ci {
+        Ci::GithubActions => before
+            .iter()
+            .rposition(|l| l.starts_with("##[group]Run "))
+            .map(|i| {
+                (
+                    i,
+                    lines[i]["##[group]Run ".len()..].trim().to_string(),
+                    i + 1,
+                )
+            }),
+        Ci::Gitlab | Ci::Buildkite => before
+            .iter()
+            .rposition(|l| l.starts_with("$ "))
+            .map(|i| (i, lines[i][2..].trim().to_string(), i + 1)),
+        Ci::Travis => {
+            // Travis names the failed command; it was echoed as `$ <command>`.
+            let named = lines
+                .get(end)
+                .and_then(|l| TRAVIS_FAILED.captures(l))
+                .map(|c| format!("$ {}", &c[1]));
+            before
+                .iter()
+                .rposition(|l| Some(l) == named.as_ref())
+                .or_else(|| before.iter().rposition(|l| l.starts_with("$ ")))
+                .map(|i| (i, lines[i][2..].trim().to_string(), i + 1))
+        }
+        Ci::Jenkins => before
+            .iter()
+            .rposition(|l| l.starts_with("+ "))
+            .map(|i| (i, lines[i][2..].trim().to_string(), i + 1)),
+        Ci::Circleci => before
+            .iter()
+            .rposition(|l| l == "#!/bin/bash -eo pipefail")
+            .and_then(|i| {
+                let command = lines.get(i + 1)?.trim().to_string();
+                Some((i, command, i + 2))
+            }),
+        Ci::Plain => None,
+    };
+    let (command, from) = match echo {
+        Some((_, command, from)) => (Some(command), from),
+        None => (None, 0),
+    };
+    let mut step = FailedStep {
+        ci,
         command,
-        lines: body,
+        ..FailedStep::default()
+    };
+    for (i, l) in lines.iter().enumerate().take(end).skip(from.min(end)) {
+        if is_marker(ci, l) {
+            continue;
+        }
+        let l = l.strip_prefix("##[error]").unwrap_or(l);
+        step.lines.push(l.to_string());
+        step.numbers.push(i + 1);
+    }
+    step
+}
+
+/// The CI's own lines inside a step (groups, folds, section headers), not the tools' output.
+fn is_marker(ci: Ci, l: &str) -> bool {
+    match ci {
+        Ci::GithubActions => l.starts_with("##[group]") || l.starts_with("##[endgroup]"),
+        Ci::Jenkins => l.starts_with("[Pipeline] "),
+        // Buildkite's `--- ` and `+++ ` headers are kept: tools print such lines too (unified
+        // diffs, `--- FAIL: TestAdd`), and a header left in the output misleads nothing.
+        Ci::Buildkite => l.starts_with("~~~ ") || l == "^^^ +++",
+        Ci::Travis => l.starts_with("travis_"),
+        Ci::Gitlab => l.starts_with("section_start:") || l.starts_with("section_end:"),
+        Ci::Circleci | Ci::Plain => false,
     }
 }
 
@@ -84,13 +251,80 @@ mod tests {
             clean_line(r"D:\a\widgets\widgets\src\lib.rs:3"),
             r"src\lib.rs:3"
         );
+        for (raw, clean) in [
+            ("/builds/acme/widgets/src/lib.rs:3:1", "src/lib.rs:3:1"),
+            ("/var/lib/jenkins/workspace/widgets/src/a.c:3", "src/a.c:3"),
+            ("/home/circleci/project/src/a.rb:3", "src/a.rb:3"),
+            ("/home/travis/build/acme/widgets/a.py:3", "a.py:3"),
+            (
+                "_bk;t=1795000000000\u{7}/var/lib/buildkite-agent/builds/a-1/acme/widgets/x.go:3",
+                "x.go:3",
+            ),
+            ("[2026-11-20T09:14:04.096Z] + make", "+ make"),
+            ("2026-11-20T09:14:04.096761Z 01O $ make", "$ make"),
+            (
+                "section_start:1795000000:step_script\r\u{1b}[0K\u{1b}[0K\u{1b}[36;1mExecuting",
+                "Executing",
+            ),
+            (
+                "section_end:1795000060:step_script\r\u{1b}[0K",
+                "section_end:1795000060:step_script",
+            ),
+            ("  10%\r  55%\r 100%", " 100%"),
+        ] {
+            assert_eq!(clean_line(raw), clean, "{raw:?}");
+        }
     }
 
     #[test]
     fn finds_the_failed_step() {
         let log = "##[group]Run actions/checkout@v4\nok\n##[endgroup]\n##[group]Run cargo test\ncargo test\n##[endgroup]\nboom\n##[error]Process completed with exit code 101.\n";
         let step = failed_step(log);
+        assert_eq!(step.ci, Ci::GithubActions);
         assert_eq!(step.command.as_deref(), Some("cargo test"));
         assert_eq!(step.lines, vec!["cargo test", "boom"]);
+        assert_eq!(step.numbers, vec![5, 7]);
+    }
+
+    /// Each CI's layout (from its documented format): the step is the last command's output.
+    #[test]
+    fn finds_the_failed_step_in_every_ci_layout() {
+        let cases = [
+            (
+                Ci::Gitlab,
+                "Running with gitlab-runner 17.5.3\nsection_start:1:step_script\r\u{1b}[0KExecuting\n$ pip install .\nok\n$ pytest\nboom\nsection_end:2:step_script\r\u{1b}[0K\nERROR: Job failed: exit code 1\n",
+            ),
+            (
+                Ci::Jenkins,
+                "Started by user Ada\n[Pipeline] sh\n+ pip install .\nok\n[Pipeline] sh\n+ pytest\nboom\n[Pipeline] }\nERROR: script returned exit code 1\nFinished: FAILURE\n",
+            ),
+            (
+                Ci::Circleci,
+                "#!/bin/bash -eo pipefail\npip install .\nok\n#!/bin/bash -eo pipefail\npytest\nboom\n\nExited with code exit status 1\n",
+            ),
+            (
+                Ci::Travis,
+                "travis_time:start:1\r\u{1b}[0K$ pytest\nboom\ntravis_time:end:1\r\u{1b}[0K\nThe command \"pytest\" exited with 1.\n$ echo after\n",
+            ),
+            (
+                Ci::Buildkite,
+                "~~~ Running commands\n$ pip install .\nok\n$ pytest\nboom\n🚨 Error: The command exited with status 1\n",
+            ),
+        ];
+        for (ci, log) in cases {
+            let step = failed_step(log);
+            assert_eq!(step.ci, ci);
+            assert_eq!(step.command.as_deref(), Some("pytest"), "{ci:?}");
+            let shown: Vec<&str> = step
+                .lines
+                .iter()
+                .map(String::as_str)
+                .filter(|l| !l.is_empty())
+                .collect();
+            assert_eq!(shown, vec!["boom"], "{ci:?}");
+        }
+        let plain = failed_step("compiling\nerror: boom\n");
+        assert_eq!((plain.ci, plain.command), (Ci::Plain, None));
+        assert_eq!(plain.lines.len(), 2);
     }
 }

@@ -521,6 +521,8 @@ mod tests {
             fingerprint: String::new(),
             failing_tests: Vec::new(),
             excerpt: String::new(),
+            excerpt_lines: Vec::new(),
+            ci: diagnose::Ci::Plain,
             command: None,
             message: String::new(),
         }

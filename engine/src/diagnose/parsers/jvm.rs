@@ -1,0 +1,122 @@
+//! The JVM's tools: javac (alone, through Maven or Gradle), JUnit through Maven's Surefire or
+//! Gradle, and scalac/ScalaTest through sbt.
+
+use super::{block, finding, first, regex, rel, Finding};
+use crate::diagnose::log::FailedStep;
+use crate::diagnose::Class;
+
+regex!(
+    JAVAC,
+    r"^(?:\[ERROR\] )?(\S+\.java):(?:(\d+): error: (.+)|\[(\d+),\d+\] (.+))$"
+);
+pub fn javac(step: &FailedStep) -> Option<Finding> {
+    let (at, c) = first(step, &JAVAC)?;
+    let line = c.get(2).or(c.get(4)).and_then(|m| m.as_str().parse().ok());
+    let message = c.get(3).or(c.get(5)).map_or("", |m| m.as_str()).to_string();
+    Some(Finding {
+        culprit_file: Some(rel(&c[1])),
+        culprit_line: line,
+        // javac prints the source line and a caret under the error: the message says why.
+        explains: vec![at],
+        ..finding(Class::Compile, "javac", at, message)
+    })
+}
+
+regex!(
+    SUREFIRE_SUMMARY,
+    r"^\[ERROR\] Tests run: \d+, Failures: \d+, Errors: \d+"
+);
+regex!(SUREFIRE_TEST, r"^\[ERROR\]\s+(\S+?)\.(\w+):(\d+) (.+)$");
+pub fn junit(step: &FailedStep) -> Option<Finding> {
+    if let Some((at, c)) = first(step, &SUREFIRE_TEST) {
+        let class_path = c[1].replace('.', "/");
+        return Some(Finding {
+            culprit_file: Some(format!("src/test/java/{class_path}.java")),
+            culprit_line: c[3].parse().ok(),
+            failing_tests: vec![format!("{}.{}", &c[1], &c[2])],
+            explains: vec![at],
+            ..finding(Class::Test, "junit", at, c[4].to_string())
+        });
+    }
+    let (at, _) = first(step, &SUREFIRE_SUMMARY)?;
+    Some(finding(Class::Test, "junit", at, "tests failed"))
+}
+
+regex!(GRADLE_TEST, r"^(\S+) > (\S+?)(?:\(\))? FAILED$");
+regex!(GRADLE_AT, r"^\s+(?:\S+ )?at (\S+?)\.java:(\d+)\)?$");
+/// Gradle's test report: `acme.BasketTest > addsItems FAILED`, then the exception and the
+/// frame in the test class (`at BasketTest.java:10`).
+pub fn gradle_test(step: &FailedStep) -> Option<Finding> {
+    let (at, c) = first(step, &GRADLE_TEST)?;
+    let class = c[1].to_string();
+    let tests: Vec<String> = step
+        .lines
+        .iter()
+        .filter_map(|l| {
+            GRADLE_TEST
+                .captures(l)
+                .map(|c| format!("{}.{}", &c[1], &c[2]))
+        })
+        .collect();
+    let frame = step.lines[at + 1..]
+        .iter()
+        .take(4)
+        .position(|l| GRADLE_AT.is_match(l))
+        .map(|p| at + 1 + p);
+    let line = frame.and_then(|i| GRADLE_AT.captures(&step.lines[i])?[2].parse().ok());
+    let message = step
+        .lines
+        .get(at + 1)
+        .map_or("test failed".into(), |l| l.trim().to_string());
+    Some(Finding {
+        culprit_file: Some(format!("src/test/java/{}.java", class.replace('.', "/"))),
+        culprit_line: line,
+        failing_tests: tests,
+        explains: block(step, at, 3),
+        ..finding(Class::Test, "junit", at, message)
+    })
+}
+
+regex!(
+    SCALAC,
+    r"^\[error\] (?:-- \[E\d+\] .*?: )?(\S+\.scala):(\d+):(\d+):? ?(.*)$"
+);
+regex!(SCALATEST_FAILED, r"^\[info\] - (.+) \*\*\* FAILED \*\*\*$");
+regex!(SCALA_AT, r"\((\w+\.scala):(\d+)\)");
+/// sbt: scalac's `[error] src/main/scala/Basket.scala:7:9: not found: value totl` and
+/// ScalaTest's `[info] - adds the items *** FAILED ***` then `[info]   8 did not equal 7
+/// (BasketSpec.scala:9)` (sbt's documented output; sbt is not packaged by Debian, so no
+/// corpus log of it was recorded here).
+pub fn scala(step: &FailedStep) -> Option<Finding> {
+    if let Some((at, c)) = first(step, &SCALAC) {
+        let message = if c[4].trim().is_empty() {
+            step.lines
+                .get(at + 1)
+                .map_or("", |l| l.trim_start_matches("[error]").trim())
+                .to_string()
+        } else {
+            c[4].to_string()
+        };
+        return Some(Finding {
+            culprit_file: Some(rel(&c[1])),
+            culprit_line: c[2].parse().ok(),
+            explains: vec![at],
+            ..finding(Class::Compile, "scalac", at, message)
+        });
+    }
+    let (at, c) = first(step, &SCALATEST_FAILED)?;
+    let detail = step.lines.get(at + 1);
+    let place = detail.and_then(|l| SCALA_AT.captures(l));
+    Some(Finding {
+        culprit_file: place.as_ref().map(|p| p[1].to_string()),
+        culprit_line: place.and_then(|p| p[2].parse().ok()),
+        failing_tests: vec![c[1].to_string()],
+        explains: vec![at, at + 1],
+        ..finding(
+            Class::Test,
+            "scalatest",
+            at,
+            detail.map_or("test failed", |l| l.trim_start_matches("[info]").trim()),
+        )
+    })
+}

@@ -1,0 +1,259 @@
+//! Compiled languages beside Rust, Go and the JVM: gcc and clang (C, C++, Objective-C, and
+//! Swift and GHC, which print the same `file:line:col: error:` head), the linker, CMake and
+//! CTest, Bazel's test runner, C# compilers and `dotnet test`, XCTest, and Go's module errors.
+
+use super::{block, command_has, finding, first, regex, rel, Finding};
+use crate::diagnose::log::FailedStep;
+use crate::diagnose::Class;
+
+regex!(
+    C_FAMILY,
+    r"^(\S+?\.(?:c|cc|cpp|cxx|c\+\+|h|hh|hpp|hxx|m|mm|swift|hs|lhs|f|f90|f95|zig)):(\d+):(?:(\d+):)? (?:fatal )?error:\s*(.*)$"
+);
+regex!(CLANG_COUNT, r"^\d+ errors? generated\.$");
+pub fn c_family(step: &FailedStep) -> Option<Finding> {
+    let (at, c) = first(step, &C_FAMILY)?;
+    let file = rel(&c[1]);
+    let ext = file.rsplit('.').next().unwrap_or("");
+    let tool = match ext {
+        "swift" => "swiftc",
+        "hs" | "lhs" => "ghc",
+        "f" | "f90" | "f95" => "gfortran",
+        "zig" => "zig",
+        _ if step.lines.iter().any(|l| CLANG_COUNT.is_match(l)) || command_has(step, "clang") => {
+            "clang"
+        }
+        _ => "gcc",
+    };
+    // GHC puts its message on the lines after the head (`    • Couldn't match …`).
+    let ghc = c[4].trim().is_empty();
+    let message = if ghc {
+        let next = step.lines.get(at + 1).map_or("", |l| l.trim());
+        next.trim_start_matches("• ").to_string()
+    } else {
+        c[4].to_string()
+    };
+    // Every error (up to five), with GHC's first bullet.
+    let explains = super::all(step, &C_FAMILY, 5)
+        .into_iter()
+        .flat_map(|i| if ghc { vec![i, i + 1] } else { vec![i] })
+        .collect();
+    Some(Finding {
+        culprit_file: Some(file),
+        culprit_line: c[2].parse().ok(),
+        explains,
+        ..finding(Class::Compile, tool, at, message)
+    })
+}
+
+regex!(
+    UNDEFINED_SYMBOL,
+    r"(?:undefined reference to [`'](.+?)'|ld(?:\.lld)?: error: undefined symbol: (.+)$|Undefined symbols for architecture)"
+);
+pub fn linker(step: &FailedStep) -> Option<Finding> {
+    let (at, c) = first(step, &UNDEFINED_SYMBOL)?;
+    let symbol = c.get(1).or(c.get(2)).map_or("", |m| m.as_str());
+    Some(Finding {
+        explains: vec![at],
+        ..finding(
+            Class::Compile,
+            "ld",
+            at,
+            format!("undefined reference to {symbol}"),
+        )
+    })
+}
+
+regex!(CMAKE_ERROR, r"^CMake Error at (\S+):(\d+) \((\w+)\):$");
+/// `CMake Error at CMakeLists.txt:3 (find_package):` and its indented explanation; a package
+/// that cannot be found is a dependency failure, anything else the build's own.
+pub fn cmake(step: &FailedStep) -> Option<Finding> {
+    let (at, c) = first(step, &CMAKE_ERROR)?;
+    let explains: Vec<usize> = block(step, at, 12)
+        .into_iter()
+        .filter(|&i| !step.lines[i].trim().is_empty())
+        .collect();
+    let text: String = explains
+        .iter()
+        .skip(1)
+        .map(|&i| step.lines[i].trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let class = if &c[3] == "find_package" || text.contains("Could not find a package") {
+        Class::Dependency
+    } else {
+        Class::Compile
+    };
+    let message = text.split(". ").next().unwrap_or("").to_string();
+    Some(Finding {
+        culprit_file: Some(rel(&c[1])),
+        culprit_line: c[2].parse().ok(),
+        explains,
+        ..finding(class, "cmake", at, message)
+    })
+}
+
+regex!(CTEST_FAILED_HEAD, r"^The following tests FAILED:$");
+regex!(CTEST_FAILED, r"^\s+\d+ - (\S+) \((.+)\)$");
+regex!(
+    C_ASSERT,
+    r"^\S+: (\S+?\.\w+):(\d+): .*Assertion [`'](.+)' failed\.$"
+);
+pub fn ctest(step: &FailedStep) -> Option<Finding> {
+    let (head, _) = first(step, &CTEST_FAILED_HEAD)?;
+    let tests: Vec<String> = step.lines[head..]
+        .iter()
+        .filter_map(|l| CTEST_FAILED.captures(l).map(|c| c[1].to_string()))
+        .collect();
+    let assert = first(step, &C_ASSERT);
+    let (at, file, line, message) = match &assert {
+        Some((i, c)) => (
+            *i,
+            Some(rel(&c[1])),
+            c[2].parse().ok(),
+            format!("assertion failed: {}", &c[3]),
+        ),
+        None => (head, None, None, "tests failed".to_string()),
+    };
+    Some(Finding {
+        culprit_file: file,
+        culprit_line: line,
+        failing_tests: tests,
+        explains: vec![at],
+        ..finding(Class::Test, "ctest", at, message)
+    })
+}
+
+regex!(CABAL_SUITE, r"^Test suite (\S+): (RUNNING\.\.\.|FAIL)$");
+/// `cabal test`: the suite's own output between `Test suite spec: RUNNING...` and `FAIL`.
+pub fn cabal_test(step: &FailedStep) -> Option<Finding> {
+    let fail = step
+        .lines
+        .iter()
+        .position(|l| CABAL_SUITE.captures(l).is_some_and(|c| &c[2] == "FAIL"))?;
+    let suite = CABAL_SUITE.captures(&step.lines[fail])?[1].to_string();
+    let start = step.lines[..fail]
+        .iter()
+        .rposition(|l| CABAL_SUITE.is_match(l))
+        .map_or(fail, |i| i + 1);
+    let explains: Vec<usize> = (start..fail)
+        .filter(|&i| !step.lines[i].trim().is_empty())
+        .take(8)
+        .collect();
+    let message = explains
+        .first()
+        .map_or("test suite failed".to_string(), |&i| {
+            step.lines[i].trim().to_string()
+        });
+    Some(Finding {
+        failing_tests: vec![suite],
+        explains,
+        ..finding(Class::Test, "cabal", fail, message)
+    })
+}
+
+regex!(BAZEL_TEST, r"^(//\S+)\s+FAILED in ");
+/// `//pkg:test FAILED in 0.4s` (Bazel's summary); the test's log is in a file Bazel names.
+pub fn bazel_test(step: &FailedStep) -> Option<Finding> {
+    let (at, _) = first(step, &BAZEL_TEST)?;
+    let tests = step
+        .lines
+        .iter()
+        .filter_map(|l| BAZEL_TEST.captures(l).map(|c| c[1].to_string()))
+        .collect();
+    Some(Finding {
+        failing_tests: tests,
+        explains: vec![at],
+        ..finding(Class::Test, "bazel", at, "test failed")
+    })
+}
+
+regex!(
+    CSHARP,
+    r"^(\S+?\.(?:cs|vb|fs))\((\d+),(\d+)\): error ([A-Z]+\d+): (.+?)(?: \[[^\]]+\])?$"
+);
+/// C# compilers (`csc` through `dotnet build` or MSBuild, Mono's `mcs`):
+/// `Program.cs(7,16): error CS0103: …` (MSBuild appends the project in brackets).
+pub fn csharp(step: &FailedStep) -> Option<Finding> {
+    let (at, c) = first(step, &CSHARP)?;
+    let tool = if command_has(step, "mcs") {
+        "mcs"
+    } else if command_has(step, "dotnet") {
+        "dotnet"
+    } else {
+        "csc"
+    };
+    Some(Finding {
+        culprit_file: Some(rel(&c[1])),
+        culprit_line: c[2].parse().ok(),
+        explains: vec![at],
+        ..finding(Class::Compile, tool, at, format!("{}: {}", &c[4], &c[5]))
+    })
+}
+
+regex!(DOTNET_FAILED, r"^\s+Failed (\S+) \[[^\]]+\]$");
+regex!(DOTNET_AT, r"^\s+at .+ in (\S+?\.cs):line (\d+)$");
+/// `dotnet test` (VSTest's console logger): `  Failed Acme.Tests.AddsItems [12 ms]`, then
+/// `Error Message:`, the message, `Stack Trace:` and `at … in /path/Tests.cs:line 14`.
+pub fn dotnet_test(step: &FailedStep) -> Option<Finding> {
+    let (at, _) = first(step, &DOTNET_FAILED)?;
+    let tests = step
+        .lines
+        .iter()
+        .filter_map(|l| DOTNET_FAILED.captures(l).map(|c| c[1].to_string()))
+        .collect();
+    let frame = first(step, &DOTNET_AT);
+    let message = step.lines[at..]
+        .iter()
+        .position(|l| l.trim() == "Error Message:")
+        .and_then(|p| step.lines.get(at + p + 1))
+        .map_or("test failed".to_string(), |l| l.trim().to_string());
+    let mut explains = vec![at];
+    explains.extend(
+        step.lines[at..]
+            .iter()
+            .position(|l| l.trim() == "Error Message:")
+            .map(|p| at + p + 1),
+    );
+    explains.extend(frame.as_ref().map(|(i, _)| *i));
+    Some(Finding {
+        culprit_file: frame.as_ref().map(|(_, c)| rel(&c[1])),
+        culprit_line: frame.as_ref().and_then(|(_, c)| c[2].parse().ok()),
+        failing_tests: tests,
+        explains,
+        ..finding(Class::Test, "dotnet-test", at, message)
+    })
+}
+
+regex!(
+    XCTEST,
+    r"^(\S+\.swift):(\d+): error: (?:-\[)?(\S+?)[ .](\w+)\]? : (.+)$"
+);
+/// XCTest on Linux and macOS: `Tests/BasketTests.swift:9: error: BasketTests.testAdds :
+/// XCTAssertEqual failed: ("8") is not equal to ("7")` (swift is not packaged by Debian;
+/// this follows XCTest's documented output and is tested on a sample, not a corpus log).
+pub fn xctest(step: &FailedStep) -> Option<Finding> {
+    let (at, c) = first(step, &XCTEST)?;
+    Some(Finding {
+        culprit_file: Some(rel(&c[1])),
+        culprit_line: c[2].parse().ok(),
+        failing_tests: vec![format!("{}.{}", &c[3], &c[4])],
+        explains: vec![at],
+        ..finding(Class::Test, "xctest", at, c[5].to_string())
+    })
+}
+
+regex!(
+    GO_MODULE,
+    r"^(?:(\S+\.go):(\d+):\d+: )?(?:go: )?(.*(?:missing go\.sum entry|no required module provides package|module lookup disabled|updates to go\.mod needed|cannot find module providing package).*)$"
+);
+/// Go's module errors name the importing file but are the dependencies' failure.
+pub fn go_dependency(step: &FailedStep) -> Option<Finding> {
+    let (at, c) = first(step, &GO_MODULE)?;
+    Some(Finding {
+        culprit_file: c.get(1).map(|m| rel(m.as_str())),
+        culprit_line: c.get(2).and_then(|m| m.as_str().parse().ok()),
+        explains: vec![at],
+        ..finding(Class::Dependency, "go", at, c[3].to_string())
+    })
+}

@@ -1,0 +1,185 @@
+//! Formats the shared fixtures and testdata/ do not cover, as the tools print them
+//! (short samples of each tool's documented output layout).
+use crate::diagnose::{diagnose, Class, Diagnosis};
+
+fn step(command: &str, output: &str) -> String {
+    format!("##[group]Run {command}\n{command}\n##[endgroup]\n{output}\n##[error]Process completed with exit code 1.\n")
+}
+
+fn check(
+    command: &str,
+    output: &str,
+    class: Class,
+    tool: &str,
+    file: Option<&str>,
+    line: Option<u32>,
+) -> Diagnosis {
+    let d = diagnose(&step(command, output));
+    assert_eq!(
+        (
+            d.class,
+            d.tool.as_deref(),
+            d.culprit_file.as_deref(),
+            d.culprit_line
+        ),
+        (class, Some(tool), file, line),
+        "{command}"
+    );
+    d
+}
+
+#[test]
+fn go_toolchain_outputs() {
+    let d = check(
+        "go test ./...",
+        "--- FAIL: TestAdd (0.00s)\n    math_test.go:12: Add(2, 2) = 5, want 4\nFAIL\nFAIL\texample.com/calc\t0.002s",
+        Class::Test,
+        "go-test",
+        Some("math_test.go"),
+        Some(12),
+    );
+    assert_eq!(d.failing_tests, vec!["TestAdd"]);
+    check(
+        "go build ./...",
+        "# example.com/calc\n./calc.go:7:9: undefined: Sub",
+        Class::Compile,
+        "go",
+        Some("calc.go"),
+        Some(7),
+    );
+    check(
+        "test -z \"$(gofmt -l .)\" || (gofmt -d . && exit 1)",
+        "diff -u calc.go.orig calc.go\n--- calc.go.orig\n+++ calc.go",
+        Class::Format,
+        "gofmt",
+        Some("calc.go"),
+        None,
+    );
+}
+
+#[test]
+fn vitest_and_junit_outputs() {
+    let d = check(
+        "npx vitest run",
+        " FAIL  src/sum.test.ts > sum > adds numbers\nAssertionError: expected 5 to be 4\n ❯ src/sum.test.ts:5:20",
+        Class::Test,
+        "vitest",
+        Some("src/sum.test.ts"),
+        Some(5),
+    );
+    assert_eq!(d.failing_tests, vec!["sum > adds numbers"]);
+    let d = check(
+        "mvn -B test",
+        "[ERROR] Tests run: 1, Failures: 1, Errors: 0, Skipped: 0\n[ERROR] Failures: \n[ERROR]   com.acme.SumTest.adds:14 expected: <4> but was: <5>",
+        Class::Test,
+        "junit",
+        Some("src/test/java/com/acme/SumTest.java"),
+        Some(14),
+    );
+    assert_eq!(d.failing_tests, vec!["com.acme.SumTest.adds"]);
+}
+
+#[test]
+fn dependency_outputs() {
+    let cases = [
+        ("npm ci", "npm error code ERESOLVE\nnpm error ERESOLVE unable to resolve dependency tree", "npm"),
+        ("npm ci", "npm ERR! `npm ci` can only install packages when your package.json and package-lock.json or npm-shrinkwrap.json are in sync.", "npm"),
+        ("cargo build --locked", "error: the lock file /home/runner/work/a/a/Cargo.lock needs to be updated but --locked was passed to prevent this", "cargo"),
+        ("cargo build", "error: failed to select a version for the requirement `serde = \"^9\"`", "cargo"),
+        ("pip install -r requirements.txt", "ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution/", "pip"),
+    ];
+    for (cmd, out, tool) in cases {
+        check(cmd, out, Class::Dependency, tool, None, None);
+    }
+}
+
+#[test]
+fn infrastructure_outputs() {
+    let cases = [
+        ("cargo build", "error: could not compile `big` (lib)\n\nCaused by:\n  process didn't exit successfully: `rustc ...` (signal: 9, SIGKILL: kill)", "out of memory"),
+        ("./deploy.sh", "curl: (6) Could not resolve host: registry.example.com", "network: DNS failure"),
+        ("./release.sh", "gh: API rate limit exceeded for installation ID 4242. (HTTP 403)", "rate limited"),
+        ("make", "The runner has received a shutdown signal. This can happen when the runner service is stopped", "runner lost"),
+    ];
+    for (cmd, out, what) in cases {
+        let d = diagnose(&step(cmd, out));
+        assert_eq!((d.class, d.message.as_str()), (Class::Infra, what), "{cmd}");
+    }
+}
+
+/// Tools Debian does not package (sbt, .NET, Swift) or that cannot run offline here (Bazel's
+/// test runner, Composer): their documented output layouts, since no corpus log could be
+/// recorded for them.
+#[test]
+fn tools_without_a_corpus_log() {
+    let d = check(
+        "sbt test",
+        "[info] compiling 1 Scala source to /home/runner/work/a/a/target/scala-2.13/classes ...\n[error] /home/runner/work/a/a/src/main/scala/Basket.scala:7:5: not found: value totl\n[error]     totl\n[error]     ^\n[error] one error found\n[error] (Compile / compileIncremental) Compilation failed",
+        Class::Compile,
+        "scalac",
+        Some("src/main/scala/Basket.scala"),
+        Some(7),
+    );
+    assert_eq!(d.message, "not found: value totl");
+    let d = check(
+        "sbt test",
+        "[info] BasketSpec:\n[info] - adds the items *** FAILED ***\n[info]   8 did not equal 7 (BasketSpec.scala:9)\n[info] Run completed in 120 milliseconds.\n[error] Failed tests:\n[error] \tBasketSpec",
+        Class::Test,
+        "scalatest",
+        Some("BasketSpec.scala"),
+        Some(9),
+    );
+    assert_eq!(d.failing_tests, vec!["adds the items"]);
+    check(
+        "dotnet build",
+        "/home/runner/work/a/a/src/App/Basket.cs(7,20): error CS0103: The name 'summ' does not exist in the current context [/home/runner/work/a/a/src/App/App.csproj]\n\nBuild FAILED.",
+        Class::Compile,
+        "dotnet",
+        Some("src/App/Basket.cs"),
+        Some(7),
+    );
+    let d = check(
+        "dotnet test",
+        "  Failed App.Tests.BasketTests.AddsItems [4 ms]\n  Error Message:\n   Assert.Equal() Failure: Values differ\nExpected: 7\nActual:   8\n  Stack Trace:\n     at App.Tests.BasketTests.AddsItems() in /home/runner/work/a/a/tests/App.Tests/BasketTests.cs:line 9\n\nFailed!  - Failed:     1, Passed:     0, Skipped:     0, Total:     1",
+        Class::Test,
+        "dotnet-test",
+        Some("tests/App.Tests/BasketTests.cs"),
+        Some(9),
+    );
+    assert_eq!(d.failing_tests, vec!["App.Tests.BasketTests.AddsItems"]);
+    assert_eq!(d.message, "Assert.Equal() Failure: Values differ");
+    check(
+        "swift build",
+        "/home/runner/work/a/a/Sources/App/Basket.swift:4:16: error: cannot find 'totl' in scope\n        return totl\n               ^~~~",
+        Class::Compile,
+        "swiftc",
+        Some("Sources/App/Basket.swift"),
+        Some(4),
+    );
+    let d = check(
+        "swift test",
+        "Test Case 'BasketTests.testAdds' started at 2026-11-20 09:14:04.096\n/home/runner/work/a/a/Tests/AppTests/BasketTests.swift:9: error: BasketTests.testAdds : XCTAssertEqual failed: (\"8\") is not equal to (\"7\") - \nTest Case 'BasketTests.testAdds' failed (0.001 seconds)",
+        Class::Test,
+        "xctest",
+        Some("Tests/AppTests/BasketTests.swift"),
+        Some(9),
+    );
+    assert_eq!(d.failing_tests, vec!["BasketTests.testAdds"]);
+    let d = check(
+        "bazel test //...",
+        "FAIL: //calc:calc_test (see /home/runner/.cache/bazel/_bazel_runner/0f1e/execroot/_main/bazel-out/k8-fastbuild/testlogs/calc/calc_test/test.log)\nINFO: Elapsed time: 1.2s, Critical Path: 0.9s\n//calc:calc_test                                                         FAILED in 0.1s\nExecuted 1 out of 1 test: 1 fails locally.",
+        Class::Test,
+        "bazel",
+        None,
+        None,
+    );
+    assert_eq!(d.failing_tests, vec!["//calc:calc_test"]);
+    check(
+        "composer install",
+        "Loading composer repositories with package information\nUpdating dependencies\nYour requirements could not be resolved to an installable set of packages.\n\n  Problem 1\n    - Root composer.json requires monolog/monolog ^9.0, found monolog/monolog[1.0.0, ..., 3.8.0] but it does not match the constraint.",
+        Class::Dependency,
+        "composer",
+        None,
+        None,
+    );
+}

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Regenerates the diagnosis corpus in fixtures/corpus/: real failing runs of real tools.
+
+Each case is a small project with real dependencies and lockfiles where its ecosystem has
+them (installed from PyPI, the npm registry or crates.io; toolchains from Debian's
+packages), a few setup commands that succeed and one command that fails the way projects
+fail. The output of every command is recorded as the tools printed it and laid out as the
+named CI system lays out a job log (GitHub Actions, GitLab, Jenkins, CircleCI, Travis,
+Buildkite: the layouts follow each system's documented log format; no log here was copied
+from a public CI run). The project's directory is renamed to that CI's checkout directory.
+
+The labels (fixtures/corpus/labels.json) were written by hand by reading each log: the
+class, the tool, the culprit and the lines that say why the build failed. This script never
+writes them; regenerating a log means checking its labels again.
+
+Usage: python3 scripts/corpus/generate.py [case-name ...]   (needs network to the
+registries and the Debian packages listed in scripts/corpus/README.md)
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+from cases import CASES  # noqa: E402  (beside this file)
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "fixtures" / "corpus"
+
+WORKSPACE = {
+    "github": "/home/runner/work/widgets/widgets",
+    "gitlab": "/builds/acme/widgets",
+    "jenkins": "/var/lib/jenkins/workspace/widgets",
+    "circleci": "/home/circleci/project",
+    "travis": "/home/travis/build/acme/widgets",
+    "buildkite": "/var/lib/buildkite-agent/builds/agent-1/acme/widgets",
+}
+
+# A fixed clock: the logs are reproducible apart from the tools' own timings.
+T0 = 1795000000
+
+
+def run(cmd, cwd, env):
+    p = subprocess.run(
+        ["bash", "-c", cmd],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=900,
+    )
+    return p.returncode, p.stdout.decode("utf-8", "replace")
+
+
+def iso(i):
+    s = T0 + i
+    import datetime
+
+    return datetime.datetime.fromtimestamp(s, datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%f"
+    ) + "0Z"
+
+
+def lay_out(ci, steps, code):
+    """steps: [(command, output)]; the last one failed with `code`."""
+    out = []
+    n = [0]
+
+    def line(s=""):
+        n[0] += 1
+        out.append(s)
+
+    def body(text):
+        for l in text.splitlines():
+            line(l)
+
+    if ci == "github":
+        for cmd, text in steps:
+            out.append(f"{iso(len(out))} ##[group]Run {cmd.splitlines()[0]}")
+            for c in cmd.splitlines():
+                out.append(f"{iso(len(out))} {c}")
+            out.append(f"{iso(len(out))} shell: /usr/bin/bash -e {{0}}")
+            out.append(f"{iso(len(out))} ##[endgroup]")
+            for l in text.splitlines():
+                out.append(f"{iso(len(out))} {l}")
+        out.append(f"{iso(len(out))} ##[error]Process completed with exit code {code}.")
+    elif ci == "gitlab":
+        line("Running with gitlab-runner 17.5.3 (12030cf4)")
+        line("  on docker-runner-1 t3_Xk2pQ, system ID: s_7f2c1e0a9b8d")
+        line(f"section_start:{T0}:prepare_executor\r\x1b[0K\x1b[0K\x1b[36;1mPreparing the \"docker\" executor\x1b[0;m\x1b[0;m")
+        line("\x1b[0KUsing Docker executor with image debian:bookworm ...\x1b[0;m")
+        line(f"section_end:{T0 + 2}:prepare_executor\r\x1b[0K")
+        line(f"section_start:{T0 + 2}:get_sources\r\x1b[0K\x1b[0K\x1b[36;1mGetting source from Git repository\x1b[0;m\x1b[0;m")
+        line("\x1b[32;1mFetching changes with git depth set to 20...\x1b[0;m")
+        line("\x1b[32;1mChecking out 4f2a91c0 as detached HEAD (ref is main)...\x1b[0;m")
+        line(f"section_end:{T0 + 4}:get_sources\r\x1b[0K")
+        line(f"section_start:{T0 + 4}:step_script\r\x1b[0K\x1b[0K\x1b[36;1mExecuting \"step_script\" stage of the job script\x1b[0;m\x1b[0;m")
+        for cmd, text in steps:
+            line(f"\x1b[32;1m$ {cmd}\x1b[0;m")
+            body(text)
+        line(f"section_end:{T0 + 60}:step_script\r\x1b[0K")
+        line(f"section_start:{T0 + 60}:cleanup_file_variables\r\x1b[0K\x1b[0K\x1b[36;1mCleaning up project directory and file based variables\x1b[0;m\x1b[0;m")
+        line(f"section_end:{T0 + 61}:cleanup_file_variables\r\x1b[0K")
+        line(f"\x1b[31;1mERROR: Job failed: exit code {code}\x1b[0;m")
+    elif ci == "jenkins":
+        line("Started by user Ada")
+        line("[Pipeline] Start of Pipeline")
+        line("[Pipeline] node")
+        line(f"Running on agent-1 in {WORKSPACE['jenkins']}")
+        line("[Pipeline] {")
+        line("[Pipeline] stage")
+        line("[Pipeline] { (Build and test)")
+        for cmd, text in steps:
+            line("[Pipeline] sh")
+            for c in cmd.splitlines():
+                line(f"+ {c}")
+            body(text)
+        line("[Pipeline] }")
+        line("[Pipeline] // stage")
+        line("[Pipeline] }")
+        line("[Pipeline] // node")
+        line("[Pipeline] End of Pipeline")
+        line(f"ERROR: script returned exit code {code}")
+        line("Finished: FAILURE")
+    elif ci == "circleci":
+        # The text of a job's steps as the CircleCI UI shows them, one after another.
+        line("Spin up environment")
+        line("Build-agent version 1.0.253456-7c5e2a3b (2026-11-18T10:12:44+0000)")
+        line("Starting container cimg/base:2024.11")
+        for i, (cmd, text) in enumerate(steps):
+            line("#!/bin/bash -eo pipefail")
+            for c in cmd.splitlines():
+                line(c)
+            body(text)
+            if i == len(steps) - 1:
+                line("")
+                line(f"Exited with code exit status {code}")
+    elif ci == "travis":
+        line("travis_fold:start:worker_info\r\x1b[0K\x1b[33;1mWorker information\x1b[0m")
+        line("hostname: 3c1e7b2a-travis-job")
+        line("travis_fold:end:worker_info\r\x1b[0K")
+        for i, (cmd, text) in enumerate(steps):
+            line(f"travis_time:start:0a{i:02x}c\r\x1b[0K$ {cmd}")
+            body(text)
+            line(f"travis_time:end:0a{i:02x}c:start={T0}000000000,finish={T0 + 9}000000000,duration=9000000000,event=script\r\x1b[0K")
+        line(f"\x1b[31;1mThe command \"{steps[-1][0]}\" exited with {code}.\x1b[0m")
+        line("")
+        line("Done. Your build exited with 1.")
+    elif ci == "buildkite":
+        ts = lambda i: f"_bk;t={(T0 + i) * 1000}\x07"  # noqa: E731
+        line(f"{ts(0)}~~~ Preparing working directory")
+        line(f"{ts(1)}$ cd {WORKSPACE['buildkite']}")
+        line(f"{ts(1)}$ git fetch -v --prune -- origin main")
+        line(f"{ts(2)}~~~ Running commands")
+        for cmd, text in steps:
+            line(f"{ts(3)}$ {cmd}")
+            for l in text.splitlines():
+                line(f"{ts(4)}{l}")
+        line(f"{ts(9)}🚨 Error: The command exited with status {code}")
+        line(f"{ts(9)}^^^ +++")
+        line(f"{ts(9)}user command error: exit status {code}")
+    else:
+        raise SystemExit(f"unknown CI {ci}")
+    return "\n".join(out) + "\n"
+
+
+def generate(case):
+    name, ci = case["name"], case["ci"]
+    with tempfile.TemporaryDirectory(prefix="corpus-") as tmp:
+        work = Path(tmp) / "widgets"
+        work.mkdir()
+        for rel, text in case["files"].items():
+            p = work / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(textwrap.dedent(text).lstrip("\n"))
+        env = dict(os.environ)
+        env.update(case.get("env", {}))
+        env["HOME"] = env.get("CORPUS_HOME", os.environ["HOME"])
+        env["NO_COLOR"] = env.get("NO_COLOR", "")
+        # What the CI image would already hold; not part of the job's log.
+        for cmd in case.get("prepare", []):
+            code, text = run(cmd, work, env)
+            if code != 0:
+                raise SystemExit(f"{name}: prepare `{cmd}` failed ({code}):\n{text}")
+        steps = []
+        for cmd in case.get("setup", []):
+            code, text = run(cmd, work, env)
+            if code != 0:
+                raise SystemExit(f"{name}: setup `{cmd}` failed ({code}):\n{text}")
+            steps.append((cmd, text))
+        code, text = run(case["run"], work, env)
+        if code == 0:
+            raise SystemExit(f"{name}: `{case['run']}` succeeded:\n{text}")
+        steps.append((case["run"], text))
+        log = lay_out(ci, steps, code)
+        log = log.replace(str(work), WORKSPACE[ci]).replace(tmp, "/tmp")
+    target = OUT / case["language"] / f"{name}.log"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(log)
+    print(f"{target.relative_to(ROOT)}: exit {code}, {len(log.splitlines())} lines")
+
+
+def main():
+    wanted = set(sys.argv[1:])
+    for case in CASES:
+        if not wanted or case["name"] in wanted:
+            generate(case)
+
+
+if __name__ == "__main__":
+    main()
