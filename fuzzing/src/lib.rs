@@ -10,7 +10,7 @@ use std::path::{Component, Path};
 
 use pulldown_cmark::{Event, Parser, Tag, TagEnd};
 use selfheal_engine::changes::{check_path, ChangeSet};
-use selfheal_engine::diagnose::diagnose;
+use selfheal_engine::diagnose::{clean_line, diagnose};
 use selfheal_engine::heal::refuses;
 use selfheal_shared::events::{
     CheckRunEvent, CheckSuiteEvent, IssueCommentEvent, PullRequestEvent, StatusEvent,
@@ -112,7 +112,7 @@ pub fn patch_diff(data: &[u8]) {
 }
 
 /// Lines of a diagnosis's excerpt at most: a few lines that say why, never the log.
-pub const EXCERPT_LINES: usize = 14;
+pub const EXCERPT_LINES: usize = 20;
 
 /// A CI log (any bytes: logs are not always UTF-8) diagnosed: the excerpt stays a few lines.
 pub fn ci_log(data: &[u8]) {
@@ -125,6 +125,48 @@ pub fn ci_log(data: &[u8]) {
         d.excerpt
     );
     assert!(!d.fingerprint.is_empty(), "no fingerprint");
+    // The excerpt is the log's own lines, cleaned, at the line numbers it names.
+    let raw: Vec<&str> = log.lines().collect();
+    let numbers = &d.excerpt_lines;
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "excerpt lines out of order: {numbers:?}"
+    );
+    assert!(
+        numbers.iter().all(|&n| (1..=raw.len()).contains(&n)),
+        "an excerpt line outside the log's {} lines: {numbers:?}",
+        raw.len()
+    );
+    if !numbers.is_empty() {
+        let shown: Vec<&str> = d.excerpt.split('\n').collect();
+        assert_eq!(
+            shown.len(),
+            numbers.len(),
+            "{:?} for {numbers:?}",
+            d.excerpt
+        );
+        for (&n, text) in numbers.iter().zip(shown) {
+            let clean = clean_line(raw[n - 1]);
+            let clean = clean.strip_prefix("##[error]").unwrap_or(&clean);
+            let same = text == clean
+                || (text.ends_with('…') && clean.starts_with(text.trim_end_matches('…')));
+            assert!(same, "excerpt line {n} is {text:?}, the log's is {clean:?}");
+        }
+    }
+    // What a log names is bounded, and a culprit is a path inside the repository.
+    assert!(
+        d.failing_tests.len() <= 50,
+        "{} failing tests",
+        d.failing_tests.len()
+    );
+    if let Some(path) = &d.culprit_file {
+        assert!(
+            !path.starts_with('/')
+                && !path.contains('\\')
+                && path.split('/').all(|part| part != ".."),
+            "culprit {path:?}"
+        );
+    }
 }
 
 /// A path as a sandbox or a log may name it: accepted only when it stays inside the

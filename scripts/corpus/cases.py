@@ -80,6 +80,7 @@ CASES = [
         "files": INVENTORY,
         "setup": [PY_VENV],
         "run": ". .venv/bin/activate && pytest -q",
+        "after": ["rm -rf .pytest_cache && echo cache removed"],
     },
     {
         "name": "pytest-import-error",
@@ -197,6 +198,7 @@ CASES = [
         },
         "setup": ["npm install --no-audit --no-fund --loglevel=error", "rm -rf node_modules && npm ci --no-audit --no-fund"],
         "run": "npm test",
+        "after": ["npm ls --depth=0"],
     },
     {
         "name": "vitest-assertion",
@@ -336,6 +338,21 @@ CASES = [
         },
         "run": "sh scripts/check-version.sh",
     },
+    {
+        "name": "smoke-test-script",
+        "language": "shell",
+        "ci": "buildkite",
+        "files": {
+            "scripts/smoke.sh": """
+                #!/bin/sh
+                set -e
+                echo "starting the smoke test against the staging build"
+                curl -sS --max-time 5 http://127.0.0.1:9/health
+                echo "healthy"
+            """,
+        },
+        "run": "sh scripts/smoke.sh",
+    },
     # ---- Rust -------------------------------------------------------------------------
     {
         "name": "cargo-build-e0308",
@@ -405,6 +422,22 @@ CASES = [
         ],
         "run": "cargo build --locked --color never",
     },
+    {
+        "name": "cargo-clippy-color",
+        "language": "rust",
+        "ci": "github",
+        "files": {
+            "Cargo.toml": CARGO_TOML,
+            "src/lib.rs": """
+                pub fn is_empty(items: &Vec<u32>) -> bool {
+                    items.len() == 0
+                }
+            """,
+        },
+        "setup": ["cargo generate-lockfile -q"],
+        # GitHub keeps colours in its logs; CI often forces them on.
+        "run": "cargo clippy --locked --color always -- -D warnings",
+    },
     # ---- Go ---------------------------------------------------------------------------
     {
         "name": "go-build-undefined",
@@ -426,6 +459,7 @@ CASES = [
         "env": {"GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOCACHE": "/tmp/corpus-gocache"},
         "setup": ["go version"],
         "run": "go build ./...",
+        "after": ["rm -rf bin && echo workspace cleaned"],
     },
     {
         "name": "go-test-failure",
@@ -695,7 +729,7 @@ CASES = [
     },
     # ---- Bazel ------------------------------------------------------------------------
     {
-        "name": "bazel-cc-error",
+        "name": "bazel-fetch-offline",
         "language": "cpp",
         "ci": "jenkins",
         "files": {

@@ -43,9 +43,9 @@ WORKSPACE = {
 T0 = 1795000000
 
 
-def run(cmd, cwd, env):
+def run(cmd, cwd, env, shell=("bash", "-c")):
     p = subprocess.run(
-        ["bash", "-c", cmd],
+        [*shell, cmd],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -64,8 +64,10 @@ def iso(i):
     ) + "0Z"
 
 
-def lay_out(ci, steps, code):
-    """steps: [(command, output)]; the last one failed with `code`."""
+def lay_out(ci, steps, code, after_script=None):
+    """steps: [(command, output)]; the last one failed with `code`. after_script: commands
+    the CI runs after the failure (GitLab's after_script, Jenkins' post, Travis'
+    after_failure) with their output."""
     out = []
     n = [0]
 
@@ -101,9 +103,18 @@ def lay_out(ci, steps, code):
         for cmd, text in steps:
             line(f"\x1b[32;1m$ {cmd}\x1b[0;m")
             body(text)
-        line(f"section_end:{T0 + 60}:step_script\r\x1b[0K")
-        line(f"section_start:{T0 + 60}:cleanup_file_variables\r\x1b[0K\x1b[0K\x1b[36;1mCleaning up project directory and file based variables\x1b[0;m\x1b[0;m")
-        line(f"section_end:{T0 + 61}:cleanup_file_variables\r\x1b[0K")
+        # gitlab-runner writes no newline after `section_end:…\r ESC[0K`: the next section's
+        # header shares the physical line (helpers/build_section.go).
+        after = after_script or []
+        if after:
+            line(f"section_end:{T0 + 60}:step_script\r\x1b[0Ksection_start:{T0 + 60}:after_script\r\x1b[0K\x1b[0K\x1b[36;1mRunning after_script\x1b[0;m\x1b[0;m")
+            for cmd, text in after:
+                line(f"\x1b[32;1m$ {cmd}\x1b[0;m")
+                body(text)
+            line(f"section_end:{T0 + 61}:after_script\r\x1b[0Ksection_start:{T0 + 61}:cleanup_file_variables\r\x1b[0K\x1b[0K\x1b[36;1mCleaning up project directory and file based variables\x1b[0;m\x1b[0;m")
+        else:
+            line(f"section_end:{T0 + 60}:step_script\r\x1b[0Ksection_start:{T0 + 60}:cleanup_file_variables\r\x1b[0K\x1b[0K\x1b[36;1mCleaning up project directory and file based variables\x1b[0;m\x1b[0;m")
+        line(f"section_end:{T0 + 62}:cleanup_file_variables\r\x1b[0K")
         line(f"\x1b[31;1mERROR: Job failed: exit code {code}\x1b[0;m")
     elif ci == "jenkins":
         line("Started by user Ada")
@@ -114,12 +125,18 @@ def lay_out(ci, steps, code):
         line("[Pipeline] stage")
         line("[Pipeline] { (Build and test)")
         for cmd, text in steps:
+            # Jenkins runs `sh -xe`: the `+ ` lines in `text` are the shell's own trace.
             line("[Pipeline] sh")
-            for c in cmd.splitlines():
-                line(f"+ {c}")
             body(text)
         line("[Pipeline] }")
         line("[Pipeline] // stage")
+        for cmd, text in after_script or []:
+            line("[Pipeline] stage")
+            line("[Pipeline] { (Declarative: Post Actions)")
+            line("[Pipeline] sh")
+            body(text)
+            line("[Pipeline] }")
+            line("[Pipeline] // stage")
         line("[Pipeline] }")
         line("[Pipeline] // node")
         line("[Pipeline] End of Pipeline")
@@ -145,23 +162,38 @@ def lay_out(ci, steps, code):
         for i, (cmd, text) in enumerate(steps):
             line(f"travis_time:start:0a{i:02x}c\r\x1b[0K$ {cmd}")
             body(text)
-            line(f"travis_time:end:0a{i:02x}c:start={T0}000000000,finish={T0 + 9}000000000,duration=9000000000,event=script\r\x1b[0K")
+            line(f"travis_time:end:0a{i:02x}c:start={T0 + 9 * i}000000000,finish={T0 + 9 * i + 8}000000000,duration=8000000000,event=script\r\x1b[0K")
+            # travis-build's travis_result reports every script command, passing ones too.
+            if i < len(steps) - 1:
+                line(f"\x1b[32;1mThe command \"{cmd}\" exited with 0.\x1b[0m")
+                line("")
         line(f"\x1b[31;1mThe command \"{steps[-1][0]}\" exited with {code}.\x1b[0m")
+        for cmd, text in after_script or []:
+            line(f"travis_fold:start:after_failure\r\x1b[0K$ {cmd}")
+            body(text)
+            line("travis_fold:end:after_failure\r\x1b[0K")
         line("")
         line("Done. Your build exited with 1.")
     elif ci == "buildkite":
-        ts = lambda i: f"_bk;t={(T0 + i) * 1000}\x07"  # noqa: E731
-        line(f"{ts(0)}~~~ Preparing working directory")
-        line(f"{ts(1)}$ cd {WORKSPACE['buildkite']}")
-        line(f"{ts(1)}$ git fetch -v --prune -- origin main")
-        line(f"{ts(2)}~~~ Running commands")
-        for cmd, text in steps:
-            line(f"{ts(3)}$ {cmd}")
+        # buildkite-agent's timestamps are application program commands: ESC _bk;t=<ms> BEL.
+        clock = [T0 * 1000]
+
+        def ts():
+            clock[0] += 37
+            return f"\x1b_bk;t={clock[0]}\x07"
+
+        line(f"{ts()}~~~ Preparing working directory")
+        line(f"{ts()}$ cd {WORKSPACE['buildkite']}")
+        line(f"{ts()}$ git fetch -v --prune -- origin main")
+        line(f"{ts()}~~~ Running commands")
+        # The agent echoes the step's command script once; its commands' output follows.
+        line(f"{ts()}$ {' && '.join(cmd for cmd, _ in steps)}")
+        for _, text in steps:
             for l in text.splitlines():
-                line(f"{ts(4)}{l}")
-        line(f"{ts(9)}🚨 Error: The command exited with status {code}")
-        line(f"{ts(9)}^^^ +++")
-        line(f"{ts(9)}user command error: exit status {code}")
+                line(f"{ts()}{l}")
+        line(f"{ts()}^^^ +++")
+        line(f"{ts()}🚨 Error: The command exited with status {code}")
+        line(f"{ts()}user command error: exit status {code}")
     else:
         raise SystemExit(f"unknown CI {ci}")
     return "\n".join(out) + "\n"
@@ -185,17 +217,20 @@ def generate(case):
             code, text = run(cmd, work, env)
             if code != 0:
                 raise SystemExit(f"{name}: prepare `{cmd}` failed ({code}):\n{text}")
+        # Jenkins' `sh` step runs its script with `sh -xe`: the trace is part of the log.
+        shell = ("sh", "-xec") if ci == "jenkins" else ("bash", "-c")
         steps = []
         for cmd in case.get("setup", []):
-            code, text = run(cmd, work, env)
+            code, text = run(cmd, work, env, shell)
             if code != 0:
                 raise SystemExit(f"{name}: setup `{cmd}` failed ({code}):\n{text}")
             steps.append((cmd, text))
-        code, text = run(case["run"], work, env)
+        code, text = run(case["run"], work, env, shell)
         if code == 0:
             raise SystemExit(f"{name}: `{case['run']}` succeeded:\n{text}")
         steps.append((case["run"], text))
-        log = lay_out(ci, steps, code)
+        after = [(cmd, run(cmd, work, env, shell)[1]) for cmd in case.get("after", [])]
+        log = lay_out(ci, steps, code, after)
         log = log.replace(str(work), WORKSPACE[ci]).replace(tmp, "/tmp")
     target = OUT / case["language"] / f"{name}.log"
     target.parent.mkdir(parents=True, exist_ok=True)

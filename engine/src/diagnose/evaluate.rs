@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{diagnose, Ci};
+use super::{clean_line, diagnose, failed_step, Ci};
 
 #[derive(Debug, Deserialize)]
 pub struct Labelled {
@@ -23,9 +23,12 @@ pub struct Labelled {
     #[serde(default)]
     pub language: Option<String>,
     /// Text that marks the lines saying why the build failed: every line of the log holding
-    /// one of these is one (corpus only).
+    /// one of these, once cleaned (`clean_line`), is one (corpus only).
     #[serde(default)]
     pub explains: Vec<String>,
+    /// The failing tests the log names, in its order (corpus only; unchecked when absent).
+    #[serde(default)]
+    pub failing_tests: Option<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -38,19 +41,30 @@ pub struct Outcome {
     pub culprit_file_ok: bool,
     pub culprit_line_ok: bool,
     pub ci_ok: bool,
+    pub failing_tests_ok: bool,
     pub got: String,
     pub want: String,
     /// Line numbers (from 1) labelled as explaining the failure; empty when not labelled.
     pub labelled: BTreeSet<usize>,
     /// The excerpt's line numbers.
     pub excerpt: BTreeSet<usize>,
-    /// What `grep -iE 'error|fail'` over the whole log would show, the baseline.
+    /// Baselines: what `grep -iE 'error|fail'` over the whole log shows, the same grep over
+    /// the failed step's output only, and the step's last 20 lines.
     pub grep: BTreeSet<usize>,
+    pub grep_step: BTreeSet<usize>,
+    pub tail: BTreeSet<usize>,
+    /// The excerpt as users and the model see it, line for line with `excerpt`.
+    pub excerpt_text: String,
 }
 
 impl Outcome {
     pub fn exact(&self) -> bool {
-        self.class_ok && self.tool_ok && self.culprit_file_ok && self.culprit_line_ok && self.ci_ok
+        self.class_ok
+            && self.tool_ok
+            && self.culprit_file_ok
+            && self.culprit_line_ok
+            && self.ci_ok
+            && self.failing_tests_ok
     }
 }
 
@@ -69,6 +83,9 @@ pub enum EvaluateError {
     #[error("{file}: the label {label:?} marks no line of the log")]
     Label { file: String, label: String },
 }
+
+/// The tail baseline's length, the excerpt's largest size.
+const TAIL: usize = 20;
 
 static GREP_BASELINE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)error|fail").expect("static regex"));
@@ -96,7 +113,9 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
         let bytes = read(&l.file)?;
         let text = String::from_utf8_lossy(&bytes);
         let d = diagnose(&text);
-        let plain: Vec<String> = text.lines().map(strip_ansi_escapes::strip_str).collect();
+        // Labels mark lines as a reader sees them: cleaned as the parsers see them (no
+        // timestamps, colours or checkout directory).
+        let plain: Vec<String> = text.lines().map(clean_line).collect();
         let mut labelled = BTreeSet::new();
         for label in &l.explains {
             let before = labelled.len();
@@ -120,6 +139,15 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
             .filter(|(_, line)| GREP_BASELINE.is_match(line))
             .map(|(i, _)| i + 1)
             .collect();
+        let step = failed_step(&text);
+        let grep_step = step
+            .numbers
+            .iter()
+            .zip(&step.lines)
+            .filter(|(_, line)| GREP_BASELINE.is_match(line))
+            .map(|(n, _)| *n)
+            .collect();
+        let tail = step.numbers.iter().rev().take(TAIL).copied().collect();
         out.push(Outcome {
             bytes: bytes.len(),
             language: l.language.clone().unwrap_or_else(|| "unlabelled".into()),
@@ -128,21 +156,34 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
             culprit_file_ok: d.culprit_file == l.culprit_file,
             culprit_line_ok: d.culprit_line == l.culprit_line,
             ci_ok: l.ci.is_none_or(|ci| ci == d.ci),
+            failing_tests_ok: l
+                .failing_tests
+                .as_ref()
+                .is_none_or(|tests| *tests == d.failing_tests),
             got: format!(
-                "{} {:?} {:?}:{:?} {:?}",
+                "{} {:?} {:?}:{:?} {:?} {:?}",
                 d.class.as_str(),
                 d.tool,
                 d.culprit_file,
                 d.culprit_line,
-                d.ci
+                d.ci,
+                d.failing_tests
             ),
             want: format!(
-                "{} {:?} {:?}:{:?} {:?}",
-                l.failure_class, l.tool, l.culprit_file, l.culprit_line, l.ci
+                "{} {:?} {:?}:{:?} {:?} {:?}",
+                l.failure_class,
+                l.tool,
+                l.culprit_file,
+                l.culprit_line,
+                l.ci,
+                l.failing_tests.as_deref().unwrap_or_default()
             ),
             labelled,
             excerpt: d.excerpt_lines.iter().copied().collect(),
+            excerpt_text: d.excerpt.clone(),
             grep,
+            grep_step,
+            tail,
             file: l.file,
         });
     }
@@ -156,13 +197,27 @@ pub struct LineScore {
     pub chosen: usize,
     pub labelled: usize,
     pub both: usize,
+    /// Sums of each log's own precision and recall, and how many logs, for macro averages.
+    pub precision_sum: f64,
+    pub recall_sum: f64,
+    pub logs: usize,
 }
 
 impl LineScore {
     pub fn add(&mut self, chosen: &BTreeSet<usize>, labelled: &BTreeSet<usize>) {
+        let both = chosen.intersection(labelled).count();
         self.chosen += chosen.len();
         self.labelled += labelled.len();
-        self.both += chosen.intersection(labelled).count();
+        self.both += both;
+        self.precision_sum += both as f64 / chosen.len().max(1) as f64;
+        self.recall_sum += both as f64 / labelled.len().max(1) as f64;
+        self.logs += 1;
+    }
+
+    /// Precision and recall averaged over logs (each log counts once, however long).
+    pub fn macro_averages(&self) -> (f64, f64) {
+        let n = self.logs.max(1) as f64;
+        (self.precision_sum / n, self.recall_sum / n)
     }
 
     pub fn precision(&self) -> f64 {

@@ -8,16 +8,19 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// Timestamps CI systems put before each line: GitHub's `2026-11-20T09:14:04.0960000Z `,
-/// GitLab's `2026-11-20T09:14:04.096761Z 01O `, Jenkins' timestamper `[2026-11-20T09:14:04.096Z] `.
+/// GitLab's `2026-11-20T09:14:04.096761Z 01O ` (stream `O`/`E`, then ` ` or `+` for a
+/// continued line), Jenkins' timestamper `[2026-11-20T09:14:04.096Z] `.
 static TIMESTAMP: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"^(?:\[\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z\] |\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z (?:\d{2}[OE]\+? )?)",
+        r"^(?:\[\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z\] |\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z (?:[0-9a-f]{2}[OE][ +])?)",
     )
     .expect("static regex")
 });
-/// Buildkite's per-line timestamp (`_bk;t=1795000000000` ended by BEL).
+/// Buildkite's per-line timestamp: an application program command, `ESC _bk;t=<ms>` ended by
+/// BEL (or `ESC \`). Removed before colours: a colour stripper would eat the characters
+/// after a lone ESC.
 static BUILDKITE_TS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"_bk;t=\d+\x07").expect("static regex"));
+    LazyLock::new(|| Regex::new(r"\x1b?_bk;t=\d+(?:\x07|\x1b\\)").expect("static regex"));
 /// Each CI's checkout directory, stripped so that culprits are repository-relative: GitHub's
 /// `/home/runner/work/<repo>/<repo>/` (`D:\a\…`, `/__w/…`, macOS), GitLab's
 /// `/builds/<group>/<project>/`, Jenkins' `…/workspace/<job>/`, CircleCI's
@@ -38,8 +41,11 @@ static WORKSPACE: LazyLock<Regex> = LazyLock::new(|| {
 /// first message (`:compileJava/home/runner/…/Basket.java:9: error: …`).
 static GRADLE_TASK: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^:[a-z][A-Za-z0-9]*/").expect("static regex"));
-static TRAVIS_FAILED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"^The command "(.*)" exited with (\d+)\.$"#).expect("static regex")
+/// Travis reports every script command's status (`exited with 0` too), and a failure of an
+/// earlier phase as `failed and exited with N during install`.
+static TRAVIS_RESULT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^The command "(.*)" (?:failed and )?exited with (\d+)(?: during \S+)?\.$"#)
+        .expect("static regex")
 });
 
 /// The CI system whose layout a log has.
@@ -96,11 +102,16 @@ pub fn clean_line(raw: &str) -> String {
     }
 }
 
+/// Stands in for tabs while colours are stripped: the stripper drops them (`FAIL\tpkg` would
+/// become `FAILpkg`).
+const TAB: char = '\u{E000}';
+
 fn visible(s: &str) -> String {
     if s.contains('\u{1b}') {
         // `ESC ( B` (select charset) survives some strippers as a bare `(B`.
-        strip_ansi_escapes::strip_str(s)
+        strip_ansi_escapes::strip_str(s.replace('\t', &TAB.to_string()))
             .replace("(B", "")
+            .replace(TAB, "\t")
             .trim_end()
             .to_string()
     } else {
@@ -117,13 +128,16 @@ fn which_ci(lines: &[String]) -> Ci {
         if l.starts_with("Running with gitlab-runner") || l.starts_with("ERROR: Job failed") {
             return Ci::Gitlab;
         }
-        if l.starts_with("[Pipeline] ") || l.starts_with("ERROR: script returned exit code") {
+        if l.starts_with("[Pipeline] ")
+            || l.starts_with("ERROR: script returned exit code")
+            || (l.starts_with("Build step '") && l.ends_with("marked build as failure"))
+        {
             return Ci::Jenkins;
         }
         if l.starts_with("Exited with code exit status") || l == "#!/bin/bash -eo pipefail" {
             return Ci::Circleci;
         }
-        if TRAVIS_FAILED.is_match(l) || l.starts_with("travis_") {
+        if TRAVIS_RESULT.is_match(l) || l.starts_with("travis_") {
             return Ci::Travis;
         }
         if l.starts_with("🚨 Error: The command exited with status") || l.starts_with("~~~ ") {
@@ -142,69 +156,80 @@ fn which_ci(lines: &[String]) -> Ci {
 /// `$ `, `+ `, `#!/bin/bash -eo pipefail` then the command): the failing step runs from the
 /// last command echoed before the end to the end.
 pub fn failed_step(raw: &str) -> FailedStep {
-    let lines: Vec<String> = raw.lines().map(clean_line).collect();
-    let ci = which_ci(&lines);
-    let ends_at = |marker: &dyn Fn(&str) -> bool| lines.iter().position(|l| marker(l));
-    let end = match ci {
-        Ci::GithubActions => {
-            ends_at(&|l| l.starts_with("##[error]Process completed with exit code"))
-        }
-        Ci::Gitlab => ends_at(&|l| l.starts_with("ERROR: Job failed")),
-        Ci::Jenkins => ends_at(&|l| l.starts_with("ERROR: script returned exit code"))
-            .or_else(|| ends_at(&|l| l.starts_with("Finished: FAILURE"))),
-        Ci::Circleci => ends_at(&|l| {
-            l.starts_with("Exited with code exit status")
-                || l.starts_with("CircleCI received exit code")
-        }),
-        Ci::Travis => ends_at(&|l| TRAVIS_FAILED.is_match(l)),
-        Ci::Buildkite => ends_at(&|l| l.starts_with("🚨 Error: The command exited")),
-        Ci::Plain => None,
-    }
-    .unwrap_or(lines.len());
+    failed_step_in(raw, None)
+}
+
+/// [`failed_step`] of a log whose layout is known (the worker's logs all come from GitHub
+/// Actions): no output line can then pass for another CI's marker, and a log whose step
+/// header was cut off has no command rather than some echoed-looking line.
+pub fn failed_step_as(raw: &str, ci: Ci) -> FailedStep {
+    failed_step_in(raw, Some(ci))
+}
+
+fn failed_step_in(raw: &str, known: Option<Ci>) -> FailedStep {
+    let raw_lines: Vec<&str> = raw.lines().collect();
+    let lines: Vec<String> = raw_lines.iter().map(|l| clean_line(l)).collect();
+    let ci = known.unwrap_or_else(|| which_ci(&lines));
+    let end = end_of_step(ci, &raw_lines, &lines);
     let before = &lines[..end];
-    // (index of the echo line, the command, index of the first output line)
-    let echo: Option<(usize, String, usize)> = match ci {
+    let echoed = |i: usize, prefix: &str| (lines[i][prefix.len()..].trim().to_string(), i + 1);
+    // (the command, index of the first output line)
+    let echo: Option<(String, usize)> = match ci {
+        // The group holds the step's script, shell and environment; output follows it.
         Ci::GithubActions => before
             .iter()
             .rposition(|l| l.starts_with("##[group]Run "))
             .map(|i| {
-                (
-                    i,
-                    lines[i]["##[group]Run ".len()..].trim().to_string(),
-                    i + 1,
-                )
+                let (command, _) = echoed(i, "##[group]Run ");
+                let output = (i + 1..end)
+                    .find(|&j| lines[j].starts_with("##[endgroup]"))
+                    .map_or(i + 1, |j| j + 1);
+                (command, output)
             }),
         Ci::Gitlab | Ci::Buildkite => before
             .iter()
             .rposition(|l| l.starts_with("$ "))
-            .map(|i| (i, lines[i][2..].trim().to_string(), i + 1)),
+            .map(|i| echoed(i, "$ ")),
         Ci::Travis => {
             // Travis names the failed command; it was echoed as `$ <command>`.
             let named = lines
                 .get(end)
-                .and_then(|l| TRAVIS_FAILED.captures(l))
+                .and_then(|l| TRAVIS_RESULT.captures(l))
                 .map(|c| format!("$ {}", &c[1]));
             before
                 .iter()
                 .rposition(|l| Some(l) == named.as_ref())
                 .or_else(|| before.iter().rposition(|l| l.starts_with("$ ")))
-                .map(|i| (i, lines[i][2..].trim().to_string(), i + 1))
+                .map(|i| echoed(i, "$ "))
         }
-        Ci::Jenkins => before
-            .iter()
-            .rposition(|l| l.starts_with("+ "))
-            .map(|i| (i, lines[i][2..].trim().to_string(), i + 1)),
+        Ci::Jenkins => {
+            // The last `sh` (or `bat`, `powershell`) step before the end; its first xtrace
+            // line is the command. A freestyle job has no steps: its last xtrace line is.
+            let step = before.iter().rposition(|l| {
+                ["sh", "bat", "powershell", "pwsh"]
+                    .iter()
+                    .any(|s| l.strip_prefix("[Pipeline] ") == Some(s))
+            });
+            match step {
+                // Output starts after the command's echo; later `+ ` lines (the script's
+                // next commands, or a diff's added lines) stay.
+                Some(i) => (i + 1..end)
+                    .find(|&j| lines[j].starts_with("+ "))
+                    .map(|j| echoed(j, "+ ")),
+                None => before
+                    .iter()
+                    .rposition(|l| l.starts_with("+ "))
+                    .map(|i| echoed(i, "+ ")),
+            }
+        }
         Ci::Circleci => before
             .iter()
-            .rposition(|l| l == "#!/bin/bash -eo pipefail")
-            .and_then(|i| {
-                let command = lines.get(i + 1)?.trim().to_string();
-                Some((i, command, i + 2))
-            }),
+            .rposition(|l| l.starts_with("#!/bin/bash"))
+            .and_then(|i| Some((lines.get(i + 1)?.trim().to_string(), i + 2))),
         Ci::Plain => None,
     };
     let (command, from) = match echo {
-        Some((_, command, from)) => (Some(command), from),
+        Some((command, from)) => (Some(command), from),
         None => (None, 0),
     };
     let mut step = FailedStep {
@@ -221,6 +246,50 @@ pub fn failed_step(raw: &str) -> FailedStep {
         step.numbers.push(i + 1);
     }
     step
+}
+
+/// Where the failed step's output ends (exclusive), from each CI's marker for it.
+fn end_of_step(ci: Ci, raw: &[&str], lines: &[String]) -> usize {
+    let first = |marker: &dyn Fn(&str) -> bool| lines.iter().position(|l| marker(l));
+    let end = match ci {
+        // The last failure: a `continue-on-error` step that failed earlier reports one too.
+        Ci::GithubActions => lines
+            .iter()
+            .rposition(|l| l.starts_with("##[error]Process completed with exit code")),
+        // The script's section ends before `after_script` and the artifact upload, which
+        // echo commands of their own. The markers hide behind carriage returns and share a
+        // line with the next section's header, so the raw lines are searched.
+        Ci::Gitlab => raw
+            .iter()
+            .position(|l| {
+                (l.contains("section_end:")
+                    && (l.contains(":step_script") || l.contains(":build_script")))
+                    || (l.contains("section_start:")
+                        && (l.contains(":after_script") || l.contains(":upload_artifacts")))
+            })
+            .or_else(|| first(&|l| l.starts_with("ERROR: Job failed"))),
+        // Post actions and the stages skipped after the failure come before the final
+        // `ERROR: script returned exit code`.
+        Ci::Jenkins => first(&|l| {
+            l == "[Pipeline] { (Declarative: Post Actions)"
+                || l.contains("skipped due to earlier failure")
+        })
+        .or_else(|| first(&|l| l.starts_with("ERROR: script returned exit code")))
+        .or_else(|| {
+            first(&|l| {
+                (l.starts_with("Build step '") && l.ends_with("marked build as failure"))
+                    || l.starts_with("Finished: FAILURE")
+            })
+        }),
+        Ci::Circleci => first(&|l| {
+            l.starts_with("Exited with code exit status")
+                || l.starts_with("CircleCI received exit code")
+        }),
+        Ci::Travis => first(&|l| TRAVIS_RESULT.captures(l).is_some_and(|c| &c[2] != "0")),
+        Ci::Buildkite => first(&|l| l.starts_with("🚨 Error: The command exited")),
+        Ci::Plain => None,
+    };
+    end.unwrap_or(lines.len())
 }
 
 /// The CI's own lines inside a step (groups, folds, section headers), not the tools' output.
@@ -282,8 +351,8 @@ mod tests {
         let step = failed_step(log);
         assert_eq!(step.ci, Ci::GithubActions);
         assert_eq!(step.command.as_deref(), Some("cargo test"));
-        assert_eq!(step.lines, vec!["cargo test", "boom"]);
-        assert_eq!(step.numbers, vec![5, 7]);
+        assert_eq!(step.lines, vec!["boom"]);
+        assert_eq!(step.numbers, vec![7]);
     }
 
     /// Each CI's layout (from its documented format): the step is the last command's output.
@@ -326,5 +395,100 @@ mod tests {
         let plain = failed_step("compiling\nerror: boom\n");
         assert_eq!((plain.ci, plain.command), (Ci::Plain, None));
         assert_eq!(plain.lines.len(), 2);
+    }
+
+    /// What runs after the failure, or before it and passed, is not the failed step: each
+    /// case's `boom` is the only line kept, and its line number is the raw log's.
+    #[test]
+    fn steps_around_the_failure_are_left_out() {
+        let cases = [
+            // GitLab: `after_script` echoes commands too; its section starts on the line that
+            // ends the script's (the runner writes no newline after `section_end`).
+            (
+                Ci::Gitlab,
+                "Running with gitlab-runner 17.5.3\n$ pytest\nboom\nsection_end:2:step_script\r\u{1b}[0Ksection_start:2:after_script\r\u{1b}[0K\u{1b}[36;1mRunning after_script\u{1b}[0;m\n$ rm -rf cache\nsection_end:3:after_script\r\u{1b}[0K\nERROR: Job failed: exit code 1\n",
+                3,
+            ),
+            // Jenkins: post actions run an `sh` of their own before the final ERROR line.
+            (
+                Ci::Jenkins,
+                "[Pipeline] sh\n+ pytest\nboom\n[Pipeline] }\n[Pipeline] stage\n[Pipeline] { (Declarative: Post Actions)\n[Pipeline] sh\n+ rm -rf cache\n[Pipeline] }\nERROR: script returned exit code 1\nFinished: FAILURE\n",
+                3,
+            ),
+            // Jenkins: a freestyle job (no pipeline steps).
+            (
+                Ci::Jenkins,
+                "Started by user Ada\n+ pytest\nboom\nBuild step 'Execute shell' marked build as failure\nFinished: FAILURE\n",
+                3,
+            ),
+            // Travis: every script command reports its status, passing ones too.
+            (
+                Ci::Travis,
+                "$ flake8\n\nThe command \"flake8\" exited with 0.\n$ pytest\nboom\n\nThe command \"pytest\" exited with 1.\n",
+                5,
+            ),
+            // GitHub: a `continue-on-error` step failed first; the job failed later.
+            (
+                Ci::GithubActions,
+                "##[group]Run flake8\nflake8\n##[endgroup]\nwarned\n##[error]Process completed with exit code 1.\n##[group]Run pytest\npytest\n##[endgroup]\nboom\n##[error]Process completed with exit code 1.\n",
+                9,
+            ),
+            // Buildkite: timestamps are escape sequences (`ESC _bk;t=… BEL`).
+            (
+                Ci::Buildkite,
+                "\u{1b}_bk;t=1795000000000\u{7}~~~ Running commands\n\u{1b}_bk;t=1795000001000\u{7}$ pytest\n\u{1b}_bk;t=1795000002000\u{7}boom\n\u{1b}_bk;t=1795000003000\u{7}🚨 Error: The command exited with status 1\n",
+                3,
+            ),
+            (
+                Ci::Circleci,
+                "#!/bin/bash -eo pipefail\npytest\nboom\nCircleCI received exit code 1\n",
+                3,
+            ),
+        ];
+        for (ci, log, line) in cases {
+            let step = failed_step(log);
+            assert_eq!(step.ci, ci, "{log:?}");
+            assert_eq!(step.command.as_deref(), Some("pytest"), "{ci:?}");
+            let shown: Vec<(usize, &str)> = step
+                .numbers
+                .iter()
+                .copied()
+                .zip(step.lines.iter().map(String::as_str))
+                .filter(|(_, l)| !l.is_empty() && *l != "Running after_script")
+                .collect();
+            assert_eq!(shown, vec![(line, "boom")], "{ci:?}");
+        }
+        let travis = failed_step(
+            "$ pip install -r requirements.txt\nno such file\nThe command \"pip install -r requirements.txt\" failed and exited with 1 during install.\n",
+        );
+        assert_eq!(
+            travis.command.as_deref(),
+            Some("pip install -r requirements.txt")
+        );
+        assert_eq!(travis.lines, vec!["no such file"]);
+    }
+
+    /// A GitHub log is read as one whatever its output says: a cut-off log whose `Run` header
+    /// is gone has no command, rather than a line of output that looks like another CI's echo.
+    #[test]
+    fn a_known_layout_is_not_guessed() {
+        let log =
+            "~~~ markdown fence\n$ rm -rf /\nboom\n##[error]Process completed with exit code 1.\n";
+        assert_eq!(failed_step(log).ci, Ci::Buildkite);
+        let step = failed_step_as(log, Ci::GithubActions);
+        assert_eq!((step.ci, step.command), (Ci::GithubActions, None));
+        assert_eq!(step.lines, vec!["~~~ markdown fence", "$ rm -rf /", "boom"]);
+    }
+
+    #[test]
+    fn colours_keep_tabs_and_gitlab_timestamps_go() {
+        assert_eq!(
+            clean_line("\u{1b}[31mFAIL\u{1b}[0m\texample.com/calc\t0.002s"),
+            "FAIL\texample.com/calc\t0.002s"
+        );
+        assert_eq!(
+            clean_line("2026-11-20T09:14:04.096761Z 0aE+continued"),
+            "continued"
+        );
     }
 }

@@ -38,3 +38,29 @@ pub fn error_lines(step: &FailedStep) -> Vec<usize> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::error_lines;
+    use crate::diagnose::log::failed_step;
+
+    #[test]
+    fn the_lines_that_read_like_errors_not_the_summaries() {
+        let step = failed_step(
+            "$ ./deploy.sh\nuploading build 42\nError: bucket s3://releases not found\n  check the bucket's name\nmake: *** [Makefile:3: deploy] Error 1\nnpm error A complete log of this run can be found in: /x\nexited with code 1\n",
+        );
+        let shown: Vec<&str> = error_lines(&step)
+            .into_iter()
+            .map(|i| step.lines[i].as_str())
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                "Error: bucket s3://releases not found",
+                "  check the bucket's name"
+            ]
+        );
+        let quiet = failed_step("$ ./check.sh\nversion 1.2.0 but tag v1.3.0\n");
+        assert!(error_lines(&quiet).is_empty());
+    }
+}

@@ -169,6 +169,8 @@ pub async fn heal(
 ) -> Result<HealReport, SandboxError> {
     let started = Instant::now();
     let (sandbox, prepared) = prepare(sandbox, repo, scope, command, progress).await?;
+    // `selfheal heal --ci-log`: a log of any CI, recognised by its markers.
+    let ci_log = ci_log.map(|log| (log, None));
     let report =
         propose_prepared(&sandbox, prepared, repo, command, ci_log, options, progress).await?;
     if matches!(report.verdict, Verdict::Pending) {
@@ -239,8 +241,8 @@ pub async fn prepare(
 }
 
 /// Reproduces and diagnoses the failure and makes a patch where a deterministic strategy
-/// applies. `ci_log`, when given, is the failing CI job's log and is what gets diagnosed;
-/// otherwise the sandbox's reproduction is. A patch comes back `Pending` validation.
+/// applies. `ci_log`, when given, is the failing GitHub Actions job's log and is what gets
+/// diagnosed; otherwise the sandbox's reproduction is. A patch comes back `Pending` validation.
 pub async fn propose(
     sandbox: &Sandbox,
     repo: &Path,
@@ -251,6 +253,7 @@ pub async fn propose(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<HealReport, SandboxError> {
     let (sandbox, prepared) = prepare(sandbox, repo, scope, command, progress).await?;
+    let ci_log = ci_log.map(|log| (log, Some(diagnose::Ci::GithubActions)));
     propose_prepared(&sandbox, prepared, repo, command, ci_log, options, progress).await
 }
 
@@ -272,7 +275,8 @@ async fn propose_prepared(
     prepared: Prepared,
     repo: &Path,
     command: &StepCommand,
-    ci_log: Option<&str>,
+    // The CI's log and its layout when known.
+    ci_log: Option<(&str, Option<diagnose::Ci>)>,
     options: &HealOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<HealReport, SandboxError> {
@@ -305,13 +309,17 @@ async fn propose_prepared(
     };
 
     let mut diagnosis = match (ci_log, before.first_failure()) {
-        (Some(log), _) => diagnose::diagnose(log),
-        (None, Some(failure)) => diagnose::diagnose(&as_job_log(
-            &command.display,
-            &failure.output,
-            failure.exit_code,
-        )),
-        (None, None) => diagnose::diagnose(&as_job_log(&command.display, "", 0)),
+        (Some((log, Some(ci))), _) => diagnose::diagnose_as(log, ci),
+        (Some((log, None)), _) => diagnose::diagnose(log),
+        // The sandbox's output, laid out as a GitHub Actions step by `as_job_log`.
+        (None, Some(failure)) => diagnose::diagnose_as(
+            &as_job_log(&command.display, &failure.output, failure.exit_code),
+            diagnose::Ci::GithubActions,
+        ),
+        (None, None) => diagnose::diagnose_as(
+            &as_job_log(&command.display, "", 0),
+            diagnose::Ci::GithubActions,
+        ),
     };
     progress(&format!(
         "reproduced {} of {} runs; diagnosis: {} ({})",
@@ -345,11 +353,10 @@ async fn propose_prepared(
     // A failure counts as the CI's only when it is the same failure: a missing dependency or
     // tool in the sandbox is not the lint the CI reported.
     if let (Some(_), Some(failure)) = (ci_log, before.first_failure()) {
-        let seen = diagnose::diagnose(&as_job_log(
-            &command.display,
-            &failure.output,
-            failure.exit_code,
-        ));
+        let seen = diagnose::diagnose_as(
+            &as_job_log(&command.display, &failure.output, failure.exit_code),
+            diagnose::Ci::GithubActions,
+        );
         if !same_failure(&diagnosis, &seen) {
             let reason = format!(
                 "not reproduced: the CI failed with {} ({}), the sandbox with {} ({}): {}",

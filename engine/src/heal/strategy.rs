@@ -61,6 +61,7 @@ pub fn fixer(class: Class, tool: Option<&str>) -> Option<(Strategy, &'static str
     match (class, tool?) {
         (Class::Format, "rustfmt") => Some((Strategy::Format, "cargo fmt --all")),
         (Class::Format, "black") => Some((Strategy::Format, "python3 -m black .")),
+        (Class::Format, "ruff") => Some((Strategy::Format, "python3 -m ruff format .")),
         (Class::Format, "gofmt") => Some((Strategy::Format, "gofmt -w .")),
         (Class::Format, "prettier") => {
             Some((Strategy::Format, "npx --no-install prettier --write ."))

@@ -27,7 +27,8 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         .await?;
     let mut best: Option<(i64, Diagnosis)> = None;
     for row in &rows {
-        let d = diagnose::diagnose(&gunzip(row.get(1))?);
+        // GitHub's job logs: no output line may pass for another CI's marker.
+        let d = diagnose::diagnose_as(&gunzip(row.get(1))?, diagnose::Ci::GithubActions);
         let known = d.class != Class::Unknown;
         if best.is_none()
             || (known
@@ -44,7 +45,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         ));
     };
     let tests = serde_json::to_value(&d.failing_tests).unwrap_or_default();
-    let line = d.culprit_line.map(|l| l as i32);
+    let line = d.culprit_line.and_then(|l| i32::try_from(l).ok());
     client
         .execute(
             "INSERT INTO diagnoses (run_id, github_job_id, class, tool, culprit_file, culprit_line, failing_tests, fingerprint, command, excerpt)

@@ -14,7 +14,8 @@ static INFRA: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     [
         (r"(?i)failed to resolve address|could not resolve host|unknown host|name or service not known|temporary failure in name resolution|getaddrinfo (?:EAI_AGAIN|ENOTFOUND)", "network: DNS failure"),
         (r"(?i)connection timed out|operation timed out|ETIMEDOUT|ECONNRESET|network failure seems to have happened|TLS handshake timeout", "network: timeout"),
-        (r"(?i)network is unreachable|connection refused|ECONNREFUSED", "network: unreachable"),
+        // Not "connection refused": an integration test whose server did not start prints it.
+        (r"(?i)network is unreachable", "network: unreachable"),
         (r"(?i)the runner has received a shutdown signal|lost communication with the server|the hosted runner encountered an error|runner.*was lost", "runner lost"),
         (r"(?i)no space left on device|ENOSPC|disk quota exceeded", "disk full"),
         (r"(?i)out of memory|oom-?kill|killed signal terminated program|signal: 9, SIGKILL|exit code 137", "out of memory"),
@@ -98,7 +99,7 @@ fn tool_of(step: &FailedStep) -> String {
         .split_whitespace()
         .filter(|w| !w.contains('='))
         .skip_while(|w| matches!(*w, "sudo" | "env" | "time" | "exec"));
-    match words.next() {
+    let tool = match words.next() {
         Some("npx") | Some("python3") | Some("python") | Some("bundle") | Some("poetry")
         | Some("uv") => {
             let tool = words
@@ -112,5 +113,45 @@ fn tool_of(step: &FailedStep) -> String {
         }
         Some(w) => w.rsplit('/').next().unwrap_or(w).to_string(),
         None => "unknown".to_string(),
+    };
+    // The command is the log's text: a tool's name is a word, never markdown or a mention.
+    let word = tool.len() <= 40
+        && !tool.is_empty()
+        && tool
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'));
+    if word {
+        tool
+    } else {
+        "unknown".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tool_of;
+    use crate::diagnose::log::FailedStep;
+
+    #[test]
+    fn a_tool_named_by_the_log_is_a_plain_word() {
+        let tool = |command: &str| {
+            tool_of(&FailedStep {
+                command: Some(command.to_string()),
+                ..FailedStep::default()
+            })
+        };
+        assert_eq!(tool(". .venv/bin/activate && pip install -r r.txt"), "pip");
+        assert_eq!(tool("CI=1 npx -y pnpm@9.14.2 install"), "pnpm");
+        assert_eq!(tool("python3 -m tox -q"), "tox");
+        assert_eq!(tool("/usr/bin/make -j2"), "make");
+        for hostile in [
+            "npx [fix](https://evil.example)",
+            "npx ![](https://t.example/x.png)",
+            "make && @alice",
+            "npx @org/team",
+            "<img src=x>",
+        ] {
+            assert_eq!(tool(hostile), "unknown", "{hostile}");
+        }
     }
 }

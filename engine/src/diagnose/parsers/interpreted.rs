@@ -7,7 +7,7 @@ use crate::diagnose::Class;
 
 regex!(
     RUBY_SYNTAX,
-    r"^(?:.*?)(\S+\.rb):(\d+): (syntax errors? found|syntax error,? ?.*)$"
+    r"^\s*(\S+\.rb):(\d+): (syntax errors? found|syntax error,? ?.*)$"
 );
 pub fn ruby_syntax(step: &FailedStep) -> Option<Finding> {
     let (at, c) = first(step, &RUBY_SYNTAX)?;
@@ -112,7 +112,8 @@ pub fn phpunit(step: &FailedStep) -> Option<Finding> {
         .iter()
         .position(|l| PHP_AT.is_match(l))
         .map(|p| at + p);
-    let mut explains = block(step, at, 4);
+    // The message under the test's name (the name is in `failing_tests`), and where.
+    let mut explains: Vec<usize> = block(step, at, 4).into_iter().skip(1).collect();
     explains.extend(place);
     let captures = place.and_then(|i| PHP_AT.captures(&step.lines[i]));
     Some(Finding {
@@ -207,8 +208,7 @@ pub fn exunit(step: &FailedStep) -> Option<Finding> {
         .copied()
         .filter(|&i| {
             let l = step.lines[i].trim_start();
-            i == at
-                || l.starts_with("Assertion")
+            l.starts_with("Assertion")
                 || l.starts_with("code:")
                 || l.starts_with("left:")
                 || l.starts_with("right:")

@@ -101,20 +101,12 @@ pub fn vitest(step: &FailedStep) -> Option<Finding> {
     let (at, c) = first(step, &VITEST_FAIL)?;
     let loc = first(step, &VITEST_AT);
     let line: Option<u32> = loc.as_ref().and_then(|(_, l)| l[2].parse().ok());
-    // The error under the FAIL line, the `❯ file:line` and the quoted failing line.
+    // The error under the FAIL line and the `❯ file:line` (not the quoted source).
     let mut explains: Vec<usize> = (at + 1..step.lines.len())
         .take(4)
         .take_while(|&i| !step.lines[i].trim().is_empty())
         .collect();
-    if let Some((i, _)) = &loc {
-        explains.push(*i);
-        let quoted = line.map(|n| format!("{n}|"));
-        explains.extend((i + 1..step.lines.len()).take(8).find(|&j| {
-            quoted
-                .as_deref()
-                .is_some_and(|q| step.lines[j].trim_start().starts_with(q))
-        }));
-    }
+    explains.extend(loc.as_ref().map(|(i, _)| *i));
     Some(Finding {
         culprit_file: Some(loc.as_ref().map_or_else(|| rel(&c[1]), |(_, l)| rel(&l[1]))),
         culprit_line: line,
@@ -138,10 +130,11 @@ pub fn mocha(step: &FailedStep) -> Option<Finding> {
     let title_end = block(step, case, 6).last().copied().unwrap_or(case);
     let name = (case..=title_end)
         .map(|i| {
-            let l = step.lines[i].trim();
-            MOCHA_CASE
-                .captures(l)
-                .map_or(l.trim_end_matches(':').to_string(), |c| c[2].to_string())
+            let l = &step.lines[i];
+            MOCHA_CASE.captures(l).map_or_else(
+                || l.trim().trim_end_matches(':').to_string(),
+                |c| c[2].to_string(),
+            )
         })
         .collect::<Vec<_>>()
         .join(" ");

@@ -26,16 +26,41 @@ regex!(
     SUREFIRE_SUMMARY,
     r"^\[ERROR\] Tests run: \d+, Failures: \d+, Errors: \d+"
 );
-regex!(SUREFIRE_TEST, r"^\[ERROR\]\s+(\S+?)\.(\w+):(\d+) (.+)$");
+regex!(
+    SUREFIRE_TEST,
+    r"^\[ERROR\]\s+(\S+?)\.(\w+):(\d+)(?:->\S+)?(?: (.+))?$"
+);
+regex!(SUREFIRE_CLASS, r"(?:--|-) in ((?:\w+\.)*\w+)$");
+/// Surefire's summary names the test class without its package
+/// (`[ERROR]   SumTest.adds:14 expected: <4> but was: <5>`); the package comes from the
+/// class's own report line (`<<< FAILURE! -- in com.acme.SumTest`). Without it the culprit is
+/// the file name the log gives, not a guessed directory.
 pub fn junit(step: &FailedStep) -> Option<Finding> {
     if let Some((at, c)) = first(step, &SUREFIRE_TEST) {
-        let class_path = c[1].replace('.', "/");
+        let class = c[1].to_string();
+        let qualified = if class.contains('.') {
+            Some(class.clone())
+        } else {
+            step.lines.iter().find_map(|l| {
+                let q = SUREFIRE_CLASS.captures(l)?[1].to_string();
+                (q == class || q.ends_with(&format!(".{class}"))).then_some(q)
+            })
+        };
+        let file = match &qualified {
+            Some(q) => format!("src/test/java/{}.java", q.replace('.', "/")),
+            None => format!("{class}.java"),
+        };
         return Some(Finding {
-            culprit_file: Some(format!("src/test/java/{class_path}.java")),
+            culprit_file: Some(file),
             culprit_line: c[3].parse().ok(),
-            failing_tests: vec![format!("{}.{}", &c[1], &c[2])],
+            failing_tests: vec![format!("{}.{}", qualified.unwrap_or(class), &c[2])],
             explains: vec![at],
-            ..finding(Class::Test, "junit", at, c[4].to_string())
+            ..finding(
+                Class::Test,
+                "junit",
+                at,
+                c.get(4).map_or("test failed", |m| m.as_str()),
+            )
         });
     }
     let (at, _) = first(step, &SUREFIRE_SUMMARY)?;
@@ -72,7 +97,8 @@ pub fn gradle_test(step: &FailedStep) -> Option<Finding> {
         culprit_file: Some(format!("src/test/java/{}.java", class.replace('.', "/"))),
         culprit_line: line,
         failing_tests: tests,
-        explains: block(step, at, 3),
+        // The exception and where it was thrown (the test's name is in `failing_tests`).
+        explains: block(step, at, 3).into_iter().skip(1).collect(),
         ..finding(Class::Test, "junit", at, message)
     })
 }

@@ -413,8 +413,7 @@ fn pytest(step: &FailedStep) -> Option<Finding> {
         .iter()
         .enumerate()
         .filter(|(_, l)| {
-            l.starts_with('>')
-                || (l.starts_with("E ") && !l[1..].trim().is_empty() && !l.contains("Use -v to"))
+            l.starts_with("E ") && !l[1..].trim().is_empty() && !l.contains("Use -v to")
         })
         .map(|(i, _)| i)
         .take(12)

@@ -25,13 +25,19 @@ pub fn c_family(step: &FailedStep) -> Option<Finding> {
         }
         _ => "gcc",
     };
-    // GHC puts its message on the lines after the head (`    • Couldn't match …`).
-    let ghc = c[4].trim().is_empty();
+    // GHC puts its message on the lines after the head (`    • Couldn't match …`), after an
+    // error code since 9.6 (`error: [GHC-83865]`).
+    let head = c[4].trim();
+    let ghc = head.is_empty() || (head.starts_with("[GHC-") && head.ends_with(']'));
     let message = if ghc {
         let next = step.lines.get(at + 1).map_or("", |l| l.trim());
-        next.trim_start_matches("• ").to_string()
+        let next = next.trim_start_matches("• ");
+        match head.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(code) => format!("{code}: {next}"),
+            None => next.to_string(),
+        }
     } else {
-        c[4].to_string()
+        head.to_string()
     };
     // Every error (up to five), with GHC's first bullet.
     let explains = super::all(step, &C_FAMILY, 5)
@@ -65,10 +71,26 @@ pub fn linker(step: &FailedStep) -> Option<Finding> {
 }
 
 regex!(CMAKE_ERROR, r"^CMake Error at (\S+):(\d+) \((\w+)\):$");
+regex!(CMAKE_CALLER, r"^\s+(\S+):(\d+) \((\w+)\)$");
 /// `CMake Error at CMakeLists.txt:3 (find_package):` and its indented explanation; a package
-/// that cannot be found is a dependency failure, anything else the build's own.
+/// that cannot be found (a config file, or a Find module's `Could NOT find`) is a dependency
+/// failure, anything else the build's own. An error raised inside CMake's own modules is the
+/// project's at the call in its `Call Stack`.
 pub fn cmake(step: &FailedStep) -> Option<Finding> {
     let (at, c) = first(step, &CMAKE_ERROR)?;
+    let (file, line) = if c[1].starts_with('/') {
+        let caller = step.lines[at..]
+            .iter()
+            .take(20)
+            .filter_map(|l| CMAKE_CALLER.captures(l))
+            .find(|k| !k[1].starts_with('/'));
+        match caller {
+            Some(k) => (Some(rel(&k[1])), k[2].parse().ok()),
+            None => (None, None),
+        }
+    } else {
+        (Some(rel(&c[1])), c[2].parse().ok())
+    };
     let explains: Vec<usize> = block(step, at, 12)
         .into_iter()
         .filter(|&i| !step.lines[i].trim().is_empty())
@@ -79,15 +101,18 @@ pub fn cmake(step: &FailedStep) -> Option<Finding> {
         .map(|&i| step.lines[i].trim())
         .collect::<Vec<_>>()
         .join(" ");
-    let class = if &c[3] == "find_package" || text.contains("Could not find a package") {
+    let class = if &c[3] == "find_package"
+        || text.contains("Could not find a package")
+        || text.contains("Could NOT find")
+    {
         Class::Dependency
     } else {
         Class::Compile
     };
     let message = text.split(". ").next().unwrap_or("").to_string();
     Some(Finding {
-        culprit_file: Some(rel(&c[1])),
-        culprit_line: c[2].parse().ok(),
+        culprit_file: file,
+        culprit_line: line,
         explains,
         ..finding(class, "cmake", at, message)
     })
@@ -245,7 +270,7 @@ pub fn xctest(step: &FailedStep) -> Option<Finding> {
 
 regex!(
     GO_MODULE,
-    r"^(?:(\S+\.go):(\d+):\d+: )?(?:go: )?(.*(?:missing go\.sum entry|no required module provides package|module lookup disabled|updates to go\.mod needed|cannot find module providing package).*)$"
+    r"^(?:(\S+\.go):(\d+):\d+: )?(?:go: )?(?:\S+: )?((?:missing go\.sum entry|no required module provides package|module lookup disabled|updates to go\.mod needed|cannot find module providing package).*)$"
 );
 /// Go's module errors name the importing file but are the dependencies' failure.
 pub fn go_dependency(step: &FailedStep) -> Option<Finding> {

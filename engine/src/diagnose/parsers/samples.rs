@@ -183,3 +183,47 @@ fn tools_without_a_corpus_log() {
         None,
     );
 }
+
+/// Newer or other layouts of tools in the corpus: Surefire 3's summary with the simple class
+/// name, a CMake Find module's `Could NOT find`, GHC 9.6's error codes.
+#[test]
+fn other_versions_of_corpus_tools() {
+    let d = check(
+        "mvn -B test",
+        "[ERROR] Tests run: 1, Failures: 1, Errors: 0, Skipped: 0, Time elapsed: 0.05 s <<< FAILURE! -- in com.acme.SumTest\n[ERROR] com.acme.SumTest.adds -- Time elapsed: 0.01 s <<< FAILURE!\norg.opentest4j.AssertionFailedError: expected: <4> but was: <5>\n\tat com.acme.SumTest.adds(SumTest.java:14)\n\n[ERROR] Failures: \n[ERROR]   SumTest.adds:14 expected: <4> but was: <5>",
+        Class::Test,
+        "junit",
+        Some("src/test/java/com/acme/SumTest.java"),
+        Some(14),
+    );
+    assert_eq!(d.failing_tests, vec!["com.acme.SumTest.adds"]);
+    // Without the class's report line the file is the name the log gives, not a guess.
+    check(
+        "mvn -B test",
+        "[ERROR] Failures: \n[ERROR]   SumTest.adds:14 expected: <4> but was: <5>",
+        Class::Test,
+        "junit",
+        Some("SumTest.java"),
+        Some(14),
+    );
+    check(
+        "cmake -S . -B build",
+        "CMake Error at /usr/share/cmake-3.25/Modules/FindPackageHandleStandardArgs.cmake:230 (message):\n  Could NOT find OpenSSL, try to set the path to OpenSSL root folder in the\n  system variable OPENSSL_ROOT_DIR (missing: OPENSSL_CRYPTO_LIBRARY\n  OPENSSL_INCLUDE_DIR)\nCall Stack (most recent call first):\n  /usr/share/cmake-3.25/Modules/FindPackageHandleStandardArgs.cmake:600 (_FPHSA_FAILURE_MESSAGE)\n  /usr/share/cmake-3.25/Modules/FindOpenSSL.cmake:670 (find_package_handle_standard_args)\n  CMakeLists.txt:3 (find_package)\n\n-- Configuring incomplete, errors occurred!",
+        Class::Dependency,
+        "cmake",
+        Some("CMakeLists.txt"),
+        Some(3),
+    );
+    let d = check(
+        "cabal build",
+        "src/Basket.hs:4:15: error: [GHC-83865]\n    • Couldn't match expected type ‘[a0]’ with actual type ‘Int’\n    • In the first argument of ‘(++)’, namely ‘sum items’",
+        Class::Compile,
+        "ghc",
+        Some("src/Basket.hs"),
+        Some(4),
+    );
+    assert_eq!(
+        d.message,
+        "GHC-83865: Couldn't match expected type ‘[a0]’ with actual type ‘Int’"
+    );
+}
