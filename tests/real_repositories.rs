@@ -535,6 +535,53 @@ async fn commit_files(
     git.commit(tree, &[parent], message, Some(author)).await
 }
 
+/// The failing run `github_run` at `head` (a test's failure), healed by a worker while the
+/// stand-in lists `workflow_runs`: the patch's strategy, verdict, diff and evidence.
+async fn culprit_patch(
+    env: &TestEnv,
+    app: &App,
+    head: &str,
+    workflow_runs: Vec<Value>,
+    github_run: i64,
+) -> tokio_postgres::Row {
+    env.standin.set_knobs(Knobs {
+        log_fixture: Some("cargo-test-panic.log".into()),
+        workflow_runs,
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w1");
+    let mut failing = env.failing_run(github_run, &now());
+    failing["workflow_run"]["head_sha"] = serde_json::json!(head);
+    let (_, body) = app.deliver("workflow_run", &failing).await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(600)).await;
+    env.db()
+        .await
+        .query_one(
+            "SELECT strategy, verdict, coalesce(diff, ''), evidence FROM patches WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+}
+
+/// examples/rust-culprit fixed, committed as the green start of a history (its sha), and the
+/// example's broken `src/lib.rs` for the culprit to commit.
+async fn green_temperatures(env: &TestEnv) -> (String, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::fs::read_to_string(root.join("examples/rust-culprit/Cargo.toml")).unwrap();
+    let broken = std::fs::read_to_string(root.join("examples/rust-culprit/src/lib.rs")).unwrap();
+    let good = broken.replace("+ 30.0", "+ 32.0");
+    assert_ne!(good, broken);
+    let files = [
+        ("Cargo.toml", cargo.as_str()),
+        ("src/lib.rs", good.as_str()),
+    ];
+    let start = env.standin.head_sha();
+    let green = commit_files(env, &start, &files, true, "Temperatures", "Ada").await;
+    (green, broken)
+}
+
 /// A merge of `other` into `first`, with `first`'s tree, through the stand-in's Git Data API.
 async fn merge_commit(env: &TestEnv, first: &str, other: &str) -> String {
     let git = GitData::new(env);
@@ -553,21 +600,7 @@ async fn the_commit_that_broke_the_build_is_found_among_those_since_green_and_re
     let mut env = TestEnv::new().await;
     env.set("SELFHEAL_RERUNS", "2");
     let app = env.spawn_web().await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cargo = std::fs::read_to_string(root.join("examples/rust-culprit/Cargo.toml")).unwrap();
-    let broken = std::fs::read_to_string(root.join("examples/rust-culprit/src/lib.rs")).unwrap();
-    let good = broken.replace("+ 30.0", "+ 32.0");
-    assert_ne!(good, broken);
-    let start = env.standin.head_sha();
-    let green = commit_files(
-        &env,
-        &start,
-        &[("Cargo.toml", &cargo), ("src/lib.rs", &good)],
-        true,
-        "Temperatures",
-        "Ada",
-    )
-    .await;
+    let (green, broken) = green_temperatures(&env).await;
     let readme = commit_files(
         &env,
         &green,
@@ -598,25 +631,25 @@ async fn the_commit_that_broke_the_build_is_found_among_those_since_green_and_re
     // Newest of all, a merge (of the README commit, already in): never reverted blindly.
     let head = merge_commit(&env, &changelog, &readme).await;
     GitData::new(&env).move_branch("master", &head, true).await;
-    env.standin.set_knobs(Knobs {
-        log_fixture: Some("cargo-test-panic.log".into()),
-        green_head: Some(green.clone()),
-        ..Knobs::default()
-    });
-    let _worker = env.spawn_worker("w1");
-    let mut failing = env.failing_run(1511, &now());
-    failing["workflow_run"]["head_sha"] = serde_json::json!(head);
-    let (_, body) = app.deliver("workflow_run", &failing).await;
-    let run_id = run_id_of(&body);
-    env.wait_run(run_id, Duration::from_secs(300)).await;
-    let db = env.db().await;
-    let p = db
-        .query_one(
-            "SELECT strategy, verdict, coalesce(diff, ''), evidence FROM patches WHERE run_id = $1",
-            &[&run_id],
-        )
-        .await
-        .unwrap();
+    // The workflow's runs as GitHub lists them: the last green push on master, and newer
+    // decoys a careless query would take for it (each starts after the culprit, so taking one
+    // would miss it): a fork's pull request on a branch also named master, a push to another
+    // branch, a failed push, and another workflow's run.
+    let workflow = 2823525;
+    let run = |workflow_id: i64, branch: &str, event: &str, conclusion: &str, sha: &str| {
+        serde_json::json!({"workflow_id": workflow_id, "head_branch": branch, "event": event,
+            "conclusion": conclusion, "head_sha": sha})
+    };
+    let mut fork_pr = run(workflow, "master", "pull_request", "success", &changelog);
+    fork_pr["head_repository"] = serde_json::json!("mallory/octo-repo");
+    let runs = vec![
+        run(workflow, "master", "push", "success", &green),
+        fork_pr,
+        run(workflow, "release", "push", "success", &changelog),
+        run(workflow, "master", "push", "failure", &changelog),
+        run(4242, "master", "push", "success", &changelog),
+    ];
+    let p = culprit_patch(&env, &app, &head, runs, 1511).await;
     let evidence: Value = p.get(3);
     assert_eq!(
         (
@@ -663,6 +696,76 @@ async fn the_commit_that_broke_the_build_is_found_among_those_since_green_and_re
         .unwrap_or_default();
     assert!(pr_body.contains(&culprit), "{pr_body}");
     assert!(pr_body.contains("Grace"), "{pr_body}");
+}
+
+/// A culprit older than the newest three: the one-by-one reverts all still fail, so the
+/// worker bisects (the newest k commits reverted together, the smallest passing k names the
+/// culprit) and confirms by reverting the culprit alone, which is the fix.
+#[tokio::test]
+async fn a_culprit_past_the_newest_three_is_found_by_bisection() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RERUNS", "2");
+    let app = env.spawn_web().await;
+    let (green, broken) = green_temperatures(&env).await;
+    let culprit = commit_files(
+        &env,
+        &green,
+        &[("src/lib.rs", &broken)],
+        false,
+        "Round the offset",
+        "Grace",
+    )
+    .await;
+    let mut head = culprit.clone();
+    for n in 1..=4 {
+        let note = format!("docs/note-{n}.md");
+        head = commit_files(
+            &env,
+            &head,
+            &[(&note, "a note\n")],
+            false,
+            "docs: a note",
+            "Ada",
+        )
+        .await;
+    }
+    GitData::new(&env).move_branch("master", &head, true).await;
+    let green_run = serde_json::json!({"workflow_id": 2823525, "head_branch": "master",
+        "event": "push", "conclusion": "success", "head_sha": green});
+    let p = culprit_patch(&env, &app, &head, vec![green_run], 1513).await;
+    let evidence: Value = p.get(3);
+    let found = &evidence["culprit"];
+    assert_eq!(
+        (p.get::<_, String>(0), p.get::<_, String>(1)),
+        ("revert_culprit".to_string(), "fixed".to_string()),
+        "{evidence:#}"
+    );
+    assert_eq!(found["culprit"]["sha"], culprit.as_str(), "{found:#}");
+    let diff: String = p.get(2);
+    assert!(diff.contains("+    (celsius * 9.0 / 5.0 + 32.0)"), "{diff}");
+    assert!(!diff.contains("docs/note"), "{diff}");
+    // Three alone, then the newest five together (passes) and the newest four (fails), then
+    // the culprit alone.
+    let outcomes: Vec<(String, String)> = found["tried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["sha"].as_str().unwrap().to_string(),
+                t["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(outcomes.len(), 6, "{outcomes:#?}");
+    assert!(
+        outcomes[..3].iter().all(|(_, o)| o.contains("still fails")),
+        "{outcomes:#?}"
+    );
+    assert!(outcomes[3].0.contains(".."), "{outcomes:#?}");
+    assert!(outcomes[3].1.contains("passes"), "{outcomes:#?}");
+    assert!(outcomes[4].1.contains("still fails"), "{outcomes:#?}");
+    assert_eq!(outcomes[5].0, culprit);
 }
 
 /// The same failure again in the same incident (a later commit, the fix's PR still open), and

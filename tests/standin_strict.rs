@@ -724,16 +724,54 @@ async fn commits_and_comparisons_come_from_the_repository_and_unknown_ones_are_r
     assert_eq!(status, 404);
     let (status, _) = get(&env, &token, &format!("{repo}/compare/{head}..{head}")).await;
     assert_eq!(status, 404);
-    let (status, runs) = get(
-        &env,
-        &token,
-        &format!("{repo}/actions/workflows/42/runs?status=success&branch=master"),
-    )
-    .await;
+    // The recorded run's workflow exists and has no run yet; another workflow is unknown.
+    let runs_of = |query: &str| format!("{repo}/actions/workflows/2823525/runs?{query}");
+    let (status, runs) = get(&env, &token, &runs_of("status=success&branch=master")).await;
     assert_eq!(
         (status, runs["total_count"].as_u64()),
         (200, Some(0)),
         "{runs}"
+    );
+    let (status, _) = get(&env, &token, &format!("{repo}/actions/workflows/42/runs")).await;
+    assert_eq!(status, 404);
+    let (status, _) = get(&env, &token, &runs_of("status=green")).await;
+    assert_eq!(status, 422);
+    // Runs are listed newest first and filtered as GitHub filters them.
+    let run = |branch: &str, event: &str, conclusion: &str, sha: &str| {
+        json!({"workflow_id": 2823525, "head_branch": branch, "event": event,
+            "conclusion": conclusion, "head_sha": sha})
+    };
+    env.standin.set_knobs(github_standin::Knobs {
+        workflow_runs: vec![
+            run("master", "push", "success", "a1"),
+            run("master", "push", "success", "b2"),
+            run("master", "pull_request", "success", "c3"),
+            run("master", "push", "failure", "d4"),
+            run("release", "push", "success", "e5"),
+        ],
+        ..Default::default()
+    });
+    let shas = |runs: &Value| -> Vec<String> {
+        runs["workflow_runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["head_sha"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, runs) = get(
+        &env,
+        &token,
+        &runs_of("status=success&branch=master&event=push"),
+    )
+    .await;
+    assert_eq!(shas(&runs), vec!["b2", "a1"], "{runs}");
+    let (_, runs) = get(&env, &token, &runs_of("branch=master")).await;
+    assert_eq!(shas(&runs), vec!["d4", "c3", "b2", "a1"]);
+    let (_, runs) = get(&env, &token, &runs_of("status=completed&per_page=2&page=2")).await;
+    assert_eq!(
+        (shas(&runs), runs["total_count"].as_u64()),
+        (vec!["c3".to_string(), "b2".to_string()], Some(5))
     );
     let (status, _) = get(&env, &token, &format!("{repo}/commits/{head}")).await;
     assert_eq!(status, 200);

@@ -237,21 +237,54 @@ pub(super) struct RunsQuery {
     branch: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    per_page: Option<usize>,
+    #[serde(default)]
+    page: Option<usize>,
 }
 
+/// GitHub's `status` filter takes a run's status or its conclusion.
+const RUN_STATUSES: &[&str] = &[
+    "completed",
+    "action_required",
+    "cancelled",
+    "failure",
+    "neutral",
+    "skipped",
+    "stale",
+    "success",
+    "timed_out",
+    "in_progress",
+    "queued",
+    "requested",
+    "waiting",
+    "pending",
+];
+
 /// Recorded: the same `workflow_run` object, as `GET /repos/{o}/{r}/actions/workflows/{id}/runs`
-/// lists a workflow's runs. The stand-in knows one successful run per workflow and branch (the
-/// `green_head` knob) and no others: asked for successful runs it lists that one, asked for
-/// anything else, none.
+/// lists a workflow's runs: the `workflow_runs` knob's runs of that workflow, newest first,
+/// filtered by `branch` (the head branch), `event`, `status` (a status or a conclusion) and
+/// `head_sha`, paginated. A workflow the stand-in does not know (neither the recorded run's
+/// nor one with runs) is GitHub's 404; an unknown `status`, 422.
 pub(super) async fn list_runs_of_workflow(
     State(inner): State<Arc<Inner>>,
-    Path((_owner, _repo, workflow_id)): Path<(String, String, String)>,
+    Path((owner, repo, workflow_id)): Path<(String, String, String)>,
     axum::extract::Query(q): axum::extract::Query<RunsQuery>,
 ) -> Response {
     let Ok(workflow_id) = workflow_id.parse::<i64>() else {
         // A workflow's file name is taken by GitHub too; the stand-in knows ids only.
         return github_error(StatusCode::NOT_FOUND, "Not Found");
     };
+    if let Some(status) = &q.status {
+        if !RUN_STATUSES.contains(&status.as_str()) {
+            return github_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Validation Failed: status is not a valid run status or conclusion",
+            );
+        }
+    }
     let template = match inner
         .fixtures
         .json("github-webhooks/workflow_run/completed.payload.json")
@@ -259,23 +292,58 @@ pub(super) async fn list_runs_of_workflow(
         Ok(payload) => payload["workflow_run"].clone(),
         Err(e) => return fixture_error(e),
     };
-    let green = knobs(&inner).green_head;
-    let runs: Vec<Value> = match (q.status.as_deref(), green) {
-        (Some("success"), Some(sha)) => {
-            let mut run = template;
-            run["id"] = json!(7000 + workflow_id % 1000);
+    let own = format!("{owner}/{repo}");
+    let known: Vec<Value> = knobs(&inner)
+        .workflow_runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r["workflow_id"].as_i64() == Some(workflow_id))
+        .map(|(i, r)| {
+            let mut run = template.clone();
+            run["id"] = json!(7000 + i as i64);
             run["workflow_id"] = json!(workflow_id);
-            run["head_sha"] = json!(sha);
-            run["status"] = json!("completed");
-            run["conclusion"] = json!("success");
-            if let Some(branch) = &q.branch {
-                run["head_branch"] = json!(branch);
+            for key in ["head_branch", "event", "conclusion", "head_sha"] {
+                run[key] = r[key].clone();
             }
-            vec![run]
-        }
-        _ => Vec::new(),
+            run["status"] = json!("completed");
+            let head = r["head_repository"].as_str().unwrap_or(&own);
+            run["head_repository"]["full_name"] = json!(head);
+            run
+        })
+        .collect();
+    // The recorded run's workflow exists whether or not it has runs; others only by theirs.
+    if known.is_empty() && template["workflow_id"].as_i64() != Some(workflow_id) {
+        return github_error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let field = |run: &Value, key: &str| run[key].as_str().map(str::to_string);
+    let wanted = |run: &Value| {
+        q.branch
+            .as_ref()
+            .is_none_or(|b| field(run, "head_branch").as_ref() == Some(b))
+            && q.event
+                .as_ref()
+                .is_none_or(|e| field(run, "event").as_ref() == Some(e))
+            && q.head_sha
+                .as_ref()
+                .is_none_or(|s| field(run, "head_sha").as_ref() == Some(s))
+            && q.status.as_ref().is_none_or(|s| {
+                field(run, "status").as_ref() == Some(s)
+                    || field(run, "conclusion").as_ref() == Some(s)
+            })
     };
-    Json(json!({"total_count": runs.len(), "workflow_runs": runs})).into_response()
+    let runs: Vec<Value> = known.into_iter().rev().filter(wanted).collect();
+    let page = Page {
+        per_page: q.per_page,
+        page: q.page,
+    };
+    let url = format!("/repos/{own}/actions/workflows/{workflow_id}/runs");
+    let (shown, next) = page.slice(&runs, &url);
+    let mut response =
+        Json(json!({"total_count": runs.len(), "workflow_runs": shown})).into_response();
+    if let Some(link) = next.and_then(|l| axum::http::HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert("link", link);
+    }
+    response
 }
 
 /// Recorded: the `workflow_run` of octokit's `workflow_run.completed` webhook payload (the

@@ -55,10 +55,13 @@ pub struct Knobs {
     /// `{"name", "status", "conclusion"}` (none by default, as for checks).
     #[serde(default)]
     pub fix_workflows: Option<Vec<Value>>,
-    /// The head SHA of the last successful run of every workflow on every branch (listed by
-    /// `GET .../actions/workflows/{id}/runs?status=success`); none by default.
+    /// The runs `GET .../actions/workflows/{id}/runs` knows, oldest first, as
+    /// `{"workflow_id", "head_branch", "event", "conclusion", "head_sha"}` and optionally
+    /// `"head_repository"` (a fork's full name; the repository's own by default). Listed
+    /// newest first and filtered by `branch`, `event`, `status` and `head_sha` as GitHub
+    /// filters them; none by default.
     #[serde(default)]
-    pub green_head: Option<String>,
+    pub workflow_runs: Vec<Value>,
     /// Collaborator permissions by login (`admin`, `maintain`, `write`, `triage`, `read`; a
     /// custom role as `name/base`, e.g. `deployer/write`; `none`: 404); others: `read`.
     #[serde(default)]
