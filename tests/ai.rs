@@ -121,6 +121,18 @@ async fn a_stream_cut_short_is_asked_again_and_never_half_used() {
         answer::parse(&done.json, false).unwrap().change,
         Change::Patch(PATCH.into())
     );
+    // The cut attempt's tokens (its `message_start`: the prompt, 2 tokens of answer) are
+    // counted with the answer's: they were paid for.
+    assert_eq!(
+        (
+            done.usage.input_tokens,
+            done.usage.cache_write_tokens,
+            done.usage.output_tokens
+        ),
+        (2 * 472, 2 * 1024, 2 + 89),
+        "{:?}",
+        done.usage
+    );
 
     // Cut every time: unavailable, with how many requests it took.
     let mut config = anthropic(&s, KEY);

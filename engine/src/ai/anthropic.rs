@@ -72,19 +72,20 @@ async fn read_stream(
     let mut tool_input = String::new();
     let mut usage = Usage::default();
     let mut stop_reason: Option<String> = None;
-    let cut = |why: String| {
+    let cut = |why: String, spent: &Usage| {
         Ok(Attempt::Again(Retry {
             status: 200,
             kind: "stream_cut".into(),
             message: why,
             after: None,
+            spent: spent.clone(),
         }))
     };
     loop {
         let event = match events.next().await {
             Some(Ok(event)) => event,
-            Some(Err(e)) => return cut(format!("the stream broke: {e}")),
-            None => return cut("the stream ended before message_stop".into()),
+            Some(Err(e)) => return cut(format!("the stream broke: {e}"), &usage),
+            None => return cut("the stream ended before message_stop".into(), &usage),
         };
         let data: Value = match serde_json::from_str(&event.data) {
             Ok(v) => v,
@@ -162,6 +163,7 @@ async fn read_stream(
                             kind,
                             message,
                             after: None,
+                            spent: usage,
                         }))
                     }
                     _ => Err(AiError::Refused {

@@ -180,6 +180,9 @@ struct Retry {
     kind: String,
     message: String,
     after: Option<Duration>,
+    /// What the failed attempt is known to have used: a stream cut short after
+    /// `message_start` was paid for up to there.
+    spent: Usage,
 }
 
 enum Attempt {
@@ -224,15 +227,20 @@ where
 {
     let mut wait = config.backoff;
     let mut requests = 0;
+    // Tokens of attempts cut short: the answer that finally comes carries them too, so that
+    // budgets and costs count every token paid for.
+    let mut spent = Usage::default();
     loop {
         requests += 1;
         let retry = match attempt().await? {
             Attempt::Done(mut done) => {
                 done.requests = requests;
+                done.usage.add(&spent);
                 return Ok(done);
             }
             Attempt::Again(retry) => retry,
         };
+        spent.add(&retry.spent);
         if requests > config.max_retries {
             return Err(AiError::Unavailable {
                 requests,
@@ -283,6 +291,7 @@ fn failed(status: u16, after: Option<Duration>, body: &str) -> Result<Attempt, A
             kind,
             message,
             after,
+            spent: Usage::default(),
         }))
     } else {
         Err(AiError::Refused {
