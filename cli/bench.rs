@@ -166,6 +166,44 @@ fn excerpt_scores(outcomes: &[diagnose::Outcome]) {
         all[0].chosen, all[1].chosen, all[2].chosen, all[3].chosen, all[0].labelled
     );
     println!("  in-sample: the parsers were written and tuned on these logs (docs/diagnosis.md)");
+    green_scores(&labelled);
+}
+
+/// On the logs that have a green run of the same job beside them: the failed step's lines the
+/// green run did not print, alone and as grep would filter them, beside the excerpt.
+fn green_scores(labelled: &[&diagnose::Outcome]) {
+    let with: Vec<(&diagnose::Outcome, &diagnose::SinceGreen)> = labelled
+        .iter()
+        .filter_map(|o| o.green.as_ref().map(|g| (*o, g)))
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    let mut scores = [diagnose::LineScore::default(); 3];
+    for (o, green) in &with {
+        for (score, chosen) in scores
+            .iter_mut()
+            .zip([&o.excerpt, &green.new, &green.new_grepped])
+        {
+            score.add(chosen, &o.labelled);
+        }
+    }
+    println!(
+        "on the {} logs with a green run of the same job: precision / recall (micro; macro)",
+        with.len()
+    );
+    for (name, score) in ["selfheal", "new since green", "new since green, grep"]
+        .iter()
+        .zip(scores)
+    {
+        let (p, r) = score.macro_averages();
+        println!(
+            "  {name:<22} {:.2} / {:.2}; {p:.2} / {r:.2}  ({} lines)",
+            score.precision(),
+            score.recall(),
+            score.chosen
+        );
+    }
 }
 
 fn tempfile_in_target(

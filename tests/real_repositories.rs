@@ -565,6 +565,31 @@ async fn culprit_patch(
         .unwrap()
 }
 
+/// The body of the first pull request the stand-in was sent, or nothing.
+fn first_pr_body(env: &TestEnv) -> String {
+    env.standin
+        .pulls()
+        .first()
+        .and_then(|p| p["body"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// [`green_temperatures`], then Grace's commit that breaks it: the green and culprit shas,
+/// and the broken file.
+async fn green_then_culprit(env: &TestEnv) -> (String, String, String) {
+    let (green, broken) = green_temperatures(env).await;
+    let culprit = commit_files(
+        env,
+        &green,
+        &[("src/lib.rs", &broken)],
+        false,
+        "Round the offset",
+        "Grace",
+    )
+    .await;
+    (green, culprit, broken)
+}
+
 /// examples/rust-culprit fixed, committed as the green start of a history (its sha), and the
 /// example's broken `src/lib.rs` for the culprit to commit.
 async fn green_temperatures(env: &TestEnv) -> (String, String) {
@@ -688,46 +713,36 @@ async fn the_commit_that_broke_the_build_is_found_among_those_since_green_and_re
             .any(|s| s.as_str().unwrap().contains("merge commit")),
         "{found:#}"
     );
-    let pr_body = env
-        .standin
-        .pulls()
-        .first()
-        .and_then(|p| p["body"].as_str().map(str::to_string))
-        .unwrap_or_default();
+    let pr_body = first_pr_body(&env);
     assert!(pr_body.contains(&culprit), "{pr_body}");
     assert!(pr_body.contains("Grace"), "{pr_body}");
 }
 
 /// A culprit older than the newest three: the one-by-one reverts all still fail, so the
 /// worker bisects (the newest k commits reverted together, the smallest passing k names the
-/// culprit) and confirms by reverting the culprit alone, which is the fix.
+/// culprit) and confirms by reverting the culprit alone, which is the fix. The innocent
+/// commits build on one another (one creates a file the next ones edit): reverting them
+/// together works only one at a time, newest first (one `git apply -R` of them all would
+/// undo the oldest first, and fail).
 #[tokio::test]
 async fn a_culprit_past_the_newest_three_is_found_by_bisection() {
     let mut env = TestEnv::new().await;
     env.set("SELFHEAL_RERUNS", "2");
     let app = env.spawn_web().await;
-    let (green, broken) = green_temperatures(&env).await;
-    let culprit = commit_files(
-        &env,
-        &green,
-        &[("src/lib.rs", &broken)],
-        false,
-        "Round the offset",
-        "Grace",
-    )
-    .await;
+    let (green, culprit, _) = green_then_culprit(&env).await;
     let mut head = culprit.clone();
-    for n in 1..=4 {
-        let note = format!("docs/note-{n}.md");
-        head = commit_files(
-            &env,
-            &head,
-            &[(&note, "a note\n")],
-            false,
-            "docs: a note",
-            "Ada",
-        )
-        .await;
+    // The first creates the notes, the next two edit lines far apart (each reverts alone),
+    // the last adds another file.
+    let lines: Vec<String> = (1..=10).map(|n| format!("line {n}\n")).collect();
+    let mut notes = lines.concat();
+    let mut versions = vec![("docs/notes.md", notes.clone())];
+    for n in [2, 9] {
+        notes = notes.replace(&format!("line {n}\n"), &format!("line {n}, edited\n"));
+        versions.push(("docs/notes.md", notes.clone()));
+    }
+    versions.push(("docs/other.md", "other\n".to_string()));
+    for (path, text) in versions {
+        head = commit_files(&env, &head, &[(path, &text)], false, "docs: notes", "Ada").await;
     }
     GitData::new(&env).move_branch("master", &head, true).await;
     let green_run = serde_json::json!({"workflow_id": 2823525, "head_branch": "master",
@@ -762,10 +777,73 @@ async fn a_culprit_past_the_newest_three_is_found_by_bisection() {
         outcomes[..3].iter().all(|(_, o)| o.contains("still fails")),
         "{outcomes:#?}"
     );
-    assert!(outcomes[3].0.contains(".."), "{outcomes:#?}");
+    // The bisection's steps: the newest five together (passes), then the newest four (fails).
+    let tried = found["tried"].as_array().unwrap();
+    assert_eq!(
+        (&tried[3]["commits"], &tried[4]["commits"]),
+        (&5.into(), &4.into())
+    );
+    assert_eq!(tried[3]["oldest"], culprit.as_str(), "{found:#}");
     assert!(outcomes[3].1.contains("passes"), "{outcomes:#?}");
     assert!(outcomes[4].1.contains("still fails"), "{outcomes:#?}");
     assert_eq!(outcomes[5].0, culprit);
+    let pr_body = first_pr_body(&env);
+    assert!(pr_body.contains("the newest 5 together"), "{pr_body}");
+}
+
+/// The bisection names a commit a later one builds on: reverting the newest five together
+/// passes, but the culprit's revert alone does not apply (the later commit changed its
+/// context). Nothing is reverted: the commit is named in the evidence and left to people.
+#[tokio::test]
+async fn a_culprit_whose_revert_alone_does_not_apply_is_left_to_people() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RERUNS", "2");
+    let app = env.spawn_web().await;
+    let (green, culprit, broken) = green_then_culprit(&env).await;
+    let reworded = broken.replace("nearest degree", "nearest whole degree");
+    assert_ne!(reworded, broken);
+    let mut head = commit_files(
+        &env,
+        &culprit,
+        &[("src/lib.rs", &reworded)],
+        false,
+        "docs: the rounding",
+        "Ada",
+    )
+    .await;
+    for n in 1..=3 {
+        let path = format!("docs/note-{n}.md");
+        head = commit_files(
+            &env,
+            &head,
+            &[(&path, "a note\n")],
+            false,
+            "docs: a note",
+            "Ada",
+        )
+        .await;
+    }
+    GitData::new(&env).move_branch("master", &head, true).await;
+    let green_run = serde_json::json!({"workflow_id": 2823525, "head_branch": "master",
+        "event": "push", "conclusion": "success", "head_sha": green});
+    let p = culprit_patch(&env, &app, &head, vec![green_run], 1514).await;
+    let evidence: Value = p.get(3);
+    let found = &evidence["culprit"];
+    assert!(found["culprit"].is_null(), "{found:#}");
+    assert_ne!(p.get::<_, String>(0), "revert_culprit", "{evidence:#}");
+    let tried = found["tried"].as_array().unwrap();
+    assert_eq!(tried[3]["commits"], 5, "{found:#}");
+    assert!(
+        tried[3]["outcome"].as_str().unwrap().contains("passes"),
+        "{found:#}"
+    );
+    let last = tried.last().unwrap();
+    assert_eq!(last["sha"], culprit.as_str(), "{found:#}");
+    assert!(
+        last["outcome"].as_str().unwrap().contains("left to people"),
+        "{found:#}"
+    );
+    assert!(env.standin.pulls().is_empty());
 }
 
 /// The same failure again in the same incident (a later commit, the fix's PR still open), and

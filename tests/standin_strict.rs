@@ -773,6 +773,24 @@ async fn commits_and_comparisons_come_from_the_repository_and_unknown_ones_are_r
         (shas(&runs), runs["total_count"].as_u64()),
         (vec!["c3".to_string(), "b2".to_string()], Some(5))
     );
+    // The next page's address keeps the filters.
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}{}",
+            env.standin.url(),
+            runs_of("branch=master&per_page=1")
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let link = r.headers()["link"].to_str().unwrap().to_string();
+    assert!(
+        link.contains("branch=master") && link.contains("page=2"),
+        "{link}"
+    );
+    let (_, runs) = get(&env, &token, &runs_of("head_sha=b2")).await;
+    assert_eq!(shas(&runs), vec!["b2"]);
     let (status, _) = get(&env, &token, &format!("{repo}/commits/{head}")).await;
     assert_eq!(status, 200);
     let (status, _) = get(&env, "not-a-token", &format!("{repo}/commits/{head}")).await;

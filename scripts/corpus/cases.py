@@ -1,5 +1,9 @@
 """The corpus cases: small projects that fail the ways real projects fail.
 
+A case's `fix` ([(path, old, new)], `old` None to add a file) makes the project pass: the
+generator runs it too, with the same setup, and records that green run's log beside the red
+one (`<case>.green.log`), as GitHub keeps the last green run of the same job.
+
 Dependencies are real and pinned (requirements.txt with exact versions, package-lock.json
 written by npm, Cargo.lock written by cargo) where the ecosystem's registry is reachable
 from the machines this project runs on; Go, Maven, Hackage and Packagist are not, so those
@@ -75,6 +79,7 @@ CASES = [
     # ---- Python ---------------------------------------------------------------------
     {
         "name": "pytest-assertion",
+        "fix": [('inventory/stock.py', '- amount', '+ amount')],
         "language": "python",
         "ci": "gitlab",
         "files": INVENTORY,
@@ -84,6 +89,7 @@ CASES = [
     },
     {
         "name": "pytest-import-error",
+        "fix": [('inventory/report.py', None, 'def summary(levels):\n    return ""\n')],
         "language": "python",
         "ci": "jenkins",
         "files": {
@@ -101,6 +107,7 @@ CASES = [
     },
     {
         "name": "mypy-arg-type",
+        "fix": [('inventory/fetch.py', '"5"', '5.0')],
         "language": "python",
         "ci": "circleci",
         "files": {
@@ -123,6 +130,7 @@ CASES = [
     },
     {
         "name": "ruff-format-check",
+        "fix": [('inventory/units.py', 'kg*1000', 'kg * 1000')],
         "language": "python",
         "ci": "travis",
         "files": {
@@ -135,6 +143,7 @@ CASES = [
     },
     {
         "name": "ruff-check-f401",
+        "fix": [('inventory/units.py', 'import os\n\n\n', '')],
         "language": "python",
         "ci": "buildkite",
         "files": {
@@ -147,6 +156,7 @@ CASES = [
     },
     {
         "name": "tox-pytest",
+        "fix": [('inventory/stock.py', '- amount', '+ amount')],
         "language": "python",
         "ci": "github",
         "files": {
@@ -175,6 +185,7 @@ CASES = [
     # ---- JavaScript / TypeScript ------------------------------------------------------
     {
         "name": "mocha-assertion",
+        "fix": [('src/calendar.js', ' - 1;', ';')],
         "language": "javascript",
         "ci": "travis",
         "files": {
@@ -202,6 +213,7 @@ CASES = [
     },
     {
         "name": "vitest-assertion",
+        "fix": [('src/sum.ts', ' + 1;', ';')],
         "language": "typescript",
         "ci": "buildkite",
         "files": {
@@ -228,6 +240,7 @@ CASES = [
     },
     {
         "name": "tsc-missing-property",
+        "fix": [('src/order.ts', 'totl', 'total')],
         "language": "typescript",
         "ci": "jenkins",
         "files": {
@@ -253,6 +266,7 @@ CASES = [
     },
     {
         "name": "eslint-no-unused-vars",
+        "fix": [('src/format.js', '  const unused = 1;\n', '')],
         "language": "javascript",
         "ci": "circleci",
         "files": {
@@ -320,6 +334,7 @@ CASES = [
     # ---- Shell (no tool this project knows) -------------------------------------------
     {
         "name": "release-script",
+        "fix": [('VERSION', '1.2.0', '1.3.0')],
         "language": "shell",
         "ci": "jenkins",
         "files": {
@@ -356,6 +371,7 @@ CASES = [
     # ---- Rust -------------------------------------------------------------------------
     {
         "name": "cargo-build-e0308",
+        "fix": [('src/lib.rs', 'total: u32', 'total: u64')],
         "language": "rust",
         "ci": "gitlab",
         "files": {
@@ -380,6 +396,7 @@ CASES = [
     },
     {
         "name": "cargo-test-assert-eq",
+        "fix": [('src/lib.rs', '{"id":8}', '{"id":7}')],
         "language": "rust",
         "ci": "circleci",
         "files": {
@@ -424,6 +441,7 @@ CASES = [
     },
     {
         "name": "cargo-clippy-color",
+        "fix": [('src/lib.rs', '&Vec<u32>', '&[u32]'), ('src/lib.rs', 'items.len() == 0', 'items.is_empty()')],
         "language": "rust",
         "ci": "github",
         "files": {
@@ -441,6 +459,7 @@ CASES = [
     # ---- Go ---------------------------------------------------------------------------
     {
         "name": "go-build-undefined",
+        "fix": [('calc/calc.go', 'Double(n)', 'n * 2')],
         "language": "go",
         "ci": "jenkins",
         "files": {
@@ -463,6 +482,7 @@ CASES = [
     },
     {
         "name": "go-test-failure",
+        "fix": [('calc/calc.go', 'a + b + 1', 'a + b')],
         "language": "go",
         "ci": "buildkite",
         "files": {
@@ -491,6 +511,7 @@ CASES = [
     },
     {
         "name": "go-vet-printf",
+        "fix": [('report/report.go', '"%s: %d items", total', '"%s: %d items", name, total')],
         "language": "go",
         "ci": "github",
         "files": {
@@ -528,6 +549,7 @@ CASES = [
     # ---- C / C++ ----------------------------------------------------------------------
     {
         "name": "gcc-make-error",
+        "fix": [('src/parse.c', 'return totl;', 'return total;')],
         "language": "c",
         "ci": "travis",
         "files": {
@@ -541,6 +563,7 @@ CASES = [
     },
     {
         "name": "clang-cmake-error",
+        "fix": [('src/basket.cpp', 'std::string label = sum;', 'std::string label = std::to_string(sum);')],
         "language": "cpp",
         "ci": "gitlab",
         "files": {
@@ -563,6 +586,7 @@ CASES = [
     },
     {
         "name": "ctest-failure",
+        "fix": [('tests/test_sum.c', 'a + b + 1', 'a + b')],
         "language": "c",
         "ci": "buildkite",
         "files": {
@@ -585,6 +609,7 @@ CASES = [
     # ---- Java -------------------------------------------------------------------------
     {
         "name": "gradle-compile-error",
+        "fix": [('src/main/java/acme/Basket.java', 'sum.intValue()', 'sum')],
         "language": "java",
         "ci": "github",
         "files": {
@@ -597,6 +622,7 @@ CASES = [
     },
     {
         "name": "gradle-junit-failure",
+        "fix": [('src/main/java/acme/Basket.java', 'int sum = 1;', 'int sum = 0;')],
         "language": "java",
         "ci": "gitlab",
         "files": {
@@ -620,6 +646,7 @@ CASES = [
     },
     {
         "name": "mcs-cs0103",
+        "fix": [('Program.cs', 'return summ;', 'return sum;')],
         "language": "csharp",
         "ci": "travis",
         "files": {
@@ -630,6 +657,7 @@ CASES = [
     # ---- Ruby -------------------------------------------------------------------------
     {
         "name": "rspec-failure",
+        "fix": [('lib/basket.rb', 'items.sum + 1', 'items.sum')],
         "language": "ruby",
         "ci": "circleci",
         "files": {
@@ -640,6 +668,7 @@ CASES = [
     },
     {
         "name": "ruby-syntax-error",
+        "fix": [('lib/basket.rb', '      puts i\n  end\nend\n', '      puts i\n    end\n    items.size\n  end\nend\n')],
         "language": "ruby",
         "ci": "github",
         "files": {
@@ -660,6 +689,7 @@ CASES = [
     # ---- PHP --------------------------------------------------------------------------
     {
         "name": "phpunit-failure",
+        "fix": [('src/Basket.php', 'array_sum($items) + 1;', 'array_sum($items);')],
         "language": "php",
         "ci": "gitlab",
         "files": {
@@ -670,6 +700,7 @@ CASES = [
     },
     {
         "name": "php-parse-error",
+        "fix": [('src/Basket.php', 'array_sum($items)\n', 'array_sum($items);\n')],
         "language": "php",
         "ci": "jenkins",
         "files": {
@@ -680,6 +711,7 @@ CASES = [
     # ---- Elixir -----------------------------------------------------------------------
     {
         "name": "mix-test-failure",
+        "fix": [('lib/basket.ex', 'Enum.sum(items) + 1', 'Enum.sum(items)')],
         "language": "elixir",
         "ci": "travis",
         "files": {
@@ -693,6 +725,7 @@ CASES = [
     },
     {
         "name": "mix-compile-error",
+        "fix": [('lib/basket.ex', 'Enum.sum(itemz)', 'Enum.sum(items)')],
         "language": "elixir",
         "ci": "buildkite",
         "files": {
@@ -704,6 +737,7 @@ CASES = [
     # ---- Haskell ----------------------------------------------------------------------
     {
         "name": "cabal-ghc-error",
+        "fix": [('src/Basket.hs', 'sum items ++ 1', 'sum items + 1')],
         "language": "haskell",
         "ci": "circleci",
         "files": {
@@ -716,6 +750,7 @@ CASES = [
     },
     {
         "name": "cabal-test-failure",
+        "fix": [('src/Basket.hs', 'sum items + 1', 'sum items')],
         "language": "haskell",
         "ci": "github",
         "files": {

@@ -13,7 +13,7 @@ The labels (fixtures/corpus/labels.json) were written by hand by reading each lo
 class, the tool, the culprit and the lines that say why the build failed. This script never
 writes them; regenerating a log means checking its labels again.
 
-Usage: python3 scripts/corpus/generate.py [case-name ...]   (needs network to the
+Usage: python3 scripts/corpus/generate.py [--green] [case-name ...]   (needs network to the
 registries and the Debian packages listed in scripts/corpus/README.md)
 """
 
@@ -88,7 +88,8 @@ def lay_out(ci, steps, code, after_script=None):
             out.append(f"{iso(len(out))} ##[endgroup]")
             for l in text.splitlines():
                 out.append(f"{iso(len(out))} {l}")
-        out.append(f"{iso(len(out))} ##[error]Process completed with exit code {code}.")
+        if code:
+            out.append(f"{iso(len(out))} ##[error]Process completed with exit code {code}.")
     elif ci == "gitlab":
         line("Running with gitlab-runner 17.5.3 (12030cf4)")
         line("  on docker-runner-1 t3_Xk2pQ, system ID: s_7f2c1e0a9b8d")
@@ -115,7 +116,10 @@ def lay_out(ci, steps, code, after_script=None):
         else:
             line(f"section_end:{T0 + 60}:step_script\r\x1b[0Ksection_start:{T0 + 60}:cleanup_file_variables\r\x1b[0K\x1b[0K\x1b[36;1mCleaning up project directory and file based variables\x1b[0;m\x1b[0;m")
         line(f"section_end:{T0 + 62}:cleanup_file_variables\r\x1b[0K")
-        line(f"\x1b[31;1mERROR: Job failed: exit code {code}\x1b[0;m")
+        if code:
+            line(f"\x1b[31;1mERROR: Job failed: exit code {code}\x1b[0;m")
+        else:
+            line("\x1b[32;1mJob succeeded\x1b[0;m")
     elif ci == "jenkins":
         line("Started by user Ada")
         line("[Pipeline] Start of Pipeline")
@@ -140,8 +144,11 @@ def lay_out(ci, steps, code, after_script=None):
         line("[Pipeline] }")
         line("[Pipeline] // node")
         line("[Pipeline] End of Pipeline")
-        line(f"ERROR: script returned exit code {code}")
-        line("Finished: FAILURE")
+        if code:
+            line(f"ERROR: script returned exit code {code}")
+            line("Finished: FAILURE")
+        else:
+            line("Finished: SUCCESS")
     elif ci == "circleci":
         # The text of a job's steps as the CircleCI UI shows them, one after another.
         line("Spin up environment")
@@ -152,7 +159,7 @@ def lay_out(ci, steps, code, after_script=None):
             for c in cmd.splitlines():
                 line(c)
             body(text)
-            if i == len(steps) - 1:
+            if i == len(steps) - 1 and code:
                 line("")
                 line(f"Exited with code exit status {code}")
     elif ci == "travis":
@@ -167,13 +174,14 @@ def lay_out(ci, steps, code, after_script=None):
             if i < len(steps) - 1:
                 line(f"\x1b[32;1mThe command \"{cmd}\" exited with 0.\x1b[0m")
                 line("")
-        line(f"\x1b[31;1mThe command \"{steps[-1][0]}\" exited with {code}.\x1b[0m")
+        colour = "31" if code else "32"
+        line(f"\x1b[{colour};1mThe command \"{steps[-1][0]}\" exited with {code}.\x1b[0m")
         for cmd, text in after_script or []:
             line(f"travis_fold:start:after_failure\r\x1b[0K$ {cmd}")
             body(text)
             line("travis_fold:end:after_failure\r\x1b[0K")
         line("")
-        line("Done. Your build exited with 1.")
+        line(f"Done. Your build exited with {1 if code else 0}.")
     elif ci == "buildkite":
         # buildkite-agent's timestamps are application program commands: ESC _bk;t=<ms> BEL.
         clock = [T0 * 1000]
@@ -191,15 +199,17 @@ def lay_out(ci, steps, code, after_script=None):
         for _, text in steps:
             for l in text.splitlines():
                 line(f"{ts()}{l}")
-        line(f"{ts()}^^^ +++")
-        line(f"{ts()}🚨 Error: The command exited with status {code}")
-        line(f"{ts()}user command error: exit status {code}")
+        if code:
+            line(f"{ts()}^^^ +++")
+            line(f"{ts()}🚨 Error: The command exited with status {code}")
+            line(f"{ts()}user command error: exit status {code}")
     else:
         raise SystemExit(f"unknown CI {ci}")
     return "\n".join(out) + "\n"
 
 
-def generate(case):
+def record(case, fixed):
+    """Runs the case's project (fixed or not) as its CI job would; its log and exit code."""
     name, ci = case["name"], case["ci"]
     with tempfile.TemporaryDirectory(prefix="corpus-") as tmp:
         work = Path(tmp) / "widgets"
@@ -208,6 +218,16 @@ def generate(case):
             p = work / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(textwrap.dedent(text).lstrip("\n"))
+        for rel, old, new in case["fix"] if fixed else []:
+            p = work / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if old is None:
+                p.write_text(new)
+            else:
+                text = p.read_text()
+                if old not in text:
+                    raise SystemExit(f"{name}: the fix's {old!r} is not in {rel}")
+                p.write_text(text.replace(old, new))
         env = dict(os.environ)
         env.update(case.get("env", {}))
         env["HOME"] = env.get("CORPUS_HOME", os.environ["HOME"])
@@ -226,23 +246,35 @@ def generate(case):
                 raise SystemExit(f"{name}: setup `{cmd}` failed ({code}):\n{text}")
             steps.append((cmd, text))
         code, text = run(case["run"], work, env, shell)
-        if code == 0:
-            raise SystemExit(f"{name}: `{case['run']}` succeeded:\n{text}")
+        if (code == 0) != fixed:
+            raise SystemExit(f"{name} (fixed: {fixed}): `{case['run']}` exited {code}:\n{text}")
         steps.append((case["run"], text))
-        after = [(cmd, run(cmd, work, env, shell)[1]) for cmd in case.get("after", [])]
+        after = [] if fixed else [(cmd, run(cmd, work, env, shell)[1]) for cmd in case.get("after", [])]
         log = lay_out(ci, steps, code, after)
-        log = log.replace(str(work), WORKSPACE[ci]).replace(tmp, "/tmp")
-    target = OUT / case["language"] / f"{name}.log"
+        return log.replace(str(work), WORKSPACE[ci]).replace(tmp, "/tmp"), code
+
+
+def generate(case, red=True):
+    target = OUT / case["language"] / f"{case['name']}.log"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(log)
-    print(f"{target.relative_to(ROOT)}: exit {code}, {len(log.splitlines())} lines")
+    if red:
+        log, code = record(case, fixed=False)
+        target.write_text(log)
+        print(f"{target.relative_to(ROOT)}: exit {code}, {len(log.splitlines())} lines")
+    if "fix" in case:
+        green, _ = record(case, fixed=True)
+        target = target.with_suffix(".green.log")
+        target.write_text(green)
+        print(f"{target.relative_to(ROOT)}: exit 0, {len(green.splitlines())} lines")
 
 
 def main():
-    wanted = set(sys.argv[1:])
+    # `--green`: only the green runs (the red logs, labelled by hand, stay as they are).
+    red = "--green" not in sys.argv[1:]
+    wanted = {a for a in sys.argv[1:] if not a.startswith("--")}
     for case in CASES:
         if not wanted or case["name"] in wanted:
-            generate(case)
+            generate(case, red)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{clean_line, diagnose, failed_step, Ci};
+use super::{clean_line, diagnose, failed_step, new_since_green, Ci};
 
 #[derive(Debug, Deserialize)]
 pub struct Labelled {
@@ -55,6 +55,16 @@ pub struct Outcome {
     pub tail: BTreeSet<usize>,
     /// The excerpt as users and the model see it, line for line with `excerpt`.
     pub excerpt_text: String,
+    /// With a green run of the same job beside the log (`<log>.green.log`).
+    pub green: Option<SinceGreen>,
+}
+
+/// The failed step's lines the green run of the same job did not print, and those of them
+/// grep would show.
+#[derive(Debug)]
+pub struct SinceGreen {
+    pub new: BTreeSet<usize>,
+    pub new_grepped: BTreeSet<usize>,
 }
 
 impl Outcome {
@@ -148,6 +158,23 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
             .map(|(n, _)| *n)
             .collect();
         let tail = step.numbers.iter().rev().take(TAIL).copied().collect();
+        let green_path = dir.join(l.file.replace(".log", ".green.log"));
+        let green = match std::fs::read(&green_path) {
+            Ok(bytes) => {
+                let new = new_since_green(&step, &String::from_utf8_lossy(&bytes));
+                let lines: BTreeSet<usize> = new.iter().map(|&i| step.numbers[i]).collect();
+                let grepped = new
+                    .iter()
+                    .filter(|&&i| GREP_BASELINE.is_match(&step.lines[i]))
+                    .map(|&i| step.numbers[i])
+                    .collect();
+                Some(SinceGreen {
+                    new: lines,
+                    new_grepped: grepped,
+                })
+            }
+            Err(_) => None,
+        };
         out.push(Outcome {
             bytes: bytes.len(),
             language: l.language.clone().unwrap_or_else(|| "unlabelled".into()),
@@ -184,6 +211,7 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
             grep,
             grep_step,
             tail,
+            green,
             file: l.file,
         });
     }

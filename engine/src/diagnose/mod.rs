@@ -3,14 +3,16 @@
 
 mod evaluate;
 mod fingerprint;
+mod green;
 mod log;
 mod parsers;
 mod unrecognised;
 
 use serde::{Deserialize, Serialize};
 
-pub use evaluate::{evaluate, EvaluateError, LineScore, Outcome};
+pub use evaluate::{evaluate, EvaluateError, LineScore, Outcome, SinceGreen};
 pub use fingerprint::fingerprint;
+pub use green::new_since_green;
 pub use log::{clean_line, failed_step, failed_step_as, Ci, FailedStep};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

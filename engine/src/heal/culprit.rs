@@ -9,10 +9,10 @@
 //! is found earlier and rerun), so a revert that passes every run is not luck.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::strategy::Made;
 use super::{check, Verdict};
 use crate::changes::ChangeSet;
 use crate::sandbox::{Sandbox, SandboxError};
@@ -41,107 +41,228 @@ pub struct CulpritEvidence {
     /// The commit whose revert makes the command pass, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub culprit: Option<Candidate>,
-    /// Each candidate tried, with what its revert did.
+    /// Each revert tried, in the order tried, with what it did.
     pub tried: Vec<Tried>,
     /// Commits the caller could not offer (a merge commit, a binary change), with why.
     pub skipped: Vec<String>,
+    /// Why the search stopped before it could name a culprit, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
+/// One revert tried: a commit alone, or (bisecting) the newest `commits` together, from `sha`
+/// (the newest) back to `oldest`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Tried {
     pub sha: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commits: Option<usize>,
     pub outcome: String,
 }
 
 /// A culprit found: the commit, and its revert as a rendered diff and the change itself.
 pub(super) type Found = (Candidate, String, ChangeSet);
 
-/// Reverts the newest candidates one by one, then bisects the rest: the culprit and its
-/// revert, or none; and what was tried.
+/// The sandbox time a search may take, counted in runs of the failing command at the pace
+/// the reproduction took: the patch stage has an hour for everything.
+pub const SEARCH_TIME: Duration = Duration::from_secs(30 * 60);
+
+/// What reverting some commits did.
+enum Outcome {
+    /// The command passes every run without them: their revert and its change.
+    Passes(String, ChangeSet),
+    /// The command ran and still fails.
+    Fails(String),
+    /// Nothing could be run: the revert does not apply, or is refused.
+    Untried(String),
+}
+
+/// The search's answer: the culprit found, what was tried, and why it stopped early if it did.
+pub(super) struct Search {
+    pub found: Option<Found>,
+    pub tried: Vec<Tried>,
+    pub stopped: Option<String>,
+}
+
+/// Why a bisection stopped early.
+enum Stop {
+    Sandbox(SandboxError),
+    Time(String),
+    Untried(String),
+}
+
+/// The sandbox time a search has left, in checks of the command.
+struct Clock {
+    check: Duration,
+    spent: Duration,
+}
+
+impl Clock {
+    /// Takes one check's time, or says why there is none left.
+    fn take(&mut self, what: &str) -> Result<(), String> {
+        if self.spent + self.check > SEARCH_TIME {
+            return Err(format!(
+                "the search stopped before {what}: it would take more than {} minutes of the sandbox ({} s a check)",
+                SEARCH_TIME.as_secs() / 60,
+                self.check.as_secs()
+            ));
+        }
+        self.spent += self.check;
+        Ok(())
+    }
+}
+
+/// Reverts the newest candidates one by one, then bisects the rest, within [`SEARCH_TIME`]
+/// at `per_run` a run of the command.
 pub(super) async fn find(
     sandbox: &Sandbox,
     repo: &Path,
     command: &StepCommand,
     candidates: &[Candidate],
     runs: usize,
+    per_run: Duration,
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<(Option<Found>, Vec<Tried>), SandboxError> {
+) -> Result<Search, SandboxError> {
     let candidates = &candidates[..candidates.len().min(MAX_CANDIDATES)];
-    let mut tried = Vec::new();
+    let mut search = Search {
+        found: None,
+        tried: Vec::new(),
+        stopped: None,
+    };
+    let clock = std::sync::Mutex::new(Clock {
+        check: per_run * runs.max(1) as u32,
+        spent: Duration::ZERO,
+    });
+    let take = |what: &str| clock.lock().unwrap_or_else(|e| e.into_inner()).take(what);
+    let mut all_failed = true;
     for candidate in candidates.iter().take(ONE_BY_ONE) {
+        if let Err(why) = take(&format!("reverting {}", short(&candidate.sha))) {
+            search.stopped = Some(why);
+            return Ok(search);
+        }
         progress(&format!(
             "reverting {} ({}) to see whether it broke the build",
             short(&candidate.sha),
             candidate.title
         ));
-        let outcome =
-            passes_without(sandbox, repo, command, &candidate.diff, runs, progress).await?;
-        if let Some(found) = record(candidate, outcome, runs, &mut tried, |why| why) {
-            return Ok((Some(found), tried));
+        let outcome = without(sandbox, repo, command, &[candidate], runs, progress).await?;
+        all_failed &= matches!(outcome, Outcome::Fails(_));
+        if let Some(found) = record(candidate, outcome, runs, &mut search.tried, |why| why) {
+            search.found = Some(found);
+            return Ok(search);
         }
     }
     if candidates.len() <= ONE_BY_ONE {
-        return Ok((None, tried));
+        return Ok(search);
     }
-    // Bisect: does reverting the newest k together make the command pass?
-    // A mutex, not a cell: the healing future crosses threads (the worker's jobs are Send).
-    let probes = std::sync::Mutex::new(Vec::new());
-    let mut probe = |k: usize| {
-        let newest = &candidates[..k];
-        let probes = &probes;
-        async move {
-            let range = format!("{}..{}", short(&newest[0].sha), short(&newest[k - 1].sha));
-            progress(&format!(
-                "reverting the newest {k} commits together ({range})"
-            ));
-            let diff: String = newest.iter().map(|c| c.diff.as_str()).collect();
-            let outcome = passes_without(sandbox, repo, command, &diff, runs, progress).await?;
-            let mut probes = probes.lock().unwrap_or_else(|e| e.into_inner());
-            probes.push(Tried {
-                sha: range,
-                outcome: match &outcome {
-                    Ok(_) => format!("the command passes {runs} of {runs} runs without them"),
-                    Err(why) => why.clone(),
-                },
-            });
-            Ok::<bool, SandboxError>(outcome.is_ok())
+    if !all_failed {
+        // A newer commit whose revert could not be run may be the culprit: bisecting past it
+        // would name an older one.
+        search.stopped = Some(
+            "not bisecting: a newer commit's revert could not be run, so the culprit may be among the newest".into(),
+        );
+        return Ok(search);
+    }
+    // Bisect: does reverting the newest k together make the command pass? With one commit
+    // left past the newest few, it is reverted alone straight away.
+    let k = if candidates.len() == ONE_BY_ONE + 1 {
+        candidates.len()
+    } else {
+        let probes = std::sync::Mutex::new(Vec::new());
+        let mut probe = |k: usize| {
+            let newest: Vec<&Candidate> = candidates[..k].iter().collect();
+            let probes = &probes;
+            let take = &take;
+            async move {
+                take(&format!("reverting the newest {k} commits")).map_err(Stop::Time)?;
+                progress(&format!(
+                    "reverting the newest {k} commits together ({} back to {})",
+                    short(&newest[0].sha),
+                    short(&newest[k - 1].sha)
+                ));
+                let outcome = without(sandbox, repo, command, &newest, runs, progress)
+                    .await
+                    .map_err(Stop::Sandbox)?;
+                let (passes, said) = match outcome {
+                    Outcome::Passes(..) => (
+                        Ok(true),
+                        format!("the command passes {runs} of {runs} runs without them"),
+                    ),
+                    Outcome::Fails(why) => (Ok(false), why),
+                    Outcome::Untried(why) => (Err(Stop::Untried(why.clone())), why),
+                };
+                probes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Tried {
+                        sha: newest[0].sha.clone(),
+                        oldest: Some(newest[k - 1].sha.clone()),
+                        commits: Some(k),
+                        outcome: said,
+                    });
+                passes
+            }
+        };
+        let found = bisect(ONE_BY_ONE + 1, candidates.len(), &mut probe).await;
+        search
+            .tried
+            .extend(probes.into_inner().unwrap_or_else(|e| e.into_inner()));
+        match found {
+            Ok(Some(k)) => k,
+            Ok(None) => return Ok(search),
+            Err(Stop::Sandbox(e)) => return Err(e),
+            Err(Stop::Time(why)) => {
+                search.stopped = Some(why);
+                return Ok(search);
+            }
+            Err(Stop::Untried(why)) => {
+                search.stopped = Some(format!(
+                    "the bisection stopped: a revert of several commits could not be run ({why})"
+                ));
+                return Ok(search);
+            }
         }
     };
-    let found = bisect(ONE_BY_ONE + 1, candidates.len(), &mut probe).await?;
-    tried.extend(probes.into_inner().unwrap_or_else(|e| e.into_inner()));
-    let Some(k) = found else {
-        return Ok((None, tried));
-    };
     let culprit = &candidates[k - 1];
+    if let Err(why) = take(&format!("reverting {}", short(&culprit.sha))) {
+        search.stopped = Some(why);
+        return Ok(search);
+    }
     progress(&format!(
-        "the newest {k} commits' revert passes: reverting {} ({}) alone",
+        "reverting {} ({}) alone: the newest commits' revert passes from it",
         short(&culprit.sha),
         culprit.title
     ));
-    let outcome = passes_without(sandbox, repo, command, &culprit.diff, runs, progress).await?;
-    let found = record(culprit, outcome, runs, &mut tried, |why| {
-        format!("the bisection points at it, but reverting it alone does not pass ({why}): left to people")
+    let outcome = without(sandbox, repo, command, &[culprit], runs, progress).await?;
+    search.found = record(culprit, outcome, runs, &mut search.tried, |why| {
+        format!(
+            "the bisection points at it, but reverting it alone does not pass ({why}): left to people"
+        )
     });
-    Ok((found, tried))
+    Ok(search)
 }
 
 /// Records what reverting `candidate` alone did; the culprit found when it passed.
 fn record(
     candidate: &Candidate,
-    outcome: Result<(String, ChangeSet), String>,
+    outcome: Outcome,
     runs: usize,
     tried: &mut Vec<Tried>,
     failed: impl FnOnce(String) -> String,
 ) -> Option<Found> {
     let (found, outcome) = match outcome {
-        Ok((diff, set)) => (
+        Outcome::Passes(diff, set) => (
             Some((candidate.clone(), diff, set)),
             format!("the command passes {runs} of {runs} runs without it"),
         ),
-        Err(why) => (None, failed(why)),
+        Outcome::Fails(why) | Outcome::Untried(why) => (None, failed(why)),
     };
     tried.push(Tried {
         sha: candidate.sha.clone(),
+        oldest: None,
+        commits: None,
         outcome,
     });
     found
@@ -174,41 +295,64 @@ fn short(sha: &str) -> String {
     sha.chars().take(7).collect()
 }
 
-/// Reverts `diff` (one commit's change, or several newest first) on the failing commit and
-/// runs the command: its revert and the change when it passes every run, or why not.
-async fn passes_without(
+/// Reverts `commits` (newest first, one `git apply -R` each: one call undoing several patches
+/// reverses their order itself) on the failing commit and runs the command.
+async fn without(
     sandbox: &Sandbox,
     repo: &Path,
     command: &StepCommand,
-    diff: &str,
+    commits: &[&Candidate],
     runs: usize,
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<Result<(String, ChangeSet), String>, SandboxError> {
-    let outcome = match revert(sandbox, repo, diff).await? {
-        Err(why) => format!("does not revert cleanly: {why}"),
-        Ok(Err(refused)) => format!("its revert is refused: {refused}"),
-        Ok(Ok(set)) => match protected(&set) {
-            Some(path) => format!("its revert changes {path}, a protected path"),
-            None => match set
-                .diff(repo)
-                .map(|diff| (super::guard::touches_tests(&diff), diff))
-            {
-                Err(refused) => format!("its revert is refused: {refused}"),
-                Ok((Some(near_tests), _)) => format!("its revert {near_tests}: left to people"),
-                Ok((None, diff)) => {
-                    let (_, verdict) =
-                        check(sandbox, repo, command, &set, &diff, runs, progress).await?;
-                    match verdict {
-                        Verdict::Fixed => return Ok(Ok((diff, set))),
-                        Verdict::Rejected { reason } => reason,
-                        other => format!("{other:?}"),
-                    }
-                }
-            },
-        },
-    };
+) -> Result<Outcome, SandboxError> {
+    let diffs: Vec<&str> = commits.iter().map(|c| c.diff.as_str()).collect();
     // git's own words may be long: enough to say why.
-    Ok(Err(outcome.chars().take(300).collect()))
+    let cut = |why: String| why.chars().take(300).collect::<String>();
+    let made = super::strategy::revert_in_order(sandbox, repo, &diffs).await?;
+    let set = match made {
+        Err((index, why)) => {
+            let sha = commits.get(index).map_or(String::new(), |c| short(&c.sha));
+            return Ok(Outcome::Untried(cut(format!(
+                "{sha} does not revert cleanly: {why}"
+            ))));
+        }
+        Ok(Err(refused)) => {
+            return Ok(Outcome::Untried(cut(format!(
+                "its revert is refused: {refused}"
+            ))))
+        }
+        Ok(Ok(set)) => set,
+    };
+    if let Some(path) = protected(&set) {
+        return Ok(Outcome::Untried(format!(
+            "its revert changes {path}, a protected path"
+        )));
+    }
+    let diff = match set.diff(repo) {
+        Err(refused) => {
+            return Ok(Outcome::Untried(cut(format!(
+                "its revert is refused: {refused}"
+            ))))
+        }
+        Ok(diff) => diff,
+    };
+    if let Some(near_tests) = super::guard::touches_tests(&diff) {
+        return Ok(Outcome::Untried(format!(
+            "its revert {near_tests}: left to people"
+        )));
+    }
+    let (_, verdict) = check(sandbox, repo, command, &set, &diff, runs, progress).await?;
+    Ok(match verdict {
+        Verdict::Fixed => Outcome::Passes(diff, set),
+        Verdict::Rejected { reason } => Outcome::Fails(cut(reason)),
+        other => Outcome::Fails(cut(format!("{other:?}"))),
+    })
+}
+
+fn protected(set: &ChangeSet) -> Option<String> {
+    set.paths()
+        .find(|p| p.starts_with(".github/"))
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -235,20 +379,4 @@ mod tests {
         let mut unused = |_: usize| async { Ok::<bool, ()>(true) };
         assert_eq!(bisect(4, 3, &mut unused).await, Ok(None));
     }
-}
-
-fn protected(set: &ChangeSet) -> Option<String> {
-    set.paths()
-        .find(|p| p.starts_with(".github/"))
-        .map(str::to_string)
-}
-
-/// `diff` reversed by `git apply -R` on a copy of the repository, brought back as a checked
-/// change; or why it does not apply.
-async fn revert(
-    sandbox: &Sandbox,
-    repo: &Path,
-    diff: &str,
-) -> Result<Result<Made, String>, SandboxError> {
-    super::strategy::apply_diff_with(sandbox, repo, diff, true).await
 }

@@ -159,19 +159,8 @@ pub async fn apply_diff(
     repo: &Path,
     diff: &str,
 ) -> Result<Result<Made, String>, SandboxError> {
-    apply_diff_with(sandbox, repo, diff, false).await
-}
-
-/// [`apply_diff`], or with `reverse` the diff undone (`git apply -R`): a commit reverted.
-pub async fn apply_diff_with(
-    sandbox: &Sandbox,
-    repo: &Path,
-    diff: &str,
-    reverse: bool,
-) -> Result<Result<Made, String>, SandboxError> {
-    let flag = if reverse { " -R" } else { "" };
     let script = format!(
-        "{BASELINE}git apply{flag} --whitespace=nowarn /work/patch.diff 2>&1 || {{ echo 'patch does not apply'; exit 4; }}\n"
+        "{BASELINE}git apply --whitespace=nowarn /work/patch.diff 2>&1 || {{ echo 'patch does not apply'; exit 4; }}\n"
     );
     let (made, run) =
         capture_after(sandbox, repo, &script, &[("patch.diff", diff.as_bytes())]).await?;
@@ -180,4 +169,45 @@ pub async fn apply_diff_with(
     } else {
         Ok(Err(run.output.trim().to_string()))
     }
+}
+
+/// Commits undone one after the other (`diffs` newest first, one `git apply -R` each) on a
+/// copy of the repository, brought back as a checked change; or which one does not revert,
+/// and why. One `git apply -R` of several patches would undo them in the reverse of the
+/// input's order (git since 2.30) and write deletions before content: each is applied alone.
+pub async fn revert_in_order(
+    sandbox: &Sandbox,
+    repo: &Path,
+    diffs: &[&str],
+) -> Result<Result<Made, (usize, String)>, SandboxError> {
+    let names: Vec<String> = (0..diffs.len())
+        .map(|i| format!("revert-{i}.diff"))
+        .collect();
+    let mut script = BASELINE.to_string();
+    for (i, name) in names.iter().enumerate() {
+        script.push_str(&format!(
+            "git apply -R --whitespace=nowarn /work/{name} 2>&1 || {{ echo 'selfheal: revert {i} does not apply'; exit 4; }}\n"
+        ));
+    }
+    let files: Vec<(&str, &[u8])> = names
+        .iter()
+        .zip(diffs)
+        .map(|(name, diff)| (name.as_str(), diff.as_bytes()))
+        .collect();
+    let (made, run) = capture_after(sandbox, repo, &script, &files).await?;
+    if run.passed() {
+        return Ok(Ok(made));
+    }
+    let output = run.output.trim().to_string();
+    let index = output
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("selfheal: revert ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    Ok(Err((index, output)))
 }

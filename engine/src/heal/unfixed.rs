@@ -64,23 +64,25 @@ pub(super) async fn heal(
     let mut culprit_evidence = None;
     let breakable = matches!(failure.diagnosis.class, Class::Test | Class::Compile);
     if breakable && (!options.culprits.is_empty() || !options.culprits_skipped.is_empty()) {
-        let (found, tried) = culprit::find(
+        let search = culprit::find(
             sandbox,
             repo,
             failure.command,
             &options.culprits,
             options.validate_runs,
+            failure.run_time,
             progress,
         )
         .await?;
-        let (culprit, change) = match found {
+        let (culprit, change) = match search.found {
             Some((culprit, diff, set)) => (Some(culprit), Some((diff, set))),
             None => (None, None),
         };
         let evidence = CulpritEvidence {
             culprit,
-            tried,
+            tried: search.tried,
             skipped: options.culprits_skipped.clone(),
+            stopped: search.stopped,
         };
         if let Some(change) = change {
             let mut r = report(

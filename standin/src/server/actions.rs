@@ -336,7 +336,22 @@ pub(super) async fn list_runs_of_workflow(
         per_page: q.per_page,
         page: q.page,
     };
-    let url = format!("/repos/{own}/actions/workflows/{workflow_id}/runs");
+    let filters: Vec<String> = [
+        ("branch", &q.branch),
+        ("event", &q.event),
+        ("status", &q.status),
+        ("head_sha", &q.head_sha),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.as_ref().map(|v| format!("{key}={v}")))
+    .collect();
+    let url = match filters.is_empty() {
+        true => format!("/repos/{own}/actions/workflows/{workflow_id}/runs"),
+        false => format!(
+            "/repos/{own}/actions/workflows/{workflow_id}/runs?{}",
+            filters.join("&")
+        ),
+    };
     let (shown, next) = page.slice(&runs, &url);
     let mut response =
         Json(json!({"total_count": runs.len(), "workflow_runs": shown})).into_response();

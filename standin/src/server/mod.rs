@@ -524,8 +524,14 @@ impl Page {
             .take(per_page)
             .cloned()
             .collect();
-        let next = (n * per_page < all.len())
-            .then(|| format!("<{url}?per_page={per_page}&page={}>; rel=\"next\"", n + 1));
+        // The list's own filters (in `url`) stay in the next page's address, as GitHub's do.
+        let join = if url.contains('?') { '&' } else { '?' };
+        let next = (n * per_page < all.len()).then(|| {
+            format!(
+                "<{url}{join}per_page={per_page}&page={}>; rel=\"next\"",
+                n + 1
+            )
+        });
         (slice, next)
     }
 }

@@ -323,15 +323,26 @@ async fn pr_body(
                 .into_iter()
                 .flatten()
                 .map(|t| {
+                    let short = |key: &str| -> String {
+                        t[key].as_str().unwrap_or_default().chars().take(7).collect()
+                    };
+                    // A bisection step reverted the newest commits together.
+                    let what = match t["commits"].as_u64() {
+                        Some(n) => format!(
+                            "the newest {n} together, {} back to {}",
+                            markdown::code(&short("sha")),
+                            markdown::code(&short("oldest"))
+                        ),
+                        None => markdown::code(&short("sha")),
+                    };
                     format!(
-                        "- {}: {}",
-                        markdown::code(&t["sha"].as_str().unwrap_or_default().chars().take(7).collect::<String>()),
+                        "- {what}: {}",
                         markdown::code(t["outcome"].as_str().unwrap_or_default())
                     )
                 })
                 .collect();
             format!(
-                "this reverts {}, {} by {}, the commit since the workflow's last green run without which the failing command passes in every sandbox run. Review it: the change it made is undone whole, and its author may prefer to fix it forward.\n\nCommits reverted to find it, newest first:\n{}",
+                "this reverts {}, {} by {}, the commit since the workflow's last green run without which the failing command passes in every sandbox run. Review it: the change it made is undone whole, and its author may prefer to fix it forward.\n\nReverts tried to find it, in the order tried (newest commits first, then bisecting):\n{}",
                 markdown::code(sha),
                 markdown::code(reverted["title"].as_str().unwrap_or_default()),
                 markdown::code(reverted["author"].as_str().unwrap_or_default()),
