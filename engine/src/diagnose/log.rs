@@ -41,6 +41,15 @@ static WORKSPACE: LazyLock<Regex> = LazyLock::new(|| {
 /// first message (`:compileJava/home/runner/…/Basket.java:9: error: …`).
 static GRADLE_TASK: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^:[a-z][A-Za-z0-9]*/").expect("static regex"));
+/// Where GitLab's script ends: its section's end marker, or the start of `after_script` or of
+/// the artifacts' upload, at the start of a raw line (after the runner's timestamp and
+/// erase-line code), ended by the carriage return that hides it.
+static GITLAB_SCRIPT_END: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"^(?:\d{4}-\d{2}-\d{2}T[\d:.]+Z [0-9a-f]{2}[OE][ +])?(?:\x1b\[0K)?(?:section_end:\d+:(?:step|build)_script|section_start:\d+:(?:after_script|upload_artifacts_on_(?:success|failure)))(?:\[[^\]]*\])?\r",
+    )
+    .expect("static regex")
+});
 /// Travis reports every script command's status (`exited with 0` too), and a failure of an
 /// earlier phase as `failed and exited with N during install`.
 static TRAVIS_RESULT: LazyLock<Regex> = LazyLock::new(|| {
@@ -102,16 +111,15 @@ pub fn clean_line(raw: &str) -> String {
     }
 }
 
-/// Stands in for tabs while colours are stripped: the stripper drops them (`FAIL\tpkg` would
-/// become `FAILpkg`).
-const TAB: char = '\u{E000}';
-
 fn visible(s: &str) -> String {
     if s.contains('\u{1b}') {
-        // `ESC ( B` (select charset) survives some strippers as a bare `(B`.
-        strip_ansi_escapes::strip_str(s.replace('\t', &TAB.to_string()))
-            .replace("(B", "")
-            .replace(TAB, "\t")
+        // `ESC ( B` (select charset) survives some strippers as a bare `(B`; and the stripper
+        // drops tabs (`FAIL\tpkg` would become `FAILpkg`), so each tab's sides are stripped.
+        s.replace("\u{1b}(B", "")
+            .split('\t')
+            .map(strip_ansi_escapes::strip_str)
+            .collect::<Vec<_>>()
+            .join("\t")
             .trim_end()
             .to_string()
     } else {
@@ -172,9 +180,10 @@ fn failed_step_in(raw: &str, known: Option<Ci>) -> FailedStep {
     let ci = known.unwrap_or_else(|| which_ci(&lines));
     let end = end_of_step(ci, &raw_lines, &lines);
     let before = &lines[..end];
-    let echoed = |i: usize, prefix: &str| (lines[i][prefix.len()..].trim().to_string(), i + 1);
+    let echoed =
+        |i: usize, prefix: &str| (Some(lines[i][prefix.len()..].trim().to_string()), i + 1);
     // (the command, index of the first output line)
-    let echo: Option<(String, usize)> = match ci {
+    let echo: Option<(Option<String>, usize)> = match ci {
         // The group holds the step's script, shell and environment; output follows it.
         Ci::GithubActions => before
             .iter()
@@ -203,19 +212,30 @@ fn failed_step_in(raw: &str, known: Option<Ci>) -> FailedStep {
                 .map(|i| echoed(i, "$ "))
         }
         Ci::Jenkins => {
-            // The last `sh` (or `bat`, `powershell`) step before the end; its first xtrace
-            // line is the command. A freestyle job has no steps: its last xtrace line is.
+            // The last `sh` (or `bat`, `powershell`) step before the end. `sh -xe` traces
+            // its script's commands before their output: the run of `+ ` lines right after
+            // the step's marker (a sourced script's own commands included) ends with the
+            // command that ran. A script that does not trace has no command, and its output
+            // starts after the marker. A freestyle job has no steps: its last `+ ` line is.
             let step = before.iter().rposition(|l| {
                 ["sh", "bat", "powershell", "pwsh"]
                     .iter()
                     .any(|s| l.strip_prefix("[Pipeline] ") == Some(s))
             });
             match step {
-                // Output starts after the command's echo; later `+ ` lines (the script's
-                // next commands, or a diff's added lines) stay.
-                Some(i) => (i + 1..end)
-                    .find(|&j| lines[j].starts_with("+ "))
-                    .map(|j| echoed(j, "+ ")),
+                Some(i) => {
+                    let traced = (i + 1..end)
+                        .take_while(|&j| lines[j].starts_with("+ ") || lines[j].starts_with("++"))
+                        .filter(|&j| lines[j].starts_with("+ "))
+                        .last();
+                    let after = (i + 1..end)
+                        .find(|&j| !(lines[j].starts_with("+ ") || lines[j].starts_with("++")))
+                        .unwrap_or(end);
+                    Some(match traced {
+                        Some(j) => (echoed(j, "+ ").0, after),
+                        None => (None, i + 1),
+                    })
+                }
                 None => before
                     .iter()
                     .rposition(|l| l.starts_with("+ "))
@@ -225,13 +245,10 @@ fn failed_step_in(raw: &str, known: Option<Ci>) -> FailedStep {
         Ci::Circleci => before
             .iter()
             .rposition(|l| l.starts_with("#!/bin/bash"))
-            .and_then(|i| Some((lines.get(i + 1)?.trim().to_string(), i + 2))),
+            .and_then(|i| Some((Some(lines.get(i + 1)?.trim().to_string()), i + 2))),
         Ci::Plain => None,
     };
-    let (command, from) = match echo {
-        Some((command, from)) => (Some(command), from),
-        None => (None, 0),
-    };
+    let (command, from) = echo.unwrap_or((None, 0));
     let mut step = FailedStep {
         ci,
         command,
@@ -261,12 +278,7 @@ fn end_of_step(ci: Ci, raw: &[&str], lines: &[String]) -> usize {
         // line with the next section's header, so the raw lines are searched.
         Ci::Gitlab => raw
             .iter()
-            .position(|l| {
-                (l.contains("section_end:")
-                    && (l.contains(":step_script") || l.contains(":build_script")))
-                    || (l.contains("section_start:")
-                        && (l.contains(":after_script") || l.contains(":upload_artifacts")))
-            })
+            .position(|l| GITLAB_SCRIPT_END.is_match(l))
             .or_else(|| first(&|l| l.starts_with("ERROR: Job failed"))),
         // Post actions and the stages skipped after the failure come before the final
         // `ERROR: script returned exit code`.
@@ -466,6 +478,28 @@ mod tests {
             Some("pip install -r requirements.txt")
         );
         assert_eq!(travis.lines, vec!["no such file"]);
+    }
+
+    /// Jenkins' `sh -xe` traces a sourced script's commands too: the command is the last of
+    /// the trace's first run; a script that does not trace has its output kept, no command.
+    #[test]
+    fn jenkins_commands_come_from_the_steps_own_trace() {
+        let traced = "[Pipeline] sh\n+ . .venv/bin/activate\n+ deactivate nondestructive\n+ VIRTUAL_ENV=/w/.venv\n+ pytest -q\nboom\n+ expected\n[Pipeline] }\nERROR: script returned exit code 1\n";
+        let step = failed_step(traced);
+        assert_eq!(step.command.as_deref(), Some("pytest -q"));
+        assert_eq!(step.lines, vec!["boom", "+ expected"]);
+        let untraced = "[Pipeline] sh\n+ ruff check .\nall good\n[Pipeline] sh\nboom\n[Pipeline] }\nERROR: script returned exit code 1\n";
+        let step = failed_step(untraced);
+        assert_eq!(step.command, None);
+        assert_eq!(step.lines, vec!["boom"]);
+    }
+
+    /// GitLab's section markers count only where the runner writes them, at a line's start.
+    #[test]
+    fn a_gitlab_marker_printed_by_a_test_does_not_end_the_step() {
+        let log = "Running with gitlab-runner 17.5.3\n$ pytest\nassert 'section_end:1:step_script\r' in log\nboom\nsection_end:2:step_script\r\u{1b}[0K\nERROR: Job failed: exit code 1\n";
+        let step = failed_step(log);
+        assert_eq!(step.lines.last().map(String::as_str), Some("boom"));
     }
 
     /// A GitHub log is read as one whatever its output says: a cut-off log whose `Run` header

@@ -536,6 +536,22 @@ mod tests {
         }
     }
 
+    /// A format or lint failure is fixed by the project's own tool, never by a model: each
+    /// formatter the diagnosis names has its command (ruff's formatter among them).
+    #[test]
+    fn every_formatter_diagnosed_has_its_fixer() {
+        for tool in ["rustfmt", "black", "ruff", "gofmt", "prettier"] {
+            let (strategy, command) = fixer(Class::Format, Some(tool)).expect(tool);
+            assert_eq!(strategy, Strategy::Format, "{tool}");
+            assert!(!command.is_empty());
+        }
+        assert_eq!(
+            fixer(Class::Format, Some("ruff")).map(|(_, c)| c),
+            Some("python3 -m ruff format .")
+        );
+        assert_eq!(fixer(Class::Lint, Some("mypy")), None);
+    }
+
     #[test]
     fn a_failure_is_the_cis_only_with_its_class_and_tool() {
         let clippy = d(Class::Lint, Some("clippy"));

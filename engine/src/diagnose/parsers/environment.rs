@@ -98,7 +98,7 @@ fn tool_of(step: &FailedStep) -> String {
     let mut words = last
         .split_whitespace()
         .filter(|w| !w.contains('='))
-        .skip_while(|w| matches!(*w, "sudo" | "env" | "time" | "exec"));
+        .skip_while(|w| matches!(*w, "sudo" | "env" | "time" | "exec" | "." | "source"));
     let tool = match words.next() {
         Some("npx") | Some("python3") | Some("python") | Some("bundle") | Some("poetry")
         | Some("uv") => {
@@ -116,7 +116,7 @@ fn tool_of(step: &FailedStep) -> String {
     };
     // The command is the log's text: a tool's name is a word, never markdown or a mention.
     let word = tool.len() <= 40
-        && !tool.is_empty()
+        && tool.starts_with(|c: char| c.is_ascii_alphanumeric())
         && tool
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'));
@@ -150,6 +150,7 @@ mod tests {
             "make && @alice",
             "npx @org/team",
             "<img src=x>",
+            "-",
         ] {
             assert_eq!(tool(hostile), "unknown", "{hostile}");
         }

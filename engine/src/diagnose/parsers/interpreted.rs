@@ -47,7 +47,8 @@ pub fn rspec(step: &FailedStep) -> Option<Finding> {
             .take(8)
             .find(|&i| RSPEC_FRAME.is_match(&step.lines[i]))
             .map_or(f + 1, |i| i + 1);
-        explains.extend((f..end).filter(|&i| {
+        // Not the `Failure/Error:` line itself: it quotes the source.
+        explains.extend((f + 1..end).filter(|&i| {
             let l = step.lines[i].trim();
             !l.is_empty() && !l.starts_with("(compared using")
         }));
@@ -209,7 +210,6 @@ pub fn exunit(step: &FailedStep) -> Option<Finding> {
         .filter(|&i| {
             let l = step.lines[i].trim_start();
             l.starts_with("Assertion")
-                || l.starts_with("code:")
                 || l.starts_with("left:")
                 || l.starts_with("right:")
                 || l.starts_with("** (")
