@@ -158,9 +158,12 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
             .map(|(n, _)| *n)
             .collect();
         let tail = step.numbers.iter().rev().take(TAIL).copied().collect();
-        let green_path = dir.join(l.file.replace(".log", ".green.log"));
-        let green = match std::fs::read(&green_path) {
-            Ok(bytes) => {
+        let green_path = l
+            .file
+            .strip_suffix(".log")
+            .map(|stem| dir.join(format!("{stem}.green.log")));
+        let green = match green_path.map(std::fs::read) {
+            Some(Ok(bytes)) => {
                 let new = new_since_green(&step, &String::from_utf8_lossy(&bytes));
                 let lines: BTreeSet<usize> = new.iter().map(|&i| step.numbers[i]).collect();
                 let grepped = new
@@ -173,7 +176,7 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
                     new_grepped: grepped,
                 })
             }
-            Err(_) => None,
+            _ => None,
         };
         out.push(Outcome {
             bytes: bytes.len(),

@@ -42,11 +42,12 @@ static WORKSPACE: LazyLock<Regex> = LazyLock::new(|| {
 static GRADLE_TASK: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^:[a-z][A-Za-z0-9]*/").expect("static regex"));
 /// Where GitLab's script ends: its section's end marker, or the start of `after_script` or of
-/// the artifacts' upload, at the start of a raw line (after the runner's timestamp and
-/// erase-line code), ended by the carriage return that hides it.
+/// the artifacts' upload, as the runner writes them: ended by a carriage return and the
+/// erase-line code. Anywhere in a raw line: after output with no final newline the marker
+/// follows it on the same line; text that merely names a section has no such ending.
 static GITLAB_SCRIPT_END: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"^(?:\d{4}-\d{2}-\d{2}T[\d:.]+Z [0-9a-f]{2}[OE][ +])?(?:\x1b\[0K)?(?:section_end:\d+:(?:step|build)_script|section_start:\d+:(?:after_script|upload_artifacts_on_(?:success|failure)))(?:\[[^\]]*\])?\r",
+        r"(?:section_end:\d+:(?:step|build)_script|section_start:\d+:(?:after_script|upload_artifacts_on_(?:success|failure)))(?:\[[^\]]*\])?\r\x1b\[0K",
     )
     .expect("static regex")
 });
@@ -224,17 +225,25 @@ fn failed_step_in(raw: &str, known: Option<Ci>) -> FailedStep {
             });
             match step {
                 Some(i) => {
-                    let traced = (i + 1..end)
-                        .take_while(|&j| lines[j].starts_with("+ ") || lines[j].starts_with("++"))
-                        .filter(|&j| lines[j].starts_with("+ "))
-                        .last();
-                    let after = (i + 1..end)
-                        .find(|&j| !(lines[j].starts_with("+ ") || lines[j].starts_with("++")))
-                        .unwrap_or(end);
-                    Some(match traced {
-                        Some(j) => (echoed(j, "+ ").0, after),
-                        None => (None, i + 1),
-                    })
+                    let traced =
+                        |j: usize| lines[j].starts_with("+ ") || lines[j].starts_with("++");
+                    if !(i + 1 < end && traced(i + 1)) {
+                        Some((None, i + 1))
+                    } else {
+                        // With `-e` the command that failed is the last traced one; a `+ `
+                        // line beside a `- ` one is a diff's, not the shell's.
+                        let diff = |j: usize| {
+                            [j.wrapping_sub(1), j + 1]
+                                .iter()
+                                .any(|&k| k < end && k > i && lines[k].starts_with("- "))
+                        };
+                        let command = (i + 1..end)
+                            .rev()
+                            .find(|&j| lines[j].starts_with("+ ") && !diff(j))
+                            .and_then(|j| echoed(j, "+ ").0);
+                        let after = (i + 1..end).find(|&j| !traced(j)).unwrap_or(end);
+                        Some((command, after))
+                    }
                 }
                 None => before
                     .iter()
@@ -484,22 +493,32 @@ mod tests {
     /// the trace's first run; a script that does not trace has its output kept, no command.
     #[test]
     fn jenkins_commands_come_from_the_steps_own_trace() {
-        let traced = "[Pipeline] sh\n+ . .venv/bin/activate\n+ deactivate nondestructive\n+ VIRTUAL_ENV=/w/.venv\n+ pytest -q\nboom\n+ expected\n[Pipeline] }\nERROR: script returned exit code 1\n";
+        let traced = "[Pipeline] sh\n+ . .venv/bin/activate\n+ deactivate nondestructive\n+ VIRTUAL_ENV=/w/.venv\n+ pytest -q\nboom\n- expected\n+ received\n[Pipeline] }\nERROR: script returned exit code 1\n";
         let step = failed_step(traced);
         assert_eq!(step.command.as_deref(), Some("pytest -q"));
-        assert_eq!(step.lines, vec!["boom", "+ expected"]);
+        assert_eq!(step.lines, vec!["boom", "- expected", "+ received"]);
+        // Several commands in one step: the last traced one failed (`sh -e`).
+        let several = "[Pipeline] sh\n+ pip install -r requirements.txt\nInstalled 3 packages\n+ pytest -q\nboom\n[Pipeline] }\nERROR: script returned exit code 1\n";
+        let step = failed_step(several);
+        assert_eq!(step.command.as_deref(), Some("pytest -q"));
         let untraced = "[Pipeline] sh\n+ ruff check .\nall good\n[Pipeline] sh\nboom\n[Pipeline] }\nERROR: script returned exit code 1\n";
         let step = failed_step(untraced);
         assert_eq!(step.command, None);
         assert_eq!(step.lines, vec!["boom"]);
     }
 
-    /// GitLab's section markers count only where the runner writes them, at a line's start.
+    /// GitLab's section markers count only as the runner writes them (a carriage return and
+    /// the erase-line code), wherever they fall: after output with no final newline, on the
+    /// same line.
     #[test]
-    fn a_gitlab_marker_printed_by_a_test_does_not_end_the_step() {
+    fn gitlab_markers_count_as_the_runner_writes_them() {
         let log = "Running with gitlab-runner 17.5.3\n$ pytest\nassert 'section_end:1:step_script\r' in log\nboom\nsection_end:2:step_script\r\u{1b}[0K\nERROR: Job failed: exit code 1\n";
         let step = failed_step(log);
         assert_eq!(step.lines.last().map(String::as_str), Some("boom"));
+        let glued = "Running with gitlab-runner 17.5.3\n$ pytest\nboom\n10%section_end:2:step_script\r\u{1b}[0Ksection_start:2:after_script\r\u{1b}[0KRunning after_script\n$ ./notify.sh\nsent\nERROR: Job failed: exit code 1\n";
+        let step = failed_step(glued);
+        assert_eq!(step.command.as_deref(), Some("pytest"));
+        assert_eq!(step.lines, vec!["boom"]);
     }
 
     /// A GitHub log is read as one whatever its output says: a cut-off log whose `Run` header

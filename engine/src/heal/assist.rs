@@ -368,8 +368,6 @@ pub(super) struct Failure<'a> {
     pub sandbox_excerpt: &'a str,
     /// A fix of the same fingerprint that does not apply here as it is.
     pub example: Option<&'a Remembered>,
-    /// How long one run of the command took in the sandbox (the reproduction's pace).
-    pub run_time: std::time::Duration,
 }
 
 /// Asks the model for a fix and applies it in the sandbox: the change it made, or why there is

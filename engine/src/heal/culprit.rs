@@ -9,11 +9,11 @@
 //! is found earlier and rerun), so a revert that passes every run is not luck.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{check, Verdict};
+use super::{check, rerun, Verdict};
 use crate::changes::ChangeSet;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::workflow::StepCommand;
@@ -65,8 +65,8 @@ pub struct Tried {
 /// A culprit found: the commit, and its revert as a rendered diff and the change itself.
 pub(super) type Found = (Candidate, String, ChangeSet);
 
-/// The sandbox time a search may take, counted in runs of the failing command at the pace
-/// the reproduction took: the patch stage has an hour for everything.
+/// The time a search may spend before it starts another revert: the patch stage has an hour
+/// for everything.
 pub const SEARCH_TIME: Duration = Duration::from_secs(30 * 60);
 
 /// What reverting some commits did.
@@ -93,36 +93,14 @@ enum Stop {
     Untried(String),
 }
 
-/// The sandbox time a search has left, in checks of the command.
-struct Clock {
-    check: Duration,
-    spent: Duration,
-}
-
-impl Clock {
-    /// Takes one check's time, or says why there is none left.
-    fn take(&mut self, what: &str) -> Result<(), String> {
-        if self.spent + self.check > SEARCH_TIME {
-            return Err(format!(
-                "the search stopped before {what}: it would take more than {} minutes of the sandbox ({} s a check)",
-                SEARCH_TIME.as_secs() / 60,
-                self.check.as_secs()
-            ));
-        }
-        self.spent += self.check;
-        Ok(())
-    }
-}
-
-/// Reverts the newest candidates one by one, then bisects the rest, within [`SEARCH_TIME`]
-/// at `per_run` a run of the command.
+/// Reverts the newest candidates one by one, then bisects the rest; no revert starts once
+/// [`SEARCH_TIME`] has passed.
 pub(super) async fn find(
     sandbox: &Sandbox,
     repo: &Path,
     command: &StepCommand,
     candidates: &[Candidate],
     runs: usize,
-    per_run: Duration,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Search, SandboxError> {
     let candidates = &candidates[..candidates.len().min(MAX_CANDIDATES)];
@@ -131,11 +109,18 @@ pub(super) async fn find(
         tried: Vec::new(),
         stopped: None,
     };
-    let clock = std::sync::Mutex::new(Clock {
-        check: per_run * runs.max(1) as u32,
-        spent: Duration::ZERO,
-    });
-    let take = |what: &str| clock.lock().unwrap_or_else(|e| e.into_inner()).take(what);
+    let started = Instant::now();
+    let take = |what: &str| {
+        let spent = started.elapsed();
+        if spent >= SEARCH_TIME {
+            return Err(format!(
+                "the search stopped before {what}: it had taken {} of its {} minutes",
+                spent.as_secs() / 60,
+                SEARCH_TIME.as_secs() / 60
+            ));
+        }
+        Ok(())
+    };
     let mut all_failed = true;
     for candidate in candidates.iter().take(ONE_BY_ONE) {
         if let Err(why) = take(&format!("reverting {}", short(&candidate.sha))) {
@@ -147,7 +132,7 @@ pub(super) async fn find(
             short(&candidate.sha),
             candidate.title
         ));
-        let outcome = without(sandbox, repo, command, &[candidate], runs, progress).await?;
+        let outcome = without(sandbox, repo, command, &[candidate], runs, true, progress).await?;
         all_failed &= matches!(outcome, Outcome::Fails(_));
         if let Some(found) = record(candidate, outcome, runs, &mut search.tried, |why| why) {
             search.found = Some(found);
@@ -167,7 +152,8 @@ pub(super) async fn find(
     }
     // Bisect: does reverting the newest k together make the command pass? With one commit
     // left past the newest few, it is reverted alone straight away.
-    let k = if candidates.len() == ONE_BY_ONE + 1 {
+    let bisected = candidates.len() > ONE_BY_ONE + 1;
+    let k = if !bisected {
         candidates.len()
     } else {
         let probes = std::sync::Mutex::new(Vec::new());
@@ -182,7 +168,8 @@ pub(super) async fn find(
                     short(&newest[0].sha),
                     short(&newest[k - 1].sha)
                 ));
-                let outcome = without(sandbox, repo, command, &newest, runs, progress)
+                // A probe is never delivered: the guards wait for the confirmation.
+                let outcome = without(sandbox, repo, command, &newest, runs, false, progress)
                     .await
                     .map_err(Stop::Sandbox)?;
                 let (passes, said) = match outcome {
@@ -235,11 +222,14 @@ pub(super) async fn find(
         short(&culprit.sha),
         culprit.title
     ));
-    let outcome = without(sandbox, repo, command, &[culprit], runs, progress).await?;
+    let outcome = without(sandbox, repo, command, &[culprit], runs, true, progress).await?;
     search.found = record(culprit, outcome, runs, &mut search.tried, |why| {
-        format!(
+        match bisected {
+        true => format!(
             "the bisection points at it, but reverting it alone does not pass ({why}): left to people"
-        )
+        ),
+        false => why,
+    }
     });
     Ok(search)
 }
@@ -296,13 +286,16 @@ fn short(sha: &str) -> String {
 }
 
 /// Reverts `commits` (newest first, one `git apply -R` each: one call undoing several patches
-/// reverses their order itself) on the failing commit and runs the command.
+/// reverses their order itself) on the failing commit and runs the command. `guarded`: the
+/// revert could be delivered, so the guards of every fix apply (a bisection's probe only
+/// asks whether the command passes).
 async fn without(
     sandbox: &Sandbox,
     repo: &Path,
     command: &StepCommand,
     commits: &[&Candidate],
     runs: usize,
+    guarded: bool,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Outcome, SandboxError> {
     let diffs: Vec<&str> = commits.iter().map(|c| c.diff.as_str()).collect();
@@ -311,10 +304,11 @@ async fn without(
     let made = super::strategy::revert_in_order(sandbox, repo, &diffs).await?;
     let set = match made {
         Err((index, why)) => {
-            let sha = commits.get(index).map_or(String::new(), |c| short(&c.sha));
-            return Ok(Outcome::Untried(cut(format!(
-                "{sha} does not revert cleanly: {why}"
-            ))));
+            let what = match index.and_then(|i| commits.get(i)) {
+                Some(c) => format!("{} does not revert cleanly", short(&c.sha)),
+                None => "the revert could not be made in the sandbox".to_string(),
+            };
+            return Ok(Outcome::Untried(cut(format!("{what}: {why}"))));
         }
         Ok(Err(refused)) => {
             return Ok(Outcome::Untried(cut(format!(
@@ -323,7 +317,7 @@ async fn without(
         }
         Ok(Ok(set)) => set,
     };
-    if let Some(path) = protected(&set) {
+    if let Some(path) = protected(&set).filter(|_| guarded) {
         return Ok(Outcome::Untried(format!(
             "its revert changes {path}, a protected path"
         )));
@@ -336,16 +330,31 @@ async fn without(
         }
         Ok(diff) => diff,
     };
+    if !guarded {
+        if set.is_empty() {
+            return Ok(Outcome::Untried("their revert changes nothing".into()));
+        }
+        let after = rerun(sandbox, repo, &command.script, runs, Some(&set)).await?;
+        return Ok(match after.failures() == 0 && after.runs.len() == runs {
+            true => Outcome::Passes(diff, set),
+            false => Outcome::Fails(format!(
+                "the command still fails without them ({} of {runs} runs)",
+                after.failures()
+            )),
+        });
+    }
     if let Some(near_tests) = super::guard::touches_tests(&diff) {
         return Ok(Outcome::Untried(format!(
             "its revert {near_tests}: left to people"
         )));
     }
-    let (_, verdict) = check(sandbox, repo, command, &set, &diff, runs, progress).await?;
-    Ok(match verdict {
-        Verdict::Fixed => Outcome::Passes(diff, set),
-        Verdict::Rejected { reason } => Outcome::Fails(cut(reason)),
-        other => Outcome::Fails(cut(format!("{other:?}"))),
+    let (ran, verdict) = check(sandbox, repo, command, &set, &diff, runs, progress).await?;
+    Ok(match (ran, verdict) {
+        (_, Verdict::Fixed) => Outcome::Passes(diff, set),
+        // Refused before anything ran (nothing changed, a test skipped): not a failure.
+        (None, Verdict::Rejected { reason }) => Outcome::Untried(cut(reason)),
+        (_, Verdict::Rejected { reason }) => Outcome::Fails(cut(reason)),
+        (_, other) => Outcome::Fails(cut(format!("{other:?}"))),
     })
 }
 

@@ -403,7 +403,6 @@ async fn propose_prepared(
                     command,
                     sandbox_excerpt: &excerpt,
                     example: None,
-                    run_time: before.duration / before.runs.len().max(1) as u32,
                 };
                 return unfixed::heal(sandbox, repo, failure, options, &report, progress).await;
             }

@@ -172,14 +172,14 @@ pub async fn apply_diff(
 }
 
 /// Commits undone one after the other (`diffs` newest first, one `git apply -R` each) on a
-/// copy of the repository, brought back as a checked change; or which one does not revert,
-/// and why. One `git apply -R` of several patches would undo them in the reverse of the
+/// copy of the repository, brought back as a checked change; or which one does not revert
+/// (none when the sandbox failed otherwise), and why. One `git apply -R` of several patches would undo them in the reverse of the
 /// input's order (git since 2.30) and write deletions before content: each is applied alone.
 pub async fn revert_in_order(
     sandbox: &Sandbox,
     repo: &Path,
     diffs: &[&str],
-) -> Result<Result<Made, (usize, String)>, SandboxError> {
+) -> Result<Result<Made, (Option<usize>, String)>, SandboxError> {
     let names: Vec<String> = (0..diffs.len())
         .map(|i| format!("revert-{i}.diff"))
         .collect();
@@ -199,15 +199,12 @@ pub async fn revert_in_order(
         return Ok(Ok(made));
     }
     let output = run.output.trim().to_string();
-    let index = output
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("selfheal: revert ")?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
+    // The script's own last line names the revert that failed; git writes `error:` lines.
+    let index = output.lines().rev().find_map(|l| {
+        l.strip_prefix("selfheal: revert ")?
+            .strip_suffix(" does not apply")?
+            .parse()
+            .ok()
+    });
     Ok(Err((index, output)))
 }

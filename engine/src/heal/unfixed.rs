@@ -70,7 +70,6 @@ pub(super) async fn heal(
             failure.command,
             &options.culprits,
             options.validate_runs,
-            failure.run_time,
             progress,
         )
         .await?;

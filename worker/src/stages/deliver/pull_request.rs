@@ -327,13 +327,17 @@ async fn pr_body(
                         t[key].as_str().unwrap_or_default().chars().take(7).collect()
                     };
                     // A bisection step reverted the newest commits together.
-                    let what = match t["commits"].as_u64() {
-                        Some(n) => format!(
+                    let what = match (t["commits"].as_u64(), t["oldest"].as_str()) {
+                        (Some(n), Some(_)) => format!(
                             "the newest {n} together, {} back to {}",
                             markdown::code(&short("sha")),
                             markdown::code(&short("oldest"))
                         ),
-                        None => markdown::code(&short("sha")),
+                        (Some(n), None) => format!(
+                            "the newest {n} together, from {}",
+                            markdown::code(&short("sha"))
+                        ),
+                        (None, _) => markdown::code(&short("sha")),
                     };
                     format!(
                         "- {what}: {}",
