@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{clean_line, diagnose, failed_step, new_since_green, Ci};
+use super::{clean_line, diagnose_step, failed_step, new_since_green, Ci};
 
 #[derive(Debug, Deserialize)]
 pub struct Labelled {
@@ -95,7 +95,7 @@ pub enum EvaluateError {
 }
 
 /// The tail baseline's length, the excerpt's largest size.
-const TAIL: usize = 20;
+const TAIL: usize = super::EXCERPT_MAX;
 
 static GREP_BASELINE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)error|fail").expect("static regex"));
@@ -122,7 +122,9 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
     for l in manifest {
         let bytes = read(&l.file)?;
         let text = String::from_utf8_lossy(&bytes);
-        let d = diagnose(&text);
+        // One failed step for the diagnosis and the baselines.
+        let step = failed_step(&text);
+        let d = diagnose_step(step.clone());
         // Labels mark lines as a reader sees them: cleaned as the parsers see them (no
         // timestamps, colours or checkout directory).
         let plain: Vec<String> = text.lines().map(clean_line).collect();
@@ -149,7 +151,6 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
             .filter(|(_, line)| GREP_BASELINE.is_match(line))
             .map(|(i, _)| i + 1)
             .collect();
-        let step = failed_step(&text);
         let grep_step = step
             .numbers
             .iter()

@@ -86,9 +86,13 @@ pub struct FailedStep {
 pub fn clean_line(raw: &str) -> String {
     // A carriage return redraws the line: a terminal shows what follows the last one (GitLab's
     // section markers and Travis' folds hide themselves this way, progress bars too).
-    let raw = match raw.rsplit('\r').find(|part| !visible(part).is_empty()) {
-        Some(shown) => shown,
-        None => raw.rsplit('\r').next().unwrap_or(raw),
+    let raw = if raw.contains('\r') {
+        match raw.rsplit('\r').find(|part| !visible(part).is_empty()) {
+            Some(shown) => shown,
+            None => raw.rsplit('\r').next().unwrap_or(raw),
+        }
+    } else {
+        raw
     };
     let raw = if raw.contains("_bk;t=") {
         BUILDKITE_TS.replace_all(raw, "")

@@ -335,7 +335,7 @@ async fn without(
             return Ok(Outcome::Untried("their revert changes nothing".into()));
         }
         let after = rerun(sandbox, repo, &command.script, runs, Some(&set)).await?;
-        return Ok(match after.failures() == 0 && after.runs.len() == runs {
+        return Ok(match after.every_one_passed(runs) {
             true => Outcome::Passes(diff, set),
             false => Outcome::Fails(format!(
                 "the command still fails without them ({} of {runs} runs)",

@@ -504,7 +504,7 @@ pub async fn check(
     ));
     let after = rerun(sandbox, repo, &command.script, runs, Some(changes)).await?;
     let evidence = Some(Evidence::from(&after));
-    let verdict = if after.failures() > 0 || after.runs.len() < runs {
+    let verdict = if !after.every_one_passed(runs) {
         reject(format!(
             "the command still fails after the patch ({} of {runs} runs)",
             after.failures()

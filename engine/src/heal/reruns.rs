@@ -32,6 +32,11 @@ impl Reruns {
         self.runs.len() - self.passes()
     }
 
+    /// All `wanted` runs were made and each passed: what a fix must show.
+    pub fn every_one_passed(&self, wanted: usize) -> bool {
+        self.failures() == 0 && self.runs.len() >= wanted
+    }
+
     pub fn first_failure(&self) -> Option<&RunResult> {
         self.runs.iter().find(|r| !r.passed)
     }
