@@ -23,6 +23,7 @@ fn prompt() -> Prompt {
     Prompt {
         system: "You fix failing builds. Answer with the propose_fix tool.".into(),
         user: "error[E0308]: mismatched types at src/lib.rs:12".into(),
+        follow_up: None,
     }
 }
 
@@ -84,8 +85,9 @@ async fn a_streamed_anthropic_answer_is_assembled_from_its_fragments_with_its_us
     assert_eq!(request.headers["anthropic-version"], "2023-06-01");
     assert_eq!(request.body["max_tokens"], 2048);
     assert_eq!(request.body["stream"], true);
+    // The cache breakpoint ends the failure's block, after the tools and the instructions.
     assert_eq!(
-        request.body["system"][0]["cache_control"]["type"],
+        request.body["messages"][0]["content"][0]["cache_control"]["type"],
         "ephemeral"
     );
     assert_eq!(request.body["tool_choice"]["name"], "propose_fix");
@@ -94,7 +96,7 @@ async fn a_streamed_anthropic_answer_is_assembled_from_its_fragments_with_its_us
         answer::schema(false)
     );
 
-    // The next request reads the cached instructions.
+    // The next request reads the cached prefix.
     s.push(Reply::Events(anthropic_tool_answer(
         &the_answer(),
         "tool_use",
@@ -352,8 +354,14 @@ mod healing {
         std::fs::write(
             dir.path().join("src/lib.rs"),
             format!(
-                "pub fn parse_port(text: &str, default: u16) -> u16 {{\n    text.trim().parse().unwrap_or(default)\n}}\n\npub fn listen_address(host: &str, port_text: &str) -> String {{\n    format!(\"{{host}}:{{}}\", parse_port(port_text))\n}}\n\n// deploy key for the staging box: {DEPLOY_KEY}\n// ci asks the model with {KEY} here\n// ci: DB_PASSWORD=pg-Hunter2x session=8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C\n\n#[cfg(test)]\nmod tests {{\n    #[test]\n    fn falls_back_to_the_default() {{\n        assert_eq!(super::listen_address(\"localhost\", \"x\"), \"localhost:8080\");\n    }}\n}}\n"
+                "pub fn parse_port(text: &str, default: u16) -> u16 {{\n    text.trim().parse().unwrap_or(default)\n}}\n\npub fn listen_address(host: &str, port_text: &str) -> String {{\n    format!(\"{{host}}:{{}}\", parse_port(port_text))\n}}\n\n// deploy key for the staging box: {DEPLOY_KEY}\n// ci asks the model with {KEY} here\n// ci: DB_PASSWORD=pg-Hunter2x session=8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C\n\n#[cfg(test)]\nmod tests {{\n    #[test]\n    fn falls_back_to_the_default() {{\n        assert_eq!(super::listen_address(\"localhost\", \"x\"), \"localhost:8080\");\n    }}\n}}\n\npub mod defaults;\n"
             ),
+        )
+        .unwrap();
+        // Referenced, not named by the log: sent as context, and redacted like the rest.
+        std::fs::write(
+            dir.path().join("src/defaults.rs"),
+            format!("/// The port services listen on when none is given.\npub const PORT: u16 = 8080;\n// rotated: {DEPLOY_KEY}\n"),
         )
         .unwrap();
         dir
@@ -381,6 +389,7 @@ mod healing {
                 budget: None,
                 morph: None,
                 earlier_patches: Vec::new(),
+                context_tokens: heal::CONTEXT_TOKENS,
             }),
             memory: None,
             culprits: Vec::new(),
@@ -444,17 +453,25 @@ mod healing {
                 "{body}"
             );
             assert!(body.contains("pub fn listen_address"), "{body}");
+            assert!(
+                body.contains("File src/defaults.rs (referenced by src/lib.rs)")
+                    && body.contains("pub const PORT: u16 = 8080;"),
+                "{body}"
+            );
             // A token format, the configured key (too short for any pattern: only the
             // never-send list catches it), a secret-named value and a random token.
             for secret in [DEPLOY_KEY, KEY, "pg-Hunter2x", "8fJ2kQz9Lw3Xv7Rt1Ny5Bm0C"] {
                 assert!(!body.contains(secret), "{secret} was sent");
             }
         }
-        let second = received[1].body["messages"][0]["content"].as_str().unwrap();
-        assert!(
-            second.contains("Your previous answer was refused"),
-            "{second}"
-        );
+        // The re-ask repeats the first request's cached prefix block for block, and says why
+        // after it.
+        let first = &received[0].body["messages"][0]["content"];
+        let second = &received[1].body["messages"][0]["content"];
+        assert_eq!(second[0], first[0]);
+        assert_eq!(second[0]["cache_control"]["type"], "ephemeral");
+        let why = second[1]["text"].as_str().unwrap();
+        assert!(why.contains("Your previous answer was refused"), "{why}");
     }
 
     #[tokio::test]
@@ -753,7 +770,7 @@ mod healing {
             memory.reason.as_deref().unwrap().contains("does not apply"),
             "{memory:?}"
         );
-        let sent = s.received()[0].body["messages"][0]["content"]
+        let sent = s.received()[0].body["messages"][0]["content"][0]["text"]
             .as_str()
             .unwrap()
             .to_string();

@@ -597,6 +597,20 @@ CASES = [
         "run": "cd build && ctest --output-on-failure",
     },
     {
+        "name": "googletest-failure",
+        "fix": [('src/basket.cpp', 'int sum = 1;', 'int sum = 0;')],
+        "language": "cpp",
+        "ci": "travis",
+        "files": {
+            "CMakeLists.txt": "cmake_minimum_required(VERSION 3.16)\nproject(widgets CXX)\nset(CMAKE_CXX_STANDARD 17)\nfind_package(GTest REQUIRED)\nenable_testing()\nadd_library(widgets src/basket.cpp)\ntarget_include_directories(widgets PUBLIC src)\nadd_executable(basket_test tests/basket_test.cpp)\ntarget_link_libraries(basket_test widgets GTest::gtest_main)\ninclude(GoogleTest)\ngtest_discover_tests(basket_test)\n",
+            "src/basket.h": "#pragma once\n#include <vector>\n\nint total(const std::vector<int>& items);\n",
+            "src/basket.cpp": '#include "basket.h"\n\nint total(const std::vector<int>& items) {\n    int sum = 1;\n    for (int item : items) sum += item;\n    return sum;\n}\n',
+            "tests/basket_test.cpp": '#include <gtest/gtest.h>\n\n#include "basket.h"\n\nTEST(BasketTest, AddsItems) {\n    EXPECT_EQ(7, total({3, 4}));\n}\n\nTEST(BasketTest, EmptyIsZero) {\n    ASSERT_EQ(total({}), 0) << "an empty basket costs nothing";\n}\n\nTEST(BasketTest, Positive) {\n    EXPECT_GT(total({1}), 0);\n}\n',
+        },
+        "setup": ["cmake -S . -B build", "cmake --build build"],
+        "run": "cd build && ctest --output-on-failure",
+    },
+    {
         "name": "cmake-missing-package",
         "language": "cpp",
         "ci": "circleci",
@@ -633,6 +647,19 @@ CASES = [
         },
         "env": {"GRADLE_USER_HOME": "/tmp/corpus-gradle"},
         "run": "gradle --offline --console=plain test",
+    },
+    {
+        "name": "junit5-console-failure",
+        "fix": [('src/main/java/acme/Basket.java', 'int sum = 1;', 'int sum = 0;')],
+        "language": "java",
+        "ci": "circleci",
+        "files": {
+            "src/main/java/acme/Basket.java": "package acme;\n\npublic class Basket {\n    public static int total(int[] items) {\n        int sum = 1;\n        for (int item : items) sum += item;\n        return sum;\n    }\n}\n",
+            "src/test/java/acme/BasketTest.java": "package acme;\n\nimport static org.junit.jupiter.api.Assertions.assertEquals;\n\nimport org.junit.jupiter.api.Test;\n\nclass BasketTest {\n    @Test\n    void addsItems() {\n        assertEquals(7, Basket.total(new int[] {3, 4}));\n    }\n\n    @Test\n    void emptyIsZero() {\n        assertEquals(0, Basket.total(new int[] {}), \"an empty basket costs nothing\");\n    }\n}\n",
+        },
+        # JUnit 5 from Debian's junit5 package (Maven Central is not reachable from here).
+        "setup": ["javac -d out -cp /usr/share/java/junit-jupiter-api.jar:/usr/share/java/apiguardian-api.jar src/main/java/acme/Basket.java src/test/java/acme/BasketTest.java"],
+        "run": "java -jar /usr/share/java/junit-platform-console-standalone.jar -cp out --select-package acme --disable-banner",
     },
     {
         "name": "maven-central-unreachable",

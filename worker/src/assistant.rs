@@ -50,6 +50,7 @@ pub fn assistant(ai: &AiConfig, mut never_send: Vec<String>) -> Assistant {
         morph,
         // Set per run (stages::patch).
         earlier_patches: Vec::new(),
+        context_tokens: ai.context_tokens,
     }
 }
 

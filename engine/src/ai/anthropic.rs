@@ -16,14 +16,20 @@ const VERSION: &str = "2023-06-01";
 pub(super) const TOOL: &str = "propose_fix";
 
 fn body(config: &ModelConfig, prompt: &Prompt, schema: &Value) -> Value {
+    // The cache breakpoint ends the stable prefix (tools, instructions, the failure and its
+    // files): a re-ask reads it back at a tenth of the price. The instructions alone are too
+    // short for the cache (1,024 tokens at least), so they get no breakpoint of their own.
+    let mut content = vec![json!({"type": "text", "text": prompt.user,
+        "cache_control": {"type": "ephemeral"}})];
+    if let Some(more) = &prompt.follow_up {
+        content.push(json!({"type": "text", "text": more}));
+    }
     json!({
         "model": config.model,
         "max_tokens": config.max_output_tokens,
         "stream": true,
-        // The stable prefix, marked for the prompt cache: later requests read it at a tenth
-        // of the price.
-        "system": [{"type": "text", "text": prompt.system, "cache_control": {"type": "ephemeral"}}],
-        "messages": [{"role": "user", "content": prompt.user}],
+        "system": [{"type": "text", "text": prompt.system}],
+        "messages": [{"role": "user", "content": content}],
         "tools": [{
             "name": TOOL,
             "description": "Propose the fix for the failing build, in the required shape.",
@@ -200,7 +206,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_request_forces_the_answer_tool_and_caches_the_instructions() {
+    fn the_request_forces_the_answer_tool_and_caches_the_failure_not_the_re_ask() {
         let config = ModelConfig::new(
             super::super::Provider::OpenAiCompatible {
                 base_url: String::new(),
@@ -208,15 +214,25 @@ mod tests {
             },
             "claude-x",
         );
-        let prompt = Prompt {
+        let mut prompt = Prompt {
             system: "instructions".into(),
             user: "the failure".into(),
+            follow_up: None,
         };
-        let b = body(&config, &prompt, &json!({"type": "object"}));
-        assert_eq!(b["stream"], true);
-        assert_eq!(b["max_tokens"], 8192);
-        assert_eq!(b["system"][0]["cache_control"]["type"], "ephemeral");
-        assert_eq!(b["tool_choice"]["name"], TOOL);
-        assert_eq!(b["tools"][0]["input_schema"]["type"], "object");
+        let first = body(&config, &prompt, &json!({"type": "object"}));
+        assert_eq!(first["stream"], true);
+        assert_eq!(first["max_tokens"], 8192);
+        assert_eq!(first["tool_choice"]["name"], TOOL);
+        assert_eq!(first["tools"][0]["input_schema"]["type"], "object");
+        prompt.follow_up = Some("refused: no such file".into());
+        let again = body(&config, &prompt, &json!({"type": "object"}));
+        // The re-ask repeats the first request's blocks up to the breakpoint, and adds after it.
+        let blocks = again["messages"][0]["content"].as_array().unwrap();
+        assert_eq!(blocks[0], first["messages"][0]["content"][0]);
+        assert_eq!(blocks[0]["text"], "the failure");
+        assert_eq!(blocks[0]["cache_control"]["type"], "ephemeral");
+        assert_eq!(blocks[1]["text"], "refused: no such file");
+        assert!(blocks[1].get("cache_control").is_none());
+        assert_eq!(again["system"], first["system"]);
     }
 }

@@ -71,12 +71,16 @@ impl ModelConfig {
     }
 }
 
-/// What is asked: a stable prefix (the instructions and the answer's contract, the same for
-/// every request and so cached by services that cache) and this failure's particulars.
+/// What is asked: the instructions and the answer's contract (the same for every request),
+/// this failure's particulars with the files chosen for it (the same for every request about
+/// this failure), and what a re-ask adds. Kept apart so that the first two are one prefix,
+/// which services that cache prompts read back at a fraction of the price.
 #[derive(Debug, Clone)]
 pub struct Prompt {
     pub system: String,
     pub user: String,
+    /// Why the previous answer was refused, when asking again.
+    pub follow_up: Option<String>,
 }
 
 /// Tokens as the service counted them, in Anthropic's terms whichever the service: the three

@@ -42,6 +42,7 @@ pub async fn apply(
     let prompt = Prompt {
         system: String::new(),
         user: message(instruction, code, update),
+        follow_up: None,
     };
     let done = retrying(config, || {
         openai::attempt(http, config, base_url, api_key.as_ref(), &prompt, None)

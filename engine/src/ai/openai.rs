@@ -18,7 +18,11 @@ fn body(config: &ModelConfig, prompt: &Prompt, schema: Option<&Value>) -> Value 
     if !prompt.system.is_empty() {
         messages.push(json!({"role": "system", "content": prompt.system}));
     }
-    messages.push(json!({"role": "user", "content": prompt.user}));
+    let user = match &prompt.follow_up {
+        Some(more) => format!("{}\n{more}", prompt.user),
+        None => prompt.user.clone(),
+    };
+    messages.push(json!({"role": "user", "content": user}));
     let mut body = json!({
         "model": config.model,
         "max_tokens": config.max_output_tokens,

@@ -23,12 +23,21 @@ pub struct Labelled {
     #[serde(default)]
     pub language: Option<String>,
     /// Text that marks the lines saying why the build failed: every line of the log holding
-    /// one of these, once cleaned (`clean_line`), is one (corpus only).
+    /// one of these, once cleaned (`clean_line`), is one; `^text$` marks only lines that are
+    /// exactly `text` (a value on its own line, `  0`, is in many others) (corpus only).
     #[serde(default)]
     pub explains: Vec<String>,
     /// The failing tests the log names, in its order (corpus only; unchecked when absent).
     #[serde(default)]
     pub failing_tests: Option<Vec<String>>,
+}
+
+/// Whether `label` marks `line`: holds it, or is it when the label is `^line$`.
+fn marks(label: &str, line: &str) -> bool {
+    match label.strip_prefix('^').and_then(|l| l.strip_suffix('$')) {
+        Some(whole) => line == whole,
+        None => line.contains(label),
+    }
 }
 
 #[derive(Debug)]
@@ -135,7 +144,7 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
                 plain
                     .iter()
                     .enumerate()
-                    .filter(|(_, line)| line.contains(label.as_str()))
+                    .filter(|(_, line)| marks(label, line))
                     .map(|(i, _)| i + 1),
             );
             if labelled.len() == before {

@@ -11,10 +11,11 @@ use std::sync::{Arc, LazyLock};
 use regex::Regex;
 use serde::Serialize;
 
+use super::context;
 use super::guard::refuses;
 use super::lazy_edits;
 use super::memory::Remembered;
-use super::redaction::{read_inside, redact, regular_inside, Redaction};
+use super::redaction::{redact, regular_inside, Redaction};
 use super::strategy::{apply_diff, Made};
 use crate::ai::answer::Change;
 use crate::ai::budget::{Grant, TokenBudget};
@@ -40,7 +41,13 @@ pub struct Assistant {
     /// The model's changes for earlier runs of the same incident, as rendered diffs: proposing
     /// one again ends the incident (it did not fix it then).
     pub earlier_patches: Vec<String>,
+    /// Tokens of repository files a prompt may carry: the files the failure names, then what
+    /// they reference, until this is spent.
+    pub context_tokens: u64,
 }
+
+/// Context tokens when none are configured (`SELFHEAL_AI_CONTEXT_TOKENS`).
+pub const CONTEXT_TOKENS: u64 = 16_000;
 
 /// The HTTP client an assistant uses: no redirects followed.
 pub fn http_client() -> reqwest::Client {
@@ -176,15 +183,13 @@ pub(super) async fn settle_after<T>(
     settle(budget.as_ref(), granted, spent, requests).await;
 }
 
-/// At most this many files are sent.
-const FILES: usize = 4;
-
 fn user_prompt(
     diagnosis: &Diagnosis,
     command: &StepCommand,
     sandbox_excerpt: &str,
     repo: &Path,
     example: Option<&Remembered>,
+    context_tokens: u64,
 ) -> String {
     let mut out = format!(
         "Failing command: {}\nDiagnosis: {} ({})\n",
@@ -211,15 +216,20 @@ fn user_prompt(
         "\nCI log excerpt:\n```\n{}\n```\n\nThe same failure in the sandbox:\n```\n{}\n```\n",
         diagnosis.excerpt, sandbox_excerpt
     ));
-    // The culprit first, then other files the excerpts name.
-    let mut names: Vec<String> = diagnosis.culprit_file.iter().cloned().collect();
-    static PATHS: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"[A-Za-z0-9_\-./]+\.[A-Za-z0-9]{1,5}").expect("static regex"));
-    for text in [&diagnosis.excerpt, &sandbox_excerpt.to_string()] {
-        for m in PATHS.find_iter(text) {
-            let name = m.as_str().trim_start_matches("./").to_string();
-            if !names.contains(&name) {
-                names.push(name);
+    // The culprit first, then other files the excerpts name, each with the line named.
+    let mut names: Vec<(String, Option<usize>)> = diagnosis
+        .culprit_file
+        .iter()
+        .map(|f| (f.clone(), diagnosis.culprit_line.map(|l| l as usize)))
+        .collect();
+    static PATHS: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"([A-Za-z0-9_\-./]+\.[A-Za-z0-9]{1,5})(?::(\d{1,7}))?").expect("static regex")
+    });
+    for text in [diagnosis.excerpt.as_str(), sandbox_excerpt] {
+        for m in PATHS.captures_iter(text) {
+            let name = m[1].trim_start_matches("./").to_string();
+            if !names.iter().any(|(n, _)| *n == name) {
+                names.push((name, m.get(2).and_then(|l| l.as_str().parse().ok())));
             }
         }
     }
@@ -234,16 +244,8 @@ fn user_prompt(
              validated and merged; it does not apply here as it is, but may show the way:\n```diff\n{patch}\n```\n"
         ));
     }
-    let mut sent = 0;
-    for name in names {
-        if sent == FILES {
-            break;
-        }
-        if let Some(content) = read_inside(repo, &name) {
-            out.push_str(&format!("\nFile {name}:\n```\n{content}\n```\n"));
-            sent += 1;
-        }
-    }
+    let budget = usize::try_from(context_tokens.saturating_mul(3)).unwrap_or(usize::MAX);
+    out.push_str(&context::choose(repo, &names, budget).render());
     out
 }
 
@@ -398,10 +400,11 @@ pub(super) async fn fix(
             failure.sandbox_excerpt,
             repo,
             failure.example,
+            assistant.context_tokens,
         ),
         &assistant.redaction,
     );
-    let mut user = base.clone();
+    let mut follow_up: Option<String> = None;
     let mut last_change: Option<Change> = None;
     let edits = assistant.morph.is_some();
     let schema = answer::schema(edits);
@@ -415,13 +418,18 @@ pub(super) async fn fix(
         ));
         let prompt = Prompt {
             system: instructions(edits),
-            user: user.clone(),
+            user: base.clone(),
+            follow_up: follow_up.clone(),
         };
         // The answer is cut off where the grant ends, and not asked for at all when the grant
         // would not hold the prompt and a small answer.
         let mut model = assistant.model.clone();
-        let need =
-            estimated_tokens(prompt.system.len() + prompt.user.len() + schema.to_string().len());
+        let need = estimated_tokens(
+            prompt.system.len()
+                + prompt.user.len()
+                + prompt.follow_up.as_ref().map_or(0, String::len)
+                + schema.to_string().len(),
+        );
         let (cap, grant) = match reserve(
             assistant.budget.as_ref(),
             need,
@@ -485,9 +493,9 @@ pub(super) async fn fix(
         };
         progress(&format!("the model's answer is refused: {refused}"));
         evidence.refused.push(refused.clone());
-        user = format!(
-            "{base}\nYour previous answer was refused: {refused}\nAnswer again, following the rules."
-        );
+        follow_up = Some(format!(
+            "Your previous answer was refused: {refused}\nAnswer again, following the rules."
+        ));
     }
     let why = format!(
         "the model's answers were refused: {}",

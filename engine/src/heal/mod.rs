@@ -4,6 +4,7 @@
 //! worker's stages and by `selfheal heal`.
 
 mod assist;
+mod context;
 mod culprit;
 mod guard;
 mod lazy_edits;
@@ -18,7 +19,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub use assist::{http_client as assist_http_client, AiEvidence, Assistant};
+pub use assist::{http_client as assist_http_client, AiEvidence, Assistant, CONTEXT_TOKENS};
 pub use culprit::{Candidate, CulpritEvidence, Tried, MAX_CANDIDATES};
 pub use guard::{refuses, touches_tests};
 pub use memory::{MemoryEvidence, MemoryUse, Remembered};

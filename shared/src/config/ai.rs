@@ -25,6 +25,8 @@ pub struct AiConfig {
     pub model: String,
     /// `SELFHEAL_AI_MAX_OUTPUT_TOKENS`: an answer cut off there is refused.
     pub max_output_tokens: u32,
+    /// `SELFHEAL_AI_CONTEXT_TOKENS` (16,000): repository files one prompt may carry.
+    pub context_tokens: u64,
     pub budget: AiBudget,
     /// What the service charges, when configured; without it the cost is left unknown
     /// rather than guessed from a price list that changes.
@@ -139,6 +141,7 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
         },
     };
     let max_output_tokens = env.parsed("SELFHEAL_AI_MAX_OUTPUT_TOKENS")?.unwrap_or(8192);
+    let context_tokens = env.parsed("SELFHEAL_AI_CONTEXT_TOKENS")?.unwrap_or(16_000);
     let budget = AiBudget {
         incident_tokens: env
             .parsed("SELFHEAL_AI_INCIDENT_TOKENS")?
@@ -172,6 +175,7 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
                 .optional("SELFHEAL_AI_MODEL")
                 .unwrap_or_else(|| "claude-sonnet-4-5".into()),
             max_output_tokens,
+            context_tokens,
             budget,
             prices,
             redact,
@@ -186,6 +190,7 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
             // A local server serves whatever it loaded: no default worth guessing.
             model: env.required("SELFHEAL_AI_MODEL")?,
             max_output_tokens,
+            context_tokens,
             budget,
             prices,
             redact,

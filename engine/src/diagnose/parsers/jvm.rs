@@ -67,6 +67,83 @@ pub fn junit(step: &FailedStep) -> Option<Finding> {
     Some(finding(Class::Test, "junit", at, "tests failed"))
 }
 
+regex!(PLATFORM_FAILURES, r"^Failures \((\d+)\):$");
+regex!(
+    PLATFORM_SOURCE,
+    r"^\s+MethodSource \[className = '([\w.$]+)', methodName = '(\w+)'"
+);
+regex!(PLATFORM_THROWN, r"^\s+=> (\S+?)(?:: (.+))?$");
+regex!(
+    PLATFORM_FRAME,
+    r"^\s+([\w.$]+)\.(\w+)\((\w+)\.(java|kt|scala):(\d+)\)$"
+);
+/// The JUnit Platform's console launcher (JUnit 5): after the tree, `Failures (N):` lists each
+/// failed test with its `MethodSource`, the exception (`=> org.opentest4j.AssertionFailedError:
+/// expected: <7> but was: <8>`) and its stack, whose first frame in the test's class is the
+/// test's line.
+pub fn junit_platform(step: &FailedStep) -> Option<Finding> {
+    let (head, _) = first(step, &PLATFORM_FAILURES)?;
+    let mut tests = Vec::new();
+    let mut explains = Vec::new();
+    let mut culprit: Option<(String, u32)> = None;
+    let mut message = None;
+    let mut class: Option<String> = None;
+    for (i, line) in step.lines.iter().enumerate().skip(head + 1) {
+        if let Some(c) = PLATFORM_SOURCE.captures(line) {
+            tests.push(format!("{}.{}", &c[1], &c[2]));
+            class = Some(c[1].to_string());
+        } else if let Some(c) = PLATFORM_THROWN.captures(line) {
+            if tests.len() <= 3 {
+                explains.push(i);
+            }
+            message.get_or_insert_with(|| c.get(2).map_or(&c[1], |m| m.as_str()).to_string());
+        } else if let Some(c) = PLATFORM_FRAME.captures(line) {
+            // The first frame in the failed test's own class; the framework's come before it.
+            if class.as_deref() == Some(&c[1]) {
+                class = None;
+                if tests.len() <= 3 {
+                    explains.push(i);
+                }
+                if culprit.is_none() {
+                    let path = c[1].split('$').next().unwrap_or(&c[1]);
+                    let dir = path
+                        .rsplit_once('.')
+                        .map_or("", |(p, _)| p)
+                        .replace('.', "/");
+                    // Maven's and Gradle's layout: the log gives the package, not the root.
+                    let (ext, root) = match &c[4] {
+                        "kt" => ("kt", "src/test/kotlin"),
+                        "scala" => ("scala", "src/test/scala"),
+                        _ => ("java", "src/test/java"),
+                    };
+                    let file = if dir.is_empty() {
+                        format!("{root}/{}.{ext}", &c[3])
+                    } else {
+                        format!("{root}/{dir}/{}.{ext}", &c[3])
+                    };
+                    culprit = Some((file, c[5].parse().unwrap_or(0)));
+                }
+            }
+        }
+    }
+    if tests.is_empty() {
+        return None;
+    }
+    let at = explains.first().copied().unwrap_or(head);
+    Some(Finding {
+        culprit_line: culprit.as_ref().map(|c| c.1),
+        culprit_file: culprit.map(|c| c.0),
+        failing_tests: tests,
+        explains,
+        ..finding(
+            Class::Test,
+            "junit",
+            at,
+            message.unwrap_or_else(|| "tests failed".into()),
+        )
+    })
+}
+
 regex!(GRADLE_TEST, r"^(\S+) > (\S+?)(?:\(\))? FAILED$");
 regex!(GRADLE_AT, r"^\s+(?:\S+ )?at (\S+?)\.java:(\d+)\)?$");
 /// Gradle's test report: `acme.BasketTest > addsItems FAILED`, then the exception and the

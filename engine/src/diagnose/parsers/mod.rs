@@ -16,10 +16,10 @@ use super::Class;
 use environment::{dependency, infra};
 use interpreted::{bundler, elixir_compile, exunit, mypy, php_parse, phpunit, rspec, ruby_syntax};
 use javascript::{eslint, jest, mocha, prettier, tsc, vitest};
-use jvm::{gradle_test, javac, junit, scala};
+use jvm::{gradle_test, javac, junit, junit_platform, scala};
 use native::{
-    bazel_test, c_family, cabal_test, cmake, csharp, ctest, dotnet_test, go_dependency, linker,
-    xctest,
+    bazel_test, c_family, cabal_test, cmake, csharp, ctest, dotnet_test, go_dependency, googletest,
+    linker, xctest,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +70,13 @@ pub const PARSERS: &[Parser] = &[
     mocha,
     go_test,
     junit,
+    junit_platform,
     gradle_test,
     rspec,
     phpunit,
     exunit,
+    // GoogleTest's own report says why; CTest's summary only which.
+    googletest,
     ctest,
     dotnet_test,
     cabal_test,

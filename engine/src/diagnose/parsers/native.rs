@@ -118,6 +118,58 @@ pub fn cmake(step: &FailedStep) -> Option<Finding> {
     })
 }
 
+regex!(GTEST_FAILURE, r"^(\S+?):(\d+): Failure$");
+regex!(
+    GTEST_FAILED,
+    r"^\[  FAILED  \] ([A-Za-z_][\w/]*\.[\w/]+)(?:, where .+?)?(?: \(\d+ ms\))?$"
+);
+/// GoogleTest's runner, alone or under CTest: each failed assertion is `file:line: Failure`
+/// followed by what was expected and what was found (and the test's own message) up to the
+/// test's `[  FAILED  ] Suite.Name (0 ms)`.
+pub fn googletest(step: &FailedStep) -> Option<Finding> {
+    let (at, c) = first(step, &GTEST_FAILURE)?;
+    let mut tests: Vec<String> = Vec::new();
+    for line in &step.lines {
+        if let Some(t) = GTEST_FAILED.captures(line) {
+            if !tests.iter().any(|s| *s == t[1]) {
+                tests.push(t[1].to_string());
+            }
+        }
+    }
+    if tests.is_empty() {
+        return None;
+    }
+    // Up to three failures, each from its location to the line before the test's verdict.
+    let mut explains = Vec::new();
+    let mut failures = 0;
+    let mut i = at;
+    while i < step.lines.len() && failures < 3 {
+        if GTEST_FAILURE.is_match(&step.lines[i]) {
+            failures += 1;
+            let end = step.lines[i + 1..]
+                .iter()
+                .position(|l| l.starts_with('[') || GTEST_FAILURE.is_match(l))
+                .map_or(step.lines.len(), |p| i + 1 + p);
+            explains.extend((i..end).filter(|&j| !step.lines[j].trim().is_empty()));
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    let message = step
+        .lines
+        .get(at + 1)
+        .map_or("assertion failed", |l| l.trim())
+        .to_string();
+    Some(Finding {
+        culprit_file: Some(rel(&c[1])),
+        culprit_line: c[2].parse().ok(),
+        failing_tests: tests,
+        explains,
+        ..finding(Class::Test, "googletest", at, message)
+    })
+}
+
 regex!(CTEST_FAILED_HEAD, r"^The following tests FAILED:$");
 regex!(CTEST_FAILED, r"^\s+\d+ - (\S+) \((.+)\)$");
 regex!(

@@ -1,0 +1,720 @@
+//! What a file of the repository references, resolved to the repository's own files the way
+//! each language resolves them: Rust `mod` and `use crate::`/`super::`/the package's own name;
+//! Python imports (relative, and absolute from the root, `src/` or beside the file); relative
+//! JavaScript and TypeScript imports and requires; Go imports inside the module (and a test's
+//! own package); C and C++ quoted includes and the header's implementation; Ruby requires;
+//! Java, Kotlin, Scala, PHP and Haskell imports by their package paths, and a JVM test's class
+//! under test. Imports of anything else (the standard library, dependencies) resolve to no
+//! file here and are dropped. Only what is a regular file inside the repository is returned;
+//! directories are listed only through plain parts and no link.
+
+use std::cell::OnceCell;
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::heal::redaction::{read_inside, regular_inside};
+
+/// Files the suffix index holds at most, and how deep it looks: a monorepo is not walked whole.
+const INDEX_FILES: usize = 50_000;
+const INDEX_DEPTH: usize = 16;
+/// Directories never indexed: dependencies, build output and hidden ones (`.git`).
+const SKIPPED: [&str; 7] = [
+    "node_modules",
+    "target",
+    "vendor",
+    "build",
+    "dist",
+    "_build",
+    "dist-newstyle",
+];
+
+fn re(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("static regex")
+}
+
+/// Resolves the references of files of one repository.
+pub(super) struct Resolver<'a> {
+    repo: &'a Path,
+    /// Every indexed file, for the languages whose imports name a path from some source root.
+    index: OnceCell<Vec<String>>,
+}
+
+impl<'a> Resolver<'a> {
+    pub(super) fn new(repo: &'a Path) -> Resolver<'a> {
+        Resolver {
+            repo,
+            index: OnceCell::new(),
+        }
+    }
+
+    /// The repository files `from` (whose text is `text`) references, in the order it names
+    /// them, without `from` itself.
+    pub(super) fn of(&self, from: &str, text: &str) -> Vec<String> {
+        let ext = from.rsplit_once('.').map_or("", |(_, e)| e);
+        // Each group lists the places one reference may resolve to, likeliest first.
+        let groups: Vec<Vec<String>> = match ext {
+            "rs" => self.rust(from, text),
+            "py" => self.python(from, text),
+            "js" | "jsx" | "ts" | "tsx" | "mjs" | "cjs" | "mts" | "cts" => javascript(from, text),
+            "go" => self.go(from, text),
+            "c" | "h" | "cc" | "cpp" | "cxx" | "hpp" | "hh" => c(from, text),
+            "rb" => ruby(from, text),
+            "java" | "kt" | "scala" => self.jvm(from, text, ext),
+            "php" => self.php(text),
+            "hs" => self.haskell(text),
+            _ => Vec::new(),
+        };
+        let mut out: Vec<String> = Vec::new();
+        for group in groups {
+            if let Some(path) = group.into_iter().find(|p| regular_inside(self.repo, p)) {
+                if path != from && !out.contains(&path) {
+                    out.push(path);
+                }
+            }
+        }
+        out
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        regular_inside(self.repo, path)
+    }
+
+    /// The nearest directory holding `file` (the file's own directory, then its ancestors).
+    fn nearest(&self, from: &str, file: &str) -> Option<String> {
+        let mut dir = parent(from);
+        loop {
+            if self.exists(&join_dir(&dir, file)) {
+                return Some(dir);
+            }
+            if dir.is_empty() {
+                return None;
+            }
+            dir = parent(&dir);
+        }
+    }
+
+    fn rust(&self, from: &str, text: &str) -> Vec<Vec<String>> {
+        static MOD: LazyLock<Regex> =
+            LazyLock::new(|| re(r"(?m)^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;"));
+        static USE: LazyLock<Regex> = LazyLock::new(|| {
+            re(r"(?m)^\s*(?:pub(?:\([^)]*\))?\s+)?use\s+([A-Za-z_]\w*)((?:::[A-Za-z_]\w*)*)")
+        });
+        let dir = parent(from);
+        let stem = stem(from);
+        // Where this file's submodules live.
+        let own = if matches!(stem, "lib" | "main" | "mod") {
+            dir.clone()
+        } else {
+            join_dir(&dir, stem)
+        };
+        let mut groups = Vec::new();
+        for m in MOD.captures_iter(text) {
+            let name = &m[1];
+            groups.push(vec![
+                join_dir(&own, &format!("{name}.rs")),
+                join_dir(&own, &format!("{name}/mod.rs")),
+            ]);
+        }
+        let crate_root = self
+            .nearest(from, "lib.rs")
+            .or_else(|| self.nearest(from, "main.rs"));
+        let package = self.nearest(from, "Cargo.toml").and_then(|dir| {
+            let manifest = read_inside(self.repo, &join_dir(&dir, "Cargo.toml"))?;
+            let manifest: toml::Table = toml::from_str(&manifest).ok()?;
+            let name = manifest
+                .get("package")?
+                .get("name")?
+                .as_str()?
+                .replace('-', "_");
+            Some((name, join_dir(&dir, "src")))
+        });
+        for m in USE.captures_iter(text) {
+            let segments: Vec<&str> = m[2].split("::").filter(|s| !s.is_empty()).collect();
+            let base = match &m[1] {
+                "crate" => crate_root.clone(),
+                "super" if matches!(stem, "lib" | "main" | "mod") => Some(parent(&dir)),
+                "super" => Some(dir.clone()),
+                "self" => Some(own.clone()),
+                name => package
+                    .as_ref()
+                    .filter(|(package, _)| package == name)
+                    .map(|(_, src)| src.clone()),
+            };
+            let Some(base) = base else { continue };
+            // The deepest module that is a file: `a::b::Item` is in a/b.rs or a.rs.
+            let mut group = Vec::new();
+            for depth in (1..=segments.len()).rev() {
+                let path = segments[..depth].join("/");
+                group.push(join_dir(&base, &format!("{path}.rs")));
+                group.push(join_dir(&base, &format!("{path}/mod.rs")));
+            }
+            groups.push(group);
+        }
+        groups
+    }
+
+    fn python(&self, from: &str, text: &str) -> Vec<Vec<String>> {
+        static FROM: LazyLock<Regex> = LazyLock::new(|| {
+            re(
+                r"(?m)^[ \t]*from[ \t]+(\.*)([A-Za-z_][\w.]*)?[ \t]+import[ \t]+(?:\(([\w\s,]*)\)|([\w \t,]+))",
+            )
+        });
+        static IMPORT: LazyLock<Regex> = LazyLock::new(|| {
+            re(
+                r"(?m)^[ \t]*import[ \t]+([\w.]+(?:[ \t]+as[ \t]+\w+)?(?:[ \t]*,[ \t]*[\w.]+(?:[ \t]+as[ \t]+\w+)?)*)",
+            )
+        });
+        let dir = parent(from);
+        let roots = [String::new(), "src".to_string(), dir.clone()];
+        let module = |base: &str, dotted: &str| -> Vec<String> {
+            let path = dotted.replace('.', "/");
+            vec![
+                join_dir(base, &format!("{path}.py")),
+                join_dir(base, &format!("{path}/__init__.py")),
+            ]
+        };
+        let mut groups = Vec::new();
+        for m in FROM.captures_iter(text) {
+            let dots = m[1].len();
+            let dotted = m.get(2).map_or("", |g| g.as_str());
+            let names: Vec<&str> = m
+                .get(3)
+                .or(m.get(4))
+                .map_or("", |g| g.as_str())
+                .split(',')
+                .filter_map(|n| n.split_whitespace().next())
+                .collect();
+            let bases: Vec<String> = if dots == 0 {
+                roots.to_vec()
+            } else {
+                let mut base = Some(dir.clone());
+                for _ in 1..dots {
+                    base = base.and_then(|b| up(&b));
+                }
+                // Above the repository's root: nothing of its own.
+                let Some(base) = base else { continue };
+                vec![base]
+            };
+            if !dotted.is_empty() {
+                groups.push(bases.iter().flat_map(|b| module(b, dotted)).collect());
+            }
+            // `from pkg import sub` may import a module, not a name.
+            for name in names {
+                let dotted = if dotted.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{dotted}.{name}")
+                };
+                let path = dotted.replace('.', "/");
+                groups.push(
+                    bases
+                        .iter()
+                        .map(|b| join_dir(b, &format!("{path}.py")))
+                        .collect(),
+                );
+            }
+        }
+        for m in IMPORT.captures_iter(text) {
+            for item in m[1].split(',') {
+                let Some(dotted) = item.split_whitespace().next() else {
+                    continue;
+                };
+                groups.push(roots.iter().flat_map(|b| module(b, dotted)).collect());
+            }
+        }
+        groups
+    }
+
+    fn go(&self, from: &str, text: &str) -> Vec<Vec<String>> {
+        static MODULE: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^module\s+(\S+)"));
+        static SINGLE: LazyLock<Regex> =
+            LazyLock::new(|| re(r#"(?m)^\s*import\s+(?:[\w.]+\s+)?"([^"]+)""#));
+        static BLOCK: LazyLock<Regex> = LazyLock::new(|| re(r"(?ms)^\s*import\s*\((.*?)\)"));
+        static QUOTED: LazyLock<Regex> = LazyLock::new(|| re(r#""([^"]+)""#));
+        let mut dirs = Vec::new();
+        // A test is about its own package: the package's other files.
+        if from.ends_with("_test.go") {
+            dirs.push(parent(from));
+        }
+        let module = self.nearest(from, "go.mod").and_then(|dir| {
+            let text = read_inside(self.repo, &join_dir(&dir, "go.mod"))?;
+            Some((MODULE.captures(&text)?[1].to_string(), dir))
+        });
+        if let Some((module, root)) = &module {
+            let mut imports: Vec<String> = SINGLE
+                .captures_iter(text)
+                .map(|m| m[1].to_string())
+                .collect();
+            for block in BLOCK.captures_iter(text) {
+                imports.extend(QUOTED.captures_iter(&block[1]).map(|m| m[1].to_string()));
+            }
+            for import in imports {
+                if let Some(rest) = import.strip_prefix(&format!("{module}/")) {
+                    dirs.push(join_dir(root, rest));
+                }
+            }
+        }
+        let mut groups = Vec::new();
+        for dir in dirs {
+            for file in list(self.repo, &dir) {
+                if file.ends_with(".go") && !file.ends_with("_test.go") {
+                    groups.push(vec![join_dir(&dir, &file)]);
+                }
+            }
+        }
+        groups
+    }
+
+    fn jvm(&self, from: &str, text: &str, ext: &str) -> Vec<Vec<String>> {
+        static IMPORT: LazyLock<Regex> =
+            LazyLock::new(|| re(r"(?m)^\s*import\s+(?:static\s+)?([\w.]+)"));
+        static PACKAGE: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*package\s+([\w.]+)"));
+        let exts: Vec<&str> = std::iter::once(ext)
+            .chain(["java", "kt", "scala"].into_iter().filter(|e| *e != ext))
+            .collect();
+        let class = |dotted: &str| -> Vec<String> {
+            let path = dotted.replace('.', "/");
+            exts.iter()
+                .flat_map(|e| self.by_suffix(&format!("{path}.{e}")))
+                .collect()
+        };
+        let mut groups = Vec::new();
+        // The class a test tests: `FooTest` in the same package is about `Foo`.
+        let name = stem(from);
+        let tested = ["Tests", "Test", "Spec", "IT"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|n| !n.is_empty()));
+        if let Some(tested) = tested {
+            let package = PACKAGE.captures(text).map(|m| m[1].to_string());
+            let dotted = match package {
+                Some(p) => format!("{p}.{tested}"),
+                None => tested.to_string(),
+            };
+            groups.push(class(&dotted));
+        }
+        for m in IMPORT.captures_iter(text) {
+            let dotted = m[1].trim_end_matches(".*");
+            let mut group = class(dotted);
+            // A static import names a member: its class is one part up.
+            if let Some((owner, _)) = dotted.rsplit_once('.') {
+                group.extend(class(owner));
+            }
+            groups.push(group);
+        }
+        groups
+    }
+
+    fn php(&self, text: &str) -> Vec<Vec<String>> {
+        static USE: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^\s*use\s+\\?([\w\\]+)\s*;"));
+        static REQUIRE: LazyLock<Regex> = LazyLock::new(|| {
+            re(
+                r#"(?m)^\s*(?:require|include)(?:_once)?\s*\(?\s*(?:__DIR__\s*\.\s*)?['"]/?([^'"]+\.php)['"]"#,
+            )
+        });
+        let mut groups = Vec::new();
+        for m in USE.captures_iter(text) {
+            // PSR-4 maps a namespace prefix to a directory: the longest tail that is a file.
+            let parts: Vec<&str> = m[1].split('\\').collect();
+            groups.push(
+                (0..parts.len())
+                    .flat_map(|skip| self.by_suffix(&format!("{}.php", parts[skip..].join("/"))))
+                    .collect(),
+            );
+        }
+        for m in REQUIRE.captures_iter(text) {
+            groups.push(self.by_suffix(&m[1]));
+        }
+        groups
+    }
+
+    fn haskell(&self, text: &str) -> Vec<Vec<String>> {
+        static IMPORT: LazyLock<Regex> =
+            LazyLock::new(|| re(r"(?m)^\s*import\s+(?:qualified\s+)?([A-Z][\w.]*)"));
+        IMPORT
+            .captures_iter(text)
+            .map(|m| self.by_suffix(&format!("{}.hs", m[1].replace('.', "/"))))
+            .collect()
+    }
+
+    /// Indexed files whose path is `suffix` or ends with `/suffix`, shortest first.
+    fn by_suffix(&self, suffix: &str) -> Vec<String> {
+        let index = self.index.get_or_init(|| index(self.repo));
+        let tail = format!("/{suffix}");
+        let mut found: Vec<String> = index
+            .iter()
+            .filter(|p| *p == suffix || p.ends_with(&tail))
+            .cloned()
+            .collect();
+        found.sort_by_key(|p| p.len());
+        found
+    }
+}
+
+fn javascript(from: &str, text: &str) -> Vec<Vec<String>> {
+    static SPEC: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r#"(?:\bfrom\s+|\bimport\s*\(\s*|\brequire\s*\(\s*|\bimport\s+)["'](\.{1,2}/[^"']+)["']"#,
+        )
+    });
+    const EXTS: [&str; 8] = ["ts", "tsx", "js", "jsx", "mjs", "cjs", "mts", "cts"];
+    let dir = parent(from);
+    let mut groups = Vec::new();
+    for m in SPEC.captures_iter(text) {
+        let Some(base) = normalise(&dir, &m[1]) else {
+            continue;
+        };
+        let mut group = vec![base.clone()];
+        // TypeScript's ES modules import `./x.js` for the source `./x.ts`.
+        if let Some(stem) = base.strip_suffix(".js") {
+            group.extend(["ts", "tsx"].iter().map(|e| format!("{stem}.{e}")));
+        }
+        group.extend(EXTS.iter().map(|e| format!("{base}.{e}")));
+        group.extend(EXTS.iter().map(|e| format!("{base}/index.{e}")));
+        groups.push(group);
+    }
+    groups
+}
+
+fn c(from: &str, text: &str) -> Vec<Vec<String>> {
+    static INCLUDE: LazyLock<Regex> = LazyLock::new(|| re(r#"(?m)^\s*#\s*include\s*"([^"]+)""#));
+    let dir = parent(from);
+    let mut groups = Vec::new();
+    for m in INCLUDE.captures_iter(text) {
+        let header = &m[1];
+        let places: Vec<String> = [dir.as_str(), "include", "", "src"]
+            .iter()
+            .filter_map(|base| normalise(base, header))
+            .collect();
+        groups.push(places.clone());
+        // What the header declares is defined in its implementation, beside it or in `src/`.
+        let stem = header.rsplit('/').next().unwrap_or(header);
+        let stem = stem.rsplit_once('.').map_or(stem, |(s, _)| s);
+        let mut implementation = Vec::new();
+        for place in &places {
+            let base = place.rsplit_once('.').map_or(place.as_str(), |(s, _)| s);
+            implementation.extend(
+                ["c", "cc", "cpp", "cxx"]
+                    .iter()
+                    .map(|e| format!("{base}.{e}")),
+            );
+        }
+        implementation.extend(
+            ["c", "cc", "cpp", "cxx"]
+                .iter()
+                .map(|e| format!("src/{stem}.{e}")),
+        );
+        groups.push(implementation);
+    }
+    groups
+}
+
+fn ruby(from: &str, text: &str) -> Vec<Vec<String>> {
+    static RELATIVE: LazyLock<Regex> =
+        LazyLock::new(|| re(r#"(?m)^\s*require_relative\s*\(?\s*['"]([^'"]+)['"]"#));
+    static REQUIRE: LazyLock<Regex> =
+        LazyLock::new(|| re(r#"(?m)^\s*require\s*\(?\s*['"]([^'"]+)['"]"#));
+    let dir = parent(from);
+    let rb = |p: String| {
+        if p.ends_with(".rb") {
+            p
+        } else {
+            format!("{p}.rb")
+        }
+    };
+    let mut groups: Vec<Vec<String>> = RELATIVE
+        .captures_iter(text)
+        .filter_map(|m| normalise(&dir, &m[1]).map(|p| vec![rb(p)]))
+        .collect();
+    groups.extend(
+        REQUIRE
+            .captures_iter(text)
+            .filter_map(|m| normalise("lib", &m[1]).map(|p| vec![rb(p)])),
+    );
+    groups
+}
+
+/// The directory part of a repository path ("" at the root).
+fn parent(path: &str) -> String {
+    path.rsplit_once('/')
+        .map_or(String::new(), |(d, _)| d.to_string())
+}
+
+/// One directory up, or `None` above the root.
+fn up(dir: &str) -> Option<String> {
+    if dir.is_empty() {
+        None
+    } else {
+        Some(parent(dir))
+    }
+}
+
+fn stem(path: &str) -> &str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.rsplit_once('.').map_or(name, |(s, _)| s)
+}
+
+fn join_dir(dir: &str, rest: &str) -> String {
+    if dir.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{dir}/{rest}")
+    }
+}
+
+/// `rel` taken from `dir`, with `.` and `..` resolved; `None` when it leaves the repository or
+/// is absolute.
+fn normalise(dir: &str, rel: &str) -> Option<String> {
+    if rel.starts_with('/') || rel.contains('\\') {
+        return None;
+    }
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for part in rel.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            part => parts.push(part),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// The names in directory `dir` of the repository, sorted, when every part of it is a plain
+/// directory (no link).
+fn list(repo: &Path, dir: &str) -> Vec<String> {
+    let mut path = repo.to_path_buf();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        if part == "." || part == ".." {
+            return Vec::new();
+        }
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            _ => return Vec::new(),
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(&path) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The repository's files as relative paths, links not followed, dependencies and build
+/// output not entered, bounded.
+fn index(repo: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(repo)
+        .max_depth(INDEX_DEPTH)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            let name = e.file_name().to_string_lossy();
+            e.depth() == 0
+                || !(name.starts_with('.') || e.file_type().is_dir() && SKIPPED.contains(&&*name))
+        })
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let rel = e.path().strip_prefix(repo).ok()?.to_str()?;
+            Some(rel.to_string())
+        })
+        .take(INDEX_FILES)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        dir
+    }
+
+    fn refs(files: &[(&str, &str)], from: &str) -> Vec<String> {
+        let dir = repo(files);
+        let text = files.iter().find(|f| f.0 == from).unwrap().1;
+        Resolver::new(dir.path()).of(from, text)
+    }
+
+    #[test]
+    fn rust_mods_crate_paths_super_and_the_package_name() {
+        let files = [
+            ("Cargo.toml", "[package]\nname = \"net-tools\"\nversion = \"0.1.0\"\n\n[dependencies]\nname = \"x\"\n"),
+            ("src/lib.rs", "pub mod ports;\nmod addr;\nuse std::fmt;\n"),
+            ("src/ports.rs", "use crate::addr::parse::Host;\nuse super::addr;\nmod inner;\n"),
+            ("src/ports/inner.rs", ""),
+            ("src/addr/mod.rs", ""),
+            ("src/addr/parse.rs", "use super::super::ports;\n"),
+            ("tests/it.rs", "use net_tools::ports::listen;\nuse serde::Deserialize;\n"),
+        ];
+        assert_eq!(
+            refs(&files, "src/lib.rs"),
+            ["src/ports.rs", "src/addr/mod.rs"]
+        );
+        assert_eq!(
+            refs(&files, "src/ports.rs"),
+            ["src/ports/inner.rs", "src/addr/parse.rs", "src/addr/mod.rs"]
+        );
+        assert_eq!(refs(&files, "tests/it.rs"), ["src/ports.rs"]);
+    }
+
+    #[test]
+    fn python_relative_absolute_and_src_layouts() {
+        let files = [
+            ("src/shop/__init__.py", ""),
+            ("src/shop/prices.py", "from .tax import rate\nfrom . import currency\nfrom ..outside import x\n"),
+            ("src/shop/tax.py", ""),
+            ("src/shop/currency.py", ""),
+            ("tests/test_prices.py", "import os, shop.prices as p\nfrom shop import tax\nfrom helpers import (\n    make,\n)\n"),
+            ("tests/helpers.py", ""),
+        ];
+        assert_eq!(
+            refs(&files, "src/shop/prices.py"),
+            ["src/shop/tax.py", "src/shop/currency.py"]
+        );
+        assert_eq!(
+            refs(&files, "tests/test_prices.py"),
+            [
+                "src/shop/__init__.py",
+                "src/shop/tax.py",
+                "tests/helpers.py",
+                "src/shop/prices.py"
+            ]
+        );
+    }
+
+    #[test]
+    fn javascript_and_typescript_relative_imports() {
+        let files = [
+            ("src/cart.test.ts", "import { total } from './cart.js';\nimport lodash from 'lodash';\nconst u = require(\"../lib/util\");\nimport('./lazy')\n"),
+            ("src/cart.ts", ""),
+            ("lib/util/index.js", ""),
+            ("src/lazy.tsx", ""),
+        ];
+        assert_eq!(
+            refs(&files, "src/cart.test.ts"),
+            ["src/cart.ts", "lib/util/index.js", "src/lazy.tsx"]
+        );
+        // Above the root is nothing of the repository's.
+        assert!(refs(&[("a.js", "import x from '../../etc/passwd';\n")], "a.js").is_empty());
+    }
+
+    #[test]
+    fn go_imports_inside_the_module_and_a_tests_package() {
+        let files = [
+            ("go.mod", "module example.com/shop\n\ngo 1.22\n"),
+            ("cart/cart.go", "package cart\n"),
+            (
+                "cart/cart_test.go",
+                "package cart\n\nimport (\n\t\"testing\"\n\tp \"example.com/shop/prices\"\n)\n",
+            ),
+            ("cart/other_test.go", "package cart\n"),
+            ("prices/prices.go", ""),
+            ("prices/prices_test.go", ""),
+        ];
+        assert_eq!(
+            refs(&files, "cart/cart_test.go"),
+            ["cart/cart.go", "prices/prices.go"]
+        );
+    }
+
+    #[test]
+    fn c_includes_and_their_implementations() {
+        let files = [
+            (
+                "tests/test_ring.c",
+                "#include <stdio.h>\n#include \"ring.h\"\n",
+            ),
+            ("include/ring.h", ""),
+            ("src/ring.c", ""),
+        ];
+        assert_eq!(
+            refs(&files, "tests/test_ring.c"),
+            ["include/ring.h", "src/ring.c"]
+        );
+    }
+
+    #[test]
+    fn jvm_php_haskell_and_ruby_by_their_package_paths() {
+        let java = [
+            ("src/test/java/com/acme/CartTest.java", "package com.acme;\n\nimport com.acme.money.Price;\nimport static com.acme.money.Tax.rate;\nimport org.junit.jupiter.api.Test;\n"),
+            ("src/main/java/com/acme/Cart.java", ""),
+            ("src/main/java/com/acme/money/Price.java", ""),
+            ("src/main/java/com/acme/money/Tax.java", ""),
+        ];
+        assert_eq!(
+            refs(&java, "src/test/java/com/acme/CartTest.java"),
+            [
+                "src/main/java/com/acme/Cart.java",
+                "src/main/java/com/acme/money/Price.java",
+                "src/main/java/com/acme/money/Tax.java"
+            ]
+        );
+        let php = [
+            ("tests/CartTest.php", "<?php\nuse App\\Cart\\Cart;\nuse PHPUnit\\Framework\\TestCase;\nrequire_once __DIR__ . '/bootstrap.php';\n"),
+            ("src/Cart/Cart.php", ""),
+            ("tests/bootstrap.php", ""),
+        ];
+        assert_eq!(
+            refs(&php, "tests/CartTest.php"),
+            ["src/Cart/Cart.php", "tests/bootstrap.php"]
+        );
+        let haskell = [
+            (
+                "test/Spec.hs",
+                "import qualified Shop.Cart as C\nimport Data.List\n",
+            ),
+            ("src/Shop/Cart.hs", ""),
+        ];
+        assert_eq!(refs(&haskell, "test/Spec.hs"), ["src/Shop/Cart.hs"]);
+        let ruby = [
+            (
+                "spec/cart_spec.rb",
+                "require 'cart'\nrequire_relative '../lib/shop/price'\nrequire 'json'\n",
+            ),
+            ("lib/shop/price.rb", ""),
+            ("lib/cart.rb", ""),
+        ];
+        assert_eq!(
+            refs(&ruby, "spec/cart_spec.rb"),
+            ["lib/shop/price.rb", "lib/cart.rb"]
+        );
+    }
+
+    #[test]
+    fn links_dependencies_and_build_output_are_not_followed() {
+        let outside = repo(&[("com/acme/Secret.java", "")]);
+        let dir = repo(&[
+            (
+                "src/App.java",
+                "import com.acme.Secret;\nimport com.acme.Dep;\n",
+            ),
+            ("node_modules/com/acme/Dep.java", ""),
+            ("target/com/acme/Dep.java", ""),
+        ]);
+        std::os::unix::fs::symlink(outside.path().join("com"), dir.path().join("src/com")).unwrap();
+        let text = "import com.acme.Secret;\nimport com.acme.Dep;\n";
+        assert!(Resolver::new(dir.path())
+            .of("src/App.java", text)
+            .is_empty());
+        // A Go import through a linked directory lists nothing.
+        std::fs::write(dir.path().join("go.mod"), "module m\n").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("pkg")).unwrap();
+        std::fs::write(outside.path().join("x.go"), "").unwrap();
+        assert!(Resolver::new(dir.path())
+            .of("main.go", "import \"m/pkg\"\n")
+            .is_empty());
+    }
+}
