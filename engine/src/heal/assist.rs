@@ -393,17 +393,27 @@ pub(super) async fn fix(
         refused: Vec::new(),
         repeated: false,
     };
-    let base = redact(
-        &user_prompt(
-            failure.diagnosis,
-            failure.command,
-            failure.sandbox_excerpt,
-            repo,
-            failure.example,
-            assistant.context_tokens,
-        ),
-        &assistant.redaction,
-    );
+    // Choosing the files walks and reads the repository: off the async workers' threads.
+    let built = {
+        let (diagnosis, command) = (failure.diagnosis.clone(), failure.command.clone());
+        let (excerpt, dir) = (failure.sandbox_excerpt.to_string(), repo.to_path_buf());
+        let (example, tokens) = (failure.example.cloned(), assistant.context_tokens);
+        tokio::task::spawn_blocking(move || {
+            user_prompt(
+                &diagnosis,
+                &command,
+                &excerpt,
+                &dir,
+                example.as_ref(),
+                tokens,
+            )
+        })
+        .await
+    };
+    let base = match built {
+        Ok(text) => redact(&text, &assistant.redaction),
+        Err(e) => return Ok((Err(format!("the prompt could not be built: {e}")), evidence)),
+    };
     let mut follow_up: Option<String> = None;
     let mut last_change: Option<Change> = None;
     let edits = assistant.morph.is_some();

@@ -151,7 +151,20 @@ pub(super) fn read_inside(repo: &Path, rel: &str) -> Option<String> {
     if meta.len() as usize > FILE_CAP {
         return None;
     }
-    std::fs::read_to_string(&path).ok()
+    // Opened without following a link and read no further than the cap: the file may have
+    // been swapped or grown since it was looked at.
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .ok()?;
+    let mut text = String::new();
+    file.take(FILE_CAP as u64 + 1)
+        .read_to_string(&mut text)
+        .ok()?;
+    (text.len() <= FILE_CAP).then_some(text)
 }
 
 /// A regular file inside `repo`, reached through no link (answers are not told about anything

@@ -150,23 +150,47 @@ pub fn googletest(step: &FailedStep) -> Option<Finding> {
                 .iter()
                 .position(|l| l.starts_with('[') || GTEST_FAILURE.is_match(l))
                 .map_or(step.lines.len(), |p| i + 1 + p);
-            explains.extend((i..end).filter(|&j| !step.lines[j].trim().is_empty()));
+            // Not the compared expressions as written (quoted source): each is followed by
+            // its value (`Which is: 8`); a literal has none and is the value itself.
+            let quoted = |j: usize| {
+                step.lines
+                    .get(j + 1)
+                    .is_some_and(|next| next.trim_start().starts_with("Which is:"))
+            };
+            explains.extend(
+                (i..end).filter(|&j| !step.lines[j].trim().is_empty() && (j == i || !quoted(j))),
+            );
             i = end;
         } else {
             i += 1;
         }
     }
-    let message = step
-        .lines
-        .get(at + 1)
-        .map_or("assertion failed", |l| l.trim())
-        .to_string();
+    // The first failure's own words, from what was expected to what was found.
+    let first_end = explains
+        .iter()
+        .skip(1)
+        .position(|&j| GTEST_FAILURE.is_match(&step.lines[j]))
+        .map_or(explains.len(), |p| p + 1);
+    let message = explains[1..first_end.max(1)]
+        .iter()
+        .map(|&j| step.lines[j].trim())
+        .collect::<Vec<_>>()
+        .join(" ");
     Some(Finding {
         culprit_file: Some(rel(&c[1])),
         culprit_line: c[2].parse().ok(),
         failing_tests: tests,
         explains,
-        ..finding(Class::Test, "googletest", at, message)
+        ..finding(
+            Class::Test,
+            "googletest",
+            at,
+            if message.is_empty() {
+                "assertion failed".into()
+            } else {
+                message
+            },
+        )
     })
 }
 

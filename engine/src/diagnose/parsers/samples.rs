@@ -226,4 +226,30 @@ fn other_versions_of_corpus_tools() {
         d.message,
         "GHC-83865: Couldn't match expected type ‘[a0]’ with actual type ‘Int’"
     );
+    // GoogleTest run directly, a parameterised test, a boolean check with no `Which is:`.
+    let d = check(
+        "./build/ring_test",
+        "[ RUN      ] Sizes/RingTest.Holds/2\ntests/ring_test.cc:31: Failure\nValue of: ring.full()\n  Actual: false\nExpected: true\n[  FAILED  ] Sizes/RingTest.Holds/2, where GetParam() = 8 (1 ms)\n[==========] 4 tests from 1 test suite ran. (1 ms total)\n[  FAILED  ] 1 test, listed below:\n[  FAILED  ] Sizes/RingTest.Holds/2, where GetParam() = 8\n\n 1 FAILED TEST",
+        Class::Test,
+        "googletest",
+        Some("tests/ring_test.cc"),
+        Some(31),
+    );
+    assert_eq!(d.failing_tests, ["Sizes/RingTest.Holds/2"]);
+    assert_eq!(
+        d.message,
+        "Value of: ring.full() Actual: false Expected: true"
+    );
+    assert_eq!(d.excerpt_lines.len(), 4, "{:?}", d.excerpt_lines);
+    // JUnit 5's console launcher on Kotlin tests: the file is the frame's, under Kotlin's root.
+    let d = check(
+        "java -jar junit-platform-console-standalone.jar -cp build --scan-classpath",
+        "Failures (1):\n  JUnit Jupiter:CartTest:totals()\n    MethodSource [className = 'shop.CartTest', methodName = 'totals', methodParameterTypes = '']\n    => org.opentest4j.AssertionFailedError: expected: <3> but was: <4>\n       org.junit.jupiter.api.AssertionUtils.fail(AssertionUtils.java:55)\n       shop.CartTest.totals(CartTest.kt:12)\n       java.base/java.lang.reflect.Method.invoke(Method.java:569)",
+        Class::Test,
+        "junit",
+        Some("src/test/kotlin/shop/CartTest.kt"),
+        Some(12),
+    );
+    assert_eq!(d.failing_tests, ["shop.CartTest.totals"]);
+    assert_eq!(d.message, "expected: <3> but was: <4>");
 }

@@ -18,6 +18,10 @@ use super::redaction::read_inside;
 const WINDOW: usize = 40;
 /// At most this many files, however small: beyond them the prompt is a listing, not context.
 const MAX_FILES: usize = 12;
+/// At most this many files named as left out (a package of thousands is not listed whole).
+const MAX_LEFT_OUT: usize = 20;
+/// What a file's header costs beside its path (the reason, fences): counted in the budget.
+const HEADER: usize = 64;
 
 /// Why a file is shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +60,7 @@ pub(super) fn choose(repo: &Path, named: &[(String, Option<usize>)], budget: usi
         if seen.contains(path) || context.shown.len() == MAX_FILES {
             continue;
         }
+        left = left.saturating_sub(HEADER + path.len());
         let Some(text) = read_inside(repo, path) else {
             continue;
         };
@@ -82,7 +87,7 @@ pub(super) fn choose(repo: &Path, named: &[(String, Option<usize>)], budget: usi
                 left -= shown.text.len();
                 context.shown.push(shown);
             }
-            None => context.left_out.push(path.clone()),
+            None => context.leave_out(path.clone()),
         }
         named_read.push((path.clone(), text));
     }
@@ -94,14 +99,19 @@ pub(super) fn choose(repo: &Path, named: &[(String, Option<usize>)], budget: usi
                 continue;
             }
             seen.push(path.clone());
+            if context.shown.len() == MAX_FILES {
+                context.leave_out(path);
+                continue;
+            }
             let Some(text) = read_inside(repo, &path) else {
                 continue;
             };
-            if text.len() > left || context.shown.len() == MAX_FILES {
-                context.left_out.push(path);
+            let cost = HEADER + path.len() + from.len() + text.len();
+            if cost > left {
+                context.leave_out(path);
                 continue;
             }
-            left -= text.len();
+            left -= cost;
             context.shown.push(Shown {
                 path,
                 why: Why::Referenced { by: from.clone() },
@@ -128,6 +138,12 @@ fn window(text: &str, line: usize) -> Option<(String, (usize, usize, usize))> {
 }
 
 impl Context {
+    fn leave_out(&mut self, path: String) {
+        if self.left_out.len() < MAX_LEFT_OUT {
+            self.left_out.push(path);
+        }
+    }
+
     /// The files as the prompt shows them.
     pub(super) fn render(&self) -> String {
         let mut out = String::new();
@@ -256,13 +272,19 @@ mod tests {
 
     #[test]
     fn paths_from_the_log_or_the_code_reach_nothing_outside_the_repository() {
-        let outside = repo(&[("secret.py", "TOKEN = 1\n")]);
-        let secret = outside.path().join("secret.py");
-        let dir = repo(&[("app.py", "from ..secret import TOKEN\nimport secret\n")]);
-        std::os::unix::fs::symlink(&secret, dir.path().join("secret.py")).unwrap();
+        // Names no secret-file rule refuses, outside any hidden directory: only the checks for
+        // links, `..` and absolute paths keep them out.
+        let parent = tempfile::Builder::new()
+            .prefix("outside")
+            .tempdir()
+            .unwrap();
+        let values = parent.path().join("values.py");
+        std::fs::write(&values, "TOKEN = 1\n").unwrap();
+        let dir = repo(&[("app.py", "from ..values import TOKEN\nimport values\n")]);
+        std::os::unix::fs::symlink(&values, dir.path().join("values.py")).unwrap();
         let context = choose(
             dir.path(),
-            &named(&["app.py", &secret.display().to_string(), "../secret.py"]),
+            &named(&["app.py", &values.display().to_string(), "../values.py"]),
             10_000,
         );
         assert_eq!(paths(&context), vec![("app.py", Why::Named)]);

@@ -9,6 +9,7 @@
 //! directories are listed only through plain parts and no link.
 
 use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::LazyLock;
 
@@ -30,15 +31,31 @@ const SKIPPED: [&str; 7] = [
     "dist-newstyle",
 ];
 
+/// At most this many imports of one file are resolved (a generated file may hold thousands).
+const MAX_IMPORTS: usize = 200;
+/// At most this many references of one file are returned.
+const MAX_FOUND: usize = 64;
+/// Entries (files and directories) the index looks at, at most.
+const INDEX_ENTRIES: usize = 200_000;
+
 fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("static regex")
+}
+
+/// The first [`MAX_IMPORTS`] matches of `re` in `text`.
+fn imports<'r, 't>(
+    re: &'r Regex,
+    text: &'t str,
+) -> impl Iterator<Item = regex::Captures<'t>> + use<'r, 't> {
+    re.captures_iter(text).take(MAX_IMPORTS)
 }
 
 /// Resolves the references of files of one repository.
 pub(super) struct Resolver<'a> {
     repo: &'a Path,
-    /// Every indexed file, for the languages whose imports name a path from some source root.
-    index: OnceCell<Vec<String>>,
+    /// Every indexed file by its name, for the languages whose imports name a path from some
+    /// source root.
+    index: OnceCell<HashMap<String, Vec<String>>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -68,6 +85,10 @@ impl<'a> Resolver<'a> {
         };
         let mut out: Vec<String> = Vec::new();
         for group in groups {
+            // More than a prompt can show (twelve files, twenty named): stop looking.
+            if out.len() == MAX_FOUND {
+                break;
+            }
             if let Some(path) = group.into_iter().find(|p| regular_inside(self.repo, p)) {
                 if path != from && !out.contains(&path) {
                     out.push(path);
@@ -103,14 +124,19 @@ impl<'a> Resolver<'a> {
         });
         let dir = parent(from);
         let stem = stem(from);
-        // Where this file's submodules live.
-        let own = if matches!(stem, "lib" | "main" | "mod") {
+        // A crate's root (`lib.rs`, `main.rs`, a test, example, bench or binary, `build.rs`)
+        // and a `mod.rs` keep their submodules beside them; any other file in a directory of
+        // its own name.
+        let folder = dir.rsplit('/').next().unwrap_or(&dir);
+        let root = matches!(stem, "lib" | "main" | "mod" | "build")
+            || matches!(folder, "tests" | "examples" | "benches" | "bin");
+        let own = if root {
             dir.clone()
         } else {
             join_dir(&dir, stem)
         };
         let mut groups = Vec::new();
-        for m in MOD.captures_iter(text) {
+        for m in imports(&MOD, text) {
             let name = &m[1];
             groups.push(vec![
                 join_dir(&own, &format!("{name}.rs")),
@@ -130,12 +156,26 @@ impl<'a> Resolver<'a> {
                 .replace('-', "_");
             Some((name, join_dir(&dir, "src")))
         });
-        for m in USE.captures_iter(text) {
-            let segments: Vec<&str> = m[2].split("::").filter(|s| !s.is_empty()).collect();
+        for m in imports(&USE, text) {
+            let mut segments: Vec<&str> = m[2].split("::").filter(|s| !s.is_empty()).collect();
+            // `super::super::x`: one directory up for each further `super`.
+            let mut ups = 0;
+            if &m[1] == "super" {
+                while segments.first() == Some(&"super") {
+                    segments.remove(0);
+                    ups += 1;
+                }
+            }
+            let climb = |mut d: Option<String>| {
+                for _ in 0..ups {
+                    d = d.and_then(|d| up(&d));
+                }
+                d
+            };
             let base = match &m[1] {
                 "crate" => crate_root.clone(),
-                "super" if matches!(stem, "lib" | "main" | "mod") => Some(parent(&dir)),
-                "super" => Some(dir.clone()),
+                "super" if root => climb(up(&dir)),
+                "super" => climb(Some(dir.clone())),
                 "self" => Some(own.clone()),
                 name => package
                     .as_ref()
@@ -176,7 +216,7 @@ impl<'a> Resolver<'a> {
             ]
         };
         let mut groups = Vec::new();
-        for m in FROM.captures_iter(text) {
+        for m in imports(&FROM, text) {
             let dots = m[1].len();
             let dotted = m.get(2).map_or("", |g| g.as_str());
             let names: Vec<&str> = m
@@ -216,7 +256,7 @@ impl<'a> Resolver<'a> {
                 );
             }
         }
-        for m in IMPORT.captures_iter(text) {
+        for m in imports(&IMPORT, text) {
             for item in m[1].split(',') {
                 let Some(dotted) = item.split_whitespace().next() else {
                     continue;
@@ -243,22 +283,23 @@ impl<'a> Resolver<'a> {
             Some((MODULE.captures(&text)?[1].to_string(), dir))
         });
         if let Some((module, root)) = &module {
-            let mut imports: Vec<String> = SINGLE
-                .captures_iter(text)
-                .map(|m| m[1].to_string())
-                .collect();
-            for block in BLOCK.captures_iter(text) {
-                imports.extend(QUOTED.captures_iter(&block[1]).map(|m| m[1].to_string()));
+            let mut paths: Vec<String> = imports(&SINGLE, text).map(|m| m[1].to_string()).collect();
+            for block in imports(&BLOCK, text) {
+                paths.extend(QUOTED.captures_iter(&block[1]).map(|m| m[1].to_string()));
             }
-            for import in imports {
+            for import in paths {
                 if let Some(rest) = import.strip_prefix(&format!("{module}/")) {
                     dirs.push(join_dir(root, rest));
                 }
             }
         }
         let mut groups = Vec::new();
+        // A test's own file first (`cart_test.go` tests `cart.go`), then the package's others.
+        if let Some(tested) = from.strip_suffix("_test.go") {
+            groups.push(vec![format!("{tested}.go")]);
+        }
         for dir in dirs {
-            for file in list(self.repo, &dir) {
+            for file in list(self.repo, &dir).into_iter().take(MAX_IMPORTS) {
                 if file.ends_with(".go") && !file.ends_with("_test.go") {
                     groups.push(vec![join_dir(&dir, &file)]);
                 }
@@ -294,7 +335,7 @@ impl<'a> Resolver<'a> {
             };
             groups.push(class(&dotted));
         }
-        for m in IMPORT.captures_iter(text) {
+        for m in imports(&IMPORT, text) {
             let dotted = m[1].trim_end_matches(".*");
             let mut group = class(dotted);
             // A static import names a member: its class is one part up.
@@ -314,16 +355,17 @@ impl<'a> Resolver<'a> {
             )
         });
         let mut groups = Vec::new();
-        for m in USE.captures_iter(text) {
-            // PSR-4 maps a namespace prefix to a directory: the longest tail that is a file.
-            let parts: Vec<&str> = m[1].split('\\').collect();
+        for m in imports(&USE, text) {
+            // PSR-4 maps a namespace prefix to a directory: the longest tail that is a file,
+            // keeping the class's own namespace (a bare `TestCase.php` is anyone's).
+            let parts: Vec<&str> = m[1].split('\\').take(16).collect();
             groups.push(
-                (0..parts.len())
+                (0..parts.len().saturating_sub(1).max(1))
                     .flat_map(|skip| self.by_suffix(&format!("{}.php", parts[skip..].join("/"))))
                     .collect(),
             );
         }
-        for m in REQUIRE.captures_iter(text) {
+        for m in imports(&REQUIRE, text) {
             groups.push(self.by_suffix(&m[1]));
         }
         groups
@@ -332,8 +374,7 @@ impl<'a> Resolver<'a> {
     fn haskell(&self, text: &str) -> Vec<Vec<String>> {
         static IMPORT: LazyLock<Regex> =
             LazyLock::new(|| re(r"(?m)^\s*import\s+(?:qualified\s+)?([A-Z][\w.]*)"));
-        IMPORT
-            .captures_iter(text)
+        imports(&IMPORT, text)
             .map(|m| self.by_suffix(&format!("{}.hs", m[1].replace('.', "/"))))
             .collect()
     }
@@ -341,9 +382,12 @@ impl<'a> Resolver<'a> {
     /// Indexed files whose path is `suffix` or ends with `/suffix`, shortest first.
     fn by_suffix(&self, suffix: &str) -> Vec<String> {
         let index = self.index.get_or_init(|| index(self.repo));
+        let name = suffix.rsplit('/').next().unwrap_or(suffix);
         let tail = format!("/{suffix}");
         let mut found: Vec<String> = index
-            .iter()
+            .get(name)
+            .into_iter()
+            .flatten()
             .filter(|p| *p == suffix || p.ends_with(&tail))
             .cloned()
             .collect();
@@ -361,7 +405,7 @@ fn javascript(from: &str, text: &str) -> Vec<Vec<String>> {
     const EXTS: [&str; 8] = ["ts", "tsx", "js", "jsx", "mjs", "cjs", "mts", "cts"];
     let dir = parent(from);
     let mut groups = Vec::new();
-    for m in SPEC.captures_iter(text) {
+    for m in imports(&SPEC, text) {
         let Some(base) = normalise(&dir, &m[1]) else {
             continue;
         };
@@ -381,7 +425,7 @@ fn c(from: &str, text: &str) -> Vec<Vec<String>> {
     static INCLUDE: LazyLock<Regex> = LazyLock::new(|| re(r#"(?m)^\s*#\s*include\s*"([^"]+)""#));
     let dir = parent(from);
     let mut groups = Vec::new();
-    for m in INCLUDE.captures_iter(text) {
+    for m in imports(&INCLUDE, text) {
         let header = &m[1];
         let places: Vec<String> = [dir.as_str(), "include", "", "src"]
             .iter()
@@ -423,14 +467,11 @@ fn ruby(from: &str, text: &str) -> Vec<Vec<String>> {
             format!("{p}.rb")
         }
     };
-    let mut groups: Vec<Vec<String>> = RELATIVE
-        .captures_iter(text)
+    let mut groups: Vec<Vec<String>> = imports(&RELATIVE, text)
         .filter_map(|m| normalise(&dir, &m[1]).map(|p| vec![rb(p)]))
         .collect();
     groups.extend(
-        REQUIRE
-            .captures_iter(text)
-            .filter_map(|m| normalise("lib", &m[1]).map(|p| vec![rb(p)])),
+        imports(&REQUIRE, text).filter_map(|m| normalise("lib", &m[1]).map(|p| vec![rb(p)])),
     );
     groups
 }
@@ -500,16 +541,18 @@ fn list(repo: &Path, dir: &str) -> Vec<String> {
         return Vec::new();
     };
     let mut names: Vec<String> = entries
+        .take(10_000)
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
     names.sort();
     names
 }
 
-/// The repository's files as relative paths, links not followed, dependencies and build
-/// output not entered, bounded.
-fn index(repo: &Path) -> Vec<String> {
-    walkdir::WalkDir::new(repo)
+/// The repository's files as relative paths by file name, links not followed, dependencies
+/// and build output not entered, bounded.
+fn index(repo: &Path) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    let files = walkdir::WalkDir::new(repo)
         .max_depth(INDEX_DEPTH)
         .sort_by_file_name()
         .into_iter()
@@ -518,14 +561,19 @@ fn index(repo: &Path) -> Vec<String> {
             e.depth() == 0
                 || !(name.starts_with('.') || e.file_type().is_dir() && SKIPPED.contains(&&*name))
         })
+        .take(INDEX_ENTRIES)
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
         .filter_map(|e| {
             let rel = e.path().strip_prefix(repo).ok()?.to_str()?;
             Some(rel.to_string())
         })
-        .take(INDEX_FILES)
-        .collect()
+        .take(INDEX_FILES);
+    for rel in files {
+        let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
+        out.entry(name).or_default().push(rel);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -557,7 +605,8 @@ mod tests {
             ("src/ports/inner.rs", ""),
             ("src/addr/mod.rs", ""),
             ("src/addr/parse.rs", "use super::super::ports;\n"),
-            ("tests/it.rs", "use net_tools::ports::listen;\nuse serde::Deserialize;\n"),
+            ("tests/it.rs", "mod common;\nuse net_tools::ports::listen;\nuse serde::Deserialize;\n"),
+            ("tests/common/mod.rs", ""),
         ];
         assert_eq!(
             refs(&files, "src/lib.rs"),
@@ -567,7 +616,13 @@ mod tests {
             refs(&files, "src/ports.rs"),
             ["src/ports/inner.rs", "src/addr/parse.rs", "src/addr/mod.rs"]
         );
-        assert_eq!(refs(&files, "tests/it.rs"), ["src/ports.rs"]);
+        // A test is a crate root: its modules are beside it.
+        assert_eq!(
+            refs(&files, "tests/it.rs"),
+            ["tests/common/mod.rs", "src/ports.rs"]
+        );
+        // Each further `super` is one module up.
+        assert_eq!(refs(&files, "src/addr/parse.rs"), ["src/ports.rs"]);
     }
 
     #[test]
@@ -615,6 +670,7 @@ mod tests {
     fn go_imports_inside_the_module_and_a_tests_package() {
         let files = [
             ("go.mod", "module example.com/shop\n\ngo 1.22\n"),
+            ("cart/a.go", "package cart\n"),
             ("cart/cart.go", "package cart\n"),
             (
                 "cart/cart_test.go",
@@ -626,7 +682,7 @@ mod tests {
         ];
         assert_eq!(
             refs(&files, "cart/cart_test.go"),
-            ["cart/cart.go", "prices/prices.go"]
+            ["cart/cart.go", "cart/a.go", "prices/prices.go"]
         );
     }
 
@@ -666,6 +722,8 @@ mod tests {
             ("tests/CartTest.php", "<?php\nuse App\\Cart\\Cart;\nuse PHPUnit\\Framework\\TestCase;\nrequire_once __DIR__ . '/bootstrap.php';\n"),
             ("src/Cart/Cart.php", ""),
             ("tests/bootstrap.php", ""),
+            // Not PHPUnit's TestCase, whatever its name.
+            ("tests/TestCase.php", ""),
         ];
         assert_eq!(
             refs(&php, "tests/CartTest.php"),
