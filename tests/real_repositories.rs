@@ -791,6 +791,81 @@ async fn a_culprit_past_the_newest_three_is_found_by_bisection() {
     assert!(pr_body.contains("the newest 5 together"), "{pr_body}");
 }
 
+/// A culprit whose change the API cannot give whole: the commit that broke the tests also
+/// moved a file, which GitHub lists as `renamed` (nothing to rebuild its revert from). Its
+/// diff comes from the repository's history instead, by one shallow git fetch with the
+/// installation's token, and its revert (the move undone too) is the fix.
+#[tokio::test]
+async fn a_culprit_that_also_moved_a_file_is_read_from_history_and_reverted() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RERUNS", "2");
+    let app = env.spawn_web().await;
+    let (green, broken) = green_temperatures(&env).await;
+    let notes = "# Notes\n\nOffsets follow the spec.\n";
+    let with_notes = commit_files(
+        &env,
+        &green,
+        &[("docs/notes.md", notes)],
+        false,
+        "docs: notes",
+        "Ada",
+    )
+    .await;
+    let git = GitData::new(&env);
+    let tree = git
+        .tree_without(
+            Some(git.tree_of(&with_notes).await),
+            &[("src/lib.rs", &broken), ("docs/offsets.md", notes)],
+            &["docs/notes.md"],
+        )
+        .await;
+    let culprit = git
+        .commit(
+            tree,
+            &[&with_notes],
+            "Round the offset, move the notes",
+            Some("Grace"),
+        )
+        .await;
+    git.move_branch("master", &culprit, true).await;
+    let runs = vec![
+        serde_json::json!({"workflow_id": 2823525, "head_branch": "master",
+        "event": "push", "conclusion": "success", "head_sha": with_notes}),
+    ];
+    let p = culprit_patch(&env, &app, &culprit, runs, 1517).await;
+    let evidence: Value = p.get(3);
+    assert_eq!(
+        (
+            p.get::<_, String>(0).as_str(),
+            p.get::<_, String>(1).as_str()
+        ),
+        ("revert_culprit", "fixed"),
+        "{evidence:#}"
+    );
+    assert_eq!(
+        evidence["culprit"]["culprit"]["sha"],
+        culprit.as_str(),
+        "{evidence:#}"
+    );
+    // The whole commit undone: the code, and the file back where it was.
+    let diff: String = p.get(2);
+    assert!(diff.contains("+    (celsius * 9.0 / 5.0 + 32.0)"), "{diff}");
+    assert!(diff.contains("+++ b/docs/notes.md"), "{diff}");
+    assert!(diff.contains("--- a/docs/offsets.md"), "{diff}");
+    // Read with git, as the installation, once.
+    let fetches: Vec<_> = env
+        .standin
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.ends_with(".git/git-upload-pack"))
+        .map(|c| (c.auth, c.status))
+        .collect();
+    assert!(
+        fetches.contains(&("installation-token".to_string(), Some(200))),
+        "{fetches:?}"
+    );
+}
+
 /// The bisection names a commit a later one builds on: reverting the newest five together
 /// passes, but the culprit's revert alone does not apply (the later commit changed its
 /// context). Nothing is reverted: the commit is named in the evidence and left to people.

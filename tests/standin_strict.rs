@@ -824,3 +824,152 @@ async fn commits_and_comparisons_come_from_the_repository_and_unknown_ones_are_r
     assert_eq!(last["files"][0]["status"], "modified");
     assert_eq!(last["stats"]["total"], 4);
 }
+
+/// `git fetch` as a GitHub App's installation does it, against the stand-in's git over HTTP:
+/// `git` itself, from a scratch repository, with the token as Basic credentials' password.
+async fn git_fetch(
+    env: &TestEnv,
+    token: Option<&str>,
+    repository: &str,
+    sha: &str,
+) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: Vec<String>| {
+        let mut command = tokio::process::Command::new("git");
+        command
+            .args(args)
+            .current_dir(dir.path())
+            .env("GIT_DIR", dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0");
+        if let Some(token) = token {
+            use base64::Engine;
+            let basic =
+                base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+            command
+                .env("GIT_CONFIG_COUNT", "1")
+                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                .env(
+                    "GIT_CONFIG_VALUE_0",
+                    format!("Authorization: Basic {basic}"),
+                );
+        }
+        command.output()
+    };
+    assert!(git(vec!["init".into(), "-q".into(), "--bare".into()])
+        .await
+        .unwrap()
+        .status
+        .success());
+    let url = format!("{}/{repository}.git", env.standin.url());
+    let out = git(vec![
+        "fetch".into(),
+        "--depth=1".into(),
+        "--no-tags".into(),
+        url,
+        sha.into(),
+    ])
+    .await
+    .unwrap();
+    let fetched = out.status.success()
+        && git(vec!["cat-file".into(), "-t".into(), sha.into()])
+            .await
+            .unwrap()
+            .status
+            .success();
+    (fetched, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn git_fetches_take_a_valid_token_for_the_repository_as_github_does() {
+    let env = TestEnv::new().await;
+    let jwt = app_jwt();
+    let (_, body) = exchange(
+        &env,
+        &jwt,
+        INSTALLATION_ID,
+        json!({"repositories": ["octo-repo"]}),
+    )
+    .await;
+    let token = body["token"].as_str().unwrap().to_string();
+    let head = env.standin.head_sha();
+    // What the stand-in answered the last fetch's first request, and with what credential.
+    let answered = || {
+        env.standin
+            .calls()
+            .into_iter()
+            .rev()
+            .find(|c| c.path.ends_with("/info/refs"))
+            .map(|c| (c.auth, c.status))
+            .unwrap()
+    };
+    // A shallow fetch of one commit by its sha (protocol v2, as git speaks by default).
+    let (fetched, said) = git_fetch(&env, Some(&token), "octo-org/octo-repo", &head).await;
+    assert!(fetched, "{said}");
+    assert_eq!(answered(), ("installation-token".to_string(), Some(200)));
+    // No credentials, a token never issued, another repository: 401, 401 and GitHub's 404.
+    let (fetched, said) = git_fetch(&env, None, "octo-org/octo-repo", &head).await;
+    assert!(!fetched, "{said}");
+    assert_eq!(answered(), ("none".to_string(), Some(401)));
+    let (fetched, said) = git_fetch(&env, Some("ghs_madeup"), "octo-org/octo-repo", &head).await;
+    assert!(!fetched, "{said}");
+    assert_eq!(answered(), ("installation-token".to_string(), Some(401)));
+    let (fetched, said) = git_fetch(&env, Some(&token), "octo-org/other", &head).await;
+    assert!(!fetched && said.contains("not found"), "{said}");
+    assert_eq!(answered().1, Some(404));
+    // Pushes are not served.
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/octo-org/octo-repo.git/info/refs?service=git-receive-pack",
+            env.standin.url()
+        ))
+        .basic_auth("x-access-token", Some(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    // A revoked token no longer fetches.
+    env.standin.revoke_tokens();
+    let (fetched, said) = git_fetch(&env, Some(&token), "octo-org/octo-repo", &head).await;
+    assert!(!fetched, "{said}");
+    assert_eq!(answered().1, Some(401));
+}
+
+/// A commit that moves a file is listed as GitHub lists it: `renamed`, with the old name.
+#[tokio::test]
+async fn a_moved_file_is_renamed_in_a_commits_files() {
+    let env = TestEnv::new().await;
+    let git = GitData::new(&env);
+    let head = env.standin.head_sha();
+    let notes = "one\ntwo\nthree\nfour\nfive\n";
+    let tree = git
+        .tree(Some(git.tree_of(&head).await), &[("docs/notes.md", notes)])
+        .await;
+    let first = git.commit(tree, &[&head], "notes", None).await;
+    let tree = git
+        .tree_without(
+            Some(git.tree_of(&first).await),
+            &[("docs/guide.md", notes)],
+            &["docs/notes.md"],
+        )
+        .await;
+    let moved = git.commit(tree, &[&first], "move the notes", None).await;
+    let jwt = app_jwt();
+    let (_, body) = exchange(&env, &jwt, INSTALLATION_ID, json!({})).await;
+    let token = body["token"].as_str().unwrap().to_string();
+    let (status, body) = get(
+        &env,
+        &token,
+        &format!("/repos/octo-org/octo-repo/commits/{moved}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let files = body["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{body:#}");
+    assert_eq!(files[0]["status"], "renamed");
+    assert_eq!(files[0]["filename"], "docs/guide.md");
+    assert_eq!(files[0]["previous_filename"], "docs/notes.md");
+    // Moved, not changed: no patch.
+    assert!(files[0].get("patch").is_none(), "{body:#}");
+}

@@ -55,6 +55,10 @@ pub struct Gates {
 #[derive(Debug, Clone)]
 pub struct GitHubConfig {
     pub api_url: String,
+    /// `GITHUB_GIT_URL`: where repositories are fetched with git (`{git_url}/{owner}/{repo}.git`).
+    /// By default GitHub's (`https://github.com` for the public API, the host itself for
+    /// GitHub Enterprise Server's `https://HOST/api/v3`), or the API's own URL otherwise.
+    pub git_url: String,
     pub app_id: Option<u64>,
     /// PEM text (read from the file when the variable holds a path).
     pub app_private_key: Option<SecretString>,
@@ -185,6 +189,11 @@ impl Config {
             webhook_secrets.push(SecretString::from(previous));
         }
 
+        let api_url = env
+            .optional("GITHUB_API_URL")
+            .unwrap_or_else(|| "https://api.github.com".into())
+            .trim_end_matches('/')
+            .to_string();
         let (app_id, app_private_key) = if role == Role::Worker {
             (
                 Some(
@@ -220,11 +229,11 @@ impl Config {
             ),
             max_in_flight: env.parsed("SELFHEAL_MAX_IN_FLIGHT")?.unwrap_or(256),
             github: GitHubConfig {
-                api_url: env
-                    .optional("GITHUB_API_URL")
-                    .unwrap_or_else(|| "https://api.github.com".into())
-                    .trim_end_matches('/')
-                    .to_string(),
+                git_url: match env.optional("GITHUB_GIT_URL") {
+                    Some(url) => url.trim_end_matches('/').to_string(),
+                    None => git_url_of(&api_url),
+                },
+                api_url,
                 app_id,
                 app_private_key,
                 max_retries: env.parsed("SELFHEAL_GITHUB_MAX_RETRIES")?.unwrap_or(5),
@@ -431,6 +440,18 @@ fn sandbox_backend<F: Fn(&str) -> Option<String>>(
 }
 
 /// `GITHUB_APP_PRIVATE_KEY` holds either the PEM itself or a path to it.
+/// Where git reaches the repositories of the API at `api_url`: GitHub's own host beside its
+/// API's, a GitHub Enterprise Server's host beside its `/api/v3`, or else the same server.
+fn git_url_of(api_url: &str) -> String {
+    if api_url == "https://api.github.com" {
+        "https://github.com".into()
+    } else if let Some(host) = api_url.strip_suffix("/api/v3") {
+        host.to_string()
+    } else {
+        api_url.to_string()
+    }
+}
+
 fn read_private_key(value: &str) -> Result<SecretString, ConfigError> {
     let pem = if value.trim_start().starts_with("-----BEGIN") {
         value.replace("\\n", "\n")
@@ -620,5 +641,15 @@ mod tests {
         }
         assert_eq!(config.github.app_id, Some(12));
         assert_eq!(config.github.api_url, "https://api.github.com");
+        assert_eq!(config.github.git_url, "https://github.com");
+    }
+
+    #[test]
+    fn git_is_reached_beside_the_api() {
+        assert_eq!(
+            git_url_of("https://ghe.example.com/api/v3"),
+            "https://ghe.example.com"
+        );
+        assert_eq!(git_url_of("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
     }
 }

@@ -181,7 +181,13 @@ impl GitRepo {
                         None,
                         &env,
                     )?,
-                    None => self.git_env(&["update-index", "--force-remove", path], None, &env)?,
+                    // `--force-remove` wants a work tree; mode 0 through `--index-info` is the
+                    // same removal in a bare repository.
+                    None => self.git_env(
+                        &["update-index", "--index-info"],
+                        Some(format!("0 {}\t{path}\n", "0".repeat(40)).as_bytes()),
+                        &env,
+                    )?,
                 };
             }
             self.git_env(&["write-tree"], None, &env)

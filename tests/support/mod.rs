@@ -656,12 +656,25 @@ impl GitData {
 
     /// A tree of `files` (path, content) over `base` (a tree), or alone.
     pub async fn tree(&self, base: Option<Value>, files: &[(&str, &str)]) -> Value {
-        let entries: Vec<Value> = files
+        self.tree_without(base, files, &[]).await
+    }
+
+    /// [`GitData::tree`] with the paths `deleted` removed (`"sha": null`, as GitHub takes it).
+    pub async fn tree_without(
+        &self,
+        base: Option<Value>,
+        files: &[(&str, &str)],
+        deleted: &[&str],
+    ) -> Value {
+        let mut entries: Vec<Value> = files
             .iter()
             .map(|(path, content)| {
                 serde_json::json!({"path": path, "mode": "100644", "type": "blob", "content": content})
             })
             .collect();
+        entries.extend(deleted.iter().map(
+            |path| serde_json::json!({"path": path, "mode": "100644", "type": "blob", "sha": null}),
+        ));
         let mut request = serde_json::json!({"tree": entries});
         if let Some(base) = base {
             request["base_tree"] = base;

@@ -70,6 +70,7 @@ pub struct GitHubApp {
     /// The same app without octocrab's retries, for writes that must not happen twice.
     app_once: Octocrab,
     api_url: String,
+    git_url: String,
     installations: Mutex<HashMap<(i64, String), Arc<Octocrab>>>,
     installations_once: Mutex<HashMap<(i64, String), Arc<Octocrab>>>,
     http: reqwest::Client,
@@ -120,6 +121,7 @@ impl GitHubApp {
             app,
             app_once,
             api_url: config.api_url.clone(),
+            git_url: config.git_url.clone(),
             installations: Mutex::new(HashMap::new()),
             installations_once: Mutex::new(HashMap::new()),
             http,
@@ -149,6 +151,11 @@ impl GitHubApp {
 
     pub fn api_url(&self) -> &str {
         &self.api_url
+    }
+
+    /// Where git fetches the repositories (`{git_url}/{owner}/{repo}.git`).
+    pub fn git_url(&self) -> &str {
+        &self.git_url
     }
 
     /// A client acting as the installation, with its token narrowed to the one repository

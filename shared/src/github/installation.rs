@@ -69,6 +69,14 @@ impl Installation {
         self.id
     }
 
+    /// The installation's token (narrowed to the client's repository), for git over HTTP,
+    /// valid for five more minutes at least: a fetch that starts with it does not outlive it.
+    pub async fn git_token(&self) -> octocrab::Result<secrecy::SecretString> {
+        self.crab
+            .installation_token_with_buffer(chrono::Duration::minutes(5))
+            .await
+    }
+
     /// Runs one request, a write in its installation's turn; a secondary limit pauses the
     /// installation's writes everywhere and is waited out. GitHub refused the request, so
     /// repeating it cannot make a write happen twice.

@@ -82,6 +82,24 @@ pub(super) fn credential(headers: &HeaderMap) -> Credential {
     if headers.get("authorization").is_none() {
         return Credential::None;
     }
+    // Git over HTTP carries the token as Basic credentials' password.
+    let basic = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    if let Some(pair) = basic {
+        return match pair.split_once(':') {
+            Some((_, t)) if t.starts_with("ghs_") => Credential::InstallationToken,
+            _ => Credential::Other,
+        };
+    }
     match bearer(headers) {
         Some(t) if t.starts_with("ghs_") => Credential::InstallationToken,
         Some(t) if t.starts_with("eyJ") && t.split('.').count() == 3 => Credential::AppJwt,

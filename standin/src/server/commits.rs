@@ -56,7 +56,9 @@ fn commit_summary(git: &GitRepo, sha: &str) -> Option<Value> {
 }
 
 /// The files a commit changed against its first parent, as GitHub lists them: each with its
-/// status and, for text, its `patch` (the hunks, without the diff's header lines).
+/// status and, for text, its `patch` (the hunks, without the diff's header lines). A file
+/// moved is `renamed`, with its `previous_filename`, as GitHub detects renames (and a patch
+/// only when its content changed too).
 fn files(git: &GitRepo, sha: &str, parent: Option<&str>) -> Option<Vec<Value>> {
     let base = parent.unwrap_or(EMPTY_TREE);
     // As git wrote it: a diff's trailing blank context and carriage returns are content.
@@ -66,7 +68,7 @@ fn files(git: &GitRepo, sha: &str, parent: Option<&str>) -> Option<Vec<Value>> {
             "core.quotePath=false",
             "diff",
             "--no-color",
-            "--no-renames",
+            "-M",
             "--no-ext-diff",
             base,
             sha,
@@ -78,12 +80,14 @@ fn files(git: &GitRepo, sha: &str, parent: Option<&str>) -> Option<Vec<Value>> {
         let section = section.strip_suffix('\n').unwrap_or(section);
         let mut lines = section.split('\n');
         let header = lines.next()?;
-        // `a/P b/P`, the same path twice (no renames): the second half.
-        let filename = header
-            .get(header.len() / 2 + 1..)?
-            .strip_prefix("b/")?
+        // `a/P b/P`, the same path twice: the second half (a rename names its paths below).
+        let mut filename = header
+            .get(header.len() / 2 + 1..)
+            .and_then(|h| h.strip_prefix("b/"))
+            .unwrap_or_default()
             .to_string();
         let mut status = "modified";
+        let mut previous = None;
         let mut patch = Vec::new();
         let mut binary = false;
         let mut in_hunks = false;
@@ -94,12 +98,20 @@ fn files(git: &GitRepo, sha: &str, parent: Option<&str>) -> Option<Vec<Value>> {
                 status = "added";
             } else if line.starts_with("deleted file mode") {
                 status = "removed";
+            } else if let Some(from) = line.strip_prefix("rename from ") {
+                status = "renamed";
+                previous = Some(from.to_string());
+            } else if let Some(to) = line.strip_prefix("rename to ") {
+                filename = to.to_string();
             } else if line.starts_with("Binary files") {
                 binary = true;
             } else if line.starts_with("@@") {
                 in_hunks = true;
                 patch.push(line);
             }
+        }
+        if filename.is_empty() {
+            return None;
         }
         let added = patch.iter().filter(|l| l.starts_with('+')).count();
         let deleted = patch.iter().filter(|l| l.starts_with('-')).count();
@@ -111,6 +123,9 @@ fn files(git: &GitRepo, sha: &str, parent: Option<&str>) -> Option<Vec<Value>> {
             "deletions": deleted,
             "changes": added + deleted,
         });
+        if let Some(previous) = previous {
+            file["previous_filename"] = json!(previous);
+        }
         // Binary files have no patch, as on GitHub.
         if !binary && !patch.is_empty() {
             file["patch"] = json!(patch.join("\n"));

@@ -7,6 +7,7 @@ mod checks;
 mod commits;
 mod contents;
 mod git_data;
+mod git_http;
 mod hooks;
 mod issues;
 mod knobs;
@@ -358,7 +359,17 @@ pub async fn spawn_with(
         )
         .route("/_standin/calls", get(list_calls))
         .route("/_standin/knobs", post(set_knobs))
-        .route("/_standin/head", get(head));
+        .route("/_standin/head", get(head))
+        // Git over HTTP checks its own credentials (Basic, not the API's bearer).
+        .route("/{owner}/{repo}/info/refs", get(git_http::info_refs))
+        .route(
+            "/{owner}/{repo}/git-upload-pack",
+            post(git_http::upload_pack),
+        )
+        .route(
+            "/{owner}/{repo}/git-receive-pack",
+            post(git_http::receive_pack),
+        );
     let app = Router::new()
         .merge(app_routes)
         .merge(repo_routes)

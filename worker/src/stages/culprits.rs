@@ -1,14 +1,16 @@
 //! The commits that may have turned a branch red: those since the workflow's last successful
 //! run on it, read from GitHub (the workflow's runs, the comparison of the two commits, then
 //! each candidate's files with their patches), newest first and as git diffs the engine can
-//! revert in the sandbox (`heal::culprit`). Merge commits, binary changes and renames are not
-//! offered: their revert cannot be rebuilt from what the API shows, and a merge is never
-//! reverted blindly.
+//! revert in the sandbox (`heal::culprit`). A commit whose diff the API cannot give whole (a
+//! rename, a binary or too-large file, more files than one answer lists) is read from the
+//! repository's history instead, by one shallow fetch for all of them (`history`). Merge
+//! commits are never offered: a merge is never reverted blindly.
 
 use selfheal_shared::github::Installation;
 use serde::Deserialize;
 
 use super::download::api_error;
+use super::history::{self, History};
 use super::StageError;
 use crate::heal::{Candidate, MAX_CANDIDATES};
 
@@ -85,8 +87,20 @@ pub struct Listed {
     pub skipped: Vec<String>,
 }
 
+/// A commit kept as a candidate: its diff from the API, or to be read from history (why).
+enum Kept {
+    Ready(Candidate),
+    FromHistory {
+        candidate: Candidate,
+        /// Commits between it and the failing one, itself included.
+        distance: usize,
+        why: String,
+    },
+}
+
 pub async fn since_last_green(
     crab: &Installation,
+    git_url: &str,
     repo: &str,
     workflow_id: i64,
     branch: &str,
@@ -155,8 +169,9 @@ pub async fn since_last_green(
         ));
         return Ok(listed);
     }
+    let mut kept: Vec<Kept> = Vec::new();
     for (inspected, commit) in comparison.commits.iter().rev().enumerate() {
-        if listed.candidates.len() == MAX_CANDIDATES || inspected == MAX_INSPECTED {
+        if kept.len() == MAX_CANDIDATES || inspected == MAX_INSPECTED {
             break;
         }
         let short: String = commit.sha.chars().take(7).collect();
@@ -173,43 +188,113 @@ pub async fn since_last_green(
             )
             .await
             .map_err(|e| api_error(e, "a candidate commit's files"))?;
+        let candidate = |diff: String| Candidate {
+            sha: commit.sha.clone(),
+            author: commit
+                .commit
+                .author
+                .as_ref()
+                .map(|a| a.name.clone())
+                .unwrap_or_default(),
+            title: commit
+                .commit
+                .message
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect(),
+            diff,
+        };
         // The files come a page at a time: unless this page's changes add up to the commit's,
         // some are missing, and a revert of part of a commit is no revert.
         let listed_changes: u64 = detail.files.iter().map(|f| f.changes).sum();
-        if detail
+        let whole = detail
             .stats
             .as_ref()
-            .is_none_or(|s| s.total != listed_changes)
-        {
-            listed
-                .skipped
-                .push(format!("{short}: its files are not all in one answer"));
-            continue;
-        }
-        match git_diff(&detail.files) {
-            Ok(diff) => listed.candidates.push(Candidate {
-                sha: commit.sha.clone(),
-                author: commit
-                    .commit
-                    .author
-                    .as_ref()
-                    .map(|a| a.name.clone())
-                    .unwrap_or_default(),
-                title: commit
-                    .commit
-                    .message
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect(),
-                diff,
-            }),
-            Err(why) => listed.skipped.push(format!("{short}: {why}")),
+            .is_some_and(|s| s.total == listed_changes);
+        let rebuilt = if whole {
+            git_diff(&detail.files)
+        } else {
+            Err("its files are not all in one answer".to_string())
+        };
+        kept.push(match rebuilt {
+            Ok(diff) => Kept::Ready(candidate(diff)),
+            Err(why) => Kept::FromHistory {
+                candidate: candidate(String::new()),
+                distance: inspected + 1,
+                why,
+            },
+        });
+    }
+    let read = from_history(crab, git_url, repo, head_sha, &kept).await;
+    for kept in kept {
+        match kept {
+            Kept::Ready(candidate) => listed.candidates.push(candidate),
+            Kept::FromHistory {
+                mut candidate, why, ..
+            } => {
+                let short: String = candidate.sha.chars().take(7).collect();
+                match &read {
+                    Ok(diffs) => match diffs.get(&candidate.sha) {
+                        Some(diff) if !diff.is_empty() => {
+                            candidate.diff = diff.clone();
+                            listed.candidates.push(candidate);
+                        }
+                        _ => listed
+                            .skipped
+                            .push(format!("{short}: {why}, and it changes nothing in git")),
+                    },
+                    Err(e) => listed.skipped.push(format!(
+                        "{short}: {why}, and its history is not readable: {e}"
+                    )),
+                }
+            }
         }
     }
     Ok(listed)
+}
+
+/// The diffs of the commits kept for history, from one shallow fetch deep enough for the
+/// oldest of them (and its parent).
+async fn from_history(
+    crab: &Installation,
+    git_url: &str,
+    repo: &str,
+    head_sha: &str,
+    kept: &[Kept],
+) -> Result<std::collections::HashMap<String, String>, String> {
+    let wanted: Vec<(String, usize)> = kept
+        .iter()
+        .filter_map(|k| match k {
+            Kept::FromHistory {
+                candidate,
+                distance,
+                ..
+            } => Some((candidate.sha.clone(), *distance)),
+            Kept::Ready(_) => None,
+        })
+        .collect();
+    let Some(deepest) = wanted.iter().map(|(_, d)| *d).max() else {
+        return Ok(Default::default());
+    };
+    let token = crab
+        .git_token()
+        .await
+        .map_err(|e| format!("no installation token: {e}"))?;
+    let shas: Vec<String> = wanted.into_iter().map(|(s, _)| s).collect();
+    history::diffs(
+        &History {
+            git_url,
+            repository: repo,
+            token,
+        },
+        head_sha,
+        deepest + 1,
+        &shas,
+    )
+    .await
 }
 
 /// A commit's files as one git diff `git apply` takes, or why it cannot be rebuilt.

@@ -11,6 +11,7 @@ mod culprits;
 pub(crate) mod deliver;
 mod diagnose;
 mod download;
+mod history;
 pub(crate) mod merge;
 mod patch;
 pub(crate) mod pr_state;

@@ -77,6 +77,7 @@ async fn culprit_candidates(
             .installation(run.installation_id, &run.repository_full_name)?;
         culprits::since_last_green(
             &crab,
+            ctx.github.git_url(),
             &run.repository_full_name,
             workflow_id,
             &branch,
