@@ -794,7 +794,8 @@ async fn a_culprit_past_the_newest_three_is_found_by_bisection() {
 /// A culprit whose change the API cannot give whole: the commit that broke the tests also
 /// moved a file, which GitHub lists as `renamed` (nothing to rebuild its revert from). Its
 /// diff comes from the repository's history instead, by one shallow git fetch with the
-/// installation's token, and its revert (the move undone too) is the fix.
+/// installation's token, and its revert (the move undone too) is the fix. A newer commit,
+/// rebuilt from the API, is tried first: the order is kept across both sources.
 #[tokio::test]
 async fn a_culprit_that_also_moved_a_file_is_read_from_history_and_reverted() {
     let mut env = TestEnv::new().await;
@@ -827,12 +828,21 @@ async fn a_culprit_that_also_moved_a_file_is_read_from_history_and_reverted() {
             Some("Grace"),
         )
         .await;
-    git.move_branch("master", &culprit, true).await;
+    let changelog = commit_files(
+        &env,
+        &culprit,
+        &[("CHANGELOG.md", "- offsets\n")],
+        false,
+        "docs: changelog",
+        "Ada",
+    )
+    .await;
+    git.move_branch("master", &changelog, true).await;
     let runs = vec![
         serde_json::json!({"workflow_id": 2823525, "head_branch": "master",
         "event": "push", "conclusion": "success", "head_sha": with_notes}),
     ];
-    let p = culprit_patch(&env, &app, &culprit, runs, 1517).await;
+    let p = culprit_patch(&env, &app, &changelog, runs, 1517).await;
     let evidence: Value = p.get(3);
     assert_eq!(
         (
@@ -847,11 +857,23 @@ async fn a_culprit_that_also_moved_a_file_is_read_from_history_and_reverted() {
         culprit.as_str(),
         "{evidence:#}"
     );
+    let tried: Vec<&str> = evidence["culprit"]["tried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["sha"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tried,
+        [changelog.as_str(), culprit.as_str()],
+        "{evidence:#}"
+    );
     // The whole commit undone: the code, and the file back where it was.
     let diff: String = p.get(2);
     assert!(diff.contains("+    (celsius * 9.0 / 5.0 + 32.0)"), "{diff}");
     assert!(diff.contains("+++ b/docs/notes.md"), "{diff}");
     assert!(diff.contains("--- a/docs/offsets.md"), "{diff}");
+    assert!(!diff.contains("CHANGELOG"), "{diff}");
     // Read with git, as the installation, once.
     let fetches: Vec<_> = env
         .standin

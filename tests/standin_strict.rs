@@ -839,6 +839,9 @@ async fn git_fetch(
         command
             .args(args)
             .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
             .env("GIT_DIR", dir.path())
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -884,6 +887,20 @@ async fn git_fetch(
 #[tokio::test]
 async fn git_fetches_take_a_valid_token_for_the_repository_as_github_does() {
     let env = TestEnv::new().await;
+    // Two repositories in the installation: a token for one does not fetch the other.
+    env.standin.set_knobs(github_standin::Knobs {
+        installations: Some(
+            [(
+                INSTALLATION_ID,
+                vec![
+                    "octo-org/octo-repo".to_string(),
+                    "octo-org/other".to_string(),
+                ],
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    });
     let jwt = app_jwt();
     let (_, body) = exchange(
         &env,
@@ -915,7 +932,15 @@ async fn git_fetches_take_a_valid_token_for_the_repository_as_github_does() {
     let (fetched, said) = git_fetch(&env, Some("ghs_madeup"), "octo-org/octo-repo", &head).await;
     assert!(!fetched, "{said}");
     assert_eq!(answered(), ("installation-token".to_string(), Some(401)));
-    let (fetched, said) = git_fetch(&env, Some(&token), "octo-org/other", &head).await;
+    let (_, body) = exchange(
+        &env,
+        &jwt,
+        INSTALLATION_ID,
+        json!({"repositories": ["other"]}),
+    )
+    .await;
+    let other = body["token"].as_str().unwrap().to_string();
+    let (fetched, said) = git_fetch(&env, Some(&other), "octo-org/octo-repo", &head).await;
     assert!(!fetched && said.contains("not found"), "{said}");
     assert_eq!(answered().1, Some(404));
     // Pushes are not served.
@@ -929,7 +954,19 @@ async fn git_fetches_take_a_valid_token_for_the_repository_as_github_does() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
-    // A revoked token no longer fetches.
+    // An expired token and a revoked one no longer fetch.
+    env.standin.set_knobs(github_standin::Knobs {
+        token_ttl_secs: Some(1),
+        ..Default::default()
+    });
+    let (_, body) = exchange(&env, &jwt, INSTALLATION_ID, json!({})).await;
+    let short = body["token"].as_str().unwrap().to_string();
+    let (fetched, said) = git_fetch(&env, Some(&short), "octo-org/octo-repo", &head).await;
+    assert!(fetched, "{said}");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (fetched, said) = git_fetch(&env, Some(&short), "octo-org/octo-repo", &head).await;
+    assert!(!fetched, "{said}");
+    assert_eq!(answered().1, Some(401));
     env.standin.revoke_tokens();
     let (fetched, said) = git_fetch(&env, Some(&token), "octo-org/octo-repo", &head).await;
     assert!(!fetched, "{said}");

@@ -447,6 +447,12 @@ fn git_url_of(api_url: &str) -> String {
         "https://github.com".into()
     } else if let Some(host) = api_url.strip_suffix("/api/v3") {
         host.to_string()
+    } else if let Some(sub) = api_url
+        .strip_prefix("https://api.")
+        .filter(|h| h.ends_with(".ghe.com"))
+    {
+        // GitHub Enterprise Cloud with data residency: `api.SUB.ghe.com` beside `SUB.ghe.com`.
+        format!("https://{sub}")
     } else {
         api_url.to_string()
     }
@@ -649,6 +655,10 @@ mod tests {
         assert_eq!(
             git_url_of("https://ghe.example.com/api/v3"),
             "https://ghe.example.com"
+        );
+        assert_eq!(
+            git_url_of("https://api.octocorp.ghe.com"),
+            "https://octocorp.ghe.com"
         );
         assert_eq!(git_url_of("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
     }

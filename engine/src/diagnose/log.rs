@@ -2,6 +2,7 @@
 //! wrote it: GitHub Actions, GitLab, Jenkins, CircleCI, Travis CI or Buildkite (each by the
 //! markers its documented log format carries), or a plain saved log taken whole.
 
+use super::steps::{marker_within, StepWindow};
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -169,21 +170,30 @@ fn which_ci(lines: &[String]) -> Ci {
 /// `$ `, `+ `, `#!/bin/bash -eo pipefail` then the command): the failing step runs from the
 /// last command echoed before the end to the end.
 pub fn failed_step(raw: &str) -> FailedStep {
-    failed_step_in(raw, None)
+    failed_step_in(raw, None, None)
 }
 
 /// [`failed_step`] of a log whose layout is known (the worker's logs all come from GitHub
 /// Actions): no output line can then pass for another CI's marker, and a log whose step
 /// header was cut off has no command rather than some echoed-looking line.
 pub fn failed_step_as(raw: &str, ci: Ci) -> FailedStep {
-    failed_step_in(raw, Some(ci))
+    failed_step_in(raw, Some(ci), None)
 }
 
-fn failed_step_in(raw: &str, known: Option<Ci>) -> FailedStep {
+/// [`failed_step_as`] a GitHub Actions log, with the times the jobs API gives for its first
+/// failed step when known: the step is the one that ended then (see [`super::steps`]).
+pub fn failed_step_github(raw: &str, window: Option<StepWindow>) -> FailedStep {
+    failed_step_in(raw, Some(Ci::GithubActions), window.as_ref())
+}
+
+fn failed_step_in(raw: &str, known: Option<Ci>, window: Option<&StepWindow>) -> FailedStep {
     let raw_lines: Vec<&str> = raw.lines().collect();
     let lines: Vec<String> = raw_lines.iter().map(|l| clean_line(l)).collect();
     let ci = known.unwrap_or_else(|| which_ci(&lines));
-    let end = end_of_step(ci, &raw_lines, &lines);
+    let end = window
+        .filter(|_| ci == Ci::GithubActions)
+        .and_then(|w| marker_within(&raw_lines, &lines, w, github_end))
+        .unwrap_or_else(|| end_of_step(ci, &raw_lines, &lines));
     let before = &lines[..end];
     let echoed =
         |i: usize, prefix: &str| (Some(lines[i][prefix.len()..].trim().to_string()), i + 1);
@@ -283,9 +293,7 @@ fn end_of_step(ci: Ci, raw: &[&str], lines: &[String]) -> usize {
     let first = |marker: &dyn Fn(&str) -> bool| lines.iter().position(|l| marker(l));
     let end = match ci {
         // The last failure: a `continue-on-error` step that failed earlier reports one too.
-        Ci::GithubActions => lines
-            .iter()
-            .rposition(|l| l.starts_with("##[error]Process completed with exit code")),
+        Ci::GithubActions => lines.iter().rposition(|l| github_end(l)),
         // The script's section ends before `after_script` and the artifact upload, which
         // echo commands of their own. The markers hide behind carriage returns and share a
         // line with the next section's header, so the raw lines are searched.
@@ -315,6 +323,11 @@ fn end_of_step(ci: Ci, raw: &[&str], lines: &[String]) -> usize {
         Ci::Plain => None,
     };
     end.unwrap_or(lines.len())
+}
+
+/// GitHub's end of a failed step.
+fn github_end(l: &str) -> bool {
+    l.starts_with("##[error]Process completed with exit code")
 }
 
 /// The CI's own lines inside a step (groups, folds, section headers), not the tools' output.

@@ -6,6 +6,7 @@ mod fingerprint;
 mod green;
 mod log;
 mod parsers;
+mod steps;
 mod unrecognised;
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,8 @@ use serde::{Deserialize, Serialize};
 pub use evaluate::{evaluate, EvaluateError, LineScore, Outcome, SinceGreen};
 pub use fingerprint::fingerprint;
 pub use green::new_since_green;
-pub use log::{clean_line, failed_step, failed_step_as, Ci, FailedStep};
+pub use log::{clean_line, failed_step, failed_step_as, failed_step_github, Ci, FailedStep};
+pub use steps::StepWindow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,6 +89,12 @@ pub fn diagnose(raw_log: &str) -> Diagnosis {
 /// Diagnoses a log whose CI is known (see [`failed_step_as`]).
 pub fn diagnose_as(raw_log: &str, ci: Ci) -> Diagnosis {
     diagnose_step(failed_step_as(raw_log, ci))
+}
+
+/// Diagnoses a GitHub Actions log, in the step the jobs API says failed first when its times
+/// are known (see [`StepWindow`]).
+pub fn diagnose_github(raw_log: &str, window: Option<StepWindow>) -> Diagnosis {
+    diagnose_step(failed_step_github(raw_log, window))
 }
 
 fn diagnose_step(step: FailedStep) -> Diagnosis {

@@ -43,7 +43,8 @@ pub struct CulpritEvidence {
     pub culprit: Option<Candidate>,
     /// Each revert tried, in the order tried, with what it did.
     pub tried: Vec<Tried>,
-    /// Commits the caller could not offer (a merge commit, a binary change), with why.
+    /// Commits the caller could not offer (a merge commit, a binary change, history that
+    /// could not be read), with why.
     pub skipped: Vec<String>,
     /// Why the search stopped before it could name a culprit, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]

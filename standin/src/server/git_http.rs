@@ -51,8 +51,9 @@ fn basic_password(headers: &HeaderMap) -> Option<String> {
 
 /// GitHub's answer to these credentials for `owner/repo`, when it is not to go ahead.
 fn check(inner: &Inner, headers: &HeaderMap, owner: &str, repo: &str) -> Option<Response> {
+    // Git prints the body after `remote: ` itself.
     const BAD: &str =
-        "remote: Invalid username or token. Password authentication is not supported for Git operations.";
+        "Invalid username or token. Password authentication is not supported for Git operations.";
     let Some(token) = basic_password(headers) else {
         return Some(refused(StatusCode::UNAUTHORIZED, BAD));
     };

@@ -90,13 +90,11 @@ pub struct Listed {
 /// A commit kept as a candidate: its diff from the API, or to be read from history (why).
 enum Kept {
     Ready(Candidate),
-    FromHistory {
-        candidate: Candidate,
-        /// Commits between it and the failing one, itself included.
-        distance: usize,
-        why: String,
-    },
+    FromHistory { candidate: Candidate, why: String },
 }
+
+// The fetch reaches every commit looked at, and its parent.
+const _: () = assert!(history::DEPTH > MAX_INSPECTED);
 
 pub async fn since_last_green(
     crab: &Installation,
@@ -214,6 +212,10 @@ pub async fn since_last_green(
             .stats
             .as_ref()
             .is_some_and(|s| s.total == listed_changes);
+        if whole && detail.files.is_empty() {
+            listed.skipped.push(format!("{short}: it changes no file"));
+            continue;
+        }
         let rebuilt = if whole {
             git_diff(&detail.files)
         } else {
@@ -223,7 +225,6 @@ pub async fn since_last_green(
             Ok(diff) => Kept::Ready(candidate(diff)),
             Err(why) => Kept::FromHistory {
                 candidate: candidate(String::new()),
-                distance: inspected + 1,
                 why,
             },
         });
@@ -236,19 +237,21 @@ pub async fn since_last_green(
                 mut candidate, why, ..
             } => {
                 let short: String = candidate.sha.chars().take(7).collect();
-                match &read {
-                    Ok(diffs) => match diffs.get(&candidate.sha) {
-                        Some(diff) if !diff.is_empty() => {
-                            candidate.diff = diff.clone();
-                            listed.candidates.push(candidate);
-                        }
-                        _ => listed
-                            .skipped
-                            .push(format!("{short}: {why}, and it changes nothing in git")),
-                    },
-                    Err(e) => listed.skipped.push(format!(
-                        "{short}: {why}, and its history is not readable: {e}"
-                    )),
+                let diff = match &read {
+                    Ok(diffs) => diffs
+                        .get(&candidate.sha)
+                        .cloned()
+                        .unwrap_or_else(|| Err("not fetched".into())),
+                    Err(e) => Err(format!("its history is not readable: {e}")),
+                };
+                match diff.and_then(|d| text_only(&d).map(|()| d)) {
+                    Ok(diff) => {
+                        candidate.diff = diff;
+                        listed.candidates.push(candidate);
+                    }
+                    Err(e) => listed
+                        .skipped
+                        .push(format!("{short}: {why}; from git: {e}")),
                 }
             }
         }
@@ -256,34 +259,28 @@ pub async fn since_last_green(
     Ok(listed)
 }
 
-/// The diffs of the commits kept for history, from one shallow fetch deep enough for the
-/// oldest of them (and its parent).
+/// The diffs of the commits kept for history, from one shallow fetch.
 async fn from_history(
     crab: &Installation,
     git_url: &str,
     repo: &str,
     head_sha: &str,
     kept: &[Kept],
-) -> Result<std::collections::HashMap<String, String>, String> {
-    let wanted: Vec<(String, usize)> = kept
+) -> Result<std::collections::HashMap<String, Result<String, String>>, String> {
+    let shas: Vec<String> = kept
         .iter()
         .filter_map(|k| match k {
-            Kept::FromHistory {
-                candidate,
-                distance,
-                ..
-            } => Some((candidate.sha.clone(), *distance)),
+            Kept::FromHistory { candidate, .. } => Some(candidate.sha.clone()),
             Kept::Ready(_) => None,
         })
         .collect();
-    let Some(deepest) = wanted.iter().map(|(_, d)| *d).max() else {
+    if shas.is_empty() {
         return Ok(Default::default());
-    };
+    }
     let token = crab
         .git_token()
         .await
         .map_err(|e| format!("no installation token: {e}"))?;
-    let shas: Vec<String> = wanted.into_iter().map(|(s, _)| s).collect();
     history::diffs(
         &History {
             git_url,
@@ -291,10 +288,36 @@ async fn from_history(
             token,
         },
         head_sha,
-        deepest + 1,
         &shas,
     )
     .await
+}
+
+/// Why a diff from git cannot be a fix: selfheal delivers text changes to regular files only,
+/// so a revert that would bring back a binary file, a link or a submodule is refused later
+/// anyway, and a candidate that cannot be tried would stop the search.
+fn text_only(diff: &str) -> Result<(), String> {
+    if diff.trim().is_empty() {
+        return Err("it changes nothing".into());
+    }
+    for line in diff.lines() {
+        if line == "GIT binary patch" || line.starts_with("Binary files ") {
+            return Err("it changes a binary file".into());
+        }
+        let mode = line
+            .strip_prefix("new file mode ")
+            .or_else(|| line.strip_prefix("deleted file mode "))
+            .or_else(|| line.strip_prefix("old mode "))
+            .or_else(|| line.strip_prefix("new mode "))
+            .or_else(|| {
+                line.strip_prefix("index ")
+                    .and_then(|l| l.split(' ').nth(1))
+            });
+        if mode.is_some_and(|m| m.starts_with("120000") || m.starts_with("160000")) {
+            return Err("it changes a link or a submodule".into());
+        }
+    }
+    Ok(())
 }
 
 /// A commit's files as one git diff `git apply` takes, or why it cannot be rebuilt.
@@ -368,5 +391,18 @@ mod tests {
         assert!(git_diff(&[file("a b.rs", "modified", Some("@@ -1 +1 @@\n-a\n+b"))]).is_err());
         assert!(git_diff(&[file("new.rs", "renamed", Some("@@ -1 +1 @@\n-a\n+b"))]).is_err());
         assert!(git_diff(&[]).is_err());
+    }
+
+    #[test]
+    fn a_diff_from_git_is_taken_only_when_its_revert_can_be_delivered() {
+        let text = "diff --git a/a.md b/a.md\nnew file mode 100644\nindex 0000000..e69de29\n--- /dev/null\n+++ b/a.md\n@@ -0,0 +1 @@\n+x\n";
+        assert_eq!(text_only(text), Ok(()));
+        let binary = "diff --git a/logo.png b/logo.png\nindex 1111111..2222222 100644\nGIT binary patch\nliteral 5\n";
+        assert!(text_only(binary).unwrap_err().contains("binary"));
+        let link = "diff --git a/current b/current\nnew file mode 120000\nindex 0000000..3333333\n--- /dev/null\n+++ b/current\n@@ -0,0 +1 @@\n+/etc/passwd\n\\ No newline at end of file\n";
+        assert!(text_only(link).unwrap_err().contains("link"));
+        let submodule = "diff --git a/vendor/lib b/vendor/lib\nindex 4444444..5555555 160000\n--- a/vendor/lib\n+++ b/vendor/lib\n@@ -1 +1 @@\n-Subproject commit 4444444\n+Subproject commit 5555555\n";
+        assert!(text_only(submodule).unwrap_err().contains("submodule"));
+        assert!(text_only("").is_err());
     }
 }

@@ -17,18 +17,30 @@ pub fn gunzip(data: &[u8]) -> Result<String, StageError> {
     Ok(text)
 }
 
+/// The times of the first failed step triage recorded (`[{"number", "name", "started_at",
+/// "completed_at"}]`, in the API's order), when it recorded them.
+fn first_failed(steps: Option<&serde_json::Value>) -> Option<diagnose::StepWindow> {
+    let first = steps?
+        .as_array()?
+        .iter()
+        .min_by_key(|s| s["number"].as_i64())?;
+    diagnose::StepWindow::parse(first["started_at"].as_str(), first["completed_at"].as_str())
+}
+
 pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
     let client = ctx.pool.get().await?;
     let rows = client
         .query(
-            "SELECT github_job_id, log_gzip FROM job_logs WHERE run_id = $1 ORDER BY id",
+            "SELECT github_job_id, log_gzip, failed_steps FROM job_logs WHERE run_id = $1 ORDER BY id",
             &[&run.id],
         )
         .await?;
     let mut best: Option<(i64, Diagnosis)> = None;
     for row in &rows {
-        // GitHub's job logs: no output line may pass for another CI's marker.
-        let d = diagnose::diagnose_as(&gunzip(row.get(1))?, diagnose::Ci::GithubActions);
+        // GitHub's job logs: no output line may pass for another CI's marker; the step is the
+        // first the jobs API says failed, found by its times.
+        let steps: Option<serde_json::Value> = row.get(2);
+        let d = diagnose::diagnose_github(&gunzip(row.get(1))?, first_failed(steps.as_ref()));
         let known = d.class != Class::Unknown;
         if best.is_none()
             || (known
@@ -77,4 +89,28 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             d.fingerprint
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_first_failed_step_by_number_gives_the_window() {
+        let steps = json!([
+            {"number": 5, "name": "Upload results", "started_at": "2026-11-20T09:00:05Z", "completed_at": "2026-11-20T09:00:06Z"},
+            {"number": 4, "name": "Test", "started_at": "2026-11-20T09:00:01Z", "completed_at": "2026-11-20T09:00:04Z"},
+        ]);
+        let window = first_failed(Some(&steps)).unwrap();
+        assert_eq!(window.started.to_rfc3339(), "2026-11-20T09:00:01+00:00");
+        assert_eq!(window.completed.to_rfc3339(), "2026-11-20T09:00:04+00:00");
+        // Recorded before the times were, or without them: none.
+        assert_eq!(
+            first_failed(Some(&json!([{"number": 4, "name": "Test"}]))),
+            None
+        );
+        assert_eq!(first_failed(Some(&json!([]))), None);
+        assert_eq!(first_failed(None), None);
+    }
 }

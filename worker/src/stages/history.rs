@@ -6,10 +6,13 @@
 //!
 //! The repository is hostile, and so is what git fetches from it; git is only asked to store
 //! objects and to print diffs: into a fresh bare repository of the worker's own (no hooks,
-//! no work tree, no attributes checked out), with the system and global config ignored, no
-//! external diff or text conversion, and the token in a header from the environment, never
-//! on a command line or in a URL (a process listing or git's own messages would show it).
-//! The fetch is bounded in time and each diff in size.
+//! no work tree, no attributes checked out), with the system and global config ignored,
+//! objects checked as they arrive, no external diff or text conversion, no redirect followed,
+//! and the token in a header scoped to the git host, given through the environment to the
+//! fetch alone (never on a command line or in a URL: a process listing or git's own messages
+//! would show it), and never over plain HTTP beyond the loopback. The fetch is bounded in
+//! time and in the size of any file it writes, each diff in size, and git's whole process
+//! group is killed when a limit is passed.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -17,11 +20,18 @@ use std::time::Duration;
 
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::io::AsyncReadExt;
 
 /// The longest a fetch may take.
 const FETCH_TIME: Duration = Duration::from_secs(120);
+/// The largest file git may write (the fetched pack is one): a repository too big for this
+/// is not read.
+const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
 /// The largest diff taken from one commit.
 const MAX_DIFF_BYTES: usize = 16 * 1024 * 1024;
+/// Commits fetched: the failing one and enough ancestors for every candidate a search looks
+/// at and its parent, whatever order the comparison listed them in.
+pub const DEPTH: usize = 11;
 
 /// Where and how to fetch.
 pub struct History<'a> {
@@ -36,14 +46,25 @@ fn is_sha(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Each of `shas` (commits `head` or its first `depth - 1` ancestors) as a git diff against
-/// its parent, from one fetch; or why none could be read.
+/// Whether the token may go to `url`: over HTTPS, or plain HTTP to this machine only.
+fn may_carry_token(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    matches!(host, "127.0.0.1" | "localhost") || rest.starts_with("[::1]")
+}
+
+/// Each of `shas` (among `head` and its [`DEPTH`]` - 2` nearest ancestors) as a git diff
+/// against its parent, or why it could not be read; or why nothing could be.
 pub async fn diffs(
     history: &History<'_>,
     head: &str,
-    depth: usize,
     shas: &[String],
-) -> Result<HashMap<String, String>, String> {
+) -> Result<HashMap<String, Result<String, String>>, String> {
     if !is_sha(head) || shas.iter().any(|s| !is_sha(s)) {
         return Err("a commit id is not a sha".into());
     }
@@ -60,16 +81,25 @@ pub async fn diffs(
             plain(o) && plain(n)
         })
         .ok_or_else(|| format!("{:?} is not a repository name", history.repository))?;
+    let base = history.git_url.trim_end_matches('/');
+    if !may_carry_token(base) {
+        return Err(format!(
+            "{base} is not HTTPS: the installation's token is not sent there"
+        ));
+    }
     let dir = tempfile::tempdir().map_err(|e| format!("no scratch directory: {e}"))?;
-    let git = Git {
-        dir: dir.path(),
-        token: &history.token,
-    };
-    git.run(&["init", "--quiet", "--bare", "."], Duration::from_secs(30))
-        .await?;
-    let url = format!(
-        "{}/{owner}/{name}.git",
-        history.git_url.trim_end_matches('/')
+    let git = Git { dir: dir.path() };
+    git.run(
+        &["init", "--quiet", "--bare", "."],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await?;
+    let url = format!("{base}/{owner}/{name}.git");
+    let header = format!(
+        "Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("x-access-token:{}", history.token.expose_secret()))
     );
     git.run(
         &[
@@ -77,14 +107,24 @@ pub async fn diffs(
             "--quiet",
             "--no-tags",
             "--no-write-fetch-head",
-            &format!("--depth={depth}"),
+            &format!("--depth={DEPTH}"),
             &url,
             head,
+        ],
+        &[
+            (format!("http.{base}/.extraHeader"), header),
+            ("http.followRedirects".into(), "false".into()),
         ],
         FETCH_TIME,
     )
     .await
-    .map_err(|e| format!("git fetch of {} failed: {e}", history.repository))?;
+    .map_err(|e| {
+        format!(
+            "git fetch of {} failed: {}",
+            history.repository,
+            e.replace(history.token.expose_secret(), "[REDACTED]")
+        )
+    })?;
     let mut out = HashMap::new();
     for sha in shas {
         let parent = format!("{sha}^");
@@ -101,10 +141,11 @@ pub async fn diffs(
                     &parent,
                     sha,
                 ],
+                &[],
                 Duration::from_secs(60),
             )
             .await
-            .map_err(|e| format!("{} has no diff against its parent: {e}", &sha[..7]))?;
+            .map_err(|e| format!("no diff against its parent: {e}"));
         out.insert(sha.clone(), diff);
     }
     Ok(out)
@@ -112,19 +153,27 @@ pub async fn diffs(
 
 struct Git<'a> {
     dir: &'a std::path::Path,
-    token: &'a SecretString,
 }
 
 impl Git<'_> {
-    /// `git args` in the scratch repository: its standard output, or its last words.
-    async fn run(&self, args: &[&str], limit: Duration) -> Result<String, String> {
-        let header = format!(
-            "Authorization: Basic {}",
-            base64::engine::general_purpose::STANDARD
-                .encode(format!("x-access-token:{}", self.token.expose_secret()))
-        );
-        let child = tokio::process::Command::new("git")
-            .args(["-c", "core.quotePath=false"])
+    /// `git args` in the scratch repository with `config` added: its standard output (at most
+    /// [`MAX_DIFF_BYTES`]), or its last words.
+    async fn run(
+        &self,
+        args: &[&str],
+        config: &[(String, String)],
+        limit: Duration,
+    ) -> Result<String, String> {
+        let mut settings: Vec<(String, String)> = vec![
+            ("credential.helper".into(), String::new()),
+            ("transfer.fsckObjects".into(), "true".into()),
+            ("gc.auto".into(), "0".into()),
+            ("maintenance.auto".into(), "false".into()),
+            ("core.quotePath".into(), "false".into()),
+        ];
+        settings.extend(config.iter().cloned());
+        let mut command = tokio::process::Command::new("git");
+        command
             .args(args)
             .current_dir(self.dir)
             .env_clear()
@@ -135,35 +184,87 @@ impl Git<'_> {
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             // Never ask: a refused token fails the fetch.
             .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_CONFIG_COUNT", "2")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env("GIT_CONFIG_VALUE_0", header)
-            .env("GIT_CONFIG_KEY_1", "credential.helper")
-            .env("GIT_CONFIG_VALUE_1", "")
+            .env("GIT_CONFIG_COUNT", settings.len().to_string());
+        for (i, (key, value)) in settings.iter().enumerate() {
+            command
+                .env(format!("GIT_CONFIG_KEY_{i}"), key)
+                .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            // Its own group, so that a timeout kills the helpers git starts as well.
+            .process_group(0)
+            .kill_on_drop(true);
+        // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                let cap = libc::rlimit {
+                    rlim_cur: MAX_FILE_BYTES,
+                    rlim_max: MAX_FILE_BYTES,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &cap) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| format!("git did not start: {e}"))?;
-        let out = tokio::time::timeout(limit, child.wait_with_output())
-            .await
-            .map_err(|_| format!("git {} took longer than {limit:?}", args[0]))?
-            .map_err(|e| format!("git {}: {e}", args[0]))?;
-        if !out.status.success() {
-            let said = String::from_utf8_lossy(&out.stderr);
+        let group = child.id();
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err("git's output is not readable".into());
+        };
+        let read = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let mut stdout = stdout.take(MAX_DIFF_BYTES as u64 + 1);
+            let mut stderr = stderr.take(64 * 1024);
+            let (a, b) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err),);
+            a.and(b).map(|_| (out, err))
+        };
+        let outcome = tokio::time::timeout(limit, async {
+            let (out, err) = read.await?;
+            if out.len() > MAX_DIFF_BYTES {
+                return Ok((None, out, err));
+            }
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((Some(status), out, err))
+        })
+        .await;
+        let kill = || {
+            if let Some(pid) = group.and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: kill(2) on the process group git leads; it harms nothing else.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+        };
+        let (status, out, err) = match outcome {
+            Err(_) => {
+                kill();
+                return Err(format!("git {} took longer than {limit:?}", args[0]));
+            }
+            Ok(Err(e)) => {
+                kill();
+                return Err(format!("git {}: {e}", args[0]));
+            }
+            Ok(Ok(done)) => done,
+        };
+        let Some(status) = status else {
+            kill();
+            return Err(format!("more than {MAX_DIFF_BYTES} bytes"));
+        };
+        if !status.success() {
+            let said = String::from_utf8_lossy(&err);
             let last = said
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("no message");
-            // Git does not print the header; the token is taken out all the same.
-            return Err(last.replace(self.token.expose_secret(), "[REDACTED]"));
+            return Err(last.to_string());
         }
-        if out.stdout.len() > MAX_DIFF_BYTES {
-            return Err(format!("more than {MAX_DIFF_BYTES} bytes"));
-        }
-        String::from_utf8(out.stdout).map_err(|_| "not text".to_string())
+        String::from_utf8(out).map_err(|_| "not text".to_string())
     }
 }
 
@@ -179,19 +280,34 @@ mod tests {
             token: SecretString::from("ghs_x"),
         };
         let sha = "a".repeat(40);
-        let e = diffs(&history, &sha, 2, &[sha.clone()]).await.unwrap_err();
+        let e = diffs(&history, &sha, &[sha.clone()]).await.unwrap_err();
         assert!(e.contains("not a repository name"), "{e}");
         let history = History {
             repository: "acme/widgets",
             ..history
         };
         for bad in ["--upload-pack=touch /tmp/x", "HEAD", &"g".repeat(40)] {
-            let e = diffs(&history, bad, 2, &[]).await.unwrap_err();
+            let e = diffs(&history, bad, &[]).await.unwrap_err();
             assert!(e.contains("not a sha"), "{e}");
-            let e = diffs(&history, &sha, 2, &[bad.to_string()])
-                .await
-                .unwrap_err();
+            let e = diffs(&history, &sha, &[bad.to_string()]).await.unwrap_err();
             assert!(e.contains("not a sha"), "{e}");
         }
+        // The token goes over HTTPS, or plain HTTP to this machine only.
+        for url in [
+            "http://ghe.example.com",
+            "ftp://github.com",
+            "file:///tmp/x",
+        ] {
+            let history = History {
+                git_url: url,
+                repository: "acme/widgets",
+                token: SecretString::from("ghs_x"),
+            };
+            let e = diffs(&history, &sha, &[]).await.unwrap_err();
+            assert!(e.contains("not HTTPS"), "{e}");
+        }
+        assert!(may_carry_token("https://github.com"));
+        assert!(may_carry_token("http://127.0.0.1:8080"));
+        assert!(!may_carry_token("http://127.0.0.1.evil.example"));
     }
 }

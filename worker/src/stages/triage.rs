@@ -29,6 +29,11 @@ struct Step {
     name: String,
     number: i64,
     conclusion: Option<String>,
+    /// When it ran: diagnosis looks for its end in the log by these.
+    #[serde(default)]
+    started_at: Option<String>,
+    #[serde(default)]
+    completed_at: Option<String>,
 }
 
 fn failed(conclusion: Option<&str>) -> bool {
@@ -72,7 +77,10 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             .steps
             .iter()
             .filter(|s| failed(s.conclusion.as_deref()))
-            .map(|s| json!({"number": s.number, "name": s.name}))
+            .map(|s| {
+                json!({"number": s.number, "name": s.name,
+                    "started_at": s.started_at, "completed_at": s.completed_at})
+            })
             .collect();
         let (log, original_bytes, truncated) = match download_log(ctx, &crab, repo, job.id).await {
             Ok(log) => log,
