@@ -65,7 +65,7 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
         .get(0);
     assert_eq!(reason, None, "every stage ran");
 
-    // Triage stored the failed job's log (compressed) and its failed step.
+    // Triage stored the failed job's log (compressed) and its failed step, with when it ran.
     let row = db
         .query_one("SELECT job_name, failed_steps, original_bytes, truncated, length(log_gzip) FROM job_logs WHERE run_id = $1", &[&run_id])
         .await
@@ -73,7 +73,8 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
     assert_eq!(row.get::<_, String>(0), "test");
     assert_eq!(
         row.get::<_, serde_json::Value>(1),
-        serde_json::json!([{"number": 7, "name": "Run Tests"}])
+        serde_json::json!([{"number": 7, "name": "Run Tests",
+            "started_at": "2020-01-20T09:42:53.000-08:00", "completed_at": "2020-01-20T09:42:59.000-08:00"}])
     );
     let original = env.fixtures.ci_log("rustfmt-check.log").unwrap().len() as i64;
     assert_eq!(row.get::<_, i64>(2), original);
@@ -672,6 +673,78 @@ async fn sigterm_lets_the_stage_in_flight_finish() {
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(30)).await,
         "succeeded"
+    );
+}
+
+/// GitHub's jobs API says which step failed first; the log alone would blame the last one.
+/// Here the tests' step (`cargo fmt --check`, which the jobs list marks failed and times) is
+/// followed by an `if: always()` upload that fails as well: the worker diagnoses and heals the
+/// step GitHub names, found in the log by its times, not the upload.
+#[tokio::test]
+async fn the_step_github_says_failed_is_diagnosed_not_a_later_one_that_failed_too() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    // The recorded log, stamped within the failed step's times in the jobs list
+    // (2020-01-20T17:42:53Z to 17:42:59Z), then the upload's failure after it.
+    let log = env
+        .fixtures
+        .ci_log("rustfmt-check.log")
+        .unwrap()
+        .replace("2026-11-20T09:14:0", "2020-01-20T17:42:5");
+    let log = format!(
+        "{}\n2020-01-20T17:43:01.1000000Z ##[group]Run ./upload-results.sh\n\
+         2020-01-20T17:43:01.1100000Z ./upload-results.sh\n\
+         2020-01-20T17:43:01.1200000Z ##[endgroup]\n\
+         2020-01-20T17:43:01.6000000Z curl: (6) Could not resolve host: results.example.com\n\
+         2020-01-20T17:43:01.7000000Z ##[error]Process completed with exit code 6.\n",
+        log.trim_end_matches('\n')
+    );
+    assert!(selfheal_engine::diagnose::diagnose_github(&log, None)
+        .command
+        .is_some_and(|c| c.contains("upload-results")));
+    env.standin.set_knobs(Knobs {
+        log_text: Some(log),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w1");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1102, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    let status = env.wait_run(run_id, Duration::from_secs(60)).await;
+    let stages: Vec<(String, String, Option<String>)> = env
+        .db()
+        .await
+        .query(
+            "SELECT stage, outcome, detail FROM stage_attempts WHERE run_id = $1 ORDER BY id",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(status, "succeeded", "{stages:#?}");
+    let d = env
+        .db()
+        .await
+        .query_one(
+            "SELECT class, tool, command FROM diagnoses WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            d.get::<_, String>(0),
+            d.get::<_, String>(1),
+            d.get::<_, String>(2)
+        ),
+        (
+            "format".into(),
+            "rustfmt".into(),
+            "cargo fmt --all -- --check".into()
+        )
     );
 }
 

@@ -171,7 +171,7 @@ pub async fn heal(
     let started = Instant::now();
     let (sandbox, prepared) = prepare(sandbox, repo, scope, command, progress).await?;
     // `selfheal heal --ci-log`: a log of any CI, recognised by its markers.
-    let ci_log = ci_log.map(|log| (log, None));
+    let ci_log = ci_log.map(CiLog::Any);
     let report =
         propose_prepared(&sandbox, prepared, repo, command, ci_log, options, progress).await?;
     if matches!(report.verdict, Verdict::Pending) {
@@ -241,20 +241,30 @@ pub async fn prepare(
     ))
 }
 
+/// The failing CI's log, as the caller knows it.
+#[derive(Debug, Clone, Copy)]
+enum CiLog<'a> {
+    /// Any CI's, recognised by its markers.
+    Any(&'a str),
+    /// A GitHub Actions job's, with the times the jobs API gives its first failed step.
+    Github(&'a str, Option<diagnose::StepWindow>),
+}
+
 /// Reproduces and diagnoses the failure and makes a patch where a deterministic strategy
-/// applies. `ci_log`, when given, is the failing GitHub Actions job's log and is what gets
-/// diagnosed; otherwise the sandbox's reproduction is. A patch comes back `Pending` validation.
+/// applies. `ci_log`, when given, is the failing GitHub Actions job's log (with the times of
+/// the step the jobs API says failed first, when known) and is what gets diagnosed; otherwise
+/// the sandbox's reproduction is. A patch comes back `Pending` validation.
 pub async fn propose(
     sandbox: &Sandbox,
     repo: &Path,
     scope: &str,
     command: &StepCommand,
-    ci_log: Option<&str>,
+    ci_log: Option<(&str, Option<diagnose::StepWindow>)>,
     options: &HealOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<HealReport, SandboxError> {
     let (sandbox, prepared) = prepare(sandbox, repo, scope, command, progress).await?;
-    let ci_log = ci_log.map(|log| (log, Some(diagnose::Ci::GithubActions)));
+    let ci_log = ci_log.map(|(log, window)| CiLog::Github(log, window));
     propose_prepared(&sandbox, prepared, repo, command, ci_log, options, progress).await
 }
 
@@ -277,7 +287,7 @@ async fn propose_prepared(
     repo: &Path,
     command: &StepCommand,
     // The CI's log and its layout when known.
-    ci_log: Option<(&str, Option<diagnose::Ci>)>,
+    ci_log: Option<CiLog<'_>>,
     options: &HealOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<HealReport, SandboxError> {
@@ -310,8 +320,8 @@ async fn propose_prepared(
     };
 
     let mut diagnosis = match (ci_log, before.first_failure()) {
-        (Some((log, Some(ci))), _) => diagnose::diagnose_as(log, ci),
-        (Some((log, None)), _) => diagnose::diagnose(log),
+        (Some(CiLog::Github(log, window)), _) => diagnose::diagnose_github(log, window),
+        (Some(CiLog::Any(log)), _) => diagnose::diagnose(log),
         // The sandbox's output, laid out as a GitHub Actions step by `as_job_log`.
         (None, Some(failure)) => diagnose::diagnose_as(
             &as_job_log(&command.display, &failure.output, failure.exit_code),

@@ -19,7 +19,7 @@ pub fn gunzip(data: &[u8]) -> Result<String, StageError> {
 
 /// The times of the first failed step triage recorded (`[{"number", "name", "started_at",
 /// "completed_at"}]`, in the API's order), when it recorded them.
-fn first_failed(steps: Option<&serde_json::Value>) -> Option<diagnose::StepWindow> {
+pub(super) fn first_failed(steps: Option<&serde_json::Value>) -> Option<diagnose::StepWindow> {
     let first = steps?
         .as_array()?
         .iter()

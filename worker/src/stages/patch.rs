@@ -8,7 +8,7 @@ use selfheal_shared::runs::{Outcome, Run, Trigger};
 
 use super::checkout::checkout;
 use super::culprits;
-use super::diagnose::gunzip;
+use super::diagnose::{first_failed, gunzip};
 use super::{StageError, StageReport};
 use crate::ai_spend::Ledger;
 use crate::fix_memory;
@@ -99,7 +99,8 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     let client = ctx.pool.get().await?;
     let row = client
         .query_one(
-            "SELECT d.command, l.log_gzip, l.job_name, d.fingerprint, d.class, i.branch, i.workflow_id
+            "SELECT d.command, l.log_gzip, l.job_name, d.fingerprint, d.class, i.branch, i.workflow_id,
+                    l.failed_steps
              FROM diagnoses d
              JOIN runs r ON r.id = d.run_id
              JOIN incidents i ON i.id = r.incident_id
@@ -131,6 +132,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         ));
     };
     let log = gunzip(row.get(1))?;
+    let window = first_failed(row.get::<_, Option<serde_json::Value>>(7).as_ref());
     let job_name: Option<String> = row.get(2);
     let sandbox = ctx.sandbox().await?;
     let work = checkout(ctx, run).await?;
@@ -141,7 +143,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         work.path(),
         &dependency_scope(run),
         &step,
-        Some(&log),
+        Some((&log, window)),
         &heal::HealOptions {
             memory,
             culprits: listed.candidates,
