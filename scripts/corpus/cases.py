@@ -726,6 +726,17 @@ CASES = [
         "run": "phpunit --colors=never tests",
     },
     {
+        "name": "phpunit-data-provider",
+        "fix": [('src/Basket.php', 'array_sum($items) + 1;', 'array_sum($items);'), ('tests/BasketTest.php', '[[1, 2], 3]', '[[1, 2], 2]')],
+        "language": "php",
+        "ci": "jenkins",
+        "files": {
+            "src/Basket.php": "<?php\n\nfinal class Basket\n{\n    public static function total(array $items): int\n    {\n        return array_sum($items) + 1;\n    }\n}\n",
+            "tests/BasketTest.php": "<?php\n\nuse PHPUnit\\Framework\\TestCase;\n\nrequire_once __DIR__ . '/../src/Basket.php';\n\nfinal class BasketTest extends TestCase\n{\n    public static function baskets(): array\n    {\n        return [\n            'empty' => [[], 0],\n            'two items' => [[3, 4], 7],\n        ];\n    }\n\n    /**\n     * @dataProvider baskets\n     */\n    public function testTotals(array $items, int $expected): void\n    {\n        $this->assertSame($expected, Basket::total($items));\n    }\n\n    /**\n     * @dataProvider numbered\n     */\n    public function testCounts(array $items, int $expected): void\n    {\n        $this->assertCount($expected, $items);\n    }\n\n    public static function numbered(): array\n    {\n        return [[[1], 1], [[1, 2], 3]];\n    }\n}\n",
+        },
+        "run": "phpunit --colors=never tests",
+    },
+    {
         "name": "php-parse-error",
         "fix": [('src/Basket.php', 'array_sum($items)\n', 'array_sum($items);\n')],
         "language": "php",

@@ -97,7 +97,12 @@ regex!(
     PHPUNIT_HEAD,
     r"^There (?:was|were) \d+ (?:failure|error)s?:$"
 );
-regex!(PHPUNIT_TEST, r"^\d+\) (\S+::\S+)$");
+// A data provider's case is named by its key (`with data set "two items"` or `#1`), and its
+// values follow in brackets: the name keeps the key, as `--filter` takes it.
+regex!(
+    PHPUNIT_TEST,
+    r#"^\d+\) (\S+::\w+(?: with data set (?:#\d+|"[^"]*"))?)(?: \(.*\))?$"#
+);
 regex!(PHP_AT, r"^(\S+\.php):(\d+)$");
 pub fn phpunit(step: &FailedStep) -> Option<Finding> {
     let (head, _) = first(step, &PHPUNIT_HEAD)?;
@@ -113,9 +118,22 @@ pub fn phpunit(step: &FailedStep) -> Option<Finding> {
         .iter()
         .position(|l| PHP_AT.is_match(l))
         .map(|p| at + p);
-    // The message under the test's name (the name is in `failing_tests`), and where.
-    let mut explains: Vec<usize> = block(step, at, 4).into_iter().skip(1).collect();
-    explains.extend(place);
+    // For up to three failures, the message under the test's name (the name is in
+    // `failing_tests`), and where.
+    let mut explains = Vec::new();
+    let starts: Vec<usize> = (at..step.lines.len())
+        .filter(|&i| PHPUNIT_TEST.is_match(&step.lines[i]))
+        .take(3)
+        .collect();
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(step.lines.len());
+        explains.extend(block(step, start, 4).into_iter().skip(1));
+        explains.extend((start..end).find(|&i| PHP_AT.is_match(&step.lines[i])));
+    }
+    if starts.is_empty() {
+        explains.extend(block(step, at, 4).into_iter().skip(1));
+        explains.extend(place);
+    }
     let captures = place.and_then(|i| PHP_AT.captures(&step.lines[i]));
     Some(Finding {
         culprit_file: captures.as_ref().map(|c| rel(&c[1])),
