@@ -2,7 +2,7 @@
 //! wrote it: GitHub Actions, GitLab, Jenkins, CircleCI, Travis CI or Buildkite (each by the
 //! markers its documented log format carries), or a plain saved log taken whole.
 
-use super::steps::{marker_within, StepWindow};
+use super::steps::{end_within, StepWindow};
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -192,7 +192,7 @@ fn failed_step_in(raw: &str, known: Option<Ci>, window: Option<&StepWindow>) -> 
     let ci = known.unwrap_or_else(|| which_ci(&lines));
     let end = window
         .filter(|_| ci == Ci::GithubActions)
-        .and_then(|w| marker_within(&raw_lines, &lines, w, github_end))
+        .and_then(|w| end_within(&raw_lines, &lines, w, github_end))
         .unwrap_or_else(|| end_of_step(ci, &raw_lines, &lines));
     let before = &lines[..end];
     let echoed =

@@ -28,9 +28,15 @@ impl StepWindow {
         (started <= completed).then_some(StepWindow { started, completed })
     }
 
+    /// Within the step's times: the API truncates to the second, the log's stamps have
+    /// fractions, so the step runs until a second after its `completed_at`.
     fn holds(&self, at: DateTime<Utc>) -> bool {
-        // The API truncates to the second; the log's stamps have fractions.
-        at >= self.started - Duration::seconds(1) && at < self.completed + Duration::seconds(1)
+        at >= self.started && at < self.completed + Duration::seconds(1)
+    }
+
+    /// In the second the step ended.
+    fn ends(&self, at: DateTime<Utc>) -> bool {
+        at >= self.completed && at < self.completed + Duration::seconds(1)
     }
 }
 
@@ -42,24 +48,35 @@ fn stamp(raw: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// The index of the end marker stamped within `window`, the first if several are; none when
-/// no marker is (an unstamped log, a window from another attempt).
-pub(super) fn marker_within(
+/// Where the step of `window` ends in the log (exclusive): at its end marker, the one stamped
+/// in the second the step ended (a step that failed just before, under `continue-on-error`,
+/// ends within the same second it started), else the first stamped within its times; with no
+/// marker there (a timed-out or cancelled step, an action that failed with its own error),
+/// after its last stamped line. None when nothing is stamped within it (an unstamped log, a
+/// window from another attempt).
+pub(super) fn end_within(
     raw: &[&str],
     lines: &[String],
     window: &StepWindow,
     is_marker: impl Fn(&str) -> bool,
 ) -> Option<usize> {
-    lines
+    let at = |i: usize| raw.get(i).and_then(|r| stamp(r));
+    let markers: Vec<usize> = (0..lines.len()).filter(|&i| is_marker(&lines[i])).collect();
+    markers
         .iter()
-        .enumerate()
-        .filter(|(_, l)| is_marker(l))
-        .find(|(i, _)| {
-            raw.get(*i)
-                .and_then(|r| stamp(r))
-                .is_some_and(|at| window.holds(at))
+        .find(|&&i| at(i).is_some_and(|t| window.ends(t)))
+        .or_else(|| {
+            markers
+                .iter()
+                .find(|&&i| at(i).is_some_and(|t| window.holds(t)))
         })
-        .map(|(i, _)| i)
+        .copied()
+        .or_else(|| {
+            (0..lines.len())
+                .rev()
+                .find(|&i| at(i).is_some_and(|t| window.holds(t)))
+                .map(|i| i + 1)
+        })
 }
 
 #[cfg(test)]
@@ -114,11 +131,45 @@ mod tests {
         assert_eq!(window("yesterday", "2026-11-20T09:00:04Z"), None);
         assert_eq!(window("2026-11-20T09:00:04Z", "2026-11-20T09:00:01Z"), None);
         assert_eq!(StepWindow::parse(None, Some("2026-11-20T09:00:04Z")), None);
-        // An unstamped log has nothing to match.
+        // An unstamped log has nothing to match, even with the right times.
         let plain: String = LOG.lines().map(|l| format!("{}\n", &l[29..])).collect();
+        let first = window("2026-11-20T09:00:01Z", "2026-11-20T09:00:04Z");
         assert_eq!(
-            diagnose_github(&plain, other).command.as_deref(),
+            diagnose_github(&plain, first).command.as_deref(),
             Some("./upload-results.sh")
         );
+    }
+
+    /// A lint step allowed to fail (`continue-on-error`) ends in the second the tests' step
+    /// starts: the tests' end is the marker stamped when they ended, not the first one within
+    /// their times.
+    #[test]
+    fn a_step_allowed_to_fail_just_before_is_not_taken_for_it() {
+        let log = format!(
+            "\
+2026-11-20T09:00:00.2000000Z ##[group]Run cargo clippy
+2026-11-20T09:00:00.2100000Z cargo clippy
+2026-11-20T09:00:00.2200000Z ##[endgroup]
+2026-11-20T09:00:01.1000000Z warning: this could be simpler
+2026-11-20T09:00:01.1500000Z ##[error]Process completed with exit code 1.
+{}",
+            &LOG[..LOG.find("2026-11-20T09:00:05.2").unwrap()]
+        );
+        let d = diagnose_github(&log, window("2026-11-20T09:00:01Z", "2026-11-20T09:00:04Z"));
+        assert_eq!(d.command.as_deref(), Some("cargo test"));
+        assert_eq!(d.class, Class::Compile);
+    }
+
+    /// A step that timed out writes no `Process completed`: it ends after its last line, and
+    /// the failing step after it is still not taken for it.
+    #[test]
+    fn a_step_without_an_end_marker_ends_after_its_last_line() {
+        let log = LOG.replace(
+            "2026-11-20T09:00:04.9000000Z ##[error]Process completed with exit code 101.",
+            "2026-11-20T09:00:04.9000000Z ##[error]The action has timed out.",
+        );
+        let d = diagnose_github(&log, window("2026-11-20T09:00:01Z", "2026-11-20T09:00:04Z"));
+        assert_eq!(d.command.as_deref(), Some("cargo test"));
+        assert_eq!(d.culprit_file.as_deref(), Some("src/lib.rs"));
     }
 }

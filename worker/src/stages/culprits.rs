@@ -403,6 +403,13 @@ mod tests {
         assert!(text_only(link).unwrap_err().contains("link"));
         let submodule = "diff --git a/vendor/lib b/vendor/lib\nindex 4444444..5555555 160000\n--- a/vendor/lib\n+++ b/vendor/lib\n@@ -1 +1 @@\n-Subproject commit 4444444\n+Subproject commit 5555555\n";
         assert!(text_only(submodule).unwrap_err().contains("submodule"));
+        let deleted_link =
+            "diff --git a/current b/current\ndeleted file mode 120000\nindex 3333333..0000000\n";
+        assert!(text_only(deleted_link).unwrap_err().contains("link"));
+        let made_link = "diff --git a/run b/run\nold mode 100644\nnew mode 120000\n";
+        assert!(text_only(made_link).unwrap_err().contains("link"));
+        let without_binary = "diff --git a/a.bin b/a.bin\nindex 1111111..2222222 100644\nBinary files a/a.bin and b/a.bin differ\n";
+        assert!(text_only(without_binary).unwrap_err().contains("binary"));
         assert!(text_only("").is_err());
     }
 }

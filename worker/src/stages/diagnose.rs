@@ -23,7 +23,9 @@ pub(super) fn first_failed(steps: Option<&serde_json::Value>) -> Option<diagnose
     let first = steps?
         .as_array()?
         .iter()
-        .min_by_key(|s| s["number"].as_i64())?;
+        .filter_map(|s| Some((s["number"].as_i64()?, s)))
+        .min_by_key(|(number, _)| *number)?
+        .1;
     diagnose::StepWindow::parse(first["started_at"].as_str(), first["completed_at"].as_str())
 }
 

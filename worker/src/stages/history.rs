@@ -48,14 +48,20 @@ fn is_sha(s: &str) -> bool {
 
 /// Whether the token may go to `url`: over HTTPS, or plain HTTP to this machine only.
 fn may_carry_token(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
+    let Ok(url) = reqwest::Url::parse(url) else {
         return false;
     };
-    let host = rest.split(['/', ':']).next().unwrap_or_default();
-    matches!(host, "127.0.0.1" | "localhost") || rest.starts_with("[::1]")
+    // Credentials of its own would make git talk to whatever host follows them.
+    if !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Domain(name))) => name == "localhost",
+        _ => false,
+    }
 }
 
 /// Each of `shas` (among `head` and its [`DEPTH`]` - 2` nearest ancestors) as a git diff
@@ -217,29 +223,38 @@ impl Git<'_> {
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err("git's output is not readable".into());
         };
-        let read = async {
-            let mut out = Vec::new();
-            let mut err = Vec::new();
-            let mut stdout = stdout.take(MAX_DIFF_BYTES as u64 + 1);
-            let mut stderr = stderr.take(64 * 1024);
-            let (a, b) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err),);
-            a.and(b).map(|_| (out, err))
-        };
-        let outcome = tokio::time::timeout(limit, async {
-            let (out, err) = read.await?;
-            if out.len() > MAX_DIFF_BYTES {
-                return Ok((None, out, err));
-            }
-            let status = child.wait().await?;
-            Ok::<_, std::io::Error>((Some(status), out, err))
-        })
-        .await;
-        let kill = || {
+        let kill = move || {
             if let Some(pid) = group.and_then(|p| i32::try_from(p).ok()) {
-                // SAFETY: kill(2) on the process group git leads; it harms nothing else.
+                // SAFETY: kill(2) on the process group git leads (not reaped yet: its id is
+                // not anyone else's); it harms nothing else.
                 unsafe { libc::kill(-pid, libc::SIGKILL) };
             }
         };
+        // Git's words: the first 64 KiB kept, the rest drained, so that it never blocks on a
+        // full pipe.
+        let stderr = tokio::spawn(async move {
+            let mut err = Vec::new();
+            let mut stderr = stderr;
+            (&mut stderr).take(64 * 1024).read_to_end(&mut err).await?;
+            tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await?;
+            Ok::<_, std::io::Error>(err)
+        });
+        let outcome = tokio::time::timeout(limit, async {
+            let mut out = Vec::new();
+            stdout
+                .take(MAX_DIFF_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .await?;
+            if out.len() > MAX_DIFF_BYTES {
+                // Git would block on the full pipe: stopped now, not at the timeout.
+                kill();
+                return Ok((None, out, Vec::new()));
+            }
+            let status = child.wait().await?;
+            let err = stderr.await.map_err(std::io::Error::other)??;
+            Ok::<_, std::io::Error>((Some(status), out, err))
+        })
+        .await;
         let (status, out, err) = match outcome {
             Err(_) => {
                 kill();
@@ -252,7 +267,6 @@ impl Git<'_> {
             Ok(Ok(done)) => done,
         };
         let Some(status) = status else {
-            kill();
             return Err(format!("more than {MAX_DIFF_BYTES} bytes"));
         };
         if !status.success() {
@@ -308,6 +322,51 @@ mod tests {
         }
         assert!(may_carry_token("https://github.com"));
         assert!(may_carry_token("http://127.0.0.1:8080"));
-        assert!(!may_carry_token("http://127.0.0.1.evil.example"));
+        assert!(may_carry_token("http://[::1]:8080"));
+        assert!(may_carry_token("http://localhost:8080"));
+        for url in [
+            "http://127.0.0.1.evil.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.1:x@evil.example",
+            "http://[::1]@evil.example",
+            "https://x-access-token:ghs_old@github.com",
+            "http://10.0.0.8",
+        ] {
+            assert!(!may_carry_token(url), "{url}");
+        }
+    }
+
+    /// Output past the cap stops git there and then (its pipe would be full): the answer says
+    /// so, rather than waiting for the time limit and calling it slow.
+    #[tokio::test]
+    async fn output_past_the_cap_stops_git_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = Git { dir: dir.path() };
+        git.run(
+            &["init", "--quiet", "--bare", "."],
+            &[],
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; MAX_DIFF_BYTES + 4096]).unwrap();
+        let sha = git
+            .run(
+                &["hash-object", "-w", big.to_str().unwrap()],
+                &[],
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        let e = git
+            .run(
+                &["cat-file", "-p", sha.trim()],
+                &[],
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.contains("more than"), "{e}");
     }
 }
