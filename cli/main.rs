@@ -10,6 +10,7 @@ mod bench_ingest;
 #[cfg(feature = "dev")]
 mod demo;
 mod heal;
+mod report;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,18 @@ enum Command {
     Worker,
     /// Apply database migrations (DATABASE_URL).
     Migrate,
+    /// Print MTTR per repository, week and failure class (DATABASE_URL; the
+    /// `report_mttr_weekly` view).
+    Report {
+        /// One repository (`owner/name`); all by default.
+        #[arg(long)]
+        repo: Option<String>,
+        /// How far back: `30d`, `12w`, `1year`.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long, value_parser = ["table", "csv", "json"], default_value = "table")]
+        format: String,
+    },
     /// Install (Debian packages) and start or stop Postgres, Redis and dockerd on this machine.
     Services {
         #[arg(value_parser = ["up", "down"])]
@@ -234,6 +247,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let pool = db::pool(config.database_url(), 2)?;
             let applied = db::migrate(&pool).await?;
             println!("migrations applied: {applied}");
+        }
+        Command::Report {
+            repo,
+            since,
+            format,
+        } => {
+            let back = humantime::parse_duration(&since)
+                .with_context(|| format!("--since {since:?} is not a duration such as 30d"))?;
+            let since = chrono::Utc::now()
+                - chrono::Duration::from_std(back)
+                    .with_context(|| format!("--since {since:?} is too long"))?;
+            let config = Config::from_env(Role::Admin)?;
+            let pool = db::pool(config.database_url(), 2)?;
+            let rows =
+                selfheal_shared::reports::mttr_weekly(&**pool.get().await?, repo.as_deref(), since)
+                    .await
+                    .context("reading report_mttr_weekly (is the database migrated?)")?;
+            print!("{}", report::render(&rows, &format)?);
         }
         Command::Services { action } => {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh");

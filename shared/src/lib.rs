@@ -16,6 +16,7 @@ pub mod installations;
 pub mod job;
 pub mod outbox;
 pub mod queue;
+pub mod reports;
 pub mod runs;
 pub mod stage;
 
