@@ -39,9 +39,12 @@ enum Command {
     Worker,
     /// Apply database migrations (DATABASE_URL).
     Migrate,
-    /// Print MTTR per repository, week and failure class (DATABASE_URL; the
-    /// `report_mttr_weekly` view).
+    /// Print a report (DATABASE_URL): `mttr` per repository, week and failure class, `fix-rate`
+    /// (incidents selfheal healed), `outcomes` (patches by class and strategy), `flaky` (flaky
+    /// failures by fingerprint). docs/reporting.md says what each counts.
     Report {
+        #[arg(value_parser = ["mttr", "fix-rate", "outcomes", "flaky"], default_value = "mttr")]
+        view: String,
         /// One repository (`owner/name`); all by default.
         #[arg(long)]
         repo: Option<String>,
@@ -249,6 +252,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("migrations applied: {applied}");
         }
         Command::Report {
+            view,
             repo,
             since,
             format,
@@ -260,11 +264,42 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("--since {since:?} is too long"))?;
             let config = Config::from_env(Role::Admin)?;
             let pool = db::pool(config.database_url(), 2)?;
-            let rows =
-                selfheal_shared::reports::mttr_weekly(&**pool.get().await?, repo.as_deref(), since)
-                    .await
-                    .context("reading report_mttr_weekly (is the database migrated?)")?;
-            print!("{}", report::render(&rows, &format)?);
+            let client = pool.get().await?;
+            let client = &**client;
+            let repo = repo.as_deref();
+            let failed = |e| {
+                anyhow::Error::new(e).context(format!(
+                    "reading the {view} report (is the database migrated?)"
+                ))
+            };
+            use selfheal_shared::reports;
+            let text = match view.as_str() {
+                "fix-rate" => report::render(
+                    &reports::fix_rate(client, repo, since)
+                        .await
+                        .map_err(failed)?,
+                    &format,
+                )?,
+                "outcomes" => report::render(
+                    &reports::patch_outcomes(client, repo, since)
+                        .await
+                        .map_err(failed)?,
+                    &format,
+                )?,
+                "flaky" => report::render(
+                    &reports::flaky_tests(client, repo, since)
+                        .await
+                        .map_err(failed)?,
+                    &format,
+                )?,
+                _ => report::render_mttr(
+                    &reports::mttr_weekly(client, repo, since)
+                        .await
+                        .map_err(failed)?,
+                    &format,
+                )?,
+            };
+            print!("{text}");
         }
         Command::Services { action } => {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh");

@@ -1,28 +1,78 @@
-//! `selfheal report`: the MTTR view as a table for people, or CSV and JSON for tools (raw
-//! seconds there; minutes and hours in the table).
+//! `selfheal report`: a report's rows as a table for people, or CSV and JSON for tools (raw
+//! seconds there; minutes and hours in the MTTR table).
 
 use selfheal_shared::reports::MttrWeek;
+use serde::Serialize;
 
-/// `rows` in `format` (`table`, `csv` or `json`).
-pub fn render(rows: &[MttrWeek], format: &str) -> anyhow::Result<String> {
+/// `rows` in `format` (`table`, `csv` or `json`); the table has the CSV's columns, aligned.
+pub fn render<T: Serialize>(rows: &[T], format: &str) -> anyhow::Result<String> {
     match format {
         "json" => Ok(serde_json::to_string_pretty(rows)? + "\n"),
-        "csv" => {
-            let mut out = csv::Writer::from_writer(Vec::new());
-            for row in rows {
-                out.serialize(row)?;
+        "csv" => csv_of(rows),
+        _ if rows.is_empty() => Ok("nothing in that time\n".into()),
+        _ => {
+            let text = csv_of(rows)?;
+            let mut records = csv::Reader::from_reader(text.as_bytes());
+            let head: Vec<String> = records.headers()?.iter().map(str::to_string).collect();
+            let mut cells = Vec::new();
+            for record in records.records() {
+                cells.push(record?.iter().map(str::to_string).collect::<Vec<_>>());
             }
-            Ok(String::from_utf8(out.into_inner()?)?)
+            Ok(aligned(&head, &cells))
         }
-        _ => Ok(table(rows)),
     }
+}
+
+/// The MTTR report: durations read as people say them in the table.
+pub fn render_mttr(rows: &[MttrWeek], format: &str) -> anyhow::Result<String> {
+    match format {
+        "table" => Ok(table(rows)),
+        _ => render(rows, format),
+    }
+}
+
+fn csv_of<T: Serialize>(rows: &[T]) -> anyhow::Result<String> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        out.serialize(row)?;
+    }
+    Ok(String::from_utf8(out.into_inner()?)?)
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+fn aligned(head: &[String], cells: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| {
+            cells
+                .iter()
+                .filter_map(|c| c.get(i))
+                .map(|c| c.chars().count())
+                .chain([head[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cols: &[String]| {
+        let s = cols
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        format!("{}\n", s.trim_end())
+    };
+    let mut out = line(head);
+    for c in cells {
+        out.push_str(&line(c));
+    }
+    out
 }
 
 fn table(rows: &[MttrWeek]) -> String {
     if rows.is_empty() {
         return "no incidents in that time\n".into();
     }
-    let head = [
+    let head: Vec<String> = [
         "week",
         "repository",
         "class",
@@ -31,11 +81,13 @@ fn table(rows: &[MttrWeek]) -> String {
         "MTTR p50",
         "p95",
         "mean",
-    ];
-    let cells: Vec<[String; 8]> = rows
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.week.format("%Y-%m-%d").to_string(),
                 r.repository.clone(),
                 r.class.clone(),
@@ -47,31 +99,7 @@ fn table(rows: &[MttrWeek]) -> String {
             ]
         })
         .collect();
-    let widths: Vec<usize> = (0..head.len())
-        .map(|i| {
-            cells
-                .iter()
-                .map(|c| c[i].chars().count())
-                .chain([head[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cols: Vec<&str>| {
-        let mut s = cols
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
-        s.truncate(s.trim_end().len());
-        s + "\n"
-    };
-    let mut out = line(head.to_vec());
-    for c in &cells {
-        out.push_str(&line(c.iter().map(String::as_str).collect()));
-    }
-    out
+    aligned(&head, &cells)
 }
 
 /// `42s`, `12m 05s`, `3h 04m`, `2d 03h`; `-` when there is none.

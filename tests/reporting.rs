@@ -27,21 +27,66 @@ fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
 
+/// A run of an incident: its diagnosis's class, and what the patch stage made of it
+/// (strategy, verdict), and its pull request (seconds after the first failure it was merged,
+/// `Some(None)` when opened and not merged).
+type Run = (
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    Option<Option<i64>>,
+);
+
 /// Incidents of two repositories: (repository id, first failure, seconds to green or open,
-/// the classes of its runs' diagnoses in run order).
-const INCIDENTS: &[(i64, &str, Option<i64>, &[&str])] = &[
+/// its runs in order).
+const INCIDENTS: &[(i64, &str, Option<i64>, &[Run])] = &[
     // acme/widgets, week of Monday 2026-11-16: three test failures resolved in 10, 30 and 50
     // minutes (the first one's later run was diagnosed otherwise: the first run's class counts),
     // a format failure still open, and one never diagnosed.
-    (10, "2026-11-17T10:00:00Z", Some(600), &["test", "flaky"]),
-    (10, "2026-11-18T10:00:00Z", Some(1800), &["test"]),
-    (10, "2026-11-19T10:00:00Z", Some(3000), &["test"]),
-    (10, "2026-11-20T10:00:00Z", None, &["format"]),
+    // Healed by selfheal: its revert merged 5 minutes in, before the branch went green.
+    (
+        10,
+        "2026-11-17T10:00:00Z",
+        Some(600),
+        &[
+            ("test", Some(("revert_culprit", "fixed")), Some(Some(300))),
+            ("flaky", Some(("rerun", "flaky")), None),
+        ],
+    ),
+    // The model's fix was delivered but people fixed it their way.
+    (
+        10,
+        "2026-11-18T10:00:00Z",
+        Some(1800),
+        &[("test", Some(("ai_patch", "fixed")), Some(None))],
+    ),
+    (
+        10,
+        "2026-11-19T10:00:00Z",
+        Some(3000),
+        &[("test", Some(("ai_patch", "rejected")), None)],
+    ),
+    // Merged, but the branch is still red: not healed.
+    (
+        10,
+        "2026-11-20T10:00:00Z",
+        None,
+        &[("format", Some(("format", "fixed")), Some(Some(100)))],
+    ),
     (10, "2026-11-21T10:00:00Z", Some(120), &[]),
     // acme/tools, Monday 2026-11-23 just after midnight UTC: that week, whatever the clock's zone.
-    (11, "2026-11-23T00:30:00Z", Some(90), &["compile"]),
-    // Long before: left out by a later `since`.
-    (10, "2026-09-01T10:00:00Z", Some(60), &["test"]),
+    (
+        11,
+        "2026-11-23T00:30:00Z",
+        Some(90),
+        &[("compile", Some(("hand_off", "handed_off")), None)],
+    ),
+    // Long before: left out by a later `since`; the same flaky failure as in November.
+    (
+        10,
+        "2026-09-01T10:00:00Z",
+        Some(60),
+        &[("flaky", Some(("rerun", "flaky")), None)],
+    ),
 ];
 
 async fn seeded() -> TestEnv {
@@ -79,7 +124,7 @@ async fn seeded() -> TestEnv {
         )
         .await
         .unwrap();
-        for (k, class) in classes.iter().enumerate() {
+        for (k, (class, patch, pr)) in classes.iter().enumerate() {
             run += 1;
             let id = uuid::Uuid::new_v4();
             let delivery = format!("d-{run}");
@@ -94,23 +139,49 @@ async fn seeded() -> TestEnv {
                 "INSERT INTO runs (id, incident_id, delivery_id, installation_id,
                    repository_full_name, github_run_id, github_run_attempt, head_sha, conclusion,
                    status, created_at)
-                 VALUES ($1, $2, $3, 1, 'acme/x', $4, 1, 'abc', 'failure', 'succeeded', $5)",
+                 VALUES ($1, $2, $3, 1, $6, $4, 1, 'abc', 'failure', 'succeeded', $5)",
                 &[
                     &id,
                     &incident,
                     &delivery,
                     &(1000 * n as i64 + k as i64),
                     &(first + chrono::Duration::seconds(k as i64 + 1)),
+                    &if *repo == 10 {
+                        "acme/widgets"
+                    } else {
+                        "acme/tools"
+                    },
                 ],
             )
             .await
             .unwrap();
+            let tests = serde_json::json!([format!("tests::{class}_{n}")]);
             db.execute(
-                "INSERT INTO diagnoses (run_id, class, fingerprint, excerpt) VALUES ($1, $2, 'fp', '')",
-                &[&id, class],
+                "INSERT INTO diagnoses (run_id, class, fingerprint, excerpt, failing_tests)
+                 VALUES ($1, $2, $3, '', $4)",
+                &[&id, class, &format!("fp-{class}"), &tests],
             )
             .await
             .unwrap();
+            if let Some((strategy, verdict)) = patch {
+                db.execute(
+                    "INSERT INTO patches (run_id, strategy, class, verdict, evidence)
+                     VALUES ($1, $2, $3, $4, '{}')",
+                    &[&id, strategy, class, verdict],
+                )
+                .await
+                .unwrap();
+            }
+            if let Some(merged) = pr {
+                let merged_at = merged.map(|s| first + chrono::Duration::seconds(s));
+                db.execute(
+                    "INSERT INTO deliveries (run_id, incident_id, kind, merged_at)
+                     VALUES ($1, $2, 'pull_request', $3)",
+                    &[&id, &incident, &merged_at],
+                )
+                .await
+                .unwrap();
+            }
         }
     }
     env
@@ -253,4 +324,110 @@ async fn selfheal_report_prints_the_view_as_a_table_csv_or_json() {
     let (ok, out, err) = selfheal(&env, &["report", "--since", "a month"]);
     assert!(!ok && out.is_empty());
     assert!(err.contains("--since"), "{err}");
+}
+
+#[tokio::test]
+async fn fix_rate_patch_outcomes_and_flaky_failures_have_the_known_answers() {
+    let env = seeded().await;
+    let db = env.db().await;
+    let since = at("2026-10-01T00:00:00Z");
+    let rates: Vec<_> = selfheal_shared::reports::fix_rate(&db, None, since)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.repository,
+                r.week.to_rfc3339(),
+                r.incidents,
+                r.resolved,
+                r.healed,
+                r.fix_rate,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rates,
+        vec![
+            (
+                "acme/tools".into(),
+                "2026-11-23T00:00:00+00:00".into(),
+                1,
+                1,
+                0,
+                0.0
+            ),
+            // Five incidents, four resolved, one of them by selfheal's merged fix.
+            (
+                "acme/widgets".into(),
+                "2026-11-16T00:00:00+00:00".into(),
+                5,
+                4,
+                1,
+                0.2
+            ),
+        ]
+    );
+    let outcomes: Vec<_> = selfheal_shared::reports::patch_outcomes(&db, None, since)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| {
+            (
+                o.class,
+                o.strategy,
+                (o.patches, o.validated, o.delivered, o.merged),
+                o.validated_rate,
+                o.merged_rate,
+            )
+        })
+        .collect();
+    let row = |c: &str, s: &str, n: (i64, i64, i64, i64), v: f64, m: Option<f64>| {
+        (c.to_string(), s.to_string(), n, v, m)
+    };
+    assert_eq!(
+        outcomes,
+        vec![
+            row("compile", "hand_off", (1, 0, 0, 0), 0.0, None),
+            row("flaky", "rerun", (1, 0, 0, 0), 0.0, None),
+            row("format", "format", (1, 1, 1, 1), 1.0, Some(1.0)),
+            row("test", "ai_patch", (2, 1, 1, 0), 0.5, Some(0.0)),
+            row("test", "revert_culprit", (1, 1, 1, 1), 1.0, Some(1.0)),
+        ]
+    );
+    // The widgets' flaky failure, seen in September and November; the latest run's tests.
+    let flaky = selfheal_shared::reports::flaky_tests(&db, Some("acme/widgets"), since)
+        .await
+        .unwrap();
+    assert_eq!(flaky.len(), 1, "{flaky:?}");
+    assert_eq!(flaky[0].fingerprint, "fp-flaky");
+    assert_eq!(flaky[0].runs, 2);
+    assert_eq!(
+        flaky[0].first_seen.to_rfc3339(),
+        "2026-09-01T10:00:01+00:00"
+    );
+    assert_eq!(flaky[0].failing_tests, "tests::flaky_0");
+    assert!(
+        selfheal_shared::reports::flaky_tests(&db, Some("acme/tools"), since)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The command prints them: one aligned column per field.
+    let (ok, table, err) = selfheal(&env, &["report", "fix-rate", "--since", "3650d"]);
+    assert!(ok, "{err}");
+    assert!(table.starts_with("repository"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("acme/widgets") && l.trim_end().ends_with("0.2")),
+        "{table}"
+    );
+    let (ok, json, _) = selfheal(
+        &env,
+        &["report", "flaky", "--since", "3650d", "--format", "json"],
+    );
+    assert!(ok);
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[0]["runs"], 2);
 }

@@ -52,3 +52,143 @@ pub async fn mttr_weekly(
         })
         .collect())
 }
+
+/// One row of `report_fix_rate`: a repository's incidents of one week, and how many selfheal
+/// healed (resolved with its pull request merged first).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FixRateWeek {
+    pub repository: String,
+    pub week: DateTime<Utc>,
+    pub incidents: i64,
+    pub resolved: i64,
+    pub healed: i64,
+    pub fix_rate: f64,
+}
+
+pub async fn fix_rate(
+    client: &impl GenericClient,
+    repository: Option<&str>,
+    since: DateTime<Utc>,
+) -> Result<Vec<FixRateWeek>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT repository, week, incidents, resolved, healed, fix_rate::float8
+             FROM report_fix_rate
+             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+               AND ($2::text IS NULL OR repository = $2)
+             ORDER BY week DESC, repository",
+            &[&since, &repository],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| FixRateWeek {
+            repository: r.get(0),
+            week: r.get(1),
+            incidents: r.get(2),
+            resolved: r.get(3),
+            healed: r.get(4),
+            fix_rate: r.get(5),
+        })
+        .collect())
+}
+
+/// One row of `report_patch_outcomes`: what one strategy made of one class of failure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PatchOutcome {
+    pub class: String,
+    pub strategy: String,
+    pub patches: i64,
+    pub validated: i64,
+    pub delivered: i64,
+    pub merged: i64,
+    pub validated_rate: f64,
+    /// None while nothing was delivered.
+    pub merged_rate: Option<f64>,
+}
+
+/// Every class and strategy, of the runs of one repository or all since `since`.
+pub async fn patch_outcomes(
+    client: &impl GenericClient,
+    repository: Option<&str>,
+    since: DateTime<Utc>,
+) -> Result<Vec<PatchOutcome>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT class, strategy, sum(patches)::int8, sum(validated)::int8,
+                    sum(delivered)::int8, sum(merged)::int8,
+                    round(sum(validated) / sum(patches), 4)::float8,
+                    round(sum(merged) / nullif(sum(delivered), 0), 4)::float8
+             FROM report_patch_outcomes
+             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+               AND ($2::text IS NULL OR repository = $2)
+             GROUP BY 1, 2
+             ORDER BY 1, 2",
+            &[&since, &repository],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PatchOutcome {
+            class: r.get(0),
+            strategy: r.get(1),
+            patches: r.get(2),
+            validated: r.get(3),
+            delivered: r.get(4),
+            merged: r.get(5),
+            validated_rate: r.get(6),
+            merged_rate: r.get(7),
+        })
+        .collect())
+}
+
+/// One row of `report_flaky_tests`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlakyTest {
+    pub fingerprint: String,
+    pub repository: String,
+    pub runs: i64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// The tests the last flaky run's log named, comma-separated.
+    pub failing_tests: String,
+}
+
+/// Flaky failures seen since `since`, the most frequent first.
+pub async fn flaky_tests(
+    client: &impl GenericClient,
+    repository: Option<&str>,
+    since: DateTime<Utc>,
+) -> Result<Vec<FlakyTest>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT fingerprint, repository, runs, first_seen, last_seen, failing_tests
+             FROM report_flaky_tests
+             WHERE last_seen >= $1 AND ($2::text IS NULL OR repository = $2)
+             ORDER BY runs DESC, last_seen DESC, fingerprint",
+            &[&since, &repository],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let tests: serde_json::Value = r.get(5);
+            FlakyTest {
+                fingerprint: r.get(0),
+                repository: r.get(1),
+                runs: r.get(2),
+                first_seen: r.get(3),
+                last_seen: r.get(4),
+                failing_tests: tests
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect())
+}
