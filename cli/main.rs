@@ -41,10 +41,14 @@ enum Command {
     Migrate,
     /// Print a report (DATABASE_URL): `mttr` per repository, week and failure class, `fix-rate`
     /// (incidents selfheal healed), `outcomes` (patches by class and strategy), `flaky` (flaky
-    /// failures by fingerprint). docs/reporting.md says what each counts.
+    /// failures by fingerprint), `cost` (runs, tokens and sandbox minutes per installation).
+    /// docs/reporting.md says what each counts.
     Report {
-        #[arg(value_parser = ["mttr", "fix-rate", "outcomes", "flaky"], default_value = "mttr")]
+        #[arg(value_parser = ["mttr", "fix-rate", "outcomes", "flaky", "cost"], default_value = "mttr")]
         view: String,
+        /// `cost` only: one installation (its GitHub id); all by default.
+        #[arg(long)]
+        installation: Option<i64>,
         /// One repository (`owner/name`); all by default.
         #[arg(long)]
         repo: Option<String>,
@@ -253,6 +257,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Report {
             view,
+            installation,
             repo,
             since,
             format,
@@ -282,6 +287,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 )?,
                 "outcomes" => report::render(
                     &reports::patch_outcomes(client, repo, since)
+                        .await
+                        .map_err(failed)?,
+                    &format,
+                )?,
+                "cost" => report::render(
+                    &reports::cost_weekly(client, installation, since)
                         .await
                         .map_err(failed)?,
                     &format,

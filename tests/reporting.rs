@@ -431,3 +431,134 @@ async fn fix_rate_patch_outcomes_and_flaky_failures_have_the_known_answers() {
     let json: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json[0]["runs"], 2);
 }
+
+#[tokio::test]
+async fn the_cost_of_runs_per_installation_and_week_has_the_known_answers() {
+    let env = seeded().await;
+    let db = env.db().await;
+    // Runs by their seeded GitHub run id (1000 x incident + run).
+    let run = |github: i64| {
+        let db = &db;
+        async move {
+            let row = db
+                .query_one(
+                    "SELECT id, incident_id FROM runs WHERE github_run_id = $1",
+                    &[&github],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, uuid::Uuid>(0), row.get::<_, uuid::Uuid>(1))
+        }
+    };
+    // The model asked twice: one request settled (1,200 tokens, 5 cents), one never settled
+    // (counted at its 3,000-token reservation, no cost known).
+    let (ai_run, ai_incident) = run(1000).await;
+    let (open_run, open_incident) = run(2000).await;
+    db.execute(
+        "INSERT INTO ai_spend (run_id, incident_id, installation_id, provider, model, reserved_tokens,
+           input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, requests, cost_usd, settled_at)
+         VALUES ($1, $2, 1, 'anthropic', 'claude', 5000, 1000, 200, 0, 0, 1, 0.05, now())",
+        &[&ai_run, &ai_incident],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO ai_spend (run_id, incident_id, installation_id, provider, model, reserved_tokens)
+         VALUES ($1, $2, 1, 'anthropic', 'claude', 3000)",
+        &[&open_run, &open_incident],
+    )
+    .await
+    .unwrap();
+    // The healed incident's run: 2 minutes patching, 3 validating; the model's: 1 patching,
+    // and a validation still running (not counted).
+    let (healed_run, _) = run(0).await;
+    for (id, stage, seconds) in [
+        (healed_run, "patch", Some(120)),
+        (healed_run, "validate", Some(180)),
+        (ai_run, "patch", Some(60)),
+        (ai_run, "validate", None),
+    ] {
+        db.execute(
+            "INSERT INTO stage_attempts (run_id, stage, attempt, worker_id, started_at, finished_at, outcome)
+             VALUES ($1, $2, 1, 'w', '2026-11-17T12:00:00Z',
+                     '2026-11-17T12:00:00Z'::timestamptz + make_interval(secs => $3::int), $4)",
+            &[&id, &stage, &seconds.unwrap_or(0), &if seconds.is_some() { "succeeded" } else { "running" }],
+        )
+        .await
+        .unwrap();
+    }
+    db.execute(
+        "UPDATE stage_attempts SET finished_at = NULL WHERE outcome = 'running'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let weeks = selfheal_shared::reports::cost_weekly(&db, None, at("2026-10-01T00:00:00Z"))
+        .await
+        .unwrap();
+    let got: Vec<_> = weeks
+        .iter()
+        .map(|w| {
+            (
+                w.week.to_rfc3339(),
+                w.runs,
+                w.ai_tokens,
+                w.ai_cost_usd,
+                w.patch_validate_minutes,
+                w.healed,
+                w.ai_tokens_per_fix,
+                w.minutes_per_fix,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "2026-11-23T00:00:00+00:00".into(),
+                1,
+                0,
+                None,
+                0.0,
+                0,
+                None,
+                None
+            ),
+            // Five runs of the widgets' week: 1,200 + 3,000 tokens, 2 + 3 + 1 minutes, one fix.
+            (
+                "2026-11-16T00:00:00+00:00".into(),
+                5,
+                4200,
+                Some(0.05),
+                6.0,
+                1,
+                Some(4200.0),
+                Some(6.0)
+            ),
+        ]
+    );
+    assert!(
+        selfheal_shared::reports::cost_weekly(&db, Some(2), at("2026-10-01T00:00:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (ok, csv, err) = selfheal(
+        &env,
+        &[
+            "report",
+            "cost",
+            "--installation",
+            "1",
+            "--since",
+            "3650d",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        csv.starts_with("installation_id,week,runs,ai_tokens,ai_cost_usd,patch_validate_minutes,healed,ai_tokens_per_fix,minutes_per_fix\n"),
+        "{csv}"
+    );
+}

@@ -192,3 +192,56 @@ pub async fn flaky_tests(
         })
         .collect())
 }
+
+/// One row of `report_cost_weekly`: what an installation's runs of one week cost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CostWeek {
+    pub installation_id: i64,
+    pub week: DateTime<Utc>,
+    pub runs: i64,
+    pub ai_tokens: i64,
+    /// None where no prices are configured.
+    pub ai_cost_usd: Option<f64>,
+    pub patch_validate_minutes: f64,
+    pub healed: i64,
+    /// Tokens and minutes per incident healed; None when none was.
+    pub ai_tokens_per_fix: Option<f64>,
+    pub minutes_per_fix: Option<f64>,
+}
+
+/// The weeks from `since` on, of one installation or all, newest first.
+pub async fn cost_weekly(
+    client: &impl GenericClient,
+    installation: Option<i64>,
+    since: DateTime<Utc>,
+) -> Result<Vec<CostWeek>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT installation_id, week, runs, ai_tokens, ai_cost_usd::float8,
+                    patch_validate_minutes::float8, healed
+             FROM report_cost_weekly
+             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+               AND ($2::int8 IS NULL OR installation_id = $2)
+             ORDER BY week DESC, installation_id",
+            &[&since, &installation],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (tokens, minutes, healed): (i64, f64, i64) = (r.get(3), r.get(5), r.get(6));
+            let per = |x: f64| (healed > 0).then(|| x / healed as f64);
+            CostWeek {
+                installation_id: r.get(0),
+                week: r.get(1),
+                runs: r.get(2),
+                ai_tokens: tokens,
+                ai_cost_usd: r.get(4),
+                patch_validate_minutes: minutes,
+                healed,
+                ai_tokens_per_fix: per(tokens as f64),
+                minutes_per_fix: per(minutes),
+            }
+        })
+        .collect())
+}
