@@ -264,18 +264,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let back = humantime::parse_duration(&since)
                 .with_context(|| format!("--since {since:?} is not a duration such as 30d"))?;
-            let since = chrono::Utc::now()
-                - chrono::Duration::from_std(back)
-                    .with_context(|| format!("--since {since:?} is too long"))?;
+            let since = chrono::Duration::from_std(back)
+                .ok()
+                .and_then(|back| chrono::Utc::now().checked_sub_signed(back))
+                .with_context(|| format!("--since {since:?} is too long"))?;
             let config = Config::from_env(Role::Admin)?;
             let pool = db::pool(config.database_url(), 2)?;
             let client = pool.get().await?;
             let client = &**client;
             let repo = repo.as_deref();
-            let failed = |e| {
-                anyhow::Error::new(e).context(format!(
-                    "reading the {view} report (is the database migrated?)"
-                ))
+            let failed = |e: tokio_postgres::Error| {
+                let hint = match e.code() {
+                    Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                        " (its view is missing: run `selfheal migrate`)"
+                    }
+                    _ => "",
+                };
+                anyhow::Error::new(e).context(format!("reading the {view} report{hint}"))
             };
             use selfheal_shared::reports;
             let text = match view.as_str() {

@@ -26,7 +26,8 @@ GROUP BY 1, 2;
 
 -- What each strategy made of each class of failure, per repository and week of the run:
 -- patches proposed, validated (passed every run in the sandbox), delivered (a pull request
--- opened from that run) and merged. Sum the counts over weeks; rates of sums, not of rates.
+-- opened from that run: the row written before the pull request exists does not count until
+-- GitHub gave it a number) and merged. Sum the counts over weeks; rates of sums, not of rates.
 CREATE VIEW report_patch_outcomes AS
 SELECT r.repository_full_name AS repository,
        (date_trunc('week', r.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS week,
@@ -34,8 +35,8 @@ SELECT r.repository_full_name AS repository,
        p.strategy,
        count(*) AS patches,
        count(*) FILTER (WHERE p.verdict = 'fixed') AS validated,
-       count(dl.id) AS delivered,
-       count(dl.merged_at) AS merged
+       count(dl.pr_number) AS delivered,
+       count(dl.merged_at) FILTER (WHERE dl.pr_number IS NOT NULL) AS merged
 FROM patches p
 JOIN runs r ON r.id = p.run_id
 LEFT JOIN deliveries dl ON dl.run_id = p.run_id AND dl.kind = 'pull_request'

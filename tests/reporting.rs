@@ -80,6 +80,13 @@ const INCIDENTS: &[(i64, &str, Option<i64>, &[Run])] = &[
         Some(90),
         &[("compile", Some(("hand_off", "handed_off")), None)],
     ),
+    // Green 100 s in, by people: selfheal's fix merged after that did not heal it.
+    (
+        11,
+        "2026-11-24T10:00:00Z",
+        Some(100),
+        &[("compile", Some(("ai_patch", "fixed")), Some(Some(200)))],
+    ),
     // Long before: left out by a later `since`; the same flaky failure as in November.
     (
         10,
@@ -93,7 +100,18 @@ async fn seeded() -> TestEnv {
     let env = TestEnv::new().await;
     let (ok, _, err) = selfheal(&env, &["migrate"]);
     assert!(ok, "{err}");
+    // Not UTC, as many servers are not: the weeks are UTC's all the same.
+    env.db()
+        .await
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET timezone = %L',
+                 current_database(), 'America/New_York'); END $$;",
+        )
+        .await
+        .unwrap();
     let db = env.db().await;
+    let zone: String = db.query_one("SHOW timezone", &[]).await.unwrap().get(0);
+    assert_eq!(zone, "America/New_York");
     db.batch_execute(
         "INSERT INTO installations (id, account_login) VALUES (1, 'acme');
          INSERT INTO repositories (id, installation_id, full_name) VALUES
@@ -175,9 +193,9 @@ async fn seeded() -> TestEnv {
             if let Some(merged) = pr {
                 let merged_at = merged.map(|s| first + chrono::Duration::seconds(s));
                 db.execute(
-                    "INSERT INTO deliveries (run_id, incident_id, kind, merged_at)
-                     VALUES ($1, $2, 'pull_request', $3)",
-                    &[&id, &incident, &merged_at],
+                    "INSERT INTO deliveries (run_id, incident_id, kind, pr_number, merged_at)
+                     VALUES ($1, $2, 'pull_request', $3, $4)",
+                    &[&id, &incident, &(run as i32), &merged_at],
                 )
                 .await
                 .unwrap();
@@ -213,15 +231,16 @@ async fn mttr_per_repository_week_and_class_has_the_known_answers() {
     assert_eq!(
         got,
         vec![
+            // 90 and 100 s.
             (
                 week("2026-11-23"),
                 "acme/tools",
                 "compile",
-                1,
-                1,
-                Some(90.0),
-                Some(90.0),
-                Some(90.0)
+                2,
+                2,
+                Some(95.0),
+                Some(99.5),
+                Some(95.0)
             ),
             (
                 week("2026-11-16"),
@@ -305,7 +324,7 @@ async fn selfheal_report_prints_the_view_as_a_table_csv_or_json() {
     assert_eq!(
         csv,
         "repository,week,class,incidents,resolved,mttr_p50_seconds,mttr_p95_seconds,mttr_mean_seconds\n\
-         acme/tools,2026-11-23T00:00:00Z,compile,1,1,90.0,90.0,90.0\n"
+         acme/tools,2026-11-23T00:00:00Z,compile,2,2,95.0,99.5,95.0\n"
     );
 
     let (ok, table, _) = selfheal(&env, &["report", "--since", "3650d"]);
@@ -349,11 +368,12 @@ async fn fix_rate_patch_outcomes_and_flaky_failures_have_the_known_answers() {
     assert_eq!(
         rates,
         vec![
+            // Green before selfheal's fix was merged: not healed.
             (
                 "acme/tools".into(),
                 "2026-11-23T00:00:00+00:00".into(),
-                1,
-                1,
+                2,
+                2,
                 0,
                 0.0
             ),
@@ -388,6 +408,7 @@ async fn fix_rate_patch_outcomes_and_flaky_failures_have_the_known_answers() {
     assert_eq!(
         outcomes,
         vec![
+            row("compile", "ai_patch", (1, 1, 1, 1), 1.0, Some(1.0)),
             row("compile", "hand_off", (1, 0, 0, 0), 0.0, None),
             row("flaky", "rerun", (1, 0, 0, 0), 0.0, None),
             row("format", "format", (1, 1, 1, 1), 1.0, Some(1.0)),
@@ -516,7 +537,7 @@ async fn the_cost_of_runs_per_installation_and_week_has_the_known_answers() {
         vec![
             (
                 "2026-11-23T00:00:00+00:00".into(),
-                1,
+                2,
                 0,
                 None,
                 0.0,
