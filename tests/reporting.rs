@@ -195,7 +195,7 @@ async fn seeded() -> TestEnv {
                 db.execute(
                     "INSERT INTO deliveries (run_id, incident_id, kind, pr_number, merged_at)
                      VALUES ($1, $2, 'pull_request', $3, $4)",
-                    &[&id, &incident, &(run as i32), &merged_at],
+                    &[&id, &incident, &run, &merged_at],
                 )
                 .await
                 .unwrap();
