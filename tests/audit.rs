@@ -2,18 +2,11 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::{json, Value};
 use support::*;
 
 fn verify_audit(env: &TestEnv) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .arg("verify-audit")
-        .env_clear()
-        .env("DATABASE_URL", &env.database_url)
-        .output()
-        .unwrap();
+    let out = env.selfheal(&["verify-audit"]);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -199,12 +192,7 @@ async fn audit_log_rejects_updates_and_deletes() {
 async fn the_app_role_runs_selfheal_but_reaches_the_audit_log_only_through_its_function() {
     let mut env = TestEnv::new().await;
     // The owner migrates (as `selfheal migrate` would)...
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .arg("migrate")
-        .env_clear()
-        .env("DATABASE_URL", &env.database_url)
-        .output()
-        .unwrap();
+    let out = env.selfheal(&["migrate"]);
     assert!(
         out.status.success(),
         "{}",

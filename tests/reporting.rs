@@ -3,19 +3,12 @@
 
 mod support;
 
-use std::process::Command;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use support::*;
 
 fn selfheal(env: &TestEnv, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .args(args)
-        .env_clear()
-        .env("DATABASE_URL", &env.database_url)
-        .output()
-        .unwrap();
+    let out = env.selfheal(args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -256,6 +256,17 @@ impl TestEnv {
             .expect("spawn worker")
     }
 
+    /// `selfheal args` run to its end with this database and nothing else in its environment
+    /// (a command an operator runs: `migrate`, `verify-audit`, `report`).
+    pub fn selfheal(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_selfheal"))
+            .args(args)
+            .env_clear()
+            .env("DATABASE_URL", &self.database_url)
+            .output()
+            .unwrap()
+    }
+
     pub async fn db(&self) -> tokio_postgres::Client {
         pg(&self.database_url).await
     }

@@ -121,8 +121,11 @@ const MIN_ANSWER_TOKENS: u64 = 1024;
 /// Tokens `bytes` of prompt will count, estimated before sending (the services count only
 /// after): 3 bytes a token, fewer than English's 4, since code and logs tokenise worse.
 pub(super) fn estimated_tokens(bytes: usize) -> u64 {
-    bytes.div_ceil(3) as u64
+    bytes.div_ceil(BYTES_PER_TOKEN) as u64
 }
+
+/// Bytes of prompt a token is taken to hold (see [`estimated_tokens`]).
+const BYTES_PER_TOKEN: usize = 3;
 
 /// Reserves what one request may spend: `need` tokens for its prompt and up to `answer` for
 /// its answer, at least `least` of them. Returns the answer's cap the grant leaves and the
@@ -244,7 +247,9 @@ fn user_prompt(
              validated and merged; it does not apply here as it is, but may show the way:\n```diff\n{patch}\n```\n"
         ));
     }
-    let budget = usize::try_from(context_tokens.saturating_mul(3)).unwrap_or(usize::MAX);
+    let budget = usize::try_from(context_tokens)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(BYTES_PER_TOKEN);
     out.push_str(&context::choose(repo, &names, budget).render());
     out
 }

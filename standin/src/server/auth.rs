@@ -76,6 +76,21 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then(|| token.trim())
 }
 
+/// The password of HTTP Basic credentials (git over HTTP sends the token as one).
+pub(super) fn basic_password(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':')?.1.to_string())
+}
+
 /// What kind of credential a request carries, by its form only (for the call record):
 /// a JWT's three base64url parts, or an installation token's `ghs_` prefix.
 pub(super) fn credential(headers: &HeaderMap) -> Credential {
@@ -83,21 +98,10 @@ pub(super) fn credential(headers: &HeaderMap) -> Credential {
         return Credential::None;
     }
     // Git over HTTP carries the token as Basic credentials' password.
-    let basic = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok());
-    if let Some(pair) = basic {
-        return match pair.split_once(':') {
-            Some((_, t)) if t.starts_with("ghs_") => Credential::InstallationToken,
-            _ => Credential::Other,
+    if let Some(password) = basic_password(headers) {
+        return match password.starts_with("ghs_") {
+            true => Credential::InstallationToken,
+            false => Credential::Other,
         };
     }
     match bearer(headers) {

@@ -18,10 +18,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use chrono::Utc;
 use tokio::io::AsyncWriteExt;
 
+use super::auth::basic_password;
 use super::Inner;
 
 fn refused(status: StatusCode, message: &str) -> Response {
@@ -33,20 +33,6 @@ fn refused(status: StatusCode, message: &str) -> Response {
         );
     }
     response
-}
-
-/// The password of HTTP Basic credentials.
-fn basic_password(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get("authorization")?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    Some(text.split_once(':')?.1.to_string())
 }
 
 /// GitHub's answer to these credentials for `owner/repo`, when it is not to go ahead.

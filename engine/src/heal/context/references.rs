@@ -579,16 +579,7 @@ fn index(repo: &Path) -> HashMap<String, Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        for (path, text) in files {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        dir
-    }
+    use crate::heal::context::tests::repo;
 
     fn refs(files: &[(&str, &str)], from: &str) -> Vec<String> {
         let dir = repo(files);
