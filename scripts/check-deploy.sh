@@ -2,7 +2,7 @@
 # Validates deploy/kubernetes against Kubernetes' own schemas, offline, for the oldest and a
 # recent version selfheal supports (1.29: native sidecars; 1.33). kubernetes-validate (PyPI)
 # carries the schemas: kubeconform is Go (no module proxy here) and Debian's kubectl needs a
-# cluster for --dry-run. KEDA's kinds have no schema offline: tests/deploy.rs checks them.
+# cluster for --dry-run. KEDA's kinds have no schema offline: tests/suite/deploy.rs checks them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/deploy-venv

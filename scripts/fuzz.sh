@@ -3,8 +3,8 @@
 #   bash scripts/fuzz.sh [seconds per target, default 60] [target ...]
 # With a nightly toolchain and cargo-fuzz installed: libFuzzer on each target (fuzz/), its
 # corpus growing in fuzz/corpus/<target>. Otherwise: the same harnesses as property tests on
-# stable (tests/fuzz.rs), with as many cases as fit in the time. A crash cargo fuzz finds is
-# left in fuzz/artifacts/<target>/: copy it to fuzz/regressions/<target>/ and tests/fuzz.rs
+# stable (tests/suite/fuzz.rs), with as many cases as fit in the time. A crash cargo fuzz finds is
+# left in fuzz/artifacts/<target>/: copy it to fuzz/regressions/<target>/ and tests/suite/fuzz.rs
 # replays it in every CI run from then on. Every target runs; the exit status says whether
 # any found something.
 set -uo pipefail
@@ -15,17 +15,18 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=(webhook webhook_signature patch_diff ci_log repo_path sandbox_capture selfheal_yml markdown_text)
 fi
-# The property tests of each target in tests/fuzz.rs, by name.
+# The property tests of each target in tests/suite/fuzz.rs, by name (its module first: the
+# suite is one binary).
 filter() {
   case "$1" in
-    webhook) echo webhook_bodies recorded_webhooks ;;
-    webhook_signature) echo webhook_signatures ;;
-    patch_diff) echo patch_diffs ;;
-    ci_log) echo ci_logs ;;
-    repo_path) echo paths_from ;;
-    sandbox_capture) echo sandbox_captures ;;
-    selfheal_yml) echo selfheal_yml ;;
-    markdown_text) echo markdown ;;
+    webhook) echo fuzz::webhook_bodies fuzz::recorded_webhooks ;;
+    webhook_signature) echo fuzz::webhook_signatures ;;
+    patch_diff) echo fuzz::patch_diffs ;;
+    ci_log) echo fuzz::ci_logs ;;
+    repo_path) echo fuzz::paths_from ;;
+    sandbox_capture) echo fuzz::sandbox_captures ;;
+    selfheal_yml) echo fuzz::selfheal_yml ;;
+    markdown_text) echo fuzz::markdown ;;
     *) echo "unknown target $1" >&2; return 1 ;;
   esac
 }
@@ -36,9 +37,9 @@ if cargo +nightly fuzz --version >/dev/null 2>&1; then
     (cd fuzz && cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs") || found+=("$t")
   done
 else
-  echo "[fuzz] no nightly cargo-fuzz here: the harnesses as property tests on stable (tests/fuzz.rs)"
+  echo "[fuzz] no nightly cargo-fuzz here: the harnesses as property tests on stable (tests/suite/fuzz.rs)"
   # Built first, so that the time below is fuzzing, not compiling.
-  cargo test --quiet --test fuzz --no-run || exit 2
+  cargo test --quiet --test suite --no-run || exit 2
   # Roughly what fits: the cheap harnesses run a few thousand cases a second, a capture
   # (a temporary checkout each) a few hundred.
   export PROPTEST_CASES="${PROPTEST_CASES:-$((secs * 200))}"
@@ -46,7 +47,7 @@ else
     names=$(filter "$t") || exit 2
     echo "[fuzz] $t: $PROPTEST_CASES cases of each of: $names (at most ${secs}s)"
     # shellcheck disable=SC2086
-    timeout "$secs" cargo test --quiet --test fuzz -- $names
+    timeout "$secs" cargo test --quiet --test suite -- $names
     case $? in
       0) ;;
       124) echo "[fuzz] $t: stopped at ${secs}s, nothing found so far" ;;

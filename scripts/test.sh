@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh up
-# The Kubernetes manifests against Kubernetes' schemas (tests/deploy.rs checks them against
+# The Kubernetes manifests against Kubernetes' schemas (tests/suite/deploy.rs checks them against
 # selfheal).
 bash scripts/check-deploy.sh
 # shellcheck disable=SC1091

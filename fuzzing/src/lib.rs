@@ -3,7 +3,7 @@
 //! pull request. Each is a function of arbitrary bytes that must not panic and must keep its
 //! invariant whatever the bytes; an `assert!` failing is a finding. Two drivers run them:
 //! `cargo fuzz` (`fuzz/`, nightly, libFuzzer, unbounded) and the property tests in
-//! `tests/fuzz.rs` (stable, bounded, in every CI run), which also replay the corpus and every
+//! `tests/suite/fuzz.rs` (stable, bounded, in every CI run), which also replay the corpus and every
 //! regression kept in `fuzz/`.
 
 use std::path::{Component, Path};

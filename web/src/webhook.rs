@@ -36,7 +36,7 @@ pub async fn receive(
     // Instrumented, never entered with a guard held across `.await`: a guard left entered
     // while the task yields makes every request the thread polls meanwhile open its span
     // inside this one, one level deeper each time, until formatting a log line overflowed the
-    // stack under load (tests/ingest_spans.rs).
+    // stack under load (tests/suite/ingest_spans.rs).
     ingest(&state, event, delivery_id, &body)
         .instrument(span)
         .await

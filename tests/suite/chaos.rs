@@ -13,7 +13,7 @@
 //! SELFHEAL_CHAOS_BRANCH_EVERY_MS, SELFHEAL_CHAOS_KILL_EVERY_MS, SELFHEAL_CHAOS_DEADLINE_SECS, SELFHEAL_CHAOS_SEED (the run
 //! prints its seed).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! something: forged, expired or foreign App JWTs; unknown, expired, revoked or out-of-scope
 //! installation tokens.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::*;

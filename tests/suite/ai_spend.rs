@@ -2,7 +2,7 @@
 //! installation per UTC day, with reservations that workers asking side by side cannot both
 //! spend, and settled rows that carry the service's counts and their cost.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! what selfheal brings back into a host file, a path outside the repository or a symlink.
 //! Against the real Docker engine and, for delivery, the GitHub stand-in.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

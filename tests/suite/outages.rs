@@ -2,7 +2,7 @@
 //! before its database, a database restarted mid-stage. Each test runs on a Postgres server or
 //! a Redis of its own (support::own_services), which it crashes and starts again.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! probes answer, the queue KEDA watches is the one the workers fill, and its Postgres query
 //! counts a waiting run on a migrated database.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! Workers as real processes: staged jobs through Redis, crashes, retries, shutdown.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

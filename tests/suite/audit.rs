@@ -1,6 +1,6 @@
 //! The audit log is append-only and hash-chained; `selfheal verify-audit` finds tampering.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::*;

@@ -1,6 +1,6 @@
 //! The `selfheal` binary's own behaviour at its edges.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! `installation` and `installation_repositories` events keep the tables current; an
 //! uninstalled repository is never acted on again.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

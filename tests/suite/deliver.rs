@@ -1,7 +1,7 @@
 //! Delivery through the GitHub stand-in: a verified commit made with the Git Data API, one
 //! pull request per incident even across crashes, and reruns for flaky failures.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

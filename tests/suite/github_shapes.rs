@@ -1,7 +1,7 @@
 //! The stand-in answers, and selfheal asks, in GitHub's real shapes: checked against GitHub's
 //! own OpenAPI description and webhook schemas in fixtures/github-openapi.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

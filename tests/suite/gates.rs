@@ -1,6 +1,6 @@
 //! Safe-rollout gates: a workflow allowlist, a per-installation budget, and dry-run.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The missed-delivery sweeper asks GitHub to redeliver what failed and Postgres never saw.
 
-mod support;
+use crate::support;
 
 use selfheal_shared::config::Role;
 use selfheal_shared::db;

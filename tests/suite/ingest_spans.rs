@@ -7,7 +7,7 @@
 //! each time, until formatting a log line ran out of stack. Every `webhook` span must be a
 //! root.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 

@@ -3,7 +3,7 @@
 //! failing commit, the dependencies fetched, the fix validated in fresh containers and
 //! delivered as a pull request.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -149,7 +149,7 @@ async fn python_black_then_pytest_with_pinned_requirements() {
         "{packages:?}"
     );
     // The workflow's whole script, its env exported, is what was run and validated (that the
-    // env reaches the command is shown in tests/languages.rs, where the step tests it).
+    // env reaches the command is shown in tests/suite/languages.rs, where the step tests it).
     let script = h.step["script"].as_str().unwrap();
     assert!(script.contains("export PYTHONWARNINGS='error'"), "{script}");
     // The CI set up Python 3.12, the sandbox has Debian's 3.11: the PR says so, as code.

@@ -1,6 +1,6 @@
 //! Ingest: signatures, limits, malformed input, dedup, outages — against real Postgres and Redis.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@ use selfheal_engine::sandbox::{deps, Images, Limits, Sandbox, SandboxError};
 use selfheal_engine::workflow::StepCommand;
 use serde_json::Value;
 
-mod heal_cli;
+use crate::heal_cli;
 use heal_cli::{copy_example, example, heal_cli};
 
 fn resolved(r: &Value) -> Vec<String> {

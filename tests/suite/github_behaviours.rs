@@ -1,7 +1,7 @@
 //! What a real installation meets, against the strict stand-in: logs GitHub no longer has,
 //! several failing jobs, the failed attempt's jobs over several pages.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

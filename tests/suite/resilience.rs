@@ -4,7 +4,7 @@
 //! token is exchanged once and reused, refreshed before it expires, and replaced once when
 //! GitHub answers 401.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@ use selfheal_engine::sandbox::{Images, Limits, Sandbox};
 use selfheal_engine::workflow::StepCommand;
 use serde_json::Value;
 
-mod heal_cli;
+use crate::heal_cli;
 use heal_cli::{copy_example, example, heal_cli};
 
 #[test]

@@ -2,7 +2,7 @@
 //! replayed comments run once, concurrent redeliveries of one run make one run, and header
 //! values never become metric labels. Against real Postgres and Redis.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::*;

@@ -3,7 +3,7 @@
 //! the branch resolves the incident; still running or denied, it is left alone; red, selfheal
 //! tries again within `max_attempts`, then says what it tried and stops.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -799,7 +799,7 @@ async fn a_fix_taken_up_after_its_incident_was_stopped_is_not_merged() {
     let _w1 = env.spawn_worker("w1");
     let _w2 = env.spawn_worker("w2");
     let (failing, early) = fix_ci_green_before_its_pr(&env, &app, 6811).await;
-    // What `/selfheal stop` records (tests/chatops.rs covers the command itself).
+    // What `/selfheal stop` records (tests/suite/chatops.rs covers the command itself).
     env.db()
         .await
         .execute(

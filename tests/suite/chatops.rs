@@ -1,7 +1,7 @@
 //! `/selfheal` commands in comments: obeyed only from people GitHub says may write to the
 //! repository, answered on the PR, and written to the audit log with their actor.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -167,7 +167,7 @@ impl TestEnv {
             ("SELFHEAL_BIND", "127.0.0.1:0".into()),
             ("SELFHEAL_RELAY_INTERVAL_MS", "300".into()),
             ("SELFHEAL_REQUEUE_AFTER_SECS", "10".into()),
-            // Paced through Redis like a deployment, but briefly: tests/resilience.rs shows
+            // Paced through Redis like a deployment, but briefly: tests/suite/resilience.rs shows
             // the pacing itself against the stand-in's write limit.
             ("SELFHEAL_GITHUB_WRITE_INTERVAL_MS", "20".into()),
         ]

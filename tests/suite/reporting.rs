@@ -1,7 +1,7 @@
 //! The reports on a seeded database with known answers: `report_mttr_weekly` and
 //! `selfheal report` over it.
 
-mod support;
+use crate::support;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

@@ -1,0 +1,38 @@
+//! The integration tests, one binary: each file was its own test binary, linking every
+//! dependency again (gigabytes of disk a CI machine once ran out of while linking them).
+//! nextest runs each test in its own process all the same; `cargo nextest run --test suite
+//! 'webhook::'` runs one file's tests.
+
+mod heal_cli;
+mod support;
+
+mod ai;
+mod ai_spend;
+mod audit;
+mod chaos;
+mod chatops;
+mod cli;
+mod deliver;
+mod deploy;
+mod fuzz;
+mod gates;
+mod github_behaviours;
+mod github_shapes;
+mod heal;
+mod hostile;
+mod ingest_spans;
+mod installations;
+mod kubernetes;
+mod languages;
+mod manifest;
+mod merge;
+mod outages;
+mod pipeline;
+mod real_repositories;
+mod redeliver;
+mod reporting;
+mod resilience;
+mod sandbox;
+mod standin_strict;
+mod untrusted;
+mod webhook;
