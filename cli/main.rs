@@ -44,7 +44,7 @@ enum Command {
     /// failures by fingerprint), `cost` (runs, tokens and sandbox minutes per installation).
     /// docs/reporting.md says what each counts.
     Report {
-        #[arg(value_parser = ["mttr", "fix-rate", "outcomes", "flaky", "cost"], default_value = "mttr")]
+        #[arg(value_parser = ["mttr", "fix-rate", "outcomes", "accuracy", "flaky", "cost"], default_value = "mttr")]
         view: String,
         /// `cost` only: one installation (its GitHub id); all by default.
         #[arg(long)]
@@ -292,6 +292,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 )?,
                 "outcomes" => report::render(
                     &reports::patch_outcomes(client, repo, since)
+                        .await
+                        .map_err(failed)?,
+                    &format,
+                )?,
+                "accuracy" => report::render(
+                    &reports::diagnosis_accuracy(client, repo, since)
                         .await
                         .map_err(failed)?,
                     &format,

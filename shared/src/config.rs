@@ -108,6 +108,8 @@ pub enum FixMemory {
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub concurrency: usize,
+    /// Where the worker serves `/metrics` (`SELFHEAL_WORKER_METRICS_BIND`); none when unset.
+    pub metrics_bind: Option<SocketAddr>,
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,
     pub log_cap_bytes: usize,
@@ -261,6 +263,7 @@ impl Config {
             },
             worker: WorkerConfig {
                 concurrency: env.parsed("SELFHEAL_WORKER_CONCURRENCY")?.unwrap_or(4),
+                metrics_bind: env.parsed("SELFHEAL_WORKER_METRICS_BIND")?,
                 heartbeat: Duration::from_secs(env.parsed("SELFHEAL_HEARTBEAT_SECS")?.unwrap_or(1)),
                 missed_heartbeats: env.parsed("SELFHEAL_MISSED_HEARTBEATS")?.unwrap_or(3),
                 log_cap_bytes: env

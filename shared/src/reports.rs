@@ -245,3 +245,46 @@ pub async fn cost_weekly(
         })
         .collect())
 }
+
+/// One row of `report_diagnosis_accuracy`: a repository's diagnoses of one class in one week
+/// of runs, and how many were later confirmed or overturned (`diagnosis_outcomes`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccuracyWeek {
+    pub repository: String,
+    pub week: DateTime<Utc>,
+    pub class: String,
+    pub diagnoses: i64,
+    pub confirmed: i64,
+    pub overturned: i64,
+    /// confirmed / (confirmed + overturned); None while none is settled.
+    pub accuracy: Option<f64>,
+}
+
+pub async fn diagnosis_accuracy(
+    client: &impl GenericClient,
+    repository: Option<&str>,
+    since: DateTime<Utc>,
+) -> Result<Vec<AccuracyWeek>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT repository, week, class, diagnoses, confirmed, overturned, accuracy::float8
+             FROM report_diagnosis_accuracy
+             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+               AND ($2::text IS NULL OR repository = $2)
+             ORDER BY week DESC, repository, class",
+            &[&since, &repository],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AccuracyWeek {
+            repository: r.get(0),
+            week: r.get(1),
+            class: r.get(2),
+            diagnoses: r.get(3),
+            confirmed: r.get(4),
+            overturned: r.get(5),
+            accuracy: r.get(6),
+        })
+        .collect())
+}

@@ -26,6 +26,7 @@ mod kubernetes;
 mod languages;
 mod manifest;
 mod merge;
+mod metrics;
 mod outages;
 mod pipeline;
 mod real_repositories;

@@ -392,7 +392,8 @@ async fn two_workers_share_the_queue_without_doing_a_job_twice() {
 
 #[tokio::test]
 async fn a_transient_github_error_is_retried_with_backoff() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    let metrics = env.worker_metrics();
     let app = env.spawn_web().await;
     env.standin.set_knobs(Knobs {
         // octocrab retries a 5xx five times within one request (SELFHEAL_GITHUB_MAX_RETRIES);
@@ -428,6 +429,40 @@ async fn a_transient_github_error_is_retried_with_backoff() {
     assert_eq!(
         asked, 8,
         "six tries in the first attempt, two in the second"
+    );
+    // What the worker says of it: one failed attempt, one retry, then success, and every
+    // other stage once.
+    let count = |outcome: &str, stage: &str| {
+        format!("selfheal_stage_duration_seconds_count{{stage=\"{stage}\",outcome=\"{outcome}\"}}")
+    };
+    assert_eq!(
+        scrape(&metrics, &count("failed", "triage")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape(&metrics, &count("succeeded", "triage")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape(&metrics, "selfheal_stage_retries_total{stage=\"triage\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape(&metrics, "selfheal_stage_retries_total{stage=\"patch\"}").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        scrape(&metrics, &count("failed", "diagnose")).await,
+        None,
+        "no diagnose attempt failed"
+    );
+    assert_eq!(
+        scrape(&metrics, "selfheal_worker_concurrency").await,
+        Some(4.0)
+    );
+    assert_eq!(
+        scrape(&metrics, "selfheal_worker_jobs_in_flight").await,
+        Some(0.0)
     );
 }
 
@@ -551,6 +586,7 @@ async fn stages_in_flight_when_redis_lost_everything_and_their_worker_died_are_r
 async fn a_stage_that_hangs_past_its_limit_is_given_up_and_the_run_fails_with_the_reason() {
     let mut env = TestEnv::new().await;
     env.set("SELFHEAL_STAGE_TIMEOUT_SECS", "1");
+    let metrics = env.worker_metrics();
     let app = env.spawn_web().await;
     // GitHub never answers the jobs list (well, not for ten minutes): the worker is alive and
     // holds the stage, so nothing but a limit would ever end it.
@@ -587,6 +623,21 @@ async fn a_stage_that_hangs_past_its_limit_is_given_up_and_the_run_fails_with_th
             .iter()
             .all(|e| e.contains("triage took longer than its limit of 1 s")),
         "{errors:?}"
+    );
+    // Five attempts timed out, each about its limit; four were retried, the fifth failed
+    // the run with no retry.
+    let timed_out = "selfheal_stage_duration_seconds_count{stage=\"triage\",outcome=\"timed_out\"}";
+    assert_eq!(scrape(&metrics, timed_out).await, Some(5.0));
+    let took = scrape(
+        &metrics,
+        "selfheal_stage_duration_seconds_sum{stage=\"triage\",outcome=\"timed_out\"}",
+    )
+    .await
+    .unwrap();
+    assert!((5.0..7.5).contains(&took), "{took}");
+    assert_eq!(
+        scrape(&metrics, "selfheal_stage_retries_total{stage=\"triage\"}").await,
+        Some(4.0)
     );
 }
 
@@ -812,7 +863,7 @@ async fn the_sandbox_container_of_a_sigkilled_worker_is_removed_by_the_next_work
 
 #[tokio::test]
 async fn a_job_that_keeps_killing_its_worker_is_stopped_with_the_reason() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
     let app = env.spawn_web().await;
     // Triage hangs long enough for each worker to be killed in the middle of it, the way a
     // job that runs its worker out of memory kills it.
@@ -837,10 +888,16 @@ async fn a_job_that_keeps_killing_its_worker_is_stopped_with_the_reason() {
         signal(&worker, Signal::SIGKILL);
         worker.wait().unwrap();
     }
+    let metrics = env.worker_metrics();
     let _last = env.spawn_worker("survivor");
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(60)).await,
         "failed"
+    );
+    // The survivor closed the third attempt (each doomed worker closed the one before).
+    assert_eq!(
+        scrape(&metrics, "selfheal_stage_abandoned_total{stage=\"triage\"}").await,
+        Some(1.0)
     );
     let reason: String = env
         .db()

@@ -89,7 +89,7 @@ const INCIDENTS: &[(i64, &str, Option<i64>, &[Run])] = &[
     ),
 ];
 
-async fn seeded() -> TestEnv {
+pub(crate) async fn seeded() -> TestEnv {
     let env = TestEnv::new().await;
     let (ok, _, err) = selfheal(&env, &["migrate"]);
     assert!(ok, "{err}");

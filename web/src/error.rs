@@ -19,6 +19,18 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl ApiError {
+    /// The outcome a refused delivery is counted under (`selfheal_webhook_deliveries_total`).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized(_) => "refused_signature",
+            ApiError::BadRequest(_) => "refused_malformed",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         // What Postgres refuses to store of a payload that parsed as JSON (a `\u0000` in a

@@ -29,17 +29,32 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    verify_signature(&state.secrets, &headers, &body)?;
-    let event = header(&headers, "x-github-event")?;
-    let delivery_id = header(&headers, "x-github-delivery")?;
-    let span = tracing::info_span!("webhook", %event, delivery = %delivery_id);
-    // Instrumented, never entered with a guard held across `.await`: a guard left entered
-    // while the task yields makes every request the thread polls meanwhile open its span
-    // inside this one, one level deeper each time, until formatting a log line overflowed the
-    // stack under load (tests/suite/ingest_spans.rs).
-    ingest(&state, event, delivery_id, &body)
-        .instrument(span)
-        .await
+    let started = std::time::Instant::now();
+    let answered = async {
+        verify_signature(&state.secrets, &headers, &body)?;
+        let event = header(&headers, "x-github-event")?;
+        let delivery_id = header(&headers, "x-github-delivery")?;
+        let span = tracing::info_span!("webhook", %event, delivery = %delivery_id);
+        // Instrumented, never entered with a guard held across `.await`: a guard left entered
+        // while the task yields makes every request the thread polls meanwhile open its span
+        // inside this one, one level deeper each time, until formatting a log line overflowed
+        // the stack under load (tests/suite/ingest_spans.rs).
+        ingest(&state, event, delivery_id, &body)
+            .instrument(span)
+            .await
+    }
+    .await;
+    // The header only names a label here (bounded by `Metrics::delivery`): a refused delivery
+    // is counted under the event it claims.
+    let event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if let Err(e) = &answered {
+        state.metrics.delivery(event, e.outcome());
+    }
+    state.metrics.ingest_took(event, started.elapsed());
+    answered
 }
 
 async fn ingest(

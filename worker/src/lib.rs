@@ -7,6 +7,7 @@ mod branches;
 mod chatops;
 mod deadline;
 pub mod fix_memory;
+pub mod metrics;
 // The engine, under the names the stages have always used.
 pub use selfheal_engine::{changes, diagnose, heal, policy, sandbox, workflow};
 mod pipeline;
@@ -63,6 +64,8 @@ pub struct WorkerContext {
     /// Redis connection breaks, and the jobs the old one started run on: the permits keep the
     /// process within its concurrency across rebuilds, and shutdown waits for all of them.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// This worker's own figures (`SELFHEAL_WORKER_METRICS_BIND`).
+    pub metrics: Arc<metrics::WorkerMetrics>,
 }
 
 impl WorkerContext {
@@ -223,6 +226,13 @@ pub async fn run(
     .await?;
     let queue = Arc::new(JobQueue::new(config.redis_url(), storage_config));
     let worker_id = worker_id();
+    let metrics = Arc::new(metrics::WorkerMetrics::new(
+        config.worker.concurrency.max(1),
+    ));
+    let metrics_server = match config.worker.metrics_bind {
+        Some(bind) => Some(metrics::serve(bind, metrics.clone()).await?),
+        None => None,
+    };
     let ctx = Arc::new(WorkerContext {
         pool: pool.clone(),
         sandbox: tokio::sync::OnceCell::new(),
@@ -266,6 +276,7 @@ pub async fn run(
         in_flight: Arc::new(tokio::sync::Semaphore::new(
             config.worker.concurrency.max(1),
         )),
+        metrics,
     });
     let sweeper = (!config.worker.redelivery_interval.is_zero()).then(|| {
         tokio::spawn(redeliver::sweep_forever(
@@ -388,6 +399,9 @@ pub async fn run(
     branches.abort();
     if let Some(sweeper) = sweeper {
         sweeper.abort();
+    }
+    if let Some(server) = metrics_server {
+        server.abort();
     }
     result?;
     Ok(())

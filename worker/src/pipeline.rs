@@ -13,6 +13,7 @@ use tokio_postgres::NoTls;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::metrics::AttemptEnd;
 use crate::stages;
 use crate::WorkerContext;
 
@@ -25,6 +26,7 @@ pub async fn handle(job: Job, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDy
         .acquire_owned()
         .await
         .map_err(|e| -> BoxDynError { Box::new(e) })?;
+    let _counted = ctx.metrics.job_started();
     match job {
         Job::Stage(job) => handle_stage(job, ctx).await,
         Job::Command(job) => crate::chatops::handle(job, ctx).await,
@@ -173,7 +175,9 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
         drop(client);
         return chain(ctx, &run, job.stage).await;
     }
-    if runs::abandon_stale(&client, run.id, job.stage).await? > 0 {
+    let closed = runs::abandon_stale(&client, run.id, job.stage).await?;
+    if closed > 0 {
+        ctx.metrics.abandoned(job.stage, closed);
         tracing::warn!("previous attempt was abandoned by a lost worker; resuming");
     }
     let policy = job.stage.retry_policy();
@@ -214,6 +218,14 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
         {
             Ok(Attempted::Done) => break,
             Ok(Attempted::Again) => {
+                // The last attempt allowed failed: the check above fails the run now, with no
+                // backoff first and no retry counted.
+                let failed =
+                    runs::attempts_ended(&client, run.id, job.stage, Outcome::Failed).await?;
+                if failed >= i64::from(policy.max_attempts) {
+                    continue;
+                }
+                ctx.metrics.retried(job.stage);
                 if let Some(delay) = backoffs.next() {
                     tokio::time::sleep(delay).await;
                 }
@@ -264,6 +276,9 @@ async fn one_attempt(
     attempt: i32,
 ) -> Result<Attempted, PipelineError> {
     let limit = ctx.stage_timeout.unwrap_or(stage.timeout());
+    // Measured up to the stage's result, before selfheal's own bookkeeping.
+    let started = std::time::Instant::now();
+    let mut timed_out = false;
     let executed = tokio::select! {
         // The lock's loss first: a stage that fails because Postgres went away is an
         // interruption, not a failure of the stage.
@@ -271,10 +286,12 @@ async fn one_attempt(
         why = lock.lost() => {
             // Another worker may take the stage now: stop here.
             tracing::warn!(attempt, error = %why, "stage lock lost");
+            ctx.metrics.attempt(stage, AttemptEnd::Interrupted, started.elapsed());
             return Err(PipelineError::LockLost(format!("{stage}: stopped, {why}")));
         }
         done = tokio::time::timeout(limit, stages::execute(ctx, run, stage)) => {
             done.unwrap_or_else(|_| {
+                timed_out = true;
                 Err(stages::StageError::Transient(format!(
                     "{stage} took longer than its limit of {} s: given up as hung",
                     limit.as_secs()
@@ -282,6 +299,7 @@ async fn one_attempt(
             })
         }
     };
+    let took = started.elapsed();
     match executed {
         Ok(report) => {
             let mut client = ctx.pool.get().await?;
@@ -296,6 +314,12 @@ async fn one_attempt(
             }
             tx.commit().await?;
             tracing::info!(attempt, outcome = report.outcome.as_str(), detail = %report.detail, "stage finished");
+            let end = if report.outcome == Outcome::Skipped {
+                AttemptEnd::Skipped
+            } else {
+                AttemptEnd::Succeeded
+            };
+            ctx.metrics.attempt(stage, end, took);
             drop(client);
             chain(ctx, run, stage).await?;
             Ok(Attempted::Done)
@@ -304,12 +328,19 @@ async fn one_attempt(
             let message = e.to_string();
             if let Ok(why) = tokio::time::timeout(OUTAGE_SETTLE, lock.lost()).await {
                 tracing::warn!(attempt, error = %message, lock = %why, "stage failed as Postgres went away");
+                ctx.metrics.attempt(stage, AttemptEnd::Interrupted, took);
                 return Err(PipelineError::LockLost(format!(
                     "{stage}: {message} ({why})"
                 )));
             }
             runs::finish_attempt(client, attempt_id, Outcome::Failed, None, Some(&message)).await?;
             tracing::warn!(attempt, error = %message, "stage attempt failed");
+            let end = if timed_out {
+                AttemptEnd::TimedOut
+            } else {
+                AttemptEnd::Failed
+            };
+            ctx.metrics.attempt(stage, end, took);
             if e.is_permanent() {
                 fail_run(ctx, run, &format!("{stage}: {message}")).await?;
                 return Ok(Attempted::Done);

@@ -525,6 +525,27 @@ impl TestEnv {
     pub async fn count(&self, sql: &str) -> i64 {
         self.db().await.query_one(sql, &[]).await.unwrap().get(0)
     }
+
+    /// Has the workers spawned from now on serve `/metrics`; the address to scrape.
+    pub fn worker_metrics(&mut self) -> String {
+        let addr = format!("127.0.0.1:{}", own_services::free_port());
+        self.set("SELFHEAL_WORKER_METRICS_BIND", &addr);
+        format!("http://{addr}/metrics")
+    }
+}
+
+/// A `/metrics` page, its value for the sample named exactly `sample` (name and labels as
+/// Prometheus prints them), or None when the page has no such sample.
+pub async fn scrape(url: &str, sample: &str) -> Option<f64> {
+    let page = reqwest::get(url).await.unwrap().text().await.unwrap();
+    sample_value(&page, sample)
+}
+
+pub fn sample_value(page: &str, sample: &str) -> Option<f64> {
+    page.lines().find_map(|line| {
+        let value = line.strip_prefix(sample)?.strip_prefix(' ')?;
+        Some(value.trim().parse().expect("a sample's value is a number"))
+    })
 }
 
 pub struct App {
