@@ -48,3 +48,5 @@ GROUP BY 1, 2, 3;
 -- every run and attempt ever recorded.
 CREATE INDEX runs_in_flight ON runs (status) WHERE status IN ('queued', 'running');
 CREATE INDEX stage_attempts_running ON stage_attempts (stage) WHERE outcome = 'running';
+-- The dashboard lists the newest runs first.
+CREATE INDEX runs_created_at ON runs (created_at);

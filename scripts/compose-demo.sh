@@ -61,6 +61,16 @@ finish() {
 dc down -v --remove-orphans >/dev/null 2>&1 || true
 trap finish EXIT
 
+# The observability overlay merges with this file, and refuses to start Grafana without its own
+# database role (never the superuser by default). Its images come from a registry, which this
+# check cannot reach: it is validated, not run.
+GRAFANA_ADMIN_PASSWORD=x GRAFANA_DB_USER=grafana GRAFANA_DB_PASSWORD=x \
+  docker-compose -f compose.yaml -f compose.observability.yaml config -q ||
+  fail "compose.observability.yaml does not merge with compose.yaml"
+if docker-compose -f compose.yaml -f compose.observability.yaml config -q 2>/dev/null; then
+  fail "compose.observability.yaml starts Grafana without GRAFANA_DB_USER"
+fi
+
 log "building the images (base selfheal-debian:bookworm)"
 dc build -q >target/compose-build.log 2>&1 || { tail -30 target/compose-build.log >&2; fail "docker-compose build"; }
 log "starting postgres, redis, web, 2 workers, the stand-in"
@@ -103,4 +113,16 @@ pr=$(sql "SELECT pr_number FROM deliveries WHERE run_id = '$run' AND kind = 'pul
 [ "$verdict" = fixed ] || fail "validation: ${verdict:-none}"
 [ -n "$pr" ] || fail "no pull request"
 log "validation: $verdict; pull request #$pr; stages run by the stack's workers"
+# What Prometheus would scrape: web's fleet figures (from Postgres) count the run, and the
+# workers' own figures count the stages they ran (each replica on its metrics port).
+curl -fsS "$web/metrics" | grep -qx 'selfheal_runs_finished_total{status="succeeded"} 1.0' ||
+  fail "web's /metrics does not count the finished run"
+delivered=0
+for id in "${workers[@]}"; do
+  n=$(docker exec "$id" curl -fsS http://127.0.0.1:9464/metrics |
+    sed -n 's/^selfheal_stage_duration_seconds_count{stage="deliver",outcome="succeeded"} //p')
+  delivered=$((delivered + ${n:-0}))
+done
+[ "$delivered" -eq 1 ] || fail "the workers' /metrics count $delivered deliver stages, not 1"
+log "metrics: web counts the run, the workers count its stages"
 log "healed through compose"

@@ -29,6 +29,11 @@ install_missing() {
   command -v debootstrap >/dev/null || pkgs+=(debootstrap)
   # A registry on loopback, for the test of a sandbox image the engine lacks (pulled).
   command -v docker-registry >/dev/null || pkgs+=(docker-registry)
+  # promtool, which checks and unit-tests the alert rules (tests/suite/observability.rs).
+  command -v promtool >/dev/null || pkgs+=(prometheus)
+  # Headless Chromium and its WebDriver, which drive the dashboard's browser test.
+  command -v chromium >/dev/null || pkgs+=(chromium)
+  command -v chromedriver >/dev/null || pkgs+=(chromium-driver)
   if [ ${#pkgs[@]} -gt 0 ]; then
     log "installing ${pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -1,8 +1,10 @@
 //! Typed configuration, read once from the environment at start.
 
 mod ai;
+mod events_out;
 
 pub use ai::{ai_config, AiBudget, AiConfig, AiProvider, MorphConfig, Prices};
+pub use events_out::{EventsConfig, HttpSink};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,6 +41,9 @@ pub struct Config {
     pub github: GitHubConfig,
     pub worker: WorkerConfig,
     pub gates: Gates,
+    /// `SELFHEAL_DASHBOARD_TOKEN`: the operators' token for web's `/dashboard`; without it the
+    /// dashboard is off (404).
+    pub dashboard_token: Option<SecretString>,
 }
 
 /// Safe-rollout gates that teams use to trial selfheal before they trust it.
@@ -110,6 +115,8 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Where the worker serves `/metrics` (`SELFHEAL_WORKER_METRICS_BIND`); none when unset.
     pub metrics_bind: Option<SocketAddr>,
+    /// Where lifecycle events go (`SELFHEAL_EVENTS_*`); nowhere by default.
+    pub events: EventsConfig,
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,
     pub log_cap_bytes: usize,
@@ -191,6 +198,17 @@ impl Config {
             webhook_secrets.push(SecretString::from(previous));
         }
 
+        let dashboard_token = match env.optional("SELFHEAL_DASHBOARD_TOKEN") {
+            // Guessable tokens would make the sign-in's delay the only defence.
+            Some(token) if token.trim().len() < 24 => {
+                return Err(ConfigError::Malformed {
+                    name: "SELFHEAL_DASHBOARD_TOKEN",
+                    reason: "at least 24 characters (e.g. `openssl rand -hex 16`)".into(),
+                })
+            }
+            token => token.map(SecretString::from),
+        };
+
         let api_url = env
             .optional("GITHUB_API_URL")
             .unwrap_or_else(|| "https://api.github.com".into())
@@ -248,6 +266,7 @@ impl Config {
                         .unwrap_or(1000),
                 ),
             },
+            dashboard_token,
             gates: Gates {
                 dry_run: env.parsed("SELFHEAL_DRY_RUN")?.unwrap_or(false),
                 workflows: env
@@ -264,6 +283,10 @@ impl Config {
             worker: WorkerConfig {
                 concurrency: env.parsed("SELFHEAL_WORKER_CONCURRENCY")?.unwrap_or(4),
                 metrics_bind: env.parsed("SELFHEAL_WORKER_METRICS_BIND")?,
+                events: match role {
+                    Role::Worker => events_out::from_env(&env)?,
+                    _ => EventsConfig::default(),
+                },
                 heartbeat: Duration::from_secs(env.parsed("SELFHEAL_HEARTBEAT_SECS")?.unwrap_or(1)),
                 missed_heartbeats: env.parsed("SELFHEAL_MISSED_HEARTBEATS")?.unwrap_or(3),
                 log_cap_bytes: env

@@ -239,6 +239,61 @@ fn the_worker_reaches_its_own_docker_engine_and_outlives_its_jobs() {
     );
 }
 
+#[test]
+fn prometheus_scrapes_the_ports_the_processes_serve_metrics_on() {
+    let worker_docs = documents("worker.yaml");
+    let deployment = kind(&worker_docs, "Deployment");
+    let worker = container(deployment, "worker");
+    let loaded = loadable(environment(worker));
+    let config = Config::from_lookup(Role::Worker, |k| loaded.get(k).cloned()).unwrap();
+    let bind = config
+        .worker
+        .metrics_bind
+        .expect("the worker serves its metrics");
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(
+        annotations["prometheus.io/port"].as_str(),
+        Some(bind.port().to_string().as_str())
+    );
+    let port = worker["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "metrics")
+        .expect("a metrics port");
+    assert_eq!(port["containerPort"].as_u64(), Some(u64::from(bind.port())));
+    // Only the monitoring namespace may reach it.
+    let policies = documents("networkpolicy.yaml");
+    let policy = policies
+        .iter()
+        .find(|p| p["metadata"]["name"] == "selfheal-worker")
+        .unwrap();
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    assert_eq!(
+        ingress[0]["ports"][0]["port"].as_u64(),
+        Some(u64::from(bind.port()))
+    );
+    assert_eq!(
+        ingress[0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+
+    let web_docs = documents("web.yaml");
+    let web = kind(&web_docs, "Deployment");
+    assert_eq!(
+        web["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"].as_str(),
+        Some(
+            container(web, "web")["ports"][0]["containerPort"]
+                .as_u64()
+                .unwrap()
+                .to_string()
+                .as_str()
+        )
+    );
+}
+
 #[tokio::test]
 async fn keda_watches_the_queue_the_workers_fill_and_the_runs_postgres_says_wait() {
     let docs = documents("keda-scaledobject.yaml");

@@ -1,6 +1,7 @@
 //! The webhook server: verifies, persists and enqueues; nothing slow happens here.
 
 mod admission;
+mod dashboard;
 mod error;
 mod health;
 mod metrics;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub gates: Arc<selfheal_shared::config::Gates>,
     pub marks: outbox::Marks,
+    /// `/dashboard`, when `SELFHEAL_DASHBOARD_TOKEN` is set.
+    pub dashboard: Option<dashboard::Dashboard>,
 }
 
 /// Bounds on what one request (and all of them together) may cost the server.
@@ -64,6 +67,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
+        .merge(dashboard::routes(state.dashboard.clone()))
         .with_state(state)
 }
 
@@ -103,6 +107,10 @@ pub async fn state(
         metrics: Arc::new(metrics::Metrics::default()),
         gates: Arc::new(config.gates.clone()),
         marks,
+        dashboard: config
+            .dashboard_token
+            .clone()
+            .map(|token| dashboard::Dashboard::new(token, &config.github.git_url)),
     };
     Ok((state, marking))
 }

@@ -6,6 +6,7 @@ pub mod assistant;
 mod branches;
 mod chatops;
 mod deadline;
+mod event_sinks;
 pub mod fix_memory;
 pub mod metrics;
 // The engine, under the names the stages have always used.
@@ -307,6 +308,13 @@ pub async fn run(
         ctx.clone(),
         config.worker.branch_sweep_interval,
     ));
+    let events = config.worker.events.any().then(|| {
+        tokio::spawn(event_sinks::deliver_forever(
+            pool.clone(),
+            config.worker.events.clone(),
+            config.redis_url().to_string(),
+        ))
+    });
     let relay = tokio::spawn(outbox::relay_forever(
         pool,
         queue,
@@ -402,6 +410,9 @@ pub async fn run(
     }
     if let Some(server) = metrics_server {
         server.abort();
+    }
+    if let Some(events) = events {
+        events.abort();
     }
     result?;
     Ok(())

@@ -311,6 +311,16 @@ const QUERIES: &[Query] = &[
         sql: "SELECT provider, sum(cost_usd)::float8 FROM ai_spend
               WHERE settled_at IS NOT NULL AND cost_usd IS NOT NULL GROUP BY 1",
     },
+    Query {
+        name: "events_pending",
+        help: "Lifecycle events not delivered yet, per registered sink",
+        kind: Kind::Gauge,
+        labels: &["sink"],
+        sql: "SELECT s.name, count(d.event_id)::float8
+              FROM event_sinks s
+              LEFT JOIN event_deliveries d ON d.sink = s.name AND d.delivered_at IS NULL
+              GROUP BY s.name",
+    },
 ];
 
 #[cfg(test)]

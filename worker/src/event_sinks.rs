@@ -1,0 +1,339 @@
+//! Sends the lifecycle events the database's triggers wrote (migration V24) to the configured
+//! sinks, as CloudEvents 1.0 in structured JSON: at least once (the event's id is for the
+//! receiver's dedup), outside any stage's transaction, so that a sink that is down delays its
+//! own events and nothing else. Every worker sends; a delivery is leased to one at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cloudevents::{EventBuilder, EventBuilderV10};
+use deadpool_postgres::Pool;
+use secrecy::ExposeSecret;
+use selfheal_shared::cause::Chain;
+use selfheal_shared::config::{EventsConfig, HttpSink};
+use uuid::Uuid;
+
+/// Events one worker claims from one sink at a time.
+const BATCH: i64 = 100;
+/// How long an HTTP sink may take to answer one event.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A Redis stream keeps about this many events (`XADD ... MAXLEN ~`): its readers are expected
+/// to keep up, and Redis's memory is the queue's too.
+const STREAM_MAX_LEN: u64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("Postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("Postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("building the CloudEvent: {0}")]
+    Build(#[from] cloudevents::event::EventBuilderError),
+    #[error("encoding the CloudEvent: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("HTTP sink: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("HTTP sink answered {0}")]
+    Refused(reqwest::StatusCode),
+    #[error("Redis sink: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// One event as the database holds it.
+struct Stored {
+    id: i64,
+    event_id: Uuid,
+    kind: String,
+    subject: String,
+    data: serde_json::Value,
+    at: DateTime<Utc>,
+    attempts: i32,
+}
+
+enum Sink {
+    Http {
+        client: reqwest::Client,
+        sink: HttpSink,
+    },
+    Redis {
+        client: redis::Client,
+        stream: String,
+        connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    },
+}
+
+impl Sink {
+    fn name(&self) -> &'static str {
+        match self {
+            Sink::Http { .. } => "http",
+            Sink::Redis { .. } => "redis",
+        }
+    }
+
+    async fn send(&self, json: &str, event_id: Uuid) -> Result<(), EventsError> {
+        match self {
+            Sink::Http { client, sink } => {
+                let mut request = client
+                    .post(sink.url.clone())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/cloudevents+json; charset=utf-8",
+                    )
+                    .body(json.to_string());
+                if let Some(token) = &sink.token {
+                    request = request.bearer_auth(token.expose_secret());
+                }
+                let status = request.send().await?.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(EventsError::Refused(status))
+                }
+            }
+            Sink::Redis {
+                client,
+                stream,
+                connection,
+            } => {
+                let mut held = connection.lock().await;
+                if held.is_none() {
+                    *held = Some(client.get_multiplexed_async_connection().await?);
+                }
+                let conn = held.as_mut().expect("connected above");
+                let sent: Result<String, _> = redis::cmd("XADD")
+                    .arg(stream)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(STREAM_MAX_LEN)
+                    .arg("*")
+                    .arg("id")
+                    .arg(event_id.to_string())
+                    .arg("event")
+                    .arg(json)
+                    .query_async(conn)
+                    .await;
+                if sent.is_err() {
+                    // Connected again at the next try.
+                    *held = None;
+                }
+                sent.map(|_| ()).map_err(EventsError::from)
+            }
+        }
+    }
+}
+
+/// Registers the configured sinks (events are kept for registered sinks only), then sends
+/// what is due every `interval`, until the process ends.
+pub async fn deliver_forever(pool: Pool, config: EventsConfig, redis_url: String) {
+    let mut sinks = Vec::new();
+    if let Some(sink) = &config.http {
+        match reqwest::Client::builder().timeout(HTTP_TIMEOUT).build() {
+            Ok(client) => sinks.push(Sink::Http {
+                client,
+                sink: sink.clone(),
+            }),
+            Err(e) => {
+                tracing::error!(error = %Chain(&e), "events: no HTTP client; the HTTP sink gets nothing")
+            }
+        }
+    }
+    if let Some(stream) = &config.redis_stream {
+        match redis::Client::open(redis_url.as_str()) {
+            Ok(client) => sinks.push(Sink::Redis {
+                client,
+                stream: stream.clone(),
+                connection: tokio::sync::Mutex::new(None),
+            }),
+            Err(e) => {
+                tracing::error!(error = %Chain(&e), "events: REDIS_URL refused; the Redis sink gets nothing")
+            }
+        }
+    }
+    let sinks: Vec<Arc<Sink>> = sinks.into_iter().map(Arc::new).collect();
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut registered = false;
+    loop {
+        tick.tick().await;
+        if !registered {
+            match register(&pool, &sinks).await {
+                Ok(()) => registered = true,
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "events: cannot register the sinks yet");
+                    continue;
+                }
+            }
+        }
+        // Each sink on its own: one that is slow or down holds up only its own events.
+        let rounds = sinks.iter().map(|sink| {
+            let (pool, config, sink) = (pool.clone(), config.clone(), sink.clone());
+            async move {
+                if let Err(e) = deliver_due(&pool, &config, &sink).await {
+                    tracing::warn!(sink = sink.name(), error = %Chain(&e), "events: delivery round failed; the events stay due");
+                }
+            }
+        });
+        futures::future::join_all(rounds).await;
+    }
+}
+
+async fn register(pool: &Pool, sinks: &[Arc<Sink>]) -> Result<(), EventsError> {
+    let client = pool.get().await?;
+    for sink in sinks {
+        client
+            .execute(
+                "INSERT INTO event_sinks (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+                &[&sink.name()],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The pause before the next try of an event refused `attempts` times: 1 s, doubling, at most
+/// `max`.
+fn backoff(attempts: i32, max: Duration) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(20);
+    Duration::from_secs(1u64 << doublings).min(max)
+}
+
+/// Claims up to `BATCH` due events of `sink` (a lease, in one short statement), sends them in
+/// order with no transaction open, and records each outcome. The first refusal ends the round:
+/// the rest are released for the next one.
+async fn deliver_due(pool: &Pool, config: &EventsConfig, sink: &Sink) -> Result<(), EventsError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "WITH due AS (
+                 SELECT event_id FROM event_deliveries
+                 WHERE sink = $1 AND delivered_at IS NULL AND next_attempt_at <= now()
+                   AND (leased_until IS NULL OR leased_until < now())
+                 ORDER BY event_id LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE event_deliveries d
+             SET leased_until = now() + interval '2 minutes', attempts = d.attempts + 1
+             FROM due, events e
+             WHERE d.sink = $1 AND d.event_id = due.event_id AND e.id = d.event_id
+             RETURNING e.id, e.event_id, e.type, e.subject, e.data, e.created_at, d.attempts",
+            &[&sink.name(), &BATCH],
+        )
+        .await?;
+    let mut due: Vec<Stored> = rows
+        .iter()
+        .map(|r| Stored {
+            id: r.get(0),
+            event_id: r.get(1),
+            kind: r.get(2),
+            subject: r.get(3),
+            data: r.get(4),
+            at: r.get(5),
+            attempts: r.get(6),
+        })
+        .collect();
+    due.sort_by_key(|e| e.id);
+    let mut sent = Vec::new();
+    let mut refused = None;
+    for event in &due {
+        let outcome = match cloud_event(config, event) {
+            Ok(json) => sink.send(&json, event.event_id).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => sent.push(event.id),
+            Err(e) => {
+                // As text: some of the causes cannot cross an await (not Sync).
+                refused = Some((event, Chain(&e).to_string()));
+                break;
+            }
+        }
+    }
+    if !sent.is_empty() {
+        client
+            .execute(
+                "UPDATE event_deliveries
+                 SET delivered_at = now(), leased_until = NULL, last_error = NULL
+                 WHERE sink = $1 AND event_id = ANY($2)",
+                &[&sink.name(), &sent],
+            )
+            .await?;
+    }
+    if let Some((event, error)) = refused {
+        let wait = backoff(event.attempts, config.retry_max);
+        tracing::warn!(sink = sink.name(), event = %event.event_id, attempts = event.attempts, ?wait, %error, "events: the sink refused an event; trying again later");
+        client
+            .execute(
+                "UPDATE event_deliveries
+                 SET leased_until = NULL, last_error = $3,
+                     next_attempt_at = now() + make_interval(secs => $4::float8)
+                 WHERE sink = $1 AND event_id = $2",
+                &[&sink.name(), &event.id, &error, &wait.as_secs_f64()],
+            )
+            .await?;
+        // The rest of the round's events were not tried: free for the next round, uncharged.
+        let untried: Vec<i64> = due
+            .iter()
+            .map(|e| e.id)
+            .filter(|id| *id > event.id)
+            .collect();
+        client
+            .execute(
+                "UPDATE event_deliveries SET leased_until = NULL, attempts = attempts - 1
+                 WHERE sink = $1 AND event_id = ANY($2)",
+                &[&sink.name(), &untried],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The event as a CloudEvent 1.0 in structured JSON mode.
+fn cloud_event(config: &EventsConfig, event: &Stored) -> Result<String, EventsError> {
+    let built = EventBuilderV10::new()
+        .id(event.event_id.to_string())
+        .source(config.source.as_str())
+        .ty(event.kind.as_str())
+        .subject(event.subject.as_str())
+        .time(event.at)
+        .data("application/json", event.data.clone())
+        .build()?;
+    Ok(serde_json::to_string(&built)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_second_up_to_the_most() {
+        let max = Duration::from_secs(300);
+        let waits: Vec<u64> = (1..=10).map(|a| backoff(a, max).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
+        assert_eq!(backoff(i32::MAX, max), max);
+    }
+
+    #[test]
+    fn an_event_is_a_cloud_event_with_its_id_type_subject_and_data() {
+        let config = EventsConfig::default();
+        let stored = Stored {
+            id: 1,
+            event_id: Uuid::new_v4(),
+            kind: "dev.selfheal.run.finished".into(),
+            subject: "run-1".into(),
+            data: serde_json::json!({"status": "succeeded"}),
+            at: Utc::now(),
+            attempts: 1,
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&cloud_event(&config, &stored).unwrap()).unwrap();
+        assert_eq!(json["specversion"], "1.0");
+        assert_eq!(json["id"], stored.event_id.to_string());
+        assert_eq!(json["source"], "urn:selfheal");
+        assert_eq!(json["type"], "dev.selfheal.run.finished");
+        assert_eq!(json["subject"], "run-1");
+        assert_eq!(json["datacontenttype"], "application/json");
+        assert_eq!(json["data"]["status"], "succeeded");
+    }
+}
