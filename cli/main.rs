@@ -11,6 +11,7 @@ mod bench_ingest;
 mod demo;
 mod heal;
 mod report;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -212,14 +213,12 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,apalis=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let telemetry = telemetry::init(match cli.command {
+        Command::Web => Some("selfheal-web"),
+        Command::Worker => Some("selfheal-worker"),
+        _ => None,
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -227,13 +226,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let code = match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {

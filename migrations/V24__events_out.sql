@@ -6,7 +6,8 @@
 -- down slows nothing.
 
 -- The sinks a worker is configured with register themselves at start. With none, no event is
--- kept. Removing a sink: DELETE its row (its undelivered events go with it).
+-- kept. Removing a sink (as the owner): delete its undelivered deliveries in batches, then its
+-- row (docs/events.md).
 CREATE TABLE event_sinks (
     name          TEXT PRIMARY KEY CHECK (name IN ('http', 'redis')),
     registered_at TIMESTAMPTZ NOT NULL DEFAULT now()
@@ -27,8 +28,11 @@ CREATE TABLE event_deliveries (
     sink            TEXT NOT NULL REFERENCES event_sinks(name) ON DELETE CASCADE,
     attempts        INT NOT NULL DEFAULT 0,
     next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    -- A worker sending it holds it until then; past it, another worker may.
+    -- A worker sending it holds it until then; past it, another worker may. `lease` names
+    -- the round that holds it, so that a round that outlived its lease records nothing over
+    -- the next one's.
     leased_until    TIMESTAMPTZ,
+    lease           UUID,
     delivered_at    TIMESTAMPTZ,
     last_error      TEXT,
     PRIMARY KEY (event_id, sink)
@@ -145,5 +149,7 @@ BEGIN
     END IF;
     REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON events FROM selfheal_app;
     REVOKE INSERT, DELETE, TRUNCATE ON event_deliveries FROM selfheal_app;
+    -- Registering a sink is a worker's; removing one (and its events) is the owner's.
+    REVOKE UPDATE, DELETE, TRUNCATE ON event_sinks FROM selfheal_app;
     REVOKE ALL ON SEQUENCE events_id_seq FROM selfheal_app;
 END $$;

@@ -2,6 +2,13 @@
 # The whole test suite, against real Postgres and Redis started by services.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# nextest runs each test in a process of its own, which the suite relies on (one test
+# installs a global tracing subscriber, others set process-wide state): `cargo test` would run
+# them all in one process.
+command -v cargo-nextest >/dev/null 2>&1 || {
+  echo "[test] cargo-nextest is needed: cargo install cargo-nextest --locked" >&2
+  exit 2
+}
 bash scripts/services.sh up
 # The Kubernetes manifests against Kubernetes' schemas (tests/suite/deploy.rs checks them against
 # selfheal).
@@ -15,11 +22,7 @@ du -sh target 2>/dev/null | awk '{print "[test] target: " $1}'
 # The sandbox images (one per language the tests heal) are built once (debootstrap + docker
 # import) and reused by their recipe's hash.
 ./target/debug/selfheal sandbox image --language rust --language python --language node --language go
-if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
-else
-  cargo test --workspace --no-fail-fast
-fi
+cargo nextest run --workspace --no-fail-fast
 # The deployment: the production binary checked for the stand-in, the images built from a
 # local Debian base, the stack started by docker-compose, the bundled example healed through it.
 bash scripts/compose-demo.sh

@@ -28,6 +28,9 @@ pub struct Config {
     /// Prefix of every Redis key selfheal writes, so several deployments (or tests) share a Redis.
     pub queue_prefix: String,
     pub bind: SocketAddr,
+    /// `SELFHEAL_METRICS_BIND`: where `/metrics` is served, apart from the public port. Web
+    /// serves it on `bind` when unset; a worker serves none.
+    pub metrics_bind: Option<SocketAddr>,
     /// Current secret first; during a rotation the previous one is accepted as well.
     pub webhook_secrets: Vec<SecretString>,
     pub max_body_bytes: usize,
@@ -113,8 +116,6 @@ pub enum FixMemory {
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub concurrency: usize,
-    /// Where the worker serves `/metrics` (`SELFHEAL_WORKER_METRICS_BIND`); none when unset.
-    pub metrics_bind: Option<SocketAddr>,
     /// Where lifecycle events go (`SELFHEAL_EVENTS_*`); nowhere by default.
     pub events: EventsConfig,
     pub heartbeat: Duration,
@@ -239,6 +240,7 @@ impl Config {
             bind: env
                 .parsed("SELFHEAL_BIND")?
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3000))),
+            metrics_bind: env.parsed("SELFHEAL_METRICS_BIND")?,
             webhook_secrets,
             max_body_bytes: env
                 .parsed("SELFHEAL_MAX_BODY_BYTES")?
@@ -282,7 +284,6 @@ impl Config {
             },
             worker: WorkerConfig {
                 concurrency: env.parsed("SELFHEAL_WORKER_CONCURRENCY")?.unwrap_or(4),
-                metrics_bind: env.parsed("SELFHEAL_WORKER_METRICS_BIND")?,
                 events: match role {
                     Role::Worker => events_out::from_env(&env)?,
                     _ => EventsConfig::default(),

@@ -47,7 +47,7 @@ const OPEN_RUN: &str = concat!(
           FROM incident
         RETURNING id
     ), stage AS (
-        INSERT INTO outbox (run_id, stage) SELECT run.id, $16::text FROM run
+        INSERT INTO outbox (run_id, stage, traceparent) SELECT run.id, $16::text, $19::text FROM run
         RETURNING id
     )
     SELECT incident.id AS incident_id, stage.id AS outbox_id,
@@ -315,6 +315,7 @@ async fn in_transaction(
                     &stage.as_str(),
                     &opened,
                     &run_detail,
+                    &crate::trace_context::current(),
                 ],
             )
             .await

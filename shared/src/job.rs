@@ -61,6 +61,7 @@ mod tests {
         let job = Job::from(StageJob {
             run_id: uuid::Uuid::nil(),
             stage: Stage::Verify,
+            traceparent: None,
         });
         let text = serde_json::to_string(&job).unwrap();
         assert_eq!(

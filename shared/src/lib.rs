@@ -19,5 +19,6 @@ pub mod queue;
 pub mod reports;
 pub mod runs;
 pub mod stage;
+pub mod trace_context;
 
 pub use config::{Config, ConfigError};

@@ -15,7 +15,8 @@ use crate::job::{CommandJob, Job};
 use crate::queue::{JobQueue, QueueError};
 use crate::stage::{Stage, StageJob};
 
-pub(crate) const INSERT_STAGE: &str = "INSERT INTO outbox (run_id, stage) VALUES ($1, $2)
+pub(crate) const INSERT_STAGE: &str =
+    "INSERT INTO outbox (run_id, stage, traceparent) VALUES ($1, $2, $3)
      ON CONFLICT (run_id, stage) DO UPDATE SET stage = EXCLUDED.stage
      RETURNING id";
 
@@ -27,7 +28,7 @@ pub async fn insert(
     let row = client
         .query_one(
             &client.prepare_cached(INSERT_STAGE).await?,
-            &[&run_id, &stage.as_str()],
+            &[&run_id, &stage.as_str(), &crate::trace_context::current()],
         )
         .await?;
     Ok(row.get(0))
@@ -196,7 +197,7 @@ pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, Dispatch
     let rows = tx
         .query(
             &tx.prepare_cached(
-                "SELECT id, run_id, stage, command_id FROM outbox WHERE enqueued_at IS NULL
+                "SELECT id, run_id, stage, command_id, traceparent FROM outbox WHERE enqueued_at IS NULL
                    AND created_at < now() - make_interval(secs => $1)
              ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
             )
@@ -216,6 +217,7 @@ pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, Dispatch
                 Ok(stage) => Job::Stage(StageJob {
                     run_id: row.get(1),
                     stage,
+                    traceparent: row.get(4),
                 }),
                 Err(_) => {
                     tracing::error!(outbox_id = id, %stage, "outbox row names an unknown stage; left in place");

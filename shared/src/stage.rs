@@ -126,6 +126,10 @@ impl RetryPolicy {
 pub struct StageJob {
     pub run_id: Uuid,
     pub stage: Stage,
+    /// The W3C trace context of the span that made the job due (`trace_context`): the stage
+    /// continues the run's trace. Absent when tracing is off, and in jobs from before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl StageJob {

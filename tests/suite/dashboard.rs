@@ -225,6 +225,18 @@ async fn the_dashboard_is_behind_the_token_and_shows_what_postgres_holds_escaped
         started.elapsed() >= Duration::from_secs(1),
         "a wrong token costs a second"
     );
+    // Two wrong tokens at once: one waits its second, the other is turned away at once.
+    let (a, b) = tokio::join!(
+        http.post(format!("{}/dashboard/login", app.url))
+            .form(&[("token", "wrong-one")])
+            .send(),
+        http.get(format!("{}/dashboard", app.url))
+            .bearer_auth("wrong-two")
+            .send(),
+    );
+    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [401, 429]);
     let forged = format!("selfheal_session={}.{}", u64::MAX / 2, "00".repeat(32));
     assert_eq!(get(&app, "/dashboard", &forged).await.0, 303);
 
@@ -455,7 +467,11 @@ async fn a_real_heal_reads_right_in_chromium() {
         .await
         .unwrap();
     assert!(text.contains("passed 3 of 3 runs"), "{text}");
-    assert!(text.contains("#1"), "the pull request: {text}");
+    let pull = browser
+        .find(Locator::Css("dl.facts a[href$='/pull/1']"))
+        .await
+        .expect("the pull request linked");
+    assert_eq!(pull.text().await.unwrap(), "#1");
     std::fs::write(shots.join("run.png"), browser.screenshot().await.unwrap()).unwrap();
     browser
         .goto(&format!("{base}/dashboard/quality"))

@@ -241,57 +241,63 @@ fn the_worker_reaches_its_own_docker_engine_and_outlives_its_jobs() {
 
 #[test]
 fn prometheus_scrapes_the_ports_the_processes_serve_metrics_on() {
-    let worker_docs = documents("worker.yaml");
-    let deployment = kind(&worker_docs, "Deployment");
-    let worker = container(deployment, "worker");
-    let loaded = loadable(environment(worker));
-    let config = Config::from_lookup(Role::Worker, |k| loaded.get(k).cloned()).unwrap();
-    let bind = config
-        .worker
-        .metrics_bind
-        .expect("the worker serves its metrics");
-    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
-    assert_eq!(annotations["prometheus.io/scrape"], "true");
-    assert_eq!(
-        annotations["prometheus.io/port"].as_str(),
-        Some(bind.port().to_string().as_str())
-    );
-    let port = worker["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "metrics")
-        .expect("a metrics port");
-    assert_eq!(port["containerPort"].as_u64(), Some(u64::from(bind.port())));
-    // Only the monitoring namespace may reach it.
     let policies = documents("networkpolicy.yaml");
-    let policy = policies
-        .iter()
-        .find(|p| p["metadata"]["name"] == "selfheal-worker")
-        .unwrap();
-    let ingress = policy["spec"]["ingress"].as_array().unwrap();
-    assert_eq!(ingress.len(), 1, "{ingress:?}");
-    assert_eq!(
-        ingress[0]["ports"][0]["port"].as_u64(),
-        Some(u64::from(bind.port()))
-    );
-    assert_eq!(
-        ingress[0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
-        "monitoring"
-    );
-
-    let web_docs = documents("web.yaml");
-    let web = kind(&web_docs, "Deployment");
-    assert_eq!(
-        web["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"].as_str(),
-        Some(
-            container(web, "web")["ports"][0]["containerPort"]
-                .as_u64()
-                .unwrap()
-                .to_string()
-                .as_str()
-        )
-    );
+    for (file, name, role) in [
+        ("web.yaml", "web", Role::Web),
+        ("worker.yaml", "worker", Role::Worker),
+    ] {
+        let docs = documents(file);
+        let deployment = kind(&docs, "Deployment");
+        let process = container(deployment, name);
+        let loaded = loadable(environment(process));
+        let config = Config::from_lookup(role, |k| loaded.get(k).cloned()).unwrap();
+        let bind = config
+            .metrics_bind
+            .unwrap_or_else(|| panic!("{name} serves its metrics apart"));
+        assert_ne!(
+            bind.port(),
+            config.bind.port(),
+            "{name}: not the public port"
+        );
+        let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{name}");
+        assert_eq!(annotations["prometheus.io/path"], "/metrics", "{name}");
+        assert_eq!(
+            annotations["prometheus.io/port"].as_str(),
+            Some(bind.port().to_string().as_str()),
+            "{name}"
+        );
+        let port = process["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "metrics")
+            .unwrap_or_else(|| panic!("{name}: a metrics port"));
+        assert_eq!(port["containerPort"].as_u64(), Some(u64::from(bind.port())));
+        // The metrics port takes the monitoring namespace only.
+        let policy = policies
+            .iter()
+            .find(|p| p["metadata"]["name"] == format!("selfheal-{name}").as_str())
+            .unwrap();
+        let ingress = policy["spec"]["ingress"].as_array().unwrap();
+        let rules: Vec<&Value> = ingress
+            .iter()
+            .filter(|rule| {
+                rule["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["port"].as_u64() == Some(u64::from(bind.port())))
+            })
+            .collect();
+        assert_eq!(rules.len(), 1, "{name}: {ingress:?}");
+        assert_eq!(
+            rules[0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "monitoring",
+            "{name}"
+        );
+        assert_eq!(rules[0]["from"].as_array().map(Vec::len), Some(1), "{name}");
+    }
 }
 
 #[tokio::test]

@@ -214,6 +214,7 @@ async fn without_a_sink_no_event_is_kept_and_the_app_role_cannot_forge_one() {
         "INSERT INTO events (type, subject, data) VALUES ('dev.selfheal.run.finished', 'x', '{}')",
         "SELECT emit_event('dev.selfheal.run.finished', 'x', '{}')",
         "DELETE FROM event_deliveries",
+        "DELETE FROM event_sinks",
     ] {
         let err = app_role.batch_execute(forged).await.unwrap_err();
         let code = err.code().map(|c| c.code().to_string()).unwrap_or_default();

@@ -1,5 +1,6 @@
-//! The webhook handler's span under concurrent deliveries. Its own test binary: it installs a
-//! global subscriber that records every span's parent, which no other test should share.
+//! The webhook handler's span under concurrent deliveries. It installs a global subscriber that
+//! records every span's parent, which no other test may share: nextest runs it in a process of
+//! its own (scripts/test.sh requires nextest for that).
 //!
 //! `selfheal bench ingest` once crashed selfheal web ("thread 'tokio-rt-worker' has
 //! overflowed its stack"): the `webhook` span was entered with a guard held across `.await`s,

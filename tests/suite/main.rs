@@ -38,5 +38,6 @@ mod reporting;
 mod resilience;
 mod sandbox;
 mod standin_strict;
+mod traces;
 mod untrusted;
 mod webhook;

@@ -52,11 +52,12 @@ async fn web_metrics_carry_the_fleet_figures_from_postgres_with_known_answers() 
     )
     .await
     .unwrap();
-    // One model request settled, one not (its reservation is a gauge, not a count).
+    // Two model requests settled (summed), one not (its reservation is a gauge, not a count).
     db.execute(
         "INSERT INTO ai_spend (run_id, incident_id, installation_id, provider, model, reserved_tokens,
            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, requests, cost_usd, settled_at)
-         VALUES ($1, $2, 1, 'anthropic', 'claude', 5000, 100, 50, 10, 5, 1, 0.25, now())",
+         VALUES ($1, $2, 1, 'anthropic', 'claude', 5000, 60, 30, 6, 3, 1, 0.15, now()),
+                ($1, $2, 1, 'anthropic', 'claude', 5000, 40, 20, 4, 2, 1, 0.10, now())",
         &[&overturned, &overturned_incident],
     )
     .await

@@ -39,12 +39,30 @@ fn prometheus_accepts_the_rules_and_the_config_and_the_alerts_pass_their_unit_te
     promtool(&["check", "config", "prometheus.yml"]);
     let tested = promtool(&["test", "rules", "alerts.test.yml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
-    // Every alert is exercised by the unit tests.
-    let tests = std::fs::read_to_string(kit().join("alerts.test.yml")).unwrap();
+    // Every alert is tested both ways: a case where it fires and one where it stays quiet.
+    let tests: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(kit().join("alerts.test.yml")).unwrap())
+            .unwrap();
+    let mut cases: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for test in tests["tests"].as_array().unwrap() {
+        for case in test["alert_rule_test"].as_array().into_iter().flatten() {
+            let name = case["alertname"].as_str().unwrap().to_string();
+            let fires = case["exp_alerts"]
+                .as_array()
+                .is_some_and(|alerts| !alerts.is_empty());
+            let counts = cases.entry(name).or_default();
+            if fires {
+                counts.0 += 1;
+            } else {
+                counts.1 += 1;
+            }
+        }
+    }
     for alert in rules().alerts {
+        let (fires, quiet) = cases.get(&alert.name).copied().unwrap_or_default();
         assert!(
-            tests.contains(&format!("alertname: {}", alert.name)),
-            "{} has no unit test",
+            fires > 0 && quiet > 0,
+            "{}: {fires} case(s) where it fires, {quiet} where it stays quiet",
             alert.name
         );
     }
@@ -294,4 +312,36 @@ async fn every_sql_panel_runs_on_the_report_views() {
         }
     }
     assert!(ran >= 6, "{ran}");
+}
+
+#[test]
+fn the_composed_prometheus_scrapes_where_compose_serves_the_metrics() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let compose: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(root.join("compose.yaml")).unwrap())
+            .unwrap();
+    let port_of = |service: &str| -> String {
+        let bind = compose["services"][service]["environment"]["SELFHEAL_METRICS_BIND"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{service} serves its metrics apart"));
+        bind.rsplit_once(':').unwrap().1.to_string()
+    };
+    let prometheus: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(kit().join("prometheus.yml")).unwrap())
+            .unwrap();
+    let jobs = prometheus["scrape_configs"].as_array().unwrap();
+    let job = |name: &str| jobs.iter().find(|j| j["job_name"] == name).unwrap();
+    assert_eq!(
+        job("selfheal-web")["static_configs"][0]["targets"][0],
+        format!("web:{}", port_of("web")).as_str()
+    );
+    let workers = &job("selfheal-worker")["dns_sd_configs"][0];
+    assert_eq!(workers["names"][0], "worker");
+    assert_eq!(
+        workers["port"].as_u64().map(|p| p.to_string()),
+        Some(port_of("worker"))
+    );
+    // The metrics port is not the one compose publishes.
+    let published = serde_json::to_string(&compose["services"]["web"]["ports"]).unwrap();
+    assert!(!published.contains(&port_of("web")), "{published}");
 }

@@ -43,6 +43,13 @@ pub struct Limits {
     pub max_in_flight: usize,
 }
 
+/// Dashboard pages and scrapes handled at once, apart from the webhook's own bound: operators
+/// (or whoever reaches those paths) can never take the webhook's slots, nor more than this many
+/// of the pool's connections.
+const OPERATOR_IN_FLIGHT: usize = 8;
+/// The largest body an operator's request carries (a sign-in form).
+const OPERATOR_BODY_BYTES: usize = 4 * 1024;
+
 impl Limits {
     pub fn from_config(config: &Config) -> Limits {
         Limits {
@@ -53,10 +60,16 @@ impl Limits {
     }
 }
 
-pub fn router(state: AppState, limits: Limits) -> Router {
+/// The public port's routes; `/metrics` among them when `metrics_here` (no
+/// `SELFHEAL_METRICS_BIND`).
+pub fn router(state: AppState, limits: Limits, metrics_here: bool) -> Router {
     // The body limit refuses before the body is read; admission bounds the requests handled
     // at once and the time each may take, before any takes a database connection.
     let admission = admission::Admission::new(limits.max_in_flight, limits.request_timeout);
+    let mut operators = dashboard::routes(state.dashboard.clone());
+    if metrics_here {
+        operators = operators.route("/metrics", get(metrics::render));
+    }
     Router::new()
         .route("/webhooks/github", post(webhook::receive))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -66,9 +79,26 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         ))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::render))
-        .merge(dashboard::routes(state.dashboard.clone()))
+        .merge(operator_bounds(operators, limits))
         .with_state(state)
+}
+
+fn operator_bounds(routes: Router<AppState>, limits: Limits) -> Router<AppState> {
+    routes
+        .layer(DefaultBodyLimit::max(OPERATOR_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            admission::Admission::new(OPERATOR_IN_FLIGHT, limits.request_timeout),
+            admission::admit,
+        ))
+}
+
+/// `/metrics` alone, for `SELFHEAL_METRICS_BIND`.
+fn metrics_router(state: AppState, limits: Limits) -> Router {
+    operator_bounds(
+        Router::new().route("/metrics", get(metrics::render)),
+        limits,
+    )
+    .with_state(state)
 }
 
 /// Connections selfheal web keeps to Postgres.
@@ -128,7 +158,23 @@ pub async fn serve(
         config.worker.relay_interval,
         config.worker.requeue_after,
     ));
-    let app = router(state, Limits::from_config(&config));
+    let limits = Limits::from_config(&config);
+    let metrics = match config.metrics_bind {
+        Some(bind) => {
+            let listener = TcpListener::bind(bind)
+                .await
+                .map_err(|e| anyhow::anyhow!("SELFHEAL_METRICS_BIND {bind}: {e}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            let app = metrics_router(state.clone(), limits);
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the metrics server stopped");
+                }
+            }))
+        }
+        None => None,
+    };
+    let app = router(state, limits, metrics.is_none());
     tracing::info!(addr = %listener.local_addr()?, "selfheal web listening");
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -144,5 +190,8 @@ pub async fn serve(
         );
     }
     relay.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     Ok(result?)
 }

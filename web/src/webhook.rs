@@ -142,6 +142,7 @@ async fn ingest(
             let job = StageJob {
                 run_id: *run_id,
                 stage: *stage,
+                traceparent: selfheal_shared::trace_context::current(),
             };
             let queued = enqueue(state, *outbox_id, job.into()).await;
             tracing::info!(run = %run_id, incident = %incident_id, queued, "run created");

@@ -3,7 +3,6 @@
 //! receiver's dedup), outside any stage's transaction, so that a sink that is down delays its
 //! own events and nothing else. Every worker sends; a delivery is leased to one at a time.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,8 +15,12 @@ use uuid::Uuid;
 
 /// Events one worker claims from one sink at a time.
 const BATCH: i64 = 100;
-/// How long an HTTP sink may take to answer one event.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a sink may take to take one event.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a round holds its events (the claim's lease) and how long it may send: it stops
+/// in time to record what it sent before another worker may claim them again.
+const LEASE_SECS: f64 = 120.0;
+const ROUND_LIMIT: Duration = Duration::from_secs(60);
 /// A Redis stream keeps about this many events (`XADD ... MAXLEN ~`): its readers are expected
 /// to keep up, and Redis's memory is the queue's too.
 const STREAM_MAX_LEN: u64 = 100_000;
@@ -32,8 +35,11 @@ pub enum EventsError {
     Build(#[from] cloudevents::event::EventBuilderError),
     #[error("encoding the CloudEvent: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Without its URL, which may carry a secret.
     #[error("HTTP sink: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
+    #[error("the sink took longer than {0:?}")]
+    Timeout(Duration),
     #[error("HTTP sink answered {0}")]
     Refused(reqwest::StatusCode),
     #[error("Redis sink: {0}")]
@@ -84,7 +90,11 @@ impl Sink {
                 if let Some(token) = &sink.token {
                     request = request.bearer_auth(token.expose_secret());
                 }
-                let status = request.send().await?.status();
+                let status = request
+                    .send()
+                    .await
+                    .map_err(|e| EventsError::Http(e.without_url()))?
+                    .status();
                 if status.is_success() {
                     Ok(())
                 } else {
@@ -124,11 +134,16 @@ impl Sink {
 }
 
 /// Registers the configured sinks (events are kept for registered sinks only), then sends
-/// what is due every `interval`, until the process ends.
+/// what is due every `interval`, each sink in a loop of its own, until the process ends.
 pub async fn deliver_forever(pool: Pool, config: EventsConfig, redis_url: String) {
     let mut sinks = Vec::new();
     if let Some(sink) = &config.http {
-        match reqwest::Client::builder().timeout(HTTP_TIMEOUT).build() {
+        // No redirects: the endpoint is the configured one, not wherever it points.
+        match reqwest::Client::builder()
+            .timeout(SEND_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
             Ok(client) => sinks.push(Sink::Http {
                 client,
                 sink: sink.clone(),
@@ -150,44 +165,43 @@ pub async fn deliver_forever(pool: Pool, config: EventsConfig, redis_url: String
             }
         }
     }
-    let sinks: Vec<Arc<Sink>> = sinks.into_iter().map(Arc::new).collect();
+    let loops = sinks.into_iter().map(|sink| {
+        let (pool, config) = (pool.clone(), config.clone());
+        tokio::spawn(async move { deliver_to(pool, config, sink).await })
+    });
+    futures::future::join_all(loops).await;
+}
+
+/// One sink's loop: one that is slow or down holds up only its own events.
+async fn deliver_to(pool: Pool, config: EventsConfig, sink: Sink) {
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut registered = false;
     loop {
         tick.tick().await;
         if !registered {
-            match register(&pool, &sinks).await {
+            match register(&pool, &sink).await {
                 Ok(()) => registered = true,
                 Err(e) => {
-                    tracing::warn!(error = %Chain(&e), "events: cannot register the sinks yet");
+                    tracing::warn!(sink = sink.name(), error = %Chain(&e), "events: cannot register the sink yet");
                     continue;
                 }
             }
         }
-        // Each sink on its own: one that is slow or down holds up only its own events.
-        let rounds = sinks.iter().map(|sink| {
-            let (pool, config, sink) = (pool.clone(), config.clone(), sink.clone());
-            async move {
-                if let Err(e) = deliver_due(&pool, &config, &sink).await {
-                    tracing::warn!(sink = sink.name(), error = %Chain(&e), "events: delivery round failed; the events stay due");
-                }
-            }
-        });
-        futures::future::join_all(rounds).await;
+        if let Err(e) = deliver_due(&pool, &config, &sink).await {
+            tracing::warn!(sink = sink.name(), error = %Chain(&e), "events: delivery round failed; the events stay due");
+        }
     }
 }
 
-async fn register(pool: &Pool, sinks: &[Arc<Sink>]) -> Result<(), EventsError> {
-    let client = pool.get().await?;
-    for sink in sinks {
-        client
-            .execute(
-                "INSERT INTO event_sinks (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
-                &[&sink.name()],
-            )
-            .await?;
-    }
+async fn register(pool: &Pool, sink: &Sink) -> Result<(), EventsError> {
+    pool.get()
+        .await?
+        .execute(
+            "INSERT INTO event_sinks (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            &[&sink.name()],
+        )
+        .await?;
     Ok(())
 }
 
@@ -201,11 +215,13 @@ fn backoff(attempts: i32, max: Duration) -> Duration {
 }
 
 /// Claims up to `BATCH` due events of `sink` (a lease, in one short statement), sends them in
-/// order with no transaction open, and records each outcome. The first refusal ends the round:
-/// the rest are released for the next one.
+/// order with no connection held, and records what happened under the same lease. The first
+/// refusal, or `ROUND_LIMIT`, ends the round: the rest are released for the next one.
 async fn deliver_due(pool: &Pool, config: &EventsConfig, sink: &Sink) -> Result<(), EventsError> {
-    let client = pool.get().await?;
-    let rows = client
+    let lease = Uuid::new_v4();
+    let rows = pool
+        .get()
+        .await?
         .query(
             "WITH due AS (
                  SELECT event_id FROM event_deliveries
@@ -214,11 +230,12 @@ async fn deliver_due(pool: &Pool, config: &EventsConfig, sink: &Sink) -> Result<
                  ORDER BY event_id LIMIT $2
                  FOR UPDATE SKIP LOCKED)
              UPDATE event_deliveries d
-             SET leased_until = now() + interval '2 minutes', attempts = d.attempts + 1
+             SET leased_until = now() + make_interval(secs => $3), lease = $4,
+                 attempts = d.attempts + 1
              FROM due, events e
              WHERE d.sink = $1 AND d.event_id = due.event_id AND e.id = d.event_id
              RETURNING e.id, e.event_id, e.type, e.subject, e.data, e.created_at, d.attempts",
-            &[&sink.name(), &BATCH],
+            &[&sink.name(), &BATCH, &LEASE_SECS, &lease],
         )
         .await?;
     let mut due: Vec<Stored> = rows
@@ -234,11 +251,17 @@ async fn deliver_due(pool: &Pool, config: &EventsConfig, sink: &Sink) -> Result<
         })
         .collect();
     due.sort_by_key(|e| e.id);
+    let started = std::time::Instant::now();
     let mut sent = Vec::new();
     let mut refused = None;
     for event in &due {
+        if started.elapsed() > ROUND_LIMIT {
+            break;
+        }
         let outcome = match cloud_event(config, event) {
-            Ok(json) => sink.send(&json, event.event_id).await,
+            Ok(json) => tokio::time::timeout(SEND_TIMEOUT, sink.send(&json, event.event_id))
+                .await
+                .unwrap_or(Err(EventsError::Timeout(SEND_TIMEOUT))),
             Err(e) => Err(e),
         };
         match outcome {
@@ -250,39 +273,46 @@ async fn deliver_due(pool: &Pool, config: &EventsConfig, sink: &Sink) -> Result<
             }
         }
     }
+    let client = pool.get().await?;
     if !sent.is_empty() {
         client
             .execute(
                 "UPDATE event_deliveries
-                 SET delivered_at = now(), leased_until = NULL, last_error = NULL
-                 WHERE sink = $1 AND event_id = ANY($2)",
-                &[&sink.name(), &sent],
+                 SET delivered_at = now(), leased_until = NULL, lease = NULL, last_error = NULL
+                 WHERE sink = $1 AND event_id = ANY($2) AND lease = $3",
+                &[&sink.name(), &sent, &lease],
             )
             .await?;
     }
+    let mut refused_id = None;
     if let Some((event, error)) = refused {
         let wait = backoff(event.attempts, config.retry_max);
         tracing::warn!(sink = sink.name(), event = %event.event_id, attempts = event.attempts, ?wait, %error, "events: the sink refused an event; trying again later");
         client
             .execute(
                 "UPDATE event_deliveries
-                 SET leased_until = NULL, last_error = $3,
+                 SET leased_until = NULL, lease = NULL, last_error = $3,
                      next_attempt_at = now() + make_interval(secs => $4::float8)
-                 WHERE sink = $1 AND event_id = $2",
-                &[&sink.name(), &event.id, &error, &wait.as_secs_f64()],
+                 WHERE sink = $1 AND event_id = $2 AND lease = $5",
+                &[&sink.name(), &event.id, &error, &wait.as_secs_f64(), &lease],
             )
             .await?;
-        // The rest of the round's events were not tried: free for the next round, uncharged.
-        let untried: Vec<i64> = due
-            .iter()
-            .map(|e| e.id)
-            .filter(|id| *id > event.id)
-            .collect();
+        refused_id = Some(event.id);
+    }
+    // What the round did not try (after a refusal, or past its time): free for the next
+    // round, uncharged.
+    let untried: Vec<i64> = due
+        .iter()
+        .map(|e| e.id)
+        .filter(|id| !sent.contains(id) && refused_id != Some(*id))
+        .collect();
+    if !untried.is_empty() {
         client
             .execute(
-                "UPDATE event_deliveries SET leased_until = NULL, attempts = attempts - 1
-                 WHERE sink = $1 AND event_id = ANY($2)",
-                &[&sink.name(), &untried],
+                "UPDATE event_deliveries
+                 SET leased_until = NULL, lease = NULL, attempts = attempts - 1
+                 WHERE sink = $1 AND event_id = ANY($2) AND lease = $3",
+                &[&sink.name(), &untried, &lease],
             )
             .await?;
     }

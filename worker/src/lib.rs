@@ -65,7 +65,7 @@ pub struct WorkerContext {
     /// Redis connection breaks, and the jobs the old one started run on: the permits keep the
     /// process within its concurrency across rebuilds, and shutdown waits for all of them.
     pub in_flight: Arc<tokio::sync::Semaphore>,
-    /// This worker's own figures (`SELFHEAL_WORKER_METRICS_BIND`).
+    /// This worker's own figures (`SELFHEAL_METRICS_BIND`).
     pub metrics: Arc<metrics::WorkerMetrics>,
 }
 
@@ -230,7 +230,7 @@ pub async fn run(
     let metrics = Arc::new(metrics::WorkerMetrics::new(
         config.worker.concurrency.max(1),
     ));
-    let metrics_server = match config.worker.metrics_bind {
+    let metrics_server = match config.metrics_bind {
         Some(bind) => Some(metrics::serve(bind, metrics.clone()).await?),
         None => None,
     };

@@ -1,4 +1,4 @@
-//! The worker's own figures on `/metrics` (`SELFHEAL_WORKER_METRICS_BIND`): how long its stage
+//! The worker's own figures on `/metrics` (`SELFHEAL_METRICS_BIND`): how long its stage
 //! attempts take and how they end, retries, attempts found abandoned, jobs in flight. What the
 //! whole fleet did is counted from Postgres by web; these say what this replica is doing.
 
@@ -19,10 +19,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use selfheal_shared::stage::Stage;
-
-/// Scrapes served at once: the address is reachable from wherever the worker's network reaches
-/// it, so a flood of requests must not cost it more than this.
-const MAX_SCRAPES: usize = 8;
 
 /// How an attempt ended, as `selfheal_stage_duration_seconds` labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,22 +157,10 @@ impl Drop for InFlight {
     }
 }
 
-#[derive(Clone)]
-struct Scrape {
-    metrics: Arc<WorkerMetrics>,
-    permits: Arc<tokio::sync::Semaphore>,
-}
-
-async fn render(State(scrape): State<Scrape>) -> Response {
-    let Ok(_permit) = scrape.permits.try_acquire() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many scrapes at once\n",
-        )
-            .into_response();
-    };
+/// In memory only, no I/O: a scrape costs the encoding of a few dozen series.
+async fn render(State(metrics): State<Arc<WorkerMetrics>>) -> Response {
     let mut body = String::new();
-    if let Err(e) = encode(&mut body, &scrape.metrics.registry) {
+    if let Err(e) = encode(&mut body, &metrics.registry) {
         tracing::error!(error = %e, "cannot encode the worker's metrics");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
@@ -198,14 +182,11 @@ pub async fn serve(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
-        .map_err(|e| anyhow::anyhow!("SELFHEAL_WORKER_METRICS_BIND {bind}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("SELFHEAL_METRICS_BIND {bind}: {e}"))?;
     tracing::info!(addr = %listener.local_addr()?, "worker metrics listening");
     let app = Router::new()
         .route("/metrics", get(render))
-        .with_state(Scrape {
-            metrics,
-            permits: Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES)),
-        });
+        .with_state(metrics);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "worker metrics server stopped");

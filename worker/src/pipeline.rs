@@ -34,7 +34,18 @@ pub async fn handle(job: Job, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDy
 }
 
 async fn handle_stage(job: StageJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
-    let span = tracing::info_span!("stage", run = %job.run_id, stage = %job.stage, worker = %ctx.worker_id);
+    let span = tracing::info_span!(
+        "stage",
+        run = %job.run_id,
+        stage = %job.stage,
+        worker = %ctx.worker_id,
+        repository = tracing::field::Empty,
+        incident = tracing::field::Empty,
+    );
+    // One trace per run: this stage continues the span that made it due, in whichever process.
+    if let Some(parent) = &job.traceparent {
+        selfheal_shared::trace_context::continue_in(&span, parent);
+    }
     // Stage errors are handled inside `process`; what reaches here is selfheal's own
     // bookkeeping failing (Postgres away). Retry that for a while rather than drop the job.
     let bookkeeping = backon::ExponentialBuilder::default()
@@ -147,6 +158,9 @@ async fn process(ctx: &WorkerContext, job: &StageJob) -> Result<(), PipelineErro
     if run.is_finished() {
         return Ok(());
     }
+    let span = tracing::Span::current();
+    span.record("repository", run.repository_full_name.as_str());
+    span.record("incident", tracing::field::display(run.incident_id));
     // Uninstalled between the failure and now: stop, and say so.
     let repository_id: i64 = ctx
         .pool
@@ -367,6 +381,7 @@ async fn chain(ctx: &WorkerContext, run: &Run, stage: Stage) -> Result<(), Pipel
         let job = StageJob {
             run_id: run.id,
             stage: next,
+            traceparent: selfheal_shared::trace_context::current(),
         };
         if let Err(e) = outbox::dispatch(&ctx.pool, &ctx.queue, row.get(0), job).await {
             tracing::warn!(error = %selfheal_shared::cause::Chain(&e), "next stage left to the outbox relay");

@@ -84,7 +84,15 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
         source: env
             .optional("SELFHEAL_EVENTS_SOURCE")
             .unwrap_or(defaults.source),
-        interval: Duration::from_millis(env.parsed("SELFHEAL_EVENTS_INTERVAL_MS")?.unwrap_or(1000)),
+        interval: match env.parsed::<u64>("SELFHEAL_EVENTS_INTERVAL_MS")? {
+            Some(0) => {
+                return Err(ConfigError::Malformed {
+                    name: "SELFHEAL_EVENTS_INTERVAL_MS",
+                    reason: "must be at least 1".into(),
+                })
+            }
+            ms => Duration::from_millis(ms.unwrap_or(1000)),
+        },
         retry_max: Duration::from_secs(
             env.parsed("SELFHEAL_EVENTS_RETRY_MAX_SECS")?.unwrap_or(300),
         ),

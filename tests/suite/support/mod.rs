@@ -131,6 +131,8 @@ pub struct TestEnv {
     pub fixtures: Fixtures,
     pub standin: StandIn,
     pub vars: HashMap<String, String>,
+    /// Set for the worker processes only (on top of `vars`).
+    pub worker_vars: HashMap<String, String>,
 }
 
 impl TestEnv {
@@ -182,6 +184,7 @@ impl TestEnv {
             fixtures,
             standin,
             vars,
+            worker_vars: HashMap::new(),
         }
     }
 
@@ -240,20 +243,68 @@ impl TestEnv {
 
     /// A worker as its own process, so it can be killed like a real replica.
     pub fn spawn_worker(&self, name: &str) -> Worker {
+        let extra: Vec<(&str, String)> = self
+            .worker_vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        self.spawn_process("worker", name, &extra)
+    }
+
+    /// `selfheal <command>` as its own process with this environment (and `extra`), its log
+    /// in `worker_log(name)`.
+    fn spawn_process(&self, command: &str, name: &str, extra: &[(&str, String)]) -> Worker {
         let path = self.worker_log_path(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let log = std::fs::File::create(path).unwrap();
         Command::new(env!("CARGO_BIN_EXE_selfheal"))
-            .arg("worker")
+            .arg(command)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info,apalis=info")
             .envs(&self.vars)
+            .envs(extra.iter().map(|(k, v)| (*k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .map(Worker)
-            .expect("spawn worker")
+            .expect("spawn selfheal")
+    }
+
+    /// Web as its own process (for what only a process has: its own tracer, its exit), ready.
+    pub async fn spawn_web_process(&self, name: &str) -> (App, Worker) {
+        let port = own_services::free_port();
+        let process = self.spawn_process(
+            "web",
+            name,
+            &[("SELFHEAL_BIND", format!("127.0.0.1:{port}"))],
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        while http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .map_or(true, |r| !r.status().is_success())
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "web never became ready: {}",
+                self.worker_log(name)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        (
+            App {
+                url,
+                http,
+                secret: self.secret.clone(),
+                _stop: tx,
+            },
+            process,
+        )
     }
 
     /// `selfheal args` run to its end with this database and nothing else in its environment
@@ -526,10 +577,12 @@ impl TestEnv {
         self.db().await.query_one(sql, &[]).await.unwrap().get(0)
     }
 
-    /// Has the workers spawned from now on serve `/metrics`; the address to scrape.
+    /// Has the workers spawned from now on serve `/metrics` (web keeps its own on its port);
+    /// the address to scrape.
     pub fn worker_metrics(&mut self) -> String {
         let addr = format!("127.0.0.1:{}", own_services::free_port());
-        self.set("SELFHEAL_WORKER_METRICS_BIND", &addr);
+        self.worker_vars
+            .insert("SELFHEAL_METRICS_BIND".into(), addr.clone());
         format!("http://{addr}/metrics")
     }
 }

@@ -25,8 +25,9 @@ use crate::AppState;
 
 /// How long a session lasts, on the server's clock (the cookie's own expiry is the browser's).
 const SESSION: Duration = Duration::from_secs(12 * 3600);
-/// What a wrong token costs its sender; sign-ins are taken one at a time, so guessing is slow
-/// however many connections try.
+/// What a wrong token costs its sender (at the sign-in form or as a bearer). One token is
+/// checked at a time: a second sender meanwhile is answered 429 at once, so guessing is slow
+/// however many connections try, and waiting senders cannot pile up.
 const WRONG_TOKEN_PENALTY: Duration = Duration::from_secs(1);
 /// How long one page may read.
 const STATEMENT_TIMEOUT: &str = "5s";
@@ -96,14 +97,20 @@ impl Dashboard {
         digest(given).verify_slice(&expected).is_ok()
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        if let Some(bearer) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        {
-            return self.valid_token(bearer.trim());
+    /// Checks a token someone sent, one at a time, a wrong one costing a second.
+    async fn check_token(&self, given: &str) -> Checked {
+        let Ok(_one_at_a_time) = self.sign_in.try_lock() else {
+            return Checked::Busy;
+        };
+        if self.valid_token(given) {
+            return Checked::Valid;
         }
+        tokio::time::sleep(WRONG_TOKEN_PENALTY).await;
+        tracing::warn!("dashboard: a wrong token was sent");
+        Checked::Wrong
+    }
+
+    fn has_session(&self, headers: &HeaderMap) -> bool {
         let now = unix_now();
         headers
             .get_all(header::COOKIE)
@@ -113,6 +120,22 @@ impl Dashboard {
             .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
             .any(|value| self.valid_session(value, now))
     }
+}
+
+enum Checked {
+    Valid,
+    Wrong,
+    /// Another token is being checked.
+    Busy,
+}
+
+fn too_many() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, "1")],
+        "a token is being checked; try again in a second\n",
+    )
+        .into_response()
 }
 
 fn unix_now() -> u64 {
@@ -172,14 +195,24 @@ async fn require_session(
     request: Request,
     next: Next,
 ) -> Response {
-    if dashboard.authorized(request.headers()) {
-        return next.run(request).await;
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default().to_string());
+    match bearer {
+        // A tool: its token, checked like a sign-in.
+        Some(value) => {
+            let token = value.strip_prefix("Bearer ").unwrap_or_default().trim();
+            match dashboard.check_token(token).await {
+                Checked::Valid => next.run(request).await,
+                Checked::Wrong => (StatusCode::UNAUTHORIZED, "wrong token\n").into_response(),
+                Checked::Busy => too_many(),
+            }
+        }
+        None if dashboard.has_session(request.headers()) => next.run(request).await,
+        // A person without a session is sent to sign in.
+        None => Redirect::to("/dashboard/login").into_response(),
     }
-    // A tool that sent a wrong token gets a 401; a person is sent to sign in.
-    if request.headers().contains_key(header::AUTHORIZATION) {
-        return (StatusCode::UNAUTHORIZED, "wrong token\n").into_response();
-    }
-    Redirect::to("/dashboard/login").into_response()
 }
 
 async fn style() -> Response {
@@ -211,13 +244,14 @@ async fn login(
     axum::Extension(dashboard): axum::Extension<Dashboard>,
     Form(form): Form<SignIn>,
 ) -> Response {
-    let _one_at_a_time = dashboard.sign_in.lock().await;
-    if !dashboard.valid_token(form.token.trim()) {
-        tokio::time::sleep(WRONG_TOKEN_PENALTY).await;
-        tracing::warn!("dashboard: sign-in with a wrong token");
-        let mut response = html(pages::login(true));
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        return response;
+    match dashboard.check_token(form.token.trim()).await {
+        Checked::Valid => {}
+        Checked::Busy => return too_many(),
+        Checked::Wrong => {
+            let mut response = html(pages::login(true));
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            return response;
+        }
     }
     let cookie = format!(
         "{COOKIE}={}; Path=/dashboard; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
