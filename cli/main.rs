@@ -45,7 +45,7 @@ enum Command {
     /// failures by fingerprint), `cost` (runs, tokens and sandbox minutes per installation).
     /// docs/reporting.md says what each counts.
     Report {
-        #[arg(value_parser = ["mttr", "fix-rate", "outcomes", "accuracy", "flaky", "cost"], default_value = "mttr")]
+        #[arg(value_parser = ["mttr", "fix-rate", "outcomes", "accuracy", "precision", "time-to-green", "flaky", "cost"], default_value = "mttr")]
         view: String,
         /// `cost` only: one installation (its GitHub id); all by default.
         #[arg(long)]
@@ -294,6 +294,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 )?,
                 "outcomes" => report::render(
                     &reports::patch_outcomes(client, repo, since)
+                        .await
+                        .map_err(failed)?,
+                    &format,
+                )?,
+                "precision" => report::render(
+                    &reports::precision(client, repo, since)
+                        .await
+                        .map_err(failed)?,
+                    &format,
+                )?,
+                "time-to-green" => report::render(
+                    &reports::time_to_green(client, repo, since)
                         .await
                         .map_err(failed)?,
                     &format,

@@ -125,6 +125,8 @@ pub enum Ingested {
     Untrusted { reason: String },
     /// A person closed or merged selfheal's own pull request.
     FixClosed { incident_id: Uuid, merged: bool },
+    /// A revert of selfheal's merged pull request was merged (GitHub's Revert button).
+    FixReverted { incident_id: Uuid },
 }
 
 impl Ingested {
@@ -148,6 +150,7 @@ impl Ingested {
             Ingested::Untrusted { .. } => "ignored_untrusted",
             Ingested::FixClosed { merged: true, .. } => "fix_merged",
             Ingested::FixClosed { merged: false, .. } => "fix_closed",
+            Ingested::FixReverted { .. } => "fix_reverted",
         }
     }
 }
@@ -529,6 +532,11 @@ async fn fix_closed(
     ev: &PullRequestEvent,
 ) -> Result<Ingested, tokio_postgres::Error> {
     let pr = &ev.pull_request;
+    if ev.action == "closed" && pr.merged == Some(true) {
+        if let Some(reverted) = reverts(&pr.head.name) {
+            return fix_reverted(tx, ev, reverted).await;
+        }
+    }
     if ev.action != "closed" || !pr.head.name.starts_with("selfheal/") {
         return Ok(Ingested::Stored);
     }
@@ -593,6 +601,63 @@ async fn fix_closed(
         incident_id,
         merged,
     })
+}
+
+/// The number of selfheal's pull request a branch reverts, when it is the branch GitHub's
+/// Revert button makes (`revert-<number>-<the reverted pull request's branch>`). A revert made
+/// any other way (a `git revert` pushed by hand) is not seen.
+fn reverts(branch: &str) -> Option<i32> {
+    let (number, reverted) = branch.strip_prefix("revert-")?.split_once('-')?;
+    if !reverted.starts_with("selfheal/") || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number.parse().ok()
+}
+
+/// A merged revert of selfheal's merged fix: the fix counts against its precision
+/// (`report_precision`). Only the first revert is kept.
+async fn fix_reverted(
+    tx: &Transaction<'_>,
+    ev: &PullRequestEvent,
+    reverted: i32,
+) -> Result<Ingested, tokio_postgres::Error> {
+    let pr = &ev.pull_request;
+    let by = pr
+        .merged_by
+        .as_ref()
+        .map(|u| u.login.as_str())
+        .unwrap_or(&ev.sender.login);
+    let Some(row) = tx
+        .query_opt(
+            &tx.prepare_cached(
+                "UPDATE deliveries d SET reverted_at = coalesce(d.reverted_at, now()),
+                        reverted_by = coalesce(d.reverted_by, $3), updated_at = now()
+                 FROM incidents i
+                 WHERE i.id = d.incident_id AND d.kind = 'pull_request' AND d.pr_number = $1
+                   AND i.repository_id = $2 AND d.merged_at IS NOT NULL
+                 RETURNING d.incident_id",
+            )
+            .await?,
+            &[
+                &reverted,
+                &ev.repository.id,
+                &format!("github:{by} #{}", pr.number),
+            ],
+        )
+        .await?
+    else {
+        return Ok(Ingested::Stored);
+    };
+    let incident_id: Uuid = row.get(0);
+    audit::append(
+        tx,
+        &format!("github:{by}"),
+        "pull_request.reverted",
+        &incident_id.to_string(),
+        &json!({"repository": ev.repository.full_name, "pr": reverted, "revert_pr": pr.number}),
+    )
+    .await?;
+    Ok(Ingested::FixReverted { incident_id })
 }
 
 /// selfheal stops acting on the open incident, which stays open until its branch is green (so
@@ -684,4 +749,18 @@ async fn resolve(
         return create_run(tx, delivery_id, ev, incident_id, None, Stage::Verify).await;
     }
     Ok(Ingested::Resolved { incident_id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reverts;
+
+    #[test]
+    fn a_revert_is_seen_by_the_branch_githubs_revert_button_makes() {
+        assert_eq!(reverts("revert-15-selfheal/abc-123"), Some(15));
+        assert_eq!(reverts("revert-15-feature/x"), None);
+        assert_eq!(reverts("revert-x5-selfheal/abc"), None);
+        assert_eq!(reverts("selfheal/abc"), None);
+        assert_eq!(reverts("revert--selfheal/abc"), None);
+    }
 }

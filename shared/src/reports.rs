@@ -288,3 +288,89 @@ pub async fn diagnosis_accuracy(
         })
         .collect())
 }
+
+/// One row of `report_precision`: selfheal's fixes merged in one week of one repository, and
+/// how many of them people reverted within 14 days.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PrecisionWeek {
+    pub repository: String,
+    pub week: DateTime<Utc>,
+    pub merged: i64,
+    /// 14 days have passed since the merge, or it was reverted before.
+    pub settled: i64,
+    pub reverted: i64,
+    /// Settled and not reverted / settled; None while none is settled.
+    pub precision: Option<f64>,
+}
+
+pub async fn precision(
+    client: &impl GenericClient,
+    repository: Option<&str>,
+    since: DateTime<Utc>,
+) -> Result<Vec<PrecisionWeek>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT repository, week, merged, settled, reverted, precision::float8
+             FROM report_precision
+             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+               AND ($2::text IS NULL OR repository = $2)
+             ORDER BY week DESC, repository",
+            &[&since, &repository],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PrecisionWeek {
+            repository: r.get(0),
+            week: r.get(1),
+            merged: r.get(2),
+            settled: r.get(3),
+            reverted: r.get(4),
+            precision: r.get(5),
+        })
+        .collect())
+}
+
+/// One row of `report_time_to_green`: the incidents selfheal healed, first failed in one week,
+/// and the medians of where their time went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimeToGreenWeek {
+    pub repository: String,
+    pub week: DateTime<Utc>,
+    pub healed: i64,
+    /// First red run to selfheal's first fix pushed.
+    pub to_fix_p50_seconds: Option<f64>,
+    /// That push to the merge.
+    pub to_merge_p50_seconds: Option<f64>,
+    /// The merge to the green run.
+    pub to_green_p50_seconds: Option<f64>,
+}
+
+pub async fn time_to_green(
+    client: &impl GenericClient,
+    repository: Option<&str>,
+    since: DateTime<Utc>,
+) -> Result<Vec<TimeToGreenWeek>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT repository, week, healed, to_fix_p50_seconds, to_merge_p50_seconds,
+                    to_green_p50_seconds
+             FROM report_time_to_green
+             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+               AND ($2::text IS NULL OR repository = $2)
+             ORDER BY week DESC, repository",
+            &[&since, &repository],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TimeToGreenWeek {
+            repository: r.get(0),
+            week: r.get(1),
+            healed: r.get(2),
+            to_fix_p50_seconds: r.get(3),
+            to_merge_p50_seconds: r.get(4),
+            to_green_p50_seconds: r.get(5),
+        })
+        .collect())
+}

@@ -32,6 +32,7 @@ mod metrics;
 mod observability;
 mod outages;
 mod pipeline;
+mod precision;
 mod real_repositories;
 mod redeliver;
 mod reporting;

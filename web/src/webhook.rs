@@ -129,6 +129,10 @@ async fn ingest(
             StatusCode::ACCEPTED,
             json!({"status": if *merged { "fix_merged" } else { "fix_closed" }, "incident_id": incident_id}),
         ),
+        Ingested::FixReverted { incident_id } => (
+            StatusCode::ACCEPTED,
+            json!({"status": "fix_reverted", "incident_id": incident_id}),
+        ),
         Ingested::Resolved { incident_id } => (
             StatusCode::ACCEPTED,
             json!({"status": "incident_resolved", "incident_id": incident_id}),

@@ -1,0 +1,222 @@
+//! Precision (selfheal's merged fixes not reverted within 14 days) and where the time to green
+//! goes, on fixes merged relative to today, with a revert reported by a real `pull_request`
+//! delivery (docs/reporting.md).
+
+use crate::support;
+
+use support::*;
+
+/// An incident healed by selfheal's pull request `number`: first red `days` ago, its fix
+/// pushed 10 minutes later, merged 20 minutes after that, green 10 minutes after the merge;
+/// reverted `reverted_after` days after the merge when given.
+async fn healed(
+    db: &tokio_postgres::Client,
+    repository: i64,
+    full_name: &str,
+    number: i32,
+    days: i64,
+    reverted_after: Option<i64>,
+) -> uuid::Uuid {
+    use chrono::Duration;
+    let (incident, run) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let first = chrono::Utc::now() - Duration::days(days);
+    let (pushed, merged, green) = (
+        first + Duration::minutes(10),
+        first + Duration::minutes(30),
+        first + Duration::minutes(40),
+    );
+    let reverted = reverted_after.map(|d| merged + Duration::days(d));
+    db.execute(
+        "INSERT INTO incidents (id, repository_id, head_repository_id, branch, workflow_id,
+           status, first_failed_at, resolved_at)
+         VALUES ($1, $2, $2, 'main', 7, 'resolved', $3, $4)",
+        &[&incident, &repository, &first, &green],
+    )
+    .await
+    .unwrap();
+    let delivery = format!("d-{number}");
+    db.execute(
+        "INSERT INTO webhook_deliveries (delivery_id, event, outcome, payload)
+         VALUES ($1, 'workflow_run', 'accepted', '{}')",
+        &[&delivery],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO runs (id, incident_id, delivery_id, installation_id, repository_full_name,
+           github_run_id, github_run_attempt, head_sha, conclusion, status)
+         VALUES ($1, $2, $3, $4, $5, $6, 1, 'abc', 'failure', 'succeeded')",
+        &[
+            &run,
+            &incident,
+            &delivery,
+            &INSTALLATION_ID,
+            &full_name,
+            &(i64::from(number) * 100),
+        ],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO fix_attempts (run_id, incident_id, attempt, strategy, commit_sha, pushed_at)
+         VALUES ($1, $2, 1, 'format', 'c', $3)",
+        &[&run, &incident, &pushed],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO deliveries (run_id, incident_id, kind, branch, pr_number, merged_at, reverted_at)
+         VALUES ($1, $2, 'pull_request', $3, $4, $5, $6)",
+        &[
+            &run,
+            &incident,
+            &format!("selfheal/fix-{number}"),
+            &number,
+            &merged,
+            &reverted,
+        ],
+    )
+    .await
+    .unwrap();
+    incident
+}
+
+#[tokio::test]
+async fn precision_counts_reverts_within_fourteen_days_and_time_to_green_splits_the_wait() {
+    let env = TestEnv::new().await;
+    let migrated = env.selfheal(&["migrate"]);
+    assert!(migrated.status.success(), "{migrated:?}");
+    let app = env.spawn_web().await;
+    let repository = env.failing_run(1, &now())["repository"].clone();
+    let (repo_id, full_name) = (
+        repository["id"].as_i64().unwrap(),
+        repository["full_name"].as_str().unwrap().to_string(),
+    );
+    let db = env.db().await;
+    db.execute(
+        "INSERT INTO installations (id, account_login) VALUES ($1, 'octo-org')",
+        &[&INSTALLATION_ID],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)",
+        &[&repo_id, &INSTALLATION_ID, &full_name],
+    )
+    .await
+    .unwrap();
+    // Merged 30 days ago: kept; reverted 10 days later; reverted 25 days later (past the 14).
+    let kept = healed(&db, repo_id, &full_name, 11, 30, None).await;
+    healed(&db, repo_id, &full_name, 12, 30, Some(10)).await;
+    healed(&db, repo_id, &full_name, 13, 30, Some(25)).await;
+    // Merged 2 days ago: not settled yet; and one people revert now, through GitHub.
+    healed(&db, repo_id, &full_name, 14, 2, None).await;
+    let reverted_now = healed(&db, repo_id, &full_name, 15, 2, None).await;
+
+    // GitHub's Revert button: branch `revert-15-<the fix's branch>`, merged by a person.
+    let (status, body) = app
+        .deliver(
+            "pull_request",
+            &env.pr_closed(99, "revert-15-selfheal/fix-15", true, "octocat"),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "fix_reverted", "{body}");
+    assert_eq!(body["incident_id"], reverted_now.to_string());
+    // Not a revert of selfheal's fix: another branch, an unmerged revert, an unknown number.
+    for (number, branch, merged) in [
+        (100, "revert-14-feature/login", true),
+        (101, "revert-14-selfheal/fix-14", false),
+        (102, "revert-77-selfheal/fix-77", true),
+    ] {
+        let (_, body) = app
+            .deliver(
+                "pull_request",
+                &env.pr_closed(number, branch, merged, "octocat"),
+            )
+            .await;
+        assert_ne!(body["status"], "fix_reverted", "{branch}: {body}");
+    }
+    let by: String = db
+        .query_one(
+            "SELECT reverted_by FROM deliveries WHERE pr_number = 15",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(by, "github:octocat #99");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'pull_request.reverted'")
+            .await,
+        1
+    );
+
+    let weeks = selfheal_shared::reports::precision(
+        &db,
+        Some(&full_name),
+        chrono::Utc::now() - chrono::Duration::days(60),
+    )
+    .await
+    .unwrap();
+    let got: Vec<(i64, i64, i64, Option<f64>)> = weeks
+        .iter()
+        .map(|w| (w.merged, w.settled, w.reverted, w.precision))
+        .collect();
+    // Newest week first: two merged, the one reverted already settled; then three, one of
+    // them reverted within 14 days.
+    assert_eq!(
+        got,
+        [(2, 1, 1, Some(0.0)), (3, 3, 1, Some(0.6667))],
+        "{weeks:?}"
+    );
+
+    // The healed incident's 40 minutes: 10 to the fix, 20 to the merge, 10 to green.
+    let row = db
+        .query_one(
+            "SELECT to_fix_seconds, to_merge_seconds, to_green_seconds
+             FROM incident_time_to_green WHERE incident_id = $1",
+            &[&kept],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, f64>(0),
+            row.get::<_, f64>(1),
+            row.get::<_, f64>(2)
+        ),
+        (600.0, 1200.0, 600.0)
+    );
+    let out = env.selfheal(&[
+        "report",
+        "time-to-green",
+        "--since",
+        "60d",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let healed_total: i64 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["healed"].as_i64().unwrap())
+        .sum();
+    assert_eq!(healed_total, 5, "{rows}");
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["to_merge_p50_seconds"] == 1200.0),
+        "{rows}"
+    );
+    let out = env.selfheal(&["report", "precision", "--since", "60d", "--format", "csv"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(",3,3,1,0.6667"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
