@@ -108,10 +108,10 @@ where
 }
 
 /// One round's answers: each accepted request's latency, and how many were not accepted.
-struct Round {
+pub(crate) struct Round {
     latencies: Vec<Duration>,
     refused: usize,
-    elapsed: Duration,
+    pub(crate) elapsed: Duration,
 }
 
 /// A signed delivery of a new run of its own repository, branch and workflow: many
@@ -185,7 +185,7 @@ async fn drive_paced(
 /// How long linking the audit rows a round left unlinked takes: part of what a round of
 /// ingest costs, so it is added to the round's time. Linked here rather than waited for, so
 /// that the relay's idle wait until its next tick is not counted as work.
-async fn audit_drain(pool: &deadpool_postgres::Pool) -> anyhow::Result<Duration> {
+pub(crate) async fn audit_drain(pool: &deadpool_postgres::Pool) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let client = pool.get().await?;
     loop {
@@ -205,7 +205,7 @@ async fn audit_drain(pool: &deadpool_postgres::Pool) -> anyhow::Result<Duration>
 
 /// `connections` clients posting for `seconds`, each request a new run (a new workflow run id
 /// and delivery id), signed.
-async fn drive(
+pub(crate) async fn drive(
     url: &str,
     secret: &str,
     template: &str,
@@ -265,7 +265,7 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// (requests per second, p50 ms, p99 ms, refused) over all rounds of one receiver.
-fn figures(rounds: &[Round]) -> (f64, f64, f64, usize) {
+pub(crate) fn figures(rounds: &[Round]) -> (f64, f64, f64, usize) {
     let mut all: Vec<Duration> = rounds.iter().flat_map(|r| r.latencies.clone()).collect();
     all.sort();
     let seconds: f64 = rounds.iter().map(|r| r.elapsed.as_secs_f64()).sum();
@@ -276,6 +276,34 @@ fn figures(rounds: &[Round]) -> (f64, f64, f64, usize) {
         percentile(&all, 0.99),
         refused,
     )
+}
+
+/// Removes a bench's Redis keys (its queue prefix), best effort.
+pub(crate) async fn forget_keys(redis: &mut impl redis::aio::ConnectionLike, tag: &str) {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{tag}*"))
+        .query_async(redis)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query_async(redis).await;
+    }
+}
+
+/// The recorded failing run (19 KB), its ids placeholders each request replaces (`signed`).
+pub(crate) fn template() -> anyhow::Result<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut payload: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        root.join("fixtures/github-webhooks/workflow_run/completed.payload.json"),
+    )?)?;
+    payload["workflow_run"]["id"] = serde_json::json!(999_999_999_999i64);
+    payload["workflow_run"]["conclusion"] = serde_json::json!("failure");
+    payload["workflow_run"]["workflow_id"] = serde_json::json!(777_777_777_777i64);
+    payload["workflow_run"]["head_branch"] = serde_json::json!("bench-branch");
+    payload["repository"]["id"] = serde_json::json!(888_888_888_888i64);
+    payload["workflow_run"]["head_repository"]["id"] = serde_json::json!(888_888_888_888i64);
+    payload["installation"] = serde_json::json!({"id": 4242});
+    Ok(serde_json::to_string(&payload)?)
 }
 
 pub async fn ingest_bench(
@@ -348,19 +376,7 @@ pub async fn ingest_bench(
         })?
     };
 
-    // The recorded failing run (19 KB), its id a placeholder each request replaces.
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut payload: serde_json::Value = serde_json::from_slice(&std::fs::read(
-        root.join("fixtures/github-webhooks/workflow_run/completed.payload.json"),
-    )?)?;
-    payload["workflow_run"]["id"] = serde_json::json!(999_999_999_999i64);
-    payload["workflow_run"]["conclusion"] = serde_json::json!("failure");
-    payload["workflow_run"]["workflow_id"] = serde_json::json!(777_777_777_777i64);
-    payload["workflow_run"]["head_branch"] = serde_json::json!("bench-branch");
-    payload["repository"]["id"] = serde_json::json!(888_888_888_888i64);
-    payload["workflow_run"]["head_repository"]["id"] = serde_json::json!(888_888_888_888i64);
-    payload["installation"] = serde_json::json!({"id": 4242});
-    let template = serde_json::to_string(&payload)?;
+    let template = template()?;
     let next_id = Arc::new(std::sync::atomic::AtomicI64::new(1_000_000));
 
     // selfheal answering (migrated, connected) before anything is timed.
@@ -460,14 +476,7 @@ pub async fn ingest_bench(
     }
     // Its relay stops with it; then nothing is left behind: the database and this run's Redis keys.
     let mut redis = redis;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{tag}*"))
-        .query_async(&mut redis)
-        .await
-        .unwrap_or_default();
-    if !keys.is_empty() {
-        let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await;
-    }
+    forget_keys(&mut redis, &tag).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     crate::demo::drop_database(&admin_url, &tag).await?;
     let b = figures(&bare_rounds);

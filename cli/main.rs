@@ -5,6 +5,8 @@ mod bench;
 mod bench_fleet;
 #[cfg(feature = "dev")]
 mod bench_ingest;
+#[cfg(feature = "dev")]
+mod bench_observability;
 // The stand-in, the demo and the replay are for trying selfheal and testing it: a production
 // build leaves them out (`cargo build --release --no-default-features`).
 #[cfg(feature = "dev")]
@@ -182,6 +184,17 @@ enum BenchCommand {
         /// latencies count from when each request was due.
         #[arg(long, default_value_t = 500)]
         rate: u32,
+    },
+    #[cfg(feature = "dev")]
+    /// What traces and metrics cost ingest: two selfheal web processes, one traced over OTLP
+    /// and scraped every second, one not, driven alternately with the same deliveries.
+    Observability {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
     },
     #[cfg(feature = "dev")]
     /// The fleet on a backlog for each worker count (fresh database each): runs per minute and
@@ -449,6 +462,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     rate,
                 },
         } => bench_ingest::ingest_bench(seconds, connections, rounds, rate).await?,
+        #[cfg(feature = "dev")]
+        Command::Bench {
+            what:
+                BenchCommand::Observability {
+                    seconds,
+                    connections,
+                    rounds,
+                },
+        } => bench_observability::observability_bench(seconds, connections, rounds).await?,
         #[cfg(feature = "dev")]
         Command::Bench {
             what:
