@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 # installs a global tracing subscriber, others set process-wide state): `cargo test` would run
 # them all in one process.
 command -v cargo-nextest >/dev/null 2>&1 || {
-  echo "[test] cargo-nextest is needed: cargo install cargo-nextest --locked" >&2
-  exit 2
+  echo "[test] installing cargo-nextest from crates.io (a few minutes, once)" >&2
+  cargo install --quiet --locked cargo-nextest
 }
 bash scripts/services.sh up
 # The Kubernetes manifests against Kubernetes' schemas (tests/suite/deploy.rs checks them against

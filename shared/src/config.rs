@@ -200,11 +200,19 @@ impl Config {
         }
 
         let dashboard_token = match env.optional("SELFHEAL_DASHBOARD_TOKEN") {
-            // Guessable tokens would make the sign-in's delay the only defence.
-            Some(token) if token.trim().len() < 24 => {
+            // A guessable token would leave the wrong-token delay as the only defence, and the
+            // right token is never delayed.
+            Some(token)
+                if token.trim().len() < 24 || {
+                    let distinct: std::collections::BTreeSet<char> = token.chars().collect();
+                    distinct.len() < 8
+                } =>
+            {
                 return Err(ConfigError::Malformed {
                     name: "SELFHEAL_DASHBOARD_TOKEN",
-                    reason: "at least 24 characters (e.g. `openssl rand -hex 16`)".into(),
+                    reason:
+                        "at least 24 characters, 8 of them different (e.g. `openssl rand -hex 16`)"
+                            .into(),
                 })
             }
             token => token.map(SecretString::from),
@@ -653,6 +661,33 @@ mod tests {
             err.to_string().contains("SELFHEAL_SANDBOX_RUST_TOOLCHAIN"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_dashboard_token_must_be_long_and_varied() {
+        let with = |token: &str| {
+            Config::from_lookup(
+                Role::Web,
+                lookup(&[
+                    ("DATABASE_URL", "postgres://db/x"),
+                    ("REDIS_URL", "redis://r"),
+                    ("GITHUB_WEBHOOK_SECRET", "whsecret"),
+                    ("SELFHEAL_DASHBOARD_TOKEN", token),
+                ]),
+            )
+        };
+        assert!(with("3f9c1a7e5b2d8c4f6a0e9b1d7c3a5f2e").is_ok());
+        for weak in [
+            "short-token",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "abababababababababababab",
+        ] {
+            let err = with(weak).unwrap_err();
+            assert!(
+                err.to_string().contains("SELFHEAL_DASHBOARD_TOKEN"),
+                "{weak}: {err}"
+            );
+        }
     }
 
     #[test]

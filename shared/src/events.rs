@@ -272,6 +272,9 @@ pub struct PullRequest {
     pub merge_commit_sha: Option<String>,
     #[serde(default)]
     pub merged_by: Option<User>,
+    /// When GitHub merged it.
+    #[serde(default)]
+    pub merged_at: Option<chrono::DateTime<chrono::Utc>>,
     pub head: Ref,
 }
 

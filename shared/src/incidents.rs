@@ -533,8 +533,8 @@ async fn fix_closed(
 ) -> Result<Ingested, tokio_postgres::Error> {
     let pr = &ev.pull_request;
     if ev.action == "closed" && pr.merged == Some(true) {
-        if let Some(reverted) = reverts(&pr.head.name) {
-            return fix_reverted(tx, ev, reverted).await;
+        if let Some((reverted, branch)) = reverts(&pr.head.name) {
+            return fix_reverted(tx, ev, reverted, branch).await;
         }
     }
     if ev.action != "closed" || !pr.head.name.starts_with("selfheal/") {
@@ -603,15 +603,15 @@ async fn fix_closed(
     })
 }
 
-/// The number of selfheal's pull request a branch reverts, when it is the branch GitHub's
-/// Revert button makes (`revert-<number>-<the reverted pull request's branch>`). A revert made
-/// any other way (a `git revert` pushed by hand) is not seen.
-fn reverts(branch: &str) -> Option<i32> {
+/// The number and branch of selfheal's pull request a branch reverts, when it is the branch
+/// GitHub's Revert button makes (`revert-<number>-<the reverted pull request's branch>`). A
+/// revert made any other way (a `git revert` pushed by hand) is not seen.
+fn reverts(branch: &str) -> Option<(i32, &str)> {
     let (number, reverted) = branch.strip_prefix("revert-")?.split_once('-')?;
     if !reverted.starts_with("selfheal/") || !number.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    number.parse().ok()
+    Some((number.parse().ok()?, reverted))
 }
 
 /// A merged revert of selfheal's merged fix: the fix counts against its precision
@@ -620,6 +620,7 @@ async fn fix_reverted(
     tx: &Transaction<'_>,
     ev: &PullRequestEvent,
     reverted: i32,
+    branch: &str,
 ) -> Result<Ingested, tokio_postgres::Error> {
     let pr = &ev.pull_request;
     let by = pr
@@ -630,11 +631,11 @@ async fn fix_reverted(
     let Some(row) = tx
         .query_opt(
             &tx.prepare_cached(
-                "UPDATE deliveries d SET reverted_at = coalesce(d.reverted_at, now()),
+                "UPDATE deliveries d SET reverted_at = coalesce(d.reverted_at, $5, now()),
                         reverted_by = coalesce(d.reverted_by, $3), updated_at = now()
                  FROM incidents i
                  WHERE i.id = d.incident_id AND d.kind = 'pull_request' AND d.pr_number = $1
-                   AND i.repository_id = $2 AND d.merged_at IS NOT NULL
+                   AND i.repository_id = $2 AND d.branch = $4 AND d.merged_at IS NOT NULL
                  RETURNING d.incident_id",
             )
             .await?,
@@ -642,6 +643,8 @@ async fn fix_reverted(
                 &reverted,
                 &ev.repository.id,
                 &format!("github:{by} #{}", pr.number),
+                &branch,
+                &pr.merged_at,
             ],
         )
         .await?
@@ -757,7 +760,10 @@ mod tests {
 
     #[test]
     fn a_revert_is_seen_by_the_branch_githubs_revert_button_makes() {
-        assert_eq!(reverts("revert-15-selfheal/abc-123"), Some(15));
+        assert_eq!(
+            reverts("revert-15-selfheal/abc-123"),
+            Some((15, "selfheal/abc-123"))
+        );
         assert_eq!(reverts("revert-15-feature/x"), None);
         assert_eq!(reverts("revert-x5-selfheal/abc"), None);
         assert_eq!(reverts("selfheal/abc"), None);

@@ -237,6 +237,35 @@ async fn the_dashboard_is_behind_the_token_and_shows_what_postgres_holds_escaped
     let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
     statuses.sort();
     assert_eq!(statuses, [401, 429]);
+    // The right token never waits behind wrong ones.
+    let (wrong, right) = tokio::join!(
+        http.get(format!("{}/dashboard", app.url))
+            .bearer_auth("wrong-three")
+            .send(),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let started = Instant::now();
+            let r = http
+                .get(format!("{}/dashboard/incidents", app.url))
+                .bearer_auth(TOKEN)
+                .send()
+                .await;
+            (r, started.elapsed())
+        },
+    );
+    assert_eq!(wrong.unwrap().status(), 401);
+    let (right, took) = right;
+    assert_eq!(right.unwrap().status(), 200);
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    // Another scheme (a proxy's Basic credentials) is not a token: a person without a
+    // session is sent to sign in, without the wrong token's wait.
+    let r = http
+        .get(format!("{}/dashboard", app.url))
+        .basic_auth("proxy", Some("pass"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
     let forged = format!("selfheal_session={}.{}", u64::MAX / 2, "00".repeat(32));
     assert_eq!(get(&app, "/dashboard", &forged).await.0, 303);
 

@@ -128,6 +128,8 @@ async fn precision_counts_reverts_within_fourteen_days_and_time_to_green_splits_
         (100, "revert-14-feature/login", true),
         (101, "revert-14-selfheal/fix-14", false),
         (102, "revert-77-selfheal/fix-77", true),
+        // The number of selfheal's fix, another branch: not its revert.
+        (103, "revert-14-selfheal/fix-15", true),
     ] {
         let (_, body) = app
             .deliver(

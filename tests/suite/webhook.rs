@@ -718,3 +718,33 @@ async fn stored_bodies_are_compressed_with_lz4_and_read_back() {
     assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("lz4"));
     assert_eq!(row.get::<_, Value>(1), payload);
 }
+
+#[tokio::test]
+async fn a_database_that_cannot_take_writes_is_an_outage_503_not_a_500() {
+    let mut env = TestEnv::new().await;
+    let migrated = env.selfheal(&["migrate"]);
+    assert!(migrated.status.success(), "{migrated:?}");
+    // A failover to a read-only replica refuses writes as a full disk does: an outage, after
+    // which GitHub's delivery is asked for again.
+    env.db()
+        .await
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on',
+                 current_database()); END $$;",
+        )
+        .await
+        .unwrap();
+    env.set("SELFHEAL_MIGRATE_AT_START", "false");
+    let app = env.spawn_web().await;
+    let (status, body) = app
+        .deliver("workflow_run", &env.failing_run(9301, &now()))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("read-only"),
+        "{body}"
+    );
+}

@@ -55,6 +55,24 @@ impl From<tokio_postgres::Error> for ApiError {
                 ));
             }
         }
+        // A database that cannot take the write now (a full disk, out of memory or
+        // connections, shutting down) is an outage: 503, and GitHub's delivery is asked for
+        // again later (the redelivery sweep).
+        if let Some(code) = e.code() {
+            use tokio_postgres::error::SqlState;
+            let outage = [
+                SqlState::DISK_FULL,
+                SqlState::OUT_OF_MEMORY,
+                SqlState::INSUFFICIENT_RESOURCES,
+                SqlState::TOO_MANY_CONNECTIONS,
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::READ_ONLY_SQL_TRANSACTION,
+            ];
+            if outage.contains(code) {
+                return ApiError::Unavailable(Chain(&e).to_string());
+            }
+        }
         // A closed connection means the database went away mid-request.
         if e.is_closed() || e.as_db_error().is_none() {
             ApiError::Unavailable(Chain(&e).to_string())

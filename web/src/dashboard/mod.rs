@@ -25,9 +25,9 @@ use crate::AppState;
 
 /// How long a session lasts, on the server's clock (the cookie's own expiry is the browser's).
 const SESSION: Duration = Duration::from_secs(12 * 3600);
-/// What a wrong token costs its sender (at the sign-in form or as a bearer). One token is
-/// checked at a time: a second sender meanwhile is answered 429 at once, so guessing is slow
-/// however many connections try, and waiting senders cannot pile up.
+/// What a wrong token costs its sender (at the sign-in form or as a bearer). Wrong tokens are
+/// answered one at a time: another wrong one meanwhile is answered 429 at once, so nothing
+/// piles up. The right token never waits, whatever others send.
 const WRONG_TOKEN_PENALTY: Duration = Duration::from_secs(1);
 /// How long one page may read.
 const STATEMENT_TIMEOUT: &str = "5s";
@@ -97,14 +97,15 @@ impl Dashboard {
         digest(given).verify_slice(&expected).is_ok()
     }
 
-    /// Checks a token someone sent, one at a time, a wrong one costing a second.
+    /// Checks a token someone sent: the right one at once; a wrong one costs a second, one at
+    /// a time.
     async fn check_token(&self, given: &str) -> Checked {
-        let Ok(_one_at_a_time) = self.sign_in.try_lock() else {
-            return Checked::Busy;
-        };
         if self.valid_token(given) {
             return Checked::Valid;
         }
+        let Ok(_one_at_a_time) = self.sign_in.try_lock() else {
+            return Checked::Busy;
+        };
         tokio::time::sleep(WRONG_TOKEN_PENALTY).await;
         tracing::warn!("dashboard: a wrong token was sent");
         Checked::Wrong
@@ -125,7 +126,7 @@ impl Dashboard {
 enum Checked {
     Valid,
     Wrong,
-    /// Another token is being checked.
+    /// Wrong, and another wrong token is being answered.
     Busy,
 }
 
@@ -133,7 +134,7 @@ fn too_many() -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, "1")],
-        "a token is being checked; try again in a second\n",
+        "wrong token; another is being answered: try again in a second\n",
     )
         .into_response()
 }
@@ -195,20 +196,20 @@ async fn require_session(
     request: Request,
     next: Next,
 ) -> Response {
+    // Only a bearer token is the dashboard's: other schemes (a proxy's Basic) are not.
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or_default().to_string());
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|v| v.trim().to_string());
     match bearer {
         // A tool: its token, checked like a sign-in.
-        Some(value) => {
-            let token = value.strip_prefix("Bearer ").unwrap_or_default().trim();
-            match dashboard.check_token(token).await {
-                Checked::Valid => next.run(request).await,
-                Checked::Wrong => (StatusCode::UNAUTHORIZED, "wrong token\n").into_response(),
-                Checked::Busy => too_many(),
-            }
-        }
+        Some(token) => match dashboard.check_token(&token).await {
+            Checked::Valid => next.run(request).await,
+            Checked::Wrong => (StatusCode::UNAUTHORIZED, "wrong token\n").into_response(),
+            Checked::Busy => too_many(),
+        },
         None if dashboard.has_session(request.headers()) => next.run(request).await,
         // A person without a session is sent to sign in.
         None => Redirect::to("/dashboard/login").into_response(),
