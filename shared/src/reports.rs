@@ -105,6 +105,11 @@ pub struct PatchOutcome {
     pub validated_rate: f64,
     /// None while nothing was delivered.
     pub merged_rate: Option<f64>,
+    /// Patches the validate stage judged in the sandbox, and those it proved.
+    pub proofs: i64,
+    pub proved: i64,
+    /// None while none was judged.
+    pub proved_rate: Option<f64>,
 }
 
 /// Every class and strategy, of the runs of one repository or all since `since`.
@@ -118,7 +123,9 @@ pub async fn patch_outcomes(
             "SELECT class, strategy, sum(patches)::int8, sum(validated)::int8,
                     sum(delivered)::int8, sum(merged)::int8,
                     round(sum(validated) / sum(patches), 4)::float8,
-                    round(sum(merged) / nullif(sum(delivered), 0), 4)::float8
+                    round(sum(merged) / nullif(sum(delivered), 0), 4)::float8,
+                    sum(proofs)::int8, sum(proved)::int8,
+                    round(sum(proved) / nullif(sum(proofs), 0), 4)::float8
              FROM report_patch_outcomes
              WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
                AND ($2::text IS NULL OR repository = $2)
@@ -138,6 +145,9 @@ pub async fn patch_outcomes(
             merged: r.get(5),
             validated_rate: r.get(6),
             merged_rate: r.get(7),
+            proofs: r.get(8),
+            proved: r.get(9),
+            proved_rate: r.get(10),
         })
         .collect())
 }

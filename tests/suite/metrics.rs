@@ -189,6 +189,24 @@ async fn web_metrics_carry_the_fleet_figures_from_postgres_with_known_answers() 
     let running_for = value("selfheal_stage_oldest_attempt_seconds").unwrap();
     assert!((89.0..150.0).contains(&running_for), "{running_for}");
 
+    // The proof per class and strategy: the healed run's revert was proved, and no other
+    // patch was judged.
+    let outcomes = selfheal_shared::reports::patch_outcomes(
+        &db,
+        None,
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let proofs: Vec<(String, String, i64, i64, Option<f64>)> = outcomes
+        .into_iter()
+        .filter(|o| o.proofs > 0)
+        .map(|o| (o.class, o.strategy, o.proofs, o.proved, o.proved_rate))
+        .collect();
+    assert_eq!(
+        proofs,
+        [("test".into(), "revert_culprit".into(), 1, 1, Some(1.0))]
+    );
     // The accuracy report reads the same outcomes: of acme/widgets' three test diagnoses that
     // week, one confirmed and one overturned.
     let row = db
