@@ -115,11 +115,14 @@ pr=$(sql "SELECT pr_number FROM deliveries WHERE run_id = '$run' AND kind = 'pul
 log "validation: $verdict; pull request #$pr; stages run by the stack's workers"
 # What Prometheus would scrape: web's fleet figures (from Postgres) count the run, and the
 # workers' own figures count the stages they ran (each replica on its metrics port).
-curl -fsS -o /dev/null -w '%{http_code}' "$web/metrics" | grep -qx 404 ||
-  fail "/metrics is served on web's public port though SELFHEAL_METRICS_BIND is set"
-dc exec -T web curl -fsS http://127.0.0.1:9464/metrics |
-  grep -qx 'selfheal_runs_finished_total{status="succeeded"} 1.0' ||
-  fail "web's /metrics does not count the finished run"
+public=$(curl -sS -o /dev/null -w '%{http_code}' "$web/metrics" || true)
+[ "$public" = 404 ] ||
+  fail "/metrics answers $public on web's public port though SELFHEAL_METRICS_BIND is set"
+# Read whole before matching: `grep -q` stopping early would fail the pipe (pipefail).
+page=$(dc exec -T web curl -fsS http://127.0.0.1:9464/metrics) ||
+  fail "web's metrics port does not answer"
+grep -qx 'selfheal_runs_finished_total{status="succeeded"} 1.0' <<<"$page" ||
+  fail "web's /metrics does not count the finished run: $(grep -E 'runs_finished|fleet_metrics_up' <<<"$page" | tr '\n' ' ')"
 delivered=0
 for id in "${workers[@]}"; do
   n=$(docker exec "$id" curl -fsS http://127.0.0.1:9464/metrics |
