@@ -265,7 +265,9 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// (requests per second, p50 ms, p99 ms, refused) over all rounds of one receiver.
-pub(crate) fn figures(rounds: &[Round]) -> (f64, f64, f64, usize) {
+pub(crate) type Figures = (f64, f64, f64, usize);
+
+pub(crate) fn figures(rounds: &[Round]) -> Figures {
     let mut all: Vec<Duration> = rounds.iter().flat_map(|r| r.latencies.clone()).collect();
     all.sort();
     let seconds: f64 = rounds.iter().map(|r| r.elapsed.as_secs_f64()).sum();
@@ -276,6 +278,26 @@ pub(crate) fn figures(rounds: &[Round]) -> (f64, f64, f64, usize) {
         percentile(&all, 0.99),
         refused,
     )
+}
+
+/// The figures of each receiver, a row each under a header naming the first column.
+pub(crate) fn table(first: &str, rows: &[(&str, Figures)]) {
+    let width = rows
+        .iter()
+        .map(|(name, _)| name.len())
+        .chain([first.len(), 40])
+        .max()
+        .unwrap_or(40);
+    println!(
+        "  {first:<width$} {:>9} {:>9} {:>9} {:>8}",
+        "req/s", "p50 ms", "p99 ms", "refused"
+    );
+    for (name, f) in rows {
+        println!(
+            "  {name:<width$} {:>9.0} {:>9.1} {:>9.1} {:>8}",
+            f.0, f.1, f.2, f.3
+        );
+    }
 }
 
 /// Removes a bench's Redis keys (its queue prefix), best effort.
@@ -485,19 +507,13 @@ pub async fn ingest_bench(
         "ingest: {rounds} alternating rounds of {seconds} s, {connections} connections, signed {} KB workflow_run failures, a new run each request, bodies stored as jsonb ({compression} compression) by both",
         template.len() / 1024
     );
-    println!(
-        "  {:<40} {:>9} {:>9} {:>9} {:>8}",
-        "receiver", "req/s", "p50 ms", "p99 ms", "refused"
+    table(
+        "receiver",
+        &[
+            ("bare (HMAC, INSERT, LPUSH)", b),
+            ("selfheal web (incident, run, outbox, audit)", s),
+        ],
     );
-    for (name, f) in [
-        ("bare (HMAC, INSERT, LPUSH)", b),
-        ("selfheal web (incident, run, outbox, audit)", s),
-    ] {
-        println!(
-            "  {:<40} {:>9.0} {:>9.1} {:>9.1} {:>8}",
-            name, f.0, f.1, f.2, f.3
-        );
-    }
     println!(
         "  ratio selfheal / bare: {:.2}x throughput, p99 {:.1}x (selfheal's rounds last until its audit rows are linked: {:.2} s of them in all)",
         s.0 / b.0.max(f64::EPSILON),
@@ -510,16 +526,7 @@ pub async fn ingest_bench(
         println!(
             "paced: {rate} requests/s for {seconds} s each round, latency from when each was due"
         );
-        println!(
-            "  {:<40} {:>9} {:>9} {:>9} {:>8}",
-            "receiver", "req/s", "p50 ms", "p99 ms", "refused"
-        );
-        for (name, f) in [("bare", bp), ("selfheal web", sp)] {
-            println!(
-                "  {:<40} {:>9.0} {:>9.1} {:>9.1} {:>8}",
-                name, f.0, f.1, f.2, f.3
-            );
-        }
+        table("receiver", &[("bare", bp), ("selfheal web", sp)]);
         refused += bp.3 + sp.3;
     }
     anyhow::ensure!(

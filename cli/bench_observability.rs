@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::routing::post;
 use uuid::Uuid;
 
-use crate::bench_ingest::{audit_drain, drive, figures, template, Round};
+use crate::bench_ingest::{audit_drain, drive, figures, table, template, Round};
 
 /// A child process that ends with the bench.
 struct Web(Child);
@@ -187,19 +187,13 @@ pub async fn observability_bench(
         "observability: {rounds} alternating rounds of {seconds} s, {connections} connections, signed {} KB workflow_run failures, a new run each request; two selfheal web processes, the same binary and settings on one database",
         template.len() / 1024
     );
-    println!(
-        "  {:<46} {:>9} {:>9} {:>9} {:>8}",
-        "selfheal web", "req/s", "p50 ms", "p99 ms", "refused"
+    table(
+        "selfheal web",
+        &[
+            ("unobserved (no traces, not scraped)", p),
+            ("traced (OTLP) and scraped every second", o),
+        ],
     );
-    for (name, f) in [
-        ("unobserved (no traces, not scraped)", p),
-        ("traced (OTLP) and scraped every second", o),
-    ] {
-        println!(
-            "  {:<46} {:>9.0} {:>9.1} {:>9.1} {:>8}",
-            name, f.0, f.1, f.2, f.3
-        );
-    }
     println!(
         "  ratio observed / unobserved: {:.2}x throughput, p50 {:.2}x, p99 {:.2}x ({exported} OTLP exports, {} KB of spans; {} scrapes)",
         o.0 / p.0.max(f64::EPSILON),

@@ -2,6 +2,14 @@
 //! view, the same figures a team gets by querying the view itself).
 
 use chrono::{DateTime, Utc};
+
+/// The condition every weekly report is read by: its weeks from the one `$1` (`since`) falls in,
+/// Monday 00:00 UTC, whatever the session's time zone.
+macro_rules! since_week {
+    () => {
+        "week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+    };
+}
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
@@ -29,12 +37,16 @@ pub async fn mttr_weekly(
 ) -> Result<Vec<MttrWeek>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT repository, week, class, incidents, resolved,
+            concat!(
+                "SELECT repository, week, class, incidents, resolved,
                     mttr_p50_seconds, mttr_p95_seconds, mttr_mean_seconds
              FROM report_mttr_weekly
-             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+             WHERE ",
+                since_week!(),
+                "
                AND ($2::text IS NULL OR repository = $2)
-             ORDER BY week DESC, repository, class",
+             ORDER BY week DESC, repository, class"
+            ),
             &[&since, &repository],
         )
         .await?;
@@ -72,11 +84,15 @@ pub async fn fix_rate(
 ) -> Result<Vec<FixRateWeek>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT repository, week, incidents, resolved, healed, fix_rate::float8
+            concat!(
+                "SELECT repository, week, incidents, resolved, healed, fix_rate::float8
              FROM report_fix_rate
-             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+             WHERE ",
+                since_week!(),
+                "
                AND ($2::text IS NULL OR repository = $2)
-             ORDER BY week DESC, repository",
+             ORDER BY week DESC, repository"
+            ),
             &[&since, &repository],
         )
         .await?;
@@ -120,17 +136,21 @@ pub async fn patch_outcomes(
 ) -> Result<Vec<PatchOutcome>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT class, strategy, sum(patches)::int8, sum(validated)::int8,
+            concat!(
+                "SELECT class, strategy, sum(patches)::int8, sum(validated)::int8,
                     sum(delivered)::int8, sum(merged)::int8,
                     round(sum(validated) / sum(patches), 4)::float8,
                     round(sum(merged) / nullif(sum(delivered), 0), 4)::float8,
                     sum(proofs)::int8, sum(proved)::int8,
                     round(sum(proved) / nullif(sum(proofs), 0), 4)::float8
              FROM report_patch_outcomes
-             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+             WHERE ",
+                since_week!(),
+                "
                AND ($2::text IS NULL OR repository = $2)
              GROUP BY 1, 2
-             ORDER BY 1, 2",
+             ORDER BY 1, 2"
+            ),
             &[&since, &repository],
         )
         .await?;
@@ -227,12 +247,16 @@ pub async fn cost_weekly(
 ) -> Result<Vec<CostWeek>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT installation_id, week, runs, ai_tokens, ai_cost_usd::float8,
+            concat!(
+                "SELECT installation_id, week, runs, ai_tokens, ai_cost_usd::float8,
                     patch_validate_minutes::float8, healed
              FROM report_cost_weekly
-             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+             WHERE ",
+                since_week!(),
+                "
                AND ($2::int8 IS NULL OR installation_id = $2)
-             ORDER BY week DESC, installation_id",
+             ORDER BY week DESC, installation_id"
+            ),
             &[&since, &installation],
         )
         .await?;
@@ -277,11 +301,15 @@ pub async fn diagnosis_accuracy(
 ) -> Result<Vec<AccuracyWeek>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT repository, week, class, diagnoses, confirmed, overturned, accuracy::float8
+            concat!(
+                "SELECT repository, week, class, diagnoses, confirmed, overturned, accuracy::float8
              FROM report_diagnosis_accuracy
-             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+             WHERE ",
+                since_week!(),
+                "
                AND ($2::text IS NULL OR repository = $2)
-             ORDER BY week DESC, repository, class",
+             ORDER BY week DESC, repository, class"
+            ),
             &[&since, &repository],
         )
         .await?;
@@ -320,11 +348,15 @@ pub async fn precision(
 ) -> Result<Vec<PrecisionWeek>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT repository, week, merged, settled, reverted, precision::float8
+            concat!(
+                "SELECT repository, week, merged, settled, reverted, precision::float8
              FROM report_precision
-             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+             WHERE ",
+                since_week!(),
+                "
                AND ($2::text IS NULL OR repository = $2)
-             ORDER BY week DESC, repository",
+             ORDER BY week DESC, repository"
+            ),
             &[&since, &repository],
         )
         .await?;
@@ -363,12 +395,16 @@ pub async fn time_to_green(
 ) -> Result<Vec<TimeToGreenWeek>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT repository, week, healed, to_fix_p50_seconds, to_merge_p50_seconds,
+            concat!(
+                "SELECT repository, week, healed, to_fix_p50_seconds, to_merge_p50_seconds,
                     to_green_p50_seconds
              FROM report_time_to_green
-             WHERE week >= date_trunc('week', $1::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+             WHERE ",
+                since_week!(),
+                "
                AND ($2::text IS NULL OR repository = $2)
-             ORDER BY week DESC, repository",
+             ORDER BY week DESC, repository"
+            ),
             &[&since, &repository],
         )
         .await?;

@@ -192,12 +192,7 @@ async fn audit_log_rejects_updates_and_deletes() {
 async fn the_app_role_runs_selfheal_but_reaches_the_audit_log_only_through_its_function() {
     let mut env = TestEnv::new().await;
     // The owner migrates (as `selfheal migrate` would)...
-    let out = env.selfheal(&["migrate"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.migrate();
     // ...and web and the worker connect as a login role in `selfheal_app`, never migrating.
     let role = format!("{}_app", env.tag);
     env.db()

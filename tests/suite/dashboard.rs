@@ -23,8 +23,7 @@ fn no_redirects() -> reqwest::Client {
 /// Two incidents of the last days: one healed by selfheal's merged format fix (its excerpt,
 /// branch and diff hostile markup), one still open whose pull request URL points off GitHub.
 async fn seed(env: &TestEnv) -> (uuid::Uuid, uuid::Uuid) {
-    let migrated = env.selfheal(&["migrate"]);
-    assert!(migrated.status.success(), "{migrated:?}");
+    env.migrate();
     let db = env.db().await;
     db.batch_execute(
         "INSERT INTO installations (id, account_login) VALUES (1, 'acme');

@@ -64,8 +64,7 @@ async fn a_heals_events_reach_both_sinks_once_each_though_the_endpoint_was_down_
     env.set("SELFHEAL_EVENTS_INTERVAL_MS", "200");
     env.set("SELFHEAL_EVENTS_RETRY_MAX_SECS", "1");
     // The schema first: the test reads the events' tables from the start.
-    let migrated = env.selfheal(&["migrate"]);
-    assert!(migrated.status.success(), "{migrated:?}");
+    env.migrate();
     let app = env.spawn_web().await;
     let _worker = env.spawn_worker("w1");
     // The sinks register when the worker starts: events are kept from then on.
@@ -188,8 +187,7 @@ async fn a_heals_events_reach_both_sinks_once_each_though_the_endpoint_was_down_
 #[tokio::test]
 async fn without_a_sink_no_event_is_kept_and_the_app_role_cannot_forge_one() {
     let env = TestEnv::new().await;
-    let migrated = env.selfheal(&["migrate"]);
-    assert!(migrated.status.success(), "{migrated:?}");
+    env.migrate();
     let app = env.spawn_web().await;
     let (status, _) = app
         .deliver("workflow_run", &env.failing_run(2201, &now()))

@@ -84,8 +84,7 @@ async fn healed(
 #[tokio::test]
 async fn precision_counts_reverts_within_fourteen_days_and_time_to_green_splits_the_wait() {
     let env = TestEnv::new().await;
-    let migrated = env.selfheal(&["migrate"]);
-    assert!(migrated.status.success(), "{migrated:?}");
+    env.migrate();
     let app = env.spawn_web().await;
     let repository = env.failing_run(1, &now())["repository"].clone();
     let (repo_id, full_name) = (

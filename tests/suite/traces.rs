@@ -97,8 +97,7 @@ async fn a_run_is_one_trace_from_the_webhook_through_every_stage_in_every_worker
     env.set("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
     // Exported within a fraction of a second, not the SDK's default 5 s.
     env.set("OTEL_BSP_SCHEDULE_DELAY", "200");
-    let migrated = env.selfheal(&["migrate"]);
-    assert!(migrated.status.success(), "{migrated:?}");
+    env.migrate();
     let (web, _web_process) = env.spawn_web_process("web").await;
     let _a = env.spawn_worker("a");
     let _b = env.spawn_worker("b");

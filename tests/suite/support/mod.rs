@@ -577,6 +577,13 @@ impl TestEnv {
         self.db().await.query_one(sql, &[]).await.unwrap().get(0)
     }
 
+    /// The schema in place before anything reads it (web migrates as it starts, but a test
+    /// may read or seed the tables first).
+    pub fn migrate(&self) {
+        let out = self.selfheal(&["migrate"]);
+        assert!(out.status.success(), "selfheal migrate: {out:?}");
+    }
+
     /// Has the workers spawned from now on serve `/metrics` (web keeps its own on its port);
     /// the address to scrape.
     pub fn worker_metrics(&mut self) -> String {

@@ -158,6 +158,17 @@ struct Query {
     sql: &'static str,
 }
 
+/// The stage jobs waiting to start: committed to the outbox for a run still in flight, no
+/// attempt at their stage yet. Counted and aged by two figures.
+macro_rules! waiting_jobs {
+    () => {
+        "FROM runs r JOIN outbox o ON o.run_id = r.id
+         WHERE r.status IN ('queued', 'running')
+           AND NOT EXISTS (SELECT 1 FROM stage_attempts a
+                           WHERE a.run_id = o.run_id AND a.stage = o.stage)"
+    };
+}
+
 const QUERIES: &[Query] = &[
     Query {
         name: "runs_in_flight",
@@ -181,22 +192,17 @@ const QUERIES: &[Query] = &[
         help: "Stage jobs of unfinished runs committed to the outbox whose stage has not started",
         kind: Kind::Gauge,
         labels: &[],
-        sql: "SELECT count(*)::float8
-              FROM runs r JOIN outbox o ON o.run_id = r.id
-              WHERE r.status IN ('queued', 'running')
-                AND NOT EXISTS (SELECT 1 FROM stage_attempts a
-                                WHERE a.run_id = o.run_id AND a.stage = o.stage)",
+        sql: concat!("SELECT count(*)::float8 ", waiting_jobs!()),
     },
     Query {
         name: "queue_oldest_job_age_seconds",
         help: "Age of the oldest stage job waiting to start (0 when none waits)",
         kind: Kind::Gauge,
         labels: &[],
-        sql: "SELECT coalesce(extract(epoch FROM now() - min(o.created_at)), 0)::float8
-              FROM runs r JOIN outbox o ON o.run_id = r.id
-              WHERE r.status IN ('queued', 'running')
-                AND NOT EXISTS (SELECT 1 FROM stage_attempts a
-                                WHERE a.run_id = o.run_id AND a.stage = o.stage)",
+        sql: concat!(
+            "SELECT coalesce(extract(epoch FROM now() - min(o.created_at)), 0)::float8 ",
+            waiting_jobs!()
+        ),
     },
     Query {
         name: "outbox_unpushed",
