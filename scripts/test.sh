@@ -13,6 +13,18 @@ bash scripts/services.sh up
 # The Kubernetes manifests against Kubernetes' schemas (tests/suite/deploy.rs checks them against
 # selfheal).
 bash scripts/check-deploy.sh
+# The release workflow against GitHub's workflow schema and shellcheck (tests/suite/release.rs
+# checks what it does).
+bash scripts/check-release.sh
+# cargo deny (licences, bans, sources; advisories where RustSec's database can be fetched) and
+# the SBOM. Exit 3 is "everything passed but advisories were NOT checked": GitHub, where the
+# database lives, is out of reach here; the release workflow checks them.
+supply=0
+bash scripts/supply-chain.sh || supply=$?
+if [ "$supply" != 0 ] && [ "$supply" != 3 ]; then
+  echo "[test] scripts/supply-chain.sh failed (exit $supply)" >&2
+  exit "$supply"
+fi
 # shellcheck disable=SC1091
 source target/services/env
 cargo build --quiet --workspace --all-targets

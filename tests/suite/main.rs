@@ -35,6 +35,7 @@ mod pipeline;
 mod precision;
 mod real_repositories;
 mod redeliver;
+mod release;
 mod reporting;
 mod resilience;
 mod sandbox;
