@@ -32,7 +32,7 @@ fn runs(job: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn uses<'a>(job: &'a Value) -> Vec<&'a str> {
+fn uses(job: &Value) -> Vec<&str> {
     let mut all: Vec<&str> = job["steps"]
         .as_array()
         .map(|steps| steps.iter().filter_map(|s| s["uses"].as_str()).collect())
