@@ -9,6 +9,7 @@ pub mod ai;
 pub mod changes;
 pub mod diagnose;
 pub mod heal;
+pub mod invariants;
 pub mod policy;
 pub mod sandbox;
 pub mod workflow;

@@ -1,0 +1,346 @@
+//! The invariants every fix keeps, whatever made it: tests kept (none removed, skipped or
+//! weakened), no failure muted, no protected path, the diff within its cap, no secret added,
+//! no network or process call added to test code, lockfiles touched only by dependency fixes.
+//! They are Rego (`policies/invariants.rego`, carried inside, with its tests in
+//! `policies/invariants_test.rego`) over a structured description of the change: its files,
+//! their language and kind, and what each added or removed line does ([`lines`]).
+//!
+//! A repository may add its own policies in `.github/selfheal/policies/`: each is evaluated
+//! in an engine of its own, over the same input, and only its `deny` set is read, so it can
+//! add denials and never take one away. They come from the repository, so from anyone who
+//! can push: their size, number and evaluation time are capped, and one that cannot be
+//! evaluated denies (fail closed) rather than being skipped.
+
+pub mod diff;
+pub mod lines;
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use regorus::utils::limits::{ExecutionTimerConfig, PolicyLengthConfig};
+use serde::Serialize;
+
+use self::diff::Status;
+use self::lines::{Facts, Language, Reader};
+
+pub const DEFAULT_POLICY: &str = include_str!("../../../policies/invariants.rego");
+pub const POLICY_TESTS: &str = include_str!("../../../policies/invariants_test.rego");
+/// Where a repository keeps policies of its own.
+pub const REPOSITORY_DIR: &str = ".github/selfheal/policies";
+/// A repository's policies are read up to this many files of this size.
+pub const REPOSITORY_MAX_FILES: usize = 16;
+pub const REPOSITORY_MAX_BYTES: usize = 64 * 1024;
+/// One policy's evaluation may take this long.
+const EVALUATION_LIMIT: Duration = Duration::from_secs(2);
+
+/// What the file is for, as far as the invariants care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Test,
+    Lockfile,
+    /// A CI pipeline's definition.
+    Ci,
+    /// Scripts and build files: lines there are commands.
+    Script,
+    Source,
+    Other,
+}
+
+impl Kind {
+    pub fn of(path: &str) -> Kind {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        const LOCKFILES: &[&str] = &[
+            "Cargo.lock",
+            "package-lock.json",
+            "npm-shrinkwrap.json",
+            "yarn.lock",
+            "pnpm-lock.yaml",
+            "bun.lockb",
+            "poetry.lock",
+            "Pipfile.lock",
+            "uv.lock",
+            "pdm.lock",
+            "go.sum",
+            "Gemfile.lock",
+            "composer.lock",
+            "gradle.lockfile",
+            "mix.lock",
+            "packages.lock.json",
+        ];
+        if LOCKFILES.contains(&name) {
+            return Kind::Lockfile;
+        }
+        if path.starts_with(".github/workflows/")
+            || path.starts_with(".circleci/")
+            || path.starts_with(".buildkite/")
+            || matches!(
+                name,
+                ".gitlab-ci.yml" | ".travis.yml" | "Jenkinsfile" | "azure-pipelines.yml"
+            )
+        {
+            return Kind::Ci;
+        }
+        if is_test_path(path) {
+            return Kind::Test;
+        }
+        match Language::of(path) {
+            Language::Shell | Language::Make => Kind::Script,
+            Language::Yaml | Language::Toml | Language::Json | Language::Ini | Language::Other => {
+                if name == "package.json" || name == "tox.ini" || name == "noxfile.py" {
+                    Kind::Script
+                } else {
+                    Kind::Other
+                }
+            }
+            _ => Kind::Source,
+        }
+    }
+}
+
+fn is_test_path(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let stem = name.split('.').next().unwrap_or(name);
+    path.split('/').any(|dir| {
+        matches!(
+            dir,
+            "tests" | "test" | "__tests__" | "spec" | "testdata" | "testing"
+        )
+    }) || path.contains("/src/test/")
+        || path.starts_with("src/test/")
+        || stem.starts_with("test_")
+        || stem.ends_with("_test")
+        || stem.ends_with("_spec")
+        || name.contains(".test.")
+        || name.contains(".spec.")
+        || stem.ends_with("Test")
+        || stem.ends_with("Tests")
+        || name == "conftest.py"
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    pub line: usize,
+    pub text: String,
+    #[serde(flatten)]
+    pub facts: Facts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct File {
+    pub path: String,
+    pub status: Status,
+    pub language: Language,
+    pub kind: Kind,
+    pub added: Vec<Line>,
+    pub removed: Vec<Line>,
+}
+
+/// The input every invariant policy reads (docs/invariants.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// The failure's class (`format`, `dependency`, …).
+    pub class: String,
+    /// How the fix was made (`format`, `revert`, `ai_patch`, …).
+    pub strategy: String,
+    /// Added plus removed lines.
+    pub diff_lines: usize,
+    pub max_diff_lines: usize,
+    pub protected_paths: Vec<String>,
+    pub files: Vec<File>,
+}
+
+impl Change {
+    pub fn describe(
+        diff: &str,
+        class: &str,
+        strategy: &str,
+        max_diff_lines: usize,
+        protected_paths: &[String],
+    ) -> Change {
+        let files: Vec<File> = diff::parse(diff)
+            .into_iter()
+            .map(|f| {
+                let language = Language::of(&f.path);
+                let kind = Kind::of(&f.path);
+                let shell_like = matches!(kind, Kind::Ci | Kind::Script);
+                let side = |lines: Vec<(usize, String)>| {
+                    let mut reader = Reader::new(language, shell_like);
+                    lines
+                        .into_iter()
+                        .map(|(line, text)| Line {
+                            facts: reader.read(&text),
+                            line,
+                            text,
+                        })
+                        .collect::<Vec<_>>()
+                };
+                File {
+                    path: f.path,
+                    status: f.status,
+                    language,
+                    kind,
+                    added: side(f.added),
+                    removed: side(f.removed),
+                }
+            })
+            .collect();
+        Change {
+            class: class.into(),
+            strategy: strategy.into(),
+            diff_lines: files.iter().map(|f| f.added.len() + f.removed.len()).sum(),
+            max_diff_lines,
+            protected_paths: protected_paths.to_vec(),
+            files,
+        }
+    }
+}
+
+/// A policy of the repository's own, as read from `.github/selfheal/policies/`.
+#[derive(Debug, Clone)]
+pub struct RepositoryPolicy {
+    pub path: String,
+    pub text: String,
+}
+
+/// Why a change may not be delivered, by whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Denial {
+    /// `selfheal` for the built-in invariants, else the repository policy's path.
+    pub policy: String,
+    /// The invariant's name (the text before the first `: ` of the policy's message), for
+    /// reports; `policy` for a repository's denial without one.
+    pub invariant: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvariantError {
+    #[error("the invariants policy cannot be evaluated: {0}")]
+    Policy(String),
+}
+
+fn engine() -> regorus::Engine {
+    let mut engine = regorus::Engine::new();
+    engine.set_execution_timer_config(ExecutionTimerConfig {
+        limit: EVALUATION_LIMIT,
+        check_interval: NonZeroU32::new(64).expect("non-zero"),
+    });
+    engine.set_policy_length_config(PolicyLengthConfig {
+        max_col: NonZeroU32::new(4096).expect("non-zero"),
+        max_file_bytes: NonZeroUsize::new(REPOSITORY_MAX_BYTES).expect("non-zero"),
+        max_lines: NonZeroUsize::new(5_000).expect("non-zero"),
+    });
+    engine
+}
+
+/// The `deny` set of `package` in `policy`, as strings.
+fn denials_of(name: &str, policy: &str, package: &str, input: &str) -> Result<Vec<String>, String> {
+    let mut engine = engine();
+    engine
+        .add_policy(name.into(), policy.into())
+        .map_err(|e| e.to_string())?;
+    engine.set_input_json(input).map_err(|e| e.to_string())?;
+    let deny = engine
+        .eval_rule(format!("data.{package}.deny"))
+        .map_err(|e| e.to_string())?;
+    let deny: serde_json::Value =
+        serde_json::from_str(&deny.to_json_str().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    match deny {
+        // An undefined rule: this policy denies nothing.
+        serde_json::Value::Null => Ok(vec![]),
+        serde_json::Value::Array(items) => Ok(items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect()),
+        other => Err(format!("deny must be a set of messages, not {other}")),
+    }
+}
+
+/// The package a policy declares (`package a.b`).
+fn package_of(policy: &str) -> Option<&str> {
+    policy
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("package "))
+        .map(str::trim)
+        .filter(|p| {
+            !p.is_empty()
+                && p.split('.').all(|s| {
+                    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                })
+        })
+}
+
+fn denial(policy: &str, message: String) -> Denial {
+    let invariant = match message.split_once(": ") {
+        Some((name, _)) if name.chars().all(|c| c.is_ascii_lowercase() || c == '-') => {
+            name.to_string()
+        }
+        _ => policy.to_string(),
+    };
+    Denial {
+        policy: policy.to_string(),
+        invariant,
+        message,
+    }
+}
+
+/// Every denial of the built-in invariants and of the repository's policies, sorted. An
+/// error only when selfheal's own policy cannot be evaluated: a repository policy that cannot
+/// is itself a denial.
+pub fn check(
+    change: &Change,
+    builtin: &str,
+    repository: &[RepositoryPolicy],
+) -> Result<Vec<Denial>, InvariantError> {
+    let input = serde_json::to_string(change).map_err(|e| InvariantError::Policy(e.to_string()))?;
+    let mut out: Vec<Denial> =
+        denials_of("invariants.rego", builtin, "selfheal.invariants", &input)
+            .map_err(InvariantError::Policy)?
+            .into_iter()
+            .map(|m| denial("selfheal", m))
+            .collect();
+    if repository.len() > REPOSITORY_MAX_FILES {
+        out.push(denial(
+            REPOSITORY_DIR,
+            format!(
+                "repository-policy: {REPOSITORY_DIR} holds {} policies, over the {REPOSITORY_MAX_FILES} selfheal evaluates; none is skipped silently",
+                repository.len()
+            ),
+        ));
+    }
+    for p in repository.iter().take(REPOSITORY_MAX_FILES) {
+        let result = if p.text.len() > REPOSITORY_MAX_BYTES {
+            Err(format!(
+                "{} bytes, over {REPOSITORY_MAX_BYTES}",
+                p.text.len()
+            ))
+        } else {
+            match package_of(&p.text) {
+                Some(package) => denials_of(&p.path, &p.text, package, &input),
+                None => Err("no valid `package` line".into()),
+            }
+        };
+        match result {
+            Ok(messages) => out.extend(messages.into_iter().map(|m| denial(&p.path, m))),
+            Err(e) => out.push(denial(
+                &p.path,
+                format!(
+                    "repository-policy: {} cannot be evaluated, so it denies: {e}",
+                    p.path
+                ),
+            )),
+        }
+    }
+    out.sort_by(|a, b| (&a.policy, &a.message).cmp(&(&b.policy, &b.message)));
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,441 @@
+use super::*;
+
+fn change(diff: &str, class: &str) -> Change {
+    Change::describe(
+        diff,
+        class,
+        "ai_patch",
+        500,
+        &[".github/workflows/".to_string()],
+    )
+}
+
+fn denials(diff: &str, class: &str) -> Vec<String> {
+    check(&change(diff, class), DEFAULT_POLICY, &[])
+        .unwrap()
+        .into_iter()
+        .map(|d| d.message)
+        .collect()
+}
+
+/// A one-file diff: `removed` lines then `added` lines, in one hunk at line 10.
+fn diff(path: &str, removed: &[&str], added: &[&str]) -> String {
+    let mut d = format!(
+        "diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n@@ -10,{} +10,{} @@\n",
+        removed.len(),
+        added.len()
+    );
+    for l in removed {
+        d.push_str(&format!("-{l}\n"));
+    }
+    for l in added {
+        d.push_str(&format!("+{l}\n"));
+    }
+    d
+}
+
+fn assert_denied(d: &str, class: &str, invariant: &str) {
+    let got = denials(d, class);
+    assert!(
+        got.iter().any(|m| m.starts_with(&format!("{invariant}: "))),
+        "expected a {invariant} denial of\n{d}\ngot {got:?}"
+    );
+}
+
+fn assert_kept(d: &str, class: &str) {
+    let got = denials(d, class);
+    assert!(got.is_empty(), "expected no denial of\n{d}\ngot {got:?}");
+}
+
+/// Every `test_` rule of policies/invariants_test.rego, evaluated with the policy it tests.
+#[test]
+fn the_policys_own_rego_tests_pass() {
+    let mut engine = regorus::Engine::new();
+    engine
+        .add_policy("invariants.rego".into(), DEFAULT_POLICY.into())
+        .unwrap();
+    engine
+        .add_policy("invariants_test.rego".into(), POLICY_TESTS.into())
+        .unwrap();
+    let names: Vec<&str> = POLICY_TESTS
+        .lines()
+        .filter_map(|l| l.strip_prefix("test_"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert!(names.len() >= 9, "{names:?}");
+    for name in names {
+        let result = engine
+            .eval_rule(format!("data.selfheal.invariants.test_{name}"))
+            .unwrap();
+        assert_eq!(
+            result,
+            regorus::Value::from(true),
+            "test_{name} is not true"
+        );
+    }
+}
+
+#[test]
+fn tests_kept_in_several_languages() {
+    // Removed.
+    assert_denied(
+        &diff(
+            "tests/parse.rs",
+            &[
+                "#[test]",
+                "fn parses_empty() {",
+                "    assert_eq!(parse(\"\"), None);",
+                "}",
+            ],
+            &[],
+        ),
+        "test",
+        "tests-kept",
+    );
+    assert_denied(
+        &diff(
+            "tests/test_parse.py",
+            &["def test_empty():", "    assert parse('') is None"],
+            &[],
+        ),
+        "test",
+        "tests-kept",
+    );
+    assert_denied(
+        &diff(
+            "parse_test.go",
+            &[
+                "func TestEmpty(t *testing.T) {",
+                "\tif parse(\"\") != nil { t.Fatal(\"x\") }",
+                "}",
+            ],
+            &[],
+        ),
+        "test",
+        "tests-kept",
+    );
+    // Skipped.
+    assert_denied(
+        &diff("tests/parse.rs", &["#[test]"], &["#[test]", "#[ignore]"]),
+        "test",
+        "tests-kept",
+    );
+    assert_denied(
+        &diff(
+            "src/parse.test.ts",
+            &["it('parses', () => {"],
+            &["it.skip('parses', () => {"],
+        ),
+        "test",
+        "tests-kept",
+    );
+    assert_denied(
+        &diff(
+            "tests/test_parse.py",
+            &[],
+            &["@pytest.mark.skip(reason='flaky')"],
+        ),
+        "test",
+        "tests-kept",
+    );
+    assert_denied(
+        &diff("src/test/java/ParseTest.java", &[], &["    @Disabled"]),
+        "test",
+        "tests-kept",
+    );
+    // Weakened: an assertion deleted, an exact one made loose, a tautology.
+    assert_denied(
+        &diff(
+            "tests/test_parse.py",
+            &["    assert parse('1') == 1", "    assert parse('2') == 2"],
+            &["    assert parse('1') == 1"],
+        ),
+        "test",
+        "tests-kept",
+    );
+    assert_denied(
+        &diff(
+            "src/parse.test.js",
+            &["  expect(parse('1')).toBe(1);"],
+            &["  expect(parse('1')).toBeDefined();"],
+        ),
+        "test",
+        "tests-kept",
+    );
+    assert_denied(
+        &diff(
+            "tests/parse.rs",
+            &["    assert_eq!(parse(\"1\"), Some(1));"],
+            &["    assert!(true);"],
+        ),
+        "test",
+        "tests-kept",
+    );
+    // Kept: the code under test fixed, an assertion's expected value corrected, a test moved.
+    assert_kept(
+        &diff(
+            "src/parse.rs",
+            &["    s.parse().ok()"],
+            &["    s.trim().parse().ok()"],
+        ),
+        "test",
+    );
+    assert_kept(
+        &diff(
+            "tests/test_parse.py",
+            &["    assert parse('1') == 2"],
+            &["    assert parse('1') == 1"],
+        ),
+        "test",
+    );
+    let moved = diff(
+        "tests/a.rs",
+        &[
+            "#[test]",
+            "fn adds() {",
+            "    assert_eq!(add(1, 1), 2);",
+            "}",
+        ],
+        &[],
+    ) + &diff(
+        "tests/b.rs",
+        &[],
+        &[
+            "#[test]",
+            "fn adds() {",
+            "    assert_eq!(add(1, 1), 2);",
+            "}",
+        ],
+    );
+    assert_kept(&moved, "test");
+}
+
+#[test]
+fn failures_heard() {
+    assert_denied(
+        &diff(
+            ".github/workflows/ci.yml",
+            &["      - run: cargo test"],
+            &["      - run: cargo test", "        continue-on-error: true"],
+        ),
+        "test",
+        "failures-heard",
+    );
+    assert_denied(
+        &diff("Makefile", &["\tpytest"], &["\tpytest || true"]),
+        "test",
+        "failures-heard",
+    );
+    assert_denied(
+        &diff("scripts/check.sh", &[], &["set +e"]),
+        "test",
+        "failures-heard",
+    );
+    assert_denied(
+        &diff("pyproject.toml", &["fail_under = 90"], &["fail_under = 80"]),
+        "test",
+        "failures-heard",
+    );
+    assert_denied(
+        &diff(
+            "package.json",
+            &["    \"lint\": \"eslint --max-warnings 0 .\","],
+            &["    \"lint\": \"eslint --max-warnings 20 .\","],
+        ),
+        "lint",
+        "failures-heard",
+    );
+    assert_denied(
+        &diff(
+            "src/lib.rs",
+            &["fn f(v: &[u8]) {"],
+            &["#[allow(clippy::needless_range_loop)]", "fn f(v: &[u8]) {"],
+        ),
+        "lint",
+        "failures-heard",
+    );
+    assert_denied(
+        &diff("app/util.py", &["import os"], &["import os  # noqa: F401"]),
+        "lint",
+        "failures-heard",
+    );
+    assert_denied(
+        &diff("src/util.ts", &[], &["// @ts-ignore"]),
+        "compile",
+        "failures-heard",
+    );
+    // Kept: a threshold raised, a shell `||` that still fails, a lint fixed in the code.
+    assert_kept(
+        &diff("pyproject.toml", &["fail_under = 80"], &["fail_under = 90"]),
+        "test",
+    );
+    assert_kept(
+        &diff("Makefile", &["\tpytest"], &["\tpytest || exit 1"]),
+        "test",
+    );
+    assert_kept(
+        &diff(
+            "src/lib.rs",
+            &["    for i in 0..v.len() { s += v[i]; }"],
+            &["    for x in v { s += x; }"],
+        ),
+        "lint",
+    );
+}
+
+#[test]
+fn scope_secrets_and_offline_tests() {
+    assert_denied(
+        &diff(".github/workflows/ci.yml", &["on: push"], &["on: [push]"]),
+        "infra",
+        "scope",
+    );
+    let big: Vec<String> = (0..300).map(|i| format!("let x{i} = {i};")).collect();
+    let big: Vec<&str> = big.iter().map(String::as_str).collect();
+    assert_denied(&diff("src/lib.rs", &big, &big), "format", "scope");
+    assert_denied(
+        &diff(
+            "Cargo.lock",
+            &["version = \"1.0.0\""],
+            &["version = \"1.0.1\""],
+        ),
+        "compile",
+        "scope",
+    );
+    assert_kept(
+        &diff(
+            "Cargo.lock",
+            &["version = \"1.0.0\""],
+            &["version = \"1.0.1\""],
+        ),
+        "dependency",
+    );
+    assert_denied(
+        &diff(
+            "config/settings.py",
+            &[],
+            &["API = 'sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345'"],
+        ),
+        "compile",
+        "no-secrets",
+    );
+    assert_denied(
+        &diff(
+            "src/db.rs",
+            &[],
+            &["const URL: &str = \"postgres://app:hunter22@db/app\";"],
+        ),
+        "compile",
+        "no-secrets",
+    );
+    assert_kept(
+        &diff(
+            "src/db.rs",
+            &[],
+            &["const URL: &str = \"postgres://db/app\";"],
+        ),
+        "compile",
+    );
+    assert_denied(
+        &diff(
+            "tests/test_api.py",
+            &[],
+            &["    r = requests.get('https://example.com')"],
+        ),
+        "test",
+        "tests-offline",
+    );
+    assert_denied(
+        &diff(
+            "api_test.go",
+            &[],
+            &["\tout, _ := exec.Command(\"curl\", url).Output()"],
+        ),
+        "test",
+        "tests-offline",
+    );
+    assert_denied(
+        &diff("src/api.test.js", &[], &["  const r = await fetch(url);"]),
+        "test",
+        "tests-offline",
+    );
+    // The same call in production code is the code's business.
+    assert_kept(
+        &diff("src/api.js", &[], &["  const r = await fetch(url);"]),
+        "test",
+    );
+}
+
+#[test]
+fn a_repository_policy_adds_denials_and_cannot_take_one_away() {
+    let ours = RepositoryPolicy {
+        path: ".github/selfheal/policies/no-migrations.rego".into(),
+        text: "package acme.fixes\nimport rego.v1\ndeny contains msg if {\n some f in input.files\n startswith(f.path, \"migrations/\")\n msg := sprintf(\"migrations: %s is changed by people only\", [f.path])\n}\n".into(),
+    };
+    let d = diff("migrations/V2.sql", &["SELECT 1;"], &["SELECT 2;"]);
+    let got = check(
+        &change(&d, "compile"),
+        DEFAULT_POLICY,
+        std::slice::from_ref(&ours),
+    )
+    .unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].policy, ours.path);
+    assert_eq!(got[0].invariant, "migrations");
+    // A policy that says `deny := set()` in selfheal's package, or any package, changes only
+    // its own answer: the built-in denial stays.
+    let sneaky = RepositoryPolicy {
+        path: ".github/selfheal/policies/allow.rego".into(),
+        text: "package selfheal.invariants\nimport rego.v1\ndeny := set()\n".into(),
+    };
+    let d = diff("tests/a.rs", &[], &["#[ignore]"]);
+    let got = check(&change(&d, "test"), DEFAULT_POLICY, &[sneaky]).unwrap();
+    assert!(
+        got.iter()
+            .any(|d| d.policy == "selfheal" && d.invariant == "tests-kept"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_repository_policy_that_cannot_be_evaluated_denies() {
+    let d = diff("src/lib.rs", &["a"], &["b"]);
+    for (text, why) in [
+        ("package broken\ndeny contains x if {".to_string(), "does not parse"),
+        ("no package here".to_string(), "no package"),
+        ("package big\n".to_string() + &"# x\n".repeat(REPOSITORY_MAX_BYTES), "too big"),
+        // Runs until the evaluation's time limit.
+        ("package slow\nimport rego.v1\ndeny contains \"x\" if { count([n | some n in numbers.range(1, 100000000)]) < 0 }\n".to_string(), "too slow"),
+        ("package odd\nimport rego.v1\ndeny := 3\n".to_string(), "not a set"),
+    ] {
+        let p = RepositoryPolicy { path: "p.rego".into(), text };
+        let started = std::time::Instant::now();
+        let got = check(&change(&d, "compile"), DEFAULT_POLICY, &[p]).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(30), "{why}: took {:?}", started.elapsed());
+        assert_eq!(got.len(), 1, "{why}: {got:?}");
+        assert!(got[0].message.contains("cannot be evaluated, so it denies"), "{why}: {got:?}");
+    }
+    let many: Vec<RepositoryPolicy> = (0..=REPOSITORY_MAX_FILES)
+        .map(|i| RepositoryPolicy {
+            path: format!("p{i}.rego"),
+            text: format!("package p{i}\n"),
+        })
+        .collect();
+    let got = check(&change(&d, "compile"), DEFAULT_POLICY, &many).unwrap();
+    assert!(
+        got.iter()
+            .any(|d| d.message.contains("over the 16 selfheal evaluates")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_broken_builtin_policy_is_an_error_not_an_allow() {
+    let d = diff("src/lib.rs", &["a"], &["b"]);
+    assert!(check(
+        &change(&d, "compile"),
+        "package selfheal.invariants\ndeny contains x if {",
+        &[]
+    )
+    .is_err());
+}
