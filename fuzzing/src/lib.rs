@@ -12,6 +12,7 @@ use pulldown_cmark::{Event, Parser, Tag, TagEnd};
 use selfheal_engine::changes::{check_path, ChangeSet};
 use selfheal_engine::diagnose::{clean_line, diagnose};
 use selfheal_engine::heal::refuses;
+use selfheal_engine::invariants::{self, Change};
 use selfheal_shared::events::{
     CheckRunEvent, CheckSuiteEvent, IssueCommentEvent, PullRequestEvent, StatusEvent,
     WorkflowRunEvent,
@@ -109,6 +110,29 @@ pub fn patch_diff(data: &[u8]) {
         "{diff}\n--- a/tests/test_app.py\n+++ b/tests/test_app.py\n@@ -1 +1,2 @@\n+@pytest.mark.skip\n def test_app():\n"
     );
     assert!(refuses(&skipping).is_some(), "a skipped test let through");
+    // The invariants read the same diff: every line they describe is one of its own, and a
+    // file that starts at `diff --git` is read as one whatever came before it.
+    let change = Change::describe(&diff, "test", "ai_patch", usize::MAX, &[]);
+    for file in &change.files {
+        for line in &file.added {
+            assert!(
+                diff.lines()
+                    .any(|l| l.strip_prefix('+') == Some(line.text.as_str())),
+                "an added line the diff does not hold: {:?}",
+                line.text
+            );
+        }
+    }
+    let skipping = format!(
+        "{diff}\ndiff --git a/tests/test_app.py b/tests/test_app.py\n--- a/tests/test_app.py\n+++ b/tests/test_app.py\n@@ -1 +1,2 @@\n+@pytest.mark.skip\n def test_app():\n"
+    );
+    let change = Change::describe(&skipping, "test", "ai_patch", usize::MAX, &[]);
+    let denials =
+        invariants::check(&change, invariants::DEFAULT_POLICY, &[]).expect("the policy evaluates");
+    assert!(
+        denials.iter().any(|d| d.invariant == "tests-kept"),
+        "a skipped test let through the invariants: {denials:?}"
+    );
 }
 
 /// Lines of a diagnosis's excerpt at most: a few lines that say why, never the log.

@@ -24,6 +24,7 @@ mod heal;
 mod hostile;
 mod ingest_spans;
 mod installations;
+mod invariants;
 mod kubernetes;
 mod languages;
 mod manifest;

@@ -113,6 +113,18 @@ async fn web_metrics_carry_the_fleet_figures_from_postgres_with_known_answers() 
     .await
     .unwrap();
 
+    // Two denials by selfheal's invariants and one by a repository's own policy, whose
+    // invariant name (chosen by the repository) is not a label.
+    db.execute(
+        "INSERT INTO invariant_denials (run_id, policy, invariant, message) VALUES
+           ($1, 'selfheal', 'tests-kept', 'tests-kept: skips a test'),
+           ($1, 'selfheal', 'tests-kept', 'tests-kept: removes the test a'),
+           ($1, '.github/selfheal/policies/x.rego', 'anything-at-all', 'anything-at-all: no')",
+        &[&running],
+    )
+    .await
+    .unwrap();
+
     // Redis is away, so the relay cannot push the triage job: it stays unpushed.
     env.set(
         "REDIS_URL",
@@ -160,6 +172,14 @@ async fn web_metrics_carry_the_fleet_figures_from_postgres_with_known_answers() 
             1.0,
         ),
         ("selfheal_validations_total{verdict=\"fixed\"}", 1.0),
+        (
+            "selfheal_invariant_denials_total{policy=\"selfheal\",invariant=\"tests_kept\"}",
+            2.0,
+        ),
+        (
+            "selfheal_invariant_denials_total{policy=\"repository\",invariant=\"repository\"}",
+            1.0,
+        ),
         ("selfheal_pull_requests_total{state=\"opened\"}", 4.0),
         ("selfheal_pull_requests_total{state=\"merged\"}", 3.0),
         (

@@ -23,64 +23,97 @@ pub struct FileDiff {
     pub removed: Vec<(usize, String)>,
 }
 
-/// The files of `diff`, in order. Text outside any file (a preamble) is ignored; a hunk line
-/// before any hunk header is not counted.
+/// The files of `diff`, in order. A file starts at `diff --git`, or at a `--- ` header
+/// outside a hunk (a plain unified diff); a hunk ends when its header's line counts are used
+/// up, so a content line that looks like a header is content. Text outside any file (a
+/// preamble) is ignored.
 pub fn parse(diff: &str) -> Vec<FileDiff> {
     let mut files: Vec<FileDiff> = Vec::new();
-    let (mut old_line, mut new_line, mut in_hunk) = (0usize, 0usize, false);
+    let (mut old_line, mut new_line) = (0usize, 0usize);
+    // Lines the current hunk still holds, on each side.
+    let (mut old_left, mut new_left) = (0usize, 0usize);
+    // The current file began at `diff --git` and has not had its `---` line yet.
+    let mut git_header = false;
+    let new_file = |files: &mut Vec<FileDiff>, path: &str| {
+        files.push(FileDiff {
+            path: path.to_string(),
+            status: Status::Modified,
+            added: Vec::new(),
+            removed: Vec::new(),
+        })
+    };
     for line in diff.lines() {
+        if old_left > 0 || new_left > 0 {
+            let Some(file) = files.last_mut() else {
+                break;
+            };
+            if let Some(text) = line.strip_prefix('+') {
+                file.added.push((new_line, text.to_string()));
+                new_line += 1;
+                new_left = new_left.saturating_sub(1);
+            } else if let Some(text) = line.strip_prefix('-') {
+                file.removed.push((old_line, text.to_string()));
+                old_line += 1;
+                old_left = old_left.saturating_sub(1);
+            } else if line.starts_with(' ') || line.is_empty() {
+                old_line += 1;
+                new_line += 1;
+                old_left = old_left.saturating_sub(1);
+                new_left = new_left.saturating_sub(1);
+            } else if !line.starts_with('\\') {
+                // A hunk cut short: what follows is headers again.
+                (old_left, new_left) = (0, 0);
+            } else {
+                // `\ No newline at end of file` counts for neither side.
+                continue;
+            }
+            if old_left > 0 || new_left > 0 || line.starts_with(['+', '-', ' ']) || line.is_empty()
+            {
+                continue;
+            }
+        }
         if let Some(rest) = line.strip_prefix("diff --git ") {
-            // `a/P b/P`: P may hold spaces, and both halves are the same path for a diff
-            // without renames (ChangeSet writes none).
-            let path = rest.split_once(" b/").map_or(rest, |(_, b)| b).to_string();
-            files.push(FileDiff {
-                path,
-                status: Status::Modified,
-                added: Vec::new(),
-                removed: Vec::new(),
-            });
-            in_hunk = false;
+            // `a/P b/P`: P may hold spaces; both halves are the same path without renames
+            // (ChangeSet writes none), and `+++ b/P` confirms it.
+            let path = rest.split_once(" b/").map_or(rest, |(_, b)| b);
+            new_file(&mut files, path);
+            git_header = true;
+            continue;
+        }
+        if let Some(from) = line.strip_prefix("--- ") {
+            if !git_header {
+                new_file(&mut files, from.strip_prefix("a/").unwrap_or(from));
+            }
+            git_header = false;
+            if from == "/dev/null" {
+                if let Some(f) = files.last_mut() {
+                    f.status = Status::Added;
+                }
+            }
             continue;
         }
         let Some(file) = files.last_mut() else {
             continue;
         };
-        if !in_hunk {
-            if line.starts_with("new file mode") || line == "--- /dev/null" {
-                file.status = Status::Added;
-            } else if line.starts_with("deleted file mode") || line == "+++ /dev/null" {
-                file.status = Status::Deleted;
-            } else if let Some(p) = line.strip_prefix("+++ b/") {
-                file.path = p.to_string();
-            }
-        }
-        if let Some(header) = line.strip_prefix("@@ ") {
-            // `@@ -a,b +c,d @@`
+        if line.starts_with("new file mode") {
+            file.status = Status::Added;
+        } else if line.starts_with("deleted file mode") || line == "+++ /dev/null" {
+            file.status = Status::Deleted;
+        } else if let Some(p) = line.strip_prefix("+++ ") {
+            file.path = p.strip_prefix("b/").unwrap_or(p).to_string();
+        } else if let Some(header) = line.strip_prefix("@@ ") {
+            // `@@ -a[,b] +c[,d] @@`: a count left out is 1.
             let mut parts = header.split_whitespace();
-            let start = |p: Option<&str>, sign: char| {
-                p.and_then(|p| p.strip_prefix(sign))
-                    .and_then(|p| p.split(',').next())
-                    .and_then(|n| n.parse::<usize>().ok())
+            let range = |p: Option<&str>, sign: char| -> (usize, usize) {
+                let Some(p) = p.and_then(|p| p.strip_prefix(sign)) else {
+                    return (0, 0);
+                };
+                let (start, count) = p.split_once(',').unwrap_or((p, "1"));
+                (start.parse().unwrap_or(0), count.parse().unwrap_or(0))
             };
-            old_line = start(parts.next(), '-').unwrap_or(0);
-            new_line = start(parts.next(), '+').unwrap_or(0);
-            in_hunk = true;
-            continue;
+            (old_line, old_left) = range(parts.next(), '-');
+            (new_line, new_left) = range(parts.next(), '+');
         }
-        if !in_hunk {
-            continue;
-        }
-        if let Some(text) = line.strip_prefix('+') {
-            file.added.push((new_line, text.to_string()));
-            new_line += 1;
-        } else if let Some(text) = line.strip_prefix('-') {
-            file.removed.push((old_line, text.to_string()));
-            old_line += 1;
-        } else if line.starts_with(' ') || line.is_empty() {
-            old_line += 1;
-            new_line += 1;
-        }
-        // `\ No newline at end of file` counts for neither side.
     }
     files
 }
@@ -106,5 +139,23 @@ diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.t
         assert_eq!(files[2].status, Status::Added);
         // A line of content that looks like a header is content inside a hunk.
         assert_eq!(files[2].added, vec![(1, "--- not a header".to_string())]);
+    }
+
+    #[test]
+    fn a_plain_unified_diff_without_git_headers_is_read_too() {
+        // Otherwise a diff written without `diff --git` would carry its changes past every
+        // invariant unseen.
+        let diff = "--- a/src/a.rs\n+++ b/src/a.rs\n@@ -1 +1 @@\n-a\n+b\n--- a/tests/old.rs\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-#[test]\n--- x\n";
+        let files = parse(diff);
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(files[0].path, "src/a.rs");
+        assert_eq!(files[0].added, vec![(1, "b".to_string())]);
+        assert_eq!(files[1].path, "tests/old.rs");
+        assert_eq!(files[1].status, Status::Deleted);
+        // `--- x` is the hunk's second removed line, not a header.
+        assert_eq!(
+            files[1].removed,
+            vec![(1, "#[test]".to_string()), (2, "-- x".to_string())]
+        );
     }
 }

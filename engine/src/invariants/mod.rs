@@ -200,7 +200,8 @@ impl Change {
 #[derive(Debug, Clone)]
 pub struct RepositoryPolicy {
     pub path: String,
-    pub text: String,
+    /// Its text, or why it could not be read (then it denies).
+    pub text: Result<String, String>,
 }
 
 /// Why a change may not be delivered, by whom.
@@ -315,16 +316,15 @@ pub fn check(
         ));
     }
     for p in repository.iter().take(REPOSITORY_MAX_FILES) {
-        let result = if p.text.len() > REPOSITORY_MAX_BYTES {
-            Err(format!(
-                "{} bytes, over {REPOSITORY_MAX_BYTES}",
-                p.text.len()
-            ))
-        } else {
-            match package_of(&p.text) {
-                Some(package) => denials_of(&p.path, &p.text, package, &input),
-                None => Err("no valid `package` line".into()),
+        let result = match &p.text {
+            Err(e) => Err(e.clone()),
+            Ok(text) if text.len() > REPOSITORY_MAX_BYTES => {
+                Err(format!("{} bytes, over {REPOSITORY_MAX_BYTES}", text.len()))
             }
+            Ok(text) => match package_of(text) {
+                Some(package) => denials_of(&p.path, text, package, &input),
+                None => Err("no valid `package` line".into()),
+            },
         };
         match result {
             Ok(messages) => out.extend(messages.into_iter().map(|m| denial(&p.path, m))),

@@ -370,7 +370,7 @@ fn scope_secrets_and_offline_tests() {
 fn a_repository_policy_adds_denials_and_cannot_take_one_away() {
     let ours = RepositoryPolicy {
         path: ".github/selfheal/policies/no-migrations.rego".into(),
-        text: "package acme.fixes\nimport rego.v1\ndeny contains msg if {\n some f in input.files\n startswith(f.path, \"migrations/\")\n msg := sprintf(\"migrations: %s is changed by people only\", [f.path])\n}\n".into(),
+        text: Ok("package acme.fixes\nimport rego.v1\ndeny contains msg if {\n some f in input.files\n startswith(f.path, \"migrations/\")\n msg := sprintf(\"migrations: %s is changed by people only\", [f.path])\n}\n".into()),
     };
     let d = diff("migrations/V2.sql", &["SELECT 1;"], &["SELECT 2;"]);
     let got = check(
@@ -386,7 +386,7 @@ fn a_repository_policy_adds_denials_and_cannot_take_one_away() {
     // its own answer: the built-in denial stays.
     let sneaky = RepositoryPolicy {
         path: ".github/selfheal/policies/allow.rego".into(),
-        text: "package selfheal.invariants\nimport rego.v1\ndeny := set()\n".into(),
+        text: Ok("package selfheal.invariants\nimport rego.v1\ndeny := set()\n".into()),
     };
     let d = diff("tests/a.rs", &[], &["#[ignore]"]);
     let got = check(&change(&d, "test"), DEFAULT_POLICY, &[sneaky]).unwrap();
@@ -408,7 +408,7 @@ fn a_repository_policy_that_cannot_be_evaluated_denies() {
         ("package slow\nimport rego.v1\ndeny contains \"x\" if { count([n | some n in numbers.range(1, 100000000)]) < 0 }\n".to_string(), "too slow"),
         ("package odd\nimport rego.v1\ndeny := 3\n".to_string(), "not a set"),
     ] {
-        let p = RepositoryPolicy { path: "p.rego".into(), text };
+        let p = RepositoryPolicy { path: "p.rego".into(), text: Ok(text) };
         let started = std::time::Instant::now();
         let got = check(&change(&d, "compile"), DEFAULT_POLICY, &[p]).unwrap();
         assert!(started.elapsed() < Duration::from_secs(30), "{why}: took {:?}", started.elapsed());
@@ -418,7 +418,7 @@ fn a_repository_policy_that_cannot_be_evaluated_denies() {
     let many: Vec<RepositoryPolicy> = (0..=REPOSITORY_MAX_FILES)
         .map(|i| RepositoryPolicy {
             path: format!("p{i}.rego"),
-            text: format!("package p{i}\n"),
+            text: Ok(format!("package p{i}\n")),
         })
         .collect();
     let got = check(&change(&d, "compile"), DEFAULT_POLICY, &many).unwrap();

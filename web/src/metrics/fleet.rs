@@ -278,6 +278,16 @@ const QUERIES: &[Query] = &[
         sql: "SELECT verdict, count(*)::float8 FROM verifications GROUP BY 1",
     },
     Query {
+        name: "invariant_denials",
+        help: "Validated fixes' denials by the invariants (policies/invariants.rego), by invariant; a repository's own policies count as `repository`",
+        kind: Kind::Counter,
+        labels: &["policy", "invariant"],
+        sql: "SELECT CASE WHEN policy = 'selfheal' THEN 'selfheal' ELSE 'repository' END,
+                     CASE WHEN policy = 'selfheal' THEN replace(invariant, '-', '_') ELSE 'repository' END,
+                     count(*)::float8
+              FROM invariant_denials GROUP BY 1, 2",
+    },
+    Query {
         name: "pull_requests",
         help: "selfheal's pull requests opened (GitHub numbered them) and merged",
         kind: Kind::Counter,

@@ -19,6 +19,7 @@ use crate::diagnose::Class;
 use crate::WorkerContext;
 
 mod guards;
+mod invariants;
 mod merging;
 
 pub use merging::{take_up_early_ci, PR_RECORDED_LOCK};
@@ -345,6 +346,14 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     }
     if let Some(why) = config.refuses(class, diff.as_deref()) {
         return Ok((Verdict::Skip, format!("not delivered: {why}")));
+    }
+    if let (true, Some(diff)) = (verdict == "fixed", diff.as_deref()) {
+        let strategy: String = row.get(3);
+        if let Some(why) =
+            invariants::refused(ctx, &crab, run, class, &strategy, diff, &config).await?
+        {
+            return Ok((Verdict::Skip, why));
+        }
     }
     // Loop guard at GitHub's level: a branch whose last commits are all selfheal's own (its
     // merged fixes failing again) gets no further fix on top; people decide. After the

@@ -1,0 +1,203 @@
+//! The invariants on a real repository, through the whole pipeline: a model's fix that passes
+//! the sandbox but mutes a lint, and a clean fix that the repository's own policy forbids, are
+//! validated and then not delivered, with the reason on the run, in the audit log and as a
+//! failed check run on the failing commit. (engine/src/invariants has each invariant's cases
+//! in several languages; policies/invariants_test.rego the policy's own tests.)
+
+use crate::support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use github_standin::Knobs;
+use support::*;
+
+const KEY: &str = "sk-ant-invariants-0123456789abcdef";
+
+/// The right fix for rust-api-change's compile error (E0061), with `extra` before the function.
+fn fix(extra: &str) -> String {
+    let (count, extra) = if extra.is_empty() {
+        (3, String::new())
+    } else {
+        (4, format!("+{extra}\n"))
+    };
+    format!(
+        "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -9,3 +9,{count} @@\n{extra} pub fn listen_address(host: &str, port_text: &str) -> String {{\n-    format!(\"{{host}}:{{}}\", parse_port(port_text))\n+    format!(\"{{host}}:{{}}\", parse_port(port_text, 8080))\n }}\n"
+    )
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+struct Outcome {
+    patch_verdict: String,
+    validation: String,
+    verdict: String,
+    reason: String,
+    denials: Vec<(String, String, String)>,
+    audited: i64,
+    pulls: usize,
+    check: Option<serde_json::Value>,
+}
+
+/// rust-api-change, with `policies` written into its `.github/selfheal/policies/`, healed by
+/// the model answering `patch`.
+async fn heal(run: i64, patch: &str, policies: &[(&str, &str)]) -> Outcome {
+    let model = ai_standin::spawn(Some(KEY)).await;
+    let answer = serde_json::json!({
+        "root_cause": "parse_port gained a default parameter; listen_address still calls it with one argument",
+        "culprit_files": [{"path": "src/lib.rs", "line": 10}], "confidence": 0.9, "patch": patch});
+    model.push(ai_standin::Reply::Events(
+        ai_standin::anthropic_tool_answer(&answer.to_string(), "tool_use", 0),
+    ));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = tempfile::tempdir().unwrap();
+    copy(&root.join("examples/rust-api-change"), repo.path());
+    for (name, text) in policies {
+        let dir = repo.path().join(".github/selfheal/policies");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RERUNS", "2");
+    env.set("ANTHROPIC_API_KEY", KEY);
+    env.set("ANTHROPIC_BASE_URL", &model.url);
+    let app = env.spawn_web().await;
+    env.standin.set_knobs(Knobs {
+        repo_dir: Some(repo.path().display().to_string()),
+        log_text: Some(
+            std::fs::read_to_string(root.join("fixtures/ci-logs/examples/rust-api-change.log"))
+                .unwrap(),
+        ),
+        failing_job: Some("test".into()),
+        ..Knobs::default()
+    });
+    let _worker = env.spawn_worker("w1");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(run, &now()))
+        .await;
+    let run_id = run_id_of(&body);
+    env.wait_run(run_id, Duration::from_secs(300)).await;
+    let db = env.db().await;
+    let one = |sql: &'static str| {
+        let db = &db;
+        async move { db.query_one(sql, &[&run_id]).await.unwrap() }
+    };
+    let p = one("SELECT verdict FROM patches WHERE run_id = $1").await;
+    let v =
+        one("SELECT coalesce((SELECT verdict FROM validations WHERE run_id = $1), 'none')").await;
+    let ver = one("SELECT verdict, reason FROM verifications WHERE run_id = $1").await;
+    let denials = db
+        .query(
+            "SELECT policy, invariant, message FROM invariant_denials WHERE run_id = $1 ORDER BY message",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let audited = one(
+        "SELECT count(*) FROM audit_log WHERE action = 'invariants.denied' AND subject = $1::uuid::text",
+    )
+    .await;
+    Outcome {
+        patch_verdict: p.get(0),
+        validation: v.get(0),
+        verdict: ver.get(0),
+        reason: ver.get(1),
+        denials,
+        audited: audited.get(0),
+        pulls: env.standin.pulls().len(),
+        check: env
+            .standin
+            .check_runs()
+            .into_iter()
+            .find(|c| c["name"] == "selfheal invariants"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_models_fix_that_mutes_a_lint_passes_the_sandbox_and_is_not_delivered() {
+    let o = heal(1701, &fix("#[allow(clippy::needless_borrow)]"), &[]).await;
+    // The sandbox had nothing against it: the code compiles and the tests pass.
+    assert_eq!(
+        (o.patch_verdict.as_str(), o.validation.as_str()),
+        ("fixed", "fixed")
+    );
+    assert_eq!(o.verdict, "skip", "{}", o.reason);
+    assert!(
+        o.reason.contains("failures-heard: adds the suppression `#[allow(clippy::needless_borrow)]` in src/lib.rs:9"),
+        "{}",
+        o.reason
+    );
+    assert_eq!(o.pulls, 0, "nothing delivered");
+    assert_eq!(o.denials.len(), 1, "{:?}", o.denials);
+    assert_eq!(
+        (o.denials[0].0.as_str(), o.denials[0].1.as_str()),
+        ("selfheal", "failures-heard")
+    );
+    assert_eq!(o.audited, 1);
+    let check = o.check.expect("a check run on the failing commit says why");
+    assert_eq!(check["conclusion"], "failure");
+    assert!(
+        check["output"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("adds the suppression"),
+        "{check:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repositorys_own_policy_stops_a_clean_fix_and_cannot_allow_a_dirty_one() {
+    const OWN: &str = "package acme.owners\nimport rego.v1\n\ndeny contains msg if {\n  some f in input.files\n  f.path == \"src/lib.rs\"\n  msg := \"owners: src/lib.rs is changed by its owners only\"\n}\n";
+    // The clean fix: selfheal's invariants allow it, the repository's policy does not.
+    let o = heal(1702, &fix(""), &[("owners.rego", OWN)]).await;
+    assert_eq!(
+        (o.patch_verdict.as_str(), o.validation.as_str()),
+        ("fixed", "fixed")
+    );
+    assert_eq!(o.verdict, "skip", "{}", o.reason);
+    assert!(
+        o.reason
+            .contains("owners: src/lib.rs is changed by its owners only"),
+        "{}",
+        o.reason
+    );
+    assert_eq!(o.pulls, 0);
+    assert_eq!(
+        o.denials,
+        vec![(
+            ".github/selfheal/policies/owners.rego".to_string(),
+            "owners".to_string(),
+            "owners: src/lib.rs is changed by its owners only".to_string()
+        )]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_policy_cannot_take_selfheals_denials_away() {
+    // In selfheal's own package, with a `deny` that is always empty: evaluated apart, it
+    // changes nothing.
+    const ALLOW_ALL: &str = "package selfheal.invariants\nimport rego.v1\n\ndeny := set()\n";
+    let o = heal(
+        1703,
+        &fix("#[allow(clippy::needless_borrow)]"),
+        &[("allow.rego", ALLOW_ALL)],
+    )
+    .await;
+    assert_eq!(o.verdict, "skip", "{}", o.reason);
+    assert!(o.reason.contains("failures-heard"), "{}", o.reason);
+    assert_eq!(o.pulls, 0);
+}

@@ -1,0 +1,224 @@
+//! The invariants on a validated fix, before deliver writes anything (engine/src/invariants,
+//! policies/invariants.rego): a fix that breaks one is not delivered. The denials are kept in
+//! `invariant_denials` and the audit log, and said where people look: on the fix's pull
+//! request when there is one, else as a failed `selfheal invariants` check run on the failing
+//! commit.
+
+use selfheal_engine::invariants::{
+    self, Change, Denial, RepositoryPolicy, REPOSITORY_DIR, REPOSITORY_MAX_BYTES,
+    REPOSITORY_MAX_FILES,
+};
+use selfheal_shared::audit;
+use selfheal_shared::github::Installation;
+use selfheal_shared::runs::Run;
+use serde_json::{json, Value};
+
+use super::super::download::api_error;
+use super::super::repo_config::RepoConfig;
+use super::super::report::{check_run, comment};
+use super::super::StageError;
+use super::ref_path;
+use crate::diagnose::Class;
+use crate::WorkerContext;
+
+/// Why the fix may not be delivered, if it may not.
+pub(super) async fn refused(
+    ctx: &WorkerContext,
+    crab: &Installation,
+    run: &Run,
+    class: Class,
+    strategy: &str,
+    diff: &str,
+    config: &RepoConfig,
+) -> Result<Option<String>, StageError> {
+    let policies = repository_policies(crab, run).await?;
+    let change = Change::describe(
+        diff,
+        class.as_str(),
+        strategy,
+        config.max_diff_lines,
+        &config.protected_paths,
+    );
+    // Rego evaluation is CPU work (up to its time limit per policy): off the async threads.
+    let denials = tokio::task::spawn_blocking(move || {
+        invariants::check(&change, invariants::DEFAULT_POLICY, &policies)
+    })
+    .await
+    .map_err(|e| StageError::Permanent(format!("the invariants' evaluation panicked: {e}")))?
+    .map_err(|e| StageError::Permanent(e.to_string()))?;
+    if denials.is_empty() {
+        return Ok(None);
+    }
+    record(ctx, run, &denials).await?;
+    tell(ctx, run, &denials).await?;
+    Ok(Some(format!(
+        "not delivered: the fix breaks {} invariant(s): {}",
+        denials.len(),
+        denials
+            .iter()
+            .map(|d| d.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    )))
+}
+
+/// The repository's own policies at the failing commit: `.rego` files (not `_test.rego`)
+/// directly in [`REPOSITORY_DIR`]. One that cannot be read is kept as its reason, so that it
+/// denies instead of vanishing.
+async fn repository_policies(
+    crab: &Installation,
+    run: &Run,
+) -> Result<Vec<RepositoryPolicy>, StageError> {
+    let repo = &run.repository_full_name;
+    let at = format!("ref={}", run.head_sha);
+    let listing = crab
+        ._get_with_headers(
+            format!("/repos/{repo}/contents/{REPOSITORY_DIR}?{at}"),
+            http::HeaderMap::new(),
+        )
+        .await
+        .map_err(|e| api_error(e, REPOSITORY_DIR))?;
+    match listing.status().as_u16() {
+        404 => return Ok(vec![]),
+        200 => {}
+        status => {
+            return Err(selfheal_shared::github::GitHubError::Status {
+                status,
+                what: REPOSITORY_DIR.into(),
+            }
+            .into())
+        }
+    }
+    let text = crab
+        .body_to_string(listing)
+        .await
+        .map_err(|e| api_error(e, REPOSITORY_DIR))?;
+    // A file where the directory should be is not a set of policies: nothing to add.
+    let Ok(Value::Array(entries)) = serde_json::from_str::<Value>(&text) else {
+        return Ok(vec![]);
+    };
+    let mut wanted: Vec<(String, u64)> = entries
+        .iter()
+        .filter(|e| e["type"] == "file")
+        .filter_map(|e| Some((e["path"].as_str()?.to_string(), e["size"].as_u64()?)))
+        .filter(|(p, _)| p.ends_with(".rego") && !p.ends_with("_test.rego"))
+        .collect();
+    wanted.sort();
+    let mut out = Vec::new();
+    let mut raw = http::HeaderMap::new();
+    raw.insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static("application/vnd.github.raw+json"),
+    );
+    for (i, (path, size)) in wanted.into_iter().enumerate() {
+        // Past the cap, `check` denies for the count: these are not read.
+        let text = if i >= REPOSITORY_MAX_FILES {
+            Err("not read: over the number of policies selfheal evaluates".to_string())
+        } else if size as usize > REPOSITORY_MAX_BYTES {
+            Err(format!("{size} bytes, over {REPOSITORY_MAX_BYTES}"))
+        } else {
+            let response = crab
+                ._get_with_headers(
+                    format!("/repos/{repo}/contents/{}?{at}", ref_path(&path)),
+                    raw.clone(),
+                )
+                .await
+                .map_err(|e| api_error(e, &path))?;
+            match response.status().as_u16() {
+                200 => {
+                    let body = crab
+                        .body_to_string(response)
+                        .await
+                        .map_err(|e| api_error(e, &path))?;
+                    if body.len() > REPOSITORY_MAX_BYTES {
+                        Err(format!("{} bytes, over {REPOSITORY_MAX_BYTES}", body.len()))
+                    } else {
+                        Ok(body)
+                    }
+                }
+                status => Err(format!("GitHub answered {status} for it")),
+            }
+        };
+        out.push(RepositoryPolicy { path, text });
+    }
+    Ok(out)
+}
+
+async fn record(ctx: &WorkerContext, run: &Run, denials: &[Denial]) -> Result<(), StageError> {
+    let mut client = ctx.pool.get().await?;
+    let tx = client.transaction().await?;
+    for d in denials {
+        tx.execute(
+            "INSERT INTO invariant_denials (run_id, policy, invariant, message)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[&run.id, &d.policy, &d.invariant, &d.message],
+        )
+        .await?;
+    }
+    audit::append(
+        &tx,
+        "selfheal:worker",
+        "invariants.denied",
+        &run.id.to_string(),
+        &json!({ "denials": denials }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// On the fix's pull request when it has one (a further attempt), else a check run on the
+/// failing commit.
+async fn tell(ctx: &WorkerContext, run: &Run, denials: &[Denial]) -> Result<(), StageError> {
+    // The messages quote the diff and the repository's own policies: text, never Markdown.
+    let list = super::super::deliver::markdown::fenced(
+        &denials
+            .iter()
+            .map(|d| {
+                if d.policy == "selfheal" {
+                    format!("- {}", d.message)
+                } else {
+                    format!("- {} ({})", d.message, d.policy)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let pr: Option<i32> = ctx
+        .pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'
+               AND pr_number IS NOT NULL AND merged_at IS NULL AND closed_at IS NULL",
+            &[&run.incident_id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let summary = format!(
+        "selfheal made a fix that passed the sandbox but breaks what every fix must keep, so it is not delivered:\n\n{list}\n\nThe invariants are in selfheal's policies/invariants.rego and this repository's {REPOSITORY_DIR}/."
+    );
+    match pr {
+        Some(n) => {
+            comment(
+                &ctx.github,
+                run.installation_id,
+                &run.repository_full_name,
+                n,
+                &format!("invariants:{}", run.id),
+                &summary,
+            )
+            .await
+        }
+        None => {
+            check_run(
+                &ctx.github,
+                run,
+                "selfheal invariants",
+                "failure",
+                json!({"title": format!("{} invariant(s) broken: fix not delivered", denials.len()), "summary": summary}),
+            )
+            .await
+        }
+    }
+}
