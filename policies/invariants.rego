@@ -17,8 +17,9 @@ deny contains msg if {
 	msg := sprintf("tests-kept: deletes the test file %s", [f.path])
 }
 
-# A test moved within the change (removed here, added there under its name) is kept.
-added_tests contains l.test if {
+# A test moved within the change (removed here, added there under its name, in a file of the
+# same language and kind) is kept.
+added_tests contains [f.language, f.kind, l.test] if {
 	some f in input.files
 	some l in f.added
 	l.test
@@ -28,8 +29,24 @@ deny contains msg if {
 	some f in input.files
 	some l in f.removed
 	l.test
-	not l.test in added_tests
+	not [f.language, f.kind, l.test] in added_tests
 	msg := sprintf("tests-kept: removes the test %s from %s", [l.test, f.path])
+}
+
+# `#[test]` or `@Test` removed, the function left: no longer a test.
+marks(language, side) := count([l |
+	some f in input.files
+	f.language == language
+	some l in f[side]
+	l.test_mark
+])
+
+deny contains msg if {
+	some f in input.files
+	some l in f.removed
+	l.test_mark
+	marks(f.language, "removed") > marks(f.language, "added")
+	msg := sprintf("tests-kept: removes a test's mark in %s:%d: %s", [f.path, l.line, trim_space(l.text)])
 }
 
 deny contains msg if {
@@ -39,31 +56,38 @@ deny contains msg if {
 	msg := sprintf("tests-kept: skips a test in %s:%d: %s", [f.path, l.line, trim_space(l.text)])
 }
 
-# Counted over the whole change, so that a test moved to another file keeps its assertions.
-assertions(strictness, side) := count([l |
+# Counted per language over the whole change, so that a test moved to another file keeps
+# its assertions (and an assertion in another language does not stand in for one removed).
+assertions(language, strictness, side) := count([l |
 	some f in input.files
+	f.language == language
 	some l in f[side]
 	l.assert in strictness
 ])
 
-files_losing_assertions contains f.path if {
+files_losing_assertions(language) := sort({f.path |
 	some f in input.files
+	f.language == language
 	some l in f.removed
 	l.assert
-}
+})
+
+languages := {f.language | some f in input.files}
 
 deny contains msg if {
-	removed := assertions({"exact", "loose", "tautology"}, "removed")
-	added := assertions({"exact", "loose"}, "added")
+	some language in languages
+	removed := assertions(language, {"exact", "loose", "tautology"}, "removed")
+	added := assertions(language, {"exact", "loose"}, "added")
 	removed > added
-	msg := sprintf("tests-kept: removes %d assertion(s) (from %s)", [removed - added, concat(", ", sort(files_losing_assertions))])
+	msg := sprintf("tests-kept: removes %d assertion(s) (from %s)", [removed - added, concat(", ", files_losing_assertions(language))])
 }
 
 # The same number of assertions, but exact comparisons became weaker checks.
 deny contains msg if {
-	assertions({"exact"}, "removed") > assertions({"exact"}, "added")
-	assertions({"loose", "tautology"}, "added") > 0
-	msg := sprintf("tests-kept: loosens an assertion (in %s): an exact comparison became a weaker check", [concat(", ", sort(files_losing_assertions))])
+	some language in languages
+	assertions(language, {"exact"}, "removed") > assertions(language, {"exact"}, "added")
+	assertions(language, {"loose", "tautology"}, "added") > 0
+	msg := sprintf("tests-kept: loosens an assertion (in %s): an exact comparison became a weaker check", [concat(", ", files_losing_assertions(language))])
 }
 
 deny contains msg if {
@@ -116,7 +140,19 @@ deny contains msg if {
 	msg := sprintf("failures-heard: adds the suppression `%s` in %s:%d", [l.suppression, f.path, l.line])
 }
 
-# ---- scope: protected paths, the diff's size, lockfiles --------------------------------------
+# ---- scope: protected paths, the diff's size, lockfiles, what cannot be read ----------------
+
+deny contains msg if {
+	some f in input.files
+	f.unreadable
+	msg := sprintf("scope: the change to %s is not shown as lines (binary, or too large), so it cannot be held to the invariants", [f.path])
+}
+
+deny contains msg if {
+	some f in input.files
+	f.mode_changed
+	msg := sprintf("scope: changes the file mode of %s", [f.path])
+}
 
 deny contains msg if {
 	some f in input.files

@@ -82,3 +82,19 @@ test_network_calls_count_in_test_code_only if {
 	startswith(msg, "tests-offline: adds a network call")
 	count(deny) == 0 with input as change([file("src/client.rs", "source", call, [])])
 }
+
+test_a_removed_test_mark_is_denied_and_a_moved_one_kept if {
+	mark := {"line": 3, "text": "#[test]", "test_mark": true}
+	some msg in deny with input as change([file("tests/a.rs", "test", [], [mark])])
+	startswith(msg, "tests-kept: removes a test's mark in tests/a.rs:3")
+	count(deny) == 0 with input as change([
+		file("tests/a.rs", "test", [], [mark]),
+		file("tests/b.rs", "test", [mark], []),
+	])
+}
+
+test_an_unreadable_file_is_denied if {
+	binary := object.union(file("tests/data.bin", "test", [], []), {"unreadable": true})
+	some msg in deny with input as change([binary])
+	startswith(msg, "scope: the change to tests/data.bin is not shown as lines")
+}

@@ -66,7 +66,11 @@ async fn heal(run: i64, patch: &str, policies: &[(&str, &str)]) -> Outcome {
     for (name, text) in policies {
         let dir = repo.path().join(".github/selfheal/policies");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), text).unwrap();
+        // `-> target` makes a link, as a repository may hold one.
+        match text.strip_prefix("-> ") {
+            Some(target) => std::os::unix::fs::symlink(target, dir.join(name)).unwrap(),
+            None => std::fs::write(dir.join(name), text).unwrap(),
+        }
     }
     let mut env = TestEnv::new().await;
     env.set("SELFHEAL_RERUNS", "2");
@@ -199,5 +203,19 @@ async fn a_repository_policy_cannot_take_selfheals_denials_away() {
     .await;
     assert_eq!(o.verdict, "skip", "{}", o.reason);
     assert!(o.reason.contains("failures-heard"), "{}", o.reason);
+    assert_eq!(o.pulls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_that_cannot_be_read_denies_rather_than_vanishing() {
+    // A link where a policy should be: GitHub lists it as a `symlink`, and its text is not a
+    // policy. Skipping it would drop whatever the repository meant it to deny.
+    let o = heal(1704, &fix(""), &[("owners.rego", "-> ../../../src/lib.rs")]).await;
+    assert_eq!(o.verdict, "skip", "{}", o.reason);
+    assert!(
+        o.reason.contains(".github/selfheal/policies/owners.rego cannot be evaluated, so it denies: is a symlink, not a file"),
+        "{}",
+        o.reason
+    );
     assert_eq!(o.pulls, 0);
 }

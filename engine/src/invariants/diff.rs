@@ -21,6 +21,53 @@ pub struct FileDiff {
     pub added: Vec<(usize, String)>,
     /// (line number in the old file, text) for removed lines.
     pub removed: Vec<(usize, String)>,
+    /// Its change is not shown as lines (`Binary files differ`, a binary patch): nothing in
+    /// it can be judged.
+    pub unreadable: bool,
+    /// Its mode changes (`old mode`/`new mode`).
+    pub mode_changed: bool,
+}
+
+/// A path as a diff header writes it: C-quoted by git when it holds a quote, a backslash or a
+/// control character, with its `a/` or `b/` prefix taken off.
+fn header_path(raw: &str) -> String {
+    let unquoted = match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(quoted) => {
+            let mut out: Vec<u8> = Vec::new();
+            let mut bytes = quoted.bytes();
+            while let Some(b) = bytes.next() {
+                if b != b'\\' {
+                    out.push(b);
+                    continue;
+                }
+                match bytes.next() {
+                    Some(b'n') => out.push(b'\n'),
+                    Some(b't') => out.push(b'\t'),
+                    Some(b'r') => out.push(b'\r'),
+                    Some(d @ b'0'..=b'7') => {
+                        // Three octal digits: one byte of a UTF-8 sequence.
+                        let mut v = u32::from(d - b'0');
+                        for _ in 0..2 {
+                            if let Some(d @ b'0'..=b'7') = bytes.clone().next() {
+                                bytes.next();
+                                v = v * 8 + u32::from(d - b'0');
+                            }
+                        }
+                        out.push(v as u8);
+                    }
+                    Some(other) => out.push(other),
+                    None => {}
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        }
+        None => raw.to_string(),
+    };
+    unquoted
+        .strip_prefix("a/")
+        .or_else(|| unquoted.strip_prefix("b/"))
+        .map(str::to_string)
+        .unwrap_or(unquoted)
 }
 
 /// The files of `diff`, in order. A file starts at `diff --git`, or at a `--- ` header
@@ -40,6 +87,8 @@ pub fn parse(diff: &str) -> Vec<FileDiff> {
             status: Status::Modified,
             added: Vec::new(),
             removed: Vec::new(),
+            unreadable: false,
+            mode_changed: false,
         })
     };
     for line in diff.lines() {
@@ -49,15 +98,15 @@ pub fn parse(diff: &str) -> Vec<FileDiff> {
             };
             if let Some(text) = line.strip_prefix('+') {
                 file.added.push((new_line, text.to_string()));
-                new_line += 1;
+                new_line = new_line.saturating_add(1);
                 new_left = new_left.saturating_sub(1);
             } else if let Some(text) = line.strip_prefix('-') {
                 file.removed.push((old_line, text.to_string()));
-                old_line += 1;
+                old_line = old_line.saturating_add(1);
                 old_left = old_left.saturating_sub(1);
             } else if line.starts_with(' ') || line.is_empty() {
-                old_line += 1;
-                new_line += 1;
+                old_line = old_line.saturating_add(1);
+                new_line = new_line.saturating_add(1);
                 old_left = old_left.saturating_sub(1);
                 new_left = new_left.saturating_sub(1);
             } else if !line.starts_with('\\') {
@@ -73,21 +122,28 @@ pub fn parse(diff: &str) -> Vec<FileDiff> {
             }
         }
         if let Some(rest) = line.strip_prefix("diff --git ") {
-            // `a/P b/P`: P may hold spaces; both halves are the same path without renames
-            // (ChangeSet writes none), and `+++ b/P` confirms it.
-            let path = rest.split_once(" b/").map_or(rest, |(_, b)| b);
-            new_file(&mut files, path);
+            // `a/P b/P`, either half C-quoted. P may hold ` b/`: the `---`/`+++` lines that
+            // follow name the file for sure; this is the name until they do.
+            let path = match rest.strip_prefix('"') {
+                Some(_) => rest
+                    .split_once("\" ")
+                    .map_or(rest.to_string(), |(a, _)| header_path(&format!("{a}\""))),
+                None => rest.split_once(" b/").map_or(rest, |(_, b)| b).to_string(),
+            };
+            new_file(&mut files, &path);
             git_header = true;
             continue;
         }
         if let Some(from) = line.strip_prefix("--- ") {
             if !git_header {
-                new_file(&mut files, from.strip_prefix("a/").unwrap_or(from));
+                new_file(&mut files, &header_path(from));
             }
             git_header = false;
-            if from == "/dev/null" {
-                if let Some(f) = files.last_mut() {
+            if let Some(f) = files.last_mut() {
+                if from == "/dev/null" {
                     f.status = Status::Added;
+                } else {
+                    f.path = header_path(from);
                 }
             }
             continue;
@@ -99,8 +155,14 @@ pub fn parse(diff: &str) -> Vec<FileDiff> {
             file.status = Status::Added;
         } else if line.starts_with("deleted file mode") || line == "+++ /dev/null" {
             file.status = Status::Deleted;
+        } else if line.starts_with("old mode ") || line.starts_with("new mode ") {
+            file.mode_changed = true;
+        } else if line == "GIT binary patch"
+            || (line.starts_with("Binary files ") && line.ends_with(" differ"))
+        {
+            file.unreadable = true;
         } else if let Some(p) = line.strip_prefix("+++ ") {
-            file.path = p.strip_prefix("b/").unwrap_or(p).to_string();
+            file.path = header_path(p);
         } else if let Some(header) = line.strip_prefix("@@ ") {
             // `@@ -a[,b] +c[,d] @@`: a count left out is 1.
             let mut parts = header.split_whitespace();
@@ -157,5 +219,26 @@ diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.t
             files[1].removed,
             vec![(1, "#[test]".to_string()), (2, "-- x".to_string())]
         );
+    }
+
+    #[test]
+    fn quoted_paths_binary_files_and_modes() {
+        let diff = concat!(
+            "diff --git \"a/.github/workflows/x\\\"y.yml\" \"b/.github/workflows/x\\\"y.yml\"\n",
+            "--- \"a/.github/workflows/x\\\"y.yml\"\n+++ \"b/.github/workflows/x\\\"y.yml\"\n@@ -1 +1 @@\n-a\n+b\n",
+            "diff --git a/x b/y b/x b/y\ndeleted file mode 100644\n--- a/x b/y\n+++ /dev/null\n@@ -1 +0,0 @@\n-gone\n",
+            "diff --git a/img.png b/img.png\n--- a/img.png\n+++ b/img.png\nBinary files differ\n",
+            "diff --git a/run.sh b/run.sh\nold mode 100644\nnew mode 100755\n",
+            "diff --git \"a/caf\\303\\251.txt\" \"b/caf\\303\\251.txt\"\n--- \"a/caf\\303\\251.txt\"\n+++ \"b/caf\\303\\251.txt\"\n@@ -1 +1 @@\n-a\n+b\n",
+        );
+        let files = parse(diff);
+        assert_eq!(files.len(), 5, "{files:?}");
+        assert_eq!(files[0].path, ".github/workflows/x\"y.yml");
+        // A path holding ` b/`, deleted: named by its `---` line.
+        assert_eq!(files[1].path, "x b/y");
+        assert_eq!(files[1].status, Status::Deleted);
+        assert!(files[2].unreadable);
+        assert!(files[3].mode_changed);
+        assert_eq!(files[4].path, "café.txt");
     }
 }

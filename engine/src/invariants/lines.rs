@@ -116,6 +116,9 @@ pub struct Threshold {
 pub struct Facts {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test: Option<String>,
+    /// The attribute that makes the next function a test (`#[test]`, `@Test`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test_mark: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub skip: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,7 +180,10 @@ struct Recognisers {
 
 static RUST: LazyLock<Recognisers> = LazyLock::new(|| Recognisers {
     test: vec![re(r"^\s*(?:pub\s+)?(?:async\s+)?fn\s+(\w+)\s*\(")],
-    skip: re(r"#\[ignore\b"),
+    // `#[cfg(any())]` and `#[cfg(not(all()))]` compile the test out.
+    skip: re(
+        r"#\[ignore\b|#\[cfg_attr\([^\]]*\bignore\b|#\[cfg\(\s*(?:any\(\s*\)|not\(\s*all\(\s*\)\s*\)|FALSE|false)\s*\)",
+    ),
     exact: re(
         r"\b(?:assert_eq|assert_ne|assert_matches|debug_assert_eq|prop_assert_eq)!|\bassert!\(.*(?:==|!=|matches!)|\.expect_err\(|#\[should_panic\(expected",
     ),
@@ -191,7 +197,7 @@ static RUST: LazyLock<Recognisers> = LazyLock::new(|| Recognisers {
 static PYTHON: LazyLock<Recognisers> = LazyLock::new(|| Recognisers {
     test: vec![re(r"^\s*(?:async\s+)?def\s+(test\w*)\s*\(")],
     skip: re(
-        r"@pytest\.mark\.(?:skip|skipif|xfail)\b|@unittest\.(?:skip|expectedFailure)|\bpytest\.(?:skip|xfail)\(|\.skipTest\(",
+        r"@(?:pytest\.)?mark\.(?:skip|skipif|xfail)\b|\bpytestmark\s*=.*\bmark\.(?:skip|skipif|xfail)\b|@unittest\.(?:skip|expectedFailure)|\bpytest\.(?:skip|xfail)\(|\.skipTest\(",
     ),
     exact: re(
         r"^\s*assert\s+.*(?:==|!=|\bis\b|\bin\b|<|>)|\.assert(?:Equal|Equals|NotEqual|In|NotIn|Is|IsNot|Raises|RaisesRegex|AlmostEqual|CountEqual|DictEqual|ListEqual)\(|\bpytest\.raises\(",
@@ -206,7 +212,8 @@ static PYTHON: LazyLock<Recognisers> = LazyLock::new(|| Recognisers {
 static JAVASCRIPT: LazyLock<Recognisers> = LazyLock::new(|| Recognisers {
     test: vec![re(r#"^\s*(?:it|test|describe)\s*\(\s*["'`](.+?)["'`]"#)],
     skip: re(
-        r"\b(?:it|test|describe)\.(?:skip|todo)\(|\bx(?:it|test|describe)\(|\.skip\s*\(\s*\)|\bthis\.skip\(",
+        // `.only` and `fit` focus one test: every other one is skipped.
+        r"\b(?:it|test|describe|context|suite)\.(?:skip|todo|only)\(|\bf(?:it|describe)\(|\bx(?:it|test|describe)\(|\.skip\s*\(\s*\)|\bthis\.skip\(",
     ),
     exact: re(
         r"\.(?:toBe|toEqual|toStrictEqual|toThrow|toThrowError|toHaveBeenCalledWith|toHaveBeenCalledTimes|toMatch|toMatchObject|toHaveLength|toContain|toMatchSnapshot|rejects|resolves)\b|\bassert\.(?:equal|strictEqual|deepEqual|deepStrictEqual|notEqual|notStrictEqual|throws|rejects|match)\(",
@@ -393,6 +400,7 @@ impl Reader {
         let marked = std::mem::take(&mut self.marked);
         if TEST_MARK.is_match(code) {
             self.marked = true;
+            facts.test_mark = true;
         } else if code.trim_start().starts_with("#[") || code.trim_start().starts_with('@') {
             // Further attributes between the mark and the function.
             self.marked = marked;

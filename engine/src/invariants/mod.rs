@@ -32,6 +32,10 @@ pub const REPOSITORY_MAX_FILES: usize = 16;
 pub const REPOSITORY_MAX_BYTES: usize = 64 * 1024;
 /// One policy's evaluation may take this long.
 const EVALUATION_LIMIT: Duration = Duration::from_secs(2);
+/// Denials kept per policy, and characters per message: they are stored, commented and
+/// shown in a check run (GitHub refuses bodies past 65,536 characters).
+pub const MAX_DENIALS_PER_POLICY: usize = 20;
+pub const MAX_MESSAGE_CHARS: usize = 300;
 
 /// What the file is for, as far as the invariants care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -132,6 +136,10 @@ pub struct File {
     pub status: Status,
     pub language: Language,
     pub kind: Kind,
+    /// Its change is not shown as lines (binary, or too large to diff): nothing in it can be
+    /// judged, so the policy denies it.
+    pub unreadable: bool,
+    pub mode_changed: bool,
     pub added: Vec<Line>,
     pub removed: Vec<Line>,
 }
@@ -180,6 +188,8 @@ impl Change {
                     status: f.status,
                     language,
                     kind,
+                    unreadable: f.unreadable,
+                    mode_changed: f.mode_changed,
                     added: side(f.added),
                     removed: side(f.removed),
                 }
@@ -221,12 +231,17 @@ pub enum InvariantError {
     Policy(String),
 }
 
-fn engine() -> regorus::Engine {
+/// An engine for one policy; `bounded` for a repository's (their time and prints).
+fn engine(bounded: bool) -> regorus::Engine {
     let mut engine = regorus::Engine::new();
-    engine.set_execution_timer_config(ExecutionTimerConfig {
-        limit: EVALUATION_LIMIT,
-        check_interval: NonZeroU32::new(64).expect("non-zero"),
-    });
+    if bounded {
+        engine.set_execution_timer_config(ExecutionTimerConfig {
+            limit: EVALUATION_LIMIT,
+            check_interval: NonZeroU32::new(64).expect("non-zero"),
+        });
+    }
+    // `print()` output is gathered, and dropped, rather than written to the worker's stderr.
+    engine.set_gather_prints(true);
     engine.set_policy_length_config(PolicyLengthConfig {
         max_col: NonZeroU32::new(4096).expect("non-zero"),
         max_file_bytes: NonZeroUsize::new(REPOSITORY_MAX_BYTES).expect("non-zero"),
@@ -236,8 +251,14 @@ fn engine() -> regorus::Engine {
 }
 
 /// The `deny` set of `package` in `policy`, as strings.
-fn denials_of(name: &str, policy: &str, package: &str, input: &str) -> Result<Vec<String>, String> {
-    let mut engine = engine();
+fn denials_of(
+    name: &str,
+    policy: &str,
+    package: &str,
+    input: &str,
+    bounded: bool,
+) -> Result<Vec<String>, String> {
+    let mut engine = engine(bounded);
     engine
         .add_policy(name.into(), policy.into())
         .map_err(|e| e.to_string())?;
@@ -277,6 +298,31 @@ fn package_of(policy: &str) -> Option<&str> {
         })
 }
 
+/// At most [`MAX_DENIALS_PER_POLICY`], each cut to [`MAX_MESSAGE_CHARS`], with a last one
+/// saying how many more there were.
+fn capped(policy: &str, mut messages: Vec<String>) -> Vec<Denial> {
+    messages.sort();
+    let more = messages.len().saturating_sub(MAX_DENIALS_PER_POLICY);
+    let mut out: Vec<Denial> = messages
+        .into_iter()
+        .take(MAX_DENIALS_PER_POLICY)
+        .map(|m| {
+            let m = match m.char_indices().nth(MAX_MESSAGE_CHARS) {
+                Some((cut, _)) => format!("{}…", &m[..cut]),
+                None => m,
+            };
+            denial(policy, m)
+        })
+        .collect();
+    if more > 0 {
+        out.push(denial(
+            policy,
+            format!("{} more denial(s) of this policy not listed", more),
+        ));
+    }
+    out
+}
+
 fn denial(policy: &str, message: String) -> Denial {
     let invariant = match message.split_once(": ") {
         Some((name, _)) if name.chars().all(|c| c.is_ascii_lowercase() || c == '-') => {
@@ -300,12 +346,17 @@ pub fn check(
     repository: &[RepositoryPolicy],
 ) -> Result<Vec<Denial>, InvariantError> {
     let input = serde_json::to_string(change).map_err(|e| InvariantError::Policy(e.to_string()))?;
-    let mut out: Vec<Denial> =
-        denials_of("invariants.rego", builtin, "selfheal.invariants", &input)
-            .map_err(InvariantError::Policy)?
-            .into_iter()
-            .map(|m| denial("selfheal", m))
-            .collect();
+    // selfheal's own policy runs without the time limit: a slow machine must not turn a
+    // denial into an error.
+    let builtin = denials_of(
+        "invariants.rego",
+        builtin,
+        "selfheal.invariants",
+        &input,
+        false,
+    )
+    .map_err(InvariantError::Policy)?;
+    let mut out = capped("selfheal", builtin);
     if repository.len() > REPOSITORY_MAX_FILES {
         out.push(denial(
             REPOSITORY_DIR,
@@ -322,12 +373,12 @@ pub fn check(
                 Err(format!("{} bytes, over {REPOSITORY_MAX_BYTES}", text.len()))
             }
             Ok(text) => match package_of(text) {
-                Some(package) => denials_of(&p.path, text, package, &input),
+                Some(package) => denials_of(&p.path, text, package, &input, true),
                 None => Err("no valid `package` line".into()),
             },
         };
         match result {
-            Ok(messages) => out.extend(messages.into_iter().map(|m| denial(&p.path, m))),
+            Ok(messages) => out.extend(capped(&p.path, messages)),
             Err(e) => out.push(denial(
                 &p.path,
                 format!(

@@ -138,8 +138,15 @@ fn from_dir(root: &std::path::Path, path: &str) -> Option<Found> {
         .ok()?
         .filter_map(Result::ok)
         .filter_map(|e| {
-            let m = e.metadata().ok()?;
-            let kind = if m.is_dir() { "dir" } else { "file" };
+            // As GitHub lists them: a link is a `symlink`, never its target's type.
+            let m = std::fs::symlink_metadata(e.path()).ok()?;
+            let kind = if m.is_symlink() {
+                "symlink"
+            } else if m.is_dir() {
+                "dir"
+            } else {
+                "file"
+            };
             Some((
                 e.file_name().to_string_lossy().into_owned(),
                 kind,
@@ -170,10 +177,11 @@ fn from_git(git: &crate::git::GitRepo, sha: &str, path: &str) -> Option<Found> {
                 .filter_map(|l| {
                     let (meta, name) = l.split_once('\t')?;
                     let f: Vec<&str> = meta.split_whitespace().collect();
-                    let kind = if f.get(1) == Some(&"tree") {
-                        "dir"
-                    } else {
-                        "file"
+                    let kind = match (f.first().copied(), f.get(1).copied()) {
+                        (_, Some("tree")) => "dir",
+                        (Some("120000"), _) => "symlink",
+                        (_, Some("commit")) => "submodule",
+                        _ => "file",
                     };
                     Some((name.to_string(), kind, f.get(3)?.parse().unwrap_or(0)))
                 })

@@ -62,18 +62,22 @@ pub(super) async fn refused(
     )))
 }
 
-/// The repository's own policies at the failing commit: `.rego` files (not `_test.rego`)
-/// directly in [`REPOSITORY_DIR`]. One that cannot be read is kept as its reason, so that it
-/// denies instead of vanishing.
+/// The repository's own policies, from its default branch as `.github/selfheal.yml` is (so
+/// that the commit being fixed cannot drop them): `.rego` files (not `_test.rego`) directly in
+/// [`REPOSITORY_DIR`]. Whatever cannot be read is kept with its reason, so that it denies
+/// instead of vanishing.
 async fn repository_policies(
     crab: &Installation,
     run: &Run,
 ) -> Result<Vec<RepositoryPolicy>, StageError> {
     let repo = &run.repository_full_name;
-    let at = format!("ref={}", run.head_sha);
+    let unreadable = |path: &str, why: String| RepositoryPolicy {
+        path: path.to_string(),
+        text: Err(why),
+    };
     let listing = crab
         ._get_with_headers(
-            format!("/repos/{repo}/contents/{REPOSITORY_DIR}?{at}"),
+            format!("/repos/{repo}/contents/{REPOSITORY_DIR}"),
             http::HeaderMap::new(),
         )
         .await
@@ -93,15 +97,33 @@ async fn repository_policies(
         .body_to_string(listing)
         .await
         .map_err(|e| api_error(e, REPOSITORY_DIR))?;
-    // A file where the directory should be is not a set of policies: nothing to add.
     let Ok(Value::Array(entries)) = serde_json::from_str::<Value>(&text) else {
-        return Ok(vec![]);
+        return Ok(vec![unreadable(
+            REPOSITORY_DIR,
+            "is not a directory (a file or a link where the policies should be)".into(),
+        )]);
     };
-    let mut wanted: Vec<(String, u64)> = entries
+    // GitHub lists at most 1,000 entries of a directory: past that, a policy could be out of
+    // view.
+    if entries.len() >= 1000 {
+        return Ok(vec![unreadable(
+            REPOSITORY_DIR,
+            format!("lists {} entries, and GitHub shows no more than 1,000: some policies may not be seen", entries.len()),
+        )]);
+    }
+    let mut wanted: Vec<(String, &str, Option<u64>)> = entries
         .iter()
-        .filter(|e| e["type"] == "file")
-        .filter_map(|e| Some((e["path"].as_str()?.to_string(), e["size"].as_u64()?)))
-        .filter(|(p, _)| p.ends_with(".rego") && !p.ends_with("_test.rego"))
+        .filter_map(|e| {
+            let path = e["path"].as_str()?;
+            let lower = path.to_ascii_lowercase();
+            (lower.ends_with(".rego") && !lower.ends_with("_test.rego")).then(|| {
+                (
+                    path.to_string(),
+                    e["type"].as_str().unwrap_or("unknown"),
+                    e["size"].as_u64(),
+                )
+            })
+        })
         .collect();
     wanted.sort();
     let mut out = Vec::new();
@@ -110,16 +132,21 @@ async fn repository_policies(
         http::header::ACCEPT,
         http::HeaderValue::from_static("application/vnd.github.raw+json"),
     );
-    for (i, (path, size)) in wanted.into_iter().enumerate() {
+    for (i, (path, kind, size)) in wanted.into_iter().enumerate() {
         // Past the cap, `check` denies for the count: these are not read.
         let text = if i >= REPOSITORY_MAX_FILES {
             Err("not read: over the number of policies selfheal evaluates".to_string())
-        } else if size as usize > REPOSITORY_MAX_BYTES {
-            Err(format!("{size} bytes, over {REPOSITORY_MAX_BYTES}"))
+        } else if kind != "file" {
+            Err(format!("is a {kind}, not a file"))
+        } else if size.is_none_or(|s| s as usize > REPOSITORY_MAX_BYTES) {
+            Err(format!(
+                "{} bytes, over {REPOSITORY_MAX_BYTES}",
+                size.map_or("unknown".to_string(), |s| s.to_string())
+            ))
         } else {
             let response = crab
                 ._get_with_headers(
-                    format!("/repos/{repo}/contents/{}?{at}", ref_path(&path)),
+                    format!("/repos/{repo}/contents/{}", ref_path(&path)),
                     raw.clone(),
                 )
                 .await
@@ -171,9 +198,19 @@ async fn record(ctx: &WorkerContext, run: &Run, denials: &[Denial]) -> Result<()
 /// failing commit.
 async fn tell(ctx: &WorkerContext, run: &Run, denials: &[Denial]) -> Result<(), StageError> {
     // The messages quote the diff and the repository's own policies: text, never Markdown.
+    // At most 40 listed (each message is capped too): GitHub refuses a comment or a summary
+    // past 65,536 characters. All of them are in `invariant_denials`.
+    const LISTED: usize = 40;
+    let more = denials.len().saturating_sub(LISTED);
+    let more = if more > 0 {
+        format!("\n\n{more} more in the run's record (`invariant_denials`).")
+    } else {
+        String::new()
+    };
     let list = super::super::deliver::markdown::fenced(
         &denials
             .iter()
+            .take(LISTED)
             .map(|d| {
                 if d.policy == "selfheal" {
                     format!("- {}", d.message)
@@ -196,7 +233,7 @@ async fn tell(ctx: &WorkerContext, run: &Run, denials: &[Denial]) -> Result<(), 
         .await?
         .map(|r| r.get(0));
     let summary = format!(
-        "selfheal made a fix that passed the sandbox but breaks what every fix must keep, so it is not delivered:\n\n{list}\n\nThe invariants are in selfheal's policies/invariants.rego and this repository's {REPOSITORY_DIR}/."
+        "selfheal made a fix that passed the sandbox but breaks what every fix must keep, so it is not delivered:\n\n{list}{more}\n\nThe invariants are in selfheal's policies/invariants.rego and this repository's {REPOSITORY_DIR}/."
     );
     match pr {
         Some(n) => {

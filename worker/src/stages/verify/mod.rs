@@ -347,7 +347,14 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
     if let Some(why) = config.refuses(class, diff.as_deref()) {
         return Ok((Verdict::Skip, format!("not delivered: {why}")));
     }
-    if let (true, Some(diff)) = (verdict == "fixed", diff.as_deref()) {
+    if verdict == "fixed" {
+        // A fix is held to the invariants through its diff: without one it cannot be.
+        let Some(diff) = diff.as_deref() else {
+            return Ok((
+                Verdict::Skip,
+                "not delivered: the fix has no diff to hold to the invariants".into(),
+            ));
+        };
         let strategy: String = row.get(3);
         if let Some(why) =
             invariants::refused(ctx, &crab, run, class, &strategy, diff, &config).await?
