@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[supply-chain] %s\n' "$*" >&2; }
-for tool in cargo-deny cargo-cyclonedx; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
+# Pinned: the release runs this, and what it installs runs with the release's build.
+for tool in cargo-deny@0.20.2 cargo-cyclonedx@0.5.9; do
+  if ! command -v "${tool%@*}" >/dev/null 2>&1; then
     log "installing $tool from crates.io"
     cargo install --quiet --locked "$tool"
   fi

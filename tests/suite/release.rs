@@ -60,7 +60,9 @@ fn a_release_runs_on_version_tags_with_read_only_defaults() {
         let perms = job["permissions"]
             .as_object()
             .unwrap_or_else(|| panic!("job {name} must say what it may write, not inherit"));
-        // Only a job that signs (cosign, the SLSA generators) gets an OIDC token.
+        // Only a job that signs (cosign, the SLSA generators) gets an OIDC token, and never
+        // one that checks out or builds the repository's code: anything running there could
+        // sign as the release workflow.
         if perms.get("id-token").is_some() {
             let signs = runs(job).contains("cosign ")
                 || uses(job)
@@ -69,6 +71,11 @@ fn a_release_runs_on_version_tags_with_read_only_defaults() {
             assert!(
                 signs,
                 "job {name} asks for id-token: write and signs nothing"
+            );
+            assert!(
+                !uses(job).iter().any(|u| u.starts_with("actions/checkout@"))
+                    && !runs(job).contains("cargo "),
+                "job {name} runs the repository's code with an OIDC token"
             );
         }
     }
@@ -87,10 +94,32 @@ fn every_action_is_a_release_never_a_branch() {
             );
         }
     }
-    // slsa-verifier recognises the builders by their full tag.
+    // slsa-verifier recognises the builders by their full tag, `vX.Y.Z`.
     for (_, job) in job_using(&w, "slsa-framework/slsa-github-generator") {
         let u = job["uses"].as_str().unwrap();
-        assert!(u.ends_with("@v2.1.0"), "{u}");
+        let version = u.rsplit_once("@v").unwrap().1;
+        let numbers = version
+            .split('.')
+            .filter(|n| n.parse::<u32>().is_ok())
+            .count();
+        assert_eq!(numbers, 3, "{u}");
+    }
+    // cosign-installer picks the cosign it installs: the workflow says which.
+    let signers = job_using(&w, "sigstore/cosign-installer@");
+    assert_eq!(signers.len(), 2);
+    for (name, job) in signers {
+        let step = job["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s["uses"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("sigstore/cosign-installer@"))
+            })
+            .unwrap();
+        let release = step["with"]["cosign-release"].as_str();
+        assert!(release.is_some_and(|v| v.starts_with("v2.")), "job {name}");
     }
 }
 
@@ -103,6 +132,7 @@ fn the_binary_is_the_production_build_with_its_sbom_and_signed_checksums() {
         script.contains("cargo build --release --locked --no-default-features"),
         "{script}"
     );
+    assert!(build["permissions"].get("id-token").is_none());
     // The supply-chain script (cargo deny, the SBOM) runs, and the SBOM it writes is shipped.
     assert!(script.contains("bash scripts/supply-chain.sh"));
     let supply = std::fs::read_to_string(root().join("scripts/supply-chain.sh")).unwrap();
@@ -110,8 +140,10 @@ fn the_binary_is_the_production_build_with_its_sbom_and_signed_checksums() {
     assert!(supply.contains("--no-default-features"));
     assert!(script.contains("cp target/sbom/selfheal.cdx.json"));
     assert!(script.contains("sha256sum"));
-    assert!(script
-        .contains("cosign sign-blob --yes --bundle dist/SHA256SUMS.sigstore.json dist/SHA256SUMS"));
+    let sign = runs(&w["jobs"]["sign"]);
+    assert!(sign.contains(
+        "cosign sign-blob --yes --new-bundle-format --bundle dist/SHA256SUMS.sigstore.json dist/SHA256SUMS"
+    ));
     // The provenance covers what SHA256SUMS lists: the tarball and the SBOM.
     assert_eq!(
         build["outputs"]["hashes"],
@@ -130,12 +162,24 @@ fn the_binary_is_the_production_build_with_its_sbom_and_signed_checksums() {
     );
     assert_eq!(p["with"]["upload-assets"], true);
     assert_eq!(p["with"]["provenance-name"], "selfheal.intoto.jsonl");
-    // It uploads to a release that exists.
+    // It uploads to the release, still a draft, published once every attestation is attached.
     assert!(p["needs"]
         .as_array()
         .unwrap()
         .contains(&Value::from("release")));
-    assert!(runs(&w["jobs"]["release"]).contains("gh release create"));
+    assert_eq!(p["with"]["draft-release"], true);
+    assert!(runs(&w["jobs"]["release"]).contains(
+        "gh release create \"$TAG\" dist/* --repo \"$GITHUB_REPOSITORY\" --verify-tag --draft"
+    ));
+    let publish = &w["jobs"]["publish"];
+    assert!(runs(publish).contains("--draft=false"));
+    for needed in ["provenance", "image-sign", "image-provenance"] {
+        let needs = publish["needs"].as_array().unwrap();
+        assert!(
+            needs.contains(&Value::from(needed)),
+            "published before {needed}"
+        );
+    }
 }
 
 #[test]
@@ -159,23 +203,22 @@ fn the_image_is_signed_by_digest_with_its_sbom_and_provenance() {
         dockerfile.contains(&format!(" AS {target}\n")),
         "no stage {target}"
     );
-    assert!(push["with"]["build-args"]
-        .as_str()
-        .unwrap()
-        .contains("BINARY=target/release/selfheal"));
+    let args = push["with"]["build-args"].as_str().unwrap();
+    assert!(args.contains("BINARY=target/release/selfheal"));
     let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l == "!target/release/selfheal"));
     assert_eq!(push["with"]["provenance"], false);
-    let script = runs(image);
+    assert_eq!(
+        image["outputs"]["digest"],
+        "${{ steps.push.outputs.digest }}"
+    );
+    let signing = &w["jobs"]["image-sign"];
+    let script = runs(signing);
     assert!(
         script.contains("cosign sign --yes \"$IMAGE@$DIGEST\""),
         "signed by digest, never by tag"
     );
     assert!(script.contains("cosign attest --yes --type cyclonedx"));
-    assert_eq!(
-        image["outputs"]["digest"],
-        "${{ steps.push.outputs.digest }}"
-    );
     let provenance = job_using(
         &w,
         "slsa-framework/slsa-github-generator/.github/workflows/generator_container_slsa3.yml",
@@ -195,7 +238,7 @@ fn the_verification_guide_checks_what_the_release_makes() {
         "cosign verify ",
         "cosign verify-attestation --type cyclonedx",
         "cosign verify-blob",
-        "sha256sum -c",
+        "sha256sum --ignore-missing -c",
         "selfheal.intoto.jsonl",
         "SHA256SUMS.sigstore.json",
         "--certificate-oidc-issuer https://token.actions.githubusercontent.com",
