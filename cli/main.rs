@@ -101,6 +101,11 @@ enum Command {
     /// Replay a recorded failing run through web, two workers and the GitHub stand-in.
     #[cfg(feature = "dev")]
     Demo,
+    /// Evaluate one repository policy (a JSON request on stdin, the answer on stdout): the
+    /// worker runs its repository's policies this way, each in a process of its own with
+    /// limits on memory and time (docs/invariants.md).
+    #[command(hide = true)]
+    PolicyEval,
     /// Diagnose a saved CI job log.
     Diagnose {
         #[arg(long)]
@@ -433,6 +438,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if !status.is_success() {
                 return Ok(ExitCode::from(1));
             }
+        }
+        Command::PolicyEval => {
+            selfheal_engine::invariants::isolated::serve(
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+            )?;
         }
         Command::Diagnose { log, format } => {
             let bytes =

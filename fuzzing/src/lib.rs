@@ -127,8 +127,13 @@ pub fn patch_diff(data: &[u8]) {
         "{diff}\ndiff --git a/tests/test_app.py b/tests/test_app.py\n--- a/tests/test_app.py\n+++ b/tests/test_app.py\n@@ -1 +1,2 @@\n+@pytest.mark.skip\n def test_app():\n"
     );
     let change = Change::describe(&skipping, "test", "ai_patch", usize::MAX, &[]);
-    let denials =
-        invariants::check(&change, invariants::DEFAULT_POLICY, &[]).expect("the policy evaluates");
+    let denials = invariants::check(
+        &change,
+        invariants::DEFAULT_POLICY,
+        &[],
+        &invariants::InProcess,
+    )
+    .expect("the policy evaluates");
     assert!(
         denials.iter().any(|d| d.invariant == "tests-kept"),
         "a skipped test let through the invariants: {denials:?}"

@@ -219,3 +219,46 @@ async fn a_policy_that_cannot_be_read_denies_rather_than_vanishing() {
     );
     assert_eq!(o.pulls, 0);
 }
+
+/// The worker evaluates a repository's policies in children of its own binary: one that
+/// allocates past any memory in a single builtin call (before Rego's time limit is checked)
+/// ends its own process, and denies; the caller carries on. (150 million numbers need more
+/// than the child's 1 GiB; without that limit they would fit, and the policy would answer.)
+#[test]
+fn a_policy_that_allocates_past_its_limit_ends_its_own_process_not_the_worker() {
+    use selfheal_engine::invariants::{self, Change, Isolated, RepositoryPolicy};
+    let evaluator = Isolated {
+        program: env!("CARGO_BIN_EXE_selfheal").into(),
+    };
+    let change = Change::describe(&fix(""), "compile", "ai_patch", 500, &[]);
+    let policy = |name: &str, text: &str| RepositoryPolicy {
+        path: format!(".github/selfheal/policies/{name}"),
+        text: Ok(text.to_string()),
+    };
+    let bomb = policy(
+        "bomb.rego",
+        "package bomb\nimport rego.v1\ndeny contains \"x\" if { count(numbers.range(1, 150000000)) > 0 }\n",
+    );
+    let own = policy(
+        "owners.rego",
+        "package acme.owners\nimport rego.v1\ndeny contains \"owners: no\" if { some f in input.files; f.path == \"src/lib.rs\" }\n",
+    );
+    let got = invariants::check(
+        &change,
+        invariants::DEFAULT_POLICY,
+        &[bomb, own],
+        &evaluator,
+    )
+    .unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        // SIGABRT: the allocation failed at the memory limit (the CPU limit ends it with
+        // SIGXCPU or SIGKILL instead).
+        got[0].message.contains(
+            "bomb.rego cannot be evaluated, so it denies: its evaluation was ended by signal 6"
+        ),
+        "{got:?}"
+    );
+    // The next policy, in a child of its own, is answered as usual.
+    assert_eq!(got[1].message, "owners: no");
+}

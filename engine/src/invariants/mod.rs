@@ -12,6 +12,7 @@
 //! evaluated denies (fail closed) rather than being skipped.
 
 pub mod diff;
+pub mod isolated;
 pub mod lines;
 
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -21,6 +22,7 @@ use regorus::utils::limits::{ExecutionTimerConfig, PolicyLengthConfig};
 use serde::Serialize;
 
 use self::diff::Status;
+pub use self::isolated::{Evaluator, InProcess, Isolated};
 use self::lines::{Facts, Language, Reader};
 
 pub const DEFAULT_POLICY: &str = include_str!("../../../policies/invariants.rego");
@@ -344,6 +346,7 @@ pub fn check(
     change: &Change,
     builtin: &str,
     repository: &[RepositoryPolicy],
+    evaluator: &dyn Evaluator,
 ) -> Result<Vec<Denial>, InvariantError> {
     let input = serde_json::to_string(change).map_err(|e| InvariantError::Policy(e.to_string()))?;
     // selfheal's own policy runs without the time limit: a slow machine must not turn a
@@ -373,7 +376,12 @@ pub fn check(
                 Err(format!("{} bytes, over {REPOSITORY_MAX_BYTES}", text.len()))
             }
             Ok(text) => match package_of(text) {
-                Some(package) => denials_of(&p.path, text, package, &input, true),
+                Some(package) => evaluator.denials(&isolated::Request {
+                    name: p.path.clone(),
+                    policy: text.clone(),
+                    package: package.to_string(),
+                    input: input.clone(),
+                }),
                 None => Err("no valid `package` line".into()),
             },
         };

@@ -11,7 +11,7 @@ fn change(diff: &str, class: &str) -> Change {
 }
 
 fn denials(diff: &str, class: &str) -> Vec<String> {
-    check(&change(diff, class), DEFAULT_POLICY, &[])
+    check(&change(diff, class), DEFAULT_POLICY, &[], &InProcess)
         .unwrap()
         .into_iter()
         .map(|d| d.message)
@@ -400,7 +400,7 @@ fn denials_are_capped_in_number_and_length() {
         text: Ok("package noisy\nimport rego.v1\ndeny contains sprintf(\"noise: %d %s\", [n, concat(\"\", [\"x\" | some _ in numbers.range(1, 400)])]) if some n in numbers.range(1, 30)\n".into()),
     };
     let d = diff("src/lib.rs", &["a"], &["b"]);
-    let got = check(&change(&d, "compile"), DEFAULT_POLICY, &[noisy]).unwrap();
+    let got = check(&change(&d, "compile"), DEFAULT_POLICY, &[noisy], &InProcess).unwrap();
     assert_eq!(got.len(), MAX_DENIALS_PER_POLICY + 1, "{got:?}");
     assert!(got
         .iter()
@@ -421,6 +421,7 @@ fn a_repository_policy_adds_denials_and_cannot_take_one_away() {
         &change(&d, "compile"),
         DEFAULT_POLICY,
         std::slice::from_ref(&ours),
+        &InProcess,
     )
     .unwrap();
     assert_eq!(got.len(), 1, "{got:?}");
@@ -433,7 +434,7 @@ fn a_repository_policy_adds_denials_and_cannot_take_one_away() {
         text: Ok("package selfheal.invariants\nimport rego.v1\ndeny := set()\n".into()),
     };
     let d = diff("tests/a.rs", &[], &["#[ignore]"]);
-    let got = check(&change(&d, "test"), DEFAULT_POLICY, &[sneaky]).unwrap();
+    let got = check(&change(&d, "test"), DEFAULT_POLICY, &[sneaky], &InProcess).unwrap();
     assert!(
         got.iter()
             .any(|d| d.policy == "selfheal" && d.invariant == "tests-kept"),
@@ -454,7 +455,7 @@ fn a_repository_policy_that_cannot_be_evaluated_denies() {
     ] {
         let p = RepositoryPolicy { path: "p.rego".into(), text: Ok(text) };
         let started = std::time::Instant::now();
-        let got = check(&change(&d, "compile"), DEFAULT_POLICY, &[p]).unwrap();
+        let got = check(&change(&d, "compile"), DEFAULT_POLICY, &[p], &InProcess).unwrap();
         assert!(started.elapsed() < Duration::from_secs(20), "{why}: took {:?}", started.elapsed());
         assert_eq!(got.len(), 1, "{why}: {got:?}");
         assert!(got[0].message.contains("cannot be evaluated, so it denies"), "{why}: {got:?}");
@@ -466,7 +467,7 @@ fn a_repository_policy_that_cannot_be_evaluated_denies() {
             text: Ok(format!("package p{i}\n")),
         })
         .collect();
-    let got = check(&change(&d, "compile"), DEFAULT_POLICY, &many).unwrap();
+    let got = check(&change(&d, "compile"), DEFAULT_POLICY, &many, &InProcess).unwrap();
     assert!(
         got.iter()
             .any(|d| d.message.contains("over the 16 selfheal evaluates")),
@@ -480,7 +481,8 @@ fn a_broken_builtin_policy_is_an_error_not_an_allow() {
     assert!(check(
         &change(&d, "compile"),
         "package selfheal.invariants\ndeny contains x if {",
-        &[]
+        &[],
+        &InProcess
     )
     .is_err());
 }

@@ -39,9 +39,18 @@ pub(super) async fn refused(
         config.max_diff_lines,
         &config.protected_paths,
     );
-    // Rego evaluation is CPU work (up to its time limit per policy): off the async threads.
+    // A repository's policies run in children of this binary (`selfheal policy-eval`), with
+    // limits on their memory and time; all of it off the async threads.
+    let program = std::env::current_exe().map_err(|e| {
+        StageError::Permanent(format!("this worker's own binary is not found: {e}"))
+    })?;
     let denials = tokio::task::spawn_blocking(move || {
-        invariants::check(&change, invariants::DEFAULT_POLICY, &policies)
+        invariants::check(
+            &change,
+            invariants::DEFAULT_POLICY,
+            &policies,
+            &invariants::Isolated { program },
+        )
     })
     .await
     .map_err(|e| StageError::Permanent(format!("the invariants' evaluation panicked: {e}")))?
