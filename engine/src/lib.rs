@@ -11,5 +11,6 @@ pub mod diagnose;
 pub mod heal;
 pub mod invariants;
 pub mod policy;
+pub mod prove;
 pub mod sandbox;
 pub mod workflow;

@@ -48,11 +48,12 @@ struct Outcome {
     audited: i64,
     pulls: usize,
     check: Option<serde_json::Value>,
+    proofs: Vec<(String, String, String)>,
 }
 
-/// rust-api-change, with `policies` written into its `.github/selfheal/policies/`, healed by
-/// the model answering `patch`.
-async fn heal(run: i64, patch: &str, policies: &[(&str, &str)]) -> Outcome {
+/// rust-api-change, with `files` (paths from its root) added, healed by the model answering
+/// `patch`.
+async fn heal(run: i64, patch: &str, files: &[(&str, &str)]) -> Outcome {
     let model = ai_standin::spawn(Some(KEY)).await;
     let answer = serde_json::json!({
         "root_cause": "parse_port gained a default parameter; listen_address still calls it with one argument",
@@ -63,13 +64,13 @@ async fn heal(run: i64, patch: &str, policies: &[(&str, &str)]) -> Outcome {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let repo = tempfile::tempdir().unwrap();
     copy(&root.join("examples/rust-api-change"), repo.path());
-    for (name, text) in policies {
-        let dir = repo.path().join(".github/selfheal/policies");
-        std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        let path = repo.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         // `-> target` makes a link, as a repository may hold one.
         match text.strip_prefix("-> ") {
-            Some(target) => std::os::unix::fs::symlink(target, dir.join(name)).unwrap(),
-            None => std::fs::write(dir.join(name), text).unwrap(),
+            Some(target) => std::os::unix::fs::symlink(target, &path).unwrap(),
+            None => std::fs::write(&path, text).unwrap(),
         }
     }
     let mut env = TestEnv::new().await;
@@ -115,7 +116,18 @@ async fn heal(run: i64, patch: &str, policies: &[(&str, &str)]) -> Outcome {
         "SELECT count(*) FROM audit_log WHERE action = 'invariants.denied' AND subject = $1::uuid::text",
     )
     .await;
+    let proofs = db
+        .query(
+            "SELECT prover, outcome, detail FROM proofs WHERE run_id = $1 ORDER BY prover",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     Outcome {
+        proofs,
         patch_verdict: p.get(0),
         validation: v.get(0),
         verdict: ver.get(0),
@@ -167,7 +179,12 @@ async fn a_models_fix_that_mutes_a_lint_passes_the_sandbox_and_is_not_delivered(
 async fn the_repositorys_own_policy_stops_a_clean_fix_and_cannot_allow_a_dirty_one() {
     const OWN: &str = "package acme.owners\nimport rego.v1\n\ndeny contains msg if {\n  some f in input.files\n  f.path == \"src/lib.rs\"\n  msg := \"owners: src/lib.rs is changed by its owners only\"\n}\n";
     // The clean fix: selfheal's invariants allow it, the repository's policy does not.
-    let o = heal(1702, &fix(""), &[("owners.rego", OWN)]).await;
+    let o = heal(
+        1702,
+        &fix(""),
+        &[(".github/selfheal/policies/owners.rego", OWN)],
+    )
+    .await;
     assert_eq!(
         (o.patch_verdict.as_str(), o.validation.as_str()),
         ("fixed", "fixed")
@@ -198,7 +215,7 @@ async fn a_repository_policy_cannot_take_selfheals_denials_away() {
     let o = heal(
         1703,
         &fix("#[allow(clippy::needless_borrow)]"),
-        &[("allow.rego", ALLOW_ALL)],
+        &[(".github/selfheal/policies/allow.rego", ALLOW_ALL)],
     )
     .await;
     assert_eq!(o.verdict, "skip", "{}", o.reason);
@@ -210,7 +227,15 @@ async fn a_repository_policy_cannot_take_selfheals_denials_away() {
 async fn a_policy_that_cannot_be_read_denies_rather_than_vanishing() {
     // A link where a policy should be: GitHub lists it as a `symlink`, and its text is not a
     // policy. Skipping it would drop whatever the repository meant it to deny.
-    let o = heal(1704, &fix(""), &[("owners.rego", "-> ../../../src/lib.rs")]).await;
+    let o = heal(
+        1704,
+        &fix(""),
+        &[(
+            ".github/selfheal/policies/owners.rego",
+            "-> ../../../src/lib.rs",
+        )],
+    )
+    .await;
     assert_eq!(o.verdict, "skip", "{}", o.reason);
     assert!(
         o.reason.contains(".github/selfheal/policies/owners.rego cannot be evaluated, so it denies: is a symlink, not a file"),
@@ -261,4 +286,29 @@ fn a_policy_that_allocates_past_its_limit_ends_its_own_process_not_the_worker() 
     );
     // The next policy, in a child of its own, is answered as usual.
     assert_eq!(got[1].message, "owners: no");
+}
+
+/// A repository with Lean proofs: `lake build` runs in the real sandbox on the validated tree.
+/// The sandbox image has no Lean toolchain (it installs from GitHub, out of reach here), so the
+/// proof is `unavailable`: recorded as not checked, never as passed, and it does not stop the
+/// fix. Without proofs the run records `not_applicable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_run_on_the_validated_tree_and_a_missing_prover_is_not_a_pass() {
+    let o = heal(1705, &fix(""), &[("lakefile.toml", "name = \"proofs\"\n")]).await;
+    assert_eq!(o.verdict, "deliver", "{}", o.reason);
+    assert_eq!(o.pulls, 1);
+    assert_eq!(
+        o.proofs,
+        vec![(
+            "lean".to_string(),
+            "unavailable".to_string(),
+            "lake is not in the sandbox".to_string()
+        )]
+    );
+    let o = heal(1706, &fix(""), &[]).await;
+    assert_eq!(o.proofs.len(), 1);
+    assert_eq!(
+        (o.proofs[0].0.as_str(), o.proofs[0].1.as_str()),
+        ("none", "not_applicable")
+    );
 }

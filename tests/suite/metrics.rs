@@ -125,6 +125,14 @@ async fn web_metrics_carry_the_fleet_figures_from_postgres_with_known_answers() 
     .await
     .unwrap();
 
+    db.execute(
+        "INSERT INTO proofs (run_id, prover, outcome, command, detail) VALUES
+           ($1, 'lean', 'unavailable', 'lake build', 'lake is not in the sandbox')",
+        &[&running],
+    )
+    .await
+    .unwrap();
+
     // Redis is away, so the relay cannot push the triage job: it stays unpushed.
     env.set(
         "REDIS_URL",
@@ -172,6 +180,10 @@ async fn web_metrics_carry_the_fleet_figures_from_postgres_with_known_answers() 
             1.0,
         ),
         ("selfheal_validations_total{verdict=\"fixed\"}", 1.0),
+        (
+            "selfheal_proofs_total{prover=\"lean\",outcome=\"unavailable\"}",
+            1.0,
+        ),
         (
             "selfheal_invariant_denials_total{policy=\"selfheal\",invariant=\"tests_kept\"}",
             2.0,

@@ -278,6 +278,13 @@ const QUERIES: &[Query] = &[
         sql: "SELECT verdict, count(*)::float8 FROM verifications GROUP BY 1",
     },
     Query {
+        name: "proofs",
+        help: "Provers run on validated fixes, by prover and outcome (unavailable and not_applicable are never successes)",
+        kind: Kind::Counter,
+        labels: &["prover", "outcome"],
+        sql: "SELECT prover, outcome, count(*)::float8 FROM proofs GROUP BY 1, 2",
+    },
+    Query {
         name: "invariant_denials",
         help: "Validated fixes' denials by the invariants (policies/invariants.rego), by invariant; a repository's own policies count as `repository`",
         kind: Kind::Counter,

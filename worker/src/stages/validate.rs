@@ -10,6 +10,7 @@ use crate::changes::ChangeSet;
 use crate::heal::{self, Verdict};
 use crate::workflow::StepCommand;
 use crate::WorkerContext;
+use selfheal_engine::prove;
 
 pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageError> {
     let client = ctx.pool.get().await?;
@@ -61,8 +62,25 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         &|msg| tracing::info!("{msg}"),
     )
     .await?;
+    // Proofs on the validated tree, recorded before the verdict: a stage retried after a crash
+    // finds the patch still pending and proves again.
+    let proofs = if matches!(verdict, Verdict::Fixed) {
+        prove::prove(&sandbox, work.path(), &changes, &prove::all()).await?
+    } else {
+        Vec::new()
+    };
     let (name, reason) = verdict_name(&verdict);
     let client = ctx.pool.get().await?;
+    for proof in &proofs {
+        client
+            .execute(
+                "INSERT INTO proofs (run_id, prover, outcome, command, detail) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (run_id, prover) DO UPDATE SET outcome = EXCLUDED.outcome,
+                   command = EXCLUDED.command, detail = EXCLUDED.detail, created_at = now()",
+                &[&run.id, &proof.prover, &proof.outcome.as_str(), &proof.command, &proof.detail],
+            )
+            .await?;
+    }
     if let Some(ev) = &evidence {
         client
             .execute(

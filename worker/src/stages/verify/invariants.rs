@@ -1,4 +1,4 @@
-//! The invariants on a validated fix, before deliver writes anything (engine/src/invariants,
+//! The invariants and the proofs on a validated fix, before deliver writes anything (engine/src/invariants,
 //! policies/invariants.rego): a fix that breaks one is not delivered. The denials are kept in
 //! `invariant_denials` and the audit log, and said where people look: on the fix's pull
 //! request when there is one, else as a failed `selfheal invariants` check run on the failing
@@ -266,5 +266,79 @@ async fn tell(ctx: &WorkerContext, run: &Run, denials: &[Denial]) -> Result<(), 
             )
             .await
         }
+    }
+}
+
+/// Why the fix may not be delivered for its proofs: a prover that ran on the validated tree
+/// (the validate stage, `proofs`) and failed. Said as a failed `selfheal proofs` check run.
+pub(super) async fn broken_proofs(
+    ctx: &WorkerContext,
+    run: &Run,
+) -> Result<Option<String>, StageError> {
+    let failed: Vec<(String, String, String)> = ctx
+        .pool
+        .get()
+        .await?
+        .query(
+            "SELECT prover, command, detail FROM proofs WHERE run_id = $1 AND outcome = 'failed'
+             ORDER BY prover",
+            &[&run.id],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let Some(why) = proofs_refuse(&failed) else {
+        return Ok(None);
+    };
+    let summary = format!(
+        "selfheal made a fix that passed the sandbox, but a proof of the repository fails on it, so it is not delivered:\n\n{}",
+        super::super::deliver::markdown::fenced(&why)
+    );
+    check_run(
+        &ctx.github,
+        run,
+        "selfheal proofs",
+        "failure",
+        json!({"title": "a proof fails on the fix: not delivered", "summary": summary}),
+    )
+    .await?;
+    Ok(Some(format!("not delivered: {why}")))
+}
+
+/// The reason a set of failed proofs (prover, command, the prover's words) stops a fix.
+pub(super) fn proofs_refuse(failed: &[(String, String, String)]) -> Option<String> {
+    if failed.is_empty() {
+        return None;
+    }
+    Some(
+        failed
+            .iter()
+            .map(|(prover, command, detail)| {
+                let detail: String = detail.chars().take(1000).collect();
+                format!("the {prover} proof fails (`{command}`): {detail}")
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proofs_refuse;
+
+    #[test]
+    fn only_a_failed_proof_stops_a_fix() {
+        assert_eq!(proofs_refuse(&[]), None);
+        let why = proofs_refuse(&[(
+            "lean".into(),
+            "lake build".into(),
+            "error: ./Proofs/Basic.lean:7:2: unsolved goals".into(),
+        )])
+        .unwrap();
+        assert_eq!(
+            why,
+            "the lean proof fails (`lake build`): error: ./Proofs/Basic.lean:7:2: unsolved goals"
+        );
     }
 }

@@ -361,6 +361,9 @@ async fn before_delivery(ctx: &WorkerContext, run: &Run) -> Result<(Verdict, Str
         {
             return Ok((Verdict::Skip, why));
         }
+        if let Some(why) = invariants::broken_proofs(ctx, run).await? {
+            return Ok((Verdict::Skip, why));
+        }
     }
     // Loop guard at GitHub's level: a branch whose last commits are all selfheal's own (its
     // merged fixes failing again) gets no further fix on top; people decide. After the

@@ -1,0 +1,307 @@
+//! Provers and model checkers, run in the sandbox on the patched tree when the repository
+//! carries what they check: Lean 4 (`lake build`), Kani (`cargo kani`), TLA+ (`tlc`) and Miri
+//! (`cargo miri test`). A fix that breaks a proof is not delivered (the verify stage reads the
+//! outcomes). No prover applicable is `not_applicable`, and a prover the sandbox lacks is
+//! `unavailable`: neither is ever counted as a success (docs/proofs.md).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::changes::ChangeSet;
+use crate::heal::rerun;
+use crate::sandbox::{Sandbox, SandboxError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    /// The repository has proofs, but the sandbox has no such prover: not checked.
+    Unavailable,
+    /// Nothing here for any prover.
+    NotApplicable,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "failed",
+            Outcome::Unavailable => "unavailable",
+            Outcome::NotApplicable => "not_applicable",
+        }
+    }
+}
+
+/// One prover's verdict on the patched tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Proof {
+    /// `lean`, `kani`, `tlc`, `miri`; `none` for [`Outcome::NotApplicable`].
+    pub prover: &'static str,
+    pub outcome: Outcome,
+    pub command: String,
+    /// Why, in the prover's words (the failing lines), or what was missing.
+    pub detail: String,
+}
+
+/// A checker that plugs in: whether the repository carries its proofs, the command that
+/// checks them, and how to read its output.
+pub trait Prover: Sync {
+    fn name(&self) -> &'static str;
+    /// The command to run at the repository's root, if this prover applies.
+    fn applies(&self, root: &Path) -> Option<String>;
+    fn judge(&self, exit_code: i64, output: &str) -> (Outcome, String);
+}
+
+/// The provers selfheal knows, in the order they run.
+pub fn all() -> Vec<&'static dyn Prover> {
+    vec![&Lean, &Kani, &Tlc, &Miri]
+}
+
+/// The shell's "not installed": exit 127, or cargo's for a subcommand it lacks.
+fn missing(exit_code: i64, output: &str, tool: &str) -> bool {
+    exit_code == 127
+        || output.contains(&format!("{tool}: command not found"))
+        || output.contains(&format!("{tool}: not found"))
+        || output.contains(&format!("no such command: `{tool}`"))
+}
+
+/// The lines that say why, at most `n`.
+fn lines_with(output: &str, needles: &[&str], n: usize) -> String {
+    output
+        .lines()
+        .filter(|l| needles.iter().any(|k| l.contains(k)))
+        .take(n)
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub struct Lean;
+
+impl Prover for Lean {
+    fn name(&self) -> &'static str {
+        "lean"
+    }
+
+    fn applies(&self, root: &Path) -> Option<String> {
+        ["lakefile.lean", "lakefile.toml"]
+            .iter()
+            .any(|f| root.join(f).is_file())
+            .then(|| "lake build".to_string())
+    }
+
+    fn judge(&self, exit_code: i64, output: &str) -> (Outcome, String) {
+        if missing(exit_code, output, "lake") {
+            return (Outcome::Unavailable, "lake is not in the sandbox".into());
+        }
+        // `sorry` builds with a warning: a proof left open is not a proof.
+        let sorry = lines_with(output, &["declaration uses 'sorry'"], 5);
+        if exit_code != 0 {
+            let why = lines_with(output, &["error:"], 10);
+            return (
+                Outcome::Failed,
+                if why.is_empty() {
+                    format!("lake build exited {exit_code}")
+                } else {
+                    why
+                },
+            );
+        }
+        if !sorry.is_empty() {
+            return (Outcome::Failed, sorry);
+        }
+        (
+            Outcome::Passed,
+            lines_with(output, &["Build completed successfully"], 1),
+        )
+    }
+}
+
+pub struct Kani;
+
+impl Prover for Kani {
+    fn name(&self) -> &'static str {
+        "kani"
+    }
+
+    fn applies(&self, root: &Path) -> Option<String> {
+        (root.join("Cargo.toml").is_file() && any_file_contains(root, "rs", "#[kani::proof"))
+            .then(|| "cargo kani".to_string())
+    }
+
+    fn judge(&self, exit_code: i64, output: &str) -> (Outcome, String) {
+        if missing(exit_code, output, "kani") {
+            return (
+                Outcome::Unavailable,
+                "cargo kani is not in the sandbox".into(),
+            );
+        }
+        let failed = output.contains("VERIFICATION:- FAILED");
+        if exit_code != 0 || failed {
+            let why = lines_with(
+                output,
+                &[
+                    "Status: FAILURE",
+                    "Checking harness",
+                    "VERIFICATION:- FAILED",
+                    "Complete -",
+                    "error:",
+                ],
+                12,
+            );
+            return (Outcome::Failed, why);
+        }
+        if output.contains("VERIFICATION:- SUCCESSFUL") {
+            return (Outcome::Passed, lines_with(output, &["Complete -"], 1));
+        }
+        (Outcome::Failed, "cargo kani verified no harness".into())
+    }
+}
+
+pub struct Tlc;
+
+impl Prover for Tlc {
+    fn name(&self) -> &'static str {
+        "tlc"
+    }
+
+    /// A TLA+ module with its model's `.cfg` beside it, at the root or in `spec/`.
+    fn applies(&self, root: &Path) -> Option<String> {
+        for dir in ["", "spec"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            let mut modules: Vec<String> = entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter_map(|n| n.strip_suffix(".tla").map(str::to_string))
+                .filter(|m| plain_word(m) && root.join(dir).join(format!("{m}.cfg")).is_file())
+                .collect();
+            modules.sort();
+            if let Some(m) = modules.first() {
+                let at = if dir.is_empty() {
+                    String::new()
+                } else {
+                    format!("cd {dir} && ")
+                };
+                return Some(format!("{at}tlc -config {m}.cfg {m}.tla"));
+            }
+        }
+        None
+    }
+
+    fn judge(&self, exit_code: i64, output: &str) -> (Outcome, String) {
+        if missing(exit_code, output, "tlc") {
+            return (Outcome::Unavailable, "tlc is not in the sandbox".into());
+        }
+        if exit_code == 0 && output.contains("No error has been found") {
+            return (
+                Outcome::Passed,
+                lines_with(output, &["distinct states found"], 1),
+            );
+        }
+        let why = lines_with(output, &["Error:", "is violated", "Deadlock reached"], 6);
+        (
+            Outcome::Failed,
+            if why.is_empty() {
+                format!("tlc exited {exit_code}")
+            } else {
+                why
+            },
+        )
+    }
+}
+
+pub struct Miri;
+
+impl Prover for Miri {
+    fn name(&self) -> &'static str {
+        "miri"
+    }
+
+    /// Opt-in by the project itself: its CI runs Miri.
+    fn applies(&self, root: &Path) -> Option<String> {
+        (root.join("Cargo.toml").is_file()
+            && any_file_contains(&root.join(".github/workflows"), "yml", "cargo miri test"))
+        .then(|| "cargo miri test".to_string())
+    }
+
+    fn judge(&self, exit_code: i64, output: &str) -> (Outcome, String) {
+        if missing(exit_code, output, "miri") {
+            return (
+                Outcome::Unavailable,
+                "cargo miri is not in the sandbox".into(),
+            );
+        }
+        if exit_code != 0 {
+            let why = lines_with(
+                output,
+                &["error: Undefined Behavior", "error:", "test result: FAILED"],
+                8,
+            );
+            return (Outcome::Failed, why);
+        }
+        (Outcome::Passed, lines_with(output, &["test result: ok"], 1))
+    }
+}
+
+fn plain_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Whether a regular file ending `.ext` under `dir` (links not followed, 2,000 files and
+/// 1 MiB each at most: the checkout is the repository's) contains `needle`.
+fn any_file_contains(dir: &Path, ext: &str, needle: &str) -> bool {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .max_depth(8)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == ext))
+        .take(2000)
+        .filter(|e| e.metadata().is_ok_and(|m| m.len() <= 1 << 20))
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(needle)))
+}
+
+/// Every applicable prover of `provers`, run once in the sandbox on `repo` with `changes`
+/// laid over it. `[not_applicable]` when none applies.
+pub async fn prove(
+    sandbox: &Sandbox,
+    repo: &Path,
+    changes: &ChangeSet,
+    provers: &[&dyn Prover],
+) -> Result<Vec<Proof>, SandboxError> {
+    let mut out = Vec::new();
+    for prover in provers {
+        let Some(command) = prover.applies(repo) else {
+            continue;
+        };
+        let reruns = rerun(sandbox, repo, &command, 1, Some(changes)).await?;
+        let Some(run) = reruns.runs.first() else {
+            continue;
+        };
+        let (outcome, detail) = prover.judge(run.exit_code, &run.output);
+        out.push(Proof {
+            prover: prover.name(),
+            outcome,
+            command,
+            detail,
+        });
+    }
+    if out.is_empty() {
+        out.push(Proof {
+            prover: "none",
+            outcome: Outcome::NotApplicable,
+            command: String::new(),
+            detail: "no Lean, Kani, TLA+ or Miri proofs in the repository".into(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
