@@ -47,7 +47,7 @@ enum Command {
     /// failures by fingerprint), `cost` (runs, tokens and sandbox minutes per installation).
     /// docs/reporting.md says what each counts.
     Report {
-        #[arg(value_parser = ["mttr", "fix-rate", "outcomes", "accuracy", "precision", "time-to-green", "flaky", "cost"], default_value = "mttr")]
+        #[arg(value_parser = ["mttr", "fix-rate", "outcomes", "accuracy", "precision", "time-to-green", "proofs", "flaky", "cost"], default_value = "mttr")]
         view: String,
         /// `cost` only: one installation (its GitHub id); all by default.
         #[arg(long)]
@@ -326,6 +326,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     &reports::time_to_green(client, repo, since)
                         .await
                         .map_err(failed)?,
+                    &format,
+                )?,
+                "proofs" => report::render(
+                    &reports::proofs(client, repo, since).await.map_err(failed)?,
                     &format,
                 )?,
                 "accuracy" => report::render(

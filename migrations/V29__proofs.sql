@@ -13,9 +13,11 @@ CREATE TABLE proofs (
     PRIMARY KEY (run_id, prover)
 );
 
--- Per repository and prover: attempted (passed + failed), and the success rate over those.
+-- Per repository, week (Monday 00:00 UTC) and prover: attempted (passed + failed), and the
+-- success rate over those.
 CREATE VIEW report_proofs AS
 SELECT r.repository_full_name AS repository,
+       (date_trunc('week', p.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS week,
        p.prover,
        count(*) FILTER (WHERE p.outcome = 'passed')         AS passed,
        count(*) FILTER (WHERE p.outcome = 'failed')         AS failed,
@@ -25,4 +27,4 @@ SELECT r.repository_full_name AS repository,
        (count(*) FILTER (WHERE p.outcome = 'passed'))::float8
          / nullif(count(*) FILTER (WHERE p.outcome IN ('passed', 'failed')), 0) AS success_rate
 FROM proofs p JOIN runs r ON r.id = p.run_id
-GROUP BY 1, 2;
+GROUP BY 1, 2, 3;

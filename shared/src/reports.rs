@@ -327,6 +327,58 @@ pub async fn diagnosis_accuracy(
         .collect())
 }
 
+/// One row of `report_proofs`: the provers run on one week's validated fixes of one
+/// repository (docs/proofs.md). Only passed and failed are attempts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProofsWeek {
+    pub repository: String,
+    pub week: DateTime<Utc>,
+    pub prover: String,
+    pub passed: i64,
+    pub failed: i64,
+    pub unavailable: i64,
+    pub not_applicable: i64,
+    pub attempted: i64,
+    /// passed / attempted; None while nothing was attempted.
+    pub success_rate: Option<f64>,
+}
+
+pub async fn proofs(
+    client: &impl GenericClient,
+    repository: Option<&str>,
+    since: DateTime<Utc>,
+) -> Result<Vec<ProofsWeek>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            concat!(
+                "SELECT repository, week, prover, passed, failed, unavailable, not_applicable,
+                        attempted, success_rate
+             FROM report_proofs
+             WHERE ",
+                since_week!(),
+                "
+               AND ($2::text IS NULL OR repository = $2)
+             ORDER BY week DESC, repository, prover"
+            ),
+            &[&since, &repository],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ProofsWeek {
+            repository: r.get(0),
+            week: r.get(1),
+            prover: r.get(2),
+            passed: r.get(3),
+            failed: r.get(4),
+            unavailable: r.get(5),
+            not_applicable: r.get(6),
+            attempted: r.get(7),
+            success_rate: r.get(8),
+        })
+        .collect())
+}
+
 /// One row of `report_precision`: selfheal's fixes merged in one week of one repository, and
 /// how many of them people reverted within 14 days.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -127,8 +127,10 @@ async fn web_metrics_carry_the_fleet_figures_from_postgres_with_known_answers() 
 
     db.execute(
         "INSERT INTO proofs (run_id, prover, outcome, command, detail) VALUES
-           ($1, 'lean', 'unavailable', 'lake build', 'lake is not in the sandbox')",
-        &[&running],
+           ($1, 'lean', 'unavailable', 'lake build', 'lake is not in the sandbox'),
+           ($1, 'kani', 'failed', 'cargo kani', 'VERIFICATION:- FAILED'),
+           ($2, 'kani', 'passed', 'cargo kani', 'Complete - 1 successfully verified harnesses')",
+        &[&running, &queued],
     )
     .await
     .unwrap();
@@ -182,6 +184,10 @@ async fn web_metrics_carry_the_fleet_figures_from_postgres_with_known_answers() 
         ("selfheal_validations_total{verdict=\"fixed\"}", 1.0),
         (
             "selfheal_proofs_total{prover=\"lean\",outcome=\"unavailable\"}",
+            1.0,
+        ),
+        (
+            "selfheal_proofs_total{prover=\"kani\",outcome=\"failed\"}",
             1.0,
         ),
         (
@@ -274,6 +280,34 @@ async fn web_metrics_carry_the_fleet_figures_from_postgres_with_known_answers() 
     assert!(
         csv.lines()
             .any(|l| l.starts_with("acme/widgets,2026-11-16T00:00:00Z,test,3,1,1,0.5")),
+        "{csv}"
+    );
+    // Proofs: only passed and failed are attempts; the unavailable Lean proof is not one, and
+    // has no success rate.
+    let out = env.selfheal(&[
+        "report",
+        "proofs",
+        "--repo",
+        "acme/widgets",
+        "--since",
+        "30d",
+        "--format",
+        "csv",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        csv.starts_with("repository,week,prover,passed,failed,unavailable,not_applicable,attempted,success_rate"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("acme/widgets,") && l.ends_with(",kani,1,1,0,0,2,0.5")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("acme/widgets,") && l.ends_with(",lean,0,0,1,0,0,")),
         "{csv}"
     );
 }
