@@ -1,6 +1,7 @@
 //! The Postgres pool and the schema migrations.
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::NoTls;
 
 mod embedded {
@@ -13,6 +14,8 @@ pub enum DbError {
     Url(tokio_postgres::Error),
     #[error("cannot build the Postgres pool: {0}")]
     Build(String),
+    #[error("DATABASE_URL asks for TLS (sslmode=require), and no trusted certificate authority was found: {0}")]
+    Trust(String),
     #[error("Postgres is unreachable: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("Postgres error: {0}")]
@@ -21,15 +24,45 @@ pub enum DbError {
     Migration(#[from] refinery::Error),
 }
 
+/// How connections to `pg` are made: TLS when the URL says `sslmode=require`, verifying the
+/// server's certificate and name against the system's trust store (`SSL_CERT_FILE` or
+/// `SSL_CERT_DIR` name a private CA), as libpq's `verify-full` does. Otherwise plain, as with
+/// libpq's default `prefer` against a server without TLS (docs/operations.md, "TLS").
+pub fn tls_for(
+    pg: &tokio_postgres::Config,
+) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, DbError> {
+    if pg.get_ssl_mode() != SslMode::Require {
+        return Ok(None);
+    }
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found
+            .errors
+            .first()
+            .map_or("the trust store is empty".to_string(), |e| e.to_string());
+        return Err(DbError::Trust(why));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| DbError::Trust(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
+}
+
 pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
     let pg: tokio_postgres::Config = database_url.parse().map_err(DbError::Url)?;
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls_for(&pg)? {
+        Some(tls) => Manager::from_config(pg, tls, config),
+        None => Manager::from_config(pg, NoTls, config),
+    };
     Pool::builder(manager)
         .max_size(max_size)
         .wait_timeout(Some(std::time::Duration::from_secs(5)))
@@ -37,6 +70,30 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| DbError::Build(e.to_string()))
+}
+
+/// One connection outside the pool (a session that holds an advisory lock), made as the
+/// pool's are; its connection task is spawned.
+pub async fn connect(
+    database_url: &str,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ),
+    DbError,
+> {
+    let pg: tokio_postgres::Config = database_url.parse().map_err(DbError::Url)?;
+    Ok(match tls_for(&pg)? {
+        Some(tls) => {
+            let (client, connection) = pg.connect(tls).await?;
+            (client, tokio::spawn(connection))
+        }
+        None => {
+            let (client, connection) = pg.connect(NoTls).await?;
+            (client, tokio::spawn(connection))
+        }
+    })
 }
 
 /// Applies pending migrations. Several replicas start at once, so they take turns on an
@@ -90,7 +147,9 @@ impl DbError {
         match self {
             DbError::Pool(e) => is_pool_outage(e),
             DbError::Query(e) => is_outage(e),
-            DbError::Migration(_) | DbError::Url(_) | DbError::Build(_) => false,
+            DbError::Migration(_) | DbError::Url(_) | DbError::Build(_) | DbError::Trust(_) => {
+                false
+            }
         }
     }
 }

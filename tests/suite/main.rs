@@ -41,6 +41,7 @@ mod reporting;
 mod resilience;
 mod sandbox;
 mod standin_strict;
+mod tls;
 mod traces;
 mod untrusted;
 mod webhook;

@@ -63,7 +63,9 @@ enum Sink {
         sink: HttpSink,
     },
     Redis {
-        client: redis::Client,
+        // Boxed: with TLS compiled in, a client carries its certificates and outweighs the
+        // HTTP sink many times.
+        client: Box<redis::Client>,
         stream: String,
         connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     },
@@ -156,7 +158,7 @@ pub async fn deliver_forever(pool: Pool, config: EventsConfig, redis_url: String
     if let Some(stream) = &config.redis_stream {
         match redis::Client::open(redis_url.as_str()) {
             Ok(client) => sinks.push(Sink::Redis {
-                client,
+                client: Box::new(client),
                 stream: stream.clone(),
                 connection: tokio::sync::Mutex::new(None),
             }),

@@ -9,7 +9,6 @@ use selfheal_shared::runs::{self, Outcome, Run};
 use selfheal_shared::stage::{Stage, StageJob};
 use selfheal_shared::{audit, db, installations, outbox};
 use serde_json::json;
-use tokio_postgres::NoTls;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -92,6 +91,19 @@ pub enum PipelineError {
     /// An attempt Postgres going away cut short, to be recorded as not charged.
     #[error("attempt {attempt_id} interrupted: {cause}")]
     Interrupted { attempt_id: i64, cause: String },
+    /// The stage lock's session could not be set up (its URL or TLS).
+    #[error("{0}")]
+    Connect(selfheal_shared::db::DbError),
+}
+
+impl From<selfheal_shared::db::DbError> for PipelineError {
+    fn from(e: selfheal_shared::db::DbError) -> Self {
+        match e {
+            // A connection refused or cut is Postgres being away, as before.
+            selfheal_shared::db::DbError::Query(e) => PipelineError::Db(e),
+            other => PipelineError::Connect(other),
+        }
+    }
 }
 
 impl PipelineError {
@@ -101,6 +113,7 @@ impl PipelineError {
             PipelineError::Db(e) => db::is_outage(e),
             PipelineError::Pool(e) => db::is_pool_outage(e),
             PipelineError::LockLost(_) | PipelineError::Interrupted { .. } => true,
+            PipelineError::Connect(e) => e.is_outage(),
         }
     }
 }
@@ -124,8 +137,7 @@ impl StageLock {
         run_id: Uuid,
         stage: Stage,
     ) -> Result<Option<Self>, PipelineError> {
-        let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
-        let connection = tokio::spawn(connection);
+        let (client, connection) = selfheal_shared::db::connect(database_url).await?;
         let key = StageJob::lock_key(run_id, stage.as_str());
         let row = client
             .query_one(

@@ -51,6 +51,8 @@ pub struct OwnPostgres {
     data: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    /// More `-c name=value` settings for the server.
+    options: String,
 }
 
 impl OwnPostgres {
@@ -82,7 +84,39 @@ impl OwnPostgres {
             data,
             bin,
             port: free_port(),
+            options: String::new(),
         };
+        pg.start_again();
+        pg
+    }
+
+    /// Like [`start`](Self::start), serving TLS with `cert` and `key` (PEM) and refusing
+    /// connections that are not TLS (`hostssl` only).
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> OwnPostgres {
+        let mut pg = OwnPostgres::start(dir);
+        pg.crash();
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            std::fs::copy(from, pg.data.join(to)).unwrap();
+        }
+        std::fs::write(
+            pg.data.join("pg_hba.conf"),
+            "hostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        // Postgres reads its key only when its owner alone may.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            pg.data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let owned = Command::new("chown")
+            .arg("postgres")
+            .args(["server.crt", "server.key", "pg_hba.conf"].map(|f| pg.data.join(f)))
+            .status()
+            .unwrap();
+        assert!(owned.success());
+        pg.options = " -c ssl=on".into();
         pg.start_again();
         pg
     }
@@ -94,10 +128,11 @@ impl OwnPostgres {
     /// Starts the stopped server again (same data, same port).
     pub fn start_again(&self) {
         let ok = as_postgres(&format!(
-            "{}/pg_ctl -D '{data}' -l '{data}/log' -w -o \"-p {port} -k '{data}' -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off\" start",
+            "{}/pg_ctl -D '{data}' -l '{data}/log' -w -o \"-p {port} -k '{data}' -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off{options}\" start",
             self.bin.display(),
             data = self.data.display(),
             port = self.port,
+            options = self.options,
         ));
         assert!(ok, "pg_ctl start (log in {}/log)", self.data.display());
         wait_for("postgres", Duration::from_secs(30), || accepts(self.port));
