@@ -232,6 +232,17 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A repository policy's child: no runtime, no telemetry, nothing on stdout but the answer,
+    // within its memory limit.
+    if let Command::PolicyEval = cli.command {
+        return match selfheal_engine::invariants::isolated::serve(
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     let telemetry = telemetry::init(match cli.command {
         Command::Web => Some("selfheal-web"),
         Command::Worker => Some("selfheal-worker"),
@@ -443,12 +454,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        Command::PolicyEval => {
-            selfheal_engine::invariants::isolated::serve(
-                &mut std::io::stdin().lock(),
-                &mut std::io::stdout().lock(),
-            )?;
-        }
+        Command::PolicyEval => unreachable!("answered before the runtime starts"),
         Command::Diagnose { log, format } => {
             let bytes =
                 std::fs::read(&log).with_context(|| format!("cannot read {}", log.display()))?;

@@ -97,6 +97,14 @@ deny contains msg if {
 	msg := sprintf("tests-kept: adds an assertion that cannot fail in %s:%d: %s", [f.path, l.line, trim_space(l.text)])
 }
 
+# ---- proofs-kept: what the provers check is not the fix's to change ---------------------------
+
+deny contains msg if {
+	some f in input.files
+	f.kind == "proof"
+	msg := sprintf("proofs-kept: changes %s, which a prover checks (docs/proofs.md)", [f.path])
+}
+
 # ---- failures-heard: no failure muted -------------------------------------------------------
 
 deny contains msg if {

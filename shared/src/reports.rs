@@ -337,6 +337,7 @@ pub struct ProofsWeek {
     pub passed: i64,
     pub failed: i64,
     pub unavailable: i64,
+    pub already_failing: i64,
     pub not_applicable: i64,
     pub attempted: i64,
     /// passed / attempted; None while nothing was attempted.
@@ -351,8 +352,8 @@ pub async fn proofs(
     let rows = client
         .query(
             concat!(
-                "SELECT repository, week, prover, passed, failed, unavailable, not_applicable,
-                        attempted, success_rate
+                "SELECT repository, week, prover, passed, failed, unavailable, already_failing,
+                        not_applicable, attempted, success_rate
              FROM report_proofs
              WHERE ",
                 since_week!(),
@@ -372,9 +373,10 @@ pub async fn proofs(
             passed: r.get(3),
             failed: r.get(4),
             unavailable: r.get(5),
-            not_applicable: r.get(6),
-            attempted: r.get(7),
-            success_rate: r.get(8),
+            already_failing: r.get(6),
+            not_applicable: r.get(7),
+            attempted: r.get(8),
+            success_rate: r.get(9),
         })
         .collect())
 }

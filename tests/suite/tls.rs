@@ -180,6 +180,16 @@ async fn redis_over_tls_with_rediss_and_a_private_ca() {
         .push(selfheal_shared::job::CommandJob { command_id: 7 })
         .await
         .unwrap();
+    // A CA the host does not trust, or a name the certificate does not carry, is refused.
+    let (other_ca, _, _) = certificates(dir.path(), "other");
+    std::env::set_var("SSL_CERT_FILE", &other_ca);
+    let untrusted = format!("rediss://127.0.0.1:{port}");
+    let untrusted = selfheal_shared::queue::JobQueue::new(&untrusted, config.clone());
+    assert!(untrusted.ping().await.is_err());
+    std::env::set_var("SSL_CERT_FILE", &ca);
+    let renamed = format!("rediss://localhost:{port}");
+    let renamed = selfheal_shared::queue::JobQueue::new(&renamed, config.clone());
+    assert!(renamed.ping().await.is_err());
     // Plain Redis protocol to a TLS port gets nowhere.
     let plain = selfheal_shared::queue::JobQueue::new(&format!("redis://127.0.0.1:{port}"), config);
     assert!(plain.ping().await.is_err());

@@ -44,6 +44,9 @@ pub const MAX_MESSAGE_CHARS: usize = 300;
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Test,
+    /// What a prover checks (Lean, TLA+ and its models, the Lean project's files): a fix that
+    /// edits it could weaken the proof it is then checked against.
+    Proof,
     Lockfile,
     /// A CI pipeline's definition.
     Ci,
@@ -76,6 +79,19 @@ impl Kind {
         ];
         if LOCKFILES.contains(&name) {
             return Kind::Lockfile;
+        }
+        let extension = name.rsplit_once('.').map(|(_, e)| e);
+        // A TLC model is `Module.cfg`, capitalised as TLA+ modules are (`setup.cfg` is not).
+        let tlc_model =
+            extension == Some("cfg") && name.starts_with(|c: char| c.is_ascii_uppercase());
+        if matches!(extension, Some("lean" | "tla"))
+            || tlc_model
+            || matches!(
+                name,
+                "lakefile.lean" | "lakefile.toml" | "lean-toolchain" | "lake-manifest.json"
+            )
+        {
+            return Kind::Proof;
         }
         if path.starts_with(".github/workflows/")
             || path.starts_with(".circleci/")

@@ -379,6 +379,33 @@ fn scope_secrets_and_offline_tests() {
 }
 
 #[test]
+fn what_a_prover_checks_is_not_the_fixs_to_change() {
+    assert_denied_with(
+        &diff("Proofs/Basic.lean", &["  simp"], &["  sorry"]),
+        "test",
+        "proofs-kept: changes Proofs/Basic.lean",
+    );
+    assert_denied_with(
+        &diff("spec/Queue.cfg", &["INVARIANT TypeOK"], &[]),
+        "test",
+        "proofs-kept: changes spec/Queue.cfg",
+    );
+    assert_denied_with(
+        &diff("lakefile.toml", &["name = \"a\""], &["name = \"b\""]),
+        "test",
+        "proofs-kept",
+    );
+    // A Kani harness's mark removed: the harness is no longer checked.
+    assert_denied_with(
+        &diff("src/proofs.rs", &["#[kani::proof]"], &[]),
+        "test",
+        "removes a test's mark",
+    );
+    // A Python project's setup.cfg is not a TLC model.
+    assert_kept(&diff("setup.cfg", &["name = a"], &["name = b"]), "test");
+}
+
+#[test]
 fn what_cannot_be_read_is_denied() {
     let binary = "diff --git a/tests/data.bin b/tests/data.bin\n--- a/tests/data.bin\n+++ b/tests/data.bin\nBinary files differ\n";
     assert_denied_with(

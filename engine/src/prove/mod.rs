@@ -10,15 +10,19 @@ use serde::Serialize;
 
 use crate::changes::ChangeSet;
 use crate::heal::rerun;
-use crate::sandbox::{Sandbox, SandboxError};
+use crate::sandbox::Sandbox;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Passed,
     Failed,
-    /// The repository has proofs, but the sandbox has no such prover: not checked.
+    /// The repository has proofs, but the sandbox has no such prover, or stopped it (time,
+    /// memory, disk): not checked.
     Unavailable,
+    /// It fails at the failing commit too, without the fix: not the fix's doing, and not
+    /// checked.
+    AlreadyFailing,
     /// Nothing here for any prover.
     NotApplicable,
 }
@@ -29,6 +33,7 @@ impl Outcome {
             Outcome::Passed => "passed",
             Outcome::Failed => "failed",
             Outcome::Unavailable => "unavailable",
+            Outcome::AlreadyFailing => "already_failing",
             Outcome::NotApplicable => "not_applicable",
         }
     }
@@ -80,6 +85,10 @@ fn lines_with(output: &str, needles: &[&str], n: usize) -> String {
 
 pub struct Lean;
 
+/// `lake build`, with the lines that decide printed after its log's tail: the sandbox keeps
+/// only the end of the output, and a `sorry` warning early in a long build would scroll out.
+const LAKE: &str = "lake build >/tmp/lake.log 2>&1; s=$?; tail -n 40 /tmp/lake.log; grep -m 20 -e \"declaration uses 'sorry'\" -e '^error' /tmp/lake.log; exit $s";
+
 impl Prover for Lean {
     fn name(&self) -> &'static str {
         "lean"
@@ -89,7 +98,7 @@ impl Prover for Lean {
         ["lakefile.lean", "lakefile.toml"]
             .iter()
             .any(|f| root.join(f).is_file())
-            .then(|| "lake build".to_string())
+            .then(|| LAKE.to_string())
     }
 
     fn judge(&self, exit_code: i64, output: &str) -> (Outcome, String) {
@@ -223,8 +232,11 @@ impl Prover for Miri {
 
     /// Opt-in by the project itself: its CI runs Miri.
     fn applies(&self, root: &Path) -> Option<String> {
+        let workflows = root.join(".github/workflows");
         (root.join("Cargo.toml").is_file()
-            && any_file_contains(&root.join(".github/workflows"), "yml", "cargo miri test"))
+            && ["yml", "yaml"]
+                .iter()
+                .any(|ext| any_file_contains(&workflows, ext, "cargo miri test")))
         .then(|| "cargo miri test".to_string())
     }
 
@@ -260,6 +272,14 @@ fn any_file_contains(dir: &Path, ext: &str, needle: &str) -> bool {
         .follow_links(false)
         .max_depth(8)
         .into_iter()
+        // Build output, dependencies and git's own files are not where proofs are written.
+        .filter_entry(|e| {
+            !matches!(
+                e.file_name().to_str(),
+                Some(".git" | "target" | "node_modules" | ".lake" | "vendor")
+            )
+        })
+        .take(20_000)
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == ext))
         .take(2000)
@@ -268,23 +288,29 @@ fn any_file_contains(dir: &Path, ext: &str, needle: &str) -> bool {
 }
 
 /// Every applicable prover of `provers`, run once in the sandbox on `repo` with `changes`
-/// laid over it. `[not_applicable]` when none applies.
+/// laid over it. One that fails is run again without the changes: failing there too, it is
+/// `already_failing`, not the fix's doing. A run the sandbox stopped (time, memory, disk) or
+/// could not start is `unavailable`, never `failed`. `[not_applicable]` when none applies.
 pub async fn prove(
     sandbox: &Sandbox,
     repo: &Path,
     changes: &ChangeSet,
     provers: &[&dyn Prover],
-) -> Result<Vec<Proof>, SandboxError> {
+) -> Vec<Proof> {
     let mut out = Vec::new();
     for prover in provers {
         let Some(command) = prover.applies(repo) else {
             continue;
         };
-        let reruns = rerun(sandbox, repo, &command, 1, Some(changes)).await?;
-        let Some(run) = reruns.runs.first() else {
-            continue;
-        };
-        let (outcome, detail) = prover.judge(run.exit_code, &run.output);
+        let (mut outcome, mut detail) =
+            run_one(sandbox, repo, &command, Some(changes), *prover).await;
+        if outcome == Outcome::Failed {
+            let (before, _) = run_one(sandbox, repo, &command, None, *prover).await;
+            if before == Outcome::Failed {
+                outcome = Outcome::AlreadyFailing;
+                detail = format!("fails at the failing commit too, without the fix: {detail}");
+            }
+        }
         out.push(Proof {
             prover: prover.name(),
             outcome,
@@ -300,7 +326,40 @@ pub async fn prove(
             detail: "no Lean, Kani, TLA+ or Miri proofs in the repository".into(),
         });
     }
-    Ok(out)
+    out
+}
+
+async fn run_one(
+    sandbox: &Sandbox,
+    repo: &Path,
+    command: &str,
+    changes: Option<&ChangeSet>,
+    prover: &dyn Prover,
+) -> (Outcome, String) {
+    let reruns = match rerun(sandbox, repo, command, 1, changes).await {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                Outcome::Unavailable,
+                format!("the sandbox could not run it: {e}"),
+            )
+        }
+    };
+    let c = &reruns.container;
+    if c.timed_out || c.oom_killed || c.disk_full {
+        let why = if c.timed_out {
+            "ran past the sandbox's time limit"
+        } else if c.oom_killed {
+            "ran out of the sandbox's memory"
+        } else {
+            "filled the sandbox's disk"
+        };
+        return (Outcome::Unavailable, format!("{} {why}", prover.name()));
+    }
+    match reruns.runs.first() {
+        Some(run) => prover.judge(run.exit_code, &run.output),
+        None => (Outcome::Unavailable, "no run was made".into()),
+    }
 }
 
 #[cfg(test)]

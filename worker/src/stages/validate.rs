@@ -65,14 +65,18 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     // Proofs on the validated tree, recorded before the verdict: a stage retried after a crash
     // finds the patch still pending and proves again.
     let proofs = if matches!(verdict, Verdict::Fixed) {
-        prove::prove(&sandbox, work.path(), &changes, &prove::all()).await?
+        prove::prove(&sandbox, work.path(), &changes, &prove::all()).await
     } else {
         Vec::new()
     };
     let (name, reason) = verdict_name(&verdict);
-    let client = ctx.pool.get().await?;
+    let mut client = ctx.pool.get().await?;
+    // This attempt's proofs replace an earlier attempt's, with the verdict, at once.
+    let tx = client.transaction().await?;
+    tx.execute("DELETE FROM proofs WHERE run_id = $1", &[&run.id])
+        .await?;
     for proof in &proofs {
-        client
+        tx
             .execute(
                 "INSERT INTO proofs (run_id, prover, outcome, command, detail) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (run_id, prover) DO UPDATE SET outcome = EXCLUDED.outcome,
@@ -82,8 +86,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             .await?;
     }
     if let Some(ev) = &evidence {
-        client
-            .execute(
+        tx.execute(
                 "INSERT INTO validations (run_id, applied, runs, passed, failed, duration_ms, excerpt, verdict, reason)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (run_id) DO UPDATE SET applied = EXCLUDED.applied, runs = EXCLUDED.runs, passed = EXCLUDED.passed,
@@ -103,12 +106,12 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             )
             .await?;
     }
-    client
-        .execute(
-            "UPDATE patches SET verdict = $2, reason = $3 WHERE run_id = $1",
-            &[&run.id, &name, &reason],
-        )
-        .await?;
+    tx.execute(
+        "UPDATE patches SET verdict = $2, reason = $3 WHERE run_id = $1",
+        &[&run.id, &name, &reason],
+    )
+    .await?;
+    tx.commit().await?;
     match verdict {
         Verdict::Fixed => Ok(StageReport {
             outcome: Outcome::Succeeded,

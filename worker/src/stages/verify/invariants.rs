@@ -41,9 +41,9 @@ pub(super) async fn refused(
     );
     // A repository's policies run in children of this binary (`selfheal policy-eval`), with
     // limits on their memory and time; all of it off the async threads.
-    let program = std::env::current_exe().map_err(|e| {
-        StageError::Permanent(format!("this worker's own binary is not found: {e}"))
-    })?;
+    // /proc/self/exe rather than the path it was started from: after an upgrade in place
+    // that path names the new binary, or nothing.
+    let program = std::path::PathBuf::from("/proc/self/exe");
     let denials = tokio::task::spawn_blocking(move || {
         invariants::check(
             &change,
