@@ -98,3 +98,9 @@ test_an_unreadable_file_is_denied if {
 	some msg in deny with input as change([binary])
 	startswith(msg, "scope: the change to tests/data.bin is not shown as lines")
 }
+
+test_a_proof_file_is_not_the_fixs_to_change if {
+	lean := object.union(file("Proofs/Basic.lean", "proof", [{"line": 3, "text": "  sorry"}], []), {"language": "other"})
+	some msg in deny with input as change([lean])
+	startswith(msg, "proofs-kept: changes Proofs/Basic.lean")
+}

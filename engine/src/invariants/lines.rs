@@ -302,7 +302,7 @@ fn recognisers(language: Language) -> Option<&'static Recognisers> {
 /// The attribute lines that make the next function a test, per language.
 static TEST_MARK: LazyLock<Regex> = LazyLock::new(|| {
     re(
-        r"^\s*#\[(?:tokio::|async_std::|rstest|test_case|proptest)?(?:test|rstest|test_case)\b|^\s*#\[kani::proof\b|^\s*@(?:Test|ParameterizedTest|RepeatedTest|TestFactory)\b",
+        r"^\s*#\[(?:tokio::|async_std::|rstest|test_case|proptest)?(?:test|rstest|test_case)\b|^\s*#\[(?:cfg_attr\(kani,\s*)?kani::proof(?:_for_contract)?\b|^\s*@(?:Test|ParameterizedTest|RepeatedTest|TestFactory)\b",
     )
 });
 

@@ -82,8 +82,10 @@ impl Kind {
         }
         let extension = name.rsplit_once('.').map(|(_, e)| e);
         // A TLC model is `Module.cfg`, capitalised as TLA+ modules are (`setup.cfg` is not).
-        let tlc_model =
-            extension == Some("cfg") && name.starts_with(|c: char| c.is_ascii_uppercase());
+        // TLC reads it beside its module, at the root or in `spec/` (engine/src/prove).
+        let tlc_model = extension == Some("cfg")
+            && name.starts_with(|c: char| c.is_ascii_uppercase())
+            && (path == name || path == format!("spec/{name}"));
         if matches!(extension, Some("lean" | "tla"))
             || tlc_model
             || matches!(

@@ -78,7 +78,7 @@ fn the_policys_own_rego_tests_pass() {
         names.len(),
         "a test name used twice: {names:?}"
     );
-    assert_eq!(names.len(), 11, "{names:?}");
+    assert_eq!(names.len(), 12, "{names:?}");
     for name in names {
         let result = engine
             .eval_rule(format!("data.selfheal.invariants.{name}"))
@@ -401,8 +401,17 @@ fn what_a_prover_checks_is_not_the_fixs_to_change() {
         "test",
         "removes a test's mark",
     );
-    // A Python project's setup.cfg is not a TLC model.
+    assert_denied_with(
+        &diff("src/proofs.rs", &["#[kani::proof_for_contract(div)]"], &[]),
+        "test",
+        "removes a test's mark",
+    );
+    // A Python project's setup.cfg, or a capitalised config elsewhere, is not a TLC model.
     assert_kept(&diff("setup.cfg", &["name = a"], &["name = b"]), "test");
+    assert_kept(
+        &diff("conf/Release.cfg", &["level = 1"], &["level = 2"]),
+        "test",
+    );
 }
 
 #[test]

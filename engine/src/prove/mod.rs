@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::changes::ChangeSet;
 use crate::heal::rerun;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, SandboxError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,7 +87,7 @@ pub struct Lean;
 
 /// `lake build`, with the lines that decide printed after its log's tail: the sandbox keeps
 /// only the end of the output, and a `sorry` warning early in a long build would scroll out.
-const LAKE: &str = "lake build >/tmp/lake.log 2>&1; s=$?; tail -n 40 /tmp/lake.log; grep -m 20 -e \"declaration uses 'sorry'\" -e '^error' /tmp/lake.log; exit $s";
+const LAKE: &str = "lake build >/tmp/lake.log 2>&1; s=$?; tail -n 40 /tmp/lake.log; grep -m 20 -e \"declaration uses 'sorry'\" -e 'error:' /tmp/lake.log; exit $s";
 
 impl Prover for Lean {
     fn name(&self) -> &'static str {
@@ -104,6 +104,15 @@ impl Prover for Lean {
     fn judge(&self, exit_code: i64, output: &str) -> (Outcome, String) {
         if missing(exit_code, output, "lake") {
             return (Outcome::Unavailable, "lake is not in the sandbox".into());
+        }
+        // elan asked for the toolchain `lean-toolchain` names, and the sandbox has no network.
+        if output.lines().any(|l| {
+            l.contains("toolchain") && (l.contains("not installed") || l.contains("failed to"))
+        }) {
+            return (
+                Outcome::Unavailable,
+                "the Lean toolchain the repository names is not in the sandbox".into(),
+            );
         }
         // `sorry` builds with a warning: a proof left open is not a proof.
         let sorry = lines_with(output, &["declaration uses 'sorry'"], 5);
@@ -296,17 +305,17 @@ pub async fn prove(
     repo: &Path,
     changes: &ChangeSet,
     provers: &[&dyn Prover],
-) -> Vec<Proof> {
+) -> Result<Vec<Proof>, SandboxError> {
     let mut out = Vec::new();
     for prover in provers {
         let Some(command) = prover.applies(repo) else {
             continue;
         };
         let (mut outcome, mut detail) =
-            run_one(sandbox, repo, &command, Some(changes), *prover).await;
+            run_one(sandbox, repo, &command, Some(changes), *prover).await?;
         if outcome == Outcome::Failed {
-            let (before, _) = run_one(sandbox, repo, &command, None, *prover).await;
-            if before == Outcome::Failed {
+            let (before, before_detail) = run_one(sandbox, repo, &command, None, *prover).await?;
+            if before == Outcome::Failed && already_said(&detail, &before_detail) {
                 outcome = Outcome::AlreadyFailing;
                 detail = format!("fails at the failing commit too, without the fix: {detail}");
             }
@@ -326,7 +335,14 @@ pub async fn prove(
             detail: "no Lean, Kani, TLA+ or Miri proofs in the repository".into(),
         });
     }
-    out
+    Ok(out)
+}
+
+/// Whether every line that says why the fix's proof fails was said before the fix too: one
+/// harness or `sorry` already failing must not hide another that the fix breaks.
+fn already_said(after: &str, before: &str) -> bool {
+    let before: std::collections::HashSet<&str> = before.lines().map(str::trim).collect();
+    after.lines().map(str::trim).all(|l| before.contains(l))
 }
 
 async fn run_one(
@@ -335,14 +351,17 @@ async fn run_one(
     command: &str,
     changes: Option<&ChangeSet>,
     prover: &dyn Prover,
-) -> (Outcome, String) {
+) -> Result<(Outcome, String), SandboxError> {
     let reruns = match rerun(sandbox, repo, command, 1, changes).await {
         Ok(r) => r,
+        // A dependency cache that does not match its digest, or a sandbox gone mid-run: the
+        // stage is retried, as for the validation's own runs.
+        Err(e @ (SandboxError::Tampered(_) | SandboxError::Gone(_))) => return Err(e),
         Err(e) => {
-            return (
+            return Ok((
                 Outcome::Unavailable,
                 format!("the sandbox could not run it: {e}"),
-            )
+            ))
         }
     };
     let c = &reruns.container;
@@ -354,12 +373,12 @@ async fn run_one(
         } else {
             "filled the sandbox's disk"
         };
-        return (Outcome::Unavailable, format!("{} {why}", prover.name()));
+        return Ok((Outcome::Unavailable, format!("{} {why}", prover.name())));
     }
-    match reruns.runs.first() {
+    Ok(match reruns.runs.first() {
         Some(run) => prover.judge(run.exit_code, &run.output),
         None => (Outcome::Unavailable, "no run was made".into()),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -294,7 +294,9 @@ mod tests {
             token: SecretString::from("ghs_x"),
         };
         let sha = "a".repeat(40);
-        let e = diffs(&history, &sha, &[sha.clone()]).await.unwrap_err();
+        let e = diffs(&history, &sha, std::slice::from_ref(&sha))
+            .await
+            .unwrap_err();
         assert!(e.contains("not a repository name"), "{e}");
         let history = History {
             repository: "acme/widgets",

@@ -65,7 +65,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     // Proofs on the validated tree, recorded before the verdict: a stage retried after a crash
     // finds the patch still pending and proves again.
     let proofs = if matches!(verdict, Verdict::Fixed) {
-        prove::prove(&sandbox, work.path(), &changes, &prove::all()).await
+        prove::prove(&sandbox, work.path(), &changes, &prove::all()).await?
     } else {
         Vec::new()
     };
