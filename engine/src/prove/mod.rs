@@ -145,7 +145,7 @@ impl Prover for Kani {
     }
 
     fn applies(&self, root: &Path) -> Option<String> {
-        (root.join("Cargo.toml").is_file() && any_file_contains(root, "rs", "#[kani::proof"))
+        (root.join("Cargo.toml").is_file() && any_file_contains(root, &["rs"], "#[kani::proof"))
             .then(|| "cargo kani".to_string())
     }
 
@@ -243,9 +243,7 @@ impl Prover for Miri {
     fn applies(&self, root: &Path) -> Option<String> {
         let workflows = root.join(".github/workflows");
         (root.join("Cargo.toml").is_file()
-            && ["yml", "yaml"]
-                .iter()
-                .any(|ext| any_file_contains(&workflows, ext, "cargo miri test")))
+            && any_file_contains(&workflows, &["yml", "yaml"], "cargo miri test"))
         .then(|| "cargo miri test".to_string())
     }
 
@@ -274,9 +272,9 @@ fn plain_word(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Whether a regular file ending `.ext` under `dir` (links not followed, 2,000 files and
+/// Whether a regular file ending in one of `exts` under `dir` (links not followed, 2,000 files and
 /// 1 MiB each at most: the checkout is the repository's) contains `needle`.
-fn any_file_contains(dir: &Path, ext: &str, needle: &str) -> bool {
+fn any_file_contains(dir: &Path, exts: &[&str], needle: &str) -> bool {
     walkdir::WalkDir::new(dir)
         .follow_links(false)
         .max_depth(8)
@@ -290,7 +288,13 @@ fn any_file_contains(dir: &Path, ext: &str, needle: &str) -> bool {
         })
         .take(20_000)
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == ext))
+        .filter(|e| {
+            e.file_type().is_file()
+                && e.path()
+                    .extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| exts.contains(&x))
+        })
         .take(2000)
         .filter(|e| e.metadata().is_ok_and(|m| m.len() <= 1 << 20))
         .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(needle)))

@@ -126,4 +126,11 @@ fn each_prover_applies_to_what_it_checks_and_builds_its_command() {
     )
     .unwrap();
     assert_eq!(Miri.applies(root).as_deref(), Some("cargo miri test"));
+    // A workflow file ending `.yaml` counts as well.
+    std::fs::rename(
+        root.join(".github/workflows/ci.yml"),
+        root.join(".github/workflows/ci.yaml"),
+    )
+    .unwrap();
+    assert_eq!(Miri.applies(root).as_deref(), Some("cargo miri test"));
 }

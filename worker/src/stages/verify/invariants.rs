@@ -230,17 +230,9 @@ async fn tell(ctx: &WorkerContext, run: &Run, denials: &[Denial]) -> Result<(), 
             .collect::<Vec<_>>()
             .join("\n"),
     );
-    let pr: Option<i32> = ctx
-        .pool
-        .get()
+    let pr = super::open_fix(&*ctx.pool.get().await?, run)
         .await?
-        .query_opt(
-            "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'
-               AND pr_number IS NOT NULL AND merged_at IS NULL AND closed_at IS NULL",
-            &[&run.incident_id],
-        )
-        .await?
-        .map(|r| r.get(0));
+        .map(|(n, _, _)| n);
     let summary = format!(
         "selfheal made a fix that passed the sandbox but breaks what every fix must keep, so it is not delivered:\n\n{list}{more}\n\nThe invariants are in selfheal's policies/invariants.rego and this repository's {REPOSITORY_DIR}/."
     );
