@@ -1,8 +1,10 @@
 //! Typed configuration, read once from the environment at start.
 
+mod access;
 mod ai;
 mod events_out;
 
+pub use access::{AccessRole, OidcConfig, RoleMap};
 pub use ai::{ai_config, AiBudget, AiConfig, AiProvider, MorphConfig, Prices};
 pub use events_out::{EventsConfig, HttpSink};
 
@@ -47,6 +49,10 @@ pub struct Config {
     /// `SELFHEAL_DASHBOARD_TOKEN`: the operators' token for web's `/dashboard`; without it the
     /// dashboard is off (404).
     pub dashboard_token: Option<SecretString>,
+    /// `SELFHEAL_DASHBOARD_TOKEN_ROLE` (`viewer`): what the operators' token may do.
+    pub dashboard_token_role: AccessRole,
+    /// The OpenID Connect provider people and machines sign in with (web only).
+    pub oidc: Option<OidcConfig>,
 }
 
 /// Safe-rollout gates that teams use to trial selfheal before they trust it.
@@ -277,6 +283,17 @@ impl Config {
                 ),
             },
             dashboard_token,
+            dashboard_token_role: match env.optional("SELFHEAL_DASHBOARD_TOKEN_ROLE") {
+                Some(role) => role.parse().map_err(|reason| ConfigError::Malformed {
+                    name: "SELFHEAL_DASHBOARD_TOKEN_ROLE",
+                    reason,
+                })?,
+                None => AccessRole::Viewer,
+            },
+            oidc: match role {
+                Role::Web => access::oidc_from_env(&env)?,
+                _ => None,
+            },
             gates: Gates {
                 dry_run: env.parsed("SELFHEAL_DRY_RUN")?.unwrap_or(false),
                 workflows: env
@@ -710,6 +727,58 @@ mod tests {
         assert_eq!(config.github.app_id, Some(12));
         assert_eq!(config.github.api_url, "https://api.github.com");
         assert_eq!(config.github.git_url, "https://github.com");
+    }
+
+    #[test]
+    fn oidc_fails_fast_naming_the_variable_and_its_secret_never_prints() {
+        let base = [
+            ("DATABASE_URL", "postgres://x"),
+            ("REDIS_URL", "redis://x"),
+            ("GITHUB_WEBHOOK_SECRET", "s"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let vars: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            Config::from_lookup(Role::Web, lookup(&vars))
+        };
+        let oidc = [
+            ("OIDC_PROVIDER_URL", "https://id.example.com/realms/eng/"),
+            ("OIDC_CLIENT_ID", "selfheal"),
+            ("OIDC_CLIENT_SECRET", "oidc-client-secret-value"),
+            ("SELFHEAL_PUBLIC_URL", "https://selfheal.example.com"),
+            ("SELFHEAL_OIDC_OPERATORS", "sre, oncall"),
+        ];
+        let config = with(&oidc).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("oidc-client-secret-value"), "{printed}");
+        let o = config.oidc.unwrap();
+        assert_eq!(o.issuer, "https://id.example.com/realms/eng");
+        assert_eq!(o.audience, "selfheal");
+        assert_eq!(o.roles.claim, "groups");
+        assert_eq!(
+            o.roles.grants,
+            vec![(AccessRole::Operator, vec!["sre".into(), "oncall".into()])]
+        );
+        assert_eq!(config.dashboard_token_role, AccessRole::Viewer);
+
+        let named = |extra: &[(&'static str, &'static str)]| match with(extra).unwrap_err() {
+            ConfigError::Missing(n) | ConfigError::Malformed { name: n, .. } => n,
+        };
+        assert_eq!(named(&oidc[..1]), "OIDC_CLIENT_ID");
+        assert_eq!(named(&oidc[..2]), "OIDC_CLIENT_SECRET");
+        assert_eq!(named(&oidc[..3]), "SELFHEAL_PUBLIC_URL");
+        assert_eq!(named(&oidc[..4]), "SELFHEAL_OIDC_VIEWERS");
+        assert_eq!(named(&oidc[1..3]), "OIDC_CLIENT_ID");
+        let mut plain = oidc;
+        plain[0].1 = "http://id.example.com";
+        assert_eq!(named(&plain), "OIDC_PROVIDER_URL");
+        plain[0].1 = "http://127.0.0.1:8080";
+        assert!(with(&plain).is_ok(), "loopback may be plain http");
+        plain[3].1 = "http://selfheal.example.com";
+        assert_eq!(named(&plain), "SELFHEAL_PUBLIC_URL");
+        assert_eq!(
+            named(&[("SELFHEAL_DASHBOARD_TOKEN_ROLE", "root")]),
+            "SELFHEAL_DASHBOARD_TOKEN_ROLE"
+        );
     }
 
     #[test]

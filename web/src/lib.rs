@@ -1,5 +1,6 @@
 //! The webhook server: verifies, persists and enqueues; nothing slow happens here.
 
+pub mod access;
 mod admission;
 mod dashboard;
 mod error;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::http::Method;
 use axum::Router;
 use deadpool_postgres::Pool;
 use secrecy::SecretString;
@@ -31,8 +32,11 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub gates: Arc<selfheal_shared::config::Gates>,
     pub marks: outbox::Marks,
-    /// `/dashboard`, when `SELFHEAL_DASHBOARD_TOKEN` is set.
-    pub dashboard: Option<dashboard::Dashboard>,
+    /// Who may sign in to `/dashboard`: none (the dashboard is off) without a token or a
+    /// provider.
+    pub access: Option<access::Access>,
+    /// The configuration as read at start, secrets redacted, for admins.
+    pub config_summary: Arc<String>,
 }
 
 /// Bounds on what one request (and all of them together) may cost the server.
@@ -63,24 +67,50 @@ impl Limits {
 /// The public port's routes; `/metrics` among them when `metrics_here` (no
 /// `SELFHEAL_METRICS_BIND`).
 pub fn router(state: AppState, limits: Limits, metrics_here: bool) -> Router {
+    let (router, _) = routes(state.access.clone(), limits, metrics_here);
+    router.with_state(state)
+}
+
+/// Every route the public port serves, each with what it needs (`access::Need`).
+pub fn declared_routes(config: &Config) -> Vec<access::Declared> {
+    let access = access::Access::from_config(config, Arc::new(metrics::Metrics::default()));
+    routes(
+        access,
+        Limits::from_config(config),
+        config.metrics_bind.is_none(),
+    )
+    .1
+}
+
+fn routes(
+    access: Option<access::Access>,
+    limits: Limits,
+    metrics_here: bool,
+) -> (Router<AppState>, Vec<access::Declared>) {
+    use access::{Need, Routes};
     // The body limit refuses before the body is read; admission bounds the requests handled
     // at once and the time each may take, before any takes a database connection.
     let admission = admission::Admission::new(limits.max_in_flight, limits.request_timeout);
-    let mut operators = dashboard::routes(state.dashboard.clone());
+    let mut operators = dashboard::routes(access);
     if metrics_here {
-        operators = operators.route("/metrics", get(metrics::render));
+        operators = operators.route(Method::GET, "/metrics", Need::Public, metrics::render);
     }
-    Router::new()
-        .route("/webhooks/github", post(webhook::receive))
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            admission,
-            admission::admit,
-        ))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .merge(operator_bounds(operators, limits))
-        .with_state(state)
+    Routes::new(None)
+        .route_with(
+            Method::POST,
+            "/webhooks/github",
+            Need::WebhookSignature,
+            webhook::receive,
+            |r| {
+                r.layer(DefaultBodyLimit::max(limits.max_body_bytes)).layer(
+                    axum::middleware::from_fn_with_state(admission, admission::admit),
+                )
+            },
+        )
+        .route(Method::GET, "/healthz", Need::Public, health::healthz)
+        .route(Method::GET, "/readyz", Need::Public, health::readyz)
+        .merge(operators.layer_all(|r| operator_bounds(r, limits)))
+        .into_parts()
 }
 
 fn operator_bounds(routes: Router<AppState>, limits: Limits) -> Router<AppState> {
@@ -95,7 +125,7 @@ fn operator_bounds(routes: Router<AppState>, limits: Limits) -> Router<AppState>
 /// `/metrics` alone, for `SELFHEAL_METRICS_BIND`.
 fn metrics_router(state: AppState, limits: Limits) -> Router {
     operator_bounds(
-        Router::new().route("/metrics", get(metrics::render)),
+        Router::new().route("/metrics", axum::routing::get(metrics::render)),
         limits,
     )
     .with_state(state)
@@ -130,17 +160,16 @@ pub async fn state(
         config.worker.missed_heartbeats,
     );
     let (marks, marking) = outbox::Marks::start(pool.clone());
+    let metrics = Arc::new(metrics::Metrics::default());
     let state = AppState {
         pool,
         queue: Arc::new(JobQueue::new(config.redis_url(), queue_config)),
         secrets: Arc::new(config.webhook_secrets.clone()),
-        metrics: Arc::new(metrics::Metrics::default()),
+        access: access::Access::from_config(config, metrics.clone()),
+        metrics,
+        config_summary: Arc::new(format!("{config:#?}")),
         gates: Arc::new(config.gates.clone()),
         marks,
-        dashboard: config
-            .dashboard_token
-            .clone()
-            .map(|token| dashboard::Dashboard::new(token, &config.github.git_url)),
     };
     Ok((state, marking))
 }

@@ -179,7 +179,7 @@ async fn ingest(
 
 /// Pushes a committed outbox row now; when Redis is away, Postgres has it and the relay
 /// pushes it later.
-async fn enqueue(state: &AppState, outbox_id: i64, job: Job) -> bool {
+pub(crate) async fn enqueue(state: &AppState, outbox_id: i64, job: Job) -> bool {
     match outbox::dispatch_batched(&state.pool, &state.queue, &state.marks, outbox_id, job).await {
         Ok(()) => true,
         Err(e) => {

@@ -21,9 +21,14 @@ struct Command {
     installation_id: i64,
     repository_id: i64,
     repo: String,
-    issue: i32,
+    /// The PR (or issue) commented on; a dashboard command's is its incident's PR, if any.
+    issue: Option<i32>,
     actor: String,
     command: String,
+    /// From the dashboard: the role the person signed in with, and the incident they chose.
+    dashboard: Option<(String, Uuid)>,
+    /// How replies name the person: `@login`, or the dashboard's actor.
+    who: String,
 }
 
 pub async fn handle(job: CommandJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
@@ -91,7 +96,8 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
     let tx = client.transaction().await?;
     let Some(row) = tx
         .query_opt(
-            "SELECT id, installation_id, repository_id, repository_full_name, issue_number, actor, command
+            "SELECT id, installation_id, repository_id, repository_full_name, issue_number, actor, command,
+                    source, role, incident_id
              FROM commands WHERE id = $1 AND status = 'queued' FOR UPDATE SKIP LOCKED",
             &[&id],
         )
@@ -99,50 +105,79 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
     else {
         return Ok(());
     };
+    let source: String = row.get(7);
+    let actor: String = row.get(5);
+    let dashboard = (source == "dashboard").then(|| {
+        (
+            row.get::<_, Option<String>>(8).unwrap_or_default(),
+            row.get::<_, Uuid>(9),
+        )
+    });
     let cmd = Command {
         id: row.get(0),
         installation_id: row.get(1),
         repository_id: row.get(2),
         repo: row.get(3),
         issue: row.get(4),
-        actor: row.get(5),
+        who: match dashboard {
+            Some(_) => format!("{actor} (from selfheal's dashboard)"),
+            None => format!("@{actor}"),
+        },
+        actor,
         command: row.get(6),
+        dashboard,
     };
     let crab = ctx.github.installation(cmd.installation_id, &cmd.repo)?;
-    let permission = permission(&crab, &cmd).await?;
-    let actor = format!("github:{}", cmd.actor);
-    let may_write = matches!(permission.as_str(), "admin" | "write");
-    let incident = if may_write {
-        find_incident(ctx, &crab, &cmd).await?
-    } else {
-        None
+    // A comment's author is GitHub's to vouch for; a dashboard command's, the role web checked
+    // when the person signed in (checked again here: a viewer's command does nothing).
+    let (permission, actor, may_write) = match &cmd.dashboard {
+        Some((role, _)) => (
+            role.clone(),
+            cmd.actor.clone(),
+            matches!(role.as_str(), "operator" | "admin"),
+        ),
+        None => {
+            let permission = permission(&crab, &cmd).await?;
+            let may_write = matches!(permission.as_str(), "admin" | "write");
+            (permission, format!("github:{}", cmd.actor), may_write)
+        }
+    };
+    let incident = match (&cmd.dashboard, may_write, cmd.issue) {
+        (_, false, _) => None,
+        (Some((_, incident)), true, _) => Some(*incident),
+        (None, true, Some(issue)) => find_incident(ctx, &crab, &cmd, issue).await?,
+        (None, true, None) => None,
     };
     let (status, result) = match (may_write, &incident) {
         (false, _) => (
             "refused",
             format!(
-                "@{}: `/selfheal {}` needs write access to this repository (GitHub says: {permission}).",
-                cmd.actor, cmd.command
+                "{}: `/selfheal {}` needs write access to this repository (GitHub says: {permission}).",
+                cmd.who, cmd.command
             ),
         ),
         (true, None) => (
             "failed",
             format!(
-                "@{}: selfheal has no incident for #{}: nothing to {}.",
-                cmd.actor, cmd.issue, cmd.command
+                "{}: selfheal has no incident for #{}: nothing to {}.",
+                cmd.who,
+                cmd.issue.unwrap_or_default(),
+                cmd.command
             ),
         ),
         (true, Some(incident)) => execute(ctx, &crab, &cmd, *incident, &actor).await?,
     };
-    comment(
-        &ctx.github,
-        cmd.installation_id,
-        &cmd.repo,
-        cmd.issue,
-        &format!("command:{}", cmd.id),
-        &result,
-    )
-    .await?;
+    if let Some(issue) = cmd.issue {
+        comment(
+            &ctx.github,
+            cmd.installation_id,
+            &cmd.repo,
+            issue,
+            &format!("command:{}", cmd.id),
+            &result,
+        )
+        .await?;
+    }
     tx.execute(
         "UPDATE commands SET status = $2, permission = $3, result = $4, incident_id = $5, finished_at = now() WHERE id = $1",
         &[&cmd.id, &status, &permission, &result, &incident],
@@ -153,7 +188,8 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
         &actor,
         &format!("command.{status}"),
         &format!("command:{}", cmd.id),
-        &json!({"command": cmd.command, "repository": cmd.repo, "issue": cmd.issue, "permission": permission}),
+        &json!({"command": cmd.command, "repository": cmd.repo, "issue": cmd.issue, "permission": permission,
+                "source": if cmd.dashboard.is_some() { "dashboard" } else { "comment" }, "result": result}),
     )
     .await
     .map_err(|e| StageError::Transient(format!("audit: {e}")))?;
@@ -186,23 +222,21 @@ async fn find_incident(
     ctx: &WorkerContext,
     crab: &Installation,
     cmd: &Command,
+    issue: i32,
 ) -> Result<Option<Uuid>, StageError> {
     let client = ctx.pool.get().await?;
     if let Some(row) = client
         .query_opt(
             "SELECT d.incident_id FROM deliveries d JOIN incidents i ON i.id = d.incident_id
              WHERE d.kind = 'pull_request' AND d.pr_number = $1 AND i.repository_id = $2",
-            &[&cmd.issue, &cmd.repository_id],
+            &[&issue, &cmd.repository_id],
         )
         .await?
     {
         return Ok(Some(row.get(0)));
     }
     let pr: Result<Value, _> = crab
-        .get(
-            format!("/repos/{}/pulls/{}", cmd.repo, cmd.issue),
-            None::<&()>,
-        )
+        .get(format!("/repos/{}/pulls/{issue}", cmd.repo), None::<&()>)
         .await;
     let Ok(pr) = pr else {
         return Ok(None);
@@ -241,8 +275,8 @@ async fn execute(
             return Ok((
                 "refused",
                 format!(
-                    "@{}: selfheal runs in dry-run mode here ({why}): `/selfheal {}` would write to this repository, so it does nothing.",
-                    cmd.actor, cmd.command
+                    "{}: selfheal runs in dry-run mode here ({why}): `/selfheal {}` would write to this repository, so it does nothing.",
+                    cmd.who, cmd.command
                 ),
             ));
         }
@@ -257,13 +291,13 @@ async fn execute(
                 &client,
                 incident,
                 actor,
-                &format!("/selfheal stop by @{}", cmd.actor),
+                &format!("/selfheal stop by {}", cmd.who),
                 json!({"command": cmd.id}),
             )
             .await?;
             done(format!(
-                "selfheal stopped on this incident at @{}'s request: it will not push, rerun or merge anything more for it. `/selfheal retry` resumes.",
-                cmd.actor
+                "selfheal stopped on this incident at {}'s request: it will not push, rerun or merge anything more for it. `/selfheal retry` resumes.",
+                cmd.who
             ))
         }
         "retry" => {
@@ -334,7 +368,7 @@ async fn approve(
     config: &RepoConfig,
 ) -> Result<(&'static str, String), StageError> {
     let client = ctx.pool.get().await?;
-    let refuse = |why: String| Ok(("refused", format!("@{}: not merged: {why}.", cmd.actor)));
+    let refuse = |why: String| Ok(("refused", format!("{}: not merged: {why}.", cmd.who)));
     let Some(number) = client
         .query_opt(
             "SELECT pr_number FROM deliveries WHERE incident_id = $1 AND kind = 'pull_request'",
@@ -405,7 +439,7 @@ async fn approve(
         actor,
     )
     .await?;
-    Ok(("done", format!("@{} approved: {detail}.", cmd.actor)))
+    Ok(("done", format!("{} approved: {detail}.", cmd.who)))
 }
 
 /// What selfheal knows and did about the incident, from its own records.

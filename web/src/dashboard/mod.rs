@@ -1,172 +1,71 @@
 //! `/dashboard`: runs, one run's timeline, incidents with MTTR, and quality, rendered on the
-//! server from Postgres (docs/dashboard.md). Behind the operators' token
-//! (`SELFHEAL_DASHBOARD_TOKEN`): people sign in once for a session cookie, tools send the token
-//! as a bearer. Off (404) without a token. Read-only: every page is one read-only transaction.
+//! server from Postgres (docs/dashboard.md); operators retry, stop and approve from a run's
+//! page, admins read the configuration and policies in force. Who may see what is `access`'s:
+//! off (404) when nobody can sign in. Every page is one read-only transaction.
 
-mod pages;
+mod actions;
+mod admin;
+pub mod pages;
 mod queries;
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Form, Router};
-use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sha2::Sha256;
 use uuid::Uuid;
 
+use crate::access::{Access, Need, Principal, Routes};
 use crate::AppState;
+use selfheal_shared::config::AccessRole;
 
-/// How long a session lasts, on the server's clock (the cookie's own expiry is the browser's).
-const SESSION: Duration = Duration::from_secs(12 * 3600);
-/// What a wrong token costs its sender (at the sign-in form or as a bearer). Wrong tokens are
-/// answered one at a time: another wrong one meanwhile is answered 429 at once, so nothing
-/// piles up. The right token never waits, whatever others send.
-const WRONG_TOKEN_PENALTY: Duration = Duration::from_secs(1);
 /// How long one page may read.
 const STATEMENT_TIMEOUT: &str = "5s";
-const COOKIE: &str = "selfheal_session";
 
-/// The dashboard's own state: the token and the key sessions are signed with.
-#[derive(Clone)]
-pub struct Dashboard {
-    token: Arc<SecretString>,
-    /// Derived from the token, so that rotating the token ends every session.
-    session_key: Arc<[u8; 32]>,
-    sign_in: Arc<tokio::sync::Mutex<()>>,
-    /// Links are made to this GitHub's web host only.
-    github: Arc<str>,
-}
-
-impl Dashboard {
-    pub fn new(token: SecretString, github_web: &str) -> Dashboard {
-        let mut mac = Hmac::<Sha256>::new_from_slice(token.expose_secret().as_bytes())
-            .expect("HMAC takes a key of any length");
-        mac.update(b"selfheal dashboard session v1");
-        Dashboard {
-            session_key: Arc::new(mac.finalize().into_bytes().into()),
-            token: Arc::new(token),
-            sign_in: Arc::new(tokio::sync::Mutex::new(())),
-            github: github_web.trim_end_matches('/').into(),
-        }
-    }
-
-    fn mac(&self, issued: u64) -> Hmac<Sha256> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.session_key[..]).expect("any key length");
-        mac.update(issued.to_string().as_bytes());
-        mac
-    }
-
-    /// `<issued, unix seconds>.<HMAC of it>`.
-    fn session(&self, issued: u64) -> String {
-        format!(
-            "{issued}.{}",
-            hex::encode(self.mac(issued).finalize().into_bytes())
-        )
-    }
-
-    fn valid_session(&self, value: &str, now: u64) -> bool {
-        let Some((issued, tag)) = value.split_once('.') else {
-            return false;
-        };
-        let (Ok(issued), Ok(tag)) = (issued.parse::<u64>(), hex::decode(tag)) else {
-            return false;
-        };
-        // Issued in the future (a minute of clock skew allowed) or too long ago: expired.
-        if issued > now + 60 || now.saturating_sub(issued) > SESSION.as_secs() {
-            return false;
-        }
-        self.mac(issued).verify_slice(&tag).is_ok()
-    }
-
-    fn valid_token(&self, given: &str) -> bool {
-        // Compared through HMACs of both (constant time, whatever the lengths).
-        let digest = |v: &str| {
-            let mut mac = Hmac::<Sha256>::new_from_slice(&self.session_key[..]).expect("any key");
-            mac.update(v.as_bytes());
-            mac
-        };
-        let expected = digest(self.token.expose_secret()).finalize().into_bytes();
-        digest(given).verify_slice(&expected).is_ok()
-    }
-
-    /// Checks a token someone sent: the right one at once; a wrong one costs a second, one at
-    /// a time.
-    async fn check_token(&self, given: &str) -> Checked {
-        if self.valid_token(given) {
-            return Checked::Valid;
-        }
-        let Ok(_one_at_a_time) = self.sign_in.try_lock() else {
-            return Checked::Busy;
-        };
-        tokio::time::sleep(WRONG_TOKEN_PENALTY).await;
-        tracing::warn!("dashboard: a wrong token was sent");
-        Checked::Wrong
-    }
-
-    fn has_session(&self, headers: &HeaderMap) -> bool {
-        let now = unix_now();
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-            .any(|value| self.valid_session(value, now))
-    }
-}
-
-enum Checked {
-    Valid,
-    Wrong,
-    /// Wrong, and another wrong token is being answered.
-    Busy,
-}
-
-fn too_many() -> Response {
-    (
-        StatusCode::TOO_MANY_REQUESTS,
-        [(header::RETRY_AFTER, "1")],
-        "wrong token; another is being answered: try again in a second\n",
-    )
-        .into_response()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// The dashboard's routes, with the token (`None`: none, every path 404s as any unknown one).
-pub fn routes(dashboard: Option<Dashboard>) -> Router<AppState> {
-    let Some(dashboard) = dashboard else {
-        return Router::new();
+/// The dashboard's routes (none without a way to sign in: every path 404s as any unknown one).
+pub fn routes(access: Option<Access>) -> Routes {
+    let Some(access) = access else {
+        return Routes::new(None);
     };
-    let signed_in = Router::new()
-        .route("/dashboard", get(runs))
-        .route("/dashboard/runs/{id}", get(run))
-        .route("/dashboard/incidents", get(incidents))
-        .route("/dashboard/quality", get(quality))
-        .layer(axum::middleware::from_fn_with_state(
-            dashboard.clone(),
-            require_session,
-        ));
-    Router::new()
-        .route("/dashboard/login", get(login_form).post(login))
-        .route("/dashboard/logout", post(logout))
-        .route("/dashboard/style.css", get(style))
-        .merge(signed_in)
-        .layer(axum::Extension(dashboard))
-        .layer(axum::middleware::from_fn(secure_headers))
+    let viewer = Need::Role(AccessRole::Viewer);
+    let operator = Need::Role(AccessRole::Operator);
+    let admin = Need::Role(AccessRole::Admin);
+    Routes::new(Some(access.clone()))
+        .route(Method::GET, "/dashboard", viewer, runs)
+        .route(Method::GET, "/dashboard/runs/{id}", viewer, run)
+        .route(Method::GET, "/dashboard/incidents", viewer, incidents)
+        .route(Method::GET, "/dashboard/quality", viewer, quality)
+        .route(
+            Method::POST,
+            "/dashboard/runs/{id}/retry",
+            operator,
+            actions::retry,
+        )
+        .route(
+            Method::POST,
+            "/dashboard/runs/{id}/stop",
+            operator,
+            actions::stop,
+        )
+        .route(
+            Method::POST,
+            "/dashboard/runs/{id}/approve",
+            operator,
+            actions::approve,
+        )
+        .route(Method::GET, "/dashboard/admin/config", admin, admin::config)
+        .route(
+            Method::GET,
+            "/dashboard/admin/policies",
+            admin,
+            admin::policies,
+        )
+        .route(Method::GET, "/dashboard/style.css", Need::Public, style)
+        .merge(crate::access::sign_in_routes(&access))
+        .layer_all(|r| {
+            r.layer(axum::Extension(access))
+                .layer(axum::middleware::from_fn(secure_headers))
+        })
 }
 
 /// No script, no frames, nothing from elsewhere; not cached.
@@ -191,31 +90,6 @@ async fn secure_headers(request: Request, next: Next) -> Response {
     response
 }
 
-async fn require_session(
-    State(dashboard): State<Dashboard>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // Only a bearer token is the dashboard's: other schemes (a proxy's Basic) are not.
-    let bearer = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|v| v.trim().to_string());
-    match bearer {
-        // A tool: its token, checked like a sign-in.
-        Some(token) => match dashboard.check_token(&token).await {
-            Checked::Valid => next.run(request).await,
-            Checked::Wrong => (StatusCode::UNAUTHORIZED, "wrong token\n").into_response(),
-            Checked::Busy => too_many(),
-        },
-        None if dashboard.has_session(request.headers()) => next.run(request).await,
-        // A person without a session is sent to sign in.
-        None => Redirect::to("/dashboard/login").into_response(),
-    }
-}
-
 async fn style() -> Response {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
@@ -230,51 +104,6 @@ fn html(markup: maud::Markup) -> Response {
         markup.into_string(),
     )
         .into_response()
-}
-
-async fn login_form() -> Response {
-    html(pages::login(false))
-}
-
-#[derive(Deserialize)]
-struct SignIn {
-    token: String,
-}
-
-async fn login(
-    axum::Extension(dashboard): axum::Extension<Dashboard>,
-    Form(form): Form<SignIn>,
-) -> Response {
-    match dashboard.check_token(form.token.trim()).await {
-        Checked::Valid => {}
-        Checked::Busy => return too_many(),
-        Checked::Wrong => {
-            let mut response = html(pages::login(true));
-            *response.status_mut() = StatusCode::UNAUTHORIZED;
-            return response;
-        }
-    }
-    let cookie = format!(
-        "{COOKIE}={}; Path=/dashboard; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
-        dashboard.session(unix_now()),
-        SESSION.as_secs()
-    );
-    let mut response = Redirect::to("/dashboard").into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
-}
-
-async fn logout() -> Response {
-    let mut response = Redirect::to("/dashboard/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "selfheal_session=; Path=/dashboard; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
-        ),
-    );
-    response
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -316,7 +145,7 @@ struct RunFilter {
 
 async fn runs(
     State(state): State<AppState>,
-    axum::Extension(dashboard): axum::Extension<Dashboard>,
+    axum::Extension(access): axum::Extension<Access>,
     Query(filter): Query<RunFilter>,
 ) -> Result<Response, PageError> {
     let status = filter.status.filter(|s| !s.is_empty());
@@ -329,7 +158,7 @@ async fn runs(
     let rows = queries::runs(&tx, status.as_deref(), repo.as_deref()).await?;
     tx.commit().await?;
     let links = pages::Links {
-        github: &dashboard.github,
+        github: &access.github,
     };
     Ok(html(pages::runs(
         &links,
@@ -341,7 +170,8 @@ async fn runs(
 
 async fn run(
     State(state): State<AppState>,
-    axum::Extension(dashboard): axum::Extension<Dashboard>,
+    axum::Extension(access): axum::Extension<Access>,
+    axum::Extension(me): axum::Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
     let Ok(id) = Uuid::parse_str(&id) else {
@@ -352,10 +182,10 @@ async fn run(
     let page = queries::run(&tx, id).await?;
     tx.commit().await?;
     let links = pages::Links {
-        github: &dashboard.github,
+        github: &access.github,
     };
     Ok(match page {
-        Some(page) => html(pages::run(&links, &page)),
+        Some(page) => html(pages::run(&links, &page, me.role)),
         None => (StatusCode::NOT_FOUND, html(pages::not_found())).into_response(),
     })
 }
@@ -374,31 +204,4 @@ async fn quality(State(state): State<AppState>) -> Result<Response, PageError> {
     let q = queries::quality(&tx).await?;
     tx.commit().await?;
     Ok(html(pages::quality(&q)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_session_is_the_servers_for_twelve_hours_and_cannot_be_made_without_the_token() {
-        let dashboard = Dashboard::new(SecretString::from("t".repeat(32)), "https://github.com");
-        let now = unix_now();
-        let cookie = dashboard.session(now);
-        assert!(dashboard.valid_session(&cookie, now));
-        assert!(dashboard.valid_session(&cookie, now + SESSION.as_secs() - 1));
-        assert!(!dashboard.valid_session(&cookie, now + SESSION.as_secs() + 1));
-        // Issued later than it says, or by another token, or tampered with.
-        let (issued, tag) = cookie.split_once('.').unwrap();
-        assert!(!dashboard.valid_session(
-            &format!("{}.{tag}", issued.parse::<u64>().unwrap() + 1),
-            now
-        ));
-        let other = Dashboard::new(SecretString::from("u".repeat(32)), "https://github.com");
-        assert!(!other.valid_session(&cookie, now));
-        assert!(!dashboard.valid_session(&dashboard.session(now + 3600), now));
-        assert!(!dashboard.valid_session("garbage", now));
-        assert!(dashboard.valid_token(&"t".repeat(32)));
-        assert!(!dashboard.valid_token(&"t".repeat(31)));
-    }
 }

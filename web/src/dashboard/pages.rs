@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
+use selfheal_shared::config::AccessRole;
 
 use super::queries::{IncidentRow, Quality, RunPage, RunRow};
 
@@ -27,7 +28,7 @@ impl Links<'_> {
     }
 }
 
-fn layout(title: &str, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -58,7 +59,9 @@ fn layout(title: &str, body: Markup) -> Markup {
     }
 }
 
-pub fn login(failed: bool) -> Markup {
+/// The sign-in page: the provider's button, the token's form, or both; `error` says why the
+/// last try failed.
+pub fn login(error: Option<&str>, token: bool, oidc: bool) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -70,14 +73,40 @@ pub fn login(failed: bool) -> Markup {
             body {
                 main class="login" {
                     h1 { "selfheal" }
-                    @if failed {
-                        p class="error" role="alert" { "That token is not the dashboard's." }
+                    @if let Some(error) = error {
+                        p class="error" role="alert" { (error) }
                     }
-                    form method="post" action="/dashboard/login" {
-                        label for="token" { "Operator token" }
-                        input id="token" name="token" type="password" autocomplete="current-password" required;
-                        button type="submit" { "Sign in" }
+                    @if oidc {
+                        p { a class="button" href="/dashboard/oidc/login" { "Sign in with your organisation" } }
                     }
+                    @if token {
+                        form method="post" action="/dashboard/login" {
+                            label for="token" { "Operator token" }
+                            input id="token" name="token" type="password" autocomplete="current-password" required;
+                            button type="submit" { "Sign in" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// After a sign-in: on to the dashboard by a new navigation from this page, so that the
+/// SameSite=Strict session cookie goes with it.
+pub fn signed_in(name: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content="0;url=/dashboard";
+                title { "Signed in · selfheal" }
+                link rel="stylesheet" href="/dashboard/style.css";
+            }
+            body {
+                main class="login" {
+                    p { "Signed in as " (name) ". " a href="/dashboard" { "Continue to the dashboard" } }
                 }
             }
         }
@@ -164,7 +193,7 @@ pub fn runs(
     )
 }
 
-pub fn run(links: &Links, page: &RunPage) -> Markup {
+pub fn run(links: &Links, page: &RunPage, role: AccessRole) -> Markup {
     let r = &page.run;
     layout(
         &format!("Run {}", r.id),
@@ -184,6 +213,16 @@ pub fn run(links: &Links, page: &RunPage) -> Markup {
                 }
                 dt { "Incident" } dd { code { (page.incident) } }
                 dt { "Pull request" } dd { (pull_request(links, r.pr_number, r.pr_url.as_deref(), r.merged)) @if r.pr_number.is_none() { "-" } }
+            }
+            @if role >= AccessRole::Operator {
+                // A worker carries each out as it does `/selfheal` comments, with the same checks.
+                div class="actions" {
+                    @for (action, label) in [("retry", "Retry"), ("stop", "Stop"), ("approve", "Approve and merge")] {
+                        form method="post" action={ "/dashboard/runs/" (r.id) "/" (action) } {
+                            button type="submit" { (label) }
+                        }
+                    }
+                }
             }
             h2 { "Timeline" }
             ol class="timeline" {

@@ -40,6 +40,30 @@ pub struct DeliveryLabels {
     pub outcome: String,
 }
 
+/// Why a sign-in or a request to an operator route was refused: each a label value of
+/// `selfheal_auth_refusals_total`, all present from the start.
+pub const AUTH_REFUSALS: [&str; 14] = [
+    "wrong_token",
+    "expired",
+    "audience",
+    "issuer",
+    "signature",
+    "unknown_key",
+    "malformed",
+    "nonce",
+    "provider_unreachable",
+    "provider_refused",
+    "login_error",
+    "no_role",
+    "forbidden",
+    "cross_site",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
     pub event: String,
@@ -50,6 +74,7 @@ pub struct Metrics {
     pub deliveries: Family<DeliveryLabels, Counter>,
     ingest_seconds: Family<EventLabels, Histogram>,
     pub enqueue_deferred: Counter,
+    auth_refusals: Family<ReasonLabels, Counter>,
     fleet_up: Gauge,
     fleet: fleet::FleetCollector,
     /// When the fleet's figures were last read (or tried); held while a read runs, so that
@@ -103,6 +128,17 @@ impl Default for Metrics {
             "Jobs left to the outbox relay because Redis could not take them at ingest",
             enqueue_deferred.clone(),
         );
+        let auth_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_refusals",
+            "Sign-ins and requests to operator routes refused, by reason (docs/access.md)",
+            auth_refusals.clone(),
+        );
+        for reason in AUTH_REFUSALS.into_iter().chain(["not_signed_in"]) {
+            let _ = auth_refusals.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            });
+        }
         let fleet_up = Gauge::default();
         registry.register(
             "fleet_metrics_up",
@@ -116,6 +152,7 @@ impl Default for Metrics {
             deliveries,
             ingest_seconds,
             enqueue_deferred,
+            auth_refusals,
             fleet_up,
             fleet,
             fleet_read_at: tokio::sync::Mutex::new(None),
@@ -124,6 +161,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one refusal; a reason not among the known ones counts as `other`.
+    pub fn auth_refused(&self, reason: &str) {
+        let known = AUTH_REFUSALS.contains(&reason) || reason == "not_signed_in";
+        self.auth_refusals
+            .get_or_create(&ReasonLabels {
+                reason: if known { reason } else { "other" }.to_string(),
+            })
+            .inc();
+    }
+
     /// `event` comes from a request header: only the events selfheal knows become a label
     /// value, anything else is `other`, so a sender cannot grow the series without bound.
     pub fn delivery(&self, event: &str, outcome: &str) {

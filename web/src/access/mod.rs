@@ -1,0 +1,631 @@
+//! Who may use which route (docs/access.md). Every route is added through [`Routes`], which
+//! makes it declare what it needs (nothing, a webhook signature, or a role) and puts the role's
+//! gate in front of it; the list it keeps is what the route-walk test checks. People sign in
+//! through the organisation's OpenID Connect provider (or with the operators' token) for a
+//! signed session cookie; machines send the provider's JWTs (or the token) as bearers.
+
+pub mod oidc;
+mod session;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, Request, State};
+use axum::handler::Handler;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::{Form, Router};
+use secrecy::{ExposeSecret, SecretString};
+use selfheal_shared::audit;
+use selfheal_shared::config::AccessRole;
+use selfheal_shared::Config;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::metrics::Metrics;
+use crate::AppState;
+
+/// How long a session lasts, on the server's clock (the cookie's own expiry is the browser's).
+const SESSION: Duration = Duration::from_secs(12 * 3600);
+/// How long a person may take at the provider's sign-in page.
+const PENDING: Duration = Duration::from_secs(600);
+/// What a wrong operators' token costs its sender. Wrong tokens are answered one at a time:
+/// another wrong one meanwhile is answered 429 at once, so nothing piles up. The right token
+/// never waits, whatever others send.
+const WRONG_TOKEN_PENALTY: Duration = Duration::from_secs(1);
+pub const COOKIE: &str = "selfheal_session";
+const PENDING_COOKIE: &str = "selfheal_oidc";
+/// The actor the operators' token acts as in the audit log.
+const TOKEN_ACTOR: &str = "dashboard-token";
+
+/// What a route needs before its handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Anyone: probes, the sign-in pages, the stylesheet, and `/metrics` (which a separate
+    /// `SELFHEAL_METRICS_BIND` keeps off the public port).
+    Public,
+    /// GitHub's HMAC signature, checked by the webhook handler itself.
+    WebhookSignature,
+    /// A person or machine holding this role or a higher one.
+    Role(AccessRole),
+}
+
+/// One route as declared.
+#[derive(Debug, Clone)]
+pub struct Declared {
+    pub method: Method,
+    pub path: &'static str,
+    pub need: Need,
+}
+
+/// A router that knows what each of its routes needs.
+pub struct Routes {
+    router: Router<AppState>,
+    declared: Vec<Declared>,
+    access: Option<Access>,
+}
+
+impl Routes {
+    pub fn new(access: Option<Access>) -> Routes {
+        Routes {
+            router: Router::new(),
+            declared: Vec::new(),
+            access,
+        }
+    }
+
+    /// Adds `handler` at `method path`, behind the gate `need` names.
+    pub fn route<H, T>(self, method: Method, path: &'static str, need: Need, handler: H) -> Routes
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.route_with(method, path, need, handler, |r| r)
+    }
+
+    /// The same, with `wrap` adding the route's own layers (inside the gate).
+    pub fn route_with<H, T>(
+        mut self,
+        method: Method,
+        path: &'static str,
+        need: Need,
+        handler: H,
+        wrap: impl FnOnce(MethodRouter<AppState>) -> MethodRouter<AppState>,
+    ) -> Routes
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes");
+        let mut route = wrap(on(filter, handler));
+        if let Need::Role(role) = need {
+            // A role route without any way to sign in is not served at all (404 as any
+            // unknown path), rather than served open.
+            let Some(access) = self.access.clone() else {
+                return self;
+            };
+            route = route.route_layer(axum::middleware::from_fn_with_state(
+                Gate { access, role },
+                gate,
+            ));
+        }
+        self.router = self.router.route(path, route);
+        self.declared.push(Declared { method, path, need });
+        self
+    }
+
+    pub fn layer_all(mut self, wrap: impl FnOnce(Router<AppState>) -> Router<AppState>) -> Routes {
+        self.router = wrap(self.router);
+        self
+    }
+
+    pub fn merge(mut self, other: Routes) -> Routes {
+        self.router = self.router.merge(other.router);
+        self.declared.extend(other.declared);
+        self
+    }
+
+    pub fn into_parts(self) -> (Router<AppState>, Vec<Declared>) {
+        (self.router, self.declared)
+    }
+}
+
+/// Who is asking, once signed in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Principal {
+    /// In the audit log: `oidc:<sub>` or `dashboard-token`.
+    pub actor: String,
+    /// What people read: an e-mail, a name, or the subject.
+    pub name: String,
+    pub role: AccessRole,
+    /// Unix seconds.
+    pub issued: u64,
+    /// Sent as a bearer (a machine): no session, no cross-site form to fear.
+    #[serde(skip)]
+    pub bearer: bool,
+}
+
+#[derive(Clone)]
+pub struct Access {
+    token: Option<Arc<SecretString>>,
+    token_role: AccessRole,
+    pub oidc: Option<oidc::Oidc>,
+    keys: session::Keys,
+    wrong_token: Arc<tokio::sync::Mutex<()>>,
+    metrics: Arc<Metrics>,
+    /// Links are made to this GitHub's web host only.
+    pub github: Arc<str>,
+}
+
+enum Found {
+    Principal(Principal),
+    NotSignedIn,
+    Refused(Response),
+}
+
+impl Access {
+    /// `None` when nobody can sign in (no token, no provider): the operator routes are off.
+    pub fn from_config(config: &Config, metrics: Arc<Metrics>) -> Option<Access> {
+        if config.dashboard_token.is_none() && config.oidc.is_none() {
+            return None;
+        }
+        let mut secrets = Vec::new();
+        if let Some(token) = &config.dashboard_token {
+            secrets.push(token.expose_secret());
+        }
+        if let Some(o) = &config.oidc {
+            secrets.push(o.client_secret.expose_secret());
+        }
+        Some(Access {
+            keys: session::Keys::derive(&secrets),
+            token: config.dashboard_token.clone().map(Arc::new),
+            token_role: config.dashboard_token_role,
+            oidc: config.oidc.clone().map(oidc::Oidc::new),
+            wrong_token: Arc::new(tokio::sync::Mutex::new(())),
+            metrics,
+            github: config.github.git_url.trim_end_matches('/').into(),
+        })
+    }
+
+    fn refuse(&self, reason: &str) {
+        self.metrics.auth_refused(reason);
+    }
+
+    fn token_principal(&self) -> Principal {
+        Principal {
+            actor: TOKEN_ACTOR.into(),
+            name: "the operators' token".into(),
+            role: self.token_role,
+            issued: unix_now(),
+            bearer: false,
+        }
+    }
+
+    /// Checks the operators' token: the right one at once; a wrong one costs a second, one at
+    /// a time.
+    async fn check_token(&self, given: &str) -> Result<Principal, Response> {
+        if let Some(token) = &self.token {
+            if self.keys.same(given, token.expose_secret()) {
+                return Ok(self.token_principal());
+            }
+        }
+        self.refuse("wrong_token");
+        let Ok(_one_at_a_time) = self.wrong_token.try_lock() else {
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "1")],
+                "wrong token; another is being answered: try again in a second\n",
+            )
+                .into_response());
+        };
+        tokio::time::sleep(WRONG_TOKEN_PENALTY).await;
+        tracing::warn!("a wrong operators' token was sent");
+        Err((StatusCode::UNAUTHORIZED, "wrong token\n").into_response())
+    }
+
+    /// A principal from validated claims, or why not.
+    fn from_claims(&self, claims: &serde_json::Value, bearer: bool) -> Result<Principal, String> {
+        let oidc = self.oidc.as_ref().expect("claims come from the provider");
+        let subject = claims["sub"].as_str().unwrap_or_default();
+        let Some(role) = oidc.config.roles.role_of(claims) else {
+            return Err(format!(
+                "{subject} holds no role here (claim {})",
+                oidc.config.roles.claim
+            ));
+        };
+        let name = ["email", "preferred_username", "name", "azp", "client_id"]
+            .iter()
+            .find_map(|k| claims[*k].as_str())
+            .unwrap_or(subject);
+        Ok(Principal {
+            actor: format!("oidc:{subject}"),
+            name: name.chars().take(200).collect(),
+            role,
+            issued: unix_now(),
+            bearer,
+        })
+    }
+
+    async fn principal(&self, headers: &HeaderMap) -> Found {
+        // Only a bearer token is ours: other schemes (a proxy's Basic) are not.
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|v| v.trim().to_string());
+        if let Some(token) = bearer {
+            let jwt_shaped = token.split('.').count() == 3;
+            return match (&self.oidc, jwt_shaped) {
+                (Some(oidc), true) => match oidc.bearer(&token).await {
+                    Ok(claims) => match self.from_claims(&claims, true) {
+                        Ok(p) => Found::Principal(p),
+                        Err(why) => {
+                            self.refuse("no_role");
+                            tracing::warn!(reason = %why, "a bearer token was refused");
+                            Found::Refused(
+                                (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
+                            )
+                        }
+                    },
+                    Err(e) => {
+                        self.refuse(e.label());
+                        tracing::warn!(error = %e, "a bearer token was refused");
+                        let status = match e {
+                            oidc::TokenError::Provider(_) => StatusCode::SERVICE_UNAVAILABLE,
+                            _ => StatusCode::UNAUTHORIZED,
+                        };
+                        Found::Refused(
+                            (
+                                status,
+                                [(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")],
+                                format!("{e}\n"),
+                            )
+                                .into_response(),
+                        )
+                    }
+                },
+                _ => match self.check_token(&token).await {
+                    Ok(mut p) => {
+                        p.bearer = true;
+                        Found::Principal(p)
+                    }
+                    Err(response) => Found::Refused(response),
+                },
+            };
+        }
+        let now = unix_now();
+        let session = cookies(headers, COOKIE)
+            .filter_map(|value| self.keys.open::<Principal>(COOKIE, value))
+            // Issued in the future (a minute of clock skew allowed) or too long ago: expired.
+            .find(|p| p.issued <= now + 60 && now.saturating_sub(p.issued) <= SESSION.as_secs());
+        match session {
+            Some(p) => Found::Principal(p),
+            None => Found::NotSignedIn,
+        }
+    }
+
+    fn session_cookie(&self, principal: &Principal) -> HeaderValue {
+        let value = format!(
+            "{COOKIE}={}; Path=/dashboard; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+            self.keys.seal(COOKIE, principal),
+            SESSION.as_secs()
+        );
+        HeaderValue::from_str(&value).expect("base64 and hex only")
+    }
+}
+
+fn cookies<'h>(headers: &'h HeaderMap, name: &'static str) -> impl Iterator<Item = &'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |c| c.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+struct Gate {
+    access: Access,
+    role: AccessRole,
+}
+
+async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    let principal = match gate.access.principal(request.headers()).await {
+        Found::Principal(p) => p,
+        Found::Refused(response) => return response,
+        // A person without a session is sent to sign in; a form sent without one is refused.
+        Found::NotSignedIn if request.method() == Method::GET => {
+            return Redirect::to("/dashboard/login").into_response()
+        }
+        Found::NotSignedIn => {
+            gate.access.refuse("not_signed_in");
+            return (StatusCode::UNAUTHORIZED, "sign in first\n").into_response();
+        }
+    };
+    if principal.role < gate.role {
+        gate.access.refuse("forbidden");
+        tracing::warn!(actor = %principal.actor, role = %principal.role, needed = %gate.role, path = %request.uri().path(), "refused: the role is too low");
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "this needs the {} role; {} has {}\n",
+                gate.role, principal.name, principal.role
+            ),
+        )
+            .into_response();
+    }
+    // A form a session sends must come from the dashboard's own pages: the session cookie is
+    // SameSite=Strict already, and a browser that says otherwise is believed.
+    if !principal.bearer && request.method() != Method::GET && cross_site(request.headers()) {
+        gate.access.refuse("cross_site");
+        return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+/// The browser says the request came from another site: `Sec-Fetch-Site`, or else an
+/// `Origin` that is not the `Host` it was sent to.
+fn cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return !matches!(site, "same-origin" | "none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    origin_host != host
+}
+
+/// The sign-in routes: the token's form when there is a token, the provider's when there is one.
+pub fn sign_in_routes(access: &Access) -> Routes {
+    let mut routes = Routes::new(Some(access.clone()))
+        .route(Method::GET, "/dashboard/login", Need::Public, login_page)
+        .route(Method::POST, "/dashboard/logout", Need::Public, logout);
+    if access.token.is_some() {
+        routes = routes.route(Method::POST, "/dashboard/login", Need::Public, token_login);
+    }
+    if access.oidc.is_some() {
+        routes = routes
+            .route(
+                Method::GET,
+                "/dashboard/oidc/login",
+                Need::Public,
+                oidc_login,
+            )
+            .route(Method::GET, oidc::CALLBACK, Need::Public, oidc_callback);
+    }
+    routes
+}
+
+fn page(status: StatusCode, markup: maud::Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+async fn login_page(axum::Extension(access): axum::Extension<Access>) -> Response {
+    page(
+        StatusCode::OK,
+        crate::dashboard::pages::login(None, access.token.is_some(), access.oidc.is_some()),
+    )
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+async fn token_login(
+    State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<Access>,
+    Form(form): Form<SignIn>,
+) -> Response {
+    match access.check_token(form.token.trim()).await {
+        Ok(p) => signed_in(&state, &access, p, "token").await,
+        Err(response) if response.status() == StatusCode::UNAUTHORIZED => page(
+            StatusCode::UNAUTHORIZED,
+            crate::dashboard::pages::login(
+                Some("That token is not the dashboard's."),
+                true,
+                access.oidc.is_some(),
+            ),
+        ),
+        Err(response) => response,
+    }
+}
+
+/// Records the sign-in and hands out the session. After the provider's sign-in, a page moves
+/// on to the dashboard by itself: a redirect would not carry the new SameSite=Strict cookie
+/// after the provider's cross-site redirect. The token's form is the dashboard's own page.
+async fn signed_in(state: &AppState, access: &Access, p: Principal, how: &str) -> Response {
+    if let Err(response) = record(
+        state,
+        &p.actor,
+        "dashboard.login",
+        "dashboard",
+        json!({"outcome": "signed_in", "role": p.role.as_str(), "name": p.name, "via": how}),
+    )
+    .await
+    {
+        return response;
+    }
+    let mut response = match how {
+        "token" => Redirect::to("/dashboard").into_response(),
+        _ => page(StatusCode::OK, crate::dashboard::pages::signed_in(&p.name)),
+    };
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, access.session_cookie(&p));
+    response
+}
+
+/// One audit row; Postgres away answers 503 (nothing a person does goes unrecorded).
+pub async fn record(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<(), Response> {
+    let result = async {
+        let client = state.pool.get().await.map_err(|e| e.to_string())?;
+        audit::append(&client, actor, action, target, &detail)
+            .await
+            .map_err(|e| selfheal_shared::cause::Chain(&e).to_string())
+    }
+    .await;
+    result.map(|_| ()).map_err(|e| {
+        tracing::error!(error = %e, %action, "cannot write the audit log");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit log cannot be written now; nothing was done\n",
+        )
+            .into_response()
+    })
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<Access>,
+    headers: HeaderMap,
+) -> Response {
+    if let Found::Principal(p) = access.principal(&headers).await {
+        // A sign-out that cannot be recorded still clears the cookie.
+        let _ = record(&state, &p.actor, "dashboard.logout", "dashboard", json!({})).await;
+    }
+    let mut response = Redirect::to("/dashboard/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "selfheal_session=; Path=/dashboard; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
+        ),
+    );
+    response
+}
+
+async fn oidc_login(axum::Extension(access): axum::Extension<Access>) -> Response {
+    let oidc = access.oidc.as_ref().expect("routed only with a provider");
+    match oidc.start(unix_now()).await {
+        Ok((url, pending)) => {
+            let mut response = Redirect::to(&url).into_response();
+            // Lax, not Strict: it must come back with the provider's cross-site redirect.
+            let cookie = format!(
+                "{PENDING_COOKIE}={}; Path=/dashboard/oidc; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+                access.keys.seal(PENDING_COOKIE, &pending),
+                PENDING.as_secs()
+            );
+            response.headers_mut().insert(
+                header::SET_COOKIE,
+                HeaderValue::from_str(&cookie).expect("base64 and hex only"),
+            );
+            response
+        }
+        Err(e) => {
+            access.refuse(e.label());
+            tracing::error!(error = %e, "cannot start an OIDC sign-in");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::dashboard::pages::login(Some(&e.to_string()), access.token.is_some(), true),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+async fn oidc_callback(
+    State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<Access>,
+    headers: HeaderMap,
+    Query(callback): Query<Callback>,
+) -> Response {
+    let oidc = access.oidc.as_ref().expect("routed only with a provider");
+    let now = unix_now();
+    let pending = cookies(&headers, PENDING_COOKIE)
+        .filter_map(|v| access.keys.open::<oidc::Pending>(PENDING_COOKIE, v))
+        .find(|p| p.issued <= now + 60 && now.saturating_sub(p.issued) <= PENDING.as_secs());
+    let outcome: Result<Principal, (&str, String)> = async {
+        if let Some(error) = &callback.error {
+            // The provider's own words are not shown: they come back through the browser.
+            let error: String = error
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(40)
+                .collect();
+            return Err((
+                "provider_refused",
+                format!("the provider refused the sign-in ({error})"),
+            ));
+        }
+        let pending = pending.ok_or((
+            "login_error",
+            "the sign-in expired or was not started here".to_string(),
+        ))?;
+        // The state ties the code to the browser that started the sign-in (no login CSRF).
+        if !access.keys.same(
+            callback.state.as_deref().unwrap_or_default(),
+            &pending.state,
+        ) {
+            return Err(("login_error", "the sign-in's state does not match".into()));
+        }
+        let code = callback
+            .code
+            .as_deref()
+            .ok_or(("login_error", "no code".to_string()))?;
+        let claims = oidc
+            .finish(code, &pending)
+            .await
+            .map_err(|e| (e.label(), e.to_string()))?;
+        access
+            .from_claims(&claims, false)
+            .map_err(|why| ("no_role", why))
+    }
+    .await;
+    match outcome {
+        Ok(p) => signed_in(&state, &access, p, "oidc").await,
+        Err((label, why)) => {
+            access.refuse(label);
+            tracing::warn!(reason = %why, "an OIDC sign-in was refused");
+            // Recorded when it can be: a refusal must not need Postgres to be answered.
+            let _ = record(
+                &state,
+                "anonymous",
+                "dashboard.login",
+                "dashboard",
+                json!({"outcome": "refused", "reason": why}),
+            )
+            .await;
+            let status = if label == "no_role" {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            page(
+                status,
+                crate::dashboard::pages::login(Some(&why), access.token.is_some(), true),
+            )
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The organisation's OpenID Connect provider: discovery, people's sign-in (authorization code
+//! with PKCE, through `openidconnect`), and the validation of every JWT web is shown (people's
+//! ID tokens and machines' bearer tokens alike, through `jsonwebtoken` against the provider's
+//! JWKS): signature, issuer, audience, expiry and not-before.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    TokenResponse,
+};
+use secrecy::ExposeSecret;
+use selfheal_shared::config::OidcConfig;
+use serde_json::Value;
+use tokio::sync::RwLock;
+
+/// Where the provider sends people back, under the public URL.
+pub const CALLBACK: &str = "/dashboard/oidc/callback";
+/// Clock skew allowed on `exp`, `nbf` and `iat`.
+const LEEWAY_SECS: u64 = 60;
+/// A key id the JWKS does not hold makes web read the JWKS again (the provider rotated its
+/// keys), but not more often than this: a stream of made-up kids costs the provider nothing.
+const JWKS_REFRESH: Duration = Duration::from_secs(30);
+/// Discovery and JWKS requests give up after this long.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(5);
+
+type RelyingParty = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Why a token was not accepted: each is a label of `selfheal_auth_refusals_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not for this audience")]
+    Audience,
+    #[error("the token was issued by another issuer")]
+    Issuer,
+    #[error("the token's signature does not verify")]
+    Signature,
+    #[error("the token is signed with a key the provider does not publish")]
+    UnknownKey,
+    #[error("the token is malformed: {0}")]
+    Malformed(String),
+    #[error("the sign-in's nonce does not match")]
+    Nonce,
+    #[error("the identity provider cannot be reached: {0}")]
+    Provider(String),
+}
+
+impl TokenError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            TokenError::Expired => "expired",
+            TokenError::Audience => "audience",
+            TokenError::Issuer => "issuer",
+            TokenError::Signature => "signature",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::Malformed(_) => "malformed",
+            TokenError::Nonce => "nonce",
+            TokenError::Provider(_) => "provider_unreachable",
+        }
+    }
+}
+
+/// What the provider said at discovery, and its keys.
+struct Discovered {
+    client: RelyingParty,
+    jwks_uri: String,
+    jwks: RwLock<(JwkSet, Instant)>,
+}
+
+#[derive(Clone)]
+pub struct Oidc {
+    pub config: Arc<OidcConfig>,
+    http: openidconnect::reqwest::Client,
+    /// Read at first use, not at start: web starts (and serves webhooks) while the provider
+    /// is away, and tries again at the next sign-in.
+    discovered: Arc<RwLock<Option<Arc<Discovered>>>>,
+}
+
+/// A sign-in under way: kept in a signed cookie between the redirect and the callback.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Pending {
+    pub state: String,
+    pub nonce: String,
+    pub verifier: String,
+    pub issued: u64,
+}
+
+impl Oidc {
+    pub fn new(config: OidcConfig) -> Oidc {
+        let http = openidconnect::reqwest::Client::builder()
+            // Following redirects would let the provider's answers send web anywhere (SSRF).
+            .redirect(openidconnect::reqwest::redirect::Policy::none())
+            .timeout(PROVIDER_TIMEOUT)
+            .build()
+            .expect("a TLS client builds");
+        Oidc {
+            config: Arc::new(config),
+            http,
+            discovered: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    async fn discovered(&self) -> Result<Arc<Discovered>, TokenError> {
+        if let Some(d) = self.discovered.read().await.as_ref() {
+            return Ok(d.clone());
+        }
+        let mut slot = self.discovered.write().await;
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let issuer = IssuerUrl::new(self.config.issuer.clone())
+            .map_err(|e| TokenError::Provider(format!("OIDC_PROVIDER_URL: {e}")))?;
+        // Discovery checks that the document's issuer is the one configured.
+        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| TokenError::Provider(format!("discovery: {}", chain(&e))))?;
+        let jwks_uri = metadata.jwks_uri().url().to_string();
+        let redirect = RedirectUrl::new(format!("{}{CALLBACK}", self.config.public_url))
+            .map_err(|e| TokenError::Provider(format!("SELFHEAL_PUBLIC_URL: {e}")))?;
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            Some(ClientSecret::new(
+                self.config.client_secret.expose_secret().to_string(),
+            )),
+        )
+        .set_redirect_uri(redirect);
+        let jwks = self.fetch_jwks(&jwks_uri).await?;
+        let d = Arc::new(Discovered {
+            client,
+            jwks_uri,
+            jwks: RwLock::new((jwks, Instant::now())),
+        });
+        *slot = Some(d.clone());
+        Ok(d)
+    }
+
+    async fn fetch_jwks(&self, uri: &str) -> Result<JwkSet, TokenError> {
+        let response = self
+            .http
+            .get(uri)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| TokenError::Provider(format!("JWKS: {}", chain(&e))))?;
+        response
+            .json::<JwkSet>()
+            .await
+            .map_err(|e| TokenError::Provider(format!("JWKS: {}", chain(&e))))
+    }
+
+    /// Where to send a person to sign in, and what to keep until they come back.
+    pub async fn start(&self, now: u64) -> Result<(String, Pending), TokenError> {
+        let d = self.discovered().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = d
+            .client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .set_pkce_challenge(challenge)
+            .url();
+        Ok((
+            url.to_string(),
+            Pending {
+                state: state.secret().clone(),
+                nonce: nonce.secret().clone(),
+                verifier: verifier.secret().clone(),
+                issued: now,
+            },
+        ))
+    }
+
+    /// Exchanges the code the provider sent back (with the PKCE verifier and the client's
+    /// secret) and returns the ID token's claims, validated and with the sign-in's nonce.
+    pub async fn finish(&self, code: &str, pending: &Pending) -> Result<Value, TokenError> {
+        let d = self.discovered().await?;
+        let request = d
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| TokenError::Provider(format!("no token endpoint: {e}")))?;
+        let answer = request
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| TokenError::Provider(format!("token endpoint: {}", chain(&e))))?;
+        let id_token = answer
+            .id_token()
+            .ok_or_else(|| TokenError::Malformed("the provider sent no ID token".into()))?
+            .to_string();
+        let claims = self.validate(&id_token, &self.config.client_id).await?;
+        if claims["nonce"].as_str() != Some(pending.nonce.as_str()) {
+            return Err(TokenError::Nonce);
+        }
+        Ok(claims)
+    }
+
+    /// A machine's bearer token: for `SELFHEAL_OIDC_AUDIENCE`.
+    pub async fn bearer(&self, token: &str) -> Result<Value, TokenError> {
+        self.validate(token, &self.config.audience).await
+    }
+
+    async fn validate(&self, token: &str, audience: &str) -> Result<Value, TokenError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        // Public-key signatures only: never `none`, never an HMAC a public key could be
+        // passed off as the secret of.
+        if !matches!(
+            header.alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+                | Algorithm::ES256
+                | Algorithm::ES384
+                | Algorithm::EdDSA
+        ) {
+            return Err(TokenError::Malformed(format!(
+                "{:?} is not a public-key signature",
+                header.alg
+            )));
+        }
+        let d = self.discovered().await?;
+        let key = self.key_for(&d, header.kid.as_deref(), header.alg).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        use jsonwebtoken::errors::ErrorKind;
+        jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => TokenError::Expired,
+                ErrorKind::InvalidAudience => TokenError::Audience,
+                ErrorKind::InvalidIssuer => TokenError::Issuer,
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                _ => TokenError::Malformed(e.to_string()),
+            })
+    }
+
+    /// The provider's key for `kid` (the only key when the token names none and the set
+    /// holds one), reading the JWKS again once when it is not there.
+    async fn key_for(
+        &self,
+        d: &Discovered,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<DecodingKey, TokenError> {
+        let find = |set: &JwkSet| match kid {
+            Some(kid) => set.find(kid).cloned(),
+            None if set.keys.len() == 1 => set.keys.first().cloned(),
+            None => None,
+        };
+        let found = {
+            let jwks = d.jwks.read().await;
+            match find(&jwks.0) {
+                Some(jwk) => Some(jwk),
+                None if jwks.1.elapsed() < JWKS_REFRESH => return Err(TokenError::UnknownKey),
+                None => None,
+            }
+        };
+        let jwk = match found {
+            Some(jwk) => jwk,
+            None => {
+                let mut jwks = d.jwks.write().await;
+                if jwks.1.elapsed() >= JWKS_REFRESH {
+                    // A failed read is not retried before the interval either.
+                    jwks.1 = Instant::now();
+                    jwks.0 = self.fetch_jwks(&d.jwks_uri).await?;
+                }
+                find(&jwks.0).ok_or(TokenError::UnknownKey)?
+            }
+        };
+        // A key published for one algorithm is not used with another the token names.
+        if let Some(key_alg) = jwk.common.key_algorithm {
+            if format!("{key_alg:?}") != format!("{alg:?}") {
+                return Err(TokenError::Signature);
+            }
+        }
+        DecodingKey::from_jwk(&jwk).map_err(|e| TokenError::Malformed(format!("JWKS key: {e}")))
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    selfheal_shared::cause::Chain(e).to_string()
+}
