@@ -127,6 +127,11 @@ impl Provider {
         self.inner.lock().unwrap().person = Some(claims);
     }
 
+    /// Nobody signs in at the next `/authorize`: the person cancelled.
+    pub fn nobody_signs_in(&self) {
+        self.inner.lock().unwrap().person = None;
+    }
+
     pub fn token_requests(&self) -> usize {
         self.inner.lock().unwrap().token_requests
     }

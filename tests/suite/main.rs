@@ -6,6 +6,7 @@
 mod heal_cli;
 mod support;
 
+mod access;
 mod ai;
 mod ai_spend;
 mod audit;

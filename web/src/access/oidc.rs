@@ -10,7 +10,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    AuthorizationCode, ClientId, RequestTokenError, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
     EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
     TokenResponse,
 };
@@ -57,6 +57,8 @@ pub enum TokenError {
     Nonce,
     #[error("the identity provider cannot be reached: {0}")]
     Provider(String),
+    #[error("the identity provider refused: {0}")]
+    Refused(String),
 }
 
 impl TokenError {
@@ -70,6 +72,7 @@ impl TokenError {
             TokenError::Malformed(_) => "malformed",
             TokenError::Nonce => "nonce",
             TokenError::Provider(_) => "provider_unreachable",
+            TokenError::Refused(_) => "provider_refused",
         }
     }
 }
@@ -201,7 +204,13 @@ impl Oidc {
             .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
             .request_async(&self.http)
             .await
-            .map_err(|e| TokenError::Provider(format!("token endpoint: {}", chain(&e))))?;
+            .map_err(|e| match e {
+                // The provider answered with an OAuth error (a spent code, another verifier).
+                RequestTokenError::ServerResponse(answer) => {
+                    TokenError::Refused(format!("token endpoint: {}", answer.error()))
+                }
+                e => TokenError::Provider(format!("token endpoint: {}", chain(&e))),
+            })?;
         let id_token = answer
             .id_token()
             .ok_or_else(|| TokenError::Malformed("the provider sent no ID token".into()))?

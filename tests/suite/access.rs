@@ -1,0 +1,513 @@
+//! Who may use web's operator routes (docs/access.md), against a local OpenID Connect provider
+//! that refuses what a real one refuses: machines' bearer JWTs (valid, expired, for another
+//! audience, from another issuer, forged, without a role), people's sign-in with the code flow
+//! and PKCE, every declared route walked with each role, and operators' commands carried out
+//! by a worker and written to the audit log with their actor.
+
+use crate::support;
+
+use std::time::Duration;
+
+use oidc_standin::{ClientRegistration, Provider};
+use selfheal_shared::config::{AccessRole, Role};
+use selfheal_web::access::Need;
+use serde_json::{json, Value};
+use support::*;
+
+const CLIENT_SECRET: &str = "oidc-client-secret-0123456789";
+/// Where people reach web, as the provider knows it; the tests follow its redirects by hand.
+const PUBLIC: &str = "http://localhost:9";
+const API_AUDIENCE: &str = "selfheal-api";
+const TOKEN: &str = "dashboard-token-0123456789abcdef";
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn with_provider(env: &mut TestEnv) -> Provider {
+    let provider = Provider::start(ClientRegistration {
+        client_id: "selfheal".into(),
+        client_secret: CLIENT_SECRET.into(),
+        redirect_uris: vec![format!("{PUBLIC}/dashboard/oidc/callback")],
+    })
+    .await;
+    env.set("OIDC_PROVIDER_URL", &provider.url);
+    env.set("OIDC_CLIENT_ID", "selfheal");
+    env.set("OIDC_CLIENT_SECRET", CLIENT_SECRET);
+    env.set("SELFHEAL_PUBLIC_URL", PUBLIC);
+    env.set("SELFHEAL_OIDC_AUDIENCE", API_AUDIENCE);
+    env.set("SELFHEAL_OIDC_VIEWERS", "eng");
+    env.set("SELFHEAL_OIDC_OPERATORS", "sre");
+    env.set("SELFHEAL_OIDC_ADMINS", "platform");
+    provider
+}
+
+/// The claim value that grants `role`.
+fn group(role: AccessRole) -> &'static str {
+    match role {
+        AccessRole::Viewer => "eng",
+        AccessRole::Operator => "sre",
+        AccessRole::Admin => "platform",
+    }
+}
+
+/// A machine's token with `role`.
+fn machine(provider: &Provider, role: AccessRole) -> String {
+    provider.mint(json!({"sub": format!("bot-{role}"), "aud": API_AUDIENCE, "groups": [group(role)]}))
+}
+
+async fn status_with(app: &App, method: &str, path: &str, bearer: Option<&str>) -> u16 {
+    let http = no_redirects();
+    let url = format!("{}{path}", app.url);
+    let mut request = match method {
+        "GET" => http.get(url),
+        "POST" => http.post(url),
+        other => panic!("{other}"),
+    };
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+async fn refusals(app: &App) -> Value {
+    let text = reqwest::get(format!("{}/metrics", app.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut counts = serde_json::Map::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("selfheal_auth_refusals_total{reason=\"") {
+            let (reason, value) = rest.split_once("\"} ").unwrap();
+            counts.insert(reason.into(), json!(value.parse::<f64>().unwrap() as i64));
+        }
+    }
+    Value::Object(counts)
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_validated_against_the_providers_keys_and_roles() {
+    let mut env = TestEnv::new().await;
+    let provider = with_provider(&mut env).await;
+    let app = env.spawn_web().await;
+    env.migrate();
+    let path = "/dashboard/incidents";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let base = json!({"sub": "bot", "aud": API_AUDIENCE, "groups": ["eng"]});
+    let with = |extra: Value| {
+        let mut claims = base.clone();
+        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        claims
+    };
+
+    assert_eq!(status_with(&app, "GET", path, Some(&provider.mint(base.clone()))).await, 200);
+    // Expired beyond the minute of leeway; not yet valid.
+    let expired = provider.mint(with(json!({"iat": now - 7200, "nbf": now - 7200, "exp": now - 120})));
+    assert_eq!(status_with(&app, "GET", path, Some(&expired)).await, 401);
+    let early = provider.mint(with(json!({"nbf": now + 600})));
+    assert_eq!(status_with(&app, "GET", path, Some(&early)).await, 401);
+    // For another audience: people's ID tokens (aud: the client id) are not API tokens.
+    let elsewhere = provider.mint(with(json!({"aud": "another-service"})));
+    assert_eq!(status_with(&app, "GET", path, Some(&elsewhere)).await, 401);
+    let id_token_like = provider.mint(with(json!({"aud": "selfheal"})));
+    assert_eq!(status_with(&app, "GET", path, Some(&id_token_like)).await, 401);
+    // From another issuer, though signed with the provider's key.
+    let other_issuer = provider.mint(with(json!({"iss": "https://evil.example"})));
+    assert_eq!(status_with(&app, "GET", path, Some(&other_issuer)).await, 401);
+    // Forged: the provider's kid, another key.
+    assert_eq!(status_with(&app, "GET", path, Some(&provider.forge(base.clone()))).await, 401);
+    // Without a role here, or without the claims a token must carry.
+    let no_role = provider.mint(with(json!({"groups": ["marketing"]})));
+    assert_eq!(status_with(&app, "GET", path, Some(&no_role)).await, 403);
+    let no_exp = provider.mint(with(json!({"exp": null})));
+    assert_eq!(status_with(&app, "GET", path, Some(&no_exp)).await, 401);
+    // `alg: none`, and an HMAC keyed with something public: never.
+    let b64 = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let claims = with(json!({"iss": provider.url, "exp": now + 600}));
+    let unsigned = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims));
+    assert_eq!(status_with(&app, "GET", path, Some(&unsigned)).await, 401);
+    let hmac = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            kid: Some("k1".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        },
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(CLIENT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(status_with(&app, "GET", path, Some(&hmac)).await, 401);
+    // A viewer may read but not act; an operator may act.
+    let viewer = machine(&provider, AccessRole::Viewer);
+    assert_eq!(
+        status_with(&app, "POST", &format!("/dashboard/runs/{}/stop", uuid::Uuid::new_v4()), Some(&viewer)).await,
+        403
+    );
+    let operator = machine(&provider, AccessRole::Operator);
+    assert_eq!(
+        status_with(&app, "POST", &format!("/dashboard/runs/{}/stop", uuid::Uuid::new_v4()), Some(&operator)).await,
+        404,
+        "past the gate: no such run"
+    );
+
+    // Each refusal is counted by its reason.
+    let counted = refusals(&app).await;
+    for (reason, n) in [
+        ("expired", 2),
+        ("audience", 2),
+        ("issuer", 1),
+        ("signature", 1),
+        ("no_role", 1),
+        ("malformed", 3),
+        ("forbidden", 1),
+    ] {
+        assert_eq!(counted[reason], n, "{reason}: {counted}");
+    }
+}
+
+struct SignIn {
+    status: u16,
+    cookie: Option<String>,
+    body: String,
+}
+
+/// A person's sign-in through the provider, redirects followed by hand; `tamper` may change
+/// the callback's URL before the browser follows it.
+async fn sign_in(app: &App, provider: &Provider, person: Value, tamper: impl Fn(String) -> String) -> SignIn {
+    let http = no_redirects();
+    let start = http
+        .get(format!("{}/dashboard/oidc/login", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 303);
+    let authorize = start.headers()["location"].to_str().unwrap().to_string();
+    let pending = start.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/dashboard/oidc"] {
+        assert!(pending.contains(attribute), "{pending}");
+    }
+    let pending = pending.split(';').next().unwrap().to_string();
+    assert!(authorize.starts_with(&format!("{}/authorize?", provider.url)), "{authorize}");
+    let query: Vec<(String, String)> = reqwest::Url::parse(&authorize)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(param("code_challenge_method").as_deref(), Some("S256"));
+    assert!(param("nonce").is_some() && param("state").is_some());
+
+    provider.sign_in_as(person);
+    let at_provider = http.get(&authorize).send().await.unwrap();
+    assert_eq!(at_provider.status(), 303);
+    let back = at_provider.headers()["location"].to_str().unwrap().to_string();
+    assert!(back.starts_with(PUBLIC), "{back}");
+    let back = tamper(back.replacen(PUBLIC, &app.url, 1));
+    let answer = http
+        .get(back)
+        .header("cookie", &pending)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let cookie = answer
+        .headers()
+        .get("set-cookie")
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string());
+    SignIn {
+        status,
+        cookie,
+        body: answer.text().await.unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_session() {
+    let mut env = TestEnv::new().await;
+    let provider = with_provider(&mut env).await;
+    let app = env.spawn_web().await;
+    env.migrate();
+    let alice = json!({"sub": "alice-1", "email": "alice@example.com", "groups": ["eng", "sre"]});
+
+    let ok = sign_in(&app, &provider, alice.clone(), |u| u).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.body.contains("alice@example.com"), "{}", ok.body);
+    let session = ok.cookie.expect("a session");
+    let http = no_redirects();
+    let runs = http
+        .get(format!("{}/dashboard", app.url))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(runs.status(), 200);
+    // Alice is an operator, not an admin.
+    let config = http
+        .get(format!("{}/dashboard/admin/config", app.url))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.status(), 403);
+    // A form another site makes her browser send is refused, though the session is hers.
+    let cross = http
+        .post(format!("{}/dashboard/runs/{}/stop", app.url, uuid::Uuid::new_v4()))
+        .header("cookie", &session)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    let same = http
+        .post(format!("{}/dashboard/runs/{}/stop", app.url, uuid::Uuid::new_v4()))
+        .header("cookie", &session)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 404, "past the gate: no such run");
+
+    // The callback's state must be the one this browser started with: no code is exchanged
+    // otherwise.
+    let asked = provider.token_requests();
+    let forged_state = sign_in(&app, &provider, alice.clone(), |u| {
+        u.replace("state=", "state=x")
+    })
+    .await;
+    assert_eq!(forged_state.status, 401);
+    assert!(forged_state.cookie.is_none());
+    assert_eq!(provider.token_requests(), asked);
+    // A code exchanged with another PKCE verifier (a code stolen on its way back, replayed
+    // from another sign-in): the provider refuses it, so does web.
+    let stolen_code = std::sync::Mutex::new(None::<String>);
+    let _ = sign_in(&app, &provider, alice.clone(), |u| {
+        *stolen_code.lock().unwrap() = Some(u.clone());
+        u.replace("code=", "code=spent")
+    })
+    .await;
+    let stolen = stolen_code.lock().unwrap().clone().unwrap();
+    let code = reqwest::Url::parse(&stolen)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let replayed = sign_in(&app, &provider, alice.clone(), |u| {
+        let url = reqwest::Url::parse(&u).unwrap();
+        let state = url.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+        format!("{}/dashboard/oidc/callback?code={code}&state={state}", app.url)
+    })
+    .await;
+    assert_eq!(replayed.status, 401, "{}", replayed.body);
+    assert!(replayed.cookie.is_none());
+    // Signed in at the provider but without a role here.
+    let bob = sign_in(
+        &app,
+        &provider,
+        json!({"sub": "bob-2", "email": "bob@example.com", "groups": ["marketing"]}),
+        |u| u,
+    )
+    .await;
+    assert_eq!(bob.status, 403);
+    assert!(bob.cookie.is_none());
+    // Nobody at the provider's page (the person cancelled).
+    provider.nobody_signs_in();
+    let http2 = no_redirects();
+    let start = http2
+        .get(format!("{}/dashboard/oidc/login", app.url))
+        .send()
+        .await
+        .unwrap();
+    let pending = start.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let authorize = start.headers()["location"].to_str().unwrap().to_string();
+    let back = http2.get(&authorize).send().await.unwrap();
+    let back = back.headers()["location"].to_str().unwrap().replacen(PUBLIC, &app.url, 1);
+    assert!(back.contains("error=access_denied"), "{back}");
+    let cancelled = http2.get(back).header("cookie", pending).send().await.unwrap();
+    assert_eq!(cancelled.status(), 401);
+    assert!(cancelled.headers().get("set-cookie").is_none());
+
+    // Every sign-in, done or refused, is in the audit log.
+    let db = env.db().await;
+    let logins: Vec<(String, String)> = db
+        .query(
+            "SELECT actor, detail->>'outcome' FROM audit_log WHERE action = 'dashboard.login' ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(logins[0], ("oidc:alice-1".to_string(), "signed_in".to_string()));
+    assert_eq!(logins.len(), 6, "{logins:?}");
+    assert!(logins[1..].iter().all(|(_, o)| o == "refused"), "{logins:?}");
+    let counted = refusals(&app).await;
+    assert_eq!(counted["login_error"], 1, "{counted}");
+    assert_eq!(counted["provider_unreachable"], 0, "{counted}");
+    assert_eq!(counted["no_role"], 1, "{counted}");
+    // The spent code, the code under another verifier, the cancelled sign-in.
+    assert_eq!(counted["provider_refused"], 3, "{counted}");
+    assert_eq!(counted["cross_site"], 1, "{counted}");
+}
+
+#[tokio::test]
+async fn every_route_declares_what_it_needs_and_none_is_reachable_without_it() {
+    let mut env = TestEnv::new().await;
+    let provider = with_provider(&mut env).await;
+    env.set("SELFHEAL_DASHBOARD_TOKEN", TOKEN);
+    let app = env.spawn_web().await;
+    env.migrate();
+    let declared = selfheal_web::declared_routes(&env.config(Role::Web));
+    // The routes anyone may reach are these, and only these: a new one must be added here
+    // with a reason, or declare its role.
+    let public = [
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/dashboard/login"),
+        ("POST", "/dashboard/login"),
+        ("POST", "/dashboard/logout"),
+        ("GET", "/dashboard/style.css"),
+        ("GET", "/dashboard/oidc/login"),
+        ("GET", "/dashboard/oidc/callback"),
+    ];
+    let mut with_role = 0;
+    let run = uuid::Uuid::new_v4().to_string();
+    for route in &declared {
+        let method = route.method.as_str();
+        let path = route.path.replace("{id}", &run);
+        match route.need {
+            Need::Public => assert!(
+                public.contains(&(method, route.path)),
+                "{method} {} is public but not known to be",
+                route.path
+            ),
+            Need::WebhookSignature => {
+                assert_eq!(status_with(&app, method, &path, None).await, 401, "{path}");
+            }
+            Need::Role(role) => {
+                with_role += 1;
+                // Without credentials: sent to sign in, or refused.
+                let anonymous = status_with(&app, method, &path, None).await;
+                let expected = if method == "GET" { 303 } else { 401 };
+                assert_eq!(anonymous, expected, "{method} {path} without credentials");
+                // With every role below its own: refused.
+                for lower in AccessRole::ALL.into_iter().filter(|r| *r < role) {
+                    let token = machine(&provider, lower);
+                    assert_eq!(
+                        status_with(&app, method, &path, Some(&token)).await,
+                        403,
+                        "{method} {path} as {lower}"
+                    );
+                }
+                // The operators' token is a viewer here (SELFHEAL_DASHBOARD_TOKEN_ROLE unset).
+                let by_token = status_with(&app, method, &path, Some(TOKEN)).await;
+                if role > AccessRole::Viewer {
+                    assert_eq!(by_token, 403, "{method} {path} with the viewer's token");
+                }
+                // With its role: past the gate (a page, or 404 for a run that does not exist).
+                let token = machine(&provider, role);
+                let got = status_with(&app, method, &path, Some(&token)).await;
+                assert!(
+                    got == 200 || (got == 404 && path.contains(&run)),
+                    "{method} {path} as {role}: {got}"
+                );
+            }
+        }
+    }
+    assert_eq!(with_role, 9, "{declared:#?}");
+    // What is declared is what is served: an undeclared path is not found.
+    let admin = machine(&provider, AccessRole::Admin);
+    assert_eq!(status_with(&app, "GET", "/dashboard/admin/users", Some(&admin)).await, 404);
+}
+
+#[tokio::test]
+async fn an_operators_stop_and_retry_from_the_dashboard_are_carried_out_and_audited() {
+    let mut env = TestEnv::new().await;
+    let provider = with_provider(&mut env).await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(7301, &now()))
+        .await;
+    let run = run_id_of(&body);
+    env.wait_run(run, Duration::from_secs(60)).await;
+    let http = no_redirects();
+    let act = |action: &str, token: String| {
+        http.post(format!("{}/dashboard/runs/{run}/{action}", app.url))
+            .bearer_auth(token)
+            .send()
+    };
+
+    // A viewer cannot; nothing is stored.
+    let r = act("stop", machine(&provider, AccessRole::Viewer)).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(env.count("SELECT count(*) FROM commands").await, 0);
+
+    let operator = provider.mint(json!({"sub": "carol-3", "email": "carol@example.com", "aud": API_AUDIENCE, "groups": ["sre"]}));
+    let r = act("stop", operator.clone()).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let stop: Value = r.json().await.unwrap();
+    let stop = stop["command_id"].as_i64().unwrap();
+    assert_eq!(env.command_status(stop).await, "done");
+    assert_eq!(
+        env.count("SELECT count(*) FROM incidents WHERE stopped_by = 'oidc:carol-3'").await,
+        1
+    );
+    // The PR says who asked, without @-mentioning anyone.
+    let said = env.standin.comments();
+    let last = said.last().unwrap()["body"].as_str().unwrap().to_string();
+    assert!(last.contains("oidc:carol-3 (from selfheal's dashboard)"), "{last}");
+    assert!(!last.contains('@'), "{last}");
+
+    let r = act("retry", operator).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let retry: Value = r.json().await.unwrap();
+    assert_eq!(env.command_status(retry["command_id"].as_i64().unwrap()).await, "done");
+    assert!(env
+        .standin
+        .calls()
+        .iter()
+        .any(|c| c.path.ends_with("/rerun-failed-jobs")));
+    assert_eq!(
+        env.count("SELECT count(*) FROM incidents WHERE stopped_at IS NOT NULL").await,
+        0,
+        "retry resumes"
+    );
+
+    // The audit log: who, what, on what, and how it ended.
+    let db = env.db().await;
+    let audit: Vec<(String, String, String)> = db
+        .query(
+            "SELECT actor, action, coalesce(detail->>'source', detail->>'via') FROM audit_log
+             WHERE action LIKE 'command.%' ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let carol = "oidc:carol-3".to_string();
+    assert_eq!(
+        audit,
+        vec![
+            (carol.clone(), "command.received".into(), "dashboard".into()),
+            (carol.clone(), "command.done".into(), "dashboard".into()),
+            (carol.clone(), "command.received".into(), "dashboard".into()),
+            (carol, "command.done".into(), "dashboard".into()),
+        ]
+    );
+}
