@@ -56,7 +56,8 @@ fn group(role: AccessRole) -> &'static str {
 
 /// A machine's token with `role`.
 fn machine(provider: &Provider, role: AccessRole) -> String {
-    provider.mint(json!({"sub": format!("bot-{role}"), "aud": API_AUDIENCE, "groups": [group(role)]}))
+    provider
+        .mint(json!({"sub": format!("bot-{role}"), "aud": API_AUDIENCE, "groups": [group(role)]}))
 }
 
 async fn status_with(app: &App, method: &str, path: &str, bearer: Option<&str>) -> u16 {
@@ -104,13 +105,21 @@ async fn bearer_tokens_are_validated_against_the_providers_keys_and_roles() {
     let base = json!({"sub": "bot", "aud": API_AUDIENCE, "groups": ["eng"]});
     let with = |extra: Value| {
         let mut claims = base.clone();
-        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         claims
     };
 
-    assert_eq!(status_with(&app, "GET", path, Some(&provider.mint(base.clone()))).await, 200);
+    assert_eq!(
+        status_with(&app, "GET", path, Some(&provider.mint(base.clone()))).await,
+        200
+    );
     // Expired beyond the minute of leeway; not yet valid.
-    let expired = provider.mint(with(json!({"iat": now - 7200, "nbf": now - 7200, "exp": now - 120})));
+    let expired = provider.mint(with(
+        json!({"iat": now - 7200, "nbf": now - 7200, "exp": now - 120}),
+    ));
     assert_eq!(status_with(&app, "GET", path, Some(&expired)).await, 401);
     let early = provider.mint(with(json!({"nbf": now + 600})));
     assert_eq!(status_with(&app, "GET", path, Some(&early)).await, 401);
@@ -118,12 +127,21 @@ async fn bearer_tokens_are_validated_against_the_providers_keys_and_roles() {
     let elsewhere = provider.mint(with(json!({"aud": "another-service"})));
     assert_eq!(status_with(&app, "GET", path, Some(&elsewhere)).await, 401);
     let id_token_like = provider.mint(with(json!({"aud": "selfheal"})));
-    assert_eq!(status_with(&app, "GET", path, Some(&id_token_like)).await, 401);
+    assert_eq!(
+        status_with(&app, "GET", path, Some(&id_token_like)).await,
+        401
+    );
     // From another issuer, though signed with the provider's key.
     let other_issuer = provider.mint(with(json!({"iss": "https://evil.example"})));
-    assert_eq!(status_with(&app, "GET", path, Some(&other_issuer)).await, 401);
+    assert_eq!(
+        status_with(&app, "GET", path, Some(&other_issuer)).await,
+        401
+    );
     // Forged: the provider's kid, another key.
-    assert_eq!(status_with(&app, "GET", path, Some(&provider.forge(base.clone()))).await, 401);
+    assert_eq!(
+        status_with(&app, "GET", path, Some(&provider.forge(base.clone()))).await,
+        401
+    );
     // Without a role here, or without the claims a token must carry.
     let no_role = provider.mint(with(json!({"groups": ["marketing"]})));
     assert_eq!(status_with(&app, "GET", path, Some(&no_role)).await, 403);
@@ -135,7 +153,11 @@ async fn bearer_tokens_are_validated_against_the_providers_keys_and_roles() {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     };
     let claims = with(json!({"iss": provider.url, "exp": now + 600}));
-    let unsigned = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims));
+    let unsigned = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims)
+    );
     assert_eq!(status_with(&app, "GET", path, Some(&unsigned)).await, 401);
     let hmac = jsonwebtoken::encode(
         &jsonwebtoken::Header {
@@ -150,12 +172,24 @@ async fn bearer_tokens_are_validated_against_the_providers_keys_and_roles() {
     // A viewer may read but not act; an operator may act.
     let viewer = machine(&provider, AccessRole::Viewer);
     assert_eq!(
-        status_with(&app, "POST", &format!("/dashboard/runs/{}/stop", uuid::Uuid::new_v4()), Some(&viewer)).await,
+        status_with(
+            &app,
+            "POST",
+            &format!("/dashboard/runs/{}/stop", uuid::Uuid::new_v4()),
+            Some(&viewer)
+        )
+        .await,
         403
     );
     let operator = machine(&provider, AccessRole::Operator);
     assert_eq!(
-        status_with(&app, "POST", &format!("/dashboard/runs/{}/stop", uuid::Uuid::new_v4()), Some(&operator)).await,
+        status_with(
+            &app,
+            "POST",
+            &format!("/dashboard/runs/{}/stop", uuid::Uuid::new_v4()),
+            Some(&operator)
+        )
+        .await,
         404,
         "past the gate: no such run"
     );
@@ -183,7 +217,12 @@ struct SignIn {
 
 /// A person's sign-in through the provider, redirects followed by hand; `tamper` may change
 /// the callback's URL before the browser follows it.
-async fn sign_in(app: &App, provider: &Provider, person: Value, tamper: impl Fn(String) -> String) -> SignIn {
+async fn sign_in(
+    app: &App,
+    provider: &Provider,
+    person: Value,
+    tamper: impl Fn(String) -> String,
+) -> SignIn {
     let http = no_redirects();
     let start = http
         .get(format!("{}/dashboard/oidc/login", app.url))
@@ -197,7 +236,10 @@ async fn sign_in(app: &App, provider: &Provider, person: Value, tamper: impl Fn(
         assert!(pending.contains(attribute), "{pending}");
     }
     let pending = pending.split(';').next().unwrap().to_string();
-    assert!(authorize.starts_with(&format!("{}/authorize?", provider.url)), "{authorize}");
+    assert!(
+        authorize.starts_with(&format!("{}/authorize?", provider.url)),
+        "{authorize}"
+    );
     let query: Vec<(String, String)> = reqwest::Url::parse(&authorize)
         .unwrap()
         .query_pairs()
@@ -210,7 +252,10 @@ async fn sign_in(app: &App, provider: &Provider, person: Value, tamper: impl Fn(
     provider.sign_in_as(person);
     let at_provider = http.get(&authorize).send().await.unwrap();
     assert_eq!(at_provider.status(), 303);
-    let back = at_provider.headers()["location"].to_str().unwrap().to_string();
+    let back = at_provider.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(back.starts_with(PUBLIC), "{back}");
     let back = tamper(back.replacen(PUBLIC, &app.url, 1));
     let answer = http
@@ -261,7 +306,11 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
     assert_eq!(config.status(), 403);
     // A form another site makes her browser send is refused, though the session is hers.
     let cross = http
-        .post(format!("{}/dashboard/runs/{}/stop", app.url, uuid::Uuid::new_v4()))
+        .post(format!(
+            "{}/dashboard/runs/{}/stop",
+            app.url,
+            uuid::Uuid::new_v4()
+        ))
         .header("cookie", &session)
         .header("sec-fetch-site", "cross-site")
         .send()
@@ -269,7 +318,11 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
         .unwrap();
     assert_eq!(cross.status(), 403);
     let same = http
-        .post(format!("{}/dashboard/runs/{}/stop", app.url, uuid::Uuid::new_v4()))
+        .post(format!(
+            "{}/dashboard/runs/{}/stop",
+            app.url,
+            uuid::Uuid::new_v4()
+        ))
         .header("cookie", &session)
         .header("sec-fetch-site", "same-origin")
         .send()
@@ -305,8 +358,16 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
         .into_owned();
     let replayed = sign_in(&app, &provider, alice.clone(), |u| {
         let url = reqwest::Url::parse(&u).unwrap();
-        let state = url.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
-        format!("{}/dashboard/oidc/callback?code={code}&state={state}", app.url)
+        let state = url
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .into_owned();
+        format!(
+            "{}/dashboard/oidc/callback?code={code}&state={state}",
+            app.url
+        )
     })
     .await;
     assert_eq!(replayed.status, 401, "{}", replayed.body);
@@ -329,12 +390,26 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
         .send()
         .await
         .unwrap();
-    let pending = start.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let pending = start.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let authorize = start.headers()["location"].to_str().unwrap().to_string();
     let back = http2.get(&authorize).send().await.unwrap();
-    let back = back.headers()["location"].to_str().unwrap().replacen(PUBLIC, &app.url, 1);
+    let back = back.headers()["location"]
+        .to_str()
+        .unwrap()
+        .replacen(PUBLIC, &app.url, 1);
     assert!(back.contains("error=access_denied"), "{back}");
-    let cancelled = http2.get(back).header("cookie", pending).send().await.unwrap();
+    let cancelled = http2
+        .get(back)
+        .header("cookie", pending)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cancelled.status(), 401);
     assert!(cancelled.headers().get("set-cookie").is_none());
 
@@ -350,9 +425,15 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(logins[0], ("oidc:alice-1".to_string(), "signed_in".to_string()));
+    assert_eq!(
+        logins[0],
+        ("oidc:alice-1".to_string(), "signed_in".to_string())
+    );
     assert_eq!(logins.len(), 6, "{logins:?}");
-    assert!(logins[1..].iter().all(|(_, o)| o == "refused"), "{logins:?}");
+    assert!(
+        logins[1..].iter().all(|(_, o)| o == "refused"),
+        "{logins:?}"
+    );
     let counted = refusals(&app).await;
     assert_eq!(counted["login_error"], 1, "{counted}");
     assert_eq!(counted["provider_unreachable"], 0, "{counted}");
@@ -430,7 +511,10 @@ async fn every_route_declares_what_it_needs_and_none_is_reachable_without_it() {
     assert_eq!(with_role, 9, "{declared:#?}");
     // What is declared is what is served: an undeclared path is not found.
     let admin = machine(&provider, AccessRole::Admin);
-    assert_eq!(status_with(&app, "GET", "/dashboard/admin/users", Some(&admin)).await, 404);
+    assert_eq!(
+        status_with(&app, "GET", "/dashboard/admin/users", Some(&admin)).await,
+        404
+    );
 }
 
 #[tokio::test]
@@ -452,7 +536,9 @@ async fn an_operators_stop_and_retry_from_the_dashboard_are_carried_out_and_audi
     };
 
     // A viewer cannot; nothing is stored.
-    let r = act("stop", machine(&provider, AccessRole::Viewer)).await.unwrap();
+    let r = act("stop", machine(&provider, AccessRole::Viewer))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(env.count("SELECT count(*) FROM commands").await, 0);
 
@@ -463,36 +549,73 @@ async fn an_operators_stop_and_retry_from_the_dashboard_are_carried_out_and_audi
     let stop = stop["command_id"].as_i64().unwrap();
     assert_eq!(env.command_status(stop).await, "done");
     assert_eq!(
-        env.count("SELECT count(*) FROM incidents WHERE stopped_by = 'oidc:carol-3'").await,
+        env.count("SELECT count(*) FROM incidents WHERE stopped_by = 'oidc:carol-3'")
+            .await,
         1
     );
     // The PR says who asked, without @-mentioning anyone.
     let said = env.standin.comments();
     let last = said.last().unwrap()["body"].as_str().unwrap().to_string();
-    assert!(last.contains("oidc:carol-3 (from selfheal's dashboard)"), "{last}");
+    assert!(
+        last.contains("oidc:carol-3 (from selfheal's dashboard)"),
+        "{last}"
+    );
     assert!(!last.contains('@'), "{last}");
 
     let r = act("retry", operator).await.unwrap();
     assert_eq!(r.status(), 202);
     let retry: Value = r.json().await.unwrap();
-    assert_eq!(env.command_status(retry["command_id"].as_i64().unwrap()).await, "done");
+    assert_eq!(
+        env.command_status(retry["command_id"].as_i64().unwrap())
+            .await,
+        "done"
+    );
     assert!(env
         .standin
         .calls()
         .iter()
         .any(|c| c.path.ends_with("/rerun-failed-jobs")));
     assert_eq!(
-        env.count("SELECT count(*) FROM incidents WHERE stopped_at IS NOT NULL").await,
+        env.count("SELECT count(*) FROM incidents WHERE stopped_at IS NOT NULL")
+            .await,
         0,
         "retry resumes"
     );
 
-    // The audit log: who, what, on what, and how it ended.
+    // A dashboard command stored with a viewer's role (web never stores one) does nothing:
+    // the worker checks the role again.
     let db = env.db().await;
+    let smuggled: i64 = db
+        .query_one(
+            "INSERT INTO commands (source, role, installation_id, repository_id, repository_full_name,
+                                   actor, command, incident_id)
+             SELECT 'dashboard', 'viewer', r.installation_id, i.repository_id, r.repository_full_name,
+                    'oidc:mallory', 'stop', r.incident_id
+             FROM runs r JOIN incidents i ON i.id = r.incident_id WHERE r.id = $1 RETURNING id",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    db.execute("INSERT INTO outbox (command_id) VALUES ($1)", &[&smuggled])
+        .await
+        .unwrap();
+    assert_eq!(env.command_status(smuggled).await, "refused");
+    assert_eq!(
+        env.count("SELECT count(*) FROM incidents WHERE stopped_at IS NOT NULL")
+            .await,
+        0
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE actor = 'oidc:mallory' AND action = 'command.refused'").await,
+        1
+    );
+
+    // The audit log: who, what, on what, and how it ended.
     let audit: Vec<(String, String, String)> = db
         .query(
             "SELECT actor, action, coalesce(detail->>'source', detail->>'via') FROM audit_log
-             WHERE action LIKE 'command.%' ORDER BY seq",
+             WHERE action LIKE 'command.%' AND actor <> 'oidc:mallory' ORDER BY seq",
             &[],
         )
         .await

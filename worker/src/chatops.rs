@@ -179,7 +179,8 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
         .await?;
     }
     tx.execute(
-        "UPDATE commands SET status = $2, permission = $3, result = $4, incident_id = $5, finished_at = now() WHERE id = $1",
+        // A dashboard command keeps the incident it named, refused or not.
+        "UPDATE commands SET status = $2, permission = $3, result = $4, incident_id = coalesce($5, incident_id), finished_at = now() WHERE id = $1",
         &[&cmd.id, &status, &permission, &result, &incident],
     )
     .await?;
