@@ -14,20 +14,20 @@ use selfheal_web::access::Need;
 use serde_json::{json, Value};
 use support::*;
 
-const CLIENT_SECRET: &str = "oidc-client-secret-0123456789";
+pub(crate) const CLIENT_SECRET: &str = "oidc-client-secret-0123456789";
 /// Where people reach web, as the provider knows it; the tests follow its redirects by hand.
-const PUBLIC: &str = "http://localhost:9";
+pub(crate) const PUBLIC: &str = "http://localhost:9";
 const API_AUDIENCE: &str = "selfheal-api";
 const TOKEN: &str = "dashboard-token-0123456789abcdef";
 
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
 }
 
-async fn with_provider(env: &mut TestEnv) -> Provider {
+pub(crate) async fn with_provider(env: &mut TestEnv) -> Provider {
     let provider = Provider::start(ClientRegistration {
         client_id: "selfheal".into(),
         client_secret: CLIENT_SECRET.into(),
@@ -74,7 +74,7 @@ async fn status_with(app: &App, method: &str, path: &str, bearer: Option<&str>) 
     request.send().await.unwrap().status().as_u16()
 }
 
-async fn refusals(app: &App) -> Value {
+pub(crate) async fn refusals(app: &App) -> Value {
     let text = reqwest::get(format!("{}/metrics", app.url))
         .await
         .unwrap()
@@ -207,240 +207,6 @@ async fn bearer_tokens_are_validated_against_the_providers_keys_and_roles() {
     ] {
         assert_eq!(counted[reason], n, "{reason}: {counted}");
     }
-}
-
-struct SignIn {
-    status: u16,
-    cookie: Option<String>,
-    body: String,
-}
-
-/// A person's sign-in through the provider, redirects followed by hand; `tamper` may change
-/// the callback's URL before the browser follows it.
-async fn sign_in(
-    app: &App,
-    provider: &Provider,
-    person: Value,
-    tamper: impl Fn(String) -> String,
-) -> SignIn {
-    let http = no_redirects();
-    let start = http
-        .get(format!("{}/dashboard/oidc/login", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(start.status(), 303);
-    let authorize = start.headers()["location"].to_str().unwrap().to_string();
-    let pending = start.headers()["set-cookie"].to_str().unwrap().to_string();
-    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/dashboard/oidc"] {
-        assert!(pending.contains(attribute), "{pending}");
-    }
-    let pending = pending.split(';').next().unwrap().to_string();
-    assert!(
-        authorize.starts_with(&format!("{}/authorize?", provider.url)),
-        "{authorize}"
-    );
-    let query: Vec<(String, String)> = reqwest::Url::parse(&authorize)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect();
-    let param = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    assert_eq!(param("code_challenge_method").as_deref(), Some("S256"));
-    assert!(param("nonce").is_some() && param("state").is_some());
-
-    provider.sign_in_as(person);
-    let at_provider = http.get(&authorize).send().await.unwrap();
-    assert_eq!(at_provider.status(), 303);
-    let back = at_provider.headers()["location"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(back.starts_with(PUBLIC), "{back}");
-    let back = tamper(back.replacen(PUBLIC, &app.url, 1));
-    let answer = http
-        .get(back)
-        .header("cookie", &pending)
-        .send()
-        .await
-        .unwrap();
-    let status = answer.status().as_u16();
-    let cookie = answer
-        .headers()
-        .get("set-cookie")
-        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string());
-    SignIn {
-        status,
-        cookie,
-        body: answer.text().await.unwrap(),
-    }
-}
-
-#[tokio::test]
-async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_session() {
-    let mut env = TestEnv::new().await;
-    let provider = with_provider(&mut env).await;
-    let app = env.spawn_web().await;
-    env.migrate();
-    let alice = json!({"sub": "alice-1", "email": "alice@example.com", "groups": ["eng", "sre"]});
-
-    let ok = sign_in(&app, &provider, alice.clone(), |u| u).await;
-    assert_eq!(ok.status, 200, "{}", ok.body);
-    assert!(ok.body.contains("alice@example.com"), "{}", ok.body);
-    let session = ok.cookie.expect("a session");
-    let http = no_redirects();
-    let runs = http
-        .get(format!("{}/dashboard", app.url))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(runs.status(), 200);
-    // Alice is an operator, not an admin.
-    let config = http
-        .get(format!("{}/dashboard/admin/config", app.url))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(config.status(), 403);
-    // A form another site makes her browser send is refused, though the session is hers.
-    let cross = http
-        .post(format!(
-            "{}/dashboard/runs/{}/stop",
-            app.url,
-            uuid::Uuid::new_v4()
-        ))
-        .header("cookie", &session)
-        .header("sec-fetch-site", "cross-site")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cross.status(), 403);
-    let same = http
-        .post(format!(
-            "{}/dashboard/runs/{}/stop",
-            app.url,
-            uuid::Uuid::new_v4()
-        ))
-        .header("cookie", &session)
-        .header("sec-fetch-site", "same-origin")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(same.status(), 404, "past the gate: no such run");
-
-    // The callback's state must be the one this browser started with: no code is exchanged
-    // otherwise.
-    let asked = provider.token_requests();
-    let forged_state = sign_in(&app, &provider, alice.clone(), |u| {
-        u.replace("state=", "state=x")
-    })
-    .await;
-    assert_eq!(forged_state.status, 401);
-    assert!(forged_state.cookie.is_none());
-    assert_eq!(provider.token_requests(), asked);
-    // A code exchanged with another PKCE verifier (a code stolen on its way back, replayed
-    // from another sign-in): the provider refuses it, so does web.
-    let stolen_code = std::sync::Mutex::new(None::<String>);
-    let _ = sign_in(&app, &provider, alice.clone(), |u| {
-        *stolen_code.lock().unwrap() = Some(u.clone());
-        u.replace("code=", "code=spent")
-    })
-    .await;
-    let stolen = stolen_code.lock().unwrap().clone().unwrap();
-    let code = reqwest::Url::parse(&stolen)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    let replayed = sign_in(&app, &provider, alice.clone(), |u| {
-        let url = reqwest::Url::parse(&u).unwrap();
-        let state = url
-            .query_pairs()
-            .find(|(k, _)| k == "state")
-            .unwrap()
-            .1
-            .into_owned();
-        format!(
-            "{}/dashboard/oidc/callback?code={code}&state={state}",
-            app.url
-        )
-    })
-    .await;
-    assert_eq!(replayed.status, 401, "{}", replayed.body);
-    assert!(replayed.cookie.is_none());
-    // Signed in at the provider but without a role here.
-    let bob = sign_in(
-        &app,
-        &provider,
-        json!({"sub": "bob-2", "email": "bob@example.com", "groups": ["marketing"]}),
-        |u| u,
-    )
-    .await;
-    assert_eq!(bob.status, 403);
-    assert!(bob.cookie.is_none());
-    // Nobody at the provider's page (the person cancelled).
-    provider.nobody_signs_in();
-    let http2 = no_redirects();
-    let start = http2
-        .get(format!("{}/dashboard/oidc/login", app.url))
-        .send()
-        .await
-        .unwrap();
-    let pending = start.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let authorize = start.headers()["location"].to_str().unwrap().to_string();
-    let back = http2.get(&authorize).send().await.unwrap();
-    let back = back.headers()["location"]
-        .to_str()
-        .unwrap()
-        .replacen(PUBLIC, &app.url, 1);
-    assert!(back.contains("error=access_denied"), "{back}");
-    let cancelled = http2
-        .get(back)
-        .header("cookie", pending)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cancelled.status(), 401);
-    assert!(cancelled.headers().get("set-cookie").is_none());
-
-    // Every sign-in, done or refused, is in the audit log.
-    let db = env.db().await;
-    let logins: Vec<(String, String)> = db
-        .query(
-            "SELECT actor, detail->>'outcome' FROM audit_log WHERE action = 'dashboard.login' ORDER BY seq",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert_eq!(
-        logins[0],
-        ("oidc:alice-1".to_string(), "signed_in".to_string())
-    );
-    assert_eq!(logins.len(), 6, "{logins:?}");
-    assert!(
-        logins[1..].iter().all(|(_, o)| o == "refused"),
-        "{logins:?}"
-    );
-    let counted = refusals(&app).await;
-    assert_eq!(counted["login_error"], 1, "{counted}");
-    assert_eq!(counted["provider_unreachable"], 0, "{counted}");
-    assert_eq!(counted["no_role"], 1, "{counted}");
-    // The spent code, the code under another verifier, the cancelled sign-in.
-    assert_eq!(counted["provider_refused"], 3, "{counted}");
-    assert_eq!(counted["cross_site"], 1, "{counted}");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod heal_cli;
 mod support;
 
 mod access;
+mod access_sign_in;
 mod ai;
 mod ai_spend;
 mod audit;

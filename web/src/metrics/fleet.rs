@@ -295,6 +295,13 @@ const QUERIES: &[Query] = &[
               FROM invariant_denials GROUP BY 1, 2",
     },
     Query {
+        name: "commands",
+        help: "People's commands carried out or not (`/selfheal` comments and the dashboard's retry, stop, approve), by source, command and final status; refused: the person may not, or selfheal would not",
+        kind: Kind::Counter,
+        labels: &["source", "command", "status"],
+        sql: "SELECT source, command, status, count(*)::float8 FROM commands WHERE status <> 'queued' GROUP BY 1, 2, 3",
+    },
+    Query {
         name: "pull_requests",
         help: "selfheal's pull requests opened (GitHub numbered them) and merged",
         kind: Kind::Counter,

@@ -1,0 +1,255 @@
+//! Signing in and out: the token's form, the provider's code flow (start and callback), and
+//! the audit rows every sign-in leaves.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use selfheal_shared::audit;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    cookies, oidc, unix_now, Access, Found, Need, Principal, Routes, PENDING, PENDING_COOKIE,
+};
+use crate::AppState;
+
+/// The sign-in routes: the token's form when there is a token, the provider's when there is one.
+pub fn sign_in_routes(access: &Access) -> Routes {
+    let mut routes = Routes::new(Some(access.clone()))
+        .route(Method::GET, "/dashboard/login", Need::Public, login_page)
+        .route(Method::POST, "/dashboard/logout", Need::Public, logout);
+    if access.token.is_some() {
+        routes = routes.route(Method::POST, "/dashboard/login", Need::Public, token_login);
+    }
+    if access.oidc.is_some() {
+        routes = routes
+            .route(
+                Method::GET,
+                "/dashboard/oidc/login",
+                Need::Public,
+                oidc_login,
+            )
+            .route(Method::GET, oidc::CALLBACK, Need::Public, oidc_callback);
+    }
+    routes
+}
+
+fn page(status: StatusCode, markup: maud::Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+async fn login_page(axum::Extension(access): axum::Extension<Access>) -> Response {
+    page(
+        StatusCode::OK,
+        crate::dashboard::pages::login(None, access.token.is_some(), access.oidc.is_some()),
+    )
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+async fn token_login(
+    State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<Access>,
+    Form(form): Form<SignIn>,
+) -> Response {
+    match access.check_token(form.token.trim()).await {
+        Ok(p) => signed_in(&state, &access, p, "token").await,
+        Err(response) if response.status() == StatusCode::UNAUTHORIZED => page(
+            StatusCode::UNAUTHORIZED,
+            crate::dashboard::pages::login(
+                Some("That token is not the dashboard's."),
+                true,
+                access.oidc.is_some(),
+            ),
+        ),
+        Err(response) => response,
+    }
+}
+
+/// Records the sign-in and hands out the session. After the provider's sign-in, a page moves
+/// on to the dashboard by itself: a redirect would not carry the new SameSite=Strict cookie
+/// after the provider's cross-site redirect. The token's form is the dashboard's own page.
+async fn signed_in(state: &AppState, access: &Access, p: Principal, how: &str) -> Response {
+    if let Err(response) = record(
+        state,
+        &p.actor,
+        "dashboard.login",
+        "dashboard",
+        json!({"outcome": "signed_in", "role": p.role.as_str(), "name": p.name, "via": how}),
+    )
+    .await
+    {
+        return response;
+    }
+    let mut response = match how {
+        "token" => Redirect::to("/dashboard").into_response(),
+        _ => page(StatusCode::OK, crate::dashboard::pages::signed_in(&p.name)),
+    };
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, access.session_cookie(&p));
+    response
+}
+
+/// One audit row; Postgres away answers 503 (nothing a person does goes unrecorded).
+pub async fn record(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<(), Response> {
+    let result = async {
+        let client = state.pool.get().await.map_err(|e| e.to_string())?;
+        audit::append(&client, actor, action, target, &detail)
+            .await
+            .map_err(|e| selfheal_shared::cause::Chain(&e).to_string())
+    }
+    .await;
+    result.map(|_| ()).map_err(|e| {
+        tracing::error!(error = %e, %action, "cannot write the audit log");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit log cannot be written now; nothing was done\n",
+        )
+            .into_response()
+    })
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<Access>,
+    headers: HeaderMap,
+) -> Response {
+    if let Found::Principal(p) = access.principal(&headers).await {
+        // A sign-out that cannot be recorded still clears the cookie.
+        let _ = record(&state, &p.actor, "dashboard.logout", "dashboard", json!({})).await;
+    }
+    let mut response = Redirect::to("/dashboard/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "selfheal_session=; Path=/dashboard; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
+        ),
+    );
+    response
+}
+
+async fn oidc_login(axum::Extension(access): axum::Extension<Access>) -> Response {
+    let oidc = access.oidc.as_ref().expect("routed only with a provider");
+    match oidc.start(unix_now()).await {
+        Ok((url, pending)) => {
+            let mut response = Redirect::to(&url).into_response();
+            // Lax, not Strict: it must come back with the provider's cross-site redirect.
+            let cookie = format!(
+                "{PENDING_COOKIE}={}; Path=/dashboard/oidc; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+                access.keys.seal(PENDING_COOKIE, &pending),
+                PENDING.as_secs()
+            );
+            response.headers_mut().insert(
+                header::SET_COOKIE,
+                HeaderValue::from_str(&cookie).expect("base64 and hex only"),
+            );
+            response
+        }
+        Err(e) => {
+            access.refuse(e.label());
+            tracing::error!(error = %e, "cannot start an OIDC sign-in");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::dashboard::pages::login(Some(&e.to_string()), access.token.is_some(), true),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+async fn oidc_callback(
+    State(state): State<AppState>,
+    axum::Extension(access): axum::Extension<Access>,
+    headers: HeaderMap,
+    Query(callback): Query<Callback>,
+) -> Response {
+    let oidc = access.oidc.as_ref().expect("routed only with a provider");
+    let now = unix_now();
+    let pending = cookies(&headers, PENDING_COOKIE)
+        .filter_map(|v| access.keys.open::<oidc::Pending>(PENDING_COOKIE, v))
+        .find(|p| p.issued <= now + 60 && now.saturating_sub(p.issued) <= PENDING.as_secs());
+    let outcome: Result<Principal, (&str, String)> = async {
+        if let Some(error) = &callback.error {
+            // The provider's own words are not shown: they come back through the browser.
+            let error: String = error
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(40)
+                .collect();
+            return Err((
+                "provider_refused",
+                format!("the provider refused the sign-in ({error})"),
+            ));
+        }
+        let pending = pending.ok_or((
+            "login_error",
+            "the sign-in expired or was not started here".to_string(),
+        ))?;
+        // The state ties the code to the browser that started the sign-in (no login CSRF).
+        if !access.keys.same(
+            callback.state.as_deref().unwrap_or_default(),
+            &pending.state,
+        ) {
+            return Err(("login_error", "the sign-in's state does not match".into()));
+        }
+        let code = callback
+            .code
+            .as_deref()
+            .ok_or(("login_error", "no code".to_string()))?;
+        let claims = oidc
+            .finish(code, &pending)
+            .await
+            .map_err(|e| (e.label(), e.to_string()))?;
+        access
+            .principal_of(&claims, false)
+            .map_err(|why| ("no_role", why))
+    }
+    .await;
+    match outcome {
+        Ok(p) => signed_in(&state, &access, p, "oidc").await,
+        Err((label, why)) => {
+            access.refuse(label);
+            tracing::warn!(reason = %why, "an OIDC sign-in was refused");
+            // Recorded when it can be: a refusal must not need Postgres to be answered.
+            let _ = record(
+                &state,
+                "anonymous",
+                "dashboard.login",
+                "dashboard",
+                json!({"outcome": "refused", "reason": why}),
+            )
+            .await;
+            let status = if label == "no_role" {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            page(
+                status,
+                crate::dashboard::pages::login(Some(&why), access.token.is_some(), true),
+            )
+        }
+    }
+}
