@@ -57,6 +57,9 @@ struct Inner {
     codes: HashMap<String, Code>,
     /// Token requests answered, refused or not.
     token_requests: usize,
+    /// Claims laid over the next ID token (a null removes one), and whether it is signed with
+    /// the impostor's key: what a broken or hostile provider would send.
+    next_id_token: Option<(Value, bool)>,
 }
 
 #[derive(Clone)]
@@ -108,6 +111,7 @@ impl Provider {
                 person: None,
                 codes: HashMap::new(),
                 token_requests: 0,
+                next_id_token: None,
             })),
         };
         let app = Router::new()
@@ -130,6 +134,12 @@ impl Provider {
     /// Nobody signs in at the next `/authorize`: the person cancelled.
     pub fn nobody_signs_in(&self) {
         self.inner.lock().unwrap().person = None;
+    }
+
+    /// The next ID token the token endpoint issues carries `claims` over its own (e.g. an
+    /// `exp` in the past, another `aud` or `nonce`), signed with the impostor's key if `forged`.
+    pub fn tamper_next_id_token(&self, claims: Value, forged: bool) {
+        self.inner.lock().unwrap().next_id_token = Some((claims, forged));
     }
 
     pub fn token_requests(&self) -> usize {
@@ -264,14 +274,21 @@ struct TokenForm {
 fn oauth_error(status: StatusCode, code: &str, why: &str) -> Response {
     (
         status,
-        [(header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
         Json(json!({"error": code, "error_description": why})),
     )
         .into_response()
 }
 
 /// `client_secret_basic` (the form-encoded id and secret, RFC 6749 §2.3.1) or `client_secret_post`.
+/// Never both (§2.3: "MUST NOT use more than one authentication method in each request").
 fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> Option<(String, String)> {
+    if headers.contains_key(header::AUTHORIZATION) && form.client_secret.is_some() {
+        return None;
+    }
     if let Some(basic) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -300,12 +317,27 @@ async fn token(
         Some((id, secret))
             if id == inner.client.client_id && secret == inner.client.client_secret => {}
         _ => {
-            return oauth_error(
+            let mut refused = oauth_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "client authentication failed",
-            )
+            );
+            // RFC 6749 §5.2: a client that tried Basic is told which scheme to use.
+            if headers.contains_key(header::AUTHORIZATION) {
+                refused.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Basic realm=\"token\""),
+                );
+            }
+            return refused;
         }
+    }
+    if f.grant_type.is_none() {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type is required",
+        );
     }
     if f.grant_type.as_deref() != Some("authorization_code") {
         return oauth_error(
@@ -345,6 +377,7 @@ async fn token(
     }
     let client_id = inner.client.client_id.clone();
     let issuer = inner.issuer.clone();
+    let tamper = inner.next_id_token.take();
     drop(inner);
     let t = now();
     let mut id = merge(
@@ -354,24 +387,29 @@ async fn token(
     if let Some(nonce) = code.nonce {
         id["nonce"] = json!(nonce);
     }
+    let (id, id_key) = match tamper {
+        Some((claims, forged)) => (
+            merge(id, &claims),
+            if forged { IMPOSTOR_KEY } else { PROVIDER_KEY },
+        ),
+        None => (id, PROVIDER_KEY),
+    };
     let access = merge(
         json!({"iss": issuer, "aud": client_id, "iat": t, "exp": t + 300, "scope": "openid email"}),
         &code.claims,
     );
     (
-        [(header::CACHE_CONTROL, "no-store")],
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
         Json(json!({
             "access_token": sign(PROVIDER_KEY, &access),
             "token_type": "Bearer",
             "expires_in": 300,
-            "id_token": sign(PROVIDER_KEY, &id),
+            "id_token": sign(id_key, &id),
             "scope": "openid email",
         })),
     )
         .into_response()
-}
-
-/// For tests of the stand-in itself: the PKCE challenge of a verifier.
-pub fn challenge_of(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }

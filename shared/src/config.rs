@@ -745,13 +745,21 @@ mod tests {
             ("OIDC_CLIENT_ID", "selfheal"),
             ("OIDC_CLIENT_SECRET", "oidc-client-secret-value"),
             ("SELFHEAL_PUBLIC_URL", "https://selfheal.example.com"),
+            (
+                "SELFHEAL_SESSION_KEY",
+                "session-key-0123456789abcdef0123456789",
+            ),
             ("SELFHEAL_OIDC_OPERATORS", "sre, oncall"),
         ];
         let config = with(&oidc).unwrap();
         let printed = format!("{config:?}");
         assert!(!printed.contains("oidc-client-secret-value"), "{printed}");
+        assert!(!printed.contains("session-key-0123"), "{printed}");
         let o = config.oidc.unwrap();
-        assert_eq!(o.issuer, "https://id.example.com/realms/eng");
+        assert_eq!(
+            o.issuer, "https://id.example.com/realms/eng/",
+            "kept as written"
+        );
         assert_eq!(o.audience, "selfheal");
         assert_eq!(o.roles.claim, "groups");
         assert_eq!(
@@ -766,7 +774,11 @@ mod tests {
         assert_eq!(named(&oidc[..1]), "OIDC_CLIENT_ID");
         assert_eq!(named(&oidc[..2]), "OIDC_CLIENT_SECRET");
         assert_eq!(named(&oidc[..3]), "SELFHEAL_PUBLIC_URL");
-        assert_eq!(named(&oidc[..4]), "SELFHEAL_OIDC_VIEWERS");
+        assert_eq!(named(&oidc[..4]), "SELFHEAL_SESSION_KEY");
+        let mut short = oidc;
+        short[4].1 = "too-short";
+        assert_eq!(named(&short), "SELFHEAL_SESSION_KEY");
+        assert_eq!(named(&oidc[..5]), "SELFHEAL_OIDC_VIEWERS");
         assert_eq!(named(&oidc[1..3]), "OIDC_CLIENT_ID");
         let mut plain = oidc;
         plain[0].1 = "http://id.example.com";

@@ -82,7 +82,8 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
     let provider = with_provider(&mut env).await;
     let app = env.spawn_web().await;
     env.migrate();
-    let alice = json!({"sub": "alice-1", "email": "alice@example.com", "groups": ["eng", "sre"]});
+    let alice = json!({"sub": "alice-1", "email": "alice@example.com", "email_verified": true,
+                       "groups": ["eng", "sre"]});
 
     let ok = sign_in(&app, &provider, alice.clone(), |u| u).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
@@ -182,6 +183,42 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
     .await;
     assert_eq!(bob.status, 403);
     assert!(bob.cookie.is_none());
+    // An ID token the provider got wrong, or someone else made: each refused, no session.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (claims, forged, label) in [
+        (
+            json!({"exp": now - 120, "iat": now - 900}),
+            false,
+            "expired",
+        ),
+        (json!({"aud": "another-client"}), false, "audience"),
+        (json!({"iss": "https://evil.example"}), false, "issuer"),
+        (json!({}), true, "signature"),
+        (json!({"nonce": "another-sign-in"}), false, "nonce"),
+    ] {
+        let before = refusals(&app).await[label].as_i64().unwrap();
+        provider.tamper_next_id_token(claims, forged);
+        let tampered = sign_in(&app, &provider, alice.clone(), |u| u).await;
+        assert_eq!(tampered.status, 401, "{label}: {}", tampered.body);
+        assert!(tampered.cookie.is_none(), "{label}");
+        assert_eq!(
+            refusals(&app).await[label].as_i64().unwrap(),
+            before + 1,
+            "{label}"
+        );
+    }
+    // The sign-out form, sent from another site, is refused as the others are.
+    let r = no_redirects()
+        .post(format!("{}/dashboard/logout", app.url))
+        .header("cookie", &session)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     // Nobody at the provider's page (the person cancelled).
     provider.nobody_signs_in();
     let http2 = no_redirects();
@@ -229,7 +266,9 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
         logins[0],
         ("oidc:alice-1".to_string(), "signed_in".to_string())
     );
-    assert_eq!(logins.len(), 6, "{logins:?}");
+    // The forged state is not recorded: until the state matches, a request is anyone's.
+    assert_eq!(logins.len(), 10, "{logins:?}");
+    assert!(logins.contains(&("oidc:bob-2".to_string(), "refused".to_string())));
     assert!(
         logins[1..].iter().all(|(_, o)| o == "refused"),
         "{logins:?}"
@@ -240,5 +279,5 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
     assert_eq!(counted["no_role"], 1, "{counted}");
     // The spent code, the code under another verifier, the cancelled sign-in.
     assert_eq!(counted["provider_refused"], 3, "{counted}");
-    assert_eq!(counted["cross_site"], 1, "{counted}");
+    assert_eq!(counted["cross_site"], 2, "{counted}");
 }

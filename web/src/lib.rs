@@ -73,7 +73,7 @@ pub fn router(state: AppState, limits: Limits, metrics_here: bool) -> Router {
 
 /// Every route the public port serves, each with what it needs (`access::Need`).
 pub fn declared_routes(config: &Config) -> Vec<access::Declared> {
-    let access = access::Access::from_config(config, Arc::new(metrics::Metrics::default()));
+    let access = access::Access::from_config(config, Arc::new(metrics::Metrics::default()), None);
     routes(
         access,
         Limits::from_config(config),
@@ -109,11 +109,11 @@ fn routes(
         )
         .route(Method::GET, "/healthz", Need::Public, health::healthz)
         .route(Method::GET, "/readyz", Need::Public, health::readyz)
-        .merge(operators.layer_all(|r| operator_bounds(r, limits)))
+        .merge(operator_bounds(operators, limits))
         .into_parts()
 }
 
-fn operator_bounds(routes: Router<AppState>, limits: Limits) -> Router<AppState> {
+fn operator_bounds(routes: access::Routes, limits: Limits) -> access::Routes {
     routes
         .layer(DefaultBodyLimit::max(OPERATOR_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -124,11 +124,16 @@ fn operator_bounds(routes: Router<AppState>, limits: Limits) -> Router<AppState>
 
 /// `/metrics` alone, for `SELFHEAL_METRICS_BIND`.
 fn metrics_router(state: AppState, limits: Limits) -> Router {
-    operator_bounds(
-        Router::new().route("/metrics", axum::routing::get(metrics::render)),
-        limits,
-    )
-    .with_state(state)
+    let routes = access::Routes::new(None).route(
+        Method::GET,
+        "/metrics",
+        access::Need::Public,
+        metrics::render,
+    );
+    operator_bounds(routes, limits)
+        .into_parts()
+        .0
+        .with_state(state)
 }
 
 /// Connections selfheal web keeps to Postgres.
@@ -161,11 +166,12 @@ pub async fn state(
     );
     let (marks, marking) = outbox::Marks::start(pool.clone());
     let metrics = Arc::new(metrics::Metrics::default());
+    let state_pool = pool.clone();
     let state = AppState {
         pool,
         queue: Arc::new(JobQueue::new(config.redis_url(), queue_config)),
         secrets: Arc::new(config.webhook_secrets.clone()),
-        access: access::Access::from_config(config, metrics.clone()),
+        access: access::Access::from_config(config, metrics.clone(), Some(state_pool)),
         metrics,
         config_summary: Arc::new(format!("{config:#?}")),
         gates: Arc::new(config.gates.clone()),

@@ -119,8 +119,13 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
         repository_id: row.get(2),
         repo: row.get(3),
         issue: row.get(4),
+        // A dashboard actor's subject may look like a mention or markup: the PR names the
+        // command, and the audit log names the person.
         who: match dashboard {
-            Some(_) => format!("{actor} (from selfheal's dashboard)"),
+            Some(_) => format!(
+                "An operator on selfheal's dashboard (command {})",
+                row.get::<_, i64>(0)
+            ),
             None => format!("@{actor}"),
         },
         actor,

@@ -68,6 +68,10 @@ pub struct OidcConfig {
     pub client_secret: SecretString,
     /// `SELFHEAL_OIDC_AUDIENCE` (the client id): the `aud` machines' bearer tokens must carry.
     pub audience: String,
+    /// `SELFHEAL_SESSION_KEY`: what sessions are signed with, at least 32 characters. Never a
+    /// credential anyone is given (the client secret is known to the provider's admins, the
+    /// operators' token to every operator): whoever holds it can make any session.
+    pub session_key: SecretString,
     /// `SELFHEAL_PUBLIC_URL`: where people reach web; the provider sends them back to
     /// `{public_url}/dashboard/oidc/callback`.
     pub public_url: String,
@@ -90,10 +94,17 @@ pub struct RoleMap {
 impl RoleMap {
     /// The highest role the claims grant; `None`: signed in, but no role here.
     pub fn role_of(&self, claims: &serde_json::Value) -> Option<AccessRole> {
-        let mut value = claims;
-        for part in self.claim.split('.') {
-            value = value.get(part)?;
-        }
+        // The whole name first: namespaced claims are URLs (`https://example.com/roles`).
+        let value = match claims.get(&self.claim) {
+            Some(value) => value,
+            None => {
+                let mut value = claims;
+                for part in self.claim.split('.') {
+                    value = value.get(part)?;
+                }
+                value
+            }
+        };
         let held: Vec<&str> = match value {
             serde_json::Value::String(s) => vec![s.as_str()],
             serde_json::Value::Array(items) => items.iter().filter_map(|v| v.as_str()).collect(),
@@ -122,7 +133,9 @@ pub(super) fn oidc_from_env<F: Fn(&str) -> Option<String>>(
         }
         return Ok(None);
     };
-    let issuer = issuer.trim().trim_end_matches('/').to_string();
+    // Kept as written, trailing slash and all: the discovery document's `issuer` and every
+    // token's `iss` are compared with it exactly (Auth0's end in `/`, Keycloak's do not).
+    let issuer = issuer.trim().to_string();
     let url_of = |name: &'static str, value: &str| {
         let url = url::Url::parse(value).map_err(|e| ConfigError::Malformed {
             name,
@@ -142,6 +155,14 @@ pub(super) fn oidc_from_env<F: Fn(&str) -> Option<String>>(
     url_of("OIDC_PROVIDER_URL", &issuer)?;
     let client_id = env.required("OIDC_CLIENT_ID")?.trim().to_string();
     let client_secret = SecretString::from(env.required("OIDC_CLIENT_SECRET")?);
+    let session_key = env.required("SELFHEAL_SESSION_KEY")?;
+    if session_key.trim().len() < 32 {
+        return Err(ConfigError::Malformed {
+            name: "SELFHEAL_SESSION_KEY",
+            reason: "at least 32 characters (e.g. `openssl rand -hex 32`)".into(),
+        });
+    }
+    let session_key = SecretString::from(session_key);
     let public_url = env
         .required("SELFHEAL_PUBLIC_URL")?
         .trim()
@@ -181,6 +202,7 @@ pub(super) fn oidc_from_env<F: Fn(&str) -> Option<String>>(
         issuer,
         client_id,
         client_secret,
+        session_key,
         public_url,
         roles: RoleMap {
             claim: env
@@ -220,6 +242,14 @@ mod tests {
         assert_eq!(of(json!({"sre": true})), None);
         assert_eq!(m.role_of(&json!({"roles": ["sre"]})), None, "another claim");
         assert_eq!(m.role_of(&json!({"realm_access": "sre"})), None);
+        let namespaced = RoleMap {
+            claim: "https://example.com/roles".into(),
+            ..map()
+        };
+        assert_eq!(
+            namespaced.role_of(&json!({"https://example.com/roles": ["sre"]})),
+            Some(AccessRole::Operator)
+        );
     }
 
     #[test]

@@ -101,6 +101,14 @@ impl Routes {
     {
         let filter = MethodFilter::try_from(method.clone()).expect("a method axum routes");
         let mut route = wrap(on(filter, handler));
+        // The sign-in and sign-out forms are checked for their origin too (no login CSRF):
+        // the gate checks the others.
+        if need == Need::Public && method != Method::GET {
+            let Some(access) = self.access.clone() else {
+                unreachable!("public forms are the dashboard's, which has access");
+            };
+            route = route.route_layer(axum::middleware::from_fn_with_state(access, same_site));
+        }
         if let Need::Role(role) = need {
             // A role route without any way to sign in is not served at all (404 as any
             // unknown path), rather than served open.
@@ -117,8 +125,18 @@ impl Routes {
         self
     }
 
-    pub fn layer_all(mut self, wrap: impl FnOnce(Router<AppState>) -> Router<AppState>) -> Routes {
-        self.router = wrap(self.router);
+    /// Wraps every route so far in `layer`. A layer, not a function of the router: nothing
+    /// can add a route here without declaring it.
+    pub fn layer<L>(mut self, layer: L) -> Routes
+    where
+        L: tower_layer::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+        L::Service: tower_service::Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as tower_service::Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as tower_service::Service<Request>>::Error:
+            Into<std::convert::Infallible> + 'static,
+        <L::Service as tower_service::Service<Request>>::Future: Send + 'static,
+    {
+        self.router = self.router.layer(layer);
         self
     }
 
@@ -158,6 +176,8 @@ pub struct Access {
     metrics: Arc<Metrics>,
     /// Links are made to this GitHub's web host only.
     pub github: Arc<str>,
+    /// Where refusals of signed-in people are recorded (none when only listing the routes).
+    pool: Option<deadpool_postgres::Pool>,
 }
 
 enum Found {
@@ -168,25 +188,36 @@ enum Found {
 
 impl Access {
     /// `None` when nobody can sign in (no token, no provider): the operator routes are off.
-    pub fn from_config(config: &Config, metrics: Arc<Metrics>) -> Option<Access> {
+    pub fn from_config(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        pool: Option<deadpool_postgres::Pool>,
+    ) -> Option<Access> {
         if config.dashboard_token.is_none() && config.oidc.is_none() {
             return None;
         }
-        let mut secrets = Vec::new();
-        if let Some(token) = &config.dashboard_token {
-            secrets.push(token.expose_secret());
-        }
-        if let Some(o) = &config.oidc {
-            secrets.push(o.client_secret.expose_secret());
-        }
+        // With a provider, sessions are signed with a key nobody is given, and the role
+        // mapping is part of the key: changing who holds which role ends every session.
+        // With the token alone, the token's holders may sign in anyway, and a token session's
+        // role is the token's role now, not the one it was issued with.
+        let keys = match (&config.oidc, &config.dashboard_token) {
+            (Some(o), _) => session::Keys::derive(&[
+                "oidc",
+                o.session_key.expose_secret(),
+                &format!("{:?}", o.roles),
+            ]),
+            (None, Some(token)) => session::Keys::derive(&["token", token.expose_secret()]),
+            (None, None) => unreachable!("checked above"),
+        };
         Some(Access {
-            keys: session::Keys::derive(&secrets),
+            keys,
             token: config.dashboard_token.clone().map(Arc::new),
             token_role: config.dashboard_token_role,
             oidc: config.oidc.clone().map(oidc::Oidc::new),
             wrong_token: Arc::new(tokio::sync::Mutex::new(())),
             metrics,
             github: config.github.git_url.trim_end_matches('/').into(),
+            pool,
         })
     }
 
@@ -236,9 +267,16 @@ impl Access {
                 oidc.config.roles.claim
             ));
         };
-        let name = ["email", "preferred_username", "name", "azp", "client_id"]
-            .iter()
-            .find_map(|k| claims[*k].as_str())
+        // An e-mail the provider has not verified could be anyone's.
+        let email = (claims["email_verified"] == serde_json::Value::Bool(true))
+            .then(|| claims["email"].as_str())
+            .flatten();
+        let name = email
+            .or_else(|| {
+                ["preferred_username", "name", "azp", "client_id"]
+                    .iter()
+                    .find_map(|k| claims[*k].as_str())
+            })
             .unwrap_or(subject);
         Ok(Principal {
             actor: format!("oidc:{subject}"),
@@ -260,6 +298,20 @@ impl Access {
             let jwt_shaped = token.split('.').count() == 3;
             return match (&self.oidc, jwt_shaped) {
                 (Some(oidc), true) => match oidc.bearer(&token).await {
+                    // A person's ID token is proof of a sign-in to selfheal, not an API
+                    // credential: it carries the sign-in's nonce.
+                    Ok(claims) if claims.get("nonce").is_some() => {
+                        self.refuse("audience");
+                        tracing::warn!("an ID token was sent as a bearer token");
+                        Found::Refused(
+                            (
+                                StatusCode::UNAUTHORIZED,
+                                [(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")],
+                                "an ID token is not an API token\n",
+                            )
+                                .into_response(),
+                        )
+                    }
                     Ok(claims) => match self.principal_of(&claims, true) {
                         Ok(p) => Found::Principal(p),
                         Err(why) => {
@@ -302,8 +354,15 @@ impl Access {
             // Issued in the future (a minute of clock skew allowed) or too long ago: expired.
             .find(|p| p.issued <= now + 60 && now.saturating_sub(p.issued) <= SESSION.as_secs());
         match session {
-            Some(p) => Found::Principal(p),
-            None => Found::NotSignedIn,
+            Some(mut p) if p.actor == TOKEN_ACTOR => match self.token {
+                Some(_) => {
+                    p.role = self.token_role;
+                    Found::Principal(p)
+                }
+                None => Found::NotSignedIn,
+            },
+            Some(p) if self.oidc.is_some() => Found::Principal(p),
+            _ => Found::NotSignedIn,
         }
     }
 
@@ -355,6 +414,28 @@ async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Res
     if principal.role < gate.role {
         gate.access.refuse("forbidden");
         tracing::warn!(actor = %principal.actor, role = %principal.role, needed = %gate.role, path = %request.uri().path(), "refused: the role is too low");
+        // Someone known tried what their role does not allow: that is in the audit log.
+        if let Some(pool) = &gate.access.pool {
+            let path = request.uri().path().to_string();
+            let detail = serde_json::json!({"outcome": "refused", "method": request.method().as_str(),
+                "role": principal.role.as_str(), "needed": gate.role.as_str(), "name": principal.name});
+            let written = async {
+                let client = pool.get().await.map_err(|e| e.to_string())?;
+                selfheal_shared::audit::append(
+                    &client,
+                    &principal.actor,
+                    "dashboard.refused",
+                    &path,
+                    &detail,
+                )
+                .await
+                .map_err(|e| selfheal_shared::cause::Chain(&e).to_string())
+            }
+            .await;
+            if let Err(e) = written {
+                tracing::error!(error = %e, "cannot record a refusal in the audit log");
+            }
+        }
         return (
             StatusCode::FORBIDDEN,
             format!(
@@ -371,6 +452,14 @@ async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Res
         return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
     }
     request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+async fn same_site(State(access): State<Access>, request: Request, next: Next) -> Response {
+    if cross_site(request.headers()) {
+        access.refuse("cross_site");
+        return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
+    }
     next.run(request).await
 }
 

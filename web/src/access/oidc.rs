@@ -91,7 +91,12 @@ pub struct Oidc {
     /// Read at first use, not at start: web starts (and serves webhooks) while the provider
     /// is away, and tries again at the next sign-in.
     discovered: Arc<RwLock<Option<Arc<Discovered>>>>,
+    /// When discovery last failed: it is not tried again sooner than `DISCOVERY_RETRY`, so
+    /// requests while the provider is away are answered at once instead of each waiting for it.
+    failed_at: Arc<std::sync::Mutex<Option<Instant>>>,
 }
+
+const DISCOVERY_RETRY: Duration = Duration::from_secs(10);
 
 /// A sign-in under way: kept in a signed cookie between the redirect and the callback.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -114,6 +119,7 @@ impl Oidc {
             config: Arc::new(config),
             http,
             discovered: Arc::new(RwLock::new(None)),
+            failed_at: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
@@ -125,6 +131,21 @@ impl Oidc {
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }
+        if let Some(at) = *self.failed_at.lock().expect("not poisoned") {
+            if at.elapsed() < DISCOVERY_RETRY {
+                return Err(TokenError::Provider(
+                    "discovery failed moments ago; not tried again yet".into(),
+                ));
+            }
+        }
+        let discovered = self.discover().await;
+        *self.failed_at.lock().expect("not poisoned") = discovered.is_err().then(Instant::now);
+        let d = discovered?;
+        *slot = Some(d.clone());
+        Ok(d)
+    }
+
+    async fn discover(&self) -> Result<Arc<Discovered>, TokenError> {
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| TokenError::Provider(format!("OIDC_PROVIDER_URL: {e}")))?;
         // Discovery checks that the document's issuer is the one configured.
@@ -132,6 +153,18 @@ impl Oidc {
             .await
             .map_err(|e| TokenError::Provider(format!("discovery: {}", chain(&e))))?;
         let jwks_uri = metadata.jwks_uri().url().to_string();
+        // Keys and tokens over TLS only (plain http for a provider on loopback, as the issuer).
+        for (what, url) in [
+            ("jwks_uri", Some(metadata.jwks_uri().url())),
+            ("token_endpoint", metadata.token_endpoint().map(|u| u.url())),
+        ] {
+            if let Some(url) = url {
+                let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+                if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+                    return Err(TokenError::Provider(format!("{what} {url} is not https")));
+                }
+            }
+        }
         let redirect = RedirectUrl::new(format!("{}{CALLBACK}", self.config.public_url))
             .map_err(|e| TokenError::Provider(format!("SELFHEAL_PUBLIC_URL: {e}")))?;
         let client = CoreClient::from_provider_metadata(
@@ -143,13 +176,11 @@ impl Oidc {
         )
         .set_redirect_uri(redirect);
         let jwks = self.fetch_jwks(&jwks_uri).await?;
-        let d = Arc::new(Discovered {
+        Ok(Arc::new(Discovered {
             client,
             jwks_uri,
             jwks: RwLock::new((jwks, Instant::now())),
-        });
-        *slot = Some(d.clone());
-        Ok(d)
+        }))
     }
 
     async fn fetch_jwks(&self, uri: &str) -> Result<JwkSet, TokenError> {
@@ -208,6 +239,11 @@ impl Oidc {
                 // The provider answered with an OAuth error (a spent code, another verifier).
                 RequestTokenError::ServerResponse(answer) => {
                     TokenError::Refused(format!("token endpoint: {}", answer.error()))
+                }
+                // The answer came, but does not parse (an ID token without `sub`, an `iss`
+                // that is no URL): the provider's token is malformed, not unreachable.
+                RequestTokenError::Parse(e, _) => {
+                    TokenError::Malformed(format!("token endpoint's answer: {e}"))
                 }
                 e => TokenError::Provider(format!("token endpoint: {}", chain(&e))),
             })?;

@@ -166,7 +166,7 @@ async fn oidc_login(axum::Extension(access): axum::Extension<Access>) -> Respons
             tracing::error!(error = %e, "cannot start an OIDC sign-in");
             page(
                 StatusCode::SERVICE_UNAVAILABLE,
-                crate::dashboard::pages::login(Some(&e.to_string()), access.token.is_some(), true),
+                crate::dashboard::pages::login(Some(shown(&e)), access.token.is_some(), true),
             )
         }
     }
@@ -190,66 +190,100 @@ async fn oidc_callback(
     let pending = cookies(&headers, PENDING_COOKIE)
         .filter_map(|v| access.keys.open::<oidc::Pending>(PENDING_COOKIE, v))
         .find(|p| p.issued <= now + 60 && now.saturating_sub(p.issued) <= PENDING.as_secs());
-    let outcome: Result<Principal, (&str, String)> = async {
-        if let Some(error) = &callback.error {
-            // The provider's own words are not shown: they come back through the browser.
-            let error: String = error
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(40)
-                .collect();
-            return Err((
-                "provider_refused",
-                format!("the provider refused the sign-in ({error})"),
-            ));
-        }
-        let pending = pending.ok_or((
+    // Until the state matches, the request is anyone's: it is counted, never audited (so
+    // nobody can write to the audit log by calling the callback).
+    let Some(pending) = pending else {
+        return refused(
+            &state,
+            &access,
             "login_error",
-            "the sign-in expired or was not started here".to_string(),
-        ))?;
-        // The state ties the code to the browser that started the sign-in (no login CSRF).
-        if !access.keys.same(
-            callback.state.as_deref().unwrap_or_default(),
-            &pending.state,
-        ) {
-            return Err(("login_error", "the sign-in's state does not match".into()));
-        }
-        let code = callback
-            .code
-            .as_deref()
-            .ok_or(("login_error", "no code".to_string()))?;
-        let claims = oidc
-            .finish(code, &pending)
-            .await
-            .map_err(|e| (e.label(), e.to_string()))?;
-        access
-            .principal_of(&claims, false)
-            .map_err(|why| ("no_role", why))
+            "the sign-in expired or was not started here",
+            None,
+        )
+        .await;
+    };
+    // The state ties the answer to the browser that started the sign-in (no login CSRF).
+    if !access.keys.same(
+        callback.state.as_deref().unwrap_or_default(),
+        &pending.state,
+    ) {
+        return refused(
+            &state,
+            &access,
+            "login_error",
+            "the sign-in's state does not match",
+            None,
+        )
+        .await;
     }
-    .await;
-    match outcome {
+    if let Some(error) = &callback.error {
+        // The provider's own words are not shown: they come back through the browser.
+        let error: String = error
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(40)
+            .collect();
+        let why = format!("the provider refused the sign-in ({error})");
+        return refused(&state, &access, "provider_refused", &why, Some("anonymous")).await;
+    }
+    let Some(code) = callback.code.as_deref() else {
+        return refused(&state, &access, "login_error", "no code", Some("anonymous")).await;
+    };
+    let claims = match oidc.finish(code, &pending).await {
+        Ok(claims) => claims,
+        Err(e) => return refused(&state, &access, e.label(), shown(&e), Some("anonymous")).await,
+    };
+    match access.principal_of(&claims, false) {
         Ok(p) => signed_in(&state, &access, p, "oidc").await,
-        Err((label, why)) => {
-            access.refuse(label);
-            tracing::warn!(reason = %why, "an OIDC sign-in was refused");
-            // Recorded when it can be: a refusal must not need Postgres to be answered.
-            let _ = record(
-                &state,
-                "anonymous",
-                "dashboard.login",
-                "dashboard",
-                json!({"outcome": "refused", "reason": why}),
-            )
-            .await;
-            let status = if label == "no_role" {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::UNAUTHORIZED
-            };
-            page(
-                status,
-                crate::dashboard::pages::login(Some(&why), access.token.is_some(), true),
-            )
+        Err(why) => {
+            let actor = format!("oidc:{}", claims["sub"].as_str().unwrap_or_default());
+            refused(&state, &access, "no_role", &why, Some(&actor)).await
         }
     }
+}
+
+/// What a person is told: the reason, but not the provider's internals (its URLs, DNS and TLS
+/// errors stay in the log).
+fn shown(e: &oidc::TokenError) -> &str {
+    match e {
+        oidc::TokenError::Provider(_) => {
+            "the identity provider cannot be reached now; try again later"
+        }
+        _ => {
+            "the identity provider's answer was refused; try again, and ask an admin if it persists"
+        }
+    }
+}
+
+/// A refused sign-in: counted, logged, recorded in the audit log when `actor` is known (the
+/// sign-in was this browser's), and answered with the sign-in page.
+async fn refused(
+    state: &AppState,
+    access: &Access,
+    label: &str,
+    why: &str,
+    actor: Option<&str>,
+) -> Response {
+    access.refuse(label);
+    tracing::warn!(reason = %why, label, "an OIDC sign-in was refused");
+    if let Some(actor) = actor {
+        // Recorded when it can be: a refusal must not need Postgres to be answered.
+        let _ = record(
+            state,
+            actor,
+            "dashboard.login",
+            "dashboard",
+            json!({"outcome": "refused", "reason": why, "label": label}),
+        )
+        .await;
+    }
+    let status = if label == "no_role" {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    page(
+        status,
+        crate::dashboard::pages::login(Some(why), access.token.is_some(), true),
+    )
 }

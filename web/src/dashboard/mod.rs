@@ -62,10 +62,8 @@ pub fn routes(access: Option<Access>) -> Routes {
         )
         .route(Method::GET, "/dashboard/style.css", Need::Public, style)
         .merge(crate::access::sign_in_routes(&access))
-        .layer_all(|r| {
-            r.layer(axum::Extension(access))
-                .layer(axum::middleware::from_fn(secure_headers))
-        })
+        .layer(axum::Extension(access))
+        .layer(axum::middleware::from_fn(secure_headers))
 }
 
 /// No script, no frames, nothing from elsewhere; not cached.
