@@ -89,6 +89,21 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert!(ok.body.contains("alice@example.com"), "{}", ok.body);
     let session = ok.cookie.expect("a session");
+    // An e-mail the provider has not verified is not shown as who someone is.
+    let dave = sign_in(
+        &app,
+        &provider,
+        json!({"sub": "dave-4", "email": "ceo@example.com", "preferred_username": "dave",
+               "groups": ["eng"]}),
+        |u| u,
+    )
+    .await;
+    assert_eq!(dave.status, 200, "{}", dave.body);
+    assert!(
+        dave.body.contains("dave") && !dave.body.contains("ceo@example.com"),
+        "{}",
+        dave.body
+    );
     let http = no_redirects();
     let runs = http
         .get(format!("{}/dashboard", app.url))
@@ -267,10 +282,14 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
         ("oidc:alice-1".to_string(), "signed_in".to_string())
     );
     // The forged state is not recorded: until the state matches, a request is anyone's.
-    assert_eq!(logins.len(), 10, "{logins:?}");
+    assert_eq!(logins.len(), 11, "{logins:?}");
+    assert_eq!(
+        logins[1],
+        ("oidc:dave-4".to_string(), "signed_in".to_string())
+    );
     assert!(logins.contains(&("oidc:bob-2".to_string(), "refused".to_string())));
     assert!(
-        logins[1..].iter().all(|(_, o)| o == "refused"),
+        logins[2..].iter().all(|(_, o)| o == "refused"),
         "{logins:?}"
     );
     let counted = refusals(&app).await;
