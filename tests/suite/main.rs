@@ -43,6 +43,7 @@ mod reporting;
 mod resilience;
 mod sandbox;
 mod standin_strict;
+mod supply_chain;
 mod tls;
 mod traces;
 mod untrusted;
