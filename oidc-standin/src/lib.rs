@@ -77,8 +77,12 @@ fn now() -> u64 {
 }
 
 fn sign(pem: &str, claims: &Value) -> String {
+    sign_as(KID, pem, claims)
+}
+
+fn sign_as(kid: &str, pem: &str, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(KID.into());
+    header.kid = Some(kid.into());
     let key = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("the stand-in's key");
     jsonwebtoken::encode(&header, claims, &key).expect("a JWT")
 }
@@ -155,6 +159,11 @@ impl Provider {
     /// The same, signed with a key the JWKS does not hold, under the provider's kid.
     pub fn forge(&self, claims: Value) -> String {
         sign(IMPOSTOR_KEY, &self.claims(claims))
+    }
+
+    /// Signed with another key under a kid the JWKS does not publish.
+    pub fn forge_with_kid(&self, kid: &str, claims: Value) -> String {
+        sign_as(kid, IMPOSTOR_KEY, &self.claims(claims))
     }
 
     fn claims(&self, extra: Value) -> Value {

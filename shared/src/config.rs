@@ -744,11 +744,11 @@ mod tests {
             ("OIDC_PROVIDER_URL", "https://id.example.com/realms/eng/"),
             ("OIDC_CLIENT_ID", "selfheal"),
             ("OIDC_CLIENT_SECRET", "oidc-client-secret-value"),
-            ("SELFHEAL_PUBLIC_URL", "https://selfheal.example.com"),
             (
                 "SELFHEAL_SESSION_KEY",
                 "session-key-0123456789abcdef0123456789",
             ),
+            ("SELFHEAL_PUBLIC_URL", "https://selfheal.example.com"),
             ("SELFHEAL_OIDC_OPERATORS", "sre, oncall"),
         ];
         let config = with(&oidc).unwrap();
@@ -773,10 +773,10 @@ mod tests {
         };
         assert_eq!(named(&oidc[..1]), "OIDC_CLIENT_ID");
         assert_eq!(named(&oidc[..2]), "OIDC_CLIENT_SECRET");
-        assert_eq!(named(&oidc[..3]), "SELFHEAL_PUBLIC_URL");
-        assert_eq!(named(&oidc[..4]), "SELFHEAL_SESSION_KEY");
+        assert_eq!(named(&oidc[..3]), "SELFHEAL_SESSION_KEY");
+        assert_eq!(named(&oidc[..4]), "SELFHEAL_PUBLIC_URL");
         let mut short = oidc;
-        short[4].1 = "too-short";
+        short[3].1 = "too-short";
         assert_eq!(named(&short), "SELFHEAL_SESSION_KEY");
         assert_eq!(named(&oidc[..5]), "SELFHEAL_OIDC_VIEWERS");
         assert_eq!(named(&oidc[1..3]), "OIDC_CLIENT_ID");
@@ -785,7 +785,7 @@ mod tests {
         assert_eq!(named(&plain), "OIDC_PROVIDER_URL");
         plain[0].1 = "http://127.0.0.1:8080";
         assert!(with(&plain).is_ok(), "loopback may be plain http");
-        plain[3].1 = "http://selfheal.example.com";
+        plain[4].1 = "http://selfheal.example.com";
         assert_eq!(named(&plain), "SELFHEAL_PUBLIC_URL");
         assert_eq!(
             named(&[("SELFHEAL_DASHBOARD_TOKEN_ROLE", "root")]),

@@ -144,11 +144,13 @@ async fn bearer_tokens_are_validated_against_the_providers_keys_and_roles() {
         status_with(&app, "GET", path, Some(&other_issuer)).await,
         401
     );
-    // Forged: the provider's kid, another key.
+    // Forged: the provider's kid, another key; another key under a kid nobody published.
     assert_eq!(
         status_with(&app, "GET", path, Some(&provider.forge(base.clone()))).await,
         401
     );
+    let unknown = provider.forge_with_kid("k9", base.clone());
+    assert_eq!(status_with(&app, "GET", path, Some(&unknown)).await, 401);
     // Without a role here, or without the claims a token must carry.
     let no_role = provider.mint(with(json!({"groups": ["marketing"]})));
     assert_eq!(status_with(&app, "GET", path, Some(&no_role)).await, 403);
@@ -211,6 +213,7 @@ async fn bearer_tokens_are_validated_against_the_providers_keys_and_roles() {
         ("no_role", 1),
         ("malformed", 3),
         ("forbidden", 1),
+        ("unknown_key", 1),
     ] {
         assert_eq!(counted[reason], n, "{reason}: {counted}");
     }
