@@ -213,6 +213,13 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
         (json!({"iss": "https://evil.example"}), false, "issuer"),
         (json!({}), true, "signature"),
         (json!({"nonce": "another-sign-in"}), false, "nonce"),
+        // Issued for several audiences, or to another party, though selfheal is among them.
+        (
+            json!({"aud": ["selfheal", "another-client"]}),
+            false,
+            "audience",
+        ),
+        (json!({"azp": "another-client"}), false, "audience"),
     ] {
         let before = refusals(&app).await[label].as_i64().unwrap();
         provider.tamper_next_id_token(claims, forged);
@@ -282,7 +289,7 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
         ("oidc:alice-1".to_string(), "signed_in".to_string())
     );
     // The forged state is not recorded: until the state matches, a request is anyone's.
-    assert_eq!(logins.len(), 11, "{logins:?}");
+    assert_eq!(logins.len(), 13, "{logins:?}");
     assert_eq!(
         logins[1],
         ("oidc:dave-4".to_string(), "signed_in".to_string())

@@ -255,6 +255,14 @@ impl Oidc {
         if claims["nonce"].as_str() != Some(pending.nonce.as_str()) {
             return Err(TokenError::Nonce);
         }
+        // OpenID Connect Core 3.1.3.7: a token for several audiences names the party it was
+        // issued to (`azp`), and that must be selfheal.
+        let several = claims["aud"].as_array().is_some_and(|a| a.len() > 1);
+        match claims["azp"].as_str() {
+            Some(azp) if azp != self.config.client_id => return Err(TokenError::Audience),
+            None if several => return Err(TokenError::Audience),
+            _ => {}
+        }
         Ok(claims)
     }
 
