@@ -4,7 +4,7 @@ mod access;
 mod ai;
 mod events_out;
 
-pub use access::{AccessRole, OidcConfig, RoleMap};
+pub use access::{tls_or_loopback, AccessRole, OidcConfig, RoleMap};
 pub use ai::{ai_config, AiBudget, AiConfig, AiProvider, MorphConfig, Prices};
 pub use events_out::{EventsConfig, HttpSink};
 

@@ -118,6 +118,13 @@ impl RoleMap {
     }
 }
 
+/// A token or a session over plain HTTP is one anyone on the path may take: only loopback (a
+/// provider or web on this machine) may go without TLS.
+pub fn tls_or_loopback(url: &url::Url) -> bool {
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
+}
+
 /// `None` when `OIDC_PROVIDER_URL` is unset; any other OIDC variable then is a mistake.
 pub(super) fn oidc_from_env<F: Fn(&str) -> Option<String>>(
     env: &Env<'_, F>,
@@ -141,10 +148,7 @@ pub(super) fn oidc_from_env<F: Fn(&str) -> Option<String>>(
             name,
             reason: format!("{value:?}: {e}"),
         })?;
-        // A token or a session over plain HTTP is one anyone on the path may take: only
-        // loopback (a provider or web on this machine) may go without TLS.
-        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        if !tls_or_loopback(&url) {
             return Err(ConfigError::Malformed {
                 name,
                 reason: format!("{value:?}: https only (http for loopback)"),

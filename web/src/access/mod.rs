@@ -385,6 +385,21 @@ fn cookies<'h>(headers: &'h HeaderMap, name: &'static str) -> impl Iterator<Item
         .filter_map(move |c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
+/// One row of the audit log, or why it could not be written.
+async fn audit(
+    pool: &deadpool_postgres::Pool,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &serde_json::Value,
+) -> Result<(), String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    selfheal_shared::audit::append(&client, actor, action, subject, detail)
+        .await
+        .map(|_| ())
+        .map_err(|e| selfheal_shared::cause::Chain(&e).to_string())
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -419,19 +434,7 @@ async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Res
             let path = request.uri().path().to_string();
             let detail = serde_json::json!({"outcome": "refused", "method": request.method().as_str(),
                 "role": principal.role.as_str(), "needed": gate.role.as_str(), "name": principal.name});
-            let written = async {
-                let client = pool.get().await.map_err(|e| e.to_string())?;
-                selfheal_shared::audit::append(
-                    &client,
-                    &principal.actor,
-                    "dashboard.refused",
-                    &path,
-                    &detail,
-                )
-                .await
-                .map_err(|e| selfheal_shared::cause::Chain(&e).to_string())
-            }
-            .await;
+            let written = audit(pool, &principal.actor, "dashboard.refused", &path, &detail).await;
             if let Err(e) = written {
                 tracing::error!(error = %e, "cannot record a refusal in the audit log");
             }

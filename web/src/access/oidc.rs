@@ -158,11 +158,8 @@ impl Oidc {
             ("jwks_uri", Some(metadata.jwks_uri().url())),
             ("token_endpoint", metadata.token_endpoint().map(|u| u.url())),
         ] {
-            if let Some(url) = url {
-                let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-                if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-                    return Err(TokenError::Provider(format!("{what} {url} is not https")));
-                }
+            if let Some(url) = url.filter(|u| !selfheal_shared::config::tls_or_loopback(u)) {
+                return Err(TokenError::Provider(format!("{what} {url} is not https")));
             }
         }
         let redirect = RedirectUrl::new(format!("{}{CALLBACK}", self.config.public_url))

@@ -5,12 +5,11 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use selfheal_shared::audit;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    cookies, oidc, unix_now, Access, Found, Need, Principal, Routes, PENDING, PENDING_COOKIE,
+    audit, cookies, oidc, unix_now, Access, Found, Need, Principal, Routes, PENDING, PENDING_COOKIE,
 };
 use crate::AppState;
 
@@ -35,13 +34,9 @@ pub fn sign_in_routes(access: &Access) -> Routes {
     routes
 }
 
+/// A sign-in page with its status.
 fn page(status: StatusCode, markup: maud::Markup) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        markup.into_string(),
-    )
-        .into_response()
+    (status, crate::dashboard::html(markup)).into_response()
 }
 
 async fn login_page(axum::Extension(access): axum::Extension<Access>) -> Response {
@@ -108,21 +103,16 @@ pub async fn record(
     target: &str,
     detail: serde_json::Value,
 ) -> Result<(), Response> {
-    let result = async {
-        let client = state.pool.get().await.map_err(|e| e.to_string())?;
-        audit::append(&client, actor, action, target, &detail)
-            .await
-            .map_err(|e| selfheal_shared::cause::Chain(&e).to_string())
-    }
-    .await;
-    result.map(|_| ()).map_err(|e| {
-        tracing::error!(error = %e, %action, "cannot write the audit log");
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the audit log cannot be written now; nothing was done\n",
-        )
-            .into_response()
-    })
+    audit(&state.pool, actor, action, target, &detail)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, %action, "cannot write the audit log");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the audit log cannot be written now; nothing was done\n",
+            )
+                .into_response()
+        })
 }
 
 async fn logout(

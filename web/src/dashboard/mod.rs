@@ -96,7 +96,7 @@ async fn style() -> Response {
         .into_response()
 }
 
-fn html(markup: maud::Markup) -> Response {
+pub(crate) fn html(markup: maud::Markup) -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         markup.into_string(),

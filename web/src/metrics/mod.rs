@@ -42,7 +42,7 @@ pub struct DeliveryLabels {
 
 /// Why a sign-in or a request to an operator route was refused: each a label value of
 /// `selfheal_auth_refusals_total`, all present from the start.
-pub const AUTH_REFUSALS: [&str; 14] = [
+pub const AUTH_REFUSALS: [&str; 15] = [
     "wrong_token",
     "expired",
     "audience",
@@ -57,6 +57,7 @@ pub const AUTH_REFUSALS: [&str; 14] = [
     "no_role",
     "forbidden",
     "cross_site",
+    "not_signed_in",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,7 +135,7 @@ impl Default for Metrics {
             "Sign-ins and requests to operator routes refused, by reason (docs/access.md)",
             auth_refusals.clone(),
         );
-        for reason in AUTH_REFUSALS.into_iter().chain(["not_signed_in"]) {
+        for reason in AUTH_REFUSALS {
             let _ = auth_refusals.get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
             });
@@ -163,7 +164,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one refusal; a reason not among the known ones counts as `other`.
     pub fn auth_refused(&self, reason: &str) {
-        let known = AUTH_REFUSALS.contains(&reason) || reason == "not_signed_in";
+        let known = AUTH_REFUSALS.contains(&reason);
         self.auth_refusals
             .get_or_create(&ReasonLabels {
                 reason: if known { reason } else { "other" }.to_string(),
