@@ -29,7 +29,10 @@ use sha2::{Digest, Sha256};
 const PROVIDER_KEY: &str = include_str!("../keys/provider.pem");
 /// Another key, published nowhere: what a forger signs with.
 const IMPOSTOR_KEY: &str = include_str!("../keys/impostor.pem");
+/// The key a rotation brings in, published under [`NEXT_KID`] once the test says so.
+const NEXT_KEY: &str = include_str!("../keys/next.pem");
 const KID: &str = "k1";
+const NEXT_KID: &str = "k2";
 /// How long a code may wait before it is exchanged (providers use 30 s to 10 min).
 const CODE_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -60,6 +63,10 @@ struct Inner {
     /// Claims laid over the next ID token (a null removes one), and whether it is signed with
     /// the impostor's key: what a broken or hostile provider would send.
     next_id_token: Option<(Value, bool)>,
+    /// The keys the JWKS publishes, by kid; a rotation adds `k2`, then retires `k1`.
+    published: Vec<(&'static str, &'static str)>,
+    /// `Cache-Control: max-age` on the JWKS (providers send hours; Google about six).
+    jwks_max_age: u64,
 }
 
 #[derive(Clone)]
@@ -116,6 +123,8 @@ impl Provider {
                 codes: HashMap::new(),
                 token_requests: 0,
                 next_id_token: None,
+                published: vec![(KID, PROVIDER_KEY)],
+                jwks_max_age: 3600,
             })),
         };
         let app = Router::new()
@@ -144,6 +153,34 @@ impl Provider {
     /// `exp` in the past, another `aud` or `nonce`), signed with the impostor's key if `forged`.
     pub fn tamper_next_id_token(&self, claims: Value, forged: bool) {
         self.inner.lock().unwrap().next_id_token = Some((claims, forged));
+    }
+
+    /// A key rotation's first half: the JWKS publishes the next key beside the current one.
+    pub fn publish_next_key(&self) {
+        self.inner
+            .lock()
+            .unwrap()
+            .published
+            .push((NEXT_KID, NEXT_KEY));
+    }
+
+    /// Its second half: the first key is no longer published (as after a compromise).
+    pub fn retire_first_key(&self) {
+        self.inner
+            .lock()
+            .unwrap()
+            .published
+            .retain(|(kid, _)| *kid != KID);
+    }
+
+    /// How long the JWKS says it may be cached.
+    pub fn set_jwks_max_age(&self, seconds: u64) {
+        self.inner.lock().unwrap().jwks_max_age = seconds;
+    }
+
+    /// A token as [`Provider::mint`] makes it, signed with the next key under its kid.
+    pub fn mint_with_next_key(&self, claims: Value) -> String {
+        sign_as(NEXT_KID, NEXT_KEY, &self.claims(claims))
     }
 
     pub fn token_requests(&self) -> usize {
@@ -193,13 +230,30 @@ async fn discovery(State(p): State<Provider>) -> Json<Value> {
     }))
 }
 
-async fn jwks() -> Json<Value> {
-    let key = EncodingKey::from_rsa_pem(PROVIDER_KEY.as_bytes()).expect("the stand-in's key");
-    let mut jwk =
-        jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).expect("an RSA JWK");
-    jwk.common.key_id = Some(KID.into());
-    jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
-    Json(json!({ "keys": [jwk] }))
+async fn jwks(State(p): State<Provider>) -> Response {
+    let (published, max_age) = {
+        let inner = p.inner.lock().unwrap();
+        (inner.published.clone(), inner.jwks_max_age)
+    };
+    let keys: Vec<_> = published
+        .into_iter()
+        .map(|(kid, pem)| {
+            let key = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("the stand-in's key");
+            let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256)
+                .expect("an RSA JWK");
+            jwk.common.key_id = Some(kid.into());
+            jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+            jwk
+        })
+        .collect();
+    (
+        [(
+            header::CACHE_CONTROL,
+            format!("public, max-age={max_age}, must-revalidate, no-transform"),
+        )],
+        Json(json!({ "keys": keys })),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

@@ -330,3 +330,25 @@ pub async fn attempts(
         })
         .collect())
 }
+
+/// The last commit selfheal itself pushed for the incident (its first fix or a later attempt).
+pub async fn last_pushed(
+    client: &impl tokio_postgres::GenericClient,
+    incident: Uuid,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    // selfheal's own commits, and GitHub's merge of the base into its branch when selfheal
+    // asked for it (update-branch): whichever came last.
+    Ok(client
+        .query_opt(
+            "SELECT sha FROM (
+                 SELECT commit_sha AS sha, pushed_at AS at FROM fix_attempts
+                 WHERE incident_id = $1 AND pushed_at IS NOT NULL AND commit_sha IS NOT NULL
+                 UNION ALL
+                 SELECT branch_updated_sha, branch_updated_at FROM deliveries
+                 WHERE incident_id = $1 AND kind = 'pull_request' AND branch_updated_sha IS NOT NULL
+             ) pushed ORDER BY at DESC LIMIT 1",
+            &[&incident],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}

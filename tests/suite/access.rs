@@ -8,6 +8,7 @@ use crate::support;
 
 use std::time::Duration;
 
+use github_standin::Knobs;
 use oidc_standin::{ClientRegistration, Provider};
 use selfheal_shared::config::{AccessRole, Role};
 use selfheal_web::access::Need;
@@ -156,6 +157,9 @@ async fn bearer_tokens_are_validated_against_the_providers_keys_and_roles() {
     assert_eq!(status_with(&app, "GET", path, Some(&no_role)).await, 403);
     let no_exp = provider.mint(with(json!({"exp": null})));
     assert_eq!(status_with(&app, "GET", path, Some(&no_exp)).await, 401);
+    // Nobody to name in the audit log.
+    let no_sub = provider.mint(with(json!({"sub": null})));
+    assert_eq!(status_with(&app, "GET", path, Some(&no_sub)).await, 401);
     // `alg: none`, and an HMAC keyed with something public: never.
     let b64 = |v: &Value| {
         use base64::Engine;
@@ -211,12 +215,46 @@ async fn bearer_tokens_are_validated_against_the_providers_keys_and_roles() {
         ("issuer", 1),
         ("signature", 1),
         ("no_role", 1),
-        ("malformed", 3),
+        ("malformed", 4),
         ("forbidden", 1),
         ("unknown_key", 1),
     ] {
         assert_eq!(counted[reason], n, "{reason}: {counted}");
     }
+}
+
+/// A key rotation as providers do it: the next key is published beside the current one, then
+/// the current one is retired. web reads the JWKS again for a kid it has not seen (not more
+/// than every 30 s) and once the JWKS's `max-age` has passed, so a retired key stops working.
+#[tokio::test]
+async fn keys_the_provider_rotates_in_are_taken_and_keys_it_retires_are_refused() {
+    let mut env = TestEnv::new().await;
+    let provider = with_provider(&mut env).await;
+    // Shorter than web's floor of 30 s: web waits the floor.
+    provider.set_jwks_max_age(1);
+    let app = env.spawn_web().await;
+    env.migrate();
+    let path = "/dashboard/incidents";
+    let claims = json!({"sub": "bot", "aud": API_AUDIENCE, "groups": ["eng"]});
+    let current = provider.mint(claims.clone());
+    let next = provider.mint_with_next_key(claims);
+    let wait_out_the_floor = || tokio::time::sleep(Duration::from_secs(31));
+
+    assert_eq!(status_with(&app, "GET", path, Some(&current)).await, 200);
+    provider.publish_next_key();
+    // The keys were read moments ago: an unknown kid does not make web read them again yet.
+    assert_eq!(status_with(&app, "GET", path, Some(&next)).await, 401);
+    wait_out_the_floor().await;
+    assert_eq!(status_with(&app, "GET", path, Some(&next)).await, 200);
+    assert_eq!(status_with(&app, "GET", path, Some(&current)).await, 200);
+
+    provider.retire_first_key();
+    wait_out_the_floor().await;
+    // Past its max-age the set is read again, and the retired key is gone from it.
+    assert_eq!(status_with(&app, "GET", path, Some(&current)).await, 401);
+    assert_eq!(status_with(&app, "GET", path, Some(&next)).await, 200);
+    let counted = refusals(&app).await;
+    assert_eq!(counted["unknown_key"], 2, "{counted}");
 }
 
 #[tokio::test]
@@ -477,5 +515,105 @@ async fn an_operators_stop_and_retry_from_the_dashboard_are_carried_out_and_audi
             (carol.clone(), "command.received".into(), "dashboard".into()),
             (carol, "command.done".into(), "dashboard".into()),
         ]
+    );
+}
+
+/// An approval from the dashboard names the fix commit the operator saw on the run page, and
+/// the worker merges that commit or nothing: not one that is not selfheal's fix as it stands.
+#[tokio::test]
+async fn an_operators_approval_merges_the_commit_they_saw_or_nothing() {
+    let mut env = TestEnv::new().await;
+    let provider = with_provider(&mut env).await;
+    env.standin.set_knobs(Knobs {
+        // Not merged by policy: a person has to approve.
+        repo_config: Some("auto_merge_classes: []\n".into()),
+        fix_checks: green_checks(),
+        ..Knobs::default()
+    });
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(7311, &now()))
+        .await;
+    let run = run_id_of(&body);
+    env.wait_run(run, Duration::from_secs(60)).await;
+    let fix: String = env
+        .db()
+        .await
+        .query_one(
+            "SELECT commit_sha FROM fix_attempts WHERE pushed_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let operator = provider.mint(json!({"sub": "carol-3", "aud": API_AUDIENCE, "groups": ["sre"]}));
+    let http = no_redirects();
+
+    // The run page's approve form carries the fix commit it shows.
+    let page = http
+        .get(format!("{}/dashboard/runs/{run}", app.url))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!(r#"name="head" value="{fix}""#)),
+        "{page}"
+    );
+
+    let approve = |form: Option<&str>| {
+        let mut request = http
+            .post(format!("{}/dashboard/runs/{run}/approve", app.url))
+            .bearer_auth(&operator);
+        if let Some(head) = form {
+            request = request.form(&[("head", head)]);
+        }
+        request.send()
+    };
+    // Without a head, or with something that is not a commit id: refused, nothing stored.
+    for form in [None, Some("HEAD"), Some(&fix[..12])] {
+        let r = approve(form).await.unwrap();
+        assert_eq!(r.status(), 422, "{form:?}");
+        assert!(r.text().await.unwrap().contains("head="));
+    }
+    assert_eq!(env.count("SELECT count(*) FROM commands").await, 0);
+
+    // An approval of a commit that is not the fix as it stands merges nothing.
+    let stale = "0123456789abcdef0123456789abcdef01234567";
+    let r = approve(Some(stale)).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["command_id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(env.command_status(id).await, "refused");
+    let answer = env.standin.comments().last().unwrap()["body"].to_string();
+    assert!(
+        answer.contains(&format!(
+            "the approval was for 0123456, but selfheal's fix is now {}",
+            &fix[..7]
+        )),
+        "{answer}"
+    );
+    assert_eq!(env.standin.pulls()[0]["merged"], false);
+
+    // The commit the page showed: merged, decided by the operator.
+    let r = approve(Some(&fix)).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["command_id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(env.command_status(id).await, "done");
+    assert_eq!(env.standin.pulls()[0]["merged"], true);
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM deliveries WHERE decided_by = 'oidc:carol-3' AND merged_at IS NOT NULL
+               AND EXISTS (SELECT 1 FROM commands WHERE id = {id} AND approved_head = '{fix}')"
+        ))
+        .await,
+        1
     );
 }

@@ -61,10 +61,21 @@ fn loadable(mut env: HashMap<String, String>) -> HashMap<String, String> {
 }
 
 /// What a container of `deployment` sees as its environment: the ConfigMap, the example
-/// Secret, then its own `env`.
+/// Secrets it takes whole (the app's when it names none), then its own `env`.
 fn environment(container: &Value) -> HashMap<String, String> {
     let mut env = strings(&documents("config.yaml")[0]["data"]);
-    env.extend(strings(&secret("selfheal")["stringData"]));
+    let mut secrets: Vec<&str> = container["envFrom"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["secretRef"]["name"].as_str())
+        .collect();
+    if secrets.is_empty() {
+        secrets.push("selfheal");
+    }
+    for name in secrets {
+        env.extend(strings(&secret(name)["stringData"]));
+    }
     for e in container["env"].as_array().into_iter().flatten() {
         env.insert(
             e["name"].as_str().unwrap().into(),
@@ -103,7 +114,13 @@ fn each_reader_gets_only_its_own_secret() {
         app.values().all(|v| v != owner),
         "the app Secret holds the owner's URL"
     );
-    for (file, name) in [("web.yaml", "web"), ("worker.yaml", "worker")] {
+    // The dashboard's client secret and session key are web's alone.
+    let dashboard = strings(&secret("selfheal-web")["stringData"]);
+    assert!(dashboard.keys().all(|k| !app.contains_key(k)));
+    for (file, name, expected) in [
+        ("web.yaml", "web", vec!["selfheal", "selfheal-web"]),
+        ("worker.yaml", "worker", vec!["selfheal"]),
+    ] {
         let docs = documents(file);
         let refs: Vec<&str> = container(kind(&docs, "Deployment"), name)["envFrom"]
             .as_array()
@@ -111,7 +128,7 @@ fn each_reader_gets_only_its_own_secret() {
             .iter()
             .filter_map(|e| e["secretRef"]["name"].as_str())
             .collect();
-        assert_eq!(refs, vec!["selfheal"], "{file}");
+        assert_eq!(refs, expected, "{file}");
     }
     let job = &documents("migrate-job.yaml")[0];
     let env = &job["spec"]["template"]["spec"]["containers"][0]["env"][0];
@@ -147,6 +164,13 @@ async fn web_is_given_what_it_reads_and_its_probes_answer() {
     let loaded = loadable(env.clone());
     let config = Config::from_lookup(Role::Web, |k| loaded.get(k).cloned())
         .unwrap_or_else(|e| panic!("web refuses its manifest's environment: {e}"));
+    // With the dashboard's Secret, people sign in through the provider it names.
+    let oidc = config
+        .oidc
+        .as_ref()
+        .expect("the dashboard's Secret configures sign-in");
+    assert_eq!(oidc.issuer, env["OIDC_PROVIDER_URL"]);
+    assert_eq!(oidc.audience, env["SELFHEAL_OIDC_AUDIENCE"]);
     assert_eq!(
         u64::from(config.bind.port()),
         web["ports"][0]["containerPort"].as_u64().unwrap()

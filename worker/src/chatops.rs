@@ -29,6 +29,8 @@ struct Command {
     dashboard: Option<(String, Uuid)>,
     /// How replies name the person: `@login`, or the dashboard's actor.
     who: String,
+    /// A dashboard approval's fix commit, as the operator saw it.
+    approved_head: Option<String>,
 }
 
 pub async fn handle(job: CommandJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDynError> {
@@ -97,7 +99,7 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
     let Some(row) = tx
         .query_opt(
             "SELECT id, installation_id, repository_id, repository_full_name, issue_number, actor, command,
-                    source, role, incident_id
+                    source, role, incident_id, approved_head
              FROM commands WHERE id = $1 AND status = 'queued' FOR UPDATE SKIP LOCKED",
             &[&id],
         )
@@ -131,6 +133,7 @@ async fn process(ctx: &WorkerContext, id: i64) -> Result<(), StageError> {
         actor,
         command: row.get(6),
         dashboard,
+        approved_head: row.get(10),
     };
     let crab = ctx.github.installation(cmd.installation_id, &cmd.repo)?;
     // A comment's author is GitHub's to vouch for; a dashboard command's, the role web checked
@@ -408,6 +411,17 @@ async fn approve(
         ));
     }
     let ours = pr_state::last_pushed(&**client, incident).await?;
+    if let Some(seen) = cmd
+        .approved_head
+        .as_deref()
+        .filter(|seen| ours.as_deref() != Some(*seen))
+    {
+        return refuse(format!(
+            "the approval was for {}, but selfheal's fix is now {}; look at it and approve again",
+            short(seen),
+            ours.as_deref().map_or("none", short)
+        ));
+    }
     if ours.as_deref() != Some(head.as_str()) {
         return refuse(format!(
             "PR #{number}'s head {} is not the commit selfheal pushed ({}); someone pushed to the branch since, so review and merge it yourself",

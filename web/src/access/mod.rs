@@ -348,12 +348,7 @@ impl Access {
                 },
             };
         }
-        let now = unix_now();
-        let session = cookies(headers, COOKIE)
-            .filter_map(|value| self.keys.open::<Principal>(COOKIE, value))
-            // Issued in the future (a minute of clock skew allowed) or too long ago: expired.
-            .find(|p| p.issued <= now + 60 && now.saturating_sub(p.issued) <= SESSION.as_secs());
-        match session {
+        match self.session(headers, unix_now()) {
             Some(mut p) if p.actor == TOKEN_ACTOR => match self.token {
                 Some(_) => {
                     p.role = self.token_role;
@@ -366,6 +361,20 @@ impl Access {
         }
     }
 
+    /// The session a cookie holds, if it is still within its lifetime at `now`.
+    fn session(&self, headers: &HeaderMap, now: u64) -> Option<Principal> {
+        cookies(headers, COOKIE)
+            .filter_map(|value| self.keys.open::<Principal>(COOKIE, value))
+            .find(|p| within(p.issued, now, SESSION))
+    }
+
+    /// The sign-in under way that a cookie holds, if it is still within its lifetime at `now`.
+    fn pending(&self, headers: &HeaderMap, now: u64) -> Option<oidc::Pending> {
+        cookies(headers, PENDING_COOKIE)
+            .filter_map(|value| self.keys.open::<oidc::Pending>(PENDING_COOKIE, value))
+            .find(|p| within(p.issued, now, PENDING))
+    }
+
     fn session_cookie(&self, principal: &Principal) -> HeaderValue {
         let value = format!(
             "{COOKIE}={}; Path=/dashboard; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
@@ -374,6 +383,12 @@ impl Access {
         );
         HeaderValue::from_str(&value).expect("base64 and hex only")
     }
+}
+
+/// Issued no more than `lifetime` before `now`, and not in the future (a minute of clock skew
+/// allowed, as for tokens).
+fn within(issued: u64, now: u64, lifetime: Duration) -> bool {
+    issued <= now + 60 && now.saturating_sub(issued) <= lifetime.as_secs()
 }
 
 fn cookies<'h>(headers: &'h HeaderMap, name: &'static str) -> impl Iterator<Item = &'h str> {
@@ -481,4 +496,83 @@ fn cross_site(headers: &HeaderMap) -> bool {
         .unwrap_or_default();
     let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
     origin_host != host
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use selfheal_shared::config::Role;
+
+    fn access() -> Access {
+        let vars = [
+            ("DATABASE_URL", "postgres://x"),
+            ("REDIS_URL", "redis://x"),
+            ("GITHUB_WEBHOOK_SECRET", "webhook-secret"),
+            ("OIDC_PROVIDER_URL", "http://127.0.0.1:9"),
+            ("OIDC_CLIENT_ID", "selfheal"),
+            ("OIDC_CLIENT_SECRET", "client-secret"),
+            (
+                "SELFHEAL_SESSION_KEY",
+                "session-key-0123456789abcdef0123456789",
+            ),
+            ("SELFHEAL_PUBLIC_URL", "http://localhost:9"),
+            ("SELFHEAL_OIDC_VIEWERS", "eng"),
+        ];
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let config = Config::from_lookup(Role::Web, lookup).expect("a valid config");
+        Access::from_config(&config, Arc::new(Metrics::default()), None).expect("a provider")
+    }
+
+    fn cookie(name: &str, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let value = format!("other=1; {name}={value}");
+        headers.insert(header::COOKIE, HeaderValue::from_str(&value).unwrap());
+        headers
+    }
+
+    const NOW: u64 = 2_000_000_000;
+
+    #[test]
+    fn a_session_lasts_twelve_hours_and_never_starts_in_the_future() {
+        let access = access();
+        let issued_at = |issued: u64| {
+            let principal = Principal {
+                actor: "oidc:alice".into(),
+                name: "alice".into(),
+                role: AccessRole::Viewer,
+                issued,
+                bearer: false,
+            };
+            cookie(COOKIE, &access.keys.seal(COOKIE, &principal))
+        };
+        let opens = |issued| access.session(&issued_at(issued), NOW).is_some();
+        assert!(opens(NOW - 12 * 3600));
+        assert!(!opens(NOW - 12 * 3600 - 1));
+        // A minute of clock skew between replicas, no more.
+        assert!(opens(NOW + 60));
+        assert!(!opens(NOW + 61));
+    }
+
+    #[test]
+    fn a_sign_in_must_come_back_within_ten_minutes() {
+        let access = access();
+        let started_at = |issued: u64| {
+            let pending = oidc::Pending {
+                state: "s".into(),
+                nonce: "n".into(),
+                verifier: "v".into(),
+                issued,
+            };
+            cookie(PENDING_COOKIE, &access.keys.seal(PENDING_COOKIE, &pending))
+        };
+        let opens = |issued| access.pending(&started_at(issued), NOW).is_some();
+        assert!(opens(NOW - 600));
+        assert!(!opens(NOW - 601));
+        assert!(opens(NOW + 60));
+        assert!(!opens(NOW + 61));
+    }
 }

@@ -26,6 +26,9 @@ const LEEWAY_SECS: u64 = 60;
 /// A key id the JWKS does not hold makes web read the JWKS again (the provider rotated its
 /// keys), but not more often than this: a stream of made-up kids costs the provider nothing.
 const JWKS_REFRESH: Duration = Duration::from_secs(30);
+/// The JWKS is read again once its `Cache-Control: max-age` has passed (at most this long), so
+/// a key the provider retired, after a compromise say, stops being accepted.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Discovery and JWKS requests give up after this long.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -81,7 +84,41 @@ impl TokenError {
 struct Discovered {
     client: RelyingParty,
     jwks_uri: String,
-    jwks: RwLock<(JwkSet, Instant)>,
+    jwks: RwLock<Keys>,
+}
+
+/// The provider's keys as last read.
+struct Keys {
+    set: JwkSet,
+    /// When they were read, and for how long they may be used without reading them again.
+    fetched: Instant,
+    max_age: Duration,
+    /// When a read was last tried, whether it succeeded or not.
+    tried: Instant,
+}
+
+impl Keys {
+    fn new((set, max_age): (JwkSet, Duration)) -> Keys {
+        let now = Instant::now();
+        Keys {
+            set,
+            fetched: now,
+            max_age,
+            tried: now,
+        }
+    }
+}
+
+/// How long a JWKS response may be cached: its `max-age`, between `JWKS_REFRESH` and
+/// `JWKS_MAX_AGE`; `no-cache` or `no-store` means as little as possible.
+fn cache_for(response: &axum::http::HeaderMap) -> Duration {
+    use headers::HeaderMapExt;
+    let age = match response.typed_get::<headers::CacheControl>() {
+        Some(c) if c.no_cache() || c.no_store() => JWKS_REFRESH,
+        Some(c) => c.max_age().unwrap_or(JWKS_MAX_AGE),
+        None => JWKS_MAX_AGE,
+    };
+    age.clamp(JWKS_REFRESH, JWKS_MAX_AGE)
 }
 
 #[derive(Clone)]
@@ -176,11 +213,12 @@ impl Oidc {
         Ok(Arc::new(Discovered {
             client,
             jwks_uri,
-            jwks: RwLock::new((jwks, Instant::now())),
+            jwks: RwLock::new(Keys::new(jwks)),
         }))
     }
 
-    async fn fetch_jwks(&self, uri: &str) -> Result<JwkSet, TokenError> {
+    /// The provider's keys, and how long they may be used.
+    async fn fetch_jwks(&self, uri: &str) -> Result<(JwkSet, Duration), TokenError> {
         let response = self
             .http
             .get(uri)
@@ -188,10 +226,12 @@ impl Oidc {
             .await
             .and_then(|r| r.error_for_status())
             .map_err(|e| TokenError::Provider(format!("JWKS: {}", chain(&e))))?;
-        response
+        let max_age = cache_for(response.headers());
+        let set = response
             .json::<JwkSet>()
             .await
-            .map_err(|e| TokenError::Provider(format!("JWKS: {}", chain(&e))))
+            .map_err(|e| TokenError::Provider(format!("JWKS: {}", chain(&e))))?;
+        Ok((set, max_age))
     }
 
     /// Where to send a person to sign in, and what to keep until they come back.
@@ -311,7 +351,7 @@ impl Oidc {
     }
 
     /// The provider's key for `kid` (the only key when the token names none and the set
-    /// holds one), reading the JWKS again once when it is not there.
+    /// holds one), reading the JWKS again when it is not there or the set is past its age.
     async fn key_for(
         &self,
         d: &Discovered,
@@ -323,24 +363,34 @@ impl Oidc {
             None if set.keys.len() == 1 => set.keys.first().cloned(),
             None => None,
         };
-        let found = {
-            let jwks = d.jwks.read().await;
-            match find(&jwks.0) {
-                Some(jwk) => Some(jwk),
-                None if jwks.1.elapsed() < JWKS_REFRESH => return Err(TokenError::UnknownKey),
-                None => None,
+        let cached = {
+            let keys = d.jwks.read().await;
+            let fresh = keys.fetched.elapsed() < keys.max_age;
+            match find(&keys.set) {
+                Some(jwk) if fresh => Some(jwk),
+                None if keys.tried.elapsed() < JWKS_REFRESH => return Err(TokenError::UnknownKey),
+                _ => None,
             }
         };
-        let jwk = match found {
+        let jwk = match cached {
             Some(jwk) => jwk,
             None => {
-                let mut jwks = d.jwks.write().await;
-                if jwks.1.elapsed() >= JWKS_REFRESH {
-                    // A failed read is not retried before the interval either.
-                    jwks.1 = Instant::now();
-                    jwks.0 = self.fetch_jwks(&d.jwks_uri).await?;
+                let mut keys = d.jwks.write().await;
+                // Another request may have read them meanwhile; a failed read is not retried
+                // before the interval either.
+                if keys.tried.elapsed() >= JWKS_REFRESH {
+                    keys.tried = Instant::now();
+                    match self.fetch_jwks(&d.jwks_uri).await {
+                        Ok(read) => *keys = Keys::new(read),
+                        // Through the provider's outage the keys read last go on serving; a
+                        // kid they do not hold cannot be checked.
+                        Err(e) if find(&keys.set).is_some() => {
+                            tracing::warn!(error = %e, "cannot read the provider's JWKS again; using the keys read before")
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
-                find(&jwks.0).ok_or(TokenError::UnknownKey)?
+                find(&keys.set).ok_or(TokenError::UnknownKey)?
             }
         };
         // A key published for one algorithm is not used with another the token names.

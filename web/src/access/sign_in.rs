@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    audit, cookies, oidc, unix_now, Access, Found, Need, Principal, Routes, PENDING, PENDING_COOKIE,
+    audit, oidc, unix_now, Access, Found, Need, Principal, Routes, PENDING, PENDING_COOKIE,
 };
 use crate::AppState;
 
@@ -176,10 +176,7 @@ async fn oidc_callback(
     Query(callback): Query<Callback>,
 ) -> Response {
     let oidc = access.oidc.as_ref().expect("routed only with a provider");
-    let now = unix_now();
-    let pending = cookies(&headers, PENDING_COOKIE)
-        .filter_map(|v| access.keys.open::<oidc::Pending>(PENDING_COOKIE, v))
-        .find(|p| p.issued <= now + 60 && now.saturating_sub(p.issued) <= PENDING.as_secs());
+    let pending = access.pending(&headers, unix_now());
     // Until the state matches, the request is anyone's: it is counted, never audited (so
     // nobody can write to the audit log by calling the callback).
     let Some(pending) = pending else {

@@ -213,13 +213,24 @@ pub fn run(links: &Links, page: &RunPage, role: AccessRole) -> Markup {
                 }
                 dt { "Incident" } dd { code { (page.incident) } }
                 dt { "Pull request" } dd { (pull_request(links, r.pr_number, r.pr_url.as_deref(), r.merged)) @if r.pr_number.is_none() { "-" } }
+                @if let Some(fix) = &page.fix_head {
+                    dt { "Fix commit" } dd { a href=(links.commit(&r.repository, fix)) { code { (fix) } } }
+                }
             }
             @if role >= AccessRole::Operator {
                 // A worker carries each out as it does `/selfheal` comments, with the same checks.
                 div class="actions" {
-                    @for (action, label) in [("retry", "Retry"), ("stop", "Stop"), ("approve", "Approve and merge")] {
+                    @for (action, label) in [("retry", "Retry"), ("stop", "Stop")] {
                         form method="post" action={ "/dashboard/runs/" (r.id) "/" (action) } {
                             button type="submit" { (label) }
+                        }
+                    }
+                    // The approval names the commit shown above: the worker merges that one or
+                    // nothing, so a later push is never merged on this click.
+                    @if let Some(fix) = &page.fix_head {
+                        form method="post" action={ "/dashboard/runs/" (r.id) "/approve" } {
+                            input type="hidden" name="head" value=(fix);
+                            button type="submit" { "Approve " (fix.get(..12).unwrap_or(fix)) " and merge" }
                         }
                     }
                 }

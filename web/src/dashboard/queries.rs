@@ -114,6 +114,8 @@ pub struct RunPage {
     pub head_sha: String,
     pub failure_reason: Option<String>,
     pub incident: Uuid,
+    /// The incident's fix as selfheal last pushed it: what an operator's approval covers.
+    pub fix_head: Option<String>,
     pub attempts: Vec<Attempt>,
     pub diagnosis: Option<Diagnosis>,
     pub patch: Option<Patch>,
@@ -227,11 +229,14 @@ pub async fn run(tx: &Transaction<'_>, id: Uuid) -> Result<Option<RunPage>, toki
             verdict: r.get(0),
             reason: r.get(1),
         });
+    let incident: Uuid = head.get(16);
+    let fix_head = selfheal_shared::runs::last_pushed(tx, incident).await?;
     Ok(Some(RunPage {
         github_run_id: head.get(13),
         head_sha: head.get(14),
         failure_reason: head.get(15),
-        incident: head.get(16),
+        incident,
+        fix_head,
         run,
         attempts,
         diagnosis,

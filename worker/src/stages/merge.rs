@@ -205,7 +205,7 @@ impl Pull<'_> {
         let recorded = tx
             .execute(
                 "UPDATE deliveries SET merged_at = now(), merge_commit_sha = $2, merge_error = NULL,
-                        decided_by = CASE WHEN $3 LIKE 'github:%' THEN $3 ELSE decided_by END, updated_at = now()
+                        decided_by = CASE WHEN $3 LIKE 'selfheal:%' THEN decided_by ELSE $3 END, updated_at = now()
                  WHERE incident_id = $1 AND kind = 'pull_request' AND merged_at IS NULL",
                 &[&incident_id, &merged.sha, &merged.actor],
             )

@@ -5,11 +5,11 @@
 use selfheal_shared::github::Installation;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio_postgres::GenericClient;
-use uuid::Uuid;
 
 use super::download::api_error;
 use super::StageError;
+
+pub use selfheal_shared::runs::last_pushed;
 
 /// One entry of `GET /repos/{owner}/{repo}/pulls/{n}/files`, the fields selfheal reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,28 +91,6 @@ pub fn unreadable_paths(files: &[PrFile]) -> Vec<String> {
         .filter(|f| f.patch.is_none() && !(f.status == "renamed" && f.additions + f.deletions == 0))
         .map(|f| f.filename.clone())
         .collect()
-}
-
-/// The last commit selfheal itself pushed for the incident (its first fix or a later attempt).
-pub async fn last_pushed(
-    client: &impl GenericClient,
-    incident: Uuid,
-) -> Result<Option<String>, tokio_postgres::Error> {
-    // selfheal's own commits, and GitHub's merge of the base into its branch when selfheal
-    // asked for it (update-branch): whichever came last.
-    Ok(client
-        .query_opt(
-            "SELECT sha FROM (
-                 SELECT commit_sha AS sha, pushed_at AS at FROM fix_attempts
-                 WHERE incident_id = $1 AND pushed_at IS NOT NULL AND commit_sha IS NOT NULL
-                 UNION ALL
-                 SELECT branch_updated_sha, branch_updated_at FROM deliveries
-                 WHERE incident_id = $1 AND kind = 'pull_request' AND branch_updated_sha IS NOT NULL
-             ) pushed ORDER BY at DESC LIMIT 1",
-            &[&incident],
-        )
-        .await?
-        .map(|r| r.get(0)))
 }
 
 /// The checks on a commit: GitHub Actions workflow runs, check runs and commit statuses.
