@@ -12,6 +12,8 @@ use support::*;
 struct SignIn {
     status: u16,
     cookie: Option<String>,
+    /// The answer cleared the sign-in's own cookie.
+    pending_cleared: bool,
     body: String,
 }
 
@@ -32,9 +34,7 @@ async fn sign_in(
     assert_eq!(start.status(), 303);
     let authorize = start.headers()["location"].to_str().unwrap().to_string();
     let pending = start.headers()["set-cookie"].to_str().unwrap().to_string();
-    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/dashboard/oidc"] {
-        assert!(pending.contains(attribute), "{pending}");
-    }
+    assert_host_only(&pending, "__Host-selfheal_oidc", "SameSite=Lax");
     let pending = pending.split(';').next().unwrap().to_string();
     assert!(
         authorize.starts_with(&format!("{}/authorize?", provider.url)),
@@ -69,9 +69,14 @@ async fn sign_in(
         .headers()
         .get("set-cookie")
         .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string());
+    let pending_cleared = answer.headers().get_all("set-cookie").iter().any(|c| {
+        let c = c.to_str().unwrap();
+        c.starts_with("__Host-selfheal_oidc=;") && c.contains("Max-Age=0")
+    });
     SignIn {
         status,
         cookie,
+        pending_cleared,
         body: answer.text().await.unwrap(),
     }
 }
@@ -89,6 +94,7 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert!(ok.body.contains("alice@example.com"), "{}", ok.body);
     let session = ok.cookie.expect("a session");
+    assert!(ok.pending_cleared, "the spent sign-in's cookie is cleared");
     // An e-mail the provider has not verified is not shown as who someone is.
     let dave = sign_in(
         &app,

@@ -659,6 +659,24 @@ impl App {
     }
 }
 
+/// A `Set-Cookie` that browsers keep only as `__Host-` allows (RFC 6265bis): the name,
+/// `Secure`, `Path=/` and no `Domain`, and here also `HttpOnly` and the given `SameSite`.
+pub fn assert_host_only(set_cookie: &str, name: &str, same_site: &str) {
+    let mut parts = set_cookie.split(';').map(str::trim);
+    let (got, _) = parts.next().unwrap().split_once('=').unwrap();
+    assert_eq!(got, name, "{set_cookie}");
+    let attributes: Vec<&str> = parts.collect();
+    for wanted in ["Path=/", "Secure", "HttpOnly", same_site] {
+        assert!(attributes.contains(&wanted), "{wanted} in {set_cookie}");
+    }
+    assert!(
+        !attributes
+            .iter()
+            .any(|a| a.to_ascii_lowercase().starts_with("domain")),
+        "{set_cookie}"
+    );
+}
+
 pub fn run_id_of(body: &Value) -> Uuid {
     body["run_id"]
         .as_str()

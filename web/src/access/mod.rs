@@ -36,8 +36,10 @@ const PENDING: Duration = Duration::from_secs(600);
 /// another wrong one meanwhile is answered 429 at once, so nothing piles up. The right token
 /// never waits, whatever others send.
 const WRONG_TOKEN_PENALTY: Duration = Duration::from_secs(1);
-pub const COOKIE: &str = "selfheal_session";
-const PENDING_COOKIE: &str = "selfheal_oidc";
+/// `__Host-`: browsers take these only from this host, over TLS, for the whole site, so a
+/// sibling subdomain cannot plant or overwrite one (RFC 6265bis "cookie prefixes").
+pub const COOKIE: &str = "__Host-selfheal_session";
+const PENDING_COOKIE: &str = "__Host-selfheal_oidc";
 /// The actor the operators' token acts as in the audit log.
 const TOKEN_ACTOR: &str = "dashboard-token";
 
@@ -377,7 +379,7 @@ impl Access {
 
     fn session_cookie(&self, principal: &Principal) -> HeaderValue {
         let value = format!(
-            "{COOKIE}={}; Path=/dashboard; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+            "{COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
             self.keys.seal(COOKIE, principal),
             SESSION.as_secs()
         );

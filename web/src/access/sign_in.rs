@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    audit, oidc, unix_now, Access, Found, Need, Principal, Routes, PENDING, PENDING_COOKIE,
+    audit, oidc, unix_now, Access, Found, Need, Principal, Routes, COOKIE, PENDING, PENDING_COOKIE,
 };
 use crate::AppState;
 
@@ -89,9 +89,18 @@ async fn signed_in(state: &AppState, access: &Access, p: Principal, how: &str) -
         "token" => Redirect::to("/dashboard").into_response(),
         _ => page(StatusCode::OK, crate::dashboard::pages::signed_in(&p.name)),
     };
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, access.session_cookie(&p));
+    let headers = response.headers_mut();
+    headers.insert(header::SET_COOKIE, access.session_cookie(&p));
+    if how == "oidc" {
+        // The sign-in is spent: its cookie (sent site-wide, as `__Host-` requires) goes.
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&format!(
+                "{PENDING_COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
+            ))
+            .expect("ASCII only"),
+        );
+    }
     response
 }
 
@@ -127,9 +136,10 @@ async fn logout(
     let mut response = Redirect::to("/dashboard/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static(
-            "selfheal_session=; Path=/dashboard; Max-Age=0; HttpOnly; Secure; SameSite=Strict",
-        ),
+        HeaderValue::from_str(&format!(
+            "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
+        ))
+        .expect("ASCII only"),
     );
     response
 }
@@ -141,7 +151,7 @@ async fn oidc_login(axum::Extension(access): axum::Extension<Access>) -> Respons
             let mut response = Redirect::to(&url).into_response();
             // Lax, not Strict: it must come back with the provider's cross-site redirect.
             let cookie = format!(
-                "{PENDING_COOKIE}={}; Path=/dashboard/oidc; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
+                "{PENDING_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
                 access.keys.seal(PENDING_COOKIE, &pending),
                 PENDING.as_secs()
             );
