@@ -503,6 +503,42 @@ async fn a_merged_fix_is_replayed_for_the_same_failure_without_asking_the_model(
     assert_eq!(rate.get::<_, f64>(2), 0.5);
     assert_eq!(rate.get::<_, i64>(3), 1);
     assert_eq!(rate.get::<_, i64>(4), 1);
+
+    // People revert the remembered fix (GitHub's Revert button): it is remembered no more.
+    let pool = selfheal_shared::db::pool(&env.database_url, 1).unwrap();
+    let second_run = selfheal_shared::runs::load(&pool.get().await.unwrap(), second)
+        .await
+        .unwrap()
+        .unwrap();
+    let fingerprint: String = db
+        .query_one(
+            "SELECT fingerprint FROM diagnoses WHERE run_id = $1",
+            &[&second],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let recall = || {
+        selfheal_worker::fix_memory::remembered(
+            &db,
+            &second_run,
+            &fingerprint,
+            selfheal_shared::config::FixMemory::Repository,
+        )
+    };
+    let before = recall()
+        .await
+        .unwrap()
+        .expect("the merged fix is remembered");
+    assert_eq!(before.run_id, first.to_string());
+    let (_, body) = app
+        .deliver(
+            "pull_request",
+            &env.pr_closed(3, &format!("revert-1-{branch}"), true, "octocat"),
+        )
+        .await;
+    assert_eq!(body["status"], "fix_reverted", "{body}");
+    assert!(recall().await.unwrap().is_none());
 }
 
 /// A commit on top of `parent` with the same tree, made through the stand-in's Git Data API

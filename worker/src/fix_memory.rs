@@ -1,10 +1,10 @@
 //! Fix memory's lookup: the last fix of this failure's fingerprint that was validated and
 //! merged (by selfheal's policy or a person), in the run's repository or, when the operator
 //! allows it, any repository of its installation. Only an incident whose PR held one fix is
-//! remembered: a PR that took several pushes merged their sum, which no one patch is. The
-//! engine decides what to do with it (`heal::memory`).
+//! remembered: a PR that took several pushes merged their sum, which no one patch is. A fix
+//! people reverted (GitHub's Revert button, `deliveries.reverted_at`) is forgotten: the team
+//! said it was wrong. The engine decides what to do with it (`heal::memory`).
 
-use deadpool_postgres::Client;
 use selfheal_shared::config::FixMemory;
 use selfheal_shared::runs::Run;
 use uuid::Uuid;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::heal::{Remembered, Strategy};
 
 pub async fn remembered(
-    client: &Client,
+    client: &impl tokio_postgres::GenericClient,
     run: &Run,
     fingerprint: &str,
     scope: FixMemory,
@@ -30,7 +30,7 @@ pub async fn remembered(
              JOIN runs r ON r.id = fa.run_id
              JOIN patches p ON p.run_id = r.id AND p.verdict = 'fixed'
              JOIN diagnoses d ON d.run_id = r.id
-             WHERE dl.kind = 'pull_request' AND dl.merged_at IS NOT NULL
+             WHERE dl.kind = 'pull_request' AND dl.merged_at IS NOT NULL AND dl.reverted_at IS NULL
                AND d.fingerprint = $1 AND r.installation_id = $2 AND r.id <> $3
                AND ($4 OR r.repository_full_name = $5)
                AND (SELECT count(*) FROM fix_attempts o

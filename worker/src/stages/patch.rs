@@ -111,7 +111,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         .await?;
     // The fix that healed this failure before, if any: looked up before the client goes back.
     let fingerprint: String = row.get(3);
-    let memory = fix_memory::remembered(&client, run, &fingerprint, ctx.fix_memory).await?;
+    let memory = fix_memory::remembered(&**client, run, &fingerprint, ctx.fix_memory).await?;
     let earlier: Vec<String> = client
         .query(
             "SELECT p.diff FROM patches p JOIN runs r ON r.id = p.run_id
