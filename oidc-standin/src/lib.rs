@@ -67,6 +67,8 @@ struct Inner {
     published: Vec<(&'static str, &'static str)>,
     /// `Cache-Control: max-age` on the JWKS (providers send hours; Google about six).
     jwks_max_age: u64,
+    /// The JWKS answers 503, as a provider in an outage does.
+    jwks_down: bool,
 }
 
 #[derive(Clone)]
@@ -125,6 +127,7 @@ impl Provider {
                 next_id_token: None,
                 published: vec![(KID, PROVIDER_KEY)],
                 jwks_max_age: 3600,
+                jwks_down: false,
             })),
         };
         let app = Router::new()
@@ -176,6 +179,11 @@ impl Provider {
     /// How long the JWKS says it may be cached.
     pub fn set_jwks_max_age(&self, seconds: u64) {
         self.inner.lock().unwrap().jwks_max_age = seconds;
+    }
+
+    /// The JWKS answers 503 until told otherwise.
+    pub fn set_jwks_down(&self, down: bool) {
+        self.inner.lock().unwrap().jwks_down = down;
     }
 
     /// A token as [`Provider::mint`] makes it, signed with the next key under its kid.
@@ -233,6 +241,9 @@ async fn discovery(State(p): State<Provider>) -> Json<Value> {
 async fn jwks(State(p): State<Provider>) -> Response {
     let (published, max_age) = {
         let inner = p.inner.lock().unwrap();
+        if inner.jwks_down {
+            return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance\n").into_response();
+        }
         (inner.published.clone(), inner.jwks_max_age)
     };
     let keys: Vec<_> = published

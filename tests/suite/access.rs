@@ -257,6 +257,31 @@ async fn keys_the_provider_rotates_in_are_taken_and_keys_it_retires_are_refused(
     assert_eq!(counted["unknown_key"], 2, "{counted}");
 }
 
+/// The provider's JWKS down once the keys are past their age: the keys read before go on
+/// serving (for an hour past their age, docs/access.md), and a kid they do not hold is refused
+/// as the provider's outage, not as a forgery.
+#[tokio::test]
+async fn known_keys_serve_through_a_providers_outage() {
+    let mut env = TestEnv::new().await;
+    let provider = with_provider(&mut env).await;
+    provider.set_jwks_max_age(1);
+    let app = env.spawn_web().await;
+    env.migrate();
+    let path = "/dashboard/incidents";
+    let claims = json!({"sub": "bot", "aud": API_AUDIENCE, "groups": ["eng"]});
+    let current = provider.mint(claims.clone());
+    assert_eq!(status_with(&app, "GET", path, Some(&current)).await, 200);
+    provider.set_jwks_down(true);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    // The first request past the keys' age reads them again, and cannot.
+    let unknown = provider.mint_with_next_key(claims);
+    assert_eq!(status_with(&app, "GET", path, Some(&unknown)).await, 503);
+    assert_eq!(status_with(&app, "GET", path, Some(&current)).await, 200);
+    let counted = refusals(&app).await;
+    assert_eq!(counted["provider_unreachable"], 1, "{counted}");
+    assert_eq!(counted["unknown_key"], 0, "{counted}");
+}
+
 #[tokio::test]
 async fn every_route_declares_what_it_needs_and_none_is_reachable_without_it() {
     let mut env = TestEnv::new().await;
@@ -582,9 +607,25 @@ async fn an_operators_approval_merges_the_commit_they_saw_or_nothing() {
     }
     assert_eq!(env.count("SELECT count(*) FROM commands").await, 0);
 
-    // An approval of a commit that is not the fix as it stands merges nothing.
-    let stale = "0123456789abcdef0123456789abcdef01234567";
-    let r = approve(Some(stale)).await.unwrap();
+    // Selfheal pushes again after the operator looked (here: GitHub merges the base into the
+    // fix's branch at selfheal's request, `update-branch`): the approval of what the page
+    // showed merges nothing.
+    let (branch, _) = env.pull(1);
+    let git = GitData::new(&env);
+    let tree = git.tree_of(&fix).await;
+    let updated = git
+        .commit(tree, &[&fix], "Merge branch 'master' into the fix", None)
+        .await;
+    git.move_branch(&branch, &updated, false).await;
+    env.db()
+        .await
+        .execute(
+            "UPDATE deliveries SET branch_updated_sha = $1, branch_updated_at = now()",
+            &[&updated],
+        )
+        .await
+        .unwrap();
+    let r = approve(Some(&fix)).await.unwrap();
     assert_eq!(r.status(), 202);
     let id = r.json::<Value>().await.unwrap()["command_id"]
         .as_i64()
@@ -593,12 +634,14 @@ async fn an_operators_approval_merges_the_commit_they_saw_or_nothing() {
     let answer = env.standin.comments().last().unwrap()["body"].to_string();
     assert!(
         answer.contains(&format!(
-            "the approval was for 0123456, but selfheal's fix is now {}",
-            &fix[..7]
+            "the approval was for {}, but selfheal's fix is now {}",
+            &fix[..7],
+            &updated[..7]
         )),
         "{answer}"
     );
     assert_eq!(env.standin.pulls()[0]["merged"], false);
+    let fix = updated;
 
     // The commit the page showed: merged, decided by the operator.
     let r = approve(Some(&fix)).await.unwrap();
@@ -615,5 +658,90 @@ async fn an_operators_approval_merges_the_commit_they_saw_or_nothing() {
         ))
         .await,
         1
+    );
+}
+
+/// A dashboard approval stored before approvals named a commit (V30), still waiting when V31
+/// is applied, is failed and said so in the audit log, not carried out on what the operator
+/// may not have seen; one that was done stays done, and the worker can still finish a row.
+#[tokio::test]
+async fn an_approval_queued_before_approvals_named_a_commit_is_failed_by_the_migration() {
+    let env = TestEnv::new().await;
+    let mut db = env.db().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort_by_key(|p| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        name[1..name.find("__").unwrap()].parse::<u32>().unwrap()
+    });
+    let migrations: Vec<refinery::Migration> = files
+        .iter()
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            refinery::Migration::unapplied(&name, &std::fs::read_to_string(p).unwrap()).unwrap()
+        })
+        .collect();
+    refinery::Runner::new(&migrations)
+        .set_target(refinery::Target::Version(30))
+        .run_async(&mut db)
+        .await
+        .unwrap();
+    db.batch_execute(
+        "INSERT INTO installations (id, account_login) VALUES (1, 'octo-org');
+         INSERT INTO repositories (id, installation_id, full_name) VALUES (2, 1, 'octo-org/octo-repo');
+         INSERT INTO incidents (id, repository_id, head_repository_id, branch, workflow_id, status, first_failed_at)
+         VALUES ('00000000-0000-0000-0000-000000000001', 2, 2, 'main', 3, 'open', now());
+         INSERT INTO commands (source, role, installation_id, repository_id, repository_full_name, actor, command, incident_id, status)
+         VALUES ('dashboard', 'operator', 1, 2, 'octo-org/octo-repo', 'oidc:carol-3', 'approve',
+                 '00000000-0000-0000-0000-000000000001', 'queued'),
+                ('dashboard', 'operator', 1, 2, 'octo-org/octo-repo', 'oidc:carol-3', 'approve',
+                 '00000000-0000-0000-0000-000000000001', 'done'),
+                ('dashboard', 'operator', 1, 2, 'octo-org/octo-repo', 'oidc:carol-3', 'stop',
+                 '00000000-0000-0000-0000-000000000001', 'queued');",
+    )
+    .await
+    .unwrap();
+    env.migrate();
+    let rows: Vec<(String, String)> = db
+        .query("SELECT command, status FROM commands ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let row = |c: &str, s: &str| (c.to_string(), s.to_string());
+    assert_eq!(
+        rows,
+        vec![
+            row("approve", "failed"),
+            row("approve", "done"),
+            row("stop", "queued")
+        ]
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'command.failed' AND subject = 'command:1'")
+            .await,
+        1
+    );
+    // The queued stop is carried out as before; a new approval without a commit is refused.
+    db.execute("UPDATE commands SET status = 'done' WHERE id = 3", &[])
+        .await
+        .unwrap();
+    let refused = db
+        .execute(
+            "INSERT INTO commands (source, role, installation_id, repository_id, repository_full_name, actor, command, incident_id)
+             VALUES ('dashboard', 'operator', 1, 2, 'octo-org/octo-repo', 'oidc:carol-3', 'approve',
+                     '00000000-0000-0000-0000-000000000001')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.as_db_error().and_then(|e| e.constraint()),
+        Some("commands_approval_names_head"),
+        "{refused:?}"
     );
 }

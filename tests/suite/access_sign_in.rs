@@ -69,9 +69,14 @@ async fn sign_in(
         .headers()
         .get("set-cookie")
         .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string());
+    // Cleared as browsers take a `__Host-` deletion: with the attributes it was set with.
     let pending_cleared = answer.headers().get_all("set-cookie").iter().any(|c| {
         let c = c.to_str().unwrap();
-        c.starts_with("__Host-selfheal_oidc=;") && c.contains("Max-Age=0")
+        let clears = c.starts_with("__Host-selfheal_oidc=;") && c.contains("Max-Age=0");
+        if clears {
+            assert_host_only(c, "__Host-selfheal_oidc", "SameSite=Lax");
+        }
+        clears
     });
     SignIn {
         status,

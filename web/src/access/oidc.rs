@@ -29,6 +29,9 @@ const JWKS_REFRESH: Duration = Duration::from_secs(30);
 /// The JWKS is read again once its `Cache-Control: max-age` has passed (at most this long), so
 /// a key the provider retired, after a compromise say, stops being accepted.
 const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Past its age, a key set the provider cannot replace goes on serving this long, so that a
+/// short outage of the provider does not lock machines out; then its keys are refused too.
+const JWKS_STALE_GRACE: Duration = Duration::from_secs(3600);
 /// Discovery and JWKS requests give up after this long.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -85,6 +88,9 @@ struct Discovered {
     client: RelyingParty,
     jwks_uri: String,
     jwks: RwLock<Keys>,
+    /// Held by the one request reading the JWKS again; the key set's own lock is not held
+    /// while the provider answers, so requests with a known key never wait for it.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// The provider's keys as last read.
@@ -109,16 +115,22 @@ impl Keys {
     }
 }
 
-/// How long a JWKS response may be cached: its `max-age`, between `JWKS_REFRESH` and
-/// `JWKS_MAX_AGE`; `no-cache` or `no-store` means as little as possible.
+/// How long a JWKS response may be cached: its `max-age` less the `Age` a cache in between
+/// says it already had (RFC 9111 4.2), between `JWKS_REFRESH` and `JWKS_MAX_AGE`; `no-cache`
+/// or `no-store` means as little as possible.
 fn cache_for(response: &axum::http::HeaderMap) -> Duration {
     use headers::HeaderMapExt;
-    let age = match response.typed_get::<headers::CacheControl>() {
+    let lifetime = match response.typed_get::<headers::CacheControl>() {
         Some(c) if c.no_cache() || c.no_store() => JWKS_REFRESH,
         Some(c) => c.max_age().unwrap_or(JWKS_MAX_AGE),
         None => JWKS_MAX_AGE,
     };
-    age.clamp(JWKS_REFRESH, JWKS_MAX_AGE)
+    let already = response
+        .typed_get::<headers::Age>()
+        .map_or(Duration::ZERO, |a| Duration::from_secs(a.as_secs()));
+    lifetime
+        .saturating_sub(already)
+        .clamp(JWKS_REFRESH, JWKS_MAX_AGE)
 }
 
 #[derive(Clone)]
@@ -214,6 +226,7 @@ impl Oidc {
             client,
             jwks_uri,
             jwks: RwLock::new(Keys::new(jwks)),
+            refreshing: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -363,36 +376,54 @@ impl Oidc {
             None if set.keys.len() == 1 => set.keys.first().cloned(),
             None => None,
         };
-        let cached = {
+        let may_read_again = {
             let keys = d.jwks.read().await;
             let fresh = keys.fetched.elapsed() < keys.max_age;
             match find(&keys.set) {
-                Some(jwk) if fresh => Some(jwk),
-                None if keys.tried.elapsed() < JWKS_REFRESH => return Err(TokenError::UnknownKey),
-                _ => None,
+                Some(jwk) if fresh => return Self::checked(jwk, alg),
+                _ => keys.tried.elapsed() >= JWKS_REFRESH,
             }
         };
-        let jwk = match cached {
-            Some(jwk) => jwk,
-            None => {
+        let mut failed = None;
+        if may_read_again {
+            let _one_reader = d.refreshing.lock().await;
+            // Whoever held it before may have read them; a failed read is not retried before
+            // the interval either.
+            let due = {
                 let mut keys = d.jwks.write().await;
-                // Another request may have read them meanwhile; a failed read is not retried
-                // before the interval either.
-                if keys.tried.elapsed() >= JWKS_REFRESH {
+                let due = keys.tried.elapsed() >= JWKS_REFRESH;
+                if due {
                     keys.tried = Instant::now();
-                    match self.fetch_jwks(&d.jwks_uri).await {
-                        Ok(read) => *keys = Keys::new(read),
-                        // Through the provider's outage the keys read last go on serving; a
-                        // kid they do not hold cannot be checked.
-                        Err(e) if find(&keys.set).is_some() => {
-                            tracing::warn!(error = %e, "cannot read the provider's JWKS again; using the keys read before")
-                        }
-                        Err(e) => return Err(e),
+                }
+                due
+            };
+            if due {
+                match self.fetch_jwks(&d.jwks_uri).await {
+                    Ok(read) => *d.jwks.write().await = Keys::new(read),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the provider's JWKS again; the keys read before serve through the grace period");
+                        failed = Some(e);
                     }
                 }
-                find(&keys.set).ok_or(TokenError::UnknownKey)?
             }
-        };
+        }
+        let keys = d.jwks.read().await;
+        let age = keys.fetched.elapsed();
+        match (find(&keys.set), failed) {
+            (Some(_), _) if age >= keys.max_age + JWKS_STALE_GRACE => {
+                Err(TokenError::Provider(format!(
+                    "the provider's keys were last read {}s ago and cannot be read now",
+                    age.as_secs()
+                )))
+            }
+            (Some(jwk), _) => Self::checked(jwk, alg),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(TokenError::UnknownKey),
+        }
+    }
+
+    /// A JWK as a key for a token signed with `alg`.
+    fn checked(jwk: jsonwebtoken::jwk::Jwk, alg: Algorithm) -> Result<DecodingKey, TokenError> {
         // A key published for one algorithm is not used with another the token names.
         if let Some(key_alg) = jwk.common.key_algorithm {
             if format!("{key_alg:?}") != format!("{alg:?}") {
@@ -405,4 +436,36 @@ impl Oidc {
 
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     selfheal_shared::cause::Chain(e).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn cached(headers: &[(&'static str, &'static str)]) -> u64 {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        cache_for(&map).as_secs()
+    }
+
+    #[test]
+    fn the_jwks_is_kept_as_long_as_its_cache_control_says_within_bounds() {
+        let control = "cache-control";
+        assert_eq!(
+            cached(&[(control, "public, max-age=120, must-revalidate")]),
+            120
+        );
+        // What a cache in between already held it for counts against it.
+        assert_eq!(cached(&[(control, "max-age=600"), ("age", "500")]), 100);
+        assert_eq!(cached(&[(control, "max-age=600"), ("age", "590")]), 30);
+        assert_eq!(cached(&[(control, "no-cache")]), 30);
+        assert_eq!(cached(&[(control, "no-store, max-age=600")]), 30);
+        assert_eq!(cached(&[(control, "max-age=1")]), 30);
+        assert_eq!(cached(&[(control, "public, max-age=21087")]), 3600);
+        assert_eq!(cached(&[]), 3600);
+        assert_eq!(cached(&[(control, "public")]), 3600);
+    }
 }

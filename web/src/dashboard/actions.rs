@@ -153,13 +153,18 @@ async fn store(
         .await?
         .get(0);
     let outbox_id = outbox::insert_command(&tx, command_id).await?;
+    let mut detail = json!({"command": command, "via": "dashboard", "name": me.name,
+                            "role": me.role.as_str(), "run": run, "incident": incident,
+                            "repository": repository});
+    if let Some(head) = approved_head {
+        detail["head"] = json!(head);
+    }
     audit::append(
         &tx,
         &me.actor,
         "command.received",
         &format!("command:{command_id}"),
-        &json!({"command": command, "via": "dashboard", "name": me.name, "role": me.role.as_str(),
-                "run": run, "incident": incident, "repository": repository, "head": approved_head}),
+        &detail,
     )
     .await?;
     tx.commit().await?;
