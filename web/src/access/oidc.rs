@@ -376,17 +376,23 @@ impl Oidc {
             None if set.keys.len() == 1 => set.keys.first().cloned(),
             None => None,
         };
-        let may_read_again = {
+        let (known, may_read_again) = {
             let keys = d.jwks.read().await;
             let fresh = keys.fetched.elapsed() < keys.max_age;
             match find(&keys.set) {
                 Some(jwk) if fresh => return Self::checked(jwk, alg),
-                _ => keys.tried.elapsed() >= JWKS_REFRESH,
+                found => (found.is_some(), keys.tried.elapsed() >= JWKS_REFRESH),
             }
         };
         let mut failed = None;
-        if may_read_again {
-            let _one_reader = d.refreshing.lock().await;
+        // A known key does not wait for another request's read: it goes on with the keys as
+        // they are. An unknown kid waits for it, since the read may bring its key.
+        let reader = match (may_read_again, known) {
+            (false, _) => None,
+            (true, true) => d.refreshing.try_lock().ok(),
+            (true, false) => Some(d.refreshing.lock().await),
+        };
+        if let Some(_one_reader) = reader {
             // Whoever held it before may have read them; a failed read is not retried before
             // the interval either.
             let due = {
