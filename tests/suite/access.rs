@@ -18,7 +18,7 @@ use support::*;
 pub(crate) const CLIENT_SECRET: &str = "oidc-client-secret-0123456789";
 /// Where people reach web, as the provider knows it; the tests follow its redirects by hand.
 pub(crate) const PUBLIC: &str = "http://localhost:9";
-const API_AUDIENCE: &str = "selfheal-api";
+pub(crate) const API_AUDIENCE: &str = "selfheal-api";
 const TOKEN: &str = "dashboard-token-0123456789abcdef";
 
 pub(crate) fn no_redirects() -> reqwest::Client {
@@ -273,13 +273,20 @@ async fn known_keys_serve_through_a_providers_outage() {
     assert_eq!(status_with(&app, "GET", path, Some(&current)).await, 200);
     provider.set_jwks_down(true);
     tokio::time::sleep(Duration::from_secs(31)).await;
-    // The first request past the keys' age reads them again, and cannot.
+    // The first request past the keys' age reads them again, cannot, and is served with the
+    // keys it has; a kid they do not hold is then the provider's outage, not a forgery.
+    assert_eq!(status_with(&app, "GET", path, Some(&current)).await, 200);
     let unknown = provider.mint_with_next_key(claims);
     assert_eq!(status_with(&app, "GET", path, Some(&unknown)).await, 503);
     assert_eq!(status_with(&app, "GET", path, Some(&current)).await, 200);
     let counted = refusals(&app).await;
     assert_eq!(counted["provider_unreachable"], 1, "{counted}");
     assert_eq!(counted["unknown_key"], 0, "{counted}");
+    // Back up: the next read (30 s on) brings the keys again.
+    provider.set_jwks_down(false);
+    provider.publish_next_key();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(status_with(&app, "GET", path, Some(&unknown)).await, 200);
 }
 
 #[tokio::test]
@@ -317,6 +324,8 @@ async fn every_route_declares_what_it_needs_and_none_is_reachable_without_it() {
         ("POST", "/dashboard/runs/{id}/approve", operator),
         ("GET", "/dashboard/admin/config", admin),
         ("GET", "/dashboard/admin/policies", admin),
+        ("GET", "/dashboard/admin/sessions", admin),
+        ("POST", "/dashboard/admin/sessions/{id}/end", admin),
     ];
     let mut got: Vec<(&str, &str, Need)> = declared
         .iter()
@@ -374,12 +383,12 @@ async fn every_route_declares_what_it_needs_and_none_is_reachable_without_it() {
             }
         }
     }
-    assert_eq!(with_role, 9, "{declared:#?}");
+    assert_eq!(with_role, 11, "{declared:#?}");
     // Each lower role's refusal was the gate's (`forbidden`), not a token's.
     let counted = refusals(&app).await;
     // Operator routes: a viewer's JWT and the viewer's token (3 × 2); admin routes: a
-    // viewer's and an operator's JWT and the token (2 × 3).
-    assert_eq!(counted["forbidden"], 3 * 2 + 2 * 3, "{counted}");
+    // viewer's and an operator's JWT and the token (4 × 3).
+    assert_eq!(counted["forbidden"], 3 * 2 + 4 * 3, "{counted}");
 }
 
 /// Routes are added in one place: the table that declares them (`access::Routes`, whose
@@ -700,7 +709,12 @@ async fn an_approval_queued_before_approvals_named_a_commit_is_failed_by_the_mig
                 ('dashboard', 'operator', 1, 2, 'octo-org/octo-repo', 'oidc:carol-3', 'approve',
                  '00000000-0000-0000-0000-000000000001', 'done'),
                 ('dashboard', 'operator', 1, 2, 'octo-org/octo-repo', 'oidc:carol-3', 'stop',
-                 '00000000-0000-0000-0000-000000000001', 'queued');",
+                 '00000000-0000-0000-0000-000000000001', 'queued');
+         INSERT INTO webhook_deliveries (delivery_id, event, outcome, payload)
+         VALUES ('d-1', 'issue_comment', 'command_queued', '{}');
+         INSERT INTO commands (source, delivery_id, comment_id, issue_number, installation_id, repository_id,
+                               repository_full_name, actor, command, status)
+         VALUES ('comment', 'd-1', 11, 1, 1, 2, 'octo-org/octo-repo', 'octocat', 'approve', 'queued');",
     )
     .await
     .unwrap();
@@ -718,7 +732,9 @@ async fn an_approval_queued_before_approvals_named_a_commit_is_failed_by_the_mig
         vec![
             row("approve", "failed"),
             row("approve", "done"),
-            row("stop", "queued")
+            row("stop", "queued"),
+            // A comment's approval covers what selfheal had pushed when it was written.
+            row("approve", "queued"),
         ]
     );
     assert_eq!(
@@ -726,10 +742,14 @@ async fn an_approval_queued_before_approvals_named_a_commit_is_failed_by_the_mig
             .await,
         1
     );
-    // The queued stop is carried out as before; a new approval without a commit is refused.
-    db.execute("UPDATE commands SET status = 'done' WHERE id = 3", &[])
-        .await
-        .unwrap();
+    // The worker finishes any row, an approval with no commit among them; a new dashboard
+    // approval without a commit is refused.
+    db.execute(
+        "UPDATE commands SET status = 'refused', result = 'again' WHERE id = 2",
+        &[],
+    )
+    .await
+    .unwrap();
     let refused = db
         .execute(
             "INSERT INTO commands (source, role, installation_id, repository_id, repository_full_name, actor, command, incident_id)

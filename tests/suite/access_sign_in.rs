@@ -2,7 +2,7 @@
 //! code flow with PKCE against the local provider, and every way it must fail without a
 //! session.
 
-use crate::access::{no_redirects, refusals, with_provider, PUBLIC};
+use crate::access::{no_redirects, refusals, with_provider, API_AUDIENCE, PUBLIC};
 use crate::support;
 
 use oidc_standin::Provider;
@@ -317,4 +317,111 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
     // The spent code, the code under another verifier, the cancelled sign-in.
     assert_eq!(counted["provider_refused"], 3, "{counted}");
     assert_eq!(counted["cross_site"], 2, "{counted}");
+}
+
+/// A session ends on the server: signing out, or an admin ending it, makes its cookie worth
+/// nothing wherever it was copied to.
+#[tokio::test]
+async fn a_session_ends_on_the_server_at_sign_out_or_by_an_admin() {
+    let mut env = TestEnv::new().await;
+    let provider = with_provider(&mut env).await;
+    let app = env.spawn_web().await;
+    env.migrate();
+    let http = no_redirects();
+    let dashboard = |cookie: String| {
+        http.get(format!("{}/dashboard", app.url))
+            .header("cookie", cookie)
+            .send()
+    };
+    let alice = sign_in(
+        &app,
+        &provider,
+        json!({"sub": "alice-1", "groups": ["eng"]}),
+        |u| u,
+    )
+    .await
+    .cookie
+    .expect("a session");
+    let copied = alice.clone();
+    assert_eq!(dashboard(alice.clone()).await.unwrap().status(), 200);
+    let out = http
+        .post(format!("{}/dashboard/logout", app.url))
+        .header("cookie", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    // The copy is sent to sign in.
+    assert_eq!(dashboard(copied).await.unwrap().status(), 303);
+
+    let bob = sign_in(
+        &app,
+        &provider,
+        json!({"sub": "bob-2", "groups": ["eng"]}),
+        |u| u,
+    )
+    .await
+    .cookie
+    .expect("a session");
+    assert_eq!(dashboard(bob.clone()).await.unwrap().status(), 200);
+    let admin =
+        provider.mint(json!({"sub": "root-9", "aud": API_AUDIENCE, "groups": ["platform"]}));
+    let listed = http
+        .get(format!("{}/dashboard/admin/sessions", app.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let listed = listed.text().await.unwrap();
+    assert!(listed.contains("oidc:bob-2"), "{listed}");
+    assert!(
+        !listed.contains("oidc:alice-1"),
+        "an ended session is not listed"
+    );
+    let db = env.db().await;
+    let id: uuid::Uuid = db
+        .query_one(
+            "SELECT id FROM dashboard_sessions WHERE actor = 'oidc:bob-2' AND ended_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let end = || {
+        http.post(format!("{}/dashboard/admin/sessions/{id}/end", app.url))
+            .bearer_auth(&admin)
+            .send()
+    };
+    assert_eq!(end().await.unwrap().status(), 204);
+    assert_eq!(dashboard(bob).await.unwrap().status(), 303);
+    assert_eq!(end().await.unwrap().status(), 404, "ended already");
+
+    // Who ended which, in the audit log and on the row.
+    let ended: Vec<(String, String, String)> = db
+        .query(
+            "SELECT actor, action, detail->>'of' FROM audit_log
+             WHERE action IN ('dashboard.logout', 'dashboard.session_ended') ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        ended,
+        vec![
+            row("oidc:alice-1", "dashboard.logout", "oidc:alice-1"),
+            row("oidc:root-9", "dashboard.session_ended", "oidc:bob-2"),
+        ]
+    );
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM dashboard_sessions WHERE id = '{id}' AND ended_by = 'oidc:root-9'"
+        ))
+        .await,
+        1
+    );
 }

@@ -6,6 +6,7 @@
 
 pub mod oidc;
 mod session;
+pub mod session_store;
 mod sign_in;
 
 pub use sign_in::{record, sign_in_routes};
@@ -163,6 +164,9 @@ pub struct Principal {
     pub role: AccessRole,
     /// Unix seconds.
     pub issued: u64,
+    /// The session Postgres holds for a signed-in person (`session_store`); none for a bearer.
+    #[serde(default)]
+    pub session: Option<uuid::Uuid>,
     /// Sent as a bearer (a machine): no session, no cross-site form to fear.
     #[serde(skip)]
     pub bearer: bool,
@@ -233,6 +237,7 @@ impl Access {
             name: "the operators' token".into(),
             role: self.token_role,
             issued: unix_now(),
+            session: None,
             bearer: false,
         }
     }
@@ -285,6 +290,7 @@ impl Access {
             name: name.chars().take(200).collect(),
             role,
             issued: unix_now(),
+            session: None,
             bearer,
         })
     }
@@ -350,16 +356,31 @@ impl Access {
                 },
             };
         }
-        match self.session(headers, unix_now()) {
-            Some(mut p) if p.actor == TOKEN_ACTOR => match self.token {
-                Some(_) => {
-                    p.role = self.token_role;
-                    Found::Principal(p)
-                }
-                None => Found::NotSignedIn,
-            },
-            Some(p) if self.oidc.is_some() => Found::Principal(p),
-            _ => Found::NotSignedIn,
+        let found = match self.session(headers, unix_now()) {
+            Some(mut p) if p.actor == TOKEN_ACTOR && self.token.is_some() => {
+                p.role = self.token_role;
+                p
+            }
+            Some(p) if p.actor != TOKEN_ACTOR && self.oidc.is_some() => p,
+            _ => return Found::NotSignedIn,
+        };
+        // The cookie is the session's key, not the session: it must still be open.
+        let (Some(id), Some(pool)) = (found.session, &self.pool) else {
+            return Found::NotSignedIn;
+        };
+        match session_store::is_open(pool, id).await {
+            Ok(true) => Found::Principal(found),
+            Ok(false) => Found::NotSignedIn,
+            Err(e) => {
+                tracing::error!(error = %selfheal_shared::cause::Chain(&e), "cannot check a dashboard session");
+                Found::Refused(
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the session cannot be checked now; try again shortly\n",
+                    )
+                        .into_response(),
+                )
+            }
         }
     }
 
@@ -547,6 +568,7 @@ mod tests {
                 name: "alice".into(),
                 role: AccessRole::Viewer,
                 issued,
+                session: None,
                 bearer: false,
             };
             cookie(COOKIE, &access.keys.seal(COOKIE, &principal))

@@ -101,6 +101,9 @@ struct Keys {
     max_age: Duration,
     /// When a read was last tried, whether it succeeded or not.
     tried: Instant,
+    /// Why the last read failed, when it did: a kid these keys do not hold is then the
+    /// provider's outage, not a forgery.
+    read_failed: Option<String>,
 }
 
 impl Keys {
@@ -111,6 +114,32 @@ impl Keys {
             fetched: now,
             max_age,
             tried: now,
+            read_failed: None,
+        }
+    }
+
+    /// The key for a token, from these keys as they stand `age` after they were read.
+    fn decide(
+        &self,
+        found: Option<jsonwebtoken::jwk::Jwk>,
+        age: Duration,
+    ) -> Result<jsonwebtoken::jwk::Jwk, TokenError> {
+        match found {
+            Some(_) if age >= self.max_age + JWKS_STALE_GRACE => {
+                Err(TokenError::Provider(format!(
+                    "the provider's keys were last read {}s ago and cannot be read now{}",
+                    age.as_secs(),
+                    self.read_failed
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                )))
+            }
+            Some(jwk) => Ok(jwk),
+            None => match &self.read_failed {
+                Some(e) => Err(TokenError::Provider(e.clone())),
+                None => Err(TokenError::UnknownKey),
+            },
         }
     }
 }
@@ -376,21 +405,24 @@ impl Oidc {
             None if set.keys.len() == 1 => set.keys.first().cloned(),
             None => None,
         };
-        let (known, may_read_again) = {
+        let (usable, may_read_again) = {
             let keys = d.jwks.read().await;
-            let fresh = keys.fetched.elapsed() < keys.max_age;
+            let age = keys.fetched.elapsed();
             match find(&keys.set) {
-                Some(jwk) if fresh => return Self::checked(jwk, alg),
-                found => (found.is_some(), keys.tried.elapsed() >= JWKS_REFRESH),
+                Some(jwk) if age < keys.max_age => return Self::checked(jwk, alg),
+                found => (
+                    found.is_some() && age < keys.max_age + JWKS_STALE_GRACE,
+                    keys.tried.elapsed() >= JWKS_REFRESH,
+                ),
             }
         };
-        let mut failed = None;
-        // A known key does not wait for another request's read: it goes on with the keys as
-        // they are. An unknown kid waits for it, since the read may bring its key.
-        let reader = match (may_read_again, known) {
-            (false, _) => None,
+        // A key that may still serve does not wait for another request's read: it goes on
+        // with the keys as they are. An unknown kid, or a key past its grace, waits for it,
+        // since the read may bring what it needs.
+        let reader = match (may_read_again, usable) {
             (true, true) => d.refreshing.try_lock().ok(),
-            (true, false) => Some(d.refreshing.lock().await),
+            _ if usable => None,
+            _ => Some(d.refreshing.lock().await),
         };
         if let Some(_one_reader) = reader {
             // Whoever held it before may have read them; a failed read is not retried before
@@ -408,24 +440,18 @@ impl Oidc {
                     Ok(read) => *d.jwks.write().await = Keys::new(read),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot read the provider's JWKS again; the keys read before serve through the grace period");
-                        failed = Some(e);
+                        let why = match e {
+                            TokenError::Provider(why) => why,
+                            other => other.to_string(),
+                        };
+                        d.jwks.write().await.read_failed = Some(why);
                     }
                 }
             }
         }
         let keys = d.jwks.read().await;
-        let age = keys.fetched.elapsed();
-        match (find(&keys.set), failed) {
-            (Some(_), _) if age >= keys.max_age + JWKS_STALE_GRACE => {
-                Err(TokenError::Provider(format!(
-                    "the provider's keys were last read {}s ago and cannot be read now",
-                    age.as_secs()
-                )))
-            }
-            (Some(jwk), _) => Self::checked(jwk, alg),
-            (None, Some(e)) => Err(e),
-            (None, None) => Err(TokenError::UnknownKey),
-        }
+        let jwk = keys.decide(find(&keys.set), keys.fetched.elapsed())?;
+        Self::checked(jwk, alg)
     }
 
     /// A JWK as a key for a token signed with `alg`.
@@ -455,6 +481,33 @@ mod tests {
             map.insert(*name, HeaderValue::from_static(value));
         }
         cache_for(&map).as_secs()
+    }
+
+    #[test]
+    fn stale_keys_serve_an_hour_past_their_age_and_a_failed_read_is_the_providers_outage() {
+        let set: JwkSet = serde_json::from_value(serde_json::json!({"keys": [{
+            "kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]}))
+        .unwrap();
+        let jwk = set.find("k1").cloned();
+        let mut keys = Keys::new((set, Duration::from_secs(600)));
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        assert!(keys.decide(jwk.clone(), minutes(9)).is_ok());
+        // Past its age, for an hour.
+        assert!(keys.decide(jwk.clone(), minutes(69)).is_ok());
+        assert!(matches!(
+            keys.decide(jwk.clone(), minutes(70)),
+            Err(TokenError::Provider(_))
+        ));
+        assert!(matches!(
+            keys.decide(None, minutes(1)),
+            Err(TokenError::UnknownKey)
+        ));
+        keys.read_failed = Some("JWKS: 503".into());
+        assert!(matches!(
+            keys.decide(None, minutes(1)),
+            Err(TokenError::Provider(e)) if e == "JWKS: 503"
+        ));
+        assert!(keys.decide(jwk, minutes(30)).is_ok());
     }
 
     #[test]

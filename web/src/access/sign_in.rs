@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    audit, oidc, unix_now, Access, Found, Need, Principal, Routes, COOKIE, PENDING, PENDING_COOKIE,
+    audit, oidc, session_store, unix_now, Access, Found, Need, Principal, Routes, COOKIE, PENDING,
+    PENDING_COOKIE, SESSION,
 };
 use crate::AppState;
 
@@ -73,17 +74,17 @@ async fn token_login(
 /// Records the sign-in and hands out the session. After the provider's sign-in, a page moves
 /// on to the dashboard by itself: a redirect would not carry the new SameSite=Strict cookie
 /// after the provider's cross-site redirect. The token's form is the dashboard's own page.
-async fn signed_in(state: &AppState, access: &Access, p: Principal, how: &str) -> Response {
-    if let Err(response) = record(
-        state,
-        &p.actor,
-        "dashboard.login",
-        "dashboard",
-        json!({"outcome": "signed_in", "role": p.role.as_str(), "name": p.name, "via": how}),
-    )
-    .await
-    {
-        return response;
+async fn signed_in(state: &AppState, access: &Access, mut p: Principal, how: &str) -> Response {
+    match session_store::open(&state.pool, &p, how, SESSION).await {
+        Ok(id) => p.session = Some(id),
+        Err(e) => {
+            tracing::error!(error = %selfheal_shared::cause::Chain(&e), "cannot open a dashboard session");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the sign-in cannot be recorded now; nothing was done\n",
+            )
+                .into_response();
+        }
     }
     let mut response = match how {
         "token" => Redirect::to("/dashboard").into_response(),
@@ -130,8 +131,14 @@ async fn logout(
     headers: HeaderMap,
 ) -> Response {
     if let Found::Principal(p) = access.principal(&headers).await {
-        // A sign-out that cannot be recorded still clears the cookie.
-        let _ = record(&state, &p.actor, "dashboard.logout", "dashboard", json!({})).await;
+        // The session ends on the server, so a copy of the cookie is worth nothing after. One
+        // that cannot be ended now still has its cookie cleared, and expires.
+        if let Some(id) = p.session {
+            if let Err(e) = session_store::end(&state.pool, id, &p.actor, "dashboard.logout").await
+            {
+                tracing::error!(error = %selfheal_shared::cause::Chain(&e), "cannot end a dashboard session");
+            }
+        }
     }
     let mut response = Redirect::to("/dashboard/login").into_response();
     response.headers_mut().insert(

@@ -60,6 +60,18 @@ pub fn routes(access: Option<Access>) -> Routes {
             admin,
             admin::policies,
         )
+        .route(
+            Method::GET,
+            "/dashboard/admin/sessions",
+            admin,
+            admin::sessions,
+        )
+        .route(
+            Method::POST,
+            "/dashboard/admin/sessions/{id}/end",
+            admin,
+            admin::end_session,
+        )
         .route(Method::GET, "/dashboard/style.css", Need::Public, style)
         .merge(crate::access::sign_in_routes(&access))
         .layer(axum::Extension(access))

@@ -6,6 +6,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use selfheal_shared::config::AccessRole;
 
 use super::queries::{IncidentRow, Quality, RunPage, RunRow};
+use crate::access::session_store::OpenSession;
 
 /// Where GitHub links may point: the configured GitHub's web host only, so a URL stored from a
 /// hostile payload is shown as text, never followed.
@@ -434,3 +435,29 @@ svg.chart{width:100%;max-width:640px;background:#fff}svg text{font-size:10px;fil
 .axis{stroke:#8c959f}polyline{fill:none;stroke-width:2}polyline.p50{stroke:#0969da}polyline.p95{stroke:#cf222e}
 span.p50{color:#0969da}span.p95{color:#cf222e}",
 );
+
+/// The admins' list of open sessions.
+pub fn sessions(open: &[OpenSession]) -> Markup {
+    layout(
+        "Sessions",
+        html! {
+            p class="muted" { "Open dashboard sessions. Ending one makes its cookie worthless wherever it was copied to; the person signs in again." }
+            table {
+                thead { tr { th { "Who" } th { "Actor" } th { "Role" } th { "Via" } th { "Since" } th { "Until" } th {} } }
+                tbody {
+                    @for s in open {
+                        tr {
+                            td { (s.name) } td { code { (s.actor) } } td { (s.role) } td { (s.via) }
+                            td { (when(s.created_at)) } td { (when(s.expires_at)) }
+                            td {
+                                form method="post" action={ "/dashboard/admin/sessions/" (s.id) "/end" } {
+                                    button type="submit" { "End" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
