@@ -323,8 +323,10 @@ async fn people_sign_in_with_the_code_flow_and_pkce_and_refusals_leave_no_sessio
 /// nothing wherever it was copied to.
 #[tokio::test]
 async fn a_session_ends_on_the_server_at_sign_out_or_by_an_admin() {
+    const TOKEN: &str = "operators-token-0123456789abcdef";
     let mut env = TestEnv::new().await;
     let provider = with_provider(&mut env).await;
+    env.set("SELFHEAL_DASHBOARD_TOKEN", TOKEN);
     let app = env.spawn_web().await;
     env.migrate();
     let http = no_redirects();
@@ -397,6 +399,85 @@ async fn a_session_ends_on_the_server_at_sign_out_or_by_an_admin() {
     assert_eq!(dashboard(bob).await.unwrap().status(), 303);
     assert_eq!(end().await.unwrap().status(), 404, "ended already");
 
+    // An admin signed in as a person ends one from the list's form, but not from another
+    // site; a viewer cannot at all.
+    let person = |sub: &'static str, group: &'static str| {
+        let (app, provider) = (&app, &provider);
+        async move {
+            sign_in(app, provider, json!({"sub": sub, "groups": [group]}), |u| u)
+                .await
+                .cookie
+                .expect("a session")
+        }
+    };
+    let root = person("root-9", "platform").await;
+    let carol = person("carol-3", "eng").await;
+    let carol_id: uuid::Uuid = db
+        .query_one(
+            "SELECT id FROM dashboard_sessions WHERE actor = 'oidc:carol-3'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let end_as = |cookie: &str, site: &str| {
+        http.post(format!(
+            "{}/dashboard/admin/sessions/{carol_id}/end",
+            app.url
+        ))
+        .header("cookie", cookie)
+        .header("sec-fetch-site", site)
+        .send()
+    };
+    assert_eq!(end_as(&carol, "same-origin").await.unwrap().status(), 403);
+    assert_eq!(end_as(&root, "cross-site").await.unwrap().status(), 403);
+    assert_eq!(dashboard(carol.clone()).await.unwrap().status(), 200);
+    let ended = end_as(&root, "same-origin").await.unwrap();
+    assert_eq!(ended.status(), 303);
+    assert_eq!(ended.headers()["location"], "/dashboard/admin/sessions");
+    assert_eq!(dashboard(carol).await.unwrap().status(), 303);
+
+    // The operators' token's sessions end the same way.
+    let signed_in = http
+        .post(format!("{}/dashboard/login", app.url))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let by_token = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(dashboard(by_token.clone()).await.unwrap().status(), 200);
+    let out = http
+        .post(format!("{}/dashboard/logout", app.url))
+        .header("cookie", &by_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert_eq!(dashboard(by_token).await.unwrap().status(), 303);
+
+    // Rotating the operators' token ends the sessions signed with it (and, the key being one,
+    // every other): a web started with the new token opens none of them.
+    let before_rotation = person("root-9", "platform").await;
+    env.set(
+        "SELFHEAL_DASHBOARD_TOKEN",
+        "operators-token-rotated-0123456789",
+    );
+    let rotated = env.spawn_web().await;
+    let r = http
+        .get(format!("{}/dashboard", rotated.url))
+        .header("cookie", &before_rotation)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "a session from before the rotation");
+
     // Who ended which, in the audit log and on the row.
     let ended: Vec<(String, String, String)> = db
         .query(
@@ -415,6 +496,8 @@ async fn a_session_ends_on_the_server_at_sign_out_or_by_an_admin() {
         vec![
             row("oidc:alice-1", "dashboard.logout", "oidc:alice-1"),
             row("oidc:root-9", "dashboard.session_ended", "oidc:bob-2"),
+            row("oidc:root-9", "dashboard.session_ended", "oidc:carol-3"),
+            row("dashboard-token", "dashboard.logout", "dashboard-token"),
         ]
     );
     assert_eq!(

@@ -6,10 +6,10 @@
 
 pub mod oidc;
 mod session;
-pub mod session_store;
+pub(crate) mod session_store;
 mod sign_in;
 
-pub use sign_in::{record, sign_in_routes};
+pub use sign_in::sign_in_routes;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -207,10 +207,13 @@ impl Access {
         // With the token alone, the token's holders may sign in anyway, and a token session's
         // role is the token's role now, not the one it was issued with.
         let keys = match (&config.oidc, &config.dashboard_token) {
-            (Some(o), _) => session::Keys::derive(&[
+            // The operators' token too, when there is one: rotating it ends the sessions it
+            // opened (and, with them, every other: the key is one).
+            (Some(o), token) => session::Keys::derive(&[
                 "oidc",
                 o.session_key.expose_secret(),
                 &format!("{:?}", o.roles),
+                token.as_ref().map_or("", |t| t.expose_secret()),
             ]),
             (None, Some(token)) => session::Keys::derive(&["token", token.expose_secret()]),
             (None, None) => unreachable!("checked above"),

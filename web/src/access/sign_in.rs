@@ -105,26 +105,6 @@ async fn signed_in(state: &AppState, access: &Access, mut p: Principal, how: &st
     response
 }
 
-/// One audit row; Postgres away answers 503 (nothing a person does goes unrecorded).
-pub async fn record(
-    state: &AppState,
-    actor: &str,
-    action: &str,
-    target: &str,
-    detail: serde_json::Value,
-) -> Result<(), Response> {
-    audit(&state.pool, actor, action, target, &detail)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, %action, "cannot write the audit log");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the audit log cannot be written now; nothing was done\n",
-            )
-                .into_response()
-        })
-}
-
 async fn logout(
     State(state): State<AppState>,
     axum::Extension(access): axum::Extension<Access>,
@@ -272,14 +252,10 @@ async fn refused(
     tracing::warn!(reason = %why, label, "an OIDC sign-in was refused");
     if let Some(actor) = actor {
         // Recorded when it can be: a refusal must not need Postgres to be answered.
-        let _ = record(
-            state,
-            actor,
-            "dashboard.login",
-            "dashboard",
-            json!({"outcome": "refused", "reason": why, "label": label}),
-        )
-        .await;
+        let detail = json!({"outcome": "refused", "reason": why, "label": label});
+        if let Err(e) = audit(&state.pool, actor, "dashboard.login", "dashboard", &detail).await {
+            tracing::error!(error = %e, "cannot record a refused sign-in in the audit log");
+        }
     }
     let status = if label == "no_role" {
         StatusCode::FORBIDDEN
