@@ -335,6 +335,11 @@ async fn a_session_ends_on_the_server_at_sign_out_or_by_an_admin() {
             .header("cookie", cookie)
             .send()
     };
+    let sign_out = |cookie: &str| {
+        http.post(format!("{}/dashboard/logout", app.url))
+            .header("cookie", cookie)
+            .send()
+    };
     let alice = sign_in(
         &app,
         &provider,
@@ -346,13 +351,7 @@ async fn a_session_ends_on_the_server_at_sign_out_or_by_an_admin() {
     .expect("a session");
     let copied = alice.clone();
     assert_eq!(dashboard(alice.clone()).await.unwrap().status(), 200);
-    let out = http
-        .post(format!("{}/dashboard/logout", app.url))
-        .header("cookie", &alice)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(out.status(), 303);
+    assert_eq!(sign_out(&alice).await.unwrap().status(), 303);
     // The copy is sent to sign in.
     assert_eq!(dashboard(copied).await.unwrap().status(), 303);
 
@@ -438,28 +437,9 @@ async fn a_session_ends_on_the_server_at_sign_out_or_by_an_admin() {
     assert_eq!(dashboard(carol).await.unwrap().status(), 303);
 
     // The operators' token's sessions end the same way.
-    let signed_in = http
-        .post(format!("{}/dashboard/login", app.url))
-        .form(&[("token", TOKEN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_in.status(), 303);
-    let by_token = signed_in.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let by_token = crate::dashboard::signed_in_with(&app, TOKEN).await;
     assert_eq!(dashboard(by_token.clone()).await.unwrap().status(), 200);
-    let out = http
-        .post(format!("{}/dashboard/logout", app.url))
-        .header("cookie", &by_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(out.status(), 303);
+    assert_eq!(sign_out(&by_token).await.unwrap().status(), 303);
     assert_eq!(dashboard(by_token).await.unwrap().status(), 303);
 
     // Rotating the operators' token ends the sessions signed with it (and, the key being one,

@@ -2,6 +2,7 @@
 //! Postgres holds, escapes what came from outside, and a real heal reads right in Debian's
 //! Chromium (driven through chromedriver), with screenshots kept in target/tmp/dashboard/.
 
+use crate::access::no_redirects;
 use crate::support;
 
 use std::path::PathBuf;
@@ -12,13 +13,6 @@ use fantoccini::{ClientBuilder, Locator};
 use support::*;
 
 const TOKEN: &str = "dashboard-token-0123456789abcdef";
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 /// Two incidents of the last days: one healed by selfheal's merged format fix (its excerpt,
 /// branch and diff hostile markup), one still open whose pull request URL points off GitHub.
@@ -151,10 +145,12 @@ async fn seed(env: &TestEnv) -> (uuid::Uuid, uuid::Uuid) {
     (runs[0], runs[1])
 }
 
-async fn signed_in(app: &App) -> String {
+/// Signs in with the operators' `token` through the login form: the session cookie, its
+/// attributes checked.
+pub(crate) async fn signed_in_with(app: &App, token: &str) -> String {
     let response = no_redirects()
         .post(format!("{}/dashboard/login", app.url))
-        .form(&[("token", TOKEN)])
+        .form(&[("token", token)])
         .send()
         .await
         .unwrap();
@@ -278,7 +274,7 @@ async fn the_dashboard_is_behind_the_token_and_shows_what_postgres_holds_escaped
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let cookie = signed_in(&app).await;
+    let cookie = signed_in_with(&app, TOKEN).await;
 
     let (status, runs) = get(&app, "/dashboard", &cookie).await;
     assert_eq!(status, 200);

@@ -6,6 +6,17 @@ use axum::Json;
 use selfheal_shared::cause::Chain;
 use serde_json::json;
 
+/// Postgres could not answer: no connection from the pool, or a statement that failed. What
+/// web's own reads and writes beside ingest (the dashboard, its sessions and commands, the
+/// fleet's figures) return; each caller says what it could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("Postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("Postgres: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]

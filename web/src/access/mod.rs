@@ -402,13 +402,24 @@ impl Access {
     }
 
     fn session_cookie(&self, principal: &Principal) -> HeaderValue {
-        let value = format!(
-            "{COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
-            self.keys.seal(COOKIE, principal),
-            SESSION.as_secs()
-        );
-        HeaderValue::from_str(&value).expect("base64 and hex only")
+        set_cookie(
+            COOKIE,
+            &self.keys.seal(COOKIE, principal),
+            SESSION,
+            "Strict",
+        )
     }
+}
+
+/// A `Set-Cookie` for one of the dashboard's `__Host-` cookies: this host, every path, over TLS
+/// only, out of scripts' reach. An empty `value` with no `max_age` clears it, with the same
+/// attributes: browsers ignore a `__Host-` cookie's deletion that lacks them.
+fn set_cookie(name: &str, value: &str, max_age: Duration, same_site: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite={same_site}",
+        max_age.as_secs()
+    ))
+    .expect("cookie names and sealed values (base64 and hex) are ASCII")
 }
 
 /// Issued no more than `lifetime` before `now`, and not in the future (a minute of clock skew

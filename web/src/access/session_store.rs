@@ -12,14 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::Principal;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("Postgres pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("Postgres: {0}")]
-    Db(#[from] tokio_postgres::Error),
-}
+use crate::error::PgError;
 
 /// Opens a session for `p` signed in `via` (`oidc`, `token`) and records the sign-in.
 pub async fn open(
@@ -27,7 +20,7 @@ pub async fn open(
     p: &Principal,
     via: &str,
     lifetime: Duration,
-) -> Result<Uuid, SessionError> {
+) -> Result<Uuid, PgError> {
     let id = Uuid::new_v4();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -58,7 +51,7 @@ pub async fn open(
 }
 
 /// Whether the session is open: not ended, not expired.
-pub async fn is_open(pool: &Pool, id: Uuid) -> Result<bool, SessionError> {
+pub async fn is_open(pool: &Pool, id: Uuid) -> Result<bool, PgError> {
     let client = pool.get().await?;
     Ok(client
         .query_opt(
@@ -71,7 +64,7 @@ pub async fn is_open(pool: &Pool, id: Uuid) -> Result<bool, SessionError> {
 
 /// Ends the session, by its owner signing out or by an admin, with its audit row; false when
 /// it was not open.
-pub async fn end(pool: &Pool, id: Uuid, by: &str, action: &str) -> Result<bool, SessionError> {
+pub async fn end(pool: &Pool, id: Uuid, by: &str, action: &str) -> Result<bool, PgError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let Some(row) = tx
@@ -109,7 +102,7 @@ pub struct OpenSession {
 }
 
 /// Every open session, newest first.
-pub async fn list_open(pool: &Pool) -> Result<Vec<OpenSession>, SessionError> {
+pub async fn list_open(pool: &Pool) -> Result<Vec<OpenSession>, PgError> {
     let client = pool.get().await?;
     Ok(client
         .query(

@@ -1,16 +1,18 @@
 //! Signing in and out: the token's form, the provider's code flow (start and callback), and
 //! the audit rows every sign-in leaves.
 
+use std::time::Duration;
+
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    audit, oidc, session_store, unix_now, Access, Found, Need, Principal, Routes, COOKIE, PENDING,
-    PENDING_COOKIE, SESSION,
+    audit, oidc, session_store, set_cookie, unix_now, Access, Found, Need, Principal, Routes,
+    COOKIE, PENDING, PENDING_COOKIE, SESSION,
 };
 use crate::AppState;
 
@@ -96,10 +98,7 @@ async fn signed_in(state: &AppState, access: &Access, mut p: Principal, how: &st
         // The sign-in is spent: its cookie (sent site-wide, as `__Host-` requires) goes.
         headers.append(
             header::SET_COOKIE,
-            HeaderValue::from_str(&format!(
-                "{PENDING_COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
-            ))
-            .expect("ASCII only"),
+            set_cookie(PENDING_COOKIE, "", Duration::ZERO, "Lax"),
         );
     }
     response
@@ -123,10 +122,7 @@ async fn logout(
     let mut response = Redirect::to("/dashboard/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&format!(
-            "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
-        ))
-        .expect("ASCII only"),
+        set_cookie(COOKIE, "", Duration::ZERO, "Strict"),
     );
     response
 }
@@ -137,14 +133,10 @@ async fn oidc_login(axum::Extension(access): axum::Extension<Access>) -> Respons
         Ok((url, pending)) => {
             let mut response = Redirect::to(&url).into_response();
             // Lax, not Strict: it must come back with the provider's cross-site redirect.
-            let cookie = format!(
-                "{PENDING_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Lax",
-                access.keys.seal(PENDING_COOKIE, &pending),
-                PENDING.as_secs()
-            );
+            let sealed = access.keys.seal(PENDING_COOKIE, &pending);
             response.headers_mut().insert(
                 header::SET_COOKIE,
-                HeaderValue::from_str(&cookie).expect("base64 and hex only"),
+                set_cookie(PENDING_COOKIE, &sealed, PENDING, "Lax"),
             );
             response
         }

@@ -16,6 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::access::Principal;
+use crate::error::PgError;
 use crate::AppState;
 
 pub async fn retry(
@@ -112,7 +113,7 @@ async fn store(
     run: Uuid,
     command: &str,
     approved_head: Option<&str>,
-) -> Result<Stored, StoreError> {
+) -> Result<Stored, PgError> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let Some(row) = tx
@@ -169,12 +170,4 @@ async fn store(
     .await?;
     tx.commit().await?;
     Ok(Stored::Queued(command_id, outbox_id))
-}
-
-#[derive(Debug, thiserror::Error)]
-enum StoreError {
-    #[error("Postgres pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("Postgres: {0}")]
-    Db(#[from] tokio_postgres::Error),
 }

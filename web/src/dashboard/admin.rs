@@ -10,6 +10,7 @@ use maud::html;
 
 use super::{html, pages};
 use crate::access::{session_store, Principal};
+use crate::error::PgError;
 use crate::AppState;
 
 pub async fn config(State(state): State<AppState>) -> Response {
@@ -61,7 +62,7 @@ pub async fn end_session(
     }
 }
 
-fn unavailable(e: &session_store::SessionError) -> Response {
+fn unavailable(e: &PgError) -> Response {
     tracing::error!(error = %selfheal_shared::cause::Chain(e), "cannot read or end dashboard sessions");
     (
         StatusCode::SERVICE_UNAVAILABLE,

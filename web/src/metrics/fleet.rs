@@ -21,14 +21,6 @@ pub const MTTR_BUCKETS: [f64; 9] = [
 /// How long one read of the figures may run on Postgres.
 const STATEMENT_TIMEOUT: &str = "4s";
 
-#[derive(Debug, thiserror::Error)]
-pub enum FleetError {
-    #[error("Postgres pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("Postgres: {0}")]
-    Db(#[from] tokio_postgres::Error),
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Gauge,
@@ -79,7 +71,9 @@ fn bounded(value: Option<String>) -> String {
 
 /// The figures, in one read-only transaction (one consistent view of the fleet) bounded by a
 /// statement timeout, so a slow database costs a scrape its fleet figures, not a connection.
-pub async fn read(client: &mut deadpool_postgres::Client) -> Result<Snapshot, FleetError> {
+pub async fn read(
+    client: &mut deadpool_postgres::Client,
+) -> Result<Snapshot, crate::error::PgError> {
     let tx = client
         .build_transaction()
         .read_only(true)
