@@ -42,6 +42,21 @@ pub struct WorkflowRun {
     /// field is treated the same way, as a head selfheal cannot place.
     #[serde(default)]
     pub head_repository: Option<HeadRepository>,
+    /// The commit the run ran on, as pushed: its message says whether it reverts another.
+    #[serde(default)]
+    pub head_commit: Option<HeadCommit>,
+    /// When GitHub created the run: for a push, moments after it.
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    /// Who pushed (or otherwise started) the run.
+    #[serde(default)]
+    pub actor: Option<Account>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeadCommit {
+    #[serde(default)]
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +76,9 @@ const HEALED_EVENTS: [&str; 5] = [
     "workflow_dispatch",
     "repository_dispatch",
 ];
+
+/// What `git revert` writes before the reverted commit's id.
+const REVERTS: &str = "This reverts commit ";
 
 fn first_attempt() -> i32 {
     1
@@ -113,6 +131,30 @@ impl WorkflowRunEvent {
 
     pub fn branch(&self) -> &str {
         self.workflow_run.head_branch.as_deref().unwrap_or("")
+    }
+
+    /// The commits a pushed run's head commit reverts, as `git revert` writes it ("This
+    /// reverts commit <sha>.", also for a merge commit's revert). Only a push's: a pull
+    /// request's run has reverted nothing on its branch yet. At most 16, each a full object id
+    /// (40 or 64 hex digits), so a hostile message costs a bounded lookup.
+    pub fn reverted_commits(&self) -> Vec<&str> {
+        let wr = &self.workflow_run;
+        let (Some("push"), Some(commit)) = (wr.event.as_deref(), wr.head_commit.as_ref()) else {
+            return Vec::new();
+        };
+        commit
+            .message
+            .match_indices(REVERTS)
+            .filter_map(|(at, _)| {
+                let rest = &commit.message[at + REVERTS.len()..];
+                let hex = rest
+                    .bytes()
+                    .take_while(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+                    .count();
+                matches!(hex, 40 | 64).then(|| &rest[..hex])
+            })
+            .take(16)
+            .collect()
     }
 
     /// The repository the head commit lives in (0 when GitHub does not say).
@@ -343,6 +385,57 @@ mod tests {
         assert_eq!(ev.verdict(), RunVerdict::Succeeded);
         let ev = WorkflowRunEvent::parse(&fixture("requested.payload.json")).unwrap();
         assert_eq!(ev.verdict(), RunVerdict::Ignored);
+    }
+
+    #[test]
+    fn a_pushed_revert_names_the_commits_git_revert_wrote() {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("completed.payload.json")).unwrap();
+        let (a, b) = ("a".repeat(40), "0123456789abcdef".repeat(4));
+        let reverted = |v: &serde_json::Value| {
+            let ev = WorkflowRunEvent::parse(v.to_string().as_bytes()).unwrap();
+            ev.reverted_commits()
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            reverted(&v).is_empty(),
+            "the recorded commit reverts nothing"
+        );
+        for (message, want) in [
+            (
+                format!("Revert \"x\"\n\nThis reverts commit {a}."),
+                vec![a.clone()],
+            ),
+            // A merge commit's revert, and a squash of two reverts.
+            (
+                format!(
+                    "Revert \"Merge\"\n\nThis reverts commit {a}, reversing\nchanges made to {b}."
+                ),
+                vec![a.clone()],
+            ),
+            (
+                format!("This reverts commit {a}.\nThis reverts commit {b}."),
+                vec![a.clone(), b.clone()],
+            ),
+            // Not a whole object id, upper case, or merely mentioned.
+            (format!("This reverts commit {}.", &a[..39]), vec![]),
+            (format!("This reverts commit {a}0."), vec![]),
+            (format!("This reverts commit {}.", a.to_uppercase()), vec![]),
+            (format!("Follows up on {a}."), vec![]),
+        ] {
+            v["workflow_run"]["event"] = "push".into();
+            v["workflow_run"]["head_commit"]["message"] = message.clone().into();
+            assert_eq!(reverted(&v), want, "{message}");
+            // Only a push has reverted anything on its branch.
+            v["workflow_run"]["event"] = "pull_request".into();
+            assert!(reverted(&v).is_empty(), "{message}");
+        }
+        v["workflow_run"]["event"] = "push".into();
+        v["workflow_run"]["head_commit"]["message"] =
+            format!("This reverts commit {a}.\n").repeat(100).into();
+        assert_eq!(reverted(&v).len(), 16, "bounded");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub(crate) fn applies(ev: &WorkflowRunEvent) -> bool {
     ev.verdict() == RunVerdict::Failed
         && ev.untrusted_reason().is_none()
         && !ev.branch().starts_with("selfheal/")
+        // A revert pushed by hand is also recorded (`reverts::by_push`), on the general path.
+        && ev.reverted_commits().is_empty()
 }
 
 /// The incident opened or joined (`incidents::OPEN_INCIDENT`), the run (`incidents::INSERT_RUN`),

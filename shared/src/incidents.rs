@@ -16,7 +16,7 @@ use crate::external_ci;
 use crate::failed_run;
 use crate::installations::{self, InstallationEvent};
 use crate::stage::Stage;
-use crate::{audit, outbox};
+use crate::{audit, outbox, reverts};
 
 // The statements a failed run's ingest runs, shared by the general path below and the
 // pipelined one (`failed_run`).
@@ -243,7 +243,10 @@ async fn workflow_run(
         &[&ev.workflow_run.id.to_string()],
     )
     .await?;
-    Ok(match fix_branch(tx, ev).await? {
+    // A revert pushed by hand is seen in the run it starts, red or green, before anything else
+    // the run means.
+    let reverted = reverts::by_push(tx, ev).await?;
+    let ingested = match fix_branch(tx, ev).await? {
         Some(fix) => fix_run(tx, delivery_id, ev, &fix).await?,
         None => match ev.verdict() {
             RunVerdict::Failed => match gate(tx, ev, gates).await? {
@@ -253,6 +256,10 @@ async fn workflow_run(
             RunVerdict::Succeeded => resolve(tx, delivery_id, ev).await?,
             RunVerdict::Ignored => Ingested::Stored,
         },
+    };
+    Ok(match (ingested, reverted) {
+        (Ingested::Stored, Some(incident_id)) => Ingested::FixReverted { incident_id },
+        (ingested, _) => ingested,
     })
 }
 
@@ -533,8 +540,8 @@ async fn fix_closed(
 ) -> Result<Ingested, tokio_postgres::Error> {
     let pr = &ev.pull_request;
     if ev.action == "closed" && pr.merged == Some(true) {
-        if let Some((reverted, branch)) = reverts(&pr.head.name) {
-            return fix_reverted(tx, ev, reverted, branch).await;
+        if let Some((reverted, branch)) = reverts::button(&pr.head.name) {
+            return reverts::by_button(tx, ev, reverted, branch).await;
         }
     }
     if ev.action != "closed" || !pr.head.name.starts_with("selfheal/") {
@@ -601,66 +608,6 @@ async fn fix_closed(
         incident_id,
         merged,
     })
-}
-
-/// The number and branch of selfheal's pull request a branch reverts, when it is the branch
-/// GitHub's Revert button makes (`revert-<number>-<the reverted pull request's branch>`). A
-/// revert made any other way (a `git revert` pushed by hand) is not seen.
-fn reverts(branch: &str) -> Option<(i32, &str)> {
-    let (number, reverted) = branch.strip_prefix("revert-")?.split_once('-')?;
-    if !reverted.starts_with("selfheal/") || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((number.parse().ok()?, reverted))
-}
-
-/// A merged revert of selfheal's merged fix: the fix counts against its precision
-/// (`report_precision`). Only the first revert is kept.
-async fn fix_reverted(
-    tx: &Transaction<'_>,
-    ev: &PullRequestEvent,
-    reverted: i32,
-    branch: &str,
-) -> Result<Ingested, tokio_postgres::Error> {
-    let pr = &ev.pull_request;
-    let by = pr
-        .merged_by
-        .as_ref()
-        .map(|u| u.login.as_str())
-        .unwrap_or(&ev.sender.login);
-    let Some(row) = tx
-        .query_opt(
-            &tx.prepare_cached(
-                "UPDATE deliveries d SET reverted_at = coalesce(d.reverted_at, $5, now()),
-                        reverted_by = coalesce(d.reverted_by, $3), updated_at = now()
-                 FROM incidents i
-                 WHERE i.id = d.incident_id AND d.kind = 'pull_request' AND d.pr_number = $1
-                   AND i.repository_id = $2 AND d.branch = $4 AND d.merged_at IS NOT NULL
-                 RETURNING d.incident_id",
-            )
-            .await?,
-            &[
-                &reverted,
-                &ev.repository.id,
-                &format!("github:{by} #{}", pr.number),
-                &branch,
-                &pr.merged_at,
-            ],
-        )
-        .await?
-    else {
-        return Ok(Ingested::Stored);
-    };
-    let incident_id: Uuid = row.get(0);
-    audit::append(
-        tx,
-        &format!("github:{by}"),
-        "pull_request.reverted",
-        &incident_id.to_string(),
-        &json!({"repository": ev.repository.full_name, "pr": reverted, "revert_pr": pr.number}),
-    )
-    .await?;
-    Ok(Ingested::FixReverted { incident_id })
 }
 
 /// selfheal stops acting on the open incident, which stays open until its branch is green (so
@@ -752,21 +699,4 @@ async fn resolve(
         return create_run(tx, delivery_id, ev, incident_id, None, Stage::Verify).await;
     }
     Ok(Ingested::Resolved { incident_id })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::reverts;
-
-    #[test]
-    fn a_revert_is_seen_by_the_branch_githubs_revert_button_makes() {
-        assert_eq!(
-            reverts("revert-15-selfheal/abc-123"),
-            Some((15, "selfheal/abc-123"))
-        );
-        assert_eq!(reverts("revert-15-feature/x"), None);
-        assert_eq!(reverts("revert-x5-selfheal/abc"), None);
-        assert_eq!(reverts("selfheal/abc"), None);
-        assert_eq!(reverts("revert--selfheal/abc"), None);
-    }
 }

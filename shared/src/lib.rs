@@ -17,6 +17,7 @@ pub mod job;
 pub mod outbox;
 pub mod queue;
 pub mod reports;
+mod reverts;
 pub mod runs;
 pub mod stage;
 pub mod trace_context;

@@ -221,3 +221,148 @@ async fn precision_counts_reverts_within_fourteen_days_and_time_to_green_splits_
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A `git revert` of selfheal's merged fix pushed by hand (no Revert button) is seen in the
+/// runs the push starts: the fix counts as reverted once, by whoever pushed, when the push
+/// came; a pull request's run, another branch, a fork and a commit that is not the fix's merge
+/// record nothing.
+#[tokio::test]
+async fn a_revert_pushed_by_hand_is_seen_in_the_runs_the_push_starts() {
+    let env = TestEnv::new().await;
+    env.migrate();
+    let app = env.spawn_web().await;
+    let repository = env.failing_run(1, &now())["repository"].clone();
+    let (repo_id, full_name) = (
+        repository["id"].as_i64().unwrap(),
+        repository["full_name"].as_str().unwrap().to_string(),
+    );
+    let db = env.db().await;
+    db.execute(
+        "INSERT INTO installations (id, account_login) VALUES ($1, 'octo-org')",
+        &[&INSTALLATION_ID],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)",
+        &[&repo_id, &INSTALLATION_ID, &full_name],
+    )
+    .await
+    .unwrap();
+    // Fix #21 merged as commit `fix`, #22 as `other`, both on main two days ago.
+    let (fix, other) = ("f1".repeat(20), "0e".repeat(20));
+    let reverted = healed(&db, repo_id, &full_name, 21, 2, None).await;
+    healed(&db, repo_id, &full_name, 22, 2, None).await;
+    for (number, sha) in [(21, &fix), (22, &other)] {
+        db.execute(
+            "UPDATE deliveries SET merge_commit_sha = $2 WHERE pr_number = $1",
+            &[&number, sha],
+        )
+        .await
+        .unwrap();
+    }
+    let revert = format!("Revert \"Fix formatting\"\n\nThis reverts commit {fix}.\n");
+    let pushed_at = "2026-11-20T10:00:00Z";
+    let run = |id: i64, conclusion: &str, event: &str, branch: &str, message: &str| {
+        let mut payload = if conclusion == "success" {
+            env.green_run(id, &now())
+        } else {
+            env.failing_run(id, &now())
+        };
+        let wr = &mut payload["workflow_run"];
+        wr["event"] = event.into();
+        wr["head_branch"] = branch.into();
+        wr["head_sha"] = "c0ffee".repeat(7)[..40].into();
+        wr["head_commit"]["message"] = message.into();
+        wr["created_at"] = pushed_at.into();
+        wr["actor"]["login"] = "mona".into();
+        payload
+    };
+    let reverted_by = || async {
+        db.query_one(
+            "SELECT reverted_by FROM deliveries WHERE pr_number = 21",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, Option<String>>(0)
+    };
+
+    // Nothing that is not a push of the fix's revert onto the branch it was merged into.
+    let mut fork = run(31, "success", "push", "main", &revert);
+    fork["workflow_run"]["head_repository"]["id"] = 99_999.into();
+    for (why, payload) in [
+        (
+            "a pull request's run",
+            run(30, "success", "pull_request", "main", &revert),
+        ),
+        (
+            "another branch",
+            run(32, "success", "push", "feature/x", &revert),
+        ),
+        ("a fork", fork),
+        (
+            "another commit",
+            run(
+                33,
+                "success",
+                "push",
+                "main",
+                &format!("This reverts commit {}.", "ab".repeat(20)),
+            ),
+        ),
+        (
+            "a mention",
+            run(34, "success", "push", "main", &format!("Follows {fix}.")),
+        ),
+    ] {
+        let (status, body) = app.deliver("workflow_run", &payload).await;
+        assert_eq!(status, 202, "{why}: {body}");
+        assert_ne!(body["status"], "fix_reverted", "{why}: {body}");
+        assert_eq!(reverted_by().await, None, "{why}");
+    }
+
+    // The revert's green run.
+    let (status, body) = app
+        .deliver("workflow_run", &run(40, "success", "push", "main", &revert))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "fix_reverted", "{body}");
+    assert_eq!(body["incident_id"], reverted.to_string());
+    let row = db
+        .query_one(
+            "SELECT reverted_by, reverted_at FROM deliveries WHERE pr_number = 21",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("github:mona c0ffeec0ffee")
+    );
+    assert_eq!(
+        row.get::<_, chrono::DateTime<chrono::Utc>>(1),
+        pushed_at.parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    );
+    // A failing run of a push that reverts both fixes: its run is made as any failed run's (on
+    // the general path, not the failed run's own), #22's revert recorded, #21's not again.
+    let both = format!("{revert}This reverts commit {other}.\n");
+    let (_, body) = app
+        .deliver("workflow_run", &run(41, "failure", "push", "main", &both))
+        .await;
+    assert_eq!(body["status"], "run_created", "{body}");
+    assert_eq!(
+        reverted_by().await.as_deref(),
+        Some("github:mona c0ffeec0ffee")
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'pull_request.reverted'")
+            .await,
+        2
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM deliveries WHERE reverted_at IS NOT NULL")
+            .await,
+        2
+    );
+}
