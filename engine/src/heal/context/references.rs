@@ -74,7 +74,9 @@ impl<'a> Resolver<'a> {
         let groups: Vec<Vec<String>> = match ext {
             "rs" => self.rust(from, text),
             "py" => self.python(from, text),
-            "js" | "jsx" | "ts" | "tsx" | "mjs" | "cjs" | "mts" | "cts" => javascript(from, text),
+            "js" | "jsx" | "ts" | "tsx" | "mjs" | "cjs" | "mts" | "cts" => {
+                self.javascript(from, text)
+            }
             "go" => self.go(from, text),
             "c" | "h" | "cc" | "cpp" | "cxx" | "hpp" | "hh" => c(from, text),
             "rb" => ruby(from, text),
@@ -379,6 +381,121 @@ impl<'a> Resolver<'a> {
             .collect()
     }
 
+    /// Relative imports and requires, and the project's own aliases: `compilerOptions.paths`
+    /// and `baseUrl` of the nearest `tsconfig.json` (or `jsconfig.json`), as TypeScript
+    /// resolves them. A package's name that no alias claims is a dependency: dropped.
+    fn javascript(&self, from: &str, text: &str) -> Vec<Vec<String>> {
+        static SPEC: LazyLock<Regex> = LazyLock::new(|| {
+            re(r#"(?:\bfrom\s+|\bimport\s*\(\s*|\brequire\s*\(\s*|\bimport\s+)["']([^"'\s]+)["']"#)
+        });
+        const EXTS: [&str; 8] = ["ts", "tsx", "js", "jsx", "mjs", "cjs", "mts", "cts"];
+        let dir = parent(from);
+        let aliases = OnceCell::new();
+        let mut groups = Vec::new();
+        for m in imports(&SPEC, text) {
+            let spec = &m[1];
+            let bases: Vec<String> = if spec.starts_with("./") || spec.starts_with("../") {
+                normalise(&dir, spec).into_iter().collect()
+            } else if spec.starts_with(['.', '/']) {
+                continue;
+            } else {
+                aliases.get_or_init(|| self.aliases(from)).resolve(spec)
+            };
+            let mut group = Vec::new();
+            for base in bases {
+                group.push(base.clone());
+                // TypeScript's ES modules import `./x.js` for the source `./x.ts`.
+                if let Some(stem) = base.strip_suffix(".js") {
+                    group.extend(["ts", "tsx"].iter().map(|e| format!("{stem}.{e}")));
+                }
+                group.extend(EXTS.iter().map(|e| format!("{base}.{e}")));
+                group.extend(EXTS.iter().map(|e| format!("{base}/index.{e}")));
+            }
+            if !group.is_empty() {
+                groups.push(group);
+            }
+        }
+        groups
+    }
+
+    /// The aliases of the nearest `tsconfig.json` or `jsconfig.json` above `from`, with what
+    /// the configurations it `extends` (files of the repository, at most [`MAX_EXTENDS`] deep)
+    /// set and it does not.
+    fn aliases(&self, from: &str) -> Aliases {
+        let Some(config) = ["tsconfig.json", "jsconfig.json"]
+            .iter()
+            .find_map(|name| self.nearest(from, name).map(|dir| join_dir(&dir, name)))
+        else {
+            return Aliases::default();
+        };
+        let mut aliases = Aliases::default();
+        let mut next = vec![config];
+        let mut seen = Vec::new();
+        while let Some(config) = next.pop() {
+            if seen.contains(&config) || seen.len() > MAX_EXTENDS {
+                break;
+            }
+            seen.push(config.clone());
+            // One that cannot be read or parsed sets nothing; the others still count.
+            let Some(text) = read_inside(self.repo, &config) else {
+                continue;
+            };
+            let Ok(value) = jsonc_parser::parse_to_serde_value::<serde_json::Value>(
+                &text,
+                &jsonc_parser::ParseOptions::default(),
+            ) else {
+                continue;
+            };
+            let dir = parent(&config);
+            let options = &value["compilerOptions"];
+            // What a configuration sets wins over what the ones it extends set; paths in each
+            // are relative to the file that sets them.
+            if aliases.base_url.is_none() {
+                aliases.base_url = options["baseUrl"].as_str().and_then(|b| normalise(&dir, b));
+            }
+            if aliases.paths.is_none() {
+                if let Some(paths) = options["paths"].as_object() {
+                    let patterns = paths
+                        .iter()
+                        .take(MAX_IMPORTS)
+                        .map(|(pattern, targets)| {
+                            let targets = targets
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|t| t.as_str().map(String::from))
+                                .take(16)
+                                .collect();
+                            (pattern.clone(), targets)
+                        })
+                        .collect();
+                    aliases.paths = Some((patterns, dir.clone()));
+                }
+            }
+            // `extends`: one file or (TypeScript 5) several, the later winning; a package's
+            // configuration is not the repository's.
+            let extended: Vec<&str> = match &value["extends"] {
+                serde_json::Value::String(one) => vec![one.as_str()],
+                serde_json::Value::Array(many) => many.iter().filter_map(|v| v.as_str()).collect(),
+                _ => Vec::new(),
+            };
+            next.extend(
+                extended
+                    .into_iter()
+                    .filter(|e| e.starts_with("./") || e.starts_with("../"))
+                    .filter_map(|e| {
+                        let path = normalise(&dir, e)?;
+                        Some(if path.ends_with(".json") {
+                            path
+                        } else {
+                            format!("{path}.json")
+                        })
+                    }),
+            );
+        }
+        aliases
+    }
+
     /// Indexed files whose path is `suffix` or ends with `/suffix`, shortest first.
     fn by_suffix(&self, suffix: &str) -> Vec<String> {
         let index = self.index.get_or_init(|| index(self.repo));
@@ -396,29 +513,52 @@ impl<'a> Resolver<'a> {
     }
 }
 
-fn javascript(from: &str, text: &str) -> Vec<Vec<String>> {
-    static SPEC: LazyLock<Regex> = LazyLock::new(|| {
-        re(
-            r#"(?:\bfrom\s+|\bimport\s*\(\s*|\brequire\s*\(\s*|\bimport\s+)["'](\.{1,2}/[^"']+)["']"#,
-        )
-    });
-    const EXTS: [&str; 8] = ["ts", "tsx", "js", "jsx", "mjs", "cjs", "mts", "cts"];
-    let dir = parent(from);
-    let mut groups = Vec::new();
-    for m in imports(&SPEC, text) {
-        let Some(base) = normalise(&dir, &m[1]) else {
-            continue;
-        };
-        let mut group = vec![base.clone()];
-        // TypeScript's ES modules import `./x.js` for the source `./x.ts`.
-        if let Some(stem) = base.strip_suffix(".js") {
-            group.extend(["ts", "tsx"].iter().map(|e| format!("{stem}.{e}")));
+/// How far `extends` is followed.
+const MAX_EXTENDS: usize = 4;
+
+/// A project's module aliases, from its TypeScript (or JavaScript) configuration.
+#[derive(Default)]
+struct Aliases {
+    /// `baseUrl`, as a directory of the repository.
+    base_url: Option<String>,
+    /// `paths`: each pattern (at most one `*`) and its targets, with the directory of the
+    /// configuration that set them.
+    paths: Option<(Vec<(String, Vec<String>)>, String)>,
+}
+
+impl Aliases {
+    /// Where a bare specifier may be, likeliest first: the targets of the `paths` pattern with
+    /// the longest prefix it matches (relative to `baseUrl` when set, else to the
+    /// configuration's directory), else the specifier under `baseUrl`.
+    fn resolve(&self, spec: &str) -> Vec<String> {
+        if let Some((patterns, dir)) = &self.paths {
+            let matched = patterns
+                .iter()
+                .filter_map(|(pattern, targets)| {
+                    let star = match pattern.split_once('*') {
+                        None => (pattern == spec).then_some("")?,
+                        Some((prefix, suffix)) => {
+                            spec.strip_prefix(prefix)?.strip_suffix(suffix)?
+                        }
+                    };
+                    let prefix = pattern.split('*').next().unwrap_or(pattern);
+                    Some((prefix.len(), star, targets))
+                })
+                .max_by_key(|(prefix, _, _)| *prefix);
+            if let Some((_, star, targets)) = matched {
+                let base = self.base_url.as_deref().unwrap_or(dir);
+                return targets
+                    .iter()
+                    .filter_map(|t| normalise(base, &t.replacen('*', star, 1)))
+                    .collect();
+            }
         }
-        group.extend(EXTS.iter().map(|e| format!("{base}.{e}")));
-        group.extend(EXTS.iter().map(|e| format!("{base}/index.{e}")));
-        groups.push(group);
+        self.base_url
+            .as_deref()
+            .and_then(|base| normalise(base, spec))
+            .into_iter()
+            .collect()
     }
-    groups
 }
 
 fn c(from: &str, text: &str) -> Vec<Vec<String>> {
@@ -655,6 +795,72 @@ mod tests {
         );
         // Above the root is nothing of the repository's.
         assert!(refs(&[("a.js", "import x from '../../etc/passwd';\n")], "a.js").is_empty());
+    }
+
+    #[test]
+    fn typescript_aliases_from_the_nearest_tsconfig_and_what_it_extends() {
+        let files = [
+            // JSONC, as TypeScript reads it: comments and trailing commas.
+            (
+                "web/tsconfig.json",
+                "{\n  // the app's own\n  \"extends\": \"../tsconfig.base.json\",\n  \"compilerOptions\": {\n    \"baseUrl\": \"src\",\n    \"paths\": {\"@/*\": [\"*\"], \"@ui/*\": [\"components/ui/*\", \"../shared/ui/*\"],},\n  },\n}\n",
+            ),
+            (
+                "tsconfig.base.json",
+                "{\"compilerOptions\": {\"paths\": {\"ignored/*\": [\"nowhere/*\"]}}}",
+            ),
+            (
+                "web/src/pages/cart.test.tsx",
+                "import { Cart } from '@/pages/cart';\nimport { Button } from '@ui/button';\nimport { Card } from \"@ui/card\";\nimport { api } from 'lib/api';\nimport React from 'react';\nimport x from '@/../../../../etc/passwd';\n",
+            ),
+            ("web/src/pages/cart.tsx", ""),
+            ("web/src/components/ui/button.tsx", ""),
+            ("web/shared/ui/card/index.ts", ""),
+            ("web/src/lib/api.ts", ""),
+        ];
+        // `@/` by the pattern, `@ui/` by its second target, `lib/api` under `baseUrl`; a
+        // dependency and a path out of the repository resolve to nothing.
+        assert_eq!(
+            refs(&files, "web/src/pages/cart.test.tsx"),
+            [
+                "web/src/pages/cart.tsx",
+                "web/src/components/ui/button.tsx",
+                "web/shared/ui/card/index.ts",
+                "web/src/lib/api.ts"
+            ]
+        );
+        // Without `baseUrl`, targets are relative to the configuration that sets `paths`,
+        // here the extended one; the longest prefix wins.
+        let files = [
+            ("tsconfig.json", "{\"extends\": [\"./configs/paths.json\"]}"),
+            (
+                "configs/paths.json",
+                "{\"compilerOptions\": {\"paths\": {\"#lib/*\": [\"../lib/*\"], \"#lib/special\": [\"../special.ts\"]}}}",
+            ),
+            ("src/a.ts", "import '#lib/util';\nimport '#lib/special';\nimport 'lodash';\n"),
+            ("lib/util.ts", ""),
+            ("special.ts", ""),
+        ];
+        assert_eq!(refs(&files, "src/a.ts"), ["lib/util.ts", "special.ts"]);
+        // A configuration that extends itself, or cannot be parsed, costs nothing.
+        let files = [
+            (
+                "tsconfig.json",
+                "{\"extends\": \"./tsconfig.json\", \"compilerOptions\": {\"baseUrl\": \".\"}}",
+            ),
+            ("a.ts", "import 'b';\n"),
+            ("b.ts", ""),
+        ];
+        assert_eq!(refs(&files, "a.ts"), ["b.ts"]);
+        assert!(refs(
+            &[
+                ("tsconfig.json", "{oops"),
+                ("a.ts", "import 'b';\n"),
+                ("b.ts", "")
+            ],
+            "a.ts"
+        )
+        .is_empty());
     }
 
     #[test]
