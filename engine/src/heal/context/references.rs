@@ -832,7 +832,11 @@ mod tests {
         // Without `baseUrl`, targets are relative to the configuration that sets `paths`,
         // here the extended one; the longest prefix wins.
         let files = [
-            ("tsconfig.json", "{\"extends\": [\"./configs/paths.json\"]}"),
+            // One extended file is missing: the others still count.
+            (
+                "tsconfig.json",
+                "{\"extends\": [\"./configs/paths.json\", \"./configs/missing.json\"]}",
+            ),
             (
                 "configs/paths.json",
                 "{\"compilerOptions\": {\"paths\": {\"#lib/*\": [\"../lib/*\"], \"#lib/special\": [\"../special.ts\"]}}}",
