@@ -1,7 +1,8 @@
 //! What a file of the repository references, resolved to the repository's own files the way
 //! each language resolves them: Rust `mod` and `use crate::`/`super::`/the package's own name;
-//! Python imports (relative, and absolute from the root, `src/` or beside the file); relative
-//! JavaScript and TypeScript imports and requires; Go imports inside the module (and a test's
+//! Python imports (relative, and absolute from the root, `src/` or beside the file);
+//! JavaScript and TypeScript imports and requires, relative or through the aliases of the
+//! project's `tsconfig.json`; Go imports inside the module (and a test's
 //! own package); C and C++ quoted includes and the header's implementation; Ruby requires;
 //! Java, Kotlin, Scala, PHP and Haskell imports by their package paths, and a JVM test's class
 //! under test. Imports of anything else (the standard library, dependencies) resolve to no
