@@ -19,7 +19,7 @@ use javascript::{eslint, jest, mocha, prettier, tsc, vitest};
 use jvm::{gradle_test, javac, junit, junit_platform, scala};
 use native::{
     bazel_test, c_family, cabal_test, cmake, csharp, ctest, dotnet_test, go_dependency, googletest,
-    linker, xctest,
+    linker, msvc, xctest,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +77,8 @@ pub const PARSERS: &[Parser] = &[
     exunit,
     // GoogleTest's own report says why; CTest's summary only which.
     googletest,
+    // MSVC's errors after GoogleTest's, which older GoogleTest built with MSVC prints alike.
+    msvc,
     ctest,
     dotnet_test,
     cabal_test,
@@ -112,8 +114,12 @@ fn command_has(step: &FailedStep, word: &str) -> bool {
     step.command.as_deref().is_some_and(|c| c.contains(word))
 }
 
+/// A path as the repository names it: Windows tools write `src\\a.cpp`.
 fn rel(path: &str) -> String {
-    path.trim().trim_start_matches("./").to_string()
+    path.trim()
+        .replace('\\', "/")
+        .trim_start_matches("./")
+        .to_string()
 }
 
 fn finding(class: Class, tool: &str, at: usize, message: impl Into<String>) -> Finding {

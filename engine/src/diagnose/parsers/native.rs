@@ -1,6 +1,6 @@
 //! Compiled languages beside Rust, Go and the JVM: gcc and clang (C, C++, Objective-C, and
 //! Swift and GHC, which print the same `file:line:col: error:` head), the linker, CMake and
-//! CTest, Bazel's test runner, C# compilers and `dotnet test`, XCTest, and Go's module errors.
+//! CTest, Microsoft's C and C++ compiler and linker, Bazel's test runner, C# compilers and `dotnet test`, XCTest, and Go's module errors.
 
 use super::{block, command_has, finding, first, regex, rel, Finding};
 use crate::diagnose::log::FailedStep;
@@ -54,19 +54,50 @@ pub fn c_family(step: &FailedStep) -> Option<Finding> {
 
 regex!(
     UNDEFINED_SYMBOL,
-    r"(?:undefined reference to [`'](.+?)'|ld(?:\.lld)?: error: undefined symbol: (.+)$|Undefined symbols for architecture)"
+    r"(?:undefined reference to [`'](.+?)'|ld(?:\.lld)?: error: undefined symbol: (.+)$|Undefined symbols for architecture|: error LNK20(?:19|01): unresolved external symbol (.+?)(?: referenced in function .+)?$)"
 );
+/// GNU ld, lld and Apple's ld, and Microsoft's `link.exe` (`main.obj : error LNK2019:
+/// unresolved external symbol "int __cdecl add(int,int)" (?add@@YAHHH@Z) referenced in
+/// function main`).
 pub fn linker(step: &FailedStep) -> Option<Finding> {
     let (at, c) = first(step, &UNDEFINED_SYMBOL)?;
-    let symbol = c.get(1).or(c.get(2)).map_or("", |m| m.as_str());
+    let symbol = c
+        .get(1)
+        .or(c.get(2))
+        .or(c.get(3))
+        .map_or("", |m| m.as_str());
+    let tool = if c.get(3).is_some() { "link" } else { "ld" };
     Some(Finding {
         explains: vec![at],
         ..finding(
             Class::Compile,
-            "ld",
+            tool,
             at,
             format!("undefined reference to {symbol}"),
         )
+    })
+}
+
+regex!(
+    MSVC,
+    r"^(\S+?\.(?:c|cc|cpp|cxx|c\+\+|h|hh|hpp|hxx|ixx|cppm|inl))\((\d+)(?:,(\d+))?\) ?: (?:fatal )?error(?: ([A-Z]+\d+))?: (.+?)(?: \[[^\]]+\])?$"
+);
+/// Microsoft's C and C++ compiler (`cl`, through MSBuild or CMake on a Windows runner):
+/// `src\ring.cpp(12,5): error C2065: 'totl': undeclared identifier [build\ring.vcxproj]`,
+/// and clang-cl's `src\ring.cpp(12,5): error: use of undeclared identifier 'totl'` (no
+/// code). After GoogleTest in the parsers' order: older GoogleTest built with MSVC reports an
+/// assertion the same way.
+pub fn msvc(step: &FailedStep) -> Option<Finding> {
+    let (at, c) = first(step, &MSVC)?;
+    let (tool, message) = match c.get(4) {
+        Some(code) => ("msvc", format!("{}: {}", code.as_str(), &c[5])),
+        None => ("clang-cl", c[5].to_string()),
+    };
+    Some(Finding {
+        culprit_file: Some(rel(&c[1])),
+        culprit_line: c[2].parse().ok(),
+        explains: super::all(step, &MSVC, 5),
+        ..finding(Class::Compile, tool, at, message)
     })
 }
 
@@ -118,7 +149,12 @@ pub fn cmake(step: &FailedStep) -> Option<Finding> {
     })
 }
 
-regex!(GTEST_FAILURE, r"^(\S+?):(\d+): Failure$");
+// `file:line: Failure`, or built with MSVC `file(line): Failure` (in older releases
+// `file(line): error: <message>`, the message on the same line).
+regex!(
+    GTEST_FAILURE,
+    r"^(?:(\S+?):(\d+): Failure|(\S+?)\((\d+)\): (?:Failure|error: .+))$"
+);
 regex!(
     GTEST_FAILED,
     r"^\[  FAILED  \] ([A-Za-z_][\w/]*\.[\w/]+)(?:, where .+?)?(?: \(\d+ ms\))?$"
@@ -176,9 +212,13 @@ pub fn googletest(step: &FailedStep) -> Option<Finding> {
         .map(|&j| step.lines[j].trim())
         .collect::<Vec<_>>()
         .join(" ");
+    let (file, line) = match (c.get(1), c.get(2)) {
+        (Some(file), Some(line)) => (file, line),
+        _ => (c.get(3)?, c.get(4)?),
+    };
     Some(Finding {
-        culprit_file: Some(rel(&c[1])),
-        culprit_line: c[2].parse().ok(),
+        culprit_file: Some(rel(file.as_str())),
+        culprit_line: line.as_str().parse().ok(),
         failing_tests: tests,
         explains,
         ..finding(

@@ -184,6 +184,64 @@ fn tools_without_a_corpus_log() {
     );
 }
 
+/// Windows runners: Microsoft's compiler and linker, clang-cl, and GoogleTest built with MSVC,
+/// as their documentation and sources print them (no Windows toolchain runs here), under
+/// GitHub's `D:\\a\\<repo>\\<repo>\\` checkout.
+#[test]
+fn windows_toolchain_outputs() {
+    let d = check(
+        "cmake --build build",
+        "  ring.cpp\nD:\\a\\ring\\ring\\src\\ring.cpp(12,5): error C2065: 'totl': undeclared identifier [D:\\a\\ring\\ring\\build\\ring.vcxproj]\nD:\\a\\ring\\ring\\src\\ring.cpp(14): error C2660: 'push': function does not take 2 arguments [D:\\a\\ring\\ring\\build\\ring.vcxproj]",
+        Class::Compile,
+        "msvc",
+        Some("src/ring.cpp"),
+        Some(12),
+    );
+    assert_eq!(d.message, "C2065: 'totl': undeclared identifier");
+    check(
+        "cl /c src\\main.c",
+        "main.c\nsrc\\main.c(1): fatal error C1083: Cannot open include file: 'ring.h': No such file or directory",
+        Class::Compile,
+        "msvc",
+        Some("src/main.c"),
+        Some(1),
+    );
+    check(
+        "cmake --build build",
+        "D:\\a\\ring\\ring\\src\\ring.cpp(12,5): error: use of undeclared identifier 'totl'\n1 error generated.",
+        Class::Compile,
+        "clang-cl",
+        Some("src/ring.cpp"),
+        Some(12),
+    );
+    let d = check(
+        "cmake --build build",
+        "main.obj : error LNK2019: unresolved external symbol \"int __cdecl add(int,int)\" (?add@@YAHHH@Z) referenced in function main\nD:\\a\\ring\\ring\\build\\Debug\\ring.exe : fatal error LNK1120: 1 unresolved externals",
+        Class::Compile,
+        "link",
+        None,
+        None,
+    );
+    assert_eq!(
+        d.message,
+        "undefined reference to \"int __cdecl add(int,int)\" (?add@@YAHHH@Z)"
+    );
+    for failure in [
+        "D:\\a\\ring\\ring\\tests\\ring_test.cc(9): Failure\nExpected equality of these values:\n  r.size()\n    Which is: 3\n  2",
+        "D:\\a\\ring\\ring\\tests\\ring_test.cc(9): error: Expected equality of these values:\n  r.size()\n    Which is: 3\n  2",
+    ] {
+        let d = check(
+            "ctest --test-dir build -C Debug --output-on-failure",
+            &format!("[ RUN      ] Ring.Grows\n{failure}\n[  FAILED  ] Ring.Grows (0 ms)\n[  FAILED  ] 1 test, listed below:\n[  FAILED  ] Ring.Grows"),
+            Class::Test,
+            "googletest",
+            Some("tests/ring_test.cc"),
+            Some(9),
+        );
+        assert_eq!(d.failing_tests, vec!["Ring.Grows"]);
+    }
+}
+
 /// Newer or other layouts of tools in the corpus: Surefire 3's summary with the simple class
 /// name, a CMake Find module's `Could NOT find`, GHC 9.6's error codes.
 #[test]
