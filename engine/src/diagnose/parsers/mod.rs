@@ -114,12 +114,8 @@ fn command_has(step: &FailedStep, word: &str) -> bool {
     step.command.as_deref().is_some_and(|c| c.contains(word))
 }
 
-/// A path as the repository names it: Windows tools write `src\\a.cpp`.
 fn rel(path: &str) -> String {
-    path.trim()
-        .replace('\\', "/")
-        .trim_start_matches("./")
-        .to_string()
+    path.trim().trim_start_matches("./").to_string()
 }
 
 fn finding(class: Class, tool: &str, at: usize, message: impl Into<String>) -> Finding {
