@@ -186,12 +186,45 @@ regex!(
 );
 regex!(SCALATEST_FAILED, r"^\[info\] - (.+) \*\*\* FAILED \*\*\*$");
 regex!(SCALA_AT, r"\((\w+\.scala):(\d+)\)");
-/// sbt: scalac's `[error] src/main/scala/Basket.scala:7:9: not found: value totl` and
+/// sbt: scalac's `[error] src/main/scala/Basket.scala:7:9: not found: value totl` (Scala 3's
+/// layout below), and
 /// ScalaTest's `[info] - adds the items *** FAILED ***` then `[info]   8 did not equal 7
 /// (BasketSpec.scala:9)` (sbt's documented output; sbt is not packaged by Debian, so no
 /// corpus log of it was recorded here).
 pub fn scala(step: &FailedStep) -> Option<Finding> {
     if let Some((at, c)) = first(step, &SCALAC) {
+        // Scala 3 heads the error with its code and kind (`-- [E006] Not Found Error: …:7:4`),
+        // then quotes the source (`7 |    totl`), marks it (`  |    ^^^^`) and says what is
+        // wrong on the marked lines after (`  |    Not found: totl`).
+        let said: Vec<usize> = if step.lines[at].contains("] -- [E") {
+            (at + 1..step.lines.len().min(at + 12))
+                .take_while(|&i| step.lines[i].starts_with("[error]"))
+                .filter(|&i| {
+                    let l = step.lines[i].trim_start_matches("[error]").trim_start();
+                    l.strip_prefix('|').is_some_and(|rest| {
+                        !rest.trim().is_empty() && !rest.trim().chars().all(|c| c == '^')
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(&first_said) = said.first() {
+            let words = |i: usize| {
+                step.lines[i]
+                    .trim_start_matches("[error]")
+                    .trim_start()
+                    .trim_start_matches('|')
+                    .trim()
+                    .to_string()
+            };
+            return Some(Finding {
+                culprit_file: Some(rel(&c[1])),
+                culprit_line: c[2].parse().ok(),
+                explains: std::iter::once(at).chain(said.iter().copied()).collect(),
+                ..finding(Class::Compile, "scalac", at, words(first_said))
+            });
+        }
         let message = if c[4].trim().is_empty() {
             step.lines
                 .get(at + 1)

@@ -293,19 +293,28 @@ pub fn cabal_test(step: &FailedStep) -> Option<Finding> {
     })
 }
 
-regex!(BAZEL_TEST, r"^(//\S+)\s+FAILED in ");
-/// `//pkg:test FAILED in 0.4s` (Bazel's summary); the test's log is in a file Bazel names.
+regex!(BAZEL_TEST, r"^(//\S+)\s+(FAILED|TIMEOUT) in ");
+/// `//pkg:test FAILED in 0.4s` or `TIMEOUT in 60.0s` (Bazel's summary); the test's log is in a
+/// file Bazel names. `NO STATUS` is a test that never ran (the build failed, or was
+/// interrupted): not a failing test.
 pub fn bazel_test(step: &FailedStep) -> Option<Finding> {
-    let (at, _) = first(step, &BAZEL_TEST)?;
-    let tests = step
+    let (at, c) = first(step, &BAZEL_TEST)?;
+    let failed: Vec<(usize, String)> = step
         .lines
         .iter()
-        .filter_map(|l| BAZEL_TEST.captures(l).map(|c| c[1].to_string()))
+        .enumerate()
+        .filter_map(|(i, l)| BAZEL_TEST.captures(l).map(|c| (i, c[1].to_string())))
+        .take(20)
         .collect();
+    let message = if &c[2] == "TIMEOUT" {
+        "test timed out"
+    } else {
+        "test failed"
+    };
     Some(Finding {
-        failing_tests: tests,
-        explains: vec![at],
-        ..finding(Class::Test, "bazel", at, "test failed")
+        explains: failed.iter().map(|(i, _)| *i).collect(),
+        failing_tests: failed.into_iter().map(|(_, t)| t).collect(),
+        ..finding(Class::Test, "bazel", at, message)
     })
 }
 

@@ -174,6 +174,31 @@ fn tools_without_a_corpus_log() {
         None,
     );
     assert_eq!(d.failing_tests, vec!["//calc:calc_test"]);
+    // A test past its timeout, beside one that failed and one that never ran.
+    let d = check(
+        "bazel test //...",
+        "//calc:slow_test                                                        TIMEOUT in 60.0s\n  /home/runner/.cache/bazel/_bazel_runner/0f1e/execroot/_main/bazel-out/k8-fastbuild/testlogs/calc/slow_test/test.log\n//calc:calc_test                                                         FAILED in 0.1s\n//calc:other_test                                                    NO STATUS\nExecuted 2 out of 3 tests: 2 fail locally.",
+        Class::Test,
+        "bazel",
+        None,
+        None,
+    );
+    assert_eq!(
+        d.failing_tests,
+        vec!["//calc:slow_test", "//calc:calc_test"]
+    );
+    assert_eq!(d.message, "test timed out");
+    // Scala 3 says what is wrong under the quoted and marked source.
+    let d = check(
+        "sbt test",
+        "[info] compiling 1 Scala source to /home/runner/work/a/a/target/scala-3.3.4/classes ...\n[error] -- [E006] Not Found Error: /home/runner/work/a/a/src/main/scala/Basket.scala:7:4 \n[error] 7 |    totl\n[error]   |    ^^^^\n[error]   |    Not found: totl\n[error] one error found\n[error] (Compile / compileIncremental) Compilation failed",
+        Class::Compile,
+        "scalac",
+        Some("src/main/scala/Basket.scala"),
+        Some(7),
+    );
+    assert_eq!(d.message, "Not found: totl");
+    assert!(d.excerpt.contains("Not found: totl"), "{}", d.excerpt);
     check(
         "composer install",
         "Loading composer repositories with package information\nUpdating dependencies\nYour requirements could not be resolved to an installable set of packages.\n\n  Problem 1\n    - Root composer.json requires monolog/monolog ^9.0, found monolog/monolog[1.0.0, ..., 3.8.0] but it does not match the constraint.",
