@@ -19,7 +19,7 @@ use javascript::{eslint, jest, mocha, prettier, tsc, vitest};
 use jvm::{gradle_test, javac, junit, junit_platform, scala};
 use native::{
     bazel_test, c_family, cabal_test, cmake, csharp, ctest, dotnet_test, go_dependency, googletest,
-    linker, msvc, xctest,
+    linker, msvc, swift_testing, xctest,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +58,7 @@ pub const PARSERS: &[Parser] = &[
     cmake,
     // XCTest's failures share the compilers' `file:line: error:` head.
     xctest,
+    swift_testing,
     c_family,
     linker,
     ruby_syntax,

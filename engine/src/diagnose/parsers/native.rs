@@ -1,6 +1,7 @@
 //! Compiled languages beside Rust, Go and the JVM: gcc and clang (C, C++, Objective-C, and
 //! Swift and GHC, which print the same `file:line:col: error:` head), the linker, CMake and
-//! CTest, Microsoft's C and C++ compiler and linker, Bazel's test runner, C# compilers and `dotnet test`, XCTest, and Go's module errors.
+//! CTest, Microsoft's C and C++ compiler and linker, Bazel's test runner, C# compilers and
+//! `dotnet test`, XCTest and Swift Testing, and Go's module errors.
 
 use super::{block, command_has, finding, first, regex, rel, Finding};
 use crate::diagnose::log::FailedStep;
@@ -390,6 +391,36 @@ pub fn xctest(step: &FailedStep) -> Option<Finding> {
         failing_tests: vec![format!("{}.{}", &c[3], &c[4])],
         explains: vec![at],
         ..finding(Class::Test, "xctest", at, c[5].to_string())
+    })
+}
+
+regex!(
+    SWIFT_TESTING_ISSUE,
+    r"^✘ Test (\S.*?) recorded an issue at (\S+?\.swift):(\d+):(?:\d+:)? (.+)$"
+);
+regex!(SWIFT_TESTING_FAILED, r"^✘ Test (\S.*?) failed after ");
+/// Swift Testing (Swift 6's `swift test` beside XCTest): `✘ Test addsItems() recorded an issue
+/// at BasketTests.swift:9:5: Expectation failed: (total → 8) == 7`, then `✘ Test addsItems()
+/// failed after 0.001 seconds with 1 issue.` (its documented console output; a sample, as
+/// for XCTest).
+pub fn swift_testing(step: &FailedStep) -> Option<Finding> {
+    let (at, c) = first(step, &SWIFT_TESTING_ISSUE)?;
+    let mut tests: Vec<String> = Vec::new();
+    for line in &step.lines {
+        if let Some(t) = SWIFT_TESTING_FAILED.captures(line) {
+            // The run's own summary is `✘ Test run with 2 tests failed after …`.
+            let summary = t[1].starts_with("run with ");
+            if !summary && !tests.iter().any(|s| *s == t[1]) && tests.len() < 20 {
+                tests.push(t[1].to_string());
+            }
+        }
+    }
+    Some(Finding {
+        culprit_file: Some(rel(&c[2])),
+        culprit_line: c[3].parse().ok(),
+        failing_tests: tests,
+        explains: super::all(step, &SWIFT_TESTING_ISSUE, 5),
+        ..finding(Class::Test, "swift-testing", at, c[4].to_string())
     })
 }
 

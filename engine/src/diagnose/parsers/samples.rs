@@ -166,6 +166,16 @@ fn tools_without_a_corpus_log() {
     );
     assert_eq!(d.failing_tests, vec!["BasketTests.testAdds"]);
     let d = check(
+        "swift test",
+        "◇ Test run started.\n↳ Testing Library Version: 6.0.3\n◇ Suite BasketTests started.\n◇ Test addsItems() started.\n◇ Test emptyBasket() started.\n✔ Test emptyBasket() passed after 0.001 seconds.\n✘ Test addsItems() recorded an issue at BasketTests.swift:9:5: Expectation failed: (basket.total → 8) == 7\n✘ Test addsItems() failed after 0.002 seconds with 1 issue.\n✘ Suite BasketTests failed after 0.002 seconds with 1 issue.\n✘ Test run with 2 tests failed after 0.002 seconds with 1 issue.",
+        Class::Test,
+        "swift-testing",
+        Some("BasketTests.swift"),
+        Some(9),
+    );
+    assert_eq!(d.failing_tests, vec!["addsItems()"]);
+    assert_eq!(d.message, "Expectation failed: (basket.total → 8) == 7");
+    let d = check(
         "bazel test //...",
         "FAIL: //calc:calc_test (see /home/runner/.cache/bazel/_bazel_runner/0f1e/execroot/_main/bazel-out/k8-fastbuild/testlogs/calc/calc_test/test.log)\nINFO: Elapsed time: 1.2s, Critical Path: 0.9s\n//calc:calc_test                                                         FAILED in 0.1s\nExecuted 1 out of 1 test: 1 fails locally.",
         Class::Test,
