@@ -42,21 +42,32 @@ pub struct WorkflowRun {
     /// field is treated the same way, as a head selfheal cannot place.
     #[serde(default)]
     pub head_repository: Option<HeadRepository>,
+    // Read only to see a revert (`reverted_commits`): a value of another shape is taken as
+    // absent, so it can never make a failed run's delivery a bad request.
     /// The commit the run ran on, as pushed: its message says whether it reverts another.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub head_commit: Option<HeadCommit>,
     /// When GitHub created the run: for a push, moments after it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub created_at: Option<DateTime<Utc>>,
     /// Who pushed (or otherwise started) the run.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub actor: Option<Account>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct HeadCommit {
-    #[serde(default)]
     pub message: String,
+}
+
+/// `T` when the value is one, else `None`.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -436,6 +447,18 @@ mod tests {
         v["workflow_run"]["head_commit"]["message"] =
             format!("This reverts commit {a}.\n").repeat(100).into();
         assert_eq!(reverted(&v).len(), 16, "bounded");
+        // Fields read only for this, in another shape than GitHub's: no revert, no error.
+        for (field, odd) in [
+            ("head_commit", serde_json::json!({"message": null})),
+            ("head_commit", serde_json::json!("x")),
+            ("created_at", serde_json::json!("yesterday")),
+            ("actor", serde_json::json!({"id": 1})),
+        ] {
+            let mut v = v.clone();
+            v["workflow_run"][field] = odd;
+            let ev = WorkflowRunEvent::parse(v.to_string().as_bytes()).unwrap();
+            assert!(field != "head_commit" || ev.reverted_commits().is_empty());
+        }
     }
 
     #[test]

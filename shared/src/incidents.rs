@@ -232,11 +232,20 @@ async fn workflow_run(
     ev: &WorkflowRunEvent,
     gates: &Gates,
 ) -> Result<Ingested, tokio_postgres::Error> {
-    if ev.verdict() == RunVerdict::Ignored {
-        return Ok(Ingested::Stored);
-    }
     if let Some(reason) = ev.untrusted_reason() {
-        return Ok(Ingested::Untrusted { reason });
+        return Ok(if ev.verdict() == RunVerdict::Ignored {
+            Ingested::Stored
+        } else {
+            Ingested::Untrusted { reason }
+        });
+    }
+    if ev.verdict() == RunVerdict::Ignored {
+        // A run just requested, or cancelled by the next push (`cancel-in-progress`), still
+        // says what its push reverts.
+        return Ok(match reverts::by_push(tx, ev).await? {
+            Some(incident_id) => Ingested::FixReverted { incident_id },
+            None => Ingested::Stored,
+        });
     }
     tx.execute(
         &tx.prepare_cached(LOCK_RUN).await?,
@@ -244,7 +253,8 @@ async fn workflow_run(
     )
     .await?;
     // A revert pushed by hand is seen in the run it starts, red or green, before anything else
-    // the run means.
+    // the run means, and whatever the gates say: they decide whether selfheal acts, while a
+    // revert is a fact about a fix it made.
     let reverted = reverts::by_push(tx, ev).await?;
     let ingested = match fix_branch(tx, ev).await? {
         Some(fix) => fix_run(tx, delivery_id, ev, &fix).await?,

@@ -70,11 +70,17 @@ pub(crate) async fn by_button(
     Ok(Ingested::FixReverted { incident_id })
 }
 
-/// A push whose head commit reverts the commit selfheal's fix was merged as, on the branch it
-/// was merged into: the first incident whose fix it reverts (a push reverting several is
-/// recorded for each). Only the first revert of a fix is kept, so the several workflows one
-/// push starts record it once. The push's time is the run's creation, which GitHub makes as
-/// the push arrives.
+/// A push whose head commit reverts selfheal's fix on the branch it was merged into (the
+/// commit it was merged as, or with a merge commit the fix's own commit): the first incident
+/// whose fix it reverts (a push reverting several is recorded for each). Only the first
+/// revert of a fix is kept, so the several workflows one push starts, and each of their
+/// deliveries (`requested` to `completed`), record it once. The push's time is the run's
+/// creation, which GitHub makes as the push arrives.
+///
+/// The message is the pusher's word: anyone whose commit lands on the branch with git's line
+/// in its message (a contributor's squash-merged pull request keeps theirs) marks the fix
+/// reverted without undoing it. It weighs on the precision report and fix memory only, never
+/// on what selfheal does to the repository.
 pub(crate) async fn by_push(
     tx: &Transaction<'_>,
     ev: &WorkflowRunEvent,
@@ -92,7 +98,8 @@ pub(crate) async fn by_push(
                 "UPDATE deliveries d SET reverted_at = coalesce($5, now()), reverted_by = $4, updated_at = now()
                  FROM incidents i
                  WHERE i.id = d.incident_id AND d.kind = 'pull_request' AND d.merged_at IS NOT NULL
-                   AND d.reverted_at IS NULL AND d.merge_commit_sha = ANY($1)
+                   AND d.reverted_at IS NULL
+                   AND (d.merge_commit_sha = ANY($1) OR d.commit_sha = ANY($1))
                    AND i.repository_id = $2 AND i.branch = $3
                  RETURNING d.incident_id, d.pr_number",
             )

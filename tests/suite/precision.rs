@@ -223,11 +223,12 @@ async fn precision_counts_reverts_within_fourteen_days_and_time_to_green_splits_
 }
 
 /// A `git revert` of selfheal's merged fix pushed by hand (no Revert button) is seen in the
-/// runs the push starts: the fix counts as reverted once, by whoever pushed, when the push
-/// came; a pull request's run, another branch, a fork and a commit that is not the fix's merge
-/// record nothing.
+/// runs the push starts, whatever became of them: the fix counts as reverted once, by whoever
+/// pushed, when the push came; a pull request's run, another branch, a fork, another
+/// repository and a commit that is not the fix's record nothing.
 #[tokio::test]
 async fn a_revert_pushed_by_hand_is_seen_in_the_runs_the_push_starts() {
+    use chrono::{DateTime, Utc};
     let env = TestEnv::new().await;
     env.migrate();
     let app = env.spawn_web().await;
@@ -249,20 +250,24 @@ async fn a_revert_pushed_by_hand_is_seen_in_the_runs_the_push_starts() {
     )
     .await
     .unwrap();
-    // Fix #21 merged as commit `fix`, #22 as `other`, both on main two days ago.
-    let (fix, other) = ("f1".repeat(20), "0e".repeat(20));
+    // Fixes #21, #22 and #23 merged on main two days ago: #21 squashed as `fix`, #22 as
+    // `other`, #23 with a merge commit `merge` bringing its own commit `own`.
+    let sha = |s: &str| s.repeat(20);
+    let (fix, other, merge, own) = (sha("f1"), sha("0e"), sha("3a"), sha("3b"));
     let reverted = healed(&db, repo_id, &full_name, 21, 2, None).await;
     healed(&db, repo_id, &full_name, 22, 2, None).await;
-    for (number, sha) in [(21, &fix), (22, &other)] {
+    let merged_23 = healed(&db, repo_id, &full_name, 23, 2, None).await;
+    for (number, merged_as, commit) in [(21, &fix, ""), (22, &other, ""), (23, &merge, &own[..])] {
         db.execute(
-            "UPDATE deliveries SET merge_commit_sha = $2 WHERE pr_number = $1",
-            &[&number, sha],
+            "UPDATE deliveries SET merge_commit_sha = $2, commit_sha = nullif($3, '') WHERE pr_number = $1",
+            &[&number, merged_as, &commit],
         )
         .await
         .unwrap();
     }
     let revert = format!("Revert \"Fix formatting\"\n\nThis reverts commit {fix}.\n");
-    let pushed_at = "2026-11-20T10:00:00Z";
+    let pushed_at = (Utc::now() - chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let run = |id: i64, conclusion: &str, event: &str, branch: &str, message: &str| {
         let mut payload = if conclusion == "success" {
             env.green_run(id, &now())
@@ -274,23 +279,33 @@ async fn a_revert_pushed_by_hand_is_seen_in_the_runs_the_push_starts() {
         wr["head_branch"] = branch.into();
         wr["head_sha"] = "c0ffee".repeat(7)[..40].into();
         wr["head_commit"]["message"] = message.into();
-        wr["created_at"] = pushed_at.into();
+        wr["created_at"] = pushed_at.as_str().into();
         wr["actor"]["login"] = "mona".into();
         payload
     };
-    let reverted_by = || async {
-        db.query_one(
-            "SELECT reverted_by FROM deliveries WHERE pr_number = 21",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get::<_, Option<String>>(0)
+    let revert_of = |number: i32| {
+        let db = &db;
+        async move {
+            let row = db
+                .query_one(
+                    "SELECT reverted_by, reverted_at FROM deliveries WHERE pr_number = $1",
+                    &[&number],
+                )
+                .await
+                .unwrap();
+            (
+                row.get::<_, Option<String>>(0),
+                row.get::<_, Option<DateTime<Utc>>>(1),
+            )
+        }
     };
 
     // Nothing that is not a push of the fix's revert onto the branch it was merged into.
     let mut fork = run(31, "success", "push", "main", &revert);
     fork["workflow_run"]["head_repository"]["id"] = 99_999.into();
+    let mut elsewhere = run(35, "success", "push", "main", &revert);
+    elsewhere["repository"]["id"] = 99_998.into();
+    elsewhere["workflow_run"]["head_repository"]["id"] = 99_998.into();
     for (why, payload) in [
         (
             "a pull request's run",
@@ -301,6 +316,7 @@ async fn a_revert_pushed_by_hand_is_seen_in_the_runs_the_push_starts() {
             run(32, "success", "push", "feature/x", &revert),
         ),
         ("a fork", fork),
+        ("another repository", elsewhere),
         (
             "another commit",
             run(
@@ -308,7 +324,7 @@ async fn a_revert_pushed_by_hand_is_seen_in_the_runs_the_push_starts() {
                 "success",
                 "push",
                 "main",
-                &format!("This reverts commit {}.", "ab".repeat(20)),
+                &format!("This reverts commit {}.", sha("ab")),
             ),
         ),
         (
@@ -319,7 +335,7 @@ async fn a_revert_pushed_by_hand_is_seen_in_the_runs_the_push_starts() {
         let (status, body) = app.deliver("workflow_run", &payload).await;
         assert_eq!(status, 202, "{why}: {body}");
         assert_ne!(body["status"], "fix_reverted", "{why}: {body}");
-        assert_eq!(reverted_by().await, None, "{why}");
+        assert_eq!(revert_of(21).await, (None, None), "{why}");
     }
 
     // The revert's green run.
@@ -329,40 +345,56 @@ async fn a_revert_pushed_by_hand_is_seen_in_the_runs_the_push_starts() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "fix_reverted", "{body}");
     assert_eq!(body["incident_id"], reverted.to_string());
-    let row = db
-        .query_one(
-            "SELECT reverted_by, reverted_at FROM deliveries WHERE pr_number = 21",
-            &[],
+    let first = revert_of(21).await;
+    assert_eq!(
+        first,
+        (
+            Some("github:mona c0ffeec0ffee".to_string()),
+            Some(pushed_at.parse().unwrap())
         )
-        .await
-        .unwrap();
-    assert_eq!(
-        row.get::<_, Option<String>>(0).as_deref(),
-        Some("github:mona c0ffeec0ffee")
     );
-    assert_eq!(
-        row.get::<_, chrono::DateTime<chrono::Utc>>(1),
-        pushed_at.parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    // A failing run of a later push by someone else that reverts #21 again and #22: its run
+    // is made as any failed run's (on the general path, not the failed run's own), #22's
+    // revert recorded, #21's first one kept.
+    let mut both = run(
+        41,
+        "failure",
+        "push",
+        "main",
+        &format!("{revert}This reverts commit {other}.\n"),
     );
-    // A failing run of a push that reverts both fixes: its run is made as any failed run's (on
-    // the general path, not the failed run's own), #22's revert recorded, #21's not again.
-    let both = format!("{revert}This reverts commit {other}.\n");
-    let (_, body) = app
-        .deliver("workflow_run", &run(41, "failure", "push", "main", &both))
-        .await;
+    both["workflow_run"]["head_sha"] = sha("d0").into();
+    both["workflow_run"]["actor"]["login"] = "hubot".into();
+    both["workflow_run"]["created_at"] = now().into();
+    let (_, body) = app.deliver("workflow_run", &both).await;
     assert_eq!(body["status"], "run_created", "{body}");
+    assert_eq!(revert_of(21).await, first);
     assert_eq!(
-        reverted_by().await.as_deref(),
-        Some("github:mona c0ffeec0ffee")
+        revert_of(22).await.0.as_deref(),
+        Some("github:hubot d0d0d0d0d0d0")
     );
+    // A run the next push cancelled at once: its `requested` delivery says it; with a merge
+    // commit, a revert of the fix's own commit counts.
+    let mut requested = run(
+        42,
+        "success",
+        "push",
+        "main",
+        &format!("This reverts commit {own}."),
+    );
+    requested["action"] = "requested".into();
+    requested["workflow_run"]["conclusion"] = serde_json::Value::Null;
+    let (_, body) = app.deliver("workflow_run", &requested).await;
+    assert_eq!(body["status"], "fix_reverted", "{body}");
+    assert_eq!(body["incident_id"], merged_23.to_string());
     assert_eq!(
         env.count("SELECT count(*) FROM audit_log WHERE action = 'pull_request.reverted'")
             .await,
-        2
+        3
     );
     assert_eq!(
         env.count("SELECT count(*) FROM deliveries WHERE reverted_at IS NOT NULL")
             .await,
-        2
+        3
     );
 }

@@ -182,7 +182,7 @@ pub fn gradle_test(step: &FailedStep) -> Option<Finding> {
 
 regex!(
     SCALAC,
-    r"^\[error\] (?:-- \[E\d+\] .*?: )?(\S+\.scala):(\d+):(\d+):? ?(.*)$"
+    r"^\[error\] (?:-- (?:\[E\d+\] )?.*?: )?(\S+\.scala):(\d+):(\d+):? ?(.*)$"
 );
 regex!(SCALATEST_FAILED, r"^\[info\] - (.+) \*\*\* FAILED \*\*\*$");
 regex!(SCALA_AT, r"\((\w+\.scala):(\d+)\)");
@@ -193,10 +193,11 @@ regex!(SCALA_AT, r"\((\w+\.scala):(\d+)\)");
 /// corpus log of it was recorded here).
 pub fn scala(step: &FailedStep) -> Option<Finding> {
     if let Some((at, c)) = first(step, &SCALAC) {
-        // Scala 3 heads the error with its code and kind (`-- [E006] Not Found Error: …:7:4`),
+        // Scala 3 heads the error with its code and kind (`-- [E006] Not Found Error: …:7:4`,
+        // or `-- Error: …:7:4` for an error with no code),
         // then quotes the source (`7 |    totl`), marks it (`  |    ^^^^`) and says what is
         // wrong on the marked lines after (`  |    Not found: totl`).
-        let said: Vec<usize> = if step.lines[at].contains("] -- [E") {
+        let said: Vec<usize> = if step.lines[at].starts_with("[error] -- ") {
             (at + 1..step.lines.len().min(at + 12))
                 .take_while(|&i| step.lines[i].starts_with("[error]"))
                 .filter(|&i| {

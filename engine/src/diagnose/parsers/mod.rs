@@ -60,6 +60,7 @@ pub const PARSERS: &[Parser] = &[
     xctest,
     swift_testing,
     c_family,
+    msvc,
     linker,
     ruby_syntax,
     php_parse,
@@ -78,8 +79,6 @@ pub const PARSERS: &[Parser] = &[
     exunit,
     // GoogleTest's own report says why; CTest's summary only which.
     googletest,
-    // MSVC's errors after GoogleTest's, which older GoogleTest built with MSVC prints alike.
-    msvc,
     ctest,
     dotnet_test,
     cabal_test,

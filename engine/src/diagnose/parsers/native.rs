@@ -55,7 +55,7 @@ pub fn c_family(step: &FailedStep) -> Option<Finding> {
 
 regex!(
     UNDEFINED_SYMBOL,
-    r"(?:undefined reference to [`'](.+?)'|ld(?:\.lld)?: error: undefined symbol: (.+)$|Undefined symbols for architecture|: error LNK20(?:19|01): unresolved external symbol (.+?)(?: referenced in function .+)?$)"
+    r"(?:undefined reference to [`'](.+?)'|ld(?:\.lld)?: error: undefined symbol: (.+)$|Undefined symbols for architecture|: error LNK20(?:19|01): unresolved external symbol (.+?)(?: referenced in function .+?)?(?: \[[^\]]+\])?$)"
 );
 /// GNU ld, lld and Apple's ld, and Microsoft's `link.exe` (`main.obj : error LNK2019:
 /// unresolved external symbol "int __cdecl add(int,int)" (?add@@YAHHH@Z) referenced in
@@ -81,18 +81,18 @@ pub fn linker(step: &FailedStep) -> Option<Finding> {
 
 regex!(
     MSVC,
-    r"^(\S+?\.(?:c|cc|cpp|cxx|c\+\+|h|hh|hpp|hxx|ixx|cppm|inl))\((\d+)(?:,(\d+))?\) ?: (?:fatal )?error(?: ([A-Z]+\d+))?: (.+?)(?: \[[^\]]+\])?$"
+    r"^(\S+?\.(?:c|cc|cpp|cxx|c\+\+|h|hh|hpp|hxx|ixx|cppm|inl))\((\d+)(?:,(\d+)\) ?: (?:fatal )?error(?: ([A-Z]+\d+))?|\) ?: (?:fatal )?error ([A-Z]+\d+)): (.+?)(?: \[[^\]]+\])?$"
 );
 /// Microsoft's C and C++ compiler (`cl`, through MSBuild or CMake on a Windows runner):
 /// `src\ring.cpp(12,5): error C2065: 'totl': undeclared identifier [build\ring.vcxproj]`,
-/// and clang-cl's `src\ring.cpp(12,5): error: use of undeclared identifier 'totl'` (no
-/// code). After GoogleTest in the parsers' order: older GoogleTest built with MSVC reports an
-/// assertion the same way.
+/// and clang-cl's `src\ring.cpp(12,5): error: use of undeclared identifier 'totl'` (a
+/// column, no code). A line with neither is not theirs: Boost.Test's `test.cpp(12): error:
+/// in "s/t": check … has failed` and GoogleTest's under MSVC look alike.
 pub fn msvc(step: &FailedStep) -> Option<Finding> {
     let (at, c) = first(step, &MSVC)?;
-    let (tool, message) = match c.get(4) {
-        Some(code) => ("msvc", format!("{}: {}", code.as_str(), &c[5])),
-        None => ("clang-cl", c[5].to_string()),
+    let (tool, message) = match c.get(4).or(c.get(5)) {
+        Some(code) => ("msvc", format!("{}: {}", code.as_str(), &c[6])),
+        None => ("clang-cl", c[6].to_string()),
     };
     Some(Finding {
         culprit_file: Some(rel(&c[1])),
@@ -150,11 +150,11 @@ pub fn cmake(step: &FailedStep) -> Option<Finding> {
     })
 }
 
-// `file:line: Failure`, or built with MSVC `file(line): Failure` (in older releases
-// `file(line): error: <message>`, the message on the same line).
+// `file:line: Failure`, or built with MSVC `file(line): error: <message>`, the message on the
+// same line (`file(line): Failure` is taken too).
 regex!(
     GTEST_FAILURE,
-    r"^(?:(\S+?):(\d+): Failure|(\S+?)\((\d+)\): (?:Failure|error: .+))$"
+    r"^(?:(\S+?):(\d+): Failure|(\S+?)\((\d+)\): (?:Failure|error: (.+)))$"
 );
 regex!(
     GTEST_FAILED,
@@ -208,9 +208,15 @@ pub fn googletest(step: &FailedStep) -> Option<Finding> {
         .skip(1)
         .position(|&j| GTEST_FAILURE.is_match(&step.lines[j]))
         .map_or(explains.len(), |p| p + 1);
-    let message = explains[1..first_end.max(1)]
-        .iter()
-        .map(|&j| step.lines[j].trim())
+    let message = c
+        .get(5)
+        .map(|head| head.as_str().trim())
+        .into_iter()
+        .chain(
+            explains[1..first_end.max(1)]
+                .iter()
+                .map(|&j| step.lines[j].trim()),
+        )
         .collect::<Vec<_>>()
         .join(" ");
     let (file, line) = match (c.get(1), c.get(2)) {
@@ -396,13 +402,18 @@ pub fn xctest(step: &FailedStep) -> Option<Finding> {
 
 regex!(
     SWIFT_TESTING_ISSUE,
-    r"^✘ Test (\S.*?) recorded an issue at (\S+?\.swift):(\d+):(?:\d+:)? (.+)$"
+    r"^(?:✘|\x{100884}) Test (\S.*?) recorded an issue(?: with \d+ arguments? .*?)? at (\S+?\.swift):(\d+):(?:\d+:)? (.+)$"
 );
-regex!(SWIFT_TESTING_FAILED, r"^✘ Test (\S.*?) failed after ");
+regex!(
+    SWIFT_TESTING_FAILED,
+    r"^(?:✘|\x{100884}) Test (\S.*?)(?: with \d+ test cases?)? failed after "
+);
 /// Swift Testing (Swift 6's `swift test` beside XCTest): `✘ Test addsItems() recorded an issue
 /// at BasketTests.swift:9:5: Expectation failed: (total → 8) == 7`, then `✘ Test addsItems()
-/// failed after 0.001 seconds with 1 issue.` (its documented console output; a sample, as
-/// for XCTest).
+/// failed after 0.001 seconds with 1 issue.`; a parameterised test's issue names its
+/// arguments (`recorded an issue with 1 argument x → 3 at …`). macOS prints SF Symbols' private
+/// character for ✘ where the font is installed. Its documented console output; a sample, as
+/// for XCTest.
 pub fn swift_testing(step: &FailedStep) -> Option<Finding> {
     let (at, c) = first(step, &SWIFT_TESTING_ISSUE)?;
     let mut tests: Vec<String> = Vec::new();

@@ -175,6 +175,16 @@ fn tools_without_a_corpus_log() {
     );
     assert_eq!(d.failing_tests, vec!["addsItems()"]);
     assert_eq!(d.message, "Expectation failed: (basket.total → 8) == 7");
+    // A parameterised test's issue names its argument; its verdict counts its cases.
+    let d = check(
+        "swift test",
+        "✘ Test adds(count:) recorded an issue with 1 argument count → 3 at BasketTests.swift:14:9: Expectation failed: (basket.total → 4) == 3\n✘ Test adds(count:) with 2 test cases failed after 0.002 seconds with 1 issue.\n✘ Test run with 2 tests failed after 0.002 seconds with 1 issue.",
+        Class::Test,
+        "swift-testing",
+        Some("BasketTests.swift"),
+        Some(14),
+    );
+    assert_eq!(d.failing_tests, vec!["adds(count:)"]);
     let d = check(
         "bazel test //...",
         "FAIL: //calc:calc_test (see /home/runner/.cache/bazel/_bazel_runner/0f1e/execroot/_main/bazel-out/k8-fastbuild/testlogs/calc/calc_test/test.log)\nINFO: Elapsed time: 1.2s, Critical Path: 0.9s\n//calc:calc_test                                                         FAILED in 0.1s\nExecuted 1 out of 1 test: 1 fails locally.",
@@ -209,6 +219,16 @@ fn tools_without_a_corpus_log() {
     );
     assert_eq!(d.message, "Not found: totl");
     assert!(d.excerpt.contains("Not found: totl"), "{}", d.excerpt);
+    // An error with no code.
+    let d = check(
+        "sbt compile",
+        "[error] -- Error: /home/runner/work/a/a/src/main/scala/Basket.scala:3:8 \n[error] 3 |  given Int = \"x\"\n[error]   |        ^^^\n[error]   |        Found:    (\"x\" : String)\n[error]   |        Required: Int\n[error] one error found",
+        Class::Compile,
+        "scalac",
+        Some("src/main/scala/Basket.scala"),
+        Some(3),
+    );
+    assert_eq!(d.message, "Found:    (\"x\" : String)");
     check(
         "composer install",
         "Loading composer repositories with package information\nUpdating dependencies\nYour requirements could not be resolved to an installable set of packages.\n\n  Problem 1\n    - Root composer.json requires monolog/monolog ^9.0, found monolog/monolog[1.0.0, ..., 3.8.0] but it does not match the constraint.",
@@ -274,7 +294,38 @@ fn windows_toolchain_outputs() {
             Some(9),
         );
         assert_eq!(d.failing_tests, vec!["Ring.Grows"]);
+        assert!(
+            d.message.starts_with("Expected equality of these values:"),
+            "{}",
+            d.message
+        );
     }
+    // A compile error beside a link error in one parallel build: the compiler's.
+    check(
+        "msbuild ring.sln",
+        "main.obj : error LNK2019: unresolved external symbol \"int __cdecl add(int,int)\" (?add@@YAHHH@Z) referenced in function main [D:\\a\\ring\\ring\\build\\app.vcxproj]\nD:\\a\\ring\\ring\\src\\ring.cpp(12,5): error C2065: 'totl': undeclared identifier [D:\\a\\ring\\ring\\build\\ring.vcxproj]",
+        Class::Compile,
+        "msvc",
+        Some("src/ring.cpp"),
+        Some(12),
+    );
+    // MSBuild's project suffix is no part of the symbol.
+    let d = check(
+        "msbuild ring.sln",
+        "util.obj : error LNK2001: unresolved external symbol _ring_size [D:\\a\\ring\\ring\\build\\app.vcxproj]",
+        Class::Compile,
+        "link",
+        None,
+        None,
+    );
+    assert_eq!(d.message, "undefined reference to _ring_size");
+    // Boost.Test prints `file(line): error:` on every platform: an assertion, not a compile
+    // error.
+    let d = diagnose(&step(
+        "ctest --test-dir build --output-on-failure",
+        "Running 1 test case...\n/home/runner/work/ring/ring/tests/test.cpp(12): error: in \"ring/grows\": check r.size() == 2 has failed [3 != 2]\n\n*** 1 failure is detected in the test module \"ring\"\n\n0% tests passed, 1 tests failed out of 1\n\nThe following tests FAILED:\n\t  1 - ring_test (Failed)",
+    ));
+    assert_eq!(d.class, Class::Test, "{d:?}");
 }
 
 /// Newer or other layouts of tools in the corpus: Surefire 3's summary with the simple class

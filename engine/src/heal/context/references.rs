@@ -423,26 +423,41 @@ impl<'a> Resolver<'a> {
     /// the configurations it `extends` (files of the repository, at most [`MAX_EXTENDS`] deep)
     /// set and it does not.
     fn aliases(&self, from: &str) -> Aliases {
-        let Some(config) = ["tsconfig.json", "jsconfig.json"]
-            .iter()
-            .find_map(|name| self.nearest(from, name).map(|dir| join_dir(&dir, name)))
-        else {
+        // In each directory up from the file, either name: TypeScript's own lookup.
+        let mut dir = Some(parent(from));
+        let config = std::iter::from_fn(|| {
+            let here = dir.take()?;
+            dir = up(&here);
+            Some(here)
+        })
+        .find_map(|dir| {
+            ["tsconfig.json", "jsconfig.json"]
+                .iter()
+                .map(|name| join_dir(&dir, name))
+                .find(|path| self.exists(path))
+        });
+        let Some(config) = config else {
             return Aliases::default();
         };
         let mut aliases = Aliases::default();
         let mut next = vec![config];
         let mut seen = Vec::new();
         while let Some(config) = next.pop() {
-            if seen.contains(&config) || seen.len() > MAX_EXTENDS {
+            if seen.len() > MAX_EXTENDS {
                 break;
+            }
+            // A configuration two others extend (or one extending itself) counts once.
+            if seen.contains(&config) {
+                continue;
             }
             seen.push(config.clone());
             // One that cannot be read or parsed sets nothing; the others still count.
             let Some(text) = read_inside(self.repo, &config) else {
                 continue;
             };
+            // Visual Studio writes a byte-order mark, which TypeScript skips.
             let Ok(value) = jsonc_parser::parse_to_serde_value::<serde_json::Value>(
-                &text,
+                text.trim_start_matches('\u{feff}'),
                 &jsonc_parser::ParseOptions::default(),
             ) else {
                 continue;
@@ -465,7 +480,7 @@ impl<'a> Resolver<'a> {
                                 .into_iter()
                                 .flatten()
                                 .filter_map(|t| t.as_str().map(String::from))
-                                .take(16)
+                                .take(8)
                                 .collect();
                             (pattern.clone(), targets)
                         })
@@ -514,8 +529,11 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// How far `extends` is followed.
+/// How many configurations `extends` brings in, at most.
 const MAX_EXTENDS: usize = 4;
+
+/// A pattern of `paths` (at most one `*`) and its targets.
+type Pattern = (String, Vec<String>);
 
 /// A project's module aliases, from its TypeScript (or JavaScript) configuration.
 #[derive(Default)]
@@ -524,14 +542,16 @@ struct Aliases {
     base_url: Option<String>,
     /// `paths`: each pattern (at most one `*`) and its targets, with the directory of the
     /// configuration that set them.
-    paths: Option<(Vec<(String, Vec<String>)>, String)>,
+    paths: Option<(Vec<Pattern>, String)>,
 }
 
 impl Aliases {
-    /// Where a bare specifier may be, likeliest first: the targets of the `paths` pattern with
-    /// the longest prefix it matches (relative to `baseUrl` when set, else to the
-    /// configuration's directory), else the specifier under `baseUrl`.
+    /// Where a bare specifier may be, likeliest first: the targets of the `paths` pattern it
+    /// matches exactly, else of the one with the longest prefix (relative to `baseUrl` when
+    /// set, else to the configuration's directory), then the specifier under `baseUrl`, where
+    /// TypeScript looks when no target is a file.
     fn resolve(&self, spec: &str) -> Vec<String> {
+        let mut places = Vec::new();
         if let Some((patterns, dir)) = &self.paths {
             let matched = patterns
                 .iter()
@@ -542,23 +562,26 @@ impl Aliases {
                             spec.strip_prefix(prefix)?.strip_suffix(suffix)?
                         }
                     };
+                    let exact = !pattern.contains('*');
                     let prefix = pattern.split('*').next().unwrap_or(pattern);
-                    Some((prefix.len(), star, targets))
+                    Some(((exact, prefix.len()), star, targets))
                 })
-                .max_by_key(|(prefix, _, _)| *prefix);
+                .max_by_key(|(rank, _, _)| *rank);
             if let Some((_, star, targets)) = matched {
                 let base = self.base_url.as_deref().unwrap_or(dir);
-                return targets
-                    .iter()
-                    .filter_map(|t| normalise(base, &t.replacen('*', star, 1)))
-                    .collect();
+                places.extend(
+                    targets
+                        .iter()
+                        .filter_map(|t| normalise(base, &t.replacen('*', star, 1))),
+                );
             }
         }
-        self.base_url
-            .as_deref()
-            .and_then(|base| normalise(base, spec))
-            .into_iter()
-            .collect()
+        places.extend(
+            self.base_url
+                .as_deref()
+                .and_then(|base| normalise(base, spec)),
+        );
+        places
     }
 }
 
@@ -847,6 +870,42 @@ mod tests {
             ("special.ts", ""),
         ];
         assert_eq!(refs(&files, "src/a.ts"), ["lib/util.ts", "special.ts"]);
+        // An exact pattern wins over a wildcard whatever their prefixes; a target that is no
+        // file falls back to `baseUrl`; a byte-order mark is skipped; a configuration two
+        // others extend is read once and still counts.
+        let files = [
+            (
+                "tsconfig.json",
+                "\u{feff}{\"extends\": [\"./x.json\", \"./a.json\", \"./b.json\"], \"compilerOptions\": {\"paths\": {\"config*\": [\"wild/*\"], \"config\": [\"exact/config.ts\"], \"util/*\": [\"missing/*\"]}}}",
+            ),
+            // `baseUrl` from the first extended, read after the others and their base.
+            ("x.json", "{\"compilerOptions\": {\"baseUrl\": \"src\"}}"),
+            ("a.json", "{\"extends\": \"./base.json\"}"),
+            ("b.json", "{\"extends\": \"./base.json\"}"),
+            ("base.json", "{\"compilerOptions\": {\"paths\": {\"ignored\": [\"x\"]}}}"),
+            ("src/a.ts", "import 'config';\nimport 'util/x';\n"),
+            ("src/exact/config.ts", ""),
+            ("src/wild.ts", ""),
+            ("src/util/x.ts", ""),
+        ];
+        assert_eq!(
+            refs(&files, "src/a.ts"),
+            ["src/exact/config.ts", "src/util/x.ts"]
+        );
+        // The nearest directory's configuration, whichever its name.
+        let files = [
+            (
+                "tsconfig.json",
+                "{\"compilerOptions\": {\"baseUrl\": \"nowhere\"}}",
+            ),
+            (
+                "app/jsconfig.json",
+                "{\"compilerOptions\": {\"baseUrl\": \".\"}}",
+            ),
+            ("app/a.js", "import 'b';\n"),
+            ("app/b.js", ""),
+        ];
+        assert_eq!(refs(&files, "app/a.js"), ["app/b.js"]);
         // A configuration that extends itself, or cannot be parsed, costs nothing.
         let files = [
             (
