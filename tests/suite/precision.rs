@@ -81,11 +81,8 @@ async fn healed(
     incident
 }
 
-#[tokio::test]
-async fn precision_counts_reverts_within_fourteen_days_and_time_to_green_splits_the_wait() {
-    let env = TestEnv::new().await;
-    env.migrate();
-    let app = env.spawn_web().await;
+/// The recorded run's repository, installed: the database's client, its id and full name.
+async fn installed(env: &TestEnv) -> (tokio_postgres::Client, i64, String) {
     let repository = env.failing_run(1, &now())["repository"].clone();
     let (repo_id, full_name) = (
         repository["id"].as_i64().unwrap(),
@@ -104,6 +101,15 @@ async fn precision_counts_reverts_within_fourteen_days_and_time_to_green_splits_
     )
     .await
     .unwrap();
+    (db, repo_id, full_name)
+}
+
+#[tokio::test]
+async fn precision_counts_reverts_within_fourteen_days_and_time_to_green_splits_the_wait() {
+    let env = TestEnv::new().await;
+    env.migrate();
+    let app = env.spawn_web().await;
+    let (db, repo_id, full_name) = installed(&env).await;
     // Merged 30 days ago: kept; reverted 10 days later; reverted 25 days later (past the 14).
     let kept = healed(&db, repo_id, &full_name, 11, 30, None).await;
     healed(&db, repo_id, &full_name, 12, 30, Some(10)).await;
@@ -232,24 +238,7 @@ async fn a_revert_pushed_by_hand_is_seen_in_the_runs_the_push_starts() {
     let env = TestEnv::new().await;
     env.migrate();
     let app = env.spawn_web().await;
-    let repository = env.failing_run(1, &now())["repository"].clone();
-    let (repo_id, full_name) = (
-        repository["id"].as_i64().unwrap(),
-        repository["full_name"].as_str().unwrap().to_string(),
-    );
-    let db = env.db().await;
-    db.execute(
-        "INSERT INTO installations (id, account_login) VALUES ($1, 'octo-org')",
-        &[&INSTALLATION_ID],
-    )
-    .await
-    .unwrap();
-    db.execute(
-        "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)",
-        &[&repo_id, &INSTALLATION_ID, &full_name],
-    )
-    .await
-    .unwrap();
+    let (db, repo_id, full_name) = installed(&env).await;
     // Fixes #21, #22 and #23 merged on main two days ago: #21 squashed as `fix`, #22 as
     // `other`, #23 with a merge commit `merge` bringing its own commit `own`.
     let sha = |s: &str| s.repeat(20);
