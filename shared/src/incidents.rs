@@ -38,6 +38,17 @@ pub(crate) const STOPPED: &str = "SELECT stopped_by, stopped_reason FROM inciden
        AND head_repository_id = $4";
 pub(crate) const BUDGET_USED: &str =
     "SELECT count(*) FROM runs WHERE installation_id = $1 AND created_at > now() - interval '1 hour'";
+/// A green run of a workflow on a branch, kept if it is the latest.
+const PASSED: &str = "INSERT INTO branch_passes (repository_id, head_repository_id, branch, workflow_id, passed_at, github_run_id)
+     VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (repository_id, head_repository_id, branch, workflow_id) DO UPDATE
+       SET passed_at = EXCLUDED.passed_at, github_run_id = EXCLUDED.github_run_id
+       WHERE branch_passes.passed_at < EXCLUDED.passed_at";
+/// The latest green run of the failed run's workflow and branch, if it finished at or after
+/// the failed run ($5).
+pub(crate) const PASSED_SINCE: &str = "SELECT passed_at, github_run_id FROM branch_passes
+     WHERE repository_id = $1 AND head_repository_id = $2 AND branch = $3 AND workflow_id = $4
+       AND passed_at >= $5";
 pub(crate) const EXISTING_RUN: &str =
     "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2 AND trigger = 'workflow_run'";
 /// The failed run's incident: opened, or joined when one is open for its branch and workflow.
@@ -98,6 +109,8 @@ pub enum Ingested {
     Duplicate,
     /// Stored for the record; nothing to act on.
     Stored,
+    /// A failed run, stored with an outbox row for a worker to admit (`failed_run::admit`).
+    Accepted { outbox_id: i64 },
     /// A failed run (an incident is open), or a run of the fix's own CI: the run's first
     /// stage waits in the outbox.
     RunCreated {
@@ -141,6 +154,7 @@ impl Ingested {
         match self {
             Ingested::Duplicate => "duplicate",
             Ingested::Stored => "stored",
+            Ingested::Accepted { .. } => failed_run::ACCEPTED,
             Ingested::RunCreated { .. } => RUN_CREATED,
             Ingested::CommandQueued { .. } => "command_queued",
             Ingested::RunExists { .. } => "run_exists",
@@ -169,7 +183,8 @@ pub enum Parsed {
 }
 
 /// Stores a verified delivery and acts on it, in one transaction on `client`: either
-/// everything (delivery, incident, run, outbox row, audit rows) lands, or nothing.
+/// everything (delivery, incident, run, outbox row, audit rows) lands, or nothing. A failed
+/// run is only stored, with the outbox row that has a worker admit it (`failed_run`).
 pub async fn ingest(
     mut client: Object,
     delivery: &Delivery<'_>,
@@ -178,7 +193,7 @@ pub async fn ingest(
 ) -> Result<Ingested, tokio_postgres::Error> {
     if let Parsed::WorkflowRun(ev) = parsed {
         if failed_run::applies(ev) {
-            return failed_run::ingest(client, delivery, ev, gates).await;
+            return failed_run::accept(&client, delivery).await;
         }
     }
     let tx = client.transaction().await?;
@@ -663,6 +678,20 @@ async fn resolve(
 ) -> Result<Ingested, tokio_postgres::Error> {
     let wr = &ev.workflow_run;
     let resolved_at: DateTime<Utc> = wr.updated_at;
+    // Remembered, so that a failed run admitted later but older than this is not healed
+    // (`failed_run::admit`).
+    tx.execute(
+        &tx.prepare_cached(PASSED).await?,
+        &[
+            &ev.repository.id,
+            &ev.head_repository_id(),
+            &ev.branch(),
+            &wr.workflow_id,
+            &resolved_at,
+            &wr.id,
+        ],
+    )
+    .await?;
     // Only a green run that finished after the first failure resolves it (deliveries can
     // arrive out of order).
     let row = tx

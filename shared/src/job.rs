@@ -1,5 +1,5 @@
-//! What travels through Redis: a stage of a run, or a `/selfheal` command. Each kind carries
-//! its own name and retry policy.
+//! What travels through Redis: a failed run's delivery to admit, a stage of a run, or a
+//! `/selfheal` command. Each kind carries its own name and retry policy.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +8,7 @@ use crate::stage::{RetryPolicy, StageJob};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "snake_case")]
 pub enum Job {
+    Admit(AdmitJob),
     Stage(StageJob),
     Command(CommandJob),
 }
@@ -18,6 +19,7 @@ impl Job {
 
     pub fn name(&self) -> &'static str {
         match self {
+            Job::Admit(_) => AdmitJob::NAME,
             Job::Stage(_) => StageJob::NAME,
             Job::Command(_) => CommandJob::NAME,
         }
@@ -27,6 +29,12 @@ impl Job {
 impl From<StageJob> for Job {
     fn from(job: StageJob) -> Self {
         Job::Stage(job)
+    }
+}
+
+impl From<AdmitJob> for Job {
+    fn from(job: AdmitJob) -> Self {
+        Job::Admit(job)
     }
 }
 
@@ -51,6 +59,20 @@ impl CommandJob {
     }
 }
 
+/// A failed run's delivery, stored and answered by the webhook, for a worker to admit
+/// (`failed_run::admit`): the gates, the dedup by GitHub run, the incident and the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmitJob {
+    pub delivery_id: String,
+    /// The webhook's trace, which the run's stages continue (W3C `traceparent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+impl AdmitJob {
+    pub const NAME: &'static str = "admit";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +94,13 @@ mod tests {
         let cmd: Job = serde_json::from_str(r#"{"job":"command","command_id":7}"#).unwrap();
         assert_eq!(cmd, Job::Command(CommandJob { command_id: 7 }));
         assert_eq!(cmd.name(), "command");
+        let admit: Job = serde_json::from_str(r#"{"job":"admit","delivery_id":"d-1"}"#).unwrap();
+        assert_eq!(
+            admit,
+            Job::Admit(AdmitJob {
+                delivery_id: "d-1".into(),
+                traceparent: None,
+            })
+        );
     }
 }

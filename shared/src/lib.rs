@@ -9,7 +9,7 @@ pub mod db;
 pub mod envelope;
 pub mod events;
 pub mod external_ci;
-mod failed_run;
+pub mod failed_run;
 pub mod github;
 pub mod incidents;
 pub mod installations;

@@ -1,4 +1,4 @@
-//! Transactional outbox: a job (a run's stage, a command) is written to Postgres in the same
+//! Transactional outbox: a job (a delivery to admit, a run's stage, a command) is written to Postgres in the same
 //! transaction as the state that calls for it, then pushed to Redis. Whatever could not be
 //! pushed (Redis down, a crash in between) the relay pushes later. A job may thus reach Redis
 //! twice; stages and commands are idempotent, so that is harmless, while a lost job would not
@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::db::DbError;
-use crate::job::{CommandJob, Job};
+use crate::job::{AdmitJob, CommandJob, Job};
 use crate::queue::{JobQueue, QueueError};
 use crate::stage::{Stage, StageJob};
 
@@ -197,7 +197,7 @@ pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, Dispatch
     let rows = tx
         .query(
             &tx.prepare_cached(
-                "SELECT id, run_id, stage, command_id, traceparent FROM outbox WHERE enqueued_at IS NULL
+                "SELECT id, run_id, stage, command_id, traceparent, delivery_id FROM outbox WHERE enqueued_at IS NULL
                    AND created_at < now() - make_interval(secs => $1)
              ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED",
             )
@@ -211,9 +211,14 @@ pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, Dispatch
         let job = match (
             row.get::<_, Option<String>>(2),
             row.get::<_, Option<i64>>(3),
+            row.get::<_, Option<String>>(5),
         ) {
-            (_, Some(command_id)) => Job::Command(CommandJob { command_id }),
-            (Some(stage), None) => match stage.parse::<Stage>() {
+            (_, _, Some(delivery_id)) => Job::Admit(AdmitJob {
+                delivery_id,
+                traceparent: row.get(4),
+            }),
+            (_, Some(command_id), None) => Job::Command(CommandJob { command_id }),
+            (Some(stage), None, None) => match stage.parse::<Stage>() {
                 Ok(stage) => Job::Stage(StageJob {
                     run_id: row.get(1),
                     stage,
@@ -224,7 +229,7 @@ pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, Dispatch
                     continue;
                 }
             },
-            (None, None) => continue,
+            (None, None, None) => continue,
         };
         match queue.push(job).await {
             Ok(()) => {
@@ -255,8 +260,8 @@ pub async fn relay_once(pool: &Pool, queue: &JobQueue) -> Result<usize, Dispatch
 
 /// Puts back for another push the jobs Redis was given but no worker started within
 /// `after`: the queue lost them (a Redis flush, a failover without persistence, a queue
-/// bug). Stages and commands are idempotent, so a job that was only slow and now reaches a
-/// worker twice does no harm. Returns how many were put back.
+/// bug). Admissions, stages and commands are idempotent, so a job that was only slow and now
+/// reaches a worker twice does no harm. Returns how many were put back.
 pub async fn requeue_unstarted(pool: &Pool, after: Duration) -> Result<u64, DispatchError> {
     let client = pool.get().await?;
     let secs = after.as_secs_f64();
@@ -279,7 +284,16 @@ pub async fn requeue_unstarted(pool: &Pool, after: Duration) -> Result<u64, Disp
             &[&secs],
         )
         .await?;
-    Ok(stages + commands)
+    let admissions = client
+        .execute(
+            &client.prepare_cached("UPDATE outbox o SET enqueued_at = NULL, last_error = 'pushed, but no worker admitted it in time: pushed again'
+             FROM webhook_deliveries d
+             WHERE d.delivery_id = o.delivery_id AND d.outcome = 'accepted'
+               AND o.enqueued_at < now() - make_interval(secs => $1)").await?,
+            &[&secs],
+        )
+        .await?;
+    Ok(stages + commands + admissions)
 }
 
 /// Stages a worker started and lost, whatever Redis remembers (it may have lost the job with

@@ -432,7 +432,7 @@ async fn an_operators_stop_and_retry_from_the_dashboard_are_carried_out_and_audi
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(7301, &now()))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     env.wait_run(run, Duration::from_secs(60)).await;
     let http = no_redirects();
     let act = |action: &str, token: String| {
@@ -569,7 +569,7 @@ async fn an_operators_approval_merges_the_commit_they_saw_or_nothing() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(7311, &now()))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     env.wait_run(run, Duration::from_secs(60)).await;
     let fix: String = env
         .db()

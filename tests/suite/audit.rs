@@ -212,7 +212,7 @@ async fn the_app_role_runs_selfheal_but_reaches_the_audit_log_only_through_its_f
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(
-        env.wait_run(run_id_of(&body), std::time::Duration::from_secs(90))
+        env.wait_run(env.run_of(&body).await, std::time::Duration::from_secs(90))
             .await,
         "succeeded",
         "every stage works with the app role's rights"

@@ -26,7 +26,7 @@ async fn stop_from_a_reader_is_refused_and_from_a_writer_stops_the_incident() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(7101, &now()))
         .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+    env.wait_run(env.run_of(&body).await, Duration::from_secs(60))
         .await;
 
     // Codertocat (the recorded commenter) can only read.
@@ -162,7 +162,7 @@ async fn explain_retry_and_approve_from_a_writer() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(7201, &now()))
         .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+    env.wait_run(env.run_of(&body).await, Duration::from_secs(60))
         .await;
 
     let (_, body) = app
@@ -255,7 +255,7 @@ async fn approve_refuses_red_checks_and_commands_obey_dry_run() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(7601, &now()))
         .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+    env.wait_run(env.run_of(&body).await, Duration::from_secs(60))
         .await;
 
     // An approval written before selfheal pushed the fix (the recorded comment's own time,

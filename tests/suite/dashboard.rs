@@ -392,7 +392,7 @@ async fn a_real_heal_reads_right_in_chromium() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(7101, &now()))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(60)).await,
         "succeeded"

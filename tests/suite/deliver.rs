@@ -17,7 +17,7 @@ async fn a_validated_fix_becomes_a_signed_commit_and_one_pull_request() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(6101, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(60)).await;
 
     // The exact GitHub calls of a fix, after triage and the checkouts.
@@ -124,7 +124,7 @@ async fn a_worker_killed_between_ref_and_pull_request_resumes_without_a_second_p
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(6201, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_until(
         "SELECT count(*) = 1 FROM deliveries WHERE ref_created",
         Duration::from_secs(60),
@@ -179,7 +179,7 @@ async fn a_flaky_failure_gets_its_failed_jobs_rerun_within_a_limit() {
         let (_, body) = app
             .deliver("workflow_run", &env.failing_run(id, &now()))
             .await;
-        let run_id = run_id_of(&body);
+        let run_id = env.run_of(&body).await;
         env.wait_run(run_id, Duration::from_secs(180)).await;
         let row = env
             .db()
@@ -241,7 +241,7 @@ async fn the_repository_config_is_obeyed_and_a_bad_one_is_reported() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(6401, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(60)).await;
     let detail: String = env
         .db()
@@ -264,7 +264,7 @@ async fn the_repository_config_is_obeyed_and_a_bad_one_is_reported() {
     let mut other = env.failing_run(6402, &now());
     other["workflow_run"]["workflow_id"] = serde_json::Value::from(4242);
     let (_, body) = app.deliver("workflow_run", &other).await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(60)).await;
     let checks = env.standin.check_runs();
     assert_eq!(checks.len(), 1, "{checks:?}");
@@ -287,7 +287,7 @@ async fn the_repository_config_is_obeyed_and_a_bad_one_is_reported() {
     let mut third = env.failing_run(6403, &now());
     third["workflow_run"]["workflow_id"] = serde_json::Value::from(4343);
     let (_, body) = app.deliver("workflow_run", &third).await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+    env.wait_run(env.run_of(&body).await, Duration::from_secs(60))
         .await;
     let checks = env.standin.check_runs();
     assert_eq!(checks.len(), 2, "{checks:?}");
@@ -322,7 +322,7 @@ async fn two_runs_of_one_incident_delivering_at_once_share_one_commit_and_one_pr
     rerun["workflow_run"]["run_attempt"] = serde_json::json!(2);
     let (_, a) = app.deliver("workflow_run", &first).await;
     let (_, b) = app.deliver("workflow_run", &rerun).await;
-    let (a, b) = (run_id_of(&a), run_id_of(&b));
+    let (a, b) = (env.run_of(&a).await, env.run_of(&b).await);
     assert_eq!(
         env.count("SELECT count(DISTINCT incident_id) FROM runs")
             .await,

@@ -76,7 +76,7 @@ async fn a_heals_events_reach_both_sinks_once_each_though_the_endpoint_was_down_
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(2101, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     // The heal does not wait for the endpoint.
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(60)).await,

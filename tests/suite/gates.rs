@@ -15,10 +15,13 @@ async fn only_allowlisted_workflows_are_acted_on() {
     );
     let app = env.spawn_web().await;
     // The recorded run is of .github/workflows/test.yml: not on the list.
-    let (status, body) = app
+    let (status, answer) = app
         .deliver("workflow_run", &env.failing_run(7101, &now()))
         .await;
-    assert_eq!((status, body["status"].as_str()), (202, Some("ignored")));
+    assert_eq!((status, answer["status"].as_str()), (202, Some("accepted")));
+    // The gate is applied as the delivery is admitted.
+    let body = env.admit(&answer).await;
+    assert_eq!(body["outcome"], "ignored_inactive", "{body}");
     assert!(
         body["reason"]
             .as_str()
@@ -29,7 +32,7 @@ async fn only_allowlisted_workflows_are_acted_on() {
     let mut listed = env.failing_run(7102, &now());
     listed["workflow_run"]["path"] = ".github/workflows/release.yml".into();
     let (_, body) = app.deliver("workflow_run", &listed).await;
-    assert_eq!(body["status"], "run_created");
+    assert_eq!(env.admit(&body).await["outcome"], "run_created");
     assert_eq!(env.count("SELECT count(*) FROM runs").await, 1);
 }
 
@@ -40,11 +43,12 @@ async fn an_installation_budget_caps_runs_per_hour() {
     let app = env.spawn_web().await;
     let mut statuses = Vec::new();
     for id in 7201..7204 {
-        let (_, body) = app
+        let (_, answer) = app
             .deliver("workflow_run", &env.failing_run(id, &now()))
             .await;
-        statuses.push(body["status"].as_str().unwrap().to_string());
-        if body["status"] == "ignored" {
+        let body = env.admit(&answer).await;
+        statuses.push(body["outcome"].as_str().unwrap().to_string());
+        if body["outcome"] == "ignored_inactive" {
             assert!(
                 body["reason"]
                     .as_str()
@@ -54,7 +58,7 @@ async fn an_installation_budget_caps_runs_per_hour() {
             );
         }
     }
-    assert_eq!(statuses, ["run_created", "run_created", "ignored"]);
+    assert_eq!(statuses, ["run_created", "run_created", "ignored_inactive"]);
 }
 
 #[tokio::test]
@@ -66,7 +70,7 @@ async fn dry_run_diagnoses_validates_and_reports_but_never_pushes_or_merges() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(7301, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(60)).await;
     let db = env.db().await;
     let row = db

@@ -40,7 +40,7 @@ async fn a_job_whose_log_is_gone_is_skipped_with_a_note_and_the_run_heals_from_t
     let mut failing = env.failing_run(9101, &now());
     failing["workflow_run"]["run_attempt"] = serde_json::json!(2);
     let (_, body) = app.deliver("workflow_run", &failing).await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(60)).await,
         "succeeded"
@@ -119,7 +119,7 @@ async fn a_newer_push_supersedes_the_failing_commit_and_nothing_is_delivered_for
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(9201, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(60)).await;
     let row = verdict(&env, run_id).await;
     assert_eq!(row.0, "skip");
@@ -147,7 +147,7 @@ async fn resolved_elsewhere(
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(run, &now()))
         .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+    env.wait_run(env.run_of(&body).await, Duration::from_secs(60))
         .await;
     let (branch, _) = env.pull(1);
     let theirs = push_to_master(env).await;
@@ -166,7 +166,7 @@ async fn a_fix_made_stale_by_someone_elses_push_is_closed_with_a_comment() {
     // Someone fixed it another way: master's next run is green, selfheal's PR still open.
     let (branch, body, green) = resolved_elsewhere(&env, &app, 9301, None).await;
     assert_eq!(body["status"], "run_created", "{body}");
-    let tidy = run_id_of(&body);
+    let tidy = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(tidy, Duration::from_secs(30)).await,
         "succeeded"
@@ -242,7 +242,7 @@ async fn a_green_run_of_a_commit_that_is_not_the_branchs_head_closes_nothing() {
         Some("c0ffee0000000000000000000000000000000000"),
     )
     .await;
-    let tidy = run_id_of(&body);
+    let tidy = env.run_of(&body).await;
     env.wait_run(tidy, Duration::from_secs(30)).await;
     let row = verdict(&env, tidy).await;
     assert_eq!(row.0, "skip");
@@ -278,7 +278,7 @@ async fn a_merge_branch_protection_refuses_is_left_for_review_with_a_comment_say
             &env.fix_run(9402, &branch, &head, "success"),
         )
         .await;
-    let check = run_id_of(&body);
+    let check = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(check, Duration::from_secs(30)).await,
         "succeeded"
@@ -388,7 +388,7 @@ async fn a_newer_push_that_fails_again_gets_the_open_fix_rebased_onto_it() {
     let mut payload = env.failing_run(9602, &now());
     payload["workflow_run"]["head_sha"] = serde_json::json!(newer);
     let (_, body) = app.deliver("workflow_run", &payload).await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(90)).await,
         "succeeded"
@@ -439,7 +439,7 @@ async fn a_newer_push_that_fails_again_gets_the_open_fix_rebased_onto_it() {
     let mut payload = env.failing_run(9603, &now());
     payload["workflow_run"]["head_sha"] = serde_json::json!(newest);
     let (_, body) = app.deliver("workflow_run", &payload).await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     env.wait_run(run, Duration::from_secs(90)).await;
     let (verdict, reason) = verdict(&env, run).await;
     assert_eq!(verdict, "hold", "{reason}");
@@ -524,7 +524,7 @@ async fn another_incident(env: &TestEnv, app: &App, run: i64) {
     let mut other = env.failing_run(run, &now());
     other["workflow_run"]["workflow_id"] = serde_json::json!(run * 1000);
     let (_, body) = app.deliver("workflow_run", &other).await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     env.wait_run(run, Duration::from_secs(60)).await;
     let stages: Vec<(String, Option<String>, Option<String>)> = env
         .db()
@@ -607,7 +607,7 @@ async fn a_fix_behind_its_base_is_brought_up_to_date_and_merged_after_its_ci() {
     let (_, body) = app
         .deliver("workflow_run", &env.fix_run(9502, &branch, &fix, "success"))
         .await;
-    let first = run_id_of(&body);
+    let first = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(first, Duration::from_secs(40)).await,
         "succeeded"
@@ -630,7 +630,7 @@ async fn a_fix_behind_its_base_is_brought_up_to_date_and_merged_after_its_ci() {
             &env.fix_run(9503, &branch, &updated, "success"),
         )
         .await;
-    let second = run_id_of(&body);
+    let second = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(second, Duration::from_secs(40)).await,
         "succeeded"
@@ -661,7 +661,7 @@ async fn a_fix_whose_ci_reported_no_check_is_not_merged() {
             &env.fix_run(9602, &branch, &head, "success"),
         )
         .await;
-    let check = run_id_of(&body);
+    let check = env.run_of(&body).await;
     env.wait_run(check, Duration::from_secs(30)).await;
     let row = verdict(&env, check).await;
     assert_eq!(row.0, "hold");
@@ -716,7 +716,7 @@ async fn a_branch_whose_last_commits_are_all_selfheals_gets_no_fix_on_top() {
     let mut failing = env.failing_run(9701, &now());
     failing["workflow_run"]["head_sha"] = serde_json::json!(head);
     let (_, body) = app.deliver("workflow_run", &failing).await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(60)).await;
     let row = verdict(&env, run_id).await;
     assert_eq!(row.0, "stop");
@@ -753,7 +753,7 @@ async fn the_same_failure_in_two_workflows_of_one_commit_gets_one_fix() {
     second["workflow_run"]["name"] = serde_json::json!("Lint");
     let (_, a) = app.deliver("workflow_run", &first).await;
     let (_, b) = app.deliver("workflow_run", &second).await;
-    let (a, b) = (run_id_of(&a), run_id_of(&b));
+    let (a, b) = (env.run_of(&a).await, env.run_of(&b).await);
     assert_ne!(
         env.db()
             .await
@@ -856,7 +856,7 @@ async fn a_fix_whose_ci_came_is_not_said_to_have_none() {
             &env.fix_run(9912, &branch, &head, "success"),
         )
         .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(30))
+    env.wait_run(env.run_of(&body).await, Duration::from_secs(30))
         .await;
     assert!(!deadline_noted(&env, Duration::from_secs(6)).await);
 }
@@ -921,7 +921,7 @@ async fn a_rerun_github_started_before_failing_to_answer_is_not_asked_twice() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(9961, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(60)).await;
     let detail = stage_detail(&env, run_id, "deliver").await;
     assert!(
@@ -953,7 +953,7 @@ async fn a_check_run_github_made_before_failing_to_answer_is_not_made_twice() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(9971, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(60)).await;
     let made = env.standin.check_runs();
     assert_eq!(made.len(), 1, "{made:#?}");
@@ -1017,7 +1017,7 @@ async fn external_ci_reporting_through_a_check_suite_re_triggers_verify_and_merg
     dco["check_suite"]["app"]["slug"] = serde_json::json!("dco");
     dco["check_suite"]["app"]["id"] = serde_json::json!(4242_4242);
     let (_, body) = app.deliver("check_suite", &dco).await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     env.wait_run(run, Duration::from_secs(30)).await;
     let reason: String = env
         .db()
@@ -1040,7 +1040,7 @@ async fn external_ci_reporting_through_a_check_suite_re_triggers_verify_and_merg
     let (_, body) = app.deliver("check_suite", &green).await;
     assert_eq!(body["status"], "run_created", "{body}");
     assert_eq!(body["stage"], "verify", "{body}");
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(30)).await,
         "succeeded"
@@ -1127,7 +1127,7 @@ async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_me
                 &env.status(id, &head, ("success", context, creator), &["master", &branch]),
             )
             .await;
-        let run = run_id_of(&body);
+        let run = env.run_of(&body).await;
         env.wait_run(run, Duration::from_secs(30)).await;
         let reason: String = env
             .db()
@@ -1156,7 +1156,7 @@ async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_me
             &env.fix_run(9985, &branch, &head, "success"),
         )
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     env.wait_run(run, Duration::from_secs(30)).await;
     let (waiting, reason) = verdict(&env, run).await;
     assert_eq!(waiting, "wait", "{reason}");
@@ -1176,7 +1176,7 @@ async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_me
             &env.fix_run(9984, &branch, &head, "success"),
         )
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     env.wait_run(run, Duration::from_secs(30)).await;
     let (held, reason) = verdict(&env, run).await;
     assert_eq!(held, "hold", "{reason}");
@@ -1202,7 +1202,7 @@ async fn external_ci_reporting_through_commit_statuses_re_triggers_verify_and_me
     );
     let (_, body) = app.deliver("status", &green).await;
     assert_eq!(body["status"], "run_created", "{body}");
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(30)).await,
         "succeeded"
@@ -1256,7 +1256,7 @@ async fn external_ci_reporting_through_a_check_run_re_triggers_verify() {
     dco["check_suite"]["app"]["id"] = serde_json::json!(4242_4242);
     let (_, suite) = app.deliver("check_suite", &dco).await;
     assert_eq!(suite["status"], "run_created", "{suite}");
-    env.wait_run(run_id_of(&suite), Duration::from_secs(30))
+    env.wait_run(env.run_of(&suite).await, Duration::from_secs(30))
         .await;
     assert_eq!(env.standin.pulls()[0]["merged"], false);
     // Nor does a check run of an app it does not name.
@@ -1264,7 +1264,7 @@ async fn external_ci_reporting_through_a_check_run_re_triggers_verify() {
     dco["check_run"]["app"]["slug"] = serde_json::json!("dco");
     dco["check_run"]["app"]["id"] = serde_json::json!(4242_4242);
     let (_, body) = app.deliver("check_run", &dco).await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     env.wait_run(run, Duration::from_secs(30)).await;
     let (verdict_of_dco, reason) = verdict(&env, run).await;
     assert_eq!(verdict_of_dco, "skip");
@@ -1279,8 +1279,8 @@ async fn external_ci_reporting_through_a_check_run_re_triggers_verify() {
         .deliver("check_run", &env.check_run(7102, &branch, &head, "success"))
         .await;
     assert_eq!(body["status"], "run_created", "{body}");
-    let run = run_id_of(&body);
-    assert_ne!(run, run_id_of(&suite));
+    let run = env.run_of(&body).await;
+    assert_ne!(run, env.run_of(&suite).await);
     assert_eq!(
         env.wait_run(run, Duration::from_secs(30)).await,
         "succeeded"

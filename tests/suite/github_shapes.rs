@@ -131,7 +131,7 @@ async fn the_standin_answers_and_our_requests_have_githubs_shapes() {
             &env.failing_run(3101, &chrono::Utc::now().to_rfc3339()),
         )
         .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(30))
+    env.wait_run(env.run_of(&body).await, Duration::from_secs(30))
         .await;
     worker.kill().ok();
     worker.wait().ok();
@@ -253,7 +253,7 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(3201, &now()))
         .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+    env.wait_run(env.run_of(&body).await, Duration::from_secs(60))
         .await;
     let (branch, head) = env.pull(1);
     // `org/team` in the config is asked as a team, a login as a person.
@@ -271,7 +271,7 @@ async fn closing_the_loop_asks_and_is_answered_in_githubs_shapes() {
             &env.fix_run(3202, &branch, &head, "success"),
         )
         .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(30))
+    env.wait_run(env.run_of(&body).await, Duration::from_secs(30))
         .await;
     assert_eq!(env.standin.pulls()[0]["merged"], true);
     let (_, body) = app

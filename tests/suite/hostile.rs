@@ -186,7 +186,7 @@ async fn a_refused_change_is_recorded_and_nothing_is_pushed() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(6601, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(90)).await;
     let row = env
         .db()

@@ -99,10 +99,11 @@ fn uninstall(env: &TestEnv) -> Value {
 async fn an_uninstalled_repository_is_never_acted_on_again() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    let (status, _) = app
+    let (status, body) = app
         .deliver("workflow_run", &env.failing_run(5101, &now()))
         .await;
     assert_eq!(status, 202);
+    assert_eq!(env.admit(&body).await["outcome"], "run_created");
     let (status, body) = app.deliver("installation", &uninstall(&env)).await;
     assert_eq!(
         (status, body["status"].as_str()),
@@ -113,7 +114,8 @@ async fn an_uninstalled_repository_is_never_acted_on_again() {
         .deliver("workflow_run", &env.failing_run(5102, &now()))
         .await;
     assert_eq!(status, 202);
-    assert_eq!(body["status"], "ignored");
+    let body = env.admit(&body).await;
+    assert_eq!(body["outcome"], "ignored_inactive", "{body}");
     assert!(
         body["reason"].as_str().unwrap().contains("uninstalled"),
         "{body}"
@@ -133,7 +135,7 @@ async fn a_run_queued_before_the_uninstall_stops_without_calling_github() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(5201, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     let (status, _) = app.deliver("installation", &uninstall(&env)).await;
     assert_eq!(status, 202);
     let _worker = env.spawn_worker("w");

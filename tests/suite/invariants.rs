@@ -91,7 +91,7 @@ async fn heal(run: i64, patch: &str, files: &[(&str, &str)]) -> Outcome {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(run, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(300)).await;
     let db = env.db().await;
     let one = |sql: &'static str| {

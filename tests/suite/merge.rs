@@ -20,7 +20,7 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(6201, &first_failed))
         .await;
-    let failing = run_id_of(&body);
+    let failing = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(failing, Duration::from_secs(60)).await,
         "succeeded"
@@ -43,7 +43,7 @@ async fn a_green_fix_is_merged_by_policy_and_the_next_green_run_resolves_the_inc
         body["stage"], "verify",
         "a green fix goes straight to verify"
     );
-    let check = run_id_of(&body);
+    let check = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(check, Duration::from_secs(30)).await,
         "succeeded"
@@ -164,7 +164,7 @@ async fn fix_opened(env: &TestEnv, app: &App, run: i64) -> (String, String) {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(run, &now()))
         .await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+    env.wait_run(env.run_of(&body).await, Duration::from_secs(60))
         .await;
     env.pull(1)
 }
@@ -181,7 +181,7 @@ async fn fix_ci_green(
     let (_, body) = app
         .deliver("workflow_run", &env.fix_run(id, branch, head, "success"))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     let status = env.wait_run(run, Duration::from_secs(30)).await;
     let (v, reason) = verdict(env, run).await;
     (status, v, reason)
@@ -310,7 +310,7 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
             &env.fix_run(6402, &branch, &first, "failure"),
         )
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(90)).await,
         "succeeded"
@@ -340,7 +340,7 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
             &env.fix_run(6403, &branch, &second, "failure"),
         )
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     env.wait_run(run, Duration::from_secs(90)).await;
     let (v, reason) = verdict(&env, run).await;
     assert_eq!(v, "stop");
@@ -398,7 +398,7 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
             &env.fix_run(6405, &branch, &second, "failure"),
         )
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(90)).await,
         "succeeded"
@@ -441,7 +441,7 @@ async fn a_person_closing_the_fix_stops_selfheal_and_a_person_merging_it_is_reco
     let mut other = env.failing_run(6503, &now());
     other["workflow_run"]["workflow_id"] = json!(5151);
     let (_, body) = app.deliver("workflow_run", &other).await;
-    env.wait_run(run_id_of(&body), Duration::from_secs(60))
+    env.wait_run(env.run_of(&body).await, Duration::from_secs(60))
         .await;
     let (branch, _) = env.pull(2);
     let (_, body) = app
@@ -551,7 +551,7 @@ async fn a_commit_someone_else_pushed_onto_the_fix_is_never_merged_by_selfheal()
             &env.fix_run(6503, &branch, &theirs, "failure"),
         )
         .await;
-    let red = run_id_of(&body);
+    let red = env.run_of(&body).await;
     env.wait_run(red, Duration::from_secs(90)).await;
     let (v, reason) = verdict(&env, red).await;
     assert_eq!(v, "hold", "{reason}");
@@ -660,7 +660,7 @@ async fn a_merge_an_attempt_made_but_did_not_live_to_record_is_read_not_asked_ag
             &env.fix_run(6302, &branch, &head, "success"),
         )
         .await;
-    let check = run_id_of(&body);
+    let check = env.run_of(&body).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while env.standin.pulls()[0]["merged"] != true {
         assert!(std::time::Instant::now() < deadline, "never merged");
@@ -721,7 +721,7 @@ async fn fix_ci_green_before_its_pr(env: &TestEnv, app: &App, id: i64) -> (uuid:
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(id, &now()))
         .await;
-    let failing = run_id_of(&body);
+    let failing = env.run_of(&body).await;
     env.wait_until(
         "SELECT EXISTS (SELECT 1 FROM deliveries WHERE ref_created AND pr_number IS NULL)",
         Duration::from_secs(60),
@@ -740,7 +740,7 @@ async fn fix_ci_green_before_its_pr(env: &TestEnv, app: &App, id: i64) -> (uuid:
             &env.fix_run(id + 1, &branch, &head, "success"),
         )
         .await;
-    let early = run_id_of(&body);
+    let early = env.run_of(&body).await;
     env.wait_run(early, Duration::from_secs(60)).await;
     assert!(
         env.standin.pulls().is_empty(),

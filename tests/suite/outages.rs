@@ -43,7 +43,7 @@ async fn a_redis_restart_does_not_stop_the_worker_and_it_takes_work_again() {
     payload["workflow_run"]["head_branch"] = "other".into();
     let (status, body) = app.deliver("workflow_run", &payload).await;
     assert_eq!(status, 202, "{body}");
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     // Final, whatever the verdict on a second failure of the same commit: a worker took it up.
     let status = env.wait_run(run, Duration::from_secs(60)).await;
     assert!(
@@ -81,7 +81,7 @@ async fn a_worker_started_while_postgres_is_down_waits_for_it() {
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(
-        env.wait_run(run_id_of(&body), Duration::from_secs(60))
+        env.wait_run(env.run_of(&body).await, Duration::from_secs(60))
             .await,
         "succeeded"
     );
@@ -129,7 +129,7 @@ async fn a_database_restart_mid_stage_does_not_use_up_the_stages_retries() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1, &now()))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     // Three restarts: as many as the stage's abandoned attempts may be, one more than its
     // failures would leave.
     for restart in 1..=3 {

@@ -16,7 +16,7 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1101, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(60)).await,
         "succeeded"
@@ -200,7 +200,7 @@ async fn failing_tests_delivered(env: &TestEnv, run: i64) -> (App, Worker, uuid:
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(run, &now()))
         .await;
-    (app, worker, run_id_of(&body))
+    (app, worker, env.run_of(&body).await)
 }
 
 #[tokio::test]
@@ -283,7 +283,7 @@ async fn sigkill_mid_triage_another_worker_completes_the_run_once() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1201, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     // The first worker is inside triage, waiting on GitHub.
     env.wait_until(
         "SELECT count(*) = 1 FROM stage_attempts WHERE stage = 'triage' AND outcome = 'running'",
@@ -336,7 +336,7 @@ async fn two_workers_share_the_queue_without_doing_a_job_twice() {
         payload["workflow_run"]["workflow_id"] = serde_json::Value::from(90 + i);
         let (status, body) = app.deliver("workflow_run", &payload).await;
         assert_eq!(status, 202, "{body}");
-        run_ids.push(run_id_of(&body));
+        run_ids.push(env.run_of(&body).await);
     }
     let mut finished = Vec::new();
     for id in &run_ids {
@@ -405,7 +405,7 @@ async fn a_transient_github_error_is_retried_with_backoff() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1401, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(30)).await,
         "succeeded"
@@ -480,7 +480,7 @@ async fn a_job_the_queue_loses_is_pushed_again() {
         .deliver("workflow_run", &env.failing_run(1451, &now()))
         .await;
     assert_eq!(body["queued"], true, "{body}");
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     // Redis loses the queue (a flush, a failover without persistence) before any worker runs.
     let client = redis::Client::open(env.redis_url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -526,7 +526,7 @@ async fn stages_in_flight_when_redis_lost_everything_and_their_worker_died_are_r
         let (_, body) = app
             .deliver("workflow_run", &env.failing_run(id, &now()))
             .await;
-        runs.push(run_id_of(&body));
+        runs.push(env.run_of(&body).await);
     }
     env.wait_until(
         "SELECT count(*) = 2 FROM stage_attempts WHERE stage = 'triage' AND outcome = 'running'",
@@ -603,7 +603,7 @@ async fn a_stage_that_hangs_past_its_limit_is_given_up_and_the_run_fails_with_th
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1481, &now()))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(env.wait_run(run, Duration::from_secs(90)).await, "failed");
     let db = env.db().await;
     let reason: String = db
@@ -658,7 +658,7 @@ async fn a_stage_that_keeps_failing_fails_the_run_with_the_reason() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1501, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(60)).await,
         "failed"
@@ -696,7 +696,7 @@ async fn sigterm_lets_the_stage_in_flight_finish() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1601, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_until(
         "SELECT count(*) = 1 FROM stage_attempts WHERE stage = 'triage' AND outcome = 'running'",
         Duration::from_secs(20),
@@ -766,7 +766,7 @@ async fn the_step_github_says_failed_is_diagnosed_not_a_later_one_that_failed_to
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1102, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     let status = env.wait_run(run_id, Duration::from_secs(60)).await;
     let stages: Vec<(String, String, Option<String>)> = env
         .db()
@@ -828,7 +828,7 @@ async fn the_sandbox_container_of_a_sigkilled_worker_is_removed_by_the_next_work
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1701, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     let pid = doomed.id();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while sandbox_containers_of(pid) == 0 {
@@ -879,7 +879,7 @@ async fn a_job_that_keeps_killing_its_worker_is_stopped_with_the_reason() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1601, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     for attempt in 1..=3 {
         let mut worker = env.spawn_worker(&format!("doomed-{attempt}"));
         env.wait_until(
@@ -938,7 +938,7 @@ async fn a_failed_download_never_records_the_presigned_url() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1701, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(90)).await,
         "failed"

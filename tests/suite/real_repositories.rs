@@ -50,7 +50,7 @@ async fn heal_with(example: &str, job: &str, run: i64, vars: &[(&str, &str)]) ->
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(run, &now()))
         .await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(300)).await;
     let db = env.db().await;
     let p = db
@@ -434,7 +434,7 @@ async fn a_merged_fix_is_replayed_for_the_same_failure_without_asking_the_model(
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1509, &now()))
         .await;
-    let first = run_id_of(&body);
+    let first = env.run_of(&body).await;
     env.wait_run(first, Duration::from_secs(300)).await;
     let db = env.db().await;
     let memory_of = |run: uuid::Uuid| {
@@ -470,7 +470,7 @@ async fn a_merged_fix_is_replayed_for_the_same_failure_without_asking_the_model(
     again["workflow_run"]["workflow_id"] = serde_json::json!(5151);
     again["workflow_run"]["head_sha"] = serde_json::json!(later);
     let (_, body) = app.deliver("workflow_run", &again).await;
-    let second = run_id_of(&body);
+    let second = env.run_of(&body).await;
     env.wait_run(second, Duration::from_secs(300)).await;
     let p = memory_of(second).await;
     assert_eq!(
@@ -589,7 +589,7 @@ async fn culprit_patch(
     let mut failing = env.failing_run(github_run, &now());
     failing["workflow_run"]["head_sha"] = serde_json::json!(head);
     let (_, body) = app.deliver("workflow_run", &failing).await;
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, Duration::from_secs(600)).await;
     env.db()
         .await
@@ -1011,13 +1011,13 @@ async fn the_same_model_change_for_a_second_run_of_an_incident_stops_it() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1512, &now()))
         .await;
-    let first = run_id_of(&body);
+    let first = env.run_of(&body).await;
     env.wait_run(first, Duration::from_secs(300)).await;
     let later = empty_commit_on(&env, &env.standin.head_sha()).await;
     let mut second = env.failing_run(1513, &now());
     second["workflow_run"]["head_sha"] = serde_json::json!(later);
     let (_, body) = app.deliver("workflow_run", &second).await;
-    let second = run_id_of(&body);
+    let second = env.run_of(&body).await;
     env.wait_run(second, Duration::from_secs(300)).await;
     let db = env.db().await;
     let row = db

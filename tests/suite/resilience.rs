@@ -39,7 +39,7 @@ async fn a_rate_limit_is_waited_out_then_the_run_succeeds() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(8101, &now()))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(90)).await,
         "succeeded"
@@ -72,7 +72,7 @@ async fn a_bare_403_that_says_secondary_rate_limit_is_waited_out_doubling() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(8151, &now()))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(90)).await,
         "succeeded"
@@ -202,7 +202,7 @@ async fn a_revoked_token_is_replaced_once_and_a_short_lived_one_refreshed() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(8201, &now()))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(60)).await,
         "succeeded"
@@ -219,7 +219,7 @@ async fn a_revoked_token_is_replaced_once_and_a_short_lived_one_refreshed() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(8202, &now()))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(60)).await,
         "succeeded"
@@ -237,7 +237,7 @@ async fn a_revoked_token_is_replaced_once_and_a_short_lived_one_refreshed() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(8203, &now()))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(60)).await,
         "succeeded"

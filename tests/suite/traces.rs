@@ -104,7 +104,7 @@ async fn a_run_is_one_trace_from_the_webhook_through_every_stage_in_every_worker
     let (_, body) = web
         .deliver("workflow_run", &env.failing_run(8101, &now()))
         .await;
-    let run = run_id_of(&body);
+    let run = env.run_of(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(60)).await,
         "succeeded"

@@ -76,7 +76,8 @@ async fn a_failing_run_from_a_fork_is_recorded_with_its_reason_and_never_healed(
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(5004, &now()))
         .await;
-    assert_eq!(body["status"], "run_created", "{body}");
+    assert_eq!(body["status"], "accepted", "{body}");
+    assert_eq!(env.admit(&body).await["outcome"], "run_created", "{body}");
 }
 
 #[tokio::test]
@@ -118,9 +119,10 @@ async fn a_fork_can_neither_resolve_the_incident_nor_pass_for_the_fix_ci() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(7001, &now()))
         .await;
-    assert_eq!(body["status"], "run_created", "{body}");
+    let body = env.admit(&body).await;
+    assert_eq!(body["outcome"], "run_created", "{body}");
     let incident: uuid::Uuid = body["incident_id"].as_str().unwrap().parse().unwrap();
-    let run_id = run_id_of(&body);
+    let run_id = env.run_of(&body).await;
 
     // A green run of the same branch name in a fork does not close the base incident.
     let mut green = env.green_run(7002, &now());
@@ -177,11 +179,20 @@ async fn concurrent_deliveries_of_one_run_all_succeed_and_make_one_run() {
             "every delivery of the run is answered 2xx: {status} {body}"
         );
     }
-    let created = answers
+    // Admitted at once, as workers would: one run, the others find it.
+    let admitted =
+        futures::future::join_all(answers.iter().map(|(_, body)| env.admit(body))).await;
+    let created = admitted
         .iter()
-        .filter(|(_, b)| b["status"] == "run_created")
+        .filter(|b| b["outcome"] == "run_created")
         .count();
-    assert_eq!(created, 1, "{answers:?}");
+    assert_eq!(created, 1, "{admitted:?}");
+    assert!(
+        admitted
+            .iter()
+            .all(|b| b["run_id"] == admitted[0]["run_id"]),
+        "{admitted:?}"
+    );
     assert_eq!(env.count("SELECT count(*) FROM runs").await, 1);
     assert_eq!(
         env.count("SELECT failed_runs::bigint FROM incidents").await,
@@ -237,8 +248,12 @@ async fn a_tag_that_looks_like_a_branch_gets_nothing_delivered() {
     tag["workflow_run"]["event"] = json!("push");
     tag["workflow_run"]["head_branch"] = json!("v1.2.0");
     let (_, body) = app.deliver("workflow_run", &tag).await;
-    assert_eq!(body["status"], "run_created", "ingest cannot tell: {body}");
-    let run_id = run_id_of(&body);
+    assert_eq!(
+        env.admit(&body).await["outcome"],
+        "run_created",
+        "ingest cannot tell: {body}"
+    );
+    let run_id = env.run_of(&body).await;
     env.wait_run(run_id, std::time::Duration::from_secs(90))
         .await;
     let row = env

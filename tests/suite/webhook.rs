@@ -16,10 +16,26 @@ async fn valid_signature_creates_incident_run_and_outbox_row() {
         .deliver("workflow_run", &env.failing_run(1001, &now()))
         .await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(body["status"], "run_created");
+    assert_eq!(body["status"], "accepted");
     assert_eq!(body["queued"], true);
-    let run_id = run_id_of(&body);
+    // Stored with the outbox row of its admission, and nothing more until a worker admits it.
+    let delivery = body["delivery"].as_str().unwrap();
+    assert_eq!(env.count("SELECT count(*) FROM runs").await, 0);
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM webhook_deliveries d JOIN outbox o USING (delivery_id)
+             WHERE d.delivery_id = '{delivery}' AND d.outcome = 'accepted'"
+        ))
+        .await,
+        1
+    );
     // Pushed to Redis before the answer; the row's mark is written in the web's next batch.
+    env.wait_until(
+        &format!("SELECT enqueued_at IS NOT NULL FROM outbox WHERE delivery_id = '{delivery}'"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let run_id = env.run_of(&body).await;
     env.wait_until(
         &format!("SELECT enqueued_at IS NOT NULL FROM outbox WHERE run_id = '{run_id}'"),
         Duration::from_secs(30),
@@ -35,7 +51,7 @@ async fn valid_signature_creates_incident_run_and_outbox_row() {
     assert_eq!(row.get::<_, String>(0), "queued");
     assert_eq!(row.get::<_, i64>(1), 1001);
     assert_eq!(row.get::<_, String>(2), "triage");
-    assert!(row.get::<_, bool>(3), "pushed to Redis at ingest");
+    assert!(row.get::<_, bool>(3), "pushed to Redis at admission");
     assert_eq!(row.get::<_, String>(4), "open");
     assert_eq!(
         env.count("SELECT count(*) FROM webhook_deliveries WHERE outcome = 'run_created'")
@@ -270,16 +286,24 @@ async fn duplicate_delivery_is_200_and_creates_nothing_new() {
     let payload = env.failing_run(5005, &now());
     let (status, first) = app.deliver_as("workflow_run", "dup-1", &payload).await;
     assert_eq!(status, 202, "{first}");
+    let first = env.admit(&first).await;
     let (status, again) = app.deliver_as("workflow_run", "dup-1", &payload).await;
     assert_eq!(status, 200);
     assert_eq!(again["status"], "duplicate");
     // The same run under a new delivery id (a manual redelivery) does not open a second run.
     let (status, other) = app.deliver_as("workflow_run", "dup-2", &payload).await;
-    assert_eq!(status, 200);
-    assert_eq!(other["status"], "run_exists");
+    assert_eq!(status, 202);
+    let other = env.admit(&other).await;
+    assert_eq!(other["outcome"], "run_exists");
     assert_eq!(other["run_id"], first["run_id"]);
     assert_eq!(env.count("SELECT count(*) FROM runs").await, 1);
-    assert_eq!(env.count("SELECT count(*) FROM outbox").await, 1);
+    // Two admissions and the run's first stage.
+    assert_eq!(env.count("SELECT count(*) FROM outbox").await, 3);
+    assert_eq!(
+        env.count("SELECT count(*) FROM outbox WHERE run_id IS NOT NULL")
+            .await,
+        1
+    );
     assert_eq!(
         env.count("SELECT failed_runs::bigint FROM incidents").await,
         1
@@ -393,7 +417,7 @@ async fn health_readiness_and_metrics() {
         .unwrap();
     assert!(
         text.contains(
-            r#"selfheal_webhook_deliveries_total{event="workflow_run",outcome="run_created"} 1"#
+            r#"selfheal_webhook_deliveries_total{event="workflow_run",outcome="accepted"} 1"#
         ),
         "{text}"
     );
@@ -403,19 +427,21 @@ async fn health_readiness_and_metrics() {
 async fn failure_then_success_resolves_the_incident_with_mttr_from_the_view() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
-    let (s1, _) = app
+    let (s1, first) = app
         .deliver(
             "workflow_run",
             &env.failing_run(8001, "2026-11-20T10:00:00Z"),
         )
         .await;
+    env.admit(&first).await;
     // A second failure joins the open incident; MTTR still counts from the first.
-    let (s2, _) = app
+    let (s2, second) = app
         .deliver(
             "workflow_run",
             &env.failing_run(8002, "2026-11-20T10:03:00Z"),
         )
         .await;
+    env.admit(&second).await;
     let (s3, body) = app
         .deliver("workflow_run", &env.green_run(8003, "2026-11-20T10:07:30Z"))
         .await;
@@ -434,18 +460,58 @@ async fn failure_then_success_resolves_the_incident_with_mttr_from_the_view() {
     assert_eq!(row.get::<_, f64>(2), 450.0);
     assert_eq!(env.count("SELECT count(*) FROM incidents").await, 1);
     // The next failure opens a new incident.
-    let (s4, _) = app
+    let (s4, fourth) = app
         .deliver(
             "workflow_run",
             &env.failing_run(8004, "2026-11-20T11:00:00Z"),
         )
         .await;
     assert_eq!(s4, 202);
+    assert_eq!(env.admit(&fourth).await["outcome"], "run_created");
     assert_eq!(
         env.count("SELECT count(*) FROM incidents WHERE status = 'open'")
             .await,
         1
     );
+}
+
+/// A failed run admitted after a later green run of its workflow and branch was taken in (a
+/// backlog of admissions, or GitHub's order) opens nothing: the branch is green again. One
+/// that failed after the green run, or on another branch, still does.
+#[tokio::test]
+async fn a_failure_admitted_after_a_later_green_run_is_superseded() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let (_, failed) = app
+        .deliver(
+            "workflow_run",
+            &env.failing_run(8101, "2026-11-20T10:00:00Z"),
+        )
+        .await;
+    let (_, green) = app
+        .deliver("workflow_run", &env.green_run(8102, "2026-11-20T10:07:30Z"))
+        .await;
+    assert_eq!(green["status"], "stored", "no incident to resolve yet: {green}");
+    let admitted = env.admit(&failed).await;
+    assert_eq!(admitted["outcome"], "superseded", "{admitted}");
+    assert!(
+        admitted["reason"].as_str().unwrap().contains("run 8102"),
+        "{admitted}"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM incidents").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM runs").await, 0);
+
+    let (_, later) = app
+        .deliver(
+            "workflow_run",
+            &env.failing_run(8103, "2026-11-20T10:09:00Z"),
+        )
+        .await;
+    assert_eq!(env.admit(&later).await["outcome"], "run_created");
+    let mut other_branch = env.failing_run(8104, "2026-11-20T10:01:00Z");
+    other_branch["workflow_run"]["head_branch"] = json!("release");
+    let (_, other) = app.deliver("workflow_run", &other_branch).await;
+    assert_eq!(env.admit(&other).await["outcome"], "run_created");
 }
 
 #[tokio::test]
@@ -462,9 +528,9 @@ async fn redis_down_at_ingest_then_back_the_run_is_still_processed() {
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["queued"], false);
-    let run_id = run_id_of(&body);
+    let delivery = body["delivery"].as_str().unwrap().to_string();
     assert_eq!(
-        env.count("SELECT count(*) FROM outbox WHERE enqueued_at IS NULL")
+        env.count("SELECT count(*) FROM outbox WHERE enqueued_at IS NULL AND delivery_id IS NOT NULL")
             .await,
         1
     );
@@ -495,7 +561,23 @@ async fn redis_down_at_ingest_then_back_the_run_is_still_processed() {
         Duration::from_secs(20),
     )
     .await;
+    // The worker admits the delivery, then runs its run.
     let mut worker = env.spawn_worker("w1");
+    env.wait_until(
+        &format!("SELECT outcome = 'run_created' FROM webhook_deliveries WHERE delivery_id = '{delivery}'"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let run_id: uuid::Uuid = env
+        .db()
+        .await
+        .query_one(
+            "SELECT run_id FROM webhook_deliveries WHERE delivery_id = $1",
+            &[&delivery],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let status = env.wait_run(run_id, Duration::from_secs(30)).await;
     assert_eq!(status, "succeeded");
     assert_eq!(
@@ -605,42 +687,49 @@ async fn the_relay_leaves_a_row_just_committed_to_the_web_that_stores_it() {
     );
 }
 
-/// A failed run's ingest opens its transaction itself, `BEGIN` riding with its first
-/// statements. Cancelled mid-way (the sender hung up), its connection must not go back to the
-/// pool with that transaction still open: the next request would run inside it. It is rolled
-/// back first, and what the cancelled ingest wrote is gone.
+/// A failed run's admission opens its transaction itself, `BEGIN` riding with its first
+/// statement. Cancelled mid-way (the worker's job dropped), its connection must not go back to
+/// the pool with that transaction still open: the next user would run inside it. It is rolled
+/// back first, and what the cancelled admission wrote is gone.
 #[tokio::test]
-async fn an_ingest_cancelled_mid_transaction_leaves_no_open_transaction_in_the_pool() {
+async fn an_admission_cancelled_mid_transaction_leaves_no_open_transaction_in_the_pool() {
     use selfheal_shared::envelope::Envelope;
     use selfheal_shared::events::WorkflowRunEvent;
+    use selfheal_shared::failed_run;
     use selfheal_shared::incidents::{self, Delivery, Parsed};
 
     let env = TestEnv::new().await;
-    // One connection: the next `get` hands out the cancelled ingest's, if it went back.
+    // One connection: the next `get` hands out the cancelled admission's, if it went back.
     let pool = selfheal_shared::db::pool(&env.database_url, 1).unwrap();
     selfheal_shared::db::migrate(&pool).await.unwrap();
-    let body = serde_json::to_vec(&env.failing_run(9201, &now())).unwrap();
-    let envelope = Envelope::parse(&body).unwrap();
-    let parsed = Parsed::WorkflowRun(WorkflowRunEvent::parse(&body).unwrap());
-    let payload = std::str::from_utf8(&body).unwrap();
-    let delivery = Delivery {
-        id: "cancelled-delivery",
-        event: "workflow_run",
-        payload,
-        envelope: &envelope,
-    };
     let gates = selfheal_shared::config::Gates::default();
-    // Warm: the statements prepared, so that the cancelled attempt's first poll sends `BEGIN`
-    // and its first statements at once.
-    let warm = Delivery {
-        id: "warm-delivery",
-        ..delivery
-    };
-    let warm_body = serde_json::to_vec(&env.failing_run(9202, &now())).unwrap();
-    let warm_parsed = Parsed::WorkflowRun(WorkflowRunEvent::parse(&warm_body).unwrap());
-    incidents::ingest(pool.get().await.unwrap(), &warm, &warm_parsed, &gates)
+    for (id, run) in [("cancelled-delivery", 9201), ("warm-delivery", 9202)] {
+        let body = serde_json::to_vec(&env.failing_run(run, &now())).unwrap();
+        let envelope = Envelope::parse(&body).unwrap();
+        let parsed = Parsed::WorkflowRun(WorkflowRunEvent::parse(&body).unwrap());
+        let delivery = Delivery {
+            id,
+            event: "workflow_run",
+            payload: std::str::from_utf8(&body).unwrap(),
+            envelope: &envelope,
+        };
+        let accepted = incidents::ingest(pool.get().await.unwrap(), &delivery, &parsed, &gates)
+            .await
+            .unwrap();
+        assert!(
+            matches!(accepted, incidents::Ingested::Accepted { .. }),
+            "{accepted:?}"
+        );
+    }
+    // Warm: the statements prepared, so that the cancelled attempt sends `BEGIN` and its
+    // first statement at its first poll.
+    let warm = failed_run::admit(pool.get().await.unwrap(), "warm-delivery", &gates)
         .await
         .unwrap();
+    assert!(
+        matches!(warm, failed_run::Admission::Created { .. }),
+        "{warm:?}"
+    );
 
     let client = pool.get().await.unwrap();
     let pid: i32 = client
@@ -648,16 +737,21 @@ async fn an_ingest_cancelled_mid_transaction_leaves_no_open_transaction_in_the_p
         .await
         .unwrap()
         .get(0);
-    // The run's lock held elsewhere: the ingest's transaction stops there, provably open.
+    // The run's lock held elsewhere: the admission's transaction stops there, provably open.
     let run_lock = "hashtextextended('selfheal.workflow_run:9201', 0)";
     let holder = env.db().await;
     holder
         .batch_execute(&format!("SELECT pg_advisory_lock({run_lock})"))
         .await
         .unwrap();
-    let mut ingest = Box::pin(incidents::ingest(client, &delivery, &parsed, &gates));
-    // Polled once: `BEGIN` and the first statements are sent, the answers not read yet.
-    assert!(futures::poll!(ingest.as_mut()).is_pending());
+    let mut admission = Box::pin(failed_run::admit(client, "cancelled-delivery", &gates));
+    // Polled until it waits for the lock, the delivery's row already locked and read.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), admission.as_mut())
+            .await
+            .is_err(),
+        "the admission waits for the run's lock"
+    );
     let in_transaction = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}
            AND xact_start IS NOT NULL AND wait_event_type = 'Lock'"
@@ -667,7 +761,7 @@ async fn an_ingest_cancelled_mid_transaction_leaves_no_open_transaction_in_the_p
         Duration::from_secs(20),
     )
     .await;
-    drop(ingest);
+    drop(admission);
     holder
         .batch_execute(&format!("SELECT pg_advisory_unlock({run_lock})"))
         .await
@@ -683,17 +777,26 @@ async fn an_ingest_cancelled_mid_transaction_leaves_no_open_transaction_in_the_p
         .get(0);
     assert!(
         outside,
-        "the next request ran inside the cancelled ingest's transaction"
+        "the next user ran inside the cancelled admission's transaction"
     );
     client.batch_execute("COMMIT").await.unwrap();
     drop(client);
     assert_eq!(
         env.count(
-            "SELECT count(*) FROM webhook_deliveries WHERE delivery_id = 'cancelled-delivery'"
+            "SELECT count(*) FROM webhook_deliveries WHERE delivery_id = 'cancelled-delivery' AND outcome = 'accepted'"
         )
         .await,
-        0,
-        "the cancelled ingest's delivery was rolled back"
+        1,
+        "the cancelled admission left its delivery to admit"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM runs").await, 1, "the warm one's");
+    // And it is admitted in full the next time.
+    let again = failed_run::admit(pool.get().await.unwrap(), "cancelled-delivery", &gates)
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, failed_run::Admission::Created { .. }),
+        "{again:?}"
     );
 }
 

@@ -1,5 +1,7 @@
-//! `POST /webhooks/github`: verify, persist (delivery + incident + run + outbox row in one
-//! transaction), then try to enqueue. Answers well inside GitHub's 10 s.
+//! `POST /webhooks/github`: verify, persist (the delivery and the outbox row of what it calls
+//! for, in one transaction), then try to enqueue. Answers well inside GitHub's 10 s. A failed
+//! run is only stored and queued for a worker to admit (`failed_run`): the answer does not
+//! wait for its incident and run.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,7 +17,7 @@ use selfheal_shared::events::{
 };
 use selfheal_shared::incidents::{self, Delivery, Ingested, Parsed};
 use selfheal_shared::installations::InstallationEvent;
-use selfheal_shared::job::{CommandJob, Job};
+use selfheal_shared::job::{AdmitJob, CommandJob, Job};
 use selfheal_shared::outbox;
 use selfheal_shared::stage::StageJob;
 use serde_json::json;
@@ -109,6 +111,17 @@ async fn ingest(
         Ingested::Duplicate => (StatusCode::OK, json!({"status": "duplicate"})),
         Ingested::Stored if event == "ping" => (StatusCode::OK, json!({"status": "pong"})),
         Ingested::Stored => (StatusCode::ACCEPTED, json!({"status": "stored"})),
+        Ingested::Accepted { outbox_id } => {
+            let job = AdmitJob {
+                delivery_id: delivery_id.to_string(),
+                traceparent: selfheal_shared::trace_context::current(),
+            };
+            let queued = enqueue(state, *outbox_id, job.into()).await;
+            (
+                StatusCode::ACCEPTED,
+                json!({"status": "accepted", "delivery": delivery_id, "queued": queued}),
+            )
+        }
         Ingested::Installation { outcome } => (StatusCode::ACCEPTED, json!({"status": outcome})),
         Ingested::Ignored { reason } => (
             StatusCode::ACCEPTED,

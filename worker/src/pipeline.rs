@@ -27,6 +27,7 @@ pub async fn handle(job: Job, ctx: Data<Arc<WorkerContext>>) -> Result<(), BoxDy
         .map_err(|e| -> BoxDynError { Box::new(e) })?;
     let _counted = ctx.metrics.job_started();
     match job {
+        Job::Admit(job) => crate::admission::handle(job, ctx).await,
         Job::Stage(job) => handle_stage(job, ctx).await,
         Job::Command(job) => crate::chatops::handle(job, ctx).await,
     }

@@ -479,7 +479,7 @@ impl TestEnv {
         let (_, body) = app
             .deliver("workflow_run", &self.failing_run(run, &now()))
             .await;
-        self.wait_run(run_id_of(&body), Duration::from_secs(60))
+        self.wait_run(self.run_of(&body).await, Duration::from_secs(60))
             .await;
     }
 
@@ -520,6 +520,38 @@ impl TestEnv {
             .await
             .unwrap()
             .get(0)
+    }
+
+    /// A failed run's delivery the webhook accepted (`answer`), admitted here as a worker
+    /// admits it (`failed_run::admit_and_push`, its first stage pushed); one a worker admitted
+    /// already answers what it came to. Returns `{"outcome", "run_id", "reason"}`; any other
+    /// answer is returned as it is.
+    pub async fn admit(&self, answer: &Value) -> Value {
+        if answer["status"] != "accepted" {
+            return answer.clone();
+        }
+        let delivery = answer["delivery"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no delivery in {answer}"));
+        let config = self.config(Role::Worker);
+        let pool = selfheal_shared::db::pool(config.database_url(), 2).unwrap();
+        let queue = selfheal_shared::queue::JobQueue::new(
+            config.redis_url(),
+            selfheal_shared::queue::storage_config(
+                &config.queue_prefix,
+                config.worker.heartbeat,
+                config.worker.missed_heartbeats,
+            ),
+        );
+        selfheal_shared::failed_run::admit_and_push(&pool, &queue, delivery, &config.gates)
+            .await
+            .unwrap_or_else(|e| panic!("admitting {delivery}: {e}"))
+            .summary()
+    }
+
+    /// The run a delivery created or found: admitted first (`admit`) if it is a failed run's.
+    pub async fn run_of(&self, answer: &Value) -> Uuid {
+        run_id_of(&self.admit(answer).await)
     }
 
     /// Waits until the run is finished; returns its status.
