@@ -342,7 +342,7 @@ async fn runs_to_validated(
             .deliver_failure_at(700_000 + *n, 900_000 + *n, &head)
             .await?;
         anyhow::ensure!(status.as_u16() == 202, "webhook answered {status}: {body}");
-        let run_id: uuid::Uuid = body["run_id"].as_str().context("no run id")?.parse()?;
+        let run_id = stack.admitted(&body).await?;
         loop {
             let done: bool = client
                 .query_one("SELECT EXISTS (SELECT 1 FROM stage_attempts WHERE run_id = $1 AND stage = 'validate' AND finished_at IS NOT NULL) OR EXISTS (SELECT 1 FROM runs WHERE id = $1 AND finished_at IS NOT NULL)", &[&run_id])

@@ -11,8 +11,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use crate::bench_ingest::percentile;
 use crate::demo::Stack;
 
@@ -154,7 +152,7 @@ async fn one_fleet(workers: usize, runs: usize, pickups: usize) -> anyhow::Resul
             .deliver_failure(600_000 + next, 500_000 + next)
             .await?;
         anyhow::ensure!(status.as_u16() == 202, "webhook answered {status}: {body}");
-        let run: uuid::Uuid = body["run_id"].as_str().context("no run id")?.parse()?;
+        let run = stack.admitted(&body).await?;
         let waited = Instant::now();
         let ms: f64 = loop {
             let row = db

@@ -181,6 +181,40 @@ impl Stack {
         Ok((status, response.json().await?))
     }
 
+    /// The run a failed run's delivery came to, once a worker admitted it (the webhook only
+    /// stores it: `failed_run`); an error saying why when it came to no run.
+    pub async fn admitted(&self, answer: &serde_json::Value) -> anyhow::Result<Uuid> {
+        let delivery = answer["delivery"]
+            .as_str()
+            .with_context(|| format!("not an accepted failed run: {answer}"))?;
+        let pool = db::pool(&self.database_url, 1)?;
+        let client = pool.get().await?;
+        let started = Instant::now();
+        loop {
+            let row = client
+                .query_one(
+                    "SELECT outcome, run_id, reason FROM webhook_deliveries WHERE delivery_id = $1",
+                    &[&delivery],
+                )
+                .await?;
+            let (outcome, run_id, reason): (String, Option<Uuid>, Option<String>) =
+                (row.get(0), row.get(1), row.get(2));
+            if outcome != selfheal_shared::failed_run::ACCEPTED {
+                return run_id.with_context(|| {
+                    format!(
+                        "delivery {delivery} came to {outcome}, no run: {}",
+                        reason.unwrap_or_default()
+                    )
+                });
+            }
+            anyhow::ensure!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "no worker admitted delivery {delivery} within a minute"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGTERM the workers (they finish what they hold) and wait for them.
     pub fn stop(mut self) {
         for w in &self.workers {
@@ -320,10 +354,8 @@ async fn replay(stack: &Stack) -> anyhow::Result<()> {
     let sent = Instant::now();
     let (status, body) = stack.deliver_failure(289782451, 2823525).await?;
     println!("<- {status} {body}");
-    let run_id: Uuid = body["run_id"]
-        .as_str()
-        .context("no run was created")?
-        .parse()?;
+    let run_id = stack.admitted(&body).await?;
+    println!("admitted by a worker: run {run_id}");
     let pool = db::pool(&stack.database_url, 2)?;
     let client = pool.get().await?;
     let (status, reason) = wait_finished(&client, run_id).await?;

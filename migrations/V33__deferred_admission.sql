@@ -25,3 +25,6 @@ CREATE TABLE branch_passes (
     github_run_id      BIGINT NOT NULL,
     PRIMARY KEY (repository_id, head_repository_id, branch, workflow_id)
 );
+
+-- What waits for admission, counted and aged for /metrics without reading every delivery.
+CREATE INDEX webhook_deliveries_accepted ON webhook_deliveries (received_at) WHERE outcome = 'accepted';

@@ -91,10 +91,18 @@ done
 log "replaying the recorded failing run"
 reply=$(./target/debug/selfheal replay --url "$web/webhooks/github" --standin "$standin" --run-id 4101) ||
   fail "the webhook was refused: $reply"
-run=$(printf '%s' "$reply" | grep -o '"run_id":"[0-9a-f-]*"' | cut -d'"' -f4)
-[ -n "$run" ] || fail "no run in the answer: $reply"
-log "run $run"
+delivery=$(printf '%s' "$reply" | grep -o '"delivery":"[0-9a-f-]*"' | cut -d'"' -f4)
+[ -n "$delivery" ] || fail "no delivery accepted in the answer: $reply"
 sql() { dc exec -T postgres psql -h /tmp -U postgres -tA -c "$1"; }
+# A worker admits the delivery: its run is named once it is.
+run=
+for _ in $(seq 60); do
+  run=$(sql "SELECT run_id FROM webhook_deliveries WHERE delivery_id = '$delivery' AND outcome <> 'accepted'" 2>/dev/null || true)
+  [ -n "$run" ] && break
+  sleep 1
+done
+[ -n "$run" ] || fail "no worker admitted delivery $delivery: $(sql "SELECT outcome || ' ' || coalesce(reason, '') FROM webhook_deliveries WHERE delivery_id = '$delivery'" 2>&1)"
+log "run $run"
 status=
 for _ in $(seq 300); do
   status=$(sql "SELECT status FROM runs WHERE id = '$run'" 2>/dev/null || true)

@@ -355,10 +355,9 @@ async fn in_transaction(
     gates: &Gates,
 ) -> Result<Admission, tokio_postgres::Error> {
     // 1. The delivery, locked.
-    let (_, loaded) = try_join!(
-        tx.batch_execute("BEGIN"),
-        async { tx.query_opt(&s.load, &[&delivery_id]).await }
-    )?;
+    let (_, loaded) = try_join!(tx.batch_execute("BEGIN"), async {
+        tx.query_opt(&s.load, &[&delivery_id]).await
+    })?;
     let Some(loaded) = loaded else {
         tx.batch_execute("COMMIT").await?;
         return Ok(Admission::Unknown);

@@ -29,7 +29,11 @@ async fn three_runs(env: &TestEnv) -> (Uuid, Uuid, Uuid) {
     let mut other = env.failing_run(3103, &now());
     other["workflow_run"]["head_branch"] = "release".into();
     let (_, c) = app.deliver("workflow_run", &other).await;
-    (env.run_of(&a).await, env.run_of(&b).await, env.run_of(&c).await)
+    (
+        env.run_of(&a).await,
+        env.run_of(&b).await,
+        env.run_of(&c).await,
+    )
 }
 
 async fn ledger(env: &TestEnv, run: Uuid, budget: AiBudget) -> Ledger {

@@ -19,10 +19,12 @@ async fn with_entries(env: &TestEnv) {
         .iter()
         .enumerate()
     {
-        let (status, _) = app
+        let (status, body) = app
             .deliver("workflow_run", &env.failing_run(2100 + i as i64, at))
             .await;
         assert_eq!(status, 202);
+        // Its audit rows are written as it is admitted.
+        assert_eq!(env.admit(&body).await["outcome"], "run_created");
     }
     let (status, _) = app
         .deliver("workflow_run", &env.green_run(2199, "2026-11-20T10:05:00Z"))
@@ -295,7 +297,8 @@ async fn a_failed_runs_audit_rows_name_its_incident_and_run_in_order() {
             .deliver_as("workflow_run", &format!("audit-delivery-{i}"), &payload)
             .await;
         assert_eq!(status, 202, "{body}");
-        runs.push(body);
+        // The audit rows are written as the delivery is admitted.
+        runs.push(env.admit(&body).await);
     }
     let incident = runs[0]["incident_id"].as_str().unwrap().to_string();
     assert_eq!(runs[1]["incident_id"], runs[0]["incident_id"]);

@@ -301,7 +301,8 @@ async fn the_fleet_under_kills_and_outages_loses_nothing_and_does_nothing_twice(
             let db = env.db().await;
             let row = db
                 .query_one(
-                    "SELECT (SELECT count(*) FROM runs WHERE status IN ('queued', 'running')),
+                    "SELECT (SELECT count(*) FROM runs WHERE status IN ('queued', 'running'))
+                          + (SELECT count(*) FROM webhook_deliveries WHERE outcome = 'accepted'),
                             (SELECT count(*) FROM runs),
                             (SELECT count(*) FROM stage_attempts),
                             (SELECT count(*) FROM incidents WHERE status = 'resolved')",
@@ -340,6 +341,10 @@ async fn the_fleet_under_kills_and_outages_loses_nothing_and_does_nothing_twice(
         .map(|r| r.get(0))
         .collect();
     let lost = sent.accepted.difference(&stored).count();
+    // Stored, but never admitted by a worker (its run neither created nor found).
+    let unadmitted = env
+        .count("SELECT count(*) FROM webhook_deliveries WHERE outcome = 'accepted'")
+        .await;
     let runs = env.count("SELECT count(*) FROM runs").await;
     let not_final = env
         .count(
@@ -414,7 +419,7 @@ async fn the_fleet_under_kills_and_outages_loses_nothing_and_does_nothing_twice(
         .get::<_, i64>(0);
 
     println!(
-        "chaos after {took:.1?} (seed {seed}): deliveries sent {} / refused 503 {} / accepted {} / lost {lost}",
+        "chaos after {took:.1?} (seed {seed}): deliveries sent {} / refused 503 {} / accepted {} / lost {lost} / never admitted {unadmitted}",
         sent.attempts,
         sent.refused_503,
         sent.accepted.len()
@@ -440,6 +445,7 @@ async fn the_fleet_under_kills_and_outages_loses_nothing_and_does_nothing_twice(
     }
 
     assert_eq!(lost, 0, "accepted deliveries lost");
+    assert_eq!(unadmitted, 0, "accepted deliveries never admitted");
     assert_eq!(not_final, 0, "runs not final");
     assert_eq!(runs_twice, 0, "a GitHub run taken up twice");
     assert_eq!(

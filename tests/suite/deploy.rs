@@ -363,9 +363,12 @@ async fn keda_watches_the_queue_the_workers_fill_and_the_runs_postgres_says_wait
     )
     .await;
     assert_eq!(db.query_one(query, &[]).await.unwrap().get::<_, i64>(0), 0);
-    let (status, _) = app
+    let (status, body) = app
         .deliver("workflow_run", &test.failing_run(1, &now()))
         .await;
     assert_eq!(status, 202);
+    // Waiting for admission, then as a run waiting for its stages: one either way.
+    assert_eq!(db.query_one(query, &[]).await.unwrap().get::<_, i64>(0), 1);
+    test.admit(&body).await;
     assert_eq!(db.query_one(query, &[]).await.unwrap().get::<_, i64>(0), 1);
 }

@@ -189,10 +189,12 @@ async fn without_a_sink_no_event_is_kept_and_the_app_role_cannot_forge_one() {
     let env = TestEnv::new().await;
     env.migrate();
     let app = env.spawn_web().await;
-    let (status, _) = app
+    let (status, body) = app
         .deliver("workflow_run", &env.failing_run(2201, &now()))
         .await;
     assert_eq!(status, 202);
+    // Admitted: the incident and the run are in, and their triggers kept nothing.
+    assert_eq!(env.admit(&body).await["outcome"], "run_created");
     assert_eq!(env.count("SELECT count(*) FROM events").await, 0);
 
     // A login role in selfheal_app, as web and the workers connect in production.

@@ -368,7 +368,8 @@ async fn a_red_fix_gets_further_attempts_up_to_the_limit_then_a_comment_and_a_st
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(6404, &now()))
         .await;
-    assert_eq!(body["status"], "ignored", "{body}");
+    let body = env.admit(&body).await;
+    assert_eq!(body["outcome"], "ignored_inactive", "{body}");
     assert!(
         body["reason"].as_str().unwrap().contains("stopped"),
         "{body}"

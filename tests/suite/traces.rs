@@ -104,7 +104,8 @@ async fn a_run_is_one_trace_from_the_webhook_through_every_stage_in_every_worker
     let (_, body) = web
         .deliver("workflow_run", &env.failing_run(8101, &now()))
         .await;
-    let run = env.run_of(&body).await;
+    // A worker admits it, in the webhook's trace.
+    let run = env.admitted_by_worker(&body).await;
     assert_eq!(
         env.wait_run(run, Duration::from_secs(60)).await,
         "succeeded"
@@ -119,7 +120,8 @@ async fn a_run_is_one_trace_from_the_webhook_through_every_stage_in_every_worker
             .iter()
             .filter(|s| s.name == "stage" && s.attributes.get("run") == Some(&run_text))
             .count();
-        if stages >= 6 || started.elapsed() > Duration::from_secs(30) {
+        let admitted = all.iter().any(|s| s.name == "admit");
+        if (stages >= 6 && admitted) || started.elapsed() > Duration::from_secs(30) {
             break all;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -150,8 +152,29 @@ async fn a_run_is_one_trace_from_the_webhook_through_every_stage_in_every_worker
         .map(|s| s.attributes["stage"].as_str())
         .collect();
     assert_eq!(names, order, "{stages:#?}");
-    // One trace; each stage the child of the one before, the first the webhook's.
-    let mut parent = webhook;
+    // One trace: the admission the webhook's child, each stage the child of the one before,
+    // the first the admission's.
+    let delivery = body["delivery"].as_str().unwrap();
+    let admit = all
+        .iter()
+        .find(|s| {
+            s.name == "admit" && s.attributes.get("delivery").map(String::as_str) == Some(delivery)
+        })
+        .unwrap_or_else(|| panic!("no admit span in {all:#?}"));
+    assert_eq!(
+        (
+            admit.trace.as_str(),
+            admit.parent.as_str(),
+            admit.service.as_str()
+        ),
+        (
+            webhook.trace.as_str(),
+            webhook.id.as_str(),
+            "selfheal-worker"
+        ),
+        "{admit:#?}"
+    );
+    let mut parent = admit;
     for stage in &stages {
         assert_eq!(stage.trace, webhook.trace, "{stage:#?}");
         assert_eq!(
@@ -181,6 +204,18 @@ async fn a_run_is_one_trace_from_the_webhook_through_every_stage_in_every_worker
         .map(|r| r.get(0))
         .collect();
     assert_eq!(contexts.len(), 6);
+    let admission: Option<String> = db
+        .query_one(
+            "SELECT traceparent FROM outbox WHERE delivery_id = $1",
+            &[&delivery],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        admission.is_some_and(|c| c.contains(&webhook.trace)),
+        "the admission's outbox row carries the webhook's trace"
+    );
     for context in &contexts {
         let context = context
             .as_deref()

@@ -180,8 +180,7 @@ async fn concurrent_deliveries_of_one_run_all_succeed_and_make_one_run() {
         );
     }
     // Admitted at once, as workers would: one run, the others find it.
-    let admitted =
-        futures::future::join_all(answers.iter().map(|(_, body)| env.admit(body))).await;
+    let admitted = futures::future::join_all(answers.iter().map(|(_, body)| env.admit(body))).await;
     let created = admitted
         .iter()
         .filter(|b| b["outcome"] == "run_created")

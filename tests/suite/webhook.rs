@@ -491,7 +491,10 @@ async fn a_failure_admitted_after_a_later_green_run_is_superseded() {
     let (_, green) = app
         .deliver("workflow_run", &env.green_run(8102, "2026-11-20T10:07:30Z"))
         .await;
-    assert_eq!(green["status"], "stored", "no incident to resolve yet: {green}");
+    assert_eq!(
+        green["status"], "stored",
+        "no incident to resolve yet: {green}"
+    );
     let admitted = env.admit(&failed).await;
     assert_eq!(admitted["outcome"], "superseded", "{admitted}");
     assert!(
@@ -528,10 +531,11 @@ async fn redis_down_at_ingest_then_back_the_run_is_still_processed() {
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["queued"], false);
-    let delivery = body["delivery"].as_str().unwrap().to_string();
     assert_eq!(
-        env.count("SELECT count(*) FROM outbox WHERE enqueued_at IS NULL AND delivery_id IS NOT NULL")
-            .await,
+        env.count(
+            "SELECT count(*) FROM outbox WHERE enqueued_at IS NULL AND delivery_id IS NOT NULL"
+        )
+        .await,
         1
     );
 
@@ -563,21 +567,7 @@ async fn redis_down_at_ingest_then_back_the_run_is_still_processed() {
     .await;
     // The worker admits the delivery, then runs its run.
     let mut worker = env.spawn_worker("w1");
-    env.wait_until(
-        &format!("SELECT outcome = 'run_created' FROM webhook_deliveries WHERE delivery_id = '{delivery}'"),
-        Duration::from_secs(30),
-    )
-    .await;
-    let run_id: uuid::Uuid = env
-        .db()
-        .await
-        .query_one(
-            "SELECT run_id FROM webhook_deliveries WHERE delivery_id = $1",
-            &[&delivery],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let run_id = env.admitted_by_worker(&body).await;
     let status = env.wait_run(run_id, Duration::from_secs(30)).await;
     assert_eq!(status, "succeeded");
     assert_eq!(
@@ -789,7 +779,11 @@ async fn an_admission_cancelled_mid_transaction_leaves_no_open_transaction_in_th
         1,
         "the cancelled admission left its delivery to admit"
     );
-    assert_eq!(env.count("SELECT count(*) FROM runs").await, 1, "the warm one's");
+    assert_eq!(
+        env.count("SELECT count(*) FROM runs").await,
+        1,
+        "the warm one's"
+    );
     // And it is admitted in full the next time.
     let again = failed_run::admit(pool.get().await.unwrap(), "cancelled-delivery", &gates)
         .await

@@ -549,6 +549,31 @@ impl TestEnv {
             .summary()
     }
 
+    /// The run a failed run's delivery (`answer`, `accepted`) came to once a worker process
+    /// admitted it, waited for: nothing is admitted here.
+    pub async fn admitted_by_worker(&self, answer: &Value) -> Uuid {
+        let delivery = answer["delivery"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no delivery in {answer}"));
+        self.wait_until(
+            &format!(
+                "SELECT outcome <> 'accepted' FROM webhook_deliveries WHERE delivery_id = '{delivery}'"
+            ),
+            Duration::from_secs(60),
+        )
+        .await;
+        self.db()
+            .await
+            .query_one(
+                "SELECT run_id FROM webhook_deliveries WHERE delivery_id = $1",
+                &[&delivery],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<Uuid>>(0)
+            .unwrap_or_else(|| panic!("delivery {delivery} was admitted to no run"))
+    }
+
     /// The run a delivery created or found: admitted first (`admit`) if it is a failed run's.
     pub async fn run_of(&self, answer: &Value) -> Uuid {
         run_id_of(&self.admit(answer).await)

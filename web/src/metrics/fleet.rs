@@ -199,8 +199,23 @@ const QUERIES: &[Query] = &[
         ),
     },
     Query {
+        name: "deliveries_awaiting_admission",
+        help: "Failed runs' deliveries stored and answered that no worker has admitted yet",
+        kind: Kind::Gauge,
+        labels: &[],
+        sql: "SELECT count(*)::float8 FROM webhook_deliveries WHERE outcome = 'accepted'",
+    },
+    Query {
+        name: "admission_oldest_age_seconds",
+        help: "Age of the oldest delivery waiting to be admitted (0 when none waits)",
+        kind: Kind::Gauge,
+        labels: &[],
+        sql: "SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0)::float8
+              FROM webhook_deliveries WHERE outcome = 'accepted'",
+    },
+    Query {
         name: "outbox_unpushed",
-        help: "Outbox rows (stage jobs and commands) not pushed to Redis yet",
+        help: "Outbox rows (admissions, stage jobs and commands) not pushed to Redis yet",
         kind: Kind::Gauge,
         labels: &[],
         sql: "SELECT count(*)::float8 FROM outbox WHERE enqueued_at IS NULL",
