@@ -231,10 +231,8 @@ async fn admit_backlog(
     for share in ids.chunks(ids.len().div_ceil(concurrency.max(1)).max(1)) {
         let (pool, share) = (pool.clone(), share.to_vec());
         shares.spawn(async move {
-            let gates = selfheal_shared::config::Gates::default();
             for id in share {
-                let admission =
-                    selfheal_shared::failed_run::admit(pool.get().await?, &id, &gates).await?;
+                let admission = selfheal_shared::failed_run::admit(pool.get().await?, &id).await?;
                 anyhow::ensure!(
                     admission.run_id().is_some(),
                     "delivery {id} was not admitted: {}",

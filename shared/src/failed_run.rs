@@ -21,7 +21,6 @@ use serde_json::{json, Value};
 use tokio_postgres::Statement;
 use uuid::Uuid;
 
-use crate::config::Gates;
 use crate::events::{RunVerdict, WorkflowRunEvent};
 use crate::incidents::{self, Delivery, Ingested};
 use crate::installations;
@@ -51,13 +50,16 @@ const ACCEPT: &str = "WITH stored AS (
         ON CONFLICT (delivery_id) DO NOTHING
         RETURNING delivery_id
     )
-    INSERT INTO outbox (delivery_id, traceparent) SELECT delivery_id, $7 FROM stored RETURNING id";
+    INSERT INTO outbox (delivery_id, traceparent, runs_per_hour)
+    SELECT delivery_id, $7, $8 FROM stored RETURNING id";
 
-/// Stores a failed run's delivery with its admission's outbox row: `Accepted`, or
-/// `Duplicate` when its id was seen before.
+/// Stores a failed run's delivery with its admission's outbox row, which carries the web's
+/// hourly budget (`runs_per_hour`) for the admission to apply: `Accepted`, or `Duplicate`
+/// when its id was seen before.
 pub(crate) async fn accept(
     client: &Object,
     delivery: &Delivery<'_>,
+    runs_per_hour: Option<i64>,
 ) -> Result<Ingested, tokio_postgres::Error> {
     let row = delivery.envelope;
     let stored = client
@@ -71,6 +73,7 @@ pub(crate) async fn accept(
                 &row.repository_id,
                 &delivery.payload,
                 &crate::trace_context::current(),
+                &runs_per_hour,
             ],
         )
         .await?;
@@ -85,7 +88,8 @@ pub(crate) async fn accept(
 /// The delivery to admit, locked so that two admissions of it (a job pushed twice) take
 /// turns and the second finds the first's outcome.
 const LOAD: &str = "SELECT d.event, d.outcome, d.payload::text, d.run_id, d.reason,
-            (SELECT incident_id FROM runs WHERE id = d.run_id)
+            (SELECT incident_id FROM runs WHERE id = d.run_id),
+            (SELECT runs_per_hour FROM outbox WHERE delivery_id = d.delivery_id)
        FROM webhook_deliveries d WHERE d.delivery_id = $1 FOR NO KEY UPDATE OF d";
 /// What admission came to, when it created no run.
 const RECORD_ADMISSION: &str =
@@ -129,6 +133,7 @@ const OPEN_RUN: &str = concat!(
 struct Prepared {
     load: Statement,
     lock: Statement,
+    lock_branch: Statement,
     inactive: Statement,
     stopped: Statement,
     passed: Statement,
@@ -147,6 +152,7 @@ async fn prepared(tx: &Object) -> Result<Prepared, tokio_postgres::Error> {
     let (
         load,
         lock,
+        lock_branch,
         inactive,
         stopped,
         passed,
@@ -160,6 +166,7 @@ async fn prepared(tx: &Object) -> Result<Prepared, tokio_postgres::Error> {
     ) = try_join!(
         tx.prepare_cached(LOAD),
         tx.prepare_cached(incidents::LOCK_RUN),
+        tx.prepare_cached(incidents::LOCK_BRANCH),
         tx.prepare_cached(installations::INACTIVE),
         tx.prepare_cached(incidents::STOPPED),
         tx.prepare_cached(incidents::PASSED_SINCE),
@@ -174,6 +181,7 @@ async fn prepared(tx: &Object) -> Result<Prepared, tokio_postgres::Error> {
     Ok(Prepared {
         load,
         lock,
+        lock_branch,
         inactive,
         stopped,
         passed,
@@ -199,8 +207,9 @@ pub enum Admission {
     },
     /// Another delivery of the same GitHub run attempt created its run first.
     Exists { run_id: Uuid },
-    /// A gate said no (an inactive repository, a stopped incident, an unlisted workflow, the
-    /// hourly budget), or the stored payload no longer reads as a failed run.
+    /// A gate said no (an inactive repository, a stopped incident, the hourly budget), or the
+    /// stored payload no longer reads as a failed run. (The workflow allowlist is the web's:
+    /// a failure it leaves out is never accepted.)
     Ignored { reason: String },
     /// A later run of the same workflow on the same branch passed before this one was
     /// admitted (a backlog, or GitHub's order): the branch is green, nothing to heal.
@@ -259,20 +268,17 @@ impl Admission {
 /// The outcome of a delivery a gate stopped (as the general path records it).
 const IGNORED: &str = "ignored_inactive";
 
-/// Admits a delivery `accept` stored: unless a gate says no or the run is known, opens (or
-/// joins) the incident and creates the run with its first stage in the outbox, and records the
-/// delivery's outcome, in one transaction whose `BEGIN` goes with the first round trip and
-/// `COMMIT` with the last. Admitting it again answers what the first admission came to.
-pub async fn admit(
-    client: Object,
-    delivery_id: &str,
-    gates: &Gates,
-) -> Result<Admission, tokio_postgres::Error> {
+/// Admits a delivery `accept` stored: unless a gate says no, the run is known or a later
+/// push went green, opens (or joins) the incident and creates the run with its first stage in
+/// the outbox, and records the delivery's outcome, in one transaction whose `BEGIN` goes with
+/// the first round trip and `COMMIT` with the last. Admitting it again answers what the first
+/// admission came to.
+pub async fn admit(client: Object, delivery_id: &str) -> Result<Admission, tokio_postgres::Error> {
     let mut open = Open(Some(client));
     let client = open.client();
     let result = async {
         let s = prepared(client).await?;
-        in_transaction(client, &s, delivery_id, gates).await
+        in_transaction(client, &s, delivery_id).await
     }
     .await;
     if result.is_err() {
@@ -293,9 +299,8 @@ pub async fn admit_and_push(
     pool: &Pool,
     queue: &JobQueue,
     delivery_id: &str,
-    gates: &Gates,
 ) -> Result<Admission, DispatchError> {
-    let admission = admit(pool.get().await?, delivery_id, gates).await?;
+    let admission = admit(pool.get().await?, delivery_id).await?;
     if let Admission::Created {
         run_id,
         outbox_id,
@@ -313,6 +318,26 @@ pub async fn admit_and_push(
         }
     }
     Ok(admission)
+}
+
+/// The outcome of a delivery whose admission failed for a reason other than an outage.
+pub const ADMISSION_FAILED: &str = "admission_failed";
+
+/// Records that a delivery cannot be admitted (`reason`: what refused it), so that it no
+/// longer waits, nor is pushed again. Only a delivery still waiting is changed.
+pub async fn record_failure(
+    pool: &Pool,
+    delivery_id: &str,
+    reason: &str,
+) -> Result<u64, DispatchError> {
+    let client = pool.get().await?;
+    Ok(client
+        .execute(
+            "UPDATE webhook_deliveries SET outcome = $2, reason = $3
+             WHERE delivery_id = $1 AND outcome = 'accepted'",
+            &[&delivery_id, &ADMISSION_FAILED, &reason],
+        )
+        .await?)
 }
 
 /// The connection of a transaction this path opened itself. Dropped before it was ended (the
@@ -352,7 +377,6 @@ async fn in_transaction(
     tx: &Object,
     s: &Prepared,
     delivery_id: &str,
-    gates: &Gates,
 ) -> Result<Admission, tokio_postgres::Error> {
     // 1. The delivery, locked.
     let (_, loaded) = try_join!(tx.batch_execute("BEGIN"), async {
@@ -406,11 +430,24 @@ async fn in_transaction(
     let (repository_id, branch, head_repository_id) =
         (ev.repository.id, ev.branch(), ev.head_repository_id());
     let run_key = wr.id.to_string();
-    let count_budget = gates.runs_per_hour.is_some();
+    let runs_per_hour: Option<i64> = loaded.get(6);
 
-    // 2. The run's lock, and everything the gates and the dedup read.
-    let (_, inactive, stopped, passed, used, existing, known) = try_join!(
+    // 2. The run's lock, then its workflow and branch's (`incidents::LOCK_BRANCH`), and
+    // everything the gates and the dedup read.
+    let (_, _, inactive, stopped, passed, used, existing, known) = try_join!(
         async { tx.execute(&s.lock, &[&run_key]).await },
+        async {
+            tx.execute(
+                &s.lock_branch,
+                &[
+                    &repository_id,
+                    &head_repository_id,
+                    &branch,
+                    &wr.workflow_id,
+                ],
+            )
+            .await
+        },
         async { tx.query_opt(&s.inactive, &[&repository_id]).await },
         async {
             tx.query_opt(
@@ -425,20 +462,25 @@ async fn in_transaction(
             .await
         },
         async {
-            tx.query_opt(
-                &s.passed,
-                &[
-                    &repository_id,
-                    &head_repository_id,
-                    &branch,
-                    &wr.workflow_id,
-                    &wr.updated_at,
-                ],
-            )
-            .await
+            match wr.created_at {
+                Some(created_at) => {
+                    tx.query_opt(
+                        &s.passed,
+                        &[
+                            &repository_id,
+                            &head_repository_id,
+                            &branch,
+                            &wr.workflow_id,
+                            &created_at,
+                        ],
+                    )
+                    .await
+                }
+                None => Ok(None),
+            }
         },
         async {
-            if count_budget {
+            if runs_per_hour.is_some() {
                 let row = tx.query_one(&s.budget_used, &[&installation_id]).await?;
                 Ok(Some(row.get::<_, i64>(0)))
             } else {
@@ -454,17 +496,16 @@ async fn in_transaction(
                 .await
         },
     )?;
-    // The gates in the general path's order (`incidents::gate`).
+    // The gates in the general path's order (`incidents::gate`; the allowlist was the web's).
     let ignored = installations::inactive(inactive.as_ref())
         .or_else(|| stopped.as_ref().map(incidents::stopped_reason))
-        .or_else(|| incidents::unlisted_workflow(&ev, gates))
-        .or_else(|| used.and_then(|used| incidents::over_budget(gates, used)));
+        .or_else(|| used.and_then(|used| incidents::over_budget(runs_per_hour, used)));
     let settled = match (ignored, existing, passed) {
         (Some(reason), _, _) => Some(Admission::Ignored { reason }),
         (None, Some(run), _) => Some(Admission::Exists { run_id: run.get(0) }),
         (None, None, Some(green)) => Some(Admission::Superseded {
             reason: format!(
-                "a later run of this workflow on this branch passed (run {} at {}): nothing to heal",
+                "a later run of this workflow on this branch passed (run {}, created {}): nothing to heal",
                 green.get::<_, i64>(1),
                 green.get::<_, chrono::DateTime<chrono::Utc>>(0).to_rfc3339()
             ),

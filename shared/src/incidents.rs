@@ -38,17 +38,23 @@ pub(crate) const STOPPED: &str = "SELECT stopped_by, stopped_reason FROM inciden
        AND head_repository_id = $4";
 pub(crate) const BUDGET_USED: &str =
     "SELECT count(*) FROM runs WHERE installation_id = $1 AND created_at > now() - interval '1 hour'";
-/// A green run of a workflow on a branch, kept if it is the latest.
-const PASSED: &str = "INSERT INTO branch_passes (repository_id, head_repository_id, branch, workflow_id, passed_at, github_run_id)
+/// A green run of a workflow on a branch, kept if it is the latest created.
+const PASSED: &str = "INSERT INTO branch_passes (repository_id, head_repository_id, branch, workflow_id, run_created_at, github_run_id)
      VALUES ($1, $2, $3, $4, $5, $6)
      ON CONFLICT (repository_id, head_repository_id, branch, workflow_id) DO UPDATE
-       SET passed_at = EXCLUDED.passed_at, github_run_id = EXCLUDED.github_run_id
-       WHERE branch_passes.passed_at < EXCLUDED.passed_at";
-/// The latest green run of the failed run's workflow and branch, if it finished at or after
-/// the failed run ($5).
-pub(crate) const PASSED_SINCE: &str = "SELECT passed_at, github_run_id FROM branch_passes
+       SET run_created_at = EXCLUDED.run_created_at, github_run_id = EXCLUDED.github_run_id
+       WHERE branch_passes.run_created_at < EXCLUDED.run_created_at";
+/// The latest green run of the failed run's workflow and branch, if GitHub created it after
+/// the failed run ($5): a later push, not a slower run of an earlier one, nor a re-run.
+pub(crate) const PASSED_SINCE: &str = "SELECT run_created_at, github_run_id FROM branch_passes
      WHERE repository_id = $1 AND head_repository_id = $2 AND branch = $3 AND workflow_id = $4
-       AND passed_at >= $5";
+       AND run_created_at > $5";
+/// A workflow's runs on one branch take turns here where they open or resolve its incident
+/// (an admission and a green run's ingest): otherwise an admission that read no green run
+/// could commit an incident the concurrent green run's resolve did not see, left open on a
+/// green branch.
+pub(crate) const LOCK_BRANCH: &str = "SELECT pg_advisory_xact_lock(hashtextextended(
+     'selfheal.branch:' || $1::bigint || ':' || $2::bigint || ':' || $3::text || ':' || $4::bigint, 0))";
 pub(crate) const EXISTING_RUN: &str =
     "SELECT id FROM runs WHERE github_run_id = $1 AND github_run_attempt = $2 AND trigger = 'workflow_run'";
 /// The failed run's incident: opened, or joined when one is open for its branch and workflow.
@@ -192,8 +198,10 @@ pub async fn ingest(
     gates: &Gates,
 ) -> Result<Ingested, tokio_postgres::Error> {
     if let Parsed::WorkflowRun(ev) = parsed {
-        if failed_run::applies(ev) {
-            return failed_run::accept(&client, delivery).await;
+        // A workflow the allowlist leaves out is settled here, on the general path, from the
+        // web's own settings; the budget needs a count, and goes with the delivery.
+        if failed_run::applies(ev) && unlisted_workflow(ev, gates).is_none() {
+            return failed_run::accept(&client, delivery, gates.runs_per_hour).await;
         }
     }
     let tx = client.transaction().await?;
@@ -320,7 +328,7 @@ async fn gate(
             .query_one(&tx.prepare_cached(BUDGET_USED).await?, &[&installation.id])
             .await?
             .get(0);
-        return Ok(over_budget(gates, used));
+        return Ok(over_budget(gates.runs_per_hour, used));
     }
     Ok(None)
 }
@@ -351,8 +359,8 @@ pub(crate) fn unlisted_workflow(ev: &WorkflowRunEvent, gates: &Gates) -> Option<
 }
 
 /// The installation's hourly budget, used up by `used` runs in the last hour.
-pub(crate) fn over_budget(gates: &Gates, used: i64) -> Option<String> {
-    let budget = gates.runs_per_hour?;
+pub(crate) fn over_budget(runs_per_hour: Option<i64>, used: i64) -> Option<String> {
+    let budget = runs_per_hour?;
     (used >= budget).then(|| format!("installation budget of {budget} runs per hour is used up"))
 }
 
@@ -386,6 +394,7 @@ async fn open_run(
     if let Some(run_id) = existing_run(tx, ev).await? {
         return Ok(Ingested::RunExists { run_id });
     }
+    lock_branch(tx, ev).await?;
     // The caller has checked that a failed run names its installation.
     let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
     installations::upsert_repository(tx, ev, installation_id).await?;
@@ -671,6 +680,24 @@ pub async fn stop(
     Ok(stopped)
 }
 
+/// `LOCK_BRANCH` for the run's workflow and branch.
+async fn lock_branch(
+    tx: &Transaction<'_>,
+    ev: &WorkflowRunEvent,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        &tx.prepare_cached(LOCK_BRANCH).await?,
+        &[
+            &ev.repository.id,
+            &ev.head_repository_id(),
+            &ev.branch(),
+            &ev.workflow_run.workflow_id,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn resolve(
     tx: &Transaction<'_>,
     delivery_id: &str,
@@ -678,20 +705,23 @@ async fn resolve(
 ) -> Result<Ingested, tokio_postgres::Error> {
     let wr = &ev.workflow_run;
     let resolved_at: DateTime<Utc> = wr.updated_at;
-    // Remembered, so that a failed run admitted later but older than this is not healed
-    // (`failed_run::admit`).
-    tx.execute(
-        &tx.prepare_cached(PASSED).await?,
-        &[
-            &ev.repository.id,
-            &ev.head_repository_id(),
-            &ev.branch(),
-            &wr.workflow_id,
-            &resolved_at,
-            &wr.id,
-        ],
-    )
-    .await?;
+    lock_branch(tx, ev).await?;
+    // Remembered, so that a failed run created before this one and admitted after it is not
+    // healed (`failed_run::admit`).
+    if let Some(created_at) = wr.created_at {
+        tx.execute(
+            &tx.prepare_cached(PASSED).await?,
+            &[
+                &ev.repository.id,
+                &ev.head_repository_id(),
+                &ev.branch(),
+                &wr.workflow_id,
+                &created_at,
+                &wr.id,
+            ],
+        )
+        .await?;
+    }
     // Only a green run that finished after the first failure resolves it (deliveries can
     // arrive out of order).
     let row = tx

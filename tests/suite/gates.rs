@@ -15,13 +15,11 @@ async fn only_allowlisted_workflows_are_acted_on() {
     );
     let app = env.spawn_web().await;
     // The recorded run is of .github/workflows/test.yml: not on the list.
-    let (status, answer) = app
+    // The allowlist is the web's: a failure it leaves out is settled in the answer.
+    let (status, body) = app
         .deliver("workflow_run", &env.failing_run(7101, &now()))
         .await;
-    assert_eq!((status, answer["status"].as_str()), (202, Some("accepted")));
-    // The gate is applied as the delivery is admitted.
-    let body = env.admit(&answer).await;
-    assert_eq!(body["outcome"], "ignored_inactive", "{body}");
+    assert_eq!((status, body["status"].as_str()), (202, Some("ignored")));
     assert!(
         body["reason"]
             .as_str()
@@ -34,6 +32,34 @@ async fn only_allowlisted_workflows_are_acted_on() {
     let (_, body) = app.deliver("workflow_run", &listed).await;
     assert_eq!(env.admit(&body).await["outcome"], "run_created");
     assert_eq!(env.count("SELECT count(*) FROM runs").await, 1);
+}
+
+/// The budget a failure is admitted under is the web's, recorded with the delivery: a worker
+/// process started with another (or none) applies the web's.
+#[tokio::test]
+async fn a_worker_admits_under_the_webs_budget_not_its_own() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_RUNS_PER_HOUR", "1");
+    env.worker_vars
+        .insert("SELFHEAL_RUNS_PER_HOUR".into(), "1000".into());
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    let mut outcomes = Vec::new();
+    for id in [7151, 7152] {
+        let (_, answer) = app
+            .deliver("workflow_run", &env.failing_run(id, &now()))
+            .await;
+        outcomes.push(env.admission_by_worker(&answer).await);
+    }
+    assert_eq!(outcomes[0]["outcome"], "run_created", "{outcomes:?}");
+    assert_eq!(outcomes[1]["outcome"], "ignored_inactive", "{outcomes:?}");
+    assert!(
+        outcomes[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("budget of 1 runs per hour"),
+        "{outcomes:?}"
+    );
 }
 
 #[tokio::test]

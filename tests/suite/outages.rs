@@ -43,7 +43,8 @@ async fn a_redis_restart_does_not_stop_the_worker_and_it_takes_work_again() {
     payload["workflow_run"]["head_branch"] = "other".into();
     let (status, body) = app.deliver("workflow_run", &payload).await;
     assert_eq!(status, 202, "{body}");
-    let run = env.run_of(&body).await;
+    // The worker admits it, then runs it.
+    let run = env.admitted_by_worker(&body).await;
     // Final, whatever the verdict on a second failure of the same commit: a worker took it up.
     let status = env.wait_run(run, Duration::from_secs(60)).await;
     assert!(

@@ -16,7 +16,8 @@ async fn a_run_goes_through_every_stage_heals_and_says_what_was_skipped() {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(1101, &now()))
         .await;
-    let run_id = env.run_of(&body).await;
+    // The worker admits it, and runs it.
+    let run_id = env.admitted_by_worker(&body).await;
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(60)).await,
         "succeeded"
@@ -329,15 +330,25 @@ async fn two_workers_share_the_queue_without_doing_a_job_twice() {
     let mut a = env.spawn_worker("a");
     let mut b = env.spawn_worker("b");
     env.wait_workers_registered(2).await;
-    let mut run_ids = Vec::new();
+    let mut answers = Vec::new();
     for i in 0..6 {
         let mut payload = env.failing_run(1300 + i, &now());
         // Separate workflows, so each failure is its own incident.
         payload["workflow_run"]["workflow_id"] = serde_json::Value::from(90 + i);
         let (status, body) = app.deliver("workflow_run", &payload).await;
         assert_eq!(status, 202, "{body}");
-        run_ids.push(env.run_of(&body).await);
+        answers.push(body);
     }
+    // The workers admit them, each once.
+    let mut run_ids = Vec::new();
+    for body in &answers {
+        run_ids.push(env.admitted_by_worker(body).await);
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'run.created'")
+            .await,
+        6
+    );
     let mut finished = Vec::new();
     for id in &run_ids {
         finished.push(env.wait_run(*id, Duration::from_secs(60)).await);
@@ -508,6 +519,50 @@ async fn a_job_the_queue_loses_is_pushed_again() {
         .unwrap()
         .get(0);
     assert!(note.contains("no worker started it in time"), "{note}");
+}
+
+/// The admission of a failed run is a job like a stage: Redis losing it before any worker took
+/// it loses nothing, Postgres says the delivery is still `accepted` and the relay pushes it
+/// again; a worker process admits it and runs its run.
+#[tokio::test]
+async fn an_admission_the_queue_loses_is_pushed_again_and_a_worker_admits_it() {
+    let mut env = TestEnv::new().await;
+    env.set("SELFHEAL_REQUEUE_AFTER_SECS", "2");
+    let app = env.spawn_web().await;
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(1461, &now()))
+        .await;
+    assert_eq!(body["queued"], true, "{body}");
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let lost: usize = redis::cmd("DEL")
+        .arg(format!("{}:jobs:scheduled", env.tag))
+        .arg(format!("{}:jobs:active", env.tag))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(lost, 1, "the admission waited in Redis");
+    let _worker = env.spawn_worker("w");
+    let run_id = env.admitted_by_worker(&body).await;
+    assert_eq!(
+        env.wait_run(run_id, Duration::from_secs(60)).await,
+        "succeeded"
+    );
+    let note: Option<String> = env
+        .db()
+        .await
+        .query_one(
+            "SELECT last_error FROM outbox WHERE delivery_id = $1",
+            &[&body["delivery"].as_str().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        note.as_deref()
+            .is_some_and(|n| n.contains("no worker admitted it in time")),
+        "{note:?}"
+    );
 }
 
 #[tokio::test]

@@ -35,7 +35,21 @@ async fn valid_signature_creates_incident_run_and_outbox_row() {
         Duration::from_secs(30),
     )
     .await;
-    let run_id = env.run_of(&body).await;
+    let admitted = env.admit(&body).await;
+    let run_id = run_id_of(&admitted);
+    assert_eq!(admitted["outcome"], "run_created", "{admitted}");
+    // Admitted again (its job pushed twice): the first admission's outcome, nothing new.
+    let again = env.admit(&body).await;
+    assert_eq!(again, admitted);
+    assert_eq!(env.count("SELECT count(*) FROM runs").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM outbox").await, 2);
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM webhook_deliveries WHERE outcome = 'run_created' AND run_id = '{run_id}'"
+        ))
+        .await,
+        1
+    );
     env.wait_until(
         &format!("SELECT enqueued_at IS NOT NULL FROM outbox WHERE run_id = '{run_id}'"),
         Duration::from_secs(30),
@@ -482,14 +496,27 @@ async fn failure_then_success_resolves_the_incident_with_mttr_from_the_view() {
 async fn a_failure_admitted_after_a_later_green_run_is_superseded() {
     let env = TestEnv::new().await;
     let app = env.spawn_web().await;
+    // A run as GitHub makes it for a push: created at `created`, finished at `finished`.
+    let run = |id: i64, green: bool, created: &str, finished: &str| {
+        let mut payload = if green {
+            env.green_run(id, finished)
+        } else {
+            env.failing_run(id, finished)
+        };
+        payload["workflow_run"]["created_at"] = json!(created);
+        payload
+    };
     let (_, failed) = app
         .deliver(
             "workflow_run",
-            &env.failing_run(8101, "2026-11-20T10:00:00Z"),
+            &run(8101, false, "2026-11-20T09:55:00Z", "2026-11-20T10:00:00Z"),
         )
         .await;
     let (_, green) = app
-        .deliver("workflow_run", &env.green_run(8102, "2026-11-20T10:07:30Z"))
+        .deliver(
+            "workflow_run",
+            &run(8102, true, "2026-11-20T10:06:00Z", "2026-11-20T10:07:30Z"),
+        )
         .await;
     assert_eq!(
         green["status"], "stored",
@@ -503,18 +530,71 @@ async fn a_failure_admitted_after_a_later_green_run_is_superseded() {
     );
     assert_eq!(env.count("SELECT count(*) FROM incidents").await, 0);
     assert_eq!(env.count("SELECT count(*) FROM runs").await, 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM webhook_deliveries WHERE outcome = 'superseded' AND reason LIKE '%run 8102%'")
+            .await,
+        1
+    );
+    // An older green arriving late does not replace the newer one it would be compared with.
+    let (_, older) = app
+        .deliver(
+            "workflow_run",
+            &run(8100, true, "2026-11-20T08:00:00Z", "2026-11-20T09:00:00Z"),
+        )
+        .await;
+    assert_eq!(older["status"], "stored", "{older}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM branch_passes WHERE github_run_id = 8102")
+            .await,
+        1
+    );
+    // Another workflow's green run on the branch says nothing about this one.
+    let mut other_workflow = run(8105, true, "2026-11-20T10:19:00Z", "2026-11-20T10:20:00Z");
+    other_workflow["workflow_run"]["workflow_id"] = json!(4242);
+    app.deliver("workflow_run", &other_workflow).await;
 
     let (_, later) = app
         .deliver(
             "workflow_run",
-            &env.failing_run(8103, "2026-11-20T10:09:00Z"),
+            &run(8103, false, "2026-11-20T10:08:00Z", "2026-11-20T10:09:00Z"),
         )
         .await;
     assert_eq!(env.admit(&later).await["outcome"], "run_created");
-    let mut other_branch = env.failing_run(8104, "2026-11-20T10:01:00Z");
+    let mut other_branch = run(8104, false, "2026-11-20T09:58:00Z", "2026-11-20T10:01:00Z");
     other_branch["workflow_run"]["head_branch"] = json!("release");
     let (_, other) = app.deliver("workflow_run", &other_branch).await;
     assert_eq!(env.admit(&other).await["outcome"], "run_created");
+
+    // A slow green run of an earlier push, finished after a failure of a later one, says
+    // nothing of the failed commit.
+    let on_slow = |mut payload: Value| {
+        payload["workflow_run"]["head_branch"] = json!("slow");
+        payload
+    };
+    let (_, failed) = app
+        .deliver(
+            "workflow_run",
+            &on_slow(run(
+                8106,
+                false,
+                "2026-11-20T11:05:00Z",
+                "2026-11-20T11:10:00Z",
+            )),
+        )
+        .await;
+    let (_, slow) = app
+        .deliver(
+            "workflow_run",
+            &on_slow(run(
+                8107,
+                true,
+                "2026-11-20T11:00:00Z",
+                "2026-11-20T11:20:00Z",
+            )),
+        )
+        .await;
+    assert_eq!(slow["status"], "stored", "{slow}");
+    assert_eq!(env.admit(&failed).await["outcome"], "run_created");
 }
 
 #[tokio::test]
@@ -713,7 +793,7 @@ async fn an_admission_cancelled_mid_transaction_leaves_no_open_transaction_in_th
     }
     // Warm: the statements prepared, so that the cancelled attempt sends `BEGIN` and its
     // first statement at its first poll.
-    let warm = failed_run::admit(pool.get().await.unwrap(), "warm-delivery", &gates)
+    let warm = failed_run::admit(pool.get().await.unwrap(), "warm-delivery")
         .await
         .unwrap();
     assert!(
@@ -734,7 +814,7 @@ async fn an_admission_cancelled_mid_transaction_leaves_no_open_transaction_in_th
         .batch_execute(&format!("SELECT pg_advisory_lock({run_lock})"))
         .await
         .unwrap();
-    let mut admission = Box::pin(failed_run::admit(client, "cancelled-delivery", &gates));
+    let mut admission = Box::pin(failed_run::admit(client, "cancelled-delivery"));
     // Polled until it waits for the lock, the delivery's row already locked and read.
     assert!(
         tokio::time::timeout(Duration::from_secs(2), admission.as_mut())
@@ -785,7 +865,7 @@ async fn an_admission_cancelled_mid_transaction_leaves_no_open_transaction_in_th
         "the warm one's"
     );
     // And it is admitted in full the next time.
-    let again = failed_run::admit(pool.get().await.unwrap(), "cancelled-delivery", &gates)
+    let again = failed_run::admit(pool.get().await.unwrap(), "cancelled-delivery")
         .await
         .unwrap();
     assert!(

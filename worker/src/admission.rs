@@ -2,6 +2,9 @@
 //! gates, the dedup by GitHub run, the incident and the run), and the run's first stage
 //! pushed. Postgres away: retried with backoff, as a stage's bookkeeping is; a job given up
 //! leaves the delivery `accepted`, and the relay pushes it again (`outbox::requeue_unstarted`).
+//! Refused for any other reason (a constraint, a value Postgres will not take), it would be
+//! refused again each time: the delivery is recorded as `admission_failed` with the cause, not
+//! retried for ever.
 
 use std::sync::Arc;
 
@@ -10,6 +13,7 @@ use backon::Retryable;
 use selfheal_shared::cause::Chain;
 use selfheal_shared::failed_run;
 use selfheal_shared::job::AdmitJob;
+use selfheal_shared::outbox::DispatchError;
 use tracing::Instrument;
 
 use crate::WorkerContext;
@@ -29,9 +33,10 @@ pub async fn handle(job: AdmitJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), 
         .with_min_delay(std::time::Duration::from_millis(500))
         .with_max_delay(std::time::Duration::from_secs(30))
         .with_max_times(10);
-    let admit = || failed_run::admit_and_push(&ctx.pool, &ctx.queue, &job.delivery_id, &ctx.gates);
+    let admit = || failed_run::admit_and_push(&ctx.pool, &ctx.queue, &job.delivery_id);
     let admitted = admit
         .retry(backoff)
+        .when(is_outage)
         .notify(|e, delay| tracing::warn!(error = %Chain(e), ?delay, "admitting the delivery failed; retrying"))
         .instrument(span.clone())
         .await;
@@ -44,9 +49,23 @@ pub async fn handle(job: AdmitJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), 
             tracing::info!(outcome = admission.outcome(), admission = %admission.summary(), "delivery admitted");
             Ok(())
         }
-        Err(e) => {
+        Err(e) if is_outage(&e) => {
             tracing::error!(error = %Chain(&e), "admission given up; the relay pushes the delivery again");
             Err(e.into())
         }
+        Err(e) => {
+            let cause = Chain(&e).to_string();
+            tracing::error!(error = %cause, "the delivery cannot be admitted; recorded as admission_failed");
+            failed_run::record_failure(&ctx.pool, &job.delivery_id, &cause).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Postgres or Redis away: worth waiting out. Anything else would fail again the same way.
+fn is_outage(e: &DispatchError) -> bool {
+    match e {
+        DispatchError::Db(db) => db.is_outage(),
+        DispatchError::Queue(_) => true,
     }
 }

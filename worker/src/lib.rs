@@ -48,8 +48,6 @@ pub struct WorkerContext {
     pub fix_memory: selfheal_shared::config::FixMemory,
     /// Diagnose and validate, but never write to GitHub.
     pub dry_run: bool,
-    /// What a failed run must pass to be admitted (`admission`).
-    pub gates: selfheal_shared::config::Gates,
     pub github: Arc<GitHubApp>,
     pub queue: Arc<JobQueue>,
     pub worker_id: String,
@@ -241,7 +239,6 @@ pub async fn run(
         pool: pool.clone(),
         sandbox: tokio::sync::OnceCell::new(),
         dry_run: config.gates.dry_run,
-        gates: config.gates.clone(),
         heal: heal::HealOptions {
             reproduce_runs: config.worker.reruns,
             validate_runs: config.worker.reruns,

@@ -543,15 +543,16 @@ impl TestEnv {
                 config.worker.missed_heartbeats,
             ),
         );
-        selfheal_shared::failed_run::admit_and_push(&pool, &queue, delivery, &config.gates)
+        selfheal_shared::failed_run::admit_and_push(&pool, &queue, delivery)
             .await
             .unwrap_or_else(|e| panic!("admitting {delivery}: {e}"))
             .summary()
     }
 
-    /// The run a failed run's delivery (`answer`, `accepted`) came to once a worker process
-    /// admitted it, waited for: nothing is admitted here.
-    pub async fn admitted_by_worker(&self, answer: &Value) -> Uuid {
+    /// What a failed run's delivery (`answer`, `accepted`) came to once a worker process
+    /// admitted it, waited for and read from Postgres (nothing is admitted here):
+    /// `{"outcome", "run_id", "reason"}`.
+    pub async fn admission_by_worker(&self, answer: &Value) -> Value {
         let delivery = answer["delivery"]
             .as_str()
             .unwrap_or_else(|| panic!("no delivery in {answer}"));
@@ -562,16 +563,25 @@ impl TestEnv {
             Duration::from_secs(60),
         )
         .await;
-        self.db()
+        let row = self
+            .db()
             .await
             .query_one(
-                "SELECT run_id FROM webhook_deliveries WHERE delivery_id = $1",
+                "SELECT outcome, run_id, reason FROM webhook_deliveries WHERE delivery_id = $1",
                 &[&delivery],
             )
             .await
-            .unwrap()
-            .get::<_, Option<Uuid>>(0)
-            .unwrap_or_else(|| panic!("delivery {delivery} was admitted to no run"))
+            .unwrap();
+        serde_json::json!({
+            "outcome": row.get::<_, String>(0),
+            "run_id": row.get::<_, Option<Uuid>>(1),
+            "reason": row.get::<_, Option<String>>(2),
+        })
+    }
+
+    /// The run a failed run's delivery came to once a worker process admitted it.
+    pub async fn admitted_by_worker(&self, answer: &Value) -> Uuid {
+        run_id_of(&self.admission_by_worker(answer).await)
     }
 
     /// The run a delivery created or found: admitted first (`admit`) if it is a failed run's.
