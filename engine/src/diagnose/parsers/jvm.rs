@@ -144,10 +144,14 @@ pub fn junit_platform(step: &FailedStep) -> Option<Finding> {
     })
 }
 
-regex!(GRADLE_TEST, r"^(\S+) > (\S+?)(?:\(\))? FAILED$");
+// The test as JUnit names it: a method (`addsItems`, `addsItems()`), or on the JUnit Platform
+// a display name with spaces (`@DisplayName("adds two items")`), a nested class's
+// (`Totals > adds()`) or a parameterised invocation's (`adds(int) > [1] 2`).
+regex!(GRADLE_TEST, r"^([\w.$]+) > (.+?)(?:\(\))? FAILED$");
 regex!(GRADLE_AT, r"^\s+(?:\S+ )?at (\S+?)\.java:(\d+)\)?$");
-/// Gradle's test report: `acme.BasketTest > addsItems FAILED`, then the exception and the
-/// frame in the test class (`at BasketTest.java:10`).
+/// Gradle's test report: `acme.BasketTest > addsItems FAILED` (or a JUnit 5 display name:
+/// `BasketTest > adds two items FAILED`), then the exception and the frame in the test class
+/// (`at BasketTest.java:10`).
 pub fn gradle_test(step: &FailedStep) -> Option<Finding> {
     let (at, c) = first(step, &GRADLE_TEST)?;
     let class = c[1].to_string();

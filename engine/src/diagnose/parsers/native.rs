@@ -348,30 +348,51 @@ pub fn csharp(step: &FailedStep) -> Option<Finding> {
     })
 }
 
-regex!(DOTNET_FAILED, r"^\s+Failed (\S+) \[[^\]]+\]$");
-regex!(DOTNET_AT, r"^\s+at .+ in (\S+?\.cs):line (\d+)$");
-/// `dotnet test` (VSTest's console logger): `  Failed Acme.Tests.AddsItems [12 ms]`, then
-/// `Error Message:`, the message, `Stack Trace:` and `at … in /path/Tests.cs:line 14`.
+// VSTest's `  Failed Acme.Tests.AddsItems [12 ms]`, or Microsoft.Testing.Platform's
+// `failed Acme.Tests.AddsItems (12ms)` (its durations: `(1s 740ms)`; a theory's name carries
+// its arguments, spaces and all).
+regex!(
+    DOTNET_FAILED,
+    r"^\s*(?:Failed (\S+) \[[^\]]+\]|failed (.+?) \((?:\d+(?:\.\d+)?\s?(?:ms|s|m|h)\s?)+\))$"
+);
+// VSTest's frame ends `:line 14`, the platform's `:14`.
+regex!(DOTNET_AT, r"^\s+at .+ in (\S+?\.cs):(?:line )?(\d+)$");
+/// `dotnet test`, on VSTest's console logger: `  Failed Acme.Tests.AddsItems [12 ms]`, then
+/// `Error Message:`, the message, `Stack Trace:` and `at … in /path/Tests.cs:line 14`; or on
+/// Microsoft.Testing.Platform (`dotnet test` of .NET 10, or a test project run as an
+/// executable): `failed Acme.Tests.AddsItems (12ms)`, the message on the lines under it, the
+/// stack's `at … in /path/Tests.cs:14`, then `Test run summary: Failed!`.
 pub fn dotnet_test(step: &FailedStep) -> Option<Finding> {
     let (at, _) = first(step, &DOTNET_FAILED)?;
     let tests = step
         .lines
         .iter()
-        .filter_map(|l| DOTNET_FAILED.captures(l).map(|c| c[1].to_string()))
+        .filter_map(|l| {
+            let c = DOTNET_FAILED.captures(l)?;
+            Some(c.get(1).or(c.get(2))?.as_str().to_string())
+        })
         .collect();
     let frame = first(step, &DOTNET_AT);
-    let message = step.lines[at..]
+    // VSTest says `Error Message:` before the message; the platform writes it straight under
+    // the test's line.
+    let message_at = step.lines[at + 1..]
         .iter()
+        .take(3)
         .position(|l| l.trim() == "Error Message:")
-        .and_then(|p| step.lines.get(at + p + 1))
+        .map(|p| at + 1 + p + 1)
+        .or_else(|| {
+            let next = step.lines.get(at + 1)?.trim();
+            (!next.is_empty()
+                && !next.starts_with("at ")
+                && !next.starts_with("Stack Trace:")
+                && !DOTNET_FAILED.is_match(&step.lines[at + 1]))
+            .then_some(at + 1)
+        });
+    let message = message_at
+        .and_then(|i| step.lines.get(i))
         .map_or("test failed".to_string(), |l| l.trim().to_string());
     let mut explains = vec![at];
-    explains.extend(
-        step.lines[at..]
-            .iter()
-            .position(|l| l.trim() == "Error Message:")
-            .map(|p| at + p + 1),
-    );
+    explains.extend(message_at);
     explains.extend(frame.as_ref().map(|(i, _)| *i));
     Some(Finding {
         culprit_file: frame.as_ref().map(|(_, c)| rel(&c[1])),

@@ -397,3 +397,49 @@ fn other_versions_of_corpus_tools() {
     assert_eq!(d.failing_tests, ["shop.CartTest.totals"]);
     assert_eq!(d.message, "expected: <3> but was: <4>");
 }
+
+/// JUnit 5 on Gradle names a test by its display name, which may hold spaces, a nested class
+/// or a parameterised invocation (Gradle's console test logger prints the JUnit Platform's
+/// display names).
+#[test]
+fn gradle_junit5_display_names() {
+    let d = check(
+        "./gradlew test",
+        "BasketTest > adds two items FAILED\n    org.opentest4j.AssertionFailedError at BasketTest.java:21\n\nBasketTest > Totals > rounds down() FAILED\n    org.opentest4j.AssertionFailedError at BasketTest.java:34\n\nBasketTest > discount(int) > [2] 15 FAILED\n    org.opentest4j.AssertionFailedError at BasketTest.java:48\n\n3 tests completed, 3 failed\n\n> Task :test FAILED",
+        Class::Test,
+        "junit",
+        Some("src/test/java/BasketTest.java"),
+        Some(21),
+    );
+    assert_eq!(
+        d.failing_tests,
+        vec![
+            "BasketTest.adds two items",
+            "BasketTest.Totals > rounds down",
+            "BasketTest.discount(int) > [2] 15"
+        ]
+    );
+}
+
+/// `dotnet test` on Microsoft.Testing.Platform (the runner of .NET 10's `dotnet test`, and of a
+/// test project run as an executable): `failed <test> (<duration>)`, the message under it,
+/// the stack's frames ending `in <file>:<line>`, then `Test run summary: Failed!`.
+#[test]
+fn dotnet_testing_platform_outputs() {
+    let d = check(
+        "dotnet test",
+        "failed Shop.Tests.BasketTests.Adds_items (270ms)\n  Assert.Equal() Failure: Values differ\n  Expected: 7\n  Actual:   8\n    at Shop.Tests.BasketTests.Adds_items() in /home/runner/work/shop/shop/tests/Shop.Tests/BasketTests.cs:14\nfailed Shop.Tests.BasketTests.Discounts(percent: 15) (1s 20ms)\n  Assert.True() Failure\n    at Shop.Tests.BasketTests.Discounts(Int32 percent) in /home/runner/work/shop/shop/tests/Shop.Tests/BasketTests.cs:31\n/home/runner/work/shop/shop/tests/Shop.Tests/bin/Debug/net10.0/Shop.Tests.dll (net10.0|x64) failed with 2 error(s) (1s 740ms)\n\nTest run summary: Failed!\n  total: 5\n  failed: 2\n  succeeded: 3\n  skipped: 0\n  duration: 1s 740ms",
+        Class::Test,
+        "dotnet-test",
+        Some("tests/Shop.Tests/BasketTests.cs"),
+        Some(14),
+    );
+    assert_eq!(
+        d.failing_tests,
+        vec![
+            "Shop.Tests.BasketTests.Adds_items",
+            "Shop.Tests.BasketTests.Discounts(percent: 15)"
+        ]
+    );
+    assert_eq!(d.message, "Assert.Equal() Failure: Values differ");
+}

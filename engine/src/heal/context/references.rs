@@ -283,17 +283,30 @@ impl<'a> Resolver<'a> {
         }
         let module = self.nearest(from, "go.mod").and_then(|dir| {
             let text = read_inside(self.repo, &join_dir(&dir, "go.mod"))?;
-            Some((MODULE.captures(&text)?[1].to_string(), dir))
+            let module = MODULE.captures(&text)?[1].to_string();
+            // The module itself, then the modules go.mod replaces with a directory of the
+            // repository (a monorepo's `replace example.com/lib => ../lib`), longest first.
+            let mut modules = vec![(module, dir.clone())];
+            let mut replaced = go_replaces(&text, &dir);
+            replaced.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+            modules.extend(replaced);
+            Some(modules)
         });
-        if let Some((module, root)) = &module {
+        if let Some(modules) = &module {
             let mut paths: Vec<String> = imports(&SINGLE, text).map(|m| m[1].to_string()).collect();
             for block in imports(&BLOCK, text) {
                 paths.extend(QUOTED.captures_iter(&block[1]).map(|m| m[1].to_string()));
             }
             for import in paths {
-                if let Some(rest) = import.strip_prefix(&format!("{module}/")) {
-                    dirs.push(join_dir(root, rest));
-                }
+                let found = modules.iter().find_map(|(module, root)| {
+                    if import == *module {
+                        Some(root.clone())
+                    } else {
+                        let rest = import.strip_prefix(module.as_str())?.strip_prefix('/')?;
+                        Some(join_dir(root, rest))
+                    }
+                });
+                dirs.extend(found);
             }
         }
         let mut groups = Vec::new();
@@ -641,6 +654,48 @@ fn ruby(from: &str, text: &str) -> Vec<Vec<String>> {
 }
 
 /// The directory part of a repository path ("" at the root).
+/// go.mod's `replace` directives whose target is a directory (`./x`, `../x`: a local module,
+/// no version), as (module path, the directory from the repository's root); a target outside
+/// the repository is left out. Both forms: `replace a => ../a` and a `replace ( … )` block.
+fn go_replaces(gomod: &str, root: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    for line in gomod.lines() {
+        let line = line.split("//").next().unwrap_or("").trim();
+        let spec = if in_block {
+            if line == ")" {
+                in_block = false;
+                continue;
+            }
+            line
+        } else if let Some(rest) = line.strip_prefix("replace") {
+            let rest = rest.trim_start();
+            if rest == "(" {
+                in_block = true;
+                continue;
+            }
+            if rest.len() == line.len() - "replace".len() && !rest.is_empty() {
+                // `replacement …`: not the keyword.
+                continue;
+            }
+            rest
+        } else {
+            continue;
+        };
+        let Some((old, new)) = spec.split_once("=>") else {
+            continue;
+        };
+        let (Some(old), new) = (old.split_whitespace().next(), new.trim()) else {
+            continue;
+        };
+        let local = new == "." || new == ".." || new.starts_with("./") || new.starts_with("../");
+        if let Some(dir) = local.then(|| normalise(root, new)).flatten() {
+            out.push((old.to_string(), dir));
+        }
+    }
+    out
+}
+
 fn parent(path: &str) -> String {
     path.rsplit_once('/')
         .map_or(String::new(), |(d, _)| d.to_string())
@@ -944,6 +999,32 @@ mod tests {
         assert_eq!(
             refs(&files, "cart/cart_test.go"),
             ["cart/cart.go", "cart/a.go", "prices/prices.go"]
+        );
+    }
+
+    #[test]
+    fn go_imports_of_modules_go_mod_replaces_with_a_directory() {
+        let files = [
+            (
+                "app/go.mod",
+                "module example.com/app\n\ngo 1.22\n\nreplace example.com/money => ../libs/money\n\nreplace (\n\texample.com/tax v1.2.0 => ./third_party/tax // vendored fork\n\texample.com/remote => example.com/fork v1.0.0\n\texample.com/outside => ../../elsewhere\n)\n",
+            ),
+            (
+                "app/cart/cart.go",
+                "package cart\n\nimport (\n\t\"example.com/money/cents\"\n\t\"example.com/tax\"\n\t\"example.com/remote/x\"\n\t\"example.com/outside/y\"\n)\n",
+            ),
+            ("libs/money/cents/cents.go", ""),
+            ("libs/money/money.go", ""),
+            ("app/third_party/tax/tax.go", ""),
+            ("elsewhere/y/y.go", ""),
+        ];
+        assert_eq!(
+            refs(&files, "app/cart/cart.go"),
+            ["libs/money/cents/cents.go", "app/third_party/tax/tax.go"]
+        );
+        assert_eq!(
+            go_replaces("replacement x => ./y\nreplace a => ./b\n", ""),
+            [("a".to_string(), "b".to_string())]
         );
     }
 
