@@ -392,11 +392,21 @@ async fn in_transaction(
         return Ok(Admission::Unknown);
     }
     if outcome != ACCEPTED {
+        let run_id: Option<Uuid> = loaded.get(3);
+        // `LOAD`'s subquery read its snapshot from before it waited for the row: an admission
+        // that committed meanwhile has its run, but not yet its incident, in `LOAD`'s row.
+        let incident_id = match (run_id, loaded.get::<_, Option<Uuid>>(5)) {
+            (Some(run), None) => tx
+                .query_opt("SELECT incident_id FROM runs WHERE id = $1", &[&run])
+                .await?
+                .map(|row| row.get(0)),
+            (_, incident) => incident,
+        };
         tx.batch_execute("COMMIT").await?;
         return Ok(Admission::Earlier {
             outcome,
-            run_id: loaded.get(3),
-            incident_id: loaded.get(5),
+            run_id,
+            incident_id,
             reason: loaded.get(4),
         });
     }
