@@ -2,9 +2,10 @@
 //! gates, the dedup by GitHub run, the incident and the run), and the run's first stage
 //! pushed. Postgres away: retried with backoff, as a stage's bookkeeping is; a job given up
 //! leaves the delivery `accepted`, and the relay pushes it again (`outbox::requeue_unstarted`).
-//! Refused for any other reason (a constraint, a value Postgres will not take), it would be
-//! refused again each time: the delivery is recorded as `admission_failed` with the cause, not
-//! retried for ever.
+//! Refused by Postgres for what the delivery holds (a value it will not take, a constraint the
+//! rows would break: SQLSTATE classes 22 and 23), it would be refused again each time: the
+//! delivery is recorded as `admission_failed` with the cause, not retried for ever. Anything
+//! else (a busy pool, a lock or statement timeout, a deadlock) is retried like an outage.
 
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ pub async fn handle(job: AdmitJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), 
     let admit = || failed_run::admit_and_push(&ctx.pool, &ctx.queue, &job.delivery_id);
     let admitted = admit
         .retry(backoff)
-        .when(is_outage)
+        .when(|e| !is_permanent(e))
         .notify(|e, delay| tracing::warn!(error = %Chain(e), ?delay, "admitting the delivery failed; retrying"))
         .instrument(span.clone())
         .await;
@@ -49,7 +50,7 @@ pub async fn handle(job: AdmitJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), 
             tracing::info!(outcome = admission.outcome(), admission = %admission.summary(), "delivery admitted");
             Ok(())
         }
-        Err(e) if is_outage(&e) => {
+        Err(e) if !is_permanent(&e) => {
             tracing::error!(error = %Chain(&e), "admission given up; the relay pushes the delivery again");
             Err(e.into())
         }
@@ -62,10 +63,13 @@ pub async fn handle(job: AdmitJob, ctx: Data<Arc<WorkerContext>>) -> Result<(), 
     }
 }
 
-/// Postgres or Redis away: worth waiting out. Anything else would fail again the same way.
-fn is_outage(e: &DispatchError) -> bool {
-    match e {
-        DispatchError::Db(db) => db.is_outage(),
-        DispatchError::Queue(_) => true,
-    }
+/// Postgres refused the delivery's own data: admitting it again would fail the same way. Only
+/// these are recorded as failed; a wait may cure anything else, and a failure must not be
+/// dropped for a busy moment.
+fn is_permanent(e: &DispatchError) -> bool {
+    let DispatchError::Db(selfheal_shared::db::DbError::Query(e)) = e else {
+        return false;
+    };
+    e.code()
+        .is_some_and(|code| matches!(&code.code()[..2], "22" | "23"))
 }

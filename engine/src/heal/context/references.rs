@@ -653,7 +653,6 @@ fn ruby(from: &str, text: &str) -> Vec<Vec<String>> {
     groups
 }
 
-/// The directory part of a repository path ("" at the root).
 /// go.mod's `replace` directives whose target is a directory (`./x`, `../x`: a local module,
 /// no version), as (module path, the directory from the repository's root); a target outside
 /// the repository is left out. Both forms: `replace a => ../a` and a `replace ( … )` block.
@@ -696,6 +695,7 @@ fn go_replaces(gomod: &str, root: &str) -> Vec<(String, String)> {
     out
 }
 
+/// The directory part of a repository path ("" at the root).
 fn parent(path: &str) -> String {
     path.rsplit_once('/')
         .map_or(String::new(), |(d, _)| d.to_string())
