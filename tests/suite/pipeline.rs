@@ -565,6 +565,49 @@ async fn an_admission_the_queue_loses_is_pushed_again_and_a_worker_admits_it() {
     );
 }
 
+/// A delivery Postgres refuses to admit for what it holds (here a constraint the test adds on
+/// the runs a failure would create) would be refused again each time: the worker records it as
+/// `admission_failed` with the cause instead of retrying it for ever, and the next failure is
+/// admitted as usual.
+#[tokio::test]
+async fn an_admission_postgres_refuses_for_its_data_is_recorded_as_failed_with_the_cause() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w");
+    env.wait_until(
+        "SELECT to_regclass('runs') IS NOT NULL",
+        Duration::from_secs(30),
+    )
+    .await;
+    env.db()
+        .await
+        .batch_execute(
+            "ALTER TABLE runs ADD CONSTRAINT test_refuses_run_1471 CHECK (github_run_id <> 1471)",
+        )
+        .await
+        .unwrap();
+    let (_, refused) = app
+        .deliver("workflow_run", &env.failing_run(1471, &now()))
+        .await;
+    let admitted = env.admission_by_worker(&refused).await;
+    assert_eq!(admitted["outcome"], "admission_failed", "{admitted}");
+    assert!(
+        admitted["reason"]
+            .as_str()
+            .unwrap()
+            .contains("test_refuses_run_1471"),
+        "{admitted}"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM runs").await, 0);
+    let (_, next) = app
+        .deliver("workflow_run", &env.failing_run(1472, &now()))
+        .await;
+    assert_eq!(
+        env.admission_by_worker(&next).await["outcome"],
+        "run_created"
+    );
+}
+
 #[tokio::test]
 async fn stages_in_flight_when_redis_lost_everything_and_their_worker_died_are_run_again() {
     let mut env = TestEnv::new().await;
