@@ -578,10 +578,10 @@ pub async fn ingest_bench(
         "admission (a worker's share: gates, incident, run, first stage, audit rows), after the rounds, {ADMITTERS} at a time: {admitted} deliveries in {:.1} s, {admit_rate:.0}/s",
         admitting.as_secs_f64()
     );
+    let sustained = 1.0 / (1.0 / s.0.max(f64::EPSILON) + 1.0 / admit_rate.max(f64::EPSILON));
     println!(
-        "  answer and admission one after the other on this machine: {:.0}/s, {:.2}x the bare receiver (what a steady stream sustains; the answer alone is what GitHub waits for)",
-        1.0 / (1.0 / s.0.max(f64::EPSILON) + 1.0 / admit_rate.max(f64::EPSILON)),
-        1.0 / (1.0 / s.0.max(f64::EPSILON) + 1.0 / admit_rate.max(f64::EPSILON)) / b.0.max(f64::EPSILON)
+        "  answer and admission one after the other on this machine: {sustained:.0}/s, {:.2}x the bare receiver (what a steady stream sustains; the answer alone is what GitHub waits for)",
+        sustained / b.0.max(f64::EPSILON)
     );
     let mut refused = b.3 + s.3;
     if rate > 0 {

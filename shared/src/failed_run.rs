@@ -240,7 +240,7 @@ impl Admission {
         match self {
             Admission::Created { .. } => incidents::RUN_CREATED,
             Admission::Exists { .. } => "run_exists",
-            Admission::Ignored { .. } => IGNORED,
+            Admission::Ignored { .. } => incidents::IGNORED_INACTIVE,
             Admission::Superseded { .. } => "superseded",
             Admission::Earlier { outcome, .. } => outcome,
             Admission::Unknown => "unknown",
@@ -264,9 +264,6 @@ impl Admission {
         json!({"outcome": self.outcome(), "run_id": self.run_id(), "incident_id": incident_id, "reason": reason})
     }
 }
-
-/// The outcome of a delivery a gate stopped (as the general path records it).
-const IGNORED: &str = "ignored_inactive";
 
 /// Admits a delivery `accept` stored: unless a gate says no, the run is known or a later
 /// push went green, opens (or joins) the incident and creates the run with its first stage in
@@ -426,7 +423,12 @@ async fn in_transaction(
                 async {
                     tx.execute(
                         &s.record_admission,
-                        &[&delivery_id, &IGNORED, &reason, &None::<Uuid>],
+                        &[
+                            &delivery_id,
+                            &incidents::IGNORED_INACTIVE,
+                            &reason,
+                            &None::<Uuid>,
+                        ],
                     )
                     .await
                 },

@@ -26,6 +26,8 @@ pub(crate) const STORE: &str =
      ON CONFLICT (delivery_id) DO NOTHING";
 /// The outcome a delivery that creates a run records.
 pub(crate) const RUN_CREATED: &str = "run_created";
+/// The outcome of a failed run a gate stopped.
+pub(crate) const IGNORED_INACTIVE: &str = "ignored_inactive";
 pub(crate) const RECORD_OUTCOME: &str =
     "UPDATE webhook_deliveries SET outcome = $2, reason = $3 WHERE delivery_id = $1";
 /// Deliveries of one GitHub run (redeliveries under new ids, or GitHub's own retries) wait
@@ -166,7 +168,7 @@ impl Ingested {
             Ingested::RunExists { .. } => "run_exists",
             Ingested::Resolved { .. } => "incident_resolved",
             Ingested::Installation { outcome } => outcome,
-            Ingested::Ignored { .. } => "ignored_inactive",
+            Ingested::Ignored { .. } => IGNORED_INACTIVE,
             Ingested::Untrusted { .. } => "ignored_untrusted",
             Ingested::FixClosed { merged: true, .. } => "fix_merged",
             Ingested::FixClosed { merged: false, .. } => "fix_closed",

@@ -482,6 +482,20 @@ async fn a_transient_github_error_is_retried_with_backoff() {
     }
 }
 
+/// Redis loses the queue's pending jobs, as a flush or a failover without persistence would:
+/// apalis-redis keeps a pushed job in `scheduled` (due now) until a worker promotes it to
+/// `active`. Returns how many of the two keys held something.
+async fn lose_the_queue(env: &TestEnv) -> usize {
+    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("DEL")
+        .arg(format!("{}:jobs:scheduled", env.tag))
+        .arg(format!("{}:jobs:active", env.tag))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_job_the_queue_loses_is_pushed_again() {
     let mut env = TestEnv::new().await;
@@ -493,16 +507,11 @@ async fn a_job_the_queue_loses_is_pushed_again() {
     assert_eq!(body["queued"], true, "{body}");
     let run_id = env.run_of(&body).await;
     // Redis loses the queue (a flush, a failover without persistence) before any worker runs.
-    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    // apalis-redis keeps a pushed job in `scheduled` (due now) until a worker promotes it.
-    let lost: usize = redis::cmd("DEL")
-        .arg(format!("{}:jobs:scheduled", env.tag))
-        .arg(format!("{}:jobs:active", env.tag))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(lost, 1, "the job was waiting in Redis");
+    assert_eq!(
+        lose_the_queue(&env).await,
+        1,
+        "the job was waiting in Redis"
+    );
     let _worker = env.spawn_worker("w");
     assert_eq!(
         env.wait_run(run_id, Duration::from_secs(60)).await,
@@ -533,15 +542,11 @@ async fn an_admission_the_queue_loses_is_pushed_again_and_a_worker_admits_it() {
         .deliver("workflow_run", &env.failing_run(1461, &now()))
         .await;
     assert_eq!(body["queued"], true, "{body}");
-    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let lost: usize = redis::cmd("DEL")
-        .arg(format!("{}:jobs:scheduled", env.tag))
-        .arg(format!("{}:jobs:active", env.tag))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(lost, 1, "the admission waited in Redis");
+    assert_eq!(
+        lose_the_queue(&env).await,
+        1,
+        "the admission waited in Redis"
+    );
     let _worker = env.spawn_worker("w");
     let run_id = env.admitted_by_worker(&body).await;
     assert_eq!(
