@@ -179,12 +179,15 @@ fn green_scores(labelled: &[&diagnose::Outcome]) {
     if with.is_empty() {
         return;
     }
-    let mut scores = [diagnose::LineScore::default(); 3];
+    let mut scores = [diagnose::LineScore::default(); 5];
     for (o, green) in &with {
-        for (score, chosen) in scores
-            .iter_mut()
-            .zip([&o.excerpt, &green.new, &green.new_grepped])
-        {
+        for (score, chosen) in scores.iter_mut().zip([
+            &o.excerpt,
+            &green.new,
+            &green.new_grepped,
+            &green.unrecognised,
+            &green.unrecognised_since_green,
+        ]) {
             score.add(chosen, &o.labelled);
         }
     }
@@ -192,13 +195,19 @@ fn green_scores(labelled: &[&diagnose::Outcome]) {
         "on the {} logs with a green run of the same job: precision / recall (micro; macro)",
         with.len()
     );
-    for (name, score) in ["selfheal", "new since green", "new since green, grep"]
-        .iter()
-        .zip(scores)
+    for (name, score) in [
+        "selfheal",
+        "new since green",
+        "new since green, grep",
+        "no parser",
+        "no parser, since green",
+    ]
+    .iter()
+    .zip(scores)
     {
         let (p, r) = score.macro_averages();
         println!(
-            "  {name:<22} {:.2} / {:.2}; {p:.2} / {r:.2}  ({} lines)",
+            "  {name:<23} {:.2} / {:.2}; {p:.2} / {r:.2}  ({} lines)",
             score.precision(),
             score.recall(),
             score.chosen

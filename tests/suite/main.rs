@@ -22,6 +22,7 @@ mod fuzz;
 mod gates;
 mod github_behaviours;
 mod github_shapes;
+mod green_baseline;
 mod heal;
 mod hostile;
 mod ingest_spans;

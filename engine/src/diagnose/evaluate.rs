@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{clean_line, diagnose_step, failed_step, new_since_green, Ci};
+use super::{clean_line, diagnose_step, failed_step, new_since_green, unrecognised, Ci};
 
 #[derive(Debug, Deserialize)]
 pub struct Labelled {
@@ -74,6 +74,10 @@ pub struct Outcome {
 pub struct SinceGreen {
     pub new: BTreeSet<usize>,
     pub new_grepped: BTreeSet<usize>,
+    /// What a log no parser knows is shown by, without the green run and with it: how the
+    /// worker's excerpt for an unknown failure fares, measured on logs whose lines are labelled.
+    pub unrecognised: BTreeSet<usize>,
+    pub unrecognised_since_green: BTreeSet<usize>,
 }
 
 impl Outcome {
@@ -133,7 +137,7 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
         let text = String::from_utf8_lossy(&bytes);
         // One failed step for the diagnosis and the baselines.
         let step = failed_step(&text);
-        let d = diagnose_step(step.clone());
+        let d = diagnose_step(step.clone(), None);
         // Labels mark lines as a reader sees them: cleaned as the parsers see them (no
         // timestamps, colours or checkout directory).
         let plain: Vec<String> = text.lines().map(clean_line).collect();
@@ -174,7 +178,11 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
             .map(|stem| dir.join(format!("{stem}.green.log")));
         let green = match green_path.map(std::fs::read) {
             Some(Ok(bytes)) => {
-                let new = new_since_green(&step, &String::from_utf8_lossy(&bytes));
+                let green_log = String::from_utf8_lossy(&bytes);
+                let new = new_since_green(&step, &green_log);
+                let numbered = |lines: Vec<usize>| -> BTreeSet<usize> {
+                    lines.into_iter().map(|i| step.numbers[i]).collect()
+                };
                 let lines: BTreeSet<usize> = new.iter().map(|&i| step.numbers[i]).collect();
                 let grepped = new
                     .iter()
@@ -184,6 +192,11 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
                 Some(SinceGreen {
                     new: lines,
                     new_grepped: grepped,
+                    unrecognised: numbered(unrecognised::lines(&step, None)),
+                    unrecognised_since_green: numbered(unrecognised::lines(
+                        &step,
+                        Some(&green_log),
+                    )),
                 })
             }
             _ => None,

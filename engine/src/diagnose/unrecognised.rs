@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::green::new_since_green;
 use super::log::FailedStep;
 
 static ERROR_WORDS: LazyLock<Regex> = LazyLock::new(|| {
@@ -22,8 +23,32 @@ static NOISE: LazyLock<Regex> = LazyLock::new(|| {
     .expect("static regex")
 });
 const FIRST: usize = 3;
+/// How many lines are shown when none reads like an error, or when a green run's log tells
+/// which are new.
+const SHOWN: usize = 12;
 
-pub fn error_lines(step: &FailedStep) -> Vec<usize> {
+/// The lines shown when no parser recognises the failure. With the log of the last green run
+/// of the same job: the first lines of the failed step that run did not print (masked as
+/// `new_since_green` masks them), error words or not; on the corpus this finds 0.89 of the
+/// labelled lines where error words find 0.48, at nearly the same precision (docs/diagnosis.md).
+/// Without one, or when it printed every line: the first lines that read like errors (each
+/// with the line after it), or the step's last lines.
+pub fn lines(step: &FailedStep, green_log: Option<&str>) -> Vec<usize> {
+    if let Some(green) = green_log {
+        let new = new_since_green(step, green);
+        if !new.is_empty() {
+            return new.into_iter().take(SHOWN).collect();
+        }
+    }
+    let errors = error_lines(step);
+    if errors.is_empty() {
+        (step.lines.len().saturating_sub(SHOWN)..step.lines.len()).collect()
+    } else {
+        errors
+    }
+}
+
+fn error_lines(step: &FailedStep) -> Vec<usize> {
     let mut out = Vec::new();
     for (i, l) in step.lines.iter().enumerate() {
         if out.len() >= FIRST * 2 {
@@ -41,7 +66,7 @@ pub fn error_lines(step: &FailedStep) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::error_lines;
+    use super::{error_lines, lines};
     use crate::diagnose::log::failed_step;
 
     #[test]
@@ -62,5 +87,30 @@ mod tests {
         );
         let quiet = failed_step("$ ./check.sh\nversion 1.2.0 but tag v1.3.0\n");
         assert!(error_lines(&quiet).is_empty());
+    }
+
+    #[test]
+    fn beside_a_green_log_the_first_lines_it_did_not_print() {
+        let step = failed_step(
+            "$ ./publish.sh\nchecking error pages: 4 found\nuploading 312 files\nversion 1.4.0 but tag v1.5.0\nrefusing to publish\n",
+        );
+        let shown = |green: Option<&str>| -> Vec<String> {
+            lines(&step, green)
+                .into_iter()
+                .map(|i| step.lines[i].clone())
+                .collect()
+        };
+        let green = "$ ./publish.sh\nchecking error pages: 3 found\nuploading 298 files\npublished v1.4.0\n";
+        assert_eq!(
+            shown(Some(green)),
+            vec!["version 1.4.0 but tag v1.5.0", "refusing to publish"]
+        );
+        // Without it, the error words mislead; with a green log that printed every line, too.
+        assert_eq!(
+            shown(None),
+            vec!["checking error pages: 4 found", "uploading 312 files"]
+        );
+        let everything = "$ ./publish.sh\nchecking error pages: 4 found\nuploading 312 files\nversion 1.4.0 but tag v1.5.0\nrefusing to publish\n";
+        assert_eq!(shown(Some(everything)), shown(None));
     }
 }

@@ -44,13 +44,21 @@ fn jobs(
         ));
     };
     let k = knobs(inner);
-    let failing_names =
-        std::iter::once(k.failing_job.unwrap_or_else(|| "test".into())).chain(k.more_failing_jobs);
+    let green = is_green_run(&k, run_id);
+    let failing_names = std::iter::once(k.failing_job.clone().unwrap_or_else(|| "test".into()))
+        .chain(k.more_failing_jobs.clone());
+    let recorded_id = recorded["id"].as_i64().unwrap_or(0);
     let mut jobs = vec![recorded.clone()];
     for (i, name) in failing_names.enumerate() {
         let mut failing = recorded.clone();
-        failing["id"] = Value::from(recorded["id"].as_i64().unwrap_or(0) + 1 + i as i64);
         failing["name"] = Value::from(name);
+        if green {
+            // The same jobs passing, as they did before the failure; job ids are GitHub-wide.
+            failing["id"] = Value::from(recorded_id + GREEN_JOBS + 1 + i as i64);
+            jobs.push(failing);
+            continue;
+        }
+        failing["id"] = Value::from(recorded_id + 1 + i as i64);
         failing["conclusion"] = Value::from("failure");
         let mut failed_at = None;
         for step in failing["steps"].as_array_mut().into_iter().flatten() {
@@ -72,6 +80,20 @@ fn jobs(
         job["run_url"] = Value::from(format!("{base}/repos/{owner}/{repo}/actions/runs/{run_id}"));
     }
     Ok(jobs)
+}
+
+/// The ids the `workflow_runs` knob's runs are listed under (the first is this one).
+const LISTED_RUNS: i64 = 7000;
+/// Jobs of a green listed run are numbered from here on, apart from the failing run's.
+const GREEN_JOBS: i64 = 1_000_000;
+
+/// Whether `run_id` is one of the `workflow_runs` knob's, and successful.
+fn is_green_run(k: &super::Knobs, run_id: i64) -> bool {
+    run_id
+        .checked_sub(LISTED_RUNS)
+        .and_then(|i| usize::try_from(i).ok())
+        .and_then(|i| k.workflow_runs.get(i))
+        .is_some_and(|r| r["conclusion"] == "success")
 }
 
 /// The jobs list, paginated as GitHub's (`per_page`, `page`, a `Link` to the next page).
@@ -138,17 +160,29 @@ pub(super) async fn job_logs_redirect(
     Path((owner, repo, job_id)): Path<(String, String, i64)>,
 ) -> Response {
     // A log GitHub no longer has: expired past the retention (410) or missing (404).
-    let name = jobs(&inner, &owner, &repo, 0, 1)
-        .ok()
-        .and_then(|all| all.into_iter().find(|j| j["id"] == job_id))
+    let k = knobs(&inner);
+    let green_run = k
+        .workflow_runs
+        .iter()
+        .position(|r| r["conclusion"] == "success")
+        .map(|i| LISTED_RUNS + i as i64);
+    let name = [Some(0), green_run]
+        .into_iter()
+        .flatten()
+        .filter_map(|run| jobs(&inner, &owner, &repo, run, 1).ok())
+        .flatten()
+        .find(|j| j["id"] == job_id)
         .and_then(|j| j["name"].as_str().map(str::to_string));
     let Some(name) = name else {
         return github_error(StatusCode::NOT_FOUND, "Not Found");
     };
-    match knobs(&inner).log_status.get(&name) {
+    match k.log_status.get(&name) {
         Some(410) => return github_error(StatusCode::GONE, "Gone"),
         Some(_) => return github_error(StatusCode::NOT_FOUND, "Not Found"),
         None => {}
+    }
+    if is_green_job(&inner, job_id) && k.green_log_text.is_none() {
+        return github_error(StatusCode::GONE, "Gone");
     }
     let base = knobs(&inner)
         .signed_url_base
@@ -158,10 +192,19 @@ pub(super) async fn job_logs_redirect(
     (StatusCode::FOUND, [("location", location)]).into_response()
 }
 
-/// The pre-signed log URL: a real failing CI log from `ci-logs/`.
+/// Whether a job id is one of a green listed run's (`GREEN_JOBS` past the recorded job's).
+fn is_green_job(inner: &Inner, job_id: i64) -> bool {
+    jobs(inner, "", "", 0, 1)
+        .ok()
+        .and_then(|all| all.first().and_then(|j| j["id"].as_i64()))
+        .is_some_and(|recorded| job_id - recorded > GREEN_JOBS)
+}
+
+/// The pre-signed log URL: a real failing CI log from `ci-logs/`, or the `green_log_text`
+/// knob's for a green run's job.
 pub(super) async fn signed_log(
     State(inner): State<Arc<Inner>>,
-    Path(_job_id): Path<i64>,
+    Path(job_id): Path<i64>,
     headers: HeaderMap,
 ) -> Response {
     if headers.contains_key("authorization") {
@@ -173,6 +216,12 @@ pub(super) async fn signed_log(
             .into_response();
     }
     let knobs = knobs(&inner);
+    if is_green_job(&inner, job_id) {
+        return match knobs.green_log_text {
+            Some(text) => ([("content-type", "text/plain")], text).into_response(),
+            None => (StatusCode::NOT_FOUND, "no such log").into_response(),
+        };
+    }
     if let Some(text) = knobs.log_text {
         return ([("content-type", "text/plain")], text).into_response();
     }
@@ -273,6 +322,12 @@ pub(super) async fn list_runs_of_workflow(
     Path((owner, repo, workflow_id)): Path<(String, String, String)>,
     axum::extract::Query(q): axum::extract::Query<RunsQuery>,
 ) -> Response {
+    if knobs(&inner).fail_workflow_runs > 0 {
+        if let Ok(mut knobs) = inner.knobs.lock() {
+            knobs.fail_workflow_runs -= 1;
+        }
+        return github_error(StatusCode::BAD_GATEWAY, "Server Error");
+    }
     let Ok(workflow_id) = workflow_id.parse::<i64>() else {
         // A workflow's file name is taken by GitHub too; the stand-in knows ids only.
         return github_error(StatusCode::NOT_FOUND, "Not Found");
@@ -300,7 +355,7 @@ pub(super) async fn list_runs_of_workflow(
         .filter(|(_, r)| r["workflow_id"].as_i64() == Some(workflow_id))
         .map(|(i, r)| {
             let mut run = template.clone();
-            run["id"] = json!(7000 + i as i64);
+            run["id"] = json!(LISTED_RUNS + i as i64);
             run["workflow_id"] = json!(workflow_id);
             for key in ["head_branch", "event", "conclusion", "head_sha"] {
                 run[key] = r[key].clone();

@@ -13,6 +13,9 @@ pub struct Knobs {
     /// Answer the next N jobs-list requests with a 502.
     #[serde(default)]
     pub fail_jobs: u32,
+    /// Answer the next N listings of a workflow's runs with a 502.
+    #[serde(default)]
+    pub fail_workflow_runs: u32,
     /// Which `ci-logs/` file to serve as the failed job's log (default: rustfmt-check.log).
     #[serde(default)]
     pub log_fixture: Option<String>,
@@ -20,6 +23,10 @@ pub struct Knobs {
     /// command to fail, e.g. a slow one).
     #[serde(default)]
     pub log_text: Option<String>,
+    /// The log of every job of a green run the `workflow_runs` knob lists, whose jobs are the
+    /// failing run's, passing (absent: GitHub no longer has it, 410).
+    #[serde(default)]
+    pub green_log_text: Option<String>,
     /// The failing job's name in the run's job listing (default: `test`), as a scenario's
     /// workflow names it.
     #[serde(default)]

@@ -3,9 +3,9 @@
 
 use std::io::Read;
 
-use selfheal_shared::runs::{Outcome, Run};
+use selfheal_shared::runs::{Outcome, Run, Trigger};
 
-use super::{StageError, StageReport};
+use super::{green_log, StageError, StageReport};
 use crate::diagnose::{self, Class, Diagnosis};
 use crate::WorkerContext;
 
@@ -33,12 +33,12 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     let client = ctx.pool.get().await?;
     let rows = client
         .query(
-            "SELECT github_job_id, log_gzip, failed_steps FROM job_logs WHERE run_id = $1 ORDER BY id",
+            "SELECT github_job_id, log_gzip, failed_steps, job_name FROM job_logs WHERE run_id = $1 ORDER BY id",
             &[&run.id],
         )
         .await?;
-    let mut best: Option<(i64, Diagnosis)> = None;
-    for row in &rows {
+    let mut best: Option<(usize, Diagnosis)> = None;
+    for (i, row) in rows.iter().enumerate() {
         // GitHub's job logs: no output line may pass for another CI's marker; the step is the
         // first the jobs API says failed, found by its times.
         let steps: Option<serde_json::Value> = row.get(2);
@@ -50,25 +50,54 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
                     .as_ref()
                     .is_some_and(|(_, b)| b.class == Class::Unknown))
         {
-            best = Some((row.get(0), d));
+            best = Some((i, d));
         }
     }
-    let Some((job_id, d)) = best else {
+    let Some((i, mut d)) = best else {
         return Err(StageError::Permanent(
             "triage stored no failed job log to diagnose".into(),
         ));
     };
+    let row = &rows[i];
+    let job_id: i64 = row.get(0);
+    let mut green_run_id: Option<i64> = None;
+    let mut baseline = String::new();
+    // Not held while GitHub is asked.
+    drop(client);
+    if d.class == Class::Unknown {
+        match green_baseline(ctx, run, row.get(3)).await {
+            Ok(Some(green)) => {
+                let steps: Option<serde_json::Value> = row.get(2);
+                d = diagnose::diagnose_github_since(
+                    &gunzip(row.get(1))?,
+                    first_failed(steps.as_ref()),
+                    &green.text,
+                );
+                green_run_id = Some(green.github_run_id);
+                baseline = format!(
+                    "; shown by what green run {} did not print",
+                    green.github_run_id
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the last green run's log is not known; the unknown failure is shown by its error lines");
+                baseline = format!("; without a green run's log: {e}");
+            }
+        }
+    }
+    let client = ctx.pool.get().await?;
     let tests = serde_json::to_value(&d.failing_tests).unwrap_or_default();
     let line = d.culprit_line.and_then(|l| i32::try_from(l).ok());
     client
         .execute(
-            "INSERT INTO diagnoses (run_id, github_job_id, class, tool, culprit_file, culprit_line, failing_tests, fingerprint, command, excerpt)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            "INSERT INTO diagnoses (run_id, github_job_id, class, tool, culprit_file, culprit_line, failing_tests, fingerprint, command, excerpt, green_run_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (run_id) DO UPDATE SET github_job_id = EXCLUDED.github_job_id, class = EXCLUDED.class,
                tool = EXCLUDED.tool, culprit_file = EXCLUDED.culprit_file, culprit_line = EXCLUDED.culprit_line,
                failing_tests = EXCLUDED.failing_tests, fingerprint = EXCLUDED.fingerprint,
-               command = EXCLUDED.command, excerpt = EXCLUDED.excerpt",
-            &[&run.id, &job_id, &d.class.as_str(), &d.tool, &d.culprit_file, &line, &tests, &d.fingerprint, &d.command, &d.excerpt],
+               command = EXCLUDED.command, excerpt = EXCLUDED.excerpt, green_run_id = EXCLUDED.green_run_id",
+            &[&run.id, &job_id, &d.class.as_str(), &d.tool, &d.culprit_file, &line, &tests, &d.fingerprint, &d.command, &d.excerpt, &green_run_id],
         )
         .await?;
     client
@@ -85,12 +114,47 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     Ok(StageReport {
         outcome: Outcome::Succeeded,
         detail: format!(
-            "{} ({}){culprit}, fingerprint {}",
+            "{} ({}){culprit}, fingerprint {}{baseline}",
             d.class.as_str(),
             d.tool.as_deref().unwrap_or("unknown tool"),
             d.fingerprint
         ),
     })
+}
+
+/// The failed job's log in the workflow's last green run on the branch, for a workflow run
+/// on a branch people push to (selfheal's own fix has no green history of its own).
+async fn green_baseline(
+    ctx: &WorkerContext,
+    run: &Run,
+    job_name: &str,
+) -> Result<Option<green_log::GreenLog>, StageError> {
+    if run.fix_branch.is_some() || !matches!(run.trigger, Trigger::WorkflowRun) {
+        return Ok(None);
+    }
+    let client = ctx.pool.get().await?;
+    let incident = client
+        .query_one(
+            "SELECT branch, workflow_id FROM incidents WHERE id = $1",
+            &[&run.incident_id],
+        )
+        .await?;
+    // Back to the pool before GitHub is asked: the lookup can take seconds.
+    drop(client);
+    let crab = ctx
+        .github
+        .installation(run.installation_id, &run.repository_full_name)?;
+    green_log::last_green(
+        ctx,
+        &crab,
+        &green_log::Wanted {
+            repo: &run.repository_full_name,
+            workflow_id: incident.get(1),
+            branch: incident.get::<_, &str>(0),
+            job_name,
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

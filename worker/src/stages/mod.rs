@@ -11,6 +11,7 @@ mod culprits;
 pub(crate) mod deliver;
 mod diagnose;
 mod download;
+mod green_log;
 mod history;
 pub(crate) mod merge;
 mod patch;

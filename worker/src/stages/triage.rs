@@ -148,7 +148,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
 }
 
 /// The job's log (GitHub redirects to a pre-signed URL); only the tail is kept past the cap.
-async fn download_log(
+pub(super) async fn download_log(
     ctx: &WorkerContext,
     crab: &Installation,
     repo: &str,

@@ -1,0 +1,170 @@
+//! A failure no parser recognises, shown by the lines the same job's last green run did not
+//! print: the worker finds that run on the GitHub stand-in (the workflow's successful pushes on
+//! the branch, of the repository itself) and its job of the same name, and records which run
+//! served (`diagnoses.green_run_id`).
+
+use std::time::Duration;
+
+use github_standin::Knobs;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::support::*;
+
+/// A publish script's step: an error-word line every run prints (`checking error pages`) and
+/// a warning every run prints, then what this run alone printed.
+const FAILED: &str = "2020-01-20T17:42:53.0000000Z ##[group]Run ./scripts/publish.sh
+2020-01-20T17:42:53.0100000Z ./scripts/publish.sh
+2020-01-20T17:42:53.0200000Z shell: /usr/bin/bash -e {0}
+2020-01-20T17:42:53.0300000Z ##[endgroup]
+2020-01-20T17:42:54.0000000Z checking error pages: 4 found
+2020-01-20T17:42:54.1000000Z uploading site (312 files)
+2020-01-20T17:42:55.0000000Z warning: failed to compress 2 files, sending them as they are
+2020-01-20T17:42:56.0000000Z publish: version 1.4.0 in Cargo.toml but the tag is v1.5.0
+2020-01-20T17:42:56.1000000Z refusing to publish a release whose version is not its tag
+2020-01-20T17:42:56.2000000Z ##[error]Process completed with exit code 1.
+";
+
+/// The same job when it last passed: other timings and counts, the same words.
+const GREEN: &str = "2020-01-19T08:02:11.0000000Z ##[group]Run ./scripts/publish.sh
+2020-01-19T08:02:11.0100000Z ./scripts/publish.sh
+2020-01-19T08:02:11.0200000Z shell: /usr/bin/bash -e {0}
+2020-01-19T08:02:11.0300000Z ##[endgroup]
+2020-01-19T08:02:12.0000000Z checking error pages: 3 found
+2020-01-19T08:02:12.1000000Z uploading site (298 files)
+2020-01-19T08:02:13.0000000Z warning: failed to compress 5 files, sending them as they are
+2020-01-19T08:02:14.0000000Z published v1.4.0
+";
+
+const WORKFLOW: i64 = 2823525;
+
+fn listed(branch: &str, event: &str, conclusion: &str) -> Value {
+    json!({"workflow_id": WORKFLOW, "head_branch": branch, "event": event,
+        "conclusion": conclusion, "head_sha": "1111111111111111111111111111111111111111"})
+}
+
+/// Delivers a failing run and waits for its diagnosis: (excerpt, green_run_id, the diagnose
+/// stage's detail).
+async fn diagnosed(env: &TestEnv, app: &App, github_run: i64) -> (String, Option<i64>, String) {
+    let (_, body) = app
+        .deliver("workflow_run", &env.failing_run(github_run, &now()))
+        .await;
+    let run_id: Uuid = env.run_of(&body).await;
+    env.wait_until(
+        &format!("SELECT count(*) = 1 FROM stage_attempts WHERE run_id = '{run_id}' AND stage = 'diagnose' AND outcome = 'succeeded'"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let db = env.db().await;
+    let d = db
+        .query_one(
+            "SELECT class, excerpt, green_run_id FROM diagnoses WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.get::<_, String>(0), "unknown");
+    let detail: String = db
+        .query_one(
+            "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'diagnose' AND outcome = 'succeeded'",
+            &[&run_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (d.get(1), d.get(2), detail)
+}
+
+#[tokio::test]
+async fn an_unknown_failure_is_shown_by_what_the_last_green_run_did_not_print() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w1");
+    // Newest last: the green push on the branch (listed as run 7000), then decoys a careless
+    // query would take: a fork's pull request on a branch also named master, a pull request
+    // from master itself (its run tests a merge with another base, not the branch), a push to
+    // another branch, and a failed push.
+    let mut fork = listed("master", "pull_request", "success");
+    fork["head_repository"] = json!("mallory/octo-repo");
+    env.standin.set_knobs(Knobs {
+        log_text: Some(FAILED.into()),
+        green_log_text: Some(GREEN.into()),
+        workflow_runs: vec![
+            listed("master", "push", "success"),
+            fork,
+            listed("master", "pull_request", "success"),
+            listed("release", "push", "success"),
+            listed("master", "push", "failure"),
+        ],
+        ..Knobs::default()
+    });
+    let (excerpt, green_run, detail) = diagnosed(&env, &app, 1901).await;
+    assert_eq!(green_run, Some(7000), "{detail}");
+    assert!(
+        detail.contains("shown by what green run 7000 did not print"),
+        "{detail}"
+    );
+    // Only what the green run did not print: the version against the tag.
+    assert_eq!(
+        excerpt.lines().collect::<Vec<_>>(),
+        vec![
+            "publish: version 1.4.0 in Cargo.toml but the tag is v1.5.0",
+            "refusing to publish a release whose version is not its tag",
+        ],
+        "{excerpt}"
+    );
+
+    // The fork's green run alone: never a baseline, and the error-word lines are shown.
+    let mut fork = listed("master", "pull_request", "success");
+    fork["head_repository"] = json!("mallory/octo-repo");
+    env.standin.set_knobs(Knobs {
+        log_text: Some(FAILED.into()),
+        green_log_text: Some(GREEN.into()),
+        workflow_runs: vec![fork],
+        ..Knobs::default()
+    });
+    let (excerpt, green_run, detail) = diagnosed(&env, &app, 1902).await;
+    assert_eq!(green_run, None, "{detail}");
+    assert!(
+        excerpt.starts_with("checking error pages: 4 found"),
+        "{excerpt}"
+    );
+
+    // A green run whose log GitHub no longer has (410): the same, with nothing failed.
+    env.standin.set_knobs(Knobs {
+        log_text: Some(FAILED.into()),
+        workflow_runs: vec![listed("master", "push", "success")],
+        ..Knobs::default()
+    });
+    let (excerpt, green_run, detail) = diagnosed(&env, &app, 1903).await;
+    assert_eq!(green_run, None, "{detail}");
+    assert!(!detail.contains("without a green run's log"), "{detail}");
+    assert!(
+        excerpt.starts_with("checking error pages: 4 found"),
+        "{excerpt}"
+    );
+}
+
+/// GitHub failing the lookup costs the baseline, not the diagnosis: the reason is in the
+/// stage's detail.
+#[tokio::test]
+async fn github_failing_the_lookup_leaves_the_error_lines() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w1");
+    // Every listing of the workflow's runs answered 502 (octocrab's own retries included).
+    env.standin.set_knobs(Knobs {
+        log_text: Some(FAILED.into()),
+        green_log_text: Some(GREEN.into()),
+        workflow_runs: vec![listed("master", "push", "success")],
+        fail_workflow_runs: 1_000,
+        ..Knobs::default()
+    });
+    let (excerpt, green_run, detail) = diagnosed(&env, &app, 1904).await;
+    assert_eq!(green_run, None);
+    assert!(detail.contains("without a green run's log"), "{detail}");
+    assert!(
+        excerpt.starts_with("checking error pages: 4 found"),
+        "{excerpt}"
+    );
+}

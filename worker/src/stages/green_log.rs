@@ -1,0 +1,108 @@
+//! The log of the same job in the workflow's last green run on the branch, for a failure no
+//! parser recognises: diagnosis then shows the failed step's lines that run did not print,
+//! rather than every line that reads like an error (`diagnose::diagnose_github_since`,
+//! measured in docs/diagnosis.md). Found as the culprit search finds its starting point: the
+//! workflow's successful push runs on the branch, of the repository itself (a fork's pull
+//! request can run on a branch of the same name); then that run's job of the same name.
+
+use selfheal_shared::github::Installation;
+use serde::Deserialize;
+
+use super::download::api_error;
+use super::{pr_state, triage, StageError};
+use crate::WorkerContext;
+
+#[derive(Deserialize)]
+struct Runs {
+    workflow_runs: Vec<RunRef>,
+}
+
+#[derive(Deserialize)]
+struct RunRef {
+    id: i64,
+    head_repository: Option<RepoRef>,
+}
+
+#[derive(Deserialize)]
+struct RepoRef {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct Job {
+    id: i64,
+    name: String,
+    conclusion: Option<String>,
+}
+
+/// The green log found: its run, and the text.
+pub struct GreenLog {
+    pub github_run_id: i64,
+    pub text: String,
+}
+
+/// Which failing job to find a green log for.
+pub struct Wanted<'a> {
+    pub repo: &'a str,
+    pub workflow_id: i64,
+    pub branch: &'a str,
+    pub job_name: &'a str,
+}
+
+/// The job's log in the last green run, `Ok(None)` when there is no such run or job (a new
+/// branch, a new job, a log GitHub no longer keeps), or why GitHub could not be asked.
+pub async fn last_green(
+    ctx: &WorkerContext,
+    crab: &Installation,
+    wanted: &Wanted<'_>,
+) -> Result<Option<GreenLog>, StageError> {
+    let Wanted {
+        repo,
+        workflow_id,
+        branch,
+        job_name,
+    } = *wanted;
+    let runs: Runs = crab
+        .get(
+            format!("/repos/{repo}/actions/workflows/{workflow_id}/runs"),
+            Some(&[
+                ("branch", branch),
+                ("status", "success"),
+                ("event", "push"),
+                ("per_page", "10"),
+            ]),
+        )
+        .await
+        .map_err(|e| api_error(e, "the workflow's successful runs"))?;
+    let Some(green) = runs.workflow_runs.iter().find(|r| {
+        r.head_repository
+            .as_ref()
+            .is_none_or(|h| h.full_name == repo)
+    }) else {
+        return Ok(None);
+    };
+    let listed = pr_state::all_pages(
+        crab,
+        &format!("/repos/{repo}/actions/runs/{}/jobs", green.id),
+        Some("jobs"),
+        &[],
+        "the green run's jobs",
+        10,
+    )
+    .await?;
+    let job = listed
+        .into_iter()
+        .filter_map(|j| serde_json::from_value::<Job>(j).ok())
+        .find(|j| j.name == job_name && j.conclusion.as_deref() == Some("success"));
+    let Some(job) = job else {
+        return Ok(None);
+    };
+    match triage::download_log(ctx, crab, repo, job.id).await {
+        Ok((bytes, _, _)) => Ok(Some(GreenLog {
+            github_run_id: green.id,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        })),
+        Err(StageError::Gone { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
