@@ -91,36 +91,64 @@ pub(super) fn choose(repo: &Path, named: &[(String, Option<usize>)], budget: usi
         }
         named_read.push((path.clone(), text));
     }
-    // One step out: what the named files reference, the culprit's references first.
+    // One step out: what the named files reference, the culprit's references first; and
+    // through a file that only re-exports others (a package's `index.ts` or `__init__.py`),
+    // what it re-exports, one step further.
     let resolver = references::Resolver::new(repo);
+    let mut barrels: Vec<(String, String)> = Vec::new();
     for (from, text) in &named_read {
-        for path in resolver.of(from, text) {
-            if seen.contains(&path) {
-                continue;
+        for (path, text) in follow(&resolver, &mut context, &mut seen, &mut left, from, text) {
+            if references::only_reexports(&path, &text) {
+                barrels.push((path, text));
             }
-            seen.push(path.clone());
-            if context.shown.len() == MAX_FILES {
-                context.leave_out(path);
-                continue;
-            }
-            let Some(text) = read_inside(repo, &path) else {
-                continue;
-            };
-            let cost = HEADER + path.len() + from.len() + text.len();
-            if cost > left {
-                context.leave_out(path);
-                continue;
-            }
-            left -= cost;
-            context.shown.push(Shown {
-                path,
-                why: Why::Referenced { by: from.clone() },
-                text,
-                window: None,
-            });
         }
     }
+    for (from, text) in &barrels {
+        follow(&resolver, &mut context, &mut seen, &mut left, from, text);
+    }
     context
+}
+
+/// Shows what `from` references, within what is `left` of the budget, and returns the files
+/// shown with their text.
+fn follow(
+    resolver: &references::Resolver<'_>,
+    context: &mut Context,
+    seen: &mut Vec<String>,
+    left: &mut usize,
+    from: &str,
+    text: &str,
+) -> Vec<(String, String)> {
+    let mut shown = Vec::new();
+    for path in resolver.of(from, text) {
+        if seen.contains(&path) {
+            continue;
+        }
+        seen.push(path.clone());
+        if context.shown.len() == MAX_FILES {
+            context.leave_out(path);
+            continue;
+        }
+        let Some(text) = read_inside(resolver.repo(), &path) else {
+            continue;
+        };
+        let cost = HEADER + path.len() + from.len() + text.len();
+        if cost > *left {
+            context.leave_out(path);
+            continue;
+        }
+        *left -= cost;
+        context.shown.push(Shown {
+            path: path.clone(),
+            why: Why::Referenced {
+                by: from.to_string(),
+            },
+            text: text.clone(),
+            window: None,
+        });
+        shown.push((path, text));
+    }
+    shown
 }
 
 /// Lines `line - WINDOW ..= line + WINDOW` of `text`, and (first, last, of) as 1-based
@@ -229,6 +257,73 @@ mod tests {
         let text = context.render();
         assert!(text.contains("File shop/prices.py (referenced by tests/test_prices.py)"));
         assert!(!text.contains("rate = 0.2"));
+    }
+
+    #[test]
+    fn through_a_file_that_only_reexports_to_what_it_reexports() {
+        let referenced = |by: &str| Why::Referenced { by: by.into() };
+        let dir = repo(&[
+            (
+                "tests/cart.test.ts",
+                "import { Cart } from '../src';
+",
+            ),
+            (
+                "src/index.ts",
+                "// The package's surface.
+export { Cart } from './cart';
+export * from './money';
+",
+            ),
+            (
+                "src/cart.ts",
+                "import { round } from './round';
+export class Cart {}
+",
+            ),
+            (
+                "src/money.ts",
+                "export const cents = 100;
+",
+            ),
+            (
+                "src/round.ts",
+                "export const round = Math.round;
+",
+            ),
+        ]);
+        let context = choose(dir.path(), &named(&["tests/cart.test.ts"]), 10_000);
+        // One step past the index, not two: the cart's own import stays out.
+        assert_eq!(
+            paths(&context),
+            vec![
+                ("tests/cart.test.ts", Why::Named),
+                ("src/index.ts", referenced("tests/cart.test.ts")),
+                ("src/cart.ts", referenced("src/index.ts")),
+                ("src/money.ts", referenced("src/index.ts")),
+            ]
+        );
+        // A Python package's __init__.py of relative imports, likewise; a module of code that
+        // also re-exports one name is not followed.
+        let dir = repo(&[
+            ("tests/test_shop.py", "from shop import total
+import billing
+"),
+            ("shop/__init__.py", "\"\"\"The shop.\"\"\"\nfrom .prices import total\n__all__ = [\"total\"]\n"),
+            ("shop/prices.py", "def total(): ...\n"),
+            ("billing/__init__.py", "from .tax import rate\n\ndef bill(order):\n    total = sum(i.price for i in order)\n    return total * (1 + rate)\n"),
+            ("billing/tax.py", "rate = 0.2\n"),
+        ]);
+        let context = choose(dir.path(), &named(&["tests/test_shop.py"]), 10_000);
+        assert_eq!(
+            paths(&context),
+            vec![
+                ("tests/test_shop.py", Why::Named),
+                ("shop/__init__.py", referenced("tests/test_shop.py")),
+                ("billing/__init__.py", referenced("tests/test_shop.py")),
+                ("shop/prices.py", referenced("shop/__init__.py")),
+            ]
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! project's `tsconfig.json`; Go imports inside the module (and a test's
 //! own package); C and C++ quoted includes and the header's implementation; Ruby requires;
 //! Java, Kotlin, Scala, PHP and Haskell imports by their package paths, and a JVM test's class
-//! under test. Imports of anything else (the standard library, dependencies) resolve to no
+//! under test; Elixir's aliased, imported and used modules where Mix files them; a C# test's
+//! class under test; C includes also through the include directories the build names
+//! (CMake, Meson, Make). Imports of anything else (the standard library, dependencies) resolve to no
 //! file here and are dropped. Only what is a regular file inside the repository is returned;
 //! directories are listed only through plain parts and no link.
 
@@ -17,6 +19,10 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::heal::redaction::{read_inside, regular_inside};
+
+mod elixir;
+mod javascript;
+mod native;
 
 /// Files the suffix index holds at most, and how deep it looks: a monorepo is not walked whole.
 const INDEX_FILES: usize = 50_000;
@@ -57,6 +63,8 @@ pub(super) struct Resolver<'a> {
     /// Every indexed file by its name, for the languages whose imports name a path from some
     /// source root.
     index: OnceCell<HashMap<String, Vec<String>>>,
+    /// The include directories the repository's build files name (C and C++).
+    include_dirs: OnceCell<Vec<String>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -64,6 +72,7 @@ impl<'a> Resolver<'a> {
         Resolver {
             repo,
             index: OnceCell::new(),
+            include_dirs: OnceCell::new(),
         }
     }
 
@@ -79,11 +88,13 @@ impl<'a> Resolver<'a> {
                 self.javascript(from, text)
             }
             "go" => self.go(from, text),
-            "c" | "h" | "cc" | "cpp" | "cxx" | "hpp" | "hh" => c(from, text),
+            "c" | "h" | "cc" | "cpp" | "cxx" | "hpp" | "hh" => self.c(from, text),
             "rb" => ruby(from, text),
             "java" | "kt" | "scala" => self.jvm(from, text, ext),
             "php" => self.php(text),
             "hs" => self.haskell(text),
+            "ex" | "exs" => self.elixir(from, text),
+            "cs" => self.csharp(from),
             _ => Vec::new(),
         };
         let mut out: Vec<String> = Vec::new();
@@ -99,6 +110,10 @@ impl<'a> Resolver<'a> {
             }
         }
         out
+    }
+
+    pub(super) fn repo(&self) -> &Path {
+        self.repo
     }
 
     fn exists(&self, path: &str) -> bool {
@@ -387,142 +402,23 @@ impl<'a> Resolver<'a> {
         groups
     }
 
+    /// C#: a test class's class under test (`CartTests.cs` is about `Cart.cs`, in whichever
+    /// project holds it). Namespaces name no file, so `using` directives are not followed.
+    fn csharp(&self, from: &str) -> Vec<Vec<String>> {
+        let name = stem(from);
+        ["Tests", "Test", "Specs", "Spec"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|n| !n.is_empty()))
+            .map(|tested| vec![self.by_suffix(&format!("{tested}.cs"))])
+            .unwrap_or_default()
+    }
+
     fn haskell(&self, text: &str) -> Vec<Vec<String>> {
         static IMPORT: LazyLock<Regex> =
             LazyLock::new(|| re(r"(?m)^\s*import\s+(?:qualified\s+)?([A-Z][\w.]*)"));
         imports(&IMPORT, text)
             .map(|m| self.by_suffix(&format!("{}.hs", m[1].replace('.', "/"))))
             .collect()
-    }
-
-    /// Relative imports and requires, and the project's own aliases: `compilerOptions.paths`
-    /// and `baseUrl` of the nearest `tsconfig.json` (or `jsconfig.json`), as TypeScript
-    /// resolves them. A package's name that no alias claims is a dependency: dropped.
-    fn javascript(&self, from: &str, text: &str) -> Vec<Vec<String>> {
-        static SPEC: LazyLock<Regex> = LazyLock::new(|| {
-            re(r#"(?:\bfrom\s+|\bimport\s*\(\s*|\brequire\s*\(\s*|\bimport\s+)["']([^"'\s]+)["']"#)
-        });
-        const EXTS: [&str; 8] = ["ts", "tsx", "js", "jsx", "mjs", "cjs", "mts", "cts"];
-        let dir = parent(from);
-        let aliases = OnceCell::new();
-        let mut groups = Vec::new();
-        for m in imports(&SPEC, text) {
-            let spec = &m[1];
-            let bases: Vec<String> = if spec.starts_with("./") || spec.starts_with("../") {
-                normalise(&dir, spec).into_iter().collect()
-            } else if spec.starts_with(['.', '/']) {
-                continue;
-            } else {
-                aliases.get_or_init(|| self.aliases(from)).resolve(spec)
-            };
-            let mut group = Vec::new();
-            for base in bases {
-                group.push(base.clone());
-                // TypeScript's ES modules import `./x.js` for the source `./x.ts`.
-                if let Some(stem) = base.strip_suffix(".js") {
-                    group.extend(["ts", "tsx"].iter().map(|e| format!("{stem}.{e}")));
-                }
-                group.extend(EXTS.iter().map(|e| format!("{base}.{e}")));
-                group.extend(EXTS.iter().map(|e| format!("{base}/index.{e}")));
-            }
-            if !group.is_empty() {
-                groups.push(group);
-            }
-        }
-        groups
-    }
-
-    /// The aliases of the nearest `tsconfig.json` or `jsconfig.json` above `from`, with what
-    /// the configurations it `extends` (files of the repository, at most [`MAX_EXTENDS`] deep)
-    /// set and it does not.
-    fn aliases(&self, from: &str) -> Aliases {
-        // In each directory up from the file, either name: TypeScript's own lookup.
-        let mut dir = Some(parent(from));
-        let config = std::iter::from_fn(|| {
-            let here = dir.take()?;
-            dir = up(&here);
-            Some(here)
-        })
-        .find_map(|dir| {
-            ["tsconfig.json", "jsconfig.json"]
-                .iter()
-                .map(|name| join_dir(&dir, name))
-                .find(|path| self.exists(path))
-        });
-        let Some(config) = config else {
-            return Aliases::default();
-        };
-        let mut aliases = Aliases::default();
-        let mut next = vec![config];
-        let mut seen = Vec::new();
-        while let Some(config) = next.pop() {
-            if seen.len() > MAX_EXTENDS {
-                break;
-            }
-            // A configuration two others extend (or one extending itself) counts once.
-            if seen.contains(&config) {
-                continue;
-            }
-            seen.push(config.clone());
-            // One that cannot be read or parsed sets nothing; the others still count.
-            let Some(text) = read_inside(self.repo, &config) else {
-                continue;
-            };
-            // Visual Studio writes a byte-order mark, which TypeScript skips.
-            let Ok(value) = jsonc_parser::parse_to_serde_value::<serde_json::Value>(
-                text.trim_start_matches('\u{feff}'),
-                &jsonc_parser::ParseOptions::default(),
-            ) else {
-                continue;
-            };
-            let dir = parent(&config);
-            let options = &value["compilerOptions"];
-            // What a configuration sets wins over what the ones it extends set; paths in each
-            // are relative to the file that sets them.
-            if aliases.base_url.is_none() {
-                aliases.base_url = options["baseUrl"].as_str().and_then(|b| normalise(&dir, b));
-            }
-            if aliases.paths.is_none() {
-                if let Some(paths) = options["paths"].as_object() {
-                    let patterns = paths
-                        .iter()
-                        .take(MAX_IMPORTS)
-                        .map(|(pattern, targets)| {
-                            let targets = targets
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(|t| t.as_str().map(String::from))
-                                .take(8)
-                                .collect();
-                            (pattern.clone(), targets)
-                        })
-                        .collect();
-                    aliases.paths = Some((patterns, dir.clone()));
-                }
-            }
-            // `extends`: one file or (TypeScript 5) several, the later winning; a package's
-            // configuration is not the repository's.
-            let extended: Vec<&str> = match &value["extends"] {
-                serde_json::Value::String(one) => vec![one.as_str()],
-                serde_json::Value::Array(many) => many.iter().filter_map(|v| v.as_str()).collect(),
-                _ => Vec::new(),
-            };
-            next.extend(
-                extended
-                    .into_iter()
-                    .filter(|e| e.starts_with("./") || e.starts_with("../"))
-                    .filter_map(|e| {
-                        let path = normalise(&dir, e)?;
-                        Some(if path.ends_with(".json") {
-                            path
-                        } else {
-                            format!("{path}.json")
-                        })
-                    }),
-            );
-        }
-        aliases
     }
 
     /// Indexed files whose path is `suffix` or ends with `/suffix`, shortest first.
@@ -540,95 +436,6 @@ impl<'a> Resolver<'a> {
         found.sort_by_key(|p| p.len());
         found
     }
-}
-
-/// How many configurations `extends` brings in, at most.
-const MAX_EXTENDS: usize = 4;
-
-/// A pattern of `paths` (at most one `*`) and its targets.
-type Pattern = (String, Vec<String>);
-
-/// A project's module aliases, from its TypeScript (or JavaScript) configuration.
-#[derive(Default)]
-struct Aliases {
-    /// `baseUrl`, as a directory of the repository.
-    base_url: Option<String>,
-    /// `paths`: each pattern (at most one `*`) and its targets, with the directory of the
-    /// configuration that set them.
-    paths: Option<(Vec<Pattern>, String)>,
-}
-
-impl Aliases {
-    /// Where a bare specifier may be, likeliest first: the targets of the `paths` pattern it
-    /// matches exactly, else of the one with the longest prefix (relative to `baseUrl` when
-    /// set, else to the configuration's directory), then the specifier under `baseUrl`, where
-    /// TypeScript looks when no target is a file.
-    fn resolve(&self, spec: &str) -> Vec<String> {
-        let mut places = Vec::new();
-        if let Some((patterns, dir)) = &self.paths {
-            let matched = patterns
-                .iter()
-                .filter_map(|(pattern, targets)| {
-                    let star = match pattern.split_once('*') {
-                        None => (pattern == spec).then_some("")?,
-                        Some((prefix, suffix)) => {
-                            spec.strip_prefix(prefix)?.strip_suffix(suffix)?
-                        }
-                    };
-                    let exact = !pattern.contains('*');
-                    let prefix = pattern.split('*').next().unwrap_or(pattern);
-                    Some(((exact, prefix.len()), star, targets))
-                })
-                .max_by_key(|(rank, _, _)| *rank);
-            if let Some((_, star, targets)) = matched {
-                let base = self.base_url.as_deref().unwrap_or(dir);
-                places.extend(
-                    targets
-                        .iter()
-                        .filter_map(|t| normalise(base, &t.replacen('*', star, 1))),
-                );
-            }
-        }
-        places.extend(
-            self.base_url
-                .as_deref()
-                .and_then(|base| normalise(base, spec)),
-        );
-        places
-    }
-}
-
-fn c(from: &str, text: &str) -> Vec<Vec<String>> {
-    static INCLUDE: LazyLock<Regex> = LazyLock::new(|| re(r#"(?m)^\s*#\s*include\s*"([^"]+)""#));
-    let dir = parent(from);
-    let mut groups = Vec::new();
-    for m in imports(&INCLUDE, text) {
-        let header = &m[1];
-        let places: Vec<String> = [dir.as_str(), "include", "", "src"]
-            .iter()
-            .filter_map(|base| normalise(base, header))
-            .collect();
-        groups.push(places.clone());
-        // What the header declares is defined in its implementation, beside it or in `src/`.
-        let stem = header.rsplit('/').next().unwrap_or(header);
-        let stem = stem.rsplit_once('.').map_or(stem, |(s, _)| s);
-        let mut implementation = Vec::new();
-        for place in &places {
-            let base = place.rsplit_once('.').map_or(place.as_str(), |(s, _)| s);
-            implementation.extend(
-                ["c", "cc", "cpp", "cxx"]
-                    .iter()
-                    .map(|e| format!("{base}.{e}")),
-            );
-        }
-        implementation.extend(
-            ["c", "cc", "cpp", "cxx"]
-                .iter()
-                .map(|e| format!("src/{stem}.{e}")),
-        );
-        groups.push(implementation);
-    }
-    groups
 }
 
 fn ruby(from: &str, text: &str) -> Vec<Vec<String>> {
@@ -693,6 +500,35 @@ fn go_replaces(gomod: &str, root: &str) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Whether a file mostly gathers and re-exports others: a JavaScript or TypeScript module of
+/// `export … from '…'` statements, or a Python package's `__init__.py` of relative imports.
+/// What such a file references is what its importer uses. "Mostly": at least half of its code
+/// (blank and comment lines aside) is re-export statements.
+pub(super) fn only_reexports(path: &str, text: &str) -> bool {
+    static JS: LazyLock<Regex> = LazyLock::new(|| {
+        re(r#"export\s+(?:type\s+)?(?:\*(?:\s+as\s+\w+)?|\{[^}]*\})\s+from\s+["'][^"']+["'];?"#)
+    });
+    static PY: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r"(?m)^[ \t]*(?:from[ \t]+\.[\w.]*[ \t]+import[ \t]+(?:\([^)]*\)|[^\n]*)|__all__[ \t]*=[ \t]*\[[^\]]*\])",
+        )
+    });
+    let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
+    let (statements, comment) = match ext {
+        "js" | "jsx" | "ts" | "tsx" | "mjs" | "cjs" | "mts" | "cts" => (&*JS, "//"),
+        "py" if path.rsplit('/').next() == Some("__init__.py") => (&*PY, "#"),
+        _ => return false,
+    };
+    let code: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with(comment))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let reexported: usize = imports(statements, &code).map(|m| m[0].len()).sum();
+    reexported > 0 && reexported * 2 >= code.len()
 }
 
 /// The directory part of a repository path ("" at the root).
@@ -796,11 +632,11 @@ fn index(repo: &Path) -> HashMap<String, Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::heal::context::tests::repo;
 
-    fn refs(files: &[(&str, &str)], from: &str) -> Vec<String> {
+    pub(super) fn refs(files: &[(&str, &str)], from: &str) -> Vec<String> {
         let dir = repo(files);
         let text = files.iter().find(|f| f.0 == from).unwrap().1;
         Resolver::new(dir.path()).of(from, text)

@@ -1,0 +1,199 @@
+//! JavaScript and TypeScript: relative imports and requires, and the project's own aliases
+//! (`compilerOptions.paths` and `baseUrl` of the nearest `tsconfig.json` or `jsconfig.json`,
+//! with what it `extends`).
+
+use std::cell::OnceCell;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::{imports, join_dir, normalise, parent, re, up, Resolver, MAX_IMPORTS};
+use crate::heal::redaction::read_inside;
+
+impl Resolver<'_> {
+    /// Relative imports and requires, and the project's own aliases: `compilerOptions.paths`
+    /// and `baseUrl` of the nearest `tsconfig.json` (or `jsconfig.json`), as TypeScript
+    /// resolves them. A package's name that no alias claims is a dependency: dropped.
+    pub(super) fn javascript(&self, from: &str, text: &str) -> Vec<Vec<String>> {
+        static SPEC: LazyLock<Regex> = LazyLock::new(|| {
+            re(r#"(?:\bfrom\s+|\bimport\s*\(\s*|\brequire\s*\(\s*|\bimport\s+)["']([^"'\s]+)["']"#)
+        });
+        const EXTS: [&str; 8] = ["ts", "tsx", "js", "jsx", "mjs", "cjs", "mts", "cts"];
+        let dir = parent(from);
+        let aliases = OnceCell::new();
+        let mut groups = Vec::new();
+        for m in imports(&SPEC, text) {
+            let spec = &m[1];
+            let bases: Vec<String> = if spec.starts_with("./") || spec.starts_with("../") {
+                normalise(&dir, spec).into_iter().collect()
+            } else if spec.starts_with(['.', '/']) {
+                continue;
+            } else {
+                aliases.get_or_init(|| self.aliases(from)).resolve(spec)
+            };
+            let mut group = Vec::new();
+            for base in bases {
+                group.push(base.clone());
+                // TypeScript's ES modules import `./x.js` for the source `./x.ts`.
+                if let Some(stem) = base.strip_suffix(".js") {
+                    group.extend(["ts", "tsx"].iter().map(|e| format!("{stem}.{e}")));
+                }
+                group.extend(EXTS.iter().map(|e| format!("{base}.{e}")));
+                group.extend(EXTS.iter().map(|e| format!("{base}/index.{e}")));
+            }
+            if !group.is_empty() {
+                groups.push(group);
+            }
+        }
+        groups
+    }
+
+    /// The aliases of the nearest `tsconfig.json` or `jsconfig.json` above `from`, with what
+    /// the configurations it `extends` (files of the repository, at most [`MAX_EXTENDS`] deep)
+    /// set and it does not.
+    fn aliases(&self, from: &str) -> Aliases {
+        // In each directory up from the file, either name: TypeScript's own lookup.
+        let mut dir = Some(parent(from));
+        let config = std::iter::from_fn(|| {
+            let here = dir.take()?;
+            dir = up(&here);
+            Some(here)
+        })
+        .find_map(|dir| {
+            ["tsconfig.json", "jsconfig.json"]
+                .iter()
+                .map(|name| join_dir(&dir, name))
+                .find(|path| self.exists(path))
+        });
+        let Some(config) = config else {
+            return Aliases::default();
+        };
+        let mut aliases = Aliases::default();
+        let mut next = vec![config];
+        let mut seen = Vec::new();
+        while let Some(config) = next.pop() {
+            if seen.len() > MAX_EXTENDS {
+                break;
+            }
+            // A configuration two others extend (or one extending itself) counts once.
+            if seen.contains(&config) {
+                continue;
+            }
+            seen.push(config.clone());
+            // One that cannot be read or parsed sets nothing; the others still count.
+            let Some(text) = read_inside(self.repo, &config) else {
+                continue;
+            };
+            // Visual Studio writes a byte-order mark, which TypeScript skips.
+            let Ok(value) = jsonc_parser::parse_to_serde_value::<serde_json::Value>(
+                text.trim_start_matches('\u{feff}'),
+                &jsonc_parser::ParseOptions::default(),
+            ) else {
+                continue;
+            };
+            let dir = parent(&config);
+            let options = &value["compilerOptions"];
+            // What a configuration sets wins over what the ones it extends set; paths in each
+            // are relative to the file that sets them.
+            if aliases.base_url.is_none() {
+                aliases.base_url = options["baseUrl"].as_str().and_then(|b| normalise(&dir, b));
+            }
+            if aliases.paths.is_none() {
+                if let Some(paths) = options["paths"].as_object() {
+                    let patterns = paths
+                        .iter()
+                        .take(MAX_IMPORTS)
+                        .map(|(pattern, targets)| {
+                            let targets = targets
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|t| t.as_str().map(String::from))
+                                .take(8)
+                                .collect();
+                            (pattern.clone(), targets)
+                        })
+                        .collect();
+                    aliases.paths = Some((patterns, dir.clone()));
+                }
+            }
+            // `extends`: one file or (TypeScript 5) several, the later winning; a package's
+            // configuration is not the repository's.
+            let extended: Vec<&str> = match &value["extends"] {
+                serde_json::Value::String(one) => vec![one.as_str()],
+                serde_json::Value::Array(many) => many.iter().filter_map(|v| v.as_str()).collect(),
+                _ => Vec::new(),
+            };
+            next.extend(
+                extended
+                    .into_iter()
+                    .filter(|e| e.starts_with("./") || e.starts_with("../"))
+                    .filter_map(|e| {
+                        let path = normalise(&dir, e)?;
+                        Some(if path.ends_with(".json") {
+                            path
+                        } else {
+                            format!("{path}.json")
+                        })
+                    }),
+            );
+        }
+        aliases
+    }
+}
+
+/// How many configurations `extends` brings in, at most.
+const MAX_EXTENDS: usize = 4;
+
+/// A pattern of `paths` (at most one `*`) and its targets.
+type Pattern = (String, Vec<String>);
+
+/// A project's module aliases, from its TypeScript (or JavaScript) configuration.
+#[derive(Default)]
+struct Aliases {
+    /// `baseUrl`, as a directory of the repository.
+    base_url: Option<String>,
+    /// `paths`: each pattern (at most one `*`) and its targets, with the directory of the
+    /// configuration that set them.
+    paths: Option<(Vec<Pattern>, String)>,
+}
+
+impl Aliases {
+    /// Where a bare specifier may be, likeliest first: the targets of the `paths` pattern it
+    /// matches exactly, else of the one with the longest prefix (relative to `baseUrl` when
+    /// set, else to the configuration's directory), then the specifier under `baseUrl`, where
+    /// TypeScript looks when no target is a file.
+    fn resolve(&self, spec: &str) -> Vec<String> {
+        let mut places = Vec::new();
+        if let Some((patterns, dir)) = &self.paths {
+            let matched = patterns
+                .iter()
+                .filter_map(|(pattern, targets)| {
+                    let star = match pattern.split_once('*') {
+                        None => (pattern == spec).then_some("")?,
+                        Some((prefix, suffix)) => {
+                            spec.strip_prefix(prefix)?.strip_suffix(suffix)?
+                        }
+                    };
+                    let exact = !pattern.contains('*');
+                    let prefix = pattern.split('*').next().unwrap_or(pattern);
+                    Some(((exact, prefix.len()), star, targets))
+                })
+                .max_by_key(|(rank, _, _)| *rank);
+            if let Some((_, star, targets)) = matched {
+                let base = self.base_url.as_deref().unwrap_or(dir);
+                places.extend(
+                    targets
+                        .iter()
+                        .filter_map(|t| normalise(base, &t.replacen('*', star, 1))),
+                );
+            }
+        }
+        places.extend(
+            self.base_url
+                .as_deref()
+                .and_then(|base| normalise(base, spec)),
+        );
+        places
+    }
+}
