@@ -474,6 +474,45 @@ mod healing {
         assert!(why.contains("Your previous answer was refused"), "{why}");
     }
 
+    /// A CI log no parser recognises, beside the same job's green log: the model is shown the
+    /// lines the green run did not print, not the error words every run prints.
+    #[tokio::test]
+    async fn an_unknown_ci_failure_is_shown_to_the_model_by_what_its_green_run_did_not_print() {
+        let s = ai_standin::spawn(Some(KEY)).await;
+        s.push(reply(FIX, "src/lib.rs"));
+        let dir = broken_crate();
+        let sandbox = Sandbox::connect(Images::Recipe, Limits::default())
+            .await
+            .expect("Docker (scripts/services.sh up)");
+        let step = "##[group]Run cargo test\ncargo test\n##[endgroup]\n";
+        let failed = format!("{step}checking error pages: 4 found\nthe listen address lost its port argument\n##[error]Process completed with exit code 101.\n");
+        let green = format!("{step}checking error pages: 3 found\nall addresses listen\n");
+        let report = heal::propose(
+            &sandbox,
+            dir.path(),
+            "local:ai",
+            &StepCommand::given("cargo test"),
+            Some(&heal::JobLog {
+                log: &failed,
+                window: None,
+                green: Some(&green),
+            }),
+            &options(&s),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+        assert!(report.diagnosis.since_green, "{:?}", report.diagnosis);
+        assert_eq!(report.strategy, Strategy::AiPatch);
+        let received = s.received();
+        let body = received[0].body.to_string();
+        assert!(
+            body.contains("the listen address lost its port argument"),
+            "{body}"
+        );
+        assert!(!body.contains("checking error pages"), "{body}");
+    }
+
     #[tokio::test]
     async fn the_token_budget_cuts_the_answer_short_and_stops_a_request_it_cannot_hold() {
         let s = ai_standin::spawn(Some(KEY)).await;

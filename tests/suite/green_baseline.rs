@@ -44,8 +44,12 @@ fn listed(branch: &str, event: &str, conclusion: &str) -> Value {
 }
 
 /// Delivers a failing run and waits for its diagnosis: (excerpt, green_run_id, the diagnose
-/// stage's detail).
-async fn diagnosed(env: &TestEnv, app: &App, github_run: i64) -> (String, Option<i64>, String) {
+/// stage's detail, fingerprint).
+async fn diagnosed(
+    env: &TestEnv,
+    app: &App,
+    github_run: i64,
+) -> (String, Option<i64>, String, String) {
     let (_, body) = app
         .deliver("workflow_run", &env.failing_run(github_run, &now()))
         .await;
@@ -58,12 +62,15 @@ async fn diagnosed(env: &TestEnv, app: &App, github_run: i64) -> (String, Option
     let db = env.db().await;
     let d = db
         .query_one(
-            "SELECT class, excerpt, green_run_id FROM diagnoses WHERE run_id = $1",
+            "SELECT class, excerpt, green_run_id, fingerprint, green_log_gzip IS NOT NULL
+             FROM diagnoses WHERE run_id = $1",
             &[&run_id],
         )
         .await
         .unwrap();
     assert_eq!(d.get::<_, String>(0), "unknown");
+    // The green log is kept for the patch stage exactly when it chose the excerpt.
+    assert_eq!(d.get::<_, bool>(4), d.get::<_, Option<i64>>(2).is_some());
     let detail: String = db
         .query_one(
             "SELECT detail FROM stage_attempts WHERE run_id = $1 AND stage = 'diagnose' AND outcome = 'succeeded'",
@@ -72,7 +79,17 @@ async fn diagnosed(env: &TestEnv, app: &App, github_run: i64) -> (String, Option
         .await
         .unwrap()
         .get(0);
-    (d.get(1), d.get(2), detail)
+    (d.get(1), d.get(2), detail, d.get(3))
+}
+
+/// The stand-in's log requests (`GET …/actions/jobs/{id}/logs`) so far.
+fn log_requests(env: &TestEnv) -> Vec<String> {
+    env.standin
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.ends_with("/logs"))
+        .map(|c| c.path)
+        .collect()
 }
 
 #[tokio::test]
@@ -98,7 +115,7 @@ async fn an_unknown_failure_is_shown_by_what_the_last_green_run_did_not_print() 
         ],
         ..Knobs::default()
     });
-    let (excerpt, green_run, detail) = diagnosed(&env, &app, 1901).await;
+    let (excerpt, green_run, detail, fingerprint) = diagnosed(&env, &app, 1901).await;
     assert_eq!(green_run, Some(7000), "{detail}");
     assert!(
         detail.contains("shown by what green run 7000 did not print"),
@@ -114,31 +131,60 @@ async fn an_unknown_failure_is_shown_by_what_the_last_green_run_did_not_print() 
         "{excerpt}"
     );
 
-    // The fork's green run alone: never a baseline, and the error-word lines are shown.
-    let mut fork = listed("master", "pull_request", "success");
-    fork["head_repository"] = json!("mallory/octo-repo");
-    env.standin.set_knobs(Knobs {
-        log_text: Some(FAILED.into()),
-        green_log_text: Some(GREEN.into()),
-        workflow_runs: vec![fork],
-        ..Knobs::default()
-    });
-    let (excerpt, green_run, detail) = diagnosed(&env, &app, 1902).await;
-    assert_eq!(green_run, None, "{detail}");
-    assert!(
-        excerpt.starts_with("checking error pages: 4 found"),
-        "{excerpt}"
-    );
-
-    // A green run whose log GitHub no longer has (410): the same, with nothing failed.
+    // A green run whose log GitHub no longer has (410): asked for, and the error-word lines
+    // shown, with nothing failed; the failure keeps its fingerprint.
     env.standin.set_knobs(Knobs {
         log_text: Some(FAILED.into()),
         workflow_runs: vec![listed("master", "push", "success")],
         ..Knobs::default()
     });
-    let (excerpt, green_run, detail) = diagnosed(&env, &app, 1903).await;
+    let asked = log_requests(&env).len();
+    let (excerpt, green_run, detail, same) = diagnosed(&env, &app, 1902).await;
     assert_eq!(green_run, None, "{detail}");
+    assert_eq!(
+        log_requests(&env).len() - asked,
+        2,
+        "the failed job's log and the green one's"
+    );
     assert!(!detail.contains("without a green run's log"), "{detail}");
+    assert!(
+        excerpt.starts_with("checking error pages: 4 found"),
+        "{excerpt}"
+    );
+    assert_eq!(same, fingerprint);
+
+    // The newest green run skipped the job (a path filter): the one before it is the baseline.
+    let mut skipped = listed("master", "push", "success");
+    skipped["skipped_jobs"] = json!(["test"]);
+    env.standin.set_knobs(Knobs {
+        log_text: Some(FAILED.into()),
+        green_log_text: Some(GREEN.into()),
+        workflow_runs: vec![listed("master", "push", "success"), skipped],
+        ..Knobs::default()
+    });
+    let (_, green_run, detail, _) = diagnosed(&env, &app, 1903).await;
+    assert_eq!(green_run, Some(7000), "{detail}");
+
+    // Two jobs of one name (a matrix whose name leaves a dimension out): which leg failed
+    // cannot be told, so no baseline; a green log that printed every line chose nothing.
+    env.standin.set_knobs(Knobs {
+        log_text: Some(FAILED.into()),
+        green_log_text: Some(GREEN.into()),
+        more_failing_jobs: vec!["test".into()],
+        workflow_runs: vec![listed("master", "push", "success")],
+        ..Knobs::default()
+    });
+    let (_, green_run, detail, _) = diagnosed(&env, &app, 1904).await;
+    assert_eq!(green_run, None, "{detail}");
+    env.standin.set_knobs(Knobs {
+        log_text: Some(FAILED.into()),
+        green_log_text: Some(FAILED.into()),
+        workflow_runs: vec![listed("master", "push", "success")],
+        ..Knobs::default()
+    });
+    let (excerpt, green_run, detail, _) = diagnosed(&env, &app, 1905).await;
+    assert_eq!(green_run, None, "{detail}");
+    assert!(!detail.contains("green run"), "{detail}");
     assert!(
         excerpt.starts_with("checking error pages: 4 found"),
         "{excerpt}"
@@ -160,7 +206,7 @@ async fn github_failing_the_lookup_leaves_the_error_lines() {
         fail_workflow_runs: 1_000,
         ..Knobs::default()
     });
-    let (excerpt, green_run, detail) = diagnosed(&env, &app, 1904).await;
+    let (excerpt, green_run, detail, _) = diagnosed(&env, &app, 1906).await;
     assert_eq!(green_run, None);
     assert!(detail.contains("without a green run's log"), "{detail}");
     assert!(

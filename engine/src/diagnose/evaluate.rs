@@ -192,11 +192,10 @@ pub fn evaluate(dir: &Path) -> Result<Vec<Outcome>, EvaluateError> {
                 Some(SinceGreen {
                     new: lines,
                     new_grepped: grepped,
-                    unrecognised: numbered(unrecognised::lines(&step, None)),
-                    unrecognised_since_green: numbered(unrecognised::lines(
-                        &step,
-                        Some(&green_log),
-                    )),
+                    unrecognised: numbered(unrecognised::lines(&step, None).0),
+                    unrecognised_since_green: numbered(
+                        unrecognised::lines(&step, Some(&green_log)).0,
+                    ),
                 })
             }
             _ => None,

@@ -68,6 +68,10 @@ pub struct Diagnosis {
     /// The failed step's command, as the workflow ran it.
     pub command: Option<String>,
     pub message: String,
+    /// An unknown failure's excerpt holds the lines the green run's log beside it did not
+    /// print (`diagnose_github_since`).
+    #[serde(default)]
+    pub since_green: bool,
 }
 
 /// At most this many lines of the log are quoted: enough for a few errors with their context.
@@ -140,15 +144,27 @@ fn diagnose_step(step: FailedStep, green_log: Option<&str>) -> Diagnosis {
                 ci: step.ci,
                 command: step.command.clone(),
                 message,
+                since_green: false,
             };
             (lines, d)
         }
         None => {
             // Unknown stays unknown: the lines that read like errors are shown, or the last
             // lines; nothing is guessed about the class.
-            let lines = unrecognised::lines(&step, green_log);
-            let text: Vec<&str> = lines.iter().map(|&i| step.lines[i].as_str()).collect();
+            let (lines, since_green) = unrecognised::lines(&step, green_log);
+            // The fingerprint is the error-word lines' whether or not a green log was found:
+            // the same failure keeps one fingerprint (fix memory, one fix per failure, the
+            // reports) whatever GitHub still keeps, and the new lines are often noise.
+            let fingerprinted = match since_green {
+                true => unrecognised::lines(&step, None).0,
+                false => lines.clone(),
+            };
+            let text: Vec<&str> = fingerprinted
+                .iter()
+                .map(|&i| step.lines[i].as_str())
+                .collect();
             let d = Diagnosis {
+                since_green,
                 fingerprint: fingerprint(Class::Unknown, None, &text.join("\n"), &[]),
                 class: Class::Unknown,
                 tool: None,

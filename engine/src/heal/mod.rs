@@ -247,24 +247,33 @@ enum CiLog<'a> {
     /// Any CI's, recognised by its markers.
     Any(&'a str),
     /// A GitHub Actions job's, with the times the jobs API gives its first failed step.
-    Github(&'a str, Option<diagnose::StepWindow>),
+    Github(&'a JobLog<'a>),
+}
+
+/// The failing GitHub Actions job's log, with the times of the step the jobs API says failed
+/// first (when known), and the same job's log in the workflow's last green run on the branch
+/// (when one was found: a failure no parser recognises is then shown by what it did not print).
+#[derive(Debug)]
+pub struct JobLog<'a> {
+    pub log: &'a str,
+    pub window: Option<diagnose::StepWindow>,
+    pub green: Option<&'a str>,
 }
 
 /// Reproduces and diagnoses the failure and makes a patch where a deterministic strategy
-/// applies. `ci_log`, when given, is the failing GitHub Actions job's log (with the times of
-/// the step the jobs API says failed first, when known) and is what gets diagnosed; otherwise
-/// the sandbox's reproduction is. A patch comes back `Pending` validation.
+/// applies. `ci_log`, when given, is the failing GitHub Actions job's log and is what gets
+/// diagnosed; otherwise the sandbox's reproduction is. A patch comes back `Pending` validation.
 pub async fn propose(
     sandbox: &Sandbox,
     repo: &Path,
     scope: &str,
     command: &StepCommand,
-    ci_log: Option<(&str, Option<diagnose::StepWindow>)>,
+    ci_log: Option<&JobLog<'_>>,
     options: &HealOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<HealReport, SandboxError> {
     let (sandbox, prepared) = prepare(sandbox, repo, scope, command, progress).await?;
-    let ci_log = ci_log.map(|(log, window)| CiLog::Github(log, window));
+    let ci_log = ci_log.map(CiLog::Github);
     propose_prepared(&sandbox, prepared, repo, command, ci_log, options, progress).await
 }
 
@@ -320,7 +329,10 @@ async fn propose_prepared(
     };
 
     let mut diagnosis = match (ci_log, before.first_failure()) {
-        (Some(CiLog::Github(log, window)), _) => diagnose::diagnose_github(log, window),
+        (Some(CiLog::Github(job)), _) => match job.green {
+            Some(green) => diagnose::diagnose_github_since(job.log, job.window, green),
+            None => diagnose::diagnose_github(job.log, job.window),
+        },
         (Some(CiLog::Any(log)), _) => diagnose::diagnose(log),
         // The sandbox's output, laid out as a GitHub Actions step by `as_job_log`.
         (None, Some(failure)) => diagnose::diagnose_as(
@@ -543,6 +555,7 @@ mod tests {
             ci: diagnose::Ci::Plain,
             command: None,
             message: String::new(),
+            since_green: false,
         }
     }
 

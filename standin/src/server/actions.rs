@@ -45,6 +45,13 @@ fn jobs(
     };
     let k = knobs(inner);
     let green = is_green_run(&k, run_id);
+    // A listed run's `skipped_jobs`: jobs it did not run (a path filter, an `if:`).
+    let skipped: Vec<Value> = run_id
+        .checked_sub(LISTED_RUNS)
+        .and_then(|i| usize::try_from(i).ok())
+        .and_then(|i| k.workflow_runs.get(i))
+        .and_then(|r| r["skipped_jobs"].as_array().cloned())
+        .unwrap_or_default();
     let failing_names = std::iter::once(k.failing_job.clone().unwrap_or_else(|| "test".into()))
         .chain(k.more_failing_jobs.clone());
     let recorded_id = recorded["id"].as_i64().unwrap_or(0);
@@ -55,6 +62,9 @@ fn jobs(
         if green {
             // The same jobs passing, as they did before the failure; job ids are GitHub-wide.
             failing["id"] = Value::from(recorded_id + GREEN_JOBS + 1 + i as i64);
+            if skipped.contains(&failing["name"]) {
+                failing["conclusion"] = Value::from("skipped");
+            }
             jobs.push(failing);
             continue;
         }
@@ -197,7 +207,8 @@ fn is_green_job(inner: &Inner, job_id: i64) -> bool {
     jobs(inner, "", "", 0, 1)
         .ok()
         .and_then(|all| all.first().and_then(|j| j["id"].as_i64()))
-        .is_some_and(|recorded| job_id - recorded > GREEN_JOBS)
+        .and_then(|recorded| job_id.checked_sub(recorded))
+        .is_some_and(|past| past > GREEN_JOBS)
 }
 
 /// The pre-signed log URL: a real failing CI log from `ci-logs/`, or the `green_log_text`

@@ -64,7 +64,8 @@ pub struct Knobs {
     pub fix_workflows: Option<Vec<Value>>,
     /// The runs `GET .../actions/workflows/{id}/runs` knows, oldest first, as
     /// `{"workflow_id", "head_branch", "event", "conclusion", "head_sha"}` and optionally
-    /// `"head_repository"` (a fork's full name; the repository's own by default). Listed
+    /// `"head_repository"` (a fork's full name; the repository's own by default) and
+    /// `"skipped_jobs"` (names of jobs a successful run skipped). Listed
     /// newest first and filtered by `branch`, `event`, `status` and `head_sha` as GitHub
     /// filters them; none by default.
     #[serde(default)]

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use selfheal_shared::runs::{Outcome, Run, Trigger};
 
-use super::{green_log, StageError, StageReport};
+use super::{green_log, triage, StageError, StageReport};
 use crate::diagnose::{self, Class, Diagnosis};
 use crate::WorkerContext;
 
@@ -60,24 +60,38 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     };
     let row = &rows[i];
     let job_id: i64 = row.get(0);
-    let mut green_run_id: Option<i64> = None;
+    let mut green: Option<(i64, Vec<u8>)> = None;
     let mut baseline = String::new();
     // Not held while GitHub is asked.
     drop(client);
     if d.class == Class::Unknown {
-        match green_baseline(ctx, run, row.get(3)).await {
-            Ok(Some(green)) => {
+        let found = tokio::time::timeout(GREEN_LOOKUP, green_baseline(ctx, run, row.get(3)))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StageError::Transient(format!(
+                    "GitHub did not answer within {GREEN_LOOKUP:?}"
+                )))
+            });
+        match found {
+            Ok(Some(log)) => {
                 let steps: Option<serde_json::Value> = row.get(2);
-                d = diagnose::diagnose_github_since(
+                let since = diagnose::diagnose_github_since(
                     &gunzip(row.get(1))?,
                     first_failed(steps.as_ref()),
-                    &green.text,
+                    &log.text,
                 );
-                green_run_id = Some(green.github_run_id);
-                baseline = format!(
-                    "; shown by what green run {} did not print",
-                    green.github_run_id
-                );
+                // A green log that printed every line chose nothing: the excerpt is as before.
+                if since.since_green {
+                    d = since;
+                    let gz = triage::gzip(log.text.as_bytes()).map_err(|e| {
+                        StageError::Transient(format!("compressing the green log: {e}"))
+                    })?;
+                    baseline = format!(
+                        "; shown by what green run {} did not print",
+                        log.github_run_id
+                    );
+                    green = Some((log.github_run_id, gz));
+                }
             }
             Ok(None) => {}
             Err(e) => {
@@ -86,18 +100,20 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             }
         }
     }
+    let (green_run_id, green_log) = green.unzip();
     let client = ctx.pool.get().await?;
     let tests = serde_json::to_value(&d.failing_tests).unwrap_or_default();
     let line = d.culprit_line.and_then(|l| i32::try_from(l).ok());
     client
         .execute(
-            "INSERT INTO diagnoses (run_id, github_job_id, class, tool, culprit_file, culprit_line, failing_tests, fingerprint, command, excerpt, green_run_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            "INSERT INTO diagnoses (run_id, github_job_id, class, tool, culprit_file, culprit_line, failing_tests, fingerprint, command, excerpt, green_run_id, green_log_gzip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (run_id) DO UPDATE SET github_job_id = EXCLUDED.github_job_id, class = EXCLUDED.class,
                tool = EXCLUDED.tool, culprit_file = EXCLUDED.culprit_file, culprit_line = EXCLUDED.culprit_line,
                failing_tests = EXCLUDED.failing_tests, fingerprint = EXCLUDED.fingerprint,
-               command = EXCLUDED.command, excerpt = EXCLUDED.excerpt, green_run_id = EXCLUDED.green_run_id",
-            &[&run.id, &job_id, &d.class.as_str(), &d.tool, &d.culprit_file, &line, &tests, &d.fingerprint, &d.command, &d.excerpt, &green_run_id],
+               command = EXCLUDED.command, excerpt = EXCLUDED.excerpt, green_run_id = EXCLUDED.green_run_id,
+               green_log_gzip = EXCLUDED.green_log_gzip",
+            &[&run.id, &job_id, &d.class.as_str(), &d.tool, &d.culprit_file, &line, &tests, &d.fingerprint, &d.command, &d.excerpt, &green_run_id, &green_log],
         )
         .await?;
     client
@@ -121,6 +137,10 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         ),
     })
 }
+
+/// How long the green run's log is looked for: GitHub's rate limits make a client wait up to
+/// an hour, far past the stage's own time limit, and the diagnosis does not need it.
+const GREEN_LOOKUP: std::time::Duration = std::time::Duration::from_secs(90);
 
 /// The failed job's log in the workflow's last green run on the branch, for a workflow run
 /// on a branch people push to (selfheal's own fix has no green history of its own).

@@ -49,8 +49,13 @@ pub struct Wanted<'a> {
     pub job_name: &'a str,
 }
 
-/// The job's log in the last green run, `Ok(None)` when there is no such run or job (a new
-/// branch, a new job, a log GitHub no longer keeps), or why GitHub could not be asked.
+/// Green runs looked at, newest first, for one that ran the job (a run can skip a job: a
+/// path filter, an `if:`).
+const MAX_RUNS: usize = 3;
+
+/// The job's log in the last green run that ran it, `Ok(None)` when there is no such run or
+/// job (a new branch, a new job, a job name two jobs share, a log GitHub no longer keeps), or
+/// why GitHub could not be asked.
 pub async fn last_green(
     ctx: &WorkerContext,
     crab: &Installation,
@@ -74,35 +79,45 @@ pub async fn last_green(
         )
         .await
         .map_err(|e| api_error(e, "the workflow's successful runs"))?;
-    let Some(green) = runs.workflow_runs.iter().find(|r| {
+    let own = runs.workflow_runs.iter().filter(|r| {
         r.head_repository
             .as_ref()
             .is_none_or(|h| h.full_name == repo)
-    }) else {
-        return Ok(None);
-    };
-    let listed = pr_state::all_pages(
-        crab,
-        &format!("/repos/{repo}/actions/runs/{}/jobs", green.id),
-        Some("jobs"),
-        &[],
-        "the green run's jobs",
-        10,
-    )
-    .await?;
-    let job = listed
-        .into_iter()
-        .filter_map(|j| serde_json::from_value::<Job>(j).ok())
-        .find(|j| j.name == job_name && j.conclusion.as_deref() == Some("success"));
-    let Some(job) = job else {
-        return Ok(None);
-    };
-    match triage::download_log(ctx, crab, repo, job.id).await {
-        Ok((bytes, _, _)) => Ok(Some(GreenLog {
-            github_run_id: green.id,
-            text: String::from_utf8_lossy(&bytes).into_owned(),
-        })),
-        Err(StageError::Gone { .. }) => Ok(None),
-        Err(e) => Err(e),
+    });
+    for green in own.take(MAX_RUNS) {
+        let listed = pr_state::all_pages(
+            crab,
+            &format!("/repos/{repo}/actions/runs/{}/jobs", green.id),
+            Some("jobs"),
+            &[],
+            "the green run's jobs",
+            10,
+        )
+        .await?;
+        let named: Vec<Job> = listed
+            .into_iter()
+            .filter_map(|j| serde_json::from_value::<Job>(j).ok())
+            .filter(|j| j.name == job_name)
+            .collect();
+        // A matrix whose `name:` leaves a dimension out names several jobs alike: which one
+        // failed cannot be told, and another leg's log is no baseline.
+        if named.len() > 1 {
+            return Ok(None);
+        }
+        let Some(job) = named
+            .into_iter()
+            .find(|j| j.conclusion.as_deref() == Some("success"))
+        else {
+            continue;
+        };
+        return match triage::download_log(ctx, crab, repo, job.id).await {
+            Ok((bytes, _, _)) => Ok(Some(GreenLog {
+                github_run_id: green.id,
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+            })),
+            Err(StageError::Gone { .. }) => Ok(None),
+            Err(e) => Err(e),
+        };
     }
+    Ok(None)
 }

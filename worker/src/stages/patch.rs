@@ -100,7 +100,7 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     let row = client
         .query_one(
             "SELECT d.command, l.log_gzip, l.job_name, d.fingerprint, d.class, i.branch, i.workflow_id,
-                    l.failed_steps
+                    l.failed_steps, d.green_log_gzip
              FROM diagnoses d
              JOIN runs r ON r.id = d.run_id
              JOIN incidents i ON i.id = r.incident_id
@@ -134,6 +134,8 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
     let log = gunzip(row.get(1))?;
     let window = first_failed(row.get::<_, Option<serde_json::Value>>(7).as_ref());
     let job_name: Option<String> = row.get(2);
+    // The green run's log the diagnosis compared an unknown failure with, if it did.
+    let green = row.get::<_, Option<&[u8]>>(8).map(gunzip).transpose()?;
     let sandbox = ctx.sandbox().await?;
     let work = checkout(ctx, run).await?;
     // The step as the workflow at the failing commit defines it, checked against the log.
@@ -143,7 +145,11 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
         work.path(),
         &dependency_scope(run),
         &step,
-        Some((&log, window)),
+        Some(&heal::JobLog {
+            log: &log,
+            window,
+            green: green.as_deref(),
+        }),
         &heal::HealOptions {
             memory,
             culprits: listed.candidates,

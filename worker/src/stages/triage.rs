@@ -170,7 +170,7 @@ pub(super) async fn download_log(
     Ok(tail.finish())
 }
 
-fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(super) fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = GzEncoder::new(Vec::new(), Compression::default());
     enc.write_all(data)?;
     enc.finish()
