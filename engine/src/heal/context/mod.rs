@@ -98,7 +98,7 @@ pub(super) fn choose(repo: &Path, named: &[(String, Option<usize>)], budget: usi
     let mut barrels: Vec<(String, String)> = Vec::new();
     for (from, text) in &named_read {
         for (path, text) in follow(&resolver, &mut context, &mut seen, &mut left, from, text) {
-            if references::only_reexports(&path, &text) {
+            if references::mostly_reexports(&path, &text) {
                 barrels.push((path, text));
             }
         }

@@ -1,14 +1,18 @@
 //! Elixir: the modules a file aliases, imports, uses or requires, and a test's module under
 //! test, found where Mix keeps them: `MyApp.Accounts.User` in `…/my_app/accounts/user.ex`
 //! (each part as `Macro.underscore` writes it), under `lib/` or an umbrella's `apps/*/lib/`;
-//! or, as Phoenix files `MyAppWeb.UserController` in `my_app_web/controllers/`, a file of the
-//! last part's name under the first part's directory.
+//! or, for a Phoenix web module (`MyAppWeb.UserController`, filed by kind in
+//! `my_app_web/controllers/`), a file of the last part's name under the first part's
+//! directory.
 
 use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{imports, re, stem, Resolver};
+use super::{imports, re, stem, Resolver, MAX_IMPORTS};
+
+/// Places one module may be, at most.
+const CANDIDATES: usize = 8;
 
 impl Resolver<'_> {
     pub(super) fn elixir(&self, from: &str, text: &str) -> Vec<Vec<String>> {
@@ -44,18 +48,36 @@ impl Resolver<'_> {
                 None => modules.push(m[1].to_string()),
             }
         }
-        modules
+        // Each module once, and no more than a file's imports elsewhere: `alias A.{…}` lines
+        // multiply, and each looks through the index.
+        let mut unique: Vec<String> = Vec::new();
+        for module in modules {
+            if unique.len() == MAX_IMPORTS {
+                break;
+            }
+            if !unique.contains(&module) {
+                unique.push(module);
+            }
+        }
+        unique
             .into_iter()
             .map(|module| {
                 let parts: Vec<String> = module.split('.').take(16).map(underscore).collect();
-                let mut group = self.by_suffix(&format!("{}.ex", parts.join("/")));
-                if parts.len() > 1 {
-                    let first = format!("/{}/", parts[0]);
+                let mut group: Vec<String> = self
+                    .by_suffix(&format!("{}.ex", parts.join("/")))
+                    .into_iter()
+                    .take(CANDIDATES)
+                    .collect();
+                // Phoenix files its web modules by kind, not by name: `MyAppWeb.CartController`
+                // in `my_app_web/controllers/cart_controller.ex`.
+                if parts.len() > 1 && parts[0].ends_with("_web") {
+                    let first = format!("{}/", parts[0]);
                     let last = format!("{}.ex", parts[parts.len() - 1]);
                     group.extend(
                         self.by_suffix(&last)
                             .into_iter()
-                            .filter(|p| p.contains(&first) || p.starts_with(&first[1..])),
+                            .filter(|p| p.contains(&format!("/{first}")) || p.starts_with(&first))
+                            .take(CANDIDATES),
                     );
                 }
                 group
@@ -98,7 +120,7 @@ mod tests {
         let files = [
             (
                 "test/shop/cart_test.exs",
-                "defmodule Shop.CartTest do\n  use ExUnit.Case, async: true\n  alias Shop.{Price, Tax}\n  import Shop.Fixtures\n  alias ShopWeb.CartController\nend\n",
+                "defmodule Shop.CartTest do\n  use ExUnit.Case, async: true\n  alias Shop.{Price, Tax, Discount}\n  import Shop.Fixtures\n  alias ShopWeb.CartController\nend\n",
             ),
             ("lib/shop/cart.ex", ""),
             ("lib/shop/price.ex", ""),
@@ -107,6 +129,8 @@ mod tests {
             ("lib/shop_web/controllers/cart_controller.ex", ""),
             // Another application's module of the same last name: not this one.
             ("lib/other/cart_controller.ex", ""),
+            // Only web modules are looked for by their last name: `Shop.Tax` is not this.
+            ("lib/shop/legacy/discount.ex", ""),
         ];
         assert_eq!(
             refs(&files, "test/shop/cart_test.exs"),

@@ -3,11 +3,11 @@
 //! Python imports (relative, and absolute from the root, `src/` or beside the file);
 //! JavaScript and TypeScript imports and requires, relative or through the aliases of the
 //! project's `tsconfig.json`; Go imports inside the module (and a test's
-//! own package); C and C++ quoted includes and the header's implementation; Ruby requires;
+//! own package); C and C++ quoted includes (also through the include directories CMake, Meson
+//! or Make name) and the header's implementation; Ruby requires;
 //! Java, Kotlin, Scala, PHP and Haskell imports by their package paths, and a JVM test's class
 //! under test; Elixir's aliased, imported and used modules where Mix files them; a C# test's
-//! class under test; C includes also through the include directories the build names
-//! (CMake, Meson, Make). Imports of anything else (the standard library, dependencies) resolve to no
+//! class under test. Imports of anything else (the standard library, dependencies) resolve to no
 //! file here and are dropped. Only what is a regular file inside the repository is returned;
 //! directories are listed only through plain parts and no link.
 
@@ -28,8 +28,10 @@ mod native;
 const INDEX_FILES: usize = 50_000;
 const INDEX_DEPTH: usize = 16;
 /// Directories never indexed: dependencies, build output and hidden ones (`.git`).
-const SKIPPED: [&str; 7] = [
+const SKIPPED: [&str; 8] = [
     "node_modules",
+    // Mix's fetched dependencies.
+    "deps",
     "target",
     "vendor",
     "build",
@@ -505,20 +507,23 @@ fn go_replaces(gomod: &str, root: &str) -> Vec<(String, String)> {
 /// Whether a file mostly gathers and re-exports others: a JavaScript or TypeScript module of
 /// `export … from '…'` statements, or a Python package's `__init__.py` of relative imports.
 /// What such a file references is what its importer uses. "Mostly": at least half of its code
-/// (blank and comment lines aside) is re-export statements.
-pub(super) fn only_reexports(path: &str, text: &str) -> bool {
+/// (blank lines, comments and a leading docstring aside) is re-export statements.
+pub(super) fn mostly_reexports(path: &str, text: &str) -> bool {
     static JS: LazyLock<Regex> = LazyLock::new(|| {
         re(r#"export\s+(?:type\s+)?(?:\*(?:\s+as\s+\w+)?|\{[^}]*\})\s+from\s+["'][^"']+["'];?"#)
     });
     static PY: LazyLock<Regex> = LazyLock::new(|| {
-        re(
-            r"(?m)^[ \t]*(?:from[ \t]+\.[\w.]*[ \t]+import[ \t]+(?:\([^)]*\)|[^\n]*)|__all__[ \t]*=[ \t]*\[[^\]]*\])",
-        )
+        re(r"(?m)^[ \t]*from[ \t]+\.[\w.]*[ \t]+import[ \t]+(?:\([^)]*\)|[^\n]*)")
     });
+    static BLOCK_COMMENT: LazyLock<Regex> = LazyLock::new(|| re(r"(?s)/\*.*?\*/"));
     let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
-    let (statements, comment) = match ext {
-        "js" | "jsx" | "ts" | "tsx" | "mjs" | "cjs" | "mts" | "cts" => (&*JS, "//"),
-        "py" if path.rsplit('/').next() == Some("__init__.py") => (&*PY, "#"),
+    let (statements, comment, text): (&Regex, &str, String) = match ext {
+        "js" | "jsx" | "ts" | "tsx" | "mjs" | "cjs" | "mts" | "cts" => {
+            (&JS, "//", BLOCK_COMMENT.replace_all(text, "").into_owned())
+        }
+        "py" if path.rsplit('/').next() == Some("__init__.py") => {
+            (&PY, "#", without_docstring(text).to_string())
+        }
         _ => return false,
     };
     let code: String = text
@@ -527,8 +532,20 @@ pub(super) fn only_reexports(path: &str, text: &str) -> bool {
         .filter(|l| !l.is_empty() && !l.starts_with(comment))
         .collect::<Vec<_>>()
         .join("\n");
-    let reexported: usize = imports(statements, &code).map(|m| m[0].len()).sum();
+    // Every statement counted, however many: a barrel of hundreds is still one.
+    let reexported: usize = statements.find_iter(&code).map(|m| m.len()).sum();
     reexported > 0 && reexported * 2 >= code.len()
+}
+
+/// A Python module's text after its docstring (documentation, not code), if it opens with one.
+fn without_docstring(text: &str) -> &str {
+    let trimmed = text.trim_start();
+    for quotes in ["\"\"\"", "'''"] {
+        if let Some(rest) = trimmed.strip_prefix(quotes) {
+            return rest.find(quotes).map_or(text, |end| &rest[end + 3..]);
+        }
+    }
+    text
 }
 
 /// The directory part of a repository path ("" at the root).
@@ -878,6 +895,24 @@ pub(super) mod tests {
             refs(&files, "tests/test_ring.c"),
             ["include/ring.h", "src/ring.c"]
         );
+    }
+
+    #[test]
+    fn a_csharp_test_class_is_about_its_class() {
+        let files = [
+            (
+                "tests/Shop.Tests/CartTests.cs",
+                "using Shop;\nusing Xunit;\n",
+            ),
+            ("src/Shop/Cart.cs", ""),
+            ("src/Shop/Price.cs", ""),
+        ];
+        assert_eq!(
+            refs(&files, "tests/Shop.Tests/CartTests.cs"),
+            ["src/Shop/Cart.cs"]
+        );
+        // A class that is not a test names no file: namespaces are not followed.
+        assert!(refs(&files, "src/Shop/Price.cs").is_empty());
     }
 
     #[test]
