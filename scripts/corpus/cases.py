@@ -746,6 +746,30 @@ CASES = [
         },
         "run": "find src -name '*.php' -print0 | xargs -0 -n1 php -l",
     },
+    {
+        "name": "composer-version-conflict",
+        "fix": [("composer.json", '"acme/money": "^2.0"', '"acme/money": "^1.0"')],
+        "language": "php",
+        "ci": "github",
+        "files": {
+            # Packagist is not reachable here: the dependency is a package of the repository's
+            # own, through a path repository, as monorepos keep them.
+            "composer.json": '{\n    "name": "acme/widgets",\n    "require": {\n        "php": ">=8.1",\n        "acme/money": "^2.0"\n    },\n    "repositories": [\n        {"type": "path", "url": "packages/money", "options": {"symlink": false}},\n        {"packagist.org": false}\n    ]\n}\n',
+            "packages/money/composer.json": '{\n    "name": "acme/money",\n    "version": "1.4.0",\n    "autoload": {"psr-4": {"Acme\\\\Money\\\\": "src/"}}\n}\n',
+            "packages/money/src/Money.php": "<?php\n\nnamespace Acme\\Money;\n\nfinal class Money\n{\n}\n",
+        },
+        "run": "composer install --no-interaction --no-progress",
+    },
+    {
+        "name": "composer-missing-extension",
+        "fix": [("composer.json", '        "ext-imaginary": "*",\n', "")],
+        "language": "php",
+        "ci": "circleci",
+        "files": {
+            "composer.json": '{\n    "name": "acme/widgets",\n    "require": {\n        "ext-imaginary": "*",\n        "php": ">=8.1"\n    },\n    "repositories": [{"packagist.org": false}]\n}\n',
+        },
+        "run": "composer install --no-interaction --no-progress",
+    },
     # ---- Elixir -----------------------------------------------------------------------
     {
         "name": "mix-test-failure",

@@ -60,6 +60,23 @@ fn by_message(
                 .take_while(|&i| step.lines[i].starts_with(' ')),
         );
     }
+    // Composer numbers its problems (`  Problem 1`) and says each in the `- ` lines under it.
+    for (i, line) in step.lines.iter().enumerate().skip(at) {
+        if explains.len() >= 10 {
+            break;
+        }
+        let is_problem = line
+            .trim()
+            .strip_prefix("Problem ")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if is_problem {
+            explains.extend(
+                (i + 1..step.lines.len())
+                    .take(4)
+                    .take_while(|&j| step.lines[j].trim_start().starts_with("- ")),
+            );
+        }
+    }
     Some(Finding {
         explains,
         ..finding(class, &tool_of(step), at, what)
