@@ -76,6 +76,8 @@ async fn requests_are_held_to_the_incidents_and_the_installations_daily_budgets(
     let budget = AiBudget {
         incident_tokens: 10_000,
         installation_daily_tokens: 16_000,
+        incident_usd: None,
+        installation_daily_usd: None,
     };
     let first = ledger(&env, a, budget).await;
     let second = ledger(&env, b, budget).await;
@@ -180,6 +182,8 @@ async fn workers_asking_at_once_cannot_spend_the_same_tokens() {
     let budget = AiBudget {
         incident_tokens: 1_000_000,
         installation_daily_tokens: 50_000,
+        incident_usd: None,
+        installation_daily_usd: None,
     };
     // Twenty requests of two incidents race for 50,000 tokens of one installation's day, each
     // on a connection of its own, released together.
@@ -224,6 +228,8 @@ async fn yesterdays_spend_does_not_count_against_today() {
     let budget = AiBudget {
         incident_tokens: 1_000_000,
         installation_daily_tokens: 10_000,
+        incident_usd: None,
+        installation_daily_usd: None,
     };
     let first = ledger(&env, a, budget).await;
     let grant = first
@@ -255,5 +261,70 @@ async fn yesterdays_spend_does_not_count_against_today() {
             .unwrap()
             .tokens,
         5_000
+    );
+}
+
+/// With prices set, budgets in dollars hold too: a reservation is priced at the dearest token
+/// (it could all be output), what the service counted at its own kinds' prices, and a request
+/// whose counts are unknown at the dearest price for its whole grant.
+#[tokio::test]
+async fn budgets_in_dollars_hold_at_the_configured_prices() {
+    let env = TestEnv::new().await;
+    let (a, b, c) = three_runs(&env).await;
+    // $0.03 an incident, $0.05 the installation's day; tokens would allow far more. At $15 a
+    // million output tokens (the dearest), $0.03 is 2,000 tokens.
+    let budget = AiBudget {
+        incident_tokens: 1_000_000,
+        installation_daily_tokens: 1_000_000,
+        incident_usd: Some(0.03),
+        installation_daily_usd: Some(0.05),
+    };
+    let first = ledger(&env, a, budget).await;
+    let held = first
+        .reserve(8_000, "anthropic", MODEL.into())
+        .await
+        .unwrap();
+    assert_eq!(held.tokens, 2_000);
+    // Held at the dearest price while it runs: nothing left for the incident's next run.
+    let second = ledger(&env, b, budget).await;
+    assert_eq!(
+        second
+            .reserve(8_000, "anthropic", MODEL.into())
+            .await
+            .unwrap()
+            .tokens,
+        0
+    );
+    // Settled at 1,000 input ($3), 500 output ($15) and 1,000 cache reads ($0.30) a million:
+    // $0.0108. The incident has $0.0192 left: 1,280 tokens at the dearest price.
+    first
+        .settle(held, Some(spent(1_000, 500)), 1)
+        .await
+        .unwrap();
+    let again = second
+        .reserve(8_000, "anthropic", MODEL.into())
+        .await
+        .unwrap();
+    assert_eq!(again.tokens, 1_280);
+    // Unknown counts: the whole grant at the dearest price ($0.0192), so the incident has
+    // spent its $0.03.
+    second.settle(again, None, 1).await.unwrap();
+    assert_eq!(
+        first
+            .reserve(100, "anthropic", MODEL.into())
+            .await
+            .unwrap()
+            .tokens,
+        0
+    );
+    // The other incident: the day has $0.05 - $0.03 = $0.02 left, 1,333 tokens.
+    let other = ledger(&env, c, budget).await;
+    assert_eq!(
+        other
+            .reserve(8_000, "anthropic", MODEL.into())
+            .await
+            .unwrap()
+            .tokens,
+        1_333
     );
 }

@@ -78,7 +78,8 @@ impl Ledger {
                 self.budget
                     .installation_daily_tokens
                     .saturating_sub(today.max(0) as u64),
-            );
+            )
+            .min(self.dollars_left_in_tokens(&tx).await?);
         let tokens = wanted.min(left);
         if tokens == 0 {
             return Ok(Grant { tokens, id: None });
@@ -102,6 +103,50 @@ impl Ledger {
         Ok(Grant {
             tokens,
             id: Some(id),
+        })
+    }
+
+    /// What the budgets in dollars leave, as tokens at the dearest price (a reservation's
+    /// tokens could all be output): `u64::MAX` when there are none. Spent is the cost of what
+    /// the services counted, and a reservation or a request whose counts are unknown at its
+    /// tokens' dearest price.
+    async fn dollars_left_in_tokens(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let (Some(prices), (incident_usd, daily_usd)) = (
+            self.prices,
+            (self.budget.incident_usd, self.budget.installation_daily_usd),
+        ) else {
+            return Ok(u64::MAX);
+        };
+        if incident_usd.is_none() && daily_usd.is_none() {
+            return Ok(u64::MAX);
+        }
+        let dearest = prices.dearest_per_token();
+        let row = tx
+            .query_one(
+                "SELECT
+                   (SELECT COALESCE(sum(COALESCE(cost_usd::float8, counted_tokens * $3::float8)), 0)
+                      FROM ai_spend_counted WHERE incident_id = $1),
+                   (SELECT COALESCE(sum(COALESCE(cost_usd::float8, counted_tokens * $3::float8)), 0)
+                      FROM ai_spend_counted
+                     WHERE installation_id = $2
+                       AND started_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')",
+                &[&self.incident_id, &self.installation_id, &dearest],
+            )
+            .await?;
+        let (incident, today): (f64, f64) = (row.get(0), row.get(1));
+        let left = incident_usd
+            .map_or(f64::INFINITY, |b| b - incident)
+            .min(daily_usd.map_or(f64::INFINITY, |b| b - today));
+        Ok(match left {
+            l if l <= 0.0 => 0,
+            // A price of nothing: dollars limit nothing.
+            _ if dearest == 0.0 => u64::MAX,
+            // A millionth of a token forgiven, so that a budget a price divides exactly is not
+            // a token short for a rounding; saturating: past u64's range is u64::MAX.
+            l => (l / dearest + 1e-6).floor() as u64,
         })
     }
 

@@ -50,13 +50,19 @@ pub struct MorphConfig {
     pub model: String,
 }
 
-/// Tokens the model service may be asked to process (input, cached or not, and output).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Tokens the model service may be asked to process (input, cached or not, and output), and,
+/// where prices are set, the US dollars they may cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AiBudget {
     /// `SELFHEAL_AI_INCIDENT_TOKENS` (200,000): over every run of one incident.
     pub incident_tokens: u64,
     /// `SELFHEAL_AI_INSTALLATION_DAILY_TOKENS` (2,000,000): per installation per UTC day.
     pub installation_daily_tokens: u64,
+    /// `SELFHEAL_AI_INCIDENT_USD` (none): over every run of one incident; needs the prices.
+    pub incident_usd: Option<f64>,
+    /// `SELFHEAL_AI_INSTALLATION_DAILY_USD` (none): per installation per UTC day; needs the
+    /// prices.
+    pub installation_daily_usd: Option<f64>,
 }
 
 /// US dollars per million tokens.
@@ -73,6 +79,16 @@ pub struct Prices {
 }
 
 impl Prices {
+    /// The most one token can cost, in US dollars: what a reservation is priced at before the
+    /// service says which kind its tokens were.
+    pub fn dearest_per_token(&self) -> f64 {
+        self.input
+            .max(self.output)
+            .max(self.cache_read)
+            .max(self.cache_write)
+            / 1_000_000.0
+    }
+
     /// The cost in US dollars of tokens counted as the services count them: `input` is the
     /// input not read from or written to the cache.
     pub fn cost(&self, input: u64, output: u64, cache_read: u64, cache_write: u64) -> f64 {
@@ -142,6 +158,22 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
     };
     let max_output_tokens = env.parsed("SELFHEAL_AI_MAX_OUTPUT_TOKENS")?.unwrap_or(8192);
     let context_tokens = env.parsed("SELFHEAL_AI_CONTEXT_TOKENS")?.unwrap_or(16_000);
+    let prices = prices(env)?;
+    let dollars = |name: &'static str| -> Result<Option<f64>, ConfigError> {
+        match env.parsed::<f64>(name)? {
+            Some(d) if !(d.is_finite() && d >= 0.0) => Err(ConfigError::Malformed {
+                name,
+                reason: "a budget in US dollars, 0 or more".into(),
+            }),
+            // A cost is known only at known prices: a budget in dollars without them would
+            // look enforced and not be.
+            Some(_) if prices.is_none() => Err(ConfigError::Malformed {
+                name,
+                reason: "a budget in dollars needs the prices: set SELFHEAL_AI_USD_PER_MTOK_INPUT and SELFHEAL_AI_USD_PER_MTOK_OUTPUT".into(),
+            }),
+            d => Ok(d),
+        }
+    };
     let budget = AiBudget {
         incident_tokens: env
             .parsed("SELFHEAL_AI_INCIDENT_TOKENS")?
@@ -149,8 +181,9 @@ pub(super) fn from_env<F: Fn(&str) -> Option<String>>(
         installation_daily_tokens: env
             .parsed("SELFHEAL_AI_INSTALLATION_DAILY_TOKENS")?
             .unwrap_or(2_000_000),
+        incident_usd: dollars("SELFHEAL_AI_INCIDENT_USD")?,
+        installation_daily_usd: dollars("SELFHEAL_AI_INSTALLATION_DAILY_USD")?,
     };
-    let prices = prices(env)?;
     let redact = env
         .optional("SELFHEAL_AI_REDACT")
         .map(|p| {
@@ -317,12 +350,18 @@ mod tests {
             ("SELFHEAL_AI_USD_PER_MTOK_OUTPUT", "15"),
             ("SELFHEAL_AI_USD_PER_MTOK_CACHE_READ", "0.3"),
             ("SELFHEAL_AI_REDACT", r"acme_[a-z0-9]{8}"),
+            ("SELFHEAL_AI_INCIDENT_USD", "2.5"),
+            ("SELFHEAL_AI_INSTALLATION_DAILY_USD", "40"),
         ])
         .unwrap()
         .unwrap();
         assert_eq!(a.budget.incident_tokens, 5000);
         assert_eq!(a.budget.installation_daily_tokens, 90_000);
+        assert_eq!(a.budget.incident_usd, Some(2.5));
+        assert_eq!(a.budget.installation_daily_usd, Some(40.0));
         let p = a.prices.unwrap();
+        // A token is priced at the dearest kind before the service says which it was.
+        assert!((p.dearest_per_token() - 15e-6).abs() < 1e-15);
         // Cache writes default to the input price; a million of each priced once.
         assert_eq!(p.cache_write, 3.0);
         let cost = p.cost(1_000_000, 1_000_000, 1_000_000, 1_000_000);
@@ -349,6 +388,19 @@ mod tests {
                 "SELFHEAL_AI_USD_PER_MTOK_INPUT",
             ),
             (vec![("SELFHEAL_AI_REDACT", "acme_[")], "SELFHEAL_AI_REDACT"),
+            // A budget in dollars needs prices, and is a number of dollars.
+            (
+                vec![("SELFHEAL_AI_INCIDENT_USD", "5")],
+                "SELFHEAL_AI_INCIDENT_USD",
+            ),
+            (
+                vec![
+                    ("SELFHEAL_AI_USD_PER_MTOK_INPUT", "3"),
+                    ("SELFHEAL_AI_USD_PER_MTOK_OUTPUT", "15"),
+                    ("SELFHEAL_AI_INSTALLATION_DAILY_USD", "-2"),
+                ],
+                "SELFHEAL_AI_INSTALLATION_DAILY_USD",
+            ),
         ] {
             let mut vars = vars;
             vars.push(("ANTHROPIC_API_KEY", "k"));
