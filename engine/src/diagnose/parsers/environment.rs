@@ -32,7 +32,8 @@ pub fn infra(step: &FailedStep) -> Option<Finding> {
 }
 
 /// The first line matching one of `patterns` names the failure; every matching line (up to
-/// four) explains it.
+/// four) explains it, with the tool's own detail under it (pip's conflict, Composer's
+/// problems).
 fn by_message(
     step: &FailedStep,
     patterns: &[(Regex, &'static str)],
@@ -61,8 +62,9 @@ fn by_message(
         );
     }
     // Composer numbers its problems (`  Problem 1`) and says each in the `- ` lines under it.
+    let composer = what.starts_with("composer:");
     for (i, line) in step.lines.iter().enumerate().skip(at) {
-        if explains.len() >= 10 {
+        if !composer || explains.len() >= 10 {
             break;
         }
         let is_problem = line

@@ -230,7 +230,7 @@ fn tools_without_a_corpus_log() {
         Some(3),
     );
     assert_eq!(d.message, "Found:    (\"x\" : String)");
-    check(
+    let d = check(
         "composer install",
         "Loading composer repositories with package information\nUpdating dependencies\nYour requirements could not be resolved to an installable set of packages.\n\n  Problem 1\n    - Root composer.json requires monolog/monolog ^9.0, found monolog/monolog[1.0.0, ..., 3.8.0] but it does not match the constraint.",
         Class::Dependency,
@@ -238,6 +238,16 @@ fn tools_without_a_corpus_log() {
         None,
         None,
     );
+    assert!(d
+        .excerpt
+        .contains("- Root composer.json requires monolog/monolog ^9.0"));
+    // Only Composer's problems are read so: another tool's numbered list stays out.
+    let d = diagnose(&step(
+        "./deploy.sh",
+        "curl: (6) Could not resolve host: releases.example.com\n  Problem 1\n    - retry later\n",
+    ));
+    assert_eq!(d.class, Class::Infra);
+    assert!(!d.excerpt.contains("retry later"), "{}", d.excerpt);
 }
 
 /// Windows runners: Microsoft's compiler and linker, clang-cl, and GoogleTest built with MSVC,
