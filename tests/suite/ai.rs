@@ -140,11 +140,31 @@ async fn a_stream_cut_short_is_asked_again_and_never_half_used() {
     let mut config = anthropic(&s, KEY);
     config.max_retries = 1;
     s.push(Reply::Events(cut.clone()));
-    s.push(Reply::Events(cut));
+    s.push(Reply::Events(cut.clone()));
     let err = ask(&config).await.unwrap_err();
     assert!(
         matches!(err, AiError::Unavailable { requests: 2, .. }),
         "{err}"
+    );
+
+    // Cut, then refused: the refusal costs nothing, the cut attempt what it reported.
+    s.push(Reply::Events(cut));
+    s.push(Reply::Status(
+        400,
+        None,
+        json!({"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long"}}),
+    ));
+    let err = ask(&anthropic(&s, KEY)).await.unwrap_err();
+    let charged = selfheal_engine::ai::Usage::charged(&Err::<(), _>(err), |_| unreachable!());
+    let charged = charged.expect("the cut attempt's counts");
+    assert_eq!(
+        (
+            charged.input_tokens,
+            charged.cache_write_tokens,
+            charged.output_tokens
+        ),
+        (472, 1024, 2),
+        "{charged:?}"
     );
 }
 

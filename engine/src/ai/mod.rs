@@ -124,12 +124,20 @@ impl Usage {
     pub fn charged<T>(outcome: &Result<T, AiError>, usage: impl Fn(&T) -> &Usage) -> Option<Usage> {
         match outcome {
             Ok(done) => Some(usage(done).clone()).filter(|u| u.total() > 0),
-            Err(AiError::Refused { .. } | AiError::Http(_) | AiError::WaitTooLong(_)) => {
+            Err(e) => Usage::charged_for(e),
+        }
+    }
+
+    fn charged_for(e: &AiError) -> Option<Usage> {
+        match e {
+            AiError::Refused { .. } | AiError::Http(_) | AiError::WaitTooLong(_) => {
                 Some(Usage::default())
             }
             // Rate limits and overloads are not charged; a stream cut short may have been.
-            Err(AiError::Unavailable { status, .. }) if *status != 200 => Some(Usage::default()),
-            Err(_) => None,
+            AiError::Unavailable { status, .. } if *status != 200 => Some(Usage::default()),
+            // What the attempts cut short reported; the failure after them cost nothing.
+            AiError::AfterPaid { spent, .. } => Some(spent.clone()),
+            _ => None,
         }
     }
 }
@@ -174,6 +182,14 @@ pub enum AiError {
     OverBudget(u32),
     #[error("the model declined to answer ({0})")]
     Declined(String),
+    /// A failure that costs nothing of itself, after attempts the service was paid for
+    /// (streams cut short and asked again): what they reported counts.
+    #[error("{source} (after attempts cut short that used {} tokens)", spent.total())]
+    AfterPaid {
+        #[source]
+        source: Box<AiError>,
+        spent: Usage,
+    },
     #[error("the model service's answer does not follow its documented format: {0}")]
     Malformed(String),
 }
@@ -234,9 +250,17 @@ where
     // Tokens of attempts cut short: the answer that finally comes carries them too, so that
     // budgets and costs count every token paid for.
     let mut spent = Usage::default();
+    // An error that would count nothing carries what earlier attempts are known to have used.
+    let paid = |e: AiError, spent: &Usage| match Usage::charged_for(&e) {
+        Some(nothing) if nothing.total() == 0 && spent.total() > 0 => AiError::AfterPaid {
+            source: Box::new(e),
+            spent: spent.clone(),
+        },
+        _ => e,
+    };
     loop {
         requests += 1;
-        let retry = match attempt().await? {
+        let retry = match attempt().await.map_err(|e| paid(e, &spent))? {
             Attempt::Done(mut done) => {
                 done.requests = requests;
                 done.usage.add(&spent);
@@ -246,16 +270,17 @@ where
         };
         spent.add(&retry.spent);
         if requests > config.max_retries {
-            return Err(AiError::Unavailable {
+            let e = AiError::Unavailable {
                 requests,
                 status: retry.status,
                 kind: retry.kind,
                 message: retry.message,
-            });
+            };
+            return Err(paid(e, &spent));
         }
         let pause = retry.after.unwrap_or(wait);
         if pause > config.max_wait {
-            return Err(AiError::WaitTooLong(pause));
+            return Err(paid(AiError::WaitTooLong(pause), &spent));
         }
         tracing::info!(status = retry.status, kind = %retry.kind, wait_ms = pause.as_millis() as u64, "the model service asks to try again");
         tokio::time::sleep(pause).await;
@@ -323,7 +348,7 @@ mod tests {
             ..Usage::default()
         };
         let ok: Result<Usage, AiError> = Ok(counted.clone());
-        assert_eq!(Usage::charged(&ok, |u| u), Some(counted));
+        assert_eq!(Usage::charged(&ok, |u| u), Some(counted.clone()));
         // An answer without usage, one cut off at the budget or declined: paid, amount unknown.
         let silent: Result<Usage, AiError> = Ok(Usage::default());
         assert_eq!(Usage::charged(&silent, |u| u), None);
@@ -361,6 +386,15 @@ mod tests {
             message: "".into(),
         };
         assert_eq!(Usage::charged(&Err::<Usage, _>(cut), |u| u), None);
+        // Refused after a stream cut short: what the cut one reported.
+        let after = AiError::AfterPaid {
+            source: Box::new(AiError::WaitTooLong(Duration::from_secs(60))),
+            spent: counted.clone(),
+        };
+        assert_eq!(
+            Usage::charged(&Err::<Usage, _>(after), |u| u),
+            Some(counted.clone())
+        );
         let huge = Usage {
             input_tokens: u64::MAX,
             output_tokens: 1,
