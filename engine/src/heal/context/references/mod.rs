@@ -1,6 +1,7 @@
 //! What a file of the repository references, resolved to the repository's own files the way
 //! each language resolves them: Rust `mod` and `use crate::`/`super::`/the package's own name;
-//! Python imports (relative, and absolute from the root, `src/` or beside the file);
+//! Python imports (relative, and absolute from the root, `src/`, beside the file, or where
+//! pytest's `pythonpath` or the file's `sys.path` edits point);
 //! JavaScript and TypeScript imports and requires, relative or through the aliases of the
 //! project's `tsconfig.json`; Go imports inside the module (and a test's
 //! own package); C and C++ quoted includes (also through the include directories CMake, Meson
@@ -23,6 +24,7 @@ use crate::heal::redaction::{read_inside, regular_inside};
 mod elixir;
 mod javascript;
 mod native;
+mod python;
 
 /// Files the suffix index holds at most, and how deep it looks: a monorepo is not walked whole.
 const INDEX_FILES: usize = 50_000;
@@ -67,6 +69,8 @@ pub(super) struct Resolver<'a> {
     index: OnceCell<HashMap<String, Vec<String>>>,
     /// The include directories the repository's build files name (C and C++).
     include_dirs: OnceCell<Vec<String>>,
+    /// The directories pytest's configuration puts on Python's path.
+    python_roots: OnceCell<Vec<String>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -75,6 +79,7 @@ impl<'a> Resolver<'a> {
             repo,
             index: OnceCell::new(),
             include_dirs: OnceCell::new(),
+            python_roots: OnceCell::new(),
         }
     }
 
@@ -211,78 +216,6 @@ impl<'a> Resolver<'a> {
                 group.push(join_dir(&base, &format!("{path}/mod.rs")));
             }
             groups.push(group);
-        }
-        groups
-    }
-
-    fn python(&self, from: &str, text: &str) -> Vec<Vec<String>> {
-        static FROM: LazyLock<Regex> = LazyLock::new(|| {
-            re(
-                r"(?m)^[ \t]*from[ \t]+(\.*)([A-Za-z_][\w.]*)?[ \t]+import[ \t]+(?:\(([\w\s,]*)\)|([\w \t,]+))",
-            )
-        });
-        static IMPORT: LazyLock<Regex> = LazyLock::new(|| {
-            re(
-                r"(?m)^[ \t]*import[ \t]+([\w.]+(?:[ \t]+as[ \t]+\w+)?(?:[ \t]*,[ \t]*[\w.]+(?:[ \t]+as[ \t]+\w+)?)*)",
-            )
-        });
-        let dir = parent(from);
-        let roots = [String::new(), "src".to_string(), dir.clone()];
-        let module = |base: &str, dotted: &str| -> Vec<String> {
-            let path = dotted.replace('.', "/");
-            vec![
-                join_dir(base, &format!("{path}.py")),
-                join_dir(base, &format!("{path}/__init__.py")),
-            ]
-        };
-        let mut groups = Vec::new();
-        for m in imports(&FROM, text) {
-            let dots = m[1].len();
-            let dotted = m.get(2).map_or("", |g| g.as_str());
-            let names: Vec<&str> = m
-                .get(3)
-                .or(m.get(4))
-                .map_or("", |g| g.as_str())
-                .split(',')
-                .filter_map(|n| n.split_whitespace().next())
-                .collect();
-            let bases: Vec<String> = if dots == 0 {
-                roots.to_vec()
-            } else {
-                let mut base = Some(dir.clone());
-                for _ in 1..dots {
-                    base = base.and_then(|b| up(&b));
-                }
-                // Above the repository's root: nothing of its own.
-                let Some(base) = base else { continue };
-                vec![base]
-            };
-            if !dotted.is_empty() {
-                groups.push(bases.iter().flat_map(|b| module(b, dotted)).collect());
-            }
-            // `from pkg import sub` may import a module, not a name.
-            for name in names {
-                let dotted = if dotted.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{dotted}.{name}")
-                };
-                let path = dotted.replace('.', "/");
-                groups.push(
-                    bases
-                        .iter()
-                        .map(|b| join_dir(b, &format!("{path}.py")))
-                        .collect(),
-                );
-            }
-        }
-        for m in imports(&IMPORT, text) {
-            for item in m[1].split(',') {
-                let Some(dotted) = item.split_whitespace().next() else {
-                    continue;
-                };
-                groups.push(roots.iter().flat_map(|b| module(b, dotted)).collect());
-            }
         }
         groups
     }
