@@ -197,3 +197,130 @@ impl Aliases {
         places
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::refs;
+
+    #[test]
+    fn javascript_and_typescript_relative_imports() {
+        let files = [
+            ("src/cart.test.ts", "import { total } from './cart.js';\nimport lodash from 'lodash';\nconst u = require(\"../lib/util\");\nimport('./lazy')\n"),
+            ("src/cart.ts", ""),
+            ("lib/util/index.js", ""),
+            ("src/lazy.tsx", ""),
+        ];
+        assert_eq!(
+            refs(&files, "src/cart.test.ts"),
+            ["src/cart.ts", "lib/util/index.js", "src/lazy.tsx"]
+        );
+        // Above the root is nothing of the repository's.
+        assert!(refs(&[("a.js", "import x from '../../etc/passwd';\n")], "a.js").is_empty());
+    }
+
+    #[test]
+    fn typescript_aliases_from_the_nearest_tsconfig_and_what_it_extends() {
+        let files = [
+            // JSONC, as TypeScript reads it: comments and trailing commas.
+            (
+                "web/tsconfig.json",
+                "{\n  // the app's own\n  \"extends\": \"../tsconfig.base.json\",\n  \"compilerOptions\": {\n    \"baseUrl\": \"src\",\n    \"paths\": {\"@/*\": [\"*\"], \"@ui/*\": [\"components/ui/*\", \"../shared/ui/*\"],},\n  },\n}\n",
+            ),
+            (
+                "tsconfig.base.json",
+                "{\"compilerOptions\": {\"paths\": {\"ignored/*\": [\"nowhere/*\"]}}}",
+            ),
+            (
+                "web/src/pages/cart.test.tsx",
+                "import { Cart } from '@/pages/cart';\nimport { Button } from '@ui/button';\nimport { Card } from \"@ui/card\";\nimport { api } from 'lib/api';\nimport React from 'react';\nimport x from '@/../../../../etc/passwd';\n",
+            ),
+            ("web/src/pages/cart.tsx", ""),
+            ("web/src/components/ui/button.tsx", ""),
+            ("web/shared/ui/card/index.ts", ""),
+            ("web/src/lib/api.ts", ""),
+        ];
+        // `@/` by the pattern, `@ui/` by its second target, `lib/api` under `baseUrl`; a
+        // dependency and a path out of the repository resolve to nothing.
+        assert_eq!(
+            refs(&files, "web/src/pages/cart.test.tsx"),
+            [
+                "web/src/pages/cart.tsx",
+                "web/src/components/ui/button.tsx",
+                "web/shared/ui/card/index.ts",
+                "web/src/lib/api.ts"
+            ]
+        );
+        // Without `baseUrl`, targets are relative to the configuration that sets `paths`,
+        // here the extended one; the longest prefix wins.
+        let files = [
+            // One extended file is missing: the others still count.
+            (
+                "tsconfig.json",
+                "{\"extends\": [\"./configs/paths.json\", \"./configs/missing.json\"]}",
+            ),
+            (
+                "configs/paths.json",
+                "{\"compilerOptions\": {\"paths\": {\"#lib/*\": [\"../lib/*\"], \"#lib/special\": [\"../special.ts\"]}}}",
+            ),
+            ("src/a.ts", "import '#lib/util';\nimport '#lib/special';\nimport 'lodash';\n"),
+            ("lib/util.ts", ""),
+            ("special.ts", ""),
+        ];
+        assert_eq!(refs(&files, "src/a.ts"), ["lib/util.ts", "special.ts"]);
+        // An exact pattern wins over a wildcard whatever their prefixes; a target that is no
+        // file falls back to `baseUrl`; a byte-order mark is skipped; a configuration two
+        // others extend is read once and still counts.
+        let files = [
+            (
+                "tsconfig.json",
+                "\u{feff}{\"extends\": [\"./x.json\", \"./a.json\", \"./b.json\"], \"compilerOptions\": {\"paths\": {\"config*\": [\"wild/*\"], \"config\": [\"exact/config.ts\"], \"util/*\": [\"missing/*\"]}}}",
+            ),
+            // `baseUrl` from the first extended, read after the others and their base.
+            ("x.json", "{\"compilerOptions\": {\"baseUrl\": \"src\"}}"),
+            ("a.json", "{\"extends\": \"./base.json\"}"),
+            ("b.json", "{\"extends\": \"./base.json\"}"),
+            ("base.json", "{\"compilerOptions\": {\"paths\": {\"ignored\": [\"x\"]}}}"),
+            ("src/a.ts", "import 'config';\nimport 'util/x';\n"),
+            ("src/exact/config.ts", ""),
+            ("src/wild.ts", ""),
+            ("src/util/x.ts", ""),
+        ];
+        assert_eq!(
+            refs(&files, "src/a.ts"),
+            ["src/exact/config.ts", "src/util/x.ts"]
+        );
+        // The nearest directory's configuration, whichever its name.
+        let files = [
+            (
+                "tsconfig.json",
+                "{\"compilerOptions\": {\"baseUrl\": \"nowhere\"}}",
+            ),
+            (
+                "app/jsconfig.json",
+                "{\"compilerOptions\": {\"baseUrl\": \".\"}}",
+            ),
+            ("app/a.js", "import 'b';\n"),
+            ("app/b.js", ""),
+        ];
+        assert_eq!(refs(&files, "app/a.js"), ["app/b.js"]);
+        // A configuration that extends itself, or cannot be parsed, costs nothing.
+        let files = [
+            (
+                "tsconfig.json",
+                "{\"extends\": \"./tsconfig.json\", \"compilerOptions\": {\"baseUrl\": \".\"}}",
+            ),
+            ("a.ts", "import 'b';\n"),
+            ("b.ts", ""),
+        ];
+        assert_eq!(refs(&files, "a.ts"), ["b.ts"]);
+        assert!(refs(
+            &[
+                ("tsconfig.json", "{oops"),
+                ("a.ts", "import 'b';\n"),
+                ("b.ts", "")
+            ],
+            "a.ts"
+        )
+        .is_empty());
+    }
+}

@@ -429,4 +429,20 @@ mod tests {
             .of("x.c", "#include \"secret.h\"\n#include \"../secret.h\"\n");
         assert!(found.is_empty(), "{found:?}");
     }
+
+    #[test]
+    fn c_includes_and_their_implementations() {
+        let files = [
+            (
+                "tests/test_ring.c",
+                "#include <stdio.h>\n#include \"ring.h\"\n",
+            ),
+            ("include/ring.h", ""),
+            ("src/ring.c", ""),
+        ];
+        assert_eq!(
+            refs(&files, "tests/test_ring.c"),
+            ["include/ring.h", "src/ring.c"]
+        );
+    }
 }

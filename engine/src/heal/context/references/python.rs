@@ -248,4 +248,29 @@ mod tests {
         )
         .is_empty());
     }
+
+    #[test]
+    fn python_relative_absolute_and_src_layouts() {
+        let files = [
+            ("src/shop/__init__.py", ""),
+            ("src/shop/prices.py", "from .tax import rate\nfrom . import currency\nfrom ..outside import x\n"),
+            ("src/shop/tax.py", ""),
+            ("src/shop/currency.py", ""),
+            ("tests/test_prices.py", "import os, shop.prices as p\nfrom shop import tax\nfrom helpers import (\n    make,\n)\n"),
+            ("tests/helpers.py", ""),
+        ];
+        assert_eq!(
+            refs(&files, "src/shop/prices.py"),
+            ["src/shop/tax.py", "src/shop/currency.py"]
+        );
+        assert_eq!(
+            refs(&files, "tests/test_prices.py"),
+            [
+                "src/shop/__init__.py",
+                "src/shop/tax.py",
+                "tests/helpers.py",
+                "src/shop/prices.py"
+            ]
+        );
+    }
 }

@@ -1,0 +1,159 @@
+//! Go: imports inside the module of the nearest `go.mod` (and of the modules it replaces with
+//! a directory of the repository), and a test's own package.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::{imports, join_dir, list, normalise, parent, re, Resolver, MAX_IMPORTS};
+use crate::heal::redaction::read_inside;
+
+impl Resolver<'_> {
+    pub(super) fn go(&self, from: &str, text: &str) -> Vec<Vec<String>> {
+        static MODULE: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^module\s+(\S+)"));
+        static SINGLE: LazyLock<Regex> =
+            LazyLock::new(|| re(r#"(?m)^\s*import\s+(?:[\w.]+\s+)?"([^"]+)""#));
+        static BLOCK: LazyLock<Regex> = LazyLock::new(|| re(r"(?ms)^\s*import\s*\((.*?)\)"));
+        static QUOTED: LazyLock<Regex> = LazyLock::new(|| re(r#""([^"]+)""#));
+        let mut dirs = Vec::new();
+        // A test is about its own package: the package's other files.
+        if from.ends_with("_test.go") {
+            dirs.push(parent(from));
+        }
+        let module = self.nearest(from, "go.mod").and_then(|dir| {
+            let text = read_inside(self.repo, &join_dir(&dir, "go.mod"))?;
+            let module = MODULE.captures(&text)?[1].to_string();
+            // The module itself, then the modules go.mod replaces with a directory of the
+            // repository (a monorepo's `replace example.com/lib => ../lib`), longest first.
+            let mut modules = vec![(module, dir.clone())];
+            let mut replaced = go_replaces(&text, &dir);
+            replaced.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+            modules.extend(replaced);
+            Some(modules)
+        });
+        if let Some(modules) = &module {
+            let mut paths: Vec<String> = imports(&SINGLE, text).map(|m| m[1].to_string()).collect();
+            for block in imports(&BLOCK, text) {
+                paths.extend(QUOTED.captures_iter(&block[1]).map(|m| m[1].to_string()));
+            }
+            for import in paths {
+                let found = modules.iter().find_map(|(module, root)| {
+                    if import == *module {
+                        Some(root.clone())
+                    } else {
+                        let rest = import.strip_prefix(module.as_str())?.strip_prefix('/')?;
+                        Some(join_dir(root, rest))
+                    }
+                });
+                dirs.extend(found);
+            }
+        }
+        let mut groups = Vec::new();
+        // A test's own file first (`cart_test.go` tests `cart.go`), then the package's others.
+        if let Some(tested) = from.strip_suffix("_test.go") {
+            groups.push(vec![format!("{tested}.go")]);
+        }
+        for dir in dirs {
+            for file in list(self.repo, &dir).into_iter().take(MAX_IMPORTS) {
+                if file.ends_with(".go") && !file.ends_with("_test.go") {
+                    groups.push(vec![join_dir(&dir, &file)]);
+                }
+            }
+        }
+        groups
+    }
+}
+
+/// go.mod's `replace` directives whose target is a directory (`./x`, `../x`: a local module,
+/// no version), as (module path, the directory from the repository's root); a target outside
+/// the repository is left out. Both forms: `replace a => ../a` and a `replace ( … )` block.
+fn go_replaces(gomod: &str, root: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    for line in gomod.lines() {
+        let line = line.split("//").next().unwrap_or("").trim();
+        let spec = if in_block {
+            if line == ")" {
+                in_block = false;
+                continue;
+            }
+            line
+        } else if let Some(rest) = line.strip_prefix("replace") {
+            let rest = rest.trim_start();
+            if rest == "(" {
+                in_block = true;
+                continue;
+            }
+            if rest.len() == line.len() - "replace".len() && !rest.is_empty() {
+                // `replacement …`: not the keyword.
+                continue;
+            }
+            rest
+        } else {
+            continue;
+        };
+        let Some((old, new)) = spec.split_once("=>") else {
+            continue;
+        };
+        let (Some(old), new) = (old.split_whitespace().next(), new.trim()) else {
+            continue;
+        };
+        let local = new == "." || new == ".." || new.starts_with("./") || new.starts_with("../");
+        if let Some(dir) = local.then(|| normalise(root, new)).flatten() {
+            out.push((old.to_string(), dir));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::refs;
+    use super::*;
+
+    #[test]
+    fn go_imports_inside_the_module_and_a_tests_package() {
+        let files = [
+            ("go.mod", "module example.com/shop\n\ngo 1.22\n"),
+            ("cart/a.go", "package cart\n"),
+            ("cart/cart.go", "package cart\n"),
+            (
+                "cart/cart_test.go",
+                "package cart\n\nimport (\n\t\"testing\"\n\tp \"example.com/shop/prices\"\n)\n",
+            ),
+            ("cart/other_test.go", "package cart\n"),
+            ("prices/prices.go", ""),
+            ("prices/prices_test.go", ""),
+        ];
+        assert_eq!(
+            refs(&files, "cart/cart_test.go"),
+            ["cart/cart.go", "cart/a.go", "prices/prices.go"]
+        );
+    }
+
+    #[test]
+    fn go_imports_of_modules_go_mod_replaces_with_a_directory() {
+        let files = [
+            (
+                "app/go.mod",
+                "module example.com/app\n\ngo 1.22\n\nreplace example.com/money => ../libs/money\n\nreplace (\n\texample.com/tax v1.2.0 => ./third_party/tax // vendored fork\n\texample.com/remote => example.com/fork v1.0.0\n\texample.com/outside => ../../elsewhere\n)\n",
+            ),
+            (
+                "app/cart/cart.go",
+                "package cart\n\nimport (\n\t\"example.com/money/cents\"\n\t\"example.com/tax\"\n\t\"example.com/remote/x\"\n\t\"example.com/outside/y\"\n)\n",
+            ),
+            ("libs/money/cents/cents.go", ""),
+            ("libs/money/money.go", ""),
+            ("app/third_party/tax/tax.go", ""),
+            ("elsewhere/y/y.go", ""),
+        ];
+        assert_eq!(
+            refs(&files, "app/cart/cart.go"),
+            ["libs/money/cents/cents.go", "app/third_party/tax/tax.go"]
+        );
+        assert_eq!(
+            go_replaces("replacement x => ./y\nreplace a => ./b\n", ""),
+            [("a".to_string(), "b".to_string())]
+        );
+    }
+}
