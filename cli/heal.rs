@@ -52,7 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         // One heal is one incident here: its budget is the allowance, kept in memory.
         assistant: selfheal_shared::config::ai_config(|k| std::env::var(k).ok())?.map(|ai| {
             let mut assistant = selfheal_worker::assistant::assistant(&ai, Vec::new());
-            assistant.budget = Some(Arc::new(Allowance::new(ai.budget.incident_tokens)));
+            assistant.budget = Some(Arc::new(Allowance::new(ai.incident_allowance())));
             assistant
         }),
         // No history of earlier fixes on a local checkout.

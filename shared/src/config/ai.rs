@@ -38,6 +38,21 @@ pub struct AiConfig {
     pub morph: Option<MorphConfig>,
 }
 
+impl AiConfig {
+    /// One incident's allowance in tokens where nothing is recorded (`selfheal heal`): its
+    /// token budget, and, with prices, its dollar budget at the dearest price.
+    pub fn incident_allowance(&self) -> u64 {
+        let by_dollars = match (self.budget.incident_usd, self.prices) {
+            (Some(usd), Some(p)) if p.dearest_per_token() > 0.0 => {
+                // As the worker's ledger rounds: a millionth of a token forgiven.
+                (usd.max(0.0) / p.dearest_per_token() + 1e-6).floor() as u64
+            }
+            _ => u64::MAX,
+        };
+        self.budget.incident_tokens.min(by_dollars)
+    }
+}
+
 /// Morph's apply model: the model asked for fixes may then answer with lazy edits, which
 /// Morph merges into the files.
 #[derive(Debug, Clone)]
@@ -358,6 +373,14 @@ mod tests {
         assert_eq!(a.budget.incident_tokens, 5000);
         assert_eq!(a.budget.installation_daily_tokens, 90_000);
         assert_eq!(a.budget.incident_usd, Some(2.5));
+        // `selfheal heal`'s allowance is the smaller budget: 5,000 tokens beside $2.50 (166,666
+        // tokens at $15 a million); $0.03 is 2,000; without prices, dollars count for nothing.
+        assert_eq!(a.incident_allowance(), 5000);
+        let mut dear = a.clone();
+        dear.budget.incident_usd = Some(0.03);
+        assert_eq!(dear.incident_allowance(), 2000);
+        dear.prices = None;
+        assert_eq!(dear.incident_allowance(), 5000);
         assert_eq!(a.budget.installation_daily_usd, Some(40.0));
         let p = a.prices.unwrap();
         // A token is priced at the dearest kind before the service says which it was.
