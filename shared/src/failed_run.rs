@@ -574,7 +574,12 @@ async fn in_transaction(
             } else {
                 tx.execute(
                     &s.add_repository,
-                    &[&repository_id, &installation_id, &ev.repository.full_name],
+                    &[
+                        &repository_id,
+                        &installation_id,
+                        &ev.repository.full_name,
+                        &delivery_id,
+                    ],
                 )
                 .await
             }

@@ -399,7 +399,7 @@ async fn open_run(
     lock_branch(tx, ev).await?;
     // The caller has checked that a failed run names its installation.
     let installation_id = ev.installation.as_ref().map(|i| i.id).unwrap_or_default();
-    installations::upsert_repository(tx, ev, installation_id).await?;
+    installations::upsert_repository(tx, delivery_id, ev, installation_id).await?;
 
     let row = tx
         .query_one(

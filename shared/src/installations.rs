@@ -150,9 +150,9 @@ async fn add_repository(
         .execute(
             &client
                 .prepare_cached(
-                    "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
+                    "INSERT INTO repositories (id, installation_id, full_name, seen_at) VALUES ($1, $2, $3, now())
              ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id,
-               full_name = EXCLUDED.full_name, removed_at = NULL",
+               full_name = EXCLUDED.full_name, removed_at = NULL, seen_at = now()",
                 )
                 .await?,
             &[&r.id, &installation_id, &r.full_name],
@@ -171,8 +171,13 @@ pub(crate) const KNOWN: &str = "SELECT i.account_login, r.installation_id, r.ful
      WHERE i.id = $1";
 pub(crate) const ADD_INSTALLATION: &str = "INSERT INTO installations (id, account_login) VALUES ($1, $2)
      ON CONFLICT (id) DO UPDATE SET account_login = coalesce(EXCLUDED.account_login, installations.account_login)";
-pub(crate) const ADD_REPOSITORY: &str = "INSERT INTO repositories (id, installation_id, full_name) VALUES ($1, $2, $3)
-     ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id, full_name = EXCLUDED.full_name";
+/// The repository as delivery `$4` names it, unless a delivery received later already did: a
+/// failed run is admitted after it was received, and an old name must not undo a new one.
+pub(crate) const ADD_REPOSITORY: &str = "INSERT INTO repositories (id, installation_id, full_name, seen_at)
+     VALUES ($1, $2, $3, coalesce((SELECT received_at FROM webhook_deliveries WHERE delivery_id = $4), now()))
+     ON CONFLICT (id) DO UPDATE SET installation_id = EXCLUDED.installation_id, full_name = EXCLUDED.full_name,
+       seen_at = EXCLUDED.seen_at
+     WHERE repositories.seen_at IS NULL OR repositories.seen_at <= EXCLUDED.seen_at";
 
 /// Why selfheal must not act on this repository, if it must not.
 pub async fn inactive_reason(
@@ -228,6 +233,7 @@ pub(crate) fn known(
 /// The installation and repository a failed run names, as selfheal keeps them.
 pub(crate) async fn upsert_repository(
     tx: &Transaction<'_>,
+    delivery_id: &str,
     ev: &WorkflowRunEvent,
     installation_id: i64,
 ) -> Result<(), tokio_postgres::Error> {
@@ -252,6 +258,7 @@ pub(crate) async fn upsert_repository(
                 &ev.repository.id,
                 &installation_id,
                 &ev.repository.full_name,
+                &delivery_id,
             ],
         )
         .await?;

@@ -8,6 +8,7 @@ mod support;
 
 mod access;
 mod access_sign_in;
+mod admission;
 mod ai;
 mod ai_spend;
 mod audit;
