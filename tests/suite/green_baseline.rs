@@ -50,9 +50,18 @@ async fn diagnosed(
     app: &App,
     github_run: i64,
 ) -> (String, Option<i64>, String, String) {
-    let (_, body) = app
-        .deliver("workflow_run", &env.failing_run(github_run, &now()))
-        .await;
+    // The recorded payload's run was a `repository_dispatch`: here, a push's.
+    let mut failing = env.failing_run(github_run, &now());
+    failing["workflow_run"]["event"] = json!("push");
+    diagnosed_run(env, app, failing).await
+}
+
+async fn diagnosed_run(
+    env: &TestEnv,
+    app: &App,
+    failing: Value,
+) -> (String, Option<i64>, String, String) {
+    let (_, body) = app.deliver("workflow_run", &failing).await;
     let run_id: Uuid = env.run_of(&body).await;
     env.wait_until(
         &format!("SELECT count(*) = 1 FROM stage_attempts WHERE run_id = '{run_id}' AND stage = 'diagnose' AND outcome = 'succeeded'"),
@@ -189,6 +198,35 @@ async fn an_unknown_failure_is_shown_by_what_the_last_green_run_did_not_print() 
         excerpt.starts_with("checking error pages: 4 found"),
         "{excerpt}"
     );
+}
+
+/// A pull request's failure is compared with an earlier green run of the same event on its
+/// branch, of the repository itself: never a fork's pull request on a branch of the same name,
+/// nor a push.
+#[tokio::test]
+async fn a_pull_requests_failure_is_compared_with_its_own_green_run() {
+    let env = TestEnv::new().await;
+    let app = env.spawn_web().await;
+    let _worker = env.spawn_worker("w1");
+    let mut fork = listed("feature", "pull_request", "success");
+    fork["head_repository"] = json!("mallory/octo-repo");
+    env.standin.set_knobs(Knobs {
+        log_text: Some(FAILED.into()),
+        green_log_text: Some(GREEN.into()),
+        // Newest last: the pull request's own green run (7000), a push (7001), a fork's (7002).
+        workflow_runs: vec![
+            listed("feature", "pull_request", "success"),
+            listed("feature", "push", "success"),
+            fork,
+        ],
+        ..Knobs::default()
+    });
+    let mut failing = env.failing_run(1907, &now());
+    failing["workflow_run"]["event"] = json!("pull_request");
+    failing["workflow_run"]["head_branch"] = json!("feature");
+    let (excerpt, green_run, detail, _) = diagnosed_run(&env, &app, failing).await;
+    assert_eq!(green_run, Some(7000), "{detail}");
+    assert!(excerpt.starts_with("publish: version 1.4.0"), "{excerpt}");
 }
 
 /// GitHub failing the lookup costs the baseline, not the diagnosis: the reason is in the

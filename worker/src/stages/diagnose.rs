@@ -153,10 +153,15 @@ async fn green_baseline(
         return Ok(None);
     }
     let client = ctx.pool.get().await?;
+    // The failed run's own event: a pull request's earlier green run is its baseline, a
+    // push's the branch's last green push.
     let incident = client
         .query_one(
-            "SELECT branch, workflow_id FROM incidents WHERE id = $1",
-            &[&run.incident_id],
+            "SELECT i.branch, i.workflow_id, d.payload->'workflow_run'->>'event'
+             FROM runs r JOIN incidents i ON i.id = r.incident_id
+             JOIN webhook_deliveries d ON d.delivery_id = r.delivery_id
+             WHERE r.id = $1",
+            &[&run.id],
         )
         .await?;
     // Back to the pool before GitHub is asked: the lookup can take seconds.
@@ -171,6 +176,7 @@ async fn green_baseline(
             repo: &run.repository_full_name,
             workflow_id: incident.get(1),
             branch: incident.get::<_, &str>(0),
+            event: incident.get::<_, Option<&str>>(2).unwrap_or("push"),
             job_name,
         },
     )

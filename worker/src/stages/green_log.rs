@@ -1,9 +1,10 @@
 //! The log of the same job in the workflow's last green run on the branch, for a failure no
 //! parser recognises: diagnosis then shows the failed step's lines that run did not print,
 //! rather than every line that reads like an error (`diagnose::diagnose_github_since`,
-//! measured in docs/diagnosis.md). Found as the culprit search finds its starting point: the
-//! workflow's successful push runs on the branch, of the repository itself (a fork's pull
-//! request can run on a branch of the same name); then that run's job of the same name.
+//! measured in docs/diagnosis.md). Found among the workflow's successful runs on the branch of
+//! the failed run's own event (a push's last green push, a pull request's earlier green run),
+//! of the repository itself (a fork's pull request can run on a branch of the same name); then
+//! that run's job of the same name.
 
 use selfheal_shared::github::Installation;
 use serde::Deserialize;
@@ -46,6 +47,8 @@ pub struct Wanted<'a> {
     pub repo: &'a str,
     pub workflow_id: i64,
     pub branch: &'a str,
+    /// The failed run's event (`push`, `pull_request`, `schedule`, …): green runs of the same.
+    pub event: &'a str,
     pub job_name: &'a str,
 }
 
@@ -65,6 +68,7 @@ pub async fn last_green(
         repo,
         workflow_id,
         branch,
+        event,
         job_name,
     } = *wanted;
     let runs: Runs = crab
@@ -73,7 +77,7 @@ pub async fn last_green(
             Some(&[
                 ("branch", branch),
                 ("status", "success"),
-                ("event", "push"),
+                ("event", event),
                 ("per_page", "10"),
             ]),
         )
