@@ -147,25 +147,26 @@ async fn a_stream_cut_short_is_asked_again_and_never_half_used() {
         "{err}"
     );
 
-    // Cut, then refused: the refusal costs nothing, the cut attempt what it reported.
-    s.push(Reply::Events(cut));
+    // Cut, then refused, or told to wait longer than allowed: a refusal or a rate limit alone
+    // costs nothing, but the cut attempt was paid for, amount unknown: the whole grant counts.
+    let charged = |err: AiError| {
+        assert!(matches!(err, AiError::AfterPaid { .. }), "{err}");
+        selfheal_engine::ai::Usage::charged(&Err::<(), _>(err), |_| unreachable!())
+    };
+    s.push(Reply::Events(cut.clone()));
     s.push(Reply::Status(
         400,
         None,
         json!({"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long"}}),
     ));
-    let err = ask(&anthropic(&s, KEY)).await.unwrap_err();
-    let charged = selfheal_engine::ai::Usage::charged(&Err::<(), _>(err), |_| unreachable!());
-    let charged = charged.expect("the cut attempt's counts");
-    assert_eq!(
-        (
-            charged.input_tokens,
-            charged.cache_write_tokens,
-            charged.output_tokens
-        ),
-        (472, 1024, 2),
-        "{charged:?}"
-    );
+    assert_eq!(charged(ask(&anthropic(&s, KEY)).await.unwrap_err()), None);
+    s.push(Reply::Events(cut));
+    s.push(Reply::Status(
+        429,
+        Some(3600),
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}),
+    ));
+    assert_eq!(charged(ask(&anthropic(&s, KEY)).await.unwrap_err()), None);
 }
 
 #[tokio::test]

@@ -135,8 +135,8 @@ impl Usage {
             }
             // Rate limits and overloads are not charged; a stream cut short may have been.
             AiError::Unavailable { status, .. } if *status != 200 => Some(Usage::default()),
-            // What the attempts cut short reported; the failure after them cost nothing.
-            AiError::AfterPaid { spent, .. } => Some(spent.clone()),
+            // Attempts cut short were paid for beyond what they reported before the cut (as a
+            // stream cut every time is): unknown, so the whole grant counts.
             _ => None,
         }
     }
@@ -183,7 +183,8 @@ pub enum AiError {
     #[error("the model declined to answer ({0})")]
     Declined(String),
     /// A failure that costs nothing of itself, after attempts the service was paid for
-    /// (streams cut short and asked again): what they reported counts.
+    /// (streams cut short and asked again): what they cost is not known, as for a stream cut
+    /// every time, and the request counts its whole grant.
     #[error("{source} (after attempts cut short that used {} tokens)", spent.total())]
     AfterPaid {
         #[source]
@@ -386,15 +387,12 @@ mod tests {
             message: "".into(),
         };
         assert_eq!(Usage::charged(&Err::<Usage, _>(cut), |u| u), None);
-        // Refused after a stream cut short: what the cut one reported.
+        // Refused after a stream cut short: paid, amount unknown.
         let after = AiError::AfterPaid {
             source: Box::new(AiError::WaitTooLong(Duration::from_secs(60))),
             spent: counted.clone(),
         };
-        assert_eq!(
-            Usage::charged(&Err::<Usage, _>(after), |u| u),
-            Some(counted.clone())
-        );
+        assert_eq!(Usage::charged(&Err::<Usage, _>(after), |u| u), None);
         let huge = Usage {
             input_tokens: u64::MAX,
             output_tokens: 1,

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{imports, join_dir, normalise, parent, re, up, Resolver};
+use super::{imports, join_dir, normalise, parent, re, up, Resolver, MAX_IMPORTS};
 use crate::heal::redaction::read_inside;
 
 /// Places an absolute import is looked for, at most.
@@ -52,6 +52,7 @@ impl Resolver<'_> {
                 .map_or("", |g| g.as_str())
                 .split(',')
                 .filter_map(|n| n.split_whitespace().next())
+                .take(MAX_IMPORTS)
                 .collect();
             let bases: Vec<String> = if dots == 0 {
                 roots.to_vec()
@@ -91,6 +92,11 @@ impl Resolver<'_> {
                 groups.push(roots.iter().flat_map(|b| module(b, dotted)).collect());
             }
         }
+        // Each place looked up once, and no more than a file's imports elsewhere: one
+        // `from x import (a, b, …)` can name thousands, each tried under every root.
+        let mut seen = std::collections::HashSet::new();
+        groups.retain(|g: &Vec<String>| seen.insert(g.clone()));
+        groups.truncate(MAX_IMPORTS);
         groups
     }
 
