@@ -10,25 +10,10 @@ use selfheal_shared::github::Installation;
 use serde::Deserialize;
 
 use super::download::api_error;
+use super::green_log;
 use super::history::{self, History};
 use super::StageError;
 use crate::heal::{Candidate, MAX_CANDIDATES};
-
-#[derive(Deserialize)]
-struct Runs {
-    workflow_runs: Vec<RunRef>,
-}
-
-#[derive(Deserialize)]
-struct RunRef {
-    head_sha: String,
-    head_repository: Option<RepoRef>,
-}
-
-#[derive(Deserialize)]
-struct RepoRef {
-    full_name: String,
-}
 
 #[derive(Deserialize)]
 struct Comparison {
@@ -105,28 +90,12 @@ pub async fn since_last_green(
     head_sha: &str,
 ) -> Result<Listed, StageError> {
     let mut listed = Listed::default();
-    // Pushes only: a fork's pull request can run on a branch of the same name.
-    let runs: Runs = crab
-        .get(
-            format!("/repos/{repo}/actions/workflows/{workflow_id}/runs"),
-            Some(&[
-                ("branch", branch),
-                ("status", "success"),
-                ("event", "push"),
-                ("per_page", "10"),
-            ]),
-        )
-        .await
-        .map_err(|e| api_error(e, "the workflow's successful runs"))?;
-    let green = runs
-        .workflow_runs
-        .iter()
-        .find(|r| {
-            r.head_repository
-                .as_ref()
-                .is_none_or(|h| h.full_name == repo)
-        })
-        .map(|r| r.head_sha.clone());
+    // Pushes only: the commits since the branch's last green push are what turned it red.
+    let green = green_log::green_runs(crab, repo, workflow_id, branch, "push")
+        .await?
+        .into_iter()
+        .next()
+        .map(|r| r.head_sha);
     let Some(green) = green else {
         listed.skipped.push(format!(
             "no successful run of the workflow on {branch} to start from"

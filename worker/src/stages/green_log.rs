@@ -18,9 +18,11 @@ struct Runs {
     workflow_runs: Vec<RunRef>,
 }
 
+/// A successful run of a workflow, as the runs listing gives it.
 #[derive(Deserialize)]
-struct RunRef {
-    id: i64,
+pub(super) struct RunRef {
+    pub id: i64,
+    pub head_sha: String,
     head_repository: Option<RepoRef>,
 }
 
@@ -52,6 +54,39 @@ pub struct Wanted<'a> {
     pub job_name: &'a str,
 }
 
+/// The workflow's successful runs of `event` on `branch` (the first page, newest first), of
+/// the repository itself: a fork's pull request can run on a branch of the same name. The
+/// culprit search starts from the first (`culprits`), the green baseline looks through them.
+pub(super) async fn green_runs(
+    crab: &Installation,
+    repo: &str,
+    workflow_id: i64,
+    branch: &str,
+    event: &str,
+) -> Result<Vec<RunRef>, StageError> {
+    let runs: Runs = crab
+        .get(
+            format!("/repos/{repo}/actions/workflows/{workflow_id}/runs"),
+            Some(&[
+                ("branch", branch),
+                ("status", "success"),
+                ("event", event),
+                ("per_page", "10"),
+            ]),
+        )
+        .await
+        .map_err(|e| api_error(e, "the workflow's successful runs"))?;
+    Ok(runs
+        .workflow_runs
+        .into_iter()
+        .filter(|r| {
+            r.head_repository
+                .as_ref()
+                .is_none_or(|h| h.full_name == repo)
+        })
+        .collect())
+}
+
 /// Green runs looked at, newest first, for one that ran the job (a run can skip a job: a
 /// path filter, an `if:`).
 const MAX_RUNS: usize = 3;
@@ -71,24 +106,11 @@ pub async fn last_green(
         event,
         job_name,
     } = *wanted;
-    let runs: Runs = crab
-        .get(
-            format!("/repos/{repo}/actions/workflows/{workflow_id}/runs"),
-            Some(&[
-                ("branch", branch),
-                ("status", "success"),
-                ("event", event),
-                ("per_page", "10"),
-            ]),
-        )
-        .await
-        .map_err(|e| api_error(e, "the workflow's successful runs"))?;
-    let own = runs.workflow_runs.iter().filter(|r| {
-        r.head_repository
-            .as_ref()
-            .is_none_or(|h| h.full_name == repo)
-    });
-    for green in own.take(MAX_RUNS) {
+    for green in green_runs(crab, repo, workflow_id, branch, event)
+        .await?
+        .iter()
+        .take(MAX_RUNS)
+    {
         let listed = pr_state::all_pages(
             crab,
             &format!("/repos/{repo}/actions/runs/{}/jobs", green.id),
