@@ -37,23 +37,25 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
             &[&run.id],
         )
         .await?;
-    let mut best: Option<(usize, Diagnosis)> = None;
+    // The job's row, its log and step window (kept for the green comparison), its diagnosis.
+    let mut best: Option<(usize, String, Option<diagnose::StepWindow>, Diagnosis)> = None;
     for (i, row) in rows.iter().enumerate() {
         // GitHub's job logs: no output line may pass for another CI's marker; the step is the
         // first the jobs API says failed, found by its times.
         let steps: Option<serde_json::Value> = row.get(2);
-        let d = diagnose::diagnose_github(&gunzip(row.get(1))?, first_failed(steps.as_ref()));
+        let (log, window) = (gunzip(row.get(1))?, first_failed(steps.as_ref()));
+        let d = diagnose::diagnose_github(&log, window);
         let known = d.class != Class::Unknown;
         if best.is_none()
             || (known
                 && best
                     .as_ref()
-                    .is_some_and(|(_, b)| b.class == Class::Unknown))
+                    .is_some_and(|(.., b)| b.class == Class::Unknown))
         {
-            best = Some((i, d));
+            best = Some((i, log, window, d));
         }
     }
-    let Some((i, mut d)) = best else {
+    let Some((i, log, window, mut d)) = best else {
         return Err(StageError::Permanent(
             "triage stored no failed job log to diagnose".into(),
         ));
@@ -73,24 +75,19 @@ pub async fn run(ctx: &WorkerContext, run: &Run) -> Result<StageReport, StageErr
                 )))
             });
         match found {
-            Ok(Some(log)) => {
-                let steps: Option<serde_json::Value> = row.get(2);
-                let since = diagnose::diagnose_github_since(
-                    &gunzip(row.get(1))?,
-                    first_failed(steps.as_ref()),
-                    &log.text,
-                );
+            Ok(Some(passed)) => {
+                let since = diagnose::diagnose_github_since(&log, window, &passed.text);
                 // A green log that printed every line chose nothing: the excerpt is as before.
                 if since.since_green {
                     d = since;
-                    let gz = triage::gzip(log.text.as_bytes()).map_err(|e| {
+                    let gz = triage::gzip(passed.text.as_bytes()).map_err(|e| {
                         StageError::Transient(format!("compressing the green log: {e}"))
                     })?;
                     baseline = format!(
                         "; shown by what green run {} did not print",
-                        log.github_run_id
+                        passed.github_run_id
                     );
-                    green = Some((log.github_run_id, gz));
+                    green = Some((passed.github_run_id, gz));
                 }
             }
             Ok(None) => {}
