@@ -55,10 +55,12 @@ const ACCEPT: &str = "WITH stored AS (
 
 /// Stores a failed run's delivery with its admission's outbox row, which carries the web's
 /// hourly budget (`runs_per_hour`) for the admission to apply: `Accepted`, or `Duplicate`
-/// when its id was seen before.
+/// when its id was seen before. The webhook writes these in batches (`accepts`), and alone
+/// when a batch is refused.
 pub(crate) async fn accept(
     client: &Object,
     delivery: &Delivery<'_>,
+    traceparent: Option<&str>,
     runs_per_hour: Option<i64>,
 ) -> Result<Ingested, tokio_postgres::Error> {
     let row = delivery.envelope;
@@ -72,7 +74,7 @@ pub(crate) async fn accept(
                 &row.installation_id,
                 &row.repository_id,
                 &delivery.payload,
-                &crate::trace_context::current(),
+                &traceparent,
                 &runs_per_hour,
             ],
         )

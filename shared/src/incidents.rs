@@ -190,6 +190,14 @@ pub enum Parsed {
     Other,
 }
 
+/// Whether the delivery is a failed run that is only stored, with the outbox row that has a
+/// worker admit it (`failed_run::accept`; `accepts` writes those in batches).
+pub fn only_accepted(parsed: &Parsed, gates: &Gates) -> bool {
+    // A workflow the allowlist leaves out is settled on the general path, from the web's own
+    // settings; the budget needs a count, and goes with the delivery.
+    matches!(parsed, Parsed::WorkflowRun(ev) if failed_run::applies(ev) && unlisted_workflow(ev, gates).is_none())
+}
+
 /// Stores a verified delivery and acts on it, in one transaction on `client`: either
 /// everything (delivery, incident, run, outbox row, audit rows) lands, or nothing. A failed
 /// run is only stored, with the outbox row that has a worker admit it (`failed_run`).
@@ -199,12 +207,10 @@ pub async fn ingest(
     parsed: &Parsed,
     gates: &Gates,
 ) -> Result<Ingested, tokio_postgres::Error> {
-    if let Parsed::WorkflowRun(ev) = parsed {
-        // A workflow the allowlist leaves out is settled here, on the general path, from the
-        // web's own settings; the budget needs a count, and goes with the delivery.
-        if failed_run::applies(ev) && unlisted_workflow(ev, gates).is_none() {
-            return failed_run::accept(&client, delivery, gates.runs_per_hour).await;
-        }
+    if only_accepted(parsed, gates) {
+        let traceparent = crate::trace_context::current();
+        return failed_run::accept(&client, delivery, traceparent.as_deref(), gates.runs_per_hour)
+            .await;
     }
     let tx = client.transaction().await?;
     let result = ingest_in(&tx, delivery, parsed, gates).await?;

@@ -1,6 +1,7 @@
 //! Code both processes need: typed config, the Postgres schema and its queries, the stage jobs
 //! and their queue, and the GitHub client.
 
+pub mod accepts;
 pub mod audit;
 pub mod cause;
 mod commands;

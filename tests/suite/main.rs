@@ -6,6 +6,7 @@
 mod heal_cli;
 mod support;
 
+mod accepts;
 mod access;
 mod access_sign_in;
 mod admission;

@@ -93,6 +93,17 @@ impl From<tokio_postgres::Error> for ApiError {
     }
 }
 
+impl From<selfheal_shared::accepts::AcceptError> for ApiError {
+    fn from(e: selfheal_shared::accepts::AcceptError) -> Self {
+        use selfheal_shared::accepts::AcceptError;
+        match e {
+            AcceptError::Pool(e) => e.into(),
+            AcceptError::Db(e) => e.into(),
+            AcceptError::Stopped => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         ApiError::Unavailable(Chain(&e).to_string())

@@ -18,7 +18,7 @@ use axum::Router;
 use deadpool_postgres::Pool;
 use secrecy::SecretString;
 use selfheal_shared::queue::{self, JobQueue};
-use selfheal_shared::{db, outbox, Config};
+use selfheal_shared::{accepts, db, outbox, Config};
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
@@ -32,6 +32,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub gates: Arc<selfheal_shared::config::Gates>,
     pub marks: outbox::Marks,
+    /// Failed runs' deliveries, stored in batches (`accepts`).
+    pub accepts: accepts::Accepts,
     /// Who may sign in to `/dashboard`: none (the dashboard is off) without a token or a
     /// provider.
     pub access: Option<access::Access>,
@@ -140,11 +142,10 @@ fn metrics_router(state: AppState, limits: Limits) -> Router {
 pub const DB_POOL_SIZE: usize = 16;
 
 /// Builds the state from config. Postgres may be down at this point: the pool connects lazily
-/// and requests answer 503 until it is back. Migrations run when it is reachable. The handle
-/// is the writer of the outbox marks (`outbox::Marks`): await it once the state is dropped.
-pub async fn state(
-    config: &Config,
-) -> Result<(AppState, tokio::task::JoinHandle<()>), db::DbError> {
+/// and requests answer 503 until it is back. Migrations run when it is reachable. The handles
+/// are the writers of the outbox marks (`outbox::Marks`) and of accepted deliveries
+/// (`accepts::Accepts`): await them once the state is dropped.
+pub async fn state(config: &Config) -> Result<(AppState, Writers), db::DbError> {
     let pool = db::pool(config.database_url(), DB_POOL_SIZE)?;
     let migrated = if config.migrate_at_start {
         db::migrate(&pool).await
@@ -165,6 +166,7 @@ pub async fn state(
         config.worker.missed_heartbeats,
     );
     let (marks, marking) = outbox::Marks::start(pool.clone());
+    let (accepts, accepting) = accepts::Accepts::start(pool.clone());
     let metrics = Arc::new(metrics::Metrics::default());
     let state_pool = pool.clone();
     let state = AppState {
@@ -176,8 +178,21 @@ pub async fn state(
         config_summary: Arc::new(format!("{config:#?}")),
         gates: Arc::new(config.gates.clone()),
         marks,
+        accepts,
     };
-    Ok((state, marking))
+    Ok((
+        state,
+        Writers {
+            marking,
+            accepting,
+        },
+    ))
+}
+
+/// The background writers `state` starts; each ends once the state's last clone is dropped.
+pub struct Writers {
+    pub marking: tokio::task::JoinHandle<()>,
+    pub accepting: tokio::task::JoinHandle<()>,
 }
 
 /// Serves until `shutdown` resolves; the outbox relay runs beside the server.
@@ -186,7 +201,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (state, marking) = state(&config).await?;
+    let (state, writers) = state(&config).await?;
     let relay = tokio::spawn(outbox::relay_forever(
         state.pool.clone(),
         state.queue.clone(),
@@ -214,9 +229,22 @@ pub async fn serve(
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    // The marks of the last requests are written (briefly bounded: the relay would push those
-    // rows again, which costs a duplicate job, not a lost one).
-    if tokio::time::timeout(Duration::from_secs(5), marking)
+    // The metrics server holds a clone of the state, which keeps the writers waiting for more.
+    if let Some(metrics) = metrics {
+        metrics.abort();
+        let _ = metrics.await;
+    }
+    // Deliveries already handed to the writers are stored (every request has its answer by
+    // now, so none is waiting), then the marks of the last requests are written (briefly
+    // bounded: the relay would push those rows again, which costs a duplicate job, not a lost
+    // one).
+    if tokio::time::timeout(Duration::from_secs(5), writers.accepting)
+        .await
+        .is_err()
+    {
+        tracing::warn!("accepted deliveries not all written at shutdown");
+    }
+    if tokio::time::timeout(Duration::from_secs(5), writers.marking)
         .await
         .is_err()
     {
@@ -225,8 +253,5 @@ pub async fn serve(
         );
     }
     relay.abort();
-    if let Some(metrics) = metrics {
-        metrics.abort();
-    }
     Ok(result?)
 }

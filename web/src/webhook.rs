@@ -93,19 +93,20 @@ async fn ingest(
         _ => Parsed::Other,
     };
 
-    let client = state.pool.get().await?;
-    let ingested = incidents::ingest(
-        client,
-        &Delivery {
-            id: delivery_id,
-            event,
-            payload,
-            envelope: &envelope,
-        },
-        &parsed,
-        &state.gates,
-    )
-    .await?;
+    let delivery = Delivery {
+        id: delivery_id,
+        event,
+        payload,
+        envelope: &envelope,
+    };
+    let ingested = if incidents::only_accepted(&parsed, &state.gates) {
+        state
+            .accepts
+            .accept(&delivery, state.gates.runs_per_hour)
+            .await?
+    } else {
+        incidents::ingest(state.pool.get().await?, &delivery, &parsed, &state.gates).await?
+    };
 
     let (status, body) = match &ingested {
         Ingested::Duplicate => (StatusCode::OK, json!({"status": "duplicate"})),
