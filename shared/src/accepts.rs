@@ -220,8 +220,7 @@ async fn write_together(
     let installations: Vec<Option<i64>> = batch.iter().map(|p| p.installation_id).collect();
     let repositories: Vec<Option<i64>> = batch.iter().map(|p| p.repository_id).collect();
     let payloads: Vec<&str> = batch.iter().map(|p| p.payload.as_str()).collect();
-    let traceparents: Vec<Option<&str>> =
-        batch.iter().map(|p| p.traceparent.as_deref()).collect();
+    let traceparents: Vec<Option<&str>> = batch.iter().map(|p| p.traceparent.as_deref()).collect();
     let budgets: Vec<Option<i64>> = batch.iter().map(|p| p.runs_per_hour).collect();
     let rows = client
         .query(

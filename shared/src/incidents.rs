@@ -209,8 +209,13 @@ pub async fn ingest(
 ) -> Result<Ingested, tokio_postgres::Error> {
     if only_accepted(parsed, gates) {
         let traceparent = crate::trace_context::current();
-        return failed_run::accept(&client, delivery, traceparent.as_deref(), gates.runs_per_hour)
-            .await;
+        return failed_run::accept(
+            &client,
+            delivery,
+            traceparent.as_deref(),
+            gates.runs_per_hour,
+        )
+        .await;
     }
     let tx = client.transaction().await?;
     let result = ingest_in(&tx, delivery, parsed, gates).await?;

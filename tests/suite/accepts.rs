@@ -118,7 +118,10 @@ async fn deliveries_that_gather_are_written_together_each_with_its_own_outcome()
                 accepted += 1;
                 // The outbox row answered is this delivery's own.
                 let named: String = db
-                    .query_one("SELECT delivery_id FROM outbox WHERE id = $1", &[&outbox_id])
+                    .query_one(
+                        "SELECT delivery_id FROM outbox WHERE id = $1",
+                        &[&outbox_id],
+                    )
                     .await
                     .unwrap()
                     .get(0);
@@ -146,7 +149,11 @@ async fn deliveries_that_gather_are_written_together_each_with_its_own_outcome()
         .await
         .unwrap()
         .get(0);
-    assert_eq!(outbox, 12 + WRITERS as i64, "one outbox row per stored delivery");
+    assert_eq!(
+        outbox,
+        12 + WRITERS as i64,
+        "one outbox row per stored delivery"
+    );
 
     // A payload Postgres cannot store, in a batch with good ones: refused alone.
     let held = hold(&accepts, &holder, &watcher, "b").await;

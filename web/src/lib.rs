@@ -180,13 +180,7 @@ pub async fn state(config: &Config) -> Result<(AppState, Writers), db::DbError> 
         marks,
         accepts,
     };
-    Ok((
-        state,
-        Writers {
-            marking,
-            accepting,
-        },
-    ))
+    Ok((state, Writers { marking, accepting }))
 }
 
 /// The background writers `state` starts; each ends once the state's last clone is dropped.
