@@ -75,6 +75,37 @@ CARGO_TOML = """
     serde_json = "=1.0.133"
 """
 
+# Bazel 4.2.3 (Debian's bazel-bootstrap) fetches rules_cc, rules_java and its coverage tools
+# on first use; these machines cannot reach them. The CI image here holds local copies (as a
+# CI behind a mirror holds a repository cache): minimal stand-ins that hand Bazel's native
+# rules back, named in the project's `.bazelrc` as such a CI names its mirror. Debian's own
+# bazel-rules-cc is too new for this Bazel. Nothing else about the build is changed.
+BAZEL_REPOS = "/tmp/corpus-bazel-repos"
+BAZEL_OFFLINE = " && ".join([
+    f"rm -rf {BAZEL_REPOS} && mkdir -p {BAZEL_REPOS}/rules_cc/cc {BAZEL_REPOS}/rules_java/java {BAZEL_REPOS}/coverage",
+    f"touch {BAZEL_REPOS}/rules_cc/WORKSPACE {BAZEL_REPOS}/rules_cc/BUILD {BAZEL_REPOS}/rules_java/WORKSPACE {BAZEL_REPOS}/rules_java/BUILD {BAZEL_REPOS}/rules_java/java/BUILD {BAZEL_REPOS}/coverage/WORKSPACE",
+    f"for r in cc_library cc_binary cc_test cc_toolchain cc_toolchain_suite; do printf 'def %s(**kwargs):\\n    native.%s(**kwargs)\\n\\n' $r $r; done > {BAZEL_REPOS}/rules_cc/cc/defs.bzl",
+    f"echo 'alias(name = \"toolchain_type\", actual = \"@bazel_tools//tools/cpp:toolchain_type\", visibility = [\"//visibility:public\"])' > {BAZEL_REPOS}/rules_cc/cc/BUILD",
+    f"for r in java_binary java_import java_library java_toolchain java_runtime java_test java_plugin; do printf 'def %s(**kwargs):\\n    native.%s(**kwargs)\\n\\n' $r $r; done > {BAZEL_REPOS}/rules_java/java/defs.bzl",
+    f"printf '#!/bin/sh\\nexit 0\\n' > {BAZEL_REPOS}/coverage/noop.sh && chmod +x {BAZEL_REPOS}/coverage/noop.sh",
+    f"printf 'sh_binary(name = \"coverage_report_generator\", srcs = [\"noop.sh\"], visibility = [\"//visibility:public\"])\\nsh_binary(name = \"lcov_merger\", srcs = [\"noop.sh\"], visibility = [\"//visibility:public\"])\\n' > {BAZEL_REPOS}/coverage/BUILD",
+])
+BAZELRC = (
+    f"build --override_repository=rules_cc={BAZEL_REPOS}/rules_cc\n"
+    f"build --override_repository=rules_java={BAZEL_REPOS}/rules_java\n"
+    f"build --override_repository=remote_coverage_tools={BAZEL_REPOS}/coverage\n"
+    "build --override_repository=platforms=/usr/share/bazel/tools/platforms\n"
+    # Bazel's linux-sandbox cannot nest in a container here (and prints its debug trace).
+    "build --spawn_strategy=local\n"
+)
+BAZEL_BASKET = {
+    "WORKSPACE": "",
+    ".bazelrc": BAZELRC,
+    "BUILD": 'cc_library(name = "basket", srcs = ["basket.cc"], hdrs = ["basket.h"])\n\ncc_test(name = "basket_test", srcs = ["basket_test.cc"], deps = [":basket"])\n',
+    "basket.h": "int total(const int* items, int n);\n",
+    "basket_test.cc": '#include <cstdio>\n#include "basket.h"\n\nint main() {\n    int items[] = {3, 4};\n    int got = total(items, 2);\n    if (got != 7) {\n        std::printf("basket_test.cc:7: total({3, 4}): expected 7, got %d\\n", got);\n        return 1;\n    }\n    return 0;\n}\n',
+}
+
 CASES = [
     # ---- Python ---------------------------------------------------------------------
     {
@@ -836,5 +867,31 @@ CASES = [
         },
         "env": {"TEST_TMPDIR": "/tmp/corpus-bazel"},
         "run": "bazel build --noshow_progress //:widgets",
+    },
+    {
+        "name": "bazel-test-failure",
+        "fix": [('basket.cc', 'int sum = 1;', 'int sum = 0;')],
+        "language": "cpp",
+        "ci": "buildkite",
+        "files": {
+            **BAZEL_BASKET,
+            "basket.cc": '#include "basket.h"\n\nint total(const int* items, int n) {\n    int sum = 1;\n    for (int i = 0; i < n; i++) sum += items[i];\n    return sum;\n}\n',
+        },
+        "env": {"TEST_TMPDIR": "/tmp/corpus-bazel-test"},
+        "prepare": [BAZEL_OFFLINE],
+        "run": "bazel test --noshow_progress --test_output=errors //...",
+    },
+    {
+        "name": "bazel-compile-error",
+        "fix": [('basket.cc', 'sum += items[i]\n', 'sum += items[i];\n')],
+        "language": "cpp",
+        "ci": "github",
+        "files": {
+            **BAZEL_BASKET,
+            "basket.cc": '#include "basket.h"\n\nint total(const int* items, int n) {\n    int sum = 0;\n    for (int i = 0; i < n; i++) sum += items[i]\n    return sum;\n}\n',
+        },
+        "env": {"TEST_TMPDIR": "/tmp/corpus-bazel-build"},
+        "prepare": [BAZEL_OFFLINE],
+        "run": "bazel build --noshow_progress //...",
     },
 ]

@@ -318,12 +318,46 @@ pub fn bazel_test(step: &FailedStep) -> Option<Finding> {
     } else {
         "test failed"
     };
+    // With `--test_output=errors` (or `all`) the failing tests' own output is in the log,
+    // between Bazel's rules: what the test said comes first, then the summary's lines.
+    let mut explains = Vec::new();
+    let mut culprit = None;
+    let mut lines = step.lines.iter().enumerate();
+    while let Some((i, l)) = lines.next() {
+        if !BAZEL_TEST_OUTPUT.is_match(l) {
+            continue;
+        }
+        for (j, l) in lines
+            .by_ref()
+            .take_while(|(_, l)| !l.starts_with("================"))
+            .filter(|(_, l)| !l.trim().is_empty())
+            .take(8)
+        {
+            explains.push(j);
+            if culprit.is_none() {
+                culprit = FILE_LINE
+                    .captures(l)
+                    .map(|c| (rel(&c[1]), c[2].parse().ok()));
+            }
+        }
+        if explains.len() >= 16 || i >= at {
+            break;
+        }
+    }
+    explains.extend(failed.iter().map(|(i, _)| *i));
+    let (culprit_file, culprit_line) = culprit.map_or((None, None), |(f, l)| (Some(f), l));
     Some(Finding {
-        explains: failed.iter().map(|(i, _)| *i).collect(),
+        explains,
+        culprit_file,
+        culprit_line,
         failing_tests: failed.into_iter().map(|(_, t)| t).collect(),
         ..finding(Class::Test, "bazel", at, message)
     })
 }
+
+regex!(BAZEL_TEST_OUTPUT, r"^=+ Test output for //\S+:$");
+// `path/file.ext:12:` at the start of a test's line: where it says it failed.
+regex!(FILE_LINE, r"^([\w./-]+\.[A-Za-z]+):(\d+):");
 
 regex!(
     CSHARP,
