@@ -2,48 +2,80 @@
 //! database's group commit writes. Each request hands its delivery to `Accepts` and waits for
 //! its answer; a writer takes every delivery waiting when it is free and stores them all, each
 //! with the outbox row of its admission, in one statement (one transaction). At a steady
-//! trickle a batch is one delivery, written at once; under load, while `WRITERS` statements are
-//! in Postgres, the next deliveries gather and go together. Per delivery, Postgres then parses,
-//! plans, starts and commits once per batch rather than once each, and that is most of what it
-//! spent on a delivery beside the payload's own parsing (`docs/performance.md`).
+//! trickle a batch is one delivery, written at once; under load, while the `WRITERS`
+//! statements are in Postgres, the next deliveries gather and go together, and Postgres binds,
+//! runs, commits and answers once per batch instead of once per delivery.
 //!
 //! What `failed_run::accept` promised for one delivery holds for each in a batch: stored with
 //! its outbox row or not at all, deduplicated by its id (against what is stored, and within
-//! the batch), answered only once committed. A batch the database refuses (one payload
-//! Postgres cannot store, an outage) is written again delivery by delivery, so each gets its
-//! own answer and a hostile payload costs the others nothing. A request that goes away before
-//! its answer (a client gone, the admission's timeout) leaves its delivery to be written: the
-//! outbox relay pushes what nobody pushed.
+//! the batch), answered only once committed. A batch Postgres refuses for a payload it cannot
+//! store is split in halves until the payload is alone, so a hostile payload costs the others
+//! a few statements (about twice the batch's base-2 logarithm), and its own request a 400.
+//! Any other failure (an outage, a lock or statement timeout) is every waiting request's
+//! answer at once: a 503, which GitHub's redelivery covers. The writers' sessions give up
+//! on a lock and on a statement (`LOCK_TIMEOUT`, `STATEMENT_TIMEOUT`), so a session that holds
+//! a delivery id and never commits holds up one batch for seconds, not the webhook for ever.
+//! A request that went away before its delivery was taken (the client gone, the admission's
+//! timeout answered 408) is not written: its sender was told it failed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::failed_run;
 use crate::incidents::{Delivery, Ingested};
 
 /// Batch statements in Postgres at once. More than one, so that a batch being written never
 /// keeps the next from starting; few, so that under load deliveries gather into batches
 /// instead of each taking a statement of its own. Measured with `selfheal bench ingest` on two
-/// cores: 1, 2, 4 and 8 writers gave 0.73x, 0.79-0.89x, 0.76-0.77x and 0.71x the bare
-/// receiver's rate (`docs/performance.md`).
+/// cores (docs/performance.md): 2 did better than 1, 4 or 8. Also the writers' pool's size.
 pub const WRITERS: usize = 2;
-/// Deliveries in one statement at most (about 20 KB each: a few MB of parameters).
+/// Deliveries in one statement at most.
 const MAX_BATCH: usize = 128;
+/// Payload bytes in one statement at most (a larger delivery goes alone): Postgres refuses a
+/// message over 1 GB, and a batch's parameters are held in memory while it is written.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Deliveries waiting for a writer at most; a request waits (within its own timeout) for room.
+const WAITING: usize = 2 * MAX_BATCH;
+/// How long a writer's statement waits for a row lock (a delivery id another session has
+/// inserted and not committed), and how long it may run.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a delivery could not be stored.
-#[derive(Debug, thiserror::Error)]
+/// Why a delivery could not be stored. Shared: one failure of a batch is each of its
+/// deliveries' answer.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AcceptError {
     #[error("Postgres pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
+    Pool(#[source] Arc<deadpool_postgres::PoolError>),
     #[error("Postgres: {0}")]
-    Db(#[from] tokio_postgres::Error),
-    /// The writer is gone (the server shutting down).
-    #[error("the delivery writer has stopped")]
+    Db(#[source] Arc<tokio_postgres::Error>),
+    /// The writers are gone (the server shutting down, or a writer that panicked).
+    #[error("the delivery writers have stopped")]
     Stopped,
+}
+
+impl From<deadpool_postgres::PoolError> for AcceptError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        AcceptError::Pool(Arc::new(e))
+    }
+}
+
+impl From<tokio_postgres::Error> for AcceptError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        AcceptError::Db(Arc::new(e))
+    }
+}
+
+impl AcceptError {
+    /// Postgres refused what a payload holds (`db::payload_refused`): the payload's fault,
+    /// not the batch's.
+    fn refused_payload(&self) -> bool {
+        matches!(self, AcceptError::Db(e) if crate::db::payload_refused(e))
+    }
 }
 
 /// One delivery, owned, waiting for a writer.
@@ -59,28 +91,38 @@ struct Pending {
     answer: oneshot::Sender<Result<Ingested, AcceptError>>,
 }
 
-/// Statements and deliveries written so far (for benchmarks and tests: how much batching did).
-#[derive(Debug, Default)]
-struct Written {
-    statements: AtomicU64,
-    deliveries: AtomicU64,
+/// What the writers have done so far (for tests and benchmarks: how much batching did).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Statements that stored deliveries.
+    pub statements: u64,
+    pub deliveries: u64,
+    /// Statements refused for a payload, each then split in halves.
+    pub refused: u64,
 }
 
-/// The handle requests hand their deliveries to; cheap to clone. Its channel is unbounded:
-/// what waits in it is bounded by the requests the webhook handles at once (`max_in_flight`).
+#[derive(Debug, Default)]
+struct Counts {
+    statements: AtomicU64,
+    deliveries: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// The handle requests hand their deliveries to; cheap to clone.
 #[derive(Clone)]
 pub struct Accepts {
-    pending: mpsc::UnboundedSender<Pending>,
-    written: Arc<Written>,
+    pending: mpsc::Sender<Pending>,
+    counts: Arc<Counts>,
 }
 
 impl Accepts {
-    /// Starts the writers on `pool`. They end once every `Accepts` clone is dropped and what
-    /// was handed to them is written: await the handle at shutdown.
+    /// Starts the writers on `pool` (its own: `WRITERS` connections whose sessions time out,
+    /// `db::pool_with_timeouts`). They end once every `Accepts` clone is dropped and what was
+    /// handed to them is written: await the handle at shutdown.
     pub fn start(pool: Pool) -> (Accepts, tokio::task::JoinHandle<()>) {
-        let (pending, mut received) = mpsc::unbounded_channel::<Pending>();
-        let written = Arc::new(Written::default());
-        let counts = written.clone();
+        let (pending, mut received) = mpsc::channel::<Pending>(WAITING);
+        let counts = Arc::new(Counts::default());
+        let shared = counts.clone();
         let dispatcher = tokio::spawn(async move {
             let writers = Arc::new(Semaphore::new(WRITERS));
             let mut running = tokio::task::JoinSet::new();
@@ -94,17 +136,21 @@ impl Accepts {
                 if received.recv_many(&mut batch, MAX_BATCH).await == 0 {
                     break;
                 }
-                let (pool, counts) = (pool.clone(), counts.clone());
+                let (pool, counts) = (pool.clone(), shared.clone());
                 running.spawn(async move {
                     write(&pool, batch, &counts).await;
                     drop(writer);
                 });
                 // Reap what has finished, so the set does not grow with the batches.
-                while running.try_join_next().is_some() {}
+                while let Some(done) = running.try_join_next() {
+                    reaped(done);
+                }
             }
-            while running.join_next().await.is_some() {}
+            while let Some(done) = running.join_next().await {
+                reaped(done);
+            }
         });
-        (Accepts { pending, written }, dispatcher)
+        (Accepts { pending, counts }, dispatcher)
     }
 
     /// Stores a failed run's delivery with its admission's outbox row, as
@@ -129,16 +175,25 @@ impl Accepts {
                 runs_per_hour,
                 answer,
             })
+            .await
             .map_err(|_| AcceptError::Stopped)?;
         answered.await.map_err(|_| AcceptError::Stopped)?
     }
 
-    /// (statements, deliveries) written since start.
-    pub fn written(&self) -> (u64, u64) {
-        (
-            self.written.statements.load(Ordering::Relaxed),
-            self.written.deliveries.load(Ordering::Relaxed),
-        )
+    pub fn written(&self) -> Written {
+        Written {
+            statements: self.counts.statements.load(Ordering::Relaxed),
+            deliveries: self.counts.deliveries.load(Ordering::Relaxed),
+            refused: self.counts.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A writer that panicked is logged with its cause; its requests were answered `Stopped`
+/// when their senders dropped.
+fn reaped(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %crate::cause::Chain(&e), "a delivery writer failed; its requests were answered 503");
     }
 }
 
@@ -162,48 +217,84 @@ const ACCEPT_BATCH: &str = "WITH input AS (
       FROM stored JOIN input USING (delivery_id)
     RETURNING delivery_id, id";
 
-async fn write(pool: &Pool, mut batch: Vec<Pending>, written: &Written) {
+async fn write(pool: &Pool, batch: Vec<Pending>, counts: &Counts) {
+    // A request that has gone has been answered already (408, or nobody to answer).
+    let mut batch: Vec<Pending> = batch
+        .into_iter()
+        .filter(|p| !p.answer.is_closed())
+        .collect();
     // A delivery id twice in one batch (GitHub's redelivery racing the original): the first
-    // is written, the others answer as the duplicates they are once it is.
-    batch.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut repeats = Vec::new();
-    let mut unique: Vec<Pending> = Vec::with_capacity(batch.len());
-    for pending in batch {
-        match unique.last() {
-            Some(last) if last.id == pending.id => repeats.push(pending),
-            _ => unique.push(pending),
+    // goes in this round, the others in the next, where they find it stored (or, if it was
+    // refused, are judged on their own payload).
+    while !batch.is_empty() {
+        batch.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut repeats = Vec::new();
+        let mut unique: Vec<Pending> = Vec::with_capacity(batch.len());
+        for pending in batch {
+            match unique.last() {
+                Some(last) if last.id == pending.id => repeats.push(pending),
+                _ => unique.push(pending),
+            }
         }
+        for part in by_size(unique) {
+            write_split(pool, part, counts).await;
+        }
+        batch = repeats;
     }
-    match write_together(pool, &unique).await {
-        Ok(outbox_ids) => {
-            written.statements.fetch_add(1, Ordering::Relaxed);
-            written
-                .deliveries
-                .fetch_add(unique.len() as u64, Ordering::Relaxed);
-            for pending in unique {
-                let ingested = match outbox_ids.get(&pending.id) {
-                    Some(&outbox_id) => Ingested::Accepted { outbox_id },
-                    None => Ingested::Duplicate,
-                };
-                let _ = pending.answer.send(Ok(ingested));
-            }
-            for pending in repeats {
-                let _ = pending.answer.send(Ok(Ingested::Duplicate));
+}
+
+/// Consecutive parts of at most `MAX_BATCH_BYTES` of payload (a larger delivery alone).
+fn by_size(batch: Vec<Pending>) -> Vec<Vec<Pending>> {
+    let mut parts: Vec<Vec<Pending>> = Vec::new();
+    let mut bytes = 0;
+    for pending in batch {
+        let size = pending.payload.len();
+        match parts.last_mut() {
+            Some(part) if bytes + size <= MAX_BATCH_BYTES => part.push(pending),
+            _ => {
+                bytes = 0;
+                parts.push(vec![pending]);
             }
         }
-        Err(e) => {
-            if unique.len() > 1 {
-                tracing::info!(error = %crate::cause::Chain(&e), deliveries = unique.len(), "a batch of deliveries was refused; writing them one by one");
-            }
-            // One by one, in the order sorted (repeats after the first, which they then
-            // find stored): each answered with what Postgres says of it alone.
-            for pending in unique.into_iter().chain(repeats) {
-                let alone = write_alone(pool, &pending).await;
-                if alone.is_ok() {
-                    written.statements.fetch_add(1, Ordering::Relaxed);
-                    written.deliveries.fetch_add(1, Ordering::Relaxed);
+        bytes += size;
+    }
+    parts
+}
+
+/// Writes `batch` in one statement; when Postgres refuses a payload in it, the two halves
+/// apart, and so on down to the payload alone.
+async fn write_split(pool: &Pool, batch: Vec<Pending>, counts: &Counts) {
+    let mut parts = vec![batch];
+    while let Some(mut part) = parts.pop() {
+        match write_together(pool, &part).await {
+            Ok(outbox_ids) => {
+                counts.statements.fetch_add(1, Ordering::Relaxed);
+                counts
+                    .deliveries
+                    .fetch_add(part.len() as u64, Ordering::Relaxed);
+                for pending in part {
+                    let ingested = match outbox_ids.get(&pending.id) {
+                        Some(&outbox_id) => Ingested::Accepted { outbox_id },
+                        None => Ingested::Duplicate,
+                    };
+                    let _ = pending.answer.send(Ok(ingested));
                 }
-                let _ = pending.answer.send(alone);
+            }
+            Err(e) if part.len() > 1 && e.refused_payload() => {
+                counts.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(error = %crate::cause::Chain(&e), deliveries = part.len(), "a batch of deliveries was refused for a payload; writing its halves apart");
+                let second = part.split_off(part.len() / 2);
+                // The first half next: popped last in, first out.
+                parts.push(second);
+                parts.push(part);
+            }
+            Err(e) => {
+                if !e.refused_payload() {
+                    tracing::warn!(error = %crate::cause::Chain(&e), deliveries = part.len(), "deliveries not stored; answered 503");
+                }
+                for pending in part {
+                    let _ = pending.answer.send(Err(e.clone()));
+                }
             }
         }
     }
@@ -241,26 +332,4 @@ async fn write_together(
         .into_iter()
         .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
         .collect())
-}
-
-async fn write_alone(pool: &Pool, pending: &Pending) -> Result<Ingested, AcceptError> {
-    let client = pool.get().await?;
-    let envelope = crate::envelope::Envelope {
-        action: pending.action.clone(),
-        installation_id: pending.installation_id,
-        repository_id: pending.repository_id,
-    };
-    let delivery = Delivery {
-        id: &pending.id,
-        event: &pending.event,
-        payload: &pending.payload,
-        envelope: &envelope,
-    };
-    Ok(failed_run::accept(
-        &client,
-        &delivery,
-        pending.traceparent.as_deref(),
-        pending.runs_per_hour,
-    )
-    .await?)
 }

@@ -56,6 +56,31 @@ pub fn tls_for(
 
 pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbError> {
     let pg: tokio_postgres::Config = database_url.parse().map_err(DbError::Url)?;
+    pool_of(pg, max_size)
+}
+
+/// A pool whose sessions give up on a lock after `lock` and on a statement after
+/// `statement` (Postgres's `lock_timeout` and `statement_timeout`, set when each connection
+/// starts, after whatever options the URL gives): for writers that many requests wait on,
+/// which must answer with an error rather than wait for a session that never commits.
+pub fn pool_with_timeouts(
+    database_url: &str,
+    max_size: usize,
+    lock: std::time::Duration,
+    statement: std::time::Duration,
+) -> Result<Pool, DbError> {
+    let mut pg: tokio_postgres::Config = database_url.parse().map_err(DbError::Url)?;
+    let options = format!(
+        "{} -c lock_timeout={} -c statement_timeout={}",
+        pg.get_options().unwrap_or_default(),
+        lock.as_millis(),
+        statement.as_millis()
+    );
+    pg.options(options.trim_start());
+    pool_of(pg, max_size)
+}
+
+fn pool_of(pg: tokio_postgres::Config, max_size: usize) -> Result<Pool, DbError> {
     let config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
@@ -152,4 +177,21 @@ impl DbError {
             }
         }
     }
+}
+
+/// Whether Postgres refused what a stored payload holds, though it parsed as JSON: a `\u0000`
+/// in a string, a lone surrogate, a number beyond numeric's range, nesting too deep. The
+/// sender's fault, and sending it again would fail the same way.
+pub fn payload_refused(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    const REFUSED: [SqlState; 6] = [
+        SqlState::INVALID_TEXT_REPRESENTATION,
+        SqlState::INVALID_JSON_TEXT,
+        SqlState::UNTRANSLATABLE_CHARACTER,
+        SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+        SqlState::STATEMENT_TOO_COMPLEX,
+        SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+    ];
+    e.as_db_error()
+        .is_some_and(|db| REFUSED.contains(db.code()))
 }

@@ -55,8 +55,8 @@ const ACCEPT: &str = "WITH stored AS (
 
 /// Stores a failed run's delivery with its admission's outbox row, which carries the web's
 /// hourly budget (`runs_per_hour`) for the admission to apply: `Accepted`, or `Duplicate`
-/// when its id was seen before. The webhook writes these in batches (`accepts`), and alone
-/// when a batch is refused.
+/// when its id was seen before. The webhook writes these in batches (`accepts`, the same rows
+/// for many deliveries at once).
 pub(crate) async fn accept(
     client: &Object,
     delivery: &Delivery<'_>,

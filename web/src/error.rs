@@ -44,27 +44,23 @@ impl ApiError {
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
-        // What Postgres refuses to store of a payload that parsed as JSON (a `\u0000` in a
-        // string, a lone surrogate, a number beyond numeric's range, nesting too deep) is the
-        // sender's fault, and sending it
-        // again would fail the same way: a 400 that says why, not a 500.
-        if let Some(db) = e.as_db_error() {
-            use tokio_postgres::error::SqlState;
-            let refused = [
-                SqlState::INVALID_TEXT_REPRESENTATION,
-                SqlState::INVALID_JSON_TEXT,
-                SqlState::UNTRANSLATABLE_CHARACTER,
-                SqlState::CHARACTER_NOT_IN_REPERTOIRE,
-                SqlState::STATEMENT_TOO_COMPLEX,
-                SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
-            ];
-            if refused.contains(db.code()) {
-                let detail = db.detail().map(|d| format!(": {d}")).unwrap_or_default();
-                return ApiError::BadRequest(format!(
-                    "the payload cannot be stored: {}{detail}",
-                    db.message()
-                ));
-            }
+        ApiError::from_postgres(&e)
+    }
+}
+
+impl ApiError {
+    fn from_postgres(e: &tokio_postgres::Error) -> Self {
+        // A payload Postgres cannot store is the sender's fault: a 400 that says why, not a
+        // 500.
+        if let Some(db) = e
+            .as_db_error()
+            .filter(|_| selfheal_shared::db::payload_refused(e))
+        {
+            let detail = db.detail().map(|d| format!(": {d}")).unwrap_or_default();
+            return ApiError::BadRequest(format!(
+                "the payload cannot be stored: {}{detail}",
+                db.message()
+            ));
         }
         // A database that cannot take the write now (a full disk, out of memory or
         // connections, shutting down) is an outage: 503, and GitHub's delivery is asked for
@@ -79,16 +75,19 @@ impl From<tokio_postgres::Error> for ApiError {
                 SqlState::ADMIN_SHUTDOWN,
                 SqlState::CANNOT_CONNECT_NOW,
                 SqlState::READ_ONLY_SQL_TRANSACTION,
+                // A writer's session gave up on a lock or a statement (`accepts`).
+                SqlState::LOCK_NOT_AVAILABLE,
+                SqlState::QUERY_CANCELED,
             ];
             if outage.contains(code) {
-                return ApiError::Unavailable(Chain(&e).to_string());
+                return ApiError::Unavailable(Chain(e).to_string());
             }
         }
         // A closed connection means the database went away mid-request.
         if e.is_closed() || e.as_db_error().is_none() {
-            ApiError::Unavailable(Chain(&e).to_string())
+            ApiError::Unavailable(Chain(e).to_string())
         } else {
-            ApiError::Internal(Chain(&e).to_string())
+            ApiError::Internal(Chain(e).to_string())
         }
     }
 }
@@ -97,8 +96,8 @@ impl From<selfheal_shared::accepts::AcceptError> for ApiError {
     fn from(e: selfheal_shared::accepts::AcceptError) -> Self {
         use selfheal_shared::accepts::AcceptError;
         match e {
-            AcceptError::Pool(e) => e.into(),
-            AcceptError::Db(e) => e.into(),
+            AcceptError::Pool(e) => ApiError::Unavailable(Chain(&*e).to_string()),
+            AcceptError::Db(e) => ApiError::from_postgres(&e),
             AcceptError::Stopped => ApiError::Unavailable(e.to_string()),
         }
     }

@@ -166,7 +166,13 @@ pub async fn state(config: &Config) -> Result<(AppState, Writers), db::DbError> 
         config.worker.missed_heartbeats,
     );
     let (marks, marking) = outbox::Marks::start(pool.clone());
-    let (accepts, accepting) = accepts::Accepts::start(pool.clone());
+    // The writers' own connections, whose sessions time out: many requests wait on each.
+    let (accepts, accepting) = accepts::Accepts::start(db::pool_with_timeouts(
+        config.database_url(),
+        accepts::WRITERS,
+        accepts::LOCK_TIMEOUT,
+        accepts::STATEMENT_TIMEOUT,
+    )?);
     let metrics = Arc::new(metrics::Metrics::default());
     let state_pool = pool.clone();
     let state = AppState {
@@ -203,6 +209,7 @@ pub async fn serve(
         config.worker.requeue_after,
     ));
     let limits = Limits::from_config(&config);
+    let (stop_metrics, metrics_stop) = tokio::sync::oneshot::channel::<()>();
     let metrics = match config.metrics_bind {
         Some(bind) => {
             let listener = TcpListener::bind(bind)
@@ -211,7 +218,13 @@ pub async fn serve(
             tracing::info!(addr = %listener.local_addr()?, "metrics listening");
             let app = metrics_router(state.clone(), limits);
             Some(tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
+                let stopped = async move {
+                    let _ = metrics_stop.await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
                     tracing::error!(error = %e, "the metrics server stopped");
                 }
             }))
@@ -223,10 +236,16 @@ pub async fn serve(
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    // The metrics server holds a clone of the state, which keeps the writers waiting for more.
+    // The metrics server's connections hold clones of the state, which keep the writers
+    // waiting for more: it stops as the public one did (its open connections closed).
+    let _ = stop_metrics.send(());
     if let Some(metrics) = metrics {
-        metrics.abort();
-        let _ = metrics.await;
+        if tokio::time::timeout(Duration::from_secs(5), metrics)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the metrics server did not stop within 5 s");
+        }
     }
     // Deliveries already handed to the writers are stored (every request has its answer by
     // now, so none is waiting), then the marks of the last requests are written (briefly
