@@ -8,8 +8,8 @@
 //! or Make name) and the header's implementation; Ruby requires;
 //! Java, Kotlin, Scala, PHP and Haskell imports by their package paths, and a JVM test's class
 //! under test; Elixir's aliased, imported and used modules where Mix files them; a C# test's
-//! class under test. Imports of anything else (the standard library, dependencies) resolve to no
-//! file here and are dropped. Only what is a regular file inside the repository is returned;
+//! class under test and the types a C# file names, by the files named for them. Imports of
+//! anything else (the standard library, dependencies) resolve to no file here and are dropped. Only what is a regular file inside the repository is returned;
 //! directories are listed only through plain parts and no link.
 
 use std::cell::OnceCell;
@@ -103,7 +103,7 @@ impl<'a> Resolver<'a> {
             "php" => self.php(text),
             "hs" => self.haskell(text),
             "ex" | "exs" => self.elixir(from, text),
-            "cs" => self.csharp(from),
+            "cs" => self.csharp(from, text),
             _ => Vec::new(),
         };
         let mut out: Vec<String> = Vec::new();

@@ -1,6 +1,7 @@
 //! The languages whose imports name a package path, found among the repository's files by
 //! that path: Java, Kotlin and Scala (and a test's class under test), PHP (PSR-4 and
-//! `require`), Haskell, a C# test's class under test, and Ruby's requires.
+//! `require`), Haskell, C# (a test's class under test, the types a file names), and Ruby's
+//! requires.
 
 use std::sync::LazyLock;
 
@@ -73,14 +74,31 @@ impl Resolver<'_> {
     }
 
     /// C#: a test class's class under test (`CartTests.cs` is about `Cart.cs`, in whichever
-    /// project holds it). Namespaces name no file, so `using` directives are not followed.
-    pub(super) fn csharp(&self, from: &str) -> Vec<Vec<String>> {
+    /// project holds it), then the types the file names. Namespaces name no file, so `using`
+    /// directives are not followed; but C# projects keep a type in a file of its name (the
+    /// .NET design guidelines, and what IDE0130/SA1649 enforce), so a capitalised name the
+    /// file uses (`new PriceRule(…)`, `: IDiscount`, `Money.Zero`) that is some `Name.cs` of
+    /// the repository is that type's file.
+    pub(super) fn csharp(&self, from: &str, text: &str) -> Vec<Vec<String>> {
+        static TYPE: LazyLock<Regex> = LazyLock::new(|| re(r"\b([A-Z][A-Za-z0-9_]{1,63})\b"));
         let name = stem(from);
-        ["Tests", "Test", "Specs", "Spec"]
+        let mut groups: Vec<Vec<String>> = ["Tests", "Test", "Specs", "Spec"]
             .iter()
             .find_map(|s| name.strip_suffix(s).filter(|n| !n.is_empty()))
             .map(|tested| vec![self.by_suffix(&format!("{tested}.cs"))])
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        for m in TYPE.captures_iter(text) {
+            // Distinct names only, and as many as imports elsewhere: a generated file names
+            // thousands.
+            if seen.len() == super::MAX_IMPORTS {
+                break;
+            }
+            if m[1] != *name && seen.insert(m[1].to_string()) {
+                groups.push(self.by_suffix(&format!("{}.cs", &m[1])));
+            }
+        }
+        groups
     }
 
     pub(super) fn haskell(&self, text: &str) -> Vec<Vec<String>> {
@@ -132,8 +150,33 @@ mod tests {
             refs(&files, "tests/Shop.Tests/CartTests.cs"),
             ["src/Shop/Cart.cs"]
         );
-        // A class that is not a test names no file: namespaces are not followed.
+        // Namespaces are not followed: `using Shop;` names no file.
         assert!(refs(&files, "src/Shop/Price.cs").is_empty());
+    }
+
+    #[test]
+    fn a_csharp_file_references_the_types_it_names_by_their_files() {
+        let files = [
+            (
+                "src/Shop/Checkout.cs",
+                "using System;\nusing Shop.Rules;\n\nnamespace Shop;\n\npublic class Checkout : ICheckout\n{\n    private readonly IDiscount discount = new PriceRule(Money.Zero);\n    public void Log() => Console.WriteLine(nameof(Checkout));\n}\n",
+            ),
+            ("src/Shop/ICheckout.cs", ""),
+            ("src/Shop/Rules/PriceRule.cs", ""),
+            ("src/Shop/Rules/IDiscount.cs", ""),
+            ("src/Shop/Money.cs", ""),
+            // Not named: `SpecialPriceRule` is another type, though its file ends the same.
+            ("src/Shop/Rules/SpecialPriceRule.cs", ""),
+        ];
+        assert_eq!(
+            refs(&files, "src/Shop/Checkout.cs"),
+            [
+                "src/Shop/ICheckout.cs",
+                "src/Shop/Rules/IDiscount.cs",
+                "src/Shop/Rules/PriceRule.cs",
+                "src/Shop/Money.cs"
+            ]
+        );
     }
 
     #[test]
