@@ -1,7 +1,8 @@
 //! Python: relative imports, and absolute ones from the repository's root, `src/`, the
 //! file's own directory, the directories pytest's `pythonpath` option names (in
 //! `pyproject.toml`, `pytest.ini`, `tox.ini` or `setup.cfg` at the root), and those the file
-//! itself puts on `sys.path` (a string, or `os.path.join(os.path.dirname(__file__), …)`).
+//! itself puts on `sys.path` (a string, `os.path.join(os.path.dirname(__file__), …)`, nested
+//! `os.path.dirname`s, or pathlib's `Path(__file__).parent…` and `.parents[n]` joined with `/`).
 
 use std::sync::LazyLock;
 
@@ -183,19 +184,50 @@ fn sys_path_dirs(from: &str, text: &str) -> Vec<String> {
     });
     static PART: LazyLock<Regex> = LazyLock::new(|| re(r#"["']([^"']*)["']"#));
     let dir = parent(from);
-    imports(&EDIT, text)
+    let parts = |joined: &str| -> Vec<String> {
+        PART.captures_iter(joined)
+            .filter_map(|p| p.get(1).map(|g| g.as_str().to_string()))
+            .collect()
+    };
+    let mut dirs: Vec<String> = imports(&EDIT, text)
         .filter_map(|m| match (m.get(1), m.get(2)) {
             (Some(literal), _) => normalise("", literal.as_str()),
-            (None, Some(parts)) => {
-                let rel: Vec<&str> = PART
-                    .captures_iter(parts.as_str())
-                    .filter_map(|p| p.get(1).map(|g| g.as_str()))
-                    .collect();
-                normalise(&dir, &rel.join("/"))
-            }
+            (None, Some(joined)) => normalise(&dir, &parts(joined.as_str()).join("/")),
             _ => None,
         })
-        .collect()
+        .collect();
+    // `Path(__file__).resolve().parent.parent / "src"`, `Path(__file__).parents[1] / "lib"`:
+    // the first step from the file is its directory, each one after goes up.
+    static PATHLIB: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r#"sys\.path\.(?:insert\(\s*-?\d+\s*,|append\()\s*str\(\s*(?:pathlib\.)?Path\(\s*__file__\s*\)(?:\.(?:resolve|absolute)\(\s*\))*((?:\.parent\b|\.parents\[\d+\])+)((?:\s*/\s*r?["'][^"']*["'])*)\s*\)"#,
+        )
+    });
+    static STEP: LazyLock<Regex> = LazyLock::new(|| re(r"\.parent(?:s\[(\d+)\])?"));
+    dirs.extend(imports(&PATHLIB, text).filter_map(|m| {
+        let mut ups = 0;
+        let mut at_file = true;
+        for step in STEP.captures_iter(&m[1]) {
+            let n: usize = step.get(1).map_or(Some(0), |n| n.as_str().parse().ok())?;
+            ups += n + usize::from(!at_file);
+            at_file = false;
+        }
+        let mut rel = vec!["..".to_string(); ups.min(64)];
+        rel.extend(parts(&m[2]));
+        normalise(&dir, &rel.join("/"))
+    }));
+    // `os.path.dirname(os.path.dirname(os.path.abspath(__file__)))`: each `dirname` past the
+    // first goes up from the file's directory.
+    static DIRNAMES: LazyLock<Regex> = LazyLock::new(|| {
+        re(
+            r#"sys\.path\.(?:insert\(\s*-?\d+\s*,|append\()\s*((?:os\.path\.dirname\(\s*)+)(?:os\.path\.(?:abspath|realpath)\(\s*)?__file__\s*\)?\s*(?:\)\s*)*\)"#,
+        )
+    });
+    dirs.extend(imports(&DIRNAMES, text).filter_map(|m| {
+        let ups = m[1].matches("dirname").count().saturating_sub(1).min(64);
+        normalise(&dir, &vec![".."; ups].join("/"))
+    }));
+    dirs
 }
 
 #[cfg(test)]
@@ -246,6 +278,24 @@ mod tests {
         assert_eq!(
             refs(&edits, "tests/integration/test_flow.py"),
             ["tools/flow.py", "vendor_src/helper.py"]
+        );
+        // pathlib's shapes, and `dirname` twice: each from the file's own directory.
+        let pathlib = [
+            (
+                "tests/unit/test_cart.py",
+                "import sys\nfrom pathlib import Path\nsys.path.insert(0, str(Path(__file__).resolve().parent.parent / \"src\" / 'shop'))\nsys.path.append(str(Path(__file__).parents[2] / \"tools\"))\nsys.path.insert(0, str(Path(__file__).parents[9] / \"above\"))\nsys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))\nimport cart\nimport lint\nimport fixtures\n",
+            ),
+            ("tests/src/shop/cart.py", ""),
+            ("tools/lint.py", ""),
+            ("tests/fixtures.py", ""),
+        ];
+        assert_eq!(
+            refs(&pathlib, "tests/unit/test_cart.py"),
+            [
+                "tests/src/shop/cart.py",
+                "tools/lint.py",
+                "tests/fixtures.py"
+            ]
         );
         // No configuration: nothing beyond the usual roots.
         assert!(refs(
