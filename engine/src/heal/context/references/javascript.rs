@@ -1,6 +1,7 @@
 //! JavaScript and TypeScript: relative imports and requires, and the project's own aliases
 //! (`compilerOptions.paths` and `baseUrl` of the nearest `tsconfig.json` or `jsconfig.json`,
-//! with what it `extends`).
+//! with what it `extends`; `resolve.alias` of the nearest Vite, Vitest or webpack
+//! configuration).
 
 use std::cell::OnceCell;
 use std::sync::LazyLock;
@@ -52,6 +53,48 @@ impl Resolver<'_> {
     /// the configurations it `extends` (files of the repository, at most [`MAX_EXTENDS`] deep)
     /// set and it does not.
     fn aliases(&self, from: &str) -> Aliases {
+        Aliases {
+            bundler: self.bundler_aliases(from),
+            ..self.typescript_aliases(from)
+        }
+    }
+
+    /// `resolve.alias` of the nearest Vite, Vitest or webpack configuration above `from`, read
+    /// from its text (it is code, never run here): the entries whose replacement is a path
+    /// of the repository written as a literal (`'./src'`, `'/src'`), as
+    /// `path.resolve(__dirname, …)` or `path.join(__dirname, …)` of literals, or as
+    /// `fileURLToPath(new URL('./src', import.meta.url))`; in an object (`'@': …`) or in
+    /// Vite's array (`{ find: '@', replacement: … }`). Regular-expression keys are skipped.
+    fn bundler_aliases(&self, from: &str) -> Vec<(String, String)> {
+        const CONFIGS: [&str; 4] = [
+            "vite.config",
+            "vitest.config",
+            "webpack.config",
+            "rspack.config",
+        ];
+        const EXTS: [&str; 6] = ["ts", "js", "mts", "mjs", "cts", "cjs"];
+        let mut dir = Some(parent(from));
+        while let Some(here) = dir.take() {
+            let found: Vec<String> = CONFIGS
+                .iter()
+                .flat_map(|c| EXTS.iter().map(move |e| format!("{c}.{e}")))
+                .map(|name| join_dir(&here, &name))
+                .filter(|path| self.exists(path))
+                .collect();
+            if !found.is_empty() {
+                return found
+                    .iter()
+                    .filter_map(|path| read_inside(self.repo, path))
+                    .flat_map(|text| bundler_entries(&text, &here))
+                    .take(MAX_IMPORTS)
+                    .collect();
+            }
+            dir = up(&here);
+        }
+        Vec::new()
+    }
+
+    fn typescript_aliases(&self, from: &str) -> Aliases {
         // In each directory up from the file, either name: TypeScript's own lookup.
         let mut dir = Some(parent(from));
         let config = std::iter::from_fn(|| {
@@ -145,6 +188,39 @@ impl Resolver<'_> {
 /// How many configurations `extends` brings in, at most.
 const MAX_EXTENDS: usize = 4;
 
+/// The aliases a bundler's configuration (in directory `dir`) sets, each as its key and the
+/// directory of the repository it stands for.
+fn bundler_entries(text: &str, dir: &str) -> Vec<(String, String)> {
+    static ENTRY: LazyLock<Regex> = LazyLock::new(|| {
+        re(concat!(
+            r#"(?:\bfind\s*:\s*["']([^"'\s]{1,64})["']\s*,\s*replacement|["']([^"'\s]{1,64})["']|\b([A-Za-z_$][\w$]{0,63}))\s*:\s*"#,
+            r#"(?:(?:path\.)?(?:resolve|join)\(\s*__dirname\s*,\s*((?:["'][^"']*["']\s*,?\s*){1,8})\)"#,
+            r#"|fileURLToPath\(\s*new\s+URL\(\s*["']([^"']+)["']\s*,\s*import\.meta\.url\s*\)\s*\)"#,
+            r#"|["'](\.{0,2}/[^"']*)["'])"#,
+        ))
+    });
+    static PART: LazyLock<Regex> = LazyLock::new(|| re(r#"["']([^"']*)["']"#));
+    imports(&ENTRY, text)
+        .filter_map(|m| {
+            let key = m.get(1).or(m.get(2)).or(m.get(3))?.as_str().to_string();
+            let rel = if let Some(parts) = m.get(4) {
+                PART.captures_iter(parts.as_str())
+                    .map(|p| p[1].to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            } else {
+                // A root-relative `/src` is the project's `src`, as Vite resolves it.
+                m.get(5)
+                    .or(m.get(6))?
+                    .as_str()
+                    .trim_start_matches('/')
+                    .to_string()
+            };
+            Some((key, normalise(dir, &rel)?))
+        })
+        .collect()
+}
+
 /// A pattern of `paths` (at most one `*`) and its targets.
 type Pattern = (String, Vec<String>);
 
@@ -156,6 +232,8 @@ struct Aliases {
     /// `paths`: each pattern (at most one `*`) and its targets, with the directory of the
     /// configuration that set them.
     paths: Option<(Vec<Pattern>, String)>,
+    /// A bundler's aliases: each key and the directory it stands for.
+    bundler: Vec<(String, String)>,
 }
 
 impl Aliases {
@@ -189,6 +267,23 @@ impl Aliases {
                 );
             }
         }
+        // The bundler's longest key that is the specifier or a prefix of it at a `/`.
+        let bundled = self
+            .bundler
+            .iter()
+            .filter_map(|(key, target)| {
+                let rest = spec.strip_prefix(key.as_str())?;
+                let rest = if key.ends_with('/') {
+                    rest
+                } else if rest.is_empty() {
+                    ""
+                } else {
+                    rest.strip_prefix('/')?
+                };
+                Some((key.len(), target, rest))
+            })
+            .max_by_key(|(len, _, _)| *len);
+        places.extend(bundled.and_then(|(_, target, rest)| normalise(target, rest)));
         places.extend(
             self.base_url
                 .as_deref()
@@ -216,6 +311,49 @@ mod tests {
         );
         // Above the root is nothing of the repository's.
         assert!(refs(&[("a.js", "import x from '../../etc/passwd';\n")], "a.js").is_empty());
+    }
+
+    #[test]
+    fn a_bundlers_aliases_from_the_nearest_vite_or_webpack_configuration() {
+        let files = [
+            (
+                "app/vite.config.ts",
+                "import { fileURLToPath, URL } from 'node:url'\nimport path from 'path'\nexport default defineConfig({\n  resolve: {\n    alias: {\n      '@': fileURLToPath(new URL('./src', import.meta.url)),\n      '@ui': path.resolve(__dirname, 'src', 'components/ui'),\n      shared: '/../shared',\n      '~': '/src/../../..',\n    },\n  },\n})\n",
+            ),
+            (
+                "app/src/pages/cart.test.ts",
+                "import { cart } from '@/pages/cart'\nimport Button from '@ui/Button.vue'\nimport { money } from 'shared/money'\nimport '~/etc/passwd'\nimport { ref } from 'vue'\n",
+            ),
+            ("app/src/pages/cart.ts", ""),
+            ("app/src/components/ui/Button.vue", ""),
+            ("shared/money.ts", ""),
+        ];
+        // `@/` and `@ui/` by their longest key, a root-relative literal from the
+        // configuration's directory; a path out of the repository and a dependency resolve to
+        // nothing.
+        assert_eq!(
+            refs(&files, "app/src/pages/cart.test.ts"),
+            [
+                "app/src/pages/cart.ts",
+                "app/src/components/ui/Button.vue",
+                "shared/money.ts"
+            ]
+        );
+        // webpack's object and Vite's array form, in the repository's root configuration.
+        let files = [
+            (
+                "webpack.config.js",
+                "module.exports = { resolve: { alias: { Utilities: path.join(__dirname, 'src/utilities/') } } };\n",
+            ),
+            (
+                "vite.config.mjs",
+                "export default { resolve: { alias: [ { find: '#lib', replacement: path.resolve(__dirname, './lib') }, { find: /^~/, replacement: '' } ] } }\n",
+            ),
+            ("src/a.js", "import { x } from 'Utilities/x';\nimport { y } from '#lib/y';\n"),
+            ("src/utilities/x.js", ""),
+            ("lib/y.ts", ""),
+        ];
+        assert_eq!(refs(&files, "src/a.js"), ["src/utilities/x.js", "lib/y.ts"]);
     }
 
     #[test]
