@@ -1,5 +1,6 @@
 //! Go: imports inside the module of the nearest `go.mod` (and of the modules it replaces with
-//! a directory of the repository), and a test's own package.
+//! a directory of the repository, and of the other modules of the nearest `go.work`), and a
+//! test's own package.
 
 use std::sync::LazyLock;
 
@@ -27,6 +28,8 @@ impl Resolver<'_> {
             // repository (a monorepo's `replace example.com/lib => ../lib`), longest first.
             let mut modules = vec![(module, dir.clone())];
             let mut replaced = go_replaces(&text, &dir);
+            // A workspace's modules (`go.work`'s `use`), as Go resolves them in workspace mode.
+            replaced.extend(self.go_workspace(from));
             replaced.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
             modules.extend(replaced);
             Some(modules)
@@ -61,6 +64,49 @@ impl Resolver<'_> {
             }
         }
         groups
+    }
+}
+
+impl Resolver<'_> {
+    /// The modules of the nearest `go.work` above `from`: each `use`d directory's module path
+    /// (from its `go.mod`) and the directory, from the repository's root; a directory outside
+    /// the repository is left out.
+    fn go_workspace(&self, from: &str) -> Vec<(String, String)> {
+        static MODULE: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^module\s+(\S+)"));
+        let Some(dir) = self.nearest(from, "go.work") else {
+            return Vec::new();
+        };
+        let Some(work) = read_inside(self.repo, &join_dir(&dir, "go.work")) else {
+            return Vec::new();
+        };
+        let mut used = Vec::new();
+        let mut in_block = false;
+        for line in work.lines() {
+            let line = line.split("//").next().unwrap_or("").trim();
+            if in_block {
+                if line == ")" {
+                    in_block = false;
+                } else if !line.is_empty() {
+                    used.push(line.trim_matches('"').to_string());
+                }
+            } else if let Some(rest) = line.strip_prefix("use") {
+                match rest.trim() {
+                    "(" => in_block = true,
+                    one if rest.starts_with(char::is_whitespace) => {
+                        used.push(one.trim_matches('"').to_string())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        used.into_iter()
+            .take(MAX_IMPORTS)
+            .filter_map(|rel| {
+                let module_dir = normalise(&dir, &rel)?;
+                let gomod = read_inside(self.repo, &join_dir(&module_dir, "go.mod"))?;
+                Some((MODULE.captures(&gomod)?[1].to_string(), module_dir))
+            })
+            .collect()
     }
 }
 
@@ -128,6 +174,31 @@ mod tests {
         assert_eq!(
             refs(&files, "cart/cart_test.go"),
             ["cart/cart.go", "cart/a.go", "prices/prices.go"]
+        );
+    }
+
+    #[test]
+    fn go_imports_of_the_other_modules_of_a_workspace() {
+        let files = [
+            (
+                "go.work",
+                "go 1.22\n\nuse (\n\t./services/api // the service\n\t\"./libs/money\"\n\t../outside\n)\nuse ./tools\n",
+            ),
+            ("services/api/go.mod", "module example.com/api\n"),
+            (
+                "services/api/handler.go",
+                "package api\n\nimport (\n\t\"example.com/money/cents\"\n\t\"example.com/tools\"\n\t\"example.com/unlisted\"\n)\n",
+            ),
+            ("libs/money/go.mod", "module example.com/money\n"),
+            ("libs/money/cents/cents.go", ""),
+            ("tools/go.mod", "module example.com/tools\n"),
+            ("tools/tools.go", ""),
+            ("unlisted/go.mod", "module example.com/unlisted\n"),
+            ("unlisted/u.go", ""),
+        ];
+        assert_eq!(
+            refs(&files, "services/api/handler.go"),
+            ["libs/money/cents/cents.go", "tools/tools.go"]
         );
     }
 
