@@ -326,7 +326,7 @@ async fn a_reasoning_model_that_refuses_max_tokens_is_asked_with_max_completion_
 }
 
 #[tokio::test]
-async fn an_answer_outside_the_contract_is_refused_before_anything_uses_it() {
+async fn an_openai_compatible_answer_outside_the_contract_fails_its_parse() {
     let s = ai_standin::spawn(None).await;
     let hallucinated = json!({"root_cause": "x", "culprit_files": [{"path": "../../etc/passwd", "line": null}],
         "confidence": 0.9, "patch": PATCH});
@@ -506,7 +506,9 @@ mod healing {
             .await
             .expect("Docker (scripts/services.sh up)");
         let step = "##[group]Run cargo test\ncargo test\n##[endgroup]\n";
-        let failed = format!("{step}checking error pages: 4 found\nthe listen address lost its port argument\n##[error]Process completed with exit code 101.\n");
+        // The log is the CI's, and as hostile as anything else: a token it printed, and a
+        // value of the worker's own never-send list, both among the lines that explain it.
+        let failed = format!("{step}checking error pages: 4 found\nthe listen address lost its port argument\nretrying with GITHUB_TOKEN={DEPLOY_KEY} and key {KEY}\n##[error]Process completed with exit code 101.\n");
         let green = format!("{step}checking error pages: 3 found\nall addresses listen\n");
         let report = heal::propose(
             &sandbox,
@@ -531,7 +533,39 @@ mod healing {
             body.contains("the listen address lost its port argument"),
             "{body}"
         );
+        assert!(body.contains("retrying with GITHUB_TOKEN="), "{body}");
         assert!(!body.contains("checking error pages"), "{body}");
+        for secret in [DEPLOY_KEY, KEY] {
+            assert!(!body.contains(secret), "{secret} from the log was sent");
+        }
+    }
+
+    /// An answer that is not JSON at all is refused and asked again once, saying why.
+    #[tokio::test]
+    async fn an_answer_that_is_not_json_is_asked_again_with_the_reason() {
+        let s = ai_standin::spawn(Some(KEY)).await;
+        s.push(Reply::Events(anthropic_tool_answer(
+            "I think the fix is to pass 8080 to parse_port.",
+            "tool_use",
+            0,
+        )));
+        s.push(reply(FIX, "src/lib.rs"));
+        let dir = broken_crate();
+        let report = heal(dir.path(), &options(&s)).await;
+        assert!(
+            matches!(report.verdict, Verdict::Fixed),
+            "{:?}",
+            report.verdict
+        );
+        let ai = report.ai.as_ref().unwrap();
+        assert_eq!(ai.asked, 2, "{ai:?}");
+        assert_eq!(ai.refused.len(), 1, "{:?}", ai.refused);
+        let received = s.received();
+        let why = received[1].body["messages"][0]["content"][1]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(why.contains("Your previous answer was refused"), "{why}");
     }
 
     #[tokio::test]
