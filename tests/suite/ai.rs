@@ -411,6 +411,7 @@ mod healing {
                 morph: None,
                 earlier_patches: Vec::new(),
                 context_tokens: heal::CONTEXT_TOKENS,
+                invariants: Default::default(),
             }),
             memory: None,
             culprits: Vec::new(),
@@ -538,6 +539,42 @@ mod healing {
         for secret in [DEPLOY_KEY, KEY] {
             assert!(!body.contains(secret), "{secret} from the log was sent");
         }
+    }
+
+    /// A change the sandbox would pass but verify would never deliver (the test's assertion
+    /// removed along with the fix) is refused before validation, so the model is asked again
+    /// while it still can be.
+    #[tokio::test]
+    async fn a_fix_that_weakens_a_test_is_refused_before_validation_and_asked_again() {
+        let s = ai_standin::spawn(Some(KEY)).await;
+        let weakened = format!(
+            "{FIX}@@ -16,3 +16,3 @@\n     fn falls_back_to_the_default() {{\n-        assert_eq!(super::listen_address(\"localhost\", \"x\"), \"localhost:8080\");\n+        let _ = super::listen_address(\"localhost\", \"x\");\n     }}\n"
+        );
+        s.push(reply(&weakened, "src/lib.rs"));
+        s.push(reply(FIX, "src/lib.rs"));
+        let dir = broken_crate();
+        let report = heal(dir.path(), &options(&s)).await;
+        assert!(
+            matches!(report.verdict, Verdict::Fixed),
+            "{:?}",
+            report.verdict
+        );
+        let ai = report.ai.as_ref().unwrap();
+        assert_eq!(ai.asked, 2, "{ai:?}");
+        assert!(
+            ai.refused[0].contains("tests-kept: removes 1 assertion"),
+            "{:?}",
+            ai.refused
+        );
+        let patch = report.patch.as_deref().unwrap();
+        assert!(patch.contains("parse_port(port_text, 8080)"), "{patch}");
+        assert!(!patch.contains("let _ = super::listen_address"), "{patch}");
+        let received = s.received();
+        let why = received[1].body["messages"][0]["content"][1]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(why.contains("tests-kept"), "{why}");
     }
 
     /// An answer that is not JSON at all is refused and asked again once, saying why.

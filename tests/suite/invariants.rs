@@ -1,7 +1,7 @@
-//! The invariants on a real repository, through the whole pipeline: a model's fix that passes
-//! the sandbox but mutes a lint, and a clean fix that the repository's own policy forbids, are
-//! validated and then not delivered, with the reason on the run, in the audit log and as a
-//! failed check run on the failing commit. (engine/src/invariants has each invariant's cases
+//! The invariants on a real repository, through the whole pipeline: a model's fix that mutes a
+//! lint is refused before validation and the model asked again; a clean fix that the
+//! repository's own policy forbids is validated and then not delivered, with the reason on the
+//! run, in the audit log and as a failed check run on the failing commit. (engine/src/invariants has each invariant's cases
 //! in several languages; policies/invariants_test.rego the policy's own tests.)
 
 use crate::support;
@@ -41,6 +41,8 @@ fn copy(from: &Path, to: &Path) {
 
 struct Outcome {
     patch_verdict: String,
+    /// Why the model's answers were refused before the sandbox validated one.
+    refused: Vec<String>,
     validation: String,
     verdict: String,
     reason: String,
@@ -54,13 +56,20 @@ struct Outcome {
 /// rust-api-change, with `files` (paths from its root) added, healed by the model answering
 /// `patch`.
 async fn heal(run: i64, patch: &str, files: &[(&str, &str)]) -> Outcome {
+    heal_answering(run, &[patch], files).await
+}
+
+/// The same, the model answering each of `patches` in turn as it is asked.
+async fn heal_answering(run: i64, patches: &[&str], files: &[(&str, &str)]) -> Outcome {
     let model = ai_standin::spawn(Some(KEY)).await;
-    let answer = serde_json::json!({
-        "root_cause": "parse_port gained a default parameter; listen_address still calls it with one argument",
-        "culprit_files": [{"path": "src/lib.rs", "line": 10}], "confidence": 0.9, "patch": patch});
-    model.push(ai_standin::Reply::Events(
-        ai_standin::anthropic_tool_answer(&answer.to_string(), "tool_use", 0),
-    ));
+    for patch in patches {
+        let answer = serde_json::json!({
+            "root_cause": "parse_port gained a default parameter; listen_address still calls it with one argument",
+            "culprit_files": [{"path": "src/lib.rs", "line": 10}], "confidence": 0.9, "patch": patch});
+        model.push(ai_standin::Reply::Events(
+            ai_standin::anthropic_tool_answer(&answer.to_string(), "tool_use", 0),
+        ));
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let repo = tempfile::tempdir().unwrap();
     copy(&root.join("examples/rust-api-change"), repo.path());
@@ -98,7 +107,10 @@ async fn heal(run: i64, patch: &str, files: &[(&str, &str)]) -> Outcome {
         let db = &db;
         async move { db.query_one(sql, &[&run_id]).await.unwrap() }
     };
-    let p = one("SELECT verdict FROM patches WHERE run_id = $1").await;
+    let p = one(
+        "SELECT verdict, coalesce(evidence->'ai'->'refused', '[]') FROM patches WHERE run_id = $1",
+    )
+    .await;
     let v =
         one("SELECT coalesce((SELECT verdict FROM validations WHERE run_id = $1), 'none')").await;
     let ver = one("SELECT verdict, reason FROM verifications WHERE run_id = $1").await;
@@ -129,6 +141,7 @@ async fn heal(run: i64, patch: &str, files: &[(&str, &str)]) -> Outcome {
     Outcome {
         proofs,
         patch_verdict: p.get(0),
+        refused: serde_json::from_value(p.get(1)).unwrap(),
         validation: v.get(0),
         verdict: ver.get(0),
         reason: ver.get(1),
@@ -143,36 +156,30 @@ async fn heal(run: i64, patch: &str, files: &[(&str, &str)]) -> Outcome {
     }
 }
 
+/// A model's fix that would pass the sandbox but mutes a lint is refused before validation by
+/// selfheal's own invariants, and the model is asked again: its clean fix is delivered. (Until
+/// this check ran in the patch stage, such a fix was validated and then stopped at verify.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_models_fix_that_mutes_a_lint_passes_the_sandbox_and_is_not_delivered() {
-    let o = heal(1701, &fix("#[allow(clippy::needless_borrow)]"), &[]).await;
-    // The sandbox had nothing against it: the code compiles and the tests pass.
+async fn a_models_fix_that_mutes_a_lint_is_refused_before_validation_and_asked_again() {
+    let o = heal_answering(
+        1701,
+        &[&fix("#[allow(clippy::needless_borrow)]"), &fix("")],
+        &[],
+    )
+    .await;
+    assert_eq!(o.refused.len(), 1, "{:?}", o.refused);
+    assert!(
+        o.refused[0].contains("failures-heard: adds the suppression `#[allow(clippy::needless_borrow)]` in src/lib.rs:9"),
+        "{:?}",
+        o.refused
+    );
     assert_eq!(
         (o.patch_verdict.as_str(), o.validation.as_str()),
         ("fixed", "fixed")
     );
-    assert_eq!(o.verdict, "skip", "{}", o.reason);
-    assert!(
-        o.reason.contains("failures-heard: adds the suppression `#[allow(clippy::needless_borrow)]` in src/lib.rs:9"),
-        "{}",
-        o.reason
-    );
-    assert_eq!(o.pulls, 0, "nothing delivered");
-    assert_eq!(o.denials.len(), 1, "{:?}", o.denials);
-    assert_eq!(
-        (o.denials[0].0.as_str(), o.denials[0].1.as_str()),
-        ("selfheal", "failures-heard")
-    );
-    assert_eq!(o.audited, 1);
-    let check = o.check.expect("a check run on the failing commit says why");
-    assert_eq!(check["conclusion"], "failure");
-    assert!(
-        check["output"]["summary"]
-            .as_str()
-            .unwrap()
-            .contains("adds the suppression"),
-        "{check:#}"
-    );
+    assert_eq!(o.verdict, "deliver", "{}", o.reason);
+    assert!(o.denials.is_empty(), "{:?}", o.denials);
+    assert_eq!(o.pulls, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,20 +214,29 @@ async fn the_repositorys_own_policy_stops_a_clean_fix_and_cannot_allow_a_dirty_o
     );
 }
 
+/// A repository's policy in selfheal's own package, allowing everything, changes nothing of
+/// selfheal's invariants: the muted lint is still refused (before validation, where only
+/// selfheal's own policy runs), and the fix delivered is the clean one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_policy_cannot_take_selfheals_denials_away() {
     // In selfheal's own package, with a `deny` that is always empty: evaluated apart, it
     // changes nothing.
     const ALLOW_ALL: &str = "package selfheal.invariants\nimport rego.v1\n\ndeny := set()\n";
-    let o = heal(
+    let o = heal_answering(
         1703,
-        &fix("#[allow(clippy::needless_borrow)]"),
+        &[&fix("#[allow(clippy::needless_borrow)]"), &fix("")],
         &[(".github/selfheal/policies/allow.rego", ALLOW_ALL)],
     )
     .await;
-    assert_eq!(o.verdict, "skip", "{}", o.reason);
-    assert!(o.reason.contains("failures-heard"), "{}", o.reason);
-    assert_eq!(o.pulls, 0);
+    assert!(
+        o.refused
+            .first()
+            .is_some_and(|r| r.contains("failures-heard")),
+        "{:?}",
+        o.refused
+    );
+    assert_eq!(o.verdict, "deliver", "{}", o.reason);
+    assert_eq!(o.pulls, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

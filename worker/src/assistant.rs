@@ -51,6 +51,8 @@ pub fn assistant(ai: &AiConfig, mut never_send: Vec<String>) -> Assistant {
         // Set per run (stages::patch).
         earlier_patches: Vec::new(),
         context_tokens: ai.context_tokens,
+        // The operator's floor, set by the worker (`selfheal heal`: selfheal's defaults).
+        invariants: Default::default(),
     }
 }
 

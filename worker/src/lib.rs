@@ -242,11 +242,18 @@ pub async fn run(
         heal: heal::HealOptions {
             reproduce_runs: config.worker.reruns,
             validate_runs: config.worker.reruns,
-            assistant: config
-                .worker
-                .ai
-                .as_ref()
-                .map(|ai| assistant::assistant(ai, assistant::own_secrets(&config))),
+            assistant: config.worker.ai.as_ref().map(|ai| {
+                let mut assistant = assistant::assistant(ai, assistant::own_secrets(&config));
+                // The operator's floor (a repository can only tighten it; verify holds the
+                // fix to the repository's own configuration too).
+                if let Ok(floor) = stages::repo_config::parse_with_defaults(&repo_defaults, "") {
+                    assistant.invariants = selfheal_engine::invariants::Limits {
+                        protected_paths: floor.protected_paths,
+                        max_diff_lines: floor.max_diff_lines,
+                    };
+                }
+                assistant
+            }),
             // Looked up per run (stages::patch).
             memory: None,
             culprits: Vec::new(),

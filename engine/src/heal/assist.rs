@@ -16,10 +16,11 @@ use super::guard::refuses;
 use super::lazy_edits;
 use super::memory::Remembered;
 use super::redaction::{redact, regular_inside, Redaction};
-use super::strategy::{apply_diff, Made};
+use super::strategy::{apply_diff, Made, Strategy};
 use crate::ai::answer::Change;
 use crate::ai::budget::{Grant, TokenBudget};
 use crate::ai::{self, answer, AiError, ModelConfig, Prompt, Usage};
+use crate::changes::ChangeSet;
 use crate::diagnose::Diagnosis;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::workflow::StepCommand;
@@ -44,6 +45,12 @@ pub struct Assistant {
     /// Tokens of repository files a prompt may carry: the files the failure names, then what
     /// they reference, until this is spent.
     pub context_tokens: u64,
+    /// What the model's change is held to before the sandbox validates it (selfheal's built-in
+    /// invariants: tests kept and not weakened, no failure muted, no protected path, no secret
+    /// added, the diff within its cap), so that a change that could never be delivered is
+    /// refused while the model can still be asked again. The verify stage checks the same
+    /// invariants, with the repository's own configuration and policies, before delivery.
+    pub invariants: crate::invariants::Limits,
 }
 
 /// Context tokens when none are configured (`SELFHEAL_AI_CONTEXT_TOKENS`).
@@ -285,6 +292,41 @@ fn check_patch(patch: &str, repo: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Why the model's change breaks selfheal's built-in invariants, if it does (in process: the
+/// policy is selfheal's own, not the repository's).
+fn broken_invariants(
+    set: &ChangeSet,
+    repo: &Path,
+    diagnosis: &Diagnosis,
+    assistant: &Assistant,
+) -> Option<String> {
+    use crate::invariants::{self, Change, InProcess};
+    let diff = match set.diff(repo) {
+        Ok(diff) => diff,
+        Err(e) => return Some(format!("its change cannot be rendered: {e}")),
+    };
+    let change = Change::describe(
+        &diff,
+        diagnosis.class.as_str(),
+        Strategy::AiPatch.as_str(),
+        assistant.invariants.max_diff_lines,
+        &assistant.invariants.protected_paths,
+    );
+    match invariants::check(&change, invariants::DEFAULT_POLICY, &[], &InProcess) {
+        Ok(denials) if denials.is_empty() => None,
+        Ok(denials) => Some(format!(
+            "the change breaks selfheal's invariants: {}",
+            denials
+                .iter()
+                .map(|d| d.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+        // selfheal's own policy always evaluates; if it did not, nothing is let through.
+        Err(e) => Some(format!("the invariants could not be checked: {e}")),
+    }
+}
+
 /// A patch not written here (a model's, or one remembered from another run) checked, then
 /// applied in the sandbox: what it made, or why it is refused.
 pub(super) async fn apply_checked(
@@ -499,6 +541,12 @@ pub(super) async fn fix(
                             evidence.refused.push(why.clone());
                             evidence.repeated = true;
                             return Ok((Err(why), evidence));
+                        }
+                        Ok(Ok(set)) => {
+                            match broken_invariants(&set, repo, failure.diagnosis, assistant) {
+                                Some(why) => why,
+                                None => return Ok((Ok(Ok(set)), evidence)),
+                            }
                         }
                         Ok(made) => return Ok((Ok(made), evidence)),
                         Err(why) => why,

@@ -39,6 +39,30 @@ const EVALUATION_LIMIT: Duration = Duration::from_secs(2);
 pub const MAX_DENIALS_PER_POLICY: usize = 20;
 pub const MAX_MESSAGE_CHARS: usize = 300;
 
+/// What selfheal never changes unless a repository's configuration says otherwise: all of
+/// `.github/` (workflows, actions, CODEOWNERS, selfheal's own config) and the other places
+/// CODEOWNERS may live.
+pub const DEFAULT_PROTECTED_PATHS: [&str; 3] = [".github/", "CODEOWNERS", "docs/CODEOWNERS"];
+/// Changed lines a fix may have when no configuration says.
+pub const DEFAULT_MAX_DIFF_LINES: usize = 500;
+
+/// The limits a change is checked against: the repository's (or the operator's) protected
+/// paths and diff cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub protected_paths: Vec<String>,
+    pub max_diff_lines: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            protected_paths: DEFAULT_PROTECTED_PATHS.map(String::from).to_vec(),
+            max_diff_lines: DEFAULT_MAX_DIFF_LINES,
+        }
+    }
+}
+
 /// What the file is for, as far as the invariants care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

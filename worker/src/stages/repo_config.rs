@@ -84,17 +84,13 @@ fn default_auto_merge_classes() -> Vec<Class> {
 }
 
 fn default_max_diff_lines() -> usize {
-    500
+    selfheal_engine::invariants::DEFAULT_MAX_DIFF_LINES
 }
 
-/// What selfheal never touches unless told otherwise: all of `.github/` (workflows, actions,
-/// CODEOWNERS, selfheal's own config) and the other places CODEOWNERS may live.
 fn default_protected_paths() -> Vec<String> {
-    vec![
-        ".github/".into(),
-        "CODEOWNERS".into(),
-        "docs/CODEOWNERS".into(),
-    ]
+    selfheal_engine::invariants::DEFAULT_PROTECTED_PATHS
+        .map(String::from)
+        .to_vec()
 }
 
 impl Default for RepoConfig {
