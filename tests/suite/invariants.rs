@@ -212,6 +212,17 @@ async fn the_repositorys_own_policy_stops_a_clean_fix_and_cannot_allow_a_dirty_o
             "owners: src/lib.rs is changed by its owners only".to_string()
         )]
     );
+    // Said where people look: the audit log, and a failed check run on the failing commit.
+    assert_eq!(o.audited, 1);
+    let check = o.check.expect("a check run on the failing commit says why");
+    assert_eq!(check["conclusion"], "failure");
+    assert!(
+        check["output"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("src/lib.rs is changed by its owners only"),
+        "{check:#}"
+    );
 }
 
 /// A repository's policy in selfheal's own package, allowing everything, changes nothing of
