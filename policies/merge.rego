@@ -34,6 +34,13 @@ deny contains "the diff deletes or skips a test" if input.tests_deleted
 # text nobody reviewed: a person merges it. (A policy of your own may allow some.)
 deny contains "a model's fix is merged by a person, not automatically" if input.strategy == "ai_patch"
 
+# Reverting someone's commit on the default branch undoes work people build on: only a
+# policy of the operator's own merges that (by branch, by repository, by author).
+deny contains "a revert of a commit on the default branch is merged by a person" if {
+	input.strategy == "revert_culprit"
+	input.base_is_default_branch
+}
+
 deny contains msg if {
 	some path in input.unreadable_paths
 	msg := sprintf("GitHub shows no diff for %s (binary or too large), so nobody can judge it", [path])

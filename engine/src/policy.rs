@@ -20,6 +20,11 @@ pub struct MergeInput {
     pub auto_merge_classes: Vec<String>,
     pub checks_green: bool,
     pub tests_deleted: bool,
+    /// The branch the fix's pull request goes into (the failing branch).
+    pub base_branch: String,
+    /// Whether that is the repository's default branch (true when it cannot be told: a
+    /// policy errs towards the stricter case).
+    pub base_is_default_branch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +81,28 @@ mod tests {
             auto_merge_classes: vec!["format".into(), "lint".into()],
             checks_green: true,
             tests_deleted: false,
+            base_branch: "main".into(),
+            base_is_default_branch: true,
         }
+    }
+
+    /// Where an operator auto-merges test failures, a culprit's revert is merged on a branch
+    /// of its own but not into the default branch.
+    #[test]
+    fn a_revert_into_the_default_branch_is_left_to_a_person() {
+        let mut i = input();
+        i.class = "test".into();
+        i.strategy = "revert_culprit".into();
+        i.auto_merge_classes.push("test".into());
+        let d = decide(DEFAULT_POLICY, &i).unwrap();
+        assert!(!d.allow);
+        assert_eq!(
+            d.reasons,
+            ["a revert of a commit on the default branch is merged by a person"]
+        );
+        i.base_branch = "release/2.x".into();
+        i.base_is_default_branch = false;
+        assert!(decide(DEFAULT_POLICY, &i).unwrap().allow);
     }
 
     #[test]

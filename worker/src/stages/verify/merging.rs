@@ -223,6 +223,20 @@ async fn merge_decision(
         .unwrap_or_default();
     let class = class.unwrap_or_else(|| "unknown".into());
     let strategy = strategy.unwrap_or_else(|| "unknown".into());
+    // The fix goes into the incident's branch; the repository's default branch is what GitHub
+    // said of the repository in the run's delivery.
+    let (base_branch, default_branch) = client
+        .query_opt(
+            "SELECT i.branch, d.payload->'repository'->>'default_branch'
+               FROM runs r JOIN incidents i ON i.id = r.incident_id
+               LEFT JOIN webhook_deliveries d ON d.delivery_id = r.delivery_id
+              WHERE r.id = $1",
+            &[&run.id],
+        )
+        .await?
+        .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)))
+        .unwrap_or_default();
+    let base_is_default_branch = default_branch.is_none_or(|d| d == base_branch);
     let diff = pr_state::as_diff(files);
     let input = MergeInput {
         class,
@@ -242,6 +256,8 @@ async fn merge_decision(
             .collect(),
         checks_green,
         tests_deleted: crate::heal::refuses(&diff).is_some(),
+        base_branch,
+        base_is_default_branch,
     };
     let (source, text) = policy_text().map_err(StageError::Permanent)?;
     let decision = policy::decide(&text, &input)
