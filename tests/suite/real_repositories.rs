@@ -531,6 +531,36 @@ async fn a_merged_fix_is_replayed_for_the_same_failure_without_asking_the_model(
         .unwrap()
         .expect("the merged fix is remembered");
     assert_eq!(before.run_id, first.to_string());
+    // The same failure in another repository of the installation: remembered there only when
+    // the operator shares memory across the installation; never in another installation.
+    use selfheal_shared::config::FixMemory;
+    let mut elsewhere = second_run.clone();
+    elsewhere.id = uuid::Uuid::new_v4();
+    elsewhere.repository_full_name = "octo-org/another-service".into();
+    let recall_in = |run: selfheal_shared::runs::Run, scope: FixMemory| {
+        let (db, fingerprint) = (&db, fingerprint.clone());
+        async move {
+            selfheal_worker::fix_memory::remembered(db, &run, &fingerprint, scope)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(recall_in(elsewhere.clone(), FixMemory::Repository)
+        .await
+        .is_none());
+    let shared = recall_in(elsewhere.clone(), FixMemory::Installation)
+        .await
+        .expect("shared across the installation's repositories");
+    assert_eq!(shared.run_id, first.to_string());
+    assert_eq!(shared.repository, second_run.repository_full_name);
+    let mut other_installation = elsewhere;
+    other_installation.installation_id += 1;
+    assert!(recall_in(other_installation, FixMemory::Installation)
+        .await
+        .is_none());
+    assert!(recall_in(second_run.clone(), FixMemory::Off)
+        .await
+        .is_none());
     let (_, body) = app
         .deliver(
             "pull_request",
