@@ -597,12 +597,18 @@ mod healing {
         let ai = report.ai.as_ref().unwrap();
         assert_eq!(ai.asked, 2, "{ai:?}");
         assert_eq!(ai.refused.len(), 1, "{:?}", ai.refused);
+        assert!(
+            ai.refused[0].contains("not the required JSON object"),
+            "{:?}",
+            ai.refused
+        );
         let received = s.received();
         let why = received[1].body["messages"][0]["content"][1]["text"]
             .as_str()
             .unwrap()
             .to_string();
         assert!(why.contains("Your previous answer was refused"), "{why}");
+        assert!(why.contains(&ai.refused[0]), "{why}");
     }
 
     #[tokio::test]

@@ -225,31 +225,6 @@ async fn the_repositorys_own_policy_stops_a_clean_fix_and_cannot_allow_a_dirty_o
     );
 }
 
-/// A repository's policy in selfheal's own package, allowing everything, changes nothing of
-/// selfheal's invariants: the muted lint is still refused (before validation, where only
-/// selfheal's own policy runs), and the fix delivered is the clean one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repository_policy_cannot_take_selfheals_denials_away() {
-    // In selfheal's own package, with a `deny` that is always empty: evaluated apart, it
-    // changes nothing.
-    const ALLOW_ALL: &str = "package selfheal.invariants\nimport rego.v1\n\ndeny := set()\n";
-    let o = heal_answering(
-        1703,
-        &[&fix("#[allow(clippy::needless_borrow)]"), &fix("")],
-        &[(".github/selfheal/policies/allow.rego", ALLOW_ALL)],
-    )
-    .await;
-    assert!(
-        o.refused
-            .first()
-            .is_some_and(|r| r.contains("failures-heard")),
-        "{:?}",
-        o.refused
-    );
-    assert_eq!(o.verdict, "deliver", "{}", o.reason);
-    assert_eq!(o.pulls, 1);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_that_cannot_be_read_denies_rather_than_vanishing() {
     // A link where a policy should be: GitHub lists it as a `symlink`, and its text is not a

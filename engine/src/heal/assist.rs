@@ -293,8 +293,8 @@ fn check_patch(patch: &str, repo: &Path) -> Result<(), String> {
 }
 
 /// Why the model's change breaks selfheal's built-in invariants, if it does (in process: the
-/// policy is selfheal's own, not the repository's).
-fn broken_invariants(
+/// policy is selfheal's own, not the repository's; off the async threads, as verify runs it).
+async fn broken_invariants(
     set: &ChangeSet,
     repo: &Path,
     diagnosis: &Diagnosis,
@@ -305,14 +305,24 @@ fn broken_invariants(
         Ok(diff) => diff,
         Err(e) => return Some(format!("its change cannot be rendered: {e}")),
     };
-    let change = Change::describe(
-        &diff,
-        diagnosis.class.as_str(),
-        Strategy::AiPatch.as_str(),
-        assistant.invariants.max_diff_lines,
-        &assistant.invariants.protected_paths,
-    );
-    match invariants::check(&change, invariants::DEFAULT_POLICY, &[], &InProcess) {
+    let class = diagnosis.class.as_str();
+    let limits = assistant.invariants.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let change = Change::describe(
+            &diff,
+            class,
+            Strategy::AiPatch.as_str(),
+            limits.max_diff_lines,
+            &limits.protected_paths,
+        );
+        invariants::check(&change, invariants::DEFAULT_POLICY, &[], &InProcess)
+    })
+    .await;
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(e) => return Some(format!("the invariants' check failed: {e}")),
+    };
+    match checked {
         Ok(denials) if denials.is_empty() => None,
         Ok(denials) => Some(format!(
             "the change breaks selfheal's invariants: {}",
@@ -543,7 +553,8 @@ pub(super) async fn fix(
                             return Ok((Err(why), evidence));
                         }
                         Ok(Ok(set)) => {
-                            match broken_invariants(&set, repo, failure.diagnosis, assistant) {
+                            match broken_invariants(&set, repo, failure.diagnosis, assistant).await
+                            {
                                 Some(why) => why,
                                 None => return Ok((Ok(Ok(set)), evidence)),
                             }

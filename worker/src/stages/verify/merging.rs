@@ -164,7 +164,15 @@ pub(super) async fn fix_passed(
     }
     // The policy judges what the PR holds now, as GitHub shows it, not what selfheal recorded.
     let files = pr_state::pr_files(&crab, repo, number).await?;
-    let (allow, reasons, source) = merge_decision(ctx, run, green, &config, &files).await?;
+    // Where the pull request goes as GitHub says now (a person may have changed its base, or
+    // GitHub moved it when a branch was renamed or deleted).
+    let base = Base {
+        branch: pr["base"]["ref"].as_str().map(String::from),
+        default_branch: pr["base"]["repo"]["default_branch"]
+            .as_str()
+            .map(String::from),
+    };
+    let (allow, reasons, source) = merge_decision(ctx, run, green, &config, &files, base).await?;
     let summary = if green {
         format!("all {} checks green", checks.all.len())
     } else if checks.all.is_empty() {
@@ -192,12 +200,19 @@ pub(super) async fn fix_passed(
 
 /// Evaluates the merge policy over the pull request's own files, and records the decision
 /// on the delivery.
+/// The pull request's base branch and its repository's default branch, as GitHub gave them.
+struct Base {
+    branch: Option<String>,
+    default_branch: Option<String>,
+}
+
 async fn merge_decision(
     ctx: &WorkerContext,
     run: &Run,
     checks_green: bool,
     config: &RepoConfig,
     files: &[pr_state::PrFile],
+    base: Base,
 ) -> Result<(bool, Vec<String>, String), StageError> {
     let client = ctx.pool.get().await?;
     // The incident's class is its first fix's; later attempts fix the fix. A model's patch in
@@ -223,9 +238,9 @@ async fn merge_decision(
         .unwrap_or_default();
     let class = class.unwrap_or_else(|| "unknown".into());
     let strategy = strategy.unwrap_or_else(|| "unknown".into());
-    // The fix goes into the incident's branch; the repository's default branch is what GitHub
-    // said of the repository in the run's delivery.
-    let (base_branch, default_branch) = client
+    // The pull request's own base, as GitHub gave it; what the run's delivery said of the
+    // incident's branch and the repository only where GitHub's answer lacks it.
+    let recorded = client
         .query_opt(
             "SELECT i.branch, d.payload->'repository'->>'default_branch'
                FROM runs r JOIN incidents i ON i.id = r.incident_id
@@ -234,9 +249,14 @@ async fn merge_decision(
             &[&run.id],
         )
         .await?
-        .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)))
-        .unwrap_or_default();
-    let base_is_default_branch = default_branch.is_none_or(|d| d == base_branch);
+        .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)));
+    let (recorded_branch, recorded_default) = recorded.unwrap_or_default();
+    let base_branch = base.branch.unwrap_or(recorded_branch);
+    // Unknown counts as the default branch: the stricter case.
+    let base_is_default_branch = base
+        .default_branch
+        .or(recorded_default)
+        .is_none_or(|d| d == base_branch);
     let diff = pr_state::as_diff(files);
     let input = MergeInput {
         class,

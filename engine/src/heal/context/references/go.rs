@@ -24,14 +24,15 @@ impl Resolver<'_> {
         let module = self.nearest(from, "go.mod").and_then(|dir| {
             let text = read_inside(self.repo, &join_dir(&dir, "go.mod"))?;
             let module = MODULE.captures(&text)?[1].to_string();
-            // The module itself, then the modules go.mod replaces with a directory of the
-            // repository (a monorepo's `replace example.com/lib => ../lib`), longest first.
+            // The module itself and the modules go.mod replaces with a directory of the
+            // repository (a monorepo's `replace example.com/lib => ../lib`).
             let mut modules = vec![(module, dir.clone())];
-            let mut replaced = go_replaces(&text, &dir);
+            modules.extend(go_replaces(&text, &dir));
             // A workspace's modules (`go.work`'s `use`), as Go resolves them in workspace mode.
-            replaced.extend(self.go_workspace(from));
-            replaced.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-            modules.extend(replaced);
+            modules.extend(self.go_workspace(from));
+            // The longest module path an import falls under is its module, the file's own
+            // included (a nested module filed elsewhere).
+            modules.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
             Some(modules)
         });
         if let Some(modules) = &module {

@@ -188,6 +188,42 @@ impl Resolver<'_> {
 /// How many configurations `extends` brings in, at most.
 const MAX_EXTENDS: usize = 4;
 
+/// The text of each `alias: { … }` or `alias: [ … ]` of a configuration, brackets balanced
+/// (strings and comments are not told apart: a stray bracket ends a block early, which loses
+/// aliases, never adds any), each at most [`ALIAS_BLOCK`] bytes.
+fn alias_blocks(text: &str) -> impl Iterator<Item = &str> {
+    static START: LazyLock<Regex> = LazyLock::new(|| re(r"\balias\s*:\s*[\{\[]"));
+    START.find_iter(text).take(8).map(move |m| {
+        let from = m.end() - 1;
+        let mut depth = 0usize;
+        let mut end = text.len().min(from + ALIAS_BLOCK);
+        for (i, c) in text[from..].char_indices() {
+            if from + i >= end {
+                break;
+            }
+            match c {
+                '{' | '[' | '(' => depth += 1,
+                '}' | ']' | ')' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        end = from + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // `end` may fall inside a character: back to its start.
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        &text[from..end]
+    })
+}
+
+/// Bytes of one `alias` block read at most.
+const ALIAS_BLOCK: usize = 16 * 1024;
+
 /// The aliases a bundler's configuration (in directory `dir`) sets, each as its key and the
 /// directory of the repository it stands for.
 fn bundler_entries(text: &str, dir: &str) -> Vec<(String, String)> {
@@ -200,9 +236,15 @@ fn bundler_entries(text: &str, dir: &str) -> Vec<(String, String)> {
         ))
     });
     static PART: LazyLock<Regex> = LazyLock::new(|| re(r#"["']([^"']*)["']"#));
-    imports(&ENTRY, text)
+    // Only what `alias:` holds: the rest of the file has paths too (`output.path`).
+    let blocks: String = alias_blocks(text).collect::<Vec<_>>().join("\n");
+    imports(&ENTRY, &blocks)
         .filter_map(|m| {
             let key = m.get(1).or(m.get(2)).or(m.get(3))?.as_str().to_string();
+            // Vite's array form after a regular-expression key: its words are no alias.
+            if m.get(1).is_none() && matches!(key.as_str(), "find" | "replacement") {
+                return None;
+            }
             let rel = if let Some(parts) = m.get(4) {
                 PART.captures_iter(parts.as_str())
                     .map(|p| p[1].to_string())
@@ -343,15 +385,21 @@ mod tests {
         let files = [
             (
                 "webpack.config.js",
-                "module.exports = { resolve: { alias: { Utilities: path.join(__dirname, 'src/utilities/') } } };\n",
+                "module.exports = { output: { path: path.resolve(__dirname, 'dist') }, resolve: { alias: { Utilities: path.join(__dirname, 'src/utilities/') } } };\n",
             ),
             (
                 "vite.config.mjs",
-                "export default { resolve: { alias: [ { find: '#lib', replacement: path.resolve(__dirname, './lib') }, { find: /^~/, replacement: '' } ] } }\n",
+                "export default { resolve: { alias: [ { find: '#lib', replacement: path.resolve(__dirname, './lib') }, { find: /^~/, replacement: path.resolve(__dirname, 'src') } ] } }\n",
             ),
-            ("src/a.js", "import { x } from 'Utilities/x';\nimport { y } from '#lib/y';\n"),
+            (
+                "src/a.js",
+                "import { x } from 'Utilities/x';\nimport { y } from '#lib/y';\nimport p from 'path';\nimport r from 'replacement/z';\n",
+            ),
             ("src/utilities/x.js", ""),
             ("lib/y.ts", ""),
+            // Neither `output.path` nor a regular expression's replacement is an alias.
+            ("dist/index.js", ""),
+            ("src/z.js", ""),
         ];
         assert_eq!(refs(&files, "src/a.js"), ["src/utilities/x.js", "lib/y.ts"]);
     }

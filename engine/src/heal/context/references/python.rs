@@ -200,16 +200,16 @@ fn sys_path_dirs(from: &str, text: &str) -> Vec<String> {
     // the first step from the file is its directory, each one after goes up.
     static PATHLIB: LazyLock<Regex> = LazyLock::new(|| {
         re(
-            r#"sys\.path\.(?:insert\(\s*-?\d+\s*,|append\()\s*str\(\s*(?:pathlib\.)?Path\(\s*__file__\s*\)(?:\.(?:resolve|absolute)\(\s*\))*((?:\.parent\b|\.parents\[\d+\])+)((?:\s*/\s*r?["'][^"']*["'])*)\s*\)"#,
+            r#"sys\.path\.(?:insert\(\s*-?\d+\s*,|append\()\s*str\(\s*(?:pathlib\.)?Path\(\s*__file__\s*\)(?:\.(?:resolve|absolute)\(\s*\))*((?:\.parent\b|\.parents\[\d{1,3}\])+)((?:\s*/\s*r?["'][^"']*["'])*)\s*\)"#,
         )
     });
     static STEP: LazyLock<Regex> = LazyLock::new(|| re(r"\.parent(?:s\[(\d+)\])?"));
     dirs.extend(imports(&PATHLIB, text).filter_map(|m| {
-        let mut ups = 0;
+        let mut ups: usize = 0;
         let mut at_file = true;
         for step in STEP.captures_iter(&m[1]) {
             let n: usize = step.get(1).map_or(Some(0), |n| n.as_str().parse().ok())?;
-            ups += n + usize::from(!at_file);
+            ups = ups.saturating_add(n + usize::from(!at_file));
             at_file = false;
         }
         let mut rel = vec!["..".to_string(); ups.min(64)];
@@ -220,12 +220,21 @@ fn sys_path_dirs(from: &str, text: &str) -> Vec<String> {
     // first goes up from the file's directory.
     static DIRNAMES: LazyLock<Regex> = LazyLock::new(|| {
         re(
-            r#"sys\.path\.(?:insert\(\s*-?\d+\s*,|append\()\s*((?:os\.path\.dirname\(\s*)+)(?:os\.path\.(?:abspath|realpath)\(\s*)?__file__\s*\)?\s*(?:\)\s*)*\)"#,
+            r#"(?m)sys\.path\.(?:insert\(\s*-?\d+\s*,|append\()\s*((?:os\.path\.dirname\(\s*)+)(os\.path\.(?:abspath|realpath)\(\s*)?__file__((?:\s*\))+)\s*(?:;|#|$)"#,
         )
     });
     dirs.extend(imports(&DIRNAMES, text).filter_map(|m| {
-        let ups = m[1].matches("dirname").count().saturating_sub(1).min(64);
-        normalise(&dir, &vec![".."; ups].join("/"))
+        let dirnames = m[1].matches("dirname").count();
+        // Every call closed and then the edit itself, with nothing after (`+ "/lib"` makes
+        // another path).
+        let closed = dirnames + usize::from(m.get(2).is_some()) + 1;
+        if m[3].matches(')').count() != closed {
+            return None;
+        }
+        normalise(
+            &dir,
+            &vec![".."; dirnames.saturating_sub(1).min(64)].join("/"),
+        )
     }));
     dirs
 }
@@ -283,7 +292,7 @@ mod tests {
         let pathlib = [
             (
                 "tests/unit/test_cart.py",
-                "import sys\nfrom pathlib import Path\nsys.path.insert(0, str(Path(__file__).resolve().parent.parent / \"src\" / 'shop'))\nsys.path.append(str(Path(__file__).parents[2] / \"tools\"))\nsys.path.insert(0, str(Path(__file__).parents[9] / \"above\"))\nsys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))\nimport cart\nimport lint\nimport fixtures\n",
+                "import sys\nfrom pathlib import Path\nsys.path.insert(0, str(Path(__file__).resolve().parent.parent / \"src\" / 'shop'))\nsys.path.append(str(Path(__file__).parents[2] / \"tools\"))\nsys.path.insert(0, str(Path(__file__).parents[9] / \"above\"))\nsys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))\nsys.path.append(os.path.dirname(os.path.dirname(__file__)) + \"/nowhere\")\nsys.path.insert(0, str(Path(__file__).parents[99999999999999999999].parent / \"x\"))\nimport cart\nimport lint\nimport fixtures\n",
             ),
             ("tests/src/shop/cart.py", ""),
             ("tools/lint.py", ""),
