@@ -198,14 +198,14 @@ pub(super) async fn fix_passed(
     })
 }
 
-/// Evaluates the merge policy over the pull request's own files, and records the decision
-/// on the delivery.
 /// The pull request's base branch and its repository's default branch, as GitHub gave them.
 struct Base {
     branch: Option<String>,
     default_branch: Option<String>,
 }
 
+/// Evaluates the merge policy over the pull request's own files, and records the decision
+/// on the delivery.
 async fn merge_decision(
     ctx: &WorkerContext,
     run: &Run,
